@@ -1,0 +1,3 @@
+from sam_detect.cli.main import main
+
+main()

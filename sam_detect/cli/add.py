@@ -1,0 +1,188 @@
+"""``sam-detect add``: add labelled examples to a library."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from sam_detect.cli.detect import apply_image_options, load_cli_image
+from sam_detect.cli.options import build_detector, pipeline_options, report_choices
+
+
+def _numbers(value: str, n: int, what: str, param: str) -> list[float]:
+    try:
+        parts = [float(v) for v in value.replace(" ", "").split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) != n:
+        fmt = "x1,y1,x2,y2" if n == 4 else "x,y"
+        raise click.BadParameter(f"{what} must be {n} comma-separated numbers {fmt}, got {value!r}",
+                                 param_hint=param)
+    return parts
+
+
+def read_polygon_file(path: str | Path) -> list:
+    """Polygons from a JSON file (``[[x, y], ...]``, a list of those, or COCO-flat lists)
+    or a text file of ``x,y`` lines (a blank line separates polygons)."""
+    from sam_detect.errors import AnnotationError
+
+    text = Path(path).read_text()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        polys, cur = [], []
+        for line in text.splitlines():
+            line = line.strip()
+            if not line:
+                if cur:
+                    polys.append(cur)
+                cur = []
+                continue
+            try:
+                x, y = (float(v) for v in line.replace(";", ",").replace(" ", ",").split(",") if v)
+            except ValueError as e:
+                raise AnnotationError(f"{path}: cannot read polygon line {line!r} (expected x,y)") from e
+            cur.append([x, y])
+        if cur:
+            polys.append(cur)
+        return polys
+    if isinstance(data, list) and data and isinstance(data[0], (int, float)):
+        return [data]  # one COCO-flat polygon
+    if isinstance(data, list) and data and isinstance(data[0], list) and data[0] and \
+            isinstance(data[0][0], (int, float)) and len(data[0]) == 2:
+        return [data]  # one polygon of points
+    if isinstance(data, list):
+        return data
+    raise AnnotationError(f"{path}: expected a JSON list of [x, y] points or of polygons")
+
+
+def _load_label_image(path: str, frame: int | None, channel: int | None):
+    """The label image (integer ids, 0 = background) of ``path``; a single-frame file serves any frame."""
+    import numpy as np
+
+    from sam_detect.errors import AnnotationError
+    from sam_detect.io.images import read_stack
+
+    stack, _ = read_stack(path)
+    if stack.shape[0] == 1:
+        lab = stack[0]
+    elif frame is None:
+        raise AnnotationError(f"{path}: the label file holds {stack.shape[0]} frames; pick one with --frame")
+    elif not 0 <= frame < stack.shape[0]:
+        raise AnnotationError(f"{path}: --frame {frame} out of range 0..{stack.shape[0] - 1}")
+    else:
+        lab = stack[frame]
+    lab = np.asarray(lab)
+    if lab.ndim == 3:
+        if channel is None:
+            raise AnnotationError(f"{path}: the label file has {lab.shape[2]} channels; pick one with --labels-channel")
+        if not 0 <= channel < lab.shape[2]:
+            raise AnnotationError(f"{path}: --labels-channel {channel} out of range 0..{lab.shape[2] - 1}")
+        lab = lab[..., channel]
+    return lab
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.option("--label", help="Label of the example(s). Required unless --annotations carries class names.")
+@click.option("--negative", is_flag=True, help="Store as a negative example (a look-alike to suppress).")
+@click.option("--box", "boxes", multiple=True, metavar="X1,Y1,X2,Y2",
+              help="A box around the object; the segmenter turns it into a mask. Repeatable.")
+@click.option("--point", "points", multiple=True, metavar="X,Y",
+              help="A point on the object; the segmenter turns it into a mask. Repeatable.")
+@click.option("--mask", "mask_path", type=click.Path(exists=True, dir_okay=False),
+              help="A mask image (non-zero = object) of the same size as IMAGE.")
+@click.option("--polygon", "polygon_path", type=click.Path(exists=True, dir_okay=False),
+              help="A JSON or text file with the object's outline as x,y points.")
+@click.option("--labels", "labels_path", type=click.Path(exists=True, dir_okay=False),
+              help="A label image (0 = background, one id per object): every object becomes an example.")
+@click.option("--labels-channel", type=int, default=None,
+              help="Channel of the --labels file holding the labels (multi-channel files).")
+@click.option("--annotations", "annotations_path", type=click.Path(exists=True, dir_okay=False),
+              help="COCO, labelme, .npz or polygon annotations: every object becomes an example.")
+@click.option("--label-from", type=click.Choice(["category"]), default=None,
+              help="With --annotations: take each example's label from its category (the default without --label).")
+@click.option("--limit", type=click.IntRange(1), default=None,
+              help="Add at most this many objects from --labels/--annotations (the first ones).")
+@apply_image_options
+@pipeline_options
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or stage report on stderr.")
+def add(image, label, negative, boxes, points, mask_path, polygon_path, labels_path, labels_channel, annotations_path, label_from,
+        limit, channels, frame, quiet, **opts) -> None:
+    """Add labelled examples from IMAGE to a library (created on first use).
+
+    Give the object(s) as exactly one of --box, --point, --mask, --polygon, --labels or
+    --annotations. Nothing is written unless every example is embedded successfully.
+
+    \b
+    Examples:
+      sam-detect add frame0.tif --label nucleus --labels frame0_labels.tif
+      sam-detect add plate.png --label coin --box 10,20,60,70 --box 80,20,130,70
+      sam-detect add plate.png --negative --point 200,150
+    """
+    import numpy as np
+
+    from sam_detect.instances import NEGATIVE, Instances
+
+    sources = {"--box": boxes, "--point": points, "--mask": mask_path, "--polygon": polygon_path,
+               "--labels": labels_path, "--annotations": annotations_path}
+    given = [k for k, v in sources.items() if v]
+    if len(given) != 1:
+        raise click.UsageError(
+            "give exactly one of --box, --point, --mask, --polygon, --labels or --annotations"
+            + (f" (got {', '.join(given)})" if given else "")
+        )
+    if negative:
+        if label and label != NEGATIVE:
+            raise click.BadParameter("--negative and --label are exclusive", param_hint="--negative")
+        label = NEGATIVE
+    if label is not None and not label.strip():
+        raise click.BadParameter("the label must not be empty", param_hint="--label")
+    if label is None and not annotations_path:
+        raise click.UsageError("missing --label (or --negative)")
+    if label_from and not annotations_path:
+        raise click.BadParameter("--label-from needs --annotations", param_hint="--label-from")
+
+    loaded = load_cli_image(image, channels, frame)
+    detector = build_detector(**opts)
+    with detector:
+        if boxes or points:
+            found = [
+                detector.prompt_to_instances(loaded, box=_numbers(b, 4, "--box", "--box")) for b in boxes
+            ] + [detector.prompt_to_instances(loaded, point=_numbers(p, 2, "--point", "--point")) for p in points]
+            inst = Instances.merge(found)
+            inst.labels[:] = label
+        elif mask_path:
+            from sam_detect.io.images import load_image
+
+            mask = load_image(mask_path).original
+            if mask.ndim == 3:
+                mask = mask.max(axis=-1)
+            inst = detector.prompt_to_instances(loaded, mask=np.asarray(mask) > 0)
+            inst.labels[:] = label
+        elif polygon_path:
+            inst = detector.prompt_to_instances(loaded, polygon=read_polygon_file(polygon_path))
+            inst.labels[:] = label
+        elif labels_path:
+            lab = _load_label_image(labels_path, frame, labels_channel)
+            inst = detector.annotations_to_instances(lab, loaded.rgb.shape[:2])
+            inst.labels[:] = label
+        else:
+            from sam_detect.annotations import load_annotations
+
+            inst = load_annotations(annotations_path, image_shape=loaded.rgb.shape[:2])
+            if label is not None:
+                inst.labels[:] = label
+        if limit is not None:
+            inst = inst[:limit]
+        ids = detector.add_examples(loaded, inst, progress=not quiet and len(inst) > detector.config.batch_size)
+        report_choices(detector, quiet)
+        counts = detector.store.labels(detector.config.library)
+    added: dict[str, int] = {}
+    for lab in inst.labels:
+        added[lab] = added.get(lab, 0) + 1
+    summary = ", ".join(f"{k}: {v}" for k, v in sorted(added.items()))
+    total = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+    click.echo(f"added {len(ids)} example(s) ({summary}) to library '{detector.config.library}' — now {total}")

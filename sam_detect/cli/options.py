@@ -1,0 +1,167 @@
+"""Option groups shared by the commands, and the detector/store builders behind them.
+
+Nothing here imports torch: the detector builds its models on first use.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from sam_detect.paths import LIBRARY_ENV
+
+SEGMENTER_CHOICES = ["auto", "classical", "sam2"]
+EMBEDDER_CHOICES = ["auto", "effnet", "handcrafted", "clip", "sam2"]
+FADE_CHOICES = ["gaussian", "linear", "exponential", "identity"]
+STORE_CHOICES = ["qdrant", "edge", "memory"]
+
+
+def _stack(decorators: list[Callable]) -> Callable:
+    def apply(f: Callable) -> Callable:
+        for d in reversed(decorators):
+            f = d(f)
+        return f
+
+    return apply
+
+
+store_options = _stack(
+    [
+        click.option("--library", "-l", default="default", show_default=True, envvar="SAM_DETECT_LIBRARY",
+                     help="Library (named collection of examples) to use. [env: SAM_DETECT_LIBRARY]"),
+        click.option("--store", type=click.Choice(STORE_CHOICES), default="qdrant", show_default=True,
+                     help="Vector store: embedded Qdrant on a folder (or a server with --qdrant-url), "
+                          "Qdrant Edge, or in-memory."),
+        click.option("--library-path", type=click.Path(file_okay=False), envvar=LIBRARY_ENV,
+                     help=f"Folder of the embedded libraries (default: per-user data folder). [env: {LIBRARY_ENV}]"),
+        click.option("--qdrant-url", envvar="SAM_DETECT_QDRANT_URL",
+                     help="Qdrant server URL, e.g. http://localhost:6333. [env: SAM_DETECT_QDRANT_URL]"),
+        click.option("--qdrant-api-key", envvar="SAM_DETECT_QDRANT_API_KEY",
+                     help="API key for the Qdrant server. [env: SAM_DETECT_QDRANT_API_KEY]"),
+    ]
+)
+
+
+def _model_options() -> list[Callable]:
+    """SAM2/CLIP options, when that part of sam-detect is present."""
+    if importlib.util.find_spec("sam_detect.cli._model_options") is None:
+        return []
+    from sam_detect.cli._model_options import model_options
+
+    return [model_options]
+
+
+pipeline_options = _stack(
+    [
+        click.option("--segmenter", type=click.Choice(SEGMENTER_CHOICES), default="auto", show_default=True,
+                     help="Mask proposals: auto = SAM2 when its weights are cached, else classical."),
+        click.option("--embedder", type=click.Choice(EMBEDDER_CHOICES), default="auto", show_default=True,
+                     help="Crop embedder: auto = the library's own, else CLIP when cached, else effnet."),
+        click.option("--fade", type=click.Choice(FADE_CHOICES), default=None,
+                     help="Context fade (default: the library's, gaussian for a new library)."),
+        click.option("--sigma", type=float, help="Gaussian fade width in pixels (default 30)."),
+        click.option("--min-fade", type=click.FloatRange(0, 1), help="Floor of the fade factor (default 0.1)."),
+        click.option("--max-distance", type=float, help="Distance where the linear/exponential fade ends."),
+        click.option("--decay", type=float, help="Exponential fade rate per pixel."),
+        click.option("--occupancy", type=click.FloatRange(0, 1, min_open=True), default=0.2, show_default=True,
+                     help="Share of the context crop the object fills."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+                     help="Where models run."),
+        *_model_options(),
+        store_options,
+    ]
+)
+
+classify_options = _stack(
+    [
+        click.option("--top-k", type=click.IntRange(1), default=5, show_default=True,
+                     help="Neighbours that vote on each candidate's label."),
+        click.option("--threshold", type=click.FloatRange(-1, 1), default=0.5, show_default=True,
+                     help="Minimum cosine similarity for a label; below it a candidate is 'unknown'."),
+        click.option("--keep-unknown", is_flag=True, help="Report candidates labelled 'unknown' too."),
+    ]
+)
+
+
+def store_config(opts: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(store name, store options) from the store option group's values."""
+    store = opts.get("store") or "qdrant"
+    store_opts: dict[str, Any] = {}
+    if opts.get("qdrant_url"):
+        if store != "qdrant":
+            raise click.BadParameter("--qdrant-url needs --store qdrant", param_hint="--qdrant-url")
+        store_opts["url"] = opts["qdrant_url"]
+        if opts.get("qdrant_api_key"):
+            store_opts["api_key"] = opts["qdrant_api_key"]
+    elif store in ("qdrant", "edge"):
+        from sam_detect.paths import default_library_path
+
+        store_opts["path"] = opts.get("library_path") or str(default_library_path())
+    elif store == "memory" and opts.get("library_path"):
+        store_opts["path"] = opts["library_path"]
+    return store, store_opts
+
+
+def open_store(**opts: Any):
+    """Build the store chosen by the store option group."""
+    from sam_detect.store import create_store
+
+    name, store_opts = store_config(opts)
+    return create_store(name, **store_opts)
+
+
+def detector_config(**opts: Any):
+    """A ``DetectorConfig`` from the pipeline (and classify) option groups' values."""
+    from sam_detect.pipeline import DetectorConfig
+
+    fade = opts.get("fade")
+    fade_opts = {
+        k: opts[k] for k in ("sigma", "min_fade", "max_distance", "decay") if opts.get(k) is not None
+    }
+    if fade_opts and fade is None:
+        raise click.BadParameter("name the fade these settings are for, e.g. --fade gaussian", param_hint="--fade")
+    store, store_opts = store_config(opts)
+    kwargs: dict[str, Any] = {
+        "segmenter": opts.get("segmenter", "auto"),
+        "embedder": opts.get("embedder", "auto"),
+        "fade": fade,
+        "fade_options": fade_opts,
+        "occupancy": opts.get("occupancy", 0.2),
+        "store": store,
+        "store_options": store_opts,
+        "library": opts.get("library", "default"),
+        "device": opts.get("device", "auto"),
+    }
+    for key in ("top_k", "threshold", "keep_unknown"):
+        if opts.get(key) is not None:
+            kwargs[key] = opts[key]
+    if importlib.util.find_spec("sam_detect.cli._model_options") is not None:
+        from sam_detect.cli._model_options import model_options_to_config
+
+        extra = model_options_to_config(**opts)
+        kwargs["segmenter_options"] = extra.get("segmenter_options", {})
+        kwargs["embedder_options"] = extra.get("embedder_options", {})
+    try:
+        return DetectorConfig(**kwargs)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from e
+
+
+def build_detector(**opts: Any):
+    """A ``SAMDetect`` from CLI option values."""
+    from sam_detect.pipeline import SAMDetect
+
+    return SAMDetect(detector_config(**opts))
+
+
+def report_choices(detector: Any, quiet: bool = False) -> None:
+    """Say on stderr which segmenter, embedder and library were used, and why."""
+    if quiet:
+        return
+    for stage in ("segmenter", "embedder", "store"):
+        if stage in detector.choices:
+            click.echo(f"sam-detect: {stage}: {detector.choices[stage]}", err=True)
+    click.echo(f"sam-detect: library: {detector.config.library}", err=True)

@@ -1,0 +1,43 @@
+"""Exceptions raised by sam-detect.
+
+Every error a user can cause derives from :class:`SamDetectError`; the CLI turns it into a
+one-line ``Error: ...`` message and a non-zero exit code, never a traceback. Messages say
+what was expected, what arrived, and what to do.
+"""
+
+from __future__ import annotations
+
+
+class SamDetectError(Exception):
+    """Base class for errors caused by input, configuration or environment."""
+
+
+class ImageLoadError(SamDetectError, ValueError):
+    """An image file is missing, unreadable, truncated, empty or of an unsupported shape."""
+
+
+class AnnotationError(SamDetectError, ValueError):
+    """An annotation (mask, box, point, polygon, label image, file) is invalid."""
+
+
+class LibraryError(SamDetectError):
+    """A library is missing, incompatible, locked or corrupt."""
+
+
+class LibraryNotFoundError(LibraryError, KeyError):
+    """The named library does not exist in the store."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class EmbedderMismatchError(LibraryError, ValueError):
+    """The library was built with another embedder, fade or crop setting."""
+
+
+class LibraryLockedError(LibraryError):
+    """Another process holds the embedded library folder."""
+
+
+class ModelNotAvailableError(SamDetectError):
+    """Model weights are missing and cannot be fetched (offline, bad path, corrupt file)."""

@@ -1,0 +1,183 @@
+"""Outputs other tools can read: per-object JSON records, COCO, overlays.
+
+Boxes are XYXY inside the library; COCO's XYWH is produced here, at the edge.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sam_detect.instances import Instances
+from sam_detect.masks import mask_to_polygons, mask_to_rle
+
+
+def instance_records(
+    instances: Instances,
+    *,
+    polygons: bool = True,
+    tolerance: float = 1.0,
+    rle: bool = False,
+    neighbours: bool = True,
+) -> list[dict[str, Any]]:
+    """One JSON-ready dict per instance: label, confidence, box (XYXY), area, polygons...
+
+    ``polygons``: outlines as ``[[x, y], ...]`` lists simplified with ``tolerance`` pixels;
+    ``rle``: COCO RLE of the mask as well.
+    """
+    records = []
+    sim = instances.data.get("similarity")
+    neigh = instances.data.get("neighbours")
+    areas = instances.areas
+    for i in range(len(instances)):
+        x1, y1, x2, y2 = (round(float(v), 2) for v in instances.boxes[i])
+        rec: dict[str, Any] = {
+            "id": i,
+            "label": instances.labels[i],
+            "confidence": round(float(instances.label_confidences[i]), 4),
+            "score": round(float(instances.scores[i]), 4),
+            "box": [x1, y1, x2, y2],
+            "area": int(areas[i]),
+        }
+        if sim is not None:
+            rec["similarity"] = round(float(sim[i]), 4)
+        if polygons:
+            rec["polygons"] = [np.round(p, 2).tolist() for p in mask_to_polygons(instances.masks[i], tolerance)]
+        if rle:
+            rec["rle"] = mask_to_rle(instances.masks[i])
+        if neighbours and neigh is not None:
+            rec["neighbours"] = neigh[i]
+        records.append(rec)
+    return records
+
+
+def image_record(instances: Instances, image_path: str | None = None, **kwargs: Any) -> dict[str, Any]:
+    """A JSON-lines record for one image: path, size, counts per label, objects, timings."""
+    counts: dict[str, int] = {}
+    for lab in instances.labels:
+        counts[str(lab)] = counts.get(str(lab), 0) + 1
+    h, w = instances.image_hw
+    md = instances.metadata
+    return {
+        "image": image_path or md.get("image_path"),
+        "height": int(md.get("image_hw", [h, w])[0]),
+        "width": int(md.get("image_hw", [h, w])[1]),
+        "count": len(instances),
+        "counts": counts,
+        "objects": instance_records(instances, **kwargs),
+        "timings": {k: round(float(v), 4) for k, v in md.get("timings", {}).items()},
+    }
+
+
+def to_coco(
+    results: Iterable[tuple[str, Instances]],
+    *,
+    categories: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """COCO instance-segmentation JSON (``images``, ``annotations`` with RLE and XYWH ``bbox``,
+    ``categories``) for ``(image_path, instances)`` pairs; ``score`` holds the label confidence.
+    """
+    results = list(results)
+    names = list(categories) if categories else sorted({str(lab) for _, inst in results for lab in inst.labels})
+    cat_id = {name: i + 1 for i, name in enumerate(names)}
+    images, annotations = [], []
+    for image_id, (path, inst) in enumerate(results, start=1):
+        h, w = inst.image_hw
+        images.append({"id": image_id, "file_name": str(path), "height": int(h), "width": int(w)})
+        areas = inst.areas
+        for i in range(len(inst)):
+            label = str(inst.labels[i])
+            if label not in cat_id:
+                cat_id[label] = len(cat_id) + 1
+                names.append(label)
+            x1, y1, x2, y2 = (float(v) for v in inst.boxes[i])
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": cat_id[label],
+                    "segmentation": mask_to_rle(inst.masks[i]),
+                    "area": int(areas[i]),
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "iscrowd": 0,
+                    "score": round(float(inst.label_confidences[i]), 4),
+                }
+            )
+    return {
+        "info": {"description": "sam-detect predictions"},
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": cat_id[n], "name": n} for n in names],
+    }
+
+
+def write_json(obj: Any, path: str | Path) -> None:
+    """Write JSON atomically (a temporary file renamed over ``path``): no half-written output."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    tmp.replace(path)
+
+
+def label_color(label: Any) -> tuple[int, int, int]:
+    """A stable, distinct RGB colour for a label (same label, same colour, every run)."""
+    h = int(hashlib.md5(str(label).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    r, g, b = colorsys.hsv_to_rgb(h, 0.75, 1.0)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def render_overlay(
+    rgb: np.ndarray,
+    instances: Instances,
+    *,
+    alpha: float = 0.45,
+    boxes: bool = True,
+    text: bool = True,
+    outline: bool = True,
+) -> np.ndarray:
+    """Draw masks coloured by label, outlines, boxes and ``label conf`` text on ``rgb`` (H, W, 3) uint8."""
+    import cv2
+
+    out = np.ascontiguousarray(rgb.copy())
+    if len(instances) == 0:
+        return out
+    colors = {lab: np.array(label_color(lab), dtype=np.float32) for lab in set(instances.labels)}
+    paint = out.astype(np.float32)
+    for i in range(len(instances)):
+        m = instances.masks[i]
+        paint[m] = paint[m] * (1 - alpha) + colors[instances.labels[i]] * alpha
+    out = paint.astype(np.uint8)
+    scale = max(0.35, min(out.shape[:2]) / 1500)
+    for i in range(len(instances)):
+        color = tuple(int(c) for c in colors[instances.labels[i]])
+        x1, y1, x2, y2 = (int(round(v)) for v in instances.boxes[i])
+        if outline:
+            contours, _ = cv2.findContours(instances.masks[i].astype(np.uint8), cv2.RETR_EXTERNAL,
+                                           cv2.CHAIN_APPROX_SIMPLE)
+            cv2.drawContours(out, contours, -1, color, 1)
+        if boxes:
+            cv2.rectangle(out, (x1, y1), (x2 - 1, y2 - 1), color, 1)
+        if text:
+            caption = f"{instances.labels[i]} {instances.label_confidences[i]:.2f}"
+            cv2.putText(out, caption, (x1, max(y1 - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3,
+                        cv2.LINE_AA)
+            cv2.putText(out, caption, (x1, max(y1 - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX, scale, color, 1, cv2.LINE_AA)
+    return out
+
+
+def save_image(rgb: np.ndarray, path: str | Path) -> None:
+    """Write an RGB uint8 image (PNG/JPEG/TIFF by extension)."""
+    import cv2
+
+    path = Path(path)
+    ok = cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        from sam_detect.errors import SamDetectError
+
+        raise SamDetectError(f"could not write image {path} (unknown extension or folder missing?)")

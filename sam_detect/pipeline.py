@@ -1,0 +1,532 @@
+"""``SAMDetect``: propose, describe, decide.
+
+The pipeline composes a segmenter, a fade strategy, an embedder and a store. Examples
+and candidates go through the same crop, fade and embedder; the library's metadata
+records those settings and every add and query is checked against them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import logging
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sam_detect.errors import AnnotationError, LibraryNotFoundError, SamDetectError
+from sam_detect.instances import NEGATIVE, UNKNOWN, Instances
+
+log = logging.getLogger("sam_detect")
+
+DEFAULT_FADE = "gaussian"
+DEFAULT_FADE_OPTIONS = {"sigma": 30.0, "min_fade": 0.1}
+
+
+@dataclass
+class DetectorConfig:
+    """Everything that chooses and tunes the stages.
+
+    ``segmenter`` / ``embedder``: a registry name or ``"auto"`` (SAM2/CLIP when their weights
+    are cached, else ``classical`` + ``effnet``; an existing library's own embedder wins).
+    ``fade``: a fade name, or ``None`` for the library's fade (``gaussian`` for a new one).
+    ``occupancy``: the share of the context crop the object fills (``side = sqrt(area / occupancy)``).
+    ``store``: ``qdrant`` (embedded folder by default, ``url`` for a server), ``memory`` or ``edge``.
+    ``threshold``: the minimum cosine similarity for a label; below it a candidate is ``unknown``.
+    """
+
+    segmenter: str = "auto"
+    segmenter_options: dict[str, Any] = field(default_factory=dict)
+    embedder: str = "auto"
+    embedder_options: dict[str, Any] = field(default_factory=dict)
+    fade: str | None = None
+    fade_options: dict[str, Any] = field(default_factory=dict)
+    occupancy: float = 0.2
+    store: str = "qdrant"
+    store_options: dict[str, Any] = field(default_factory=dict)
+    library: str = "default"
+    top_k: int = 5
+    threshold: float = 0.5
+    keep_unknown: bool = False
+    device: str = "auto"
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if not 0 < self.occupancy <= 1:
+            raise ValueError(f"occupancy must be in (0, 1], got {self.occupancy}")
+        if self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+        if not -1 <= self.threshold <= 1:
+            raise ValueError(f"threshold is a cosine similarity in [-1, 1], got {self.threshold}")
+        if not self.library or not str(self.library).strip():
+            raise ValueError("library name must not be empty")
+
+
+def _is_torch_embedder(name: str) -> bool:
+    return name in ("effnet", "clip", "sam2")
+
+
+class SAMDetect:
+    """Few-shot detector: add labelled examples, then detect similar objects.
+
+    >>> det = SAMDetect(DetectorConfig(store="memory"))          # doctest: +SKIP
+    >>> det.add_example("frame0.tif", box=(10, 20, 60, 70), label="cell")
+    >>> found = det.detect("frame5.tif")                         # Instances with labels
+
+    Stages may be passed as objects (``segmenter=``, ``embedder=``, ``store=``, ``fade=``);
+    otherwise they are built from the config on first use.
+    """
+
+    def __init__(
+        self,
+        config: DetectorConfig | None = None,
+        *,
+        segmenter: Any = None,
+        embedder: Any = None,
+        store: Any = None,
+        fade: Any = None,
+        **overrides: Any,
+    ) -> None:
+        config = config or DetectorConfig()
+        if overrides:
+            unknown = set(overrides) - {f.name for f in dataclasses.fields(DetectorConfig)}
+            if unknown:
+                raise TypeError(f"unknown SAMDetect options: {sorted(unknown)}")
+            config = dataclasses.replace(config, **overrides)
+        self.config = config
+        self._segmenter = segmenter
+        self._embedder = embedder
+        self._store = store
+        self._fade = fade
+        self._owns_store = store is None
+        #: why each stage was chosen, e.g. {"segmenter": "classical (auto: no SAM2 weights ...)"}
+        self.choices: dict[str, str] = {}
+        if segmenter is not None:
+            self.choices["segmenter"] = f"{getattr(segmenter, 'name', type(segmenter).__name__)} (given)"
+        if embedder is not None:
+            self.choices["embedder"] = f"{getattr(embedder, 'name', type(embedder).__name__)} (given)"
+
+    # -- stages -------------------------------------------------------------------------
+    @property
+    def store(self) -> Any:
+        if self._store is None:
+            from sam_detect.store import create_store
+
+            opts = dict(self.config.store_options)
+            if self.config.store in ("qdrant", "edge") and not opts.get("url") and not opts.get("path") \
+                    and not opts.get("location"):
+                from sam_detect.paths import default_library_path
+
+                opts["path"] = str(default_library_path())
+            self._store = create_store(self.config.store, **opts)
+            where = opts.get("url") or opts.get("location") or opts.get("path") or "memory"
+            self.choices["store"] = f"{self._store.backend} ({where})"
+        return self._store
+
+    def _library_meta(self):
+        try:
+            return self.store.get_meta(self.config.library)
+        except LibraryNotFoundError:
+            return None
+
+    def _auto_models(self) -> tuple[str, str, str]:
+        try:
+            from sam_detect.models import auto_models
+        except ImportError:
+            return "classical", "effnet", "SAM2/CLIP support is not installed"
+        return auto_models()
+
+    @property
+    def segmenter(self) -> Any:
+        if self._segmenter is None:
+            from sam_detect.segment import create_segmenter
+
+            name = self.config.segmenter
+            reason = "chosen"
+            if name == "auto":
+                name, _, why = self._auto_models()
+                reason = f"auto: {why}"
+            opts = dict(self.config.segmenter_options)
+            if name == "sam2":
+                opts.setdefault("device", self.config.device)
+            self._segmenter = create_segmenter(name, **opts)
+            self.choices["segmenter"] = f"{self._segmenter.name} ({reason})"
+            log.info("segmenter: %s", self.choices["segmenter"])
+        return self._segmenter
+
+    @property
+    def embedder(self) -> Any:
+        if self._embedder is None:
+            from sam_detect.embed import create_embedder
+
+            name = self.config.embedder
+            opts = dict(self.config.embedder_options)
+            reason = "chosen"
+            if name == "auto":
+                meta = self._library_meta()
+                recorded = (meta.extra or {}).get("embedder") if meta else None
+                if recorded:
+                    name = recorded["name"]
+                    opts = {**recorded.get("options", {}), **opts}
+                    reason = f"auto: library {self.config.library!r} was built with it"
+                else:
+                    _, name, why = self._auto_models()
+                    reason = f"auto: {why}"
+            if _is_torch_embedder(name):
+                opts.setdefault("device", self.config.device)
+                opts.setdefault("batch_size", self.config.batch_size)
+            self._embedder = create_embedder(name, **opts)
+            self._embedder_options = opts
+            self.choices["embedder"] = f"{self._embedder.id} ({reason})"
+            log.info("embedder: %s", self.choices["embedder"])
+        return self._embedder
+
+    @property
+    def fade(self) -> Any:
+        if self._fade is None:
+            from sam_detect.fade import create_fade
+
+            name, opts = self.config.fade, dict(self.config.fade_options)
+            if name is None:
+                meta = self._library_meta()
+                if meta and meta.fade:
+                    recorded = dict(meta.fade)
+                    name = recorded.pop("name")
+                    opts = {**recorded, **opts}
+                else:
+                    name, opts = DEFAULT_FADE, {**DEFAULT_FADE_OPTIONS, **opts}
+            self._fade = create_fade(name, **opts)
+        return self._fade
+
+    def set_fade_strategy(self, fade: Any, **params: Any) -> None:
+        """Use another fade: a registry name with parameters, or any object with ``apply``."""
+        if isinstance(fade, str):
+            from sam_detect.fade import create_fade
+
+            fade = create_fade(fade, **params)
+        elif not callable(getattr(fade, "apply", None)):
+            raise TypeError(f"a fade needs an apply(image, mask, distance_map) method, got {type(fade).__name__}")
+        self._fade = fade
+
+    def _fade_params(self) -> dict[str, Any]:
+        from sam_detect.fade.strategies import fade_params
+
+        return fade_params(self.fade)
+
+    def _crop_params(self) -> dict[str, Any]:
+        return {"occupancy": float(self.config.occupancy)}
+
+    # -- library ------------------------------------------------------------------------
+    def check_library(self, create: bool) -> None:
+        from sam_detect.store.base import LibraryMeta
+
+        emb = self.embedder
+        meta = self._library_meta()
+        if meta is None:
+            if not create:
+                names = self.store.list_libraries()
+                listed = ", ".join(names) if names else "none yet"
+                raise LibraryNotFoundError(
+                    f"library {self.config.library!r} does not exist (libraries: {listed}); "
+                    "add examples first with `sam-detect add`"
+                )
+            meta = LibraryMeta(
+                name=self.config.library,
+                embedder_id=emb.id,
+                dim=int(emb.dim),
+                fade=self._fade_params(),
+                crop=self._crop_params(),
+                extra={"embedder": {"name": emb.name, "options": _portable(getattr(self, "_embedder_options", {}))}},
+            )
+            self.store.create_library(meta)
+            return
+        meta.check_compatible(emb.id, int(emb.dim), fade=self._fade_params(), crop=self._crop_params())
+
+    # -- embedding ----------------------------------------------------------------------
+    def _embed(self, rgb: np.ndarray, instances: Instances, timings: dict[str, float]) -> np.ndarray:
+        emb = self.embedder
+        if len(instances) == 0:
+            return np.zeros((0, int(emb.dim)), dtype=np.float32)
+        t = time.perf_counter()
+        if hasattr(emb, "embed_instances"):
+            vectors = emb.embed_instances(rgb, instances)
+            timings["embed"] = time.perf_counter() - t
+            return np.asarray(vectors, dtype=np.float32)
+        from sam_detect.fade.crops import context_crops
+
+        crops = context_crops(rgb, instances.masks, occupancy=self.config.occupancy, fade=self.fade,
+                              return_masks=bool(getattr(emb, "uses_masks", False)))
+        t1 = time.perf_counter()
+        timings["crop"] = t1 - t
+        if getattr(emb, "uses_masks", False):
+            images, masks = crops
+            vectors = emb.embed(images, masks=masks)
+        else:
+            vectors = emb.embed(crops)
+        timings["embed"] = time.perf_counter() - t1
+        return np.asarray(vectors, dtype=np.float32)
+
+    def get_crop(self, image: Any, mask: np.ndarray) -> np.ndarray:
+        """The faded context crop ``(s, s, 3)`` uint8 that the embedder sees for ``mask``."""
+        from sam_detect.fade.crops import context_crop
+
+        rgb = self._load(image).rgb
+        mask = self._check_mask(mask, rgb.shape[:2])
+        return context_crop(rgb, mask, occupancy=self.config.occupancy, fade=self.fade).image
+
+    # -- adding examples ----------------------------------------------------------------
+    @staticmethod
+    def _load(image: Any):
+        from sam_detect.io.images import LoadedImage, load_image, to_rgb_uint8
+
+        if isinstance(image, LoadedImage):
+            return image
+        if isinstance(image, (str, Path)):
+            return load_image(image)
+        arr = np.asarray(image)
+        return LoadedImage(rgb=to_rgb_uint8(arr), original=arr, path=None)
+
+    @staticmethod
+    def _check_label(label: Any) -> str:
+        if not isinstance(label, str) or not label.strip():
+            raise AnnotationError(f"a label must be a non-empty string, got {label!r}")
+        return label.strip()
+
+    @staticmethod
+    def _check_mask(mask: Any, image_hw: tuple[int, int]) -> np.ndarray:
+        mask = np.asarray(mask)
+        if mask.ndim == 3 and mask.shape[-1] in (3, 4):
+            mask = mask[..., 0]
+        if mask.shape != tuple(image_hw):
+            raise AnnotationError(f"mask shape {mask.shape} does not match the image's {tuple(image_hw)}")
+        mask = mask.astype(bool)
+        if not mask.any():
+            raise AnnotationError("the mask is empty (zero area)")
+        return mask
+
+    def prompt_to_instances(
+        self,
+        image: Any,
+        *,
+        mask: np.ndarray | None = None,
+        box: Sequence[float] | None = None,
+        point: Sequence[float] | None = None,
+        polygon: Any = None,
+    ) -> Instances:
+        """Turn exactly one of mask/box/point/polygon into one instance on ``image``."""
+        from sam_detect.masks import polygons_to_mask, validate_box, validate_point
+
+        loaded = self._load(image)
+        hw = loaded.rgb.shape[:2]
+        given = [k for k, v in {"mask": mask, "box": box, "point": point, "polygon": polygon}.items() if v is not None]
+        if len(given) != 1:
+            raise AnnotationError(f"give exactly one of mask, box, point or polygon (got {given or 'none'})")
+        if mask is not None:
+            return Instances(masks=self._check_mask(mask, hw)[None])
+        if polygon is not None:
+            return Instances(masks=self._check_mask(polygons_to_mask(polygon, hw), hw)[None])
+        if box is not None:
+            b = validate_box(box, hw)
+            found = self.segmenter.prompt(loaded.rgb, box=b)
+            if len(found) == 0:
+                raise AnnotationError(f"no object found in box {','.join(f'{v:g}' for v in b)}")
+            return found[:1]
+        p = validate_point(point, hw)
+        found = self.segmenter.prompt(loaded.rgb, point=p)
+        if len(found) == 0:
+            raise AnnotationError(f"no object found at point {p[0]:g},{p[1]:g}")
+        return found[:1]
+
+    def add_example(
+        self,
+        image: Any,
+        *,
+        label: str,
+        mask: np.ndarray | None = None,
+        box: Sequence[float] | None = None,
+        point: Sequence[float] | None = None,
+        polygon: Any = None,
+    ) -> list[str]:
+        """Add one labelled example given by exactly one of:
+
+        ``mask`` ``(H, W)`` bool; ``box`` XYXY pixels or ``point`` XY pixels (turned into a
+        mask by the segmenter); ``polygon`` ``(K, 2)`` XY pixels. Use ``label="__negative__"``
+        for a look-alike that must not be detected. Returns the new example ids.
+        """
+        label = self._check_label(label)
+        loaded = self._load(image)
+        inst = self.prompt_to_instances(loaded, mask=mask, box=box, point=point, polygon=polygon)
+        inst.labels[:] = [label]
+        return self.add_examples(loaded, inst)
+
+    def add_examples(
+        self,
+        image: Any,
+        instances: Instances,
+        labels: Sequence[str] | None = None,
+        *,
+        progress: bool = False,
+    ) -> list[str]:
+        """Add every instance of ``image`` as an example (labels from ``labels`` or ``instances.labels``).
+
+        All-or-nothing: every crop is embedded before anything is written, and the store
+        adds the batch atomically.
+        """
+        loaded = self._load(image)
+        if len(instances) == 0:
+            raise AnnotationError("no examples to add (the annotation holds no objects)")
+        if instances.image_hw != loaded.rgb.shape[:2]:
+            raise AnnotationError(
+                f"annotation size {instances.image_hw} does not match the image's {loaded.rgb.shape[:2]}"
+            )
+        labels = list(labels) if labels is not None else list(instances.labels)
+        if len(labels) != len(instances):
+            raise AnnotationError(f"need {len(instances)} labels, got {len(labels)}")
+        if any(lab is None for lab in labels):
+            raise AnnotationError("some annotations carry no label; pass a label")
+        labels = [self._check_label(lab) for lab in labels]
+        empty = np.flatnonzero(instances.areas == 0)
+        if empty.size:
+            raise AnnotationError(f"annotation {int(empty[0])} has zero area")
+        self.check_library(create=True)
+        chunk = max(self.config.batch_size, 1)
+        starts = range(0, len(instances), chunk)
+        if progress and len(starts) > 1:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc="embedding examples", unit="batch")
+        vectors = np.concatenate([self._embed(loaded.rgb, instances[s : s + chunk], {}) for s in starts])
+        now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        source = str(loaded.path) if loaded.path else None
+        payloads = [
+            {"source": source, "box": [float(v) for v in instances.boxes[i]], "area": int(instances.areas[i]),
+             "added": now}
+            for i in range(len(instances))
+        ]
+        return self.store.add(self.config.library, vectors, labels, payloads)
+
+    def add_examples_from_annotations(
+        self,
+        image: Any,
+        annotations: Any,
+        *,
+        label: str | None = None,
+        progress: bool = False,
+    ) -> list[str]:
+        """Add many examples at once.
+
+        ``annotations``: an ``Instances`` (labels used unless ``label`` is given), a label
+        image ``(H, W)`` int (0 = background; needs ``label``), or a path to a label image,
+        COCO, labelme, ``.npz`` or polygon file.
+        """
+        loaded = self._load(image)
+        inst = self.annotations_to_instances(annotations, loaded.rgb.shape[:2])
+        labels = [self._check_label(label)] * len(inst) if label is not None else None
+        return self.add_examples(loaded, inst, labels, progress=progress)
+
+    @staticmethod
+    def annotations_to_instances(annotations: Any, image_hw: tuple[int, int]) -> Instances:
+        if isinstance(annotations, Instances):
+            return annotations
+        if isinstance(annotations, (str, Path)):
+            from sam_detect.annotations import load_annotations
+
+            return load_annotations(annotations, image_shape=image_hw)
+        from sam_detect.masks import label_image_to_masks
+
+        lab = np.asarray(annotations)
+        if lab.shape != tuple(image_hw):
+            raise AnnotationError(f"label image shape {lab.shape} does not match the image's {tuple(image_hw)}")
+        masks, _ = label_image_to_masks(lab)
+        if len(masks) == 0:
+            raise AnnotationError("the label image holds no objects (all pixels are 0)")
+        return Instances(masks=masks)
+
+    # -- detection ----------------------------------------------------------------------
+    def detect(
+        self,
+        image: Any,
+        *,
+        top_k: int | None = None,
+        threshold: float | None = None,
+    ) -> Instances:
+        """Segment ``image``, embed every candidate, and label it by k-NN vote.
+
+        Returns ``Instances`` with ``labels`` (``"unknown"`` below ``threshold``, kept only when
+        ``keep_unknown``), ``label_confidences``, ``data["similarity"]`` (best cosine similarity)
+        and ``data["neighbours"]`` (``[{"id", "label", "score"}]`` per instance);
+        ``metadata["timings"]`` holds seconds per stage.
+        """
+        top_k = top_k or self.config.top_k
+        threshold = self.config.threshold if threshold is None else threshold
+        self.check_library(create=False)
+        loaded = self._load(image)
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        inst = self.segmenter.segment(loaded.rgb)
+        timings["segment"] = time.perf_counter() - t0
+        vectors = self._embed(loaded.rgb, inst, timings)
+        t = time.perf_counter()
+        results = self.store.search(self.config.library, vectors, top_k) if len(inst) else []
+        timings["search"] = time.perf_counter() - t
+        from sam_detect.classify import vote_batch
+
+        labels, conf, sim = vote_batch(results, threshold=threshold, top_k=top_k)
+        inst.labels = np.array(labels, dtype=object) if labels else np.empty(0, dtype=object)
+        inst.label_confidences = conf
+        inst.data["similarity"] = sim
+        inst.data["neighbours"] = [
+            [{"id": n.id, "label": n.label, "score": round(float(n.score), 4)} for n in r] for r in results
+        ]
+        keep = np.array([lab != NEGATIVE and (self.config.keep_unknown or lab != UNKNOWN) for lab in labels], bool)
+        out = inst[keep] if len(inst) else inst
+        timings["total"] = time.perf_counter() - t0
+        out.metadata.update(
+            {
+                "image_path": str(loaded.path) if loaded.path else None,
+                "image_hw": list(loaded.rgb.shape[:2]),
+                "candidates": len(inst),
+                "segmenter": self.choices.get("segmenter"),
+                "embedder": self.choices.get("embedder"),
+                "library": self.config.library,
+                "timings": timings,
+            }
+        )
+        return out
+
+    def detect_many(self, images: Iterable[Any]) -> Iterator[tuple[Any, Instances]]:
+        """Detect on each image in turn, yielding ``(image, instances)``."""
+        for image in images:
+            yield image, self.detect(image)
+
+    # -- output -------------------------------------------------------------------------
+    def visualize(self, image: Any, instances: Instances, **kwargs: Any) -> np.ndarray:
+        """An RGB ``(H, W, 3)`` uint8 overlay: masks coloured by label, boxes, labels, confidences."""
+        from sam_detect.outputs import render_overlay
+
+        return render_overlay(self._load(image).rgb, instances, **kwargs)
+
+    def close(self) -> None:
+        """Release the store (the embedded library folder's lock) if this detector opened it."""
+        if self._store is not None and self._owns_store:
+            self._store.close()
+            self._store = None
+
+    def __enter__(self) -> SAMDetect:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _portable(opts: dict[str, Any]) -> dict[str, Any]:
+    """The embedder options worth recording in a library (JSON types, no device settings)."""
+    skip = {"device", "batch_size"}
+    return {k: v for k, v in opts.items() if k not in skip and isinstance(v, (str, int, float, bool, type(None)))}
+
+
+__all__ = ["DetectorConfig", "SAMDetect", "SamDetectError"]

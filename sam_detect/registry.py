@@ -1,0 +1,54 @@
+"""A tiny registry: name -> factory, with fnmatch listing and helpful errors.
+
+Registration is cheap: a factory is stored, never called, so importing a registry never
+imports torch, sam2 or open_clip.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Maps names to factories for one pluggable stage (``kind`` names the stage)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._factories: dict[str, Callable[..., T]] = {}
+        self._help: dict[str, str] = {}
+
+    def register(self, name: str, help: str = "") -> Callable[[Callable[..., T]], Callable[..., T]]:
+        """Decorator: ``@REGISTRY.register("gaussian")`` on a class or factory function."""
+
+        def deco(factory: Callable[..., T]) -> Callable[..., T]:
+            if name in self._factories:
+                raise ValueError(f"{self.kind} {name!r} is already registered")
+            self._factories[name] = factory
+            doc = help or (factory.__doc__ or "").strip().splitlines()[0:1]
+            self._help[name] = doc if isinstance(doc, str) else (doc[0] if doc else "")
+            return factory
+
+        return deco
+
+    def create(self, name: str, **kwargs) -> T:
+        """Build the entry ``name`` with keyword arguments; unknown names list valid ones."""
+        try:
+            factory = self._factories[name]
+        except KeyError:
+            valid = ", ".join(sorted(self._factories)) or "(none)"
+            raise ValueError(f"unknown {self.kind} {name!r}; valid names: {valid}") from None
+        return factory(**kwargs)
+
+    def list(self, pattern: str = "*") -> list[str]:
+        """Registered names matching a shell-style ``pattern``, sorted."""
+        return sorted(n for n in self._factories if fnmatch.fnmatch(n, pattern))
+
+    def describe(self, name: str) -> str:
+        return self._help.get(name, "")
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._factories

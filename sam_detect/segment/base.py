@@ -1,0 +1,39 @@
+"""The segmenter protocol: propose candidate instances, or turn a prompt into a mask."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from sam_detect.instances import Instances
+
+
+@runtime_checkable
+class Segmenter(Protocol):
+    """Proposes object masks.
+
+    ``name`` is a short id recorded in outputs (``"classical"``, ``"sam2:tiny"``).
+    """
+
+    name: str
+
+    def segment(self, image: np.ndarray) -> Instances:
+        """Candidate instances of ``image``: ``(H, W, 3)`` uint8 RGB.
+
+        Returns ``Instances`` with masks ``(N, H, W)`` bool, boxes XYXY, ``scores``.
+        """
+        ...
+
+    def prompt(
+        self,
+        image: np.ndarray,
+        box: np.ndarray | None = None,
+        point: np.ndarray | None = None,
+    ) -> Instances:
+        """One mask for a prompt on ``image`` ``(H, W, 3)`` uint8 RGB.
+
+        ``box``: ``(4,)`` XYXY pixels; ``point``: ``(2,)`` XY pixels. Returns one instance,
+        or an empty ``Instances`` when nothing is found there.
+        """
+        ...

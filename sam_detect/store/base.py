@@ -1,0 +1,123 @@
+"""The store protocol and a library's metadata.
+
+A *library* is a named collection of labelled example vectors plus :class:`LibraryMeta`,
+which records how the vectors were made. Every add and query checks the caller's settings
+against it (:meth:`LibraryMeta.check_compatible`), so vectors from different embedders or
+crop settings never mix.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from sam_detect.errors import EmbedderMismatchError
+
+META_FORMAT_VERSION = 1
+
+
+@dataclass
+class LibraryMeta:
+    """How a library's vectors were made.
+
+    ``embedder_id`` and ``dim`` identify the embedder; ``fade`` (``{"name": ..., **params}``)
+    and ``crop`` (``{"occupancy": 0.2, ...}``) the context crop. ``extra`` is free-form.
+    """
+
+    name: str
+    embedder_id: str
+    dim: int
+    fade: dict[str, Any] = field(default_factory=dict)
+    crop: dict[str, Any] = field(default_factory=dict)
+    created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    format_version: int = META_FORMAT_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LibraryMeta:
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        return cls(**known)
+
+    def check_compatible(self, embedder_id: str, dim: int, fade: dict | None = None, crop: dict | None = None) -> None:
+        """Raise :class:`EmbedderMismatchError` if these settings would make other vectors."""
+        problems = []
+        if embedder_id != self.embedder_id:
+            problems.append(f"embedder {embedder_id!r} (library: {self.embedder_id!r})")
+        if dim != self.dim:
+            problems.append(f"vector size {dim} (library: {self.dim})")
+        if fade is not None and self.fade and fade != self.fade:
+            problems.append(f"fade {fade} (library: {self.fade})")
+        if crop is not None and self.crop and crop != self.crop:
+            problems.append(f"crop {crop} (library: {self.crop})")
+        if problems:
+            raise EmbedderMismatchError(
+                f"library {self.name!r} was built with other settings: got " + "; ".join(problems)
+                + ". Use the library's settings, or another --library."
+            )
+
+
+@dataclass
+class Neighbour:
+    """One search hit: ``score`` is cosine similarity in [-1, 1] (higher is closer)."""
+
+    id: str
+    score: float
+    label: str
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Store(Protocol):
+    """A vector store holding libraries. ``backend`` names it (``"qdrant-local"``...)."""
+
+    backend: str
+
+    def list_libraries(self) -> list[str]: ...
+
+    def has_library(self, name: str) -> bool: ...
+
+    def create_library(self, meta: LibraryMeta) -> None:
+        """Create an empty library; raises ``LibraryError`` if it exists."""
+        ...
+
+    def get_meta(self, name: str) -> LibraryMeta:
+        """Raises ``LibraryNotFoundError`` naming the available libraries."""
+        ...
+
+    def delete_library(self, name: str) -> None: ...
+
+    def add(
+        self,
+        name: str,
+        vectors: np.ndarray,
+        labels: Sequence[str],
+        payloads: Sequence[dict[str, Any]] | None = None,
+    ) -> list[str]:
+        """Add ``(N, D)`` float32 L2-normalised vectors with labels; returns their ids.
+
+        All-or-nothing: a failure leaves the library as it was.
+        """
+        ...
+
+    def search(self, name: str, queries: np.ndarray, top_k: int) -> list[list[Neighbour]]:
+        """Batched k-NN: ``(M, D)`` queries -> M lists of up to ``top_k`` neighbours, best first."""
+        ...
+
+    def delete(self, name: str, ids: Sequence[str] | None = None, label: str | None = None) -> int:
+        """Delete examples by id or by label; returns how many were deleted."""
+        ...
+
+    def labels(self, name: str) -> dict[str, int]:
+        """Example count per label."""
+        ...
+
+    def count(self, name: str) -> int: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+
+from sam_detect.errors import AnnotationError
+from sam_detect.masks import (
+    box_to_mask,
+    label_image_to_masks,
+    mask_to_polygons,
+    mask_to_rle,
+    polygons_to_mask,
+    rle_to_mask,
+    validate_box,
+    validate_point,
+)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_rle_round_trip_random_masks(seed):
+    rng = np.random.default_rng(seed)
+    mask = rng.random((37, 53)) > 0.6
+    rle = mask_to_rle(mask)
+    assert rle["size"] == [37, 53] and isinstance(rle["counts"], str)
+    np.testing.assert_array_equal(rle_to_mask(rle), mask)
+
+
+def test_rle_uncompressed_counts_and_errors():
+    # COCO uncompressed RLE is column-major: 2 zeros, 3 ones, 1 zero on a 2x3 image.
+    mask = rle_to_mask({"size": [2, 3], "counts": [2, 3, 1]})
+    np.testing.assert_array_equal(mask, [[False, True, True], [False, True, False]])
+    with pytest.raises(AnnotationError, match="invalid RLE"):
+        rle_to_mask({"counts": "abc"})
+
+
+def test_polygon_round_trip_and_smoothing():
+    yy, xx = np.mgrid[:100, :100]
+    disk = (yy - 50) ** 2 + (xx - 50) ** 2 < 30**2
+    exact = mask_to_polygons(disk, tolerance=0)
+    smooth = mask_to_polygons(disk, tolerance=2.0)
+    assert len(exact) == 1 and len(smooth) == 1
+    assert len(smooth[0]) < len(exact[0]) / 3  # simplification drops most contour points
+    back = polygons_to_mask(smooth, disk.shape)
+    iou = (back & disk).sum() / (back | disk).sum()
+    assert iou > 0.95
+    two = np.zeros((20, 20), bool)
+    two[2:5, 2:5] = two[10:15, 10:15] = True
+    assert len(mask_to_polygons(two)) == 2
+
+
+def test_polygons_to_mask_accepts_coco_flat_and_rejects_degenerate():
+    m = polygons_to_mask([[1, 1, 6, 1, 6, 6, 1, 6]], (10, 10))
+    assert m[1:7, 1:7].all() and m.sum() == 36
+    with pytest.raises(AnnotationError, match="at least 3"):
+        polygons_to_mask([[[0, 0], [1, 1]]], (10, 10))
+
+
+def test_box_and_point_validation():
+    np.testing.assert_array_equal(validate_box([-5, 2, 8, 20], (10, 10)), [0, 2, 8, 10])
+    with pytest.raises(AnnotationError, match="zero area"):
+        validate_box([5, 5, 5, 9], (10, 10))
+    with pytest.raises(AnnotationError, match="outside the 10x10 image"):
+        validate_box([20, 20, 30, 30], (10, 10))
+    with pytest.raises(AnnotationError, match="4 numbers"):
+        validate_box([1, 2, 3], (10, 10))
+    with pytest.raises(AnnotationError, match="outside"):
+        validate_point([10, 3], (10, 10))
+    assert box_to_mask([1, 1, 3, 4], (5, 5)).sum() == 6
+
+
+def test_label_image_to_masks():
+    lab = np.zeros((6, 6), np.uint16)
+    lab[0:2, 0:2] = 5
+    lab[3:6, 3:6] = 2
+    masks, ids = label_image_to_masks(lab)
+    assert list(ids) == [2, 5]
+    assert masks.shape == (2, 6, 6) and masks[0].sum() == 9 and masks[1].sum() == 4
+    empty, ids = label_image_to_masks(np.zeros((3, 3), int))
+    assert empty.shape == (0, 3, 3) and len(ids) == 0
