@@ -77,8 +77,9 @@ class SAMDetect:
     >>> det.add_example("frame0.tif", box=(10, 20, 60, 70), label="cell")
     >>> found = det.detect("frame5.tif")                         # Instances with labels
 
-    Stages may be passed as objects (``segmenter=``, ``embedder=``, ``store=``, ``fade=``);
-    otherwise they are built from the config on first use.
+    Stages may be passed as objects (``segmenter=``, ``embedder=``, ``store=``, ``fade=``)
+    or by registry name; otherwise they are built from the config on first use. Other
+    keywords override the config's fields (``SAMDetect(store="memory", threshold=0.6)``).
     """
 
     def __init__(
@@ -92,6 +93,13 @@ class SAMDetect:
         **overrides: Any,
     ) -> None:
         config = config or DetectorConfig()
+        # A stage given by name is a config setting; given as an object, it is used as is.
+        for key, value in (("segmenter", segmenter), ("embedder", embedder), ("store", store), ("fade", fade)):
+            if isinstance(value, str):
+                overrides[key] = value
+        segmenter, embedder, store, fade = (
+            None if isinstance(v, str) else v for v in (segmenter, embedder, store, fade)
+        )
         if overrides:
             unknown = set(overrides) - {f.name for f in dataclasses.fields(DetectorConfig)}
             if unknown:
@@ -256,17 +264,16 @@ class SAMDetect:
             vectors = emb.embed_instances(rgb, instances)
             timings["embed"] = time.perf_counter() - t
             return np.asarray(vectors, dtype=np.float32)
-        from sam_detect.fade.crops import context_crops
+        from sam_detect.fade.crops import make_context_crops
 
-        crops = context_crops(rgb, instances.masks, occupancy=self.config.occupancy, fade=self.fade,
-                              return_masks=bool(getattr(emb, "uses_masks", False)))
+        crops = make_context_crops(rgb, instances, occupancy=self.config.occupancy, fade=self.fade)
         t1 = time.perf_counter()
         timings["crop"] = t1 - t
+        images = [c.image for c in crops]
         if getattr(emb, "uses_masks", False):
-            images, masks = crops
-            vectors = emb.embed(images, masks=masks)
+            vectors = emb.embed(images, masks=[c.mask for c in crops])
         else:
-            vectors = emb.embed(crops)
+            vectors = emb.embed(images)
         timings["embed"] = time.perf_counter() - t1
         return np.asarray(vectors, dtype=np.float32)
 

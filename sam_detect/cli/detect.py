@@ -81,6 +81,7 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, tolerance, no_polygo
     detector = build_detector(**opts)
     with detector:
         detector.check_library(create=False)  # fail fast on a missing or mismatched library
+        detector.segmenter  # noqa: B018 - build it now so the report names it
         report_choices(detector, quiet)
         progress = None
         iterator = paths
@@ -113,7 +114,7 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, tolerance, no_polygo
             progress.close()
 
     if as_json:
-        click.echo(json.dumps(records[0] if len(records) == 1 else records, indent=1))
+        click.echo(json.dumps(records[0] if len(records) == 1 else records))
     elif not jsonl:
         for rec in records:
             counts = ", ".join(f"{k}: {v}" for k, v in sorted(rec["counts"].items())) or "nothing found"

@@ -7,7 +7,6 @@ Subcommands live in their own modules and are imported only when invoked, so
 from __future__ import annotations
 
 import importlib
-import sys
 
 import click
 
@@ -40,6 +39,15 @@ class LazyGroup(click.Group):
         module, attr, _ = COMMANDS[name]
         return getattr(importlib.import_module(module), attr)
 
+    def invoke(self, ctx: click.Context):
+        from sam_detect.errors import SamDetectError
+
+        try:
+            return super().invoke(ctx)
+        except SamDetectError as e:
+            # A user's mistake or a missing resource: one line, exit 1, no traceback.
+            raise click.ClickException(str(e)) from e
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
         if rows:
@@ -66,25 +74,8 @@ def cli() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: library errors become one-line messages, exit code 1."""
-    from sam_detect.errors import SamDetectError
-
-    try:
-        cli.main(args=argv, prog_name="sam-detect", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
-        sys.exit(1)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
-    except click.exceptions.Exit as e:
-        sys.exit(e.exit_code)
-    except SamDetectError as e:
-        click.echo(f"Error: {e}", err=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        click.echo("Interrupted.", err=True)
-        sys.exit(130)
+    """Console-script entry point."""
+    cli.main(args=argv, prog_name="sam-detect")
 
 
 if __name__ == "__main__":  # pragma: no cover

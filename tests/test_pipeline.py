@@ -1,0 +1,187 @@
+"""SAMDetect end to end on synthetic scenes: classical segmenter, effnet, memory and qdrant stores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sam_detect import NEGATIVE, UNKNOWN, DetectorConfig, Instances, SAMDetect
+from sam_detect.errors import AnnotationError, EmbedderMismatchError, LibraryNotFoundError
+
+
+def _iou(a, b):
+    return (a & b).sum() / max((a | b).sum(), 1)
+
+
+def _matched_labels(found: Instances, masks, labels):
+    """For each true object, the label of the best-overlapping detection (or None)."""
+    out = []
+    for m in masks:
+        ious = [_iou(m, f) for f in found.masks]
+        out.append(found.labels[int(np.argmax(ious))] if ious and max(ious) > 0.5 else None)
+    return out
+
+
+@pytest.fixture(scope="module")
+def taught():
+    """A detector taught discs and squares from one scene (memory store, shared by the tests)."""
+    from tests.conftest import draw_scene
+
+    det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder="effnet", library="shapes"))
+    rgb, masks, labels = draw_scene(seed=1, n_discs=3, n_squares=3)
+    ids = det.add_examples(rgb, Instances(masks=masks, labels=labels))
+    assert len(ids) == 6
+    return det
+
+
+def test_detect_labels_discs_and_squares(taught, scene):
+    rgb, masks, labels = scene(seed=7, n_discs=4, n_squares=4)
+    found = taught.detect(rgb)
+    got = _matched_labels(found, masks, labels)
+    assert got == labels
+    assert found.label_confidences.min() > 0.5
+    assert found.data["similarity"].shape == (len(found),)
+    assert all(len(n) <= 5 and n[0]["label"] in ("disc", "square") for n in found.data["neighbours"])
+    timings = found.metadata["timings"]
+    assert {"segment", "crop", "embed", "search", "total"} <= set(timings)
+
+
+def test_threshold_makes_unknown_and_keep_unknown(taught, scene):
+    rgb, _, _ = scene(seed=8)
+    assert len(taught.detect(rgb, threshold=0.9999)) == 0  # nothing is that similar: all unknown, dropped
+    taught.config.keep_unknown = True
+    try:
+        found = taught.detect(rgb, threshold=0.9999)
+    finally:
+        taught.config.keep_unknown = False
+    assert len(found) == 6 and set(found.labels) == {UNKNOWN}
+
+
+def test_negative_examples_suppress_look_alikes(scene):
+    rgb, masks, labels = scene(seed=3, n_discs=2, n_squares=2)
+    det = SAMDetect(store="memory", segmenter="classical", embedder="effnet", library="neg")
+    discs = [i for i, lab in enumerate(labels) if lab == "disc"]
+    squares = [i for i, lab in enumerate(labels) if lab == "square"]
+    det.add_example(rgb, mask=masks[discs[0]], label="cell")
+    before = det.detect(rgb)
+    assert len(before) == 4  # without negatives, squares are taken for cells too (nearest label wins)
+    det.add_example(rgb, mask=masks[squares[0]], label=NEGATIVE)
+    after = det.detect(rgb)
+    assert _matched_labels(after, masks[discs], ["cell"] * 2) == ["cell", "cell"]
+    assert _matched_labels(after, masks[squares], [None] * 2) == [None, None]
+
+
+def test_box_point_polygon_prompts_make_examples(scene):
+    rgb, masks, labels = scene(seed=4, n_discs=2, n_squares=0)
+    det = SAMDetect(store="memory", segmenter="classical", embedder="effnet", library="p")
+    ys, xs = np.nonzero(masks[0])
+    box = (xs.min() - 2, ys.min() - 2, xs.max() + 3, ys.max() + 3)
+    inst = det.prompt_to_instances(rgb, box=box)
+    assert _iou(inst.masks[0], masks[0]) > 0.8
+    inst = det.prompt_to_instances(rgb, point=(float(xs.mean()), float(ys.mean())))
+    assert _iou(inst.masks[0], masks[0]) > 0.8
+    poly = [[xs.min(), ys.min()], [xs.max(), ys.min()], [xs.max(), ys.max()], [xs.min(), ys.max()]]
+    ids = det.add_example(rgb, polygon=np.array(poly, float), label="disc")
+    assert len(ids) == 1 and det.store.labels("p") == {"disc": 1}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"box": (5, 5, 5, 20)}, "zero area"),
+        ({"box": (500, 500, 600, 600)}, "outside the 160x160 image"),
+        ({"point": (-1, 3)}, "outside"),
+        ({"mask": np.zeros((160, 160), bool)}, "empty"),
+        ({"mask": np.ones((10, 10), bool)}, "does not match"),
+        ({}, "exactly one of"),
+    ],
+)
+def test_bad_prompts_raise_clear_errors(scene, kwargs, message):
+    rgb, _, _ = scene(seed=5)
+    det = SAMDetect(store="memory", segmenter="classical", embedder="effnet")
+    with pytest.raises(AnnotationError, match=message):
+        det.add_example(rgb, label="x", **kwargs)
+    with pytest.raises(LibraryNotFoundError):
+        det.store.get_meta("default")  # nothing was created by the failed adds
+
+
+def test_empty_label_and_empty_label_image(scene):
+    rgb, masks, _ = scene(seed=5)
+    det = SAMDetect(store="memory", segmenter="classical", embedder="effnet")
+    with pytest.raises(AnnotationError, match="non-empty string"):
+        det.add_example(rgb, mask=masks[0], label="  ")
+    with pytest.raises(AnnotationError, match="holds no objects"):
+        det.add_examples_from_annotations(rgb, np.zeros(rgb.shape[:2], np.uint16), label="x")
+
+
+def test_missing_library_and_embedder_mismatch(tmp_path, scene):
+    rgb, masks, labels = scene(seed=2)
+    store_opts = {"path": str(tmp_path / "libs")}
+    with SAMDetect(store="qdrant", store_options=store_opts, segmenter="classical", embedder="effnet",
+                   library="a") as det:
+        with pytest.raises(LibraryNotFoundError, match="library 'a' does not exist"):
+            det.detect(rgb)
+        det.add_examples(rgb, Instances(masks=masks, labels=labels))
+    with SAMDetect(store="qdrant", store_options=store_opts, segmenter="classical", embedder="effnet", library="a",
+                   fade="linear") as det:
+        with pytest.raises(EmbedderMismatchError, match="fade"):
+            det.detect(rgb)
+    with SAMDetect(store="qdrant", store_options=store_opts, segmenter="classical", embedder="handcrafted",
+                   library="a") as det:
+        with pytest.raises(EmbedderMismatchError, match="embedder 'handcrafted"):
+            det.add_examples(rgb, Instances(masks=masks, labels=labels))
+        assert det.store.count("a") == len(masks)  # the refused add left the library as it was
+
+
+def test_library_persists_and_auto_uses_its_embedder_and_fade(tmp_path, scene):
+    rgb, masks, labels = scene(seed=2)
+    store_opts = {"path": str(tmp_path / "libs")}
+    with SAMDetect(store="qdrant", store_options=store_opts, segmenter="classical", embedder="effnet",
+                   fade="linear", fade_options={"max_distance": 40.0}, library="keep") as det:
+        det.add_examples(rgb, Instances(masks=masks, labels=labels))
+    with SAMDetect(store="qdrant", store_options=store_opts, segmenter="classical", library="keep") as det:
+        found = det.detect(rgb)
+        assert "library 'keep' was built with it" in det.choices["embedder"]
+        assert det.fade.params()["name"] == "linear" and det.fade.params()["max_distance"] == 40.0
+        assert _matched_labels(found, masks, labels) == labels
+
+
+def test_failed_add_halfway_leaves_library_intact(tmp_path, scene, monkeypatch):
+    rgb, masks, labels = scene(seed=6)
+    det = SAMDetect(store="memory", segmenter="classical", embedder="effnet", library="l", batch_size=2)
+    det.add_examples(rgb, Instances(masks=masks[:2], labels=labels[:2]))
+    before = det.store.labels("l")
+    calls = {"n": 0}
+    real = det.embedder.embed
+
+    def failing(crops, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("embedder crashed halfway")
+        return real(crops, **kw)
+
+    monkeypatch.setattr(det.embedder, "embed", failing)
+    with pytest.raises(RuntimeError, match="halfway"):
+        det.add_examples(rgb, Instances(masks=masks, labels=labels))
+    assert det.store.labels("l") == before
+
+
+def test_visualize_get_crop_and_fade_switch(taught, scene):
+    rgb, masks, _ = scene(seed=9)
+    found = taught.detect(rgb)
+    over = taught.visualize(rgb, found)
+    assert over.shape == rgb.shape and over.dtype == np.uint8
+    assert (over != rgb).any(axis=2)[masks.any(axis=0)].mean() > 0.9  # objects are painted
+    crop = taught.get_crop(rgb, masks[0])
+    assert crop.ndim == 3 and crop.shape[0] == crop.shape[1] and crop.shape[2] == 3
+    occupancy = masks[0].sum() / crop.shape[0] ** 2
+    assert 0.1 < occupancy <= 0.25
+    with pytest.raises(TypeError, match="apply"):
+        taught.set_fade_strategy(object())
+
+
+def test_16bit_input_is_normalised(taught, scene):
+    rgb, masks, labels = scene(seed=7, n_discs=4, n_squares=4)
+    sixteen = rgb[..., 0].astype(np.uint16) * 150 + 30000  # an offset like the HeLa data
+    found = taught.detect(sixteen)
+    assert _matched_labels(found, masks, labels) == labels
