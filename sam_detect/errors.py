@@ -41,3 +41,7 @@ class LibraryLockedError(LibraryError):
 
 class ModelNotAvailableError(SamDetectError):
     """Model weights are missing and cannot be fetched (offline, bad path, corrupt file)."""
+
+
+class DeviceNotAvailableError(SamDetectError, ValueError):
+    """The requested torch device (``cuda``, ``mps``) does not exist on this machine."""

@@ -53,7 +53,7 @@ class DetectorConfig:
     threshold: float = 0.5
     keep_unknown: bool = False
     device: str = "auto"
-    batch_size: int = 32
+    batch_size: int | None = None  # None: the embedder's own default (8 on CPU, 32 on CUDA for effnet)
 
     def __post_init__(self) -> None:
         if not 0 < self.occupancy <= 1:
@@ -186,7 +186,8 @@ class SAMDetect:
                     reason = f"auto: {why}"
             if _is_torch_embedder(name):
                 opts.setdefault("device", self.config.device)
-                opts.setdefault("batch_size", self.config.batch_size)
+                if self.config.batch_size:
+                    opts.setdefault("batch_size", self.config.batch_size)
             self._embedder = create_embedder(name, **opts)
             self._embedder_options = opts
             self.choices["embedder"] = f"{self._embedder.id} ({reason})"
@@ -400,7 +401,7 @@ class SAMDetect:
         if empty.size:
             raise AnnotationError(f"annotation {int(empty[0])} has zero area")
         self.check_library(create=True)
-        chunk = max(self.config.batch_size, 1)
+        chunk = self.config.batch_size or 32
         starts = range(0, len(instances), chunk)
         if progress and len(starts) > 1:
             from tqdm.auto import tqdm
@@ -532,7 +533,7 @@ class SAMDetect:
 
 def _portable(opts: dict[str, Any]) -> dict[str, Any]:
     """The embedder options worth recording in a library (JSON types, no device settings)."""
-    skip = {"device", "batch_size"}
+    skip = {"device", "batch_size", "num_threads"}
     return {k: v for k, v in opts.items() if k not in skip and isinstance(v, (str, int, float, bool, type(None)))}
 
 

@@ -177,7 +177,7 @@ def add(image, label, negative, boxes, points, mask_path, polygon_path, labels_p
                 inst.labels[:] = label
         if limit is not None:
             inst = inst[:limit]
-        ids = detector.add_examples(loaded, inst, progress=not quiet and len(inst) > detector.config.batch_size)
+        ids = detector.add_examples(loaded, inst, progress=not quiet)
         report_choices(detector, quiet)
         counts = detector.store.labels(detector.config.library)
     added: dict[str, int] = {}
