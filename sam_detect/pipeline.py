@@ -35,7 +35,8 @@ class DetectorConfig:
     are cached, else ``classical`` + ``effnet``; an existing library's own embedder wins).
     ``fade``: a fade name, or ``None`` for the library's fade (``gaussian`` for a new one).
     ``occupancy``: the share of the context crop the object fills (``side = sqrt(area / occupancy)``).
-    ``store``: ``qdrant`` (embedded folder by default, ``url`` for a server), ``memory`` or ``edge``.
+    ``store``: ``edge`` (Qdrant Edge, the Qdrant engine in-process on a folder: the default),
+    ``qdrant`` (qdrant-client: local folder, ``:memory:``, or a server by ``url``) or ``memory``.
     ``threshold``: the minimum cosine similarity for a label; below it a candidate is ``unknown``.
     """
 
@@ -46,7 +47,7 @@ class DetectorConfig:
     fade: str | None = None
     fade_options: dict[str, Any] = field(default_factory=dict)
     occupancy: float = 0.2
-    store: str = "qdrant"
+    store: str = "edge"
     store_options: dict[str, Any] = field(default_factory=dict)
     library: str = "default"
     top_k: int = 5
@@ -410,9 +411,12 @@ class SAMDetect:
         vectors = np.concatenate([self._embed(loaded.rgb, instances[s : s + chunk], {}) for s in starts])
         now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         source = str(loaded.path) if loaded.path else None
+        from sam_detect.masks import mask_to_rle
+
+        # The mask travels with the example so a library can be exported with crops and re-embedded.
         payloads = [
             {"source": source, "box": [float(v) for v in instances.boxes[i]], "area": int(instances.areas[i]),
-             "added": now}
+             "added": now, "mask_rle": mask_to_rle(instances.masks[i])}
             for i in range(len(instances))
         ]
         return self.store.add(self.config.library, vectors, labels, payloads)
@@ -491,7 +495,7 @@ class SAMDetect:
             [{"id": n.id, "label": n.label, "score": round(float(n.score), 4)} for n in r] for r in results
         ]
         keep = np.array([lab != NEGATIVE and (self.config.keep_unknown or lab != UNKNOWN) for lab in labels], bool)
-        out = inst[keep] if len(inst) else inst
+        out = inst if keep.all() else inst[keep]  # slicing copies every mask: skip it when all stay
         timings["total"] = time.perf_counter() - t0
         out.metadata.update(
             {

@@ -13,5 +13,12 @@ cd "$(dirname "$0")/.."
 
 "$PY" -m pip install "torch==2.14.1" "torchvision==0.29.2"
 SAM2_BUILD_CUDA=0 "$PY" -m pip install --no-build-isolation "sam2==1.1.0"
-"$PY" -m pip install -e '.[dev,models,edge]'
+"$PY" -m pip install -e '.[dev,models]'
+
+# The browser tests drive Debian's Chromium through Playwright (never `playwright install`,
+# which downloads a browser). Installed when this runs as root on a Debian-like system.
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+        || echo "warning: could not install chromium; the browser tests will be skipped" >&2
+fi
 echo "sam-detect installed: $("$PY" -m sam_detect --version 2>/dev/null || sam-detect --version)"

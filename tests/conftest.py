@@ -62,4 +62,5 @@ def _isolated_library_path(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("SAM_DETECT_CACHE", str(tmp_path_factory.mktemp("model-cache")))
     monkeypatch.delenv("SAM_DETECT_QDRANT_URL", raising=False)
     monkeypatch.delenv("SAM_DETECT_LIBRARY", raising=False)
+    monkeypatch.delenv("SAM_DETECT_STORE", raising=False)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

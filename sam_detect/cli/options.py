@@ -16,10 +16,59 @@ from sam_detect.paths import LIBRARY_ENV
 SEGMENTER_CHOICES = ["auto", "classical", "sam2"]
 EMBEDDER_CHOICES = ["auto", "effnet", "handcrafted", "clip", "sam2"]
 FADE_CHOICES = ["gaussian", "linear", "exponential", "identity"]
-STORE_CHOICES = ["qdrant", "edge", "memory"]
+STORE_CHOICES = ["edge", "qdrant", "memory"]
 
 
 def _stack(decorators: list[Callable]) -> Callable:
+    def apply(f: Callable) -> Callable:
+        for d in reversed(decorators):
+            f = d(f)
+        return f
+
+    return apply
+
+
+def location_options(prefix: str = "", what: str = "") -> Callable:
+    """``--store/--library-path/--qdrant-url/--qdrant-api-key`` (the store option group
+    without ``--library``); ``prefix="to-"`` gives the destination options of ``copy``."""
+    p = f"--{prefix}"
+    dest = prefix.replace("-", "_")
+    env = not prefix  # env vars set the source/default location only
+    decorators = [
+        click.option(
+            f"{p}store",
+            f"{dest}store",
+            type=click.Choice(STORE_CHOICES),
+            default=None,
+            envvar="SAM_DETECT_STORE" if env else None,
+            help=f"Vector store{what}: edge = the Qdrant engine embedded on a folder (the default); "
+            "qdrant = the Qdrant client (its local folder mode, or a server: the default with "
+            "--qdrant-url); memory (a .npz file)." + (" [env: SAM_DETECT_STORE]" if env else ""),
+        ),
+        click.option(
+            f"{p}library-path",
+            f"{dest}library_path",
+            type=click.Path(),
+            envvar=LIBRARY_ENV if env else None,
+            help=f"Folder of the embedded libraries{what}"
+            + (f" (default: per-user data folder). [env: {LIBRARY_ENV}]" if env else "."),
+        ),
+        click.option(
+            f"{p}qdrant-url",
+            f"{dest}qdrant_url",
+            envvar="SAM_DETECT_QDRANT_URL" if env else None,
+            help=f"Qdrant server URL{what}, e.g. http://localhost:6333."
+            + (" [env: SAM_DETECT_QDRANT_URL]" if env else ""),
+        ),
+        click.option(
+            f"{p}qdrant-api-key",
+            f"{dest}qdrant_api_key",
+            envvar="SAM_DETECT_QDRANT_API_KEY" if env else None,
+            help=f"API key for the Qdrant server{what}."
+            + (" [env: SAM_DETECT_QDRANT_API_KEY]" if env else ""),
+        ),
+    ]
+
     def apply(f: Callable) -> Callable:
         for d in reversed(decorators):
             f = d(f)
@@ -32,15 +81,7 @@ store_options = _stack(
     [
         click.option("--library", "-l", default="default", show_default=True, envvar="SAM_DETECT_LIBRARY",
                      help="Library (named collection of examples) to use. [env: SAM_DETECT_LIBRARY]"),
-        click.option("--store", type=click.Choice(STORE_CHOICES), default="qdrant", show_default=True,
-                     help="Vector store: embedded Qdrant on a folder (or a server with --qdrant-url), "
-                          "Qdrant Edge, or in-memory."),
-        click.option("--library-path", type=click.Path(file_okay=False), envvar=LIBRARY_ENV,
-                     help=f"Folder of the embedded libraries (default: per-user data folder). [env: {LIBRARY_ENV}]"),
-        click.option("--qdrant-url", envvar="SAM_DETECT_QDRANT_URL",
-                     help="Qdrant server URL, e.g. http://localhost:6333. [env: SAM_DETECT_QDRANT_URL]"),
-        click.option("--qdrant-api-key", envvar="SAM_DETECT_QDRANT_API_KEY",
-                     help="API key for the Qdrant server. [env: SAM_DETECT_QDRANT_API_KEY]"),
+        location_options(),
     ]
 )
 
@@ -88,7 +129,7 @@ classify_options = _stack(
 
 def store_config(opts: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """(store name, store options) from the store option group's values."""
-    store = opts.get("store") or "qdrant"
+    store = opts.get("store") or ("qdrant" if opts.get("qdrant_url") else "edge")
     store_opts: dict[str, Any] = {}
     if opts.get("qdrant_url"):
         if store != "qdrant":

@@ -1,0 +1,350 @@
+"""``sam-detect library``: list, show, delete, export, import, copy and re-embed libraries.
+
+Results go to stdout (``--json`` for machines), diagnostics to stderr. The store options
+(``--store``, ``--library-path``, ``--qdrant-url``, ``--qdrant-api-key``) pick where the
+libraries live, exactly as for ``detect`` and ``add``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from sam_detect.cli.options import location_options, open_store
+
+
+def _open(ctx: click.Context, **opts: Any):
+    store = open_store(**opts)
+    ctx.call_on_close(store.close)
+    return store
+
+
+def _where(store: Any) -> str:
+    return str(getattr(store, "url", None) or getattr(store, "path", None) or "memory")
+
+
+def _library_info(store: Any, name: str, storage: bool = False) -> dict[str, Any]:
+    meta = store.get_meta(name)
+    labels = store.labels(name)
+    info = {
+        "name": name,
+        "examples": sum(labels.values()),
+        "labels": labels,
+        "embedder": meta.embedder_id,
+        "dim": meta.dim,
+        "fade": meta.fade,
+        "crop": meta.crop,
+        "created": meta.created,
+        "backend": store.backend,
+        "location": _where(store),
+    }
+    if meta.extra:
+        info["extra"] = meta.extra
+    if storage:
+        from sam_detect.store._common import SIZE_LIMITS
+
+        size = getattr(store, "storage_bytes", None)
+        info["storage_bytes"] = size(name) if size else None
+        limit = SIZE_LIMITS.get(store.backend)
+        info["backend_max_examples"] = limit[0] if limit else None
+    return info
+
+
+@click.group("library")
+def library() -> None:
+    """List, show, delete, export, import and copy example libraries.
+
+    \b
+    A library is a named set of labelled example vectors plus how they were made
+    (embedder, fade, crop). Examples:
+      sam-detect library list
+      sam-detect library show nuclei
+      sam-detect library export nuclei nuclei.samlib.zip
+      sam-detect library import nuclei.samlib.zip --as nuclei-v2
+      sam-detect library copy nuclei --to-qdrant-url http://localhost:6333
+    """
+
+
+@library.command("list")
+@location_options()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_context
+def list_cmd(ctx: click.Context, as_json: bool, **opts: Any) -> None:
+    """List the libraries with their example counts and embedder."""
+    store = _open(ctx, **opts)
+    rows = [_library_info(store, n) for n in store.list_libraries()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo(f"no libraries in {store.backend} ({_where(store)})", err=True)
+        return
+    head = ("NAME", "EXAMPLES", "LABELS", "EMBEDDER", "DIM")
+    table = [head] + [
+        (r["name"], str(r["examples"]), str(len(r["labels"])), r["embedder"], str(r["dim"]))
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
+    for row in table:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+@library.command("show")
+@click.argument("name")
+@location_options()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def show_cmd(ctx: click.Context, name: str, as_json: bool, **opts: Any) -> None:
+    """Show a library's settings and its example count per label."""
+    store = _open(ctx, **opts)
+    info = _library_info(store, name)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    _print_info(info)
+
+
+@library.command("stats")
+@click.argument("name", required=False)
+@location_options()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def stats_cmd(ctx: click.Context, name: str | None, as_json: bool, **opts: Any) -> None:
+    """Counts per label, vector size, embedder, backend and storage size (all libraries
+    when NAME is left out)."""
+    store = _open(ctx, **opts)
+    names = [name] if name else store.list_libraries()
+    infos = [_library_info(store, n, storage=True) for n in names]
+    if as_json:
+        click.echo(json.dumps(infos if not name else infos[0], indent=2))
+        return
+    if not infos:
+        click.echo(f"no libraries in {store.backend} ({_where(store)})", err=True)
+    for i, info in enumerate(infos):
+        if i:
+            click.echo("")
+        _print_info(info)
+
+
+def _print_info(info: dict[str, Any]) -> None:
+    click.echo(f"library:   {info['name']}")
+    click.echo(f"backend:   {info['backend']} ({info['location']})")
+    click.echo(f"embedder:  {info['embedder']} ({info['dim']}-d)")
+    if info["fade"]:
+        click.echo(f"fade:      {json.dumps(info['fade'])}")
+    if info["crop"]:
+        click.echo(f"crop:      {json.dumps(info['crop'])}")
+    click.echo(f"created:   {info['created']}")
+    if "storage_bytes" in info:
+        size = info["storage_bytes"]
+        click.echo(f"storage:   {_human_bytes(size) if size is not None else 'n/a (server)'}")
+        limit = info["backend_max_examples"]
+        if limit and info["examples"] > limit:
+            click.echo(
+                f"warning:   {info['examples']:,} examples is past the {limit:,} this backend is meant for",
+            )
+    click.echo(f"examples:  {info['examples']}")
+    width = max((len(lab) for lab in info["labels"]), default=0)
+    for lab, n in info["labels"].items():
+        click.echo(f"  {lab.ljust(width)}  {n}")
+
+
+def _human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+@library.command("delete")
+@click.argument("name")
+@location_options()
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def delete_cmd(ctx: click.Context, name: str, yes: bool, **opts: Any) -> None:
+    """Delete a library and all its examples."""
+    store = _open(ctx, **opts)
+    n = store.count(name)  # raises LibraryNotFoundError listing the libraries
+    if not yes:
+        click.confirm(
+            f"Delete library {name!r} ({n} examples) from {_where(store)}?", abort=True, err=True
+        )
+    store.delete_library(name)
+    click.echo(f"deleted library {name!r} ({n} examples)", err=True)
+
+
+@library.command("optimize")
+@click.argument("name")
+@location_options()
+@click.pass_context
+def optimize_cmd(ctx: click.Context, name: str, **opts: Any) -> None:
+    """Merge segments and build the search index of an edge library (after large adds)."""
+    import time
+
+    store = _open(ctx, **opts)
+    store.get_meta(name)
+    if not hasattr(store, "optimize"):
+        click.echo(f"the {store.backend} store needs no optimisation", err=True)
+        return
+    t = time.perf_counter()
+    changed = store.optimize(name)
+    what = "optimised" if changed else "already optimal:"
+    click.echo(
+        f"{what} library {name!r} ({store.count(name)} examples, {time.perf_counter() - t:.1f} s)",
+        err=True,
+    )
+
+
+@library.command("export")
+@click.argument("name")
+@click.argument("file", type=click.Path(dir_okay=False))
+@location_options()
+@click.option(
+    "--crops/--no-crops",
+    default=False,
+    show_default=True,
+    help="Also store each example's context crop as PNG (re-made from its source image), "
+    "so the library can be re-embedded elsewhere.",
+)
+@click.option("--force", is_flag=True, help="Overwrite FILE if it exists.")
+@click.pass_context
+def export_cmd(
+    ctx: click.Context, name: str, file: str, crops: bool, force: bool, **opts: Any
+) -> None:
+    """Write library NAME to FILE (.zip: metadata, vectors, payloads, optional crops)."""
+    from sam_detect.store.exchange import export_library
+
+    store = _open(ctx, **opts)
+    crop_fn = _crop_maker(store, name) if crops else None
+    summary = export_library(store, name, file, crops=crop_fn, overwrite=force)
+    extra = f", {summary.crops} crops" if crops else ""
+    if crops and summary.crops < summary.examples:
+        click.echo(
+            f"warning: {summary.examples - summary.crops} examples have no crop "
+            "(source image missing or moved)",
+            err=True,
+        )
+    click.echo(f"exported {summary.examples} examples of {name!r} to {file}{extra}", err=True)
+
+
+def _crop_maker(store: Any, name: str) -> Callable[[str, dict[str, Any]], Any]:
+    """Crop function for export: re-cut each example from its source image and mask/box."""
+    from sam_detect.store.exchange import crop_from_payload
+
+    meta = store.get_meta(name)
+    return lambda _id, payload: crop_from_payload(payload, meta)
+
+
+@library.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@location_options()
+@click.option("--as", "as_name", help="Library name to import into (default: the name in FILE).")
+@click.option(
+    "--merge",
+    is_flag=True,
+    help="Add to an existing library of the same embedder/fade/crop (ids already there are skipped).",
+)
+@click.pass_context
+def import_cmd(
+    ctx: click.Context, file: str, as_name: str | None, merge: bool, **opts: Any
+) -> None:
+    """Read a library exported with `library export` into the store."""
+    from sam_detect.store.exchange import import_library
+
+    store = _open(ctx, **opts)
+    result = import_library(store, file, name=as_name, merge=merge)
+    skipped = f" ({result.skipped} already there)" if result.skipped else ""
+    click.echo(f"imported {result.added} examples into library {result.name!r}{skipped}", err=True)
+
+
+@library.command("copy")
+@click.argument("name")
+@location_options()
+@location_options(prefix="to-", what=" to copy into")
+@click.option("--as", "as_name", help="Name of the copy (default: NAME).")
+@click.pass_context
+def copy_cmd(ctx: click.Context, name: str, as_name: str | None, **opts: Any) -> None:
+    """Copy library NAME to another store or name (e.g. embedded -> server).
+
+    \b
+      sam-detect library copy nuclei --to-qdrant-url http://localhost:6333
+      sam-detect library copy nuclei --to-store edge
+      sam-detect library copy nuclei --as nuclei-backup
+    """
+    from sam_detect.store.exchange import copy_library
+
+    src_opts = {k: v for k, v in opts.items() if not k.startswith("to_")}
+    dst_opts = {k[3:]: v for k, v in opts.items() if k.startswith("to_")}
+    same = not any(dst_opts.values())
+    if same and not as_name:
+        raise click.UsageError(
+            "give a destination (--to-store, --to-library-path, --to-qdrant-url) or --as NEW"
+        )
+    if not dst_opts["store"]:
+        dst_opts["store"] = "qdrant" if dst_opts["qdrant_url"] else src_opts["store"]
+    if (
+        dst_opts["store"] == src_opts["store"]
+        and not dst_opts["qdrant_url"]
+        and not dst_opts["library_path"]
+    ):
+        dst_opts["library_path"] = src_opts["library_path"]
+        dst_opts["qdrant_url"] = src_opts["qdrant_url"]
+        dst_opts["qdrant_api_key"] = src_opts["qdrant_api_key"]
+    src = _open(ctx, **src_opts)
+    dst_key = (dst_opts["store"], dst_opts["library_path"], dst_opts["qdrant_url"])
+    src_key = (src_opts["store"], src_opts["library_path"], src_opts["qdrant_url"])
+    dst = src if dst_key == src_key else _open(ctx, **dst_opts)
+    if dst is src and (as_name or name) == name:
+        raise click.UsageError(
+            "copying a library onto itself: give --as NEW or another destination"
+        )
+    n = copy_library(src, name, dst, as_name)
+    click.echo(
+        f"copied {n} examples of {name!r} to {dst.backend} ({_where(dst)}) as {(as_name or name)!r}",
+        err=True,
+    )
+
+
+@library.command("reembed")
+@click.argument("name")
+@location_options()
+@click.option(
+    "--embedder", required=True, help="Embedder for the new library (effnet, clip, sam2, ...)."
+)
+@click.option("--as", "as_name", help="Name of the new library (default: NAME-EMBEDDER).")
+@click.option(
+    "--from-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Take the crops from an export made with --crops instead of the source images.",
+)
+@click.pass_context
+def reembed_cmd(
+    ctx: click.Context,
+    name: str,
+    embedder: str,
+    as_name: str | None,
+    from_file: str | None,
+    **opts: Any,
+) -> None:
+    """Embed library NAME's examples again with another embedder, into a new library.
+
+    The crops come from each example's source image (payload "source" plus "mask_rle" or
+    "box"), or from an export file made with `--crops`.
+    """
+    from sam_detect.store.exchange import reembed_library
+
+    store = _open(ctx, **opts)
+    new = as_name or f"{name}-{embedder}"
+    result = reembed_library(store, name, embedder, new, from_file=from_file)
+    click.echo(
+        f"re-embedded {result.added} of {result.examples} examples into library {new!r}", err=True
+    )
+    if result.missing:
+        click.echo(
+            f"warning: {result.missing} examples had no crop source and were left out", err=True
+        )

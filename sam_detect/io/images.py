@@ -1,0 +1,616 @@
+"""Image loading and normalisation to the RGB uint8 the models see.
+
+Every stage after loading works on ``(H, W, 3)`` uint8 RGB in the *original pixel
+coordinates* (nothing is resized here; EXIF orientation is not applied, so coordinates
+are those of the stored pixel grid). :func:`load_image` reads PNG/JPEG/BMP/WebP (Pillow;
+never BGR) and TIFF (tifffile, using the series axes metadata: OME ``CTYX``, ImageJ
+hyperstacks, plain multi-page stacks), picks a frame of a stack and a channel (or a merge of
+channels) of multi-channel microscopy, and keeps the data as read for output.
+
+Axis letters follow tifffile: ``Y``/``X`` rows/columns; ``C`` channels; ``S`` samples of a
+photometric RGB(A) pixel; every other axis (``T`` time, ``Z`` depth, ``Q``/``I`` pages...)
+is a *frame* axis, selected with ``frame=``.
+
+Normalisation (:func:`to_rgb_uint8`): uint8 passes through unchanged; any other dtype
+(16-bit, int, float, bool) is scaled per image between two percentiles (default 1 and 99.8)
+so that, e.g., HeLa frames with a ~33k offset come out with dark background and bright nuclei.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from sam_detect.errors import ImageLoadError
+
+Merge = Literal["max", "mean", "rgb"]
+ChannelSpec = int | Sequence[int] | None
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+_TIFF_EXTENSIONS = (".tif", ".tiff")
+_CHANNEL_AXES = "CS"
+_MERGES = ("max", "mean", "rgb")
+
+
+@dataclass
+class LoadedImage:
+    """An image as read from disk plus its RGB uint8 rendering.
+
+    Attributes:
+        rgb: ``(H, W, 3)`` uint8 RGB, what segmenters and embedders see.
+        original: the selected frame as read, any dtype: ``(H, W)`` or ``(H, W, C)``
+            (channels last whatever the file layout); use it for measurements and output.
+        path: the file it came from, or ``None`` for arrays.
+        axes: axes of ``original``: ``"YX"`` or ``"YXC"``.
+        source_axes: axes of the data in the file (tifffile letters, e.g. ``"CTYX"``,
+            ``"QYX"``, ``"YXS"``); ``"YX"``/``"YXS"`` for PNG/JPEG.
+        source_shape: shape of the data in the file.
+        frame: the frame index picked from a stack, or ``None`` for a single image.
+        n_frames: number of frames in the file (1 for a single image).
+        channel: the channel(s) used to build ``rgb`` (``None``: all channels).
+        merge: how several channels were combined (``"max"``, ``"mean"``, ``"rgb"``).
+    """
+
+    rgb: np.ndarray
+    original: np.ndarray
+    path: str | None = None
+    axes: str = "YX"
+    source_axes: str = "YX"
+    source_shape: tuple[int, ...] = ()
+    frame: int | None = None
+    n_frames: int = 1
+    channel: int | tuple[int, ...] | None = None
+    merge: str = "max"
+
+    @property
+    def channel_axis(self) -> int | None:
+        """Axis of ``original`` holding channels (``2``), or ``None`` for grayscale."""
+        return 2 if self.original.ndim == 3 else None
+
+    @property
+    def n_channels(self) -> int:
+        return int(self.original.shape[2]) if self.original.ndim == 3 else 1
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        """``(height, width)`` in pixels."""
+        return int(self.rgb.shape[0]), int(self.rgb.shape[1])
+
+
+# ---------------------------------------------------------------------------------------
+# public API
+# ---------------------------------------------------------------------------------------
+def load_image(
+    path: str | os.PathLike,
+    *,
+    channel: ChannelSpec = None,
+    merge: Merge = "max",
+    frame: int | None = None,
+    percentiles: tuple[float, float] = (1.0, 99.8),
+) -> LoadedImage:
+    """Read an image file and render it as RGB uint8.
+
+    Args:
+        path: PNG, JPEG, BMP, WebP or TIFF (8/16/32-bit int, float, bool; gray, RGB, RGBA,
+            multi-channel ``CYX``/``YXC``, stacks ``TYX``/``TCYX``/``CTYX``/...).
+        channel: for multi-channel data, one channel index (rendered as gray), a sequence of
+            indices (combined with ``merge``), or ``None`` (all channels; photometric RGB(A)
+            stays colour, alpha dropped).
+        merge: how several channels become one image: ``"max"`` or ``"mean"`` of the
+            per-channel normalised intensities (gray), or ``"rgb"``: up to three channels
+            as the red, green and blue of a false-colour composite.
+        frame: index into the frame axes of a stack (``T``, ``Z``, ...; several frame axes
+            are flattened in file order). Required when the file holds more than one frame.
+        percentiles: low/high percentiles for scaling non-uint8 data to 0..255.
+
+    Returns:
+        :class:`LoadedImage`; ``rgb`` has the height and width of the file's ``Y``/``X``.
+
+    Raises:
+        ImageLoadError: missing, unreadable or truncated file; empty image; unsupported
+            number of dimensions; a stack without ``frame=``; a bad frame or channel index.
+    """
+    p = Path(path)
+    fast = _read_tiff_frame(p, frame)  # one frame of a big stack without reading the rest
+    if fast is not None:
+        original, axes, source_axes, source_shape, n_frames, index = fast
+    else:
+        stack, axes, source_axes, source_shape = _read_canonical(p)
+        n_frames = stack.shape[0]
+        index = _pick_frame(p, frame, n_frames, source_axes, source_shape)
+        original = stack[index]
+    is_rgb = axes.endswith("S")
+    rgb = _render(
+        original, channel=channel, merge=merge, percentiles=percentiles, is_rgb=is_rgb, where=str(p)
+    )
+    return LoadedImage(
+        rgb=rgb,
+        original=original,
+        path=str(p),
+        axes="YXC" if original.ndim == 3 else "YX",
+        source_axes=source_axes,
+        source_shape=source_shape,
+        frame=None if frame is None else index,
+        n_frames=n_frames,
+        channel=_normalise_channel_spec(channel),
+        merge=merge,
+    )
+
+
+def read_stack(path: str | os.PathLike) -> tuple[np.ndarray, str]:
+    """Read every frame of an image file.
+
+    Returns:
+        ``(stack, axes)``: ``stack`` is ``(T, H, W)`` or ``(T, H, W, C)`` as read (any
+        dtype; ``T`` is 1 for a single image, several frame axes flattened in file order),
+        ``axes`` is ``"TYX"`` or ``"TYXC"``.
+    """
+    p = Path(path)
+    stack, axes, _, _ = _read_canonical(p)
+    return stack, ("TYXC" if stack.ndim == 4 else "TYX")
+
+
+def to_rgb_uint8(
+    array: np.ndarray,
+    *,
+    channel: ChannelSpec = None,
+    merge: Merge = "max",
+    percentiles: tuple[float, float] = (1.0, 99.8),
+    channel_axis: int | None = None,
+) -> np.ndarray:
+    """Render an array as ``(H, W, 3)`` uint8 RGB in the same pixel coordinates.
+
+    Args:
+        array: ``(H, W)`` gray, ``(H, W, 3|4)`` RGB(A) (alpha dropped), or multi-channel
+            ``(H, W, C)`` / ``(C, H, W)``. Any dtype: uint8 passes through unchanged,
+            other dtypes are scaled per image between ``percentiles`` (NaN/inf count as 0).
+        channel, merge: as in :func:`load_image`.
+        percentiles: ``(low, high)`` in 0..100.
+        channel_axis: ``0`` or ``-1``/``2`` to state the layout of a 3-D array; by default
+            a last axis of size ≤ 4 is channels-last, else a first axis of size ≤ 16 that is
+            smaller than H and W is channels-first.
+
+    Returns:
+        ``(H, W, 3)`` uint8.
+
+    Raises:
+        ImageLoadError: empty array, unsupported dimensions or layout, bad channel index.
+    """
+    arr = np.asarray(array)
+    if arr.size == 0:
+        raise ImageLoadError(f"image is empty (shape {arr.shape}); expected (H, W) or (H, W, C)")
+    is_rgb = False
+    if arr.ndim == 3:
+        axis = _guess_channel_axis(arr.shape) if channel_axis is None else channel_axis
+        if axis not in (0, 2, -1):
+            raise ImageLoadError(
+                f"cannot tell the channel axis of an array of shape {arr.shape}; expected "
+                f"(H, W, C) or (C, H, W) with few channels: pass channel_axis=0 or -1"
+            )
+        if axis == 0:
+            arr = np.moveaxis(arr, 0, -1)
+        else:
+            # Plain (H, W, 3|4) arrays are photographs: RGB(A), kept in colour.
+            is_rgb = arr.shape[2] in (3, 4)
+    return _render(arr, channel=channel, merge=merge, percentiles=percentiles, is_rgb=is_rgb)
+
+
+def as_rgb_uint8(image: object) -> np.ndarray:
+    """``(H, W, 3)`` uint8 RGB of a path, a :class:`LoadedImage` or an array of any dtype."""
+    if isinstance(image, LoadedImage):
+        return image.rgb
+    if isinstance(image, (str, os.PathLike)):
+        return load_image(image).rgb
+    return to_rgb_uint8(np.asarray(image))
+
+
+def iter_image_paths(inputs: Sequence[str | os.PathLike] | str | os.PathLike) -> list[Path]:
+    """Expand files, folders (non-recursive, sorted, image extensions only) and globs.
+
+    Returns:
+        Paths in input order, each input's matches sorted, duplicates dropped.
+
+    Raises:
+        ImageLoadError: an input matches nothing, or nothing at all was found.
+    """
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    out: list[Path] = []
+    seen: set[Path] = set()
+    for item in inputs:
+        s = os.fspath(item)
+        p = Path(s)
+        if p.is_dir():
+            found = sorted(
+                q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS
+            )
+            if not found:
+                raise ImageLoadError(
+                    f"{p}: folder holds no images (looked for {', '.join(IMAGE_EXTENSIONS)})"
+                )
+        elif p.is_file():
+            found = [p]
+        elif glob.has_magic(s):
+            found = sorted(
+                Path(q)
+                for q in glob.glob(s)
+                if Path(q).is_file() and Path(q).suffix.lower() in IMAGE_EXTENSIONS
+            )
+            if not found:
+                raise ImageLoadError(f"{s}: pattern matches no image files")
+        else:
+            raise ImageLoadError(f"{s}: no such file or folder")
+        for q in found:
+            if q not in seen:
+                seen.add(q)
+                out.append(q)
+    if not out:
+        raise ImageLoadError("no input images given; pass image files, folders or globs")
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# reading
+# ---------------------------------------------------------------------------------------
+def _read_canonical(p: Path) -> tuple[np.ndarray, str, str, tuple[int, ...]]:
+    """Read ``p`` as ``(F, H, W[, C])``; returns (stack, 'FYX[C|S]', source axes, shape)."""
+    if not p.exists():
+        raise ImageLoadError(f"{p}: image file not found")
+    if not p.is_file():
+        raise ImageLoadError(f"{p}: not a file")
+    if p.stat().st_size == 0:
+        raise ImageLoadError(f"{p}: file is empty (0 bytes)")
+    if p.suffix.lower() in _TIFF_EXTENSIONS or _looks_like_tiff(p):
+        data, axes = _read_tiff(p)
+    else:
+        data, axes = _read_pil(p)
+    source_shape = tuple(int(s) for s in data.shape)
+    if data.size == 0:
+        raise ImageLoadError(f"{p}: image is empty (shape {source_shape})")
+    stack, canon = _canonicalise(data, axes, p)
+    return stack, canon, axes, source_shape
+
+
+def _looks_like_tiff(p: Path) -> bool:
+    with open(p, "rb") as fh:
+        head = fh.read(4)
+    return head in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def _read_tiff(p: Path) -> tuple[np.ndarray, str]:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(p) as tif:
+            if not tif.series:
+                raise ImageLoadError(f"{p}: TIFF holds no image data")
+            series = tif.series[0]
+            axes = series.axes.upper()
+            data = series.asarray()
+    except ImageLoadError:
+        raise
+    except Exception as e:  # tifffile raises many types for corrupt data
+        raise ImageLoadError(
+            f"{p}: cannot read TIFF ({type(e).__name__}: {e}); the file may be truncated or corrupt"
+        ) from e
+    if len(axes) != data.ndim:  # defensive: tifffile squeezes, axes normally match
+        axes = _default_axes(data.shape)
+    return data, axes
+
+
+def _read_pil(p: Path) -> tuple[np.ndarray, str]:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(p) as im:
+            im.load()
+            mode = im.mode
+            fmt = im.format
+            if mode in ("P", "PA"):
+                im = im.convert("RGBA" if "transparency" in im.info or mode == "PA" else "RGB")
+            elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+                im = im.convert("RGB")
+            elif mode == "LA":
+                im = im.convert("L")
+            data = np.array(im)
+    except Image.DecompressionBombError as e:
+        raise ImageLoadError(
+            f"{p}: image is too large for Pillow's safety limit ({e}); convert it to TIFF"
+        ) from e
+    except UnidentifiedImageError as e:
+        raise ImageLoadError(
+            f"{p}: not a readable image (expected PNG, JPEG, BMP, WebP or TIFF)"
+        ) from e
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageLoadError(
+            f"{p}: cannot decode image ({e}); the file may be truncated or corrupt"
+        ) from e
+    if fmt == "PNG" and data.ndim == 3 and _png_bit_depth(p) == 16:
+        data = _read_png16_colour(p)  # Pillow reduces 16-bit colour PNGs to 8 bits
+    axes = "YX" if data.ndim == 2 else "YXS"
+    return data, axes
+
+
+def _png_bit_depth(p: Path) -> int:
+    with open(p, "rb") as fh:
+        head = fh.read(26)
+    return head[24] if len(head) >= 26 else 8
+
+
+def _read_png16_colour(p: Path) -> np.ndarray:
+    import cv2
+
+    data = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+    if data is None:
+        raise ImageLoadError(f"{p}: cannot decode 16-bit PNG; the file may be truncated or corrupt")
+    code = cv2.COLOR_BGRA2RGBA if data.shape[2] == 4 else cv2.COLOR_BGR2RGB
+    return cv2.cvtColor(data, code)
+
+
+def _default_axes(shape: tuple[int, ...]) -> str:
+    if len(shape) == 2:
+        return "YX"
+    if len(shape) == 3:
+        return "YXS" if shape[2] in (3, 4) else "QYX"
+    return "Q" * (len(shape) - 2) + "YX"
+
+
+def _canonicalise(data: np.ndarray, axes: str, p: Path) -> tuple[np.ndarray, str]:
+    """Reorder to ``(F, Y, X[, C])``: frame axes flattened first, channel axes last."""
+    if "Y" not in axes or "X" not in axes:
+        raise ImageLoadError(
+            f"{p}: unsupported layout: axes {axes!r}, shape {data.shape}; expected Y and X axes"
+        )
+    frame_axes = [i for i, a in enumerate(axes) if a not in "YX" + _CHANNEL_AXES]
+    chan_axes = [i for i, a in enumerate(axes) if a in _CHANNEL_AXES]
+    order = frame_axes + [axes.index("Y"), axes.index("X")] + chan_axes
+    arr = np.transpose(data, order)
+    n_frames = int(np.prod([data.shape[i] for i in frame_axes])) if frame_axes else 1
+    h, w = arr.shape[len(frame_axes)], arr.shape[len(frame_axes) + 1]
+    n_chan = int(np.prod([data.shape[i] for i in chan_axes])) if chan_axes else 1
+    if h == 0 or w == 0:
+        raise ImageLoadError(f"{p}: image is empty (shape {data.shape})")
+    if chan_axes and n_chan > 1:
+        arr = arr.reshape(n_frames, h, w, n_chan)
+        is_samples = len(chan_axes) == 1 and axes[chan_axes[0]] == "S" and n_chan in (3, 4)
+        return arr, "FYXS" if is_samples else "FYXC"
+    return arr.reshape(n_frames, h, w), "FYX"
+
+
+def _pick_frame(
+    p: Path, frame: int | None, n_frames: int, source_axes: str, source_shape: tuple[int, ...]
+) -> int:
+    if frame is None:
+        if n_frames > 1:
+            raise ImageLoadError(
+                f"{p}: holds a stack of {n_frames} frames (axes {source_axes}, shape "
+                f"{source_shape}); pass frame=0..{n_frames - 1} to pick one"
+            )
+        return 0
+    return _check_frame(p, frame, n_frames)
+
+
+def _read_tiff_frame(p: Path, frame: int | None):
+    """Read only the pages of one frame of a multi-page TIFF; ``None``: use the full read.
+
+    Works when every page holds one ``YX`` or ``YXS`` plane and the series' leading axes
+    enumerate the pages in C order (plain, ImageJ and most OME files). Returns
+    ``(original, canonical axes, source axes, source shape, n_frames, frame index)``.
+    """
+    if p.suffix.lower() not in _TIFF_EXTENSIONS or not p.is_file() or p.stat().st_size == 0:
+        return None  # the full read reports missing and empty files
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(p) as tif:
+            if not tif.series:
+                return None
+            series = tif.series[0]
+            axes = series.axes.upper()
+            shape = tuple(int(x) for x in series.shape)
+            page_shape = tuple(int(x) for x in series.keyframe.shape)
+            n_page_axes = len(page_shape)
+            lead_axes, page_axes = axes[:-n_page_axes], axes[-n_page_axes:]
+            lead_shape = shape[: len(lead_axes)]
+            if (
+                not lead_axes
+                or page_axes not in ("YX", "YXS")
+                or shape[len(lead_axes) :] != page_shape
+                or len(series.pages) != int(np.prod(lead_shape))
+                or any(a in "YX" for a in lead_axes)
+            ):
+                return None
+            frame_dims = [i for i, a in enumerate(lead_axes) if a not in _CHANNEL_AXES]
+            chan_dims = [i for i, a in enumerate(lead_axes) if a in _CHANNEL_AXES]
+            frame_shape = tuple(lead_shape[i] for i in frame_dims)
+            n_frames = int(np.prod(frame_shape)) if frame_dims else 1
+            index = _pick_frame(p, frame, n_frames, axes, shape)
+            if n_frames == 1 and frame is None and not chan_dims:
+                return None  # a single page: the ordinary path is as fast
+            frame_idx = np.unravel_index(index, frame_shape) if frame_dims else ()
+            chan_shape = tuple(lead_shape[i] for i in chan_dims)
+            n_chan = int(np.prod(chan_shape)) if chan_dims else 1
+            keys = []
+            for c in range(n_chan):
+                multi = [0] * len(lead_axes)
+                for d, v in zip(frame_dims, frame_idx, strict=True):
+                    multi[d] = int(v)
+                for d, v in zip(chan_dims, np.unravel_index(c, chan_shape), strict=True):
+                    multi[d] = int(v)
+                keys.append(int(np.ravel_multi_index(multi, lead_shape)))
+            pages = [series.pages[k] for k in keys]
+            if any(pg is None for pg in pages):
+                return None
+            planes = np.stack([pg.asarray() for pg in pages], axis=0)  # (K, Y, X[, S])
+    except ImageLoadError:
+        raise
+    except Exception as e:  # corrupt or truncated: report like the full read does
+        raise ImageLoadError(
+            f"{p}: cannot read TIFF ({type(e).__name__}: {e}); the file may be truncated or corrupt"
+        ) from e
+    if planes.size == 0:
+        raise ImageLoadError(f"{p}: image is empty (shape {shape})")
+    if planes.ndim == 4:  # samples per page too: channels = (lead channels) x samples
+        k, h, w, smp = planes.shape
+        original = np.moveaxis(planes, 0, 2).reshape(h, w, k * smp)
+        canon = "FYXS" if k == 1 and smp in (3, 4) else "FYXC"
+    elif planes.shape[0] == 1:
+        original, canon = planes[0], "FYX"
+    else:
+        original, canon = np.moveaxis(planes, 0, -1), "FYXC"
+    return np.ascontiguousarray(original), canon, axes, shape, n_frames, index
+
+
+def _check_frame(p: Path, frame: int, n_frames: int) -> int:
+    if isinstance(frame, bool) or not isinstance(frame, (int, np.integer)):
+        raise ImageLoadError(f"{p}: frame must be an int, got {frame!r}")
+    if not -n_frames <= frame < n_frames:
+        raise ImageLoadError(
+            f"{p}: frame {frame} out of range: the file holds {n_frames} frame(s) "
+            f"(0..{n_frames - 1})"
+        )
+    return int(frame) % n_frames
+
+
+# ---------------------------------------------------------------------------------------
+# rendering
+# ---------------------------------------------------------------------------------------
+def _guess_channel_axis(shape: tuple[int, ...]) -> int | None:
+    h_last, w_last, c_last = shape
+    if c_last <= 4:
+        return 2
+    c_first = shape[0]
+    if c_first <= 16 and c_first < min(shape[1], shape[2]):
+        return 0
+    if c_last <= 16 and c_last < min(h_last, w_last):
+        return 2
+    return None
+
+
+def _normalise_channel_spec(channel: ChannelSpec) -> int | tuple[int, ...] | None:
+    if channel is None or isinstance(channel, (int, np.integer)):
+        return None if channel is None else int(channel)
+    return tuple(int(c) for c in channel)
+
+
+def _render(
+    arr: np.ndarray,
+    *,
+    channel: ChannelSpec,
+    merge: str,
+    percentiles: tuple[float, float],
+    is_rgb: bool,
+    where: str | None = None,
+) -> np.ndarray:
+    """``(H, W)`` or ``(H, W, C)`` (channels last) -> ``(H, W, 3)`` uint8."""
+    prefix = f"{where}: " if where else ""
+    if merge not in _MERGES:
+        raise ImageLoadError(f"{prefix}merge must be one of {', '.join(_MERGES)}, got {merge!r}")
+    if arr.size == 0:
+        raise ImageLoadError(f"{prefix}image is empty (shape {arr.shape})")
+    if arr.ndim not in (2, 3):
+        raise ImageLoadError(
+            f"{prefix}expected a 2-D (H, W) or 3-D (H, W, C) image, got {arr.ndim}-D shape {arr.shape}"
+        )
+    lo_p, hi_p = percentiles
+    if not 0.0 <= lo_p < hi_p <= 100.0:
+        raise ImageLoadError(
+            f"{prefix}percentiles must satisfy 0 <= low < high <= 100, got {percentiles}"
+        )
+    if arr.ndim == 2:
+        _resolve_channels(channel, 1, prefix)  # only channel 0 (or -1) exists
+        return _gray_to_rgb(_scale(arr, percentiles))
+    n_chan = arr.shape[2]
+    chans = _resolve_channels(channel, n_chan, prefix)
+    if chans is None:
+        if n_chan == 1:
+            return _gray_to_rgb(_scale(arr[..., 0], percentiles))
+        if is_rgb:
+            rgb = arr[..., :3]  # drop alpha
+            # one scale for the three colour samples keeps the colour balance
+            return np.ascontiguousarray(_scale(rgb, percentiles))
+        chans = list(range(n_chan))
+    if len(chans) == 1:
+        return _gray_to_rgb(_scale(arr[..., chans[0]], percentiles))
+    if merge == "rgb":
+        if len(chans) > 3:
+            raise ImageLoadError(
+                f"{prefix}merge='rgb' takes at most 3 channels, got {len(chans)} "
+                f"({chans}); pass channel=[r, g, b] to pick them"
+            )
+        out = np.zeros(arr.shape[:2] + (3,), dtype=np.uint8)
+        for k, c in enumerate(chans):
+            out[..., k] = _scale(arr[..., c], percentiles)
+        return out
+    scaled = [_scale(arr[..., c], percentiles) for c in chans]
+    if merge == "max":
+        gray = np.maximum.reduce(scaled)
+    else:
+        gray = np.rint(np.mean(np.stack(scaled, axis=0), axis=0, dtype=np.float32)).astype(np.uint8)
+    return _gray_to_rgb(gray)
+
+
+def _resolve_channels(channel: ChannelSpec, n_chan: int, prefix: str) -> list[int] | None:
+    if channel is None:
+        return None
+    items = [channel] if isinstance(channel, (int, np.integer)) else list(channel)
+    if not items:
+        raise ImageLoadError(f"{prefix}channel list is empty; pass indices in 0..{n_chan - 1}")
+    out = []
+    for c in items:
+        if isinstance(c, bool) or not isinstance(c, (int, np.integer)):
+            raise ImageLoadError(f"{prefix}channel must be an int or a list of ints, got {c!r}")
+        if not -n_chan <= c < n_chan:
+            raise ImageLoadError(
+                f"{prefix}channel {int(c)} out of range: the image has {n_chan} "
+                f"channel{'s' if n_chan != 1 else ''} "
+                f"(0..{n_chan - 1})"
+            )
+        out.append(int(c) % n_chan)
+    return out
+
+
+def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:
+    return np.repeat(gray[:, :, None], 3, axis=2)
+
+
+def _scale(arr: np.ndarray, percentiles: tuple[float, float]) -> np.ndarray:
+    """uint8 unchanged; bool to 0/255; anything else percentile-scaled to uint8."""
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == bool:
+        return arr.astype(np.uint8) * 255
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise ImageLoadError(f"unsupported pixel type {arr.dtype}; expected integer, float or bool")
+    x = arr.astype(np.float32, copy=False)
+    finite = np.isfinite(x)
+    if not finite.all():
+        x = np.where(finite, x, 0.0).astype(np.float32)
+    # Percentiles of a strided subsample are as good as of all pixels and much cheaper.
+    flat = x.reshape(-1)
+    step = max(1, flat.size // 1_000_000)
+    lo, hi = np.percentile(flat[::step], percentiles)
+    if hi <= lo:
+        lo, hi = float(flat.min()), float(flat.max())
+    if hi <= lo:  # constant image
+        return np.zeros(arr.shape, dtype=np.uint8)
+    out = (x - np.float32(lo)) * np.float32(255.0 / (hi - lo))
+    np.clip(out, 0, 255, out=out)
+    return np.rint(out).astype(np.uint8)
+
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "LoadedImage",
+    "as_rgb_uint8",
+    "iter_image_paths",
+    "load_image",
+    "read_stack",
+    "to_rgb_uint8",
+]

@@ -1,0 +1,241 @@
+"""Checks and helpers shared by every store backend.
+
+Every backend validates its input the same way, so a bad call fails with the same message
+on ``memory``, ``qdrant`` and ``edge``, and congruence tests can compare them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import uuid
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sam_detect.errors import EmbedderMismatchError, LibraryError, LibraryNotFoundError
+from sam_detect.store.base import LibraryMeta
+
+#: Library names: letters, digits, ``_ - .``; 1-64 characters; must not start with ``_`` or ``.``
+#: (names starting with ``_`` are reserved for the store's own bookkeeping).
+LIBRARY_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+
+#: Payload keys the stores set themselves.
+RESERVED_PAYLOAD_KEYS = ("label",)
+
+#: Library sizes (examples) past which a backend is no longer the right choice, and the
+#: backend to use instead. From docs/perf_stores.md (200 queries, 2 shared CPU cores):
+#: the client's local mode took 183-217 s to fill and 17-43 s to search 10k examples;
+#: numpy searches 100k 1280-d in ~2.5 s but keeps everything in RAM and rewrites its file
+#: on every change; Edge was measured to 100k (0.3-0.6 s after optimize), beyond is a guess.
+SIZE_LIMITS: dict[str, tuple[int, str]] = {
+    "memory": (100_000, "the 'edge' store (Qdrant Edge) or a Qdrant server"),
+    "qdrant-memory": (10_000, "the 'edge' store (Qdrant Edge) or a Qdrant server (--qdrant-url)"),
+    "qdrant-local": (10_000, "the 'edge' store (Qdrant Edge) or a Qdrant server (--qdrant-url)"),
+    "edge": (1_000_000, "a Qdrant server (--qdrant-url)"),
+}
+
+
+class LibrarySizeWarning(UserWarning):
+    """A library has grown past the size its backend is meant for."""
+
+
+class StoreConnectionError(LibraryError, ConnectionError):
+    """A Qdrant server cannot be reached, or refused the API key."""
+
+
+def default_library_dir() -> Path:
+    """Folder for embedded libraries: ``$SAM_DETECT_LIBRARY_PATH``, else
+    ``<user data dir>/sam-detect/libraries`` (see :func:`sam_detect.paths.default_library_path`)."""
+    from sam_detect.paths import default_library_path
+
+    return default_library_path()
+
+
+def check_library_name(name: object) -> str:
+    """Return ``name`` if it is a valid library name, else raise ``ValueError``."""
+    if not isinstance(name, str) or not LIBRARY_NAME_RE.match(name):
+        raise ValueError(
+            f"invalid library name {name!r}: expected 1-64 characters of letters, digits, "
+            "'_', '-' or '.', starting with a letter or digit (e.g. 'nuclei' or 'hela-v2')"
+        )
+    return name
+
+
+def not_found(name: str, available: Sequence[str], where: str) -> LibraryNotFoundError:
+    """The error for a missing library, naming the ones that exist."""
+    have = ", ".join(sorted(available)) if available else "none"
+    return LibraryNotFoundError(
+        f"no library {name!r} in {where}; available: {have}. "
+        "Add examples to create it (sam-detect add ... --library NAME)."
+    )
+
+
+def check_meta(meta: object) -> LibraryMeta:
+    if not isinstance(meta, LibraryMeta):
+        raise TypeError(f"expected a LibraryMeta, got {type(meta).__name__}")
+    check_library_name(meta.name)
+    if isinstance(meta.dim, bool) or not isinstance(meta.dim, (int, np.integer)) or meta.dim < 1:
+        raise ValueError(f"library {meta.name!r}: dim must be a positive integer, got {meta.dim!r}")
+    if not isinstance(meta.embedder_id, str) or not meta.embedder_id:
+        raise ValueError(f"library {meta.name!r}: embedder_id must be a non-empty string")
+    try:
+        json.dumps(meta.to_dict())
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"library {meta.name!r}: metadata must be JSON-serialisable ({e})") from e
+    return meta
+
+
+def check_vectors(vectors: object, dim: int, library: str, what: str = "vectors") -> np.ndarray:
+    """Validate ``(N, dim)`` finite, non-zero vectors; return them float32 and L2-normalised."""
+    arr = np.asarray(vectors)
+    if arr.ndim == 1 and arr.size == dim:
+        arr = arr[None, :]
+    if arr.ndim != 2:
+        raise ValueError(f"{what} must be an (N, D) array, got shape {arr.shape}")
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise ValueError(f"{what} must be numeric, got dtype {arr.dtype}")
+    if arr.shape[1] != dim:
+        raise EmbedderMismatchError(
+            f"library {library!r} holds {dim}-d vectors, got {what} of size {arr.shape[1]}; "
+            "use the embedder the library was built with, or another library"
+        )
+    arr = arr.astype(np.float32, copy=False)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{what} contain NaN or infinite values")
+    norms = np.linalg.norm(arr, axis=1, keepdims=True)
+    if arr.shape[0] and float(norms.min()) <= 1e-12:
+        bad = int(np.argmin(norms[:, 0]))
+        raise ValueError(f"{what}[{bad}] is all zeros; cosine similarity is undefined for it")
+    # rows already unit-length (to float32 precision) are kept bit for bit, so export ->
+    # import -> export round-trips exactly; only the others are rescaled
+    off = np.abs(norms[:, 0] - 1.0) > 1e-5
+    if off.any():
+        arr = arr.copy()
+        arr[off] /= norms[off]
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def to_jsonable(value: Any) -> Any:
+    """Turn numpy scalars/arrays and tuples into plain JSON types (recursively)."""
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"payload values must be finite numbers, got {value}")
+    return value
+
+
+def check_items(
+    n: int,
+    labels: Sequence[str],
+    payloads: Sequence[dict[str, Any]] | None,
+    ids: Sequence[str] | None,
+) -> tuple[list[str], list[dict[str, Any]], list[str]]:
+    """Validate labels, payloads and ids for ``n`` vectors; new UUIDs when ``ids`` is None."""
+    if isinstance(labels, str):
+        raise ValueError(
+            "labels must be a sequence of strings, one per vector, not a single string"
+        )
+    labels = list(labels)
+    if len(labels) != n:
+        raise ValueError(f"got {n} vectors but {len(labels)} labels; give one label per vector")
+    for i, lab in enumerate(labels):
+        if not isinstance(lab, str) or not lab.strip():
+            raise ValueError(f"labels[{i}] must be a non-empty string, got {lab!r}")
+    if payloads is None:
+        payloads = [{} for _ in range(n)]
+    else:
+        payloads = list(payloads)
+        if len(payloads) != n:
+            raise ValueError(
+                f"got {n} vectors but {len(payloads)} payloads; give one dict per vector"
+            )
+    clean = []
+    for i, p in enumerate(payloads):
+        if p is None:
+            p = {}
+        if not isinstance(p, dict):
+            raise ValueError(f"payloads[{i}] must be a dict, got {type(p).__name__}")
+        for key in RESERVED_PAYLOAD_KEYS:
+            if key in p and p[key] != labels[i]:
+                raise ValueError(
+                    f"payloads[{i}] has key {key!r}={p[key]!r}, which the store sets itself "
+                    f"(label is {labels[i]!r}); drop it from the payload"
+                )
+        try:
+            q = to_jsonable({k: v for k, v in p.items() if k not in RESERVED_PAYLOAD_KEYS})
+            json.dumps(q, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"payloads[{i}] is not JSON-serialisable: {e}") from e
+        clean.append(q)
+    if ids is None:
+        ids = [str(uuid.uuid4()) for _ in range(n)]
+    else:
+        ids = [normalise_id(x) for x in ids]
+        if len(ids) != n:
+            raise ValueError(f"got {n} vectors but {len(ids)} ids")
+        if len(set(ids)) != n:
+            raise ValueError("ids must be unique")
+    return labels, clean, ids
+
+
+def normalise_id(x: object) -> str:
+    """Canonical UUID string for ``x`` (a UUID or its string form); ``ValueError`` otherwise."""
+    try:
+        return str(uuid.UUID(str(x)))
+    except ValueError:
+        raise ValueError(f"example ids are UUID strings, got {x!r}") from None
+
+
+def check_top_k(top_k: object) -> int:
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
+        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+    return int(top_k)
+
+
+def check_delete_args(ids: Sequence[str] | None, label: str | None) -> list[str] | None:
+    if (ids is None) == (label is None):
+        raise ValueError("delete needs exactly one of ids=[...] or label='...'")
+    if ids is not None:
+        if isinstance(ids, str):
+            ids = [ids]
+        return [normalise_id(x) for x in ids]
+    if not isinstance(label, str) or not label:
+        raise ValueError(f"label must be a non-empty string, got {label!r}")
+    return None
+
+
+def warn_if_large(backend: str, library: str, count: int, warned: set[str]) -> None:
+    """Warn once per library when ``count`` passes the backend's intended size."""
+    limit = SIZE_LIMITS.get(backend)
+    if limit is None or count <= limit[0] or library in warned:
+        return
+    warned.add(library)
+    warnings.warn(
+        f"library {library!r} holds {count:,} examples; the {backend!r} store is meant for up to "
+        f"{limit[0]:,}. Consider {limit[1]} (sam-detect library copy).",
+        LibrarySizeWarning,
+        stacklevel=3,
+    )
+
+
+def disk_usage(folder: Path) -> int:
+    """Bytes a folder really occupies on disk (allocated blocks: Qdrant preallocates sparse
+    files, so their apparent size overstates it)."""
+    total = 0
+    for f in Path(folder).rglob("*"):
+        if f.is_file():
+            st = f.stat()
+            blocks = getattr(st, "st_blocks", None)
+            total += blocks * 512 if blocks is not None else st.st_size
+    return total

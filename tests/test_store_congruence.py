@@ -1,0 +1,236 @@
+"""Congruence: the same adds, deletes and queries give the same labels, neighbours and scores
+on every backend — numpy memory, the client's local mode (":memory:" and a folder), Qdrant
+Edge, and a real Qdrant server (testcontainers; skipped with the reason when no Docker engine).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sam_detect.store import create_store
+from sam_detect.store.base import LibraryMeta
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _docker_reason() -> str | None:
+    if shutil.which("docker") is None:
+        return "no docker command on this machine"
+    try:
+        r = subprocess.run(["docker", "info"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"`docker info` failed: {e}"
+    if r.returncode != 0:
+        tail = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["?"]
+        return f"no Docker engine (`docker info`: {tail[0][:120]})"
+    return None
+
+
+DOCKER_MISSING = _docker_reason()
+needs_docker = pytest.mark.skipif(
+    DOCKER_MISSING is not None, reason=f"Qdrant server tests need Docker: {DOCKER_MISSING}"
+)
+
+
+def compose_image() -> str:
+    """The Qdrant image pinned in docker-compose.yml, so tests and users run the same server."""
+    m = re.search(
+        r"^\s*image:\s*(qdrant/qdrant:\S+)", (ROOT / "docker-compose.yml").read_text(), re.M
+    )
+    assert m, "docker-compose.yml must pin a qdrant/qdrant image"
+    return m.group(1)
+
+
+API_KEY = "test-key-" + uuid.uuid4().hex[:8]
+
+
+@pytest.fixture(scope="module")
+def qdrant_server():
+    if DOCKER_MISSING:
+        pytest.skip(f"Qdrant server tests need Docker: {DOCKER_MISSING}")
+    from testcontainers.qdrant import QdrantContainer
+
+    with QdrantContainer(image=compose_image(), api_key=API_KEY) as c:
+        yield f"http://{c.get_container_host_ip()}:{c.exposed_rest_port}"
+
+
+BACKENDS = [
+    "qdrant-memory",
+    pytest.param("qdrant-local", marks=pytest.mark.slow),
+    "edge",
+    pytest.param("qdrant-server", marks=[needs_docker, pytest.mark.docker]),
+]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request, tmp_path):
+    kind = request.param
+    if kind == "qdrant-memory":
+        s = create_store("qdrant", location=":memory:")
+    elif kind == "qdrant-local":
+        s = create_store("qdrant", path=tmp_path / "q")
+    elif kind == "edge":
+        s = create_store("edge", path=tmp_path / "e")
+    else:
+        url = request.getfixturevalue("qdrant_server")
+        s = create_store("qdrant", url=url, api_key=API_KEY)
+    yield s
+    for name in s.list_libraries():
+        s.delete_library(name)
+    s.close()
+
+
+def dataset(kind: str, n: int, dim: int, seed: int):
+    """Vectors, labels, payloads and ids. ``clustered``: 4 classes around their own centres
+    (like embeddings of 4 object kinds); ``uniform``: directions at random."""
+    rng = np.random.default_rng(seed)
+    classes = ["nucleus", "debris", "mitosis", "__negative__"]
+    labels = [classes[i % 4] for i in range(n)]
+    if kind == "clustered":
+        centres = rng.normal(size=(4, dim))
+        vecs = np.stack([centres[i % 4] + 0.6 * rng.normal(size=dim) for i in range(n)])
+    else:
+        vecs = rng.normal(size=(n, dim))
+    payloads = [
+        {"source": f"frame{i % 7}.tif", "box": [float(i), 1.0, i + 10.5, 12.0], "area": 100 + i}
+        for i in range(n)
+    ]
+    ids = [str(uuid.UUID(int=rng.integers(0, 2**63) << 64 | i)) for i in range(n)]
+    return vecs.astype(np.float32), labels, payloads, ids
+
+
+def run_scenario(store, kind: str, dim: int = 48, n: int = 240):
+    vecs, labels, payloads, ids = dataset(kind, n, dim, seed=7)
+    meta = LibraryMeta(
+        name="cong",
+        embedder_id="fake",
+        dim=dim,
+        fade={"name": "gaussian", "sigma": 20.0},
+        created="2026-01-01T00:00:00+00:00",
+    )
+    store.create_library(meta)
+    for s in range(0, n, 100):  # several adds, like several annotated images
+        store.add(
+            "cong",
+            vecs[s : s + 100],
+            labels[s : s + 100],
+            payloads[s : s + 100],
+            ids=ids[s : s + 100],
+        )
+    queries = np.random.default_rng(11).normal(size=(30, dim)).astype(np.float32)
+    if kind == "clustered":
+        queries = vecs[::8] + 0.3 * np.random.default_rng(12).normal(size=(n // 8, dim)).astype(
+            np.float32
+        )
+    out = {
+        "meta": store.get_meta("cong").to_dict(),
+        "count0": store.count("cong"),
+        "labels0": store.labels("cong"),
+    }
+    out["search0"] = store.search("cong", queries, 7)
+    out["deleted_label"] = store.delete("cong", label="debris")
+    out["deleted_ids"] = store.delete("cong", ids=ids[:40] + [str(uuid.uuid4())])
+    out["labels1"] = store.labels("cong")
+    out["search1"] = store.search("cong", queries, 7)
+    out["big_k"] = [len(r) for r in store.search("cong", queries[:3], 1000)]
+    out["all"] = sorted(i for b in store.iter_examples("cong") for i in b[0])
+    return out
+
+
+@pytest.mark.parametrize("kind", ["uniform", "clustered"])
+def test_backends_agree_with_the_numpy_reference(backend, kind):
+    ref = run_scenario(create_store("memory"), kind)
+    got = run_scenario(backend, kind)
+    for key in (
+        "meta",
+        "count0",
+        "labels0",
+        "deleted_label",
+        "deleted_ids",
+        "labels1",
+        "big_k",
+        "all",
+    ):
+        assert got[key] == ref[key], key
+    for key in ("search0", "search1"):
+        for r_row, g_row in zip(ref[key], got[key], strict=True):
+            assert [n.id for n in g_row] == [n.id for n in r_row]
+            assert [n.label for n in g_row] == [n.label for n in r_row]
+            assert [n.payload for n in g_row] == [n.payload for n in r_row]
+            np.testing.assert_allclose(
+                [n.score for n in g_row], [n.score for n in r_row], atol=2e-5
+            )
+    assert ref["count0"] == 240 and ref["big_k"] == [
+        150,
+        150,
+        150,
+    ]  # 240 - 60 debris - 30 others by id
+
+
+# -- server specifics (run where Docker is) ------------------------------------------------------
+
+
+@needs_docker
+@pytest.mark.docker
+def test_server_refuses_a_wrong_key_in_one_line(qdrant_server):
+    from sam_detect.store._common import StoreConnectionError
+
+    with pytest.raises(
+        StoreConnectionError, match=r"refused the request \(HTTP 40[13].*check the API key"
+    ):
+        create_store("qdrant", url=qdrant_server, api_key="wrong")
+
+
+@needs_docker
+@pytest.mark.docker
+def test_server_has_payload_indexes_on_label_and_source(qdrant_server):
+    s = create_store("qdrant", url=qdrant_server, api_key=API_KEY)
+    try:
+        s.create_library(LibraryMeta(name="idx", embedder_id="fake", dim=4))
+        schema = s._client.get_collection("idx").payload_schema
+        assert {"label", "source"} <= set(schema)
+    finally:
+        s.delete_library("idx")
+        s.close()
+
+
+_WRITER = textwrap.dedent(
+    """
+    import sys, numpy as np
+    from sam_detect.store.qdrant import QdrantStore
+    s = QdrantStore(url=sys.argv[1], api_key=sys.argv[2])
+    rng = np.random.default_rng(int(sys.argv[3]))
+    for _ in range(10):
+        s.add("shared", rng.normal(size=(25, 8)), [sys.argv[4]] * 25)
+    s.close()
+    """
+)
+
+
+@needs_docker
+@pytest.mark.docker
+@pytest.mark.slow
+def test_two_processes_adding_to_one_server_library_lose_nothing(qdrant_server):
+    s = create_store("qdrant", url=qdrant_server, api_key=API_KEY)
+    s.create_library(LibraryMeta(name="shared", embedder_id="fake", dim=8))
+    try:
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", _WRITER, qdrant_server, API_KEY, str(i), f"writer{i}"]
+            )
+            for i in range(2)
+        ]
+        assert [p.wait(timeout=300) for p in procs] == [0, 0]
+        assert s.labels("shared") == {"writer0": 250, "writer1": 250}
+    finally:
+        s.delete_library("shared")
+        s.close()

