@@ -122,10 +122,11 @@ def test_missing_library_and_embedder_mismatch(tmp_path, scene):
         with pytest.raises(LibraryNotFoundError, match="library 'a' does not exist"):
             det.detect(rgb)
         det.add_examples(rgb, Instances(masks=masks, labels=labels))
-    with SAMDetect(store="qdrant", store_options=store_opts, segmenter="classical", embedder="effnet", library="a",
-                   fade="linear") as det:
-        with pytest.raises(EmbedderMismatchError, match="fade"):
-            det.detect(rgb)
+    with pytest.raises(EmbedderMismatchError, match="fade"), SAMDetect(
+        store="qdrant", store_options=store_opts, segmenter="classical", embedder="effnet", library="a",
+        fade="linear",
+    ) as det:
+        det.detect(rgb)
     with SAMDetect(store="qdrant", store_options=store_opts, segmenter="classical", embedder="handcrafted",
                    library="a") as det:
         with pytest.raises(EmbedderMismatchError, match="embedder 'handcrafted"):
