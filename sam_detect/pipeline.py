@@ -510,6 +510,13 @@ class SAMDetect:
         )
         return out
 
+    def detect_stream(self, frames: Any, **options: Any) -> Iterator[Any]:
+        """Detect on a stream of frames (video, camera, stack), yielding a ``FrameResult`` per
+        frame with tracked, label-smoothed instances; see :func:`sam_detect.video.runner.detect_stream`."""
+        from sam_detect.video.runner import detect_stream
+
+        return detect_stream(self, frames, **options)
+
     def detect_many(self, images: Iterable[Any]) -> Iterator[tuple[Any, Instances]]:
         """Detect on each image in turn, yielding ``(image, instances)``."""
         for image in images:

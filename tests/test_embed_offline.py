@@ -56,7 +56,7 @@ def test_effnet_contract(effnet):
     v = effnet.embed(crops)
     assert isinstance(effnet, Embedder)
     assert effnet.name == "effnet" and effnet.dim == 1280
-    assert effnet.id == "effnet:tf_efficientnet_lite0:imagenet:224"
+    assert effnet.id == "effnet:tf_efficientnet_lite0:imagenet:128"
     assert v.shape == (len(crops), 1280) and v.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
     # Distinct random crops give distinct vectors.

@@ -59,7 +59,8 @@ def test_threshold_makes_unknown_and_keep_unknown(taught, scene):
 
 def test_negative_examples_suppress_look_alikes(scene):
     rgb, masks, labels = scene(seed=3, n_discs=2, n_squares=2)
-    det = SAMDetect(store="memory", segmenter="classical", embedder="effnet", library="neg")
+    # threshold 0: every candidate takes its nearest label, so only a negative example can reject one
+    det = SAMDetect(store="memory", segmenter="classical", embedder="effnet", library="neg", threshold=0.0)
     discs = [i for i, lab in enumerate(labels) if lab == "disc"]
     squares = [i for i, lab in enumerate(labels) if lab == "square"]
     det.add_example(rgb, mask=masks[discs[0]], label="cell")
