@@ -1,0 +1,236 @@
+"""``sam-detect video``: detect and track objects in video files, cameras, streams and stacks."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from sam_detect.cli.options import (
+    build_detector,
+    classify_options,
+    pipeline_options,
+    report_choices,
+)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("source")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Write an annotated video (.mp4, .avi, .mkv, .mov): masks, boxes, labels, track ids.",
+)
+@click.option(
+    "--jsonl",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Write one JSON line per detected or reused frame to this file ('-': stdout).",
+)
+@click.option("--show", is_flag=True, help="Show a live window (q or Esc stops); needs a display.")
+@click.option(
+    "--summary",
+    "summary_path",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Also write the final summary as JSON to this file.",
+)
+@click.option(
+    "--frames",
+    "frames_spec",
+    metavar="RANGES",
+    help="Frames to read, 0-based inclusive ranges, e.g. '0-2,4-7', '10-', '0-99:5'.",
+)
+@click.option(
+    "--every",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Detect on every N-th frame; the others show the latest result.",
+)
+@click.option(
+    "--max-fps",
+    type=click.FloatRange(0, min_open=True),
+    help="Detect at most this many frames per second of source time.",
+)
+@click.option(
+    "--change-threshold",
+    type=click.FloatRange(0),
+    default=3.0,
+    show_default=True,
+    help="Reuse the last result when a frame changed by less than this many gray levels "
+    "(frames shrunk up to 16x); 0 re-detects every frame.",
+)
+@click.option(
+    "--live/--no-live",
+    default=None,
+    help="Drop frames when detection is slower than the source (default: on for cameras "
+    "and streams, off for files, which process every frame).",
+)
+@click.option(
+    "--queue-size",
+    type=click.IntRange(1),
+    default=2,
+    show_default=True,
+    help="Frames buffered between reading and detection.",
+)
+@click.option("--no-track", is_flag=True, help="No track ids and no label smoothing.")
+@click.option(
+    "--max-age",
+    type=click.IntRange(0),
+    default=5,
+    show_default=True,
+    help="Detections a track may miss before its id is retired.",
+)
+@click.option(
+    "--smooth",
+    type=click.IntRange(1),
+    default=9,
+    show_default=True,
+    help="Recent labels per track that vote on its label (1: no smoothing).",
+)
+@click.option(
+    "--fps",
+    type=click.FloatRange(0, min_open=True),
+    help="Frame rate of image folders and stacks, and of --output when the source has none "
+    "(default 10).",
+)
+@click.option(
+    "--channel",
+    "channels",
+    type=int,
+    multiple=True,
+    help="Channel(s) of multi-channel images or stacks (repeat to merge). Default: all.",
+)
+@click.option(
+    "--tolerance",
+    type=click.FloatRange(0),
+    default=1.0,
+    show_default=True,
+    help="Polygon simplification in pixels for --jsonl.",
+)
+@click.option("--no-polygons", is_flag=True, help="Leave polygons out of the JSON lines.")
+@classify_options
+@pipeline_options
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or stage report on stderr.")
+def video(
+    source,
+    output,
+    jsonl,
+    show,
+    summary_path,
+    frames_spec,
+    every,
+    max_fps,
+    change_threshold,
+    live,
+    queue_size,
+    no_track,
+    max_age,
+    smooth,
+    fps,
+    channels,
+    tolerance,
+    no_polygons,
+    quiet,
+    **opts,
+) -> None:
+    """Detect, label and track objects in a video, camera, stream, image folder or TIFF stack.
+
+    SOURCE is a video file (MP4, AVI, ...), a camera index (0) or device (/dev/video0),
+    a stream URL (rtsp://, http://), a folder or glob of images, or a multi-frame TIFF.
+    Files are processed frame by frame; cameras and streams drop frames when detection
+    falls behind. Ctrl-C stops cleanly: the video and JSON lines written so far are kept.
+
+    \b
+    Examples:
+      sam-detect video bench.mp4 -o bench_annotated.mp4 --jsonl bench.jsonl
+      sam-detect video timelapse.tif --frames 0-2,4-7 --jsonl -
+      sam-detect video 0 --show --every 2 --max-fps 5
+    """
+    from sam_detect.video.runner import StreamStats, run_video
+    from sam_detect.video.sources import open_source, parse_frames
+    from sam_detect.video.tracking import Tracker
+    from sam_detect.video.writer import display_problem
+
+    try:
+        selection = parse_frames(frames_spec)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--frames") from e
+    if show:
+        problem = display_problem()
+        if problem:
+            raise click.ClickException(f"cannot --show a window: {problem}")
+    if not (output or jsonl or show or summary_path) and not quiet:
+        click.echo(
+            "sam-detect: no --output, --jsonl or --show given; printing the summary only", err=True
+        )
+
+    channel = None if not channels else (channels[0] if len(channels) == 1 else list(channels))
+    stats = StreamStats()
+    detector = build_detector(**opts)
+    with detector:
+        detector.check_library(create=False)  # fail fast on a missing or mismatched library
+        src = open_source(source, frames=selection, live=live, fps=fps, channel=channel)
+        with src:
+            report_choices(detector, quiet)
+            if not quiet:
+                mode = (
+                    "live: frames are dropped when detection falls behind"
+                    if (src.live if live is None else live)
+                    else "file: every frame is read"
+                )
+                click.echo(f"sam-detect: reading {src.name} ({mode}); Ctrl-C stops", err=True)
+            progress = None
+            if not quiet and not src.live and src.frame_count:
+                from tqdm.auto import tqdm
+
+                progress = tqdm(total=src.frame_count, desc="video", unit="frame", file=sys.stderr)
+            tracker = None if no_track else Tracker(max_age=max_age, smooth=smooth)
+            interrupted = False
+            try:
+                run_video(
+                    detector,
+                    src,
+                    output=output,
+                    jsonl=jsonl,
+                    output_fps=fps if fps and not src.fps else None,
+                    polygons=not no_polygons,
+                    tolerance=tolerance,
+                    on_result=(lambda _r: progress.update(1)) if progress is not None else None,
+                    stats=stats,
+                    every=every,
+                    max_fps=max_fps,
+                    change_threshold=change_threshold,
+                    track=tracker if tracker is not None else False,
+                    live=live,
+                    queue_size=queue_size,
+                )
+            except KeyboardInterrupt:
+                interrupted = True
+            finally:
+                if progress is not None:
+                    progress.close()
+
+    out_err = jsonl == "-"
+    summary = stats.summary()
+    summary["source"] = src.name
+    if interrupted:
+        summary["interrupted"] = True
+    if summary_path:
+        from sam_detect.outputs import write_json
+
+        write_json(summary, summary_path)
+    text = stats.describe()
+    if interrupted:
+        text = "interrupted after " + text
+    click.echo(text, err=out_err)
+    for label, path in (
+        ("annotated video", output),
+        ("JSON lines", jsonl if jsonl != "-" else None),
+    ):
+        if path and not quiet:
+            click.echo(f"sam-detect: wrote {label} to {path}", err=True)
+    if interrupted:
+        raise click.exceptions.Exit(130)
+    if stats.frames == 0:
+        raise click.ClickException(f"no frame could be read from {source}")

@@ -1,0 +1,566 @@
+"""The video loop: read frames, decide which to detect, track, and hand results on.
+
+:func:`detect_stream` is the Python API (``SAMDetect.detect_stream`` calls it): a generator
+of :class:`FrameResult`, one per frame taken from the source. :func:`run_video` drives it
+for the ``sam-detect video`` command and writes the annotated video, the JSON lines and the
+live window.
+
+Which frames are detected:
+
+- ``every=N``: only every N-th frame read is detected; the others are ``"skipped"`` and
+  carry the latest result.
+- ``max_fps=F``: at most F detections per second of *source time* (media time for files,
+  wall clock for cameras); frames in between are ``"skipped"``.
+- ``change_threshold=T``: a frame that differs from the last detected frame by less than T
+  gray levels (the largest change of the frames shrunk up to 16×, see :func:`frame_change`)
+  reuses that frame's result (``"reused"``); ``0`` turns it off.
+
+Frames are read on a background thread into a bounded queue. In *live* mode (cameras,
+streams) a full queue drops its oldest frame, so a slow model always works on a recent frame
+instead of falling further behind; the drops are counted. In *file* mode the reader waits,
+and every frame is taken.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import statistics
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sam_detect.errors import LibraryError, SamDetectError
+from sam_detect.instances import Instances
+from sam_detect.video.sources import ArraySource, Frame, FrameSource
+from sam_detect.video.tracking import Tracker
+
+log = logging.getLogger("sam_detect.video")
+
+DETECTED, REUSED, SKIPPED, FAILED = "detected", "reused", "skipped", "failed"
+
+
+@dataclass
+class FrameResult:
+    """The outcome for one frame.
+
+    Attributes:
+        frame: the :class:`~sam_detect.video.sources.Frame` (index, RGB, time).
+        instances: the objects for this frame: detected on it (``"detected"``), or the
+            latest detection carried over (``"reused"``: the frame barely changed;
+            ``"skipped"``: ``every``/``max_fps`` left it out), or empty (``"failed"``). With
+            tracking, ``data["track_id"]`` ``(N,)`` int64 and track-smoothed labels.
+        status: ``"detected"``, ``"reused"``, ``"skipped"`` or ``"failed"``.
+        result_of: index of the frame the instances were detected on (``None``: none yet).
+        latency: seconds from reading the frame (live mode) or from taking it off the
+            read-ahead queue (file mode) to this result.
+        change: the frame's change against the last detected frame (gray levels), when
+            change detection ran.
+        error: what went wrong, for ``"failed"``.
+    """
+
+    frame: Frame
+    instances: Instances
+    status: str
+    result_of: int | None
+    latency: float
+    change: float | None = None
+    error: str | None = None
+
+    @property
+    def index(self) -> int:
+        return self.frame.index
+
+    @property
+    def fresh(self) -> bool:
+        """Whether ``instances`` describe this frame (detected or reused), not an older one."""
+        return self.status in (DETECTED, REUSED)
+
+
+@dataclass
+class StreamStats:
+    """Counters filled in while :func:`detect_stream` runs (pass one in to read them)."""
+
+    frames: int = 0  # frames taken from the queue and handled
+    detected: int = 0
+    reused: int = 0
+    skipped: int = 0
+    failed: int = 0  # frames whose detection raised
+    dropped: int = 0  # live mode: frames dropped because the queue was full
+    unreadable: int = 0  # frames the source could not read or decode
+    started: float = field(default_factory=time.perf_counter)
+    ended: float | None = None
+    latencies: list[float] = field(default_factory=list)  # of detected frames
+    detect_seconds: list[float] = field(default_factory=list)  # detector time per detected frame
+    objects: Counter = field(
+        default_factory=Counter
+    )  # label -> detections summed over fresh frames
+    track_labels: dict[int, Any] = field(default_factory=dict)  # track id -> smoothed label
+
+    @property
+    def elapsed(self) -> float:
+        return (self.ended or time.perf_counter()) - self.started
+
+    @property
+    def fps(self) -> float:
+        """Frames handled per second of wall time (detected, reused and skipped)."""
+        return self.frames / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def detect_fps(self) -> float:
+        """Detections per second of wall time."""
+        return self.detected / self.elapsed if self.elapsed > 0 else 0.0
+
+    def tracks_per_label(self) -> dict[str, int]:
+        return dict(sorted(Counter(str(lab) for lab in self.track_labels.values()).items()))
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready totals: frame counts, objects per label, fps and latency (seconds)."""
+        lat = self.latencies
+        out: dict[str, Any] = {
+            "frames": self.frames,
+            "detected": self.detected,
+            "reused": self.reused,
+            "skipped": self.skipped,
+            "failed": self.failed,
+            "dropped": self.dropped,
+            "unreadable": self.unreadable,
+            "seconds": round(self.elapsed, 3),
+            "fps": round(self.fps, 2),
+            "detect_fps": round(self.detect_fps, 2),
+            "latency_median": round(statistics.median(lat), 4) if lat else None,
+            "latency_max": round(max(lat), 4) if lat else None,
+            "objects_per_label": dict(sorted(self.objects.items())),
+        }
+        if self.track_labels:
+            out["tracks_per_label"] = self.tracks_per_label()
+        return out
+
+    def describe(self) -> str:
+        """A few human-readable lines."""
+        s = self.summary()
+        parts = [
+            f"{s['frames']} frames in {s['seconds']:.1f}s ({s['fps']:.1f} fps): "
+            f"{s['detected']} detected, {s['reused']} reused, {s['skipped']} skipped"
+        ]
+        extra = [f"{s[k]} {k}" for k in ("dropped", "failed", "unreadable") if s[k]]
+        if extra:
+            parts[0] += ", " + ", ".join(extra)
+        if s["latency_median"] is not None:
+            parts.append(
+                f"latency per detected frame: median {s['latency_median'] * 1000:.0f} ms, "
+                f"max {s['latency_max'] * 1000:.0f} ms"
+            )
+        if "tracks_per_label" in s:
+            tracks = ", ".join(f"{k}: {v}" for k, v in s["tracks_per_label"].items()) or "none"
+            parts.append(f"tracks per label: {tracks}")
+        if s["detected"] + s["reused"]:
+            per = (
+                ", ".join(
+                    f"{k}: {v / (s['detected'] + s['reused']):.1f}"
+                    for k, v in s["objects_per_label"].items()
+                )
+                or "none"
+            )
+            parts.append(f"objects per frame: {per}")
+        return "\n".join(parts)
+
+
+def frame_change(a: np.ndarray, b: np.ndarray) -> float:
+    """How much two RGB uint8 frames differ: the largest absolute difference, in gray levels
+    (0..255), between the frames' gray images shrunk by area averaging (see :func:`_thumb`).
+
+    Shrinking averages sensor noise away (σ = 3 noise gives about 2 levels at 640×480) while
+    a moving object still changes the cells it enters or leaves by tens of levels, so a
+    small moving object is not hidden by a large static scene, as it would be by a mean.
+    Frames of different sizes count as fully changed (255).
+    """
+    if a.shape != b.shape:
+        return 255.0
+    return float(np.abs(_thumb(a) - _thumb(b)).max())
+
+
+def _thumb(rgb: np.ndarray) -> np.ndarray:
+    """The gray frame shrunk by up to 16× (cells of 16×16 pixels; at least 32 cells on the
+    short side), float32 so that no rounding adds to the noise."""
+    import cv2
+
+    rgb = np.ascontiguousarray(rgb)
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if rgb.ndim == 3 else rgb
+    h, w = gray.shape[:2]
+    factor = max(1, min(16, min(h, w) // 32))
+    size = (max(1, w // factor), max(1, h // factor))
+    return cv2.resize(gray.astype(np.float32), size, interpolation=cv2.INTER_AREA)
+
+
+_END = object()
+
+
+class _Reader:
+    """Reads a source on a daemon thread into a bounded queue (drop-oldest when live)."""
+
+    def __init__(self, source: FrameSource, size: int, live: bool, stats: StreamStats) -> None:
+        self.source = source
+        self.live = live
+        self.stats = stats
+        self.queue: queue.Queue = queue.Queue(maxsize=max(1, size))
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="sam-detect-reader", daemon=True)
+        self.thread.start()
+
+    def _put(self, item: Any, droppable: bool) -> None:
+        while not self.stop.is_set():
+            if droppable and self.live:
+                try:
+                    self.queue.put_nowait(item)
+                    return
+                except queue.Full:
+                    try:
+                        self.queue.get_nowait()
+                        self.stats.dropped += 1
+                    except queue.Empty:
+                        pass
+                    continue
+            try:
+                self.queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _run(self) -> None:
+        try:
+            for frame in self.source:
+                if self.stop.is_set():
+                    break
+                self._put(frame, droppable=True)
+        except BaseException as e:  # handed to the consumer, which re-raises it
+            self._put(("error", e), droppable=False)
+        finally:
+            self._put(_END, droppable=False)
+
+    def get(self) -> Any:
+        while True:
+            try:
+                return self.queue.get(timeout=0.1)
+            except queue.Empty:
+                if not self.thread.is_alive() and self.queue.empty():
+                    return _END
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=2.0)
+
+
+def detect_stream(
+    detector: Any,
+    frames: FrameSource | Iterable[Any],
+    *,
+    every: int = 1,
+    max_fps: float | None = None,
+    change_threshold: float = 3.0,
+    track: bool | Tracker = True,
+    live: bool | None = None,
+    queue_size: int = 2,
+    max_errors: int = 10,
+    stats: StreamStats | None = None,
+) -> Iterator[FrameResult]:
+    """Detect objects in a stream of frames; yield one :class:`FrameResult` per frame.
+
+    Args:
+        detector: a ``SAMDetect`` (anything with ``detect(rgb) -> Instances``).
+        frames: a :class:`FrameSource` (see :func:`~sam_detect.video.sources.open_source`)
+            or any iterable of images: ``(H, W[, C])`` arrays of any dtype, ``LoadedImage``
+            objects, paths, or :class:`Frame` objects.
+        every: detect on every N-th frame read (1: all).
+        max_fps: detect at most this many frames per second of source time (``None``: no cap).
+        change_threshold: reuse the last result when a frame changed by less than this many
+            gray levels since the last detected frame (see :func:`frame_change`); 0: never.
+        track: ``True`` for a default :class:`Tracker`, a ``Tracker`` to use, or ``False``.
+        live: drop frames when detection is slower than the source (default: the source's
+            ``live`` flag; ``False`` for plain iterables).
+        queue_size: frames buffered between the reader thread and the detector.
+        max_errors: stop with an error after this many frames in a row failed to detect
+            (single failures are logged and the frame yields status ``"failed"``).
+        stats: a :class:`StreamStats` to fill in (read it during or after the loop).
+
+    Raises:
+        ValueError: bad ``every``, ``max_fps``, ``change_threshold`` or ``queue_size``.
+        LibraryError: the library is missing or does not match the detector (before any frame).
+        SamDetectError: ``max_errors`` consecutive frames failed.
+
+    Closing the generator (``break``, Ctrl-C) stops the reader thread; a source that was
+    passed in stays open (close it, or use it as a context manager).
+    """
+    if int(every) < 1:
+        raise ValueError(f"every must be >= 1, got {every}")
+    if max_fps is not None and max_fps <= 0:
+        raise ValueError(f"max_fps must be > 0, got {max_fps}")
+    if change_threshold < 0:
+        raise ValueError(f"change_threshold must be >= 0 gray levels, got {change_threshold}")
+    if queue_size < 1:
+        raise ValueError(f"queue_size must be >= 1, got {queue_size}")
+    source = frames if isinstance(frames, FrameSource) else ArraySource(frames)
+    return _stream(
+        detector,
+        source,
+        every=int(every),
+        max_fps=max_fps,
+        change_threshold=float(change_threshold),
+        track=track,
+        live=source.live if live is None else bool(live),
+        queue_size=int(queue_size),
+        max_errors=int(max_errors),
+        stats=stats if stats is not None else StreamStats(),
+    )
+
+
+def _stream(
+    detector,
+    source,
+    *,
+    every,
+    max_fps,
+    change_threshold,
+    track,
+    live,
+    queue_size,
+    max_errors,
+    stats,
+) -> Iterator[FrameResult]:
+    tracker = Tracker() if track is True else (track or None)
+    if hasattr(detector, "check_library"):
+        detector.check_library(create=False)  # fail before the first frame
+    stats.started = time.perf_counter()
+    reader = _Reader(source, queue_size, live, stats)
+    last: Instances | None = None
+    last_of: int | None = None
+    last_thumb: np.ndarray | None = None
+    last_time: float | None = None
+    seen = 0
+    errors = 0
+    t_origin = None
+    try:
+        while True:
+            item = reader.get()
+            if item is _END:
+                break
+            if isinstance(item, tuple) and item and item[0] == "error":
+                raise item[1]
+            frame: Frame = item
+            if not live:
+                # file mode: the frame waited in the read-ahead queue by design; latency
+                # counts from when the loop takes it
+                frame.captured_at = time.perf_counter()
+            stats.frames += 1
+            position = seen
+            seen += 1
+            now_t = frame.time
+            if now_t is None:
+                t_origin = frame.captured_at if t_origin is None else t_origin
+                now_t = frame.captured_at - t_origin
+            due = position % every == 0
+            if due and max_fps is not None and last_time is not None:
+                due = now_t - last_time >= (1.0 / max_fps) * (1 - 1e-3)
+            if not due:
+                stats.skipped += 1
+                yield FrameResult(
+                    frame,
+                    last if last is not None else Instances.empty(frame.hw),
+                    SKIPPED,
+                    last_of,
+                    time.perf_counter() - frame.captured_at,
+                )
+                continue
+            change = None
+            thumb = None
+            if change_threshold > 0 and last is not None:
+                thumb = _thumb(frame.rgb)
+                if last_thumb is not None and thumb.shape == last_thumb.shape:
+                    change = float(np.abs(thumb - last_thumb).max())
+                    if change < change_threshold:
+                        stats.reused += 1
+                        last_time = now_t
+                        _count(stats, last)
+                        yield FrameResult(
+                            frame,
+                            last,
+                            REUSED,
+                            last_of,
+                            time.perf_counter() - frame.captured_at,
+                            change=change,
+                        )
+                        continue
+            t = time.perf_counter()
+            try:
+                found = detector.detect(frame.rgb)
+            except LibraryError:
+                raise
+            except Exception as e:
+                errors += 1
+                stats.failed += 1
+                log.warning(
+                    "frame %d: detection failed: %s: %s (skipped)", frame.index, type(e).__name__, e
+                )
+                if errors >= max_errors:
+                    raise SamDetectError(
+                        f"detection failed on {errors} frames in a row (last at frame {frame.index}: "
+                        f"{type(e).__name__}: {e}); stopping"
+                    ) from e
+                yield FrameResult(
+                    frame,
+                    Instances.empty(frame.hw),
+                    FAILED,
+                    None,
+                    time.perf_counter() - frame.captured_at,
+                    error=f"{type(e).__name__}: {e}",
+                )
+                continue
+            errors = 0
+            seconds = time.perf_counter() - t
+            if tracker is not None:
+                found = tracker.update(found, frame.index)
+                for tid, lab in zip(found.data["track_id"], found.labels, strict=True):
+                    stats.track_labels[int(tid)] = lab
+            found.metadata["frame"] = frame.index
+            last, last_of, last_time = found, frame.index, now_t
+            if change_threshold > 0:
+                last_thumb = thumb if thumb is not None else _thumb(frame.rgb)
+            stats.detected += 1
+            stats.detect_seconds.append(seconds)
+            latency = time.perf_counter() - frame.captured_at
+            stats.latencies.append(latency)
+            _count(stats, found)
+            yield FrameResult(frame, found, DETECTED, frame.index, latency, change=change)
+    finally:
+        reader.close()
+        stats.unreadable = int(getattr(source, "failed", 0))
+        stats.ended = time.perf_counter()
+
+
+def _count(stats: StreamStats, inst: Instances) -> None:
+    for lab in inst.labels:
+        stats.objects[str(lab)] += 1
+
+
+# ---------------------------------------------------------------------------------------
+# records and the CLI loop
+# ---------------------------------------------------------------------------------------
+def frame_record(
+    result: FrameResult,
+    *,
+    polygons: bool = True,
+    tolerance: float = 1.0,
+    neighbours: bool = False,
+) -> dict[str, Any]:
+    """A JSON-lines record for one frame: index, time, status, objects (with ``track_id``)."""
+    from sam_detect.outputs import instance_records
+
+    inst = result.instances
+    objects = instance_records(inst, polygons=polygons, tolerance=tolerance, neighbours=neighbours)
+    tids = inst.data.get("track_id")
+    raw = inst.data.get("raw_label")
+    for i, rec in enumerate(objects):
+        if tids is not None:
+            rec["track_id"] = int(tids[i])
+        if raw is not None and raw[i] != rec["label"]:
+            rec["frame_label"] = raw[i]
+    counts: dict[str, int] = {}
+    for lab in inst.labels:
+        counts[str(lab)] = counts.get(str(lab), 0) + 1
+    h, w = result.frame.hw
+    rec: dict[str, Any] = {
+        "frame": result.index,
+        "time": None if result.frame.time is None else round(float(result.frame.time), 4),
+        "source": result.frame.name,
+        "status": result.status,
+        "result_of": result.result_of,
+        "height": h,
+        "width": w,
+        "count": len(inst),
+        "counts": counts,
+        "objects": objects,
+        "latency": round(result.latency, 4),
+    }
+    if result.status == DETECTED:
+        rec["timings"] = {
+            k: round(float(v), 4) for k, v in inst.metadata.get("timings", {}).items()
+        }
+    if result.change is not None:
+        rec["change"] = round(result.change, 2)
+    if result.error:
+        rec["error"] = result.error
+    return rec
+
+
+def run_video(
+    detector: Any,
+    source: FrameSource,
+    *,
+    output: str | None = None,
+    jsonl: Any = None,
+    show: bool = False,
+    output_fps: float | None = None,
+    hud: bool = True,
+    polygons: bool = True,
+    tolerance: float = 1.0,
+    on_result: Any = None,
+    stats: StreamStats | None = None,
+    **stream_options: Any,
+) -> StreamStats:
+    """Run :func:`detect_stream` over ``source`` and write the outputs.
+
+    Args:
+        output: annotated video file (every frame handled is written, with the latest
+            result drawn on it); finalised on the end of the stream, an error or Ctrl-C.
+        jsonl: file path, ``"-"`` (stdout) or an open text file: one record per detected or
+            reused frame (skipped frames carry no record).
+        show: a live window (press q or Esc to stop); raises ``SamDetectError`` when no
+            display can be used.
+        output_fps: frame rate of the written video (default: the source's, else 10).
+        on_result: called with each :class:`FrameResult` (e.g. to advance a progress bar).
+        stream_options: passed to :func:`detect_stream` (``every``, ``max_fps``, ...).
+
+    Returns:
+        The :class:`StreamStats` (complete even when interrupted: read ``stats`` passed in).
+    """
+    from sam_detect.video.writer import JsonlWriter, VideoWriter, Window
+
+    stats = stats if stats is not None else StreamStats()
+    window = Window() if show else None  # fail before opening any file
+    video = VideoWriter(output, output_fps or source.fps or 10.0) if output else None
+    lines = JsonlWriter(jsonl) if jsonl is not None else None
+    results = detect_stream(detector, source, stats=stats, **stream_options)
+    try:
+        for result in results:
+            if lines is not None and result.fresh:
+                lines.write(frame_record(result, polygons=polygons, tolerance=tolerance))
+            if video is not None or window is not None:
+                from sam_detect.video.writer import draw_annotations
+
+                text = None
+                if hud:
+                    text = (
+                        f"frame {result.index}  {result.status}  {len(result.instances)} objects  "
+                        f"{stats.fps:.1f} fps"
+                    )
+                image = draw_annotations(result.frame.rgb, result.instances, hud=text)
+                if video is not None:
+                    video.write(image)
+                if window is not None and not window.show(image):
+                    break
+            if on_result is not None:
+                on_result(result)
+    finally:
+        results.close()  # stops the reader thread now, not at garbage collection
+        if video is not None:
+            video.close()
+        if lines is not None:
+            lines.close()
+        if window is not None:
+            window.close()
+    return stats

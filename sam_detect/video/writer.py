@@ -1,0 +1,257 @@
+"""Video outputs: an annotated video file, JSON lines per frame, and a live window.
+
+Both writers are context managers that finalise their file on ``close()`` — called from a
+``finally`` in the loop, so Ctrl-C and the end of the stream leave a playable video and a
+complete JSON-lines file. JSON lines are flushed after every record, so a crash loses at
+most the line being written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from sam_detect.errors import SamDetectError
+from sam_detect.instances import Instances
+
+# container extension -> OpenCV FOURCC codes to try, best first
+_FOURCC = {
+    ".mp4": ("mp4v", "avc1"),
+    ".m4v": ("mp4v",),
+    ".mov": ("mp4v",),
+    ".avi": ("MJPG", "XVID"),
+    ".mkv": ("mp4v", "XVID", "MJPG"),
+}
+
+
+class VideoWriter:
+    """Write RGB frames to a video file (MP4, AVI, MKV, MOV) with OpenCV.
+
+    The file is opened on the first frame (its size sets the video size; later frames of
+    another size are resized to it) and finalised by :meth:`close`.
+
+    Args:
+        path: output file; the extension chooses the container.
+        fps: frame rate written into the file.
+        fourcc: a four-letter codec code; default by extension (MP4: ``mp4v``, AVI: ``MJPG``).
+
+    Raises:
+        SamDetectError: unsupported extension, or OpenCV cannot open the file for writing.
+    """
+
+    def __init__(self, path: str | os.PathLike, fps: float, *, fourcc: str | None = None) -> None:
+        self.path = Path(path)
+        ext = self.path.suffix.lower()
+        if fourcc is None and ext not in _FOURCC:
+            raise SamDetectError(
+                f"cannot write video {self.path}: unknown extension {ext or '(none)'!r}; "
+                f"use one of {', '.join(sorted(_FOURCC))}"
+            )
+        if not self.path.parent.exists():
+            raise SamDetectError(
+                f"cannot write video {self.path}: folder {self.path.parent} does not exist"
+            )
+        if not fps or fps <= 0:
+            raise SamDetectError(f"video frame rate must be > 0, got {fps}")
+        self.fps = float(fps)
+        self.codes = (fourcc,) if fourcc else _FOURCC[ext]
+        self.frames = 0
+        self.size_wh: tuple[int, int] | None = None
+        self._writer = None
+
+    def _open(self, w: int, h: int) -> None:
+        import cv2
+
+        for code in self.codes:
+            writer = cv2.VideoWriter(
+                str(self.path), cv2.VideoWriter_fourcc(*code), self.fps, (w, h)
+            )
+            if writer.isOpened():
+                self._writer = writer
+                self.size_wh = (w, h)
+                self.fourcc = code
+                return
+            writer.release()
+        raise SamDetectError(
+            f"cannot write video {self.path}: OpenCV could not open it with codec(s) "
+            f"{', '.join(self.codes)}; try another extension (.avi uses MJPG)"
+        )
+
+    def write(self, rgb: np.ndarray) -> None:
+        """Append one ``(H, W, 3)`` uint8 RGB frame."""
+        import cv2
+
+        rgb = np.asarray(rgb)
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"expected an (H, W, 3) uint8 RGB frame, got {rgb.shape} {rgb.dtype}")
+        h, w = rgb.shape[:2]
+        if self._writer is None:
+            self._open(w, h)
+        if (w, h) != self.size_wh:
+            rgb = cv2.resize(rgb, self.size_wh, interpolation=cv2.INTER_AREA)
+        self._writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        self.frames += 1
+
+    def close(self) -> None:
+        """Finalise the file (writes the container index); safe to call twice."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.release()
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class JsonlWriter:
+    """Write one JSON object per line to a file (or ``"-"``: stdout), flushed every line."""
+
+    def __init__(self, target: str | os.PathLike | IO[str]) -> None:
+        self.lines = 0
+        if isinstance(target, (str, os.PathLike)) and os.fspath(target) == "-":
+            self._fh, self._owns = sys.stdout, False
+            self.path = None
+        elif isinstance(target, (str, os.PathLike)):
+            self.path = Path(target)
+            if not self.path.parent.exists():
+                raise SamDetectError(
+                    f"cannot write {self.path}: folder {self.path.parent} does not exist"
+                )
+            self._fh, self._owns = open(self.path, "w", encoding="utf-8"), True  # noqa: SIM115
+        else:
+            self._fh, self._owns, self.path = target, False, None
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._fh.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self._fh.flush()
+        self.lines += 1
+
+    def close(self) -> None:
+        if self._owns and not self._fh.closed:
+            self._fh.close()
+
+    def __enter__(self) -> JsonlWriter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def display_problem() -> str | None:
+    """Why a live window cannot be shown here, or ``None`` when it can."""
+    import cv2
+
+    info = cv2.getBuildInformation()
+    gui = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in info.splitlines()
+            if line.strip().startswith("GUI:")
+        ),
+        "",
+    )
+    if gui.upper() == "NONE":
+        return (
+            "this OpenCV build has no GUI support (opencv-python-headless); install "
+            "opencv-python for --show, or write the result with --output out.mp4"
+        )
+    if sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    ):
+        return (
+            "no display found (DISPLAY is not set); write the result with --output out.mp4 instead"
+        )
+    return None
+
+
+class Window:
+    """A live OpenCV window; :meth:`show` returns ``False`` when the user presses q or Esc."""
+
+    def __init__(self, title: str = "sam-detect") -> None:
+        problem = display_problem()
+        if problem:
+            raise SamDetectError(f"cannot show a window: {problem}")
+        self.title = title
+
+    def show(self, rgb: np.ndarray) -> bool:
+        import cv2
+
+        try:
+            cv2.imshow(self.title, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+            key = cv2.waitKey(1) & 0xFF
+        except cv2.error as e:
+            raise SamDetectError(
+                f"cannot show a window ({e.msg.strip() if hasattr(e, 'msg') else e}); "
+                "write the result with --output out.mp4 instead"
+            ) from e
+        return key not in (ord("q"), 27)
+
+    def close(self) -> None:
+        import cv2
+
+        with contextlib.suppress(cv2.error):
+            cv2.destroyWindow(self.title)
+
+
+def draw_annotations(
+    rgb: np.ndarray,
+    instances: Instances | None,
+    *,
+    hud: str | None = None,
+    alpha: float = 0.45,
+) -> np.ndarray:
+    """``rgb`` ``(H, W, 3)`` uint8 with masks, outlines and boxes coloured by label, a caption
+    ``label conf #track`` per object, and an optional status line (``hud``) at the top left.
+    """
+    import cv2
+
+    from sam_detect.outputs import label_color, render_overlay
+
+    if instances is None or len(instances) == 0:
+        out = np.ascontiguousarray(rgb.copy())
+    else:
+        out = render_overlay(rgb, instances, alpha=alpha, text=False)
+        tids = instances.data.get("track_id")
+        scale = max(0.35, min(out.shape[:2]) / 1500)
+        for i in range(len(instances)):
+            color = label_color(instances.labels[i])
+            x1, y1 = (int(round(v)) for v in instances.boxes[i][:2])
+            caption = f"{instances.labels[i]} {instances.label_confidences[i]:.2f}"
+            if tids is not None:
+                caption += f" #{int(tids[i])}"
+            org = (x1, max(y1 - 3, 10))
+            cv2.putText(
+                out, caption, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA
+            )
+            cv2.putText(out, caption, org, cv2.FONT_HERSHEY_SIMPLEX, scale, color, 1, cv2.LINE_AA)
+    if hud:
+        scale = max(0.4, min(out.shape[:2]) / 1200)
+        cv2.putText(
+            out,
+            hud,
+            (4, int(16 * scale / 0.4)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            scale,
+            (0, 0, 0),
+            3,
+            cv2.LINE_AA,
+        )
+        cv2.putText(
+            out,
+            hud,
+            (4, int(16 * scale / 0.4)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            scale,
+            (255, 255, 255),
+            1,
+            cv2.LINE_AA,
+        )
+    return out

@@ -1,0 +1,356 @@
+"""Video building blocks without a detector: frame selection, sources, tracking, writers."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import cv2
+import numpy as np
+import pytest
+
+from sam_detect.errors import ImageLoadError, SamDetectError
+from sam_detect.instances import Instances
+from sam_detect.video.sources import (
+    CaptureSource,
+    ImageFolderSource,
+    StackSource,
+    open_source,
+    parse_frames,
+)
+from sam_detect.video.synthetic import MovingShapes
+from sam_detect.video.tracking import Tracker, box_iou
+from sam_detect.video.writer import JsonlWriter, VideoWriter, display_problem, draw_annotations
+
+
+def colour_video(path, colours, size_wh=(64, 48), fps=10.0, fourcc="mp4v"):
+    """A video whose frame i is filled with RGB ``colours[i]``."""
+    w, h = size_wh
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
+    assert vw.isOpened()
+    for c in colours:
+        vw.write(np.full((h, w, 3), c[::-1], np.uint8))
+    vw.release()
+    return path
+
+
+def count_frames(path) -> int:
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    return n
+
+
+# -- frame selection -------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "text, n, expected",
+    [
+        ("0-2,4-7", 10, [0, 1, 2, 4, 5, 6, 7]),
+        ("3", 10, [3]),
+        ("7-", 10, [7, 8, 9]),
+        ("-2", 10, [0, 1, 2]),
+        ("0-9:3", 10, [0, 3, 6, 9]),
+        ("5-8, 1-2, 5", 10, [1, 2, 5, 6, 7, 8]),
+        ([4, 1, 1], 10, [1, 4]),
+    ],
+)
+def test_parse_frames(text, n, expected):
+    assert parse_frames(text).indices(n) == expected
+
+
+@pytest.mark.parametrize("text", ["a-b", "3-1", "1-2:0", ",", "1,,2", "--3", "1.5"])
+def test_parse_frames_rejects(text):
+    with pytest.raises(ValueError, match="frame range"):
+        parse_frames(text)
+
+
+def test_frame_selection_past_the_end():
+    with pytest.raises(
+        ImageLoadError, match=r"frame 12 is out of range: the source has 10 frames \(0-9\)"
+    ):
+        parse_frames("0-2,12").indices(10)
+    assert parse_frames(None) is None and parse_frames(" ") is None
+    assert parse_frames("2-4").last == 4 and parse_frames("2-").last is None
+
+
+# -- capture sources -------------------------------------------------------------------
+COLOURS = [(10 * i, 255 - 10 * i, 128) for i in range(12)]
+
+
+def test_video_file_source_reads_rgb_frames(tmp_path):
+    path = colour_video(tmp_path / "c.mp4", COLOURS)
+    with open_source(path) as src:
+        assert isinstance(src, CaptureSource) and not src.live
+        assert src.fps == pytest.approx(10.0) and src.frame_count == 12
+        frames = list(src)
+    assert [f.index for f in frames] == list(range(12))
+    for f, c in zip(frames, COLOURS, strict=True):
+        assert f.rgb.shape == (48, 64, 3) and f.rgb.dtype == np.uint8
+        assert np.abs(f.rgb.reshape(-1, 3).mean(0) - c).max() < 8  # RGB, not BGR
+        assert f.time == pytest.approx(f.index / 10.0)
+
+
+def test_video_file_frame_selection(tmp_path):
+    path = colour_video(tmp_path / "c.mp4", COLOURS)
+    with open_source(path, frames="1-2,5,9-") as src:
+        assert src.frame_count == 6
+        frames = list(src)
+    assert [f.index for f in frames] == [1, 2, 5, 9, 10, 11]
+    assert np.abs(frames[2].rgb.reshape(-1, 3).mean(0) - COLOURS[5]).max() < 8
+
+
+def test_truncated_avi_ends_cleanly(tmp_path, caplog):
+    full = MovingShapes(3, (96, 64), seed=1).write(tmp_path / "full.avi", n_frames=20)
+    data = (tmp_path / "full.avi").read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[: len(data) // 2])
+    readable = count_frames(cut)
+    assert 0 < readable < 20
+    with caplog.at_level(logging.WARNING, logger="sam_detect.video"), open_source(cut) as src:
+        frames = list(src)  # no exception
+    assert [f.index for f in frames] == list(range(readable))
+    assert src.failed >= 1 and "could not be decoded" in caplog.text
+    assert full.endswith("full.avi")
+
+
+def test_truncated_mp4_says_what_is_wrong(tmp_path):
+    MovingShapes(3, (96, 64), seed=1).write(tmp_path / "full.mp4", n_frames=10)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes((tmp_path / "full.mp4").read_bytes()[:2000])  # the index (moov) is at the end
+    with pytest.raises(ImageLoadError, match="cannot open video file; the file may be truncated"):
+        open_source(cut)
+
+
+def test_open_source_dispatch_and_errors(tmp_path):
+    with pytest.raises(ImageLoadError, match="no such file, folder or camera"):
+        open_source(tmp_path / "missing.mp4")
+    with pytest.raises(ImageLoadError, match="cannot open camera"):
+        open_source("/dev/video97")
+    with pytest.raises(ImageLoadError, match="cannot open camera"):
+        CaptureSource(97, capture_factory=lambda t: _DeadCapture())
+    with pytest.raises(ImageLoadError, match="cannot open stream"):
+        CaptureSource("rtsp://127.0.0.1:1/none", capture_factory=lambda t: _DeadCapture())
+
+
+class _DeadCapture:
+    def isOpened(self):  # noqa: N802
+        return False
+
+    def release(self):
+        pass
+
+
+class _DisappearingCamera:
+    """A file capture that stops delivering after ``fail_after`` frames, like an unplugged camera."""
+
+    opened = 0
+
+    def __init__(self, path, fail_after):
+        type(self).opened += 1
+        self.cap = cv2.VideoCapture(str(path)) if type(self).opened == 1 else None
+        self.reads = 0
+        self.fail_after = fail_after
+
+    def isOpened(self):  # noqa: N802
+        return self.cap is not None and self.cap.isOpened()
+
+    def read(self):
+        self.reads += 1
+        if self.reads > self.fail_after:
+            return False, None
+        return self.cap.read()
+
+    def grab(self):
+        return self.cap.grab()
+
+    def get(self, prop):
+        return self.cap.get(prop) if self.cap is not None else 0
+
+    def release(self):
+        if self.cap is not None:
+            self.cap.release()
+
+
+def test_camera_path_with_a_file_source(tmp_path):
+    """The camera code path (live, wall-clock time) through the same capture interface."""
+    path = colour_video(tmp_path / "cam.mp4", COLOURS)
+    with open_source(path, live=True) as src:
+        assert src.live and src.frame_count is None
+        frames = list(src)
+    assert [f.index for f in frames] == list(range(12))
+    times = [f.time for f in frames]
+    assert times == sorted(times) and times[-1] < 5.0  # seconds since start, not media time
+
+
+def test_camera_that_disappears_ends_the_stream(tmp_path, caplog):
+    path = colour_video(tmp_path / "cam.mp4", COLOURS)
+    _DisappearingCamera.opened = 0
+    src = CaptureSource(
+        0,
+        capture_factory=lambda t: _DisappearingCamera(path, fail_after=4),
+        reconnect=2,
+        retry_delay=0.01,
+    )
+    with caplog.at_level(logging.WARNING, logger="sam_detect.video"), src:
+        frames = list(src)
+    assert len(frames) == 4
+    assert "reconnecting (attempt 2 of 2)" in caplog.text
+    assert "gone after 2 reconnection attempts" in caplog.text
+    assert _DisappearingCamera.opened == 3  # first open + two reconnection attempts
+
+
+def test_tiff_stack_source(tmp_path):
+    import tifffile
+
+    rng = np.random.default_rng(0)
+    stack = (30000 + rng.integers(0, 5000, (8, 40, 50))).astype(np.uint16)
+    stack[:, 10:20, 10:20] = 60000
+    tifffile.imwrite(tmp_path / "t.tif", stack, imagej=True, metadata={"axes": "TYX"})
+    with open_source(tmp_path / "t.tif", frames="0-2,4-7", fps=2.0) as src:
+        assert isinstance(src, StackSource) and src.frame_count == 7
+        frames = list(src)
+    assert [f.index for f in frames] == [0, 1, 2, 4, 5, 6, 7]
+    f = frames[3]
+    assert f.rgb.dtype == np.uint8 and f.rgb.shape == (40, 50, 3)
+    assert f.original.dtype == np.uint16 and np.array_equal(f.original, stack[4])
+    assert f.rgb[15, 15, 0] == 255 and f.rgb[30, 40, 0] < 255
+    assert f.time == pytest.approx(2.0)
+    with pytest.raises(ImageLoadError, match="frame 9 is out of range: the source has 8 frames"):
+        open_source(tmp_path / "t.tif", frames="9")
+
+
+def test_image_folder_skips_unreadable_files(tmp_path, caplog):
+    for i in range(4):
+        cv2.imwrite(str(tmp_path / f"f{i}.png"), np.full((20, 30, 3), 40 * i, np.uint8))
+    (tmp_path / "f2.png").write_bytes(b"not a png")
+    with caplog.at_level(logging.WARNING, logger="sam_detect.video"):
+        src = open_source(tmp_path)
+        frames = list(src)
+    assert isinstance(src, ImageFolderSource)
+    assert [f.index for f in frames] == [0, 1, 3] and src.failed == 1
+    assert "f2.png" in caplog.text
+    glob_frames = list(open_source(str(tmp_path / "f[013].png"), frames="1-"))
+    assert [f.name.rsplit("/", 1)[-1] for f in glob_frames] == ["f1.png", "f3.png"]
+
+
+# -- tracking --------------------------------------------------------------------------
+def box_instances(boxes, hw=(100, 200), labels=None, conf=None):
+    masks = np.zeros((len(boxes), *hw), bool)
+    for i, (x1, y1, x2, y2) in enumerate(boxes):
+        masks[i, int(y1) : int(y2), int(x1) : int(x2)] = True
+    return Instances(masks=masks, labels=labels, label_confidences=conf)
+
+
+def test_tracker_keeps_ids_of_moving_objects_and_retires_lost_ones():
+    tr = Tracker(max_age=2)
+    seen = []
+    for t in range(6):
+        boxes = [(10 + 4 * t, 10, 30 + 4 * t, 30), (150 - 4 * t, 60, 170 - 4 * t, 80)]
+        out = tr.update(box_instances(boxes, labels=["a", "b"], conf=[0.9, 0.8]), t)
+        seen.append(list(out.data["track_id"]))
+    assert all(ids == [1, 2] for ids in seen)
+    # object 1 leaves; it survives max_age updates, then its id is retired for good
+    for t in range(6, 10):
+        out = tr.update(
+            box_instances([(150 - 4 * t, 60, 170 - 4 * t, 80)], labels=["b"], conf=[0.8]), t
+        )
+        assert list(out.data["track_id"]) == [2]
+    assert tr.active_ids == [2]
+    out = tr.update(box_instances([(34, 10, 54, 30), (110, 60, 130, 80)], labels=["a", "b"]), 10)
+    assert list(out.data["track_id"]) == [3, 2]
+
+
+def test_tracker_follows_crossing_and_fast_objects():
+    """Two objects cross paths, each moving too fast for an IoU match (IoU 0.14 < 0.2)."""
+    tr = Tracker()
+    ids = []
+    for t in range(10):
+        a = (10 + 15 * t, 20, 30 + 15 * t, 40)  # rightwards, 15 px/frame, 20 px wide
+        b = (190 - 15 * t, 28, 210 - 15 * t, 48)  # leftwards, overlapping rows; they cross at t=6
+        order = [b, a] if t % 2 else [a, b]  # detection order must not matter
+        out = tr.update(box_instances(order, hw=(100, 240)), t)
+        got = dict(
+            zip(
+                map(tuple, out.boxes.astype(int).tolist()),
+                out.data["track_id"].tolist(),
+                strict=True,
+            )
+        )
+        ids.append((got[a], got[b]))
+    assert len(set(ids)) == 1, ids
+
+
+def test_label_smoothing_majority_over_recent_frames():
+    tr = Tracker(smooth=5)
+    raw = ["cell", "cell", "debris", "cell", "debris", "debris", "debris", "debris"]
+    shown = []
+    for t, lab in enumerate(raw):
+        out = tr.update(box_instances([(10 + t, 10, 30 + t, 30)], labels=[lab], conf=[0.7]), t)
+        shown.append(out.labels[0])
+        assert out.data["raw_label"][0] == lab
+    # one doubtful frame does not flip the label; a sustained change does, after a majority
+    assert shown == ["cell", "cell", "cell", "cell", "cell", "debris", "debris", "debris"]
+    assert tr.history == {1: "debris"}
+
+
+def test_box_iou_and_tracker_validation():
+    iou = box_iou(
+        np.array([[0, 0, 10, 10]]), np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]])
+    )
+    assert iou[0].tolist() == pytest.approx([1.0, 1 / 3, 0.0])
+    with pytest.raises(ValueError, match="smooth must be >= 1"):
+        Tracker(smooth=0)
+    empty = Tracker().update(Instances.empty((10, 10)), 0)
+    assert len(empty) == 0 and empty.data["track_id"].shape == (0,)
+
+
+# -- writers ---------------------------------------------------------------------------
+@pytest.mark.parametrize("ext", [".mp4", ".avi"])
+def test_video_writer_round_trip(tmp_path, ext):
+    path = tmp_path / f"out{ext}"
+    scene = MovingShapes(4, (96, 64), seed=2)
+    with VideoWriter(path, fps=12) as vw:
+        for t in range(7):
+            vw.write(scene.frame(t))
+    assert vw.frames == 7 and count_frames(path) == 7
+    cap = cv2.VideoCapture(str(path))
+    assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(12)
+    cap.release()
+
+
+def test_video_writer_errors(tmp_path):
+    with pytest.raises(SamDetectError, match="unknown extension '.gif'"):
+        VideoWriter(tmp_path / "x.gif", fps=10)
+    with pytest.raises(SamDetectError, match="does not exist"):
+        VideoWriter(tmp_path / "nope" / "x.mp4", fps=10)
+    with pytest.raises(ValueError, match=r"expected an \(H, W, 3\) uint8 RGB frame"):
+        VideoWriter(tmp_path / "x.mp4", fps=10).write(np.zeros((5, 5), np.uint8))
+
+
+def test_jsonl_writer_flushes_every_line(tmp_path):
+    path = tmp_path / "r.jsonl"
+    w = JsonlWriter(path)
+    w.write({"frame": 0})
+    w.write({"frame": 1, "objects": []})
+    # readable before close: nothing is lost if the process dies now
+    assert [json.loads(x)["frame"] for x in path.read_text().splitlines()] == [0, 1]
+    w.close()
+
+
+def test_draw_annotations_marks_objects_and_track_ids():
+    rgb = np.zeros((60, 80, 3), np.uint8)
+    inst = box_instances([(10, 20, 30, 40)], hw=(60, 80), labels=["disc"], conf=[0.9])
+    inst.data["track_id"] = np.array([7])
+    out = draw_annotations(rgb, inst, hud="frame 0")
+    assert out.shape == rgb.shape and out[30, 20].any()  # mask tinted
+    assert not rgb.any()  # input untouched
+    assert draw_annotations(rgb, None).sum() == 0
+
+
+def test_display_problem_without_display(monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    problem = display_problem()
+    assert problem is not None and ("--output" in problem)
