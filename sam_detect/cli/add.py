@@ -99,7 +99,7 @@ def _load_label_image(path: str, frame: int | None, channel: int | None):
 @click.option("--labels", "labels_path", type=click.Path(exists=True, dir_okay=False),
               help="A label image (0 = background, one id per object): every object becomes an example.")
 @click.option("--labels-channel", type=int, default=None,
-              help="Channel of the --labels file holding the labels (multi-channel files).")
+              help="Channel of the --labels/--annotations file holding the labels (multi-channel files).")
 @click.option("--annotations", "annotations_path", type=click.Path(exists=True, dir_okay=False),
               help="COCO, labelme, .npz or polygon annotations: every object becomes an example.")
 @click.option("--label-from", type=click.Choice(["category"]), default=None,
@@ -172,7 +172,8 @@ def add(image, label, negative, boxes, points, mask_path, polygon_path, labels_p
         else:
             from sam_detect.annotations import load_annotations
 
-            inst = load_annotations(annotations_path, image_shape=loaded.rgb.shape[:2])
+            inst = load_annotations(annotations_path, image_shape=loaded.rgb.shape[:2], image=frame,
+                                    channel=labels_channel)
             if label is not None:
                 inst.labels[:] = label
         if limit is not None:

