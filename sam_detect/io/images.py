@@ -390,7 +390,7 @@ def _pick_frame(
         if n_frames > 1:
             raise ImageLoadError(
                 f"{p}: holds a stack of {n_frames} frames (axes {source_axes}, shape "
-                f"{source_shape}); pass frame=0..{n_frames - 1} to pick one"
+                f"{source_shape}); pick one with frame=0..{n_frames - 1} (--frame on the command line)"
             )
         return 0
     return _check_frame(p, frame, n_frames)
