@@ -215,6 +215,64 @@ def check_delete_args(ids: Sequence[str] | None, label: str | None) -> list[str]
     return None
 
 
+def refuse_id_clash(library: str, clash: Sequence[str]) -> None:
+    """Raise ``LibraryError`` when ids given to ``add`` (an import) already exist."""
+    if clash:
+        raise LibraryError(
+            f"library {library!r} already holds {len(clash)} of these ids (e.g. {clash[0]}); "
+            "import into a new library (--as NAME) instead"
+        )
+
+
+def upsert_all_or_nothing(
+    library: str,
+    ids: Sequence[str],
+    vectors: np.ndarray,
+    labels: Sequence[str],
+    payloads: Sequence[dict[str, Any]],
+    write: Any,
+    undo: Any,
+    batch: int,
+) -> None:
+    """Write points in batches of ``batch``; on any failure undo what this call wrote.
+
+    ``write(rows)`` writes ``[(id, vector list, payload with "label")]``; ``undo(ids)``
+    deletes points by id (its own failure is logged, not raised). Failures other than
+    ``LibraryError`` and ``KeyboardInterrupt`` become one ``LibraryError`` saying nothing
+    was added.
+    """
+    done = 0
+    try:
+        for s in range(0, len(ids), batch):
+            e = s + batch
+            write(
+                [
+                    (i, v.tolist(), {"label": lab, **p})
+                    for i, v, lab, p in zip(
+                        ids[s:e], vectors[s:e], labels[s:e], payloads[s:e], strict=True
+                    )
+                ]
+            )
+            done = e
+    except BaseException as exc:
+        # a failed batch may be partly written: undo everything up to its end
+        inserted = list(ids[: min(done + batch, len(ids))])
+        try:
+            undo(inserted)
+        except Exception as cleanup:  # pragma: no cover - backend gone mid-call
+            import logging
+
+            logging.getLogger("sam_detect").error(
+                "could not undo a failed add to %r: %s", library, cleanup
+            )
+        if isinstance(exc, (LibraryError, KeyboardInterrupt)):
+            raise
+        raise LibraryError(
+            f"adding {len(ids)} examples to library {library!r} failed ({type(exc).__name__}: {exc}); "
+            "nothing was added"
+        ) from exc
+
+
 def warn_if_large(backend: str, library: str, count: int, warned: set[str]) -> None:
     """Warn once per library when ``count`` passes the backend's intended size."""
     limit = SIZE_LIMITS.get(backend)

@@ -40,6 +40,8 @@ from sam_detect.store._common import (
     default_library_dir,
     disk_usage,
     not_found,
+    refuse_id_clash,
+    upsert_all_or_nothing,
     warn_if_large,
 )
 from sam_detect.store.base import LibraryMeta, Neighbour
@@ -223,36 +225,21 @@ class EdgeStore:
                 return []
             shard = self._shard(name)
             if given_ids:
-                clash = self._retrieve(shard, ids)
-                if clash:
-                    raise LibraryError(
-                        f"library {name!r} already holds {len(clash)} of these ids (e.g. {clash[0]}); "
-                        "import into a new library (--as NAME) instead"
+                refuse_id_clash(name, self._retrieve(shard, ids))
+
+            def write(rows):
+                shard.update(
+                    qe.UpdateOperation.upsert_points(
+                        [qe.Point(id=i, vector=v, payload=p) for i, v, p in rows]
                     )
-            done = 0
-            try:
-                for s in range(0, len(ids), UPSERT_BATCH):
-                    e = s + UPSERT_BATCH
-                    points = [
-                        qe.Point(id=i, vector=v.tolist(), payload={"label": lab, **p})
-                        for i, v, lab, p in zip(
-                            ids[s:e], vecs[s:e], labels[s:e], payloads[s:e], strict=True
-                        )
-                    ]
-                    shard.update(qe.UpdateOperation.upsert_points(points))
-                    done = e
+                )
+
+            def undo(inserted):
+                shard.update(qe.UpdateOperation.delete_points(inserted))
                 shard.flush()
-            except BaseException as exc:
-                inserted = list(ids[: min(done + UPSERT_BATCH, len(ids))])
-                with contextlib.suppress(Exception):
-                    shard.update(qe.UpdateOperation.delete_points(inserted))
-                    shard.flush()
-                if isinstance(exc, (LibraryError, KeyboardInterrupt)):
-                    raise
-                raise LibraryError(
-                    f"adding {len(ids)} examples to library {name!r} failed ({type(exc).__name__}: "
-                    f"{exc}); nothing was added"
-                ) from exc
+
+            upsert_all_or_nothing(name, ids, vecs, labels, payloads, write, undo, UPSERT_BATCH)
+            shard.flush()
             self._pending[name] = self._pending.get(name, 0) + len(ids)
             warn_if_large(self.backend, name, self._count(shard), self._warned)
             return list(ids)

@@ -42,6 +42,8 @@ from sam_detect.store._common import (
     default_library_dir,
     disk_usage,
     not_found,
+    refuse_id_clash,
+    upsert_all_or_nothing,
     warn_if_large,
 )
 from sam_detect.store.base import LibraryMeta, Neighbour
@@ -286,37 +288,16 @@ class QdrantStore:
         if not len(vecs):
             return []
         if given_ids:
-            clash = [r.id for r in self._retrieve(name, ids)]
-            if clash:
-                raise LibraryError(
-                    f"library {name!r} already holds {len(clash)} of these ids (e.g. {clash[0]}); "
-                    "import into a new library (--as NAME) instead"
-                )
-        done = 0
-        try:
-            for s in range(0, len(ids), UPSERT_BATCH):
-                e = s + UPSERT_BATCH
-                points = [
-                    models.PointStruct(id=i, vector=v.tolist(), payload={"label": lab, **p})
-                    for i, v, lab, p in zip(
-                        ids[s:e], vecs[s:e], labels[s:e], payloads[s:e], strict=True
-                    )
-                ]
-                self._call(self._client.upsert, name, points=points, wait=True)
-                done = e
-        except BaseException as exc:
-            # all-or-nothing: delete what this call inserted (a failed batch may be partial)
-            inserted = ids[: min(done + UPSERT_BATCH, len(ids))]
-            try:
-                self._call(self._client.delete, name, points_selector=inserted, wait=True)
-            except Exception as cleanup:  # pragma: no cover - server gone mid-call
-                log.error("could not undo a failed add to %r: %s", name, cleanup)
-            if isinstance(exc, (LibraryError, KeyboardInterrupt)):
-                raise
-            raise LibraryError(
-                f"adding {len(ids)} examples to library {name!r} failed ({type(exc).__name__}: {exc}); "
-                "nothing was added"
-            ) from exc
+            refuse_id_clash(name, [r.id for r in self._retrieve(name, ids)])
+
+        def write(rows):
+            points = [models.PointStruct(id=i, vector=v, payload=p) for i, v, p in rows]
+            self._call(self._client.upsert, name, points=points, wait=True)
+
+        def undo(inserted):
+            self._call(self._client.delete, name, points_selector=inserted, wait=True)
+
+        upsert_all_or_nothing(name, ids, vecs, labels, payloads, write, undo, UPSERT_BATCH)
         warn_if_large(self.backend, name, self.count(name), self._warned)
         return list(ids)
 
