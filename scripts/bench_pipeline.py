@@ -29,7 +29,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--frame", type=int, default=5)
     ap.add_argument("--embedder", default="effnet")
-    ap.add_argument("--input-size", type=int, default=None, help="effnet input side (default: the embedder's)")
+    ap.add_argument(
+        "--input-size", type=int, default=None, help="effnet input side (default: the embedder's)"
+    )
     ap.add_argument("--store", default="memory")
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
     args = ap.parse_args()
@@ -41,8 +43,15 @@ def main() -> None:
     from sam_detect.masks import label_image_to_masks
 
     opts = {"input_size": args.input_size} if args.input_size else {}
-    det = SAMDetect(DetectorConfig(store=args.store, segmenter="classical", embedder=args.embedder,
-                                   embedder_options=opts, library="bench"))
+    det = SAMDetect(
+        DetectorConfig(
+            store=args.store,
+            segmenter="classical",
+            embedder=args.embedder,
+            embedder_options=opts,
+            library="bench",
+        )
+    )
     img = HELA / "Fluo_Hela_02_img.tif"
     gt0 = tifffile.imread(HELA / "Fluo_Hela_02_ERR_SEG.tif", key=0)
     masks, _ = label_image_to_masks(gt0)
@@ -65,13 +74,17 @@ def main() -> None:
         "labelled": len(found),
         "repeats": args.repeats,
         "median_s": {k: round(v, 4) for k, v in med.items()},
-        "spread_s": {k: [round(min(r[k] for r in runs), 4), round(max(r[k] for r in runs), 4)] for k in med},
+        "spread_s": {
+            k: [round(min(r[k] for r in runs), 4), round(max(r[k] for r in runs), 4)] for k in med
+        },
     }
     if args.json:
         print(json.dumps(result, indent=1))
         return
-    print(f"{result['machine']}; embedder {result['embedder']}; image {result['image']}; "
-          f"{result['candidates']} candidates, {result['labelled']} labelled; median of {args.repeats}")
+    print(
+        f"{result['machine']}; embedder {result['embedder']}; image {result['image']}; "
+        f"{result['candidates']} candidates, {result['labelled']} labelled; median of {args.repeats}"
+    )
     for k, v in med.items():
         lo, hi = result["spread_s"][k]
         print(f"  {k:8s} {v:7.3f} s   (min {lo:.3f}, max {hi:.3f})")
