@@ -136,7 +136,7 @@ class Instances:
     @property
     def areas(self) -> np.ndarray:
         """Mask areas in pixels, ``(N,)`` int64."""
-        return self.masks.reshape(len(self), -1).sum(axis=1).astype(np.int64)
+        return self.masks.sum(axis=(1, 2), dtype=np.int64)
 
     def __getitem__(self, index: Any) -> Instances:
         """Slice with an int, a slice, an int array or a boolean mask of length N."""

@@ -45,6 +45,7 @@ def test_validation_states_expected_and_actual_shapes():
 def test_empty_and_merge():
     e = Instances.empty((8, 10))
     assert len(e) == 0 and e.image_hw == (8, 10) and e.boxes.shape == (0, 4)
+    assert e.areas.shape == (0,) and e[e.scores > 0.5].image_hw == (8, 10)
     inst = _two()
     merged = Instances.merge([inst, inst[0]])
     assert len(merged) == 3
