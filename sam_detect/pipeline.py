@@ -478,6 +478,7 @@ class SAMDetect:
         self.check_library(create=False)
         loaded = self._load(image)
         timings: dict[str, float] = {}
+        self._share_example_features()
         t0 = time.perf_counter()
         inst = self.segmenter.segment(loaded.rgb)
         timings["segment"] = time.perf_counter() - t0
@@ -509,6 +510,28 @@ class SAMDetect:
             }
         )
         return out
+
+    def _share_example_features(self) -> None:
+        """Example-guided prompting: hand the library's SAM2 features to a SAM2 segmenter.
+
+        Only when the library's vectors are SAM2 image-mode features of the segmenter's own
+        model (the same embedder id), so their similarity with the image's feature map means
+        something. Re-read only when the library's size changes.
+        """
+        seg, emb = self.segmenter, self.embedder
+        if not hasattr(seg, "set_example_features") or getattr(emb, "name", "") != "sam2" \
+                or not hasattr(emb, "embed_instances") or not hasattr(self.store, "iter_examples"):
+            return
+        count = self.store.count(self.config.library)
+        if getattr(self, "_shared_count", None) == count:
+            return
+        feats: dict[str, list[np.ndarray]] = {}
+        for _, vectors, labels, _ in self.store.iter_examples(self.config.library):
+            for vec, lab in zip(vectors, labels, strict=True):
+                if lab != NEGATIVE:
+                    feats.setdefault(lab, []).append(np.asarray(vec, dtype=np.float32))
+        seg.set_example_features({lab: np.stack(v) for lab, v in feats.items()})
+        self._shared_count = count
 
     def detect_stream(self, frames: Any, **options: Any) -> Iterator[Any]:
         """Detect on a stream of frames (video, camera, stack), yielding a ``FrameResult`` per

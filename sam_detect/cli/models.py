@@ -1,0 +1,98 @@
+"""``sam-detect models``: list known SAM2/CLIP weights and download them into the cache."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.group("models")
+def models() -> None:
+    """List and download SAM2 and CLIP weights.
+
+    \b
+    The cache folder is $SAM_DETECT_CACHE, else the per-user cache folder.
+    Offline machines: download elsewhere, then copy the file to the path `list` shows,
+    or pass --sam-checkpoint / --clip-checkpoint PATH.
+    """
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def list_cmd(as_json: bool) -> None:
+    """Show known models, whether each is cached, and its size."""
+    from sam_detect.models import cache_dir, iter_cache
+
+    cache = cache_dir()
+    rows = []
+    for spec, path in iter_cache(cache):
+        rows.append(
+            {
+                "name": spec.name,
+                "family": spec.family,
+                "arch": spec.arch,
+                "tag": spec.tag,
+                "repo": spec.repo_id,
+                "file": spec.filenames[0] if path is None else path.name,
+                "size_mb": round(path.stat().st_size / 1e6, 1) if path else spec.size_mb,
+                "cached": path is not None,
+                "path": str(path if path else cache / spec.cache_subdir / spec.filenames[0]),
+            }
+        )
+    if as_json:
+        click.echo(json.dumps({"cache": str(cache), "models": rows}, indent=1))
+        return
+    click.echo(f"model cache: {cache}")
+    width = max(len(r["name"]) for r in rows)
+    click.echo(f"{'NAME':<{width}}  {'CACHED':<6}  {'SIZE':>9}  FILE")
+    for r in rows:
+        size = f"{r['size_mb']:.0f} MB" if r["size_mb"] == r["size_mb"] else "?"
+        click.echo(
+            f"{r['name']:<{width}}  {'yes' if r['cached'] else 'no':<6}  {size:>9}  {r['path']}"
+        )
+
+
+@models.command("download")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--force", is_flag=True, help="Download again even when cached.")
+def download_cmd(names: tuple[str, ...], force: bool) -> None:
+    """Download weights NAMES (see `models list`; CLIP also as MODEL:TAG) into the cache.
+
+    Prints each file's path.
+    """
+    from sam_detect.models import download, get_spec
+
+    specs = []
+    for name in names:
+        try:
+            specs.append(get_spec(name))
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="NAME") from e
+    for spec in specs:
+        click.echo(f"{spec.name}: fetching {spec.repo_id} ...", err=True)
+        path = download(spec, force=force)
+        click.echo(str(path))
+
+
+@models.command("path")
+@click.argument("name")
+def path_cmd(name: str) -> None:
+    """Print the cached file of NAME (exit 1 when it is not cached)."""
+    from sam_detect.errors import ModelNotAvailableError
+    from sam_detect.models import cache_dir, get_spec
+
+    try:
+        spec = get_spec(name)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="NAME") from e
+    path = spec.cached_path()
+    if path is None:
+        raise ModelNotAvailableError(
+            f"{spec.name} is not cached (expected {cache_dir() / spec.cache_subdir / spec.filenames[0]}); "
+            f"run `{spec.download_command()}`"
+        )
+    click.echo(str(path))
+
+
+__all__ = ["models"]

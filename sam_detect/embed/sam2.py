@@ -1,0 +1,478 @@
+"""The ``sam2`` embedder, and the SAM2 runtime it shares with the ``sam2`` segmenter.
+
+SAM2's image encoder turns an image into a ``(256, g, g)`` feature map (``g = 64`` at the
+default 1024-pixel input) — the ``image_embed`` that its mask decoder reads, taken from
+the predictor's own ``set_image`` (which adds SAM2's no-memory embedding). An object's
+vector is the mean of that map under its mask, weighted by how much of each feature cell
+the mask covers, then L2-normalised:
+
+- **image mode** (default, fast): encode each image once and pool every candidate from the
+  same map — :meth:`SAM2Embedder.embed_instances`;
+- **crop mode** (slower, more detail for small objects): encode each context crop, batched
+  through the encoder, and pool under the crop's mask — :meth:`SAM2Embedder.embed`.
+
+Examples and queries must use the same mode; the embedder ``id`` records model, weights,
+mode and input size, and a library refuses vectors with another id.
+
+:class:`SAM2Runtime` holds one model per (weights, device, input size), shared by every
+segmenter and embedder in the process, and keeps the encodings of the last images, so a
+pipeline with the ``sam2`` segmenter and the ``sam2`` embedder encodes each image once.
+
+SAM2 must see ``(H, W, 3)`` uint8 RGB: float input silently yields no masks, so
+:func:`check_sam2_image` refuses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import warnings
+from collections import OrderedDict
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import torch
+
+from sam_detect.embed._torch import (
+    batches,
+    cached_model,
+    check_crops,
+    inference_context,
+    resolve_device,
+)
+from sam_detect.embed.base import l2_normalize
+from sam_detect.errors import AnnotationError, ImageLoadError
+from sam_detect.instances import Instances
+
+FEATURE_DIM = 256
+DEFAULT_IMAGE_SIZE = 1024
+_MODES = ("image", "crop")
+
+
+# ----------------------------------------------------------------------------------------
+# input guard
+# ----------------------------------------------------------------------------------------
+def check_sam2_image(image: Any) -> np.ndarray:
+    """``image`` as ``(H, W, 3)`` uint8 RGB, or a clear error.
+
+    ``(H, W)``, ``(H, W, 1)`` uint8 are repeated to three channels and ``(H, W, 4)`` drops
+    alpha. Any other dtype is refused: SAM2 scales its input by 1/255 and float images
+    silently give no masks at all.
+
+    Raises:
+        ImageLoadError: wrong dtype, dimensions or an empty image.
+    """
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        raise ImageLoadError(
+            f"SAM2 needs an (H, W, 3) uint8 RGB image, got dtype {arr.dtype} with shape {arr.shape} "
+            "(float input silently yields no masks); convert it with "
+            "sam_detect.io.images.to_rgb_uint8(image)"
+        )
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
+        raise ImageLoadError(f"SAM2 needs an (H, W, 3) uint8 RGB image, got shape {arr.shape}")
+    if arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ImageLoadError(f"image is empty (shape {arr.shape})")
+    if arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    elif arr.shape[2] == 4:
+        arr = arr[..., :3]
+    return np.ascontiguousarray(arr)
+
+
+def _digest(image: np.ndarray) -> bytes:
+    h = hashlib.blake2b(digest_size=16)
+    h.update(str((image.shape, image.dtype.str)).encode())
+    h.update(memoryview(np.ascontiguousarray(image)).cast("B"))
+    return h.digest()
+
+
+# ----------------------------------------------------------------------------------------
+# the runtime: one model, its predictor, and recent encodings
+# ----------------------------------------------------------------------------------------
+class SAM2Runtime:
+    """A loaded SAM2 model with an image predictor whose ``set_image`` is cached.
+
+    Build it with :func:`get_sam2_runtime`. Attributes: ``model`` (``SAM2Base``),
+    ``predictor`` (a ``SAM2ImagePredictor``; its ``set_image`` reuses the encoding of an
+    image seen recently), ``device``, ``image_size``, ``grid`` (feature map side),
+    ``checkpoint`` (path), ``lock`` (hold it around ``set_image`` + decoding).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        checkpoint: Any,
+        device: torch.device,
+        image_size: int | None,
+        cache_size: int = 2,
+    ):
+        from sam_detect.models import load_sam2_model
+
+        self.model, self.checkpoint = load_sam2_model(
+            model, checkpoint, device=device, image_size=image_size
+        )
+        self.device = device
+        self.image_size = int(self.model.image_size)
+        self.grid = self.image_size // int(self.model.backbone_stride)
+        self.lock = threading.RLock()
+        self._cache: OrderedDict[bytes, tuple[dict[str, Any], tuple[int, int]]] = OrderedDict()
+        self._cache_size = cache_size
+        self.encodings = 0  # how many images were actually encoded (tests and benchmarks)
+        self.predictor = _caching_predictor(self)
+
+    # -- encoding -------------------------------------------------------------------------
+    def set_image(self, image: np.ndarray) -> None:
+        """Make ``image`` ``(H, W, 3)`` uint8 the predictor's current image (cached)."""
+        with self.lock, inference_context(self.device):
+            self.predictor.set_image(image)
+
+    def image_embed(self, image: np.ndarray) -> torch.Tensor:
+        """The ``(256, g, g)`` feature map of ``image`` (float32, on the model's device)."""
+        with self.lock, inference_context(self.device):
+            self.predictor.set_image(image)
+            return self.predictor._features["image_embed"][0].float()
+
+    def encode_batch(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        """Feature maps ``(B, 256, g, g)`` float32 of ``(h, w, 3)`` uint8 images, one encoder pass.
+
+        Same features as ``set_image`` (SAM2's transform, backbone, no-memory embedding);
+        nothing is cached.
+        """
+        with self.lock, inference_context(self.device):
+            batch = self.predictor._transforms.forward_batch(list(images)).to(self.device)
+            out = self.model.forward_image(batch)
+            _, feats, _, _ = self.model._prepare_backbone_features(out)
+            top = feats[-1]
+            if self.model.directly_add_no_mem_embed:
+                top = top + self.model.no_mem_embed
+            self.encodings += len(images)
+            b = len(images)
+            return top.permute(1, 2, 0).reshape(b, -1, self.grid, self.grid).float()
+
+    def _remember(self, key: bytes, features: dict[str, Any], hw: tuple[int, int]) -> None:
+        self._cache[key] = (features, hw)
+        self._cache.move_to_end(key)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+    def clear(self) -> None:
+        """Forget the cached encodings."""
+        with self.lock:
+            self._cache.clear()
+            self.predictor.reset_predictor()
+
+
+def _caching_predictor(runtime: SAM2Runtime) -> Any:
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    class _CachingPredictor(SAM2ImagePredictor):
+        """``SAM2ImagePredictor`` whose ``set_image`` reuses recent encodings."""
+
+        def set_image(self, image: Any) -> None:  # noqa: D102 - see SAM2ImagePredictor
+            image = check_sam2_image(image)
+            key = _digest(image)
+            hit = runtime._cache.get(key)
+            if hit is None:
+                super().set_image(image)
+                runtime.encodings += 1
+                runtime._remember(key, self._features, tuple(image.shape[:2]))
+                return
+            runtime._cache.move_to_end(key)
+            self.reset_predictor()
+            self._features, hw = hit
+            self._orig_hw = [hw]
+            self._is_image_set = True
+
+    with warnings.catch_warnings():  # SAM2Transforms uses torch.jit.script, deprecated in torch 2.x
+        warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+        pred = _CachingPredictor(runtime.model)
+    s = runtime.image_size // 4  # the predictor assumes 1024; follow the model's input size
+    pred._bb_feat_sizes = [(s, s), (s // 2, s // 2), (s // 4, s // 4)]
+    return pred
+
+
+def get_sam2_runtime(
+    model: str = "tiny", checkpoint: Any = None, device: Any = "auto", image_size: int | None = None
+) -> SAM2Runtime:
+    """The shared :class:`SAM2Runtime` for these weights, device and input size.
+
+    ``model="auto"`` picks the smallest cached SAM2 (``tiny`` when none is).
+
+    Raises:
+        ModelNotAvailableError: sam2 missing, weights missing, unreadable or mismatched.
+    """
+    from sam_detect.models import pick_sam2_model, resolve_checkpoint, sam2_spec
+
+    spec = sam2_spec(pick_sam2_model(model, checkpoint))
+    path = resolve_checkpoint(spec, checkpoint)
+    dev = resolve_device(device)
+    stat = path.stat()
+    key = (
+        "sam2-runtime",
+        spec.arch,
+        str(path.resolve()),
+        stat.st_size,
+        stat.st_mtime_ns,
+        str(dev),
+        image_size,
+    )
+    return cached_model(key, lambda: SAM2Runtime(spec.arch, path, dev, image_size))
+
+
+# ----------------------------------------------------------------------------------------
+# pooling under masks
+# ----------------------------------------------------------------------------------------
+@lru_cache(maxsize=32)
+def _axis_weights(n: int, g: int) -> np.ndarray:
+    """``(g, n)`` float32: how much of pixel ``p`` (``[p, p + 1)``) lies in cell ``c``.
+
+    Cells split ``[0, n)`` into ``g`` equal parts, as SAM2's square resize does per axis.
+    """
+    edges = np.arange(g + 1, dtype=np.float64) * (n / g)
+    p = np.arange(n, dtype=np.float64)
+    lo = np.maximum(p[None, :], edges[:-1, None])
+    hi = np.minimum(p[None, :] + 1.0, edges[1:, None])
+    return np.clip(hi - lo, 0.0, None).astype(np.float32)
+
+
+def cell_weights(
+    masks: np.ndarray, boxes: np.ndarray | None, grid_hw: tuple[int, int]
+) -> np.ndarray:
+    """Coverage of each feature cell by each mask.
+
+    Args:
+        masks: ``(N, H, W)`` bool, image coordinates.
+        boxes: ``(N, 4)`` XYXY boxes that contain each mask (tight or looser), or ``None``
+            to compute them; a box that misses part of its mask is detected and ignored.
+        grid_hw: ``(gh, gw)`` feature map size.
+
+    Returns:
+        ``(N, gh, gw)`` float32: pixel area of the mask inside each cell (the image is
+        mapped onto the grid per axis, like SAM2's resize).
+    """
+    from sam_detect.instances import masks_to_xyxy
+
+    masks = np.asarray(masks, dtype=bool)
+    n, h, w = masks.shape
+    gh, gw = grid_hw
+    wy, wx = _axis_weights(h, gh), _axis_weights(w, gw)
+    if boxes is None:
+        boxes = masks_to_xyxy(masks)
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(n, 4)
+    out = np.zeros((n, gh, gw), dtype=np.float32)
+    for i in range(n):
+        x1 = int(np.clip(np.floor(boxes[i, 0]), 0, w))
+        y1 = int(np.clip(np.floor(boxes[i, 1]), 0, h))
+        x2 = int(np.clip(np.ceil(boxes[i, 2]), 0, w))
+        y2 = int(np.clip(np.ceil(boxes[i, 3]), 0, h))
+        crop = masks[i, y1:y2, x1:x2]
+        if np.count_nonzero(crop) != np.count_nonzero(masks[i]):
+            y1, x1, y2, x2 = 0, 0, h, w  # the box does not hold the mask: use all of it
+            crop = masks[i]
+        if crop.size:
+            out[i] = wy[:, y1:y2] @ crop.astype(np.float32) @ wx[:, x1:x2].T
+    return out
+
+
+def pool_features(features: np.ndarray | torch.Tensor, weights: np.ndarray) -> np.ndarray:
+    """Mask-weighted means of a feature map.
+
+    Args:
+        features: ``(C, gh, gw)`` feature map.
+        weights: ``(N, gh, gw)`` non-negative cell weights (:func:`cell_weights`).
+
+    Returns:
+        ``(N, C)`` float32, L2-normalised rows.
+
+    Raises:
+        AnnotationError: a mask with no pixels (nothing to pool).
+    """
+    if isinstance(features, torch.Tensor):
+        features = features.detach().float().cpu().numpy()
+    c = features.shape[0]
+    flat_w = weights.reshape(len(weights), -1).astype(np.float32)
+    total = flat_w.sum(axis=1)
+    empty = np.flatnonzero(total <= 0)
+    if empty.size:
+        raise AnnotationError(
+            f"mask {int(empty[0])} is empty ({empty.size} empty mask(s) in all); every instance "
+            "needs at least one pixel to be embedded"
+        )
+    pooled = flat_w @ features.reshape(c, -1).T.astype(np.float32)
+    return l2_normalize(pooled / total[:, None])
+
+
+# ----------------------------------------------------------------------------------------
+# the embedder
+# ----------------------------------------------------------------------------------------
+class SAM2Embedder:
+    """SAM2 image-encoder features pooled under each mask: ``(N, 256)`` L2-normalised.
+
+    Args:
+        mode: ``"image"`` — encode each whole image once and pool every candidate from its
+            feature map (:meth:`embed_instances`; the fast default); ``"crop"`` — encode
+            each context crop and pool under its mask (:meth:`embed` with ``masks=``).
+        model: SAM 2.1 size: ``"tiny"``, ``"small"``, ``"base_plus"``, ``"large"``, or
+            ``"auto"`` (the smallest cached).
+        checkpoint: a local checkpoint file (``{"model": state_dict}``); default: the cache,
+            then a download.
+        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``.
+        batch_size: crops per encoder pass in crop mode (at most 4 on a CPU, where bigger
+            batches only cost memory).
+        image_size: encoder input side (default 1024, what the weights were trained at).
+
+    ``embed_instances`` exists only in image mode (``hasattr`` tells the pipeline which
+    path to take); crop mode sets ``uses_masks = True``.
+
+    Raises:
+        ModelNotAvailableError: weights missing (at construction) or unusable (first use).
+    """
+
+    name = "sam2"
+    dim = FEATURE_DIM
+
+    def __init__(
+        self,
+        mode: str = "image",
+        model: str = "auto",
+        checkpoint: Any = None,
+        device: Any = "auto",
+        batch_size: int | None = None,
+        image_size: int | None = None,
+    ) -> None:
+        from sam_detect.models import (
+            file_fingerprint,
+            pick_sam2_model,
+            resolve_checkpoint,
+            sam2_spec,
+        )
+
+        if mode not in _MODES:
+            raise ValueError(f"SAM2Embedder mode must be 'image' or 'crop', got {mode!r}")
+        if batch_size is not None and int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if image_size is not None and (int(image_size) < 64 or int(image_size) % 64):
+            raise ValueError(f"image_size must be a multiple of 64 (>= 64), got {image_size}")
+        self.mode = mode
+        self.spec = sam2_spec(pick_sam2_model(model, checkpoint))
+        self.checkpoint = resolve_checkpoint(self.spec, checkpoint)
+        self.device = resolve_device(device)
+        self.image_size = int(image_size) if image_size else None
+        self.batch_size = int(batch_size) if batch_size else None
+        size = self.image_size or DEFAULT_IMAGE_SIZE
+        self.id = f"sam2:{self.spec.arch}:{mode}:{size}:{file_fingerprint(self.checkpoint)}"
+        self.uses_masks = mode == "crop"
+        self._runtime: SAM2Runtime | None = None
+
+    def __repr__(self) -> str:
+        return f"SAM2Embedder(id={self.id!r}, device={self.device})"
+
+    @property
+    def runtime(self) -> SAM2Runtime:
+        """The shared model (loaded on first use)."""
+        if self._runtime is None:
+            self._runtime = get_sam2_runtime(
+                self.spec.arch, self.checkpoint, self.device, self.image_size
+            )
+        return self._runtime
+
+    # -- image mode -------------------------------------------------------------------------
+    @property
+    def embed_instances(self):
+        """``embed_instances(image, instances) -> (N, 256)``: image mode only.
+
+        ``image``: ``(H, W, 3)`` uint8 RGB; ``instances``: :class:`Instances` or masks
+        ``(N, H, W)`` bool in that image's coordinates. One encoding per image (reused
+        when the segmenter has just encoded the same image).
+        """
+        if self.mode != "image":
+            raise AttributeError(
+                "embed_instances is available in image mode only (this embedder is in crop mode)"
+            )
+        return self._embed_instances
+
+    def _embed_instances(self, image: np.ndarray, instances: Instances | np.ndarray) -> np.ndarray:
+        image = check_sam2_image(image)
+        if isinstance(instances, Instances):
+            masks, boxes = instances.masks, instances.boxes
+        else:
+            masks, boxes = np.asarray(instances, dtype=bool), None
+            if masks.ndim == 2:
+                masks = masks[None]
+        if masks.ndim != 3 or masks.shape[1:] != image.shape[:2]:
+            raise AnnotationError(
+                f"masks must be (N, H, W) with (H, W) = image size {image.shape[:2]}, got {masks.shape}"
+            )
+        if len(masks) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        feats = self.runtime.image_embed(image)
+        weights = cell_weights(masks, boxes, tuple(feats.shape[1:]))
+        return pool_features(feats, weights)
+
+    def feature_map(self, image: np.ndarray) -> np.ndarray:
+        """The ``(256, g, g)`` float32 SAM2 feature map of ``image`` ``(H, W, 3)`` uint8."""
+        return self.runtime.image_embed(check_sam2_image(image)).cpu().numpy()
+
+    # -- crop mode --------------------------------------------------------------------------
+    def embed(
+        self, crops: Sequence[np.ndarray], masks: Sequence[np.ndarray] | None = None
+    ) -> np.ndarray:
+        """Embed context crops (crop mode): each ``(h, w, 3)`` uint8, any size.
+
+        Args:
+            crops: the crops.
+            masks: per crop a ``(h, w)`` bool mask of the object; ``None`` pools the whole crop.
+
+        Returns:
+            ``(N, 256)`` float32, L2-normalised.
+
+        Raises:
+            ValueError: called in image mode (use :meth:`embed_instances`), or bad masks.
+        """
+        if self.mode != "crop":
+            raise ValueError(
+                "SAM2Embedder(mode='image') pools whole-image features: call "
+                "embed_instances(image, instances); for per-crop vectors use mode='crop'"
+            )
+        crops = check_crops(crops)
+        if masks is not None and len(masks) != len(crops):
+            raise ValueError(f"got {len(crops)} crops but {len(masks)} masks")
+        if not crops:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        cmasks = []
+        for i, crop in enumerate(crops):  # check every mask before any encoding
+            hw = crop.shape[:2]
+            m = np.ones(hw, dtype=bool) if masks is None else np.asarray(masks[i], dtype=bool)
+            if m.shape != hw:
+                raise ValueError(f"mask {i} has shape {m.shape}, its crop is {hw}")
+            if not m.any():
+                raise AnnotationError(
+                    f"mask {i} is empty; every crop needs a mask with at least one pixel"
+                )
+            cmasks.append(m[None])
+        rt = self.runtime
+        bs = self.batch_size or (32 if self.device.type == "cuda" else 4)
+        if self.device.type == "cpu":
+            bs = min(bs, 4)
+        out = np.zeros((len(crops), self.dim), dtype=np.float32)
+        for sl in batches(len(crops), bs):
+            feats = rt.encode_batch(crops[sl]).cpu().numpy()
+            for j, i in enumerate(range(sl.start, sl.stop)):
+                out[i] = pool_features(feats[j], cell_weights(cmasks[i], None, feats.shape[2:]))[0]
+        return out
+
+
+__all__ = [
+    "FEATURE_DIM",
+    "SAM2Embedder",
+    "SAM2Runtime",
+    "cell_weights",
+    "check_sam2_image",
+    "get_sam2_runtime",
+    "pool_features",
+]

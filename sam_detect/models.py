@@ -1,0 +1,621 @@
+"""Model weights: what is known, where it is cached, how it is fetched and loaded.
+
+SAM2 and CLIP weights come from the Hugging Face hub. A checkpoint is resolved in this
+order:
+
+1. an explicit path (``--sam-checkpoint`` / ``--clip-checkpoint``): it must exist;
+2. the local model cache (``$SAM_DETECT_CACHE``, default: the per-user cache folder's
+   ``models``), laid out as ``sam2/<file>`` and ``clip/<model>/<tag>/<file>``;
+3. a download through ``huggingface_hub`` into that cache, with a progress bar (skipped when
+   ``SAM_DETECT_OFFLINE=1`` or ``HF_HUB_OFFLINE=1``, or when the hub's host cannot be
+   reached within a few seconds);
+4. otherwise :class:`~sam_detect.errors.ModelNotAvailableError` naming the missing file and
+   the ``sam-detect models download NAME`` command that fetches it.
+
+Checkpoints are read with ``torch.load(..., weights_only=True)`` (or ``safetensors``); an
+unreadable file or one that does not fit the architecture raises
+``ModelNotAvailableError`` saying which and what to do.
+
+Importing this module is cheap: torch, sam2 and open_clip are imported inside the loaders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from sam_detect.errors import ModelNotAvailableError
+from sam_detect.paths import CACHE_ENV, default_cache_path
+
+OFFLINE_ENV = "SAM_DETECT_OFFLINE"
+HF_HOST = "huggingface.co"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One downloadable checkpoint.
+
+    Attributes:
+        name: the name ``sam-detect models download`` takes (``"sam2.1-tiny"``).
+        family: ``"sam2"`` or ``"clip"``.
+        repo_id: Hugging Face repository.
+        filenames: candidate file names in the repository, tried in order (the first that
+            downloads is kept; CLIP repositories hold safetensors and/or a pickle).
+        size_mb: approximate download size in MB (fp32 weights).
+        arch: SAM2: the size key (``"tiny"``); CLIP: the open_clip model name.
+        tag: CLIP pretrained tag; ``""`` for SAM2.
+        config: SAM2 Hydra config name inside the ``sam2`` package.
+        aliases: other accepted names.
+    """
+
+    name: str
+    family: str
+    repo_id: str
+    filenames: tuple[str, ...]
+    size_mb: float
+    arch: str
+    tag: str = ""
+    config: str = ""
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def cache_subdir(self) -> Path:
+        """Folder of this checkpoint, relative to the cache root."""
+        if self.family == "sam2":
+            return Path("sam2")
+        return Path("clip") / self.arch / self.tag
+
+    def cached_path(self, cache: Path | None = None) -> Path | None:
+        """The cached file, or ``None`` when it is not in the cache."""
+        folder = (cache or cache_dir()) / self.cache_subdir
+        for fn in self.filenames:
+            p = folder / fn
+            if p.is_file() and p.stat().st_size > 0:
+                return p
+        return None
+
+    def download_command(self) -> str:
+        return f"sam-detect models download {self.name}"
+
+
+def _sam2(key: str, short: str, mb: float) -> ModelSpec:
+    stem = f"sam2.1_hiera_{key}"
+    return ModelSpec(
+        name=f"sam2.1-{key.replace('_', '-')}",
+        family="sam2",
+        repo_id=f"facebook/sam2.1-hiera-{key.replace('_', '-')}",
+        filenames=(f"{stem}.pt",),
+        size_mb=mb,
+        arch=key,
+        config=f"configs/sam2.1/sam2.1_hiera_{short}.yaml",
+        aliases=(key, stem, f"sam2-{key}", f"sam2.1_{key}"),
+    )
+
+
+_CLIP_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+
+
+def _clip(model: str, tag: str, repo: str, mb: float) -> ModelSpec:
+    return ModelSpec(
+        name=f"clip-{model}-{tag}",
+        family="clip",
+        repo_id=repo,
+        filenames=_CLIP_FILES,
+        size_mb=mb,
+        arch=model,
+        tag=tag,
+        aliases=(f"{model}:{tag}", f"{model}/{tag}"),
+    )
+
+
+#: SAM 2.1 checkpoints by size key; sizes are the fp32 parameter bytes.
+SAM2_MODELS: dict[str, ModelSpec] = {
+    "tiny": _sam2("tiny", "t", 156),
+    "small": _sam2("small", "s", 184),
+    "base_plus": _sam2("base_plus", "b+", 323),
+    "large": _sam2("large", "l", 898),
+}
+
+DEFAULT_CLIP_MODEL = "ViT-B-32"
+DEFAULT_CLIP_PRETRAINED = "laion2b_s34b_b79k"
+
+#: CLIP checkpoints listed by ``sam-detect models list``; any other open_clip
+#: ``(model, tag)`` with a Hugging Face source can be resolved as well.
+CLIP_MODELS: dict[tuple[str, str], ModelSpec] = {
+    (m, t): _clip(m, t, repo, mb)
+    for m, t, repo, mb in [
+        ("ViT-B-32", "laion2b_s34b_b79k", "laion/CLIP-ViT-B-32-laion2B-s34B-b79K", 605),
+        ("ViT-B-16", "laion2b_s34b_b88k", "laion/CLIP-ViT-B-16-laion2B-s34B-b88K", 599),
+        ("ViT-L-14", "laion2b_s32b_b82k", "laion/CLIP-ViT-L-14-laion2B-s32B-b82K", 1710),
+    ]
+}
+
+
+# ----------------------------------------------------------------------------------------
+# the registry
+# ----------------------------------------------------------------------------------------
+def cache_dir() -> Path:
+    """The model cache root: ``$SAM_DETECT_CACHE`` or the per-user cache folder's ``models``."""
+    return default_cache_path()
+
+
+def known_models() -> list[ModelSpec]:
+    """Every listed checkpoint: SAM2 sizes, then CLIP models."""
+    return [*SAM2_MODELS.values(), *CLIP_MODELS.values()]
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The checkpoint called ``name`` (a listed name, alias, or ``MODEL:TAG`` for CLIP).
+
+    Raises:
+        ValueError: unknown name; the message lists the known ones.
+    """
+    key = name.strip()
+    for spec in known_models():
+        if key == spec.name or key in spec.aliases:
+            return spec
+    if ":" in key or key.startswith("clip-"):
+        model, _, tag = key.removeprefix("clip-").partition(":")
+        if tag:
+            return clip_spec(model, tag)
+    valid = ", ".join(s.name for s in known_models())
+    raise ValueError(
+        f"unknown model {name!r}; known: {valid} (or any open_clip MODEL:TAG, "
+        "e.g. ViT-B-32:laion2b_s34b_b79k)"
+    )
+
+
+def sam2_spec(model: str) -> ModelSpec:
+    """The SAM 2.1 checkpoint for a size key (``tiny``, ``small``, ``base_plus``, ``large``)."""
+    key = str(model).strip().lower().replace("-", "_").replace("b+", "base_plus")
+    if key in SAM2_MODELS:
+        return SAM2_MODELS[key]
+    for spec in SAM2_MODELS.values():
+        if model == spec.name or model in spec.aliases:
+            return spec
+    raise ValueError(f"unknown SAM2 model {model!r}; valid: {', '.join(SAM2_MODELS)}")
+
+
+def clip_spec(model: str, pretrained: str) -> ModelSpec:
+    """The CLIP checkpoint of an open_clip ``model`` name and ``pretrained`` tag.
+
+    Listed pairs need no import; others are looked up in open_clip's pretrained table.
+
+    Raises:
+        ValueError: open_clip knows no Hugging Face source for this pair.
+    """
+    if (model, pretrained) in CLIP_MODELS:
+        return CLIP_MODELS[(model, pretrained)]
+    try:
+        import open_clip
+    except ImportError as e:
+        raise ModelNotAvailableError(
+            "the clip embedder needs open_clip: pip install 'sam-detect[models]' "
+            "(or pip install open_clip_torch)"
+        ) from e
+    cfg = open_clip.get_pretrained_cfg(model, pretrained) or {}
+    hub = str(cfg.get("hf_hub") or "")
+    if not hub:
+        known = ", ".join(open_clip.list_pretrained_tags_by_model(model)) or "none"
+        raise ValueError(
+            f"open_clip has no Hugging Face weights for model {model!r} tag {pretrained!r} "
+            f"(tags of {model}: {known}); pass a local file with --clip-checkpoint"
+        )
+    parts = hub.split("/")  # "org/repo/" or "org/repo/filename"
+    repo = "/".join(parts[:2])
+    fname = "/".join(p for p in parts[2:] if p)
+    files = (fname,) if fname else _CLIP_FILES
+    return ModelSpec(
+        name=f"clip-{model}-{pretrained}",
+        family="clip",
+        repo_id=repo,
+        filenames=files,
+        size_mb=float("nan"),
+        arch=model,
+        tag=pretrained,
+        aliases=(f"{model}:{pretrained}",),
+    )
+
+
+def is_cached(spec: ModelSpec) -> bool:
+    return spec.cached_path() is not None
+
+
+def auto_models() -> tuple[str, str, str]:
+    """``(segmenter, embedder, reason)`` for ``auto``: SAM2 / CLIP when cached.
+
+    The segmenter is ``"sam2"`` when any SAM2 checkpoint is cached (the smallest one is
+    used, see :func:`default_sam2_model`), else ``"classical"``; the embedder is ``"clip"``
+    when the default CLIP (ViT-B-32, laion2b_s34b_b79k) is cached, else ``"effnet"``.
+    Nothing is downloaded.
+    """
+    cache = cache_dir()
+    sam = next((s for s in SAM2_MODELS.values() if s.cached_path(cache)), None)
+    clip = CLIP_MODELS[(DEFAULT_CLIP_MODEL, DEFAULT_CLIP_PRETRAINED)]
+    has_clip = clip.cached_path(cache) is not None
+    segmenter = "sam2" if sam else "classical"
+    embedder = "clip" if has_clip else "effnet"
+    if sam and has_clip:
+        reason = f"SAM2 {sam.arch} and CLIP {clip.arch} weights found in {cache}"
+    elif sam:
+        reason = f"SAM2 {sam.arch} weights found in {cache}; no CLIP weights there"
+    elif has_clip:
+        reason = f"CLIP {clip.arch} weights found in {cache}; no SAM2 weights there"
+    else:
+        reason = f"no SAM2/CLIP weights in {cache}"
+    return segmenter, embedder, reason
+
+
+def pick_sam2_model(model: str | None, checkpoint: str | os.PathLike | None = None) -> str:
+    """The SAM2 size for ``model``: itself, or for ``"auto"``/``None`` the size named in
+    the checkpoint's file name (``sam2.1_hiera_small.pt`` -> ``small``), else the smallest
+    cached size, else ``"tiny"``."""
+    if model not in (None, "auto"):
+        return sam2_spec(model).arch
+    if checkpoint:
+        name = Path(checkpoint).name.lower().replace("-", "_").replace("b+", "base_plus")
+        for key in ("base_plus", "large", "small", "tiny"):
+            if key in name:
+                return key
+        return "tiny"
+    return default_sam2_model()
+
+
+def default_sam2_model() -> str:
+    """The smallest SAM2 size whose weights are cached; ``"tiny"`` when none is."""
+    cache = cache_dir()
+    for key, spec in SAM2_MODELS.items():
+        if spec.cached_path(cache):
+            return key
+    return "tiny"
+
+
+# ----------------------------------------------------------------------------------------
+# resolving and downloading
+# ----------------------------------------------------------------------------------------
+def _offline() -> bool:
+    return any(
+        os.environ.get(v, "").strip().lower() in ("1", "true", "yes")
+        for v in (OFFLINE_ENV, "HF_HUB_OFFLINE")
+    )
+
+
+def _hub_reachable(timeout: float = 3.0) -> tuple[bool, str]:
+    """Whether the hub's host answers on TCP (skipped behind a proxy, where it may not)."""
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True, ""
+    endpoint = os.environ.get("HF_ENDPOINT") or f"https://{HF_HOST}"
+    parsed = urlparse(endpoint)
+    host = parsed.hostname or HF_HOST
+    port = parsed.port or (443 if parsed.scheme != "http" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True, ""
+    except OSError as e:
+        return False, f"cannot reach {host}: {e}"
+
+
+def _missing_message(spec: ModelSpec, cache: Path, why: str, flag: str) -> str:
+    where = cache / spec.cache_subdir / spec.filenames[0]
+    return (
+        f"{spec.family.upper() if spec.family == 'sam2' else 'CLIP'} weights {spec.filenames[0]} "
+        f"({spec.name}) are not in the model cache ({where}) and could not be downloaded "
+        f"({why}). Run `{spec.download_command()}` where the internet is reachable (and copy the "
+        f"file to {where}), or pass a local file with {flag} PATH"
+    )
+
+
+def download(spec: ModelSpec, *, force: bool = False, progress: bool = True) -> Path:
+    """Download ``spec`` into the cache through ``huggingface_hub``; returns the file.
+
+    Raises:
+        ModelNotAvailableError: offline, the hub cannot be reached, or the file is missing there.
+    """
+    cache = cache_dir()
+    flag = "--sam-checkpoint" if spec.family == "sam2" else "--clip-checkpoint"
+    if not force:
+        hit = spec.cached_path(cache)
+        if hit is not None:
+            return hit
+    if _offline():
+        raise ModelNotAvailableError(
+            _missing_message(
+                spec, cache, f"offline mode: {OFFLINE_ENV} or HF_HUB_OFFLINE is set", flag
+            )
+        )
+    ok, why = _hub_reachable()
+    if not ok:
+        raise ModelNotAvailableError(_missing_message(spec, cache, why, flag))
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError as e:  # pragma: no cover - a core dependency
+        raise ModelNotAvailableError(
+            "downloading weights needs huggingface_hub: pip install huggingface_hub"
+        ) from e
+    folder = cache / spec.cache_subdir
+    folder.mkdir(parents=True, exist_ok=True)
+    errors = []
+    for fn in spec.filenames:
+        try:
+            kwargs: dict[str, Any] = {
+                "repo_id": spec.repo_id,
+                "filename": fn,
+                "local_dir": str(folder),
+            }
+            if force:
+                kwargs["force_download"] = True
+            if not progress:
+                from huggingface_hub.utils import disable_progress_bars
+
+                disable_progress_bars()
+            return Path(hf_hub_download(**kwargs))
+        except Exception as e:  # noqa: BLE001 - every hub failure becomes one clear message
+            errors.append(f"{fn}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    raise ModelNotAvailableError(
+        _missing_message(
+            spec,
+            cache,
+            f"download from huggingface.co/{spec.repo_id} failed: " + "; ".join(errors),
+            flag,
+        )
+    )
+
+
+def resolve_checkpoint(
+    spec: ModelSpec, explicit: str | os.PathLike | None = None, *, download_missing: bool = True
+) -> Path:
+    """The checkpoint file for ``spec``: explicit path, else cache, else a download.
+
+    Raises:
+        ModelNotAvailableError: the explicit file does not exist, or the weights are not
+            cached and cannot be downloaded (the message names the file and the command).
+    """
+    flag = "--sam-checkpoint" if spec.family == "sam2" else "--clip-checkpoint"
+    if explicit is not None and str(explicit) != "":
+        p = Path(explicit).expanduser()
+        if not p.is_file():
+            raise ModelNotAvailableError(
+                f"checkpoint file {p} does not exist (given with {flag}); pass the path of a "
+                f"downloaded {spec.filenames[0]} or run `{spec.download_command()}`"
+            )
+        return p
+    cache = cache_dir()
+    hit = spec.cached_path(cache)
+    if hit is not None:
+        return hit
+    if not download_missing:
+        raise ModelNotAvailableError(
+            _missing_message(spec, cache, "downloads are disabled here", flag)
+        )
+    return download(spec)
+
+
+def file_fingerprint(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """8 hex digits identifying a weights file: its size and first and last MiB (fast)."""
+    p = Path(path)
+    size = p.stat().st_size
+    h = hashlib.blake2b(digest_size=4)
+    h.update(str(size).encode())
+    with open(p, "rb") as f:
+        h.update(f.read(chunk))
+        if size > chunk:
+            f.seek(max(size - chunk, chunk))
+            h.update(f.read(chunk))
+    return h.hexdigest()
+
+
+def iter_cache(cache: Path | None = None) -> Iterator[tuple[ModelSpec, Path | None]]:
+    """``(spec, cached file or None)`` for every listed checkpoint."""
+    cache = cache or cache_dir()
+    for spec in known_models():
+        yield spec, spec.cached_path(cache)
+
+
+# ----------------------------------------------------------------------------------------
+# loading
+# ----------------------------------------------------------------------------------------
+def _read_state_dict(path: Path, what: str, fix: str) -> dict[str, Any]:
+    """A state dict from ``.safetensors`` or a ``torch.save`` file, read safely."""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            obj: Any = load_file(str(path), device="cpu")
+        else:
+            import torch
+
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any decoder failure is a bad file for the user
+        raise ModelNotAvailableError(
+            f"{path} is not a readable {what} checkpoint ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:200] if str(e) else 'corrupt or truncated'}); {fix}"
+        ) from e
+    if not isinstance(obj, dict):
+        raise ModelNotAvailableError(
+            f"{path}: expected a {what} state dict, got {type(obj).__name__}; {fix}"
+        )
+    return obj
+
+
+def _check_keys(path: Path, what: str, missing: list[str], unexpected: list[str], fix: str) -> None:
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing weights (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected weights (e.g. {', '.join(unexpected[:3])})")
+        raise ModelNotAvailableError(f"{path} does not match {what}: {'; '.join(parts)}; {fix}")
+
+
+def load_sam2_model(
+    model: str = "tiny",
+    checkpoint: str | os.PathLike | None = None,
+    *,
+    device: Any = "cpu",
+    image_size: int | None = None,
+) -> tuple[Any, Path]:
+    """Build a SAM 2.1 model of size ``model`` and load its weights.
+
+    Args:
+        model: ``"tiny"``, ``"small"``, ``"base_plus"`` or ``"large"``.
+        checkpoint: a local file; ``None`` resolves through the cache and the hub. The file
+            is the official layout, ``{"model": state_dict}`` (a bare state dict works too).
+        device: a ``torch.device`` or string.
+        image_size: the encoder's input side (default: the config's 1024). Smaller sizes
+            run faster and lose detail; the official weights were trained at 1024.
+
+    Returns:
+        ``(model in eval mode on device, checkpoint path)``.
+
+    Raises:
+        ModelNotAvailableError: sam2 not installed, weights missing, unreadable or of
+            another architecture.
+    """
+    spec = sam2_spec(model)
+    path = resolve_checkpoint(spec, checkpoint)
+    try:
+        import sam2  # noqa: F401 - initialises Hydra's config module
+        from sam2.build_sam import build_sam2
+    except ImportError as e:
+        raise ModelNotAvailableError(
+            "the sam2 segmenter/embedder needs the sam2 package: pip install 'sam-detect[models]' "
+            "(or pip install sam2)"
+        ) from e
+    fix = (
+        f"is it a SAM 2.1 {spec.arch} checkpoint? Choose the matching --sam-model, or delete the "
+        f"file and run `{spec.download_command()}`"
+    )
+    state = _read_state_dict(path, "SAM2", fix)
+    if "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    overrides = [f"++model.image_size={int(image_size)}"] if image_size else []
+    net = build_sam2(spec.config, ckpt_path=None, device="cpu", hydra_overrides_extra=overrides)
+    try:
+        result = net.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        first = str(e).split("\n\t")[1:3]
+        raise ModelNotAvailableError(
+            f"{path} does not match SAM 2.1 {spec.arch}: {'; '.join(first) or str(e)[:300]}; {fix}"
+        ) from e
+    _check_keys(
+        path, f"SAM 2.1 {spec.arch}", list(result.missing_keys), list(result.unexpected_keys), fix
+    )
+    net = net.to(device).eval()
+    return net, path
+
+
+def load_clip_model(
+    model: str = DEFAULT_CLIP_MODEL,
+    pretrained: str | None = DEFAULT_CLIP_PRETRAINED,
+    checkpoint: str | os.PathLike | None = None,
+    *,
+    device: Any = "cpu",
+) -> tuple[Any, Any, Path]:
+    """Build an open_clip model, load its weights, and return its eval preprocessing.
+
+    Args:
+        model: open_clip model name (``open_clip.list_models()``).
+        pretrained: pretrained tag; sets the preprocessing (mean/std, interpolation) and,
+            without ``checkpoint``, which weights to resolve. ``None``/``""`` with a
+            ``checkpoint``: the architecture's default preprocessing.
+        checkpoint: a local ``.safetensors`` / ``.bin`` / ``.pt`` state dict.
+
+    Returns:
+        ``(model in eval mode on device, preprocess transform, checkpoint path)``.
+
+    Raises:
+        ModelNotAvailableError: open_clip missing, weights missing, unreadable or mismatched.
+        ValueError: unknown model name.
+    """
+    try:
+        import open_clip
+    except ImportError as e:
+        raise ModelNotAvailableError(
+            "the clip embedder needs open_clip: pip install 'sam-detect[models]' (or pip install open_clip_torch)"
+        ) from e
+    if model not in open_clip.list_models():
+        raise ValueError(
+            f"unknown open_clip model {model!r}; see open_clip.list_models() (e.g. ViT-B-32)"
+        )
+    if checkpoint is None or str(checkpoint) == "":
+        if not pretrained:
+            raise ModelNotAvailableError(
+                f"CLIP {model}: give a pretrained tag (--clip-pretrained) or a local file (--clip-checkpoint)"
+            )
+        path = resolve_checkpoint(clip_spec(model, pretrained), None)
+    else:
+        path = Path(checkpoint).expanduser()
+        if not path.is_file():
+            raise ModelNotAvailableError(
+                f"checkpoint file {path} does not exist (given with --clip-checkpoint)"
+            )
+    cfg = (open_clip.get_pretrained_cfg(model, pretrained) or {}) if pretrained else {}
+    kwargs = {
+        k: cfg[src]
+        for k, src in (
+            ("image_mean", "mean"),
+            ("image_std", "std"),
+            ("image_interpolation", "interpolation"),
+            ("image_resize_mode", "resize_mode"),
+        )
+        if cfg.get(src) is not None
+    }
+    net, _, preprocess = open_clip.create_model_and_transforms(
+        model, pretrained=None, device="cpu", **kwargs
+    )
+    fix = (
+        f"is it an open_clip {model} checkpoint? Choose the matching --clip-model, or delete the file "
+        f"and download it again"
+    )
+    state = _read_state_dict(path, "CLIP", fix)
+    for key in ("state_dict", "model"):
+        if key in state and isinstance(state[key], dict):
+            state = state[key]
+    if state and next(iter(state)).startswith("module."):
+        state = {k[7:]: v for k, v in state.items()}
+    try:
+        from open_clip.factory import resize_pos_embed
+
+        resize_pos_embed(state, net)
+        result = net.load_state_dict(state, strict=False)
+    except (RuntimeError, KeyError, ValueError) as e:
+        first = str(e).split("\n\t")[1:3]
+        raise ModelNotAvailableError(
+            f"{path} does not match open_clip {model}: {'; '.join(first) or str(e)[:300]}; {fix}"
+        ) from e
+    missing = [k for k in result.missing_keys if k != "logit_bias"]
+    _check_keys(path, f"open_clip {model}", missing, list(result.unexpected_keys), fix)
+    net = net.to(device).eval()
+    return net, preprocess, path
+
+
+__all__ = [
+    "CACHE_ENV",
+    "CLIP_MODELS",
+    "DEFAULT_CLIP_MODEL",
+    "DEFAULT_CLIP_PRETRAINED",
+    "OFFLINE_ENV",
+    "SAM2_MODELS",
+    "ModelSpec",
+    "auto_models",
+    "cache_dir",
+    "clip_spec",
+    "default_sam2_model",
+    "pick_sam2_model",
+    "download",
+    "file_fingerprint",
+    "get_spec",
+    "is_cached",
+    "iter_cache",
+    "known_models",
+    "load_clip_model",
+    "load_sam2_model",
+    "resolve_checkpoint",
+    "sam2_spec",
+]

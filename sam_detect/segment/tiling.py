@@ -1,0 +1,272 @@
+"""Masks kept as small crops, mask NMS, and tiling of large images.
+
+A full-image bool mask of a 4k x 4k mosaic is 16 MB; hundreds of them do not fit in
+memory while candidates are compared. :class:`LocalMask` keeps only the mask's tight box
+region and its offset, so IoU, NMS and merging across tiles touch only the pixels that
+matter; :func:`to_full_masks` builds the ``(N, H, W)`` array once, at the end.
+
+Tiles overlap; a mask that touches a tile side lying inside the image is probably cut off
+there, so when two masks from different tiles overlap, a whole one (touching no inner
+side) wins over a cut one, and two cut pieces of the same object are joined.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class LocalMask:
+    """A bool mask stored as its tight box region.
+
+    Attributes:
+        x0, y0: top-left pixel of ``mask`` in image coordinates.
+        mask: ``(h, w)`` bool, the tight crop (its first/last rows and columns hold pixels).
+        score: ranking score (higher is better).
+        info: per-mask values carried to the output (``point``, ``stability_score`` ...).
+        cut: whether the mask touches a tile side that lies inside the image.
+        tile: index of the tile it came from (``-1``: no tiling).
+        window: that tile, XYXY pixels (``None``: no tiling).
+    """
+
+    x0: int
+    y0: int
+    mask: np.ndarray
+    score: float = 1.0
+    info: dict[str, Any] = field(default_factory=dict)
+    cut: bool = False
+    tile: int = -1
+    window: tuple[int, int, int, int] | None = None
+
+    @property
+    def area(self) -> int:
+        return int(np.count_nonzero(self.mask))
+
+    @property
+    def xyxy(self) -> tuple[int, int, int, int]:
+        """Box, XYXY pixels with exclusive x2/y2."""
+        h, w = self.mask.shape
+        return self.x0, self.y0, self.x0 + w, self.y0 + h
+
+    def shifted(self, dx: int, dy: int) -> LocalMask:
+        win = self.window
+        if win is not None:
+            win = (win[0] + dx, win[1] + dy, win[2] + dx, win[3] + dy)
+        return LocalMask(
+            self.x0 + dx,
+            self.y0 + dy,
+            self.mask,
+            self.score,
+            dict(self.info),
+            self.cut,
+            self.tile,
+            win,
+        )
+
+
+def local_from_full(mask: np.ndarray, **kwargs: Any) -> LocalMask | None:
+    """The :class:`LocalMask` of a full ``(H, W)`` bool mask; ``None`` when it is empty."""
+    mask = np.asarray(mask, dtype=bool)
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask[rows[0] : rows[-1] + 1].any(axis=0))
+    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    return LocalMask(int(x0), int(y0), np.ascontiguousarray(mask[y0:y1, x0:x1]), **kwargs)
+
+
+def intersection(a: LocalMask, b: LocalMask) -> int:
+    """Pixels in both masks."""
+    ax0, ay0, ax1, ay1 = a.xyxy
+    bx0, by0, bx1, by1 = b.xyxy
+    x0, y0, x1, y1 = max(ax0, bx0), max(ay0, by0), min(ax1, bx1), min(ay1, by1)
+    if x1 <= x0 or y1 <= y0:
+        return 0
+    pa = a.mask[y0 - ay0 : y1 - ay0, x0 - ax0 : x1 - ax0]
+    pb = b.mask[y0 - by0 : y1 - by0, x0 - bx0 : x1 - bx0]
+    return int(np.count_nonzero(pa & pb))
+
+
+def mask_iou(a: LocalMask, b: LocalMask) -> float:
+    """Intersection over union of two masks (0 when both are empty)."""
+    inter = intersection(a, b)
+    union = a.area + b.area - inter
+    return inter / union if union else 0.0
+
+
+def union(a: LocalMask, b: LocalMask) -> LocalMask:
+    """One mask covering both; keeps ``a``'s score and info (and the higher score)."""
+    ax0, ay0, ax1, ay1 = a.xyxy
+    bx0, by0, bx1, by1 = b.xyxy
+    x0, y0, x1, y1 = min(ax0, bx0), min(ay0, by0), max(ax1, bx1), max(ay1, by1)
+    out = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+    out[ay0 - y0 : ay1 - y0, ax0 - x0 : ax1 - x0] |= a.mask
+    out[by0 - y0 : by1 - y0, bx0 - x0 : bx1 - x0] |= b.mask
+    win = None
+    if a.window is not None and b.window is not None:
+        win = (
+            min(a.window[0], b.window[0]),
+            min(a.window[1], b.window[1]),
+            max(a.window[2], b.window[2]),
+            max(a.window[3], b.window[3]),
+        )
+    return LocalMask(x0, y0, out, max(a.score, b.score), dict(a.info), a.cut and b.cut, a.tile, win)
+
+
+def _boxes(items: Sequence[LocalMask]) -> np.ndarray:
+    return np.array([m.xyxy for m in items], dtype=np.int64).reshape(-1, 4)
+
+
+def mask_nms(items: Sequence[LocalMask], iou_thresh: float) -> list[LocalMask]:
+    """Greedy non-maximum suppression by mask IoU, best ``score`` first.
+
+    Only pairs whose boxes overlap are compared, so it stays fast for thousands of masks.
+    """
+    order = sorted(range(len(items)), key=lambda i: -items[i].score)
+    kept: list[LocalMask] = []
+    kept_boxes = np.zeros((0, 4), dtype=np.int64)
+    for i in order:
+        m = items[i]
+        x0, y0, x1, y1 = m.xyxy
+        overlap = np.flatnonzero(
+            (kept_boxes[:, 0] < x1)
+            & (kept_boxes[:, 2] > x0)
+            & (kept_boxes[:, 1] < y1)
+            & (kept_boxes[:, 3] > y0)
+        )
+        if any(mask_iou(m, kept[j]) > iou_thresh for j in overlap):
+            continue
+        kept.append(m)
+        kept_boxes = np.vstack([kept_boxes, np.array([[x0, y0, x1, y1]])])
+    return kept
+
+
+def tile_windows(
+    image_hw: tuple[int, int], tile: int, overlap: int
+) -> list[tuple[int, int, int, int]]:
+    """Overlapping square windows covering an image, XYXY pixels (exclusive ends).
+
+    Windows are ``tile`` pixels wide (smaller only where the image is), start every
+    ``tile - overlap`` pixels, and the last one in each row/column ends at the border.
+
+    Raises:
+        ValueError: ``tile <= overlap`` or ``overlap < 0``.
+    """
+    if overlap < 0 or tile <= overlap:
+        raise ValueError(f"need tile > overlap >= 0, got tile={tile}, overlap={overlap}")
+    h, w = image_hw
+
+    def starts(n: int) -> list[int]:
+        if n <= tile:
+            return [0]
+        out = list(range(0, n - tile, tile - overlap))
+        out.append(n - tile)
+        return sorted(set(out))
+
+    return [(x, y, min(x + tile, w), min(y + tile, h)) for y in starts(h) for x in starts(w)]
+
+
+def mark_cut(
+    item: LocalMask, window: tuple[int, int, int, int], image_hw: tuple[int, int]
+) -> LocalMask:
+    """Record ``window`` (XYXY) in ``item`` and set ``item.cut`` when the mask touches a side
+    of the window that lies inside the image. ``item`` is in image coordinates.
+    """
+    item.window = tuple(int(v) for v in window)
+    h, w = image_hw
+    wx0, wy0, wx1, wy1 = window
+    x0, y0, x1, y1 = item.xyxy
+    item.cut = (
+        (x0 <= wx0 and wx0 > 0)
+        or (y0 <= wy0 and wy0 > 0)
+        or (x1 >= wx1 and wx1 < w)
+        or (y1 >= wy1 and wy1 < h)
+    )
+    return item
+
+
+def _zone_iou(a: LocalMask, b: LocalMask) -> float:
+    """IoU of two masks inside the region both their tiles saw (0 without windows)."""
+    if a.window is None or b.window is None:
+        return 0.0
+    zx0, zy0 = max(a.window[0], b.window[0]), max(a.window[1], b.window[1])
+    zx1, zy1 = min(a.window[2], b.window[2]), min(a.window[3], b.window[3])
+    if zx1 <= zx0 or zy1 <= zy0:
+        return 0.0
+
+    def clip(m: LocalMask) -> LocalMask:
+        x0, y0, x1, y1 = m.xyxy
+        cx0, cy0, cx1, cy1 = max(x0, zx0), max(y0, zy0), min(x1, zx1), min(y1, zy1)
+        if cx1 <= cx0 or cy1 <= cy0:
+            return LocalMask(cx0, cy0, np.zeros((0, 0), bool))
+        return LocalMask(cx0, cy0, m.mask[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0])
+
+    return mask_iou(clip(a), clip(b))
+
+
+def merge_tiled(
+    items: Sequence[LocalMask], iou_thresh: float = 0.5, contain_thresh: float = 0.5
+) -> list[LocalMask]:
+    """Merge masks found in overlapping tiles (image coordinates; ``cut``, ``tile`` and
+    ``window`` set by :func:`mark_cut`).
+
+    Whole masks come first (by score), then cut ones. A mask is dropped when it repeats a
+    kept one (IoU above ``iou_thresh``), or, if it is cut, when most of it
+    (``contain_thresh``) lies inside a kept mask. Two cut masks from different tiles that
+    agree where both tiles saw the image (IoU above ``iou_thresh`` in the shared region)
+    are pieces of one object and are joined.
+    """
+    order = sorted(range(len(items)), key=lambda i: (items[i].cut, -items[i].score))
+    kept: list[LocalMask] = []
+    for i in order:
+        m = items[i]
+        absorbed = False
+        x0, y0, x1, y1 = m.xyxy
+        for j, k in enumerate(kept):
+            kx0, ky0, kx1, ky1 = k.xyxy
+            if kx0 >= x1 or kx1 <= x0 or ky0 >= y1 or ky1 <= y0:
+                continue
+            inter = intersection(m, k)
+            if inter == 0:
+                continue
+            iou = inter / (m.area + k.area - inter)
+            if m.cut and k.cut and m.tile != k.tile and _zone_iou(m, k) > iou_thresh:
+                kept[j] = union(k, m)
+                absorbed = True
+                break
+            if iou > iou_thresh or (m.cut and inter / m.area > contain_thresh):
+                absorbed = True
+                break
+        if not absorbed:
+            kept.append(m)
+    return kept
+
+
+def to_full_masks(items: Sequence[LocalMask], image_hw: tuple[int, int]) -> np.ndarray:
+    """``(N, H, W)`` bool full-image masks of local masks (parts outside the image dropped)."""
+    h, w = image_hw
+    out = np.zeros((len(items), h, w), dtype=bool)
+    for i, m in enumerate(items):
+        x0, y0, x1, y1 = m.xyxy
+        cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+        if cx1 > cx0 and cy1 > cy0:
+            out[i, cy0:cy1, cx0:cx1] = m.mask[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
+    return out
+
+
+__all__ = [
+    "LocalMask",
+    "intersection",
+    "local_from_full",
+    "mark_cut",
+    "mask_iou",
+    "mask_nms",
+    "merge_tiled",
+    "tile_windows",
+    "to_full_masks",
+    "union",
+]

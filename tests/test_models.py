@@ -1,0 +1,359 @@
+"""Model management: registry, cache, resolve order, safe loading, `models` CLI, option routing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from sam_detect import models as M
+from sam_detect.cli.main import cli
+from sam_detect.errors import ModelNotAvailableError
+
+
+@pytest.fixture()
+def cache(tmp_path, monkeypatch) -> Path:
+    """An empty model cache, offline."""
+    root = tmp_path / "cache"
+    monkeypatch.setenv("SAM_DETECT_CACHE", str(root))
+    monkeypatch.setenv("SAM_DETECT_OFFLINE", "1")
+    return root
+
+
+def _touch(path: Path, data: bytes = b"x") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory) -> Path:
+    """A randomly initialised SAM 2.1 tiny, saved in the official layout {"model": state_dict}."""
+    import torch
+    from sam2.build_sam import build_sam2
+
+    torch.manual_seed(0)
+    net = build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", ckpt_path=None, device="cpu")
+    path = tmp_path_factory.mktemp("sam2") / "sam2.1_hiera_tiny.pt"
+    torch.save({"model": net.state_dict()}, path)
+    return path
+
+
+# -- registry -----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("tiny", "sam2.1-tiny"),
+        ("sam2.1-tiny", "sam2.1-tiny"),
+        ("sam2.1_hiera_small", "sam2.1-small"),
+        ("base_plus", "sam2.1-base-plus"),
+        ("ViT-B-32:laion2b_s34b_b79k", "clip-ViT-B-32-laion2b_s34b_b79k"),
+        ("clip-ViT-L-14-laion2b_s32b_b82k", "clip-ViT-L-14-laion2b_s32b_b82k"),
+    ],
+)
+def test_get_spec_names_and_aliases(name, expected):
+    assert M.get_spec(name).name == expected
+
+
+def test_get_spec_unknown_lists_known():
+    with pytest.raises(ValueError, match="unknown model 'nope'; known: sam2.1-tiny, sam2.1-small"):
+        M.get_spec("nope")
+
+
+def test_sam2_specs_point_at_official_files():
+    spec = M.sam2_spec("b+")
+    assert spec.repo_id == "facebook/sam2.1-hiera-base-plus"
+    assert spec.filenames == ("sam2.1_hiera_base_plus.pt",)
+    assert spec.config == "configs/sam2.1/sam2.1_hiera_b+.yaml"
+    with pytest.raises(ValueError, match="valid: tiny, small, base_plus, large"):
+        M.sam2_spec("huge")
+
+
+def test_unlisted_clip_pair_comes_from_open_clip_table():
+    spec = M.clip_spec("ViT-B-32", "datacomp_xl_s13b_b90k")
+    assert spec.repo_id == "laion/CLIP-ViT-B-32-DataComp.XL-s13B-b90K"
+    assert spec.cache_subdir == Path("clip/ViT-B-32/datacomp_xl_s13b_b90k")
+    with pytest.raises(ValueError, match="no Hugging Face weights"):
+        M.clip_spec("ViT-B-32", "no_such_tag")
+
+
+# -- cache and resolve order ----------------------------------------------------------------
+def test_cache_dir_follows_env(cache):
+    assert M.cache_dir() == cache
+
+
+def test_resolve_explicit_path_wins(cache, tmp_path):
+    spec = M.sam2_spec("tiny")
+    _touch(cache / "sam2" / "sam2.1_hiera_tiny.pt")
+    mine = _touch(tmp_path / "mine.pt")
+    assert M.resolve_checkpoint(spec, mine) == mine
+    with pytest.raises(
+        ModelNotAvailableError, match=r"checkpoint file .*missing\.pt does not exist"
+    ):
+        M.resolve_checkpoint(spec, tmp_path / "missing.pt")
+
+
+def test_resolve_uses_cache(cache):
+    spec = M.sam2_spec("small")
+    hit = _touch(cache / "sam2" / "sam2.1_hiera_small.pt")
+    assert M.resolve_checkpoint(spec) == hit
+
+
+def test_resolve_offline_names_file_and_command(cache):
+    spec = M.sam2_spec("tiny")
+    with pytest.raises(ModelNotAvailableError) as e:
+        M.resolve_checkpoint(spec)
+    msg = str(e.value)
+    assert "sam2.1_hiera_tiny.pt" in msg
+    assert "`sam-detect models download sam2.1-tiny`" in msg
+    assert str(cache / "sam2" / "sam2.1_hiera_tiny.pt") in msg
+    assert "--sam-checkpoint PATH" in msg
+
+
+def test_download_goes_through_hf_hub_into_cache(cache, monkeypatch):
+    """The download path: huggingface_hub.hf_hub_download with local_dir in our cache."""
+    import huggingface_hub
+
+    calls = []
+
+    def fake_download(repo_id, filename, local_dir, **kw):
+        calls.append((repo_id, filename))
+        if filename.endswith(".safetensors"):
+            raise huggingface_hub.errors.EntryNotFoundError("no safetensors here")
+        return str(_touch(Path(local_dir) / filename, b"weights"))
+
+    monkeypatch.delenv("SAM_DETECT_OFFLINE")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(M, "_hub_reachable", lambda timeout=3.0: (True, ""))
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    spec = M.get_spec("ViT-B-16:laion2b_s34b_b88k")
+    path = M.download(spec)
+    assert path == cache / "clip" / "ViT-B-16" / "laion2b_s34b_b88k" / "open_clip_pytorch_model.bin"
+    assert calls == [
+        ("laion/CLIP-ViT-B-16-laion2B-s34B-b88K", "open_clip_model.safetensors"),
+        ("laion/CLIP-ViT-B-16-laion2B-s34B-b88K", "open_clip_pytorch_model.bin"),
+    ]
+    assert M.is_cached(spec)
+    assert M.download(spec) == path and len(calls) == 2  # cached: no second download
+
+
+def test_unreachable_hub_fails_fast_with_reason(cache, monkeypatch):
+    monkeypatch.delenv("SAM_DETECT_OFFLINE")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(
+        M, "_hub_reachable", lambda timeout=3.0: (False, "cannot reach huggingface.co: boom")
+    )
+    with pytest.raises(ModelNotAvailableError, match="cannot reach huggingface.co: boom"):
+        M.download(M.sam2_spec("tiny"))
+
+
+def test_auto_models_follows_cache(cache):
+    seg, emb, why = M.auto_models()
+    assert (seg, emb) == ("classical", "effnet")
+    assert why == f"no SAM2/CLIP weights in {cache}"
+    _touch(cache / "sam2" / "sam2.1_hiera_small.pt")
+    seg, emb, why = M.auto_models()
+    assert (seg, emb) == ("sam2", "effnet")
+    assert "SAM2 small" in why
+    assert M.default_sam2_model() == "small"
+    _touch(cache / "clip" / "ViT-B-32" / "laion2b_s34b_b79k" / "open_clip_model.safetensors")
+    assert M.auto_models()[:2] == ("sam2", "clip")
+
+
+def test_fingerprint_changes_with_content(tmp_path):
+    a = _touch(tmp_path / "a.pt", b"1" * 3_000_000)
+    b = _touch(tmp_path / "b.pt", b"1" * 3_000_000)
+    assert M.file_fingerprint(a) == M.file_fingerprint(b)
+    _touch(b, b"1" * 2_999_999 + b"2")
+    assert M.file_fingerprint(a) != M.file_fingerprint(b)
+
+
+# -- loading ------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_sam2_checkpoint_round_trip(tiny_ckpt):
+    import torch
+
+    net, path = M.load_sam2_model("tiny", tiny_ckpt)
+    assert path == tiny_ckpt
+    saved = torch.load(tiny_ckpt, weights_only=True)["model"]
+    loaded = net.state_dict()
+    assert set(saved) == set(loaded)
+    assert all(torch.equal(saved[k], loaded[k]) for k in saved)
+    assert not net.training
+
+
+@pytest.mark.slow
+def test_sam2_bare_state_dict_is_accepted(tiny_ckpt, tmp_path):
+    import torch
+
+    bare = tmp_path / "bare.pt"
+    sd = torch.load(tiny_ckpt, weights_only=True)["model"]
+    torch.save(sd, bare)
+    net, _ = M.load_sam2_model("tiny", bare)
+    k = next(iter(sd))
+    assert torch.equal(net.state_dict()[k], sd[k])
+
+
+def test_sam2_corrupt_checkpoint(tmp_path, tiny_ckpt):
+    bad = tmp_path / "truncated.pt"
+    bad.write_bytes(tiny_ckpt.read_bytes()[:100_000])
+    with pytest.raises(
+        ModelNotAvailableError, match=r"truncated\.pt is not a readable SAM2 checkpoint"
+    ):
+        M.load_sam2_model("tiny", bad)
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_sam2_pickle_with_code_is_refused(tmp_path):
+    """weights_only=True: a checkpoint that would run code on load is rejected."""
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    bad = tmp_path / "evil.pt"
+    bad.write_bytes(pickle.dumps({"model": Evil()}))
+    with pytest.raises(ModelNotAvailableError, match="not a readable SAM2 checkpoint"):
+        M.load_sam2_model("tiny", bad)
+
+
+@pytest.mark.slow
+def test_sam2_mismatched_checkpoint(tmp_path, tiny_ckpt):
+    """A tiny checkpoint loaded as small: a clear error, not a traceback."""
+    with pytest.raises(ModelNotAvailableError, match=r"does not match SAM 2.1 small.*--sam-model"):
+        M.load_sam2_model("small", tiny_ckpt)
+
+
+def test_sam2_checkpoint_with_foreign_keys(tmp_path):
+    import torch
+
+    bad = tmp_path / "other.pt"
+    torch.save({"model": {"foo.weight": torch.zeros(3)}}, bad)
+    with pytest.raises(
+        ModelNotAvailableError, match=r"does not match SAM 2.1 tiny: \d+ missing weights"
+    ):
+        M.load_sam2_model("tiny", bad)
+
+
+# -- the `models` command --------------------------------------------------------------------
+def test_models_help():
+    r = CliRunner().invoke(cli, ["models", "--help"])
+    assert r.exit_code == 0 and "download" in r.output and "list" in r.output
+    for sub in ("list", "download", "path"):
+        assert CliRunner().invoke(cli, ["models", sub, "--help"]).exit_code == 0
+
+
+def test_models_list_shows_cache_state(cache):
+    _touch(cache / "sam2" / "sam2.1_hiera_tiny.pt", b"0" * 2_000_000)
+    r = CliRunner().invoke(cli, ["models", "list", "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    assert doc["cache"] == str(cache)
+    rows = {m["name"]: m for m in doc["models"]}
+    assert rows["sam2.1-tiny"]["cached"] is True and rows["sam2.1-tiny"]["size_mb"] == 2.0
+    assert rows["sam2.1-large"]["cached"] is False and rows["sam2.1-large"]["size_mb"] == 898
+    r = CliRunner().invoke(cli, ["models", "list"])
+    assert r.exit_code == 0
+    line = next(ln for ln in r.output.splitlines() if ln.startswith("sam2.1-tiny "))
+    assert " yes " in line
+
+
+def test_models_download_offline_is_one_line_error(cache):
+    r = CliRunner().invoke(cli, ["models", "download", "tiny"])
+    assert r.exit_code == 1
+    assert (
+        "Error: SAM2 weights sam2.1_hiera_tiny.pt (sam2.1-tiny) are not in the model cache"
+        in r.output
+    )
+    assert "`sam-detect models download sam2.1-tiny`" in r.output
+    assert "Traceback" not in r.output
+
+
+def test_models_download_unknown_name_is_bad_parameter(cache):
+    r = CliRunner().invoke(cli, ["models", "download", "nope"])
+    assert r.exit_code == 2
+    assert "unknown model 'nope'" in r.output
+
+
+# -- option routing --------------------------------------------------------------------------
+def test_model_options_route_to_stages():
+    from sam_detect.cli._model_options import model_options_to_config
+
+    out = model_options_to_config(
+        segmenter="sam2",
+        embedder="clip",
+        sam_model="small",
+        sam_mode="guided",
+        points_per_side=None,
+        clip_model="ViT-B-16",
+        clip_pretrained="laion2b_s34b_b88k",
+        clip_checkpoint=None,
+    )
+    assert out == {
+        "segmenter_options": {"model": "small", "mode": "guided"},
+        "embedder_options": {"model": "ViT-B-16", "pretrained": "laion2b_s34b_b88k"},
+    }
+    out = model_options_to_config(
+        segmenter="classical", embedder="sam2", sam_checkpoint="/x.pt", sam_embed_mode="crop"
+    )
+    assert out == {
+        "segmenter_options": {},
+        "embedder_options": {"checkpoint": "/x.pt", "mode": "crop"},
+    }
+    assert model_options_to_config(segmenter="auto", embedder="auto") == {
+        "segmenter_options": {},
+        "embedder_options": {},
+    }
+
+
+@pytest.mark.parametrize(
+    ("opts", "message"),
+    [
+        (
+            {"segmenter": "auto", "embedder": "auto", "clip_model": "ViT-B-32"},
+            "--clip-model applies only with --embedder clip",
+        ),
+        (
+            {"segmenter": "classical", "embedder": "effnet", "sam_mode": "guided"},
+            "--sam-mode applies only with --segmenter sam2",
+        ),
+        (
+            {"segmenter": "classical", "embedder": "clip", "sam_model": "tiny"},
+            "--sam-model applies only with --segmenter sam2 and/or --embedder sam2",
+        ),
+        (
+            {"segmenter": "sam2", "embedder": "effnet", "sam_embed_mode": "crop"},
+            "--sam-embed-mode applies only with --embedder sam2",
+        ),
+    ],
+)
+def test_model_options_refuse_unused(opts, message):
+    from sam_detect.cli._model_options import model_options_to_config
+
+    with pytest.raises(click.BadParameter, match=message):
+        model_options_to_config(**opts)
+
+
+def test_importing_model_modules_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, sam_detect.models, sam_detect.cli.models, sam_detect.cli.refine, "
+        "sam_detect.cli._model_options, sam_detect.segment.tiling; print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_pick_sam2_model(cache):
+    assert M.pick_sam2_model("large") == "large"
+    assert M.pick_sam2_model("auto", "/w/sam2.1_hiera_base_plus.pt") == "base_plus"
+    assert M.pick_sam2_model(None, "/w/sam2.1_hiera_s.pt") == "tiny"  # no size in the name
+    assert M.pick_sam2_model("auto") == "tiny"  # nothing cached
+    _touch(cache / "sam2" / "sam2.1_hiera_large.pt")
+    assert M.pick_sam2_model("auto") == "large"

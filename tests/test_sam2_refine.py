@@ -1,0 +1,219 @@
+"""``sam-detect refine``: rough annotations in, SAM2 masks out, in the input's own format.
+
+SAM2 runs for real with random weights (see test_sam2.py), so the refined masks are
+arbitrary; the tests check the plumbing: grouping, coordinates (a refined annotation is
+exactly what prompting SAM2 with its box gives), format round trips, untouched originals,
+degenerate annotations kept with a warning, and exit codes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from sam_detect.cli.main import cli
+
+DISCS = [(60, 60, 20), (180, 70, 18), (120, 190, 22)]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    import torch
+    from sam2.build_sam import build_sam2
+
+    torch.manual_seed(0)
+    net = build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", ckpt_path=None, device="cpu")
+    path = tmp_path_factory.mktemp("sam2") / "random_tiny.pt"
+    torch.save({"model": net.state_dict()}, path)
+    return path
+
+
+@pytest.fixture()
+def scene(tmp_path):
+    yy, xx = np.mgrid[:256, :256]
+    img = np.full((256, 256, 3), 25, np.uint8)
+    labels = np.zeros((256, 256), np.uint16)
+    for i, (x, y, r) in enumerate(DISCS):
+        m = (xx - x) ** 2 + (yy - y) ** 2 < r * r
+        img[m] = 200
+        labels[m] = 10 * (i + 1)
+    path = tmp_path / "cells.png"
+    cv2.imwrite(str(path), img[..., ::-1])
+    return path, img, labels
+
+
+def run(ckpt, *args):
+    return CliRunner().invoke(
+        cli,
+        [
+            "refine",
+            *map(str, args),
+            "--sam-checkpoint",
+            str(ckpt),
+            "--sam-image-size",
+            "256",
+            "--device",
+            "cpu",
+        ],
+    )
+
+
+def expected_mask(ckpt, img, box, pad=0.0):
+    """What SAM2 gives for this box prompt, largest part kept (the refine default)."""
+    from sam_detect.cli.refine import _pad_box, _postprocess
+    from sam_detect.segment.sam2 import SAM2Segmenter
+
+    seg = SAM2Segmenter(checkpoint=str(ckpt), device="cpu", image_size=256)
+    b = _pad_box(np.asarray(box, np.float32), pad, img.shape[:2])
+    return _postprocess(seg.prompt_batch(img, boxes=b[None]).masks[0], 0, False)
+
+
+def test_refine_help():
+    r = CliRunner().invoke(cli, ["refine", "--help"])
+    assert (
+        r.exit_code == 0
+        and "--annotations" in r.output
+        and "--pad" in r.output
+        and "--sam-model" in r.output
+    )
+
+
+@pytest.mark.slow
+def test_coco_refine_keeps_everything_but_geometry(ckpt, scene, tmp_path):
+    from sam_detect.masks import polygons_to_mask, rle_to_mask
+
+    path, img, _ = scene
+    coco = {
+        "images": [
+            {"id": 7, "file_name": "sub/cells.png", "height": 256, "width": 256},
+            {"id": 8, "file_name": "other.png", "height": 256, "width": 256},
+        ],
+        "categories": [{"id": 3, "name": "cell"}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 7,
+                "category_id": 3,
+                "bbox": [38, 38, 44, 44],
+                "iscrowd": 0,
+                "note": "a",
+            },
+            {
+                "id": 2,
+                "image_id": 7,
+                "category_id": 3,
+                "segmentation": [[160, 50, 200, 50, 200, 90, 160, 90]],
+                "iscrowd": 0,
+            },
+            {
+                "id": 3,
+                "image_id": 7,
+                "category_id": 3,
+                "bbox": [10, 10, 0, 5],
+                "iscrowd": 0,
+            },  # degenerate
+            {
+                "id": 4,
+                "image_id": 8,
+                "category_id": 3,
+                "bbox": [1, 1, 5, 5],
+                "iscrowd": 0,
+            },  # image not given
+        ],
+    }
+    src = tmp_path / "rough.json"
+    src.write_text(json.dumps(coco))
+    before = src.read_bytes()
+    r = run(ckpt, path, "-a", src, "--pad", "2")
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "rough.refined.json"
+    assert out.read_text().strip() and str(out) in r.output
+    assert src.read_bytes() == before  # the original is untouched
+    assert "annotation id 3 has no usable box" in r.output and "kept unchanged" in r.output
+    doc = json.loads(out.read_text())
+    assert doc["images"] == coco["images"] and doc["categories"] == coco["categories"]
+    anns = {a["id"]: a for a in doc["annotations"]}
+    assert anns[1]["note"] == "a" and anns[1]["category_id"] == 3
+    assert anns[3] == coco["annotations"][2] and anns[4] == coco["annotations"][3]
+    for ann_id, box in ((1, [38, 38, 82, 82]), (2, [160, 50, 200, 90])):
+        a = anns[ann_id]
+        seg = a["segmentation"]
+        mask = (
+            rle_to_mask(seg)
+            if isinstance(seg, dict)
+            else polygons_to_mask([np.asarray(p).reshape(-1, 2) for p in seg], (256, 256))
+        )
+        want = expected_mask(ckpt, img, box, pad=2)
+        inter, union = np.count_nonzero(mask & want), np.count_nonzero(mask | want)
+        assert inter / union > 0.9  # polygons are simplified outlines of the SAM2 mask
+        x, y, w, h = a["bbox"]
+        ys, xs = np.nonzero(want)
+        assert (x, y, x + w, y + h) == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+        assert a["area"] == int(want.sum())
+
+
+def test_label_image_folder(ckpt, scene, tmp_path):
+    path, img, labels = scene
+    folder = tmp_path / "rough"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "cells_labels.png"), labels)
+    r = run(ckpt, path, "-a", folder, "--json")
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.output[r.output.index("{") :])
+    out = tmp_path / "rough_refined" / "cells_labels.png"
+    assert summary["written"] == [str(out)] and summary["images"] == 1
+    assert summary["refined"] + summary["kept_unchanged"] == 3
+    new = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
+    assert new.dtype == np.uint16 and new.shape == labels.shape
+    assert set(np.unique(new)) <= {0, 10, 20, 30}
+    ys, xs = np.nonzero(labels == 10)
+    want = expected_mask(ckpt, img, (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1))
+    assert np.all(new[want & (new != 20) & (new != 30)] == 10)
+
+
+def test_labelme_points_and_rectangles(ckpt, scene, tmp_path):
+    path, img, _ = scene
+    doc = {
+        "version": "5.4.1",
+        "shapes": [
+            {
+                "label": "cell",
+                "points": [[40, 40], [80, 80]],
+                "shape_type": "rectangle",
+                "group_id": None,
+            },
+            {"label": "cell", "points": [[180, 70]], "shape_type": "point", "group_id": None},
+            {"label": "line", "points": [[1, 1], [9, 9]], "shape_type": "line", "group_id": None},
+        ],
+        "imagePath": "cells.png",
+        "imageHeight": 256,
+        "imageWidth": 256,
+    }
+    src = tmp_path / "cells.json"
+    src.write_text(json.dumps(doc))
+    out = tmp_path / "out.json"
+    r = run(ckpt, path, "-a", src, "-o", out)
+    assert r.exit_code == 0, r.output
+    new = json.loads(out.read_text())
+    shapes = new["shapes"]
+    assert [s["label"] for s in shapes] == ["cell", "cell", "line"]
+    assert shapes[0]["shape_type"] == "polygon" and len(shapes[0]["points"]) >= 3
+    assert shapes[1]["shape_type"] == "polygon"
+    assert shapes[2] == doc["shapes"][2]
+    assert new["imagePath"] == "cells.png"
+
+
+def test_refine_bad_arguments(ckpt, scene, tmp_path):
+    path, _, _ = scene
+    src = tmp_path / "x.json"
+    src.write_text(json.dumps({"shapes": []}))
+    r = run(ckpt, path, "-a", src, "-o", tmp_path / "o.json", "--in-place")
+    assert r.exit_code == 2 and "give --output or --in-place, not both" in r.output
+    src.write_text(json.dumps({"foo": 1}))
+    r = run(ckpt, path, "-a", src)
+    assert r.exit_code == 1 and "Error: " in r.output and "neither COCO" in r.output
