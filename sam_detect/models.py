@@ -510,6 +510,22 @@ def load_sam2_model(
     return net, path
 
 
+def import_open_clip(model: str | None = None):
+    """The ``open_clip`` module (``ModelNotAvailableError`` with the install command when it is
+    missing); with ``model``, also check that open_clip knows that architecture (``ValueError``)."""
+    try:
+        import open_clip
+    except ImportError as e:
+        raise ModelNotAvailableError(
+            "the clip embedder needs open_clip: pip install 'sam-detect[models]' (or pip install open_clip_torch)"
+        ) from e
+    if model is not None and model not in open_clip.list_models():
+        raise ValueError(
+            f"unknown open_clip model {model!r}; see open_clip.list_models() (e.g. ViT-B-32)"
+        )
+    return open_clip
+
+
 def load_clip_model(
     model: str = DEFAULT_CLIP_MODEL,
     pretrained: str | None = DEFAULT_CLIP_PRETRAINED,
@@ -533,16 +549,7 @@ def load_clip_model(
         ModelNotAvailableError: open_clip missing, weights missing, unreadable or mismatched.
         ValueError: unknown model name.
     """
-    try:
-        import open_clip
-    except ImportError as e:
-        raise ModelNotAvailableError(
-            "the clip embedder needs open_clip: pip install 'sam-detect[models]' (or pip install open_clip_torch)"
-        ) from e
-    if model not in open_clip.list_models():
-        raise ValueError(
-            f"unknown open_clip model {model!r}; see open_clip.list_models() (e.g. ViT-B-32)"
-        )
+    open_clip = import_open_clip(model)
     if checkpoint is None or str(checkpoint) == "":
         if not pretrained:
             raise ModelNotAvailableError(

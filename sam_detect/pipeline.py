@@ -290,14 +290,9 @@ class SAMDetect:
     # -- adding examples ----------------------------------------------------------------
     @staticmethod
     def _load(image: Any):
-        from sam_detect.io.images import LoadedImage, load_image, to_rgb_uint8
+        from sam_detect.io.images import as_loaded_image
 
-        if isinstance(image, LoadedImage):
-            return image
-        if isinstance(image, (str, Path)):
-            return load_image(image)
-        arr = np.asarray(image)
-        return LoadedImage(rgb=to_rgb_uint8(arr), original=arr, path=None)
+        return as_loaded_image(image)
 
     @staticmethod
     def _check_label(label: Any) -> str:

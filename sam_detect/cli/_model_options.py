@@ -14,24 +14,16 @@ Nothing here imports torch.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import click
 
+from sam_detect.cli._stack import stack
+
 SAM_MODELS = ["tiny", "small", "base_plus", "large"]
 
 
-def _stack(decorators: list[Callable]) -> Callable:
-    def apply(f: Callable) -> Callable:
-        for d in reversed(decorators):
-            f = d(f)
-        return f
-
-    return apply
-
-
-sam_options = _stack(
+sam_options = stack(
     [
         click.option(
             "--sam-model",
@@ -48,7 +40,7 @@ sam_options = _stack(
     ]
 )
 
-model_options = _stack(
+model_options = stack(
     [
         sam_options,
         click.option(

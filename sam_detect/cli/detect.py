@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from sam_detect.cli._stack import stack
 from sam_detect.cli.options import (
     build_detector,
     classify_options,
@@ -15,18 +16,14 @@ from sam_detect.cli.options import (
     report_choices,
 )
 
-image_options = [
-    click.option("--channel", "channels", type=int, multiple=True,
-                 help="Channel(s) of a multi-channel image to use (repeat to merge). Default: all."),
-    click.option("--frame", type=click.IntRange(0), default=None,
-                 help="Frame (T/Z index) of a multi-frame TIFF stack."),
-]
-
-
-def apply_image_options(f):
-    for d in reversed(image_options):
-        f = d(f)
-    return f
+apply_image_options = stack(
+    [
+        click.option("--channel", "channels", type=int, multiple=True,
+                     help="Channel(s) of a multi-channel image to use (repeat to merge). Default: all."),
+        click.option("--frame", type=click.IntRange(0), default=None,
+                     help="Frame (T/Z index) of a multi-frame TIFF stack."),
+    ]
+)
 
 
 def load_cli_image(path: str | Path, channels: tuple[int, ...] = (), frame: int | None = None):

@@ -11,21 +11,13 @@ from typing import Any
 
 import click
 
+from sam_detect.cli._stack import stack
 from sam_detect.paths import LIBRARY_ENV
 
 SEGMENTER_CHOICES = ["auto", "classical", "sam2"]
 EMBEDDER_CHOICES = ["auto", "effnet", "handcrafted", "clip", "sam2"]
 FADE_CHOICES = ["gaussian", "linear", "exponential", "identity"]
 STORE_CHOICES = ["edge", "qdrant", "memory"]
-
-
-def _stack(decorators: list[Callable]) -> Callable:
-    def apply(f: Callable) -> Callable:
-        for d in reversed(decorators):
-            f = d(f)
-        return f
-
-    return apply
 
 
 def location_options(prefix: str = "", what: str = "") -> Callable:
@@ -69,15 +61,10 @@ def location_options(prefix: str = "", what: str = "") -> Callable:
         ),
     ]
 
-    def apply(f: Callable) -> Callable:
-        for d in reversed(decorators):
-            f = d(f)
-        return f
-
-    return apply
+    return stack(decorators)
 
 
-store_options = _stack(
+store_options = stack(
     [
         click.option("--library", "-l", default="default", show_default=True, envvar="SAM_DETECT_LIBRARY",
                      help="Library (named collection of examples) to use. [env: SAM_DETECT_LIBRARY]"),
@@ -95,7 +82,7 @@ def _model_options() -> list[Callable]:
     return [model_options]
 
 
-pipeline_options = _stack(
+pipeline_options = stack(
     [
         click.option("--segmenter", type=click.Choice(SEGMENTER_CHOICES), default="auto", show_default=True,
                      help="Mask proposals: auto = SAM2 when its weights are cached, else classical."),
@@ -116,7 +103,7 @@ pipeline_options = _stack(
     ]
 )
 
-classify_options = _stack(
+classify_options = stack(
     [
         click.option("--top-k", type=click.IntRange(1), default=5, show_default=True,
                      help="Neighbours that vote on each candidate's label."),

@@ -55,18 +55,14 @@ class ClipEmbedder:
 
         from sam_detect.embed._torch import resolve_device
         from sam_detect.errors import ModelNotAvailableError
-        from sam_detect.models import clip_spec, file_fingerprint, resolve_checkpoint
+        from sam_detect.models import (
+            clip_spec,
+            file_fingerprint,
+            import_open_clip,
+            resolve_checkpoint,
+        )
 
-        try:
-            import open_clip
-        except ImportError as e:
-            raise ModelNotAvailableError(
-                "the clip embedder needs open_clip: pip install 'sam-detect[models]' (or pip install open_clip_torch)"
-            ) from e
-        if model not in open_clip.list_models():
-            raise ValueError(
-                f"unknown open_clip model {model!r}; see open_clip.list_models() (e.g. ViT-B-32)"
-            )
+        open_clip = import_open_clip(model)
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model_name = model

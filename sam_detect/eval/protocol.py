@@ -69,16 +69,9 @@ class ImageRef:
 
 def _load(image: Any):
     """A ``LoadedImage`` from an :class:`ImageRef`, a path, a ``LoadedImage`` or an array."""
-    from sam_detect.io.images import LoadedImage, load_image, to_rgb_uint8
+    from sam_detect.io.images import as_loaded_image
 
-    if isinstance(image, ImageRef):
-        return image.load()
-    if isinstance(image, LoadedImage):
-        return image
-    if isinstance(image, (str, Path)):
-        return load_image(image)
-    arr = np.asarray(image)
-    return LoadedImage(rgb=to_rgb_uint8(arr), original=arr, path=None)
+    return image.load() if isinstance(image, ImageRef) else as_loaded_image(image)
 
 
 def _image_name(image: Any, index: int) -> str:

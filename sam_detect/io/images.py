@@ -201,13 +201,19 @@ def to_rgb_uint8(
     return _render(arr, channel=channel, merge=merge, percentiles=percentiles, is_rgb=is_rgb)
 
 
+def as_loaded_image(image: object) -> LoadedImage:
+    """A :class:`LoadedImage` of a path, a ``LoadedImage`` (returned as is) or an array of any dtype."""
+    if isinstance(image, LoadedImage):
+        return image
+    if isinstance(image, (str, os.PathLike)):
+        return load_image(image)
+    arr = np.asarray(image)
+    return LoadedImage(rgb=to_rgb_uint8(arr), original=arr, path=None)
+
+
 def as_rgb_uint8(image: object) -> np.ndarray:
     """``(H, W, 3)`` uint8 RGB of a path, a :class:`LoadedImage` or an array of any dtype."""
-    if isinstance(image, LoadedImage):
-        return image.rgb
-    if isinstance(image, (str, os.PathLike)):
-        return load_image(image).rgb
-    return to_rgb_uint8(np.asarray(image))
+    return as_loaded_image(image).rgb
 
 
 def iter_image_paths(inputs: Sequence[str | os.PathLike] | str | os.PathLike) -> list[Path]:
