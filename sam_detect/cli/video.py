@@ -25,7 +25,7 @@ from sam_detect.cli.options import (
 @click.option(
     "--jsonl",
     type=click.Path(dir_okay=False, allow_dash=True),
-    help="Write one JSON line per detected or reused frame to this file ('-': stdout).",
+    help="Write one JSON line per detected, reused or propagated frame to this file ('-': stdout).",
 )
 @click.option("--show", is_flag=True, help="Show a live window (q or Esc stops); needs a display.")
 @click.option(
@@ -59,6 +59,13 @@ from sam_detect.cli.options import (
     show_default=True,
     help="Reuse the last result when a frame changed by less than this many gray levels "
     "(frames shrunk up to 16x); 0 re-detects every frame.",
+)
+@click.option(
+    "--propagate",
+    type=click.Choice(["sam2"]),
+    default=None,
+    help="Between full detections (--every N, --max-fps), move the last detection's masks "
+    "onto each frame with SAM2's video predictor (uses --sam-model/--sam-checkpoint).",
 )
 @click.option(
     "--live/--no-live",
@@ -122,6 +129,7 @@ def video(
     every,
     max_fps,
     change_threshold,
+    propagate,
     live,
     queue_size,
     no_track,
@@ -146,6 +154,7 @@ def video(
       sam-detect video bench.mp4 -o bench_annotated.mp4 --jsonl bench.jsonl
       sam-detect video timelapse.tif --frames 0-2,4-7 --jsonl -
       sam-detect video 0 --show --every 2 --max-fps 5
+      sam-detect video bench.mp4 --every 5 --propagate sam2 -o out.mp4
     """
     from sam_detect.video.runner import StreamStats, run_video
     from sam_detect.video.sources import open_source, parse_frames
@@ -164,6 +173,30 @@ def video(
         click.echo(
             "sam-detect: no --output, --jsonl or --show given; printing the summary only", err=True
         )
+
+    propagator = None
+    if propagate:
+        if every == 1 and max_fps is None:
+            raise click.BadParameter(
+                "--propagate fills the frames between full detections: give --every N (N > 1) "
+                "or --max-fps too",
+                param_hint="--propagate",
+            )
+        from sam_detect.errors import ModelNotAvailableError
+        from sam_detect.video.propagate import SAM2Propagator
+
+        sam = {k: opts.get(k) for k in ("sam_model", "sam_checkpoint")}
+        if "sam2" not in (opts.get("segmenter"), opts.get("embedder")):
+            for k in sam:  # --sam-model/--sam-checkpoint are the propagator's alone here
+                opts.pop(k, None)
+        try:
+            propagator = SAM2Propagator(
+                checkpoint=sam["sam_checkpoint"],
+                model=sam["sam_model"],
+                device=opts.get("device", "auto"),
+            )
+        except ModelNotAvailableError as e:
+            raise click.ClickException(f"cannot --propagate sam2: {e}") from e
 
     channel = None if not channels else (channels[0] if len(channels) == 1 else list(channels))
     stats = StreamStats()
@@ -204,6 +237,7 @@ def video(
                     track=tracker if tracker is not None else False,
                     live=live,
                     queue_size=queue_size,
+                    propagate=propagator,
                 )
             except KeyboardInterrupt:
                 interrupted = True

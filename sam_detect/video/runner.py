@@ -14,6 +14,9 @@ Which frames are detected:
 - ``change_threshold=T``: a frame that differs from the last detected frame by less than T
   gray levels (the largest change of the frames shrunk up to 16×, see :func:`frame_change`)
   reuses that frame's result (``"reused"``); ``0`` turns it off.
+- ``propagate="sam2"``: frames that ``every``/``max_fps`` leave out get the last detection's
+  objects with their masks tracked onto the frame by SAM2's video predictor
+  (``"propagated"``, see :mod:`sam_detect.video.propagate`) instead of a stale copy.
 
 Frames are read on a background thread into a bounded queue. In *live* mode (cameras,
 streams) a full queue drops its oldest frame, so a slow model always works on a recent frame
@@ -43,6 +46,7 @@ from sam_detect.video.tracking import Tracker
 log = logging.getLogger("sam_detect.video")
 
 DETECTED, REUSED, SKIPPED, FAILED = "detected", "reused", "skipped", "failed"
+PROPAGATED = "propagated"
 
 
 @dataclass
@@ -53,9 +57,11 @@ class FrameResult:
         frame: the :class:`~sam_detect.video.sources.Frame` (index, RGB, time).
         instances: the objects for this frame: detected on it (``"detected"``), or the
             latest detection carried over (``"reused"``: the frame barely changed;
-            ``"skipped"``: ``every``/``max_fps`` left it out), or empty (``"failed"``). With
-            tracking, ``data["track_id"]`` ``(N,)`` int64 and track-smoothed labels.
-        status: ``"detected"``, ``"reused"``, ``"skipped"`` or ``"failed"``.
+            ``"skipped"``: ``every``/``max_fps`` left it out), or the latest detection's
+            objects with masks moved onto this frame (``"propagated"``), or empty
+            (``"failed"``). With tracking, ``data["track_id"]`` ``(N,)`` int64 and
+            track-smoothed labels.
+        status: ``"detected"``, ``"reused"``, ``"propagated"``, ``"skipped"`` or ``"failed"``.
         result_of: index of the frame the instances were detected on (``None``: none yet).
         latency: seconds from reading the frame (live mode) or from taking it off the
             read-ahead queue (file mode) to this result.
@@ -78,8 +84,9 @@ class FrameResult:
 
     @property
     def fresh(self) -> bool:
-        """Whether ``instances`` describe this frame (detected or reused), not an older one."""
-        return self.status in (DETECTED, REUSED)
+        """Whether ``instances`` describe this frame (detected, reused or propagated), not an
+        older one."""
+        return self.status in (DETECTED, REUSED, PROPAGATED)
 
 
 @dataclass
@@ -90,6 +97,7 @@ class StreamStats:
     detected: int = 0
     reused: int = 0
     skipped: int = 0
+    propagated: int = 0  # skipped frames whose masks were propagated (propagate="sam2")
     failed: int = 0  # frames whose detection raised
     dropped: int = 0  # live mode: frames dropped because the queue was full
     unreadable: int = 0  # frames the source could not read or decode
@@ -127,6 +135,7 @@ class StreamStats:
             "detected": self.detected,
             "reused": self.reused,
             "skipped": self.skipped,
+            "propagated": self.propagated,
             "failed": self.failed,
             "dropped": self.dropped,
             "unreadable": self.unreadable,
@@ -148,7 +157,7 @@ class StreamStats:
             f"{s['frames']} frames in {s['seconds']:.1f}s ({s['fps']:.1f} fps): "
             f"{s['detected']} detected, {s['reused']} reused, {s['skipped']} skipped"
         ]
-        extra = [f"{s[k]} {k}" for k in ("dropped", "failed", "unreadable") if s[k]]
+        extra = [f"{s[k]} {k}" for k in ("propagated", "dropped", "failed", "unreadable") if s[k]]
         if extra:
             parts[0] += ", " + ", ".join(extra)
         if s["latency_median"] is not None:
@@ -159,12 +168,10 @@ class StreamStats:
         if "tracks_per_label" in s:
             tracks = ", ".join(f"{k}: {v}" for k, v in s["tracks_per_label"].items()) or "none"
             parts.append(f"tracks per label: {tracks}")
-        if s["detected"] + s["reused"]:
+        fresh = s["detected"] + s["reused"] + s["propagated"]
+        if fresh:
             per = (
-                ", ".join(
-                    f"{k}: {v / (s['detected'] + s['reused']):.1f}"
-                    for k, v in s["objects_per_label"].items()
-                )
+                ", ".join(f"{k}: {v / fresh:.1f}" for k, v in s["objects_per_label"].items())
                 or "none"
             )
             parts.append(f"objects per frame: {per}")
@@ -268,6 +275,7 @@ def detect_stream(
     queue_size: int = 2,
     max_errors: int = 10,
     stats: StreamStats | None = None,
+    propagate: Any = None,
 ) -> Iterator[FrameResult]:
     """Detect objects in a stream of frames; yield one :class:`FrameResult` per frame.
 
@@ -287,9 +295,17 @@ def detect_stream(
         max_errors: stop with an error after this many frames in a row failed to detect
             (single failures are logged and the frame yields status ``"failed"``).
         stats: a :class:`StreamStats` to fill in (read it during or after the loop).
+        propagate: ``None``; ``"sam2"`` (a default
+            :class:`~sam_detect.video.propagate.SAM2Propagator`) or a propagator instance
+            (``start(rgb, instances)`` / ``step(rgb) -> Instances``): frames left out by
+            ``every``/``max_fps`` get the last detection's objects propagated onto them
+            (status ``"propagated"``; a propagation error logs and falls back to
+            ``"skipped"``).
 
     Raises:
-        ValueError: bad ``every``, ``max_fps``, ``change_threshold`` or ``queue_size``.
+        ValueError: bad ``every``, ``max_fps``, ``change_threshold``, ``queue_size`` or
+            ``propagate``.
+        ModelNotAvailableError: ``propagate="sam2"`` without sam2 or its weights.
         LibraryError: the library is missing or does not match the detector (before any frame).
         SamDetectError: ``max_errors`` consecutive frames failed.
 
@@ -304,6 +320,7 @@ def detect_stream(
         raise ValueError(f"change_threshold must be >= 0 gray levels, got {change_threshold}")
     if queue_size < 1:
         raise ValueError(f"queue_size must be >= 1, got {queue_size}")
+    propagator = _propagator(propagate)
     source = frames if isinstance(frames, FrameSource) else ArraySource(frames)
     return _stream(
         detector,
@@ -316,7 +333,24 @@ def detect_stream(
         queue_size=int(queue_size),
         max_errors=int(max_errors),
         stats=stats if stats is not None else StreamStats(),
+        propagator=propagator,
     )
+
+
+def _propagator(propagate: Any) -> Any:
+    if propagate is None or propagate is False:
+        return None
+    if isinstance(propagate, str):
+        if propagate.lower() != "sam2":
+            raise ValueError(f"propagate must be None or 'sam2', got {propagate!r}")
+        from sam_detect.video.propagate import SAM2Propagator
+
+        return SAM2Propagator()
+    if not (hasattr(propagate, "start") and hasattr(propagate, "step")):
+        raise ValueError(
+            f"propagate must be None, 'sam2' or a propagator (start/step), got {propagate!r}"
+        )
+    return propagate
 
 
 def _stream(
@@ -331,6 +365,7 @@ def _stream(
     queue_size,
     max_errors,
     stats,
+    propagator=None,
 ) -> Iterator[FrameResult]:
     tracker = Tracker() if track is True else (track or None)
     if hasattr(detector, "check_library"):
@@ -344,6 +379,7 @@ def _stream(
     seen = 0
     errors = 0
     t_origin = None
+    propagating = False  # the propagator holds the last detection
     try:
         while True:
             item = reader.get()
@@ -366,6 +402,26 @@ def _stream(
             due = position % every == 0
             if due and max_fps is not None and last_time is not None:
                 due = now_t - last_time >= (1.0 / max_fps) * (1 - 1e-3)
+            if not due and propagating:
+                try:
+                    moved = propagator.step(frame.rgb)
+                except Exception as e:
+                    propagating = False
+                    log.warning(
+                        "frame %d: propagation failed: %s: %s (carrying the last result until "
+                        "the next detection)",
+                        frame.index,
+                        type(e).__name__,
+                        e,
+                    )
+                else:
+                    moved.metadata["frame"] = frame.index
+                    stats.propagated += 1
+                    _count(stats, moved)
+                    yield FrameResult(
+                        frame, moved, PROPAGATED, last_of, time.perf_counter() - frame.captured_at
+                    )
+                    continue
             if not due:
                 stats.skipped += 1
                 yield FrameResult(
@@ -428,6 +484,18 @@ def _stream(
                     stats.track_labels[int(tid)] = lab
             found.metadata["frame"] = frame.index
             last, last_of, last_time = found, frame.index, now_t
+            if propagator is not None:
+                try:
+                    propagator.start(frame.rgb, found)
+                    propagating = True
+                except Exception as e:
+                    propagating = False
+                    log.warning(
+                        "frame %d: cannot start propagation: %s: %s",
+                        frame.index,
+                        type(e).__name__,
+                        e,
+                    )
             if change_threshold > 0:
                 last_thumb = thumb if thumb is not None else _thumb(frame.rgb)
             stats.detected += 1
@@ -517,8 +585,8 @@ def run_video(
     Args:
         output: annotated video file (every frame handled is written, with the latest
             result drawn on it); finalised on the end of the stream, an error or Ctrl-C.
-        jsonl: file path, ``"-"`` (stdout) or an open text file: one record per detected or
-            reused frame (skipped frames carry no record).
+        jsonl: file path, ``"-"`` (stdout) or an open text file: one record per detected,
+            reused or propagated frame (skipped frames carry no record).
         show: a live window (press q or Esc to stop); raises ``SamDetectError`` when no
             display can be used.
         output_fps: frame rate of the written video (default: the source's, else 10).

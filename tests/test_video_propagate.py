@@ -1,0 +1,252 @@
+"""SAM2 mask propagation between full detections, on a randomly initialised SAM 2.1 tiny.
+
+Random weights give arbitrary masks, so these tests check structure only: shapes, dtypes,
+which rows (labels, track ids) a propagated frame carries, statuses and counts. The
+encoder runs at 128 px to keep them fast on a CPU.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sam_detect.instances import Instances, masks_to_xyxy
+from sam_detect.masks import label_image_to_masks
+from sam_detect.pipeline import DetectorConfig, SAMDetect
+from sam_detect.video import StreamStats, detect_stream
+from sam_detect.video.synthetic import MovingShapes
+
+SIZE = 128  # encoder input side
+WH = (96, 72)
+N = 6
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    """A randomly initialised SAM 2.1 tiny in the official layout {"model": state_dict}."""
+    import torch
+    from sam2.build_sam import build_sam2
+
+    torch.manual_seed(0)
+    net = build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", ckpt_path=None, device="cpu")
+    path = tmp_path_factory.mktemp("sam2") / "random_tiny.pt"
+    torch.save({"model": net.state_dict()}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def prop(ckpt):
+    from sam_detect.video.propagate import SAM2Propagator
+
+    return SAM2Propagator(checkpoint=str(ckpt), device="cpu", image_size=SIZE, drop_lost=False)
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return MovingShapes(3, WH, radius=8, speed=3.0, noise=2.0, seed=5)
+
+
+@pytest.fixture(scope="module")
+def detector(scene):
+    det = SAMDetect(
+        DetectorConfig(
+            store="memory", segmenter="classical", embedder="handcrafted", library="shapes"
+        )
+    )
+    masks, ids = label_image_to_masks(scene.label_image(0))
+    det.add_examples(
+        scene.frame(0), Instances(masks=masks), [scene.shapes[i - 1].label for i in ids]
+    )
+    return det
+
+
+def seed(scene):
+    masks, ids = label_image_to_masks(scene.label_image(0))
+    return Instances(
+        masks=masks,
+        scores=np.linspace(0.9, 0.6, len(ids)),
+        labels=[scene.shapes[i - 1].label for i in ids],
+        data={"track_id": np.arange(10, 10 + len(ids), dtype=np.int64)},
+        metadata={"frame": 0},
+    )
+
+
+def check(inst: Instances, det: Instances, hw) -> None:
+    n = len(inst)
+    assert inst.masks.shape == (n, *hw) and inst.masks.dtype == bool
+    np.testing.assert_array_equal(inst.boxes, masks_to_xyxy(inst.masks))
+    pres = inst.data["presence"]
+    assert pres.shape == (n,) and pres.dtype == np.float32 and np.all((pres >= 0) & (pres <= 1))
+    by_id = {
+        int(t): (lab, s)
+        for t, lab, s in zip(det.data["track_id"], det.labels, det.scores, strict=True)
+    }
+    for t, lab, s in zip(inst.data["track_id"], inst.labels, inst.scores, strict=True):
+        assert by_id[int(t)][0] == lab and np.isclose(by_id[int(t)][1], s)
+
+
+def test_propagate_window_keeps_rows(prop, scene):
+    det = seed(scene)
+    frames = [scene.frame(t) for t in range(1, N)]
+    out = prop.propagate(scene.frame(0), det, frames)
+    assert len(out) == N - 1 and not prop.active
+    hw = (WH[1], WH[0])
+    for inst in out:
+        check(inst, det, hw)
+        assert list(inst.data["track_id"]) == list(det.data["track_id"])  # drop_lost=False
+        assert list(inst.labels) == list(det.labels)
+        assert inst.metadata["propagated_from"] == 0
+
+
+def test_step_stream_and_errors(ckpt, scene):
+    from sam_detect.video.propagate import SAM2Propagator
+
+    p = SAM2Propagator(checkpoint=str(ckpt), device="cpu", image_size=SIZE)  # drop_lost
+    with pytest.raises(RuntimeError, match="before start"):
+        p.step(scene.frame(1))
+    det = seed(scene)
+    p.start(scene.frame(0), det)
+    assert p.active
+    for t in (1, 2):
+        inst = p.step(scene.frame(t))
+        check(inst, det, (WH[1], WH[0]))
+        assert set(inst.data["track_id"]) <= set(det.data["track_id"])
+        assert inst.masks.reshape(len(inst), -1).any(axis=1).all()  # lost objects dropped
+    with pytest.raises(ValueError, match="detected frame was"):
+        p.step(np.zeros((10, 10, 3), np.uint8))
+    # no objects detected: every step is empty
+    p.start(scene.frame(0), det[np.zeros(0, int)])
+    empty = p.step(scene.frame(1))
+    assert len(empty) == 0 and empty.masks.shape == (0, WH[1], WH[0])
+
+
+def test_detect_stream_propagates_between_detections(detector, prop, scene):
+    stats = StreamStats()
+    frames = [scene.frame(t) for t in range(N)]
+    results = list(
+        detect_stream(detector, frames, every=3, change_threshold=0, propagate=prop, stats=stats)
+    )
+    assert [r.status for r in results] == ["detected", "propagated", "propagated"] * 2
+    assert [r.result_of for r in results] == [0, 0, 0, 3, 3, 3]
+    assert (stats.frames, stats.detected, stats.propagated, stats.skipped) == (N, 2, 4, 0)
+    assert stats.summary()["propagated"] == 4 and "4 propagated" in stats.describe()
+    for r in results:
+        assert r.fresh
+        if r.status == "propagated":
+            det = results[r.result_of].instances
+            check(r.instances, det, (WH[1], WH[0]))
+            assert list(r.instances.data["track_id"]) == list(det.data["track_id"])
+            assert r.instances.metadata["frame"] == r.index
+
+
+class _Broken:
+    def start(self, rgb, instances):
+        pass
+
+    def step(self, rgb):
+        raise RuntimeError("boom")
+
+
+def test_propagation_failure_falls_back_to_skipped(detector, scene, caplog):
+    stats = StreamStats()
+    frames = [scene.frame(t) for t in range(4)]
+    res = list(
+        detect_stream(
+            detector, frames, every=2, change_threshold=0, propagate=_Broken(), stats=stats
+        )
+    )
+    assert [r.status for r in res] == ["detected", "skipped", "detected", "skipped"]
+    assert stats.propagated == 0 and stats.skipped == 2
+    assert "propagation failed" in caplog.text
+    with pytest.raises(ValueError, match="propagate must be"):
+        detect_stream(detector, frames, propagate="optical-flow")
+
+
+def run_cli(args, capsys):
+    from sam_detect.cli.main import main
+
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def cli_setup(scene, tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    video = scene.write(root / "shapes.avi", n_frames=N, fps=10)
+    return root, video
+
+
+def cli_args(root, *extra):
+    lib = root / "lib"
+    return [*extra, "--store", "memory", "--library-path", str(lib), "--segmenter",
+            "classical", "--embedder", "handcrafted", "-q"]  # fmt: skip
+
+
+def test_cli_propagate_without_checkpoint(cli_setup, tmp_path, monkeypatch, capsys):
+    root, video = cli_setup
+    monkeypatch.setenv("SAM_DETECT_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setenv("SAM_DETECT_OFFLINE", "1")
+    code, _, err = run_cli(
+        ["video", str(video), *cli_args(root, "--every", "2", "--propagate", "sam2")], capsys
+    )
+    assert code == 1 and "Error: cannot --propagate sam2:" in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    code, _, err = run_cli(
+        ["video", str(video), *cli_args(root, "--propagate", "sam2", "--sam-checkpoint",
+                                         str(tmp_path / "nope.pt"), "--every", "2")],
+        capsys,
+    )  # fmt: skip
+    assert code == 1 and "nope.pt does not exist" in err, err
+    code, _, err = run_cli(["video", str(video), *cli_args(root, "--propagate", "sam2")], capsys)
+    assert code == 2 and "--every N" in err, err
+
+
+def test_cli_propagate_writes_propagated_records(cli_setup, ckpt, scene, monkeypatch, capsys):
+    from sam_detect.video import propagate
+
+    root, video = cli_setup
+    lib = root / "lib2"  # the memory store keeps memory_store.npz in this folder
+    det = SAMDetect(
+        DetectorConfig(
+            store="memory",
+            store_options={"path": str(lib)},
+            segmenter="classical",
+            embedder="handcrafted",
+            library="shapes",
+        )
+    )
+    masks, ids = label_image_to_masks(scene.label_image(0))
+    det.add_examples(
+        scene.frame(0), Instances(masks=masks), [scene.shapes[i - 1].label for i in ids]
+    )
+    det.close()
+    monkeypatch.setattr(
+        propagate,
+        "SAM2Propagator",
+        functools.partial(propagate.SAM2Propagator, image_size=SIZE),  # 128 px for speed
+    )
+    code, out, err = run_cli(
+        ["video", str(video), "--library-path", str(lib), "--store", "memory", "-q",
+         "--segmenter", "classical", "--embedder", "handcrafted", "--library", "shapes",
+         "--every", "3", "--change-threshold", "0", "--propagate", "sam2",
+         "--sam-checkpoint", str(ckpt), "--device", "cpu", "--jsonl", "-"],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    records = [json.loads(x) for x in out.splitlines()]
+    assert [r["status"] for r in records] == ["detected", "propagated", "propagated"] * 2
+    assert "4 propagated" in err
+    for r in records[1:3]:
+        assert {o["track_id"] for o in r["objects"]} <= {
+            o["track_id"] for o in records[0]["objects"]
+        }
+        assert r["result_of"] == 0
