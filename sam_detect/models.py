@@ -479,13 +479,23 @@ def load_sam2_model(
     """
     spec = sam2_spec(model)
     path = resolve_checkpoint(spec, checkpoint)
+    net = build_sam2_from_checkpoint(spec, path, image_size, "build_sam2", "the sam2 segmenter/embedder")
+    return net.to(device).eval(), path
+
+
+def build_sam2_from_checkpoint(spec, path: Path, image_size: int | None, builder: str, needed_by: str):
+    """Build a SAM 2.1 network with ``sam2.build_sam.<builder>`` (``build_sam2`` or
+    ``build_sam2_video_predictor``) on the CPU and load the checkpoint at ``path`` into it.
+
+    Raises ``ModelNotAvailableError`` naming ``needed_by`` when sam2 is missing, and naming
+    the file and the fix when it is unreadable or of another architecture.
+    """
     try:
         import sam2  # noqa: F401 - initialises Hydra's config module
-        from sam2.build_sam import build_sam2
+        from sam2 import build_sam
     except ImportError as e:
         raise ModelNotAvailableError(
-            "the sam2 segmenter/embedder needs the sam2 package: pip install 'sam-detect[models]' "
-            "(or pip install sam2)"
+            f"{needed_by} needs the sam2 package: pip install 'sam-detect[models]' (or pip install sam2)"
         ) from e
     fix = (
         f"is it a SAM 2.1 {spec.arch} checkpoint? Choose the matching --sam-model, or delete the "
@@ -495,7 +505,7 @@ def load_sam2_model(
     if "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     overrides = [f"++model.image_size={int(image_size)}"] if image_size else []
-    net = build_sam2(spec.config, ckpt_path=None, device="cpu", hydra_overrides_extra=overrides)
+    net = getattr(build_sam, builder)(spec.config, ckpt_path=None, device="cpu", hydra_overrides_extra=overrides)
     try:
         result = net.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shape mismatches
@@ -506,8 +516,7 @@ def load_sam2_model(
     _check_keys(
         path, f"SAM 2.1 {spec.arch}", list(result.missing_keys), list(result.unexpected_keys), fix
     )
-    net = net.to(device).eval()
-    return net, path
+    return net
 
 
 def import_open_clip(model: str | None = None):

@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 
-from sam_detect.errors import ModelNotAvailableError
 from sam_detect.instances import Instances
 
 log = logging.getLogger("sam_detect.video")
@@ -61,8 +60,7 @@ def load_sam2_video_predictor(
             another architecture.
     """
     from sam_detect.models import (
-        _check_keys,
-        _read_state_dict,
+        build_sam2_from_checkpoint,
         pick_sam2_model,
         resolve_checkpoint,
         sam2_spec,
@@ -70,35 +68,7 @@ def load_sam2_video_predictor(
 
     spec = sam2_spec(pick_sam2_model(model, checkpoint))
     path = resolve_checkpoint(spec, checkpoint)
-    try:
-        import sam2  # noqa: F401 - initialises Hydra's config module
-        from sam2.build_sam import build_sam2_video_predictor
-    except ImportError as e:
-        raise ModelNotAvailableError(
-            "--propagate sam2 needs the sam2 package: pip install 'sam-detect[models]' "
-            "(or pip install sam2)"
-        ) from e
-    fix = (
-        f"is it a SAM 2.1 {spec.arch} checkpoint? Choose the matching --sam-model, or delete the "
-        f"file and run `{spec.download_command()}`"
-    )
-    state = _read_state_dict(path, "SAM2", fix)
-    if "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
-    overrides = [f"++model.image_size={int(image_size)}"] if image_size else []
-    net = build_sam2_video_predictor(
-        spec.config, ckpt_path=None, device="cpu", hydra_overrides_extra=overrides
-    )
-    try:
-        result = net.load_state_dict(state, strict=False)
-    except RuntimeError as e:  # shape mismatches
-        first = str(e).split("\n\t")[1:3]
-        raise ModelNotAvailableError(
-            f"{path} does not match SAM 2.1 {spec.arch}: {'; '.join(first) or str(e)[:300]}; {fix}"
-        ) from e
-    _check_keys(
-        path, f"SAM 2.1 {spec.arch}", list(result.missing_keys), list(result.unexpected_keys), fix
-    )
+    net = build_sam2_from_checkpoint(spec, path, image_size, "build_sam2_video_predictor", "--propagate sam2")
     if importlib.util.find_spec("sam2._C") is None:
         # sam2 built without its CUDA extension (as scripts/install.sh builds it) cannot fill
         # mask holes and warns about it on every frame: turn the step off instead.
