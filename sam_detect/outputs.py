@@ -165,10 +165,18 @@ def render_overlay(
             cv2.rectangle(out, (x1, y1), (x2 - 1, y2 - 1), color, 1)
         if text:
             caption = f"{instances.labels[i]} {instances.label_confidences[i]:.2f}"
-            cv2.putText(out, caption, (x1, max(y1 - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3,
-                        cv2.LINE_AA)
-            cv2.putText(out, caption, (x1, max(y1 - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX, scale, color, 1, cv2.LINE_AA)
+            draw_text(out, caption, (x1, max(y1 - 3, 10)), scale, color)
     return out
+
+
+def draw_text(
+    image: np.ndarray, text: str, origin_xy: tuple[int, int], scale: float, color: tuple[int, int, int]
+) -> None:
+    """Write ``text`` in ``color`` with a black outline (readable on any background), in place."""
+    import cv2
+
+    for c, thickness in (((0, 0, 0), 3), (tuple(int(v) for v in color), 1)):
+        cv2.putText(image, text, origin_xy, cv2.FONT_HERSHEY_SIMPLEX, scale, c, thickness, cv2.LINE_AA)
 
 
 def save_image(rgb: np.ndarray, path: str | Path) -> None:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from dataclasses import asdict, fields
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -52,3 +53,18 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: object) -> bool:
         return name in self._factories
+
+
+def merge_config(cls: type[T], config: T | None, options: dict[str, Any], what: str) -> dict[str, Any]:
+    """The fields of ``config`` (a ``cls`` dataclass, or its defaults) updated with ``options``.
+
+    Unknown option names raise ``ValueError`` listing the valid ones (``what`` names the
+    component, e.g. ``"classical segmenter"``). Returns a dict to build ``cls`` from.
+    """
+    valid = {f.name for f in fields(cls)}
+    unknown = sorted(set(options) - valid)
+    if unknown:
+        raise ValueError(f"unknown {what} option(s) {unknown}; valid: {', '.join(sorted(valid))}")
+    base = asdict(config) if config is not None else {}
+    base.update(options)
+    return base

@@ -98,6 +98,12 @@ class GroundTruthSegmenter:
         raise NotImplementedError("the ground-truth segmenter takes no prompts")
 
 
+def _nuclei_timelapse(images: list, gt: list) -> dict:
+    """A time-lapse of nuclei: 10 examples from frame 0, detection on every later frame."""
+    run = dict(shots=10, seed=0, label="nucleus", examples_from=[0], detect_on=list(range(1, len(gt))))
+    return {"images": images, "gt": gt, "runs": [run]}
+
+
 def dataset(name: str) -> dict:
     """Images, ground truth and protocol settings of one dataset."""
     from sam_detect.annotations import load_annotations, read_label_image
@@ -106,35 +112,11 @@ def dataset(name: str) -> dict:
     if name == "hela":
         gt = list(read_label_image(HELA_SEG))
         images = [ImageRef(str(HELA_IMG), frame=t) for t in range(len(gt))]
-        return {
-            "images": images,
-            "gt": gt,
-            "runs": [
-                dict(
-                    shots=10,
-                    seed=0,
-                    label="nucleus",
-                    examples_from=[0],
-                    detect_on=list(range(1, len(gt))),
-                )
-            ],
-        }
+        return _nuclei_timelapse(images, gt)
     if name == "scratch":
         gt = list(read_label_image(SCRATCH, channel=2))
         images = [ImageRef(str(SCRATCH), frame=t, channel=0) for t in range(len(gt))]
-        return {
-            "images": images,
-            "gt": gt,
-            "runs": [
-                dict(
-                    shots=10,
-                    seed=0,
-                    label="nucleus",
-                    examples_from=[0],
-                    detect_on=list(range(1, len(gt))),
-                )
-            ],
-        }
+        return _nuclei_timelapse(images, gt)
     if name == "voc":
         gt = [load_annotations(VOC_DIR / "data.npz")]
         return {

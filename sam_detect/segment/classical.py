@@ -20,7 +20,7 @@ contrast against the threshold (``data["contrast"]``, ``data["solidity"]``, ``da
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -161,15 +161,9 @@ class ClassicalSegmenter:
     name = "classical"
 
     def __init__(self, config: ClassicalConfig | None = None, **options: Any) -> None:
-        valid = {f.name for f in fields(ClassicalConfig)}
-        unknown = sorted(set(options) - valid)
-        if unknown:
-            raise ValueError(
-                f"unknown classical segmenter option(s) {unknown}; valid: {', '.join(sorted(valid))}"
-            )
-        base = asdict(config) if config is not None else {}
-        base.update(options)
-        self.config = ClassicalConfig(**base)
+        from sam_detect.registry import merge_config
+
+        self.config = ClassicalConfig(**merge_config(ClassicalConfig, config, options, "classical segmenter"))
         self._cache_key: bytes | None = None
         self._cache: tuple[np.ndarray, np.ndarray, np.ndarray, float, str] | None = None
 

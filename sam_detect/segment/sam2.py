@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -206,15 +206,9 @@ class SAM2Segmenter:
 
     def __init__(self, config: SAM2Config | None = None, **options: Any) -> None:
         from sam_detect.models import pick_sam2_model, resolve_checkpoint, sam2_spec
+        from sam_detect.registry import merge_config
 
-        valid = {f.name for f in fields(SAM2Config)}
-        unknown = sorted(set(options) - valid)
-        if unknown:
-            raise ValueError(
-                f"unknown sam2 segmenter option(s) {unknown}; valid: {', '.join(sorted(valid))}"
-            )
-        base = asdict(config) if config is not None else {}
-        base.update(options)
+        base = merge_config(SAM2Config, config, options, "sam2 segmenter")
         base["model"] = pick_sam2_model(base.get("model"), base.get("checkpoint"))
         self.config = SAM2Config(**base)
         self.spec = sam2_spec(self.config.model)

@@ -211,9 +211,8 @@ def draw_annotations(
     """``rgb`` ``(H, W, 3)`` uint8 with masks, outlines and boxes coloured by label, a caption
     ``label conf #track`` per object, and an optional status line (``hud``) at the top left.
     """
-    import cv2
 
-    from sam_detect.outputs import label_color, render_overlay
+    from sam_detect.outputs import draw_text, label_color, render_overlay
 
     if instances is None or len(instances) == 0:
         out = np.ascontiguousarray(rgb.copy())
@@ -227,31 +226,8 @@ def draw_annotations(
             caption = f"{instances.labels[i]} {instances.label_confidences[i]:.2f}"
             if tids is not None:
                 caption += f" #{int(tids[i])}"
-            org = (x1, max(y1 - 3, 10))
-            cv2.putText(
-                out, caption, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA
-            )
-            cv2.putText(out, caption, org, cv2.FONT_HERSHEY_SIMPLEX, scale, color, 1, cv2.LINE_AA)
+            draw_text(out, caption, (x1, max(y1 - 3, 10)), scale, color)
     if hud:
         scale = max(0.4, min(out.shape[:2]) / 1200)
-        cv2.putText(
-            out,
-            hud,
-            (4, int(16 * scale / 0.4)),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            scale,
-            (0, 0, 0),
-            3,
-            cv2.LINE_AA,
-        )
-        cv2.putText(
-            out,
-            hud,
-            (4, int(16 * scale / 0.4)),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            scale,
-            (255, 255, 255),
-            1,
-            cv2.LINE_AA,
-        )
+        draw_text(out, hud, (4, int(16 * scale / 0.4)), scale, (255, 255, 255))
     return out
