@@ -2,7 +2,10 @@
 
 A dataclass of parallel arrays, one row per object, after supervision's ``Detections``:
 
-- ``masks``  ``(N, H, W)`` bool, in the coordinates of the original image
+- ``masks``  ``(N, H, W)`` bool, in the coordinates of the original image. Stored as one
+  tight box crop per object (:meth:`Instances.mask_crop`), so a 4096 x 4096 mosaic with
+  thousands of objects costs megabytes, not the ``N x H x W`` bytes that the dense
+  :attr:`Instances.masks` view builds on demand
 - ``boxes``  ``(N, 4)`` float32, XYXY pixels (x1, y1 inclusive; x2, y2 exclusive edges)
 - ``scores`` ``(N,)`` float32, the segmenter's confidence that this is an object
 - ``labels`` ``(N,)`` object array of ``str`` or ``None`` (``None``: not classified yet)
@@ -14,7 +17,6 @@ A dataclass of parallel arrays, one row per object, after supervision's ``Detect
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -41,36 +43,55 @@ def _index_item(value: Any, index: np.ndarray) -> Any:
     return [value[i] for i in index]
 
 
-@dataclass
 class Instances:
-    """Object instances of one image; see the module docstring for shapes and formats."""
+    """Object instances of one image; see the module docstring for shapes and formats.
 
-    masks: np.ndarray
-    boxes: np.ndarray | None = None
-    scores: np.ndarray | None = None
-    labels: np.ndarray | None = None
-    label_confidences: np.ndarray | None = None
-    data: dict[str, Any] = field(default_factory=dict)
-    metadata: dict[str, Any] = field(default_factory=dict)
+    Build it from dense masks, ``Instances(masks=(N, H, W) bool, ...)``, or from box crops,
+    :meth:`Instances.from_crops`. Either way each mask is kept as its tight box crop, so
+    memory grows with the objects' areas, not with ``N x H x W``.
+    """
 
-    def __post_init__(self) -> None:
-        masks = np.asarray(self.masks)
+    __slots__ = (
+        "_crops", "_origins", "_hw", "boxes", "scores", "labels", "label_confidences", "data", "metadata",
+    )
+
+    def __init__(
+        self,
+        masks: np.ndarray | None = None,
+        boxes: np.ndarray | None = None,
+        scores: np.ndarray | None = None,
+        labels: Iterable[Any] | None = None,
+        label_confidences: np.ndarray | None = None,
+        data: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        if masks is None:
+            raise ValueError("masks must be given: (N, H, W) bool, or use Instances.from_crops")
+        masks = np.asarray(masks)
         if masks.ndim != 3:
             raise ValueError(f"masks must have shape (N, H, W), got {masks.shape}")
-        if masks.dtype != bool:
-            masks = masks.astype(bool)
-        self.masks = masks
-        n = masks.shape[0]
-        if self.boxes is None:
-            self.boxes = masks_to_xyxy(masks)
-        self.boxes = np.asarray(self.boxes, dtype=np.float32)
-        if self.boxes.size == 0:
-            self.boxes = self.boxes.reshape(0, 4)
-        if self.boxes.shape != (n, 4):
-            raise ValueError(f"boxes must have shape ({n}, 4), got {self.boxes.shape}")
-        self.scores = self._vector("scores", self.scores, n, fill=1.0)
-        self.label_confidences = self._vector("label_confidences", self.label_confidences, n, fill=0.0)
-        self.labels = _as_label_array(self.labels, n)
+        crops, origins, tight = _dense_to_crops(masks)
+        self._set(crops, origins, (int(masks.shape[1]), int(masks.shape[2])), tight,
+                  boxes, scores, labels, label_confidences, data, metadata)
+
+    def _set(self, crops, origins, hw, tight, boxes, scores, labels, label_confidences, data, metadata) -> None:
+        self._crops = crops
+        self._origins = origins
+        self._hw = hw
+        n = len(crops)
+        if boxes is None:
+            boxes = tight
+        boxes = np.asarray(boxes, dtype=np.float32)
+        if boxes.size == 0:
+            boxes = boxes.reshape(0, 4)
+        if boxes.shape != (n, 4):
+            raise ValueError(f"boxes must have shape ({n}, 4), got {boxes.shape}")
+        self.boxes = boxes
+        self.scores = self._vector("scores", scores, n, fill=1.0)
+        self.label_confidences = self._vector("label_confidences", label_confidences, n, fill=0.0)
+        self.labels = _as_label_array(labels, n)
+        self.data = dict(data) if data else {}
+        self.metadata = dict(metadata) if metadata else {}
         for key, value in self.data.items():
             if len(value) != n:
                 raise ValueError(f"data[{key!r}] must have length {n}, got {len(value)}")
@@ -86,10 +107,93 @@ class Instances:
 
     # -- construction -------------------------------------------------------------------
     @classmethod
+    def from_crops(
+        cls,
+        crops: Sequence[np.ndarray],
+        origins: Any,
+        image_hw: tuple[int, int],
+        boxes: np.ndarray | None = None,
+        scores: np.ndarray | None = None,
+        labels: Iterable[Any] | None = None,
+        label_confidences: np.ndarray | None = None,
+        data: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Instances:
+        """Instances from masks given as box crops, never building ``(N, H, W)``.
+
+        Args:
+            crops: ``N`` 2-D bool arrays, each the mask inside a rectangle of the image.
+            origins: ``(N, 2)`` int, the ``(x0, y0)`` pixel of each crop's top-left corner.
+            image_hw: ``(height, width)`` of the image.
+            boxes ... metadata: as for the constructor (``boxes`` default to tight boxes).
+
+        Raises:
+            ValueError: a crop is not 2-D or does not lie inside the image.
+        """
+        h, w = (int(v) for v in image_hw)
+        n = len(crops)
+        origins = np.asarray(origins, dtype=np.int64) if n else np.zeros((0, 2), np.int64)
+        if origins.shape != (n, 2):
+            raise ValueError(f"origins must have shape ({n}, 2), got {origins.shape}")
+        out_crops: list[np.ndarray] = []
+        out_origins = np.zeros((n, 2), dtype=np.int64)
+        tight = np.zeros((n, 4), dtype=np.float32)
+        for i, crop in enumerate(crops):
+            crop = np.asarray(crop)
+            if crop.ndim != 2:
+                raise ValueError(f"mask crop {i} must be 2-D, got shape {crop.shape}")
+            x0, y0 = int(origins[i, 0]), int(origins[i, 1])
+            if x0 < 0 or y0 < 0 or x0 + crop.shape[1] > w or y0 + crop.shape[0] > h:
+                raise ValueError(
+                    f"mask crop {i} of shape {crop.shape} at (x0={x0}, y0={y0}) "
+                    f"does not lie inside the {h}x{w} image"
+                )
+            crop, (cx0, cy0) = _tighten(crop.astype(bool, copy=False))
+            if crop.size:
+                x0, y0 = x0 + cx0, y0 + cy0
+                tight[i] = (x0, y0, x0 + crop.shape[1], y0 + crop.shape[0])
+            else:
+                x0 = y0 = 0
+            out_crops.append(crop)
+            out_origins[i] = (x0, y0)
+        inst = cls.__new__(cls)
+        inst._set(out_crops, out_origins, (h, w), tight, boxes, scores, labels, label_confidences, data, metadata)
+        return inst
+
+    @classmethod
+    def from_label_image(cls, label_image: np.ndarray, **kwargs: Any) -> tuple[Instances, np.ndarray]:
+        """One instance per non-zero id of a label image ``(H, W)``, in ascending id order.
+
+        Returns the instances and their ids ``(N,)``; ``kwargs`` go to :meth:`from_crops`.
+        Built from per-object slices: never ``N`` full-image comparisons.
+        """
+        from scipy import ndimage
+
+        lab = np.asarray(label_image)
+        if lab.ndim != 2:
+            raise ValueError(f"a label image must be 2-D (H, W), got shape {lab.shape}")
+        if not np.issubdtype(lab.dtype, np.integer):
+            if not np.all(np.mod(lab, 1) == 0):
+                raise ValueError(f"a label image must hold integer ids, got dtype {lab.dtype}")
+            lab = lab.astype(np.int64)
+        ids = np.unique(lab)
+        ids = ids[ids != 0]
+        if len(ids) and (ids[0] < 0 or ids[-1] != len(ids)):
+            dense = np.searchsorted(ids, lab) + 1  # relabel to 1..N: one slice per id
+            dense[lab == 0] = 0
+        else:
+            dense = lab
+        crops, origins = [], []
+        for i, sl in enumerate(ndimage.find_objects(dense)[: len(ids)]):
+            crops.append(dense[sl] == i + 1)
+            origins.append((sl[1].start, sl[0].start))
+        inst = cls.from_crops(crops, origins, lab.shape, **kwargs)
+        return inst, ids
+
+    @classmethod
     def empty(cls, image_hw: tuple[int, int] = (0, 0)) -> Instances:
         """No instances, for an image of ``(height, width)``."""
-        h, w = image_hw
-        return cls(masks=np.zeros((0, h, w), dtype=bool))
+        return cls.from_crops([], np.zeros((0, 2), np.int64), image_hw)
 
     @classmethod
     def merge(cls, items: Sequence[Instances]) -> Instances:
@@ -115,8 +219,10 @@ class Instances:
         metadata: dict[str, Any] = {}
         for it in items:
             metadata.update(it.metadata)
-        return cls(
-            masks=np.concatenate([it.masks for it in nonempty], axis=0),
+        return cls._from_parts(
+            [c for it in nonempty for c in it._crops],
+            np.concatenate([it._origins for it in nonempty], axis=0),
+            nonempty[0].image_hw,
             boxes=np.concatenate([it.boxes for it in nonempty], axis=0),
             scores=np.concatenate([it.scores for it in nonempty]),
             labels=[x for it in nonempty for x in it.labels],
@@ -125,18 +231,90 @@ class Instances:
             metadata=metadata,
         )
 
+    @classmethod
+    def _from_parts(cls, crops, origins, hw, **kwargs: Any) -> Instances:
+        """Already tight, already checked crops (from another ``Instances``)."""
+        inst = cls.__new__(cls)
+        inst._set(list(crops), np.asarray(origins, dtype=np.int64).reshape(-1, 2), hw, None, **kwargs)
+        return inst
+
+    # -- masks ----------------------------------------------------------------------------
+    @property
+    def masks(self) -> np.ndarray:
+        """A new dense ``(N, H, W)`` bool array of all masks.
+
+        Costs ``N x H x W`` bytes: for one object use :meth:`mask` or :meth:`mask_crop`.
+        """
+        out = np.zeros((len(self), *self._hw), dtype=bool)
+        for i, crop in enumerate(self._crops):
+            if crop.size:
+                x0, y0 = self._origins[i]
+                out[i, y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] = crop
+        return out
+
+    def mask(self, i: int) -> np.ndarray:
+        """A new full-image ``(H, W)`` bool mask of instance ``i``."""
+        out = np.zeros(self._hw, dtype=bool)
+        crop, sl = self.mask_crop(i)
+        out[sl] = crop
+        return out
+
+    def mask_crop(self, i: int) -> tuple[np.ndarray, tuple[slice, slice]]:
+        """Instance ``i``'s mask in its tight box, and that box as ``(rows, cols)`` slices.
+
+        ``image[rows, cols][crop]`` are the object's pixels; ``label[rows, cols][crop] = v``
+        paints it. An empty mask gives a ``(0, 0)`` crop and empty slices. Do not modify
+        the returned crop: it is the stored one.
+        """
+        crop = self._crops[i]
+        x0, y0 = (int(v) for v in self._origins[i])
+        return crop, (slice(y0, y0 + crop.shape[0]), slice(x0, x0 + crop.shape[1]))
+
+    def mask_region(self, i: int, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        """Instance ``i``'s mask inside the rectangle ``[y0:y1, x0:x1]`` (clipped to the image)."""
+        h, w = self._hw
+        x0, y0, x1, y1 = max(int(x0), 0), max(int(y0), 0), min(int(x1), w), min(int(y1), h)
+        out = np.zeros((max(y1 - y0, 0), max(x1 - x0, 0)), dtype=bool)
+        crop = self._crops[i]
+        if crop.size == 0 or out.size == 0:
+            return out
+        cx0, cy0 = (int(v) for v in self._origins[i])
+        ix0, iy0 = max(x0, cx0), max(y0, cy0)
+        ix1, iy1 = min(x1, cx0 + crop.shape[1]), min(y1, cy0 + crop.shape[0])
+        if ix1 > ix0 and iy1 > iy0:
+            out[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0] = crop[iy0 - cy0 : iy1 - cy0, ix0 - cx0 : ix1 - cx0]
+        return out
+
+    @property
+    def mask_crops(self) -> list[np.ndarray]:
+        """The ``N`` tight mask crops (a new list of the stored arrays: do not modify them)."""
+        return list(self._crops)
+
+    @property
+    def mask_origins(self) -> np.ndarray:
+        """``(N, 2)`` int64 ``(x0, y0)`` of each mask crop's top-left pixel."""
+        return self._origins.copy()
+
+    def to_label_image(self, dtype: Any = np.int32) -> np.ndarray:
+        """Paint instance ``i`` with ``i + 1`` into an ``(H, W)`` label image (later ones win)."""
+        out = np.zeros(self._hw, dtype=dtype)
+        for i in range(len(self)):
+            crop, sl = self.mask_crop(i)
+            out[sl][crop] = i + 1
+        return out
+
     # -- access ---------------------------------------------------------------------------
     def __len__(self) -> int:
-        return int(self.masks.shape[0])
+        return len(self._crops)
 
     @property
     def image_hw(self) -> tuple[int, int]:
-        return int(self.masks.shape[1]), int(self.masks.shape[2])
+        return self._hw
 
     @property
     def areas(self) -> np.ndarray:
         """Mask areas in pixels, ``(N,)`` int64."""
-        return self.masks.sum(axis=(1, 2), dtype=np.int64)
+        return np.array([np.count_nonzero(c) for c in self._crops], dtype=np.int64)
 
     def __getitem__(self, index: Any) -> Instances:
         """Slice with an int, a slice, an int array or a boolean mask of length N."""
@@ -155,8 +333,12 @@ class Instances:
                 idx = np.flatnonzero(idx)
             else:
                 idx = idx.astype(np.int64).reshape(-1)
-        return Instances(
-            masks=self.masks[idx],
+                if idx.size and (idx.max() >= n or idx.min() < -n):
+                    raise IndexError(f"index out of range for {n} instances")
+        return Instances._from_parts(
+            [self._crops[i] for i in idx],
+            self._origins[idx],
+            self._hw,
             boxes=self.boxes[idx],
             scores=self.scores[idx],
             labels=self.labels[idx],
@@ -171,6 +353,42 @@ class Instances:
 
     def __repr__(self) -> str:
         return f"Instances(n={len(self)}, image_hw={self.image_hw}, data={sorted(self.data)})"
+
+
+def _tighten(crop: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+    """The tight part of a 2-D bool crop and its ``(dx, dy)`` offset; ``(0, 0)`` shape if empty."""
+    rows = np.flatnonzero(crop.any(axis=1))
+    if rows.size == 0:
+        return np.zeros((0, 0), dtype=bool), (0, 0)
+    cols = np.flatnonzero(crop[rows[0] : rows[-1] + 1].any(axis=0))
+    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    if (y0, x0) == (0, 0) and (y1, x1) == crop.shape:
+        return crop, (0, 0)
+    return crop[y0:y1, x0:x1], (x0, y0)
+
+
+def _dense_to_crops(masks: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """Tight crops (copies), origins ``(N, 2)`` and tight boxes ``(N, 4)`` of ``(N, H, W)`` masks."""
+    masks = masks.astype(bool, copy=False)
+    n = masks.shape[0]
+    crops: list[np.ndarray] = []
+    origins = np.zeros((n, 2), dtype=np.int64)
+    boxes = np.zeros((n, 4), dtype=np.float32)
+    if n == 0:
+        return crops, origins, boxes
+    rows = masks.any(axis=2)
+    cols = masks.any(axis=1)
+    for i in range(n):
+        ys = np.flatnonzero(rows[i])
+        xs = np.flatnonzero(cols[i])
+        if ys.size == 0:
+            crops.append(np.zeros((0, 0), dtype=bool))
+            continue
+        y0, y1, x0, x1 = int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
+        crops.append(masks[i, y0:y1, x0:x1].copy())
+        origins[i] = (x0, y0)
+        boxes[i] = (x0, y0, x1, y1)
+    return crops, origins, boxes
 
 
 def masks_to_xyxy(masks: np.ndarray) -> np.ndarray:

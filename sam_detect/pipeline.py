@@ -411,7 +411,7 @@ class SAMDetect:
         # The mask travels with the example so a library can be exported with crops and re-embedded.
         payloads = [
             {"source": source, "box": [float(v) for v in instances.boxes[i]], "area": int(instances.areas[i]),
-             "added": now, "mask_rle": mask_to_rle(instances.masks[i])}
+             "added": now, "mask_rle": mask_to_rle(instances.mask(i))}
             for i in range(len(instances))
         ]
         return self.store.add(self.config.library, vectors, labels, payloads)
@@ -443,15 +443,13 @@ class SAMDetect:
             from sam_detect.annotations import load_annotations
 
             return load_annotations(annotations, image_shape=image_hw)
-        from sam_detect.masks import label_image_to_masks
-
         lab = np.asarray(annotations)
         if lab.shape != tuple(image_hw):
             raise AnnotationError(f"label image shape {lab.shape} does not match the image's {tuple(image_hw)}")
-        masks, _ = label_image_to_masks(lab)
-        if len(masks) == 0:
+        inst, _ = Instances.from_label_image(lab)
+        if len(inst) == 0:
             raise AnnotationError("the label image holds no objects (all pixels are 0)")
-        return Instances(masks=masks)
+        return inst
 
     # -- detection ----------------------------------------------------------------------
     def detect(
@@ -491,7 +489,7 @@ class SAMDetect:
             [{"id": n.id, "label": n.label, "score": round(float(n.score), 4)} for n in r] for r in results
         ]
         keep = np.array([lab != NEGATIVE and (self.config.keep_unknown or lab != UNKNOWN) for lab in labels], bool)
-        out = inst if keep.all() else inst[keep]  # slicing copies every mask: skip it when all stay
+        out = inst[keep]
         timings["total"] = time.perf_counter() - t0
         out.metadata.update(
             {

@@ -8,7 +8,9 @@ Parts (``--parts``, default all):
   candidates, and the process's peak resident memory. Each pipeline runs in its own
   subprocess so the memory peak is its own.
 - ``sizes``: the same detector on square images of 512, 1024, 2048 and 4096 pixels made by
-  tiling (mirror-repeating) HeLa frame 1, so the object density stays that of real frames.
+  tiling (mirror-repeating) HeLa frame 1, so the object density stays that of real frames;
+  each size in its own process (its peak resident memory is its own), with the time to
+  write the detections as JSON records and COCO (``output``).
 - ``library``: search time for a batch of 150 queries (one image's candidates, k = 5) in
   libraries of 1k, 10k and 100k random unit vectors of the effnet size (1280), per store
   (in-memory numpy, embedded Qdrant, Qdrant Edge), plus the time to add them. Embedded
@@ -92,6 +94,7 @@ def worker_stages(pipe: str, repeats: int) -> dict:
 
 def worker_sizes(pipe: str, sizes: list[int], repeats: int) -> dict:
     from sam_detect.io.images import load_image
+    from sam_detect.outputs import instance_records, to_coco
 
     det = _detector(pipe)
     base = load_image(HELA_IMG, frame=1).rgb
@@ -104,9 +107,19 @@ def worker_sizes(pipe: str, sizes: list[int], repeats: int) -> dict:
             mode="symmetric",
         )[:s, :s]
         det.detect(tiled[:256, :256])  # warm-up at small size
+        rss_before = _peak_rss_mb()
         try:
-            rows = [det.detect(tiled).metadata for _ in range(repeats if s <= 1024 else 1)]
-        except MemoryError as e:  # dense (N, H, W) masks of thousands of objects
+            rows = []
+            for _ in range(repeats if s <= 1024 else 1):
+                inst = det.detect(tiled)
+                t = time.perf_counter()
+                records = instance_records(inst)  # the CLI's --json: polygons
+                coco = to_coco([("mosaic.png", inst)])
+                meta = dict(inst.metadata)
+                meta["timings"] = {**meta["timings"], "output": time.perf_counter() - t}
+                rows.append(meta)
+                del inst, records, coco
+        except MemoryError as e:
             out.append({"size": s, "error": f"MemoryError: {e}"})
             print(f"  [{pipe}] {s}x{s}: MemoryError: {e}", file=sys.stderr, flush=True)
             continue
@@ -117,11 +130,14 @@ def worker_sizes(pipe: str, sizes: list[int], repeats: int) -> dict:
                 "candidates": rows[0]["candidates"],
                 "repeats": len(rows),
                 "median_s": {k: float(np.median([r["timings"][k] for r in rows])) for k in stages},
+                "tiles": rows[0].get("tiles"),
+                "peak_rss_mb": _peak_rss_mb(),
+                "peak_rss_before_mb": rss_before,
             }
         )
         print(
             f"  [{pipe}] {s}x{s}: {out[-1]['median_s'].get('total', 0):.2f} s, "
-            f"{out[-1]['candidates']} candidates",
+            f"{out[-1]['candidates']} candidates, peak RSS {out[-1]['peak_rss_mb']:.0f} MB",
             file=sys.stderr,
             flush=True,
         )
@@ -211,7 +227,7 @@ def main() -> None:
     ap.add_argument(
         "--effnet-max-size",
         type=int,
-        default=2048,
+        default=4096,
         help="largest size run with the effnet pipeline (CPU time grows with the object count)",
     )
     ap.add_argument("--library-sizes", default="1000,10000,100000")
@@ -266,9 +282,11 @@ def main() -> None:
         for pipe in args.pipelines.split(","):
             sizes = [s for s in all_sizes if pipe != "offline" or s <= args.effnet_max_size]
             print(f"sizes: {pipe} {sizes}", file=sys.stderr, flush=True)
-            results["sizes"][pipe] = _sub(
-                ["sizes", pipe, ",".join(map(str, sizes)), "3"], timeout=3600
-            )
+            rows = []
+            for size in sizes:  # one process per size: its peak RSS is that size's own
+                res = _sub(["sizes", pipe, str(size), "3"], timeout=3600)
+                rows.extend(res.get("sizes", [{"size": size, **res}]))
+            results["sizes"][pipe] = {"pipeline": pipe, "sizes": rows}
             out_path.write_text(json.dumps(results, indent=1))
     if "library" in parts:
         results.setdefault("library", {})

@@ -59,3 +59,96 @@ def test_empty_and_merge():
 
 def test_masks_to_xyxy_empty_mask_gives_zero_box():
     np.testing.assert_array_equal(masks_to_xyxy(np.zeros((1, 4, 4), bool)), [[0, 0, 0, 0]])
+
+
+# -- masks kept as tight box crops -------------------------------------------------------
+def _random_masks(rng, n=12, hw=(40, 50)):
+    masks = np.zeros((n, *hw), bool)
+    for i in range(n - 1):  # the last one stays empty
+        y, x = rng.integers(0, hw[0]), rng.integers(0, hw[1])
+        h, w = rng.integers(1, 12, size=2)
+        masks[i, y : y + h, x : x + w] = rng.random((min(h, hw[0] - y), min(w, hw[1] - x))) > 0.3
+    masks[0, 0, 0] = masks[0, -1, -1] = True  # touches both image corners
+    return masks
+
+
+def test_dense_round_trip_and_crop_accessors_agree():
+    rng = np.random.default_rng(0)
+    masks = _random_masks(rng)
+    inst = Instances(masks=masks)
+    np.testing.assert_array_equal(inst.masks, masks)
+    np.testing.assert_array_equal(inst.areas, masks.sum(axis=(1, 2)))
+    np.testing.assert_array_equal(inst.boxes, masks_to_xyxy(masks))
+    for i in range(len(inst)):
+        np.testing.assert_array_equal(inst.mask(i), masks[i])
+        crop, sl = inst.mask_crop(i)
+        full = np.zeros(masks.shape[1:], bool)
+        full[sl] = crop
+        np.testing.assert_array_equal(full, masks[i])
+        if crop.size:  # tight: first/last rows and columns hold pixels
+            assert crop[0].any() and crop[-1].any() and crop[:, 0].any() and crop[:, -1].any()
+        np.testing.assert_array_equal(inst.mask_region(i, 5, -3, 30, 25), masks[i, 0:25, 5:30])
+    assert inst.mask_crop(len(inst) - 1)[0].shape == (0, 0)
+
+
+def test_from_crops_tightens_checks_bounds_and_matches_dense():
+    crop = np.zeros((5, 6), bool)
+    crop[1:3, 2:5] = True
+    inst = Instances.from_crops([crop, np.zeros((2, 2), bool)], [(10, 4), (0, 0)], (20, 30), labels=["a", "b"])
+    np.testing.assert_array_equal(inst.boxes, [[12, 5, 15, 7], [0, 0, 0, 0]])
+    np.testing.assert_array_equal(inst.mask_origins, [[12, 5], [0, 0]])
+    dense = np.zeros((2, 20, 30), bool)
+    dense[0, 5:7, 12:15] = True
+    np.testing.assert_array_equal(inst.masks, dense)
+    with pytest.raises(ValueError, match=r"does not lie inside the 20x30 image"):
+        Instances.from_crops([crop], [(26, 0)], (20, 30))
+    with pytest.raises(ValueError, match=r"must be 2-D"):
+        Instances.from_crops([np.zeros((2, 2, 2), bool)], [(0, 0)], (20, 30))
+    with pytest.raises(ValueError, match=r"origins must have shape \(1, 2\)"):
+        Instances.from_crops([crop], [(0, 0, 0)], (20, 30))
+
+
+def test_from_label_image_and_back():
+    lab = np.zeros((9, 11), np.uint16)
+    lab[1:3, 1:4] = 7
+    lab[5:9, 6:11] = 3  # touches the bottom-right border
+    lab[0, 10] = 40
+    inst, ids = Instances.from_label_image(lab)
+    np.testing.assert_array_equal(ids, [3, 7, 40])
+    np.testing.assert_array_equal(inst.areas, [20, 6, 1])
+    relabelled = inst.to_label_image()
+    np.testing.assert_array_equal(ids[relabelled[lab > 0] - 1], lab[lab > 0])
+    assert (relabelled[lab == 0] == 0).all()
+    empty, none = Instances.from_label_image(np.zeros((4, 4), int))
+    assert len(empty) == 0 and empty.image_hw == (4, 4) and none.size == 0
+    with pytest.raises(ValueError, match="2-D"):
+        Instances.from_label_image(np.zeros((2, 3, 3), int))
+
+
+def test_indexing_merge_and_out_of_range_with_crops():
+    inst = _two()
+    both = Instances.merge([inst[[1]], inst[[0]]])
+    np.testing.assert_array_equal(both.masks, inst.masks[::-1])
+    with pytest.raises(IndexError):
+        inst[np.array([0, 5])]
+
+
+def test_many_objects_on_a_large_image_cost_their_area_not_n_h_w():
+    import tracemalloc
+
+    h = w = 4096
+    n = 3000
+    rng = np.random.default_rng(1)
+    xy = rng.integers(0, w - 40, size=(n, 2))
+    disc = np.hypot(*np.mgrid[-15:16, -15:16]) <= 15
+    tracemalloc.start()
+    inst = Instances.from_crops([disc] * n, xy, (h, w), labels=["cell"] * n)
+    kept = inst[inst.areas > 0]
+    merged = Instances.merge([kept[: n // 2], kept[n // 2 :]])
+    lab = merged.to_label_image(np.uint16)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    # dense (N, H, W) masks would be 3000 x 16 MiB = 47 GiB; the label image alone is 32 MiB
+    assert peak < 100 * 2**20, peak
+    assert len(merged) == n and lab.max() == n
+    np.testing.assert_array_equal(merged.areas, np.full(n, disc.sum()))

@@ -241,41 +241,31 @@ def _axis_weights(n: int, g: int) -> np.ndarray:
 
 
 def cell_weights(
-    masks: np.ndarray, boxes: np.ndarray | None, grid_hw: tuple[int, int]
+    masks: Instances | np.ndarray, boxes: np.ndarray | None, grid_hw: tuple[int, int]
 ) -> np.ndarray:
     """Coverage of each feature cell by each mask.
 
     Args:
-        masks: ``(N, H, W)`` bool, image coordinates.
-        boxes: ``(N, 4)`` XYXY boxes that contain each mask (tight or looser), or ``None``
-            to compute them; a box that misses part of its mask is detected and ignored.
+        masks: :class:`Instances` or ``(N, H, W)`` bool, image coordinates. Each mask is
+            read from its tight box crop, so the cost grows with the object, not the image.
+        boxes: not needed (the tight crops are used); accepted for callers that pass boxes.
         grid_hw: ``(gh, gw)`` feature map size.
 
     Returns:
         ``(N, gh, gw)`` float32: pixel area of the mask inside each cell (the image is
         mapped onto the grid per axis, like SAM2's resize).
     """
-    from sam_detect.instances import masks_to_xyxy
-
-    masks = np.asarray(masks, dtype=bool)
-    n, h, w = masks.shape
+    del boxes
+    if not isinstance(masks, Instances):
+        masks = Instances(masks=np.asarray(masks, dtype=bool))
+    h, w = masks.image_hw
     gh, gw = grid_hw
     wy, wx = _axis_weights(h, gh), _axis_weights(w, gw)
-    if boxes is None:
-        boxes = masks_to_xyxy(masks)
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(n, 4)
-    out = np.zeros((n, gh, gw), dtype=np.float32)
-    for i in range(n):
-        x1 = int(np.clip(np.floor(boxes[i, 0]), 0, w))
-        y1 = int(np.clip(np.floor(boxes[i, 1]), 0, h))
-        x2 = int(np.clip(np.ceil(boxes[i, 2]), 0, w))
-        y2 = int(np.clip(np.ceil(boxes[i, 3]), 0, h))
-        crop = masks[i, y1:y2, x1:x2]
-        if np.count_nonzero(crop) != np.count_nonzero(masks[i]):
-            y1, x1, y2, x2 = 0, 0, h, w  # the box does not hold the mask: use all of it
-            crop = masks[i]
+    out = np.zeros((len(masks), gh, gw), dtype=np.float32)
+    for i in range(len(masks)):
+        crop, (rows, cols) = masks.mask_crop(i)
         if crop.size:
-            out[i] = wy[:, y1:y2] @ crop.astype(np.float32) @ wx[:, x1:x2].T
+            out[i] = wy[:, rows] @ crop.astype(np.float32) @ wx[:, cols].T
     return out
 
 
@@ -398,20 +388,22 @@ class SAM2Embedder:
 
     def _embed_instances(self, image: np.ndarray, instances: Instances | np.ndarray) -> np.ndarray:
         image = check_sam2_image(image)
-        if isinstance(instances, Instances):
-            masks, boxes = instances.masks, instances.boxes
-        else:
-            masks, boxes = np.asarray(instances, dtype=bool), None
+        if not isinstance(instances, Instances):
+            masks = np.asarray(instances, dtype=bool)
             if masks.ndim == 2:
                 masks = masks[None]
-        if masks.ndim != 3 or masks.shape[1:] != image.shape[:2]:
+            if masks.ndim != 3:
+                raise AnnotationError(f"masks must be (N, H, W) bool, got shape {masks.shape}")
+            instances = Instances(masks=masks)
+        if instances.image_hw != image.shape[:2]:
             raise AnnotationError(
-                f"masks must be (N, H, W) with (H, W) = image size {image.shape[:2]}, got {masks.shape}"
+                f"masks must be (N, H, W) with (H, W) = image size {image.shape[:2]}, "
+                f"got {(len(instances), *instances.image_hw)}"
             )
-        if len(masks) == 0:
+        if len(instances) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         feats = self.runtime.image_embed(image)
-        weights = cell_weights(masks, boxes, tuple(feats.shape[1:]))
+        weights = cell_weights(instances, None, tuple(feats.shape[1:]))
         return pool_features(feats, weights)
 
     def feature_map(self, image: np.ndarray) -> np.ndarray:

@@ -251,36 +251,29 @@ def make_context_crops(
     occupancy = _check_occupancy(occupancy)
     min_side = _check_min_side(min_side)
     fade = _check_fade(fade)
-    if isinstance(masks, Instances):
-        boxes = masks.boxes
-        masks = masks.masks
-    else:
-        masks = np.asarray(masks)
-        if masks.ndim == 2:
-            masks = masks[None]
-        if masks.ndim != 3:
-            raise AnnotationError(f"masks must be (N, H, W) bool, got shape {masks.shape}")
-        masks = masks.astype(bool, copy=False)
-        boxes = masks_to_xyxy(masks)
-    if masks.shape[1:] != image.shape[:2]:
+    if not isinstance(masks, Instances):
+        arr = np.asarray(masks)
+        if arr.ndim == 2:
+            arr = arr[None]
+        if arr.ndim != 3:
+            raise AnnotationError(f"masks must be (N, H, W) bool, got shape {arr.shape}")
+        masks = Instances(masks=arr)
+    if masks.image_hw != image.shape[:2]:
         raise AnnotationError(
-            f"masks must have the image's shape {image.shape[:2]}, got {masks.shape[1:]}"
+            f"masks must have the image's shape {image.shape[:2]}, got {masks.image_hw}"
         )
-    height, width = image.shape[:2]
+    boxes = masks.boxes
     out: list[ContextCrop] = []
-    for i in range(masks.shape[0]):
-        bx0, by0, bx1, by1 = boxes[i]
-        # Integer rectangle holding the mask, clipped to the image.
-        rx0, ry0 = max(int(math.floor(bx0)), 0), max(int(math.floor(by0)), 0)
-        rx1, ry1 = min(int(math.ceil(bx1)), width), min(int(math.ceil(by1)), height)
-        region = masks[i, ry0:ry1, rx0:rx1]
-        area = int(np.count_nonzero(region))
+    for i in range(len(masks)):
+        crop, (rows, cols) = masks.mask_crop(i)
+        area = int(np.count_nonzero(crop))
         if area == 0:
             raise AnnotationError(
                 f"mask {i} is empty (zero area): drop empty masks before building crops"
             )
+        bx0, by0, bx1, by1 = boxes[i]
         side = crop_side(area, (bx1 - bx0, by1 - by0), occupancy, min_side)
-        out.append(_extract(image, region, (rx0, ry0), _window(boxes[i], side), side, fade))
+        out.append(_extract(image, crop, (cols.start, rows.start), _window(boxes[i], side), side, fade))
     return out
 
 

@@ -241,14 +241,17 @@ class _Mask:
     image_hw: tuple[int, int]
 
     @classmethod
-    def from_box(cls, mask: np.ndarray, box: Sequence[float]) -> _Mask:
-        """Like :meth:`from_full`, looking only inside ``box`` (XYXY; must hold the whole mask,
-        as the tight boxes of :class:`Instances` do): no scan of the full image."""
-        h, w = mask.shape
-        x0, y0 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
-        x1, y1 = min(w, int(np.ceil(box[2]))), min(h, int(np.ceil(box[3])))
-        inner = cls.from_full(mask[y0:y1, x0:x1])
-        return cls(inner.x + x0, inner.y + y0, inner.crop, (h, w))
+    def from_instance(cls, inst: Instances, i: int) -> _Mask:
+        """Instance ``i``'s mask, from its stored crop (no full-image array)."""
+        crop, (rows, cols) = inst.mask_crop(i)
+        return cls(cols.start, rows.start, crop.copy(), inst.image_hw)
+
+    @staticmethod
+    def to_instances(masks: Sequence[_Mask], image_hw: tuple[int, int], **kwargs: Any) -> Instances:
+        """:class:`Instances` of ``masks`` (crops kept as crops); ``kwargs`` as for ``from_crops``."""
+        return Instances.from_crops(
+            [m.crop for m in masks], np.array([(m.x, m.y) for m in masks]).reshape(-1, 2), image_hw, **kwargs
+        )
 
     @classmethod
     def from_full(cls, mask: np.ndarray) -> _Mask:
@@ -726,7 +729,7 @@ class AnnotationSession:
                 point=None if point is None else [float(v) for v in point],
                 box=None if box is None else [float(v) for v in box],
             )
-            mask = _Mask.from_full(inst.masks[0])
+            mask = _Mask.from_instance(inst, 0)
             cand = self._remember(
                 Candidate(
                     id=self._next_id("c"), image_key=(rel, view.frame), mask=mask, source="prompt"
@@ -769,7 +772,7 @@ class AnnotationSession:
             kept = [a for a in anns if a.kind != "detection"]
             dropped = 0
             for i in range(len(found)):
-                m = _Mask.from_box(found.masks[i], found.boxes[i])
+                m = _Mask.from_instance(found, i)
                 if any(a.mask.iou(m) > 0.5 for a in kept if a.kind in ("example", "negative")):
                     dropped += 1
                     continue
@@ -879,8 +882,7 @@ class AnnotationSession:
                     "annotations": [self._annotation_json(a) for a in anns],
                     "labels": self._labels(),
                 }
-            masks = np.stack([m.full() for m, _, _ in plan])
-            inst = Instances(masks=masks, labels=[label] * len(plan))
+            inst = _Mask.to_instances([m for m, _, _ in plan], loaded.hw, labels=[label] * len(plan))
             ids = self.detector.add_examples(loaded, inst)  # written to the library now
             before = [dataclasses.replace(a) for a in anns]
             kind = "negative" if label == NEGATIVE else "example"
@@ -950,7 +952,7 @@ class AnnotationSession:
                 loaded = self.load(act.image_key[0], act.view)
                 remap: dict[str, str] = {}
                 for ann_id, m, old_label, old_ids in act.replaced:
-                    inst = Instances(masks=m.full()[None], labels=[old_label])
+                    inst = _Mask.to_instances([m], loaded.hw, labels=[old_label])
                     new_ids = det.add_examples(loaded, inst)
                     self._save_thumbnail(loaded.rgb, m, old_label, new_ids[0], library=act.library)
                     restored[ann_id] = list(new_ids)
@@ -1216,8 +1218,9 @@ class AnnotationSession:
             ]
             h, w = loaded.hw
             if anns:
-                inst = Instances(
-                    masks=np.stack([a.mask.full() for a in anns]),
+                inst = _Mask.to_instances(
+                    [a.mask for a in anns],
+                    (h, w),
                     labels=[a.label for a in anns],
                     label_confidences=[1.0 if a.confidence is None else a.confidence for a in anns],
                 )
