@@ -1,8 +1,9 @@
 """Read and write instance annotations: label images, COCO, labelme, ``.npz`` and polygon lists.
 
 Every reader returns :class:`~sam_detect.instances.Instances` (masks ``(N, H, W)`` bool,
-``labels`` as class-name strings) with ``data["source_id"]`` (``(N,)`` int64: the label
-value, COCO annotation id, or shape/row index the instance came from) and
+kept as one box crop per object; ``labels`` as class-name strings) with
+``data["source_id"]`` (``(N,)`` int64: the label value, COCO annotation id, or shape/row
+index the instance came from) and
 ``metadata`` ``{"source": path, "format": ..., "image": name or frame index}``.
 
 Formats, chosen by file extension and, for ``.json``, by content:
@@ -45,6 +46,7 @@ PathLike = str | os.PathLike
 DEFAULT_LABEL = "object"
 LABEL_IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".bmp", ".npy")
 SUPPORTED_SUFFIXES = (*LABEL_IMAGE_SUFFIXES, ".json", ".npz")
+_Crop = tuple[np.ndarray, tuple[int, int]]  # a mask as (box crop, (x0, y0)) while reading
 
 
 # ----------------------------------------------------------------------------------------
@@ -110,9 +112,10 @@ def load_annotation_set(
         image_shapes: optional ``(H, W[, C])`` per image, checked like ``image_shape``.
         label, channel: as for :func:`load_annotations`.
 
-    A ``(T, H, W)`` label stack becomes T full-size ``Instances`` (T x N masks of H x W
-    bools): for long stacks of large frames, read the ids with :func:`read_label_image` and
-    convert frame by frame with :func:`label_image_to_instances`, as the evaluation does.
+    A ``(T, H, W)`` label stack becomes T ``Instances`` (their masks are box crops, but the
+    stack is read whole): for long stacks of large frames, read the ids with
+    :func:`read_label_image` and convert frame by frame with :func:`label_image_to_instances`,
+    as the evaluation does.
     """
     path = Path(path)
     shape0 = image_shapes[0] if image_shapes is not None and len(image_shapes) else None
@@ -226,15 +229,17 @@ def read_label_image(path: PathLike, channel: int | None = None) -> np.ndarray:
 
 
 def label_image_to_instances(label_image: np.ndarray, label: str | None = None) -> Instances:
-    """Instances of a ``(H, W)`` integer label image (0 = background), all labelled ``label``."""
-    from sam_detect.masks import label_image_to_masks
+    """Instances of a ``(H, W)`` integer label image (0 = background), all labelled ``label``.
 
-    masks, ids = label_image_to_masks(label_image)
-    return Instances(
-        masks=masks,
-        labels=[label or DEFAULT_LABEL] * len(ids),
-        data={"source_id": np.asarray(ids, dtype=np.int64)},
-    )
+    One box crop per id (``Instances.from_label_image``): never ``(N, H, W)``.
+    """
+    try:
+        inst, ids = Instances.from_label_image(label_image)
+    except ValueError as e:
+        raise AnnotationError(str(e)) from e
+    inst.labels[:] = label or DEFAULT_LABEL
+    inst.data["source_id"] = np.asarray(ids, dtype=np.int64)
+    return inst
 
 
 # ----------------------------------------------------------------------------------------
@@ -249,10 +254,7 @@ def instances_to_label_image(instances: Instances, dtype: Any = None) -> np.ndar
     n = len(instances)
     if dtype is None:
         dtype = np.uint8 if n < 2**8 else np.uint16 if n < 2**16 else np.uint32
-    out = np.zeros(instances.image_hw, dtype=dtype)
-    for i in range(n):
-        out[instances.masks[i]] = i + 1
-    return out
+    return instances.to_label_image(dtype)
 
 
 def save_label_image(instances: Instances | Sequence[Instances], path: PathLike) -> Path:
@@ -310,7 +312,7 @@ def to_coco(
     Each annotation also carries ``score`` (the instance's label confidence if it has a
     label, else its segmenter score). Category ids follow the sorted class names, from 1.
     """
-    from sam_detect.masks import mask_to_polygons, mask_to_rle
+    from sam_detect.masks import crop_to_polygons, crop_to_rle
 
     items = [items] if isinstance(items, Instances) else list(items)
     if image_names is None:
@@ -326,19 +328,20 @@ def to_coco(
     for img_id, (it, name) in enumerate(zip(items, image_names, strict=True), start=1):
         h, w = it.image_hw
         images.append({"id": img_id, "file_name": str(name), "height": h, "width": w})
+        areas, origins = it.areas, it.mask_origins
         for i in range(len(it)):
-            mask = it.masks[i]
-            area = int(mask.sum())
+            area = int(areas[i])
             if area == 0:
                 continue
+            crop = it.mask_crop(i)[0]
             x1, y1, x2, y2 = (float(v) for v in it.boxes[i])
             seg: Any = None
             if not use_rle:
-                polys = mask_to_polygons(mask, tolerance=tolerance)
+                polys = crop_to_polygons(crop, origins[i], (h, w), tolerance=tolerance)
                 if polys:
                     seg = [p.reshape(-1).astype(float).round(2).tolist() for p in polys]
             if seg is None:
-                seg = mask_to_rle(mask)
+                seg = crop_to_rle(crop, origins[i], (h, w))
             lab = it.labels[i]
             score = float(it.label_confidences[i]) if lab is not None else float(it.scores[i])
             annotations.append(
@@ -382,12 +385,13 @@ def to_labelme(
     An instance made of several parts gets a shared ``group_id`` so it reads back as one.
     Holes are not represented (labelme polygons have none).
     """
-    from sam_detect.masks import mask_to_polygons
+    from sam_detect.masks import crop_to_polygons
 
     h, w = instances.image_hw
+    origins = instances.mask_origins
     shapes = []
     for i in range(len(instances)):
-        polys = mask_to_polygons(instances.masks[i], tolerance=tolerance)
+        polys = crop_to_polygons(instances.mask_crop(i)[0], origins[i], (h, w), tolerance=tolerance)
         group = i + 1 if len(polys) > 1 else None
         for p in polys:
             shapes.append(
@@ -569,7 +573,7 @@ def _read_json(path: Path, image_shape: Sequence[int] | None, label: str | None)
 
 
 def _read_coco(path: Path, doc: dict, label: str | None) -> list[Instances]:
-    from sam_detect.masks import polygons_to_mask, rle_to_mask
+    from sam_detect.masks import box_to_crop, mask_to_crop, polygons_to_crop, rle_to_mask
 
     images = doc.get("images") or []
     cats = {c["id"]: str(c["name"]) for c in doc.get("categories") or []}
@@ -592,7 +596,7 @@ def _read_coco(path: Path, doc: dict, label: str | None) -> list[Instances]:
             )
         h, w = int(img["height"]), int(img["width"])
         anns = by_image.get(img["id"], [])
-        masks = np.zeros((len(anns), h, w), dtype=bool)
+        crops, origins = [], []  # one box crop per annotation: never (N, H, W)
         labels, ids, scores = [], [], []
         for i, ann in enumerate(anns):
             where = f"annotation {ann.get('id', i)} of image {img['id']}"
@@ -609,21 +613,24 @@ def _read_coco(path: Path, doc: dict, label: str | None) -> list[Instances]:
                     raise AnnotationError(
                         f"{where}: RLE size {list(m.shape)} but the image is {h}x{w} (HxW)"
                     )
-                masks[i] = m
+                crop, origin = mask_to_crop(m)
+                del m
             elif isinstance(seg, list) and seg:
-                masks[i] = polygons_to_mask([np.asarray(p, dtype=np.float64) for p in seg], (h, w))
+                crop, origin = polygons_to_crop([np.asarray(p, dtype=np.float64) for p in seg], (h, w))
             elif ann.get("bbox") is not None:
                 x, y, bw, bh = (float(v) for v in ann["bbox"])
-                from sam_detect.masks import box_to_mask
-
-                masks[i] = box_to_mask((x, y, x + bw, y + bh), (h, w))
+                crop, origin = box_to_crop((x, y, x + bw, y + bh), (h, w))
             else:
                 raise AnnotationError(f"{where}: no 'segmentation' and no 'bbox'")
+            crops.append(crop)
+            origins.append(origin)
             labels.append(label or cats.get(cid, str(cid)))
             ids.append(int(ann.get("id", i)))
             scores.append(float(ann.get("score", 1.0)))
-        inst = Instances(
-            masks=masks,
+        inst = Instances.from_crops(
+            crops,
+            np.asarray(origins, dtype=np.int64).reshape(-1, 2),
+            (h, w),
             scores=np.asarray(scores, dtype=np.float32),
             labels=labels,
             data={"source_id": np.asarray(ids, dtype=np.int64)},
@@ -640,7 +647,7 @@ def _read_coco(path: Path, doc: dict, label: str | None) -> list[Instances]:
 def _read_labelme(
     path: Path, doc: dict, image_shape: Sequence[int] | None, label: str | None
 ) -> Instances:
-    from sam_detect.masks import box_to_mask, polygons_to_mask
+    from sam_detect.masks import box_to_crop, polygons_to_crop
 
     if doc.get("imageHeight") and doc.get("imageWidth"):
         hw = (int(doc["imageHeight"]), int(doc["imageWidth"]))
@@ -648,7 +655,7 @@ def _read_labelme(
         hw = (int(image_shape[0]), int(image_shape[1]))
     else:
         raise AnnotationError("labelme file lacks imageHeight/imageWidth; pass image_shape")
-    groups: dict[Any, tuple[str, np.ndarray]] = {}
+    groups: dict[Any, tuple[str, _Crop]] = {}  # masks as box crops: never (N, H, W)
     order: list[Any] = []
     skipped: dict[str, int] = {}
     for k, shape in enumerate(doc["shapes"]):
@@ -659,21 +666,19 @@ def _read_labelme(
         if kind == "polygon":
             if len(pts) < 3:
                 raise AnnotationError(f"{where}: a polygon needs at least 3 points, got {len(pts)}")
-            m = polygons_to_mask([pts], hw)
+            m = polygons_to_crop([pts], hw)
         elif kind == "rectangle":
             if len(pts) != 2:
                 raise AnnotationError(f"{where}: a rectangle needs 2 corner points, got {len(pts)}")
             (xa, ya), (xb, yb) = pts
-            m = box_to_mask((min(xa, xb), min(ya, yb), max(xa, xb), max(ya, yb)), hw)
+            m = box_to_crop((min(xa, xb), min(ya, yb), max(xa, xb), max(ya, yb)), hw)
         elif kind == "circle":
             if len(pts) != 2:
                 raise AnnotationError(
                     f"{where}: a circle needs centre and rim points, got {len(pts)}"
                 )
             (cx, cy), (rx, ry) = pts
-            r = float(np.hypot(rx - cx, ry - cy))
-            yy, xx = np.ogrid[: hw[0], : hw[1]]
-            m = (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+            m = _circle_crop(cx, cy, float(np.hypot(rx - cx, ry - cy)), hw)
         elif kind == "mask":
             m = _labelme_mask(shape, pts, hw, where)
         else:
@@ -682,7 +687,7 @@ def _read_labelme(
         gid = shape.get("group_id")
         key = ("g", gid, name) if gid is not None else ("s", k)
         if key in groups:
-            groups[key] = (name, groups[key][1] | m)
+            groups[key] = (name, _union_crops(groups[key][1], m))
         else:
             groups[key] = (name, m)
             order.append(key)
@@ -692,9 +697,10 @@ def _read_labelme(
             "they outline no area",
             stacklevel=4,
         )
-    masks = np.stack([groups[k][1] for k in order]) if order else np.zeros((0, *hw), dtype=bool)
-    inst = Instances(
-        masks=masks,
+    inst = Instances.from_crops(
+        [groups[k][1][0] for k in order],
+        np.asarray([groups[k][1][1] for k in order], dtype=np.int64).reshape(-1, 2),
+        hw,
         labels=[label or groups[k][0] for k in order],
         data={"source_id": np.arange(len(order), dtype=np.int64)},
     )
@@ -702,7 +708,36 @@ def _read_labelme(
     return inst
 
 
-def _labelme_mask(shape: dict, pts: np.ndarray, hw: tuple[int, int], where: str) -> np.ndarray:
+def _circle_crop(cx: float, cy: float, r: float, hw: tuple[int, int]) -> _Crop:
+    """The pixels within ``r`` of ``(cx, cy)``, computed over the circle's box only."""
+    h, w = hw
+    if not np.isfinite([cx, cy, r]).all():
+        return np.zeros((0, 0), dtype=bool), (0, 0)
+    x0, y0 = max(int(np.floor(cx - r)), 0), max(int(np.floor(cy - r)), 0)
+    x1, y1 = min(int(np.ceil(cx + r)) + 1, w), min(int(np.ceil(cy + r)) + 1, h)
+    if x1 <= x0 or y1 <= y0:
+        return np.zeros((0, 0), dtype=bool), (0, 0)
+    yy, xx = np.ogrid[y0:y1, x0:x1]
+    return (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r, (x0, y0)
+
+
+def _union_crops(a: _Crop, b: _Crop) -> _Crop:
+    """The union of two masks given as crops, over the box holding both."""
+    (ca, (ax, ay)), (cb, (bx, by)) = a, b
+    if not ca.size:
+        return b
+    if not cb.size:
+        return a
+    x0, y0 = min(ax, bx), min(ay, by)
+    x1 = max(ax + ca.shape[1], bx + cb.shape[1])
+    y1 = max(ay + ca.shape[0], by + cb.shape[0])
+    out = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+    out[ay - y0 : ay - y0 + ca.shape[0], ax - x0 : ax - x0 + ca.shape[1]] |= ca
+    out[by - y0 : by - y0 + cb.shape[0], bx - x0 : bx - x0 + cb.shape[1]] |= cb
+    return out, (x0, y0)
+
+
+def _labelme_mask(shape: dict, pts: np.ndarray, hw: tuple[int, int], where: str) -> _Crop:
     """labelme's ``mask`` shape: a base64 PNG of the region between its two corner points."""
     import base64
     import io
@@ -716,14 +751,12 @@ def _labelme_mask(shape: dict, pts: np.ndarray, hw: tuple[int, int], where: str)
     if sub.ndim == 3:
         sub = sub.any(axis=2)
     x1, y1 = (int(round(v)) for v in pts[0])
-    out = np.zeros(hw, dtype=bool)
     sh, sw = min(sub.shape[0], hw[0] - y1), min(sub.shape[1], hw[1] - x1)
     if x1 < 0 or y1 < 0 or sh <= 0 or sw <= 0:
         raise AnnotationError(
             f"{where}: mask region starts at {x1},{y1}, outside the {hw[1]}x{hw[0]} image"
         )
-    out[y1 : y1 + sh, x1 : x1 + sw] = sub[:sh, :sw]
-    return out
+    return sub[:sh, :sw], (x1, y1)
 
 
 def _is_point(p: Any) -> bool:
@@ -739,7 +772,7 @@ def _is_polygon(p: Any) -> bool:
 def _read_polygons(
     path: Path, doc: Any, image_shape: Sequence[int] | None, label: str | None
 ) -> Instances:
-    from sam_detect.masks import polygons_to_mask
+    from sam_detect.masks import polygons_to_crop
 
     if image_shape is None:
         raise AnnotationError(
@@ -778,11 +811,11 @@ def _read_polygons(
             "unrecognised JSON: expected COCO (images/annotations/categories), labelme (shapes) "
             "or a polygon list"
         )
-    masks = np.zeros((len(entries), *hw), dtype=bool)
-    for i, (_, pts) in enumerate(entries):
-        masks[i] = polygons_to_mask([np.asarray(pts, dtype=np.float64)], hw)
-    inst = Instances(
-        masks=masks,
+    crops = [polygons_to_crop([np.asarray(pts, dtype=np.float64)], hw) for _, pts in entries]
+    inst = Instances.from_crops(
+        [c for c, _ in crops],
+        np.asarray([o for _, o in crops], dtype=np.int64).reshape(-1, 2),
+        hw,
         labels=[label or name for name, _ in entries],
         data={"source_id": np.arange(len(entries), dtype=np.int64)},
     )

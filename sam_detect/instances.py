@@ -178,14 +178,17 @@ class Instances:
             lab = lab.astype(np.int64)
         ids = np.unique(lab)
         ids = ids[ids != 0]
-        if len(ids) and (ids[0] < 0 or ids[-1] != len(ids)):
-            dense = np.searchsorted(ids, lab) + 1  # relabel to 1..N: one slice per id
-            dense[lab == 0] = 0
+        if len(ids) and (ids[0] < 0 or ids[-1] > 4 * len(ids) + 4096):
+            lab = np.searchsorted(ids, lab) + 1  # sparse or negative ids: relabel to 1..N
+            lab[np.asarray(label_image) == 0] = 0
+            keys = np.arange(1, len(ids) + 1)
         else:
-            dense = lab
+            keys = ids
+        slices = ndimage.find_objects(lab)  # one per id up to the largest (None where absent)
         crops, origins = [], []
-        for i, sl in enumerate(ndimage.find_objects(dense)[: len(ids)]):
-            crops.append(dense[sl] == i + 1)
+        for key in keys:
+            sl = slices[int(key) - 1]
+            crops.append(lab[sl] == key)
             origins.append((sl[1].start, sl[0].start))
         inst = cls.from_crops(crops, origins, lab.shape, **kwargs)
         return inst, ids

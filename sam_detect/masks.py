@@ -4,6 +4,12 @@ Masks are bool ``(H, W)`` arrays at the API, RLE or polygons at rest. RLE is COC
 (column-major, compressed ``counts`` string) through ``pycocotools``; polygons come from
 OpenCV's contour tracing and are simplified with the Douglas-Peucker ``tolerance``
 (in pixels), the way microscopy tools smooth outlines.
+
+A mask may also be given as a *crop*: a 2-D bool array holding the mask inside a rectangle
+of the image, with the rectangle's top-left pixel ``(x0, y0)`` (what
+:meth:`~sam_detect.instances.Instances.mask_crop` gives). :func:`crop_to_rle`,
+:func:`crop_to_polygons`, :func:`crop_contours` and :func:`polygons_to_crop` give exactly
+what their full-image counterparts give, at a cost that grows with the crop, not the image.
 """
 
 from __future__ import annotations
@@ -26,6 +32,60 @@ def mask_to_rle(mask: np.ndarray) -> dict[str, Any]:
         raise AnnotationError(f"mask must have shape (H, W), got {mask.shape}")
     rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
     return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
+
+
+def crop_to_rle(crop: np.ndarray, origin: Sequence[int], image_hw: Sequence[int]) -> dict[str, Any]:
+    """COCO RLE of the full-image mask that is ``crop`` at ``origin`` ``(x0, y0)``, zero elsewhere.
+
+    Byte-identical to ``mask_to_rle`` of that ``(H, W)`` mask, without building it: COCO RLE
+    runs column by column over the whole image, so only the full-height strip of the crop's
+    columns is run-length coded; the image's columns left and right of it only lengthen the
+    first and last runs of zeros. ``pycocotools`` compresses the counts.
+    """
+    from pycocotools import mask as mask_utils
+
+    h, w = (int(v) for v in image_hw)
+    crop = np.asarray(crop)
+    if crop.ndim != 2:
+        raise AnnotationError(f"mask crop must be 2-D, got shape {crop.shape}")
+    x0, y0 = (int(v) for v in origin)
+    ch, cw = crop.shape
+    if crop.size and (x0 < 0 or y0 < 0 or x0 + cw > w or y0 + ch > h):
+        raise AnnotationError(f"mask crop of shape {crop.shape} at (x0={x0}, y0={y0}) lies outside the {h}x{w} image")
+    if crop.size:
+        counts, x1 = _strip_counts(crop, y0, h), x0 + cw
+    else:
+        counts, x0, x1 = [0], 0, 0
+    counts[0] += x0 * h
+    if len(counts) % 2:  # ends with zeros: lengthen that run
+        counts[-1] += (w - x1) * h
+    elif w > x1:
+        counts.append((w - x1) * h)
+    rle = mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
+    return {"size": [h, w], "counts": rle["counts"].decode("ascii")}
+
+
+def _strip_counts(crop: np.ndarray, y0: int, h: int) -> list[int]:
+    """Uncompressed RLE counts (zeros first), column-major, of the full-height strip holding
+    ``crop`` at row ``y0``: the crop's columns with one weighted cell standing for the ``y0``
+    background pixels above and one for the ``h - y0 - crop height`` below."""
+    ch, cw = crop.shape
+    top, bottom = y0, h - y0 - ch
+    t, b = int(top > 0), int(bottom > 0)
+    cols = np.zeros((cw, t + ch + b), dtype=np.int8)  # the strip transposed: C order = column-major
+    cols[:, t : t + ch] = crop.T
+    weights = np.ones(cols.shape[1], dtype=np.int64)
+    if t:
+        weights[0] = top
+    if b:
+        weights[-1] = bottom
+    flat = cols.reshape(-1)
+    ends = np.concatenate(([0], np.cumsum(np.tile(weights, cw))))  # pixels before each cell
+    bounds = np.concatenate(([0], np.flatnonzero(np.diff(flat)) + 1, [flat.size]))
+    counts = np.diff(ends[bounds]).tolist()
+    if flat[0]:
+        counts.insert(0, 0)
+    return counts
 
 
 def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
@@ -54,6 +114,51 @@ def mask_to_polygons(mask: np.ndarray, tolerance: float = 1.0, min_points: int =
     if mask.ndim != 2:
         raise AnnotationError(f"mask must have shape (H, W), got {mask.shape}")
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    return _simplify(contours, tolerance, min_points)
+
+
+def crop_contours(
+    crop: np.ndarray,
+    origin: Sequence[int],
+    image_hw: Sequence[int],
+    method: int = cv2.CHAIN_APPROX_NONE,
+) -> list[np.ndarray]:
+    """OpenCV's outer contours (``RETR_EXTERNAL``) of the full-image mask that is ``crop`` at
+    ``origin`` ``(x0, y0)``, in image coordinates: the same contours, in the same order, as
+    ``cv2.findContours`` of the ``(H, W)`` mask.
+
+    The crop gets one row/column of background on each side that does not lie on the image
+    border, so the tracing sees what it sees in the full image (OpenCV treats the image
+    border specially: a crop edge inside the image must not look like one).
+    """
+    crop = np.asarray(crop)
+    if crop.ndim != 2:
+        raise AnnotationError(f"mask crop must be 2-D, got shape {crop.shape}")
+    if not crop.any():
+        return []
+    h, w = (int(v) for v in image_hw)
+    x0, y0 = (int(v) for v in origin)
+    ch, cw = crop.shape
+    top, left = int(y0 > 0), int(x0 > 0)
+    bottom, right = int(y0 + ch < h), int(x0 + cw < w)
+    padded = np.zeros((ch + top + bottom, cw + left + right), dtype=np.uint8)
+    padded[top : top + ch, left : left + cw] = crop
+    contours, _ = cv2.findContours(padded, cv2.RETR_EXTERNAL, method, offset=(x0 - left, y0 - top))
+    return list(contours)
+
+
+def crop_to_polygons(
+    crop: np.ndarray,
+    origin: Sequence[int],
+    image_hw: Sequence[int],
+    tolerance: float = 1.0,
+    min_points: int = 3,
+) -> list[np.ndarray]:
+    """:func:`mask_to_polygons` of the full-image mask that is ``crop`` at ``origin`` ``(x0, y0)``."""
+    return _simplify(crop_contours(crop, origin, image_hw), tolerance, min_points)
+
+
+def _simplify(contours: Sequence[np.ndarray], tolerance: float, min_points: int) -> list[np.ndarray]:
     polygons = []
     for c in contours:
         if tolerance > 0:
@@ -64,9 +169,24 @@ def mask_to_polygons(mask: np.ndarray, tolerance: float = 1.0, min_points: int =
     return polygons
 
 
-def polygons_to_mask(polygons: Sequence[np.ndarray] | np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
-    """Rasterise polygons (each ``(K, 2)`` XY pixels, K >= 3) to a bool ``(H, W)`` mask."""
+def polygons_to_crop(
+    polygons: Sequence[np.ndarray] | np.ndarray, image_hw: tuple[int, int]
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """:func:`polygons_to_mask` as a crop: the mask inside the polygons' bounding box (clipped
+    to the image) and that box's ``(x0, y0)``. A polygon wholly outside gives a ``(0, 0)`` crop."""
     h, w = image_hw
+    pts = _polygon_points(polygons)
+    allp = np.concatenate(pts, axis=0)
+    x0, y0 = max(int(allp[:, 0].min()), 0), max(int(allp[:, 1].min()), 0)
+    x1, y1 = min(int(allp[:, 0].max()) + 1, w), min(int(allp[:, 1].max()) + 1, h)
+    if x1 <= x0 or y1 <= y0:
+        return np.zeros((0, 0), dtype=bool), (0, 0)
+    out = np.zeros((y1 - y0, x1 - x0), dtype=np.uint8)
+    cv2.fillPoly(out, [p - np.array([x0, y0], dtype=np.int32) for p in pts], 1)
+    return out.astype(bool), (x0, y0)
+
+
+def _polygon_points(polygons: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray]:
     if isinstance(polygons, np.ndarray) and polygons.ndim == 2:
         polygons = [polygons]
     pts = []
@@ -79,6 +199,13 @@ def polygons_to_mask(polygons: Sequence[np.ndarray] | np.ndarray, image_hw: tupl
         if not np.isfinite(p).all():
             raise AnnotationError("polygon coordinates must be finite numbers")
         pts.append(np.round(p).astype(np.int32))
+    return pts
+
+
+def polygons_to_mask(polygons: Sequence[np.ndarray] | np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
+    """Rasterise polygons (each ``(K, 2)`` XY pixels, K >= 3) to a bool ``(H, W)`` mask."""
+    h, w = image_hw
+    pts = _polygon_points(polygons)
     out = np.zeros((h, w), dtype=np.uint8)
     cv2.fillPoly(out, pts, 1)
     return out.astype(bool)
@@ -86,10 +213,31 @@ def polygons_to_mask(polygons: Sequence[np.ndarray] | np.ndarray, image_hw: tupl
 
 def box_to_mask(box: Sequence[float], image_hw: tuple[int, int]) -> np.ndarray:
     """Bool ``(H, W)`` mask filling the XYXY ``box`` (clipped to the image)."""
-    x1, y1, x2, y2 = validate_box(box, image_hw)
+    crop, (x0, y0) = box_to_crop(box, image_hw)
     out = np.zeros(image_hw, dtype=bool)
-    out[int(np.floor(y1)) : int(np.ceil(y2)), int(np.floor(x1)) : int(np.ceil(x2))] = True
+    out[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] = crop
     return out
+
+
+def box_to_crop(box: Sequence[float], image_hw: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
+    """:func:`box_to_mask` as a crop: all-``True`` over the box's pixels, and its ``(x0, y0)``."""
+    x1, y1, x2, y2 = validate_box(box, image_hw)
+    x0, y0 = int(np.floor(x1)), int(np.floor(y1))
+    return np.ones((int(np.ceil(y2)) - y0, int(np.ceil(x2)) - x0), dtype=bool), (x0, y0)
+
+
+def mask_to_crop(mask: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+    """The tight box crop of a bool ``(H, W)`` mask (a copy, so ``mask`` can be freed) and its
+    ``(x0, y0)``; an empty mask gives a ``(0, 0)`` crop at ``(0, 0)``."""
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim != 2:
+        raise AnnotationError(f"mask must have shape (H, W), got {mask.shape}")
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return np.zeros((0, 0), dtype=bool), (0, 0)
+    cols = np.flatnonzero(mask[rows[0] : rows[-1] + 1].any(axis=0))
+    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    return mask[y0:y1, x0:x1].copy(), (x0, y0)
 
 
 def validate_box(box: Sequence[float], image_hw: tuple[int, int]) -> np.ndarray:

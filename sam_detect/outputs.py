@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from sam_detect.instances import Instances
-from sam_detect.masks import mask_to_polygons, mask_to_rle
+from sam_detect.masks import crop_contours, crop_to_polygons, crop_to_rle
 
 
 def instance_records(
@@ -29,9 +29,12 @@ def instance_records(
     """One JSON-ready dict per instance: label, confidence, box (XYXY), area, polygons...
 
     ``polygons``: outlines as ``[[x, y], ...]`` lists simplified with ``tolerance`` pixels;
-    ``rle``: COCO RLE of the mask as well.
+    ``rle``: COCO RLE of the mask as well. Both come from each mask's box crop: the work
+    grows with the objects' areas, not with the number of objects times the image size.
     """
     records = []
+    hw = instances.image_hw
+    origins = instances.mask_origins
     sim = instances.data.get("similarity")
     neigh = instances.data.get("neighbours")
     areas = instances.areas
@@ -47,10 +50,11 @@ def instance_records(
         }
         if sim is not None:
             rec["similarity"] = round(float(sim[i]), 4)
+        crop = instances.mask_crop(i)[0] if polygons or rle else None
         if polygons:
-            rec["polygons"] = [np.round(p, 2).tolist() for p in mask_to_polygons(instances.masks[i], tolerance)]
+            rec["polygons"] = [np.round(p, 2).tolist() for p in crop_to_polygons(crop, origins[i], hw, tolerance)]
         if rle:
-            rec["rle"] = mask_to_rle(instances.masks[i])
+            rec["rle"] = crop_to_rle(crop, origins[i], hw)
         if neighbours and neigh is not None:
             rec["neighbours"] = neigh[i]
         records.append(rec)
@@ -91,6 +95,7 @@ def to_coco(
         h, w = inst.image_hw
         images.append({"id": image_id, "file_name": str(path), "height": int(h), "width": int(w)})
         areas = inst.areas
+        origins = inst.mask_origins
         for i in range(len(inst)):
             label = str(inst.labels[i])
             if label not in cat_id:
@@ -102,7 +107,7 @@ def to_coco(
                     "id": len(annotations) + 1,
                     "image_id": image_id,
                     "category_id": cat_id[label],
-                    "segmentation": mask_to_rle(inst.masks[i]),
+                    "segmentation": crop_to_rle(inst.mask_crop(i)[0], origins[i], (h, w)),
                     "area": int(areas[i]),
                     "bbox": [x1, y1, x2 - x1, y2 - y1],
                     "iscrowd": 0,
@@ -150,16 +155,18 @@ def render_overlay(
     colors = {lab: np.array(label_color(lab), dtype=np.float32) for lab in set(instances.labels)}
     paint = out.astype(np.float32)
     for i in range(len(instances)):
-        m = instances.masks[i]
-        paint[m] = paint[m] * (1 - alpha) + colors[instances.labels[i]] * alpha
+        crop, sl = instances.mask_crop(i)
+        region = paint[sl]
+        region[crop] = region[crop] * (1 - alpha) + colors[instances.labels[i]] * alpha
     out = paint.astype(np.uint8)
+    hw = instances.image_hw
+    origins = instances.mask_origins
     scale = max(0.35, min(out.shape[:2]) / 1500)
     for i in range(len(instances)):
         color = tuple(int(c) for c in colors[instances.labels[i]])
         x1, y1, x2, y2 = (int(round(v)) for v in instances.boxes[i])
         if outline:
-            contours, _ = cv2.findContours(instances.masks[i].astype(np.uint8), cv2.RETR_EXTERNAL,
-                                           cv2.CHAIN_APPROX_SIMPLE)
+            contours = crop_contours(instances.mask_crop(i)[0], origins[i], hw, cv2.CHAIN_APPROX_SIMPLE)
             cv2.drawContours(out, contours, -1, color, 1)
         if boxes:
             cv2.rectangle(out, (x1, y1), (x2 - 1, y2 - 1), color, 1)

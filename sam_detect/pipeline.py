@@ -406,14 +406,17 @@ class SAMDetect:
         vectors = np.concatenate([self._embed(loaded.rgb, instances[s : s + chunk], {}) for s in starts])
         now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         source = str(loaded.path) if loaded.path else None
-        from sam_detect.masks import mask_to_rle
+        from sam_detect.masks import crop_to_rle
 
         # The mask travels with the example so a library can be exported with crops and re-embedded.
-        payloads = [
-            {"source": source, "box": [float(v) for v in instances.boxes[i]], "area": int(instances.areas[i]),
-             "added": now, "mask_rle": mask_to_rle(instances.mask(i))}
-            for i in range(len(instances))
-        ]
+        payloads = []
+        areas = instances.areas
+        for i in range(len(instances)):
+            crop, (rows, cols) = instances.mask_crop(i)
+            payloads.append(
+                {"source": source, "box": [float(v) for v in instances.boxes[i]], "area": int(areas[i]),
+                 "added": now, "mask_rle": crop_to_rle(crop, (cols.start, rows.start), instances.image_hw)}
+            )
         return self.store.add(self.config.library, vectors, labels, payloads)
 
     def add_examples_from_annotations(

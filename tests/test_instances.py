@@ -119,6 +119,10 @@ def test_from_label_image_and_back():
     relabelled = inst.to_label_image()
     np.testing.assert_array_equal(ids[relabelled[lab > 0] - 1], lab[lab > 0])
     assert (relabelled[lab == 0] == 0).all()
+    sparse = lab.astype(np.int64) * 100_000 - (lab == 7) * 800_000  # far apart and negative ids
+    again, sparse_ids = Instances.from_label_image(sparse)
+    np.testing.assert_array_equal(sparse_ids, [-100_000, 300_000, 4_000_000])
+    np.testing.assert_array_equal(again.areas, [6, 20, 1])
     empty, none = Instances.from_label_image(np.zeros((4, 4), int))
     assert len(empty) == 0 and empty.image_hw == (4, 4) and none.size == 0
     with pytest.raises(ValueError, match="2-D"):

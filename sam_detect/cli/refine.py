@@ -26,6 +26,10 @@ from sam_detect.cli._model_options import sam_options
 _LABEL_SUFFIXES = (".tif", ".tiff", ".png", ".npy")
 _LABEL_STEMS = ("", "_labels", "_label", "_masks", "_mask", "_seg")
 
+# A mask as its tight box crop and the crop's top-left pixel (x0, y0), as Instances keeps
+# them: an image with thousands of annotations costs their areas, not N x H x W.
+_Mask = tuple[np.ndarray, tuple[int, int]]
+
 
 @dataclass
 class _Prompt:
@@ -34,8 +38,8 @@ class _Prompt:
     ref: Any
     box: np.ndarray | None = None
     point: np.ndarray | None = None
-    original: np.ndarray | None = None  # (H, W) bool, for the IoU report
-    refined: np.ndarray | None = None
+    original: _Mask | None = None  # the annotation's own mask, for the IoU report
+    refined: _Mask | None = None
     score: float = 0.0
 
 
@@ -74,7 +78,10 @@ def _pad_box(box: np.ndarray, pad: float, hw: tuple[int, int]) -> np.ndarray | N
 
 
 def _postprocess(mask: np.ndarray, grow: int, keep_parts: bool) -> np.ndarray:
-    """Grow (dilate, ``grow > 0``) or shrink (erode) a mask; keep its largest part unless asked."""
+    """Grow (dilate, ``grow > 0``) or shrink (erode) a mask; keep its largest part unless asked.
+
+    ``mask`` is the full image's or a box of it with room around the object (see
+    :func:`_result_mask`)."""
     import cv2
 
     m = mask.astype(np.uint8)
@@ -88,23 +95,59 @@ def _postprocess(mask: np.ndarray, grow: int, keep_parts: bool) -> np.ndarray:
     return m.astype(bool)
 
 
-def _mask_box(mask: np.ndarray) -> np.ndarray | None:
-    ys, xs = np.nonzero(mask)
-    if ys.size == 0:
+def _mask_box(mask: _Mask) -> np.ndarray | None:
+    """Tight XYXY box (x2, y2 exclusive) of a crop mask; ``None`` when empty."""
+    crop, (x0, y0) = mask
+    rows = np.flatnonzero(crop.any(axis=1)) if crop.size else ()
+    if not len(rows):
         return None
-    return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float32)
+    cols = np.flatnonzero(crop.any(axis=0))
+    return np.array(
+        [x0 + cols[0], y0 + rows[0], x0 + cols[-1] + 1, y0 + rows[-1] + 1], dtype=np.float32
+    )
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.count_nonzero(a | b)
-    return float(np.count_nonzero(a & b) / union) if union else 0.0
+def _iou(a: _Mask, b: _Mask) -> float:
+    """IoU of two crop masks, intersected inside the overlap of their boxes."""
+    (ca, (ax, ay)), (cb, (bx, by)) = a, b
+    union = np.count_nonzero(ca) + np.count_nonzero(cb)
+    if not union:
+        return 0.0
+    x1, y1 = max(ax, bx), max(ay, by)
+    x2 = min(ax + ca.shape[1], bx + cb.shape[1])
+    y2 = min(ay + ca.shape[0], by + cb.shape[0])
+    inter = 0
+    if x2 > x1 and y2 > y1:
+        inter = np.count_nonzero(
+            ca[y1 - ay : y2 - ay, x1 - ax : x2 - ax] & cb[y1 - by : y2 - by, x1 - bx : x2 - bx]
+        )
+    return float(inter / (union - inter))
+
+
+def _result_mask(res: Any, i: int, grow: int, keep_parts: bool) -> _Mask:
+    """Prompt result ``i`` of ``res`` (``Instances``) post-processed as :func:`_postprocess`
+    does to the full-image mask, on its box grown by ``max(|grow|, 1)`` pixels only (enough
+    room to dilate into, and a background margin so that erosion sees what it sees in the
+    full image)."""
+    from sam_detect.masks import mask_to_crop
+
+    crop, (rows, cols) = res.mask_crop(i)
+    if not crop.size:
+        return crop, (0, 0)
+    m = max(abs(int(grow)), 1)
+    x0, y0 = max(cols.start - m, 0), max(rows.start - m, 0)
+    region = res.mask_region(i, x0, y0, cols.stop + m, rows.stop + m)
+    tight, (dx, dy) = mask_to_crop(_postprocess(region, grow, keep_parts))
+    if not tight.size:
+        return tight, (0, 0)
+    return tight, (x0 + dx, y0 + dy)
 
 
 # ----------------------------------------------------------------------------------------
 # formats: read prompts, write results
 # ----------------------------------------------------------------------------------------
 def _coco_prompts(doc: dict, image_entry: dict, hw: tuple[int, int], where: str) -> list[_Prompt]:
-    from sam_detect.masks import polygons_to_mask, rle_to_mask
+    from sam_detect.masks import mask_to_crop, polygons_to_crop, rle_to_mask
 
     out = []
     for ann in doc.get("annotations", []):
@@ -115,9 +158,11 @@ def _coco_prompts(doc: dict, image_entry: dict, hw: tuple[int, int], where: str)
         seg = ann.get("segmentation")
         try:
             if isinstance(seg, dict):
-                original = rle_to_mask(seg)
+                full = rle_to_mask(seg)  # one full-image mask at a time, kept as its crop
+                original = mask_to_crop(full) if full.shape == tuple(hw) else None
+                del full
             elif isinstance(seg, list) and seg:
-                original = polygons_to_mask(
+                original = polygons_to_crop(
                     [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in seg], hw
                 )
         except Exception as e:  # noqa: BLE001 - one bad annotation must not stop the run
@@ -125,8 +170,6 @@ def _coco_prompts(doc: dict, image_entry: dict, hw: tuple[int, int], where: str)
                 f"{where}: annotation {ann.get('id')}: unreadable segmentation ({e}); using its bbox",
                 stacklevel=2,
             )
-            original = None
-        if original is not None and original.shape != hw:
             original = None
         box = None
         bbox = ann.get("bbox")
@@ -139,27 +182,27 @@ def _coco_prompts(doc: dict, image_entry: dict, hw: tuple[int, int], where: str)
     return out
 
 
-def _coco_write(p: _Prompt, tolerance: float) -> None:
-    from sam_detect.masks import mask_to_polygons, mask_to_rle
+def _coco_write(p: _Prompt, tolerance: float, hw: tuple[int, int]) -> None:
+    from sam_detect.masks import crop_to_polygons, crop_to_rle
 
     ann = p.ref
-    mask = p.refined
+    crop, origin = p.refined
     polys = (
-        mask_to_polygons(mask, tolerance=tolerance)
+        crop_to_polygons(crop, origin, hw, tolerance=tolerance)
         if not isinstance(ann.get("segmentation"), dict)
         else []
     )
     if polys:
         ann["segmentation"] = [poly.reshape(-1).astype(float).round(2).tolist() for poly in polys]
     else:
-        ann["segmentation"] = mask_to_rle(mask)
-    x1, y1, x2, y2 = _mask_box(mask)
+        ann["segmentation"] = crop_to_rle(crop, origin, hw)
+    x1, y1, x2, y2 = _mask_box(p.refined)
     ann["bbox"] = [float(x1), float(y1), float(x2 - x1), float(y2 - y1)]
-    ann["area"] = int(np.count_nonzero(mask))
+    ann["area"] = int(np.count_nonzero(crop))
 
 
 def _labelme_prompts(doc: dict, hw: tuple[int, int]) -> list[_Prompt]:
-    from sam_detect.masks import polygons_to_mask
+    from sam_detect.masks import polygons_to_crop
 
     out = []
     for shape in doc.get("shapes", []):
@@ -186,15 +229,16 @@ def _labelme_prompts(doc: dict, hw: tuple[int, int]) -> list[_Prompt]:
                 dtype=np.float32,
             )
             if len(pts) >= 3:
-                original = polygons_to_mask(pts, hw)
+                original = polygons_to_crop(pts, hw)
         out.append(_Prompt(ref=shape, box=box, original=original))
     return out
 
 
-def _labelme_write(p: _Prompt, tolerance: float) -> None:
-    from sam_detect.masks import mask_to_polygons
+def _labelme_write(p: _Prompt, tolerance: float, hw: tuple[int, int]) -> None:
+    from sam_detect.masks import crop_to_polygons
 
-    polys = mask_to_polygons(p.refined, tolerance=tolerance)
+    crop, origin = p.refined
+    polys = crop_to_polygons(crop, origin, hw, tolerance=tolerance)
     if not polys:
         return
     shape = p.ref
@@ -216,7 +260,7 @@ def _label_prompts(labels: np.ndarray) -> list[_Prompt]:
         if sl is None:
             continue
         lab = i + 1
-        original = labels == lab
+        original = (labels[sl] == lab, (sl[1].start, sl[0].start))  # find_objects: a tight box
         box = np.array([sl[1].start, sl[0].start, sl[1].stop, sl[0].stop], dtype=np.float32)
         out.append(_Prompt(ref=lab, box=box, original=original))
     return out
@@ -226,9 +270,9 @@ def _label_write(labels: np.ndarray, prompts: list[_Prompt]) -> np.ndarray:
     """New label image: refined objects painted largest first (small ones stay visible)."""
     out = np.zeros_like(labels)
     items = [(p.ref, p.refined if p.refined is not None else p.original) for p in prompts]
-    items.sort(key=lambda t: -int(np.count_nonzero(t[1])))
-    for lab, mask in items:
-        out[mask] = lab
+    items.sort(key=lambda t: -int(np.count_nonzero(t[1][0])))
+    for lab, (crop, (x0, y0)) in items:
+        out[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]][crop] = lab
     return out
 
 
@@ -283,9 +327,9 @@ def _refine_prompts(
             res = seg.prompt_batch(rgb, boxes=np.stack([p.box for p in group]))
         else:
             res = seg.prompt_batch(rgb, points=np.stack([p.point for p in group]))
-        for p, mask, score in zip(group, res.masks, res.scores, strict=True):
-            mask = _postprocess(mask, grow, keep_parts)
-            if not mask.any():
+        for i, (p, score) in enumerate(zip(group, res.scores, strict=True)):
+            mask = _result_mask(res, i, grow, keep_parts)
+            if not mask[0].size:
                 warnings.warn(
                     f"{where}: SAM2 returned an empty mask for annotation {_name(p.ref)}; kept unchanged",
                     stacklevel=2,
@@ -454,7 +498,7 @@ def refine(
                     _refine_prompts(seg, rgb, prompts, pad, grow, keep_parts, path.name, stats)
                     for p in prompts:
                         if p.refined is not None:
-                            _coco_write(p, smooth)
+                            _coco_write(p, smooth, rgb.shape[:2])
                     stats.images += 1
                     note(
                         f"{path.name}: {sum(p.refined is not None for p in prompts)}/{len(prompts)} refined"
@@ -571,7 +615,7 @@ def _refine_labelme(
     _refine_prompts(seg, rgb, prompts, pad, grow, keep_parts, path.name, stats)
     for p in prompts:
         if p.refined is not None:
-            _labelme_write(p, smooth)
+            _labelme_write(p, smooth, rgb.shape[:2])
     stats.images += 1
     note(f"{path.name}: {sum(p.refined is not None for p in prompts)}/{len(prompts)} refined")
     _write_json(dst, new)

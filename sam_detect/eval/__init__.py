@@ -17,6 +17,7 @@ from sam_detect.eval.metrics import (
     MetricsAccumulator,
     ThresholdMetrics,
     compute_metrics,
+    instances_iou,
 )
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ __all__ = [
     "compute_metrics",
     "draw_examples",
     "evaluate",
+    "instances_iou",
     "mask_iou",
     "match_iou_matrix",
     "match_masks",

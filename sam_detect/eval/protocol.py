@@ -35,8 +35,12 @@ from typing import Any
 import numpy as np
 
 from sam_detect.errors import AnnotationError
-from sam_detect.eval.matching import mask_iou
-from sam_detect.eval.metrics import DEFAULT_IOU_THRESHOLDS, Metrics, MetricsAccumulator
+from sam_detect.eval.metrics import (
+    DEFAULT_IOU_THRESHOLDS,
+    Metrics,
+    MetricsAccumulator,
+    instances_iou,
+)
 from sam_detect.instances import NEGATIVE, UNKNOWN, Instances
 
 log = logging.getLogger("sam_detect.eval")
@@ -496,12 +500,12 @@ def evaluate(
             records.append(
                 _ImageRecord(
                     name=names[i],
-                    iou=mask_iou(cands.masks, g.masks).astype(np.float32),
+                    iou=instances_iou(cands, g).astype(np.float32),
                     neighbours=list(neighbours),
                     gt_labels=np.asarray(g.labels, dtype=object),
                     ignore=ignore,
                     timings=dict(out.metadata.get("timings", {})),
-                    out_iou=mask_iou(out.masks, g.masks).astype(np.float32),
+                    out_iou=instances_iou(out, g).astype(np.float32),
                     out_labels=[str(lab) for lab in out.labels],
                 )
             )

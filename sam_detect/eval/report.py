@@ -147,14 +147,17 @@ def format_sweep_table(sweep: SweepResult) -> str:
 # overlays
 # ----------------------------------------------------------------------------------------
 def _outline(
-    out: np.ndarray, mask: np.ndarray, color: tuple[int, int, int], thickness: int
+    out: np.ndarray, inst: Instances, i: int, color: tuple[int, int, int], thickness: int
 ) -> None:
+    """Draw instance ``i``'s outline, traced on its box crop."""
     import cv2
 
-    contours, _ = cv2.findContours(
-        mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
-    )
-    cv2.drawContours(out, contours, -1, color, thickness)
+    from sam_detect.masks import crop_contours
+
+    crop, (rows, cols) = inst.mask_crop(i)
+    contours = crop_contours(crop, (cols.start, rows.start), inst.image_hw, cv2.CHAIN_APPROX_SIMPLE)
+    if contours:
+        cv2.drawContours(out, contours, -1, color, thickness)
 
 
 def render_match_overlay(
@@ -168,29 +171,33 @@ def render_match_overlay(
     """``(H, W, 3)`` uint8: TP predictions green, missed ground truth red, FPs orange,
     ground truth flagged in ``ignore`` ``(G,)`` bool (the few-shot examples) blue.
 
-    ``rgb`` is ``(H, W, 3)`` uint8; ``match`` indexes into ``pred`` and ``gt``.
+    ``rgb`` is ``(H, W, 3)`` uint8; ``match`` indexes into ``pred`` and ``gt``. Masks are
+    painted from their box crops: one ``(H, W)`` union per colour, never ``(N, H, W)``.
     """
     out = np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8).copy())
     if thickness is None:
         thickness = max(1, int(round(min(out.shape[:2]) / 400)))
     fill = out.astype(np.float32)
     groups = [
-        (pred.masks[match.tp_pred], TP_COLOR),
-        (gt.masks[match.fn_gt], FN_COLOR),
-        (pred.masks[match.fp_pred], FP_COLOR),
+        (pred, np.asarray(match.tp_pred, np.int64), TP_COLOR),
+        (gt, np.asarray(match.fn_gt, np.int64), FN_COLOR),
+        (pred, np.asarray(match.fp_pred, np.int64), FP_COLOR),
     ]
-    for masks, color in groups:
-        if len(masks):
-            any_mask = masks.any(axis=0)
+    for inst, idx, color in groups:
+        if len(idx):
+            any_mask = np.zeros(out.shape[:2], dtype=bool)
+            for i in idx:
+                crop, sl = inst.mask_crop(int(i))
+                any_mask[sl] |= crop
             fill[any_mask] = fill[any_mask] * 0.7 + np.array(color, np.float32) * 0.3
     out = fill.astype(np.uint8)
-    for masks, color in groups:
-        for m in masks:
-            _outline(out, m, color, thickness)
+    for inst, idx, color in groups:
+        for i in idx:
+            _outline(out, inst, int(i), color, thickness)
     for j in np.flatnonzero(
         np.zeros(len(gt), bool) if ignore is None else np.asarray(ignore, bool)
     ):
-        _outline(out, gt.masks[j], EXAMPLE_COLOR, thickness)
+        _outline(out, gt, int(j), EXAMPLE_COLOR, thickness)
     return out
 
 

@@ -173,11 +173,11 @@ class CachingSegmenter:
 
 
 def _pack(inst: Instances) -> tuple:
-    boxes = inst.boxes.astype(np.int64)
-    crops = [inst.masks[i, y1:y2, x1:x2].copy() for i, (x1, y1, x2, y2) in enumerate(boxes)]
+    """The instances with their masks as box crops (copies): small to keep, even for big images."""
+    crops = [c.copy() for c in inst.mask_crops]
     return (
         inst.image_hw,
-        boxes,
+        inst.mask_origins,
         crops,
         inst.boxes.copy(),
         inst.scores.copy(),
@@ -189,12 +189,11 @@ def _pack(inst: Instances) -> tuple:
 
 
 def _unpack(packed: tuple) -> Instances:
-    hw, ibox, crops, boxes, scores, labels, conf, data, meta = packed
-    masks = np.zeros((len(crops), *hw), dtype=bool)
-    for i, ((x1, y1, x2, y2), c) in enumerate(zip(ibox, crops, strict=True)):
-        masks[i, y1:y2, x1:x2] = c
-    return Instances(
-        masks=masks,
+    hw, origins, crops, boxes, scores, labels, conf, data, meta = packed
+    return Instances.from_crops(
+        [c.copy() for c in crops],
+        origins,
+        hw,
         boxes=boxes.copy(),
         scores=scores.copy(),
         labels=labels.copy(),
