@@ -68,6 +68,13 @@ def test_registered_and_configurable():
         ({"polarity": "up"}, "polarity must be one of auto, bright, dark, got 'up'"),
         ({"block_size": 10}, "block_size must be an odd int >= 3, got 10"),
         ({"max_area": 0}, "max_area must be > 0 or None, got 0"),
+        ({"tile_size": -1}, "tile_size must be >= 0 (0: never tile) or None (tile large images), got -1"),
+        ({"tile_size": 100}, "tile_size must be at least twice tile_overlap (128), got 100; 0 disables tiling"),
+        ({"tile_size": 300, "tile_overlap": 151}, "tile_size must be at least twice tile_overlap (151), got 300"),
+        ({"tile_overlap": 0}, "tile_overlap must be >= 1 (objects on a seam are joined where tiles overlap), got 0"),
+        ({"tile_overlap": -5}, "tile_overlap must be >= 1"),
+        ({"tile_size": 512.5}, "tile_size must be an int, got 512.5"),
+        ({"tile_overlap": "64"}, "tile_overlap must be an int, got '64'"),
     ],
 )
 def test_bad_options(options, message):
@@ -314,13 +321,11 @@ def test_real_hela_frame_f1_and_speed():
     gt = tifffile.imread(HELA / "Fluo_Hela_02_ERR_SEG.tif", key=7)
     seg = ClassicalSegmenter()
     inst = seg.segment(im.rgb)
-    labels = np.zeros(gt.shape, np.int32)
-    for i, m in enumerate(inst.masks, 1):
-        labels[m] = i
+    labels = inst.to_label_image()
     f1 = object_f1(labels, gt)
     assert f1 >= HELA_F1_BOUND, f1
     # masks must not overlap and match the label image
-    assert inst.masks.sum(0).max() == 1
+    assert np.count_nonzero(labels) == inst.areas.sum() == inst.data["area"].sum()
     np.testing.assert_array_equal(labels, seg.label_image(im.rgb))
     times = []
     for _ in range(3):
@@ -347,3 +352,160 @@ def test_real_scratch_assay_f1():
 # (all frames: HeLa 1-19 0.919, scratch 0.906); the bounds keep a margin for library drift
 HELA_F1_BOUND = 0.88
 SCRATCH_F1_BOUND = 0.85
+
+
+# -- masks as crops, tiling ------------------------------------------------------------------
+def hela_frame(frame: int) -> np.ndarray:
+    from sam_detect.io.images import load_image
+
+    return load_image(HELA / "Fluo_Hela_02_img.tif", frame=frame).rgb
+
+
+def match_ious(a: Instances, b: Instances) -> np.ndarray:
+    """``(len(a), len(b))`` mask IoUs of two sets of non-overlapping instances."""
+    la = a.to_label_image().ravel().astype(np.int64)
+    lb = b.to_label_image().ravel().astype(np.int64)
+    nb = len(b) + 1
+    inter = np.bincount(la * nb + lb, minlength=(len(a) + 1) * nb).reshape(len(a) + 1, nb)[1:, 1:]
+    union = a.areas[:, None] + b.areas[None, :] - inter
+    return inter / np.maximum(union, 1)
+
+
+def max_pair_iou(inst: Instances) -> float:
+    """The largest mask IoU between two different instances (box-overlapping pairs only)."""
+    worst = 0.0
+    b = inst.boxes
+    for i in range(len(inst)):
+        near = np.flatnonzero(
+            (b[:, 0] < b[i, 2]) & (b[:, 2] > b[i, 0]) & (b[:, 1] < b[i, 3]) & (b[:, 3] > b[i, 1])
+        )
+        for j in near[near > i]:
+            x0, y0 = np.minimum(b[i, :2], b[j, :2]).astype(int)
+            x1, y1 = np.maximum(b[i, 2:], b[j, 2:]).astype(int)
+            mi, mj = inst.mask_region(i, x0, y0, x1, y1), inst.mask_region(j, x0, y0, x1, y1)
+            worst = max(worst, (mi & mj).sum() / max((mi | mj).sum(), 1))
+    return worst
+
+
+def test_masks_are_box_crops_never_dense(monkeypatch):
+    """segment() and prompt() build their Instances from crops: the dense (N, H, W) view is
+    never touched, and the crops are exactly the label image's objects."""
+    img, truth = blob_image(SEPARATE)
+
+    def dense(self):
+        raise AssertionError("the dense (N, H, W) masks were built")
+
+    seg = ClassicalSegmenter()
+    with monkeypatch.context() as m:
+        m.setattr(Instances, "masks", property(dense))
+        inst = seg.segment(img)
+        one = seg.prompt(img, point=(100, 30))
+        box = seg.prompt(img, box=(100, 70, 140, 110))
+    labels = seg.label_image(img)
+    assert len(inst) == 4
+    for i in range(len(inst)):
+        crop, (rows, cols) = inst.mask_crop(i)
+        x0, y0, x1, y1 = inst.boxes[i].astype(int)
+        assert crop.shape == (y1 - y0, x1 - x0) == (rows.stop - rows.start, cols.stop - cols.start)
+        np.testing.assert_array_equal(crop, labels[rows, cols] == labels[rows, cols][crop][0])
+        assert crop.sum() == inst.data["area"][i]
+    assert len(one) == 1 and best_iou(one.mask(0), truth == 2) > 0.85
+    assert len(box) == 1 and best_iou(box.mask(0), truth == 4) > 0.85
+    assert one.mask_crops[0].shape[0] < 30 and box.mask_crops[0].shape[0] < 32
+
+
+@pytest.mark.skipif(not HELA.exists(), reason=f"shared data missing: {HELA}")
+def test_real_frame_masks_cost_their_boxes_not_the_image():
+    import tracemalloc
+
+    img = hela_frame(1)
+    h, w = img.shape[:2]
+    seg = ClassicalSegmenter(tile_size=0)
+    seg.segment(img[:64, :64])  # imports and caches outside the measurement
+    tracemalloc.start()
+    inst = seg.segment(img)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    n = len(inst)
+    assert n > 100
+    crop_px = sum(c.size for c in inst.mask_crops)
+    assert crop_px == int(np.prod(inst.boxes[:, 2:] - inst.boxes[:, :2], axis=1).sum())
+    assert crop_px < 0.002 * n * h * w  # the crops hold ~0.1 % of a dense (N, H, W) array
+    # numpy's peak while segmenting: image-sized arrays (measured 22 bytes per pixel),
+    # never N full-image masks (N bytes per pixel, here over 140)
+    assert peak < 40 * h * w < n * h * w / 3, (peak, h * w, n)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HELA.exists(), reason=f"shared data missing: {HELA}")
+@pytest.mark.parametrize("frame", [1, 7])
+def test_tiled_segmentation_agrees_with_untiled_on_hela(frame):
+    """Small tiles (24 of them on a 1100 x 700 frame): almost every object is found the same,
+    none twice, and none cut at a seam."""
+    img = hela_frame(frame)
+    whole = ClassicalSegmenter(tile_size=0).segment(img)
+    seg = ClassicalSegmenter(tile_size=256, tile_overlap=64)
+    assert len(seg._windows(img.shape[:2])) == 24
+    tiled = seg.segment(img)
+    iou = match_ious(whole, tiled)
+    assert abs(len(tiled) - len(whole)) <= 0.02 * len(whole), (len(whole), len(tiled))
+    assert np.mean(iou.max(axis=1) >= 0.9) >= 0.95  # untiled objects found again
+    assert np.mean(iou.max(axis=0) >= 0.9) >= 0.95  # tiled objects that untiled has too
+    assert max_pair_iou(tiled) <= 0.5  # no duplicates
+    assert np.count_nonzero(tiled.to_label_image()) == tiled.areas.sum()  # no overlaps at all
+    # the whole image's threshold and polarity, not one per tile
+    assert tiled.metadata["threshold"] == whole.metadata["threshold"]
+    assert tiled.metadata["polarity"] == whole.metadata["polarity"]
+
+
+def seam_scene():
+    """A 300 x 300 image that tile_size=128, tile_overlap=32 cut into 3 x 3 tiles of 122
+    starting at 0, 89 and 178, with objects on the seams: small discs inside an overlap,
+    a disc wider than a tile, a touching pair that every tile cuts, and a bar across."""
+    h = w = 300
+    img = np.full((h, w), 15.0)
+    truth = []
+    for cy, cx, r, v in [(40, 105, 12, 190), (195, 30, 13, 180), (30, 195, 12, 200), (150, 150, 65, 160),
+                         (260, 180, 15, 170), (260, 206, 15, 170)]:
+        m = disk(h, w, cy, cx, r)
+        if cx == 206:  # the right one of the touching pair
+            m &= ~truth[-1]
+        img[m] = v
+        truth.append(m)
+    bar = np.zeros((h, w), bool)
+    bar[285:293, 5:295] = True
+    img[bar] = 150
+    truth.append(bar)
+    img += np.random.default_rng(3).normal(0, 3, img.shape)
+    g = np.clip(img, 0, 255).astype(np.uint8)
+    return np.repeat(g[..., None], 3, axis=2), truth
+
+
+def test_objects_on_tile_seams_come_out_whole_once():
+    img, truth = seam_scene()
+    seg = ClassicalSegmenter(tile_size=128, tile_overlap=32, min_area_rel=0.0)
+    wins = seg._windows(img.shape[:2])
+    assert sorted({x0 for x0, _, _, _ in wins}) == [0, 89, 178] and len(wins) == 9
+    inst = seg.segment(img)
+    whole = ClassicalSegmenter(tile_size=0, min_area_rel=0.0).segment(img)
+    assert len(inst) == len(truth) == len(whole), (len(inst), len(whole))
+    for t in truth:
+        ious = [best_iou(inst.mask(i), t) for i in range(len(inst))]
+        assert max(ious) > 0.8, ious
+        assert sorted(ious)[-2] < 0.05  # one object each: not split, not duplicated
+    iou = match_ious(whole, inst)
+    assert iou.max(axis=1).min() > 0.97
+    # a point prompt on the wide disc, which every tile cut, gives the whole disc
+    p = seg.prompt(img, point=(150, 150))
+    assert len(p) == 1 and best_iou(p.mask(0), truth[3]) > 0.85
+
+
+def test_auto_tiling_only_for_large_images():
+    seg = ClassicalSegmenter()
+    assert seg.config.tile_size is None
+    assert len(seg._windows((700, 1100))) == 1
+    assert len(seg._windows((2048, 2048))) == 1
+    wins = seg._windows((4096, 4096))  # three tiles of 1451 per side, overlapping by 128
+    assert len(wins) == 9 and {x1 - x0 for x0, _, x1, _ in wins} == {1451}
+    assert len(ClassicalSegmenter(tile_size=0)._windows((4096, 4096))) == 1
+    assert len(ClassicalSegmenter(tile_size=1024)._windows((4096, 4096))) == 25

@@ -14,7 +14,7 @@ import click
 from sam_detect.cli._stack import stack
 from sam_detect.paths import LIBRARY_ENV
 
-SEGMENTER_CHOICES = ["auto", "classical", "sam2"]
+SEGMENTER_CHOICES = ["auto", "classical", "regions", "sam2"]
 EMBEDDER_CHOICES = ["auto", "effnet", "handcrafted", "clip", "sam2"]
 FADE_CHOICES = ["gaussian", "linear", "exponential", "identity"]
 STORE_CHOICES = ["edge", "qdrant", "memory"]
@@ -85,7 +85,9 @@ def _model_options() -> list[Callable]:
 pipeline_options = stack(
     [
         click.option("--segmenter", type=click.Choice(SEGMENTER_CHOICES), default="auto", show_default=True,
-                     help="Mask proposals: auto = SAM2 when its weights are cached, else classical."),
+                     help="Mask proposals: auto = SAM2 when its weights are cached, else classical "
+                     "(threshold + watershed, for cells and blobs); regions = weight-free region "
+                     "proposals for photos (weak: see docs/perf_accuracy.md)."),
         click.option("--embedder", type=click.Choice(EMBEDDER_CHOICES), default="auto", show_default=True,
                      help="Crop embedder: auto = the library's own, else CLIP when cached, else effnet."),
         click.option("--fade", type=click.Choice(FADE_CHOICES), default=None,
@@ -98,6 +100,12 @@ pipeline_options = stack(
                      help="Share of the context crop the object fills."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
                      help="Where models run."),
+        click.option("--tile-size", type=click.IntRange(0), default=None,
+                     help="Segment in overlapping square tiles of this side (pixels, at least 256) and "
+                     "merge the objects across tile seams, for large images; 0 disables tiling. Default: "
+                     "the segmenter's own (classical: tiles of at most 2048 pixels for images longer "
+                     "than 2048 pixels; sam2: tiles of the encoder input side, 1024, for images "
+                     "longer than 2048 pixels)."),
         *_model_options(),
         store_options,
     ]
@@ -172,6 +180,23 @@ def detector_config(**opts: Any):
         extra = model_options_to_config(**opts)
         kwargs["segmenter_options"] = extra.get("segmenter_options", {})
         kwargs["embedder_options"] = extra.get("embedder_options", {})
+    tile_size = opts.get("tile_size")
+    if tile_size is not None and opts.get("segmenter") == "regions":
+        raise click.BadParameter(
+            "the regions segmenter works on a copy scaled to 512 pixels and does not tile; "
+            "--tile-size applies to the classical and sam2 segmenters",
+            param_hint="--tile-size",
+        )
+    if tile_size is not None:  # both segmenters take it: classical and sam2
+        from sam_detect.segment.classical import ClassicalConfig
+
+        overlap = ClassicalConfig.tile_overlap  # the default overlap of both segmenters
+        if 0 < tile_size < 2 * overlap:
+            raise click.BadParameter(
+                f"must be 0 (no tiling) or at least twice the tile overlap of {overlap} pixels, got {tile_size}",
+                param_hint="--tile-size",
+            )
+        kwargs["segmenter_options"] = {**kwargs.get("segmenter_options", {}), "tile_size": tile_size}
     try:
         return DetectorConfig(**kwargs)
     except ValueError as e:

@@ -13,6 +13,11 @@ The offline default for microscopy (fluorescent nuclei, blobs on a plain backgro
    regional maxima (h-maxima, so that one elongated object does not get one seed per bump);
 6. ``min_area`` / ``max_area`` filters; border-touching objects dropped only if asked.
 
+Steps 1-3 and the first hole filling run on the whole image; the rest runs on the whole
+image or, for large images, in overlapping tiles whose objects are merged across the
+seams (``tile_size``). Masks are
+kept as box crops (``Instances.from_crops``), never as one full-image array per object.
+
 Scores in ``[0, 1]`` rank how object-like a region is: the mean of its solidity and its
 contrast against the threshold (``data["contrast"]``, ``data["solidity"]``, ``data["area"]``).
 """
@@ -42,6 +47,12 @@ _MIN_REFINE_AREA = 30
 _DEFAULT_BACKGROUND_RADIUS = 50
 # components at least this convex are not split (a touching pair has a notch)
 _CONVEX_SOLIDITY = 0.95
+# tile_size=None: images longer than this are segmented in tiles of at most this side
+# (a 4096 x 4096 mosaic of HeLa nuclei, 3077 objects: about 5% more time, a quarter less
+# memory than untiled, the same objects but at seams)
+_AUTO_TILE_SIZE = 2048
+# Gaussians wider than this (pixels) are computed at reduced resolution
+_LOCAL_MEAN_SIGMA = 8.0
 
 
 @dataclass
@@ -87,6 +98,18 @@ class ClassicalConfig:
         max_area: drop objects larger than this many pixels (``None``: no limit); a float in
             ``(0, 1]`` is a fraction of the image area.
         remove_border: drop objects touching the image border.
+        tile_size: run the per-object stages (refine, hole filling, opening, splitting) in
+            overlapping tiles of at most this side in pixels (the fewest that overlap by
+            ``tile_overlap``, evenly spread), and merge the objects across tile seams:
+            objects crossing a seam come out whole, once. Threshold, polarity, background
+            and noise level are estimated once on the whole image, so tiling changes
+            results only at seams. It bounds the memory of the per-object stages on very
+            large images. ``None`` (default): 2048, so images longer than 2048 pixels are
+            tiled; ``0``: never tile.
+        tile_overlap: pixels shared by neighbouring tiles, at least 1 and at most half
+            ``tile_size``; objects narrower
+            than this are seen whole in some tile (larger ones are joined from their pieces
+            and segmented again in a window of their own).
     """
 
     intensity: str = "gray"
@@ -110,6 +133,8 @@ class ClassicalConfig:
     min_area_rel: float = 0.2
     max_area: float | None = 0.25
     remove_border: bool = False
+    tile_size: int | None = None
+    tile_overlap: int = 128
 
     def __post_init__(self) -> None:
         if self.threshold not in _METHODS:
@@ -144,6 +169,28 @@ class ClassicalConfig:
             raise ValueError(f"max_area must be > 0 or None, got {self.max_area}")
         if self.threshold_scale <= 0:
             raise ValueError(f"threshold_scale must be > 0, got {self.threshold_scale}")
+        for name in ("tile_size", "tile_overlap"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
+                raise ValueError(f"{name} must be an int, got {value!r}")
+        if self.tile_size is not None and self.tile_size < 0:
+            raise ValueError(
+                f"tile_size must be >= 0 (0: never tile) or None (tile large images), got {self.tile_size}"
+            )
+        if self.tile_overlap < 1:
+            raise ValueError(
+                f"tile_overlap must be >= 1 (objects on a seam are joined where tiles overlap), got {self.tile_overlap}"
+            )
+        if self.tile_size is None and 2 * self.tile_overlap > _AUTO_TILE_SIZE:
+            raise ValueError(
+                f"tile_overlap must be at most half the automatic tile size ({_AUTO_TILE_SIZE}), "
+                f"got {self.tile_overlap}; give tile_size too"
+            )
+        if self.tile_size is not None and self.tile_size != 0 and self.tile_size < 2 * self.tile_overlap:
+            raise ValueError(
+                f"tile_size must be at least twice tile_overlap ({self.tile_overlap}), got {self.tile_size}; "
+                "0 disables tiling, None tiles only large images"
+            )
         if self.opening < 0 or self.min_distance < 1 or self.h < 0:
             raise ValueError(
                 f"need opening >= 0, min_distance >= 1, h >= 0; got {self.opening}, "
@@ -166,6 +213,8 @@ class ClassicalSegmenter:
         self.config = ClassicalConfig(**merge_config(ClassicalConfig, config, options, "classical segmenter"))
         self._cache_key: bytes | None = None
         self._cache: tuple[np.ndarray, np.ndarray, np.ndarray, float, str] | None = None
+        self._cache_objects: tuple[np.ndarray, list, np.ndarray] | None = None
+        self._cache_total: tuple[np.ndarray, float] | None = None
 
     def __repr__(self) -> str:
         return f"ClassicalSegmenter({self.config})"
@@ -175,7 +224,7 @@ class ClassicalSegmenter:
         """Candidate instances of ``image`` ``(H, W, 3)`` uint8 RGB (gray ``(H, W)`` accepted).
 
         Returns:
-            ``Instances`` with masks ``(N, H, W)`` bool, boxes XYXY, scores in ``[0, 1]``,
+            ``Instances`` with masks (kept as box crops), boxes XYXY, scores in ``[0, 1]``,
             ``data["area"]`` (int64 pixels), ``data["contrast"]``, ``data["solidity"]``;
             ``metadata["segmenter"]``, ``metadata["threshold"]`` (0..255 units, or
             ``None`` for ``local``) and ``metadata["polarity"]`` (``bright``/``dark``).
@@ -223,27 +272,31 @@ class ClassicalSegmenter:
         bx = _check_box(box, h, w) if box is not None else None
         pt = _check_point(point, h, w) if point is not None else None
         labels, fg_raw, intensity, thr, polarity = self._label(img)
-        mask = None
+        found: tuple[np.ndarray, tuple[int, int]] | None = None  # (mask crop, (x0, y0))
         if pt is not None:
             x, y = pt
             lab = int(labels[y, x])
             if lab > 0:
-                mask = labels == lab
+                sl = self._object_slices(labels)[0][lab - 1]
+                found = labels[sl] == lab, (sl[1].start, sl[0].start)
             elif fg_raw[y, x]:
-                from scipy import ndimage as ndi
-
-                comp, _ = ndi.label(fg_raw)
-                mask = comp == comp[y, x]
-            if mask is not None and bx is not None:
-                mask = _clip_to_box(mask, bx)
+                found = _component_at(fg_raw, x, y)
+            if found is not None and bx is not None:
+                found = _clip_crop(*found, bx)
         else:
-            mask = self._best_in_box(labels, bx)
-            if mask is None:
-                mask = self._threshold_in_box(intensity, bx, polarity)
-        if mask is None or not mask.any():
+            found = self._best_in_box(labels, bx)
+            if found is None:
+                found = self._threshold_in_box(intensity, bx, polarity)
+        if found is None or not found[0].any():
             return Instances.empty((h, w))
-        labels1 = mask.astype(np.int32)
-        inst = self._instances_from_labels(labels1, intensity, thr, polarity, min_area=1)
+        crop, (x0, y0) = found
+        inside = float(intensity[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]][crop].sum(dtype=np.float64))
+        area = int(np.count_nonzero(crop))
+        rest = h * w - area
+        bg = (self._intensity_total(intensity) - inside) / rest if rest else 0.0
+        inst = _build_instances(
+            [crop], [(x0, y0)], (h, w), np.array([area]), np.array([inside]), bg, thr, polarity
+        )
         inst.metadata.update(
             {"segmenter": self.name, "prompt": "point" if pt is not None else "box"}
         )
@@ -265,25 +318,25 @@ class ClassicalSegmenter:
         return to_rgb_uint8(img)
 
     def _intensity(self, img: np.ndarray) -> np.ndarray:
-        """``(H, W)`` float32 in 0..255."""
+        """``(H, W)`` uint8 (0..255): exact, a quarter of the memory of float32."""
         if img.ndim == 2:
-            return img.astype(np.float32)
+            return img
         rgb = img[..., :3]
         mode = self.config.intensity
         if mode == "gray":
             import cv2
 
-            return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY).astype(np.float32)
+            return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
         if mode == "max":
-            return rgb.max(axis=2).astype(np.float32)
-        return rgb[..., {"red": 0, "green": 1, "blue": 2}[mode]].astype(np.float32)
+            return rgb.max(axis=2)
+        return np.ascontiguousarray(rgb[..., {"red": 0, "green": 1, "blue": 2}[mode]])
 
     def _label(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, str]:
         """(labels int32, foreground before size filters, intensity, threshold, polarity)."""
         img = self._check_image(image)
         # the options are part of the key: a config edited in place must not hit a stale entry
         key = (
-            hashlib.blake2b(img.tobytes(), digest_size=16).digest()
+            hashlib.blake2b(memoryview(np.ascontiguousarray(img)).cast("B"), digest_size=16).digest()
             + repr((img.shape, self.config)).encode()
         )
         if self._cache_key == key and self._cache is not None:
@@ -293,36 +346,64 @@ class ClassicalSegmenter:
         return result
 
     def _compute_labels(self, img: np.ndarray):
+        """Pixel stages on the whole image (so that tiles share one threshold, polarity and
+        background), then the per-object stages on the whole image or in tiles."""
         import cv2
-        from skimage import filters
 
         cfg = self.config
         inten = self._intensity(img)
-        smooth = (
-            cv2.GaussianBlur(inten, (0, 0), cfg.sigma, borderType=cv2.BORDER_REFLECT)
-            if cfg.sigma > 0
-            else inten
-        )
+        smooth = inten.astype(np.float32)
+        if cfg.sigma > 0:
+            smooth = cv2.GaussianBlur(smooth, (0, 0), cfg.sigma, borderType=cv2.BORDER_REFLECT)
         if np.ptp(smooth) == 0:  # a flat image holds no objects
             h, w = smooth.shape
             empty = np.zeros((h, w), dtype=np.int32)
             return empty, np.zeros((h, w), bool), inten, float(smooth.flat[0]), "bright"
+        fg, thr, polarity = self._threshold(smooth)
+        if cfg.fill_holes:
+            fg = _fill_holes(fg)
+        x = refine_bg = None
+        if cfg.refine and fg.any():
+            x = smooth if polarity == "bright" else 255.0 - smooth
+            # one background level for every tile: the median outside all objects
+            refine_bg = _median_outside(x, fg)
+        del smooth
+        windows = self._windows(fg.shape)
+        if len(windows) == 1:
+            fg = self._refine(fg, x, refine_bg)
+            del x  # not needed any more: free it before the splitting
+            fg_raw, labels = self._split_labels(fg)
+        else:
+            fg_raw, labels = self._tiled_labels(fg, x, refine_bg, windows)
+            del x
+        del fg
+        labels = self._filter(labels.astype(np.int32, copy=False), labels.shape)
+        return labels, fg_raw, inten, float(thr), polarity
+
+    def _threshold(self, smooth: np.ndarray) -> tuple[np.ndarray, float, str]:
+        """(foreground, threshold in intensity units, polarity) of the whole image."""
+        import cv2
+        from skimage import filters
+
+        cfg = self.config
         if cfg.threshold == "tophat":
             radius = cfg.background_radius or _object_scale_radius(smooth, cfg.min_area)
             polarity = self._local_polarity(smooth, radius)
             x = smooth if polarity == "bright" else 255.0 - smooth
-            resid = x - _background(x, radius)
+            resid = _background(x, radius)
+            np.subtract(x, resid, out=resid)  # in place: one image-sized float32 array less
             offset = max(cfg.k_noise * _noise_sigma(resid), 1.0)
             fg = resid > offset
-            bg_level = float(np.median(x[~fg])) if (~fg).any() else 0.0
+            del resid
+            bg_level = _median_outside(x, fg)
             # in intensity units, for scores and metadata
             thr = bg_level + offset if polarity == "bright" else 255.0 - (bg_level + offset)
         elif cfg.threshold == "local":
             # skimage's threshold_local(method="gaussian") computed with OpenCV's faster blur
-            thr_img = cv2.GaussianBlur(
+            resid = cv2.GaussianBlur(
                 smooth, (0, 0), (cfg.block_size - 1) / 6.0, borderType=cv2.BORDER_REFLECT
             )
-            resid = smooth - thr_img
+            np.subtract(smooth, resid, out=resid)
             if cfg.local_offset is None:
                 offset = max(3.0 * _noise_sigma(resid), 1.0)  # objects: the far tail
             else:
@@ -335,38 +416,146 @@ class ClassicalSegmenter:
             thr = float(_global_threshold(smooth, cfg.threshold)) * cfg.threshold_scale
             polarity = self._polarity(smooth, thr)
             fg = smooth > thr if polarity == "bright" else smooth < thr
-        if cfg.fill_holes:
-            fg = _fill_holes(fg)
-        if cfg.refine and fg.any():
-            x = smooth if polarity == "bright" else 255.0 - smooth
-            fg = _refine_objects(fg, x, cfg.refine_fraction)
-            if cfg.fill_holes:
+        return fg, float(thr), polarity
+
+    def _object_labels(
+        self, fg: np.ndarray, x: np.ndarray | None, refine_bg: float | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per-object stages of one window: refine, fill, opening, split or label.
+
+        Returns ``(foreground before size filters, labels int32 before size filters)``.
+        """
+        return self._split_labels(self._refine(fg, x, refine_bg))
+
+    def _refine(self, fg: np.ndarray, x: np.ndarray | None, refine_bg: float | None) -> np.ndarray:
+        """Refine each object (``x`` None: no refine) and fill the holes that it opens."""
+        if x is not None and refine_bg is not None and fg.any():
+            fg = _refine_objects(fg, x, self.config.refine_fraction, refine_bg)
+            if self.config.fill_holes:
                 fg = _fill_holes(fg)
+        return fg
+
+    def _split_labels(self, fg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Opening, then touching objects split (or connected components labelled)."""
+        import cv2
+
+        cfg = self.config
         if cfg.opening > 0:
             fg = cv2.morphologyEx(
-                fg.view(np.uint8),
+                np.ascontiguousarray(fg).view(np.uint8),
                 cv2.MORPH_OPEN,
                 cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * cfg.opening + 1,) * 2),
             ).view(bool)
-        fg_raw = fg
         if cfg.split and fg.any():
             labels = _split_touching(fg, cfg.split_sigma, cfg.h, cfg.min_distance)
         else:
-            labels = cv2.connectedComponents(fg.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)[1]
-        labels = self._filter(labels.astype(np.int32, copy=False), fg.shape)
-        return labels, fg_raw, inten, float(thr), polarity
+            labels = cv2.connectedComponents(
+                np.ascontiguousarray(fg).view(np.uint8), connectivity=8, ltype=cv2.CV_32S
+            )[1]
+        return fg, labels
+
+    # -- tiling -----------------------------------------------------------------------------
+    def _tile_side(self, hw: tuple[int, int]) -> int:
+        """The tile side for an image of ``hw`` (0: do not tile)."""
+        ts = self.config.tile_size
+        if ts is None:
+            ts = _AUTO_TILE_SIZE
+        return 0 if ts == 0 or (hw[0] <= ts and hw[1] <= ts) else int(ts)
+
+    def _window_objects(
+        self,
+        fg: np.ndarray,
+        x: np.ndarray | None,
+        refine_bg: float | None,
+        win: tuple[int, int, int, int],
+        tile: int,
+    ) -> tuple[np.ndarray, list]:
+        """The per-object stages on window ``win`` (XYXY) of the image: ``(foreground of the
+        window, its objects as LocalMasks in image coordinates, scored by area)``."""
+        from scipy import ndimage as ndi
+
+        from sam_detect.segment.tiling import LocalMask
+
+        x0, y0, x1, y1 = win
+        fg_t = np.ascontiguousarray(fg[y0:y1, x0:x1])
+        x_t = None if x is None else np.ascontiguousarray(x[y0:y1, x0:x1])
+        raw_t, lab_t = self._object_labels(fg_t, x_t, refine_bg)
+        found = []
+        for i, sl in enumerate(ndi.find_objects(lab_t), 1):
+            if sl is None:
+                continue
+            crop = lab_t[sl] == i
+            found.append(
+                LocalMask(x0 + sl[1].start, y0 + sl[0].start, crop, float(np.count_nonzero(crop)), tile=tile)
+            )
+        return raw_t, found
+
+    def _windows(self, hw: tuple[int, int]) -> list[tuple[int, int, int, int]]:
+        from sam_detect.segment.tiling import tile_windows
+
+        side = self._tile_side(hw)
+        if side == 0:
+            return [(0, 0, hw[1], hw[0])]
+        return tile_windows(hw, side, self.config.tile_overlap, even=True)
+
+    def _tiled_labels(
+        self,
+        fg: np.ndarray,
+        x: np.ndarray | None,
+        refine_bg: float | None,
+        windows: list[tuple[int, int, int, int]],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The per-object stages tile by tile, objects merged across seams.
+
+        An object touching a tile side inside the image is cut there: where another tile
+        saw it whole, that one is kept; pieces cut in every tile (objects or clusters wider
+        than the overlap) are joined (:func:`~sam_detect.segment.tiling.merge_tiled`) and
+        then segmented again in a window of their own around them, so that touching
+        objects among them are split as without tiles. Objects come out in raster order
+        of their first pixel, as connected-component labelling numbers them.
+        """
+        from sam_detect.segment.tiling import intersection, mark_cut, merge_tiled, tile_cores
+
+        hw = fg.shape
+        fg_raw = np.zeros(hw, dtype=bool)
+        items = []
+        for t, (win, core) in enumerate(zip(windows, tile_cores(windows, hw), strict=True)):
+            raw_t, found = self._window_objects(fg, x, refine_bg, win, t)
+            x0, y0 = win[:2]
+            cx0, cy0, cx1, cy1 = core
+            fg_raw[cy0:cy1, cx0:cx1] = raw_t[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
+            items += [mark_cut(m, win, hw) for m in found]
+        # whole objects first, largest first: a fragment that one tile cut off an object
+        # (a seam inside a cluster) lies inside the object another tile saw whole
+        merged = merge_tiled(items, iou_thresh=0.5, contain_thresh=0.5, disjoint=True)
+        cut = [m for m in merged if m.cut]
+        if cut:
+            whole = [m for m in merged if not m.cut]
+            pad = self.config.tile_overlap
+            for j, m in enumerate(cut):
+                bx0, by0, bx1, by1 = m.xyxy
+                win = (max(bx0 - pad, 0), max(by0 - pad, 0), min(bx1 + pad, hw[1]), min(by1 + pad, hw[0]))
+                again = [o for o in self._window_objects(fg, x, refine_bg, win, len(windows) + j)[1]
+                         if 2 * intersection(o, m) > o.area]  # what lies mostly inside m
+                whole += again or [m]
+            for m in whole:
+                m.cut = False
+            merged = merge_tiled(whole, iou_thresh=0.5, contain_thresh=0.5, disjoint=True)
+        merged.sort(key=lambda m: (m.y0, m.x0 + int(np.argmax(m.mask[0]))))
+        labels = np.zeros(hw, dtype=np.int32)
+        for i, m in enumerate(merged, 1):
+            h, w = m.mask.shape
+            labels[m.y0 : m.y0 + h, m.x0 : m.x0 + w][m.mask] = i
+        return fg_raw, labels
 
     def _local_polarity(self, smooth: np.ndarray, radius: float) -> str:
         """``auto`` for local methods: objects are the longer tail of (image - local mean),
         which an uneven background does not fool as it fools the global minority rule."""
         if self.config.polarity != "auto":
             return self.config.polarity
-        import cv2
-
-        resid = smooth - cv2.GaussianBlur(
-            smooth, (0, 0), max(radius / 2.0, 1.0), borderType=cv2.BORDER_REFLECT
-        )
-        sample = resid.ravel()[:: max(1, resid.size // 200_000)]
+        local_mean = _local_mean(smooth, max(radius / 2.0, 1.0))
+        step = max(1, smooth.size // 200_000)
+        sample = smooth.ravel()[::step] - local_mean.ravel()[::step]  # the residual, subsampled
         hi, lo = np.percentile(sample, [99.5, 0.5])
         return "bright" if hi >= -lo else "dark"
 
@@ -381,7 +570,7 @@ class ClassicalSegmenter:
         cfg = self.config
         if cfg.remove_border:
             labels = segmentation.clear_border(labels)
-        areas = np.bincount(labels.ravel())
+        areas = _label_counts(labels)
         keep = areas >= max(cfg.min_area, 1)
         if cfg.min_area_rel > 0 and keep[1:].any():
             median = float(np.median(areas[1:][keep[1:]]))
@@ -393,7 +582,7 @@ class ClassicalSegmenter:
         # relabel 1..N in order of first appearance
         lut = np.zeros(areas.shape[0], dtype=np.int32)
         lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-        return lut[labels]
+        return _relabel(lut, labels)  # in place: the label image is ours
 
     def _instances_from_labels(
         self,
@@ -401,70 +590,68 @@ class ClassicalSegmenter:
         intensity: np.ndarray,
         thr: float,
         polarity: str,
-        min_area: int = 0,
     ) -> Instances:
-        """Masks from a label image through per-object slices (never N full-image compares)."""
+        """Instances of a label image, built from per-object slices: each mask is kept as its
+        box crop, never as an ``(N, H, W)`` array or ``N`` full-image comparisons."""
         from scipy import ndimage as ndi
 
-        h, w = labels.shape
         flat = labels.ravel()
         n_lab = int(flat.max()) if flat.size else 0
-        counts = np.bincount(flat, minlength=n_lab + 1)
-        sums = np.bincount(flat, weights=intensity.ravel(), minlength=n_lab + 1)
+        counts = _label_counts(labels, n_lab + 1)
+        sums = _label_sums(labels, intensity, n_lab + 1)
         objs = ndi.find_objects(labels)
-        ids = [
-            i for i, sl in enumerate(objs, 1) if sl is not None and counts[i] >= max(min_area, 1)
-        ]
-        n = len(ids)
-        masks = np.zeros((n, h, w), dtype=bool)
-        boxes = np.zeros((n, 4), dtype=np.float32)
-        areas = counts[ids].astype(np.int64) if n else np.zeros(0, np.int64)
-        solidity = np.ones(n, dtype=np.float32)
-        # contrast: object mean vs the background level, relative to the threshold's margin
-        bg = float(sums[0] / counts[0]) if counts[0] else 0.0
-        span = abs(thr - bg) + 1e-6
-        means = sums[ids] / np.maximum(counts[ids], 1) if n else np.zeros(0)
-        delta = (means - bg) if polarity == "bright" else (bg - means)
-        contrast = np.clip(delta / (2.0 * span), 0.0, 1.0).astype(np.float32)
+        ids = [i for i, sl in enumerate(objs, 1) if sl is not None and counts[i] > 0]
+        crops = []
+        origins = np.zeros((len(ids), 2), dtype=np.int64)
         for k, i in enumerate(ids):
             sl = objs[i - 1]
-            m = labels[sl] == i
-            masks[(k, *sl)] = m
-            boxes[k] = (sl[1].start, sl[0].start, sl[1].stop, sl[0].stop)
-            solidity[k] = _solidity(m, int(areas[k]))
-        scores = np.clip(0.5 * (contrast + solidity), 0.0, 1.0)
-        return Instances(
-            masks=masks,
-            boxes=boxes,
-            scores=scores,
-            data={"area": areas, "contrast": contrast, "solidity": solidity},
-        )
+            crops.append(labels[sl] == i)  # tight: find_objects gives the bounding box
+            origins[k] = (sl[1].start, sl[0].start)
+        # contrast: object mean vs the background level, relative to the threshold's margin
+        bg = float(sums[0] / counts[0]) if counts[0] else 0.0
+        return _build_instances(crops, origins, labels.shape, counts[ids], sums[ids], bg, thr, polarity)
 
-    @staticmethod
-    def _best_in_box(labels: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray | None:
+    def _object_slices(self, labels: np.ndarray) -> tuple[list, np.ndarray]:
+        """``(find_objects slices, areas)`` of the cached label image, computed once."""
+        from scipy import ndimage as ndi
+
+        if self._cache_objects is None or self._cache_objects[0] is not labels:
+            self._cache_objects = (labels, ndi.find_objects(labels), _label_counts(labels))
+        return self._cache_objects[1], self._cache_objects[2]
+
+    def _intensity_total(self, intensity: np.ndarray) -> float:
+        if self._cache_total is None or self._cache_total[0] is not intensity:
+            self._cache_total = (intensity, float(np.sum(intensity, dtype=np.float64)))
+        return self._cache_total[1]
+
+    def _best_in_box(
+        self, labels: np.ndarray, box: tuple[int, int, int, int]
+    ) -> tuple[np.ndarray, tuple[int, int]] | None:
         x0, y0, x1, y1 = box
         sub = labels[y0:y1, x0:x1]
         ids, inside = np.unique(sub[sub > 0], return_counts=True)
         if ids.size == 0:
             return None
-        totals = np.bincount(labels.ravel())[ids]
+        slices, areas = self._object_slices(labels)
+        totals = areas[ids]
         box_area = (x1 - x0) * (y1 - y0)
         iou = inside / (totals + box_area - inside)
         frac_inside = inside / totals
         ok = frac_inside >= 0.5
         if not ok.any():
             return None
-        best = ids[ok][np.argmax(iou[ok])]
-        return _clip_to_box(labels == best, box)
+        best = int(ids[ok][np.argmax(iou[ok])])
+        sl = slices[best - 1]
+        return _clip_crop(labels[sl] == best, (sl[1].start, sl[0].start), box)
 
     def _threshold_in_box(
         self, intensity: np.ndarray, box: tuple[int, int, int, int], polarity: str
-    ) -> np.ndarray | None:
+    ) -> tuple[np.ndarray, tuple[int, int]] | None:
         from scipy import ndimage as ndi
         from skimage import filters
 
         x0, y0, x1, y1 = box
-        sub = intensity[y0:y1, x0:x1]
+        sub = intensity[y0:y1, x0:x1].astype(np.float32)
         if sub.size < 4 or np.ptp(sub) == 0:
             return None
         t = filters.threshold_otsu(sub)
@@ -481,9 +668,7 @@ class ClassicalSegmenter:
             return None
         sizes = np.bincount(comp.ravel())
         sizes[0] = 0
-        mask = np.zeros(intensity.shape, dtype=bool)
-        mask[y0:y1, x0:x1] = comp == int(np.argmax(sizes))
-        return mask
+        return comp == int(np.argmax(sizes)), (x0, y0)
 
 
 def _global_threshold(x: np.ndarray, method: str) -> float:
@@ -516,13 +701,18 @@ def _fill_holes(fg: np.ndarray) -> np.ndarray:
 def _split_touching(fg: np.ndarray, split_sigma: float, h: float, min_distance: int) -> np.ndarray:
     """Watershed of touching objects, seeded at the h-maxima of the distance transform.
 
-    The h-maxima are computed per connected component on its bounding box, which is much
-    cheaper than on the whole image (their cost grows as ``n log n`` in pixels).
+    The h-maxima and the watershed are computed per connected component on its bounding
+    box, and only for components that may hold several objects: much cheaper than on the
+    whole image (their cost grows as ``n log n`` in pixels), with the same labels.
     """
     import cv2
     from skimage import morphology, segmentation
 
+    fg = np.ascontiguousarray(fg)
     fg8 = fg.view(np.uint8)
+    n, comp, stats, _ = cv2.connectedComponentsWithStats(fg8, connectivity=8, ltype=cv2.CV_32S)
+    if n <= 1:
+        return comp
     # pad with background so objects cut by the border peak inside the image
     dist = cv2.distanceTransform(
         cv2.copyMakeBorder(fg8, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0),
@@ -531,20 +721,19 @@ def _split_touching(fg: np.ndarray, split_sigma: float, h: float, min_distance: 
     )[1:-1, 1:-1]
     if split_sigma > 0:
         dist = cv2.GaussianBlur(dist, (0, 0), split_sigma)
-    dist = np.where(fg, dist, 0).astype(np.float32)
-    n, comp, stats, _ = cv2.connectedComponentsWithStats(fg8, connectivity=8, ltype=cv2.CV_32S)
-    markers = np.zeros(fg.shape, dtype=np.int32)
+    lut = np.zeros(n, dtype=np.int32)  # component -> its label when it is not split
+    splits: list[tuple[tuple[slice, slice], np.ndarray, np.ndarray]] = []
     next_id = 1
     for c in range(1, n):
         x, y, bw, bh, _area = stats[c]
         sl = (slice(y, y + bh), slice(x, x + bw))
         m = comp[sl] == c
-        d = np.where(m, dist[sl], 0)
+        d = np.where(m, dist[sl], 0).astype(np.float32, copy=False)
         peak = float(d.max())
         if (h > 0 and peak < 2 * h) or _solidity(m, int(_area)) >= _CONVEX_SOLIDITY:
             # too thin to hold two h-separated maxima, or convex (touching objects leave a
-            # notch): one seed, the component itself; skips the costly h-maxima
-            markers[sl][m] = next_id
+            # notch): one object, the component itself; skips the costly h-maxima
+            lut[c] = next_id
             next_id += 1
             continue
         seeds = morphology.h_maxima(d, h) if h > 0 else morphology.local_maxima(d)
@@ -552,23 +741,22 @@ def _split_touching(fg: np.ndarray, split_sigma: float, h: float, min_distance: 
             seeds.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S
         )[1]
         k = int(seed_lab.max())
-        if k == 0:
-            markers[sl][comp[sl] == c] = next_id
-            next_id += 1
-            continue
         if k > 1 and min_distance > 1:
             seed_lab = _merge_close_seeds(seed_lab, min_distance)
             k = int(seed_lab.max())
-        if k == 1:
-            markers[sl][comp[sl] == c] = next_id
+        if k <= 1:
+            lut[c] = next_id
             next_id += 1
             continue
-        sub = markers[sl]
-        sub[seed_lab > 0] = seed_lab[seed_lab > 0] + (next_id - 1)
+        markers = np.where(seed_lab > 0, seed_lab + (next_id - 1), 0).astype(np.int32)
+        splits.append((sl, m, segmentation.watershed(-d, markers, mask=m).astype(np.int32)))
         next_id += k
-    if next_id - 1 == n - 1:  # nothing to split
+    if not splits:  # nothing to split: the components are the objects
         return comp
-    return segmentation.watershed(-dist, markers, mask=fg).astype(np.int32)
+    labels = _relabel(lut, comp)  # in place: comp is not needed any more
+    for sl, m, ws in splits:
+        labels[sl][m] = ws[m]
+    return labels
 
 
 def _object_scale_radius(smooth: np.ndarray, min_area: int) -> int:
@@ -617,19 +805,39 @@ def _background(x: np.ndarray, radius: int) -> np.ndarray:
     return bg
 
 
+def _local_mean(x: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian-weighted local mean of ``x`` (float32). A wide Gaussian is computed at
+    reduced resolution and interpolated back: its cost would otherwise grow with ``sigma``
+    (seconds per megapixel for ``sigma`` in the hundreds)."""
+    import cv2
+
+    h, w = x.shape
+    f = int(min(sigma // _LOCAL_MEAN_SIGMA, max(1, min(h, w) // 16)))
+    if f < 2:
+        return cv2.GaussianBlur(x, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+    small = cv2.resize(x, (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_AREA)
+    # the area average already blurred by about f / sqrt(12): take it off the Gaussian
+    s = float(np.sqrt(max(sigma**2 - f**2 / 12.0, 1.0))) / f
+    small = cv2.GaussianBlur(small, (0, 0), s, borderType=cv2.BORDER_REFLECT)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
 def _noise_sigma(resid: np.ndarray) -> float:
     """Robust standard deviation (1.4826 x MAD) of a residual image, from a subsample."""
     sample = resid.ravel()[:: max(1, resid.size // 200_000)]
     return float(1.4826 * np.median(np.abs(sample - np.median(sample))))
 
 
-def _refine_objects(fg: np.ndarray, x: np.ndarray, fraction: float) -> np.ndarray:
+def _refine_objects(
+    fg: np.ndarray, x: np.ndarray, fraction: float, bg: float | None = None
+) -> np.ndarray:
     """Per connected component, drop pixels below ``bg + fraction * (peak - bg)``.
 
     ``peak`` is the component's 95th intensity percentile and ``bg`` the median outside all
-    components, so each object is cut at a fixed fraction of its own height: dim objects
-    keep their extent while blur halos and haze around bright ones are trimmed (a pair
-    joined only by haze falls apart into two components).
+    components (given: the whole image's, so that tiles agree), so each object is cut at a
+    fixed fraction of its own height: dim objects keep their extent while blur halos and
+    haze around bright ones are trimmed (a pair joined only by haze falls apart into two
+    components).
     """
     import cv2
 
@@ -638,7 +846,8 @@ def _refine_objects(fg: np.ndarray, x: np.ndarray, fraction: float) -> np.ndarra
     )
     if n <= 1:
         return fg
-    bg = float(np.median(x[~fg])) if (~fg).any() else 0.0
+    if bg is None:
+        bg = _median_outside(x, fg)
     out = fg.copy()
     for c in range(1, n):
         x0, y0, bw, bh, area = stats[c]
@@ -650,6 +859,14 @@ def _refine_objects(fg: np.ndarray, x: np.ndarray, fraction: float) -> np.ndarra
         peak = float(np.percentile(xs[m], 95))
         out[sl][m & (xs <= bg + fraction * (peak - bg))] = False
     return out
+
+
+def _median_outside(x: np.ndarray, fg: np.ndarray) -> float:
+    """Median of ``x`` where ``fg`` is False (0 when there is no such pixel)."""
+    outside = x[~fg]
+    if outside.size == 0:
+        return 0.0
+    return float(np.median(outside, overwrite_input=True))  # a copy already: sort it in place
 
 
 def _merge_close_seeds(markers: np.ndarray, min_distance: int) -> np.ndarray:
@@ -717,11 +934,86 @@ def _check_point(point: Any, h: int, w: int) -> tuple[int, int]:
     return x, y
 
 
-def _clip_to_box(mask: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-    x0, y0, x1, y1 = box
-    out = np.zeros_like(mask)
-    out[y0:y1, x0:x1] = mask[y0:y1, x0:x1]
-    return out
+def _clip_crop(
+    crop: np.ndarray, origin: tuple[int, int], box: tuple[int, int, int, int]
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """A mask crop at ``origin`` ``(x0, y0)`` clipped to ``box`` (XYXY): ``(crop, origin)``."""
+    ox, oy = int(origin[0]), int(origin[1])
+    bx0, by0, bx1, by1 = box
+    x0, y0 = max(ox, bx0), max(oy, by0)
+    x1, y1 = min(ox + crop.shape[1], bx1), min(oy + crop.shape[0], by1)
+    if x1 <= x0 or y1 <= y0:
+        return np.zeros((0, 0), dtype=bool), (0, 0)
+    return crop[y0 - oy : y1 - oy, x0 - ox : x1 - ox], (x0, y0)
+
+
+def _component_at(fg: np.ndarray, x: int, y: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """The 4-connected component of ``fg`` holding pixel ``(x, y)``: ``(crop, (x0, y0))``."""
+    import cv2
+
+    img = np.ascontiguousarray(fg, dtype=np.uint8)
+    _, _, _, (rx, ry, rw, rh) = cv2.floodFill(img, None, (int(x), int(y)), 2, 0, 0, 4)
+    return img[ry : ry + rh, rx : rx + rw] == 2, (rx, ry)
+
+
+def _relabel(lut: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``labels[...] = lut[labels]`` in place, in row blocks (no image-sized temporaries)."""
+    step = max(1, (1 << 20) // max(labels.shape[1], 1))
+    for r in range(0, labels.shape[0], step):
+        labels[r : r + step] = lut[labels[r : r + step]]
+    return labels
+
+
+def _label_counts(labels: np.ndarray, n: int | None = None) -> np.ndarray:
+    """``np.bincount(labels.ravel())`` in row blocks: bincount makes an int64 copy of its
+    input, 128 MB for a 4096 x 4096 int32 label image."""
+    if n is None:
+        n = int(labels.max()) + 1 if labels.size else 1
+    counts = np.zeros(n, dtype=np.int64)
+    step = max(1, (1 << 20) // max(labels.shape[1], 1))
+    for r in range(0, labels.shape[0], step):
+        counts += np.bincount(labels[r : r + step].ravel(), minlength=n)[:n]
+    return counts
+
+
+def _label_sums(labels: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """``(n,)`` float64 sums of ``values`` per label, in row blocks (no image-sized float64)."""
+    sums = np.zeros(n, dtype=np.float64)
+    step = max(1, (1 << 20) // max(labels.shape[1], 1))
+    for r in range(0, labels.shape[0], step):
+        sums += np.bincount(
+            labels[r : r + step].ravel(), weights=values[r : r + step].ravel(), minlength=n
+        )[:n]
+    return sums
+
+
+def _build_instances(
+    crops: list[np.ndarray],
+    origins: Any,
+    hw: tuple[int, int],
+    counts: np.ndarray,
+    sums: np.ndarray,
+    bg: float,
+    thr: float,
+    polarity: str,
+) -> Instances:
+    """Instances of mask crops, scored by contrast (object mean vs ``bg``, relative to the
+    threshold's margin) and solidity."""
+    n = len(crops)
+    areas = np.asarray(counts, dtype=np.int64).reshape(n)
+    span = abs(thr - bg) + 1e-6
+    means = np.asarray(sums, dtype=np.float64).reshape(n) / np.maximum(areas, 1)
+    delta = (means - bg) if polarity == "bright" else (bg - means)
+    contrast = np.clip(delta / (2.0 * span), 0.0, 1.0).astype(np.float32)
+    solidity = np.array([_solidity(c, int(a)) for c, a in zip(crops, areas, strict=True)], dtype=np.float32)
+    scores = np.clip(0.5 * (contrast + solidity), 0.0, 1.0)
+    return Instances.from_crops(
+        crops,
+        origins,
+        hw,
+        scores=scores,
+        data={"area": areas, "contrast": contrast, "solidity": solidity},
+    )
 
 
 __all__ = ["ClassicalConfig", "ClassicalSegmenter"]

@@ -44,7 +44,6 @@ from sam_detect.segment.tiling import (
     mask_nms,
     merge_tiled,
     tile_windows,
-    to_full_masks,
 )
 
 _MODES = ("auto", "guided")
@@ -276,18 +275,21 @@ class SAM2Segmenter:
         from sam_detect.embed.sam2 import cell_weights, check_sam2_image, pool_features
 
         image = check_sam2_image(image)
-        boxes = masks.boxes if isinstance(masks, Instances) else None
-        m = masks.masks if isinstance(masks, Instances) else np.asarray(masks, dtype=bool)
-        if m.ndim == 2:
-            m = m[None]
-        if m.shape[1:] != image.shape[:2]:
+        if not isinstance(masks, Instances):
+            m = np.asarray(masks, dtype=bool)
+            if m.ndim == 2:
+                m = m[None]
+            if m.ndim != 3:
+                raise AnnotationError(f"masks must be (N, H, W) bool, got shape {m.shape}")
+            masks = Instances(masks=m)
+        if masks.image_hw != image.shape[:2]:
             raise AnnotationError(
-                f"masks must be (N, H, W) with (H, W) = {image.shape[:2]}, got {m.shape}"
+                f"masks must be (N, H, W) with (H, W) = {image.shape[:2]}, got {(len(masks), *masks.image_hw)}"
             )
-        if len(m) == 0:
+        if len(masks) == 0:
             return np.zeros((0, 256), dtype=np.float32)
         feats = self.runtime.image_embed(image)
-        return pool_features(feats, cell_weights(m, boxes, tuple(feats.shape[1:])))
+        return pool_features(feats, cell_weights(masks, None, tuple(feats.shape[1:])))
 
     # -- protocol ---------------------------------------------------------------------------
     def segment(self, image: np.ndarray) -> Instances:
@@ -577,7 +579,7 @@ class SAM2Segmenter:
         pts = np.zeros((len(inst), 2), dtype=np.float32)
         for i in range(len(inst)):
             x1, y1, x2, y2 = (int(v) for v in inst.boxes[i])
-            crop = np.pad(inst.masks[i, y1:y2, x1:x2], 1).astype(np.uint8)
+            crop = np.pad(inst.mask_region(i, x1, y1, x2, y2), 1).astype(np.uint8)
             dist = cv2.distanceTransform(crop, cv2.DIST_L2, 3)
             r, c = np.unravel_index(int(np.argmax(dist)), dist.shape)
             pts[i] = (x1 + c - 1 + 0.5, y1 + r - 1 + 0.5)
@@ -756,9 +758,7 @@ class SAM2Segmenter:
         keep_empty: bool = False,
     ) -> Instances:
         n = len(items)
-        masks = to_full_masks(
-            [m if m is not None else LocalMask(0, 0, np.zeros((0, 0), bool)) for m in items], hw
-        )
+        crops, origins = _clipped_crops(items, hw)
         points = np.zeros((n, 2), dtype=np.float32)
         stab = np.zeros(n, dtype=np.float32)
         scores = np.zeros(n, dtype=np.float32)
@@ -774,8 +774,10 @@ class SAM2Segmenter:
             if m.info.get("point") is not None:
                 points[i] = m.info["point"]
             src.append(str(m.info.get("prompt_source", "")))
-        inst = Instances(
-            masks=masks,
+        inst = Instances.from_crops(
+            crops,
+            origins,
+            hw,
             scores=scores,
             data={
                 "area": area,
@@ -786,6 +788,28 @@ class SAM2Segmenter:
             metadata={"segmenter": self.name, "sam2": stats},
         )
         return inst
+
+
+def _clipped_crops(
+    items: list[LocalMask | None], hw: tuple[int, int]
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Mask crops and ``(x0, y0)`` origins of local masks, clipped to the image (``None``:
+    an empty mask)."""
+    h, w = hw
+    crops: list[np.ndarray] = []
+    origins = np.zeros((len(items), 2), dtype=np.int64)
+    for i, m in enumerate(items):
+        if m is None:
+            crops.append(np.zeros((0, 0), dtype=bool))
+            continue
+        x0, y0, x1, y1 = m.xyxy
+        cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+        if cx1 <= cx0 or cy1 <= cy0:
+            crops.append(np.zeros((0, 0), dtype=bool))
+            continue
+        crops.append(m.mask[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0])
+        origins[i] = (cx0, cy0)
+    return crops, origins
 
 
 def _parabola_offset(left: np.ndarray, mid: np.ndarray, right: np.ndarray) -> np.ndarray:

@@ -3,7 +3,8 @@
 A full-image bool mask of a 4k x 4k mosaic is 16 MB; hundreds of them do not fit in
 memory while candidates are compared. :class:`LocalMask` keeps only the mask's tight box
 region and its offset, so IoU, NMS and merging across tiles touch only the pixels that
-matter; :func:`to_full_masks` builds the ``(N, H, W)`` array once, at the end.
+matter, and segmenters hand the crops to ``Instances.from_crops`` as they are
+(:func:`to_full_masks` builds a dense ``(N, H, W)`` array, for small images and tests).
 
 Tiles overlap; a mask that touches a tile side lying inside the image is probably cut off
 there, so when two masks from different tiles overlap, a whole one (touching no inner
@@ -128,30 +129,30 @@ def mask_nms(items: Sequence[LocalMask], iou_thresh: float) -> list[LocalMask]:
     """
     order = sorted(range(len(items)), key=lambda i: -items[i].score)
     kept: list[LocalMask] = []
-    kept_boxes = np.zeros((0, 4), dtype=np.int64)
+    kept_boxes = np.zeros((max(len(items), 1), 4), dtype=np.int64)  # boxes of kept
     for i in order:
         m = items[i]
         x0, y0, x1, y1 = m.xyxy
-        overlap = np.flatnonzero(
-            (kept_boxes[:, 0] < x1)
-            & (kept_boxes[:, 2] > x0)
-            & (kept_boxes[:, 1] < y1)
-            & (kept_boxes[:, 3] > y0)
-        )
+        b = kept_boxes[: len(kept)]
+        overlap = np.flatnonzero((b[:, 0] < x1) & (b[:, 2] > x0) & (b[:, 1] < y1) & (b[:, 3] > y0))
         if any(mask_iou(m, kept[j]) > iou_thresh for j in overlap):
             continue
+        kept_boxes[len(kept)] = (x0, y0, x1, y1)
         kept.append(m)
-        kept_boxes = np.vstack([kept_boxes, np.array([[x0, y0, x1, y1]])])
     return kept
 
 
 def tile_windows(
-    image_hw: tuple[int, int], tile: int, overlap: int
+    image_hw: tuple[int, int], tile: int, overlap: int, even: bool = False
 ) -> list[tuple[int, int, int, int]]:
     """Overlapping square windows covering an image, XYXY pixels (exclusive ends).
 
     Windows are ``tile`` pixels wide (smaller only where the image is), start every
     ``tile - overlap`` pixels, and the last one in each row/column ends at the border.
+
+    ``even``: instead, the fewest windows of at most ``tile`` pixels that overlap by at
+    least ``overlap``, all of one size and evenly spread, so that little is done twice
+    (a 4096-pixel side in tiles of 2048 with overlap 128: three of 1451, not three of 2048).
 
     Raises:
         ValueError: ``tile <= overlap`` or ``overlap < 0``.
@@ -160,14 +161,18 @@ def tile_windows(
         raise ValueError(f"need tile > overlap >= 0, got tile={tile}, overlap={overlap}")
     h, w = image_hw
 
-    def starts(n: int) -> list[int]:
+    def spans(n: int) -> list[tuple[int, int]]:
         if n <= tile:
-            return [0]
+            return [(0, n)]
+        if even:
+            k = -(-(n - overlap) // (tile - overlap))  # ceil: the fewest windows
+            size = -(-(n + (k - 1) * overlap) // k)  # <= tile; k * size >= n + (k - 1) * overlap
+            return [((i * (n - size)) // (k - 1), (i * (n - size)) // (k - 1) + size) for i in range(k)]
         out = list(range(0, n - tile, tile - overlap))
         out.append(n - tile)
-        return sorted(set(out))
+        return [(s, s + tile) for s in sorted(set(out))]
 
-    return [(x, y, min(x + tile, w), min(y + tile, h)) for y in starts(h) for x in starts(w)]
+    return [(x0, y0, x1, y1) for y0, y1 in spans(h) for x0, x1 in spans(w)]
 
 
 def mark_cut(
@@ -209,7 +214,10 @@ def _zone_iou(a: LocalMask, b: LocalMask) -> float:
 
 
 def merge_tiled(
-    items: Sequence[LocalMask], iou_thresh: float = 0.5, contain_thresh: float = 0.5
+    items: Sequence[LocalMask],
+    iou_thresh: float = 0.5,
+    contain_thresh: float = 0.5,
+    disjoint: bool = False,
 ) -> list[LocalMask]:
     """Merge masks found in overlapping tiles (image coordinates; ``cut``, ``tile`` and
     ``window`` set by :func:`mark_cut`).
@@ -219,31 +227,76 @@ def merge_tiled(
     (``contain_thresh``) lies inside a kept mask. Two cut masks from different tiles that
     agree where both tiles saw the image (IoU above ``iou_thresh`` in the shared region)
     are pieces of one object and are joined.
+
+    ``disjoint``: the masks of one tile never overlap (they come from a label image), so
+    a mask that overlaps kept masks (of other tiles) is a fragment or a repeat of what they
+    hold: any mask, cut or whole, is dropped when the kept masks together cover most of it
+    (a seam through a cluster can cut off a piece that looks whole in its tile, or one
+    that straddles two objects another tile saw whole). Leave it off for segmenters that
+    propose overlapping masks (a part and its whole).
+
+    Only masks whose boxes overlap are compared, so thousands of masks merge quickly.
     """
     order = sorted(range(len(items)), key=lambda i: (items[i].cut, -items[i].score))
     kept: list[LocalMask] = []
+    kept_area: list[int] = []
+    boxes = np.zeros((max(len(items), 1), 4), dtype=np.int64)  # boxes of kept[:len(kept)]
     for i in order:
         m = items[i]
-        absorbed = False
         x0, y0, x1, y1 = m.xyxy
-        for j, k in enumerate(kept):
-            kx0, ky0, kx1, ky1 = k.xyxy
-            if kx0 >= x1 or kx1 <= x0 or ky0 >= y1 or ky1 <= y0:
-                continue
+        area = m.area
+        nk = len(kept)
+        b = boxes[:nk]
+        cand = np.flatnonzero((b[:, 0] < x1) & (b[:, 2] > x0) & (b[:, 1] < y1) & (b[:, 3] > y0))
+        absorbed = False
+        covered = 0
+        for j in cand:
+            k = kept[j]
             inter = intersection(m, k)
             if inter == 0:
                 continue
-            iou = inter / (m.area + k.area - inter)
+            iou = inter / (area + kept_area[j] - inter)
             if m.cut and k.cut and m.tile != k.tile and _zone_iou(m, k) > iou_thresh:
                 kept[j] = union(k, m)
+                kept_area[j] = kept[j].area
+                boxes[j] = kept[j].xyxy
                 absorbed = True
                 break
-            if iou > iou_thresh or (m.cut and inter / m.area > contain_thresh):
+            covered = covered + inter if disjoint else max(covered, inter)
+            inside = covered / area > contain_thresh
+            if iou > iou_thresh or (inside and (m.cut or disjoint)):
                 absorbed = True
                 break
         if not absorbed:
             kept.append(m)
+            kept_area.append(area)
+            boxes[nk] = (x0, y0, x1, y1)
     return kept
+
+
+def tile_cores(
+    windows: Sequence[tuple[int, int, int, int]], image_hw: tuple[int, int]
+) -> list[tuple[int, int, int, int]]:
+    """The part of each window (XYXY) that it owns: overlaps are split at their middle, so
+    the cores of :func:`tile_windows` windows tile the image without gaps or overlaps."""
+    h, w = image_hw
+
+    def bounds(spans: set[tuple[int, int]], n: int) -> dict[tuple[int, int], tuple[int, int]]:
+        spans_sorted = sorted(spans)
+        out = {}
+        for i, (a, b) in enumerate(spans_sorted):
+            lo = 0 if i == 0 else (a + spans_sorted[i - 1][1]) // 2
+            hi = n if i == len(spans_sorted) - 1 else (spans_sorted[i + 1][0] + b) // 2
+            out[(a, b)] = (lo, hi)
+        return out
+
+    xs = bounds({(x0, x1) for x0, _, x1, _ in windows}, w)
+    ys = bounds({(y0, y1) for _, y0, _, y1 in windows}, h)
+    return [_pair(xs[(x0, x1)], ys[(y0, y1)]) for x0, y0, x1, y1 in windows]
+
+
+def _pair(xr: tuple[int, int], yr: tuple[int, int]) -> tuple[int, int, int, int]:
+    return xr[0], yr[0], xr[1], yr[1]
 
 
 def to_full_masks(items: Sequence[LocalMask], image_hw: tuple[int, int]) -> np.ndarray:
@@ -266,6 +319,7 @@ __all__ = [
     "mask_iou",
     "mask_nms",
     "merge_tiled",
+    "tile_cores",
     "tile_windows",
     "to_full_masks",
     "union",
