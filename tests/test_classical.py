@@ -447,6 +447,7 @@ def test_tiled_segmentation_agrees_with_untiled_on_hela(frame):
     seg = ClassicalSegmenter(tile_size=256, tile_overlap=64)
     assert len(seg._windows(img.shape[:2])) == 24
     tiled = seg.segment(img)
+    assert (whole.metadata["tiles"], tiled.metadata["tiles"]) == (1, 24)
     iou = match_ious(whole, tiled)
     assert abs(len(tiled) - len(whole)) <= 0.02 * len(whole), (len(whole), len(tiled))
     assert np.mean(iou.max(axis=1) >= 0.9) >= 0.95  # untiled objects found again

@@ -227,7 +227,8 @@ class ClassicalSegmenter:
             ``Instances`` with masks (kept as box crops), boxes XYXY, scores in ``[0, 1]``,
             ``data["area"]`` (int64 pixels), ``data["contrast"]``, ``data["solidity"]``;
             ``metadata["segmenter"]``, ``metadata["threshold"]`` (0..255 units, or
-            ``None`` for ``local``) and ``metadata["polarity"]`` (``bright``/``dark``).
+            ``None`` for ``local``), ``metadata["polarity"]`` (``bright``/``dark``) and
+            ``metadata["tiles"]`` (how many tiles the per-object stages ran in; 1: none).
         """
         labels, fg_raw, intensity, thr, polarity = self._label(image)
         inst = self._instances_from_labels(labels, intensity, thr, polarity)
@@ -236,6 +237,7 @@ class ClassicalSegmenter:
                 "segmenter": self.name,
                 "threshold": thr if self.config.threshold != "local" else None,
                 "polarity": polarity,
+                "tiles": len(self._windows(labels.shape)),
             }
         )
         return inst
