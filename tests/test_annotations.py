@@ -405,7 +405,7 @@ def test_polygon_list_errors(tmp_path):
 
 
 # -- real data ---------------------------------------------------------------------------------
-@pytest.mark.skipif(not VOC.exists(), reason=f"shared data missing: {VOC}")
+@pytest.mark.usefixtures("shared_data")  # fails loudly when ../shared/data is missing
 def test_real_voc_npz():
     inst = load_annotations(VOC, image_shape=(375, 500, 3))
     assert len(inst) == 19
@@ -413,7 +413,7 @@ def test_real_voc_npz():
     assert counts == {"chair": 8, "person": 7, "diningtable": 3, "bottle": 1}
 
 
-@pytest.mark.skipif(not ARC.exists(), reason=f"shared data missing: {ARC}")
+@pytest.mark.usefixtures("shared_data")  # fails loudly when ../shared/data is missing
 def test_real_arc_npz_visible_masks():
     inst = load_annotations(ARC, image_shape=(480, 640))
     assert len(inst) == 8 and len(set(inst.labels)) == 8
@@ -423,7 +423,7 @@ def test_real_arc_npz_visible_masks():
     assert inst.masks.sum(axis=0).max() == 1  # visible parts do not overlap
 
 
-@pytest.mark.skipif(not HELA_SEG.exists(), reason=f"shared data missing: {HELA_SEG}")
+@pytest.mark.usefixtures("shared_data")  # fails loudly when ../shared/data is missing
 def test_real_hela_label_stack_one_frame():
     inst = load_annotations(HELA_SEG, image=5, label="nucleus", image_shape=(700, 1100))
     assert 124 <= len(inst) <= 195
@@ -432,7 +432,7 @@ def test_real_hela_label_stack_one_frame():
     assert inst.masks.sum(axis=0).max() == 1  # a label image cannot overlap
 
 
-@pytest.mark.skipif(not SCRATCH.exists(), reason=f"shared data missing: {SCRATCH}")
+@pytest.mark.usefixtures("shared_data")  # fails loudly when ../shared/data is missing
 def test_real_scratch_assay_label_channel():
     with pytest.raises(AnnotationError, match="has 4 channels"):
         load_annotations(SCRATCH, image=0)

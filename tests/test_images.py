@@ -305,7 +305,7 @@ def test_tiff_tcyx_stack(tmp_path):
     assert axes == "TYXC" and arr.shape == (3, 6, 8, 2)
 
 
-@pytest.mark.skipif(not SCRATCH.exists(), reason=f"shared data missing: {SCRATCH}")
+@pytest.mark.usefixtures("shared_data")  # fails loudly when ../shared/data is missing
 def test_real_ome_ctyx_scratch_assay():
     im = load_image(SCRATCH, frame=4, channel=0)
     assert im.source_axes == "CTYX" and im.source_shape == (4, 10, 210, 576)
@@ -315,7 +315,7 @@ def test_real_ome_ctyx_scratch_assay():
     np.testing.assert_array_equal(im.rgb[..., 0], to_rgb_uint8(raw)[..., 0])
 
 
-@pytest.mark.skipif(not HELA.exists(), reason=f"shared data missing: {HELA}")
+@pytest.mark.usefixtures("shared_data")  # fails loudly when ../shared/data is missing
 def test_real_hela_offset_normalised():
     im = load_image(HELA, frame=0)
     assert im.original.min() > 30000  # the ~33k offset is in the data ...

