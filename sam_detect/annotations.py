@@ -233,10 +233,7 @@ def label_image_to_instances(label_image: np.ndarray, label: str | None = None) 
 
     One box crop per id (``Instances.from_label_image``): never ``(N, H, W)``.
     """
-    try:
-        inst, ids = Instances.from_label_image(label_image)
-    except ValueError as e:
-        raise AnnotationError(str(e)) from e
+    inst, ids = Instances.from_label_image(label_image)
     inst.labels[:] = label or DEFAULT_LABEL
     inst.data["source_id"] = np.asarray(ids, dtype=np.int64)
     return inst

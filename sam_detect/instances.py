@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from sam_detect.errors import AnnotationError
+
 UNKNOWN = "unknown"
 NEGATIVE = "__negative__"
 
@@ -171,10 +173,10 @@ class Instances:
 
         lab = np.asarray(label_image)
         if lab.ndim != 2:
-            raise ValueError(f"a label image must be 2-D (H, W), got shape {lab.shape}")
+            raise AnnotationError(f"a label image must be 2-D (H, W), got shape {lab.shape}")
         if not np.issubdtype(lab.dtype, np.integer):
             if not np.all(np.mod(lab, 1) == 0):
-                raise ValueError(f"a label image must hold integer ids, got dtype {lab.dtype}")
+                raise AnnotationError(f"a label image must hold integer ids, got dtype {lab.dtype}")
             lab = lab.astype(np.int64)
         ids = np.unique(lab)
         ids = ids[ids != 0]
@@ -356,6 +358,29 @@ class Instances:
 
     def __repr__(self) -> str:
         return f"Instances(n={len(self)}, image_hw={self.image_hw}, data={sorted(self.data)})"
+
+
+def as_instances(masks: Instances | np.ndarray, image_hw: tuple[int, int]) -> Instances:
+    """``masks`` as :class:`Instances` of an image of ``image_hw``: Instances pass through, an
+    ``(H, W)`` or ``(N, H, W)`` array is converted.
+
+    Raises:
+        AnnotationError: not 2-D/3-D, or the masks' ``(H, W)`` is not the image's.
+    """
+    if not isinstance(masks, Instances):
+        arr = np.asarray(masks)
+        if arr.ndim == 2:
+            arr = arr[None]
+        if arr.ndim != 3:
+            raise AnnotationError(f"masks must be (N, H, W) bool, got shape {arr.shape}")
+        masks = Instances(masks=arr)
+    hw = tuple(int(v) for v in image_hw)
+    if masks.image_hw != hw:
+        raise AnnotationError(
+            f"masks must be (N, H, W) with (H, W) = image size {hw}, got "
+            f"{(len(masks), *masks.image_hw)}: each mask must have the image's shape"
+        )
+    return masks
 
 
 def _tighten(crop: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:

@@ -393,7 +393,8 @@ class SAMDetect:
         if any(lab is None for lab in labels):
             raise AnnotationError("some annotations carry no label; pass a label")
         labels = [self._check_label(lab) for lab in labels]
-        empty = np.flatnonzero(instances.areas == 0)
+        areas = instances.areas
+        empty = np.flatnonzero(areas == 0)
         if empty.size:
             raise AnnotationError(f"annotation {int(empty[0])} has zero area")
         self.check_library(create=True)
@@ -410,7 +411,6 @@ class SAMDetect:
 
         # The mask travels with the example so a library can be exported with crops and re-embedded.
         payloads = []
-        areas = instances.areas
         for i in range(len(instances)):
             crop, (rows, cols) = instances.mask_crop(i)
             payloads.append(

@@ -44,7 +44,7 @@ from sam_detect.embed._torch import (
 )
 from sam_detect.embed.base import l2_normalize
 from sam_detect.errors import AnnotationError, ImageLoadError
-from sam_detect.instances import Instances
+from sam_detect.instances import Instances, as_instances
 
 FEATURE_DIM = 256
 DEFAULT_IMAGE_SIZE = 1024
@@ -388,18 +388,7 @@ class SAM2Embedder:
 
     def _embed_instances(self, image: np.ndarray, instances: Instances | np.ndarray) -> np.ndarray:
         image = check_sam2_image(image)
-        if not isinstance(instances, Instances):
-            masks = np.asarray(instances, dtype=bool)
-            if masks.ndim == 2:
-                masks = masks[None]
-            if masks.ndim != 3:
-                raise AnnotationError(f"masks must be (N, H, W) bool, got shape {masks.shape}")
-            instances = Instances(masks=masks)
-        if instances.image_hw != image.shape[:2]:
-            raise AnnotationError(
-                f"masks must be (N, H, W) with (H, W) = image size {image.shape[:2]}, "
-                f"got {(len(instances), *instances.image_hw)}"
-            )
+        instances = as_instances(instances, image.shape[:2])
         if len(instances) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         feats = self.runtime.image_embed(image)

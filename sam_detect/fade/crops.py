@@ -31,7 +31,7 @@ import numpy as np
 
 from sam_detect.errors import AnnotationError
 from sam_detect.fade.strategies import IdentityFade, mean_colour
-from sam_detect.instances import Instances, masks_to_xyxy
+from sam_detect.instances import Instances, as_instances, masks_to_xyxy
 
 
 @dataclass(frozen=True)
@@ -251,17 +251,7 @@ def make_context_crops(
     occupancy = _check_occupancy(occupancy)
     min_side = _check_min_side(min_side)
     fade = _check_fade(fade)
-    if not isinstance(masks, Instances):
-        arr = np.asarray(masks)
-        if arr.ndim == 2:
-            arr = arr[None]
-        if arr.ndim != 3:
-            raise AnnotationError(f"masks must be (N, H, W) bool, got shape {arr.shape}")
-        masks = Instances(masks=arr)
-    if masks.image_hw != image.shape[:2]:
-        raise AnnotationError(
-            f"masks must have the image's shape {image.shape[:2]}, got {masks.image_hw}"
-        )
+    masks = as_instances(masks, image.shape[:2])
     boxes = masks.boxes
     out: list[ContextCrop] = []
     for i in range(len(masks)):

@@ -21,7 +21,7 @@ class Segmenter(Protocol):
     def segment(self, image: np.ndarray) -> Instances:
         """Candidate instances of ``image``: ``(H, W, 3)`` uint8 RGB.
 
-        Returns ``Instances`` with masks ``(N, H, W)`` bool, boxes XYXY, ``scores``.
+        Returns ``Instances`` (masks kept as box crops), boxes XYXY, ``scores``.
         """
         ...
 

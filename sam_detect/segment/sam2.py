@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from sam_detect.errors import AnnotationError
-from sam_detect.instances import Instances
+from sam_detect.instances import Instances, as_instances
 from sam_detect.segment.tiling import (
     LocalMask,
     local_from_full,
@@ -275,17 +275,7 @@ class SAM2Segmenter:
         from sam_detect.embed.sam2 import cell_weights, check_sam2_image, pool_features
 
         image = check_sam2_image(image)
-        if not isinstance(masks, Instances):
-            m = np.asarray(masks, dtype=bool)
-            if m.ndim == 2:
-                m = m[None]
-            if m.ndim != 3:
-                raise AnnotationError(f"masks must be (N, H, W) bool, got shape {m.shape}")
-            masks = Instances(masks=m)
-        if masks.image_hw != image.shape[:2]:
-            raise AnnotationError(
-                f"masks must be (N, H, W) with (H, W) = {image.shape[:2]}, got {(len(masks), *masks.image_hw)}"
-            )
+        masks = as_instances(masks, image.shape[:2])
         if len(masks) == 0:
             return np.zeros((0, 256), dtype=np.float32)
         feats = self.runtime.image_embed(image)
