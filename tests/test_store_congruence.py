@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sam_detect.errors import LibraryNotFoundError
 from sam_detect.store import create_store
 from sam_detect.store.base import LibraryMeta
 
@@ -234,3 +235,27 @@ def test_two_processes_adding_to_one_server_library_lose_nothing(qdrant_server):
     finally:
         s.delete_library("shared")
         s.close()
+
+
+@pytest.mark.parametrize("kind", ["memory", "qdrant-local", "edge"])
+def test_update_extra_persists_and_removes(kind, tmp_path):
+    from sam_detect.store.base import LibraryMeta
+
+    def open_store():
+        if kind == "memory":
+            return create_store("memory")
+        return create_store("qdrant" if kind == "qdrant-local" else "edge", path=tmp_path / "s")
+
+    s = open_store()
+    s.create_library(LibraryMeta(name="lib", embedder_id="e", dim=4, extra={"keep": 1}))
+    s.update_extra("lib", "profile", {"classes": {"a": [1.5, 2]}})
+    assert s.get_meta("lib").extra == {"keep": 1, "profile": {"classes": {"a": [1.5, 2]}}}
+    if kind != "memory":
+        s.close()
+        s = open_store()
+        assert s.get_meta("lib").extra["profile"] == {"classes": {"a": [1.5, 2]}}
+    s.update_extra("lib", "profile", None)
+    assert s.get_meta("lib").extra == {"keep": 1}
+    with pytest.raises(LibraryNotFoundError):
+        s.update_extra("nope", "profile", {})
+    s.close()

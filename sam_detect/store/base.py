@@ -93,6 +93,14 @@ class Store(Protocol):
 
     def delete_library(self, name: str) -> None: ...
 
+    def update_extra(self, name: str, key: str, value: Any) -> None:
+        """Set ``meta.extra[key] = value`` (JSON types) and persist it; ``None`` removes the key.
+
+        For what a library derives from its examples (the proposal profile, decision
+        calibration): recomputed after every add and delete, never part of the vectors.
+        """
+        ...
+
     def add(
         self,
         name: str,

@@ -186,6 +186,20 @@ class EdgeStore:
             self._metas[name] = self._read_meta(name)
         return LibraryMeta.from_dict(self._metas[name].to_dict())
 
+    def update_extra(self, name: str, key: str, value: Any) -> None:
+        with self._lock:
+            meta = self.get_meta(name)
+            if value is None:
+                meta.extra.pop(key, None)
+            else:
+                meta.extra[key] = json.loads(json.dumps(value))
+            f = self.path / name / META_FILE
+            tmp = f.with_name(f".{META_FILE}.{uuid.uuid4().hex[:8]}")
+            # write beside, then rename: a crash leaves the old or the new metadata, never half
+            tmp.write_text(json.dumps({"format": META_FORMAT, "meta": meta.to_dict()}, indent=2))
+            os.replace(tmp, f)
+            self._metas[name] = meta
+
     def delete_library(self, name: str) -> None:
         with self._lock:
             self.get_meta(name)

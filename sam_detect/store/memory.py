@@ -104,6 +104,15 @@ class MemoryStore:
     def get_meta(self, name: str) -> LibraryMeta:
         return LibraryMeta.from_dict(copy.deepcopy(self._get(name).meta.to_dict()))
 
+    def update_extra(self, name: str, key: str, value: Any) -> None:
+        with self._lock:
+            lib = self._get(name)
+            if value is None:
+                lib.meta.extra.pop(key, None)
+            else:
+                lib.meta.extra[key] = copy.deepcopy(value)
+            self._save()
+
     def delete_library(self, name: str) -> None:
         with self._lock:
             self._get(name)

@@ -18,6 +18,7 @@ point with a UUID id and payload ``{"label": ..., **caller's payload}``.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import threading
@@ -251,6 +252,15 @@ class QdrantStore:
             raise not_found(name, self.list_libraries(), self._where)
         self._metas[name] = meta
         return LibraryMeta.from_dict(meta.to_dict())
+
+    def update_extra(self, name: str, key: str, value: Any) -> None:
+        meta = self.get_meta(name)
+        if value is None:
+            meta.extra.pop(key, None)
+        else:
+            meta.extra[key] = json.loads(json.dumps(value))
+        self._write_meta(meta)  # one point upsert: atomic on every backend
+        self._metas[name] = meta
 
     def delete_library(self, name: str) -> None:
         self.get_meta(name)
