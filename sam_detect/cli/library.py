@@ -150,6 +150,16 @@ def _print_info(info: dict[str, Any]) -> None:
     width = max((len(lab) for lab in info["labels"]), default=0)
     for lab, n in info["labels"].items():
         click.echo(f"  {lab.ljust(width)}  {n}")
+    from sam_detect.profile import describe
+
+    profile = (info.get("extra") or {}).get("profile")
+    lines = describe(profile)
+    if lines:
+        click.echo(f"profile:   version {profile.get('version')}, from the examples' masks")
+        for line in lines:
+            click.echo(f"  {line}")
+    elif info["examples"]:
+        click.echo(f"profile:   none (rebuild it: sam-detect library profile {info['name']})")
 
 
 def _human_bytes(n: int) -> str:
@@ -159,6 +169,29 @@ def _human_bytes(n: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{n} B"  # pragma: no cover
+
+
+@library.command("profile")
+@click.argument("name")
+@location_options()
+@click.pass_context
+def profile_cmd(ctx: click.Context, name: str, **opts: Any) -> None:
+    """Rebuild NAME's proposal profile from its examples and show it.
+
+    The profile (size and shape ranges, contrast and polarity, calibrated segmenter
+    settings per class) is rebuilt after every `add`; run this after deleting examples
+    from elsewhere, or for a library made before profiles existed (its examples then carry
+    no measurements: add them again to calibrate).
+    """
+    from sam_detect.pipeline import DetectorConfig, SAMDetect
+    from sam_detect.profile import describe
+
+    store = _open(ctx, **opts)
+    store.get_meta(name)  # a missing library: one line naming the ones there are
+    det = SAMDetect(DetectorConfig(library=name), store=store)
+    lines = describe(det.refresh_profile())
+    for line in lines or [f"{name}: no example carries measurements; add examples again to calibrate"]:
+        click.echo(line)
 
 
 @library.command("delete")

@@ -18,8 +18,12 @@ class Segmenter(Protocol):
 
     name: str
 
-    def segment(self, image: np.ndarray) -> Instances:
+    def segment(self, image: np.ndarray, profile: dict | None = None) -> Instances:
         """Candidate instances of ``image``: ``(H, W, 3)`` uint8 RGB.
+
+        ``profile``: the library's proposal profile (``sam_detect.profile.build_profile``),
+        which a segmenter may use to calibrate its proposals to the examples (``None``:
+        its own settings). Candidates may overlap: the pipeline's selection step chooses.
 
         Returns ``Instances`` (masks kept as box crops), boxes XYXY, ``scores``.
         """
