@@ -523,7 +523,9 @@ class SAMDetect:
         self._share_example_features()
         profile = self.profile
         t0 = time.perf_counter()
-        inst = self.segmenter.segment(loaded.rgb, profile=profile)
+        from sam_detect.segment.base import segment_with_profile
+
+        inst = segment_with_profile(self.segmenter, loaded.rgb, profile)
         timings["segment"] = time.perf_counter() - t0
         n_proposed = len(inst)
         from sam_detect.profile import size_filter

@@ -188,30 +188,59 @@ def build_profile(examples: Iterable[tuple[str, dict]]) -> dict:
         }
         if calibrated:
             mean_iou = np.asarray(calibrated, np.float64).mean(axis=0)
-            order = np.argsort(-mean_iou, kind="stable")
-            # the best setting, then the best that thresholds differently and the best that
-            # splits differently: alternatives for the selection step to choose among
-            chosen: list[int] = []
-            for i in order.tolist():
-                g = GRID[i]
-                if all((g.background, g.level, g.refine) != (GRID[j].background, GRID[j].level, GRID[j].refine)
-                       for j in chosen):
-                    chosen.append(i)
-                if len(chosen) == KEEP_SETTINGS:
-                    break
-            # ... and the best that splits another way (by shape rather than intensity, or
-            # not at all): a wrong split is the commonest way to miss an object
-            best = GRID[chosen[0]]
-            def way(g):
-                return ("none" if g.split == 0 else g.split_on)
-            for i in order.tolist():
-                if way(GRID[i]) != way(best) and i not in chosen:
-                    chosen.append(i)
-                    break
+            chosen = _alternatives(mean_iou)
             entry["settings"] = [GRID[i].to_dict() for i in chosen]
             entry["reproduction"] = round(float(mean_iou[chosen[0]]), 3)
         classes[label] = entry
     return {"version": PROFILE_VERSION, "grid": GRID_VERSION, "classes": classes}
+
+
+def _way(g: Any) -> str:
+    """How a setting splits touching objects: ``none``, ``shape`` or ``intensity``."""
+    return "none" if g.split == 0 else g.split_on
+
+
+#: a way of splitting that is more elaborate than another must reproduce the examples this
+#: much better (mean IoU) to lead: a few examples cannot show that it does not over-split
+OCCAM_MARGIN = 0.03
+_SIMPLER = {"none": (), "shape": ("none",), "intensity": ("none", "shape")}
+
+
+def _alternatives(mean_iou: np.ndarray) -> list[int]:
+    """Indices into ``GRID``: the settings a class proposes with, the leading one first.
+
+    The lead reproduces the examples best (a simpler way of splitting wins unless the more
+    elaborate one is ``OCCAM_MARGIN`` better); then the best that threshold differently
+    (another background, level or trim) and split the same way, up to ``KEEP_SETTINGS``;
+    then the best of each other way to split: a wrong split is the commonest way to miss
+    an object, and the selection step chooses among the alternatives per object.
+    """
+    from sam_detect.segment.calibrated import GRID
+
+    order = np.argsort(-mean_iou, kind="stable").tolist()
+    best_of = {}
+    for i in order:
+        best_of.setdefault(_way(GRID[i]), i)
+    lead = order[0]
+    for simpler in _SIMPLER[_way(GRID[lead])]:
+        j = best_of.get(simpler)
+        if j is not None and mean_iou[j] >= mean_iou[lead] - OCCAM_MARGIN:
+            lead = j
+            break
+    chosen = [lead]
+    for i in order:
+        if len(chosen) == KEEP_SETTINGS:
+            break
+        g, first = GRID[i], GRID[lead]
+        if _way(g) == _way(first) and all(
+            (g.background, g.level, g.refine) != (GRID[j].background, GRID[j].level, GRID[j].refine)
+            for j in chosen
+        ):
+            chosen.append(i)
+    for way in ("none", "shape", "intensity"):
+        if way != _way(GRID[lead]) and way in best_of and best_of[way] not in chosen:
+            chosen.append(best_of[way])
+    return chosen
 
 
 def scale_of(entry: dict) -> Any:

@@ -20,6 +20,9 @@ from sam_detect.instances import NEGATIVE, UNKNOWN, Instances
 
 #: a candidate sharing more than this fraction of the smaller mask with a kept one is dropped
 MAX_OVERLAP = 0.5
+#: score = similarity x fit ** FIT_WEIGHT: the examples' look decides between alternatives,
+#: their size and shape temper it (a few examples know the size range only roughly)
+FIT_WEIGHT = 0.5
 
 
 def overlap_pairs(instances: Instances) -> list[tuple[int, int, float]]:
@@ -111,7 +114,7 @@ def decide(
     known = np.array([lab != UNKNOWN for lab in labels], bool)
     ok = np.array([lab != NEGATIVE for lab in labels], bool) & (known | keep_unknown) & (fit >= MIN_FIT)
     idx = np.flatnonzero(ok)
-    score = np.clip(sim[idx].astype(np.float64), 0.0, None) * fit[idx] + known[idx]
+    score = np.clip(sim[idx].astype(np.float64), 0.0, None) * fit[idx] ** FIT_WEIGHT + known[idx]
     keep = idx[select(candidates[idx], score)] if len(idx) else idx
     return Decision(labels, conf, sim, fit, keep.astype(np.int64))
 

@@ -288,3 +288,21 @@ def test_eval_reports_what_the_examples_add(tmp_path):
     assert set(doc["examples_worth"]) == {"segmenter_alone", "without_profile", "full"}
     r = CliRunner().invoke(cli, [*args, "--no-baselines"])
     assert "what the examples add" not in r.stdout
+
+
+def test_a_segmenter_without_the_profile_parameter_still_works(scene):
+    """Segmenters written to the earlier protocol (``segment(image)``) keep working."""
+    rgb, masks, labels = scene(2)
+
+    class Old:
+        name = "old"
+
+        def segment(self, image):
+            return Instances(masks=masks.copy())
+
+        def prompt(self, image, box=None, point=None):
+            return Instances.empty(image.shape[:2])
+
+    det = SAMDetect(DetectorConfig(store="memory", embedder="handcrafted"), segmenter=Old())
+    det.add_examples(rgb, Instances(masks=masks, labels=labels))
+    assert len(det.detect(rgb)) == len(masks)

@@ -190,7 +190,9 @@ class _RecordingSegmenter:
         return getattr(self._inner, name)
 
     def segment(self, image: np.ndarray, profile: dict | None = None) -> Instances:
-        out = self._inner.segment(image, profile=profile)
+        from sam_detect.segment.base import segment_with_profile
+
+        out = segment_with_profile(self._inner, image, profile)
         self.last = out
         return out
 

@@ -164,7 +164,9 @@ class CachingSegmenter:
         if key in self._cache:
             self.hits += 1
             return _unpack(self._cache[key])
-        out = self._inner.segment(image, profile=profile)
+        from sam_detect.segment.base import segment_with_profile
+
+        out = segment_with_profile(self._inner, image, profile)
         self._cache[key] = _pack(out)
         return out
 

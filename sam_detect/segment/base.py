@@ -41,3 +41,15 @@ class Segmenter(Protocol):
         or an empty ``Instances`` when nothing is found there.
         """
         ...
+
+
+def segment_with_profile(segmenter: Segmenter, image: np.ndarray, profile: dict | None) -> Instances:
+    """``segmenter.segment(image, profile=profile)``; a segmenter written before the protocol
+    took a profile (``segment(image)`` only) gets the image alone."""
+    import inspect
+
+    try:
+        takes = "profile" in inspect.signature(segmenter.segment).parameters
+    except (TypeError, ValueError):
+        takes = True
+    return segmenter.segment(image, profile=profile) if takes else segmenter.segment(image)

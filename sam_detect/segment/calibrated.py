@@ -163,7 +163,8 @@ def split_labels(fg: np.ndarray, scale: Scale, split: float, split_on: str = "sh
         return cv2.connectedComponents(fg.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)[1]
     min_distance = max(2, int(round(scale.radius / 2)))
     if split_on == "intensity" and x is not None:
-        return _split_on_intensity(fg, x, max(1.0, split * scale.contrast), min_distance)
+        # two objects' brightest points lie about two radii apart: closer maxima are texture
+        return _split_on_intensity(fg, x, max(1.0, split * scale.contrast), max(2, int(round(scale.radius))))
     h = max(0.5, split * scale.radius)
     return _split_touching(fg, 1.0, h, min_distance)
 

@@ -648,7 +648,9 @@ class AnnotationSession:
                     )
                     return
                 loaded = self.load(rel, view)
-                inst = det.segmenter.segment(loaded.rgb, profile=det.profile)
+                from sam_detect.segment.base import segment_with_profile
+
+                inst = segment_with_profile(det.segmenter, loaded.rgb, det.profile)
                 emb = det.embedder
                 fade = det.fade
             status["candidates"] = len(inst)
