@@ -34,8 +34,11 @@ PRIOR_LOG_AREA_SD = 0.5
 PRIOR_WEIGHT = 4.0
 #: candidates further than this many log-area sds from the class's examples are not proposals
 AREA_SD_LIMIT = 4.0
-#: candidates that fit their class's profile worse than this are dropped (about 4.3 sds)
-MIN_FIT = 0.02
+#: examples further than this many robust sds from the median log-area are labelling slips
+OUTLIER_SD = 6.0
+#: candidates that fit their class's profile worse than this are dropped (beyond about 6.5 sds
+#: of size, or 0.1 less solid than the least solid example: the size range gates sizes)
+MIN_FIT = 0.005
 
 
 def _shape_of(crop: np.ndarray) -> dict[str, float]:
@@ -100,26 +103,36 @@ def _scale(stats: Sequence[dict]) -> Any:
     areas = np.array([s["area"] for s in stats], np.float64)
     mu, sd = _log_area(areas)
     radius = np.sqrt(areas / np.pi)
-    typical = np.abs(np.log(areas) - mu) <= AREA_SD_LIMIT * sd  # outliers (a 2-px label) aside
+    typical = _typical(np.log(areas))
     return Scale(
         direction=d,
         contrast=float(max(np.median((ins - rings) @ d), 1.0)),
         ring_level=float(np.median(rings @ d)),
         radius=float(np.median(radius)),
         max_radius=float(radius[typical].max()),
-        min_area=float(max(4.0, np.exp(mu - AREA_SD_LIMIT * sd))),
-        max_area=float(np.exp(mu + AREA_SD_LIMIT * sd)),
+        # every typical example inside with room to spare, and at least +-AREA_SD_LIMIT sds
+        min_area=float(max(4.0, min(np.exp(mu - AREA_SD_LIMIT * sd), 0.5 * areas[typical].min()))),
+        max_area=float(max(np.exp(mu + AREA_SD_LIMIT * sd), 2.0 * areas[typical].max())),
     )
 
 
-def _log_area(areas: np.ndarray) -> tuple[float, float]:
-    """Robust centre and spread of log-areas: the median, and 1.4826 x MAD shrunk towards
-    a prior spread (a few examples rarely show how much sizes vary: ten nuclei drawn at
-    random span less than the population does)."""
-    log_a = np.log(np.asarray(areas, np.float64))
+def _typical(log_a: np.ndarray) -> np.ndarray:
+    """Examples whose log-area is within ``OUTLIER_SD`` robust sds of the median (a 2-pixel
+    label in a set of 100-pixel nuclei is a labelling slip, not a size)."""
     mu = float(np.median(log_a))
-    sd = 1.4826 * float(np.median(np.abs(log_a - mu)))
+    mad = max(1.4826 * float(np.median(np.abs(log_a - mu))), MIN_LOG_AREA_SD)
+    return np.abs(log_a - mu) <= OUTLIER_SD * mad
+
+
+def _log_area(areas: np.ndarray) -> tuple[float, float]:
+    """Centre and spread of the typical examples' log-areas: the median, and the standard
+    deviation shrunk towards a prior spread (a few examples rarely show how much sizes
+    vary: ten nuclei drawn at random span less than the population does)."""
+    log_a = np.log(np.asarray(areas, np.float64))
+    log_a = log_a[_typical(log_a)]
+    mu = float(np.median(log_a))
     n = len(log_a)
+    sd = float(log_a.std(ddof=1)) if n > 1 else 0.0
     sd = float(np.sqrt((n * sd * sd + PRIOR_WEIGHT * PRIOR_LOG_AREA_SD**2) / (n + PRIOR_WEIGHT)))
     return mu, max(sd, MIN_LOG_AREA_SD)
 
@@ -310,27 +323,36 @@ def fit_scores(instances: Instances, labels: Sequence[str], profile: dict | None
 
 
 def size_filter(instances: Instances, profile: dict | None) -> tuple[Instances, str | None]:
-    """Drop candidates outside every class's size range; ``(kept, note or None)``.
+    """Drop candidates no class's profile admits, before they are embedded.
 
-    The note says what was dropped and the range, e.g. ``"12 of 40 candidates outside the
-    examples' size range 300-800 px"``.
+    A candidate stays when its area is inside some class's size range and it fits that
+    class's profile at least ``MIN_FIT`` (size, solidity, elongation: what the selection
+    would reject anyway). Returns ``(kept, note or None)``; the note says what was dropped,
+    e.g. ``"12 of 40 candidates outside the examples' size range 300-800 px"``.
     """
     classes = (profile or {}).get("classes") or {}
     if not classes or len(instances) == 0:
         return instances, None
     ranges = np.array([e["area_range"] for e in classes.values()], np.float64)
     areas = instances.areas.astype(np.float64)
-    keep = ((areas[:, None] >= ranges[None, :, 0]) & (areas[:, None] <= ranges[None, :, 1])).any(axis=1)
-    dropped = int((~keep).sum())
-    if dropped == 0:
+    sized = ((areas[:, None] >= ranges[None, :, 0]) & (areas[:, None] <= ranges[None, :, 1])).any(axis=1)
+    keep = sized.copy()
+    if keep.any():
+        idx = np.flatnonzero(keep)
+        fits = np.stack([fit_scores(instances[idx], [label] * len(idx), profile) for label in classes])
+        keep[idx] = fits.max(axis=0) >= MIN_FIT
+    if keep.all():
         return instances, None
     lo, hi = float(ranges[:, 0].min()), float(ranges[:, 1].max())
     note = (
-        f"{dropped} of {len(instances)} candidates outside the examples' size range "
+        f"{int((~sized).sum())} of {len(instances)} candidates outside the examples' size range "
         f"{lo:.0f}-{hi:.0f} px (candidates: {areas.min():.0f}-{areas.max():.0f} px)"
     )
+    misfit = int((sized & ~keep).sum())
+    if misfit:
+        note += f", {misfit} unlike the examples' shape"
     if not keep.any():
-        note = "no candidate within the examples' size range: " + note
+        note = "no candidate within the examples' size range and shape: " + note
     return instances[keep], note
 
 

@@ -23,6 +23,9 @@ MAX_OVERLAP = 0.5
 #: score = similarity x fit ** FIT_WEIGHT: the examples' look decides between alternatives,
 #: their size and shape temper it (a few examples know the size range only roughly)
 FIT_WEIGHT = 0.5
+#: ... x stability ** STABILITY_WEIGHT, where the segmenter says how many of its settings
+#: agree on the candidate's outline (``data["stability"]``)
+STABILITY_WEIGHT = 0.5
 
 
 def overlap_pairs(instances: Instances) -> list[tuple[int, int, float]]:
@@ -85,6 +88,20 @@ class Decision:
     keep: np.ndarray
 
 
+def quality(candidates: Instances, similarity: np.ndarray, fit: np.ndarray) -> np.ndarray:
+    """``(N,)`` float64: how good each candidate is, for the selection to rank alternatives.
+
+    ``similarity x fit ** FIT_WEIGHT x stability ** STABILITY_WEIGHT``; stability (the
+    share of a segmenter's settings that agree on the outline, ``data["stability"]``) counts
+    only where the segmenter gives it.
+    """
+    score = np.clip(np.asarray(similarity, np.float64), 0.0, None) * np.asarray(fit, np.float64) ** FIT_WEIGHT
+    stability = candidates.data.get("stability")
+    if stability is not None:
+        score = score * np.asarray(stability, np.float64) ** STABILITY_WEIGHT
+    return score
+
+
 def decide(
     candidates: Instances,
     neighbours: Sequence[Sequence[Any]],
@@ -114,9 +131,9 @@ def decide(
     known = np.array([lab != UNKNOWN for lab in labels], bool)
     ok = np.array([lab != NEGATIVE for lab in labels], bool) & (known | keep_unknown) & (fit >= MIN_FIT)
     idx = np.flatnonzero(ok)
-    score = np.clip(sim[idx].astype(np.float64), 0.0, None) * fit[idx] ** FIT_WEIGHT + known[idx]
+    score = quality(candidates[idx], sim[idx], fit[idx]) + known[idx]
     keep = idx[select(candidates[idx], score)] if len(idx) else idx
     return Decision(labels, conf, sim, fit, keep.astype(np.int64))
 
 
-__all__ = ["MAX_OVERLAP", "Decision", "decide", "overlap_pairs", "select"]
+__all__ = ["MAX_OVERLAP", "Decision", "decide", "overlap_pairs", "quality", "select"]

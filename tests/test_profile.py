@@ -146,12 +146,17 @@ def test_select_keeps_the_best_of_nested_alternatives():
 
 def test_size_filter_says_what_it_dropped():
     inst = Instances(masks=np.stack([np.pad(np.ones((s, s), bool), ((0, 40 - s), (0, 40 - s))) for s in (2, 10, 30)]))
-    prof = {"classes": {"a": {"area_range": [50.0, 400.0]}}}
+    prof = {"classes": {"a": {"area_range": [50.0, 400.0], "log_area": [np.log(100.0), 0.3],
+                              "solidity": [0.9, 1.0], "eccentricity": 0.5}}}
     kept, note = size_filter(inst, prof)
     assert kept.areas.tolist() == [100]
     assert note.startswith("2 of 3 candidates outside the examples' size range 50-400 px")
     none, note = size_filter(inst[[0]], prof)
     assert len(none) == 0 and note.startswith("no candidate within the examples' size range")
+    bar = np.zeros((40, 40), bool)
+    bar[5, 0:40] = bar[6, 0:40] = True  # 80 px: the right size, not the shape
+    kept, note = size_filter(Instances(masks=bar[None]), prof)
+    assert len(kept) == 0 and note.endswith("1 unlike the examples' shape")
     assert size_filter(inst, None) == (inst, None)
 
 

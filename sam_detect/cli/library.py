@@ -159,7 +159,10 @@ def _print_info(info: dict[str, Any]) -> None:
         for line in lines:
             click.echo(f"  {line}")
     elif info["examples"]:
-        click.echo(f"profile:   none (rebuild it: sam-detect library profile {info['name']})")
+        click.echo(
+            "profile:   none: detection uses the segmenter's own settings "
+            f"(`sam-detect library profile {info['name']}` rebuilds it from examples that carry measurements)"
+        )
 
 
 def _human_bytes(n: int) -> str:

@@ -296,17 +296,12 @@ def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str |
 
     h, w = rgb.shape[:2]
     crops, origins, made_by = [], [], []
-    seen: set[tuple[int, int, int, int, int]] = set()
     lo, hi = scale.min_area, scale.max_area
     for s, labels in label_images(rgb, scale, settings):
         areas = np.bincount(labels.ravel())
         for i, sl in enumerate(ndi.find_objects(labels), 1):
             if sl is None or not lo <= areas[i] <= hi:
                 continue
-            key = (sl[0].start, sl[0].stop, sl[1].start, sl[1].stop, int(areas[i]))
-            if key in seen:  # the same object at another setting
-                continue
-            seen.add(key)
             crops.append(labels[sl] == i)
             origins.append((sl[1].start, sl[0].start))
             made_by.append(GRID.index(s) if s in GRID else -1)
@@ -315,26 +310,35 @@ def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str |
     inst = Instances.from_crops(crops, np.asarray(origins, np.int64), (h, w))
     inst.data["setting"] = np.asarray(made_by, np.int64)
     inst.data["class_hint"] = [label] * len(inst)
-    return _drop_near_duplicates(inst)
+    return _merge_near_duplicates(inst, len(settings))
 
 
 #: alternatives closer than this (mask IoU) are one candidate: the first setting's is kept
 SAME_OBJECT_IOU = 0.9
 
 
-def _drop_near_duplicates(inst: Instances) -> Instances:
-    """Keep one of each group of near-identical candidates (every one is embedded later)."""
+def _merge_near_duplicates(inst: Instances, n_settings: int) -> Instances:
+    """Keep one of each group of near-identical candidates (the first setting's), and record
+    in ``data["stability"]`` the share of the settings that made it: an object's outline
+    holds over thresholds and splits, a fragment's or a merge's does not (MSER's idea)."""
     from sam_detect.eval.metrics import instances_iou
 
-    if len(inst) < 2:
+    n = len(inst)
+    settings = np.asarray(inst.data["setting"])
+    if n < 2:
+        inst.data["stability"] = np.full(n, 1.0 / max(n_settings, 1), np.float32)
         return inst
     iou = instances_iou(inst, inst)
-    np.fill_diagonal(iou, 0.0)
-    keep = np.ones(len(inst), bool)
-    for i in range(len(inst)):
-        if keep[i]:
-            later = np.flatnonzero(iou[i, i + 1 :] > SAME_OBJECT_IOU) + i + 1
-            keep[later] = False
+    keep = np.ones(n, bool)
+    stability = np.zeros(n, np.float32)
+    for i in range(n):
+        if not keep[i]:
+            continue
+        same = np.flatnonzero(iou[i] > SAME_OBJECT_IOU)
+        later = same[same > i]
+        keep[later] = False
+        stability[i] = len(set(settings[same].tolist())) / max(n_settings, 1)
+    inst.data["stability"] = stability
     return inst[keep]
 
 

@@ -264,7 +264,8 @@ class ClassicalSegmenter:
         if any(e.get("reproduction", 0.0) < 0.5 for e in classes.values()):
             own = self.segment(img)
             own.data.clear()
-            own.data.update({"setting": np.full(len(own), -1, np.int64), "class_hint": [None] * len(own)})
+            own.data.update({"setting": np.full(len(own), -1, np.int64), "class_hint": [None] * len(own),
+                             "stability": np.full(len(own), 0.5, np.float32)})
             parts.append(own)
         inst = Instances.merge(parts)
         if len(inst) == 0:
