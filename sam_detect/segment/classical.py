@@ -226,9 +226,9 @@ class ClassicalSegmenter:
         ``profile``: a library's proposal profile (``sam_detect.profile``). Each class that
         has calibrated settings proposes with them instead of this segmenter's own options:
         its colour direction, background, levels and split strength, within its size range
-        (overlapping alternatives: the pipeline's selection step chooses). A class whose
-        settings reproduce its examples poorly (IoU < 0.5) also gets the uncalibrated
-        candidates. ``metadata["calibrated"]`` lists the classes that proposed.
+        (overlapping alternatives: the pipeline's selection step chooses); this segmenter's
+        own settings are one of them where the examples chose them.
+        ``metadata["calibrated"]`` lists the classes that proposed.
 
         Returns:
             ``Instances`` with masks (kept as box crops), boxes XYXY, scores in ``[0, 1]``,
@@ -254,19 +254,15 @@ class ClassicalSegmenter:
 
     def _segment_calibrated(self, image: np.ndarray, classes: dict[str, dict]) -> Instances:
         from sam_detect.profile import scale_of
-        from sam_detect.segment.calibrated import Setting, propose
+        from sam_detect.segment.calibrated import OWN, Setting, propose
 
         img = self._check_image(image)
-        parts = []
+        parts, own = [], None
         for label, entry in classes.items():
             settings = [Setting(**s) for s in entry["settings"]]
-            parts.append(propose(img, scale_of(entry), settings, label))
-        if any(e.get("reproduction", 0.0) < 0.5 for e in classes.values()):
-            own = self.segment(img)
-            own.data.clear()
-            own.data.update({"setting": np.full(len(own), -1, np.int64), "class_hint": [None] * len(own),
-                             "stability": np.full(len(own), 0.5, np.float32)})
-            parts.append(own)
+            if OWN in settings and own is None:
+                own = self.segment(img)  # this segmenter's own settings, one of the alternatives
+            parts.append(propose(img, scale_of(entry), settings, label, own=own))
         inst = Instances.merge(parts)
         if len(inst) == 0:
             inst = Instances.empty(img.shape[:2])
