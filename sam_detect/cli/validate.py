@@ -158,7 +158,9 @@ def check_label_image(lab: np.ndarray, where: str) -> None:
     n_ids = int(len(ids) - (ids[0] == 0))
     _, n_regions = connected(lab, background=0, connectivity=1, return_num=True)
     mean_region = int(np.count_nonzero(lab)) / max(n_regions, 1)
-    if n_regions > 4 * n_ids + 50 and mean_region < 10:
+    fragmented = n_regions > 2 * n_ids + 50 and mean_region < 10  # each value in many small bits
+    speckled = n_regions >= 100 and mean_region < 3  # (nearly) every pixel a value of its own
+    if fragmented or speckled:
         raise AnnotationError(
             f"{where}: looks like an intensity image, not a label image: {n_ids:,} distinct values "
             f"scattered over {n_regions:,} regions of {mean_region:.1f} pixels on average (a label "
