@@ -130,3 +130,37 @@ def test_docs_table_lists_every_case():
     assert "## Bad inputs" in text
     start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
     assert text[start:end].strip() == table().strip(), "run: python tests/bad_inputs.py --write-docs"
+
+
+def test_an_unexpected_error_is_one_line_and_debug_shows_it(monkeypatch, tmp_path):
+    """A bug still ends in one line (and names SAM_DETECT_DEBUG); with it set, the traceback."""
+    import sam_detect.cli.library as library_cli
+
+    def broken(**_opts):
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(library_cli, "open_store", broken)
+    r = CliRunner().invoke(cli, ["library", "list", "--library-path", str(tmp_path)])
+    assert r.exit_code == 1
+    assert_one_error_line_allowing_internal(r.output)
+    assert "internal error (RuntimeError: boom second line); please report it" in r.output
+    assert "SAM_DETECT_DEBUG=1" in r.output
+    monkeypatch.setenv("SAM_DETECT_DEBUG", "1")
+    r = CliRunner().invoke(cli, ["library", "list", "--library-path", str(tmp_path)])
+    assert isinstance(r.exception, RuntimeError)
+
+
+def assert_one_error_line_allowing_internal(output: str) -> None:
+    assert "Traceback" not in output
+    assert len([line for line in output.splitlines() if line.startswith("Error:")]) == 1, output
+
+
+def test_closed_pipe_ends_quietly(files):
+    """`sam-detect ... | head -0`: no "Exception ignored" report, no traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "sam_detect", "library", "show", "default", "--json",
+                             "--library-path", files["libs"]], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=ROOT)
+    proc.stdout.close()  # the reader goes away before anything is written
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=120)
+    assert "Traceback" not in err and "Exception ignored" not in err, err

@@ -53,7 +53,10 @@ class LazyGroup(click.Group):
         except SamDetectError as e:
             # A user's mistake or a missing resource: one line, exit 1, no traceback.
             raise click.ClickException(one_line(str(e))) from e
-        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+        except click.exceptions.ClickException as e:
+            e.message = one_line(e.message)  # a value with a newline must not break the one line
+            raise
+        except (click.exceptions.Exit, click.exceptions.Abort):
             raise
         except BrokenPipeError:
             raise  # the reader went away: main() ends quietly

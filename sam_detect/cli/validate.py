@@ -75,6 +75,15 @@ def output_file(
 ) -> Path | None:
     """Check that ``value`` can be written as a file: not a folder, a known suffix, an
     existing and writable folder. Raises ``click.BadParameter`` (exit 2) otherwise."""
+    try:
+        return _output_file(value, option, suffixes, what)
+    except OSError as e:  # a name too long, a loop of links...
+        raise click.BadParameter(f"cannot write {what} there: {e.strerror or e}", param_hint=option) from None
+
+
+def _output_file(
+    value: str | os.PathLike | None, option: str, suffixes: Sequence[str] | None, what: str
+) -> Path | None:
     if value is None or value == "-":
         return None if value is None else Path(value)
     p = Path(value)

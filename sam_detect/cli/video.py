@@ -208,6 +208,7 @@ def video(
     detector = build_detector(**opts)
     with detector:
         detector.check_library(create=False)  # fail fast on a missing or mismatched library
+        detector.segmenter  # noqa: B018 - build it now: missing weights fail before a frame is read
         src = open_source(source, frames=selection, live=live, fps=fps, channel=channel)
         with src:
             report_choices(detector, quiet)
@@ -273,3 +274,7 @@ def video(
         raise click.exceptions.Exit(130)
     if stats.frames == 0:
         raise click.ClickException(f"no frame could be read from {source}")
+    if stats.failed and stats.failed == stats.frames:
+        raise click.ClickException(
+            f"detection failed on every frame ({stats.failed}); the reason is reported above for each frame"
+        )
