@@ -275,7 +275,7 @@ def eval_cmd(
         raise click.BadParameter(
             f"the report is a PNG file, got {report_path!r}", param_hint="--report"
         )
-    output_file(report_path, "--report", (".png",), what="a PNG report")
+    output_file(report_path, "--report", (".png",), what="a PNG report", create_folder=True)
     opts.pop("keep_unknown", None)
     config = detector_config(**opts)
 

@@ -220,8 +220,10 @@ def export_cmd(
     ctx: click.Context, name: str, file: str, crops: bool, force: bool, **opts: Any
 ) -> None:
     """Write library NAME to FILE (.zip: metadata, vectors, payloads, optional crops)."""
+    from sam_detect.cli.validate import output_file
     from sam_detect.store.exchange import export_library
 
+    output_file(file, "FILE", what="an export file")  # before the store opens
     store = _open(ctx, **opts)
     crop_fn = _crop_maker(store, name) if crops else None
     summary = export_library(store, name, file, crops=crop_fn, overwrite=force)

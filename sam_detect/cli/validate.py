@@ -72,17 +72,19 @@ def output_file(
     option: str,
     suffixes: Sequence[str] | None = None,
     what: str = "a file",
+    create_folder: bool = False,
 ) -> Path | None:
     """Check that ``value`` can be written as a file: not a folder, a known suffix, an
-    existing and writable folder. Raises ``click.BadParameter`` (exit 2) otherwise."""
+    existing (with ``create_folder``: created) and writable folder. Raises
+    ``click.BadParameter`` (exit 2) otherwise."""
     try:
-        return _output_file(value, option, suffixes, what)
+        return _output_file(value, option, suffixes, what, create_folder)
     except OSError as e:  # a name too long, a loop of links...
         raise click.BadParameter(f"cannot write {what} there: {e.strerror or e}", param_hint=option) from None
 
 
 def _output_file(
-    value: str | os.PathLike | None, option: str, suffixes: Sequence[str] | None, what: str
+    value: str | os.PathLike | None, option: str, suffixes: Sequence[str] | None, what: str, create: bool
 ) -> Path | None:
     if value is None or value == "-":
         return None if value is None else Path(value)
@@ -98,7 +100,7 @@ def _output_file(
             f"use one of {', '.join(suffixes)}",
             param_hint=option,
         )
-    output_folder(p.parent, option, create=False)
+    output_folder(p.parent, option, create=create)
     if p.exists() and not os.access(p, os.W_OK):
         raise click.BadParameter(f"{p} exists and is not writable", param_hint=option)
     probe = p.parent / f".{p.name}.{os.getpid()}.probe"
