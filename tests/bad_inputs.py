@@ -38,7 +38,7 @@ LIB = ("--library-path", "{libs}", "--segmenter", "classical", "--embedder", "ha
 ADD = ("add", "{img}", "--label", "disc", "--box", "10,10,40,40")
 
 CASES: list[Case] = [
-    Case("huge-tiff", "TIFF declaring 60000 x 60000 pixels", ("detect", "{huge}", *LIB), 1,
+    Case("huge-tiff", "TIFF declaring 60000 x 60000 pixels (430 KB, tiles of zeros)", ("detect", "{huge}", *LIB), 1,
          "the image declares 60,000 x 60,000 = 3,600,000,000 pixels, more than the limit of 178,956,970"),
     Case("truncated-png", "PNG cut after 100 bytes", ("detect", "{trunc}", *LIB), 1,
          "cannot decode image"),
@@ -120,6 +120,30 @@ def declared_tiff(path: Path, width: int, height: int) -> None:
         value = data_offset if tag == 273 else value
         out += struct.pack("<HHIHH", tag, typ, 1, value, 0) if typ == 3 else struct.pack("<HHII", tag, typ, 1, value)
     out += struct.pack("<I", 0) + bytes(16)
+    path.write_bytes(bytes(out))
+
+
+def tiff_bomb(path: Path, width: int, height: int, tile: int = 256) -> None:
+    """A tiled, deflate-compressed TIFF of ``width x height`` zeros whose tiles all point at one
+    compressed tile: 430 KB on disk for 60000 x 60000, which a reader that trusts it decodes
+    into 3.4 GB."""
+    import zlib
+
+    n = -(-width // tile) * -(-height // tile)
+    data = zlib.compress(bytes(tile * tile))
+    tags = [(256, 4, 1, width), (257, 4, 1, height), (258, 3, 1, 8), (259, 3, 1, 8), (262, 3, 1, 1),
+            (277, 3, 1, 1), (322, 3, 1, tile), (323, 3, 1, tile), (324, 4, n, 0), (325, 4, n, 0)]
+    ifd = 8
+    offsets_at = ifd + 2 + 12 * len(tags) + 4
+    counts_at = offsets_at + 4 * n
+    data_at = counts_at + 4 * n
+    out = bytearray(b"II*\x00" + struct.pack("<IH", ifd, len(tags)))
+    for tag, typ, count, value in tags:
+        value = {324: offsets_at, 325: counts_at}.get(tag, value)
+        out += (struct.pack("<HHIHH", tag, typ, count, value, 0) if typ == 3
+                else struct.pack("<HHII", tag, typ, count, value))
+    out += struct.pack("<I", 0)
+    out += struct.pack(f"<{n}I", *([data_at] * n)) + struct.pack(f"<{n}I", *([len(data)] * n)) + data
     path.write_bytes(bytes(out))
 
 

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bad_inputs import BEGIN, CASES, DOC, END, Case, declared_tiff, table  # noqa: E402
+from bad_inputs import BEGIN, CASES, DOC, END, Case, table, tiff_bomb  # noqa: E402
 
 from sam_detect.cli.main import cli  # noqa: E402
 
@@ -44,7 +44,7 @@ def files(tmp_path_factory) -> dict[str, str]:
     gray = d / "gray.tif"
     tifffile.imwrite(gray, np.random.default_rng(1).integers(0, 4000, (96, 96)).astype(np.uint16))
     huge = d / "huge.tif"
-    declared_tiff(huge, 60000, 60000)
+    tiff_bomb(huge, 60000, 60000)
     trunc = d / "truncated.png"
     trunc.write_bytes(img.read_bytes()[:100])
     libs = d / "libs"
