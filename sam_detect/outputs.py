@@ -75,6 +75,8 @@ def image_record(instances: Instances, image_path: str | None = None, **kwargs: 
         "count": len(instances),
         "counts": counts,
         "objects": instance_records(instances, **kwargs),
+        "candidates": int(md.get("candidates", len(instances))),
+        "notes": list(md.get("notes", [])),
         "timings": {k: round(float(v), 4) for k, v in md.get("timings", {}).items()},
     }
 

@@ -38,6 +38,9 @@ class DetectorConfig:
     ``store``: ``edge`` (Qdrant Edge, the Qdrant engine in-process on a folder: the default),
     ``qdrant`` (qdrant-client: local folder, ``:memory:``, or a server by ``url``) or ``memory``.
     ``threshold``: the minimum cosine similarity for a label; below it a candidate is ``unknown``.
+    ``profile``: use the library's proposal profile (what its examples say about the
+    objects' size, shape and contrast) to calibrate the segmenter, filter and select
+    candidates; ``False``: the segmenter's own settings and every candidate the vote labels.
     """
 
     segmenter: str = "auto"
@@ -53,6 +56,7 @@ class DetectorConfig:
     top_k: int = 5
     threshold: float = 0.5
     keep_unknown: bool = False
+    profile: bool = True
     device: str = "auto"
     batch_size: int | None = None  # None: the embedder's own default (8 on CPU, 32 on CUDA for effnet)
 
@@ -408,6 +412,10 @@ class SAMDetect:
         now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         source = str(loaded.path) if loaded.path else None
         from sam_detect.masks import crop_to_rle
+        from sam_detect.profile import describe_examples
+
+        # what the profile is rebuilt from after any add or delete, without the images
+        shapes = describe_examples(loaded.rgb, instances, labels)
 
         # The mask travels with the example so a library can be exported with crops and re-embedded.
         payloads = []
@@ -415,9 +423,47 @@ class SAMDetect:
             crop, (rows, cols) = instances.mask_crop(i)
             payloads.append(
                 {"source": source, "box": [float(v) for v in instances.boxes[i]], "area": int(areas[i]),
-                 "added": now, "mask_rle": crop_to_rle(crop, (cols.start, rows.start), instances.image_hw)}
+                 "added": now, "mask_rle": crop_to_rle(crop, (cols.start, rows.start), instances.image_hw),
+                 "shape": shapes[i]}
             )
-        return self.store.add(self.config.library, vectors, labels, payloads)
+        ids = self.store.add(self.config.library, vectors, labels, payloads)
+        self.refresh_profile()
+        return ids
+
+    # -- the proposal profile -----------------------------------------------------------
+    def refresh_profile(self) -> dict:
+        """Rebuild the library's proposal profile from its examples and store it.
+
+        Called after every add; call it after deleting examples through the store.
+        Returns the profile (``sam_detect.profile.build_profile``).
+        """
+        from sam_detect.profile import build_profile
+
+        pairs = []
+        for _, _, labels, payloads in self.store.iter_examples(self.config.library):
+            for lab, pay in zip(labels, payloads, strict=True):
+                pairs.append((lab, (pay or {}).get("shape")))
+        profile = build_profile(pairs)
+        self.store.update_extra(self.config.library, "profile", profile)
+        self._profile = (self.store.count(self.config.library), profile)
+        return profile
+
+    @property
+    def profile(self) -> dict | None:
+        """The library's proposal profile, or ``None`` (``config.profile`` off, no library,
+        or a library made before profiles: ``refresh_profile()`` builds one)."""
+        if not self.config.profile:
+            return None
+        count = self.store.count(self.config.library) if self.store.has_library(self.config.library) else None
+        if count is None:
+            return None
+        cached = getattr(self, "_profile", None)
+        if cached is not None and cached[0] == count:
+            return cached[1]
+        meta = self._library_meta()
+        profile = (meta.extra or {}).get("profile") if meta else None
+        self._profile = (count, profile)
+        return profile
 
     def add_examples_from_annotations(
         self,
@@ -475,33 +521,49 @@ class SAMDetect:
         loaded = self._load(image)
         timings: dict[str, float] = {}
         self._share_example_features()
+        profile = self.profile
         t0 = time.perf_counter()
-        inst = self.segmenter.segment(loaded.rgb)
+        from sam_detect.segment.base import segment_with_profile
+
+        inst = segment_with_profile(self.segmenter, loaded.rgb, profile)
         timings["segment"] = time.perf_counter() - t0
+        n_proposed = len(inst)
+        from sam_detect.profile import size_filter
+
+        inst, size_note = size_filter(inst, profile)
         vectors = self._embed(loaded.rgb, inst, timings)
         t = time.perf_counter()
         results = self.store.search(self.config.library, vectors, top_k) if len(inst) else []
         timings["search"] = time.perf_counter() - t
-        from sam_detect.classify import vote_batch
+        t = time.perf_counter()
+        from sam_detect.select import decide
 
-        labels, conf, sim = vote_batch(results, threshold=threshold, top_k=top_k)
-        inst.labels = np.array(labels, dtype=object) if labels else np.empty(0, dtype=object)
-        inst.label_confidences = conf
-        inst.data["similarity"] = sim
+        d = decide(inst, results, threshold=threshold, top_k=top_k, profile=profile,
+                   keep_unknown=self.config.keep_unknown)
+        inst.labels = np.array(d.labels, dtype=object) if d.labels else np.empty(0, dtype=object)
+        inst.label_confidences = d.confidences
+        inst.data["similarity"] = d.similarities
+        inst.data["fit"] = d.fit
         inst.data["neighbours"] = [
             [{"id": n.id, "label": n.label, "score": round(float(n.score), 4)} for n in r] for r in results
         ]
-        keep = np.array([lab != NEGATIVE and (self.config.keep_unknown or lab != UNKNOWN) for lab in labels], bool)
-        out = inst[keep]
+        out = inst[d.keep]
+        timings["select"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t0
+        voted = sum(lab not in (UNKNOWN, NEGATIVE) for lab in d.labels)
+        notes = _why_few(n_proposed, size_note, len(inst), d.similarities, threshold, voted, len(out))
+        for note in notes:
+            log.info("%s", note)
         out.metadata.update(
             {
                 "image_path": str(loaded.path) if loaded.path else None,
                 "image_hw": list(loaded.rgb.shape[:2]),
-                "candidates": len(inst),
+                "candidates": n_proposed,
                 "segmenter": self.choices.get("segmenter"),
                 "embedder": self.choices.get("embedder"),
                 "library": self.config.library,
+                "profile": bool(profile and profile.get("classes")),
+                "notes": notes,
                 "timings": timings,
             }
         )
@@ -559,6 +621,28 @@ class SAMDetect:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _why_few(
+    proposed: int, size_note: str | None, sized: int, sim: np.ndarray, threshold: float, voted: int, kept: int
+) -> list[str]:
+    """One line per stage that left nothing (or almost nothing): never a silent empty result."""
+    if proposed == 0:
+        return ["the segmenter proposed no candidates in this image"]
+    if sized == 0:
+        return [size_note or "no candidate within the examples' size range"]
+    if voted == 0:
+        best = float(np.max(sim)) if len(sim) else 0.0
+        return [
+            f"none of {sized} candidates is similar enough to an example "
+            f"(best similarity {best:.2f} < threshold {threshold:.2f})"
+        ]
+    notes = []
+    if size_note and sized < 0.1 * proposed:
+        notes.append(size_note)
+    if voted < 0.1 * sized and sized >= 20:
+        notes.append(f"{sized - voted} of {sized} candidates were below the similarity threshold {threshold:.2f}")
+    return notes
 
 
 def _portable(opts: dict[str, Any]) -> dict[str, Any]:

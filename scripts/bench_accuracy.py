@@ -99,7 +99,7 @@ class GroundTruthSegmenter:
     def __init__(self, gt) -> None:
         self._gt = gt
 
-    def segment(self, image: np.ndarray):
+    def segment(self, image: np.ndarray, profile: dict | None = None):
         from sam_detect.instances import Instances
 
         if image.shape[:2] != self._gt.image_hw:

@@ -510,3 +510,20 @@ def test_auto_tiling_only_for_large_images():
     assert len(wins) == 9 and {x1 - x0 for x0, _, x1, _ in wins} == {1451}
     assert len(ClassicalSegmenter(tile_size=0)._windows((4096, 4096))) == 1
     assert len(ClassicalSegmenter(tile_size=1024)._windows((4096, 4096))) == 25
+
+
+@pytest.mark.parametrize("bright", [True, False])
+def test_dense_field_is_not_empty(bright):
+    """Objects over half the image: the noise level must not be measured on the objects."""
+    from sam_detect.eval.matching import match_iou_matrix
+    from sam_detect.eval.metrics import instances_iou
+    from sam_detect.instances import Instances
+    from tests.test_profile import blobs
+
+    fg, bg = ((200, 200, 200), (40, 40, 40)) if bright else ((40, 40, 40), (200, 200, 200))
+    rgb, lab = blobs(7, size=160, n=60, r=(8, 10), touching=True, fg=fg, bg=bg)
+    assert (lab > 0).mean() > 0.45
+    gt, _ = Instances.from_label_image(lab)
+    found = ClassicalSegmenter().segment(rgb)
+    assert len(found) > 0.5 * len(gt)
+    assert match_iou_matrix(instances_iou(found, gt), 0.5).tp > 0.4 * len(gt)

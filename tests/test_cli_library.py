@@ -106,7 +106,9 @@ def test_show(qdrant_lib):
     assert "library:   nuclei" in out
     assert "embedder:  effnet-lite0@224 (8-d)" in out
     assert '"sigma": 30.0' in out
-    assert out.rstrip().endswith("examples:  12\n  __negative__  4\n  nucleus       8")
+    assert "examples:  12\n  __negative__  4\n  nucleus       8\n" in out
+    # examples written straight to the store carry no measurements: no profile, and it says so
+    assert out.rstrip().splitlines()[-1].startswith("profile:   none: detection uses the segmenter's own settings")
 
 
 def test_show_missing_library_is_a_one_line_error(qdrant_lib):

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from sam_detect.cli.detect import apply_image_options, load_cli_image
-from sam_detect.cli.options import build_detector, pipeline_options, report_choices
+from sam_detect.cli.options import build_detector, pipeline_options, report_choices, report_profile
 from sam_detect.cli.validate import check_label_image, label_option
 
 
@@ -195,6 +195,7 @@ def add(image, label, negative, boxes, points, mask_path, polygon_path, labels_p
             inst = inst[:limit]
         ids = detector.add_examples(loaded, inst, progress=not quiet)
         report_choices(detector, quiet)
+        report_profile(detector, quiet)
         counts = detector.store.labels(detector.config.library)
     added: dict[str, int] = {}
     for lab in inst.labels:

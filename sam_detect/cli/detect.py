@@ -15,6 +15,7 @@ from sam_detect.cli.options import (
     classify_options,
     pipeline_options,
     report_choices,
+    report_profile,
 )
 from sam_detect.cli.validate import finite
 
@@ -89,6 +90,7 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, tolerance, no_polygo
         detector.check_library(create=False)  # fail fast on a missing or mismatched library
         detector.segmenter  # noqa: B018 - build it now so the report names it
         report_choices(detector, quiet)
+        report_profile(detector, quiet)
         progress = None
         iterator = paths
         if len(paths) > 1 and not quiet:
@@ -106,6 +108,9 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, tolerance, no_polygo
                 click.echo(f"Error: {e} (skipped)", err=True)
                 continue
             found = detector.detect(loaded)
+            if not quiet:
+                for note in found.metadata.get("notes", []):
+                    click.echo(f"sam-detect: {Path(path).name}: {note}", err=True)
             rec = image_record(found, str(path), polygons=not no_polygons, tolerance=tolerance)
             if jsonl:
                 click.echo(json.dumps(rec))

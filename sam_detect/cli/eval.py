@@ -224,6 +224,14 @@ def _is_coco(path: str) -> bool:
     default=None,
     help="Use only this frame of stacks (default: every frame is an image).",
 )
+@click.option(
+    "--baselines/--no-baselines",
+    default=True,
+    show_default=True,
+    help="Also run without the profile and report, side by side, the segmenter alone (every "
+    "candidate accepted), the pipeline without the profile and the full pipeline (about "
+    "twice the time). Not with --sweep or --no-profile.",
+)
 @classify_options
 @pipeline_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or stage report on stderr.")
@@ -242,6 +250,7 @@ def eval_cmd(
     report_path,
     channels,
     frame,
+    baselines,
     quiet,
     **opts,
 ) -> None:
@@ -301,8 +310,14 @@ def eval_cmd(
         "examples_from": ex_idx,
         "detect_on": det_idx,
     }
+    worth = None
     try:
-        if sweep is None:
+        if sweep is None and baselines and config.profile:
+            from sam_detect.eval.protocol import examples_worth
+
+            worth = examples_worth(refs, gt, config, progress=not quiet, **protocol)
+            result, sweep_result = worth.full, None
+        elif sweep is None:
             from sam_detect.eval.protocol import evaluate
 
             result = evaluate(refs, gt, config, progress=not quiet, **protocol)
@@ -325,10 +340,15 @@ def eval_cmd(
             click.echo(f"sam-detect: {stage}: {why}", err=True)
     if as_json:
         doc = sweep_result.to_dict() if sweep_result is not None else result.to_dict()
+        if worth is not None:
+            doc["examples_worth"] = worth.to_dict()
         json.dump(doc, sys.stdout, indent=1)
         click.echo()
     else:
         click.echo(sweep_result.table() if sweep_result is not None else result.table())
+        if worth is not None:
+            click.echo("")
+            click.echo(worth.table())
     if report_path:
         from sam_detect.eval.report import save_report
 

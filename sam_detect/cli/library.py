@@ -153,6 +153,19 @@ def _print_info(info: dict[str, Any]) -> None:
     width = max((len(text) for text in shown.values()), default=0)
     for lab, n in info["labels"].items():
         click.echo(f"  {shown[lab].ljust(width)}  {n}")
+    from sam_detect.profile import describe
+
+    profile = (info.get("extra") or {}).get("profile")
+    lines = describe(profile)
+    if lines:
+        click.echo(f"profile:   version {profile.get('version')}, from the examples' masks")
+        for line in lines:
+            click.echo(f"  {line}")
+    elif info["examples"]:
+        click.echo(
+            "profile:   none: detection uses the segmenter's own settings "
+            f"(`sam-detect library profile {info['name']}` rebuilds it from examples that carry measurements)"
+        )
 
 
 def _human_bytes(n: int) -> str:
@@ -162,6 +175,29 @@ def _human_bytes(n: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{n} B"  # pragma: no cover
+
+
+@library.command("profile")
+@click.argument("name", callback=library_name)
+@location_options()
+@click.pass_context
+def profile_cmd(ctx: click.Context, name: str, **opts: Any) -> None:
+    """Rebuild NAME's proposal profile from its examples and show it.
+
+    The profile (size and shape ranges, contrast and polarity, calibrated segmenter
+    settings per class) is rebuilt after every `add`; run this after deleting examples
+    from elsewhere, or for a library made before profiles existed (its examples then carry
+    no measurements: add them again to calibrate).
+    """
+    from sam_detect.pipeline import DetectorConfig, SAMDetect
+    from sam_detect.profile import describe
+
+    store = _open(ctx, **opts)
+    store.get_meta(name)  # a missing library: one line naming the ones there are
+    det = SAMDetect(DetectorConfig(library=name), store=store)
+    lines = describe(det.refresh_profile())
+    for line in lines or [f"{name}: no example carries measurements; add examples again to calibrate"]:
+        click.echo(line)
 
 
 @library.command("delete")

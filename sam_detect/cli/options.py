@@ -120,6 +120,10 @@ classify_options = stack(
         click.option("--threshold", type=finite(-1, 1), default=0.5, show_default=True,
                      help="Minimum cosine similarity for a label; below it a candidate is 'unknown'."),
         click.option("--keep-unknown", is_flag=True, help="Report candidates labelled 'unknown' too."),
+        click.option("--profile/--no-profile", "profile", default=None,
+                     help="Use the library's proposal profile (what the examples say about size, shape "
+                     "and contrast) to calibrate, filter and choose candidates [default: on]; "
+                     "--no-profile: the segmenter's own settings."),
     ]
 )
 
@@ -187,7 +191,7 @@ def detector_config(**opts: Any):
         "library": opts.get("library", "default"),
         "device": opts.get("device", "auto"),
     }
-    for key in ("top_k", "threshold", "keep_unknown"):
+    for key in ("top_k", "threshold", "keep_unknown", "profile"):
         if opts.get(key) is not None:
             kwargs[key] = opts[key]
     if importlib.util.find_spec("sam_detect.cli._model_options") is not None:
@@ -234,3 +238,23 @@ def report_choices(detector: Any, quiet: bool = False) -> None:
         if stage in detector.choices:
             click.echo(f"sam-detect: {stage}: {detector.choices[stage]}", err=True)
     click.echo(f"sam-detect: library: {detector.config.library}", err=True)
+
+
+def report_profile(detector: Any, quiet: bool = False) -> None:
+    """Say on stderr whether the library's proposal profile steers the proposals, and how."""
+    if quiet:
+        return
+    from sam_detect.profile import describe
+
+    if not detector.config.profile:
+        click.echo("sam-detect: profile: off (--no-profile): the segmenter's own settings", err=True)
+        return
+    lines = describe(detector.profile)
+    if not lines:
+        click.echo(
+            f"sam-detect: profile: none (library {detector.config.library!r} has no examples with masks "
+            "measured; `sam-detect library profile` rebuilds it): the segmenter's own settings",
+            err=True,
+        )
+    for line in lines:
+        click.echo(f"sam-detect: profile: {line}", err=True)

@@ -189,8 +189,10 @@ class _RecordingSegmenter:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    def segment(self, image: np.ndarray) -> Instances:
-        out = self._inner.segment(image)
+    def segment(self, image: np.ndarray, profile: dict | None = None) -> Instances:
+        from sam_detect.segment.base import segment_with_profile
+
+        out = segment_with_profile(self._inner, image, profile)
         self.last = out
         return out
 
@@ -257,6 +259,8 @@ class _ImageRecord:
     timings: dict[str, float]
     out_iou: np.ndarray  # (D, G) float32: what SAMDetect.detect returned, against the ground truth
     out_labels: list[str]  # (D,) labels detect() gave
+    candidates: Instances | None = None  # (C,) what was embedded: the selection re-runs on them
+    profile: dict | None = None  # the library's proposal profile during detection
 
 
 @dataclass
@@ -337,9 +341,15 @@ def _vote(
 ) -> list[tuple[np.ndarray, list[str]]]:
     """Per image: (kept candidate indices, their labels), as ``SAMDetect.detect`` decides."""
     from sam_detect.classify import vote_batch
+    from sam_detect.select import decide
 
     out = []
     for rec in records:
+        if rec.candidates is not None:
+            d = decide(rec.candidates, rec.neighbours if len(rec.candidates) else [],
+                       threshold=threshold, top_k=top_k, profile=rec.profile)
+            out.append((d.keep, [d.labels[i] for i in d.keep]))
+            continue
         labels, _, _ = (
             vote_batch(rec.neighbours, threshold=threshold, top_k=top_k)
             if rec.neighbours
@@ -436,6 +446,7 @@ def evaluate(
         AnnotationError: unusable ground truth (no objects to draw examples from...).
     """
     from sam_detect.pipeline import DetectorConfig, SAMDetect
+    from sam_detect.profile import size_filter
 
     t_start = time.perf_counter()
     if len(images) != len(gt):
@@ -495,7 +506,9 @@ def evaluate(
                 ignore[drawn[i]] = True
             rec_seg.last, rec_store.last = None, None
             out = det.detect(loaded)
+            profile = det.profile
             cands = rec_seg.last if rec_seg.last is not None else Instances.empty(g.image_hw)
+            cands = size_filter(cands, profile)[0]  # what detect() embedded
             neighbours = rec_store.last if (rec_store.last is not None and len(cands)) else []
             records.append(
                 _ImageRecord(
@@ -507,6 +520,8 @@ def evaluate(
                     timings=dict(out.metadata.get("timings", {})),
                     out_iou=instances_iou(out, g).astype(np.float32),
                     out_labels=[str(lab) for lab in out.labels],
+                    candidates=cands,
+                    profile=profile,
                 )
             )
             if len(kept_overlays) < overlays:
@@ -635,3 +650,63 @@ def _config_dict(config: Any, det: Any, store_desc: str) -> dict[str, Any]:
 
 
 __all__ = ["EvalResult", "ImageRef", "draw_examples", "evaluate"]
+
+
+# ----------------------------------------------------------------------------------------
+# what the examples add
+# ----------------------------------------------------------------------------------------
+@dataclass
+class ExamplesWorth:
+    """The same protocol three ways: what the examples add over the segmenter alone.
+
+    ``segmenter_alone``: every candidate of the segmenter's own settings accepted (matched
+    class-agnostically: the segmenter names no classes); ``without_profile``: the k-NN vote
+    on those candidates; ``full``: the profile calibrates, filters and selects too.
+    """
+
+    segmenter_alone: Metrics
+    without_profile: EvalResult
+    full: EvalResult
+
+    def rows(self, iou: float | None = None) -> list[tuple[str, Any]]:
+        iou = self.full.main_iou if iou is None else iou
+        return [
+            ("segmenter alone (every candidate accepted)", self.segmenter_alone[iou]),
+            ("pipeline without the profile (k-NN vote)", self.without_profile.metrics[iou]),
+            ("full pipeline (profile + vote + selection)", self.full.metrics[iou]),
+        ]
+
+    def table(self) -> str:
+        iou = self.full.main_iou
+        lines = [f"what the examples add (IoU {iou:g}):", f"{'':46}precision  recall      F1"]
+        for name, c in self.rows(iou):
+            lines.append(f"  {name:44}{c.precision:9.3f}{c.recall:8.3f}{c.f1:8.3f}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "segmenter_alone": self.segmenter_alone.to_dict(),
+            "without_profile": self.without_profile.metrics.to_dict(),
+            "full": self.full.metrics.to_dict(),
+        }
+
+
+def accept_all(result: EvalResult) -> Metrics:
+    """Metrics of accepting every recorded candidate as an object (class-agnostic)."""
+    acc = MetricsAccumulator(result.metrics.thresholds)
+    for rec in result.records:
+        n_pred, n_gt = rec.iou.shape
+        acc.add_matrix(rec.iou, ["object"] * n_pred, ["object"] * n_gt, rec.ignore)
+    return acc.result()
+
+
+def examples_worth(images: Sequence[Any], gt: Sequence[Any], config: Any = None, **protocol: Any) -> ExamplesWorth:
+    """Run :func:`evaluate` with and without the profile (same examples, same seed) and
+    score the segmenter alone from the run without it."""
+    from sam_detect.pipeline import DetectorConfig
+
+    config = config or DetectorConfig()
+    full = evaluate(images, gt, dataclasses.replace(config, profile=True), **protocol)
+    protocol = {**protocol, "progress": False}
+    plain = evaluate(images, gt, dataclasses.replace(config, profile=False), **protocol)
+    return ExamplesWorth(segmenter_alone=accept_all(plain), without_profile=plain, full=full)

@@ -157,14 +157,16 @@ class CachingSegmenter:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    def segment(self, image: np.ndarray) -> Instances:
+    def segment(self, image: np.ndarray, profile: dict | None = None) -> Instances:
         key = hashlib.blake2b(
             np.ascontiguousarray(image).tobytes(), digest_size=16
-        ).digest() + bytes(str(image.shape), "ascii")
+        ).digest() + bytes(str(image.shape), "ascii") + bytes(repr(profile), "utf-8")
         if key in self._cache:
             self.hits += 1
             return _unpack(self._cache[key])
-        out = self._inner.segment(image)
+        from sam_detect.segment.base import segment_with_profile
+
+        out = segment_with_profile(self._inner, image, profile)
         self._cache[key] = _pack(out)
         return out
 

@@ -18,8 +18,12 @@ class Segmenter(Protocol):
 
     name: str
 
-    def segment(self, image: np.ndarray) -> Instances:
+    def segment(self, image: np.ndarray, profile: dict | None = None) -> Instances:
         """Candidate instances of ``image``: ``(H, W, 3)`` uint8 RGB.
+
+        ``profile``: the library's proposal profile (``sam_detect.profile.build_profile``),
+        which a segmenter may use to calibrate its proposals to the examples (``None``:
+        its own settings). Candidates may overlap: the pipeline's selection step chooses.
 
         Returns ``Instances`` (masks kept as box crops), boxes XYXY, ``scores``.
         """
@@ -37,3 +41,15 @@ class Segmenter(Protocol):
         or an empty ``Instances`` when nothing is found there.
         """
         ...
+
+
+def segment_with_profile(segmenter: Segmenter, image: np.ndarray, profile: dict | None) -> Instances:
+    """``segmenter.segment(image, profile=profile)``; a segmenter written before the protocol
+    took a profile (``segment(image)`` only) gets the image alone."""
+    import inspect
+
+    try:
+        takes = "profile" in inspect.signature(segmenter.segment).parameters
+    except (TypeError, ValueError):
+        takes = True
+    return segmenter.segment(image, profile=profile) if takes else segmenter.segment(image)

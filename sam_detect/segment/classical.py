@@ -220,8 +220,15 @@ class ClassicalSegmenter:
         return f"ClassicalSegmenter({self.config})"
 
     # -- protocol -------------------------------------------------------------------------
-    def segment(self, image: np.ndarray) -> Instances:
+    def segment(self, image: np.ndarray, profile: dict | None = None) -> Instances:
         """Candidate instances of ``image`` ``(H, W, 3)`` uint8 RGB (gray ``(H, W)`` accepted).
+
+        ``profile``: a library's proposal profile (``sam_detect.profile``). Each class that
+        has calibrated settings proposes with them instead of this segmenter's own options:
+        its colour direction, background, levels and split strength, within its size range
+        (overlapping alternatives: the pipeline's selection step chooses). A class whose
+        settings reproduce its examples poorly (IoU < 0.5) also gets the uncalibrated
+        candidates. ``metadata["calibrated"]`` lists the classes that proposed.
 
         Returns:
             ``Instances`` with masks (kept as box crops), boxes XYXY, scores in ``[0, 1]``,
@@ -230,6 +237,9 @@ class ClassicalSegmenter:
             ``None`` for ``local``), ``metadata["polarity"]`` (``bright``/``dark``) and
             ``metadata["tiles"]`` (how many tiles the per-object stages ran in; 1: none).
         """
+        calibrated = _calibrated_classes(profile)
+        if calibrated:
+            return self._segment_calibrated(image, calibrated)
         labels, fg_raw, intensity, thr, polarity = self._label(image)
         inst = self._instances_from_labels(labels, intensity, thr, polarity)
         inst.metadata.update(
@@ -239,6 +249,29 @@ class ClassicalSegmenter:
                 "polarity": polarity,
                 "tiles": len(self._windows(labels.shape)),
             }
+        )
+        return inst
+
+    def _segment_calibrated(self, image: np.ndarray, classes: dict[str, dict]) -> Instances:
+        from sam_detect.profile import scale_of
+        from sam_detect.segment.calibrated import Setting, propose
+
+        img = self._check_image(image)
+        parts = []
+        for label, entry in classes.items():
+            settings = [Setting(**s) for s in entry["settings"]]
+            parts.append(propose(img, scale_of(entry), settings, label))
+        if any(e.get("reproduction", 0.0) < 0.5 for e in classes.values()):
+            own = self.segment(img)
+            own.data.clear()
+            own.data.update({"setting": np.full(len(own), -1, np.int64), "class_hint": [None] * len(own),
+                             "stability": np.full(len(own), 0.5, np.float32)})
+            parts.append(own)
+        inst = Instances.merge(parts)
+        if len(inst) == 0:
+            inst = Instances.empty(img.shape[:2])
+        inst.metadata.update(
+            {"segmenter": self.name, "calibrated": sorted(classes), "tiles": 1}
         )
         return inst
 
@@ -396,6 +429,11 @@ class ClassicalSegmenter:
             np.subtract(x, resid, out=resid)  # in place: one image-sized float32 array less
             offset = max(cfg.k_noise * _noise_sigma(resid), 1.0)
             fg = resid > offset
+            if not fg.any():
+                # a dense field (objects over ~45 % of the image): the residual's median lies
+                # inside the objects and its MAD measures their contrast, not the noise
+                offset = max(cfg.k_noise * _local_noise_sigma(resid, cfg.sigma), 1.0)
+                fg = resid > offset
             del resid
             bg_level = _median_outside(x, fg)
             # in intensity units, for scores and metadata
@@ -673,6 +711,12 @@ class ClassicalSegmenter:
         return comp == int(np.argmax(sizes)), (x0, y0)
 
 
+def _calibrated_classes(profile: dict | None) -> dict[str, dict]:
+    """The classes of a proposal profile that carry calibrated settings."""
+    classes = (profile or {}).get("classes") or {}
+    return {k: v for k, v in classes.items() if v.get("settings")}
+
+
 def _global_threshold(x: np.ndarray, method: str) -> float:
     from skimage import filters
 
@@ -828,6 +872,21 @@ def _noise_sigma(resid: np.ndarray) -> float:
     """Robust standard deviation (1.4826 x MAD) of a residual image, from a subsample."""
     sample = resid.ravel()[:: max(1, resid.size // 200_000)]
     return float(1.4826 * np.median(np.abs(sample - np.median(sample))))
+
+
+def _local_noise_sigma(x: np.ndarray, smooth_sigma: float) -> float:
+    """Noise of ``x`` from differences of neighbouring pixels, which objects barely touch
+    (unlike the MAD of the whole residual, which in a dense field measures the objects).
+
+    ``smooth_sigma``: the Gaussian blur ``x`` went through; neighbours of blurred white
+    noise correlate by ``rho = exp(-1 / (4 sigma^2))``, so ``var(diff) = 2 (1 - rho) sigma^2``.
+    """
+    if x.shape[1] < 2:
+        return 0.0
+    rows = x[:: max(1, x.shape[0] // 400)]
+    diff = (rows[:, 1:] - rows[:, :-1]).ravel()
+    rho = float(np.exp(-1.0 / (4.0 * smooth_sigma**2))) if smooth_sigma > 0 else 0.0
+    return float(1.4826 * np.median(np.abs(diff - np.median(diff)))) / float(np.sqrt(2.0 * (1.0 - rho)))
 
 
 def _refine_objects(

@@ -215,9 +215,10 @@ class RegionsSegmenter:
         return f"RegionsSegmenter({self.config})"
 
     # -- protocol -------------------------------------------------------------------------
-    def segment(self, image: np.ndarray) -> Instances:
+    def segment(self, image: np.ndarray, profile: dict | None = None) -> Instances:
         """Candidate objects of ``image`` ``(H, W, 3)`` uint8 RGB (gray, RGBA and other
         dtypes accepted: they go through :func:`sam_detect.io.images.to_rgb_uint8`).
+        ``profile`` is not used here: the pipeline filters and selects by it.
 
         Returns:
             ``Instances`` (masks as box crops), best score first, at most

@@ -282,8 +282,9 @@ class SAM2Segmenter:
         return pool_features(feats, cell_weights(masks, None, tuple(feats.shape[1:])))
 
     # -- protocol ---------------------------------------------------------------------------
-    def segment(self, image: np.ndarray) -> Instances:
-        """Candidate instances of ``image`` ``(H, W, 3)`` uint8 RGB.
+    def segment(self, image: np.ndarray, profile: dict | None = None) -> Instances:
+        """Candidate instances of ``image`` ``(H, W, 3)`` uint8 RGB. ``profile`` is not used
+        here: the pipeline filters and selects SAM2's overlapping masks by it.
 
         Returns:
             ``Instances``: masks ``(N, H, W)`` bool, boxes XYXY, ``scores`` = SAM2's

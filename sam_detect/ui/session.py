@@ -650,7 +650,9 @@ class AnnotationSession:
                     )
                     return
                 loaded = self.load(rel, view)
-                inst = det.segmenter.segment(loaded.rgb)
+                from sam_detect.segment.base import segment_with_profile
+
+                inst = segment_with_profile(det.segmenter, loaded.rgb, det.profile)
                 emb = det.embedder
                 fade = det.fade
             status["candidates"] = len(inst)
@@ -935,7 +937,10 @@ class AnnotationSession:
             }
 
     def _delete_ids(self, library: str, ids: Sequence[str]) -> int:
-        n = self._detector_for(library).store.delete(library, ids=list(ids))
+        det = self._detector_for(library)
+        n = det.store.delete(library, ids=list(ids))
+        if n:
+            det.refresh_profile()  # what the examples say about the objects changed
         for ex_id in ids:
             self._thumb_path(library, ex_id).unlink(missing_ok=True)
         return n
@@ -1119,6 +1124,7 @@ class AnnotationSession:
             n = self.detector.store.delete(self.library, ids=[ex_id])
             if n == 0:
                 raise NotFoundError(f"example {ex_id!r} is not in library {self.library!r}")
+            self.detector.refresh_profile()
             self._thumb_path(self.library, ex_id).unlink(missing_ok=True)
             for anns in self._annotations.get(self.library, {}).values():
                 for a in list(anns):

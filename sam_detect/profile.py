@@ -1,0 +1,376 @@
+"""The proposal profile: what a library's examples say about the objects, per class.
+
+When examples are added, :func:`describe_examples` measures each one on its own image:
+size and shape, the median colour inside it and in a ring of surroundings, and how well
+each setting of the calibrated segmenter (``sam_detect.segment.calibrated.GRID``)
+reproduces its mask. Those numbers travel in the example's payload (``"shape"``), so the
+profile can be rebuilt from the library alone, after any add or delete, without the images.
+
+:func:`build_profile` summarises them per class (stored in the library's metadata as
+``extra["profile"]``, versioned): the colour direction and polarity that separate the
+objects from their surroundings, the contrast, the size and shape ranges, and the settings
+that best reproduce the examples. The pipeline hands the profile to the segmenter
+(calibrated proposals), uses its size and shape ranges to score and filter candidates
+(:func:`fit_scores`), and says why when nothing is found.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from sam_detect.instances import NEGATIVE, Instances
+
+PROFILE_VERSION = 1
+#: how many of the best settings a class keeps for its proposals
+KEEP_SETTINGS = 3
+#: a class's log-area spread is at least this
+MIN_LOG_AREA_SD = 0.2
+#: the spread of log-areas assumed before any example (+-65 % at one sd), and how many
+#: examples' worth of weight that assumption carries
+PRIOR_LOG_AREA_SD = 0.5
+PRIOR_WEIGHT = 4.0
+#: candidates further than this many log-area sds from the class's examples are not proposals
+AREA_SD_LIMIT = 4.0
+#: examples further than this many robust sds from the median log-area are labelling slips
+OUTLIER_SD = 6.0
+#: candidates that fit their class's profile worse than this are dropped (beyond about 6.5 sds
+#: of size, or 0.1 less solid than the least solid example: the size range gates sizes)
+MIN_FIT = 0.005
+
+
+def _shape_of(crop: np.ndarray) -> dict[str, float]:
+    import cv2
+
+    area = float(crop.sum())
+    m8 = np.pad(crop, 1).astype(np.uint8)
+    contours, _ = cv2.findContours(m8, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    perimeter = float(sum(cv2.arcLength(c, True) for c in contours))
+    pts = np.concatenate(contours) if contours else np.zeros((0, 1, 2), np.int32)
+    hull = float(cv2.contourArea(cv2.convexHull(pts))) if len(pts) >= 3 else area
+    solidity = float(min(1.0, area / hull)) if hull > 0 else 1.0
+    ys, xs = np.nonzero(crop)
+    if len(xs) >= 2:
+        cov = np.cov(np.stack([xs, ys]).astype(np.float64))
+        ev = np.sort(np.linalg.eigvalsh(cov))
+        ecc = float(np.sqrt(max(0.0, 1.0 - ev[0] / ev[1]))) if ev[1] > 0 else 0.0
+    else:
+        ecc = 0.0
+    return {"area": area, "perimeter": perimeter, "solidity": solidity, "eccentricity": ecc}
+
+
+def _colours(rgb: np.ndarray, crop: np.ndarray, x0: int, y0: int, taken: np.ndarray) -> tuple[list, list]:
+    """Median RGB inside the mask and in a ring around it (outside every example)."""
+    import cv2
+
+    h, w = rgb.shape[:2]
+    r = float(np.sqrt(crop.sum() / np.pi))
+    rw = int(max(3, round(0.6 * r)))
+    ya, yb = max(0, y0 - rw), min(h, y0 + crop.shape[0] + rw)
+    xa, xb = max(0, x0 - rw), min(w, x0 + crop.shape[1] + rw)
+    local = np.zeros((yb - ya, xb - xa), np.uint8)
+    local[y0 - ya : y0 - ya + crop.shape[0], x0 - xa : x0 - xa + crop.shape[1]] = crop
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * rw + 1,) * 2)
+    ring = cv2.dilate(local, kernel).astype(bool) & ~taken[ya:yb, xa:xb]
+    px = rgb[ya:yb, xa:xb].reshape(-1, rgb.shape[2] if rgb.ndim == 3 else 1).astype(np.float32)
+    if px.shape[1] == 1:
+        px = np.repeat(px, 3, axis=1)
+    px = px[:, :3]
+    inside = px[local.ravel().astype(bool)]
+    around = px[ring.ravel()]
+    if len(around) == 0:
+        around = inside
+    return np.median(inside, axis=0).tolist(), np.median(around, axis=0).tolist()
+
+
+def _direction(ins: np.ndarray, rings: np.ndarray) -> np.ndarray:
+    """Unit RGB direction along which the objects stand out from their rings."""
+    d = np.median(np.asarray(ins) - np.asarray(rings), axis=0)
+    n = float(np.linalg.norm(d))
+    if n < 1e-6:
+        return np.full(3, 1 / np.sqrt(3), np.float32)
+    return (d / n).astype(np.float32)
+
+
+def _scale(stats: Sequence[dict]) -> Any:
+    from sam_detect.segment.calibrated import Scale
+
+    ins = np.array([s["in"] for s in stats], np.float32)
+    rings = np.array([s["ring"] for s in stats], np.float32)
+    d = _direction(ins, rings)
+    areas = np.array([s["area"] for s in stats], np.float64)
+    mu, sd = _log_area(areas)
+    radius = np.sqrt(areas / np.pi)
+    typical = _typical(np.log(areas))
+    return Scale(
+        direction=d,
+        contrast=float(max(np.median((ins - rings) @ d), 1.0)),
+        ring_level=float(np.median(rings @ d)),
+        radius=float(np.median(radius)),
+        max_radius=float(radius[typical].max()),
+        # every typical example inside with room to spare, and at least +-AREA_SD_LIMIT sds
+        min_area=float(max(4.0, min(np.exp(mu - AREA_SD_LIMIT * sd), 0.5 * areas[typical].min()))),
+        max_area=float(max(np.exp(mu + AREA_SD_LIMIT * sd), 2.0 * areas[typical].max())),
+    )
+
+
+def _typical(log_a: np.ndarray) -> np.ndarray:
+    """Examples whose log-area is within ``OUTLIER_SD`` robust sds of the median (a 2-pixel
+    label in a set of 100-pixel nuclei is a labelling slip, not a size)."""
+    mu = float(np.median(log_a))
+    mad = max(1.4826 * float(np.median(np.abs(log_a - mu))), MIN_LOG_AREA_SD)
+    return np.abs(log_a - mu) <= OUTLIER_SD * mad
+
+
+def _log_area(areas: np.ndarray) -> tuple[float, float]:
+    """Centre and spread of the typical examples' log-areas: the median, and the standard
+    deviation shrunk towards a prior spread (a few examples rarely show how much sizes
+    vary: ten nuclei drawn at random span less than the population does)."""
+    log_a = np.log(np.asarray(areas, np.float64))
+    log_a = log_a[_typical(log_a)]
+    mu = float(np.median(log_a))
+    n = len(log_a)
+    sd = float(log_a.std(ddof=1)) if n > 1 else 0.0
+    sd = float(np.sqrt((n * sd * sd + PRIOR_WEIGHT * PRIOR_LOG_AREA_SD**2) / (n + PRIOR_WEIGHT)))
+    return mu, max(sd, MIN_LOG_AREA_SD)
+
+
+def describe_examples(rgb: np.ndarray, instances: Instances, labels: Sequence[str]) -> list[dict]:
+    """One ``"shape"`` payload per example of ``rgb`` ``(H, W, 3)`` uint8.
+
+    ``{"area", "perimeter", "solidity", "eccentricity", "in": [r, g, b], "ring": [r, g, b],
+    "calib": {"version", "iou": [...]}}``; ``calib`` is left out for negatives.
+    """
+    from sam_detect.segment.calibrated import GRID_VERSION, grid_ious
+
+    taken = np.zeros(rgb.shape[:2], bool)
+    crops = instances.mask_crops
+    origins = instances.mask_origins
+    for crop, (x0, y0) in zip(crops, origins, strict=True):
+        taken[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] |= crop
+    out = []
+    for crop, (x0, y0) in zip(crops, origins, strict=True):
+        s = _shape_of(crop)
+        s["in"], s["ring"] = _colours(rgb, crop, int(x0), int(y0), taken)
+        out.append(s)
+    by_class: dict[str, list[int]] = {}
+    for i, lab in enumerate(labels):
+        if lab != NEGATIVE:
+            by_class.setdefault(lab, []).append(i)
+    for idx in by_class.values():
+        scale = _scale([out[i] for i in idx])
+        ious = grid_ious(rgb, scale, [(crops[i], (int(origins[i][0]), int(origins[i][1]))) for i in idx])
+        for k, i in enumerate(idx):
+            out[i]["calib"] = {"version": GRID_VERSION, "iou": [round(float(v), 4) for v in ious[:, k]]}
+    return out
+
+
+def build_profile(examples: Iterable[tuple[str, dict]]) -> dict:
+    """The library's profile from ``(label, shape payload)`` pairs (negatives ignored)."""
+    from sam_detect.segment.calibrated import GRID, GRID_VERSION
+
+    by_class: dict[str, list[dict]] = {}
+    for label, shape in examples:
+        if label == NEGATIVE or not shape:
+            continue
+        by_class.setdefault(label, []).append(shape)
+    classes = {}
+    for label, stats in sorted(by_class.items()):
+        sc = _scale(stats)
+        log_a = np.log([s["area"] for s in stats])
+        mu, sd = _log_area(np.exp(log_a))
+        calibrated = [s["calib"]["iou"] for s in stats
+                      if s.get("calib", {}).get("version") == GRID_VERSION and len(s["calib"]["iou"]) == len(GRID)]
+        entry: dict[str, Any] = {
+            "count": len(stats),
+            "direction": [round(float(v), 4) for v in sc.direction],
+            "polarity": "bright" if float(sc.direction.sum()) >= 0 else "dark",
+            "contrast": round(sc.contrast, 3),
+            "ring_level": round(sc.ring_level, 3),
+            "radius": round(sc.radius, 2),
+            "max_radius": round(sc.max_radius, 2),
+            "area": [round(float(np.exp(log_a.min())), 1), round(float(np.exp(np.median(log_a))), 1),
+                     round(float(np.exp(log_a.max())), 1)],
+            "area_range": [round(sc.min_area, 1), round(sc.max_area, 1)],
+            "log_area": [round(mu, 4), round(sd, 4)],
+            "solidity": [round(float(min(s["solidity"] for s in stats)), 3),
+                         round(float(np.median([s["solidity"] for s in stats])), 3)],
+            "eccentricity": round(float(max(s["eccentricity"] for s in stats)), 3),
+        }
+        if calibrated:
+            mean_iou = np.asarray(calibrated, np.float64).mean(axis=0)
+            chosen = _alternatives(mean_iou)
+            entry["settings"] = [GRID[i].to_dict() for i in chosen]
+            entry["reproduction"] = round(float(mean_iou[chosen[0]]), 3)
+        classes[label] = entry
+    return {"version": PROFILE_VERSION, "grid": GRID_VERSION, "classes": classes}
+
+
+def _way(g: Any) -> str:
+    """How a setting splits touching objects: ``none``, ``shape`` or ``intensity``."""
+    return "none" if g.split == 0 else g.split_on
+
+
+#: a way of splitting that is more elaborate than another must reproduce the examples this
+#: much better (mean IoU) to lead: a few examples cannot show that it does not over-split
+OCCAM_MARGIN = 0.03
+_SIMPLER = {"none": (), "shape": ("none",), "intensity": ("none", "shape")}
+
+
+def _alternatives(mean_iou: np.ndarray) -> list[int]:
+    """Indices into ``GRID``: the settings a class proposes with, the leading one first.
+
+    The lead reproduces the examples best (a simpler way of splitting wins unless the more
+    elaborate one is ``OCCAM_MARGIN`` better); then the best that threshold differently
+    (another background, level or trim) and split the same way, up to ``KEEP_SETTINGS``;
+    then the best of each other way to split: a wrong split is the commonest way to miss
+    an object, and the selection step chooses among the alternatives per object.
+    """
+    from sam_detect.segment.calibrated import GRID
+
+    order = np.argsort(-mean_iou, kind="stable").tolist()
+    best_of = {}
+    for i in order:
+        best_of.setdefault(_way(GRID[i]), i)
+    lead = order[0]
+    for simpler in _SIMPLER[_way(GRID[lead])]:
+        j = best_of.get(simpler)
+        if j is not None and mean_iou[j] >= mean_iou[lead] - OCCAM_MARGIN:
+            lead = j
+            break
+    chosen = [lead]
+    for i in order:
+        if len(chosen) == KEEP_SETTINGS:
+            break
+        g, first = GRID[i], GRID[lead]
+        if _way(g) == _way(first) and all(
+            (g.background, g.level, g.refine) != (GRID[j].background, GRID[j].level, GRID[j].refine)
+            for j in chosen
+        ):
+            chosen.append(i)
+    for way in ("none", "shape", "intensity"):
+        if way != _way(GRID[lead]) and way in best_of and best_of[way] not in chosen:
+            chosen.append(best_of[way])
+    return chosen
+
+
+def scale_of(entry: dict) -> Any:
+    """The calibrated segmenter's :class:`Scale` of one class entry of a profile."""
+    from sam_detect.segment.calibrated import Scale
+
+    return Scale(
+        direction=np.asarray(entry["direction"], np.float32),
+        contrast=float(entry["contrast"]),
+        ring_level=float(entry["ring_level"]),
+        radius=float(entry["radius"]),
+        max_radius=float(entry["max_radius"]),
+        min_area=float(entry["area_range"][0]),
+        max_area=float(entry["area_range"][1]),
+    )
+
+
+def candidate_shapes(instances: Instances) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(areas, solidities, eccentricities)`` of every candidate, from its mask crop."""
+    import cv2
+
+    areas = instances.areas.astype(np.float64)
+    sol = np.ones(len(instances))
+    ecc = np.zeros(len(instances))
+    for i, crop in enumerate(instances.mask_crops):
+        m8 = np.pad(crop, 1).astype(np.uint8)
+        contours, _ = cv2.findContours(m8, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        if contours:
+            hull = float(cv2.contourArea(cv2.convexHull(np.concatenate(contours))))
+            if hull > 0:
+                sol[i] = min(1.0, areas[i] / hull)
+        m = cv2.moments(m8, binaryImage=True)
+        if m["m00"] > 0:
+            a, b, c = m["mu20"] / m["m00"], m["mu11"] / m["m00"], m["mu02"] / m["m00"]
+            root = np.sqrt(max(0.0, (a - c) ** 2 + 4 * b * b))
+            big, small = (a + c + root) / 2, (a + c - root) / 2
+            ecc[i] = np.sqrt(max(0.0, 1.0 - small / big)) if big > 0 else 0.0
+    return areas, sol, ecc
+
+
+def fit_scores(instances: Instances, labels: Sequence[str], profile: dict | None) -> np.ndarray:
+    """``(N,)`` float32 in ``[0, 1]``: how well each candidate fits its label's profile.
+
+    A Gaussian in log-area around the class's examples, times a penalty for a solidity
+    below the least solid example's. 1 where the label has no profile entry.
+    """
+    n = len(instances)
+    out = np.ones(n, np.float32)
+    classes = (profile or {}).get("classes") or {}
+    if n == 0 or not classes:
+        return out
+    areas, sol, ecc = candidate_shapes(instances)
+    for i, lab in enumerate(labels):
+        entry = classes.get(lab)
+        if entry is None:
+            continue
+        mu, sd = entry["log_area"]
+        z = (np.log(max(areas[i], 1.0)) - mu) / sd
+        # less solid than the least solid example (per 0.05 beyond 0.03), or more elongated
+        # than the most elongated (per 0.1 beyond 0.1): a merged pair is both
+        lack = max(0.0, entry["solidity"][0] - 0.05 - sol[i]) / 0.1
+        excess = max(0.0, ecc[i] - entry.get("eccentricity", 1.0) - 0.1) / 0.1
+        # Student's t (3 degrees of freedom) on the log-area: sizes have heavier tails than a
+        # Gaussian fitted to a few examples admits
+        out[i] = float((1.0 + z * z / 3.0) ** -2.0 * np.exp(-0.5 * (lack * lack + excess * excess)))
+    return out
+
+
+def size_filter(instances: Instances, profile: dict | None) -> tuple[Instances, str | None]:
+    """Drop candidates no class's profile admits, before they are embedded.
+
+    A candidate stays when its area is inside some class's size range and it fits that
+    class's profile at least ``MIN_FIT`` (size, solidity, elongation: what the selection
+    would reject anyway). Returns ``(kept, note or None)``; the note says what was dropped,
+    e.g. ``"12 of 40 candidates outside the examples' size range 300-800 px"``.
+    """
+    classes = (profile or {}).get("classes") or {}
+    if not classes or len(instances) == 0:
+        return instances, None
+    ranges = np.array([e["area_range"] for e in classes.values()], np.float64)
+    areas = instances.areas.astype(np.float64)
+    sized = ((areas[:, None] >= ranges[None, :, 0]) & (areas[:, None] <= ranges[None, :, 1])).any(axis=1)
+    keep = sized.copy()
+    if keep.any():
+        idx = np.flatnonzero(keep)
+        fits = np.stack([fit_scores(instances[idx], [label] * len(idx), profile) for label in classes])
+        keep[idx] = fits.max(axis=0) >= MIN_FIT
+    if keep.all():
+        return instances, None
+    lo, hi = float(ranges[:, 0].min()), float(ranges[:, 1].max())
+    note = (
+        f"{int((~sized).sum())} of {len(instances)} candidates outside the examples' size range "
+        f"{lo:.0f}-{hi:.0f} px (candidates: {areas.min():.0f}-{areas.max():.0f} px)"
+    )
+    misfit = int((sized & ~keep).sum())
+    if misfit:
+        note += f", {misfit} unlike the examples' shape"
+    if not keep.any():
+        note = "no candidate within the examples' size range and shape: " + note
+    return instances[keep], note
+
+
+def describe(profile: dict | None) -> list[str]:
+    """Lines for ``library show``."""
+    classes = (profile or {}).get("classes") or {}
+    lines = []
+    for label, e in classes.items():
+        rep = f", reproduces its examples at IoU {e['reproduction']:.2f}" if "reproduction" in e else ""
+        lines.append(
+            f"{label}: {e['count']} examples, area {e['area'][0]:.0f}-{e['area'][2]:.0f} px "
+            f"(median {e['area'][1]:.0f}), {e['polarity']} (RGB direction "
+            f"{', '.join(f'{v:+.2f}' for v in e['direction'])}), contrast {e['contrast']:.0f}, "
+            f"solidity >= {e['solidity'][0]:.2f}{rep}"
+        )
+    return lines
+
+
+__all__ = [
+    "PROFILE_VERSION", "build_profile", "describe", "describe_examples", "fit_scores", "scale_of", "size_filter",
+]

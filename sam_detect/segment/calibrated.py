@@ -1,0 +1,345 @@
+"""Proposals calibrated by the examples: the array operations behind the proposal profile.
+
+A class's examples say which colour direction separates the objects from a ring of
+surroundings (and with which polarity), how large they are, and which settings of a
+simple threshold-and-split segmenter reproduce their masks on their own images. This
+module holds that segmenter and its settings grid:
+
+1. ``x = rgb @ direction``: one channel in which the objects are brighter than their ring
+   (fluorescent nuclei: about luminance; dark nuclei on pink: minus red and green; coins:
+   luminance);
+2. a background: ``flat`` (the examples' ring level) or ``opening`` (a morphological
+   opening wider than the largest example, for uneven illumination);
+3. a threshold at ``level`` of the examples' contrast above that background; holes filled;
+4. touching objects split by a distance-transform watershed with ``h`` a fraction of the
+   examples' radius (``0``: no split).
+
+:data:`GRID` lists the settings tried when examples are added; each example records the
+IoU with which each setting reproduces it (:func:`grid_ious`), and the profile keeps the
+best few (``sam_detect.profile``). At detection every kept setting proposes candidates,
+so the candidates overlap (nested alternatives at several levels and split strengths);
+the pipeline's selection step chooses among them.
+
+The constants here were chosen on synthetic fields (``scripts/bench_data.py``), not on the
+data sets reported in docs/performance.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sam_detect.instances import Instances
+
+#: threshold levels, as fractions of the examples' contrast above the background
+LEVELS = (0.05, 0.1, 0.15, 0.3, 0.5)
+#: each object then cut at this fraction of its own height above the background (0: no cut)
+REFINES = (0.0, 0.35)
+#: split strengths (0: no split): touching objects are split at the h-maxima of the distance
+#: transform ("shape", h a fraction of the examples' median radius) or of the intensity
+#: ("intensity", h a fraction of the examples' contrast: objects brighter in their middle)
+SPLITS = (0.0, 0.1, 0.25, 0.5)
+SPLIT_ON = ("shape", "intensity")
+BACKGROUNDS = ("flat", "opening")
+GRID_VERSION = 5
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One point of the settings grid."""
+
+    background: str
+    level: float
+    refine: float
+    split: float
+    split_on: str = "shape"
+
+    def to_dict(self) -> dict:
+        return {"background": self.background, "level": self.level, "refine": self.refine,
+                "split": self.split, "split_on": self.split_on}
+
+
+GRID: tuple[Setting, ...] = tuple(
+    Setting(b, lv, rf, sp, on)
+    for b in BACKGROUNDS for lv in LEVELS for rf in REFINES for sp in SPLITS for on in SPLIT_ON
+    if sp > 0 or on == "shape"
+)
+
+
+@dataclass
+class Scale:
+    """What the settings are relative to: one class's examples, summarised."""
+
+    direction: np.ndarray  # (3,) float: RGB weights, objects bright along it
+    contrast: float  # median (inside - ring) along ``direction``
+    ring_level: float  # median ring level along ``direction``
+    radius: float  # median equivalent radius, pixels
+    max_radius: float  # largest equivalent radius, pixels
+    min_area: float
+    max_area: float
+
+    @property
+    def sigma(self) -> float:
+        return float(np.clip(self.radius / 8.0, 0.5, 3.0))
+
+    @property
+    def background_radius(self) -> int:
+        return int(np.clip(round(2.0 * self.max_radius + 2), 5, 400))
+
+
+def project(rgb: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    """``(H, W)`` float32: ``rgb @ direction`` (a gray ``(H, W)`` image is 3 equal channels)."""
+    d = np.asarray(direction, np.float32)
+    if rgb.ndim == 2:
+        return rgb.astype(np.float32) * float(d.sum())
+    x = rgb[..., 0].astype(np.float32) * d[0]
+    x += rgb[..., 1].astype(np.float32) * d[1]
+    x += rgb[..., 2].astype(np.float32) * d[2]
+    return x
+
+
+class Prepared:
+    """The per-image work shared by every setting: projection, smoothing, backgrounds."""
+
+    def __init__(self, rgb: np.ndarray, scale: Scale) -> None:
+        import cv2
+
+        self.scale = scale
+        x = project(rgb, scale.direction)
+        if scale.sigma > 0:
+            x = cv2.GaussianBlur(x, (0, 0), scale.sigma, borderType=cv2.BORDER_REFLECT)
+        self.x = x
+        self._resid: dict[str, np.ndarray] = {}
+
+    def resid(self, background: str) -> np.ndarray:
+        if background not in self._resid:
+            if background == "flat":
+                self._resid[background] = self.x - np.float32(self.scale.ring_level)
+            else:
+                from sam_detect.segment.classical import _background
+
+                self._resid[background] = self.x - _background(self.x, self.scale.background_radius)
+        return self._resid[background]
+
+
+def foreground(
+    prep: Prepared, background: str, level: float, refine: float, roi: np.ndarray | None = None
+) -> np.ndarray:
+    """Pixels above ``level`` x the examples' contrast, each object cut at ``refine`` of its
+    own height, holes filled, specks opened away. ``roi``: keep only the connected
+    components that touch it (calibration needs only the objects under the examples)."""
+    import cv2
+
+    from sam_detect.segment.classical import _fill_holes, _refine_objects
+
+    resid = prep.resid(background)
+    fg = np.ascontiguousarray(resid > np.float32(level * prep.scale.contrast))
+    if roi is not None:
+        n, comp = cv2.connectedComponents(fg.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+        hit = np.zeros(n, bool)
+        hit[np.unique(comp[roi])] = True
+        hit[0] = False
+        fg = hit[comp]
+    fg = _fill_holes(fg)
+    if refine > 0 and fg.any():
+        fg = _fill_holes(_refine_objects(fg, resid, refine, 0.0))
+    r = 1 if prep.scale.radius >= 4 else 0
+    if r:
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2)
+        fg = cv2.morphologyEx(fg.view(np.uint8), cv2.MORPH_OPEN, kernel).view(bool)
+    return fg
+
+
+def split_labels(fg: np.ndarray, scale: Scale, split: float, split_on: str = "shape",
+                 x: np.ndarray | None = None) -> np.ndarray:
+    """``(H, W)`` int32 labels: connected components, or a watershed split when ``split > 0``
+    (on the distance transform, or on the intensity ``x`` for ``split_on="intensity"``)."""
+    import cv2
+
+    from sam_detect.segment.classical import _split_touching
+
+    if split <= 0 or not fg.any():
+        return cv2.connectedComponents(fg.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)[1]
+    min_distance = max(2, int(round(scale.radius / 2)))
+    if split_on == "intensity" and x is not None:
+        # two objects' brightest points lie about two radii apart: closer maxima are texture
+        return _split_on_intensity(fg, x, max(1.0, split * scale.contrast), max(2, int(round(scale.radius))))
+    h = max(0.5, split * scale.radius)
+    return _split_touching(fg, 1.0, h, min_distance)
+
+
+def _split_on_intensity(fg: np.ndarray, x: np.ndarray, h: float, min_distance: int) -> np.ndarray:
+    """Watershed of each component on ``-x``, seeded at the h-maxima of ``x`` inside it."""
+    import cv2
+    from skimage import morphology, segmentation
+
+    from sam_detect.segment.classical import _merge_close_seeds
+
+    n, comp, stats, _ = cv2.connectedComponentsWithStats(fg.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+    labels = np.zeros_like(comp)
+    next_id = 1
+    for c in range(1, n):
+        x0, y0, bw, bh, area = stats[c]
+        sl = (slice(y0, y0 + bh), slice(x0, x0 + bw))
+        m = comp[sl] == c
+        if area < 4 * min_distance * min_distance:  # too small to hold two objects
+            labels[sl][m] = next_id
+            next_id += 1
+            continue
+        v = np.where(m, x[sl], float(x[sl][m].min())).astype(np.float32)
+        seeds = cv2.connectedComponents(
+            (morphology.h_maxima(v, h) & m).astype(np.uint8), connectivity=8, ltype=cv2.CV_32S
+        )[1]
+        if seeds.max() > 1:
+            seeds = _merge_close_seeds(seeds, min_distance)
+        k = int(seeds.max())
+        if k <= 1:
+            labels[sl][m] = next_id
+            next_id += 1
+            continue
+        ws = segmentation.watershed(-v, seeds, mask=m)
+        labels[sl][m] = ws[m] + (next_id - 1)
+        next_id += k
+    return labels
+
+
+def label_images(rgb: np.ndarray | Prepared, scale: Scale, settings: list[Setting], roi: np.ndarray | None = None):
+    """Yield ``(setting, labels)`` for each setting, sharing the work between them.
+
+    ``rgb``: the image, or its :class:`Prepared` (or :class:`_Mosaic`) work.
+    """
+    prep = rgb if isinstance(rgb, (Prepared, _Mosaic)) else Prepared(rgb, scale)
+    by_fg: dict[tuple[str, float, float], np.ndarray] = {}
+    for s in settings:
+        key = (s.background, s.level, s.refine)
+        if key not in by_fg:
+            by_fg[key] = foreground(prep, s.background, s.level, s.refine, roi)
+        yield s, split_labels(by_fg[key], scale, s.split, s.split_on, prep.resid(s.background))
+
+
+class _Mosaic:
+    """Windows around the examples, cut from a :class:`Prepared` and laid side by side with
+    gaps that no threshold passes: the grid is tried on the examples' surroundings only
+    (an order of magnitude fewer pixels than the image), with the image's backgrounds."""
+
+    GAP = 3
+
+    def __init__(self, prep: Prepared, masks: list[tuple[np.ndarray, tuple[int, int]]]) -> None:
+        self.scale = prep.scale
+        h, w = prep.x.shape
+        margin = int(round(3 * prep.scale.max_radius)) + 4
+        wins = []
+        for crop, (x0, y0) in masks:
+            ya, xa = max(0, y0 - margin), max(0, x0 - margin)
+            yb, xb = min(h, y0 + crop.shape[0] + margin), min(w, x0 + crop.shape[1] + margin)
+            wins.append((ya, yb, xa, xb))
+        g = self.GAP
+        width = sum(xb - xa for _, _, xa, xb in wins) + g * (len(wins) + 1)
+        height = max(yb - ya for ya, yb, _, _ in wins) + 2 * g
+        self.offsets = []
+        x = g
+        for ya, _yb, xa, xb in wins:
+            self.offsets.append((x - xa, g - ya))  # image -> mosaic shift (dx, dy)
+            x += xb - xa + g
+        self._resid = {}
+        for bg in BACKGROUNDS:
+            canvas = np.full((height, width), -1e6, np.float32)
+            full = prep.resid(bg)
+            for (ya, yb, xa, xb), (dx, dy) in zip(wins, self.offsets, strict=True):
+                canvas[ya + dy : yb + dy, xa + dx : xb + dx] = full[ya:yb, xa:xb]
+            self._resid[bg] = canvas
+        self.shape = (height, width)
+        self.masks = [(crop, (int(x0) + dx, int(y0) + dy)) for (crop, (x0, y0)), (dx, dy)
+                      in zip(masks, self.offsets, strict=True)]
+
+    def resid(self, background: str) -> np.ndarray:
+        return self._resid[background]
+
+
+def grid_ious(rgb: np.ndarray, scale: Scale, masks: list[tuple[np.ndarray, tuple[int, int]]]) -> np.ndarray:
+    """``(len(GRID), K)`` float32: how well each setting reproduces each example mask.
+
+    ``masks``: the examples' ``(crop, (x0, y0))``. An example's IoU is that of the one
+    segmented object that overlaps it most; unlabelled objects elsewhere cost nothing
+    (examples are partial labels). The settings run on windows around the examples
+    (:class:`_Mosaic`), so the cost grows with the examples, not the image.
+    """
+    out = np.zeros((len(GRID), len(masks)), np.float32)
+    if not masks:
+        return out
+    mosaic = _Mosaic(Prepared(rgb, scale), masks)
+    roi = np.zeros(mosaic.shape, bool)
+    for crop, (x0, y0) in mosaic.masks:
+        roi[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] |= crop
+    for g, (_, labels) in enumerate(label_images(mosaic, scale, list(GRID), roi)):
+        areas = np.bincount(labels.ravel())
+        for k, (crop, (x0, y0)) in enumerate(mosaic.masks):
+            sub = labels[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]][crop]
+            hits = np.bincount(sub, minlength=1)
+            hits[0] = 0
+            if hits.max() == 0:
+                continue
+            best = int(hits.argmax())
+            inter = float(hits[best])
+            out[g, k] = inter / (float(crop.sum()) + float(areas[best]) - inter)
+    return out
+
+
+def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str | None = None) -> Instances:
+    """Candidates of every setting (overlapping alternatives), within the examples' size range.
+
+    ``data["setting"]`` says which setting made each candidate; ``data["class_hint"]``
+    the class whose profile proposed it.
+    """
+    from scipy import ndimage as ndi
+
+    h, w = rgb.shape[:2]
+    crops, origins, made_by = [], [], []
+    lo, hi = scale.min_area, scale.max_area
+    for s, labels in label_images(rgb, scale, settings):
+        areas = np.bincount(labels.ravel())
+        for i, sl in enumerate(ndi.find_objects(labels), 1):
+            if sl is None or not lo <= areas[i] <= hi:
+                continue
+            crops.append(labels[sl] == i)
+            origins.append((sl[1].start, sl[0].start))
+            made_by.append(GRID.index(s) if s in GRID else -1)
+    if not crops:
+        return Instances.empty((h, w))
+    inst = Instances.from_crops(crops, np.asarray(origins, np.int64), (h, w))
+    inst.data["setting"] = np.asarray(made_by, np.int64)
+    inst.data["class_hint"] = [label] * len(inst)
+    return _merge_near_duplicates(inst, len(settings))
+
+
+#: alternatives closer than this (mask IoU) are one candidate: the first setting's is kept
+SAME_OBJECT_IOU = 0.9
+
+
+def _merge_near_duplicates(inst: Instances, n_settings: int) -> Instances:
+    """Keep one of each group of near-identical candidates (the first setting's), and record
+    in ``data["stability"]`` the share of the settings that made it: an object's outline
+    holds over thresholds and splits, a fragment's or a merge's does not (MSER's idea)."""
+    from sam_detect.eval.metrics import instances_iou
+
+    n = len(inst)
+    settings = np.asarray(inst.data["setting"])
+    if n < 2:
+        inst.data["stability"] = np.full(n, 1.0 / max(n_settings, 1), np.float32)
+        return inst
+    iou = instances_iou(inst, inst)
+    keep = np.ones(n, bool)
+    stability = np.zeros(n, np.float32)
+    for i in range(n):
+        if not keep[i]:
+            continue
+        same = np.flatnonzero(iou[i] > SAME_OBJECT_IOU)
+        later = same[same > i]
+        keep[later] = False
+        stability[i] = len(set(settings[same].tolist())) / max(n_settings, 1)
+    inst.data["stability"] = stability
+    return inst[keep]
+
+
+__all__ = ["GRID", "GRID_VERSION", "Scale", "Setting", "grid_ious", "project", "propose"]

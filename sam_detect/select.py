@@ -1,0 +1,139 @@
+"""The selection step: a non-overlapping set of candidates, best score first.
+
+Every segmenter may offer overlapping alternatives for one object (nested components at
+several threshold levels, split and unsplit versions, SAM2's multimask outputs). One step
+in the pipeline chooses among them, whatever made them: candidates are taken greedily by
+score, and a candidate is dropped when it overlaps one already kept by more than
+``max_overlap`` of the smaller of the two (so a fragment inside a kept object, or a merged
+pair around a kept one, goes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sam_detect.instances import NEGATIVE, UNKNOWN, Instances
+
+#: a candidate sharing more than this fraction of the smaller mask with a kept one is dropped
+MAX_OVERLAP = 0.5
+#: score = similarity x fit ** FIT_WEIGHT: the examples' look decides between alternatives,
+#: their size and shape temper it (a few examples know the size range only roughly)
+FIT_WEIGHT = 0.5
+#: ... x stability ** STABILITY_WEIGHT, where the segmenter says how many of its settings
+#: agree on the candidate's outline (``data["stability"]``)
+STABILITY_WEIGHT = 0.5
+
+
+def overlap_pairs(instances: Instances) -> list[tuple[int, int, float]]:
+    """``(i, j, intersection / min(area_i, area_j))`` for every overlapping pair ``i < j``."""
+    from sam_detect.eval.metrics import instances_iou
+
+    n = len(instances)
+    if n < 2:
+        return []
+    iou = instances_iou(instances, instances)
+    areas = instances.areas.astype(np.float64)
+    out = []
+    ii, jj = np.nonzero(np.triu(iou, k=1) > 0)
+    for i, j in zip(ii.tolist(), jj.tolist(), strict=True):
+        v = iou[i, j]
+        inter = v * (areas[i] + areas[j]) / (1.0 + v)
+        out.append((i, j, float(inter / max(min(areas[i], areas[j]), 1.0))))
+    return out
+
+
+def select(instances: Instances, scores: np.ndarray, max_overlap: float = MAX_OVERLAP) -> np.ndarray:
+    """Indices of the kept candidates ``(K,)`` int64, in the candidates' order.
+
+    ``scores`` ``(N,)``: higher is better; ties keep the earlier candidate.
+    """
+    n = len(instances)
+    scores = np.asarray(scores, np.float64)
+    if scores.shape != (n,):
+        raise ValueError(f"scores must have shape ({n},), got {scores.shape}")
+    if n == 0:
+        return np.zeros(0, np.int64)
+    conflicts: list[list[int]] = [[] for _ in range(n)]
+    for i, j, frac in overlap_pairs(instances):
+        if frac > max_overlap:
+            conflicts[i].append(j)
+            conflicts[j].append(i)
+    kept = np.zeros(n, bool)
+    blocked = np.zeros(n, bool)
+    for i in np.argsort(-scores, kind="stable"):
+        if blocked[i]:
+            continue
+        kept[i] = True
+        blocked[conflicts[i]] = True
+    return np.flatnonzero(kept)
+
+
+@dataclass
+class Decision:
+    """What the vote and the selection made of ``N`` candidates.
+
+    ``labels`` ``(N,)`` (``unknown`` / ``__negative__`` included), ``confidences`` and
+    ``similarities`` ``(N,)`` float32 from the vote, ``fit`` ``(N,)`` float32 (profile fit,
+    1 without a profile), ``keep`` ``(K,)`` int64 indices of the chosen candidates.
+    """
+
+    labels: list[str]
+    confidences: np.ndarray
+    similarities: np.ndarray
+    fit: np.ndarray
+    keep: np.ndarray
+
+
+def quality(candidates: Instances, similarity: np.ndarray, fit: np.ndarray) -> np.ndarray:
+    """``(N,)`` float64: how good each candidate is, for the selection to rank alternatives.
+
+    ``similarity x fit ** FIT_WEIGHT x stability ** STABILITY_WEIGHT``; stability (the
+    share of a segmenter's settings that agree on the outline, ``data["stability"]``) counts
+    only where the segmenter gives it.
+    """
+    score = np.clip(np.asarray(similarity, np.float64), 0.0, None) * np.asarray(fit, np.float64) ** FIT_WEIGHT
+    stability = candidates.data.get("stability")
+    if stability is not None:
+        score = score * np.asarray(stability, np.float64) ** STABILITY_WEIGHT
+    return score
+
+
+def decide(
+    candidates: Instances,
+    neighbours: Sequence[Sequence[Any]],
+    *,
+    threshold: float,
+    top_k: int,
+    profile: dict | None = None,
+    keep_unknown: bool = False,
+) -> Decision:
+    """Vote on every candidate, score it by similarity x profile fit, keep a non-overlapping set.
+
+    Candidates labelled negative, or ``unknown`` (unless ``keep_unknown``), or fitting their
+    class's profile worse than ``MIN_FIT`` are not kept; unknowns rank after every labelled
+    candidate. The one decision step of ``SAMDetect.detect`` (and of ``eval``'s re-scoring).
+    """
+    from sam_detect.classify import vote_batch
+    from sam_detect.profile import MIN_FIT, fit_scores
+
+    n = len(candidates)
+    if len(neighbours) != n:
+        raise ValueError(f"{n} candidates but neighbours for {len(neighbours)}")
+    if n == 0:
+        z = np.zeros(0, np.float32)
+        return Decision([], z, z, z, np.zeros(0, np.int64))
+    labels, conf, sim = vote_batch(neighbours, threshold=threshold, top_k=top_k)
+    fit = fit_scores(candidates, labels, profile)
+    known = np.array([lab != UNKNOWN for lab in labels], bool)
+    ok = np.array([lab != NEGATIVE for lab in labels], bool) & (known | keep_unknown) & (fit >= MIN_FIT)
+    idx = np.flatnonzero(ok)
+    score = quality(candidates[idx], sim[idx], fit[idx]) + known[idx]
+    keep = idx[select(candidates[idx], score)] if len(idx) else idx
+    return Decision(labels, conf, sim, fit, keep.astype(np.int64))
+
+
+__all__ = ["MAX_OVERLAP", "Decision", "decide", "overlap_pairs", "quality", "select"]

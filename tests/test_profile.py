@@ -1,0 +1,313 @@
+"""The proposal profile: examples calibrate the proposals, one selection step chooses."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from sam_detect import DetectorConfig, SAMDetect
+from sam_detect.eval.matching import match_iou_matrix
+from sam_detect.eval.metrics import instances_iou
+from sam_detect.instances import Instances
+from sam_detect.profile import (
+    build_profile,
+    describe,
+    describe_examples,
+    fit_scores,
+    scale_of,
+    size_filter,
+)
+from sam_detect.segment import create_segmenter
+from sam_detect.segment.calibrated import GRID, Setting, propose
+from sam_detect.select import decide, select
+
+
+def blobs(seed: int, size: int = 192, n: int = 14, r=(7, 11), touching: bool = False,
+          fg=(170, 60, 160), bg=(230, 180, 200), noise: float = 6.0):
+    """RGB ``(H, W, 3)`` uint8 with ``n`` elliptic objects of colour ``fg`` on ``bg`` and the
+    label image (touching objects share borders when ``touching``)."""
+    rng = np.random.default_rng(seed)
+    lab = np.zeros((size, size), np.int32)
+    yy, xx = np.mgrid[:size, :size]
+    k = 0
+    for _ in range(4000):
+        if k == n:
+            break
+        cy, cx = rng.uniform(r[1] + 2, size - r[1] - 2, 2)
+        a = rng.uniform(*r)
+        b = a * rng.uniform(0.7, 1.0)
+        m = ((xx - cx) / a) ** 2 + ((yy - cy) / b) ** 2 <= 1
+        grown = ((xx - cx) / (a + 3)) ** 2 + ((yy - cy) / (b + 3)) ** 2 <= 1
+        if (lab[grown if not touching else m] > 0).any():
+            continue
+        k += 1
+        lab[m] = k
+    img = np.where(lab[..., None] > 0, np.array(fg, np.float32), np.array(bg, np.float32))
+    img += rng.normal(0, noise, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8), lab
+
+
+def f1_at(pred: Instances, gt: Instances, thr: float = 0.5) -> float:
+    if len(pred) == 0 or len(gt) == 0:
+        return 0.0
+    m = match_iou_matrix(instances_iou(pred, gt), thr)
+    return 2 * m.tp / (len(pred) + len(gt))
+
+
+def profile_of(rgb, gt, idx, label="obj"):
+    ex = gt[np.asarray(idx)]
+    stats = describe_examples(rgb, ex, [label] * len(ex))
+    return build_profile([(label, s) for s in stats])
+
+
+@pytest.mark.parametrize(
+    "fg, bg, polarity",
+    [((200, 200, 200), (30, 30, 30), "bright"), ((40, 40, 40), (210, 210, 210), "dark"),
+     ((120, 40, 150), (235, 170, 200), "dark")],  # purple nuclei on pink, like H&E
+)
+def test_profile_learns_polarity_and_colour_direction(fg, bg, polarity):
+    rgb, lab = blobs(1, fg=fg, bg=bg)
+    gt, _ = Instances.from_label_image(lab)
+    prof = profile_of(rgb, gt, range(4))
+    e = prof["classes"]["obj"]
+    assert e["polarity"] == polarity
+    d = np.asarray(e["direction"])
+    want = np.asarray(fg, float) - np.asarray(bg, float)
+    assert np.dot(d, want / np.linalg.norm(want)) > 0.95  # the direction that separates them
+    lo, hi = e["area_range"]
+    assert lo < gt.areas.min() and hi > gt.areas.max()
+    assert e["reproduction"] > 0.85  # some setting reproduces the examples' masks
+    assert len(e["settings"]) >= 2  # alternatives, not one partition
+    assert describe(prof)[0].startswith("obj: 4 examples, area ")
+
+
+def test_calibrated_proposals_find_objects_the_default_misses():
+    """Purple-on-pink: the gray-level default segmenter is not built for it; the examples are."""
+    rgb, lab = blobs(2, fg=(120, 40, 150), bg=(235, 170, 200), noise=10)
+    gt, _ = Instances.from_label_image(lab)
+    prof = profile_of(rgb, gt, range(3))
+    e = prof["classes"]["obj"]
+    cand = propose(rgb, scale_of(e), [Setting(**s) for s in e["settings"]], "obj")
+    kept = cand[select(cand, fit_scores(cand, ["obj"] * len(cand), prof))]
+    assert f1_at(kept, gt) >= 0.95
+    assert set(cand.data["class_hint"]) == {"obj"}
+
+
+def test_touching_objects_are_split_as_the_examples_show():
+    rgb, lab = blobs(3, size=160, n=30, r=(8, 11), touching=True, fg=(220, 220, 220), bg=(20, 20, 20))
+    gt, _ = Instances.from_label_image(lab)
+    prof = profile_of(rgb, gt, range(8))
+    seg = create_segmenter("classical")
+    cand = seg.segment(rgb, profile=prof)
+    assert cand.metadata["calibrated"] == ["obj"]
+    kept = cand[select(cand, fit_scores(cand, ["obj"] * len(cand), prof))]
+    assert f1_at(kept, gt) >= 0.8
+
+
+def test_examples_are_partial_labels_unlabelled_objects_cost_nothing():
+    """An example image holds more objects than were labelled: those are not negatives."""
+    rgb, lab = blobs(4, fg=(220, 220, 220), bg=(25, 25, 25))
+    gt, _ = Instances.from_label_image(lab)
+    stats = describe_examples(rgb, gt[:2], ["obj", "obj"])
+    best = max(range(len(GRID)), key=lambda g: stats[0]["calib"]["iou"][g] + stats[1]["calib"]["iou"][g])
+    assert stats[0]["calib"]["iou"][best] > 0.9 and stats[1]["calib"]["iou"][best] > 0.9
+
+
+def test_an_outlier_example_does_not_widen_the_size_range():
+    rgb, lab = blobs(5, fg=(220, 220, 220), bg=(25, 25, 25))
+    gt, _ = Instances.from_label_image(lab)
+    stats = describe_examples(rgb, gt[:6], ["obj"] * 6)
+    stats[0] = {**stats[0], "area": 2.0}  # a 2-pixel label, as real label images hold
+    e = build_profile([("obj", s) for s in stats])["classes"]["obj"]
+    assert e["area_range"][0] > 20
+
+
+def test_negatives_and_missing_measurements_stay_out_of_the_profile():
+    prof = build_profile([("__negative__", {"area": 5.0}), ("cell", None)])
+    assert prof["classes"] == {}
+    assert fit_scores(Instances.empty((4, 4)), [], prof).shape == (0,)
+
+
+def test_select_keeps_the_best_of_nested_alternatives():
+    whole = np.zeros((40, 40), bool)
+    whole[5:25, 5:25] = True
+    part = np.zeros_like(whole)
+    part[5:15, 5:25] = True
+    other = np.zeros_like(whole)
+    other[30:38, 30:38] = True
+    inst = Instances(masks=np.stack([part, whole, other]))
+    assert select(inst, np.array([0.2, 0.9, 0.5])).tolist() == [1, 2]
+    assert select(inst, np.array([0.9, 0.2, 0.5])).tolist() == [0, 2]
+    with pytest.raises(ValueError, match="scores must have shape"):
+        select(inst, np.ones(2))
+
+
+def test_size_filter_says_what_it_dropped():
+    inst = Instances(masks=np.stack([np.pad(np.ones((s, s), bool), ((0, 40 - s), (0, 40 - s))) for s in (2, 10, 30)]))
+    prof = {"classes": {"a": {"area_range": [50.0, 400.0], "log_area": [np.log(100.0), 0.3],
+                              "solidity": [0.9, 1.0], "eccentricity": 0.5}}}
+    kept, note = size_filter(inst, prof)
+    assert kept.areas.tolist() == [100]
+    assert note.startswith("2 of 3 candidates outside the examples' size range 50-400 px")
+    none, note = size_filter(inst[[0]], prof)
+    assert len(none) == 0 and note.startswith("no candidate within the examples' size range")
+    bar = np.zeros((40, 40), bool)
+    bar[5, 0:40] = bar[6, 0:40] = True  # 80 px: the right size, not the shape
+    kept, note = size_filter(Instances(masks=bar[None]), prof)
+    assert len(kept) == 0 and note.endswith("1 unlike the examples' shape")
+    assert size_filter(inst, None) == (inst, None)
+
+
+def test_decide_drops_negatives_unknowns_and_misfits():
+    from sam_detect.store.base import Neighbour
+
+    masks = np.zeros((3, 30, 30), bool)
+    masks[0, 2:8, 2:8] = masks[1, 12:18, 12:18] = masks[2, 20:28, 20:28] = True
+    inst = Instances(masks=masks)
+    nb = [[Neighbour(id="a", score=0.9, label="cell")], [Neighbour(id="b", score=0.95, label="__negative__")],
+          [Neighbour(id="c", score=0.2, label="cell")]]
+    d = decide(inst, nb, threshold=0.5, top_k=5)
+    assert d.keep.tolist() == [0] and d.labels == ["cell", "__negative__", "unknown"]
+    d = decide(inst, nb, threshold=0.5, top_k=5, keep_unknown=True)
+    assert d.keep.tolist() == [0, 2]
+    tiny = {"classes": {"cell": {"log_area": [np.log(2000.0), 0.3], "solidity": [0.9, 1.0]}}}
+    assert decide(inst, nb, threshold=0.5, top_k=5, profile=tiny).keep.tolist() == []
+
+
+@pytest.fixture
+def coins():
+    from skimage import data
+
+    return data.coins()
+
+
+def test_coins_from_three_boxes(coins):
+    """The README's second quickstart: three coins given as boxes find the 24 coins."""
+    det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder="handcrafted"))
+    for box in [(19, 32, 68, 78), (79, 37, 123, 77), (131, 28, 181, 78)]:
+        det.add_example(coins, box=box, label="coin")
+    prof = det.store.get_meta("default").extra["profile"]
+    assert prof["classes"]["coin"]["count"] == 3
+    found = det.detect(coins)
+    assert 23 <= len(found) <= 25
+    assert found.metadata["profile"] is True
+    assert (fit_scores(found, list(found.labels), prof) > 0.02).all()
+    # each one coin, whole: the mask fills the disk around it (a fragment or a merged
+    # pair would not), and no two overlap
+    import cv2
+
+    for i in range(len(found)):
+        crop, _ = found.mask_crop(i)
+        pts = cv2.findNonZero(crop.astype(np.uint8))
+        (_, _), r = cv2.minEnclosingCircle(pts)
+        assert crop.sum() / (np.pi * r * r) > 0.7
+    assert all(frac <= 0.5 for _, _, frac in __import__("sam_detect.select").select.overlap_pairs(found))
+
+
+def test_profile_follows_adds_and_deletes_and_travels_with_exports(tmp_path, scene):
+    rgb, masks, labels = scene(0)
+    det = SAMDetect(DetectorConfig(store="edge", store_options={"path": str(tmp_path / "lib")},
+                                   segmenter="classical", embedder="handcrafted"))
+    ids = det.add_examples(rgb, Instances(masks=masks, labels=labels))
+    prof = det.store.get_meta("default").extra["profile"]
+    assert sorted(prof["classes"]) == ["disc", "square"]
+    squares = [i for i, lab in zip(ids, labels, strict=True) if lab == "square"]
+    det.store.delete("default", ids=squares)
+    assert sorted(det.refresh_profile()["classes"]) == ["disc"]
+    assert sorted(det.store.get_meta("default").extra["profile"]["classes"]) == ["disc"]
+    from sam_detect.store.exchange import export_library, import_library
+
+    export_library(det.store, "default", tmp_path / "lib.zip")
+    det.close()
+    from sam_detect.store import create_store
+
+    other = create_store("memory")
+    import_library(other, tmp_path / "lib.zip")
+    assert sorted(other.get_meta("default").extra["profile"]["classes"]) == ["disc"]
+
+
+def test_nothing_found_says_why(scene):
+    rgb, masks, labels = scene(1)
+    det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder="handcrafted"))
+    det.add_examples(rgb, Instances(masks=masks[:2], labels=labels[:2]))
+    flat = np.full_like(rgb, 20)
+    out = det.detect(flat)
+    assert len(out) == 0 and out.metadata["notes"] == ["the segmenter proposed no candidates in this image"]
+    strict = det.detect(rgb, threshold=0.9999)
+    if len(strict) == 0:
+        assert "similar enough" in strict.metadata["notes"][0]
+
+
+def test_cli_detect_reports_profile_and_notes(tmp_path, coins):
+    from click.testing import CliRunner
+
+    from sam_detect.cli.main import cli as main
+    from sam_detect.outputs import save_image
+
+    img = tmp_path / "coins.png"
+    save_image(np.repeat(coins[..., None], 3, axis=2), img)
+    env = {"SAM_DETECT_LIBRARY_PATH": str(tmp_path / "libs")}
+    runner = CliRunner()
+    common = ["--segmenter", "classical", "--embedder", "handcrafted"]
+    r = runner.invoke(main, ["add", str(img), "--label", "coin", "--box", "19,32,68,78",
+                             "--box", "79,37,123,77", "--box", "131,28,181,78", *common], env=env)
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(main, ["detect", str(img), "--json", *common], env=env)
+    assert r.exit_code == 0, r.output
+    assert "sam-detect: profile: coin: 3 examples, area " in r.stderr
+    rec = json.loads(r.stdout)
+    assert 23 <= rec["count"] <= 25 and rec["notes"] == [] and rec["candidates"] >= rec["count"]
+    r = runner.invoke(main, ["detect", str(img), "--json", "--no-profile", *common], env=env)
+    assert "sam-detect: profile: off (--no-profile)" in r.stderr
+    r = runner.invoke(main, ["library", "show", "default"], env=env)
+    assert "profile:   version 1" in r.stdout and "coin: 3 examples" in r.stdout
+    r = runner.invoke(main, ["library", "profile", "default"], env=env)
+    assert r.exit_code == 0 and r.stdout.startswith("coin: 3 examples")
+    r = runner.invoke(main, ["library", "profile", "nope"], env=env)
+    assert r.exit_code == 1 and r.output.startswith("Error: no library 'nope' in library folder")
+
+
+def test_eval_reports_what_the_examples_add(tmp_path):
+    import cv2
+    from click.testing import CliRunner
+
+    from sam_detect.cli.main import cli
+
+    rgb, lab = blobs(6, fg=(120, 40, 150), bg=(235, 170, 200), n=16)
+    cv2.imwrite(str(tmp_path / "img.png"), rgb[..., ::-1])
+    cv2.imwrite(str(tmp_path / "lab.png"), lab.astype(np.uint16))
+    args = ["eval", str(tmp_path / "img.png"), "-a", str(tmp_path / "lab.png"), "--label", "cell",
+            "--shots", "4", "--segmenter", "classical", "--embedder", "handcrafted", "-q"]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    assert "what the examples add (IoU 0.5):" in r.stdout
+    rows = [line for line in r.stdout.splitlines() if line.startswith("  segmenter alone")
+            or line.startswith("  pipeline without") or line.startswith("  full pipeline")]
+    assert len(rows) == 3
+    f1 = [float(line.split()[-1]) for line in rows]
+    assert f1[2] >= 0.9 and f1[2] >= f1[0]
+    r = CliRunner().invoke(cli, [*args, "--json"])
+    doc = json.loads(r.stdout)
+    assert set(doc["examples_worth"]) == {"segmenter_alone", "without_profile", "full"}
+    r = CliRunner().invoke(cli, [*args, "--no-baselines"])
+    assert "what the examples add" not in r.stdout
+
+
+def test_a_segmenter_without_the_profile_parameter_still_works(scene):
+    """Segmenters written to the earlier protocol (``segment(image)``) keep working."""
+    rgb, masks, labels = scene(2)
+
+    class Old:
+        name = "old"
+
+        def segment(self, image):
+            return Instances(masks=masks.copy())
+
+        def prompt(self, image, box=None, point=None):
+            return Instances.empty(image.shape[:2])
+
+    det = SAMDetect(DetectorConfig(store="memory", embedder="handcrafted"), segmenter=Old())
+    det.add_examples(rgb, Instances(masks=masks, labels=labels))
+    assert len(det.detect(rgb)) == len(masks)
