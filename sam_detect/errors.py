@@ -45,3 +45,7 @@ class ModelNotAvailableError(SamDetectError):
 
 class DeviceNotAvailableError(SamDetectError, ValueError):
     """The requested torch device (``cuda``, ``mps``) does not exist on this machine."""
+
+
+class InvalidNameError(SamDetectError, ValueError):
+    """A library name breaks the name policy (see :mod:`sam_detect.names`)."""

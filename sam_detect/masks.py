@@ -240,6 +240,18 @@ def mask_to_crop(mask: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
     return mask[y0:y1, x0:x1].copy(), (x0, y0)
 
 
+def _numbers(values: Sequence[float], what: str) -> np.ndarray:
+    try:
+        return np.asarray(values, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise AnnotationError(f"a {what} is a list of numbers, got {str(values)[:80]!r}") from None
+
+
+def _show(values: np.ndarray) -> str:
+    """``10,10,nan,60``: plain numbers, as a user would type them (not ``np.float64(nan)``)."""
+    return ",".join(f"{float(v):g}" for v in values[:8]) + (",..." if len(values) > 8 else "")
+
+
 def validate_box(box: Sequence[float], image_hw: tuple[int, int]) -> np.ndarray:
     """Check an XYXY box against an image of ``(H, W)``; returns it clipped, float32 ``(4,)``.
 
@@ -247,11 +259,17 @@ def validate_box(box: Sequence[float], image_hw: tuple[int, int]) -> np.ndarray:
     entirely outside the image.
     """
     h, w = image_hw
-    b = np.asarray(box, dtype=np.float64).reshape(-1)
+    b = _numbers(box, "box")
     if b.shape != (4,) or not np.isfinite(b).all():
-        raise AnnotationError(f"a box needs 4 numbers x1,y1,x2,y2, got {list(np.asarray(box).reshape(-1))}")
+        raise AnnotationError(f"a box needs 4 finite numbers x1,y1,x2,y2, got {_show(b)}")
     x1, y1, x2, y2 = b
-    if x2 <= x1 or y2 <= y1:
+    if x2 < x1 or y2 < y1:
+        fixed = f"{min(x1, x2):g},{min(y1, y2):g},{max(x1, x2):g},{max(y1, y2):g}"
+        raise AnnotationError(
+            f"box {x1:g},{y1:g},{x2:g},{y2:g} is inverted: x1,y1 is the top-left corner and x2,y2 "
+            f"the bottom-right (did you mean {fixed}?)"
+        )
+    if x2 == x1 or y2 == y1:
         raise AnnotationError(f"box {x1:g},{y1:g},{x2:g},{y2:g} has zero area (need x2 > x1 and y2 > y1)")
     if x2 <= 0 or y2 <= 0 or x1 >= w or y1 >= h:
         raise AnnotationError(f"box {x1:g},{y1:g},{x2:g},{y2:g} lies outside the {w}x{h} image")
@@ -261,9 +279,9 @@ def validate_box(box: Sequence[float], image_hw: tuple[int, int]) -> np.ndarray:
 def validate_point(point: Sequence[float], image_hw: tuple[int, int]) -> np.ndarray:
     """Check an XY point against an image of ``(H, W)``; returns float32 ``(2,)``."""
     h, w = image_hw
-    p = np.asarray(point, dtype=np.float64).reshape(-1)
+    p = _numbers(point, "point")
     if p.shape != (2,) or not np.isfinite(p).all():
-        raise AnnotationError(f"a point needs 2 numbers x,y, got {list(np.asarray(point).reshape(-1))}")
+        raise AnnotationError(f"a point needs 2 finite numbers x,y, got {_show(p)}")
     if not (0 <= p[0] < w and 0 <= p[1] < h):
         raise AnnotationError(f"point {p[0]:g},{p[1]:g} lies outside the {w}x{h} image")
     return p.astype(np.float32)

@@ -300,9 +300,9 @@ class SAMDetect:
 
     @staticmethod
     def _check_label(label: Any) -> str:
-        if not isinstance(label, str) or not label.strip():
-            raise AnnotationError(f"a label must be a non-empty string, got {label!r}")
-        return label.strip()
+        from sam_detect.names import check_label
+
+        return check_label(label)  # the name policy: no control characters, not "unknown"
 
     @staticmethod
     def _check_mask(mask: Any, image_hw: tuple[int, int]) -> np.ndarray:

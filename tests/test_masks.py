@@ -59,7 +59,7 @@ def test_box_and_point_validation():
         validate_box([5, 5, 5, 9], (10, 10))
     with pytest.raises(AnnotationError, match="outside the 10x10 image"):
         validate_box([20, 20, 30, 30], (10, 10))
-    with pytest.raises(AnnotationError, match="4 numbers"):
+    with pytest.raises(AnnotationError, match="4 finite numbers"):
         validate_box([1, 2, 3], (10, 10))
     with pytest.raises(AnnotationError, match="outside"):
         validate_point([10, 3], (10, 10))

@@ -9,6 +9,13 @@ import click
 
 from sam_detect.cli.detect import apply_image_options, load_cli_image
 from sam_detect.cli.options import build_detector, pipeline_options, report_choices, report_profile
+from sam_detect.cli.validate import check_label_image, label_option
+
+
+def _label_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None or not value.strip():
+        return value  # an empty label has its own message below
+    return label_option(ctx, param, value)
 
 
 def _numbers(value: str, n: int, what: str, param: str) -> list[float]:
@@ -81,12 +88,15 @@ def _load_label_image(path: str, frame: int | None, channel: int | None):
         if not 0 <= channel < lab.shape[2]:
             raise AnnotationError(f"{path}: --labels-channel {channel} out of range 0..{lab.shape[2] - 1}")
         lab = lab[..., channel]
+    check_label_image(lab, str(path))
     return lab
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("image", type=click.Path(dir_okay=False))
-@click.option("--label", help="Label of the example(s). Required unless --annotations carries class names.")
+@click.option("--label", callback=_label_callback,
+              help="Label of the example(s): one line of at most 100 characters, not 'unknown'. "
+              "Required unless --annotations carries class names.")
 @click.option("--negative", is_flag=True, help="Store as a negative example (a look-alike to suppress).")
 @click.option("--box", "boxes", multiple=True, metavar="X1,Y1,X2,Y2",
               help="A box around the object; the segmenter turns it into a mask. Repeatable.")
@@ -176,6 +186,11 @@ def add(image, label, negative, boxes, points, mask_path, polygon_path, labels_p
                                     channel=labels_channel)
             if label is not None:
                 inst.labels[:] = label
+            else:  # class names from the file follow the label policy too
+                from sam_detect.names import check_label
+
+                for name in sorted({n for n in inst.labels if isinstance(n, str)}):
+                    check_label(name)
         if limit is not None:
             inst = inst[:limit]
         ids = detector.add_examples(loaded, inst, progress=not quiet)

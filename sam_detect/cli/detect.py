@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from sam_detect.cli.options import (
     report_choices,
     report_profile,
 )
+from sam_detect.cli.validate import finite
 
 apply_image_options = stack(
     [
@@ -42,8 +44,9 @@ def load_cli_image(path: str | Path, channels: tuple[int, ...] = (), frame: int 
 @click.option("--coco", "coco_path", type=click.Path(dir_okay=False, writable=True),
               help="Also write COCO instance JSON (RLE masks) to this file.")
 @click.option("--overlay", "overlay_path", type=click.Path(),
-              help="Write an overlay PNG (a folder when several images are given).")
-@click.option("--tolerance", type=click.FloatRange(0), default=1.0, show_default=True,
+              help="Write an overlay image (.png, .jpg, .tif, ...), or into a folder (an existing folder, "
+              "a name ending in '/', or whenever several images are given) one <name>_overlay.png per image.")
+@click.option("--tolerance", type=finite(0), default=1.0, show_default=True,
               help="Polygon simplification in pixels (0 keeps every contour point).")
 @click.option("--no-polygons", is_flag=True, help="Leave polygons out of the JSON.")
 @apply_image_options
@@ -62,6 +65,7 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, tolerance, no_polygo
       sam-detect detect frame5.tif --json
       sam-detect detect 'plates/*.png' --jsonl --coco found.json --overlay overlays/
     """
+    from sam_detect.cli.validate import IMAGE_OUTPUT_SUFFIXES, output_file, output_folder
     from sam_detect.errors import ImageLoadError
     from sam_detect.io.images import iter_image_paths
     from sam_detect.outputs import image_record, render_overlay, save_image, to_coco, write_json
@@ -69,10 +73,15 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, tolerance, no_polygo
     if as_json and jsonl:
         raise click.BadParameter("choose one of --json and --jsonl", param_hint="--json")
     paths = iter_image_paths(list(images))
+    # Outputs are checked before any work: a bad folder or format costs a second, not a detection.
+    output_file(coco_path, "--coco", what="a COCO JSON file")
     overlay_dir = None
-    if overlay_path and len(paths) > 1:
-        overlay_dir = Path(overlay_path)
-        overlay_dir.mkdir(parents=True, exist_ok=True)
+    if overlay_path:
+        as_folder = len(paths) > 1 or overlay_path.endswith(("/", os.sep)) or Path(overlay_path).is_dir()
+        if as_folder:
+            overlay_dir = output_folder(overlay_path, "--overlay")
+        else:
+            output_file(overlay_path, "--overlay", IMAGE_OUTPUT_SUFFIXES, what="an overlay image")
 
     failures = 0
     records, coco_items = [], []

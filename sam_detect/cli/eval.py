@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from sam_detect.cli.options import classify_options, detector_config, pipeline_options
+from sam_detect.cli.validate import output_file
 
 ANNOTATION_HELP = (
     "Ground truth: a label image or label stack (one frame per image), a COCO file (matched "
@@ -167,7 +168,7 @@ def _is_coco(path: str) -> bool:
     show_default=True,
     help="Examples drawn per class from the ground truth.",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the example draw.")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True, help="Seed of the example draw.")
 @click.option(
     "--iou",
     "iou_spec",
@@ -283,6 +284,7 @@ def eval_cmd(
         raise click.BadParameter(
             f"the report is a PNG file, got {report_path!r}", param_hint="--report"
         )
+    output_file(report_path, "--report", (".png",), what="a PNG report", create_folder=True)
     opts.pop("keep_unknown", None)
     config = detector_config(**opts)
 

@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from sam_detect.cli.options import location_options, open_store
+from sam_detect.cli.validate import library_name
 
 
 def _open(ctx: click.Context, **opts: Any):
@@ -93,7 +94,7 @@ def list_cmd(ctx: click.Context, as_json: bool, **opts: Any) -> None:
 
 
 @library.command("show")
-@click.argument("name")
+@click.argument("name", callback=library_name)
 @location_options()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
@@ -108,7 +109,7 @@ def show_cmd(ctx: click.Context, name: str, as_json: bool, **opts: Any) -> None:
 
 
 @library.command("stats")
-@click.argument("name", required=False)
+@click.argument("name", required=False, callback=library_name)
 @location_options()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
@@ -130,6 +131,7 @@ def stats_cmd(ctx: click.Context, name: str | None, as_json: bool, **opts: Any) 
 
 
 def _print_info(info: dict[str, Any]) -> None:
+    from sam_detect.names import display_label
     click.echo(f"library:   {info['name']}")
     click.echo(f"backend:   {info['backend']} ({info['location']})")
     click.echo(f"embedder:  {info['embedder']} ({info['dim']}-d)")
@@ -147,9 +149,10 @@ def _print_info(info: dict[str, Any]) -> None:
                 f"warning:   {info['examples']:,} examples is past the {limit:,} this backend is meant for",
             )
     click.echo(f"examples:  {info['examples']}")
-    width = max((len(lab) for lab in info["labels"]), default=0)
+    shown = {lab: display_label(lab) for lab in info["labels"]}
+    width = max((len(text) for text in shown.values()), default=0)
     for lab, n in info["labels"].items():
-        click.echo(f"  {lab.ljust(width)}  {n}")
+        click.echo(f"  {shown[lab].ljust(width)}  {n}")
     from sam_detect.profile import describe
 
     profile = (info.get("extra") or {}).get("profile")
@@ -175,7 +178,7 @@ def _human_bytes(n: int) -> str:
 
 
 @library.command("profile")
-@click.argument("name")
+@click.argument("name", callback=library_name)
 @location_options()
 @click.pass_context
 def profile_cmd(ctx: click.Context, name: str, **opts: Any) -> None:
@@ -198,7 +201,7 @@ def profile_cmd(ctx: click.Context, name: str, **opts: Any) -> None:
 
 
 @library.command("delete")
-@click.argument("name")
+@click.argument("name", callback=library_name)
 @location_options()
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_context
@@ -215,7 +218,7 @@ def delete_cmd(ctx: click.Context, name: str, yes: bool, **opts: Any) -> None:
 
 
 @library.command("optimize")
-@click.argument("name")
+@click.argument("name", callback=library_name)
 @location_options()
 @click.pass_context
 def optimize_cmd(ctx: click.Context, name: str, **opts: Any) -> None:
@@ -237,7 +240,7 @@ def optimize_cmd(ctx: click.Context, name: str, **opts: Any) -> None:
 
 
 @library.command("export")
-@click.argument("name")
+@click.argument("name", callback=library_name)
 @click.argument("file", type=click.Path(dir_okay=False))
 @location_options()
 @click.option(
@@ -253,8 +256,10 @@ def export_cmd(
     ctx: click.Context, name: str, file: str, crops: bool, force: bool, **opts: Any
 ) -> None:
     """Write library NAME to FILE (.zip: metadata, vectors, payloads, optional crops)."""
+    from sam_detect.cli.validate import output_file
     from sam_detect.store.exchange import export_library
 
+    output_file(file, "FILE", what="an export file")  # before the store opens
     store = _open(ctx, **opts)
     crop_fn = _crop_maker(store, name) if crops else None
     summary = export_library(store, name, file, crops=crop_fn, overwrite=force)
@@ -279,7 +284,8 @@ def _crop_maker(store: Any, name: str) -> Callable[[str, dict[str, Any]], Any]:
 @library.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @location_options()
-@click.option("--as", "as_name", help="Library name to import into (default: the name in FILE).")
+@click.option("--as", "as_name", callback=library_name,
+              help="Library name to import into (default: the name in FILE).")
 @click.option(
     "--merge",
     is_flag=True,
@@ -292,6 +298,8 @@ def import_cmd(
     """Read a library exported with `library export` into the store."""
     from sam_detect.store.exchange import import_library
 
+    if as_name is None:
+        _check_archive_name(file)
     store = _open(ctx, **opts)
     result = import_library(store, file, name=as_name, merge=merge)
     skipped = f" ({result.skipped} already there)" if result.skipped else ""
@@ -299,10 +307,10 @@ def import_cmd(
 
 
 @library.command("copy")
-@click.argument("name")
+@click.argument("name", callback=library_name)
 @location_options()
 @location_options(prefix="to-", what=" to copy into")
-@click.option("--as", "as_name", help="Name of the copy (default: NAME).")
+@click.option("--as", "as_name", callback=library_name, help="Name of the copy (default: NAME).")
 @click.pass_context
 def copy_cmd(ctx: click.Context, name: str, as_name: str | None, **opts: Any) -> None:
     """Copy library NAME to another store or name (e.g. embedded -> server).
@@ -347,12 +355,13 @@ def copy_cmd(ctx: click.Context, name: str, as_name: str | None, **opts: Any) ->
 
 
 @library.command("reembed")
-@click.argument("name")
+@click.argument("name", callback=library_name)
 @location_options()
 @click.option(
     "--embedder", required=True, help="Embedder for the new library (effnet, clip, sam2, ...)."
 )
-@click.option("--as", "as_name", help="Name of the new library (default: NAME-EMBEDDER).")
+@click.option("--as", "as_name", callback=library_name,
+              help="Name of the new library (default: NAME-EMBEDDER).")
 @click.option(
     "--from-file",
     type=click.Path(exists=True, dir_okay=False),
@@ -374,8 +383,13 @@ def reembed_cmd(
     """
     from sam_detect.store.exchange import reembed_library
 
-    store = _open(ctx, **opts)
     new = as_name or f"{name}-{embedder}"
+    if as_name is None:
+        try:
+            library_name(ctx, None, new)
+        except click.BadParameter as e:
+            raise click.BadParameter(f"{e.message}; give the new library's name with --as NEW", param_hint="--as") from None
+    store = _open(ctx, **opts)
     result = reembed_library(store, name, embedder, new, from_file=from_file)
     click.echo(
         f"re-embedded {result.added} of {result.examples} examples into library {new!r}", err=True
@@ -384,3 +398,29 @@ def reembed_cmd(
         click.echo(
             f"warning: {result.missing} examples had no crop source and were left out", err=True
         )
+
+
+def _check_archive_name(file: str) -> None:
+    """Refuse, before the store opens, an export whose recorded library name is not valid here
+    (say, one written by another tool), naming the way out: ``--as NEW``."""
+    import zipfile
+
+    from sam_detect.errors import InvalidNameError
+    from sam_detect.names import _short, check_library_name
+
+    try:
+        with zipfile.ZipFile(file) as z:
+            info = z.getinfo("manifest.json")
+            if info.file_size > 1 << 20:
+                return  # not a manifest of ours: the import reports it
+            name = json.loads(z.read(info)).get("library", {}).get("name")
+    except (OSError, KeyError, ValueError, AttributeError, zipfile.BadZipFile, RuntimeError):
+        return  # unreadable or not an export: the import says what is wrong
+    try:
+        check_library_name(name)
+    except InvalidNameError as e:
+        raise click.BadParameter(
+            f"{file} records the library name {_short(name)}, which is not valid ({e}); import it "
+            "under another name with --as NEW_NAME",
+            param_hint="FILE",
+        ) from None

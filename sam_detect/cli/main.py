@@ -6,7 +6,10 @@ Subcommands live in their own modules and are imported only when invoked, so
 
 from __future__ import annotations
 
+import errno
 import importlib
+import os
+import sys
 
 import click
 
@@ -23,6 +26,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "models": ("sam_detect.cli.models", "models", "List and download SAM2 and CLIP weights."),
     "refine": ("sam_detect.cli.refine", "refine", "Refine rough annotations into SAM2 masks."),
 }
+
+#: Set to 1 to see the traceback of an unexpected error instead of its one-line summary.
+DEBUG_ENV = "SAM_DETECT_DEBUG"
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -46,7 +52,28 @@ class LazyGroup(click.Group):
             return super().invoke(ctx)
         except SamDetectError as e:
             # A user's mistake or a missing resource: one line, exit 1, no traceback.
-            raise click.ClickException(str(e)) from e
+            raise click.ClickException(one_line(str(e))) from e
+        except click.exceptions.ClickException as e:
+            e.message = one_line(e.message)  # a value with a newline must not break the one line
+            raise
+        except (click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except BrokenPipeError:
+            raise  # the reader went away: main() ends quietly
+        except OSError as e:
+            raise click.ClickException(one_line(_os_error(e))) from e
+        except (KeyboardInterrupt, SystemExit, GeneratorExit):
+            raise
+        except Exception as e:
+            if os.environ.get(DEBUG_ENV):
+                raise
+            # Not a user's mistake but a bug: still one line, with the way to see the details.
+            raise click.ClickException(
+                one_line(
+                    f"internal error ({type(e).__name__}: {e}); please report it, and rerun with "
+                    f"{DEBUG_ENV}=1 for the traceback"
+                )
+            ) from e
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
@@ -73,9 +100,63 @@ def cli() -> None:
     """
 
 
+def one_line(message: str, limit: int = 600) -> str:
+    """``message`` on one line (an error is one ``Error:`` line, whatever it quotes)."""
+    text = " ".join(str(message).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _os_error(e: OSError) -> str:
+    what = e.strerror or str(e) or type(e).__name__
+    if e.filename is not None:
+        return f"{e.filename}: {what}"
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"cannot write the output: {what} (free some space or write elsewhere)"
+    return what
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so Python's own flush at exit cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point."""
-    cli.main(args=argv, prog_name="sam-detect")
+    """Console-script entry point: results on stdout, one ``Error:`` line on stderr."""
+    code = 0
+    try:
+        rv = cli.main(args=argv, prog_name="sam-detect", standalone_mode=False)
+        code = rv if isinstance(rv, int) else 0  # click returns ctx.exit()'s code here
+    except click.exceptions.Abort:
+        click.echo("Aborted!", err=True)
+        code = 1
+    except click.exceptions.ClickException as e:
+        e.show()
+        code = e.exit_code
+    except click.exceptions.Exit as e:
+        code = e.exit_code
+    except BrokenPipeError:  # `sam-detect ... | head`: the reader closed the pipe
+        _silence_stdout()
+        sys.exit(1)
+    except OSError as e:  # raised outside a command (e.g. writing --help to a full disk)
+        _silence_stdout()
+        click.echo(f"Error: {one_line(_os_error(e))}", err=True)
+        sys.exit(1)
+    # Results are buffered: flush them now, so a full disk or a closed pipe is reported here
+    # as one line instead of an "Exception ignored" report when Python exits.
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+        code = code or 1
+    except OSError as e:
+        _silence_stdout()
+        click.echo(f"Error: cannot write the output: {e.strerror or e}", err=True)
+        code = code or 1
+    sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from sam_detect.cli._stack import stack
+from sam_detect.cli.validate import MAX_TOP_K, finite, library_name
 from sam_detect.paths import LIBRARY_ENV
 
 SEGMENTER_CHOICES = ["auto", "classical", "regions", "sam2"]
@@ -67,7 +68,7 @@ def location_options(prefix: str = "", what: str = "") -> Callable:
 store_options = stack(
     [
         click.option("--library", "-l", default="default", show_default=True, envvar="SAM_DETECT_LIBRARY",
-                     help="Library (named collection of examples) to use. [env: SAM_DETECT_LIBRARY]"),
+                     callback=library_name, help="Library (named collection of examples) to use. [env: SAM_DETECT_LIBRARY]"),
         location_options(),
     ]
 )
@@ -92,11 +93,12 @@ pipeline_options = stack(
                      help="Crop embedder: auto = the library's own, else CLIP when cached, else effnet."),
         click.option("--fade", type=click.Choice(FADE_CHOICES), default=None,
                      help="Context fade (default: the library's, gaussian for a new library)."),
-        click.option("--sigma", type=float, help="Gaussian fade width in pixels (default 30)."),
-        click.option("--min-fade", type=click.FloatRange(0, 1), help="Floor of the fade factor (default 0.1)."),
-        click.option("--max-distance", type=float, help="Distance where the linear/exponential fade ends."),
-        click.option("--decay", type=float, help="Exponential fade rate per pixel."),
-        click.option("--occupancy", type=click.FloatRange(0, 1, min_open=True), default=0.2, show_default=True,
+        click.option("--sigma", type=finite(0, min_open=True), help="Gaussian fade width in pixels (default 30)."),
+        click.option("--min-fade", type=finite(0, 1), help="Floor of the fade factor (default 0.1)."),
+        click.option("--max-distance", type=finite(0, min_open=True),
+                     help="Distance where the linear/exponential fade ends."),
+        click.option("--decay", type=finite(0, min_open=True), help="Exponential fade rate per pixel."),
+        click.option("--occupancy", type=finite(0, 1, min_open=True), default=0.2, show_default=True,
                      help="Share of the context crop the object fills."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
                      help="Where models run."),
@@ -113,9 +115,9 @@ pipeline_options = stack(
 
 classify_options = stack(
     [
-        click.option("--top-k", type=click.IntRange(1), default=5, show_default=True,
-                     help="Neighbours that vote on each candidate's label."),
-        click.option("--threshold", type=click.FloatRange(-1, 1), default=0.5, show_default=True,
+        click.option("--top-k", type=click.IntRange(1, MAX_TOP_K), default=5, show_default=True,
+                     help=f"Neighbours that vote on each candidate's label (at most {MAX_TOP_K:,})."),
+        click.option("--threshold", type=finite(-1, 1), default=0.5, show_default=True,
                      help="Minimum cosine similarity for a label; below it a candidate is 'unknown'."),
         click.option("--keep-unknown", is_flag=True, help="Report candidates labelled 'unknown' too."),
         click.option("--profile/--no-profile", "profile", default=None,
@@ -163,6 +165,20 @@ def detector_config(**opts: Any):
     }
     if fade_opts and fade is None:
         raise click.BadParameter("name the fade these settings are for, e.g. --fade gaussian", param_hint="--fade")
+    if fade is not None:  # build it once now: a bad setting fails before any model loads
+        from sam_detect.fade import create_fade
+
+        try:
+            create_fade(fade, **fade_opts)
+        except TypeError as e:  # a setting the fade does not take
+            key = next((k for k in fade_opts if repr(k) in str(e)), None)
+            flag = f"--{key.replace('_', '-')}" if key else "a fade setting"
+            raise click.BadParameter(f"{flag} does not apply to the {fade} fade", param_hint="--fade") from None
+        except ValueError as e:
+            given = " ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in fade_opts.items())
+            raise click.BadParameter(
+                f"{e} ({given or 'defaults'} for the {fade} fade)", param_hint="--fade"
+            ) from None
     store, store_opts = store_config(opts)
     kwargs: dict[str, Any] = {
         "segmenter": opts.get("segmenter", "auto"),

@@ -22,6 +22,7 @@ import click
 import numpy as np
 
 from sam_detect.cli._model_options import sam_options
+from sam_detect.cli.validate import finite, output_file, output_folder
 
 _LABEL_SUFFIXES = (".tif", ".tiff", ".png", ".npy")
 _LABEL_STEMS = ("", "_labels", "_label", "_masks", "_mask", "_seg")
@@ -392,21 +393,21 @@ def _output_for(src: Path, root: Path, out: Path | None, in_place: bool, folder_
 @click.option("--in-place", is_flag=True, help="Overwrite the input annotations.")
 @click.option(
     "--pad",
-    type=float,
+    type=finite(-10_000, 10_000),
     default=0.0,
     show_default=True,
     help="Grow (+) or shrink (-) each box prompt by this many pixels per side.",
 )
 @click.option(
     "--grow",
-    type=int,
+    type=click.IntRange(-1000, 1000),
     default=0,
     show_default=True,
     help="Dilate (+) or erode (-) each refined mask by this many pixels.",
 )
 @click.option(
     "--smooth",
-    type=click.FloatRange(0),
+    type=finite(0),
     default=1.0,
     show_default=True,
     help="Polygon simplification tolerance in pixels (0: keep every contour point).",
@@ -461,6 +462,11 @@ def refine(
     paths = iter_image_paths(list(images))
     ann = Path(annotations)
     out = Path(output) if output else None
+    if out is not None:  # checked before SAM2 loads
+        if ann.is_dir():
+            output_folder(out, "--output")
+        else:
+            output_file(out, "--output", what="the refined annotations")
     seg = SAM2Segmenter(
         model=sam_model or "auto",
         checkpoint=sam_checkpoint,

@@ -12,6 +12,7 @@ from sam_detect.cli.options import (
     pipeline_options,
     report_choices,
 )
+from sam_detect.cli.validate import finite, output_file
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -49,12 +50,12 @@ from sam_detect.cli.options import (
 )
 @click.option(
     "--max-fps",
-    type=click.FloatRange(0, min_open=True),
+    type=finite(0, min_open=True),
     help="Detect at most this many frames per second of source time.",
 )
 @click.option(
     "--change-threshold",
-    type=click.FloatRange(0),
+    type=finite(0, 255),
     default=3.0,
     show_default=True,
     help="Reuse the last result when a frame changed by less than this many gray levels "
@@ -75,7 +76,7 @@ from sam_detect.cli.options import (
 )
 @click.option(
     "--queue-size",
-    type=click.IntRange(1),
+    type=click.IntRange(1, 1000),
     default=2,
     show_default=True,
     help="Frames buffered between reading and detection.",
@@ -83,21 +84,21 @@ from sam_detect.cli.options import (
 @click.option("--no-track", is_flag=True, help="No track ids and no label smoothing.")
 @click.option(
     "--max-age",
-    type=click.IntRange(0),
+    type=click.IntRange(0, 1_000_000),
     default=5,
     show_default=True,
     help="Detections a track may miss before its id is retired.",
 )
 @click.option(
     "--smooth",
-    type=click.IntRange(1),
+    type=click.IntRange(1, 1000),
     default=9,
     show_default=True,
     help="Recent labels per track that vote on its label (1: no smoothing).",
 )
 @click.option(
     "--fps",
-    type=click.FloatRange(0, min_open=True),
+    type=finite(0, 1000, min_open=True),
     help="Frame rate of image folders and stacks, and of --output when the source has none "
     "(default 10).",
 )
@@ -110,7 +111,7 @@ from sam_detect.cli.options import (
 )
 @click.option(
     "--tolerance",
-    type=click.FloatRange(0),
+    type=finite(0),
     default=1.0,
     show_default=True,
     help="Polygon simplification in pixels for --jsonl.",
@@ -159,12 +160,16 @@ def video(
     from sam_detect.video.runner import StreamStats, run_video
     from sam_detect.video.sources import open_source, parse_frames
     from sam_detect.video.tracking import Tracker
-    from sam_detect.video.writer import display_problem
+    from sam_detect.video.writer import _FOURCC, display_problem
 
     try:
         selection = parse_frames(frames_spec)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--frames") from e
+    # Outputs are checked before any work (a model load, a camera opened, a video decoded).
+    output_file(output, "--output", tuple(_FOURCC), what="an annotated video")
+    output_file(jsonl, "--jsonl", what="a JSON lines file")
+    output_file(summary_path, "--summary", what="a JSON summary")
     if show:
         problem = display_problem()
         if problem:
@@ -203,6 +208,7 @@ def video(
     detector = build_detector(**opts)
     with detector:
         detector.check_library(create=False)  # fail fast on a missing or mismatched library
+        detector.segmenter  # noqa: B018 - build it now: missing weights fail before a frame is read
         src = open_source(source, frames=selection, live=live, fps=fps, channel=channel)
         with src:
             report_choices(detector, quiet)
@@ -268,3 +274,7 @@ def video(
         raise click.exceptions.Exit(130)
     if stats.frames == 0:
         raise click.ClickException(f"no frame could be read from {source}")
+    if stats.failed and stats.failed == stats.frames:
+        raise click.ClickException(
+            f"detection failed on every frame ({stats.failed}); the reason is reported above for each frame"
+        )

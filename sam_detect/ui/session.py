@@ -389,6 +389,8 @@ class AnnotationSession:
         self.thumbnail_dir = self._pick_thumbnail_dir(thumbnail_dir)
         self._images: OrderedDict[tuple, Any] = OrderedDict()  # LoadedImage LRU
         self._thumbs: OrderedDict[tuple, bytes] = OrderedDict()  # browser thumbnails LRU
+        # (library, example id) -> (payload, label) of listed examples that have no thumbnail yet
+        self._pending_thumbs: dict[tuple[str, str], tuple[dict[str, Any], str]] = {}
         self._candidates: OrderedDict[str, Candidate] = OrderedDict()
         self._annotations: dict[str, dict[tuple[str, int], list[Annotation]]] = {}
         self._undo: list[_Action] = []
@@ -1074,6 +1076,9 @@ class AnnotationSession:
                     for ids, _vecs, labs, pays in iterate(self.library):
                         for ex_id, lab, pay in zip(ids, labs, pays, strict=True):
                             examples.append(self._example_json(ex_id, lab, pay or {}))
+                            if (pay or {}).get("mask_rle") and not self._thumb_path(self.library, ex_id).is_file():
+                                # examples added outside the UI: their thumbnails are made on request
+                                self._pending_thumbs[(self.library, ex_id)] = (dict(pay), lab)
                     examples.sort(key=lambda e: e.get("added") or "", reverse=True)
                     if len(examples) > self.limits.max_listed_examples:
                         examples, truncated = examples[: self.limits.max_listed_examples], True
@@ -1107,7 +1112,8 @@ class AnnotationSession:
             "label": label,
             "source": shown,
             "added": payload.get("added"),
-            "thumbnail": self._thumb_path(self.library, ex_id).is_file(),
+            "thumbnail": self._thumb_path(self.library, ex_id).is_file()
+            or bool(payload.get("mask_rle") and source),
         }
 
     def delete_example(self, ex_id: str) -> dict[str, Any]:
@@ -1199,8 +1205,44 @@ class AnnotationSession:
             raise AnnotationError(f"an example id is a UUID, got {_short(ex_id)}")
         p = self._thumb_path(self.library, ex_id)
         if not p.is_file():
-            raise NotFoundError(f"example {ex_id!r} has no thumbnail (added outside the UI?)")
+            self._thumbnail_from_payload(ex_id)
         return p.read_bytes()
+
+    def _thumbnail_from_payload(self, ex_id: str) -> None:
+        """Make (and keep) the thumbnail of an example added outside the UI (``sam-detect
+        add``, an import) from its payload: the source image and the mask as COCO RLE.
+
+        Without this the library panel showed such examples as label-only placeholders."""
+        from sam_detect.io.images import load_image
+        from sam_detect.masks import rle_to_mask
+
+        with self.lock:
+            payload, label = self._example_payload(ex_id)
+            source, rle = payload.get("source"), payload.get("mask_rle")
+            if not source or not rle:
+                raise NotFoundError(f"example {ex_id!r} has no thumbnail and no mask to make one from")
+            try:
+                loaded = load_image(source)  # a stack needs its frame, which payloads do not record
+                mask = rle_to_mask(rle)
+            except (SamDetectError, ValueError, KeyError, TypeError) as e:
+                raise NotFoundError(f"example {ex_id!r}: its source image cannot be read ({e})") from None
+            if mask.shape != loaded.rgb.shape[:2] or not mask.any():
+                raise NotFoundError(f"example {ex_id!r}: its mask does not fit its source image")
+            self._save_thumbnail(loaded.rgb, _Mask.from_full(mask), label, ex_id)
+            if not self._thumb_path(self.library, ex_id).is_file():
+                raise NotFoundError(f"example {ex_id!r}: its thumbnail could not be saved")
+
+    def _example_payload(self, ex_id: str) -> tuple[dict[str, Any], str]:
+        pending = self._pending_thumbs.pop((self.library, ex_id), None)
+        if pending is not None:
+            return pending
+        iterate = getattr(self.detector.store, "iter_examples", None)
+        if iterate is not None:
+            for ids, _vecs, labs, pays in iterate(self.library):
+                for i, lab, pay in zip(ids, labs, pays, strict=True):
+                    if i == ex_id:
+                        return dict(pay or {}), lab
+        raise NotFoundError(f"example {ex_id!r} is not in library {self.library!r}")
 
     # -- export -------------------------------------------------------------------------
     def export(self, rel: str, view: View, fmt: str) -> tuple[bytes, str, str]:
@@ -1278,7 +1320,18 @@ class AnnotationSession:
             )
         folder = self.root / "uploads"
         with self.lock:
-            folder.mkdir(exist_ok=True)
+            if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+                # A link could lead anywhere on the disk: uploads stay inside the served folder.
+                raise PathNotAllowedError(
+                    "uploads/ in the served folder is a link or a file, not a folder; uploads are "
+                    "refused (replace it with a plain folder to allow them)"
+                )
+            try:
+                folder.mkdir(exist_ok=True)
+            except OSError as e:
+                raise PathNotAllowedError(f"cannot create uploads/ in the served folder ({e.strerror})") from None
+            if folder.resolve() != self.root / "uploads":
+                raise PathNotAllowedError("uploads/ resolves outside the served folder; uploads are refused")
             target = folder / f"{stem}{suffix}"
             n = 1
             while target.exists():

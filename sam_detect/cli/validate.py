@@ -1,0 +1,193 @@
+"""Checks of option values that run before any work starts.
+
+Every command checks its outputs' folders and formats, its names and its numbers here, so a
+bad value costs a second, not a whole detection, and ends in one ``Error:`` line (exit 2).
+Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+#: Formats ``outputs.save_image`` (OpenCV) writes for overlays and reports.
+IMAGE_OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+#: Largest --top-k: more neighbours than any library holds gains nothing, and a value past the
+#: stores' 64-bit limits used to end in an OverflowError deep inside Qdrant.
+MAX_TOP_K = 10_000
+
+
+class FiniteFloatRange(click.FloatRange):
+    """``click.FloatRange`` that also refuses ``nan`` and ``inf`` (which compare false with
+    every bound and so slip through a plain range)."""
+
+    name = "float"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        rv = click.types.FloatParamType.convert(self, value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return super().convert(rv, param, ctx)
+
+
+def finite(min: float | None = None, max: float | None = None, **kw: Any) -> FiniteFloatRange:
+    """A finite float option type, optionally bounded (``min_open``/``max_open`` as in click)."""
+    return FiniteFloatRange(min, max, **kw)
+
+
+def library_name(ctx: click.Context | None, param: click.Parameter | None, value: Any) -> Any:
+    """Click callback: refuse a library name that breaks the name policy (before any work)."""
+    if value is None:
+        return value
+    from sam_detect.errors import InvalidNameError
+    from sam_detect.names import check_library_name
+
+    try:
+        return check_library_name(value)
+    except InvalidNameError as e:
+        raise click.BadParameter(str(e), ctx=ctx, param=param) from None
+
+
+def label_option(ctx: click.Context | None, param: click.Parameter | None, value: Any) -> Any:
+    """Click callback: refuse a label that breaks the label policy."""
+    if value is None:
+        return value
+    from sam_detect.errors import AnnotationError
+    from sam_detect.names import check_label
+
+    try:
+        return check_label(value)
+    except AnnotationError as e:
+        raise click.BadParameter(str(e), ctx=ctx, param=param) from None
+
+
+def output_file(
+    value: str | os.PathLike | None,
+    option: str,
+    suffixes: Sequence[str] | None = None,
+    what: str = "a file",
+    create_folder: bool = False,
+) -> Path | None:
+    """Check that ``value`` can be written as a file: not a folder, a known suffix, an
+    existing (with ``create_folder``: created) and writable folder. Raises
+    ``click.BadParameter`` (exit 2) otherwise."""
+    try:
+        return _output_file(value, option, suffixes, what, create_folder)
+    except OSError as e:  # a name too long, a loop of links...
+        raise click.BadParameter(f"cannot write {what} there: {e.strerror or e}", param_hint=option) from None
+
+
+def _output_file(
+    value: str | os.PathLike | None, option: str, suffixes: Sequence[str] | None, what: str, create: bool
+) -> Path | None:
+    if value is None or value == "-":
+        return None if value is None else Path(value)
+    p = Path(value)
+    if str(value).endswith(("/", os.sep)) or p.is_dir():
+        example = f"out{suffixes[0]}" if suffixes else "out.json"
+        raise click.BadParameter(
+            f"{value} is a folder; give the name of {what}, such as {p / example}", param_hint=option
+        )
+    if suffixes is not None and p.suffix.lower() not in suffixes:
+        raise click.BadParameter(
+            f"cannot write {what} as {p.suffix or 'a file without extension'!r} ({p.name}); "
+            f"use one of {', '.join(suffixes)}",
+            param_hint=option,
+        )
+    output_folder(p.parent, option, create=create)
+    if p.exists() and not os.access(p, os.W_OK):
+        raise click.BadParameter(f"{p} exists and is not writable", param_hint=option)
+    probe = p.parent / f".{p.name}.{os.getpid()}.probe"
+    try:  # permissions can lie (root, read-only mounts, /proc): try it
+        probe.open("xb").close()
+        probe.unlink()
+    except OSError as e:
+        raise click.BadParameter(f"cannot write into {p.parent or '.'}: {e.strerror}", param_hint=option) from None
+    return p
+
+
+def output_folder(value: str | os.PathLike, option: str, create: bool = True) -> Path:
+    """Check (and with ``create``, make) a folder for outputs. Raises ``click.BadParameter``."""
+    p = Path(value) if str(value) else Path(".")
+    if p.exists() and not p.is_dir():
+        raise click.BadParameter(f"{p} is a file, not a folder", param_hint=option)
+    if not p.exists():
+        if not create:
+            raise click.BadParameter(
+                f"folder {p} does not exist; create it first (mkdir -p {p})", param_hint=option
+            )
+        parent = next((q for q in p.parents if q.exists()), Path("."))
+        if not parent.is_dir() or not os.access(parent, os.W_OK):
+            raise click.BadParameter(f"cannot create folder {p} (in {parent})", param_hint=option)
+        try:
+            p.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise click.BadParameter(f"cannot create folder {p}: {e.strerror}", param_hint=option) from None
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise click.BadParameter(f"cannot write into folder {p} (permission denied)", param_hint=option)
+    return p
+
+
+def check_label_image(lab: np.ndarray, where: str) -> None:
+    """Refuse an intensity image given as a label image (``--labels``).
+
+    A label image holds one integer id per object, constant over the object, so its regions of
+    equal value are about as many as its ids and tens of pixels large. An intensity image
+    (a photo, a fluorescence frame, a blurred mask) has thousands of values, each scattered
+    over many regions of a few pixels: on the HeLa frames 2,467 values in 711,391 regions,
+    against 124 ids in 126 regions for their label image.
+
+    Raises:
+        AnnotationError: non-integer values, or regions far more numerous and smaller than a
+            label image's.
+    """
+    from skimage.measure import label as connected
+
+    from sam_detect.errors import AnnotationError
+
+    lab = np.asarray(lab)
+    if lab.dtype == bool:
+        return
+    if np.issubdtype(lab.dtype, np.floating):
+        finite_vals = np.isfinite(lab)
+        if not finite_vals.all() or not np.array_equal(lab, np.round(lab)):
+            raise AnnotationError(
+                f"{where}: holds non-integer values ({lab.dtype}), so it is not a label image "
+                "(0 = background, one integer id per object); for one binary mask use --mask"
+            )
+    elif not np.issubdtype(lab.dtype, np.integer):
+        raise AnnotationError(f"{where}: a label image holds integers, got {lab.dtype}")
+    if lab.ndim != 2 or not lab.any():
+        return  # shapes and emptiness are reported by the caller with their own messages
+    ids = np.unique(lab)
+    n_ids = int(len(ids) - (ids[0] == 0))
+    _, n_regions = connected(lab, background=0, connectivity=1, return_num=True)
+    mean_region = int(np.count_nonzero(lab)) / max(n_regions, 1)
+    fragmented = n_regions > 2 * n_ids + 50 and mean_region < 10  # each value in many small bits
+    speckled = n_regions >= 100 and mean_region < 3  # (nearly) every pixel a value of its own
+    if fragmented or speckled:
+        raise AnnotationError(
+            f"{where}: looks like an intensity image, not a label image: {n_ids:,} distinct values "
+            f"scattered over {n_regions:,} regions of {mean_region:.1f} pixels on average (a label "
+            "image holds one constant id per object); give a label image (0 = background, one "
+            "integer id per object), or a binary mask with --mask"
+        )
+
+
+__all__ = [
+    "IMAGE_OUTPUT_SUFFIXES",
+    "MAX_TOP_K",
+    "FiniteFloatRange",
+    "check_label_image",
+    "finite",
+    "label_option",
+    "library_name",
+    "output_file",
+    "output_folder",
+]
