@@ -373,10 +373,12 @@ def describe(profile: dict | None) -> list[str]:
     """Lines for ``library show``."""
     classes = (profile or {}).get("classes") or {}
     lines = []
+    from sam_detect.names import display_label
+
     for label, e in classes.items():
         rep = f", reproduces its examples at IoU {e['reproduction']:.2f}" if "reproduction" in e else ""
         lines.append(
-            f"{label}: {e['count']} examples, area {e['area'][0]:.0f}-{e['area'][2]:.0f} px "
+            f"{display_label(label)}: {e['count']} examples, area {e['area'][0]:.0f}-{e['area'][2]:.0f} px "
             f"(median {e['area'][1]:.0f}), {e['polarity']} (RGB direction "
             f"{', '.join(f'{v:+.2f}' for v in e['direction'])}), contrast {e['contrast']:.0f}, "
             f"solidity >= {e['solidity'][0]:.2f}{rep}"
