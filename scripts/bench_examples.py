@@ -69,7 +69,7 @@ def _row(m) -> dict:
             "tp": m.tp, "fp": m.fp, "fn": m.fn}
 
 
-def protocol_dataset(name: str, config, **extra) -> dict:
+def protocol_dataset(name: str, config) -> dict:
     """A data set scored with the few-shot protocol, three ways (``examples_worth``)."""
     from sam_detect.annotations import read_label_image
     from sam_detect.eval.protocol import ImageRef, examples_worth
@@ -77,24 +77,37 @@ def protocol_dataset(name: str, config, **extra) -> dict:
     if name == "hela":
         gt = list(read_label_image(HELA_SEG))
         images = [ImageRef(str(HELA_IMG), frame=t) for t in range(len(gt))]
+        protocol = dict(shots=10, examples_from=[0], detect_on=list(range(1, len(gt))))
     elif name == "scratch":
         gt = list(read_label_image(SCRATCH, channel=2))
         images = [ImageRef(str(SCRATCH), frame=t, channel=0) for t in range(len(gt))]
+        protocol = dict(shots=10, examples_from=[0], detect_on=list(range(1, len(gt))))
     else:
         import bench_data
 
         images, gt = bench_data.load(name)
-    protocol = dict(shots=10, seed=0, label="object", examples_from=[0], detect_on=list(range(1, len(gt))))
-    if len(gt) == 1:  # one image: the examples come from it and are not scored
-        protocol.update(examples_from=[0], detect_on=[0])
-    protocol.update(extra)
+        protocol = dict(bench_data.PROTOCOL[name])
+    pairs = protocol.pop("pairs", None)
+    runs = ([([images[a], images[b]], [gt[a], gt[b]], {**protocol, "examples_from": [0], "detect_on": [1]})
+             for a, b in pairs] if pairs else [(images, gt, protocol)])
     t = time.perf_counter()
-    worth = examples_worth(images, gt, config, **protocol)
-    rows = {name_: _row(c) for name_, c in zip(("segmenter_alone", "without_profile", "full"),
-                                                [r[1] for r in worth.rows(0.5)], strict=True)}
-    timings = worth.full.timings
-    return {"rows": rows, "images": len(protocol["detect_on"]), "wall_s": round(time.perf_counter() - t, 1),
-            "detect_median_s": timings.get("total", {}).get("median"), "timings": timings}
+    totals = {k: {"tp": 0, "fp": 0, "fn": 0} for k in ("segmenter_alone", "without_profile", "full")}
+    detect_s = []
+    for imgs, truth, prot in runs:
+        worth = examples_worth(imgs, truth, config, seed=0, label="object", **prot)
+        for key, (_, c) in zip(totals, worth.rows(0.5), strict=True):
+            for f in ("tp", "fp", "fn"):
+                totals[key][f] += int(getattr(c, f))
+        detect_s.append(worth.full.timings.get("total", {}).get("median"))
+    rows = {}
+    for key, c in totals.items():
+        p = c["tp"] / max(c["tp"] + c["fp"], 1)
+        r = c["tp"] / max(c["tp"] + c["fn"], 1)
+        rows[key] = {"precision": round(p, 4), "recall": round(r, 4),
+                     "f1": round(2 * c["tp"] / max(2 * c["tp"] + c["fp"] + c["fn"], 1), 4), **c}
+    return {"rows": rows, "images": sum(len(p["detect_on"]) for _, _, p in runs), "protocol": {
+        k: v for k, v in protocol.items()}, "pairs": pairs, "wall_s": round(time.perf_counter() - t, 1),
+        "detect_median_s": detect_s}
 
 
 def coins(config) -> dict:
