@@ -113,7 +113,15 @@ def _scale(stats: Sequence[dict]) -> Any:
         # every typical example inside with room to spare, and at least +-AREA_SD_LIMIT sds
         min_area=float(max(4.0, min(np.exp(mu - AREA_SD_LIMIT * sd), 0.5 * areas[typical].min()))),
         max_area=float(max(np.exp(mu + AREA_SD_LIMIT * sd), 2.0 * areas[typical].max())),
+        minor_radius=_minor_radius(stats),
     )
+
+
+def _minor_radius(stats: Sequence[dict]) -> float:
+    """Median minor semi-axis: ``r_eq x (1 - e^2) ** 0.25`` for an ellipse of area ``pi r_eq^2``."""
+    r = np.sqrt(np.array([s["area"] for s in stats], np.float64) / np.pi)
+    e = np.clip(np.array([s.get("eccentricity", 0.0) for s in stats], np.float64), 0.0, 0.999)
+    return float(np.median(r * (1.0 - e * e) ** 0.25))
 
 
 def _typical(log_a: np.ndarray) -> np.ndarray:
@@ -193,6 +201,7 @@ def build_profile(examples: Iterable[tuple[str, dict]]) -> dict:
             "contrast": round(sc.contrast, 3),
             "ring_level": round(sc.ring_level, 3),
             "radius": round(sc.radius, 2),
+            "minor_radius": round(sc.minor_radius, 2),
             "max_radius": round(sc.max_radius, 2),
             "area": [round(float(np.exp(log_a.min())), 1), round(float(np.exp(np.median(log_a))), 1),
                      round(float(np.exp(log_a.max())), 1)],
@@ -281,6 +290,7 @@ def scale_of(entry: dict) -> Any:
         max_radius=float(entry["max_radius"]),
         min_area=float(entry["area_range"][0]),
         max_area=float(entry["area_range"][1]),
+        minor_radius=float(entry.get("minor_radius", 0.0)),
     )
 
 

@@ -43,7 +43,7 @@ REFINES = (0.0, 0.35)
 SPLITS = (0.0, 0.1, 0.25, 0.5)
 SPLIT_ON = ("shape", "intensity")
 BACKGROUNDS = ("flat", "opening")
-GRID_VERSION = 6
+GRID_VERSION = 7
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,13 @@ class Scale:
     max_radius: float  # largest equivalent radius, pixels
     min_area: float
     max_area: float
+    minor_radius: float = 0.0  # median half-width (the minor semi-axis), pixels; 0: ``radius``
+
+    @property
+    def half_width(self) -> float:
+        """How far apart two touching objects' middles can be, halved: the minor semi-axis
+        (rods lie side by side at their width, not their equivalent diameter)."""
+        return self.minor_radius if self.minor_radius > 0 else self.radius
 
     @property
     def sigma(self) -> float:
@@ -166,11 +173,11 @@ def split_labels(fg: np.ndarray, scale: Scale, split: float, split_on: str = "sh
 
     if split <= 0 or not fg.any():
         return cv2.connectedComponents(fg.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)[1]
-    min_distance = max(2, int(round(scale.radius / 2)))
+    min_distance = max(2, int(round(scale.half_width / 2)))
     if split_on == "intensity" and x is not None:
-        # two objects' brightest points lie about two radii apart: closer maxima are texture
-        return _split_on_intensity(fg, x, max(1.0, split * scale.contrast), max(2, int(round(scale.radius))))
-    h = max(0.5, split * scale.radius)
+        # two objects' brightest points lie about two half-widths apart: closer maxima are texture
+        return _split_on_intensity(fg, x, max(1.0, split * scale.contrast), max(2, int(round(scale.half_width))))
+    h = max(0.5, split * scale.half_width)
     return _split_touching(fg, 1.0, h, min_distance)
 
 
