@@ -48,9 +48,7 @@ def _shape_of(crop: np.ndarray) -> dict[str, float]:
     m8 = np.pad(crop, 1).astype(np.uint8)
     contours, _ = cv2.findContours(m8, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     perimeter = float(sum(cv2.arcLength(c, True) for c in contours))
-    pts = np.concatenate(contours) if contours else np.zeros((0, 1, 2), np.int32)
-    hull = float(cv2.contourArea(cv2.convexHull(pts))) if len(pts) >= 3 else area
-    solidity = float(min(1.0, area / hull)) if hull > 0 else 1.0
+    solidity = _polygon_solidity(contours)
     ys, xs = np.nonzero(crop)
     if len(xs) >= 2:
         cov = np.cov(np.stack([xs, ys]).astype(np.float64))
@@ -59,6 +57,18 @@ def _shape_of(crop: np.ndarray) -> dict[str, float]:
     else:
         ecc = 0.0
     return {"area": area, "perimeter": perimeter, "solidity": solidity, "eccentricity": ecc}
+
+
+def _polygon_solidity(contours: Sequence[np.ndarray]) -> float:
+    """Outline area over convex-hull area, both of the pixel-centre polygons (a pixel count
+    over a polygon area would put every small object above 1)."""
+    import cv2
+
+    if not contours:
+        return 1.0
+    area = float(sum(cv2.contourArea(c) for c in contours))
+    hull = float(cv2.contourArea(cv2.convexHull(np.concatenate(contours))))
+    return float(min(1.0, area / hull)) if hull > 0 and area > 0 else 1.0
 
 
 def _colours(rgb: np.ndarray, crop: np.ndarray, x0: int, y0: int, taken: np.ndarray) -> tuple[list, list]:
@@ -304,10 +314,7 @@ def candidate_shapes(instances: Instances) -> tuple[np.ndarray, np.ndarray, np.n
     for i, crop in enumerate(instances.mask_crops):
         m8 = np.pad(crop, 1).astype(np.uint8)
         contours, _ = cv2.findContours(m8, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        if contours:
-            hull = float(cv2.contourArea(cv2.convexHull(np.concatenate(contours))))
-            if hull > 0:
-                sol[i] = min(1.0, areas[i] / hull)
+        sol[i] = _polygon_solidity(contours)
         m = cv2.moments(m8, binaryImage=True)
         if m["m00"] > 0:
             a, b, c = m["mu20"] / m["m00"], m["mu11"] / m["m00"], m["mu02"] / m["m00"]

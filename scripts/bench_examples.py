@@ -98,7 +98,7 @@ def protocol_dataset(name: str, config) -> dict:
         for key, (_, c) in zip(totals, worth.rows(0.5), strict=True):
             for f in ("tp", "fp", "fn"):
                 totals[key][f] += int(getattr(c, f))
-        detect_s.append(worth.full.timings.get("total", {}).get("median"))
+        detect_s.append(worth.full.timings.get("total", {}).get("median_s"))
     rows = {}
     for key, c in totals.items():
         p = c["tp"] / max(c["tp"] + c["fp"], 1)
