@@ -156,7 +156,15 @@ def test_size_filter_says_what_it_dropped():
     bar = np.zeros((40, 40), bool)
     bar[5, 0:40] = bar[6, 0:40] = True  # 80 px: the right size, not the shape
     kept, note = size_filter(Instances(masks=bar[None]), prof)
-    assert len(kept) == 0 and note.endswith("1 unlike the examples' shape")
+    assert len(kept) == 0 and note.endswith("1 unlike the examples' shape or outdone by an overlapping alternative")
+    # nested alternatives: the one that fits far worse is not worth embedding
+    whole = np.zeros((40, 40), bool)
+    whole[10:20, 10:20] = True
+    bigger = np.zeros((40, 40), bool)
+    bigger[5:25, 5:25] = True
+    both = Instances(masks=np.stack([whole, bigger]))
+    kept, note = size_filter(both, prof)
+    assert kept.areas.tolist() == [100] and note.endswith("1 unlike the examples' shape or outdone by an overlapping alternative")
     assert size_filter(inst, None) == (inst, None)
 
 
