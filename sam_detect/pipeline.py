@@ -25,6 +25,7 @@ log = logging.getLogger("sam_detect")
 
 DEFAULT_FADE = "gaussian"
 DEFAULT_FADE_OPTIONS = {"sigma": 30.0, "min_fade": 0.1}
+DEFAULT_OCCUPANCY = 0.2
 
 
 @dataclass
@@ -34,7 +35,8 @@ class DetectorConfig:
     ``segmenter`` / ``embedder``: a registry name or ``"auto"`` (SAM2/CLIP when their weights
     are cached, else ``classical`` + ``effnet``; an existing library's own embedder wins).
     ``fade``: a fade name, or ``None`` for the library's fade (``gaussian`` for a new one).
-    ``occupancy``: the share of the context crop the object fills (``side = sqrt(area / occupancy)``).
+    ``occupancy``: the share of the context crop the object fills (``side = sqrt(area / occupancy)``);
+    ``None``: the library's, else ``DEFAULT_OCCUPANCY`` (0.2) for a new library.
     ``store``: ``edge`` (Qdrant Edge, the Qdrant engine in-process on a folder: the default),
     ``qdrant`` (qdrant-client: local folder, ``:memory:``, or a server by ``url``) or ``memory``.
     ``threshold``: the minimum cosine similarity for a label; below it a candidate is ``unknown``.
@@ -49,7 +51,7 @@ class DetectorConfig:
     embedder_options: dict[str, Any] = field(default_factory=dict)
     fade: str | None = None
     fade_options: dict[str, Any] = field(default_factory=dict)
-    occupancy: float = 0.2
+    occupancy: float | None = None
     store: str = "edge"
     store_options: dict[str, Any] = field(default_factory=dict)
     library: str = "default"
@@ -61,7 +63,7 @@ class DetectorConfig:
     batch_size: int | None = None  # None: the embedder's own default (8 on CPU, 32 on CUDA for effnet)
 
     def __post_init__(self) -> None:
-        if not 0 < self.occupancy <= 1:
+        if self.occupancy is not None and not 0 < self.occupancy <= 1:
             raise ValueError(f"occupancy must be in (0, 1], got {self.occupancy}")
         if self.top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {self.top_k}")
@@ -231,8 +233,19 @@ class SAMDetect:
 
         return fade_params(self.fade)
 
+    @property
+    def occupancy(self) -> float:
+        """The occupancy in use: the config's, else the library's, else ``DEFAULT_OCCUPANCY``."""
+        if self.config.occupancy is not None:
+            return float(self.config.occupancy)
+        if getattr(self, "_occupancy", None) is None:
+            meta = self._library_meta()
+            recorded = (meta.crop or {}).get("occupancy") if meta else None
+            self._occupancy = float(recorded) if recorded is not None else DEFAULT_OCCUPANCY
+        return self._occupancy
+
     def _crop_params(self) -> dict[str, Any]:
-        return {"occupancy": float(self.config.occupancy)}
+        return {"occupancy": self.occupancy}
 
     # -- library ------------------------------------------------------------------------
     def check_library(self, create: bool) -> None:
@@ -272,7 +285,7 @@ class SAMDetect:
             return np.asarray(vectors, dtype=np.float32)
         from sam_detect.fade.crops import make_context_crops
 
-        crops = make_context_crops(rgb, instances, occupancy=self.config.occupancy, fade=self.fade)
+        crops = make_context_crops(rgb, instances, occupancy=self.occupancy, fade=self.fade)
         t1 = time.perf_counter()
         timings["crop"] = t1 - t
         images = [c.image for c in crops]
@@ -289,7 +302,7 @@ class SAMDetect:
 
         rgb = self._load(image).rgb
         mask = self._check_mask(mask, rgb.shape[:2])
-        return context_crop(rgb, mask, occupancy=self.config.occupancy, fade=self.fade).image
+        return context_crop(rgb, mask, occupancy=self.occupancy, fade=self.fade).image
 
     # -- adding examples ----------------------------------------------------------------
     @staticmethod

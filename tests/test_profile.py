@@ -319,3 +319,30 @@ def test_a_segmenter_without_the_profile_parameter_still_works(scene):
     det = SAMDetect(DetectorConfig(store="memory", embedder="handcrafted"), segmenter=Old())
     det.add_examples(rgb, Instances(masks=masks, labels=labels))
     assert len(det.detect(rgb)) == len(masks)
+
+
+def test_a_library_built_with_another_occupancy_is_adopted(tmp_path, scene):
+    """Issue 13's bug: a library made with --occupancy 0.3 must not make the next plain
+    detect fail with EmbedderMismatchError; it adopts the library's occupancy."""
+    from click.testing import CliRunner
+
+    from sam_detect.cli.main import cli
+    from sam_detect.outputs import save_image
+
+    rgb, masks, labels = scene(3)
+    img = tmp_path / "scene.png"
+    save_image(rgb, img)
+    mask = tmp_path / "m.png"
+    save_image(np.repeat((masks[0] * 255).astype(np.uint8)[..., None], 3, axis=2), mask)
+    env = {"SAM_DETECT_LIBRARY_PATH": str(tmp_path / "libs")}
+    common = ["--segmenter", "classical", "--embedder", "handcrafted"]
+    r = CliRunner().invoke(cli, ["add", str(img), "--label", "x", "--mask", str(mask), "--occupancy", "0.3", *common],
+                           env=env)
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli, ["detect", str(img), "--json", *common], env=env)
+    assert r.exit_code == 0, r.output
+    det = SAMDetect(DetectorConfig(store="edge", store_options={"path": str(tmp_path / "libs")}))
+    assert det.occupancy == 0.3 and det._crop_params() == {"occupancy": 0.3}
+    det.close()
+    r = CliRunner().invoke(cli, ["detect", str(img), "--occupancy", "0.2", *common], env=env)
+    assert r.exit_code == 1 and "occupancy" in r.output  # an explicit other value is still refused

@@ -663,7 +663,7 @@ class AnnotationSession:
                     if gen != self._prefetch_gen or det is not self.detector:
                         return
                     crops = make_context_crops(
-                        loaded.rgb, inst[s : s + chunk], occupancy=det.config.occupancy, fade=fade
+                        loaded.rgb, inst[s : s + chunk], occupancy=det.occupancy, fade=fade
                     )
                     images = [c.image for c in crops]
                     if getattr(emb, "uses_masks", False):
