@@ -541,8 +541,11 @@ class SAMDetect:
         and ``data["neighbours"]`` (``[{"id", "label", "score"}]`` per instance);
         ``metadata["timings"]`` holds seconds per stage.
         """
-        top_k = top_k or self.config.top_k
-        threshold = self.config.threshold if threshold is None else threshold
+        # per-call overrides go through the config's own validation (top_k=0 is an error,
+        # not "the default")
+        overrides = {k: v for k, v in (("top_k", top_k), ("threshold", threshold)) if v is not None}
+        checked = dataclasses.replace(self.config, **overrides) if overrides else self.config
+        top_k, threshold = checked.top_k, checked.threshold
         self.check_library(create=False)
         loaded = self._load(image)
         timings: dict[str, float] = {}

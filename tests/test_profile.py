@@ -346,3 +346,14 @@ def test_a_library_built_with_another_occupancy_is_adopted(tmp_path, scene):
     det.close()
     r = CliRunner().invoke(cli, ["detect", str(img), "--occupancy", "0.2", *common], env=env)
     assert r.exit_code == 1 and "occupancy" in r.output  # an explicit other value is still refused
+
+
+@pytest.mark.parametrize("kw, match", [({"top_k": 0}, "top_k must be >= 1"),
+                                       ({"threshold": 1.5}, "threshold is a cosine similarity")])
+def test_detect_overrides_are_validated_like_the_config(scene, kw, match):
+    rgb, masks, labels = scene(4)
+    det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder="handcrafted"))
+    det.add_examples(rgb, Instances(masks=masks, labels=labels))
+    with pytest.raises(ValueError, match=match):
+        det.detect(rgb, **kw)
+    assert len(det.detect(rgb, top_k=1, threshold=0.0)) > 0
