@@ -118,8 +118,10 @@ classify_options = stack(
     [
         click.option("--top-k", type=click.IntRange(1, MAX_TOP_K), default=5, show_default=True,
                      help=f"Neighbours that vote on each candidate's label (at most {MAX_TOP_K:,})."),
-        click.option("--threshold", type=finite(-1, 1), default=0.5, show_default=True,
-                     help="Minimum cosine similarity for a label; below it a candidate is 'unknown'."),
+        click.option("--threshold", type=finite(-1, 1), default=None,
+                     help="Minimum similarity for a label, the same for every class; below it a "
+                     "candidate is 'unknown'. [default: each class's own, calibrated from its "
+                     "examples (see `library show`); 0.5 for a class with one example]"),
         click.option("--keep-unknown", is_flag=True, help="Report candidates labelled 'unknown' too."),
         click.option("--profile/--no-profile", "profile", default=None,
                      help="Use the library's proposal profile (what the examples say about size, shape "
