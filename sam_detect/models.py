@@ -232,7 +232,9 @@ def auto_models() -> tuple[str, str, str]:
 
     The segmenter is ``"sam2"`` when any SAM2 checkpoint is cached (the smallest one is
     used, see :func:`default_sam2_model`), else ``"classical"``; the embedder is ``"clip"``
-    when the default CLIP (ViT-B-32, laion2b_s34b_b79k) is cached, else ``"effnet"``.
+    when the default CLIP (ViT-B-32, laion2b_s34b_b79k) is cached, else ``"views"`` (the
+    offline multi-view embedder: EfficientNet-Lite0 features pooled under each mask, with
+    colour, shape and texture views).
     Nothing is downloaded.
     """
     cache = cache_dir()
@@ -240,7 +242,7 @@ def auto_models() -> tuple[str, str, str]:
     clip = CLIP_MODELS[(DEFAULT_CLIP_MODEL, DEFAULT_CLIP_PRETRAINED)]
     has_clip = clip.cached_path(cache) is not None
     segmenter = "sam2" if sam else "classical"
-    embedder = "clip" if has_clip else "effnet"
+    embedder = "clip" if has_clip else "views"
     if sam and has_clip:
         reason = f"SAM2 {sam.arch} and CLIP {clip.arch} weights found in {cache}"
     elif sam:

@@ -33,7 +33,7 @@ class DetectorConfig:
     """Everything that chooses and tunes the stages.
 
     ``segmenter`` / ``embedder``: a registry name or ``"auto"`` (SAM2/CLIP when their weights
-    are cached, else ``classical`` + ``effnet``; an existing library's own embedder wins).
+    are cached, else ``classical`` + ``views``; an existing library's own embedder wins).
     ``fade``: a fade name, or ``None`` for the library's fade (``gaussian`` for a new one).
     ``occupancy``: the share of the context crop the object fills (``side = sqrt(area / occupancy)``);
     ``None``: the library's, else ``DEFAULT_OCCUPANCY`` (0.2) for a new library.
@@ -155,7 +155,7 @@ class SAMDetect:
         try:
             from sam_detect.models import auto_models
         except ImportError:
-            return "classical", "effnet", "SAM2/CLIP support is not installed"
+            return "classical", "views", "SAM2/CLIP support is not installed"
         return auto_models()
 
     @property

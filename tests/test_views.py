@@ -7,6 +7,7 @@ import pytest
 
 from sam_detect import NEGATIVE, UNKNOWN, DetectorConfig, Instances, SAMDetect
 from sam_detect.calibrate import (
+    DEFAULT_THRESHOLD,
     FLOOR,
     MARGIN,
     choose_weights,
@@ -58,13 +59,21 @@ def test_same_kind_is_closer_than_other_kind(views):
 
 
 def test_an_object_moved_gives_nearly_the_same_vector(views):
-    """Translation by a non-multiple of the stride: pooling by mask coverage, not by cell."""
+    """Translation by a non-multiple of the stride: pooling by mask coverage, not by cell.
+
+    The stride-32 views (``deep``, ``context``) of an object about one cell wide change
+    with its phase against the cell grid (a strided network is not shift-invariant); the
+    finer and the measured views barely do.
+    """
     rgb, masks, _ = draw_scene(seed=5, size=200, n_discs=1, n_squares=0)
     shifted = np.roll(rgb, (13, 21), axis=(0, 1))
     m2 = np.roll(masks, (13, 21), axis=(1, 2))
     a = views.embed_instances(rgb, Instances(masks=masks), typical_area=300.0)
     b = views.embed_instances(shifted, Instances(masks=m2), typical_area=300.0)
-    assert float(a[0] @ b[0]) > 0.97
+    per_view = dict(zip([name for name, _ in VIEWS], view_similarities(a, b)[:, 0, 0], strict=True))
+    assert min(per_view[v] for v in ("mid", "colour", "shape", "texture")) > 0.97, per_view
+    assert min(per_view["deep"], per_view["context"]) > 0.85, per_view
+    assert float(a[0] @ b[0]) > 0.94
 
 
 def test_crop_mode_embeds_one_object_per_crop(views):
@@ -139,7 +148,7 @@ def test_weighted_query_scores_are_the_weighted_view_similarities():
     from sam_detect.embed.views import join_views
 
     x = join_views(parts)
-    weights = {"deep": 0.1, "mid": 0.4, "colour": 0.2, "shape": 0.0, "texture": 0.3}
+    weights = {"deep": 0.1, "context": 0.1, "mid": 0.3, "colour": 0.2, "shape": 0.0, "texture": 0.3}
     q, factor = weighted_query(x[:2], weights)
     cos = (q @ x.T) / np.linalg.norm(q, axis=1, keepdims=True)  # what a cosine store returns
     per_view = view_similarities(x[:2], x)
@@ -183,7 +192,7 @@ def test_class_thresholds_follow_the_examples_spread():
     loose[0, 1] = loose[1, 0] = 0.9
     stats = class_statistics(np.block([[tight, np.zeros((5, 5))], [np.zeros((5, 5)), loose]]),
                              ["a"] * 5 + ["b"] * 5)
-    assert stats["a"]["threshold"] == pytest.approx(0.95 - MARGIN * 1.5)
+    assert stats["a"]["threshold"] == pytest.approx(min(0.95 - MARGIN * 1.5, DEFAULT_THRESHOLD))
     assert stats["b"]["threshold"] < stats["a"]["threshold"]
     assert stats["b"]["threshold"] >= FLOOR
     single = class_statistics(np.ones((1, 1)), ["c"])

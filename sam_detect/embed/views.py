@@ -1,13 +1,16 @@
 """``views``: several descriptions of each object side by side, weighed per library.
 
-One vector per object made of five *views*, each L2-normalised on its own and the whole
-divided by ``sqrt(5)`` (so the vector is a unit vector and its cosine with another is the
-mean of the five views' cosines):
+One vector per object made of six *views*, each L2-normalised on its own and the whole
+divided by ``sqrt(6)`` (so the vector is a unit vector and its cosine with another is the
+mean of the six views' cosines):
 
 ==========  =====  ====================================================================
 view        size   contents
 ==========  =====  ====================================================================
 ``deep``     1280  EfficientNet-Lite0's last feature map (stride 32), pooled under the mask
+``context``  1280  the same map pooled over a ring around the object (half its size wide):
+                   what surrounds it, as a context crop shows (a fragment's ring holds
+                   the rest of its object)
 ``mid``       152  its stride-8 (40 channels) and stride-16 (112 channels) maps, pooled
                    under the mask: texture and local pattern
 ``colour``     28  intensity statistics and grey histogram inside the mask, contrast
@@ -42,6 +45,7 @@ from sam_detect.embed.base import l2_normalize
 #: (name, size) of each view, in vector order
 VIEWS: tuple[tuple[str, int], ...] = (
     ("deep", 1280),
+    ("context", 1280),
     ("mid", 152),
     ("colour", 28),
     ("shape", 13),
@@ -53,7 +57,7 @@ DEFAULT_TARGET = 32.0
 #: resize factors are kept in [MIN_SCALE, MAX_SCALE]
 MIN_SCALE, MAX_SCALE = 0.125, 4.0
 #: network input tiles: side (a multiple of 32) and the overlap kept on each side
-TILE, MARGIN = 768, 64
+TILE, MARGIN = 2048, 64
 _STRIDES = (8, 16, 32)
 _LAYERS = {2: 8, 4: 16}  # block index -> stride of its output (the "mid" maps)
 
@@ -117,8 +121,8 @@ def _cell_weights(crop: np.ndarray, x0: int, y0: int, scale: float, stride: int,
     h, w = crop.shape
     fh, fw = shape
     step = stride / scale
-    r0 = min(int(np.floor(y0 / step)), fh - 1)
-    c0 = min(int(np.floor(x0 / step)), fw - 1)
+    r0 = max(min(int(np.floor(y0 / step)), fh - 1), 0)  # a ring may reach past the image
+    c0 = max(min(int(np.floor(x0 / step)), fw - 1), 0)
     r1 = min(max(int(np.ceil((y0 + h) / step)), r0 + 1), fh)
     c1 = min(max(int(np.ceil((x0 + w) / step)), c0 + 1), fw)
     row_edges = np.clip(np.rint(np.arange(r0, r1 + 1) * step - y0), 0, h).astype(np.int64)
@@ -130,6 +134,34 @@ def _cell_weights(crop: np.ndarray, x0: int, y0: int, scale: float, stride: int,
     if weights.sum() <= 0:
         return None
     return weights.astype(np.float32), slice(r0, r1), slice(c0, c1)
+
+
+def ring(crop: np.ndarray, width: int) -> np.ndarray:
+    """The ``width``-pixel ring around a mask crop, in the crop padded by ``width`` on each side."""
+    import cv2
+
+    padded = np.pad(crop, width).astype(np.uint8)
+    dist = cv2.distanceTransform(1 - padded, cv2.DIST_L2, 3)
+    return (dist <= width) & (padded == 0)
+
+
+def pool_rings(fmap: np.ndarray, stride: int, instances: Any, scale: float) -> np.ndarray:
+    """``(N, C)``: ``fmap`` pooled over a ring around each object, half its size wide
+    (``0.5 sqrt(area)``, at least 2 px): what surrounds the object, as a crop's context shows."""
+    n = len(instances)
+    out = np.zeros((n, fmap.shape[0]), np.float32)
+    origins = instances.mask_origins
+    for i, crop in enumerate(instances.mask_crops):
+        if crop.size == 0 or not crop.any():
+            continue
+        width = max(int(round(0.5 * np.sqrt(crop.sum()))), 2)
+        x0, y0 = (int(v) - width for v in origins[i])
+        cell = _cell_weights(ring(crop, width), x0, y0, scale, stride, fmap.shape[1:])
+        if cell is None:
+            continue
+        weights, rows, cols = cell
+        out[i] = np.tensordot(fmap[:, rows, cols], weights, axes=([1, 2], [0, 1])) / weights.sum()
+    return out
 
 
 def pool_under_masks(maps: dict[int, np.ndarray], instances: Any, scale: float) -> dict[int, np.ndarray]:
@@ -194,7 +226,7 @@ def _tiles(length: int, tile: int, margin: int) -> list[tuple[int, int, int, int
 
 
 class ViewsEmbedder:
-    """Multi-view descriptions: ``embed_instances(rgb, instances) -> (N, 1485)`` float32.
+    """Multi-view descriptions: ``embed_instances(rgb, instances) -> (N, 2765)`` float32.
 
     Args:
         device, batch_size, weights, num_threads: as for ``EffNetEmbedder`` (the network
@@ -307,6 +339,7 @@ class ViewsEmbedder:
         hand = _handcrafted(rgb, instances)
         parts = {
             "deep": pooled[32],
+            "context": pool_rings(maps[32], 32, instances, scale),
             "mid": np.concatenate([l2_normalize(pooled[8]), l2_normalize(pooled[16])], axis=1),
             **hand,
         }
@@ -332,8 +365,10 @@ class ViewsEmbedder:
 
 def _handcrafted(rgb: np.ndarray, instances: Any) -> dict[str, np.ndarray]:
     """The ``colour``, ``shape`` and ``texture`` views, measured on a window around each object."""
-    from sam_detect.embed.handcrafted import _GROUPS, describe
+    from sam_detect.embed.handcrafted import _GROUPS, describe, grey_of, texture_maps
 
+    grey = grey_of(rgb)
+    lbp, magnitude = texture_maps(grey)  # once for the image, not per object
     sizes = list(_GROUPS.values())
     edges = np.cumsum([0, *sizes])
     h, w = rgb.shape[:2]
@@ -350,7 +385,8 @@ def _handcrafted(rgb: np.ndarray, instances: Any) -> dict[str, np.ndarray]:
         wx1, wy1 = min(x0 + cw + pad, w), min(y0 + ch + pad, h)
         window = rgb[wy0:wy1, wx0:wx1]
         mask = instances.mask_region(i, wx0, wy0, wx1, wy1)
-        raw[i] = describe(window, mask)
+        win = (slice(wy0, wy1), slice(wx0, wx1))
+        raw[i] = describe(window, mask, grey=grey[win], maps=(lbp[win], magnitude[win]))
     group = {name: raw[:, edges[k] : edges[k + 1]] for k, name in enumerate(_GROUPS)}
     return {
         "colour": np.concatenate([group["intensity"], group["histogram"]], axis=1),
