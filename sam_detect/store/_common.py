@@ -297,3 +297,44 @@ def disk_usage(folder: Path) -> int:
             blocks = getattr(st, "st_blocks", None)
             total += blocks * 512 if blocks is not None else st.st_size
     return total
+
+
+# -- crash safety: the add journal -----------------------------------------------------------
+#: metadata key of an add in progress: ``{"ids": [...]}`` written (atomically) before the
+#: first point, removed once the add is complete
+PENDING_KEY = "pending_add"
+#: metadata key of a library being built by ``library import`` (removed when complete)
+IMPORTING_KEY = "importing"
+
+
+def journal_ids(store: Any, name: str, ids: Sequence[str], open_ids: list[str] | None) -> None:
+    """Record ``ids`` as about to be written, before any of them is (``open_ids``: the ids of
+    the enclosing transaction so far, extended in place)."""
+    if open_ids is not None:
+        open_ids.extend(ids)
+        ids = open_ids
+    store.update_extra(name, PENDING_KEY, {"ids": list(ids)})
+
+
+def recover_interrupted(store: Any, name: str) -> str | None:
+    """Undo what a killed process left half-written in library ``name``; a sentence saying
+    what was undone, or ``None``.
+
+    An add journal left behind means the add never completed: its examples are deleted (all
+    or nothing). A library still marked as being imported is deleted whole (the import never
+    completed; the export file is untouched).
+    """
+    meta = store.get_meta(name)
+    pending = (meta.extra or {}).get(PENDING_KEY)
+    importing = (meta.extra or {}).get(IMPORTING_KEY)
+    if importing:
+        store.delete_library(name)
+        return (f"library {name!r} was left half-imported by an interrupted `library import` "
+                f"of {importing}; it was removed: import the file again")
+    if not pending:
+        return None
+    ids = [str(i) for i in pending.get("ids", [])]
+    n = store.delete(name, ids=ids) if ids else 0
+    store.update_extra(name, PENDING_KEY, None)
+    return (f"library {name!r}: an interrupted add of {len(ids)} example(s) was undone "
+            f"({n} had been written); the library is as it was before that add")
