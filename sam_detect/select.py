@@ -117,8 +117,9 @@ def decide(
 
     ``threshold``: one similarity threshold for every class, or ``None`` for each class's
     own from the library's ``decision`` (``sam_detect.calibrate``; ``DEFAULT_THRESHOLD``
-    where a class has none). Confidence: the vote's share times how typical the candidate's
-    similarity is among its class's examples (when ``decision`` is given).
+    where a class has none). Confidence: the vote's share x how typical the candidate's
+    similarity is among its class's examples (when ``decision`` is given) x its profile fit
+    and stability with the selection's weights (``quality`` without the similarity).
     Candidates labelled negative, or ``unknown`` (unless ``keep_unknown``), or fitting their
     class's profile worse than ``MIN_FIT`` are not kept; unknowns rank after every labelled
     candidate. The one decision step of ``SAMDetect.detect`` (and of ``eval``'s re-scoring).
@@ -140,9 +141,12 @@ def decide(
         z = np.zeros(0, np.float32)
         return Decision([], z, z, z, np.zeros(0, np.int64), words)
     labels, conf, sim = vote_batch(neighbours, threshold=flat, top_k=top_k, thresholds=per_class)
-    if decision:
-        conf = (conf * typicality(decision, labels, sim)).astype(np.float32)
     fit = fit_scores(candidates, labels, profile)
+    # confidence: every piece of evidence the selection uses, each as a factor in [0, 1]
+    evidence = quality(candidates, np.ones(n), fit)  # fit ** FIT_WEIGHT x stability ** STABILITY_WEIGHT
+    if decision:
+        evidence = evidence * typicality(decision, labels, sim)
+    conf = (conf * evidence).astype(np.float32)
     known = np.array([lab != UNKNOWN for lab in labels], bool)
     ok = np.array([lab != NEGATIVE for lab in labels], bool) & (known | keep_unknown) & (fit >= MIN_FIT)
     idx = np.flatnonzero(ok)

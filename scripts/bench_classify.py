@@ -163,7 +163,7 @@ def confidence(name: str, embedder: str) -> dict:
     ex, _ = Instances.from_label_image(gt[0])
     ex = ex[np.sort(np.random.default_rng(0).choice(len(ex), 10, replace=False))]
     det.add_examples(frames[0], ex, ["nucleus"] * len(ex))
-    conf, sim, pos = [], [], []
+    conf, conf_fit, sim, pos = [], [], [], []
     for t in range(1, len(frames)):
         det.detect(frames[t])
         cands, results = det._last_decided
@@ -174,12 +174,15 @@ def confidence(name: str, embedder: str) -> dict:
         g, _ = Instances.from_label_image(gt[t])
         iou = instances_iou(cands, g)
         pos.extend((iou.max(axis=1) >= 0.5).tolist() if iou.size else [False] * len(cands))
-        conf.extend((d.confidences * np.sqrt(np.clip(d.fit, 0, 1))).tolist())
+        conf.extend(d.confidences.tolist())
+        conf_fit.extend((d.confidences * np.sqrt(np.clip(d.fit, 0, 1))).tolist())
         sim.extend(d.similarities.tolist())
     positive = np.array(pos, bool)
     det.close()
     return {"dataset": name, "embedder": embedder, "candidates": len(pos), "true_objects": int(positive.sum()),
-            "auc_confidence": _auc(np.array(conf), positive), "auc_similarity": _auc(np.array(sim), positive)}
+            "auc_confidence": _auc(np.array(conf), positive),
+            "auc_confidence_x_sqrt_fit": _auc(np.array(conf_fit), positive),
+            "auc_similarity": _auc(np.array(sim), positive)}
 
 
 def speed(repeats: int = 5) -> dict:
