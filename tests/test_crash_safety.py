@@ -88,35 +88,3 @@ def test_killed_writes_leave_all_or_nothing(tmp_path, mode):
     _, duration = crash_kills.run_child(mode, tmp_path / "timing", export, None)
     outcomes = [crash_kills.trial(mode, seed, tmp_path, export, duration)["outcome"] for seed in range(2)]
     assert set(outcomes) <= {"none", "all"}, outcomes
-
-
-def test_a_damaged_library_is_listed_as_such_and_can_be_deleted(tmp_path):
-    from click.testing import CliRunner
-
-    from sam_detect.cli.main import main
-
-    def run(*args):
-        with CliRunner().isolation() as (out, err, _):
-            try:
-                main([*args, "--library-path", str(tmp_path)])
-                code = 0
-            except SystemExit as e:
-                code = e.code if isinstance(e.code, int) else 1
-        return code, out.getvalue().decode(), err.getvalue().decode()
-
-    with EdgeStore(tmp_path) as store:
-        for name in ("good", "bad"):
-            store.create_library(LibraryMeta(name=name, embedder_id="t", dim=8))
-            store.add(name, _vectors(3), ["a"] * 3)
-    (tmp_path / "bad" / "sam_detect_library.json").write_text("{broken")
-    code, out, err = run("library", "list")
-    assert code == 0, err
-    rows = {line.split()[0]: line.split()[1] for line in out.splitlines()[1:]}
-    assert rows == {"bad": "damaged", "good": "3"}
-    assert "warning: library 'bad' is damaged: cannot read" in err
-    code, out, err = run("library", "show", "bad")
-    assert code == 1 and err.startswith("Error: cannot read") and "Traceback" not in err
-    code, out, err = run("library", "delete", "bad", "--yes")
-    assert code == 0 and "deleted library 'bad' (damaged)" in err
-    with EdgeStore(tmp_path) as store:
-        assert store.list_libraries() == ["good"] and store.count("good") == 3

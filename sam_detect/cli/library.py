@@ -75,17 +75,8 @@ def library() -> None:
 @click.pass_context
 def list_cmd(ctx: click.Context, as_json: bool, **opts: Any) -> None:
     """List the libraries with their example counts and embedder."""
-    from sam_detect.errors import LibraryLockedError, SamDetectError
-
     store = _open(ctx, **opts)
-    rows = []
-    for n in store.list_libraries():
-        try:
-            rows.append(_library_info(store, n))
-        except LibraryLockedError:
-            raise
-        except SamDetectError as e:  # one damaged library does not hide the others
-            rows.append({"name": n, "damaged": str(e)})
+    rows = [_library_info(store, n) for n in store.list_libraries()]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -95,15 +86,11 @@ def list_cmd(ctx: click.Context, as_json: bool, **opts: Any) -> None:
     head = ("NAME", "EXAMPLES", "LABELS", "EMBEDDER", "DIM")
     table = [head] + [
         (r["name"], str(r["examples"]), str(len(r["labels"])), r["embedder"], str(r["dim"]))
-        if "damaged" not in r else (r["name"], "damaged", "-", "-", "-")
         for r in rows
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]
     for row in table:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-    for r in rows:
-        if "damaged" in r:
-            click.echo(f"warning: library {r['name']!r} is damaged: {r['damaged']}", err=True)
 
 
 @library.command("show")
@@ -233,19 +220,14 @@ def profile_cmd(ctx: click.Context, name: str, **opts: Any) -> None:
 @click.pass_context
 def delete_cmd(ctx: click.Context, name: str, yes: bool, **opts: Any) -> None:
     """Delete a library and all its examples."""
-    from sam_detect.errors import LibraryLockedError, LibraryNotFoundError, SamDetectError
-
     store = _open(ctx, **opts)
-    try:
-        what = f"{store.count(name)} examples"
-    except (LibraryNotFoundError, LibraryLockedError):
-        raise  # a missing library is named with the ones there are; a busy one is left alone
-    except SamDetectError:
-        what = "damaged"  # a damaged library can always be deleted
+    n = store.count(name)  # raises LibraryNotFoundError listing the libraries
     if not yes:
-        click.confirm(f"Delete library {name!r} ({what}) from {_where(store)}?", abort=True, err=True)
+        click.confirm(
+            f"Delete library {name!r} ({n} examples) from {_where(store)}?", abort=True, err=True
+        )
     store.delete_library(name)
-    click.echo(f"deleted library {name!r} ({what})", err=True)
+    click.echo(f"deleted library {name!r} ({n} examples)", err=True)
 
 
 @library.command("optimize")

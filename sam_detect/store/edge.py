@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from sam_detect.errors import LibraryError, LibraryLockedError, LibraryNotFoundError
+from sam_detect.errors import LibraryError, LibraryLockedError
 from sam_detect.store._common import (
     PENDING_KEY,
     check_delete_args,
@@ -211,18 +211,9 @@ class EdgeStore:
             self._metas[name] = meta
 
     def delete_library(self, name: str) -> None:
-        """Delete a library, damaged or not (refused only while another process uses it)."""
         with self._lock:
-            check_library_name(name)
-            if not self.has_library(name):
-                raise not_found(name, self.list_libraries(), self._where)
-            try:
-                self._shard(name)  # take the library's lock: refuse while another process uses it
-            except LibraryLockedError:
-                raise
-            except Exception as e:  # a damaged shard or metadata: nothing to lock, delete it anyway
-                if isinstance(e, LibraryNotFoundError):  # a half import, already removed
-                    return
+            self.get_meta(name)
+            self._shard(name)  # take the library's lock: refuse while another process uses it
             self._close_shard(name, optimize=False)
             self._metas.pop(name, None)
             self._pending.pop(name, None)
