@@ -39,12 +39,11 @@ import sys, numpy as np
 from sam_detect.store.edge import EdgeStore
 from sam_detect.store.exchange import import_library
 mode, folder, export = sys.argv[1], sys.argv[2], sys.argv[3]
-N_ADD, DIM = int(sys.argv[4]), int(sys.argv[5])
 store = EdgeStore(folder)
 print("ready", flush=True)
 if mode == "add":
     rng = np.random.default_rng(1)
-    v = rng.normal(size=(N_ADD, DIM)).astype(np.float32)
+    v = rng.normal(size=(%(n)d, %(dim)d)).astype(np.float32)
     v /= np.linalg.norm(v, axis=1, keepdims=True)
     store.add("base", v, ["x"] * len(v))
 elif mode == "import":
@@ -53,7 +52,7 @@ else:
     import_library(store, export, name="base", merge=True)
 store.close()
 print("done", flush=True)
-"""
+""" % {"n": N_ADD, "dim": DIM}
 
 
 def _vectors(n: int, seed: int) -> np.ndarray:
@@ -87,7 +86,7 @@ def make_export(root: Path) -> Path:
 def run_child(mode: str, folder: Path, export: Path, delay: float | None) -> tuple[bool, float]:
     """Run one write; kill it ``delay`` s after it is ready (``None``: let it finish)."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, mode, str(folder), str(export), str(N_ADD), str(DIM)],
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, mode, str(folder), str(export)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     assert proc.stdout.readline().strip() == "ready"
     t = time.perf_counter()
