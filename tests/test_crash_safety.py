@@ -56,10 +56,11 @@ def test_an_add_left_half_written_is_undone_when_the_library_is_next_opened(lib,
 
 def test_a_transaction_is_one_add(lib):
     with EdgeStore(lib) as store:
-        with pytest.raises(RuntimeError, match="boom"), store.transaction("lib"):
-            store.add("lib", _vectors(3, 3), ["b"] * 3)
-            store.add("lib", _vectors(3, 4), ["b"] * 3)
-            raise RuntimeError("boom")
+        with pytest.raises(RuntimeError, match="boom"):
+            with store.transaction("lib"):
+                store.add("lib", _vectors(3, 3), ["b"] * 3)
+                store.add("lib", _vectors(3, 4), ["b"] * 3)
+                raise RuntimeError("boom")
         assert store.count("lib") == 5
         with store.transaction("lib"):
             store.add("lib", _vectors(3, 3), ["b"] * 3)
