@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import shutil
 import threading
@@ -32,7 +31,6 @@ import numpy as np
 
 from sam_detect.errors import LibraryError, LibraryLockedError
 from sam_detect.store._common import (
-    PENDING_KEY,
     check_delete_args,
     check_items,
     check_library_name,
@@ -41,16 +39,12 @@ from sam_detect.store._common import (
     check_vectors,
     default_library_dir,
     disk_usage,
-    journal_ids,
     not_found,
-    recover_interrupted,
     refuse_id_clash,
     upsert_all_or_nothing,
     warn_if_large,
 )
 from sam_detect.store.base import LibraryMeta, Neighbour
-
-log = logging.getLogger("sam_detect")
 
 META_FILE = "sam_detect_library.json"
 SHARD_DIR = "shard"
@@ -112,9 +106,6 @@ class EdgeStore:
         self._pending: dict[str, int] = {}  # examples added since the last optimize()
         self._warned: set[str] = set()
         self._lock = threading.RLock()
-        self._txn: dict[str, list[str]] = {}  # ids written by open transactions, per library
-        self._recovering = False
-        self._created: set[str] = set()  # libraries this store created (an import in progress)
         self._closed = False
         self._where = f"library folder {p}"
 
@@ -178,7 +169,6 @@ class EdgeStore:
                 doc = {"format": META_FORMAT, "meta": meta.to_dict()}
                 (tmp / META_FILE).write_text(json.dumps(doc, indent=2))
                 os.rename(tmp, final)
-                self._created.add(name)
             except FileExistsError:
                 raise LibraryError(
                     f"library {name!r} was just created by another process"
@@ -262,13 +252,8 @@ class EdgeStore:
                 shard.update(qe.UpdateOperation.delete_points(inserted))
                 shard.flush()
 
-            # the journal first: a process killed mid-add leaves ids that the next open undoes
-            txn = self._txn.get(name)
-            journal_ids(self, name, ids, txn)
             upsert_all_or_nothing(name, ids, vecs, labels, payloads, write, undo, UPSERT_BATCH)
             shard.flush()
-            if txn is None:
-                self.update_extra(name, PENDING_KEY, None)
             self._pending[name] = self._pending.get(name, 0) + len(ids)
             warn_if_large(self.backend, name, self._count(shard), self._warned)
             return list(ids)
@@ -439,36 +424,7 @@ class EdgeStore:
                 f"cannot open library {name!r} in {self.path}: {' '.join(text.split())[:200]}"
             ) from e
         self._shards[name] = shard
-        if not self._recovering and name not in self._created:  # not what this process is building
-            self._recovering = True
-            try:
-                note = recover_interrupted(self, name)
-            finally:
-                self._recovering = False
-            if note:
-                log.warning("%s", note)
-                if name not in self._shards:  # a half import, now deleted
-                    raise not_found(name, self.list_libraries(), self._where)
-                shard = self._shards[name]
         return shard
-
-    @contextlib.contextmanager
-    def transaction(self, name: str) -> Iterator[None]:
-        """Several ``add`` calls as one: all of them, or (after an error or a kill) none."""
-        with self._lock:
-            if name in self._txn:
-                raise LibraryError(f"library {name!r} already has a transaction open")
-            self._txn[name] = []
-            try:
-                yield
-            except BaseException:
-                ids = self._txn.pop(name)
-                if ids:
-                    self.delete(name, ids=ids)
-                self.update_extra(name, PENDING_KEY, None)
-                raise
-            self._txn.pop(name)
-            self.update_extra(name, PENDING_KEY, None)
 
     def _close_shard(self, name: str, optimize: bool) -> None:
         shard = self._shards.pop(name, None)

@@ -363,15 +363,9 @@ def import_library(
         keep = [k for k, i in enumerate(archive.ids) if i not in existing]
         _add_batched(store, target, archive, keep)
         return ImportResult(target, len(keep), len(archive.ids) - len(keep))
-    from sam_detect.store._common import IMPORTING_KEY
-
-    # marked as being imported until complete: a library left by a killed import is removed
-    # when next opened, not mistaken for a whole one
-    meta.extra = {**(meta.extra or {}), IMPORTING_KEY: str(archive.path)}
     store.create_library(meta)
     try:
         _add_batched(store, target, archive, list(range(len(archive.ids))))
-        store.update_extra(target, IMPORTING_KEY, None)
     except BaseException:
         store.delete_library(target)
         raise
@@ -379,15 +373,6 @@ def import_library(
 
 
 def _add_batched(store: Store, name: str, archive: LibraryArchive, rows: Sequence[int]) -> None:
-    transaction = getattr(store, "transaction", None)
-    if transaction is not None:  # one journal for every batch: all of them or none, even if killed
-        with transaction(name):
-            _add_rows(store, name, archive, rows)
-        return
-    _add_rows(store, name, archive, rows)
-
-
-def _add_rows(store: Store, name: str, archive: LibraryArchive, rows: Sequence[int]) -> None:
     added: list[str] = []
     try:
         for s in range(0, len(rows), ADD_BATCH):
