@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from sam_detect.errors import LibraryError, LibraryLockedError
+from sam_detect.errors import LibraryError, LibraryLockedError, LibraryNotFoundError
 from sam_detect.store._common import (
     check_delete_args,
     check_items,
@@ -45,6 +45,7 @@ from sam_detect.store._common import (
     warn_if_large,
 )
 from sam_detect.store.base import LibraryMeta, Neighbour
+from sam_detect.store.journal import pending_of, roll_back
 
 META_FILE = "sam_detect_library.json"
 SHARD_DIR = "shard"
@@ -118,13 +119,34 @@ class EdgeStore:
         self._check_open()
         names = []
         for d in self.path.iterdir():
-            if d.is_dir() and (d / META_FILE).is_file() and (d / SHARD_DIR).is_dir():
+            if d.is_dir() and not d.name.startswith(".") and (d / META_FILE).is_file():
                 names.append(d.name)
-        return sorted(names)
+        # a library a killed writer left half-made is rolled back, not listed
+        return sorted(n for n in names if not self._interrupted(n) or self.has_library(n))
+
+    def _interrupted(self, name: str) -> bool:
+        """Cheap look for a journal in the metadata file (no parse of a big file needed)."""
+        if name in self._metas:
+            return False
+        try:
+            return b'"_pending"' in (self.path / name / META_FILE).read_bytes()
+        except OSError:
+            return False
 
     def has_library(self, name: str) -> bool:
         self._check_open()
         check_library_name(name)
+        if not self._has_files(name):
+            return False
+        try:
+            self.get_meta(name)  # rolls back an interrupted write first (may remove it)
+        except LibraryNotFoundError:
+            return False
+        except LibraryError:
+            pass  # damaged, but there: `library check` / `repair` / `delete` deal with it
+        return True
+
+    def _has_files(self, name: str) -> bool:
         return (self.path / name / META_FILE).is_file() and (self.path / name / SHARD_DIR).is_dir()
 
     def create_library(self, meta: LibraryMeta) -> None:
@@ -181,10 +203,21 @@ class EdgeStore:
         self._check_open()
         check_library_name(name)
         if name not in self._metas:
-            if not self.has_library(name):
+            if not self._has_files(name):
                 raise not_found(name, self.list_libraries(), self._where)
             self._metas[name] = self._read_meta(name)
+            if pending_of(self._metas[name]) is not None:
+                self._recover(name)
         return LibraryMeta.from_dict(self._metas[name].to_dict())
+
+    def _recover(self, name: str) -> None:
+        """Roll back an interrupted batch (see :mod:`sam_detect.store.journal`)."""
+        try:
+            roll_back(self, name)
+        except LibraryLockedError:
+            return  # another process holds it and may be writing it right now
+        if not self._has_files(name):
+            raise not_found(name, self.list_libraries(), self._where)
 
     def update_extra(self, name: str, key: str, value: Any) -> None:
         with self._lock:
@@ -201,9 +234,18 @@ class EdgeStore:
             self._metas[name] = meta
 
     def delete_library(self, name: str) -> None:
+        """Remove a library, even a damaged one (unreadable metadata or shard)."""
         with self._lock:
-            self.get_meta(name)
-            self._shard(name)  # take the library's lock: refuse while another process uses it
+            self._check_open()
+            check_library_name(name)
+            if not (self.path / name).is_dir() or not (self.path / name / META_FILE).exists():
+                raise not_found(name, self.list_libraries(), self._where)
+            try:
+                self._shard(name)  # take the library's lock: refuse while another process uses it
+            except LibraryLockedError:
+                raise
+            except LibraryError:
+                pass  # a shard that does not load is damaged: nothing to lock, remove it
             self._close_shard(name, optimize=False)
             self._metas.pop(name, None)
             self._pending.pop(name, None)

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from sam_detect.errors import EmbedderMismatchError, LibraryError
+from sam_detect.store import journal
 from sam_detect.store._common import check_library_name, normalise_id
 from sam_detect.store.base import LibraryMeta, Store
 
@@ -168,6 +169,7 @@ def export_library(
     if path.exists() and not overwrite:
         raise LibraryError(f"{path} exists; pass --force to overwrite it, or choose another file")
     meta = store.get_meta(name)
+    meta.extra.pop(journal.PENDING_KEY, None)
     ids, vectors, labels, payloads = read_examples(store, name)
 
     vec_bytes = io.BytesIO()
@@ -363,33 +365,25 @@ def import_library(
         keep = [k for k, i in enumerate(archive.ids) if i not in existing]
         _add_batched(store, target, archive, keep)
         return ImportResult(target, len(keep), len(archive.ids) - len(keep))
-    store.create_library(meta)
-    try:
-        _add_batched(store, target, archive, list(range(len(archive.ids))))
-    except BaseException:
-        store.delete_library(target)
-        raise
+    # created provisional: a crash before the commit leaves no library (see store.journal)
+    store.create_library(journal.provisional(meta))
+    _add_batched(store, target, archive, list(range(len(archive.ids))))
     return ImportResult(target, len(archive.ids), 0)
 
 
 def _add_batched(store: Store, name: str, archive: LibraryArchive, rows: Sequence[int]) -> None:
-    added: list[str] = []
-    try:
+    """Add ``rows`` of the archive as one journaled batch: all of them or none, even if the
+    process is killed (the next open rolls an unfinished batch back)."""
+    with journal.batch(store, name, [archive.ids[k] for k in rows]):
         for s in range(0, len(rows), ADD_BATCH):
             r = list(rows[s : s + ADD_BATCH])
-            ids = [archive.ids[k] for k in r]
             store.add(
                 name,
                 archive.vectors[r],
                 [archive.labels[k] for k in r],
                 [archive.payloads[k] for k in r],
-                ids=ids,
+                ids=[archive.ids[k] for k in r],
             )
-            added.extend(ids)
-    except BaseException:
-        if added:  # keep merge all-or-nothing too
-            store.delete(name, ids=added)
-        raise
 
 
 # -- copy ------------------------------------------------------------------------------------
@@ -409,7 +403,7 @@ def copy_library(src: Store, name: str, dst: Store, new_name: str | None = None)
         raise LibraryError(
             f"library {target!r} already exists in the destination; delete it first or copy --as NEW"
         )
-    dst.create_library(meta)
+    dst.create_library(journal.provisional(meta))
     n = 0
     try:
         for ids, vecs, labels, payloads in _iter_examples(src, name):
@@ -418,6 +412,7 @@ def copy_library(src: Store, name: str, dst: Store, new_name: str | None = None)
     except BaseException:
         dst.delete_library(target)
         raise
+    journal.commit(dst, target)
     return n
 
 
@@ -532,7 +527,8 @@ def reembed_library(
             "reembedded_from": {"library": old.name, "embedder_id": old.embedder_id},
         },
     )
-    store.create_library(meta)
+    meta.extra.pop(journal.PENDING_KEY, None)
+    store.create_library(journal.provisional(meta))
     try:
         store.add(
             new_name,
@@ -544,4 +540,5 @@ def reembed_library(
     except BaseException:
         store.delete_library(new_name)
         raise
+    journal.commit(store, new_name)
     return ReembedResult(examples=len(ids), added=len(keep), missing=len(ids) - len(keep))

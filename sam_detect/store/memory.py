@@ -32,6 +32,7 @@ from sam_detect.store._common import (
     warn_if_large,
 )
 from sam_detect.store.base import LibraryMeta, Neighbour
+from sam_detect.store.journal import pending_of, roll_back
 
 FILE_FORMAT = "sam-detect-memory-store"
 FILE_VERSION = 1
@@ -71,6 +72,8 @@ class MemoryStore:
             self.path = p
             if p.exists():
                 self._load(p)
+                for name in [n for n, lib in self._libs.items() if pending_of(lib.meta)]:
+                    roll_back(self, name)  # a writer was killed: undo its batch
 
     def __repr__(self) -> str:
         where = str(self.path) if self.path else "in memory"
