@@ -146,7 +146,7 @@ def test_damaged_metadata_is_a_clear_error(tmp_path):
     (tmp_path / "lib" / META_FILE).write_text("{broken")
     s = EdgeStore(tmp_path)
     try:
-        with pytest.raises(LibraryError, match=r"cannot read .*sam_detect_library.json.*damaged"):
+        with pytest.raises(LibraryError, match=r"damaged \(cannot read sam_detect_library.json.*library check lib"):
             s.get_meta("lib")
     finally:
         s.close()

@@ -31,12 +31,14 @@ import numpy as np
 
 from sam_detect.errors import LibraryError, LibraryLockedError, LibraryNotFoundError
 from sam_detect.store._common import (
+    COUNT_KEY,
     check_delete_args,
     check_items,
     check_library_name,
     check_meta,
     check_top_k,
     check_vectors,
+    damaged,
     default_library_dir,
     disk_usage,
     not_found,
@@ -45,9 +47,10 @@ from sam_detect.store._common import (
     warn_if_large,
 )
 from sam_detect.store.base import LibraryMeta, Neighbour
-from sam_detect.store.journal import pending_of, roll_back
+from sam_detect.store.journal import PENDING_KEY, pending_of, roll_back
 
 META_FILE = "sam_detect_library.json"
+META_BACKUP = ".sam_detect_library.json.bak"
 SHARD_DIR = "shard"
 META_FORMAT = 1
 INDEXED_FIELDS = ("label", "source")
@@ -106,6 +109,7 @@ class EdgeStore:
         self._metas: dict[str, LibraryMeta] = {}
         self._pending: dict[str, int] = {}  # examples added since the last optimize()
         self._warned: set[str] = set()
+        self._verified: set[str] = set()  # libraries whose count was checked on open
         self._lock = threading.RLock()
         self._closed = False
         self._where = f"library folder {p}"
@@ -190,6 +194,7 @@ class EdgeStore:
                     shard.close()
                 doc = {"format": META_FORMAT, "meta": meta.to_dict()}
                 (tmp / META_FILE).write_text(json.dumps(doc, indent=2))
+                (tmp / META_BACKUP).write_text(json.dumps(doc, indent=2))
                 os.rename(tmp, final)
             except FileExistsError:
                 raise LibraryError(
@@ -229,9 +234,15 @@ class EdgeStore:
             f = self.path / name / META_FILE
             tmp = f.with_name(f".{META_FILE}.{uuid.uuid4().hex[:8]}")
             # write beside, then rename: a crash leaves the old or the new metadata, never half
-            tmp.write_text(json.dumps({"format": META_FORMAT, "meta": meta.to_dict()}, indent=2))
+            text = json.dumps({"format": META_FORMAT, "meta": meta.to_dict()}, indent=2)
+            tmp.write_text(text)
             os.replace(tmp, f)
             self._metas[name] = meta
+            # a second copy, for `library repair` when the first is damaged
+            if key != PENDING_KEY:
+                bak = f.with_name(META_BACKUP)
+                tmp.write_text(text)
+                os.replace(tmp, bak)
 
     def delete_library(self, name: str) -> None:
         """Remove a library, even a damaged one (unreadable metadata or shard)."""
@@ -250,6 +261,7 @@ class EdgeStore:
             self._metas.pop(name, None)
             self._pending.pop(name, None)
             self._warned.discard(name)
+            self._verified.discard(name)
             trash = self.path / f".{name}.deleting-{uuid.uuid4().hex[:8]}"
             os.rename(self.path / name, trash)
             shutil.rmtree(trash, ignore_errors=True)
@@ -297,7 +309,9 @@ class EdgeStore:
             upsert_all_or_nothing(name, ids, vecs, labels, payloads, write, undo, UPSERT_BATCH)
             shard.flush()
             self._pending[name] = self._pending.get(name, 0) + len(ids)
-            warn_if_large(self.backend, name, self._count(shard), self._warned)
+            n = self._count(shard)
+            self.update_extra(name, COUNT_KEY, n)
+            warn_if_large(self.backend, name, n, self._warned)
             return list(ids)
 
     def search(self, name: str, queries: np.ndarray, top_k: int) -> list[list[Neighbour]]:
@@ -311,7 +325,7 @@ class EdgeStore:
         with self._lock:
             meta = self.get_meta(name)
             q = check_vectors(queries, meta.dim, name, what="queries")
-            shard = self._shard(name)
+            shard = self._read_shard(name)
             if self.optimize_after and self._pending.get(name, 0) >= self.optimize_after:
                 self.optimize(name)
             params = qe.SearchParams(hnsw_ef=self.hnsw_ef, exact=self.exact)
@@ -326,7 +340,11 @@ class EdgeStore:
                     )
                     for v in q[s : s + QUERY_BATCH]
                 ]
-                for hits in shard.query_batch(qe.QueryBatchRequest(reqs)):
+                try:
+                    batch_hits = shard.query_batch(qe.QueryBatchRequest(reqs))
+                except Exception as e:
+                    raise damaged(name, e) from e
+                for hits in batch_hits:
                     out.append([_neighbour(h.id, h.score, h.payload) for h in hits])
             return out
 
@@ -342,23 +360,28 @@ class EdgeStore:
                 if found:
                     shard.update(qe.UpdateOperation.delete_points(found))
                     shard.flush()
+                    self.update_extra(name, COUNT_KEY, self._count(shard))
                 return len(found)
             flt = qe.Filter(must=[qe.FieldCondition(key="label", match=qe.MatchValue(value=label))])
             n = int(shard.count(qe.CountRequest(exact=True, filter=flt)))
             if n:
                 shard.update(qe.UpdateOperation.delete_points_by_filter(flt))
                 shard.flush()
+                self.update_extra(name, COUNT_KEY, self._count(shard))
             return n
 
     def labels(self, name: str) -> dict[str, int]:
         qe = _edge()
         with self._lock:
             self.get_meta(name)
-            shard = self._shard(name)
+            shard = self._read_shard(name)
             n = self._count(shard)
             if not n:
                 return {}
-            res = shard.facet(qe.FacetRequest(key="label", limit=n, exact=True))
+            try:
+                res = shard.facet(qe.FacetRequest(key="label", limit=n, exact=True))
+            except Exception as e:
+                raise damaged(name, e) from e
             return dict(sorted((str(h.value), int(h.count)) for h in res.hits if h.count > 0))
 
     def count(self, name: str) -> int:
@@ -375,11 +398,16 @@ class EdgeStore:
         offset = None
         while True:
             with self._lock:
-                records, offset = self._shard(name).scroll(
-                    qe.ScrollRequest(
-                        offset=offset, limit=batch_size, with_payload=True, with_vector=True
+                try:
+                    records, offset = self._read_shard(name).scroll(
+                        qe.ScrollRequest(
+                            offset=offset, limit=batch_size, with_payload=True, with_vector=True
+                        )
                     )
-                )
+                except LibraryError:
+                    raise
+                except Exception as e:
+                    raise damaged(name, e) from e
             if records:
                 ids, vecs, labs, pays = [], [], [], []
                 for r in records:
@@ -437,9 +465,7 @@ class EdgeStore:
         try:
             doc = json.loads(f.read_text())
         except (OSError, ValueError) as e:
-            raise LibraryError(
-                f"cannot read {f}: {e}. The library is damaged; delete or restore it."
-            ) from e
+            raise damaged(name, f"cannot read {f.name}: {e}") from e
         if doc.get("format") != META_FORMAT or not isinstance(doc.get("meta"), dict):
             raise LibraryError(
                 f"{f} has format {doc.get('format')!r}; this sam-detect reads format {META_FORMAT}. "
@@ -467,6 +493,61 @@ class EdgeStore:
             ) from e
         self._shards[name] = shard
         return shard
+
+    def _read_shard(self, name: str) -> Any:
+        """The shard, after a cheap check on first use: as many examples as the last write left."""
+        shard = self._shard(name)
+        if name not in self._verified:
+            recorded = self._metas[name].extra.get(COUNT_KEY) if name in self._metas else None
+            if isinstance(recorded, int):
+                n = self._count(shard)
+                if n != recorded:
+                    raise damaged(name, f"{n} examples readable, the last write left {recorded}")
+            self._verified.add(name)
+        return shard
+
+    def scan(self, name: str) -> tuple[list[tuple[str, np.ndarray, str, dict]], list[str]]:
+        """Every example that reads back whole, and the ids of those that do not (for
+        ``library check`` / ``repair``): ids are listed without touching vectors or payloads,
+        then read in batches, one by one where a batch fails."""
+        qe = _edge()
+        meta = self.get_meta(name)
+        with self._lock:
+            shard = self._shard(name)
+            ids: list[str] = []
+            offset = None
+            while True:
+                recs, offset = shard.scroll(
+                    qe.ScrollRequest(offset=offset, limit=SCROLL_BATCH, with_payload=False,
+                                     with_vector=False)
+                )
+                ids.extend(str(r.id) for r in recs)
+                if offset is None:
+                    break
+            good: list[tuple[str, np.ndarray, str, dict]] = []
+            bad: list[str] = []
+
+            def take(recs: list[Any]) -> None:
+                for r in recs:
+                    n = _neighbour(r.id, 0.0, r.payload)
+                    vec = np.asarray(r.vector, np.float32).reshape(-1)
+                    if (vec.size != meta.dim or not np.isfinite(vec).all() or not n.label
+                            or float(np.linalg.norm(vec)) < 1e-6):
+                        bad.append(n.id)
+                    else:
+                        good.append((n.id, vec, n.label, n.payload))
+
+            for s in range(0, len(ids), 256):
+                chunk = ids[s : s + 256]
+                try:
+                    take(shard.retrieve(chunk, with_payload=True, with_vector=True))
+                except Exception:
+                    for i in chunk:
+                        try:
+                            take(shard.retrieve([i], with_payload=True, with_vector=True))
+                        except Exception:
+                            bad.append(i)
+            return good, bad
 
     def _close_shard(self, name: str, optimize: bool) -> None:
         shard = self._shards.pop(name, None)

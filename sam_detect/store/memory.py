@@ -22,6 +22,7 @@ import numpy as np
 
 from sam_detect.errors import LibraryError
 from sam_detect.store._common import (
+    COUNT_KEY,
     check_delete_args,
     check_items,
     check_library_name,
@@ -154,6 +155,7 @@ class MemoryStore:
                 lib.ids.extend(ids)
                 lib.labels.extend(labels)
                 lib.payloads.extend(payloads)
+                lib.meta.extra[COUNT_KEY] = len(lib.ids)
                 self._save()
             except BaseException:
                 lib.vectors = old[0]
@@ -216,6 +218,7 @@ class MemoryStore:
                 lib.ids = [lib.ids[i] for i in keep]
                 lib.labels = [lib.labels[i] for i in keep]
                 lib.payloads = [lib.payloads[i] for i in keep]
+                lib.meta.extra[COUNT_KEY] = len(lib.ids)
                 self._save()
             return removed
 

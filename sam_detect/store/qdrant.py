@@ -33,6 +33,7 @@ import numpy as np
 
 from sam_detect.errors import LibraryError, LibraryLockedError
 from sam_detect.store._common import (
+    COUNT_KEY,
     StoreConnectionError,
     check_delete_args,
     check_items,
@@ -325,6 +326,7 @@ class QdrantStore:
             self._call(self._client.delete, name, points_selector=inserted, wait=True)
 
         upsert_all_or_nothing(name, ids, vecs, labels, payloads, write, undo, UPSERT_BATCH)
+        self._record_count(name)
         warn_if_large(self.backend, name, self.count(name), self._warned)
         return list(ids)
 
@@ -356,6 +358,7 @@ class QdrantStore:
             found = [str(r.id) for r in self._retrieve(name, ids)]
             if found:
                 self._call(self._client.delete, name, points_selector=found, wait=True)
+                self._record_count(name)
             return len(found)
         flt = _label_filter(label)
         n = self._call(self._client.count, name, count_filter=flt, exact=True).count
@@ -366,7 +369,11 @@ class QdrantStore:
                 points_selector=models.FilterSelector(filter=flt),
                 wait=True,
             )
+            self._record_count(name)
         return int(n)
+
+    def _record_count(self, name: str) -> None:
+        self.update_extra(name, COUNT_KEY, self.count(name))
 
     def labels(self, name: str) -> dict[str, int]:
         self.get_meta(name)
