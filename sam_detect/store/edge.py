@@ -503,8 +503,28 @@ class EdgeStore:
                 n = self._count(shard)
                 if n != recorded:
                     raise damaged(name, f"{n} examples readable, the last write left {recorded}")
+            qe = _edge()
+            try:  # one example read whole: a truncated vector or payload file fails here
+                shard.scroll(qe.ScrollRequest(limit=1, with_payload=True, with_vector=True))
+            except Exception as e:
+                raise damaged(name, e) from e
             self._verified.add(name)
         return shard
+
+    def restore_meta(self, name: str) -> str | None:
+        """Put the metadata backup back in place (``library repair``); what was done, or None."""
+        bak = self.path / name / META_BACKUP
+        try:
+            doc = json.loads(bak.read_text())
+            LibraryMeta.from_dict(doc["meta"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        f = self.path / name / META_FILE
+        tmp = f.with_name(f".{META_FILE}.{uuid.uuid4().hex[:8]}")
+        tmp.write_text(json.dumps(doc, indent=2))
+        os.replace(tmp, f)
+        self._metas.pop(name, None)
+        return f"restored the metadata from its backup ({META_BACKUP})"
 
     def scan(self, name: str) -> tuple[list[tuple[str, np.ndarray, str, dict]], list[str]]:
         """Every example that reads back whole, and the ids of those that do not (for

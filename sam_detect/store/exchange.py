@@ -38,7 +38,7 @@ import numpy as np
 
 from sam_detect.errors import EmbedderMismatchError, LibraryError
 from sam_detect.store import journal
-from sam_detect.store._common import check_library_name, normalise_id
+from sam_detect.store._common import COUNT_KEY, check_library_name, normalise_id
 from sam_detect.store.base import LibraryMeta, Store
 
 FORMAT_NAME = "sam-detect-library"
@@ -163,14 +163,46 @@ def export_library(
     store as PNG. The file is written to a temporary name and renamed, so a failed export
     never leaves a half file behind.
     """
-    from sam_detect._version import __version__
-
     path = Path(file)
     if path.exists() and not overwrite:
         raise LibraryError(f"{path} exists; pass --force to overwrite it, or choose another file")
     meta = store.get_meta(name)
-    meta.extra.pop(journal.PENDING_KEY, None)
     ids, vectors, labels, payloads = read_examples(store, name)
+    return _write_archive(meta, ids, vectors, labels, payloads, path, crops)
+
+
+def export_examples(
+    meta: LibraryMeta,
+    examples: Sequence[tuple[str, np.ndarray, str, dict[str, Any]]],
+    file: str | os.PathLike,
+) -> ExportSummary:
+    """Write ``(id, vector, label, payload)`` examples with ``meta`` as an export file
+    (``library repair`` saves what reads this way before it rebuilds)."""
+    rows = sorted(examples, key=lambda e: e[0])
+    vectors = (
+        np.stack([np.asarray(e[1], np.float32) for e in rows])
+        if rows else np.zeros((0, meta.dim), np.float32)
+    )
+    return _write_archive(
+        meta, [e[0] for e in rows], vectors, [e[2] for e in rows], [e[3] for e in rows],
+        Path(file), None,
+    )
+
+
+def _write_archive(
+    meta: LibraryMeta,
+    ids: list[str],
+    vectors: np.ndarray,
+    labels: list[str],
+    payloads: list[dict[str, Any]],
+    path: Path,
+    crops: CropFn | None,
+) -> ExportSummary:
+    from sam_detect._version import __version__
+
+    meta = LibraryMeta.from_dict(meta.to_dict())
+    for key in (journal.PENDING_KEY, COUNT_KEY):  # the store's bookkeeping stays behind
+        meta.extra.pop(key, None)
 
     vec_bytes = io.BytesIO()
     np.save(vec_bytes, vectors.astype("<f4"), allow_pickle=False)
