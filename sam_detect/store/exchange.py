@@ -48,6 +48,11 @@ VECTORS = "vectors.npy"
 PAYLOADS = "payloads.jsonl"
 CROPS_DIR = "crops/"
 ADD_BATCH = 2048
+#: Limits on an export file before anything is decompressed (a zip bomb is refused from its
+#: directory): members, total uncompressed bytes, and the compression ratio of any member.
+MAX_MEMBERS = 1_000_000
+MAX_UNCOMPRESSED = 16 * 2**30
+MAX_RATIO = 200
 
 CropFn = Callable[[str, dict[str, Any]], "np.ndarray | None"]
 
@@ -220,6 +225,7 @@ def _write_archive(
     fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
     os.close(fd)
     n_crops = 0
+    crop_sums: dict[str, str] = {}
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as z:
             z.writestr(VECTORS, vec_bytes)
@@ -233,11 +239,9 @@ def _write_archive(
                     crop = crops(ids[i], payloads[i])
                     if crop is None:
                         continue
-                    z.writestr(
-                        f"{CROPS_DIR}{ids[i]}.png",
-                        _png_bytes(crop),
-                        compress_type=zipfile.ZIP_STORED,
-                    )
+                    png = _png_bytes(crop)
+                    z.writestr(f"{CROPS_DIR}{ids[i]}.png", png, compress_type=zipfile.ZIP_STORED)
+                    crop_sums[ids[i]] = hashlib.sha256(png).hexdigest()
                     n_crops += 1
             manifest = {
                 "format": FORMAT_NAME,
@@ -255,7 +259,8 @@ def _write_archive(
                     "sha256": hashlib.sha256(vec_bytes).hexdigest(),
                 },
                 "payloads": {"file": PAYLOADS, "sha256": hashlib.sha256(pay_bytes).hexdigest()},
-                "crops": {"dir": CROPS_DIR, "format": "png", "count": n_crops}
+                "crops": {"dir": CROPS_DIR, "format": "png", "count": n_crops,
+                          "sha256": dict(sorted(crop_sums.items()))}
                 if crops is not None
                 else None,
             }
@@ -297,6 +302,7 @@ def read_library_file(file: str | os.PathLike) -> LibraryArchive:
             f"not a ZIP archive ({e}); was it written by `sam-detect library export`?"
         ) from None
     with z:
+        _check_bounds(z, bad)
         names = set(z.namelist())
         if MANIFEST not in names:
             raise bad(f"no {MANIFEST} inside")
@@ -364,7 +370,33 @@ def read_library_file(file: str | os.PathLike) -> LibraryArchive:
         unknown = crop_ids - set(ids)
         if unknown:
             raise bad(f"crops for unknown examples, e.g. {sorted(unknown)[0]}")
+        cinfo = manifest.get("crops")
+        sums = cinfo.get("sha256") if isinstance(cinfo, dict) else None
+        if crop_ids and isinstance(sums, dict):  # files before checksums have none
+            for cid in sorted(crop_ids):
+                member = f"{CROPS_DIR}{cid}.png"
+                if hashlib.sha256(z.read(member)).hexdigest() != sums.get(cid):
+                    raise bad(f"crop {member} does not match its checksum: the file is damaged or was edited")
     return LibraryArchive(path, meta, ids, vectors, labels, payloads, crop_ids, manifest)
+
+
+def _check_bounds(z: zipfile.ZipFile, bad: Callable[[str], LibraryError]) -> None:
+    """Refuse a zip bomb from the archive's directory, before decompressing anything."""
+    infos = z.infolist()
+    if len(infos) > MAX_MEMBERS:
+        raise bad(f"{len(infos):,} members (at most {MAX_MEMBERS:,}); refusing to read it")
+    total = sum(i.file_size for i in infos)
+    if total > MAX_UNCOMPRESSED:
+        raise bad(
+            f"{total / 2**30:.1f} GiB uncompressed (at most {MAX_UNCOMPRESSED / 2**30:.0f} GiB); "
+            "refusing to read it"
+        )
+    for i in infos:
+        if i.file_size > 2**20 and i.file_size > MAX_RATIO * max(i.compress_size, 1):
+            raise bad(
+                f"{i.filename} expands {i.file_size / max(i.compress_size, 1):,.0f}-fold "
+                f"(at most {MAX_RATIO}); refusing to read it (a zip bomb?)"
+            )
 
 
 # -- import ----------------------------------------------------------------------------------
