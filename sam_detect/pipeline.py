@@ -251,6 +251,10 @@ class SAMDetect:
     def check_library(self, create: bool) -> None:
         from sam_detect.store.base import LibraryMeta
 
+        if self._library_meta() is not None:
+            # open the library now (its lock, a cheap integrity check): a library another
+            # process holds or a damaged one fails here, before any model loads
+            self.store.labels(self.config.library)
         emb = self.embedder
         meta = self._library_meta()
         if meta is None:

@@ -21,7 +21,9 @@ import contextlib
 import json
 import os
 import shutil
+import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -51,6 +53,7 @@ from sam_detect.store.journal import PENDING_KEY, pending_of, roll_back
 
 META_FILE = "sam_detect_library.json"
 META_BACKUP = ".sam_detect_library.json.bak"
+HOLDER_FILE = ".holder.json"
 SHARD_DIR = "shard"
 META_FORMAT = 1
 INDEXED_FIELDS = ("label", "source")
@@ -485,14 +488,37 @@ class EdgeStore:
             text = str(e)
             if "WouldBlock" in text or "lock" in text.lower():
                 raise LibraryLockedError(
-                    f"library {name!r} in {self.path} is in use by another sam-detect process; close "
-                    "it, or share libraries through a server (--qdrant-url http://localhost:6333)"
+                    f"library {name!r} in {self.path} is in use by another sam-detect process"
+                    f"{self._holder(name)}; wait for it to finish or close it, or share libraries "
+                    "through a server (--qdrant-url http://localhost:6333)"
                 ) from None
             raise LibraryError(
                 f"cannot open library {name!r} in {self.path}: {' '.join(text.split())[:200]}"
             ) from e
         self._shards[name] = shard
+        with contextlib.suppress(OSError):  # who holds it, for the message another process gets
+            prog = Path(sys.argv[0]).name if sys.argv else "python"
+            prog = "sam-detect" if prog in ("__main__.py", "sam-detect") else prog
+            cmd = " ".join([prog, *sys.argv[1:2]])
+            (self.path / name / HOLDER_FILE).write_text(json.dumps(
+                {"pid": os.getpid(), "command": cmd, "since": time.strftime("%H:%M:%S")}))
         return shard
+
+    def _holder(self, name: str) -> str:
+        try:
+            h = json.loads((self.path / name / HOLDER_FILE).read_text())
+            return f" (pid {int(h['pid'])}, {str(h['command'])[:60]}, since {str(h['since'])[:8]})"
+        except (OSError, ValueError, KeyError, TypeError):
+            return ""
+
+    def release(self) -> None:
+        """Let go of every library's lock (the store stays usable: the next call opens the
+        library again). The UI calls it after each request, so the CLI can use the library
+        between requests."""
+        with self._lock:
+            for name in list(self._shards):
+                with contextlib.suppress(Exception):
+                    self._close_shard(name, optimize=False)
 
     def _read_shard(self, name: str) -> Any:
         """The shard, after a cheap check on first use: as many examples as the last write left."""
