@@ -297,3 +297,29 @@ def test_too_many_members_are_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(ex, "MAX_MEMBERS", 4)
     with pytest.raises(LibraryError, match=r"6 members \(at most 4\)"):
         read_library_file(src)
+
+
+# -- shared access -----------------------------------------------------------------------------
+
+
+def test_a_locked_library_fails_before_any_model_loads(tmp_path):
+    """Another process (here: another open of the folder) holds the library: detect's
+    library check fails at once, naming the holder, with no embedder built."""
+    from sam_detect.errors import LibraryLockedError
+    from sam_detect.pipeline import DetectorConfig, SAMDetect
+    from sam_detect.store.edge import EdgeStore
+
+    holder = EdgeStore(tmp_path)
+    holder.create_library(_meta("nuclei"))
+    holder.add("nuclei", _vecs(2), ["a", "b"])  # holds the lock now
+    other = EdgeStore(tmp_path)
+    det = SAMDetect(DetectorConfig(library="nuclei", embedder="effnet"), store=other)
+    try:
+        with pytest.raises(LibraryLockedError, match=rf"in use by another sam-detect process \(pid {os.getpid()}"):
+            det.check_library(create=False)
+        assert det._embedder is None  # nothing expensive was built
+        holder.release()
+        assert other.count("nuclei") == 2  # released: the other one reads it
+    finally:
+        other.close()
+        holder.close()

@@ -497,8 +497,9 @@ class EdgeStore:
             ) from e
         self._shards[name] = shard
         with contextlib.suppress(OSError):  # who holds it, for the message another process gets
-            prog = Path(sys.argv[0]).name if sys.argv else "python"
-            prog = "sam-detect" if prog in ("__main__.py", "sam-detect") else prog
+            argv0 = sys.argv[0] if sys.argv else "python"
+            prog = "sam-detect" if "sam_detect" in argv0 or argv0.endswith("sam-detect") \
+                else Path(argv0).name
             cmd = " ".join([prog, *sys.argv[1:2]])
             (self.path / name / HOLDER_FILE).write_text(json.dumps(
                 {"pid": os.getpid(), "command": cmd, "since": time.strftime("%H:%M:%S")}))
