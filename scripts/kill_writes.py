@@ -49,10 +49,10 @@ store_name, path, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 kw = {"path": path}
 store = create_store(store_name, **kw)
 rng = np.random.default_rng(7)
-v = rng.normal(size=(n, %d)).astype("float32")
+v = rng.normal(size=(n, DIM_)).astype("float32")
 journal.add(store, "base", v, ["added"] * n, [{"source": "kill-test"}] * n)
 store.close()
-""" % DIM
+""".replace("DIM_", str(DIM))
 
 
 def _store(name: str, path: Path):

@@ -98,10 +98,10 @@ def test_a_failed_batch_in_process_leaves_nothing(kind, tmp_path):
     s = _open(kind, tmp_path)
     s.create_library(_meta())
     s.add("lib", _vecs(2), ["a", "a"])
-    with pytest.raises(RuntimeError, match="boom"):
-        with journal.batch(s, "lib", journal.new_ids(3)) as _:
-            s.add("lib", _vecs(3, 2), ["b"] * 3, ids=journal.pending_of(s.get_meta("lib"))["ids"])
-            raise RuntimeError("boom")
+    ids = journal.new_ids(3)
+    with pytest.raises(RuntimeError, match="boom"), journal.batch(s, "lib", ids):
+        s.add("lib", _vecs(3, 2), ["b"] * 3, ids=ids)
+        raise RuntimeError("boom")
     assert s.count("lib") == 2 and journal.pending_of(s.get_meta("lib")) is None
     s.close()
 
