@@ -27,6 +27,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import os
+import socket
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -64,8 +65,24 @@ def _record(ids: Sequence[str], new: bool, token: str | None = None) -> dict[str
         "new": bool(new),
         "token": token,
         "pid": os.getpid(),
+        "host": socket.gethostname(),
         "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _writer_alive(p: dict[str, Any]) -> bool:
+    """True if the journal's writer is another process still running on this machine (it
+    may be between creating a library and taking its lock): its batch is not ours to undo."""
+    pid = p.get("pid")
+    if p.get("host") != socket.gethostname() or not isinstance(pid, int) or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def provisional(meta: LibraryMeta) -> LibraryMeta:
@@ -109,7 +126,7 @@ def roll_back(store: Any, name: str, force: bool = False) -> str | None:
     ``force`` (its own failure path).
     """
     p = pending_of(store.get_meta(name))
-    if p is None or (is_own(p) and not force):
+    if p is None or (not force and (is_own(p) or _writer_alive(p))):
         return None
     _ACTIVE.discard(p.get("token"))
     if p.get("new"):
