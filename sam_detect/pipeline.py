@@ -248,13 +248,19 @@ class SAMDetect:
         return {"occupancy": self.occupancy}
 
     # -- library ------------------------------------------------------------------------
+    def open_library(self) -> bool:
+        """Open the configured library now, if it exists (its lock, a cheap integrity
+        check): a library another process holds, or a damaged one, fails here with one
+        line, before any model loads. Returns whether the library exists."""
+        if self._library_meta() is None:
+            return False
+        self.store.labels(self.config.library)
+        return True
+
     def check_library(self, create: bool) -> None:
         from sam_detect.store.base import LibraryMeta
 
-        if self._library_meta() is not None:
-            # open the library now (its lock, a cheap integrity check): a library another
-            # process holds or a damaged one fails here, before any model loads
-            self.store.labels(self.config.library)
+        self.open_library()
         emb = self.embedder
         meta = self._library_meta()
         if meta is None:
