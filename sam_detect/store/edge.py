@@ -197,7 +197,9 @@ class EdgeStore:
                     shard.close()
                 doc = {"format": META_FORMAT, "meta": meta.to_dict()}
                 (tmp / META_FILE).write_text(json.dumps(doc, indent=2))
-                (tmp / META_BACKUP).write_text(json.dumps(doc, indent=2))
+                d = meta.to_dict()  # the backup never holds a journal (see update_extra)
+                d["extra"] = {k: v for k, v in d["extra"].items() if k != PENDING_KEY}
+                (tmp / META_BACKUP).write_text(json.dumps({"format": META_FORMAT, "meta": d}, indent=2))
                 os.rename(tmp, final)
             except FileExistsError:
                 raise LibraryError(
@@ -241,11 +243,13 @@ class EdgeStore:
             tmp.write_text(text)
             os.replace(tmp, f)
             self._metas[name] = meta
-            # a second copy, for `library repair` when the first is damaged
+            # a second copy, for `library repair` when the first is damaged; never with a
+            # journal (restoring one would roll back a batch that was committed since)
             if key != PENDING_KEY:
-                bak = f.with_name(META_BACKUP)
-                tmp.write_text(text)
-                os.replace(tmp, bak)
+                d = meta.to_dict()
+                d["extra"] = {k: v for k, v in d["extra"].items() if k != PENDING_KEY}
+                tmp.write_text(json.dumps({"format": META_FORMAT, "meta": d}, indent=2))
+                os.replace(tmp, f.with_name(META_BACKUP))
 
     def delete_library(self, name: str) -> None:
         """Remove a library, even a damaged one (unreadable metadata or shard)."""
