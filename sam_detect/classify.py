@@ -2,14 +2,15 @@
 
 Each neighbour votes for its label with weight ``max(similarity, 0)``; the label with the
 largest total wins and its confidence is that total over the sum of all votes. A
-candidate whose best similarity is below ``threshold`` is :data:`UNKNOWN`. Negative
+candidate with no neighbour at or above its label's threshold (``thresholds[label]``, else
+``threshold``) is :data:`UNKNOWN`. Negative
 examples (label :data:`NEGATIVE`) take part in the vote: a candidate that looks most
 like a negative is suppressed (labelled :data:`NEGATIVE`, and dropped by the pipeline).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,17 +30,22 @@ def vote(
     neighbours: Sequence[Neighbour],
     threshold: float = 0.5,
     top_k: int | None = None,
+    thresholds: Mapping[str, float] | None = None,
 ) -> Vote:
-    """Similarity-weighted vote over ``neighbours`` (best first)."""
+    """Similarity-weighted vote over ``neighbours`` (best first).
+
+    ``thresholds``: per-label thresholds (a library's calibrated ones); labels not in it use
+    ``threshold``. A neighbour votes only when it reaches its own label's threshold.
+    """
     hits = list(neighbours)[: top_k or None]
-    if not hits or hits[0].score < threshold:
+    per = thresholds or {}
+    passing = [n for n in hits if n.score >= per.get(n.label, threshold)]
+    if not passing:
         best = hits[0].score if hits else 0.0
         return Vote(UNKNOWN, 0.0, float(best))
     totals: dict[str, float] = {}
     best_sim: dict[str, float] = {}
-    for n in hits:
-        if n.score < threshold:
-            continue
+    for n in passing:
         w = max(float(n.score), 0.0)
         totals[n.label] = totals.get(n.label, 0.0) + w
         best_sim[n.label] = max(best_sim.get(n.label, -1.0), float(n.score))
@@ -51,10 +57,13 @@ def vote(
 
 
 def vote_batch(
-    results: Sequence[Sequence[Neighbour]], threshold: float = 0.5, top_k: int | None = None
+    results: Sequence[Sequence[Neighbour]],
+    threshold: float = 0.5,
+    top_k: int | None = None,
+    thresholds: Mapping[str, float] | None = None,
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Vote for every candidate: labels, confidences ``(M,)`` float32, similarities ``(M,)`` float32."""
-    votes = [vote(r, threshold=threshold, top_k=top_k) for r in results]
+    votes = [vote(r, threshold=threshold, top_k=top_k, thresholds=thresholds) for r in results]
     return (
         [v.label for v in votes],
         np.array([v.confidence for v in votes], dtype=np.float32),

@@ -232,7 +232,9 @@ def auto_models() -> tuple[str, str, str]:
 
     The segmenter is ``"sam2"`` when any SAM2 checkpoint is cached (the smallest one is
     used, see :func:`default_sam2_model`), else ``"classical"``; the embedder is ``"clip"``
-    when the default CLIP (ViT-B-32, laion2b_s34b_b79k) is cached, else ``"effnet"``.
+    when the default CLIP (ViT-B-32, laion2b_s34b_b79k) is cached, else ``"views"`` (the
+    offline multi-view embedder: EfficientNet-Lite0 features pooled under each mask, with
+    colour, shape and texture views).
     Nothing is downloaded.
     """
     cache = cache_dir()
@@ -240,7 +242,7 @@ def auto_models() -> tuple[str, str, str]:
     clip = CLIP_MODELS[(DEFAULT_CLIP_MODEL, DEFAULT_CLIP_PRETRAINED)]
     has_clip = clip.cached_path(cache) is not None
     segmenter = "sam2" if sam else "classical"
-    embedder = "clip" if has_clip else "effnet"
+    embedder = "clip" if has_clip else "views"
     if sam and has_clip:
         reason = f"SAM2 {sam.arch} and CLIP {clip.arch} weights found in {cache}"
     elif sam:
@@ -535,6 +537,38 @@ def import_open_clip(model: str | None = None):
     return open_clip
 
 
+def clip_options(model: str = DEFAULT_CLIP_MODEL, pretrained: str | None = DEFAULT_CLIP_PRETRAINED) -> dict[str, Any]:
+    """The architecture and preprocessing options a CLIP model is built with, as open_clip
+    derives them from the architecture's config and the pretrained tag's config.
+
+    ``{"quick_gelu", "image_size", "mean", "std", "interpolation", "resize_mode"}``. The
+    tag wins over the architecture: the OpenAI weights (``openai`` tags) were trained with
+    QuickGELU, the LAION ones with GELU, and a model built with the other activation gives
+    subtly wrong embeddings. ``pretrained=None``: the architecture's own settings.
+    """
+    open_clip = import_open_clip(model)
+    from open_clip.transform import PreprocessCfg
+
+    model_cfg = open_clip.get_model_config(model) or {}
+    tag_cfg = (open_clip.get_pretrained_cfg(model, pretrained) or {}) if pretrained else {}
+    defaults = PreprocessCfg()
+    pp = {**(model_cfg.get("preprocess_cfg") or {})}
+    size = (model_cfg.get("vision_cfg") or {}).get("image_size", defaults.size)
+
+    def pick(key: str, default: Any) -> Any:
+        value = tag_cfg.get(key, pp.get(key, default))
+        return tuple(float(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+    return {
+        "quick_gelu": bool(tag_cfg.get("quick_gelu", model_cfg.get("quick_gelu", False))),
+        "image_size": int(size[0] if isinstance(size, (list, tuple)) else size),
+        "mean": pick("mean", defaults.mean),
+        "std": pick("std", defaults.std),
+        "interpolation": pick("interpolation", defaults.interpolation),
+        "resize_mode": pick("resize_mode", defaults.resize_mode),
+    }
+
+
 def load_clip_model(
     model: str = DEFAULT_CLIP_MODEL,
     pretrained: str | None = DEFAULT_CLIP_PRETRAINED,
@@ -571,19 +605,16 @@ def load_clip_model(
             raise ModelNotAvailableError(
                 f"checkpoint file {path} does not exist (given with --clip-checkpoint)"
             )
-    cfg = (open_clip.get_pretrained_cfg(model, pretrained) or {}) if pretrained else {}
-    kwargs = {
-        k: cfg[src]
-        for k, src in (
-            ("image_mean", "mean"),
-            ("image_std", "std"),
-            ("image_interpolation", "interpolation"),
-            ("image_resize_mode", "resize_mode"),
-        )
-        if cfg.get(src) is not None
-    }
+    opts = clip_options(model, pretrained)
     net, _, preprocess = open_clip.create_model_and_transforms(
-        model, pretrained=None, device="cpu", **kwargs
+        model,
+        pretrained=None,
+        device="cpu",
+        force_quick_gelu=opts["quick_gelu"],
+        image_mean=opts["mean"],
+        image_std=opts["std"],
+        image_interpolation=opts["interpolation"],
+        image_resize_mode=opts["resize_mode"],
     )
     fix = (
         f"is it an open_clip {model} checkpoint? Choose the matching --clip-model, or delete the file "
@@ -621,6 +652,7 @@ __all__ = [
     "ModelSpec",
     "auto_models",
     "cache_dir",
+    "clip_options",
     "clip_spec",
     "default_sam2_model",
     "pick_sam2_model",

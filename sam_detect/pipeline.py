@@ -33,13 +33,16 @@ class DetectorConfig:
     """Everything that chooses and tunes the stages.
 
     ``segmenter`` / ``embedder``: a registry name or ``"auto"`` (SAM2/CLIP when their weights
-    are cached, else ``classical`` + ``effnet``; an existing library's own embedder wins).
+    are cached, else ``classical`` + ``views``; an existing library's own embedder wins).
     ``fade``: a fade name, or ``None`` for the library's fade (``gaussian`` for a new one).
     ``occupancy``: the share of the context crop the object fills (``side = sqrt(area / occupancy)``);
     ``None``: the library's, else ``DEFAULT_OCCUPANCY`` (0.2) for a new library.
     ``store``: ``edge`` (Qdrant Edge, the Qdrant engine in-process on a folder: the default),
     ``qdrant`` (qdrant-client: local folder, ``:memory:``, or a server by ``url``) or ``memory``.
-    ``threshold``: the minimum cosine similarity for a label; below it a candidate is ``unknown``.
+    ``threshold``: the minimum similarity for a label; below it a candidate is ``unknown``.
+    ``None`` (default): each class's own threshold, calibrated from its examples
+    (``sam_detect.calibrate``; ``DEFAULT_THRESHOLD`` for a class with one example); a number
+    overrides them all.
     ``profile``: use the library's proposal profile (what its examples say about the
     objects' size, shape and contrast) to calibrate the segmenter, filter and select
     candidates; ``False``: the segmenter's own settings and every candidate the vote labels.
@@ -56,7 +59,7 @@ class DetectorConfig:
     store_options: dict[str, Any] = field(default_factory=dict)
     library: str = "default"
     top_k: int = 5
-    threshold: float = 0.5
+    threshold: float | None = None
     keep_unknown: bool = False
     profile: bool = True
     device: str = "auto"
@@ -67,14 +70,14 @@ class DetectorConfig:
             raise ValueError(f"occupancy must be in (0, 1], got {self.occupancy}")
         if self.top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {self.top_k}")
-        if not -1 <= self.threshold <= 1:
+        if self.threshold is not None and not -1 <= self.threshold <= 1:
             raise ValueError(f"threshold is a cosine similarity in [-1, 1], got {self.threshold}")
         if not self.library or not str(self.library).strip():
             raise ValueError("library name must not be empty")
 
 
 def _is_torch_embedder(name: str) -> bool:
-    return name in ("effnet", "clip", "sam2")
+    return name in ("effnet", "views", "clip", "sam2")
 
 
 class SAMDetect:
@@ -152,7 +155,7 @@ class SAMDetect:
         try:
             from sam_detect.models import auto_models
         except ImportError:
-            return "classical", "effnet", "SAM2/CLIP support is not installed"
+            return "classical", "views", "SAM2/CLIP support is not installed"
         return auto_models()
 
     @property
@@ -287,13 +290,18 @@ class SAMDetect:
         meta.check_compatible(emb.id, int(emb.dim), fade=self._fade_params(), crop=self._crop_params())
 
     # -- embedding ----------------------------------------------------------------------
-    def _embed(self, rgb: np.ndarray, instances: Instances, timings: dict[str, float]) -> np.ndarray:
+    def _embed(
+        self, rgb: np.ndarray, instances: Instances, timings: dict[str, float], typical_area: float | None = None
+    ) -> np.ndarray:
         emb = self.embedder
         if len(instances) == 0:
             return np.zeros((0, int(emb.dim)), dtype=np.float32)
         t = time.perf_counter()
         if hasattr(emb, "embed_instances"):
-            vectors = emb.embed_instances(rgb, instances)
+            if getattr(emb, "scales_by_area", False):
+                vectors = emb.embed_instances(rgb, instances, typical_area=typical_area)
+            else:
+                vectors = emb.embed_instances(rgb, instances)
             timings["embed"] = time.perf_counter() - t
             return np.asarray(vectors, dtype=np.float32)
         from sam_detect.fade.crops import make_context_crops
@@ -443,13 +451,19 @@ class SAMDetect:
                       progress: bool) -> list[str]:
         from sam_detect.store import journal
 
-        chunk = self.config.batch_size or 32
+        emb = self.embedder
+        # a dense embedder sees the whole image once: one call, at one scale
+        chunk = len(instances) if hasattr(emb, "embed_instances") else (self.config.batch_size or 32)
         starts = range(0, len(instances), chunk)
         if progress and len(starts) > 1:
             from tqdm.auto import tqdm
 
             starts = tqdm(starts, desc="embedding examples", unit="batch")
-        vectors = np.concatenate([self._embed(loaded.rgb, instances[s : s + chunk], {}) for s in starts])
+        decision = self.decision
+        typical = (decision or {}).get("typical_area") or float(np.median(areas))
+        vectors = np.concatenate(
+            [self._embed(loaded.rgb, instances[s : s + chunk], {}, typical_area=typical) for s in starts]
+        )
         now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         source = str(loaded.path) if loaded.path else None
         from sam_detect.masks import crop_to_rle
@@ -501,7 +515,49 @@ class SAMDetect:
         profile = build_profile(pairs)
         self.store.update_extra(self.config.library, "profile", profile)
         self._profile = (self.store.count(self.config.library), profile)
+        self.refresh_decision()
         return profile
+
+    def refresh_decision(self) -> dict:
+        """Rebuild the library's decision settings (view weights, class thresholds,
+        typicality; ``sam_detect.calibrate.fit_decision``) from its stored vectors, and store them.
+
+        Called by :meth:`refresh_profile` (after every add and delete).
+        """
+        from sam_detect.calibrate import fit_decision
+        from sam_detect.embed.views import views_of
+
+        vectors, labels, areas = [], [], []
+        for _, vecs, labs, payloads in self.store.iter_examples(self.config.library):
+            vectors.append(np.asarray(vecs, np.float32))
+            labels.extend(labs)
+            areas.extend(
+                float((pay or {}).get("area") or 0) for lab, pay in zip(labs, payloads, strict=True) if lab != NEGATIVE
+            )
+        meta = self._library_meta()
+        dim = int(meta.dim) if meta else 0
+        matrix = np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32)
+        decision = fit_decision(matrix, labels, views_of(meta.embedder_id if meta else ""))
+        positive_areas = [a for a in areas if a > 0]
+        decision["typical_area"] = float(np.median(positive_areas)) if positive_areas else None
+        self.store.update_extra(self.config.library, "decision", decision)
+        self._decision = (self.store.count(self.config.library), decision)
+        return decision
+
+    @property
+    def decision(self) -> dict | None:
+        """The library's decision settings (``refresh_decision``), or ``None`` (no library, or
+        a library made before them)."""
+        if not self.store.has_library(self.config.library):
+            return None
+        count = self.store.count(self.config.library)
+        cached = getattr(self, "_decision", None)
+        if cached is not None and cached[0] == count:
+            return cached[1]
+        meta = self._library_meta()
+        decision = (meta.extra or {}).get("decision") if meta else None
+        self._decision = (count, decision)
+        return decision
 
     @property
     def profile(self) -> dict | None:
@@ -589,15 +645,17 @@ class SAMDetect:
         from sam_detect.profile import size_filter
 
         inst, size_note = size_filter(inst, profile)
-        vectors = self._embed(loaded.rgb, inst, timings)
+        decision = self.decision
+        vectors = self._embed(loaded.rgb, inst, timings, typical_area=(decision or {}).get("typical_area"))
         t = time.perf_counter()
-        results = self.store.search(self.config.library, vectors, top_k) if len(inst) else []
+        results = self._search(vectors, top_k, decision) if len(inst) else []
         timings["search"] = time.perf_counter() - t
         t = time.perf_counter()
         from sam_detect.select import decide
 
+        self._last_decided = (inst, results)  # what eval re-scores
         d = decide(inst, results, threshold=threshold, top_k=top_k, profile=profile,
-                   keep_unknown=self.config.keep_unknown)
+                   keep_unknown=self.config.keep_unknown, decision=decision)
         inst.labels = np.array(d.labels, dtype=object) if d.labels else np.empty(0, dtype=object)
         inst.label_confidences = d.confidences
         inst.data["similarity"] = d.similarities
@@ -609,7 +667,7 @@ class SAMDetect:
         timings["select"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t0
         voted = sum(lab not in (UNKNOWN, NEGATIVE) for lab in d.labels)
-        notes = _why_few(n_proposed, size_note, len(inst), d.similarities, threshold, voted, len(out))
+        notes = _why_few(n_proposed, size_note, len(inst), d.similarities, d.thresholds, voted, len(out))
         for note in notes:
             log.info("%s", note)
         out.metadata.update(
@@ -626,6 +684,20 @@ class SAMDetect:
             }
         )
         return out
+
+    def _search(self, vectors: np.ndarray, top_k: int, decision: dict | None) -> list:
+        """k-NN search, with the library's view weights applied to the queries (the scores
+        come back as weighted view similarities)."""
+        from sam_detect.embed.views import views_of, weighted_query
+
+        weights = (decision or {}).get("weights")
+        meta = self._library_meta() if weights else None
+        views = views_of(meta.embedder_id) if meta else None
+        if not weights or not views:
+            return self.store.search(self.config.library, vectors, top_k)
+        queries, factor = weighted_query(vectors, weights, views)
+        results = self.store.search(self.config.library, queries, top_k)
+        return [[dataclasses.replace(n, score=float(n.score) * factor) for n in hits] for hits in results]
 
     def _share_example_features(self) -> None:
         """Example-guided prompting: hand the library's SAM2 features to a SAM2 segmenter.
@@ -682,7 +754,7 @@ class SAMDetect:
 
 
 def _why_few(
-    proposed: int, size_note: str | None, sized: int, sim: np.ndarray, threshold: float, voted: int, kept: int
+    proposed: int, size_note: str | None, sized: int, sim: np.ndarray, threshold: str, voted: int, kept: int
 ) -> list[str]:
     """One line per stage that left nothing (or almost nothing): never a silent empty result."""
     if proposed == 0:
@@ -693,13 +765,13 @@ def _why_few(
         best = float(np.max(sim)) if len(sim) else 0.0
         return [
             f"none of {sized} candidates is similar enough to an example "
-            f"(best similarity {best:.2f} < threshold {threshold:.2f})"
+            f"(best similarity {best:.2f} < threshold {threshold})"
         ]
     notes = []
     if size_note and sized < 0.1 * proposed:
         notes.append(size_note)
     if voted < 0.1 * sized and sized >= 20:
-        notes.append(f"{sized - voted} of {sized} candidates were below the similarity threshold {threshold:.2f}")
+        notes.append(f"{sized - voted} of {sized} candidates were below the similarity threshold {threshold}")
     return notes
 
 

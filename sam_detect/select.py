@@ -86,6 +86,7 @@ class Decision:
     similarities: np.ndarray
     fit: np.ndarray
     keep: np.ndarray
+    thresholds: str = ""  # the thresholds used, in words (for notes)
 
 
 def quality(candidates: Instances, similarity: np.ndarray, fit: np.ndarray) -> np.ndarray:
@@ -106,34 +107,52 @@ def decide(
     candidates: Instances,
     neighbours: Sequence[Sequence[Any]],
     *,
-    threshold: float,
+    threshold: float | None,
     top_k: int,
     profile: dict | None = None,
     keep_unknown: bool = False,
+    decision: dict | None = None,
 ) -> Decision:
     """Vote on every candidate, score it by similarity x profile fit, keep a non-overlapping set.
 
+    ``threshold``: one similarity threshold for every class, or ``None`` for each class's
+    own from the library's ``decision`` (``sam_detect.calibrate``; ``DEFAULT_THRESHOLD``
+    where a class has none). Confidence: the vote's share x how typical the candidate's
+    similarity is among its class's examples (when ``decision`` is given) x its profile fit
+    and stability with the selection's weights (``quality`` without the similarity).
     Candidates labelled negative, or ``unknown`` (unless ``keep_unknown``), or fitting their
     class's profile worse than ``MIN_FIT`` are not kept; unknowns rank after every labelled
     candidate. The one decision step of ``SAMDetect.detect`` (and of ``eval``'s re-scoring).
     """
+    from sam_detect.calibrate import DEFAULT_THRESHOLD, thresholds, typicality
     from sam_detect.classify import vote_batch
     from sam_detect.profile import MIN_FIT, fit_scores
 
     n = len(candidates)
     if len(neighbours) != n:
         raise ValueError(f"{n} candidates but neighbours for {len(neighbours)}")
+    per_class = thresholds(decision, DEFAULT_THRESHOLD) if threshold is None else {}
+    flat = DEFAULT_THRESHOLD if threshold is None else float(threshold)
+    words = (
+        ", ".join(f"{lab} {t:.2f}" for lab, t in per_class.items()) + " (calibrated)"
+        if per_class else f"{flat:.2f}"
+    )
     if n == 0:
         z = np.zeros(0, np.float32)
-        return Decision([], z, z, z, np.zeros(0, np.int64))
-    labels, conf, sim = vote_batch(neighbours, threshold=threshold, top_k=top_k)
+        return Decision([], z, z, z, np.zeros(0, np.int64), words)
+    labels, conf, sim = vote_batch(neighbours, threshold=flat, top_k=top_k, thresholds=per_class)
     fit = fit_scores(candidates, labels, profile)
+    # confidence: every piece of evidence the selection uses, each as a factor in [0, 1]
+    evidence = quality(candidates, np.ones(n), fit)  # fit ** FIT_WEIGHT x stability ** STABILITY_WEIGHT
+    if decision:
+        evidence = evidence * typicality(decision, labels, sim)
+    conf = (conf * evidence).astype(np.float32)
     known = np.array([lab != UNKNOWN for lab in labels], bool)
     ok = np.array([lab != NEGATIVE for lab in labels], bool) & (known | keep_unknown) & (fit >= MIN_FIT)
     idx = np.flatnonzero(ok)
     score = quality(candidates[idx], sim[idx], fit[idx]) + known[idx]
     keep = idx[select(candidates[idx], score)] if len(idx) else idx
-    return Decision(labels, conf, sim, fit, keep.astype(np.int64))
+    return Decision(labels, conf, sim, fit, keep.astype(np.int64), words)
 
 
 __all__ = ["MAX_OVERLAP", "Decision", "decide", "overlap_pairs", "quality", "select"]

@@ -86,7 +86,7 @@ def test_add_then_detect_json(scene_files, tmp_path):
     obj = rec["objects"][0]
     assert {"label", "confidence", "box", "polygons", "area", "similarity", "neighbours"} <= set(obj)
     assert "sam-detect: segmenter: classical" in r.stderr
-    assert "sam-detect: embedder: effnet" in r.stderr and "sam-detect: library: default" in r.stderr
+    assert "sam-detect: embedder: views" in r.stderr and "sam-detect: library: default" in r.stderr
     coco = tmp_path / "out.json"
     overlay = tmp_path / "ov.png"
     r = run("detect", f["image"], "--jsonl", "--coco", coco, "--overlay", overlay, *f["lib"])
@@ -195,4 +195,4 @@ def test_hela_add_then_detect_in_two_processes(shared_data, tmp_path):
     assert set(rec["counts"]) == {"nucleus"}
     obj = rec["objects"][0]
     assert len(obj["box"]) == 4 and obj["polygons"] and 0 < obj["confidence"] <= 1
-    assert "segmenter: classical (auto:" in det.stderr and "embedder: effnet" in det.stderr
+    assert "segmenter: classical (auto:" in det.stderr and "embedder: views" in det.stderr

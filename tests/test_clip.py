@@ -153,3 +153,74 @@ def test_registry_builds_it(tiny):
         "clip", model=TINY, pretrained=None, checkpoint=str(tiny["pt"]), device="cpu"
     )
     assert emb.embed(crops(1)).shape == (1, 32)
+
+
+# -- each known tag against open_clip's own construction ------------------------------------
+def _hub_cache(root: Path, model: str, tag: str, state: dict) -> Path:
+    """Write ``state`` where open_clip looks for the tag's weights: a Hugging Face cache
+    folder (``models--ORG--NAME/snapshots/REV/open_clip_model.safetensors`` and ``refs/main``),
+    the layout a real download leaves, read with ``HF_HUB_OFFLINE=1``."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    repo = open_clip.get_pretrained_cfg(model, tag)["hf_hub"].strip("/")
+    folder = root / ("models--" + repo.replace("/", "--"))
+    rev = "0" * 40
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text(rev)
+    snap = folder / "snapshots" / rev
+    snap.mkdir(parents=True)
+    path = snap / "open_clip_model.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("model", "tag"), [("ViT-B-32", "openai"), ("ViT-B-32", "laion2b_s34b_b79k")])
+def test_tag_builds_what_open_clip_builds(tmp_path, monkeypatch, model, tag):
+    """QuickGELU and preprocessing come from the tag: the model we build from a checkpoint
+    file equals the one open_clip builds for ``pretrained=tag`` from the same (random)
+    weights, output for output, and so does the transform.
+
+    For QuickGELU tags (``openai``) open_clip's own ``create_model_and_transforms("ViT-B-32",
+    pretrained="openai")`` builds plain GELU and only warns ("QuickGELU mismatch"); its
+    correct spelling is the ``ViT-B-32-quickgelu`` architecture, listed with that tag, which
+    is the reference here."""
+    import open_clip
+    import torch
+    from PIL import Image
+
+    from sam_detect.models import clip_options, load_clip_model
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    opts = clip_options(model, tag)
+    assert opts["quick_gelu"] is (tag == "openai")
+    torch.manual_seed(0)
+    random = open_clip.create_model(model, pretrained=None, force_quick_gelu=opts["quick_gelu"])
+    path = _hub_cache(tmp_path / "hub", model, tag, random.state_dict())
+    ref_name = f"{model}-quickgelu" if opts["quick_gelu"] else model
+    assert (ref_name, tag) in open_clip.list_pretrained()
+    ref, _, ref_pre = open_clip.create_model_and_transforms(ref_name, pretrained=tag, cache_dir=str(tmp_path / "hub"))
+    ours, ours_pre, _ = load_clip_model(model, tag, checkpoint=path)
+
+    def acts(m):
+        return sorted({type(x).__name__ for x in m.modules() if "GELU" in type(x).__name__})
+
+    assert acts(ours) == acts(ref) == (["QuickGELU"] if opts["quick_gelu"] else ["GELU"])
+    img = Image.fromarray(np.random.default_rng(1).integers(0, 255, (97, 131, 3), dtype=np.uint8))
+    x_ref, x_ours = ref_pre(img), ours_pre(img)
+    assert x_ref.shape == x_ours.shape == (3, opts["image_size"], opts["image_size"])
+    torch.testing.assert_close(x_ours, x_ref)
+    ref.eval()
+    with torch.inference_mode():
+        torch.testing.assert_close(ours.encode_image(x_ours[None]), ref.encode_image(x_ref[None]), atol=1e-5, rtol=1e-4)
+
+
+def test_clip_options_of_known_tags():
+    from sam_detect.models import CLIP_MODELS, clip_options
+
+    for model, tag in CLIP_MODELS:
+        opts = clip_options(model, tag)
+        assert opts["quick_gelu"] is False and opts["image_size"] == 224, (model, tag)
+    assert clip_options("ViT-L-14", "laion2b_s32b_b82k")["mean"] == (0.5, 0.5, 0.5)
+    assert clip_options("ViT-B-16", "openai")["quick_gelu"] is True

@@ -152,11 +152,11 @@ def test_unreachable_hub_fails_fast_with_reason(cache, monkeypatch):
 
 def test_auto_models_follows_cache(cache):
     seg, emb, why = M.auto_models()
-    assert (seg, emb) == ("classical", "effnet")
+    assert (seg, emb) == ("classical", "views")
     assert why == f"no SAM2/CLIP weights in {cache}"
     _touch(cache / "sam2" / "sam2.1_hiera_small.pt")
     seg, emb, why = M.auto_models()
-    assert (seg, emb) == ("sam2", "effnet")
+    assert (seg, emb) == ("sam2", "views")
     assert "SAM2 small" in why
     assert M.default_sam2_model() == "small"
     _touch(cache / "clip" / "ViT-B-32" / "laion2b_s34b_b79k" / "open_clip_model.safetensors")

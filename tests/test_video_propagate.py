@@ -118,6 +118,9 @@ def test_step_stream_and_errors(ckpt, scene):
         assert inst.masks.reshape(len(inst), -1).any(axis=1).all()  # lost objects dropped
     with pytest.raises(ValueError, match="detected frame was"):
         p.step(np.zeros((10, 10, 3), np.uint8))
+    # a float frame in [0, 1] is refused, not clipped to black
+    with pytest.raises(ValueError, match="uint8 RGB frames, got float32.*to_rgb_uint8"):
+        p.step(scene.frame(1).astype(np.float32) / 255)
     # no objects detected: every step is empty
     p.start(scene.frame(0), det[np.zeros(0, int)])
     empty = p.step(scene.frame(1))

@@ -177,6 +177,14 @@ def _print_info(info: dict[str, Any]) -> None:
             "profile:   none: detection uses the segmenter's own settings "
             f"(`sam-detect library profile {info['name']}` rebuilds it from examples that carry measurements)"
         )
+    from sam_detect.calibrate import describe as describe_decision
+
+    decision = (info.get("extra") or {}).get("decision")
+    lines = describe_decision(decision, show=display_label)
+    if lines:
+        click.echo("decision:  from the examples' vectors (leave-one-out)")
+        for line in lines:
+            click.echo(f"  {line}")
 
 
 def _human_bytes(n: int) -> str:
@@ -193,7 +201,7 @@ def _human_bytes(n: int) -> str:
 @location_options()
 @click.pass_context
 def profile_cmd(ctx: click.Context, name: str, **opts: Any) -> None:
-    """Rebuild NAME's proposal profile from its examples and show it.
+    """Rebuild NAME's proposal profile and decision settings from its examples and show them.
 
     The profile (size and shape ranges, contrast and polarity, calibrated segmenter
     settings per class) is rebuilt after every `add`; run this after deleting examples
@@ -208,6 +216,11 @@ def profile_cmd(ctx: click.Context, name: str, **opts: Any) -> None:
     det = SAMDetect(DetectorConfig(library=name), store=store)
     lines = describe(det.refresh_profile())
     for line in lines or [f"{name}: no example carries measurements; add examples again to calibrate"]:
+        click.echo(line)
+    from sam_detect.calibrate import describe as describe_decision
+    from sam_detect.names import display_label
+
+    for line in describe_decision(det.decision, show=display_label):
         click.echo(line)
 
 

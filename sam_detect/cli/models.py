@@ -21,7 +21,8 @@ def models() -> None:
 @models.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def list_cmd(as_json: bool) -> None:
-    """Show known models, whether each is cached, and its size."""
+    """Show known models, whether each is cached, and its size; for CLIP, the activation,
+    input size and preprocessing each is built with (from its pretrained tag)."""
     from sam_detect.models import cache_dir, iter_cache
 
     cache = cache_dir()
@@ -40,6 +41,8 @@ def list_cmd(as_json: bool) -> None:
                 "path": str(path if path else cache / spec.cache_subdir / spec.filenames[0]),
             }
         )
+        if spec.family == "clip":
+            rows[-1]["options"] = _clip_options(spec.arch, spec.tag)
     if as_json:
         click.echo(json.dumps({"cache": str(cache), "models": rows}, indent=1))
         return
@@ -51,6 +54,27 @@ def list_cmd(as_json: bool) -> None:
         click.echo(
             f"{r['name']:<{width}}  {'yes' if r['cached'] else 'no':<6}  {size:>9}  {r['path']}"
         )
+        opts = r.get("options")
+        if opts and "error" not in opts:
+            mean = ", ".join(f"{v:.3f}" for v in opts["mean"])
+            std = ", ".join(f"{v:.3f}" for v in opts["std"])
+            click.echo(
+                f"{'':<{width}}  {'QuickGELU' if opts['quick_gelu'] else 'GELU'}, input {opts['image_size']} px "
+                f"({opts['interpolation']}, {opts['resize_mode']}), mean ({mean}), std ({std})"
+            )
+        elif opts:
+            click.echo(f"{'':<{width}}  options unknown: {opts['error']}")
+
+
+def _clip_options(model: str, tag: str | None) -> dict:
+    """The options a CLIP tag is built with (``sam_detect.models.clip_options``), or why not."""
+    from sam_detect.errors import SamDetectError
+    from sam_detect.models import clip_options
+
+    try:
+        return clip_options(model, tag)
+    except (SamDetectError, ValueError) as e:
+        return {"error": str(e)}
 
 
 @models.command("download")

@@ -16,7 +16,7 @@ from sam_detect.cli.validate import MAX_TOP_K, finite, library_name
 from sam_detect.paths import LIBRARY_ENV
 
 SEGMENTER_CHOICES = ["auto", "classical", "regions", "sam2"]
-EMBEDDER_CHOICES = ["auto", "effnet", "handcrafted", "clip", "sam2"]
+EMBEDDER_CHOICES = ["auto", "views", "effnet", "handcrafted", "clip", "sam2"]
 FADE_CHOICES = ["gaussian", "linear", "exponential", "identity"]
 STORE_CHOICES = ["edge", "qdrant", "memory"]
 
@@ -90,7 +90,7 @@ pipeline_options = stack(
                      "(threshold + watershed, for cells and blobs); regions = weight-free region "
                      "proposals for photos (weak: see docs/perf_accuracy.md)."),
         click.option("--embedder", type=click.Choice(EMBEDDER_CHOICES), default="auto", show_default=True,
-                     help="Crop embedder: auto = the library's own, else CLIP when cached, else effnet."),
+                     help="Embedder: auto = the library's own, else CLIP when cached, else views (EfficientNet features pooled under each mask + colour, shape and texture views)."),
         click.option("--fade", type=click.Choice(FADE_CHOICES), default=None,
                      help="Context fade (default: the library's, gaussian for a new library)."),
         click.option("--sigma", type=finite(0, min_open=True), help="Gaussian fade width in pixels (default 30)."),
@@ -118,8 +118,10 @@ classify_options = stack(
     [
         click.option("--top-k", type=click.IntRange(1, MAX_TOP_K), default=5, show_default=True,
                      help=f"Neighbours that vote on each candidate's label (at most {MAX_TOP_K:,})."),
-        click.option("--threshold", type=finite(-1, 1), default=0.5, show_default=True,
-                     help="Minimum cosine similarity for a label; below it a candidate is 'unknown'."),
+        click.option("--threshold", type=finite(-1, 1), default=None,
+                     help="Minimum similarity for a label, the same for every class; below it a "
+                     "candidate is 'unknown'. [default: each class's own, calibrated from its "
+                     "examples (see `library show`); 0.5 for a class with one example]"),
         click.option("--keep-unknown", is_flag=True, help="Report candidates labelled 'unknown' too."),
         click.option("--profile/--no-profile", "profile", default=None,
                      help="Use the library's proposal profile (what the examples say about size, shape "

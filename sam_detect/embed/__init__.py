@@ -22,6 +22,15 @@ def _handcrafted(**kwargs) -> Embedder:
     return HandcraftedEmbedder(**kwargs)
 
 
+@EMBEDDERS.register(
+    "views", help="EfficientNet-Lite0 features pooled under each mask + colour, shape, texture; offline"
+)
+def _views(**kwargs) -> Embedder:
+    from sam_detect.embed.views import ViewsEmbedder
+
+    return ViewsEmbedder(**kwargs)
+
+
 @EMBEDDERS.register("clip", help="open_clip image features (needs open_clip and weights)")
 def _clip(**kwargs) -> Embedder:
     from sam_detect.embed.clip import ClipEmbedder

@@ -176,17 +176,24 @@ def _shape(mask: np.ndarray) -> np.ndarray:
     )
 
 
-def _texture(grey: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def texture_maps(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(lbp, gradient magnitude)`` of a grey image in [0, 1]: the per-pixel maps the texture
+    group summarises (computed once for a whole image by the ``views`` embedder)."""
     import cv2
     from skimage.feature import local_binary_pattern
 
     g8 = np.rint(grey * 255).astype(np.uint8)
-    lbp = local_binary_pattern(g8, _LBP_POINTS, 1, method="uniform")
-    hist = np.bincount(lbp[mask].astype(np.int64), minlength=_LBP_BINS)[:_LBP_BINS]
-    hist = hist.astype(np.float32) / max(hist.sum(), 1)
+    lbp = local_binary_pattern(g8, _LBP_POINTS, 1, method="uniform").astype(np.uint8)
     gx = cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3)
-    mag = np.sqrt(gx * gx + gy * gy)[mask]
+    return lbp, np.sqrt(gx * gx + gy * gy)
+
+
+def _texture(grey: np.ndarray, mask: np.ndarray, maps: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    lbp, magnitude = maps if maps is not None else texture_maps(grey)
+    hist = np.bincount(lbp[mask].astype(np.int64), minlength=_LBP_BINS)[:_LBP_BINS]
+    hist = hist.astype(np.float32) / max(hist.sum(), 1)
+    mag = magnitude[mask]
     return np.array(
         [
             *((hist - 1.0 / _LBP_BINS) * np.sqrt(_LBP_BINS)),
@@ -197,14 +204,29 @@ def _texture(grey: np.ndarray, mask: np.ndarray) -> np.ndarray:
     )
 
 
-def describe(crop: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Raw (not normalised) feature vector ``(DIM,)`` float32 of one crop and its mask."""
-    grey = (crop.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)) / 255.0
+def grey_of(rgb: np.ndarray) -> np.ndarray:
+    """``(h, w)`` float32 luma in [0, 1] of an RGB uint8 image."""
+    return (rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)) / 255.0
+
+
+def describe(
+    crop: np.ndarray,
+    mask: np.ndarray,
+    grey: np.ndarray | None = None,
+    maps: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
+    """Raw (not normalised) feature vector ``(DIM,)`` float32 of one crop and its mask.
+
+    ``grey`` and ``maps`` (``texture_maps``): the crop's window of maps computed once for a
+    whole image; computed from the crop when not given.
+    """
+    if grey is None:
+        grey = grey_of(crop)
     parts = [
         _intensity(crop, grey, mask),
         _histogram(grey, mask),
         _shape(mask),
-        _texture(grey, mask),
+        _texture(grey, mask, maps),
     ]
     return np.concatenate([p / np.sqrt(len(p)) for p in parts]).astype(np.float32)
 
@@ -248,4 +270,4 @@ class HandcraftedEmbedder:
         return {"name": self.name, "id": self.id, "dim": self.dim}
 
 
-__all__ = ["DIM", "HandcraftedEmbedder", "describe", "guess_mask"]
+__all__ = ["DIM", "HandcraftedEmbedder", "describe", "grey_of", "guess_mask", "texture_maps"]

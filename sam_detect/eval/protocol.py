@@ -261,14 +261,16 @@ class _ImageRecord:
     out_labels: list[str]  # (D,) labels detect() gave
     candidates: Instances | None = None  # (C,) what was embedded: the selection re-runs on them
     profile: dict | None = None  # the library's proposal profile during detection
+    decision: dict | None = None  # the library's decision settings (sam_detect.calibrate)
 
 
 @dataclass
 class EvalResult:
-    """Outcome of :func:`evaluate`. ``metrics`` at the configured threshold; ``curve`` at many."""
+    """Outcome of :func:`evaluate`. ``metrics`` at the configured threshold (``None``: each
+    class's calibrated one); ``curve`` at many one-for-all thresholds."""
 
     metrics: Metrics
-    threshold: float
+    threshold: float | None
     config: dict[str, Any]
     protocol: dict[str, Any]
     examples: dict[str, int]
@@ -337,7 +339,7 @@ def _main_iou(thresholds: Sequence[float]) -> float:
 # scoring from records
 # ----------------------------------------------------------------------------------------
 def _vote(
-    records: Sequence[_ImageRecord], threshold: float, top_k: int
+    records: Sequence[_ImageRecord], threshold: float | None, top_k: int
 ) -> list[tuple[np.ndarray, list[str]]]:
     """Per image: (kept candidate indices, their labels), as ``SAMDetect.detect`` decides."""
     from sam_detect.classify import vote_batch
@@ -347,11 +349,11 @@ def _vote(
     for rec in records:
         if rec.candidates is not None:
             d = decide(rec.candidates, rec.neighbours if len(rec.candidates) else [],
-                       threshold=threshold, top_k=top_k, profile=rec.profile)
+                       threshold=threshold, top_k=top_k, profile=rec.profile, decision=rec.decision)
             out.append((d.keep, [d.labels[i] for i in d.keep]))
             continue
         labels, _, _ = (
-            vote_batch(rec.neighbours, threshold=threshold, top_k=top_k)
+            vote_batch(rec.neighbours, threshold=0.5 if threshold is None else threshold, top_k=top_k)
             if rec.neighbours
             else ([], 0, 0)
         )
@@ -362,7 +364,7 @@ def _vote(
 
 
 def _score(
-    records: Sequence[_ImageRecord], threshold: float, top_k: int, iou_thresholds: Sequence[float]
+    records: Sequence[_ImageRecord], threshold: float | None, top_k: int, iou_thresholds: Sequence[float]
 ) -> tuple[Metrics, list[dict[float, Any]], list[tuple[np.ndarray, list[str]]]]:
     acc = MetricsAccumulator(iou_thresholds)
     votes = _vote(records, threshold, top_k)
@@ -507,9 +509,13 @@ def evaluate(
             rec_seg.last, rec_store.last = None, None
             out = det.detect(loaded)
             profile = det.profile
-            cands = rec_seg.last if rec_seg.last is not None else Instances.empty(g.image_hw)
-            cands = size_filter(cands, profile)[0]  # what detect() embedded
-            neighbours = rec_store.last if (rec_store.last is not None and len(cands)) else []
+            decided = getattr(det, "_last_decided", None)
+            if decided is not None:  # exactly what detect() decided on
+                cands, neighbours = decided[0], list(decided[1])
+            else:
+                cands = rec_seg.last if rec_seg.last is not None else Instances.empty(g.image_hw)
+                cands = size_filter(cands, profile)[0]  # what detect() embedded
+                neighbours = rec_store.last if (rec_store.last is not None and len(cands)) else []
             records.append(
                 _ImageRecord(
                     name=names[i],
@@ -522,6 +528,7 @@ def evaluate(
                     out_labels=[str(lab) for lab in out.labels],
                     candidates=cands,
                     profile=profile,
+                    decision=det.decision,
                 )
             )
             if len(kept_overlays) < overlays:
@@ -537,7 +544,8 @@ def evaluate(
     acc = MetricsAccumulator(iou)
     matches = [acc.add_matrix(r.out_iou, r.out_labels, r.gt_labels, r.ignore) for r in records]
     metrics = acc.result()
-    votes = _vote(records, float(run_config.threshold), top_k)
+    configured = None if run_config.threshold is None else float(run_config.threshold)
+    votes = _vote(records, configured, top_k)
     consistent = all(
         labels == rec.out_labels and np.allclose(rec.iou[idx], rec.out_iou)
         for rec, (idx, labels) in zip(records, votes, strict=True)
@@ -551,7 +559,7 @@ def evaluate(
     per_image = _per_image(records, matches, main)
     result = EvalResult(
         metrics=metrics,
-        threshold=float(run_config.threshold),
+        threshold=configured,
         config=_config_dict(run_config, det, store_desc),
         protocol={
             "shots": shots,

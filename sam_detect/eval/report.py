@@ -46,7 +46,8 @@ def format_table(result: EvalResult) -> str:
         f"few-shot eval: {m.n_images} image(s) scored, {p['shots']} shot(s)/class (seed {p['seed']}), "
         f"examples {ex}",
         f"{m.n_gt} ground-truth objects scored ({m.n_ignored_gt} used as examples, not scored), "
-        f"{m.n_pred} predictions from {result.n_candidates} candidates, similarity threshold {result.threshold:g}",
+        f"{m.n_pred} predictions from {result.n_candidates} candidates, similarity threshold "
+        + ("calibrated per class" if result.threshold is None else f"{result.threshold:g}"),
         "",
     ]
     widths = [-5, 9, 7, 6, 8, 6, 6, 6]
@@ -261,9 +262,10 @@ def save_report(result: EvalResult, path: str | Path, sweep: SweepResult | None 
         xs = [r["threshold"] for r in result.curve]
         for key, style in (("precision", "-"), ("recall", "-"), ("f1", "-")):
             ax.plot(xs, [r[key] for r in result.curve], style, label=key)
-        ax.axvline(
-            result.threshold, color="gray", ls="--", lw=1, label=f"threshold {result.threshold:g}"
-        )
+        if result.threshold is not None:
+            ax.axvline(
+                result.threshold, color="gray", ls="--", lw=1, label=f"threshold {result.threshold:g}"
+            )
         ax.set_xlabel("similarity threshold")
         ax.set_title(f"precision / recall vs threshold (IoU {main:g})", fontsize=10)
     ax.set_ylim(0, 1.02)

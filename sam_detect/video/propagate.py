@@ -293,7 +293,12 @@ def _as_rgb(rgb: np.ndarray) -> np.ndarray:
         raise ValueError(f"expected an (H, W, 3) RGB frame, got shape {rgb.shape}")
     rgb = rgb[..., :3]
     if rgb.dtype != np.uint8:
-        rgb = np.clip(rgb, 0, 255).astype(np.uint8)
+        # clipping a float frame in [0, 1] (or a 16-bit one) to uint8 would silently make it
+        # black (or saturated): refuse it and say how to convert
+        raise ValueError(
+            f"propagation needs uint8 RGB frames, got {rgb.dtype}; convert with "
+            "sam_detect.io.images.to_rgb_uint8(frame) (percentile-normalised, as detect does)"
+        )
     return np.ascontiguousarray(rgb)
 
 

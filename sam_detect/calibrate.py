@@ -1,0 +1,216 @@
+"""What a library's examples say about deciding: view weights, class thresholds, typicality.
+
+Computed from the stored example vectors alone (no images, no training loop), stored in
+the library's metadata (``extra["decision"]``), recomputed whenever examples are added or
+deleted, and applied at query time, so stored vectors are never rewritten:
+
+- **View weights** (embedders with several views, such as ``views``): among a small grid
+  of weightings, the one whose leave-one-out k-NN accuracy *among the examples* is best,
+  then the one that best separates each example's nearest same-class neighbour from its
+  nearest other-class one (to 0.01); remaining ties go to the weighting closest to equal. With one class (or too few examples
+  to compare) the weights stay equal.
+- **Class thresholds**: for each class, the similarity of every example to its nearest
+  other example of the class (leave-one-out). A candidate is labelled only when its best
+  similarity to the class reaches ``low - max(SPREAD * (median - low), margin)`` where
+  ``low`` is the lowest of those similarities and ``margin = MARGIN * (1 + 2 / (n - 1))``
+  for ``n`` examples (wider for fewer), never below ``FLOOR`` and never above
+  ``DEFAULT_THRESHOLD``: examples drawn from one image are more alike than the objects of
+  the next image are to them (on the phase-contrast bacteria, ``views`` similarities fall
+  from 0.89-0.96 among the examples to 0.57-0.84 for the same kind of cell one frame
+  later), so the examples may widen a class's acceptance, never narrow it. A threshold given by the user
+  (``--threshold``) overrides them all.
+- **Typicality**: the same leave-one-out similarities make a smooth distribution; a
+  candidate as similar as the median example is fully typical (1), one below the least
+  similar example much less. Confidence is the vote's share times typicality, so it means
+  something with one class too.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from sam_detect.instances import NEGATIVE
+
+VERSION = 1
+#: the threshold of a class whose examples cannot calibrate one (a single example), and the
+#: one used everywhere without calibration
+DEFAULT_THRESHOLD = 0.5
+#: a class threshold is never below this similarity
+FLOOR = 0.2
+#: how far below the least typical example a class threshold reaches, in (median - low) units
+SPREAD = 2.0
+#: ... and at least ``MARGIN * (1 + 2 / (n - 1))`` for ``n`` examples: a handful of examples
+#: does not show the class's whole range, and the fewer they are the less they show
+MARGIN = 0.15
+#: weight levels each view may take (before normalising to sum 1)
+LEVELS = (0.0, 1.0, 2.0)
+#: neighbours in the leave-one-out vote
+K = 5
+#: similarities kept per class for typicality
+MAX_SIMS = 64
+#: examples used to fit (a larger library is subsampled, every class kept, reproducibly)
+MAX_FIT = 600
+
+
+def _loo_scores(sim: np.ndarray, labels: np.ndarray, k: int = K) -> tuple[float, float]:
+    """Leave-one-out ``(accuracy, margin)`` among the examples.
+
+    Accuracy of the similarity-weighted k-NN vote (each example voted on by its ``k``
+    nearest others); margin: the mean over examples of the similarity to the nearest other
+    example of its class minus that to the nearest example of another class.
+    """
+    n = len(labels)
+    s = np.array(sim, np.float64, copy=True)
+    np.fill_diagonal(s, -np.inf)
+    classes, codes = np.unique(labels, return_inverse=True)
+    k = min(k, n - 1)
+    nearest = np.argpartition(-s, k - 1, axis=1)[:, :k]
+    weights = np.clip(np.take_along_axis(s, nearest, axis=1), 0.0, None)
+    totals = np.zeros((n, len(classes)))
+    np.add.at(totals, (np.repeat(np.arange(n), k), codes[nearest].ravel()), weights.ravel())
+    accuracy = float((totals.argmax(axis=1) == codes).mean())
+    same = codes[:, None] == codes[None, :]
+    own = np.where(same, s, -np.inf).max(axis=1)
+    other = np.where(~same, s, -np.inf).max(axis=1)
+    ok = np.isfinite(own) & np.isfinite(other)
+    return accuracy, float((own[ok] - other[ok]).mean()) if ok.any() else 0.0
+
+
+def choose_weights(per_view: np.ndarray, labels: Sequence[str], names: Sequence[str]) -> tuple[dict[str, float], float | None]:
+    """``(weights, loo_accuracy)``: the view weighting that tells the example classes apart best.
+
+    ``per_view`` ``(V, N, N)``: each view's cosine similarity among the ``N`` examples.
+    Equal weights (and ``None``) when fewer than two classes have two examples each.
+    """
+    labels = np.asarray([str(x) for x in labels], dtype=object)
+    v = len(names)
+    equal = {name: 1.0 / v for name in names}
+    counts = {c: int((labels == c).sum()) for c in set(labels)}
+    if sum(1 for c in counts.values() if c >= 2) < 2 or v == 1:
+        return equal, None
+    best, best_key = equal, None
+    for combo in itertools.product(LEVELS, repeat=v):
+        if sum(combo) == 0:
+            continue
+        w = np.array(combo, np.float64) / sum(combo)
+        acc, margin = _loo_scores(np.tensordot(w, per_view, axes=1), labels)
+        distance = float(np.abs(w - 1.0 / v).sum())
+        key = (round(acc, 9), round(margin, 2), -distance)
+        if best_key is None or key > best_key:
+            best, best_key = {name: float(x) for name, x in zip(names, w, strict=True)}, key
+    return best, float(best_key[0])
+
+
+def class_statistics(sim: np.ndarray, labels: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Per class: leave-one-out nearest same-class similarities, threshold and spread."""
+    labels = np.asarray([str(x) for x in labels], dtype=object)
+    s = sim.copy()
+    np.fill_diagonal(s, -np.inf)
+    out: dict[str, dict[str, Any]] = {}
+    for c in sorted(set(labels)):
+        idx = np.flatnonzero(labels == c)
+        if len(idx) < 2:
+            out[c] = {"n": int(len(idx)), "threshold": None, "sims": []}
+            continue
+        nearest = s[np.ix_(idx, idx)].max(axis=1)
+        nearest = np.sort(nearest)
+        low, med = float(nearest[0]), float(np.median(nearest))
+        margin = MARGIN * (1 + 2 / (len(idx) - 1))
+        threshold = max(FLOOR, min(DEFAULT_THRESHOLD, low - max(SPREAD * (med - low), margin)))
+        keep = nearest if len(nearest) <= MAX_SIMS else np.quantile(nearest, np.linspace(0, 1, MAX_SIMS))
+        out[c] = {
+            "n": int(len(idx)),
+            "threshold": round(float(threshold), 4),
+            "median": round(med, 4),
+            "sims": [round(float(x), 4) for x in keep],
+        }
+    return out
+
+
+def fit_decision(vectors: np.ndarray, labels: Sequence[str], views: Sequence[tuple[str, int]] | None = None) -> dict[str, Any]:
+    """The library's decision settings from its example vectors ``(N, D)`` and labels."""
+    vectors = np.asarray(vectors, np.float32)
+    labels = [str(x) for x in labels]
+    if len(labels) != len(vectors):
+        raise ValueError(f"{len(vectors)} vectors but {len(labels)} labels")
+    out: dict[str, Any] = {"version": VERSION, "n": len(labels)}
+    if len(labels) > MAX_FIT:
+        rng = np.random.default_rng(0)
+        take = np.sort(rng.choice(len(labels), size=MAX_FIT, replace=False))
+        vectors, labels = vectors[take], [labels[i] for i in take]
+    positive = [i for i, lab in enumerate(labels) if lab != NEGATIVE]
+    if views:
+        from sam_detect.embed.views import view_similarities
+
+        per_view = view_similarities(vectors, vectors, views)
+        weights, acc = choose_weights(per_view, labels, [name for name, _ in views])
+        w = np.array([weights[name] for name, _ in views])
+        sim = np.tensordot(w, per_view, axes=1)
+        out["weights"] = {k: round(v, 4) for k, v in weights.items()}
+        out["loo_accuracy"] = None if acc is None else round(acc, 4)
+    else:
+        sim = vectors @ vectors.T
+    pos = np.asarray(positive, np.int64)
+    out["classes"] = class_statistics(sim[np.ix_(pos, pos)], [labels[i] for i in pos]) if len(pos) else {}
+    return out
+
+
+def thresholds(decision: Mapping[str, Any] | None, default: float) -> dict[str, float]:
+    """``{label: threshold}`` from a decision (classes without one use ``default``)."""
+    out: dict[str, float] = {}
+    for label, stats in ((decision or {}).get("classes") or {}).items():
+        t = stats.get("threshold")
+        out[label] = float(t) if t is not None else float(default)
+    return out
+
+
+def typicality(decision: Mapping[str, Any] | None, labels: Sequence[str], similarities: np.ndarray) -> np.ndarray:
+    """``(N,)`` in (0, 1]: how typical each candidate's similarity is among its class's examples.
+
+    ``min(1, 2 F(s))`` where ``F`` is the distribution of the class's leave-one-out
+    similarities, each smoothed by a normal kernel (half their spread, at least
+    ``MARGIN / 2``): 1 for a candidate at least as similar as the median example, falling
+    towards 0 below the least similar one; 1 where the class has no statistics.
+    """
+    classes = (decision or {}).get("classes") or {}
+    out = np.ones(len(labels), np.float64)
+    for i, (lab, s) in enumerate(zip(labels, np.asarray(similarities, np.float64), strict=True)):
+        sims = np.asarray((classes.get(lab) or {}).get("sims") or [], np.float64)
+        if sims.size < 2:
+            continue
+        h = 0.5 * max(float(np.median(sims) - sims.min()), MARGIN)
+        cdf = np.mean([0.5 * (1 + math.erf(x / math.sqrt(2))) for x in (s - sims) / h])
+        out[i] = min(1.0, 2.0 * float(cdf))
+    return out
+
+
+def describe(decision: Mapping[str, Any] | None, show: Any = str) -> list[str]:
+    """Lines for ``library show``: view weights and class thresholds (``show`` renders a label)."""
+    if not decision:
+        return []
+    lines = []
+    if decision.get("weights"):
+        w = ", ".join(f"{k} {v:.2f}" for k, v in decision["weights"].items())
+        acc = decision.get("loo_accuracy")
+        why = (f"leave-one-out accuracy {acc:.2f}" if acc is not None
+               else "equal: fewer than two classes with two examples each")
+        lines.append(f"view weights: {w} ({why})")
+    for label, stats in (decision.get("classes") or {}).items():
+        t = stats.get("threshold")
+        if t is None:
+            lines.append(f"{show(label)}: one example, threshold {DEFAULT_THRESHOLD:.2f}")
+        else:
+            lines.append(
+                f"{show(label)}: threshold {t:.3f} (nearest-example similarity of its {stats['n']} "
+                f"examples: median {stats['median']:.3f}, lowest {stats['sims'][0]:.3f})"
+            )
+    return lines
+
+
+__all__ = ["DEFAULT_THRESHOLD", "FLOOR", "SPREAD", "VERSION", "choose_weights", "class_statistics", "describe",
+           "fit_decision", "thresholds", "typicality"]

@@ -1,0 +1,415 @@
+"""``views``: several descriptions of each object side by side, weighed per library.
+
+One vector per object made of six *views*, each L2-normalised on its own and the whole
+divided by ``sqrt(6)`` (so the vector is a unit vector and its cosine with another is the
+mean of the six views' cosines):
+
+==========  =====  ====================================================================
+view        size   contents
+==========  =====  ====================================================================
+``deep``     1280  EfficientNet-Lite0's last feature map (stride 32), pooled under the mask
+``context``  1280  the same map pooled over a ring around the object (half its size wide):
+                   what surrounds it, as a context crop shows (a fragment's ring holds
+                   the rest of its object)
+``mid``       152  its stride-8 (40 channels) and stride-16 (112 channels) maps, pooled
+                   under the mask: texture and local pattern
+``colour``     28  intensity statistics and grey histogram inside the mask, contrast
+                   against the surroundings (:mod:`sam_detect.embed.handcrafted`)
+``shape``      13  log area, eccentricity, solidity, extent, circularity, Hu moments
+``texture``    12  LBP histogram and gradient statistics inside the mask
+==========  =====  ====================================================================
+
+**Dense features.** The network runs once over the whole image (in overlapping tiles when
+it is large), not once per object: every object's appearance views are pooled from the
+same feature maps, weighting each feature cell by the share of it that the mask covers.
+The image is first resized so the median object of the call measures ``target`` pixels
+(square root of its area); the same rule for examples and for candidates keeps objects
+pooled at the same object-to-cell ratio wherever they come from. ``embed(crops, masks)``
+(a single object per crop, for the UI and ``get_crop``) follows the same rule per crop.
+
+**View weights** are not part of the vector: a library chooses them from its examples
+(:mod:`sam_detect.decide`) and applies them to the query vector only
+(:func:`weighted_query`), so stored vectors are never rewritten.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sam_detect.embed.base import l2_normalize
+
+#: (name, size) of each view, in vector order
+VIEWS: tuple[tuple[str, int], ...] = (
+    ("deep", 1280),
+    ("context", 1280),
+    ("mid", 152),
+    ("colour", 28),
+    ("shape", 13),
+    ("texture", 12),
+)
+DIM = sum(size for _, size in VIEWS)
+#: the median object's side (sqrt of its area) after resizing, in pixels
+DEFAULT_TARGET = 32.0
+#: resize factors are kept in [MIN_SCALE, MAX_SCALE]
+MIN_SCALE, MAX_SCALE = 0.125, 4.0
+#: network input tiles: side (a multiple of 32) and the overlap kept on each side
+TILE, MARGIN = 2048, 64
+_STRIDES = (8, 16, 32)
+_LAYERS = {2: 8, 4: 16}  # block index -> stride of its output (the "mid" maps)
+
+
+def views_of(embedder_id: str) -> tuple[tuple[str, int], ...] | None:
+    """The views of the vectors an embedder id makes, or ``None`` (one view)."""
+    return VIEWS if str(embedder_id).startswith("views:v1:") else None
+
+
+def view_slices(views: Sequence[tuple[str, int]] = VIEWS) -> dict[str, slice]:
+    """``{view name: slice}`` into the vector."""
+    out, start = {}, 0
+    for name, size in views:
+        out[name] = slice(start, start + size)
+        start += size
+    return out
+
+
+def weighted_query(vectors: np.ndarray, weights: dict[str, float], views=VIEWS) -> tuple[np.ndarray, float]:
+    """Query vectors whose cosine with a stored vector ranks by the weighted view similarity.
+
+    Stored vectors hold every view as a unit vector divided by ``sqrt(V)``. A query with
+    view ``v`` scaled by ``w_v`` (``sum w = 1``) has cosine ``sum_v w_v cos_v / (sqrt(V)
+    * |w|)`` with it; returns the scaled queries ``(N, D)`` and the factor
+    ``sqrt(V) * |w|`` that turns a store's cosine back into ``sum_v w_v cos_v``.
+    """
+    x = np.array(vectors, dtype=np.float32, copy=True)
+    w = np.array([max(float(weights.get(name, 0.0)), 0.0) for name, _ in views], np.float64)
+    if w.sum() <= 0:
+        raise ValueError("view weights must not all be zero")
+    w = w / w.sum()
+    for (name, _), wv in zip(views, w, strict=True):
+        x[:, view_slices(views)[name]] *= wv
+    return x, float(np.sqrt(len(views)) * np.linalg.norm(w))
+
+
+def view_similarities(queries: np.ndarray, examples: np.ndarray, views=VIEWS) -> np.ndarray:
+    """``(V, N, M)`` cosine similarity of every query to every example, view by view."""
+    q = np.asarray(queries, np.float32)
+    e = np.asarray(examples, np.float32)
+    scale = float(len(views))  # each view is a unit vector / sqrt(V): dot * V is its cosine
+    return np.stack([(q[:, sl] @ e[:, sl].T) * scale for sl in view_slices(views).values()])
+
+
+# -- dense network features -------------------------------------------------------------
+def choose_scale(areas: np.ndarray, target: float) -> float:
+    """Resize factor that brings the median object (``sqrt(area)``) to ``target`` pixels."""
+    areas = np.asarray(areas, np.float64)
+    areas = areas[areas > 0]
+    if areas.size == 0:
+        return 1.0
+    return float(np.clip(target / np.sqrt(np.median(areas)), MIN_SCALE, MAX_SCALE))
+
+
+def _cell_weights(crop: np.ndarray, x0: int, y0: int, scale: float, stride: int, shape: tuple[int, int]):
+    """Pixel counts of the mask in each feature cell: ``(weights, rows, cols)`` or ``None``.
+
+    Cell ``(r, c)`` of a stride-``stride`` map of the image resized by ``scale`` covers
+    original pixels ``[r * stride / scale, (r + 1) * stride / scale)``.
+    """
+    h, w = crop.shape
+    fh, fw = shape
+    step = stride / scale
+    r0 = max(min(int(np.floor(y0 / step)), fh - 1), 0)  # a ring may reach past the image
+    c0 = max(min(int(np.floor(x0 / step)), fw - 1), 0)
+    r1 = min(max(int(np.ceil((y0 + h) / step)), r0 + 1), fh)
+    c1 = min(max(int(np.ceil((x0 + w) / step)), c0 + 1), fw)
+    row_edges = np.clip(np.rint(np.arange(r0, r1 + 1) * step - y0), 0, h).astype(np.int64)
+    col_edges = np.clip(np.rint(np.arange(c0, c1 + 1) * step - x0), 0, w).astype(np.int64)
+    integral = np.zeros((h + 1, w + 1), np.float64)
+    integral[1:, 1:] = np.cumsum(np.cumsum(crop, axis=0, dtype=np.float64), axis=1)
+    block = integral[np.ix_(row_edges, col_edges)]
+    weights = block[1:, 1:] - block[:-1, 1:] - block[1:, :-1] + block[:-1, :-1]
+    if weights.sum() <= 0:
+        return None
+    return weights.astype(np.float32), slice(r0, r1), slice(c0, c1)
+
+
+def ring(crop: np.ndarray, width: int) -> np.ndarray:
+    """The ``width``-pixel ring around a mask crop, in the crop padded by ``width`` on each side."""
+    import cv2
+
+    padded = np.pad(crop, width).astype(np.uint8)
+    dist = cv2.distanceTransform(1 - padded, cv2.DIST_L2, 3)
+    return (dist <= width) & (padded == 0)
+
+
+def pool_rings(fmap: np.ndarray, stride: int, instances: Any, scale: float) -> np.ndarray:
+    """``(N, C)``: ``fmap`` pooled over a ring around each object, half its size wide
+    (``0.5 sqrt(area)``, at least 2 px): what surrounds the object, as a crop's context shows."""
+    n = len(instances)
+    out = np.zeros((n, fmap.shape[0]), np.float32)
+    origins = instances.mask_origins
+    for i, crop in enumerate(instances.mask_crops):
+        if crop.size == 0 or not crop.any():
+            continue
+        width = max(int(round(0.5 * np.sqrt(crop.sum()))), 2)
+        x0, y0 = (int(v) - width for v in origins[i])
+        cell = _cell_weights(ring(crop, width), x0, y0, scale, stride, fmap.shape[1:])
+        if cell is None:
+            continue
+        weights, rows, cols = cell
+        out[i] = np.tensordot(fmap[:, rows, cols], weights, axes=([1, 2], [0, 1])) / weights.sum()
+    return out
+
+
+def pool_under_masks(maps: dict[int, np.ndarray], instances: Any, scale: float) -> dict[int, np.ndarray]:
+    """``{stride: (N, C)}`` mask-weighted means of the feature maps ``{stride: (C, h, w)}``.
+
+    An object smaller than a cell still gets the cell(s) it touches; an empty mask gets
+    zeros.
+    """
+    n = len(instances)
+    out = {s: np.zeros((n, m.shape[0]), np.float32) for s, m in maps.items()}
+    origins = instances.mask_origins
+    for i, crop in enumerate(instances.mask_crops):
+        if crop.size == 0 or not crop.any():
+            continue
+        x0, y0 = (int(v) for v in origins[i])
+        for stride, fmap in maps.items():
+            cell = _cell_weights(crop, x0, y0, scale, stride, fmap.shape[1:])
+            if cell is None:
+                continue
+            weights, rows, cols = cell
+            region = fmap[:, rows, cols]
+            out[stride][i] = np.tensordot(region, weights, axes=([1, 2], [0, 1])) / weights.sum()
+    return out
+
+
+class _Trunk:
+    """EfficientNet-Lite0 run to its stride-8, stride-16 and stride-32 maps."""
+
+    def __init__(self, model) -> None:
+        self.m = model
+
+    def __call__(self, x):
+        m = self.m
+        x = m.bn1(m.conv_stem(x))
+        feats = {}
+        for i, block in enumerate(m.blocks):
+            x = block(x)
+            if i in _LAYERS:
+                feats[_LAYERS[i]] = x
+        feats[32] = m.bn2(m.conv_head(x))
+        return feats
+
+
+def _tiles(length: int, tile: int, margin: int) -> list[tuple[int, int, int, int]]:
+    """``(start, stop, keep_from, keep_to)`` along one axis (all multiples of 32).
+
+    Tiles of ``tile`` pixels overlapping by ``2 * margin``; each keeps its interior so the
+    kept parts cover ``[0, length)`` exactly once.
+    """
+    if length <= tile:
+        return [(0, length, 0, length)]
+    core = tile - 2 * margin
+    out = []
+    keep = 0
+    while keep < length:
+        start = max(min(keep - margin, length - tile), 0)
+        stop = min(start + tile, length)
+        keep_to = min(keep + core, length) if stop < length else length
+        out.append((start, stop, keep, keep_to))
+        keep = keep_to
+    return out
+
+
+class ViewsEmbedder:
+    """Multi-view descriptions: ``embed_instances(rgb, instances) -> (N, 2765)`` float32.
+
+    Args:
+        device, batch_size, weights, num_threads: as for ``EffNetEmbedder`` (the network
+            is the same EfficientNet-Lite0 with the packaged ImageNet weights).
+        target: side in pixels the median object is resized to before the network runs
+            (default 32; larger: finer features and slower).
+    """
+
+    name = "views"
+    dim = DIM
+    views = VIEWS
+    uses_masks = True
+    scales_by_area = True  # embed_instances(..., typical_area=) sets the resize factor
+
+    def __init__(
+        self,
+        device: str = "auto",
+        batch_size: int | None = None,
+        weights: str | Path | None = None,
+        num_threads: int | None = None,
+        target: float = DEFAULT_TARGET,
+    ) -> None:
+        from sam_detect.embed._torch import resolve_device
+        from sam_detect.embed.effnet import _int_option
+
+        if isinstance(target, bool) or not isinstance(target, (int, float)) or not 8 <= target <= 512:
+            raise ValueError(f"target must be a number of pixels in [8, 512], got {target!r}")
+        self.num_threads = _int_option("num_threads", num_threads, minimum=1, optional=True)
+        self.batch_size = _int_option("batch_size", batch_size, minimum=1, optional=True)
+        self.device = resolve_device(device)
+        self.weights = Path(weights) if weights is not None else None
+        self.target = float(target)
+        tag = "imagenet" if self.weights is None else f"file={self.weights.name}"
+        self.id = f"views:v1:tf_efficientnet_lite0:{tag}:{self.target:g}"
+
+    def __repr__(self) -> str:
+        return f"ViewsEmbedder(id={self.id!r}, device={str(self.device)!r})"
+
+    @property
+    def model(self):
+        from sam_detect.embed._torch import cached_model
+        from sam_detect.embed.effnet import EffNetEmbedder
+
+        # the same cached network as the effnet embedder's
+        emb = EffNetEmbedder(device=str(self.device), weights=self.weights)
+        key = ("effnet", str(self.weights) if self.weights else None, str(self.device))
+        return cached_model(key, emb._load)
+
+    # -- network ---------------------------------------------------------------------------
+    def feature_maps(self, rgb: np.ndarray, scale: float) -> dict[int, np.ndarray]:
+        """``{8: (40, h/8, w/8), 16: (112, ...), 32: (1280, ...)}`` float32 of ``rgb`` resized by ``scale``.
+
+        Large images run in tiles of ``TILE`` pixels overlapping by ``2 * MARGIN``; each
+        tile's interior is kept.
+        """
+        import cv2
+        import torch
+
+        from sam_detect.embed._torch import inference_context, num_threads
+
+        h, w = rgb.shape[:2]
+        sh, sw = max(int(round(h * scale)), 1), max(int(round(w * scale)), 1)
+        if (sh, sw) != (h, w):
+            interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+            img = cv2.resize(np.ascontiguousarray(rgb), (sw, sh), interpolation=interp)
+        else:
+            img = rgb
+        ph, pw = -(-sh // 32) * 32, -(-sw // 32) * 32
+        if (ph, pw) != (sh, sw):
+            img = cv2.copyMakeBorder(img, 0, ph - sh, 0, pw - sw, cv2.BORDER_REFLECT_101)
+        trunk = _Trunk(self.model)
+        maps = {
+            s: np.zeros((c, ph // s, pw // s), np.float32) for s, c in ((8, 40), (16, 112), (32, 1280))
+        }
+        threads = self.num_threads if self.device.type == "cpu" else None
+        with num_threads(threads), inference_context(self.device):
+            for y0, y1, ky0, ky1 in _tiles(ph, TILE, MARGIN):
+                for x0, x1, kx0, kx1 in _tiles(pw, TILE, MARGIN):
+                    x = torch.from_numpy(np.ascontiguousarray(img[y0:y1, x0:x1])).permute(2, 0, 1)[None]
+                    x = x.float().sub_(127.0).div_(128.0).to(self.device)
+                    if self.device.type == "cpu":
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    feats = trunk(x)
+                    for s, f in feats.items():
+                        f = f[0].float().cpu().numpy()
+                        maps[s][:, ky0 // s : ky1 // s, kx0 // s : kx1 // s] = f[
+                            :, (ky0 - y0) // s : (ky1 - y0) // s, (kx0 - x0) // s : (kx1 - x0) // s
+                        ]
+        return maps
+
+    # -- embedding -------------------------------------------------------------------------
+    def embed_instances(self, rgb: np.ndarray, instances: Any, typical_area: float | None = None) -> np.ndarray:
+        """``(N, DIM)`` float32 unit vectors for the objects ``instances`` of ``rgb`` ``(H, W, 3)`` uint8.
+
+        ``typical_area``: the object area (pixels) the resize factor is chosen for (a
+        library's typical example); default: the median area of ``instances``.
+        """
+        from sam_detect.embed._torch import check_crops
+
+        rgb = check_crops([rgb])[0]
+        n = len(instances)
+        if n == 0:
+            return np.zeros((0, DIM), np.float32)
+        if tuple(instances.image_hw) != rgb.shape[:2]:
+            raise ValueError(f"instances are for a {instances.image_hw} image, got {rgb.shape[:2]}")
+        areas = instances.areas if not typical_area else np.array([typical_area], np.float64)
+        scale = choose_scale(areas, self.target)
+        maps = self.feature_maps(rgb, scale)
+        pooled = pool_under_masks(maps, instances, scale)
+        hand = _handcrafted(rgb, instances)
+        parts = {
+            "deep": pooled[32],
+            "context": pool_rings(maps[32], 32, instances, scale),
+            "mid": np.concatenate([l2_normalize(pooled[8]), l2_normalize(pooled[16])], axis=1),
+            **hand,
+        }
+        return join_views(parts)
+
+    def embed(self, crops: Sequence[np.ndarray], masks: Sequence[np.ndarray] | None = None) -> np.ndarray:
+        """One object per crop (its mask, or guessed as ``handcrafted`` does): ``(N, DIM)``."""
+        from sam_detect.embed.handcrafted import _check, guess_mask
+        from sam_detect.instances import Instances
+
+        crops, masks = _check(crops, masks)
+        out = np.zeros((len(crops), DIM), np.float32)
+        for i, (crop, mask) in enumerate(zip(crops, masks, strict=True)):
+            if mask is None or not mask.any():
+                mask = guess_mask(crop)
+            out[i] = self.embed_instances(crop, Instances(masks=mask[None]))[0]
+        return out
+
+    def params(self) -> dict[str, Any]:
+        return {"name": self.name, "id": self.id, "dim": self.dim, "target": self.target,
+                "views": [list(v) for v in VIEWS]}
+
+
+def _handcrafted(rgb: np.ndarray, instances: Any) -> dict[str, np.ndarray]:
+    """The ``colour``, ``shape`` and ``texture`` views, measured on a window around each object."""
+    from sam_detect.embed.handcrafted import _GROUPS, describe, grey_of, texture_maps
+
+    grey = grey_of(rgb)
+    lbp, magnitude = texture_maps(grey)  # once for the image, not per object
+    sizes = list(_GROUPS.values())
+    edges = np.cumsum([0, *sizes])
+    h, w = rgb.shape[:2]
+    n = len(instances)
+    raw = np.zeros((n, edges[-1]), np.float32)
+    origins = instances.mask_origins
+    for i, crop in enumerate(instances.mask_crops):
+        if crop.size == 0 or not crop.any():
+            continue
+        x0, y0 = (int(v) for v in origins[i])
+        ch, cw = crop.shape
+        pad = max(4, int(0.5 * max(ch, cw)))
+        wx0, wy0 = max(x0 - pad, 0), max(y0 - pad, 0)
+        wx1, wy1 = min(x0 + cw + pad, w), min(y0 + ch + pad, h)
+        window = rgb[wy0:wy1, wx0:wx1]
+        mask = instances.mask_region(i, wx0, wy0, wx1, wy1)
+        win = (slice(wy0, wy1), slice(wx0, wx1))
+        raw[i] = describe(window, mask, grey=grey[win], maps=(lbp[win], magnitude[win]))
+    group = {name: raw[:, edges[k] : edges[k + 1]] for k, name in enumerate(_GROUPS)}
+    return {
+        "colour": np.concatenate([group["intensity"], group["histogram"]], axis=1),
+        "shape": group["shape"],
+        "texture": group["texture"],
+    }
+
+
+def join_views(parts: dict[str, np.ndarray]) -> np.ndarray:
+    """Concatenate the views in ``VIEWS`` order, each L2-normalised, the whole / sqrt(V)."""
+    blocks = [l2_normalize(parts[name]) for name, _ in VIEWS]
+    return (np.concatenate(blocks, axis=1) / np.sqrt(len(VIEWS))).astype(np.float32)
+
+
+__all__ = [
+    "DIM",
+    "VIEWS",
+    "ViewsEmbedder",
+    "choose_scale",
+    "join_views",
+    "pool_under_masks",
+    "view_similarities",
+    "view_slices",
+    "views_of",
+    "weighted_query",
+]

@@ -1,0 +1,296 @@
+#!/usr/bin/env python
+"""Descriptions and decisions (issue 12's benchmark): classification with the ground-truth
+masks as proposals, confidence as a true-object score, and dense-feature speed.
+
+Parts (``--parts``, default all):
+
+- ``classify``: every data set's ground-truth masks are the candidates, so only the
+  description and the decision are measured. ``shots`` examples per class are drawn (5
+  seeds) and added to a fresh library with the pipeline's own ``add_examples``; the other
+  objects are embedded, searched and voted on exactly as ``detect`` does (view weights,
+  class thresholds), without the selection step (ground-truth masks may overlap). Reported:
+  top-1 accuracy (the vote's label, no threshold), and F1 (a label below the threshold is a
+  miss), with the calibrated thresholds and with one threshold of 0.5; for ``views``, each
+  view alone (accuracy). Data sets: ``voc`` (2 per class), ``arc`` (1 per class, each object
+  scored against itself: a self-retrieval check), and the multi-class sets that
+  ``scripts/bench_data.py`` lists in ``MULTICLASS``.
+- ``confidence``: one class (HeLa, scratch assay): 10 examples from frame 0, ``detect`` on
+  the later frames; every candidate that reached the decision is scored by its confidence
+  and counts as a true object when it overlaps a ground-truth object at IoU >= 0.5. Reports
+  the ROC AUC of the confidence and of the raw similarity.
+- ``speed``: ``detect`` on a 700 x 1100 HeLa frame with per-crop ``effnet`` and dense
+  ``views`` (medians of interleaved runs, same process), and a 4096 x 4096 mosaic of HeLa
+  frames with ``views``.
+
+    python scripts/bench_classify.py                       # writes docs/perf_data/classify.json
+    python scripts/bench_classify.py --parts classify --embedders views,handcrafted
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from bench_accuracy import ARC_DIR, HELA_IMG, HELA_SEG, SCRATCH, VOC_DIR  # noqa: E402
+
+EMBEDDERS = ["effnet", "handcrafted", "views"]
+
+
+def _gt_set(name: str) -> list[tuple[np.ndarray, object]]:
+    """``[(rgb, Instances with labels)]`` of a multi-class data set."""
+    from sam_detect.annotations import load_annotations
+    from sam_detect.io.images import load_image
+
+    if name in ("voc", "arc"):
+        folder = VOC_DIR if name == "voc" else ARC_DIR
+        gt = load_annotations(folder / "data.npz")
+        return [(load_image(str(folder / "rgb.jpg")).rgb, gt)]
+    import bench_data
+
+    return bench_data.load_multiclass(name)
+
+
+def _draw(labels_per_image: list[np.ndarray], shots: int, seed: int) -> list[np.ndarray]:
+    from sam_detect.eval.protocol import draw_examples
+
+    drawn = draw_examples([list(map(str, lab)) for lab in labels_per_image], shots, seed)
+    return [drawn.get(i, np.zeros(0, np.int64)) for i in range(len(labels_per_image))]
+
+
+def _vote(det, rgb, queries, threshold):
+    from sam_detect.select import decide
+
+    vectors = det._embed(rgb, queries, {}, typical_area=(det.decision or {}).get("typical_area"))
+    results = det._search(vectors, det.config.top_k, det.decision)
+    d = decide(queries, results, threshold=threshold, top_k=det.config.top_k, profile=None,
+               decision=det.decision)
+    return d, results
+
+
+def classify(name: str, embedder: str, shots: int, seeds: list[int], self_retrieval: bool) -> dict:
+    from sam_detect import DetectorConfig, SAMDetect
+    from sam_detect.classify import vote_batch
+    from sam_detect.embed.views import VIEWS, weighted_query
+
+    items = _gt_set(name)
+    rows = []
+    per_view: dict[str, list[float]] = {v: [] for v, _ in VIEWS}
+    for seed in seeds:
+        det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder=embedder, profile=False))
+        drawn = _draw([np.asarray(g.labels) for _, g in items], shots, seed)
+        for (rgb, g), idx in zip(items, drawn, strict=True):
+            if len(idx):
+                det.add_examples(rgb, g[idx], [str(x) for x in g.labels[idx]])
+        counts = {"cal": [0, 0, 0], "flat": [0, 0, 0]}  # tp, fp, fn
+        correct = total = 0
+        view_correct = dict.fromkeys(per_view, 0)
+        for (rgb, g), idx in zip(items, drawn, strict=True):
+            q_idx = np.arange(len(g)) if self_retrieval else np.setdiff1d(np.arange(len(g)), idx)
+            if not len(q_idx):
+                continue
+            queries = g[q_idx]
+            truth = [str(x) for x in queries.labels]
+            for key, th in (("cal", None), ("flat", 0.5)):
+                d, results = _vote(det, rgb, queries, th)
+                for lab, t in zip(d.labels, truth, strict=True):
+                    ok = lab == t
+                    counts[key][0] += ok
+                    counts[key][1] += (not ok) and lab not in ("unknown",)
+                    counts[key][2] += not ok
+            labels, _, _ = vote_batch(results, threshold=-1.0, top_k=det.config.top_k)
+            correct += sum(a == b for a, b in zip(labels, truth, strict=True))
+            total += len(truth)
+            if embedder == "views":
+                vectors = det._embed(rgb, queries, {}, typical_area=(det.decision or {}).get("typical_area"))
+                for view, _ in VIEWS:
+                    q, factor = weighted_query(vectors, {view: 1.0})
+                    res = det.store.search(det.config.library, q, det.config.top_k)
+                    lab_v, _, _ = vote_batch(res, threshold=-1.0, top_k=det.config.top_k)
+                    view_correct[view] += sum(a == b for a, b in zip(lab_v, truth, strict=True))
+        f1 = {k: 2 * c[0] / max(2 * c[0] + c[1] + c[2], 1) for k, c in counts.items()}
+        rows.append({"seed": seed, "accuracy": correct / max(total, 1), "f1_calibrated": f1["cal"],
+                     "f1_threshold_0.5": f1["flat"], "queries": total,
+                     "weights": (det.decision or {}).get("weights")})
+        if embedder == "views":
+            for view in per_view:
+                per_view[view].append(view_correct[view] / max(total, 1))
+        det.close()
+
+    def ms(key):
+        vals = [r[key] for r in rows]
+        return {"mean": round(float(np.mean(vals)), 4), "sd": round(float(np.std(vals)), 4)}
+
+    out = {"dataset": name, "embedder": embedder, "shots": shots, "seeds": seeds,
+           "accuracy": ms("accuracy"), "f1_calibrated": ms("f1_calibrated"),
+           "f1_threshold_0.5": ms("f1_threshold_0.5"), "runs": rows}
+    if embedder == "views":
+        out["view_alone_accuracy"] = {v: round(float(np.mean(a)), 4) for v, a in per_view.items()}
+    return out
+
+
+def _auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
+    from scipy.stats import rankdata
+
+    pos, neg = int(positive.sum()), int((~positive).sum())
+    if not pos or not neg:
+        return None
+    ranks = rankdata(scores)
+    return float((ranks[positive].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def confidence(name: str, embedder: str) -> dict:
+    from sam_detect import DetectorConfig, SAMDetect
+    from sam_detect.annotations import read_label_image
+    from sam_detect.eval.metrics import instances_iou
+    from sam_detect.instances import Instances
+    from sam_detect.io.images import load_image
+
+    if name == "hela":
+        gt = list(read_label_image(HELA_SEG))
+        frames = [load_image(str(HELA_IMG), frame=t).rgb for t in range(len(gt))]
+    else:
+        gt = list(read_label_image(SCRATCH, channel=2))
+        frames = [load_image(str(SCRATCH), frame=t, channel=0).rgb for t in range(len(gt))]
+    det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder=embedder))
+    ex, _ = Instances.from_label_image(gt[0])
+    ex = ex[np.sort(np.random.default_rng(0).choice(len(ex), 10, replace=False))]
+    det.add_examples(frames[0], ex, ["nucleus"] * len(ex))
+    conf, conf_fit, sim, pos = [], [], [], []
+    for t in range(1, len(frames)):
+        det.detect(frames[t])
+        cands, results = det._last_decided
+        from sam_detect.select import decide
+
+        d = decide(cands, results, threshold=None, top_k=det.config.top_k, profile=det.profile,
+                   decision=det.decision)
+        g, _ = Instances.from_label_image(gt[t])
+        iou = instances_iou(cands, g)
+        pos.extend((iou.max(axis=1) >= 0.5).tolist() if iou.size else [False] * len(cands))
+        conf.extend(d.confidences.tolist())
+        conf_fit.extend((d.confidences * np.sqrt(np.clip(d.fit, 0, 1))).tolist())
+        sim.extend(d.similarities.tolist())
+    positive = np.array(pos, bool)
+    det.close()
+    return {"dataset": name, "embedder": embedder, "candidates": len(pos), "true_objects": int(positive.sum()),
+            "auc_confidence": _auc(np.array(conf), positive),
+            "auc_confidence_x_sqrt_fit": _auc(np.array(conf_fit), positive),
+            "auc_similarity": _auc(np.array(sim), positive)}
+
+
+def speed(repeats: int = 5) -> dict:
+    import tifffile
+
+    from sam_detect import DetectorConfig, SAMDetect
+    from sam_detect.eval.metrics import MetricsAccumulator
+    from sam_detect.instances import Instances
+    from sam_detect.io.images import to_rgb_uint8
+
+    img = tifffile.imread(HELA_IMG)
+    gt = tifffile.imread(HELA_SEG)
+    ex, _ = Instances.from_label_image(gt[0])
+    ex = ex[np.sort(np.random.default_rng(0).choice(len(ex), 10, replace=False))]
+    dets = {}
+    for name in ("effnet", "views"):
+        det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder=name))
+        det.add_examples(to_rgb_uint8(img[0]), ex, ["nucleus"] * len(ex))
+        dets[name] = det
+    frame = to_rgb_uint8(img[5])
+    for det in dets.values():
+        det.detect(frame)  # warm-up
+    times = {k: [] for k in dets}
+    embed = {k: [] for k in dets}
+    for _ in range(repeats):
+        for k, det in dets.items():
+            t = time.perf_counter()
+            found = det.detect(frame)
+            times[k].append(time.perf_counter() - t)
+            embed[k].append(found.metadata["timings"].get("embed", 0.0) + found.metadata["timings"].get("crop", 0.0))
+    f1 = {}
+    for k, det in dets.items():
+        acc = MetricsAccumulator((0.5,))
+        for t in range(1, len(img)):
+            found = det.detect(to_rgb_uint8(img[t]))
+            g, _ = Instances.from_label_image(gt[t])
+            acc.add(Instances(masks=found.masks, labels=["x"] * len(found)), Instances(masks=g.masks, labels=["x"] * len(g)))
+        f1[k] = round(acc.result()[0.5].f1, 4)
+    out = {
+        "detect_700x1100_s": {k: round(statistics.median(v), 3) for k, v in times.items()},
+        "embed_700x1100_s": {k: round(statistics.median(v), 3) for k, v in embed.items()},
+        "hela_f1_frames_1_19": f1,
+        "repeats": repeats,
+    }
+    out["speedup_detect"] = round(out["detect_700x1100_s"]["effnet"] / out["detect_700x1100_s"]["views"], 2)
+    out["speedup_embed"] = round(out["embed_700x1100_s"]["effnet"] / out["embed_700x1100_s"]["views"], 2)
+    # a 4096 x 4096 mosaic of HeLa frames (real object density)
+    tiles = [to_rgb_uint8(img[t]) for t in range(1, 20)]
+    rows, k = [], 0
+    while sum(r.shape[0] for r in rows) < 4096:
+        row, w = [], 0
+        while w < 4096:
+            row.append(tiles[k % len(tiles)])
+            w += row[-1].shape[1]
+            k += 1
+        rows.append(np.concatenate(row, axis=1)[:, :4096])
+    mosaic = np.ascontiguousarray(np.concatenate(rows, axis=0)[:4096])
+    t = time.perf_counter()
+    found = dets["views"].detect(mosaic)
+    out["mosaic_4096_views_s"] = round(time.perf_counter() - t, 2)
+    out["mosaic_4096_objects"] = len(found)
+    out["mosaic_4096_timings"] = {k: round(v, 2) for k, v in found.metadata["timings"].items()}
+    for det in dets.values():
+        det.close()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--parts", default="classify,confidence,speed")
+    ap.add_argument("--embedders", default=",".join(EMBEDDERS))
+    ap.add_argument("--datasets", default=None, help="classification sets (default: voc, arc and bench_data.MULTICLASS)")
+    ap.add_argument("--out", default=str(ROOT / "docs" / "perf_data" / "classify.json"))
+    args = ap.parse_args()
+    import bench_data
+
+    parts = args.parts.split(",")
+    embedders = args.embedders.split(",")
+    out_path = Path(args.out)
+    results = json.loads(out_path.read_text()) if out_path.exists() else {}
+
+    def save():
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(json.dumps(results, indent=1))
+
+    if "classify" in parts:
+        sets = args.datasets.split(",") if args.datasets else ["voc", "arc", *getattr(bench_data, "MULTICLASS", [])]
+        for name in sets:
+            shots = {"voc": 2, "arc": 1}.get(name, getattr(bench_data, "MULTICLASS_SHOTS", {}).get(name, 5))
+            for emb in embedders:
+                t = time.perf_counter()
+                r = classify(name, emb, shots, [0] if name == "arc" else list(range(5)), self_retrieval=name == "arc")
+                r["wall_s"] = round(time.perf_counter() - t, 1)
+                results.setdefault("classify", {})[f"{name}/{emb}"] = r
+                print(json.dumps({k: v for k, v in r.items() if k != "runs"}), file=sys.stderr)
+                save()
+    if "confidence" in parts:
+        for name in ("hela", "scratch"):
+            for emb in embedders:
+                r = confidence(name, emb)
+                results.setdefault("confidence", {})[f"{name}/{emb}"] = r
+                print(json.dumps(r), file=sys.stderr)
+                save()
+    if "speed" in parts:
+        results["speed"] = speed()
+        print(json.dumps(results["speed"]), file=sys.stderr)
+        save()
+
+
+if __name__ == "__main__":
+    main()
