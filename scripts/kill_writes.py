@@ -17,14 +17,16 @@ and that the library is usable afterwards (count, labels, a search, and a second
     python scripts/kill_writes.py --kills 50 --store edge --store qdrant
 
 prints one line per (store, scenario) with the outcomes: ``all`` (the kill came after the
-commit), ``none`` (rolled back), ``partial`` (the bug this guards against) and ``broken``
-(the library could not be opened or used).
+commit), ``none`` (the kill came before the batch began), ``rolled_back`` (the kill came
+inside the batch and the next open undid it), ``partial`` (the bug this guards against)
+and ``broken`` (the library could not be opened or used).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import random
 import shutil
@@ -99,8 +101,33 @@ def _ids(store, name: str) -> set[str]:
     return set(read_examples(store, name)[0])
 
 
+class _RollBacks(logging.Handler):
+    """Counts the journal's roll-backs: a kill that landed inside a batch."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.seen = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "interrupted write" in record.getMessage():
+            self.seen += 1
+
+
 def judge(scenario: str, store: str, folder: Path, base_ids, file_ids, n_add: int) -> str:
-    """``all``, ``none``, ``partial`` or ``broken:<why>`` for the folder after a kill."""
+    """``all`` (the kill came after the commit), ``none`` (before the batch began),
+    ``rolled_back`` (inside the batch: the next open undid it), ``partial`` or
+    ``broken:<why>`` for the folder after a kill."""
+    handler = _RollBacks()
+    logger = logging.getLogger("sam_detect")
+    logger.addHandler(handler)
+    try:
+        out = _judge(scenario, store, folder, base_ids, file_ids, n_add)
+    finally:
+        logger.removeHandler(handler)
+    return "rolled_back" if out == "none" and handler.seen else out
+
+
+def _judge(scenario: str, store: str, folder: Path, base_ids, file_ids, n_add: int) -> str:
     try:
         s = _store(store, folder)
     except Exception as e:

@@ -129,7 +129,7 @@ def test_sigkill_leaves_all_or_none(kind, scenario, kills, n, tmp_path):
     outcomes = kw.run_trials(tmp_path, kind, scenario, kills=kills, seed=14, n_file=n, n_add=n)
     outcomes.pop("_full_run_s")
     assert sum(outcomes.values()) == kills
-    assert set(outcomes) <= {"all", "none"}, outcomes
+    assert set(outcomes) <= {"all", "none", "rolled_back"}, outcomes
 
 
 # -- damaged files ---------------------------------------------------------------------------
