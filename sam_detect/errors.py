@@ -39,6 +39,10 @@ class LibraryLockedError(LibraryError):
     """Another process holds the embedded library folder."""
 
 
+class LibraryDamagedError(LibraryError):
+    """A library's files are unreadable or disagree with its metadata (``library check``)."""
+
+
 class ModelNotAvailableError(SamDetectError):
     """Model weights are missing and cannot be fetched (offline, bad path, corrupt file)."""
 

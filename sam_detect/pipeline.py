@@ -251,9 +251,19 @@ class SAMDetect:
         return {"occupancy": self.occupancy}
 
     # -- library ------------------------------------------------------------------------
+    def open_library(self) -> bool:
+        """Open the configured library now, if it exists (its lock, a cheap integrity
+        check): a library another process holds, or a damaged one, fails here with one
+        line, before any model loads. Returns whether the library exists."""
+        if self._library_meta() is None:
+            return False
+        self.store.labels(self.config.library)
+        return True
+
     def check_library(self, create: bool) -> None:
         from sam_detect.store.base import LibraryMeta
 
+        self.open_library()
         emb = self.embedder
         meta = self._library_meta()
         if meta is None:
@@ -272,7 +282,10 @@ class SAMDetect:
                 crop=self._crop_params(),
                 extra={"embedder": {"name": emb.name, "options": _portable(getattr(self, "_embedder_options", {}))}},
             )
-            self.store.create_library(meta)
+            from sam_detect.store import journal
+
+            # provisional until the first add commits: a crash before leaves no empty library
+            self.store.create_library(journal.provisional(meta))
             return
         meta.check_compatible(emb.id, int(emb.dim), fade=self._fade_params(), crop=self._crop_params())
 
@@ -422,7 +435,22 @@ class SAMDetect:
         empty = np.flatnonzero(areas == 0)
         if empty.size:
             raise AnnotationError(f"annotation {int(empty[0])} has zero area")
+        existed = self._library_meta() is not None
         self.check_library(create=True)
+        try:
+            return self._add_examples(loaded, instances, labels, areas, progress)
+        except BaseException:
+            if not existed:  # nothing was added: the library this call made goes again
+                import contextlib
+
+                with contextlib.suppress(Exception):
+                    self.store.delete_library(self.config.library)
+            raise
+
+    def _add_examples(self, loaded: Any, instances: Instances, labels: list[str], areas: np.ndarray,
+                      progress: bool) -> list[str]:
+        from sam_detect.store import journal
+
         emb = self.embedder
         # a dense embedder sees the whole image once: one call, at one scale
         chunk = len(instances) if hasattr(emb, "embed_instances") else (self.config.batch_size or 32)
@@ -453,7 +481,8 @@ class SAMDetect:
                  "added": now, "mask_rle": crop_to_rle(crop, (cols.start, rows.start), instances.image_hw),
                  "shape": shapes[i]}
             )
-        ids = self.store.add(self.config.library, vectors, labels, payloads)
+        # journaled: a kill at any moment leaves all of these examples or none (store.journal)
+        ids = journal.add(self.store, self.config.library, vectors, labels, payloads)
         self.refresh_profile()
         return ids
 

@@ -767,3 +767,33 @@ def test_cli_serves_the_page(folder):
             _, err = proc.communicate()
     assert "serving" in err and f":{port}/" in err
     assert "Traceback" not in err
+
+
+def test_cli_reads_the_library_while_the_ui_runs(folder, embedder, tmp_path):
+    """Issue 14: the UI holds an Edge library only while a request works on it, so
+    `library show` (a second process) succeeds between requests, and the UI goes on."""
+    import subprocess
+    import sys
+
+    from sam_detect.store.edge import EdgeStore
+
+    libs = tmp_path / "libs"
+    store = EdgeStore(libs)
+    app = make_ui(folder, embedder, store=store, thumbnail_dir=tmp_path / "thumbs")
+    try:
+        client = TestClient(app.app(), base_url=BASE)
+        cand = prompt(client, 40, 40)
+        accept(client, [cand["id"]], "disc")
+        assert client.get("/api/library").status_code == 200
+        repo = Path(__file__).resolve().parents[1]
+        r = subprocess.run(
+            [sys.executable, "-m", "sam_detect", "library", "show", "default", "--store", "edge",
+             "--library-path", str(libs)],
+            env={**os.environ, "PYTHONPATH": str(repo)}, capture_output=True, text=True, timeout=120,
+        )
+        assert r.returncode == 0, r.stderr
+        assert "disc" in r.stdout
+        assert client.get("/api/library").json()["count"] == 1  # the UI still works after
+    finally:
+        app.stop()
+        store.close()

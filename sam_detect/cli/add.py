@@ -158,6 +158,7 @@ def add(image, label, negative, boxes, points, mask_path, polygon_path, labels_p
     loaded = load_cli_image(image, channels, frame)
     detector = build_detector(**opts)
     with detector:
+        detector.open_library()  # a library in use or damaged fails now, before any model loads
         if boxes or points:
             found = [
                 detector.prompt_to_instances(loaded, box=_numbers(b, 4, "--box", "--box")) for b in boxes

@@ -42,8 +42,9 @@ def _library_info(store: Any, name: str, storage: bool = False) -> dict[str, Any
         "backend": store.backend,
         "location": _where(store),
     }
-    if meta.extra:
-        info["extra"] = meta.extra
+    extra = {k: v for k, v in (meta.extra or {}).items() if not k.startswith("_")}
+    if extra:  # keys starting with "_" are the store's bookkeeping (journal, count)
+        info["extra"] = extra
     if storage:
         from sam_detect.store._common import SIZE_LIMITS
 
@@ -75,8 +76,17 @@ def library() -> None:
 @click.pass_context
 def list_cmd(ctx: click.Context, as_json: bool, **opts: Any) -> None:
     """List the libraries with their example counts and embedder."""
+    from sam_detect.errors import LibraryError, LibraryLockedError
+
     store = _open(ctx, **opts)
-    rows = [_library_info(store, n) for n in store.list_libraries()]
+    rows = []
+    for n in store.list_libraries():
+        try:
+            rows.append(_library_info(store, n))
+        except LibraryLockedError:
+            rows.append({"name": n, "status": "in use by another process"})
+        except LibraryError:  # one damaged library must not hide the others
+            rows.append({"name": n, "status": f"damaged: run `sam-detect library check {n}`"})
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -86,6 +96,7 @@ def list_cmd(ctx: click.Context, as_json: bool, **opts: Any) -> None:
     head = ("NAME", "EXAMPLES", "LABELS", "EMBEDDER", "DIM")
     table = [head] + [
         (r["name"], str(r["examples"]), str(len(r["labels"])), r["embedder"], str(r["dim"]))
+        if "status" not in r else (r["name"], "-", "-", r["status"], "-")
         for r in rows
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]
@@ -220,14 +231,92 @@ def profile_cmd(ctx: click.Context, name: str, **opts: Any) -> None:
 @click.pass_context
 def delete_cmd(ctx: click.Context, name: str, yes: bool, **opts: Any) -> None:
     """Delete a library and all its examples."""
+    from sam_detect.errors import LibraryDamagedError, LibraryNotFoundError
+
     store = _open(ctx, **opts)
-    n = store.count(name)  # raises LibraryNotFoundError listing the libraries
+    if name not in store.list_libraries():
+        store.get_meta(name)  # raises LibraryNotFoundError listing the libraries
+    try:
+        n: int | str = store.count(name)
+        what = f"{n} examples"
+    except LibraryNotFoundError:
+        raise
+    except LibraryDamagedError:  # a damaged library can always be deleted
+        what = "damaged"
+    except Exception:
+        what = "damaged"
     if not yes:
         click.confirm(
-            f"Delete library {name!r} ({n} examples) from {_where(store)}?", abort=True, err=True
+            f"Delete library {name!r} ({what}) from {_where(store)}?", abort=True, err=True
         )
     store.delete_library(name)
-    click.echo(f"deleted library {name!r} ({n} examples)", err=True)
+    click.echo(f"deleted library {name!r} ({what})", err=True)
+
+
+@library.command("check")
+@click.argument("name", callback=library_name)
+@location_options()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def check_cmd(ctx: click.Context, name: str, as_json: bool, **opts: Any) -> None:
+    """Read every example of library NAME back and compare with its metadata.
+
+    Reports unreadable vectors or payloads, examples missing against the count the last
+    write left, broken metadata and interrupted writes. Exit 1 when anything is wrong
+    (then `sam-detect library repair NAME`).
+    """
+    from sam_detect.store.integrity import check_library
+
+    store = _open(ctx, **opts)
+    if name not in store.list_libraries():
+        store.get_meta(name)  # a missing library: one line naming the ones there are
+    rep = check_library(store, name)
+    if as_json:
+        click.echo(json.dumps(rep.to_dict(), indent=2))
+    elif rep.ok:
+        click.echo(f"library {name!r}: ok ({rep.readable} examples read back whole)")
+    else:
+        click.echo(f"library {name!r}: damaged ({rep.readable} examples read back whole)")
+        for p in rep.problems:
+            click.echo(f"  - {p}")
+        click.echo(f"run `sam-detect library repair {name}` to rebuild it from what reads", err=True)
+    if not rep.ok:
+        ctx.exit(1)
+
+
+@library.command("repair")
+@click.argument("name", callback=library_name)
+@location_options()
+@click.option("--rescue-dir", type=click.Path(file_okay=False), default=".",
+              show_default=True, help="Folder for the rescue export written before a rebuild.")
+@click.pass_context
+def repair_cmd(ctx: click.Context, name: str, rescue_dir: str, **opts: Any) -> None:
+    """Rebuild library NAME from the examples that read back whole.
+
+    Rolls back an interrupted write, restores damaged metadata from its backup (edge),
+    saves the readable examples to a rescue export, rebuilds the library from it and
+    says which examples it dropped. Examples that read are never dropped.
+    """
+    from pathlib import Path
+
+    from sam_detect.store.integrity import check_library, repair_library
+
+    store = _open(ctx, **opts)
+    if name not in store.list_libraries():
+        store.get_meta(name)
+    Path(rescue_dir).mkdir(parents=True, exist_ok=True)
+    res = repair_library(store, name, rescue_dir=rescue_dir,
+                         restore_meta=getattr(store, "restore_meta", None))
+    for a in res.actions:
+        click.echo(a, err=True)
+    if res.dropped:
+        click.echo(f"dropped {len(res.dropped)} unreadable examples: " + ", ".join(res.dropped[:10])
+                   + (" ..." if len(res.dropped) > 10 else ""), err=True)
+    after = check_library(store, name)
+    state = "ok" if after.ok else "still damaged: " + "; ".join(after.problems)
+    click.echo(f"library {name!r}: {state} ({res.kept} examples kept)")
+    if not after.ok:
+        ctx.exit(1)
 
 
 @library.command("optimize")

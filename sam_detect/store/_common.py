@@ -44,6 +44,22 @@ class LibrarySizeWarning(UserWarning):
     """A library has grown past the size its backend is meant for."""
 
 
+#: Key in ``LibraryMeta.extra``: the example count after the last write, so a check on
+#: open sees examples that vanished (a truncated id mapping) instead of searching fewer.
+COUNT_KEY = "_count"
+
+
+def damaged(name: str, why: object) -> LibraryError:
+    """The one-line error for a library whose files cannot be read as they should."""
+    from sam_detect.errors import LibraryDamagedError
+
+    text = " ".join(str(why).split())[:200]
+    return LibraryDamagedError(
+        f"library {name!r} is damaged ({text}); run `sam-detect library check {name}` to see "
+        f"what, then `sam-detect library repair {name}` (or restore it from an export)"
+    )
+
+
 class StoreConnectionError(LibraryError, ConnectionError):
     """A Qdrant server cannot be reached, or refused the API key."""
 

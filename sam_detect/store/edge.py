@@ -21,7 +21,9 @@ import contextlib
 import json
 import os
 import shutil
+import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -29,14 +31,16 @@ from typing import Any
 
 import numpy as np
 
-from sam_detect.errors import LibraryError, LibraryLockedError
+from sam_detect.errors import LibraryError, LibraryLockedError, LibraryNotFoundError
 from sam_detect.store._common import (
+    COUNT_KEY,
     check_delete_args,
     check_items,
     check_library_name,
     check_meta,
     check_top_k,
     check_vectors,
+    damaged,
     default_library_dir,
     disk_usage,
     not_found,
@@ -45,8 +49,11 @@ from sam_detect.store._common import (
     warn_if_large,
 )
 from sam_detect.store.base import LibraryMeta, Neighbour
+from sam_detect.store.journal import PENDING_KEY, pending_of, roll_back
 
 META_FILE = "sam_detect_library.json"
+META_BACKUP = ".sam_detect_library.json.bak"
+HOLDER_FILE = ".holder.json"
 SHARD_DIR = "shard"
 META_FORMAT = 1
 INDEXED_FIELDS = ("label", "source")
@@ -105,6 +112,7 @@ class EdgeStore:
         self._metas: dict[str, LibraryMeta] = {}
         self._pending: dict[str, int] = {}  # examples added since the last optimize()
         self._warned: set[str] = set()
+        self._verified: set[str] = set()  # libraries whose count was checked on open
         self._lock = threading.RLock()
         self._closed = False
         self._where = f"library folder {p}"
@@ -118,13 +126,34 @@ class EdgeStore:
         self._check_open()
         names = []
         for d in self.path.iterdir():
-            if d.is_dir() and (d / META_FILE).is_file() and (d / SHARD_DIR).is_dir():
+            if d.is_dir() and not d.name.startswith(".") and (d / META_FILE).is_file():
                 names.append(d.name)
-        return sorted(names)
+        # a library a killed writer left half-made is rolled back, not listed
+        return sorted(n for n in names if not self._interrupted(n) or self.has_library(n))
+
+    def _interrupted(self, name: str) -> bool:
+        """Cheap look for a journal in the metadata file (no parse of a big file needed)."""
+        if name in self._metas:
+            return False
+        try:
+            return b'"_pending"' in (self.path / name / META_FILE).read_bytes()
+        except OSError:
+            return False
 
     def has_library(self, name: str) -> bool:
         self._check_open()
         check_library_name(name)
+        if not self._has_files(name):
+            return False
+        try:
+            self.get_meta(name)  # rolls back an interrupted write first (may remove it)
+        except LibraryNotFoundError:
+            return False
+        except LibraryError:
+            pass  # damaged, but there: `library check` / `repair` / `delete` deal with it
+        return True
+
+    def _has_files(self, name: str) -> bool:
         return (self.path / name / META_FILE).is_file() and (self.path / name / SHARD_DIR).is_dir()
 
     def create_library(self, meta: LibraryMeta) -> None:
@@ -168,6 +197,9 @@ class EdgeStore:
                     shard.close()
                 doc = {"format": META_FORMAT, "meta": meta.to_dict()}
                 (tmp / META_FILE).write_text(json.dumps(doc, indent=2))
+                d = meta.to_dict()  # the backup never holds a journal (see update_extra)
+                d["extra"] = {k: v for k, v in d["extra"].items() if k != PENDING_KEY}
+                (tmp / META_BACKUP).write_text(json.dumps({"format": META_FORMAT, "meta": d}, indent=2))
                 os.rename(tmp, final)
             except FileExistsError:
                 raise LibraryError(
@@ -181,10 +213,21 @@ class EdgeStore:
         self._check_open()
         check_library_name(name)
         if name not in self._metas:
-            if not self.has_library(name):
+            if not self._has_files(name):
                 raise not_found(name, self.list_libraries(), self._where)
             self._metas[name] = self._read_meta(name)
+            if pending_of(self._metas[name]) is not None:
+                self._recover(name)
         return LibraryMeta.from_dict(self._metas[name].to_dict())
+
+    def _recover(self, name: str) -> None:
+        """Roll back an interrupted batch (see :mod:`sam_detect.store.journal`)."""
+        try:
+            roll_back(self, name)
+        except LibraryLockedError:
+            return  # another process holds it and may be writing it right now
+        if not self._has_files(name):
+            raise not_found(name, self.list_libraries(), self._where)
 
     def update_extra(self, name: str, key: str, value: Any) -> None:
         with self._lock:
@@ -196,18 +239,36 @@ class EdgeStore:
             f = self.path / name / META_FILE
             tmp = f.with_name(f".{META_FILE}.{uuid.uuid4().hex[:8]}")
             # write beside, then rename: a crash leaves the old or the new metadata, never half
-            tmp.write_text(json.dumps({"format": META_FORMAT, "meta": meta.to_dict()}, indent=2))
+            text = json.dumps({"format": META_FORMAT, "meta": meta.to_dict()}, indent=2)
+            tmp.write_text(text)
             os.replace(tmp, f)
             self._metas[name] = meta
+            # a second copy, for `library repair` when the first is damaged; never with a
+            # journal (restoring one would roll back a batch that was committed since)
+            if key != PENDING_KEY:
+                d = meta.to_dict()
+                d["extra"] = {k: v for k, v in d["extra"].items() if k != PENDING_KEY}
+                tmp.write_text(json.dumps({"format": META_FORMAT, "meta": d}, indent=2))
+                os.replace(tmp, f.with_name(META_BACKUP))
 
     def delete_library(self, name: str) -> None:
+        """Remove a library, even a damaged one (unreadable metadata or shard)."""
         with self._lock:
-            self.get_meta(name)
-            self._shard(name)  # take the library's lock: refuse while another process uses it
+            self._check_open()
+            check_library_name(name)
+            if not (self.path / name).is_dir() or not (self.path / name / META_FILE).exists():
+                raise not_found(name, self.list_libraries(), self._where)
+            try:
+                self._shard(name)  # take the library's lock: refuse while another process uses it
+            except LibraryLockedError:
+                raise
+            except LibraryError:
+                pass  # a shard that does not load is damaged: nothing to lock, remove it
             self._close_shard(name, optimize=False)
             self._metas.pop(name, None)
             self._pending.pop(name, None)
             self._warned.discard(name)
+            self._verified.discard(name)
             trash = self.path / f".{name}.deleting-{uuid.uuid4().hex[:8]}"
             os.rename(self.path / name, trash)
             shutil.rmtree(trash, ignore_errors=True)
@@ -255,7 +316,9 @@ class EdgeStore:
             upsert_all_or_nothing(name, ids, vecs, labels, payloads, write, undo, UPSERT_BATCH)
             shard.flush()
             self._pending[name] = self._pending.get(name, 0) + len(ids)
-            warn_if_large(self.backend, name, self._count(shard), self._warned)
+            n = self._count(shard)
+            self.update_extra(name, COUNT_KEY, n)
+            warn_if_large(self.backend, name, n, self._warned)
             return list(ids)
 
     def search(self, name: str, queries: np.ndarray, top_k: int) -> list[list[Neighbour]]:
@@ -269,7 +332,7 @@ class EdgeStore:
         with self._lock:
             meta = self.get_meta(name)
             q = check_vectors(queries, meta.dim, name, what="queries")
-            shard = self._shard(name)
+            shard = self._read_shard(name)
             if self.optimize_after and self._pending.get(name, 0) >= self.optimize_after:
                 self.optimize(name)
             params = qe.SearchParams(hnsw_ef=self.hnsw_ef, exact=self.exact)
@@ -284,7 +347,11 @@ class EdgeStore:
                     )
                     for v in q[s : s + QUERY_BATCH]
                 ]
-                for hits in shard.query_batch(qe.QueryBatchRequest(reqs)):
+                try:
+                    batch_hits = shard.query_batch(qe.QueryBatchRequest(reqs))
+                except Exception as e:
+                    raise damaged(name, e) from e
+                for hits in batch_hits:
                     out.append([_neighbour(h.id, h.score, h.payload) for h in hits])
             return out
 
@@ -300,23 +367,28 @@ class EdgeStore:
                 if found:
                     shard.update(qe.UpdateOperation.delete_points(found))
                     shard.flush()
+                    self.update_extra(name, COUNT_KEY, self._count(shard))
                 return len(found)
             flt = qe.Filter(must=[qe.FieldCondition(key="label", match=qe.MatchValue(value=label))])
             n = int(shard.count(qe.CountRequest(exact=True, filter=flt)))
             if n:
                 shard.update(qe.UpdateOperation.delete_points_by_filter(flt))
                 shard.flush()
+                self.update_extra(name, COUNT_KEY, self._count(shard))
             return n
 
     def labels(self, name: str) -> dict[str, int]:
         qe = _edge()
         with self._lock:
             self.get_meta(name)
-            shard = self._shard(name)
+            shard = self._read_shard(name)
             n = self._count(shard)
             if not n:
                 return {}
-            res = shard.facet(qe.FacetRequest(key="label", limit=n, exact=True))
+            try:
+                res = shard.facet(qe.FacetRequest(key="label", limit=n, exact=True))
+            except Exception as e:
+                raise damaged(name, e) from e
             return dict(sorted((str(h.value), int(h.count)) for h in res.hits if h.count > 0))
 
     def count(self, name: str) -> int:
@@ -333,11 +405,16 @@ class EdgeStore:
         offset = None
         while True:
             with self._lock:
-                records, offset = self._shard(name).scroll(
-                    qe.ScrollRequest(
-                        offset=offset, limit=batch_size, with_payload=True, with_vector=True
+                try:
+                    records, offset = self._read_shard(name).scroll(
+                        qe.ScrollRequest(
+                            offset=offset, limit=batch_size, with_payload=True, with_vector=True
+                        )
                     )
-                )
+                except LibraryError:
+                    raise
+                except Exception as e:
+                    raise damaged(name, e) from e
             if records:
                 ids, vecs, labs, pays = [], [], [], []
                 for r in records:
@@ -395,9 +472,7 @@ class EdgeStore:
         try:
             doc = json.loads(f.read_text())
         except (OSError, ValueError) as e:
-            raise LibraryError(
-                f"cannot read {f}: {e}. The library is damaged; delete or restore it."
-            ) from e
+            raise damaged(name, f"cannot read {f.name}: {e}") from e
         if doc.get("format") != META_FORMAT or not isinstance(doc.get("meta"), dict):
             raise LibraryError(
                 f"{f} has format {doc.get('format')!r}; this sam-detect reads format {META_FORMAT}. "
@@ -417,14 +492,113 @@ class EdgeStore:
             text = str(e)
             if "WouldBlock" in text or "lock" in text.lower():
                 raise LibraryLockedError(
-                    f"library {name!r} in {self.path} is in use by another sam-detect process; close "
-                    "it, or share libraries through a server (--qdrant-url http://localhost:6333)"
+                    f"library {name!r} in {self.path} is in use by another sam-detect process"
+                    f"{self._holder(name)}; wait for it to finish or close it, or share libraries "
+                    "through a server (--qdrant-url http://localhost:6333)"
                 ) from None
             raise LibraryError(
                 f"cannot open library {name!r} in {self.path}: {' '.join(text.split())[:200]}"
             ) from e
         self._shards[name] = shard
+        with contextlib.suppress(OSError):  # who holds it, for the message another process gets
+            argv0 = sys.argv[0] if sys.argv else "python"
+            prog = "sam-detect" if "sam_detect" in argv0 or argv0.endswith("sam-detect") \
+                else Path(argv0).name
+            cmd = " ".join([prog, *sys.argv[1:2]])
+            (self.path / name / HOLDER_FILE).write_text(json.dumps(
+                {"pid": os.getpid(), "command": cmd, "since": time.strftime("%H:%M:%S")}))
         return shard
+
+    def _holder(self, name: str) -> str:
+        try:
+            h = json.loads((self.path / name / HOLDER_FILE).read_text())
+            return f" (pid {int(h['pid'])}, {str(h['command'])[:60]}, since {str(h['since'])[:8]})"
+        except (OSError, ValueError, KeyError, TypeError):
+            return ""
+
+    def release(self) -> None:
+        """Let go of every library's lock (the store stays usable: the next call opens the
+        library again). The UI calls it after each request, so the CLI can use the library
+        between requests."""
+        with self._lock:
+            for name in list(self._shards):
+                with contextlib.suppress(Exception):
+                    self._close_shard(name, optimize=False)
+
+    def _read_shard(self, name: str) -> Any:
+        """The shard, after a cheap check on first use: as many examples as the last write left."""
+        shard = self._shard(name)
+        if name not in self._verified:
+            recorded = self._metas[name].extra.get(COUNT_KEY) if name in self._metas else None
+            if isinstance(recorded, int):
+                n = self._count(shard)
+                if n != recorded:
+                    raise damaged(name, f"{n} examples readable, the last write left {recorded}")
+            qe = _edge()
+            try:  # one example read whole: a truncated vector or payload file fails here
+                shard.scroll(qe.ScrollRequest(limit=1, with_payload=True, with_vector=True))
+            except Exception as e:
+                raise damaged(name, e) from e
+            self._verified.add(name)
+        return shard
+
+    def restore_meta(self, name: str) -> str | None:
+        """Put the metadata backup back in place (``library repair``); what was done, or None."""
+        bak = self.path / name / META_BACKUP
+        try:
+            doc = json.loads(bak.read_text())
+            LibraryMeta.from_dict(doc["meta"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        f = self.path / name / META_FILE
+        tmp = f.with_name(f".{META_FILE}.{uuid.uuid4().hex[:8]}")
+        tmp.write_text(json.dumps(doc, indent=2))
+        os.replace(tmp, f)
+        self._metas.pop(name, None)
+        return f"restored the metadata from its backup ({META_BACKUP})"
+
+    def scan(self, name: str) -> tuple[list[tuple[str, np.ndarray, str, dict]], list[str]]:
+        """Every example that reads back whole, and the ids of those that do not (for
+        ``library check`` / ``repair``): ids are listed without touching vectors or payloads,
+        then read in batches, one by one where a batch fails."""
+        qe = _edge()
+        meta = self.get_meta(name)
+        with self._lock:
+            shard = self._shard(name)
+            ids: list[str] = []
+            offset = None
+            while True:
+                recs, offset = shard.scroll(
+                    qe.ScrollRequest(offset=offset, limit=SCROLL_BATCH, with_payload=False,
+                                     with_vector=False)
+                )
+                ids.extend(str(r.id) for r in recs)
+                if offset is None:
+                    break
+            good: list[tuple[str, np.ndarray, str, dict]] = []
+            bad: list[str] = []
+
+            def take(recs: list[Any]) -> None:
+                for r in recs:
+                    n = _neighbour(r.id, 0.0, r.payload)
+                    vec = np.asarray(r.vector, np.float32).reshape(-1)
+                    if (vec.size != meta.dim or not np.isfinite(vec).all() or not n.label
+                            or float(np.linalg.norm(vec)) < 1e-6):
+                        bad.append(n.id)
+                    else:
+                        good.append((n.id, vec, n.label, n.payload))
+
+            for s in range(0, len(ids), 256):
+                chunk = ids[s : s + 256]
+                try:
+                    take(shard.retrieve(chunk, with_payload=True, with_vector=True))
+                except Exception:
+                    for i in chunk:
+                        try:
+                            take(shard.retrieve([i], with_payload=True, with_vector=True))
+                        except Exception:
+                            bad.append(i)
+            return good, bad
 
     def _close_shard(self, name: str, optimize: bool) -> None:
         shard = self._shards.pop(name, None)

@@ -37,7 +37,8 @@ from typing import Any
 import numpy as np
 
 from sam_detect.errors import EmbedderMismatchError, LibraryError
-from sam_detect.store._common import check_library_name, normalise_id
+from sam_detect.store import journal
+from sam_detect.store._common import COUNT_KEY, check_library_name, normalise_id
 from sam_detect.store.base import LibraryMeta, Store
 
 FORMAT_NAME = "sam-detect-library"
@@ -47,6 +48,11 @@ VECTORS = "vectors.npy"
 PAYLOADS = "payloads.jsonl"
 CROPS_DIR = "crops/"
 ADD_BATCH = 2048
+#: Limits on an export file before anything is decompressed (a zip bomb is refused from its
+#: directory): members, total uncompressed bytes, and the compression ratio of any member.
+MAX_MEMBERS = 1_000_000
+MAX_UNCOMPRESSED = 16 * 2**30
+MAX_RATIO = 200
 
 CropFn = Callable[[str, dict[str, Any]], "np.ndarray | None"]
 
@@ -162,13 +168,46 @@ def export_library(
     store as PNG. The file is written to a temporary name and renamed, so a failed export
     never leaves a half file behind.
     """
-    from sam_detect._version import __version__
-
     path = Path(file)
     if path.exists() and not overwrite:
         raise LibraryError(f"{path} exists; pass --force to overwrite it, or choose another file")
     meta = store.get_meta(name)
     ids, vectors, labels, payloads = read_examples(store, name)
+    return _write_archive(meta, ids, vectors, labels, payloads, path, crops)
+
+
+def export_examples(
+    meta: LibraryMeta,
+    examples: Sequence[tuple[str, np.ndarray, str, dict[str, Any]]],
+    file: str | os.PathLike,
+) -> ExportSummary:
+    """Write ``(id, vector, label, payload)`` examples with ``meta`` as an export file
+    (``library repair`` saves what reads this way before it rebuilds)."""
+    rows = sorted(examples, key=lambda e: e[0])
+    vectors = (
+        np.stack([np.asarray(e[1], np.float32) for e in rows])
+        if rows else np.zeros((0, meta.dim), np.float32)
+    )
+    return _write_archive(
+        meta, [e[0] for e in rows], vectors, [e[2] for e in rows], [e[3] for e in rows],
+        Path(file), None,
+    )
+
+
+def _write_archive(
+    meta: LibraryMeta,
+    ids: list[str],
+    vectors: np.ndarray,
+    labels: list[str],
+    payloads: list[dict[str, Any]],
+    path: Path,
+    crops: CropFn | None,
+) -> ExportSummary:
+    from sam_detect._version import __version__
+
+    meta = LibraryMeta.from_dict(meta.to_dict())
+    for key in (journal.PENDING_KEY, COUNT_KEY):  # the store's bookkeeping stays behind
+        meta.extra.pop(key, None)
 
     vec_bytes = io.BytesIO()
     np.save(vec_bytes, vectors.astype("<f4"), allow_pickle=False)
@@ -186,6 +225,7 @@ def export_library(
     fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
     os.close(fd)
     n_crops = 0
+    crop_sums: dict[str, str] = {}
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as z:
             z.writestr(VECTORS, vec_bytes)
@@ -199,11 +239,9 @@ def export_library(
                     crop = crops(ids[i], payloads[i])
                     if crop is None:
                         continue
-                    z.writestr(
-                        f"{CROPS_DIR}{ids[i]}.png",
-                        _png_bytes(crop),
-                        compress_type=zipfile.ZIP_STORED,
-                    )
+                    png = _png_bytes(crop)
+                    z.writestr(f"{CROPS_DIR}{ids[i]}.png", png, compress_type=zipfile.ZIP_STORED)
+                    crop_sums[ids[i]] = hashlib.sha256(png).hexdigest()
                     n_crops += 1
             manifest = {
                 "format": FORMAT_NAME,
@@ -221,7 +259,8 @@ def export_library(
                     "sha256": hashlib.sha256(vec_bytes).hexdigest(),
                 },
                 "payloads": {"file": PAYLOADS, "sha256": hashlib.sha256(pay_bytes).hexdigest()},
-                "crops": {"dir": CROPS_DIR, "format": "png", "count": n_crops}
+                "crops": {"dir": CROPS_DIR, "format": "png", "count": n_crops,
+                          "sha256": dict(sorted(crop_sums.items()))}
                 if crops is not None
                 else None,
             }
@@ -263,6 +302,7 @@ def read_library_file(file: str | os.PathLike) -> LibraryArchive:
             f"not a ZIP archive ({e}); was it written by `sam-detect library export`?"
         ) from None
     with z:
+        _check_bounds(z, bad)
         names = set(z.namelist())
         if MANIFEST not in names:
             raise bad(f"no {MANIFEST} inside")
@@ -330,7 +370,33 @@ def read_library_file(file: str | os.PathLike) -> LibraryArchive:
         unknown = crop_ids - set(ids)
         if unknown:
             raise bad(f"crops for unknown examples, e.g. {sorted(unknown)[0]}")
+        cinfo = manifest.get("crops")
+        sums = cinfo.get("sha256") if isinstance(cinfo, dict) else None
+        if crop_ids and isinstance(sums, dict):  # files before checksums have none
+            for cid in sorted(crop_ids):
+                member = f"{CROPS_DIR}{cid}.png"
+                if hashlib.sha256(z.read(member)).hexdigest() != sums.get(cid):
+                    raise bad(f"crop {member} does not match its checksum: the file is damaged or was edited")
     return LibraryArchive(path, meta, ids, vectors, labels, payloads, crop_ids, manifest)
+
+
+def _check_bounds(z: zipfile.ZipFile, bad: Callable[[str], LibraryError]) -> None:
+    """Refuse a zip bomb from the archive's directory, before decompressing anything."""
+    infos = z.infolist()
+    if len(infos) > MAX_MEMBERS:
+        raise bad(f"{len(infos):,} members (at most {MAX_MEMBERS:,}); refusing to read it")
+    total = sum(i.file_size for i in infos)
+    if total > MAX_UNCOMPRESSED:
+        raise bad(
+            f"{total / 2**30:.1f} GiB uncompressed (at most {MAX_UNCOMPRESSED / 2**30:.0f} GiB); "
+            "refusing to read it"
+        )
+    for i in infos:
+        if i.file_size > 2**20 and i.file_size > MAX_RATIO * max(i.compress_size, 1):
+            raise bad(
+                f"{i.filename} expands {i.file_size / max(i.compress_size, 1):,.0f}-fold "
+                f"(at most {MAX_RATIO}); refusing to read it (a zip bomb?)"
+            )
 
 
 # -- import ----------------------------------------------------------------------------------
@@ -363,33 +429,25 @@ def import_library(
         keep = [k for k, i in enumerate(archive.ids) if i not in existing]
         _add_batched(store, target, archive, keep)
         return ImportResult(target, len(keep), len(archive.ids) - len(keep))
-    store.create_library(meta)
-    try:
-        _add_batched(store, target, archive, list(range(len(archive.ids))))
-    except BaseException:
-        store.delete_library(target)
-        raise
+    # created provisional: a crash before the commit leaves no library (see store.journal)
+    store.create_library(journal.provisional(meta))
+    _add_batched(store, target, archive, list(range(len(archive.ids))))
     return ImportResult(target, len(archive.ids), 0)
 
 
 def _add_batched(store: Store, name: str, archive: LibraryArchive, rows: Sequence[int]) -> None:
-    added: list[str] = []
-    try:
+    """Add ``rows`` of the archive as one journaled batch: all of them or none, even if the
+    process is killed (the next open rolls an unfinished batch back)."""
+    with journal.batch(store, name, [archive.ids[k] for k in rows]):
         for s in range(0, len(rows), ADD_BATCH):
             r = list(rows[s : s + ADD_BATCH])
-            ids = [archive.ids[k] for k in r]
             store.add(
                 name,
                 archive.vectors[r],
                 [archive.labels[k] for k in r],
                 [archive.payloads[k] for k in r],
-                ids=ids,
+                ids=[archive.ids[k] for k in r],
             )
-            added.extend(ids)
-    except BaseException:
-        if added:  # keep merge all-or-nothing too
-            store.delete(name, ids=added)
-        raise
 
 
 # -- copy ------------------------------------------------------------------------------------
@@ -409,7 +467,7 @@ def copy_library(src: Store, name: str, dst: Store, new_name: str | None = None)
         raise LibraryError(
             f"library {target!r} already exists in the destination; delete it first or copy --as NEW"
         )
-    dst.create_library(meta)
+    dst.create_library(journal.provisional(meta))
     n = 0
     try:
         for ids, vecs, labels, payloads in _iter_examples(src, name):
@@ -418,6 +476,7 @@ def copy_library(src: Store, name: str, dst: Store, new_name: str | None = None)
     except BaseException:
         dst.delete_library(target)
         raise
+    journal.commit(dst, target)
     return n
 
 
@@ -532,7 +591,8 @@ def reembed_library(
             "reembedded_from": {"library": old.name, "embedder_id": old.embedder_id},
         },
     )
-    store.create_library(meta)
+    meta.extra.pop(journal.PENDING_KEY, None)
+    store.create_library(journal.provisional(meta))
     try:
         store.add(
             new_name,
@@ -544,4 +604,5 @@ def reembed_library(
     except BaseException:
         store.delete_library(new_name)
         raise
+    journal.commit(store, new_name)
     return ReembedResult(examples=len(ids), added=len(keep), missing=len(ids) - len(keep))

@@ -22,6 +22,7 @@ import numpy as np
 
 from sam_detect.errors import LibraryError
 from sam_detect.store._common import (
+    COUNT_KEY,
     check_delete_args,
     check_items,
     check_library_name,
@@ -32,6 +33,7 @@ from sam_detect.store._common import (
     warn_if_large,
 )
 from sam_detect.store.base import LibraryMeta, Neighbour
+from sam_detect.store.journal import pending_of, roll_back
 
 FILE_FORMAT = "sam-detect-memory-store"
 FILE_VERSION = 1
@@ -71,6 +73,8 @@ class MemoryStore:
             self.path = p
             if p.exists():
                 self._load(p)
+                for name in [n for n, lib in self._libs.items() if pending_of(lib.meta)]:
+                    roll_back(self, name)  # a writer was killed: undo its batch
 
     def __repr__(self) -> str:
         where = str(self.path) if self.path else "in memory"
@@ -151,6 +155,7 @@ class MemoryStore:
                 lib.ids.extend(ids)
                 lib.labels.extend(labels)
                 lib.payloads.extend(payloads)
+                lib.meta.extra[COUNT_KEY] = len(lib.ids)
                 self._save()
             except BaseException:
                 lib.vectors = old[0]
@@ -213,6 +218,7 @@ class MemoryStore:
                 lib.ids = [lib.ids[i] for i in keep]
                 lib.labels = [lib.labels[i] for i in keep]
                 lib.payloads = [lib.payloads[i] for i in keep]
+                lib.meta.extra[COUNT_KEY] = len(lib.ids)
                 self._save()
             return removed
 

@@ -33,6 +33,7 @@ import numpy as np
 
 from sam_detect.errors import LibraryError, LibraryLockedError
 from sam_detect.store._common import (
+    COUNT_KEY,
     StoreConnectionError,
     check_delete_args,
     check_items,
@@ -48,6 +49,7 @@ from sam_detect.store._common import (
     warn_if_large,
 )
 from sam_detect.store.base import LibraryMeta, Neighbour
+from sam_detect.store.journal import pending_of, roll_back
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +190,10 @@ class QdrantStore:
                     "Move the folder away or pass another --library-path."
                 ) from e
         self._ensure_meta_collection()
+        if self.backend != "qdrant-server":
+            # this process holds the store alone: finish what a killed writer left
+            # (a server is shared; its journals are rolled back by `library repair`)
+            self._recover_all()
 
     def __repr__(self) -> str:
         return f"QdrantStore({self.backend}: {self._where})"
@@ -196,7 +202,7 @@ class QdrantStore:
 
     def list_libraries(self) -> list[str]:
         collections = self._collections()
-        return sorted(name for name in self._all_metas() if name in collections)
+        return sorted(name for name in self._all_names() if name in collections)
 
     def has_library(self, name: str) -> bool:
         check_library_name(name)
@@ -220,13 +226,21 @@ class QdrantStore:
                 f"{self._where} has a collection {name!r} that is not a sam-detect library; "
                 "pick another library name"
             )
-        self._call(
-            self._client.create_collection,
-            name,
-            # vectors arrive L2-normalised, so Dot is cosine similarity; unlike Cosine it
-            # stores them bit for bit (export -> import round-trips exactly)
-            vectors_config=models.VectorParams(size=int(meta.dim), distance=models.Distance.DOT),
-        )
+        # metadata first: a crash before the collection exists leaves metadata that
+        # nothing lists (no collection), never a collection that is not a library
+        self._write_meta(meta)
+        try:
+            self._call(
+                self._client.create_collection,
+                name,
+                # vectors arrive L2-normalised, so Dot is cosine similarity; unlike Cosine it
+                # stores them bit for bit (export -> import round-trips exactly)
+                vectors_config=models.VectorParams(size=int(meta.dim), distance=models.Distance.DOT),
+            )
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self._delete_meta(name)
+            raise
         try:
             if self.backend == "qdrant-server":
                 for field_name in INDEXED_FIELDS:
@@ -237,10 +251,11 @@ class QdrantStore:
                         field_schema=models.PayloadSchemaType.KEYWORD,
                         wait=True,
                     )
-            self._write_meta(meta)
         except BaseException:
             with contextlib.suppress(Exception):
                 self._call(self._client.delete_collection, name)
+            with contextlib.suppress(Exception):
+                self._delete_meta(name)
             raise
 
     def get_meta(self, name: str) -> LibraryMeta:
@@ -263,12 +278,15 @@ class QdrantStore:
         self._metas[name] = meta
 
     def delete_library(self, name: str) -> None:
-        self.get_meta(name)
-        self._metas.pop(name, None)
-        self._call(
-            self._client.delete, META_COLLECTION, points_selector=[_meta_id(name)], wait=True
-        )
+        """Remove a library, even one whose metadata no longer parses."""
+        check_library_name(name)
+        recs = self._call(self._client.retrieve, META_COLLECTION, ids=[_meta_id(name)])
+        if not recs or not self._call(self._client.collection_exists, name):
+            raise not_found(name, self.list_libraries(), self._where)
+        # the collection first: a crash between leaves metadata nothing lists, never a
+        # collection that blocks the name
         self._call(self._client.delete_collection, name)
+        self._delete_meta(name)
         self._warned.discard(name)
 
     # -- examples --------------------------------------------------------------------------
@@ -308,6 +326,7 @@ class QdrantStore:
             self._call(self._client.delete, name, points_selector=inserted, wait=True)
 
         upsert_all_or_nothing(name, ids, vecs, labels, payloads, write, undo, UPSERT_BATCH)
+        self._record_count(name)
         warn_if_large(self.backend, name, self.count(name), self._warned)
         return list(ids)
 
@@ -339,6 +358,7 @@ class QdrantStore:
             found = [str(r.id) for r in self._retrieve(name, ids)]
             if found:
                 self._call(self._client.delete, name, points_selector=found, wait=True)
+                self._record_count(name)
             return len(found)
         flt = _label_filter(label)
         n = self._call(self._client.count, name, count_filter=flt, exact=True).count
@@ -349,7 +369,11 @@ class QdrantStore:
                 points_selector=models.FilterSelector(filter=flt),
                 wait=True,
             )
+            self._record_count(name)
         return int(n)
+
+    def _record_count(self, name: str) -> None:
+        self.update_extra(name, COUNT_KEY, self.count(name))
 
     def labels(self, name: str) -> dict[str, int]:
         self.get_meta(name)
@@ -500,6 +524,27 @@ class QdrantStore:
                 if not self._call(self._client.collection_exists, META_COLLECTION):
                     raise
 
+    def _recover_all(self) -> None:
+        try:
+            metas = self._all_metas()
+        except LibraryError:
+            return  # damaged metadata: `library check` reports it
+        collections = self._collections()
+        for name, meta in metas.items():
+            if pending_of(meta) is None:
+                continue
+            if name not in collections:  # killed between metadata and collection
+                self._delete_meta(name)
+                continue
+            self._metas[name] = meta
+            roll_back(self, name)
+
+    def _delete_meta(self, name: str) -> None:
+        self._metas.pop(name, None)
+        self._call(
+            self._client.delete, META_COLLECTION, points_selector=[_meta_id(name)], wait=True
+        )
+
     def _write_meta(self, meta: LibraryMeta) -> None:
         from qdrant_client import models
 
@@ -530,6 +575,19 @@ class QdrantStore:
                 metas[m.name] = m
             if offset is None:
                 return metas
+
+    def _all_names(self) -> set[str]:
+        """Every library named in the bookkeeping collection, parsed or not (one damaged
+        record must not hide the others)."""
+        names, offset = set(), None
+        while True:
+            recs, offset = self._call(
+                self._client.scroll, META_COLLECTION, limit=SCROLL_BATCH, offset=offset,
+                with_payload=["library"],
+            )
+            names.update(str(r.payload.get("library")) for r in recs if (r.payload or {}).get("library"))
+            if offset is None:
+                return names
 
     def _retrieve(self, name: str, ids: Sequence[str]) -> list[Any]:
         out = []

@@ -189,6 +189,18 @@ def create_app(session: AnnotationSession, *, allowed_hosts: list[str] | None = 
     # -- request guards -----------------------------------------------------------------
     hosts = None if allowed_hosts is None else {h.lower().strip("[]") for h in allowed_hosts}
 
+    def _release_libraries() -> None:
+        # hold a library only while a request works on it: `detect`, `add` and `library
+        # show` from the command line then run beside the UI (Edge store)
+        sess = app.state.session
+        store = getattr(getattr(sess, "detector", None), "store", None)
+        release = getattr(store, "release", None)
+        if release is not None:
+            with sess.lock:
+                release()
+
+    _release_libraries()  # what opening the session took
+
     @app.middleware("http")
     async def _guard(request: Request, call_next: Any) -> Any:
         if hosts is not None:
@@ -212,6 +224,7 @@ def create_app(session: AnnotationSession, *, allowed_hosts: list[str] | None = 
                 status_code=403,
             )
         response = await call_next(request)
+        await run_in_threadpool(_release_libraries)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
         return response

@@ -1,0 +1,197 @@
+"""``library check`` and ``library repair``: find damage in a library, rebuild from what reads.
+
+:func:`check_library` reads every example back and compares with the metadata: the
+metadata parses, no interrupted batch is left (see :mod:`sam_detect.store.journal`), every
+vector and payload reads (vector size, finite, non-zero; a label), and the store holds as
+many examples as the last write left (``extra["_count"]``: fewer means an id mapping lost
+some). :func:`repair_library` keeps every example that reads whole, writes them to a rescue
+export file first, rebuilds the library from them and says what it dropped; it never drops
+an example that reads.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sam_detect.errors import LibraryError
+from sam_detect.store import journal
+from sam_detect.store._common import COUNT_KEY
+
+Example = tuple[str, np.ndarray, str, dict[str, Any]]
+
+
+@dataclass
+class CheckReport:
+    """What :func:`check_library` found. ``ok`` when ``problems`` is empty."""
+
+    name: str
+    problems: list[str] = field(default_factory=list)
+    readable: int = 0
+    unreadable: list[str] = field(default_factory=list)
+    stored: int | None = None
+    recorded: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "ok": self.ok,
+            "problems": self.problems,
+            "readable": self.readable,
+            "unreadable": len(self.unreadable),
+            "unreadable_ids": self.unreadable[:20],
+            "stored": self.stored,
+            "recorded": self.recorded,
+        }
+
+
+@dataclass
+class RepairResult:
+    name: str
+    kept: int
+    dropped: list[str]
+    actions: list[str]
+    rescue_file: Path | None = None
+
+
+def scan(store: Any, name: str) -> tuple[list[Example], list[str]]:
+    """Every example of ``name`` that reads whole, and the ids of those that do not."""
+    if hasattr(store, "scan"):
+        return store.scan(name)
+    meta = store.get_meta(name)
+    good: list[Example] = []
+    bad: list[str] = []
+    for ids, vecs, labels, payloads in store.iter_examples(name):
+        for i, v, lab, p in zip(ids, np.asarray(vecs, np.float32), labels, payloads, strict=True):
+            if v.size != meta.dim or not np.isfinite(v).all() or not lab or np.linalg.norm(v) < 1e-6:
+                bad.append(str(i))
+            else:
+                good.append((str(i), v, lab, p))
+    return good, bad
+
+
+def check_library(store: Any, name: str) -> CheckReport:
+    """Read library ``name`` back whole; a report of what is wrong (nothing is changed)."""
+    rep = CheckReport(name)
+    try:
+        meta = store.get_meta(name)
+    except LibraryError as e:
+        if type(e).__name__ == "LibraryNotFoundError":
+            raise
+        rep.problems.append(f"metadata unreadable: {e}")
+        return rep
+    p = journal.pending_of(meta)
+    if p is not None:
+        rep.problems.append(
+            f"an interrupted write of {len(p.get('ids') or [])} examples (pid {p.get('pid')}, "
+            f"{p.get('started')}) was not rolled back"
+        )
+    try:
+        rep.stored = int(store.count(name))
+    except Exception as e:
+        rep.problems.append(f"cannot count examples: {_short(e)}")
+    try:
+        good, bad = scan(store, name)
+    except Exception as e:
+        rep.problems.append(f"examples cannot be listed: {_short(e)}")
+        return rep
+    rep.readable, rep.unreadable = len(good), bad
+    if bad:
+        rep.problems.append(f"{len(bad)} examples have an unreadable vector or payload")
+    rec = meta.extra.get(COUNT_KEY)
+    if isinstance(rec, int):
+        rep.recorded = rec
+        total = len(good) + len(bad)
+        if total != rec:
+            rep.problems.append(
+                f"{total} examples found, the last write left {rec} (an id mapping is truncated?)"
+            )
+    return rep
+
+
+def repair_library(
+    store: Any, name: str, rescue_dir: str | os.PathLike | None = None,
+    restore_meta: Callable[[str], str | None] | None = None,
+) -> RepairResult:
+    """Rebuild library ``name`` from the examples that read whole.
+
+    Rolls back an interrupted batch; if any example is unreadable, first writes the
+    readable ones to ``<rescue_dir>/<name>.rescue-<time>.samlib.zip``, then deletes the
+    library and imports them again (with their ids), so the new files are sound; the
+    derived profile is rebuilt. ``restore_meta(name)`` may bring back damaged metadata
+    (the Edge store keeps a backup); returns what it did, or None.
+    """
+    actions: list[str] = []
+    try:
+        meta = store.get_meta(name)
+    except LibraryError as e:
+        if type(e).__name__ == "LibraryNotFoundError" or restore_meta is None:
+            raise
+        done = restore_meta(name)
+        if not done:
+            raise LibraryError(
+                f"cannot repair {name!r}: its metadata is unreadable and there is no backup "
+                f"({e}); restore the library from an export, or delete it"
+            ) from None
+        actions.append(done)
+        meta = store.get_meta(name)
+    if journal.pending_of(meta) is not None:
+        actions.append(journal.roll_back(store, name, force=True) or "cleared a journal")
+        meta = store.get_meta(name)
+    good, bad = scan(store, name)
+    rescue = None
+    if bad:
+        import datetime as _dt
+
+        from sam_detect.store.base import LibraryMeta
+        from sam_detect.store.exchange import export_examples, import_library
+
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+        folder = Path(rescue_dir) if rescue_dir else Path.cwd()
+        rescue = folder / f"{name}.rescue-{stamp}.samlib.zip"
+        clean = LibraryMeta.from_dict(meta.to_dict())
+        for k in (journal.PENDING_KEY, COUNT_KEY):
+            clean.extra.pop(k, None)
+        export_examples(clean, good, rescue)
+        store.delete_library(name)
+        import_library(store, rescue, name=name)
+        actions.append(
+            f"rebuilt from the {len(good)} readable examples (saved first to {rescue}); "
+            f"dropped {len(bad)} unreadable"
+        )
+    else:
+        n = len(good)
+        rec = meta.extra.get(COUNT_KEY)
+        if rec != n:
+            store.update_extra(name, COUNT_KEY, n)
+            if isinstance(rec, int):
+                actions.append(
+                    f"recorded count set to the {n} examples that read (was {rec}: "
+                    f"{max(rec - n, 0)} were lost before this repair)"
+                )
+    _rebuild_profile(store, name, meta)
+    return RepairResult(name, len(good), bad, actions, rescue)
+
+
+def _rebuild_profile(store: Any, name: str, meta: Any) -> None:
+    if "profile" not in meta.extra:
+        return
+    from sam_detect.profile import build_profile
+
+    pairs = []
+    for _, _, labels, payloads in store.iter_examples(name):
+        pairs.extend((lab, (p or {}).get("shape")) for lab, p in zip(labels, payloads, strict=True))
+    store.update_extra(name, "profile", build_profile(pairs))
+
+
+def _short(e: BaseException) -> str:
+    return " ".join(str(e).split())[:200]

@@ -1,0 +1,325 @@
+"""Crash safety and integrity: journaled writes, SIGKILL at seeded moments, damaged files,
+library check / repair, crop checksums and bounded imports (issue 14)."""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sam_detect.errors import LibraryDamagedError, LibraryError
+from sam_detect.store import create_store, journal
+from sam_detect.store.base import LibraryMeta
+from sam_detect.store.exchange import export_library, import_library, read_library_file
+from sam_detect.store.integrity import check_library, repair_library
+
+REPO = Path(__file__).resolve().parents[1]
+DIM = 16
+
+
+def _kill_writes():
+    spec = importlib.util.spec_from_file_location("kill_writes", REPO / "scripts" / "kill_writes.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _open(kind: str, folder: Path):
+    return create_store(kind, path=str(folder))
+
+
+def _vecs(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(n, DIM)).astype(np.float32)
+
+
+def _meta(name: str = "lib") -> LibraryMeta:
+    return LibraryMeta(name=name, embedder_id="fake", dim=DIM)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "sam_detect", *args], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+PERSISTENT = ["edge", "qdrant", "memory"]
+
+
+# -- the journal -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", PERSISTENT)
+def test_an_uncommitted_batch_is_rolled_back_by_the_next_open(kind, tmp_path):
+    s = _open(kind, tmp_path)
+    s.create_library(_meta())
+    keep = s.add("lib", _vecs(5), ["a"] * 5)
+    ids = journal.new_ids(7)
+    journal.begin(s, "lib", ids)
+    s.add("lib", _vecs(7, 1), ["b"] * 7, ids=ids)  # written, never committed: a "kill" here
+    journal._ACTIVE.clear()  # as if this process had died
+    s.close()
+    s = _open(kind, tmp_path)
+    try:
+        assert s.count("lib") == 5
+        assert s.labels("lib") == {"a": 5}
+        assert journal.pending_of(s.get_meta("lib")) is None
+        assert sorted(x for b in s.iter_examples("lib") for x in b[0]) == sorted(keep)
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("kind", PERSISTENT)
+def test_a_library_created_by_an_unfinished_batch_is_removed(kind, tmp_path):
+    s = _open(kind, tmp_path)
+    s.create_library(journal.provisional(_meta("half")))
+    s.create_library(_meta("whole"))
+    journal.begin(s, "half", journal.new_ids(3))
+    journal._ACTIVE.clear()
+    s.close()
+    s = _open(kind, tmp_path)
+    try:
+        assert s.list_libraries() == ["whole"]
+        assert not s.has_library("half")
+        s.create_library(_meta("half"))  # the name is free again (import no longer blocked)
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("kind", PERSISTENT)
+def test_a_failed_batch_in_process_leaves_nothing(kind, tmp_path):
+    s = _open(kind, tmp_path)
+    s.create_library(_meta())
+    s.add("lib", _vecs(2), ["a", "a"])
+    ids = journal.new_ids(3)
+    with pytest.raises(RuntimeError, match="boom"), journal.batch(s, "lib", ids):
+        s.add("lib", _vecs(3, 2), ["b"] * 3, ids=ids)
+        raise RuntimeError("boom")
+    assert s.count("lib") == 2 and journal.pending_of(s.get_meta("lib")) is None
+    s.close()
+
+
+def test_the_writer_own_batch_is_not_rolled_back_by_itself(tmp_path):
+    s = _open("edge", tmp_path)
+    s.create_library(journal.provisional(_meta()))
+    s._metas.clear()  # re-read the metadata from disk, as a second open would
+    assert s.has_library("lib")  # still being written by this process: left alone
+    journal.add(s, "lib", _vecs(4), ["a"] * 4)
+    assert journal.pending_of(s.get_meta("lib")) is None and s.count("lib") == 4
+    s.close()
+
+
+# -- SIGKILL at seeded moments ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kind,scenario,kills,n",
+    [("edge", "add", 3, 3000), ("edge", "import", 3, 3000), ("edge", "merge", 3, 3000),
+     ("qdrant", "add", 2, 400), ("qdrant", "merge", 2, 400)],
+)
+def test_sigkill_leaves_all_or_none(kind, scenario, kills, n, tmp_path):
+    kw = _kill_writes()
+    outcomes = kw.run_trials(tmp_path, kind, scenario, kills=kills, seed=14, n_file=n, n_add=n)
+    outcomes.pop("_full_run_s")
+    assert sum(outcomes.values()) == kills
+    assert set(outcomes) <= {"all", "none", "rolled_back"}, outcomes
+
+
+# -- damaged files ---------------------------------------------------------------------------
+
+
+def _edge_library(folder: Path, n: int = 11) -> None:
+    s = _open("edge", folder)
+    s.create_library(_meta("base"))
+    s.add("base", _vecs(n), [f"c{i % 2}" for i in range(n)])
+    s.create_library(_meta("good"))
+    s.add("good", _vecs(3, 5), ["g"] * 3)
+    s.close()
+
+
+def _segment_file(folder: Path, rel: str) -> str:
+    return glob.glob(str(folder / "base" / "shard" / "segments" / "*" / rel))[0]
+
+
+@pytest.mark.parametrize(
+    "rel", ["vector_storage/vectors/chunk_0.mmap", "payload_storage/page_0.dat"]
+)
+def test_truncated_files_give_one_line_errors_then_check_and_repair(rel, tmp_path):
+    _edge_library(tmp_path)
+    os.truncate(_segment_file(tmp_path, rel), 0)
+    loc = ["--store", "edge", "--library-path", str(tmp_path)]
+    for args in (["library", "show", "base"], ["library", "export", "base", str(tmp_path / "x.zip")]):
+        r = _cli(*args, *loc)
+        assert r.returncode == 1, r.stderr
+        assert r.stderr.startswith("Error: library 'base' is damaged") and "Traceback" not in r.stderr
+        assert "library check base" in r.stderr and "library repair base" in r.stderr
+    r = _cli("library", "list", *loc)
+    assert r.returncode == 0 and "damaged" in r.stdout and "good" in r.stdout
+    r = _cli("library", "check", "base", *loc)
+    assert r.returncode == 1 and "unreadable vector or payload" in r.stdout
+    r = _cli("library", "check", "good", *loc)
+    assert r.returncode == 0 and "ok (3 examples" in r.stdout
+    r = _cli("library", "repair", "base", *loc, "--rescue-dir", str(tmp_path / "rescue"))
+    assert r.returncode == 0, r.stderr
+    assert "dropped 11 unreadable" in r.stderr and "ok" in r.stdout
+    assert list((tmp_path / "rescue").glob("base.rescue-*.samlib.zip"))
+    s = _open("edge", tmp_path)
+    assert s.count("good") == 3 and check_library(s, "base").ok
+    s.close()
+
+
+def test_detect_on_a_damaged_library_is_one_line_naming_check(tmp_path, scene):
+    _edge_library(tmp_path)
+    os.truncate(_segment_file(tmp_path, "vector_storage/vectors/chunk_0.mmap"), 0)
+    s = _open("edge", tmp_path)
+    with pytest.raises(LibraryDamagedError, match="library check base"):
+        s.search("base", _vecs(1), 3)
+    s.close()
+
+
+def test_lost_examples_are_noticed_not_searched_silently(tmp_path):
+    """Fewer examples than the last write left (what a truncated id mapping does): reads
+    refuse with the check/repair hint; repair records what is left and says what was lost."""
+    _edge_library(tmp_path)
+    f = tmp_path / "base" / "sam_detect_library.json"
+    doc = json.loads(f.read_text())
+    doc["meta"]["extra"]["_count"] = 20
+    f.write_text(json.dumps(doc))
+    s = _open("edge", tmp_path)
+    with pytest.raises(LibraryDamagedError, match="11 examples readable, the last write left 20"):
+        s.search("base", _vecs(1), 3)
+    rep = check_library(s, "base")
+    assert not rep.ok and "11 examples found, the last write left 20" in rep.problems[0]
+    res = repair_library(s, "base")
+    assert res.kept == 11 and not res.dropped and "9 were lost" in res.actions[0]
+    s.close()
+    s = _open("edge", tmp_path)
+    assert len(s.search("base", _vecs(1), 3)[0]) == 3
+    s.close()
+
+
+def test_broken_metadata_does_not_break_list_delete_works_repair_restores(tmp_path):
+    _edge_library(tmp_path)
+    (tmp_path / "base" / "sam_detect_library.json").write_text("{broken")
+    loc = ["--store", "edge", "--library-path", str(tmp_path)]
+    r = _cli("library", "list", *loc)
+    assert r.returncode == 0 and "good" in r.stdout and "damaged" in r.stdout
+    r = _cli("library", "repair", "base", *loc, "--rescue-dir", str(tmp_path))
+    assert r.returncode == 0 and "restored the metadata from its backup" in r.stderr
+    (tmp_path / "base" / "sam_detect_library.json").write_text("{broken")
+    (tmp_path / "base" / ".sam_detect_library.json.bak").unlink()
+    r = _cli("library", "repair", "base", *loc)
+    assert r.returncode == 1 and r.stderr.startswith("Error: cannot repair 'base'")
+    r = _cli("library", "delete", "base", "--yes", *loc)
+    assert r.returncode == 0, r.stderr
+    assert not (tmp_path / "base").exists() and (tmp_path / "good").exists()
+
+
+def test_qdrant_damaged_metadata_record_spares_the_others(tmp_path):
+    s = _open("qdrant", tmp_path)
+    s.create_library(_meta("bad"))
+    s.create_library(_meta("ok"))
+    from qdrant_client import models
+
+    from sam_detect.store.qdrant import META_COLLECTION, _meta_id
+
+    s._client.upsert(META_COLLECTION, points=[models.PointStruct(
+        id=_meta_id("bad"), vector={}, payload={"library": "bad", "format": 99})])
+    s._metas.clear()
+    assert s.list_libraries() == ["bad", "ok"]
+    assert not check_library(s, "bad").ok
+    s.delete_library("bad")
+    assert s.list_libraries() == ["ok"]
+    s.close()
+
+
+# -- exports: crop checksums, bounded reading ------------------------------------------------
+
+
+def _export_with_crops(tmp_path: Path) -> Path:
+    s = create_store("memory")
+    s.create_library(_meta())
+    s.add("lib", _vecs(3), ["a", "b", "c"])
+    out = tmp_path / "lib.samlib.zip"
+    rng = np.random.default_rng(1)
+    export_library(s, "lib", out, crops=lambda i, p: rng.integers(0, 255, (12, 10, 3), dtype=np.uint8))
+    return out
+
+
+def test_crops_carry_checksums_and_a_flipped_byte_is_refused(tmp_path):
+    src = _export_with_crops(tmp_path)
+    archive = read_library_file(src)
+    assert len(archive.manifest["crops"]["sha256"]) == 3
+    bad = tmp_path / "bad.samlib.zip"
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(bad, "w") as zout:
+        victim = sorted(n for n in zin.namelist() if n.startswith("crops/"))[1]
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            if info.filename == victim:
+                data = data[:-20] + bytes([data[-20] ^ 0xFF]) + data[-19:]
+            zout.writestr(info, data)
+    with pytest.raises(LibraryError, match=f"crop {victim} does not match its checksum"):
+        read_library_file(bad)
+    s = create_store("memory")
+    with pytest.raises(LibraryError):
+        import_library(s, bad)
+    assert s.list_libraries() == []
+    import_library(s, src)  # the intact file imports
+    assert s.count("lib") == 3
+
+
+def test_a_zip_bomb_is_refused_from_its_directory(tmp_path):
+    src = _export_with_crops(tmp_path)
+    bomb = tmp_path / "bomb.samlib.zip"
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            zout.writestr(info.filename, zin.read(info.filename))
+        zout.writestr("padding.bin", b"\0" * (64 * 2**20))  # 64 MiB of zeros: ~64 KB packed
+    assert bomb.stat().st_size < 2**20
+    with pytest.raises(LibraryError, match=r"padding.bin expands .*-fold .*zip bomb"):
+        read_library_file(bomb)
+    r = _cli("library", "import", str(bomb), "--as", "x", "--store", "memory",
+             "--library-path", str(tmp_path / "m"))
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "zip bomb" in r.stderr
+
+
+def test_too_many_members_are_refused(tmp_path, monkeypatch):
+    import sam_detect.store.exchange as ex
+
+    src = _export_with_crops(tmp_path)
+    monkeypatch.setattr(ex, "MAX_MEMBERS", 4)
+    with pytest.raises(LibraryError, match=r"6 members \(at most 4\)"):
+        read_library_file(src)
+
+
+# -- shared access -----------------------------------------------------------------------------
+
+
+def test_a_locked_library_fails_before_any_model_loads(tmp_path):
+    """Another process (here: another open of the folder) holds the library: detect's
+    library check fails at once, naming the holder, with no embedder built."""
+    from sam_detect.errors import LibraryLockedError
+    from sam_detect.pipeline import DetectorConfig, SAMDetect
+    from sam_detect.store.edge import EdgeStore
+
+    holder = EdgeStore(tmp_path)
+    holder.create_library(_meta("nuclei"))
+    holder.add("nuclei", _vecs(2), ["a", "b"])  # holds the lock now
+    other = EdgeStore(tmp_path)
+    det = SAMDetect(DetectorConfig(library="nuclei", embedder="effnet"), store=other)
+    try:
+        with pytest.raises(LibraryLockedError, match=rf"in use by another sam-detect process \(pid {os.getpid()}"):
+            det.check_library(create=False)
+        assert det._embedder is None  # nothing expensive was built
+        holder.release()
+        assert other.count("nuclei") == 2  # released: the other one reads it
+    finally:
+        other.close()
+        holder.close()
