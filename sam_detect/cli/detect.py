@@ -57,9 +57,16 @@ def load_cli_image(path: str | Path, channels: tuple[int, ...] = (), frame: int 
 @click.option("--resume", "resume_path", type=click.Path(dir_okay=False), default=None,
               help="Append each image's JSON line to this file as it finishes; images already in it "
               "(from an interrupted run) are skipped.")
+@click.option("--slide", is_flag=True,
+              help="Whole-slide mode: read each TIFF lazily in overlapping tiles, detect tile by tile "
+              "(on the cluster's workers with --cluster) and merge objects across the seams.")
+@click.option("--slide-tile", type=click.IntRange(256), default=2048, show_default=True,
+              help="Side of a whole-slide tile in pixels (neighbours share 128).")
+@click.option("--slide-level", type=click.IntRange(0), default=0, show_default=True,
+              help="Pyramid level of the slide to read (0: full resolution).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or stage report on stderr.")
 def detect(images, as_json, jsonl, coco_path, overlay_path, tolerance, no_polygons, channels, frame,
-           cluster, resume_path, quiet, **opts) -> None:
+           cluster, resume_path, slide, slide_tile, slide_level, quiet, **opts) -> None:
     """Find and label objects similar to the library's examples.
 
     IMAGES are files, folders or globs (PNG, JPEG, TIFF; 8/16-bit, multi-channel).
@@ -80,6 +87,9 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, tolerance, no_polygo
         raise click.BadParameter(
             "--coco needs every image's masks from this run; with --resume, make COCO from the "
             "finished run without --resume", param_hint="--resume")
+    if slide and (overlay_path or channels or frame is not None):
+        raise click.BadParameter("--slide reads the slide in tiles and draws no overlay of it; "
+                                 "leave out --overlay, --channel and --frame", param_hint="--slide")
     if cluster is not None:
         from sam_detect.cluster import parse_cluster
 
@@ -120,9 +130,17 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, tolerance, no_polygo
             detector.close()  # workers read a snapshot of the library; the client holds no lock
             if not quiet:
                 click.echo(f"sam-detect: cluster: {cluster}", err=True)
-        results = _results(detector, todo, cluster, quiet, overlay_path, overlay_dir, coco_path,
-                           no_polygons, tolerance, channels, frame)
-        resume_fh = open(resume_path, "a") if resume_path else None  # noqa: SIM115 - closed below
+        if slide:
+            results = _slide_results(detector, todo, cluster, quiet, coco_path, no_polygons, tolerance,
+                                     slide_tile, slide_level)
+        else:
+            results = _results(detector, todo, cluster, quiet, overlay_path, overlay_dir, coco_path,
+                               no_polygons, tolerance, channels, frame)
+        resume_fh = None
+        if resume_path:
+            from sam_detect.cluster import open_resume
+
+            resume_fh = open_resume(resume_path)
         try:
             for path in paths:  # results come in input order; resumed records keep their place
                 if str(path) in resumed:
@@ -196,3 +214,22 @@ def _results(detector, paths, cluster, quiet, overlay_path, overlay_dir, coco_pa
     if cluster is None:
         return detect_images(detector.config, paths, spec=spec, progress=progress, detector=detector)
     return detect_images(detector.config, paths, cluster=cluster, spec=spec, progress=progress)
+
+
+def _slide_results(detector, paths, cluster, quiet, coco_path, no_polygons, tolerance, tile, level):
+    """One result per slide, each detected tile by tile and merged across seams."""
+    from sam_detect.cluster import ImageResult
+    from sam_detect.errors import SamDetectError
+    from sam_detect.outputs import image_record
+    from sam_detect.slides import DEFAULT_OVERLAP, detect_slide
+
+    for path in paths:
+        try:
+            found = detect_slide(detector.config, path, cluster=cluster, level=level, tile=tile,
+                                 overlap=DEFAULT_OVERLAP, detector=None if cluster else detector,
+                                 progress=not quiet)
+        except SamDetectError as e:
+            yield ImageResult(str(path), error=str(e))
+            continue
+        rec = image_record(found, str(path), polygons=not no_polygons, tolerance=tolerance)
+        yield ImageResult(str(path), rec, found if coco_path else None)
