@@ -302,3 +302,12 @@ def test_images_written_for_cv2(tmp_path):  # the overlay bytes are what cv2.imw
     save_image(rgb, tmp_path / "a.png")
     assert (tmp_path / "a.png").read_bytes() == encode_image(rgb, ".png")
     assert np.array_equal(cv2.imread(str(tmp_path / "a.png"))[..., ::-1], rgb)
+
+
+def test_python_api_detect_many_on_cluster(client, hela):
+    paths = hela["paths"][:3]
+    with SAMDetect(hela["config"]) as det:
+        local = [len(found) for _, found in det.detect_many(paths)]
+    with SAMDetect(hela["config"]) as det:
+        pairs = list(det.detect_many(paths, cluster=client))
+    assert [p for p, _ in pairs] == paths and [len(f) for _, f in pairs] == local
