@@ -188,6 +188,18 @@ def draw_text(
         cv2.putText(image, text, origin_xy, cv2.FONT_HERSHEY_SIMPLEX, scale, c, thickness, cv2.LINE_AA)
 
 
+def encode_image(rgb: np.ndarray, suffix: str) -> bytes:
+    """An RGB uint8 image encoded as a file of type ``suffix`` (``.png``, ``.jpg``, ``.tif``...)."""
+    import cv2
+
+    ok, buf = cv2.imencode(suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        from sam_detect.errors import SamDetectError
+
+        raise SamDetectError(f"could not encode an image as {suffix!r} (unknown extension?)")
+    return buf.tobytes()
+
+
 def save_image(rgb: np.ndarray, path: str | Path) -> None:
     """Write an RGB uint8 image (PNG/JPEG/TIFF by extension)."""
     import cv2

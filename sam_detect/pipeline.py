@@ -728,10 +728,27 @@ class SAMDetect:
 
         return detect_stream(self, frames, **options)
 
-    def detect_many(self, images: Iterable[Any]) -> Iterator[tuple[Any, Instances]]:
-        """Detect on each image in turn, yielding ``(image, instances)``."""
-        for image in images:
-            yield image, self.detect(image)
+    def detect_many(self, images: Iterable[Any], *, cluster: Any = None) -> Iterator[tuple[Any, Instances]]:
+        """Detect on each image in turn, yielding ``(image, instances)``.
+
+        ``cluster``: ``"local[:N]"``, a Dask scheduler address or a ``distributed.Client``:
+        the images (file paths) run on Dask workers, results still in input order
+        (:func:`sam_detect.cluster.detect_images`; an image that fails raises here).
+        """
+        if cluster is None:
+            for image in images:
+                yield image, self.detect(image)
+            return
+        from sam_detect.cluster import OutputSpec, detect_images
+
+        images = list(images)
+        self.check_library(create=False)
+        self.close()  # the workers read a snapshot of the library
+        for image, res in zip(images, detect_images(self.config, images, cluster=cluster,
+                                                    spec=OutputSpec(polygons=False, coco=True)), strict=True):
+            if res.error is not None:
+                raise SamDetectError(f"{res.path}: {res.error}")
+            yield image, res.instances
 
     # -- output -------------------------------------------------------------------------
     def visualize(self, image: Any, instances: Instances, **kwargs: Any) -> np.ndarray:

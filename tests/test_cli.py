@@ -66,7 +66,7 @@ def test_import_and_help_do_not_import_torch():
         "import sys, sam_detect; from sam_detect.cli.main import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
         "try:\n    main(['detect', '--help'])\nexcept SystemExit:\n    pass\n"
-        "heavy = [m for m in ('torch', 'sam2', 'open_clip', 'qdrant_client', 'timm') if m in sys.modules]\n"
+        "heavy = [m for m in ('torch', 'sam2', 'open_clip', 'qdrant_client', 'timm', 'distributed', 'dask') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)

