@@ -13,7 +13,8 @@ Parts (``--parts``, default all):
   miss), with the calibrated thresholds and with one threshold of 0.5; for ``views``, each
   view alone (accuracy). Data sets: ``voc`` (2 per class), ``arc`` (1 per class, each object
   scored against itself: a self-retrieval check), and the multi-class sets that
-  ``scripts/bench_data.py`` lists in ``MULTICLASS``.
+  ``scripts/bench_data.py`` lists in ``MULTICLASS`` (its ``CLASS_PROTOCOL``: shots, the
+  images examples come from, the images scored).
 - ``confidence``: one class (HeLa, scratch assay): 10 examples from frame 0, ``detect`` on
   the later frames; every candidate that reached the decision is scored by its confidence
   and counts as a true object when it overlaps a ground-truth object at IoU >= 0.5. Reports
@@ -44,24 +45,41 @@ from bench_accuracy import ARC_DIR, HELA_IMG, HELA_SEG, SCRATCH, VOC_DIR  # noqa
 EMBEDDERS = ["effnet", "handcrafted", "views"]
 
 
-def _gt_set(name: str) -> list[tuple[np.ndarray, object]]:
-    """``[(rgb, Instances with labels)]`` of a multi-class data set."""
+def _gt_set(name: str) -> tuple[list[tuple[np.ndarray, object]], dict]:
+    """``([(rgb, Instances with labels)], protocol)`` of a multi-class data set.
+
+    ``protocol``: ``shots`` per class, the images the examples are drawn from
+    (``examples_from``) and the images scored (``score_on``; drawn objects are not scored).
+    """
     from sam_detect.annotations import load_annotations
-    from sam_detect.io.images import load_image
+    from sam_detect.instances import Instances
+    from sam_detect.io.images import load_image, to_rgb_uint8
 
     if name in ("voc", "arc"):
         folder = VOC_DIR if name == "voc" else ARC_DIR
         gt = load_annotations(folder / "data.npz")
-        return [(load_image(str(folder / "rgb.jpg")).rgb, gt)]
+        shots = 2 if name == "voc" else 1
+        return [(load_image(str(folder / "rgb.jpg")).rgb, gt)], dict(shots=shots, examples_from=[0], score_on=[0])
     import bench_data
 
-    return bench_data.load_multiclass(name)
+    images, labels, class_of = bench_data.load_classes(name)
+    items = []
+    for img, lab, classes in zip(images, labels, class_of, strict=True):
+        inst, ids = Instances.from_label_image(np.asarray(lab))
+        inst.labels = np.array([str(classes[int(i)]) for i in ids], dtype=object)
+        rgb = img if (img.ndim == 3 and img.dtype == np.uint8) else to_rgb_uint8(img)
+        items.append((rgb, inst))
+    protocol = dict(bench_data.CLASS_PROTOCOL.get(name, {}))
+    protocol.setdefault("shots", 5)
+    protocol.setdefault("examples_from", [0])
+    protocol.setdefault("score_on", [i for i in range(len(items)) if i not in protocol["examples_from"]])
+    return items, protocol
 
 
-def _draw(labels_per_image: list[np.ndarray], shots: int, seed: int) -> list[np.ndarray]:
+def _draw(labels_per_image: list[np.ndarray], shots: int, seed: int, examples_from: list[int]) -> list[np.ndarray]:
     from sam_detect.eval.protocol import draw_examples
 
-    drawn = draw_examples([list(map(str, lab)) for lab in labels_per_image], shots, seed)
+    drawn = draw_examples([list(map(str, lab)) for lab in labels_per_image], shots, seed, examples_from)
     return [drawn.get(i, np.zeros(0, np.int64)) for i in range(len(labels_per_image))]
 
 
@@ -75,24 +93,28 @@ def _vote(det, rgb, queries, threshold):
     return d, results
 
 
-def classify(name: str, embedder: str, shots: int, seeds: list[int], self_retrieval: bool) -> dict:
+def classify(name: str, embedder: str, seeds: list[int], self_retrieval: bool) -> dict:
     from sam_detect import DetectorConfig, SAMDetect
     from sam_detect.classify import vote_batch
     from sam_detect.embed.views import VIEWS, weighted_query
 
-    items = _gt_set(name)
+    items, protocol = _gt_set(name)
+    shots = int(protocol["shots"])
     rows = []
     per_view: dict[str, list[float]] = {v: [] for v, _ in VIEWS}
     for seed in seeds:
         det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder=embedder, profile=False))
-        drawn = _draw([np.asarray(g.labels) for _, g in items], shots, seed)
+        drawn = _draw([np.asarray(g.labels) for _, g in items], shots, seed, protocol["examples_from"])
         for (rgb, g), idx in zip(items, drawn, strict=True):
             if len(idx):
                 det.add_examples(rgb, g[idx], [str(x) for x in g.labels[idx]])
+        score_on = set(protocol["score_on"])
         counts = {"cal": [0, 0, 0], "flat": [0, 0, 0]}  # tp, fp, fn
         correct = total = 0
         view_correct = dict.fromkeys(per_view, 0)
-        for (rgb, g), idx in zip(items, drawn, strict=True):
+        for k, ((rgb, g), idx) in enumerate(zip(items, drawn, strict=True)):
+            if k not in score_on:
+                continue
             q_idx = np.arange(len(g)) if self_retrieval else np.setdiff1d(np.arange(len(g)), idx)
             if not len(q_idx):
                 continue
@@ -255,6 +277,7 @@ def main() -> None:
     ap.add_argument("--parts", default="classify,confidence,speed")
     ap.add_argument("--embedders", default=",".join(EMBEDDERS))
     ap.add_argument("--datasets", default=None, help="classification sets (default: voc, arc and bench_data.MULTICLASS)")
+    ap.add_argument("--seeds", type=int, default=5, help="draws of the examples per classification set")
     ap.add_argument("--out", default=str(ROOT / "docs" / "perf_data" / "classify.json"))
     args = ap.parse_args()
     import bench_data
@@ -271,10 +294,9 @@ def main() -> None:
     if "classify" in parts:
         sets = args.datasets.split(",") if args.datasets else ["voc", "arc", *getattr(bench_data, "MULTICLASS", [])]
         for name in sets:
-            shots = {"voc": 2, "arc": 1}.get(name, getattr(bench_data, "MULTICLASS_SHOTS", {}).get(name, 5))
             for emb in embedders:
                 t = time.perf_counter()
-                r = classify(name, emb, shots, [0] if name == "arc" else list(range(5)), self_retrieval=name == "arc")
+                r = classify(name, emb, [0] if name == "arc" else list(range(args.seeds)), self_retrieval=name == "arc")
                 r["wall_s"] = round(time.perf_counter() - t, 1)
                 results.setdefault("classify", {})[f"{name}/{emb}"] = r
                 print(json.dumps({k: v for k, v in r.items() if k != "runs"}), file=sys.stderr)
