@@ -56,13 +56,9 @@ MAX_SIMS = 64
 MAX_FIT = 600
 
 
-def _loo_scores(sim: np.ndarray, labels: np.ndarray, k: int = K) -> tuple[float, float]:
-    """Leave-one-out ``(accuracy, margin)`` among the examples.
-
-    Accuracy of the similarity-weighted k-NN vote (each example voted on by its ``k``
-    nearest others); margin: the mean over examples of the similarity to the nearest other
-    example of its class minus that to the nearest example of another class.
-    """
+def _loo_accuracy(sim: np.ndarray, labels: np.ndarray, k: int = K) -> float:
+    """Leave-one-out accuracy of the similarity-weighted k-NN vote among the examples (each
+    example voted on by its ``k`` nearest others)."""
     n = len(labels)
     s = np.array(sim, np.float64, copy=True)
     np.fill_diagonal(s, -np.inf)
@@ -72,12 +68,7 @@ def _loo_scores(sim: np.ndarray, labels: np.ndarray, k: int = K) -> tuple[float,
     weights = np.clip(np.take_along_axis(s, nearest, axis=1), 0.0, None)
     totals = np.zeros((n, len(classes)))
     np.add.at(totals, (np.repeat(np.arange(n), k), codes[nearest].ravel()), weights.ravel())
-    accuracy = float((totals.argmax(axis=1) == codes).mean())
-    same = codes[:, None] == codes[None, :]
-    own = np.where(same, s, -np.inf).max(axis=1)
-    other = np.where(~same, s, -np.inf).max(axis=1)
-    ok = np.isfinite(own) & np.isfinite(other)
-    return accuracy, float((own[ok] - other[ok]).mean()) if ok.any() else 0.0
+    return float((totals.argmax(axis=1) == codes).mean())
 
 
 def choose_weights(per_view: np.ndarray, labels: Sequence[str], names: Sequence[str]) -> tuple[dict[str, float], float | None]:
@@ -97,7 +88,7 @@ def choose_weights(per_view: np.ndarray, labels: Sequence[str], names: Sequence[
         if sum(combo) == 0:
             continue
         w = np.array(combo, np.float64) / sum(combo)
-        acc, _ = _loo_scores(np.tensordot(w, per_view, axes=1), labels)
+        acc = _loo_accuracy(np.tensordot(w, per_view, axes=1), labels)
         distance = float(np.abs(w - 1.0 / v).sum())
         # ties go to the weighting closest to equal: examples drawn from one image separate
         # on views that do not carry over to the next (a margin tie-break that preferred

@@ -121,6 +121,8 @@ class SAMDetect:
         self._store = store
         self._fade = fade
         self._owns_store = store is None
+        #: metadata derived from the examples, by key: (library size when read, value)
+        self._cache: dict[str, tuple[int, Any]] = {}
         #: why each stage was chosen, e.g. {"segmenter": "classical (auto: no SAM2 weights ...)"}
         self.choices: dict[str, str] = {}
         if segmenter is not None:
@@ -500,81 +502,79 @@ class SAMDetect:
             seg = self.segmenter
         return seg if getattr(seg, "name", None) == "classical" else None
 
+    def _examples(self) -> tuple[np.ndarray, list[str], list[dict]]:
+        """Every stored example of the library, read once: ``(vectors (N, D), labels, payloads)``."""
+        vectors, labels, payloads = [], [], []
+        for _, vecs, labs, pays in self.store.iter_examples(self.config.library):
+            vectors.append(np.asarray(vecs, np.float32))
+            labels.extend(labs)
+            payloads.extend(pay or {} for pay in pays)
+        meta = self._library_meta()
+        dim = int(meta.dim) if meta else 0
+        return (np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32)), labels, payloads
+
     def refresh_profile(self) -> dict:
-        """Rebuild the library's proposal profile from its examples and store it.
+        """Rebuild the library's proposal profile and decision settings from its examples
+        (one read of them) and store both.
 
         Called after every add; call it after deleting examples through the store.
         Returns the profile (``sam_detect.profile.build_profile``).
         """
         from sam_detect.profile import build_profile
 
-        pairs = []
-        for _, _, labels, payloads in self.store.iter_examples(self.config.library):
-            for lab, pay in zip(labels, payloads, strict=True):
-                pairs.append((lab, (pay or {}).get("shape")))
-        profile = build_profile(pairs)
+        vectors, labels, payloads = self._examples()
+        profile = build_profile([(lab, pay.get("shape")) for lab, pay in zip(labels, payloads, strict=True)])
         self.store.update_extra(self.config.library, "profile", profile)
-        self._profile = (self.store.count(self.config.library), profile)
-        self.refresh_decision()
+        self._cache["profile"] = (self.store.count(self.config.library), profile)
+        self._store_decision(vectors, labels, payloads)
         return profile
 
     def refresh_decision(self) -> dict:
         """Rebuild the library's decision settings (view weights, class thresholds,
         typicality; ``sam_detect.calibrate.fit_decision``) from its stored vectors, and store them.
 
-        Called by :meth:`refresh_profile` (after every add and delete).
+        :meth:`refresh_profile` (after every add and delete) rebuilds them too.
         """
+        return self._store_decision(*self._examples())
+
+    def _store_decision(self, vectors: np.ndarray, labels: list[str], payloads: list[dict]) -> dict:
         from sam_detect.calibrate import fit_decision
         from sam_detect.embed.views import views_of
 
-        vectors, labels, areas = [], [], []
-        for _, vecs, labs, payloads in self.store.iter_examples(self.config.library):
-            vectors.append(np.asarray(vecs, np.float32))
-            labels.extend(labs)
-            areas.extend(
-                float((pay or {}).get("area") or 0) for lab, pay in zip(labs, payloads, strict=True) if lab != NEGATIVE
-            )
         meta = self._library_meta()
-        dim = int(meta.dim) if meta else 0
-        matrix = np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32)
-        decision = fit_decision(matrix, labels, views_of(meta.embedder_id if meta else ""))
+        decision = fit_decision(vectors, labels, views_of(meta.embedder_id if meta else ""))
+        areas = [float(pay.get("area") or 0) for lab, pay in zip(labels, payloads, strict=True) if lab != NEGATIVE]
         positive_areas = [a for a in areas if a > 0]
         decision["typical_area"] = float(np.median(positive_areas)) if positive_areas else None
         self.store.update_extra(self.config.library, "decision", decision)
-        self._decision = (self.store.count(self.config.library), decision)
+        self._cache["decision"] = (self.store.count(self.config.library), decision)
         return decision
+
+    def _extra(self, key: str) -> Any:
+        """``key`` of the library's metadata extra (``None`` without a library), re-read only
+        when the library's size changes."""
+        if not self.store.has_library(self.config.library):
+            return None
+        count = self.store.count(self.config.library)
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] == count:
+            return cached[1]
+        meta = self._library_meta()
+        value = (meta.extra or {}).get(key) if meta else None
+        self._cache[key] = (count, value)
+        return value
 
     @property
     def decision(self) -> dict | None:
         """The library's decision settings (``refresh_decision``), or ``None`` (no library, or
         a library made before them)."""
-        if not self.store.has_library(self.config.library):
-            return None
-        count = self.store.count(self.config.library)
-        cached = getattr(self, "_decision", None)
-        if cached is not None and cached[0] == count:
-            return cached[1]
-        meta = self._library_meta()
-        decision = (meta.extra or {}).get("decision") if meta else None
-        self._decision = (count, decision)
-        return decision
+        return self._extra("decision")
 
     @property
     def profile(self) -> dict | None:
         """The library's proposal profile, or ``None`` (``config.profile`` off, no library,
         or a library made before profiles: ``refresh_profile()`` builds one)."""
-        if not self.config.profile:
-            return None
-        count = self.store.count(self.config.library) if self.store.has_library(self.config.library) else None
-        if count is None:
-            return None
-        cached = getattr(self, "_profile", None)
-        if cached is not None and cached[0] == count:
-            return cached[1]
-        meta = self._library_meta()
-        profile = (meta.extra or {}).get("profile") if meta else None
-        self._profile = (count, profile)
-        return profile
+        return self._extra("profile") if self.config.profile else None
 
     def add_examples_from_annotations(
         self,

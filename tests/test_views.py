@@ -10,7 +10,7 @@ from sam_detect.calibrate import (
     DEFAULT_THRESHOLD,
     FLOOR,
     MARGIN,
-    _loo_scores,
+    _loo_accuracy,
     choose_weights,
     class_statistics,
     describe,
@@ -179,7 +179,7 @@ def _two_view_vectors(rng, n_per_class=6):
 def test_weights_favour_the_view_that_tells_classes_apart():
     vectors, labels, views = _two_view_vectors(np.random.default_rng(2))
     per_view = view_similarities(vectors, vectors, views)
-    equal_acc, _ = _loo_scores(per_view.mean(axis=0), np.array(labels, dtype=object))
+    equal_acc = _loo_accuracy(per_view.mean(axis=0), np.array(labels, dtype=object))
     weights, acc = choose_weights(per_view, labels, ["noise", "signal"])
     assert equal_acc < 1.0  # the case the weights are for
     assert weights["signal"] > weights["noise"] and acc > equal_acc

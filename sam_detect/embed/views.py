@@ -136,6 +136,17 @@ def _cell_weights(crop: np.ndarray, x0: int, y0: int, scale: float, stride: int,
     return weights.astype(np.float32), slice(r0, r1), slice(c0, c1)
 
 
+def _pool(fmap: np.ndarray, crop: np.ndarray, x0: int, y0: int, scale: float, stride: int) -> np.ndarray | None:
+    """``(C,)``: ``fmap`` (stride ``stride``) averaged over the cells under ``crop`` (a mask
+    crop whose top-left pixel is ``(x0, y0)``), each weighted by its mask pixels; ``None``
+    when the crop covers no cell."""
+    cell = _cell_weights(crop, x0, y0, scale, stride, fmap.shape[1:])
+    if cell is None:
+        return None
+    weights, rows, cols = cell
+    return np.tensordot(fmap[:, rows, cols], weights, axes=([1, 2], [0, 1])) / weights.sum()
+
+
 def ring(crop: np.ndarray, width: int) -> np.ndarray:
     """The ``width``-pixel ring around a mask crop, in the crop padded by ``width`` on each side."""
     import cv2
@@ -156,11 +167,9 @@ def pool_rings(fmap: np.ndarray, stride: int, instances: Any, scale: float) -> n
             continue
         width = max(int(round(0.5 * np.sqrt(crop.sum()))), 2)
         x0, y0 = (int(v) - width for v in origins[i])
-        cell = _cell_weights(ring(crop, width), x0, y0, scale, stride, fmap.shape[1:])
-        if cell is None:
-            continue
-        weights, rows, cols = cell
-        out[i] = np.tensordot(fmap[:, rows, cols], weights, axes=([1, 2], [0, 1])) / weights.sum()
+        pooled = _pool(fmap, ring(crop, width), x0, y0, scale, stride)
+        if pooled is not None:
+            out[i] = pooled
     return out
 
 
@@ -178,12 +187,9 @@ def pool_under_masks(maps: dict[int, np.ndarray], instances: Any, scale: float) 
             continue
         x0, y0 = (int(v) for v in origins[i])
         for stride, fmap in maps.items():
-            cell = _cell_weights(crop, x0, y0, scale, stride, fmap.shape[1:])
-            if cell is None:
-                continue
-            weights, rows, cols = cell
-            region = fmap[:, rows, cols]
-            out[stride][i] = np.tensordot(region, weights, axes=([1, 2], [0, 1])) / weights.sum()
+            pooled = _pool(fmap, crop, x0, y0, scale, stride)
+            if pooled is not None:
+                out[stride][i] = pooled
     return out
 
 
