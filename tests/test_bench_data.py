@@ -89,7 +89,7 @@ def test_plane_labels_drop_small_pieces_per_id():
 
 
 def test_new_sets_are_in_the_default_list_with_a_protocol():
-    for name in ("bbbc007", "cells3d"):
+    for name in ("bbbc007", "cells3d", "mnfinder_nuclei"):
         assert name in bench_data.DATASETS
         p = bench_data.PROTOCOL[name]
         assert not set(p["examples_from"]) & set(p["detect_on"])
@@ -111,3 +111,10 @@ def test_wheel_members_and_extraction_read_a_cached_wheel(tmp_path, monkeypatch)
     assert names == ["some_pkg/data/a b/x.tif", "some_pkg/data/a b/x_labels.tif"]
     path = bench_data.wheel_member(package, names[1])
     assert path == folder / names[1] and path.read_bytes() == b"y"
+
+
+def test_keep_class_drops_other_instances():
+    label = np.array([[1, 1, 2], [3, 0, 2]], np.int32)
+    out = bench_data.keep_class(label, {1: "nucleus", 2: "micronucleus", 3: "nucleus"}, "nucleus")
+    assert out.tolist() == [[1, 1, 0], [3, 0, 0]]
+    assert "mnfinder_nuclei" in bench_data.DATASETS
