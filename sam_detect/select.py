@@ -46,19 +46,26 @@ def overlap_pairs(instances: Instances) -> list[tuple[int, int, float]]:
     return out
 
 
-def select(instances: Instances, scores: np.ndarray, max_overlap: float = MAX_OVERLAP) -> np.ndarray:
+def select(instances: Instances, scores: np.ndarray, max_overlap: float = MAX_OVERLAP,
+           whole: np.ndarray | None = None) -> np.ndarray:
     """Indices of the kept candidates ``(K,)`` int64, in the candidates' order.
 
     ``scores`` ``(N,)``: higher is better; ties keep the earlier candidate.
+    ``whole`` ``(N,)`` bool: candidates shaped like their class's examples; such a
+    candidate is kept over smaller alternatives inside it that cover most of it, unless
+    those are separate objects by their outlines (:func:`wholes_first`).
     """
     n = len(instances)
-    scores = np.asarray(scores, np.float64)
+    scores = np.array(scores, np.float64)
     if scores.shape != (n,):
         raise ValueError(f"scores must have shape ({n},), got {scores.shape}")
     if n == 0:
         return np.zeros(0, np.int64)
+    pairs = overlap_pairs(instances)
+    if whole is not None:
+        scores = wholes_first(instances, scores, np.asarray(whole, bool), pairs)
     conflicts: list[list[int]] = [[] for _ in range(n)]
-    for i, j, frac in overlap_pairs(instances):
+    for i, j, frac in pairs:
         if frac > max_overlap:
             conflicts[i].append(j)
             conflicts[j].append(i)
@@ -70,6 +77,66 @@ def select(instances: Instances, scores: np.ndarray, max_overlap: float = MAX_OV
         kept[i] = True
         blocked[conflicts[i]] = True
     return np.flatnonzero(kept)
+
+
+#: a candidate is a part of a larger one when this share of it lies inside the larger one,
+#: and it is smaller than PART_AREA of it; the parts tile the larger one when they cover
+#: PARTS_COVER of it
+PART_INSIDE, PART_AREA, PARTS_COVER = 0.8, 0.8, 0.6
+#: a candidate is shaped like its class's examples when its profile fit without the size
+#: term is at least this (solidity and elongation within about half a step of the examples')
+WHOLE_SHAPE_FIT = 0.9
+#: parts whose outlines stand out at least this share of the whole's (``data["edge"]``) are
+#: separate objects meeting in a valley, not fragments cut through one object (chosen on the
+#: development sets: mnFinder's training images and scripts/tune_calibrated.py's fields)
+SEPARATE_EDGE = 0.7
+
+
+def wholes_first(instances: Instances, scores: np.ndarray, whole: np.ndarray,
+                 pairs: list[tuple[int, int, float]] | None = None) -> np.ndarray:
+    """``scores`` with the fragments of every whole candidate ranked just below it.
+
+    Over-complete proposals offer an object both whole and cut into parts (a watershed
+    that follows texture, a threshold that breaks a pale object). The parts often fit the
+    examples' size better and look as much like them, yet a candidate whose outline is as
+    solid and as round as the examples' is one object, whatever its size: the examples'
+    size says little about another image's magnification, their shape does. Where the
+    segmenter measures outlines (``data["edge"]``), parts that stand out all round as much
+    as the whole does are touching objects, not fragments, and keep their own ranks (the
+    cut between two nuclei runs along a dark valley; one through a nucleus does not).
+    Larger wholes are settled first.
+    """
+    scores = np.array(scores, np.float64)
+    areas = instances.areas.astype(np.float64)
+    fragments = fragmented_wholes(instances, whole, pairs)
+    for big in sorted(fragments, key=lambda k: -areas[k]):
+        inside = fragments[big]
+        scores[inside] = np.minimum(scores[inside], np.nextafter(scores[big], -np.inf))
+    return scores
+
+
+def fragmented_wholes(instances: Instances, whole: np.ndarray,
+                      pairs: list[tuple[int, int, float]] | None = None) -> dict[int, list[int]]:
+    """``{whole candidate: its fragments}``: the ``whole`` candidates that smaller
+    alternatives inside them cover (``PARTS_COVER``), where those parts are fragments of it
+    rather than separate objects by their outlines (``SEPARATE_EDGE``; see
+    :func:`wholes_first`)."""
+    areas = instances.areas.astype(np.float64)
+    edge = instances.data.get("edge")
+    edge = None if edge is None else np.asarray(edge, np.float64)
+    parts: dict[int, list[int]] = {}
+    for i, j, frac in overlap_pairs(instances) if pairs is None else pairs:
+        small, big = (i, j) if areas[i] <= areas[j] else (j, i)
+        if whole[big] and frac > PART_INSIDE and areas[small] < PART_AREA * areas[big]:
+            parts.setdefault(big, []).append(small)
+    out = {}
+    for big, inside in parts.items():
+        if areas[inside].sum() < PARTS_COVER * areas[big]:
+            continue
+        if edge is not None and np.average(edge[inside], weights=areas[inside]) >= SEPARATE_EDGE * edge[big]:
+            continue
+        out[big] = inside
+    return out
 
 
 @dataclass
@@ -151,8 +218,10 @@ def decide(
     ok = np.array([lab != NEGATIVE for lab in labels], bool) & (known | keep_unknown) & (fit >= MIN_FIT)
     idx = np.flatnonzero(ok)
     score = quality(candidates[idx], sim[idx], fit[idx]) + known[idx]
-    keep = idx[select(candidates[idx], score)] if len(idx) else idx
+    whole = (fit_scores(candidates[idx], [labels[i] for i in idx], profile, size=False) >= WHOLE_SHAPE_FIT
+             if profile and len(idx) else None)
+    keep = idx[select(candidates[idx], score, whole=whole)] if len(idx) else idx
     return Decision(labels, conf, sim, fit, keep.astype(np.int64), words)
 
 
-__all__ = ["MAX_OVERLAP", "Decision", "decide", "overlap_pairs", "quality", "select"]
+__all__ = ["MAX_OVERLAP", "Decision", "decide", "overlap_pairs", "fragmented_wholes", "quality", "select", "wholes_first"]

@@ -177,8 +177,27 @@ def test_colour_direction_separates_hue_from_stain_strength(seed, monkeypatch):
     median_only = profile_module._direction
     monkeypatch.setattr(profile_module, "_direction", lambda ins, rings, spreads=None: median_only(ins, rings))
     plain, e_plain, _ = found()
-    assert e["reproduction"] > 0.9 > e_plain["reproduction"]
-    assert fisher >= 0.5 and fisher > plain + 0.15
+    assert e["reproduction"] > e_plain["reproduction"]
+    assert fisher > plain + 0.05
+
+
+def test_colour_direction_weighs_what_varies_least_around_the_objects():
+    """Objects differ from their rings in brightness (40) and in hue (red 30 lower); the
+    pixels vary 15 times as much in brightness as in hue: the direction turns towards hue,
+    halfway (``SPREAD_SHRINK``), and a gray image keeps the gray direction."""
+    from sam_detect.profile import _direction
+
+    ins, rings = np.array([[160.0, 200.0, 200.0]]), np.array([[150.0, 160.0, 160.0]])
+    grey = np.ones(3) / np.sqrt(3)
+    spread = 15.0 * 100.0 * np.outer(grey, grey) + 100.0 * np.eye(3)
+    plain = _direction(ins, rings)
+    fisher = _direction(ins, rings, [spread.ravel().tolist()])
+    hue = np.array([-1.0, 0.5, 0.5]) / np.linalg.norm([-1.0, 0.5, 0.5])
+    assert np.linalg.norm(fisher) == pytest.approx(1.0, abs=1e-5)
+    assert float(fisher @ hue) > float(plain @ hue) + 0.2
+    assert float(fisher @ (ins - rings)[0]) > 0  # the objects stay bright along it
+    gray_spread = 400.0 * np.outer(grey, grey)
+    assert _direction(ins * 0 + 200, rings * 0 + 50, [gray_spread.ravel().tolist()]) == pytest.approx(grey, abs=1e-5)
 
 
 def test_negatives_and_missing_measurements_stay_out_of_the_profile():
@@ -199,6 +218,50 @@ def test_select_keeps_the_best_of_nested_alternatives():
     assert select(inst, np.array([0.9, 0.2, 0.5])).tolist() == [0, 2]
     with pytest.raises(ValueError, match="scores must have shape"):
         select(inst, np.ones(2))
+
+
+def test_edge_contrast_is_lower_for_a_fragment_than_for_its_object():
+    """A fragment's outline runs partly through its object; a whole object's stands out all
+    round, and two touching objects meet in a valley."""
+    from sam_detect.segment.calibrated import edge_contrast
+
+    x = np.zeros((60, 90), np.float32)
+    x[10:40, 10:40] = 100.0  # one object
+    x[10:40, 50:65] = x[10:40, 66:80] = 100.0  # two objects meeting at a dark seam (column 65)
+    x[10:40, 65] = 20.0
+    masks = np.zeros((4, 60, 90), bool)
+    masks[0, 10:40, 10:40] = True  # the first object
+    masks[1, 10:40, 10:25] = True  # its left half: a fragment
+    masks[2, 10:40, 50:65] = True  # the left one of the touching pair
+    masks[3, 10:40, 50:80] = True  # the pair merged
+    edge = edge_contrast(x, Instances(masks=masks), contrast=100.0)
+    assert edge[0] > 0.9 and edge[1] < 0.8 * edge[0]
+    assert edge[2] > 0.7 * edge[3]  # the seam is a valley: the part stands out nearly all round
+    assert edge.dtype == np.float32 and ((edge >= 0) & (edge <= 1)).all()
+
+
+def test_a_whole_beats_its_fragments_but_not_two_touching_objects():
+    """``wholes_first``: a round candidate cut into fragments by texture is kept whole even
+    when the fragments fit the examples' size better; a merged pair whose parts stand out
+    all round stays split (its parts keep their ranks)."""
+    from sam_detect.select import wholes_first
+
+    big = np.zeros((60, 60), bool)
+    big[10:40, 10:40] = True
+    left, right = big.copy(), big.copy()
+    left[:, 25:] = False
+    right[:, :25] = False
+    inst = Instances(masks=np.stack([big, left, right]))
+    scores = np.array([0.3, 0.5, 0.5])  # the halves fit the examples' size better
+    whole = np.array([True, True, True])
+    inst.data["edge"] = np.array([1.0, 0.6, 0.6], np.float32)  # fragments: cut through the object
+    assert select(inst, scores, whole=whole).tolist() == [0]
+    assert (wholes_first(inst, scores, whole) < 0.3).sum() == 2
+    inst.data["edge"] = np.array([1.0, 0.95, 0.95], np.float32)  # separate objects: a valley between
+    assert select(inst, scores, whole=whole).tolist() == [1, 2]
+    assert select(inst, scores, whole=np.array([False, True, True])).tolist() == [1, 2]
+    del inst.data["edge"]  # a segmenter that does not measure outlines: the shape decides
+    assert select(inst, scores, whole=whole).tolist() == [0]
 
 
 def test_size_filter_says_what_it_dropped():

@@ -326,6 +326,7 @@ def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str |
     from scipy import ndimage as ndi
 
     h, w = rgb.shape[:2]
+    prep = Prepared(rgb, scale)
     crops, origins, made_by = [], [], []
     lo, hi = scale.min_area, scale.max_area
     if OWN in settings and own is not None:
@@ -335,7 +336,7 @@ def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str |
                 crops.append(crop)
                 origins.append((int(origin[0]), int(origin[1])))
                 made_by.append(GRID.index(OWN))
-    for s, labels in label_images(rgb, scale, [s for s in settings if s != OWN]):
+    for s, labels in label_images(prep, scale, [s for s in settings if s != OWN]):
         areas = np.bincount(labels.ravel())
         for i, sl in enumerate(ndi.find_objects(labels), 1):
             if sl is None or not lo <= areas[i] <= hi:
@@ -348,7 +349,39 @@ def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str |
     inst = Instances.from_crops(crops, np.asarray(origins, np.int64), (h, w))
     inst.data["setting"] = np.asarray(made_by, np.int64)
     inst.data["class_hint"] = [label] * len(inst)
-    return _merge_near_duplicates(inst, len(settings))
+    inst = _merge_near_duplicates(inst, len(settings))
+    inst.data["edge"] = edge_contrast(prep.x, inst, scale.contrast)
+    return inst
+
+
+#: the bands inside and outside a candidate's outline whose levels are compared, pixels
+EDGE_BAND = 2
+
+
+def edge_contrast(x: np.ndarray, inst: Instances, contrast: float) -> np.ndarray:
+    """``(N,)`` float32 in ``[0, 1]``: how far each candidate's outline stands out, as a share
+    of the examples' contrast: the mean of ``x`` (the projection, objects bright) in a band
+    just inside the outline minus that in a band just outside. A whole object's outline
+    runs along its edge all round; a fragment's runs partly through its object, where
+    inside and outside are alike, while two touching objects meet in a valley."""
+    import cv2
+
+    h, w = x.shape
+    b = EDGE_BAND
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * b + 1,) * 2)
+    out = np.zeros(len(inst), np.float32)
+    for k, (crop, (x0, y0)) in enumerate(zip(inst.mask_crops, inst.mask_origins, strict=True)):
+        x0, y0 = int(x0), int(y0)
+        ya, xa = max(0, y0 - b), max(0, x0 - b)
+        yb, xb = min(h, y0 + crop.shape[0] + b), min(w, x0 + crop.shape[1] + b)
+        m = np.zeros((yb - ya, xb - xa), np.uint8)
+        m[y0 - ya : y0 - ya + crop.shape[0], x0 - xa : x0 - xa + crop.shape[1]] = crop
+        inner = m.astype(bool) & ~cv2.erode(m, kernel, borderType=cv2.BORDER_REPLICATE).astype(bool)
+        outer = cv2.dilate(m, kernel).astype(bool) & ~m.astype(bool)
+        if inner.any() and outer.any():
+            sub = x[ya:yb, xa:xb]
+            out[k] = float(sub[inner].mean() - sub[outer].mean()) / max(float(contrast), 1e-6)
+    return np.clip(out, 0.0, 1.0)
 
 
 #: alternatives closer than this (mask IoU) are one candidate: the first setting's is kept
