@@ -262,11 +262,26 @@ class SAMDetect:
         self.store.labels(self.config.library)
         return True
 
+    def _model_identity(self) -> dict[str, Any] | None:
+        """The embedder's model identity (model, checkpoint sha256, input size) as recorded in
+        a library, or ``None`` for an embedder without downloadable weights."""
+        ident = getattr(self.embedder, "model_identity", None)
+        return ident.to_dict() if ident is not None else None
+
     def check_library(self, create: bool) -> None:
-        from sam_detect.store.base import LibraryMeta
+        """Check the embedder, fade and crop settings against the library's (creating it
+        when ``create`` and it does not exist).
+
+        Raises:
+            LibraryNotFoundError: no such library and ``create`` is false.
+            EmbedderMismatchError: other settings, or another model identity (model,
+                checkpoint sha256, input size) than the library was made with.
+        """
+        from sam_detect.store.base import MODEL_KEY, LibraryMeta
 
         self.open_library()
         emb = self.embedder
+        ident = self._model_identity()
         meta = self._library_meta()
         if meta is None:
             if not create:
@@ -282,14 +297,21 @@ class SAMDetect:
                 dim=int(emb.dim),
                 fade=self._fade_params(),
                 crop=self._crop_params(),
-                extra={"embedder": {"name": emb.name, "options": _portable(getattr(self, "_embedder_options", {}))}},
+                extra={
+                    "embedder": {"name": emb.name, "options": _portable(getattr(self, "_embedder_options", {}))},
+                    **({MODEL_KEY: ident} if ident else {}),
+                },
             )
             from sam_detect.store import journal
 
             # provisional until the first add commits: a crash before leaves no empty library
             self.store.create_library(journal.provisional(meta))
             return
-        meta.check_compatible(emb.id, int(emb.dim), fade=self._fade_params(), crop=self._crop_params())
+        meta.check_compatible(emb.id, int(emb.dim), fade=self._fade_params(), crop=self._crop_params(), model=ident)
+        if create and ident and meta.model is None:
+            # a library made before identities were recorded, and its embedder id (which holds
+            # a fingerprint of the weights) matches: record the identity with this add
+            self.store.update_extra(self.config.library, MODEL_KEY, ident)
 
     # -- embedding ----------------------------------------------------------------------
     def _embed(
@@ -703,12 +725,22 @@ class SAMDetect:
         """Example-guided prompting: hand the library's SAM2 features to a SAM2 segmenter.
 
         Only when the library's vectors are SAM2 image-mode features of the segmenter's own
-        model (the same embedder id), so their similarity with the image's feature map means
-        something. Re-read only when the library's size changes.
+        model — the same model size, checkpoint (sha256) and input size, in the library's
+        record and in the embedder — so their similarity with the image's feature map means
+        something. Otherwise nothing is shared, and the reason is logged once and kept in
+        ``choices["example_prompts"]``. Re-read only when the library's size changes.
         """
         seg, emb = self.segmenter, self.embedder
         if not hasattr(seg, "set_example_features") or getattr(emb, "name", "") != "sam2" \
                 or not hasattr(emb, "embed_instances") or not hasattr(self.store, "iter_examples"):
+            return
+        why_not = self._why_not_share(seg, emb)
+        if why_not:
+            seg.set_example_features(None)
+            if self.choices.get("example_prompts") != f"off: {why_not}":
+                log.warning("example-guided prompts are off: %s", why_not)
+            self.choices["example_prompts"] = f"off: {why_not}"
+            self._shared_count = None
             return
         count = self.store.count(self.config.library)
         if getattr(self, "_shared_count", None) == count:
@@ -720,6 +752,24 @@ class SAMDetect:
                     feats.setdefault(lab, []).append(np.asarray(vec, dtype=np.float32))
         seg.set_example_features({lab: np.stack(v) for lab, v in feats.items()})
         self._shared_count = count
+        self.choices["example_prompts"] = f"on: {sum(len(v) for v in feats.values())} example features"
+
+    def _why_not_share(self, seg: Any, emb: Any) -> str | None:
+        """Why the library's SAM2 features must not steer ``seg`` (``None``: they may)."""
+        from sam_detect.models import ModelIdentity
+
+        mine = getattr(seg, "model_identity", None)
+        if mine is None:
+            return f"the segmenter {getattr(seg, 'name', type(seg).__name__)} states no model identity"
+        meta = self._library_meta()
+        recorded = ModelIdentity.from_dict(meta.model) if meta else None
+        theirs = recorded or getattr(emb, "model_identity", None)
+        whose = f"library {self.config.library!r} was made with" if recorded else "the embedder uses"
+        if theirs is None:
+            return "the embedder states no model identity"
+        if theirs != mine:
+            return f"{whose} {theirs.describe()}, the segmenter uses {mine.describe()}"
+        return None
 
     def detect_stream(self, frames: Any, **options: Any) -> Iterator[Any]:
         """Detect on a stream of frames (video, camera, stack), yielding a ``FrameResult`` per

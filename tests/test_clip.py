@@ -224,3 +224,48 @@ def test_clip_options_of_known_tags():
         assert opts["quick_gelu"] is False and opts["image_size"] == 224, (model, tag)
     assert clip_options("ViT-L-14", "laion2b_s32b_b82k")["mean"] == (0.5, 0.5, 0.5)
     assert clip_options("ViT-B-16", "openai")["quick_gelu"] is True
+
+
+def test_model_identity_is_recorded_and_another_checkpoint_refused(tiny, tmp_path):
+    """A library records model:tag, the checkpoint's sha256 and the input size; a detector
+    with other weights of the same architecture is refused, naming both."""
+    import hashlib
+
+    import open_clip
+    import torch
+
+    from sam_detect.errors import EmbedderMismatchError
+    from sam_detect.pipeline import DetectorConfig, SAMDetect
+    from sam_detect.store import create_store
+
+    torch.manual_seed(1)
+    other_ckpt = tmp_path / "other.pt"
+    torch.save(open_clip.create_model(TINY, pretrained=None).state_dict(), other_ckpt)
+    ident = make(tiny).model_identity
+    assert ident.to_dict() == {
+        "family": "clip",
+        "name": f"{TINY}:custom",
+        "sha256": hashlib.sha256(tiny["pt"].read_bytes()).hexdigest(),
+        "input_size": 64,
+    }
+    other = make({"pt": other_ckpt})
+    assert other.model_identity.sha256 != ident.sha256
+
+    img = np.full((96, 96, 3), 30, np.uint8)
+    img[30:60, 30:60] = 200
+    mask = np.zeros((96, 96), bool)
+    mask[30:60, 30:60] = True
+    store = create_store("memory")
+    cfg = DetectorConfig(store="memory", segmenter="classical", threshold=-1.0, library="squares")
+    with SAMDetect(cfg, store=store, embedder=make(tiny)) as det:
+        det.add_example(img, label="square", mask=mask)
+    assert store.get_meta("squares").model == ident.to_dict()
+    with SAMDetect(cfg, store=store, embedder=other) as det, pytest.raises(EmbedderMismatchError) as err:
+        det.detect(img)
+    assert str(err.value).startswith(
+        f"library 'squares' was made with CLIP {TINY}:custom (checkpoint sha256 {ident.sha256[:12]}, "
+        f"input 64 px), but this detector uses CLIP {TINY}:custom (checkpoint sha256 "
+        f"{other.model_identity.sha256[:12]}, input 64 px)"
+    )
+    with SAMDetect(cfg, store=store, embedder=make(tiny)) as det:
+        assert len(det.detect(img)) >= 1

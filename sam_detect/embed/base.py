@@ -15,6 +15,10 @@ class Embedder(Protocol):
     ``name``: registry name (``"effnet"``); ``id``: everything that changes the vectors
     (model, weights, input size, mode), recorded in a library and compared on every use;
     ``dim``: vector size.
+
+    Embedders with downloadable weights (``sam2``, ``clip``) also have ``model_identity``
+    (:class:`sam_detect.models.ModelIdentity`: model, checkpoint sha256, input size), which a
+    library records and compares; it is optional, and others have none.
     """
 
     name: str

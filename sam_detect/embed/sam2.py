@@ -45,9 +45,10 @@ from sam_detect.embed._torch import (
 from sam_detect.embed.base import l2_normalize
 from sam_detect.errors import AnnotationError, ImageLoadError
 from sam_detect.instances import Instances, as_instances
+from sam_detect.models import SAM2_DEFAULT_INPUT
 
 FEATURE_DIM = 256
-DEFAULT_IMAGE_SIZE = 1024
+DEFAULT_IMAGE_SIZE = SAM2_DEFAULT_INPUT
 _MODES = ("image", "crop")
 
 
@@ -358,6 +359,17 @@ class SAM2Embedder:
         self.id = f"sam2:{self.spec.arch}:{mode}:{size}:{file_fingerprint(self.checkpoint)}"
         self.uses_masks = mode == "crop"
         self._runtime: SAM2Runtime | None = None
+        self._identity = None
+
+    @property
+    def model_identity(self):
+        """:class:`~sam_detect.models.ModelIdentity`: model, checkpoint sha256, input size
+        (the digest is computed once per checkpoint file and cached)."""
+        if self._identity is None:
+            from sam_detect.models import sam2_identity
+
+            self._identity = sam2_identity(self.spec.arch, self.checkpoint, self.image_size)
+        return self._identity
 
     def __repr__(self) -> str:
         return f"SAM2Embedder(id={self.id!r}, device={self.device})"

@@ -217,6 +217,17 @@ class SAM2Segmenter:
         self._classical = None
         self._amg = None
         self._examples: dict[str, np.ndarray] = {}
+        self._identity = None
+
+    @property
+    def model_identity(self):
+        """:class:`~sam_detect.models.ModelIdentity` of this segmenter's encoder: example
+        features are shared with it only from a library made with the same one."""
+        if self._identity is None:
+            from sam_detect.models import sam2_identity
+
+            self._identity = sam2_identity(self.spec.arch, self.checkpoint, self.config.image_size)
+        return self._identity
 
     def __repr__(self) -> str:
         return f"SAM2Segmenter({self.config})"

@@ -39,7 +39,7 @@ import numpy as np
 from sam_detect.errors import EmbedderMismatchError, LibraryError
 from sam_detect.store import journal
 from sam_detect.store._common import COUNT_KEY, check_library_name, normalise_id
-from sam_detect.store.base import LibraryMeta, Store
+from sam_detect.store.base import MODEL_KEY, LibraryMeta, Store, check_same_model
 
 FORMAT_NAME = "sam-detect-library"
 FORMAT_VERSION = 1
@@ -422,6 +422,7 @@ def import_library(
             )
         have = store.get_meta(target)
         try:
+            check_same_model(have.model, meta.model, f"library {target!r} was made with", "the file's examples were made with")
             have.check_compatible(meta.embedder_id, meta.dim, fade=meta.fade, crop=meta.crop)
         except EmbedderMismatchError as e:
             raise EmbedderMismatchError(f"cannot merge {archive.path} into it: {e}") from None
@@ -592,6 +593,10 @@ def reembed_library(
         },
     )
     meta.extra.pop(journal.PENDING_KEY, None)
+    ident = getattr(emb, "model_identity", None)  # the new embedder's, never the old one's
+    meta.extra.pop(MODEL_KEY, None)
+    if ident is not None:
+        meta.extra[MODEL_KEY] = ident.to_dict()
     store.create_library(journal.provisional(meta))
     try:
         store.add(
