@@ -193,9 +193,17 @@ class SAMDetect:
                     name = recorded["name"]
                     opts = {**recorded.get("options", {}), **opts}
                     reason = f"auto: library {self.config.library!r} was built with it"
+                    if name == "sam2" and opts.get("mode", "image") == "image" \
+                            and ":tiles=" not in meta.embedder_id:
+                        opts.setdefault("tile_size", 0)  # made before tiled image mode: whole images
                 else:
                     _, name, why = self._auto_models()
                     reason = f"auto: {why}"
+            if name == "sam2" and self.config.segmenter == "sam2":
+                # image mode pools from the tiles the segmenter encodes: one scale policy
+                for key in ("tile_size", "tile_overlap"):
+                    if key in self.config.segmenter_options:
+                        opts.setdefault(key, self.config.segmenter_options[key])
             if _is_torch_embedder(name):
                 opts.setdefault("device", self.config.device)
                 if self.config.batch_size:

@@ -212,3 +212,30 @@ def test_example_features_are_shared_only_with_the_same_model(ckpts, caplog, seg
         assert choice.startswith("off: library 'discs' was made with SAM2 sam2.1-tiny")
         assert choice.endswith(f"the segmenter uses {mine}")
         assert [r.getMessage() for r in caplog.records] == [f"example-guided prompts are off: {choice[5:]}"]
+
+
+def test_library_made_before_tiled_image_mode_keeps_its_whole_image_policy(ckpts):
+    """A sam2 library whose id has no tiling policy (made when image mode always encoded
+    the whole image) is reopened with ``embedder="auto"`` under that policy, not refused."""
+    from sam_detect.pipeline import DetectorConfig, SAMDetect
+
+    img, masks = scene()
+    store = memory_store()
+    opts = {"checkpoint": str(ckpts[0]), "image_size": SIZE, "device": "cpu"}
+    cfg = DetectorConfig(store="memory", segmenter="classical", threshold=-1.0, library="discs",
+                         embedder="sam2", embedder_options={**opts, "tile_size": 0})
+    with SAMDetect(cfg, store=store) as det:
+        det.add_example(img, label="disc", mask=masks[0])
+    meta = store.get_meta("discs")
+    assert ":tiles=" not in meta.embedder_id
+    store.update_extra("discs", "embedder", {"name": "sam2", "options": {k: v for k, v in opts.items() if k != "device"}})
+    auto = DetectorConfig(store="memory", segmenter="classical", threshold=-1.0, library="discs")
+    with SAMDetect(auto, store=store) as det:
+        found = det.detect(img)
+        assert det.embedder.id == meta.embedder_id and det.embedder.tile_size == 0
+    assert len(found) >= 1
+    # asked for the tiled policy explicitly, the old library is refused by its id
+    tiled = DetectorConfig(store="memory", segmenter="classical", library="discs", embedder="sam2",
+                           embedder_options=opts)
+    with SAMDetect(tiled, store=store) as det, pytest.raises(EmbedderMismatchError, match="tiles=auto/128"):
+        det.detect(img)

@@ -509,3 +509,79 @@ def test_localmask_roundtrip():
     assert isinstance(loc, LocalMask) and loc.xyxy == (10, 3, 25, 7) and loc.area == 60
     np.testing.assert_array_equal(to_full_masks([loc], (20, 30))[0], m)
     assert local_from_full(np.zeros((4, 4), bool)) is None
+
+
+def _disc_instances(hw, discs) -> Instances:
+    yy, xx = np.mgrid[: hw[0], : hw[1]]
+    return Instances(masks=np.stack([(xx - x) ** 2 + (yy - y) ** 2 < r * r for x, y, r in discs]))
+
+
+def test_image_mode_scale_policy_at_4096_px(ckpt):
+    """The policy alone (no encoding): a 4096² image at the 1024-pixel input is pooled from
+    1024-pixel tiles, 16 x 16 px per feature cell; 2048² stays whole (32 px cells)."""
+    from sam_detect.embed.sam2 import SAM2Embedder
+
+    emb = SAM2Embedder(checkpoint=str(ckpt), device="cpu")  # image_size 1024: 64 x 64 cells
+    assert ":image:1024:tiles=auto/128:" in emb.id
+    small = Instances.from_crops(
+        [np.ones((20, 20), bool)] * 4, np.array([[5, 5], [1010, 1010], [2040, 3000], [4070, 4070]]), (4096, 4096)
+    )
+    wins = emb.windows(small)
+    assert wins.shape == (4, 4)
+    cell = (wins[:, 2:] - wins[:, :2]) / 64
+    np.testing.assert_array_equal(cell, 16.0)
+    b = small.boxes
+    assert np.all(wins[:, :2] <= b[:, :2]) and np.all(wins[:, 2:] >= b[:, 2:])
+    # an object larger than a tile: a window of its own, twice its size, inside the image
+    big = Instances.from_crops([np.ones((1500, 900), bool)], np.array([[100, 2000]]), (4096, 4096))
+    (x0, y0, x1, y1), = emb.windows(big)
+    assert (x1 - x0, y1 - y0) == (3000, 3000) and x0 == 0 and y1 <= 4096
+    # up to twice the input side the whole image is encoded
+    whole = Instances.from_crops([np.ones((20, 20), bool)], np.array([[1000, 1000]]), (2048, 2048))
+    np.testing.assert_array_equal(emb.windows(whole), [[0, 0, 2048, 2048]])
+    assert ":tiles=" not in SAM2Embedder(checkpoint=str(ckpt), device="cpu", tile_size=0).id
+    with pytest.raises(ValueError, match="tile_size must exceed tile_overlap"):
+        SAM2Embedder(checkpoint=str(ckpt), device="cpu", tile_size=100)
+
+
+def test_image_mode_pools_each_object_from_its_tile(ckpt):
+    """Scaled down 4x (input 256, a 1024² image, tiles of 256): each vector is the object's
+    pool over the feature map of its tile encoded alone (16 px cells, not the whole
+    image's 64 px), the segmenter's example features are the same vectors, and only the
+    tiles holding objects are encoded."""
+    discs = [(40, 40, 10), (300, 520, 12), (700, 130, 9), (980, 990, 11)]
+    img, _ = disc_scene(1024, 1024, discs)
+    inst = _disc_instances((1024, 1024), discs)
+    emb = make_emb(ckpt)
+    emb.runtime.clear()
+    wins = emb.windows(inst)
+    assert np.all((wins[:, 2:] - wins[:, :2]) / (SIZE // 16) == 16.0)  # 16 px per cell
+    before = emb.runtime.encodings
+    vec = emb.embed_instances(img, inst)
+    assert emb.runtime.encodings - before == len({tuple(w) for w in wins})
+    emb.runtime.clear()  # the reference encodes each tile again, on its own
+    for i, (x0, y0, x1, y1) in enumerate(wins):
+        tile = img[y0:y1, x0:x1]
+        local = Instances(masks=inst.masks[i : i + 1, y0:y1, x0:x1])
+        assert local.areas[0] == inst.areas[i]  # the whole object lies in its tile
+        ref = emb.embed_instances(tile, local)
+        np.testing.assert_allclose(vec[i], ref[0], atol=1e-5)
+    whole = make_emb(ckpt, tile_size=0).embed_instances(img, inst)
+    assert np.all(np.sum(whole * vec, axis=1) < 0.999)  # another scale, other vectors
+    seg = make_seg(ckpt)
+    np.testing.assert_allclose(seg.pool_features(img, inst.masks), vec, atol=1e-5)
+    # the segmenter decodes a prompt in the same tile the embedder pools the object from
+    groups = seg._prompt_groups((1024, 1024), inst.boxes, None)
+    assert {tuple(w) for w, _ in groups} == {tuple(w) for w in wins}
+
+
+def test_pipeline_gives_the_sam2_embedder_the_segmenters_tiles(ckpt):
+    from sam_detect.pipeline import DetectorConfig, SAMDetect
+
+    opts = {"checkpoint": str(ckpt), "image_size": SIZE}
+    cfg = DetectorConfig(store="memory", segmenter="sam2", embedder="sam2",
+                         segmenter_options={**opts, "tile_size": 384, "tile_overlap": 64},
+                         embedder_options=opts, device="cpu")
+    with SAMDetect(cfg) as det:
+        emb = det.embedder
+    assert (emb.tile_size, emb.tile_overlap) == (384, 64) and ":tiles=384/64:" in emb.id
