@@ -585,3 +585,28 @@ def test_pipeline_gives_the_sam2_embedder_the_segmenters_tiles(ckpt):
     with SAMDetect(cfg) as det:
         emb = det.embedder
     assert (emb.tile_size, emb.tile_overlap) == (384, 64) and ":tiles=384/64:" in emb.id
+
+
+@pytest.mark.slow
+def test_embedder_reuses_the_segmenters_tile_encodings(ckpt):
+    """After the segmenter has encoded tiles of an image, the embedder pools the objects in
+    those tiles from the kept encodings and encodes only the others (25 tiles, as a
+    4096-px image at 1024 px has: here 1024 px at 256, overlap scaled to 32)."""
+    discs = [(40, 40, 10), (300, 520, 12), (700, 130, 9), (980, 990, 11), (512, 512, 14)]
+    img, _ = disc_scene(1024, 1024, discs)
+    seg = make_seg(ckpt, mode="guided", prompt_sources=("classical",), tile_overlap=32,
+                   guided_pred_iou_thresh=0.0, guided_stability_thresh=0.0)
+    emb = make_emb(ckpt, tile_overlap=32)
+    seg.runtime.clear()
+    found = seg.segment(img)
+    assert found.metadata["sam2"]["tiles"] == 25
+    from sam_detect.embed.sam2 import _digest
+
+    inst = _disc_instances((1024, 1024), discs)
+    wins = {tuple(int(v) for v in w) for w in emb.windows(inst)}
+    # the segmenter encodes only the tiles it has prompts in (classical seeds here)
+    kept = {w for w in wins if _digest(img[w[1] : w[3], w[0] : w[2]].copy()) in seg.runtime._embeds}
+    assert len(kept) >= 1
+    n = seg.runtime.encodings
+    vec = emb.embed_instances(img, inst)
+    assert seg.runtime.encodings - n == len(wins - kept) and vec.shape == (5, 256)
