@@ -35,7 +35,8 @@ PRIOR_WEIGHT = 4.0
 #: candidates further than this many log-area sds from the class's examples are not proposals
 AREA_SD_LIMIT = 4.0
 #: examples further than this many robust sds from the median log-area are labelling slips
-OUTLIER_SD = 6.0
+#: (Iglewicz and Hoaglin's modified z-score rule); their size and shape are left out
+OUTLIER_SD = 3.5
 #: candidates that fit their class's profile worse than this are dropped (beyond about 6.5 sds
 #: of size, or 0.1 less solid than the least solid example: the size range gates sizes)
 MIN_FIT = 0.005
@@ -71,8 +72,10 @@ def _polygon_solidity(contours: Sequence[np.ndarray]) -> float:
     return float(min(1.0, area / hull)) if hull > 0 and area > 0 else 1.0
 
 
-def _colours(rgb: np.ndarray, crop: np.ndarray, x0: int, y0: int, taken: np.ndarray) -> tuple[list, list]:
-    """Median RGB inside the mask and in a ring around it (outside every example)."""
+def _colours(rgb: np.ndarray, crop: np.ndarray, x0: int, y0: int,
+             taken: np.ndarray) -> tuple[list, list, np.ndarray]:
+    """Median RGB inside the mask and in a ring around it (outside every example), and the
+    ``(3, 3)`` within-region covariance of the pixels (the mean of the two regions')."""
     import cv2
 
     h, w = rgb.shape[:2]
@@ -92,12 +95,32 @@ def _colours(rgb: np.ndarray, crop: np.ndarray, x0: int, y0: int, taken: np.ndar
     around = px[ring.ravel()]
     if len(around) == 0:
         around = inside
-    return np.median(inside, axis=0).tolist(), np.median(around, axis=0).tolist()
+    spread = 0.5 * (_scatter(inside) + _scatter(around))
+    return np.median(inside, axis=0).tolist(), np.median(around, axis=0).tolist(), spread
 
 
-def _direction(ins: np.ndarray, rings: np.ndarray) -> np.ndarray:
-    """Unit RGB direction along which the objects stand out from their rings."""
+def _scatter(px: np.ndarray) -> np.ndarray:
+    """``(3, 3)`` covariance of ``(N, 3)`` pixels (zeros for fewer than two)."""
+    return np.cov(px.T).astype(np.float64) if len(px) >= 2 else np.zeros((3, 3))
+
+
+#: the within-region covariance is shrunk towards a multiple of the identity by this share
+#: (a few examples' pixels estimate a 3 x 3 covariance well, but a gray image's is singular)
+SPREAD_SHRINK = 0.1
+
+
+def _direction(ins: np.ndarray, rings: np.ndarray, spreads: Sequence[Any] | None = None) -> np.ndarray:
+    """Unit RGB direction along which the objects stand out from their rings.
+
+    With the examples' within-region pixel covariances (``spreads``), Fisher's discriminant:
+    the direction that separates inside from ring pixels best relative to how much each
+    region varies (dark nuclei on pink stand out in hue more than in the brightness that
+    dark cytoplasm shares); without, the median colour difference itself."""
     d = np.median(np.asarray(ins) - np.asarray(rings), axis=0)
+    if spreads is not None and len(spreads) and float(np.linalg.norm(d)) >= 1e-6:
+        w = np.mean(np.asarray(spreads, np.float64).reshape(-1, 3, 3), axis=0)
+        w = (1.0 - SPREAD_SHRINK) * w + SPREAD_SHRINK * (np.trace(w) / 3.0 + 1.0) * np.eye(3)
+        d = np.linalg.solve(w, d)
     n = float(np.linalg.norm(d))
     if n < 1e-6:
         return np.full(3, 1 / np.sqrt(3), np.float32)
@@ -109,7 +132,8 @@ def _scale(stats: Sequence[dict]) -> Any:
 
     ins = np.array([s["in"] for s in stats], np.float32)
     rings = np.array([s["ring"] for s in stats], np.float32)
-    d = _direction(ins, rings)
+    spreads = [s["spread"] for s in stats if "spread" in s]
+    d = _direction(ins, rings, spreads if len(spreads) == len(stats) else None)
     areas = np.array([s["area"] for s in stats], np.float64)
     mu, sd = _log_area(areas)
     radius = np.sqrt(areas / np.pi)
@@ -128,7 +152,9 @@ def _scale(stats: Sequence[dict]) -> Any:
 
 
 def _minor_radius(stats: Sequence[dict]) -> float:
-    """Median minor semi-axis: ``r_eq x (1 - e^2) ** 0.25`` for an ellipse of area ``pi r_eq^2``."""
+    """Median minor semi-axis: ``r_eq x (1 - e^2) ** 0.25`` for an ellipse of area ``pi r_eq^2``
+    (of the typical examples)."""
+    stats = [s for s, t in zip(stats, _typical(np.log([s["area"] for s in stats])), strict=True) if t]
     r = np.sqrt(np.array([s["area"] for s in stats], np.float64) / np.pi)
     e = np.clip(np.array([s.get("eccentricity", 0.0) for s in stats], np.float64), 0.0, 0.999)
     return float(np.median(r * (1.0 - e * e) ** 0.25))
@@ -174,7 +200,8 @@ def describe_examples(rgb: np.ndarray, instances: Instances, labels: Sequence[st
     out = []
     for crop, (x0, y0) in zip(crops, origins, strict=True):
         s = _shape_of(crop)
-        s["in"], s["ring"] = _colours(rgb, crop, int(x0), int(y0), taken)
+        s["in"], s["ring"], spread = _colours(rgb, crop, int(x0), int(y0), taken)
+        s["spread"] = [round(float(v), 2) for v in spread.ravel()]
         out.append(s)
     by_class: dict[str, list[int]] = {}
     for i, lab in enumerate(labels):
@@ -201,6 +228,9 @@ def build_profile(examples: Iterable[tuple[str, dict]]) -> dict:
     for label, stats in sorted(by_class.items()):
         sc = _scale(stats)
         log_a = np.log([s["area"] for s in stats])
+        # the shape ranges come from the typical examples: a 6-pixel slip is "eccentricity
+        # 1.0, solidity 0.8" and would admit every merged pair
+        shaped = [s for s, t in zip(stats, _typical(log_a), strict=True) if t]
         mu, sd = _log_area(np.exp(log_a))
         calibrated = [s["calib"]["iou"] for s in stats
                       if s.get("calib", {}).get("version") == GRID_VERSION and len(s["calib"]["iou"]) == len(GRID)]
@@ -217,9 +247,9 @@ def build_profile(examples: Iterable[tuple[str, dict]]) -> dict:
                      round(float(np.exp(log_a.max())), 1)],
             "area_range": [round(sc.min_area, 1), round(sc.max_area, 1)],
             "log_area": [round(mu, 4), round(sd, 4)],
-            "solidity": [round(float(min(s["solidity"] for s in stats)), 3),
-                         round(float(np.median([s["solidity"] for s in stats])), 3)],
-            "eccentricity": round(float(max(s["eccentricity"] for s in stats)), 3),
+            "solidity": [round(float(min(s["solidity"] for s in shaped)), 3),
+                         round(float(np.median([s["solidity"] for s in shaped])), 3)],
+            "eccentricity": round(float(max(s["eccentricity"] for s in shaped)), 3),
         }
         if calibrated:
             mean_iou = np.asarray(calibrated, np.float64).mean(axis=0)

