@@ -116,6 +116,185 @@ def test_the_writer_own_batch_is_not_rolled_back_by_itself(tmp_path):
     s.close()
 
 
+@pytest.mark.parametrize("kind", PERSISTENT)
+def test_an_interrupted_delete_is_finished_by_the_next_open(kind, tmp_path):
+    """A delete journaled but cut off after some of its ids went (here: one of three) is
+    finished by the next open, and the count reads record what is left."""
+    s = _open(kind, tmp_path)
+    s.create_library(_meta())
+    keep = s.add("lib", _vecs(4), ["a"] * 4)
+    doomed = s.add("lib", _vecs(3, 1), ["b"] * 3)
+    s.update_extra("lib", journal.PENDING_KEY, journal._record(doomed, False, op="delete"))
+    s.delete("lib", ids=doomed[:1])
+    journal._ACTIVE.clear()  # as if this process had died
+    s.close()
+    s = _open(kind, tmp_path)
+    try:
+        assert s.labels("lib") == {"a": 4}
+        assert sorted(x for b in s.iter_examples("lib") for x in b[0]) == sorted(keep)
+        meta = s.get_meta("lib")
+        assert journal.pending_of(meta) is None and meta.extra["_count"] == 4
+        assert check_library(s, "lib").ok
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("kind", PERSISTENT)
+def test_a_delete_by_label_journals_the_ids_it_had(kind, tmp_path):
+    """A label delete journals the label's ids when it starts: an example given that label
+    later is not deleted by the roll-forward; a failure in process leaves the journal for
+    the next open, which finishes it."""
+    s = _open(kind, tmp_path)
+    s.create_library(_meta())
+    s.add("lib", _vecs(2), ["a", "a"])
+    s.add("lib", _vecs(3, 1), ["b"] * 3)
+    real = s.delete
+    calls = []
+
+    def dies(*a, **kw):
+        calls.append(kw)
+        raise SystemExit("killed")  # not an Exception: no retry, as with a kill
+
+    s.delete = dies
+    with pytest.raises(SystemExit):
+        journal.delete(s, "lib", label="b")
+    s.delete = real
+    assert len(calls) == 1 and len(calls[0]["ids"]) == 3
+    late = s.add("lib", _vecs(1, 2), ["b"])  # another "b" after the journal was written
+    s.close()
+    s = _open(kind, tmp_path)
+    try:
+        assert s.labels("lib") == {"a": 2, "b": 1}
+        assert late[0] in {x for b in s.iter_examples("lib") for x in b[0]}
+        assert journal.pending_of(s.get_meta("lib")) is None
+    finally:
+        s.close()
+
+
+def test_a_delete_retries_once_and_refuses_over_another_write(tmp_path):
+    s = _open("memory", tmp_path)
+    s.create_library(_meta())
+    ids = s.add("lib", _vecs(3), ["a"] * 3)
+    real, calls = s.delete, []
+
+    def flaky(*a, **kw):
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("reset")
+        return real(*a, **kw)
+
+    s.delete = flaky
+    assert journal.delete(s, "lib", ids=ids[:2]) == 2 and len(calls) == 2
+    s.delete = real
+    assert s.count("lib") == 1 and journal.pending_of(s.get_meta("lib")) is None
+    journal.begin(s, "lib", journal.new_ids(1))  # a batch being written
+    with pytest.raises(LibraryError, match=r"library 'lib' has an unfinished write \(pid \d+"):
+        journal.delete(s, "lib", ids=ids[2:])
+    assert s.count("lib") == 1
+
+
+def test_cli_deletes_examples_by_label_and_id(tmp_path):
+    s = _open("edge", tmp_path)
+    s.create_library(_meta())
+    s.add("lib", _vecs(5), ["a"] * 5)
+    b = s.add("lib", _vecs(3, 1), ["b"] * 3)
+    s.close()
+    loc = ["--store", "edge", "--library-path", str(tmp_path)]
+    r = _cli("library", "delete", "lib", "--label", "a", "--yes", *loc)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == "deleted 5 examples from library 'lib' (3 left)\n"
+    r = _cli("library", "delete", "lib", "--id", b[0], "-y", *loc)
+    assert r.returncode == 0 and "deleted 1 examples from library 'lib' (2 left)" in r.stderr
+    r = _cli("library", "delete", "lib", "--label", "nope", "-y", *loc)
+    assert r.returncode == 1
+    assert r.stderr == "Error: library 'lib' has no examples labelled 'nope'; its labels: 'b'\n"
+    r = _cli("library", "delete", "lib", "--id", "x1", "-y", *loc)
+    assert r.returncode == 2 and "example ids are UUID strings, got 'x1'" in r.stderr
+    s = _open("edge", tmp_path)
+    try:
+        assert s.labels("lib") == {"b": 2} and check_library(s, "lib").ok
+    finally:
+        s.close()
+
+
+# -- journals on a shared server --------------------------------------------------------------
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def _foreign_journal(s, name: str, ids: list[str], **who) -> None:
+    rec = journal._record(ids, False)
+    journal._ACTIVE.discard(rec["token"])
+    rec.update(who)
+    s.update_extra(name, journal.PENDING_KEY, rec)
+
+
+@pytest.fixture
+def fake_server(monkeypatch):
+    """``QdrantStore(url=...)`` backed by one in-process client: the server code paths
+    (shared recovery) on the client's local engine, since no Docker engine runs here."""
+    import qdrant_client
+
+    real = qdrant_client.QdrantClient
+    shared = real(location=":memory:")
+
+    def client(**kw):
+        return shared if kw.get("url") else real(**kw)
+
+    monkeypatch.setattr(qdrant_client, "QdrantClient", client)
+    monkeypatch.setattr(shared, "close", lambda *a, **k: None)  # every open sees the data
+    yield lambda: create_store("qdrant", url="http://qdrant.invalid:6333")
+
+
+def test_server_open_recovers_only_journals_of_provably_dead_writers(fake_server, tmp_path):
+    s = fake_server()
+    assert s.backend == "qdrant-server"
+    added = {}
+    for name in ("dead", "live", "elsewhere", "other-ns"):
+        s.create_library(_meta(name))
+        s.add(name, _vecs(2), ["keep"] * 2)
+        added[name] = s.add(name, _vecs(3, 1), ["half"] * 3)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        _foreign_journal(s, "dead", added["dead"], pid=_dead_pid())
+        _foreign_journal(s, "live", added["live"], pid=sleeper.pid)
+        _foreign_journal(s, "elsewhere", added["elsewhere"], pid=_dead_pid(), host="other-host")
+        _foreign_journal(s, "other-ns", added["other-ns"], pid=_dead_pid(), pidns=1)
+        s.close()
+        s2 = fake_server()  # the next open
+        assert s2.labels("dead") == {"keep": 2}
+        assert journal.pending_of(s2.get_meta("dead")) is None
+        assert s2.get_meta("dead").extra["_count"] == 2
+        for name in ("live", "elsewhere", "other-ns"):  # maybe a live writer's: left alone
+            assert s2.labels(name) == {"half": 3, "keep": 2}, name
+            rep = check_library(s2, name)
+            assert not rep.ok and "an interrupted write of 3 examples" in rep.problems[0]
+        res = repair_library(s2, "elsewhere")  # repair undoes it on request
+        assert res.kept == 2 and s2.labels("elsewhere") == {"keep": 2}
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    s3 = fake_server()  # the writer has died since: the next open recovers its batch
+    assert s3.labels("live") == {"keep": 2}
+
+
+def test_server_open_finishes_a_dead_writers_delete(fake_server):
+    s = fake_server()
+    s.create_library(_meta())
+    s.add("lib", _vecs(2), ["a"] * 2)
+    doomed = s.add("lib", _vecs(3, 1), ["b"] * 3)
+    s.update_extra("lib", journal.PENDING_KEY, {**journal._record(doomed, False, op="delete"),
+                                                "pid": _dead_pid()})
+    journal._ACTIVE.clear()
+    s.delete("lib", ids=doomed[:2])
+    s2 = fake_server()
+    assert s2.labels("lib") == {"a": 2} and journal.pending_of(s2.get_meta("lib")) is None
+
+
 # -- SIGKILL at seeded moments ---------------------------------------------------------------
 
 
