@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_store_congruence import API_KEY, needs_docker, qdrant_server  # noqa: F401 (fixture)
 
 from sam_detect.errors import LibraryDamagedError, LibraryError
 from sam_detect.store import create_store, journal, killtest
@@ -285,6 +286,28 @@ def test_server_open_finishes_a_dead_writers_delete(fake_server):
     s.delete("lib", ids=doomed[:2])
     s2 = fake_server()
     assert s2.labels("lib") == {"a": 2} and journal.pending_of(s2.get_meta("lib")) is None
+
+
+@needs_docker
+@pytest.mark.docker
+def test_a_real_server_open_recovers_a_dead_writers_journal_only(qdrant_server):  # noqa: F811
+    s = create_store("qdrant", url=qdrant_server, api_key=API_KEY)
+    names = ["kt-dead-" + os.urandom(3).hex(), "kt-else-" + os.urandom(3).hex()]
+    try:
+        for name in names:
+            s.create_library(_meta(name))
+            s.add(name, _vecs(2), ["keep"] * 2)
+        _foreign_journal(s, names[0], s.add(names[0], _vecs(3, 1), ["half"] * 3), pid=_dead_pid())
+        _foreign_journal(s, names[1], s.add(names[1], _vecs(3, 1), ["half"] * 3), host="other-host")
+        s2 = create_store("qdrant", url=qdrant_server, api_key=API_KEY)
+        assert s2.labels(names[0]) == {"keep": 2}
+        assert s2.labels(names[1]) == {"half": 3, "keep": 2}
+        assert not check_library(s2, names[1]).ok
+        s2.close()
+    finally:
+        for name in names:
+            s.delete_library(name)
+        s.close()
 
 
 # -- SIGKILL at seeded moments ---------------------------------------------------------------
