@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import signal
 import subprocess
 import sys
 import zipfile
@@ -321,6 +322,10 @@ def test_a_real_server_open_recovers_a_dead_writers_journal_only(qdrant_server):
 
 KILLS = 50
 BATCH = {"edge": 1500, "qdrant": 150, "memory": 3000}
+needs_fork = pytest.mark.skipif(
+    not hasattr(os, "fork") or not hasattr(signal, "SIGKILL"),
+    reason="the kill tests fork writers and SIGKILL them: POSIX only",
+)
 
 
 @pytest.fixture(scope="module")
@@ -334,6 +339,7 @@ def _kill_run(driver, tmp_path, kind, scenario, kills, journaled=True, n=None):
     return killtest.run_trials(setup, tmp_path, kills, seed=14, driver=driver, journaled=journaled)
 
 
+@needs_fork
 @pytest.mark.slow
 @pytest.mark.parametrize("scenario", ["add", "merge"])
 @pytest.mark.parametrize("kind", PERSISTENT)
@@ -349,6 +355,7 @@ def test_50_sigkills_leave_all_or_none(kind, scenario, kill_driver, tmp_path):
     assert res["killed"] >= 1 and out.get("rolled_back", 0) >= 1, res
 
 
+@needs_fork
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", PERSISTENT)
 def test_sigkills_during_a_label_delete_leave_all_or_none(kind, kill_driver, tmp_path):
@@ -363,6 +370,7 @@ def test_sigkills_during_a_label_delete_leave_all_or_none(kind, kill_driver, tmp
     assert res["killed"] >= 1 and out.get("finished", 0) >= 1, res
 
 
+@needs_fork
 def test_sigkills_during_import_as_new_leave_all_or_none(kill_driver, tmp_path):
     kills = 5
     res = _kill_run(kill_driver, tmp_path, "edge", "import", kills)
@@ -370,6 +378,7 @@ def test_sigkills_during_import_as_new_leave_all_or_none(kill_driver, tmp_path):
     assert set(res["outcomes"]) <= killtest.GOOD_OUTCOMES, res
 
 
+@needs_fork
 def test_the_kill_harness_sees_partial_writes_without_the_journal(kill_driver, tmp_path):
     """The control: the same kills on a label delete that bypasses the journal (the client's
     local mode deletes point by point) leave partial libraries, so the tests above could fail."""
