@@ -211,6 +211,27 @@ def test_cli_deletes_examples_by_label_and_id(tmp_path):
         s.close()
 
 
+def test_edge_open_removes_what_a_killed_create_or_delete_left(tmp_path):
+    """A kill while Edge builds a new library (beside its final place) or removes one
+    (renamed away first) leaves a hidden folder; the next open removes it, unless the
+    process building it still runs."""
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        left = {
+            f".new.creating-{_dead_pid()}-0123abcd": False,
+            f".x.v2.creating-{sleeper.pid}-0123abcd": True,  # still being built
+            ".old.deleting-89abcdef": False,
+            ".new.creating-0123abcd": True,  # an older name, without the pid: kept
+        }
+        for name in left:
+            (tmp_path / name / "shard").mkdir(parents=True)
+        _open("edge", tmp_path).close()
+        assert {p.name for p in tmp_path.iterdir()} == {n for n, kept in left.items() if kept}
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
 # -- journals on a shared server --------------------------------------------------------------
 
 

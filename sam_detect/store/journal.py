@@ -91,7 +91,8 @@ def _record(ids: Sequence[str], new: bool, token: str | None = None, op: str = "
     }
 
 
-def _pid_running(pid: int) -> bool:
+def pid_running(pid: int) -> bool:
+    """True if a process ``pid`` runs on this machine (in this pid namespace)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -114,7 +115,7 @@ def _writer_alive(p: dict[str, Any]) -> bool:
     pid = p.get("pid")
     if not _same_machine(p) or not isinstance(pid, int) or pid == os.getpid():
         return False
-    return _pid_running(pid)
+    return pid_running(pid)
 
 
 def writer_gone(p: dict[str, Any]) -> bool:
@@ -124,7 +125,7 @@ def writer_gone(p: dict[str, Any]) -> bool:
     pid = p.get("pid")
     if not _same_machine(p) or not isinstance(pid, int):
         return False
-    return pid == os.getpid() or not _pid_running(pid)
+    return pid == os.getpid() or not pid_running(pid)
 
 
 def provisional(meta: LibraryMeta) -> LibraryMeta:
