@@ -232,6 +232,25 @@ def test_edge_open_removes_what_a_killed_create_or_delete_left(tmp_path):
         sleeper.wait()
 
 
+def test_memory_open_removes_half_written_copies_of_a_killed_writer(tmp_path):
+    s = _open("memory", tmp_path)
+    s.create_library(_meta())
+    s.close()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        dead = tmp_path / f"memory_store.npz.{_dead_pid()}.abc123.tmp"
+        live = tmp_path / f"memory_store.npz.{sleeper.pid}.def456.tmp"  # being written now
+        for f in (dead, live):
+            f.write_bytes(b"half")
+        s = _open("memory", tmp_path)
+        assert s.list_libraries() == ["lib"]
+        assert not dead.exists() and live.exists()
+        s.close()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
 # -- journals on a shared server --------------------------------------------------------------
 
 

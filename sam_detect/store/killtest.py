@@ -342,8 +342,8 @@ def _judge(setup: Setup, folder: Path) -> str:
         for name in s.list_libraries():
             if pending_of(s.get_meta(name)) is not None:
                 return f"broken:journal left in {name}"
-        stray = [d.name for d in folder.iterdir() if d.name.startswith(".")
-                 and ("creating-" in d.name or "deleting-" in d.name)]
+        stray = [d.name for d in folder.iterdir() if d.name.endswith(".tmp") or (
+            d.name.startswith(".") and ("creating-" in d.name or "deleting-" in d.name))]
         if stray:
             return f"broken:left behind {stray[0]}"
         # still usable: read, search, write
