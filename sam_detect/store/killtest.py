@@ -21,8 +21,9 @@ and that the library is usable afterwards (labels, a search, a further add, no j
 Two ways to start the write. :class:`ForkDriver` (the tests): one helper process imports
 the store code once, then forks a child per trial that runs the write function above and
 is killed; no interpreter start-up per kill, so the kills land in the write itself.
-``driver="cli"`` (the script): a fresh ``python -m sam_detect library import ...`` (or
-``python -c`` running the write function) per trial, start-up included.
+``driver="cli"`` (the script): a fresh ``python -m sam_detect library import ...`` or
+``library delete --label`` (``python -c`` running the write function for add) per trial,
+start-up included.
 """
 
 from __future__ import annotations
@@ -247,12 +248,15 @@ class ForkDriver:
 
 
 def cli_command(setup: Setup, folder: Path) -> list[str]:
-    """A fresh process per write: the real CLI for import and merge, ``python -c`` running
-    :func:`write` for add and delete."""
+    """A fresh process per write: the real CLI for import, merge and delete, ``python -c``
+    running :func:`write` for add (the CLI's add embeds first)."""
     py = sys.executable
+    where = ["--store", setup.store, "--library-path", str(folder)]
+    if setup.scenario == "delete":
+        return [py, "-m", "sam_detect", "library", "delete", "base", "--label", "doomed", "--yes",
+                *where]
     if setup.scenario in ("import", "merge"):
-        cmd = [py, "-m", "sam_detect", "library", "import", str(setup.archive), "--store",
-               setup.store, "--library-path", str(folder)]
+        cmd = [py, "-m", "sam_detect", "library", "import", str(setup.archive), *where]
         return cmd + (["--as", "new"] if setup.scenario == "import" else ["--as", "base", "--merge"])
     code = "import sys; from sam_detect.store.killtest import write; write(*sys.argv[1:5], int(sys.argv[5]))"
     return [py, "-c", code, setup.scenario, setup.store, str(folder), str(setup.archive), str(setup.n)]
