@@ -547,7 +547,8 @@ class SAMDetect:
         """Rebuild the library's proposal profile and decision settings from its examples
         (one read of them) and store both.
 
-        Called after every add; call it after deleting examples through the store.
+        Called after every add; call it after deleting examples
+        (``sam_detect.store.journal.delete``, the crash-safe form of ``store.delete``).
         Returns the profile (``sam_detect.profile.build_profile``).
         """
         from sam_detect.profile import build_profile

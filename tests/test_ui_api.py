@@ -506,6 +506,44 @@ def test_delete_example(client, ui):
     assert client.get(f"/api/examples/{ids[0]}/thumb").status_code == 404
 
 
+@pytest.mark.parametrize("how", ["delete", "undo"])
+def test_ui_deletes_are_journaled(how, folder, embedder, tmp_path):
+    """The UI's delete and undo go through ``journal.delete``: killed after the journal is
+    written (here the store's delete dies, as a SIGKILL would end it), the next open of the
+    library finishes the delete, so the examples are all gone, never some."""
+    from sam_detect.store import journal
+    from sam_detect.store.memory import MemoryStore
+
+    path = tmp_path / "lib.npz"
+    app = make_ui(folder, embedder, store=MemoryStore(path), thumbnail_dir=tmp_path / "thumbs")
+    try:
+        c = TestClient(app.app(), base_url=BASE)
+        keep = accept(c, [prompt(c, *DISCS[0])["id"]], "disc")["ids"]
+        ids = accept(c, [prompt(c, *DISCS[1])["id"], prompt(c, *DISCS[2])["id"]], "disc")["ids"]
+        store = app.session.detector.store
+
+        def dies(*a, **kw):
+            raise SystemExit("killed")
+
+        store.delete = dies
+        with pytest.raises(SystemExit):
+            if how == "delete":
+                app.session.delete_example(ids[0])
+            else:
+                app.session.undo()  # takes back the last accept: both of its examples
+        gone = ids[:1] if how == "delete" else ids
+        with np.load(path) as z:  # on disk: the journal naming what is to go
+            (lib,) = json.loads(str(z["index"][()]))["libraries"]
+        assert lib["meta"]["extra"][journal.PENDING_KEY]["ids"] == gone
+        assert lib["meta"]["extra"][journal.PENDING_KEY]["op"] == "delete"
+    finally:
+        app.stop()
+    after = MemoryStore(path)  # the next open
+    left = {i for b in after.iter_examples("default") for i in b[0]}
+    assert left == set(keep + ids) - set(gone)
+    assert journal.pending_of(after.get_meta("default")) is None
+
+
 def test_switch_library(client, ui):
     accept(client, [prompt(client, *DISCS[0])["id"]], "disc")
     r = client.post("/api/library/switch", json={"name": "cells-2"}, headers=H)

@@ -938,7 +938,9 @@ class AnnotationSession:
 
     def _delete_ids(self, library: str, ids: Sequence[str]) -> int:
         det = self._detector_for(library)
-        n = det.store.delete(library, ids=list(ids))
+        from sam_detect.store import journal
+
+        n = journal.delete(det.store, library, ids=list(ids))  # all or none, even if killed
         if n:
             det.refresh_profile()  # what the examples say about the objects changed
         for ex_id in ids:
@@ -1121,7 +1123,9 @@ class AnnotationSession:
         if not isinstance(ex_id, str) or not re.fullmatch(r"[A-Za-z0-9-]{1,64}", ex_id):
             raise AnnotationError(f"an example id is a UUID, got {_short(ex_id)}")
         with self.lock:
-            n = self.detector.store.delete(self.library, ids=[ex_id])
+            from sam_detect.store import journal
+
+            n = journal.delete(self.detector.store, self.library, ids=[ex_id])
             if n == 0:
                 raise NotFoundError(f"example {ex_id!r} is not in library {self.library!r}")
             self.detector.refresh_profile()
