@@ -1,4 +1,5 @@
-"""Shared fixtures: synthetic images with known objects, the shared data folder, CLI runner."""
+"""Shared fixtures: synthetic images with known objects, the shared data folder, a random
+SAM2 checkpoint, and the CLI runners (``run_cli``, ``run_main``)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,59 @@ def draw_scene(seed: int, size: int = 160, n_discs: int = 3, n_squares: int = 3)
     img += rng.normal(0, 3, img.shape)
     rgb = np.repeat(np.clip(img, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
     return rgb, np.stack(masks), labels
+
+
+def write_random_sam2(path: Path, seed: int = 0) -> Path:
+    """A randomly initialised SAM 2.1 tiny saved at ``path`` in the official checkpoint
+    layout ``{"model": state_dict}``: no hub is reachable in tests, so this stands in for
+    the real weights and is loaded back through our own loader."""
+    import torch
+    from sam2.build_sam import build_sam2
+
+    torch.manual_seed(seed)
+    net = build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", ckpt_path=None, device="cpu")
+    torch.save({"model": net.state_dict()}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def sam2_ckpt(tmp_path_factory) -> Path:
+    """The random SAM 2.1 tiny checkpoint (seed 0), made once per session.
+
+    Shared by every test that needs SAM2: read it, never change it (a test that rewrites
+    the file or its modification time works on a copy).
+    """
+    return write_random_sam2(tmp_path_factory.mktemp("sam2") / "random_tiny.pt", seed=0)
+
+
+def run_cli(*args, input: str | None = None, env: dict[str, str] | None = None):
+    """Invoke the ``sam-detect`` command group in this process with click's ``CliRunner``.
+
+    Arguments are stringified (paths and numbers may be passed as they are); ``input`` is
+    fed to stdin. Returns click's ``Result`` (``exit_code``, ``output``, ``stdout``,
+    ``stderr``, ``exception``): an exception the command did not handle is kept there.
+    """
+    from click.testing import CliRunner
+
+    from sam_detect.cli.main import cli
+
+    return CliRunner().invoke(cli, [str(a) for a in args], input=input, env=env)
+
+
+def run_main(*args, input: str | None = None) -> tuple[int, str, str]:
+    """Run the console-script entry point ``sam_detect.cli.main.main`` (its own error
+    handling included, as ``sam-detect`` runs it): exit code, stdout, stderr."""
+    from click.testing import CliRunner
+
+    from sam_detect.cli.main import main
+
+    with CliRunner().isolation(input=input) as (out, err, _):
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+    return code, out.getvalue().decode(), err.getvalue().decode()
 
 
 @pytest.fixture
