@@ -1,15 +1,23 @@
 """Shared fixtures: synthetic images with known objects, the shared data folder, a random
-SAM2 checkpoint, and the CLI runners (``run_cli``, ``run_main``)."""
+SAM2 checkpoint, a tiny random CLIP, a Qdrant server where Docker is, and the CLI runners
+(``run_cli``, ``run_main``)."""
 
 from __future__ import annotations
 
+import functools
+import json
 import os
+import re
+import shutil
+import subprocess
+import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
 def draw_scene(seed: int, size: int = 160, n_discs: int = 3, n_squares: int = 3):
@@ -65,6 +73,92 @@ def sam2_ckpt(tmp_path_factory) -> Path:
     the file or its modification time works on a copy).
     """
     return write_random_sam2(tmp_path_factory.mktemp("sam2") / "random_tiny.pt", seed=0)
+
+
+TINY_CLIP = "sd-test-tiny-clip"  # an open_clip model name registered by ``tiny_clip``
+TINY_CLIP_CFG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory) -> dict[str, Path]:
+    """A tiny open_clip architecture with random weights, made once per session.
+
+    Registers the config ``TINY_CLIP`` (and ``TINY_CLIP + "-wide"``) with open_clip, the way
+    open_clip registers its own configs; returns its random weights as ``"pt"`` and
+    ``"safetensors"`` files and a checkpoint of the wider variant as ``"wide"`` (for the
+    mismatch test). Read the files, never change them.
+    """
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    root = tmp_path_factory.mktemp("clip")
+    cfgs = root / "configs"
+    cfgs.mkdir()
+    (cfgs / f"{TINY_CLIP}.json").write_text(json.dumps(TINY_CLIP_CFG))
+    wide = json.loads(json.dumps(TINY_CLIP_CFG))
+    wide["vision_cfg"]["width"] = 96
+    (cfgs / f"{TINY_CLIP}-wide.json").write_text(json.dumps(wide))
+    open_clip.add_model_config(cfgs)
+    torch.manual_seed(0)
+    model = open_clip.create_model(TINY_CLIP, pretrained=None)
+    sd = model.state_dict()
+    torch.save(sd, root / "tiny.pt")
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(root / "tiny.safetensors"))
+    torch.save(
+        open_clip.create_model(f"{TINY_CLIP}-wide", pretrained=None).state_dict(), root / "wide.pt"
+    )
+    return {
+        "pt": root / "tiny.pt",
+        "safetensors": root / "tiny.safetensors",
+        "wide": root / "wide.pt",
+    }
+
+
+@functools.cache
+def docker_missing() -> str | None:
+    """Why no Docker engine can run a Qdrant server here, or ``None`` when one can.
+
+    Asked once per session, and only by the tests that need a server."""
+    if shutil.which("docker") is None:
+        return "no docker command on this machine"
+    try:
+        r = subprocess.run(["docker", "info"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"`docker info` failed: {e}"
+    if r.returncode != 0:
+        tail = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["?"]
+        return f"no Docker engine (`docker info`: {tail[0][:120]})"
+    return None
+
+
+def compose_image() -> str:
+    """The Qdrant image pinned in docker-compose.yml, so tests and users run the same server."""
+    m = re.search(
+        r"^\s*image:\s*(qdrant/qdrant:\S+)", (ROOT / "docker-compose.yml").read_text(), re.M
+    )
+    assert m, "docker-compose.yml must pin a qdrant/qdrant image"
+    return m.group(1)
+
+
+QDRANT_API_KEY = "test-key-" + uuid.uuid4().hex[:8]
+
+
+@pytest.fixture(scope="module")
+def qdrant_server():
+    """The URL of a Qdrant server (testcontainers, key ``QDRANT_API_KEY``) for this module;
+    skipped with the reason when no Docker engine is there."""
+    reason = docker_missing()
+    if reason:
+        pytest.skip(f"Qdrant server tests need Docker: {reason}")
+    from testcontainers.qdrant import QdrantContainer
+
+    with QdrantContainer(image=compose_image(), api_key=QDRANT_API_KEY) as c:
+        yield f"http://{c.get_container_host_ip()}:{c.exposed_rest_port}"
 
 
 def run_cli(*args, input: str | None = None, env: dict[str, str] | None = None):
