@@ -19,7 +19,7 @@ import pytest
 from conftest import TINY_CLIP, draw_scene
 
 from sam_detect.embed import create_embedder, list_embedders
-from sam_detect.embed.base import Embedder
+from sam_detect.embed.base import Embedder, InstanceEmbedder, embeds_instances
 from sam_detect.fade import create_fade, list_fades
 from sam_detect.fade.base import Fade
 from sam_detect.fade.strategies import background_colour, fade_params
@@ -27,7 +27,7 @@ from sam_detect.instances import Instances, masks_to_xyxy
 from sam_detect.segment import create_segmenter, list_segmenters
 from sam_detect.segment.base import Segmenter
 from sam_detect.store import create_store, list_stores
-from sam_detect.store.base import LibraryMeta, Neighbour
+from sam_detect.store.base import LibraryMeta, Neighbour, Store
 
 SIZE = 128  # side of the synthetic scene
 
@@ -130,9 +130,11 @@ def test_embedder_contract(entry, variant, scene, request):
     assert emb.name == entry
     assert isinstance(emb.dim, int) and emb.dim > 0
     assert isinstance(emb.id, str) and emb.id.startswith(f"{entry}:")
+    assert isinstance(emb.supports_instances, bool)  # every built-in states the capability
+    assert embeds_instances(emb) == emb.supports_instances
     rgb, masks = scene
-    embeds_instances = hasattr(emb, "embed_instances")
-    if embeds_instances:
+    if emb.supports_instances:
+        assert isinstance(emb, InstanceEmbedder)
         inst = Instances(masks=masks)
         v = emb.embed_instances(rgb, inst)
         check_vectors(v, len(masks), emb.dim)
@@ -140,7 +142,7 @@ def test_embedder_contract(entry, variant, scene, request):
         check_vectors(emb.embed_instances(rgb, Instances.empty((SIZE, SIZE))), 0, emb.dim)
     if entry == "sam2" and variant == "image":
         # image mode pools from whole-image features: crops are refused with what to call
-        assert embeds_instances
+        assert emb.supports_instances
         with pytest.raises(ValueError, match="embed_instances"):
             emb.embed([rgb])
         return
@@ -152,6 +154,27 @@ def test_embedder_contract(entry, variant, scene, request):
     np.testing.assert_allclose(emb.embed(crops), v, atol=1e-5)  # deterministic
     assert not np.allclose(v[0], v[1], atol=1e-4)  # a disc and another object differ
     check_vectors(emb.embed([]), 0, emb.dim)
+
+
+def test_an_embedder_that_does_not_state_the_capability_has_it_by_its_method():
+    """Embedders written before ``supports_instances`` keep the path they took."""
+
+    class CropsOnly:
+        name, id, dim = "mine", "mine:1", 2
+
+        def embed(self, crops):
+            return np.ones((len(crops), 2), np.float32) / np.sqrt(2)
+
+    class Dense(CropsOnly):
+        def embed_instances(self, image, instances):
+            return np.ones((len(instances), 2), np.float32) / np.sqrt(2)
+
+    class DenseSwitchedOff(Dense):
+        supports_instances = False
+
+    assert not embeds_instances(CropsOnly()) and embeds_instances(Dense())
+    assert not embeds_instances(DenseSwitchedOff())
+    assert isinstance(Dense(), Embedder) and not isinstance(Dense(), InstanceEmbedder)
 
 
 def test_the_embedders_ids_tell_their_vectors_apart(request):
@@ -255,6 +278,7 @@ def examples(n: int = 24, dim: int = 8):
 
 
 def test_store_contract(store):
+    assert isinstance(store, Store)  # add(ids=) and iter_examples included
     vecs, labels, payloads, ids = examples()
     store.create_library(LibraryMeta(name="contract", embedder_id="fake:v1", dim=8))
     assert store.has_library("contract") and "contract" in store.list_libraries()

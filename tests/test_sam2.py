@@ -246,7 +246,7 @@ def test_top_left_mask_pools_only_top_left_features(sam2_ckpt):
 def test_image_mode_contract(sam2_ckpt, scene):
     img, masks = scene
     emb = make_emb(sam2_ckpt)
-    assert emb.name == "sam2" and emb.dim == 256 and not emb.uses_masks
+    assert emb.name == "sam2" and emb.dim == 256 and not emb.uses_masks and emb.supports_instances
     assert emb.id.startswith(f"sam2:tiny:image:{SIZE}:")
     vec = emb.embed_instances(img, Instances(masks=masks))
     assert vec.shape == (3, 256) and vec.dtype == np.float32
@@ -273,7 +273,7 @@ def test_image_mode_contract(sam2_ckpt, scene):
 def test_crop_mode_contract(sam2_ckpt, scene):
     img, masks = scene
     emb = make_emb(sam2_ckpt, mode="crop", batch_size=3)
-    assert emb.uses_masks and not hasattr(emb, "embed_instances")
+    assert emb.uses_masks and not hasattr(emb, "embed_instances") and not emb.supports_instances
     assert emb.id.startswith(f"sam2:tiny:crop:{SIZE}:") and emb.id != make_emb(sam2_ckpt).id
     crops, cmasks = [], []
     for x, y, r in DISCS:
