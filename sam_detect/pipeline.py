@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from sam_detect.embed.base import embeds_instances
 from sam_detect.errors import AnnotationError, LibraryNotFoundError, SamDetectError
 from sam_detect.instances import NEGATIVE, UNKNOWN, Instances
 
@@ -329,7 +330,7 @@ class SAMDetect:
         if len(instances) == 0:
             return np.zeros((0, int(emb.dim)), dtype=np.float32)
         t = time.perf_counter()
-        if hasattr(emb, "embed_instances"):
+        if embeds_instances(emb):
             if getattr(emb, "scales_by_area", False):
                 vectors = emb.embed_instances(rgb, instances, typical_area=typical_area)
             else:
@@ -485,7 +486,7 @@ class SAMDetect:
 
         emb = self.embedder
         # a dense embedder sees the whole image once: one call, at one scale
-        chunk = len(instances) if hasattr(emb, "embed_instances") else (self.config.batch_size or 32)
+        chunk = len(instances) if embeds_instances(emb) else (self.config.batch_size or 32)
         starts = range(0, len(instances), chunk)
         if progress and len(starts) > 1:
             from tqdm.auto import tqdm
@@ -741,7 +742,7 @@ class SAMDetect:
         """
         seg, emb = self.segmenter, self.embedder
         if not hasattr(seg, "set_example_features") or getattr(emb, "name", "") != "sam2" \
-                or not hasattr(emb, "embed_instances") or not hasattr(self.store, "iter_examples"):
+                or not embeds_instances(emb):
             return
         why_not = self._why_not_share(seg, emb)
         if why_not:

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -23,20 +24,12 @@ SIZE = 256
 
 
 @pytest.fixture(scope="module")
-def ckpts(tmp_path_factory) -> tuple[Path, Path]:
+def ckpts(sam2_ckpt, tmp_path_factory) -> tuple[Path, Path]:
     """Two random SAM 2.1 tiny checkpoints (seeds 0 and 1): same model, other weights."""
-    import torch
-    from sam2.build_sam import build_sam2
+    from conftest import write_random_sam2
 
-    root = tmp_path_factory.mktemp("sam2-identity")
-    paths = []
-    for seed in (0, 1):
-        torch.manual_seed(seed)
-        net = build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", ckpt_path=None, device="cpu")
-        path = root / f"random_tiny_{seed}.pt"
-        torch.save({"model": net.state_dict()}, path)
-        paths.append(path)
-    return paths[0], paths[1]
+    other = write_random_sam2(tmp_path_factory.mktemp("sam2-identity") / "random_tiny_1.pt", seed=1)
+    return sam2_ckpt, other
 
 
 def scene() -> tuple[np.ndarray, np.ndarray]:
@@ -77,10 +70,11 @@ def memory_store():
 
 
 # -- the digest -----------------------------------------------------------------------------
-def test_digest_is_sha256_computed_once_per_file_version(ckpts, monkeypatch):
+def test_digest_is_sha256_computed_once_per_file_version(ckpts, monkeypatch, tmp_path):
     from sam_detect import models
 
-    path = ckpts[0]
+    path = tmp_path / "random_tiny.pt"  # a copy: this test changes the file's modification time
+    shutil.copyfile(ckpts[0], path)
     want = hashlib.sha256(path.read_bytes()).hexdigest()
     models._digests.clear()
     assert models.checkpoint_sha256(path) == want

@@ -16,6 +16,7 @@ import pytest
 
 pytest.importorskip("fastapi", reason="the UI needs fastapi (pip install fastapi uvicorn)")
 
+from conftest import run_cli
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 
@@ -716,13 +717,9 @@ def test_unexpected_errors_become_json(client, ui, monkeypatch):
 
 # ------------------------------------------------------------------ CLI ---------------
 def test_cli_ui_help_and_bad_folder(tmp_path):
-    from click.testing import CliRunner
-
-    from sam_detect.cli.main import cli
-
-    r = CliRunner().invoke(cli, ["ui", "--help"])
+    r = run_cli("ui", "--help")
     assert r.exit_code == 0 and "--port" in r.output and "IMAGE_DIR" in r.output
-    r = CliRunner().invoke(cli, ["ui", str(tmp_path / "nope")])
+    r = run_cli("ui", str(tmp_path / "nope"))
     assert r.exit_code == 2 and "does not exist" in r.output
 
 

@@ -26,23 +26,10 @@ N = 6
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    """A randomly initialised SAM 2.1 tiny in the official layout {"model": state_dict}."""
-    import torch
-    from sam2.build_sam import build_sam2
-
-    torch.manual_seed(0)
-    net = build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", ckpt_path=None, device="cpu")
-    path = tmp_path_factory.mktemp("sam2") / "random_tiny.pt"
-    torch.save({"model": net.state_dict()}, path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def prop(ckpt):
+def prop(sam2_ckpt):
     from sam_detect.video.propagate import SAM2Propagator
 
-    return SAM2Propagator(checkpoint=str(ckpt), device="cpu", image_size=SIZE, drop_lost=False)
+    return SAM2Propagator(checkpoint=str(sam2_ckpt), device="cpu", image_size=SIZE, drop_lost=False)
 
 
 @pytest.fixture(scope="module")
@@ -196,10 +183,10 @@ def test_stream_propagation_matches_sam2_on_a_long_video(prop, tmp_path):
         prop.reset()
 
 
-def test_step_stream_and_errors(ckpt, scene):
+def test_step_stream_and_errors(sam2_ckpt, scene):
     from sam_detect.video.propagate import SAM2Propagator
 
-    p = SAM2Propagator(checkpoint=str(ckpt), device="cpu", image_size=SIZE)  # drop_lost
+    p = SAM2Propagator(checkpoint=str(sam2_ckpt), device="cpu", image_size=SIZE)  # drop_lost
     with pytest.raises(RuntimeError, match="before start"):
         p.step(scene.frame(1))
     det = seed(scene)
@@ -307,7 +294,7 @@ def test_cli_propagate_without_checkpoint(cli_setup, tmp_path, monkeypatch, caps
     assert code == 2 and "--every N" in err, err
 
 
-def test_cli_propagate_writes_propagated_records(cli_setup, ckpt, scene, monkeypatch, capsys):
+def test_cli_propagate_writes_propagated_records(cli_setup, sam2_ckpt, scene, monkeypatch, capsys):
     from sam_detect.video import propagate
 
     root, video = cli_setup
@@ -335,7 +322,7 @@ def test_cli_propagate_writes_propagated_records(cli_setup, ckpt, scene, monkeyp
         ["video", str(video), "--library-path", str(lib), "--store", "memory", "-q",
          "--segmenter", "classical", "--embedder", "handcrafted", "--library", "shapes",
          "--every", "3", "--change-threshold", "0", "--propagate", "sam2",
-         "--sam-checkpoint", str(ckpt), "--device", "cpu", "--jsonl", "-"],
+         "--sam-checkpoint", str(sam2_ckpt), "--device", "cpu", "--jsonl", "-"],
         capsys,
     )  # fmt: skip
     assert code == 0, err

@@ -42,6 +42,7 @@ class ClipEmbedder:
     """
 
     name = "clip"
+    supports_instances = False  # context crops only
 
     def __init__(
         self,

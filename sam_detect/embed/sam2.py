@@ -412,8 +412,8 @@ class SAM2Embedder:
             policy before tiling, which libraries made then record); ``n``: tiles of ``n``
             pixels above ``n``. See :meth:`windows`.
 
-    ``embed_instances`` exists only in image mode (``hasattr`` tells the pipeline which
-    path to take); crop mode sets ``uses_masks = True``.
+    ``supports_instances`` (image mode) tells the pipeline which path to take;
+    ``embed_instances`` exists only in image mode; crop mode sets ``uses_masks = True``.
 
     Raises:
         ModelNotAvailableError: weights missing (at construction) or unusable (first use).
@@ -493,6 +493,11 @@ class SAM2Embedder:
         return self._runtime
 
     # -- image mode -------------------------------------------------------------------------
+    @property
+    def supports_instances(self) -> bool:
+        """Image mode embeds objects from the whole image's features (:meth:`embed_instances`)."""
+        return self.mode == "image"
+
     @property
     def embed_instances(self):
         """``embed_instances(image, instances) -> (N, 256)``: image mode only.

@@ -9,7 +9,7 @@ crop settings never mix.
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -151,10 +151,13 @@ class Store(Protocol):
         vectors: np.ndarray,
         labels: Sequence[str],
         payloads: Sequence[dict[str, Any]] | None = None,
+        *,
+        ids: Sequence[str] | None = None,
     ) -> list[str]:
         """Add ``(N, D)`` float32 L2-normalised vectors with labels; returns their ids.
 
-        All-or-nothing: a failure leaves the library as it was.
+        ``ids`` (UUID strings) keeps given ids (import, re-embedding, a journal replay);
+        by default new ones are made. All-or-nothing: a failure leaves the library as it was.
         """
         ...
 
@@ -168,6 +171,13 @@ class Store(Protocol):
 
     def labels(self, name: str) -> dict[str, int]:
         """Example count per label."""
+        ...
+
+    def iter_examples(
+        self, name: str, batch_size: int = ...
+    ) -> Iterator[tuple[list[str], np.ndarray, list[str], list[dict[str, Any]]]]:
+        """Every example once, in batches of up to ``batch_size`` (each backend has its
+        default): ``(ids, vectors (n, D) float32, labels, payloads)``."""
         ...
 
     def count(self, name: str) -> int: ...
