@@ -122,6 +122,9 @@ SAM2_MODELS: dict[str, ModelSpec] = {
     "large": _sam2("large", "l", 898),
 }
 
+#: the SAM2 encoder's input side the official weights were trained at
+SAM2_DEFAULT_INPUT = 1024
+
 DEFAULT_CLIP_MODEL = "ViT-B-32"
 DEFAULT_CLIP_PRETRAINED = "laion2b_s34b_b79k"
 
@@ -412,6 +415,125 @@ def file_fingerprint(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+# ----------------------------------------------------------------------------------------
+# model identity: what a library records and every comparison checks
+# ----------------------------------------------------------------------------------------
+DIGESTS_FILE = "digests.json"
+_DIGEST_CHUNK = 8 << 20
+#: in-process digests by (resolved path, size, mtime_ns)
+_digests: dict[tuple[str, int, int], str] = {}
+
+
+def checkpoint_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 hex digest of a weights file, computed once per version of the file.
+
+    Hashing reads the whole file (about 2 s for SAM 2.1 large's 900 MB), so the digest is
+    kept by (resolved path, size, modification time): in this process, and in
+    ``digests.json`` in the model cache folder for later runs. A file rewritten in place
+    gets a new modification time and is hashed again. An unwritable cache only costs the
+    re-hash.
+    """
+    p = Path(path).expanduser().resolve()
+    st = p.stat()
+    key = (str(p), int(st.st_size), int(st.st_mtime_ns))
+    hit = _digests.get(key)
+    if hit is not None:
+        return hit
+    book_path = cache_dir() / DIGESTS_FILE
+    book = _read_digests(book_path)
+    entry = book.get(key[0])
+    if isinstance(entry, dict) and entry.get("size") == key[1] and entry.get("mtime_ns") == key[2] \
+            and isinstance(entry.get("sha256"), str) and len(entry["sha256"]) == 64:
+        _digests[key] = entry["sha256"]
+        return entry["sha256"]
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        while chunk := f.read(_DIGEST_CHUNK):
+            h.update(chunk)
+    digest = h.hexdigest()
+    _digests[key] = digest
+    book = _read_digests(book_path)  # re-read: another process may have added entries
+    book[key[0]] = {"size": key[1], "mtime_ns": key[2], "sha256": digest}
+    _write_digests(book_path, book)
+    return digest
+
+
+def _read_digests(path: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_digests(path: Path, book: dict[str, Any]) -> None:
+    import json
+    import tempfile
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".digests-", suffix=".json", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(book, f, indent=1, sort_keys=True)
+        os.replace(tmp, path)  # atomic: a reader sees the old book or the new one
+    except OSError:
+        return
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """Which weights made a set of features: recorded in a library, compared on every use.
+
+    Attributes:
+        family: ``"sam2"`` or ``"clip"``.
+        name: the model (``"sam2.1-tiny"``; ``"ViT-B-32:laion2b_s34b_b79k"``, or
+            ``"ViT-B-32:custom"`` for a local file without a tag).
+        sha256: SHA-256 of the checkpoint file (:func:`checkpoint_sha256`).
+        input_size: the encoder's input side in pixels.
+    """
+
+    family: str
+    name: str
+    sha256: str
+    input_size: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"family": self.family, "name": self.name, "sha256": self.sha256,
+                "input_size": int(self.input_size)}
+
+    @classmethod
+    def from_dict(cls, d: Any) -> ModelIdentity | None:
+        """The identity recorded in a library, or ``None`` (none recorded, or unreadable)."""
+        if not isinstance(d, dict):
+            return None
+        try:
+            return cls(str(d["family"]), str(d["name"]), str(d["sha256"]), int(d["input_size"]))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def describe(self) -> str:
+        """One phrase: ``SAM2 sam2.1-tiny (checkpoint sha256 1a2b3c4d5e6f, input 1024 px)``."""
+        family = "SAM2" if self.family == "sam2" else self.family.upper()
+        return f"{family} {self.name} (checkpoint sha256 {self.sha256[:12]}, input {self.input_size} px)"
+
+
+def sam2_identity(model: str, checkpoint: str | os.PathLike, image_size: int | None) -> ModelIdentity:
+    """The identity of SAM 2.1 ``model`` (size key) with weights ``checkpoint`` run at
+    ``image_size`` (``None``: the trained 1024)."""
+    spec = sam2_spec(model)
+    size = int(image_size or SAM2_DEFAULT_INPUT)
+    return ModelIdentity("sam2", spec.name, checkpoint_sha256(checkpoint), size)
+
+
+def clip_identity(model: str, pretrained: str | None, checkpoint: str | os.PathLike) -> ModelIdentity:
+    """The identity of open_clip ``model`` with weights ``checkpoint``; the input size is the
+    one its preprocessing resizes to (:func:`clip_options`)."""
+    size = int(clip_options(model, pretrained)["image_size"])
+    return ModelIdentity("clip", f"{model}:{pretrained or 'custom'}", checkpoint_sha256(checkpoint), size)
+
+
 def iter_cache(cache: Path | None = None) -> Iterator[tuple[ModelSpec, Path | None]]:
     """``(spec, cached file or None)`` for every listed checkpoint."""
     cache = cache or cache_dir()
@@ -648,10 +770,14 @@ __all__ = [
     "DEFAULT_CLIP_MODEL",
     "DEFAULT_CLIP_PRETRAINED",
     "OFFLINE_ENV",
+    "SAM2_DEFAULT_INPUT",
     "SAM2_MODELS",
+    "ModelIdentity",
     "ModelSpec",
     "auto_models",
     "cache_dir",
+    "clip_identity",
+    "checkpoint_sha256",
     "clip_options",
     "clip_spec",
     "default_sam2_model",
@@ -665,5 +791,6 @@ __all__ = [
     "load_clip_model",
     "load_sam2_model",
     "resolve_checkpoint",
+    "sam2_identity",
     "sam2_spec",
 ]

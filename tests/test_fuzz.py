@@ -20,13 +20,13 @@ from pathlib import Path
 import click
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from conftest import run_cli
 from test_bad_inputs import assert_one_error_line, scene_rgb  # noqa: E402
 
-from sam_detect.cli.main import COMMANDS, cli  # noqa: E402
+from sam_detect.cli.main import COMMANDS  # noqa: E402
 
 DRAWS = int(os.environ.get("SAM_DETECT_FUZZ_DRAWS", "2"))
 MUTATIONS = int(os.environ.get("SAM_DETECT_FUZZ_MUTATIONS", "6"))
@@ -82,9 +82,9 @@ def world(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("fuzz")
     files = _scene_files(d)
     libs = d / "libs"
-    r = CliRunner().invoke(cli, ["add", str(files["img"]), "--label", "disc", "--labels", str(files["labels"]),
-                                 "--library-path", str(libs), "--segmenter", "classical",
-                                 "--embedder", "handcrafted", "-q"])
+    r = run_cli("add", str(files["img"]), "--label", "disc", "--labels", str(files["labels"]),
+                "--library-path", str(libs), "--segmenter", "classical",
+                "--embedder", "handcrafted", "-q")
     assert r.exit_code == 0, r.output
     return {**files, "libs": libs, "dir": d}
 
@@ -132,7 +132,7 @@ def option_cases() -> list[tuple[str, str, str]]:
 
 
 def _run(args: list[str]):
-    return CliRunner().invoke(cli, args)
+    return run_cli(*args)
 
 
 def check(r) -> None:

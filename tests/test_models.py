@@ -7,10 +7,9 @@ from pathlib import Path
 
 import click
 import pytest
-from click.testing import CliRunner
+from conftest import run_cli
 
 from sam_detect import models as M
-from sam_detect.cli.main import cli
 from sam_detect.errors import ModelNotAvailableError
 
 
@@ -241,29 +240,29 @@ def test_sam2_checkpoint_with_foreign_keys(tmp_path):
 
 # -- the `models` command --------------------------------------------------------------------
 def test_models_help():
-    r = CliRunner().invoke(cli, ["models", "--help"])
+    r = run_cli("models", "--help")
     assert r.exit_code == 0 and "download" in r.output and "list" in r.output
     for sub in ("list", "download", "path"):
-        assert CliRunner().invoke(cli, ["models", sub, "--help"]).exit_code == 0
+        assert run_cli("models", sub, "--help").exit_code == 0
 
 
 def test_models_list_shows_cache_state(cache):
     _touch(cache / "sam2" / "sam2.1_hiera_tiny.pt", b"0" * 2_000_000)
-    r = CliRunner().invoke(cli, ["models", "list", "--json"])
+    r = run_cli("models", "list", "--json")
     assert r.exit_code == 0, r.output
     doc = json.loads(r.output)
     assert doc["cache"] == str(cache)
     rows = {m["name"]: m for m in doc["models"]}
     assert rows["sam2.1-tiny"]["cached"] is True and rows["sam2.1-tiny"]["size_mb"] == 2.0
     assert rows["sam2.1-large"]["cached"] is False and rows["sam2.1-large"]["size_mb"] == 898
-    r = CliRunner().invoke(cli, ["models", "list"])
+    r = run_cli("models", "list")
     assert r.exit_code == 0
     line = next(ln for ln in r.output.splitlines() if ln.startswith("sam2.1-tiny "))
     assert " yes " in line
 
 
 def test_models_download_offline_is_one_line_error(cache):
-    r = CliRunner().invoke(cli, ["models", "download", "tiny"])
+    r = run_cli("models", "download", "tiny")
     assert r.exit_code == 1
     assert (
         "Error: SAM2 weights sam2.1_hiera_tiny.pt (sam2.1-tiny) are not in the model cache"
@@ -274,7 +273,7 @@ def test_models_download_offline_is_one_line_error(cache):
 
 
 def test_models_download_unknown_name_is_bad_parameter(cache):
-    r = CliRunner().invoke(cli, ["models", "download", "nope"])
+    r = run_cli("models", "download", "nope")
     assert r.exit_code == 2
     assert "unknown model 'nope'" in r.output
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from conftest import run_cli
 from PIL import Image
 
-from sam_detect.cli.main import cli
 from sam_detect.cli.validate import check_label_image
 from sam_detect.errors import AnnotationError, ImageLoadError, InvalidNameError
 from sam_detect.instances import NEGATIVE
@@ -77,7 +76,7 @@ def test_library_show_keeps_one_line_per_label_made_before_the_policy(tmp_path):
     vecs = np.eye(4, dtype=np.float32)[:3]
     store.add("old", vecs, ["a\nb", "y" * 10_000, "ok"], [{}, {}, {}])
     store.close()
-    r = CliRunner().invoke(cli, ["library", "show", "old", "--library-path", str(tmp_path)])
+    r = run_cli("library", "show", "old", "--library-path", str(tmp_path))
     assert r.exit_code == 0, r.output
     lines = r.output.splitlines()
     tail = lines[lines.index("examples:  3") + 1 :]

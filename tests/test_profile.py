@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import run_cli
 
 from sam_detect import DetectorConfig, SAMDetect
 from sam_detect.eval.matching import match_iou_matrix
@@ -369,46 +370,40 @@ def test_nothing_found_says_why(scene):
 
 
 def test_cli_detect_reports_profile_and_notes(tmp_path, coins):
-    from click.testing import CliRunner
-
-    from sam_detect.cli.main import cli as main
     from sam_detect.outputs import save_image
 
     img = tmp_path / "coins.png"
     save_image(np.repeat(coins[..., None], 3, axis=2), img)
     env = {"SAM_DETECT_LIBRARY_PATH": str(tmp_path / "libs")}
-    runner = CliRunner()
     common = ["--segmenter", "classical", "--embedder", "handcrafted"]
-    r = runner.invoke(main, ["add", str(img), "--label", "coin", "--box", "19,32,68,78",
-                             "--box", "79,37,123,77", "--box", "131,28,181,78", *common], env=env)
+    r = run_cli("add", str(img), "--label", "coin", "--box", "19,32,68,78",
+                "--box", "79,37,123,77", "--box", "131,28,181,78", *common, env=env)
     assert r.exit_code == 0, r.output
-    r = runner.invoke(main, ["detect", str(img), "--json", *common], env=env)
+    r = run_cli("detect", str(img), "--json", *common, env=env)
     assert r.exit_code == 0, r.output
     assert "sam-detect: profile: coin: 3 examples, area " in r.stderr
     rec = json.loads(r.stdout)
     assert 23 <= rec["count"] <= 25 and rec["notes"] == [] and rec["candidates"] >= rec["count"]
-    r = runner.invoke(main, ["detect", str(img), "--json", "--no-profile", *common], env=env)
+    r = run_cli("detect", str(img), "--json", "--no-profile", *common, env=env)
     assert "sam-detect: profile: off (--no-profile)" in r.stderr
-    r = runner.invoke(main, ["library", "show", "default"], env=env)
+    r = run_cli("library", "show", "default", env=env)
     assert "profile:   version 1" in r.stdout and "coin: 3 examples" in r.stdout
-    r = runner.invoke(main, ["library", "profile", "default"], env=env)
+    r = run_cli("library", "profile", "default", env=env)
     assert r.exit_code == 0 and r.stdout.startswith("coin: 3 examples")
-    r = runner.invoke(main, ["library", "profile", "nope"], env=env)
+    r = run_cli("library", "profile", "nope", env=env)
     assert r.exit_code == 1 and r.output.startswith("Error: no library 'nope' in library folder")
 
 
 def test_eval_reports_what_the_examples_add(tmp_path):
     import cv2
-    from click.testing import CliRunner
 
-    from sam_detect.cli.main import cli
 
     rgb, lab = blobs(6, fg=(120, 40, 150), bg=(235, 170, 200), n=16)
     cv2.imwrite(str(tmp_path / "img.png"), rgb[..., ::-1])
     cv2.imwrite(str(tmp_path / "lab.png"), lab.astype(np.uint16))
     args = ["eval", str(tmp_path / "img.png"), "-a", str(tmp_path / "lab.png"), "--label", "cell",
             "--shots", "4", "--segmenter", "classical", "--embedder", "handcrafted", "-q"]
-    r = CliRunner().invoke(cli, args)
+    r = run_cli(*args)
     assert r.exit_code == 0, r.output
     assert "what the examples add (IoU 0.5):" in r.stdout
     rows = [line for line in r.stdout.splitlines() if line.startswith("  segmenter alone")
@@ -416,10 +411,10 @@ def test_eval_reports_what_the_examples_add(tmp_path):
     assert len(rows) == 3
     f1 = [float(line.split()[-1]) for line in rows]
     assert f1[2] >= 0.9 and f1[2] >= f1[0]
-    r = CliRunner().invoke(cli, [*args, "--json"])
+    r = run_cli(*args, "--json")
     doc = json.loads(r.stdout)
     assert set(doc["examples_worth"]) == {"segmenter_alone", "without_profile", "full"}
-    r = CliRunner().invoke(cli, [*args, "--no-baselines"])
+    r = run_cli(*args, "--no-baselines")
     assert "what the examples add" not in r.stdout
 
 
@@ -444,9 +439,7 @@ def test_a_segmenter_without_the_profile_parameter_still_works(scene):
 def test_a_library_built_with_another_occupancy_is_adopted(tmp_path, scene):
     """Issue 13's bug: a library made with --occupancy 0.3 must not make the next plain
     detect fail with EmbedderMismatchError; it adopts the library's occupancy."""
-    from click.testing import CliRunner
 
-    from sam_detect.cli.main import cli
     from sam_detect.outputs import save_image
 
     rgb, masks, labels = scene(3)
@@ -456,15 +449,15 @@ def test_a_library_built_with_another_occupancy_is_adopted(tmp_path, scene):
     save_image(np.repeat((masks[0] * 255).astype(np.uint8)[..., None], 3, axis=2), mask)
     env = {"SAM_DETECT_LIBRARY_PATH": str(tmp_path / "libs")}
     common = ["--segmenter", "classical", "--embedder", "handcrafted"]
-    r = CliRunner().invoke(cli, ["add", str(img), "--label", "x", "--mask", str(mask), "--occupancy", "0.3", *common],
-                           env=env)
+    r = run_cli("add", str(img), "--label", "x", "--mask", str(mask), "--occupancy", "0.3", *common,
+                env=env)
     assert r.exit_code == 0, r.output
-    r = CliRunner().invoke(cli, ["detect", str(img), "--json", *common], env=env)
+    r = run_cli("detect", str(img), "--json", *common, env=env)
     assert r.exit_code == 0, r.output
     det = SAMDetect(DetectorConfig(store="edge", store_options={"path": str(tmp_path / "libs")}))
     assert det.occupancy == 0.3 and det._crop_params() == {"occupancy": 0.3}
     det.close()
-    r = CliRunner().invoke(cli, ["detect", str(img), "--occupancy", "0.2", *common], env=env)
+    r = run_cli("detect", str(img), "--occupancy", "0.2", *common, env=env)
     assert r.exit_code == 1 and "occupancy" in r.output  # an explicit other value is still refused
 
 

@@ -10,8 +10,6 @@ to keep the suite fast on a CPU.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -32,19 +30,6 @@ SIZE = 256  # encoder input side used by these tests (the default is 1024)
 DISCS = [(60, 60, 20), (180, 70, 18), (120, 190, 22)]  # (x, y, r)
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    """A randomly initialised SAM 2.1 tiny in the official layout {"model": state_dict}."""
-    import torch
-    from sam2.build_sam import build_sam2
-
-    torch.manual_seed(0)
-    net = build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", ckpt_path=None, device="cpu")
-    path = tmp_path_factory.mktemp("sam2") / "random_tiny.pt"
-    torch.save({"model": net.state_dict()}, path)
-    return path
-
-
 def disc_scene(h: int = 256, w: int = 256, discs=DISCS) -> tuple[np.ndarray, np.ndarray]:
     yy, xx = np.mgrid[:h, :w]
     img = np.full((h, w, 3), 25, np.uint8)
@@ -61,16 +46,16 @@ def scene():
     return disc_scene()
 
 
-def make_seg(ckpt, **kw):
+def make_seg(sam2_ckpt, **kw):
     from sam_detect.segment.sam2 import SAM2Segmenter
 
-    return SAM2Segmenter(checkpoint=str(ckpt), device="cpu", image_size=SIZE, **kw)
+    return SAM2Segmenter(checkpoint=str(sam2_ckpt), device="cpu", image_size=SIZE, **kw)
 
 
-def make_emb(ckpt, **kw):
+def make_emb(sam2_ckpt, **kw):
     from sam_detect.embed.sam2 import SAM2Embedder
 
-    return SAM2Embedder(checkpoint=str(ckpt), device="cpu", image_size=SIZE, **kw)
+    return SAM2Embedder(checkpoint=str(sam2_ckpt), device="cpu", image_size=SIZE, **kw)
 
 
 def check_instances(inst: Instances, hw: tuple[int, int]) -> None:
@@ -85,9 +70,9 @@ def check_instances(inst: Instances, hw: tuple[int, int]) -> None:
 
 # -- input guard and options (no model run) -------------------------------------------------------
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint16])
-def test_non_uint8_input_is_refused(ckpt, scene, dtype):
+def test_non_uint8_input_is_refused(sam2_ckpt, scene, dtype):
     """Float input would silently give no masks in SAM2: refuse it before it gets there."""
-    seg = make_seg(ckpt, mode="guided")
+    seg = make_seg(sam2_ckpt, mode="guided")
     img = scene[0].astype(dtype)
     for call in (
         lambda: seg.segment(img),
@@ -100,7 +85,7 @@ def test_non_uint8_input_is_refused(ckpt, scene, dtype):
         ):
             call()
     with pytest.raises(ImageLoadError, match="to_rgb_uint8"):
-        make_emb(ckpt).embed_instances(img, scene[1])
+        make_emb(sam2_ckpt).embed_instances(img, scene[1])
 
 
 def test_gray_and_rgba_uint8_are_accepted():
@@ -114,19 +99,19 @@ def test_gray_and_rgba_uint8_are_accepted():
         check_sam2_image(np.zeros((3, 4, 2), np.uint8))
 
 
-def test_options_are_validated(ckpt):
+def test_options_are_validated(sam2_ckpt):
     with pytest.raises(
         ValueError, match=r"unknown sam2 segmenter option\(s\) \['pps'\]; valid: .*points_per_side"
     ):
-        make_seg(ckpt, pps=3)
+        make_seg(sam2_ckpt, pps=3)
     with pytest.raises(ValueError, match="mode must be 'auto' or 'guided'"):
-        make_seg(ckpt, mode="grid")
+        make_seg(sam2_ckpt, mode="grid")
     with pytest.raises(ValueError, match=r"unknown prompt source\(s\) \['edges'\]"):
-        make_seg(ckpt, mode="guided", prompt_sources="classical,edges")
+        make_seg(sam2_ckpt, mode="guided", prompt_sources="classical,edges")
     with pytest.raises(ValueError, match="tile_size must exceed tile_overlap"):
-        make_seg(ckpt, tile_size=100, tile_overlap=128)
+        make_seg(sam2_ckpt, tile_size=100, tile_overlap=128)
     with pytest.raises(ValueError, match="SAM2Embedder mode must be 'image' or 'crop'"):
-        make_emb(ckpt, mode="patch")
+        make_emb(sam2_ckpt, mode="patch")
 
 
 def test_missing_weights_fail_at_construction():
@@ -234,12 +219,12 @@ def test_merge_tiled_joins_cut_halves_and_prefers_whole_masks():
 
 
 # -- embedder ------------------------------------------------------------------------------------
-def test_top_left_mask_pools_only_top_left_features(ckpt):
+def test_top_left_mask_pools_only_top_left_features(sam2_ckpt):
     """Coordinates: on a non-square image, a mask covering exactly the top-left 2x4 feature
     cells must give the mean of exactly those cells."""
     from sam_detect.embed.base import l2_normalize
 
-    emb = make_emb(ckpt)
+    emb = make_emb(sam2_ckpt)
     h, w = 200, 300  # grid 16x16: cells of 12.5 x 18.75 pixels
     rng = np.random.default_rng(1)
     img = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
@@ -258,10 +243,10 @@ def test_top_left_mask_pools_only_top_left_features(ckpt):
     assert not np.allclose(got, far, atol=1e-3)
 
 
-def test_image_mode_contract(ckpt, scene):
+def test_image_mode_contract(sam2_ckpt, scene):
     img, masks = scene
-    emb = make_emb(ckpt)
-    assert emb.name == "sam2" and emb.dim == 256 and not emb.uses_masks
+    emb = make_emb(sam2_ckpt)
+    assert emb.name == "sam2" and emb.dim == 256 and not emb.uses_masks and emb.supports_instances
     assert emb.id.startswith(f"sam2:tiny:image:{SIZE}:")
     vec = emb.embed_instances(img, Instances(masks=masks))
     assert vec.shape == (3, 256) and vec.dtype == np.float32
@@ -285,11 +270,11 @@ def test_image_mode_contract(ckpt, scene):
 
 
 @pytest.mark.slow
-def test_crop_mode_contract(ckpt, scene):
+def test_crop_mode_contract(sam2_ckpt, scene):
     img, masks = scene
-    emb = make_emb(ckpt, mode="crop", batch_size=3)
-    assert emb.uses_masks and not hasattr(emb, "embed_instances")
-    assert emb.id.startswith(f"sam2:tiny:crop:{SIZE}:") and emb.id != make_emb(ckpt).id
+    emb = make_emb(sam2_ckpt, mode="crop", batch_size=3)
+    assert emb.uses_masks and not hasattr(emb, "embed_instances") and not emb.supports_instances
+    assert emb.id.startswith(f"sam2:tiny:crop:{SIZE}:") and emb.id != make_emb(sam2_ckpt).id
     crops, cmasks = [], []
     for x, y, r in DISCS:
         s = 2 * r + 24
@@ -314,12 +299,12 @@ def test_crop_mode_contract(ckpt, scene):
 
 
 # -- segmenter: prompts ----------------------------------------------------------------------------
-def test_batched_prompts_match_sam2_predictor(ckpt, scene):
+def test_batched_prompts_match_sam2_predictor(sam2_ckpt, scene):
     """Our batched decoding of point and box prompts == SAM2ImagePredictor.predict, one by one."""
     import torch
 
     img, _ = scene
-    seg = make_seg(ckpt)
+    seg = make_seg(sam2_ckpt)
     pts = np.array([[60, 60], [180, 70], [30, 220]], np.float32)
     boxes = np.array([[38, 38, 82, 82], [100, 165, 145, 215]], np.float32)
     got_p = seg.prompt_batch(img, points=pts)
@@ -341,9 +326,9 @@ def test_batched_prompts_match_sam2_predictor(ckpt, scene):
     assert got_b.data["prompt_source"] == ["box", "box"]
 
 
-def test_prompt_errors(ckpt, scene):
+def test_prompt_errors(sam2_ckpt, scene):
     img, _ = scene
-    seg = make_seg(ckpt)
+    seg = make_seg(sam2_ckpt)
     with pytest.raises(AnnotationError, match="give a box"):
         seg.prompt(img)
     with pytest.raises(AnnotationError, match="lies outside the 256x256 image"):
@@ -355,19 +340,19 @@ def test_prompt_errors(ckpt, scene):
 
 
 # -- segmenter: guided, auto, tiling ----------------------------------------------------------------
-def test_classical_prompts_fall_inside_objects(ckpt, scene):
+def test_classical_prompts_fall_inside_objects(sam2_ckpt, scene):
     img, masks = scene
-    seg = make_seg(ckpt, mode="guided", prompt_sources=("classical",))
+    seg = make_seg(sam2_ckpt, mode="guided", prompt_sources=("classical",))
     pts, src = seg.propose_points(img)
     assert src == ["classical"] * 3
     hit = {int(np.flatnonzero(masks[:, int(y), int(x)])[0]) for x, y in pts}
     assert hit == {0, 1, 2}
 
 
-def test_guided_mode_returns_valid_deduplicated_instances(ckpt, scene):
+def test_guided_mode_returns_valid_deduplicated_instances(sam2_ckpt, scene):
     img, _ = scene
     seg = make_seg(
-        ckpt,
+        sam2_ckpt,
         mode="guided",
         prompt_sources=("classical", "blobs"),
         guided_pred_iou_thresh=0.0,
@@ -387,10 +372,10 @@ def test_guided_mode_returns_valid_deduplicated_instances(ckpt, scene):
     assert np.all(np.diff(inst.scores) <= 0)
 
 
-def test_example_guided_prompts_land_on_the_matching_cell(ckpt, scene):
+def test_example_guided_prompts_land_on_the_matching_cell(sam2_ckpt, scene):
     _, masks = scene
     img = np.random.default_rng(3).integers(0, 255, (256, 256, 3), dtype=np.uint8)  # distinct cells
-    seg = make_seg(ckpt, mode="guided", prompt_sources=("examples",), example_threshold=0.999)
+    seg = make_seg(sam2_ckpt, mode="guided", prompt_sources=("examples",), example_threshold=0.999)
     feats = seg.runtime.image_embed(img).cpu().numpy()
     r, c = 11, 4  # cell rows [176, 192), columns [64, 80) of the 256 px image
     seg.set_example_features({"thing": feats[:, r, c]})
@@ -403,7 +388,7 @@ def test_example_guided_prompts_land_on_the_matching_cell(ckpt, scene):
     assert 64 - 8 <= x <= 80 + 8 and 176 - 8 <= y <= 192 + 8
     # example features from the segmenter equal the image-mode embedder's vectors
     np.testing.assert_allclose(
-        seg.pool_features(img, masks), make_emb(ckpt).embed_instances(img, masks), atol=1e-5
+        seg.pool_features(img, masks), make_emb(sam2_ckpt).embed_instances(img, masks), atol=1e-5
     )
     with pytest.raises(ValueError, match=r"must be \(K, 256\) SAM2 features, got \(1, 3\)"):
         seg.set_example_features({"bad": np.zeros(3)})
@@ -411,10 +396,10 @@ def test_example_guided_prompts_land_on_the_matching_cell(ckpt, scene):
     assert seg.propose_points(img)[0].shape == (0, 2)
 
 
-def test_segmenter_and_embedder_share_one_encoding(ckpt, scene):
+def test_segmenter_and_embedder_share_one_encoding(sam2_ckpt, scene):
     img, _ = scene
-    seg = make_seg(ckpt, mode="guided", guided_pred_iou_thresh=0.0, guided_stability_thresh=0.0)
-    emb = make_emb(ckpt)
+    seg = make_seg(sam2_ckpt, mode="guided", guided_pred_iou_thresh=0.0, guided_stability_thresh=0.0)
+    emb = make_emb(sam2_ckpt)
     assert seg.runtime is emb.runtime
     seg.runtime.clear()
     inst = seg.segment(img)
@@ -426,10 +411,10 @@ def test_segmenter_and_embedder_share_one_encoding(ckpt, scene):
 
 
 @pytest.mark.slow
-def test_auto_mode_returns_valid_instances(ckpt, scene):
+def test_auto_mode_returns_valid_instances(sam2_ckpt, scene):
     img, _ = scene
     seg = make_seg(
-        ckpt,
+        sam2_ckpt,
         mode="auto",
         points_per_side=4,
         pred_iou_thresh=0.0,
@@ -448,11 +433,11 @@ def test_auto_mode_returns_valid_instances(ckpt, scene):
 
 
 @pytest.mark.slow
-def test_tiling_merges_masks_in_image_coordinates(ckpt):
+def test_tiling_merges_masks_in_image_coordinates(sam2_ckpt):
     discs = [(x + dx, y + dy, r) for dx in (0, 256) for dy in (0, 256) for x, y, r in DISCS]
     big, _ = disc_scene(512, 512, discs)
     seg = make_seg(
-        ckpt,
+        sam2_ckpt,
         mode="guided",
         prompt_sources=("classical",),
         tile_size=384,
@@ -473,7 +458,7 @@ def test_tiling_merges_masks_in_image_coordinates(ckpt):
     box = np.array([[290, 290, 340, 340]], np.float32)  # widest margin in tile (128, 128, 512, 512)
     tiled = seg.prompt_batch(big, boxes=box)
     x0, y0 = 128, 128
-    plain = make_seg(ckpt, tile_size=0).prompt_batch(
+    plain = make_seg(sam2_ckpt, tile_size=0).prompt_batch(
         big[y0 : y0 + 384, x0 : x0 + 384], boxes=box - [x0, y0, x0, y0]
     )
     expected = np.zeros((512, 512), bool)
@@ -482,13 +467,13 @@ def test_tiling_merges_masks_in_image_coordinates(ckpt):
 
 
 @pytest.mark.slow
-def test_pipeline_uses_embed_instances(ckpt, scene):
+def test_pipeline_uses_embed_instances(sam2_ckpt, scene):
     """End to end through SAMDetect with the sam2 segmenter and embedder (image mode)."""
     from sam_detect.pipeline import DetectorConfig, SAMDetect
 
     img, masks = scene
-    seg = make_seg(ckpt, mode="guided", guided_pred_iou_thresh=0.0, guided_stability_thresh=0.0)
-    emb = make_emb(ckpt)
+    seg = make_seg(sam2_ckpt, mode="guided", guided_pred_iou_thresh=0.0, guided_stability_thresh=0.0)
+    emb = make_emb(sam2_ckpt)
     with SAMDetect(
         DetectorConfig(store="memory", threshold=-1.0), segmenter=seg, embedder=emb
     ) as det:
@@ -509,3 +494,104 @@ def test_localmask_roundtrip():
     assert isinstance(loc, LocalMask) and loc.xyxy == (10, 3, 25, 7) and loc.area == 60
     np.testing.assert_array_equal(to_full_masks([loc], (20, 30))[0], m)
     assert local_from_full(np.zeros((4, 4), bool)) is None
+
+
+def _disc_instances(hw, discs) -> Instances:
+    yy, xx = np.mgrid[: hw[0], : hw[1]]
+    return Instances(masks=np.stack([(xx - x) ** 2 + (yy - y) ** 2 < r * r for x, y, r in discs]))
+
+
+def test_image_mode_scale_policy_at_4096_px(sam2_ckpt):
+    """The policy alone (no encoding): a 4096² image at the 1024-pixel input is pooled from
+    1024-pixel tiles, 16 x 16 px per feature cell; 2048² stays whole (32 px cells)."""
+    from sam_detect.embed.sam2 import SAM2Embedder
+
+    emb = SAM2Embedder(checkpoint=str(sam2_ckpt), device="cpu")  # image_size 1024: 64 x 64 cells
+    assert ":image:1024:tiles=auto/128:" in emb.id
+    small = Instances.from_crops(
+        [np.ones((20, 20), bool)] * 4, np.array([[5, 5], [1010, 1010], [2040, 3000], [4070, 4070]]), (4096, 4096)
+    )
+    wins = emb.windows(small)
+    assert wins.shape == (4, 4)
+    cell = (wins[:, 2:] - wins[:, :2]) / 64
+    np.testing.assert_array_equal(cell, 16.0)
+    b = small.boxes
+    assert np.all(wins[:, :2] <= b[:, :2]) and np.all(wins[:, 2:] >= b[:, 2:])
+    # an object larger than a tile: a window of its own, twice its size, inside the image
+    big = Instances.from_crops([np.ones((1500, 900), bool)], np.array([[100, 2000]]), (4096, 4096))
+    (x0, y0, x1, y1), = emb.windows(big)
+    assert (x1 - x0, y1 - y0) == (3000, 3000) and x0 == 0 and y1 <= 4096
+    # up to twice the input side the whole image is encoded
+    whole = Instances.from_crops([np.ones((20, 20), bool)], np.array([[1000, 1000]]), (2048, 2048))
+    np.testing.assert_array_equal(emb.windows(whole), [[0, 0, 2048, 2048]])
+    assert ":tiles=" not in SAM2Embedder(checkpoint=str(sam2_ckpt), device="cpu", tile_size=0).id
+    with pytest.raises(ValueError, match="tile_size must exceed tile_overlap"):
+        SAM2Embedder(checkpoint=str(sam2_ckpt), device="cpu", tile_size=100)
+
+
+def test_image_mode_pools_each_object_from_its_tile(sam2_ckpt):
+    """Scaled down 4x (input 256, a 1024² image, tiles of 256): each vector is the object's
+    pool over the feature map of its tile encoded alone (16 px cells, not the whole
+    image's 64 px), the segmenter's example features are the same vectors, and only the
+    tiles holding objects are encoded."""
+    discs = [(40, 40, 10), (300, 520, 12), (700, 130, 9), (980, 990, 11)]
+    img, _ = disc_scene(1024, 1024, discs)
+    inst = _disc_instances((1024, 1024), discs)
+    emb = make_emb(sam2_ckpt)
+    emb.runtime.clear()
+    wins = emb.windows(inst)
+    assert np.all((wins[:, 2:] - wins[:, :2]) / (SIZE // 16) == 16.0)  # 16 px per cell
+    before = emb.runtime.encodings
+    vec = emb.embed_instances(img, inst)
+    assert emb.runtime.encodings - before == len({tuple(w) for w in wins})
+    emb.runtime.clear()  # the reference encodes each tile again, on its own
+    for i, (x0, y0, x1, y1) in enumerate(wins):
+        tile = img[y0:y1, x0:x1]
+        local = Instances(masks=inst.masks[i : i + 1, y0:y1, x0:x1])
+        assert local.areas[0] == inst.areas[i]  # the whole object lies in its tile
+        ref = emb.embed_instances(tile, local)
+        np.testing.assert_allclose(vec[i], ref[0], atol=1e-5)
+    whole = make_emb(sam2_ckpt, tile_size=0).embed_instances(img, inst)
+    assert np.all(np.sum(whole * vec, axis=1) < 0.999)  # another scale, other vectors
+    seg = make_seg(sam2_ckpt)
+    np.testing.assert_allclose(seg.pool_features(img, inst.masks), vec, atol=1e-5)
+    # the segmenter decodes a prompt in the same tile the embedder pools the object from
+    groups = seg._prompt_groups((1024, 1024), inst.boxes, None)
+    assert {tuple(w) for w, _ in groups} == {tuple(w) for w in wins}
+
+
+def test_pipeline_gives_the_sam2_embedder_the_segmenters_tiles(sam2_ckpt):
+    from sam_detect.pipeline import DetectorConfig, SAMDetect
+
+    opts = {"checkpoint": str(sam2_ckpt), "image_size": SIZE}
+    cfg = DetectorConfig(store="memory", segmenter="sam2", embedder="sam2",
+                         segmenter_options={**opts, "tile_size": 384, "tile_overlap": 64},
+                         embedder_options=opts, device="cpu")
+    with SAMDetect(cfg) as det:
+        emb = det.embedder
+    assert (emb.tile_size, emb.tile_overlap) == (384, 64) and ":tiles=384/64:" in emb.id
+
+
+@pytest.mark.slow
+def test_embedder_reuses_the_segmenters_tile_encodings(sam2_ckpt):
+    """After the segmenter has encoded tiles of an image, the embedder pools the objects in
+    those tiles from the kept encodings and encodes only the others (25 tiles, as a
+    4096-px image at 1024 px has: here 1024 px at 256, overlap scaled to 32)."""
+    discs = [(40, 40, 10), (300, 520, 12), (700, 130, 9), (980, 990, 11), (512, 512, 14)]
+    img, _ = disc_scene(1024, 1024, discs)
+    seg = make_seg(sam2_ckpt, mode="guided", prompt_sources=("classical",), tile_overlap=32,
+                   guided_pred_iou_thresh=0.0, guided_stability_thresh=0.0)
+    emb = make_emb(sam2_ckpt, tile_overlap=32)
+    seg.runtime.clear()
+    found = seg.segment(img)
+    assert found.metadata["sam2"]["tiles"] == 25
+    from sam_detect.embed.sam2 import _digest
+
+    inst = _disc_instances((1024, 1024), discs)
+    wins = {tuple(int(v) for v in w) for w in emb.windows(inst)}
+    # the segmenter encodes only the tiles it has prompts in (classical seeds here)
+    kept = {w for w in wins if _digest(img[w[1] : w[3], w[0] : w[2]].copy()) in seg.runtime._embeds}
+    assert len(kept) >= 1
+    n = seg.runtime.encodings
+    vec = emb.embed_instances(img, inst)
+    assert seg.runtime.encodings - n == len(wins - kept) and vec.shape == (5, 256)

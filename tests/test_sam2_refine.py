@@ -9,28 +9,13 @@ degenerate annotations kept with a warning, and exit codes.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from click.testing import CliRunner
-
-from sam_detect.cli.main import cli
+from conftest import run_cli
 
 DISCS = [(60, 60, 20), (180, 70, 18), (120, 190, 22)]
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    import torch
-    from sam2.build_sam import build_sam2
-
-    torch.manual_seed(0)
-    net = build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", ckpt_path=None, device="cpu")
-    path = tmp_path_factory.mktemp("sam2") / "random_tiny.pt"
-    torch.save({"model": net.state_dict()}, path)
-    return path
 
 
 @pytest.fixture()
@@ -47,34 +32,23 @@ def scene(tmp_path):
     return path, img, labels
 
 
-def run(ckpt, *args):
-    return CliRunner().invoke(
-        cli,
-        [
-            "refine",
-            *map(str, args),
-            "--sam-checkpoint",
-            str(ckpt),
-            "--sam-image-size",
-            "256",
-            "--device",
-            "cpu",
-        ],
-    )
+def run(sam2_ckpt, *args):
+    return run_cli("refine", *args, "--sam-checkpoint", sam2_ckpt, "--sam-image-size", 256,
+                   "--device", "cpu")
 
 
-def expected_mask(ckpt, img, box, pad=0.0):
+def expected_mask(sam2_ckpt, img, box, pad=0.0):
     """What SAM2 gives for this box prompt, largest part kept (the refine default)."""
     from sam_detect.cli.refine import _pad_box, _postprocess
     from sam_detect.segment.sam2 import SAM2Segmenter
 
-    seg = SAM2Segmenter(checkpoint=str(ckpt), device="cpu", image_size=256)
+    seg = SAM2Segmenter(checkpoint=str(sam2_ckpt), device="cpu", image_size=256)
     b = _pad_box(np.asarray(box, np.float32), pad, img.shape[:2])
     return _postprocess(seg.prompt_batch(img, boxes=b[None]).masks[0], 0, False)
 
 
 def test_refine_help():
-    r = CliRunner().invoke(cli, ["refine", "--help"])
+    r = run_cli("refine", "--help")
     assert (
         r.exit_code == 0
         and "--annotations" in r.output
@@ -84,7 +58,7 @@ def test_refine_help():
 
 
 @pytest.mark.slow
-def test_coco_refine_keeps_everything_but_geometry(ckpt, scene, tmp_path):
+def test_coco_refine_keeps_everything_but_geometry(sam2_ckpt, scene, tmp_path):
     from sam_detect.masks import polygons_to_mask, rle_to_mask
 
     path, img, _ = scene
@@ -129,7 +103,7 @@ def test_coco_refine_keeps_everything_but_geometry(ckpt, scene, tmp_path):
     src = tmp_path / "rough.json"
     src.write_text(json.dumps(coco))
     before = src.read_bytes()
-    r = run(ckpt, path, "-a", src, "--pad", "2")
+    r = run(sam2_ckpt, path, "-a", src, "--pad", "2")
     assert r.exit_code == 0, r.output
     out = tmp_path / "rough.refined.json"
     assert out.read_text().strip() and str(out) in r.output
@@ -148,7 +122,7 @@ def test_coco_refine_keeps_everything_but_geometry(ckpt, scene, tmp_path):
             if isinstance(seg, dict)
             else polygons_to_mask([np.asarray(p).reshape(-1, 2) for p in seg], (256, 256))
         )
-        want = expected_mask(ckpt, img, box, pad=2)
+        want = expected_mask(sam2_ckpt, img, box, pad=2)
         inter, union = np.count_nonzero(mask & want), np.count_nonzero(mask | want)
         assert inter / union > 0.9  # polygons are simplified outlines of the SAM2 mask
         x, y, w, h = a["bbox"]
@@ -157,12 +131,12 @@ def test_coco_refine_keeps_everything_but_geometry(ckpt, scene, tmp_path):
         assert a["area"] == int(want.sum())
 
 
-def test_label_image_folder(ckpt, scene, tmp_path):
+def test_label_image_folder(sam2_ckpt, scene, tmp_path):
     path, img, labels = scene
     folder = tmp_path / "rough"
     folder.mkdir()
     cv2.imwrite(str(folder / "cells_labels.png"), labels)
-    r = run(ckpt, path, "-a", folder, "--json")
+    r = run(sam2_ckpt, path, "-a", folder, "--json")
     assert r.exit_code == 0, r.output
     summary = json.loads(r.output[r.output.index("{") :])
     out = tmp_path / "rough_refined" / "cells_labels.png"
@@ -172,11 +146,11 @@ def test_label_image_folder(ckpt, scene, tmp_path):
     assert new.dtype == np.uint16 and new.shape == labels.shape
     assert set(np.unique(new)) <= {0, 10, 20, 30}
     ys, xs = np.nonzero(labels == 10)
-    want = expected_mask(ckpt, img, (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1))
+    want = expected_mask(sam2_ckpt, img, (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1))
     assert np.all(new[want & (new != 20) & (new != 30)] == 10)
 
 
-def test_labelme_points_and_rectangles(ckpt, scene, tmp_path):
+def test_labelme_points_and_rectangles(sam2_ckpt, scene, tmp_path):
     path, img, _ = scene
     doc = {
         "version": "5.4.1",
@@ -197,7 +171,7 @@ def test_labelme_points_and_rectangles(ckpt, scene, tmp_path):
     src = tmp_path / "cells.json"
     src.write_text(json.dumps(doc))
     out = tmp_path / "out.json"
-    r = run(ckpt, path, "-a", src, "-o", out)
+    r = run(sam2_ckpt, path, "-a", src, "-o", out)
     assert r.exit_code == 0, r.output
     new = json.loads(out.read_text())
     shapes = new["shapes"]
@@ -208,12 +182,12 @@ def test_labelme_points_and_rectangles(ckpt, scene, tmp_path):
     assert new["imagePath"] == "cells.png"
 
 
-def test_refine_bad_arguments(ckpt, scene, tmp_path):
+def test_refine_bad_arguments(sam2_ckpt, scene, tmp_path):
     path, _, _ = scene
     src = tmp_path / "x.json"
     src.write_text(json.dumps({"shapes": []}))
-    r = run(ckpt, path, "-a", src, "-o", tmp_path / "o.json", "--in-place")
+    r = run(sam2_ckpt, path, "-a", src, "-o", tmp_path / "o.json", "--in-place")
     assert r.exit_code == 2 and "give --output or --in-place, not both" in r.output
     src.write_text(json.dumps({"foo": 1}))
-    r = run(ckpt, path, "-a", src)
+    r = run(sam2_ckpt, path, "-a", src)
     assert r.exit_code == 1 and "Error: " in r.output and "neither COCO" in r.output

@@ -5,63 +5,24 @@ Edge, and a real Qdrant server (testcontainers; skipped with the reason when no 
 
 from __future__ import annotations
 
-import re
-import shutil
 import subprocess
 import sys
 import textwrap
 import uuid
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import QDRANT_API_KEY as API_KEY
+from conftest import docker_missing
 
 from sam_detect.errors import LibraryNotFoundError
 from sam_detect.store import create_store
 from sam_detect.store.base import LibraryMeta
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _docker_reason() -> str | None:
-    if shutil.which("docker") is None:
-        return "no docker command on this machine"
-    try:
-        r = subprocess.run(["docker", "info"], capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return f"`docker info` failed: {e}"
-    if r.returncode != 0:
-        tail = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["?"]
-        return f"no Docker engine (`docker info`: {tail[0][:120]})"
-    return None
-
-
-DOCKER_MISSING = _docker_reason()
+DOCKER_MISSING = docker_missing()
 needs_docker = pytest.mark.skipif(
     DOCKER_MISSING is not None, reason=f"Qdrant server tests need Docker: {DOCKER_MISSING}"
 )
-
-
-def compose_image() -> str:
-    """The Qdrant image pinned in docker-compose.yml, so tests and users run the same server."""
-    m = re.search(
-        r"^\s*image:\s*(qdrant/qdrant:\S+)", (ROOT / "docker-compose.yml").read_text(), re.M
-    )
-    assert m, "docker-compose.yml must pin a qdrant/qdrant image"
-    return m.group(1)
-
-
-API_KEY = "test-key-" + uuid.uuid4().hex[:8]
-
-
-@pytest.fixture(scope="module")
-def qdrant_server():
-    if DOCKER_MISSING:
-        pytest.skip(f"Qdrant server tests need Docker: {DOCKER_MISSING}")
-    from testcontainers.qdrant import QdrantContainer
-
-    with QdrantContainer(image=compose_image(), api_key=API_KEY) as c:
-        yield f"http://{c.get_container_host_ip()}:{c.exposed_rest_port}"
 
 
 BACKENDS = [

@@ -7,7 +7,7 @@ import itertools
 import click
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from conftest import run_cli
 
 from sam_detect.segment.tiling import (
     LocalMask,
@@ -116,11 +116,10 @@ def test_detector_config_passes_tile_size_to_any_segmenter():
 
 
 def test_tile_size_option_reaches_the_classical_segmenter(tmp_path):
-    from sam_detect.cli.main import cli
     from sam_detect.cli.options import build_detector
 
     for command in ("detect", "add", "eval", "video"):
-        r = CliRunner().invoke(cli, [command, "--help"])
+        r = run_cli(command, "--help")
         assert r.exit_code == 0 and "--tile-size" in r.output
         assert "0 disables tiling" in " ".join(r.output.split())
     det = build_detector(segmenter="classical", store="memory", tile_size=300)
@@ -129,9 +128,9 @@ def test_tile_size_option_reaches_the_classical_segmenter(tmp_path):
     import cv2
 
     cv2.imwrite(str(img), np.zeros((50, 50, 3), np.uint8))
-    r = CliRunner().invoke(cli, ["detect", str(img), "--segmenter", "classical", "--tile-size", "64",
-                                 "--library-path", str(tmp_path / "libs")])
+    r = run_cli("detect", str(img), "--segmenter", "classical", "--tile-size", "64",
+                "--library-path", str(tmp_path / "libs"))
     assert r.exit_code == 2
     assert "Invalid value for --tile-size: must be 0 (no tiling) or at least twice the tile overlap of 128 pixels, got 64" in r.output
-    r = CliRunner().invoke(cli, ["detect", str(img), "--tile-size", "-1"])
+    r = run_cli("detect", str(img), "--tile-size", "-1")
     assert r.exit_code == 2 and "--tile-size" in r.output

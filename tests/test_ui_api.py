@@ -16,6 +16,7 @@ import pytest
 
 pytest.importorskip("fastapi", reason="the UI needs fastapi (pip install fastapi uvicorn)")
 
+from conftest import run_cli
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 
@@ -506,6 +507,44 @@ def test_delete_example(client, ui):
     assert client.get(f"/api/examples/{ids[0]}/thumb").status_code == 404
 
 
+@pytest.mark.parametrize("how", ["delete", "undo"])
+def test_ui_deletes_are_journaled(how, folder, embedder, tmp_path):
+    """The UI's delete and undo go through ``journal.delete``: killed after the journal is
+    written (here the store's delete dies, as a SIGKILL would end it), the next open of the
+    library finishes the delete, so the examples are all gone, never some."""
+    from sam_detect.store import journal
+    from sam_detect.store.memory import MemoryStore
+
+    path = tmp_path / "lib.npz"
+    app = make_ui(folder, embedder, store=MemoryStore(path), thumbnail_dir=tmp_path / "thumbs")
+    try:
+        c = TestClient(app.app(), base_url=BASE)
+        keep = accept(c, [prompt(c, *DISCS[0])["id"]], "disc")["ids"]
+        ids = accept(c, [prompt(c, *DISCS[1])["id"], prompt(c, *DISCS[2])["id"]], "disc")["ids"]
+        store = app.session.detector.store
+
+        def dies(*a, **kw):
+            raise SystemExit("killed")
+
+        store.delete = dies
+        with pytest.raises(SystemExit):
+            if how == "delete":
+                app.session.delete_example(ids[0])
+            else:
+                app.session.undo()  # takes back the last accept: both of its examples
+        gone = ids[:1] if how == "delete" else ids
+        with np.load(path) as z:  # on disk: the journal naming what is to go
+            (lib,) = json.loads(str(z["index"][()]))["libraries"]
+        assert lib["meta"]["extra"][journal.PENDING_KEY]["ids"] == gone
+        assert lib["meta"]["extra"][journal.PENDING_KEY]["op"] == "delete"
+    finally:
+        app.stop()
+    after = MemoryStore(path)  # the next open
+    left = {i for b in after.iter_examples("default") for i in b[0]}
+    assert left == set(keep + ids) - set(gone)
+    assert journal.pending_of(after.get_meta("default")) is None
+
+
 def test_switch_library(client, ui):
     accept(client, [prompt(client, *DISCS[0])["id"]], "disc")
     r = client.post("/api/library/switch", json={"name": "cells-2"}, headers=H)
@@ -678,13 +717,9 @@ def test_unexpected_errors_become_json(client, ui, monkeypatch):
 
 # ------------------------------------------------------------------ CLI ---------------
 def test_cli_ui_help_and_bad_folder(tmp_path):
-    from click.testing import CliRunner
-
-    from sam_detect.cli.main import cli
-
-    r = CliRunner().invoke(cli, ["ui", "--help"])
+    r = run_cli("ui", "--help")
     assert r.exit_code == 0 and "--port" in r.output and "IMAGE_DIR" in r.output
-    r = CliRunner().invoke(cli, ["ui", str(tmp_path / "nope")])
+    r = run_cli("ui", str(tmp_path / "nope"))
     assert r.exit_code == 2 and "does not exist" in r.output
 
 

@@ -11,6 +11,7 @@ import pytest
 
 pytest.importorskip("fastapi", reason="the UI needs fastapi (pip install fastapi uvicorn)")
 
+from conftest import run_cli
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 
@@ -81,9 +82,7 @@ def test_upload_into_a_file_named_uploads_is_refused(served, tmp_path):
 def test_examples_added_from_the_cli_get_real_thumbnails(served, tmp_path):
     """`sam-detect add coins.png --box ...` makes examples with no UI thumbnail file; the panel
     showed them as label-only squares. Their payload (source + mask_rle) now makes one."""
-    from click.testing import CliRunner
 
-    from sam_detect.cli.main import cli
 
     img = served / "scene.png"
     rgb, boxes = _scene(img)
@@ -92,7 +91,7 @@ def test_examples_added_from_the_cli_get_real_thumbnails(served, tmp_path):
             "--library-path", str(libs)]
     for b in boxes:
         args += ["--box", ",".join(map(str, b))]
-    r = CliRunner().invoke(cli, args)
+    r = run_cli(*args)
     assert r.exit_code == 0, r.output
     det = SAMDetect(DetectorConfig(segmenter="classical", embedder="handcrafted", store="edge",
                                    store_options={"path": str(libs)}))

@@ -26,23 +26,10 @@ N = 6
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    """A randomly initialised SAM 2.1 tiny in the official layout {"model": state_dict}."""
-    import torch
-    from sam2.build_sam import build_sam2
-
-    torch.manual_seed(0)
-    net = build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", ckpt_path=None, device="cpu")
-    path = tmp_path_factory.mktemp("sam2") / "random_tiny.pt"
-    torch.save({"model": net.state_dict()}, path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def prop(ckpt):
+def prop(sam2_ckpt):
     from sam_detect.video.propagate import SAM2Propagator
 
-    return SAM2Propagator(checkpoint=str(ckpt), device="cpu", image_size=SIZE, drop_lost=False)
+    return SAM2Propagator(checkpoint=str(sam2_ckpt), device="cpu", image_size=SIZE, drop_lost=False)
 
 
 @pytest.fixture(scope="module")
@@ -102,10 +89,104 @@ def test_propagate_window_keeps_rows(prop, scene):
         assert inst.metadata["propagated_from"] == 0
 
 
-def test_step_stream_and_errors(ckpt, scene):
+def _jpeg_video(folder: Path, frames: list[np.ndarray]) -> list[np.ndarray]:
+    """Write ``frames`` as sam2's ``init_state`` reads a video (``00000.jpg``, ...) and return
+    them as decoded from those files, so both paths see the same pixels."""
+    from PIL import Image
+
+    folder.mkdir()
+    out = []
+    for i, f in enumerate(frames):
+        Image.fromarray(f).save(folder / f"{i:05d}.jpg", quality=95)
+        out.append(np.asarray(Image.open(folder / f"{i:05d}.jpg").convert("RGB")))
+    return out
+
+
+def _sam2_reference(pred, folder: Path, masks: np.ndarray):
+    """sam2's own video path: ``init_state`` on the JPEG folder, a mask per object on frame
+    0, ``propagate_in_video``. Returns ``(masks per frame {index: (N, H, W) bool}, state)``."""
+    import torch
+
+    with torch.inference_mode():
+        state = pred.init_state(video_path=str(folder))
+        for i, m in enumerate(masks):
+            pred.add_new_mask(state, frame_idx=0, obj_id=i, mask=m)
+        out = {
+            int(k): (logits[:, 0] > 0).cpu().numpy()
+            for k, _, logits in pred.propagate_in_video(state)
+        }
+    return out, state
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum()) / max(float((a | b).sum()), 1.0)
+
+
+def test_propagation_matches_sam2_video_predictor(prop, tmp_path):
+    """The per-frame propagation (a hand-built inference state, one frame at a time) gives
+    sam2's own ``init_state`` + ``propagate_in_video`` masks on the same model and frames:
+    IoU >= 0.99 per object and frame, and the mask logits and object scores agree."""
+    video = MovingShapes(3, WH, radius=12, speed=3.0, noise=2.0, seed=5)
+    frames = _jpeg_video(tmp_path / "video", [video.frame(t) for t in range(5)])
+    masks, _ = label_image_to_masks(video.label_image(0))
+    ref, ref_state = _sam2_reference(prop.predictor, tmp_path / "video", masks)
+    assert sorted(ref) == list(range(5))
+
+    prop.start(frames[0], Instances(masks=masks), window=len(frames))
+    try:
+        ours = [prop.step(f) for f in frames[1:]]
+        state = prop._state
+        for k in range(1, len(frames)):
+            for obj in range(len(masks)):
+                a = state["output_dict_per_obj"][obj]["non_cond_frame_outputs"][k]
+                b = ref_state["output_dict_per_obj"][obj]["non_cond_frame_outputs"][k]
+                np.testing.assert_allclose(a["pred_masks"].numpy(), b["pred_masks"].numpy(), atol=1e-5)
+                np.testing.assert_allclose(
+                    a["object_score_logits"].numpy(), b["object_score_logits"].numpy(), atol=1e-5
+                )
+    finally:
+        prop.reset()
+    area = WH[0] * WH[1]
+    for k, inst in enumerate(ours, start=1):
+        assert len(inst) == len(masks) and inst.masks.shape == ref[k].shape
+        for obj in range(len(masks)):
+            n = int(ref[k][obj].sum())
+            assert 0 < n < area  # neither empty nor the whole frame: the IoU means something
+            assert _iou(inst.masks[obj], ref[k][obj]) >= 0.99, (k, obj)
+    # the window-at-once API gives the same masks
+    for k, inst in enumerate(prop.propagate(frames[0], Instances(masks=masks), frames[1:]), start=1):
+        np.testing.assert_array_equal(inst.masks, ours[k - 1].masks)
+
+
+@pytest.mark.slow
+def test_stream_propagation_matches_sam2_on_a_long_video(prop, tmp_path):
+    """A stream (window length unknown) is tracked as sam2 tracks a video of 16 frames or
+    more, and dropping memory older than sam2 reads (after 16 frames) changes nothing."""
+    video = MovingShapes(1, WH, radius=12, speed=2.0, noise=2.0, seed=7)
+    n = 20
+    frames = _jpeg_video(tmp_path / "video", [video.frame(t) for t in range(n)])
+    masks, _ = label_image_to_masks(video.label_image(0))
+    ref, ref_state = _sam2_reference(prop.predictor, tmp_path / "video", masks)
+    prop.start(frames[0], Instances(masks=masks))  # no window: a stream
+    try:
+        for k in range(1, n):
+            got = prop.step(frames[k])
+            assert 0 < int(ref[k][0].sum()) < WH[0] * WH[1]
+            assert _iou(got.masks[0], ref[k][0]) >= 0.99, k
+            a = prop._state["output_dict_per_obj"][0]["non_cond_frame_outputs"][k]
+            b = ref_state["output_dict_per_obj"][0]["non_cond_frame_outputs"][k]
+            np.testing.assert_allclose(a["pred_masks"].numpy(), b["pred_masks"].numpy(), atol=1e-5)
+        # memory sam2 no longer reads was dropped as the window went on
+        kept = prop._state["output_dict_per_obj"][0]["non_cond_frame_outputs"]
+        assert min(kept) == n - 1 - 16 + 1
+    finally:
+        prop.reset()
+
+
+def test_step_stream_and_errors(sam2_ckpt, scene):
     from sam_detect.video.propagate import SAM2Propagator
 
-    p = SAM2Propagator(checkpoint=str(ckpt), device="cpu", image_size=SIZE)  # drop_lost
+    p = SAM2Propagator(checkpoint=str(sam2_ckpt), device="cpu", image_size=SIZE)  # drop_lost
     with pytest.raises(RuntimeError, match="before start"):
         p.step(scene.frame(1))
     det = seed(scene)
@@ -213,7 +294,7 @@ def test_cli_propagate_without_checkpoint(cli_setup, tmp_path, monkeypatch, caps
     assert code == 2 and "--every N" in err, err
 
 
-def test_cli_propagate_writes_propagated_records(cli_setup, ckpt, scene, monkeypatch, capsys):
+def test_cli_propagate_writes_propagated_records(cli_setup, sam2_ckpt, scene, monkeypatch, capsys):
     from sam_detect.video import propagate
 
     root, video = cli_setup
@@ -241,7 +322,7 @@ def test_cli_propagate_writes_propagated_records(cli_setup, ckpt, scene, monkeyp
         ["video", str(video), "--library-path", str(lib), "--store", "memory", "-q",
          "--segmenter", "classical", "--embedder", "handcrafted", "--library", "shapes",
          "--every", "3", "--change-threshold", "0", "--propagate", "sam2",
-         "--sam-checkpoint", str(ckpt), "--device", "cpu", "--jsonl", "-"],
+         "--sam-checkpoint", str(sam2_ckpt), "--device", "cpu", "--jsonl", "-"],
         capsys,
     )  # fmt: skip
     assert code == 0, err

@@ -224,16 +224,37 @@ def profile_cmd(ctx: click.Context, name: str, **opts: Any) -> None:
         click.echo(line)
 
 
+def _example_ids(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    from sam_detect.store._common import normalise_id
+
+    try:
+        return tuple(normalise_id(v) for v in value)
+    except ValueError as e:
+        raise click.BadParameter(str(e), ctx=ctx, param=param) from None
+
+
 @library.command("delete")
 @click.argument("name", callback=library_name)
 @location_options()
+@click.option("--label", "labels", multiple=True,
+              help="Delete only the examples of this label (repeatable); the library stays.")
+@click.option("--id", "ids", multiple=True, callback=_example_ids,
+              help="Delete only the example with this id (repeatable); the library stays.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_context
-def delete_cmd(ctx: click.Context, name: str, yes: bool, **opts: Any) -> None:
-    """Delete a library and all its examples."""
+def delete_cmd(ctx: click.Context, name: str, labels: tuple[str, ...], ids: tuple[str, ...],
+               yes: bool, **opts: Any) -> None:
+    """Delete a library and all its examples, or only some examples (--label, --id).
+
+    Deleting examples is all-or-nothing, even if the process is killed: the ids are
+    journaled first and the next open finishes an interrupted delete.
+    """
     from sam_detect.errors import LibraryDamagedError, LibraryNotFoundError
 
     store = _open(ctx, **opts)
+    if labels or ids:
+        _delete_examples(store, name, labels, ids, yes)
+        return
     if name not in store.list_libraries():
         store.get_meta(name)  # raises LibraryNotFoundError listing the libraries
     try:
@@ -251,6 +272,37 @@ def delete_cmd(ctx: click.Context, name: str, yes: bool, **opts: Any) -> None:
         )
     store.delete_library(name)
     click.echo(f"deleted library {name!r} ({what})", err=True)
+
+
+def _delete_examples(store: Any, name: str, labels: tuple[str, ...], ids: tuple[str, ...],
+                     yes: bool) -> None:
+    """Delete examples of library ``name`` by label and by id, each one journaled delete;
+    then rebuild what the library derives from its examples (profile, decision)."""
+    from sam_detect.store import journal
+
+    have = store.labels(name)  # a missing library: one line naming the ones there are
+    missing = [lab for lab in labels if lab not in have]
+    if missing:
+        from sam_detect.errors import LibraryError
+
+        raise LibraryError(
+            f"library {name!r} has no examples labelled {missing[0]!r}; its labels: "
+            + (", ".join(repr(k) for k in have) or "none")
+        )
+    parts = [f"{have[lab]} examples labelled {lab!r}" for lab in labels]
+    if ids:
+        parts.append(f"{len(ids)} example(s) by id")
+    if not yes:
+        click.confirm(f"Delete {' and '.join(parts)} from library {name!r}?", abort=True, err=True)
+    n = sum(journal.delete(store, name, label=lab) for lab in labels)
+    if ids:
+        n += journal.delete(store, name, ids=list(ids))
+    extra = store.get_meta(name).extra
+    if n and ("profile" in extra or "decision" in extra):
+        from sam_detect.pipeline import DetectorConfig, SAMDetect
+
+        SAMDetect(DetectorConfig(library=name), store=store).refresh_profile()
+    click.echo(f"deleted {n} examples from library {name!r} ({store.count(name)} left)", err=True)
 
 
 @library.command("check")

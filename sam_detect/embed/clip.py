@@ -42,6 +42,7 @@ class ClipEmbedder:
     """
 
     name = "clip"
+    supports_instances = False  # context crops only
 
     def __init__(
         self,
@@ -86,6 +87,17 @@ class ClipEmbedder:
         self.id = f"clip:{model}:{self.pretrained or 'custom'}:{file_fingerprint(self.checkpoint)}"
         self._model = None
         self._preprocess = None
+        self._identity = None
+
+    @property
+    def model_identity(self):
+        """:class:`~sam_detect.models.ModelIdentity`: ``MODEL:TAG``, checkpoint sha256, input
+        size (the digest is computed once per checkpoint file and cached)."""
+        if self._identity is None:
+            from sam_detect.models import clip_identity
+
+            self._identity = clip_identity(self.model_name, self.pretrained, self.checkpoint)
+        return self._identity
 
     def __repr__(self) -> str:
         return f"ClipEmbedder(id={self.id!r}, device={self.device})"

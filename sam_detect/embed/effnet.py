@@ -168,6 +168,7 @@ class EffNetEmbedder:
 
     name = "effnet"
     dim = FEATURE_DIM
+    supports_instances = False  # context crops only
 
     def __init__(
         self,

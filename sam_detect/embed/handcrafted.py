@@ -241,6 +241,7 @@ class HandcraftedEmbedder:
     name = "handcrafted"
     id = "handcrafted:v1"
     dim = DIM
+    supports_instances = False  # context crops only
     uses_masks = True  # the pipeline should pass ContextCrop.mask to embed()
 
     def __init__(self) -> None:

@@ -11,8 +11,20 @@ the mask covers, then L2-normalised:
 - **crop mode** (slower, more detail for small objects): encode each context crop, batched
   through the encoder, and pool under the crop's mask — :meth:`SAM2Embedder.embed`.
 
+**Scale policy (image mode).** The feature map has ``g = image_size / 16`` cells a side
+whatever the image's size, so over a whole 4096-pixel image one cell covers 64 x 64 px and
+a 20-pixel object falls inside a single cell. Image mode therefore encodes an image the
+way the ``sam2`` segmenter does (:func:`~sam_detect.segment.tiling.sam2_windows`): whole up
+to twice the input side (2048 px at 1024), above that in tiles of one input side
+overlapping by 128 px, and pools each object from the tile that holds it with the widest
+margin — the tile the segmenter decoded its prompt in, and the feature map its
+example-guided prompts compare against. So a 4096-pixel image gives every object a vector
+from cells of 16 x 16 px (a 2048-pixel image, still encoded whole, has 32 x 32 px cells).
+An object too big for any tile is pooled from a window of its own, twice its size.
+``tile_size=0`` encodes the whole image always (the policy before tiling).
+
 Examples and queries must use the same mode; the embedder ``id`` records model, weights,
-mode and input size, and a library refuses vectors with another id.
+mode, input size and the scale policy, and a library refuses vectors with another id.
 
 :class:`SAM2Runtime` holds one model per (weights, device, input size), shared by every
 segmenter and embedder in the process, and keeps the encodings of the last images, so a
@@ -45,9 +57,13 @@ from sam_detect.embed._torch import (
 from sam_detect.embed.base import l2_normalize
 from sam_detect.errors import AnnotationError, ImageLoadError
 from sam_detect.instances import Instances, as_instances
+from sam_detect.models import SAM2_DEFAULT_INPUT
 
 FEATURE_DIM = 256
-DEFAULT_IMAGE_SIZE = 1024
+DEFAULT_IMAGE_SIZE = SAM2_DEFAULT_INPUT
+#: feature maps (not the decoder's high-resolution features) kept per runtime: the tiles of
+#: a 4096-pixel image at the default tiling (25), with room to spare
+EMBED_CACHE = 36
 _MODES = ("image", "crop")
 
 
@@ -122,6 +138,7 @@ class SAM2Runtime:
         self.lock = threading.RLock()
         self._cache: OrderedDict[bytes, tuple[dict[str, Any], tuple[int, int]]] = OrderedDict()
         self._cache_size = cache_size
+        self._embeds: OrderedDict[bytes, torch.Tensor] = OrderedDict()
         self.encodings = 0  # how many images were actually encoded (tests and benchmarks)
         self.predictor = _caching_predictor(self)
 
@@ -132,10 +149,28 @@ class SAM2Runtime:
             self.predictor.set_image(image)
 
     def image_embed(self, image: np.ndarray) -> torch.Tensor:
-        """The ``(256, g, g)`` feature map of ``image`` (float32, on the model's device)."""
-        with self.lock, inference_context(self.device):
-            self.predictor.set_image(image)
-            return self.predictor._features["image_embed"][0].float()
+        """The ``(256, g, g)`` feature map of ``image`` (float32, on the model's device).
+
+        Also served from the feature maps of the last ``EMBED_CACHE`` images encoded, so the
+        embedder pools from the tiles the segmenter has just encoded without encoding them
+        again (a 4096-pixel image at 1024: 25 tiles, 4 MB each).
+        """
+        image = check_sam2_image(image)
+        with self.lock:
+            key = _digest(image)
+            hit = self._embeds.get(key)
+            if hit is not None:
+                self._embeds.move_to_end(key)
+                return hit
+            with inference_context(self.device):
+                self.predictor.set_image(image)
+                return self.predictor._features["image_embed"][0].float()
+
+    def _remember_embed(self, key: bytes, embed: torch.Tensor) -> None:
+        self._embeds[key] = embed[0].float()
+        self._embeds.move_to_end(key)
+        while len(self._embeds) > EMBED_CACHE:
+            self._embeds.popitem(last=False)
 
     def encode_batch(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """Feature maps ``(B, 256, g, g)`` float32 of ``(h, w, 3)`` uint8 images, one encoder pass.
@@ -164,6 +199,7 @@ class SAM2Runtime:
         """Forget the cached encodings."""
         with self.lock:
             self._cache.clear()
+            self._embeds.clear()
             self.predictor.reset_predictor()
 
 
@@ -181,6 +217,7 @@ def _caching_predictor(runtime: SAM2Runtime) -> Any:
                 super().set_image(image)
                 runtime.encodings += 1
                 runtime._remember(key, self._features, tuple(image.shape[:2]))
+                runtime._remember_embed(key, self._features["image_embed"])
                 return
             runtime._cache.move_to_end(key)
             self.reset_predictor()
@@ -241,7 +278,10 @@ def _axis_weights(n: int, g: int) -> np.ndarray:
 
 
 def cell_weights(
-    masks: Instances | np.ndarray, boxes: np.ndarray | None, grid_hw: tuple[int, int]
+    masks: Instances | np.ndarray,
+    boxes: np.ndarray | None,
+    grid_hw: tuple[int, int],
+    window: tuple[int, int, int, int] | None = None,
 ) -> np.ndarray:
     """Coverage of each feature cell by each mask.
 
@@ -250,22 +290,29 @@ def cell_weights(
             read from its tight box crop, so the cost grows with the object, not the image.
         boxes: not needed (the tight crops are used); accepted for callers that pass boxes.
         grid_hw: ``(gh, gw)`` feature map size.
+        window: XYXY pixels of the image region the feature map was computed from (a
+            tile); ``None``: the whole image. Mask pixels outside it are left out.
 
     Returns:
-        ``(N, gh, gw)`` float32: pixel area of the mask inside each cell (the image is
+        ``(N, gh, gw)`` float32: pixel area of the mask inside each cell (the window is
         mapped onto the grid per axis, like SAM2's resize).
     """
     del boxes
     if not isinstance(masks, Instances):
         masks = Instances(masks=np.asarray(masks, dtype=bool))
     h, w = masks.image_hw
+    x0, y0, x1, y1 = (int(v) for v in window) if window is not None else (0, 0, w, h)
     gh, gw = grid_hw
-    wy, wx = _axis_weights(h, gh), _axis_weights(w, gw)
+    wy, wx = _axis_weights(y1 - y0, gh), _axis_weights(x1 - x0, gw)
     out = np.zeros((len(masks), gh, gw), dtype=np.float32)
     for i in range(len(masks)):
         crop, (rows, cols) = masks.mask_crop(i)
-        if crop.size:
-            out[i] = wy[:, rows] @ crop.astype(np.float32) @ wx[:, cols].T
+        r0, r1 = max(rows.start, y0), min(rows.stop, y1)
+        c0, c1 = max(cols.start, x0), min(cols.stop, x1)
+        if r1 <= r0 or c1 <= c0:
+            continue
+        sub = crop[r0 - rows.start : r1 - rows.start, c0 - cols.start : c1 - cols.start]
+        out[i] = wy[:, r0 - y0 : r1 - y0] @ sub.astype(np.float32) @ wx[:, c0 - x0 : c1 - x0].T
     return out
 
 
@@ -297,6 +344,47 @@ def pool_features(features: np.ndarray | torch.Tensor, weights: np.ndarray) -> n
     return l2_normalize(pooled / total[:, None])
 
 
+def instance_windows(
+    image_hw: tuple[int, int],
+    boxes: np.ndarray,
+    input_size: int,
+    tile_size: int | None,
+    overlap: int,
+) -> np.ndarray:
+    """``(N, 4)`` int64 XYXY: per object (``boxes`` ``(N, 4)`` XYXY) the window SAM2 encodes
+    it in — the whole image, or the tile that holds it best
+    (:func:`~sam_detect.segment.tiling.sam2_windows`, :func:`~sam_detect.segment.tiling.best_window`:
+    the ``sam2`` segmenter's prompt windows)."""
+    from sam_detect.segment.tiling import best_window, sam2_windows
+
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    tiles = sam2_windows(tuple(image_hw), int(input_size), tile_size, int(overlap))
+    if len(tiles) == 1:
+        return np.tile(np.asarray(tiles[0], dtype=np.int64), (len(boxes), 1))
+    side = int(tile_size or input_size)
+    return np.array([best_window(b, tiles, tuple(image_hw), side) for b in boxes], dtype=np.int64).reshape(-1, 4)
+
+
+def pool_in_windows(
+    runtime: SAM2Runtime, image: np.ndarray, instances: Instances, windows: np.ndarray
+) -> np.ndarray:
+    """``(N, 256)`` L2-normalised: object ``i`` pooled from the feature map of
+    ``image[y0:y1, x0:x1]``, ``windows[i] = (x0, y0, x1, y1)``; one encoding per window."""
+    out = np.zeros((len(instances), FEATURE_DIM), dtype=np.float32)
+    h, w = image.shape[:2]
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, win in enumerate(np.asarray(windows, dtype=np.int64)):
+        groups.setdefault(tuple(int(v) for v in win), []).append(i)
+    for win, idx in groups.items():
+        x0, y0, x1, y1 = win
+        whole = win == (0, 0, w, h)
+        feats = runtime.image_embed(image if whole else image[y0:y1, x0:x1])
+        sub = instances if len(idx) == len(instances) else instances[np.asarray(idx)]
+        weights = cell_weights(sub, None, tuple(feats.shape[1:]), window=None if whole else win)
+        out[idx] = pool_features(feats, weights)
+    return out
+
+
 # ----------------------------------------------------------------------------------------
 # the embedder
 # ----------------------------------------------------------------------------------------
@@ -315,9 +403,17 @@ class SAM2Embedder:
         batch_size: crops per encoder pass in crop mode (at most 4 on a CPU, where bigger
             batches only cost memory).
         image_size: encoder input side (default 1024, what the weights were trained at).
+        tile_size, tile_overlap: image mode's scale policy, the ``sam2`` segmenter's
+            (:func:`~sam_detect.segment.tiling.sam2_windows`): ``None`` (default) encodes
+            an image whose longer side exceeds twice the input side in tiles of one input
+            side, overlapping by ``tile_overlap`` (128) pixels, and pools each object from
+            the tile that holds it with the widest margin (an object that fits in no tile:
+            from a window of its own, twice its size); ``0``: always the whole image (the
+            policy before tiling, which libraries made then record); ``n``: tiles of ``n``
+            pixels above ``n``. See :meth:`windows`.
 
-    ``embed_instances`` exists only in image mode (``hasattr`` tells the pipeline which
-    path to take); crop mode sets ``uses_masks = True``.
+    ``supports_instances`` (image mode) tells the pipeline which path to take;
+    ``embed_instances`` exists only in image mode; crop mode sets ``uses_masks = True``.
 
     Raises:
         ModelNotAvailableError: weights missing (at construction) or unusable (first use).
@@ -334,6 +430,8 @@ class SAM2Embedder:
         device: Any = "auto",
         batch_size: int | None = None,
         image_size: int | None = None,
+        tile_size: int | None = None,
+        tile_overlap: int = 128,
     ) -> None:
         from sam_detect.models import (
             file_fingerprint,
@@ -348,16 +446,39 @@ class SAM2Embedder:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if image_size is not None and (int(image_size) < 64 or int(image_size) % 64):
             raise ValueError(f"image_size must be a multiple of 64 (>= 64), got {image_size}")
+        if int(tile_overlap) < 0:
+            raise ValueError(f"tile_overlap must be >= 0, got {tile_overlap}")
+        if tile_size is not None and int(tile_size) != 0 and int(tile_size) <= int(tile_overlap):
+            raise ValueError(
+                f"tile_size must exceed tile_overlap ({tile_overlap}), got {tile_size}; 0 disables tiling"
+            )
         self.mode = mode
+        self.tile_size = None if tile_size is None else int(tile_size)
+        self.tile_overlap = int(tile_overlap)
         self.spec = sam2_spec(pick_sam2_model(model, checkpoint))
         self.checkpoint = resolve_checkpoint(self.spec, checkpoint)
         self.device = resolve_device(device)
         self.image_size = int(image_size) if image_size else None
         self.batch_size = int(batch_size) if batch_size else None
         size = self.image_size or DEFAULT_IMAGE_SIZE
-        self.id = f"sam2:{self.spec.arch}:{mode}:{size}:{file_fingerprint(self.checkpoint)}"
+        # the scale policy changes image-mode vectors of large images; whole-image encoding
+        # (tile_size=0) keeps the id libraries recorded before tiling
+        tiles = "" if mode != "image" or self.tile_size == 0 else \
+            f"tiles={self.tile_size or 'auto'}/{self.tile_overlap}:"
+        self.id = f"sam2:{self.spec.arch}:{mode}:{size}:{tiles}{file_fingerprint(self.checkpoint)}"
         self.uses_masks = mode == "crop"
         self._runtime: SAM2Runtime | None = None
+        self._identity = None
+
+    @property
+    def model_identity(self):
+        """:class:`~sam_detect.models.ModelIdentity`: model, checkpoint sha256, input size
+        (the digest is computed once per checkpoint file and cached)."""
+        if self._identity is None:
+            from sam_detect.models import sam2_identity
+
+            self._identity = sam2_identity(self.spec.arch, self.checkpoint, self.image_size)
+        return self._identity
 
     def __repr__(self) -> str:
         return f"SAM2Embedder(id={self.id!r}, device={self.device})"
@@ -372,6 +493,11 @@ class SAM2Embedder:
         return self._runtime
 
     # -- image mode -------------------------------------------------------------------------
+    @property
+    def supports_instances(self) -> bool:
+        """Image mode embeds objects from the whole image's features (:meth:`embed_instances`)."""
+        return self.mode == "image"
+
     @property
     def embed_instances(self):
         """``embed_instances(image, instances) -> (N, 256)``: image mode only.
@@ -391,9 +517,23 @@ class SAM2Embedder:
         instances = as_instances(instances, image.shape[:2])
         if len(instances) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        feats = self.runtime.image_embed(image)
-        weights = cell_weights(instances, None, tuple(feats.shape[1:]))
-        return pool_features(feats, weights)
+        return pool_in_windows(self.runtime, image, instances, self.windows(instances))
+
+    def windows(self, instances: Instances) -> np.ndarray:
+        """``(N, 4)`` int64 XYXY: the image window each object's vector is pooled from
+        (image mode's scale policy, see the class docstring).
+
+        The window is encoded at ``image_size``, so a feature cell covers
+        ``(x1 - x0) / g`` x ``(y1 - y0) / g`` pixels, ``g = image_size / 16``: 16 x 16 px
+        for a 4096-pixel image in 1024-pixel tiles, where the whole image gives 64 x 64 px.
+        """
+        return instance_windows(
+            instances.image_hw,
+            instances.boxes,
+            self.image_size or DEFAULT_IMAGE_SIZE,
+            self.tile_size,
+            self.tile_overlap,
+        )
 
     def feature_map(self, image: np.ndarray) -> np.ndarray:
         """The ``(256, g, g)`` float32 SAM2 feature map of ``image`` ``(H, W, 3)`` uint8."""
@@ -455,5 +595,7 @@ __all__ = [
     "cell_weights",
     "check_sam2_image",
     "get_sam2_runtime",
+    "instance_windows",
     "pool_features",
+    "pool_in_windows",
 ]

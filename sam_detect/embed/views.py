@@ -244,6 +244,7 @@ class ViewsEmbedder:
     name = "views"
     dim = DIM
     views = VIEWS
+    supports_instances = True  # embed_instances: objects pooled from the whole image's feature maps
     uses_masks = True
     scales_by_area = True  # embed_instances(..., typical_area=) sets the resize factor
 

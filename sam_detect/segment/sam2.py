@@ -39,17 +39,16 @@ from sam_detect.errors import AnnotationError
 from sam_detect.instances import Instances, as_instances
 from sam_detect.segment.tiling import (
     LocalMask,
+    best_window,
     local_from_full,
     mark_cut,
     mask_nms,
     merge_tiled,
-    tile_windows,
+    sam2_windows,
 )
 
 _MODES = ("auto", "guided")
 _SOURCES = ("classical", "blobs", "examples")
-#: images whose longer side exceeds this many encoder input sides are tiled by default
-_AUTO_TILE_FACTOR = 2
 
 
 @dataclass
@@ -217,6 +216,17 @@ class SAM2Segmenter:
         self._classical = None
         self._amg = None
         self._examples: dict[str, np.ndarray] = {}
+        self._identity = None
+
+    @property
+    def model_identity(self):
+        """:class:`~sam_detect.models.ModelIdentity` of this segmenter's encoder: example
+        features are shared with it only from a library made with the same one."""
+        if self._identity is None:
+            from sam_detect.models import sam2_identity
+
+            self._identity = sam2_identity(self.spec.arch, self.checkpoint, self.config.image_size)
+        return self._identity
 
     def __repr__(self) -> str:
         return f"SAM2Segmenter({self.config})"
@@ -269,17 +279,19 @@ class SAM2Segmenter:
     def pool_features(self, image: np.ndarray, masks: np.ndarray | Instances) -> np.ndarray:
         """SAM2 features ``(N, 256)`` (L2-normalised) pooled under ``masks`` ``(N, H, W)`` bool.
 
-        The same vectors as ``SAM2Embedder(mode="image")`` with this model; feed them, per
-        label, to :meth:`set_example_features`.
+        The same vectors as ``SAM2Embedder(mode="image")`` with this model and tiling (a
+        large image: each object from the tile that holds it); feed them, per label, to
+        :meth:`set_example_features`.
         """
-        from sam_detect.embed.sam2 import cell_weights, check_sam2_image, pool_features
+        from sam_detect.embed.sam2 import check_sam2_image, instance_windows, pool_in_windows
 
         image = check_sam2_image(image)
         masks = as_instances(masks, image.shape[:2])
         if len(masks) == 0:
             return np.zeros((0, 256), dtype=np.float32)
-        feats = self.runtime.image_embed(image)
-        return pool_features(feats, cell_weights(masks, None, tuple(feats.shape[1:])))
+        c = self.config
+        windows = instance_windows(masks.image_hw, masks.boxes, self.runtime.image_size, c.tile_size, c.tile_overlap)
+        return pool_in_windows(self.runtime, image, masks, windows)
 
     # -- protocol ---------------------------------------------------------------------------
     def segment(self, image: np.ndarray, profile: dict | None = None) -> Instances:
@@ -409,25 +421,18 @@ class SAM2Segmenter:
         return int(self.config.tile_size or self.runtime.image_size)
 
     def _needs_tiling(self, hw: tuple[int, int]) -> bool:
-        ts = self.config.tile_size
-        if ts == 0:
-            return False
-        limit = ts if ts else _AUTO_TILE_FACTOR * self.runtime.image_size
-        return max(hw) > limit
+        return len(self._windows(hw)) > 1
 
     def _windows(self, hw: tuple[int, int]) -> list[tuple[int, int, int, int]]:
-        if not self._needs_tiling(hw):
-            return [(0, 0, hw[1], hw[0])]
-        return tile_windows(hw, self._tile_side(), self.config.tile_overlap)
+        return sam2_windows(hw, self.runtime.image_size, self.config.tile_size, self.config.tile_overlap)
 
     def _prompt_groups(self, hw: tuple[int, int], bx: np.ndarray | None, pt: np.ndarray | None):
         """``(window, prompt indices)`` groups: the whole image, or tiles for large images."""
         n = len(bx) if bx is not None else len(pt)
-        if not self._needs_tiling(hw):
-            return [((0, 0, hw[1], hw[0]), np.arange(n))]
-        h, w = hw
+        tiles = self._windows(hw)
+        if len(tiles) == 1:
+            return [(tiles[0], np.arange(n))]
         side = self._tile_side()
-        tiles = tile_windows(hw, side, self.config.tile_overlap)
         groups: dict[tuple[int, int, int, int], list[int]] = {}
         for i in range(n):
             if bx is not None:
@@ -438,20 +443,7 @@ class SAM2Segmenter:
             if pt is not None:
                 x0, y0 = min(x0, pt[i, 0]), min(y0, pt[i, 1])
                 x1, y1 = max(x1, pt[i, 0]), max(y1, pt[i, 1])
-            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-            # the tile that holds the prompt with the widest margin, else a window of its own
-            best, margin = None, -1.0
-            for t in tiles:
-                tx0, ty0, tx1, ty1 = t
-                m = min(x0 - tx0, y0 - ty0, tx1 - x1, ty1 - y1)
-                if m >= 0 and m > margin:
-                    best, margin = t, m
-            if best is None:
-                s = int(max(side, 2 * (x1 - x0), 2 * (y1 - y0)))
-                wx0 = int(np.clip(cx - s / 2, 0, max(w - s, 0)))
-                wy0 = int(np.clip(cy - s / 2, 0, max(h - s, 0)))
-                best = (wx0, wy0, min(wx0 + s, w), min(wy0 + s, h))
-            groups.setdefault(best, []).append(i)
+            groups.setdefault(best_window((x0, y0, x1, y1), tiles, hw, side), []).append(i)
         return [(win, np.array(idx)) for win, idx in groups.items()]
 
     # -- internals: one window ----------------------------------------------------------------

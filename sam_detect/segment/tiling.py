@@ -274,6 +274,58 @@ def merge_tiled(
     return kept
 
 
+#: without a tile size, SAM2 tiles an image whose longer side exceeds this many encoder
+#: input sides, in tiles of one input side (a 4096-pixel image at 1024: 16 px per feature
+#: cell in a tile instead of 64 px over the whole image)
+SAM2_AUTO_TILE_FACTOR = 2
+
+
+def sam2_windows(
+    image_hw: tuple[int, int], input_size: int, tile_size: int | None, overlap: int
+) -> list[tuple[int, int, int, int]]:
+    """The windows SAM2 encodes an image in, XYXY pixels: the whole image, or tiles.
+
+    The one scale policy of the ``sam2`` segmenter and the ``sam2`` embedder:
+    ``tile_size=None``: tiles of ``input_size`` pixels when the longer side exceeds
+    ``SAM2_AUTO_TILE_FACTOR * input_size``; ``0``: never tile; ``n``: tiles of ``n`` pixels
+    when the longer side exceeds ``n``. Tiles overlap by ``overlap`` pixels
+    (:func:`tile_windows`).
+    """
+    h, w = image_hw
+    if tile_size == 0:
+        return [(0, 0, w, h)]
+    limit = tile_size if tile_size else SAM2_AUTO_TILE_FACTOR * input_size
+    if max(h, w) <= limit:
+        return [(0, 0, w, h)]
+    return tile_windows(image_hw, int(tile_size or input_size), overlap)
+
+
+def best_window(
+    box: Sequence[float],
+    tiles: Sequence[tuple[int, int, int, int]],
+    image_hw: tuple[int, int],
+    side: int,
+) -> tuple[int, int, int, int]:
+    """The window that holds ``box`` (XYXY) best: the tile with the widest margin around it,
+    else (the box fits in no tile) a window of its own, ``max(side, 2 * box side)`` pixels,
+    centred on the box and shifted inside the image."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    best, margin = None, -1.0
+    for t in tiles:
+        tx0, ty0, tx1, ty1 = t
+        m = min(x0 - tx0, y0 - ty0, tx1 - x1, ty1 - y1)
+        if m >= 0 and m > margin:
+            best, margin = t, m
+    if best is not None:
+        return best
+    h, w = image_hw
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    s = int(max(side, 2 * (x1 - x0), 2 * (y1 - y0)))
+    wx0 = int(np.clip(cx - s / 2, 0, max(w - s, 0)))
+    wy0 = int(np.clip(cy - s / 2, 0, max(h - s, 0)))
+    return (wx0, wy0, min(wx0 + s, w), min(wy0 + s, h))
+
+
 def tile_cores(
     windows: Sequence[tuple[int, int, int, int]], image_hw: tuple[int, int]
 ) -> list[tuple[int, int, int, int]]:
@@ -312,13 +364,16 @@ def to_full_masks(items: Sequence[LocalMask], image_hw: tuple[int, int]) -> np.n
 
 
 __all__ = [
+    "SAM2_AUTO_TILE_FACTOR",
     "LocalMask",
+    "best_window",
     "intersection",
     "local_from_full",
     "mark_cut",
     "mask_iou",
     "mask_nms",
     "merge_tiled",
+    "sam2_windows",
     "tile_cores",
     "tile_windows",
     "to_full_masks",

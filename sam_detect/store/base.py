@@ -9,7 +9,7 @@ crop settings never mix.
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -18,6 +18,8 @@ import numpy as np
 from sam_detect.errors import EmbedderMismatchError
 
 META_FORMAT_VERSION = 1
+#: the key of ``LibraryMeta.extra`` that holds the model identity
+MODEL_KEY = "model"
 
 
 @dataclass
@@ -45,8 +47,29 @@ class LibraryMeta:
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
         return cls(**known)
 
-    def check_compatible(self, embedder_id: str, dim: int, fade: dict | None = None, crop: dict | None = None) -> None:
-        """Raise :class:`EmbedderMismatchError` if these settings would make other vectors."""
+    @property
+    def model(self) -> dict[str, Any] | None:
+        """The model identity the vectors were made with (``extra["model"]``: family, name,
+        checkpoint sha256, input size; see :class:`sam_detect.models.ModelIdentity`), or
+        ``None``: an embedder without downloadable weights, or a library made before
+        identities were recorded."""
+        value = (self.extra or {}).get(MODEL_KEY)
+        return value if isinstance(value, dict) else None
+
+    def check_compatible(
+        self,
+        embedder_id: str,
+        dim: int,
+        fade: dict | None = None,
+        crop: dict | None = None,
+        model: dict | None = None,
+    ) -> None:
+        """Raise :class:`EmbedderMismatchError` if these settings would make other vectors.
+
+        ``model``: the caller's model identity (``ModelIdentity.to_dict()``); compared with
+        the recorded one when both exist, and reported on its own line when they differ.
+        """
+        check_same_model(self.model, model, f"library {self.name!r} was made with", "this detector uses")
         problems = []
         if embedder_id != self.embedder_id:
             problems.append(f"embedder {embedder_id!r} (library: {self.embedder_id!r})")
@@ -61,6 +84,27 @@ class LibraryMeta:
                 f"library {self.name!r} was built with other settings: got " + "; ".join(problems)
                 + ". Use the library's settings, or another --library."
             )
+
+
+def check_same_model(recorded: dict | None, given: dict | None, recorded_by: str, given_by: str) -> None:
+    """Raise :class:`EmbedderMismatchError` when two model identities differ.
+
+    Either being ``None`` (nothing recorded: an old library, an embedder without
+    downloadable weights) passes: the embedder id check still applies there.
+    ``recorded_by`` / ``given_by`` say whose identities they are in the message
+    (``"library 'x' was made with"``, ``"this detector uses"``).
+    """
+    from sam_detect.models import ModelIdentity
+
+    want, have = ModelIdentity.from_dict(recorded), ModelIdentity.from_dict(given)
+    if want is None or have is None or want == have:
+        return
+    raise EmbedderMismatchError(
+        f"{recorded_by} {want.describe()}, but {given_by} {have.describe()}: their features "
+        "are not comparable. Use the same model, checkpoint file and input size "
+        "(--sam-model/--sam-checkpoint or --clip-model/--clip-checkpoint), another --library, "
+        "or re-embed the library with `sam-detect library reembed`."
+    )
 
 
 @dataclass
@@ -107,10 +151,13 @@ class Store(Protocol):
         vectors: np.ndarray,
         labels: Sequence[str],
         payloads: Sequence[dict[str, Any]] | None = None,
+        *,
+        ids: Sequence[str] | None = None,
     ) -> list[str]:
         """Add ``(N, D)`` float32 L2-normalised vectors with labels; returns their ids.
 
-        All-or-nothing: a failure leaves the library as it was.
+        ``ids`` (UUID strings) keeps given ids (import, re-embedding, a journal replay);
+        by default new ones are made. All-or-nothing: a failure leaves the library as it was.
         """
         ...
 
@@ -124,6 +171,13 @@ class Store(Protocol):
 
     def labels(self, name: str) -> dict[str, int]:
         """Example count per label."""
+        ...
+
+    def iter_examples(
+        self, name: str, batch_size: int = ...
+    ) -> Iterator[tuple[list[str], np.ndarray, list[str], list[dict[str, Any]]]]:
+        """Every example once, in batches of up to ``batch_size`` (each backend has its
+        default): ``(ids, vectors (n, D) float32, labels, payloads)``."""
         ...
 
     def count(self, name: str) -> int: ...

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import sys
 import threading
@@ -49,7 +50,7 @@ from sam_detect.store._common import (
     warn_if_large,
 )
 from sam_detect.store.base import LibraryMeta, Neighbour
-from sam_detect.store.journal import PENDING_KEY, pending_of, roll_back
+from sam_detect.store.journal import PENDING_KEY, pending_of, pid_running, roll_back
 
 META_FILE = "sam_detect_library.json"
 META_BACKUP = ".sam_detect_library.json.bak"
@@ -116,6 +117,19 @@ class EdgeStore:
         self._lock = threading.RLock()
         self._closed = False
         self._where = f"library folder {p}"
+        self._sweep()
+
+    def _sweep(self) -> None:
+        """Remove what a killed process left beside the libraries: a library it was still
+        building (``.NAME.creating-PID-*``, when PID no longer runs) or had renamed away to
+        delete (``.NAME.deleting-*``)."""
+        for d in self.path.glob(".*.*-*"):
+            m = _LEFTOVER.fullmatch(d.name)
+            if m is None or not d.is_dir():
+                continue
+            if m["kind"] == "creating" and (m["pid"] is None or pid_running(int(m["pid"]))):
+                continue  # another process may be building it now (or an older name: keep)
+            shutil.rmtree(d, ignore_errors=True)
 
     def __repr__(self) -> str:
         return f"EdgeStore({self.path}, {len(self._shards)} open)"
@@ -178,7 +192,8 @@ class EdgeStore:
                     f"{final} exists and is not an edge library; pick another library name"
                 )
             # build it beside the final place, then rename: a crash leaves no half library
-            tmp = self.path / f".{name}.creating-{uuid.uuid4().hex[:8]}"
+            # (only this folder, which the next open removes: see _sweep)
+            tmp = self.path / f".{name}.creating-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             try:
                 config = qe.EdgeConfig(
                     # L2-normalised vectors: Dot is cosine, and vectors are stored bit for bit
@@ -626,6 +641,9 @@ class EdgeStore:
             )
             out.extend(str(r.id) for r in recs)
         return out
+
+
+_LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?P<kind>creating|deleting)-(?:(?P<pid>\d+)-)?[0-9a-f]{8}")
 
 
 def _neighbour(point_id: Any, score: float, payload: dict[str, Any] | None) -> Neighbour:

@@ -29,7 +29,7 @@ import json
 import os
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ import numpy as np
 from sam_detect.errors import EmbedderMismatchError, LibraryError
 from sam_detect.store import journal
 from sam_detect.store._common import COUNT_KEY, check_library_name, normalise_id
-from sam_detect.store.base import LibraryMeta, Store
+from sam_detect.store.base import MODEL_KEY, LibraryMeta, Store, check_same_model
 
 FORMAT_NAME = "sam-detect-library"
 FORMAT_VERSION = 1
@@ -124,7 +124,7 @@ def read_examples(
     vecs: list[np.ndarray] = []
     labels: list[str] = []
     payloads: list[dict[str, Any]] = []
-    for b_ids, b_vecs, b_labels, b_payloads in _iter_examples(store, name):
+    for b_ids, b_vecs, b_labels, b_payloads in store.iter_examples(name):
         ids.extend(b_ids)
         vecs.append(np.asarray(b_vecs, np.float32))
         labels.extend(b_labels)
@@ -137,18 +137,6 @@ def read_examples(
         [labels[i] for i in order],
         [payloads[i] for i in order],
     )
-
-
-def _iter_examples(
-    store: Store, name: str
-) -> Iterator[tuple[list[str], np.ndarray, list[str], list[dict]]]:
-    it = getattr(store, "iter_examples", None)
-    if it is None:
-        raise LibraryError(
-            f"the {store.backend!r} store cannot list its examples (no iter_examples); "
-            "export is not available for it"
-        )
-    return it(name)
 
 
 # -- export ----------------------------------------------------------------------------------
@@ -422,10 +410,11 @@ def import_library(
             )
         have = store.get_meta(target)
         try:
+            check_same_model(have.model, meta.model, f"library {target!r} was made with", "the file's examples were made with")
             have.check_compatible(meta.embedder_id, meta.dim, fade=meta.fade, crop=meta.crop)
         except EmbedderMismatchError as e:
             raise EmbedderMismatchError(f"cannot merge {archive.path} into it: {e}") from None
-        existing = {i for batch in _iter_examples(store, target) for i in batch[0]}
+        existing = {i for batch in store.iter_examples(target) for i in batch[0]}
         keep = [k for k, i in enumerate(archive.ids) if i not in existing]
         _add_batched(store, target, archive, keep)
         return ImportResult(target, len(keep), len(archive.ids) - len(keep))
@@ -470,7 +459,7 @@ def copy_library(src: Store, name: str, dst: Store, new_name: str | None = None)
     dst.create_library(journal.provisional(meta))
     n = 0
     try:
-        for ids, vecs, labels, payloads in _iter_examples(src, name):
+        for ids, vecs, labels, payloads in src.iter_examples(name):
             dst.add(target, vecs, labels, payloads, ids=ids)
             n += len(ids)
     except BaseException:
@@ -592,6 +581,10 @@ def reembed_library(
         },
     )
     meta.extra.pop(journal.PENDING_KEY, None)
+    ident = getattr(emb, "model_identity", None)  # the new embedder's, never the old one's
+    meta.extra.pop(MODEL_KEY, None)
+    if ident is not None:
+        meta.extra[MODEL_KEY] = ident.to_dict()
     store.create_library(journal.provisional(meta))
     try:
         store.add(

@@ -1,7 +1,7 @@
 """``library check`` and ``library repair``: find damage in a library, rebuild from what reads.
 
 :func:`check_library` reads every example back and compares with the metadata: the
-metadata parses, no interrupted batch is left (see :mod:`sam_detect.store.journal`), every
+metadata parses, no interrupted batch (add or delete) is left (see :mod:`sam_detect.store.journal`), every
 vector and payload reads (vector size, finite, non-zero; a label), and the store holds as
 many examples as the last write left (``extra["_count"]``: fewer means an id mapping lost
 some). :func:`repair_library` keeps every example that reads whole, writes them to a rescue
@@ -91,9 +91,10 @@ def check_library(store: Any, name: str) -> CheckReport:
         return rep
     p = journal.pending_of(meta)
     if p is not None:
+        what, undone = ("delete", "finished") if p.get("op") == "delete" else ("write", "rolled back")
         rep.problems.append(
-            f"an interrupted write of {len(p.get('ids') or [])} examples (pid {p.get('pid')}, "
-            f"{p.get('started')}) was not rolled back"
+            f"an interrupted {what} of {len(p.get('ids') or [])} examples (pid {p.get('pid')} on "
+            f"{p.get('host')}, {p.get('started')}) was not {undone}"
         )
     try:
         rep.stored = int(store.count(name))

@@ -9,8 +9,10 @@ after every change and loaded again on the next start.
 from __future__ import annotations
 
 import copy
+import glob
 import json
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Sequence
@@ -33,7 +35,7 @@ from sam_detect.store._common import (
     warn_if_large,
 )
 from sam_detect.store.base import LibraryMeta, Neighbour
-from sam_detect.store.journal import pending_of, roll_back
+from sam_detect.store.journal import pending_of, pid_running, roll_back
 
 FILE_FORMAT = "sam-detect-memory-store"
 FILE_VERSION = 1
@@ -71,6 +73,7 @@ class MemoryStore:
             if p.is_dir() or not p.suffix:
                 p = p / DEFAULT_FILE_NAME
             self.path = p
+            self._sweep()
             if p.exists():
                 self._load(p)
                 for name in [n for n, lib in self._libs.items() if pending_of(lib.meta)]:
@@ -291,7 +294,10 @@ class MemoryStore:
             arrays[f"v{i}"] = lib.vectors
         arrays["index"] = np.array(json.dumps(index))
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=self.path.name, suffix=".tmp", dir=self.path.parent)
+        # the pid in the name lets the next open remove what a killed writer left (_sweep)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f"{self.path.name}.{os.getpid()}.", suffix=".tmp", dir=self.path.parent
+        )
         try:
             with os.fdopen(fd, "wb") as f:
                 np.savez(f, **arrays)
@@ -299,6 +305,17 @@ class MemoryStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def _sweep(self) -> None:
+        """Remove the half-written copies of the store file that killed writers left
+        (``<file>.<pid>.*.tmp``, once that pid no longer runs)."""
+        if self.path is None or not self.path.parent.is_dir():
+            return
+        pattern = re.compile(re.escape(self.path.name) + r"\.(\d+)\..+\.tmp")
+        for f in self.path.parent.glob(f"{glob.escape(self.path.name)}.*.tmp"):
+            m = pattern.fullmatch(f.name)
+            if m and not pid_running(int(m[1])):
+                f.unlink(missing_ok=True)
 
     def _load(self, path: Path) -> None:
         try:

@@ -49,7 +49,7 @@ from sam_detect.store._common import (
     warn_if_large,
 )
 from sam_detect.store.base import LibraryMeta, Neighbour
-from sam_detect.store.journal import pending_of, roll_back
+from sam_detect.store.journal import pending_of, roll_back, writer_gone
 
 log = logging.getLogger(__name__)
 
@@ -190,10 +190,11 @@ class QdrantStore:
                     "Move the folder away or pass another --library-path."
                 ) from e
         self._ensure_meta_collection()
-        if self.backend != "qdrant-server":
-            # this process holds the store alone: finish what a killed writer left
-            # (a server is shared; its journals are rolled back by `library repair`)
-            self._recover_all()
+        # finish what a killed writer left (store.journal). Local mode: this process holds
+        # the store alone, so every journal is a dead writer's. A server is shared: only
+        # journals whose writer is provably gone (this machine, pid not running); the rest
+        # may be a live writer's, for `library check` to report and `library repair` to undo
+        self._recover_all(shared=self.backend == "qdrant-server")
 
     def __repr__(self) -> str:
         return f"QdrantStore({self.backend}: {self._where})"
@@ -524,20 +525,33 @@ class QdrantStore:
                 if not self._call(self._client.collection_exists, META_COLLECTION):
                     raise
 
-    def _recover_all(self) -> None:
+    def _recover_all(self, shared: bool = False) -> None:
+        """Recover every library's unfinished batch (see :func:`journal.roll_back`);
+        ``shared``: only those whose writer is provably gone."""
         try:
             metas = self._all_metas()
         except LibraryError:
             return  # damaged metadata: `library check` reports it
+        pending = {n: p for n, m in metas.items() if (p := pending_of(m)) is not None}
+        if not pending:
+            return
         collections = self._collections()
-        for name, meta in metas.items():
-            if pending_of(meta) is None:
+        for name, p in pending.items():
+            if shared and not writer_gone(p):
+                log.info("library %r holds a journal of pid %s on %s; left to its writer "
+                         "(or `library repair`)", name, p.get("pid"), p.get("host"))
                 continue
             if name not in collections:  # killed between metadata and collection
                 self._delete_meta(name)
                 continue
-            self._metas[name] = meta
-            roll_back(self, name)
+            self._metas[name] = metas[name]
+            try:
+                roll_back(self, name, shared=shared)
+            except LibraryError as e:  # one library's trouble must not stop the open
+                log.warning("could not recover library %r: %s", name, e)
+            finally:
+                if shared:
+                    self._metas.pop(name, None)  # others write it too: read it fresh
 
     def _delete_meta(self, name: str) -> None:
         self._metas.pop(name, None)

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from sam_detect.embed.base import embeds_instances
 from sam_detect.errors import AnnotationError, ImageLoadError, LibraryNotFoundError, SamDetectError
 from sam_detect.instances import NEGATIVE, Instances
 
@@ -427,7 +428,7 @@ class AnnotationSession:
             dummy[20:40, 20:40] = 200
             det.segmenter.segment(dummy)
             emb = det.embedder
-            if not hasattr(emb, "embed_instances"):
+            if not embeds_instances(emb):
                 inner = emb.inner if isinstance(emb, CachingEmbedder) else emb
                 inner.embed([dummy, dummy[:48, :48]])  # not cached: a dummy is not an example
         return time.perf_counter() - t0
@@ -656,7 +657,7 @@ class AnnotationSession:
                 emb = det.embedder
                 fade = det.fade
             status["candidates"] = len(inst)
-            if not isinstance(emb, CachingEmbedder) or hasattr(emb, "embed_instances"):
+            if not isinstance(emb, CachingEmbedder) or embeds_instances(emb):
                 return  # an embedder that works on the whole image: no crops to cache
             for s in range(0, len(inst), chunk):
                 with self.lock:  # one chunk at a time: a click waits for one chunk at most
@@ -938,7 +939,9 @@ class AnnotationSession:
 
     def _delete_ids(self, library: str, ids: Sequence[str]) -> int:
         det = self._detector_for(library)
-        n = det.store.delete(library, ids=list(ids))
+        from sam_detect.store import journal
+
+        n = journal.delete(det.store, library, ids=list(ids))  # all or none, even if killed
         if n:
             det.refresh_profile()  # what the examples say about the objects changed
         for ex_id in ids:
@@ -1071,17 +1074,15 @@ class AnnotationSession:
             meta = None
             if exists:
                 meta = store.get_meta(self.library)
-                iterate = getattr(store, "iter_examples", None)
-                if iterate is not None:
-                    for ids, _vecs, labs, pays in iterate(self.library):
-                        for ex_id, lab, pay in zip(ids, labs, pays, strict=True):
-                            examples.append(self._example_json(ex_id, lab, pay or {}))
-                            if (pay or {}).get("mask_rle") and not self._thumb_path(self.library, ex_id).is_file():
-                                # examples added outside the UI: their thumbnails are made on request
-                                self._pending_thumbs[(self.library, ex_id)] = (dict(pay), lab)
-                    examples.sort(key=lambda e: e.get("added") or "", reverse=True)
-                    if len(examples) > self.limits.max_listed_examples:
-                        examples, truncated = examples[: self.limits.max_listed_examples], True
+                for ids, _vecs, labs, pays in store.iter_examples(self.library):
+                    for ex_id, lab, pay in zip(ids, labs, pays, strict=True):
+                        examples.append(self._example_json(ex_id, lab, pay or {}))
+                        if (pay or {}).get("mask_rle") and not self._thumb_path(self.library, ex_id).is_file():
+                            # examples added outside the UI: their thumbnails are made on request
+                            self._pending_thumbs[(self.library, ex_id)] = (dict(pay), lab)
+                examples.sort(key=lambda e: e.get("added") or "", reverse=True)
+                if len(examples) > self.limits.max_listed_examples:
+                    examples, truncated = examples[: self.limits.max_listed_examples], True
             labels = self._labels()
             return {
                 "library": self.library,
@@ -1121,7 +1122,9 @@ class AnnotationSession:
         if not isinstance(ex_id, str) or not re.fullmatch(r"[A-Za-z0-9-]{1,64}", ex_id):
             raise AnnotationError(f"an example id is a UUID, got {_short(ex_id)}")
         with self.lock:
-            n = self.detector.store.delete(self.library, ids=[ex_id])
+            from sam_detect.store import journal
+
+            n = journal.delete(self.detector.store, self.library, ids=[ex_id])
             if n == 0:
                 raise NotFoundError(f"example {ex_id!r} is not in library {self.library!r}")
             self.detector.refresh_profile()
@@ -1236,12 +1239,10 @@ class AnnotationSession:
         pending = self._pending_thumbs.pop((self.library, ex_id), None)
         if pending is not None:
             return pending
-        iterate = getattr(self.detector.store, "iter_examples", None)
-        if iterate is not None:
-            for ids, _vecs, labs, pays in iterate(self.library):
-                for i, lab, pay in zip(ids, labs, pays, strict=True):
-                    if i == ex_id:
-                        return dict(pay or {}), lab
+        for ids, _vecs, labs, pays in self.detector.store.iter_examples(self.library):
+            for i, lab, pay in zip(ids, labs, pays, strict=True):
+                if i == ex_id:
+                    return dict(pay or {}), lab
         raise NotFoundError(f"example {ex_id!r} is not in library {self.library!r}")
 
     # -- export -------------------------------------------------------------------------

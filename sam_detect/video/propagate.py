@@ -36,6 +36,9 @@ log = logging.getLogger("sam_detect.video")
 # frames of non-conditioning memory kept per object (SAM2 reads at most 16 object pointers
 # and 7 memory frames back; older outputs are dropped so long windows stay bounded)
 _KEEP_FRAMES = 16
+# the length sam2 is told for a window whose length is not known (a stream): any video of
+# 16 frames or more is the same to it (it reads at most 16 object pointers back)
+_LONG_VIDEO = 1 << 20
 _MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 _STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
@@ -120,6 +123,8 @@ class SAM2Propagator:
         self._state: dict[str, Any] | None = None
         self._seed: Instances | None = None
         self._hw: tuple[int, int] | None = None
+        self._window = _LONG_VIDEO  # the window's length as sam2 is told it (see start)
+        self._next = 0  # the index of the next frame in the window
 
     # -- the window ---------------------------------------------------------------------
     @property
@@ -132,9 +137,19 @@ class SAM2Propagator:
         self._state = None
         self._seed = None
         self._hw = None
+        self._window = _LONG_VIDEO
+        self._next = 0
 
-    def start(self, rgb: np.ndarray, instances: Instances) -> None:
-        """Begin a window on the detected frame ``rgb`` with its ``instances`` as the masks."""
+    def start(self, rgb: np.ndarray, instances: Instances, *, window: int | None = None) -> None:
+        """Begin a window on the detected frame ``rgb`` with its ``instances`` as the masks.
+
+        ``window``: how many frames the window will hold, the detected one included, when
+        that is known (``propagate`` knows it). SAM2 reads it as the video's length:
+        in a video shorter than 16 frames it scales the temporal distances of the object
+        pointers by the length. ``None``: a long video (16 frames or more), as a stream is.
+        """
+        if window is not None and int(window) < 1:
+            raise ValueError(f"window must be >= 1 frame, got {window}")
         rgb = _as_rgb(rgb)
         hw = rgb.shape[:2]
         if len(instances) and tuple(instances.image_hw) != tuple(hw):
@@ -143,12 +158,14 @@ class SAM2Propagator:
             )
         self.reset()
         self._seed, self._hw = instances, (int(hw[0]), int(hw[1]))
+        self._window = int(window) if window is not None else _LONG_VIDEO
+        self._next = 1
         if not len(instances):
             return  # nothing to track: every step returns no objects
         pred = self.predictor
         state = self._new_state(hw)
         state["images"][0] = self._preprocess(rgb)
-        state["num_frames"] = 1
+        state["num_frames"] = self._window
         with self._context():
             for i, mask in enumerate(instances.masks):
                 pred.add_new_mask(state, frame_idx=0, obj_id=i, mask=mask)
@@ -170,9 +187,15 @@ class SAM2Propagator:
         if self._state is None:
             return _with_masks(seed, np.zeros((0, *self._hw), bool), None, np.zeros(0, int))
         state = self._state
-        idx = int(state["num_frames"])
+        idx = self._next
+        self._next = idx + 1
         state["images"][idx] = self._preprocess(rgb)
-        state["num_frames"] = idx + 1
+        # sam2 reads num_frames as the video's length (init_state sets it from the whole
+        # video), not as the frames seen so far: it normalises the object pointers' temporal
+        # positions by min(num_frames, 16) - 1. Counting the frames seen instead made frame k
+        # of a window see them scaled by k, so the logits drifted from sam2's own by 1e-4
+        # (random weights; tests/test_video_propagate.py compares the two).
+        state["num_frames"] = max(self._window, idx + 1)
         import torch
 
         with self._context():
@@ -190,7 +213,8 @@ class SAM2Propagator:
         self, rgb: np.ndarray, instances: Instances, frames: list[np.ndarray]
     ) -> list[Instances]:
         """The detection ``instances`` (on ``rgb``) propagated to each of ``frames`` in order."""
-        self.start(rgb, instances)
+        frames = list(frames)
+        self.start(rgb, instances, window=len(frames) + 1)
         try:
             return [self.step(f) for f in frames]
         finally:
