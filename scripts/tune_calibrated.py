@@ -5,8 +5,11 @@ The constants of ``sam_detect/segment/calibrated.py`` (levels, trims, split stre
 ways, the Occam margin), of ``sam_detect/profile.py`` (the prior size spread, the
 Student-t size fit, ``MIN_FIT``) and of ``sam_detect/select.py`` (``FIT_WEIGHT``,
 ``MAX_OVERLAP``) were chosen on the synthetic fields this script draws -- four kinds,
-seeds 0-2 -- and on nothing that docs/performance.md reports. Reported data sets: see
-``scripts/bench_examples.py``.
+seeds 0-2 -- and on nothing that docs/performance.md reports. Session 5 added two real
+development sets, ``dev_mnfinder`` and ``dev_stroma`` (``scripts/bench_data.py``: other
+images than any reported set); ``SEPARATE_EDGE`` (select.py) was chosen on them and on
+these fields, ``SPREAD_SHRINK`` (profile.py) on ``dev_stroma`` and on synthetic stained
+fields (tests/test_profile.py). Reported data sets: see ``scripts/bench_examples.py``.
 
 Kinds (384 x 384, elliptic objects of radius 6-14 px, blurred, with Gaussian noise):
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_store_congruence import API_KEY, needs_docker, qdrant_server  # noqa: F401 (fixture)
+from conftest import QDRANT_API_KEY as API_KEY
+from test_store_congruence import needs_docker
 
 from sam_detect.errors import LibraryDamagedError, LibraryError
 from sam_detect.store import create_store, journal, killtest
@@ -331,7 +332,7 @@ def test_server_open_finishes_a_dead_writers_delete(fake_server):
 
 @needs_docker
 @pytest.mark.docker
-def test_a_real_server_open_recovers_a_dead_writers_journal_only(qdrant_server):  # noqa: F811
+def test_a_real_server_open_recovers_a_dead_writers_journal_only(qdrant_server):
     s = create_store("qdrant", url=qdrant_server, api_key=API_KEY)
     names = ["kt-dead-" + os.urandom(3).hex(), "kt-else-" + os.urandom(3).hex()]
     try:
