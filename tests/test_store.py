@@ -165,6 +165,18 @@ def test_search_finds_the_example_itself(store):
     np.testing.assert_allclose([r[0].score for r in res], 1.0, atol=1e-5)
 
 
+def test_changing_a_search_result_leaves_the_library_as_it_was(store):
+    vecs, labels, payloads = data(6)
+    store.create_library(meta())
+    store.add("lib", vecs, labels, payloads)
+    res = store.search("lib", np.repeat(vecs[:1], 3, axis=0), top_k=6)
+    res[0][0].payload["box"].append(99)
+    res[0][0].payload["source"] = "changed"
+    again = store.search("lib", vecs[:1], top_k=1)[0][0]
+    assert again.payload == payloads[0]
+    assert res[1][0].payload == payloads[0]  # nor the other hits of the same call
+
+
 def test_search_edge_cases(store):
     store.create_library(meta())
     assert store.search("lib", np.ones((3, DIM)), 4) == [[], [], []]
