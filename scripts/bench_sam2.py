@@ -78,6 +78,19 @@ def candidates(gt: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     return np.stack(masks)
 
 
+def machine_info(device: str) -> dict:
+    """The machine a benchmark ran on: platform, cores, torch threads, load, device."""
+    import torch
+
+    return {
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+        "device": device,
+    }
+
+
 def timed(fn, repeats: int, before=None) -> tuple[float, list[float], object, float]:
     """Median wall seconds, the runs, the last result, and median CPU seconds (all threads).
 
@@ -126,11 +139,7 @@ def main() -> None:
     rgb, gt = hela_frame(0)
     res: dict = {
         "machine": {
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "loadavg_start": [round(x, 2) for x in os.getloadavg()],
-            "device": args.device,
+            **machine_info(args.device),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         },
         "model": args.model,

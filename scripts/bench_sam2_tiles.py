@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -49,7 +48,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's sam_detect
 sys.path.insert(0, str(ROOT / "scripts"))
-from bench_sam2 import random_checkpoint, timed  # noqa: E402
+from bench_sam2 import machine_info, random_checkpoint, timed  # noqa: E402
 
 TILE, OVERLAP = 1024, 128  # the policy's tiles at the default input (for seam placement)
 
@@ -133,7 +132,6 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="write results as JSON here")
     args = ap.parse_args()
 
-    import torch
 
     from sam_detect.embed.sam2 import SAM2Embedder
 
@@ -146,14 +144,10 @@ def main() -> None:
     rt.image_embed(np.zeros((rt.image_size, rt.image_size, 3), np.uint8))  # warm-up
     res: dict = {
         "machine": {
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+            **machine_info(args.device),
             "uptime_start": subprocess.run(
                 ["uptime"], capture_output=True, text=True
             ).stdout.strip(),
-            "device": args.device,
         },
         "model": f"sam2.1 {args.model}",
         "input_size": rt.image_size,
