@@ -357,18 +357,26 @@ def candidate_shapes(instances: Instances) -> tuple[np.ndarray, np.ndarray, np.n
     return areas, sol, ecc
 
 
-def fit_scores(instances: Instances, labels: Sequence[str], profile: dict | None, *, size: bool = True) -> np.ndarray:
+def fit_scores(instances: Instances, labels: Sequence[str], profile: dict | None) -> np.ndarray:
     """``(N,)`` float32 in ``[0, 1]``: how well each candidate fits its label's profile.
 
     A Student's t in log-area around the class's examples, times a penalty for a solidity
     below the least solid example's and an elongation beyond the most elongated one's.
-    1 where the label has no profile entry. ``size=False``: the shape terms alone.
+    1 where the label has no profile entry.
     """
+    return fit_and_shape_scores(instances, labels, profile)[0]
+
+
+def fit_and_shape_scores(instances: Instances, labels: Sequence[str],
+                         profile: dict | None) -> tuple[np.ndarray, np.ndarray]:
+    """``(fit, shape_fit)``, each ``(N,)`` float32 in ``[0, 1]``: :func:`fit_scores`, and the
+    same without the size term (the shape terms alone), from one measurement of the
+    candidates' outlines."""
     n = len(instances)
-    out = np.ones(n, np.float32)
+    fit, shape_fit = np.ones(n, np.float32), np.ones(n, np.float32)
     classes = (profile or {}).get("classes") or {}
     if n == 0 or not classes:
-        return out
+        return fit, shape_fit
     areas, sol, ecc = candidate_shapes(instances)
     for i, lab in enumerate(labels):
         entry = classes.get(lab)
@@ -380,11 +388,12 @@ def fit_scores(instances: Instances, labels: Sequence[str], profile: dict | None
         # than the most elongated (per 0.1 beyond 0.1): a merged pair is both
         lack = max(0.0, entry["solidity"][0] - 0.05 - sol[i]) / 0.1
         excess = max(0.0, ecc[i] - entry.get("eccentricity", 1.0) - 0.1) / 0.1
+        shape = float(np.exp(-0.5 * (lack * lack + excess * excess)))
+        shape_fit[i] = shape
         # Student's t (3 degrees of freedom) on the log-area: sizes have heavier tails than a
         # Gaussian fitted to a few examples admits
-        by_size = (1.0 + z * z / 3.0) ** -2.0 if size else 1.0
-        out[i] = float(by_size * np.exp(-0.5 * (lack * lack + excess * excess)))
-    return out
+        fit[i] = float((1.0 + z * z / 3.0) ** -2.0 * shape)
+    return fit, shape_fit
 
 
 def size_filter(instances: Instances, profile: dict | None) -> tuple[Instances, str | None]:
@@ -406,8 +415,7 @@ def size_filter(instances: Instances, profile: dict | None) -> tuple[Instances, 
     if keep.any():
         idx = np.flatnonzero(keep)
         sub = instances[idx]
-        fits = np.stack([fit_scores(sub, [label] * len(idx), profile) for label in classes]).max(axis=0)
-        shapes = np.stack([fit_scores(sub, [label] * len(idx), profile, size=False) for label in classes]).max(axis=0)
+        fits, shapes = np.stack([fit_and_shape_scores(sub, [label] * len(idx), profile) for label in classes]).max(axis=0)
         ok = fits >= MIN_FIT
         keep[idx] = ok & _not_dominated(sub, fits, shapes)
     if keep.all():
@@ -471,5 +479,5 @@ def describe(profile: dict | None) -> list[str]:
 
 
 __all__ = [
-    "PROFILE_VERSION", "build_profile", "describe", "describe_examples", "fit_scores", "scale_of", "size_filter",
+    "PROFILE_VERSION", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "scale_of", "size_filter",
 ]

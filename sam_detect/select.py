@@ -193,7 +193,7 @@ def decide(
     """
     from sam_detect.calibrate import DEFAULT_THRESHOLD, thresholds, typicality
     from sam_detect.classify import vote_batch
-    from sam_detect.profile import MIN_FIT, fit_scores
+    from sam_detect.profile import MIN_FIT, fit_and_shape_scores
 
     n = len(candidates)
     if len(neighbours) != n:
@@ -208,7 +208,7 @@ def decide(
         z = np.zeros(0, np.float32)
         return Decision([], z, z, z, np.zeros(0, np.int64), words)
     labels, conf, sim = vote_batch(neighbours, threshold=flat, top_k=top_k, thresholds=per_class)
-    fit = fit_scores(candidates, labels, profile)
+    fit, shape_fit = fit_and_shape_scores(candidates, labels, profile)
     # confidence: every piece of evidence the selection uses, each as a factor in [0, 1]
     evidence = quality(candidates, np.ones(n), fit)  # fit ** FIT_WEIGHT x stability ** STABILITY_WEIGHT
     if decision:
@@ -218,8 +218,7 @@ def decide(
     ok = np.array([lab != NEGATIVE for lab in labels], bool) & (known | keep_unknown) & (fit >= MIN_FIT)
     idx = np.flatnonzero(ok)
     score = quality(candidates[idx], sim[idx], fit[idx]) + known[idx]
-    whole = (fit_scores(candidates[idx], [labels[i] for i in idx], profile, size=False) >= WHOLE_SHAPE_FIT
-             if profile and len(idx) else None)
+    whole = shape_fit[idx] >= WHOLE_SHAPE_FIT if profile and len(idx) else None
     keep = idx[select(candidates[idx], score, whole=whole)] if len(idx) else idx
     return Decision(labels, conf, sim, fit, keep.astype(np.int64), words)
 
