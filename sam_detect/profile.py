@@ -285,7 +285,7 @@ def _alternatives(mean_iou: np.ndarray) -> list[int]:
 
     The lead reproduces the examples best (a simpler way of splitting wins unless the more
     elaborate one is ``OCCAM_MARGIN`` better); then the best that threshold differently
-    (another background, level or trim) and split the same way, up to ``KEEP_SETTINGS``;
+    (another background, level or trim; the lead's smoothing) and split the same way, up to ``KEEP_SETTINGS``;
     then the best of each other way to split: a wrong split is the commonest way to miss
     an object, and the selection step chooses among the alternatives per object.
     """
@@ -301,6 +301,13 @@ def _alternatives(mean_iou: np.ndarray) -> list[int]:
         if j is not None and mean_iou[j] >= mean_iou[lead] - OCCAM_MARGIN:
             lead = j
             break
+    # the smoothing says how textured the objects are: one for every alternative (a
+    # lightly smoothed alternative offers a textured object's fragments)
+    smooth = GRID[lead].smooth
+    order = [i for i in order if GRID[i].smooth == smooth or _way(GRID[i]) == "own"]
+    best_of = {}
+    for i in order:
+        best_of.setdefault(_way(GRID[i]), i)
     chosen = [lead]
     for i in order:
         if len(chosen) == KEEP_SETTINGS:

@@ -96,6 +96,45 @@ def test_calibrated_proposals_find_objects_the_default_misses():
     assert set(cand.data["class_hint"]) == {"obj"}
 
 
+def speckled(seed: int, size: int = 192, n: int = 12, r: int = 11):
+    """Nuclei drawn as clusters of dark chromatin clumps on pink, the gaps between the clumps
+    as pale as the background: a nucleus is one object only at the scale of the whole."""
+    rng = np.random.default_rng(seed)
+    lab = np.zeros((size, size), np.int32)
+    yy, xx = np.mgrid[:size, :size]
+    dots = np.zeros((size, size), bool)
+    k = 0
+    for _ in range(2000):
+        if k == n:
+            break
+        cy, cx = rng.uniform(r + 3, size - r - 3, 2)
+        if (lab[(xx - cx) ** 2 + (yy - cy) ** 2 <= (r + 4) ** 2] > 0).any():
+            continue
+        k += 1
+        lab[(xx - cx) ** 2 + (yy - cy) ** 2 <= r * r] = k
+        for _ in range(14):
+            a, d = rng.uniform(0, 2 * np.pi), r * np.sqrt(rng.uniform(0, 1)) * 0.85
+            dots |= (xx - cx - d * np.cos(a)) ** 2 + (yy - cy - d * np.sin(a)) ** 2 <= 2.2**2
+    img = np.where(dots[..., None], np.float32([110, 40, 150]), np.float32([235, 175, 205]))
+    img += rng.normal(0, 4, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8), lab
+
+
+@pytest.mark.parametrize("kind", ["speckled", "plain"])
+def test_the_examples_choose_the_smoothing(kind):
+    """Clumped chromatin is one nucleus only when smoothed at the nucleus's scale; plain
+    objects keep the light smoothing and its crisp outlines. Every alternative shares the
+    lead's smoothing (a lightly smoothed alternative would offer the clumps as objects)."""
+    from sam_detect.segment.calibrated import SMOOTHS
+
+    for seed in range(2):
+        rgb, lab = speckled(seed) if kind == "speckled" else blobs(seed, fg=(120, 40, 150), bg=(235, 170, 200))
+        gt, _ = Instances.from_label_image(lab)
+        e = profile_of(rgb, gt, range(4))["classes"]["obj"]
+        smooths = {s["smooth"] for s in e["settings"] if s["split_on"] != "own"}
+        assert smooths == {SMOOTHS[-1] if kind == "speckled" else SMOOTHS[0]}, e["settings"]
+
+
 def test_touching_objects_are_split_as_the_examples_show():
     rgb, lab = blobs(3, size=160, n=30, r=(8, 11), touching=True, fg=(220, 220, 220), bg=(20, 20, 20))
     gt, _ = Instances.from_label_image(lab)

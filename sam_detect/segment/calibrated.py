@@ -7,7 +7,8 @@ module holds that segmenter and its settings grid:
 
 1. ``x = rgb @ direction``: one channel in which the objects are brighter than their ring
    (fluorescent nuclei: about luminance; dark nuclei on pink: minus red and green; coins:
-   luminance);
+   luminance), smoothed at ``smooth`` x the examples' radius (light smoothing keeps crisp
+   outlines; heavy smoothing makes one blob of a nucleus whose chromatin is textured);
 2. a background: ``flat`` (the examples' ring level) or ``opening`` (a morphological
    opening wider than the largest example, for uneven illumination);
 3. a threshold at ``level`` of the examples' contrast above that background; holes filled;
@@ -43,7 +44,9 @@ REFINES = (0.0, 0.35)
 SPLITS = (0.0, 0.1, 0.25, 0.5)
 SPLIT_ON = ("shape", "intensity")
 BACKGROUNDS = ("flat", "opening")
-GRID_VERSION = 7
+#: Gaussian smoothing of the projection, sigma as a fraction of the examples' median radius
+SMOOTHS = (0.125, 0.33)
+GRID_VERSION = 8
 
 
 @dataclass(frozen=True)
@@ -55,10 +58,11 @@ class Setting:
     refine: float
     split: float
     split_on: str = "shape"
+    smooth: float = SMOOTHS[0]
 
     def to_dict(self) -> dict:
         return {"background": self.background, "level": self.level, "refine": self.refine,
-                "split": self.split, "split_on": self.split_on}
+                "split": self.split, "split_on": self.split_on, "smooth": self.smooth}
 
 
 #: the segmenter's own settings (the classical defaults, or the user's options), judged by
@@ -66,9 +70,9 @@ class Setting:
 OWN = Setting("own", 0.0, 0.0, 0.0, "own")
 
 GRID: tuple[Setting, ...] = tuple(
-    Setting(b, lv, rf, sp, on)
-    for b in BACKGROUNDS for lv in LEVELS for rf in REFINES for sp in SPLITS for on in SPLIT_ON
-    if sp > 0 or on == "shape"
+    Setting(b, lv, rf, sp, on, sm)
+    for sm in SMOOTHS for b in BACKGROUNDS for lv in LEVELS for rf in REFINES for sp in SPLITS
+    for on in SPLIT_ON if sp > 0 or on == "shape"
 ) + (OWN,)
 
 
@@ -91,9 +95,9 @@ class Scale:
         (rods lie side by side at their width, not their equivalent diameter)."""
         return self.minor_radius if self.minor_radius > 0 else self.radius
 
-    @property
-    def sigma(self) -> float:
-        return float(np.clip(self.radius / 8.0, 0.5, 3.0))
+    def sigma(self, smooth: float = SMOOTHS[0]) -> float:
+        """The smoothing's sigma in pixels at ``smooth`` x the median radius."""
+        return float(np.clip(smooth * self.radius, 0.5, 3.0 if smooth <= SMOOTHS[0] else 8.0))
 
     @property
     def background_radius(self) -> int:
@@ -112,15 +116,17 @@ def project(rgb: np.ndarray, direction: np.ndarray) -> np.ndarray:
 
 
 class Prepared:
-    """The per-image work shared by every setting: projection, smoothing, backgrounds."""
+    """The per-image work shared by every setting of one smoothing: projection, smoothing,
+    backgrounds."""
 
-    def __init__(self, rgb: np.ndarray, scale: Scale) -> None:
+    def __init__(self, rgb: np.ndarray, scale: Scale, smooth: float = SMOOTHS[0]) -> None:
         import cv2
 
         self.scale = scale
         x = project(rgb, scale.direction)
-        if scale.sigma > 0:
-            x = cv2.GaussianBlur(x, (0, 0), scale.sigma, borderType=cv2.BORDER_REFLECT)
+        sigma = scale.sigma(smooth)
+        if sigma > 0:
+            x = cv2.GaussianBlur(x, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
         self.x = x
         self._resid: dict[str, np.ndarray] = {}
 
@@ -199,7 +205,13 @@ def _split_on_intensity(fg: np.ndarray, x: np.ndarray, h: float, min_distance: i
             labels[sl][m] = next_id
             next_id += 1
             continue
-        v = np.where(m, x[sl], float(x[sl][m].min())).astype(np.float32)
+        inside = x[sl][m]
+        lo = float(inside.min())
+        if float(inside.max()) - lo < h:  # no two maxima h apart: one object, no h-maxima needed
+            labels[sl][m] = next_id
+            next_id += 1
+            continue
+        v = np.where(m, x[sl], lo).astype(np.float32)
         seeds = cv2.connectedComponents(
             (morphology.h_maxima(v, h) & m).astype(np.uint8), connectivity=8, ltype=cv2.CV_32S
         )[1]
@@ -216,18 +228,34 @@ def _split_on_intensity(fg: np.ndarray, x: np.ndarray, h: float, min_distance: i
     return labels
 
 
-def label_images(rgb: np.ndarray | Prepared, scale: Scale, settings: list[Setting], roi: np.ndarray | None = None):
+def label_images(prepared: Any, scale: Scale, settings: list[Setting], roi: np.ndarray | None = None):
     """Yield ``(setting, labels)`` for each setting, sharing the work between them.
 
-    ``rgb``: the image, or its :class:`Prepared` (or :class:`_Mosaic`) work.
+    ``prepared``: the image (``(H, W[, 3])`` array), or a function of a smoothing that returns
+    its :class:`Prepared` (or :class:`_Mosaic`) work.
     """
-    prep = rgb if isinstance(rgb, (Prepared, _Mosaic)) else Prepared(rgb, scale)
-    by_fg: dict[tuple[str, float, float], np.ndarray] = {}
+    if isinstance(prepared, np.ndarray):
+        rgb = prepared
+        prepared = _cached(lambda sm: Prepared(rgb, scale, sm))
+    by_fg: dict[tuple[float, str, float, float], np.ndarray] = {}
     for s in settings:
-        key = (s.background, s.level, s.refine)
+        prep = prepared(s.smooth)
+        key = (s.smooth, s.background, s.level, s.refine)
         if key not in by_fg:
             by_fg[key] = foreground(prep, s.background, s.level, s.refine, roi)
         yield s, split_labels(by_fg[key], scale, s.split, s.split_on, prep.resid(s.background))
+
+
+def _cached(make):
+    """``make`` (a function of one hashable argument), called once per argument."""
+    done: dict = {}
+
+    def get(key):
+        if key not in done:
+            done[key] = make(key)
+        return done[key]
+
+    return get
 
 
 class _Mosaic:
@@ -284,13 +312,28 @@ def grid_ious(rgb: np.ndarray, scale: Scale, masks: list[tuple[np.ndarray, tuple
     out = np.zeros((len(GRID), len(masks)), np.float32)
     if not masks:
         return out
-    mosaic = _Mosaic(Prepared(rgb, scale), masks)
-    roi = np.zeros(mosaic.shape, bool)
-    for crop, (x0, y0) in mosaic.masks:
+    from concurrent.futures import ThreadPoolExecutor
+
+    mosaics = {sm: _Mosaic(Prepared(rgb, scale, sm), masks) for sm in SMOOTHS}
+    first = mosaics[SMOOTHS[0]]
+    roi = np.zeros(first.shape, bool)
+    for crop, (x0, y0) in first.masks:
         roi[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] |= crop
-    grid = [g for g in GRID if g != OWN]
-    for g, (_, labels) in enumerate(label_images(mosaic, scale, grid, roi)):
-        out[g] = _reproduction(labels, mosaic.masks)
+
+    def rows(smooth: float) -> list[tuple[int, np.ndarray]]:
+        grid = [g for g in GRID if g != OWN and g.smooth == smooth]
+        return [(GRID.index(s), _reproduction(labels, first.masks))
+                for s, labels in label_images(mosaics.__getitem__, scale, grid, roi)]
+
+    # one thread per smoothing: OpenCV, NumPy's sorts and the watersheds release the GIL;
+    # scikit-image's submodules load lazily, which two threads must not do at once
+    from skimage import morphology, segmentation
+
+    _ = morphology.h_maxima, morphology.local_maxima, segmentation.watershed
+    with ThreadPoolExecutor(len(SMOOTHS)) as pool:
+        for done in pool.map(rows, SMOOTHS):
+            for g, iou in done:
+                out[g] = iou
     if own is not None:
         # the segmenter's own settings need the whole image (their background and noise
         # estimates are global): one segmentation, scored on the same examples
@@ -326,7 +369,7 @@ def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str |
     from scipy import ndimage as ndi
 
     h, w = rgb.shape[:2]
-    prep = Prepared(rgb, scale)
+    preps = _cached(lambda sm: Prepared(rgb, scale, sm))
     crops, origins, made_by = [], [], []
     lo, hi = scale.min_area, scale.max_area
     if OWN in settings and own is not None:
@@ -336,7 +379,7 @@ def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str |
                 crops.append(crop)
                 origins.append((int(origin[0]), int(origin[1])))
                 made_by.append(GRID.index(OWN))
-    for s, labels in label_images(prep, scale, [s for s in settings if s != OWN]):
+    for s, labels in label_images(preps, scale, [s for s in settings if s != OWN]):
         areas = np.bincount(labels.ravel())
         for i, sl in enumerate(ndi.find_objects(labels), 1):
             if sl is None or not lo <= areas[i] <= hi:
@@ -350,7 +393,9 @@ def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str |
     inst.data["setting"] = np.asarray(made_by, np.int64)
     inst.data["class_hint"] = [label] * len(inst)
     inst = _merge_near_duplicates(inst, len(settings))
-    inst.data["edge"] = edge_contrast(prep.x, inst, scale.contrast)
+    # one measure for every candidate: the outlines on the lead setting's smoothing
+    lead = next((s.smooth for s in settings if s != OWN), SMOOTHS[0])
+    inst.data["edge"] = edge_contrast(preps(lead).x, inst, scale.contrast)
     return inst
 
 
