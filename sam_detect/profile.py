@@ -235,8 +235,7 @@ def build_profile(examples: Iterable[tuple[str, dict]]) -> dict:
         # 1.0, solidity 0.8" and would admit every merged pair
         shaped = [s for s, t in zip(stats, _typical(log_a), strict=True) if t]
         mu, sd = _log_area(np.exp(log_a))
-        calibrated = [s["calib"]["iou"] for s in stats
-                      if s.get("calib", {}).get("version") == GRID_VERSION and len(s["calib"]["iou"]) == len(GRID)]
+        calibrated = [iou for iou in map(_grid_iou, stats) if iou is not None]
         entry: dict[str, Any] = {
             "count": len(stats),
             "direction": [round(float(v), 4) for v in sc.direction],
@@ -261,6 +260,29 @@ def build_profile(examples: Iterable[tuple[str, dict]]) -> dict:
             entry["reproduction"] = round(float(mean_iou[chosen[0]]), 3)
         classes[label] = entry
     return {"version": PROFILE_VERSION, "grid": GRID_VERSION, "classes": classes}
+
+
+def _grid_iou(shape: dict) -> list[float] | None:
+    """An example's reproduction IoU per setting of today's ``GRID``, or ``None``.
+
+    Examples measured on grid 7 (before the smoothing was a setting: the light-smoothing
+    settings and the segmenter's own, in today's order) keep their measurements; the
+    settings that grid did not have count as not reproducing them (add the examples again
+    to let them speak for the heavier smoothing)."""
+    from sam_detect.segment.calibrated import GRID, GRID_VERSION, OWN
+
+    calib = shape.get("calib") or {}
+    iou = calib.get("iou")
+    if iou is None:
+        return None
+    if calib.get("version") == GRID_VERSION and len(iou) == len(GRID):
+        return list(iou)
+    if calib.get("version") == 7 and len(iou) == 141:
+        out = [0.0] * len(GRID)
+        out[:140] = iou[:140]
+        out[GRID.index(OWN)] = iou[140]
+        return out
+    return None
 
 
 def _way(g: Any) -> str:

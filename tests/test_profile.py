@@ -509,3 +509,23 @@ def test_detect_overrides_are_validated_like_the_config(scene, kw, match):
     with pytest.raises(ValueError, match=match):
         det.detect(rgb, **kw)
     assert len(det.detect(rgb, top_k=1, threshold=0.0)) > 0
+
+
+def test_examples_measured_on_the_previous_grid_keep_their_calibration():
+    """Libraries made before the smoothing was a setting (grid 7: 141 settings) still
+    propose with the settings their examples chose; an unknown grid is ignored."""
+    from sam_detect.segment.calibrated import GRID, GRID_VERSION, OWN, SMOOTHS
+
+    rgb, lab = blobs(1, fg=(120, 40, 150), bg=(235, 170, 200))
+    gt, _ = Instances.from_label_image(lab)
+    stats = describe_examples(rgb, gt[np.arange(4)], ["obj"] * 4)
+    assert all(s["calib"]["version"] == GRID_VERSION and len(s["calib"]["iou"]) == len(GRID) for s in stats)
+    light = [k for k, g in enumerate(GRID) if g.smooth == SMOOTHS[0] and g != OWN]
+    old = [{**s, "calib": {"version": 7, "iou": [s["calib"]["iou"][k] for k in light] + [s["calib"]["iou"][GRID.index(OWN)]]}}
+           for s in stats]
+    e = build_profile([("obj", s) for s in old])["classes"]["obj"]
+    assert e["settings"] and all(st["smooth"] == SMOOTHS[0] for st in e["settings"])
+    best_light = np.mean([[s["calib"]["iou"][k] for k in light] for s in stats], axis=0).max()
+    assert e["reproduction"] == pytest.approx(best_light, abs=0.03)  # the lead, or a simpler split
+    unknown = [{**s, "calib": {"version": 5, "iou": s["calib"]["iou"]}} for s in stats]
+    assert "settings" not in build_profile([("obj", s) for s in unknown])["classes"]["obj"]
