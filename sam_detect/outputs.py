@@ -8,7 +8,7 @@ from __future__ import annotations
 import colorsys
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -81,47 +81,19 @@ def image_record(instances: Instances, image_path: str | None = None, **kwargs: 
     }
 
 
-def to_coco(
-    results: Iterable[tuple[str, Instances]],
-    *,
-    categories: Sequence[str] | None = None,
-) -> dict[str, Any]:
-    """COCO instance-segmentation JSON (``images``, ``annotations`` with RLE and XYWH ``bbox``,
-    ``categories``) for ``(image_path, instances)`` pairs; ``score`` holds the label confidence.
-    """
+def predictions_to_coco(results: Iterable[tuple[str, Instances]]) -> dict[str, Any]:
+    """COCO JSON of ``(image_path, instances)`` detection results: every object (RLE masks),
+    ``score`` its label confidence (:func:`~sam_detect.formats.coco.to_coco`)."""
+    from sam_detect.formats.coco import to_coco
+
     results = list(results)
-    names = list(categories) if categories else sorted({str(lab) for _, inst in results for lab in inst.labels})
-    cat_id = {name: i + 1 for i, name in enumerate(names)}
-    images, annotations = [], []
-    for image_id, (path, inst) in enumerate(results, start=1):
-        h, w = inst.image_hw
-        images.append({"id": image_id, "file_name": str(path), "height": int(h), "width": int(w)})
-        areas = inst.areas
-        origins = inst.mask_origins
-        for i in range(len(inst)):
-            label = str(inst.labels[i])
-            if label not in cat_id:
-                cat_id[label] = len(cat_id) + 1
-                names.append(label)
-            x1, y1, x2, y2 = (float(v) for v in inst.boxes[i])
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": cat_id[label],
-                    "segmentation": crop_to_rle(inst.mask_crop(i)[0], origins[i], (h, w)),
-                    "area": int(areas[i]),
-                    "bbox": [x1, y1, x2 - x1, y2 - y1],
-                    "iscrowd": 0,
-                    "score": round(float(inst.label_confidences[i]), 4),
-                }
-            )
-    return {
-        "info": {"description": "sam-detect predictions"},
-        "images": images,
-        "annotations": annotations,
-        "categories": [{"id": cat_id[n], "name": n} for n in names],
-    }
+    return to_coco(
+        [inst for _, inst in results],
+        [str(path) for path, _ in results],
+        use_rle=True,
+        keep_empty=True,
+        description="sam-detect predictions",
+    )
 
 
 def write_json(obj: Any, path: str | Path) -> None:

@@ -632,7 +632,7 @@ class SAMDetect:
         if isinstance(annotations, Instances):
             return annotations
         if isinstance(annotations, (str, Path)):
-            from sam_detect.annotations import load_annotations
+            from sam_detect.formats import load_annotations
 
             return load_annotations(annotations, image_shape=image_hw)
         lab = np.asarray(annotations)

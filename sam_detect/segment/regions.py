@@ -233,10 +233,10 @@ class RegionsSegmenter:
 
     def _select(self, pool: _Pool) -> tuple[list[int], list[np.ndarray]]:
         """Greedy mask NMS over the pool in score order, up to ``max_proposals``."""
-        from sam_detect.segment.tiling import LocalMask, mask_iou
+        from sam_detect.masks import MaskCrop
 
         cfg = self.config
-        kept: list[LocalMask] = []
+        kept: list[MaskCrop] = []
         kept_q: list[int] = []
         kept_boxes = np.zeros((cfg.max_proposals, 4), np.int64)
         kept_area = np.zeros(cfg.max_proposals, np.int64)
@@ -255,14 +255,14 @@ class RegionsSegmenter:
             bound = inter / np.maximum(kept_area[:k] + a - inter, 1)
             check = np.flatnonzero(bound > cfg.nms_iou)
             crop, cx0, cy0 = pool.crop(q)
-            m = LocalMask(cx0, cy0, crop, float(pool.score[q]))
-            if any(mask_iou(m, kept[j]) > cfg.nms_iou for j in check):
+            m = MaskCrop(crop, (cx0, cy0))
+            if any(m.iou(kept[j]) > cfg.nms_iou for j in check):
                 continue
             kept_boxes[k] = (x0, y0, x1, y1)
             kept_area[k] = a
             kept.append(m)
             kept_q.append(q)
-        return kept_q, [m.mask for m in kept]
+        return kept_q, [m.crop for m in kept]
 
     def prompt(
         self,

@@ -1278,12 +1278,12 @@ class AnnotationSession:
             stem = Path(rel).stem + (f"_frame{view.frame}" if loaded.n_frames > 1 else "")
             image_name = Path(rel).name
             if fmt == "coco":
-                import sam_detect.annotations as A
+                import sam_detect.formats as A
 
                 doc = A.to_coco(inst, [image_name])
                 return json.dumps(doc).encode(), "application/json", f"{stem}_coco.json"
             if fmt == "labelme":
-                import sam_detect.annotations as A
+                import sam_detect.formats as A
 
                 doc = A.to_labelme(inst, image_name)
                 return (
@@ -1291,7 +1291,7 @@ class AnnotationSession:
                     "application/json",
                     f"{stem}_labelme.json",
                 )
-            import sam_detect.annotations as A
+            import sam_detect.formats as A
 
             lab = A.instances_to_label_image(
                 inst, dtype=np.uint16 if len(inst) < 65535 else np.uint32
