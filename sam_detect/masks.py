@@ -56,13 +56,10 @@ class MaskCrop:
         mask = np.asarray(mask, dtype=bool)
         if mask.ndim != 2:
             raise AnnotationError(f"mask must have shape (H, W), got {mask.shape}")
-        rows = np.flatnonzero(mask.any(axis=1))
-        if rows.size == 0:
+        t = MaskCrop(mask, origin).tight()
+        if not t.crop.size:
             return cls.empty(**kwargs)
-        cols = np.flatnonzero(mask[rows[0] : rows[-1] + 1].any(axis=0))
-        y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-        crop = np.ascontiguousarray(mask[y0:y1, x0:x1]).copy()
-        return cls(crop, (int(origin[0]) + x0, int(origin[1]) + y0), **kwargs)
+        return cls(np.array(t.crop, order="C"), t.origin, **kwargs)
 
     def tight(self) -> MaskCrop:
         """This mask in its tight box: ``self`` when it already is (no copy), else a view."""

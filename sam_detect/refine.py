@@ -223,17 +223,14 @@ def labelme_write(p: Prompt, tolerance: float, hw: tuple[int, int]) -> None:
 
 
 def label_prompts(labels: np.ndarray) -> list[Prompt]:
-    from scipy import ndimage
+    """One box prompt per id of a label image ``(H, W)``, its region as the original."""
+    from sam_detect.instances import Instances
 
-    out = []
-    for i, sl in enumerate(ndimage.find_objects(labels)):
-        if sl is None:
-            continue
-        lab = i + 1
-        original = MaskCrop(labels[sl] == lab, (sl[1].start, sl[0].start))  # find_objects: a tight box
-        box = np.array([sl[1].start, sl[0].start, sl[1].stop, sl[0].stop], dtype=np.float32)
-        out.append(Prompt(ref=lab, box=box, original=original))
-    return out
+    inst, ids = Instances.from_label_image(labels)
+    return [
+        Prompt(ref=int(lab), box=np.array(m.box, dtype=np.float32), original=m)
+        for m, lab in zip(inst.crops, ids, strict=True)
+    ]
 
 
 def label_write(labels: np.ndarray, prompts: list[Prompt]) -> np.ndarray:
@@ -318,13 +315,36 @@ def _name(ref: Any) -> str:
 Note = Callable[[str], None]
 
 
+def refine_image(
+    seg: Any,
+    path: Path,
+    prompts_of: Callable[[tuple[int, int]], list[Prompt]],
+    write: Callable[[Prompt, float, tuple[int, int]], None] | None,
+    options: RefineOptions,
+    stats: RefineStats,
+    note: Note,
+) -> list[Prompt]:
+    """Refine the prompts ``prompts_of(image (H, W))`` makes for image ``path``; ``write``
+    (a refined prompt, the polygon tolerance, ``(H, W)``) puts each result back."""
+    from sam_detect.io.images import load_image
+
+    rgb = load_image(path).rgb
+    hw = rgb.shape[:2]
+    prompts = prompts_of(hw)
+    refine_prompts(seg, rgb, prompts, options, path.name, stats)
+    for p in prompts:
+        if p.refined is not None and write is not None:
+            write(p, options.smooth, hw)
+    stats.images += 1
+    note(f"{path.name}: {sum(p.refined is not None for p in prompts)}/{len(prompts)} refined")
+    return prompts
+
+
 def refine_coco(
     seg: Any, paths: Sequence[Path], doc: dict, name: str, options: RefineOptions, stats: RefineStats, note: Note
 ) -> dict:
     """A refined copy of the COCO document ``doc`` (named ``name`` in messages) for ``paths``,
     its images matched by file name or stem; an image the file does not list is skipped."""
-    from sam_detect.io.images import load_image
-
     new = copy.deepcopy(doc)
     by_name: dict[str, dict] = {}
     for entry in new["images"]:
@@ -336,13 +356,9 @@ def refine_coco(
         if entry is None:
             warnings.warn(f"{path.name}: not among the images of {name}; skipped", stacklevel=1)
             continue
-        rgb = load_image(path).rgb
-        prompts = coco_prompts(new, entry, rgb.shape[:2], path.name)
-        refine_prompts(seg, rgb, prompts, options, path.name, stats)
-        for p in prompts:
-            if p.refined is not None:
-                coco_write(p, options.smooth, rgb.shape[:2])
-        _count(stats, path, prompts, note)
+        refine_image(
+            seg, path, lambda hw, e=entry, n=path.name: coco_prompts(new, e, hw, n), coco_write, options, stats, note
+        )
     return new
 
 
@@ -350,16 +366,8 @@ def refine_labelme(
     seg: Any, path: Path, doc: dict, options: RefineOptions, stats: RefineStats, note: Note
 ) -> dict:
     """A refined copy of the labelme document ``doc`` of image ``path``."""
-    from sam_detect.io.images import load_image
-
-    rgb = load_image(path).rgb
     new = copy.deepcopy(doc)
-    prompts = labelme_prompts(new, rgb.shape[:2])
-    refine_prompts(seg, rgb, prompts, options, path.name, stats)
-    for p in prompts:
-        if p.refined is not None:
-            labelme_write(p, options.smooth, rgb.shape[:2])
-    _count(stats, path, prompts, note)
+    refine_image(seg, path, lambda hw: labelme_prompts(new, hw), labelme_write, options, stats, note)
     return new
 
 
@@ -368,28 +376,21 @@ def refine_label_image(
 ) -> np.ndarray:
     """The refined label image of label file ``src`` for image ``path``."""
     from sam_detect.formats import read_label_image
-    from sam_detect.io.images import load_image
 
     labels = read_label_image(src)
     if labels.ndim != 2:
         raise AnnotationError(
             f"{src}: a label stack {labels.shape}; refine takes one (H, W) label image per image"
         )
-    rgb = load_image(path).rgb
-    if labels.shape != rgb.shape[:2]:
-        raise AnnotationError(
-            f"{src}: label image is {labels.shape[1]}x{labels.shape[0]} but {path.name} is "
-            f"{rgb.shape[1]}x{rgb.shape[0]}"
-        )
-    prompts = label_prompts(labels)
-    refine_prompts(seg, rgb, prompts, options, path.name, stats)
-    _count(stats, path, prompts, note)
-    return label_write(labels, prompts)
 
+    def prompts_of(hw: tuple[int, int]) -> list[Prompt]:
+        if labels.shape != hw:
+            raise AnnotationError(
+                f"{src}: label image is {labels.shape[1]}x{labels.shape[0]} but {path.name} is {hw[1]}x{hw[0]}"
+            )
+        return label_prompts(labels)
 
-def _count(stats: RefineStats, path: Path, prompts: list[Prompt], note: Note) -> None:
-    stats.images += 1
-    note(f"{path.name}: {sum(p.refined is not None for p in prompts)}/{len(prompts)} refined")
+    return label_write(labels, refine_image(seg, path, prompts_of, None, options, stats, note))
 
 
 def refine_file(

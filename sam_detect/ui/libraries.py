@@ -300,8 +300,7 @@ def example_thumbnail(rgb: np.ndarray, mask: np.ndarray, label: str, size: int =
     """
     import cv2
 
-    ys, xs = np.nonzero(mask)
-    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    x0, y0, x1, y1 = MaskCrop.from_full(mask).box
     side = max(y1 - y0, x1 - x0)
     pad = max(4, side // 4)
     h, w = mask.shape
