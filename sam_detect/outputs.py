@@ -34,7 +34,7 @@ def instance_records(
     """
     records = []
     hw = instances.image_hw
-    origins = instances.mask_origins
+    crops = instances.crops
     sim = instances.data.get("similarity")
     neigh = instances.data.get("neighbours")
     areas = instances.areas
@@ -50,11 +50,11 @@ def instance_records(
         }
         if sim is not None:
             rec["similarity"] = round(float(sim[i]), 4)
-        crop = instances.mask_crop(i)[0] if polygons or rle else None
+        m = crops[i]
         if polygons:
-            rec["polygons"] = [np.round(p, 2).tolist() for p in crop_to_polygons(crop, origins[i], hw, tolerance)]
+            rec["polygons"] = [np.round(p, 2).tolist() for p in crop_to_polygons(m.crop, m.origin, hw, tolerance)]
         if rle:
-            rec["rle"] = crop_to_rle(crop, origins[i], hw)
+            rec["rle"] = crop_to_rle(m.crop, m.origin, hw)
         if neighbours and neigh is not None:
             rec["neighbours"] = neigh[i]
         records.append(rec)
@@ -128,19 +128,18 @@ def render_overlay(
         return out
     colors = {lab: np.array(label_color(lab), dtype=np.float32) for lab in set(instances.labels)}
     paint = out.astype(np.float32)
-    for i in range(len(instances)):
-        crop, sl = instances.mask_crop(i)
-        region = paint[sl]
-        region[crop] = region[crop] * (1 - alpha) + colors[instances.labels[i]] * alpha
+    crops = instances.crops
+    for i, m in enumerate(crops):
+        region = paint[m.slices]
+        region[m.crop] = region[m.crop] * (1 - alpha) + colors[instances.labels[i]] * alpha
     out = paint.astype(np.uint8)
     hw = instances.image_hw
-    origins = instances.mask_origins
     scale = max(0.35, min(out.shape[:2]) / 1500)
     for i in range(len(instances)):
         color = tuple(int(c) for c in colors[instances.labels[i]])
         x1, y1, x2, y2 = (int(round(v)) for v in instances.boxes[i])
         if outline:
-            contours = crop_contours(instances.mask_crop(i)[0], origins[i], hw, cv2.CHAIN_APPROX_SIMPLE)
+            contours = crop_contours(crops[i].crop, crops[i].origin, hw, cv2.CHAIN_APPROX_SIMPLE)
             cv2.drawContours(out, contours, -1, color, 1)
         if boxes:
             cv2.rectangle(out, (x1, y1), (x2 - 1, y2 - 1), color, 1)
