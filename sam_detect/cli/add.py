@@ -114,9 +114,9 @@ def add(image, label, negative, boxes, points, mask_path, polygon_path, labels_p
             inst = detector.prompt_to_instances(loaded, polygon=read_polygon_file(polygon_path))
             inst.labels[:] = label
         elif labels_path:
-            from sam_detect.formats import read_label_frame
+            from sam_detect.formats import read_label_array
 
-            lab = read_label_frame(labels_path, frame, labels_channel)
+            lab = read_label_array(labels_path, frame, labels_channel)
             check_label_image(lab, str(labels_path))
             inst = detector.annotations_to_instances(lab, loaded.rgb.shape[:2])
             inst.labels[:] = label

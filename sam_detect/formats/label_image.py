@@ -136,7 +136,7 @@ def read_label_frames(
     return out
 
 
-def read_label_frame(path: PathLike, frame: int | None, channel: int | None) -> np.ndarray:
+def read_label_array(path: PathLike, frame: int | None, channel: int | None) -> np.ndarray:
     """One label image (integer ids, 0 = background) of any image file the image loader reads
     (:func:`~sam_detect.io.images.read_stack`): frame ``frame`` of a stack (a one-frame file
     serves any frame), channel ``channel`` of a multi-channel one. The ``--labels`` of ``add``.
