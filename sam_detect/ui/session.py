@@ -1,12 +1,15 @@
-"""The annotation session behind the web UI: images, prompts, detections, corrections, undo.
+"""The annotation session behind the web UI: prompts, detections, corrections, undo, export.
 
+Its parts live beside it: the served folder in :mod:`~sam_detect.ui.images`, the libraries
+and their thumbnails in :mod:`~sam_detect.ui.libraries`, what it remembers of an image in
+:mod:`~sam_detect.ui.records`, background work in :mod:`~sam_detect.ui.prefetch`.
 Everything here is plain Python over :class:`~sam_detect.pipeline.SAMDetect`; the web layer
 (:mod:`sam_detect.ui.server`) only parses requests and serialises answers. One lock
 serialises all work on the detector (the models and the store are not thread-safe).
 
 Coordinates are image pixels of the original file: points ``(x, y)``, boxes XYXY with the
-right/bottom edge exclusive. Masks travel to and from the page as :func:`mask_to_runs`
-dicts: the mask's bounding box ``x, y, w, h`` plus run lengths over that crop in row-major
+right/bottom edge exclusive. Masks travel to and from the page as
+:func:`~sam_detect.formats.runs.mask_to_runs` dicts: the mask's bounding box ``x, y, w, h`` plus run lengths over that crop in row-major
 order, starting with a run of background (possibly 0).
 
 Every accepted example is written to the library at once (``SAMDetect.add_examples``);
