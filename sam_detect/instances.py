@@ -3,7 +3,7 @@
 A dataclass of parallel arrays, one row per object, after supervision's ``Detections``:
 
 - ``masks``  ``(N, H, W)`` bool, in the coordinates of the original image. Stored as one
-  tight box crop per object (:meth:`Instances.mask_crop`), so a 4096 x 4096 mosaic with
+  tight :class:`~sam_detect.masks.MaskCrop` per object (:attr:`Instances.crops`), so a 4096 x 4096 mosaic with
   thousands of objects costs megabytes, not the ``N x H x W`` bytes that the dense
   :attr:`Instances.masks` view builds on demand
 - ``boxes``  ``(N, 4)`` float32, XYXY pixels (x1, y1 inclusive; x2, y2 exclusive edges)
@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from sam_detect.errors import AnnotationError
+from sam_detect.masks import MaskCrop
 
 UNKNOWN = "unknown"
 NEGATIVE = "__negative__"
@@ -54,7 +55,7 @@ class Instances:
     """
 
     __slots__ = (
-        "_crops", "_origins", "_hw", "boxes", "scores", "labels", "label_confidences", "data", "metadata",
+        "_crops", "_hw", "boxes", "scores", "labels", "label_confidences", "data", "metadata",
     )
 
     def __init__(
@@ -72,17 +73,16 @@ class Instances:
         masks = np.asarray(masks)
         if masks.ndim != 3:
             raise ValueError(f"masks must have shape (N, H, W), got {masks.shape}")
-        crops, origins, tight = _dense_to_crops(masks)
-        self._set(crops, origins, (int(masks.shape[1]), int(masks.shape[2])), tight,
-                  boxes, scores, labels, label_confidences, data, metadata)
+        crops = [MaskCrop.from_full(m) for m in masks]
+        self._set(crops, (int(masks.shape[1]), int(masks.shape[2])), boxes, scores, labels,
+                  label_confidences, data, metadata)
 
-    def _set(self, crops, origins, hw, tight, boxes, scores, labels, label_confidences, data, metadata) -> None:
-        self._crops = crops
-        self._origins = origins
+    def _set(self, crops, hw, boxes, scores, labels, label_confidences, data, metadata) -> None:
+        self._crops: list[MaskCrop] = crops
         self._hw = hw
         n = len(crops)
         if boxes is None:
-            boxes = tight
+            boxes = _tight_boxes(crops)
         boxes = np.asarray(boxes, dtype=np.float32)
         if boxes.size == 0:
             boxes = boxes.reshape(0, 4)
@@ -111,9 +111,9 @@ class Instances:
     @classmethod
     def from_crops(
         cls,
-        crops: Sequence[np.ndarray],
-        origins: Any,
-        image_hw: tuple[int, int],
+        crops: Sequence[np.ndarray] | Sequence[MaskCrop],
+        origins: Any = None,
+        image_hw: tuple[int, int] = (0, 0),
         boxes: np.ndarray | None = None,
         scores: np.ndarray | None = None,
         labels: Iterable[Any] | None = None,
@@ -124,8 +124,9 @@ class Instances:
         """Instances from masks given as box crops, never building ``(N, H, W)``.
 
         Args:
-            crops: ``N`` 2-D bool arrays, each the mask inside a rectangle of the image.
-            origins: ``(N, 2)`` int, the ``(x0, y0)`` pixel of each crop's top-left corner.
+            crops: ``N`` :class:`~sam_detect.masks.MaskCrop` (then ``origins`` is ``None``), or
+                ``N`` 2-D bool arrays, each the mask inside a rectangle of the image.
+            origins: with arrays: ``(N, 2)`` int, the ``(x0, y0)`` pixel of each crop's top-left corner.
             image_hw: ``(height, width)`` of the image.
             boxes ... metadata: as for the constructor (``boxes`` default to tight boxes).
 
@@ -134,32 +135,32 @@ class Instances:
         """
         h, w = (int(v) for v in image_hw)
         n = len(crops)
-        origins = np.asarray(origins, dtype=np.int64) if n else np.zeros((0, 2), np.int64)
-        if origins.shape != (n, 2):
-            raise ValueError(f"origins must have shape ({n}, 2), got {origins.shape}")
-        out_crops: list[np.ndarray] = []
-        out_origins = np.zeros((n, 2), dtype=np.int64)
-        tight = np.zeros((n, 4), dtype=np.float32)
-        for i, crop in enumerate(crops):
-            crop = np.asarray(crop)
-            if crop.ndim != 2:
-                raise ValueError(f"mask crop {i} must be 2-D, got shape {crop.shape}")
-            x0, y0 = int(origins[i, 0]), int(origins[i, 1])
-            if x0 < 0 or y0 < 0 or x0 + crop.shape[1] > w or y0 + crop.shape[0] > h:
+        if origins is None:
+            items = list(crops)
+            if not all(isinstance(c, MaskCrop) for c in items):
+                raise ValueError("origins must be given unless every crop is a MaskCrop")
+        else:
+            origins = np.asarray(origins, dtype=np.int64) if n else np.zeros((0, 2), np.int64)
+            if origins.shape != (n, 2):
+                raise ValueError(f"origins must have shape ({n}, 2), got {origins.shape}")
+            items = []
+            for i, crop in enumerate(crops):
+                crop = np.asarray(crop)
+                if crop.ndim != 2:
+                    raise ValueError(f"mask crop {i} must be 2-D, got shape {crop.shape}")
+                items.append(MaskCrop(crop, (origins[i, 0], origins[i, 1])))
+        out: list[MaskCrop] = []
+        for i, m in enumerate(items):
+            x0, y0, x1, y1 = m.box
+            if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
                 raise ValueError(
-                    f"mask crop {i} of shape {crop.shape} at (x0={x0}, y0={y0}) "
+                    f"mask crop {i} of shape {m.crop.shape} at (x0={x0}, y0={y0}) "
                     f"does not lie inside the {h}x{w} image"
                 )
-            crop, (cx0, cy0) = _tighten(crop.astype(bool, copy=False))
-            if crop.size:
-                x0, y0 = x0 + cx0, y0 + cy0
-                tight[i] = (x0, y0, x0 + crop.shape[1], y0 + crop.shape[0])
-            else:
-                x0 = y0 = 0
-            out_crops.append(crop)
-            out_origins[i] = (x0, y0)
+            t = m.tight()
+            out.append(t if type(t) is MaskCrop else MaskCrop(t.crop, t.origin))
         inst = cls.__new__(cls)
-        inst._set(out_crops, out_origins, (h, w), tight, boxes, scores, labels, label_confidences, data, metadata)
+        inst._set(out, (h, w), boxes, scores, labels, label_confidences, data, metadata)
         return inst
 
     @classmethod
@@ -226,7 +227,6 @@ class Instances:
             metadata.update(it.metadata)
         return cls._from_parts(
             [c for it in nonempty for c in it._crops],
-            np.concatenate([it._origins for it in nonempty], axis=0),
             nonempty[0].image_hw,
             boxes=np.concatenate([it.boxes for it in nonempty], axis=0),
             scores=np.concatenate([it.scores for it in nonempty]),
@@ -237,10 +237,10 @@ class Instances:
         )
 
     @classmethod
-    def _from_parts(cls, crops, origins, hw, **kwargs: Any) -> Instances:
+    def _from_parts(cls, crops, hw, **kwargs: Any) -> Instances:
         """Already tight, already checked crops (from another ``Instances``)."""
         inst = cls.__new__(cls)
-        inst._set(list(crops), np.asarray(origins, dtype=np.int64).reshape(-1, 2), hw, None, **kwargs)
+        inst._set(list(crops), hw, **kwargs)
         return inst
 
     # -- masks ----------------------------------------------------------------------------
@@ -251,18 +251,23 @@ class Instances:
         Costs ``N x H x W`` bytes: for one object use :meth:`mask` or :meth:`mask_crop`.
         """
         out = np.zeros((len(self), *self._hw), dtype=bool)
-        for i, crop in enumerate(self._crops):
-            if crop.size:
-                x0, y0 = self._origins[i]
-                out[i, y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] = crop
+        for i, m in enumerate(self._crops):
+            out[i][m.slices] = m.crop
         return out
 
     def mask(self, i: int) -> np.ndarray:
         """A new full-image ``(H, W)`` bool mask of instance ``i``."""
-        out = np.zeros(self._hw, dtype=bool)
-        crop, sl = self.mask_crop(i)
-        out[sl] = crop
-        return out
+        return self._crops[i].full(self._hw)
+
+    @property
+    def crops(self) -> list[MaskCrop]:
+        """The ``N`` tight :class:`~sam_detect.masks.MaskCrop` (a new list of the stored ones:
+        do not modify their arrays)."""
+        return list(self._crops)
+
+    def crop(self, i: int) -> MaskCrop:
+        """Instance ``i``'s tight :class:`~sam_detect.masks.MaskCrop` (the stored one)."""
+        return self._crops[i]
 
     def mask_crop(self, i: int) -> tuple[np.ndarray, tuple[slice, slice]]:
         """Instance ``i``'s mask in its tight box, and that box as ``(rows, cols)`` slices.
@@ -271,41 +276,30 @@ class Instances:
         paints it. An empty mask gives a ``(0, 0)`` crop and empty slices. Do not modify
         the returned crop: it is the stored one.
         """
-        crop = self._crops[i]
-        x0, y0 = (int(v) for v in self._origins[i])
-        return crop, (slice(y0, y0 + crop.shape[0]), slice(x0, x0 + crop.shape[1]))
+        m = self._crops[i]
+        return m.crop, m.slices
 
     def mask_region(self, i: int, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
         """Instance ``i``'s mask inside the rectangle ``[y0:y1, x0:x1]`` (clipped to the image)."""
         h, w = self._hw
         x0, y0, x1, y1 = max(int(x0), 0), max(int(y0), 0), min(int(x1), w), min(int(y1), h)
-        out = np.zeros((max(y1 - y0, 0), max(x1 - x0, 0)), dtype=bool)
-        crop = self._crops[i]
-        if crop.size == 0 or out.size == 0:
-            return out
-        cx0, cy0 = (int(v) for v in self._origins[i])
-        ix0, iy0 = max(x0, cx0), max(y0, cy0)
-        ix1, iy1 = min(x1, cx0 + crop.shape[1]), min(y1, cy0 + crop.shape[0])
-        if ix1 > ix0 and iy1 > iy0:
-            out[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0] = crop[iy0 - cy0 : iy1 - cy0, ix0 - cx0 : ix1 - cx0]
-        return out
+        return self._crops[i].region(x0, y0, x1, y1)
 
     @property
     def mask_crops(self) -> list[np.ndarray]:
         """The ``N`` tight mask crops (a new list of the stored arrays: do not modify them)."""
-        return list(self._crops)
+        return [m.crop for m in self._crops]
 
     @property
     def mask_origins(self) -> np.ndarray:
         """``(N, 2)`` int64 ``(x0, y0)`` of each mask crop's top-left pixel."""
-        return self._origins.copy()
+        return np.array([m.origin for m in self._crops], dtype=np.int64).reshape(-1, 2)
 
     def to_label_image(self, dtype: Any = np.int32) -> np.ndarray:
         """Paint instance ``i`` with ``i + 1`` into an ``(H, W)`` label image (later ones win)."""
         out = np.zeros(self._hw, dtype=dtype)
-        for i in range(len(self)):
-            crop, sl = self.mask_crop(i)
-            out[sl][crop] = i + 1
+        for i, m in enumerate(self._crops):
+            out[m.slices][m.crop] = i + 1
         return out
 
     # -- access ---------------------------------------------------------------------------
@@ -319,7 +313,7 @@ class Instances:
     @property
     def areas(self) -> np.ndarray:
         """Mask areas in pixels, ``(N,)`` int64."""
-        return np.array([np.count_nonzero(c) for c in self._crops], dtype=np.int64)
+        return np.array([m.area for m in self._crops], dtype=np.int64)
 
     def __getitem__(self, index: Any) -> Instances:
         """Slice with an int, a slice, an int array or a boolean mask of length N."""
@@ -342,7 +336,6 @@ class Instances:
                     raise IndexError(f"index out of range for {n} instances")
         return Instances._from_parts(
             [self._crops[i] for i in idx],
-            self._origins[idx],
             self._hw,
             boxes=self.boxes[idx],
             scores=self.scores[idx],
@@ -383,40 +376,9 @@ def as_instances(masks: Instances | np.ndarray, image_hw: tuple[int, int]) -> In
     return masks
 
 
-def _tighten(crop: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
-    """The tight part of a 2-D bool crop and its ``(dx, dy)`` offset; ``(0, 0)`` shape if empty."""
-    rows = np.flatnonzero(crop.any(axis=1))
-    if rows.size == 0:
-        return np.zeros((0, 0), dtype=bool), (0, 0)
-    cols = np.flatnonzero(crop[rows[0] : rows[-1] + 1].any(axis=0))
-    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-    if (y0, x0) == (0, 0) and (y1, x1) == crop.shape:
-        return crop, (0, 0)
-    return crop[y0:y1, x0:x1], (x0, y0)
-
-
-def _dense_to_crops(masks: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-    """Tight crops (copies), origins ``(N, 2)`` and tight boxes ``(N, 4)`` of ``(N, H, W)`` masks."""
-    masks = masks.astype(bool, copy=False)
-    n = masks.shape[0]
-    crops: list[np.ndarray] = []
-    origins = np.zeros((n, 2), dtype=np.int64)
-    boxes = np.zeros((n, 4), dtype=np.float32)
-    if n == 0:
-        return crops, origins, boxes
-    rows = masks.any(axis=2)
-    cols = masks.any(axis=1)
-    for i in range(n):
-        ys = np.flatnonzero(rows[i])
-        xs = np.flatnonzero(cols[i])
-        if ys.size == 0:
-            crops.append(np.zeros((0, 0), dtype=bool))
-            continue
-        y0, y1, x0, x1 = int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
-        crops.append(masks[i, y0:y1, x0:x1].copy())
-        origins[i] = (x0, y0)
-        boxes[i] = (x0, y0, x1, y1)
-    return crops, origins, boxes
+def _tight_boxes(crops: Sequence[MaskCrop]) -> np.ndarray:
+    """``(N, 4)`` float32 XYXY boxes of tight crops; ``(0, 0, 0, 0)`` for an empty one."""
+    return np.array([m.box for m in crops], dtype=np.float32).reshape(-1, 4)
 
 
 def masks_to_xyxy(masks: np.ndarray) -> np.ndarray:
@@ -424,16 +386,4 @@ def masks_to_xyxy(masks: np.ndarray) -> np.ndarray:
 
     An empty mask gets the box ``(0, 0, 0, 0)``.
     """
-    masks = np.asarray(masks, dtype=bool)
-    n = masks.shape[0]
-    boxes = np.zeros((n, 4), dtype=np.float32)
-    if n == 0:
-        return boxes
-    rows = masks.any(axis=2)
-    cols = masks.any(axis=1)
-    for i in range(n):
-        ys = np.flatnonzero(rows[i])
-        xs = np.flatnonzero(cols[i])
-        if ys.size:
-            boxes[i] = (xs[0], ys[0], xs[-1] + 1, ys[-1] + 1)
-    return boxes
+    return _tight_boxes([MaskCrop.from_full(m) for m in np.asarray(masks, dtype=bool)])

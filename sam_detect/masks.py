@@ -5,9 +5,9 @@ Masks are bool ``(H, W)`` arrays at the API, RLE or polygons at rest. RLE is COC
 OpenCV's contour tracing and are simplified with the Douglas-Peucker ``tolerance``
 (in pixels), the way microscopy tools smooth outlines.
 
-A mask may also be given as a *crop*: a 2-D bool array holding the mask inside a rectangle
-of the image, with the rectangle's top-left pixel ``(x0, y0)`` (what
-:meth:`~sam_detect.instances.Instances.mask_crop` gives). :func:`crop_to_rle`,
+A mask kept small is a :class:`MaskCrop`: a 2-D bool array holding the mask inside a
+rectangle of the image, and the rectangle's top-left pixel ``(x0, y0)``, the one form
+``Instances``, the segmenters, the readers and the UI keep masks in. :func:`crop_to_rle`,
 :func:`crop_to_polygons`, :func:`crop_contours` and :func:`polygons_to_crop` give exactly
 what their full-image counterparts give, at a cost that grows with the crop, not the image.
 """
@@ -15,12 +15,181 @@ what their full-image counterparts give, at a cost that grows with the crop, not
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-import cv2
 import numpy as np
 
 from sam_detect.errors import AnnotationError
+
+
+@dataclass(eq=False)
+class MaskCrop:
+    """A bool mask kept as its box crop: ``crop`` ``(h, w)`` bool whose top-left pixel lies
+    at ``origin`` ``(x0, y0)`` of the image; every pixel outside the crop is background.
+
+    An empty mask is a ``(0, 0)`` crop (at ``(0, 0)`` when made here). Boxes are XYXY pixels
+    with exclusive ``x1, y1``. Treat ``crop`` as read-only: ``Instances`` hands out the
+    stored ones.
+    """
+
+    crop: np.ndarray
+    origin: tuple[int, int] = (0, 0)
+
+    def __post_init__(self) -> None:
+        self.crop = np.asarray(self.crop, dtype=bool)
+        if self.crop.ndim != 2:
+            raise AnnotationError(f"a mask crop must be 2-D (h, w), got shape {self.crop.shape}")
+        self.origin = (int(self.origin[0]), int(self.origin[1]))
+
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    def empty(cls, **kwargs: Any) -> MaskCrop:
+        """An empty mask: a ``(0, 0)`` crop at ``(0, 0)``."""
+        return cls(np.zeros((0, 0), dtype=bool), (0, 0), **kwargs)
+
+    @classmethod
+    def from_full(cls, mask: np.ndarray, origin: Sequence[int] = (0, 0), **kwargs: Any) -> MaskCrop:
+        """The tight crop (a copy, so ``mask`` can be freed) of a 2-D bool ``mask`` whose top-left
+        pixel lies at ``origin``; an empty mask gives :meth:`empty`. ``kwargs`` go to the
+        constructor (a subclass's fields)."""
+        mask = np.asarray(mask, dtype=bool)
+        if mask.ndim != 2:
+            raise AnnotationError(f"mask must have shape (H, W), got {mask.shape}")
+        t = MaskCrop(mask, origin).tight()
+        if not t.crop.size:
+            return cls.empty(**kwargs)
+        return cls(np.array(t.crop, order="C"), t.origin, **kwargs)
+
+    def tight(self) -> MaskCrop:
+        """This mask in its tight box: ``self`` when it already is (no copy), else a view."""
+        crop = self.crop
+        rows = np.flatnonzero(crop.any(axis=1))
+        if rows.size == 0:
+            return self if crop.shape == (0, 0) and self.origin == (0, 0) else MaskCrop.empty()
+        cols = np.flatnonzero(crop[rows[0] : rows[-1] + 1].any(axis=0))
+        y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+        if (y0, x0) == (0, 0) and (y1, x1) == crop.shape:
+            return self
+        return MaskCrop(crop[y0:y1, x0:x1], (self.origin[0] + x0, self.origin[1] + y0))
+
+    # -- geometry -----------------------------------------------------------------------
+    @property
+    def x0(self) -> int:
+        return self.origin[0]
+
+    @property
+    def y0(self) -> int:
+        return self.origin[1]
+
+    @property
+    def box(self) -> tuple[int, int, int, int]:
+        """The crop's box, XYXY pixels (x1, y1 exclusive): the tight box when the crop is tight."""
+        h, w = self.crop.shape
+        return self.origin[0], self.origin[1], self.origin[0] + w, self.origin[1] + h
+
+    @property
+    def slices(self) -> tuple[slice, slice]:
+        """The crop's box as ``(rows, cols)`` slices: ``image[rows, cols][crop]`` are its pixels."""
+        x0, y0, x1, y1 = self.box
+        return slice(y0, y1), slice(x0, x1)
+
+    @property
+    def area(self) -> int:
+        """Pixels in the mask."""
+        return int(np.count_nonzero(self.crop))
+
+    def full(self, image_hw: Sequence[int]) -> np.ndarray:
+        """A new ``(H, W)`` bool mask of an image of ``image_hw`` (parts outside it dropped)."""
+        h, w = (int(v) for v in image_hw)
+        return self.region(0, 0, w, h)
+
+    def region(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        """A new bool ``(y1 - y0, x1 - x0)`` array: the mask inside the rectangle ``[y0:y1, x0:x1]``."""
+        out = np.zeros((max(y1 - y0, 0), max(x1 - x0, 0)), dtype=bool)
+        cx0, cy0, cx1, cy1 = self.box
+        ix0, iy0, ix1, iy1 = max(x0, cx0), max(y0, cy0), min(x1, cx1), min(y1, cy1)
+        if ix1 > ix0 and iy1 > iy0:
+            out[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0] = self.crop[iy0 - cy0 : iy1 - cy0, ix0 - cx0 : ix1 - cx0]
+        return out
+
+    def contains(self, x: float, y: float) -> bool:
+        """Whether pixel ``(x, y)`` (image coordinates, truncated to ints) is in the mask."""
+        h, w = self.crop.shape
+        ix, iy = int(x) - self.origin[0], int(y) - self.origin[1]
+        return 0 <= ix < w and 0 <= iy < h and bool(self.crop[iy, ix])
+
+    def shifted(self, dx: int, dy: int) -> MaskCrop:
+        """The same crop moved by ``(dx, dy)`` pixels (shares ``crop``)."""
+        return MaskCrop(self.crop, (self.origin[0] + dx, self.origin[1] + dy))
+
+    # -- two masks ----------------------------------------------------------------------
+    def intersection(self, other: MaskCrop) -> int:
+        """Pixels in both masks, counted inside the overlap of the two boxes."""
+        ax0, ay0, ax1, ay1 = self.box
+        bx0, by0, bx1, by1 = other.box
+        x0, y0, x1, y1 = max(ax0, bx0), max(ay0, by0), min(ax1, bx1), min(ay1, by1)
+        if x1 <= x0 or y1 <= y0:
+            return 0
+        pa = self.crop[y0 - ay0 : y1 - ay0, x0 - ax0 : x1 - ax0]
+        pb = other.crop[y0 - by0 : y1 - by0, x0 - bx0 : x1 - bx0]
+        return int(np.count_nonzero(pa & pb))
+
+    def iou(self, other: MaskCrop) -> float:
+        """Intersection over union of two masks (0 when both are empty)."""
+        inter = self.intersection(other)
+        union = self.area + other.area - inter
+        return inter / union if union else 0.0
+
+    def union(self, other: MaskCrop) -> MaskCrop:
+        """One mask covering both, over the box holding both boxes (an empty one adds nothing)."""
+        if not self.crop.size:
+            return MaskCrop(other.crop, other.origin)
+        if not other.crop.size:
+            return MaskCrop(self.crop, self.origin)
+        ax0, ay0, ax1, ay1 = self.box
+        bx0, by0, bx1, by1 = other.box
+        x0, y0, x1, y1 = min(ax0, bx0), min(ay0, by0), max(ax1, bx1), max(ay1, by1)
+        out = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+        out[ay0 - y0 : ay1 - y0, ax0 - x0 : ax1 - x0] |= self.crop
+        out[by0 - y0 : by1 - y0, bx0 - x0 : bx1 - x0] |= other.crop
+        return MaskCrop(out, (x0, y0))
+
+
+def crop_boxes(crops: Sequence[MaskCrop]) -> np.ndarray:
+    """``(N, 4)`` int64 XYXY boxes of mask crops."""
+    return np.array([c.box for c in crops], dtype=np.int64).reshape(-1, 4)
+
+
+_PAIR_BLOCK = 1 << 18  # box pairs compared at once when looking for overlapping boxes
+
+
+def crops_iou(a: Sequence[MaskCrop], b: Sequence[MaskCrop]) -> np.ndarray:
+    """Pairwise IoU of two lists of mask crops (of one image): ``(len(a), len(b))`` float64.
+
+    Only pairs whose boxes overlap are intersected (:meth:`MaskCrop.intersection`), so
+    thousands of small objects in a large image stay cheap.
+    """
+    p, g = len(a), len(b)
+    iou = np.zeros((p, g), dtype=np.float64)
+    if p == 0 or g == 0:
+        return iou
+    ab, bb = crop_boxes(a), crop_boxes(b)
+    aa = np.array([c.area for c in a], dtype=np.int64)
+    ba = np.array([c.area for c in b], dtype=np.int64)
+    step = max(1, _PAIR_BLOCK // g)
+    for start in range(0, p, step):
+        blk = ab[start : start + step]
+        x1 = np.maximum(blk[:, None, 0], bb[None, :, 0])
+        y1 = np.maximum(blk[:, None, 1], bb[None, :, 1])
+        x2 = np.minimum(blk[:, None, 2], bb[None, :, 2])
+        y2 = np.minimum(blk[:, None, 3], bb[None, :, 3])
+        for r, j in zip(*np.nonzero((x2 > x1) & (y2 > y1)), strict=True):
+            i = start + r
+            inter = a[i].intersection(b[j])
+            if inter:
+                iou[i, j] = inter / (aa[i] + ba[j] - inter)
+    return iou
 
 
 def mask_to_rle(mask: np.ndarray) -> dict[str, Any]:
@@ -110,6 +279,8 @@ def mask_to_polygons(mask: np.ndarray, tolerance: float = 1.0, min_points: int =
     ``tolerance`` is the Douglas-Peucker simplification distance in pixels (0 keeps every
     contour point). Holes are not returned; each connected part gives one polygon.
     """
+    import cv2
+
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise AnnotationError(f"mask must have shape (H, W), got {mask.shape}")
@@ -121,7 +292,7 @@ def crop_contours(
     crop: np.ndarray,
     origin: Sequence[int],
     image_hw: Sequence[int],
-    method: int = cv2.CHAIN_APPROX_NONE,
+    method: int | None = None,
 ) -> list[np.ndarray]:
     """OpenCV's outer contours (``RETR_EXTERNAL``) of the full-image mask that is ``crop`` at
     ``origin`` ``(x0, y0)``, in image coordinates: the same contours, in the same order, as
@@ -131,6 +302,8 @@ def crop_contours(
     border, so the tracing sees what it sees in the full image (OpenCV treats the image
     border specially: a crop edge inside the image must not look like one).
     """
+    import cv2
+
     crop = np.asarray(crop)
     if crop.ndim != 2:
         raise AnnotationError(f"mask crop must be 2-D, got shape {crop.shape}")
@@ -143,6 +316,7 @@ def crop_contours(
     bottom, right = int(y0 + ch < h), int(x0 + cw < w)
     padded = np.zeros((ch + top + bottom, cw + left + right), dtype=np.uint8)
     padded[top : top + ch, left : left + cw] = crop
+    method = cv2.CHAIN_APPROX_NONE if method is None else method
     contours, _ = cv2.findContours(padded, cv2.RETR_EXTERNAL, method, offset=(x0 - left, y0 - top))
     return list(contours)
 
@@ -159,6 +333,8 @@ def crop_to_polygons(
 
 
 def _simplify(contours: Sequence[np.ndarray], tolerance: float, min_points: int) -> list[np.ndarray]:
+    import cv2
+
     polygons = []
     for c in contours:
         if tolerance > 0:
@@ -169,21 +345,21 @@ def _simplify(contours: Sequence[np.ndarray], tolerance: float, min_points: int)
     return polygons
 
 
-def polygons_to_crop(
-    polygons: Sequence[np.ndarray] | np.ndarray, image_hw: tuple[int, int]
-) -> tuple[np.ndarray, tuple[int, int]]:
-    """:func:`polygons_to_mask` as a crop: the mask inside the polygons' bounding box (clipped
-    to the image) and that box's ``(x0, y0)``. A polygon wholly outside gives a ``(0, 0)`` crop."""
+def polygons_to_crop(polygons: Sequence[np.ndarray] | np.ndarray, image_hw: tuple[int, int]) -> MaskCrop:
+    """:func:`polygons_to_mask` as a :class:`MaskCrop` over the polygons' bounding box (clipped
+    to the image). A polygon wholly outside gives an empty one."""
+    import cv2
+
     h, w = image_hw
     pts = _polygon_points(polygons)
     allp = np.concatenate(pts, axis=0)
     x0, y0 = max(int(allp[:, 0].min()), 0), max(int(allp[:, 1].min()), 0)
     x1, y1 = min(int(allp[:, 0].max()) + 1, w), min(int(allp[:, 1].max()) + 1, h)
     if x1 <= x0 or y1 <= y0:
-        return np.zeros((0, 0), dtype=bool), (0, 0)
+        return MaskCrop.empty()
     out = np.zeros((y1 - y0, x1 - x0), dtype=np.uint8)
     cv2.fillPoly(out, [p - np.array([x0, y0], dtype=np.int32) for p in pts], 1)
-    return out.astype(bool), (x0, y0)
+    return MaskCrop(out.astype(bool), (x0, y0))
 
 
 def _polygon_points(polygons: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray]:
@@ -204,6 +380,8 @@ def _polygon_points(polygons: Sequence[np.ndarray] | np.ndarray) -> list[np.ndar
 
 def polygons_to_mask(polygons: Sequence[np.ndarray] | np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
     """Rasterise polygons (each ``(K, 2)`` XY pixels, K >= 3) to a bool ``(H, W)`` mask."""
+    import cv2
+
     h, w = image_hw
     pts = _polygon_points(polygons)
     out = np.zeros((h, w), dtype=np.uint8)
@@ -213,31 +391,14 @@ def polygons_to_mask(polygons: Sequence[np.ndarray] | np.ndarray, image_hw: tupl
 
 def box_to_mask(box: Sequence[float], image_hw: tuple[int, int]) -> np.ndarray:
     """Bool ``(H, W)`` mask filling the XYXY ``box`` (clipped to the image)."""
-    crop, (x0, y0) = box_to_crop(box, image_hw)
-    out = np.zeros(image_hw, dtype=bool)
-    out[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] = crop
-    return out
+    return box_to_crop(box, image_hw).full(image_hw)
 
 
-def box_to_crop(box: Sequence[float], image_hw: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
-    """:func:`box_to_mask` as a crop: all-``True`` over the box's pixels, and its ``(x0, y0)``."""
+def box_to_crop(box: Sequence[float], image_hw: tuple[int, int]) -> MaskCrop:
+    """:func:`box_to_mask` as a :class:`MaskCrop`: all-``True`` over the box's pixels."""
     x1, y1, x2, y2 = validate_box(box, image_hw)
     x0, y0 = int(np.floor(x1)), int(np.floor(y1))
-    return np.ones((int(np.ceil(y2)) - y0, int(np.ceil(x2)) - x0), dtype=bool), (x0, y0)
-
-
-def mask_to_crop(mask: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
-    """The tight box crop of a bool ``(H, W)`` mask (a copy, so ``mask`` can be freed) and its
-    ``(x0, y0)``; an empty mask gives a ``(0, 0)`` crop at ``(0, 0)``."""
-    mask = np.asarray(mask, dtype=bool)
-    if mask.ndim != 2:
-        raise AnnotationError(f"mask must have shape (H, W), got {mask.shape}")
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
-        return np.zeros((0, 0), dtype=bool), (0, 0)
-    cols = np.flatnonzero(mask[rows[0] : rows[-1] + 1].any(axis=0))
-    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-    return mask[y0:y1, x0:x1].copy(), (x0, y0)
+    return MaskCrop(np.ones((int(np.ceil(y2)) - y0, int(np.ceil(x2)) - x0), dtype=bool), (x0, y0))
 
 
 def _numbers(values: Sequence[float], what: str) -> np.ndarray:

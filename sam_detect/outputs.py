@@ -8,7 +8,7 @@ from __future__ import annotations
 import colorsys
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ def instance_records(
     """
     records = []
     hw = instances.image_hw
-    origins = instances.mask_origins
+    crops = instances.crops
     sim = instances.data.get("similarity")
     neigh = instances.data.get("neighbours")
     areas = instances.areas
@@ -50,11 +50,11 @@ def instance_records(
         }
         if sim is not None:
             rec["similarity"] = round(float(sim[i]), 4)
-        crop = instances.mask_crop(i)[0] if polygons or rle else None
+        m = crops[i]
         if polygons:
-            rec["polygons"] = [np.round(p, 2).tolist() for p in crop_to_polygons(crop, origins[i], hw, tolerance)]
+            rec["polygons"] = [np.round(p, 2).tolist() for p in crop_to_polygons(m.crop, m.origin, hw, tolerance)]
         if rle:
-            rec["rle"] = crop_to_rle(crop, origins[i], hw)
+            rec["rle"] = crop_to_rle(m.crop, m.origin, hw)
         if neighbours and neigh is not None:
             rec["neighbours"] = neigh[i]
         records.append(rec)
@@ -81,47 +81,19 @@ def image_record(instances: Instances, image_path: str | None = None, **kwargs: 
     }
 
 
-def to_coco(
-    results: Iterable[tuple[str, Instances]],
-    *,
-    categories: Sequence[str] | None = None,
-) -> dict[str, Any]:
-    """COCO instance-segmentation JSON (``images``, ``annotations`` with RLE and XYWH ``bbox``,
-    ``categories``) for ``(image_path, instances)`` pairs; ``score`` holds the label confidence.
-    """
+def predictions_to_coco(results: Iterable[tuple[str, Instances]]) -> dict[str, Any]:
+    """COCO JSON of ``(image_path, instances)`` detection results: every object (RLE masks),
+    ``score`` its label confidence (:func:`~sam_detect.formats.coco.to_coco`)."""
+    from sam_detect.formats.coco import to_coco
+
     results = list(results)
-    names = list(categories) if categories else sorted({str(lab) for _, inst in results for lab in inst.labels})
-    cat_id = {name: i + 1 for i, name in enumerate(names)}
-    images, annotations = [], []
-    for image_id, (path, inst) in enumerate(results, start=1):
-        h, w = inst.image_hw
-        images.append({"id": image_id, "file_name": str(path), "height": int(h), "width": int(w)})
-        areas = inst.areas
-        origins = inst.mask_origins
-        for i in range(len(inst)):
-            label = str(inst.labels[i])
-            if label not in cat_id:
-                cat_id[label] = len(cat_id) + 1
-                names.append(label)
-            x1, y1, x2, y2 = (float(v) for v in inst.boxes[i])
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": cat_id[label],
-                    "segmentation": crop_to_rle(inst.mask_crop(i)[0], origins[i], (h, w)),
-                    "area": int(areas[i]),
-                    "bbox": [x1, y1, x2 - x1, y2 - y1],
-                    "iscrowd": 0,
-                    "score": round(float(inst.label_confidences[i]), 4),
-                }
-            )
-    return {
-        "info": {"description": "sam-detect predictions"},
-        "images": images,
-        "annotations": annotations,
-        "categories": [{"id": cat_id[n], "name": n} for n in names],
-    }
+    return to_coco(
+        [inst for _, inst in results],
+        [str(path) for path, _ in results],
+        use_rle=True,
+        keep_empty=True,
+        description="sam-detect predictions",
+    )
 
 
 def write_json(obj: Any, path: str | Path) -> None:
@@ -156,19 +128,18 @@ def render_overlay(
         return out
     colors = {lab: np.array(label_color(lab), dtype=np.float32) for lab in set(instances.labels)}
     paint = out.astype(np.float32)
-    for i in range(len(instances)):
-        crop, sl = instances.mask_crop(i)
-        region = paint[sl]
-        region[crop] = region[crop] * (1 - alpha) + colors[instances.labels[i]] * alpha
+    crops = instances.crops
+    for i, m in enumerate(crops):
+        region = paint[m.slices]
+        region[m.crop] = region[m.crop] * (1 - alpha) + colors[instances.labels[i]] * alpha
     out = paint.astype(np.uint8)
     hw = instances.image_hw
-    origins = instances.mask_origins
     scale = max(0.35, min(out.shape[:2]) / 1500)
     for i in range(len(instances)):
         color = tuple(int(c) for c in colors[instances.labels[i]])
         x1, y1, x2, y2 = (int(round(v)) for v in instances.boxes[i])
         if outline:
-            contours = crop_contours(instances.mask_crop(i)[0], origins[i], hw, cv2.CHAIN_APPROX_SIMPLE)
+            contours = crop_contours(crops[i].crop, crops[i].origin, hw, cv2.CHAIN_APPROX_SIMPLE)
             cv2.drawContours(out, contours, -1, color, 1)
         if boxes:
             cv2.rectangle(out, (x1, y1), (x2 - 1, y2 - 1), color, 1)

@@ -20,7 +20,7 @@ import numpy as np
 
 from sam_detect.embed.base import embeds_instances
 from sam_detect.errors import AnnotationError, LibraryNotFoundError, SamDetectError
-from sam_detect.instances import NEGATIVE, UNKNOWN, Instances
+from sam_detect.instances import NEGATIVE, UNKNOWN, Instances, as_instances
 
 log = logging.getLogger("sam_detect")
 
@@ -323,6 +323,14 @@ class SAMDetect:
             self.store.update_extra(self.config.library, MODEL_KEY, ident)
 
     # -- embedding ----------------------------------------------------------------------
+    def embed(self, image: Any, instances: Instances, *, typical_area: float | None = None) -> np.ndarray:
+        """The vectors ``detect`` and ``add_examples`` give ``instances`` of ``image``:
+        ``(N, D)`` float32, L2-normalised per view, through this detector's crop, fade and
+        embedder (or the embedder's own per-instance path). ``typical_area`` (pixels) goes
+        to embedders that scale their view by the objects' size."""
+        rgb = self._load(image).rgb
+        return self._embed(rgb, as_instances(instances, rgb.shape[:2]), {}, typical_area=typical_area)
+
     def _embed(
         self, rgb: np.ndarray, instances: Instances, timings: dict[str, float], typical_area: float | None = None
     ) -> np.ndarray:
@@ -632,7 +640,7 @@ class SAMDetect:
         if isinstance(annotations, Instances):
             return annotations
         if isinstance(annotations, (str, Path)):
-            from sam_detect.annotations import load_annotations
+            from sam_detect.formats import load_annotations
 
             return load_annotations(annotations, image_shape=image_hw)
         lab = np.asarray(annotations)

@@ -140,26 +140,23 @@ def slide_windows(hw: tuple[int, int], tile: int = DEFAULT_TILE, overlap: int = 
 
 
 def detect_window(detector: Any, info: SlideInfo, window: tuple[int, int, int, int], tile_index: int) -> list:
-    """Detect in one window; the objects as slide-coordinate ``LocalMask`` s, marked cut where
+    """Detect in one window; the objects as slide-coordinate ``TileMask`` s, marked cut where
     they touch a window side inside the slide, with label, confidence, similarity and
     neighbours in ``info``."""
-    from sam_detect.segment.tiling import LocalMask, mark_cut
+    from sam_detect.segment.tiling import TileMask, mark_cut
 
     found = detector.detect(window_rgb(info, window))
     x0, y0 = window[:2]
     sim = found.data.get("similarity")
     neigh = found.data.get("neighbours")
-    origins = found.mask_origins
     items = []
-    for i in range(len(found)):
-        crop = found.mask_crop(i)[0]
+    for i, crop in enumerate(found.crops):
         extra = {"label": found.labels[i], "confidence": float(found.label_confidences[i])}
         if sim is not None:
             extra["similarity"] = float(sim[i])
         if neigh is not None:
             extra["neighbours"] = neigh[i]
-        m = LocalMask(int(origins[i, 0]) + x0, int(origins[i, 1]) + y0, crop, float(found.scores[i]), extra,
-                      tile=tile_index)
+        m = TileMask(crop.crop, (crop.x0 + x0, crop.y0 + y0), float(found.scores[i]), extra, tile=tile_index)
         items.append(mark_cut(m, window, info.hw))
     return items
 
@@ -167,6 +164,7 @@ def detect_window(detector: Any, info: SlideInfo, window: tuple[int, int, int, i
 def merge_windows(items: Sequence[Any], info: SlideInfo) -> Any:
     """One ``Instances`` for the slide from every window's objects, merged across seams."""
     from sam_detect.instances import Instances
+    from sam_detect.masks import MaskCrop
     from sam_detect.segment.tiling import merge_tiled
 
     # a window's objects never overlap (detect selects a non-overlapping set): disjoint merge
@@ -178,7 +176,7 @@ def merge_windows(items: Sequence[Any], info: SlideInfo) -> Any:
     if merged and all("neighbours" in m.info for m in merged):
         data["neighbours"] = [m.info["neighbours"] for m in merged]
     return Instances.from_crops(
-        [m.mask for m in merged], np.array([(m.x0, m.y0) for m in merged], np.int64).reshape(-1, 2), info.hw,
+        [MaskCrop(m.crop, m.origin) for m in merged], None, info.hw,
         scores=np.array([m.score for m in merged], np.float32),
         labels=[m.info["label"] for m in merged],
         label_confidences=np.array([m.info["confidence"] for m in merged], np.float32),

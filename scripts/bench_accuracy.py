@@ -118,8 +118,8 @@ def _nuclei_timelapse(images: list, gt: list) -> dict:
 
 def dataset(name: str) -> dict:
     """Images, ground truth and protocol settings of one dataset."""
-    from sam_detect.annotations import load_annotations, read_label_image
     from sam_detect.eval.protocol import ImageRef
+    from sam_detect.formats import load_annotations, read_label_image
 
     if name == "hela":
         gt = list(read_label_image(HELA_SEG))

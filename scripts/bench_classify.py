@@ -51,7 +51,7 @@ def _gt_set(name: str) -> tuple[list[tuple[np.ndarray, object]], dict]:
     ``protocol``: ``shots`` per class, the images the examples are drawn from
     (``examples_from``) and the images scored (``score_on``; drawn objects are not scored).
     """
-    from sam_detect.annotations import load_annotations
+    from sam_detect.formats import load_annotations
     from sam_detect.instances import Instances
     from sam_detect.io.images import load_image, to_rgb_uint8
 
@@ -170,8 +170,8 @@ def _auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
 
 def confidence(name: str, embedder: str) -> dict:
     from sam_detect import DetectorConfig, SAMDetect
-    from sam_detect.annotations import read_label_image
     from sam_detect.eval.metrics import instances_iou
+    from sam_detect.formats import read_label_image
     from sam_detect.instances import Instances
     from sam_detect.io.images import load_image
 

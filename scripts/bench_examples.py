@@ -67,8 +67,8 @@ def _row(m) -> dict:
 
 def protocol_dataset(name: str, config) -> dict:
     """A data set scored with the few-shot protocol, three ways (``examples_worth``)."""
-    from sam_detect.annotations import read_label_image
     from sam_detect.eval.protocol import ImageRef, examples_worth
+    from sam_detect.formats import read_label_image
 
     if name == "hela":
         gt = list(read_label_image(HELA_SEG))

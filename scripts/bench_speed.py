@@ -56,7 +56,7 @@ def _peak_rss_mb() -> float:
 
 
 def _detector(pipe: str):
-    from sam_detect.annotations import load_annotations
+    from sam_detect.formats import load_annotations
     from sam_detect.io.images import load_image
     from sam_detect.pipeline import DetectorConfig, SAMDetect
 
@@ -94,7 +94,7 @@ def worker_stages(pipe: str, repeats: int) -> dict:
 
 def worker_sizes(pipe: str, sizes: list[int], repeats: int) -> dict:
     from sam_detect.io.images import load_image
-    from sam_detect.outputs import instance_records, to_coco
+    from sam_detect.outputs import instance_records, predictions_to_coco
 
     det = _detector(pipe)
     base = load_image(HELA_IMG, frame=1).rgb
@@ -114,7 +114,7 @@ def worker_sizes(pipe: str, sizes: list[int], repeats: int) -> dict:
                 inst = det.detect(tiled)
                 t = time.perf_counter()
                 records = instance_records(inst)  # the CLI's --json: polygons
-                coco = to_coco([("mosaic.png", inst)])
+                coco = predictions_to_coco([("mosaic.png", inst)])
                 meta = dict(inst.metadata)
                 meta["timings"] = {**meta["timings"], "output": time.perf_counter() - t}
                 rows.append(meta)

@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sam_detect.annotations import (
+from sam_detect.errors import AnnotationError
+from sam_detect.eval import mask_iou
+from sam_detect.formats import (
     instances_to_label_image,
     load_annotation_set,
     load_annotations,
@@ -18,8 +20,6 @@ from sam_detect.annotations import (
     save_labelme,
     to_coco,
 )
-from sam_detect.errors import AnnotationError
-from sam_detect.eval import mask_iou
 from sam_detect.instances import Instances
 from sam_detect.masks import mask_to_rle
 

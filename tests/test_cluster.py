@@ -102,7 +102,7 @@ def test_cluster_matches_local_and_builds_models_once_per_worker(client, hela):
     assert _records(remote) == _records(local)
     assert all(r.record["count"] > 50 for r in remote)
     assert [r.overlay for r in remote] == [r.overlay for r in local]
-    from sam_detect.outputs import to_coco
+    from sam_detect.outputs import predictions_to_coco as to_coco
 
     assert to_coco([(r.path, r.instances) for r in remote]) == to_coco([(r.path, r.instances) for r in local])
     # one detector per worker for the run, not one per image

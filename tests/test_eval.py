@@ -124,7 +124,7 @@ def test_curve_and_revote_match_real_runs(scenes):
 
 
 def test_label_image_ground_truth_and_label_override(scenes):
-    from sam_detect.annotations import instances_to_label_image
+    from sam_detect.formats import instances_to_label_image
 
     imgs, gts = scenes
     lab = [instances_to_label_image(g) for g in gts]

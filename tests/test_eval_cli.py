@@ -9,7 +9,7 @@ import pytest
 import tifffile
 from conftest import draw_scene, run_main
 
-from sam_detect.annotations import save_coco, save_label_image
+from sam_detect.formats import save_coco, save_label_image
 from sam_detect.instances import Instances
 
 FAST = ["--segmenter", "classical", "--embedder", "handcrafted", "--store", "memory", "-q"]

@@ -15,19 +15,19 @@ import cv2
 import numpy as np
 import pytest
 
-import sam_detect.annotations as A
+import sam_detect.formats as A
 from sam_detect import outputs
 from sam_detect.eval.matching import mask_iou
 from sam_detect.eval.metrics import ImageMatch, compute_metrics, instances_iou
 from sam_detect.eval.report import EXAMPLE_COLOR, FN_COLOR, FP_COLOR, TP_COLOR, render_match_overlay
 from sam_detect.instances import Instances
 from sam_detect.masks import (
+    MaskCrop,
     box_to_crop,
     box_to_mask,
     crop_contours,
     crop_to_polygons,
     crop_to_rle,
-    mask_to_crop,
     mask_to_polygons,
     mask_to_rle,
     polygons_to_crop,
@@ -83,7 +83,8 @@ def test_crop_to_rle_is_byte_identical_to_full_mask_rle(seed):
     for _ in range(250):
         hw = (int(rng.integers(1, 70)), int(rng.integers(1, 70)))
         m = random_mask(rng, hw)
-        crop, origin = mask_to_crop(m)
+        mc = MaskCrop.from_full(m)
+        crop, origin = mc.crop, mc.origin
         assert crop_to_rle(crop, origin, hw) == mask_to_rle(m)
         # a crop that is not tight (background margin inside the image) gives the same RLE
         if crop.size:
@@ -117,7 +118,8 @@ def test_crop_polygons_and_contours_equal_full_mask_ones(seed):
     for _ in range(150):
         hw = (int(rng.integers(1, 60)), int(rng.integers(1, 60)))
         m = random_mask(rng, hw)
-        crop, origin = mask_to_crop(m)
+        mc = MaskCrop.from_full(m)
+        crop, origin = mc.crop, mc.origin
         for tol in (0.0, 1.0, 2.5):
             assert same_polygons(crop_to_polygons(crop, origin, hw, tol), mask_to_polygons(m, tol))
         for method in (cv2.CHAIN_APPROX_NONE, cv2.CHAIN_APPROX_SIMPLE):
@@ -137,12 +139,14 @@ def test_polygons_and_boxes_to_crop_equal_full_rasterisation(seed):
             rng.uniform(-15, max(hw) + 15, size=(int(rng.integers(3, 8)), 2))
             for _ in range(int(rng.integers(1, 3)))
         ]
-        crop, (x0, y0) = polygons_to_crop(polys, hw)
+        mc = polygons_to_crop(polys, hw)
+        crop, (x0, y0) = mc.crop, mc.origin
         full = np.zeros(hw, bool)
         full[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] = crop
         np.testing.assert_array_equal(full, polygons_to_mask(polys, hw))
     box = (2.5, 1.2, 7.0, 30.0)
-    crop, (x0, y0) = box_to_crop(box, (20, 10))
+    mc = box_to_crop(box, (20, 10))
+    crop, (x0, y0) = mc.crop, mc.origin
     full = np.zeros((20, 10), bool)
     full[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] = crop
     np.testing.assert_array_equal(full, box_to_mask(box, (20, 10)))
@@ -180,7 +184,7 @@ def test_instance_records_to_coco_and_overlay_equal_dense(seed):
         assert rec["rle"] == mask_to_rle(m)
         assert rec["polygons"] == [np.round(p, 2).tolist() for p in mask_to_polygons(m, 1.0)]
         assert rec["area"] == int(m.sum())
-    coco = outputs.to_coco([("a.png", inst), ("b.png", inst[::2])])
+    coco = outputs.predictions_to_coco([("a.png", inst), ("b.png", inst[::2])])
     segs = [a["segmentation"] for a in coco["annotations"]]
     want = [mask_to_rle(inst.mask(i)) for i in range(len(inst))]
     want += [mask_to_rle(inst.mask(i)) for i in range(0, len(inst), 2)]
@@ -280,10 +284,11 @@ def test_instances_iou_equals_dense_mask_iou(seed):
 
 def test_instances_iou_blocks_and_size_check(monkeypatch):
     import sam_detect.eval.metrics as M
+    import sam_detect.masks as masks
 
     rng = np.random.default_rng(9)
     pred, gt = random_instances(rng, 9, (20, 20)), random_instances(rng, 7, (20, 20))
-    monkeypatch.setattr(M, "_PAIR_BLOCK", 3)  # several row blocks
+    monkeypatch.setattr(masks, "_PAIR_BLOCK", 3)  # several row blocks
     np.testing.assert_array_equal(M.instances_iou(pred, gt), mask_iou(pred.masks, gt.masks))
     with pytest.raises(ValueError, match="ground truth is"):
         M.instances_iou(pred, random_instances(rng, 2, (20, 21)))
@@ -327,7 +332,7 @@ def test_match_overlay_equals_dense():
 
 
 def test_refine_postprocess_on_crops_equals_full_image():
-    from sam_detect.cli.refine import _iou, _postprocess, _result_mask
+    from sam_detect.refine import postprocess, result_mask
 
     rng = np.random.default_rng(13)
     hw = (32, 36)
@@ -336,14 +341,15 @@ def test_refine_postprocess_on_crops_equals_full_image():
         for grow in (-2, -1, 0, 1, 3):
             for keep_parts in (False, True):
                 for i in range(len(res)):
-                    crop, (x0, y0) = _result_mask(res, i, grow, keep_parts)
+                    mc = result_mask(res, i, grow, keep_parts)
+                    crop, (x0, y0) = mc.crop, mc.origin
                     got = np.zeros(hw, bool)
                     got[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] = crop
-                    np.testing.assert_array_equal(got, _postprocess(res.mask(i), grow, keep_parts))
+                    np.testing.assert_array_equal(got, postprocess(res.mask(i), grow, keep_parts))
         a, b = res.mask(0), res.mask(1)
         union = np.count_nonzero(a | b)
         want = float(np.count_nonzero(a & b) / union) if union else 0.0
-        assert _iou(mask_to_crop(a), mask_to_crop(b)) == pytest.approx(want, abs=0)
+        assert MaskCrop.from_full(a).iou(MaskCrop.from_full(b)) == pytest.approx(want, abs=0)
 
 
 # -- a big image: never N x H x W ---------------------------------------------------------------
@@ -397,7 +403,7 @@ def test_big_image_outputs_stay_small(tmp_path):
             np.round(p, 2).tolist() for p in mask_to_polygons(inst.mask(i))
         ]
     coco = {}
-    assert peak_mib(lambda: coco.update(outputs.to_coco([("big.png", inst)]))) < bound
+    assert peak_mib(lambda: coco.update(outputs.predictions_to_coco([("big.png", inst)]))) < bound
     assert coco["annotations"][n - 1]["segmentation"] == mask_to_rle(inst.mask(n - 1))
     assert peak_mib(lambda: A.to_coco(inst)) < bound
     assert peak_mib(lambda: A.to_coco(inst, use_rle=True)) < bound

@@ -187,3 +187,16 @@ def test_16bit_input_is_normalised(taught, scene):
     sixteen = rgb[..., 0].astype(np.uint16) * 150 + 30000  # an offset like the HeLa data
     found = taught.detect(sixteen)
     assert _matched_labels(found, masks, labels) == labels
+
+
+def test_embed_gives_the_vectors_of_add_examples(taught):
+    from tests.conftest import draw_scene
+
+    rgb, masks, _ = draw_scene(seed=1, n_discs=3, n_squares=3)  # the scene the examples came from
+    got = taught.embed(rgb, Instances(masks=masks))
+    dim = int(taught.embedder.dim)
+    assert got.shape == (6, dim) and got.dtype == np.float32
+    stored = np.concatenate([v for _, v, _, _ in taught.store.iter_examples("shapes")])
+    np.testing.assert_allclose((got @ stored.T).max(axis=1), 1.0, atol=1e-4)  # each one is stored
+    np.testing.assert_allclose(taught.embed(rgb, masks[0]), got[:1], atol=1e-6)  # a (H, W) mask
+    assert taught.embed(rgb, Instances.empty(rgb.shape[:2])).shape == (0, dim)

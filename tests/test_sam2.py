@@ -16,10 +16,8 @@ import pytest
 from sam_detect.errors import AnnotationError, ImageLoadError, ModelNotAvailableError
 from sam_detect.instances import Instances, masks_to_xyxy
 from sam_detect.segment.tiling import (
-    LocalMask,
-    local_from_full,
+    TileMask,
     mark_cut,
-    mask_iou,
     mask_nms,
     merge_tiled,
     tile_windows,
@@ -171,9 +169,9 @@ def test_mask_nms_keeps_best_of_duplicates():
     c = np.zeros((50, 50), bool)
     c[35:45, 35:45] = True
     items = [
-        local_from_full(a, score=0.5),
-        local_from_full(b, score=0.9),
-        local_from_full(c, score=0.1),
+        TileMask.from_full(a, score=0.5),
+        TileMask.from_full(b, score=0.9),
+        TileMask.from_full(c, score=0.1),
     ]
     kept = mask_nms(items, 0.5)
     assert [k.score for k in kept] == [0.9, 0.1]
@@ -190,8 +188,8 @@ def test_merge_tiled_joins_cut_halves_and_prefers_whole_masks():
     left, right = obj.copy(), obj.copy()
     left[:, 160:] = False
     right[:, :140] = False
-    a = mark_cut(local_from_full(left, score=0.8, tile=0), t0, hw)
-    b = mark_cut(local_from_full(right, score=0.7, tile=1), t1, hw)
+    a = mark_cut(TileMask.from_full(left, score=0.8, tile=0), t0, hw)
+    b = mark_cut(TileMask.from_full(right, score=0.7, tile=1), t1, hw)
     assert a.cut and b.cut
     merged = merge_tiled([a, b])
     assert len(merged) == 1
@@ -199,17 +197,17 @@ def test_merge_tiled_joins_cut_halves_and_prefers_whole_masks():
 
     other = np.zeros(hw, bool)
     other[70:90, 100:250] = True
-    c = mark_cut(local_from_full(other & (np.arange(300) < 160)[None], tile=0), t0, hw)
+    c = mark_cut(TileMask.from_full(other & (np.arange(300) < 160)[None], tile=0), t0, hw)
     d = mark_cut(
-        local_from_full(np.roll(other, 12, axis=0) & (np.arange(300) >= 140)[None], tile=1), t1, hw
+        TileMask.from_full(np.roll(other, 12, axis=0) & (np.arange(300) >= 140)[None], tile=1), t1, hw
     )
     assert len(merge_tiled([c, d])) == 2  # the pieces disagree in the shared columns: not joined
 
     small = np.zeros(hw, bool)
     small[10:20, 145:158] = True  # whole in tile 1, cut off in tile 0
-    whole = mark_cut(local_from_full(small, score=0.5, tile=1), t1, hw)
+    whole = mark_cut(TileMask.from_full(small, score=0.5, tile=1), t1, hw)
     piece = mark_cut(
-        local_from_full(small & (np.arange(300) < 150)[None], score=0.9, tile=0),
+        TileMask.from_full(small & (np.arange(300) < 150)[None], score=0.9, tile=0),
         (0, 0, 150, 100),
         hw,
     )
@@ -317,11 +315,11 @@ def test_batched_prompts_match_sam2_predictor(sam2_ckpt, scene):
             m, iou, _ = pred.predict(
                 point_coords=p[None], point_labels=np.array([1]), multimask_output=False
             )
-            assert mask_iou(local_from_full(m[0] > 0), local_from_full(got_p.masks[i])) > 0.99
+            assert TileMask.from_full(m[0] > 0).iou(TileMask.from_full(got_p.masks[i])) > 0.99
             assert got_p.scores[i] == pytest.approx(np.clip(iou[0], 0, 1), abs=1e-4)
         for i, b in enumerate(boxes):
             m, iou, _ = pred.predict(box=b, multimask_output=False)
-            assert mask_iou(local_from_full(m[0] > 0), local_from_full(got_b.masks[i])) > 0.99
+            assert TileMask.from_full(m[0] > 0).iou(TileMask.from_full(got_b.masks[i])) > 0.99
     np.testing.assert_array_equal(got_p.data["point"], pts)
     assert got_b.data["prompt_source"] == ["box", "box"]
 
@@ -367,8 +365,8 @@ def test_guided_mode_returns_valid_deduplicated_instances(sam2_ckpt, scene):
         x, y = inst.data["point"][i]
         assert inst.masks[i, int(y), int(x)]
         assert inst.data["prompt_source"][i] in ("classical", "blobs")
-    locs = [local_from_full(m) for m in inst.masks]
-    assert all(mask_iou(a, b) <= 0.5 for i, a in enumerate(locs) for b in locs[i + 1 :])
+    locs = [TileMask.from_full(m) for m in inst.masks]
+    assert all(a.iou(b) <= 0.5 for i, a in enumerate(locs) for b in locs[i + 1 :])
     assert np.all(np.diff(inst.scores) <= 0)
 
 
@@ -452,8 +450,8 @@ def test_tiling_merges_masks_in_image_coordinates(sam2_ckpt):
     for i in range(len(inst)):
         x, y = inst.data["point"][i]
         assert inst.masks[i, int(y), int(x)]
-    locs = [local_from_full(m) for m in inst.masks]
-    assert all(mask_iou(a, b) <= 0.5 for i, a in enumerate(locs) for b in locs[i + 1 :])
+    locs = [TileMask.from_full(m) for m in inst.masks]
+    assert all(a.iou(b) <= 0.5 for i, a in enumerate(locs) for b in locs[i + 1 :])
     # a box prompt on the tiled image is decoded in its tile and shifted back
     box = np.array([[290, 290, 340, 340]], np.float32)  # widest margin in tile (128, 128, 512, 512)
     tiled = seg.prompt_batch(big, boxes=box)
@@ -490,10 +488,11 @@ def test_pipeline_uses_embed_instances(sam2_ckpt, scene):
 def test_localmask_roundtrip():
     m = np.zeros((20, 30), bool)
     m[3:7, 10:25] = True
-    loc = local_from_full(m, score=0.3)
-    assert isinstance(loc, LocalMask) and loc.xyxy == (10, 3, 25, 7) and loc.area == 60
+    loc = TileMask.from_full(m, score=0.3)
+    assert isinstance(loc, TileMask) and loc.box == (10, 3, 25, 7) and loc.area == 60
     np.testing.assert_array_equal(to_full_masks([loc], (20, 30))[0], m)
-    assert local_from_full(np.zeros((4, 4), bool)) is None
+    empty = TileMask.from_full(np.zeros((4, 4), bool))
+    assert empty.area == 0 and empty.crop.shape == (0, 0)
 
 
 def _disc_instances(hw, discs) -> Instances:

@@ -39,7 +39,8 @@ def run(sam2_ckpt, *args):
 
 def expected_mask(sam2_ckpt, img, box, pad=0.0):
     """What SAM2 gives for this box prompt, largest part kept (the refine default)."""
-    from sam_detect.cli.refine import _pad_box, _postprocess
+    from sam_detect.refine import pad_box as _pad_box
+    from sam_detect.refine import postprocess as _postprocess
     from sam_detect.segment.sam2 import SAM2Segmenter
 
     seg = SAM2Segmenter(checkpoint=str(sam2_ckpt), device="cpu", image_size=256)

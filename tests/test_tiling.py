@@ -10,8 +10,7 @@ import pytest
 from conftest import run_cli
 
 from sam_detect.segment.tiling import (
-    LocalMask,
-    local_from_full,
+    TileMask,
     mark_cut,
     merge_tiled,
     tile_cores,
@@ -50,11 +49,11 @@ def test_even_windows_do_less_work_than_aligned_ones():
     assert area(even) < 1.15 * 4096 * 4096 < 2.2 * 4096 * 4096 < area(aligned)
 
 
-def cut_item(mask: np.ndarray, window, tile: int, hw) -> LocalMask:
+def cut_item(mask: np.ndarray, window, tile: int, hw) -> TileMask:
     x0, y0, x1, y1 = window
     part = np.zeros(hw, bool)
     part[y0:y1, x0:x1] = mask[y0:y1, x0:x1]
-    item = local_from_full(part, score=float(part.sum()), tile=tile)
+    item = TileMask.from_full(part, score=float(part.sum()), tile=tile)
     return mark_cut(item, window, hw)
 
 
@@ -67,8 +66,8 @@ def test_merge_disjoint_drops_fragments_that_straddle_whole_objects():
     left[20:40, 60:90] = True
     right = np.zeros(hw, bool)
     right[20:40, 90:110] = True
-    a = mark_cut(local_from_full(left, score=600.0, tile=0), t0, hw)
-    b = mark_cut(local_from_full(right, score=400.0, tile=0), t0, hw)
+    a = mark_cut(TileMask.from_full(left, score=600.0, tile=0), t0, hw)
+    b = mark_cut(TileMask.from_full(right, score=400.0, tile=0), t0, hw)
     straddle = cut_item(left | right, t1, 1, hw)  # columns 70..110: half in each object
     assert not a.cut and not b.cut and straddle.cut
     assert len(merge_tiled([a, b, straddle])) == 3  # each object covers less than half of it
@@ -77,7 +76,7 @@ def test_merge_disjoint_drops_fragments_that_straddle_whole_objects():
     # a piece that looks whole in its tile, lying inside an object another tile saw whole
     inner = np.zeros(hw, bool)
     inner[25:35, 95:105] = True
-    frag = mark_cut(local_from_full(inner, score=100.0, tile=1), t1, hw)
+    frag = mark_cut(TileMask.from_full(inner, score=100.0, tile=1), t1, hw)
     assert not frag.cut
     assert len(merge_tiled([a, b, frag])) == 3
     assert len(merge_tiled([a, b, frag], disjoint=True)) == 2
@@ -91,7 +90,7 @@ def test_merge_many_masks_is_fast():
     for i in range(4000):
         x, y = rng.integers(0, 4000, 2)
         m = np.ones((int(rng.integers(5, 30)), int(rng.integers(5, 30))), bool)
-        items.append(LocalMask(int(x), int(y), m, score=float(m.sum()), tile=i % 9, window=(0, 0, 4096, 4096)))
+        items.append(TileMask(m, (int(x), int(y)), score=float(m.sum()), tile=i % 9, window=(0, 0, 4096, 4096)))
     t0 = time.process_time()
     merge_tiled(items, disjoint=True)
     assert time.process_time() - t0 < 5.0  # box-overlap candidates only (~0.5 s here)

@@ -20,10 +20,11 @@ from conftest import run_cli
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from sam_detect.formats.runs import mask_to_runs, runs_to_mask  # noqa: E402
 from sam_detect.instances import NEGATIVE  # noqa: E402
 from sam_detect.pipeline import DetectorConfig, SAMDetect  # noqa: E402
 from sam_detect.ui import AnnotationUI, UILimits  # noqa: E402
-from sam_detect.ui.session import CachingEmbedder, mask_to_runs, runs_to_mask  # noqa: E402
+from sam_detect.ui.libraries import CachingEmbedder  # noqa: E402
 
 H = {"X-SAM-Detect": "1"}
 BASE = "http://127.0.0.1"
@@ -709,7 +710,7 @@ def test_unexpected_errors_become_json(client, ui, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(ui.session, "list_images", boom)
+    monkeypatch.setattr(ui.session.images, "list_images", boom)
     c = TestClient(client.app, base_url=BASE, raise_server_exceptions=False)
     r = c.get("/api/images")
     assert r.status_code == 500 and "disk on fire" in r.json()["error"]

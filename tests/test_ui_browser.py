@@ -22,10 +22,10 @@ playwright_sync = pytest.importorskip(
 
 from PIL import Image  # noqa: E402
 
+from sam_detect.formats.runs import runs_to_mask  # noqa: E402
 from sam_detect.instances import NEGATIVE  # noqa: E402
 from sam_detect.pipeline import DetectorConfig, SAMDetect  # noqa: E402
 from sam_detect.ui import AnnotationUI  # noqa: E402
-from sam_detect.ui.session import runs_to_mask  # noqa: E402
 
 CHROMIUM = next(
     (p for p in ("/usr/bin/chromium", shutil.which("chromium") or "") if p and Path(p).exists()),

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import click
 
 from sam_detect.cli.detect import apply_image_options, load_cli_image
@@ -28,68 +25,6 @@ def _numbers(value: str, n: int, what: str, param: str) -> list[float]:
         raise click.BadParameter(f"{what} must be {n} comma-separated numbers {fmt}, got {value!r}",
                                  param_hint=param)
     return parts
-
-
-def read_polygon_file(path: str | Path) -> list:
-    """Polygons from a JSON file (``[[x, y], ...]``, a list of those, or COCO-flat lists)
-    or a text file of ``x,y`` lines (a blank line separates polygons)."""
-    from sam_detect.errors import AnnotationError
-
-    text = Path(path).read_text()
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        polys, cur = [], []
-        for line in text.splitlines():
-            line = line.strip()
-            if not line:
-                if cur:
-                    polys.append(cur)
-                cur = []
-                continue
-            try:
-                x, y = (float(v) for v in line.replace(";", ",").replace(" ", ",").split(",") if v)
-            except ValueError as e:
-                raise AnnotationError(f"{path}: cannot read polygon line {line!r} (expected x,y)") from e
-            cur.append([x, y])
-        if cur:
-            polys.append(cur)
-        return polys
-    if isinstance(data, list) and data and isinstance(data[0], (int, float)):
-        return [data]  # one COCO-flat polygon
-    if isinstance(data, list) and data and isinstance(data[0], list) and data[0] and \
-            isinstance(data[0][0], (int, float)) and len(data[0]) == 2:
-        return [data]  # one polygon of points
-    if isinstance(data, list):
-        return data
-    raise AnnotationError(f"{path}: expected a JSON list of [x, y] points or of polygons")
-
-
-def _load_label_image(path: str, frame: int | None, channel: int | None):
-    """The label image (integer ids, 0 = background) of ``path``; a single-frame file serves any frame."""
-    import numpy as np
-
-    from sam_detect.errors import AnnotationError
-    from sam_detect.io.images import read_stack
-
-    stack, _ = read_stack(path)
-    if stack.shape[0] == 1:
-        lab = stack[0]
-    elif frame is None:
-        raise AnnotationError(f"{path}: the label file holds {stack.shape[0]} frames; pick one with --frame")
-    elif not 0 <= frame < stack.shape[0]:
-        raise AnnotationError(f"{path}: --frame {frame} out of range 0..{stack.shape[0] - 1}")
-    else:
-        lab = stack[frame]
-    lab = np.asarray(lab)
-    if lab.ndim == 3:
-        if channel is None:
-            raise AnnotationError(f"{path}: the label file has {lab.shape[2]} channels; pick one with --labels-channel")
-        if not 0 <= channel < lab.shape[2]:
-            raise AnnotationError(f"{path}: --labels-channel {channel} out of range 0..{lab.shape[2] - 1}")
-        lab = lab[..., channel]
-    check_label_image(lab, str(path))
-    return lab
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -174,14 +109,19 @@ def add(image, label, negative, boxes, points, mask_path, polygon_path, labels_p
             inst = detector.prompt_to_instances(loaded, mask=np.asarray(mask) > 0)
             inst.labels[:] = label
         elif polygon_path:
+            from sam_detect.formats import read_polygon_file
+
             inst = detector.prompt_to_instances(loaded, polygon=read_polygon_file(polygon_path))
             inst.labels[:] = label
         elif labels_path:
-            lab = _load_label_image(labels_path, frame, labels_channel)
+            from sam_detect.formats import read_label_array
+
+            lab = read_label_array(labels_path, frame, labels_channel)
+            check_label_image(lab, str(labels_path))
             inst = detector.annotations_to_instances(lab, loaded.rgb.shape[:2])
             inst.labels[:] = label
         else:
-            from sam_detect.annotations import load_annotations
+            from sam_detect.formats import load_annotations
 
             inst = load_annotations(annotations_path, image_shape=loaded.rgb.shape[:2], image=frame,
                                     channel=labels_channel)

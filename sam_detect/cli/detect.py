@@ -79,7 +79,7 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, tolerance, no_polygo
       sam-detect detect plates/ --cluster local:2 --resume plates.jsonl
     """
     from sam_detect.cli.validate import IMAGE_OUTPUT_SUFFIXES, output_file, output_folder
-    from sam_detect.outputs import to_coco, write_json
+    from sam_detect.outputs import predictions_to_coco, write_json
 
     if as_json and jsonl:
         raise click.BadParameter("choose one of --json and --jsonl", param_hint="--json")
@@ -179,7 +179,7 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, tolerance, no_polygo
             counts = ", ".join(f"{k}: {v}" for k, v in sorted(rec["counts"].items())) or "nothing found"
             click.echo(f"{rec['image']}: {rec['count']} objects ({counts}) in {rec['timings'].get('total', 0):.2f}s")
     if coco_path:
-        write_json(to_coco(coco_items), coco_path)
+        write_json(predictions_to_coco(coco_items), coco_path)
         if not quiet:
             click.echo(f"sam-detect: wrote COCO annotations to {coco_path}", err=True)
     if failures:

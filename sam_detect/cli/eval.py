@@ -74,82 +74,6 @@ def expand_images(
     return refs
 
 
-def load_ground_truth(
-    paths: tuple[str, ...],
-    refs: list[Any],
-    label: str | None,
-    labels_channel: int | None,
-    frame: int | None,
-) -> list[Any]:
-    """Per image reference, its ground truth (label image arrays stay arrays: cheap to hold)."""
-    from sam_detect.annotations import (
-        LABEL_IMAGE_SUFFIXES,
-        load_annotation_set,
-        load_annotations,
-        read_label_image,
-    )
-    from sam_detect.errors import AnnotationError
-
-    def label_frames(path: str) -> list[Any]:
-        arr = read_label_image(path, channel=labels_channel)
-        return [arr] if arr.ndim == 2 else list(arr)
-
-    if len(paths) > 1:
-        if len(paths) != len(refs):
-            raise AnnotationError(
-                f"{len(paths)} annotation files for {len(refs)} image(s); give one per image, or one "
-                "file covering all of them"
-            )
-        out = []
-        for p, ref in zip(paths, refs, strict=True):
-            if Path(p).suffix.lower() in LABEL_IMAGE_SUFFIXES:
-                frames = label_frames(p)
-                if len(frames) != 1:
-                    raise AnnotationError(
-                        f"{p}: holds {len(frames)} frames; with one file per image, each "
-                        "must hold one label image"
-                    )
-                out.append(frames[0])
-            else:
-                out.append(
-                    load_annotations(
-                        p,
-                        label=label,
-                        image=Path(ref.path).name
-                        if Path(p).suffix.lower() == ".json" and _is_coco(p)
-                        else None,
-                    )
-                )
-        return out
-    path = paths[0]
-    suffix = Path(path).suffix.lower()
-    if suffix in LABEL_IMAGE_SUFFIXES:
-        frames = label_frames(path)
-        if frame is not None and len(frames) > 1 and len(refs) == 1:
-            if not 0 <= frame < len(frames):
-                raise AnnotationError(f"{path}: --frame {frame} out of range 0..{len(frames) - 1}")
-            return [frames[frame]]
-        if len(frames) != len(refs):
-            raise AnnotationError(
-                f"{path}: holds {len(frames)} label frame(s) but {len(refs)} image(s) were given; "
-                "give a label stack with one frame per image"
-            )
-        return frames
-    if suffix == ".json" and _is_coco(path):
-        return load_annotation_set(path, image_names=[Path(r.path).name for r in refs], label=label)
-    if len(refs) != 1:
-        raise AnnotationError(f"{path}: annotates one image but {len(refs)} image(s) were given")
-    return [load_annotations(path, label=label)]
-
-
-def _is_coco(path: str) -> bool:
-    try:
-        doc = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(doc, dict) and "annotations" in doc
-
-
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("images", nargs=-1, required=True)
 @click.option(
@@ -289,7 +213,10 @@ def eval_cmd(
     config = detector_config(**opts)
 
     refs = expand_images(images, channels, frame)
-    gt = load_ground_truth(annotations, refs, label, labels_channel, frame)
+    from sam_detect.formats import load_ground_truth
+
+    gt = load_ground_truth(annotations, [Path(r.path).name for r in refs], label=label,
+                           channel=labels_channel, frame=frame)
     for name, idx in (("--examples-from", ex_idx), ("--detect-on", det_idx)):
         if idx and idx[-1] >= len(refs):
             raise click.BadParameter(

@@ -97,7 +97,7 @@ def ui(
       sam-detect ui images/ --port 8000
       sam-detect ui plates/ --library coins --segmenter classical --embedder effnet
     """
-    from sam_detect.ui.session import UILimits
+    from sam_detect.ui.images import UILimits
 
     try:
         import fastapi  # noqa: F401

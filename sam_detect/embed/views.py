@@ -161,12 +161,12 @@ def pool_rings(fmap: np.ndarray, stride: int, instances: Any, scale: float) -> n
     (``0.5 sqrt(area)``, at least 2 px): what surrounds the object, as a crop's context shows."""
     n = len(instances)
     out = np.zeros((n, fmap.shape[0]), np.float32)
-    origins = instances.mask_origins
-    for i, crop in enumerate(instances.mask_crops):
+    for i, m in enumerate(instances.crops):
+        crop = m.crop
         if crop.size == 0 or not crop.any():
             continue
         width = max(int(round(0.5 * np.sqrt(crop.sum()))), 2)
-        x0, y0 = (int(v) - width for v in origins[i])
+        x0, y0 = m.x0 - width, m.y0 - width
         pooled = _pool(fmap, ring(crop, width), x0, y0, scale, stride)
         if pooled is not None:
             out[i] = pooled
@@ -181,11 +181,10 @@ def pool_under_masks(maps: dict[int, np.ndarray], instances: Any, scale: float) 
     """
     n = len(instances)
     out = {s: np.zeros((n, m.shape[0]), np.float32) for s, m in maps.items()}
-    origins = instances.mask_origins
-    for i, crop in enumerate(instances.mask_crops):
+    for i, m in enumerate(instances.crops):
+        crop, (x0, y0) = m.crop, m.origin
         if crop.size == 0 or not crop.any():
             continue
-        x0, y0 = (int(v) for v in origins[i])
         for stride, fmap in maps.items():
             pooled = _pool(fmap, crop, x0, y0, scale, stride)
             if pooled is not None:
@@ -381,11 +380,10 @@ def _handcrafted(rgb: np.ndarray, instances: Any) -> dict[str, np.ndarray]:
     h, w = rgb.shape[:2]
     n = len(instances)
     raw = np.zeros((n, edges[-1]), np.float32)
-    origins = instances.mask_origins
-    for i, crop in enumerate(instances.mask_crops):
+    for i, m in enumerate(instances.crops):
+        crop, (x0, y0) = m.crop, m.origin
         if crop.size == 0 or not crop.any():
             continue
-        x0, y0 = (int(v) for v in origins[i])
         ch, cw = crop.shape
         pad = max(4, int(0.5 * max(ch, cw)))
         wx0, wy0 = max(x0 - pad, 0), max(y0 - pad, 0)

@@ -16,10 +16,10 @@ import numpy as np
 def mask_iou(pred_masks: np.ndarray, gt_masks: np.ndarray) -> np.ndarray:
     """Pairwise IoU of ``(P, H, W)`` and ``(G, H, W)`` bool masks: ``(P, G)`` float64.
 
-    Only pairs whose bounding boxes overlap are intersected (inside the overlap of the
-    boxes), so hundreds of small objects in a large image stay cheap.
+    :func:`~sam_detect.masks.crops_iou` of their tight crops: only pairs whose bounding
+    boxes overlap are intersected, so hundreds of small objects in a large image stay cheap.
     """
-    from sam_detect.instances import masks_to_xyxy
+    from sam_detect.masks import MaskCrop, crops_iou
 
     pred_masks = np.asarray(pred_masks, dtype=bool)
     gt_masks = np.asarray(gt_masks, dtype=bool)
@@ -27,28 +27,11 @@ def mask_iou(pred_masks: np.ndarray, gt_masks: np.ndarray) -> np.ndarray:
         raise ValueError(
             f"masks must be (N, H, W); got pred {pred_masks.shape} and gt {gt_masks.shape}"
         )
-    p, g = len(pred_masks), len(gt_masks)
-    iou = np.zeros((p, g), dtype=np.float64)
-    if p == 0 or g == 0:
-        return iou
-    if pred_masks.shape[1:] != gt_masks.shape[1:]:
+    if len(pred_masks) and len(gt_masks) and pred_masks.shape[1:] != gt_masks.shape[1:]:
         raise ValueError(
             f"predictions are {pred_masks.shape[1:]} (H, W) but ground truth is {gt_masks.shape[1:]}"
         )
-    pb = masks_to_xyxy(pred_masks).astype(np.int64)
-    gb = masks_to_xyxy(gt_masks).astype(np.int64)
-    pa = pred_masks.reshape(p, -1).sum(axis=1)
-    ga = gt_masks.reshape(g, -1).sum(axis=1)
-    x1 = np.maximum(pb[:, None, 0], gb[None, :, 0])
-    y1 = np.maximum(pb[:, None, 1], gb[None, :, 1])
-    x2 = np.minimum(pb[:, None, 2], gb[None, :, 2])
-    y2 = np.minimum(pb[:, None, 3], gb[None, :, 3])
-    for i, j in zip(*np.nonzero((x2 > x1) & (y2 > y1)), strict=True):
-        sy, sx = slice(y1[i, j], y2[i, j]), slice(x1[i, j], x2[i, j])
-        inter = np.count_nonzero(pred_masks[i, sy, sx] & gt_masks[j, sy, sx])
-        if inter:
-            iou[i, j] = inter / (pa[i] + ga[j] - inter)
-    return iou
+    return crops_iou([MaskCrop.from_full(m) for m in pred_masks], [MaskCrop.from_full(m) for m in gt_masks])
 
 
 @dataclass

@@ -30,53 +30,21 @@ from sam_detect.instances import NEGATIVE, UNKNOWN, Instances
 
 NONE_LABEL = "(none)"
 DEFAULT_IOU_THRESHOLDS = (0.3, 0.5)
-_PAIR_BLOCK = 1 << 18  # box pairs compared at once when looking for overlapping boxes
 
 
 def instances_iou(pred: Instances, gt: Instances) -> np.ndarray:
     """Pairwise mask IoU of two ``Instances`` of one image: ``(P, G)`` float64.
 
-    The same values as :func:`~sam_detect.eval.matching.mask_iou` of ``pred.masks`` and
-    ``gt.masks``, from the box crops: only pairs whose tight mask boxes overlap are
-    intersected, inside the overlap. Never builds ``(N, H, W)``.
+    :func:`~sam_detect.masks.crops_iou` of their box crops: only pairs whose tight mask
+    boxes overlap are intersected, inside the overlap. Never builds ``(N, H, W)``.
     """
-    p, g = len(pred), len(gt)
-    iou = np.zeros((p, g), dtype=np.float64)
-    if p == 0 or g == 0:
-        return iou
-    if pred.image_hw != gt.image_hw:
+    from sam_detect.masks import crops_iou
+
+    if len(pred) and len(gt) and pred.image_hw != gt.image_hw:
         raise ValueError(
             f"predictions are {pred.image_hw} (H, W) but ground truth is {gt.image_hw}"
         )
-    pc, gc = pred.mask_crops, gt.mask_crops
-    pb, gb = _crop_boxes(pc, pred.mask_origins), _crop_boxes(gc, gt.mask_origins)
-    pa, ga = pred.areas, gt.areas
-    step = max(1, _PAIR_BLOCK // g)
-    for start in range(0, p, step):
-        b = pb[start : start + step]
-        x1 = np.maximum(b[:, None, 0], gb[None, :, 0])
-        y1 = np.maximum(b[:, None, 1], gb[None, :, 1])
-        x2 = np.minimum(b[:, None, 2], gb[None, :, 2])
-        y2 = np.minimum(b[:, None, 3], gb[None, :, 3])
-        for r, j in zip(*np.nonzero((x2 > x1) & (y2 > y1)), strict=True):
-            i = start + r
-            ox1, oy1, ox2, oy2 = x1[r, j], y1[r, j], x2[r, j], y2[r, j]
-            a = pc[i][oy1 - pb[i, 1] : oy2 - pb[i, 1], ox1 - pb[i, 0] : ox2 - pb[i, 0]]
-            c = gc[j][oy1 - gb[j, 1] : oy2 - gb[j, 1], ox1 - gb[j, 0] : ox2 - gb[j, 0]]
-            inter = np.count_nonzero(a & c)
-            if inter:
-                iou[i, j] = inter / (pa[i] + ga[j] - inter)
-    return iou
-
-
-def _crop_boxes(crops: Sequence[np.ndarray], origins: np.ndarray) -> np.ndarray:
-    """``(N, 4)`` int64 XYXY boxes of tight crops at ``origins``; ``(0, 0, 0, 0)`` if empty."""
-    shapes = np.array([c.shape for c in crops], dtype=np.int64).reshape(-1, 2)
-    boxes = np.zeros((len(crops), 4), dtype=np.int64)
-    boxes[:, :2] = origins
-    boxes[:, 2] = origins[:, 0] + shapes[:, 1]
-    boxes[:, 3] = origins[:, 1] + shapes[:, 0]
-    return boxes
+    return crops_iou(pred.crops, gt.crops)
 
 
 def _safe_div(a: float, b: float) -> float:

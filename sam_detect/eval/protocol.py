@@ -92,7 +92,7 @@ def _image_name(image: Any, index: int) -> str:
 
 def _gt_instances(gt: Any, label: str | None, where: str) -> Instances:
     """Ground truth of one image: ``Instances`` (``label`` overrides its labels) or a label image."""
-    from sam_detect.annotations import DEFAULT_LABEL, label_image_to_instances
+    from sam_detect.formats import DEFAULT_LABEL, label_image_to_instances
 
     if isinstance(gt, Instances):
         if label is not None:
@@ -121,7 +121,7 @@ def _gt_labels(gt: Any, label: str | None, where: str) -> np.ndarray:
         return _gt_instances(gt, label, where).labels
     ids = np.unique(_label_array(gt, where))
     n = int((ids != 0).sum())
-    from sam_detect.annotations import DEFAULT_LABEL
+    from sam_detect.formats import DEFAULT_LABEL
 
     return np.array([label or DEFAULT_LABEL] * n, dtype=object)
 

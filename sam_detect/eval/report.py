@@ -155,8 +155,8 @@ def _outline(
 
     from sam_detect.masks import crop_contours
 
-    crop, (rows, cols) = inst.mask_crop(i)
-    contours = crop_contours(crop, (cols.start, rows.start), inst.image_hw, cv2.CHAIN_APPROX_SIMPLE)
+    m = inst.crop(i)
+    contours = crop_contours(m.crop, m.origin, inst.image_hw, cv2.CHAIN_APPROX_SIMPLE)
     if contours:
         cv2.drawContours(out, contours, -1, color, thickness)
 
@@ -188,8 +188,8 @@ def render_match_overlay(
         if len(idx):
             any_mask = np.zeros(out.shape[:2], dtype=bool)
             for i in idx:
-                crop, sl = inst.mask_crop(int(i))
-                any_mask[sl] |= crop
+                m = inst.crop(int(i))
+                any_mask[m.slices] |= m.crop
             fill[any_mask] = fill[any_mask] * 0.7 + np.array(color, np.float32) * 0.3
     out = fill.astype(np.uint8)
     for inst, idx, color in groups:

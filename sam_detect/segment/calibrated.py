@@ -374,10 +374,10 @@ def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str |
     lo, hi = scale.min_area, scale.max_area
     if OWN in settings and own is not None:
         areas = own.areas
-        for i, (crop, origin) in enumerate(zip(own.mask_crops, own.mask_origins, strict=True)):
+        for i, m in enumerate(own.crops):
             if lo <= areas[i] <= hi:
-                crops.append(crop)
-                origins.append((int(origin[0]), int(origin[1])))
+                crops.append(m.crop)
+                origins.append(m.origin)
                 made_by.append(GRID.index(OWN))
     for s, labels in label_images(preps, scale, [s for s in settings if s != OWN]):
         areas = np.bincount(labels.ravel())
@@ -415,8 +415,8 @@ def edge_contrast(x: np.ndarray, inst: Instances, contrast: float) -> np.ndarray
     b = EDGE_BAND
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * b + 1,) * 2)
     out = np.zeros(len(inst), np.float32)
-    for k, (crop, (x0, y0)) in enumerate(zip(inst.mask_crops, inst.mask_origins, strict=True)):
-        x0, y0 = int(x0), int(y0)
+    for k, mc in enumerate(inst.crops):
+        crop, (x0, y0) = mc.crop, mc.origin
         ya, xa = max(0, y0 - b), max(0, x0 - b)
         yb, xb = min(h, y0 + crop.shape[0] + b), min(w, x0 + crop.shape[1] + b)
         m = np.zeros((yb - ya, xb - xa), np.uint8)

@@ -50,6 +50,7 @@ import numpy as np
 
 from sam_detect.errors import AnnotationError, ImageLoadError
 from sam_detect.instances import Instances
+from sam_detect.masks import MaskCrop
 
 _COLOUR_SPACES = ("lab", "hsv", "rgb")
 _OVERSEGMENTATIONS = ("felzenszwalb", "slic")
@@ -180,13 +181,13 @@ class _Pool:
     ymap: np.ndarray  # (H,) working-image row of each image row (nearest neighbour)
     xmap: np.ndarray  # (W,) working-image column of each image column
 
-    def crop(self, q: int) -> tuple[np.ndarray, int, int]:
-        """Candidate ``q``'s full-resolution mask in its box, and the box's ``(x0, y0)``;
-        only the box is ever built at full resolution."""
+    def crop(self, q: int) -> MaskCrop:
+        """Candidate ``q``'s full-resolution mask over its box; only the box is ever built
+        at full resolution."""
         b = self.bases[int(self.base[q])]
         x0, y0, x1, y1 = (int(v) for v in self.boxes[q])
         sub = b.labels[self.ymap[y0:y1]][:, self.xmap[x0:x1]]
-        return b.members[int(self.row[q])][sub], x0, y0
+        return MaskCrop(b.members[int(self.row[q])][sub], (x0, y0))
 
     def region_at(self, base: int, x: int, y: int) -> int:
         """The starting region of over-segmentation ``base`` under image pixel ``(x, y)``."""
@@ -228,15 +229,13 @@ class RegionsSegmenter:
             the area filters and NMS).
         """
         pool = self._pool(image)
-        kept_q, crops = self._select(pool)
-        return self._instances(pool, kept_q, crops)
+        kept_q, masks = self._select(pool)
+        return self._instances(pool, kept_q, masks)
 
-    def _select(self, pool: _Pool) -> tuple[list[int], list[np.ndarray]]:
+    def _select(self, pool: _Pool) -> tuple[list[int], list[MaskCrop]]:
         """Greedy mask NMS over the pool in score order, up to ``max_proposals``."""
-        from sam_detect.segment.tiling import LocalMask, mask_iou
-
         cfg = self.config
-        kept: list[LocalMask] = []
+        kept: list[MaskCrop] = []
         kept_q: list[int] = []
         kept_boxes = np.zeros((cfg.max_proposals, 4), np.int64)
         kept_area = np.zeros(cfg.max_proposals, np.int64)
@@ -254,15 +253,14 @@ class RegionsSegmenter:
             )
             bound = inter / np.maximum(kept_area[:k] + a - inter, 1)
             check = np.flatnonzero(bound > cfg.nms_iou)
-            crop, cx0, cy0 = pool.crop(q)
-            m = LocalMask(cx0, cy0, crop, float(pool.score[q]))
-            if any(mask_iou(m, kept[j]) > cfg.nms_iou for j in check):
+            m = pool.crop(q)
+            if any(m.iou(kept[j]) > cfg.nms_iou for j in check):
                 continue
             kept_boxes[k] = (x0, y0, x1, y1)
             kept_area[k] = a
             kept.append(m)
             kept_q.append(q)
-        return kept_q, [m.mask for m in kept]
+        return kept_q, kept
 
     def prompt(
         self,
@@ -321,16 +319,15 @@ class RegionsSegmenter:
         if not ok.any():
             return Instances.empty((h, w))
         q = int(np.flatnonzero(ok)[np.argmax(rank[ok])])
-        crop, x0, y0 = pool.crop(q)
+        m = pool.crop(q)
         if bx is not None:  # clip to the box
+            x0, y0, x1, y1 = m.box
             bx0, by0, bx1, by1 = bx
-            cx0, cy0 = max(x0, bx0), max(y0, by0)
-            cx1, cy1 = min(x0 + crop.shape[1], bx1), min(y0 + crop.shape[0], by1)
-            crop = crop[cy0 - y0 : max(cy1, cy0) - y0, cx0 - x0 : max(cx1, cx0) - x0]
-            x0, y0 = cx0, cy0
-            if not crop.any():
+            cx0, cy0, cx1, cy1 = max(x0, bx0), max(y0, by0), min(x1, bx1), min(y1, by1)
+            m = MaskCrop(m.region(cx0, cy0, cx1, cy1), (cx0, cy0))
+            if not m.crop.any():
                 return Instances.empty((h, w))
-        inst = self._instances(pool, [q], [crop], origins=[(x0, y0)])
+        inst = self._instances(pool, [q], [m])
         inst.metadata["prompt"] = "point" if pt is not None else "box"
         return inst
 
@@ -339,12 +336,9 @@ class RegionsSegmenter:
         self,
         pool: _Pool,
         qs: list[int],
-        crops: list[np.ndarray],
-        origins: list[tuple[int, int]] | None = None,
+        masks: list[MaskCrop],
     ) -> Instances:
         idx = np.asarray(qs, dtype=np.int64)
-        if origins is None:
-            origins = [(int(pool.boxes[q, 0]), int(pool.boxes[q, 1])) for q in qs]
         contrast = np.array(
             [pool.bases[pool.base[q]].contrast[pool.row[q]] for q in qs], dtype=np.float32
         )
@@ -352,12 +346,12 @@ class RegionsSegmenter:
             [pool.bases[pool.base[q]].distinct[pool.row[q]] for q in qs], dtype=np.float32
         )
         inst = Instances.from_crops(
-            crops,
-            np.asarray(origins, dtype=np.int64).reshape(-1, 2),
+            masks,
+            None,
             pool.hw,
             scores=pool.score[idx] if len(idx) else np.zeros(0, np.float32),
             data={
-                "area": np.array([int(np.count_nonzero(c)) for c in crops], dtype=np.int64),
+                "area": np.array([m.area for m in masks], dtype=np.int64),
                 "contrast": contrast,
                 "distinct": distinct,
             },

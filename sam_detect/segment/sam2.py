@@ -37,10 +37,10 @@ import numpy as np
 
 from sam_detect.errors import AnnotationError
 from sam_detect.instances import Instances, as_instances
+from sam_detect.masks import MaskCrop
 from sam_detect.segment.tiling import (
-    LocalMask,
+    TileMask,
     best_window,
-    local_from_full,
     mark_cut,
     mask_nms,
     merge_tiled,
@@ -394,7 +394,7 @@ class SAM2Segmenter:
             pt = np.stack([validate_point(p, (h, w)) for p in pt]) if n else pt
         if n == 0:
             return self._to_instances([], (h, w), {"mode": "prompt"})
-        results: list[LocalMask | None] = [None] * n
+        results: list[TileMask | None] = [None] * n
         for window, idx in self._prompt_groups((h, w), bx, pt):
             x0, y0, x1, y1 = window
             off = np.array([x0, y0], dtype=np.float32)
@@ -447,12 +447,12 @@ class SAM2Segmenter:
         return [(win, np.array(idx)) for win, idx in groups.items()]
 
     # -- internals: one window ----------------------------------------------------------------
-    def _segment_window(self, image: np.ndarray, stats: dict[str, Any]) -> list[LocalMask]:
+    def _segment_window(self, image: np.ndarray, stats: dict[str, Any]) -> list[TileMask]:
         if self.config.mode == "auto":
             return self._auto(image)
         return self._guided(image, stats)
 
-    def _auto(self, image: np.ndarray) -> list[LocalMask]:
+    def _auto(self, image: np.ndarray) -> list[TileMask]:
         from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
 
         from sam_detect.embed._torch import inference_context
@@ -486,7 +486,7 @@ class SAM2Segmenter:
             records = amg.generate(image)
         out = []
         for r in records:
-            m = local_from_full(
+            m = TileMask.from_full(
                 r["segmentation"],
                 score=float(np.clip(r["predicted_iou"], 0.0, 1.0)),
                 info={
@@ -495,11 +495,11 @@ class SAM2Segmenter:
                     "prompt_source": "grid",
                 },
             )
-            if m is not None:
+            if m.crop.size:
                 out.append(m)
         return out
 
-    def _guided(self, image: np.ndarray, stats: dict[str, Any]) -> list[LocalMask]:
+    def _guided(self, image: np.ndarray, stats: dict[str, Any]) -> list[TileMask]:
         pts, sources = self.propose_points(image)
         counts = stats["prompts"]
         for s in sources:
@@ -656,7 +656,7 @@ class SAM2Segmenter:
         *,
         multimask: bool,
         keep_all: bool,
-    ) -> list[LocalMask | None]:
+    ) -> list[TileMask | None]:
         """Decode prompts against one encoding of ``image``; one entry per prompt.
 
         ``keep_all``: return every mask (``None`` only when empty); otherwise drop masks that
@@ -672,7 +672,7 @@ class SAM2Segmenter:
         pred = rt.predictor
         hw = image.shape[:2]
         n = len(points) if points is not None else len(boxes)
-        out: list[LocalMask | None] = [None] * n
+        out: list[TileMask | None] = [None] * n
         with rt.lock, inference_context(rt.device):
             pred.set_image(image)
             for sl in batches(n, self._batch):
@@ -712,7 +712,7 @@ class SAM2Segmenter:
                         x, y = int(points[i, 0]), int(points[i, 1])
                         if not binary[j, min(y, hw[0] - 1), min(x, hw[1] - 1)]:
                             continue
-                    m = local_from_full(
+                    m = TileMask.from_full(
                         binary[j],
                         score=float(np.clip(scores[j], 0.0, 1.0)),
                         info={
@@ -722,11 +722,11 @@ class SAM2Segmenter:
                             else np.asarray(points[i], dtype=np.float32),
                         },
                     )
-                    out[i] = m
+                    out[i] = m if m.crop.size else None
         return out
 
     # -- internals: output ---------------------------------------------------------------------
-    def _area_filter(self, items: list[LocalMask], image_area: int) -> list[LocalMask]:
+    def _area_filter(self, items: list[TileMask], image_area: int) -> list[TileMask]:
         c = self.config
         hi = None
         if c.max_mask_area is not None:
@@ -735,13 +735,13 @@ class SAM2Segmenter:
 
     def _to_instances(
         self,
-        items: list[LocalMask | None],
+        items: list[TileMask | None],
         hw: tuple[int, int],
         stats: dict[str, Any],
         keep_empty: bool = False,
     ) -> Instances:
         n = len(items)
-        crops, origins = _clipped_crops(items, hw)
+        crops = _clipped_crops(items, hw)
         points = np.zeros((n, 2), dtype=np.float32)
         stab = np.zeros(n, dtype=np.float32)
         scores = np.zeros(n, dtype=np.float32)
@@ -759,7 +759,7 @@ class SAM2Segmenter:
             src.append(str(m.info.get("prompt_source", "")))
         inst = Instances.from_crops(
             crops,
-            origins,
+            None,
             hw,
             scores=scores,
             data={
@@ -773,26 +773,17 @@ class SAM2Segmenter:
         return inst
 
 
-def _clipped_crops(
-    items: list[LocalMask | None], hw: tuple[int, int]
-) -> tuple[list[np.ndarray], np.ndarray]:
-    """Mask crops and ``(x0, y0)`` origins of local masks, clipped to the image (``None``:
-    an empty mask)."""
+def _clipped_crops(items: list[TileMask | None], hw: tuple[int, int]) -> list[MaskCrop]:
+    """The masks clipped to the image (``None``: an empty mask)."""
     h, w = hw
-    crops: list[np.ndarray] = []
-    origins = np.zeros((len(items), 2), dtype=np.int64)
-    for i, m in enumerate(items):
+    out = []
+    for m in items:
         if m is None:
-            crops.append(np.zeros((0, 0), dtype=bool))
+            out.append(MaskCrop.empty())
             continue
-        x0, y0, x1, y1 = m.xyxy
-        cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
-        if cx1 <= cx0 or cy1 <= cy0:
-            crops.append(np.zeros((0, 0), dtype=bool))
-            continue
-        crops.append(m.mask[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0])
-        origins[i] = (cx0, cy0)
-    return crops, origins
+        x0, y0, x1, y1 = max(m.x0, 0), max(m.y0, 0), min(m.box[2], w), min(m.box[3], h)
+        out.append(MaskCrop(m.region(x0, y0, x1, y1), (x0, y0)) if x1 > x0 and y1 > y0 else MaskCrop.empty())
+    return out
 
 
 def _parabola_offset(left: np.ndarray, mid: np.ndarray, right: np.ndarray) -> np.ndarray:

@@ -1,8 +1,8 @@
 """Masks kept as small crops, mask NMS, and tiling of large images.
 
 A full-image bool mask of a 4k x 4k mosaic is 16 MB; hundreds of them do not fit in
-memory while candidates are compared. :class:`LocalMask` keeps only the mask's tight box
-region and its offset, so IoU, NMS and merging across tiles touch only the pixels that
+memory while candidates are compared. :class:`TileMask` keeps only the mask's tight box
+region and its offset (a :class:`~sam_detect.masks.MaskCrop`), so IoU, NMS and merging across tiles touch only the pixels that
 matter, and segmenters hand the crops to ``Instances.from_crops`` as they are
 (:func:`to_full_masks` builds a dense ``(N, H, W)`` array, for small images and tests).
 
@@ -19,14 +19,15 @@ from typing import Any
 
 import numpy as np
 
+from sam_detect.masks import MaskCrop
 
-@dataclass
-class LocalMask:
-    """A bool mask stored as its tight box region.
+
+@dataclass(eq=False)
+class TileMask(MaskCrop):
+    """A candidate mask (a :class:`~sam_detect.masks.MaskCrop`, tight) with what tiling needs.
 
     Attributes:
-        x0, y0: top-left pixel of ``mask`` in image coordinates.
-        mask: ``(h, w)`` bool, the tight crop (its first/last rows and columns hold pixels).
+        crop, origin: the mask, as :class:`~sam_detect.masks.MaskCrop` keeps it.
         score: ranking score (higher is better).
         info: per-mask values carried to the output (``point``, ``stability_score`` ...).
         cut: whether the mask touches a tile side that lies inside the image.
@@ -34,79 +35,44 @@ class LocalMask:
         window: that tile, XYXY pixels (``None``: no tiling).
     """
 
-    x0: int
-    y0: int
-    mask: np.ndarray
     score: float = 1.0
     info: dict[str, Any] = field(default_factory=dict)
     cut: bool = False
     tile: int = -1
     window: tuple[int, int, int, int] | None = None
 
+    # segment/classical.py still reads these two names (and calls TileMask and
+    # intersection below); they go when it uses MaskCrop's own
     @property
-    def area(self) -> int:
-        return int(np.count_nonzero(self.mask))
+    def mask(self) -> np.ndarray:
+        return self.crop
 
     @property
     def xyxy(self) -> tuple[int, int, int, int]:
-        """Box, XYXY pixels with exclusive x2/y2."""
-        h, w = self.mask.shape
-        return self.x0, self.y0, self.x0 + w, self.y0 + h
+        return self.box
 
-    def shifted(self, dx: int, dy: int) -> LocalMask:
+    def shifted(self, dx: int, dy: int) -> TileMask:
         win = self.window
         if win is not None:
             win = (win[0] + dx, win[1] + dy, win[2] + dx, win[3] + dy)
-        return LocalMask(
-            self.x0 + dx,
-            self.y0 + dy,
-            self.mask,
-            self.score,
-            dict(self.info),
-            self.cut,
-            self.tile,
-            win,
+        return TileMask(
+            self.crop, (self.x0 + dx, self.y0 + dy), self.score, dict(self.info), self.cut, self.tile, win
         )
 
 
-def local_from_full(mask: np.ndarray, **kwargs: Any) -> LocalMask | None:
-    """The :class:`LocalMask` of a full ``(H, W)`` bool mask; ``None`` when it is empty."""
-    mask = np.asarray(mask, dtype=bool)
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(mask[rows[0] : rows[-1] + 1].any(axis=0))
-    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    return LocalMask(int(x0), int(y0), np.ascontiguousarray(mask[y0:y1, x0:x1]), **kwargs)
+def LocalMask(x0: int, y0: int, mask: np.ndarray, score: float = 1.0, **kwargs: Any) -> TileMask:  # noqa: N802
+    """``TileMask(mask, (x0, y0), score, ...)``, as segment/classical.py still spells it."""
+    return TileMask(mask, (x0, y0), score, **kwargs)
 
 
-def intersection(a: LocalMask, b: LocalMask) -> int:
-    """Pixels in both masks."""
-    ax0, ay0, ax1, ay1 = a.xyxy
-    bx0, by0, bx1, by1 = b.xyxy
-    x0, y0, x1, y1 = max(ax0, bx0), max(ay0, by0), min(ax1, bx1), min(ay1, by1)
-    if x1 <= x0 or y1 <= y0:
-        return 0
-    pa = a.mask[y0 - ay0 : y1 - ay0, x0 - ax0 : x1 - ax0]
-    pb = b.mask[y0 - by0 : y1 - by0, x0 - bx0 : x1 - bx0]
-    return int(np.count_nonzero(pa & pb))
+def intersection(a: MaskCrop, b: MaskCrop) -> int:
+    """``a.intersection(b)``, as segment/classical.py still spells it."""
+    return a.intersection(b)
 
 
-def mask_iou(a: LocalMask, b: LocalMask) -> float:
-    """Intersection over union of two masks (0 when both are empty)."""
-    inter = intersection(a, b)
-    union = a.area + b.area - inter
-    return inter / union if union else 0.0
-
-
-def union(a: LocalMask, b: LocalMask) -> LocalMask:
+def union(a: TileMask, b: TileMask) -> TileMask:
     """One mask covering both; keeps ``a``'s score and info (and the higher score)."""
-    ax0, ay0, ax1, ay1 = a.xyxy
-    bx0, by0, bx1, by1 = b.xyxy
-    x0, y0, x1, y1 = min(ax0, bx0), min(ay0, by0), max(ax1, bx1), max(ay1, by1)
-    out = np.zeros((y1 - y0, x1 - x0), dtype=bool)
-    out[ay0 - y0 : ay1 - y0, ax0 - x0 : ax1 - x0] |= a.mask
-    out[by0 - y0 : by1 - y0, bx0 - x0 : bx1 - x0] |= b.mask
+    m = MaskCrop.union(a, b)
     win = None
     if a.window is not None and b.window is not None:
         win = (
@@ -115,27 +81,27 @@ def union(a: LocalMask, b: LocalMask) -> LocalMask:
             max(a.window[2], b.window[2]),
             max(a.window[3], b.window[3]),
         )
-    return LocalMask(x0, y0, out, max(a.score, b.score), dict(a.info), a.cut and b.cut, a.tile, win)
+    return TileMask(m.crop, m.origin, max(a.score, b.score), dict(a.info), a.cut and b.cut, a.tile, win)
 
 
-def _boxes(items: Sequence[LocalMask]) -> np.ndarray:
-    return np.array([m.xyxy for m in items], dtype=np.int64).reshape(-1, 4)
+def _boxes(items: Sequence[TileMask]) -> np.ndarray:
+    return np.array([m.box for m in items], dtype=np.int64).reshape(-1, 4)
 
 
-def mask_nms(items: Sequence[LocalMask], iou_thresh: float) -> list[LocalMask]:
+def mask_nms(items: Sequence[TileMask], iou_thresh: float) -> list[TileMask]:
     """Greedy non-maximum suppression by mask IoU, best ``score`` first.
 
     Only pairs whose boxes overlap are compared, so it stays fast for thousands of masks.
     """
     order = sorted(range(len(items)), key=lambda i: -items[i].score)
-    kept: list[LocalMask] = []
+    kept: list[TileMask] = []
     kept_boxes = np.zeros((max(len(items), 1), 4), dtype=np.int64)  # boxes of kept
     for i in order:
         m = items[i]
-        x0, y0, x1, y1 = m.xyxy
+        x0, y0, x1, y1 = m.box
         b = kept_boxes[: len(kept)]
         overlap = np.flatnonzero((b[:, 0] < x1) & (b[:, 2] > x0) & (b[:, 1] < y1) & (b[:, 3] > y0))
-        if any(mask_iou(m, kept[j]) > iou_thresh for j in overlap):
+        if any(m.iou(kept[j]) > iou_thresh for j in overlap):
             continue
         kept_boxes[len(kept)] = (x0, y0, x1, y1)
         kept.append(m)
@@ -176,15 +142,15 @@ def tile_windows(
 
 
 def mark_cut(
-    item: LocalMask, window: tuple[int, int, int, int], image_hw: tuple[int, int]
-) -> LocalMask:
+    item: TileMask, window: tuple[int, int, int, int], image_hw: tuple[int, int]
+) -> TileMask:
     """Record ``window`` (XYXY) in ``item`` and set ``item.cut`` when the mask touches a side
     of the window that lies inside the image. ``item`` is in image coordinates.
     """
     item.window = tuple(int(v) for v in window)
     h, w = image_hw
     wx0, wy0, wx1, wy1 = window
-    x0, y0, x1, y1 = item.xyxy
+    x0, y0, x1, y1 = item.box
     item.cut = (
         (x0 <= wx0 and wx0 > 0)
         or (y0 <= wy0 and wy0 > 0)
@@ -194,7 +160,7 @@ def mark_cut(
     return item
 
 
-def _zone_iou(a: LocalMask, b: LocalMask) -> float:
+def _zone_iou(a: TileMask, b: TileMask) -> float:
     """IoU of two masks inside the region both their tiles saw (0 without windows)."""
     if a.window is None or b.window is None:
         return 0.0
@@ -203,22 +169,22 @@ def _zone_iou(a: LocalMask, b: LocalMask) -> float:
     if zx1 <= zx0 or zy1 <= zy0:
         return 0.0
 
-    def clip(m: LocalMask) -> LocalMask:
-        x0, y0, x1, y1 = m.xyxy
+    def clip(m: MaskCrop) -> MaskCrop:
+        x0, y0, x1, y1 = m.box
         cx0, cy0, cx1, cy1 = max(x0, zx0), max(y0, zy0), min(x1, zx1), min(y1, zy1)
         if cx1 <= cx0 or cy1 <= cy0:
-            return LocalMask(cx0, cy0, np.zeros((0, 0), bool))
-        return LocalMask(cx0, cy0, m.mask[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0])
+            return MaskCrop.empty()
+        return MaskCrop(m.region(cx0, cy0, cx1, cy1), (cx0, cy0))
 
-    return mask_iou(clip(a), clip(b))
+    return clip(a).iou(clip(b))
 
 
 def merge_tiled(
-    items: Sequence[LocalMask],
+    items: Sequence[TileMask],
     iou_thresh: float = 0.5,
     contain_thresh: float = 0.5,
     disjoint: bool = False,
-) -> list[LocalMask]:
+) -> list[TileMask]:
     """Merge masks found in overlapping tiles (image coordinates; ``cut``, ``tile`` and
     ``window`` set by :func:`mark_cut`).
 
@@ -238,12 +204,12 @@ def merge_tiled(
     Only masks whose boxes overlap are compared, so thousands of masks merge quickly.
     """
     order = sorted(range(len(items)), key=lambda i: (items[i].cut, -items[i].score))
-    kept: list[LocalMask] = []
+    kept: list[TileMask] = []
     kept_area: list[int] = []
     boxes = np.zeros((max(len(items), 1), 4), dtype=np.int64)  # boxes of kept[:len(kept)]
     for i in order:
         m = items[i]
-        x0, y0, x1, y1 = m.xyxy
+        x0, y0, x1, y1 = m.box
         area = m.area
         nk = len(kept)
         b = boxes[:nk]
@@ -252,14 +218,14 @@ def merge_tiled(
         covered = 0
         for j in cand:
             k = kept[j]
-            inter = intersection(m, k)
+            inter = m.intersection(k)
             if inter == 0:
                 continue
             iou = inter / (area + kept_area[j] - inter)
             if m.cut and k.cut and m.tile != k.tile and _zone_iou(m, k) > iou_thresh:
                 kept[j] = union(k, m)
                 kept_area[j] = kept[j].area
-                boxes[j] = kept[j].xyxy
+                boxes[j] = kept[j].box
                 absorbed = True
                 break
             covered = covered + inter if disjoint else max(covered, inter)
@@ -351,26 +317,19 @@ def _pair(xr: tuple[int, int], yr: tuple[int, int]) -> tuple[int, int, int, int]
     return xr[0], yr[0], xr[1], yr[1]
 
 
-def to_full_masks(items: Sequence[LocalMask], image_hw: tuple[int, int]) -> np.ndarray:
+def to_full_masks(items: Sequence[TileMask], image_hw: tuple[int, int]) -> np.ndarray:
     """``(N, H, W)`` bool full-image masks of local masks (parts outside the image dropped)."""
-    h, w = image_hw
-    out = np.zeros((len(items), h, w), dtype=bool)
+    out = np.zeros((len(items), *image_hw), dtype=bool)
     for i, m in enumerate(items):
-        x0, y0, x1, y1 = m.xyxy
-        cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
-        if cx1 > cx0 and cy1 > cy0:
-            out[i, cy0:cy1, cx0:cx1] = m.mask[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
+        out[i] = m.full(image_hw)
     return out
 
 
 __all__ = [
     "SAM2_AUTO_TILE_FACTOR",
-    "LocalMask",
+    "TileMask",
     "best_window",
-    "intersection",
-    "local_from_full",
     "mark_cut",
-    "mask_iou",
     "mask_nms",
     "merge_tiled",
     "sam2_windows",

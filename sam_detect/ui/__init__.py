@@ -15,8 +15,12 @@ def __getattr__(name: str) -> Any:
         from sam_detect.ui import server
 
         return getattr(server, name)
-    if name in ("AnnotationSession", "UILimits"):
+    if name == "AnnotationSession":
         from sam_detect.ui import session
 
-        return getattr(session, name)
+        return session.AnnotationSession
+    if name == "UILimits":
+        from sam_detect.ui import images
+
+        return images.UILimits
     raise AttributeError(f"module 'sam_detect.ui' has no attribute {name!r}")

@@ -41,8 +41,7 @@ from sam_detect.errors import (
     SamDetectError,
 )
 from sam_detect.instances import NEGATIVE
-from sam_detect.ui.session import (
-    AnnotationSession,
+from sam_detect.ui.images import (
     LimitError,
     NotFoundError,
     PathNotAllowedError,
@@ -50,6 +49,7 @@ from sam_detect.ui.session import (
     View,
     encode_png,
 )
+from sam_detect.ui.session import AnnotationSession
 
 log = logging.getLogger("sam_detect.ui")
 
@@ -253,7 +253,7 @@ def create_app(session: AnnotationSession, *, allowed_hosts: list[str] | None = 
             "root": s.root.name,
             "library": s.library,
             "negative_label": NEGATIVE,
-            "allow_upload": s.allow_upload,
+            "allow_upload": s.images.allow_upload,
             "limits": {
                 "max_upload_bytes": s.limits.max_upload_bytes,
                 "max_image_pixels": s.limits.max_image_pixels,
@@ -270,7 +270,7 @@ def create_app(session: AnnotationSession, *, allowed_hosts: list[str] | None = 
 
     @app.get("/api/images")
     def images() -> dict[str, Any]:
-        return app.state.session.list_images()
+        return app.state.session.images.list_images()
 
     @app.get("/api/image/info")
     def image_info(
@@ -287,13 +287,13 @@ def create_app(session: AnnotationSession, *, allowed_hosts: list[str] | None = 
         lo: float = Query(1.0, ge=0, le=100),
         hi: float = Query(99.8, ge=0, le=100),
     ) -> Response:
-        rgb = app.state.session.render(path, view_q(frame, channel, merge), (lo, hi))
+        rgb = app.state.session.images.render(path, view_q(frame, channel, merge), (lo, hi))
         return Response(encode_png(rgb), media_type="image/png", headers=png_headers)
 
     @app.get("/api/image/thumb")
     def image_thumb(path: str) -> Response:
         return Response(
-            app.state.session.thumbnail(path),
+            app.state.session.images.thumbnail(path),
             media_type="image/png",
             headers={"Cache-Control": "private, max-age=300"},
         )
@@ -361,7 +361,7 @@ def create_app(session: AnnotationSession, *, allowed_hosts: list[str] | None = 
     async def upload(
         request: Request, name: str = Query(..., min_length=1, max_length=255)
     ) -> dict[str, Any]:
-        s = app.state.session
+        s = app.state.session.images
         if not s.allow_upload:
             raise PathNotAllowedError("uploads are turned off for this session")
         limit = s.limits.max_upload_bytes

@@ -1,0 +1,345 @@
+"""Read and write instance annotations: label images, COCO, labelme, ``.npz`` and polygon files.
+
+Every reader returns :class:`~sam_detect.instances.Instances` (masks kept as one box crop per
+object; ``labels`` as class-name strings) with ``data["source_id"]`` (``(N,)`` int64: the
+label value, COCO annotation id, or shape/row index the instance came from) and
+``metadata`` ``{"source": path, "format": ..., "image": name or frame index}``.
+
+One dispatch, by file extension and, for ``.json``, by content (:func:`load_annotations`,
+:func:`load_annotation_set`, :func:`save_annotations`); each format lives in its own module:
+
+- :mod:`~sam_detect.formats.label_image` ``.tif/.tiff/.png/.bmp/.npy``: integer ids, 0 =
+  background; a ``(T, H, W)`` stack is one image per frame. No class names: every instance
+  gets ``label`` (default ``"object"``).
+- :mod:`~sam_detect.formats.coco` instance JSON: polygons or RLE; a ``bbox`` alone is a box mask.
+- :mod:`~sam_detect.formats.labelme` JSON (``shapes``).
+- :mod:`~sam_detect.formats.npz` ``masks`` ``(N, H, W)`` and ``labels`` ``(N,)``.
+- :mod:`~sam_detect.formats.polygons` polygon lists (JSON); they carry no image size: pass
+  ``image_shape``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sam_detect.errors import AnnotationError
+from sam_detect.formats._common import (
+    DEFAULT_LABEL,
+    PathLike,
+    check_exists,
+    check_hw,
+    read_json,
+    select_image,
+)
+from sam_detect.formats.coco import is_coco, read_coco, save_coco, to_coco
+from sam_detect.formats.label_image import (
+    LABEL_IMAGE_SUFFIXES,
+    instances_to_label_image,
+    label_image_to_instances,
+    read_label_array,
+    read_label_frames,
+    read_label_image,
+    save_label_image,
+)
+from sam_detect.formats.labelme import is_labelme, read_labelme, save_labelme, to_labelme
+from sam_detect.formats.npz import read_npz, save_npz
+from sam_detect.formats.polygons import read_polygon_file, read_polygons, save_polygons
+from sam_detect.instances import Instances
+
+SUPPORTED_SUFFIXES = (*LABEL_IMAGE_SUFFIXES, ".json", ".npz")
+WRITE_FORMATS = ("coco", "labelme", "label_image", "npz", "polygons")
+
+
+# ----------------------------------------------------------------------------------------
+# reading
+# ----------------------------------------------------------------------------------------
+def load_annotations(
+    path: PathLike,
+    image_shape: Sequence[int] | None = None,
+    *,
+    label: str | None = None,
+    image: int | str | None = None,
+    channel: int | None = None,
+) -> Instances:
+    """Instances of ONE image from an annotation file.
+
+    Args:
+        path: a label image, COCO/labelme/polygon JSON or ``.npz`` (see the module docstring).
+        image_shape: the annotated image's shape, ``(H, W)`` or ``(H, W, C)``. Checked
+            against the file's size when given; required for plain polygon lists.
+        label: class name for every instance. Label images carry no names and default to
+            ``"object"``; for files with names, ``label`` overrides them.
+        image: which image of a multi-image file (a stack frame index, or a COCO
+            ``file_name`` / image id). Needed only when the file holds several images.
+        channel: for label TIFFs with a channel axis, the channel holding the labels.
+
+    Returns:
+        ``Instances`` with masks ``(N, H, W)`` bool and ``labels`` as strings.
+
+    Raises:
+        AnnotationError: unreadable, unsupported or inconsistent file, or a size mismatch.
+    """
+    path = Path(path)
+    frame = image if is_label_image(path) and isinstance(image, (int, np.integer)) else None
+    items = _read_any(path, image_shape, label, channel=channel, frame=frame)
+    if frame is not None:
+        return items[0]
+    if image is None:
+        if len(items) != 1:
+            names = ", ".join(str(it.metadata.get("image")) for it in items[:5])
+            raise AnnotationError(
+                f"{path}: holds {len(items)} images ({names}{', ...' if len(items) > 5 else ''}); "
+                "choose one with image=INDEX_OR_NAME (--frame on the command line), or read them all with load_annotation_set()"
+            )
+        return items[0]
+    return select_image(path, items, image)
+
+
+def load_annotation_set(
+    path: PathLike,
+    image_names: Sequence[str] | None = None,
+    image_shapes: Sequence[Sequence[int]] | None = None,
+    *,
+    label: str | None = None,
+    channel: int | None = None,
+) -> list[Instances]:
+    """Instances of every image in an annotation file, one ``Instances`` per image.
+
+    Args:
+        path: as for :func:`load_annotations`.
+        image_names: when given, the result follows this order: COCO images are matched by
+            the file name's basename (or stem), a stack must have exactly this many frames,
+            a single-image file must be given one name.
+        image_shapes: optional ``(H, W[, C])`` per image, checked like ``image_shape``.
+        label, channel: as for :func:`load_annotations`.
+
+    A ``(T, H, W)`` label stack becomes T ``Instances`` (their masks are box crops, but the
+    stack is read whole): for long stacks of large frames, read the ids with
+    :func:`read_label_image` and convert frame by frame with :func:`label_image_to_instances`,
+    as the evaluation does.
+    """
+    path = Path(path)
+    shape0 = image_shapes[0] if image_shapes is not None and len(image_shapes) else None
+    uniform = image_shapes is None or all(tuple(s[:2]) == tuple(shape0[:2]) for s in image_shapes)
+    items = _read_any(path, shape0 if uniform else None, label, channel=channel)
+    if image_names is not None:
+        image_names = [str(n) for n in image_names]
+        fmt = items[0].metadata.get("format") if items else None
+        if fmt == "coco":
+            items = [select_image(path, items, n) for n in image_names]
+        elif len(items) != len(image_names):
+            raise AnnotationError(
+                f"{path}: holds annotations for {len(items)} image(s) but {len(image_names)} "
+                f"image(s) were given; give one image per frame of the annotation file"
+            )
+    if image_shapes is not None:
+        if len(image_shapes) != len(items):
+            raise AnnotationError(
+                f"{path}: {len(items)} annotated image(s) but {len(image_shapes)} image shape(s) given"
+            )
+        for it, shape in zip(items, image_shapes, strict=True):
+            check_hw(path, it.image_hw, shape, where=it.metadata.get("image"))
+    return items
+
+
+def load_ground_truth(
+    paths: Sequence[PathLike],
+    image_names: Sequence[str],
+    *,
+    label: str | None = None,
+    channel: int | None = None,
+    frame: int | None = None,
+) -> list[Any]:
+    """Ground truth of each of ``image_names``: one annotation file per image, or one file
+    covering all of them (a label stack, a COCO file). Label images stay ``(H, W)`` int
+    arrays (cheap to hold); other files give ``Instances``.
+
+    Raises:
+        AnnotationError: files and images do not pair up, or a file is unreadable.
+    """
+
+    def label_frames(path: PathLike) -> list[Any]:
+        arr = read_label_image(path, channel=channel)
+        return [arr] if arr.ndim == 2 else list(arr)
+
+    n = len(image_names)
+    if len(paths) > 1:
+        if len(paths) != n:
+            raise AnnotationError(
+                f"{len(paths)} annotation files for {n} image(s); give one per image, or one "
+                "file covering all of them"
+            )
+        out = []
+        for p, name in zip(paths, image_names, strict=True):
+            if is_label_image(p):
+                frames = label_frames(p)
+                if len(frames) != 1:
+                    raise AnnotationError(
+                        f"{p}: holds {len(frames)} frames; with one file per image, each "
+                        "must hold one label image"
+                    )
+                out.append(frames[0])
+            else:
+                out.append(load_annotations(p, label=label, image=name if is_coco_file(p) else None))
+        return out
+    path = paths[0]
+    if is_label_image(path):
+        frames = label_frames(path)
+        if frame is not None and len(frames) > 1 and n == 1:
+            if not 0 <= frame < len(frames):
+                raise AnnotationError(f"{path}: --frame {frame} out of range 0..{len(frames) - 1}")
+            return [frames[frame]]
+        if len(frames) != n:
+            raise AnnotationError(
+                f"{path}: holds {len(frames)} label frame(s) but {n} image(s) were given; "
+                "give a label stack with one frame per image"
+            )
+        return frames
+    if is_coco_file(path):
+        return load_annotation_set(path, image_names=list(image_names), label=label)
+    if n != 1:
+        raise AnnotationError(f"{path}: annotates one image but {n} image(s) were given")
+    return [load_annotations(path, label=label)]
+
+
+def is_label_image(path: PathLike) -> bool:
+    """Whether ``path`` names a label image file (by its extension)."""
+    return Path(path).suffix.lower() in LABEL_IMAGE_SUFFIXES
+
+
+def is_coco_file(path: PathLike) -> bool:
+    """Whether ``path`` is a ``.json`` file holding COCO annotations (``False`` when unreadable)."""
+    path = Path(path)
+    if path.suffix.lower() != ".json":
+        return False
+    try:
+        return is_coco(read_json(path))
+    except AnnotationError:
+        return False
+
+
+def _read_any(
+    path: Path,
+    image_shape: Sequence[int] | None,
+    label: str | None,
+    channel: int | None = None,
+    frame: int | None = None,
+) -> list[Instances]:
+    check_exists(path)
+    suffix = path.suffix.lower()
+    if channel is not None and suffix not in (".tif", ".tiff", ".png", ".bmp"):
+        raise AnnotationError(f"{path}: channel= applies to label image files only, not {suffix}")
+    if suffix in LABEL_IMAGE_SUFFIXES:
+        items = read_label_frames(path, label, channel, frame)
+    elif suffix == ".npz":
+        items = [read_npz(path, label)]
+    elif suffix == ".json":
+        items = _read_json(path, image_shape, label)
+    else:
+        raise AnnotationError(
+            f"{path}: unsupported annotation format {suffix!r}; expected one of "
+            + ", ".join(SUPPORTED_SUFFIXES)
+        )
+    if image_shape is not None:
+        for it in items:
+            check_hw(path, it.image_hw, image_shape, where=it.metadata.get("image"))
+    for it in items:
+        it.metadata.setdefault("source", str(path))
+    return items
+
+
+def _read_json(path: Path, image_shape: Sequence[int] | None, label: str | None) -> list[Instances]:
+    doc = read_json(path)
+    try:
+        if is_coco(doc):
+            return read_coco(path, doc, label)
+        if is_labelme(doc):
+            return [read_labelme(path, doc, image_shape, label)]
+        return [read_polygons(path, doc, image_shape, label)]
+    except AnnotationError as e:
+        msg = str(e)
+        if msg.startswith(str(path)):
+            raise
+        raise AnnotationError(f"{path}: {msg}") from e
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise AnnotationError(f"{path}: malformed annotation ({type(e).__name__}: {e})") from e
+
+
+# ----------------------------------------------------------------------------------------
+# writing
+# ----------------------------------------------------------------------------------------
+def save_annotations(
+    items: Instances | Sequence[Instances],
+    path: PathLike,
+    *,
+    format: str | None = None,  # noqa: A002 - the word users know
+    image_names: Sequence[str] | None = None,
+    tolerance: float = 1.0,
+    use_rle: bool = False,
+) -> Path:
+    """Write annotations in the format ``format`` names, or by ``path``'s extension:
+    ``.json`` COCO, ``.npz`` npz, a label image extension a label image (a TIFF stack for
+    several images). ``labelme``, ``npz`` and ``polygons`` take one image.
+
+    Raises:
+        AnnotationError: an unknown format or extension, or several images for a one-image format.
+    """
+    path = Path(path)
+    fmt = format or _format_of(path)
+    if fmt not in WRITE_FORMATS:
+        raise AnnotationError(f"{path}: cannot write annotations as {fmt!r}; use one of {', '.join(WRITE_FORMATS)}")
+    if fmt == "coco":
+        return save_coco(items, path, image_names, use_rle=use_rle, tolerance=tolerance)
+    if fmt == "label_image":
+        return save_label_image(items, path)
+    seq = [items] if isinstance(items, Instances) else list(items)
+    if len(seq) != 1:
+        raise AnnotationError(f"{path}: a {fmt} file holds one image, got {len(seq)}; write COCO or a label stack")
+    if fmt == "labelme":
+        return save_labelme(seq[0], path, image_names[0] if image_names else None, tolerance=tolerance)
+    if fmt == "npz":
+        return save_npz(seq[0], path)
+    return save_polygons(seq[0], path, tolerance=tolerance)
+
+
+def _format_of(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        return "coco"
+    if suffix == ".npz":
+        return "npz"
+    if suffix in LABEL_IMAGE_SUFFIXES:
+        return "label_image"
+    raise AnnotationError(
+        f"{path}: unsupported annotation format {suffix!r}; expected one of " + ", ".join(SUPPORTED_SUFFIXES)
+    )
+
+
+__all__ = [
+    "DEFAULT_LABEL",
+    "LABEL_IMAGE_SUFFIXES",
+    "SUPPORTED_SUFFIXES",
+    "WRITE_FORMATS",
+    "instances_to_label_image",
+    "is_coco_file",
+    "is_label_image",
+    "label_image_to_instances",
+    "load_annotation_set",
+    "load_annotations",
+    "load_ground_truth",
+    "read_label_array",
+    "read_label_image",
+    "read_polygon_file",
+    "save_annotations",
+    "save_coco",
+    "save_label_image",
+    "save_labelme",
+    "save_npz",
+    "save_polygons",
+    "to_coco",
+    "to_labelme",
+]

@@ -1,0 +1,175 @@
+"""COCO instance JSON (``images``, ``annotations``, ``categories``): polygons, compressed or
+uncompressed RLE; an annotation with only a ``bbox`` becomes a filled box mask. ``bbox`` is
+COCO's XYWH, made here at the edge from the XYXY boxes inside.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sam_detect.errors import AnnotationError
+from sam_detect.formats._common import PathLike, label_str, write_json
+from sam_detect.instances import Instances
+
+
+def is_coco(doc: Any) -> bool:
+    """Whether a JSON document is COCO instance annotations."""
+    return isinstance(doc, dict) and "annotations" in doc and ("images" in doc or "categories" in doc)
+
+
+def to_coco(
+    items: Instances | Sequence[Instances],
+    image_names: Sequence[str] | None = None,
+    *,
+    use_rle: bool = False,
+    tolerance: float = 1.0,
+    keep_empty: bool = False,
+    description: str = "sam-detect",
+) -> dict[str, Any]:
+    """A COCO instance-segmentation dict for one or several images.
+
+    Segmentations are polygons (simplified with ``tolerance`` pixels) or, with ``use_rle``
+    or when a mask is too small for a polygon, compressed RLE; empty masks are left out
+    unless ``keep_empty`` (then they have area 0 and an empty RLE).
+    ``bbox`` is COCO's XYWH. Each annotation carries ``score``: the instance's label
+    confidence if it has a label, else its segmenter score. Category ids follow the sorted
+    class names, from 1. ``image_names`` default to ``metadata["image_name"]``.
+    """
+    from sam_detect.masks import crop_to_polygons, crop_to_rle
+
+    items = [items] if isinstance(items, Instances) else list(items)
+    if image_names is None:
+        image_names = [
+            str(it.metadata.get("image_name") or f"image_{i:05d}.png") for i, it in enumerate(items)
+        ]
+    if len(image_names) != len(items):
+        raise AnnotationError(f"to_coco: {len(items)} images but {len(image_names)} names")
+    names = sorted({label_str(lab) for it in items for lab in it.labels})
+    cat_ids = {n: i + 1 for i, n in enumerate(names)}
+    images, annotations = [], []
+    for img_id, (it, name) in enumerate(zip(items, image_names, strict=True), start=1):
+        h, w = it.image_hw
+        images.append({"id": img_id, "file_name": str(name), "height": int(h), "width": int(w)})
+        for i, m in enumerate(it.crops):
+            area = m.area
+            if area == 0 and not keep_empty:
+                continue
+            x1, y1, x2, y2 = (float(v) for v in it.boxes[i])
+            seg: Any = None
+            if not use_rle:
+                polys = crop_to_polygons(m.crop, m.origin, (h, w), tolerance=tolerance)
+                if polys:
+                    seg = [p.reshape(-1).astype(float).round(2).tolist() for p in polys]
+            if seg is None:
+                seg = crop_to_rle(m.crop, m.origin, (h, w))
+            lab = it.labels[i]
+            score = float(it.label_confidences[i]) if lab is not None else float(it.scores[i])
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": img_id,
+                    "category_id": cat_ids[label_str(lab)],
+                    "segmentation": seg,
+                    "area": area,
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "iscrowd": 0,
+                    "score": round(score, 4),
+                }
+            )
+    return {
+        "info": {"description": description},
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": i, "name": n, "supercategory": ""} for n, i in cat_ids.items()],
+    }
+
+
+def save_coco(
+    items: Instances | Sequence[Instances],
+    path: PathLike,
+    image_names: Sequence[str] | None = None,
+    *,
+    use_rle: bool = False,
+    tolerance: float = 1.0,
+) -> Path:
+    """Write :func:`to_coco` as JSON to ``path``."""
+    return write_json(path, to_coco(items, image_names, use_rle=use_rle, tolerance=tolerance))
+
+
+def annotation_mask(ann: dict, hw: tuple[int, int], where: str, *, use_bbox: bool = True) -> Any:
+    """The :class:`~sam_detect.masks.MaskCrop` of one COCO annotation of an ``hw`` image: its
+    RLE or polygons, else (``use_bbox``) its filled ``bbox``; ``None`` when it has none."""
+    from sam_detect.masks import MaskCrop, box_to_crop, polygons_to_crop, rle_to_mask
+
+    seg = ann.get("segmentation")
+    prefix = f"{where}: " if where else ""
+    if isinstance(seg, dict):
+        try:
+            m = rle_to_mask(seg)  # one full-image mask at a time, kept as its crop
+        except AnnotationError as e:
+            raise AnnotationError(f"{prefix}{e}") from e
+        if m.shape != tuple(hw):
+            raise AnnotationError(f"{prefix}RLE size {list(m.shape)} but the image is {hw[0]}x{hw[1]} (HxW)")
+        return MaskCrop.from_full(m)
+    if isinstance(seg, list) and seg:
+        return polygons_to_crop([np.asarray(p, dtype=np.float64) for p in seg], hw)
+    if use_bbox and ann.get("bbox") is not None:
+        x, y, bw, bh = (float(v) for v in ann["bbox"])
+        return box_to_crop((x, y, x + bw, y + bh), hw)
+    return None
+
+
+def read_coco(path: Path, doc: dict, label: str | None) -> list[Instances]:
+    """One ``Instances`` per image of a COCO document (``path`` names it in messages)."""
+    images = doc.get("images") or []
+    cats = {c["id"]: str(c["name"]) for c in doc.get("categories") or []}
+    by_image: dict[Any, list[dict]] = {}
+    for k, ann in enumerate(doc["annotations"]):
+        if "image_id" not in ann:
+            raise AnnotationError(f"annotation #{k} has no 'image_id'")
+        by_image.setdefault(ann["image_id"], []).append(ann)
+    known = {img["id"] for img in images}
+    missing = sorted(set(by_image) - known, key=str)
+    if missing:
+        raise AnnotationError(
+            f"annotations refer to image id(s) {missing[:5]} missing from 'images'"
+        )
+    out = []
+    for img in images:
+        if "height" not in img or "width" not in img:
+            raise AnnotationError(
+                f"image {img.get('id')} ({img.get('file_name')}) lacks 'height'/'width'"
+            )
+        h, w = int(img["height"]), int(img["width"])
+        masks, labels, ids, scores = [], [], [], []  # box crops: never (N, H, W)
+        for i, ann in enumerate(by_image.get(img["id"], [])):
+            where = f"annotation {ann.get('id', i)} of image {img['id']}"
+            cid = ann.get("category_id")
+            if cats and cid not in cats:
+                raise AnnotationError(f"{where}: category_id {cid} is not in 'categories'")
+            m = annotation_mask(ann, (h, w), where)
+            if m is None:
+                raise AnnotationError(f"{where}: no 'segmentation' and no 'bbox'")
+            masks.append(m)
+            labels.append(label or cats.get(cid, str(cid)))
+            ids.append(int(ann.get("id", i)))
+            scores.append(float(ann.get("score", 1.0)))
+        inst = Instances.from_crops(
+            masks,
+            None,
+            (h, w),
+            scores=np.asarray(scores, dtype=np.float32),
+            labels=labels,
+            data={"source_id": np.asarray(ids, dtype=np.int64)},
+        )
+        inst.metadata.update(
+            {"format": "coco", "image": str(img.get("file_name", img["id"])), "image_id": img["id"]}
+        )
+        out.append(inst)
+    if not out:
+        raise AnnotationError("COCO file lists no images")
+    return out

@@ -1,0 +1,167 @@
+"""labelme JSON (``shapes``): ``polygon``, ``rectangle``, ``circle`` and ``mask`` shapes; shapes
+sharing a ``group_id`` and label form one instance. ``point``/``line`` shapes are skipped with
+a warning (they outline no area). Written as one ``polygon`` shape per connected part.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sam_detect.errors import AnnotationError
+from sam_detect.formats._common import DEFAULT_LABEL, PathLike, label_str, write_json
+from sam_detect.instances import Instances
+from sam_detect.masks import MaskCrop
+
+
+def is_labelme(doc: Any) -> bool:
+    """Whether a JSON document is a labelme file."""
+    return isinstance(doc, dict) and "shapes" in doc
+
+
+def to_labelme(
+    instances: Instances, image_path: str | None = None, *, tolerance: float = 1.0
+) -> dict[str, Any]:
+    """A labelme (5.x) dict: one ``polygon`` shape per connected part of each mask.
+
+    An instance made of several parts gets a shared ``group_id`` so it reads back as one.
+    Holes are not represented (labelme polygons have none).
+    """
+    from sam_detect.masks import crop_to_polygons
+
+    h, w = instances.image_hw
+    shapes = []
+    for i, m in enumerate(instances.crops):
+        polys = crop_to_polygons(m.crop, m.origin, (h, w), tolerance=tolerance)
+        group = i + 1 if len(polys) > 1 else None
+        for p in polys:
+            shapes.append(
+                {
+                    "label": label_str(instances.labels[i]),
+                    "points": p.astype(float).round(2).tolist(),
+                    "group_id": group,
+                    "description": "",
+                    "shape_type": "polygon",
+                    "flags": {},
+                }
+            )
+    return {
+        "version": "5.4.1",
+        "flags": {},
+        "shapes": shapes,
+        "imagePath": image_path or str(instances.metadata.get("image_name") or ""),
+        "imageData": None,
+        "imageHeight": h,
+        "imageWidth": w,
+    }
+
+
+def save_labelme(
+    instances: Instances, path: PathLike, image_path: str | None = None, *, tolerance: float = 1.0
+) -> Path:
+    """Write :func:`to_labelme` as JSON to ``path``."""
+    return write_json(path, to_labelme(instances, image_path, tolerance=tolerance), indent=1)
+
+
+def read_labelme(
+    path: Path, doc: dict, image_shape: Sequence[int] | None, label: str | None
+) -> Instances:
+    """The ``Instances`` of a labelme document (``path`` names it in messages)."""
+    from sam_detect.masks import box_to_crop, polygons_to_crop
+
+    if doc.get("imageHeight") and doc.get("imageWidth"):
+        hw = (int(doc["imageHeight"]), int(doc["imageWidth"]))
+    elif image_shape is not None:
+        hw = (int(image_shape[0]), int(image_shape[1]))
+    else:
+        raise AnnotationError("labelme file lacks imageHeight/imageWidth; pass image_shape")
+    groups: dict[Any, tuple[str, MaskCrop]] = {}  # masks as box crops: never (N, H, W)
+    order: list[Any] = []
+    skipped: dict[str, int] = {}
+    for k, shape in enumerate(doc["shapes"]):
+        kind = shape.get("shape_type") or "polygon"
+        pts = np.asarray(shape.get("points") or [], dtype=np.float64).reshape(-1, 2)
+        name = str(shape.get("label", DEFAULT_LABEL))
+        where = f"shape #{k} ({name!r}, {kind})"
+        if kind == "polygon":
+            if len(pts) < 3:
+                raise AnnotationError(f"{where}: a polygon needs at least 3 points, got {len(pts)}")
+            m = polygons_to_crop([pts], hw)
+        elif kind == "rectangle":
+            if len(pts) != 2:
+                raise AnnotationError(f"{where}: a rectangle needs 2 corner points, got {len(pts)}")
+            (xa, ya), (xb, yb) = pts
+            m = box_to_crop((min(xa, xb), min(ya, yb), max(xa, xb), max(ya, yb)), hw)
+        elif kind == "circle":
+            if len(pts) != 2:
+                raise AnnotationError(
+                    f"{where}: a circle needs centre and rim points, got {len(pts)}"
+                )
+            (cx, cy), (rx, ry) = pts
+            m = _circle_crop(cx, cy, float(np.hypot(rx - cx, ry - cy)), hw)
+        elif kind == "mask":
+            m = _labelme_mask(shape, pts, hw, where)
+        else:
+            skipped[kind] = skipped.get(kind, 0) + 1
+            continue
+        gid = shape.get("group_id")
+        key = ("g", gid, name) if gid is not None else ("s", k)
+        if key in groups:
+            groups[key] = (name, groups[key][1].union(m))
+        else:
+            groups[key] = (name, m)
+            order.append(key)
+    if skipped:
+        warnings.warn(
+            f"{path}: skipped {', '.join(f'{v} {k}' for k, v in skipped.items())} shape(s): "
+            "they outline no area",
+            stacklevel=4,
+        )
+    inst = Instances.from_crops(
+        [groups[k][1] for k in order],
+        None,
+        hw,
+        labels=[label or groups[k][0] for k in order],
+        data={"source_id": np.arange(len(order), dtype=np.int64)},
+    )
+    inst.metadata.update({"format": "labelme", "image": str(doc.get("imagePath") or path.stem)})
+    return inst
+
+
+def _circle_crop(cx: float, cy: float, r: float, hw: tuple[int, int]) -> MaskCrop:
+    """The pixels within ``r`` of ``(cx, cy)``, computed over the circle's box only."""
+    h, w = hw
+    if not np.isfinite([cx, cy, r]).all():
+        return MaskCrop.empty()
+    x0, y0 = max(int(np.floor(cx - r)), 0), max(int(np.floor(cy - r)), 0)
+    x1, y1 = min(int(np.ceil(cx + r)) + 1, w), min(int(np.ceil(cy + r)) + 1, h)
+    if x1 <= x0 or y1 <= y0:
+        return MaskCrop.empty()
+    yy, xx = np.ogrid[y0:y1, x0:x1]
+    return MaskCrop((xx - cx) ** 2 + (yy - cy) ** 2 <= r * r, (x0, y0))
+
+
+def _labelme_mask(shape: dict, pts: np.ndarray, hw: tuple[int, int], where: str) -> MaskCrop:
+    """labelme's ``mask`` shape: a base64 PNG of the region between its two corner points."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    if len(pts) != 2 or not shape.get("mask"):
+        raise AnnotationError(f"{where}: a mask shape needs 2 corner points and base64 'mask' data")
+    with Image.open(io.BytesIO(base64.b64decode(shape["mask"]))) as im:
+        sub = np.asarray(im).astype(bool)
+    if sub.ndim == 3:
+        sub = sub.any(axis=2)
+    x1, y1 = (int(round(v)) for v in pts[0])
+    sh, sw = min(sub.shape[0], hw[0] - y1), min(sub.shape[1], hw[1] - x1)
+    if x1 < 0 or y1 < 0 or sh <= 0 or sw <= 0:
+        raise AnnotationError(
+            f"{where}: mask region starts at {x1},{y1}, outside the {hw[1]}x{hw[0]} image"
+        )
+    return MaskCrop(sub[:sh, :sw], (x1, y1))

@@ -1,0 +1,126 @@
+"""Polygon files: JSON ``[[x, y], ...]`` (one polygon), a list of such polygons, a
+``{label: polygon or [polygons]}`` dict, or ``[{"label": ..., "points": [[x, y], ...]}]``;
+for a prompt also COCO-flat ``[x1, y1, x2, y2, ...]`` lists or a text file of ``x,y`` lines.
+They carry no image size: pass ``image_shape``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sam_detect.errors import AnnotationError
+from sam_detect.formats._common import DEFAULT_LABEL, PathLike, label_str, write_json
+from sam_detect.instances import Instances
+
+
+def _is_point(p: Any) -> bool:
+    return (
+        isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(v, (int, float)) for v in p)
+    )
+
+
+def _is_polygon(p: Any) -> bool:
+    return isinstance(p, (list, tuple)) and len(p) > 0 and all(_is_point(q) for q in p)
+
+
+def read_polygons(
+    path: Path, doc: Any, image_shape: Sequence[int] | None, label: str | None
+) -> Instances:
+    """The ``Instances`` of a polygon-list JSON document on an image of ``image_shape``."""
+    from sam_detect.masks import polygons_to_crop
+
+    if image_shape is None:
+        raise AnnotationError(
+            "a plain polygon list carries no image size; pass image_shape (H, W) "
+            "(the CLI passes the image's size)"
+        )
+    hw = (int(image_shape[0]), int(image_shape[1]))
+    entries: list[tuple[str, Any]] = []
+    if isinstance(doc, dict):
+        for name, value in doc.items():
+            if _is_polygon(value):
+                entries.append((str(name), value))
+            elif isinstance(value, list) and all(_is_polygon(v) for v in value):
+                entries.extend((str(name), v) for v in value)
+            else:
+                raise AnnotationError(
+                    f"label {name!r}: expected a polygon [[x, y], ...] or a list of polygons"
+                )
+    elif _is_polygon(doc):
+        entries.append((DEFAULT_LABEL, doc))
+    elif isinstance(doc, list):
+        for k, item in enumerate(doc):
+            if _is_polygon(item):
+                entries.append((DEFAULT_LABEL, item))
+            elif isinstance(item, dict) and ("points" in item or "polygon" in item):
+                pts = item.get("points", item.get("polygon"))
+                if not _is_polygon(pts):
+                    raise AnnotationError(f"item #{k}: 'points' must be [[x, y], ...]")
+                entries.append((str(item.get("label", DEFAULT_LABEL)), pts))
+            else:
+                raise AnnotationError(
+                    f"item #{k}: expected a polygon [[x, y], ...] or {{'label': ..., 'points': [[x, y], ...]}}"
+                )
+    else:
+        raise AnnotationError(
+            "unrecognised JSON: expected COCO (images/annotations/categories), labelme (shapes) "
+            "or a polygon list"
+        )
+    inst = Instances.from_crops(
+        [polygons_to_crop([np.asarray(pts, dtype=np.float64)], hw) for _, pts in entries],
+        None,
+        hw,
+        labels=[label or name for name, _ in entries],
+        data={"source_id": np.arange(len(entries), dtype=np.int64)},
+    )
+    inst.metadata.update({"format": "polygons", "image": 0})
+    return inst
+
+
+def read_polygon_file(path: PathLike) -> list:
+    """The polygons of a prompt file: JSON (``[[x, y], ...]``, a list of those, or COCO-flat
+    lists) or a text file of ``x,y`` lines (a blank line separates polygons)."""
+    text = Path(path).read_text()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        polys, cur = [], []
+        for line in text.splitlines():
+            line = line.strip()
+            if not line:
+                if cur:
+                    polys.append(cur)
+                cur = []
+                continue
+            try:
+                x, y = (float(v) for v in line.replace(";", ",").replace(" ", ",").split(",") if v)
+            except ValueError as e:
+                raise AnnotationError(f"{path}: cannot read polygon line {line!r} (expected x,y)") from e
+            cur.append([x, y])
+        if cur:
+            polys.append(cur)
+        return polys
+    if isinstance(data, list) and data and isinstance(data[0], (int, float)):
+        return [data]  # one COCO-flat polygon
+    if isinstance(data, list) and data and _is_point(data[0]):
+        return [data]  # one polygon of points
+    if isinstance(data, list):
+        return data
+    raise AnnotationError(f"{path}: expected a JSON list of [x, y] points or of polygons")
+
+
+def save_polygons(instances: Instances, path: PathLike, *, tolerance: float = 1.0) -> Path:
+    """Write ``[{"label": ..., "points": [[x, y], ...]}]``, one entry per connected part."""
+    from sam_detect.masks import crop_to_polygons
+
+    out = [
+        {"label": label_str(instances.labels[i]), "points": p.astype(float).round(2).tolist()}
+        for i, m in enumerate(instances.crops)
+        for p in crop_to_polygons(m.crop, m.origin, instances.image_hw, tolerance=tolerance)
+    ]
+    return write_json(path, out, indent=1)

@@ -1,0 +1,130 @@
+"""One dispatch for annotation files: every format written by save_annotations reads back
+the same masks and labels through load_annotations; bad files give one clear line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from sam_detect.errors import AnnotationError
+from sam_detect.formats import (
+    WRITE_FORMATS,
+    load_annotation_set,
+    load_annotations,
+    read_polygon_file,
+    save_annotations,
+)
+from sam_detect.formats.runs import mask_to_runs, runs_to_crop, runs_to_mask
+from sam_detect.instances import Instances
+
+HW = (40, 50)
+
+
+def rectangles() -> Instances:
+    """Three disjoint rectangles (they survive every format, polygons included), one on the edge."""
+    masks = np.zeros((3, *HW), bool)
+    masks[0, 2:10, 3:15] = True
+    masks[1, 20:35, 30:50] = True  # touches the right edge
+    masks[2, 30:40, 0:8] = True  # the bottom-left corner
+    return Instances(masks=masks, labels=["cell", "nucleus", "cell"], label_confidences=[0.9, 0.8, 0.7])
+
+
+CASES = [  # (format, file name, labels kept)
+    ("coco", "a.json", True),
+    ("labelme", "a.json", True),
+    ("label_image", "a.tif", False),
+    ("label_image", "a.png", False),
+    ("label_image", "a.npy", False),
+    ("npz", "a.npz", True),
+    ("polygons", "a.json", True),
+]
+
+
+@pytest.mark.parametrize(("fmt", "name", "named"), CASES, ids=[f"{f}-{n}" for f, n, _ in CASES])
+def test_each_format_round_trips(fmt, name, named, tmp_path):
+    inst = rectangles()
+    path = save_annotations(inst, tmp_path / name, format=fmt, tolerance=0.0)
+    back = load_annotations(path, image_shape=HW)
+    assert back.image_hw == HW and len(back) == len(inst)
+    np.testing.assert_array_equal(back.masks, inst.masks)
+    if named:
+        assert list(back.labels) == list(inst.labels)
+    else:
+        assert set(back.labels) == {"object"}
+    assert back.metadata["source"] == str(path)
+
+
+def test_every_write_format_is_covered():
+    assert {f for f, _, _ in CASES} == set(WRITE_FORMATS)
+
+
+def test_dispatch_by_extension_and_several_images(tmp_path):
+    inst = rectangles()
+    assert json.loads(save_annotations(inst, tmp_path / "d.json").read_text())["annotations"]  # COCO
+    stack = save_annotations([inst, inst[1:]], tmp_path / "s.tif")
+    items = load_annotation_set(stack)
+    assert [len(it) for it in items] == [3, 2]
+    coco = save_annotations([inst, inst[:1]], tmp_path / "two.json", image_names=["x.png", "y.png"])
+    assert [len(it) for it in load_annotation_set(coco, image_names=["y.png", "x.png"])] == [1, 3]
+    with pytest.raises(AnnotationError, match="holds one image"):
+        save_annotations([inst, inst], tmp_path / "two.npz")
+    with pytest.raises(AnnotationError, match=r"cannot write annotations as 'yaml'"):
+        save_annotations(inst, tmp_path / "x.json", format="yaml")
+    with pytest.raises(AnnotationError, match=r"unsupported annotation format '\.txt'"):
+        save_annotations(inst, tmp_path / "x.txt")
+
+
+BAD = [  # (file name, content, message)
+    ("x.json", b"{not json", r"x\.json: not valid JSON"),
+    ("x.json", b'{"images": [{"id": 1}], "annotations": []}', r"x\.json: image 1 .* lacks 'height'/'width'"),
+    ("x.json", b'{"shapes": [{"shape_type": "polygon", "points": [[1, 1]]}], "imageHeight": 9, "imageWidth": 9}',
+     r"x\.json: shape #0 .* a polygon needs at least 3 points"),
+    ("x.json", b'"a string"', r"x\.json: unrecognised JSON"),
+    ("x.npz", b"PK\x03\x04 broken", r"x\.npz: cannot read \.npz"),
+    ("x.tif", b"II*\x00 broken", r"x\.tif: cannot read label image"),
+    ("x.txt", b"1,2", r"x\.txt: unsupported annotation format '\.txt'"),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "message"), BAD, ids=[f"{n}-{i}" for i, (n, _, _) in enumerate(BAD)])
+def test_bad_file_gives_one_clear_line(name, content, message, tmp_path):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(AnnotationError, match=message) as e:
+        load_annotations(path, image_shape=HW)
+    assert "\n" not in str(e.value) and str(e.value).startswith(str(path))
+
+
+def test_missing_file_and_folder(tmp_path):
+    with pytest.raises(AnnotationError, match="annotation file not found"):
+        load_annotations(tmp_path / "none.json")
+    with pytest.raises(AnnotationError, match="is a folder"):
+        load_annotations(tmp_path)
+
+
+def test_polygon_prompt_files(tmp_path):
+    (tmp_path / "p.json").write_text("[[1, 2], [5, 2], [5, 6]]")
+    assert read_polygon_file(tmp_path / "p.json") == [[[1, 2], [5, 2], [5, 6]]]
+    (tmp_path / "flat.json").write_text("[1, 2, 5, 2, 5, 6]")
+    assert read_polygon_file(tmp_path / "flat.json") == [[1, 2, 5, 2, 5, 6]]
+    (tmp_path / "p.txt").write_text("1,2\n5 2\n5;6\n\n10,10\n12,10\n12,12\n")
+    assert read_polygon_file(tmp_path / "p.txt") == [[[1, 2], [5, 2], [5, 6]], [[10, 10], [12, 10], [12, 12]]]
+    (tmp_path / "bad.txt").write_text("1,2\nx\n")
+    with pytest.raises(AnnotationError, match=r"cannot read polygon line 'x'"):
+        read_polygon_file(tmp_path / "bad.txt")
+
+
+def test_page_runs_round_trip():
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        m = np.zeros(HW, bool)
+        y, x = int(rng.integers(0, 39)), int(rng.integers(0, 49))
+        m[y : y + int(rng.integers(1, 12)), x : x + int(rng.integers(1, 12))] = rng.random() > 0.1
+        runs = mask_to_runs(m)
+        np.testing.assert_array_equal(runs_to_mask(runs, HW) if m.any() else m, m)
+        if m.any():
+            assert runs_to_crop(runs, HW).tight().box == (runs["x"], runs["y"], runs["x"] + runs["w"], runs["y"] + runs["h"])
+    with pytest.raises(AnnotationError, match="lies outside"):
+        runs_to_mask({"x": 45, "y": 0, "w": 10, "h": 1, "runs": [0, 10]}, HW)
