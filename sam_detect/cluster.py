@@ -234,6 +234,39 @@ _DETECTORS_LOCK = threading.Lock()
 BUILT: list[str] = []
 
 
+#: glibc ``mallopt`` parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+#: arrays up to this size come from the heap, not one ``mmap`` each (glibc's own ceiling
+#: for its dynamic threshold on 64-bit machines)
+MMAP_THRESHOLD = 32 * 1024 * 1024
+#: free memory kept at the top of the heap before it is given back to the system
+TRIM_THRESHOLD = 64 * 1024 * 1024
+
+
+def heap_for_arrays() -> bool:
+    """Undo, in this process, the allocator setting a Dask nanny gives its workers.
+
+    The nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536`` (``distributed.nanny.
+    pre-spawn-environ``) so that freed memory goes back to the system at once. Setting it
+    also freezes glibc's mmap threshold at 128 KiB, so every array larger than that (a
+    700 x 1100 float32 image is 3 MB, and a detection makes hundreds of them) is mapped,
+    zero-filled page by page and unmapped again: detection ran 1.6x slower on a worker
+    than in the local engine (docs/performance.md). Here arrays up to ``MMAP_THRESHOLD``
+    come from the heap again and up to ``TRIM_THRESHOLD`` of free heap is kept, as glibc
+    does by itself. Returns whether the allocator was changed (glibc with the variable set).
+    """
+    if not os.environ.get("MALLOC_TRIM_THRESHOLD_"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
+            libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    except (OSError, AttributeError):  # not glibc: nothing to undo
+        return False
+
+
 def worker_detector(config: Any, snapshot: LibrarySnapshot | None, token: str) -> Any:
     """This worker thread's detector for run ``token``, built on first use and kept."""
     key = (token, threading.get_ident())
@@ -241,6 +274,7 @@ def worker_detector(config: Any, snapshot: LibrarySnapshot | None, token: str) -
         det = _DETECTORS.get(key)
     if det is not None:
         return det
+    heap_for_arrays()
     from sam_detect.pipeline import SAMDetect
 
     if snapshot is not None:

@@ -306,3 +306,38 @@ def test_python_api_detect_many_on_cluster(client, hela):
     with SAMDetect(hela["config"]) as det:
         pairs = list(det.detect_many(paths, cluster=client))
     assert [p for p, _ in pairs] == paths and [len(f) for _, f in pairs] == local
+
+
+def _mapped_blocks_for_an_image_sized_array() -> tuple[str | None, int, bool, int]:
+    """On a worker: the nanny's MALLOC_TRIM_THRESHOLD_, how many mmapped blocks a 4 MB array
+    takes before and after ``heap_for_arrays`` (glibc's mallinfo2), and what it returned."""
+    import ctypes
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                                                    "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = MallInfo2
+
+    def mapped() -> int:
+        before = libc.mallinfo2().hblks
+        a = np.ones(4_000_000 // 8)
+        during = libc.mallinfo2().hblks
+        del a
+        return int(during - before)
+
+    first = mapped()
+    changed = cl.heap_for_arrays()
+    return os.environ.get("MALLOC_TRIM_THRESHOLD_"), first, changed, mapped()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator settings")
+def test_workers_allocate_arrays_from_the_heap():
+    """The nanny's MALLOC_TRIM_THRESHOLD_ makes every image-sized array an mmap of its own
+    (1.6x slower detection on a worker); the worker's first detector undoes it. A fresh
+    worker: the module's shared ones have run detectors already."""
+    with cl.open_client("local:1") as fresh:
+        env, before, changed, after = fresh.submit(_mapped_blocks_for_an_image_sized_array, pure=False).result()
+    assert env == "65536"  # what distributed's nanny sets (distributed.nanny.pre-spawn-environ)
+    assert before == 1 and changed and after == 0
