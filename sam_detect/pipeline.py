@@ -12,70 +12,17 @@ import datetime as _dt
 import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from sam_detect.config import DetectorConfig, adopt_library_settings
 from sam_detect.embed.base import embeds_instances
 from sam_detect.errors import AnnotationError, LibraryNotFoundError, SamDetectError
 from sam_detect.instances import NEGATIVE, UNKNOWN, Instances, as_instances
 
 log = logging.getLogger("sam_detect")
-
-DEFAULT_FADE = "gaussian"
-DEFAULT_FADE_OPTIONS = {"sigma": 30.0, "min_fade": 0.1}
-DEFAULT_OCCUPANCY = 0.2
-
-
-@dataclass
-class DetectorConfig:
-    """Everything that chooses and tunes the stages.
-
-    ``segmenter`` / ``embedder``: a registry name or ``"auto"`` (SAM2/CLIP when their weights
-    are cached, else ``classical`` + ``views``; an existing library's own embedder wins).
-    ``fade``: a fade name, or ``None`` for the library's fade (``gaussian`` for a new one).
-    ``occupancy``: the share of the context crop the object fills (``side = sqrt(area / occupancy)``);
-    ``None``: the library's, else ``DEFAULT_OCCUPANCY`` (0.2) for a new library.
-    ``store``: ``edge`` (Qdrant Edge, the Qdrant engine in-process on a folder: the default),
-    ``qdrant`` (qdrant-client: local folder, ``:memory:``, or a server by ``url``) or ``memory``.
-    ``threshold``: the minimum similarity for a label; below it a candidate is ``unknown``.
-    ``None`` (default): each class's own threshold, calibrated from its examples
-    (``sam_detect.calibrate``; ``DEFAULT_THRESHOLD`` for a class with one example); a number
-    overrides them all.
-    ``profile``: use the library's proposal profile (what its examples say about the
-    objects' size, shape and contrast) to calibrate the segmenter, filter and select
-    candidates; ``False``: the segmenter's own settings and every candidate the vote labels.
-    """
-
-    segmenter: str = "auto"
-    segmenter_options: dict[str, Any] = field(default_factory=dict)
-    embedder: str = "auto"
-    embedder_options: dict[str, Any] = field(default_factory=dict)
-    fade: str | None = None
-    fade_options: dict[str, Any] = field(default_factory=dict)
-    occupancy: float | None = None
-    store: str = "edge"
-    store_options: dict[str, Any] = field(default_factory=dict)
-    library: str = "default"
-    top_k: int = 5
-    threshold: float | None = None
-    keep_unknown: bool = False
-    profile: bool = True
-    device: str = "auto"
-    batch_size: int | None = None  # None: the embedder's own default (8 on CPU, 32 on CUDA for effnet)
-
-    def __post_init__(self) -> None:
-        if self.occupancy is not None and not 0 < self.occupancy <= 1:
-            raise ValueError(f"occupancy must be in (0, 1], got {self.occupancy}")
-        if self.top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
-        if self.threshold is not None and not -1 <= self.threshold <= 1:
-            raise ValueError(f"threshold is a cosine similarity in [-1, 1], got {self.threshold}")
-        if not self.library or not str(self.library).strip():
-            raise ValueError("library name must not be empty")
-
 
 def _is_torch_embedder(name: str) -> bool:
     return name in ("effnet", "views", "clip", "sam2")
@@ -137,14 +84,9 @@ class SAMDetect:
         if self._store is None:
             from sam_detect.store import create_store
 
-            opts = dict(self.config.store_options)
-            if self.config.store in ("qdrant", "edge") and not opts.get("url") and not opts.get("path") \
-                    and not opts.get("location"):
-                from sam_detect.paths import default_library_path
-
-                opts["path"] = str(default_library_path())
+            opts = dict(self.config.store_options)  # no path: the store's own default folder
             self._store = create_store(self.config.store, **opts)
-            where = opts.get("url") or opts.get("location") or opts.get("path") or "memory"
+            where = opts.get("url") or opts.get("location") or getattr(self._store, "path", None) or "memory"
             self.choices["store"] = f"{self._store.backend} ({where})"
         return self._store
 
@@ -184,22 +126,14 @@ class SAMDetect:
         if self._embedder is None:
             from sam_detect.embed import create_embedder
 
-            name = self.config.embedder
-            opts = dict(self.config.embedder_options)
             reason = "chosen"
-            if name == "auto":
-                meta = self._library_meta()
-                recorded = (meta.extra or {}).get("embedder") if meta else None
-                if recorded:
-                    name = recorded["name"]
-                    opts = {**recorded.get("options", {}), **opts}
-                    reason = f"auto: library {self.config.library!r} was built with it"
-                    if name == "sam2" and opts.get("mode", "image") == "image" \
-                            and ":tiles=" not in meta.embedder_id:
-                        opts.setdefault("tile_size", 0)  # made before tiled image mode: whole images
-                else:
-                    _, name, why = self._auto_models()
-                    reason = f"auto: {why}"
+            adopted = self._adopt(embedder=self.config.embedder, embedder_options=self.config.embedder_options)
+            name, opts = adopted.embedder, adopted.embedder_options
+            if "embedder" in adopted.adopted:
+                reason = f"auto: library {self.config.library!r} was built with it"
+            elif name is None:
+                _, name, why = self._auto_models()
+                reason = f"auto: {why}"
             if name == "sam2" and self.config.segmenter == "sam2":
                 # image mode pools from the tiles the segmenter encodes: one scale policy
                 for key in ("tile_size", "tile_overlap"):
@@ -220,16 +154,8 @@ class SAMDetect:
         if self._fade is None:
             from sam_detect.fade import create_fade
 
-            name, opts = self.config.fade, dict(self.config.fade_options)
-            if name is None:
-                meta = self._library_meta()
-                if meta and meta.fade:
-                    recorded = dict(meta.fade)
-                    name = recorded.pop("name")
-                    opts = {**recorded, **opts}
-                else:
-                    name, opts = DEFAULT_FADE, {**DEFAULT_FADE_OPTIONS, **opts}
-            self._fade = create_fade(name, **opts)
+            adopted = self._adopt(fade=self.config.fade, fade_options=self.config.fade_options)
+            self._fade = create_fade(adopted.fade, **adopted.fade_options)
         return self._fade
 
     def set_fade_strategy(self, fade: Any, **params: Any) -> None:
@@ -249,14 +175,17 @@ class SAMDetect:
 
     @property
     def occupancy(self) -> float:
-        """The occupancy in use: the config's, else the library's, else ``DEFAULT_OCCUPANCY``."""
+        """The occupancy in use: the config's, else the library's, else the default
+        (``sam_detect.config.PARAMS``)."""
         if self.config.occupancy is not None:
             return float(self.config.occupancy)
         if getattr(self, "_occupancy", None) is None:
-            meta = self._library_meta()
-            recorded = (meta.crop or {}).get("occupancy") if meta else None
-            self._occupancy = float(recorded) if recorded is not None else DEFAULT_OCCUPANCY
+            self._occupancy = self._adopt().occupancy
         return self._occupancy
+
+    def _adopt(self, **given: Any) -> Any:
+        """The library's settings under the ``given`` ones (:func:`sam_detect.config.adopt_library_settings`)."""
+        return adopt_library_settings(self._library_meta(), **given)
 
     def _crop_params(self) -> dict[str, Any]:
         return {"occupancy": self.occupancy}
@@ -666,11 +595,12 @@ class SAMDetect:
         and ``data["neighbours"]`` (``[{"id", "label", "score"}]`` per instance);
         ``metadata["timings"]`` holds seconds per stage.
         """
-        # per-call overrides go through the config's own validation (top_k=0 is an error,
+        # per-call overrides go through the settings' one validation (top_k=0 is an error,
         # not "the default")
-        overrides = {k: v for k, v in (("top_k", top_k), ("threshold", threshold)) if v is not None}
-        checked = dataclasses.replace(self.config, **overrides) if overrides else self.config
-        top_k, threshold = checked.top_k, checked.threshold
+        from sam_detect.config import check
+
+        top_k = self.config.top_k if top_k is None else check("top_k", top_k)
+        threshold = self.config.threshold if threshold is None else check("threshold", threshold)
         self.check_library(create=False)
         loaded = self._load(image)
         timings: dict[str, float] = {}
