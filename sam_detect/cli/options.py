@@ -163,7 +163,9 @@ classify_options = stack(
 
 def store_config(opts: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """(store name, store options) from the store option group's values."""
-    store = opts.get("store") or ("qdrant" if opts.get("qdrant_url") else "edge")
+    from sam_detect.config import default
+
+    store = opts.get("store") or ("qdrant" if opts.get("qdrant_url") else default("store"))
     store_opts: dict[str, Any] = {}
     if opts.get("qdrant_url"):
         if store != "qdrant":
