@@ -231,7 +231,7 @@ def detector_config(**opts: Any):
             param_hint="--tile-size",
         )
     if tile_size is not None:  # both segmenters take it: classical and sam2
-        from sam_detect.segment.classical import ClassicalConfig
+        from sam_detect.segment.classical_config import ClassicalConfig
 
         overlap = ClassicalConfig.tile_overlap  # the default overlap of both segmenters
         if 0 < tile_size < 2 * overlap:
