@@ -87,7 +87,8 @@ class SAMDetect(LibraryState):
 
             opts = dict(self.config.store_options)  # no path: the store's own default folder
             self._store = create_store(self.config.store, **opts)
-            where = opts.get("url") or opts.get("location") or getattr(self._store, "path", None) or "memory"
+            where = opts.get("url") or opts.get("location") or opts.get("path") \
+                or getattr(self._store, "path", None) or "memory"
             self.choices["store"] = f"{self._store.backend} ({where})"
         return self._store
 
@@ -128,7 +129,9 @@ class SAMDetect(LibraryState):
             from sam_detect.embed import create_embedder
 
             reason = "chosen"
-            adopted = self._adopt(embedder=self.config.embedder, embedder_options=self.config.embedder_options)
+            meta = self._library_meta() if self.config.embedder == "auto" else None  # read only when needed
+            adopted = adopt_library_settings(meta, embedder=self.config.embedder,
+                                             embedder_options=self.config.embedder_options)
             name, opts = adopted.embedder, adopted.embedder_options
             if "embedder" in adopted.adopted:
                 reason = f"auto: library {self.config.library!r} was built with it"
@@ -155,7 +158,8 @@ class SAMDetect(LibraryState):
         if self._fade is None:
             from sam_detect.fade import create_fade
 
-            adopted = self._adopt(fade=self.config.fade, fade_options=self.config.fade_options)
+            meta = self._library_meta() if self.config.fade is None else None
+            adopted = adopt_library_settings(meta, fade=self.config.fade, fade_options=self.config.fade_options)
             self._fade = create_fade(adopted.fade, **adopted.fade_options)
         return self._fade
 
@@ -181,12 +185,8 @@ class SAMDetect(LibraryState):
         if self.config.occupancy is not None:
             return float(self.config.occupancy)
         if getattr(self, "_occupancy", None) is None:
-            self._occupancy = self._adopt().occupancy
+            self._occupancy = adopt_library_settings(self._library_meta()).occupancy
         return self._occupancy
-
-    def _adopt(self, **given: Any) -> Any:
-        """The library's settings under the ``given`` ones (:func:`sam_detect.config.adopt_library_settings`)."""
-        return adopt_library_settings(self._library_meta(), **given)
 
     def _crop_params(self) -> dict[str, Any]:
         return {"occupancy": self.occupancy}
