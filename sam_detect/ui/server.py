@@ -51,7 +51,7 @@ from sam_detect.ui.images import (
     View,
     encode_png,
 )
-from sam_detect.ui.session import AnnotationSession
+from sam_detect.ui.session import UI_MAX_TOP_K, AnnotationSession
 
 log = logging.getLogger("sam_detect.ui")
 
@@ -126,9 +126,9 @@ class PromptIn(ViewIn):
 
 
 class DetectIn(ViewIn):
-    # ranges: sam_detect.config.PARAMS; the UI's top_k stops at 100 (its session's limit)
+    # ranges: sam_detect.config.PARAMS; the UI's top_k stops at UI_MAX_TOP_K
     threshold: float | None = Field(None, ge=PARAMS["threshold"].low, le=PARAMS["threshold"].high)
-    top_k: int | None = Field(None, ge=PARAMS["top_k"].low, le=100)
+    top_k: int | None = Field(None, ge=PARAMS["top_k"].low, le=UI_MAX_TOP_K)
 
 
 class AcceptIn(ViewIn):
