@@ -28,15 +28,20 @@ class Vote:
 
 def vote(
     neighbours: Sequence[Neighbour],
-    threshold: float = 0.5,
+    threshold: float | None = None,
     top_k: int | None = None,
     thresholds: Mapping[str, float] | None = None,
 ) -> Vote:
     """Similarity-weighted vote over ``neighbours`` (best first).
 
     ``thresholds``: per-label thresholds (a library's calibrated ones); labels not in it use
-    ``threshold``. A neighbour votes only when it reaches its own label's threshold.
+    ``threshold`` (``None``: ``sam_detect.calibrate.DEFAULT_THRESHOLD``). A neighbour votes
+    only when it reaches its own label's threshold.
     """
+    if threshold is None:
+        from sam_detect.calibrate import DEFAULT_THRESHOLD
+
+        threshold = DEFAULT_THRESHOLD
     hits = list(neighbours)[: top_k or None]
     per = thresholds or {}
     passing = [n for n in hits if n.score >= per.get(n.label, threshold)]
@@ -58,7 +63,7 @@ def vote(
 
 def vote_batch(
     results: Sequence[Sequence[Neighbour]],
-    threshold: float = 0.5,
+    threshold: float | None = None,
     top_k: int | None = None,
     thresholds: Mapping[str, float] | None = None,
 ) -> tuple[list[str], np.ndarray, np.ndarray]:

@@ -12,76 +12,24 @@ import datetime as _dt
 import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from sam_detect.config import DetectorConfig, adopt_library_settings
 from sam_detect.embed.base import embeds_instances
 from sam_detect.errors import AnnotationError, LibraryNotFoundError, SamDetectError
 from sam_detect.instances import NEGATIVE, UNKNOWN, Instances, as_instances
+from sam_detect.library_state import LibraryState
 
 log = logging.getLogger("sam_detect")
-
-DEFAULT_FADE = "gaussian"
-DEFAULT_FADE_OPTIONS = {"sigma": 30.0, "min_fade": 0.1}
-DEFAULT_OCCUPANCY = 0.2
-
-
-@dataclass
-class DetectorConfig:
-    """Everything that chooses and tunes the stages.
-
-    ``segmenter`` / ``embedder``: a registry name or ``"auto"`` (SAM2/CLIP when their weights
-    are cached, else ``classical`` + ``views``; an existing library's own embedder wins).
-    ``fade``: a fade name, or ``None`` for the library's fade (``gaussian`` for a new one).
-    ``occupancy``: the share of the context crop the object fills (``side = sqrt(area / occupancy)``);
-    ``None``: the library's, else ``DEFAULT_OCCUPANCY`` (0.2) for a new library.
-    ``store``: ``edge`` (Qdrant Edge, the Qdrant engine in-process on a folder: the default),
-    ``qdrant`` (qdrant-client: local folder, ``:memory:``, or a server by ``url``) or ``memory``.
-    ``threshold``: the minimum similarity for a label; below it a candidate is ``unknown``.
-    ``None`` (default): each class's own threshold, calibrated from its examples
-    (``sam_detect.calibrate``; ``DEFAULT_THRESHOLD`` for a class with one example); a number
-    overrides them all.
-    ``profile``: use the library's proposal profile (what its examples say about the
-    objects' size, shape and contrast) to calibrate the segmenter, filter and select
-    candidates; ``False``: the segmenter's own settings and every candidate the vote labels.
-    """
-
-    segmenter: str = "auto"
-    segmenter_options: dict[str, Any] = field(default_factory=dict)
-    embedder: str = "auto"
-    embedder_options: dict[str, Any] = field(default_factory=dict)
-    fade: str | None = None
-    fade_options: dict[str, Any] = field(default_factory=dict)
-    occupancy: float | None = None
-    store: str = "edge"
-    store_options: dict[str, Any] = field(default_factory=dict)
-    library: str = "default"
-    top_k: int = 5
-    threshold: float | None = None
-    keep_unknown: bool = False
-    profile: bool = True
-    device: str = "auto"
-    batch_size: int | None = None  # None: the embedder's own default (8 on CPU, 32 on CUDA for effnet)
-
-    def __post_init__(self) -> None:
-        if self.occupancy is not None and not 0 < self.occupancy <= 1:
-            raise ValueError(f"occupancy must be in (0, 1], got {self.occupancy}")
-        if self.top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
-        if self.threshold is not None and not -1 <= self.threshold <= 1:
-            raise ValueError(f"threshold is a cosine similarity in [-1, 1], got {self.threshold}")
-        if not self.library or not str(self.library).strip():
-            raise ValueError("library name must not be empty")
-
 
 def _is_torch_embedder(name: str) -> bool:
     return name in ("effnet", "views", "clip", "sam2")
 
 
-class SAMDetect:
+class SAMDetect(LibraryState):
     """Few-shot detector: add labelled examples, then detect similar objects.
 
     >>> det = SAMDetect(DetectorConfig(store="memory"))          # doctest: +SKIP
@@ -137,14 +85,10 @@ class SAMDetect:
         if self._store is None:
             from sam_detect.store import create_store
 
-            opts = dict(self.config.store_options)
-            if self.config.store in ("qdrant", "edge") and not opts.get("url") and not opts.get("path") \
-                    and not opts.get("location"):
-                from sam_detect.paths import default_library_path
-
-                opts["path"] = str(default_library_path())
+            opts = dict(self.config.store_options)  # no path: the store's own default folder
             self._store = create_store(self.config.store, **opts)
-            where = opts.get("url") or opts.get("location") or opts.get("path") or "memory"
+            where = opts.get("url") or opts.get("location") or opts.get("path") \
+                or getattr(self._store, "path", None) or "memory"
             self.choices["store"] = f"{self._store.backend} ({where})"
         return self._store
 
@@ -184,22 +128,16 @@ class SAMDetect:
         if self._embedder is None:
             from sam_detect.embed import create_embedder
 
-            name = self.config.embedder
-            opts = dict(self.config.embedder_options)
             reason = "chosen"
-            if name == "auto":
-                meta = self._library_meta()
-                recorded = (meta.extra or {}).get("embedder") if meta else None
-                if recorded:
-                    name = recorded["name"]
-                    opts = {**recorded.get("options", {}), **opts}
-                    reason = f"auto: library {self.config.library!r} was built with it"
-                    if name == "sam2" and opts.get("mode", "image") == "image" \
-                            and ":tiles=" not in meta.embedder_id:
-                        opts.setdefault("tile_size", 0)  # made before tiled image mode: whole images
-                else:
-                    _, name, why = self._auto_models()
-                    reason = f"auto: {why}"
+            meta = self._library_meta() if self.config.embedder == "auto" else None  # read only when needed
+            adopted = adopt_library_settings(meta, embedder=self.config.embedder,
+                                             embedder_options=self.config.embedder_options)
+            name, opts = adopted.embedder, adopted.embedder_options
+            if "embedder" in adopted.adopted:
+                reason = f"auto: library {self.config.library!r} was built with it"
+            elif name is None:
+                _, name, why = self._auto_models()
+                reason = f"auto: {why}"
             if name == "sam2" and self.config.segmenter == "sam2":
                 # image mode pools from the tiles the segmenter encodes: one scale policy
                 for key in ("tile_size", "tile_overlap"):
@@ -220,16 +158,9 @@ class SAMDetect:
         if self._fade is None:
             from sam_detect.fade import create_fade
 
-            name, opts = self.config.fade, dict(self.config.fade_options)
-            if name is None:
-                meta = self._library_meta()
-                if meta and meta.fade:
-                    recorded = dict(meta.fade)
-                    name = recorded.pop("name")
-                    opts = {**recorded, **opts}
-                else:
-                    name, opts = DEFAULT_FADE, {**DEFAULT_FADE_OPTIONS, **opts}
-            self._fade = create_fade(name, **opts)
+            meta = self._library_meta() if self.config.fade is None else None
+            adopted = adopt_library_settings(meta, fade=self.config.fade, fade_options=self.config.fade_options)
+            self._fade = create_fade(adopted.fade, **adopted.fade_options)
         return self._fade
 
     def set_fade_strategy(self, fade: Any, **params: Any) -> None:
@@ -249,13 +180,12 @@ class SAMDetect:
 
     @property
     def occupancy(self) -> float:
-        """The occupancy in use: the config's, else the library's, else ``DEFAULT_OCCUPANCY``."""
+        """The occupancy in use: the config's, else the library's, else the default
+        (``sam_detect.config.PARAMS``)."""
         if self.config.occupancy is not None:
             return float(self.config.occupancy)
         if getattr(self, "_occupancy", None) is None:
-            meta = self._library_meta()
-            recorded = (meta.crop or {}).get("occupancy") if meta else None
-            self._occupancy = float(recorded) if recorded is not None else DEFAULT_OCCUPANCY
+            self._occupancy = adopt_library_settings(self._library_meta()).occupancy
         return self._occupancy
 
     def _crop_params(self) -> dict[str, Any]:
@@ -527,95 +457,6 @@ class SAMDetect:
         self.refresh_profile()
         return ids
 
-    # -- the proposal profile -----------------------------------------------------------
-    def _own_segmenter(self) -> Any:
-        """The classical segmenter whose own settings calibration scores, or ``None`` (another
-        segmenter: it does not propose from the profile; never built only for this)."""
-        seg = self._segmenter
-        if seg is None:
-            name = self.config.segmenter
-            if name == "auto":
-                name = self._auto_models()[0]
-            if name != "classical":
-                return None
-            seg = self.segmenter
-        return seg if getattr(seg, "name", None) == "classical" else None
-
-    def _examples(self) -> tuple[np.ndarray, list[str], list[dict]]:
-        """Every stored example of the library, read once: ``(vectors (N, D), labels, payloads)``."""
-        vectors, labels, payloads = [], [], []
-        for _, vecs, labs, pays in self.store.iter_examples(self.config.library):
-            vectors.append(np.asarray(vecs, np.float32))
-            labels.extend(labs)
-            payloads.extend(pay or {} for pay in pays)
-        meta = self._library_meta()
-        dim = int(meta.dim) if meta else 0
-        return (np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32)), labels, payloads
-
-    def refresh_profile(self) -> dict:
-        """Rebuild the library's proposal profile and decision settings from its examples
-        (one read of them) and store both.
-
-        Called after every add; call it after deleting examples
-        (``sam_detect.store.journal.delete``, the crash-safe form of ``store.delete``).
-        Returns the profile (``sam_detect.profile.build_profile``).
-        """
-        from sam_detect.profile import build_profile
-
-        vectors, labels, payloads = self._examples()
-        profile = build_profile([(lab, pay.get("shape")) for lab, pay in zip(labels, payloads, strict=True)])
-        self.store.update_extra(self.config.library, "profile", profile)
-        self._cache["profile"] = (self.store.count(self.config.library), profile)
-        self._store_decision(vectors, labels, payloads)
-        return profile
-
-    def refresh_decision(self) -> dict:
-        """Rebuild the library's decision settings (view weights, class thresholds,
-        typicality; ``sam_detect.calibrate.fit_decision``) from its stored vectors, and store them.
-
-        :meth:`refresh_profile` (after every add and delete) rebuilds them too.
-        """
-        return self._store_decision(*self._examples())
-
-    def _store_decision(self, vectors: np.ndarray, labels: list[str], payloads: list[dict]) -> dict:
-        from sam_detect.calibrate import fit_decision
-        from sam_detect.embed.views import views_of
-
-        meta = self._library_meta()
-        decision = fit_decision(vectors, labels, views_of(meta.embedder_id if meta else ""))
-        areas = [float(pay.get("area") or 0) for lab, pay in zip(labels, payloads, strict=True) if lab != NEGATIVE]
-        positive_areas = [a for a in areas if a > 0]
-        decision["typical_area"] = float(np.median(positive_areas)) if positive_areas else None
-        self.store.update_extra(self.config.library, "decision", decision)
-        self._cache["decision"] = (self.store.count(self.config.library), decision)
-        return decision
-
-    def _extra(self, key: str) -> Any:
-        """``key`` of the library's metadata extra (``None`` without a library), re-read only
-        when the library's size changes."""
-        if not self.store.has_library(self.config.library):
-            return None
-        count = self.store.count(self.config.library)
-        cached = self._cache.get(key)
-        if cached is not None and cached[0] == count:
-            return cached[1]
-        meta = self._library_meta()
-        value = (meta.extra or {}).get(key) if meta else None
-        self._cache[key] = (count, value)
-        return value
-
-    @property
-    def decision(self) -> dict | None:
-        """The library's decision settings (``refresh_decision``), or ``None`` (no library, or
-        a library made before them)."""
-        return self._extra("decision")
-
-    @property
-    def profile(self) -> dict | None:
-        """The library's proposal profile, or ``None`` (``config.profile`` off, no library,
-        or a library made before profiles: ``refresh_profile()`` builds one)."""
-        return self._extra("profile") if self.config.profile else None
-
     def add_examples_from_annotations(
         self,
         image: Any,
@@ -666,11 +507,12 @@ class SAMDetect:
         and ``data["neighbours"]`` (``[{"id", "label", "score"}]`` per instance);
         ``metadata["timings"]`` holds seconds per stage.
         """
-        # per-call overrides go through the config's own validation (top_k=0 is an error,
+        # per-call overrides go through the settings' one validation (top_k=0 is an error,
         # not "the default")
-        overrides = {k: v for k, v in (("top_k", top_k), ("threshold", threshold)) if v is not None}
-        checked = dataclasses.replace(self.config, **overrides) if overrides else self.config
-        top_k, threshold = checked.top_k, checked.threshold
+        from sam_detect.config import check
+
+        top_k = self.config.top_k if top_k is None else check("top_k", top_k)
+        threshold = self.config.threshold if threshold is None else check("threshold", threshold)
         self.check_library(create=False)
         loaded = self._load(image)
         timings: dict[str, float] = {}
@@ -738,56 +580,6 @@ class SAMDetect:
         queries, factor = weighted_query(vectors, weights, views)
         results = self.store.search(self.config.library, queries, top_k)
         return [[dataclasses.replace(n, score=float(n.score) * factor) for n in hits] for hits in results]
-
-    def _share_example_features(self) -> None:
-        """Example-guided prompting: hand the library's SAM2 features to a SAM2 segmenter.
-
-        Only when the library's vectors are SAM2 image-mode features of the segmenter's own
-        model — the same model size, checkpoint (sha256) and input size, in the library's
-        record and in the embedder — so their similarity with the image's feature map means
-        something. Otherwise nothing is shared, and the reason is logged once and kept in
-        ``choices["example_prompts"]``. Re-read only when the library's size changes.
-        """
-        seg, emb = self.segmenter, self.embedder
-        if not hasattr(seg, "set_example_features") or getattr(emb, "name", "") != "sam2" \
-                or not embeds_instances(emb):
-            return
-        why_not = self._why_not_share(seg, emb)
-        if why_not:
-            seg.set_example_features(None)
-            if self.choices.get("example_prompts") != f"off: {why_not}":
-                log.warning("example-guided prompts are off: %s", why_not)
-            self.choices["example_prompts"] = f"off: {why_not}"
-            self._shared_count = None
-            return
-        count = self.store.count(self.config.library)
-        if getattr(self, "_shared_count", None) == count:
-            return
-        feats: dict[str, list[np.ndarray]] = {}
-        for _, vectors, labels, _ in self.store.iter_examples(self.config.library):
-            for vec, lab in zip(vectors, labels, strict=True):
-                if lab != NEGATIVE:
-                    feats.setdefault(lab, []).append(np.asarray(vec, dtype=np.float32))
-        seg.set_example_features({lab: np.stack(v) for lab, v in feats.items()})
-        self._shared_count = count
-        self.choices["example_prompts"] = f"on: {sum(len(v) for v in feats.values())} example features"
-
-    def _why_not_share(self, seg: Any, emb: Any) -> str | None:
-        """Why the library's SAM2 features must not steer ``seg`` (``None``: they may)."""
-        from sam_detect.models import ModelIdentity
-
-        mine = getattr(seg, "model_identity", None)
-        if mine is None:
-            return f"the segmenter {getattr(seg, 'name', type(seg).__name__)} states no model identity"
-        meta = self._library_meta()
-        recorded = ModelIdentity.from_dict(meta.model) if meta else None
-        theirs = recorded or getattr(emb, "model_identity", None)
-        whose = f"library {self.config.library!r} was made with" if recorded else "the embedder uses"
-        if theirs is None:
-            return "the embedder states no model identity"
-        if theirs != mine:
-            return f"{whose} {theirs.describe()}, the segmenter uses {mine.describe()}"
-        return None
 
     def detect_stream(self, frames: Any, **options: Any) -> Iterator[Any]:
         """Detect on a stream of frames (video, camera, stack), yielding a ``FrameResult`` per

@@ -44,6 +44,12 @@ class Registry(Generic[T]):
             raise ValueError(f"unknown {self.kind} {name!r}; valid names: {valid}") from None
         return factory(**kwargs)
 
+    def factory(self, name: str) -> Callable[..., T]:
+        """The factory registered as ``name`` (its signature gives the entry's defaults)."""
+        if name not in self._factories:
+            self.create(name)  # raises the ValueError that lists the valid names
+        return self._factories[name]
+
     def list(self, pattern: str = "*") -> list[str]:
         """Registered names matching a shell-style ``pattern``, sorted."""
         return sorted(n for n in self._factories if fnmatch.fnmatch(n, pattern))

@@ -94,7 +94,7 @@ def disc_scene(side: int, n: int, d: int, seed: int = 0):
 
 def cell_stats(emb, inst) -> dict:
     """Per object: feature-cell side in px in the window it is pooled from, and cells touched."""
-    from sam_detect.embed.sam2 import cell_weights
+    from sam_detect.models.sam2_runtime import cell_weights
 
     g = emb.runtime.grid
     wins = emb.windows(inst)

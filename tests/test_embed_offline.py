@@ -168,7 +168,7 @@ def test_effnet_model_cached_per_device(effnet):
 
 
 def test_device_errors():
-    from sam_detect.embed._torch import DeviceNotAvailableError, resolve_device
+    from sam_detect.models.torch_utils import DeviceNotAvailableError, resolve_device
 
     assert resolve_device("cpu").type == "cpu"
     assert resolve_device("auto").type in ("cpu", "cuda")
@@ -182,8 +182,8 @@ def test_device_errors():
 def test_cuda_requested_without_cuda():
     import torch
 
-    from sam_detect.embed._torch import DeviceNotAvailableError
     from sam_detect.embed.effnet import EffNetEmbedder
+    from sam_detect.models.torch_utils import DeviceNotAvailableError
 
     if torch.cuda.is_available():
         assert EffNetEmbedder(device="cuda").device.type == "cuda"

@@ -87,7 +87,7 @@ def test_non_uint8_input_is_refused(sam2_ckpt, scene, dtype):
 
 
 def test_gray_and_rgba_uint8_are_accepted():
-    from sam_detect.embed.sam2 import check_sam2_image
+    from sam_detect.models.sam2_runtime import check_sam2_image
 
     gray = np.arange(12, dtype=np.uint8).reshape(3, 4)
     assert check_sam2_image(gray).shape == (3, 4, 3)
@@ -121,7 +121,7 @@ def test_missing_weights_fail_at_construction():
 
 # -- pooling geometry (pure numpy) -----------------------------------------------------------
 def test_cell_weights_split_pixels_exactly():
-    from sam_detect.embed.sam2 import cell_weights
+    from sam_detect.models.sam2_runtime import cell_weights
 
     mask = np.zeros((1, 10, 10), bool)
     mask[0, 0:2, 2] = True  # pixel column 2 straddles cells 0 and 1 (edges at 0, 2.5, 5, ...)
@@ -132,7 +132,7 @@ def test_cell_weights_split_pixels_exactly():
 
 
 def test_cell_weights_conserve_area_and_survive_bad_boxes():
-    from sam_detect.embed.sam2 import cell_weights
+    from sam_detect.models.sam2_runtime import cell_weights
 
     rng = np.random.default_rng(0)
     masks = rng.random((5, 37, 53)) > 0.7
@@ -584,7 +584,7 @@ def test_embedder_reuses_the_segmenters_tile_encodings(sam2_ckpt):
     seg.runtime.clear()
     found = seg.segment(img)
     assert found.metadata["sam2"]["tiles"] == 25
-    from sam_detect.embed.sam2 import _digest
+    from sam_detect.models.sam2_runtime import _digest
 
     inst = _disc_instances((1024, 1024), discs)
     wins = {tuple(int(v) for v in w) for w in emb.windows(inst)}

@@ -106,8 +106,7 @@ def model_options_to_config(**opts: Any) -> dict[str, dict[str, Any]]:
     Raises:
         click.BadParameter: an option was given for a stage that is not selected.
     """
-    segmenter = opts.get("segmenter") or "auto"
-    embedder = opts.get("embedder") or "auto"
+    segmenter, embedder = opts.get("segmenter"), opts.get("embedder")  # None: unset (auto)
     given = {
         k: v
         for k, v in opts.items()

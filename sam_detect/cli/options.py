@@ -12,13 +12,45 @@ from typing import Any
 import click
 
 from sam_detect.cli._stack import stack
-from sam_detect.cli.validate import MAX_TOP_K, finite, library_name
+from sam_detect.cli.validate import finite, library_name
+from sam_detect.config import PARAMS
 from sam_detect.paths import LIBRARY_ENV
 
 SEGMENTER_CHOICES = ["auto", "classical", "regions", "sam2"]
 EMBEDDER_CHOICES = ["auto", "views", "effnet", "handcrafted", "clip", "sam2"]
 FADE_CHOICES = ["gaussian", "linear", "exponential", "identity"]
 STORE_CHOICES = ["edge", "qdrant", "memory"]
+
+
+class Unset(click.Option):
+    """An option that is unset (``None``) unless given: the setting's one default, in
+    ``sam_detect.config``, applies. ``--help`` shows that default, read when help is shown.
+
+    ``setting``: the config setting it overrides (default: the option's own name).
+    """
+
+    def __init__(self, *args: Any, setting: str | None = None, **kwargs: Any) -> None:
+        kwargs["default"] = None
+        super().__init__(*args, **kwargs)
+        self.setting = setting or self.name
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        record = super().get_help_record(ctx)
+        if record is None:
+            return None
+        from sam_detect.config import default_text
+
+        names, text = record
+        return names, f"{text}  [default: {default_text(self.setting)}]".strip()
+
+
+def _library_or_default(ctx: click.Context | None, param: click.Parameter | None, value: Any) -> Any:
+    """``--library``: the name checked; unset: the config's default library."""
+    if value is None:
+        from sam_detect.config import default
+
+        value = default("library")
+    return library_name(ctx, param, value)
 
 
 def location_options(prefix: str = "", what: str = "") -> Callable:
@@ -67,8 +99,8 @@ def location_options(prefix: str = "", what: str = "") -> Callable:
 
 store_options = stack(
     [
-        click.option("--library", "-l", default="default", show_default=True, envvar="SAM_DETECT_LIBRARY",
-                     callback=library_name, help="Library (named collection of examples) to use. [env: SAM_DETECT_LIBRARY]"),
+        click.option("--library", "-l", cls=Unset, envvar="SAM_DETECT_LIBRARY", callback=_library_or_default,
+                     help="Library (named collection of examples) to use. [env: SAM_DETECT_LIBRARY]"),
         location_options(),
     ]
 )
@@ -85,24 +117,22 @@ def _model_options() -> list[Callable]:
 
 pipeline_options = stack(
     [
-        click.option("--segmenter", type=click.Choice(SEGMENTER_CHOICES), default="auto", show_default=True,
+        click.option("--segmenter", cls=Unset, type=click.Choice(SEGMENTER_CHOICES),
                      help="Mask proposals: auto = SAM2 when its weights are cached, else classical "
                      "(threshold + watershed, for cells and blobs); regions = weight-free region "
                      "proposals for photos (weak: see docs/perf_accuracy.md)."),
-        click.option("--embedder", type=click.Choice(EMBEDDER_CHOICES), default="auto", show_default=True,
+        click.option("--embedder", cls=Unset, type=click.Choice(EMBEDDER_CHOICES),
                      help="Embedder: auto = the library's own, else CLIP when cached, else views (EfficientNet features pooled under each mask + colour, shape and texture views)."),
-        click.option("--fade", type=click.Choice(FADE_CHOICES), default=None,
-                     help="Context fade (default: the library's, gaussian for a new library)."),
-        click.option("--sigma", type=finite(0, min_open=True), help="Gaussian fade width in pixels (default 30)."),
-        click.option("--min-fade", type=finite(0, 1), help="Floor of the fade factor (default 0.1)."),
-        click.option("--max-distance", type=finite(0, min_open=True),
+        click.option("--fade", cls=Unset, type=click.Choice(FADE_CHOICES), help="Context fade."),
+        click.option("--sigma", cls=Unset, type=finite(0, min_open=True), help="Gaussian fade width in pixels."),
+        click.option("--min-fade", cls=Unset, type=finite(0, 1), help="Floor of the fade factor."),
+        click.option("--max-distance", cls=Unset, type=finite(0, min_open=True),
                      help="Distance where the linear/exponential fade ends."),
-        click.option("--decay", type=finite(0, min_open=True), help="Exponential fade rate per pixel."),
-        click.option("--occupancy", type=finite(0, 1, min_open=True), default=None,
-                     help="Share of the context crop the object fills (default: the library's, 0.2 for a "
-                     "new library)."),
-        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-                     help="Where models run."),
+        click.option("--decay", cls=Unset, type=finite(0, min_open=True), help="Exponential fade rate per pixel."),
+        click.option("--occupancy", cls=Unset, type=finite(PARAMS["occupancy"].low, PARAMS["occupancy"].high,
+                                                          min_open=PARAMS["occupancy"].low_open),
+                     help="Share of the context crop the object fills."),
+        click.option("--device", cls=Unset, type=click.Choice(["auto", "cpu", "cuda"]), help="Where models run."),
         click.option("--tile-size", type=click.IntRange(0), default=None,
                      help="Segment in overlapping square tiles of this side (pixels, at least 256) and "
                      "merge the objects across tile seams, for large images; 0 disables tiling. Default: "
@@ -116,16 +146,16 @@ pipeline_options = stack(
 
 classify_options = stack(
     [
-        click.option("--top-k", type=click.IntRange(1, MAX_TOP_K), default=5, show_default=True,
-                     help=f"Neighbours that vote on each candidate's label (at most {MAX_TOP_K:,})."),
-        click.option("--threshold", type=finite(-1, 1), default=None,
+        click.option("--top-k", cls=Unset, type=click.IntRange(PARAMS["top_k"].low, PARAMS["top_k"].high),
+                     help=f"Neighbours that vote on each candidate's label (at most {PARAMS['top_k'].high:,})."),
+        click.option("--threshold", cls=Unset,
+                     type=finite(PARAMS["threshold"].low, PARAMS["threshold"].high),
                      help="Minimum similarity for a label, the same for every class; below it a "
-                     "candidate is 'unknown'. [default: each class's own, calibrated from its "
-                     "examples (see `library show`); 0.5 for a class with one example]"),
+                     "candidate is 'unknown'."),
         click.option("--keep-unknown", is_flag=True, help="Report candidates labelled 'unknown' too."),
-        click.option("--profile/--no-profile", "profile", default=None,
+        click.option("--profile/--no-profile", "profile", cls=Unset,
                      help="Use the library's proposal profile (what the examples say about size, shape "
-                     "and contrast) to calibrate, filter and choose candidates [default: on]; "
+                     "and contrast) to calibrate, filter and choose candidates; "
                      "--no-profile: the segmenter's own settings."),
     ]
 )
@@ -133,7 +163,9 @@ classify_options = stack(
 
 def store_config(opts: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """(store name, store options) from the store option group's values."""
-    store = opts.get("store") or ("qdrant" if opts.get("qdrant_url") else "edge")
+    from sam_detect.config import default
+
+    store = opts.get("store") or ("qdrant" if opts.get("qdrant_url") else default("store"))
     store_opts: dict[str, Any] = {}
     if opts.get("qdrant_url"):
         if store != "qdrant":
@@ -141,11 +173,7 @@ def store_config(opts: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         store_opts["url"] = opts["qdrant_url"]
         if opts.get("qdrant_api_key"):
             store_opts["api_key"] = opts["qdrant_api_key"]
-    elif store in ("qdrant", "edge"):
-        from sam_detect.paths import default_library_path
-
-        store_opts["path"] = opts.get("library_path") or str(default_library_path())
-    elif store == "memory" and opts.get("library_path"):
+    elif opts.get("library_path"):  # else the store's own default folder
         store_opts["path"] = opts["library_path"]
     return store, store_opts
 
@@ -183,18 +211,10 @@ def detector_config(**opts: Any):
                 f"{e} ({given or 'defaults'} for the {fade} fade)", param_hint="--fade"
             ) from None
     store, store_opts = store_config(opts)
-    kwargs: dict[str, Any] = {
-        "segmenter": opts.get("segmenter", "auto"),
-        "embedder": opts.get("embedder", "auto"),
-        "fade": fade,
-        "fade_options": fade_opts,
-        "occupancy": opts.get("occupancy"),
-        "store": store,
-        "store_options": store_opts,
-        "library": opts.get("library", "default"),
-        "device": opts.get("device", "auto"),
-    }
-    for key in ("top_k", "threshold", "keep_unknown", "profile"):
+    kwargs: dict[str, Any] = {"fade": fade, "fade_options": fade_opts, "store": store, "store_options": store_opts}
+    # an option not given leaves the config's default
+    for key in ("segmenter", "embedder", "occupancy", "library", "device", "top_k", "threshold",
+                "keep_unknown", "profile"):
         if opts.get(key) is not None:
             kwargs[key] = opts[key]
     if importlib.util.find_spec("sam_detect.cli._model_options") is not None:
@@ -211,7 +231,7 @@ def detector_config(**opts: Any):
             param_hint="--tile-size",
         )
     if tile_size is not None:  # both segmenters take it: classical and sam2
-        from sam_detect.segment.classical import ClassicalConfig
+        from sam_detect.segment.classical_config import ClassicalConfig
 
         overlap = ClassicalConfig.tile_overlap  # the default overlap of both segmenters
         if 0 < tile_size < 2 * overlap:

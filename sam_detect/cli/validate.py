@@ -18,9 +18,6 @@ import numpy as np
 
 #: Formats ``outputs.save_image`` (OpenCV) writes for overlays and reports.
 IMAGE_OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
-#: Largest --top-k: more neighbours than any library holds gains nothing, and a value past the
-#: stores' 64-bit limits used to end in an OverflowError deep inside Qdrant.
-MAX_TOP_K = 10_000
 
 
 class FiniteFloatRange(click.FloatRange):
@@ -182,7 +179,6 @@ def check_label_image(lab: np.ndarray, where: str) -> None:
 
 __all__ = [
     "IMAGE_OUTPUT_SUFFIXES",
-    "MAX_TOP_K",
     "FiniteFloatRange",
     "check_label_image",
     "finite",

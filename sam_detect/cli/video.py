@@ -187,6 +187,7 @@ def video(
                 "or --max-fps too",
                 param_hint="--propagate",
             )
+        from sam_detect.config import default
         from sam_detect.errors import ModelNotAvailableError
         from sam_detect.video.propagate import SAM2Propagator
 
@@ -198,7 +199,7 @@ def video(
             propagator = SAM2Propagator(
                 checkpoint=sam["sam_checkpoint"],
                 model=sam["sam_model"],
-                device=opts.get("device", "auto"),
+                device=opts.get("device") or default("device"),
             )
         except ModelNotAvailableError as e:
             raise click.ClickException(f"cannot --propagate sam2: {e}") from e

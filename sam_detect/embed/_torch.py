@@ -1,143 +1,22 @@
-"""Torch helpers shared by the torch embedders: device choice, autocast, model cache.
+"""Crop checks and preprocessing shared by the crop embedders.
 
-torch is imported inside the functions that need it, so :func:`check_crops` and
-:func:`batches` serve torch-free embedders too; still, import this module from factories
-or on first use, not at ``import sam_detect`` time.
-
-- :func:`resolve_device` turns ``"auto" | "cpu" | "cuda" | "cuda:1" | "mps"`` into a
-  ``torch.device`` (``"auto"``: CUDA when available, else CPU) and fails with
-  :class:`DeviceNotAvailableError` when an accelerator is asked for but absent.
-- :func:`inference_context` wraps ``torch.inference_mode`` and, on CUDA, bf16 autocast.
-- :func:`cached_model` builds a model once per key (e.g. per weights and device) and
-  shares it between embedder instances, thread-safely.
-- :func:`preprocess_crops` resizes ``(h, w, 3)`` uint8 crops to one square size as a float
-  batch (bilinear with antialiasing, the resize the EfficientNet real-weights check uses).
+:func:`check_crops` is torch-free (the handcrafted embedder uses it);
+:func:`preprocess_crops` resizes ``(h, w, 3)`` uint8 crops to one square size as a float
+batch (bilinear with antialiasing, the resize the EfficientNet real-weights check uses).
+Device, autocast and the model cache: :mod:`sam_detect.models.torch_utils`.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sam_detect.errors import DeviceNotAvailableError, ModelNotAvailableError
+from sam_detect.models.torch_utils import import_torch, num_threads
 
 if TYPE_CHECKING:
     import torch
-
-T = TypeVar("T")
-
-
-def import_torch():
-    """The ``torch`` module, or ``ModelNotAvailableError`` naming the install command."""
-    try:
-        import torch
-    except ImportError as e:  # pragma: no cover - torch is a core dependency
-        raise ModelNotAvailableError(
-            "torch is not installed; install it with `pip install sam-detect` "
-            "(or `pip install torch torchvision`)"
-        ) from e
-    return torch
-
-
-def resolve_device(device: Any = "auto") -> torch.device:
-    """A ``torch.device`` for ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``.
-
-    ``"auto"`` (or ``None``) picks CUDA when available, else CPU. Asking for CUDA or MPS
-    where there is none raises :class:`DeviceNotAvailableError` naming what exists.
-    """
-    torch = import_torch()
-    if device is None or (isinstance(device, str) and device.strip().lower() == "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device.strip().lower() if isinstance(device, str) else device)
-    except (RuntimeError, TypeError) as e:
-        raise DeviceNotAvailableError(
-            f"unknown device {device!r}; expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
-        ) from e
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DeviceNotAvailableError(
-                f"device {device!r} was requested but CUDA is not available on this machine "
-                f"(torch {torch.__version__}); use device='cpu' or 'auto'"
-            )
-        count = torch.cuda.device_count()
-        if dev.index is not None and dev.index >= count:
-            raise DeviceNotAvailableError(
-                f"device {device!r} was requested but only {count} CUDA device(s) exist "
-                f"(cuda:0 .. cuda:{count - 1})"
-            )
-    elif dev.type == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise DeviceNotAvailableError(
-                f"device {device!r} was requested but MPS is not available; use 'cpu' or 'auto'"
-            )
-    elif dev.type != "cpu":
-        raise DeviceNotAvailableError(
-            f"unsupported device {device!r}; expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
-        )
-    return dev
-
-
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """The autocast dtype used on ``device``: bf16 on CUDA when supported, else ``None``."""
-    torch = import_torch()
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return None
-
-
-@contextmanager
-def inference_context(device: torch.device, *, autocast: bool = True) -> Iterator[None]:
-    """``torch.inference_mode()`` plus bf16 autocast on CUDA (when ``autocast``)."""
-    torch = import_torch()
-    with ExitStack() as stack:
-        stack.enter_context(torch.inference_mode())
-        dtype = autocast_dtype(device) if autocast else None
-        if dtype is not None:
-            stack.enter_context(torch.autocast(device_type=device.type, dtype=dtype))
-        yield
-
-
-@contextmanager
-def num_threads(n: int | None) -> Iterator[None]:
-    """Run with ``torch.set_num_threads(n)``, restoring the previous count after.
-
-    ``None`` leaves torch's setting alone. On a CPU shared with other busy processes,
-    fewer threads can be much faster (intra-op threads spin-wait for each other).
-    """
-    if n is None:
-        yield
-        return
-    torch = import_torch()
-    previous = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-_CACHE: dict[Any, Any] = {}
-_CACHE_LOCK = threading.Lock()
-
-
-def cached_model(key: Any, build: Callable[[], T]) -> T:
-    """The object cached under ``key``, built by ``build()`` on first use (thread-safe)."""
-    with _CACHE_LOCK:
-        if key not in _CACHE:
-            _CACHE[key] = build()
-        return _CACHE[key]
-
-
-def clear_model_cache() -> None:
-    """Drop every cached model (frees memory; the next use loads again)."""
-    with _CACHE_LOCK:
-        _CACHE.clear()
 
 
 def check_crops(crops: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -199,22 +78,4 @@ def preprocess_crops(crops: Sequence[np.ndarray], size: int) -> torch.Tensor:
     return batch
 
 
-def batches(n: int, batch_size: int) -> Iterator[slice]:
-    """Slices ``[0, batch_size), [batch_size, 2 * batch_size), ...`` covering ``range(n)``."""
-    for start in range(0, n, batch_size):
-        yield slice(start, min(start + batch_size, n))
-
-
-__all__ = [
-    "DeviceNotAvailableError",
-    "autocast_dtype",
-    "batches",
-    "cached_model",
-    "check_crops",
-    "clear_model_cache",
-    "import_torch",
-    "inference_context",
-    "num_threads",
-    "preprocess_crops",
-    "resolve_device",
-]
+__all__ = ["check_crops", "preprocess_crops"]

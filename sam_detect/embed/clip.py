@@ -54,7 +54,6 @@ class ClipEmbedder:
     ) -> None:
         from pathlib import Path
 
-        from sam_detect.embed._torch import resolve_device
         from sam_detect.errors import ModelNotAvailableError
         from sam_detect.models import (
             clip_spec,
@@ -62,6 +61,7 @@ class ClipEmbedder:
             import_open_clip,
             resolve_checkpoint,
         )
+        from sam_detect.models.torch_utils import resolve_device
 
         open_clip = import_open_clip(model)
         if int(batch_size) < 1:
@@ -104,8 +104,8 @@ class ClipEmbedder:
 
     def _load(self) -> tuple[Any, Any]:
         if self._model is None:
-            from sam_detect.embed._torch import cached_model
             from sam_detect.models import load_clip_model
+            from sam_detect.models.torch_utils import cached_model
 
             st = self.checkpoint.stat()
             key = (
@@ -142,8 +142,9 @@ class ClipEmbedder:
         import torch
         from PIL import Image
 
-        from sam_detect.embed._torch import batches, check_crops, inference_context
+        from sam_detect.embed._torch import check_crops
         from sam_detect.embed.base import l2_normalize
+        from sam_detect.models.torch_utils import batches, inference_context
 
         crops = check_crops(crops)
         model, preprocess = self._load()

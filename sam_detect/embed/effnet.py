@@ -179,7 +179,7 @@ class EffNetEmbedder:
         weights: str | Path | None = None,
         num_threads: int | None = None,
     ) -> None:
-        from sam_detect.embed._torch import resolve_device
+        from sam_detect.models.torch_utils import resolve_device
 
         batch_size = _int_option("batch_size", batch_size, minimum=1, optional=True)
         input_size = _int_option("input_size", input_size, minimum=32)
@@ -202,7 +202,7 @@ class EffNetEmbedder:
     @property
     def model(self):
         """The torch module, loaded once per (weights, device) and cached."""
-        from sam_detect.embed._torch import cached_model
+        from sam_detect.models.torch_utils import cached_model
 
         key = ("effnet", str(self.weights) if self.weights else None, str(self.device))
         return cached_model(key, self._load)
@@ -237,7 +237,8 @@ class EffNetEmbedder:
         return 0.5 * (fmap.mean(dim=(2, 3)) + mx)
 
     def _run(self, crops: Sequence[np.ndarray], head: bool, size: int | None = None) -> np.ndarray:
-        from sam_detect.embed._torch import batches, check_crops, inference_context, num_threads
+        from sam_detect.embed._torch import check_crops
+        from sam_detect.models.torch_utils import batches, inference_context, num_threads
 
         crops = check_crops(crops)
         out_dim = 1000 if head else FEATURE_DIM

@@ -255,8 +255,8 @@ class ViewsEmbedder:
         num_threads: int | None = None,
         target: float = DEFAULT_TARGET,
     ) -> None:
-        from sam_detect.embed._torch import resolve_device
         from sam_detect.embed.effnet import _int_option
+        from sam_detect.models.torch_utils import resolve_device
 
         if isinstance(target, bool) or not isinstance(target, (int, float)) or not 8 <= target <= 512:
             raise ValueError(f"target must be a number of pixels in [8, 512], got {target!r}")
@@ -273,8 +273,8 @@ class ViewsEmbedder:
 
     @property
     def model(self):
-        from sam_detect.embed._torch import cached_model
         from sam_detect.embed.effnet import EffNetEmbedder
+        from sam_detect.models.torch_utils import cached_model
 
         # the same cached network as the effnet embedder's
         emb = EffNetEmbedder(device=str(self.device), weights=self.weights)
@@ -291,7 +291,7 @@ class ViewsEmbedder:
         import cv2
         import torch
 
-        from sam_detect.embed._torch import inference_context, num_threads
+        from sam_detect.models.torch_utils import inference_context, num_threads
 
         h, w = rgb.shape[:2]
         sh, sw = max(int(round(h * scale)), 1), max(int(round(w * scale)), 1)

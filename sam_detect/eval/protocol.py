@@ -342,7 +342,6 @@ def _vote(
     records: Sequence[_ImageRecord], threshold: float | None, top_k: int
 ) -> list[tuple[np.ndarray, list[str]]]:
     """Per image: (kept candidate indices, their labels), as ``SAMDetect.detect`` decides."""
-    from sam_detect.calibrate import DEFAULT_THRESHOLD
     from sam_detect.classify import vote_batch
     from sam_detect.select import decide
 
@@ -354,7 +353,7 @@ def _vote(
             out.append((d.keep, [d.labels[i] for i in d.keep]))
             continue
         labels, _, _ = (
-            vote_batch(rec.neighbours, threshold=DEFAULT_THRESHOLD if threshold is None else threshold, top_k=top_k)
+            vote_batch(rec.neighbours, threshold=threshold, top_k=top_k)
             if rec.neighbours
             else ([], 0, 0)
         )

@@ -285,9 +285,10 @@ def run_sweep(
     if not values:
         raise ValueError(f"sweep {param!r} has no values")
     if param == "threshold":
+        from sam_detect.config import check
+
         for v in values:
-            if not -1 <= float(v) <= 1:
-                raise ValueError(f"threshold is a cosine similarity in [-1, 1], got {v}")
+            check("threshold", float(v))
         first = evaluate(
             images,
             gt,

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from sam_detect import config
 from sam_detect.errors import AnnotationError
 from sam_detect.fade.strategies import IdentityFade, mean_colour
 from sam_detect.instances import Instances, as_instances, masks_to_xyxy
@@ -56,17 +57,8 @@ class ContextCrop:
 
 
 def _check_occupancy(occupancy: Any) -> float:
-    if isinstance(occupancy, bool) or not isinstance(
-        occupancy, (int, float, np.integer, np.floating)
-    ):
-        raise ValueError(f"occupancy must be a number in (0, 1], got {occupancy!r}")
-    occupancy = float(occupancy)
-    if not (0.0 < occupancy <= 1.0):
-        raise ValueError(
-            f"occupancy must be in (0, 1] (the fraction of the crop the object covers), "
-            f"got {occupancy:g}"
-        )
-    return occupancy
+    """``occupancy`` checked (``sam_detect.config.PARAMS``); ``None``: the default."""
+    return config.check("occupancy", config.default("occupancy") if occupancy is None else occupancy)
 
 
 def _check_min_side(min_side: Any) -> int:
@@ -173,7 +165,7 @@ def context_crop(
     image: np.ndarray,
     mask: np.ndarray,
     *,
-    occupancy: float = 0.2,
+    occupancy: float | None = None,
     fade: Any = None,
     min_side: int = 16,
     box: Sequence[float] | None = None,
@@ -183,7 +175,8 @@ def context_crop(
     Args:
         image: ``(H, W, 3)`` uint8 RGB (``(H, W)`` uint8 is repeated to 3 channels).
         mask: ``(H, W)`` bool object mask.
-        occupancy: fraction of the crop the object should cover, in ``(0, 1]``.
+        occupancy: fraction of the crop the object should cover, in ``(0, 1]``; ``None``:
+            the default (``sam_detect.config.PARAMS["occupancy"]``).
         fade: an object with ``apply(image, mask, distance_map)`` (see
             :mod:`sam_detect.fade`), or ``None`` for no fade.
         min_side: smallest crop side in pixels.
@@ -229,7 +222,7 @@ def make_context_crops(
     image: np.ndarray,
     masks: np.ndarray | Instances,
     *,
-    occupancy: float = 0.2,
+    occupancy: float | None = None,
     fade: Any = None,
     min_side: int = 16,
 ) -> list[ContextCrop]:
@@ -271,7 +264,7 @@ def context_crops(
     image: np.ndarray,
     masks: np.ndarray | Instances,
     *,
-    occupancy: float = 0.2,
+    occupancy: float | None = None,
     fade: Any = None,
     min_side: int = 16,
 ) -> list[np.ndarray]:

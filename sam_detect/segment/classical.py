@@ -20,182 +20,50 @@ kept as box crops (``Instances.from_crops``), never as one full-image array per 
 
 Scores in ``[0, 1]`` rank how object-like a region is: the mean of its solidity and its
 contrast against the threshold (``data["contrast"]``, ``data["solidity"]``, ``data["area"]``).
+
+Options: :mod:`sam_detect.segment.classical_config`; the array operations (thresholds,
+background, refinement, watershed split, label statistics):
+:mod:`sam_detect.segment.classical_ops`.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from sam_detect.errors import AnnotationError, ImageLoadError
 from sam_detect.instances import Instances
+from sam_detect.segment.classical_config import (
+    _AUTO_TILE_SIZE,
+    ClassicalConfig,
+    Polarity,
+    ThresholdMethod,
+)
+from sam_detect.segment.classical_ops import (
+    _background,
+    _build_instances,
+    _clip_crop,
+    _component_at,
+    _fill_holes,
+    _global_threshold,
+    _label_counts,
+    _label_sums,
+    _local_mean,
+    _local_noise_sigma,
+    _median_outside,
+    _merge_close_seeds,  # noqa: F401 - segment.calibrated imports it from here
+    _noise_sigma,
+    _object_scale_radius,
+    _refine_objects,
+    _relabel,
+    _split_touching,
+)
 
-ThresholdMethod = Literal["tophat", "otsu", "li", "triangle", "yen", "mean", "local"]
-Polarity = Literal["auto", "bright", "dark"]
-
-_METHODS = ("tophat", "otsu", "li", "triangle", "yen", "mean", "local")
-_POLARITIES = ("auto", "bright", "dark")
-_INTENSITIES = ("gray", "max", "red", "green", "blue")
 # thresholding inside a prompt box: minimum Otsu effectiveness and class contrast (0..255)
 _MIN_OTSU_EFFECTIVENESS = 0.8
 _MIN_BOX_CONTRAST = 8.0
-# components smaller than this are not refined (too few pixels for a two-class split)
-_MIN_REFINE_AREA = 30
-_DEFAULT_BACKGROUND_RADIUS = 50
-# components at least this convex are not split (a touching pair has a notch)
-_CONVEX_SOLIDITY = 0.95
-# tile_size=None: images longer than this are segmented in tiles of at most this side
-# (a 4096 x 4096 mosaic of HeLa nuclei, 3077 objects: about 5% more time, a quarter less
-# memory than untiled, the same objects but at seams)
-_AUTO_TILE_SIZE = 2048
-# Gaussians wider than this (pixels) are computed at reduced resolution
-_LOCAL_MEAN_SIGMA = 8.0
-
-
-@dataclass
-class ClassicalConfig:
-    """Options of :class:`ClassicalSegmenter`; defaults tuned on fluorescent nuclei.
-
-    Attributes:
-        intensity: how RGB becomes one channel: ``"gray"`` (luminance), ``"max"`` (channel
-            maximum, good for false-colour composites), ``"red"``/``"green"``/``"blue"``.
-        sigma: Gaussian smoothing in pixels before thresholding (0: none).
-        threshold: ``"tophat"`` (default): pixels more than ``k_noise`` robust noise
-            standard deviations above a local background (a morphological opening of radius
-            ``background_radius``), which keeps dim objects on uneven backgrounds;
-            ``"otsu"``, ``"li"``, ``"triangle"``, ``"yen"``, ``"mean"``: one global
-            threshold (scikit-image); ``"local"``: above a Gaussian-weighted local mean over
-            ``block_size``.
-        threshold_scale: multiply a global threshold by this (``< 1`` keeps dimmer objects).
-        background_radius: for ``"tophat"``: radius in pixels of the opening that estimates
-            the background; must exceed the radius of the largest object. ``None``: from the
-            objects of a first Otsu pass (2.5 x the radius of the 95th-percentile area,
-            between 15 and 400 pixels).
-        k_noise: for ``"tophat"``: threshold in robust noise standard deviations
-            (1.4826 x MAD of the background-subtracted image; at least 1 grey level).
-        block_size: odd window side for ``"local"``, in pixels.
-        local_offset: for ``"local"``: how far (0..255 units) above the local mean a pixel
-            must be; ``None``: 3 robust standard deviations of the residual (noise-adaptive).
-        refine: cut each object at ``refine_fraction`` of its own height above the
-            background (its 95th intensity percentile), trimming blur halos and haze around
-            bright objects while dim objects keep their extent.
-        refine_fraction: that fraction, in ``[0, 1)``.
-        polarity: ``"bright"`` objects on dark, ``"dark"`` on bright, or ``"auto"``
-            (objects are the minority class of the threshold).
-        fill_holes: fill holes inside objects.
-        opening: radius of a binary opening that removes thin bridges and specks (0: none).
-        split: split touching objects with a distance-transform watershed.
-        split_sigma: smoothing of the distance transform before seeding (pixels).
-        h: seeds are the distance-transform maxima at least ``h`` pixels above their
-            surroundings; larger ``h`` splits less.
-        min_distance: minimum distance between two seeds, in pixels.
-        min_area: drop objects smaller than this many pixels.
-        min_area_rel: also drop objects smaller than this fraction of the median object
-            area (scale-free debris filter; 0: off).
-        max_area: drop objects larger than this many pixels (``None``: no limit); a float in
-            ``(0, 1]`` is a fraction of the image area.
-        remove_border: drop objects touching the image border.
-        tile_size: run the per-object stages (refine, hole filling, opening, splitting) in
-            overlapping tiles of at most this side in pixels (the fewest that overlap by
-            ``tile_overlap``, evenly spread), and merge the objects across tile seams:
-            objects crossing a seam come out whole, once. Threshold, polarity, background
-            and noise level are estimated once on the whole image, so tiling changes
-            results only at seams. It bounds the memory of the per-object stages on very
-            large images. ``None`` (default): 2048, so images longer than 2048 pixels are
-            tiled; ``0``: never tile.
-        tile_overlap: pixels shared by neighbouring tiles, at least 1 and at most half
-            ``tile_size``; objects narrower
-            than this are seen whole in some tile (larger ones are joined from their pieces
-            and segmented again in a window of their own).
-    """
-
-    intensity: str = "gray"
-    sigma: float = 1.0
-    threshold: str = "tophat"
-    threshold_scale: float = 1.0
-    background_radius: int | None = None
-    k_noise: float = 10.0
-    block_size: int = 51
-    local_offset: float | None = None
-    refine: bool = True
-    refine_fraction: float = 0.4
-    polarity: str = "auto"
-    fill_holes: bool = True
-    opening: int = 1
-    split: bool = True
-    split_sigma: float = 1.0
-    h: float = 1.0
-    min_distance: int = 5
-    min_area: int = 20
-    min_area_rel: float = 0.2
-    max_area: float | None = 0.25
-    remove_border: bool = False
-    tile_size: int | None = None
-    tile_overlap: int = 128
-
-    def __post_init__(self) -> None:
-        if self.threshold not in _METHODS:
-            raise ValueError(
-                f"threshold must be one of {', '.join(_METHODS)}, got {self.threshold!r}"
-            )
-        if self.polarity not in _POLARITIES:
-            raise ValueError(
-                f"polarity must be one of {', '.join(_POLARITIES)}, got {self.polarity!r}"
-            )
-        if self.intensity not in _INTENSITIES:
-            raise ValueError(
-                f"intensity must be one of {', '.join(_INTENSITIES)}, got {self.intensity!r}"
-            )
-        if self.sigma < 0 or self.split_sigma < 0:
-            raise ValueError(
-                f"sigma and split_sigma must be >= 0, got {self.sigma}, {self.split_sigma}"
-            )
-        if (self.background_radius is not None and self.background_radius < 1) or self.k_noise <= 0:
-            raise ValueError(
-                f"need background_radius >= 1 and k_noise > 0, got {self.background_radius}, {self.k_noise}"
-            )
-        if not 0.0 <= self.refine_fraction < 1.0:
-            raise ValueError(f"refine_fraction must be in [0, 1), got {self.refine_fraction}")
-        if self.block_size < 3 or self.block_size % 2 == 0:
-            raise ValueError(f"block_size must be an odd int >= 3, got {self.block_size}")
-        if not 0.0 <= self.min_area_rel < 1.0:
-            raise ValueError(f"min_area_rel must be in [0, 1), got {self.min_area_rel}")
-        if self.min_area < 0:
-            raise ValueError(f"min_area must be >= 0, got {self.min_area}")
-        if self.max_area is not None and self.max_area <= 0:
-            raise ValueError(f"max_area must be > 0 or None, got {self.max_area}")
-        if self.threshold_scale <= 0:
-            raise ValueError(f"threshold_scale must be > 0, got {self.threshold_scale}")
-        for name in ("tile_size", "tile_overlap"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
-                raise ValueError(f"{name} must be an int, got {value!r}")
-        if self.tile_size is not None and self.tile_size < 0:
-            raise ValueError(
-                f"tile_size must be >= 0 (0: never tile) or None (tile large images), got {self.tile_size}"
-            )
-        if self.tile_overlap < 1:
-            raise ValueError(
-                f"tile_overlap must be >= 1 (objects on a seam are joined where tiles overlap), got {self.tile_overlap}"
-            )
-        if self.tile_size is None and 2 * self.tile_overlap > _AUTO_TILE_SIZE:
-            raise ValueError(
-                f"tile_overlap must be at most half the automatic tile size ({_AUTO_TILE_SIZE}), "
-                f"got {self.tile_overlap}; give tile_size too"
-            )
-        if self.tile_size is not None and self.tile_size != 0 and self.tile_size < 2 * self.tile_overlap:
-            raise ValueError(
-                f"tile_size must be at least twice tile_overlap ({self.tile_overlap}), got {self.tile_size}; "
-                "0 disables tiling, None tiles only large images"
-            )
-        if self.opening < 0 or self.min_distance < 1 or self.h < 0:
-            raise ValueError(
-                f"need opening >= 0, min_distance >= 1, h >= 0; got {self.opening}, "
-                f"{self.min_distance}, {self.h}"
-            )
 
 
 class ClassicalSegmenter:
@@ -713,261 +581,6 @@ def _calibrated_classes(profile: dict | None) -> dict[str, dict]:
     return {k: v for k, v in classes.items() if v.get("settings")}
 
 
-def _global_threshold(x: np.ndarray, method: str) -> float:
-    from skimage import filters
-
-    fn = {
-        "otsu": filters.threshold_otsu,
-        "li": filters.threshold_li,
-        "triangle": filters.threshold_triangle,
-        "yen": filters.threshold_yen,
-        "mean": filters.threshold_mean,
-    }[method]
-    return float(fn(x))
-
-
-def _fill_holes(fg: np.ndarray) -> np.ndarray:
-    """Fill background regions not connected to the image border (``binary_fill_holes``)."""
-    import cv2
-
-    n, bg_lab = cv2.connectedComponents((~fg).view(np.uint8), connectivity=4, ltype=cv2.CV_32S)
-    if n <= 1:  # no background at all
-        return fg
-    border = np.unique(np.concatenate([bg_lab[0], bg_lab[-1], bg_lab[:, 0], bg_lab[:, -1]]))
-    outside = np.zeros(n, dtype=bool)
-    outside[border] = True
-    outside[0] = True  # label 0 is the foreground itself
-    return fg | ~outside[bg_lab]
-
-
-def _split_touching(fg: np.ndarray, split_sigma: float, h: float, min_distance: int) -> np.ndarray:
-    """Watershed of touching objects, seeded at the h-maxima of the distance transform.
-
-    The h-maxima and the watershed are computed per connected component on its bounding
-    box, and only for components that may hold several objects: much cheaper than on the
-    whole image (their cost grows as ``n log n`` in pixels), with the same labels.
-    """
-    import cv2
-    from skimage import morphology, segmentation
-
-    fg = np.ascontiguousarray(fg)
-    fg8 = fg.view(np.uint8)
-    n, comp, stats, _ = cv2.connectedComponentsWithStats(fg8, connectivity=8, ltype=cv2.CV_32S)
-    if n <= 1:
-        return comp
-    # pad with background so objects cut by the border peak inside the image
-    dist = cv2.distanceTransform(
-        cv2.copyMakeBorder(fg8, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0),
-        cv2.DIST_L2,
-        cv2.DIST_MASK_PRECISE,
-    )[1:-1, 1:-1]
-    if split_sigma > 0:
-        dist = cv2.GaussianBlur(dist, (0, 0), split_sigma)
-    lut = np.zeros(n, dtype=np.int32)  # component -> its label when it is not split
-    splits: list[tuple[tuple[slice, slice], np.ndarray, np.ndarray]] = []
-    next_id = 1
-    for c in range(1, n):
-        x, y, bw, bh, _area = stats[c]
-        sl = (slice(y, y + bh), slice(x, x + bw))
-        m = comp[sl] == c
-        d = np.where(m, dist[sl], 0).astype(np.float32, copy=False)
-        peak = float(d.max())
-        if (h > 0 and peak < 2 * h) or _solidity(m, int(_area)) >= _CONVEX_SOLIDITY:
-            # too thin to hold two h-separated maxima, or convex (touching objects leave a
-            # notch): one object, the component itself; skips the costly h-maxima
-            lut[c] = next_id
-            next_id += 1
-            continue
-        seeds = morphology.h_maxima(d, h) if h > 0 else morphology.local_maxima(d)
-        seed_lab = cv2.connectedComponents(
-            seeds.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S
-        )[1]
-        k = int(seed_lab.max())
-        if k > 1 and min_distance > 1:
-            seed_lab = _merge_close_seeds(seed_lab, min_distance)
-            k = int(seed_lab.max())
-        if k <= 1:
-            lut[c] = next_id
-            next_id += 1
-            continue
-        markers = np.where(seed_lab > 0, seed_lab + (next_id - 1), 0).astype(np.int32)
-        splits.append((sl, m, segmentation.watershed(-d, markers, mask=m).astype(np.int32)))
-        next_id += k
-    if not splits:  # nothing to split: the components are the objects
-        return comp
-    labels = _relabel(lut, comp)  # in place: comp is not needed any more
-    for sl, m, ws in splits:
-        labels[sl][m] = ws[m]
-    return labels
-
-
-def _object_scale_radius(smooth: np.ndarray, min_area: int) -> int:
-    """Background radius for ``tophat`` from the object sizes of a first Otsu pass (either
-    polarity: the minority class), ``2.5 x`` the radius of the 95th-percentile area."""
-    import cv2
-    from skimage import filters
-
-    t = filters.threshold_otsu(smooth)
-    fg = smooth > t
-    if fg.mean() > 0.5:
-        fg = ~fg
-    n, _, stats, _ = cv2.connectedComponentsWithStats(
-        fg.view(np.uint8), connectivity=8, ltype=cv2.CV_32S
-    )
-    areas = stats[1:, cv2.CC_STAT_AREA]
-    areas = areas[areas >= max(min_area, 1)]
-    if areas.size == 0:
-        return _DEFAULT_BACKGROUND_RADIUS
-    r95 = float(np.sqrt(np.percentile(areas, 95) / np.pi))
-    return int(np.clip(round(2.5 * r95), 15, 400))
-
-
-def _background(x: np.ndarray, radius: int) -> np.ndarray:
-    """Smooth background under bright objects narrower than ``2 * radius``: a morphological
-    opening (rolling-ball-like) computed at reduced resolution for speed, then blurred."""
-    import cv2
-
-    h, w = x.shape
-    # a kernel of radius ~12 at low resolution: elliptic erosion costs grow with its area
-    f = int(np.clip(radius // 12, 1, max(1, min(h, w) // 16)))
-    small = (
-        cv2.resize(x, (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_AREA)
-        if f > 1
-        else x
-    )
-    r = max(1, radius // f)
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
-    # replicated borders keep the opening exact for backgrounds that rise toward an edge
-    padded = cv2.copyMakeBorder(small, r, r, r, r, cv2.BORDER_REPLICATE)
-    bg = cv2.morphologyEx(padded, cv2.MORPH_OPEN, kernel)
-    bg = cv2.GaussianBlur(bg, (0, 0), max(1.0, r / 4), borderType=cv2.BORDER_REPLICATE)
-    bg = bg[r:-r, r:-r]
-    if f > 1:
-        bg = cv2.resize(bg, (w, h), interpolation=cv2.INTER_LINEAR)
-    return bg
-
-
-def _local_mean(x: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian-weighted local mean of ``x`` (float32). A wide Gaussian is computed at
-    reduced resolution and interpolated back: its cost would otherwise grow with ``sigma``
-    (seconds per megapixel for ``sigma`` in the hundreds)."""
-    import cv2
-
-    h, w = x.shape
-    f = int(min(sigma // _LOCAL_MEAN_SIGMA, max(1, min(h, w) // 16)))
-    if f < 2:
-        return cv2.GaussianBlur(x, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
-    small = cv2.resize(x, (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_AREA)
-    # the area average already blurred by about f / sqrt(12): take it off the Gaussian
-    s = float(np.sqrt(max(sigma**2 - f**2 / 12.0, 1.0))) / f
-    small = cv2.GaussianBlur(small, (0, 0), s, borderType=cv2.BORDER_REFLECT)
-    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
-
-
-def _noise_sigma(resid: np.ndarray) -> float:
-    """Robust standard deviation (1.4826 x MAD) of a residual image, from a subsample."""
-    sample = resid.ravel()[:: max(1, resid.size // 200_000)]
-    return float(1.4826 * np.median(np.abs(sample - np.median(sample))))
-
-
-def _local_noise_sigma(x: np.ndarray, smooth_sigma: float) -> float:
-    """Noise of ``x`` from differences of neighbouring pixels, which objects barely touch
-    (unlike the MAD of the whole residual, which in a dense field measures the objects).
-
-    ``smooth_sigma``: the Gaussian blur ``x`` went through; neighbours of blurred white
-    noise correlate by ``rho = exp(-1 / (4 sigma^2))``, so ``var(diff) = 2 (1 - rho) sigma^2``.
-    """
-    if x.shape[1] < 2:
-        return 0.0
-    rows = x[:: max(1, x.shape[0] // 400)]
-    diff = (rows[:, 1:] - rows[:, :-1]).ravel()
-    rho = float(np.exp(-1.0 / (4.0 * smooth_sigma**2))) if smooth_sigma > 0 else 0.0
-    return float(1.4826 * np.median(np.abs(diff - np.median(diff)))) / float(np.sqrt(2.0 * (1.0 - rho)))
-
-
-def _refine_objects(
-    fg: np.ndarray, x: np.ndarray, fraction: float, bg: float | None = None
-) -> np.ndarray:
-    """Per connected component, drop pixels below ``bg + fraction * (peak - bg)``.
-
-    ``peak`` is the component's 95th intensity percentile and ``bg`` the median outside all
-    components (given: the whole image's, so that tiles agree), so each object is cut at a
-    fixed fraction of its own height: dim objects keep their extent while blur halos and
-    haze around bright ones are trimmed (a pair joined only by haze falls apart into two
-    components).
-    """
-    import cv2
-
-    n, comp, stats, _ = cv2.connectedComponentsWithStats(
-        fg.view(np.uint8), connectivity=8, ltype=cv2.CV_32S
-    )
-    if n <= 1:
-        return fg
-    if bg is None:
-        bg = _median_outside(x, fg)
-    out = fg.copy()
-    for c in range(1, n):
-        x0, y0, bw, bh, area = stats[c]
-        if area < _MIN_REFINE_AREA:
-            continue
-        sl = (slice(y0, y0 + bh), slice(x0, x0 + bw))
-        m = comp[sl] == c
-        xs = x[sl]
-        peak = float(np.percentile(xs[m], 95))
-        out[sl][m & (xs <= bg + fraction * (peak - bg))] = False
-    return out
-
-
-def _median_outside(x: np.ndarray, fg: np.ndarray) -> float:
-    """Median of ``x`` where ``fg`` is False (0 when there is no such pixel)."""
-    outside = x[~fg]
-    if outside.size == 0:
-        return 0.0
-    return float(np.median(outside, overwrite_input=True))  # a copy already: sort it in place
-
-
-def _merge_close_seeds(markers: np.ndarray, min_distance: int) -> np.ndarray:
-    """Relabel ``1..K`` so that seeds whose centroids are closer than ``min_distance`` merge."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-    from scipy.spatial import cKDTree
-
-    ys, xs = np.nonzero(markers)
-    lab = markers[ys, xs]
-    n = int(markers.max())
-    cnt = np.bincount(lab, minlength=n + 1)[1:]
-    present = cnt > 0
-    cy = np.bincount(lab, weights=ys, minlength=n + 1)[1:][present] / cnt[present]
-    cx = np.bincount(lab, weights=xs, minlength=n + 1)[1:][present] / cnt[present]
-    old_ids = np.flatnonzero(present) + 1
-    pairs = cKDTree(np.column_stack([cy, cx])).query_pairs(r=min_distance, output_type="ndarray")
-    m = len(old_ids)
-    graph = coo_matrix(
-        (np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])) if len(pairs) else ([], ([], [])),
-        shape=(m, m),
-    )
-    _, comp = connected_components(graph, directed=False)
-    lut = np.zeros(n + 1, dtype=np.int32)
-    lut[old_ids] = comp + 1
-    return lut[markers]
-
-
-def _solidity(mask: np.ndarray, area: int) -> float:
-    """Area over convex-hull area in pixels (skimage's ``solidity``, via OpenCV)."""
-    import cv2
-
-    if area < 3:
-        return 1.0
-    m8 = np.ascontiguousarray(mask, dtype=np.uint8)
-    contours, _ = cv2.findContours(m8, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    if not contours:
-        return 1.0
-    hull = cv2.convexHull(np.vstack(contours))
-    filled = np.zeros_like(m8)
-    cv2.fillConvexPoly(filled, hull, 1)
-    return float(min(1.0, area / max(int(filled.sum()), 1)))
-
-
 def _check_box(box: Any, h: int, w: int) -> tuple[int, int, int, int]:
     b = np.asarray(box, dtype=np.float64).reshape(-1)
     if b.shape != (4,) or not np.isfinite(b).all():
@@ -991,86 +604,4 @@ def _check_point(point: Any, h: int, w: int) -> tuple[int, int]:
     return x, y
 
 
-def _clip_crop(
-    crop: np.ndarray, origin: tuple[int, int], box: tuple[int, int, int, int]
-) -> tuple[np.ndarray, tuple[int, int]]:
-    """A mask crop at ``origin`` ``(x0, y0)`` clipped to ``box`` (XYXY): ``(crop, origin)``."""
-    ox, oy = int(origin[0]), int(origin[1])
-    bx0, by0, bx1, by1 = box
-    x0, y0 = max(ox, bx0), max(oy, by0)
-    x1, y1 = min(ox + crop.shape[1], bx1), min(oy + crop.shape[0], by1)
-    if x1 <= x0 or y1 <= y0:
-        return np.zeros((0, 0), dtype=bool), (0, 0)
-    return crop[y0 - oy : y1 - oy, x0 - ox : x1 - ox], (x0, y0)
-
-
-def _component_at(fg: np.ndarray, x: int, y: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """The 4-connected component of ``fg`` holding pixel ``(x, y)``: ``(crop, (x0, y0))``."""
-    import cv2
-
-    img = np.ascontiguousarray(fg, dtype=np.uint8)
-    _, _, _, (rx, ry, rw, rh) = cv2.floodFill(img, None, (int(x), int(y)), 2, 0, 0, 4)
-    return img[ry : ry + rh, rx : rx + rw] == 2, (rx, ry)
-
-
-def _relabel(lut: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """``labels[...] = lut[labels]`` in place, in row blocks (no image-sized temporaries)."""
-    step = max(1, (1 << 20) // max(labels.shape[1], 1))
-    for r in range(0, labels.shape[0], step):
-        labels[r : r + step] = lut[labels[r : r + step]]
-    return labels
-
-
-def _label_counts(labels: np.ndarray, n: int | None = None) -> np.ndarray:
-    """``np.bincount(labels.ravel())`` in row blocks: bincount makes an int64 copy of its
-    input, 128 MB for a 4096 x 4096 int32 label image."""
-    if n is None:
-        n = int(labels.max()) + 1 if labels.size else 1
-    counts = np.zeros(n, dtype=np.int64)
-    step = max(1, (1 << 20) // max(labels.shape[1], 1))
-    for r in range(0, labels.shape[0], step):
-        counts += np.bincount(labels[r : r + step].ravel(), minlength=n)[:n]
-    return counts
-
-
-def _label_sums(labels: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
-    """``(n,)`` float64 sums of ``values`` per label, in row blocks (no image-sized float64)."""
-    sums = np.zeros(n, dtype=np.float64)
-    step = max(1, (1 << 20) // max(labels.shape[1], 1))
-    for r in range(0, labels.shape[0], step):
-        sums += np.bincount(
-            labels[r : r + step].ravel(), weights=values[r : r + step].ravel(), minlength=n
-        )[:n]
-    return sums
-
-
-def _build_instances(
-    crops: list[np.ndarray],
-    origins: Any,
-    hw: tuple[int, int],
-    counts: np.ndarray,
-    sums: np.ndarray,
-    bg: float,
-    thr: float,
-    polarity: str,
-) -> Instances:
-    """Instances of mask crops, scored by contrast (object mean vs ``bg``, relative to the
-    threshold's margin) and solidity."""
-    n = len(crops)
-    areas = np.asarray(counts, dtype=np.int64).reshape(n)
-    span = abs(thr - bg) + 1e-6
-    means = np.asarray(sums, dtype=np.float64).reshape(n) / np.maximum(areas, 1)
-    delta = (means - bg) if polarity == "bright" else (bg - means)
-    contrast = np.clip(delta / (2.0 * span), 0.0, 1.0).astype(np.float32)
-    solidity = np.array([_solidity(c, int(a)) for c, a in zip(crops, areas, strict=True)], dtype=np.float32)
-    scores = np.clip(0.5 * (contrast + solidity), 0.0, 1.0)
-    return Instances.from_crops(
-        crops,
-        origins,
-        hw,
-        scores=scores,
-        data={"area": areas, "contrast": contrast, "solidity": solidity},
-    )
-
-
-__all__ = ["ClassicalConfig", "ClassicalSegmenter"]
+__all__ = ["ClassicalConfig", "ClassicalSegmenter", "Polarity", "ThresholdMethod"]

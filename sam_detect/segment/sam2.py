@@ -233,9 +233,9 @@ class SAM2Segmenter:
 
     @property
     def runtime(self):
-        """The shared SAM2 model (:class:`sam_detect.embed.sam2.SAM2Runtime`), loaded on first use."""
+        """The shared SAM2 model (:class:`sam_detect.models.sam2_runtime.SAM2Runtime`), loaded on first use."""
         if self._runtime is None:
-            from sam_detect.embed.sam2 import get_sam2_runtime
+            from sam_detect.models.sam2_runtime import get_sam2_runtime
 
             self._runtime = get_sam2_runtime(
                 self.spec.arch, self.checkpoint, self.config.device, self.config.image_size
@@ -260,7 +260,7 @@ class SAM2Segmenter:
             ValueError: a label's array is not ``(K, 256)`` finite numbers.
         """
         from sam_detect.embed.base import l2_normalize
-        from sam_detect.embed.sam2 import FEATURE_DIM
+        from sam_detect.models.sam2_runtime import FEATURE_DIM
 
         out: dict[str, np.ndarray] = {}
         for label, arr in (feats or {}).items():
@@ -283,7 +283,11 @@ class SAM2Segmenter:
         large image: each object from the tile that holds it); feed them, per label, to
         :meth:`set_example_features`.
         """
-        from sam_detect.embed.sam2 import check_sam2_image, instance_windows, pool_in_windows
+        from sam_detect.models.sam2_runtime import (
+            check_sam2_image,
+            instance_windows,
+            pool_in_windows,
+        )
 
         image = check_sam2_image(image)
         masks = as_instances(masks, image.shape[:2])
@@ -308,7 +312,7 @@ class SAM2Segmenter:
         Raises:
             ImageLoadError: not a uint8 image (float input would silently give no masks).
         """
-        from sam_detect.embed.sam2 import check_sam2_image
+        from sam_detect.models.sam2_runtime import check_sam2_image
 
         image = check_sam2_image(image)
         h, w = image.shape[:2]
@@ -374,8 +378,8 @@ class SAM2Segmenter:
         Raises:
             AnnotationError: no prompts, mismatched counts, a box or point outside the image.
         """
-        from sam_detect.embed.sam2 import check_sam2_image
         from sam_detect.masks import validate_box, validate_point
+        from sam_detect.models.sam2_runtime import check_sam2_image
 
         image = check_sam2_image(image)
         h, w = image.shape[:2]
@@ -455,7 +459,7 @@ class SAM2Segmenter:
     def _auto(self, image: np.ndarray) -> list[TileMask]:
         from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
 
-        from sam_detect.embed._torch import inference_context
+        from sam_detect.models.torch_utils import inference_context
 
         c = self.config
         rt = self.runtime
@@ -526,7 +530,7 @@ class SAM2Segmenter:
             points closer than ``prompt_min_distance`` to an earlier one dropped and at most
             ``max_prompts`` kept.
         """
-        from sam_detect.embed.sam2 import check_sam2_image
+        from sam_detect.models.sam2_runtime import check_sam2_image
 
         image = check_sam2_image(image)
         chunks: list[np.ndarray] = []
@@ -601,7 +605,7 @@ class SAM2Segmenter:
         Cell ``(r, c)`` covers image pixels ``[c * W / g, (c + 1) * W / g)`` x
         ``[r * H / g, (r + 1) * H / g)``; the value is the best match over the label's examples.
         """
-        from sam_detect.embed.sam2 import check_sam2_image
+        from sam_detect.models.sam2_runtime import check_sam2_image
 
         image = check_sam2_image(image)
         feats = self.runtime.image_embed(image).cpu().numpy()  # (C, g, g)
@@ -665,7 +669,7 @@ class SAM2Segmenter:
         import torch
         from sam2.utils.amg import calculate_stability_score
 
-        from sam_detect.embed._torch import batches, inference_context
+        from sam_detect.models.torch_utils import batches, inference_context
 
         c = self.config
         rt = self.runtime

@@ -27,7 +27,7 @@ class LibraryMeta:
     """How a library's vectors were made.
 
     ``embedder_id`` and ``dim`` identify the embedder; ``fade`` (``{"name": ..., **params}``)
-    and ``crop`` (``{"occupancy": 0.2, ...}``) the context crop. ``extra`` is free-form.
+    and ``crop`` (``{"occupancy": ...}``) the context crop. ``extra`` is free-form.
     """
 
     name: str

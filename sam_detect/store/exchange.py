@@ -483,6 +483,7 @@ def crop_from_payload(
     source, rle = payload.get("source"), payload.get("mask_rle")
     if not source or not rle or not Path(source).is_file():
         return None
+    from sam_detect.config import adopt_library_settings
     from sam_detect.fade import create_fade
     from sam_detect.fade.crops import context_crop
     from sam_detect.io.images import load_image
@@ -497,10 +498,9 @@ def crop_from_payload(
     mask = rle_to_mask(rle)
     if mask.shape != rgb.shape[:2]:
         return None
-    fade_params = dict(meta.fade or {"name": "identity"})
-    fade = create_fade(fade_params.pop("name", "identity"), **fade_params)
-    occupancy = float((meta.crop or {}).get("occupancy", 0.2))
-    return context_crop(rgb, mask, occupancy=occupancy, fade=fade).image
+    settings = adopt_library_settings(meta)  # as a detector on this library would cut it
+    fade = create_fade(settings.fade, **settings.fade_options)
+    return context_crop(rgb, mask, occupancy=settings.occupancy, fade=fade).image
 
 
 _IMAGE_CACHE: dict[str, np.ndarray] = {}

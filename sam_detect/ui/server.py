@@ -31,6 +31,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sam_detect._version import __version__
+from sam_detect.calibrate import DEFAULT_THRESHOLD
+from sam_detect.config import PARAMS, default
 from sam_detect.errors import (
     AnnotationError,
     EmbedderMismatchError,
@@ -49,7 +51,7 @@ from sam_detect.ui.images import (
     View,
     encode_png,
 )
-from sam_detect.ui.session import AnnotationSession
+from sam_detect.ui.session import UI_MAX_TOP_K, AnnotationSession
 
 log = logging.getLogger("sam_detect.ui")
 
@@ -124,8 +126,9 @@ class PromptIn(ViewIn):
 
 
 class DetectIn(ViewIn):
-    threshold: float | None = Field(None, ge=-1, le=1)
-    top_k: int | None = Field(None, ge=1, le=100)
+    # ranges: sam_detect.config.PARAMS; the UI's top_k stops at UI_MAX_TOP_K
+    threshold: float | None = Field(None, ge=PARAMS["threshold"].low, le=PARAMS["threshold"].high)
+    top_k: int | None = Field(None, ge=PARAMS["top_k"].low, le=UI_MAX_TOP_K)
 
 
 class AcceptIn(ViewIn):
@@ -260,6 +263,9 @@ def create_app(session: AnnotationSession, *, allowed_hosts: list[str] | None = 
             },
             "threshold": det.config.threshold,
             "top_k": det.config.top_k,
+            # what an unset setting means, from the one home of the defaults (sam_detect.config)
+            "defaults": {"threshold": DEFAULT_THRESHOLD, "top_k": default("top_k"),
+                         "occupancy": default("occupancy")},
             "segmenter": det.config.segmenter,
             "embedder": det.config.embedder,
         }

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from sam_detect.config import check as check_setting
 from sam_detect.embed.base import embeds_instances
 from sam_detect.errors import AnnotationError, LibraryNotFoundError
 from sam_detect.formats.runs import runs_to_crop
@@ -60,6 +61,8 @@ from sam_detect.ui.records import (
 
 log = logging.getLogger("sam_detect.ui")
 
+#: the UI's top_k stops here (a slider's range); the setting's own range: sam_detect.config.PARAMS
+UI_MAX_TOP_K = 100
 _LIBRARY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -240,10 +243,13 @@ class AnnotationSession:
         Detections overlapping an example of the image (IoU > 0.5) are left out: the example
         already marks that object.
         """
-        if threshold is not None and not -1 <= threshold <= 1:
-            raise AnnotationError(f"threshold is a cosine similarity in [-1, 1], got {threshold}")
-        if top_k is not None and not 1 <= top_k <= 100:
-            raise AnnotationError(f"top_k must be in 1..100, got {top_k}")
+        try:  # the settings' one check (sam_detect.config), before the lock and the image
+            threshold = None if threshold is None else check_setting("threshold", threshold)
+            top_k = None if top_k is None else check_setting("top_k", top_k)
+        except ValueError as e:
+            raise AnnotationError(str(e)) from None
+        if top_k is not None and top_k > UI_MAX_TOP_K:
+            raise AnnotationError(f"top_k must be in 1..{UI_MAX_TOP_K} in the UI, got {top_k}")
         t0 = time.perf_counter()
         with self.lock:
             loaded = self.load(rel, view)

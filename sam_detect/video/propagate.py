@@ -112,7 +112,7 @@ class SAM2Propagator:
     ) -> None:
         if image_size is not None and (int(image_size) < 64 or int(image_size) % 64):
             raise ValueError(f"image_size must be a multiple of 64 (>= 64), got {image_size}")
-        from sam_detect.embed._torch import resolve_device
+        from sam_detect.models.torch_utils import resolve_device
 
         self.device = resolve_device(device)
         self.predictor, self.checkpoint = load_sam2_video_predictor(
@@ -253,7 +253,7 @@ class SAM2Propagator:
         return list(state["obj_ids"]), video_masks, torch.cat(scores)
 
     def _context(self):
-        from sam_detect.embed._torch import inference_context
+        from sam_detect.models.torch_utils import inference_context
 
         return inference_context(self.device)
 

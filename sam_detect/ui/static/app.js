@@ -756,8 +756,10 @@ async function init() {
     showError(e);
     return;
   }
-  $("threshold").value = String(S.config.threshold);
-  $("threshold-out").textContent = Number(S.config.threshold).toFixed(2);
+  // unset (each class's own threshold): start the slider at the one-example default
+  const threshold = S.config.threshold ?? S.config.defaults.threshold;
+  $("threshold").value = String(threshold);
+  $("threshold-out").textContent = Number(threshold).toFixed(2);
   $("upload-label").hidden = !S.config.allow_upload;
   document.title = `sam-detect · ${S.config.root}`;
   try {

@@ -1,0 +1,167 @@
+"""What a detector derives from its library's examples, kept in the library's metadata:
+the proposal profile and the decision settings (rebuilt after every add and delete, re-read
+only when the library's size changes), and the SAM2 example features handed to a SAM2
+segmenter for example-guided prompts.
+
+:class:`LibraryState` is a part of :class:`sam_detect.pipeline.SAMDetect`; it uses the
+detector's ``config``, ``store``, ``segmenter``, ``embedder``, ``choices``, ``_cache`` and
+``_library_meta()``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from sam_detect.embed.base import embeds_instances
+from sam_detect.instances import NEGATIVE
+
+log = logging.getLogger("sam_detect")
+
+
+class LibraryState:
+    """The library's proposal profile, decision settings and shared example features."""
+
+    # -- the proposal profile -----------------------------------------------------------
+    def _own_segmenter(self) -> Any:
+        """The classical segmenter whose own settings calibration scores, or ``None`` (another
+        segmenter: it does not propose from the profile; never built only for this)."""
+        seg = self._segmenter
+        if seg is None:
+            name = self.config.segmenter
+            if name == "auto":
+                name = self._auto_models()[0]
+            if name != "classical":
+                return None
+            seg = self.segmenter
+        return seg if getattr(seg, "name", None) == "classical" else None
+
+    def _examples(self) -> tuple[np.ndarray, list[str], list[dict]]:
+        """Every stored example of the library, read once: ``(vectors (N, D), labels, payloads)``."""
+        vectors, labels, payloads = [], [], []
+        for _, vecs, labs, pays in self.store.iter_examples(self.config.library):
+            vectors.append(np.asarray(vecs, np.float32))
+            labels.extend(labs)
+            payloads.extend(pay or {} for pay in pays)
+        meta = self._library_meta()
+        dim = int(meta.dim) if meta else 0
+        return (np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32)), labels, payloads
+
+    def refresh_profile(self) -> dict:
+        """Rebuild the library's proposal profile and decision settings from its examples
+        (one read of them) and store both.
+
+        Called after every add; call it after deleting examples
+        (``sam_detect.store.journal.delete``, the crash-safe form of ``store.delete``).
+        Returns the profile (``sam_detect.profile.build_profile``).
+        """
+        from sam_detect.profile import build_profile
+
+        vectors, labels, payloads = self._examples()
+        profile = build_profile([(lab, pay.get("shape")) for lab, pay in zip(labels, payloads, strict=True)])
+        self.store.update_extra(self.config.library, "profile", profile)
+        self._cache["profile"] = (self.store.count(self.config.library), profile)
+        self._store_decision(vectors, labels, payloads)
+        return profile
+
+    def refresh_decision(self) -> dict:
+        """Rebuild the library's decision settings (view weights, class thresholds,
+        typicality; ``sam_detect.calibrate.fit_decision``) from its stored vectors, and store them.
+
+        :meth:`refresh_profile` (after every add and delete) rebuilds them too.
+        """
+        return self._store_decision(*self._examples())
+
+    def _store_decision(self, vectors: np.ndarray, labels: list[str], payloads: list[dict]) -> dict:
+        from sam_detect.calibrate import fit_decision
+        from sam_detect.embed.views import views_of
+
+        meta = self._library_meta()
+        decision = fit_decision(vectors, labels, views_of(meta.embedder_id if meta else ""))
+        areas = [float(pay.get("area") or 0) for lab, pay in zip(labels, payloads, strict=True) if lab != NEGATIVE]
+        positive_areas = [a for a in areas if a > 0]
+        decision["typical_area"] = float(np.median(positive_areas)) if positive_areas else None
+        self.store.update_extra(self.config.library, "decision", decision)
+        self._cache["decision"] = (self.store.count(self.config.library), decision)
+        return decision
+
+    def _extra(self, key: str) -> Any:
+        """``key`` of the library's metadata extra (``None`` without a library), re-read only
+        when the library's size changes."""
+        if not self.store.has_library(self.config.library):
+            return None
+        count = self.store.count(self.config.library)
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] == count:
+            return cached[1]
+        meta = self._library_meta()
+        value = (meta.extra or {}).get(key) if meta else None
+        self._cache[key] = (count, value)
+        return value
+
+    @property
+    def decision(self) -> dict | None:
+        """The library's decision settings (``refresh_decision``), or ``None`` (no library, or
+        a library made before them)."""
+        return self._extra("decision")
+
+    @property
+    def profile(self) -> dict | None:
+        """The library's proposal profile, or ``None`` (``config.profile`` off, no library,
+        or a library made before profiles: ``refresh_profile()`` builds one)."""
+        return self._extra("profile") if self.config.profile else None
+
+    def _share_example_features(self) -> None:
+        """Example-guided prompting: hand the library's SAM2 features to a SAM2 segmenter.
+
+        Only when the library's vectors are SAM2 image-mode features of the segmenter's own
+        model — the same model size, checkpoint (sha256) and input size, in the library's
+        record and in the embedder — so their similarity with the image's feature map means
+        something. Otherwise nothing is shared, and the reason is logged once and kept in
+        ``choices["example_prompts"]``. Re-read only when the library's size changes.
+        """
+        seg, emb = self.segmenter, self.embedder
+        if not hasattr(seg, "set_example_features") or getattr(emb, "name", "") != "sam2" \
+                or not embeds_instances(emb):
+            return
+        why_not = self._why_not_share(seg, emb)
+        if why_not:
+            seg.set_example_features(None)
+            if self.choices.get("example_prompts") != f"off: {why_not}":
+                log.warning("example-guided prompts are off: %s", why_not)
+            self.choices["example_prompts"] = f"off: {why_not}"
+            self._shared_count = None
+            return
+        count = self.store.count(self.config.library)
+        if getattr(self, "_shared_count", None) == count:
+            return
+        feats: dict[str, list[np.ndarray]] = {}
+        for _, vectors, labels, _ in self.store.iter_examples(self.config.library):
+            for vec, lab in zip(vectors, labels, strict=True):
+                if lab != NEGATIVE:
+                    feats.setdefault(lab, []).append(np.asarray(vec, dtype=np.float32))
+        seg.set_example_features({lab: np.stack(v) for lab, v in feats.items()})
+        self._shared_count = count
+        self.choices["example_prompts"] = f"on: {sum(len(v) for v in feats.values())} example features"
+
+    def _why_not_share(self, seg: Any, emb: Any) -> str | None:
+        """Why the library's SAM2 features must not steer ``seg`` (``None``: they may)."""
+        from sam_detect.models import ModelIdentity
+
+        mine = getattr(seg, "model_identity", None)
+        if mine is None:
+            return f"the segmenter {getattr(seg, 'name', type(seg).__name__)} states no model identity"
+        meta = self._library_meta()
+        recorded = ModelIdentity.from_dict(meta.model) if meta else None
+        theirs = recorded or getattr(emb, "model_identity", None)
+        whose = f"library {self.config.library!r} was made with" if recorded else "the embedder uses"
+        if theirs is None:
+            return "the embedder states no model identity"
+        if theirs != mine:
+            return f"{whose} {theirs.describe()}, the segmenter uses {mine.describe()}"
+        return None
+
+
+__all__ = ["LibraryState"]

@@ -1,0 +1,114 @@
+"""One home per setting: a default changed in ``sam_detect.config`` shows in the CLI's
+``--help``, the API and the UI; a library's settings are adopted by one function."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import numpy as np
+import pytest
+from conftest import run_cli
+
+from sam_detect import config
+from sam_detect.config import PARAMS, DetectorConfig, adopt_library_settings, check
+from sam_detect.instances import Instances
+from sam_detect.pipeline import SAMDetect
+from sam_detect.store.base import LibraryMeta
+
+
+def _help_default(text: str, flag: str) -> str:
+    """The ``[default: ...]`` of ``flag`` in click's help, with the line wrapping undone."""
+    flat = " ".join(text.split())
+    m = re.search(re.escape(flag) + r" .*?\[default: ([^\]]*)\]", flat)
+    assert m, f"{flag} has no default in the help"
+    return m.group(1)
+
+
+def test_a_default_changed_in_one_place_shows_in_cli_api_and_ui(monkeypatch, scene, tmp_path):
+    monkeypatch.setitem(PARAMS, "top_k", dataclasses.replace(PARAMS["top_k"], default=7))
+    monkeypatch.setitem(PARAMS, "occupancy", dataclasses.replace(PARAMS["occupancy"], default=0.35))
+
+    # the CLI's --help, for every command with the option
+    for command in ("detect", "add", "eval", "video", "ui"):
+        r = run_cli(command, "--help")
+        assert r.exit_code == 0, r.output
+        assert _help_default(r.output, "--occupancy") == "the library's, 0.35 for a new library"
+    for command in ("detect", "eval", "video", "ui"):
+        assert _help_default(run_cli(command, "--help").output, "--top-k") == "7"
+
+    # the API: the config, the detector's crops, a new library's record, detect's vote
+    assert DetectorConfig().top_k == 7
+    rgb, masks, labels = scene(5, n_discs=4, n_squares=4)
+    det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder="handcrafted"))
+    assert det.occupancy == 0.35
+    det.add_examples(rgb, Instances(masks=masks, labels=labels))
+    assert det.store.get_meta("default").crop == {"occupancy": 0.35}
+    found = det.detect(rgb)
+    assert len(found) and max(len(n) for n in found.data["neighbours"]) == 7
+
+    # the UI's settings
+    pytest.importorskip("fastapi", reason="the UI needs fastapi")
+    from fastapi.testclient import TestClient
+
+    from sam_detect.ui import AnnotationUI
+
+    (tmp_path / "images").mkdir()
+    ui = AnnotationUI(det, tmp_path / "images", thumbnail_dir=tmp_path / "thumbs")
+    try:
+        cfg = TestClient(ui.app(), base_url="http://127.0.0.1").get("/api/config").json()
+    finally:
+        ui.stop()
+    assert cfg["top_k"] == 7 and cfg["defaults"]["top_k"] == 7 and cfg["defaults"]["occupancy"] == 0.35
+
+
+@pytest.mark.parametrize("name, value", [("top_k", 0), ("top_k", 10_001), ("top_k", 2.5), ("top_k", True),
+                                         ("threshold", 1.5), ("threshold", float("nan")),
+                                         ("occupancy", 0), ("occupancy", "0.2")])
+def test_one_check_for_the_config_and_per_call_overrides(scene, name, value):
+    with pytest.raises(ValueError, match=name):
+        check(name, value)
+    with pytest.raises(ValueError, match=name):
+        DetectorConfig(**{name: value})
+    if name != "occupancy":
+        rgb, masks, labels = scene(4)
+        det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder="handcrafted"))
+        det.add_examples(rgb, Instances(masks=masks, labels=labels))
+        with pytest.raises(ValueError, match=name):
+            det.detect(rgb, **{name: value})
+
+
+def test_adopting_a_library_given_settings_win_unset_ones_are_the_librarys():
+    meta = LibraryMeta(name="x", embedder_id="views:abc", dim=8,
+                       fade={"name": "linear", "max_distance": 20.0, "min_fade": 0.1},
+                       crop={"occupancy": 0.3},
+                       extra={"embedder": {"name": "views", "options": {"tile": 2}}})
+    s = adopt_library_settings(meta)
+    assert (s.fade, s.fade_options, s.occupancy, s.embedder, s.embedder_options) == (
+        "linear", {"max_distance": 20.0, "min_fade": 0.1}, 0.3, "views", {"tile": 2})
+    assert set(s.adopted) == {"fade", "occupancy", "embedder"}
+    s = adopt_library_settings(meta, fade="gaussian", occupancy=0.2, embedder="effnet",
+                               fade_options={"sigma": 5.0})
+    assert (s.fade, s.fade_options, s.occupancy, s.embedder, s.adopted) == (
+        "gaussian", {"sigma": 5.0}, 0.2, "effnet", ())
+    s = adopt_library_settings(None)  # a new library: the defaults
+    assert (s.fade, s.fade_options, s.occupancy, s.embedder) == (config.DEFAULT_FADE, {}, 0.2, None)
+
+
+def test_exchange_recuts_the_crop_a_detector_on_the_library_sees(tmp_path, scene):
+    """store.exchange re-cuts an example's crop with the library's fade and occupancy, as the
+    detector does (both through adopt_library_settings)."""
+    from sam_detect.outputs import save_image
+    from sam_detect.store.exchange import crop_from_payload
+
+    rgb, masks, labels = scene(6)
+    path = tmp_path / "scene.png"
+    save_image(rgb, path)
+    made = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder="handcrafted",
+                                    occupancy=0.3, fade="linear", fade_options={"max_distance": 12.0}))
+    made.add_examples(str(path), Instances(masks=masks[:1], labels=labels[:1]))
+    meta = made.store.get_meta("default")
+    _, _, _, payloads = next(made.store.iter_examples("default"))
+    reader = SAMDetect(DetectorConfig(store="memory", embedder="handcrafted"), store=made.store)
+    assert reader.occupancy == 0.3
+    np.testing.assert_array_equal(crop_from_payload(payloads[0], meta, {}), reader.get_crop(rgb, masks[0]))
