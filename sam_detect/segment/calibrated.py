@@ -135,7 +135,7 @@ class Prepared:
             if background == "flat":
                 self._resid[background] = self.x - np.float32(self.scale.ring_level)
             else:
-                from sam_detect.segment.classical import _background
+                from sam_detect.segment.classical_ops import _background
 
                 self._resid[background] = self.x - _background(self.x, self.scale.background_radius)
         return self._resid[background]
@@ -149,7 +149,7 @@ def foreground(
     components that touch it (calibration needs only the objects under the examples)."""
     import cv2
 
-    from sam_detect.segment.classical import _fill_holes, _refine_objects
+    from sam_detect.segment.classical_ops import _fill_holes, _refine_objects
 
     resid = prep.resid(background)
     fg = np.ascontiguousarray(resid > np.float32(level * prep.scale.contrast))
@@ -175,7 +175,7 @@ def split_labels(fg: np.ndarray, scale: Scale, split: float, split_on: str = "sh
     (on the distance transform, or on the intensity ``x`` for ``split_on="intensity"``)."""
     import cv2
 
-    from sam_detect.segment.classical import _split_touching
+    from sam_detect.segment.classical_ops import _split_touching
 
     if split <= 0 or not fg.any():
         return cv2.connectedComponents(fg.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)[1]
@@ -192,7 +192,7 @@ def _split_on_intensity(fg: np.ndarray, x: np.ndarray, h: float, min_distance: i
     import cv2
     from skimage import morphology, segmentation
 
-    from sam_detect.segment.classical import _merge_close_seeds
+    from sam_detect.segment.classical_ops import _merge_close_seeds
 
     n, comp, stats, _ = cv2.connectedComponentsWithStats(fg.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
     labels = np.zeros_like(comp)

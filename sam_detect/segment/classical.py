@@ -53,7 +53,6 @@ from sam_detect.segment.classical_ops import (
     _local_mean,
     _local_noise_sigma,
     _median_outside,
-    _merge_close_seeds,  # noqa: F401 - segment.calibrated imports it from here
     _noise_sigma,
     _object_scale_radius,
     _refine_objects,
@@ -375,10 +374,10 @@ class ClassicalSegmenter:
         tile: int,
     ) -> tuple[np.ndarray, list]:
         """The per-object stages on window ``win`` (XYXY) of the image: ``(foreground of the
-        window, its objects as LocalMasks in image coordinates, scored by area)``."""
+        window, its objects as TileMasks in image coordinates, scored by area)``."""
         from scipy import ndimage as ndi
 
-        from sam_detect.segment.tiling import LocalMask
+        from sam_detect.segment.tiling import TileMask
 
         x0, y0, x1, y1 = win
         fg_t = np.ascontiguousarray(fg[y0:y1, x0:x1])
@@ -390,7 +389,7 @@ class ClassicalSegmenter:
                 continue
             crop = lab_t[sl] == i
             found.append(
-                LocalMask(x0 + sl[1].start, y0 + sl[0].start, crop, float(np.count_nonzero(crop)), tile=tile)
+                TileMask(crop, (x0 + sl[1].start, y0 + sl[0].start), float(np.count_nonzero(crop)), tile=tile)
             )
         return raw_t, found
 
@@ -418,7 +417,7 @@ class ClassicalSegmenter:
         objects among them are split as without tiles. Objects come out in raster order
         of their first pixel, as connected-component labelling numbers them.
         """
-        from sam_detect.segment.tiling import intersection, mark_cut, merge_tiled, tile_cores
+        from sam_detect.segment.tiling import mark_cut, merge_tiled, tile_cores
 
         hw = fg.shape
         fg_raw = np.zeros(hw, dtype=bool)
@@ -437,19 +436,19 @@ class ClassicalSegmenter:
             whole = [m for m in merged if not m.cut]
             pad = self.config.tile_overlap
             for j, m in enumerate(cut):
-                bx0, by0, bx1, by1 = m.xyxy
+                bx0, by0, bx1, by1 = m.box
                 win = (max(bx0 - pad, 0), max(by0 - pad, 0), min(bx1 + pad, hw[1]), min(by1 + pad, hw[0]))
                 again = [o for o in self._window_objects(fg, x, refine_bg, win, len(windows) + j)[1]
-                         if 2 * intersection(o, m) > o.area]  # what lies mostly inside m
+                         if 2 * o.intersection(m) > o.area]  # what lies mostly inside m
                 whole += again or [m]
             for m in whole:
                 m.cut = False
             merged = merge_tiled(whole, iou_thresh=0.5, contain_thresh=0.5, disjoint=True)
-        merged.sort(key=lambda m: (m.y0, m.x0 + int(np.argmax(m.mask[0]))))
+        merged.sort(key=lambda m: (m.y0, m.x0 + int(np.argmax(m.crop[0]))))
         labels = np.zeros(hw, dtype=np.int32)
         for i, m in enumerate(merged, 1):
-            h, w = m.mask.shape
-            labels[m.y0 : m.y0 + h, m.x0 : m.x0 + w][m.mask] = i
+            h, w = m.crop.shape
+            labels[m.y0 : m.y0 + h, m.x0 : m.x0 + w][m.crop] = i
         return fg_raw, labels
 
     def _local_polarity(self, smooth: np.ndarray, radius: float) -> str:

@@ -41,16 +41,6 @@ class TileMask(MaskCrop):
     tile: int = -1
     window: tuple[int, int, int, int] | None = None
 
-    # segment/classical.py still reads these two names (and calls TileMask and
-    # intersection below); they go when it uses MaskCrop's own
-    @property
-    def mask(self) -> np.ndarray:
-        return self.crop
-
-    @property
-    def xyxy(self) -> tuple[int, int, int, int]:
-        return self.box
-
     def shifted(self, dx: int, dy: int) -> TileMask:
         win = self.window
         if win is not None:
@@ -58,16 +48,6 @@ class TileMask(MaskCrop):
         return TileMask(
             self.crop, (self.x0 + dx, self.y0 + dy), self.score, dict(self.info), self.cut, self.tile, win
         )
-
-
-def LocalMask(x0: int, y0: int, mask: np.ndarray, score: float = 1.0, **kwargs: Any) -> TileMask:  # noqa: N802
-    """``TileMask(mask, (x0, y0), score, ...)``, as segment/classical.py still spells it."""
-    return TileMask(mask, (x0, y0), score, **kwargs)
-
-
-def intersection(a: MaskCrop, b: MaskCrop) -> int:
-    """``a.intersection(b)``, as segment/classical.py still spells it."""
-    return a.intersection(b)
 
 
 def union(a: TileMask, b: TileMask) -> TileMask:
