@@ -129,6 +129,11 @@ def _scores(ev, el, qv, w, rule="knn", k=5):
               np.clip(np.take_along_axis(s, nn, 1), 0, None).ravel())
     if rule == "balanced":
         tot = tot / np.bincount(codes, minlength=len(classes))
+    if rule == "soft":  # distance-weighted: exp((s - s_max) / 0.05) instead of s
+        top = np.take_along_axis(s, nn, 1)
+        tot = np.zeros((len(s), len(classes)))
+        np.add.at(tot, (np.repeat(np.arange(len(s)), kk), codes[nn].ravel()),
+                  np.exp((top - top.max(1, keepdims=True)) / 0.05).ravel())
     return classes, tot
 
 
@@ -156,6 +161,7 @@ RULES = {
     "class mean similarity": {"rule": "mean"},
     "class-balanced k-NN": {"rule": "balanced"},
     "k-NN, k = 12": {"k": 12},
+    "distance-weighted k-NN": {"rule": "soft"},
     "view weights: ties to their mean": {"ties": "mean"},
     "view weights / each view's similarity sd": {"spread": True},
     "centre views on all candidates, k-NN": {"centre": "q"},
