@@ -6,8 +6,9 @@ deleted, and applied at query time, so stored vectors are never rewritten:
 
 - **View weights** (embedders with several views, such as ``views``): among a small grid
   of weightings, the one whose leave-one-out k-NN accuracy *among the examples* is best;
-  ties go to the weighting closest to equal weights. With one class (or too few examples
-  to compare) the weights stay equal.
+  ties go to the weighting closest to equal weights (``TIES = "mean"``: the mean of the tied
+  weightings, measured in docs/performance.md and not the default). With one class (or too
+  few examples to compare) the weights stay equal.
 - **Class thresholds**: for each class, the similarity of every example to its nearest
   other example of the class (leave-one-out). A candidate is labelled only when its best
   similarity to the class reaches ``low - max(SPREAD * (median - low), margin)`` where
