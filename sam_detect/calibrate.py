@@ -217,5 +217,5 @@ def describe(decision: Mapping[str, Any] | None, show: Any = str) -> list[str]:
     return lines
 
 
-__all__ = ["DEFAULT_THRESHOLD", "FLOOR", "SPREAD", "VERSION", "choose_weights", "class_statistics", "describe",
+__all__ = ["DEFAULT_THRESHOLD", "FLOOR", "SPREAD", "TIES", "VERSION", "choose_weights", "class_statistics", "describe",
            "fit_decision", "thresholds", "typicality"]
