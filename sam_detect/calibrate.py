@@ -6,8 +6,9 @@ deleted, and applied at query time, so stored vectors are never rewritten:
 
 - **View weights** (embedders with several views, such as ``views``): among a small grid
   of weightings, the one whose leave-one-out k-NN accuracy *among the examples* is best;
-  ties go to the weighting closest to equal weights. With one class (or too few examples
-  to compare) the weights stay equal.
+  ties go to the weighting closest to equal weights (``TIES = "mean"``: the mean of the tied
+  weightings, measured in docs/performance.md and not the default). With one class (or too
+  few examples to compare) the weights stay equal.
 - **Class thresholds**: for each class, the similarity of every example to its nearest
   other example of the class (leave-one-out). A candidate is labelled only when its best
   similarity to the class reaches ``low - max(SPREAD * (median - low), margin)`` where
@@ -48,6 +49,8 @@ SPREAD = 2.0
 MARGIN = 0.15
 #: weight levels each view may take (before normalising to sum 1)
 LEVELS = (0.0, 1.0, 2.0)
+#: how ties among the best weightings are broken (``choose_weights``)
+TIES = "equal"
 #: neighbours in the leave-one-out vote
 K = 5
 #: similarities kept per class for typicality
@@ -71,32 +74,41 @@ def _loo_accuracy(sim: np.ndarray, labels: np.ndarray, k: int = K) -> float:
     return float((totals.argmax(axis=1) == codes).mean())
 
 
-def choose_weights(per_view: np.ndarray, labels: Sequence[str], names: Sequence[str]) -> tuple[dict[str, float], float | None]:
+def choose_weights(
+    per_view: np.ndarray, labels: Sequence[str], names: Sequence[str], ties: str | None = None
+) -> tuple[dict[str, float], float | None]:
     """``(weights, loo_accuracy)``: the view weighting that tells the example classes apart best.
 
     ``per_view`` ``(V, N, N)``: each view's cosine similarity among the ``N`` examples.
+    ``ties`` (default ``TIES``): among the weightings with the best leave-one-out accuracy,
+    ``"equal"`` takes the one closest to equal weights, ``"mean"`` their mean.
     Equal weights (and ``None``) when fewer than two classes have two examples each.
     """
+    ties = TIES if ties is None else ties
+    if ties not in ("equal", "mean"):
+        raise ValueError(f"ties must be 'equal' or 'mean', got {ties!r}")
     labels = np.asarray([str(x) for x in labels], dtype=object)
     v = len(names)
     equal = {name: 1.0 / v for name in names}
     counts = {c: int((labels == c).sum()) for c in set(labels)}
     if sum(1 for c in counts.values() if c >= 2) < 2 or v == 1:
         return equal, None
-    best, best_key = equal, None
+    scored = []
     for combo in itertools.product(LEVELS, repeat=v):
         if sum(combo) == 0:
             continue
         w = np.array(combo, np.float64) / sum(combo)
-        acc = _loo_accuracy(np.tensordot(w, per_view, axes=1), labels)
-        distance = float(np.abs(w - 1.0 / v).sum())
+        scored.append((round(_loo_accuracy(np.tensordot(w, per_view, axes=1), labels), 9), w))
+    best_acc = max(acc for acc, _ in scored)
+    tied = [w for acc, w in scored if acc == best_acc]
+    if ties == "mean":
+        w = np.mean(tied, axis=0)
+    else:
         # ties go to the weighting closest to equal: examples drawn from one image separate
         # on views that do not carry over to the next (a margin tie-break that preferred
         # sharper weightings picked colour alone on the micronuclei: 0.74 vs 0.82)
-        key = (round(acc, 9), -distance)
-        if best_key is None or key > best_key:
-            best, best_key = {name: float(x) for name, x in zip(names, w, strict=True)}, key
-    return best, float(best_key[0])
+        w = min(tied, key=lambda x: float(np.abs(x - 1.0 / v).sum()))
+    return {name: float(x) for name, x in zip(names, w, strict=True)}, float(best_acc)
 
 
 def class_statistics(sim: np.ndarray, labels: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -205,5 +217,5 @@ def describe(decision: Mapping[str, Any] | None, show: Any = str) -> list[str]:
     return lines
 
 
-__all__ = ["DEFAULT_THRESHOLD", "FLOOR", "SPREAD", "VERSION", "choose_weights", "class_statistics", "describe",
+__all__ = ["DEFAULT_THRESHOLD", "FLOOR", "SPREAD", "TIES", "VERSION", "choose_weights", "class_statistics", "describe",
            "fit_decision", "thresholds", "typicality"]

@@ -18,7 +18,9 @@ Parts (``--parts``, default all):
 - ``confidence``: one class (HeLa, scratch assay): 10 examples from frame 0, ``detect`` on
   the later frames; every candidate that reached the decision is scored by its confidence
   and counts as a true object when it overlaps a ground-truth object at IoU >= 0.5. Reports
-  the ROC AUC of the confidence and of the raw similarity.
+  the ROC AUC of the confidence and of the raw similarity; also of the confidence over the
+  detections ``detect`` returns only, and over the candidates that overlap an annotated
+  object at all (IoU > 0.1, so unannotated objects do not count as false).
 - ``speed``: ``detect`` on a 700 x 1100 HeLa frame with per-crop ``effnet`` and dense
   ``views`` (medians of interleaved runs, same process), and a 4096 x 4096 mosaic of HeLa
   frames with ``views``.
@@ -83,25 +85,29 @@ def _draw(labels_per_image: list[np.ndarray], shots: int, seed: int, examples_fr
     return [drawn.get(i, np.zeros(0, np.int64)) for i in range(len(labels_per_image))]
 
 
-def _vote(det, rgb, queries, threshold):
+def _vote(det, queries, vectors, threshold):
     from sam_detect.select import decide
 
-    vectors = det._embed(rgb, queries, {}, typical_area=(det.decision or {}).get("typical_area"))
     results = det._search(vectors, det.config.top_k, det.decision)
     d = decide(queries, results, threshold=threshold, top_k=det.config.top_k, profile=None,
                decision=det.decision)
     return d, results
 
 
-def classify(name: str, embedder: str, seeds: list[int], self_retrieval: bool) -> dict:
-    from sam_detect import DetectorConfig, SAMDetect
+def classify(name: str, embedder: str, seeds: list[int], self_retrieval: bool, ties: list[str] | None = None,
+             view_alone: bool = True) -> dict:
+    """``ties``: the view-weight tie rules (``sam_detect.calibrate.TIES``) to score, each on
+    the same examples and vectors (default: the library's own); the first is the headline."""
+    from sam_detect import DetectorConfig, SAMDetect, calibrate
     from sam_detect.classify import vote_batch
     from sam_detect.embed.views import VIEWS, weighted_query
 
     items, protocol = _gt_set(name)
     shots = int(protocol["shots"])
-    rows = []
+    rules = list(ties or [calibrate.TIES])
+    rows: dict[str, list[dict]] = {t: [] for t in rules}
     per_view: dict[str, list[float]] = {v: [] for v, _ in VIEWS}
+    default_ties = calibrate.TIES
     for seed in seeds:
         det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder=embedder, profile=False))
         drawn = _draw([np.asarray(g.labels) for _, g in items], shots, seed, protocol["examples_from"])
@@ -109,9 +115,7 @@ def classify(name: str, embedder: str, seeds: list[int], self_retrieval: bool) -
             if len(idx):
                 det.add_examples(rgb, g[idx], [str(x) for x in g.labels[idx]])
         score_on = set(protocol["score_on"])
-        counts = {"cal": [0, 0, 0], "flat": [0, 0, 0]}  # tp, fp, fn
-        correct = total = 0
-        view_correct = dict.fromkeys(per_view, 0)
+        scored = []  # (queries, truth, vectors) per scored image, embedded once
         for k, ((rgb, g), idx) in enumerate(zip(items, drawn, strict=True)):
             if k not in score_on:
                 continue
@@ -119,41 +123,56 @@ def classify(name: str, embedder: str, seeds: list[int], self_retrieval: bool) -
             if not len(q_idx):
                 continue
             queries = g[q_idx]
-            truth = [str(x) for x in queries.labels]
-            for key, th in (("cal", None), ("flat", 0.5)):
-                d, results = _vote(det, rgb, queries, th)
-                for lab, t in zip(d.labels, truth, strict=True):
-                    ok = lab == t
-                    counts[key][0] += ok
-                    counts[key][1] += (not ok) and lab not in ("unknown",)
-                    counts[key][2] += not ok
-            labels, _, _ = vote_batch(results, threshold=-1.0, top_k=det.config.top_k)
-            correct += sum(a == b for a, b in zip(labels, truth, strict=True))
-            total += len(truth)
-            if embedder == "views":
-                vectors = det._embed(rgb, queries, {}, typical_area=(det.decision or {}).get("typical_area"))
+            vectors = det._embed(rgb, queries, {}, typical_area=(det.decision or {}).get("typical_area"))
+            scored.append((queries, [str(x) for x in queries.labels], vectors))
+        for rule in rules:
+            calibrate.TIES = rule
+            try:
+                det.refresh_decision()
+            finally:
+                calibrate.TIES = default_ties
+            counts = {"cal": [0, 0, 0], "flat": [0, 0, 0]}  # tp, fp, fn
+            correct = total = 0
+            for queries, truth, vectors in scored:
+                for key, th in (("cal", None), ("flat", 0.5)):
+                    d, results = _vote(det, queries, vectors, th)
+                    for lab, t in zip(d.labels, truth, strict=True):
+                        ok = lab == t
+                        counts[key][0] += ok
+                        counts[key][1] += (not ok) and lab not in ("unknown",)
+                        counts[key][2] += not ok
+                labels, _, _ = vote_batch(results, threshold=-1.0, top_k=det.config.top_k)
+                correct += sum(a == b for a, b in zip(labels, truth, strict=True))
+                total += len(truth)
+            f1 = {k: 2 * c[0] / max(2 * c[0] + c[1] + c[2], 1) for k, c in counts.items()}
+            rows[rule].append({"seed": seed, "accuracy": correct / max(total, 1), "f1_calibrated": f1["cal"],
+                               "f1_threshold_0.5": f1["flat"], "queries": total,
+                               "weights": (det.decision or {}).get("weights")})
+        if embedder == "views" and view_alone:
+            view_correct = dict.fromkeys(per_view, 0)
+            for _, truth, vectors in scored:
                 for view, _ in VIEWS:
                     q, factor = weighted_query(vectors, {view: 1.0})
                     res = det.store.search(det.config.library, q, det.config.top_k)
                     lab_v, _, _ = vote_batch(res, threshold=-1.0, top_k=det.config.top_k)
                     view_correct[view] += sum(a == b for a, b in zip(lab_v, truth, strict=True))
-        f1 = {k: 2 * c[0] / max(2 * c[0] + c[1] + c[2], 1) for k, c in counts.items()}
-        rows.append({"seed": seed, "accuracy": correct / max(total, 1), "f1_calibrated": f1["cal"],
-                     "f1_threshold_0.5": f1["flat"], "queries": total,
-                     "weights": (det.decision or {}).get("weights")})
-        if embedder == "views":
+            total = sum(len(t) for _, t, _ in scored)
             for view in per_view:
                 per_view[view].append(view_correct[view] / max(total, 1))
         det.close()
 
-    def ms(key):
-        vals = [r[key] for r in rows]
+    def ms(rule, key):
+        vals = [r[key] for r in rows[rule]]
         return {"mean": round(float(np.mean(vals)), 4), "sd": round(float(np.std(vals)), 4)}
 
-    out = {"dataset": name, "embedder": embedder, "shots": shots, "seeds": seeds,
-           "accuracy": ms("accuracy"), "f1_calibrated": ms("f1_calibrated"),
-           "f1_threshold_0.5": ms("f1_threshold_0.5"), "runs": rows}
-    if embedder == "views":
+    head = rules[0]
+    out = {"dataset": name, "embedder": embedder, "shots": shots, "seeds": seeds, "ties": head,
+           "accuracy": ms(head, "accuracy"), "f1_calibrated": ms(head, "f1_calibrated"),
+           "f1_threshold_0.5": ms(head, "f1_threshold_0.5"), "runs": rows[head]}
+    for rule in rules[1:]:
+        out[f"ties={rule}"] = {"accuracy": ms(rule, "accuracy"), "f1_calibrated": ms(rule, "f1_calibrated"),
+                               "runs": rows[rule]}
+    if embedder == "views" and view_alone:
         out["view_alone_accuracy"] = {v: round(float(np.mean(a)), 4) for v, a in per_view.items()}
     return out
 
@@ -185,7 +204,7 @@ def confidence(name: str, embedder: str) -> dict:
     ex, _ = Instances.from_label_image(gt[0])
     ex = ex[np.sort(np.random.default_rng(0).choice(len(ex), 10, replace=False))]
     det.add_examples(frames[0], ex, ["nucleus"] * len(ex))
-    conf, conf_fit, sim, pos = [], [], [], []
+    conf, conf_fit, sim, pos, kept, disjoint = [], [], [], [], [], []
     for t in range(1, len(frames)):
         det.detect(frames[t])
         cands, results = det._last_decided
@@ -195,16 +214,29 @@ def confidence(name: str, embedder: str) -> dict:
                    decision=det.decision)
         g, _ = Instances.from_label_image(gt[t])
         iou = instances_iou(cands, g)
-        pos.extend((iou.max(axis=1) >= 0.5).tolist() if iou.size else [False] * len(cands))
+        best = iou.max(axis=1) if iou.size else np.zeros(len(cands))
+        pos.extend((best >= 0.5).tolist())
+        disjoint.extend((best <= 0.1).tolist())  # overlaps no annotated object
+        chosen = np.zeros(len(cands), bool)
+        chosen[d.keep] = True
+        kept.extend(chosen.tolist())
         conf.extend(d.confidences.tolist())
         conf_fit.extend((d.confidences * np.sqrt(np.clip(d.fit, 0, 1))).tolist())
         sim.extend(d.similarities.tolist())
     positive = np.array(pos, bool)
+    kept_ = np.array(kept, bool)
+    annotated = ~(np.array(disjoint, bool) & ~positive)
     det.close()
     return {"dataset": name, "embedder": embedder, "candidates": len(pos), "true_objects": int(positive.sum()),
             "auc_confidence": _auc(np.array(conf), positive),
             "auc_confidence_x_sqrt_fit": _auc(np.array(conf_fit), positive),
-            "auc_similarity": _auc(np.array(sim), positive)}
+            "auc_similarity": _auc(np.array(sim), positive),
+            # the detections detect returns (the selection's choice among overlapping alternatives)
+            "detections": int(kept_.sum()), "true_detections": int(positive[kept_].sum()),
+            "auc_confidence_detections": _auc(np.array(conf)[kept_], positive[kept_]),
+            # false candidates that overlap an annotated object only (fragments, merges): the
+            # rest may be objects the annotation leaves out
+            "auc_confidence_near_annotated": _auc(np.array(conf)[annotated], positive[annotated])}
 
 
 def speed(repeats: int = 5) -> dict:
@@ -278,6 +310,9 @@ def main() -> None:
     ap.add_argument("--embedders", default=",".join(EMBEDDERS))
     ap.add_argument("--datasets", default=None, help="classification sets (default: voc, arc and bench_data.MULTICLASS)")
     ap.add_argument("--seeds", type=int, default=5, help="draws of the examples per classification set")
+    ap.add_argument("--ties", default=None,
+                    help="view-weight tie rules to compare on the same vectors, e.g. equal,mean (default: the library's)")
+    ap.add_argument("--no-view-alone", action="store_true", help="skip scoring each view alone")
     ap.add_argument("--out", default=str(ROOT / "docs" / "perf_data" / "classify.json"))
     args = ap.parse_args()
     import bench_data
@@ -296,7 +331,8 @@ def main() -> None:
         for name in sets:
             for emb in embedders:
                 t = time.perf_counter()
-                r = classify(name, emb, [0] if name == "arc" else list(range(args.seeds)), self_retrieval=name == "arc")
+                r = classify(name, emb, [0] if name == "arc" else list(range(args.seeds)), self_retrieval=name == "arc",
+                             ties=args.ties.split(",") if args.ties else None, view_alone=not args.no_view_alone)
                 r["wall_s"] = round(time.perf_counter() - t, 1)
                 results.setdefault("classify", {})[f"{name}/{emb}"] = r
                 print(json.dumps({k: v for k, v in r.items() if k != "runs"}), file=sys.stderr)

@@ -190,6 +190,45 @@ def test_weights_favour_the_view_that_tells_classes_apart():
     assert weights == {"noise": 0.5, "signal": 0.5} and acc is None
 
 
+def _tied_weightings(per_view, labels):
+    import itertools
+
+    from sam_detect.calibrate import LEVELS
+
+    scored = []
+    for combo in itertools.product(LEVELS, repeat=per_view.shape[0]):
+        if sum(combo):
+            w = np.array(combo, float) / sum(combo)
+            scored.append((round(_loo_accuracy(np.tensordot(w, per_view, axes=1), labels), 9), w))
+    best = max(a for a, _ in scored)
+    return [w for a, w in scored if a == best]
+
+
+def test_view_weight_ties_go_to_nearest_equal_or_to_their_mean():
+    # a view that separates the classes, one that misleads, one that is noise: several
+    # weightings separate the examples perfectly (a tie)
+    rng = np.random.default_rng(4)
+    labels = np.array(["a"] * 5 + ["b"] * 5, dtype=object)
+    same = labels[:, None] == labels[None, :]
+    signal = np.where(same, 0.9, 0.2)
+    wrong = np.where(same, 0.2, 0.6)
+    noise = rng.uniform(0.3, 0.7, (10, 10))
+    per_view = np.stack([signal, wrong, (noise + noise.T) / 2])
+    names = ["signal", "wrong", "noise"]
+    tied = _tied_weightings(per_view, labels)
+    assert len(tied) > 1
+    nearest, acc = choose_weights(per_view, labels, names, ties="equal")
+    mean, acc_mean = choose_weights(per_view, labels, names, ties="mean")
+    assert acc == acc_mean == 1.0
+    as_array = lambda w: np.array([w[n] for n in names])  # noqa: E731
+    assert any(np.allclose(as_array(nearest), w) for w in tied)
+    assert np.abs(as_array(nearest) - 1 / 3).sum() == pytest.approx(min(np.abs(w - 1 / 3).sum() for w in tied))
+    assert as_array(mean) == pytest.approx(np.mean(tied, axis=0))
+    assert not np.allclose(as_array(mean), as_array(nearest))
+    with pytest.raises(ValueError, match="ties must be"):
+        choose_weights(per_view, labels, names, ties="first")
+
+
 def test_class_thresholds_follow_the_examples_spread():
     tight = np.full((5, 5), 0.95)
     loose = np.full((5, 5), 0.6)

@@ -1,0 +1,228 @@
+#!/usr/bin/env python
+"""Decision rules compared offline on the pipeline's own ``views`` vectors (issue 12).
+
+Development tool, not a benchmark of the product: ``cache`` runs ``bench_classify``'s
+protocol (ground-truth masks as candidates, examples drawn per seed and added with
+``add_examples``, the other objects embedded as ``detect`` does) and saves every seed's
+example and query vectors; ``rules`` then scores alternative decisions on those vectors in
+numpy, so a rule costs seconds instead of a re-embedding. Sets: ``bench_classify``'s
+(``voc``, ``hgsc``, ``micronuclei``) and ``dev_micronuclei`` (mnFinder's *training* split,
+nuclei and micronuclei: frame 0 gives 8 examples per class, frames 1-3 and 20-29 are
+scored; development only, never reported as a result).
+
+    python scripts/dev_decision_rules.py cache --sets voc,hgsc,dev_micronuclei --seeds 5
+    python scripts/dev_decision_rules.py rules --sets voc,hgsc,dev_micronuclei
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+CACHE = Path("/tmp/sam_detect_decision_rules")
+
+
+def _dev_micronuclei():
+    import bench_data
+
+    from sam_detect.instances import Instances
+    from sam_detect.io.images import to_rgb_uint8
+
+    images, labels, class_of = bench_data.micronuclei_classes("training")
+    items = []
+    for i in [0, 1, 2, 3, *range(20, 30)]:
+        inst, ids = Instances.from_label_image(np.asarray(labels[i]))
+        inst.labels = np.array([str(class_of[i][int(j)]) for j in ids], dtype=object)
+        items.append((to_rgb_uint8(images[i]), inst))
+    return items, dict(shots=8, examples_from=[0], score_on=list(range(1, len(items))))
+
+
+def cache(name: str, seeds: list[int]) -> None:
+    import bench_classify as bc
+
+    from sam_detect import DetectorConfig, SAMDetect
+
+    items, protocol = _dev_micronuclei() if name == "dev_micronuclei" else bc._gt_set(name)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    for seed in seeds:
+        out = CACHE / f"{name}_{seed}.npz"
+        if out.exists():
+            continue
+        det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder="views", profile=False))
+        drawn = bc._draw([np.asarray(g.labels) for _, g in items], int(protocol["shots"]), seed, protocol["examples_from"])
+        for (rgb, g), idx in zip(items, drawn, strict=True):
+            if len(idx):
+                det.add_examples(rgb, g[idx], [str(x) for x in g.labels[idx]])
+        vectors, labels, _ = det._examples()
+        typical = (det.decision or {}).get("typical_area")
+        q, ql, qimg = [], [], []
+        for k, ((rgb, g), idx) in enumerate(zip(items, drawn, strict=True)):
+            rest = np.setdiff1d(np.arange(len(g)), idx)
+            if k in protocol["score_on"] and len(rest):
+                q.append(det._embed(rgb, g[rest], {}, typical_area=typical))
+                ql += [str(x) for x in g[rest].labels]
+                qimg += [k] * len(rest)
+        np.savez(out, E=vectors, El=np.array(labels), Q=np.concatenate(q), Ql=np.array(ql), Qimg=np.array(qimg))
+        det.close()
+        print(f"cached {name} seed {seed}: {len(labels)} examples, {len(ql)} queries", file=sys.stderr)
+
+
+# -- rules ------------------------------------------------------------------------------
+def _unit(x):
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def _views(x):
+    from sam_detect.embed.views import view_slices
+
+    return [_unit(x[:, s]) for s in view_slices().values()]
+
+
+def _centre(ev, qv, on: str, scale: float | None = None):
+    """Each view centred on the mean of the candidates (``q``) or of the examples (``e``);
+    ``scale``: also divide by the per-feature sd shrunk by ``scale`` towards the mean sd."""
+    eo, qo = [], []
+    for e, q in zip(ev, qv, strict=True):
+        pool = q if on == "q" else e
+        mu = pool.mean(0)
+        ee, qq = e - mu, q - mu
+        if scale is not None:
+            sd = pool.std(0)
+            s = np.maximum(np.sqrt((1 - scale) * sd**2 + scale * np.mean(sd**2)), 1e-6)
+            ee, qq = ee / s, qq / s
+        eo.append(_unit(ee))
+        qo.append(_unit(qq))
+    return eo, qo
+
+
+def _weights(ev, el, ties="equal", spread=False):
+    from sam_detect.calibrate import choose_weights
+    from sam_detect.embed.views import VIEWS
+
+    names = [n for n, _ in VIEWS]
+    pe = np.stack([e @ e.T for e in ev])
+    factor = np.ones(len(names))
+    if spread:  # each view's similarities divided by their sd among the examples
+        off = ~np.eye(len(el), dtype=bool)
+        factor = 1.0 / np.maximum([p[off].std() for p in pe], 1e-3)
+    w, _ = choose_weights(pe * factor[:, None, None], el, names, ties=ties)
+    w = np.array([w[n] for n in names]) * factor
+    return w / w.sum()
+
+
+def _scores(ev, el, qv, w, rule="knn", k=5):
+    """``(classes, (M, C) class scores)``: the similarity-weighted k-NN vote or the class mean."""
+    s = np.tensordot(w, np.stack([q @ e.T for q, e in zip(qv, ev, strict=True)]), axes=1)
+    classes, codes = np.unique(el, return_inverse=True)
+    if rule == "mean":
+        return classes, np.stack([s[:, codes == c].mean(1) for c in range(len(classes))], 1)
+    kk = min(k, s.shape[1])
+    nn = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
+    tot = np.zeros((len(s), len(classes)))
+    np.add.at(tot, (np.repeat(np.arange(len(s)), kk), codes[nn].ravel()),
+              np.clip(np.take_along_axis(s, nn, 1), 0, None).ravel())
+    if rule == "balanced":
+        tot = tot / np.bincount(codes, minlength=len(classes))
+    if rule == "soft":  # distance-weighted: exp((s - s_max) / 0.05) instead of s
+        top = np.take_along_axis(s, nn, 1)
+        tot = np.zeros((len(s), len(classes)))
+        np.add.at(tot, (np.repeat(np.arange(len(s)), kk), codes[nn].ravel()),
+                  np.exp((top - top.max(1, keepdims=True)) / 0.05).ravel())
+    return classes, tot
+
+
+def _propagate(p0, c, k=10, beta=0.5, iters=10):
+    """Label propagation over the candidates' own k-NN graph (similarities ``c``)."""
+    m = len(p0)
+    if m < 3:
+        return p0
+    c = c.copy()
+    np.fill_diagonal(c, -np.inf)
+    kk = min(k, m - 1)
+    nn = np.argpartition(-c, kk - 1, axis=1)[:, :kk]
+    a = np.zeros((m, m))
+    a[np.repeat(np.arange(m), kk), nn.ravel()] = np.clip(np.take_along_axis(c, nn, 1), 0, None).ravel()
+    a /= np.maximum(a.sum(1, keepdims=True), 1e-12)
+    p = p0 / np.maximum(p0.sum(1, keepdims=True), 1e-12)
+    q = p.copy()
+    for _ in range(iters):
+        q = (1 - beta) * p + beta * a @ q
+    return q
+
+
+RULES = {
+    "k-NN vote (today)": {},
+    "class mean similarity": {"rule": "mean"},
+    "class-balanced k-NN": {"rule": "balanced"},
+    "k-NN, k = 12": {"k": 12},
+    "distance-weighted k-NN": {"rule": "soft"},
+    "view weights: ties to their mean": {"ties": "mean"},
+    "view weights / each view's similarity sd": {"spread": True},
+    "centre views on all candidates, k-NN": {"centre": "q"},
+    "centre views on all candidates, class mean": {"centre": "q", "rule": "mean"},
+    "centre + half-shrunk sd on all candidates, k-NN": {"centre": "q", "scale": 0.5},
+    "centre views on each image's candidates, k-NN": {"centre": "q", "per_image": True},
+    "centre views on the examples, k-NN": {"centre": "e"},
+    "centre views on the examples, class mean": {"centre": "e", "rule": "mean"},
+    "label propagation over each image's candidates": {"propagate": True},
+}
+
+
+def score(d: dict, centre=None, scale=None, per_image=False, rule="knn", k=5, ties="equal", spread=False,
+          propagate=False) -> float:
+    ev, qv, el, ql = _views(d["E"]), _views(d["Q"]), d["El"], d["Ql"]
+    groups = [d["Qimg"] == i for i in np.unique(d["Qimg"])] if per_image else [np.ones(len(ql), bool)]
+    pred = np.empty(len(ql), dtype=object)
+    for sel in groups:
+        e2, q2 = (ev, [q[sel] for q in qv]) if centre is None else _centre(ev, [q[sel] for q in qv], centre, scale)
+        w = _weights(e2, el, ties, spread)
+        classes, p = _scores(e2, el, q2, w, rule, k)
+        pred[sel] = classes[p.argmax(1)]
+    if propagate:
+        w = _weights(ev, el)
+        classes, p = _scores(ev, el, qv, w)
+        for i in np.unique(d["Qimg"]):
+            sel = d["Qimg"] == i
+            c = np.tensordot(w, np.stack([q[sel] @ q[sel].T for q in qv]), axes=1)
+            pred[sel] = classes[_propagate(p[sel], c).argmax(1)]
+    return float((pred == ql).mean())
+
+
+def rules(sets: list[str]) -> dict:
+    data = {s: [dict(np.load(f)) for f in sorted(CACHE.glob(f"{s}_*.npz"))] for s in sets}
+    out = {}
+    for name, kw in RULES.items():
+        row = {}
+        for s, runs in data.items():
+            acc = [score(d, **kw) for d in runs]
+            row[s] = {"mean": round(float(np.mean(acc)), 3), "sd": round(float(np.std(acc)), 3), "seeds": len(acc)}
+        out[name] = row
+        print(f"{name:50s} " + "  ".join(f"{s} {r['mean']:.3f} ± {r['sd']:.3f} ({r['seeds']})" for s, r in row.items()))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("step", choices=["cache", "rules"])
+    ap.add_argument("--sets", default="voc,hgsc,dev_micronuclei")
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--out", default=None, help="write the rules' table as JSON here")
+    args = ap.parse_args()
+    sets = args.sets.split(",")
+    if args.step == "cache":
+        for s in sets:
+            cache(s, list(range(args.seeds)))
+    else:
+        table = rules(sets)
+        if args.out:
+            Path(args.out).write_text(json.dumps(table, indent=1))
+
+
+if __name__ == "__main__":
+    main()
