@@ -313,10 +313,14 @@ def _alternatives(mean_iou: np.ndarray) -> list[int]:
     """
     from sam_detect.segment.calibrated import GRID
 
+    def best_of_each_way(order: list[int]) -> dict[str, int]:
+        best: dict[str, int] = {}
+        for i in order:
+            best.setdefault(_way(GRID[i]), i)
+        return best
+
     order = np.argsort(-mean_iou, kind="stable").tolist()
-    best_of = {}
-    for i in order:
-        best_of.setdefault(_way(GRID[i]), i)
+    best_of = best_of_each_way(order)
     lead = order[0]
     for simpler in _SIMPLER[_way(GRID[lead])]:
         j = best_of.get(simpler)
@@ -327,9 +331,7 @@ def _alternatives(mean_iou: np.ndarray) -> list[int]:
     # lightly smoothed alternative offers a textured object's fragments)
     smooth = GRID[lead].smooth
     order = [i for i in order if GRID[i].smooth == smooth or _way(GRID[i]) == "own"]
-    best_of = {}
-    for i in order:
-        best_of.setdefault(_way(GRID[i]), i)
+    best_of = best_of_each_way(order)
     chosen = [lead]
     for i in order:
         if len(chosen) == KEEP_SETTINGS:

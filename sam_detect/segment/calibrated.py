@@ -27,6 +27,7 @@ data sets reported in docs/performance.md.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -236,7 +237,7 @@ def label_images(prepared: Any, scale: Scale, settings: list[Setting], roi: np.n
     """
     if isinstance(prepared, np.ndarray):
         rgb = prepared
-        prepared = _cached(lambda sm: Prepared(rgb, scale, sm))
+        prepared = functools.cache(lambda sm: Prepared(rgb, scale, sm))
     by_fg: dict[tuple[float, str, float, float], np.ndarray] = {}
     for s in settings:
         prep = prepared(s.smooth)
@@ -244,18 +245,6 @@ def label_images(prepared: Any, scale: Scale, settings: list[Setting], roi: np.n
         if key not in by_fg:
             by_fg[key] = foreground(prep, s.background, s.level, s.refine, roi)
         yield s, split_labels(by_fg[key], scale, s.split, s.split_on, prep.resid(s.background))
-
-
-def _cached(make):
-    """``make`` (a function of one hashable argument), called once per argument."""
-    done: dict = {}
-
-    def get(key):
-        if key not in done:
-            done[key] = make(key)
-        return done[key]
-
-    return get
 
 
 class _Mosaic:
@@ -320,9 +309,11 @@ def grid_ious(rgb: np.ndarray, scale: Scale, masks: list[tuple[np.ndarray, tuple
     for crop, (x0, y0) in first.masks:
         roi[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] |= crop
 
+    index = {g: k for k, g in enumerate(GRID)}
+
     def rows(smooth: float) -> list[tuple[int, np.ndarray]]:
         grid = [g for g in GRID if g != OWN and g.smooth == smooth]
-        return [(GRID.index(s), _reproduction(labels, first.masks))
+        return [(index[s], _reproduction(labels, first.masks))
                 for s, labels in label_images(mosaics.__getitem__, scale, grid, roi)]
 
     # one thread per smoothing: OpenCV, NumPy's sorts and the watersheds release the GIL;
@@ -369,7 +360,7 @@ def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str |
     from scipy import ndimage as ndi
 
     h, w = rgb.shape[:2]
-    preps = _cached(lambda sm: Prepared(rgb, scale, sm))
+    preps = functools.cache(lambda sm: Prepared(rgb, scale, sm))
     crops, origins, made_by = [], [], []
     lo, hi = scale.min_area, scale.max_area
     if OWN in settings and own is not None:
