@@ -161,34 +161,103 @@ def crop_boxes(crops: Sequence[MaskCrop]) -> np.ndarray:
     return np.array([c.box for c in crops], dtype=np.int64).reshape(-1, 4)
 
 
-_PAIR_BLOCK = 1 << 18  # box pairs compared at once when looking for overlapping boxes
+_PAIR_BLOCK = 1 << 21  # cell entries joined at once when looking for overlapping boxes
+
+
+def box_pairs(a: np.ndarray, b: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair of overlapping boxes: ``(i, j)`` int64 index arrays, ``a[i]`` overlapping
+    ``b[j]`` with positive area (``b=None``: pairs ``i < j`` within ``a``), ``i`` ascending.
+
+    A uniform grid is the spatial index: each box is entered in the cells it covers (the
+    cell as wide as most boxes), boxes meet only within a cell, and a pair is reported in
+    the one cell holding its overlap's top-left pixel. Cost grows with the boxes and their
+    neighbours, not with ``len(a) x len(b)``: hundreds of thousands of candidates in a
+    whole-slide image need no dense matrix.
+    """
+    a = np.asarray(a, np.int64).reshape(-1, 4)
+    same = b is None
+    b = a if same else np.asarray(b, np.int64).reshape(-1, 4)
+    empty = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+    a_ok = np.flatnonzero((a[:, 2] > a[:, 0]) & (a[:, 3] > a[:, 1]))
+    b_ok = a_ok if same else np.flatnonzero((b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1]))
+    if not len(a_ok) or not len(b_ok):
+        return empty
+    both = np.concatenate([a[a_ok], b[b_ok]])
+    extent = np.maximum(both[:, 2] - both[:, 0], both[:, 3] - both[:, 1])
+    cell = int(max(8, np.percentile(extent, 90)))
+    x_min, y_min = int(both[:, 0].min()), int(both[:, 1].min())
+    ncols = (int(both[:, 2].max()) - x_min - 1) // cell + 1
+
+    def entries(boxes: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(cell key, box index)`` for every cell each box covers."""
+        cx0 = (boxes[ids, 0] - x_min) // cell
+        cy0 = (boxes[ids, 1] - y_min) // cell
+        nx = (boxes[ids, 2] - 1 - x_min) // cell - cx0 + 1
+        ny = (boxes[ids, 3] - 1 - y_min) // cell - cy0 + 1
+        n = nx * ny
+        owner = np.repeat(np.arange(len(ids)), n)
+        k = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+        keys = (cy0[owner] + k // nx[owner]) * ncols + cx0[owner] + k % nx[owner]
+        return keys, ids[owner]
+
+    a_keys, a_ids = entries(a, a_ok)
+    b_keys, b_ids = entries(b, b_ok)
+    order = np.argsort(b_keys, kind="stable")
+    b_keys, b_ids = b_keys[order], b_ids[order]
+    lo = np.searchsorted(b_keys, a_keys, "left")
+    counts = np.searchsorted(b_keys, a_keys, "right") - lo
+    out_i, out_j = [], []
+    ends = np.cumsum(counts)
+    start = 0
+    while start < len(a_keys):  # blocks of entries, so the joined pairs stay small
+        stop = int(np.searchsorted(ends, ends[start] - counts[start] + _PAIR_BLOCK, "right"))
+        stop = max(stop, start + 1)
+        c = counts[start:stop]
+        i = np.repeat(a_ids[start:stop], c)
+        first = np.repeat(lo[start:stop], c)
+        j = b_ids[first + np.arange(int(c.sum())) - np.repeat(np.cumsum(c) - c, c)]
+        key = np.repeat(a_keys[start:stop], c)
+        ox0, oy0 = np.maximum(a[i, 0], b[j, 0]), np.maximum(a[i, 1], b[j, 1])
+        keep = (ox0 < np.minimum(a[i, 2], b[j, 2])) & (oy0 < np.minimum(a[i, 3], b[j, 3]))
+        keep &= ((oy0 - y_min) // cell) * ncols + (ox0 - x_min) // cell == key
+        if same:
+            keep &= i < j
+        out_i.append(i[keep])
+        out_j.append(j[keep])
+        start = stop
+    i, j = np.concatenate(out_i), np.concatenate(out_j)
+    order = np.lexsort((j, i))
+    return i[order], j[order]
+
+
+def crop_intersections(a: Sequence[MaskCrop], b: Sequence[MaskCrop] | None = None,
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The overlapping pairs of two lists of mask crops (of one image), sparse:
+    ``(i, j, pixels in both)`` int64 arrays with ``pixels > 0``, ``i`` ascending
+    (``b=None``: pairs ``i < j`` within ``a``). Only masks whose boxes overlap
+    (:func:`box_pairs`) are intersected (:meth:`MaskCrop.intersection`)."""
+    ii, jj = box_pairs(crop_boxes(a), None if b is None else crop_boxes(b))
+    other = a if b is None else b
+    inter = np.fromiter((a[i].intersection(other[j]) for i, j in zip(ii.tolist(), jj.tolist(), strict=True)),
+                        np.int64, len(ii))
+    hit = inter > 0
+    return ii[hit], jj[hit], inter[hit]
 
 
 def crops_iou(a: Sequence[MaskCrop], b: Sequence[MaskCrop]) -> np.ndarray:
     """Pairwise IoU of two lists of mask crops (of one image): ``(len(a), len(b))`` float64.
 
-    Only pairs whose boxes overlap are intersected (:meth:`MaskCrop.intersection`), so
-    thousands of small objects in a large image stay cheap.
+    Only pairs whose boxes overlap are intersected (:func:`crop_intersections`), so
+    thousands of small objects in a large image stay cheap; the matrix itself is dense
+    (for many thousands on both sides use :func:`crop_intersections`).
     """
-    p, g = len(a), len(b)
-    iou = np.zeros((p, g), dtype=np.float64)
-    if p == 0 or g == 0:
+    iou = np.zeros((len(a), len(b)), dtype=np.float64)
+    if not len(a) or not len(b):
         return iou
-    ab, bb = crop_boxes(a), crop_boxes(b)
+    i, j, inter = crop_intersections(a, b)
     aa = np.array([c.area for c in a], dtype=np.int64)
     ba = np.array([c.area for c in b], dtype=np.int64)
-    step = max(1, _PAIR_BLOCK // g)
-    for start in range(0, p, step):
-        blk = ab[start : start + step]
-        x1 = np.maximum(blk[:, None, 0], bb[None, :, 0])
-        y1 = np.maximum(blk[:, None, 1], bb[None, :, 1])
-        x2 = np.minimum(blk[:, None, 2], bb[None, :, 2])
-        y2 = np.minimum(blk[:, None, 3], bb[None, :, 3])
-        for r, j in zip(*np.nonzero((x2 > x1) & (y2 > y1)), strict=True):
-            i = start + r
-            inter = a[i].intersection(b[j])
-            if inter:
-                iou[i, j] = inter / (aa[i] + ba[j] - inter)
+    iou[i, j] = inter / (aa[i] + ba[j] - inter)
     return iou
 
 

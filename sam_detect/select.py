@@ -29,21 +29,16 @@ STABILITY_WEIGHT = 0.5
 
 
 def overlap_pairs(instances: Instances) -> list[tuple[int, int, float]]:
-    """``(i, j, intersection / min(area_i, area_j))`` for every overlapping pair ``i < j``."""
-    from sam_detect.eval.metrics import instances_iou
+    """``(i, j, intersection / min(area_i, area_j))`` for every overlapping pair ``i < j``
+    (found sparsely: :func:`~sam_detect.masks.crop_intersections`)."""
+    from sam_detect.masks import crop_intersections
 
-    n = len(instances)
-    if n < 2:
+    if len(instances) < 2:
         return []
-    iou = instances_iou(instances, instances)
+    ii, jj, inter = crop_intersections(instances.crops)
     areas = instances.areas.astype(np.float64)
-    out = []
-    ii, jj = np.nonzero(np.triu(iou, k=1) > 0)
-    for i, j in zip(ii.tolist(), jj.tolist(), strict=True):
-        v = iou[i, j]
-        inter = v * (areas[i] + areas[j]) / (1.0 + v)
-        out.append((i, j, float(inter / max(min(areas[i], areas[j]), 1.0))))
-    return out
+    frac = inter / np.maximum(np.minimum(areas[ii], areas[jj]), 1.0)
+    return list(zip(ii.tolist(), jj.tolist(), frac.tolist(), strict=True))
 
 
 def select(instances: Instances, scores: np.ndarray, max_overlap: float = MAX_OVERLAP,

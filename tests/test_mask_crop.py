@@ -147,3 +147,83 @@ def test_instances_store_and_hand_out_mask_crops():
     again = Instances.from_crops(inst.crops, None, hw)
     np.testing.assert_array_equal(again.masks, masks)
     assert [c.box for c in inst[::2].crops] == [c.box for c in inst.crops[::2]]
+
+
+# -- sparse overlapping pairs ---------------------------------------------------------------
+
+
+def brute_box_pairs(a: np.ndarray, b: np.ndarray, same: bool) -> set[tuple[int, int]]:
+    out = set()
+    for i, p in enumerate(a):
+        for j, q in enumerate(b):
+            if same and j <= i:
+                continue
+            if max(p[0], q[0]) < min(p[2], q[2]) and max(p[1], q[1]) < min(p[3], q[3]):
+                out.add((i, j))
+    return out
+
+
+def random_boxes(rng: np.random.Generator, n: int, side: int, big: int) -> np.ndarray:
+    x0, y0 = rng.integers(-5, side, n), rng.integers(0, side, n)
+    w, h = rng.integers(0, 30, n), rng.integers(0, 30, n)  # zero-width boxes overlap nothing
+    w[:big] = rng.integers(100, 3 * side, big)  # a few boxes over many grid cells
+    return np.stack([x0, y0, x0 + w, y0 + h], 1)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_box_pairs_equal_every_pair_checked(seed, monkeypatch):
+    import sam_detect.masks as masks
+    from sam_detect.masks import box_pairs
+
+    rng = np.random.default_rng(seed)
+    a, b = random_boxes(rng, 300, 400, 4), random_boxes(rng, 120, 400, 2)
+    if seed == 2:
+        monkeypatch.setattr(masks, "_PAIR_BLOCK", 7)  # many small blocks of joined cells
+    for got, want in (
+        (box_pairs(a), brute_box_pairs(a, a, True)),
+        (box_pairs(a, b), brute_box_pairs(a, b, False)),
+    ):
+        i, j = got
+        assert set(zip(i.tolist(), j.tolist(), strict=True)) == want
+        assert len(i) == len(want)  # each pair once, though the boxes share many cells
+        assert np.all(np.diff(i) >= 0)
+    empty = box_pairs(np.zeros((0, 4), np.int64), b)
+    assert empty[0].shape == (0,) and empty[1].shape == (0,)
+
+
+def test_crop_intersections_are_the_dense_ones_without_the_matrix():
+    from sam_detect.masks import crop_intersections
+
+    rng = np.random.default_rng(5)
+    hw = (40, 50)
+    full = [random_mask(rng, hw) for _ in range(25)]
+    crops = [MaskCrop.from_full(m) for m in full]
+    i, j, inter = crop_intersections(crops)
+    want = {(p, q): int(np.count_nonzero(full[p] & full[q])) for p in range(25) for q in range(p + 1, 25)}
+    want = {k: v for k, v in want.items() if v}
+    assert dict(zip(zip(i.tolist(), j.tolist(), strict=True), inter.tolist(), strict=True)) == want
+
+
+def test_overlaps_among_a_whole_slide_of_candidates_are_found_sparsely():
+    """187,688 candidates (a whole slide's alternatives): a dense N x N IoU would need
+    280 GB; the sparse pairs find the one overlap of each half with its whole, nothing else."""
+    from sam_detect.select import overlap_pairs
+
+    side, n = 500, 500  # objects on a 500 x 500 grid, 6 px apart
+    disk = np.ones((4, 4), bool)
+    crops, origins = [], []
+    for y in range(side):
+        for x in range(n // 2 if y % 2 else n):  # 375 objects per 2 rows
+            crops.append(disk)
+            origins.append((6 * x, 6 * y))
+    n_obj = len(crops)
+    half = np.zeros((4, 4), bool)
+    half[:2] = True
+    for k in range(0, n_obj, 1000):  # every 1000th object also offered as its top half
+        crops.append(half)
+        origins.append(origins[k])
+    inst = Instances.from_crops(crops, np.asarray(origins, np.int64), (6 * side, 6 * n))
+    assert len(inst) > 180_000
+    pairs = overlap_pairs(inst)
+    assert len(pairs) == len(inst) - n_obj == len(range(0, n_obj, 1000))
+    assert all(j == n_obj + i // 1000 and frac == 1.0 for i, j, frac in pairs)

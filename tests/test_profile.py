@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -94,6 +95,52 @@ def test_calibrated_proposals_find_objects_the_default_misses():
     kept = cand[select(cand, fit_scores(cand, ["obj"] * len(cand), prof))]
     assert f1_at(kept, gt) >= 0.95
     assert set(cand.data["class_hint"]) == {"obj"}
+
+
+@pytest.mark.parametrize("background", ["flat", "opening"])
+def test_large_images_are_proposed_window_by_window_with_the_same_candidates(background):
+    """An image larger than the tile is proposed in windows (memory of one window, not of
+    the image): the candidates, their stability and their outlines' contrast are the ones
+    the whole image gives, objects across the cores' seams included."""
+    from sam_detect.segment.calibrated import proposal_windows
+
+    rgb, lab = blobs(3, size=420, n=160, touching=True, noise=8)
+    gt, _ = Instances.from_label_image(lab)
+    e = profile_of(rgb, gt, range(6))["classes"]["obj"]
+    settings = [Setting(**s) for s in e["settings"]]
+    settings = [dataclasses.replace(s, background=background) for s in settings]
+    scale = scale_of(e)
+    whole = propose(rgb, scale, settings, "obj")
+    tiled = propose(rgb, scale, settings, "obj", tile=150)
+    assert tiled.metadata["tiles"] == 9 == len(proposal_windows(rgb.shape[:2], 150, 1))
+    assert whole.metadata["tiles"] == 1
+
+    def keyed(inst):
+        return {(m.origin, m.crop.tobytes(), m.crop.shape): k for k, m in enumerate(inst.crops)}
+
+    a, b = keyed(whole), keyed(tiled)
+    assert len(whole) > 150 and a.keys() == b.keys()
+    ia, ib = list(a.values()), [b[k] for k in a]
+    for key in ("setting", "stability", "edge"):
+        np.testing.assert_array_equal(np.asarray(whole.data[key])[ia], np.asarray(tiled.data[key])[ib])
+    # setting by setting in the same order (within a setting, window by window)
+    np.testing.assert_array_equal(whole.data["setting"], tiled.data["setting"])
+
+
+def test_proposal_windows_partition_the_image_into_cores():
+    from sam_detect.segment.calibrated import proposal_windows
+
+    wins = proposal_windows((1000, 2100), 512, 40)
+    assert len(wins) == 2 * 5
+    cover = np.zeros((1000, 2100), np.int32)
+    for (x0, y0, x1, y1), (wx0, wy0, wx1, wy1) in wins:
+        cover[y0:y1, x0:x1] += 1
+        assert x1 - x0 <= 512 and y1 - y0 <= 512
+        assert (wx0, wy0) == (max(0, x0 - 40), max(0, y0 - 40))
+        assert (wx1, wy1) == (min(2100, x1 + 40), min(1000, y1 + 40))
+    assert (cover == 1).all()
+    assert proposal_windows((300, 300), 512, 40) == [((0, 0, 300, 300),) * 2]
+    assert proposal_windows((3000, 3000), 0, 40) == [((0, 0, 3000, 3000),) * 2]
 
 
 def speckled(seed: int, size: int = 192, n: int = 12, r: int = 11):
@@ -274,7 +321,7 @@ def test_edge_contrast_is_lower_for_a_fragment_than_for_its_object():
     masks[1, 10:40, 10:25] = True  # its left half: a fragment
     masks[2, 10:40, 50:65] = True  # the left one of the touching pair
     masks[3, 10:40, 50:80] = True  # the pair merged
-    edge = edge_contrast(x, Instances(masks=masks), contrast=100.0)
+    edge = edge_contrast(x, Instances(masks=masks).crops, contrast=100.0)
     assert edge[0] > 0.9 and edge[1] < 0.8 * edge[0]
     assert edge[2] > 0.7 * edge[3]  # the seam is a valley: the part stands out nearly all round
     assert edge.dtype == np.float32 and ((edge >= 0) & (edge <= 1)).all()

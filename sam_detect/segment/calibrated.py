@@ -28,12 +28,14 @@ data sets reported in docs/performance.md.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from sam_detect.instances import Instances
+from sam_detect.masks import MaskCrop
 
 #: threshold levels, as fractions of the examples' contrast above the background
 LEVELS = (0.05, 0.1, 0.15, 0.3, 0.5)
@@ -349,52 +351,140 @@ def _reproduction(labels: np.ndarray, masks: list[tuple[np.ndarray, tuple[int, i
 
 
 def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str | None = None,
-            own: Instances | None = None) -> Instances:
+            own: Instances | None = None, tile: int = 0) -> Instances:
     """Candidates of every setting (overlapping alternatives), within the examples' size range.
 
     ``own``: the segmenter's own candidates, for the ``OWN`` setting when it is among
     ``settings``. ``data["setting"]`` says which setting made each candidate (an index into
     ``GRID``), ``data["stability"]`` the share of the settings that made it (near-identical
-    candidates are one), ``data["class_hint"]`` the class whose profile proposed it.
+    candidates are one), ``data["class_hint"]`` the class whose profile proposed it,
+    ``data["edge"]`` how far its outline stands out (:func:`edge_contrast`);
+    ``metadata["tiles"]`` how many windows the image was proposed in.
+
+    ``tile``: images larger than this (pixels a side; 0: never) are proposed window by
+    window (:func:`proposal_windows`), so memory stays that of one window: each window is
+    a core of at most ``tile`` pixels a side with the context the settings look at around
+    it, and keeps the candidates centred in its core that lie whole inside it. Those are
+    the candidates the whole image gives, outside the rare object wider than the context.
     """
     from scipy import ndimage as ndi
 
     h, w = rgb.shape[:2]
-    preps = functools.cache(lambda sm: Prepared(rgb, scale, sm))
-    crops, origins, made_by = [], [], []
     lo, hi = scale.min_area, scale.max_area
+    own_setting = GRID.index(OWN)
+    own_crops = []
     if OWN in settings and own is not None:
-        areas = own.areas
-        for i, m in enumerate(own.crops):
-            if lo <= areas[i] <= hi:
-                crops.append(m.crop)
-                origins.append(m.origin)
-                made_by.append(GRID.index(OWN))
-    for s, labels in label_images(preps, scale, [s for s in settings if s != OWN]):
-        areas = np.bincount(labels.ravel())
-        for i, sl in enumerate(ndi.find_objects(labels), 1):
-            if sl is None or not lo <= areas[i] <= hi:
-                continue
-            crops.append(labels[sl] == i)
-            origins.append((sl[1].start, sl[0].start))
-            made_by.append(GRID.index(s) if s in GRID else -1)
-    if not crops:
-        return Instances.empty((h, w))
-    inst = Instances.from_crops(crops, np.asarray(origins, np.int64), (h, w))
-    inst.data["setting"] = np.asarray(made_by, np.int64)
-    inst.data["class_hint"] = [label] * len(inst)
-    inst = _merge_near_duplicates(inst, len(settings))
-    # one measure for every candidate: the outlines on the lead setting's smoothing
+        own_crops = [m for m, a in zip(own.crops, own.areas, strict=True) if lo <= a <= hi]
     lead = next((s.smooth for s in settings if s != OWN), SMOOTHS[0])
-    inst.data["edge"] = edge_contrast(preps(lead).x, inst, scale.contrast)
+    windows = proposal_windows((h, w), tile, context_margin(scale, settings))
+    owner = _core_of([m.box for m in own_crops], windows)
+    crops: list[np.ndarray] = []
+    origins: list[tuple[int, int]] = []
+    made_by: list[int] = []
+    edges: list[np.ndarray] = []
+    for k, (core, win) in enumerate(windows):
+        mine = [own_crops[i] for i in np.flatnonzero(owner == k)]
+        if mine:  # the window holds its own candidates whole
+            win = (min(win[0], *(m.box[0] for m in mine)), min(win[1], *(m.box[1] for m in mine)),
+                   max(win[2], *(m.box[2] for m in mine)), max(win[3], *(m.box[3] for m in mine)))
+        wx0, wy0, wx1, wy1 = win
+        preps = functools.cache(lambda sm, sub=rgb[wy0:wy1, wx0:wx1]: Prepared(sub, scale, sm))
+        found = [(m.crop, (m.x0 - wx0, m.y0 - wy0), own_setting) for m in mine]
+        for s, labels in label_images(preps, scale, [s for s in settings if s != OWN]):
+            areas = np.bincount(labels.ravel())
+            for i, sl in enumerate(ndi.find_objects(labels), 1):
+                if sl is None or not lo <= areas[i] <= hi:
+                    continue
+                box = (sl[1].start + wx0, sl[0].start + wy0, sl[1].stop + wx0, sl[0].stop + wy0)
+                if len(windows) > 1 and not _whole_in_core(box, core, win, (h, w)):
+                    continue
+                found.append((labels[sl] == i, (sl[1].start, sl[0].start), GRID.index(s) if s in GRID else -1))
+        if not found:
+            continue
+        local = [MaskCrop(c, o) for c, o, _ in found]
+        edges.append(edge_contrast(preps(lead).x, local, scale.contrast))
+        for c, (x0, y0), s in found:
+            crops.append(c)
+            origins.append((x0 + wx0, y0 + wy0))
+            made_by.append(s)
+    if not crops:
+        out = Instances.empty((h, w))
+        out.metadata["tiles"] = len(windows)
+        return out
+    # the whole image's order: the segmenter's own candidates, then setting by setting
+    rank = {GRID.index(s) if s in GRID else -1: r for r, s in enumerate(settings)}
+    rank[own_setting] = -1
+    order = np.argsort([rank.get(s, len(settings)) for s in made_by], kind="stable")
+    inst = Instances.from_crops([crops[i] for i in order], np.asarray(origins, np.int64)[order], (h, w))
+    inst.data["setting"] = np.asarray(made_by, np.int64)[order]
+    inst.data["class_hint"] = [label] * len(inst)
+    inst.data["edge"] = np.concatenate(edges)[order]
+    inst = _merge_near_duplicates(inst, len(settings))
+    inst.metadata["tiles"] = len(windows)
     return inst
+
+
+def context_margin(scale: Scale, settings: list[Setting]) -> int:
+    """Pixels of image around a window's core that its candidates depend on: the smoothing's
+    reach, the opening background's (twice its radius), and the widest example twice over
+    (an object centred in the core lies whole inside the window)."""
+    smooth = max((s.smooth for s in settings if s != OWN), default=SMOOTHS[0])
+    opening = any(s.background == "opening" for s in settings if s != OWN)
+    reach = 4 * scale.sigma(smooth) + (2 * scale.background_radius if opening else 0)
+    return int(np.ceil(reach + 4 * scale.max_radius)) + 8
+
+
+def proposal_windows(hw: tuple[int, int], tile: int, margin: int) -> list[tuple[tuple, tuple]]:
+    """``[(core, window)]``, XYXY pixels: cores that partition the image into even blocks of
+    at most ``tile`` pixels a side, each inside a window ``margin`` pixels wider (clipped
+    to the image). One window, the image, when it is no larger than ``tile`` (or ``tile``
+    is 0)."""
+    h, w = hw
+    if not tile or (h <= tile and w <= tile):
+        return [((0, 0, w, h), (0, 0, w, h))]
+
+    def spans(n: int) -> list[tuple[int, int]]:
+        k = -(-n // tile)
+        cuts = [(i * n) // k for i in range(k + 1)]
+        return list(zip(cuts[:-1], cuts[1:], strict=True))
+
+    out = []
+    for y0, y1 in spans(h):
+        for x0, x1 in spans(w):
+            win = (max(0, x0 - margin), max(0, y0 - margin), min(w, x1 + margin), min(h, y1 + margin))
+            out.append(((x0, y0, x1, y1), win))
+    return out
+
+
+def _centre(box: tuple) -> tuple[int, int]:
+    return (int(box[0]) + int(box[2]) - 1) // 2, (int(box[1]) + int(box[3]) - 1) // 2
+
+
+def _core_of(boxes: list[tuple], windows: list[tuple[tuple, tuple]]) -> np.ndarray:
+    """``(N,)`` int64: the window whose core holds each box's centre."""
+    out = np.zeros(len(boxes), np.int64)
+    for i, box in enumerate(boxes):
+        cx, cy = _centre(box)
+        out[i] = next(k for k, (c, _) in enumerate(windows) if c[0] <= cx < c[2] and c[1] <= cy < c[3])
+    return out
+
+
+def _whole_in_core(box: tuple, core: tuple, win: tuple, hw: tuple[int, int]) -> bool:
+    """Whether a candidate found in window ``win`` is centred in its ``core`` and touches no
+    window side that lies inside the image (there it may be cut off)."""
+    cx, cy = _centre(box)
+    if not (core[0] <= cx < core[2] and core[1] <= cy < core[3]):
+        return False
+    h, w = hw
+    return not ((box[0] == win[0] > 0) or (box[1] == win[1] > 0) or (box[2] == win[2] < w)
+                or (box[3] == win[3] < h))
 
 
 #: the bands inside and outside a candidate's outline whose levels are compared, pixels
 EDGE_BAND = 2
 
 
-def edge_contrast(x: np.ndarray, inst: Instances, contrast: float) -> np.ndarray:
+def edge_contrast(x: np.ndarray, crops: Sequence[MaskCrop], contrast: float) -> np.ndarray:
     """``(N,)`` float32 in ``[0, 1]``: how far each candidate's outline stands out, as a share
     of the examples' contrast: the mean of ``x`` (the projection, objects bright) in a band
     just inside the outline minus that in a band just outside. A whole object's outline
@@ -405,8 +495,8 @@ def edge_contrast(x: np.ndarray, inst: Instances, contrast: float) -> np.ndarray
     h, w = x.shape
     b = EDGE_BAND
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * b + 1,) * 2)
-    out = np.zeros(len(inst), np.float32)
-    for k, mc in enumerate(inst.crops):
+    out = np.zeros(len(crops), np.float32)
+    for k, mc in enumerate(crops):
         crop, (x0, y0) = mc.crop, mc.origin
         ya, xa = max(0, y0 - b), max(0, x0 - b)
         yb, xb = min(h, y0 + crop.shape[0] + b), min(w, x0 + crop.shape[1] + b)
@@ -428,23 +518,28 @@ def _merge_near_duplicates(inst: Instances, n_settings: int) -> Instances:
     """Keep one of each group of near-identical candidates (the first setting's), and record
     in ``data["stability"]`` the share of the settings that made it: an object's outline
     holds over thresholds and splits, a fragment's or a merge's does not (MSER's idea)."""
-    from sam_detect.eval.metrics import instances_iou
+    from sam_detect.masks import crop_intersections
 
     n = len(inst)
     settings = np.asarray(inst.data["setting"])
     if n < 2:
         inst.data["stability"] = np.full(n, 1.0 / max(n_settings, 1), np.float32)
         return inst
-    iou = instances_iou(inst, inst)
+    ii, jj, inter = crop_intersections(inst.crops)
+    areas = inst.areas.astype(np.float64)
+    near = inter / (areas[ii] + areas[jj] - inter) > SAME_OBJECT_IOU
+    same: list[list[int]] = [[k] for k in range(n)]  # each candidate is the same as itself
+    for i, j in zip(ii[near].tolist(), jj[near].tolist(), strict=True):
+        same[i].append(j)
+        same[j].append(i)
     keep = np.ones(n, bool)
     stability = np.zeros(n, np.float32)
     for i in range(n):
         if not keep[i]:
             continue
-        same = np.flatnonzero(iou[i] > SAME_OBJECT_IOU)
-        later = same[same > i]
-        keep[later] = False
-        stability[i] = len(set(settings[same].tolist())) / max(n_settings, 1)
+        group = np.asarray(same[i])
+        keep[group[group > i]] = False
+        stability[i] = len(set(settings[group].tolist())) / max(n_settings, 1)
     inst.data["stability"] = stability
     return inst[keep]
 

@@ -124,18 +124,18 @@ class ClassicalSegmenter:
         from sam_detect.segment.calibrated import OWN, Setting, propose
 
         img = self._check_image(image)
+        tile = self._tile_side(img.shape[:2])  # large images are proposed window by window
         parts, own = [], None
         for label, entry in classes.items():
             settings = [Setting(**s) for s in entry["settings"]]
             if OWN in settings and own is None:
                 own = self.segment(img)  # this segmenter's own settings, one of the alternatives
-            parts.append(propose(img, scale_of(entry), settings, label, own=own))
+            parts.append(propose(img, scale_of(entry), settings, label, own=own, tile=tile))
+        tiles = max((p.metadata.get("tiles", 1) for p in parts), default=1)
         inst = Instances.merge(parts)
         if len(inst) == 0:
             inst = Instances.empty(img.shape[:2])
-        inst.metadata.update(
-            {"segmenter": self.name, "calibrated": sorted(classes), "tiles": 1}
-        )
+        inst.metadata.update({"segmenter": self.name, "calibrated": sorted(classes), "tiles": tiles})
         return inst
 
     def label_image(self, image: np.ndarray) -> np.ndarray:
