@@ -119,7 +119,12 @@ class Neighbour:
 
 @runtime_checkable
 class Store(Protocol):
-    """A vector store holding libraries. ``backend`` names it (``"qdrant-local"``...)."""
+    """A vector store holding libraries. ``backend`` names it (``"qdrant-local"``...).
+
+    The backends subclass it and share its :meth:`add` (the checks every backend makes,
+    then their own ``_insert(name, vectors, labels, payloads, ids, given_ids)``) and its
+    context manager (``with store: ...`` closes it).
+    """
 
     backend: str
 
@@ -157,9 +162,18 @@ class Store(Protocol):
         """Add ``(N, D)`` float32 L2-normalised vectors with labels; returns their ids.
 
         ``ids`` (UUID strings) keeps given ids (import, re-embedding, a journal replay);
-        by default new ones are made. All-or-nothing: a failure leaves the library as it was.
+        by default new ones are made; given ones must not be in the library yet.
+        All-or-nothing: a failure leaves the library as it was.
         """
-        ...
+        from sam_detect.store._common import check_items, check_vectors
+
+        vecs = check_vectors(vectors, self.get_meta(name).dim, name)
+        given_ids = ids is not None
+        labels, payloads, ids = check_items(len(vecs), labels, payloads, ids)
+        if len(vecs):
+            # the backend's own write: (N, D) float32, checked labels, payloads and ids
+            self._insert(name, vecs, labels, payloads, ids, given_ids)  # type: ignore[attr-defined]
+        return list(ids)
 
     def search(self, name: str, queries: np.ndarray, top_k: int) -> list[list[Neighbour]]:
         """Batched k-NN: ``(M, D)`` queries -> M lists of up to ``top_k`` neighbours, best first."""
@@ -183,3 +197,9 @@ class Store(Protocol):
     def count(self, name: str) -> int: ...
 
     def close(self) -> None: ...
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -26,7 +26,6 @@ from sam_detect.errors import LibraryError
 from sam_detect.store._common import (
     COUNT_KEY,
     check_delete_args,
-    check_items,
     check_library_name,
     check_meta,
     check_top_k,
@@ -34,7 +33,7 @@ from sam_detect.store._common import (
     not_found,
     warn_if_large,
 )
-from sam_detect.store.base import LibraryMeta, Neighbour
+from sam_detect.store.base import LibraryMeta, Neighbour, Store
 from sam_detect.store.journal import pending_of, pid_running, roll_back
 
 FILE_FORMAT = "sam-detect-memory-store"
@@ -51,7 +50,7 @@ class _Library:
     payloads: list[dict[str, Any]] = field(default_factory=list)
 
 
-class MemoryStore:
+class MemoryStore(Store):
     """Libraries held as numpy arrays; optionally persisted to one ``.npz`` file.
 
     Args:
@@ -129,26 +128,14 @@ class MemoryStore:
 
     # -- examples --------------------------------------------------------------------------
 
-    def add(
-        self,
-        name: str,
-        vectors: np.ndarray,
-        labels: Sequence[str],
-        payloads: Sequence[dict[str, Any]] | None = None,
-        *,
-        ids: Sequence[str] | None = None,
-    ) -> list[str]:
-        """Add ``(N, D)`` vectors with one label (and optional payload dict) each.
-
-        ``ids`` (UUID strings) keeps given ids, as import does; by default new UUIDs are made.
-        Returns the ids. All-or-nothing: input is validated before anything changes.
-        """
+    def _insert(
+        self, name: str, vecs: np.ndarray, labels: list[str], payloads: list[dict], ids: list[str],
+        given_ids: bool,
+    ) -> None:
+        """:meth:`Store.add`'s write. All-or-nothing: input was checked before anything
+        changes, and a failed save puts the arrays back."""
         with self._lock:
             lib = self._get(name)
-            vecs = check_vectors(vectors, lib.meta.dim, name)
-            labels, payloads, ids = check_items(len(vecs), labels, payloads, ids)
-            if not len(vecs):
-                return []
             clash = set(ids).intersection(lib.ids)
             if clash:
                 raise LibraryError(f"library {name!r} already holds ids {sorted(clash)[:3]}...")
@@ -165,7 +152,6 @@ class MemoryStore:
                 del lib.ids[old[1] :], lib.labels[old[1] :], lib.payloads[old[1] :]
                 raise
             warn_if_large(self.backend, name, len(lib.ids), self._warned)
-            return list(ids)
 
     def search(self, name: str, queries: np.ndarray, top_k: int) -> list[list[Neighbour]]:
         """Exact cosine k-NN for ``(M, D)`` queries: M lists of up to ``top_k``, best first.
@@ -253,12 +239,6 @@ class MemoryStore:
 
     def close(self) -> None:
         self._closed = True
-
-    def __enter__(self) -> MemoryStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- internals -------------------------------------------------------------------------
 
