@@ -31,10 +31,7 @@ class Segmenter(Protocol):
         ...
 
     def prompt(
-        self,
-        image: np.ndarray,
-        box: np.ndarray | None = None,
-        point: np.ndarray | None = None,
+        self, image: np.ndarray, box: np.ndarray | None = None, point: np.ndarray | None = None
     ) -> Instances:
         """One mask for a prompt on ``image`` ``(H, W, 3)`` uint8 RGB.
 

@@ -121,9 +121,11 @@ class Neighbour:
 class Store(Protocol):
     """A vector store holding libraries. ``backend`` names it (``"qdrant-local"``...).
 
-    The backends subclass it and share its :meth:`add` (the checks every backend makes,
-    then their own ``_insert(name, vectors, labels, payloads, ids, given_ids)``) and its
-    context manager (``with store: ...`` closes it).
+    The backends subclass it and share the checks every backend makes: :meth:`add`,
+    :meth:`search` and :meth:`delete` check their input, then call the backend's own
+    ``_insert(name, vectors, labels, payloads, ids, given_ids)``, ``_search(name, queries,
+    top_k)`` and ``_delete(name, ids, label)``; and its context manager (``with store:``
+    closes it).
     """
 
     backend: str
@@ -176,12 +178,23 @@ class Store(Protocol):
         return list(ids)
 
     def search(self, name: str, queries: np.ndarray, top_k: int) -> list[list[Neighbour]]:
-        """Batched k-NN: ``(M, D)`` queries -> M lists of up to ``top_k`` neighbours, best first."""
-        ...
+        """Batched k-NN: ``(M, D)`` queries -> M lists of up to ``top_k`` neighbours, best
+        first; scores are cosine similarities."""
+        from sam_detect.store._common import check_top_k, check_vectors
+
+        top_k = check_top_k(top_k)
+        q = check_vectors(queries, self.get_meta(name).dim, name, what="queries")
+        # the backend's own search: (M, D) float32 L2-normalised queries
+        return self._search(name, q, top_k)  # type: ignore[attr-defined]
 
     def delete(self, name: str, ids: Sequence[str] | None = None, label: str | None = None) -> int:
-        """Delete examples by id or by label; returns how many were deleted."""
-        ...
+        """Delete examples by ids (unknown ids are ignored) or every example of ``label``;
+        returns how many were deleted."""
+        from sam_detect.store._common import check_delete_args
+
+        ids = check_delete_args(ids, label)
+        # the backend's own delete: canonical UUID strings, or None and a label
+        return self._delete(name, ids, label)  # type: ignore[attr-defined]
 
     def labels(self, name: str) -> dict[str, int]:
         """Example count per label."""

@@ -31,11 +31,8 @@ import numpy as np
 from sam_detect.errors import LibraryError, LibraryLockedError, LibraryNotFoundError
 from sam_detect.store._common import (
     COUNT_KEY,
-    check_delete_args,
     check_library_name,
     check_meta,
-    check_top_k,
-    check_vectors,
     damaged,
     default_library_dir,
     disk_usage,
@@ -295,17 +292,13 @@ class EdgeStore(Store):
             self.update_extra(name, COUNT_KEY, n)
             warn_if_large(self.backend, name, n, self._warned)
 
-    def search(self, name: str, queries: np.ndarray, top_k: int) -> list[list[Neighbour]]:
-        """Batched cosine k-NN for ``(M, D)`` queries: M lists of up to ``top_k``, best first.
-
-        Exhaustive (exact) over segments without an index; approximate HNSW (``hnsw_ef``)
-        over those :meth:`optimize` indexed, unless ``exact=True``.
+    def _search(self, name: str, q: np.ndarray, top_k: int) -> list[list[Neighbour]]:
+        """:meth:`Store.search`: exhaustive (exact) over segments without an index;
+        approximate HNSW (``hnsw_ef``) over those :meth:`optimize` indexed, unless ``exact=True``.
         """
         qe = _edge()
-        top_k = check_top_k(top_k)
         with self._lock:
-            meta = self.get_meta(name)
-            q = check_vectors(queries, meta.dim, name, what="queries")
+            self.get_meta(name)
             shard = self._read_shard(name)
             if self.optimize_after and self._pending.get(name, 0) >= self.optimize_after:
                 self.optimize(name)
@@ -329,10 +322,8 @@ class EdgeStore(Store):
                     out.append([point_to_neighbour(h.id, h.score, h.payload) for h in hits])
             return out
 
-    def delete(self, name: str, ids: Sequence[str] | None = None, label: str | None = None) -> int:
-        """Delete examples by ids (unknown ids are ignored) or every example of ``label``."""
+    def _delete(self, name: str, ids: list[str] | None, label: str | None) -> int:
         qe = _edge()
-        ids = check_delete_args(ids, label)
         with self._lock:
             self.get_meta(name)
             shard = self._shard(name)

@@ -15,7 +15,6 @@ import os
 import re
 import tempfile
 import threading
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,11 +24,8 @@ import numpy as np
 from sam_detect.errors import LibraryError
 from sam_detect.store._common import (
     COUNT_KEY,
-    check_delete_args,
     check_library_name,
     check_meta,
-    check_top_k,
-    check_vectors,
     not_found,
     warn_if_large,
 )
@@ -153,15 +149,10 @@ class MemoryStore(Store):
                 raise
             warn_if_large(self.backend, name, len(lib.ids), self._warned)
 
-    def search(self, name: str, queries: np.ndarray, top_k: int) -> list[list[Neighbour]]:
-        """Exact cosine k-NN for ``(M, D)`` queries: M lists of up to ``top_k``, best first.
-
-        Ties keep insertion order. Scores are cosine similarities (float, in [-1, 1]).
-        """
-        top_k = check_top_k(top_k)
+    def _search(self, name: str, q: np.ndarray, top_k: int) -> list[list[Neighbour]]:
+        """:meth:`Store.search`, exact: ties keep insertion order."""
         with self._lock:
             lib = self._get(name)
-            q = check_vectors(queries, lib.meta.dim, name, what="queries")
             n = len(lib.ids)
             if n == 0 or len(q) == 0:
                 return [[] for _ in range(len(q))]
@@ -191,9 +182,7 @@ class MemoryStore(Store):
                     )
             return out
 
-    def delete(self, name: str, ids: Sequence[str] | None = None, label: str | None = None) -> int:
-        """Delete examples by ids (unknown ids are ignored) or every example of ``label``."""
-        ids = check_delete_args(ids, label)
+    def _delete(self, name: str, ids: list[str] | None, label: str | None) -> int:
         with self._lock:
             lib = self._get(name)
             if ids is not None:

@@ -34,11 +34,8 @@ from sam_detect.errors import LibraryError, LibraryLockedError
 from sam_detect.store._common import (
     COUNT_KEY,
     StoreConnectionError,
-    check_delete_args,
     check_library_name,
     check_meta,
-    check_top_k,
-    check_vectors,
     default_library_dir,
     disk_usage,
     not_found,
@@ -300,13 +297,9 @@ class QdrantStore(Store):
         self._record_count(name)
         warn_if_large(self.backend, name, self.count(name), self._warned)
 
-    def search(self, name: str, queries: np.ndarray, top_k: int) -> list[list[Neighbour]]:
-        """Batched cosine k-NN for ``(M, D)`` queries: M lists of up to ``top_k``, best first."""
+    def _search(self, name: str, q: np.ndarray, top_k: int) -> list[list[Neighbour]]:
         from qdrant_client import models
 
-        top_k = check_top_k(top_k)
-        meta = self.get_meta(name)
-        q = check_vectors(queries, meta.dim, name, what="queries")
         out: list[list[Neighbour]] = []
         for s in range(0, len(q), QUERY_BATCH):
             requests = [
@@ -318,11 +311,9 @@ class QdrantStore(Store):
                 out.append([point_to_neighbour(p.id, p.score, p.payload) for p in resp.points])
         return out
 
-    def delete(self, name: str, ids: Sequence[str] | None = None, label: str | None = None) -> int:
-        """Delete examples by ids (unknown ids are ignored) or every example of ``label``."""
+    def _delete(self, name: str, ids: list[str] | None, label: str | None) -> int:
         from qdrant_client import models
 
-        ids = check_delete_args(ids, label)
         self.get_meta(name)
         if ids is not None:
             found = [str(r.id) for r in self._retrieve(name, ids)]
