@@ -77,7 +77,10 @@ class Instances:
         self._set(crops, (int(masks.shape[1]), int(masks.shape[2])), boxes, scores, labels,
                   label_confidences, data, metadata)
 
-    def _set(self, crops, hw, boxes, scores, labels, label_confidences, data, metadata) -> None:
+    def _set(
+        self, crops, hw, boxes=None, scores=None, labels=None, label_confidences=None, data=None,
+        metadata=None,
+    ) -> None:
         self._crops: list[MaskCrop] = crops
         self._hw = hw
         n = len(crops)
@@ -114,12 +117,7 @@ class Instances:
         crops: Sequence[np.ndarray] | Sequence[MaskCrop],
         origins: Any = None,
         image_hw: tuple[int, int] = (0, 0),
-        boxes: np.ndarray | None = None,
-        scores: np.ndarray | None = None,
-        labels: Iterable[Any] | None = None,
-        label_confidences: np.ndarray | None = None,
-        data: dict[str, Any] | None = None,
-        metadata: dict[str, Any] | None = None,
+        **fields: Any,
     ) -> Instances:
         """Instances from masks given as box crops, never building ``(N, H, W)``.
 
@@ -128,7 +126,8 @@ class Instances:
                 ``N`` 2-D bool arrays, each the mask inside a rectangle of the image.
             origins: with arrays: ``(N, 2)`` int, the ``(x0, y0)`` pixel of each crop's top-left corner.
             image_hw: ``(height, width)`` of the image.
-            boxes ... metadata: as for the constructor (``boxes`` default to tight boxes).
+            fields: ``boxes``, ``scores``, ``labels``, ``label_confidences``, ``data``,
+                ``metadata``, as for the constructor (``boxes`` default to tight boxes).
 
         Raises:
             ValueError: a crop is not 2-D or does not lie inside the image.
@@ -160,7 +159,7 @@ class Instances:
             t = m.tight()
             out.append(t if type(t) is MaskCrop else MaskCrop(t.crop, t.origin))
         inst = cls.__new__(cls)
-        inst._set(out, (h, w), boxes, scores, labels, label_confidences, data, metadata)
+        inst._set(out, (h, w), **fields)
         return inst
 
     @classmethod

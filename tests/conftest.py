@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -18,6 +19,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
+if not SHARED_DATA.is_dir():  # the checkout may sit elsewhere; the shared data has a fixed home
+    SHARED_DATA = Path("/work/shared/data")
 
 
 def draw_scene(seed: int, size: int = 160, n_discs: int = 3, n_squares: int = 3):
@@ -212,3 +215,27 @@ def _isolated_library_path(tmp_path_factory, monkeypatch):
     monkeypatch.delenv("SAM_DETECT_LIBRARY", raising=False)
     monkeypatch.delenv("SAM_DETECT_STORE", raising=False)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def start_holder(script: str, *args) -> subprocess.Popen:
+    """Run ``python -c script *args`` in another process (one that holds a store while the
+    test runs); returns once it prints ``ready``. Stop it with :func:`stop_holder`."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, *(str(a) for a in args)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    line = proc.stdout.readline().strip()
+    if line != "ready":
+        proc.kill()
+        raise AssertionError(f"holder process failed: {line!r} {proc.stderr.read()}")
+    return proc
+
+
+def stop_holder(proc: subprocess.Popen) -> None:
+    """Send the holder its newline and check it closed the store and exited cleanly."""
+    out, err = proc.communicate("\n", timeout=60)
+    assert proc.returncode == 0, err
+    assert "closed" in out

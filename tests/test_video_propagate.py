@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_main
 
 from sam_detect.instances import Instances, masks_to_xyxy
 from sam_detect.masks import label_image_to_masks
@@ -251,15 +252,7 @@ def test_propagation_failure_falls_back_to_skipped(detector, scene, caplog):
 
 
 def run_cli(args, capsys):
-    from sam_detect.cli.main import main
-
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return run_main(*args)  # conftest's: the entry point's exit code, stdout and stderr
 
 
 @pytest.fixture(scope="module")

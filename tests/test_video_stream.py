@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import run_main
 
 from sam_detect.errors import LibraryNotFoundError, SamDetectError
 from sam_detect.instances import Instances
@@ -276,15 +277,7 @@ def library_path(scene, tmp_path_factory):
 
 
 def run_cli(args, capsys):
-    from sam_detect.cli.main import main
-
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return run_main(*args)  # conftest's: the entry point's exit code, stdout and stderr
 
 
 def cli_args(library_path, *extra):

@@ -45,7 +45,7 @@ def load_cli_image(path: str | Path, channels: tuple[int, ...] = (), frame: int 
 @click.option("--overlay", "overlay_path", type=click.Path(),
               help="Write an overlay image (.png, .jpg, .tif, ...), or into a folder (an existing folder, "
               "a name ending in '/', or whenever several images are given) one <name>_overlay.png per image.")
-@click.option("--tolerance", type=finite(0), default=1.0, show_default=True,
+@click.option("--tolerance", type=finite(0), default=1.0,
               help="Polygon simplification in pixels (0 keeps every contour point).")
 @click.option("--no-polygons", is_flag=True, help="Leave polygons out of the JSON.")
 @apply_image_options
@@ -60,9 +60,9 @@ def load_cli_image(path: str | Path, channels: tuple[int, ...] = (), frame: int 
 @click.option("--slide", is_flag=True,
               help="Whole-slide mode: read each TIFF lazily in overlapping tiles, detect tile by tile "
               "(on the cluster's workers with --cluster) and merge objects across the seams.")
-@click.option("--slide-tile", type=click.IntRange(256), default=2048, show_default=True,
+@click.option("--slide-tile", type=click.IntRange(256), default=2048,
               help="Side of a whole-slide tile in pixels (neighbours share 128).")
-@click.option("--slide-level", type=click.IntRange(0), default=0, show_default=True,
+@click.option("--slide-level", type=click.IntRange(0), default=0,
               help="Pyramid level of the slide to read (0: full resolution).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or stage report on stderr.")
 def detect(images, as_json, jsonl, coco_path, overlay_path, tolerance, no_polygons, channels, frame,

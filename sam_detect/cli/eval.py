@@ -89,15 +89,13 @@ def expand_images(
     "--shots",
     type=click.IntRange(1),
     default=10,
-    show_default=True,
     help="Examples drawn per class from the ground truth.",
 )
-@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True, help="Seed of the example draw.")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, help="Seed of the example draw.")
 @click.option(
     "--iou",
     "iou_spec",
     default="0.3,0.5",
-    show_default=True,
     help="IoU thresholds for matching predictions to ground truth.",
 )
 @click.option(
@@ -151,7 +149,6 @@ def expand_images(
 @click.option(
     "--baselines/--no-baselines",
     default=True,
-    show_default=True,
     help="Also run without the profile and report, side by side, the segmenter alone (every "
     "candidate accepted), the pipeline without the profile and the full pipeline (about "
     "twice the time). Not with --sweep or --no-profile.",

@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from sam_detect.cli._stack import stack
 from sam_detect.cli.options import location_options, open_store
 from sam_detect.cli.validate import library_name
 
@@ -70,6 +71,15 @@ def library() -> None:
     """
 
 
+def _library_command(name: str, *, json: bool = False) -> Callable:
+    """``sam-detect library <name>`` taking a library NAME, the store's location options,
+    ``--json`` (with ``json``) and the click context, in that order."""
+    decorators = [library.command(name), click.argument("name", callback=library_name), location_options()]
+    if json:
+        decorators.append(click.option("--json", "as_json", is_flag=True, help="Print JSON."))
+    return stack([*decorators, click.pass_context])
+
+
 @library.command("list")
 @location_options()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
@@ -104,11 +114,7 @@ def list_cmd(ctx: click.Context, as_json: bool, **opts: Any) -> None:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
-@library.command("show")
-@click.argument("name", callback=library_name)
-@location_options()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_context
+@_library_command("show", json=True)
 def show_cmd(ctx: click.Context, name: str, as_json: bool, **opts: Any) -> None:
     """Show a library's settings and its example count per label."""
     store = _open(ctx, **opts)
@@ -196,10 +202,7 @@ def _human_bytes(n: int) -> str:
     return f"{n} B"  # pragma: no cover
 
 
-@library.command("profile")
-@click.argument("name", callback=library_name)
-@location_options()
-@click.pass_context
+@_library_command("profile")
 def profile_cmd(ctx: click.Context, name: str, **opts: Any) -> None:
     """Rebuild NAME's proposal profile and decision settings from its examples and show them.
 
@@ -305,11 +308,7 @@ def _delete_examples(store: Any, name: str, labels: tuple[str, ...], ids: tuple[
     click.echo(f"deleted {n} examples from library {name!r} ({store.count(name)} left)", err=True)
 
 
-@library.command("check")
-@click.argument("name", callback=library_name)
-@location_options()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_context
+@_library_command("check", json=True)
 def check_cmd(ctx: click.Context, name: str, as_json: bool, **opts: Any) -> None:
     """Read every example of library NAME back and compare with its metadata.
 
@@ -340,7 +339,7 @@ def check_cmd(ctx: click.Context, name: str, as_json: bool, **opts: Any) -> None
 @click.argument("name", callback=library_name)
 @location_options()
 @click.option("--rescue-dir", type=click.Path(file_okay=False), default=".",
-              show_default=True, help="Folder for the rescue export written before a rebuild.")
+              help="Folder for the rescue export written before a rebuild.")
 @click.pass_context
 def repair_cmd(ctx: click.Context, name: str, rescue_dir: str, **opts: Any) -> None:
     """Rebuild library NAME from the examples that read back whole.
@@ -371,10 +370,7 @@ def repair_cmd(ctx: click.Context, name: str, rescue_dir: str, **opts: Any) -> N
         ctx.exit(1)
 
 
-@library.command("optimize")
-@click.argument("name", callback=library_name)
-@location_options()
-@click.pass_context
+@_library_command("optimize")
 def optimize_cmd(ctx: click.Context, name: str, **opts: Any) -> None:
     """Merge segments and build the search index of an edge library (after large adds)."""
     import time
@@ -400,7 +396,6 @@ def optimize_cmd(ctx: click.Context, name: str, **opts: Any) -> None:
 @click.option(
     "--crops/--no-crops",
     default=False,
-    show_default=True,
     help="Also store each example's context crop as PNG (re-made from its source image), "
     "so the library can be re-embedded elsewhere.",
 )

@@ -30,7 +30,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 #: Set to 1 to see the traceback of an unexpected error instead of its one-line summary.
 DEBUG_ENV = "SAM_DETECT_DEBUG"
 
-CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+#: Inherited by every command: ``-h``, the width of ``--help``, and every option's default
+#: shown there (an option whose default is None, False or empty shows none).
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100, "show_default": True}
 
 
 class LazyGroup(click.Group):

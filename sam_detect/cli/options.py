@@ -56,42 +56,30 @@ def _library_or_default(ctx: click.Context | None, param: click.Parameter | None
 def location_options(prefix: str = "", what: str = "") -> Callable:
     """``--store/--library-path/--qdrant-url/--qdrant-api-key`` (the store option group
     without ``--library``); ``prefix="to-"`` gives the destination options of ``copy``."""
-    p = f"--{prefix}"
-    dest = prefix.replace("-", "_")
     env = not prefix  # env vars set the source/default location only
+
+    def option(name: str, envvar: str, help: str, env_help: str = "", end: str = "", **kwargs: Any) -> Callable:
+        """``--{prefix}name``, read from ``envvar`` (said in the help) for the source only."""
+        suffix = f"{env_help} [env: {envvar}]" if env else end
+        return click.option(
+            f"--{prefix}{name}", f"{prefix}{name}".replace("-", "_"),
+            envvar=envvar if env else None, help=help + suffix, **kwargs,
+        )
+
     decorators = [
-        click.option(
-            f"{p}store",
-            f"{dest}store",
-            type=click.Choice(STORE_CHOICES),
-            default=None,
-            envvar="SAM_DETECT_STORE" if env else None,
-            help=f"Vector store{what}: edge = the Qdrant engine embedded on a folder (the default); "
+        option(
+            "store", "SAM_DETECT_STORE",
+            f"Vector store{what}: edge = the Qdrant engine embedded on a folder (the default); "
             "qdrant = the Qdrant client (its local folder mode, or a server: the default with "
-            "--qdrant-url); memory (a .npz file)." + (" [env: SAM_DETECT_STORE]" if env else ""),
+            "--qdrant-url); memory (a .npz file).",
+            type=click.Choice(STORE_CHOICES), default=None,
         ),
-        click.option(
-            f"{p}library-path",
-            f"{dest}library_path",
-            type=click.Path(),
-            envvar=LIBRARY_ENV if env else None,
-            help=f"Folder of the embedded libraries{what}"
-            + (f" (default: per-user data folder). [env: {LIBRARY_ENV}]" if env else "."),
+        option(
+            "library-path", LIBRARY_ENV, f"Folder of the embedded libraries{what}",
+            " (default: per-user data folder).", ".", type=click.Path(),
         ),
-        click.option(
-            f"{p}qdrant-url",
-            f"{dest}qdrant_url",
-            envvar="SAM_DETECT_QDRANT_URL" if env else None,
-            help=f"Qdrant server URL{what}, e.g. http://localhost:6333."
-            + (" [env: SAM_DETECT_QDRANT_URL]" if env else ""),
-        ),
-        click.option(
-            f"{p}qdrant-api-key",
-            f"{dest}qdrant_api_key",
-            envvar="SAM_DETECT_QDRANT_API_KEY" if env else None,
-            help=f"API key for the Qdrant server{what}."
-            + (" [env: SAM_DETECT_QDRANT_API_KEY]" if env else ""),
-        ),
+        option("qdrant-url", "SAM_DETECT_QDRANT_URL", f"Qdrant server URL{what}, e.g. http://localhost:6333."),
+        option("qdrant-api-key", "SAM_DETECT_QDRANT_API_KEY", f"API key for the Qdrant server{what}."),
     ]
 
     return stack(decorators)

@@ -37,21 +37,18 @@ from sam_detect.refine import RefineOptions
     "--pad",
     type=finite(-10_000, 10_000),
     default=RefineOptions.pad,
-    show_default=True,
     help="Grow (+) or shrink (-) each box prompt by this many pixels per side.",
 )
 @click.option(
     "--grow",
     type=click.IntRange(-1000, 1000),
     default=RefineOptions.grow,
-    show_default=True,
     help="Dilate (+) or erode (-) each refined mask by this many pixels.",
 )
 @click.option(
     "--smooth",
     type=finite(0),
     default=RefineOptions.smooth,
-    show_default=True,
     help="Polygon simplification tolerance in pixels (0: keep every contour point).",
 )
 @click.option(
@@ -66,7 +63,6 @@ from sam_detect.refine import RefineOptions
     "--device",
     type=click.Choice(["auto", "cpu", "cuda"]),
     default="auto",
-    show_default=True,
     help="Where SAM2 runs.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")

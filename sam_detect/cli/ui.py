@@ -22,7 +22,6 @@ from sam_detect.cli.options import (
 @click.option(
     "--host",
     default="127.0.0.1",
-    show_default=True,
     envvar="SAM_DETECT_UI_HOST",
     help="Address to bind; 0.0.0.0 serves the whole network (anyone who reaches it can "
     "annotate). [env: SAM_DETECT_UI_HOST]",
@@ -32,7 +31,6 @@ from sam_detect.cli.options import (
     "-p",
     type=click.IntRange(1, 65535),
     default=8000,
-    show_default=True,
     envvar="SAM_DETECT_UI_PORT",
     help="Port to serve on. [env: SAM_DETECT_UI_PORT]",
 )
@@ -40,21 +38,18 @@ from sam_detect.cli.options import (
     "--open/--no-open",
     "open_browser",
     default=False,
-    show_default=True,
     help="Open the page in the default web browser.",
 )
 @click.option(
     "--max-upload-mb",
     type=click.FloatRange(0, min_open=True),
     default=64,
-    show_default=True,
     help="Largest accepted upload, in MiB.",
 )
 @click.option(
     "--max-pixels",
     type=click.IntRange(1),
     default=40_000_000,
-    show_default=True,
     help="Largest image (height x width of one frame) the UI opens.",
 )
 @click.option(

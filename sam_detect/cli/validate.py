@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,27 +40,30 @@ def finite(min: float | None = None, max: float | None = None, **kw: Any) -> Fin
 
 def library_name(ctx: click.Context | None, param: click.Parameter | None, value: Any) -> Any:
     """Click callback: refuse a library name that breaks the name policy (before any work)."""
-    if value is None:
-        return value
     from sam_detect.errors import InvalidNameError
     from sam_detect.names import check_library_name
 
-    try:
-        return check_library_name(value)
-    except InvalidNameError as e:
-        raise click.BadParameter(str(e), ctx=ctx, param=param) from None
+    return _policy(check_library_name, InvalidNameError, ctx, param, value)
 
 
 def label_option(ctx: click.Context | None, param: click.Parameter | None, value: Any) -> Any:
     """Click callback: refuse a label that breaks the label policy."""
-    if value is None:
-        return value
     from sam_detect.errors import AnnotationError
     from sam_detect.names import check_label
 
+    return _policy(check_label, AnnotationError, ctx, param, value)
+
+
+def _policy(
+    check: Callable[[Any], Any], error: type[Exception], ctx: click.Context | None,
+    param: click.Parameter | None, value: Any,
+) -> Any:
+    """``check(value)`` (``None`` passes), its ``error`` as ``click.BadParameter`` (exit 2)."""
+    if value is None:
+        return value
     try:
-        return check_label(value)
-    except AnnotationError as e:
+        return check(value)
+    except error as e:
         raise click.BadParameter(str(e), ctx=ctx, param=param) from None
 
 

@@ -45,7 +45,6 @@ from sam_detect.cli.validate import finite, output_file
     "--every",
     type=click.IntRange(1),
     default=1,
-    show_default=True,
     help="Detect on every N-th frame; the others show the latest result.",
 )
 @click.option(
@@ -57,7 +56,6 @@ from sam_detect.cli.validate import finite, output_file
     "--change-threshold",
     type=finite(0, 255),
     default=3.0,
-    show_default=True,
     help="Reuse the last result when a frame changed by less than this many gray levels "
     "(frames shrunk up to 16x); 0 re-detects every frame.",
 )
@@ -78,7 +76,6 @@ from sam_detect.cli.validate import finite, output_file
     "--queue-size",
     type=click.IntRange(1, 1000),
     default=2,
-    show_default=True,
     help="Frames buffered between reading and detection.",
 )
 @click.option("--no-track", is_flag=True, help="No track ids and no label smoothing.")
@@ -86,14 +83,12 @@ from sam_detect.cli.validate import finite, output_file
     "--max-age",
     type=click.IntRange(0, 1_000_000),
     default=5,
-    show_default=True,
     help="Detections a track may miss before its id is retired.",
 )
 @click.option(
     "--smooth",
     type=click.IntRange(1, 1000),
     default=9,
-    show_default=True,
     help="Recent labels per track that vote on its label (1: no smoothing).",
 )
 @click.option(
@@ -113,7 +108,6 @@ from sam_detect.cli.validate import finite, output_file
     "--tolerance",
     type=finite(0),
     default=1.0,
-    show_default=True,
     help="Polygon simplification in pixels for --jsonl.",
 )
 @click.option("--no-polygons", is_flag=True, help="Leave polygons out of the JSON lines.")

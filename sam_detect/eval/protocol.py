@@ -23,225 +23,37 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import shutil
-import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from sam_detect.errors import AnnotationError
+from sam_detect.eval.inputs import (
+    ImageRef,
+    draw_examples,
+    gt_instances,
+    image_indices,
+    image_name,
+    labels_of_gt,
+    load_eval_image,
+)
 from sam_detect.eval.metrics import (
     DEFAULT_IOU_THRESHOLDS,
     Metrics,
     MetricsAccumulator,
     instances_iou,
 )
+from sam_detect.eval.recording import RecordingSegmenter, RecordingStore, temp_store
 from sam_detect.instances import NEGATIVE, UNKNOWN, Instances
 
 log = logging.getLogger("sam_detect.eval")
 
 DEFAULT_CURVE = tuple(round(float(t), 2) for t in np.arange(0.0, 1.0001, 0.05))
 STAGES = ("segment", "crop", "embed", "search", "total")
-
-
-# ----------------------------------------------------------------------------------------
-# inputs
-# ----------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ImageRef:
-    """An image loaded on demand: a file, and a frame / channel of a stack."""
-
-    path: str
-    frame: int | None = None
-    channel: int | tuple[int, ...] | None = None
-
-    @property
-    def name(self) -> str:
-        base = Path(self.path).name
-        return base if self.frame is None else f"{base}[{self.frame}]"
-
-    def load(self):
-        from sam_detect.io.images import load_image
-
-        return load_image(self.path, channel=self.channel, frame=self.frame)
-
-
-def _load(image: Any):
-    """A ``LoadedImage`` from an :class:`ImageRef`, a path, a ``LoadedImage`` or an array."""
-    from sam_detect.io.images import as_loaded_image
-
-    return image.load() if isinstance(image, ImageRef) else as_loaded_image(image)
-
-
-def _image_name(image: Any, index: int) -> str:
-    if isinstance(image, ImageRef):
-        return image.name
-    if isinstance(image, (str, Path)):
-        return Path(image).name
-    path = getattr(image, "path", None)
-    if path:
-        frame = getattr(image, "frame", None)
-        return Path(path).name + ("" if frame is None else f"[{frame}]")
-    return f"image {index}"
-
-
-def _gt_instances(gt: Any, label: str | None, where: str) -> Instances:
-    """Ground truth of one image: ``Instances`` (``label`` overrides its labels) or a label image."""
-    from sam_detect.formats import DEFAULT_LABEL, label_image_to_instances
-
-    if isinstance(gt, Instances):
-        if label is not None:
-            gt = gt[np.arange(len(gt))]
-            gt.labels[:] = label
-        elif len(gt) and any(lab is None for lab in gt.labels):
-            gt = gt[np.arange(len(gt))]
-            gt.labels[:] = [DEFAULT_LABEL if lab is None else lab for lab in gt.labels]
-        return gt
-    return label_image_to_instances(_label_array(gt, where), label)
-
-
-def _label_array(gt: Any, where: str) -> np.ndarray:
-    arr = np.asarray(gt)
-    if arr.ndim != 2 or not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool):
-        raise AnnotationError(
-            f"ground truth of {where}: expected Instances or an (H, W) integer label image, "
-            f"got {type(gt).__name__} {getattr(arr, 'shape', '')} {getattr(arr, 'dtype', '')}"
-        )
-    return arr
-
-
-def _gt_labels(gt: Any, label: str | None, where: str) -> np.ndarray:
-    """Labels of one image's ground truth without building its masks (label images are cheap)."""
-    if isinstance(gt, Instances):
-        return _gt_instances(gt, label, where).labels
-    ids = np.unique(_label_array(gt, where))
-    n = int((ids != 0).sum())
-    from sam_detect.formats import DEFAULT_LABEL
-
-    return np.array([label or DEFAULT_LABEL] * n, dtype=object)
-
-
-def _indices(spec: Sequence[int] | None, n: int, what: str) -> list[int]:
-    if spec is None:
-        return list(range(n))
-    out = sorted({int(i) for i in spec})
-    bad = [i for i in out if not 0 <= i < n]
-    if bad:
-        raise ValueError(f"{what}: image index {bad[0]} out of range 0..{n - 1}")
-    if not out:
-        raise ValueError(f"{what}: no images selected")
-    return out
-
-
-# ----------------------------------------------------------------------------------------
-# example drawing
-# ----------------------------------------------------------------------------------------
-def draw_examples(
-    gt_labels: Sequence[Sequence[Any]],
-    shots: int,
-    seed: int = 0,
-    examples_from: Sequence[int] | None = None,
-) -> dict[int, np.ndarray]:
-    """Pick ``shots`` ground-truth objects per class, at random but reproducibly.
-
-    Args:
-        gt_labels: per image, the labels of its ground-truth objects.
-        shots: examples per class (a class with fewer objects gives all it has).
-        seed: seed of ``numpy.random.default_rng``.
-        examples_from: indices of the images to draw from (default: all).
-
-    Returns:
-        ``{image index: sorted int64 indices of the drawn objects}`` for images with draws.
-    """
-    if shots < 1:
-        raise ValueError(f"shots must be >= 1, got {shots}")
-    images = _indices(examples_from, len(gt_labels), "examples_from")
-    pool: dict[str, list[tuple[int, int]]] = {}
-    for i in images:
-        for j, lab in enumerate(gt_labels[i]):
-            pool.setdefault(str(lab), []).append((i, j))
-    rng = np.random.default_rng(seed)
-    chosen: dict[int, list[int]] = {}
-    for lab in sorted(pool):
-        cands = pool[lab]
-        take = rng.choice(len(cands), size=min(shots, len(cands)), replace=False)
-        for k in sorted(take.tolist()):
-            i, j = cands[k]
-            chosen.setdefault(i, []).append(j)
-    return {i: np.array(sorted(js), dtype=np.int64) for i, js in sorted(chosen.items())}
-
-
-# ----------------------------------------------------------------------------------------
-# recording wrappers: see what the pipeline's stages produced, unchanged
-# ----------------------------------------------------------------------------------------
-class _RecordingSegmenter:
-    """Passes calls through to a segmenter and keeps the last candidates it proposed."""
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-        self.last: Instances | None = None
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    def segment(self, image: np.ndarray, profile: dict | None = None) -> Instances:
-        from sam_detect.segment.base import segment_with_profile
-
-        out = segment_with_profile(self._inner, image, profile)
-        self.last = out
-        return out
-
-    def prompt(self, image: np.ndarray, box: Any = None, point: Any = None) -> Instances:
-        return self._inner.prompt(image, box=box, point=point)
-
-
-class _RecordingStore:
-    """Passes calls through to a store and keeps the last search results."""
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-        self.last: list | None = None  # every result since the last reset, in call order
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    def search(self, name: str, queries: np.ndarray, top_k: int) -> list:
-        out = self._inner.search(name, queries, top_k)
-        self.last = list(out) if self.last is None else [*self.last, *out]
-        return out
-
-
-def _temp_store(config: Any) -> tuple[Any, Callable[[], None], str]:
-    """A fresh store for a temporary library: (store, cleanup, description)."""
-    from sam_detect.store import create_store
-
-    opts = dict(config.store_options)
-    if config.store == "qdrant" and opts.get("url"):
-        store = create_store("qdrant", **opts)
-
-        def cleanup() -> None:
-            for name in store.list_libraries():
-                if name.startswith("eval-"):
-                    store.delete_library(name)
-            store.close()
-
-        return store, cleanup, f"qdrant server {opts['url']}"
-    if config.store in ("qdrant", "edge"):
-        tmp = tempfile.mkdtemp(prefix="sam-detect-eval-")
-        store = create_store(config.store, path=tmp)
-
-        def cleanup() -> None:
-            store.close()
-            shutil.rmtree(tmp, ignore_errors=True)
-
-        return store, cleanup, f"{config.store} in a temporary folder"
-    store = create_store(config.store)
-    return store, store.close, config.store
 
 
 # ----------------------------------------------------------------------------------------
@@ -461,23 +273,23 @@ def evaluate(
         if not 0 < t <= 1:
             raise ValueError(f"IoU thresholds must be in (0, 1], got {t}")
     n = len(images)
-    names = [_image_name(im, i) for i, im in enumerate(images)]
-    ex_images = _indices(examples_from, n, "examples_from")
-    det_images = _indices(detect_on, n, "detect_on")
+    names = [image_name(im, i) for i, im in enumerate(images)]
+    ex_images = image_indices(examples_from, n, "examples_from")
+    det_images = image_indices(detect_on, n, "detect_on")
     labels_per_image = [
-        _gt_labels(gt[i], label, names[i]) if i in ex_images else [] for i in range(n)
+        labels_of_gt(gt[i], label, names[i]) if i in ex_images else [] for i in range(n)
     ]
     drawn = draw_examples(labels_per_image, shots, seed, ex_images)
     if not drawn:
         raise AnnotationError("the example images hold no annotated objects to draw examples from")
 
-    store, cleanup, store_desc = _temp_store(config)
+    store, cleanup, store_desc = temp_store(config)
     library = f"eval-{uuid.uuid4().hex[:8]}"
     run_config = dataclasses.replace(config, library=library, keep_unknown=False)
-    rec_store = _RecordingStore(store)
+    rec_store = RecordingStore(store)
     # Resolve the stages ("auto" included) once, then hand the pipeline a watched segmenter.
     probe = SAMDetect(run_config, segmenter=segmenter, embedder=embedder, store=rec_store)
-    rec_seg = _RecordingSegmenter(probe.segmenter)
+    rec_seg = RecordingSegmenter(probe.segmenter)
     det = SAMDetect(run_config, segmenter=rec_seg, embedder=probe.embedder, store=rec_store)
     det.choices.update(probe.choices)
     examples: dict[str, int] = {}
@@ -486,8 +298,8 @@ def evaluate(
     try:
         # 1. examples
         for i, idx in drawn.items():
-            loaded = _load(images[i])
-            g = _gt_instances(gt[i], label, names[i])
+            loaded = load_eval_image(images[i])
+            g = gt_instances(gt[i], label, names[i])
             _check_hw(g, loaded.rgb.shape[:2], names[i])
             chosen = g[idx]
             det.add_examples(loaded, chosen)
@@ -500,8 +312,8 @@ def evaluate(
 
             it = tqdm(det_images, desc="detecting", unit="image")
         for i in it:
-            loaded = _load(images[i])
-            g = _gt_instances(gt[i], label, names[i])
+            loaded = load_eval_image(images[i])
+            g = gt_instances(gt[i], label, names[i])
             _check_hw(g, loaded.rgb.shape[:2], names[i])
             ignore = np.zeros(len(g), dtype=bool)
             if i in drawn and not score_examples:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from sam_detect.errors import AnnotationError
+from sam_detect.errors import AnnotationError, ImageLoadError
 from sam_detect.formats._common import DEFAULT_LABEL, PathLike, check_exists
 from sam_detect.instances import Instances
 
@@ -25,6 +25,8 @@ def read_label_image(path: PathLike, channel: int | None = None) -> np.ndarray:
     (``T``, ``Z``, pages...) is a frame axis, flattened in file order. A file with a ``C``
     axis (an OME ``CTYX`` image whose label masks sit in one channel) needs ``channel``.
     """
+    from sam_detect.io.images import check_series_size
+
     path = Path(path)
     check_exists(path)
     suffix = path.suffix.lower()
@@ -36,6 +38,7 @@ def read_label_image(path: PathLike, channel: int | None = None) -> np.ndarray:
             with tifffile.TiffFile(path) as tf:
                 series = tf.series[0]
                 axes = series.axes
+                check_series_size(path, axes.upper(), tuple(int(x) for x in series.shape), series.dtype.itemsize)
                 arr = series.asarray()
         elif suffix == ".npy":
             arr = np.load(path, allow_pickle=False)
@@ -44,6 +47,8 @@ def read_label_image(path: PathLike, channel: int | None = None) -> np.ndarray:
 
             with Image.open(path) as im:
                 arr = np.asarray(im)  # 'P' (palette) images give their indices, as wanted
+    except ImageLoadError:
+        raise  # too large to read: said as for any image
     except Exception as e:  # noqa: BLE001 - any decoder failure is a bad file for the user
         raise AnnotationError(f"{path}: cannot read label image ({type(e).__name__}: {e})") from e
     arr = np.asarray(arr)
@@ -137,29 +142,18 @@ def read_label_frames(
 
 
 def read_label_array(path: PathLike, frame: int | None, channel: int | None) -> np.ndarray:
-    """One label image (integer ids, 0 = background) of any image file the image loader reads
-    (:func:`~sam_detect.io.images.read_stack`): frame ``frame`` of a stack (a one-frame file
-    serves any frame), channel ``channel`` of a multi-channel one. The ``--labels`` of ``add``.
+    """One ``(H, W)`` label image of a file (:func:`read_label_image`): frame ``frame`` of a
+    stack (a one-frame file serves any frame), channel ``channel`` of a multi-channel one.
+    The ``--labels`` of ``add``.
     """
-    from sam_detect.io.images import read_stack
-
-    stack, _ = read_stack(path)
-    if stack.shape[0] == 1:
-        lab = stack[0]
-    elif frame is None:
-        raise AnnotationError(f"{path}: the label file holds {stack.shape[0]} frames; pick one with --frame")
-    elif not 0 <= frame < stack.shape[0]:
-        raise AnnotationError(f"{path}: --frame {frame} out of range 0..{stack.shape[0] - 1}")
-    else:
-        lab = stack[frame]
-    lab = np.asarray(lab)
-    if lab.ndim == 3:
-        if channel is None:
-            raise AnnotationError(f"{path}: the label file has {lab.shape[2]} channels; pick one with --labels-channel")
-        if not 0 <= channel < lab.shape[2]:
-            raise AnnotationError(f"{path}: --labels-channel {channel} out of range 0..{lab.shape[2] - 1}")
-        lab = lab[..., channel]
-    return lab
+    arr = read_label_image(path, channel)
+    if arr.ndim == 2 or len(arr) == 1:
+        return arr.reshape(arr.shape[-2:])
+    if frame is None:
+        raise AnnotationError(f"{path}: the label file holds {len(arr)} frames; pick one with --frame")
+    if not 0 <= frame < len(arr):
+        raise AnnotationError(f"{path}: --frame {frame} out of range 0..{len(arr) - 1}")
+    return arr[frame]
 
 
 def instances_to_label_image(instances: Instances, dtype: Any = None) -> np.ndarray:

@@ -24,14 +24,17 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
 from sam_detect.errors import ImageLoadError
-
-Merge = Literal["max", "mean", "rgb"]
-ChannelSpec = int | Sequence[int] | None
+from sam_detect.io.render import (
+    ChannelSpec,
+    Merge,
+    guess_channel_axis,
+    normalise_channel_spec,
+    render,
+)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 #: Largest image plane (height x width) read, for every format, checked from the file's header
@@ -46,7 +49,6 @@ MAX_PIXELS_ENV = "SAM_DETECT_MAX_PIXELS"
 MAX_READ_BYTES = 4 << 30
 _TIFF_EXTENSIONS = (".tif", ".tiff")
 _CHANNEL_AXES = "CS"
-_MERGES = ("max", "mean", "rgb")
 
 
 @dataclass
@@ -137,7 +139,7 @@ def load_image(
         index = _pick_frame(p, frame, n_frames, source_axes, source_shape)
         original = stack[index]
     is_rgb = axes.endswith("S")
-    rgb = _render(
+    rgb = render(
         original, channel=channel, merge=merge, percentiles=percentiles, is_rgb=is_rgb, where=str(p)
     )
     return LoadedImage(
@@ -149,7 +151,7 @@ def load_image(
         source_shape=source_shape,
         frame=None if frame is None else index,
         n_frames=n_frames,
-        channel=_normalise_channel_spec(channel),
+        channel=normalise_channel_spec(channel),
         merge=merge,
     )
 
@@ -198,7 +200,7 @@ def to_rgb_uint8(
         raise ImageLoadError(f"image is empty (shape {arr.shape}); expected (H, W) or (H, W, C)")
     is_rgb = False
     if arr.ndim == 3:
-        axis = _guess_channel_axis(arr.shape) if channel_axis is None else channel_axis
+        axis = guess_channel_axis(arr.shape) if channel_axis is None else channel_axis
         if axis not in (0, 2, -1):
             raise ImageLoadError(
                 f"cannot tell the channel axis of an array of shape {arr.shape}; expected "
@@ -209,7 +211,7 @@ def to_rgb_uint8(
         else:
             # Plain (H, W, 3|4) arrays are photographs: RGB(A), kept in colour.
             is_rgb = arr.shape[2] in (3, 4)
-    return _render(arr, channel=channel, merge=merge, percentiles=percentiles, is_rgb=is_rgb)
+    return render(arr, channel=channel, merge=merge, percentiles=percentiles, is_rgb=is_rgb)
 
 
 def as_loaded_image(image: object) -> LoadedImage:
@@ -331,6 +333,11 @@ def _check_size(p: Path, h: int, w: int, nbytes: int | None = None) -> None:
         )
 
 
+def check_series_size(p: Path, axes: str, shape: tuple[int, ...], itemsize: int) -> None:
+    """:func:`_check_size` for a TIFF series of ``axes`` (upper case) and ``shape``, read whole."""
+    _check_size(p, *_series_hw(axes, shape), nbytes=int(np.prod(shape)) * itemsize)
+
+
 def _series_hw(axes: str, shape: tuple[int, ...]) -> tuple[int, int]:
     h = int(shape[axes.index("Y")]) if "Y" in axes else 1
     w = int(shape[axes.index("X")]) if "X" in axes else int(np.prod(shape) or 1)
@@ -347,7 +354,7 @@ def _read_tiff(p: Path) -> tuple[np.ndarray, str]:
             series = tif.series[0]
             axes = series.axes.upper()
             shape = tuple(int(x) for x in series.shape)
-            _check_size(p, *_series_hw(axes, shape), nbytes=int(np.prod(shape)) * series.dtype.itemsize)
+            check_series_size(p, axes, shape, series.dtype.itemsize)
             data = series.asarray()
     except ImageLoadError:
         raise
@@ -540,133 +547,6 @@ def _check_frame(p: Path, frame: int, n_frames: int) -> int:
             f"(0..{n_frames - 1})"
         )
     return int(frame) % n_frames
-
-
-# ---------------------------------------------------------------------------------------
-# rendering
-# ---------------------------------------------------------------------------------------
-def _guess_channel_axis(shape: tuple[int, ...]) -> int | None:
-    h_last, w_last, c_last = shape
-    if c_last <= 4:
-        return 2
-    c_first = shape[0]
-    if c_first <= 16 and c_first < min(shape[1], shape[2]):
-        return 0
-    if c_last <= 16 and c_last < min(h_last, w_last):
-        return 2
-    return None
-
-
-def _normalise_channel_spec(channel: ChannelSpec) -> int | tuple[int, ...] | None:
-    if channel is None or isinstance(channel, (int, np.integer)):
-        return None if channel is None else int(channel)
-    return tuple(int(c) for c in channel)
-
-
-def _render(
-    arr: np.ndarray,
-    *,
-    channel: ChannelSpec,
-    merge: str,
-    percentiles: tuple[float, float],
-    is_rgb: bool,
-    where: str | None = None,
-) -> np.ndarray:
-    """``(H, W)`` or ``(H, W, C)`` (channels last) -> ``(H, W, 3)`` uint8."""
-    prefix = f"{where}: " if where else ""
-    if merge not in _MERGES:
-        raise ImageLoadError(f"{prefix}merge must be one of {', '.join(_MERGES)}, got {merge!r}")
-    if arr.size == 0:
-        raise ImageLoadError(f"{prefix}image is empty (shape {arr.shape})")
-    if arr.ndim not in (2, 3):
-        raise ImageLoadError(
-            f"{prefix}expected a 2-D (H, W) or 3-D (H, W, C) image, got {arr.ndim}-D shape {arr.shape}"
-        )
-    lo_p, hi_p = percentiles
-    if not 0.0 <= lo_p < hi_p <= 100.0:
-        raise ImageLoadError(
-            f"{prefix}percentiles must satisfy 0 <= low < high <= 100, got {percentiles}"
-        )
-    if arr.ndim == 2:
-        _resolve_channels(channel, 1, prefix)  # only channel 0 (or -1) exists
-        return _gray_to_rgb(_scale(arr, percentiles))
-    n_chan = arr.shape[2]
-    chans = _resolve_channels(channel, n_chan, prefix)
-    if chans is None:
-        if n_chan == 1:
-            return _gray_to_rgb(_scale(arr[..., 0], percentiles))
-        if is_rgb:
-            rgb = arr[..., :3]  # drop alpha
-            # one scale for the three colour samples keeps the colour balance
-            return np.ascontiguousarray(_scale(rgb, percentiles))
-        chans = list(range(n_chan))
-    if len(chans) == 1:
-        return _gray_to_rgb(_scale(arr[..., chans[0]], percentiles))
-    if merge == "rgb":
-        if len(chans) > 3:
-            raise ImageLoadError(
-                f"{prefix}merge='rgb' takes at most 3 channels, got {len(chans)} "
-                f"({chans}); pass channel=[r, g, b] to pick them"
-            )
-        out = np.zeros(arr.shape[:2] + (3,), dtype=np.uint8)
-        for k, c in enumerate(chans):
-            out[..., k] = _scale(arr[..., c], percentiles)
-        return out
-    scaled = [_scale(arr[..., c], percentiles) for c in chans]
-    if merge == "max":
-        gray = np.maximum.reduce(scaled)
-    else:
-        gray = np.rint(np.mean(np.stack(scaled, axis=0), axis=0, dtype=np.float32)).astype(np.uint8)
-    return _gray_to_rgb(gray)
-
-
-def _resolve_channels(channel: ChannelSpec, n_chan: int, prefix: str) -> list[int] | None:
-    if channel is None:
-        return None
-    items = [channel] if isinstance(channel, (int, np.integer)) else list(channel)
-    if not items:
-        raise ImageLoadError(f"{prefix}channel list is empty; pass indices in 0..{n_chan - 1}")
-    out = []
-    for c in items:
-        if isinstance(c, bool) or not isinstance(c, (int, np.integer)):
-            raise ImageLoadError(f"{prefix}channel must be an int or a list of ints, got {c!r}")
-        if not -n_chan <= c < n_chan:
-            raise ImageLoadError(
-                f"{prefix}channel {int(c)} out of range: the image has {n_chan} "
-                f"channel{'s' if n_chan != 1 else ''} "
-                f"(0..{n_chan - 1})"
-            )
-        out.append(int(c) % n_chan)
-    return out
-
-
-def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:
-    return np.repeat(gray[:, :, None], 3, axis=2)
-
-
-def _scale(arr: np.ndarray, percentiles: tuple[float, float]) -> np.ndarray:
-    """uint8 unchanged; bool to 0/255; anything else percentile-scaled to uint8."""
-    if arr.dtype == np.uint8:
-        return arr
-    if arr.dtype == bool:
-        return arr.astype(np.uint8) * 255
-    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
-        raise ImageLoadError(f"unsupported pixel type {arr.dtype}; expected integer, float or bool")
-    x = arr.astype(np.float32, copy=False)
-    finite = np.isfinite(x)
-    if not finite.all():
-        x = np.where(finite, x, 0.0).astype(np.float32)
-    # Percentiles of a strided subsample are as good as of all pixels and much cheaper.
-    flat = x.reshape(-1)
-    step = max(1, flat.size // 1_000_000)
-    lo, hi = np.percentile(flat[::step], percentiles)
-    if hi <= lo:
-        lo, hi = float(flat.min()), float(flat.max())
-    if hi <= lo:  # constant image
-        return np.zeros(arr.shape, dtype=np.uint8)
-    out = (x - np.float32(lo)) * np.float32(255.0 / (hi - lo))
-    np.clip(out, 0, 255, out=out)
-    return np.rint(out).astype(np.uint8)
 
 
 __all__ = [

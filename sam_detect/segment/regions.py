@@ -48,15 +48,21 @@ from typing import Any
 
 import numpy as np
 
-from sam_detect.errors import AnnotationError, ImageLoadError
 from sam_detect.instances import Instances
 from sam_detect.masks import MaskCrop
+from sam_detect.segment.base import as_segmenter_image, pixel_prompt
+from sam_detect.segment.regions_ops import (
+    SIMILARITY_LETTERS,
+    RegionGroups,
+    edge_map,
+    group_regions,
+    texture_codes,
+    to_colour_space,
+)
 
 _COLOUR_SPACES = ("lab", "hsv", "rgb")
 _OVERSEGMENTATIONS = ("felzenszwalb", "slic")
-_SIM_LETTERS = "ctsf"
-_HIST_BINS = 25  # colour histogram bins per channel (Selective Search)
-_LBP_POINTS = 8  # uniform LBP with 8 neighbours: 10 codes per channel
+
 
 
 @dataclass
@@ -117,7 +123,7 @@ class RegionsConfig:
         bad = [c for c in self.colour_spaces if c not in _COLOUR_SPACES]
         if bad:
             raise ValueError(f"colour_spaces must be among {', '.join(_COLOUR_SPACES)}, got {bad}")
-        bad = [s for s in self.similarities if not s or set(s) - set(_SIM_LETTERS)]
+        bad = [s for s in self.similarities if not s or set(s) - set(SIMILARITY_LETTERS)]
         if bad:
             raise ValueError(
                 f"similarities must be non-empty strings of the letters c, t, s, f "
@@ -154,22 +160,10 @@ def _tuple(value: Any, name: str, kind: type) -> tuple:
 
 
 @dataclass
-class _Base:
-    """One over-segmentation and the distinct candidates grouped from it."""
-
-    labels: np.ndarray  # (h, w) int32 region ids 0..n-1 of the working image
-    members: np.ndarray  # (P, n) bool: which regions make up each candidate
-    contrast: np.ndarray  # (P,) float32: outline gradient strength, 0..1
-    distinct: np.ndarray  # (P,) float32: colour difference from the adjacent regions, 0..1
-    area: np.ndarray  # (P,) int64 full-resolution pixels
-    boxes: np.ndarray  # (P, 4) int64 XYXY, exclusive ends, full resolution
-
-
-@dataclass
 class _Pool:
     """Every candidate of an image (after the area filters), best score first."""
 
-    bases: list[_Base]
+    bases: list[RegionGroups]
     base: np.ndarray  # (Q,) which base
     row: np.ndarray  # (Q,) which row of that base
     score: np.ndarray  # (Q,) float32
@@ -263,10 +257,7 @@ class RegionsSegmenter:
         return kept_q, kept
 
     def prompt(
-        self,
-        image: np.ndarray,
-        box: np.ndarray | None = None,
-        point: np.ndarray | None = None,
+        self, image: np.ndarray, box: np.ndarray | None = None, point: np.ndarray | None = None
     ) -> Instances:
         """One instance for a prompt on ``image``, chosen among all candidate regions
         (before NMS and the ``max_proposals`` cap).
@@ -283,21 +274,9 @@ class RegionsSegmenter:
             ``Instances`` of length 1, or empty when no candidate fits (e.g. the point lies
             in a region larger than ``max_area``).
         """
-        from sam_detect.masks import validate_box, validate_point
-
-        img = _as_rgb(image)
+        img = as_segmenter_image(image)
         h, w = img.shape[:2]
-        if box is None and point is None:
-            raise AnnotationError(
-                "prompt needs a box (x1, y1, x2, y2) or a point (x, y); got neither"
-            )
-        bx = pt = None
-        if box is not None:
-            b = validate_box(box, (h, w))
-            bx = (int(np.floor(b[0])), int(np.floor(b[1])), int(np.ceil(b[2])), int(np.ceil(b[3])))
-        if point is not None:
-            p = validate_point(point, (h, w))
-            pt = (int(p[0]), int(p[1]))
+        bx, pt = pixel_prompt(box, point, (h, w))
         pool = self._pool(img)
         ok = np.ones(len(pool.score), bool)
         if pt is not None:
@@ -360,7 +339,7 @@ class RegionsSegmenter:
         return inst
 
     def _pool(self, image: np.ndarray) -> _Pool:
-        img = _as_rgb(image)
+        img = as_segmenter_image(image)
         # the options are part of the key: a config edited in place must not hit a stale entry
         key = (
             hashlib.blake2b(img.tobytes(), digest_size=16).digest()
@@ -389,14 +368,14 @@ class RegionsSegmenter:
         # nearest-neighbour maps from image to working pixels (masks come back full size)
         ymap = np.arange(h, dtype=np.int64) * sh // h
         xmap = np.arange(w, dtype=np.int64) * sw // w
-        edge = _edge_map(small)
+        edge = edge_map(small)
         # outline strength is measured against the image's strong edges (scale-free)
         strong = float(np.percentile(edge, 99)) if edge.size else 0.0
-        bases: list[_Base] = []
+        bases: list[RegionGroups] = []
         slic_cache: dict[int, np.ndarray] = {}  # SLIC runs on RGB: one per size, any space
         for space in cfg.colour_spaces:
-            x = _colour(small, space)
-            tex = _texture_codes(x)
+            x = to_colour_space(small, space)
+            tex = texture_codes(x)
             if cfg.oversegmentation == "felzenszwalb":
                 segmentations = (self._oversegment(small, x, p) for p in cfg.scales)
             else:
@@ -406,7 +385,7 @@ class RegionsSegmenter:
                         slic_cache[int(p)] = self._oversegment(small, x, p)
                     segmentations.append(slic_cache[int(p)])
             for labels in segmentations:
-                bases.append(_group(labels, x, tex, edge, strong, cfg.similarities, ymap, xmap))
+                bases.append(group_regions(labels, x, tex, edge, strong, cfg.similarities, ymap, xmap))
         min_px = max(cfg.min_area * h * w if cfg.min_area < 1 else cfg.min_area, 1)
         max_px = cfg.max_area * h * w
         parts: list[tuple[np.ndarray, ...]] = []
@@ -456,214 +435,6 @@ class RegionsSegmenter:
             )
         # contiguous ids 0..n-1 (a lookup table, no sort)
         return (segmentation.relabel_sequential(lab + 1)[0] - 1).astype(np.int32)
-
-
-# ----------------------------------------------------------------------------------------
-# helpers
-# ----------------------------------------------------------------------------------------
-def _as_rgb(image: np.ndarray) -> np.ndarray:
-    """``(H, W, 3)`` uint8 as given; gray, RGBA and other dtypes through ``to_rgb_uint8``."""
-    img = np.asarray(image)
-    if img.ndim == 3 and img.shape[2] == 1:
-        img = img[..., 0]
-    if img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3:
-        if img.shape[0] == 0 or img.shape[1] == 0:
-            raise ImageLoadError(f"image is empty (shape {img.shape})")
-        return img
-    from sam_detect.io.images import to_rgb_uint8
-
-    return to_rgb_uint8(img)
-
-
-def _colour(rgb: np.ndarray, space: str) -> np.ndarray:
-    """``(h, w, 3)`` float32 in ``0..1`` per channel."""
-    from skimage import color
-
-    if space == "rgb":
-        return rgb.astype(np.float32) / 255.0
-    if space == "hsv":
-        return color.rgb2hsv(rgb).astype(np.float32)
-    lab = color.rgb2lab(rgb).astype(np.float32)
-    lab[..., 0] /= 100.0
-    lab[..., 1:] = (lab[..., 1:] + 128.0) / 255.0
-    return np.clip(lab, 0.0, 1.0)
-
-
-def _texture_codes(x: np.ndarray) -> np.ndarray:
-    """``(h, w, 3)`` uint8 uniform local-binary-pattern codes (``0..P+1``) per channel."""
-    from skimage.feature import local_binary_pattern
-
-    out = np.empty(x.shape, np.uint8)
-    for c in range(x.shape[2]):
-        ch = np.round(x[..., c] * 255).astype(np.uint8)
-        out[..., c] = local_binary_pattern(ch, _LBP_POINTS, 1, method="uniform").astype(np.uint8)
-    return out
-
-
-def _edge_map(rgb: np.ndarray) -> np.ndarray:
-    """Colour gradient magnitude ``(h, w)`` float32: Sobel on a lightly smoothed Lab image."""
-    import cv2
-
-    x = _colour(rgb, "lab")
-    x = cv2.GaussianBlur(x, (0, 0), 1.0)
-    gx = cv2.Sobel(x, cv2.CV_32F, 1, 0, ksize=3)
-    gy = cv2.Sobel(x, cv2.CV_32F, 0, 1, ksize=3)
-    g = gx * gx + gy * gy
-    return np.sqrt(g.sum(axis=2) if g.ndim == 3 else g)
-
-
-def _histograms(labels: np.ndarray, codes: np.ndarray, bins: int, n: int) -> np.ndarray:
-    """``(n, channels * bins)`` float64 per-region histograms of integer ``codes``, L1-normalised."""
-    flat = labels.ravel().astype(np.int64) * bins
-    parts = [
-        np.bincount(flat + codes[..., c].ravel(), minlength=n * bins).reshape(n, bins)
-        for c in range(codes.shape[2])
-    ]
-    hist = np.concatenate(parts, axis=1).astype(np.float64)
-    return hist / np.maximum(hist.sum(axis=1, keepdims=True), 1)
-
-
-class _Similarity:
-    """Selective Search similarity of two regions, with region features kept up to date as
-    regions merge (the ``merge_func`` / ``weight_func`` of ``merge_hierarchical``)."""
-
-    def __init__(self, spec: str, sizes, hc, ht, boxes, area_img: float) -> None:
-        self.use_c, self.use_t, self.use_s, self.use_f = (c in spec for c in _SIM_LETTERS)
-        self.sizes, self.hc, self.ht, self.boxes = sizes.copy(), hc.copy(), ht.copy(), boxes.copy()
-        self.area_img = area_img
-        self.merged: list[list[int]] = []  # the base regions of each merged region, in order
-
-    def __call__(self, i: int, j: int) -> float:
-        out = 0.0
-        if self.use_c:
-            out += float(np.minimum(self.hc[i], self.hc[j]).sum())
-        if self.use_t:
-            out += float(np.minimum(self.ht[i], self.ht[j]).sum())
-        if self.use_s:
-            out += 1.0 - (self.sizes[i] + self.sizes[j]) / self.area_img
-        if self.use_f:
-            bi, bj = self.boxes[i], self.boxes[j]
-            box = (max(bi[2], bj[2]) - min(bi[0], bj[0])) * (max(bi[3], bj[3]) - min(bi[1], bj[1]))
-            out += 1.0 - (box - self.sizes[i] - self.sizes[j]) / self.area_img
-        return out
-
-    def merge(self, graph: Any, src: int, dst: int) -> None:
-        """``dst`` becomes the union of ``src`` and ``dst``; the union is recorded."""
-        a, b = self.sizes[src], self.sizes[dst]
-        self.hc[dst] = (self.hc[src] * a + self.hc[dst] * b) / (a + b)
-        self.ht[dst] = (self.ht[src] * a + self.ht[dst] * b) / (a + b)
-        self.sizes[dst] = a + b
-        self.boxes[dst, :2] = np.minimum(self.boxes[src, :2], self.boxes[dst, :2])
-        self.boxes[dst, 2:] = np.maximum(self.boxes[src, 2:], self.boxes[dst, 2:])
-        self.merged.append(graph.nodes[src]["labels"] + graph.nodes[dst]["labels"])
-
-    def weight(self, graph: Any, src: int, dst: int, nbr: int) -> dict:
-        # merge_hierarchical merges the lowest weight first: the most similar pair
-        return {"weight": -self(dst, nbr)}
-
-
-def _group(
-    labels: np.ndarray,
-    x: np.ndarray,
-    tex: np.ndarray,
-    edge: np.ndarray,
-    strong: float,
-    similarities: tuple[str, ...],
-    ymap: np.ndarray,
-    xmap: np.ndarray,
-) -> _Base:
-    """Hierarchical grouping of one over-segmentation: the starting regions and every merged
-    region of every run, each once, with their scores' parts, areas and boxes."""
-    from scipy import ndimage as ndi
-    from scipy import sparse
-    from skimage import graph
-
-    h, w = labels.shape
-    n = int(labels.max()) + 1
-    sizes = np.bincount(labels.ravel(), minlength=n).astype(np.float64)
-    colour_codes = np.minimum((x * _HIST_BINS).astype(np.int64), _HIST_BINS - 1)
-    hc = _histograms(labels, colour_codes, _HIST_BINS, n)
-    ht = _histograms(labels, tex.astype(np.int64), _LBP_POINTS + 2, n)
-    boxes = np.array(
-        [(s[0].start, s[1].start, s[0].stop, s[1].stop) for s in ndi.find_objects(labels + 1)],
-        dtype=np.float64,
-    ).reshape(-1, 4)
-
-    # region adjacency with the length and mean gradient of each shared boundary
-    rag = graph.rag_boundary(labels, edge) if n > 1 else None
-    edges = np.array(
-        [(u, v, d["count"], d["weight"]) for u, v, d in rag.edges(data=True)] if rag else [],
-        dtype=np.float64,
-    ).reshape(-1, 4)
-
-    found: dict[bytes, np.ndarray] = {}
-    for i in range(n):
-        row = np.zeros(n, bool)
-        row[i] = True
-        found[np.packbits(row).tobytes()] = row
-    for spec in similarities if rag is not None else ():
-        sim = _Similarity(spec, sizes, hc, ht, boxes, float(h * w))
-        g = rag.copy()
-        for u, v, d in g.edges(data=True):
-            d["weight"] = -sim(u, v)
-        graph.merge_hierarchical(labels, g, np.inf, False, True, sim.merge, sim.weight)
-        for mem in sim.merged:
-            row = np.zeros(n, bool)
-            row[mem] = True
-            found.setdefault(np.packbits(row).tobytes(), row)
-    members = np.stack(list(found.values()))
-
-    contrast = np.zeros(len(members), np.float32)
-    distinct = np.zeros(len(members), np.float32)
-    if len(edges):
-        u, v = edges[:, 0].astype(np.int64), edges[:, 1].astype(np.int64)
-        # outline contrast: the mean gradient along the boundaries a candidate cuts
-        cut = members[:, u] != members[:, v]
-        length = cut @ edges[:, 2]
-        strength = cut @ (edges[:, 2] * edges[:, 3])
-        mean = strength / np.maximum(length, 1e-9)
-        contrast = np.clip(mean / max(strong, 1e-9), 0.0, 1.0).astype(np.float32)
-        # colour distinctness: 1 - histogram intersection with the ring of adjacent regions
-        adj = sparse.csr_array(
-            (np.ones(2 * len(u)), (np.concatenate([u, v]), np.concatenate([v, u]))), shape=(n, n)
-        )
-        ring = ((adj @ members.T.astype(np.float64)).T > 0) & ~members
-        weighted = hc * sizes[:, None]
-        inside = members @ weighted
-        around = ring @ weighted
-        inside /= np.maximum(inside.sum(axis=1, keepdims=True), 1e-12)
-        around /= np.maximum(around.sum(axis=1, keepdims=True), 1e-12)
-        distinct = np.where(
-            ring.any(axis=1), 1.0 - np.minimum(inside, around).sum(axis=1), 0.0
-        ).astype(np.float32)
-
-    # full-resolution areas and boxes, through the nearest-neighbour maps
-    rows_per = np.bincount(ymap, minlength=h).astype(np.float64)  # image rows per working row
-    cols_per = np.bincount(xmap, minlength=w).astype(np.float64)
-    fsizes = np.rint(
-        np.bincount(labels.ravel(), weights=np.outer(rows_per, cols_per).ravel(), minlength=n)
-    ).astype(np.int64)
-    rb = np.stack(  # region boxes XYXY in image pixels
-        [
-            np.searchsorted(xmap, boxes[:, 1], "left"),
-            np.searchsorted(ymap, boxes[:, 0], "left"),
-            np.searchsorted(xmap, boxes[:, 3] - 1, "right"),
-            np.searchsorted(ymap, boxes[:, 2] - 1, "right"),
-        ],
-        axis=1,
-    ).astype(np.int64)
-    big = np.iinfo(np.int64).max
-    boxes_full = np.stack(
-        [
-            np.min(np.broadcast_to(rb[:, 0], members.shape), axis=1, where=members, initial=big),
-            np.min(np.broadcast_to(rb[:, 1], members.shape), axis=1, where=members, initial=big),
-            np.max(np.broadcast_to(rb[:, 2], members.shape), axis=1, where=members, initial=0),
-            np.max(np.broadcast_to(rb[:, 3], members.shape), axis=1, where=members, initial=0),
-        ],
-        axis=1,
-    )
-    area = members @ fsizes
-    return _Base(labels, members, contrast, distinct, area.astype(np.int64), boxes_full)
 
 
 __all__ = ["RegionsConfig", "RegionsSegmenter"]

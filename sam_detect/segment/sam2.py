@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -38,6 +37,13 @@ import numpy as np
 from sam_detect.errors import AnnotationError
 from sam_detect.instances import Instances, as_instances
 from sam_detect.masks import MaskCrop
+from sam_detect.segment.sam2_config import SAM2Config
+from sam_detect.segment.sam2_prompts import (
+    blob_points,
+    dedupe_points,
+    inner_points,
+    similarity_peaks,
+)
 from sam_detect.segment.tiling import (
     TileMask,
     best_window,
@@ -46,146 +52,6 @@ from sam_detect.segment.tiling import (
     merge_tiled,
     sam2_windows,
 )
-
-_MODES = ("auto", "guided")
-_SOURCES = ("classical", "blobs", "examples")
-
-
-@dataclass
-class SAM2Config:
-    """Options of :class:`SAM2Segmenter`.
-
-    Model:
-        model: SAM 2.1 size ``"tiny"``, ``"small"``, ``"base_plus"``, ``"large"`` or
-            ``"auto"`` (the smallest cached).
-        checkpoint: local checkpoint file; default: the model cache, then a download.
-        mode: ``"auto"`` (automatic mask generator) or ``"guided"`` (prompts from cheap
-            proposals and examples).
-        device: ``"auto"``, ``"cpu"``, ``"cuda"``.
-        image_size: encoder input side (default: 1024, what the weights were trained at).
-
-    Automatic mode (SAM2AutomaticMaskGenerator's options):
-        points_per_side: grid points per side (16–256); ``points_per_side``² prompts.
-        points_per_batch: prompts per decoder call (default 64 on CUDA, 8 on a CPU, where
-            larger batches are slower per prompt); also used by guided mode.
-        pred_iou_thresh: keep masks whose predicted IoU exceeds this.
-        stability_score_thresh: keep masks at least this stable under threshold changes.
-        stability_score_offset: logit offset of the stability score.
-        box_nms_thresh: box IoU above which duplicates are dropped.
-        crop_n_layers: extra layers of zoomed-in crops (0: none).
-        crop_n_points_downscale_factor: points per side shrink by this per crop layer.
-        multimask_output: three masks per grid point (SAM's default for ambiguous points).
-
-    Both modes:
-        min_mask_area: drop masks smaller than this many pixels.
-        max_mask_area: drop masks larger than this (pixels; a value in ``(0, 1]`` is a
-            fraction of the image area; ``None``: no limit).
-
-    Guided mode:
-        prompt_sources: any of ``"classical"``, ``"blobs"``, ``"examples"``.
-        classical_options: options of the classical segmenter used for proposals.
-        max_prompts: at most this many prompts per image (or tile), in source order.
-        prompt_min_distance: prompts closer than this (pixels) to an earlier one are dropped.
-        guided_pred_iou_thresh: keep masks whose predicted IoU exceeds this.
-        guided_stability_thresh: keep masks at least this stable.
-        guided_multimask: decode three masks per prompt and keep the best (slower); by
-            default one mask (SAM2 falls back to the best of three when it is unstable).
-        mask_nms_thresh: mask IoU above which the lower-scoring duplicate is dropped.
-        example_threshold: minimum cosine similarity of an example-guided peak.
-        example_min_distance: minimum distance between example-guided peaks (pixels).
-        max_example_prompts: at most this many example-guided prompts per label.
-        blob_threshold: LoG response threshold of blob prompts (intensity in 0..1).
-
-    Tiling:
-        tile_size: tile side in pixels. ``None``: tiles of the encoder input side (1024)
-            for images whose longer side exceeds twice that; ``0``: never tile.
-        tile_overlap: overlap of neighbouring tiles (pixels); objects smaller than this
-            are seen whole in some tile.
-    """
-
-    model: str = "auto"
-    checkpoint: str | None = None
-    mode: str = "auto"
-    device: str = "auto"
-    image_size: int | None = None
-    points_per_side: int = 32
-    points_per_batch: int | None = None
-    pred_iou_thresh: float = 0.8
-    stability_score_thresh: float = 0.95
-    stability_score_offset: float = 1.0
-    box_nms_thresh: float = 0.7
-    crop_n_layers: int = 0
-    crop_n_points_downscale_factor: int = 1
-    multimask_output: bool = True
-    min_mask_area: int = 0
-    max_mask_area: float | None = None
-    prompt_sources: tuple[str, ...] = ("classical", "examples")
-    classical_options: dict[str, Any] = field(default_factory=dict)
-    max_prompts: int = 1024
-    prompt_min_distance: float = 4.0
-    guided_pred_iou_thresh: float = 0.5
-    guided_stability_thresh: float = 0.8
-    guided_multimask: bool = False
-    mask_nms_thresh: float = 0.5
-    example_threshold: float = 0.5
-    example_min_distance: int = 8
-    max_example_prompts: int = 512
-    blob_threshold: float = 0.05
-    tile_size: int | None = None
-    tile_overlap: int = 128
-
-    def __post_init__(self) -> None:
-        if self.mode not in _MODES:
-            raise ValueError(f"mode must be 'auto' or 'guided', got {self.mode!r}")
-        if isinstance(self.prompt_sources, str):
-            self.prompt_sources = tuple(
-                s.strip() for s in self.prompt_sources.split(",") if s.strip()
-            )
-        self.prompt_sources = tuple(self.prompt_sources)
-        bad = [s for s in self.prompt_sources if s not in _SOURCES]
-        if bad:
-            raise ValueError(f"unknown prompt source(s) {bad}; valid: {', '.join(_SOURCES)}")
-        if not 1 <= int(self.points_per_side) <= 1024:
-            raise ValueError(
-                f"points_per_side must be in 1..1024 (16–256 is typical), got {self.points_per_side}"
-            )
-        if self.points_per_batch is not None and self.points_per_batch < 1:
-            raise ValueError(f"points_per_batch must be >= 1, got {self.points_per_batch}")
-        for name in (
-            "pred_iou_thresh",
-            "stability_score_thresh",
-            "box_nms_thresh",
-            "mask_nms_thresh",
-            "guided_pred_iou_thresh",
-            "guided_stability_thresh",
-        ):
-            v = getattr(self, name)
-            if not 0.0 <= float(v) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {v}")
-        if not -1.0 <= self.example_threshold <= 1.0:
-            raise ValueError(
-                f"example_threshold is a cosine similarity in [-1, 1], got {self.example_threshold}"
-            )
-        if self.crop_n_layers < 0:
-            raise ValueError(f"crop_n_layers must be >= 0, got {self.crop_n_layers}")
-        if self.min_mask_area < 0:
-            raise ValueError(f"min_mask_area must be >= 0, got {self.min_mask_area}")
-        if self.max_mask_area is not None and self.max_mask_area <= 0:
-            raise ValueError(f"max_mask_area must be > 0 or None, got {self.max_mask_area}")
-        if self.max_prompts < 1 or self.max_example_prompts < 1:
-            raise ValueError("max_prompts and max_example_prompts must be >= 1")
-        if (
-            self.tile_size is not None
-            and self.tile_size != 0
-            and self.tile_size <= self.tile_overlap
-        ):
-            raise ValueError(
-                f"tile_size must exceed tile_overlap ({self.tile_overlap}), got {self.tile_size}; 0 disables tiling"
-            )
-        if self.tile_overlap < 0:
-            raise ValueError(f"tile_overlap must be >= 0, got {self.tile_overlap}")
-        if self.image_size is not None and (int(self.image_size) < 64 or int(self.image_size) % 64):
-            raise ValueError(f"image_size must be a multiple of 64 (>= 64), got {self.image_size}")
 
 
 class SAM2Segmenter:
@@ -551,53 +417,19 @@ class SAM2Segmenter:
         if not chunks:
             return np.zeros((0, 2), dtype=np.float32), []
         pts = np.concatenate(chunks).astype(np.float32).reshape(-1, 2)
-        keep = _dedupe(pts, self.config.prompt_min_distance)[: self.config.max_prompts]
+        keep = dedupe_points(pts, self.config.prompt_min_distance)[: self.config.max_prompts]
         return pts[keep], [names[i] for i in keep]
 
     def _classical_points(self, image: np.ndarray) -> np.ndarray:
-        """One point per classical-segmenter object: the maximum of its distance transform."""
-        import cv2
-
+        """One point per classical-segmenter object (see :func:`sam2_prompts.inner_points`)."""
         if self._classical is None:
             from sam_detect.segment.classical import ClassicalSegmenter
 
             self._classical = ClassicalSegmenter(**self.config.classical_options)
-        inst = self._classical.segment(image)
-        pts = np.zeros((len(inst), 2), dtype=np.float32)
-        for i in range(len(inst)):
-            x1, y1, x2, y2 = (int(v) for v in inst.boxes[i])
-            crop = np.pad(inst.mask_region(i, x1, y1, x2, y2), 1).astype(np.uint8)
-            dist = cv2.distanceTransform(crop, cv2.DIST_L2, 3)
-            r, c = np.unravel_index(int(np.argmax(dist)), dist.shape)
-            pts[i] = (x1 + c - 1 + 0.5, y1 + r - 1 + 0.5)
-        return pts
+        return inner_points(self._classical.segment(image))
 
     def _blob_points(self, image: np.ndarray) -> np.ndarray:
-        """Laplacian-of-Gaussian blob centres (on a copy at most 512 px on its longer side)."""
-        import cv2
-        from skimage.feature import blob_log
-
-        gray = image.astype(np.float32).mean(axis=2) / 255.0
-        h, w = gray.shape
-        f = max(1.0, max(h, w) / 512.0)
-        small = (
-            cv2.resize(
-                gray, (max(1, round(w / f)), max(1, round(h / f))), interpolation=cv2.INTER_AREA
-            )
-            if f > 1
-            else gray
-        )
-        if float(small.mean()) < float(np.median(small)):  # left-skewed: dark objects on bright
-            small = 1.0 - small
-        blobs = blob_log(
-            small, min_sigma=1.5, max_sigma=12, num_sigma=6, threshold=self.config.blob_threshold
-        )
-        if len(blobs) == 0:
-            return np.zeros((0, 2), dtype=np.float32)
-        sx, sy = w / small.shape[1], h / small.shape[0]
-        return np.stack([(blobs[:, 1] + 0.5) * sx, (blobs[:, 0] + 0.5) * sy], axis=1).astype(
-            np.float32
-        )
+        return blob_points(image, self.config.blob_threshold)
 
     def example_similarity(self, image: np.ndarray) -> dict[str, np.ndarray]:
         """Per label, the ``(g, g)`` float32 cosine similarity of the examples to each feature cell.
@@ -615,41 +447,11 @@ class SAM2Segmenter:
         return {lab: (ex @ flat).max(axis=0).reshape(gh, gw) for lab, ex in self._examples.items()}
 
     def _example_points(self, image: np.ndarray) -> tuple[np.ndarray, list[str]]:
-        """Peaks of each label's similarity map above ``example_threshold``.
-
-        Peaks are found on the feature grid and placed inside their cell by a parabola
-        through the neighbouring values (per axis), so objects smaller than a cell still
-        get a point on them.
-        """
-        from skimage.feature import peak_local_max
-
-        h, w = image.shape[:2]
-        pts, labels = [], []
-        for lab, sim in self.example_similarity(image).items():
-            gh, gw = sim.shape
-            cell = min(h / gh, w / gw)
-            peaks = peak_local_max(
-                sim,
-                min_distance=max(1, int(round(self.config.example_min_distance / cell))),
-                threshold_abs=self.config.example_threshold,
-                exclude_border=False,
-                num_peaks=self.config.max_example_prompts,
-            )
-            if len(peaks) == 0:
-                continue
-            r, c = peaks[:, 0], peaks[:, 1]
-            dy = _parabola_offset(
-                sim[np.maximum(r - 1, 0), c], sim[r, c], sim[np.minimum(r + 1, gh - 1), c]
-            )
-            dx = _parabola_offset(
-                sim[r, np.maximum(c - 1, 0)], sim[r, c], sim[r, np.minimum(c + 1, gw - 1)]
-            )
-            xy = np.stack([(c + 0.5 + dx) * (w / gw), (r + 0.5 + dy) * (h / gh)], axis=1)
-            pts.append(xy.astype(np.float32))
-            labels += [lab] * len(peaks)
-        if not pts:
-            return np.zeros((0, 2), dtype=np.float32), []
-        return np.concatenate(pts), labels
+        c = self.config
+        return similarity_peaks(
+            self.example_similarity(image), image.shape[:2], c.example_min_distance,
+            c.example_threshold, c.max_example_prompts,
+        )
 
     # -- internals: decoding -------------------------------------------------------------------
     def _decode(
@@ -788,33 +590,6 @@ def _clipped_crops(items: list[TileMask | None], hw: tuple[int, int]) -> list[Ma
         x0, y0, x1, y1 = max(m.x0, 0), max(m.y0, 0), min(m.box[2], w), min(m.box[3], h)
         out.append(MaskCrop(m.region(x0, y0, x1, y1), (x0, y0)) if x1 > x0 and y1 > y0 else MaskCrop.empty())
     return out
-
-
-def _parabola_offset(left: np.ndarray, mid: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """Sub-cell offset in ``[-0.5, 0.5]`` of a peak from its neighbours (parabola vertex)."""
-    den = left - 2.0 * mid + right
-    with np.errstate(divide="ignore", invalid="ignore"):
-        off = np.where(den < 0, 0.5 * (left - right) / den, 0.0)
-    return np.clip(np.nan_to_num(off), -0.5, 0.5)
-
-
-def _dedupe(points: np.ndarray, min_distance: float) -> np.ndarray:
-    """Indices of points kept in order, dropping any closer than ``min_distance`` to a kept one."""
-    if len(points) == 0 or min_distance <= 0:
-        return np.arange(len(points))
-    from scipy.spatial import cKDTree
-
-    tree = cKDTree(points)
-    dropped = np.zeros(len(points), dtype=bool)
-    keep = []
-    for i in range(len(points)):
-        if dropped[i]:
-            continue
-        keep.append(i)
-        for j in tree.query_ball_point(points[i], r=min_distance):
-            if j > i:
-                dropped[j] = True
-    return np.asarray(keep, dtype=np.int64)
 
 
 __all__ = ["SAM2Config", "SAM2Segmenter"]

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from sam_detect.errors import EmbedderMismatchError, LibraryError, LibraryNotFoundError
-from sam_detect.store.base import LibraryMeta
+from sam_detect.store.base import LibraryMeta, Neighbour
 
 #: Library names: letters, digits, ``_ - .``; 1-64 characters; must not start with ``_`` or ``.``
 #: (names starting with ``_`` are reserved for the store's own bookkeeping).
@@ -313,3 +313,34 @@ def disk_usage(folder: Path) -> int:
             blocks = getattr(st, "st_blocks", None)
             total += blocks * 512 if blocks is not None else st.st_size
     return total
+
+
+def set_extra(meta: LibraryMeta, key: str, value: Any) -> LibraryMeta:
+    """``meta.extra[key] = value`` as plain JSON (a copy); ``None`` removes the key."""
+    if value is None:
+        meta.extra.pop(key, None)
+    else:
+        meta.extra[key] = json.loads(json.dumps(value))
+    return meta
+
+
+def point_to_neighbour(point_id: Any, score: float, payload: dict[str, Any] | None) -> Neighbour:
+    """A Qdrant point (id, score, payload with ``"label"``) as a :class:`Neighbour`."""
+    payload = dict(payload or {})
+    label = payload.pop("label", "")
+    return Neighbour(id=str(point_id), score=float(score), label=str(label), payload=payload)
+
+
+def records_to_batch(
+    records: Sequence[Any], dim: int
+) -> tuple[list[str], np.ndarray, list[str], list[dict[str, Any]]]:
+    """Qdrant records (``id``, ``vector``, ``payload``) as one ``iter_examples`` batch:
+    ``(ids, vectors (n, dim) float32, labels, payloads)``."""
+    ids, vecs, labs, pays = [], [], [], []
+    for r in records:
+        n = point_to_neighbour(r.id, 0.0, r.payload)
+        ids.append(n.id)
+        labs.append(n.label)
+        pays.append(n.payload)
+        vecs.append(r.vector)
+    return ids, np.asarray(vecs, np.float32).reshape(len(ids), dim), labs, pays

@@ -119,7 +119,14 @@ class Neighbour:
 
 @runtime_checkable
 class Store(Protocol):
-    """A vector store holding libraries. ``backend`` names it (``"qdrant-local"``...)."""
+    """A vector store holding libraries. ``backend`` names it (``"qdrant-local"``...).
+
+    The backends subclass it and share the checks every backend makes: :meth:`add`,
+    :meth:`search` and :meth:`delete` check their input, then call the backend's own
+    ``_insert(name, vectors, labels, payloads, ids, given_ids)``, ``_search(name, queries,
+    top_k)`` and ``_delete(name, ids, label)``; and its context manager (``with store:``
+    closes it).
+    """
 
     backend: str
 
@@ -157,17 +164,37 @@ class Store(Protocol):
         """Add ``(N, D)`` float32 L2-normalised vectors with labels; returns their ids.
 
         ``ids`` (UUID strings) keeps given ids (import, re-embedding, a journal replay);
-        by default new ones are made. All-or-nothing: a failure leaves the library as it was.
+        by default new ones are made; given ones must not be in the library yet.
+        All-or-nothing: a failure leaves the library as it was.
         """
-        ...
+        from sam_detect.store._common import check_items, check_vectors
+
+        vecs = check_vectors(vectors, self.get_meta(name).dim, name)
+        given_ids = ids is not None
+        labels, payloads, ids = check_items(len(vecs), labels, payloads, ids)
+        if len(vecs):
+            # the backend's own write: (N, D) float32, checked labels, payloads and ids
+            self._insert(name, vecs, labels, payloads, ids, given_ids)  # type: ignore[attr-defined]
+        return list(ids)
 
     def search(self, name: str, queries: np.ndarray, top_k: int) -> list[list[Neighbour]]:
-        """Batched k-NN: ``(M, D)`` queries -> M lists of up to ``top_k`` neighbours, best first."""
-        ...
+        """Batched k-NN: ``(M, D)`` queries -> M lists of up to ``top_k`` neighbours, best
+        first; scores are cosine similarities."""
+        from sam_detect.store._common import check_top_k, check_vectors
+
+        top_k = check_top_k(top_k)
+        q = check_vectors(queries, self.get_meta(name).dim, name, what="queries")
+        # the backend's own search: (M, D) float32 L2-normalised queries
+        return self._search(name, q, top_k)  # type: ignore[attr-defined]
 
     def delete(self, name: str, ids: Sequence[str] | None = None, label: str | None = None) -> int:
-        """Delete examples by id or by label; returns how many were deleted."""
-        ...
+        """Delete examples by ids (unknown ids are ignored) or every example of ``label``;
+        returns how many were deleted."""
+        from sam_detect.store._common import check_delete_args
+
+        ids = check_delete_args(ids, label)
+        # the backend's own delete: canonical UUID strings, or None and a label
+        return self._delete(name, ids, label)  # type: ignore[attr-defined]
 
     def labels(self, name: str) -> dict[str, int]:
         """Example count per label."""
@@ -183,3 +210,9 @@ class Store(Protocol):
     def count(self, name: str) -> int: ...
 
     def close(self) -> None: ...
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -18,13 +18,9 @@ for that library (other libraries in the folder stay usable).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import re
 import shutil
-import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -35,28 +31,35 @@ import numpy as np
 from sam_detect.errors import LibraryError, LibraryLockedError, LibraryNotFoundError
 from sam_detect.store._common import (
     COUNT_KEY,
-    check_delete_args,
-    check_items,
     check_library_name,
     check_meta,
-    check_top_k,
-    check_vectors,
     damaged,
     default_library_dir,
     disk_usage,
     not_found,
+    point_to_neighbour,
+    records_to_batch,
     refuse_id_clash,
+    set_extra,
     upsert_all_or_nothing,
     warn_if_large,
 )
-from sam_detect.store.base import LibraryMeta, Neighbour
-from sam_detect.store.journal import PENDING_KEY, pending_of, pid_running, roll_back
+from sam_detect.store.base import LibraryMeta, Neighbour, Store
+from sam_detect.store.edge_files import (
+    META_BACKUP,
+    META_FILE,
+    holder,
+    read_meta,
+    restore_meta,
+    sweep,
+    write_holder,
+    write_meta,
+)
+from sam_detect.store.journal import PENDING_KEY, pending_of, roll_back
 
-META_FILE = "sam_detect_library.json"
-META_BACKUP = ".sam_detect_library.json.bak"
-HOLDER_FILE = ".holder.json"
+__all__ = ["EdgeStore", "META_BACKUP", "META_FILE"]
+
 SHARD_DIR = "shard"
-META_FORMAT = 1
 INDEXED_FIELDS = ("label", "source")
 UPSERT_BATCH = 1024
 QUERY_BATCH = 256
@@ -76,7 +79,7 @@ def _edge():
     return qdrant_edge
 
 
-class EdgeStore:
+class EdgeStore(Store):
     """Libraries as Qdrant Edge shards under one folder.
 
     Args:
@@ -117,19 +120,7 @@ class EdgeStore:
         self._lock = threading.RLock()
         self._closed = False
         self._where = f"library folder {p}"
-        self._sweep()
-
-    def _sweep(self) -> None:
-        """Remove what a killed process left beside the libraries: a library it was still
-        building (``.NAME.creating-PID-*``, when PID no longer runs) or had renamed away to
-        delete (``.NAME.deleting-*``)."""
-        for d in self.path.glob(".*.*-*"):
-            m = _LEFTOVER.fullmatch(d.name)
-            if m is None or not d.is_dir():
-                continue
-            if m["kind"] == "creating" and (m["pid"] is None or pid_running(int(m["pid"]))):
-                continue  # another process may be building it now (or an older name: keep)
-            shutil.rmtree(d, ignore_errors=True)
+        sweep(p)
 
     def __repr__(self) -> str:
         return f"EdgeStore({self.path}, {len(self._shards)} open)"
@@ -192,7 +183,7 @@ class EdgeStore:
                     f"{final} exists and is not an edge library; pick another library name"
                 )
             # build it beside the final place, then rename: a crash leaves no half library
-            # (only this folder, which the next open removes: see _sweep)
+            # (only this folder, which the next open removes: see edge_files.sweep)
             tmp = self.path / f".{name}.creating-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             try:
                 config = qe.EdgeConfig(
@@ -210,11 +201,7 @@ class EdgeStore:
                     shard.flush()
                 finally:
                     shard.close()
-                doc = {"format": META_FORMAT, "meta": meta.to_dict()}
-                (tmp / META_FILE).write_text(json.dumps(doc, indent=2))
-                d = meta.to_dict()  # the backup never holds a journal (see update_extra)
-                d["extra"] = {k: v for k, v in d["extra"].items() if k != PENDING_KEY}
-                (tmp / META_BACKUP).write_text(json.dumps({"format": META_FORMAT, "meta": d}, indent=2))
+                write_meta(tmp, meta)
                 os.rename(tmp, final)
             except FileExistsError:
                 raise LibraryError(
@@ -230,7 +217,7 @@ class EdgeStore:
         if name not in self._metas:
             if not self._has_files(name):
                 raise not_found(name, self.list_libraries(), self._where)
-            self._metas[name] = self._read_meta(name)
+            self._metas[name] = read_meta(self.path / name, name)
             if pending_of(self._metas[name]) is not None:
                 self._recover(name)
         return LibraryMeta.from_dict(self._metas[name].to_dict())
@@ -246,25 +233,10 @@ class EdgeStore:
 
     def update_extra(self, name: str, key: str, value: Any) -> None:
         with self._lock:
-            meta = self.get_meta(name)
-            if value is None:
-                meta.extra.pop(key, None)
-            else:
-                meta.extra[key] = json.loads(json.dumps(value))
-            f = self.path / name / META_FILE
-            tmp = f.with_name(f".{META_FILE}.{uuid.uuid4().hex[:8]}")
-            # write beside, then rename: a crash leaves the old or the new metadata, never half
-            text = json.dumps({"format": META_FORMAT, "meta": meta.to_dict()}, indent=2)
-            tmp.write_text(text)
-            os.replace(tmp, f)
+            meta = set_extra(self.get_meta(name), key, value)
+            # the backup copy (for `library repair`) is left as it was while a batch is open
+            write_meta(self.path / name, meta, backup=key != PENDING_KEY)
             self._metas[name] = meta
-            # a second copy, for `library repair` when the first is damaged; never with a
-            # journal (restoring one would roll back a batch that was committed since)
-            if key != PENDING_KEY:
-                d = meta.to_dict()
-                d["extra"] = {k: v for k, v in d["extra"].items() if k != PENDING_KEY}
-                tmp.write_text(json.dumps({"format": META_FORMAT, "meta": d}, indent=2))
-                os.replace(tmp, f.with_name(META_BACKUP))
 
     def delete_library(self, name: str) -> None:
         """Remove a library, even a damaged one (unreadable metadata or shard)."""
@@ -290,29 +262,14 @@ class EdgeStore:
 
     # -- examples --------------------------------------------------------------------------
 
-    def add(
-        self,
-        name: str,
-        vectors: np.ndarray,
-        labels: Sequence[str],
-        payloads: Sequence[dict[str, Any]] | None = None,
-        *,
-        ids: Sequence[str] | None = None,
-    ) -> list[str]:
-        """Add ``(N, D)`` vectors with one label (and optional payload dict) each.
-
-        All-or-nothing: if a batch fails, the points this call wrote are deleted again and
-        :class:`LibraryError` is raised. ``ids`` (UUID strings) keeps given ids (import);
-        they must not exist in the library yet.
-        """
+    def _insert(
+        self, name: str, vecs: np.ndarray, labels: list[str], payloads: list[dict], ids: list[str],
+        given_ids: bool,
+    ) -> None:
+        """:meth:`Store.add`'s write. All-or-nothing: if a batch fails, the points this call
+        wrote are deleted again and :class:`LibraryError` is raised."""
         qe = _edge()
         with self._lock:
-            meta = self.get_meta(name)
-            vecs = check_vectors(vectors, meta.dim, name)
-            given_ids = ids is not None
-            labels, payloads, ids = check_items(len(vecs), labels, payloads, ids)
-            if not len(vecs):
-                return []
             shard = self._shard(name)
             if given_ids:
                 refuse_id_clash(name, self._retrieve(shard, ids))
@@ -334,19 +291,14 @@ class EdgeStore:
             n = self._count(shard)
             self.update_extra(name, COUNT_KEY, n)
             warn_if_large(self.backend, name, n, self._warned)
-            return list(ids)
 
-    def search(self, name: str, queries: np.ndarray, top_k: int) -> list[list[Neighbour]]:
-        """Batched cosine k-NN for ``(M, D)`` queries: M lists of up to ``top_k``, best first.
-
-        Exhaustive (exact) over segments without an index; approximate HNSW (``hnsw_ef``)
-        over those :meth:`optimize` indexed, unless ``exact=True``.
+    def _search(self, name: str, q: np.ndarray, top_k: int) -> list[list[Neighbour]]:
+        """:meth:`Store.search`: exhaustive (exact) over segments without an index;
+        approximate HNSW (``hnsw_ef``) over those :meth:`optimize` indexed, unless ``exact=True``.
         """
         qe = _edge()
-        top_k = check_top_k(top_k)
         with self._lock:
-            meta = self.get_meta(name)
-            q = check_vectors(queries, meta.dim, name, what="queries")
+            self.get_meta(name)
             shard = self._read_shard(name)
             if self.optimize_after and self._pending.get(name, 0) >= self.optimize_after:
                 self.optimize(name)
@@ -367,13 +319,11 @@ class EdgeStore:
                 except Exception as e:
                     raise damaged(name, e) from e
                 for hits in batch_hits:
-                    out.append([_neighbour(h.id, h.score, h.payload) for h in hits])
+                    out.append([point_to_neighbour(h.id, h.score, h.payload) for h in hits])
             return out
 
-    def delete(self, name: str, ids: Sequence[str] | None = None, label: str | None = None) -> int:
-        """Delete examples by ids (unknown ids are ignored) or every example of ``label``."""
+    def _delete(self, name: str, ids: list[str] | None, label: str | None) -> int:
         qe = _edge()
-        ids = check_delete_args(ids, label)
         with self._lock:
             self.get_meta(name)
             shard = self._shard(name)
@@ -431,14 +381,7 @@ class EdgeStore:
                 except Exception as e:
                     raise damaged(name, e) from e
             if records:
-                ids, vecs, labs, pays = [], [], [], []
-                for r in records:
-                    n = _neighbour(r.id, 0.0, r.payload)
-                    ids.append(n.id)
-                    labs.append(n.label)
-                    pays.append(n.payload)
-                    vecs.append(r.vector)
-                yield ids, np.asarray(vecs, np.float32).reshape(len(ids), meta.dim), labs, pays
+                yield records_to_batch(records, meta.dim)
             if offset is None:
                 return
 
@@ -466,12 +409,6 @@ class EdgeStore:
                     self._close_shard(name, optimize=False)
             self._closed = True
 
-    def __enter__(self) -> EdgeStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
             self.close()
@@ -481,19 +418,6 @@ class EdgeStore:
     def _check_open(self) -> None:
         if self._closed:
             raise LibraryError(f"this edge store ({self._where}) is closed; open a new one")
-
-    def _read_meta(self, name: str) -> LibraryMeta:
-        f = self.path / name / META_FILE
-        try:
-            doc = json.loads(f.read_text())
-        except (OSError, ValueError) as e:
-            raise damaged(name, f"cannot read {f.name}: {e}") from e
-        if doc.get("format") != META_FORMAT or not isinstance(doc.get("meta"), dict):
-            raise LibraryError(
-                f"{f} has format {doc.get('format')!r}; this sam-detect reads format {META_FORMAT}. "
-                "Upgrade sam-detect."
-            )
-        return LibraryMeta.from_dict(doc["meta"])
 
     def _shard(self, name: str) -> Any:
         shard = self._shards.get(name)
@@ -508,28 +432,16 @@ class EdgeStore:
             if "WouldBlock" in text or "lock" in text.lower():
                 raise LibraryLockedError(
                     f"library {name!r} in {self.path} is in use by another sam-detect process"
-                    f"{self._holder(name)}; wait for it to finish or close it, or share libraries "
+                    f"{holder(self.path / name)}; wait for it to finish or close it, or share libraries "
                     "through a server (--qdrant-url http://localhost:6333)"
                 ) from None
             raise LibraryError(
                 f"cannot open library {name!r} in {self.path}: {' '.join(text.split())[:200]}"
             ) from e
         self._shards[name] = shard
-        with contextlib.suppress(OSError):  # who holds it, for the message another process gets
-            argv0 = sys.argv[0] if sys.argv else "python"
-            prog = "sam-detect" if "sam_detect" in argv0 or argv0.endswith("sam-detect") \
-                else Path(argv0).name
-            cmd = " ".join([prog, *sys.argv[1:2]])
-            (self.path / name / HOLDER_FILE).write_text(json.dumps(
-                {"pid": os.getpid(), "command": cmd, "since": time.strftime("%H:%M:%S")}))
+        with contextlib.suppress(OSError):
+            write_holder(self.path / name)
         return shard
-
-    def _holder(self, name: str) -> str:
-        try:
-            h = json.loads((self.path / name / HOLDER_FILE).read_text())
-            return f" (pid {int(h['pid'])}, {str(h['command'])[:60]}, since {str(h['since'])[:8]})"
-        except (OSError, ValueError, KeyError, TypeError):
-            return ""
 
     def release(self) -> None:
         """Let go of every library's lock (the store stays usable: the next call opens the
@@ -559,18 +471,10 @@ class EdgeStore:
 
     def restore_meta(self, name: str) -> str | None:
         """Put the metadata backup back in place (``library repair``); what was done, or None."""
-        bak = self.path / name / META_BACKUP
-        try:
-            doc = json.loads(bak.read_text())
-            LibraryMeta.from_dict(doc["meta"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        f = self.path / name / META_FILE
-        tmp = f.with_name(f".{META_FILE}.{uuid.uuid4().hex[:8]}")
-        tmp.write_text(json.dumps(doc, indent=2))
-        os.replace(tmp, f)
-        self._metas.pop(name, None)
-        return f"restored the metadata from its backup ({META_BACKUP})"
+        done = restore_meta(self.path / name)
+        if done is not None:
+            self._metas.pop(name, None)
+        return done
 
     def scan(self, name: str) -> tuple[list[tuple[str, np.ndarray, str, dict]], list[str]]:
         """Every example that reads back whole, and the ids of those that do not (for
@@ -595,7 +499,7 @@ class EdgeStore:
 
             def take(recs: list[Any]) -> None:
                 for r in recs:
-                    n = _neighbour(r.id, 0.0, r.payload)
+                    n = point_to_neighbour(r.id, 0.0, r.payload)
                     vec = np.asarray(r.vector, np.float32).reshape(-1)
                     if (vec.size != meta.dim or not np.isfinite(vec).all() or not n.label
                             or float(np.linalg.norm(vec)) < 1e-6):
@@ -642,11 +546,3 @@ class EdgeStore:
             out.extend(str(r.id) for r in recs)
         return out
 
-
-_LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?P<kind>creating|deleting)-(?:(?P<pid>\d+)-)?[0-9a-f]{8}")
-
-
-def _neighbour(point_id: Any, score: float, payload: dict[str, Any] | None) -> Neighbour:
-    payload = dict(payload or {})
-    label = payload.pop("label", "")
-    return Neighbour(id=str(point_id), score=float(score), label=str(label), payload=payload)

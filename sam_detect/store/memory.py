@@ -15,7 +15,6 @@ import os
 import re
 import tempfile
 import threading
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,16 +24,12 @@ import numpy as np
 from sam_detect.errors import LibraryError
 from sam_detect.store._common import (
     COUNT_KEY,
-    check_delete_args,
-    check_items,
     check_library_name,
     check_meta,
-    check_top_k,
-    check_vectors,
     not_found,
     warn_if_large,
 )
-from sam_detect.store.base import LibraryMeta, Neighbour
+from sam_detect.store.base import LibraryMeta, Neighbour, Store
 from sam_detect.store.journal import pending_of, pid_running, roll_back
 
 FILE_FORMAT = "sam-detect-memory-store"
@@ -51,7 +46,7 @@ class _Library:
     payloads: list[dict[str, Any]] = field(default_factory=list)
 
 
-class MemoryStore:
+class MemoryStore(Store):
     """Libraries held as numpy arrays; optionally persisted to one ``.npz`` file.
 
     Args:
@@ -129,26 +124,14 @@ class MemoryStore:
 
     # -- examples --------------------------------------------------------------------------
 
-    def add(
-        self,
-        name: str,
-        vectors: np.ndarray,
-        labels: Sequence[str],
-        payloads: Sequence[dict[str, Any]] | None = None,
-        *,
-        ids: Sequence[str] | None = None,
-    ) -> list[str]:
-        """Add ``(N, D)`` vectors with one label (and optional payload dict) each.
-
-        ``ids`` (UUID strings) keeps given ids, as import does; by default new UUIDs are made.
-        Returns the ids. All-or-nothing: input is validated before anything changes.
-        """
+    def _insert(
+        self, name: str, vecs: np.ndarray, labels: list[str], payloads: list[dict], ids: list[str],
+        given_ids: bool,
+    ) -> None:
+        """:meth:`Store.add`'s write. All-or-nothing: input was checked before anything
+        changes, and a failed save puts the arrays back."""
         with self._lock:
             lib = self._get(name)
-            vecs = check_vectors(vectors, lib.meta.dim, name)
-            labels, payloads, ids = check_items(len(vecs), labels, payloads, ids)
-            if not len(vecs):
-                return []
             clash = set(ids).intersection(lib.ids)
             if clash:
                 raise LibraryError(f"library {name!r} already holds ids {sorted(clash)[:3]}...")
@@ -165,17 +148,11 @@ class MemoryStore:
                 del lib.ids[old[1] :], lib.labels[old[1] :], lib.payloads[old[1] :]
                 raise
             warn_if_large(self.backend, name, len(lib.ids), self._warned)
-            return list(ids)
 
-    def search(self, name: str, queries: np.ndarray, top_k: int) -> list[list[Neighbour]]:
-        """Exact cosine k-NN for ``(M, D)`` queries: M lists of up to ``top_k``, best first.
-
-        Ties keep insertion order. Scores are cosine similarities (float, in [-1, 1]).
-        """
-        top_k = check_top_k(top_k)
+    def _search(self, name: str, q: np.ndarray, top_k: int) -> list[list[Neighbour]]:
+        """:meth:`Store.search`, exact: ties keep insertion order."""
         with self._lock:
             lib = self._get(name)
-            q = check_vectors(queries, lib.meta.dim, name, what="queries")
             n = len(lib.ids)
             if n == 0 or len(q) == 0:
                 return [[] for _ in range(len(q))]
@@ -205,9 +182,7 @@ class MemoryStore:
                     )
             return out
 
-    def delete(self, name: str, ids: Sequence[str] | None = None, label: str | None = None) -> int:
-        """Delete examples by ids (unknown ids are ignored) or every example of ``label``."""
-        ids = check_delete_args(ids, label)
+    def _delete(self, name: str, ids: list[str] | None, label: str | None) -> int:
         with self._lock:
             lib = self._get(name)
             if ids is not None:
@@ -253,12 +228,6 @@ class MemoryStore:
 
     def close(self) -> None:
         self._closed = True
-
-    def __enter__(self) -> MemoryStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- internals -------------------------------------------------------------------------
 

@@ -18,7 +18,6 @@ point with a UUID id and payload ``{"label": ..., **caller's payload}``.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import threading
@@ -35,21 +34,21 @@ from sam_detect.errors import LibraryError, LibraryLockedError
 from sam_detect.store._common import (
     COUNT_KEY,
     StoreConnectionError,
-    check_delete_args,
-    check_items,
     check_library_name,
     check_meta,
-    check_top_k,
-    check_vectors,
     default_library_dir,
     disk_usage,
     not_found,
+    point_to_neighbour,
+    records_to_batch,
     refuse_id_clash,
+    set_extra,
     upsert_all_or_nothing,
     warn_if_large,
 )
-from sam_detect.store.base import LibraryMeta, Neighbour
+from sam_detect.store.base import LibraryMeta, Neighbour, Store
 from sam_detect.store.journal import pending_of, roll_back, writer_gone
+from sam_detect.store.qdrant_errors import classify, is_missing_collection, quiet, short
 
 log = logging.getLogger(__name__)
 
@@ -66,20 +65,7 @@ UPSERT_BATCH = 256
 QUERY_BATCH = 256
 SCROLL_BATCH = 1024
 
-# HTTP statuses and gRPC codes worth retrying: the server is busy, restarting or overloaded.
-_RETRY_STATUS = {408, 429, 500, 502, 503, 504}
-_RETRY_GRPC = {"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED"}
-
-# qdrant-client's local mode warns about sizes (we warn ourselves, naming a better
-# backend) and ignored index settings (we do not create indexes there); nothing else is muted.
-_MUTED_LOCAL_WARNINGS = (
-    r"Local mode is not recommended",
-    r"Payload indexes have no effect in the local Qdrant",
-    r"Local mode performs exact",
-)
-
-
-class QdrantStore:
+class QdrantStore(Store):
     """Libraries in Qdrant: an embedded folder, ``":memory:"`` or a server URL.
 
     Args:
@@ -173,7 +159,7 @@ class QdrantStore:
             self.path = p
             self._where = f"library folder {p}"
             try:
-                with self._quiet():
+                with quiet():
                     # callers may use one store from several threads (the UI server): the
                     # client's sqlite files are guarded by self._lock instead
                     self._client = QdrantClient(path=str(p), force_disable_check_same_thread=True)
@@ -270,11 +256,7 @@ class QdrantStore:
         return LibraryMeta.from_dict(meta.to_dict())
 
     def update_extra(self, name: str, key: str, value: Any) -> None:
-        meta = self.get_meta(name)
-        if value is None:
-            meta.extra.pop(key, None)
-        else:
-            meta.extra[key] = json.loads(json.dumps(value))
+        meta = set_extra(self.get_meta(name), key, value)
         self._write_meta(meta)  # one point upsert: atomic on every backend
         self._metas[name] = meta
 
@@ -292,30 +274,15 @@ class QdrantStore:
 
     # -- examples --------------------------------------------------------------------------
 
-    def add(
-        self,
-        name: str,
-        vectors: np.ndarray,
-        labels: Sequence[str],
-        payloads: Sequence[dict[str, Any]] | None = None,
-        *,
-        ids: Sequence[str] | None = None,
-    ) -> list[str]:
-        """Add ``(N, D)`` vectors with one label (and optional payload dict) each.
-
-        Upserts in batches of :data:`UPSERT_BATCH`, retrying transient server errors. If a
-        batch still fails, the points this call inserted are deleted again and
-        :class:`LibraryError` is raised: the library is left as it was. ``ids`` (UUID
-        strings) keeps given ids, as import does; they must not exist in the library yet.
-        """
+    def _insert(
+        self, name: str, vecs: np.ndarray, labels: list[str], payloads: list[dict], ids: list[str],
+        given_ids: bool,
+    ) -> None:
+        """:meth:`Store.add`'s write: upserts in batches of :data:`UPSERT_BATCH`, retrying
+        transient server errors. If a batch still fails, the points this call inserted are
+        deleted again and :class:`LibraryError` is raised: the library is left as it was."""
         from qdrant_client import models
 
-        meta = self.get_meta(name)
-        vecs = check_vectors(vectors, meta.dim, name)
-        given_ids = ids is not None
-        labels, payloads, ids = check_items(len(vecs), labels, payloads, ids)
-        if not len(vecs):
-            return []
         if given_ids:
             refuse_id_clash(name, [r.id for r in self._retrieve(name, ids)])
 
@@ -329,15 +296,10 @@ class QdrantStore:
         upsert_all_or_nothing(name, ids, vecs, labels, payloads, write, undo, UPSERT_BATCH)
         self._record_count(name)
         warn_if_large(self.backend, name, self.count(name), self._warned)
-        return list(ids)
 
-    def search(self, name: str, queries: np.ndarray, top_k: int) -> list[list[Neighbour]]:
-        """Batched cosine k-NN for ``(M, D)`` queries: M lists of up to ``top_k``, best first."""
+    def _search(self, name: str, q: np.ndarray, top_k: int) -> list[list[Neighbour]]:
         from qdrant_client import models
 
-        top_k = check_top_k(top_k)
-        meta = self.get_meta(name)
-        q = check_vectors(queries, meta.dim, name, what="queries")
         out: list[list[Neighbour]] = []
         for s in range(0, len(q), QUERY_BATCH):
             requests = [
@@ -346,14 +308,12 @@ class QdrantStore:
             ]
             responses = self._call(self._client.query_batch_points, name, requests=requests)
             for resp in responses:
-                out.append([_neighbour(p.id, p.score, p.payload) for p in resp.points])
+                out.append([point_to_neighbour(p.id, p.score, p.payload) for p in resp.points])
         return out
 
-    def delete(self, name: str, ids: Sequence[str] | None = None, label: str | None = None) -> int:
-        """Delete examples by ids (unknown ids are ignored) or every example of ``label``."""
+    def _delete(self, name: str, ids: list[str] | None, label: str | None) -> int:
         from qdrant_client import models
 
-        ids = check_delete_args(ids, label)
         self.get_meta(name)
         if ids is not None:
             found = [str(r.id) for r in self._retrieve(name, ids)]
@@ -387,7 +347,7 @@ class QdrantStore:
         except StoreConnectionError:
             raise
         except Exception as e:  # a server collection made without the label index
-            log.info("facet on %r failed (%s); counting labels by scrolling", name, _short(e))
+            log.info("facet on %r failed (%s); counting labels by scrolling", name, short(e))
         counts: dict[str, int] = {}
         for _ids, _vecs, labels, _pays in self.iter_examples(name):
             for lab in labels:
@@ -403,25 +363,18 @@ class QdrantStore:
     ) -> Iterator[tuple[list[str], np.ndarray, list[str], list[dict[str, Any]]]]:
         """Yield ``(ids, vectors (n, D) float32, labels, payloads)`` batches (id order)."""
         meta = self.get_meta(name)
+        for records in self._scroll(name, batch_size, with_payload=True, with_vectors=True):
+            yield records_to_batch(records, meta.dim)
+
+    def _scroll(self, collection: str, batch_size: int = SCROLL_BATCH, **kwargs: Any) -> Iterator[list]:
+        """Every point of ``collection``, in non-empty batches of up to ``batch_size``."""
         offset = None
         while True:
             records, offset = self._call(
-                self._client.scroll,
-                name,
-                limit=batch_size,
-                offset=offset,
-                with_payload=True,
-                with_vectors=True,
+                self._client.scroll, collection, limit=batch_size, offset=offset, **kwargs
             )
             if records:
-                ids, vecs, labs, pays = [], [], [], []
-                for r in records:
-                    n = _neighbour(r.id, 0.0, r.payload)
-                    ids.append(n.id)
-                    labs.append(n.label)
-                    pays.append(n.payload)
-                    vecs.append(r.vector)
-                yield ids, np.asarray(vecs, np.float32).reshape(len(ids), meta.dim), labs, pays
+                yield records
             if offset is None:
                 return
 
@@ -436,27 +389,14 @@ class QdrantStore:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            with contextlib.suppress(Exception), self._quiet():
+            with contextlib.suppress(Exception), quiet():
                 self._client.close()
-
-    def __enter__(self) -> QdrantStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __del__(self) -> None:  # release the folder lock if the caller forgot close()
         with contextlib.suppress(Exception):
             self.close()
 
     # -- internals -------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _quiet(self) -> Iterator[None]:
-        with warnings.catch_warnings():
-            for pattern in _MUTED_LOCAL_WARNINGS:
-                warnings.filterwarnings("ignore", message=pattern)
-            yield
 
     def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Call the client: mute local-mode chatter, retry transient server errors, and
@@ -466,52 +406,31 @@ class QdrantStore:
         attempt = 0
         while True:
             try:
-                with self._lock, self._quiet():
+                with self._lock, quiet():
                     return fn(*args, **kwargs)
             except Exception as e:
-                kind = self._classify(e)
+                kind = classify(e) if self.backend == "qdrant-server" else "other"
                 if kind == "transient" and attempt < self.retries:
                     delay = self.backoff * (2**attempt)
-                    log.warning("%s: %s; retrying in %.1f s", self._where, _short(e), delay)
+                    log.warning("%s: %s; retrying in %.1f s", self._where, short(e), delay)
                     time.sleep(delay)
                     attempt += 1
                     continue
                 if kind == "auth":
                     raise StoreConnectionError(
-                        f"{self._where} refused the request ({_short(e)}): check the API key "
+                        f"{self._where} refused the request ({short(e)}): check the API key "
                         "(--qdrant-api-key or SAM_DETECT_QDRANT_API_KEY)"
                     ) from e
                 if kind == "transient":
                     raise StoreConnectionError(
-                        f"cannot reach {self._where} ({_short(e)}): is it running? "
+                        f"cannot reach {self._where} ({short(e)}): is it running? "
                         "(docker compose up -d) Check --qdrant-url."
                     ) from e
-                if _is_missing_collection(e) and args and isinstance(args[0], str):
+                if is_missing_collection(e) and args and isinstance(args[0], str):
                     # deleted by another process since we cached its metadata
                     self._metas.pop(args[0], None)
                     raise not_found(args[0], [], self._where) from None
                 raise
-
-    def _classify(self, e: Exception) -> str:
-        if self.backend != "qdrant-server":
-            return "other"
-        from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
-
-        if isinstance(e, UnexpectedResponse):
-            if e.status_code in (401, 403):
-                return "auth"
-            return "transient" if e.status_code in _RETRY_STATUS else "other"
-        if isinstance(e, (ResponseHandlingException, ConnectionError, TimeoutError)):
-            return "transient"
-        code = getattr(e, "code", None)
-        if callable(code):  # grpc.RpcError
-            with contextlib.suppress(Exception):
-                name = code().name
-                if name in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
-                    return "auth"
-                if name in _RETRY_GRPC:
-                    return "transient"
-        return "other"
 
     def _collections(self) -> set[str]:
         return {c.name for c in self._call(self._client.get_collections).collections}
@@ -575,33 +494,20 @@ class QdrantStore:
         return _parse_meta(recs[0].payload, self._where)
 
     def _all_metas(self) -> dict[str, LibraryMeta]:
-        metas, offset = {}, None
-        while True:
-            recs, offset = self._call(
-                self._client.scroll,
-                META_COLLECTION,
-                limit=SCROLL_BATCH,
-                offset=offset,
-                with_payload=True,
-            )
+        metas = {}
+        for recs in self._scroll(META_COLLECTION, with_payload=True):
             for r in recs:
                 m = _parse_meta(r.payload, self._where)
                 metas[m.name] = m
-            if offset is None:
-                return metas
+        return metas
 
     def _all_names(self) -> set[str]:
         """Every library named in the bookkeeping collection, parsed or not (one damaged
         record must not hide the others)."""
-        names, offset = set(), None
-        while True:
-            recs, offset = self._call(
-                self._client.scroll, META_COLLECTION, limit=SCROLL_BATCH, offset=offset,
-                with_payload=["library"],
-            )
+        names = set()
+        for recs in self._scroll(META_COLLECTION, with_payload=["library"]):
             names.update(str(r.payload.get("library")) for r in recs if (r.payload or {}).get("library"))
-            if offset is None:
-                return names
+        return names
 
     def _retrieve(self, name: str, ids: Sequence[str]) -> list[Any]:
         out = []
@@ -633,41 +539,9 @@ def _parse_meta(payload: dict[str, Any] | None, where: str) -> LibraryMeta:
     return LibraryMeta.from_dict(payload["meta"])
 
 
-def _neighbour(point_id: Any, score: float, payload: dict[str, Any] | None) -> Neighbour:
-    payload = dict(payload or {})
-    label = payload.pop("label", "")
-    return Neighbour(id=str(point_id), score=float(score), label=str(label), payload=payload)
-
-
 def _label_filter(label: str) -> Any:
     from qdrant_client import models
 
     return models.Filter(
         must=[models.FieldCondition(key="label", match=models.MatchValue(value=label))]
     )
-
-
-def _is_missing_collection(e: BaseException) -> bool:
-    from qdrant_client.http.exceptions import UnexpectedResponse
-
-    if isinstance(e, UnexpectedResponse):
-        return e.status_code == 404
-    return (
-        isinstance(e, ValueError)
-        and "not found" in str(e).lower()
-        and "collection" in str(e).lower()
-    )
-
-
-def _short(e: BaseException) -> str:
-    """One line describing a client exception (their messages can span many lines)."""
-    from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
-
-    if isinstance(e, UnexpectedResponse):
-        text = f"HTTP {e.status_code} {e.reason_phrase}".strip()
-    elif isinstance(e, ResponseHandlingException):
-        text = f"{type(e.source).__name__}: {e.source}"
-    else:
-        text = f"{type(e).__name__}: {e}"
-    text = " ".join(text.split())
-    return text if len(text) <= 160 else text[:157] + "..."

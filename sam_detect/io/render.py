@@ -1,0 +1,139 @@
+"""Rendering any image array to the ``(H, W, 3)`` uint8 RGB the models see: channel
+selection and merging, and per-image percentile scaling of non-uint8 data."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+
+from sam_detect.errors import ImageLoadError
+
+Merge = Literal["max", "mean", "rgb"]
+ChannelSpec = int | Sequence[int] | None
+_MERGES = ("max", "mean", "rgb")
+
+
+def guess_channel_axis(shape: tuple[int, ...]) -> int | None:
+    h_last, w_last, c_last = shape
+    if c_last <= 4:
+        return 2
+    c_first = shape[0]
+    if c_first <= 16 and c_first < min(shape[1], shape[2]):
+        return 0
+    if c_last <= 16 and c_last < min(h_last, w_last):
+        return 2
+    return None
+
+
+def normalise_channel_spec(channel: ChannelSpec) -> int | tuple[int, ...] | None:
+    if channel is None or isinstance(channel, (int, np.integer)):
+        return None if channel is None else int(channel)
+    return tuple(int(c) for c in channel)
+
+
+def render(
+    arr: np.ndarray,
+    *,
+    channel: ChannelSpec,
+    merge: str,
+    percentiles: tuple[float, float],
+    is_rgb: bool,
+    where: str | None = None,
+) -> np.ndarray:
+    """``(H, W)`` or ``(H, W, C)`` (channels last) -> ``(H, W, 3)`` uint8."""
+    prefix = f"{where}: " if where else ""
+    if merge not in _MERGES:
+        raise ImageLoadError(f"{prefix}merge must be one of {', '.join(_MERGES)}, got {merge!r}")
+    if arr.size == 0:
+        raise ImageLoadError(f"{prefix}image is empty (shape {arr.shape})")
+    if arr.ndim not in (2, 3):
+        raise ImageLoadError(
+            f"{prefix}expected a 2-D (H, W) or 3-D (H, W, C) image, got {arr.ndim}-D shape {arr.shape}"
+        )
+    lo_p, hi_p = percentiles
+    if not 0.0 <= lo_p < hi_p <= 100.0:
+        raise ImageLoadError(
+            f"{prefix}percentiles must satisfy 0 <= low < high <= 100, got {percentiles}"
+        )
+    if arr.ndim == 2:
+        resolve_channels(channel, 1, prefix)  # only channel 0 (or -1) exists
+        return gray_to_rgb(scale_to_uint8(arr, percentiles))
+    n_chan = arr.shape[2]
+    chans = resolve_channels(channel, n_chan, prefix)
+    if chans is None:
+        if n_chan == 1:
+            return gray_to_rgb(scale_to_uint8(arr[..., 0], percentiles))
+        if is_rgb:
+            rgb = arr[..., :3]  # drop alpha
+            # one scale for the three colour samples keeps the colour balance
+            return np.ascontiguousarray(scale_to_uint8(rgb, percentiles))
+        chans = list(range(n_chan))
+    if len(chans) == 1:
+        return gray_to_rgb(scale_to_uint8(arr[..., chans[0]], percentiles))
+    if merge == "rgb":
+        if len(chans) > 3:
+            raise ImageLoadError(
+                f"{prefix}merge='rgb' takes at most 3 channels, got {len(chans)} "
+                f"({chans}); pass channel=[r, g, b] to pick them"
+            )
+        out = np.zeros(arr.shape[:2] + (3,), dtype=np.uint8)
+        for k, c in enumerate(chans):
+            out[..., k] = scale_to_uint8(arr[..., c], percentiles)
+        return out
+    scaled = [scale_to_uint8(arr[..., c], percentiles) for c in chans]
+    if merge == "max":
+        gray = np.maximum.reduce(scaled)
+    else:
+        gray = np.rint(np.mean(np.stack(scaled, axis=0), axis=0, dtype=np.float32)).astype(np.uint8)
+    return gray_to_rgb(gray)
+
+
+def resolve_channels(channel: ChannelSpec, n_chan: int, prefix: str) -> list[int] | None:
+    if channel is None:
+        return None
+    items = [channel] if isinstance(channel, (int, np.integer)) else list(channel)
+    if not items:
+        raise ImageLoadError(f"{prefix}channel list is empty; pass indices in 0..{n_chan - 1}")
+    out = []
+    for c in items:
+        if isinstance(c, bool) or not isinstance(c, (int, np.integer)):
+            raise ImageLoadError(f"{prefix}channel must be an int or a list of ints, got {c!r}")
+        if not -n_chan <= c < n_chan:
+            raise ImageLoadError(
+                f"{prefix}channel {int(c)} out of range: the image has {n_chan} "
+                f"channel{'s' if n_chan != 1 else ''} "
+                f"(0..{n_chan - 1})"
+            )
+        out.append(int(c) % n_chan)
+    return out
+
+
+def gray_to_rgb(gray: np.ndarray) -> np.ndarray:
+    return np.repeat(gray[:, :, None], 3, axis=2)
+
+
+def scale_to_uint8(arr: np.ndarray, percentiles: tuple[float, float]) -> np.ndarray:
+    """uint8 unchanged; bool to 0/255; anything else percentile-scaled to uint8."""
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == bool:
+        return arr.astype(np.uint8) * 255
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise ImageLoadError(f"unsupported pixel type {arr.dtype}; expected integer, float or bool")
+    x = arr.astype(np.float32, copy=False)
+    finite = np.isfinite(x)
+    if not finite.all():
+        x = np.where(finite, x, 0.0).astype(np.float32)
+    # Percentiles of a strided subsample are as good as of all pixels and much cheaper.
+    flat = x.reshape(-1)
+    step = max(1, flat.size // 1_000_000)
+    lo, hi = np.percentile(flat[::step], percentiles)
+    if hi <= lo:
+        lo, hi = float(flat.min()), float(flat.max())
+    if hi <= lo:  # constant image
+        return np.zeros(arr.shape, dtype=np.uint8)
+    out = (x - np.float32(lo)) * np.float32(255.0 / (hi - lo))
+    np.clip(out, 0, 255, out=out)
+    return np.rint(out).astype(np.uint8)

@@ -1,0 +1,154 @@
+"""Re-embedding a library with another embedder: its examples' crops, re-cut from their
+source images and masks (or read from an export made with crops), into a new library."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sam_detect.errors import LibraryError
+from sam_detect.store import journal
+from sam_detect.store._common import check_library_name
+from sam_detect.store.base import MODEL_KEY, LibraryMeta, Store
+
+
+@dataclass
+class ReembedResult:
+    examples: int
+    added: int
+    missing: int
+
+
+def crop_from_payload(
+    payload: dict[str, Any], meta: LibraryMeta, _cache: dict | None = None
+) -> np.ndarray | None:
+    """Re-cut an example's context crop from its source image (payload ``source``) and mask
+    (payload ``mask_rle``, COCO RLE), with the library's fade and occupancy.
+
+    Returns ``(s, s, 3)`` uint8, or None when the source or mask is missing.
+    """
+    source, rle = payload.get("source"), payload.get("mask_rle")
+    if not source or not rle or not Path(source).is_file():
+        return None
+    from sam_detect.config import adopt_library_settings
+    from sam_detect.fade import create_fade
+    from sam_detect.fade.crops import context_crop
+    from sam_detect.io.images import load_image
+    from sam_detect.masks import rle_to_mask
+
+    cache = _IMAGE_CACHE if _cache is None else _cache
+    if source not in cache:
+        if len(cache) >= 4:
+            cache.pop(next(iter(cache)))
+        cache[source] = load_image(source).rgb
+    rgb = cache[source]
+    mask = rle_to_mask(rle)
+    if mask.shape != rgb.shape[:2]:
+        return None
+    settings = adopt_library_settings(meta)  # as a detector on this library would cut it
+    fade = create_fade(settings.fade, **settings.fade_options)
+    return context_crop(rgb, mask, occupancy=settings.occupancy, fade=fade).image
+
+
+_IMAGE_CACHE: dict[str, np.ndarray] = {}
+
+
+def reembed_library(
+    store: Store,
+    name: str,
+    embedder: str | Any,
+    new_name: str,
+    *,
+    from_file: str | os.PathLike | None = None,
+    embedder_options: dict[str, Any] | None = None,
+    batch_size: int = 32,
+) -> ReembedResult:
+    """Embed library ``name``'s examples with another embedder into new library ``new_name``.
+
+    Crops come from ``from_file`` (an export made with crops) or are re-cut from each
+    example's source image and mask (:func:`crop_from_payload`). Examples without a crop are
+    left out and counted in ``missing``. Ids, labels and payloads are kept; the new
+    library records the new embedder and the old fade and crop settings.
+    """
+    if isinstance(embedder, str):
+        from sam_detect.embed import create_embedder
+
+        emb = create_embedder(embedder, **(embedder_options or {}))
+    else:
+        emb = embedder
+    check_library_name(new_name)
+    if store.has_library(new_name):
+        raise LibraryError(f"library {new_name!r} already exists; choose another --as name")
+    from sam_detect.store.exchange import read_examples, read_library_file
+
+    if from_file is not None:
+        archive = read_library_file(from_file)
+        old = archive.meta
+        ids, labels, payloads = archive.ids, archive.labels, archive.payloads
+
+        def get_crop(k: int) -> np.ndarray | None:
+            return archive.crop(ids[k])
+    else:
+        old = store.get_meta(name)
+        ids, _, labels, payloads = read_examples(store, name)
+
+        def get_crop(k: int) -> np.ndarray | None:
+            return crop_from_payload(payloads[k], old)
+
+    keep, vectors = [], []
+    batch: list[np.ndarray] = []
+    for k in range(len(ids)):
+        crop = get_crop(k)
+        if crop is None:
+            continue
+        keep.append(k)
+        batch.append(crop)
+        if len(batch) >= batch_size:
+            vectors.append(np.asarray(emb.embed(batch), np.float32))
+            batch = []
+    if batch:
+        vectors.append(np.asarray(emb.embed(batch), np.float32))
+    if not keep:
+        raise LibraryError(
+            f"no example of {name!r} has a crop to re-embed: the source images are missing or the "
+            "payloads carry no mask_rle; export with --crops where the images are, then "
+            "reembed --from-file"
+        )
+    meta = LibraryMeta(
+        name=new_name,
+        embedder_id=emb.id,
+        dim=int(emb.dim),
+        fade=dict(old.fade),
+        crop=dict(old.crop),
+        extra={
+            **old.extra,
+            "embedder": {
+                "name": getattr(emb, "name", str(embedder)),
+                "options": embedder_options or {},
+            },
+            "reembedded_from": {"library": old.name, "embedder_id": old.embedder_id},
+        },
+    )
+    meta.extra.pop(journal.PENDING_KEY, None)
+    ident = getattr(emb, "model_identity", None)  # the new embedder's, never the old one's
+    meta.extra.pop(MODEL_KEY, None)
+    if ident is not None:
+        meta.extra[MODEL_KEY] = ident.to_dict()
+    store.create_library(journal.provisional(meta))
+    try:
+        store.add(
+            new_name,
+            np.concatenate(vectors),
+            [labels[k] for k in keep],
+            [payloads[k] for k in keep],
+            ids=[ids[k] for k in keep],
+        )
+    except BaseException:
+        store.delete_library(new_name)
+        raise
+    journal.commit(store, new_name)
+    return ReembedResult(examples=len(ids), added=len(keep), missing=len(ids) - len(keep))
