@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from sam_detect.errors import AnnotationError, ImageLoadError
+from sam_detect.errors import AnnotationError
 from sam_detect.instances import Instances
 from sam_detect.segment.classical_config import (
     _AUTO_TILE_SIZE,
@@ -142,12 +142,8 @@ class ClassicalSegmenter:
         """The segmentation as an ``(H, W)`` int32 label image (0: background, 1..N)."""
         return self._label(image)[0].copy()
 
-    def prompt(
-        self,
-        image: np.ndarray,
-        box: np.ndarray | None = None,
-        point: np.ndarray | None = None,
-    ) -> Instances:
+    def prompt(self, image: np.ndarray, box: np.ndarray | None = None,
+               point: np.ndarray | None = None) -> Instances:
         """One instance for a prompt on ``image`` ``(H, W, 3)`` uint8 RGB.
 
         Args:
@@ -203,17 +199,10 @@ class ClassicalSegmenter:
     # -- internals ------------------------------------------------------------------------
     @staticmethod
     def _check_image(image: np.ndarray) -> np.ndarray:
-        """``(H, W, 3)`` uint8 as given; other dtypes/layouts go through ``to_rgb_uint8``."""
-        img = np.asarray(image)
-        if img.ndim == 3 and img.shape[2] == 1:
-            img = img[..., 0]
-        if img.dtype == np.uint8 and (img.ndim == 2 or (img.ndim == 3 and img.shape[2] in (3, 4))):
-            if img.shape[0] == 0 or img.shape[1] == 0:
-                raise ImageLoadError(f"image is empty (shape {img.shape})")
-            return img
-        from sam_detect.io.images import to_rgb_uint8
+        """``(H, W, 3)``, ``(H, W)`` or ``(H, W, 4)`` uint8 as given; else ``to_rgb_uint8``."""
+        from sam_detect.segment.base import as_segmenter_image
 
-        return to_rgb_uint8(img)
+        return as_segmenter_image(image, keep_gray=True)
 
     def _intensity(self, img: np.ndarray) -> np.ndarray:
         """``(H, W)`` uint8 (0..255): exact, a quarter of the memory of float32."""
