@@ -2,8 +2,8 @@
 
 ``label_images`` finds each foreground's components and distance transform once for all
 its split strengths, and ``_h_maxima`` reconstructs with OpenCV dilations instead of
-scikit-image's sorts; the references below are the per-call code they replace (session 6,
-verbatim but for names), and every label image must be the same array, ids included (the
+scikit-image's sorts; the references below are the per-call code they replace (session 6's,
+restated plainly), and every label image must be the same array, ids included (the
 examples' IoU takes the lowest id on a tie).
 """
 
