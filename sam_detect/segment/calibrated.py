@@ -176,77 +176,102 @@ def split_labels(fg: np.ndarray, scale: Scale, split: float, split_on: str = "sh
                  x: np.ndarray | None = None) -> np.ndarray:
     """``(H, W)`` int32 labels: connected components, or a watershed split when ``split > 0``
     (on the distance transform, or on the intensity ``x`` for ``split_on="intensity"``)."""
-    import cv2
-
-    from sam_detect.segment.classical_ops import _split_touching
-
-    if split <= 0 or not fg.any():
-        return cv2.connectedComponents(fg.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)[1]
-    min_distance = max(2, int(round(scale.half_width / 2)))
-    if split_on == "intensity" and x is not None:
-        # two objects' brightest points lie about two half-widths apart: closer maxima are texture
-        return _split_on_intensity(fg, x, max(1.0, split * scale.contrast), max(2, int(round(scale.half_width))))
-    h = max(0.5, split * scale.half_width)
-    return _split_touching(fg, 1.0, h, min_distance)
+    return _Splits(fg, scale, x).labels(split, split_on)
 
 
-def _split_on_intensity(fg: np.ndarray, x: np.ndarray, h: float, min_distance: int) -> np.ndarray:
-    """Watershed of each component on ``-x``, seeded at the h-maxima of ``x`` inside it."""
-    import cv2
-    from skimage import morphology, segmentation
+class _Splits:
+    """:func:`split_labels` of one foreground at every strength and either way of splitting:
+    the connected components, the distance transform and each component's crops are found
+    once and shared (the settings grid tries six splits of each foreground).
 
-    from sam_detect.segment.classical_ops import _merge_close_seeds
+    The labels returned may be the same array for several splits: read them, do not write.
+    """
 
-    n, comp, stats, _ = cv2.connectedComponentsWithStats(fg.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
-    labels = np.zeros_like(comp)
-    next_id = 1
-    for c in range(1, n):
-        x0, y0, bw, bh, area = stats[c]
-        sl = (slice(y0, y0 + bh), slice(x0, x0 + bw))
-        m = comp[sl] == c
-        if area < 4 * min_distance * min_distance:  # too small to hold two objects
-            labels[sl][m] = next_id
-            next_id += 1
-            continue
-        inside = x[sl][m]
-        lo = float(inside.min())
-        if float(inside.max()) - lo < h:  # no two maxima h apart: one object, no h-maxima needed
-            labels[sl][m] = next_id
-            next_id += 1
-            continue
-        v = np.where(m, x[sl], lo).astype(np.float32)
-        seeds = cv2.connectedComponents(
-            (morphology.h_maxima(v, h) & m).astype(np.uint8), connectivity=8, ltype=cv2.CV_32S
-        )[1]
-        if seeds.max() > 1:
-            seeds = _merge_close_seeds(seeds, min_distance)
-        k = int(seeds.max())
-        if k <= 1:
-            labels[sl][m] = next_id
-            next_id += 1
-            continue
-        ws = segmentation.watershed(-v, seeds, mask=m)
-        labels[sl][m] = ws[m] + (next_id - 1)
-        next_id += k
-    return labels
+    def __init__(self, fg: np.ndarray, scale: Scale, x: np.ndarray | None = None) -> None:
+        from sam_detect.segment.classical_ops import _Components, _TouchingSplit
+
+        self.scale = scale
+        self.x = x
+        self.comps = _Components(fg)
+        self.shape = _TouchingSplit(self.comps, 1.0, keep=True)
+        self._inside: dict[int, tuple[tuple[slice, slice], np.ndarray, float, float]] = {}
+        self._v: dict[int, np.ndarray] = {}
+
+    def labels(self, split: float, split_on: str = "shape") -> np.ndarray:
+        scale = self.scale
+        if split <= 0 or self.comps.n <= 1:
+            return self.comps.comp
+        min_distance = max(2, int(round(scale.half_width / 2)))
+        if split_on == "intensity" and self.x is not None:
+            # two objects' brightest points lie about two half-widths apart: closer maxima are texture
+            return self._on_intensity(max(1.0, split * scale.contrast), max(2, int(round(scale.half_width))))
+        h = max(0.5, split * scale.half_width)
+        return self.shape.labels(h, min_distance)
+
+    def _component(self, c: int) -> tuple[tuple[slice, slice], np.ndarray, float, float]:
+        """``(sl, m, lo, hi)``: component ``c``'s box, mask, and the range of ``x`` inside it."""
+        if c not in self._inside:
+            sl, m = self.comps.crop(c)
+            inside = self.x[sl][m]
+            self._inside[c] = (sl, m, float(inside.min()), float(inside.max()))
+        return self._inside[c]
+
+    def _on_intensity(self, h: float, min_distance: int) -> np.ndarray:
+        """Watershed of each component on ``-x``, seeded at the h-maxima of ``x`` inside it."""
+        from skimage import segmentation
+
+        from sam_detect.segment.classical_ops import _h_maxima, _seed_labels
+
+        comps = self.comps
+        stats = comps.stats
+        maxima = {}  # components that may hold two maxima h apart: their h-maxima
+        for c in range(1, comps.n):
+            if stats[c, 4] < 4 * min_distance * min_distance:  # too small to hold two objects
+                continue
+            sl, m, lo, hi = self._component(c)
+            if hi - lo < h:  # no two maxima h apart: one object, no h-maxima needed
+                continue
+            if c not in self._v:
+                self._v[c] = np.where(m, self.x[sl], lo).astype(np.float32)
+            maxima[c] = _h_maxima(self._v[c], h)
+        labels = np.zeros_like(comps.comp)
+        next_id = 1
+        for c in range(1, comps.n):
+            sl, m = comps.crop(c) if c not in self._inside else self._inside[c][:2]
+            k = 0
+            if c in maxima:
+                seeds = _seed_labels(maxima[c] & m, min_distance)
+                k = int(seeds.max())
+            if k <= 1:
+                labels[sl][m] = next_id
+                next_id += 1
+                continue
+            ws = segmentation.watershed(-self._v[c], seeds, mask=m)
+            labels[sl][m] = ws[m] + (next_id - 1)
+            next_id += k
+        return labels
 
 
 def label_images(prepared: Any, scale: Scale, settings: list[Setting], roi: np.ndarray | None = None):
     """Yield ``(setting, labels)`` for each setting, sharing the work between them.
 
     ``prepared``: the image (``(H, W[, 3])`` array), or a function of a smoothing that returns
-    its :class:`Prepared` (or :class:`_Mosaic`) work.
+    its :class:`Prepared` (or :class:`_Mosaic`) work. The labels may be one array for
+    several settings (splits that split nothing): read them, do not write.
     """
     if isinstance(prepared, np.ndarray):
         rgb = prepared
         prepared = functools.cache(lambda sm: Prepared(rgb, scale, sm))
     by_fg: dict[tuple[float, str, float, float], np.ndarray] = {}
+    splits: tuple[tuple, _Splits] | None = None  # the latest foreground's: settings come in runs
     for s in settings:
         prep = prepared(s.smooth)
         key = (s.smooth, s.background, s.level, s.refine)
         if key not in by_fg:
             by_fg[key] = foreground(prep, s.background, s.level, s.refine, roi)
-        yield s, split_labels(by_fg[key], scale, s.split, s.split_on, prep.resid(s.background))
+        if splits is None or splits[0] != key:
+            splits = (key, _Splits(by_fg[key], scale, prep.resid(s.background)))
+        yield s, splits[1].labels(s.split, s.split_on)
 
 
 class _Mosaic:
@@ -315,14 +340,18 @@ def grid_ious(rgb: np.ndarray, scale: Scale, masks: list[tuple[np.ndarray, tuple
 
     def rows(smooth: float) -> list[tuple[int, np.ndarray]]:
         grid = [g for g in GRID if g != OWN and g.smooth == smooth]
-        return [(index[s], _reproduction(labels, first.masks))
-                for s, labels in label_images(mosaics.__getitem__, scale, grid, roi)]
+        done, last, iou = [], None, None
+        for s, labels in label_images(mosaics.__getitem__, scale, grid, roi):
+            if labels is not last:  # a split that splits nothing gives its components again
+                last, iou = labels, _reproduction(labels, first.masks)
+            done.append((index[s], iou))
+        return done
 
     # one thread per smoothing: OpenCV, NumPy's sorts and the watersheds release the GIL;
     # scikit-image's submodules load lazily, which two threads must not do at once
     from skimage import morphology, segmentation
 
-    _ = morphology.h_maxima, morphology.local_maxima, segmentation.watershed
+    _ = morphology.h_maxima, morphology.local_maxima, morphology.reconstruction, segmentation.watershed
     with ThreadPoolExecutor(len(SMOOTHS)) as pool:
         for done in pool.map(rows, SMOOTHS):
             for g, iou in done:

@@ -55,60 +55,169 @@ def _split_touching(fg: np.ndarray, split_sigma: float, h: float, min_distance: 
 
     The h-maxima and the watershed are computed per connected component on its bounding
     box, and only for components that may hold several objects: much cheaper than on the
-    whole image (their cost grows as ``n log n`` in pixels), with the same labels.
+    whole image, with the same labels.
+    """
+    return _TouchingSplit(_Components(fg), split_sigma).labels(h, min_distance, reuse=False)
+
+
+class _Components:
+    """A foreground's 8-connected components, found once for every split of it.
+
+    ``comp``: ``(H, W)`` int32 labels ``0..n-1`` (``cv2.connectedComponentsWithStats``,
+    the same labels as ``cv2.connectedComponents``); ``stats``: ``(n, 5)``
+    ``x, y, w, h, area``. :meth:`crop` gives component ``c``'s bounding box and mask.
+    """
+
+    def __init__(self, fg: np.ndarray) -> None:
+        import cv2
+
+        self.fg = np.ascontiguousarray(fg)
+        self.n, self.comp, self.stats, _ = cv2.connectedComponentsWithStats(
+            self.fg.view(np.uint8), connectivity=8, ltype=cv2.CV_32S
+        )
+
+    def crop(self, c: int) -> tuple[tuple[slice, slice], np.ndarray]:
+        """``(sl, m)``: component ``c``'s bounding box and its ``(h, w)`` bool mask there."""
+        x, y, bw, bh, _area = self.stats[c]
+        sl = (slice(y, y + bh), slice(x, x + bw))
+        return sl, self.comp[sl] == c
+
+
+class _TouchingSplit:
+    """:func:`_split_touching` of one foreground at several strengths ``h``: the components,
+    the distance transform and each component's crop of it are computed once.
+
+    ``keep``: keep the per-component crops between calls (several strengths of one small
+    foreground, as the calibration tries); without it one crop at a time is held.
+    """
+
+    def __init__(self, comps: _Components, split_sigma: float, keep: bool = False) -> None:
+        self.comps = comps
+        self.split_sigma = split_sigma
+        self.keep = keep
+        self._dist: np.ndarray | None = None
+        self._parts: dict[int, tuple[tuple[slice, slice], np.ndarray, np.ndarray, float]] = {}
+        self._convex: dict[int, bool] = {}
+
+    def _distance(self) -> np.ndarray:
+        import cv2
+
+        if self._dist is None:
+            # pad with background so objects cut by the border peak inside the image
+            dist = cv2.distanceTransform(
+                cv2.copyMakeBorder(self.comps.fg.view(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0),
+                cv2.DIST_L2,
+                cv2.DIST_MASK_PRECISE,
+            )[1:-1, 1:-1]
+            if self.split_sigma > 0:
+                dist = cv2.GaussianBlur(dist, (0, 0), self.split_sigma)
+            self._dist = dist
+        return self._dist
+
+    def _part(self, c: int) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray, float]:
+        """``(sl, m, d, peak)``: component ``c``'s box, mask, distance (0 outside it), peak."""
+        if c in self._parts:
+            return self._parts[c]
+        sl, m = self.comps.crop(c)
+        d = np.where(m, self._distance()[sl], 0).astype(np.float32, copy=False)
+        part = (sl, m, d, float(d.max()))
+        if self.keep:
+            self._parts[c] = part
+        return part
+
+    def _is_convex(self, c: int, m: np.ndarray) -> bool:
+        if c not in self._convex:
+            self._convex[c] = _solidity(m, int(self.comps.stats[c, 4])) >= _CONVEX_SOLIDITY
+        return self._convex[c]
+
+    def labels(self, h: float, min_distance: int, reuse: bool = True) -> np.ndarray:
+        """``(H, W)`` int32 labels, touching objects split at the h-maxima of the distance.
+
+        ``reuse=False``: the components' label image may be overwritten (one call only)."""
+        from skimage import morphology, segmentation
+
+        comps = self.comps
+        n, comp = comps.n, comps.comp
+        if n <= 1:
+            return comp
+        split_of: dict[int, tuple[tuple[slice, slice], np.ndarray, np.ndarray, np.ndarray, int]] = {}
+        for c in range(1, n):
+            sl, m, d, peak = self._part(c)
+            if (h > 0 and peak < 2 * h) or self._is_convex(c, m):
+                # too thin to hold two h-separated maxima, or convex (touching objects leave a
+                # notch): one object, the component itself; skips the costly h-maxima
+                continue
+            seed_lab = _seed_labels(_h_maxima(d, h) if h > 0 else morphology.local_maxima(d), min_distance)
+            k = int(seed_lab.max())
+            if k > 1:
+                split_of[c] = (sl, m, d, seed_lab, k)
+        if not split_of:  # nothing to split: the components are the objects
+            return comp
+        lut = np.zeros(n, dtype=np.int32)  # component -> its label when it is not split
+        splits: list[tuple[tuple[slice, slice], np.ndarray, np.ndarray]] = []
+        next_id = 1
+        for c in range(1, n):
+            if c not in split_of:
+                lut[c] = next_id
+                next_id += 1
+                continue
+            sl, m, d, seed_lab, k = split_of[c]
+            markers = np.where(seed_lab > 0, seed_lab + (next_id - 1), 0).astype(np.int32)
+            splits.append((sl, m, segmentation.watershed(-d, markers, mask=m).astype(np.int32)))
+            next_id += k
+        labels = lut[comp] if reuse else _relabel(lut, comp)  # in place: comp is not needed again
+        for sl, m, ws in splits:
+            labels[sl][m] = ws[m]
+        return labels
+
+
+def _seed_labels(seeds: np.ndarray, min_distance: int) -> np.ndarray:
+    """8-connected seed regions labelled ``1..k``, those closer than ``min_distance`` merged."""
+    import cv2
+
+    seed_lab = cv2.connectedComponents(seeds.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)[1]
+    if int(seed_lab.max()) > 1 and min_distance > 1:
+        seed_lab = _merge_close_seeds(seed_lab, min_distance)
+    return seed_lab
+
+
+#: geodesic dilations :func:`_h_maxima` runs before it hands the rest to scikit-image
+_MAX_DILATIONS = 200
+
+
+def _h_maxima(image: np.ndarray, h: float) -> np.ndarray:
+    """``skimage.morphology.h_maxima(image, h)`` (3 x 3 footprint), ``uint8``: the same
+    arithmetic, with the reconstruction by dilation done by repeated geodesic dilations
+    (``cv2.dilate``, then the minimum with ``image``) until nothing changes.
+
+    The same result: the reconstruction is the one fixed point of the geodesic dilation
+    (each step only takes maxima and minima of seed and image values, so no value is
+    rounded), and the residue and its threshold are computed as scikit-image computes them.
+    Why: scikit-image sorts the pixels twice per call (``n log n``, ~1 ms for a 1,000-pixel
+    component crop), while the dilations converge in a few dozen steps of a few
+    microseconds on a crop; past ``_MAX_DILATIONS`` steps (a long winding object)
+    scikit-image finishes the reconstruction from where the dilations got to.
     """
     import cv2
-    from skimage import morphology, segmentation
+    from skimage import morphology
 
-    fg = np.ascontiguousarray(fg)
-    fg8 = fg.view(np.uint8)
-    n, comp, stats, _ = cv2.connectedComponentsWithStats(fg8, connectivity=8, ltype=cv2.CV_32S)
-    if n <= 1:
-        return comp
-    # pad with background so objects cut by the border peak inside the image
-    dist = cv2.distanceTransform(
-        cv2.copyMakeBorder(fg8, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0),
-        cv2.DIST_L2,
-        cv2.DIST_MASK_PRECISE,
-    )[1:-1, 1:-1]
-    if split_sigma > 0:
-        dist = cv2.GaussianBlur(dist, (0, 0), split_sigma)
-    lut = np.zeros(n, dtype=np.int32)  # component -> its label when it is not split
-    splits: list[tuple[tuple[slice, slice], np.ndarray, np.ndarray]] = []
-    next_id = 1
-    for c in range(1, n):
-        x, y, bw, bh, _area = stats[c]
-        sl = (slice(y, y + bh), slice(x, x + bw))
-        m = comp[sl] == c
-        d = np.where(m, dist[sl], 0).astype(np.float32, copy=False)
-        peak = float(d.max())
-        if (h > 0 and peak < 2 * h) or _solidity(m, int(_area)) >= _CONVEX_SOLIDITY:
-            # too thin to hold two h-separated maxima, or convex (touching objects leave a
-            # notch): one object, the component itself; skips the costly h-maxima
-            lut[c] = next_id
-            next_id += 1
-            continue
-        seeds = morphology.h_maxima(d, h) if h > 0 else morphology.local_maxima(d)
-        seed_lab = cv2.connectedComponents(
-            seeds.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S
-        )[1]
-        k = int(seed_lab.max())
-        if k > 1 and min_distance > 1:
-            seed_lab = _merge_close_seeds(seed_lab, min_distance)
-            k = int(seed_lab.max())
-        if k <= 1:
-            lut[c] = next_id
-            next_id += 1
-            continue
-        markers = np.where(seed_lab > 0, seed_lab + (next_id - 1), 0).astype(np.int32)
-        splits.append((sl, m, segmentation.watershed(-d, markers, mask=m).astype(np.int32)))
-        next_id += k
-    if not splits:  # nothing to split: the components are the objects
-        return comp
-    labels = _relabel(lut, comp)  # in place: comp is not needed any more
-    for sl, m, ws in splits:
-        labels[sl][m] = ws[m]
-    return labels
+    if not (h > 0 and image.dtype == np.float32 and image.ndim == 2 and image.size and np.isfinite(image).all()):
+        return morphology.h_maxima(image, h)
+    if h > np.ptp(image):
+        return np.zeros(image.shape, dtype=np.uint8)
+    # as skimage.morphology.h_maxima: a seed "h less" than the image, to float rounding
+    resolution = 2 * np.finfo(image.dtype).resolution * np.abs(image)
+    rec = np.ascontiguousarray(image - h - resolution, dtype=np.float32)
+    kernel = np.ones((3, 3), np.uint8)
+    for _ in range(_MAX_DILATIONS):
+        nxt = cv2.dilate(rec, kernel)  # the default border adds nothing to a dilation
+        np.minimum(nxt, image, out=nxt)
+        if np.array_equal(nxt, rec):
+            break
+        rec = nxt
+    else:
+        rec = morphology.reconstruction(rec, image, method="dilation")
+    return ((image - rec) >= h).astype(np.uint8)
 
 
 def _merge_close_seeds(markers: np.ndarray, min_distance: int) -> np.ndarray:

@@ -1,0 +1,260 @@
+"""The shared split work of the calibration gives the labels of the straightforward code.
+
+``label_images`` finds each foreground's components and distance transform once for all
+its split strengths, and ``_h_maxima`` reconstructs with OpenCV dilations instead of
+scikit-image's sorts; the references below are the per-call code they replace (session 6's,
+restated plainly), and every label image must be the same array, ids included (the
+examples' IoU takes the lowest id on a tie).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import cv2
+import numpy as np
+import pytest
+from skimage import morphology, segmentation
+
+from sam_detect.instances import Instances
+from sam_detect.segment import calibrated, classical_ops
+from sam_detect.segment.calibrated import (
+    GRID,
+    OWN,
+    Prepared,
+    Scale,
+    foreground,
+    grid_ious,
+    label_images,
+)
+from sam_detect.segment.classical_ops import (
+    _CONVEX_SOLIDITY,
+    _h_maxima,
+    _merge_close_seeds,
+    _solidity,
+    _split_touching,
+)
+
+# -- the references ------------------------------------------------------------------------
+
+
+def ref_split_touching(fg, split_sigma, h, min_distance):
+    fg = np.ascontiguousarray(fg)
+    fg8 = fg.view(np.uint8)
+    n, comp, stats, _ = cv2.connectedComponentsWithStats(fg8, connectivity=8, ltype=cv2.CV_32S)
+    if n <= 1:
+        return comp
+    dist = cv2.distanceTransform(
+        cv2.copyMakeBorder(fg8, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0), cv2.DIST_L2, cv2.DIST_MASK_PRECISE
+    )[1:-1, 1:-1]
+    if split_sigma > 0:
+        dist = cv2.GaussianBlur(dist, (0, 0), split_sigma)
+    labels = np.zeros_like(comp)
+    next_id = 1
+    for c in range(1, n):
+        x, y, bw, bh, area = stats[c]
+        sl = (slice(y, y + bh), slice(x, x + bw))
+        m = comp[sl] == c
+        d = np.where(m, dist[sl], 0).astype(np.float32, copy=False)
+        if (h > 0 and float(d.max()) < 2 * h) or _solidity(m, int(area)) >= _CONVEX_SOLIDITY:
+            labels[sl][m] = next_id
+            next_id += 1
+            continue
+        seeds = morphology.h_maxima(d, h) if h > 0 else morphology.local_maxima(d)
+        seed_lab = cv2.connectedComponents(seeds.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)[1]
+        k = int(seed_lab.max())
+        if k > 1 and min_distance > 1:
+            seed_lab = _merge_close_seeds(seed_lab, min_distance)
+            k = int(seed_lab.max())
+        if k <= 1:
+            labels[sl][m] = next_id
+            next_id += 1
+            continue
+        markers = np.where(seed_lab > 0, seed_lab + (next_id - 1), 0).astype(np.int32)
+        labels[sl][m] = segmentation.watershed(-d, markers, mask=m).astype(np.int32)[m]
+        next_id += k
+    return labels
+
+
+def ref_split_on_intensity(fg, x, h, min_distance):
+    n, comp, stats, _ = cv2.connectedComponentsWithStats(fg.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+    labels = np.zeros_like(comp)
+    next_id = 1
+    for c in range(1, n):
+        x0, y0, bw, bh, area = stats[c]
+        sl = (slice(y0, y0 + bh), slice(x0, x0 + bw))
+        m = comp[sl] == c
+        inside = x[sl][m]
+        lo = float(inside.min())
+        if area < 4 * min_distance * min_distance or float(inside.max()) - lo < h:
+            labels[sl][m] = next_id
+            next_id += 1
+            continue
+        v = np.where(m, x[sl], lo).astype(np.float32)
+        seeds = cv2.connectedComponents(
+            (morphology.h_maxima(v, h) & m).astype(np.uint8), connectivity=8, ltype=cv2.CV_32S
+        )[1]
+        if seeds.max() > 1:
+            seeds = _merge_close_seeds(seeds, min_distance)
+        k = int(seeds.max())
+        if k <= 1:
+            labels[sl][m] = next_id
+            next_id += 1
+            continue
+        ws = segmentation.watershed(-v, seeds, mask=m)
+        labels[sl][m] = ws[m] + (next_id - 1)
+        next_id += k
+    return labels
+
+
+def ref_split_labels(fg, scale, split, split_on, x):
+    if split <= 0 or not fg.any():
+        return cv2.connectedComponents(fg.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)[1]
+    if split_on == "intensity" and x is not None:
+        return ref_split_on_intensity(fg, x, max(1.0, split * scale.contrast), max(2, int(round(scale.half_width))))
+    return ref_split_touching(fg, 1.0, max(0.5, split * scale.half_width), max(2, int(round(scale.half_width / 2))))
+
+
+def ref_label_images(prepared, scale, settings, roi=None):
+    if isinstance(prepared, np.ndarray):
+        rgb = prepared
+        prepared = functools.cache(lambda sm: Prepared(rgb, scale, sm))
+    for s in settings:
+        prep = prepared(s.smooth)
+        fg = foreground(prep, s.background, s.level, s.refine, roi)
+        yield s, ref_split_labels(fg, scale, s.split, s.split_on, prep.resid(s.background))
+
+
+# -- synthetic images ----------------------------------------------------------------------
+
+
+def touching_disks(seed: int, size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """Disks of radius 7-12 packed so that many touch or overlap: ``(rgb, labels)``."""
+    rng = np.random.default_rng(seed)
+    lab = np.zeros((size, size), np.int32)
+    yy, xx = np.mgrid[:size, :size]
+    for k in range(1, 26):
+        cy, cx = rng.uniform(10, size - 10, 2)
+        r = rng.uniform(7, 12)
+        lab[((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r) & (lab == 0)] = k
+    img = np.where(lab > 0, 190.0, 40.0) + rng.normal(0, 8, lab.shape)
+    return np.repeat(np.clip(img, 0, 255).astype(np.uint8)[..., None], 3, axis=2), lab
+
+
+def textured_blobs(seed: int, size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """Dark elliptic blobs on a light uneven background, each brighter in its middle and
+    textured (chromatin-like), some touching: ``(rgb, labels)``."""
+    rng = np.random.default_rng(seed)
+    lab = np.zeros((size, size), np.int32)
+    yy, xx = np.mgrid[:size, :size].astype(np.float32)
+    shade = np.zeros((size, size), np.float32)
+    for k in range(1, 20):
+        cy, cx = rng.uniform(12, size - 12, 2)
+        a, b = rng.uniform(7, 13), rng.uniform(6, 10)
+        q = ((yy - cy) / a) ** 2 + ((xx - cx) / b) ** 2
+        m = (q <= 1) & (lab == 0)
+        lab[m] = k
+        shade[m] = np.maximum(shade[m], 1 - q[m])
+    texture = cv2.GaussianBlur(rng.normal(0, 1, (size, size)).astype(np.float32), (0, 0), 1.5)
+    img = 220 - 30 * xx / size - np.where(lab > 0, 90 + 60 * shade + 25 * texture, 0) + rng.normal(0, 4, lab.shape)
+    rgb = np.clip(np.stack([img, img * 0.8, img * 0.9], axis=-1), 0, 255).astype(np.uint8)
+    return rgb, lab
+
+
+IMAGES = {
+    "touching disks 0": lambda: touching_disks(0),
+    "touching disks 1": lambda: touching_disks(1),
+    "textured blobs 0": lambda: textured_blobs(0),
+    "textured blobs 1": lambda: textured_blobs(1),
+}
+
+
+def examples_of(rgb, lab, n=6):
+    """The :class:`Scale` of the objects (measured on all of them: no calibration needed)
+    and ``n`` of them as examples ``(crop, (x0, y0))``."""
+    gt, _ = Instances.from_label_image(lab)
+    fg = lab > 0
+    gray = rgb.astype(np.float32).mean(axis=-1)
+    sign = 1.0 if np.median(gray[fg]) > np.median(gray[~fg]) else -1.0
+    direction = np.full(3, sign / np.sqrt(3.0), np.float32)
+    x = calibrated.project(rgb, direction)
+    radius = np.sqrt(gt.areas / np.pi)
+    scale = Scale(direction=direction, contrast=float(np.median(x[fg]) - np.median(x[~fg])),
+                  ring_level=float(np.median(x[~fg])), radius=float(np.median(radius)),
+                  max_radius=float(radius.max()), min_area=float(gt.areas.min()) / 2,
+                  max_area=float(gt.areas.max()) * 2)
+    ex = gt[np.random.default_rng(0).choice(len(gt), n, replace=False)]
+    return scale, [(mc.crop, (int(mc.origin[0]), int(mc.origin[1]))) for mc in ex.crops]
+
+
+# -- the tests -----------------------------------------------------------------------------
+
+
+def _h_maxima_cases():
+    rng = np.random.default_rng(3)
+    smooth = cv2.GaussianBlur(rng.random((50, 70)).astype(np.float32), (0, 0), 2.5) * 40 - 15
+    yy, xx = np.mgrid[:60, :60]
+    spiral = np.zeros((60, 60), np.float32)  # one ridge 2,000 pixels long: past the dilation cap
+    for y in range(2, 58, 4):
+        spiral[y, 2:58] = 10 + y / 10
+        spiral[y : y + 4, 57 if (y // 4) % 2 == 0 else 2] = 10 + y / 10
+    return {
+        "uniform noise": rng.random((40, 30)).astype(np.float32) * 7,
+        "plateaus and ties": rng.integers(0, 4, (30, 45)).astype(np.float32),
+        "smooth, negative": smooth,
+        "tenths": (rng.integers(-3, 3, (25, 25)) * 0.1).astype(np.float32),
+        "winding ridge": spiral,
+        "one pixel": np.ones((1, 1), np.float32),
+        "float64": rng.random((20, 20)),
+    }
+
+
+@pytest.mark.parametrize("name", list(_h_maxima_cases()))
+@pytest.mark.parametrize("h", [0.05, 0.3, 1.0, 2.5])
+def test_h_maxima_equals_scikit_image(name, h):
+    image = _h_maxima_cases()[name]
+    np.testing.assert_array_equal(_h_maxima(image, h), morphology.h_maxima(image, h))
+
+
+def test_h_maxima_hands_over_to_scikit_image(monkeypatch):
+    """Past the dilation cap scikit-image finishes the reconstruction: still the same."""
+    monkeypatch.setattr(classical_ops, "_MAX_DILATIONS", 2)
+    for image in _h_maxima_cases().values():
+        for h in (0.05, 1.0):
+            np.testing.assert_array_equal(_h_maxima(image, h), morphology.h_maxima(image, h))
+
+
+@pytest.mark.parametrize("name", list(IMAGES))
+@pytest.mark.parametrize("split_sigma, h, min_distance", [(1.0, 0.5, 2), (1.0, 1.5, 3), (0.0, 2.0, 1), (1.0, 0.0, 3)])
+def test_split_touching_equals_reference(name, split_sigma, h, min_distance):
+    _, lab = IMAGES[name]()
+    fg = lab > 0
+    np.testing.assert_array_equal(_split_touching(fg, split_sigma, h, min_distance),
+                                  ref_split_touching(fg, split_sigma, h, min_distance))
+
+
+@pytest.mark.parametrize("name", list(IMAGES))
+def test_label_images_equal_reference_on_every_setting(name):
+    rgb, lab = IMAGES[name]()
+    scale, _ = examples_of(rgb, lab)
+    # the whole image (no roi, as at detection); one background keeps the test short
+    grid = [g for g in GRID if g != OWN and g.background == "flat"]
+    split = 0
+    for (s, got), (s_ref, want) in zip(label_images(rgb, scale, grid), ref_label_images(rgb, scale, grid),
+                                       strict=True):
+        assert s == s_ref
+        assert got.dtype == want.dtype == np.int32
+        np.testing.assert_array_equal(got, want, err_msg=str(s))
+        split += int(got.max()) > int(cv2.connectedComponents((got > 0).view(np.uint8), connectivity=8)[0]) - 1
+    assert split > 0  # some settings did split touching objects
+
+
+@pytest.mark.parametrize("name", list(IMAGES))
+def test_grid_ious_equal_reference(name, monkeypatch):
+    rgb, lab = IMAGES[name]()
+    scale, masks = examples_of(rgb, lab, n=3)
+    got = grid_ious(rgb, scale, masks)
+    monkeypatch.setattr(calibrated, "label_images", ref_label_images)
+    want = grid_ious(rgb, scale, masks)
+    np.testing.assert_array_equal(got, want)
+    assert got.max() > 0.5
