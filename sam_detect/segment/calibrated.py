@@ -490,12 +490,15 @@ def _centre(box: tuple) -> tuple[int, int]:
 
 
 def _core_of(boxes: list[tuple], windows: list[tuple[tuple, tuple]]) -> np.ndarray:
-    """``(N,)`` int64: the window whose core holds each box's centre."""
-    out = np.zeros(len(boxes), np.int64)
-    for i, box in enumerate(boxes):
-        cx, cy = _centre(box)
-        out[i] = next(k for k, (c, _) in enumerate(windows) if c[0] <= cx < c[2] and c[1] <= cy < c[3])
-    return out
+    """``(N,)`` int64: the window whose core holds each box's centre (the cores are a grid,
+    row by row, as :func:`proposal_windows` makes them)."""
+    if not boxes:
+        return np.zeros(0, np.int64)
+    xs = np.unique([c[0] for c, _ in windows])
+    ys = np.unique([c[1] for c, _ in windows])
+    b = np.asarray(boxes, np.int64).reshape(-1, 4)
+    cx, cy = (b[:, 0] + b[:, 2] - 1) // 2, (b[:, 1] + b[:, 3] - 1) // 2
+    return (np.searchsorted(ys, cy, "right") - 1) * len(xs) + np.searchsorted(xs, cx, "right") - 1
 
 
 def _whole_in_core(box: tuple, core: tuple, win: tuple, hw: tuple[int, int]) -> bool:
