@@ -110,6 +110,20 @@ def wholes_first(instances: Instances, scores: np.ndarray, whole: np.ndarray,
     return scores
 
 
+def covering_parts(instances: Instances, pairs: list[tuple[int, int, float]] | None = None,
+                   ) -> dict[int, list[int]]:
+    """``{candidate: its parts}`` for the candidates that smaller alternatives cover: a part
+    lies ``PART_INSIDE`` inside it and is smaller than ``PART_AREA`` of it, and the parts
+    together are at least ``PARTS_COVER`` of its area."""
+    areas = instances.areas.astype(np.float64)
+    parts: dict[int, list[int]] = {}
+    for i, j, frac in overlap_pairs(instances) if pairs is None else pairs:
+        small, big = (i, j) if areas[i] <= areas[j] else (j, i)
+        if frac > PART_INSIDE and areas[small] < PART_AREA * areas[big]:
+            parts.setdefault(big, []).append(small)
+    return {big: inside for big, inside in parts.items() if areas[inside].sum() >= PARTS_COVER * areas[big]}
+
+
 def fragmented_wholes(instances: Instances, whole: np.ndarray,
                       pairs: list[tuple[int, int, float]] | None = None) -> dict[int, list[int]]:
     """``{whole candidate: its fragments}``: the ``whole`` candidates that smaller
@@ -119,14 +133,9 @@ def fragmented_wholes(instances: Instances, whole: np.ndarray,
     areas = instances.areas.astype(np.float64)
     edge = instances.data.get("edge")
     edge = None if edge is None else np.asarray(edge, np.float64)
-    parts: dict[int, list[int]] = {}
-    for i, j, frac in overlap_pairs(instances) if pairs is None else pairs:
-        small, big = (i, j) if areas[i] <= areas[j] else (j, i)
-        if whole[big] and frac > PART_INSIDE and areas[small] < PART_AREA * areas[big]:
-            parts.setdefault(big, []).append(small)
     out = {}
-    for big, inside in parts.items():
-        if areas[inside].sum() < PARTS_COVER * areas[big]:
+    for big, inside in covering_parts(instances, pairs).items():
+        if not whole[big]:
             continue
         if edge is not None and np.average(edge[inside], weights=areas[inside]) >= SEPARATE_EDGE * edge[big]:
             continue
@@ -218,4 +227,4 @@ def decide(
     return Decision(labels, conf, sim, fit, keep.astype(np.int64), words)
 
 
-__all__ = ["MAX_OVERLAP", "Decision", "decide", "overlap_pairs", "fragmented_wholes", "quality", "select", "wholes_first"]
+__all__ = ["MAX_OVERLAP", "Decision", "decide", "overlap_pairs", "covering_parts", "fragmented_wholes", "quality", "select", "wholes_first"]

@@ -42,15 +42,9 @@ def install() -> None:
             return scores
         fit, edge = np.asarray(fit, np.float64), np.asarray(edge, np.float64)
         areas = instances.areas.astype(np.float64)
-        parts: dict[int, list[int]] = {}
-        for i, j, frac in sel.overlap_pairs(instances) if pairs is None else pairs:
-            small, big = (i, j) if areas[i] <= areas[j] else (j, i)
-            if frac > sel.PART_INSIDE and areas[small] < sel.PART_AREA * areas[big]:
-                parts.setdefault(big, []).append(small)
-        for big, inside in parts.items():
+        for big, inside in sel.covering_parts(instances, pairs).items():
             w = areas[inside]
-            if (w.sum() >= sel.PARTS_COVER * areas[big]
-                    and np.average(edge[inside], weights=w) >= sel.SEPARATE_EDGE * edge[big]
+            if (np.average(edge[inside], weights=w) >= sel.SEPARATE_EDGE * edge[big]
                     and np.average(fit[inside], weights=w) > fit[big]):
                 scores[big] = min(scores[big], np.nextafter(scores[inside].min(), -np.inf))
         return scores
