@@ -48,9 +48,8 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     args = ap.parse_args()
 
-    import distributed
 
-    from sam_detect.cluster import detect_images, library_snapshot
+    from sam_detect.cluster import library_snapshot
     from sam_detect.pipeline import DetectorConfig, SAMDetect
 
     frames = tifffile.imread(DATA / "Fluo_Hela_02_img.tif")
@@ -71,12 +70,23 @@ def main() -> None:
     t = time.perf_counter()
     snap = library_snapshot(config)
     out["snapshot"] = {"bytes": snap.nbytes, "seconds": round(time.perf_counter() - t, 3)}
-    if args.mosaic_only:
+    if not args.mosaic_only:
+        bench_folder(out, config, paths, args.repeats)
+
+    if args.mosaic_side:
         out["mosaic"] = bench_mosaic(args.mosaic_side, frames, config, work)
         print(json.dumps(out["mosaic"], indent=1), flush=True)
-        if args.out:
-            Path(args.out).write_text(json.dumps(out, indent=1))
-        return
+    if args.out:
+        Path(args.out).write_text(json.dumps(out, indent=1))
+
+
+def bench_folder(out: dict, config, paths: list[Path], repeats: int) -> None:
+    """The folder of frames in every mode (local engine, local:1, local:2): throughput,
+    start-up, scheduler overhead and the projection, into ``out``."""
+    import distributed
+
+    from sam_detect.cluster import detect_images
+    from sam_detect.pipeline import DetectorConfig, SAMDetect
 
     def timed(fn) -> float:
         t0 = time.perf_counter()
@@ -90,13 +100,13 @@ def main() -> None:
     one_thread = DetectorConfig(**{**config.__dict__, "embedder_options": {"num_threads": 1}})
     with SAMDetect(config) as det:
         list(detect_images(config, paths[:1], detector=det))  # models loaded, caches warm
-        for _ in range(args.repeats):
+        for _ in range(repeats):
             modes.setdefault("local engine (all cores)", []).append(timed(lambda: detect_images(config, paths, detector=det)))
     with SAMDetect(one_thread) as det:
         list(detect_images(one_thread, paths[:1], detector=det))
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
-        for _ in range(args.repeats):
+        for _ in range(repeats):
             modes.setdefault("local engine (1 thread)", []).append(timed(lambda: detect_images(one_thread, paths, detector=det)))
         torch.set_num_threads(threads)
     startup = {}
@@ -109,7 +119,7 @@ def main() -> None:
             t0 = time.perf_counter()
             list(detect_images(config, paths[: 2 * n], cluster=client))
             startup[n] = {"cluster_s": round(startup[n], 2), "first_run_s": round(time.perf_counter() - t0, 2)}
-            for _ in range(args.repeats):
+            for _ in range(repeats):
                 modes.setdefault(f"cluster local:{n}", []).append(timed(lambda c=client: detect_images(config, paths, cluster=c)))
             if n == 2:
                 client.submit(_noop, -1).result()
@@ -133,12 +143,6 @@ def main() -> None:
         "scheduler_bound_images_per_s": round(1000 / out["scheduler_ms_per_task"]) if out.get("scheduler_ms_per_task") else None,
     }
     print(json.dumps(out, indent=1), flush=True)
-
-    if args.mosaic_side:
-        out["mosaic"] = bench_mosaic(args.mosaic_side, frames, config, work)
-        print(json.dumps(out["mosaic"], indent=1), flush=True)
-    if args.out:
-        Path(args.out).write_text(json.dumps(out, indent=1))
 
 
 def bench_mosaic(side: int, frames: np.ndarray, config, work: Path) -> dict:
