@@ -177,7 +177,9 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, tolerance, no_polygo
     elif not jsonl:
         for rec in records:
             counts = ", ".join(f"{k}: {v}" for k, v in sorted(rec["counts"].items())) or "nothing found"
-            click.echo(f"{rec['image']}: {rec['count']} objects ({counts}) in {rec['timings'].get('total', 0):.2f}s")
+            total = rec["timings"].get("total")  # a slide's record has no timings
+            took = "" if total is None else f" in {total:.2f}s"
+            click.echo(f"{rec['image']}: {rec['count']} objects ({counts}){took}")
     if coco_path:
         write_json(predictions_to_coco(coco_items), coco_path)
         if not quiet:
