@@ -576,3 +576,64 @@ def test_examples_measured_on_the_previous_grid_keep_their_calibration():
     assert e["reproduction"] == pytest.approx(best_light, abs=0.03)  # the lead, or a simpler split
     unknown = [{**s, "calib": {"version": 5, "iou": s["calib"]["iou"]}} for s in stats]
     assert "settings" not in build_profile([("obj", s) for s in unknown])["classes"]["obj"]
+
+
+def _ious(best: dict) -> np.ndarray:
+    """A mean-IoU vector over ``GRID``: 0.5 everywhere, and ``best[(way, smooth)]`` for the
+    best setting of that way of splitting at that smoothing."""
+    from sam_detect.profile import _way
+
+    out = np.full(len(GRID), 0.5)
+    for (way, smooth), v in best.items():
+        k = next(i for i, g in enumerate(GRID) if _way(g) == way and g.smooth == smooth
+                 and (way == "none" or g.split == 0.1))
+        out[k] = v
+    return out
+
+
+@pytest.mark.parametrize(
+    "best, lead_way",
+    [
+        # a tie at the light smoothing: the examples cannot tell, smooth objects are split
+        ({("none", 0.125): 0.9, ("shape", 0.125): 0.9}, "shape"),
+        ({("none", 0.125): 0.9, ("intensity", 0.125): 0.9}, "intensity"),
+        # the split costs the examples more than SPLIT_TIE: the simpler way
+        ({("none", 0.125): 0.9, ("shape", 0.125): 0.89}, "none"),
+        # a split 0.02 better: within OCCAM_MARGIN, yet smooth objects are split
+        ({("none", 0.125): 0.9, ("shape", 0.125): 0.92}, "shape"),
+        # textured objects (heavy smoothing leads): the simpler way, as before
+        ({("none", 0.33): 0.9, ("shape", 0.33): 0.9}, "none"),
+        ({("none", 0.33): 0.9, ("shape", 0.33): 0.92}, "none"),
+        # a split clearly better, at either smoothing
+        ({("none", 0.33): 0.8, ("shape", 0.33): 0.9}, "shape"),
+    ],
+)
+def test_smooth_objects_are_split_when_the_examples_cannot_tell(best, lead_way):
+    from sam_detect.profile import _alternatives, _way
+
+    chosen = _alternatives(_ious(best))
+    assert _way(GRID[chosen[0]]) == lead_way
+    lead_smooth = next(iter(best))[1]
+    assert GRID[chosen[0]].smooth == lead_smooth
+    # the other ways stay among the alternatives, for the selection to choose per object
+    assert {_way(GRID[i]) for i in chosen} >= {w for w, _ in best}
+
+
+def test_touching_smooth_objects_are_split_though_the_examples_are_isolated():
+    """Examples drawn from isolated objects reproduce as well unsplit as split: the split
+    leads (without the rule, no split did), and the touching pairs elsewhere in the image
+    are found one by one."""
+    rgb, lab = blobs(3, size=160, n=30, r=(8, 11), touching=True, fg=(220, 220, 220), bg=(20, 20, 20))
+    gt, _ = Instances.from_label_image(lab)
+    grown = np.stack([np.pad(gt.mask(i), 2)[:-4, 2:-2] | np.pad(gt.mask(i), 2)[4:, 2:-2]
+                      | np.pad(gt.mask(i), 2)[2:-2, :-4] | np.pad(gt.mask(i), 2)[2:-2, 4:] for i in range(len(gt))])
+    isolated = [i for i in range(len(gt)) if not (grown[i] & (lab > 0) & (lab != i + 1)).any()]
+    touching = len(gt) - len(isolated)
+    assert len(isolated) >= 6 and touching >= 6  # the scene holds both kinds
+    prof = profile_of(rgb, gt, isolated[:6])
+    lead = prof["classes"]["obj"]["settings"][0]
+    assert lead["split"] > 0, prof["classes"]["obj"]["settings"]
+    seg = create_segmenter("classical")
+    cand = seg.segment(rgb, profile=prof)
+    kept = cand[select(cand, fit_scores(cand, ["obj"] * len(cand), prof))]
+    assert f1_at(kept, gt) >= 0.85

@@ -1,0 +1,127 @@
+#!/usr/bin/env python
+"""The selection step, re-run offline on recorded candidates (development only).
+
+``evaluate`` keeps, per scored image, exactly what ``detect`` decided on: the candidates
+that were embedded, their neighbours, the profile and the decision settings. This script
+runs the full pipeline once per data set, pickles those records in a cache folder, and
+then scores variants of the decision and selection step (``select.decide``) on them in
+seconds, so a rule can be tried on every development set at once. A rule that only
+changes the selection gives here exactly what ``detect`` would give (checked: the
+baseline reproduces the pipeline's own F1); a rule that changes which candidates are
+embedded (``profile.size_filter``) needs the full benchmark.
+
+    python scripts/dev_selection.py record dev_u2os dev_rpe1      # run once, cache
+    python scripts/dev_selection.py score                           # every cached set
+
+Sets: ``bench_data.DEV``, the synthetic fields of ``scripts/tune_calibrated.py``
+(``syn_sparse`` ... ``syn_flat``, seeds 0-2: 10 examples from the field, the rest scored),
+and any reported set (``bench_examples`` names) -- never choose a rule on those.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+CACHE = Path(os.environ.get("SAM_DETECT_DEV_CACHE", Path.home() / ".cache" / "sam-detect-dev" / "selection"))
+SYNTHETIC = ["syn_sparse", "syn_dense", "syn_dark", "syn_flat"]
+
+
+def _inputs(name: str) -> list[tuple[list, list, dict]]:
+    """``[(images, ground truth, protocol)]``: one protocol run or several."""
+    if name in SYNTHETIC:
+        import tune_calibrated
+
+        runs = []
+        for seed in range(3):
+            img, lab = tune_calibrated.field(seed, **tune_calibrated.KINDS[name[4:]])
+            runs.append(([img], [lab], dict(shots=10, examples_from=[0], detect_on=[0], seed=seed)))
+        return runs
+    if name in ("hela", "scratch"):
+        from bench_accuracy import HELA_IMG, HELA_SEG, SCRATCH
+
+        from sam_detect.eval.protocol import ImageRef
+        from sam_detect.formats import read_label_image
+
+        if name == "hela":
+            gt = list(read_label_image(HELA_SEG))
+            images = [ImageRef(str(HELA_IMG), frame=t) for t in range(len(gt))]
+        else:
+            gt = list(read_label_image(SCRATCH, channel=2))
+            images = [ImageRef(str(SCRATCH), frame=t, channel=0) for t in range(len(gt))]
+        return [(images, gt, dict(shots=10, examples_from=[0], detect_on=list(range(1, len(gt)))))]
+    import bench_data
+
+    images, gt = bench_data.load(name)
+    protocol = dict(bench_data.PROTOCOL[name])
+    pairs = protocol.pop("pairs", None)
+    if pairs:
+        return [([images[a], images[b]], [gt[a], gt[b]], {**protocol, "examples_from": [0], "detect_on": [1]})
+                for a, b in pairs]
+    return [(images, gt, protocol)]
+
+
+def record(name: str, embedder: str = "views") -> list:
+    """Run the full pipeline on ``name`` and cache its records."""
+    from sam_detect import DetectorConfig
+    from sam_detect.eval.protocol import evaluate
+
+    config = DetectorConfig(segmenter="classical", embedder=embedder, store="memory")
+    out = []
+    for images, gt, protocol in _inputs(name):
+        protocol = dict(protocol)
+        seed = protocol.pop("seed", 0)
+        res = evaluate(images, gt, config, seed=seed, label="object", curve_thresholds=(), overlays=0, **protocol)
+        out.append({"records": res.records, "top_k": res.protocol["top_k"], "f1": res.metrics[0.5].f1})
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / f"{name}.pkl", "wb") as f:
+        pickle.dump(out, f)
+    return out
+
+
+def load(name: str) -> list:
+    with open(CACHE / f"{name}.pkl", "rb") as f:
+        return pickle.load(f)
+
+
+def score(runs: list) -> tuple[float, float, float]:
+    """``(F1, precision, recall)`` at IoU 0.5 of the current ``select.decide`` over ``runs``."""
+    from sam_detect.eval.protocol import _score
+
+    tp = fp = fn = 0
+    for run in runs:
+        m = _score(run["records"], None, run["top_k"], (0.5,))[0][0.5]
+        tp, fp, fn = tp + m.tp, fp + m.fp, fn + m.fn
+    return 2 * tp / max(2 * tp + fp + fn, 1), tp / max(tp + fp, 1), tp / max(tp + fn, 1)
+
+
+def cached() -> list[str]:
+    return sorted(p.stem for p in CACHE.glob("*.pkl"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=("record", "score"))
+    ap.add_argument("names", nargs="*")
+    ap.add_argument("--embedder", default="views")
+    args = ap.parse_args()
+    if args.what == "record":
+        for name in args.names:
+            runs = record(name, args.embedder)
+            print(name, "pipeline F1", [round(r["f1"], 4) for r in runs], flush=True)
+        return
+    for name in args.names or cached():
+        f1, p, r = score(load(name))
+        print(f"{name:16s} F1 {f1:.4f}  P {p:.4f}  R {r:.4f}", flush=True)
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()
