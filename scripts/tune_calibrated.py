@@ -9,7 +9,8 @@ seeds 0-2 -- and on nothing that docs/performance.md reports. Session 5 added tw
 development sets, ``dev_mnfinder`` and ``dev_stroma`` (``scripts/bench_data.py``: other
 images than any reported set); ``SEPARATE_EDGE`` (select.py) was chosen on them and on
 these fields, ``SPREAD_SHRINK`` (profile.py) on ``dev_stroma`` and on synthetic stained
-fields (tests/test_profile.py). Reported data sets: see ``scripts/bench_examples.py``.
+fields (tests/test_profile.py); session 8's split-when-tied rule (``SPLIT_TIE``, profile.py)
+on the four development sets and these fields (``scripts/dev_selection.py``). Reported data sets: see ``scripts/bench_examples.py``.
 
 Kinds (384 x 384, elliptic objects of radius 6-14 px, blurred, with Gaussian noise):
 
