@@ -21,7 +21,12 @@ _AUTO_TILE_SIZE = 2048
 
 @dataclass
 class ClassicalConfig:
-    """Options of :class:`ClassicalSegmenter`; defaults tuned on fluorescent nuclei.
+    """Options of :class:`ClassicalSegmenter`.
+
+    The defaults suit fluorescent nuclei; ``k_noise`` and ``refine_fraction`` were chosen on
+    the development sets (``scripts/tune_classical.py --sets dev``: mnFinder training frames
+    and synthetic fields, session 8), the rest on HeLa frames (session 1), so the HeLa and
+    scratch-assay rows of ``docs/performance.md`` are optimistic for those.
 
     Attributes:
         intensity: how RGB becomes one channel: ``"gray"`` (luminance), ``"max"`` (channel
@@ -81,11 +86,11 @@ class ClassicalConfig:
     threshold: str = "tophat"
     threshold_scale: float = 1.0
     background_radius: int | None = None
-    k_noise: float = 10.0
+    k_noise: float = 7.0
     block_size: int = 51
     local_offset: float | None = None
     refine: bool = True
-    refine_fraction: float = 0.4
+    refine_fraction: float = 0.3
     polarity: str = "auto"
     fill_holes: bool = True
     opening: int = 1
