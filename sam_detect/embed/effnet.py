@@ -6,6 +6,10 @@ the ``.pth`` file shipped inside the registry package ``efficientnet-lite0-pytor
 counters aside) line up one-to-one, in order and shape, with timm's state dict; they are
 mapped by position and every shape is checked.
 
+The network runs as :class:`sam_detect.embed.lite0.Lite0`; after the first build through
+timm, later processes load its TorchScript copy from the model cache without importing timm
+(:mod:`sam_detect.embed.lite0`).
+
 Preprocessing travels with the embedder: each ``(h, w, 3)`` uint8 crop is resized to
 ``input_size`` squared (bilinear, antialiased) and scaled as ``(x - 127) / 128``. Features:
 the 1280-d globally pooled output of the last conv stage (before the classifier),
