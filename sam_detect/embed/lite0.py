@@ -14,6 +14,9 @@ warning for a file that exists but cannot be used, and the file is written again
 unwritable cache only costs the timm path on every run. ``SAM_DETECT_EFFNET_SCRIPT=0``
 turns the cache off (both reading and writing), e.g. to measure the timm path.
 
+Used on CPU only: a scripted module under CUDA's bf16 autocast has not been checked on a GPU
+against the eager one, so there the timm path runs as before.
+
 This module imports torch: import it from factories or on first use.
 """
 
