@@ -123,7 +123,8 @@ def load_script(path: Path):
             if not callable(getattr(module, method, None)):
                 raise ValueError(f"it has no {method} method")
     except Exception as e:  # noqa: BLE001 - any failure means: build it through timm again
-        why = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        # the first sentence: torch's zip reader appends a paragraph of advice
+        why = str(e).strip().splitlines()[0].split(". ")[0][:200] if str(e).strip() else type(e).__name__
         log.warning("the cached EfficientNet-Lite0 %s cannot be used (%s); building it with timm "
                     "and caching it again", path, why)
         return None
@@ -144,6 +145,7 @@ def save_script(model: Lite0, path: Path) -> bool:
             fd, tmp = tempfile.mkstemp(prefix=".lite0-", suffix=".ts", dir=path.parent)
             os.close(fd)
             torch.jit.save(scripted, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would lock others out of a shared cache
         os.replace(tmp, path)  # atomic: a reader sees no file or a whole one
         return True
     except Exception as e:  # noqa: BLE001 - the cache is an optimisation, never a failure
