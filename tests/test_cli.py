@@ -68,6 +68,30 @@ def test_import_and_help_do_not_import_torch():
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
 
 
+@pytest.mark.parametrize(
+    ("setup", "frozen"),
+    [
+        ("", False),  # a program that imports sam_detect keeps its collector as it is
+        ("main(['--help'])", False),  # a call with arguments is not the process's command line
+        ("sys.argv = ['sam-detect', '--help']; main()", True),  # the console script
+    ],
+)
+def test_command_line_freezes_gc_after_importing_torch(setup, frozen):
+    code = (
+        "import gc, sys\n"
+        "from sam_detect.cli.main import main\n"
+        f"try:\n    {setup or 'pass'}\nexcept SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules\n"
+        "from sam_detect.models.torch_utils import import_torch\n"
+        "import_torch()\n"
+        "print(gc.get_freeze_count(), gc.isenabled())\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    count, enabled = r.stdout.split()[-2:]
+    assert enabled == "True"  # the collector is back on after the import
+    assert (int(count) > 50_000) is frozen, count  # torch's objects, when frozen
+
+
 def test_add_then_detect_json(scene_files, tmp_path):
     f = scene_files
     r = run_cli("add", f["image"], "--label", "disc", "--mask", f["mask"], *f["lib"])

@@ -128,6 +128,10 @@ def _silence_stdout() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: results on stdout, one ``Error:`` line on stderr."""
+    if argv is None:  # the process's own command line, not a call from a program or a test
+        from sam_detect.models.torch_utils import freeze_gc_after_torch_import
+
+        freeze_gc_after_torch_import()
     code = 0
     try:
         rv = cli.main(args=argv, prog_name="sam-detect", standalone_mode=False)

@@ -59,7 +59,6 @@ MIN_SCALE, MAX_SCALE = 0.125, 4.0
 #: network input tiles: side (a multiple of 32) and the overlap kept on each side
 TILE, MARGIN = 2048, 64
 _STRIDES = (8, 16, 32)
-_LAYERS = {2: 8, 4: 16}  # block index -> stride of its output (the "mid" maps)
 
 
 def views_of(embedder_id: str) -> tuple[tuple[str, int], ...] | None:
@@ -192,24 +191,6 @@ def pool_under_masks(maps: dict[int, np.ndarray], instances: Any, scale: float) 
     return out
 
 
-class _Trunk:
-    """EfficientNet-Lite0 run to its stride-8, stride-16 and stride-32 maps."""
-
-    def __init__(self, model) -> None:
-        self.m = model
-
-    def __call__(self, x):
-        m = self.m
-        x = m.bn1(m.conv_stem(x))
-        feats = {}
-        for i, block in enumerate(m.blocks):
-            x = block(x)
-            if i in _LAYERS:
-                feats[_LAYERS[i]] = x
-        feats[32] = m.bn2(m.conv_head(x))
-        return feats
-
-
 def _tiles(length: int, tile: int, margin: int) -> list[tuple[int, int, int, int]]:
     """``(start, stop, keep_from, keep_to)`` along one axis (all multiples of 32).
 
@@ -303,7 +284,7 @@ class ViewsEmbedder:
         ph, pw = -(-sh // 32) * 32, -(-sw // 32) * 32
         if (ph, pw) != (sh, sw):
             img = cv2.copyMakeBorder(img, 0, ph - sh, 0, pw - sw, cv2.BORDER_REFLECT_101)
-        trunk = _Trunk(self.model)
+        model = self.model  # Lite0: (stride-8, stride-16, stride-32) maps
         maps = {
             s: np.zeros((c, ph // s, pw // s), np.float32) for s, c in ((8, 40), (16, 112), (32, 1280))
         }
@@ -315,7 +296,7 @@ class ViewsEmbedder:
                     x = x.float().sub_(127.0).div_(128.0).to(self.device)
                     if self.device.type == "cpu":
                         x = x.contiguous(memory_format=torch.channels_last)
-                    feats = trunk(x)
+                    feats = dict(zip(_STRIDES, model(x), strict=True))
                     for s, f in feats.items():
                         f = f[0].float().cpu().numpy()
                         maps[s][:, ky0 // s : ky1 // s, kx0 // s : kx1 // s] = f[

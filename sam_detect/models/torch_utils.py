@@ -14,6 +14,8 @@ factories or on first use, not at ``import sam_detect`` time.
 
 from __future__ import annotations
 
+import gc
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -27,8 +29,30 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
+#: see :func:`freeze_gc_after_torch_import`
+_FREEZE_GC = {"on": False}
+
+
+def freeze_gc_after_torch_import() -> None:
+    """Import torch (when :func:`import_torch` first does) with the garbage collector off,
+    then ``gc.freeze()`` every object alive, torch's included.
+
+    torch's import leaves ~170,000 objects that live as long as the process; every full
+    collection after it walks them all, and so does the one at exit. A whole ``sam-detect
+    detect`` on a HeLa frame took 3.36 s instead of 3.85 s (median of 7, interleaved, load
+    average 1.3-2.2, 2 cores). Objects frozen are still freed when their count drops to zero; only reference
+    cycles that exist at that moment are never collected. So the command line turns this on
+    for its own process, and a program that imports sam_detect keeps its collector as it is.
+    """
+    _FREEZE_GC["on"] = True
+
+
 def import_torch():
     """The ``torch`` module, or ``ModelNotAvailableError`` naming the install command."""
+    freeze = _FREEZE_GC["on"] and "torch" not in sys.modules
+    collecting = freeze and gc.isenabled()
+    if collecting:
+        gc.disable()
     try:
         import torch
     except ImportError as e:  # pragma: no cover - torch is a core dependency
@@ -36,6 +60,11 @@ def import_torch():
             "torch is not installed; install it with `pip install sam-detect` "
             "(or `pip install torch torchvision`)"
         ) from e
+    finally:
+        if collecting:
+            gc.enable()
+    if freeze:
+        gc.freeze()
     return torch
 
 
@@ -148,6 +177,7 @@ __all__ = [
     "batches",
     "cached_model",
     "clear_model_cache",
+    "freeze_gc_after_torch_import",
     "import_torch",
     "inference_context",
     "num_threads",

@@ -1,0 +1,175 @@
+"""EfficientNet-Lite0 as the ``effnet`` and ``views`` embedders run it, and its TorchScript
+copy in the model cache, which later processes load without importing timm.
+
+``import timm`` imports every timm model (and torchvision, and torch._dynamo through it):
+1.5-3.4 s of a ~6.5 s ``sam-detect detect`` on 2 cores, where the network itself needs
+none of it. So the first process that builds the network through timm also saves it,
+scripted, as ``effnet/<arch>-<weights sha256>-torch<v>-timm<v>-<format>.ts`` under the
+model cache (``$SAM_DETECT_CACHE``); later processes load that file (~0.1 s) instead. The
+scripted module runs the same modules with the same weights (no freezing, no folding of
+batch norms): its outputs are bit-identical to the timm model's (``tests/test_lite0.py``).
+
+A missing, unreadable or foreign cache file means the timm path runs, with a one-line
+warning for a file that exists but cannot be used, and the file is written again. An
+unwritable cache only costs the timm path on every run. ``SAM_DETECT_EFFNET_SCRIPT=0``
+turns the cache off (both reading and writing), e.g. to measure the timm path.
+
+Used on CPU only: a scripted module under CUDA's bf16 autocast has not been checked on a GPU
+against the eager one, so there the timm path runs as before.
+
+This module imports torch: import it from factories or on first use.
+"""
+
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+log = logging.getLogger("sam_detect")
+
+#: set to ``0`` to build the network through timm on every run, with no cache file
+SCRIPT_ENV = "SAM_DETECT_EFFNET_SCRIPT"
+#: the version of :class:`Lite0`'s interface; a change makes older cache files unused
+FORMAT = "v1"
+
+
+class Lite0(nn.Module):
+    """The parts of timm's ``tf_efficientnet_lite0`` that the embedders run.
+
+    - ``forward(x)``: ``(f8, f16, f32)``: the stride-8 (40 channels), stride-16 (112) and
+      stride-32 (1280) feature maps of ``x`` ``(B, 3, H, W)`` float, H and W multiples of 32;
+      ``f32`` is timm's ``forward_features``.
+    - ``forward_features(x)``: ``f32`` alone.
+    - ``forward_head(f32)``: ``(B, 1000)`` ImageNet logits (global average pool, classifier).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.conv_stem = model.conv_stem
+        self.bn1 = model.bn1
+        self.blocks = model.blocks
+        self.conv_head = model.conv_head
+        self.bn2 = model.bn2
+        self.global_pool = model.global_pool
+        self.classifier = model.classifier
+        self.sam_detect_key = ""  # the cache file's name, set when it is saved
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = self.bn1(self.conv_stem(x))
+        f8, f16 = x, x
+        for i, block in enumerate(self.blocks):  # blocks 2 and 4 end at stride 8 and 16
+            x = block(x)
+            if i == 2:
+                f8 = x
+            elif i == 4:
+                f16 = x
+        return f8, f16, self.bn2(self.conv_head(x))
+
+    @torch.jit.export
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.bn1(self.conv_stem(x))
+        x = self.blocks(x)
+        return self.bn2(self.conv_head(x))
+
+    @torch.jit.export
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.global_pool(x))
+
+
+def _enabled() -> bool:
+    return os.environ.get(SCRIPT_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _timm_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("timm")  # without importing timm
+    except PackageNotFoundError:
+        return "none"
+
+
+def script_path(weights: Path, arch: str) -> Path:
+    """The cache file of ``arch`` with the weights file ``weights`` under this torch and timm."""
+    from sam_detect.models import cache_dir, checkpoint_sha256
+
+    sha = checkpoint_sha256(weights)[:16]
+    torch_v = torch.__version__.replace("+", "_")
+    name = f"{arch}-{sha}-torch{torch_v}-timm{_timm_version()}-{FORMAT}.ts"
+    return cache_dir() / "effnet" / name
+
+
+def _key(path: Path) -> str:
+    return path.stem  # recorded inside the file too: a renamed or copied file is refused
+
+
+def load_script(path: Path):
+    """The scripted :class:`Lite0` saved at ``path``, or ``None`` (after a warning when the
+    file exists but cannot be used)."""
+    if not path.is_file():
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice
+            module = torch.jit.load(str(path), map_location="cpu")
+        key = getattr(module, "sam_detect_key", None)
+        if key != _key(path):
+            raise ValueError(f"it holds {key!r}, expected {_key(path)!r}")
+        for method in ("forward_features", "forward_head"):
+            if not callable(getattr(module, method, None)):
+                raise ValueError(f"it has no {method} method")
+    except Exception as e:  # noqa: BLE001 - any failure means: build it through timm again
+        # the first sentence: torch's zip reader appends a paragraph of advice
+        why = str(e).strip().splitlines()[0].split(". ")[0][:200] if str(e).strip() else type(e).__name__
+        log.warning("the cached EfficientNet-Lite0 %s cannot be used (%s); building it with timm "
+                    "and caching it again", path, why)
+        return None
+    return module.eval()
+
+
+def save_script(model: Lite0, path: Path) -> bool:
+    """Script ``model`` and write it to ``path`` atomically; ``False`` when it cannot be
+    (an unwritable cache, or a torch without TorchScript): the timm path then runs again
+    next time."""
+    tmp = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            model.sam_detect_key = _key(path)
+            scripted = torch.jit.script(model)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".lite0-", suffix=".ts", dir=path.parent)
+            os.close(fd)
+            torch.jit.save(scripted, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would lock others out of a shared cache
+        os.replace(tmp, path)  # atomic: a reader sees no file or a whole one
+        return True
+    except Exception as e:  # noqa: BLE001 - the cache is an optimisation, never a failure
+        log.debug("could not cache the scripted EfficientNet-Lite0 at %s: %s", path, e)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        return False
+
+
+def load_lite0(weights: Path, arch: str, build) -> nn.Module:
+    """:class:`Lite0` (eval mode, CPU) of the weights file ``weights``: the cached scripted
+    copy when there is a usable one, else ``Lite0(build())`` (timm), cached for next time.
+
+    ``build``: a callable returning timm's model with the weights loaded (``build_model``).
+    """
+    if not _enabled():
+        return Lite0(build()).eval()
+    path = script_path(weights, arch)
+    module = load_script(path)
+    if module is not None:
+        return module
+    model = Lite0(build()).eval()
+    save_script(model, path)
+    return model
+
+
+__all__ = ["FORMAT", "SCRIPT_ENV", "Lite0", "load_lite0", "load_script", "save_script", "script_path"]

@@ -1,0 +1,190 @@
+"""EfficientNet-Lite0's TorchScript copy in the model cache (``embed/lite0.py``): the same
+outputs as the timm model on the real packaged weights, and a clean fall back to timm when
+the cached file is missing, corrupt, foreign or cannot be written."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from sam_detect.embed.effnet import ARCH, EffNetEmbedder, build_model, default_weights_path  # noqa: E402
+from sam_detect.embed.lite0 import (  # noqa: E402
+    SCRIPT_ENV,
+    Lite0,
+    load_lite0,
+    save_script,
+    script_path,
+)
+from sam_detect.embed.views import ViewsEmbedder  # noqa: E402
+from sam_detect.models.torch_utils import clear_model_cache  # noqa: E402
+from tests.conftest import ROOT, draw_scene  # noqa: E402
+
+pytestmark = pytest.mark.slow  # imports timm and builds the real network
+
+
+@pytest.fixture(scope="module")
+def timm_model():
+    return build_model()
+
+
+@pytest.fixture(scope="module")
+def timm_lite0(timm_model):
+    return Lite0(timm_model).eval()
+
+
+def _no_build():
+    raise AssertionError("timm was asked to build the network although a cached copy exists")
+
+
+def _outputs(module, x):
+    with torch.inference_mode():
+        maps = module(x)
+        features = module.forward_features(x)
+        logits = module.forward_head(features)
+    return [t.numpy().copy() for t in (*maps, features, logits)]
+
+
+def test_lite0_runs_timm_model(timm_model, timm_lite0):
+    """Lite0's outputs are the timm model's own: its blocks 0-2 and 0-4 (strides 8 and 16),
+    ``forward_features`` and ``forward_head``."""
+    x = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        stem = timm_model.bn1(timm_model.conv_stem(x))
+        f8 = timm_model.blocks[:3](stem)
+        f16 = timm_model.blocks[3:5](f8)
+        features = timm_model.forward_features(x)
+        want = [f8, f16, features, features, timm_model.forward_head(features)]
+    for got, ref in zip(_outputs(timm_lite0, x), want, strict=True):
+        np.testing.assert_array_equal(got, ref.numpy())
+
+
+def test_scripted_copy_matches_timm(timm_lite0):
+    weights = default_weights_path()
+    path = script_path(weights, ARCH)
+    assert not path.exists()  # every test has its own model cache
+    first = load_lite0(weights, ARCH, build_model)
+    assert isinstance(first, Lite0) and path.is_file()  # built by timm, then cached
+    scripted = load_lite0(weights, ARCH, _no_build)
+    assert isinstance(scripted, torch.jit.ScriptModule)
+
+    x = torch.randn(2, 3, 96, 160, generator=torch.Generator().manual_seed(0))
+    # NCHW and channels_last inputs (the layouts run different kernels: compare like with
+    # like), three calls each (TorchScript optimises its graph after profiling runs)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        xl = x.contiguous(memory_format=layout)
+        expected = _outputs(timm_lite0, xl)
+        assert [e.shape for e in expected] == [(2, 40, 12, 20), (2, 112, 6, 10), (2, 1280, 3, 5),
+                                                (2, 1280, 3, 5), (2, 1000)]
+        for _ in range(3):
+            for got, want in zip(_outputs(scripted, xl), expected, strict=True):
+                np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+
+
+def test_embedders_give_the_same_vectors_from_the_cache(monkeypatch):
+    rgb, masks, _ = draw_scene(3, size=160)
+    from sam_detect.instances import Instances
+
+    instances = Instances(masks=masks)
+    crops = [rgb[10:70, 20:90], rgb[40:100, 40:100]]
+
+    def vectors():
+        clear_model_cache()
+        views = ViewsEmbedder(device="cpu", num_threads=1)
+        effnet = EffNetEmbedder(device="cpu", num_threads=1)
+        out = (views.embed_instances(rgb, instances), effnet.embed(crops), effnet.classify(crops[:1]))
+        return out, type(effnet.model)
+
+    monkeypatch.setenv(SCRIPT_ENV, "0")
+    (timm_views, timm_effnet, timm_probs), kind = vectors()
+    assert kind is Lite0 and not script_path(default_weights_path(), ARCH).exists()
+
+    monkeypatch.delenv(SCRIPT_ENV)
+    vectors()  # builds through timm and caches the scripted copy
+    (views, effnet, probs), kind = vectors()
+    assert issubclass(kind, torch.jit.ScriptModule)
+    np.testing.assert_allclose(views, timm_views, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(effnet, timm_effnet, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(probs, timm_probs, rtol=0, atol=1e-6)
+    clear_model_cache()
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "foreign"])
+def test_unusable_cache_file_falls_back_to_timm_and_is_rebuilt(damage, caplog):
+    weights = default_weights_path()
+    path = script_path(weights, ARCH)
+    load_lite0(weights, ARCH, build_model)
+    good = path.read_bytes()
+    if damage == "garbage":
+        path.write_bytes(b"not a TorchScript archive")
+    elif damage == "truncated":
+        path.write_bytes(good[: len(good) // 2])
+    else:  # a whole, valid file made for another name (other weights, torch or timm)
+        other = path.with_name("other-weights.ts")
+        assert save_script(Lite0(build_model(weights)).eval(), other)
+        os.replace(other, path)
+
+    calls = []
+
+    def build():
+        calls.append(1)
+        return build_model(weights)
+
+    with caplog.at_level(logging.WARNING, logger="sam_detect"):
+        model = load_lite0(weights, ARCH, build)
+    assert isinstance(model, Lite0) and calls == [1]
+    assert f"the cached EfficientNet-Lite0 {path} cannot be used" in caplog.text
+    assert "building it with timm and caching it again" in caplog.text
+    again = load_lite0(weights, ARCH, _no_build)  # the file was written again
+    assert isinstance(again, torch.jit.ScriptModule)
+
+
+def test_unwritable_cache_still_builds(tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("SAM_DETECT_CACHE", str(blocker))
+    weights = default_weights_path()
+    # the weights' digest book cannot be written either; both only cost time
+    model = load_lite0(weights, ARCH, lambda: build_model(weights))
+    assert isinstance(model, Lite0) and not script_path(weights, ARCH).exists()
+
+
+def test_cached_network_loads_without_timm_and_warns_cleanly(tmp_path):
+    """In a fresh process: a corrupt cache file gives one warning line (no traceback) and is
+    replaced; the next process embeds without importing timm."""
+    env = {**os.environ, "SAM_DETECT_CACHE": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    env.pop(SCRIPT_ENV, None)
+    code = (
+        "import sys, numpy as np\n"
+        "from sam_detect.embed.views import ViewsEmbedder\n"
+        "from sam_detect.instances import Instances\n"
+        "rgb = np.zeros((64, 64, 3), np.uint8); rgb[20:40, 20:40] = 200\n"
+        "m = np.zeros((1, 64, 64), bool); m[0, 20:40, 20:40] = True\n"
+        "v = ViewsEmbedder(device='cpu').embed_instances(rgb, Instances(masks=m))\n"
+        "print('timm' in sys.modules, v.shape)\n"
+    )
+    path = script_path(default_weights_path(), ARCH).relative_to(os.environ["SAM_DETECT_CACHE"])
+    target = tmp_path / path
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"corrupt")
+
+    def run():
+        r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                           cwd=ROOT, check=False)
+        assert r.returncode == 0, r.stderr
+        return r
+
+    first = run()
+    assert first.stdout.split()[0] == "True"  # timm built it
+    assert "Traceback" not in first.stderr
+    assert f"the cached EfficientNet-Lite0 {target} cannot be used" in first.stderr
+    assert len(first.stderr.strip().splitlines()) == 1, first.stderr
+    second = run()
+    assert second.stdout.split()[0] == "False", second.stdout  # timm never imported
+    assert second.stderr.strip() == ""
