@@ -154,7 +154,9 @@ def test_dark_objects(polarity):
     # triangle, yen and mean cut close to the background level on this bimodal image, so
     # their masks take in a rim of blurred edge: looser bounds
     [
-        ("tophat", 0.7),  # low: tophat relies on refine to trim the rim
+        # low: tophat relies on refine to trim the rim (unrefined, k_noise 7 keeps a wider
+        # rim than 10 did: IoU 0.69-0.81 against 0.73-0.83; refined both give 0.90-0.93)
+        ("tophat", 0.65),
         ("otsu", 0.95),
         ("li", 0.8),
         ("triangle", 0.6),
