@@ -248,9 +248,12 @@ def test_slide_on_cluster_matches_local_tiles_and_merges_seams(client, hela, mos
     remote = detect_slide(hela["config"], path, tile=768, cluster=client)
     assert local.metadata["tiles"] == len(slide_windows((1400, 2200), 768)) == 8
     assert image_record(remote, "m") == image_record(local, "m")
-    # seams: no object is reported twice (the kept objects do not overlap), and the count
-    # is close to the four frames detected whole one by one
-    assert local.to_label_image().astype(bool).sum() == local.areas.sum()
+    # seams: no object is reported twice (kept objects overlap at most as the selection lets
+    # two objects of one image overlap: a few border pixels, never most of the smaller one),
+    # and the count is close to the four frames detected whole one by one
+    from sam_detect.select import MAX_OVERLAP, overlap_pairs
+
+    assert all(frac <= MAX_OVERLAP for _, _, frac in overlap_pairs(local))
     info = slide_info(path)
     with SAMDetect(hela["config"]) as det:
         whole = sum(len(det.detect(_scaled(f, info.intensity))) for f in (hela["frames"][i] for i in (3, 9, 15, 19)))
