@@ -124,6 +124,8 @@ def describe_objects(rgb: np.ndarray, instances: Any, pixels=None) -> np.ndarray
 
     ``pixels``: ``(owner, ys, xs)`` of the masks in crop coordinates when already gathered.
     """
+    import cv2
+
     from sam_detect.embed.handcrafted import grey_of, texture_maps
     from sam_detect.embed.views import _crop_geometry, _object_pixels
 
@@ -161,8 +163,7 @@ def describe_objects(rgb: np.ndarray, instances: Any, pixels=None) -> np.ndarray
     kurt = np.where(flat, z4 - 3.0, 0.0)
     p10, p50, p90 = _percentiles(owner, g, count, (10, 50, 90)).T
     h, w = grey.shape
-    table = np.zeros((h + 1, w + 1), np.float64)
-    table[1:, 1:] = np.cumsum(np.cumsum(grey, axis=0, dtype=np.float64), axis=1)
+    table = cv2.integral(grey, sdepth=cv2.CV_64F)  # (h + 1, w + 1) summed-area table
     pad = np.maximum(4, (0.5 * shapes.max(axis=1)).astype(np.int64))
     wx0, wy0 = np.maximum(origins[:, 0] - pad, 0), np.maximum(origins[:, 1] - pad, 0)
     wx1 = np.minimum(origins[:, 0] + shapes[:, 1] + pad, w)
@@ -231,3 +232,4 @@ def describe_objects(rgb: np.ndarray, instances: Any, pixels=None) -> np.ndarray
 
 
 __all__ = ["describe_objects"]
+
