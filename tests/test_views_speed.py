@@ -10,7 +10,7 @@ import pytest
 
 from sam_detect import Instances
 from sam_detect.embed.handcrafted import _GROUPS, describe, grey_of, texture_maps
-from sam_detect.embed.measure import describe_objects
+from sam_detect.embed.measure import describe_objects, lbp_at
 from sam_detect.embed.views import (
     _handcrafted,
     join_views,
@@ -165,6 +165,28 @@ def test_measurements_are_describe_per_object(seed):
     assert new.dtype == np.float32 and new.shape == old.shape
     np.testing.assert_allclose(new, old, atol=1e-5, rtol=0)
     assert not new[-1].any()  # the empty mask
+
+
+@pytest.mark.parametrize("kind", ["noise", "few levels", "flat", "one row", "one pixel"])
+def test_lbp_at_gives_skimage_codes(kind):
+    """Exactly skimage's codes, ties and image borders included (neighbours equal to the
+    centre are where interpolation rounding would show)."""
+    from skimage.feature import local_binary_pattern
+
+    rng = np.random.default_rng(7)
+    g = rng.integers(0, 256, (41, 67)).astype(np.uint8)
+    g = {
+        "noise": g,
+        "few levels": (g // 85 * 85).astype(np.uint8),
+        "flat": np.full((9, 12), 200, np.uint8),
+        "one row": g[:1],
+        "one pixel": g[:1, :1],
+    }[kind]
+    expected = local_binary_pattern(g, 8, 1, method="uniform").astype(np.uint8)
+    yy, xx = np.mgrid[: g.shape[0], : g.shape[1]]
+    assert np.array_equal(lbp_at(g, yy.ravel(), xx.ravel()).reshape(g.shape), expected)
+    some = rng.permutation(g.size)[: max(g.size // 3, 1)]
+    assert np.array_equal(lbp_at(g, yy.ravel()[some], xx.ravel()[some]), expected.ravel()[some])
 
 
 def test_flat_objects_and_a_flat_image():
