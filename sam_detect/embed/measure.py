@@ -163,9 +163,9 @@ def describe_objects(rgb: np.ndarray, instances: Any, pixels=None) -> np.ndarray
     with np.errstate(divide="ignore", invalid="ignore"):
         z3 = _sums(owner, centred**3, n) / cnt / gstd**3
         z4 = _sums(owner, centred**4, n) / cnt / gstd**4
-    flat = gstd >= 1e-6
-    skew = np.where(flat, z3, 0.0)
-    kurt = np.where(flat, z4 - 3.0, 0.0)
+    varied = gstd >= 1e-6  # as describe: no skewness or kurtosis of a flat object
+    skew = np.where(varied, z3, 0.0)
+    kurt = np.where(varied, z4 - 3.0, 0.0)
     p10, p50, p90 = _percentiles(owner, g, count, (10, 50, 90)).T
     h, w = grey.shape
     table = cv2.integral(grey, sdepth=cv2.CV_64F)  # (h + 1, w + 1) summed-area table
