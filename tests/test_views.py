@@ -22,7 +22,8 @@ from sam_detect.embed.views import (
     DIM,
     VIEWS,
     ViewsEmbedder,
-    _cell_weights,
+    _cell_counts,
+    _object_pixels,
     _tiles,
     choose_scale,
     view_similarities,
@@ -124,17 +125,17 @@ def test_tiled_features_match_the_whole_image_pass(views, monkeypatch):
         assert np.median(cos) > 0.98, stride
 
 
-def test_cell_weights_count_every_mask_pixel_once():
+def test_cell_counts_count_every_mask_pixel_once():
     mask = np.zeros((37, 23), bool)
     mask[3:30, 2:20] = True
+    geometry = np.array([[41, 13]]), np.array([mask.shape])
     for scale, stride in ((1.0, 8), (0.5, 16), (2.0, 32), (1.7, 8)):
-        cell = _cell_weights(mask, 41, 13, scale, stride, (100, 100))
-        weights, rows, cols = cell
-        assert weights.shape == (rows.stop - rows.start, cols.stop - cols.start)
-        assert weights.sum() == pytest.approx(mask.sum())
+        counts = _cell_counts(_object_pixels([mask]), *geometry, scale, stride, (100, 100))
+        assert counts.shape == (1, 100 * 100)
+        assert counts.sum() == pytest.approx(mask.sum())
     tiny = np.ones((2, 2), bool)  # smaller than a cell: still gets its cell
-    weights, _, _ = _cell_weights(tiny, 5, 5, 1.0, 32, (4, 4))
-    assert weights.sum() == 4
+    counts = _cell_counts(_object_pixels([tiny]), np.array([[5, 5]]), np.array([[2, 2]]), 1.0, 32, (4, 4))
+    assert counts.sum() == 4 and counts[0, 0] == 4
 
 
 def test_scale_brings_the_median_object_to_the_target():

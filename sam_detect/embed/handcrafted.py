@@ -178,15 +178,26 @@ def _shape(mask: np.ndarray) -> np.ndarray:
 
 def texture_maps(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(lbp, gradient magnitude)`` of a grey image in [0, 1]: the per-pixel maps the texture
-    group summarises (computed once for a whole image by the ``views`` embedder)."""
-    import cv2
+    group summarises (``describe`` given a window of them; the ``views`` embedder computes the
+    LBP codes under its objects only, :func:`sam_detect.embed.measure.lbp_at`)."""
     from skimage.feature import local_binary_pattern
 
-    g8 = np.rint(grey * 255).astype(np.uint8)
-    lbp = local_binary_pattern(g8, _LBP_POINTS, 1, method="uniform").astype(np.uint8)
+    lbp = local_binary_pattern(grey_levels(grey), _LBP_POINTS, 1, method="uniform").astype(np.uint8)
+    return lbp, gradient_magnitude(grey)
+
+
+def grey_levels(grey: np.ndarray) -> np.ndarray:
+    """``(h, w)`` uint8: a grey image in [0, 1] as the 256 levels the LBP codes compare."""
+    return np.rint(grey * 255).astype(np.uint8)
+
+
+def gradient_magnitude(grey: np.ndarray) -> np.ndarray:
+    """``(h, w)`` float32: the 3 x 3 Sobel gradient magnitude of a grey image in [0, 1]."""
+    import cv2
+
     gx = cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3)
-    return lbp, np.sqrt(gx * gx + gy * gy)
+    return np.sqrt(gx * gx + gy * gy)
 
 
 def _texture(grey: np.ndarray, mask: np.ndarray, maps: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:

