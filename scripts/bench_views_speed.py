@@ -53,16 +53,7 @@ def per_object_code():
         return ref._old_pool_under_masks(maps, instances, scale)
 
     def handcrafted(rgb, instances, pixels=None):
-        from sam_detect.embed.handcrafted import _GROUPS
-
-        raw = ref._old_describe_objects(rgb, instances)
-        edges = np.cumsum([0, *_GROUPS.values()])
-        group = {name: raw[:, edges[k] : edges[k + 1]] for k, name in enumerate(_GROUPS)}
-        return {
-            "colour": np.concatenate([group["intensity"], group["histogram"]], axis=1),
-            "shape": group["shape"],
-            "texture": group["texture"],
-        }
+        return views.measured_views(ref._old_describe_objects(rgb, instances))
 
     saved = {k: getattr(views, k) for k in ("pool_under_masks", "pool_rings", "_handcrafted", "_object_pixels")}
     views.pool_under_masks, views.pool_rings, views._handcrafted = pool_under_masks, ref._old_pool_rings, handcrafted

@@ -406,10 +406,16 @@ class ViewsEmbedder:
 def _handcrafted(rgb: np.ndarray, instances: Any, pixels=None) -> dict[str, np.ndarray]:
     """The ``colour``, ``shape`` and ``texture`` views, measured on a window around each object
     (:func:`sam_detect.embed.measure.describe_objects`: all objects at once)."""
-    from sam_detect.embed.handcrafted import _GROUPS
     from sam_detect.embed.measure import describe_objects
 
-    raw = describe_objects(rgb, instances, pixels=pixels)
+    return measured_views(describe_objects(rgb, instances, pixels=pixels))
+
+
+def measured_views(raw: np.ndarray) -> dict[str, np.ndarray]:
+    """The ``colour``, ``shape`` and ``texture`` views of ``(N, handcrafted.DIM)`` measurements
+    (the handcrafted groups: intensity and histogram make ``colour``)."""
+    from sam_detect.embed.handcrafted import _GROUPS
+
     edges = np.cumsum([0, *_GROUPS.values()])
     group = {name: raw[:, edges[k] : edges[k + 1]] for k, name in enumerate(_GROUPS)}
     return {
