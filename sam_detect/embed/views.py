@@ -307,12 +307,9 @@ class ViewsEmbedder:
     @property
     def model(self):
         from sam_detect.embed.effnet import EffNetEmbedder
-        from sam_detect.models.torch_utils import cached_model
 
         # the same cached network as the effnet embedder's
-        emb = EffNetEmbedder(device=str(self.device), weights=self.weights)
-        key = ("effnet", str(self.weights) if self.weights else None, str(self.device))
-        return cached_model(key, emb._load)
+        return EffNetEmbedder(device=str(self.device), weights=self.weights).model
 
     # -- network ---------------------------------------------------------------------------
     def feature_maps(self, rgb: np.ndarray, scale: float) -> dict[int, np.ndarray]:
