@@ -11,20 +11,19 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from sam_detect.embed.effnet import ARCH, EffNetEmbedder, build_model, default_weights_path  # noqa: E402
-from sam_detect.embed.lite0 import (  # noqa: E402
+from sam_detect.embed.effnet import ARCH, EffNetEmbedder, build_model, default_weights_path
+from sam_detect.embed.lite0 import (
     SCRIPT_ENV,
     Lite0,
     load_lite0,
     save_script,
     script_path,
 )
-from sam_detect.embed.views import ViewsEmbedder  # noqa: E402
-from sam_detect.models.torch_utils import clear_model_cache  # noqa: E402
-from tests.conftest import ROOT, draw_scene  # noqa: E402
+from sam_detect.embed.views import ViewsEmbedder
+from sam_detect.models.torch_utils import clear_model_cache
+from tests.conftest import ROOT, draw_scene
 
 pytestmark = pytest.mark.slow  # imports timm and builds the real network
 
