@@ -214,7 +214,7 @@ def pool_rings(fmap: np.ndarray, stride: int, instances: Any, scale: float) -> n
     (``0.5 sqrt(area)``, at least 2 px): what surrounds the object, as a crop's context shows."""
     crops = instances.crops
     origins, shapes = _crop_geometry(crops)
-    widths = ring_widths([int(m.crop.sum()) for m in crops])
+    widths = ring_widths([m.area for m in crops])
     rings = [
         ring(m.crop, int(wd)) if m.crop.any() else np.zeros((0, 0), bool)
         for m, wd in zip(crops, widths, strict=True)
