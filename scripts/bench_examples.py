@@ -65,9 +65,11 @@ def _row(m) -> dict:
             "tp": m.tp, "fp": m.fp, "fn": m.fn}
 
 
-def protocol_dataset(name: str, config) -> dict:
-    """A data set scored with the few-shot protocol, three ways (``examples_worth``)."""
-    from sam_detect.eval.protocol import ImageRef, examples_worth
+def protocol_runs(name: str) -> tuple[list[tuple[list, list, dict]], dict, list | None]:
+    """``(runs, protocol, pairs)``: the few-shot protocol's runs of a data set, each
+    ``(images, ground truth, protocol)``: one run, or one per pair of images (``pairs``,
+    else ``None``), and the set's protocol as its table gives it."""
+    from sam_detect.eval.protocol import ImageRef
     from sam_detect.formats import read_label_image
 
     if name == "hela":
@@ -86,6 +88,14 @@ def protocol_dataset(name: str, config) -> dict:
     pairs = protocol.pop("pairs", None)
     runs = ([([images[a], images[b]], [gt[a], gt[b]], {**protocol, "examples_from": [0], "detect_on": [1]})
              for a, b in pairs] if pairs else [(images, gt, protocol)])
+    return runs, protocol, pairs
+
+
+def protocol_dataset(name: str, config) -> dict:
+    """A data set scored with the few-shot protocol, three ways (``examples_worth``)."""
+    from sam_detect.eval.protocol import examples_worth
+
+    runs, protocol, pairs = protocol_runs(name)
     t = time.perf_counter()
     totals = {k: {"tp": 0, "fp": 0, "fn": 0} for k in ("segmenter_alone", "without_profile", "full")}
     detect_s = []

@@ -44,28 +44,9 @@ def _inputs(name: str) -> list[tuple[list, list, dict]]:
             img, lab = tune_calibrated.field(seed, **tune_calibrated.KINDS[name[4:]])
             runs.append(([img], [lab], dict(shots=10, examples_from=[0], detect_on=[0], seed=seed)))
         return runs
-    if name in ("hela", "scratch"):
-        from bench_accuracy import HELA_IMG, HELA_SEG, SCRATCH
+    import bench_examples
 
-        from sam_detect.eval.protocol import ImageRef
-        from sam_detect.formats import read_label_image
-
-        if name == "hela":
-            gt = list(read_label_image(HELA_SEG))
-            images = [ImageRef(str(HELA_IMG), frame=t) for t in range(len(gt))]
-        else:
-            gt = list(read_label_image(SCRATCH, channel=2))
-            images = [ImageRef(str(SCRATCH), frame=t, channel=0) for t in range(len(gt))]
-        return [(images, gt, dict(shots=10, examples_from=[0], detect_on=list(range(1, len(gt)))))]
-    import bench_data
-
-    images, gt = bench_data.load(name)
-    protocol = dict(bench_data.PROTOCOL[name])
-    pairs = protocol.pop("pairs", None)
-    if pairs:
-        return [([images[a], images[b]], [gt[a], gt[b]], {**protocol, "examples_from": [0], "detect_on": [1]})
-                for a, b in pairs]
-    return [(images, gt, protocol)]
+    return bench_examples.protocol_runs(name)[0]
 
 
 def record(name: str, embedder: str = "views") -> list:
