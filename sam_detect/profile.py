@@ -40,6 +40,13 @@ OUTLIER_SD = 3.5
 #: candidates that fit their class's profile worse than this are dropped (beyond about 6.5 sds
 #: of size, or 0.1 less solid than the least solid example: the size range gates sizes)
 MIN_FIT = 0.005
+#: candidates whose outline stands out less than this share of their class's typical
+#: example's (``edge``: the median example's :func:`~sam_detect.segment.calibrated.edge_contrast`)
+#: are not objects of that class but faint texture, debris or a fragment cut through an
+#: object. Chosen on the development sets (``scripts/dev_selection.py``: mnFinder's
+#: training images, the stroma crop and the synthetic fields): 0.2 is the largest share
+#: that costs none of them more than 0.001 F1
+EDGE_FLOOR = 0.2
 
 
 def _shape_of(crop: np.ndarray) -> dict[str, float]:
@@ -191,9 +198,10 @@ def describe_examples(rgb: np.ndarray, instances: Instances, labels: Sequence[st
     (``None``: they are not).
 
     ``{"area", "perimeter", "solidity", "eccentricity", "in": [r, g, b], "ring": [r, g, b],
-    "calib": {"version", "iou": [...]}}``; ``calib`` is left out for negatives.
+    "calib": {"version", "iou": [...], "edge": [...]}}`` (``edge``: how far the outline
+    stands out at each smoothing); ``calib`` is left out for negatives.
     """
-    from sam_detect.segment.calibrated import GRID_VERSION, grid_ious
+    from sam_detect.segment.calibrated import GRID_VERSION, example_edges, grid_ious
 
     taken = np.zeros(rgb.shape[:2], bool)
     crops = instances.mask_crops
@@ -212,15 +220,18 @@ def describe_examples(rgb: np.ndarray, instances: Instances, labels: Sequence[st
             by_class.setdefault(lab, []).append(i)
     for idx in by_class.values():
         scale = _scale([out[i] for i in idx])
-        ious = grid_ious(rgb, scale, [(crops[i], (int(origins[i][0]), int(origins[i][1]))) for i in idx], own)
+        masks = [(crops[i], (int(origins[i][0]), int(origins[i][1]))) for i in idx]
+        ious = grid_ious(rgb, scale, masks, own)
+        edges = example_edges(rgb, scale, masks)
         for k, i in enumerate(idx):
-            out[i]["calib"] = {"version": GRID_VERSION, "iou": [round(float(v), 4) for v in ious[:, k]]}
+            out[i]["calib"] = {"version": GRID_VERSION, "iou": [round(float(v), 4) for v in ious[:, k]],
+                               "edge": [round(float(v), 4) for v in edges[:, k]]}
     return out
 
 
 def build_profile(examples: Iterable[tuple[str, dict]]) -> dict:
     """The library's profile from ``(label, shape payload)`` pairs (negatives ignored)."""
-    from sam_detect.segment.calibrated import GRID, GRID_VERSION
+    from sam_detect.segment.calibrated import GRID, GRID_VERSION, SMOOTHS, lead_smooth
 
     by_class: dict[str, list[dict]] = {}
     for label, shape in examples:
@@ -258,8 +269,20 @@ def build_profile(examples: Iterable[tuple[str, dict]]) -> dict:
             chosen = _alternatives(mean_iou)
             entry["settings"] = [GRID[i].to_dict() for i in chosen]
             entry["reproduction"] = round(float(mean_iou[chosen[0]]), 3)
+            edge = _example_edge(stats, SMOOTHS.index(lead_smooth([GRID[i] for i in chosen])))
+            if edge is not None:
+                entry["edge"] = edge
         classes[label] = entry
     return {"version": PROFILE_VERSION, "grid": GRID_VERSION, "classes": classes}
+
+
+def _example_edge(stats: Sequence[dict], smooth: int) -> float | None:
+    """The median example's outline contrast at smoothing ``smooth`` (an index into
+    ``SMOOTHS``), or ``None`` where no example was measured (libraries made before it was)."""
+    from sam_detect.segment.calibrated import SMOOTHS
+
+    edges = [e[smooth] for s in stats if len(e := (s.get("calib") or {}).get("edge") or []) == len(SMOOTHS)]
+    return round(float(np.median(edges)), 4) if edges else None
 
 
 def _grid_iou(shape: dict) -> list[float] | None:
@@ -462,9 +485,12 @@ def size_filter(instances: Instances, profile: dict | None) -> tuple[Instances, 
 
     A candidate stays when its area is inside some class's size range, it fits that
     class's profile at least ``MIN_FIT`` (size, solidity, elongation: what the selection
-    would reject anyway), and no overlapping alternative outdoes it by more than
-    ``1 / DOMINATED`` in fit x stability. Returns ``(kept, note or None)``; the note says what was dropped,
-    e.g. ``"12 of 40 candidates outside the examples' size range 300-800 px"``.
+    would reject anyway), no overlapping alternative outdoes it by more than
+    ``1 / DOMINATED`` in fit x stability, and its outline stands out at least ``EDGE_FLOOR``
+    as far as its class's examples' do (where the segmenter measures outlines,
+    ``data["edge"]``, and the profile has the examples'). Returns ``(kept, note or None)``;
+    the note says what was dropped, e.g. ``"12 of 40 candidates outside the examples' size
+    range 300-800 px"``.
     """
     classes = (profile or {}).get("classes") or {}
     if not classes or len(instances) == 0:
@@ -479,6 +505,8 @@ def size_filter(instances: Instances, profile: dict | None) -> tuple[Instances, 
         fits, shapes = np.stack([fit_and_shape_scores(sub, [label] * len(idx), profile) for label in classes]).max(axis=0)
         ok = fits >= MIN_FIT
         keep[idx] = ok & _not_dominated(sub, fits, shapes)
+    faint = _faint(instances, classes)
+    keep &= ~faint
     if keep.all():
         return instances, None
     lo, hi = float(ranges[:, 0].min()), float(ranges[:, 1].max())
@@ -486,12 +514,28 @@ def size_filter(instances: Instances, profile: dict | None) -> tuple[Instances, 
         f"{int((~sized).sum())} of {len(instances)} candidates outside the examples' size range "
         f"{lo:.0f}-{hi:.0f} px (candidates: {areas.min():.0f}-{areas.max():.0f} px)"
     )
-    misfit = int((sized & ~keep).sum())
+    misfit = int((sized & ~keep & ~faint).sum())
     if misfit:
         note += f", {misfit} unlike the examples' shape or outdone by an overlapping alternative"
+    if (sized & faint).any():
+        note += f", {int((sized & faint).sum())} with an outline fainter than {EDGE_FLOOR:g} of the examples'"
     if not keep.any():
         note = "no candidate within the examples' size range and shape: " + note
     return instances[keep], note
+
+
+def _faint(instances: Instances, classes: dict) -> np.ndarray:
+    """``(N,)`` bool: candidates whose outline stands out less than ``EDGE_FLOOR`` of their
+    class's examples' (``data["edge"]`` against the entry's ``edge``; the class is the one
+    that proposed the candidate, ``data["class_hint"]``, else the most lenient)."""
+    edge = instances.data.get("edge")
+    floors = {lab: EDGE_FLOOR * e["edge"] for lab, e in classes.items() if "edge" in e}
+    if edge is None or not floors:
+        return np.zeros(len(instances), bool)
+    hints = instances.data.get("class_hint") or [None] * len(instances)
+    lenient = min(floors.values()) if len(floors) == len(classes) else 0.0
+    floor = np.array([floors.get(h, 0.0) if h in classes else lenient for h in hints], np.float64)
+    return np.asarray(edge, np.float64) < floor
 
 
 #: an alternative scoring less than this share of an overlapping one's fit x stability is not
@@ -530,6 +574,8 @@ def describe(profile: dict | None) -> list[str]:
 
     for label, e in classes.items():
         rep = f", reproduces its examples at IoU {e['reproduction']:.2f}" if "reproduction" in e else ""
+        if "edge" in e:
+            rep += f", outline contrast {e['edge']:.2f} (candidates below {EDGE_FLOOR * e['edge']:.2f} dropped)"
         lines.append(
             f"{display_label(label)}: {e['count']} examples, area {e['area'][0]:.0f}-{e['area'][2]:.0f} px "
             f"(median {e['area'][1]:.0f}), {e['polarity']} (RGB direction "
@@ -540,5 +586,5 @@ def describe(profile: dict | None) -> list[str]:
 
 
 __all__ = [
-    "PROFILE_VERSION", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "scale_of", "size_filter",
+    "EDGE_FLOOR", "PROFILE_VERSION", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "scale_of", "size_filter",
 ]

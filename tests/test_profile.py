@@ -637,3 +637,53 @@ def test_touching_smooth_objects_are_split_though_the_examples_are_isolated():
     cand = seg.segment(rgb, profile=prof)
     kept = cand[select(cand, fit_scores(cand, ["obj"] * len(cand), prof))]
     assert f1_at(kept, gt) >= 0.85
+
+
+def test_candidates_fainter_at_their_outline_than_the_examples_are_dropped():
+    """Objects of the examples' size and shape but a tenth of their contrast (debris, pale
+    texture) are proposed at the low threshold levels; the examples' outline contrast
+    (``edge``, recorded when they are added) keeps them from being embedded."""
+    from sam_detect.profile import EDGE_FLOOR
+
+    rgb, lab = blobs(4, size=200, n=20, r=(7, 10), fg=(200, 200, 200), bg=(20, 20, 20), noise=2.0)
+    gt, _ = Instances.from_label_image(lab)
+    faint = np.arange(len(gt)) % 2 == 1  # every other object drawn at a tenth of the contrast
+    img = rgb.astype(np.float32)
+    img[np.isin(lab, np.flatnonzero(faint) + 1)] = 20 + 0.1 * 180
+    rgb = img.astype(np.uint8)
+    prof = profile_of(rgb, gt, np.flatnonzero(~faint)[:6])
+    entry = prof["classes"]["obj"]
+    assert 0.5 < entry["edge"] <= 1.0  # bright blobs on black stand out all round
+    assert any(f"outline contrast {entry['edge']:.2f}" in line for line in describe(prof))
+    # the faint objects are proposed (a setting's threshold is below them) ...
+    settings = [Setting("flat", 0.05, 0.0, 0.0), *[Setting(**s) for s in entry["settings"]]]
+    cand = propose(rgb, scale_of(entry), settings, label="obj")
+    hit = instances_iou(cand, gt).max(axis=0) >= 0.5
+    assert hit[faint].all() and hit[~faint].all()
+    # ... and only the bright ones pass the profile
+    kept, note = size_filter(cand, prof)
+    found = instances_iou(kept, gt).max(axis=0) >= 0.5
+    assert found[~faint].all() and not found[faint].any()
+    assert f"with an outline fainter than {EDGE_FLOOR:g} of the examples'" in note
+    # a profile from before the examples' outlines were measured keeps them all
+    old = {"classes": {"obj": {k: v for k, v in entry.items() if k != "edge"}}}
+    assert (instances_iou(size_filter(cand, old)[0], gt).max(axis=0) >= 0.5).all()
+
+
+def test_the_outline_floor_is_each_proposing_class_s_own():
+    from sam_detect.profile import EDGE_FLOOR
+
+    masks = np.zeros((3, 40, 40), bool)
+    masks[0, 2:12, 2:12] = masks[1, 20:30, 2:12] = masks[2, 20:30, 20:30] = True
+    inst = Instances(masks=masks)
+    inst.data["edge"] = np.array([0.15, 0.15, 0.05], np.float32)
+    inst.data["class_hint"] = ["a", "b", "a"]
+    entry = {"area_range": [50.0, 400.0], "log_area": [np.log(100.0), 0.3], "solidity": [0.9, 1.0],
+             "eccentricity": 0.5}
+    prof = {"classes": {"a": {**entry, "edge": 0.5}, "b": {**entry, "edge": 0.9}}}
+    assert EDGE_FLOOR * 0.5 < 0.15 < EDGE_FLOOR * 0.9
+    kept, note = size_filter(inst, prof)
+    assert kept.data["class_hint"] == ["a"] and kept.areas.tolist() == [100]
+    assert note.endswith("2 with an outline fainter than 0.2 of the examples'")
+    del inst.data["edge"]  # a segmenter that does not measure outlines: nothing to judge
+    assert size_filter(inst, prof) == (inst, None)

@@ -404,7 +404,7 @@ def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str |
     own_crops = []
     if OWN in settings and own is not None:
         own_crops = [m for m, a in zip(own.crops, own.areas, strict=True) if lo <= a <= hi]
-    lead = next((s.smooth for s in settings if s != OWN), SMOOTHS[0])
+    lead = lead_smooth(settings)
     windows = proposal_windows((h, w), tile, context_margin(scale, settings))
     owner = _core_of([m.box for m in own_crops], windows)
     crops: list[np.ndarray] = []
@@ -542,6 +542,22 @@ def edge_contrast(x: np.ndarray, crops: Sequence[MaskCrop], contrast: float) -> 
     return np.clip(out, 0.0, 1.0)
 
 
+def example_edges(rgb: np.ndarray, scale: Scale, masks: list[tuple[np.ndarray, tuple[int, int]]]) -> np.ndarray:
+    """``(len(SMOOTHS), K)`` float32: how far each example's outline stands out at each
+    smoothing (:func:`edge_contrast`, as :func:`propose` measures its candidates at the
+    lead setting's smoothing)."""
+    crops = [MaskCrop(crop, origin) for crop, origin in masks]
+    if not crops:
+        return np.zeros((len(SMOOTHS), 0), np.float32)
+    return np.stack([edge_contrast(Prepared(rgb, scale, sm).x, crops, scale.contrast) for sm in SMOOTHS])
+
+
+def lead_smooth(settings: Sequence[Setting]) -> float:
+    """The smoothing at which candidates' outlines are measured: the first setting's that is
+    not the segmenter's own."""
+    return next((s.smooth for s in settings if s != OWN), SMOOTHS[0])
+
+
 #: alternatives closer than this (mask IoU) are one candidate: the first setting's is kept
 SAME_OBJECT_IOU = 0.9
 
@@ -576,4 +592,4 @@ def _merge_near_duplicates(inst: Instances, n_settings: int) -> Instances:
     return inst[keep]
 
 
-__all__ = ["GRID", "GRID_VERSION", "OWN", "Scale", "Setting", "grid_ious", "project", "propose"]
+__all__ = ["GRID", "GRID_VERSION", "OWN", "Scale", "Setting", "example_edges", "grid_ious", "lead_smooth", "project", "propose"]
