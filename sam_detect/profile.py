@@ -43,10 +43,16 @@ MIN_FIT = 0.005
 #: candidates whose outline stands out less than this share of their class's typical
 #: example's (``edge``: the median example's :func:`~sam_detect.segment.calibrated.edge_contrast`)
 #: are not objects of that class but faint texture, debris or a fragment cut through an
-#: object. Chosen on the development sets (``scripts/dev_selection.py``: mnFinder's
-#: training images, the stroma crop and the synthetic fields): 0.2 is the largest share
-#: that costs none of them more than 0.001 F1
+#: object -- where their outline borders open ground (``EXPOSED``): an object packed among
+#: others (a cell inside a colony) borders its neighbours, not ground, and its outline
+#: cannot stand out. Chosen on the development sets (``scripts/dev_selection.py``:
+#: mnFinder's training images, the stroma crop, the macrophage and neurocyte images and
+#: the synthetic fields): the largest share that costs none of them more than 0.001 F1
+#: (0.3 gains more on four of them and costs RPE-1 0.003)
 EDGE_FLOOR = 0.2
+#: ... when at least this share of the band just outside the outline lies on no other
+#: candidate (its own alternatives, which overlap it, aside)
+EXPOSED = 0.5
 
 
 def _shape_of(crop: np.ndarray) -> dict[str, float]:
@@ -487,8 +493,8 @@ def size_filter(instances: Instances, profile: dict | None) -> tuple[Instances, 
     class's profile at least ``MIN_FIT`` (size, solidity, elongation: what the selection
     would reject anyway), no overlapping alternative outdoes it by more than
     ``1 / DOMINATED`` in fit x stability, and its outline stands out at least ``EDGE_FLOOR``
-    as far as its class's examples' do (where the segmenter measures outlines,
-    ``data["edge"]``, and the profile has the examples'). Returns ``(kept, note or None)``;
+    as far as its class's examples' do where it borders open ground (where the segmenter
+    measures outlines, ``data["edge"]``, and the profile has the examples'). Returns ``(kept, note or None)``;
     the note says what was dropped, e.g. ``"12 of 40 candidates outside the examples' size
     range 300-800 px"``.
     """
@@ -527,7 +533,8 @@ def size_filter(instances: Instances, profile: dict | None) -> tuple[Instances, 
 def _faint(instances: Instances, classes: dict) -> np.ndarray:
     """``(N,)`` bool: candidates whose outline stands out less than ``EDGE_FLOOR`` of their
     class's examples' (``data["edge"]`` against the entry's ``edge``; the class is the one
-    that proposed the candidate, ``data["class_hint"]``, else the most lenient)."""
+    that proposed the candidate, ``data["class_hint"]``, else the most lenient) where it
+    borders open ground (:func:`exposed`)."""
     edge = instances.data.get("edge")
     floors = {lab: EDGE_FLOOR * e["edge"] for lab, e in classes.items() if "edge" in e}
     if edge is None or not floors:
@@ -535,7 +542,58 @@ def _faint(instances: Instances, classes: dict) -> np.ndarray:
     hints = instances.data.get("class_hint") or [None] * len(instances)
     lenient = min(floors.values()) if len(floors) == len(classes) else 0.0
     floor = np.array([floors.get(h, 0.0) if h in classes else lenient for h in hints], np.float64)
-    return np.asarray(edge, np.float64) < floor
+    faint = np.asarray(edge, np.float64) < floor
+    idx = np.flatnonzero(faint)
+    faint[idx] = exposed(instances, idx) >= EXPOSED
+    return faint
+
+
+def exposed(instances: Instances, idx: np.ndarray, band: int | None = None) -> np.ndarray:
+    """``(len(idx),)`` float64: the share of each candidate's outer band (``band`` pixels
+    wide, the band :func:`~sam_detect.segment.calibrated.edge_contrast` measures) that lies
+    on no other candidate, leaving out the candidates that overlap it (its alternatives:
+    the same object thresholded or split otherwise). 1 for an isolated object, near 0 for
+    one packed among others."""
+    import cv2
+
+    from sam_detect.masks import box_pairs, crop_boxes, crop_intersections
+    from sam_detect.segment.calibrated import EDGE_BAND
+
+    band = EDGE_BAND if band is None else int(band)
+    idx = np.asarray(idx, np.int64)
+    out = np.ones(len(idx), np.float64)
+    if not len(idx):
+        return out
+    crops = instances.crops
+    h, w = instances.image_hw
+    ii, jj, _ = crop_intersections(crops)
+    overlaps = {(int(i), int(j)) for i, j in zip(ii, jj, strict=True)}
+    boxes = crop_boxes(crops)
+    grown = boxes[idx] + np.array([-band, -band, band, band])
+    grown = np.clip(grown, 0, [w, h, w, h])
+    near: list[list[int]] = [[] for _ in idx]
+    for a, j in zip(*box_pairs(grown, boxes), strict=True):
+        i = int(idx[a])
+        if j != i and (min(i, j), max(i, j)) not in overlaps:
+            near[a].append(int(j))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1,) * 2)
+    for a, i in enumerate(idx.tolist()):
+        xa, ya, xb, yb = (int(v) for v in grown[a])
+        m = np.zeros((yb - ya, xb - xa), np.uint8)
+        c = crops[i]
+        m[c.y0 - ya : c.y0 - ya + c.crop.shape[0], c.x0 - xa : c.x0 - xa + c.crop.shape[1]] = c.crop
+        ring = cv2.dilate(m, kernel).astype(bool) & ~m.astype(bool)
+        if not ring.any() or not near[a]:
+            continue
+        taken = np.zeros_like(ring)
+        for j in near[a]:
+            o = crops[j]
+            y0, x0 = max(o.y0, ya), max(o.x0, xa)
+            y1, x1 = min(o.y0 + o.crop.shape[0], yb), min(o.x0 + o.crop.shape[1], xb)
+            if y1 > y0 and x1 > x0:
+                taken[y0 - ya : y1 - ya, x0 - xa : x1 - xa] |= o.crop[y0 - o.y0 : y1 - o.y0, x0 - o.x0 : x1 - o.x0]
+        out[a] = 1.0 - float((ring & taken).sum()) / float(ring.sum())
+    return out
 
 
 #: an alternative scoring less than this share of an overlapping one's fit x stability is not
@@ -586,5 +644,5 @@ def describe(profile: dict | None) -> list[str]:
 
 
 __all__ = [
-    "EDGE_FLOOR", "PROFILE_VERSION", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "scale_of", "size_filter",
+    "EDGE_FLOOR", "EXPOSED", "PROFILE_VERSION", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "scale_of", "size_filter",
 ]

@@ -5,8 +5,9 @@ pipeline, side by side on every data set (issue 11's benchmark).
 One code path and one set of defaults: each data set passes nothing but its images, its
 ground truth and the examples. None of the defaults was chosen on these images (the
 calibrated proposals' constants come from ``scripts/tune_calibrated.py``'s synthetic
-fields; the classical segmenter's own defaults, used by the first two rows, were chosen
-on HeLa by ``scripts/tune_classical.py`` -- so its HeLa rows are optimistic).
+fields and the development sets; the classical segmenter's own defaults, used by the
+first two rows, were chosen on the development sets by ``scripts/tune_classical.py --sets
+dev``; session 1 had chosen them on HeLa).
 
 Data sets (``--datasets``):
 
