@@ -557,7 +557,7 @@ def exposed(instances: Instances, idx: np.ndarray, band: int | None = None) -> n
     one packed among others."""
     import cv2
 
-    from sam_detect.masks import box_pairs, crop_boxes, crop_intersections
+    from sam_detect.masks import box_pairs, crop_boxes
     from sam_detect.segment.calibrated import EDGE_BAND
 
     band = EDGE_BAND if band is None else int(band)
@@ -567,32 +567,24 @@ def exposed(instances: Instances, idx: np.ndarray, band: int | None = None) -> n
         return out
     crops = instances.crops
     h, w = instances.image_hw
-    ii, jj, _ = crop_intersections(crops)
-    overlaps = {(int(i), int(j)) for i, j in zip(ii, jj, strict=True)}
     boxes = crop_boxes(crops)
-    grown = boxes[idx] + np.array([-band, -band, band, band])
-    grown = np.clip(grown, 0, [w, h, w, h])
+    windows = np.clip(boxes[idx] + np.array([-band, -band, band, band]), 0, [w, h, w, h])
     near: list[list[int]] = [[] for _ in idx]
-    for a, j in zip(*box_pairs(grown, boxes), strict=True):
-        i = int(idx[a])
-        if j != i and (min(i, j), max(i, j)) not in overlaps:
+    for a, j in zip(*box_pairs(windows, boxes), strict=True):
+        if j != idx[a]:
             near[a].append(int(j))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1,) * 2)
     for a, i in enumerate(idx.tolist()):
-        xa, ya, xb, yb = (int(v) for v in grown[a])
-        m = np.zeros((yb - ya, xb - xa), np.uint8)
-        c = crops[i]
-        m[c.y0 - ya : c.y0 - ya + c.crop.shape[0], c.x0 - xa : c.x0 - xa + c.crop.shape[1]] = c.crop
-        ring = cv2.dilate(m, kernel).astype(bool) & ~m.astype(bool)
-        if not ring.any() or not near[a]:
+        window = [int(v) for v in windows[a]]
+        m = crops[i].region(*window)
+        ring = cv2.dilate(m.astype(np.uint8), kernel).astype(bool) & ~m
+        if not ring.any():
             continue
         taken = np.zeros_like(ring)
         for j in near[a]:
-            o = crops[j]
-            y0, x0 = max(o.y0, ya), max(o.x0, xa)
-            y1, x1 = min(o.y0 + o.crop.shape[0], yb), min(o.x0 + o.crop.shape[1], xb)
-            if y1 > y0 and x1 > x0:
-                taken[y0 - ya : y1 - ya, x0 - xa : x1 - xa] |= o.crop[y0 - o.y0 : y1 - o.y0, x0 - o.x0 : x1 - o.x0]
+            other = crops[j].region(*window)
+            if not (other & m).any():  # an alternative overlaps the candidate: not a neighbour
+                taken |= other
         out[a] = 1.0 - float((ring & taken).sum()) / float(ring.sum())
     return out
 
