@@ -40,6 +40,14 @@ OUTLIER_SD = 3.5
 #: candidates that fit their class's profile worse than this are dropped (beyond about 6.5 sds
 #: of size, or 0.1 less solid than the least solid example: the size range gates sizes)
 MIN_FIT = 0.005
+#: candidates whose fit x stability (the share of the class's settings that made the same
+#: outline, ``data["stability"]``) is below this are dropped: an outline only one of five
+#: settings draws must be about the examples' size (within ~2 log-area sds), one every
+#: setting draws may lie ~3.3 sds away. Chosen on the development sets
+#: (``scripts/dev_selection.py``; 0.025-0.04 give the same within 0.01), never on a
+#: reported one: the H&E stroma crop +0.056 (specks of stain one setting cuts out), the
+#: others within -0.004 ... +0.014 (docs/performance.md, session 10)
+MIN_EVIDENCE = 0.03
 #: candidates whose outline stands out less than this share of their class's typical
 #: example's (``edge``: the median example's :func:`~sam_detect.segment.calibrated.edge_contrast`)
 #: are not objects of that class but faint texture, debris or a fragment cut through an
@@ -493,7 +501,9 @@ def size_filter(instances: Instances, profile: dict | None) -> tuple[Instances, 
     A candidate stays when its area is inside some class's size range, it fits that
     class's profile at least ``MIN_FIT`` (size, solidity, elongation: what the selection
     would reject anyway), no overlapping alternative outdoes it by more than
-    ``1 / DOMINATED`` in fit x stability, and its outline stands out at least ``EDGE_FLOOR``
+    ``1 / DOMINATED`` in fit x stability, its fit x stability is at least ``MIN_EVIDENCE``
+    (where the segmenter says how many of its settings made it), and its outline stands
+    out at least ``EDGE_FLOOR``
     as far as its class's examples' do where it borders open ground (where the segmenter
     measures outlines, ``data["edge"]``, and the profile has the examples'). Returns ``(kept, note or None)``;
     the note says what was dropped, e.g. ``"12 of 40 candidates outside the examples' size
@@ -506,13 +516,16 @@ def size_filter(instances: Instances, profile: dict | None) -> tuple[Instances, 
     areas = instances.areas.astype(np.float64)
     sized = ((areas[:, None] >= ranges[None, :, 0]) & (areas[:, None] <= ranges[None, :, 1])).any(axis=1)
     keep = sized.copy()
+    weak = np.zeros(len(instances), bool)
     if keep.any():
         idx = np.flatnonzero(keep)
         sub = instances[idx]
         fits, shapes = np.stack([fit_and_shape_scores(sub, [label] * len(idx), profile) for label in classes]).max(axis=0)
         ok = fits >= MIN_FIT
-        keep[idx] = ok & _not_dominated(sub, fits, shapes)
+        weak[idx] = ok & _weak(sub, fits)
+        keep[idx] = ok & ~weak[idx] & _not_dominated(sub, fits, shapes)
     faint = _faint(instances, classes)
+    weak &= ~faint
     keep &= ~faint
     if keep.all():
         return instances, None
@@ -521,7 +534,9 @@ def size_filter(instances: Instances, profile: dict | None) -> tuple[Instances, 
         f"{int((~sized).sum())} of {len(instances)} candidates outside the examples' size range "
         f"{lo:.0f}-{hi:.0f} px (candidates: {areas.min():.0f}-{areas.max():.0f} px)"
     )
-    misfit = int((sized & ~keep & ~faint).sum())
+    misfit = int((sized & ~keep & ~faint & ~weak).sum())
+    if weak.any():
+        note += f", {int(weak.sum())} drawn by few of the settings and off the examples' size"
     if misfit:
         note += f", {misfit} unlike the examples' shape or outdone by an overlapping alternative"
     if (sized & faint).any():
@@ -529,6 +544,16 @@ def size_filter(instances: Instances, profile: dict | None) -> tuple[Instances, 
     if not keep.any():
         note = "no candidate within the examples' size range and shape: " + note
     return instances[keep], note
+
+
+def _weak(instances: Instances, fit: np.ndarray) -> np.ndarray:
+    """``(N,)`` bool: candidates whose ``fit`` x stability is below ``MIN_EVIDENCE``, where
+    the segmenter says how many of its settings made each outline (``data["stability"]``;
+    none of them otherwise)."""
+    stability = instances.data.get("stability")
+    if stability is None:
+        return np.zeros(len(instances), bool)
+    return np.asarray(fit, np.float64) * np.asarray(stability, np.float64) < MIN_EVIDENCE
 
 
 def _faint(instances: Instances, classes: dict) -> np.ndarray:
@@ -637,5 +662,5 @@ def describe(profile: dict | None) -> list[str]:
 
 
 __all__ = [
-    "EDGE_FLOOR", "EXPOSED", "PROFILE_VERSION", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "scale_of", "size_filter",
+    "EDGE_FLOOR", "EXPOSED", "MIN_EVIDENCE", "PROFILE_VERSION", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "scale_of", "size_filter",
 ]
