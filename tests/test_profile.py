@@ -736,7 +736,80 @@ def test_an_outline_few_settings_draw_must_be_the_examples_size():
     inst.data["stability"] = np.array([0.2, 0.2, 1.0], np.float32)
     kept, note = size_filter(inst, prof)
     assert kept.areas.tolist() == [100, 20] and np.allclose(kept.data["stability"], [0.2, 1.0])
-    assert note.endswith("1 drawn by few of the settings and off the examples' size")
+    assert note.endswith("1 drawn by few of the settings and off the objects' size")
     # a segmenter that does not say how many settings drew an outline keeps it
     del inst.data["stability"]
     assert len(size_filter(inst, prof)[0]) == 3
+
+
+def test_the_stability_gate_takes_its_size_from_the_image_s_sure_objects():
+    """Examples drawn at another magnification: every object here is a quarter of their
+    area, ~4 sds off. The gate centres its size term on the candidates most settings draw
+    and that are shaped like the examples (``SURE_COUNT`` of them), so those and a
+    one-setting outline of their size stay, while a one-setting outline of the examples'
+    size (four of the image's objects run together) is dropped. Fewer sure candidates than
+    that, and the examples' size is all there is."""
+    from sam_detect.profile import SURE_COUNT
+
+    n = SURE_COUNT + 2
+    masks = np.zeros((n + 2, 80, 80), bool)
+    for k in range(n):
+        y, x = divmod(k, 7)
+        masks[k, 2 + 10 * y : 7 + 10 * y, 2 + 10 * x : 7 + 10 * x] = True  # 25 px, drawn by all
+    masks[n, 60:65, 10:15] = True  # 25 px, drawn by one setting of five
+    masks[n + 1, 60:70, 40:50] = True  # 100 px, the examples' size, drawn by one setting
+    inst = Instances(masks=masks)
+    inst.data["stability"] = np.array([1.0] * n + [0.2, 0.2], np.float32)
+    entry = {"area_range": [4.0, 1000.0], "log_area": [np.log(100.0), 0.35], "solidity": [0.8, 1.0],
+             "eccentricity": 0.95}
+    prof = {"classes": {"obj": entry}}
+    kept, note = size_filter(inst, prof)
+    assert kept.areas.tolist() == [25] * (n + 1)
+    assert note.endswith("1 drawn by few of the settings and off the objects' size")
+    # too few sure objects to say the image's size: only the examples' size passes
+    few = inst[np.r_[0 : SURE_COUNT - 1, n, n + 1]]
+    assert size_filter(few, prof)[0].areas.tolist() == [100]
+
+
+def test_an_image_at_another_magnification_is_proposed_at_its_own_scale():
+    """Examples from one image, detection on another whose objects have a third of the
+    examples' area (another objective): the segmenter sees the image's sure objects lie
+    off the examples' size, proposes again at that scale, and the profile follows it; the
+    note says so. Without that, a third of the objects fall outside the size range."""
+    from sam_detect.profile import SURE_SHIFT, at_scale, size_shift
+
+    a_rgb, a_lab = blobs(1, size=256, n=14, r=(13, 17))
+    b_rgb, b_lab = blobs(2, size=256, n=40, r=(7, 9.5))
+    ga, gb = Instances.from_label_image(a_lab)[0], Instances.from_label_image(b_lab)[0]
+    ex = ga[np.arange(8)]
+    ex.labels = np.array(["obj"] * 8, dtype=object)
+    det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder="handcrafted"))
+    det.add_examples(a_rgb, ex)
+    assert f1_at(det.detect(a_rgb), ga) == 1.0  # the examples' own image: no shift
+    assert "size_shift" not in det.segmenter.segment(a_rgb, det.profile).metadata
+    cand = det.segmenter.segment(b_rgb, det.profile)
+    shift = cand.metadata["size_shift"]["obj"]
+    assert np.log(0.25) < shift < np.log(0.45)  # the objects' area ratio is ~0.3
+    found = det.detect(b_rgb)
+    assert f1_at(found, gb) >= 0.95
+    assert found.metadata["notes"][0].startswith("obj: objects here are 0.")
+    # the shifted profile: sizes and radii move, the rest stays
+    entry = det.profile["classes"]["obj"]
+    moved = at_scale(det.profile, {"obj": shift})["classes"]["obj"]
+    assert np.allclose(moved["area_range"], np.array(entry["area_range"]) * np.exp(shift))
+    assert np.isclose(moved["radius"], entry["radius"] * np.exp(shift / 2))
+    assert moved["settings"] == entry["settings"] and moved["direction"] == entry["direction"]
+    assert at_scale(det.profile, {}) is det.profile
+    # sure squares a little off the examples' size are no shift, far off they are
+    sq = {"area_range": [4.0, 1000.0], "log_area": [np.log(100.0), 0.35], "solidity": [0.8, 1.0],
+          "eccentricity": 0.95}
+    for side, expected in [(12, 0.0), (6, np.log(0.36))]:
+        masks = np.zeros((12, 200, 200), bool)
+        for k in range(12):
+            masks[k, 15 * k : 15 * k + side, 5 : 5 + side] = True
+        sure = Instances(masks=masks)
+        sure.data["stability"] = np.ones(12, np.float32)
+        assert np.isclose(size_shift(sure, "obj", sq), expected)
+        sure.data["stability"][:3] = 0.4  # fewer than SURE_COUNT sure ones: no shift
+        assert size_shift(sure, "obj", sq) == 0.0
+    assert abs(np.log(1.44)) < SURE_SHIFT * 0.35 < abs(np.log(0.36))

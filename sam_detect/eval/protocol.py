@@ -322,8 +322,8 @@ def evaluate(
             out = det.detect(loaded)
             profile = det.profile
             decided = getattr(det, "_last_decided", None)
-            if decided is not None:  # exactly what detect() decided on
-                cands, neighbours = decided[0], list(decided[1])
+            if decided is not None:  # exactly what detect() decided on, with the image's profile
+                cands, neighbours, profile = decided[0], list(decided[1]), decided[2]
             else:
                 cands = rec_seg.last if rec_seg.last is not None else Instances.empty(g.image_hw)
                 cands = size_filter(cands, profile)[0]  # what detect() embedded

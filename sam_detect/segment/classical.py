@@ -95,7 +95,10 @@ class ClassicalSegmenter:
         its colour direction, background, levels and split strength, within its size range
         (overlapping alternatives: the pipeline's selection step chooses); this segmenter's
         own settings are one of them where the examples chose them.
-        ``metadata["calibrated"]`` lists the classes that proposed.
+        ``metadata["calibrated"]`` lists the classes that proposed; ``metadata["size_shift"]``
+        (only where there is one) the classes proposed again at this image's own scale,
+        with their log-area shift from the examples (``sam_detect.profile.size_shift``:
+        an image taken at another magnification).
 
         Returns:
             ``Instances`` with masks (kept as box crops), boxes XYXY, scores in ``[0, 1]``,
@@ -120,22 +123,30 @@ class ClassicalSegmenter:
         return inst
 
     def _segment_calibrated(self, image: np.ndarray, classes: dict[str, dict]) -> Instances:
-        from sam_detect.profile import scale_of
+        from sam_detect.profile import at_scale, scale_of, size_shift
         from sam_detect.segment.calibrated import OWN, Setting, propose
 
         img = self._check_image(image)
         tile = self._tile_side(img.shape[:2])  # large images are proposed window by window
-        parts, own = [], None
+        parts, own, shifts = [], None, {}
         for label, entry in classes.items():
             settings = [Setting(**s) for s in entry["settings"]]
             if OWN in settings and own is None:
                 own = self.segment(img)  # this segmenter's own settings, one of the alternatives
-            parts.append(propose(img, scale_of(entry), settings, label, own=own, tile=tile))
+            part = propose(img, scale_of(entry), settings, label, own=own, tile=tile)
+            shift = size_shift(part, label, entry)
+            if shift:  # another magnification: propose again at the image's own scale
+                shifts[label] = shift
+                moved = at_scale({"classes": {label: entry}}, {label: shift})["classes"][label]
+                part = propose(img, scale_of(moved), settings, label, own=own, tile=tile)
+            parts.append(part)
         tiles = max((p.metadata.get("tiles", 1) for p in parts), default=1)
         inst = Instances.merge(parts)
         if len(inst) == 0:
             inst = Instances.empty(img.shape[:2])
         inst.metadata.update({"segmenter": self.name, "calibrated": sorted(classes), "tiles": tiles})
+        if shifts:
+            inst.metadata["size_shift"] = {k: round(v, 4) for k, v in shifts.items()}
         return inst
 
     def label_image(self, image: np.ndarray) -> np.ndarray:
