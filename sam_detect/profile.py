@@ -562,29 +562,38 @@ def size_filter(instances: Instances, profile: dict | None) -> tuple[Instances, 
     return instances[keep], note
 
 
-def size_shift(instances: Instances, label: str, entry: dict, shape_fit: np.ndarray | None = None) -> float:
-    """How far this image's sure objects of class ``label`` lie from its examples' size:
-    the median log-area of the candidates at least ``SURE_STABILITY`` of the settings draw
-    and shaped like the examples (``select.WHOLE_SHAPE_FIT``), minus the examples'; 0 with
-    fewer than ``SURE_COUNT`` of them, or within ``SURE_SHIFT`` of the examples' log-area
-    sds (the examples' size holds). A shift says the image was taken at another
-    magnification than the examples: ``exp(shift)`` is the area ratio.
-
-    ``shape_fit``: the candidates' shape fit to ``entry`` (measured here if ``None``).
-    Candidates another class proposed (``data["class_hint"]``) do not count.
-    """
+def sure_objects(instances: Instances, label: str, entry: dict, shape_fit: np.ndarray | None = None) -> np.ndarray:
+    """``(N,)`` bool: the candidates of class ``label`` that at least ``SURE_STABILITY`` of
+    the settings draw and that are shaped like its examples (``select.WHOLE_SHAPE_FIT``);
+    none where the segmenter does not say how many settings drew each outline
+    (``data["stability"]``). Candidates another class proposed (``data["class_hint"]``)
+    do not count. ``shape_fit``: their shape fit to ``entry`` (measured here if ``None``)."""
     from sam_detect.select import WHOLE_SHAPE_FIT
 
     stability = instances.data.get("stability")
     n = len(instances)
-    if stability is None or n < SURE_COUNT:
-        return 0.0
+    if stability is None or n == 0:
+        return np.zeros(n, bool)
     if shape_fit is None:
         shape_fit = fit_and_shape_scores(instances, [label] * n, {"classes": {label: entry}})[1]
     sure = (np.asarray(stability, np.float64) >= SURE_STABILITY) & (np.asarray(shape_fit) >= WHOLE_SHAPE_FIT)
     hints = instances.data.get("class_hint")
     if hints is not None:
         sure &= np.array([h is None or h == label for h in hints], bool)
+    return sure
+
+
+def size_shift(instances: Instances, label: str, entry: dict, shape_fit: np.ndarray | None = None,
+               sure: np.ndarray | None = None) -> float:
+    """How far this image's sure objects of class ``label`` (:func:`sure_objects`, or
+    ``sure``) lie from its examples' size: their median log-area minus the examples'; 0
+    with fewer than ``SURE_COUNT`` of them, or within ``SURE_SHIFT`` of the examples'
+    log-area sds (the examples' size holds). A shift says the image was taken at another
+    magnification than the examples: ``exp(shift)`` is the area ratio."""
+    if sure is None:
+        if len(instances) < SURE_COUNT:
+            return 0.0
+        sure = sure_objects(instances, label, entry, shape_fit)
     if sure.sum() < SURE_COUNT:
         return 0.0
     mu, sd = entry["log_area"]
@@ -618,10 +627,12 @@ def at_scale(profile: dict | None, shifts: dict[str, float] | None) -> dict | No
 def _weak(instances: Instances, classes: dict, shape_fits: np.ndarray) -> np.ndarray:
     """``(N,)`` bool: candidates whose fit x stability is below ``MIN_EVIDENCE`` for every
     class, where the segmenter says how many of its settings made each outline
-    (``data["stability"]``; none of them otherwise). The size term is centred on the
-    class's examples, or on its sure candidates in this image where they lie off the
-    examples' size (:func:`size_shift`). ``shape_fits`` ``(len(classes), N)``: each
-    class's shape fit."""
+    (``data["stability"]``) and at least ``SURE_COUNT`` of the class's candidates are sure
+    (:func:`sure_objects`): where the settings agree on too few of this image's objects,
+    they were chosen on an image unlike this one, and a candidate few of them draw is not
+    suspect. The size term is centred on the class's examples, or on its sure candidates
+    where they lie off the examples' size (:func:`size_shift`). ``shape_fits``
+    ``(len(classes), N)``: each class's shape fit."""
     stability = instances.data.get("stability")
     n = len(instances)
     if stability is None or n == 0:
@@ -630,8 +641,11 @@ def _weak(instances: Instances, classes: dict, shape_fits: np.ndarray) -> np.nda
     log_a = np.log(np.maximum(instances.areas.astype(np.float64), 1.0))
     best = np.zeros(n)
     for (label, entry), shape in zip(classes.items(), np.asarray(shape_fits, np.float64), strict=True):
+        sure = sure_objects(instances, label, entry, shape)
+        if sure.sum() < SURE_COUNT:
+            return np.zeros(n, bool)  # no class may judge its candidates by stability here
         mu, sd = entry["log_area"]
-        centre = mu + size_shift(instances, label, entry, shape)
+        centre = mu + size_shift(instances, label, entry, sure=sure)
         best = np.maximum(best, _size_term((log_a - centre) / sd) * shape)
     return best * st < MIN_EVIDENCE
 
@@ -742,5 +756,5 @@ def describe(profile: dict | None) -> list[str]:
 
 
 __all__ = [
-    "EDGE_FLOOR", "EXPOSED", "MIN_EVIDENCE", "at_scale", "size_shift", "PROFILE_VERSION", "SURE_COUNT", "SURE_SHIFT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "scale_of", "size_filter",
+    "EDGE_FLOOR", "EXPOSED", "MIN_EVIDENCE", "at_scale", "size_shift", "sure_objects", "PROFILE_VERSION", "SURE_COUNT", "SURE_SHIFT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "scale_of", "size_filter",
 ]

@@ -721,25 +721,36 @@ def test_a_faint_outline_is_forgiven_where_the_object_is_packed_among_others():
 def test_an_outline_few_settings_draw_must_be_the_examples_size():
     """``MIN_EVIDENCE``: fit x stability. Off the examples' size, an outline one setting of
     five draws is dropped before embedding, and the note says so; the same outline every
-    setting draws is kept, as is one of the examples' size that one setting draws."""
-    from sam_detect.profile import MIN_EVIDENCE, fit_scores
+    setting draws is kept, as is one of the examples' size that one setting draws. Only
+    where the settings agree on ``SURE_COUNT`` of the image's objects: elsewhere they were
+    chosen on an unlike image, and stability says nothing."""
+    from sam_detect.profile import MIN_EVIDENCE, SURE_COUNT, fit_scores
 
-    masks = np.zeros((3, 60, 60), bool)
-    masks[0, 2:12, 2:12] = True  # 100 px: the examples' size
-    masks[1, 20:24, 2:7] = masks[2, 40:44, 2:7] = True  # 20 px: 2.7 sds below it
+    n = SURE_COUNT
+    masks = np.zeros((n + 3, 120, 120), bool)
+    for k in range(n):  # the image's sure objects, the examples' size, drawn by every setting
+        y, x = divmod(k, 8)
+        masks[k, 2 + 14 * y : 12 + 14 * y, 2 + 14 * x : 12 + 14 * x] = True
+    masks[n, 60:70, 2:12] = True  # 100 px: the examples' size
+    masks[n + 1, 80:84, 2:7] = masks[n + 2, 100:104, 2:7] = True  # 20 px: 2.7 sds below it
     inst = Instances(masks=masks)
     entry = {"area_range": [10.0, 1000.0], "log_area": [np.log(100.0), 0.6], "solidity": [0.8, 1.0],
              "eccentricity": 0.95}
     prof = {"classes": {"obj": entry}}
-    fit = fit_scores(inst, ["obj"] * 3, prof)
-    assert fit[1] * 0.2 < MIN_EVIDENCE <= fit[1] and fit[0] * 0.2 >= MIN_EVIDENCE
-    inst.data["stability"] = np.array([0.2, 0.2, 1.0], np.float32)
+    fit = fit_scores(inst, ["obj"] * (n + 3), prof)
+    assert fit[n + 1] * 0.2 < MIN_EVIDENCE <= fit[n + 1] and fit[n] * 0.2 >= MIN_EVIDENCE
+    inst.data["stability"] = np.array([1.0] * n + [0.2, 0.2, 1.0], np.float32)
     kept, note = size_filter(inst, prof)
-    assert kept.areas.tolist() == [100, 20] and np.allclose(kept.data["stability"], [0.2, 1.0])
+    assert kept.areas.tolist() == [100] * (n + 1) + [20]
+    assert np.allclose(kept.data["stability"][n:], [0.2, 1.0])
     assert note.endswith("1 drawn by few of the settings and off the objects' size")
     # a segmenter that does not say how many settings drew an outline keeps it
-    del inst.data["stability"]
-    assert len(size_filter(inst, prof)[0]) == 3
+    bare = inst[np.arange(n + 3)]
+    del bare.data["stability"]
+    assert len(size_filter(bare, prof)[0]) == n + 3
+    # settings that agree on fewer than SURE_COUNT of the image's objects judge none
+    few = inst[np.arange(2, n + 3)]  # 8 squares and the sure 20 px one: 9 sure
+    assert len(size_filter(few, prof)[0]) == n + 1
 
 
 def test_the_stability_gate_takes_its_size_from_the_image_s_sure_objects():
@@ -747,8 +758,8 @@ def test_the_stability_gate_takes_its_size_from_the_image_s_sure_objects():
     area, ~4 sds off. The gate centres its size term on the candidates most settings draw
     and that are shaped like the examples (``SURE_COUNT`` of them), so those and a
     one-setting outline of their size stay, while a one-setting outline of the examples'
-    size (four of the image's objects run together) is dropped. Fewer sure candidates than
-    that, and the examples' size is all there is."""
+    size (four of the image's objects run together) is dropped. With fewer sure candidates
+    than that, stability judges nothing."""
     from sam_detect.profile import SURE_COUNT
 
     n = SURE_COUNT + 2
@@ -766,9 +777,9 @@ def test_the_stability_gate_takes_its_size_from_the_image_s_sure_objects():
     kept, note = size_filter(inst, prof)
     assert kept.areas.tolist() == [25] * (n + 1)
     assert note.endswith("1 drawn by few of the settings and off the objects' size")
-    # too few sure objects to say the image's size: only the examples' size passes
+    # too few sure objects to say the image's size, or that the settings suit this image
     few = inst[np.r_[0 : SURE_COUNT - 1, n, n + 1]]
-    assert size_filter(few, prof)[0].areas.tolist() == [100]
+    assert size_filter(few, prof)[0].areas.tolist() == [25] * SURE_COUNT + [100]
 
 
 def test_an_image_at_another_magnification_is_proposed_at_its_own_scale():
