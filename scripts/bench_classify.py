@@ -207,10 +207,10 @@ def confidence(name: str, embedder: str) -> dict:
     conf, conf_fit, sim, pos, kept, disjoint = [], [], [], [], [], []
     for t in range(1, len(frames)):
         det.detect(frames[t])
-        cands, results = det._last_decided
+        cands, results, profile = det._last_decided  # profile: at the frame's own scale
         from sam_detect.select import decide
 
-        d = decide(cands, results, threshold=None, top_k=det.config.top_k, profile=det.profile,
+        d = decide(cands, results, threshold=None, top_k=det.config.top_k, profile=profile,
                    decision=det.decision)
         g, _ = Instances.from_label_image(gt[t])
         iou = instances_iou(cands, g)
