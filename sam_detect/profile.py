@@ -631,8 +631,8 @@ def _weak(instances: Instances, classes: dict, shape_fits: np.ndarray) -> np.nda
     (:func:`sure_objects`): where the settings agree on too few of this image's objects,
     they were chosen on an image unlike this one, and a candidate few of them draw is not
     suspect. The size term is centred on the class's examples, or on its sure candidates
-    where they lie off the examples' size (:func:`size_shift`). ``shape_fits``
-    ``(len(classes), N)``: each class's shape fit."""
+    where they lie off the examples' size (:func:`size_shift`); candidates the image border
+    cuts are not judged. ``shape_fits`` ``(len(classes), N)``: each class's shape fit."""
     stability = instances.data.get("stability")
     n = len(instances)
     if stability is None or n == 0:
@@ -646,8 +646,15 @@ def _weak(instances: Instances, classes: dict, shape_fits: np.ndarray) -> np.nda
             return np.zeros(n, bool)  # no class may judge its candidates by stability here
         mu, sd = entry["log_area"]
         centre = mu + size_shift(instances, label, entry, sure=sure)
+        # sizes judged at no less than the prior spread: examples rarely show the whole
+        # range (a nucleus just divided has half the area of the one beside it)
+        sd = max(sd, PRIOR_LOG_AREA_SD)
         best = np.maximum(best, _size_term((log_a - centre) / sd) * shape)
-    return best * st < MIN_EVIDENCE
+    # an object the image border cuts is smaller than it is: its size says nothing
+    h, w = instances.image_hw
+    boxes = instances.boxes
+    cut = (boxes[:, 0] <= 0) | (boxes[:, 1] <= 0) | (boxes[:, 2] >= w) | (boxes[:, 3] >= h)
+    return (best * st < MIN_EVIDENCE) & ~cut
 
 
 def _faint(instances: Instances, classes: dict) -> np.ndarray:

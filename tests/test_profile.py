@@ -754,7 +754,7 @@ def test_an_outline_few_settings_draw_must_be_the_examples_size():
 
 
 def test_the_stability_gate_takes_its_size_from_the_image_s_sure_objects():
-    """Examples drawn at another magnification: every object here is a quarter of their
+    """Examples drawn at another magnification: every object here is an eighth of their
     area, ~4 sds off. The gate centres its size term on the candidates most settings draw
     and that are shaped like the examples (``SURE_COUNT`` of them), so those and a
     one-setting outline of their size stay, while a one-setting outline of the examples'
@@ -768,10 +768,10 @@ def test_the_stability_gate_takes_its_size_from_the_image_s_sure_objects():
         y, x = divmod(k, 7)
         masks[k, 2 + 10 * y : 7 + 10 * y, 2 + 10 * x : 7 + 10 * x] = True  # 25 px, drawn by all
     masks[n, 60:65, 10:15] = True  # 25 px, drawn by one setting of five
-    masks[n + 1, 60:70, 40:50] = True  # 100 px, the examples' size, drawn by one setting
+    masks[n + 1, 60:74, 40:54] = True  # 196 px, the examples' size, drawn by one setting
     inst = Instances(masks=masks)
     inst.data["stability"] = np.array([1.0] * n + [0.2, 0.2], np.float32)
-    entry = {"area_range": [4.0, 1000.0], "log_area": [np.log(100.0), 0.35], "solidity": [0.8, 1.0],
+    entry = {"area_range": [4.0, 1000.0], "log_area": [np.log(200.0), 0.5], "solidity": [0.8, 1.0],
              "eccentricity": 0.95}
     prof = {"classes": {"obj": entry}}
     kept, note = size_filter(inst, prof)
@@ -779,7 +779,7 @@ def test_the_stability_gate_takes_its_size_from_the_image_s_sure_objects():
     assert note.endswith("1 drawn by few of the settings and off the objects' size")
     # too few sure objects to say the image's size, or that the settings suit this image
     few = inst[np.r_[0 : SURE_COUNT - 1, n, n + 1]]
-    assert size_filter(few, prof)[0].areas.tolist() == [25] * SURE_COUNT + [100]
+    assert size_filter(few, prof)[0].areas.tolist() == [25] * SURE_COUNT + [196]
 
 
 def test_an_image_at_another_magnification_is_proposed_at_its_own_scale():
@@ -824,3 +824,28 @@ def test_an_image_at_another_magnification_is_proposed_at_its_own_scale():
         sure.data["stability"][:3] = 0.4  # fewer than SURE_COUNT sure ones: no shift
         assert size_shift(sure, "obj", sq) == 0.0
     assert abs(np.log(1.44)) < SURE_SHIFT * 0.35 < abs(np.log(0.36))
+
+
+def test_the_stability_gate_leaves_objects_the_border_cuts_and_judges_sizes_at_the_prior_spread():
+    """An object the image border cuts is smaller than it is; and examples rarely show the
+    whole size range (a nucleus just divided has half the area), so sizes are judged at no
+    less than ``PRIOR_LOG_AREA_SD``, however alike the examples are."""
+    from sam_detect.profile import PRIOR_LOG_AREA_SD, SURE_COUNT
+
+    n = SURE_COUNT
+    masks = np.zeros((n + 3, 120, 120), bool)
+    for k in range(n):
+        y, x = divmod(k, 8)
+        masks[k, 2 + 14 * y : 12 + 14 * y, 2 + 14 * x : 12 + 14 * x] = True  # 100 px, sure
+    masks[n, 60:65, 114:120] = True  # 30 px, one setting, cut by the right border
+    masks[n + 1, 80:85, 2:8] = True  # the same inside the image
+    masks[n + 2, 100:107, 2:9] = True  # 49 px: half the examples' area, one setting
+    inst = Instances(masks=masks)
+    inst.data["stability"] = np.array([1.0] * n + [0.2, 0.2, 0.2], np.float32)
+    tight = {"area_range": [10.0, 1000.0], "log_area": [np.log(100.0), 0.2], "solidity": [0.8, 1.0],
+             "eccentricity": 0.95}
+    kept, note = size_filter(inst, {"classes": {"obj": tight}})
+    assert kept.areas.tolist() == [100] * n + [30, 49]
+    assert note.endswith("1 drawn by few of the settings and off the objects' size")
+    # at the examples' own spread of 0.2 the half-size outline would lie 3.5 sds off
+    assert abs(np.log(0.49)) / 0.2 > 3 > abs(np.log(0.49)) / PRIOR_LOG_AREA_SD
