@@ -72,6 +72,25 @@ EDGE_FLOOR = 0.1
 #: ... when at least this share of the band just outside the outline lies on no other
 #: candidate (its own alternatives, which overlap it, aside)
 EXPOSED = 0.5
+#: an object the image border cuts shows only part of its area: it is proposed down to this
+#: share of its class's smallest admitted area, and its size below the examples' does not
+#: count against it (:func:`cut_by_border`)
+CUT_FLOOR = 0.5
+
+
+def cut_by_border(boxes: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
+    """``(N,)`` bool: the ``(N, 4)`` XYXY boxes that touch the border of an ``image_hw``
+    image -- objects the frame cuts, whose area and elongation are not their own."""
+    b = np.asarray(boxes).reshape(-1, 4)
+    h, w = image_hw
+    return (b[:, 0] <= 0) | (b[:, 1] <= 0) | (b[:, 2] >= w) | (b[:, 3] >= h)
+
+
+def admitted(areas: np.ndarray, cut: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``(N,)`` bool: areas within ``[lo, hi]``, or within ``[CUT_FLOOR * lo, hi]`` for the
+    candidates the image border cuts (``cut``)."""
+    a = np.asarray(areas, np.float64)
+    return (a <= hi) & (a >= np.where(np.asarray(cut, bool), CUT_FLOOR * lo, lo))
 
 
 def _shape_of(crop: np.ndarray) -> dict[str, float]:
@@ -487,12 +506,15 @@ def fit_and_shape_scores(instances: Instances, labels: Sequence[str],
     if n == 0 or not classes:
         return fit, shape_fit
     areas, sol, ecc = candidate_shapes(instances)
+    cut = cut_by_border(instances.boxes, instances.image_hw)
     for i, lab in enumerate(labels):
         entry = classes.get(lab)
         if entry is None:
             continue
         mu, sd = entry["log_area"]
         z = (np.log(max(areas[i], 1.0)) - mu) / sd
+        if cut[i]:  # the border cut it: smaller than the object is
+            z = max(z, 0.0)
         # less solid than the least solid example (per 0.05 beyond 0.03), or more elongated
         # than the most elongated (per 0.1 beyond 0.1): a merged pair is both
         lack = max(0.0, entry["solidity"][0] - 0.05 - sol[i]) / 0.1
@@ -529,7 +551,8 @@ def size_filter(instances: Instances, profile: dict | None) -> tuple[Instances, 
         return instances, None
     ranges = np.array([e["area_range"] for e in classes.values()], np.float64)
     areas = instances.areas.astype(np.float64)
-    sized = ((areas[:, None] >= ranges[None, :, 0]) & (areas[:, None] <= ranges[None, :, 1])).any(axis=1)
+    cut = cut_by_border(instances.boxes, instances.image_hw)
+    sized = np.stack([admitted(areas, cut, lo, hi) for lo, hi in ranges]).any(axis=0)
     keep = sized.copy()
     weak = np.zeros(len(instances), bool)
     if keep.any():
@@ -577,6 +600,7 @@ def sure_objects(instances: Instances, label: str, entry: dict, shape_fit: np.nd
     if shape_fit is None:
         shape_fit = fit_and_shape_scores(instances, [label] * n, {"classes": {label: entry}})[1]
     sure = (np.asarray(stability, np.float64) >= SURE_STABILITY) & (np.asarray(shape_fit) >= WHOLE_SHAPE_FIT)
+    sure &= ~cut_by_border(instances.boxes, instances.image_hw)  # their size is not their own
     hints = instances.data.get("class_hint")
     if hints is not None:
         sure &= np.array([h is None or h == label for h in hints], bool)
@@ -651,10 +675,7 @@ def _weak(instances: Instances, classes: dict, shape_fits: np.ndarray) -> np.nda
         sd = max(sd, PRIOR_LOG_AREA_SD)
         best = np.maximum(best, _size_term((log_a - centre) / sd) * shape)
     # an object the image border cuts is smaller than it is: its size says nothing
-    h, w = instances.image_hw
-    boxes = instances.boxes
-    cut = (boxes[:, 0] <= 0) | (boxes[:, 1] <= 0) | (boxes[:, 2] >= w) | (boxes[:, 3] >= h)
-    return (best * st < MIN_EVIDENCE) & ~cut
+    return (best * st < MIN_EVIDENCE) & ~cut_by_border(instances.boxes, instances.image_hw)
 
 
 def _faint(instances: Instances, classes: dict) -> np.ndarray:
@@ -763,5 +784,5 @@ def describe(profile: dict | None) -> list[str]:
 
 
 __all__ = [
-    "EDGE_FLOOR", "EXPOSED", "MIN_EVIDENCE", "at_scale", "size_shift", "sure_objects", "PROFILE_VERSION", "SURE_COUNT", "SURE_SHIFT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "scale_of", "size_filter",
+    "CUT_FLOOR", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "size_shift", "sure_objects", "PROFILE_VERSION", "SURE_COUNT", "SURE_SHIFT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "scale_of", "size_filter",
 ]

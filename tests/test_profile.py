@@ -361,7 +361,7 @@ def test_size_filter_says_what_it_dropped():
     none, note = size_filter(inst[[0]], prof)
     assert len(none) == 0 and note.startswith("no candidate within the examples' size range")
     bar = np.zeros((40, 40), bool)
-    bar[5, 0:40] = bar[6, 0:40] = True  # 80 px: the right size, not the shape
+    bar[5, 2:38] = bar[6, 2:38] = True  # 72 px: the right size, not the shape
     kept, note = size_filter(Instances(masks=bar[None]), prof)
     assert len(kept) == 0 and note.endswith("1 unlike the examples' shape or outdone by an overlapping alternative")
     # nested alternatives: the one that fits far worse is not worth embedding
@@ -849,3 +849,41 @@ def test_the_stability_gate_leaves_objects_the_border_cuts_and_judges_sizes_at_t
     assert note.endswith("1 drawn by few of the settings and off the objects' size")
     # at the examples' own spread of 0.2 the half-size outline would lie 3.5 sds off
     assert abs(np.log(0.49)) / 0.2 > 3 > abs(np.log(0.49)) / PRIOR_LOG_AREA_SD
+
+
+def test_objects_the_image_border_cuts_are_proposed_below_the_size_range():
+    """A disk whose centre lies outside the image shows a cap of a fifth of its area, below
+    the examples' size range; such an object is still proposed and kept (down to
+    ``CUT_FLOOR`` of the range), while a speck of the same area inside the image is not."""
+    import sam_detect.profile as profile_mod
+    from sam_detect.profile import CUT_FLOOR, admitted, cut_by_border
+
+    size, r = 200, 10
+    yy, xx = np.mgrid[:size, :size]
+    lab = np.zeros((size, size), np.int32)
+    centres = [(40 + 40 * (k % 4), 40 + 40 * (k // 4)) for k in range(12)]  # whole disks
+    centres += [(-5, 60), (100, -5), (size + 4, 140), (60, size + 4)]  # caps the border cuts
+    for k, (cx, cy) in enumerate(centres, 1):
+        lab[(xx - cx) ** 2 + (yy - cy) ** 2 <= r * r] = k
+    rng = np.random.default_rng(0)
+    img = np.where(lab[..., None] > 0, 200.0, 40.0) + rng.normal(0, 4, (size, size, 3))
+    rgb = np.clip(img, 0, 255).astype(np.uint8)
+    gt = Instances.from_label_image(lab)[0]
+    ex = gt[np.arange(6)]
+    ex.labels = np.array(["obj"] * 6, dtype=object)
+    det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder="handcrafted"))
+    det.add_examples(rgb, ex)
+    lo = det.profile["classes"]["obj"]["area_range"][0]
+    caps = gt[np.arange(12, 16)]
+    assert cut_by_border(caps.boxes, caps.image_hw).all()
+    assert (caps.areas < lo).all() and (caps.areas >= CUT_FLOOR * lo).all()  # below the range
+    found = det.detect(rgb)
+    assert (instances_iou(found, caps).max(axis=0) >= 0.8).all()
+    assert f1_at(found, gt) == 1.0
+    # without the rule the caps are lost
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(profile_mod, "CUT_FLOOR", 1.0)
+        assert f1_at(det.detect(rgb), gt) < 0.9
+    # the same area inside the image is below the range
+    assert admitted(np.array([60.0, 60.0]), np.array([True, False]), 100.0, 500.0).tolist() == [True, False]
+    assert not admitted(np.array([40.0]), np.array([True]), 100.0, 500.0)[0]

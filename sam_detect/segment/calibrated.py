@@ -381,7 +381,8 @@ def _reproduction(labels: np.ndarray, masks: list[tuple[np.ndarray, tuple[int, i
 
 def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str | None = None,
             own: Instances | None = None, tile: int = 0) -> Instances:
-    """Candidates of every setting (overlapping alternatives), within the examples' size range.
+    """Candidates of every setting (overlapping alternatives), within the examples' size range
+    (objects the image border cuts down to ``profile.CUT_FLOOR`` of its smallest area).
 
     ``own``: the segmenter's own candidates, for the ``OWN`` setting when it is among
     ``settings``. ``data["setting"]`` says which setting made each candidate (an index into
@@ -398,12 +399,15 @@ def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str |
     """
     from scipy import ndimage as ndi
 
+    from sam_detect.profile import CUT_FLOOR, admitted, cut_by_border
+
     h, w = rgb.shape[:2]
     lo, hi = scale.min_area, scale.max_area
     own_setting = GRID.index(OWN)
     own_crops = []
-    if OWN in settings and own is not None:
-        own_crops = [m for m, a in zip(own.crops, own.areas, strict=True) if lo <= a <= hi]
+    if OWN in settings and own is not None and len(own):
+        ok = admitted(own.areas, cut_by_border(own.boxes, (h, w)), lo, hi)
+        own_crops = [m for m, a in zip(own.crops, ok, strict=True) if a]
     lead = lead_smooth(settings)
     windows = proposal_windows((h, w), tile, context_margin(scale, settings))
     owner = _core_of([m.box for m in own_crops], windows)
@@ -422,9 +426,11 @@ def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str |
         for s, labels in label_images(preps, scale, [s for s in settings if s != OWN]):
             areas = np.bincount(labels.ravel())
             for i, sl in enumerate(ndi.find_objects(labels), 1):
-                if sl is None or not lo <= areas[i] <= hi:
+                if sl is None or not CUT_FLOOR * lo <= areas[i] <= hi:
                     continue
                 box = (sl[1].start + wx0, sl[0].start + wy0, sl[1].stop + wx0, sl[0].stop + wy0)
+                if areas[i] < lo and not cut_by_border(np.asarray(box), (h, w))[0]:
+                    continue  # below the size range, and not cut short by the image border
                 if len(windows) > 1 and not _whole_in_core(box, core, win, (h, w)):
                     continue
                 found.append((labels[sl] == i, (sl[1].start, sl[0].start), GRID.index(s) if s in GRID else -1))
