@@ -73,8 +73,8 @@ EDGE_FLOOR = 0.1
 #: candidate (its own alternatives, which overlap it, aside)
 EXPOSED = 0.5
 #: an object the image border cuts shows only part of its area: it is proposed down to this
-#: share of its class's smallest admitted area, and its size below the examples' does not
-#: count against it (:func:`cut_by_border`)
+#: share of its class's smallest admitted area, and its elongation does not count against it
+#: (:func:`cut_by_border`; its size still does, so a fragment does not outrank the whole)
 CUT_FLOOR = 0.5
 
 
@@ -506,19 +506,17 @@ def fit_and_shape_scores(instances: Instances, labels: Sequence[str],
     if n == 0 or not classes:
         return fit, shape_fit
     areas, sol, ecc = candidate_shapes(instances)
-    cut = cut_by_border(instances.boxes, instances.image_hw)
+    cut = cut_by_border(instances.boxes, instances.image_hw)  # the border cut it: elongated
     for i, lab in enumerate(labels):
         entry = classes.get(lab)
         if entry is None:
             continue
         mu, sd = entry["log_area"]
         z = (np.log(max(areas[i], 1.0)) - mu) / sd
-        if cut[i]:  # the border cut it: smaller than the object is
-            z = max(z, 0.0)
         # less solid than the least solid example (per 0.05 beyond 0.03), or more elongated
         # than the most elongated (per 0.1 beyond 0.1): a merged pair is both
         lack = max(0.0, entry["solidity"][0] - 0.05 - sol[i]) / 0.1
-        excess = max(0.0, ecc[i] - entry.get("eccentricity", 1.0) - 0.1) / 0.1
+        excess = 0.0 if cut[i] else max(0.0, ecc[i] - entry.get("eccentricity", 1.0) - 0.1) / 0.1
         shape = float(np.exp(-0.5 * (lack * lack + excess * excess)))
         shape_fit[i] = shape
         fit[i] = float(_size_term(z) * shape)
