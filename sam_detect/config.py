@@ -145,6 +145,8 @@ class DetectorConfig:
     ``profile``: use the library's proposal profile (what its examples say about the
     objects' size, shape and contrast) to calibrate the segmenter, filter and select
     candidates; ``False``: the segmenter's own settings and every candidate the vote labels.
+    ``drop_border``: leave out objects that touch the image border (counting protocols that
+    count only whole objects); by default they are found like any other.
     Ranges: :data:`PARAMS`.
     """
 
@@ -162,6 +164,7 @@ class DetectorConfig:
     threshold: float | None = field(default_factory=lambda: default("threshold"))
     keep_unknown: bool = False
     profile: bool = True
+    drop_border: bool = False
     device: str = "auto"
     batch_size: int | None = None  # None: the embedder's own default (8 on CPU, 32 on CUDA for effnet)
 

@@ -413,7 +413,17 @@ class SAMDetect(DetectorStages, LibraryState):
 
         shifts = inst.metadata.get("size_shift") or {}
         profile = at_scale(profile, shifts)  # an image at another magnification than the examples
+        border_note = None
+        if self.config.drop_border and len(inst):
+            from sam_detect.profile import cut_by_border
+
+            cut = cut_by_border(inst.boxes, inst.image_hw)
+            if cut.any():
+                border_note = f"{int(cut.sum())} of {len(inst)} candidates touch the image border (drop_border)"
+                inst = inst[~cut]
         inst, size_note = size_filter(inst, profile)
+        if border_note:
+            size_note = border_note + (f"; {size_note}" if size_note else "")
         decision = self.decision
         typical = (decision or {}).get("typical_area")
         if typical and shifts:

@@ -851,6 +851,20 @@ def test_the_stability_gate_leaves_objects_the_border_cuts_and_judges_sizes_at_t
     assert abs(np.log(0.49)) / 0.2 > 3 > abs(np.log(0.49)) / PRIOR_LOG_AREA_SD
 
 
+def disks_and_caps(size: int = 200, r: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """RGB image and label image: 12 whole disks (labels 1-12), then 4 disks whose centres
+    lie 4-5 px outside the image, so that it shows caps of a fifth of their area (13-16)."""
+    yy, xx = np.mgrid[:size, :size]
+    lab = np.zeros((size, size), np.int32)
+    centres = [(40 + 40 * (k % 4), 40 + 40 * (k // 4)) for k in range(12)]
+    centres += [(-5, 60), (100, -5), (size + 4, 140), (60, size + 4)]
+    for k, (cx, cy) in enumerate(centres, 1):
+        lab[(xx - cx) ** 2 + (yy - cy) ** 2 <= r * r] = k
+    rng = np.random.default_rng(0)
+    img = np.where(lab[..., None] > 0, 200.0, 40.0) + rng.normal(0, 4, (size, size, 3))
+    return np.clip(img, 0, 255).astype(np.uint8), lab
+
+
 def test_objects_the_image_border_cuts_are_proposed_below_the_size_range():
     """A disk whose centre lies outside the image shows a cap of a fifth of its area, below
     the examples' size range; such an object is still proposed and kept (down to
@@ -858,16 +872,7 @@ def test_objects_the_image_border_cuts_are_proposed_below_the_size_range():
     import sam_detect.profile as profile_mod
     from sam_detect.profile import CUT_FLOOR, admitted, cut_by_border
 
-    size, r = 200, 10
-    yy, xx = np.mgrid[:size, :size]
-    lab = np.zeros((size, size), np.int32)
-    centres = [(40 + 40 * (k % 4), 40 + 40 * (k // 4)) for k in range(12)]  # whole disks
-    centres += [(-5, 60), (100, -5), (size + 4, 140), (60, size + 4)]  # caps the border cuts
-    for k, (cx, cy) in enumerate(centres, 1):
-        lab[(xx - cx) ** 2 + (yy - cy) ** 2 <= r * r] = k
-    rng = np.random.default_rng(0)
-    img = np.where(lab[..., None] > 0, 200.0, 40.0) + rng.normal(0, 4, (size, size, 3))
-    rgb = np.clip(img, 0, 255).astype(np.uint8)
+    rgb, lab = disks_and_caps()
     gt = Instances.from_label_image(lab)[0]
     ex = gt[np.arange(6)]
     ex.labels = np.array(["obj"] * 6, dtype=object)
@@ -884,6 +889,33 @@ def test_objects_the_image_border_cuts_are_proposed_below_the_size_range():
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(profile_mod, "CUT_FLOOR", 1.0)
         assert f1_at(det.detect(rgb), gt) < 0.9
+    # counting whole objects only (``drop_border``): the caps are left out
+    det.config.drop_border = True
+    whole = det.detect(rgb)
+    assert f1_at(whole, gt[np.arange(12)]) == 1.0 and not cut_by_border(whole.boxes, whole.image_hw).any()
     # the same area inside the image is below the range
     assert admitted(np.array([60.0, 60.0]), np.array([True, False]), 100.0, 500.0).tolist() == [True, False]
     assert not admitted(np.array([40.0]), np.array([True]), 100.0, 500.0)[0]
+
+
+def test_cli_drop_border_counts_whole_objects_only(tmp_path):
+    from sam_detect.outputs import save_image
+
+    rgb, lab = disks_and_caps()
+    import tifffile
+
+    img, labels = tmp_path / "disks.png", tmp_path / "disks_labels.tif"
+    save_image(rgb, img)
+    tifffile.imwrite(labels, np.where(lab <= 6, lab, 0).astype(np.uint16))  # six whole disks as examples
+    env = {"SAM_DETECT_LIBRARY_PATH": str(tmp_path / "libs")}
+    common = ["--segmenter", "classical", "--embedder", "handcrafted"]
+    r = run_cli("add", str(img), "--label", "disk", "--labels", str(labels), *common, env=env)
+    assert r.exit_code == 0, r.output
+    r = run_cli("detect", str(img), "--json", *common, env=env)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["count"] == 16
+    r = run_cli("detect", str(img), "--json", "--drop-border", *common, env=env)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["count"] == 12
+    r = run_cli("detect", "--help")
+    assert "--drop-border" in r.stdout

@@ -145,6 +145,9 @@ classify_options = stack(
                      help="Use the library's proposal profile (what the examples say about size, shape "
                      "and contrast) to calibrate, filter and choose candidates; "
                      "--no-profile: the segmenter's own settings."),
+        click.option("--drop-border", "drop_border", is_flag=True, default=None,
+                     help="Leave out objects that touch the image border (count whole objects "
+                     "only). Default: they are found like any other."),
     ]
 )
 
@@ -202,7 +205,7 @@ def detector_config(**opts: Any):
     kwargs: dict[str, Any] = {"fade": fade, "fade_options": fade_opts, "store": store, "store_options": store_opts}
     # an option not given leaves the config's default
     for key in ("segmenter", "embedder", "occupancy", "library", "device", "top_k", "threshold",
-                "keep_unknown", "profile"):
+                "keep_unknown", "profile", "drop_border"):
         if opts.get(key) is not None:
             kwargs[key] = opts[key]
     if importlib.util.find_spec("sam_detect.cli._model_options") is not None:
