@@ -31,12 +31,16 @@ def vote(
     threshold: float | None = None,
     top_k: int | None = None,
     thresholds: Mapping[str, float] | None = None,
+    prior: Mapping[str, float] | None = None,
 ) -> Vote:
     """Similarity-weighted vote over ``neighbours`` (best first).
 
     ``thresholds``: per-label thresholds (a library's calibrated ones); labels not in it use
     ``threshold`` (``None``: ``sam_detect.calibrate.DEFAULT_THRESHOLD``). A neighbour votes
-    only when it reaches its own label's threshold.
+    only when it reaches its own label's threshold. ``prior``: per-label factors on the
+    totals when the vote chooses among the object classes (how well the candidate fits
+    each class's examples: ``profile.size_priors``); a candidate that looks most like a
+    negative stays negative, and the confidence stays the chosen label's share of the vote.
     """
     if threshold is None:
         from sam_detect.calibrate import DEFAULT_THRESHOLD
@@ -57,6 +61,9 @@ def vote(
     total = sum(totals.values())
     # Ties go to the label with the closest single example.
     label = max(totals, key=lambda k: (totals[k], best_sim[k]))
+    if prior and label != NEGATIVE and len(totals) > 1:
+        label = max((k for k in totals if k != NEGATIVE),
+                    key=lambda k: (totals[k] * prior.get(k, 1.0), best_sim[k]))
     confidence = totals[label] / total if total > 0 else 0.0
     return Vote(label, float(confidence), best_sim[label])
 
@@ -66,9 +73,13 @@ def vote_batch(
     threshold: float | None = None,
     top_k: int | None = None,
     thresholds: Mapping[str, float] | None = None,
+    priors: Sequence[Mapping[str, float] | None] | None = None,
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Vote for every candidate: labels, confidences ``(M,)`` float32, similarities ``(M,)`` float32."""
-    votes = [vote(r, threshold=threshold, top_k=top_k, thresholds=thresholds) for r in results]
+    """Vote for every candidate: labels, confidences ``(M,)`` float32, similarities ``(M,)`` float32.
+    ``priors``: one :func:`vote` ``prior`` per candidate (or ``None``)."""
+    priors = priors if priors is not None else [None] * len(results)
+    votes = [vote(r, threshold=threshold, top_k=top_k, thresholds=thresholds, prior=p)
+             for r, p in zip(results, priors, strict=True)]
     return (
         [v.label for v in votes],
         np.array([v.confidence for v in votes], dtype=np.float32),

@@ -188,7 +188,9 @@ def decide(
 
     ``threshold``: one similarity threshold for every class, or ``None`` for each class's
     own from the library's ``decision`` (``sam_detect.calibrate``; ``DEFAULT_THRESHOLD``
-    where a class has none). Confidence: the vote's share x how typical the candidate's
+    where a class has none). With several classes in ``profile``, the vote chooses between
+    them weighing each class's share by how well the candidate's size fits its examples
+    (``profile.size_priors``). Confidence: the vote's share x how typical the candidate's
     similarity is among its class's examples (when ``decision`` is given) x its profile fit
     and stability with the selection's weights (``quality`` without the similarity).
     Candidates labelled negative, or ``unknown`` (unless ``keep_unknown``), or fitting their
@@ -197,7 +199,7 @@ def decide(
     """
     from sam_detect.calibrate import DEFAULT_THRESHOLD, thresholds, typicality
     from sam_detect.classify import vote_batch
-    from sam_detect.profile import MIN_FIT, fit_and_shape_scores
+    from sam_detect.profile import MIN_FIT, fit_and_shape_scores, size_priors
 
     n = len(candidates)
     if len(neighbours) != n:
@@ -211,7 +213,8 @@ def decide(
     if n == 0:
         z = np.zeros(0, np.float32)
         return Decision([], z, z, z, np.zeros(0, np.int64), words)
-    labels, conf, sim = vote_batch(neighbours, threshold=flat, top_k=top_k, thresholds=per_class)
+    labels, conf, sim = vote_batch(neighbours, threshold=flat, top_k=top_k, thresholds=per_class,
+                                   priors=size_priors(candidates, profile))
     fit, shape_fit = fit_and_shape_scores(candidates, labels, profile)
     # confidence: every piece of evidence the selection uses, each as a factor in [0, 1]
     evidence = quality(candidates, np.ones(n), fit)  # fit ** FIT_WEIGHT x stability ** STABILITY_WEIGHT

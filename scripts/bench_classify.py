@@ -89,7 +89,8 @@ def _vote(det, queries, vectors, threshold):
     from sam_detect.select import decide
 
     results = det._search(vectors, det.config.top_k, det.decision)
-    d = decide(queries, results, threshold=threshold, top_k=det.config.top_k, profile=None,
+    # the profile's size priors choose between classes; its other parts do not label
+    d = decide(queries, results, threshold=threshold, top_k=det.config.top_k, profile=det._extra("profile"),
                decision=det.decision)
     return d, results
 
@@ -101,6 +102,7 @@ def classify(name: str, embedder: str, seeds: list[int], self_retrieval: bool, t
     from sam_detect import DetectorConfig, SAMDetect, calibrate
     from sam_detect.classify import vote_batch
     from sam_detect.embed.views import VIEWS, weighted_query
+    from sam_detect.profile import size_priors
 
     items, protocol = _gt_set(name)
     shots = int(protocol["shots"])
@@ -115,6 +117,8 @@ def classify(name: str, embedder: str, seeds: list[int], self_retrieval: bool, t
             if len(idx):
                 det.add_examples(rgb, g[idx], [str(x) for x in g.labels[idx]])
         score_on = set(protocol["score_on"])
+        # the classes' size profiles (the vote's size priors; proposals are not calibrated here)
+        profile = det._extra("profile")
         scored = []  # (queries, truth, vectors) per scored image, embedded once
         for k, ((rgb, g), idx) in enumerate(zip(items, drawn, strict=True)):
             if k not in score_on:
@@ -132,7 +136,7 @@ def classify(name: str, embedder: str, seeds: list[int], self_retrieval: bool, t
             finally:
                 calibrate.TIES = default_ties
             counts = {"cal": [0, 0, 0], "flat": [0, 0, 0]}  # tp, fp, fn
-            correct = total = 0
+            correct = correct_plain = total = 0
             for queries, truth, vectors in scored:
                 for key, th in (("cal", None), ("flat", 0.5)):
                     d, results = _vote(det, queries, vectors, th)
@@ -141,11 +145,15 @@ def classify(name: str, embedder: str, seeds: list[int], self_retrieval: bool, t
                         counts[key][0] += ok
                         counts[key][1] += (not ok) and lab not in ("unknown",)
                         counts[key][2] += not ok
-                labels, _, _ = vote_batch(results, threshold=-1.0, top_k=det.config.top_k)
+                labels, _, _ = vote_batch(results, threshold=-1.0, top_k=det.config.top_k,
+                                          priors=size_priors(queries, profile))
                 correct += sum(a == b for a, b in zip(labels, truth, strict=True))
+                plain, _, _ = vote_batch(results, threshold=-1.0, top_k=det.config.top_k)
+                correct_plain += sum(a == b for a, b in zip(plain, truth, strict=True))
                 total += len(truth)
             f1 = {k: 2 * c[0] / max(2 * c[0] + c[1] + c[2], 1) for k, c in counts.items()}
-            rows[rule].append({"seed": seed, "accuracy": correct / max(total, 1), "f1_calibrated": f1["cal"],
+            rows[rule].append({"seed": seed, "accuracy": correct / max(total, 1),
+                               "accuracy_without_size_prior": correct_plain / max(total, 1), "f1_calibrated": f1["cal"],
                                "f1_threshold_0.5": f1["flat"], "queries": total,
                                "weights": (det.decision or {}).get("weights")})
         if embedder == "views" and view_alone:
@@ -167,7 +175,9 @@ def classify(name: str, embedder: str, seeds: list[int], self_retrieval: bool, t
 
     head = rules[0]
     out = {"dataset": name, "embedder": embedder, "shots": shots, "seeds": seeds, "ties": head,
-           "accuracy": ms(head, "accuracy"), "f1_calibrated": ms(head, "f1_calibrated"),
+           "accuracy": ms(head, "accuracy"),
+           "accuracy_without_size_prior": ms(head, "accuracy_without_size_prior"),
+           "f1_calibrated": ms(head, "f1_calibrated"),
            "f1_threshold_0.5": ms(head, "f1_threshold_0.5"), "runs": rows[head]}
     for rule in rules[1:]:
         out[f"ties={rule}"] = {"accuracy": ms(rule, "accuracy"), "f1_calibrated": ms(rule, "f1_calibrated"),

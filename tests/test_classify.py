@@ -41,3 +41,34 @@ def test_batch():
     labels, conf, sim = vote_batch([[n("a", 0.9)], [n("b", 0.1)]], threshold=0.5)
     assert labels == ["a", UNKNOWN]
     assert conf.dtype.name == "float32" and sim[1] == pytest.approx(0.1)
+
+
+def test_a_prior_chooses_between_object_classes_but_not_against_a_negative():
+    hits = [n("a", 0.9), n("b", 0.85), n("b", 0.8)]
+    v = vote(hits, threshold=0.5, prior={"a": 1.0, "b": 0.4})  # b's examples are another size
+    assert v.label == "a"
+    assert v.confidence == pytest.approx(0.9 / 2.55)  # the share of the vote, as without the prior
+    assert vote(hits, threshold=0.5, prior={"a": 1.0, "b": 0.6}).label == "b"  # 1.65 x 0.6 > 0.9
+    neg = [n(NEGATIVE, 0.95), n("cell", 0.7), n("dot", 0.6)]
+    assert vote(neg, threshold=0.5, prior={"cell": 0.1, "dot": 1.0}).label == NEGATIVE
+    labels, _, _ = vote_batch([hits, hits], threshold=0.5, priors=[None, {"b": 0.4}])
+    assert labels == ["b", "a"]
+
+
+def test_size_priors_weigh_each_class_by_how_its_examples_size_fits():
+    import numpy as np
+
+    from sam_detect.instances import Instances
+    from sam_detect.profile import size_priors
+
+    masks = np.zeros((3, 100, 100), bool)
+    masks[0, 10:14, 10:14] = True  # 16 px
+    masks[1, 40:70, 40:70] = True  # 900 px
+    masks[2, 0:30, 70:100] = True  # 900 px, cut by the border
+    inst = Instances(masks=masks)
+    entry = {"small": {"log_area": [np.log(16.0), 0.3]}, "large": {"log_area": [np.log(900.0), 0.3]}}
+    pri = size_priors(inst, {"classes": entry})
+    assert pri[0]["small"] > 0.99 > 0.25 > pri[0]["large"]
+    assert pri[1]["large"] > 0.99 > 0.25 > pri[1]["small"]
+    assert pri[2] is None  # its area is not its own
+    assert size_priors(inst, {"classes": {"small": entry["small"]}}) is None  # one class: nothing to choose
