@@ -524,12 +524,16 @@ def fit_and_shape_scores(instances: Instances, labels: Sequence[str],
 
 
 #: how much a candidate's size decides between object classes, as the power of each class's
-#: size term (log-area sds judged at no less than ``PRIOR_LOG_AREA_SD``) on its share of the
-#: k-NN vote. Chosen on the development sets (``dev_decision_rules``' mnFinder training
-#: micronuclei against nuclei, 0.897 -> 0.939 type accuracy; the H&E stroma crop's
-#: connective and inflammatory nuclei unchanged on each of three draws, where a power of 1
-#: or no floor on the sds cost one draw 0.04-0.08); docs/performance.md, session 11
+#: size term on its share of the k-NN vote; the size term counts only the log-area sds
+#: beyond ``TYPE_SIZE_SLACK`` (judged at no less than ``PRIOR_LOG_AREA_SD``): within it the
+#: size says nothing, and classes of one size (discs and squares) are told apart by their
+#: look alone, however close their vote. Chosen on the development sets
+#: (``dev_decision_rules``' mnFinder training micronuclei against nuclei, 0.897 -> 0.939
+#: type accuracy; the H&E stroma crop's connective and inflammatory nuclei unchanged on each
+#: of three draws, where a power of 1 or no floor on the sds cost one draw 0.04-0.08; the
+#: slack changes neither); docs/performance.md, session 11
 TYPE_SIZE_WEIGHT = 0.25
+TYPE_SIZE_SLACK = 1.0
 
 
 def size_priors(instances: Instances, profile: dict | None) -> list[dict[str, float] | None] | None:
@@ -544,7 +548,8 @@ def size_priors(instances: Instances, profile: dict | None) -> list[dict[str, fl
     terms = {}
     for label, entry in classes.items():
         mu, sd = entry["log_area"]
-        terms[label] = _size_term((log_a - mu) / max(sd, PRIOR_LOG_AREA_SD)) ** TYPE_SIZE_WEIGHT
+        z = np.maximum(np.abs(log_a - mu) / max(sd, PRIOR_LOG_AREA_SD) - TYPE_SIZE_SLACK, 0.0)
+        terms[label] = _size_term(z) ** TYPE_SIZE_WEIGHT
     cut = cut_by_border(instances.boxes, instances.image_hw)
     return [None if cut[i] else {k: float(v[i]) for k, v in terms.items()} for i in range(len(instances))]
 
@@ -808,5 +813,5 @@ def describe(profile: dict | None) -> list[str]:
 
 
 __all__ = [
-    "CUT_FLOOR", "TYPE_SIZE_WEIGHT", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "size_shift", "sure_objects", "PROFILE_VERSION", "SURE_COUNT", "SURE_SHIFT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "scale_of", "size_filter",
+    "CUT_FLOOR", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "size_shift", "sure_objects", "PROFILE_VERSION", "SURE_COUNT", "SURE_SHIFT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "scale_of", "size_filter",
 ]

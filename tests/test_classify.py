@@ -72,3 +72,18 @@ def test_size_priors_weigh_each_class_by_how_its_examples_size_fits():
     assert pri[1]["large"] > 0.99 > 0.25 > pri[1]["small"]
     assert pri[2] is None  # its area is not its own
     assert size_priors(inst, {"classes": {"small": entry["small"]}}) is None  # one class: nothing to choose
+
+
+def test_classes_of_one_size_are_told_apart_by_their_look_alone():
+    import numpy as np
+
+    from sam_detect.instances import Instances
+    from sam_detect.profile import size_priors
+
+    masks = np.zeros((1, 60, 60), bool)
+    masks[0, 20:38, 20:38] = True  # 324 px: between the two classes' sizes
+    entry = {"disc": {"log_area": [np.log(376.0), 0.4]}, "square": {"log_area": [np.log(315.0), 0.5]}}
+    pri = size_priors(Instances(masks=masks), {"classes": entry})
+    assert pri[0] == {"disc": 1.0, "square": 1.0}  # within a spread of both: no say
+    close = [n("disc", 0.95), n("square", 0.94), n("disc", 0.93), n("square", 0.93)]
+    assert vote(close, threshold=0.5, prior=pri[0]).label == "disc"
