@@ -107,9 +107,32 @@ def ref_split_on_intensity(fg, x, h, min_distance):
     return labels
 
 
+def ref_split_on_blobs(fg, x, scale, threshold):
+    """Seeds at the plateaus of ``blobness`` that equal its maximum over a square of side
+    ``2 d + 1`` (scipy's filter), each plateau one seed; each component with two or more
+    seeds split by a whole-image watershed masked to it, the others kept whole."""
+    from scipy import ndimage as ndi
+
+    n_comp, comp = cv2.connectedComponents(fg.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+    lap = calibrated.blobness(x, scale)
+    d = 2 * max(2, int(round(calibrated.BLOB_SEPARATION * np.sqrt(scale.min_area / np.pi)))) + 1
+    peaks = (lap == ndi.maximum_filter(lap, size=d, mode="nearest")) & fg & (lap >= threshold)
+    seeds, _ = ndi.label(peaks, structure=np.ones((3, 3)))
+    labels = comp.copy()
+    for c in range(1, n_comp):
+        m = comp == c
+        if len(np.unique(seeds[m & (seeds > 0)])) < 2:
+            continue
+        ws = segmentation.watershed(-x, np.where(m, seeds, 0), mask=m)
+        labels[m] = np.where(ws[m] > 0, ws[m] + n_comp, c)
+    return labels
+
+
 def ref_split_labels(fg, scale, split, split_on, x):
     if split <= 0 or not fg.any():
         return cv2.connectedComponents(fg.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)[1]
+    if split_on == "blob":
+        return ref_split_on_blobs(fg, x, scale, split * scale.contrast)
     if split_on == "intensity" and x is not None:
         return ref_split_on_intensity(fg, x, max(1.0, split * scale.contrast), max(2, int(round(scale.half_width))))
     return ref_split_touching(fg, 1.0, max(0.5, split * scale.half_width), max(2, int(round(scale.half_width / 2))))
@@ -258,3 +281,42 @@ def test_grid_ious_equal_reference(name, monkeypatch):
     want = grid_ious(rgb, scale, masks)
     np.testing.assert_array_equal(got, want)
     assert got.max() > 0.5
+
+
+def test_blobness_peaks_at_each_disk_at_its_own_scale():
+    """A small disk touching a large one: the scale-normalised LoG has a maximum in each
+    one's middle, of about the same height (the small one's at its own, smaller scale)."""
+    yy, xx = np.mgrid[:80, :120].astype(np.float32)
+    big = (yy - 40) ** 2 + (xx - 45) ** 2 <= 18**2
+    small = ((yy - 40) ** 2 + (xx - 68) ** 2 <= 6**2) & ~big
+    # smoothed as the calibrated segmenter smooths its projection: a valley at the neck
+    x = cv2.GaussianBlur(np.where(big | small, 100.0, 0.0).astype(np.float32), (0, 0), 1.5)
+    scale = Scale(direction=np.ones(3, np.float32) / np.sqrt(3), contrast=100.0, ring_level=0.0,
+                  radius=12.0, max_radius=18.0, min_area=float(np.pi * 5**2), max_area=float(np.pi * 25**2))
+    lap = calibrated.blobness(x, scale)
+    assert lap[40, 45] > 0.3 * 100 and lap[40, 69] > 0.3 * 100
+    assert 0.5 < lap[40, 69] / lap[40, 45] < 2.0
+    # the blob split gives two objects, each close to its disk
+    labels = calibrated.split_labels(big | small, scale, calibrated.BLOB_SPLIT, "blob", x)
+    assert len(np.unique(labels[big | small])) == 2
+    for disk in (big, small):
+        ids, counts = np.unique(labels[disk], return_counts=True)
+        obj = labels == ids[counts.argmax()]
+        assert (obj & disk).sum() / (obj | disk).sum() > 0.8
+    # the distance transform's h-maxima at the medium and strong splits, and the intensity's
+    # maxima, see one object
+    for split, way in ((0.25, "shape"), (0.5, "shape"), (0.1, "intensity")):
+        other = calibrated.split_labels(big | small, scale, split, way, x)
+        assert len(np.unique(other[big | small])) == 1, (split, way)
+
+
+def test_blob_split_keeps_unseeded_components_and_no_split_below_threshold():
+    """Components with no seed strong enough stay whole: nothing is lost to the watershed."""
+    yy, xx = np.mgrid[:60, :60].astype(np.float32)
+    faint = (yy - 30) ** 2 + (xx - 30) ** 2 <= 8**2
+    x = np.where(faint, 5.0, 0.0).astype(np.float32)  # 5 % of the contrast
+    scale = Scale(direction=np.ones(3, np.float32) / np.sqrt(3), contrast=100.0, ring_level=0.0,
+                  radius=8.0, max_radius=8.0, min_area=100.0, max_area=400.0)
+    labels = calibrated.split_labels(faint, scale, calibrated.BLOB_SPLIT, "blob", x)
+    assert (labels[faint] > 0).all() and len(np.unique(labels[faint])) == 1
+    assert (labels[~faint] == 0).all()

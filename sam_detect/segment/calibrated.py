@@ -13,7 +13,9 @@ module holds that segmenter and its settings grid:
    opening wider than the largest example, for uneven illumination);
 3. a threshold at ``level`` of the examples' contrast above that background; holes filled;
 4. touching objects split by a distance-transform watershed with ``h`` a fraction of the
-   examples' radius (``0``: no split).
+   examples' radius (``0``: no split), at the intensity's maxima, or at the maxima of the
+   scale-normalised Laplacian of Gaussian over the examples' sizes ("blob": a small object
+   touching a large one gets its own seed).
 
 :data:`GRID` lists the settings tried when examples are added; each example records the
 IoU with which each setting reproduces it (:func:`grid_ious`), and the profile keeps the
@@ -46,10 +48,20 @@ REFINES = (0.0, 0.35)
 #: ("intensity", h a fraction of the examples' contrast: objects brighter in their middle)
 SPLITS = (0.0, 0.1, 0.25, 0.5)
 SPLIT_ON = ("shape", "intensity")
+#: the third way to split ("blob"): one seed per maximum of the scale-normalised Laplacian of
+#: Gaussian at the examples' sizes (a small object beside a large one has its own maximum at
+#: its own scale, where the distance transform's h-maxima see only the large one's), the
+#: objects grown from the seeds by a watershed of the intensity. Tried at this one strength:
+#: a maximum counts when its response is this share of the examples' contrast
+BLOB_SPLIT = 0.1
+#: the scales tried, geometrically from the smallest admitted object's to the largest example's
+BLOB_SCALES = 6
+#: two seeds are at least this share of the smallest admitted object's radius apart
+BLOB_SEPARATION = 0.7
 BACKGROUNDS = ("flat", "opening")
 #: Gaussian smoothing of the projection, sigma as a fraction of the examples' median radius
 SMOOTHS = (0.125, 0.33)
-GRID_VERSION = 8
+GRID_VERSION = 9
 
 
 @dataclass(frozen=True)
@@ -76,6 +88,9 @@ GRID: tuple[Setting, ...] = tuple(
     Setting(b, lv, rf, sp, on, sm)
     for sm in SMOOTHS for b in BACKGROUNDS for lv in LEVELS for rf in REFINES for sp in SPLITS
     for on in SPLIT_ON if sp > 0 or on == "shape"
+) + tuple(  # grid 9's blob splits, after grid 8's settings (whose measurements carry over)
+    Setting(b, lv, rf, BLOB_SPLIT, "blob", sm)
+    for sm in SMOOTHS for b in BACKGROUNDS for lv in LEVELS for rf in REFINES
 ) + (OWN,)
 
 
@@ -175,7 +190,8 @@ def foreground(
 def split_labels(fg: np.ndarray, scale: Scale, split: float, split_on: str = "shape",
                  x: np.ndarray | None = None) -> np.ndarray:
     """``(H, W)`` int32 labels: connected components, or a watershed split when ``split > 0``
-    (on the distance transform, or on the intensity ``x`` for ``split_on="intensity"``)."""
+    (on the distance transform; on the intensity ``x`` for ``split_on="intensity"``; seeded
+    at the maxima of :func:`blobness` of ``x`` for ``split_on="blob"``)."""
     return _Splits(fg, scale, x).labels(split, split_on)
 
 
@@ -187,11 +203,13 @@ class _Splits:
     The labels returned may be the same array for several splits: read them, do not write.
     """
 
-    def __init__(self, fg: np.ndarray, scale: Scale, x: np.ndarray | None = None) -> None:
+    def __init__(self, fg: np.ndarray, scale: Scale, x: np.ndarray | None = None,
+                 blobs: Any = None) -> None:
         from sam_detect.segment.classical_ops import _Components, _TouchingSplit
 
         self.scale = scale
         self.x = x
+        self._blobs = blobs  # a function returning blobness(x, scale), shared between foregrounds
         self.comps = _Components(fg)
         self.shape = _TouchingSplit(self.comps, 1.0, keep=True)
         self._inside: dict[int, tuple[tuple[slice, slice], np.ndarray, float, float]] = {}
@@ -202,11 +220,43 @@ class _Splits:
         if split <= 0 or self.comps.n <= 1:
             return self.comps.comp
         min_distance = max(2, int(round(scale.half_width / 2)))
+        if split_on == "blob" and self.x is not None:
+            return self._on_blobs(split * scale.contrast)
         if split_on == "intensity" and self.x is not None:
             # two objects' brightest points lie about two half-widths apart: closer maxima are texture
             return self._on_intensity(max(1.0, split * scale.contrast), max(2, int(round(scale.half_width))))
         h = max(0.5, split * scale.half_width)
         return self.shape.labels(h, min_distance)
+
+    def _on_blobs(self, threshold: float) -> np.ndarray:
+        """Each component that holds two or more maxima of :func:`blobness` at least
+        ``threshold`` strong is split by a watershed of ``-x`` seeded at them (its pieces
+        numbered ``comps.n`` + the seed's number); every other component stays whole, with
+        its own number."""
+        import cv2
+        from skimage import segmentation
+
+        comps = self.comps
+        comp = comps.comp
+        if comps.n <= 1:
+            return comp
+        lap = self._blobs() if self._blobs is not None else blobness(self.x, self.scale)
+        d = 2 * max(2, int(round(BLOB_SEPARATION * np.sqrt(self.scale.min_area / np.pi)))) + 1
+        peaks = (lap >= cv2.dilate(lap, np.ones((d, d), np.uint8))) & comps.fg & (lap >= np.float32(threshold))
+        n, seeds = cv2.connectedComponents(peaks.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+        if n <= 2:
+            return comp
+        at = seeds > 0
+        pairs = np.unique(comp[at].astype(np.int64) * n + seeds[at])
+        several = np.flatnonzero(np.bincount(pairs // n, minlength=comps.n) >= 2)
+        if not len(several):
+            return comp
+        labels = comp.copy()
+        for c in several.tolist():
+            sl, m = comps.crop(c)
+            ws = segmentation.watershed(-self.x[sl], np.where(m, seeds[sl], 0), mask=m)
+            labels[sl][m] = np.where(ws[m] > 0, ws[m] + comps.n, c)
+        return labels
 
     def _component(self, c: int) -> tuple[tuple[slice, slice], np.ndarray, float, float]:
         """``(sl, m, lo, hi)``: component ``c``'s box, mask, and the range of ``x`` inside it."""
@@ -252,6 +302,25 @@ class _Splits:
         return labels
 
 
+def blobness(x: np.ndarray, scale: Scale) -> np.ndarray:
+    """``(H, W)`` float32: the largest scale-normalised Laplacian-of-Gaussian response of
+    ``x`` (objects bright, the background at 0 or below) over ``BLOB_SCALES`` scales from
+    the smallest admitted object's radius to the largest example's (sigma = r / sqrt 2).
+    A bright disk of radius ``r`` peaks at its middle at the scale of its own radius."""
+    import cv2
+
+    v = np.maximum(x, np.float32(0))  # the background, and a mosaic's gaps, are level
+    r_lo = float(np.sqrt(max(scale.min_area, 1.0) / np.pi))
+    r_hi = max(float(scale.max_radius), r_lo)
+    out = None
+    for s in np.geomspace(max(r_lo / np.sqrt(2), 0.8), max(r_hi / np.sqrt(2), 0.8), BLOB_SCALES):
+        lap = cv2.Laplacian(cv2.GaussianBlur(v, (0, 0), float(s), borderType=cv2.BORDER_REFLECT), cv2.CV_32F,
+                            ksize=1, borderType=cv2.BORDER_REFLECT)
+        lap *= np.float32(-s * s)
+        out = lap if out is None else np.maximum(out, lap, out=out)
+    return out
+
+
 def label_images(prepared: Any, scale: Scale, settings: list[Setting], roi: np.ndarray | None = None):
     """Yield ``(setting, labels)`` for each setting, sharing the work between them.
 
@@ -264,13 +333,23 @@ def label_images(prepared: Any, scale: Scale, settings: list[Setting], roi: np.n
         prepared = functools.cache(lambda sm: Prepared(rgb, scale, sm))
     by_fg: dict[tuple[float, str, float, float], np.ndarray] = {}
     splits: tuple[tuple, _Splits] | None = None  # the latest foreground's: settings come in runs
+    blobs: dict[tuple[float, str], np.ndarray] = {}
+
+    def blob_of(prep: Any, key: tuple[float, str]) -> Any:
+        def get() -> np.ndarray:
+            if key not in blobs:
+                blobs[key] = blobness(prep.resid(key[1]), scale)
+            return blobs[key]
+        return get
+
     for s in settings:
         prep = prepared(s.smooth)
         key = (s.smooth, s.background, s.level, s.refine)
         if key not in by_fg:
             by_fg[key] = foreground(prep, s.background, s.level, s.refine, roi)
         if splits is None or splits[0] != key:
-            splits = (key, _Splits(by_fg[key], scale, prep.resid(s.background)))
+            splits = (key, _Splits(by_fg[key], scale, prep.resid(s.background),
+                                   blob_of(prep, (s.smooth, s.background))))
         yield s, splits[1].labels(s.split, s.split_on)
 
 
