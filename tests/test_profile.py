@@ -234,7 +234,6 @@ def test_shape_ranges_come_from_the_typical_examples():
 def stained(seed: int):
     """Purple objects on pink, under a stain that varies in strength across the image (dark
     pink patches as dark as the objects, as thick cytoplasm is in H&E)."""
-    import cv2
 
     rgb, lab = blobs(seed, size=192, n=14, fg=(150, 60, 170), bg=(235, 170, 200), noise=4)
     rng = np.random.default_rng(seed + 100)
@@ -413,7 +412,6 @@ def test_coins_from_three_boxes(coins):
     assert (fit_scores(found, list(found.labels), prof) > 0.02).all()
     # each one coin, whole: the mask fills the disk around it (a fragment or a merged
     # pair would not), and no two overlap
-    import cv2
 
     for i in range(len(found)):
         crop, _ = found.mask_crop(i)
@@ -483,7 +481,6 @@ def test_cli_detect_reports_profile_and_notes(tmp_path, coins):
 
 
 def test_eval_reports_what_the_examples_add(tmp_path):
-    import cv2
 
 
     rgb, lab = blobs(6, fg=(120, 40, 150), bg=(235, 170, 200), n=16)
@@ -967,34 +964,20 @@ def test_the_blob_split_leads_where_it_reproduces_the_examples_clearly_better():
     assert _way(GRID[chosen[0]]) == "shape"
 
 
-def packed_nuclei(seed: int, size: int = 200, frac: float = 0.55, r=(5, 12)):
-    """A dense field (55 % foreground) of ellipses of radius 5-12 overlapping by at most a
-    tenth, each of its own brightness and brighter in its middle, with no dark gap where
-    two touch (the brightness follows the distance to the background, not to the object's
-    own outline): ``(rgb, labels)``."""
-    rng = np.random.default_rng(seed)
-    lab = np.zeros((size, size), np.int32)
-    yy, xx = np.mgrid[:size, :size].astype(np.float32)
-    k = 0
-    for _ in range(5000):
-        if (lab > 0).mean() >= frac:
-            break
-        cy, cx = rng.uniform(0, size, 2)
-        a = rng.uniform(*r)
-        b = a * rng.uniform(0.6, 1.0)
-        th = rng.uniform(0, np.pi)
-        u = (xx - cx) * np.cos(th) + (yy - cy) * np.sin(th)
-        v = -(xx - cx) * np.sin(th) + (yy - cy) * np.cos(th)
-        m = (u / a) ** 2 + (v / b) ** 2 <= 1
-        if (lab[m] > 0).mean() > 0.1:
-            continue
-        k += 1
-        lab[m & (lab == 0)] = k
-    amp = np.r_[0, rng.uniform(0.6, 1.0, k)] * 120
-    dist = cv2.distanceTransform((lab > 0).astype(np.uint8), cv2.DIST_L2, 3)
-    img = 30 + amp[lab] * (0.6 + 0.4 * np.clip(dist / 4, 0, 1)) * (lab > 0)
-    img = cv2.GaussianBlur(img.astype(np.float32), (0, 0), 1.2) + rng.normal(0, 5, img.shape)
-    return np.repeat(np.clip(img, 0, 255).astype(np.uint8)[..., None], 3, axis=2), lab
+def packed_nuclei(seed: int):
+    """A dense field (55 % foreground, 200 px) of ellipses of radius 5-12 overlapping by at
+    most a tenth, each of its own brightness and brighter in its middle, with no dark gap
+    where two touch: the development fields' generator (``scripts/tune_calibrated.py``)
+    at another size. ``(rgb, labels)``."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "tune_calibrated.py"
+    spec = importlib.util.spec_from_file_location("tune_calibrated", path)
+    tune = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tune)
+    img, lab = tune.field(seed, size=200, frac=0.55, r=(5, 12), dim=(0.6, 1.0))
+    return np.repeat(img[..., None], 3, axis=2), lab
 
 
 def test_blob_splits_find_more_of_packed_nuclei_without_gaps():
