@@ -320,3 +320,23 @@ def test_blob_split_keeps_unseeded_components_and_no_split_below_threshold():
     labels = calibrated.split_labels(faint, scale, calibrated.BLOB_SPLIT, "blob", x)
     assert (labels[faint] > 0).all() and len(np.unique(labels[faint])) == 1
     assert (labels[~faint] == 0).all()
+
+
+def test_blobness_of_large_objects_is_taken_on_a_smaller_copy_with_the_same_response():
+    """Scales above 16 px run on a copy shrunk by ``sigma // 8``: a disk of radius 60 still
+    peaks in its middle at about the height a disk of radius 12 reaches at full sampling."""
+    def disk_response(r: int) -> tuple[float, tuple[int, int]]:
+        size = 6 * r
+        yy, xx = np.mgrid[:size, :size].astype(np.float32)
+        x = np.where((yy - 3 * r) ** 2 + (xx - 3 * r) ** 2 <= r * r, 100.0, 0.0).astype(np.float32)
+        scale = Scale(direction=np.ones(3, np.float32) / np.sqrt(3), contrast=100.0, ring_level=0.0,
+                      radius=float(r), max_radius=float(r), min_area=float(np.pi * (r / 2) ** 2),
+                      max_area=float(np.pi * (2 * r) ** 2))
+        lap = calibrated.blobness(x, scale)
+        assert lap.shape == x.shape
+        return float(lap.max()), np.unravel_index(int(lap.argmax()), lap.shape)
+
+    small, _ = disk_response(12)
+    large, (py, px) = disk_response(60)
+    assert abs(py - 180) <= 6 and abs(px - 180) <= 6
+    assert 0.8 < large / small < 1.25
