@@ -385,7 +385,8 @@ def _alternatives(mean_iou: np.ndarray) -> list[int]:
     split costs the examples nothing: :func:`_split_when_tied`); then the best that threshold differently
     (another background, level or trim; the lead's smoothing) and split the same way, up to ``KEEP_SETTINGS``;
     then the best of each other way to split: a wrong split is the commonest way to miss
-    an object, and the selection step chooses among the alternatives per object.
+    an object, and the selection step chooses among the alternatives per object. The blob
+    split is one of those other ways only when it leads (see below).
     """
     from sam_detect.segment.calibrated import GRID
 
