@@ -426,7 +426,10 @@ def grid_ious(rgb: np.ndarray, scale: Scale, masks: list[tuple[np.ndarray, tuple
     index = {g: k for k, g in enumerate(GRID)}
 
     def rows(smooth: float) -> list[tuple[int, np.ndarray]]:
-        grid = [g for g in GRID if g != OWN and g.smooth == smooth]
+        # each foreground's settings in one run (the blob splits come last in GRID), so its
+        # components are found once for all its splits
+        grid = sorted((g for g in GRID if g != OWN and g.smooth == smooth),
+                      key=lambda g: (g.background, g.level, g.refine))
         done, last, iou = [], None, None
         for s, labels in label_images(mosaics.__getitem__, scale, grid, roi):
             if labels is not last:  # a split that splits nothing gives its components again
