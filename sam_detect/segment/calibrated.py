@@ -209,7 +209,7 @@ class _Splits:
 
         self.scale = scale
         self.x = x
-        self._blobs = blobs  # a function returning blobness(x, scale), shared between foregrounds
+        self._blobs = blobs  # a function returning blob_maxima(x, scale), shared between foregrounds
         self.comps = _Components(fg)
         self.shape = _TouchingSplit(self.comps, 1.0, keep=True)
         self._inside: dict[int, tuple[tuple[slice, slice], np.ndarray, float, float]] = {}
@@ -238,11 +238,8 @@ class _Splits:
 
         comps = self.comps
         comp = comps.comp
-        if comps.n <= 1:
-            return comp
-        lap = self._blobs() if self._blobs is not None else blobness(self.x, self.scale)
-        d = 2 * max(2, int(round(BLOB_SEPARATION * np.sqrt(self.scale.min_area / np.pi)))) + 1
-        peaks = (lap >= cv2.dilate(lap, np.ones((d, d), np.uint8))) & comps.fg & (lap >= np.float32(threshold))
+        lap, local_max = self._blobs() if self._blobs is not None else blob_maxima(self.x, self.scale)
+        peaks = local_max & comps.fg & (lap >= np.float32(threshold))
         n, seeds = cv2.connectedComponents(peaks.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
         if n <= 2:
             return comp
@@ -329,6 +326,18 @@ def blobness(x: np.ndarray, scale: Scale) -> np.ndarray:
     return out
 
 
+def blob_maxima(x: np.ndarray, scale: Scale) -> tuple[np.ndarray, np.ndarray]:
+    """``(blobness, local_max)``: :func:`blobness` of ``x``, and where it equals its maximum
+    over a square of side ``2 d + 1`` (``d``: ``BLOB_SEPARATION`` x the smallest admitted
+    object's radius, at least 2) -- the blob split's candidate seeds, whatever the
+    foreground and threshold."""
+    import cv2
+
+    lap = blobness(x, scale)
+    d = 2 * max(2, int(round(BLOB_SEPARATION * np.sqrt(scale.min_area / np.pi)))) + 1
+    return lap, lap >= cv2.dilate(lap, np.ones((d, d), np.uint8))
+
+
 def label_images(prepared: Any, scale: Scale, settings: list[Setting], roi: np.ndarray | None = None):
     """Yield ``(setting, labels)`` for each setting, sharing the work between them.
 
@@ -341,12 +350,12 @@ def label_images(prepared: Any, scale: Scale, settings: list[Setting], roi: np.n
         prepared = functools.cache(lambda sm: Prepared(rgb, scale, sm))
     by_fg: dict[tuple[float, str, float, float], np.ndarray] = {}
     splits: tuple[tuple, _Splits] | None = None  # the latest foreground's: settings come in runs
-    blobs: dict[tuple[float, str], np.ndarray] = {}
+    blobs: dict[tuple[float, str], tuple[np.ndarray, np.ndarray]] = {}  # blob_maxima per projection
 
     def blob_of(prep: Any, key: tuple[float, str]) -> Any:
-        def get() -> np.ndarray:
+        def get() -> tuple[np.ndarray, np.ndarray]:
             if key not in blobs:
-                blobs[key] = blobness(prep.resid(key[1]), scale)
+                blobs[key] = blob_maxima(prep.resid(key[1]), scale)
             return blobs[key]
         return get
 
