@@ -19,6 +19,8 @@ deleted, and applied at query time, so stored vectors are never rewritten:
   from 0.89-0.96 among the examples to 0.57-0.84 for the same kind of cell one frame
   later), so the examples may widen a class's acceptance, never narrow it. A threshold given by the user
   (``--threshold``) overrides them all.
+- **Counts**: the examples of each label (negatives included), by which the vote divides
+  each label's part (``sam_detect.classify.vote``).
 - **Typicality**: the same leave-one-out similarities make a smooth distribution; a
   candidate as similar as the median example is fully typical (1), one below the least
   similar example much less. Confidence is the vote's share times typicality, so it means
@@ -143,7 +145,7 @@ def fit_decision(vectors: np.ndarray, labels: Sequence[str], views: Sequence[tup
     labels = [str(x) for x in labels]
     if len(labels) != len(vectors):
         raise ValueError(f"{len(vectors)} vectors but {len(labels)} labels")
-    out: dict[str, Any] = {"version": VERSION, "n": len(labels)}
+    out: dict[str, Any] = {"version": VERSION, "n": len(labels), "counts": label_counts(labels)}
     if len(labels) > MAX_FIT:
         rng = np.random.default_rng(0)
         take = np.sort(rng.choice(len(labels), size=MAX_FIT, replace=False))
@@ -163,6 +165,22 @@ def fit_decision(vectors: np.ndarray, labels: Sequence[str], views: Sequence[tup
     pos = np.asarray(positive, np.int64)
     out["classes"] = class_statistics(sim[np.ix_(pos, pos)], [labels[i] for i in pos]) if len(pos) else {}
     return out
+
+
+def label_counts(labels: Sequence[str]) -> dict[str, int]:
+    """``{label: examples}``, negatives included: what the vote divides each label's part by
+    (``sam_detect.classify.vote``'s ``counts``)."""
+    out: dict[str, int] = {}
+    for lab in labels:
+        out[str(lab)] = out.get(str(lab), 0) + 1
+    return dict(sorted(out.items()))
+
+
+def counts(decision: Mapping[str, Any] | None) -> dict[str, int] | None:
+    """The examples per label a decision was made from (``None`` for a decision made before
+    they were recorded: the vote then counts every label as having ``top_k`` examples)."""
+    c = (decision or {}).get("counts")
+    return {str(k): int(v) for k, v in c.items()} if c else None
 
 
 def thresholds(decision: Mapping[str, Any] | None, default: float) -> dict[str, float]:
@@ -218,4 +236,4 @@ def describe(decision: Mapping[str, Any] | None, show: Any = str) -> list[str]:
 
 
 __all__ = ["DEFAULT_THRESHOLD", "FLOOR", "SPREAD", "TIES", "VERSION", "choose_weights", "class_statistics", "describe",
-           "fit_decision", "thresholds", "typicality"]
+           "counts", "fit_decision", "label_counts", "thresholds", "typicality"]

@@ -385,7 +385,8 @@ class SAMDetect(DetectorStages, LibraryState):
         top_k: int | None = None,
         threshold: float | None = None,
     ) -> Instances:
-        """Segment ``image``, embed every candidate, and label it by k-NN vote.
+        """Segment ``image``, embed every candidate, and label it by the vote of each label's
+        nearest examples (``classify.vote``).
 
         Returns ``Instances`` with ``labels`` (``"unknown"`` below ``threshold``, kept only when
         ``keep_unknown``), ``label_confidences``, ``data["similarity"]`` (best cosine similarity)
@@ -442,8 +443,8 @@ class SAMDetect(DetectorStages, LibraryState):
         inst.label_confidences = d.confidences
         inst.data["similarity"] = d.similarities
         inst.data["fit"] = d.fit
-        inst.data["neighbours"] = [
-            [{"id": n.id, "label": n.label, "score": round(float(n.score), 4)} for n in r] for r in results
+        inst.data["neighbours"] = [  # the nearest top_k, whatever their label
+            [{"id": n.id, "label": n.label, "score": round(float(n.score), 4)} for n in r[:top_k]] for r in results
         ]
         out = inst[d.keep]
         timings["select"] = time.perf_counter() - t
@@ -473,9 +474,13 @@ class SAMDetect(DetectorStages, LibraryState):
 
     def _search(self, vectors: np.ndarray, top_k: int, decision: dict | None) -> list:
         """k-NN search, with the library's view weights applied to the queries (the scores
-        come back as weighted view similarities)."""
+        come back as weighted view similarities); ``top_k`` nearest examples per label of
+        the library as a rule (``classify.retrieval_k``), since each label votes with its own."""
+        from sam_detect.calibrate import counts
+        from sam_detect.classify import retrieval_k
         from sam_detect.embed.views import views_of, weighted_query
 
+        top_k = retrieval_k(top_k, counts(decision))
         weights = (decision or {}).get("weights")
         meta = self._library_meta() if weights else None
         views = views_of(meta.embedder_id) if meta else None

@@ -534,7 +534,7 @@ def fit_and_shape_scores(instances: Instances, labels: Sequence[str],
 
 
 #: how much a candidate's size decides between object classes, as the power of each class's
-#: size term on its share of the k-NN vote; the size term counts only the log-area sds
+#: size term on its part of the vote; the size term counts only the log-area sds
 #: beyond ``TYPE_SIZE_SLACK`` (judged at no less than ``PRIOR_LOG_AREA_SD``): within it the
 #: size says nothing, and classes of one size (discs and squares) are told apart by their
 #: look alone, however close their vote. Chosen on the development sets

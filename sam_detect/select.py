@@ -197,7 +197,7 @@ def decide(
     class's profile worse than ``MIN_FIT`` are not kept; unknowns rank after every labelled
     candidate. The one decision step of ``SAMDetect.detect`` (and of ``eval``'s re-scoring).
     """
-    from sam_detect.calibrate import DEFAULT_THRESHOLD, thresholds, typicality
+    from sam_detect.calibrate import DEFAULT_THRESHOLD, counts, thresholds, typicality
     from sam_detect.classify import vote_batch
     from sam_detect.profile import MIN_FIT, fit_and_shape_scores, size_priors
 
@@ -214,7 +214,7 @@ def decide(
         z = np.zeros(0, np.float32)
         return Decision([], z, z, z, np.zeros(0, np.int64), words)
     labels, conf, sim = vote_batch(neighbours, threshold=flat, top_k=top_k, thresholds=per_class,
-                                   priors=size_priors(candidates, profile))
+                                   priors=size_priors(candidates, profile), counts=counts(decision))
     fit, shape_fit = fit_and_shape_scores(candidates, labels, profile)
     # confidence: every piece of evidence the selection uses, each as a factor in [0, 1]
     evidence = quality(candidates, np.ones(n), fit)  # fit ** FIT_WEIGHT x stability ** STABILITY_WEIGHT

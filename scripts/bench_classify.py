@@ -95,12 +95,26 @@ def _vote(det, queries, vectors, threshold):
     return d, results
 
 
+def _make_rare(items: list, drawn: list[np.ndarray], seed: int, rare: int) -> list[np.ndarray]:
+    """Keep only ``rare`` of the drawn examples of one class (``seed``'s turn among the
+    classes, sorted): a class given few examples beside others given many, as when the
+    examples come from an image where that class is rare."""
+    classes = sorted({str(x) for (_, g), idx in zip(items, drawn, strict=True) for x in g.labels[idx]})
+    victim = classes[seed % len(classes)]
+    where = [(k, j) for k, ((_, g), idx) in enumerate(zip(items, drawn, strict=True))
+             for j in idx if str(g.labels[j]) == victim]
+    keep = {where[i] for i in np.random.default_rng(seed).choice(len(where), size=min(rare, len(where)), replace=False)}
+    return [np.array([j for j in idx if str(items[k][1].labels[j]) != victim or (k, j) in keep], np.int64)
+            for k, idx in enumerate(drawn)]
+
+
 def classify(name: str, embedder: str, seeds: list[int], self_retrieval: bool, ties: list[str] | None = None,
-             view_alone: bool = True) -> dict:
+             view_alone: bool = True, rare: int | None = None) -> dict:
     """``ties``: the view-weight tie rules (``sam_detect.calibrate.TIES``) to score, each on
-    the same examples and vectors (default: the library's own); the first is the headline."""
+    the same examples and vectors (default: the library's own); the first is the headline.
+    ``rare``: one class per seed keeps only that many examples (``_make_rare``)."""
     from sam_detect import DetectorConfig, SAMDetect, calibrate
-    from sam_detect.classify import vote_batch
+    from sam_detect.classify import retrieval_k, vote_batch
     from sam_detect.embed.views import VIEWS, weighted_query
     from sam_detect.profile import size_priors
 
@@ -113,6 +127,8 @@ def classify(name: str, embedder: str, seeds: list[int], self_retrieval: bool, t
     for seed in seeds:
         det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder=embedder, profile=False))
         drawn = _draw([np.asarray(g.labels) for _, g in items], shots, seed, protocol["examples_from"])
+        if rare:
+            drawn = _make_rare(items, drawn, seed, rare)
         for (rgb, g), idx in zip(items, drawn, strict=True):
             if len(idx):
                 det.add_examples(rgb, g[idx], [str(x) for x in g.labels[idx]])
@@ -136,7 +152,8 @@ def classify(name: str, embedder: str, seeds: list[int], self_retrieval: bool, t
             finally:
                 calibrate.TIES = default_ties
             counts = {"cal": [0, 0, 0], "flat": [0, 0, 0]}  # tp, fp, fn
-            correct = correct_plain = total = 0
+            correct = correct_plain = correct_knn = total = 0
+            label_counts = calibrate.counts(det.decision)
             for queries, truth, vectors in scored:
                 for key, th in (("cal", None), ("flat", 0.5)):
                     d, results = _vote(det, queries, vectors, th)
@@ -146,14 +163,19 @@ def classify(name: str, embedder: str, seeds: list[int], self_retrieval: bool, t
                         counts[key][1] += (not ok) and lab not in ("unknown",)
                         counts[key][2] += not ok
                 labels, _, _ = vote_batch(results, threshold=-1.0, top_k=det.config.top_k,
-                                          priors=size_priors(queries, profile))
+                                          priors=size_priors(queries, profile), counts=label_counts)
                 correct += sum(a == b for a, b in zip(labels, truth, strict=True))
-                plain, _, _ = vote_batch(results, threshold=-1.0, top_k=det.config.top_k)
+                plain, _, _ = vote_batch(results, threshold=-1.0, top_k=det.config.top_k, counts=label_counts)
                 correct_plain += sum(a == b for a, b in zip(plain, truth, strict=True))
+                # the vote before session 13: a k-NN vote over the nearest top_k of every label
+                knn, _, _ = vote_batch([r[: det.config.top_k] for r in results], threshold=-1.0,
+                                       top_k=det.config.top_k, priors=size_priors(queries, profile))
+                correct_knn += sum(a == b for a, b in zip(knn, truth, strict=True))
                 total += len(truth)
             f1 = {k: 2 * c[0] / max(2 * c[0] + c[1] + c[2], 1) for k, c in counts.items()}
             rows[rule].append({"seed": seed, "accuracy": correct / max(total, 1),
-                               "accuracy_without_size_prior": correct_plain / max(total, 1), "f1_calibrated": f1["cal"],
+                               "accuracy_without_size_prior": correct_plain / max(total, 1),
+                               "accuracy_knn_vote": correct_knn / max(total, 1), "f1_calibrated": f1["cal"],
                                "f1_threshold_0.5": f1["flat"], "queries": total,
                                "weights": (det.decision or {}).get("weights")})
         if embedder == "views" and view_alone:
@@ -161,8 +183,8 @@ def classify(name: str, embedder: str, seeds: list[int], self_retrieval: bool, t
             for _, truth, vectors in scored:
                 for view, _ in VIEWS:
                     q, factor = weighted_query(vectors, {view: 1.0})
-                    res = det.store.search(det.config.library, q, det.config.top_k)
-                    lab_v, _, _ = vote_batch(res, threshold=-1.0, top_k=det.config.top_k)
+                    res = det.store.search(det.config.library, q, retrieval_k(det.config.top_k, label_counts))
+                    lab_v, _, _ = vote_batch(res, threshold=-1.0, top_k=det.config.top_k, counts=label_counts)
                     view_correct[view] += sum(a == b for a, b in zip(lab_v, truth, strict=True))
             total = sum(len(t) for _, t, _ in scored)
             for view in per_view:
@@ -174,9 +196,10 @@ def classify(name: str, embedder: str, seeds: list[int], self_retrieval: bool, t
         return {"mean": round(float(np.mean(vals)), 4), "sd": round(float(np.std(vals)), 4)}
 
     head = rules[0]
-    out = {"dataset": name, "embedder": embedder, "shots": shots, "seeds": seeds, "ties": head,
+    out = {"dataset": name, "embedder": embedder, "shots": shots, "seeds": seeds, "ties": head, "rare": rare,
            "accuracy": ms(head, "accuracy"),
            "accuracy_without_size_prior": ms(head, "accuracy_without_size_prior"),
+           "accuracy_knn_vote": ms(head, "accuracy_knn_vote"),
            "f1_calibrated": ms(head, "f1_calibrated"),
            "f1_threshold_0.5": ms(head, "f1_threshold_0.5"), "runs": rows[head]}
     for rule in rules[1:]:
@@ -323,6 +346,8 @@ def main() -> None:
     ap.add_argument("--ties", default=None,
                     help="view-weight tie rules to compare on the same vectors, e.g. equal,mean (default: the library's)")
     ap.add_argument("--no-view-alone", action="store_true", help="skip scoring each view alone")
+    ap.add_argument("--rare", type=int, default=None,
+                    help="one class per seed keeps only this many examples (a class rare in the examples' images)")
     ap.add_argument("--out", default=str(ROOT / "docs" / "perf_data" / "classify.json"))
     args = ap.parse_args()
     import bench_data
@@ -342,9 +367,11 @@ def main() -> None:
             for emb in embedders:
                 t = time.perf_counter()
                 r = classify(name, emb, [0] if name == "arc" else list(range(args.seeds)), self_retrieval=name == "arc",
-                             ties=args.ties.split(",") if args.ties else None, view_alone=not args.no_view_alone)
+                             ties=args.ties.split(",") if args.ties else None, view_alone=not args.no_view_alone,
+                             rare=args.rare)
                 r["wall_s"] = round(time.perf_counter() - t, 1)
-                results.setdefault("classify", {})[f"{name}/{emb}"] = r
+                key = f"{name}/{emb}" + (f"/rare{args.rare}" if args.rare else "")
+                results.setdefault("classify", {})[key] = r
                 print(json.dumps({k: v for k, v in r.items() if k != "runs"}), file=sys.stderr)
                 save()
     if "confidence" in parts:

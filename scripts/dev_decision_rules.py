@@ -8,10 +8,16 @@ example and query vectors; ``rules`` then scores alternative decisions on those 
 numpy, so a rule costs seconds instead of a re-embedding. Sets: ``bench_classify``'s
 (``voc``, ``hgsc``, ``micronuclei``) and ``dev_micronuclei`` (mnFinder's *training* split,
 nuclei and micronuclei: frame 0 gives 8 examples per class, frames 1-3 and 20-29 are
-scored; development only, never reported as a result).
+scored; development only, never reported as a result) and ``dev_stroma_types`` (the HGSC
+*stroma* crop's connective and inflammatory nuclei: tiles 0-2 give 8 per class, 3-8 are
+scored; development only). ``--scenarios`` thins the examples first (``SCENARIOS``: one
+class kept to 2, or every class in proportion to its share of the scored objects), as
+happens when examples come from images where a class is rare.
 
     python scripts/dev_decision_rules.py cache --sets voc,hgsc,dev_micronuclei --seeds 5
     python scripts/dev_decision_rules.py rules --sets voc,hgsc,dev_micronuclei
+    python scripts/dev_decision_rules.py rules --sets dev_micronuclei,dev_stroma_types \
+        --scenarios "as drawn,one class rare,natural shares"
 """
 
 from __future__ import annotations
@@ -43,12 +49,31 @@ def _dev_micronuclei():
     return items, dict(shots=8, examples_from=[0], score_on=list(range(1, len(items))))
 
 
+def _dev_stroma_types():
+    """The HGSC *stroma* crop's nucleus types (connective, inflammatory; a few neoplastic):
+    tiles 0-2 give 8 examples per class, tiles 3-8 are scored (development only)."""
+    import bench_data
+
+    from sam_detect.instances import Instances
+
+    images, labels, class_of = bench_data.hgsc_stroma_classes()
+    items = []
+    for img, lab, classes in zip(images, labels, class_of, strict=True):
+        inst, ids = Instances.from_label_image(np.asarray(lab))
+        inst.labels = np.array([str(classes[int(j)]) for j in ids], dtype=object)
+        items.append((img, inst))
+    return items, dict(shots=8, examples_from=[0, 1, 2], score_on=list(range(3, 9)))
+
+
+DEV_SETS = {"dev_micronuclei": _dev_micronuclei, "dev_stroma_types": _dev_stroma_types}
+
+
 def cache(name: str, seeds: list[int]) -> None:
     import bench_classify as bc
 
     from sam_detect import DetectorConfig, SAMDetect
 
-    items, protocol = _dev_micronuclei() if name == "dev_micronuclei" else bc._gt_set(name)
+    items, protocol = DEV_SETS[name]() if name in DEV_SETS else bc._gt_set(name)
     CACHE.mkdir(parents=True, exist_ok=True)
     for seed in seeds:
         out = CACHE / f"{name}_{seed}.npz"
@@ -137,6 +162,18 @@ def _scores(ev, el, qv, w, rule="knn", k=5):
     return classes, tot
 
 
+def _classwise(ev, el, qv, w, m: int | None = 5):
+    """``(classes, (M, C))``: each class's mean similarity over its ``m`` nearest examples
+    (every one of them for ``m=None``), what ``classify.vote`` does with ``counts``."""
+    s = np.tensordot(w, np.stack([q @ e.T for q, e in zip(qv, ev, strict=True)]), axes=1)
+    classes = np.unique(el)
+    out = []
+    for c in classes:
+        sc = -np.sort(-np.clip(s[:, el == c], 0, None), axis=1)
+        out.append(sc[:, : (sc.shape[1] if m is None else min(m, sc.shape[1]))].mean(1))
+    return classes, np.stack(out, 1)
+
+
 def _propagate(p0, c, k=10, beta=0.5, iters=10):
     """Label propagation over the candidates' own k-NN graph (similarities ``c``)."""
     m = len(p0)
@@ -157,7 +194,7 @@ def _propagate(p0, c, k=10, beta=0.5, iters=10):
 
 
 RULES = {
-    "k-NN vote (today)": {},
+    "k-NN vote, k = 5 (before session 13)": {},
     "class mean similarity": {"rule": "mean"},
     "class-balanced k-NN": {"rule": "balanced"},
     "k-NN, k = 12": {"k": 12},
@@ -171,7 +208,35 @@ RULES = {
     "centre views on the examples, k-NN": {"centre": "e"},
     "centre views on the examples, class mean": {"centre": "e", "rule": "mean"},
     "label propagation over each image's candidates": {"propagate": True},
+    "each class's 3 nearest examples, mean": {"rule": "classwise", "k": 3},
+    "each class's 5 nearest examples, mean (session 13)": {"rule": "classwise", "k": 5},
 }
+
+#: how the examples are thinned per class before a rule is scored (``rules --scenarios``):
+#: as drawn (8 per class), one class kept to 2 (in turn, by seed), and each class
+#: in proportion to its share of the scored objects (8 for the largest, at least 1), as
+#: when the examples come from images where some classes are rare
+SCENARIOS = ("as drawn", "one class rare", "natural shares")
+
+
+def thin(d: dict, scenario: str, seed: int) -> dict:
+    """``d`` with only some of its examples, per ``SCENARIOS``."""
+    el = d["El"]
+    classes = np.unique(el)
+    if scenario == "as drawn":
+        return d
+    if scenario == "one class rare":
+        keep_n = {c: (2 if c == classes[seed % len(classes)] else 8) for c in classes}
+    elif scenario == "natural shares":
+        share = np.array([(d["Ql"] == c).mean() for c in classes])
+        keep_n = dict(zip(classes, np.clip(np.round(8 * share / share.max()), 1, 8).astype(int), strict=True))
+    else:
+        raise ValueError(f"unknown scenario {scenario!r}")
+    rng = np.random.default_rng(seed)
+    keep = np.sort(np.concatenate([rng.choice(np.flatnonzero(el == c), size=min(int(keep_n[c]), int((el == c).sum())),
+                                              replace=False) for c in classes]))
+    views = _views(d["E"])
+    return {**d, "E": np.concatenate([v[keep] for v in views], axis=1), "El": el[keep]}
 
 
 def score(d: dict, centre=None, scale=None, per_image=False, rule="knn", k=5, ties="equal", spread=False,
@@ -182,7 +247,7 @@ def score(d: dict, centre=None, scale=None, per_image=False, rule="knn", k=5, ti
     for sel in groups:
         e2, q2 = (ev, [q[sel] for q in qv]) if centre is None else _centre(ev, [q[sel] for q in qv], centre, scale)
         w = _weights(e2, el, ties, spread)
-        classes, p = _scores(e2, el, q2, w, rule, k)
+        classes, p = (_classwise(e2, el, q2, w, k) if rule == "classwise" else _scores(e2, el, q2, w, rule, k))
         pred[sel] = classes[p.argmax(1)]
     if propagate:
         w = _weights(ev, el)
@@ -194,10 +259,13 @@ def score(d: dict, centre=None, scale=None, per_image=False, rule="knn", k=5, ti
     return float((pred == ql).mean())
 
 
-def rules(sets: list[str]) -> dict:
-    data = {s: [dict(np.load(f)) for f in sorted(CACHE.glob(f"{s}_*.npz"))] for s in sets}
+def rules(sets: list[str], scenario: str = "as drawn", only: list[str] | None = None) -> dict:
+    data = {s: [thin(dict(np.load(f)), scenario, i) for i, f in enumerate(sorted(CACHE.glob(f"{s}_*.npz")))]
+            for s in sets}
     out = {}
     for name, kw in RULES.items():
+        if only and name not in only:
+            continue
         row = {}
         for s, runs in data.items():
             acc = [score(d, **kw) for d in runs]
@@ -213,13 +281,19 @@ def main() -> None:
     ap.add_argument("--sets", default="voc,hgsc,dev_micronuclei")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--out", default=None, help="write the rules' table as JSON here")
+    ap.add_argument("--scenarios", default="as drawn",
+                    help=f"comma-separated, from: {', '.join(SCENARIOS)} (how the examples are thinned)")
+    ap.add_argument("--rules", default=None, help="rule names separated by ';' (default: every rule)")
     args = ap.parse_args()
     sets = args.sets.split(",")
     if args.step == "cache":
         for s in sets:
             cache(s, list(range(args.seeds)))
     else:
-        table = rules(sets)
+        table = {}
+        for scenario in args.scenarios.split(","):
+            print(f"-- {scenario}")
+            table[scenario] = rules(sets, scenario, args.rules.split(";") if args.rules else None)
         if args.out:
             Path(args.out).write_text(json.dumps(table, indent=1))
 

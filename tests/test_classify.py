@@ -1,6 +1,6 @@
 import pytest
 
-from sam_detect.classify import vote, vote_batch
+from sam_detect.classify import retrieval_k, vote, vote_batch
 from sam_detect.instances import NEGATIVE, UNKNOWN
 from sam_detect.store.base import Neighbour
 
@@ -35,6 +35,35 @@ def test_neighbours_below_threshold_do_not_vote():
 def test_negative_examples_win_when_closest():
     v = vote([n(NEGATIVE, 0.95), n("cell", 0.7)], threshold=0.5)
     assert v.label == NEGATIVE
+
+
+def test_each_label_votes_with_its_own_nearest_examples():
+    # one close square against many slightly farther discs: a 5-NN vote over every example
+    # calls it a disc; with the library's counts each label's part is its own mean
+    hits = [n("square", 0.9), *(n("disc", 0.85 - 0.01 * i) for i in range(8))]
+    assert vote(hits, threshold=0.5, top_k=5).label == "disc"  # counts unknown: as before
+    v = vote(hits, threshold=0.5, top_k=5, counts={"square": 1, "disc": 8})
+    assert v.label == "square"
+    disc = sum(0.85 - 0.01 * i for i in range(5)) / 5
+    assert v.confidence == pytest.approx(0.9 / (0.9 + disc))
+    # a label's nearest examples beyond the retrieved ones (or below its threshold) count 0
+    v = vote([n("square", 0.9), n("disc", 0.85)], threshold=0.5, top_k=5, counts={"square": 2, "disc": 8})
+    assert v.label == "square" and v.confidence == pytest.approx(0.45 / (0.45 + 0.17))
+    v = vote([n("square", 0.9), n("square", 0.3), n("disc", 0.6), n("disc", 0.6)], threshold=0.5,
+             top_k=5, counts={"square": 2, "disc": 2})
+    assert v.label == "disc"  # 0.6 against (0.9 + 0) / 2
+    # only each label's nearest top_k count, however many are passed
+    hits = [n("a", 0.9), *(n("b", 0.8) for _ in range(10))]
+    assert vote(hits, threshold=0.5, top_k=1, counts={"a": 5, "b": 50}).label == "a"
+
+
+def test_retrieval_covers_every_label():
+    assert retrieval_k(5, None) == 5
+    assert retrieval_k(5, {"a": 3}) == 5  # never fewer than top_k
+    assert retrieval_k(5, {"a": 30, "b": 2, NEGATIVE: 40}) == 15
+    assert retrieval_k(5, {"a": 2, "b": 2}) == 5  # the library's size, but at least top_k
+    assert retrieval_k(100, {f"c{i}": 100 for i in range(10)}) == 256  # capped ...
+    assert retrieval_k(1000, {"a": 5000}) == 1000  # ... but never below top_k
 
 
 def test_batch():

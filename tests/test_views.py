@@ -257,6 +257,7 @@ def test_negatives_take_no_part_in_thresholds():
     labels = [NEGATIVE if lab == "b" else lab for lab in labels]
     decision = fit_decision(vectors, labels, views)
     assert set(decision["classes"]) == {"a"}
+    assert decision["counts"] == {"a": labels.count("a"), NEGATIVE: labels.count(NEGATIVE)}  # they vote
     assert any("threshold" in line for line in describe(decision))
 
 
@@ -282,6 +283,35 @@ def test_detect_with_views_labels_shapes_and_stores_the_decision():
     none = det.detect(rgb2, threshold=0.999)
     assert len(none) == 0 and "0.999" not in " ".join(none.metadata["notes"])
     assert any("threshold 1.00" in n for n in none.metadata["notes"])
+    det.close()
+
+
+def test_a_class_given_one_example_is_not_outvoted_by_one_given_ten(monkeypatch):
+    """Each label votes with its own nearest examples: one square among ten discs still
+    labels squares. A plain 5-NN vote over every example (the vote without ``counts``)
+    calls every square a disc here."""
+    import sam_detect.calibrate as cal
+
+    det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder="views", library="imb"))
+    rgb, masks, labels = draw_scene(seed=1, n_discs=6, n_squares=1)
+    det.add_examples(rgb, Instances(masks=masks, labels=labels))
+    rgb, masks, labels = draw_scene(seed=2, n_discs=4, n_squares=0)
+    det.add_examples(rgb, Instances(masks=masks, labels=labels))
+    assert det.decision["counts"] == {"disc": 10, "square": 1}
+    rgb2, masks2, labels2 = draw_scene(seed=7, n_discs=4, n_squares=4)
+
+    def labelled():
+        found = det.detect(rgb2)
+        assert all(len(n) <= det.config.top_k for n in found.data["neighbours"])
+        out = []
+        for m in masks2:
+            ious = [(m & f).sum() / (m | f).sum() for f in found.masks]
+            out.append(found.labels[int(np.argmax(ious))] if ious and max(ious) > 0.5 else None)
+        return out
+
+    assert labelled() == labels2
+    monkeypatch.setattr(cal, "counts", lambda decision: None)  # a decision from before counts
+    assert labelled().count("square") < 4
     det.close()
 
 

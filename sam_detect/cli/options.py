@@ -135,7 +135,8 @@ pipeline_options = stack(
 classify_options = stack(
     [
         click.option("--top-k", cls=Unset, type=click.IntRange(PARAMS["top_k"].low, PARAMS["top_k"].high),
-                     help=f"Neighbours that vote on each candidate's label (at most {PARAMS['top_k'].high:,})."),
+                     help=("Nearest examples of each label that vote on a candidate's label: each label's "
+                           f"part is their mean similarity (at most {PARAMS['top_k'].high:,}).")),
         click.option("--threshold", cls=Unset,
                      type=finite(PARAMS["threshold"].low, PARAMS["threshold"].high),
                      help="Minimum similarity for a label, the same for every class; below it a "
