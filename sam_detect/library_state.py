@@ -80,10 +80,8 @@ class LibraryState:
 
         meta = self._library_meta()
         decision = fit_decision(vectors, labels, views_of(meta.embedder_id if meta else ""))
-        positive = [pay for lab, pay in zip(labels, payloads, strict=True) if lab != NEGATIVE]
-        # examples the image border cuts show only part of their area (profile.whole)
-        uncut = [pay for pay in positive if not (pay.get("shape") or {}).get("cut")] or positive
-        positive_areas = [a for a in (float(pay.get("area") or 0) for pay in uncut) if a > 0]
+        areas = [float(pay.get("area") or 0) for lab, pay in zip(labels, payloads, strict=True) if lab != NEGATIVE]
+        positive_areas = [a for a in areas if a > 0]
         decision["typical_area"] = float(np.median(positive_areas)) if positive_areas else None
         self.store.update_extra(self.config.library, "decision", decision)
         self._cache["decision"] = (self.store.count(self.config.library), decision)

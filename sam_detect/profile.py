@@ -181,14 +181,6 @@ def _direction(ins: np.ndarray, rings: np.ndarray, spreads: Sequence[Any] | None
     return (d / n).astype(np.float32)
 
 
-def whole(stats: Sequence[dict]) -> list[dict]:
-    """The examples the image border does not cut (``"cut"``; all of them when every one
-    is cut): a cut example shows only part of its area and is elongated by the cut, so it
-    says nothing of the class's size and shape (its colours still count). Examples cut by
-    the frame are common where examples come from tiles or patches of a larger image."""
-    return [s for s in stats if not s.get("cut")] or list(stats)
-
-
 def _scale(stats: Sequence[dict]) -> Any:
     from sam_detect.segment.calibrated import Scale
 
@@ -196,7 +188,6 @@ def _scale(stats: Sequence[dict]) -> Any:
     rings = np.array([s["ring"] for s in stats], np.float32)
     spreads = [s["spread"] for s in stats if "spread" in s]
     d = _direction(ins, rings, spreads if len(spreads) == len(stats) else None)
-    stats = whole(stats)
     areas = np.array([s["area"] for s in stats], np.float64)
     mu, sd = _log_area(areas)
     radius = np.sqrt(areas / np.pi)
@@ -250,8 +241,7 @@ def describe_examples(rgb: np.ndarray, instances: Instances, labels: Sequence[st
     ``own``: the classical segmenter whose own settings are scored as one more setting
     (``None``: they are not).
 
-    ``{"area", "perimeter", "solidity", "eccentricity", "cut" (the image border cuts it: its
-    size and shape are left out of the profile's, see :func:`whole`), "in": [r, g, b], "ring": [r, g, b],
+    ``{"area", "perimeter", "solidity", "eccentricity", "in": [r, g, b], "ring": [r, g, b],
     "calib": {"version", "iou": [...], "edge": [...]}}`` (``edge``: how far the outline
     stands out at each smoothing); ``calib`` is left out for negatives.
     """
@@ -263,12 +253,8 @@ def describe_examples(rgb: np.ndarray, instances: Instances, labels: Sequence[st
     for crop, (x0, y0) in zip(crops, origins, strict=True):
         taken[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] |= crop
     out = []
-    h, w = rgb.shape[:2]
     for crop, (x0, y0) in zip(crops, origins, strict=True):
         s = _shape_of(crop)
-        ys, xs = np.nonzero(crop)
-        s["cut"] = bool(len(xs) and (x0 + xs.min() == 0 or y0 + ys.min() == 0
-                                      or x0 + xs.max() == w - 1 or y0 + ys.max() == h - 1))
         s["in"], s["ring"], spread = _colours(rgb, crop, int(x0), int(y0), taken)
         s["spread"] = [round(float(v), 2) for v in spread.ravel()]
         out.append(s)
@@ -299,11 +285,10 @@ def build_profile(examples: Iterable[tuple[str, dict]]) -> dict:
     classes = {}
     for label, stats in sorted(by_class.items()):
         sc = _scale(stats)
-        sized = whole(stats)  # the border cuts the others: their size and shape are not their own
-        log_a = np.log([s["area"] for s in sized])
+        log_a = np.log([s["area"] for s in stats])
         # the shape ranges come from the typical examples: a 6-pixel slip is "eccentricity
         # 1.0, solidity 0.8" and would admit every merged pair
-        shaped = [s for s, t in zip(sized, _typical(log_a), strict=True) if t]
+        shaped = [s for s, t in zip(stats, _typical(log_a), strict=True) if t]
         mu, sd = _log_area(np.exp(log_a))
         calibrated = [iou for iou in map(_grid_iou, stats) if iou is not None]
         entry: dict[str, Any] = {

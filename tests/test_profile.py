@@ -213,32 +213,6 @@ def test_an_outlier_example_does_not_widen_the_size_range():
     assert e["area_range"][0] > 20
 
 
-def test_examples_the_border_cuts_say_nothing_of_size_and_shape():
-    """Examples from a crop of a larger image include objects the crop cuts: the size range
-    and the shape ranges come from the whole ones (all of them, when every one is cut)."""
-    rgb, lab = blobs(5, fg=(220, 220, 220), bg=(25, 25, 25))
-    gt, _ = Instances.from_label_image(lab)
-    whole = describe_examples(rgb, gt[:6], ["obj"] * 6)
-    assert not any(s["cut"] for s in whole)
-    fair = build_profile([("obj", s) for s in whole])["classes"]["obj"]
-    # the same objects seen through a crop that cuts three more of them down to slivers
-    ys, xs = np.nonzero(lab == 7)
-    y0 = int(ys.min() + 0.7 * (ys.max() - ys.min()))
-    crop_rgb, crop_lab = rgb[y0:], lab[y0:]
-    inst, ids = Instances.from_label_image(crop_lab)
-    cut = describe_examples(crop_rgb, inst[np.isin(ids, [7])], ["obj"])
-    assert cut[0]["cut"] and cut[0]["area"] < 0.5 * np.median([s["area"] for s in whole])
-    e = build_profile([("obj", s) for s in [*whole, *cut, *cut, *cut]])["classes"]["obj"]
-    assert e["area_range"] == fair["area_range"] and e["eccentricity"] == fair["eccentricity"]
-    assert e["log_area"] == fair["log_area"] and e["count"] == 9
-    # counted, the slivers would have lowered the size range
-    counted = build_profile([("obj", {**s, "cut": False}) for s in [*whole, *cut, *cut, *cut]])["classes"]["obj"]
-    assert counted["area_range"][0] < fair["area_range"][0]
-    # every example cut: they are all there is to go by
-    only = build_profile([("obj", s) for s in cut])["classes"]["obj"]
-    assert only["area"][1] == pytest.approx(cut[0]["area"])
-
-
 def test_shape_ranges_come_from_the_typical_examples():
     """A few-pixel slip in a label image is "eccentricity 1.0, solidity 0.8": it must not
     open the shape gate for every merged pair."""
