@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -170,10 +171,7 @@ def fit_decision(vectors: np.ndarray, labels: Sequence[str], views: Sequence[tup
 def label_counts(labels: Sequence[str]) -> dict[str, int]:
     """``{label: examples}``, negatives included: what the vote divides each label's part by
     (``sam_detect.classify.vote``'s ``counts``)."""
-    out: dict[str, int] = {}
-    for lab in labels:
-        out[str(lab)] = out.get(str(lab), 0) + 1
-    return dict(sorted(out.items()))
+    return dict(sorted(Counter(map(str, labels)).items()))
 
 
 def counts(decision: Mapping[str, Any] | None) -> dict[str, int] | None:

@@ -62,6 +62,10 @@ def vote(
     per = thresholds or {}
     nearest = top_k or len(hits) or 1
     have = counts or {}
+
+    def room(label: str) -> int:  # how many of the label's nearest examples vote
+        return min(nearest, max(int(have.get(label, nearest)), 1))
+
     passing = [n for n in hits if n.score >= per.get(n.label, threshold)]
     if not passing:
         best = hits[0].score if hits else 0.0
@@ -71,7 +75,7 @@ def vote(
     best_sim: dict[str, float] = {}
     for n in hits:  # best first: each label's nearest min(k, count) examples
         m = used.get(n.label, 0)
-        if m >= min(nearest, max(int(have.get(n.label, nearest)), 1)):
+        if m >= room(n.label):
             continue
         used[n.label] = m + 1
         if n.score < per.get(n.label, threshold):
@@ -79,7 +83,7 @@ def vote(
         totals[n.label] = totals.get(n.label, 0.0) + max(float(n.score), 0.0)
         best_sim[n.label] = max(best_sim.get(n.label, -1.0), float(n.score))
     for lab in totals:
-        totals[lab] /= min(nearest, max(int(have.get(lab, nearest)), 1))
+        totals[lab] /= room(lab)
     total = sum(totals.values())
     # Ties go to the label with the closest single example.
     label = max(totals, key=lambda k: (totals[k], best_sim[k]))

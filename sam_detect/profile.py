@@ -332,10 +332,11 @@ def _example_edge(stats: Sequence[dict], smooth: int) -> float | None:
 def _grid_iou(shape: dict) -> list[float] | None:
     """An example's reproduction IoU per setting of today's ``GRID``, or ``None``.
 
-    Examples measured on grid 7 (before the smoothing was a setting: the light-smoothing
-    settings and the segmenter's own, in today's order) keep their measurements; the
-    settings that grid did not have count as not reproducing them (add the examples again
-    to let them speak for the heavier smoothing)."""
+    Examples measured on an earlier grid (``_EARLIER_GRIDS``: grid 7, before the smoothing
+    was a setting; grid 8, before the blob splits) keep their measurements: that grid's
+    settings are today's first ones, in today's order, then the segmenter's own. The
+    settings it did not have count as not reproducing them (add the examples again to let
+    them speak for those)."""
     from sam_detect.segment.calibrated import GRID, GRID_VERSION, OWN
 
     calib = shape.get("calib") or {}
@@ -344,17 +345,17 @@ def _grid_iou(shape: dict) -> list[float] | None:
         return None
     if calib.get("version") == GRID_VERSION and len(iou) == len(GRID):
         return list(iou)
-    if calib.get("version") == 8 and len(iou) == 281:  # before the blob splits: never measured
+    n = _EARLIER_GRIDS.get(calib.get("version"))
+    if n is not None and len(iou) == n + 1:
         out = [0.0] * len(GRID)
-        out[:280] = iou[:280]
-        out[GRID.index(OWN)] = iou[280]
-        return out
-    if calib.get("version") == 7 and len(iou) == 141:
-        out = [0.0] * len(GRID)
-        out[:140] = iou[:140]
-        out[GRID.index(OWN)] = iou[140]
+        out[:n] = iou[:n]
+        out[GRID.index(OWN)] = iou[n]
         return out
     return None
+
+
+#: grid version -> how many of today's first settings it measured (then the segmenter's own)
+_EARLIER_GRIDS = {7: 140, 8: 280}
 
 
 def _way(g: Any) -> str:

@@ -145,6 +145,7 @@ def classify(name: str, embedder: str, seeds: list[int], self_retrieval: bool, t
             queries = g[q_idx]
             vectors = det._embed(rgb, queries, {}, typical_area=(det.decision or {}).get("typical_area"))
             scored.append((queries, [str(x) for x in queries.labels], vectors))
+        label_counts = calibrate.counts(det.decision)  # the same under every tie rule
         for rule in rules:
             calibrate.TIES = rule
             try:
@@ -153,7 +154,6 @@ def classify(name: str, embedder: str, seeds: list[int], self_retrieval: bool, t
                 calibrate.TIES = default_ties
             counts = {"cal": [0, 0, 0], "flat": [0, 0, 0]}  # tp, fp, fn
             correct = correct_plain = correct_knn = total = 0
-            label_counts = calibrate.counts(det.decision)
             for queries, truth, vectors in scored:
                 for key, th in (("cal", None), ("flat", 0.5)):
                     d, results = _vote(det, queries, vectors, th)
