@@ -312,23 +312,19 @@ def test_python_api_detect_many_on_cluster(client, hela):
 
 
 def _mapped_blocks_for_an_image_sized_array() -> tuple[str | None, int, bool, int]:
-    """On a worker: the nanny's MALLOC_TRIM_THRESHOLD_, how many mmapped blocks a 4 MB array
-    takes before and after ``heap_for_arrays`` (glibc's mallinfo2), and what it returned."""
+    """On a worker: the nanny's MALLOC_TRIM_THRESHOLD_, whether a 4 MB array is an mmapped
+    chunk of its own before and after ``heap_for_arrays`` (1 or 0), and what it returned.
+
+    Read from the array's own glibc chunk header (the IS_MMAPPED bit of the size word just
+    before the pointer numpy got from malloc), not from a process-wide count such as
+    mallinfo2's ``hblks``: the worker's other threads map and unmap blocks of their own
+    meanwhile (a count once read -1)."""
     import ctypes
 
-    class MallInfo2(ctypes.Structure):
-        _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
-                                                    "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
-
-    libc = ctypes.CDLL("libc.so.6")
-    libc.mallinfo2.restype = MallInfo2
-
     def mapped() -> int:
-        before = libc.mallinfo2().hblks
         a = np.ones(4_000_000 // 8)
-        during = libc.mallinfo2().hblks
-        del a
-        return int(during - before)
+        size_word = ctypes.c_size_t.from_address(a.ctypes.data - ctypes.sizeof(ctypes.c_size_t)).value
+        return int(bool(size_word & 0x2))  # glibc malloc.c: #define IS_MMAPPED 0x2
 
     first = mapped()
     changed = cl.heap_for_arrays()
