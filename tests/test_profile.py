@@ -213,6 +213,42 @@ def test_an_outlier_example_does_not_widen_the_size_range():
     assert e["area_range"][0] > 20
 
 
+def test_examples_the_border_cuts_are_lower_bounds_of_their_size():
+    """Examples from a crop of a larger image include objects the crop cuts: their area is
+    only a lower bound of their object's (a right-censored size), and their shape is the
+    cut's. A sliver says next to nothing of the size range, a cut example as large as the
+    whole ones says the class runs larger, and the shape ranges come from the whole ones
+    (all of them, when fewer than two are whole)."""
+    rgb, lab = blobs(5, fg=(220, 220, 220), bg=(25, 25, 25))
+    gt, _ = Instances.from_label_image(lab)
+    whole = describe_examples(rgb, gt[:6], ["obj"] * 6)
+    assert not any(s["cut"] for s in whole)
+    fair = build_profile([("obj", s) for s in whole])["classes"]["obj"]
+    # the same objects seen through a crop that cuts one more of them down to a sliver
+    ys, xs = np.nonzero(lab == 7)
+    y0 = int(ys.min() + 0.7 * (ys.max() - ys.min()))
+    inst, ids = Instances.from_label_image(lab[y0:])
+    cut = describe_examples(rgb[y0:], inst[np.isin(ids, [7])], ["obj"])
+    assert cut[0]["cut"] and cut[0]["area"] < 0.5 * np.median([s["area"] for s in whole])
+    e = build_profile([("obj", s) for s in [*whole, *cut, *cut, *cut]])["classes"]["obj"]
+    assert e["eccentricity"] == fair["eccentricity"] and e["solidity"] == fair["solidity"]
+    assert e["log_area"][0] == pytest.approx(fair["log_area"][0], abs=0.1) and e["count"] == 9
+    assert e["area_range"][0] > 0.8 * fair["area_range"][0]
+    # counted as whole objects, the slivers would have lowered the size range
+    counted = build_profile([("obj", {**s, "cut": False}) for s in [*whole, *cut, *cut, *cut]])["classes"]["obj"]
+    assert counted["area_range"][0] < 0.8 * fair["area_range"][0]
+    # examples measured before the border was looked at count as whole, as they did
+    old = build_profile([("obj", {k: v for k, v in s.items() if k != "cut"}) for s in [*whole, *cut]])
+    assert old == build_profile([("obj", {**s, "cut": False}) for s in [*whole, *cut]])
+    # cut examples as large as the largest whole one: the class runs larger than the whole ones show
+    big = [{**whole[0], "area": max(s["area"] for s in whole), "cut": True}] * 3
+    larger = build_profile([("obj", s) for s in [*whole, *big]])["classes"]["obj"]
+    assert larger["log_area"][0] > fair["log_area"][0] + 0.05
+    # every example cut: they are all there is to go by
+    only = build_profile([("obj", s) for s in cut])["classes"]["obj"]
+    assert only["area"][1] == pytest.approx(cut[0]["area"])
+
+
 def test_shape_ranges_come_from_the_typical_examples():
     """A few-pixel slip in a label image is "eccentricity 1.0, solidity 0.8": it must not
     open the shape gate for every merged pair."""
@@ -721,9 +757,10 @@ def test_an_outline_few_settings_draw_must_be_the_examples_size():
     """``MIN_EVIDENCE``: fit x stability. Off the examples' size, an outline one setting of
     five draws is dropped before embedding, and the note says so; the same outline every
     setting draws is kept, as is one of the examples' size that one setting draws. Only
-    where the settings agree on ``SURE_COUNT`` of the image's objects: elsewhere they were
-    chosen on an unlike image, and stability says nothing."""
-    from sam_detect.profile import MIN_EVIDENCE, SURE_COUNT, fit_scores
+    where the settings agree on ``WEAK_SURE_COUNT`` of the image's objects (a small patch
+    holds few objects): elsewhere they were chosen on an unlike image, and stability says
+    nothing."""
+    from sam_detect.profile import MIN_EVIDENCE, SURE_COUNT, WEAK_SURE_COUNT, fit_scores
 
     n = SURE_COUNT
     masks = np.zeros((n + 3, 120, 120), bool)
@@ -747,9 +784,13 @@ def test_an_outline_few_settings_draw_must_be_the_examples_size():
     bare = inst[np.arange(n + 3)]
     del bare.data["stability"]
     assert len(size_filter(bare, prof)[0]) == n + 3
-    # settings that agree on fewer than SURE_COUNT of the image's objects judge none
-    few = inst[np.arange(2, n + 3)]  # 8 squares and the sure 20 px one: 9 sure
-    assert len(size_filter(few, prof)[0]) == n + 1
+    # settings that agree on fewer than WEAK_SURE_COUNT of the image's objects judge none
+    few = inst[np.r_[0 : WEAK_SURE_COUNT - 2, n : n + 3]]  # squares and the sure 20 px one
+    assert len(size_filter(few, prof)[0]) == WEAK_SURE_COUNT + 1
+    # WEAK_SURE_COUNT of them, fewer than SURE_COUNT, of the examples' size: they judge
+    few = inst[np.r_[0 : WEAK_SURE_COUNT - 1, n : n + 3]]
+    assert size_filter(few, prof)[0].areas.tolist() == [100] * WEAK_SURE_COUNT + [20]
+    assert WEAK_SURE_COUNT < SURE_COUNT
 
 
 def test_the_stability_gate_takes_its_size_from_the_image_s_sure_objects():
@@ -776,17 +817,18 @@ def test_the_stability_gate_takes_its_size_from_the_image_s_sure_objects():
     kept, note = size_filter(inst, prof)
     assert kept.areas.tolist() == [25] * (n + 1)
     assert note.endswith("1 drawn by few of the settings and off the objects' size")
-    # too few sure objects to say the image's size, or that the settings suit this image
+    # too few sure objects to say the image's size (WEAK_SURE_COUNT or more, but off the
+    # examples' size and fewer than SURE_COUNT), or that the settings suit this image
     few = inst[np.r_[0 : SURE_COUNT - 1, n, n + 1]]
     assert size_filter(few, prof)[0].areas.tolist() == [25] * SURE_COUNT + [196]
 
 
-def test_an_image_at_another_magnification_is_proposed_at_its_own_scale():
+def test_an_image_at_another_magnification_is_proposed_at_its_own_scale(monkeypatch):
     """Examples from one image, detection on another whose objects have a third of the
     examples' area (another objective): the segmenter sees the image's sure objects lie
     off the examples' size, proposes again at that scale, and the profile follows it; the
     note says so. Without that, a third of the objects fall outside the size range."""
-    from sam_detect.profile import SURE_SHIFT, at_scale, size_shift
+    from sam_detect.profile import PRIOR_LOG_AREA_SD, SURE_SHIFT, SURE_SPREAD, at_scale, size_shift
 
     a_rgb, a_lab = blobs(1, size=256, n=14, r=(13, 17))
     b_rgb, b_lab = blobs(2, size=256, n=40, r=(7, 9.5))
@@ -823,6 +865,21 @@ def test_an_image_at_another_magnification_is_proposed_at_its_own_scale():
         sure.data["stability"][:3] = 0.4  # fewer than SURE_COUNT sure ones: no shift
         assert size_shift(sure, "obj", sq) == 0.0
     assert abs(np.log(1.44)) < SURE_SHIFT * 0.35 < abs(np.log(0.36))
+    # sure objects of many sizes, most of them specks below the examples' and the rest of
+    # their size, are two kinds of thing, not one at another magnification
+    sides = [3, 4, 5, 6, 7, 7, 8] + [10] * 5
+    masks = np.zeros((12, 200, 200), bool)
+    for k, side in enumerate(sides):
+        masks[k, 5 + 15 * k : 5 + 15 * k + side, 5 : 5 + side] = True
+    mixed = Instances(masks=masks)
+    mixed.data["stability"] = np.ones(12, np.float32)
+    log_a = np.log(mixed.areas.astype(float))
+    centre = np.median(log_a)
+    assert abs(centre - np.log(100.0)) > SURE_SHIFT * 0.35  # off the examples' size ...
+    assert 1.4826 * np.median(np.abs(log_a - centre)) > SURE_SPREAD * PRIOR_LOG_AREA_SD  # ... and spread
+    assert size_shift(mixed, "obj", sq) == 0.0
+    monkeypatch.setattr("sam_detect.profile.SURE_SPREAD", 100.0)  # spread not looked at
+    assert np.isclose(size_shift(mixed, "obj", sq), centre - np.log(100.0))
 
 
 def test_the_stability_gate_leaves_objects_the_border_cuts_and_judges_sizes_at_the_prior_spread():
