@@ -85,6 +85,17 @@ EDGE_FLOOR = 0.1
 #: ... when at least this share of the band just outside the outline lies on no other
 #: candidate (its own alternatives, which overlap it, aside)
 EXPOSED = 0.5
+#: candidates whose inside stands out from a ring around them (:func:`inside_contrast`)
+#: less than the examples' median contrast by more than this many of their log-contrast
+#: sds (robust, shrunk towards ``PRIOR_LOG_CONTRAST_SD`` with ``PRIOR_WEIGHT``, as sizes
+#: are) are not objects of that class: faint strands of stroma and their pieces on H&E,
+#: dim debris. Every example stands out at least twice the floor, so where the examples
+#: are bright and dim alike it lies low. Chosen on development data only (H&E patches of
+#: the stroma crop and ``scripts/dev_selection.py``'s sets, offline over the kept
+#: candidates; without the examples' own floor 3 sds cost the synthetic fields up to
+#: 0.002, 2.5 up to 0.019); docs/performance.md, session 15
+CONTRAST_SD_LIMIT = 3.5
+PRIOR_LOG_CONTRAST_SD = 0.5
 #: an object the image border cuts shows only part of its area: it is proposed down to this
 #: share of its class's smallest admitted area, and its elongation does not count against it
 #: (:func:`cut_by_border`; its size still does, so a fragment does not outrank the whole)
@@ -140,6 +151,17 @@ def _colours(rgb: np.ndarray, crop: np.ndarray, x0: int, y0: int,
              taken: np.ndarray) -> tuple[list, list, np.ndarray]:
     """Median RGB inside the mask and in a ring around it (outside every example), and the
     ``(3, 3)`` within-region covariance of the pixels (the mean of the two regions')."""
+    inside, around = _inside_and_ring(rgb, crop, x0, y0, taken)
+    spread = 0.5 * (_scatter(inside) + _scatter(around))
+    return np.median(inside, axis=0).tolist(), np.median(around, axis=0).tolist(), spread
+
+
+def _inside_and_ring(rgb: np.ndarray, crop: np.ndarray, x0: int, y0: int,
+                     taken: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(inside, around)``, each ``(K, 3)`` float32: the RGB pixels under the mask ``crop``
+    at ``(x0, y0)`` and in a ring 0.6 of its equivalent radius wide around it (at least 3
+    px), leaving out ``taken`` (the image's examples; ``None``: the object itself); the
+    ring is the inside where nothing is around it."""
     import cv2
 
     h, w = rgb.shape[:2]
@@ -150,17 +172,27 @@ def _colours(rgb: np.ndarray, crop: np.ndarray, x0: int, y0: int,
     local = np.zeros((yb - ya, xb - xa), np.uint8)
     local[y0 - ya : y0 - ya + crop.shape[0], x0 - xa : x0 - xa + crop.shape[1]] = crop
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * rw + 1,) * 2)
-    ring = cv2.dilate(local, kernel).astype(bool) & ~taken[ya:yb, xa:xb]
+    ring = cv2.dilate(local, kernel).astype(bool) & ~(local.astype(bool) if taken is None else taken[ya:yb, xa:xb])
     px = rgb[ya:yb, xa:xb].reshape(-1, rgb.shape[2] if rgb.ndim == 3 else 1).astype(np.float32)
     if px.shape[1] == 1:
         px = np.repeat(px, 3, axis=1)
     px = px[:, :3]
     inside = px[local.ravel().astype(bool)]
     around = px[ring.ravel()]
-    if len(around) == 0:
-        around = inside
-    spread = 0.5 * (_scatter(inside) + _scatter(around))
-    return np.median(inside, axis=0).tolist(), np.median(around, axis=0).tolist(), spread
+    return inside, (around if len(around) else inside)
+
+
+def inside_contrast(rgb: np.ndarray, instances: Instances, direction: np.ndarray) -> np.ndarray:
+    """``(N,)`` float32: how far each candidate's inside stands out from a ring around it
+    along a class's colour ``direction`` (the median colour inside minus the median in the
+    ring, projected), measured as the profile measures its examples (:func:`_colours`;
+    the ring leaves out only the candidate itself)."""
+    d = np.asarray(direction, np.float32)
+    out = np.zeros(len(instances), np.float32)
+    for k, mc in enumerate(instances.crops):
+        inside, around = _inside_and_ring(rgb, mc.crop, int(mc.origin[0]), int(mc.origin[1]))
+        out[k] = float((np.median(inside, axis=0) - np.median(around, axis=0)) @ d)
+    return out
 
 
 def _scatter(px: np.ndarray) -> np.ndarray:
@@ -367,6 +399,9 @@ def build_profile(examples: Iterable[tuple[str, dict]]) -> dict:
                          round(float(np.median([s["solidity"] for s in shaped])), 3)],
             "eccentricity": round(float(max(s["eccentricity"] for s in shaped)), 3),
         }
+        floor = _contrast_floor(stats, sc.direction)
+        if floor is not None:
+            entry["contrast_floor"] = floor
         if calibrated:
             mean_iou = np.asarray(calibrated, np.float64).mean(axis=0)
             chosen = _alternatives(mean_iou)
@@ -377,6 +412,23 @@ def build_profile(examples: Iterable[tuple[str, dict]]) -> dict:
                 entry["edge"] = edge
         classes[label] = entry
     return {"version": PROFILE_VERSION, "grid": GRID_VERSION, "classes": classes}
+
+
+def _contrast_floor(stats: Sequence[dict], direction: np.ndarray) -> float | None:
+    """The least contrast along ``direction`` a candidate of this class may have
+    (``CONTRAST_SD_LIMIT``): the examples' median log-contrast less that many of their
+    shrunk robust sds, and at most half the faintest example's; ``None`` where an
+    example's colours were not measured."""
+    if not stats or any("in" not in s or "ring" not in s for s in stats):
+        return None
+    c = (np.asarray([s["in"] for s in stats], np.float64) - np.asarray([s["ring"] for s in stats], np.float64)) @ np.asarray(direction, np.float64)
+    log_c = np.log(np.maximum(c, 1e-3))
+    centre = float(np.median(log_c))
+    mad = 1.4826 * float(np.median(np.abs(log_c - centre)))
+    n = len(log_c)
+    sd = float(np.sqrt((n * mad * mad + PRIOR_WEIGHT * PRIOR_LOG_CONTRAST_SD**2) / (n + PRIOR_WEIGHT)))
+    # every example inside with room to spare, as the size range has them
+    return round(float(min(np.exp(centre - CONTRAST_SD_LIMIT * sd), 0.5 * c.min())), 4)
 
 
 def _example_edge(stats: Sequence[dict], smooth: int) -> float | None:
@@ -663,8 +715,9 @@ def size_filter(instances: Instances, profile: dict | None) -> tuple[Instances, 
         weak[idx] = ok & _weak(sub, classes, per_class[:, 1])
         keep[idx] = ok & ~weak[idx] & _not_dominated(sub, fits, shapes)
     faint = _faint(instances, classes)
-    weak &= ~faint
-    keep &= ~faint
+    dim = _dim(instances, classes) & ~faint
+    weak &= ~faint & ~dim
+    keep &= ~faint & ~dim
     if keep.all():
         return instances, None
     lo, hi = float(ranges[:, 0].min()), float(ranges[:, 1].max())
@@ -672,13 +725,15 @@ def size_filter(instances: Instances, profile: dict | None) -> tuple[Instances, 
         f"{int((~sized).sum())} of {len(instances)} candidates outside the examples' size range "
         f"{lo:.0f}-{hi:.0f} px (candidates: {areas.min():.0f}-{areas.max():.0f} px)"
     )
-    misfit = int((sized & ~keep & ~faint & ~weak).sum())
+    misfit = int((sized & ~keep & ~faint & ~dim & ~weak).sum())
     if weak.any():
         note += f", {int(weak.sum())} drawn by few of the settings and off the objects' size"
     if misfit:
         note += f", {misfit} unlike the examples' shape or outdone by an overlapping alternative"
     if (sized & faint).any():
         note += f", {int((sized & faint).sum())} with an outline fainter than {EDGE_FLOOR:g} of the examples'"
+    if (sized & dim).any():
+        note += f", {int((sized & dim).sum())} standing out less than the examples do"
     if not keep.any():
         note = "no candidate within the examples' size range and shape: " + note
     return instances[keep], note
@@ -805,6 +860,25 @@ def _faint(instances: Instances, classes: dict) -> np.ndarray:
     return faint
 
 
+def _dim(instances: Instances, classes: dict) -> np.ndarray:
+    """``(N,)`` bool: candidates whose inside stands out less than their class's
+    ``contrast_floor`` (``data["contrast"]``, :func:`inside_contrast`; the class is the one
+    that proposed the candidate, ``data["class_hint"]``, else the most lenient) where they
+    border open ground (:func:`exposed`, as :func:`_faint`): the ring around a cell packed
+    in a colony is its neighbours, and it cannot stand out from them."""
+    contrast = instances.data.get("contrast")
+    floors = {lab: e["contrast_floor"] for lab, e in classes.items() if "contrast_floor" in e}
+    if contrast is None or not floors:
+        return np.zeros(len(instances), bool)
+    hints = instances.data.get("class_hint") or [None] * len(instances)
+    lenient = min(floors.values()) if len(floors) == len(classes) else -np.inf
+    floor = np.array([floors.get(h, -np.inf) if h in classes else lenient for h in hints], np.float64)
+    dim = np.asarray(contrast, np.float64) < floor
+    idx = np.flatnonzero(dim)
+    dim[idx] = exposed(instances, idx) >= EXPOSED  # packed among others, its ring is theirs
+    return dim
+
+
 def exposed(instances: Instances, idx: np.ndarray, band: int | None = None) -> np.ndarray:
     """``(len(idx),)`` float64: the share of each candidate's outer band (``band`` pixels
     wide, the band :func:`~sam_detect.segment.calibrated.edge_contrast` measures) that lies
@@ -883,15 +957,16 @@ def describe(profile: dict | None) -> list[str]:
         rep = f", reproduces its examples at IoU {e['reproduction']:.2f}" if "reproduction" in e else ""
         if "edge" in e:
             rep += f", outline contrast {e['edge']:.2f} (candidates below {EDGE_FLOOR * e['edge']:.2f} dropped)"
+        floor = f" (candidates below {e['contrast_floor']:.0f} dropped)" if "contrast_floor" in e else ""
         lines.append(
             f"{display_label(label)}: {e['count']} examples, area {e['area'][0]:.0f}-{e['area'][2]:.0f} px "
             f"(median {e['area'][1]:.0f}), {e['polarity']} (RGB direction "
-            f"{', '.join(f'{v:+.2f}' for v in e['direction'])}), contrast {e['contrast']:.0f}, "
+            f"{', '.join(f'{v:+.2f}' for v in e['direction'])}), contrast {e['contrast']:.0f}{floor}, "
             f"solidity >= {e['solidity'][0]:.2f}{rep}"
         )
     return lines
 
 
 __all__ = [
-    "CUT_FLOOR", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "size_shift", "sure_objects", "PROFILE_VERSION", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "scale_of", "size_filter",
+    "CUT_FLOOR", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "size_shift", "sure_objects", "PROFILE_VERSION", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "inside_contrast", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "scale_of", "size_filter",
 ]

@@ -702,10 +702,47 @@ def test_candidates_fainter_at_their_outline_than_the_examples_are_dropped():
     assert f"with an outline fainter than {EDGE_FLOOR:g} of the examples'" in note
     # a profile from before the examples' outlines were measured keeps them all (the
     # stability gate, MIN_EVIDENCE, left out: one setting draws them, a little small)
-    old = {"classes": {"obj": {k: v for k, v in entry.items() if k != "edge"}}}
+    old = {"classes": {"obj": {k: v for k, v in entry.items() if k not in ("edge", "contrast_floor")}}}
     unstable = cand[np.arange(len(cand))]
     del unstable.data["stability"]
     assert (instances_iou(size_filter(unstable, old)[0], gt).max(axis=0) >= 0.5).all()
+
+
+@pytest.mark.parametrize("dim_examples", [False, True])
+def test_candidates_standing_out_less_than_the_examples_are_dropped(dim_examples):
+    """Objects of the examples' size and shape at a fifth of their contrast: their outline
+    stands out enough (``EDGE_FLOOR``), their inside does not (``contrast_floor``: the
+    examples' median contrast less ``CONTRAST_SD_LIMIT`` of their log-contrast sds), so they
+    are not embedded and the note says so. Where the examples themselves are bright and
+    dim alike, the floor lies low and the dim objects stay."""
+    rgb, lab = blobs(4, size=200, n=20, r=(7, 10), fg=(200, 200, 200), bg=(20, 20, 20), noise=2.0)
+    gt, _ = Instances.from_label_image(lab)
+    dim = np.arange(len(gt)) % 2 == 1
+    img = rgb.astype(np.float32)
+    img[np.isin(lab, np.flatnonzero(dim) + 1)] = 20 + 0.2 * 180
+    rgb = img.astype(np.uint8)
+    shown = np.r_[np.flatnonzero(~dim)[:6], np.flatnonzero(dim)[:4]] if dim_examples else np.flatnonzero(~dim)[:6]
+    prof = profile_of(rgb, gt, shown)
+    entry = prof["classes"]["obj"]
+    settings = [Setting("flat", 0.1, 0.0, 0.0), *[Setting(**s) for s in entry["settings"]]]
+    cand = propose(rgb, scale_of(entry), settings, label="obj")
+    assert cand.data["contrast"].shape == (len(cand),)
+    hit = instances_iou(cand, gt).max(axis=0) >= 0.5
+    assert hit.all()  # every object is proposed ...
+    kept, note = size_filter(cand, prof)
+    found = instances_iou(kept, gt).max(axis=0) >= 0.5
+    bright = 180 * np.sqrt(3)  # the bright objects' contrast along the gray direction
+    if dim_examples:  # ... and kept, where the examples show dim ones too
+        assert found.all() and entry["contrast_floor"] <= 0.5 * 0.2 * bright * 1.05
+    else:  # ... but only the bright ones pass the profile, not for their outline
+        assert found[~dim].all() and not found[dim].any()
+        assert "standing out less than the examples do" in note and "outline fainter" not in note
+        assert 0.2 * bright < entry["contrast_floor"] < 0.5 * bright
+    # a profile from before the examples' contrasts were looked at keeps them
+    old = {"classes": {"obj": {k: v for k, v in entry.items() if k != "contrast_floor"}}}
+    bare = cand[np.arange(len(cand))]
+    del bare.data["stability"]
+    assert (instances_iou(size_filter(bare, old)[0], gt).max(axis=0) >= 0.5).all()
 
 
 def test_the_outline_floor_is_each_proposing_class_s_own():
@@ -751,6 +788,16 @@ def test_a_faint_outline_is_forgiven_where_the_object_is_packed_among_others():
     lone = instances_iou(kept, inst[[9]]).max(axis=0)
     assert centre[0] == 1.0 and lone[0] < 1.0
     assert "with an outline fainter than" in note
+    # the same for how far the inside stands out: the ring around the colony's centre cell
+    # is its neighbours
+    del inst.data["edge"]
+    inst.data["contrast"] = np.array([1.0] * 10 + [50.0], np.float32)
+    prof["classes"]["a"]["contrast_floor"] = 10.0
+    kept, note = size_filter(inst, prof)
+    centre = instances_iou(kept, inst[[4]]).max(axis=0)
+    lone = instances_iou(kept, inst[[9]]).max(axis=0)
+    assert centre[0] == 1.0 and lone[0] < 1.0
+    assert "standing out less than the examples do" in note
 
 
 def test_an_outline_few_settings_draw_must_be_the_examples_size():

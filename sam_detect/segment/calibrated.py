@@ -487,7 +487,8 @@ def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str |
     ``settings``. ``data["setting"]`` says which setting made each candidate (an index into
     ``GRID``), ``data["stability"]`` the share of the settings that made it (near-identical
     candidates are one), ``data["class_hint"]`` the class whose profile proposed it,
-    ``data["edge"]`` how far its outline stands out (:func:`edge_contrast`);
+    ``data["edge"]`` how far its outline stands out (:func:`edge_contrast`),
+    ``data["contrast"]`` how far its inside does (``profile.inside_contrast``);
     ``metadata["tiles"]`` how many windows the image was proposed in.
 
     ``tile``: images larger than this (pixels a side; 0: never) are proposed window by
@@ -498,7 +499,7 @@ def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str |
     """
     from scipy import ndimage as ndi
 
-    from sam_detect.profile import CUT_FLOOR, admitted, cut_by_border
+    from sam_detect.profile import CUT_FLOOR, admitted, cut_by_border, inside_contrast
 
     h, w = rgb.shape[:2]
     lo, hi = scale.min_area, scale.max_area
@@ -554,6 +555,7 @@ def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str |
     inst.data["class_hint"] = [label] * len(inst)
     inst.data["edge"] = np.concatenate(edges)[order]
     inst = _merge_near_duplicates(inst, len(settings))
+    inst.data["contrast"] = inside_contrast(rgb, inst, scale.direction)
     inst.metadata["tiles"] = len(windows)
     return inst
 
