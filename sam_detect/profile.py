@@ -268,11 +268,23 @@ def _minor_radius(stats: Sequence[dict]) -> float:
     return float(np.median(r * (1.0 - e * e) ** 0.25))
 
 
+def _robust_sd(values: np.ndarray, centre: float) -> float:
+    """1.4826 x the median absolute deviation of ``values`` from ``centre``: the standard
+    deviation of a normal sample, undisturbed by a few values far off."""
+    return 1.4826 * float(np.median(np.abs(np.asarray(values, np.float64) - centre)))
+
+
+def _shrunk(sd: float, n: int, prior: float) -> float:
+    """``sd`` measured on ``n`` examples, shrunk towards ``prior`` with ``PRIOR_WEIGHT``
+    examples' worth of weight (a few examples rarely show how much a class varies)."""
+    return float(np.sqrt((n * sd * sd + PRIOR_WEIGHT * prior**2) / (n + PRIOR_WEIGHT)))
+
+
 def _typical(log_a: np.ndarray) -> np.ndarray:
     """Examples whose log-area is within ``OUTLIER_SD`` robust sds of the median (a 2-pixel
     label in a set of 100-pixel nuclei is a labelling slip, not a size)."""
     mu = float(np.median(log_a))
-    mad = max(1.4826 * float(np.median(np.abs(log_a - mu))), MIN_LOG_AREA_SD)
+    mad = max(_robust_sd(log_a, mu), MIN_LOG_AREA_SD)
     return np.abs(log_a - mu) <= OUTLIER_SD * mad
 
 
@@ -296,8 +308,7 @@ def _log_area(areas: np.ndarray, cut: np.ndarray | None = None) -> tuple[float, 
         start = float(np.median(typical))
         # a cut example far beyond the whole ones is a labelling slip like any other
         lower = log_a[cut]
-        lower = lower[lower <= start + OUTLIER_SD * max(1.4826 * float(np.median(np.abs(typical - start))),
-                                                        MIN_LOG_AREA_SD)]
+        lower = lower[lower <= start + OUTLIER_SD * max(_robust_sd(typical, start), MIN_LOG_AREA_SD)]
         if len(np.unique(typical)) >= 2:
             mu, sd = norm.fit(CensoredData(uncensored=typical, right=lower))
         else:
@@ -308,8 +319,7 @@ def _log_area(areas: np.ndarray, cut: np.ndarray | None = None) -> tuple[float, 
         mu = float(np.median(log_a))
         n = len(log_a)
         sd = float(log_a.std(ddof=1)) if n > 1 else 0.0
-    sd = float(np.sqrt((n * sd * sd + PRIOR_WEIGHT * PRIOR_LOG_AREA_SD**2) / (n + PRIOR_WEIGHT)))
-    return mu, max(sd, MIN_LOG_AREA_SD)
+    return mu, max(_shrunk(sd, n, PRIOR_LOG_AREA_SD), MIN_LOG_AREA_SD)
 
 
 def whole(stats: Sequence[dict]) -> list[dict]:
@@ -424,9 +434,7 @@ def _contrast_floor(stats: Sequence[dict], direction: np.ndarray) -> float | Non
     c = (np.asarray([s["in"] for s in stats], np.float64) - np.asarray([s["ring"] for s in stats], np.float64)) @ np.asarray(direction, np.float64)
     log_c = np.log(np.maximum(c, 1e-3))
     centre = float(np.median(log_c))
-    mad = 1.4826 * float(np.median(np.abs(log_c - centre)))
-    n = len(log_c)
-    sd = float(np.sqrt((n * mad * mad + PRIOR_WEIGHT * PRIOR_LOG_CONTRAST_SD**2) / (n + PRIOR_WEIGHT)))
+    sd = _shrunk(_robust_sd(log_c, centre), len(log_c), PRIOR_LOG_CONTRAST_SD)
     # every example inside with room to spare, as the size range has them
     return round(float(min(np.exp(centre - CONTRAST_SD_LIMIT * sd), 0.5 * c.min())), 4)
 
@@ -781,7 +789,7 @@ def size_shift(instances: Instances, label: str, entry: dict, shape_fit: np.ndar
     shift = centre - mu
     if abs(shift) <= SURE_SHIFT * sd:
         return 0.0
-    spread = 1.4826 * float(np.median(np.abs(log_a - centre)))
+    spread = _robust_sd(log_a, centre)
     return shift if spread <= SURE_SPREAD * max(sd, PRIOR_LOG_AREA_SD) else 0.0
 
 
@@ -847,17 +855,8 @@ def _faint(instances: Instances, classes: dict) -> np.ndarray:
     class's examples' (``data["edge"]`` against the entry's ``edge``; the class is the one
     that proposed the candidate, ``data["class_hint"]``, else the most lenient) where it
     borders open ground (:func:`exposed`)."""
-    edge = instances.data.get("edge")
     floors = {lab: EDGE_FLOOR * e["edge"] for lab, e in classes.items() if "edge" in e}
-    if edge is None or not floors:
-        return np.zeros(len(instances), bool)
-    hints = instances.data.get("class_hint") or [None] * len(instances)
-    lenient = min(floors.values()) if len(floors) == len(classes) else 0.0
-    floor = np.array([floors.get(h, 0.0) if h in classes else lenient for h in hints], np.float64)
-    faint = np.asarray(edge, np.float64) < floor
-    idx = np.flatnonzero(faint)
-    faint[idx] = exposed(instances, idx) >= EXPOSED
-    return faint
+    return _below_floor(instances, classes, instances.data.get("edge"), floors)
 
 
 def _dim(instances: Instances, classes: dict) -> np.ndarray:
@@ -866,17 +865,26 @@ def _dim(instances: Instances, classes: dict) -> np.ndarray:
     that proposed the candidate, ``data["class_hint"]``, else the most lenient) where they
     border open ground (:func:`exposed`, as :func:`_faint`): the ring around a cell packed
     in a colony is its neighbours, and it cannot stand out from them."""
-    contrast = instances.data.get("contrast")
     floors = {lab: e["contrast_floor"] for lab, e in classes.items() if "contrast_floor" in e}
-    if contrast is None or not floors:
+    return _below_floor(instances, classes, instances.data.get("contrast"), floors)
+
+
+def _below_floor(instances: Instances, classes: dict, values: Any, floors: dict[str, float]) -> np.ndarray:
+    """``(N,)`` bool: candidates whose ``values`` lie below the floor of the class that
+    proposed them (``data["class_hint"]``; a class without a floor has none; a candidate no
+    class proposed gets the most lenient, where every class has one) and that border open
+    ground (``EXPOSED`` of :func:`exposed`): packed among others, a candidate's surroundings
+    are its neighbours, and it cannot stand out from them. None where ``values`` is
+    ``None`` or no class has a floor."""
+    if values is None or not floors:
         return np.zeros(len(instances), bool)
     hints = instances.data.get("class_hint") or [None] * len(instances)
     lenient = min(floors.values()) if len(floors) == len(classes) else -np.inf
     floor = np.array([floors.get(h, -np.inf) if h in classes else lenient for h in hints], np.float64)
-    dim = np.asarray(contrast, np.float64) < floor
-    idx = np.flatnonzero(dim)
-    dim[idx] = exposed(instances, idx) >= EXPOSED  # packed among others, its ring is theirs
-    return dim
+    below = np.asarray(values, np.float64) < floor
+    idx = np.flatnonzero(below)
+    below[idx] = exposed(instances, idx) >= EXPOSED
+    return below
 
 
 def exposed(instances: Instances, idx: np.ndarray, band: int | None = None) -> np.ndarray:
