@@ -60,11 +60,61 @@ class LibraryState:
         from sam_detect.profile import build_profile
 
         vectors, labels, payloads = self._examples()
+        from sam_detect.unlabelled import model_from_payloads
+
         profile = build_profile([(lab, pay.get("shape")) for lab, pay in zip(labels, payloads, strict=True)])
         self.store.update_extra(self.config.library, "profile", profile)
         self._cache["profile"] = (self.store.count(self.config.library), profile)
+        model = model_from_payloads(payloads)
+        self.store.update_extra(self.config.library, "unlabelled", model)
+        self._cache["unlabelled"] = (self.store.count(self.config.library), model)
         self._store_decision(vectors, labels, payloads)
         return profile
+
+    def _unlabelled_rows(self, rgb: np.ndarray, instances: Any, labels: list[str],
+                         shapes: list[dict], key: str) -> list | None:
+        """Per new example, the rows of the example image's candidates it carries
+        (``sam_detect.unlabelled.rows_for_examples``), proposed as ``detect`` would with the
+        profile this add will give; the library's earlier examples of the same image
+        (``key``: :func:`sam_detect.unlabelled.image_key`) are matched too, so adding one
+        example at a time does not mark the earlier ones unlabelled. ``None`` where the
+        segmenter does not propose from a profile (not the classical one) or profiles are off."""
+        seg = self._own_segmenter()
+        if seg is None or not self.config.profile:
+            return None
+        from sam_detect.instances import Instances
+        from sam_detect.masks import MaskCrop, rle_to_mask
+        from sam_detect.profile import at_scale, build_profile, size_filter
+        from sam_detect.segment.base import segment_with_profile
+        from sam_detect.unlabelled import rows_for_examples
+
+        old, same_crops, same_labels = [], [], []
+        if self.store.has_library(self.config.library):
+            for _, _, labs, pays in self.store.iter_examples(self.config.library):
+                for lab, pay in zip(labs, pays, strict=True):
+                    pay = pay or {}
+                    old.append((lab, pay.get("shape")))
+                    if pay.get("image_key") == key and pay.get("mask_rle"):
+                        mask = rle_to_mask(pay["mask_rle"])
+                        if mask.shape == rgb.shape[:2] and mask.any():
+                            same_crops.append(MaskCrop.from_full(mask))
+                            same_labels.append(lab)
+        profile = build_profile(old + list(zip(labels, shapes, strict=True)))
+        if not profile.get("classes"):
+            return None
+        candidates = segment_with_profile(seg, rgb, profile)
+        profile = at_scale(profile, candidates.metadata.get("size_shift") or {})
+        candidates, _ = size_filter(candidates, profile)
+        examples = Instances.from_crops(list(instances.crops) + same_crops, image_hw=rgb.shape[:2]) \
+            if same_crops else instances
+        positive = [lab != NEGATIVE for lab in list(labels) + same_labels]
+        return rows_for_examples(candidates, profile, examples, positive, owners=len(instances))
+
+    @property
+    def unlabelled_model(self) -> dict | None:
+        """The model of what the example images' unlabelled candidates say
+        (``sam_detect.unlabelled``), or ``None`` (profiles off, none fitted)."""
+        return self._extra("unlabelled") if self.config.profile else None
 
     def refresh_decision(self) -> dict:
         """Rebuild the library's decision settings (view weights, class thresholds,

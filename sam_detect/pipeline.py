@@ -327,6 +327,12 @@ class SAMDetect(DetectorStages, LibraryState):
 
         # what the profile is rebuilt from after any add or delete, without the images
         shapes = describe_examples(loaded.rgb, instances, labels, own=self._own_segmenter())
+        # the example image's other candidates: what it shows that is not an example (unlabelled)
+        from sam_detect.unlabelled import image_key
+
+        key = image_key(loaded.rgb)
+        unlabelled = self._unlabelled_rows(loaded.rgb, instances, labels, shapes, key)
+        measured_at = time.time_ns()
 
         # The mask travels with the example so a library can be exported with crops and re-embedded.
         payloads = []
@@ -335,8 +341,11 @@ class SAMDetect(DetectorStages, LibraryState):
             payloads.append(
                 {"source": source, "box": [float(v) for v in instances.boxes[i]], "area": int(areas[i]),
                  "added": now, "mask_rle": crop_to_rle(crop, (cols.start, rows.start), instances.image_hw),
-                 "shape": shapes[i]}
+                 "shape": shapes[i], "image_key": key}
             )
+            if unlabelled is not None:
+                payloads[-1]["unlabelled"] = unlabelled[i]
+                payloads[-1]["unlabelled_at"] = measured_at
         # journaled: a kill at any moment leaves all of these examples or none (store.journal)
         ids = journal.add(self.store, self.config.library, vectors, labels, payloads)
         self.refresh_profile()
@@ -423,6 +432,9 @@ class SAMDetect(DetectorStages, LibraryState):
                 border_note = f"{int(cut.sum())} of {len(inst)} candidates touch the image border (drop_border)"
                 inst = inst[~cut]
         inst, size_note = size_filter(inst, profile)
+        inst, unlike_note = self._unlabelled_filter(inst, profile)
+        if unlike_note:
+            size_note = f"{size_note}; {unlike_note}" if size_note else unlike_note
         if border_note:
             size_note = border_note + (f"; {size_note}" if size_note else "")
         decision = self.decision
@@ -471,6 +483,24 @@ class SAMDetect(DetectorStages, LibraryState):
             }
         )
         return out
+
+    def _unlabelled_filter(self, inst: Instances, profile: dict | None) -> tuple[Instances, str | None]:
+        """Drop candidates unlikely to be objects by what the example images' unlabelled
+        candidates say (``sam_detect.unlabelled``; only where that model applies)."""
+        from sam_detect.unlabelled import MIN_PROBABILITY, applies, features, probability
+
+        model = self.unlabelled_model
+        if not applies(model) or not len(inst):
+            return inst, None
+        x = features(inst, profile)
+        if x is None:
+            return inst, None
+        low = probability(model, x) < MIN_PROBABILITY
+        if not low.any():
+            return inst, None
+        note = (f"{int(low.sum())} of {len(inst)} candidates look like what the example images left "
+                "unlabelled")
+        return inst[~low], note
 
     def _search(self, vectors: np.ndarray, top_k: int, decision: dict | None) -> list:
         """k-NN search, with the library's view weights applied to the queries (the scores

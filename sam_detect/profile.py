@@ -208,16 +208,39 @@ def _scatter(px: np.ndarray) -> np.ndarray:
 SPREAD_SHRINK = 0.5
 
 
-def _direction(ins: np.ndarray, rings: np.ndarray, spreads: Sequence[Any] | None = None) -> np.ndarray:
+#: how many examples' worth the library's other classes count in a class's colour direction
+#: and its segmenter settings: a class of one or two examples borrows how objects stand out
+#: from the library's other classes (one pale nucleus of a rare type says little about the
+#: stain's polarity, and made that type's proposals pale tissue on development H&E patches),
+#: while a class of many examples keeps its own. A library of one class is unaffected.
+CLASS_PRIOR_WEIGHT = PRIOR_WEIGHT
+
+
+def _colour_evidence(ins: np.ndarray, rings: np.ndarray, spreads: Sequence[Any] | None) -> tuple[np.ndarray, Any]:
+    """The median inside-minus-ring colour and the mean within-region covariance (``None``
+    without ``spreads``)."""
+    d = np.median(np.asarray(ins, np.float64) - np.asarray(rings, np.float64), axis=0)
+    w = np.mean(np.asarray(spreads, np.float64).reshape(-1, 3, 3), axis=0) if spreads is not None and len(spreads) else None
+    return d, w
+
+
+def _direction(ins: np.ndarray, rings: np.ndarray, spreads: Sequence[Any] | None = None,
+               pool: tuple[np.ndarray, np.ndarray, Sequence[Any] | None] | None = None) -> np.ndarray:
     """Unit RGB direction along which the objects stand out from their rings.
 
     With the examples' within-region pixel covariances (``spreads``), Fisher's discriminant:
     the direction that separates inside from ring pixels best relative to how much each
     region varies (dark nuclei on pink stand out in hue more than in the brightness that
-    dark cytoplasm shares); without, the median colour difference itself."""
-    d = np.median(np.asarray(ins) - np.asarray(rings), axis=0)
-    if spreads is not None and len(spreads) and float(np.linalg.norm(d)) >= 1e-6:
-        w = np.mean(np.asarray(spreads, np.float64).reshape(-1, 3, 3), axis=0)
+    dark cytoplasm shares); without, the median colour difference itself. ``pool``: the
+    library's examples of every class as ``(ins, rings, spreads)``, counted as
+    ``CLASS_PRIOR_WEIGHT`` examples beside these."""
+    d, w = _colour_evidence(ins, rings, spreads)
+    if pool is not None:
+        keep = len(ins) / (len(ins) + CLASS_PRIOR_WEIGHT)
+        pd, pw = _colour_evidence(*pool)
+        d = keep * d + (1.0 - keep) * pd
+        w = None if w is None or pw is None else keep * w + (1.0 - keep) * pw
+    if w is not None and float(np.linalg.norm(d)) >= 1e-6:
         w = (1.0 - SPREAD_SHRINK) * w + SPREAD_SHRINK * (np.trace(w) / 3.0 + 1.0) * np.eye(3)
         d = np.linalg.solve(w, d)
     n = float(np.linalg.norm(d))
@@ -226,15 +249,23 @@ def _direction(ins: np.ndarray, rings: np.ndarray, spreads: Sequence[Any] | None
     return (d / n).astype(np.float32)
 
 
-def _scale(stats: Sequence[dict], size: tuple[float, float] | None = None) -> Any:
-    """The calibration's :class:`~sam_detect.segment.calibrated.Scale` of one class's
-    examples; ``size``: their :func:`_size` where the caller has it."""
-    from sam_detect.segment.calibrated import Scale
-
+def _colour_inputs(stats: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, list | None]:
+    """``(ins, rings, spreads)`` of examples' payloads (``spreads`` ``None`` unless every
+    payload has one)."""
     ins = np.array([s["in"] for s in stats], np.float32)
     rings = np.array([s["ring"] for s in stats], np.float32)
     spreads = [s["spread"] for s in stats if "spread" in s]
-    d = _direction(ins, rings, spreads if len(spreads) == len(stats) else None)
+    return ins, rings, spreads if len(spreads) == len(stats) else None
+
+
+def _scale(stats: Sequence[dict], size: tuple[float, float] | None = None, pool: Sequence[dict] | None = None) -> Any:
+    """The calibration's :class:`~sam_detect.segment.calibrated.Scale` of one class's
+    examples; ``size``: their :func:`_size` where the caller has it; ``pool``: the library's
+    examples of every class where it has more than this one (:data:`CLASS_PRIOR_WEIGHT`)."""
+    from sam_detect.segment.calibrated import Scale
+
+    ins, rings, spreads = _colour_inputs(stats)
+    d = _direction(ins, rings, spreads, _colour_inputs(pool) if pool is not None and len(pool) > len(stats) else None)
     mu, sd = size or _size(stats)
     sized = whole(stats)  # the cut ones' areas are not their own
     areas = np.array([s["area"] for s in sized], np.float64)
@@ -362,8 +393,9 @@ def describe_examples(rgb: np.ndarray, instances: Instances, labels: Sequence[st
     for i, lab in enumerate(labels):
         if lab != NEGATIVE:
             by_class.setdefault(lab, []).append(i)
+    positives = [out[i] for idx in by_class.values() for i in idx]
     for idx in by_class.values():
-        scale = _scale([out[i] for i in idx])
+        scale = _scale([out[i] for i in idx], pool=positives)
         masks = [(crops[i], (int(origins[i][0]), int(origins[i][1]))) for i in idx]
         ious = grid_ious(rgb, scale, masks, own)
         edges = example_edges(rgb, scale, masks)
@@ -383,9 +415,11 @@ def build_profile(examples: Iterable[tuple[str, dict]]) -> dict:
             continue
         by_class.setdefault(label, []).append(shape)
     classes = {}
+    positives = [s for stats in by_class.values() for s in stats]
+    pooled_ious = [iou for iou in map(_grid_iou, positives) if iou is not None]
     for label, stats in sorted(by_class.items()):
         mu, sd = _size(stats)
-        sc = _scale(stats, (mu, sd))
+        sc = _scale(stats, (mu, sd), pool=positives)
         sized = whole(stats)  # the border cuts the others: their shape is not their own
         log_a = np.log([s["area"] for s in sized])
         # the shape ranges come from the typical examples: a 6-pixel slip is "eccentricity
@@ -414,6 +448,9 @@ def build_profile(examples: Iterable[tuple[str, dict]]) -> dict:
             entry["contrast_floor"] = floor
         if calibrated:
             mean_iou = np.asarray(calibrated, np.float64).mean(axis=0)
+            if len(pooled_ious) > len(calibrated):  # the other classes' examples as a prior
+                keep = len(calibrated) / (len(calibrated) + CLASS_PRIOR_WEIGHT)
+                mean_iou = keep * mean_iou + (1.0 - keep) * np.asarray(pooled_ious, np.float64).mean(axis=0)
             chosen = _alternatives(mean_iou)
             entry["settings"] = [GRID[i].to_dict() for i in chosen]
             entry["reproduction"] = round(float(mean_iou[chosen[0]]), 3)

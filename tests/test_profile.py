@@ -299,7 +299,7 @@ def test_colour_direction_separates_hue_from_stain_strength(seed, monkeypatch):
     fisher, e, stats = found()
     assert all(len(s["spread"]) == 9 for s in stats)
     median_only = profile_module._direction
-    monkeypatch.setattr(profile_module, "_direction", lambda ins, rings, spreads=None: median_only(ins, rings))
+    monkeypatch.setattr(profile_module, "_direction", lambda ins, rings, spreads=None, pool=None: median_only(ins, rings))
     plain, e_plain, _ = found()
     assert e["reproduction"] > e_plain["reproduction"]
     assert fisher > plain + 0.05
@@ -1109,3 +1109,58 @@ def test_blob_splits_find_more_of_packed_nuclei_without_gaps():
             f1[with_blob].append(f1_at(kept, gt))
     assert leads >= 1
     assert np.mean(f1[True]) >= np.mean(f1[False]) + 0.01, f1
+
+
+def _pale_one(seed: int = 11):
+    """Purple-on-pink blobs and one pale object (lighter than the ground): eight examples of
+    the blobs, and the pale one as the only example of a second class."""
+    rgb, lab = blobs(seed, fg=(120, 40, 150), bg=(230, 180, 200), noise=6)
+    yy, xx = np.mgrid[: lab.shape[0], : lab.shape[1]]
+    free = np.argwhere(cv2.dilate((lab > 0).astype(np.uint8), np.ones((25, 25), np.uint8)) == 0)
+    cy, cx = free[len(free) // 2]
+    pale = (xx - cx) ** 2 + (yy - cy) ** 2 <= 8**2
+    rgb[pale] = (250, 235, 245)
+    lab[pale] = lab.max() + 1
+    gt, ids = Instances.from_label_image(lab)
+    return rgb, gt, ids, int(lab.max())
+
+
+def test_a_class_of_one_example_borrows_how_objects_stand_out_from_the_other_classes():
+    """One pale example of a rare class beside eight dark blobs: alone it says "bright", and
+    its proposals would be the pale ground; with the library's other class as a prior
+    (CLASS_PRIOR_WEIGHT examples' worth) it is proposed as the stain shows objects."""
+    from sam_detect import profile as profile_module
+
+    rgb, gt, ids, pale_id = _pale_one()
+    labels = ["b" if i == pale_id else "a" for i in ids]
+    take = [k for k, i in enumerate(ids) if i != pale_id][:8] + [list(ids).index(pale_id)]
+    ex = gt[np.asarray(take)]
+    stats = describe_examples(rgb, ex, [labels[k] for k in take])
+    prof = build_profile([(labels[k], s) for k, s in zip(take, stats, strict=True)])
+    assert prof["classes"]["a"]["polarity"] == "dark"
+    assert prof["classes"]["b"]["polarity"] == "dark"
+    # the same example alone, in a library of its own, is taken as it shows
+    alone = build_profile([("b", s) for k, s in zip(take, stats, strict=True) if labels[k] == "b"])
+    assert alone["classes"]["b"]["polarity"] == "bright"
+    # and its segmenter settings lean on the other class's examples: the blobs come out
+    e = prof["classes"]["b"]
+    cand = propose(rgb, scale_of(e), [Setting(**s) for s in e["settings"]], "b")
+    blobs_gt = gt[np.asarray([k for k, i in enumerate(ids) if i != pale_id])]
+    found = match_iou_matrix(instances_iou(cand, blobs_gt), 0.5).tp
+    assert found >= 0.8 * len(blobs_gt)
+    assert profile_module.CLASS_PRIOR_WEIGHT > 0
+
+
+def test_classes_with_examples_enough_keep_their_own_polarity():
+    """Bright and dark objects, six examples each: the prior from the other class does not
+    turn either one (it weighs CLASS_PRIOR_WEIGHT examples against six of the class's own)."""
+    rgb, lab = blobs(12, n=16, fg=(40, 40, 40), bg=(128, 128, 128), noise=4)
+    bright = lab % 2 == 0
+    rgb[(lab > 0) & bright] = (220, 220, 220)
+    gt, ids = Instances.from_label_image(lab)
+    labels = ["light" if i % 2 == 0 else "dark" for i in ids]
+    take = [k for k, lab_ in enumerate(labels) if lab_ == "light"][:6] + [k for k, lab_ in enumerate(labels) if lab_ == "dark"][:6]
+    stats = describe_examples(rgb, gt[np.asarray(take)], [labels[k] for k in take])
+    prof = build_profile([(labels[k], s) for k, s in zip(take, stats, strict=True)])
+    assert prof["classes"]["light"]["polarity"] == "bright"
+    assert prof["classes"]["dark"]["polarity"] == "dark"

@@ -183,6 +183,10 @@ def _print_info(info: dict[str, Any]) -> None:
             "profile:   none: detection uses the segmenter's own settings "
             f"(`sam-detect library profile {info['name']}` rebuilds it from examples that carry measurements)"
         )
+    from sam_detect.unlabelled import describe as describe_unlabelled
+
+    for line in describe_unlabelled((info.get("extra") or {}).get("unlabelled")):
+        click.echo(f"  {line}")
     from sam_detect.calibrate import describe as describe_decision
 
     decision = (info.get("extra") or {}).get("decision")
@@ -219,6 +223,10 @@ def profile_cmd(ctx: click.Context, name: str, **opts: Any) -> None:
     det = SAMDetect(DetectorConfig(library=name), store=store)
     lines = describe(det.refresh_profile())
     for line in lines or [f"{name}: no example carries measurements; add examples again to calibrate"]:
+        click.echo(line)
+    from sam_detect.unlabelled import describe as describe_unlabelled
+
+    for line in describe_unlabelled(det.unlabelled_model):
         click.echo(line)
     from sam_detect.calibrate import describe as describe_decision
     from sam_detect.names import display_label

@@ -1,0 +1,242 @@
+"""What the example images say about what is *not* an object (positive-unlabelled learning).
+
+Examples are partial labels: the objects a user left unlabelled in an example image are not
+negatives. Yet when the examples cover most of the objects of their images (every nucleus
+of a patch labelled, the usual way to annotate a crop), the candidates the segmenter
+proposes there that match no example are mostly *not* objects, and they show what the
+false candidates look like. Elkan and Noto (KDD 2008, "Learning classifiers from only
+positive and unlabeled data") make that exact without calling them negatives:
+
+- on each example image, the candidates the library's profile proposes (the same proposal
+  and size filter as ``detect``) are measured (:func:`features`: inside contrast, size,
+  outline contrast, stability and solidity, each against the candidate's class) and marked
+  *labelled* when one overlaps an example at IoU >= ``MATCH_IOU``;
+- a logistic model ``g(x) = P(labelled | x)`` is fitted on them (:func:`fit`), and the label
+  frequency ``c = P(labelled | object)`` estimated as the mean out-of-fold ``g`` over the
+  labelled candidates; an object's probability is then ``g(x) / c``;
+- ``detect`` drops candidates whose probability is below ``MIN_PROBABILITY``, only where
+  ``c >= MIN_LABEL_FREQUENCY``: where the examples are a small share of their images'
+  objects, the unlabelled candidates are mostly objects themselves, ``g / c`` divides by a
+  small, noisy number, and the model has nothing to teach (on the development sets, ten
+  examples among 80-180 objects, ``c`` was 0.03-0.19 and the filter lost recall; on H&E
+  patches labelled in full, ``c`` was 0.27-0.66 and it gained on every draw:
+  docs/performance.md, "Session 16"), and only where ``g`` tells labelled from unlabelled
+  candidates out of fold (``MIN_SEPARATION``).
+
+The measured rows travel in the examples' payloads (``"unlabelled"``: each example carries
+the image's candidates nearest to it), so the model is rebuilt from the library alone after
+every add and delete, and export/import carries it. Examples added to one image over several
+``add`` calls (one click at a time in the UI, one box at a time) are matched together: each
+add measures the image again with every example the library already holds of it
+(``"image_key"``, :func:`image_key`) and only the image's latest measurement counts
+(``"unlabelled_at"``), so an example added earlier is not taken for an unlabelled object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from sam_detect.instances import Instances
+
+VERSION = 1
+#: a candidate is the labelled example it overlaps at least this much
+MATCH_IOU = 0.5
+#: the model is applied only where the examples are at least this share of their images'
+#: objects (the estimated label frequency ``c``)
+MIN_LABEL_FREQUENCY = 0.25
+#: ... and only where ``g`` tells the labelled candidates from the unlabelled ones out of
+#: fold (ROC AUC): where they look alike (the unlabelled ones objects like the examples), a
+#: model fitted to a handful of rows has learnt noise
+MIN_SEPARATION = 0.7
+#: ... by at least this many standard errors of the AUC of two samples that do not differ
+#: (Mann-Whitney: ``sqrt((n1 + n0 + 1) / (12 n1 n0))``): four examples among sixteen alike
+#: objects reach 0.8 by chance
+MIN_SEPARATION_Z = 3.0
+#: candidates whose estimated probability of being an object is below this are dropped
+MIN_PROBABILITY = 0.5
+#: ridge penalty on the standardised features' weights
+RIDGE = 1.0
+#: folds for the out-of-fold estimate of ``c``
+FOLDS = 5
+#: the fewest labelled and unlabelled candidates a model is fitted from
+MIN_ROWS = 3
+FEATURES = ("log_contrast", "log_area", "log_area_sq", "edge", "stability", "solidity")
+
+
+def features(instances: Instances, profile: dict | None) -> np.ndarray | None:
+    """``(N, len(FEATURES))`` float64 of candidates the calibrated segmenter proposed, each
+    against its class (``data["class_hint"]``) in ``profile``: log inside contrast over the
+    examples' median, log-area less the examples' centre and its square, outline contrast
+    over the examples', stability and solidity. ``None`` where the candidates do not carry
+    what this needs (another segmenter, no profile)."""
+    from sam_detect.profile import candidate_shapes
+
+    classes = (profile or {}).get("classes") or {}
+    data = instances.data
+    if not classes or any(k not in data for k in ("class_hint", "contrast", "edge", "stability")):
+        return None
+    hints = list(data["class_hint"])
+    if any(h not in classes for h in hints):
+        return None
+    n = len(instances)
+    if n == 0:
+        return np.zeros((0, len(FEATURES)))
+    ref_contrast = np.array([max(float(classes[h]["contrast"]), 1.0) for h in hints])
+    centre = np.array([float(classes[h]["log_area"][0]) for h in hints])
+    ref_edge = np.array([float(classes[h].get("edge") or 1.0) for h in hints])
+    log_c = np.log(np.clip(np.asarray(data["contrast"], np.float64), 1.0, None) / ref_contrast)
+    log_a = np.log(np.maximum(instances.areas.astype(np.float64), 1.0)) - centre
+    edge = np.asarray(data["edge"], np.float64) / np.maximum(ref_edge, 1e-6)
+    solidity = candidate_shapes(instances)[1]
+    return np.stack([log_c, log_a, log_a**2, edge, np.asarray(data["stability"], np.float64), solidity], axis=1)
+
+
+def _logistic(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(mean, sd, w)`` of a ridge logistic regression of ``y`` on standardised ``x``
+    (``w[0]`` the intercept)."""
+    from scipy.optimize import minimize
+
+    mean, sd = x.mean(axis=0), x.std(axis=0) + 1e-6
+    z = (x - mean) / sd
+
+    def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
+        t = z @ w[1:] + w[0]
+        p = 1.0 / (1.0 + np.exp(-t))
+        grad = np.concatenate([[np.sum(p - y)], z.T @ (p - y) + 2 * RIDGE * w[1:]])
+        return float(np.sum(np.logaddexp(0.0, t) - y * t) + RIDGE * np.sum(w[1:] ** 2)), grad
+
+    w = minimize(loss, np.zeros(x.shape[1] + 1), jac=True, method="L-BFGS-B").x
+    return mean, sd, w
+
+
+def _g(model: dict, x: np.ndarray) -> np.ndarray:
+    z = (np.asarray(x, np.float64) - np.asarray(model["mean"])) / np.asarray(model["sd"])
+    return 1.0 / (1.0 + np.exp(-(z @ np.asarray(model["w"][1:]) + model["w"][0])))
+
+
+def fit(x: np.ndarray, labelled: np.ndarray) -> dict | None:
+    """The model from candidates' :func:`features` ``x`` ``(N, F)`` and which of them are
+    labelled examples ``(N,)`` bool; ``None`` with fewer than ``MIN_ROWS`` of either.
+
+    ``{"version", "features", "mean", "sd", "w", "c", "labelled", "unlabelled"}``: ``c`` is
+    the mean out-of-fold ``g`` over the labelled rows (``FOLDS`` stratified folds, fixed
+    seed; in-sample it would be biased high by the fit itself)."""
+    x = np.asarray(x, np.float64)
+    y = np.asarray(labelled, bool)
+    if len(x) != len(y):
+        raise ValueError(f"{len(x)} rows but {len(y)} labelled flags")
+    if y.sum() < MIN_ROWS or (~y).sum() < MIN_ROWS or not np.isfinite(x).all():
+        return None
+    yf = y.astype(np.float64)
+    mean, sd, w = _logistic(x, yf)
+    model = {"version": VERSION, "features": list(FEATURES), "mean": mean.tolist(), "sd": sd.tolist(), "w": w.tolist()}
+    rng = np.random.default_rng(0)
+    fold = np.empty(len(y), np.int64)
+    for cls in (False, True):
+        idx = np.flatnonzero(y == cls)
+        fold[idx] = rng.permutation(len(idx)) % FOLDS
+    out = np.zeros(len(y))
+    for k in range(FOLDS):
+        held = fold == k
+        m, s, wk = _logistic(x[~held], yf[~held])
+        out[held] = _g({"mean": m, "sd": s, "w": wk}, x[held])
+    from scipy.stats import rankdata
+
+    ranks = rankdata(out)
+    separation = (ranks[y].sum() - y.sum() * (y.sum() + 1) / 2) / (y.sum() * (~y).sum())
+    n1, n0 = int(y.sum()), int((~y).sum())
+    z = (separation - 0.5) / np.sqrt((n1 + n0 + 1) / (12.0 * n1 * n0))
+    model.update(c=round(float(out[y].mean()), 4), separation=round(float(separation), 4), separation_z=round(float(z), 2),
+                 labelled=int(y.sum()), unlabelled=int((~y).sum()))
+    return model
+
+
+def probability(model: dict, x: np.ndarray) -> np.ndarray:
+    """``(N,)`` in [0, 1]: each candidate's probability of being an object, ``g(x) / c``."""
+    return np.clip(_g(model, x) / max(float(model["c"]), 1e-6), 0.0, 1.0)
+
+
+def applies(model: dict | None) -> bool:
+    """Whether ``detect`` uses ``model``: fitted, ``c >= MIN_LABEL_FREQUENCY`` and an
+    out-of-fold separation of at least ``MIN_SEPARATION`` and ``MIN_SEPARATION_Z``."""
+    return (bool(model) and model.get("version") == VERSION and float(model.get("c", 0.0)) >= MIN_LABEL_FREQUENCY
+            and float(model.get("separation", 0.0)) >= MIN_SEPARATION
+            and float(model.get("separation_z", 0.0)) >= MIN_SEPARATION_Z)
+
+
+def image_key(rgb: np.ndarray) -> str:
+    """A short content hash of an image (``(H, W, 3)`` uint8): which examples of a library
+    were drawn on the same image, whatever its path (arrays have none)."""
+    import hashlib
+
+    a = np.ascontiguousarray(rgb)
+    return hashlib.blake2b(a.tobytes() + repr(a.shape).encode(), digest_size=8).hexdigest()
+
+
+def rows_for_examples(candidates: Instances, profile: dict | None, examples: Instances,
+                      positive: Sequence[bool] | None = None, owners: int | None = None) -> list[list[list[float]]] | None:
+    """Per new example of one image, the rows its payload carries (``"unlabelled"``): each
+    candidate's :func:`features` and a last column 1 (it is one of ``examples``, a positive
+    one (``positive``, default all): IoU >= ``MATCH_IOU``) or 0 (it matches no positive
+    example). The first ``owners`` of ``examples`` (default all) are the new ones that carry
+    the rows, the rest the library's earlier examples of the same image, which mark their
+    candidates but carry none: a candidate goes with the new example it is, else with the new
+    example whose box centre is nearest. ``None`` where the candidates cannot be measured."""
+    from sam_detect.eval.metrics import instances_iou
+
+    x = features(candidates, profile)
+    owners = len(examples) if owners is None else int(owners)
+    if x is None or owners == 0:
+        return None
+    out: list[list[list[float]]] = [[] for _ in range(owners)]
+    if len(x) == 0:
+        return out
+    iou = instances_iou(candidates, examples)
+    best = iou.argmax(axis=1)
+    matched = iou.max(axis=1) >= MATCH_IOU
+    if positive is not None:
+        matched &= np.asarray(positive, bool)[best]
+    centres = lambda b: np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2], axis=1)  # noqa: E731
+    dist = np.linalg.norm(centres(candidates.boxes)[:, None] - centres(examples.boxes[:owners])[None], axis=2)
+    owner = np.where((iou.max(axis=1) >= MATCH_IOU) & (best < owners), best, dist.argmin(axis=1))
+    for i, row in enumerate(x):
+        out[int(owner[i])].append([round(float(v), 4) for v in row] + [1.0 if matched[i] else 0.0])
+    return out
+
+
+def model_from_payloads(payloads: Sequence[dict]) -> dict | None:
+    """The model (:func:`fit`) from the example payloads' ``"unlabelled"`` rows: of each image
+    (``"image_key"``) only its latest measurement (``"unlabelled_at"``), which matched every
+    example the library then held of it."""
+    latest: dict[str, int] = {}
+    for p in payloads:
+        if p.get("unlabelled") is not None and p.get("image_key"):
+            latest[p["image_key"]] = max(latest.get(p["image_key"], -1), int(p.get("unlabelled_at") or 0))
+    rows = [r for p in payloads
+            if not p.get("image_key") or int(p.get("unlabelled_at") or 0) == latest.get(p["image_key"], 0)
+            for r in (p.get("unlabelled") or []) if len(r) == len(FEATURES) + 1]
+    if not rows:
+        return None
+    a = np.asarray(rows, np.float64)
+    return fit(a[:, :-1], a[:, -1] > 0.5)
+
+
+def describe(model: dict | None) -> list[str]:
+    """Lines for ``library show`` and ``detect``'s stderr."""
+    if not model:
+        return []
+    if applies(model):
+        state = "used: candidates that look like the unlabelled ones are dropped"
+    elif float(model["c"]) < MIN_LABEL_FREQUENCY:
+        state = f"not used: the examples are under {MIN_LABEL_FREQUENCY:.0%} of their images' objects"
+    else:
+        state = "not used: the examples and the rest look alike, or are too few to tell apart"
+    return [f"the example images' other candidates: {model['labelled']} are examples, {model['unlabelled']} are not; "
+            f"the examples are ~{float(model['c']):.0%} of their images' objects, separation "
+            f"{float(model['separation']):.2f} ({state})"]
+
+
+__all__ = ["FEATURES", "MATCH_IOU", "MIN_LABEL_FREQUENCY", "MIN_SEPARATION", "MIN_SEPARATION_Z", "MIN_PROBABILITY", "VERSION", "applies", "describe",
+           "features", "fit", "image_key", "model_from_payloads", "probability", "rows_for_examples"]

@@ -1,0 +1,240 @@
+"""What the example images' unlabelled candidates say (positive-unlabelled learning)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from conftest import run_cli
+
+from sam_detect import DetectorConfig, SAMDetect
+from sam_detect.eval.metrics import instances_iou
+from sam_detect.instances import Instances
+from sam_detect.unlabelled import (
+    FEATURES,
+    MIN_LABEL_FREQUENCY,
+    applies,
+    describe,
+    fit,
+    image_key,
+    model_from_payloads,
+    probability,
+    rows_for_examples,
+)
+
+
+def rows(seed: int, objects: int = 60, labelled: int = 30, others: int = 40, shift: float = 4.0):
+    """Feature rows: ``objects`` drawn around 0 (the first ``labelled`` of them labelled) and
+    ``others`` (not objects) ``shift`` away in the first two features."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 1, (objects + others, len(FEATURES)))
+    x[objects:, :2] += shift
+    y = np.zeros(len(x), bool)
+    y[:labelled] = True
+    return x, y, np.arange(len(x)) < objects
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fit_estimates_the_label_frequency_and_tells_objects_from_the_rest(seed):
+    x, y, is_object = rows(seed)
+    model = fit(x, y)
+    assert model["labelled"] == 30 and model["unlabelled"] == 70
+    assert 0.3 <= model["c"] <= 0.75  # half the objects are labelled
+    assert applies(model)
+    p = probability(model, x)
+    # the unlabelled objects are kept, the rest dropped: objects are not negatives
+    assert np.mean(p[~y & is_object] >= 0.5) >= 0.8
+    assert np.mean(p[~is_object] < 0.5) >= 0.9
+
+
+def test_not_used_where_the_examples_are_a_small_share_of_the_objects():
+    """Ten examples among a hundred like them: the unlabelled ones are mostly objects."""
+    x, y, _ = rows(3, objects=100, labelled=10, others=15)
+    model = fit(x, y)
+    assert model["c"] < MIN_LABEL_FREQUENCY
+    assert not applies(model)
+    assert "not used: the examples are under 25%" in describe(model)[0]
+
+
+def test_not_used_where_examples_and_the_rest_look_alike():
+    rng = np.random.default_rng(4)
+    x = rng.normal(0, 1, (40, len(FEATURES)))
+    y = np.arange(40) < 20
+    model = fit(x, y)
+    assert not applies(model)
+    assert "look alike" in describe(model)[0]
+
+
+def test_fit_needs_rows_of_both_kinds_and_matching_lengths():
+    x, y, _ = rows(5)
+    assert fit(x[:32], y[:32]) is None  # 30 labelled, 2 not
+    assert fit(x[28:], y[28:]) is None  # 2 labelled
+    with pytest.raises(ValueError, match="100 rows but 99 labelled flags"):
+        fit(x, y[:-1])
+    assert describe(None) == []
+
+
+def test_model_from_payloads_takes_each_images_latest_measurement():
+    x, y, _ = rows(6)
+    r = np.column_stack([x, y]).round(4).tolist()
+    # an earlier measurement of image "a" that marked everything unlabelled is superseded
+    stale = [row[:-1] + [0.0] for row in r]
+    payloads = [{"image_key": "a", "unlabelled_at": 1, "unlabelled": stale},
+                {"image_key": "a", "unlabelled_at": 2, "unlabelled": r[:50]},
+                {"image_key": "a", "unlabelled_at": 2, "unlabelled": r[50:]},
+                {"image_key": "a"}]  # an example added without rows (another segmenter)
+    model = model_from_payloads(payloads)
+    assert (model["labelled"], model["unlabelled"]) == (30, 70)
+    # payloads from before image keys count as they are
+    assert model_from_payloads([{"unlabelled": r}])["labelled"] == 30
+    assert model_from_payloads([{"shape": {}}]) is None
+
+
+def test_image_key_tells_images_apart():
+    a = np.zeros((8, 8, 3), np.uint8)
+    b = a.copy()
+    b[3, 3, 1] = 1
+    assert image_key(a) == image_key(a.copy()) != image_key(b)
+    assert image_key(a) != image_key(np.zeros((4, 16, 3), np.uint8))
+
+
+def scene(seed: int, n: int = 30):
+    """Grey ``(256, 256, 3)`` uint8 field: bright discs (the objects, every other one) and
+    dimmer, slightly larger discs (look-alikes, not labelled); returns ``(rgb, objects' label
+    image, look-alikes' label image)``."""
+    rng = np.random.default_rng(seed)
+    size = 256
+    yy, xx = np.mgrid[:size, :size]
+    lab = np.zeros((size, size), np.int32)
+    other = np.zeros((size, size), np.int32)
+    img = np.full((size, size), 40.0)
+    k = 0
+    for _ in range(5000):
+        if k == n:
+            break
+        look_alike = k % 2 == 1
+        r = rng.uniform(8, 9) if look_alike else rng.uniform(6, 7.5)
+        cy, cx = rng.uniform(r + 3, size - r - 3, 2)
+        m = (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+        grown = (xx - cx) ** 2 + (yy - cy) ** 2 <= (r + 4) ** 2
+        if (lab[grown] > 0).any() or (other[grown] > 0).any():
+            continue
+        k += 1
+        if look_alike:
+            other[m] = k
+            img[m] = 40 + 160 * 0.65
+        else:
+            lab[m] = k
+            img[m] = 200
+    img += rng.normal(0, 5, img.shape)
+    rgb = np.repeat(np.clip(img, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+    return rgb, lab, other
+
+
+def found(det: SAMDetect, rgb: np.ndarray, lab: np.ndarray) -> tuple[int, int]:
+    """``(detections, of them matching an object at IoU 0.5)``."""
+    out = det.detect(rgb)
+    gt, _ = Instances.from_label_image(lab)
+    return len(out), int((instances_iou(out, gt).max(axis=1) >= 0.5).sum()) if len(out) else 0
+
+
+def detector(name: str) -> SAMDetect:
+    return SAMDetect(DetectorConfig(segmenter="classical", embedder="views", store="memory", library=name))
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    return scene(1), scene(2)
+
+
+def test_every_object_of_the_example_image_labelled_drops_the_look_alikes(scenes, monkeypatch):
+    """An example image labelled in full: its other candidates are look-alikes, and the
+    same look-alikes are dropped from a new image; the objects all stay."""
+    import sam_detect.unlabelled as unlabelled
+
+    (rgb, lab, _), (rgb2, lab2, _) = scenes
+    inst, _ = Instances.from_label_image(lab)
+    det = detector("full")
+    det.add_examples(rgb, inst, ["spot"] * len(inst))
+    model = det.unlabelled_model
+    assert model["labelled"] == len(inst) and model["unlabelled"] >= 10
+    assert applies(model)
+    n_objects = int(lab2.max() > 0) and len(np.unique(lab2)) - 1
+    n, tp = found(det, rgb2, lab2)
+    assert (n, tp) == (n_objects, n_objects)
+    # the same library without the filter keeps the look-alikes: the rest of the pipeline
+    # (size, shape, contrast floors, the vote) does not tell them from the objects here
+    monkeypatch.setattr(unlabelled, "MIN_LABEL_FREQUENCY", 2.0)
+    n_without, tp_without = found(det, rgb2, lab2)
+    assert tp_without == n_objects and n_without >= n_objects + 10
+
+
+def test_examples_added_one_at_a_time_are_matched_together(scenes):
+    """Adding the same examples one by one (a click at a time) gives the model a batch gives:
+    an example added earlier is not taken for an unlabelled object."""
+    (rgb, lab, _), _ = scenes
+    inst, _ = Instances.from_label_image(lab)
+    batch = detector("batch")
+    batch.add_examples(rgb, inst, ["spot"] * len(inst))
+    single = detector("single")
+    for i in range(len(inst)):
+        single.add_examples(rgb, inst[np.array([i])], ["spot"])
+    a, b = batch.unlabelled_model, single.unlabelled_model
+    assert (b["labelled"], b["unlabelled"]) == (a["labelled"], a["unlabelled"]) == (len(inst), a["unlabelled"])
+    assert applies(b) and abs(b["c"] - a["c"]) < 0.05
+
+
+def test_a_few_examples_among_many_objects_leave_detection_as_it_was(scenes):
+    """Three examples of fifteen: the unlabelled candidates are mostly objects, so nothing is
+    dropped for looking like them (examples are partial labels)."""
+    (rgb, lab, _), (rgb2, lab2, _) = scenes
+    inst, _ = Instances.from_label_image(lab)
+    det = detector("few")
+    det.add_examples(rgb, inst[np.arange(3)], ["spot"] * 3)
+    model = det.unlabelled_model
+    assert model is None or not applies(model)
+    out = det.detect(rgb2)
+    assert not any("look like what the example images left unlabelled" in note for note in out.metadata["notes"])
+
+
+def test_rows_mark_earlier_examples_of_the_image_but_give_them_no_rows(scenes):
+    (rgb, lab, other), _ = scenes
+    inst, _ = Instances.from_label_image(lab)
+    det = detector("rows")
+    det.add_examples(rgb, inst[np.arange(4)], ["spot"] * 4)
+    pays = [p for _, _, _, ps in det.store.iter_examples("rows") for p in ps]
+    assert all(p["image_key"] == image_key(rgb) for p in pays)
+    assert sum(r[-1] for p in pays for r in p["unlabelled"]) == 4
+    # a candidate that is the image's earlier example (not an owner) is marked labelled,
+    # and its row goes with the new example, the only owner
+    from sam_detect.masks import MaskCrop
+
+    ids = np.unique(lab)[1:]
+    earlier, new = (MaskCrop.from_full(lab == i) for i in ids[:2])
+    cand = Instances.from_crops([earlier, earlier], image_hw=lab.shape)
+    cand.data.update(class_hint=["spot"] * 2, contrast=np.array([100.0, 100.0]), edge=np.array([0.3, 0.3]),
+                     stability=np.array([1.0, 1.0]))
+    out = rows_for_examples(cand, det.profile, Instances.from_crops([new, earlier], image_hw=lab.shape), owners=1)
+    assert len(out) == 1 and [r[-1] for r in out[0]] == [1.0, 1.0]
+    # a negative example is no object: its candidate stays unlabelled
+    out = rows_for_examples(cand, det.profile, Instances.from_crops([new, earlier], image_hw=lab.shape),
+                            positive=[True, False], owners=1)
+    assert [r[-1] for r in out[0]] == [0.0, 0.0]
+
+
+def test_library_show_says_whether_the_model_is_used(scenes, tmp_path):
+    (rgb, lab, _), _ = scenes
+    image = tmp_path / "spots.png"
+    labels = tmp_path / "spots_labels.png"
+    cv2.imwrite(str(image), rgb)
+    cv2.imwrite(str(labels), lab.astype(np.uint16))
+    lib = ["--library", "spots", "--library-path", tmp_path / "lib"]
+    res = run_cli("add", image, "--label", "spot", "--labels", labels, *lib)
+    assert res.exit_code == 0, res.output
+    res = run_cli("library", "show", "spots", "--library-path", tmp_path / "lib")
+    assert res.exit_code == 0, res.output
+    line = [s for s in res.stdout.splitlines() if "the example images' other candidates" in s]
+    assert len(line) == 1 and "are examples" in line[0] and "(used: candidates that look like" in line[0]
+    res = run_cli("detect", image, *lib)
+    assert res.exit_code == 0, res.output
+    assert "sam-detect: profile: the example images' other candidates:" in res.stderr
