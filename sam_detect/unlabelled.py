@@ -40,7 +40,7 @@ import numpy as np
 
 from sam_detect.instances import Instances
 
-VERSION = 1
+VERSION = 2
 #: a candidate is the labelled example it overlaps at least this much
 MATCH_IOU = 0.5
 #: the model is applied only where the examples are at least this share of their images'
@@ -60,8 +60,11 @@ MIN_PROBABILITY = 0.5
 RIDGE = 1.0
 #: folds for the out-of-fold estimate of ``c``
 FOLDS = 5
-#: the fewest labelled and unlabelled candidates a model is fitted from
+#: the fewest objects with a labelled candidate, and with an unlabelled one, a model is fitted from
 MIN_ROWS = 3
+#: candidates overlapping by this share of the smaller one are alternatives of one object
+#: (one group: they share a fold, and count once in the separation's standard error)
+GROUP_OVERLAP = 0.2
 FEATURES = ("log_contrast", "log_area", "log_area_sq", "edge", "stability", "solidity")
 
 
@@ -116,40 +119,57 @@ def _g(model: dict, x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-(z @ np.asarray(model["w"][1:]) + model["w"][0])))
 
 
-def fit(x: np.ndarray, labelled: np.ndarray) -> dict | None:
-    """The model from candidates' :func:`features` ``x`` ``(N, F)`` and which of them are
-    labelled examples ``(N,)`` bool; ``None`` with fewer than ``MIN_ROWS`` of either.
+def fit(x: np.ndarray, labelled: np.ndarray, groups: np.ndarray | None = None) -> dict | None:
+    """The model from candidates' :func:`features` ``x`` ``(N, F)``, which of them are
+    labelled examples ``(N,)`` bool, and ``groups`` ``(N,)`` int: which candidates are
+    alternatives of one object (they overlap; default: each its own). ``None`` with fewer
+    than ``MIN_ROWS`` groups holding a labelled candidate, or holding an unlabelled one.
 
-    ``{"version", "features", "mean", "sd", "w", "c", "labelled", "unlabelled"}``: ``c`` is
-    the mean out-of-fold ``g`` over the labelled rows (``FOLDS`` stratified folds, fixed
-    seed; in-sample it would be biased high by the fit itself)."""
+    ``{"version", "features", "mean", "sd", "w", "c", "separation", "separation_z",
+    "labelled", "unlabelled"}``: ``c`` is the mean out-of-fold ``g`` over the labelled rows
+    (``FOLDS`` folds of whole groups, fixed seed; in-sample it would be biased high by the
+    fit itself). The calibrated segmenter proposes each object several times, thresholded
+    and split otherwise; folds that split an object's alternatives would test the model on
+    near-copies of its training rows, and the separation would look better than it is. The
+    separation's standard error counts groups, not rows, for the same reason;
+    ``labelled`` / ``unlabelled`` count groups too."""
     x = np.asarray(x, np.float64)
     y = np.asarray(labelled, bool)
     if len(x) != len(y):
         raise ValueError(f"{len(x)} rows but {len(y)} labelled flags")
-    if y.sum() < MIN_ROWS or (~y).sum() < MIN_ROWS or not np.isfinite(x).all():
+    groups = np.arange(len(y)) if groups is None else np.asarray(groups)
+    if len(groups) != len(y):
+        raise ValueError(f"{len(y)} rows but {len(groups)} groups")
+    _, g_idx = np.unique(groups, return_inverse=True)
+    g_idx = g_idx.ravel()
+    has_labelled = np.bincount(g_idx, weights=y.astype(np.float64)) > 0
+    has_unlabelled = np.bincount(g_idx, weights=(~y).astype(np.float64)) > 0
+    n1, n0 = int(has_labelled.sum()), int(has_unlabelled.sum())
+    if n1 < MIN_ROWS or n0 < MIN_ROWS or not np.isfinite(x).all():
         return None
     yf = y.astype(np.float64)
     mean, sd, w = _logistic(x, yf)
     model = {"version": VERSION, "features": list(FEATURES), "mean": mean.tolist(), "sd": sd.tolist(), "w": w.tolist()}
     rng = np.random.default_rng(0)
-    fold = np.empty(len(y), np.int64)
-    for cls in (False, True):
-        idx = np.flatnonzero(y == cls)
-        fold[idx] = rng.permutation(len(idx)) % FOLDS
+    group_fold = np.empty(len(has_labelled), np.int64)
+    for kind in (False, True):  # each fold holds groups with and without examples
+        idx = np.flatnonzero(has_labelled == kind)
+        group_fold[idx] = rng.permutation(len(idx)) % FOLDS
+    fold = group_fold[g_idx]
     out = np.zeros(len(y))
     for k in range(FOLDS):
         held = fold == k
+        if not held.any():
+            continue
         m, s, wk = _logistic(x[~held], yf[~held])
         out[held] = _g({"mean": m, "sd": s, "w": wk}, x[held])
     from scipy.stats import rankdata
 
     ranks = rankdata(out)
     separation = (ranks[y].sum() - y.sum() * (y.sum() + 1) / 2) / (y.sum() * (~y).sum())
-    n1, n0 = int(y.sum()), int((~y).sum())
     z = (separation - 0.5) / np.sqrt((n1 + n0 + 1) / (12.0 * n1 * n0))
     model.update(c=round(float(out[y].mean()), 4), separation=round(float(separation), 4), separation_z=round(float(z), 2),
-                 labelled=int(y.sum()), unlabelled=int((~y).sum()))
+                 labelled=n1, unlabelled=n0)
     return model
 
 
@@ -178,13 +198,19 @@ def image_key(rgb: np.ndarray) -> str:
 def rows_for_examples(candidates: Instances, profile: dict | None, examples: Instances,
                       positive: Sequence[bool] | None = None, owners: int | None = None) -> list[list[list[float]]] | None:
     """Per new example of one image, the rows its payload carries (``"unlabelled"``): each
-    candidate's :func:`features` and a last column 1 (it is one of ``examples``, a positive
-    one (``positive``, default all): IoU >= ``MATCH_IOU``) or 0 (it matches no positive
-    example). The first ``owners`` of ``examples`` (default all) are the new ones that carry
-    the rows, the rest the library's earlier examples of the same image, which mark their
-    candidates but carry none: a candidate goes with the new example it is, else with the new
-    example whose box centre is nearest. ``None`` where the candidates cannot be measured."""
+    candidate's :func:`features`, its group (candidates that overlap, by ``GROUP_OVERLAP`` of
+    the smaller one, are alternatives of one object: one group, numbered within the image)
+    and a last column 1 (it is one of ``examples``, a positive one (``positive``, default
+    all): IoU >= ``MATCH_IOU``) or 0 (it matches no positive example). The first ``owners``
+    of ``examples`` (default all) are the new ones that carry the rows, the rest the
+    library's earlier examples of the same image, which mark their candidates but carry
+    none: a candidate goes with the new example it is, else with the new example whose box
+    centre is nearest. ``None`` where the candidates cannot be measured."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
     from sam_detect.eval.metrics import instances_iou
+    from sam_detect.select import overlap_pairs
 
     x = features(candidates, profile)
     owners = len(examples) if owners is None else int(owners)
@@ -201,8 +227,12 @@ def rows_for_examples(candidates: Instances, profile: dict | None, examples: Ins
     centres = lambda b: np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2], axis=1)  # noqa: E731
     dist = np.linalg.norm(centres(candidates.boxes)[:, None] - centres(examples.boxes[:owners])[None], axis=2)
     owner = np.where((iou.max(axis=1) >= MATCH_IOU) & (best < owners), best, dist.argmin(axis=1))
+    pairs = [(i, j) for i, j, frac in overlap_pairs(candidates) if frac >= GROUP_OVERLAP]
+    n = len(candidates)
+    ii, jj = (np.array(v, np.int64) for v in zip(*pairs, strict=True)) if pairs else (np.zeros(0, np.int64),) * 2
+    _, group = connected_components(coo_matrix((np.ones(len(ii)), (ii, jj)), shape=(n, n)), directed=False)
     for i, row in enumerate(x):
-        out[int(owner[i])].append([round(float(v), 4) for v in row] + [1.0 if matched[i] else 0.0])
+        out[int(owner[i])].append([round(float(v), 4) for v in row] + [float(group[i]), 1.0 if matched[i] else 0.0])
     return out
 
 
@@ -214,13 +244,20 @@ def model_from_payloads(payloads: Sequence[dict]) -> dict | None:
     for p in payloads:
         if p.get("unlabelled") is not None and p.get("image_key"):
             latest[p["image_key"]] = max(latest.get(p["image_key"], -1), int(p.get("unlabelled_at") or 0))
-    rows = [r for p in payloads
-            if not p.get("image_key") or int(p.get("unlabelled_at") or 0) == latest.get(p["image_key"], 0)
-            for r in (p.get("unlabelled") or []) if len(r) == len(FEATURES) + 1]
+    rows, groups = [], []
+    for p in payloads:
+        at = int(p.get("unlabelled_at") or 0)
+        if p.get("image_key") and at != latest.get(p["image_key"], 0):
+            continue
+        for r in p.get("unlabelled") or []:
+            if len(r) == len(FEATURES) + 2:
+                rows.append(r)
+                groups.append((p.get("image_key"), at, int(r[-2])))
     if not rows:
         return None
     a = np.asarray(rows, np.float64)
-    return fit(a[:, :-1], a[:, -1] > 0.5)
+    ids = {g: k for k, g in enumerate(dict.fromkeys(groups))}
+    return fit(a[:, :-2], a[:, -1] > 0.5, np.array([ids[g] for g in groups]))
 
 
 def describe(model: dict | None) -> list[str]:
@@ -233,10 +270,10 @@ def describe(model: dict | None) -> list[str]:
         state = f"not used: the examples are under {MIN_LABEL_FREQUENCY:.0%} of their images' objects"
     else:
         state = "not used: the examples and the rest look alike, or are too few to tell apart"
-    return [f"the example images' other candidates: {model['labelled']} are examples, {model['unlabelled']} are not; "
+    return [f"the example images' candidates: {model['labelled']} examples proposed, {model['unlabelled']} other objects or pieces; "
             f"the examples are ~{float(model['c']):.0%} of their images' objects, separation "
             f"{float(model['separation']):.2f} ({state})"]
 
 
-__all__ = ["FEATURES", "MATCH_IOU", "MIN_LABEL_FREQUENCY", "MIN_SEPARATION", "MIN_SEPARATION_Z", "MIN_PROBABILITY", "VERSION", "applies", "describe",
+__all__ = ["FEATURES", "GROUP_OVERLAP", "MATCH_IOU", "MIN_LABEL_FREQUENCY", "MIN_SEPARATION", "MIN_SEPARATION_Z", "MIN_PROBABILITY", "VERSION", "applies", "describe",
            "features", "fit", "image_key", "model_from_payloads", "probability", "rows_for_examples"]

@@ -79,14 +79,14 @@ def ground_truth(lab: np.ndarray, class_of: dict, typed: bool):
     return inst
 
 
-def draw(image, label, class_of, seed: int, d: int, typed: bool, config) -> dict | None:
+def draw(image, label, class_of, seed: int, d: int, typed: bool, config, shots: int = 16) -> dict | None:
     from sam_detect.eval.protocol import evaluate
 
     ims, labs = patches(image, label, np.random.default_rng(seed * 1000 + d))
     if not (labs[2] > 0).any():
         return None
     gt = [ground_truth(lab, class_of, typed) for lab in labs]
-    res = evaluate(ims, gt, config, shots=16, seed=d, examples_from=[0, 1], detect_on=[2],
+    res = evaluate(ims, gt, config, shots=shots, seed=d, examples_from=[0, 1], detect_on=[2],
                    curve_thresholds=(), overlays=0)
     rec = res.records[0]
     agnostic = rec.out_iou >= 0.5
@@ -114,6 +114,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2,3", help="comma-separated draw seeds")
     ap.add_argument("--draws", type=int, default=None, help="draws per seed (default: 6 for seed 0, else 10)")
     ap.add_argument("--typed", action="store_true", help="keep the nucleus types (type accuracy)")
+    ap.add_argument("--shots", type=int, default=16, help="examples per class from the two patches (default 16: most of their objects)")
     ap.add_argument("--embedder", default="views")
     ap.add_argument("--json", default=None, help="write the per-draw figures here")
     args = ap.parse_args()
@@ -133,7 +134,7 @@ def main() -> None:
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         for d in range(args.draws or (6 if seed == 0 else 10)):
-            row = draw(image, label, class_of, seed, d, args.typed, config)
+            row = draw(image, label, class_of, seed, d, args.typed, config, args.shots)
             if row is None:
                 continue
             rows.append(row)

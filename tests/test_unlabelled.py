@@ -65,18 +65,35 @@ def test_not_used_where_examples_and_the_rest_look_alike():
     assert "look alike" in describe(model)[0]
 
 
+def test_alternatives_of_one_object_share_a_fold():
+    """Each object proposed three times (alternatives: near-copies of one row), examples
+    and other objects alike: folds that split an object's alternatives test on copies of
+    the training rows and see a separation that is not there; folds of whole groups do not."""
+    rng = np.random.default_rng(7)
+    base = rng.normal(0, 1, (24, len(FEATURES)))
+    x = np.repeat(base, 3, axis=0) + rng.normal(0, 0.01, (72, len(FEATURES)))
+    y = np.repeat(np.arange(24) < 12, 3)
+    groups = np.repeat(np.arange(24), 3)
+    by_rows, by_groups = fit(x, y), fit(x, y, groups)
+    assert (by_groups["labelled"], by_groups["unlabelled"]) == (12, 12)
+    assert by_groups["separation"] < by_rows["separation"] - 0.1
+    assert not applies(by_groups)
+
+
 def test_fit_needs_rows_of_both_kinds_and_matching_lengths():
     x, y, _ = rows(5)
     assert fit(x[:32], y[:32]) is None  # 30 labelled, 2 not
     assert fit(x[28:], y[28:]) is None  # 2 labelled
     with pytest.raises(ValueError, match="100 rows but 99 labelled flags"):
         fit(x, y[:-1])
+    with pytest.raises(ValueError, match="100 rows but 3 groups"):
+        fit(x, y, [0, 1, 2])
     assert describe(None) == []
 
 
 def test_model_from_payloads_takes_each_images_latest_measurement():
     x, y, _ = rows(6)
-    r = np.column_stack([x, y]).round(4).tolist()
+    r = np.column_stack([x, np.arange(len(x)), y]).round(4).tolist()
     # an earlier measurement of image "a" that marked everything unlabelled is superseded
     stale = [row[:-1] + [0.0] for row in r]
     payloads = [{"image_key": "a", "unlabelled_at": 1, "unlabelled": stale},
@@ -233,8 +250,8 @@ def test_library_show_says_whether_the_model_is_used(scenes, tmp_path):
     assert res.exit_code == 0, res.output
     res = run_cli("library", "show", "spots", "--library-path", tmp_path / "lib")
     assert res.exit_code == 0, res.output
-    line = [s for s in res.stdout.splitlines() if "the example images' other candidates" in s]
-    assert len(line) == 1 and "are examples" in line[0] and "(used: candidates that look like" in line[0]
+    line = [s for s in res.stdout.splitlines() if "the example images' candidates" in s]
+    assert len(line) == 1 and "examples proposed" in line[0] and "(used: candidates that look like" in line[0]
     res = run_cli("detect", image, *lib)
     assert res.exit_code == 0, res.output
-    assert "sam-detect: profile: the example images' other candidates:" in res.stderr
+    assert "sam-detect: profile: the example images' candidates:" in res.stderr
