@@ -255,3 +255,34 @@ def test_library_show_says_whether_the_model_is_used(scenes, tmp_path):
     res = run_cli("detect", image, *lib)
     assert res.exit_code == 0, res.output
     assert "sam-detect: profile: the example images' candidates:" in res.stderr
+
+
+def test_a_handful_of_examples_picked_in_a_row_leave_the_other_coins_alone():
+    """Six coins of scikit-image's 24, boxed one at a time along the top row: a choice by
+    position, not at random, so they differ from the other coins by how they were picked.
+    That must not make the other coins look like what the examples left out (before
+    ``MIN_LABELLED_OBJECTS`` this found 8 coins)."""
+    from skimage import data
+
+    from sam_detect.unlabelled import MIN_LABELLED_OBJECTS
+
+    rgb = np.repeat(data.coins()[..., None], 3, axis=2)
+    # the coins' fitted disks (x, y, r), top row first (scripts/bench_examples.COINS_GT)
+    disks = [(44.4, 54.7, 20.9), (100.5, 56.2, 18.6), (155.2, 51.0, 23.1), (215.2, 51.3, 22.7),
+             (276.8, 52.5, 19.8), (332.1, 43.9, 30.3), (270.8, 119.1, 24.9), (44.7, 124.5, 20.6)]
+    det = detector("coins")
+    added = 0
+    for x, y, r in disks:
+        box = (max(x - r - 4, 0), max(y - r - 4, 0), min(x + r + 4, 383), min(y + r + 4, 302))
+        try:
+            det.add_example(rgb, box=box, label="coin")
+        except Exception:  # a box the segmenter finds nothing in (a dim coin)
+            continue
+        added += 1
+        if added == 6:
+            break
+    assert added == 6
+    model = det.unlabelled_model
+    assert model["labelled"] < MIN_LABELLED_OBJECTS and not applies(model)
+    assert "not used: fewer than 10 examples proposed" in describe(model)[0]
+    assert len(det.detect(rgb)) >= 23
