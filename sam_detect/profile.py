@@ -216,6 +216,13 @@ SPREAD_SHRINK = 0.5
 CLASS_PRIOR_WEIGHT = PRIOR_WEIGHT
 
 
+def _with_prior(own: Any, n: int, pooled: Any) -> Any:
+    """``own``, measured on a class's ``n`` examples, blended with ``pooled`` (the library's
+    examples of every class) counted as ``CLASS_PRIOR_WEIGHT`` examples."""
+    keep = n / (n + CLASS_PRIOR_WEIGHT)
+    return keep * own + (1.0 - keep) * pooled
+
+
 def _colour_evidence(ins: np.ndarray, rings: np.ndarray, spreads: Sequence[Any] | None) -> tuple[np.ndarray, Any]:
     """The median inside-minus-ring colour and the mean within-region covariance (``None``
     without ``spreads``)."""
@@ -236,10 +243,9 @@ def _direction(ins: np.ndarray, rings: np.ndarray, spreads: Sequence[Any] | None
     ``CLASS_PRIOR_WEIGHT`` examples beside these."""
     d, w = _colour_evidence(ins, rings, spreads)
     if pool is not None:
-        keep = len(ins) / (len(ins) + CLASS_PRIOR_WEIGHT)
         pd, pw = _colour_evidence(*pool)
-        d = keep * d + (1.0 - keep) * pd
-        w = None if w is None or pw is None else keep * w + (1.0 - keep) * pw
+        d = _with_prior(d, len(ins), pd)
+        w = None if w is None or pw is None else _with_prior(w, len(ins), pw)
     if w is not None and float(np.linalg.norm(d)) >= 1e-6:
         w = (1.0 - SPREAD_SHRINK) * w + SPREAD_SHRINK * (np.trace(w) / 3.0 + 1.0) * np.eye(3)
         d = np.linalg.solve(w, d)
@@ -449,8 +455,7 @@ def build_profile(examples: Iterable[tuple[str, dict]]) -> dict:
         if calibrated:
             mean_iou = np.asarray(calibrated, np.float64).mean(axis=0)
             if len(pooled_ious) > len(calibrated):  # the other classes' examples as a prior
-                keep = len(calibrated) / (len(calibrated) + CLASS_PRIOR_WEIGHT)
-                mean_iou = keep * mean_iou + (1.0 - keep) * np.asarray(pooled_ious, np.float64).mean(axis=0)
+                mean_iou = _with_prior(mean_iou, len(calibrated), np.asarray(pooled_ious, np.float64).mean(axis=0))
             chosen = _alternatives(mean_iou)
             entry["settings"] = [GRID[i].to_dict() for i in chosen]
             entry["reproduction"] = round(float(mean_iou[chosen[0]]), 3)
