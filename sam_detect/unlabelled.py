@@ -266,9 +266,11 @@ def model_from_payloads(payloads: Sequence[dict]) -> dict | None:
                 groups.append((p.get("image_key"), at, int(r[-2])))
     if not rows:
         return None
-    a = np.asarray(rows, np.float64)
-    ids = {g: k for k, g in enumerate(dict.fromkeys(groups))}
-    return fit(a[:, :-2], a[:, -1] > 0.5, np.array([ids[g] for g in groups]))
+    # one order whatever order the store yields the examples in (the folds follow it)
+    order = sorted(range(len(rows)), key=lambda i: (str(groups[i][0]), groups[i][1:], rows[i]))
+    a = np.asarray([rows[i] for i in order], np.float64)
+    ids = {g: k for k, g in enumerate(dict.fromkeys(groups[i] for i in order))}
+    return fit(a[:, :-2], a[:, -1] > 0.5, np.array([ids[groups[i]] for i in order]))
 
 
 def describe(model: dict | None) -> list[str]:

@@ -107,6 +107,17 @@ def test_model_from_payloads_takes_each_images_latest_measurement():
     assert model_from_payloads([{"shape": {}}]) is None
 
 
+def test_the_model_does_not_depend_on_the_order_the_store_yields_examples_in():
+    """Folds follow the rows' order; a store yields examples in its own order (by id)."""
+    x, y, _ = rows(8)
+    r = np.column_stack([x, np.arange(len(x)) // 2, y]).round(4).tolist()
+    payloads = [{"image_key": "a", "unlabelled_at": 1, "unlabelled": r[k:k + 10]} for k in range(0, len(r), 10)]
+    first = model_from_payloads(payloads)
+    for seed in range(3):
+        shuffled = [payloads[k] for k in np.random.default_rng(seed).permutation(len(payloads))]
+        assert model_from_payloads(shuffled) == first
+
+
 def test_image_key_tells_images_apart():
     a = np.zeros((8, 8, 3), np.uint8)
     b = a.copy()
