@@ -514,10 +514,11 @@ class SAMDetect(DetectorStages, LibraryState):
         weights = (decision or {}).get("weights")
         meta = self._library_meta() if weights else None
         views = views_of(meta.embedder_id) if meta else None
+        # the vote reads ids, labels and scores only: no payloads (masks, measurements) per hit
         if not weights or not views:
-            return self.store.search(self.config.library, vectors, top_k)
+            return self.store.search(self.config.library, vectors, top_k, with_payload=False)
         queries, factor = weighted_query(vectors, weights, views)
-        results = self.store.search(self.config.library, queries, top_k)
+        results = self.store.search(self.config.library, queries, top_k, with_payload=False)
         return [[dataclasses.replace(n, score=float(n.score) * factor) for n in hits] for hits in results]
 
     def detect_stream(self, frames: Any, **options: Any) -> Iterator[Any]:

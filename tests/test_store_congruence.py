@@ -99,6 +99,7 @@ def run_scenario(store, kind: str, dim: int = 48, n: int = 240):
         "labels0": store.labels("cong"),
     }
     out["search0"] = store.search("cong", queries, 7)
+    out["search0_bare"] = store.search("cong", queries, 7, with_payload=False)
     out["deleted_label"] = store.delete("cong", label="debris")
     out["deleted_ids"] = store.delete("cong", ids=ids[:40] + [str(uuid.uuid4())])
     out["labels1"] = store.labels("cong")
@@ -131,6 +132,14 @@ def test_backends_agree_with_the_numpy_reference(backend, kind):
             np.testing.assert_allclose(
                 [n.score for n in g_row], [n.score for n in r_row], atol=2e-5
             )
+    # without payloads: the same neighbours, labels and scores, and nothing else
+    for r_row, g_row, bare, r_bare in zip(ref["search0"], got["search0"], got["search0_bare"],
+                                          ref["search0_bare"], strict=True):
+        assert [(n.id, n.label) for n in bare] == [(n.id, n.label) for n in r_row]
+        assert [(n.id, n.label) for n in r_bare] == [(n.id, n.label) for n in r_row]
+        assert [n.payload for n in bare] == [n.payload for n in r_bare] == [{}] * len(r_row)
+        assert all(n.payload for n in g_row)  # the plain search still carries them
+        np.testing.assert_allclose([n.score for n in bare], [n.score for n in g_row], atol=1e-6)
     assert ref["count0"] == 240 and ref["big_k"] == [
         150,
         150,

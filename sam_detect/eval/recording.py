@@ -47,8 +47,8 @@ class RecordingStore:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    def search(self, name: str, queries: np.ndarray, top_k: int) -> list:
-        out = self._inner.search(name, queries, top_k)
+    def search(self, name: str, queries: np.ndarray, top_k: int, **options: Any) -> list:
+        out = self._inner.search(name, queries, top_k, **options)
         self.last = list(out) if self.last is None else [*self.last, *out]
         return out
 

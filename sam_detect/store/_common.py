@@ -25,7 +25,9 @@ from sam_detect.store.base import LibraryMeta, Neighbour
 LIBRARY_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 
 #: Payload keys the stores set themselves.
-RESERVED_PAYLOAD_KEYS = ("label",)
+#: the payload key each point's label is stored under
+LABEL_KEY = "label"
+RESERVED_PAYLOAD_KEYS = (LABEL_KEY,)
 
 #: Library sizes (examples) past which a backend is no longer the right choice, and the
 #: backend to use instead. From docs/perf_stores.md (200 queries, 2 shared CPU cores):
@@ -263,7 +265,7 @@ def upsert_all_or_nothing(
             e = s + batch
             write(
                 [
-                    (i, v.tolist(), {"label": lab, **p})
+                    (i, v.tolist(), {LABEL_KEY: lab, **p})
                     for i, v, lab, p in zip(
                         ids[s:e], vectors[s:e], labels[s:e], payloads[s:e], strict=True
                     )
@@ -327,7 +329,7 @@ def set_extra(meta: LibraryMeta, key: str, value: Any) -> LibraryMeta:
 def point_to_neighbour(point_id: Any, score: float, payload: dict[str, Any] | None) -> Neighbour:
     """A Qdrant point (id, score, payload with ``"label"``) as a :class:`Neighbour`."""
     payload = dict(payload or {})
-    label = payload.pop("label", "")
+    label = payload.pop(LABEL_KEY, "")
     return Neighbour(id=str(point_id), score=float(score), label=str(label), payload=payload)
 
 

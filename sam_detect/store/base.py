@@ -124,7 +124,7 @@ class Store(Protocol):
     The backends subclass it and share the checks every backend makes: :meth:`add`,
     :meth:`search` and :meth:`delete` check their input, then call the backend's own
     ``_insert(name, vectors, labels, payloads, ids, given_ids)``, ``_search(name, queries,
-    top_k)`` and ``_delete(name, ids, label)``; and its context manager (``with store:``
+    top_k, with_payload)`` and ``_delete(name, ids, label)``; and its context manager (``with store:``
     closes it).
     """
 
@@ -177,15 +177,24 @@ class Store(Protocol):
             self._insert(name, vecs, labels, payloads, ids, given_ids)  # type: ignore[attr-defined]
         return list(ids)
 
-    def search(self, name: str, queries: np.ndarray, top_k: int) -> list[list[Neighbour]]:
+    def search(
+        self, name: str, queries: np.ndarray, top_k: int, *, with_payload: bool = True
+    ) -> list[list[Neighbour]]:
         """Batched k-NN: ``(M, D)`` queries -> M lists of up to ``top_k`` neighbours, best
-        first; scores are cosine similarities."""
+        first; scores are cosine similarities.
+
+        ``with_payload=False``: each neighbour's ``payload`` is ``{}`` (ids, labels and
+        scores as with it). The vote needs no more, and an example's payload (its mask,
+        shape measurements, the example image's candidate rows) is most of what a search
+        would otherwise read and copy per hit: 3.4x the search time for 3,000 queries
+        on a 10-example Edge library (docs/performance.md, "Session 18").
+        """
         from sam_detect.store._common import check_top_k, check_vectors
 
         top_k = check_top_k(top_k)
         q = check_vectors(queries, self.get_meta(name).dim, name, what="queries")
         # the backend's own search: (M, D) float32 L2-normalised queries
-        return self._search(name, q, top_k)  # type: ignore[attr-defined]
+        return self._search(name, q, top_k, bool(with_payload))  # type: ignore[attr-defined]
 
     def delete(self, name: str, ids: Sequence[str] | None = None, label: str | None = None) -> int:
         """Delete examples by ids (unknown ids are ignored) or every example of ``label``;

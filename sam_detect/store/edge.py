@@ -31,6 +31,7 @@ import numpy as np
 from sam_detect.errors import LibraryError, LibraryLockedError, LibraryNotFoundError
 from sam_detect.store._common import (
     COUNT_KEY,
+    LABEL_KEY,
     check_library_name,
     check_meta,
     damaged,
@@ -292,7 +293,7 @@ class EdgeStore(Store):
             self.update_extra(name, COUNT_KEY, n)
             warn_if_large(self.backend, name, n, self._warned)
 
-    def _search(self, name: str, q: np.ndarray, top_k: int) -> list[list[Neighbour]]:
+    def _search(self, name: str, q: np.ndarray, top_k: int, with_payload: bool = True) -> list[list[Neighbour]]:
         """:meth:`Store.search`: exhaustive (exact) over segments without an index;
         approximate HNSW (``hnsw_ef``) over those :meth:`optimize` indexed, unless ``exact=True``.
         """
@@ -303,13 +304,15 @@ class EdgeStore(Store):
             if self.optimize_after and self._pending.get(name, 0) >= self.optimize_after:
                 self.optimize(name)
             params = qe.SearchParams(hnsw_ef=self.hnsw_ef, exact=self.exact)
+            # the label lives in the payload: without the rest, read only it
+            fields = True if with_payload else qe.PayloadSelector.Include([LABEL_KEY])
             out: list[list[Neighbour]] = []
             for s in range(0, len(q), QUERY_BATCH):
                 reqs = [
                     qe.QueryRequest(
                         limit=top_k,
                         query=qe.Query.Nearest(v.tolist()),
-                        with_payload=True,
+                        with_payload=fields,
                         params=params,
                     )
                     for v in q[s : s + QUERY_BATCH]

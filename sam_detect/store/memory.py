@@ -149,7 +149,7 @@ class MemoryStore(Store):
                 raise
             warn_if_large(self.backend, name, len(lib.ids), self._warned)
 
-    def _search(self, name: str, q: np.ndarray, top_k: int) -> list[list[Neighbour]]:
+    def _search(self, name: str, q: np.ndarray, top_k: int, with_payload: bool = True) -> list[list[Neighbour]]:
         """:meth:`Store.search`, exact: ties keep insertion order."""
         with self._lock:
             lib = self._get(name)
@@ -175,7 +175,7 @@ class MemoryStore(Store):
                                 id=lib.ids[j],
                                 score=float(row[j]),
                                 label=lib.labels[j],
-                                payload=copy.deepcopy(lib.payloads[j]),
+                                payload=copy.deepcopy(lib.payloads[j]) if with_payload else {},
                             )
                             for j in order
                         ]

@@ -33,6 +33,7 @@ import numpy as np
 from sam_detect.errors import LibraryError, LibraryLockedError
 from sam_detect.store._common import (
     COUNT_KEY,
+    LABEL_KEY,
     StoreConnectionError,
     check_library_name,
     check_meta,
@@ -297,13 +298,14 @@ class QdrantStore(Store):
         self._record_count(name)
         warn_if_large(self.backend, name, self.count(name), self._warned)
 
-    def _search(self, name: str, q: np.ndarray, top_k: int) -> list[list[Neighbour]]:
+    def _search(self, name: str, q: np.ndarray, top_k: int, with_payload: bool = True) -> list[list[Neighbour]]:
         from qdrant_client import models
 
+        fields = True if with_payload else [LABEL_KEY]  # the label lives in the payload
         out: list[list[Neighbour]] = []
         for s in range(0, len(q), QUERY_BATCH):
             requests = [
-                models.QueryRequest(query=v.tolist(), limit=top_k, with_payload=True)
+                models.QueryRequest(query=v.tolist(), limit=top_k, with_payload=fields)
                 for v in q[s : s + QUERY_BATCH]
             ]
             responses = self._call(self._client.query_batch_points, name, requests=requests)
