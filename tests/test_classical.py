@@ -273,6 +273,61 @@ def test_prompt_box_falls_back_to_thresholding_inside_the_box():
     assert len(b) == 1 and best_iou(b.masks[0], faint) > 0.8
 
 
+def test_prompt_point_falls_back_to_thresholding_around_the_point():
+    # the same faint object: the image-wide threshold misses it, a click on it finds it
+    img, _ = blob_image([(30, 30, 10)], fg=235, bg=10, noise=1.0)
+    faint = disk(120, 160, 80, 120, 10)
+    img[faint] = 60
+    seg = ClassicalSegmenter(threshold="otsu", threshold_scale=2.0)
+    assert len(seg.segment(img)) == 1
+    p = seg.prompt(img, point=(120, 80))
+    assert len(p) == 1 and best_iou(p.masks[0], faint) > 0.9
+    assert len(seg.prompt(img, point=(80, 100))) == 0  # background stays nothing
+    # a click off the object's centre, where the first window lies inside the object
+    big = disk(120, 160, 60, 80, 40)
+    img2, _ = blob_image([], fg=235, bg=10, noise=1.0)
+    img2[big] = 60
+    img2[disk(120, 160, 20, 140, 6)] = 250  # a bright speck sets the image-wide threshold
+    p = seg.prompt(img2, point=(70, 60))
+    assert len(p) == 1 and best_iou(p.masks[0], big) > 0.9
+
+
+def test_prompt_point_on_the_shaded_side_of_an_object():
+    # a disc lit from one side, beside brighter discs: its dark side falls below the
+    # threshold of any window that holds them, and stays part of the disc
+    img, _ = blob_image([(30, 30, 14), (30, 130, 14)], fg=240, bg=20, noise=1.0)
+    shaded = disk(120, 160, 80, 80, 20)
+    yy, xx = np.nonzero(shaded)
+    img[yy, xx] = (150 + 3 * (xx - 80)).clip(90, 210)[:, None]  # 90 on the left, 210 on the right
+    seg = ClassicalSegmenter(threshold="otsu", threshold_scale=2.0)
+    p = seg.prompt(img, point=(66, 80))  # on the dark side
+    assert len(p) == 1 and best_iou(p.masks[0], shaded) > 0.6
+
+
+def test_prompt_point_on_noise_finds_nothing():
+    rng = np.random.default_rng(0)
+    seg = ClassicalSegmenter()
+    for _ in range(5):
+        noise = rng.integers(0, 255, (96, 96)).astype(np.uint8)
+        assert len(seg.prompt(noise, point=(48, 48))) == 0
+        flat = np.full((96, 96), 90, np.uint8)
+        assert len(seg.prompt(flat, point=(48, 48))) == 0
+
+
+def test_prompt_point_on_a_coin():
+    """Real data (scikit-image's coins): a click inside the first coin gives the coin the
+    box prompt gives, where the image-wide threshold made for fluorescence sees nothing."""
+    from skimage import data
+
+    img = data.coins()
+    seg = ClassicalSegmenter()
+    coin = seg.prompt(img, box=(19, 32, 68, 78)).masks[0]
+    assert 1200 < coin.sum() < 1500
+    hits = [seg.prompt(img, point=(x, y)) for x, y in ((43, 55), (50, 62), (35, 50))]
+    assert all(len(h) == 1 for h in hits)
+    assert all(best_iou(h.masks[0], coin) > 0.9 for h in hits)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

@@ -63,6 +63,8 @@ from sam_detect.segment.classical_ops import (
 # thresholding inside a prompt box: minimum Otsu effectiveness and class contrast (0..255)
 _MIN_OTSU_EFFECTIVENESS = 0.8
 _MIN_BOX_CONTRAST = 8.0
+#: half the side of the first window a point prompt thresholds around the point (pixels)
+POINT_WINDOW = 16
 
 
 class ClassicalSegmenter:
@@ -162,7 +164,10 @@ class ClassicalSegmenter:
                 box rectangle, mask clipped to the box); if none overlaps, the thresholded
                 object inside the box (Otsu on the box, largest component).
             point: ``(2,)`` XY pixels: the instance under the point; else the thresholded
-                component under it (before size filters).
+                component under it (before size filters); else the object under it that
+                Otsu separates in a window around it, grown until the object no longer
+                reaches the window's edge (a click on a coin, whose grey levels the
+                image-wide threshold made for fluorescence puts below the threshold).
             Both: the instance under the point, clipped to the box.
 
         Returns:
@@ -186,6 +191,8 @@ class ClassicalSegmenter:
                 found = labels[sl] == lab, (sl[1].start, sl[0].start)
             elif fg_raw[y, x]:
                 found = _component_at(fg_raw, x, y)
+            else:
+                found = self._threshold_at_point(intensity, (x, y), polarity)
             if found is not None and bx is not None:
                 found = _clip_crop(*found, bx)
         else:
@@ -547,9 +554,50 @@ class ClassicalSegmenter:
         sl = slices[best - 1]
         return _clip_crop(labels[sl] == best, (sl[1].start, sl[0].start), box)
 
-    def _threshold_in_box(
-        self, intensity: np.ndarray, box: tuple[int, int, int, int], polarity: str
+    def _threshold_at_point(
+        self, intensity: np.ndarray, point: tuple[int, int], polarity: str
     ) -> tuple[np.ndarray, tuple[int, int]] | None:
+        """The object under ``point`` that Otsu separates in a window around it where the
+        object does not reach the window's edge (an image border may cut it): the first
+        window reaches ``POINT_WINDOW`` pixels from the point; one that cuts the object is
+        followed by the object's box grown by half its side (object and surroundings, as
+        a box prompt would hold them), one with nothing under the point by a window twice
+        as wide; up to the whole image. ``None`` when the point lies on the darker class
+        in every window, or no window has two clear classes."""
+        x, y = point
+        h, w = intensity.shape[:2]
+
+        def window(x0: int, y0: int, x1: int, y1: int) -> tuple[int, int, int, int]:
+            return max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+
+        r = POINT_WINDOW
+        box = window(x - r, y - r, x + r + 1, y + r + 1)
+        while True:
+            found = self._threshold_in_box(intensity, box, polarity, at=point)
+            grown = None
+            if found is not None:
+                crop, (x0, y0) = found
+                ch, cw = crop.shape
+                if not ((x0 == box[0] > 0) or (y0 == box[1] > 0) or (x0 + cw == box[2] < w)
+                        or (y0 + ch == box[3] < h)):
+                    return found
+                m = max(ch, cw) // 2 + 1
+                grown = window(min(x0 - m, box[0]), min(y0 - m, box[1]),
+                               max(x0 + cw + m, box[2]), max(y0 + ch + m, box[3]))
+            if box == (0, 0, w, h):
+                return None
+            if grown is None or grown == box:
+                r *= 2
+                grown = window(min(x - r, box[0]), min(y - r, box[1]),
+                               max(x + r + 1, box[2]), max(y + r + 1, box[3]))
+            box = grown
+
+    def _threshold_in_box(
+        self, intensity: np.ndarray, box: tuple[int, int, int, int], polarity: str,
+        at: tuple[int, int] | None = None,
+    ) -> tuple[np.ndarray, tuple[int, int]] | None:
+        """The largest object Otsu separates in ``box`` (XYXY), or the one under the point
+        ``at`` (XY, ``None`` when the point is not on it): ``(mask crop, (x0, y0))``."""
         from scipy import ndimage as ndi
         from skimage import filters
 
@@ -569,6 +617,12 @@ class ClassicalSegmenter:
         comp, n = ndi.label(fg)
         if n == 0:
             return None
+        if at is not None:
+            pick = int(comp[at[1] - y0, at[0] - x0])
+            if pick == 0:
+                return None
+            sl = ndi.find_objects(comp, max_label=pick)[pick - 1]
+            return comp[sl] == pick, (x0 + sl[1].start, y0 + sl[0].start)
         sizes = np.bincount(comp.ravel())
         sizes[0] = 0
         return comp == int(np.argmax(sizes)), (x0, y0)
