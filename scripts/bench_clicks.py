@@ -56,20 +56,45 @@ def images_and_labels(name: str) -> tuple[list, list]:
     return list(images)[:3], list(labels)[:3]
 
 
-def clicks(name: str, max_clicks: int = 150, seed: int = 0) -> dict:
+def _iou(found, mask: np.ndarray) -> float:
+    if len(found) == 0:
+        return 0.0
+    got = found.mask(0)
+    return float((got & mask).sum() / (got | mask).sum())
+
+
+def _summary(ious: list[float]) -> dict:
+    iou = np.array(ious)
+    return {"clicks": len(iou), "nothing": int((iou == 0).sum()), "iou50": round(float(np.mean(iou >= 0.5)), 3),
+            "iou80": round(float(np.mean(iou >= 0.8)), 3), "median_iou": round(float(np.median(iou)), 3)}
+
+
+def clicks(name: str, max_clicks: int = 150, examples: int = 0, seed: int = 0) -> dict:
+    """Click figures of one set: ``{"plain": ...}`` (the segmenter's own prompt), and with
+    ``examples`` > 0 also ``{"guided": ...}``: the same clicks after ``examples`` objects of
+    the first image were added as examples (``prompt_to_instances(..., label=...)``), those
+    objects not clicked."""
     from scipy import ndimage as ndi
 
+    from sam_detect import DetectorConfig, SAMDetect
     from sam_detect.eval.inputs import load_eval_image
-    from sam_detect.segment import create_segmenter
+    from sam_detect.instances import Instances
 
-    seg = create_segmenter("classical")
+    det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder="views"))
+    seg = det.segmenter
     rng = np.random.default_rng(seed)
     images, labels = images_and_labels(name)
-    ious: list[float] = []
-    for image, label in zip(images, labels, strict=True):
-        rgb = load_eval_image(image).rgb
-        label = np.asarray(label)
-        ids = [int(i) for i in np.unique(label) if i > 0]
+    loaded = [load_eval_image(image) for image in images]
+    labels = [np.asarray(label) for label in labels]
+    taken: set[int] = set()
+    if examples:
+        ids = [int(i) for i in np.unique(labels[0]) if i > 0 and (labels[0] == i).sum() >= 30]
+        taken = {int(i) for i in rng.choice(ids, min(examples, len(ids)), replace=False)}
+        masks = np.stack([labels[0] == i for i in sorted(taken)])
+        det.add_examples(loaded[0], Instances(masks=masks), ["object"] * len(masks))
+    ious: dict[str, list[float]] = {"plain": [], "guided": []} if examples else {"plain": []}
+    for k, (image, label) in enumerate(zip(loaded, labels, strict=True)):
+        ids = [int(i) for i in np.unique(label) if i > 0 and not (k == 0 and int(i) in taken)]
         rng.shuffle(ids)
         for i in ids[: max_clicks // len(images) + 1]:
             mask = label == i
@@ -77,28 +102,30 @@ def clicks(name: str, max_clicks: int = 150, seed: int = 0) -> dict:
                 continue
             depth = ndi.distance_transform_edt(mask)
             y, x = np.unravel_index(np.argmax(depth), depth.shape)
-            found = seg.prompt(rgb, point=(float(x), float(y)))
-            if len(found) == 0:
-                ious.append(0.0)
-                continue
-            got = found.mask(0)
-            ious.append(float((got & mask).sum() / (got | mask).sum()))
-    iou = np.array(ious)
-    return {"clicks": len(iou), "nothing": int((iou == 0).sum()), "iou50": round(float(np.mean(iou >= 0.5)), 3),
-            "iou80": round(float(np.mean(iou >= 0.8)), 3), "median_iou": round(float(np.median(iou)), 3)}
+            ious["plain"].append(_iou(seg.prompt(image.rgb, point=(float(x), float(y))), mask))
+            if examples:
+                try:
+                    found = det.prompt_to_instances(image, point=(float(x), float(y)), label="object")
+                except Exception:  # "no object found at point": a click that gives nothing
+                    found = Instances.empty(mask.shape)
+                ious["guided"].append(_iou(found, mask))
+    return {way: _summary(v) for way, v in ious.items()}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sets", default=DEV, help=f"comma-separated (default: the development sets, {DEV})")
     ap.add_argument("--max-clicks", type=int, default=150)
+    ap.add_argument("--examples", type=int, default=0,
+                    help="add this many objects of each set's first image as examples first, and click with them too")
     ap.add_argument("--json", default=None, help="write the figures here")
     args = ap.parse_args()
     out = {}
     for name in args.sets.split(","):
-        out[name] = r = clicks(name, args.max_clicks)
-        print(f"{name:15s} {r['clicks']:4d} clicks: nothing {r['nothing']:4d}, IoU >= 0.5 {r['iou50']:.3f}, "
-              f">= 0.8 {r['iou80']:.3f}, median {r['median_iou']:.3f}", flush=True)
+        out[name] = clicks(name, args.max_clicks, args.examples)
+        for way, r in out[name].items():
+            print(f"{name:15s} {way:6s} {r['clicks']:4d} clicks: nothing {r['nothing']:4d}, IoU >= 0.5 "
+                  f"{r['iou50']:.3f}, >= 0.8 {r['iou80']:.3f}, median {r['median_iou']:.3f}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
 

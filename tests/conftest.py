@@ -55,6 +55,30 @@ def draw_scene(seed: int, size: int = 160, n_discs: int = 3, n_squares: int = 3)
     return rgb, np.stack(masks), labels
 
 
+#: ``dots_on_a_plateau``'s dots: on the plateau, and on the dark ground around it (centres, y, x)
+PLATEAU_DOTS = [(80, 80), (80, 120), (120, 100), (150, 140), (140, 75)]
+GROUND_DOTS = [(20, 20), (20, 100), (20, 170), (100, 25), (180, 30)]
+
+
+def dots_on_a_plateau(seed: int = 0, size: int = 200, radius: int = 7):
+    """Bright dots on dark ground and on a dimmer square plateau: an image-wide threshold
+    takes the plateau and the dots on it for one object.
+
+    Returns ``(grey (H, W) uint8, plateau dots (5, H, W) bool, ground dots (5, H, W) bool)``.
+    """
+    yy, xx = np.ogrid[:size, :size]
+    img = np.full((size, size), 20.0)
+    img[60:170, 60:170] = 90
+
+    def dots(centres):
+        return np.stack([(yy - cy) ** 2 + (xx - cx) ** 2 <= radius * radius for cy, cx in centres])
+
+    on, off = dots(PLATEAU_DOTS), dots(GROUND_DOTS)
+    img[on.any(0) | off.any(0)] = 200
+    img += np.random.default_rng(seed).normal(0, 3, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8), on, off
+
+
 def write_random_sam2(path: Path, seed: int = 0) -> Path:
     """A randomly initialised SAM 2.1 tiny saved at ``path`` in the official checkpoint
     layout ``{"model": state_dict}``: no hub is reachable in tests, so this stands in for

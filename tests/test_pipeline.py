@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import dots_on_a_plateau
 
 from sam_detect import NEGATIVE, UNKNOWN, DetectorConfig, Instances, SAMDetect
 from sam_detect.errors import AnnotationError, EmbedderMismatchError, LibraryNotFoundError
@@ -84,6 +85,29 @@ def test_box_point_polygon_prompts_make_examples(scene):
     poly = [[xs.min(), ys.min()], [xs.max(), ys.min()], [xs.max(), ys.max()], [xs.min(), ys.max()]]
     ids = det.add_example(rgb, polygon=np.array(poly, float), label="disc")
     assert len(ids) == 1 and det.store.labels("p") == {"disc": 1}
+
+
+def test_a_click_follows_the_examples_of_its_label():
+    """On a dot that sits on a dimmer plateau, the segmenter's own answer to a click is the
+    plateau; with three dots of the ground as examples of "dot", a click labelled "dot" gives
+    the dot, and one with no label (or another label) the plateau as before."""
+    img, on, off = dots_on_a_plateau()
+    det = SAMDetect(store="memory", segmenter="classical", embedder="views", library="dots")
+    plain = det.prompt_to_instances(img, point=(120, 80))
+    assert plain.areas[0] > 5000  # the plateau
+    det.add_examples(img, Instances(masks=off[:3]), ["dot"] * 3)
+    guided = det.prompt_to_instances(img, point=(120, 80), label="dot")
+    assert _iou(guided.masks[0], on[1]) > 0.6 and guided.metadata["profile"] == "dot"
+    assert det.prompt_to_instances(img, point=(120, 80)).areas[0] == plain.areas[0]
+    assert det.prompt_to_instances(img, point=(120, 80), label="cell").areas[0] == plain.areas[0]
+    # where the segmenter's own answer fits the examples, it stays (a dot on the ground)
+    own = det.segmenter.prompt(img, point=(170, 20))
+    again = det.prompt_to_instances(img, point=(170, 20), label="dot")
+    assert np.array_equal(again.masks[0], own.masks[0])
+    # add_example passes its label: the example is the dot
+    det.add_example(img, point=(100, 120), label="dot")
+    areas = [pay["area"] for _, _, _, pays in det.store.iter_examples("dots") for pay in pays]
+    assert len(areas) == 4 and max(areas) < 300
 
 
 @pytest.mark.parametrize(

@@ -286,6 +286,33 @@ def test_click_gives_the_mask_under_the_point(client):
         assert bx[0] <= x < bx[2] and bx[1] <= y < bx[3]
 
 
+def test_a_click_with_a_label_follows_its_examples(client, folder):
+    """The page sends the label it will give the mask: a click on a dot that sits on a
+    dimmer plateau is the plateau without examples, and the dot once three dots are examples."""
+    from conftest import dots_on_a_plateau
+
+    img, on, off = dots_on_a_plateau()
+    Image.fromarray(img).save(folder / "dots.png")
+    size = img.shape
+
+    def click(x, y, **extra):
+        r = client.post("/api/prompt", json={"path": "dots.png", "point": [x, y], **extra}, headers=H)
+        assert r.status_code == 200, r.text
+        return r.json()["candidate"]
+
+    assert click(120.5, 80.5, label="dot")["area"] > 5000  # no examples yet: the plateau
+    ids = []
+    for k in range(3):
+        cy, cx = np.argwhere(off[k]).mean(axis=0)
+        cand = click(cx + 0.5, cy + 0.5)
+        assert iou(runs_to_mask(cand["mask"], size), off[k]) > 0.8
+        ids.append(cand["id"])
+    accept(client, ids, "dot", path="dots.png")
+    got = runs_to_mask(click(120.5, 80.5, label="dot")["mask"], size)
+    assert iou(got, on[1]) > 0.6
+    assert click(120.5, 80.5)["area"] > 5000  # no label: the segmenter's own answer
+
+
 def test_box_prompt_and_bad_prompts(client):
     _, masks, _ = scene()
     r = client.post("/api/prompt", json={"path": "scene.png", "box": [15, 80, 45, 112]}, headers=H)

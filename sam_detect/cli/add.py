@@ -97,7 +97,8 @@ def add(image, label, negative, boxes, points, mask_path, polygon_path, labels_p
         if boxes or points:
             found = [
                 detector.prompt_to_instances(loaded, box=_numbers(b, 4, "--box", "--box")) for b in boxes
-            ] + [detector.prompt_to_instances(loaded, point=_numbers(p, 2, "--point", "--point")) for p in points]
+            ] + [detector.prompt_to_instances(loaded, point=_numbers(p, 2, "--point", "--point"), label=label)
+                 for p in points]
             inst = Instances.merge(found)
             inst.labels[:] = label
         elif mask_path:

@@ -123,6 +123,8 @@ class ViewIn(BaseModel):
 class PromptIn(ViewIn):
     point: list[float] | None = Field(None, min_length=2, max_length=2)
     box: list[float] | None = Field(None, min_length=4, max_length=4)
+    # the label the object is meant as: a click then follows that class's examples
+    label: str | None = Field(None, max_length=100)
 
 
 class DetectIn(ViewIn):
@@ -306,7 +308,8 @@ def create_app(session: AnnotationSession, *, allowed_hosts: list[str] | None = 
 
     @app.post("/api/prompt")
     def prompt(body: PromptIn) -> dict[str, Any]:
-        return app.state.session.prompt(body.path, body.view(), point=body.point, box=body.box)
+        return app.state.session.prompt(body.path, body.view(), point=body.point, box=body.box,
+                                        label=body.label or None)
 
     @app.post("/api/detect")
     def detect(body: DetectIn) -> dict[str, Any]:

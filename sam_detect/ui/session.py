@@ -200,8 +200,11 @@ class AnnotationSession:
         *,
         point: Sequence[float] | None = None,
         box: Sequence[float] | None = None,
+        label: str | None = None,
     ) -> dict[str, Any]:
-        """Turn a click (``point`` XY) or a drag (``box`` XYXY) into a candidate mask.
+        """Turn a click (``point`` XY) or a drag (``box`` XYXY) into a candidate mask;
+        ``label``, the class the object is meant as, lets a click follow the library's
+        examples of it (``SAMDetect.prompt_to_instances``).
 
         Returns ``{"candidate": {...}, "seconds": float}``; the candidate carries its ``id``
         (pass it to :meth:`accept`), ``mask`` (runs), ``box`` and ``area``.
@@ -218,6 +221,7 @@ class AnnotationSession:
                 loaded,
                 point=None if point is None else [float(v) for v in point],
                 box=None if box is None else [float(v) for v in box],
+                label=label,
             )
             mask = copy_of(inst, 0)
             cand = self._remember(

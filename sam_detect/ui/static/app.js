@@ -287,7 +287,9 @@ async function promptAt(where) {
   if (!S.current) return;
   const t0 = performance.now();
   await work("finding the object…", async () => {
-    const r = await api("POST", "/api/prompt", { ...viewBody(), ...where });
+    // the label the object will likely get: a click then follows that class's examples
+    const label = $("label").value || lastLabel();
+    const r = await api("POST", "/api/prompt", { ...viewBody(), ...where, ...(label ? { label } : {}) });
     const c = r.candidate;
     S.pending = { ...c, _dm: decodeMask(c.mask, [0, 229, 255], 0.45) };
     S.selected = null;
