@@ -267,6 +267,7 @@ class SAMDetect(DetectorStages, LibraryState):
         x the share of the calibrated settings that agree; the segmenter's own answer counts
         its fit alone). ``own_prompt`` as it is where there is no profile of ``label`` or
         the segmenter does not propose from one."""
+        label = label.strip() if isinstance(label, str) else None  # as the label policy stores it
         profile = self.profile if label not in (None, NEGATIVE) and self._own_segmenter() is not None else None
         entry = ((profile or {}).get("classes") or {}).get(label)
         if entry is None:

@@ -98,6 +98,8 @@ def test_a_click_follows_the_examples_of_its_label():
     det.add_examples(img, Instances(masks=off[:3]), ["dot"] * 3)
     guided = det.prompt_to_instances(img, point=(120, 80), label="dot")
     assert _iou(guided.masks[0], on[1]) > 0.6 and guided.metadata["profile"] == "dot"
+    typed = det.prompt_to_instances(img, point=(120, 80), label=" dot ")  # as a UI field holds it
+    assert np.array_equal(typed.masks[0], guided.masks[0])
     assert det.prompt_to_instances(img, point=(120, 80)).areas[0] == plain.areas[0]
     assert det.prompt_to_instances(img, point=(120, 80), label="cell").areas[0] == plain.areas[0]
     # where the segmenter's own answer fits the examples, it stays (a dot on the ground)
