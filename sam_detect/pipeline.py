@@ -26,14 +26,25 @@ from sam_detect.library_state import LibraryState
 
 log = logging.getLogger("sam_detect")
 
-#: a click on an image where the library has examples of the class takes the candidate the
-#: examples' profile proposes under it only where that fits the examples at least this many
-#: times as well as the segmenter's own answer (``SAMDetect._prompt_from_examples``). Chosen
+#: a click (or box) on an image where the library has examples of the class takes the
+#: candidate the examples' profile proposes there only where that fits the examples at least
+#: this many times as well as the segmenter's own answer (``SAMDetect._prompt_from_examples``). Chosen
 #: on the development sets (scripts/bench_clicks.py --examples 5; clicks with IoU >= 0.5):
 #: 1 gave the H&E stroma crop 0.369 -> 0.550 but cost the rescaled nuclei of dev_zoom 0.905
 #: -> 0.791 (the examples' sizes at another magnification); 2 keeps most of the gain (0.456,
 #: neurocytes 0.513 -> 0.709, macrophages 0.048 -> 0.280) and costs at most 0.02; 4 little of either
 PROMPT_MARGIN = 2.0
+
+
+def _box_iou(instances: Instances, box: Sequence[float], inside: bool = False) -> np.ndarray:
+    """``(N,)`` float64: each mask's IoU with the rectangle ``box`` (XYXY pixels), or with
+    ``inside`` the share of each mask inside it."""
+    x0, y0, x1, y1 = (int(np.floor(box[0])), int(np.floor(box[1])), int(np.ceil(box[2])), int(np.ceil(box[3])))
+    hits = np.array([c.region(x0, y0, x1, y1).sum() for c in instances.crops], np.float64)
+    areas = instances.areas.astype(np.float64)
+    if inside:
+        return hits / np.maximum(areas, 1.0)
+    return hits / np.maximum(areas + (x1 - x0) * (y1 - y0) - hits, 1.0)
 
 
 class SAMDetect(DetectorStages, LibraryState):
@@ -230,11 +241,10 @@ class SAMDetect(DetectorStages, LibraryState):
     ) -> Instances:
         """Turn exactly one of mask/box/point/polygon into one instance on ``image``.
 
-        ``label``: the class the object is meant as. A point on an image where the library
-        has examples of that class takes the candidate under it that ``detect`` would
-        propose for the class and that fits its examples best (:meth:`_prompt_from_examples`);
-        without examples, or where no such candidate lies under the point, the segmenter's
-        own prompt."""
+        ``label``: the class the object is meant as. A point or box on an image where the
+        library has examples of that class may take the candidate there that ``detect``
+        would propose for the class and that fits its examples best
+        (:meth:`_prompt_from_examples`); without examples, the segmenter's own prompt."""
         from sam_detect.masks import polygons_to_mask, validate_box, validate_point
 
         loaded = self._load(image)
@@ -248,25 +258,28 @@ class SAMDetect(DetectorStages, LibraryState):
             return Instances(masks=self._check_mask(polygons_to_mask(polygon, hw), hw)[None])
         if box is not None:
             b = validate_box(box, hw)
-            found = self.segmenter.prompt(loaded.rgb, box=b)
+            found = self._prompt_from_examples(loaded.rgb, label, self.segmenter.prompt(loaded.rgb, box=b), box=b)
             if len(found) == 0:
                 raise AnnotationError(f"no object found in box {','.join(f'{v:g}' for v in b)}")
             return found[:1]
         p = validate_point(point, hw)
-        found = self._prompt_from_examples(loaded.rgb, p, label, self.segmenter.prompt(loaded.rgb, point=p))
+        found = self._prompt_from_examples(loaded.rgb, label, self.segmenter.prompt(loaded.rgb, point=p), point=p)
         if len(found) == 0:
             raise AnnotationError(f"no object found at point {p[0]:g},{p[1]:g}")
         return found[:1]
 
-    def _prompt_from_examples(self, rgb: np.ndarray, point: Sequence[float], label: str | None,
-                              own_prompt: Instances) -> Instances:
-        """What a click at ``point`` (XY) on ``rgb`` means for ``label``: among the segmenter's
-        own answer ``own_prompt`` and the candidates under the point that the library's
-        profile proposes for ``label`` (as ``detect`` proposes them), the one that fits the
-        class's examples best (``select.quality`` without a similarity: size and shape fit
-        x the share of the calibrated settings that agree; the segmenter's own answer counts
-        its fit alone). ``own_prompt`` as it is where there is no profile of ``label`` or
-        the segmenter does not propose from one."""
+    def _prompt_from_examples(self, rgb: np.ndarray, label: str | None, own_prompt: Instances, *,
+                              point: Sequence[float] | None = None, box: Sequence[float] | None = None) -> Instances:
+        """What a click at ``point`` (XY) or a box ``box`` (XYXY) on ``rgb`` means for
+        ``label``: the segmenter's own answer ``own_prompt``, or the candidate the library's
+        profile proposes for ``label`` (as ``detect`` proposes them) under the point, or with
+        at least half of it inside the box, that fits the class's examples best. Scores:
+        ``select.quality`` without a similarity (size and shape fit x the share of the
+        calibrated settings that agree; the segmenter's own answer counts its fit alone),
+        for a box times the mask's IoU with the box's rectangle; the profile's candidate is
+        taken where it scores at least ``PROMPT_MARGIN`` times the own answer. ``own_prompt``
+        as it is where there is no profile of ``label`` or the segmenter does not propose
+        from one."""
         label = label.strip() if isinstance(label, str) else None  # as the label policy stores it
         profile = self.profile if label not in (None, NEGATIVE) and self._own_segmenter() is not None else None
         entry = ((profile or {}).get("classes") or {}).get(label)
@@ -277,7 +290,7 @@ class SAMDetect(DetectorStages, LibraryState):
         from sam_detect.select import quality
         from sam_detect.unlabelled import image_key
 
-        # clicks follow one another on one image: its proposals are made once per label and
+        # prompts follow one another on one image: its proposals are made once per label and
         # library size (0.22 s a HeLa frame, against 2 ms for the segmenter's cached answer)
         key = (image_key(rgb), label, self.store.count(self.config.library))
         if self._prompt_proposals is not None and self._prompt_proposals[0] == key:
@@ -288,17 +301,27 @@ class SAMDetect(DetectorStages, LibraryState):
             own = at_scale(own, candidates.metadata.get("size_shift") or {})
             candidates, _ = size_filter(candidates, own)
             self._prompt_proposals = (key, (candidates, own))
-        x, y = int(point[0]), int(point[1])
-        candidates = candidates[np.array([c.contains(x, y) for c in candidates.crops], bool)]
+
+        def scores(inst: Instances) -> np.ndarray:
+            score = quality(inst, np.ones(len(inst)), fit_scores(inst, [label] * len(inst), own))
+            if box is not None:
+                score = score * _box_iou(inst, box)
+            return score
+
+        if box is not None:
+            within = _box_iou(candidates, box, inside=True) >= 0.5
+        else:
+            within = np.array([c.contains(point[0], point[1]) for c in candidates.crops], bool)
+        candidates = candidates[within]
         if not len(candidates):
             return own_prompt
-        score = quality(candidates, np.ones(len(candidates)), fit_scores(candidates, [label] * len(candidates), own))
+        score = scores(candidates)
         best = int(np.argmax(score))
-        if len(own_prompt) and PROMPT_MARGIN * quality(own_prompt, np.ones(1), fit_scores(own_prompt, [label], own))[0] \
-                >= score[best]:
+        if len(own_prompt) and PROMPT_MARGIN * scores(own_prompt[:1])[0] >= score[best]:
             return own_prompt
         found = candidates[[best]]
-        found.metadata.update({"segmenter": self.segmenter.name, "prompt": "point", "profile": label})
+        found.metadata.update({"segmenter": self.segmenter.name, "prompt": "box" if box is not None else "point",
+                               "profile": label})
         return found
 
     def add_example(

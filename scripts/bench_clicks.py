@@ -1,8 +1,9 @@
 #!/usr/bin/env python
-"""Point prompts (a click, ``add --point``, the UI's first click) without examples.
+"""Point and box prompts (a click, ``add --point`` / ``--box``, the UI), without and with examples.
 
 Each annotated object is clicked once at its innermost point (the maximum of its distance
-transform) and the classical segmenter's mask for the click is scored against the object:
+transform), or with ``--prompt box`` boxed by its box grown by a tenth of its longer side,
+and the classical segmenter's mask for the prompt is scored against the object:
 how many clicks give nothing, the share with IoU >= 0.5 and >= 0.8, and the median IoU (a
 click that gives nothing counts 0).
 
@@ -69,7 +70,16 @@ def _summary(ious: list[float]) -> dict:
             "iou80": round(float(np.mean(iou >= 0.8)), 3), "median_iou": round(float(np.median(iou)), 3)}
 
 
-def clicks(name: str, max_clicks: int = 150, examples: int = 0, seed: int = 0) -> dict:
+def loose_box(mask: np.ndarray) -> tuple[float, float, float, float]:
+    """The mask's box (XYXY, exclusive ends) grown by a tenth of its longer side and a pixel on
+    every side, within the image: a box a user draws around an object."""
+    ys, xs = np.nonzero(mask)
+    pad = 0.1 * max(np.ptp(ys), np.ptp(xs)) + 1
+    h, w = mask.shape
+    return (max(xs.min() - pad, 0.0), max(ys.min() - pad, 0.0), min(xs.max() + 1 + pad, w), min(ys.max() + 1 + pad, h))
+
+
+def clicks(name: str, max_clicks: int = 150, examples: int = 0, seed: int = 0, prompt: str = "point") -> dict:
     """Click figures of one set: ``{"plain": ...}`` (the segmenter's own prompt), and with
     ``examples`` > 0 also ``{"guided": ...}``: the same clicks after ``examples`` objects of
     the first image were added as examples (``prompt_to_instances(..., label=...)``), those
@@ -100,12 +110,16 @@ def clicks(name: str, max_clicks: int = 150, examples: int = 0, seed: int = 0) -
             mask = label == i
             if mask.sum() < 30:
                 continue
-            depth = ndi.distance_transform_edt(mask)
-            y, x = np.unravel_index(np.argmax(depth), depth.shape)
-            ious["plain"].append(_iou(seg.prompt(image.rgb, point=(float(x), float(y))), mask))
+            if prompt == "box":
+                where = {"box": loose_box(mask)}
+            else:
+                depth = ndi.distance_transform_edt(mask)
+                y, x = np.unravel_index(np.argmax(depth), depth.shape)
+                where = {"point": (float(x), float(y))}
+            ious["plain"].append(_iou(seg.prompt(image.rgb, **where), mask))
             if examples:
                 try:
-                    found = det.prompt_to_instances(image, point=(float(x), float(y)), label="object")
+                    found = det.prompt_to_instances(image, label="object", **where)
                 except Exception:  # "no object found at point": a click that gives nothing
                     found = Instances.empty(mask.shape)
                 ious["guided"].append(_iou(found, mask))
@@ -118,11 +132,13 @@ def main() -> None:
     ap.add_argument("--max-clicks", type=int, default=150)
     ap.add_argument("--examples", type=int, default=0,
                     help="add this many objects of each set's first image as examples first, and click with them too")
+    ap.add_argument("--prompt", default="point", choices=["point", "box"],
+                    help="click each object's innermost point, or draw its box grown by a tenth")
     ap.add_argument("--json", default=None, help="write the figures here")
     args = ap.parse_args()
     out = {}
     for name in args.sets.split(","):
-        out[name] = clicks(name, args.max_clicks, args.examples)
+        out[name] = clicks(name, args.max_clicks, args.examples, prompt=args.prompt)
         for way, r in out[name].items():
             print(f"{name:15s} {way:6s} {r['clicks']:4d} clicks: nothing {r['nothing']:4d}, IoU >= 0.5 "
                   f"{r['iou50']:.3f}, >= 0.8 {r['iou80']:.3f}, median {r['median_iou']:.3f}", flush=True)

@@ -262,24 +262,26 @@ def test_prompt_point_on_object_filtered_by_area():
     assert len(p) == 1 and best_iou(p.masks[0], truth == 1) > 0.6
 
 
-def test_prompt_box_falls_back_to_thresholding_inside_the_box():
-    # a faint object that the global threshold misses next to a bright one
-    img, truth = blob_image([(30, 30, 10)], fg=235, bg=10, noise=1.0)
-    faint = disk(120, 160, 80, 120, 10)
-    img[faint] = 60
-    seg = ClassicalSegmenter(threshold="otsu", threshold_scale=2.0)
-    assert len(seg.segment(img)) == 1
-    b = seg.prompt(img, box=(100, 60, 140, 100))
-    assert len(b) == 1 and best_iou(b.masks[0], faint) > 0.8
-
-
-def test_prompt_point_falls_back_to_thresholding_around_the_point():
-    # the same faint object: the image-wide threshold misses it, a click on it finds it
+def faint_beside_bright():
+    """``(image, faint object's mask, segmenter)``: a faint object that the segmenter's
+    image-wide threshold misses, next to a bright one it finds."""
     img, _ = blob_image([(30, 30, 10)], fg=235, bg=10, noise=1.0)
     faint = disk(120, 160, 80, 120, 10)
     img[faint] = 60
     seg = ClassicalSegmenter(threshold="otsu", threshold_scale=2.0)
     assert len(seg.segment(img)) == 1
+    return img, faint, seg
+
+
+def test_prompt_box_falls_back_to_thresholding_inside_the_box():
+    img, faint, seg = faint_beside_bright()
+    b = seg.prompt(img, box=(100, 60, 140, 100))
+    assert len(b) == 1 and best_iou(b.masks[0], faint) > 0.8
+
+
+def test_prompt_point_falls_back_to_thresholding_around_the_point():
+    # a click on the faint object finds it too
+    img, faint, seg = faint_beside_bright()
     p = seg.prompt(img, point=(120, 80))
     assert len(p) == 1 and best_iou(p.masks[0], faint) > 0.9
     assert len(seg.prompt(img, point=(80, 100))) == 0  # background stays nothing

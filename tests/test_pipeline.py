@@ -112,6 +112,24 @@ def test_a_click_follows_the_examples_of_its_label():
     assert len(areas) == 4 and max(areas) < 300
 
 
+def test_a_box_follows_the_examples_of_its_label():
+    """The choice for a box: a plateau answer (what an image-wide threshold gives) is
+    replaced by the dot the examples' profile proposes inside the box; a dot answer stays."""
+    img, on, off = dots_on_a_plateau()
+    det = SAMDetect(store="memory", segmenter="classical", embedder="views", library="dots")
+    det.add_examples(img, Instances(masks=off[:3]), ["dot"] * 3)
+    ys, xs = np.nonzero(on[2])
+    box = (xs.min() - 6.0, ys.min() - 6.0, xs.max() + 7.0, ys.max() + 7.0)
+    plateau = Instances(masks=(img > 60)[None] & ~np.any(off, axis=0)[None])
+    chosen = det._prompt_from_examples(img, "dot", plateau, box=box)
+    assert _iou(chosen.masks[0], on[2]) > 0.6 and chosen.metadata["prompt"] == "box"
+    dot = Instances(masks=on[2][None])
+    assert det._prompt_from_examples(img, "dot", dot, box=box) is dot
+    assert det._prompt_from_examples(img, None, plateau, box=box) is plateau  # no label: as given
+    # through the public path: the segmenter's own box answer is the dot, and it stays
+    assert _iou(det.prompt_to_instances(img, box=box, label="dot").masks[0], on[2]) > 0.9
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

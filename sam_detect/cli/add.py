@@ -96,7 +96,7 @@ def add(image, label, negative, boxes, points, mask_path, polygon_path, labels_p
         detector.open_library()  # a library in use or damaged fails now, before any model loads
         if boxes or points:
             found = [
-                detector.prompt_to_instances(loaded, box=_numbers(b, 4, "--box", "--box")) for b in boxes
+                detector.prompt_to_instances(loaded, box=_numbers(b, 4, "--box", "--box"), label=label) for b in boxes
             ] + [detector.prompt_to_instances(loaded, point=_numbers(p, 2, "--point", "--point"), label=label)
                  for p in points]
             inst = Instances.merge(found)
