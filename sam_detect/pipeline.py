@@ -26,27 +26,6 @@ from sam_detect.library_state import LibraryState
 
 log = logging.getLogger("sam_detect")
 
-#: a click (or box) on an image where the library has examples of the class takes the
-#: candidate the examples' profile proposes there only where that fits the examples at least
-#: this many times as well as the segmenter's own answer (``SAMDetect._prompt_from_examples``). Chosen
-#: on the development sets (scripts/bench_clicks.py --examples 5; clicks with IoU >= 0.5):
-#: 1 gave the H&E stroma crop 0.369 -> 0.550 but cost the rescaled nuclei of dev_zoom 0.905
-#: -> 0.791 (the examples' sizes at another magnification); 2 keeps most of the gain (0.456,
-#: neurocytes 0.513 -> 0.709, macrophages 0.048 -> 0.280) and costs at most 0.02; 4 little of either
-PROMPT_MARGIN = 2.0
-
-
-def _box_iou(instances: Instances, box: Sequence[float], inside: bool = False) -> np.ndarray:
-    """``(N,)`` float64: each mask's IoU with the rectangle ``box`` (XYXY pixels), or with
-    ``inside`` the share of each mask inside it."""
-    x0, y0, x1, y1 = (int(np.floor(box[0])), int(np.floor(box[1])), int(np.ceil(box[2])), int(np.ceil(box[3])))
-    hits = np.array([c.region(x0, y0, x1, y1).sum() for c in instances.crops], np.float64)
-    areas = instances.areas.astype(np.float64)
-    if inside:
-        return hits / np.maximum(areas, 1.0)
-    return hits / np.maximum(areas + (x1 - x0) * (y1 - y0) - hits, 1.0)
-
-
 class SAMDetect(DetectorStages, LibraryState):
     """Few-shot detector: add labelled examples, then detect similar objects.
 
@@ -271,23 +250,18 @@ class SAMDetect(DetectorStages, LibraryState):
     def _prompt_from_examples(self, rgb: np.ndarray, label: str | None, own_prompt: Instances, *,
                               point: Sequence[float] | None = None, box: Sequence[float] | None = None) -> Instances:
         """What a click at ``point`` (XY) or a box ``box`` (XYXY) on ``rgb`` means for
-        ``label``: the segmenter's own answer ``own_prompt``, or the candidate the library's
-        profile proposes for ``label`` (as ``detect`` proposes them) under the point, or with
-        at least half of it inside the box, that fits the class's examples best. Scores:
-        ``select.quality`` without a similarity (size and shape fit x the share of the
-        calibrated settings that agree; the segmenter's own answer counts its fit alone),
-        for a box times the mask's IoU with the box's rectangle; the profile's candidate is
-        taken where it scores at least ``PROMPT_MARGIN`` times the own answer. ``own_prompt``
-        as it is where there is no profile of ``label`` or the segmenter does not propose
-        from one."""
+        ``label`` (:func:`sam_detect.select.choose_prompt`), among the segmenter's own answer
+        ``own_prompt`` and what the library's profile proposes for ``label`` as ``detect``
+        proposes it; ``own_prompt`` as it is where there is no profile of ``label`` or the
+        segmenter does not propose from one."""
         label = label.strip() if isinstance(label, str) else None  # as the label policy stores it
         profile = self.profile if label not in (None, NEGATIVE) and self._own_segmenter() is not None else None
         entry = ((profile or {}).get("classes") or {}).get(label)
         if entry is None:
             return own_prompt
-        from sam_detect.profile import at_scale, fit_scores, size_filter
+        from sam_detect.profile import at_scale, size_filter
         from sam_detect.segment.base import segment_with_profile
-        from sam_detect.select import quality
+        from sam_detect.select import choose_prompt
         from sam_detect.unlabelled import image_key
 
         # prompts follow one another on one image: its proposals are made once per label and
@@ -301,27 +275,9 @@ class SAMDetect(DetectorStages, LibraryState):
             own = at_scale(own, candidates.metadata.get("size_shift") or {})
             candidates, _ = size_filter(candidates, own)
             self._prompt_proposals = (key, (candidates, own))
-
-        def scores(inst: Instances) -> np.ndarray:
-            score = quality(inst, np.ones(len(inst)), fit_scores(inst, [label] * len(inst), own))
-            if box is not None:
-                score = score * _box_iou(inst, box)
-            return score
-
-        if box is not None:
-            within = _box_iou(candidates, box, inside=True) >= 0.5
-        else:
-            within = np.array([c.contains(point[0], point[1]) for c in candidates.crops], bool)
-        candidates = candidates[within]
-        if not len(candidates):
-            return own_prompt
-        score = scores(candidates)
-        best = int(np.argmax(score))
-        if len(own_prompt) and PROMPT_MARGIN * scores(own_prompt[:1])[0] >= score[best]:
-            return own_prompt
-        found = candidates[[best]]
-        found.metadata.update({"segmenter": self.segmenter.name, "prompt": "box" if box is not None else "point",
-                               "profile": label})
+        found = choose_prompt(own_prompt, candidates, label, own, point=point, box=box)
+        if found is not own_prompt:
+            found.metadata["segmenter"] = self.segmenter.name
         return found
 
     def add_example(

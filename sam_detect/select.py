@@ -26,6 +26,14 @@ FIT_WEIGHT = 0.5
 #: ... x stability ** STABILITY_WEIGHT, where the segmenter says how many of its settings
 #: agree on the candidate's outline (``data["stability"]``)
 STABILITY_WEIGHT = 0.5
+#: a click (or box) on an image where the library has examples of the class takes the
+#: candidate the examples' profile proposes there only where that fits the examples at least
+#: this many times as well as the segmenter's own answer (:func:`choose_prompt`). Chosen on
+#: the development sets (scripts/bench_clicks.py --examples 5; clicks with IoU >= 0.5): 1
+#: gave the H&E stroma crop 0.369 -> 0.550 but cost the rescaled nuclei of dev_zoom 0.905 ->
+#: 0.791 (the examples' sizes at another magnification); 2 keeps most of the gain (0.456,
+#: neurocytes 0.513 -> 0.709, macrophages 0.048 -> 0.280) and costs at most 0.02; 4 little of either
+PROMPT_MARGIN = 2.0
 
 
 def overlap_pairs(instances: Instances) -> list[tuple[int, int, float]]:
@@ -174,6 +182,48 @@ def quality(candidates: Instances, similarity: np.ndarray, fit: np.ndarray) -> n
     return score
 
 
+def box_overlap(instances: Instances, box: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """``(iou, inside)``, each ``(N,)`` float64: each mask's IoU with the rectangle ``box``
+    (XYXY pixels, ends rounded outwards) and the share of the mask inside it."""
+    x0, y0, x1, y1 = (int(np.floor(box[0])), int(np.floor(box[1])), int(np.ceil(box[2])), int(np.ceil(box[3])))
+    hits = np.array([c.region(x0, y0, x1, y1).sum() for c in instances.crops], np.float64)
+    areas = instances.areas.astype(np.float64)
+    return (hits / np.maximum(areas + (x1 - x0) * (y1 - y0) - hits, 1.0), hits / np.maximum(areas, 1.0))
+
+
+def choose_prompt(own: Instances, candidates: Instances, label: str, profile: dict, *,
+                  point: Sequence[float] | None = None, box: Sequence[float] | None = None) -> Instances:
+    """What a click at ``point`` (XY) or a box ``box`` (XYXY) means for ``label``: the
+    segmenter's own answer ``own`` (0 or 1 instance), or the one of ``candidates`` (the
+    proposals of ``profile`` for ``label``, as ``detect`` makes them) under the point, or
+    with at least half of it inside the box, that fits the class's examples best.
+
+    Scores: :func:`quality` without a similarity (size and shape fit x stability; ``own``
+    counts its fit alone), for a box times the mask's IoU with the box's rectangle. The
+    best candidate is taken where it scores at least ``PROMPT_MARGIN`` times ``own``.
+    """
+    from sam_detect.profile import fit_scores
+
+    def scores(inst: Instances) -> np.ndarray:
+        score = quality(inst, np.ones(len(inst)), fit_scores(inst, [label] * len(inst), profile))
+        return score * box_overlap(inst, box)[0] if box is not None else score
+
+    if box is not None:
+        within = box_overlap(candidates, box)[1] >= 0.5
+    else:
+        within = np.array([c.contains(point[0], point[1]) for c in candidates.crops], bool)
+    candidates = candidates[within]
+    if not len(candidates):
+        return own
+    score = scores(candidates)
+    best = int(np.argmax(score))
+    if len(own) and PROMPT_MARGIN * scores(own[:1])[0] >= score[best]:
+        return own
+    found = candidates[[best]]
+    found.metadata.update({"prompt": "box" if box is not None else "point", "profile": label})
+    return found
+
+
 def decide(
     candidates: Instances,
     neighbours: Sequence[Sequence[Any]],
@@ -230,4 +280,5 @@ def decide(
     return Decision(labels, conf, sim, fit, keep.astype(np.int64), words)
 
 
-__all__ = ["MAX_OVERLAP", "Decision", "decide", "overlap_pairs", "covering_parts", "fragmented_wholes", "quality", "select", "wholes_first"]
+__all__ = ["MAX_OVERLAP", "PROMPT_MARGIN", "Decision", "box_overlap", "choose_prompt", "decide", "overlap_pairs",
+           "covering_parts", "fragmented_wholes", "quality", "select", "wholes_first"]

@@ -126,6 +126,12 @@ def test_a_box_follows_the_examples_of_its_label():
     dot = Instances(masks=on[2][None])
     assert det._prompt_from_examples(img, "dot", dot, box=box) is dot
     assert det._prompt_from_examples(img, None, plateau, box=box) is plateau  # no label: as given
+    # the rule itself: nothing inside the box, or an own answer as good, keeps the own answer
+    from sam_detect.select import choose_prompt
+
+    far = (0.0, 190.0, 10.0, 200.0)
+    assert choose_prompt(plateau, Instances(masks=on[2][None]), "dot", det.profile, box=far) is plateau
+    assert choose_prompt(dot, Instances(masks=on[2][None]), "dot", det.profile, box=box) is dot
     # through the public path: the segmenter's own box answer is the dot, and it stays
     assert _iou(det.prompt_to_instances(img, box=box, label="dot").masks[0], on[2]) > 0.9
 
