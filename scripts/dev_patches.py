@@ -107,6 +107,55 @@ def draw(image, label, class_of, seed: int, d: int, typed: bool, config, shots: 
                 examples=res.examples)
 
 
+def draw_by_clicks(image, label, class_of, seed: int, d: int, config, shots: int = 16,
+                   follow: bool = True) -> dict | None:
+    """:func:`draw` with the examples given as a user clicking them gives them: each drawn
+    object clicked once at its innermost point, one ``add_example`` at a time, in a random
+    order (``follow``: each click follows the examples added so far, as ``add --point`` and
+    the UI do; else the segmenter's own answer is added as the mask). A click that gives
+    nothing adds nothing. One class ("nucleus"); scored as :func:`draw`'s F1 @ 0.5."""
+    from scipy import ndimage as ndi
+
+    from sam_detect import SAMDetect
+    from sam_detect.errors import AnnotationError
+    from sam_detect.eval.inputs import draw_examples
+    from sam_detect.eval.matching import match_iou_matrix
+    from sam_detect.eval.metrics import instances_iou
+
+    ims, labs = patches(image, label, np.random.default_rng(seed * 1000 + d))
+    if not (labs[2] > 0).any():
+        return None
+    gt = [ground_truth(lab, class_of, False) for lab in labs]
+    drawn = draw_examples([list(g.labels) if i < 2 else [] for i, g in enumerate(gt)], shots, d, [0, 1])
+    clicks = []
+    for i, idx in drawn.items():
+        for j in idx:
+            depth = ndi.distance_transform_edt(gt[i].mask(int(j)))
+            y, x = np.unravel_index(np.argmax(depth), depth.shape)
+            clicks.append((i, float(x), float(y)))
+    order = np.random.default_rng(d).permutation(len(clicks))
+    det = SAMDetect(config)
+    added = 0
+    for k in order:
+        i, x, y = clicks[k]
+        try:
+            if follow:
+                det.add_example(ims[i], point=(x, y), label="nucleus")
+            else:
+                det.add_example(ims[i], mask=det.segmenter.prompt(ims[i], point=(x, y)).mask(0), label="nucleus")
+            added += 1
+        except (AnnotationError, IndexError):  # nothing under the click
+            continue
+    found = det.detect(ims[2]) if added else None
+    n_gt = len(gt[2])
+    n_out = len(found) if found is not None else 0
+    matched = len(match_iou_matrix(instances_iou(found, gt[2]), 0.5).pairs) if n_out and n_gt else 0
+    det.close()
+    return dict(seed=seed, draw=d, gt=n_gt, found=n_out, matched=matched, examples=added, clicks=len(clicks),
+                precision=matched / n_out if n_out else 0.0, recall=matched / n_gt if n_gt else 0.0,
+                f1=2 * matched / (n_out + n_gt) if n_out + n_gt else 0.0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--crop", default="stroma", choices=["stroma", "nest"])
@@ -117,6 +166,9 @@ def main() -> None:
     ap.add_argument("--shots", type=int, default=16, help="examples per class from the two patches (default 16: most of their objects)")
     ap.add_argument("--embedder", default="views")
     ap.add_argument("--json", default=None, help="write the per-draw figures here")
+    ap.add_argument("--examples-as", default="masks", choices=["masks", "clicks", "own-clicks"],
+                    help="the examples' ground-truth masks (default), or one click per example as a user gives it: "
+                         "following the examples added so far (clicks) or the segmenter's own answer (own-clicks)")
     args = ap.parse_args()
 
     from sam_detect import DetectorConfig
@@ -134,12 +186,16 @@ def main() -> None:
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         for d in range(args.draws or (6 if seed == 0 else 10)):
-            row = draw(image, label, class_of, seed, d, args.typed, config, args.shots)
+            if args.examples_as == "masks":
+                row = draw(image, label, class_of, seed, d, args.typed, config, args.shots)
+            else:
+                row = draw_by_clicks(image, label, class_of, seed, d, config, args.shots,
+                                     follow=args.examples_as == "clicks")
             if row is None:
                 continue
             rows.append(row)
             print(f"seed {seed} draw {d}: F1 {row['f1']:.3f} P {row['precision']:.3f} R {row['recall']:.3f} "
-                  f"gt {row['gt']} found {row['found']} candidates {row['candidates']}"
+                  f"gt {row['gt']} found {row['found']} candidates {row.get('candidates', '-')}"
                   + (f" types {row['right']}/{row['matched']}" if args.typed else ""), flush=True)
     f1 = np.array([r["f1"] for r in rows])
     print(f"{len(rows)} draws: mean F1 {f1.mean():.3f}, P {np.mean([r['precision'] for r in rows]):.3f}, "
