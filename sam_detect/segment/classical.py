@@ -562,8 +562,8 @@ class ClassicalSegmenter:
         window reaches ``POINT_WINDOW`` pixels from the point; one that cuts the object is
         followed by the object's box grown by half its side (object and surroundings, as
         a box prompt would hold them), one with nothing under the point by a window twice
-        as wide; up to the whole image. ``None`` when the point lies on the darker class
-        in every window, or no window has two clear classes."""
+        as wide; up to the whole image. ``None`` when the point lies on the background's
+        class (by ``polarity``) in every window, or no window has two clear classes."""
         x, y = point
         h, w = intensity.shape[:2]
 
