@@ -9,7 +9,8 @@ click that gives nothing counts 0).
 
     python scripts/bench_clicks.py                                 # development sets
     python scripts/bench_clicks.py --sets coins,hela,scratch       # reported sets
-    python scripts/bench_clicks.py --json docs/perf_data/clicks_s18.json
+    python scripts/bench_clicks.py --examples 5                    # both ways, after 5 examples
+    python scripts/bench_clicks.py --examples 5 --prompt box       # boxes instead of clicks
 
 Development sets (where the choices are made): ``stroma`` (the H&E stroma crop of
 ``dev_patches.py``) and ``bench_data.DEV``'s sets, their first three images, at most 150
@@ -43,11 +44,7 @@ def images_and_labels(name: str) -> tuple[list, list]:
         from bench_examples import coins_ground_truth
         from skimage import data
 
-        gt = coins_ground_truth()
-        label = np.zeros(gt.image_hw, np.int32)
-        for i in range(len(gt)):
-            label[gt.mask(i)] = i + 1
-        return [data.coins()], [label]
+        return [data.coins()], [coins_ground_truth().to_label_image()]
     if name in ("hela", "scratch"):
         from bench_examples import protocol_runs
 
