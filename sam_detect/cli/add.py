@@ -34,9 +34,11 @@ def _numbers(value: str, n: int, what: str, param: str) -> list[float]:
               "Required unless --annotations carries class names.")
 @click.option("--negative", is_flag=True, help="Store as a negative example (a look-alike to suppress).")
 @click.option("--box", "boxes", multiple=True, metavar="X1,Y1,X2,Y2",
-              help="A box around the object; the segmenter turns it into a mask. Repeatable.")
+              help="A box around the object; the segmenter turns it into a mask (as the label's "
+                   "examples propose it, once the library has some). Repeatable.")
 @click.option("--point", "points", multiple=True, metavar="X,Y",
-              help="A point on the object; the segmenter turns it into a mask. Repeatable.")
+              help="A point on the object; the segmenter turns it into a mask (as the label's "
+                   "examples propose it, once the library has some). Repeatable.")
 @click.option("--mask", "mask_path", type=click.Path(exists=True, dir_okay=False),
               help="A mask image (non-zero = object) of the same size as IMAGE.")
 @click.option("--polygon", "polygon_path", type=click.Path(exists=True, dir_okay=False),
