@@ -186,8 +186,8 @@ class Store(Protocol):
         ``with_payload=False``: each neighbour's ``payload`` is ``{}`` (ids, labels and
         scores as with it). The vote needs no more, and an example's payload (its mask,
         shape measurements, the example image's candidate rows) is most of what a search
-        would otherwise read and copy per hit: 3.4x the search time for 3,000 queries
-        on a 10-example Edge library (docs/performance.md, "Session 18").
+        would otherwise read and copy per hit: 4x the search time for 3,000 queries
+        on the quickstart's 10-example Edge library (docs/performance.md, "Session 18").
         """
         from sam_detect.store._common import check_top_k, check_vectors
 

@@ -61,7 +61,7 @@ from sam_detect.store.journal import PENDING_KEY, pending_of, roll_back
 __all__ = ["EdgeStore", "META_BACKUP", "META_FILE"]
 
 SHARD_DIR = "shard"
-INDEXED_FIELDS = ("label", "source")
+INDEXED_FIELDS = (LABEL_KEY, "source")
 UPSERT_BATCH = 1024
 QUERY_BATCH = 256
 SCROLL_BATCH = 1024
@@ -337,7 +337,7 @@ class EdgeStore(Store):
                     shard.flush()
                     self.update_extra(name, COUNT_KEY, self._count(shard))
                 return len(found)
-            flt = qe.Filter(must=[qe.FieldCondition(key="label", match=qe.MatchValue(value=label))])
+            flt = qe.Filter(must=[qe.FieldCondition(key=LABEL_KEY, match=qe.MatchValue(value=label))])
             n = int(shard.count(qe.CountRequest(exact=True, filter=flt)))
             if n:
                 shard.update(qe.UpdateOperation.delete_points_by_filter(flt))
@@ -354,7 +354,7 @@ class EdgeStore(Store):
             if not n:
                 return {}
             try:
-                res = shard.facet(qe.FacetRequest(key="label", limit=n, exact=True))
+                res = shard.facet(qe.FacetRequest(key=LABEL_KEY, limit=n, exact=True))
             except Exception as e:
                 raise damaged(name, e) from e
             return dict(sorted((str(h.value), int(h.count)) for h in res.hits if h.count > 0))

@@ -60,7 +60,7 @@ META_FORMAT = 1
 _META_NAMESPACE = uuid.UUID("6a0d6f0e-3c2b-4c8e-9a57-5d1f3e2b7c41")
 
 #: Payload fields indexed on a server (keyword): k-NN filters and facets on them stay fast.
-INDEXED_FIELDS = ("label", "source")
+INDEXED_FIELDS = (LABEL_KEY, "source")
 
 UPSERT_BATCH = 256
 QUERY_BATCH = 256
@@ -344,7 +344,7 @@ class QdrantStore(Store):
         if n == 0:
             return {}
         try:
-            res = self._call(self._client.facet, name, key="label", limit=max(n, 1), exact=True)
+            res = self._call(self._client.facet, name, key=LABEL_KEY, limit=max(n, 1), exact=True)
             return dict(sorted((str(h.value), int(h.count)) for h in res.hits if h.count > 0))
         except StoreConnectionError:
             raise
@@ -545,5 +545,5 @@ def _label_filter(label: str) -> Any:
     from qdrant_client import models
 
     return models.Filter(
-        must=[models.FieldCondition(key="label", match=models.MatchValue(value=label))]
+        must=[models.FieldCondition(key=LABEL_KEY, match=models.MatchValue(value=label))]
     )
