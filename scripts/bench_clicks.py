@@ -11,6 +11,7 @@ click that gives nothing counts 0).
     python scripts/bench_clicks.py --sets coins,hela,scratch       # reported sets
     python scripts/bench_clicks.py --examples 5                    # both ways, after 5 examples
     python scripts/bench_clicks.py --examples 5 --prompt box       # boxes instead of clicks
+    python scripts/bench_clicks.py --prompt box --box-grow 0       # the tightest boxes
 
 Development sets (where the choices are made): ``stroma`` (the H&E stroma crop of
 ``dev_patches.py``) and ``bench_data.DEV``'s sets, their first three images, at most 150
@@ -67,16 +68,18 @@ def _summary(ious: list[float]) -> dict:
             "iou80": round(float(np.mean(iou >= 0.8)), 3), "median_iou": round(float(np.median(iou)), 3)}
 
 
-def loose_box(mask: np.ndarray) -> tuple[float, float, float, float]:
-    """The mask's box (XYXY, exclusive ends) grown by a tenth of its longer side and a pixel on
-    every side, within the image: a box a user draws around an object."""
+def loose_box(mask: np.ndarray, grow: float = 0.1) -> tuple[float, float, float, float]:
+    """The mask's box (XYXY, exclusive ends) grown by ``grow`` (a tenth) of its longer side and
+    a pixel on every side, within the image: a box a user draws around an object (``grow`` 0:
+    the tightest box drawn, touching the object on every side)."""
     ys, xs = np.nonzero(mask)
-    pad = 0.1 * max(np.ptp(ys), np.ptp(xs)) + 1
+    pad = grow * max(np.ptp(ys), np.ptp(xs)) + (1 if grow > 0 else 0)
     h, w = mask.shape
     return (max(xs.min() - pad, 0.0), max(ys.min() - pad, 0.0), min(xs.max() + 1 + pad, w), min(ys.max() + 1 + pad, h))
 
 
-def clicks(name: str, max_clicks: int = 150, examples: int = 0, seed: int = 0, prompt: str = "point") -> dict:
+def clicks(name: str, max_clicks: int = 150, examples: int = 0, seed: int = 0, prompt: str = "point",
+           grow: float = 0.1) -> dict:
     """Click figures of one set: ``{"plain": ...}`` (the segmenter's own prompt), and with
     ``examples`` > 0 also ``{"guided": ...}``: the same clicks after ``examples`` objects of
     the first image were added as examples (``prompt_to_instances(..., label=...)``), those
@@ -108,7 +111,7 @@ def clicks(name: str, max_clicks: int = 150, examples: int = 0, seed: int = 0, p
             if mask.sum() < 30:
                 continue
             if prompt == "box":
-                where = {"box": loose_box(mask)}
+                where = {"box": loose_box(mask, grow)}
             else:
                 depth = ndi.distance_transform_edt(mask)
                 y, x = np.unravel_index(np.argmax(depth), depth.shape)
@@ -131,11 +134,14 @@ def main() -> None:
                     help="add this many objects of each set's first image as examples first, and click with them too")
     ap.add_argument("--prompt", default="point", choices=["point", "box"],
                     help="click each object's innermost point, or draw its box grown by a tenth")
+    ap.add_argument("--box-grow", type=float, default=0.1,
+                    help="with --prompt box: grow each object's box by this share of its longer side "
+                         "(default 0.1; 0: the tight box)")
     ap.add_argument("--json", default=None, help="write the figures here")
     args = ap.parse_args()
     out = {}
     for name in args.sets.split(","):
-        out[name] = clicks(name, args.max_clicks, args.examples, prompt=args.prompt)
+        out[name] = clicks(name, args.max_clicks, args.examples, prompt=args.prompt, grow=args.box_grow)
         for way, r in out[name].items():
             print(f"{name:15s} {way:6s} {r['clicks']:4d} clicks: nothing {r['nothing']:4d}, IoU >= 0.5 "
                   f"{r['iou50']:.3f}, >= 0.8 {r['iou80']:.3f}, median {r['median_iou']:.3f}", flush=True)

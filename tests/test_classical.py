@@ -330,6 +330,41 @@ def test_prompt_point_on_a_coin():
     assert all(best_iou(h.masks[0], coin) > 0.9 for h in hits)
 
 
+def test_prompt_box_drawn_tight_around_a_coin():
+    """Real data: a box touching the coin, or cutting into it, holds too little background
+    for Otsu inside it; the coin is still found, from the box and its surroundings, and
+    clipped to the box."""
+    from skimage import data
+
+    img = data.coins()
+    seg = ClassicalSegmenter()
+    coin = seg.prompt(img, box=(19, 32, 68, 78)).masks[0]
+    ys, xs = np.nonzero(coin)
+    intensity = seg._label(img)[2]
+    for inset in (0, 2, 4):
+        x0, y0, x1, y1 = box = (xs.min() + inset, ys.min() + inset, xs.max() + 1 - inset, ys.max() + 1 - inset)
+        if inset:  # the case at hand: Otsu inside the box alone finds no two classes
+            assert seg._threshold_in_box(intensity, box, "bright") is None
+        clipped = np.zeros_like(coin)
+        clipped[y0:y1, x0:x1] = coin[y0:y1, x0:x1]
+        got = seg.prompt(img, box=box)
+        assert len(got) == 1 and best_iou(got.masks[0], clipped) > 0.95
+        outside = got.masks[0].copy()
+        outside[y0:y1, x0:x1] = False
+        assert not outside.any()
+
+
+def test_prompt_box_on_noise_finds_nothing():
+    rng = np.random.default_rng(1)
+    seg = ClassicalSegmenter()
+    for _ in range(5):
+        uniform = rng.integers(0, 255, (96, 96)).astype(np.uint8)
+        gauss = np.clip(rng.normal(128, 25, (96, 96)), 0, 255).astype(np.uint8)
+        for img in (uniform, gauss):
+            assert len(seg.prompt(img, box=(30, 30, 66, 66))) == 0
+            assert len(seg.prompt(img, box=(0, 0, 96, 96))) == 0
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
