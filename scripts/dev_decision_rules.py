@@ -174,6 +174,40 @@ def _classwise(ev, el, qv, w, m: int | None = 5):
     return classes, np.stack(out, 1)
 
 
+#: the ridge penalties the leave-one-out choice picks from (``ridge="loo"``)
+RIDGES = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+
+
+def _ridge(ev, el, qv, w, lam, balanced=False):
+    """``(classes, (M, C))``: kernel ridge regression of the one-hot labels on the examples,
+    the kernel the weighted view similarities; ``lam="loo"`` picks the penalty from
+    ``RIDGES`` by the examples' closed-form leave-one-out accuracy (ties: the larger)."""
+    kern = np.tensordot(w, np.stack([e @ e.T for e in ev]), axes=1)
+    kq = np.tensordot(w, np.stack([q @ e.T for q, e in zip(qv, ev, strict=True)]), axes=1)
+    classes, codes = np.unique(el, return_inverse=True)
+    y = np.eye(len(classes))[codes]
+    n = len(el)
+
+    weight = (n / (len(classes) * np.bincount(codes)))[codes] if balanced else np.ones(n)
+
+    def fit(lam_):
+        inv = np.linalg.inv(kern + lam_ * np.diag(1.0 / weight))
+        return inv @ y, kern @ inv
+
+    if lam == "loo":
+        best = None
+        for lam_ in RIDGES:
+            a, hat = fit(lam_)
+            pred = kern @ a
+            loo = y - (y - pred) / np.maximum(1 - np.diag(hat), 1e-6)[:, None]
+            acc = float((loo.argmax(1) == codes).mean())
+            if best is None or acc >= best[0]:
+                best = (acc, lam_)
+        lam = best[1]
+    a, _ = fit(lam)
+    return classes, kq @ a
+
+
 def _propagate(p0, c, k=10, beta=0.5, iters=10):
     """Label propagation over the candidates' own k-NN graph (similarities ``c``)."""
     m = len(p0)
@@ -210,6 +244,12 @@ RULES = {
     "label propagation over each image's candidates": {"propagate": True},
     "each class's 3 nearest examples, mean": {"rule": "classwise", "k": 3},
     "each class's 5 nearest examples, mean (session 13)": {"rule": "classwise", "k": 5},
+    "kernel ridge on the view similarities, penalty 0.1": {"rule": "ridge", "k": 0.1},
+    "kernel ridge, penalty 1": {"rule": "ridge", "k": 1.0},
+    "kernel ridge, penalty by the examples' leave-one-out": {"rule": "ridge", "k": "loo"},
+    "class-balanced kernel ridge, penalty 0.1": {"rule": "balanced ridge", "k": 0.1},
+    "class-balanced kernel ridge, penalty 0.3": {"rule": "balanced ridge", "k": 0.3},
+    "class-balanced kernel ridge, penalty by leave-one-out": {"rule": "balanced ridge", "k": "loo"},
 }
 
 #: how the examples are thinned per class before a rule is scored (``rules --scenarios``):
@@ -247,7 +287,10 @@ def score(d: dict, centre=None, scale=None, per_image=False, rule="knn", k=5, ti
     for sel in groups:
         e2, q2 = (ev, [q[sel] for q in qv]) if centre is None else _centre(ev, [q[sel] for q in qv], centre, scale)
         w = _weights(e2, el, ties, spread)
-        classes, p = (_classwise(e2, el, q2, w, k) if rule == "classwise" else _scores(e2, el, q2, w, rule, k))
+        if rule in ("ridge", "balanced ridge"):
+            classes, p = _ridge(e2, el, q2, w, k, balanced=rule == "balanced ridge")
+        else:
+            classes, p = (_classwise(e2, el, q2, w, k) if rule == "classwise" else _scores(e2, el, q2, w, rule, k))
         pred[sel] = classes[p.argmax(1)]
     if propagate:
         w = _weights(ev, el)
