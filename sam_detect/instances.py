@@ -162,6 +162,18 @@ class Instances:
         inst._set(out, (h, w), **fields)
         return inst
 
+    def placed(self, x0: int, y0: int, image_hw: tuple[int, int]) -> Instances:
+        """These instances, found in a crop of a larger image whose top-left pixel is
+        ``(x0, y0)``, in that image of size ``image_hw``: masks, boxes moved; scores,
+        labels, ``data`` and ``metadata`` kept."""
+        dx, dy = int(x0), int(y0)
+        return Instances.from_crops(
+            [m.shifted(dx, dy) for m in self._crops], None, image_hw,
+            boxes=self.boxes + np.array([dx, dy, dx, dy], dtype=self.boxes.dtype) if len(self) else None,
+            scores=self.scores, labels=self.labels, label_confidences=self.label_confidences,
+            data=self.data, metadata=self.metadata,
+        )
+
     @classmethod
     def from_label_image(cls, label_image: np.ndarray, **kwargs: Any) -> tuple[Instances, np.ndarray]:
         """One instance per non-zero id of a label image ``(H, W)``, in ascending id order.

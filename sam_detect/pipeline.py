@@ -264,16 +264,22 @@ class SAMDetect(DetectorStages, LibraryState):
         from sam_detect.select import choose_prompt
         from sam_detect.unlabelled import image_key
 
-        # prompts follow one another on one image: its proposals are made once per label and
-        # library size (0.22 s a HeLa frame, against 2 ms for the segmenter's cached answer)
-        key = (image_key(rgb), label, self.store.count(self.config.library))
+        # prompts follow one another on one image: its proposals are made once per label,
+        # library size and region (0.22 s a HeLa frame, against 2 ms for the segmenter's
+        # cached answer); on a large image only the region around the prompt is proposed
+        region = prompt_region(rgb.shape[:2], point=point, box=box)
+        key = (image_key(rgb), label, self.store.count(self.config.library), region)
         if self._prompt_proposals is not None and self._prompt_proposals[0] == key:
             candidates, own = self._prompt_proposals[1]
         else:
+            x0, y0, x1, y1 = region
             own = {**profile, "classes": {label: entry}}
-            candidates = segment_with_profile(self.segmenter, rgb, own)
+            candidates = segment_with_profile(self.segmenter, rgb[y0:y1, x0:x1], own)
             own = at_scale(own, candidates.metadata.get("size_shift") or {})
             candidates, _ = size_filter(candidates, own)
+            if region != (0, 0, rgb.shape[1], rgb.shape[0]):
+                candidates = candidates[~_cut_by_region(candidates.boxes, region, rgb.shape[:2])]
+                candidates = candidates.placed(x0, y0, rgb.shape[:2])
             self._prompt_proposals = (key, (candidates, own))
         found = choose_prompt(own_prompt, candidates, label, own, point=point, box=box)
         if found is not own_prompt:
@@ -609,6 +615,44 @@ class SAMDetect(DetectorStages, LibraryState):
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+#: a prompt that follows the examples on an image larger than this (pixels a side) proposes
+#: only a region of this side around it, the whole image when it is no larger (as
+#: ``detect`` proposes it): the first click on a 4096 x 4096 image took 8.6 s, and again
+#: after every example added (docs/performance.md, session 19)
+PROMPT_REGION = 1024
+
+
+def prompt_region(hw: tuple[int, int], *, point: Sequence[float] | None = None,
+                  box: Sequence[float] | None = None) -> tuple[int, int, int, int]:
+    """The region (XYXY pixels) a prompt's proposals are made in: the image when it is at
+    most ``PROMPT_REGION`` a side; else a window of that side (wider where the box is more
+    than half of it: the box and its own size around it) centred on the point or the box,
+    moved inside the image."""
+    h, w = (int(v) for v in hw)
+    if max(h, w) <= PROMPT_REGION:
+        return 0, 0, w, h
+    if box is not None:
+        bx0, by0, bx1, by1 = (float(v) for v in box)
+        cx, cy, need_w, need_h = (bx0 + bx1) / 2, (by0 + by1) / 2, 2 * (bx1 - bx0), 2 * (by1 - by0)
+    else:
+        cx, cy, need_w, need_h = float(point[0]), float(point[1]), 0.0, 0.0
+    side_w = min(w, max(PROMPT_REGION, int(np.ceil(need_w))))
+    side_h = min(h, max(PROMPT_REGION, int(np.ceil(need_h))))
+    x0 = int(np.clip(round(cx - side_w / 2), 0, w - side_w))
+    y0 = int(np.clip(round(cy - side_h / 2), 0, h - side_h))
+    return x0, y0, x0 + side_w, y0 + side_h
+
+
+def _cut_by_region(boxes: np.ndarray, region: tuple[int, int, int, int], hw: tuple[int, int]) -> np.ndarray:
+    """``(N,)`` bool: boxes (in the region's pixels) that touch an edge of ``region`` lying
+    inside the image: objects the region, not the image, cuts."""
+    x0, y0, x1, y1 = region
+    h, w = hw
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    return (((b[:, 0] <= 0) & (x0 > 0)) | ((b[:, 1] <= 0) & (y0 > 0))
+            | ((b[:, 2] >= x1 - x0) & (x1 < w)) | ((b[:, 3] >= y1 - y0) & (y1 < h)))
 
 
 def _why_few(

@@ -156,3 +156,18 @@ def test_many_objects_on_a_large_image_cost_their_area_not_n_h_w():
     assert peak < 100 * 2**20, peak
     assert len(merged) == n and lab.max() == n
     np.testing.assert_array_equal(merged.areas, np.full(n, disc.sum()))
+
+
+def test_placed_moves_instances_into_a_larger_image():
+    masks = np.zeros((2, 20, 30), bool)
+    masks[0, 2:5, 3:9] = True
+    masks[1, 10:20, 25:30] = True
+    inst = Instances(masks=masks, labels=["a", "b"], scores=[0.5, 0.9], data={"k": [1, 2]}, metadata={"m": 1})
+    big = inst.placed(40, 7, (100, 120))
+    assert big.image_hw == (100, 120) and big.data == {"k": [1, 2]} and big.metadata == {"m": 1}
+    assert np.array_equal(big.masks[:, 7:27, 40:70], masks) and big.masks.sum() == masks.sum()
+    assert np.allclose(big.boxes, inst.boxes + [40, 7, 40, 7]) and list(big.labels) == ["a", "b"]
+    assert np.allclose(big.scores, [0.5, 0.9])
+    with pytest.raises(ValueError, match="does not lie inside"):
+        inst.placed(100, 0, (100, 120))
+    assert len(Instances.empty((20, 30)).placed(5, 5, (50, 50))) == 0

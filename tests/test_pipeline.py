@@ -136,6 +136,43 @@ def test_a_box_follows_the_examples_of_its_label():
     assert _iou(det.prompt_to_instances(img, box=box, label="dot").masks[0], on[2]) > 0.9
 
 
+def test_a_guided_prompt_on_a_large_image_proposes_the_region_around_it(monkeypatch):
+    """On an image larger than ``PROMPT_REGION`` a click or box that follows the examples
+    proposes only the region around it, and gives what proposing the whole image gives."""
+    import sam_detect.pipeline as pl
+
+    img, on, off = dots_on_a_plateau()
+    big = np.tile(img, (3, 3))  # 600 x 600: nine plateaus
+    det = SAMDetect(store="memory", segmenter="classical", embedder="views", library="dots")
+    det.add_examples(img, Instances(masks=off[:3]), ["dot"] * 3)
+    ys, xs = np.nonzero(on[1])
+    prompts = [{"point": (float(xs.mean()) + dx, float(ys.mean()) + dy)} for dx, dy in ((200, 200), (0, 0), (400, 400))]
+    prompts.append({"box": (xs.min() + 194.0, ys.min() + 194.0, xs.max() + 207.0, ys.max() + 207.0)})
+    monkeypatch.setattr(pl, "PROMPT_REGION", 10**6)
+    whole = [det.prompt_to_instances(big, label="dot", **p) for p in prompts]
+    assert det._prompt_proposals[0][3] == (0, 0, 600, 600)
+    monkeypatch.setattr(pl, "PROMPT_REGION", 256)
+    det._prompt_proposals = None
+    for p, w in zip(prompts, whole, strict=True):
+        got = det.prompt_to_instances(big, label="dot", **p)
+        x0, y0, x1, y1 = region = det._prompt_proposals[0][3]
+        assert (x1 - x0, y1 - y0) == (256, 256) and 0 <= x0 and x1 <= 600 and 0 <= y0 and y1 <= 600
+        assert got.areas[0] < 300 and np.array_equal(got.masks[0], w.masks[0]), (p, region)
+        assert got.image_hw == (600, 600)
+
+
+def test_prompt_region():
+    from sam_detect.pipeline import PROMPT_REGION, prompt_region
+
+    assert prompt_region((700, 1000), point=(5, 5)) == (0, 0, 1000, 700)  # no larger: the image
+    r = PROMPT_REGION
+    assert prompt_region((4000, 3000), point=(1500, 2000)) == (1500 - r // 2, 2000 - r // 2, 1500 + r // 2, 2000 + r // 2)
+    assert prompt_region((4000, 3000), point=(3, 3999)) == (0, 4000 - r, r, 4000)  # moved inside
+    x0, y0, x1, y1 = prompt_region((4000, 3000), box=(100, 100, 900, 300))  # a wide box: its size around it
+    assert (x1 - x0, y1 - y0) == (1600, r) and x0 == 0
+    assert prompt_region((900, 5000), point=(2500, 450)) == (2500 - r // 2, 0, 2500 + r // 2, 900)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

@@ -29,6 +29,7 @@ background, refinement, watershed split, label statistics):
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -68,6 +69,8 @@ from sam_detect.segment.classical_ops import (
 _MIN_OTSU_EFFECTIVENESS = 0.75
 _GATE_BLUR = 1.0
 _MIN_BOX_CONTRAST = 8.0
+#: images whose segmentation the segmenter keeps for the prompts that follow
+LABEL_CACHE = 2
 #: half the side of the first window a point prompt thresholds around the point (pixels)
 POINT_WINDOW = 16
 
@@ -85,8 +88,8 @@ class ClassicalSegmenter:
         from sam_detect.registry import merge_config
 
         self.config = ClassicalConfig(**merge_config(ClassicalConfig, config, options, "classical segmenter"))
-        self._cache_key: bytes | None = None
-        self._cache: tuple[np.ndarray, np.ndarray, np.ndarray, float, str] | None = None
+        # the last LABEL_CACHE images' segmentations, newest last (prompts reuse them)
+        self._cache: OrderedDict[bytes, tuple[np.ndarray, np.ndarray, np.ndarray, float, str]] = OrderedDict()
         self._cache_objects: tuple[np.ndarray, list, np.ndarray] | None = None
         self._cache_total: tuple[np.ndarray, float] | None = None
 
@@ -254,10 +257,15 @@ class ClassicalSegmenter:
             hashlib.blake2b(memoryview(np.ascontiguousarray(img)).cast("B"), digest_size=16).digest()
             + repr((img.shape, self.config)).encode()
         )
-        if self._cache_key == key and self._cache is not None:
-            return self._cache
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
         result = self._compute_labels(img)
-        self._cache_key, self._cache = key, result  # prompts reuse one segmentation per image
+        # prompts reuse one segmentation per image: the image prompted on, and the region
+        # around the prompt that a guided prompt proposes in (SAMDetect.prompt_to_instances)
+        self._cache[key] = result
+        while len(self._cache) > LABEL_CACHE:
+            self._cache.popitem(last=False)
         return result
 
     def _compute_labels(self, img: np.ndarray):

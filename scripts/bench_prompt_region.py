@@ -1,0 +1,104 @@
+#!/usr/bin/env python
+"""A click that follows the examples on a large image: the region around it against the whole image.
+
+HeLa frame 0 tiled into square mosaics (``--sides``), a library of 5 of its nuclei; per
+mode and side, a fresh detector times, in this order: the first click on a nucleus
+(``prompt_to_instances(point=..., label=...)``), the same click again (cached), ``add_example``
+at that click, and a click on another nucleus after that add (the library changed, so its
+proposals are made again). ``region``: today's code (``pipeline.PROMPT_REGION``); ``whole``:
+the same code with the region as large as the image (how every guided prompt was proposed
+before session 19). Modes alternate within each repeat; medians of ``--repeats``. Every
+click's mask is checked to be the same both ways.
+
+    python scripts/bench_prompt_region.py --sides 2048,4096 --repeats 3 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def mosaic(side: int):
+    from bench_examples import protocol_runs
+
+    from sam_detect.eval.inputs import load_eval_image
+
+    (images, labels, _), = protocol_runs("hela")[0]
+    im, lab = load_eval_image(images[0]).rgb, np.asarray(labels[0])
+    reps = (-(-side // im.shape[0]), -(-side // im.shape[1]))
+    return im, lab, np.tile(im, (*reps, 1))[:side, :side].copy()
+
+
+def run(side: int, mode: str) -> tuple[dict, list]:
+    import sam_detect.pipeline as pl
+    from sam_detect import DetectorConfig, SAMDetect
+    from sam_detect.instances import Instances
+
+    im, lab, big = mosaic(side)
+    ids = [int(i) for i in np.unique(lab) if i > 0]
+    det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder="views"))
+    det.add_examples(im, Instances(masks=np.stack([lab == i for i in ids[:5]])), ["nucleus"] * 5)
+
+    def centre(i: int) -> tuple[float, float]:
+        ys, xs = np.nonzero(lab == i)
+        return float(xs.mean()) + big.shape[1] // 2 // 1100 * 1100, float(ys.mean()) + big.shape[0] // 2 // 700 * 700
+
+    a, b = centre(ids[20]), centre(ids[40])
+    saved = pl.PROMPT_REGION
+    pl.PROMPT_REGION = saved if mode == "region" else 10**9
+    try:
+        out, masks = {}, []
+        for name, call in (("first click", lambda: det.prompt_to_instances(big, point=a, label="nucleus")),
+                           ("same click again", lambda: det.prompt_to_instances(big, point=a, label="nucleus")),
+                           ("add_example at it", lambda: det.add_example(big, point=a, label="nucleus")),
+                           ("click after the add", lambda: det.prompt_to_instances(big, point=b, label="nucleus"))):
+            t = time.perf_counter()
+            got = call()
+            out[name] = time.perf_counter() - t
+            if isinstance(got, Instances):
+                masks.append(got.mask_crop(0))
+    finally:
+        pl.PROMPT_REGION = saved
+        det.close()
+    return out, masks
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sides", default="2048,4096")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    table = {}
+    for side in (int(s) for s in args.sides.split(",")):
+        times: dict[str, dict[str, list]] = {"whole": {}, "region": {}}
+        for r in range(args.repeats):
+            got = {}
+            for mode in (("whole", "region") if r % 2 == 0 else ("region", "whole")):
+                t, masks = run(side, mode)
+                got[mode] = masks
+                for k, v in t.items():
+                    times[mode].setdefault(k, []).append(v)
+            same = all(np.array_equal(x[0], y[0]) and x[1] == y[1] for x, y in zip(got["whole"], got["region"], strict=True))
+            if not same:
+                print(f"{side}: the masks differ between the modes", file=sys.stderr)
+        table[side] = {m: {k: round(statistics.median(v), 3) for k, v in t.items()} for m, t in times.items()}
+        table[side]["same_masks"] = same
+        for k in times["whole"]:
+            w, g = table[side]["whole"][k], table[side]["region"][k]
+            print(f"{side}²  {k:22s} whole {w:7.2f} s   region {g:7.2f} s   x{w / max(g, 1e-9):.1f}", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(table, indent=1))
+
+
+if __name__ == "__main__":
+    main()
