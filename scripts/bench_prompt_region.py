@@ -11,6 +11,13 @@ before session 19). Modes alternate within each repeat; medians of ``--repeats``
 click's mask is checked to be the same both ways.
 
     python scripts/bench_prompt_region.py --sides 2048,4096 --repeats 3 --json out.json
+
+``--part add`` times ``add_examples`` of one nucleus's mask on the mosaic instead: the
+``views`` network over the tiles the example's views read (today) against every tile of the
+image (``views._pooled_region`` off, as before session 19), alternating, medians; the
+vectors are checked identical.
+
+    python scripts/bench_prompt_region.py --part add --sides 4096
 """
 
 from __future__ import annotations
@@ -72,13 +79,60 @@ def run(side: int, mode: str) -> tuple[dict, list]:
     return out, masks
 
 
+def run_add(side: int, every_tile: bool) -> tuple[dict, np.ndarray]:
+    from sam_detect import DetectorConfig, SAMDetect
+    from sam_detect.embed import views
+    from sam_detect.instances import Instances
+
+    im, lab, big = mosaic(side)
+    ids = [int(i) for i in np.unique(lab) if i > 0]
+    det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder="views"))
+    det.add_examples(im, Instances(masks=np.stack([lab == i for i in ids[:5]])), ["nucleus"] * 5)
+    m = np.zeros(big.shape[:2], bool)
+    y, x = big.shape[0] // 2 // 700 * 700, big.shape[1] // 2 // 1100 * 1100
+    m[y:y + 700, x:x + 1100] = lab == ids[20]
+    saved = views._pooled_region
+    if every_tile:
+        views._pooled_region = lambda instances: None
+    try:
+        t = time.perf_counter()
+        det.add_examples(big, Instances(masks=m[None]), ["nucleus"])
+        took = time.perf_counter() - t
+        t = time.perf_counter()
+        vec = det.embedder.embed_instances(big, Instances(masks=m[None]), typical_area=400.0)
+        embed = time.perf_counter() - t
+    finally:
+        views._pooled_region = saved
+        det.close()
+    return {"add_examples": took, "embedding alone": embed}, vec
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sides", default="2048,4096")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--part", default="click", choices=["click", "add"])
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     table = {}
+    if args.part == "add":
+        for side in (int(s) for s in args.sides.split(",")):
+            times: dict[str, dict[str, list]] = {"every tile": {}, "its tiles": {}}
+            vecs = {}
+            for r in range(args.repeats):
+                for mode in (("every tile", "its tiles") if r % 2 == 0 else ("its tiles", "every tile")):
+                    t, vecs[mode] = run_add(side, mode == "every tile")
+                    for k, v in t.items():
+                        times[mode].setdefault(k, []).append(v)
+            table[side] = {m: {k: round(statistics.median(v), 3) for k, v in t.items()} for m, t in times.items()}
+            table[side]["same_vectors"] = bool(np.array_equal(vecs["every tile"], vecs["its tiles"]))
+            for k in times["every tile"]:
+                a, b = table[side]["every tile"][k], table[side]["its tiles"][k]
+                print(f"{side}²  {k:18s} every tile {a:7.2f} s   its tiles {b:7.2f} s   x{a / max(b, 1e-9):.1f}", flush=True)
+            print(f"{side}²  vectors identical: {table[side]['same_vectors']}")
+        if args.json:
+            Path(args.json).write_text(json.dumps(table, indent=1))
+        return
     for side in (int(s) for s in args.sides.split(",")):
         times: dict[str, dict[str, list]] = {"whole": {}, "region": {}}
         for r in range(args.repeats):

@@ -125,6 +125,25 @@ def test_tiled_features_match_the_whole_image_pass(views, monkeypatch):
         assert np.median(cos) > 0.98, stride
 
 
+def test_a_few_objects_of_a_large_image_run_only_their_tiles(views, monkeypatch):
+    """Embedding a few objects of an image that runs in tiles runs only the tiles whose
+    cells the objects' views read, and gives the vectors of the whole image's pass."""
+    from sam_detect.embed import views as mod
+
+    monkeypatch.setattr(mod, "TILE", 256)
+    rgb, masks, _ = draw_scene(seed=3, size=700)
+    inst = Instances(masks=masks[:2])
+    calls = []
+    net = views.model
+    monkeypatch.setattr(mod.ViewsEmbedder, "model", property(lambda self: lambda x: calls.append(x.shape) or net(x)))
+    few = views.embed_instances(rgb, inst, typical_area=1024.0)
+    ran = len(calls)
+    monkeypatch.setattr(mod, "_pooled_region", lambda instances: None)  # every tile, as before
+    whole = views.embed_instances(rgb, inst, typical_area=1024.0)
+    assert np.array_equal(few, whole)
+    assert 0 < ran < len(calls) - ran  # fewer tiles than the whole image's
+
+
 def test_cell_counts_count_every_mask_pixel_once():
     mask = np.zeros((37, 23), bool)
     mask[3:30, 2:20] = True

@@ -312,11 +312,14 @@ class ViewsEmbedder:
         return EffNetEmbedder(device=str(self.device), weights=self.weights).model
 
     # -- network ---------------------------------------------------------------------------
-    def feature_maps(self, rgb: np.ndarray, scale: float) -> dict[int, np.ndarray]:
+    def feature_maps(self, rgb: np.ndarray, scale: float,
+                     need: tuple[float, float, float, float] | None = None) -> dict[int, np.ndarray]:
         """``{8: (40, h/8, w/8), 16: (112, ...), 32: (1280, ...)}`` float32 of ``rgb`` resized by ``scale``.
 
         Large images run in tiles of ``TILE`` pixels overlapping by ``2 * MARGIN``; each
-        tile's interior is kept.
+        tile's interior is kept. ``need``: XYXY in the original image's pixels, the part
+        whose cells will be read: tiles whose interior misses it are not run (their cells
+        stay 0), and the cells of the tiles that run are the same as the whole image's.
         """
         import cv2
         import torch
@@ -338,9 +341,15 @@ class ViewsEmbedder:
             s: np.zeros((c, ph // s, pw // s), np.float32) for s, c in ((8, 40), (16, 112), (32, 1280))
         }
         threads = self.num_threads if self.device.type == "cpu" else None
+        nx0, ny0, nx1, ny1 = (0.0, 0.0, float(pw), float(ph)) if need is None else (
+            need[0] * scale - 32, need[1] * scale - 32, need[2] * scale + 32, need[3] * scale + 32)
         with num_threads(threads), inference_context(self.device):
             for y0, y1, ky0, ky1 in _tiles(ph, TILE, MARGIN):
+                if ky1 <= ny0 or ky0 >= ny1:
+                    continue
                 for x0, x1, kx0, kx1 in _tiles(pw, TILE, MARGIN):
+                    if kx1 <= nx0 or kx0 >= nx1:
+                        continue
                     x = torch.from_numpy(np.ascontiguousarray(img[y0:y1, x0:x1])).permute(2, 0, 1)[None]
                     x = x.float().sub_(127.0).div_(128.0).to(self.device)
                     if self.device.type == "cpu":
@@ -370,7 +379,7 @@ class ViewsEmbedder:
             raise ValueError(f"instances are for a {instances.image_hw} image, got {rgb.shape[:2]}")
         areas = instances.areas if not typical_area else np.array([typical_area], np.float64)
         scale = choose_scale(areas, self.target)
-        maps = self.feature_maps(rgb, scale)
+        maps = self.feature_maps(rgb, scale, need=_pooled_region(instances))
         pixels = _object_pixels(instances.mask_crops)  # every mask pixel, gathered once
         pooled = pool_under_masks(maps, instances, scale, pixels=pixels)
         hand = _handcrafted(rgb, instances, pixels=pixels)
@@ -398,6 +407,15 @@ class ViewsEmbedder:
     def params(self) -> dict[str, Any]:
         return {"name": self.name, "id": self.id, "dim": self.dim, "target": self.target,
                 "views": [list(v) for v in VIEWS]}
+
+
+def _pooled_region(instances: Any) -> tuple[float, float, float, float]:
+    """XYXY pixels holding every cell the views pool: the objects' boxes grown by their
+    rings (:func:`pool_rings`). On a large image, one example's tile alone runs."""
+    b = np.asarray(instances.boxes, np.float64).reshape(-1, 4)
+    pad = ring_widths(instances.areas).astype(np.float64) + 1
+    return (float((b[:, 0] - pad).min()), float((b[:, 1] - pad).min()),
+            float((b[:, 2] + pad).max()), float((b[:, 3] + pad).max()))
 
 
 def _handcrafted(rgb: np.ndarray, instances: Any, pixels=None) -> dict[str, np.ndarray]:
