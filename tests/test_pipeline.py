@@ -156,7 +156,7 @@ def test_a_guided_prompt_on_a_large_image_proposes_the_region_around_it(monkeypa
     for p, w in zip(prompts, whole, strict=True):
         got = det.prompt_to_instances(big, label="dot", **p)
         x0, y0, x1, y1 = region = det._prompt_proposals[0][3]
-        assert (x1 - x0, y1 - y0) == (256, 256) and 0 <= x0 and x1 <= 600 and 0 <= y0 and y1 <= 600
+        assert (x1 - x0, y1 - y0) == (256, 256) and 0 <= x0 < x1 <= 600 and 0 <= y0 < y1 <= 600
         assert got.areas[0] < 300 and np.array_equal(got.masks[0], w.masks[0]), (p, region)
         assert got.image_hw == (600, 600)
 
