@@ -619,3 +619,23 @@ def test_dense_field_is_not_empty(bright):
     found = ClassicalSegmenter().segment(rgb)
     assert len(found) > 0.5 * len(gt)
     assert match_iou_matrix(instances_iou(found, gt), 0.5).tp > 0.4 * len(gt)
+
+
+def test_segmentations_kept_for_prompts_stay_within_the_pixel_budget(monkeypatch):
+    """The segmenter keeps an image's segmentation and a smaller region's side by side (a
+    guided prompt's), but not two images over the budget: a batch's memory does not double."""
+    from sam_detect.segment import classical as mod
+
+    seg = ClassicalSegmenter()
+    big, _ = blob_image([(30, 30, 8)], h=100, w=100)
+    small, _ = blob_image([(20, 20, 6)], h=50, w=60)
+    other, _ = blob_image([(40, 50, 8)], h=90, w=100)
+    monkeypatch.setattr(mod, "LABEL_CACHE_PIXELS", 100 * 100 + 50 * 60)
+    seg.segment(big)
+    seg.segment(small)
+    assert len(seg._cache) == 2  # the image and a region: both kept
+    first = next(iter(seg._cache.values()))[0]
+    seg.prompt(big, point=(30, 30))  # a hit: nothing recomputed
+    assert next(reversed(seg._cache.values()))[0] is first
+    seg.segment(other)  # two images over the budget: only the newest
+    assert len(seg._cache) == 1 and next(iter(seg._cache.values()))[0].shape == (90, 100)

@@ -69,8 +69,12 @@ from sam_detect.segment.classical_ops import (
 _MIN_OTSU_EFFECTIVENESS = 0.75
 _GATE_BLUR = 1.0
 _MIN_BOX_CONTRAST = 8.0
-#: images whose segmentation the segmenter keeps for the prompts that follow
+#: images whose segmentation the segmenter keeps for the prompts that follow, the newest
+#: always, older ones while all of them hold at most LABEL_CACHE_PIXELS pixels (a 4096 x 4096
+#: image and the 1024 x 1024 region a guided prompt proposes in; not two large images of a
+#: batch, which would double its memory)
 LABEL_CACHE = 2
+LABEL_CACHE_PIXELS = 4096 * 4096 + 1024 * 1024
 #: half the side of the first window a point prompt thresholds around the point (pixels)
 POINT_WINDOW = 16
 
@@ -264,7 +268,8 @@ class ClassicalSegmenter:
         # prompts reuse one segmentation per image: the image prompted on, and the region
         # around the prompt that a guided prompt proposes in (SAMDetect.prompt_to_instances)
         self._cache[key] = result
-        while len(self._cache) > LABEL_CACHE:
+        while len(self._cache) > 1 and (len(self._cache) > LABEL_CACHE or sum(
+                v[0].size for v in self._cache.values()) > LABEL_CACHE_PIXELS):
             self._cache.popitem(last=False)
         return result
 
