@@ -277,9 +277,12 @@ class SAMDetect(DetectorStages, LibraryState):
             candidates = segment_with_profile(self.segmenter, rgb[y0:y1, x0:x1], own)
             own = at_scale(own, candidates.metadata.get("size_shift") or {})
             candidates, _ = size_filter(candidates, own)
-            if region != (0, 0, rgb.shape[1], rgb.shape[0]):
-                candidates = candidates[~_cut_by_region(candidates.boxes, region, rgb.shape[:2])]
+            if region != (0, 0, rgb.shape[1], rgb.shape[0]):  # objects the region cuts are left out
+                from sam_detect.segment.tiling import cut_by_window
+
                 candidates = candidates.placed(x0, y0, rgb.shape[:2])
+                candidates = candidates[np.array([not cut_by_window(b, region, rgb.shape[:2])
+                                                  for b in candidates.boxes], bool)]
             self._prompt_proposals = (key, (candidates, own))
         found = choose_prompt(own_prompt, candidates, label, own, point=point, box=box)
         if found is not own_prompt:
@@ -643,16 +646,6 @@ def prompt_region(hw: tuple[int, int], *, point: Sequence[float] | None = None,
     x0 = int(np.clip(round(cx - side_w / 2), 0, w - side_w))
     y0 = int(np.clip(round(cy - side_h / 2), 0, h - side_h))
     return x0, y0, x0 + side_w, y0 + side_h
-
-
-def _cut_by_region(boxes: np.ndarray, region: tuple[int, int, int, int], hw: tuple[int, int]) -> np.ndarray:
-    """``(N,)`` bool: boxes (in the region's pixels) that touch an edge of ``region`` lying
-    inside the image: objects the region, not the image, cuts."""
-    x0, y0, x1, y1 = region
-    h, w = hw
-    b = np.asarray(boxes, np.float64).reshape(-1, 4)
-    return (((b[:, 0] <= 0) & (x0 > 0)) | ((b[:, 1] <= 0) & (y0 > 0))
-            | ((b[:, 2] >= x1 - x0) & (x1 < w)) | ((b[:, 3] >= y1 - y0) & (y1 < h)))
 
 
 def _why_few(

@@ -38,6 +38,7 @@ import numpy as np
 
 from sam_detect.instances import Instances
 from sam_detect.masks import MaskCrop
+from sam_detect.segment.tiling import cut_by_window
 
 #: threshold levels, as fractions of the examples' contrast above the background
 LEVELS = (0.05, 0.1, 0.15, 0.3, 0.5)
@@ -614,9 +615,7 @@ def _whole_in_core(box: tuple, core: tuple, win: tuple, hw: tuple[int, int]) -> 
     cx, cy = _centre(box)
     if not (core[0] <= cx < core[2] and core[1] <= cy < core[3]):
         return False
-    h, w = hw
-    return not ((box[0] == win[0] > 0) or (box[1] == win[1] > 0) or (box[2] == win[2] < w)
-                or (box[3] == win[3] < h))
+    return not cut_by_window(box, win, hw)
 
 
 #: the bands inside and outside a candidate's outline whose levels are compared, pixels

@@ -593,6 +593,8 @@ class ClassicalSegmenter:
         def window(x0: int, y0: int, x1: int, y1: int) -> tuple[int, int, int, int]:
             return max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
 
+        from sam_detect.segment.tiling import cut_by_window
+
         r = POINT_WINDOW
         box = window(x - r, y - r, x + r + 1, y + r + 1)
         while True:
@@ -601,8 +603,7 @@ class ClassicalSegmenter:
             if found is not None:
                 crop, (x0, y0) = found
                 ch, cw = crop.shape
-                if not ((x0 == box[0] > 0) or (y0 == box[1] > 0) or (x0 + cw == box[2] < w)
-                        or (y0 + ch == box[3] < h)):
+                if not cut_by_window((x0, y0, x0 + cw, y0 + ch), box, (h, w)):
                     return found
                 m = max(ch, cw) // 2 + 1
                 grown = window(min(x0 - m, box[0]), min(y0 - m, box[1]),

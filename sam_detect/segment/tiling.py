@@ -121,22 +121,29 @@ def tile_windows(
     return [(x0, y0, x1, y1) for y0, y1 in spans(h) for x0, x1 in spans(w)]
 
 
+def cut_by_window(box: Sequence[float], window: Sequence[float], image_hw: tuple[int, int]) -> bool:
+    """Whether ``box`` (XYXY, ends exclusive, inside ``window``) touches a side of ``window``
+    (XYXY) that lies inside an ``image_hw`` image: there the window, not the image, may cut
+    the object off. Both in image coordinates."""
+    h, w = image_hw
+    wx0, wy0, wx1, wy1 = window
+    return bool(
+        (box[0] <= wx0 and wx0 > 0)
+        or (box[1] <= wy0 and wy0 > 0)
+        or (box[2] >= wx1 and wx1 < w)
+        or (box[3] >= wy1 and wy1 < h)
+    )
+
+
 def mark_cut(
     item: TileMask, window: tuple[int, int, int, int], image_hw: tuple[int, int]
 ) -> TileMask:
     """Record ``window`` (XYXY) in ``item`` and set ``item.cut`` when the mask touches a side
-    of the window that lies inside the image. ``item`` is in image coordinates.
+    of the window that lies inside the image (:func:`cut_by_window`). ``item`` is in image
+    coordinates.
     """
     item.window = tuple(int(v) for v in window)
-    h, w = image_hw
-    wx0, wy0, wx1, wy1 = window
-    x0, y0, x1, y1 = item.box
-    item.cut = (
-        (x0 <= wx0 and wx0 > 0)
-        or (y0 <= wy0 and wy0 > 0)
-        or (x1 >= wx1 and wx1 < w)
-        or (y1 >= wy1 and wy1 < h)
-    )
+    item.cut = cut_by_window(item.box, window, image_hw)
     return item
 
 
