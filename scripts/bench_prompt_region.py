@@ -45,15 +45,23 @@ def mosaic(side: int):
     return im, lab, np.tile(im, (*reps, 1))[:side, :side].copy()
 
 
+def library(im: np.ndarray, lab: np.ndarray, ids: list[int]):
+    """A detector whose library holds the first 5 nuclei of HeLa frame 0."""
+    from sam_detect import DetectorConfig, SAMDetect
+    from sam_detect.instances import Instances
+
+    det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder="views"))
+    det.add_examples(im, Instances(masks=np.stack([lab == i for i in ids[:5]])), ["nucleus"] * 5)
+    return det
+
+
 def run(side: int, mode: str) -> tuple[dict, list]:
     import sam_detect.pipeline as pl
-    from sam_detect import DetectorConfig, SAMDetect
     from sam_detect.instances import Instances
 
     im, lab, big = mosaic(side)
     ids = [int(i) for i in np.unique(lab) if i > 0]
-    det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder="views"))
-    det.add_examples(im, Instances(masks=np.stack([lab == i for i in ids[:5]])), ["nucleus"] * 5)
+    det = library(im, lab, ids)
 
     def centre(i: int) -> tuple[float, float]:
         ys, xs = np.nonzero(lab == i)
@@ -80,14 +88,12 @@ def run(side: int, mode: str) -> tuple[dict, list]:
 
 
 def run_add(side: int, every_tile: bool) -> tuple[dict, np.ndarray]:
-    from sam_detect import DetectorConfig, SAMDetect
     from sam_detect.embed import views
     from sam_detect.instances import Instances
 
     im, lab, big = mosaic(side)
     ids = [int(i) for i in np.unique(lab) if i > 0]
-    det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder="views"))
-    det.add_examples(im, Instances(masks=np.stack([lab == i for i in ids[:5]])), ["nucleus"] * 5)
+    det = library(im, lab, ids)
     m = np.zeros(big.shape[:2], bool)
     y, x = big.shape[0] // 2 // 700 * 700, big.shape[1] // 2 // 1100 * 1100
     m[y:y + 700, x:x + 1100] = lab == ids[20]
