@@ -330,6 +330,34 @@ def test_prompt_point_on_a_coin():
     assert all(best_iou(h.masks[0], coin) > 0.9 for h in hits)
 
 
+def test_prompt_point_on_the_ground_finds_nothing():
+    """Real data: a click on the coins' background grew to the image's bright top band
+    (9,416 px along 0.84 of the top) and made it an object; ground that lies along most of
+    a side of the image is no object. A coin the border cuts is still found whole."""
+    from skimage import data
+
+    img = data.coins()
+    seg = ClassicalSegmenter()
+    for point in ((3, 3), (150, 5)):
+        assert len(seg.prompt(img, point=point)) == 0
+    coin = seg.prompt(img, box=(19, 32, 68, 78)).masks[0]
+    cut = img[:, 40:]  # the left border cuts the first coin
+    p = seg.prompt(cut, point=(8, 55))
+    assert len(p) == 1 and best_iou(p.masks[0], coin[:, 40:]) > 0.9
+
+
+def test_along_border():
+    from sam_detect.segment.classical_ops import along_border
+
+    crop = np.ones((4, 10), bool)
+    assert along_border(crop, (5, 5), (20, 40)) == 0.0  # clear of the border
+    assert along_border(crop, (0, 0), (20, 40)) == 10 / 40  # top: 10 of 40 columns
+    assert along_border(crop, (30, 16), (20, 40)) == 10 / 40  # bottom right corner: bottom side
+    assert along_border(crop.T, (0, 2), (20, 40)) == 10 / 20  # left: 10 of 20 rows
+    crop[0, :5] = False
+    assert along_border(crop, (0, 0), (20, 40)) == 3 / 20  # the left side's 3 rows beat 5 of 40 columns
+
+
 def test_prompt_box_drawn_tight_around_a_coin():
     """Real data: a box touching the coin, or cutting into it, holds too little background
     for Otsu inside it; the coin is still found, from the box and its surroundings, and

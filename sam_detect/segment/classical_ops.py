@@ -395,6 +395,24 @@ def _median_outside(x: np.ndarray, fg: np.ndarray) -> float:
     return float(np.median(outside, overwrite_input=True))  # a copy already: sort it in place
 
 
+def along_border(crop: np.ndarray, origin: tuple[int, int], hw: tuple[int, int]) -> float:
+    """The largest share of one side of an ``hw`` image that the mask ``crop`` at ``origin``
+    (XY) lies along: 0 for a mask clear of the border, 1 for one along a whole side."""
+    x0, y0 = origin
+    h, w = hw
+    ch, cw = crop.shape
+    runs = []
+    if y0 == 0:
+        runs.append(np.count_nonzero(crop[0]) / w)
+    if y0 + ch == h:
+        runs.append(np.count_nonzero(crop[-1]) / w)
+    if x0 == 0:
+        runs.append(np.count_nonzero(crop[:, 0]) / h)
+    if x0 + cw == w:
+        runs.append(np.count_nonzero(crop[:, -1]) / h)
+    return float(max(runs, default=0.0))
+
+
 def _clip_crop(
     crop: np.ndarray, origin: tuple[int, int], box: tuple[int, int, int, int]
 ) -> tuple[np.ndarray, tuple[int, int]]:
