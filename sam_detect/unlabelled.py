@@ -203,7 +203,12 @@ def image_key(rgb: np.ndarray) -> str:
     import hashlib
 
     a = np.ascontiguousarray(rgb)
-    return hashlib.blake2b(a.tobytes() + repr(a.shape).encode(), digest_size=8).hexdigest()
+    # the pixels hashed in place (a 4096 x 4096 image's 50 MB are not copied first), then
+    # the shape: the same key as hashing the two joined, which the stored examples hold
+    h = hashlib.blake2b(digest_size=8)
+    h.update(memoryview(a).cast("B"))
+    h.update(repr(a.shape).encode())
+    return h.hexdigest()
 
 
 def rows_for_examples(candidates: Instances, profile: dict | None, examples: Instances,
