@@ -12,6 +12,11 @@ click that gives nothing counts 0).
     python scripts/bench_clicks.py --examples 5                    # both ways, after 5 examples
     python scripts/bench_clicks.py --examples 5 --prompt box       # boxes instead of clicks
     python scripts/bench_clicks.py --prompt box --box-grow 0       # the tightest boxes
+    python scripts/bench_clicks.py --prompt ground                 # clicks on the background
+
+``--prompt ground`` clicks random background points at least ``GROUND_CLEARANCE`` px from
+every annotated object (100 per set, the segmenter's own prompt): the share that gives an
+object (where the annotation is complete, every one is a false object) and their median area.
 
 Development sets (where the choices are made): ``stroma`` (the H&E stroma crop of
 ``dev_patches.py``) and ``bench_data.DEV``'s sets, their first three images, at most 150
@@ -126,14 +131,47 @@ def clicks(name: str, max_clicks: int = 150, examples: int = 0, seed: int = 0, p
     return {way: _summary(v) for way, v in ious.items()}
 
 
+GROUND_CLEARANCE = 10
+
+
+def ground_clicks(name: str, n: int = 100, seed: int = 0) -> dict:
+    """``{"plain": {"clicks", "objects", "share", "median_area"}}``: ``n`` clicks on one
+    set's background, spread over its images, each at least ``GROUND_CLEARANCE`` px from
+    every annotated object."""
+    from scipy import ndimage as ndi
+
+    from sam_detect.eval.inputs import load_eval_image
+    from sam_detect.segment import create_segmenter
+
+    seg = create_segmenter("classical")
+    rng = np.random.default_rng(seed)
+    images, labels = images_and_labels(name)
+    areas = []
+    clicked = 0
+    for k, (image, label) in enumerate(zip(images, labels, strict=True)):
+        rgb = load_eval_image(image).rgb
+        ys, xs = np.nonzero(ndi.distance_transform_edt(np.asarray(label) == 0) >= GROUND_CLEARANCE)
+        if not len(ys):
+            continue
+        share = n // len(images) + (k < n % len(images))
+        for j in rng.choice(len(ys), min(share, len(ys)), replace=False):
+            found = seg.prompt(rgb, point=(float(xs[j]), float(ys[j])))
+            clicked += 1
+            if len(found):
+                areas.append(int(found.areas[0]))
+    return {"plain": {"clicks": clicked, "objects": len(areas), "share": round(len(areas) / max(clicked, 1), 3),
+                      "median_area": float(np.median(areas)) if areas else 0.0}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sets", default=DEV, help=f"comma-separated (default: the development sets, {DEV})")
     ap.add_argument("--max-clicks", type=int, default=150)
     ap.add_argument("--examples", type=int, default=0,
                     help="add this many objects of each set's first image as examples first, and click with them too")
-    ap.add_argument("--prompt", default="point", choices=["point", "box"],
-                    help="click each object's innermost point, or draw its box grown by a tenth")
+    ap.add_argument("--prompt", default="point", choices=["point", "box", "ground"],
+                    help="click each object's innermost point, draw its box grown by a tenth, "
+                         "or click the background away from every object")
     ap.add_argument("--box-grow", type=float, default=0.1,
                     help="with --prompt box: grow each object's box by this share of its longer side "
                          "(default 0.1; 0: the tight box)")
@@ -141,6 +179,12 @@ def main() -> None:
     args = ap.parse_args()
     out = {}
     for name in args.sets.split(","):
+        if args.prompt == "ground":
+            out[name] = ground_clicks(name)
+            r = out[name]["plain"]
+            print(f"{name:15s} {r['clicks']:4d} background clicks: {r['objects']:4d} gave an object "
+                  f"({r['share']:.3f}), median area {r['median_area']:.0f} px", flush=True)
+            continue
         out[name] = clicks(name, args.max_clicks, args.examples, prompt=args.prompt, grow=args.box_grow)
         for way, r in out[name].items():
             print(f"{name:15s} {way:6s} {r['clicks']:4d} clicks: nothing {r['nothing']:4d}, IoU >= 0.5 "
