@@ -9,7 +9,8 @@ scales from 0.7 px to the examples' median radius), then:
 
 - ``filter`` (default): ``detect``'s objects are kept only where the forest's probability
   under the object's mask (``--stat``: mean, median, or mean over the mask eroded by a third
-  of the radius) reaches each of ``--thresholds``; threshold 0 is ``detect`` itself;
+  of the radius) reaches each of ``--thresholds``; threshold 0 is ``detect`` itself, in
+  either filter;
 - ``--filter level`` (no forest): ``detect``'s objects are kept only where their median
   level along the profile's colour direction reaches the examples' ring level plus each
   threshold x their contrast (0.5: nearer the examples' insides than their surroundings);
@@ -97,6 +98,9 @@ def main() -> None:
                     help="what filters detect's objects: the forest's probability, or the level along the profile's direction")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    if args.alone and args.filter == "level":
+        ap.error("--alone segments with the forest; --filter level filters detect's objects: choose one")
+    use_forest = args.alone or args.filter == "forest"
 
     import dev_patches as dp
     from scipy import ndimage as ndi
@@ -124,7 +128,7 @@ def main() -> None:
             ims, labs = dp.patches(image, label, np.random.default_rng(seed * 1000 + d))
             if not (labs[2] > 0).any():
                 continue
-            gt = [dp.ground_truth(lab, {int(i): "nucleus" for i in np.unique(lab)}, False) for lab in labs]
+            gt = [dp.ground_truth(lab, {}, False) for lab in labs]
             drawn = draw_examples([list(g.labels) for g in gt[:2]] + [[]], 16, d, [0, 1])
             radius = float(np.median([np.sqrt(gt[i].areas[j] / np.pi) for i, idx in drawn.items() for j in idx]))
             xs, ys = [], []
@@ -132,6 +136,8 @@ def main() -> None:
             for i, idx in drawn.items():
                 if det is not None:
                     det.add_examples(ims[i], gt[i][np.asarray(idx)])
+                if not use_forest:
+                    continue
                 ex = np.zeros(labs[i].shape, bool)
                 for j in idx:
                     ex |= gt[i].mask(int(j))
@@ -140,7 +146,7 @@ def main() -> None:
                 xs += [f[ex], f[ring]]
                 ys += [np.ones(int(ex.sum())), np.zeros(int(ring.sum()))]
             found = det.detect(ims[2]) if det is not None else None
-            if args.filter == "level" and det is not None:
+            if not use_forest:
                 e = det.profile["classes"]["nucleus"]
                 x = det._load(ims[2]).rgb.astype(np.float32) @ np.asarray(e["direction"], np.float32)
                 score = np.array([(np.median(x[found.mask(k)]) - e["ring_level"]) / e["contrast"]
@@ -152,7 +158,10 @@ def main() -> None:
                 score = np.array([stat_of(p, found.mask(k), args.stat, radius) for k in range(len(found))]) \
                     if found is not None else None
             for t in thresholds:
-                out = segment_alone(p, t, radius) if found is None else found[np.flatnonzero(score >= t)]
+                if found is None:
+                    out = segment_alone(p, t, radius)
+                else:  # threshold 0: detect's own objects, unfiltered
+                    out = found if t <= 0 else found[np.flatnonzero(score >= t)]
                 n_out, n_gt = len(out), len(gt[2])
                 m = len(match_iou_matrix(instances_iou(out, gt[2]), 0.5).pairs) if n_out and n_gt else 0
                 for k, v in enumerate((m, n_out, n_gt)):
