@@ -96,6 +96,16 @@ EXPOSED = 0.5
 #: 0.002, 2.5 up to 0.019); docs/performance.md, session 15
 CONTRAST_SD_LIMIT = 3.5
 PRIOR_LOG_CONTRAST_SD = 0.5
+#: a candidate of a stained class (dark against its surroundings *and* coloured, its colour
+#: direction at least ``STAIN_DEGREES`` off grey: an absorbing stain such as haematoxylin) is
+#: kept only where its inside lies at least this share of the examples' contrast beyond
+#: their ring level (:func:`_pale`): nearer the examples' insides than their surroundings,
+#: the midpoint. 0 turns it off. Bright classes (fluorescence: brightness varies with
+#: expression and exposure) and grey dark ones (phase contrast, shading) have no such
+#: floor: on the synthetic dark fields, objects of varied darkness on an uneven ground, it
+#: cost 0.06 F1. Chosen on development data only (docs/performance.md, session 22)
+LEVEL_FLOOR = 0.5
+STAIN_DEGREES = 15.0
 #: an object the image border cuts shows only part of its area: it is proposed down to this
 #: share of its class's smallest admitted area, and its elongation does not count against it
 #: (:func:`cut_by_border`; its size still does, so a fragment does not outrank the whole)
@@ -187,12 +197,23 @@ def inside_contrast(rgb: np.ndarray, instances: Instances, direction: np.ndarray
     along a class's colour ``direction`` (the median colour inside minus the median in the
     ring, projected), measured as the profile measures its examples (:func:`_colours`;
     the ring leaves out only the candidate itself)."""
+    return inside_contrast_and_level(rgb, instances, direction)[0]
+
+
+def inside_contrast_and_level(rgb: np.ndarray, instances: Instances,
+                              direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(contrast, level)``, each ``(N,)`` float32: :func:`inside_contrast`, and the
+    median colour inside each candidate projected on ``direction`` (the level the
+    profile's ``ring_level`` and ``contrast`` are measured in: :func:`_pale`)."""
     d = np.asarray(direction, np.float32)
-    out = np.zeros(len(instances), np.float32)
+    contrast = np.zeros(len(instances), np.float32)
+    level = np.zeros(len(instances), np.float32)
     for k, mc in enumerate(instances.crops):
         inside, around = _inside_and_ring(rgb, mc.crop, int(mc.origin[0]), int(mc.origin[1]))
-        out[k] = float((np.median(inside, axis=0) - np.median(around, axis=0)) @ d)
-    return out
+        mid = np.median(inside, axis=0)
+        contrast[k] = float((mid - np.median(around, axis=0)) @ d)
+        level[k] = float(mid @ d)
+    return contrast, level
 
 
 def _scatter(px: np.ndarray) -> np.ndarray:
@@ -452,6 +473,9 @@ def build_profile(examples: Iterable[tuple[str, dict]]) -> dict:
         floor = _contrast_floor(stats, sc.direction)
         if floor is not None:
             entry["contrast_floor"] = floor
+        level_floor = _level_floor(sc)
+        if level_floor is not None:
+            entry["level_floor"] = level_floor
         if calibrated:
             mean_iou = np.asarray(calibrated, np.float64).mean(axis=0)
             if len(pooled_ious) > len(calibrated):  # the other classes' examples as a prior
@@ -464,6 +488,18 @@ def build_profile(examples: Iterable[tuple[str, dict]]) -> dict:
                 entry["edge"] = edge
         classes[label] = entry
     return {"version": PROFILE_VERSION, "grid": GRID_VERSION, "classes": classes}
+
+
+def _level_floor(scale: Any) -> float | None:
+    """The least level along the class's colour direction a candidate of a dark, coloured
+    class may have (:func:`_pale`): the examples' ring level plus ``LEVEL_FLOOR`` of their
+    contrast; ``None`` (no floor) for a bright class, or a dark one whose direction lies
+    within ``STAIN_DEGREES`` of grey."""
+    d = np.asarray(scale.direction, np.float64)
+    off_grey = np.degrees(np.arccos(np.clip(abs(d.sum()) / np.sqrt(3.0) / max(np.linalg.norm(d), 1e-9), 0.0, 1.0)))
+    if LEVEL_FLOOR <= 0 or d.sum() >= 0 or off_grey < STAIN_DEGREES:
+        return None
+    return round(scale.ring_level + LEVEL_FLOOR * scale.contrast, 3)
 
 
 def _contrast_floor(stats: Sequence[dict], direction: np.ndarray) -> float | None:
@@ -732,7 +768,7 @@ def _size_term(z: np.ndarray | float) -> np.ndarray | float:
     return (1.0 + np.square(z) / 3.0) ** -2.0
 
 
-def size_filter(instances: Instances, profile: dict | None) -> tuple[Instances, str | None]:
+def size_filter(instances: Instances, profile: dict | None, pale: bool = True) -> tuple[Instances, str | None]:
     """Drop candidates no class's profile admits, before they are embedded.
 
     A candidate stays when its area is inside some class's size range, it fits that
@@ -745,7 +781,9 @@ def size_filter(instances: Instances, profile: dict | None) -> tuple[Instances, 
     as far as its class's examples' do where it borders open ground (where the segmenter
     measures outlines, ``data["edge"]``, and the profile has the examples'). Returns ``(kept, note or None)``;
     the note says what was dropped, e.g. ``"12 of 40 candidates outside the examples' size
-    range 300-800 px"``.
+    range 300-800 px"``. ``pale``: also drop a dark class's candidates paler than its
+    ``level_floor`` (:func:`_pale`; ``detect`` does, a prompt and the example images' rows
+    for :mod:`sam_detect.unlabelled` do not: the floor and that model judge apart).
     """
     classes = (profile or {}).get("classes") or {}
     if not classes or len(instances) == 0:
@@ -766,8 +804,9 @@ def size_filter(instances: Instances, profile: dict | None) -> tuple[Instances, 
         keep[idx] = ok & ~weak[idx] & _not_dominated(sub, fits, shapes)
     faint = _faint(instances, classes)
     dim = _dim(instances, classes) & ~faint
-    weak &= ~faint & ~dim
-    keep &= ~faint & ~dim
+    pale = (_pale(instances, classes) if pale else np.zeros(len(instances), bool)) & ~faint & ~dim
+    weak &= ~faint & ~dim & ~pale
+    keep &= ~faint & ~dim & ~pale
     if keep.all():
         return instances, None
     lo, hi = float(ranges[:, 0].min()), float(ranges[:, 1].max())
@@ -775,7 +814,7 @@ def size_filter(instances: Instances, profile: dict | None) -> tuple[Instances, 
         f"{int((~sized).sum())} of {len(instances)} candidates outside the examples' size range "
         f"{lo:.0f}-{hi:.0f} px (candidates: {areas.min():.0f}-{areas.max():.0f} px)"
     )
-    misfit = int((sized & ~keep & ~faint & ~dim & ~weak).sum())
+    misfit = int((sized & ~keep & ~faint & ~dim & ~pale & ~weak).sum())
     if weak.any():
         note += f", {int(weak.sum())} drawn by few of the settings and off the objects' size"
     if misfit:
@@ -784,6 +823,8 @@ def size_filter(instances: Instances, profile: dict | None) -> tuple[Instances, 
         note += f", {int((sized & faint).sum())} with an outline fainter than {EDGE_FLOOR:g} of the examples'"
     if (sized & dim).any():
         note += f", {int((sized & dim).sum())} standing out less than the examples do"
+    if (sized & pale).any():
+        note += f", {int((sized & pale).sum())} paler than the examples' stain"
     if not keep.any():
         note = "no candidate within the examples' size range and shape: " + note
     return instances[keep], note
@@ -911,7 +952,21 @@ def _dim(instances: Instances, classes: dict) -> np.ndarray:
     return _below_floor(instances, classes, instances.data.get("contrast"), floors)
 
 
-def _below_floor(instances: Instances, classes: dict, values: Any, floors: dict[str, float]) -> np.ndarray:
+def _pale(instances: Instances, classes: dict) -> np.ndarray:
+    """``(N,)`` bool: candidates of a *dark* class (an absorbing stain: the examples are
+    darker than their surroundings along the colour direction) whose inside lies nearer
+    the examples' surroundings than their insides: level (``data["level"]``) below the
+    class's ``level_floor`` (:func:`_level_floor`; the class is the one that proposed the
+    candidate, else the most lenient). An absorbing stain's darkness is what the stain
+    makes it, so pale stroma and cytoplasm that happen to stand out from paler ground
+    nearby are not nuclei; a bright (emitting) class has no floor, because a dim
+    fluorescent nucleus is still a nucleus."""
+    floors = {lab: e["level_floor"] for lab, e in classes.items() if "level_floor" in e}
+    return _below_floor(instances, classes, instances.data.get("level"), floors, exposed_only=False)
+
+
+def _below_floor(instances: Instances, classes: dict, values: Any, floors: dict[str, float],
+                 exposed_only: bool = True) -> np.ndarray:
     """``(N,)`` bool: candidates whose ``values`` lie below the floor of the class that
     proposed them (``data["class_hint"]``; a class without a floor has none; a candidate no
     class proposed gets the most lenient, where every class has one) and that border open
@@ -924,8 +979,9 @@ def _below_floor(instances: Instances, classes: dict, values: Any, floors: dict[
     lenient = min(floors.values()) if len(floors) == len(classes) else -np.inf
     floor = np.array([floors.get(h, -np.inf) if h in classes else lenient for h in hints], np.float64)
     below = np.asarray(values, np.float64) < floor
-    idx = np.flatnonzero(below)
-    below[idx] = exposed(instances, idx) >= EXPOSED
+    if exposed_only:
+        idx = np.flatnonzero(below)
+        below[idx] = exposed(instances, idx) >= EXPOSED
     return below
 
 
@@ -1008,6 +1064,8 @@ def describe(profile: dict | None) -> list[str]:
         if "edge" in e:
             rep += f", outline contrast {e['edge']:.2f} (candidates below {EDGE_FLOOR * e['edge']:.2f} dropped)"
         floor = f" (candidates below {e['contrast_floor']:.0f} dropped)" if "contrast_floor" in e else ""
+        if "level_floor" in e:
+            floor += f", a stain (candidates paler than level {e['level_floor']:.0f} dropped)"
         lines.append(
             f"{display_label(label)}: {e['count']} examples, area {e['area'][0]:.0f}-{e['area'][2]:.0f} px "
             f"(median {e['area'][1]:.0f}), {e['polarity']} (RGB direction "
@@ -1018,5 +1076,5 @@ def describe(profile: dict | None) -> list[str]:
 
 
 __all__ = [
-    "CUT_FLOOR", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "size_shift", "sure_objects", "PROFILE_VERSION", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "inside_contrast", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "scale_of", "size_filter",
+    "CUT_FLOOR", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "size_shift", "sure_objects", "PROFILE_VERSION", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "LEVEL_FLOOR", "STAIN_DEGREES", "inside_contrast", "inside_contrast_and_level", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "scale_of", "size_filter",
 ]

@@ -745,6 +745,45 @@ def test_candidates_standing_out_less_than_the_examples_are_dropped(dim_examples
     assert (instances_iou(size_filter(bare, old)[0], gt).max(axis=0) >= 0.5).all()
 
 
+@pytest.mark.parametrize("kind", ["stain", "grey", "bright"])
+def test_a_stain_s_pale_candidates_are_dropped_dim_grey_or_bright_ones_stay(kind):
+    """``LEVEL_FLOOR``: objects of the examples' size and shape, four tenths of the way from
+    the ground to the examples' colour, stand out enough from the ground
+    (``contrast_floor``) but lie nearer its level than the examples' insides. Where the
+    examples are a dark *stain* (purple on pink, like haematoxylin on eosin) they are not
+    objects: dropped, and the note says so. Where the examples are dark and grey (phase
+    contrast, shading) or bright (emission: fluorescence varies with expression), the same
+    objects stay."""
+    fg, bg = {"stain": ((110, 40, 150), (235, 170, 205)), "grey": ((60, 60, 60), (230, 230, 230)),
+              "bright": ((195, 195, 195), (25, 25, 25))}[kind]
+    rgb, lab = blobs(4, size=200, n=20, r=(7, 10), fg=fg, bg=bg, noise=2.0)
+    gt, _ = Instances.from_label_image(lab)
+    pale = np.arange(len(gt)) % 2 == 1
+    img = rgb.astype(np.float32)
+    img[np.isin(lab, np.flatnonzero(pale) + 1)] = np.add(bg, 0.4 * np.subtract(fg, bg))
+    rgb = img.astype(np.uint8)
+    prof = profile_of(rgb, gt, np.flatnonzero(~pale)[:6])
+    entry = prof["classes"]["obj"]
+    assert entry["polarity"] == ("bright" if kind == "bright" else "dark")
+    assert ("level_floor" in entry) == (kind == "stain")
+    assert any("a stain (candidates paler than level" in line for line in describe(prof)) == (kind == "stain")
+    settings = [Setting("flat", 0.1, 0.0, 0.0), *[Setting(**s) for s in entry["settings"]]]
+    cand = propose(rgb, scale_of(entry), settings, label="obj")
+    assert cand.data["level"].shape == (len(cand),)
+    assert (instances_iou(cand, gt).max(axis=0) >= 0.5).all()  # every object is proposed
+    kept, note = size_filter(cand, prof)
+    found = instances_iou(kept, gt).max(axis=0) >= 0.5
+    assert found[~pale].all()
+    if kind == "stain":
+        assert not found[pale].any()
+        assert "paler than the examples' stain" in note and "standing out less" not in note
+        # a prompt is not judged by it: the click says it is an object
+        assert (instances_iou(size_filter(cand, prof, pale=False)[0], gt).max(axis=0) >= 0.5).all()
+    else:
+        assert found[pale].all()
+        assert note is None or "paler" not in note
+
+
 def test_the_outline_floor_is_each_proposing_class_s_own():
     from sam_detect.profile import EDGE_FLOOR
 

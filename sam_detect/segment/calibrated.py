@@ -489,7 +489,8 @@ def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str |
     ``GRID``), ``data["stability"]`` the share of the settings that made it (near-identical
     candidates are one), ``data["class_hint"]`` the class whose profile proposed it,
     ``data["edge"]`` how far its outline stands out (:func:`edge_contrast`),
-    ``data["contrast"]`` how far its inside does (``profile.inside_contrast``);
+    ``data["contrast"]`` how far its inside does and ``data["level"]`` where it lies along
+    the direction (``profile.inside_contrast_and_level``);
     ``metadata["tiles"]`` how many windows the image was proposed in.
 
     ``tile``: images larger than this (pixels a side; 0: never) are proposed window by
@@ -500,7 +501,7 @@ def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str |
     """
     from scipy import ndimage as ndi
 
-    from sam_detect.profile import CUT_FLOOR, admitted, cut_by_border, inside_contrast
+    from sam_detect.profile import CUT_FLOOR, admitted, cut_by_border, inside_contrast_and_level
 
     h, w = rgb.shape[:2]
     lo, hi = scale.min_area, scale.max_area
@@ -556,7 +557,7 @@ def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str |
     inst.data["class_hint"] = [label] * len(inst)
     inst.data["edge"] = np.concatenate(edges)[order]
     inst = _merge_near_duplicates(inst, len(settings))
-    inst.data["contrast"] = inside_contrast(rgb, inst, scale.direction)
+    inst.data["contrast"], inst.data["level"] = inside_contrast_and_level(rgb, inst, scale.direction)
     inst.metadata["tiles"] = len(windows)
     return inst
 
