@@ -13,7 +13,9 @@ scales from 0.7 px to the examples' median radius), then:
   either filter;
 - ``--filter level`` (no forest): ``detect``'s objects are kept only where their median
   level along the profile's colour direction reaches the examples' ring level plus each
-  threshold x their contrast (0.5: nearer the examples' insides than their surroundings);
+  threshold x their contrast (0.5: nearer the examples' insides than their surroundings;
+  since session 22 ``detect`` itself applies 0.5 to dark, coloured classes before the vote,
+  ``profile.LEVEL_FLOOR``, so threshold 0 includes it on H&E);
 - ``--alone``: the forest segments by itself (probability > each threshold, holes filled,
   a 3 x 3 opening, connected components under 0.3 pi r^2 dropped): no proposals, no vote.
 
