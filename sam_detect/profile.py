@@ -106,6 +106,10 @@ PRIOR_LOG_CONTRAST_SD = 0.5
 #: cost 0.06 F1. Chosen on development data only (docs/performance.md, session 22)
 LEVEL_FLOOR = 0.5
 STAIN_DEGREES = 15.0
+#: ... except on an image where more than this share of a class's sure objects
+#: (:func:`sure_objects`, at least ``WEAK_SURE_COUNT``) lie below it: stained paler than
+#: the examples' image, so the examples' level is not this image's
+PALER_SHARE = 0.5
 #: an object the image border cuts shows only part of its area: it is proposed down to this
 #: share of its class's smallest admitted area, and its elongation does not count against it
 #: (:func:`cut_by_border`; its size still does, so a fragment does not outrank the whole)
@@ -962,7 +966,18 @@ def _pale(instances: Instances, classes: dict) -> np.ndarray:
     nearby are not nuclei; a bright (emitting) class has no floor, because a dim
     fluorescent nucleus is still a nucleus."""
     floors = {lab: e["level_floor"] for lab, e in classes.items() if "level_floor" in e}
-    return _below_floor(instances, classes, instances.data.get("level"), floors, exposed_only=False)
+    below = _below_floor(instances, classes, instances.data.get("level"), floors, exposed_only=False)
+    hints = instances.data.get("class_hint")
+    if not below.any() or hints is None:
+        return below
+    # an image stained paler than the examples' (another slide, another batch) puts most of
+    # its sure objects below the floor: there the examples' level says nothing
+    for label in floors:
+        mine = np.array([h == label for h in hints], bool)
+        sure = sure_objects(instances, label, classes[label]) & mine
+        if sure.sum() >= WEAK_SURE_COUNT and below[sure].mean() > PALER_SHARE:
+            below[mine] = False
+    return below
 
 
 def _below_floor(instances: Instances, classes: dict, values: Any, floors: dict[str, float],
@@ -1076,5 +1091,5 @@ def describe(profile: dict | None) -> list[str]:
 
 
 __all__ = [
-    "CUT_FLOOR", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "size_shift", "sure_objects", "PROFILE_VERSION", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "LEVEL_FLOOR", "STAIN_DEGREES", "inside_contrast", "inside_contrast_and_level", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "scale_of", "size_filter",
+    "CUT_FLOOR", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "size_shift", "sure_objects", "PROFILE_VERSION", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "LEVEL_FLOOR", "STAIN_DEGREES", "PALER_SHARE", "inside_contrast", "inside_contrast_and_level", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "scale_of", "size_filter",
 ]

@@ -784,6 +784,31 @@ def test_a_stain_s_pale_candidates_are_dropped_dim_grey_or_bright_ones_stay(kind
         assert note is None or "paler" not in note
 
 
+@pytest.mark.parametrize("paler", [3, 8])
+def test_the_stain_s_floor_stands_aside_on_an_image_stained_paler_than_the_examples(paler):
+    """``PALER_SHARE``: where most of an image's sure objects (every setting draws them,
+    shaped like the examples) lie below a stain's level floor, the image was stained
+    paler than the examples' (another slide or batch) and the floor does not apply there;
+    where a few do, they are dropped."""
+    from sam_detect.profile import PALER_SHARE, WEAK_SURE_COUNT
+
+    masks = np.zeros((10, 40, 220), bool)
+    for k in range(10):
+        masks[k, 10:22, 5 + 21 * k : 17 + 21 * k] = True
+    inst = Instances(masks=masks)
+    inst.data["level"] = np.array([-250.0] * (10 - paler) + [-300.0] * paler, np.float32)
+    inst.data["stability"] = np.ones(10)
+    inst.data["class_hint"] = ["a"] * 10
+    entry = {"area_range": [50.0, 400.0], "log_area": [np.log(144.0), 0.3], "solidity": [0.9, 1.0],
+             "eccentricity": 0.5, "level_floor": -270.0}
+    kept, note = size_filter(inst, {"classes": {"a": entry}})
+    assert WEAK_SURE_COUNT <= 10 and 0.3 < PALER_SHARE < 0.8  # the scene judges both ways
+    if paler == 3:
+        assert len(kept) == 7 and note.endswith("3 paler than the examples' stain")
+    else:
+        assert len(kept) == 10 and note is None
+
+
 def test_the_outline_floor_is_each_proposing_class_s_own():
     from sam_detect.profile import EDGE_FLOOR
 
