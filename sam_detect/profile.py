@@ -964,7 +964,9 @@ def _pale(instances: Instances, classes: dict) -> np.ndarray:
     candidate, else the most lenient). An absorbing stain's darkness is what the stain
     makes it, so pale stroma and cytoplasm that happen to stand out from paler ground
     nearby are not nuclei; a bright (emitting) class has no floor, because a dim
-    fluorescent nucleus is still a nucleus."""
+    fluorescent nucleus is still a nucleus. A class whose sure objects (at least
+    ``WEAK_SURE_COUNT``) lie below its floor in more than ``PALER_SHARE`` is not judged by
+    it on this image: stained paler than the examples' image."""
     floors = {lab: e["level_floor"] for lab, e in classes.items() if "level_floor" in e}
     below = _below_floor(instances, classes, instances.data.get("level"), floors, exposed_only=False)
     hints = instances.data.get("class_hint")
