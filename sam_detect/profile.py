@@ -967,7 +967,7 @@ def _pale(instances: Instances, classes: dict) -> np.ndarray:
     fluorescent nucleus is still a nucleus. A class whose sure objects (at least
     ``WEAK_SURE_COUNT``) lie below its floor in more than ``PALER_SHARE`` is not judged by
     it on this image: stained paler than the examples' image."""
-    floors = {lab: e["level_floor"] for lab, e in classes.items() if "level_floor" in e}
+    floors = {lab: e["level_floor"] for lab, e in classes.items() if "level_floor" in e and LEVEL_FLOOR > 0}
     below = _below_floor(instances, classes, instances.data.get("level"), floors, exposed_only=False)
     hints = instances.data.get("class_hint")
     if not below.any() or hints is None:
@@ -986,7 +986,8 @@ def _below_floor(instances: Instances, classes: dict, values: Any, floors: dict[
                  exposed_only: bool = True) -> np.ndarray:
     """``(N,)`` bool: candidates whose ``values`` lie below the floor of the class that
     proposed them (``data["class_hint"]``; a class without a floor has none; a candidate no
-    class proposed gets the most lenient, where every class has one) and that border open
+    class proposed gets the most lenient, where every class has one) and, with
+    ``exposed_only``, that border open
     ground (``EXPOSED`` of :func:`exposed`): packed among others, a candidate's surroundings
     are its neighbours, and it cannot stand out from them. None where ``values`` is
     ``None`` or no class has a floor."""
