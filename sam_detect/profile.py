@@ -85,7 +85,7 @@ EDGE_FLOOR = 0.1
 #: ... when at least this share of the band just outside the outline lies on no other
 #: candidate (its own alternatives, which overlap it, aside)
 EXPOSED = 0.5
-#: candidates whose inside stands out from a ring around them (:func:`inside_contrast`)
+#: candidates whose inside stands out from a ring around them (:func:`inside_contrast_and_level`)
 #: less than the examples' median contrast by more than this many of their log-contrast
 #: sds (robust, shrunk towards ``PRIOR_LOG_CONTRAST_SD`` with ``PRIOR_WEIGHT``, as sizes
 #: are) are not objects of that class: faint strands of stroma and their pieces on H&E,
@@ -196,19 +196,14 @@ def _inside_and_ring(rgb: np.ndarray, crop: np.ndarray, x0: int, y0: int,
     return inside, (around if len(around) else inside)
 
 
-def inside_contrast(rgb: np.ndarray, instances: Instances, direction: np.ndarray) -> np.ndarray:
-    """``(N,)`` float32: how far each candidate's inside stands out from a ring around it
-    along a class's colour ``direction`` (the median colour inside minus the median in the
-    ring, projected), measured as the profile measures its examples (:func:`_colours`;
-    the ring leaves out only the candidate itself)."""
-    return inside_contrast_and_level(rgb, instances, direction)[0]
-
-
 def inside_contrast_and_level(rgb: np.ndarray, instances: Instances,
                               direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(contrast, level)``, each ``(N,)`` float32: :func:`inside_contrast`, and the
-    median colour inside each candidate projected on ``direction`` (the level the
-    profile's ``ring_level`` and ``contrast`` are measured in: :func:`_pale`)."""
+    """``(contrast, level)``, each ``(N,)`` float32: how far each candidate's inside stands
+    out from a ring around it along a class's colour ``direction`` (the median colour
+    inside minus the median in the ring, projected), measured as the profile measures its
+    examples (:func:`_colours`; the ring leaves out only the candidate itself), and the
+    median colour inside projected on ``direction`` (the level the profile's
+    ``ring_level`` and ``contrast`` are measured in: :func:`_pale`)."""
     d = np.asarray(direction, np.float32)
     contrast = np.zeros(len(instances), np.float32)
     level = np.zeros(len(instances), np.float32)
@@ -477,7 +472,7 @@ def build_profile(examples: Iterable[tuple[str, dict]]) -> dict:
         floor = _contrast_floor(stats, sc.direction)
         if floor is not None:
             entry["contrast_floor"] = floor
-        level_floor = _level_floor(sc)
+        level_floor = _level_floor(sc, entry["polarity"])
         if level_floor is not None:
             entry["level_floor"] = level_floor
         if calibrated:
@@ -494,14 +489,14 @@ def build_profile(examples: Iterable[tuple[str, dict]]) -> dict:
     return {"version": PROFILE_VERSION, "grid": GRID_VERSION, "classes": classes}
 
 
-def _level_floor(scale: Any) -> float | None:
+def _level_floor(scale: Any, polarity: str) -> float | None:
     """The least level along the class's colour direction a candidate of a dark, coloured
     class may have (:func:`_pale`): the examples' ring level plus ``LEVEL_FLOOR`` of their
     contrast; ``None`` (no floor) for a bright class, or a dark one whose direction lies
     within ``STAIN_DEGREES`` of grey."""
     d = np.asarray(scale.direction, np.float64)
     off_grey = np.degrees(np.arccos(np.clip(abs(d.sum()) / np.sqrt(3.0) / max(np.linalg.norm(d), 1e-9), 0.0, 1.0)))
-    if LEVEL_FLOOR <= 0 or d.sum() >= 0 or off_grey < STAIN_DEGREES:
+    if LEVEL_FLOOR <= 0 or polarity != "dark" or off_grey < STAIN_DEGREES:
         return None
     return round(scale.ring_level + LEVEL_FLOOR * scale.contrast, 3)
 
@@ -808,9 +803,9 @@ def size_filter(instances: Instances, profile: dict | None, pale: bool = True) -
         keep[idx] = ok & ~weak[idx] & _not_dominated(sub, fits, shapes)
     faint = _faint(instances, classes)
     dim = _dim(instances, classes) & ~faint
-    pale = (_pale(instances, classes) if pale else np.zeros(len(instances), bool)) & ~faint & ~dim
-    weak &= ~faint & ~dim & ~pale
-    keep &= ~faint & ~dim & ~pale
+    pallid = (_pale(instances, classes) if pale else np.zeros(len(instances), bool)) & ~faint & ~dim
+    weak &= ~faint & ~dim & ~pallid
+    keep &= ~faint & ~dim & ~pallid
     if keep.all():
         return instances, None
     lo, hi = float(ranges[:, 0].min()), float(ranges[:, 1].max())
@@ -818,7 +813,7 @@ def size_filter(instances: Instances, profile: dict | None, pale: bool = True) -
         f"{int((~sized).sum())} of {len(instances)} candidates outside the examples' size range "
         f"{lo:.0f}-{hi:.0f} px (candidates: {areas.min():.0f}-{areas.max():.0f} px)"
     )
-    misfit = int((sized & ~keep & ~faint & ~dim & ~pale & ~weak).sum())
+    misfit = int((sized & ~keep & ~faint & ~dim & ~pallid & ~weak).sum())
     if weak.any():
         note += f", {int(weak.sum())} drawn by few of the settings and off the objects' size"
     if misfit:
@@ -827,8 +822,8 @@ def size_filter(instances: Instances, profile: dict | None, pale: bool = True) -
         note += f", {int((sized & faint).sum())} with an outline fainter than {EDGE_FLOOR:g} of the examples'"
     if (sized & dim).any():
         note += f", {int((sized & dim).sum())} standing out less than the examples do"
-    if (sized & pale).any():
-        note += f", {int((sized & pale).sum())} paler than the examples' stain"
+    if (sized & pallid).any():
+        note += f", {int((sized & pallid).sum())} paler than the examples' stain"
     if not keep.any():
         note = "no candidate within the examples' size range and shape: " + note
     return instances[keep], note
@@ -948,7 +943,7 @@ def _faint(instances: Instances, classes: dict) -> np.ndarray:
 
 def _dim(instances: Instances, classes: dict) -> np.ndarray:
     """``(N,)`` bool: candidates whose inside stands out less than their class's
-    ``contrast_floor`` (``data["contrast"]``, :func:`inside_contrast`; the class is the one
+    ``contrast_floor`` (``data["contrast"]``, :func:`inside_contrast_and_level`; the class is the one
     that proposed the candidate, ``data["class_hint"]``, else the most lenient) where they
     border open ground (:func:`exposed`, as :func:`_faint`): the ring around a cell packed
     in a colony is its neighbours, and it cannot stand out from them."""
@@ -970,14 +965,20 @@ def _pale(instances: Instances, classes: dict) -> np.ndarray:
     floors = {lab: e["level_floor"] for lab, e in classes.items() if "level_floor" in e and LEVEL_FLOOR > 0}
     below = _below_floor(instances, classes, instances.data.get("level"), floors, exposed_only=False)
     hints = instances.data.get("class_hint")
-    if not below.any() or hints is None:
-        return below
+    stability = instances.data.get("stability")
+    if not below.any() or hints is None or stability is None:
+        return below  # without stability no candidate is sure (:func:`sure_objects`)
     # an image stained paler than the examples' (another slide, another batch) puts most of
-    # its sure objects below the floor: there the examples' level says nothing
+    # its sure objects below the floor: there the examples' level says nothing. Only the
+    # stable candidates can be sure, so only their shapes are measured
+    stable = np.asarray(stability, np.float64) >= SURE_STABILITY
     for label in floors:
         mine = np.array([h == label for h in hints], bool)
-        sure = sure_objects(instances, label, classes[label]) & mine
-        if sure.sum() >= WEAK_SURE_COUNT and below[sure].mean() > PALER_SHARE:
+        idx = np.flatnonzero(mine & stable)
+        if len(idx) < WEAK_SURE_COUNT:
+            continue
+        sure = idx[sure_objects(instances[idx], label, classes[label])]
+        if len(sure) >= WEAK_SURE_COUNT and below[sure].mean() > PALER_SHARE:
             below[mine] = False
     return below
 
@@ -1094,5 +1095,5 @@ def describe(profile: dict | None) -> list[str]:
 
 
 __all__ = [
-    "CUT_FLOOR", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "size_shift", "sure_objects", "PROFILE_VERSION", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "LEVEL_FLOOR", "STAIN_DEGREES", "PALER_SHARE", "inside_contrast", "inside_contrast_and_level", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "scale_of", "size_filter",
+    "CUT_FLOOR", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "size_shift", "sure_objects", "PROFILE_VERSION", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "LEVEL_FLOOR", "STAIN_DEGREES", "PALER_SHARE", "inside_contrast_and_level", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "scale_of", "size_filter",
 ]
