@@ -16,6 +16,7 @@ that best reproduce the examples. The pipeline hands the profile to the segmente
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -672,23 +673,39 @@ def scale_of(entry: dict) -> Any:
     )
 
 
-def candidate_shapes(instances: Instances) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(areas, solidities, eccentricities)`` of every candidate, from its mask crop."""
+#: each mask crop's (solidity, eccentricity), kept while the crop lives: ``detect`` asks for
+#: the same candidates' shapes in the size filter, the sure objects and the decision
+_SHAPES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _crop_shape(crop: np.ndarray) -> tuple[float, float]:
+    """``(solidity, eccentricity)`` of one mask crop (its outer contour and moments)."""
     import cv2
 
+    m8 = np.pad(crop, 1).astype(np.uint8)
+    contours, _ = cv2.findContours(m8, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    sol = _polygon_solidity(contours)
+    m = cv2.moments(m8, binaryImage=True)
+    ecc = 0.0
+    if m["m00"] > 0:
+        a, b, c = m["mu20"] / m["m00"], m["mu11"] / m["m00"], m["mu02"] / m["m00"]
+        root = np.sqrt(max(0.0, (a - c) ** 2 + 4 * b * b))
+        big, small = (a + c + root) / 2, (a + c - root) / 2
+        ecc = float(np.sqrt(max(0.0, 1.0 - small / big))) if big > 0 else 0.0
+    return sol, ecc
+
+
+def candidate_shapes(instances: Instances) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(areas, solidities, eccentricities)`` of every candidate, from its mask crop
+    (measured once per crop: slices of ``Instances`` share their crops)."""
     areas = instances.areas.astype(np.float64)
     sol = np.ones(len(instances))
     ecc = np.zeros(len(instances))
-    for i, crop in enumerate(instances.mask_crops):
-        m8 = np.pad(crop, 1).astype(np.uint8)
-        contours, _ = cv2.findContours(m8, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        sol[i] = _polygon_solidity(contours)
-        m = cv2.moments(m8, binaryImage=True)
-        if m["m00"] > 0:
-            a, b, c = m["mu20"] / m["m00"], m["mu11"] / m["m00"], m["mu02"] / m["m00"]
-            root = np.sqrt(max(0.0, (a - c) ** 2 + 4 * b * b))
-            big, small = (a + c + root) / 2, (a + c - root) / 2
-            ecc[i] = np.sqrt(max(0.0, 1.0 - small / big)) if big > 0 else 0.0
+    for i, mc in enumerate(instances.crops):
+        shape = _SHAPES.get(mc)
+        if shape is None:
+            shape = _SHAPES[mc] = _crop_shape(mc.crop)
+        sol[i], ecc[i] = shape
     return areas, sol, ecc
 
 

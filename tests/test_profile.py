@@ -1228,3 +1228,29 @@ def test_classes_with_examples_enough_keep_their_own_polarity():
     prof = build_profile([(labels[k], s) for k, s in zip(take, stats, strict=True)])
     assert prof["classes"]["light"]["polarity"] == "bright"
     assert prof["classes"]["dark"]["polarity"] == "dark"
+
+
+def test_candidate_shapes_are_measured_once_per_crop_and_follow_slices():
+    from sam_detect.profile import _SHAPES, _crop_shape, candidate_shapes
+    from sam_detect.segment.calibrated import GRID_INDEX
+
+    _, lab = blobs(3, n=8)
+    inst, _ = Instances.from_label_image(lab)
+    # an elongated bar and a C shape: solidity and eccentricity far from a disc's
+    bar = np.zeros(lab.shape, bool)
+    bar[5:9, 10:60] = True
+    ring = cv2.circle(np.zeros(lab.shape, np.uint8), (150, 150), 20, 1, 5).astype(bool)
+    ring[150:, 150:] = False
+    inst = Instances.merge([inst, Instances(masks=np.stack([bar, ring]))])
+    areas, sol, ecc = candidate_shapes(inst)
+    fresh = np.array([_crop_shape(c.crop) for c in inst.crops])
+    np.testing.assert_array_equal(np.c_[sol, ecc], fresh)
+    assert ecc[-2] > 0.95 and sol[-1] < 0.6  # the bar is elongated, the C hollow
+    assert all(c in _SHAPES for c in inst.crops)
+    # a slice shares its crops: the same values, in its own order
+    order = np.arange(len(inst))[::-2]
+    _, sol2, ecc2 = candidate_shapes(inst[order])
+    np.testing.assert_array_equal(np.c_[sol2, ecc2], fresh[order])
+    np.testing.assert_array_equal(areas, inst.areas)
+    # a setting's index is its place in GRID
+    assert all(GRID_INDEX[g] == k for k, g in enumerate(GRID))

@@ -93,6 +93,8 @@ GRID: tuple[Setting, ...] = tuple(
     Setting(b, lv, rf, BLOB_SPLIT, "blob", sm)
     for sm in SMOOTHS for b in BACKGROUNDS for lv in LEVELS for rf in REFINES
 ) + (OWN,)
+#: each setting's index into ``GRID`` (a dict: ``GRID.index`` compares dataclasses one by one)
+GRID_INDEX: dict[Setting, int] = {g: k for k, g in enumerate(GRID)}
 
 
 @dataclass
@@ -433,7 +435,7 @@ def grid_ious(rgb: np.ndarray, scale: Scale, masks: list[tuple[np.ndarray, tuple
     for crop, (x0, y0) in first.masks:
         roi[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] |= crop
 
-    index = {g: k for k, g in enumerate(GRID)}
+    index = GRID_INDEX
 
     def rows(smooth: float) -> list[tuple[int, np.ndarray]]:
         # each foreground's settings in one run (the blob splits come last in GRID), so its
@@ -459,7 +461,7 @@ def grid_ious(rgb: np.ndarray, scale: Scale, masks: list[tuple[np.ndarray, tuple
     if own is not None:
         # the segmenter's own settings need the whole image (their background and noise
         # estimates are global): one segmentation, scored on the same examples
-        out[GRID.index(OWN)] = _reproduction(own.segment(rgb).to_label_image(), masks)
+        out[GRID_INDEX[OWN]] = _reproduction(own.segment(rgb).to_label_image(), masks)
     return out
 
 
@@ -505,7 +507,7 @@ def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str |
 
     h, w = rgb.shape[:2]
     lo, hi = scale.min_area, scale.max_area
-    own_setting = GRID.index(OWN)
+    own_setting = GRID_INDEX[OWN]
     own_crops = []
     if OWN in settings and own is not None and len(own):
         ok = admitted(own.areas, cut_by_border(own.boxes, (h, w)), lo, hi)
@@ -526,6 +528,7 @@ def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str |
         preps = functools.cache(lambda sm, sub=rgb[wy0:wy1, wx0:wx1]: Prepared(sub, scale, sm))
         found = [(m.crop, (m.x0 - wx0, m.y0 - wy0), own_setting) for m in mine]
         for s, labels in label_images(preps, scale, [s for s in settings if s != OWN]):
+            made = GRID_INDEX.get(s, -1)
             areas = np.bincount(labels.ravel())
             for i, sl in enumerate(ndi.find_objects(labels), 1):
                 if sl is None or not CUT_FLOOR * lo <= areas[i] <= hi:
@@ -535,7 +538,7 @@ def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str |
                     continue  # below the size range, and not cut short by the image border
                 if len(windows) > 1 and not _whole_in_core(box, core, win, (h, w)):
                     continue
-                found.append((labels[sl] == i, (sl[1].start, sl[0].start), GRID.index(s) if s in GRID else -1))
+                found.append((labels[sl] == i, (sl[1].start, sl[0].start), made))
         if not found:
             continue
         local = [MaskCrop(c, o) for c, o, _ in found]
@@ -549,7 +552,7 @@ def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str |
         out.metadata["tiles"] = len(windows)
         return out
     # the whole image's order: the segmenter's own candidates, then setting by setting
-    rank = {GRID.index(s) if s in GRID else -1: r for r, s in enumerate(settings)}
+    rank = {GRID_INDEX.get(s, -1): r for r, s in enumerate(settings)}
     rank[own_setting] = -1
     order = np.argsort([rank.get(s, len(settings)) for s in made_by], kind="stable")
     inst = Instances.from_crops([crops[i] for i in order], np.asarray(origins, np.int64)[order], (h, w))
