@@ -534,7 +534,7 @@ def _grid_iou(shape: dict) -> list[float] | None:
     settings are today's first ones, in today's order, then the segmenter's own. The
     settings it did not have count as not reproducing them (add the examples again to let
     them speak for those)."""
-    from sam_detect.segment.calibrated import GRID, GRID_VERSION, OWN
+    from sam_detect.segment.calibrated import GRID, GRID_INDEX, GRID_VERSION, OWN
 
     calib = shape.get("calib") or {}
     iou = calib.get("iou")
@@ -546,7 +546,7 @@ def _grid_iou(shape: dict) -> list[float] | None:
     if n is not None and len(iou) == n + 1:
         out = [0.0] * len(GRID)
         out[:n] = iou[:n]
-        out[GRID.index(OWN)] = iou[n]
+        out[GRID_INDEX[OWN]] = iou[n]
         return out
     return None
 

@@ -435,8 +435,6 @@ def grid_ious(rgb: np.ndarray, scale: Scale, masks: list[tuple[np.ndarray, tuple
     for crop, (x0, y0) in first.masks:
         roi[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] |= crop
 
-    index = GRID_INDEX
-
     def rows(smooth: float) -> list[tuple[int, np.ndarray]]:
         # each foreground's settings in one run (the blob splits come last in GRID), so its
         # components are found once for all its splits
@@ -446,7 +444,7 @@ def grid_ious(rgb: np.ndarray, scale: Scale, masks: list[tuple[np.ndarray, tuple
         for s, labels in label_images(mosaics.__getitem__, scale, grid, roi):
             if labels is not last:  # a split that splits nothing gives its components again
                 last, iou = labels, _reproduction(labels, first.masks)
-            done.append((index[s], iou))
+            done.append((GRID_INDEX[s], iou))
         return done
 
     # one thread per smoothing: OpenCV, NumPy's sorts and the watersheds release the GIL;
