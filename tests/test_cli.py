@@ -216,3 +216,25 @@ def test_hela_add_then_detect_in_two_processes(shared_data, tmp_path):
     obj = rec["objects"][0]
     assert len(obj["box"]) == 4 and obj["polygons"] and 0 < obj["confidence"] <= 1
     assert "segmenter: classical (auto:" in det.stderr and "embedder: views" in det.stderr
+
+
+def test_numpy_arrays_as_images_from_add_to_detect(scene_files, tmp_path):
+    """A ``.npy`` image and label array teach; a ``.npy`` stack's frame is detected on, and
+    finds what the same PNG finds."""
+    f = scene_files
+    rgb = cv2.imread(str(f["image"]))[..., ::-1]
+    np.save(tmp_path / "scene.npy", rgb)
+    np.save(tmp_path / "labels.npy", cv2.imread(str(f["labels"]), cv2.IMREAD_UNCHANGED).astype(np.int32))
+    np.save(tmp_path / "stack.npy", np.stack([np.zeros_like(rgb), rgb]))
+    r = run_cli("add", tmp_path / "scene.npy", "--label", "shape", "--labels", tmp_path / "labels.npy", *f["lib"])
+    assert r.exit_code == 0, r.output
+    assert f"added {len(f['masks'])} example(s)" in r.stdout
+    r = run_cli("detect", tmp_path / "stack.npy", "--frame", "1", "--json", *f["lib"])
+    assert r.exit_code == 0, r.output
+    from_npy = json.loads(r.stdout)
+    r = run_cli("detect", f["image"], "--json", *f["lib"])
+    from_png = json.loads(r.stdout)
+    assert from_npy["count"] == from_png["count"] >= 3
+    assert [o["box"] for o in from_npy["objects"]] == [o["box"] for o in from_png["objects"]]
+    r = run_cli("detect", tmp_path / "stack.npy", *f["lib"])
+    assert r.exit_code == 1 and "holds a stack of 2 frames" in r.output and "Traceback" not in r.output

@@ -450,3 +450,93 @@ def test_single_frame_read_matches_full_read(tmp_path, shape, kwargs):
         assert im.n_frames == stack.shape[0]
         np.testing.assert_array_equal(im.original, stack[f])
         np.testing.assert_array_equal(im.rgb, to_rgb_uint8(stack[f]) if stack.ndim == 3 else im.rgb)
+
+
+# -- NumPy arrays ----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("shape", "dtype", "n_frames", "source_axes", "axes"),
+    [
+        ((6, 8), np.uint8, 1, "YX", "YX"),
+        ((6, 8, 3), np.uint8, 1, "YXS", "YXC"),
+        ((6, 8, 2), np.uint16, 1, "YXC", "YXC"),
+        ((5, 6, 8), np.float32, 5, "QYX", "YX"),
+        ((4, 6, 8, 3), np.uint8, 4, "QYXS", "YXC"),
+        ((2, 3, 6, 8), np.int32, 6, "QQYX", "YX"),
+    ],
+)
+def test_npy_arrays_read_as_images_and_stacks(tmp_path, shape, dtype, n_frames, source_axes, axes):
+    a = (RNG.random(shape) * 200).astype(dtype)
+    p = tmp_path / "a.npy"
+    np.save(p, a)
+    frames = a.reshape((n_frames, 6, 8) + ((shape[-1],) if axes == "YXC" else ()))
+    last = n_frames - 1
+    got = load_image(p, frame=last if n_frames > 1 else None)
+    assert (got.n_frames, got.source_axes, got.axes) == (n_frames, source_axes, axes)
+    assert type(got.original) is np.ndarray  # read into memory, not a view of the mapped file
+    np.testing.assert_array_equal(got.original, frames[last])
+    assert got.rgb.shape == (6, 8, 3) and got.rgb.dtype == np.uint8
+    if dtype == np.uint8 and axes == "YXC":
+        np.testing.assert_array_equal(got.rgb, frames[last])  # RGB uint8 passes through
+    stack, stack_axes = read_stack(p)
+    assert type(stack) is np.ndarray and stack_axes == ("TYXC" if axes == "YXC" else "TYX")
+    np.testing.assert_array_equal(stack, frames)
+    if n_frames > 1:
+        with pytest.raises(ImageLoadError, match=r"holds a stack of \d+ frames"):
+            load_image(p)
+
+
+def test_npy_rgb_array_matches_the_same_png(tmp_path):
+    a = RNG.integers(0, 256, (12, 10, 3), dtype=np.uint8)
+    np.save(tmp_path / "a.npy", a)
+    Image.fromarray(a).save(tmp_path / "a.png")
+    np.testing.assert_array_equal(load_image(tmp_path / "a.npy").rgb, load_image(tmp_path / "a.png").rgb)
+
+
+@pytest.mark.parametrize(
+    ("write", "message"),
+    [
+        (lambda p: p.write_text("hello"), "not a NumPy .npy file (no .npy header); save arrays with numpy.save"),
+        (lambda p: np.save(p, np.array(["a", "b"] * 8).reshape(4, 4)),
+         "a NumPy array of <U1 values; an image needs numbers (integers, floats or booleans)"),
+        (lambda p: np.save(p, np.arange(5)), "a NumPy array of shape (5,); an image needs (H, W) or (H, W, C)"),
+        (lambda p: np.save(p, np.array([{"a": 1}], dtype=object)), "cannot read as a NumPy array (ValueError: "),
+    ],
+)
+def test_npy_bad_arrays_say_why(tmp_path, write, message):
+    p = tmp_path / "bad.npy"
+    write(p)
+    with pytest.raises(ImageLoadError) as ei:
+        load_image(p)
+    assert str(ei.value).startswith(f"{p}: {message}") and "\n" not in str(ei.value)
+
+
+def test_npy_truncated_and_npz_in_disguise(tmp_path):
+    good = tmp_path / "good.npy"
+    np.save(good, RNG.integers(0, 256, (64, 64), dtype=np.uint8))
+    cut = tmp_path / "cut.npy"
+    cut.write_bytes(good.read_bytes()[:1000])
+    with pytest.raises(ImageLoadError) as ei:
+        load_image(cut)
+    assert str(ei.value).startswith(f"{cut}: cannot read as a NumPy array (")
+    npz = tmp_path / "arch.npy"
+    with open(npz, "wb") as fh:
+        np.savez(fh, image=np.zeros((4, 4)))
+    with pytest.raises(ImageLoadError) as ei:
+        load_image(npz)
+    assert str(ei.value) == f"{npz}: not a NumPy .npy file (no .npy header); save arrays with numpy.save"
+
+
+def test_npy_plane_above_the_pixel_limit_is_refused_before_reading(tmp_path, monkeypatch):
+    p = tmp_path / "big.npy"
+    np.save(p, np.zeros((3, 40, 50), np.uint8))
+    monkeypatch.setenv("SAM_DETECT_MAX_PIXELS", "1999")
+    with pytest.raises(ImageLoadError, match=r"declares 50 x 40 = 2,000 pixels, more than the limit of 1,999"):
+        load_image(p, frame=0)
+
+
+def test_npy_files_are_taken_when_named_or_globbed_not_when_a_folder_is_scanned(tmp_path):
+    np.save(tmp_path / "b.npy", np.zeros((4, 4), np.uint8))
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "a.png")
+    assert [p.name for p in iter_image_paths([tmp_path])] == ["a.png"]  # labels often sit beside images
+    assert [p.name for p in iter_image_paths([str(tmp_path / "*.npy")])] == ["b.npy"]
+    assert [p.name for p in iter_image_paths([tmp_path / "b.npy"])] == ["b.npy"]

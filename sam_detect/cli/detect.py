@@ -23,7 +23,7 @@ apply_image_options = stack(
         click.option("--channel", "channels", type=int, multiple=True,
                      help="Channel(s) of a multi-channel image to use (repeat to merge). Default: all."),
         click.option("--frame", type=click.IntRange(0), default=None,
-                     help="Frame (T/Z index) of a multi-frame TIFF stack."),
+                     help="Frame (T/Z index) of a multi-frame TIFF or .npy stack."),
     ]
 )
 

@@ -140,7 +140,7 @@ def video(
     """Detect, label and track objects in a video, camera, stream, image folder or TIFF stack.
 
     SOURCE is a video file (MP4, AVI, ...), a camera index (0) or device (/dev/video0),
-    a stream URL (rtsp://, http://), a folder or glob of images, or a multi-frame TIFF.
+    a stream URL (rtsp://, http://), a folder or glob of images, or a multi-frame TIFF or .npy stack.
     Files are processed frame by frame; cameras and streams drop frames when detection
     falls behind. Ctrl-C stops cleanly: the video and JSON lines written so far are kept.
 

@@ -3,8 +3,9 @@
 Every stage after loading works on ``(H, W, 3)`` uint8 RGB in the *original pixel
 coordinates* (nothing is resized here; EXIF orientation is not applied, so coordinates
 are those of the stored pixel grid). :func:`load_image` reads PNG/JPEG/BMP/WebP (Pillow;
-never BGR) and TIFF (tifffile, using the series axes metadata: OME ``CTYX``, ImageJ
-hyperstacks, plain multi-page stacks), picks a frame of a stack and a channel (or a merge of
+never BGR), TIFF (tifffile, using the series axes metadata: OME ``CTYX``, ImageJ
+hyperstacks, plain multi-page stacks) and NumPy ``.npy`` arrays (``(H, W)``, ``(H, W, C)``
+with ``C`` ≤ 4, or stacks of those along leading axes, e.g. ``(N, H, W, 3)``), picks a frame of a stack and a channel (or a merge of
 channels) of multi-channel microscopy, and keeps the data as read for output.
 
 Axis letters follow tifffile: ``Y``/``X`` rows/columns; ``C`` channels; ``S`` samples of a
@@ -37,6 +38,11 @@ from sam_detect.io.render import (
 )
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+#: NumPy arrays read as images when named (a file or a glob), not when a folder is scanned:
+#: a folder of images often holds its label arrays too
+ARRAY_EXTENSIONS = (".npy",)
+#: channels-last arrays have at most this many channels on their last axis
+_MAX_ARRAY_CHANNELS = 4
 #: Largest image plane (height x width) read, for every format, checked from the file's header
 #: before any pixel is decoded. It equals Pillow's own hard limit (twice its
 #: ``MAX_IMAGE_PIXELS``), so PNG, JPEG and TIFF share one rule; a TIFF declaring 60000 x 60000
@@ -111,7 +117,9 @@ def load_image(
 
     Args:
         path: PNG, JPEG, BMP, WebP or TIFF (8/16/32-bit int, float, bool; gray, RGB, RGBA,
-            multi-channel ``CYX``/``YXC``, stacks ``TYX``/``TCYX``/``CTYX``/...).
+            multi-channel ``CYX``/``YXC``, stacks ``TYX``/``TCYX``/``CTYX``/...), or a NumPy
+            ``.npy`` array: ``(H, W)``, ``(H, W, C)`` with ``C`` ≤ 4 (3 or 4: RGB(A)), or a
+            stack of those along leading axes (``(N, H, W)``, ``(N, H, W, 3)``).
         channel: for multi-channel data, one channel index (rendered as gray), a sequence of
             indices (combined with ``merge``), or ``None`` (all channels; photometric RGB(A)
             stays colour, alpha dropped).
@@ -138,6 +146,8 @@ def load_image(
         n_frames = stack.shape[0]
         index = _pick_frame(p, frame, n_frames, source_axes, source_shape)
         original = stack[index]
+        if isinstance(original, np.memmap):  # one frame of a .npy array, read into memory
+            original = np.array(original)
     is_rgb = axes.endswith("S")
     rgb = render(
         original, channel=channel, merge=merge, percentiles=percentiles, is_rgb=is_rgb, where=str(p)
@@ -165,7 +175,10 @@ def read_stack(path: str | os.PathLike) -> tuple[np.ndarray, str]:
         ``axes`` is ``"TYX"`` or ``"TYXC"``.
     """
     p = Path(path)
-    stack, axes, _, _ = _read_canonical(p)
+    stack, axes, source_axes, source_shape = _read_canonical(p)
+    if isinstance(stack, np.memmap):  # a .npy array: every frame read now
+        check_series_size(p, source_axes, source_shape, stack.dtype.itemsize)
+        stack = np.array(stack)
     return stack, ("TYXC" if stack.ndim == 4 else "TYX")
 
 
@@ -259,7 +272,7 @@ def iter_image_paths(inputs: Sequence[str | os.PathLike] | str | os.PathLike) ->
             found = sorted(
                 Path(q)
                 for q in glob.glob(s)
-                if Path(q).is_file() and Path(q).suffix.lower() in IMAGE_EXTENSIONS
+                if Path(q).is_file() and Path(q).suffix.lower() in IMAGE_EXTENSIONS + ARRAY_EXTENSIONS
             )
             if not found:
                 raise ImageLoadError(f"{s}: pattern matches no image files")
@@ -287,6 +300,8 @@ def _read_canonical(p: Path) -> tuple[np.ndarray, str, str, tuple[int, ...]]:
         raise ImageLoadError(f"{p}: file is empty (0 bytes)")
     if p.suffix.lower() in _TIFF_EXTENSIONS or _looks_like_tiff(p):
         data, axes = _read_tiff(p)
+    elif p.suffix.lower() in ARRAY_EXTENSIONS or _looks_like_npy(p):
+        data, axes = _read_npy(p)
     else:
         data, axes = _read_pil(p)
     source_shape = tuple(int(s) for s in data.shape)
@@ -300,6 +315,38 @@ def _looks_like_tiff(p: Path) -> bool:
     with open(p, "rb") as fh:
         head = fh.read(4)
     return head in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def _looks_like_npy(p: Path) -> bool:
+    with open(p, "rb") as fh:
+        return fh.read(6) == b"\x93NUMPY"
+
+
+def _read_npy(p: Path) -> tuple[np.ndarray, str]:
+    """A ``.npy`` array, memory-mapped (picking a frame of a stack reads only that frame), and
+    its axes: channels last where the last axis has at most four entries, every other leading
+    axis a frame axis."""
+    if not _looks_like_npy(p):
+        raise ImageLoadError(f"{p}: not a NumPy .npy file (no .npy header); save arrays with numpy.save")
+    try:
+        data = np.load(p, mmap_mode="r", allow_pickle=False)
+    except Exception as e:  # noqa: BLE001 - pickles, truncated headers, npz under another name
+        raise ImageLoadError(
+            f"{p}: cannot read as a NumPy array ({type(e).__name__}: {e}); expected a .npy file "
+            "written by numpy.save"
+        ) from e
+    if data.dtype.kind not in "biuf":
+        raise ImageLoadError(
+            f"{p}: a NumPy array of {data.dtype} values; an image needs numbers (integers, floats or booleans)"
+        )
+    if data.ndim < 2:
+        raise ImageLoadError(f"{p}: a NumPy array of shape {data.shape}; an image needs (H, W) or (H, W, C)")
+    if data.ndim >= 3 and 1 <= data.shape[-1] <= _MAX_ARRAY_CHANNELS:
+        axes = "Q" * (data.ndim - 3) + "YX" + ("S" if data.shape[-1] in (3, 4) else "C")
+    else:
+        axes = "Q" * (data.ndim - 2) + "YX"
+    _check_size(p, int(data.shape[axes.index("Y")]), int(data.shape[axes.index("X")]))
+    return data, axes
 
 
 def max_pixels() -> int:

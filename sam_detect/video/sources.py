@@ -9,7 +9,7 @@ from a command-line string:
 ``"0"``, ``"1"``, ``"/dev/video0"``     camera (live)
 ``"rtsp://..."``, ``"http://..."`` ...  network stream (live)
 ``"frames/"``, ``"frames/*.png"``       folder or glob of images, in sorted order
-``"stack.tif"``                         multi-frame TIFF (time-lapse, Z-stack)
+``"stack.tif"``                         multi-frame TIFF (time-lapse, Z-stack), or a ``.npy`` stack
 any other file                          video file read with OpenCV (MP4, AVI, MKV...)
 ======================================  ===========================================
 
@@ -51,7 +51,7 @@ VIDEO_EXTENSIONS = (
     ".wmv",
     ".flv",
 )
-STACK_EXTENSIONS = (".tif", ".tiff")
+STACK_EXTENSIONS = (".tif", ".tiff", ".npy")
 
 
 class ImageFolderSource(FrameSource):
