@@ -38,6 +38,13 @@ AREA_SD_LIMIT = 4.0
 #: examples further than this many robust sds from the median log-area are labelling slips
 #: (Iglewicz and Hoaglin's modified z-score rule); their size and shape are left out
 OUTLIER_SD = 3.5
+#: ... unless another example lies within this much of their log-area (1.65x in area): a slip
+#: is a lone size, while two or more examples of a size are a kind the class holds, such as
+#: large pale tumour nuclei beside small dark ones (a quarter of one class's examples on
+#: synthetic H&E-like fields were left out as slips, and every nucleus of their kind with
+#: them). Chosen on synthetic fields and checked on the development sets (docs/performance.md,
+#: session 24)
+COMPANY_LOG_AREA = 0.5
 #: candidates that fit their class's profile worse than this are dropped (beyond about 6.5 sds
 #: of size, or 0.1 less solid than the least solid example: the size range gates sizes)
 MIN_FIT = 0.005
@@ -107,6 +114,11 @@ PRIOR_LOG_CONTRAST_SD = 0.5
 #: cost 0.06 F1. Chosen on development data only (docs/performance.md, session 22)
 LEVEL_FLOOR = 0.5
 STAIN_DEGREES = 15.0
+#: ... and never above the class's second-palest example's own level less this share of the
+#: contrast: a floor that leaves out the class's own examples judges them by the others
+#: (large pale vesicular nuclei among small dark ones lie at 0.4-0.6 of the median
+#: contrast); one pale example alone, a slip or an odd one, does not lower it
+LEVEL_FLOOR_ROOM = 0.1
 #: ... except on an image where more than this share of a class's sure objects
 #: (:func:`sure_objects`, at least ``WEAK_SURE_COUNT``) lie below it: stained paler than
 #: the examples' image, so the examples' level is not this image's
@@ -339,11 +351,19 @@ def _shrunk(sd: float, n: int, prior: float) -> float:
 
 
 def _typical(log_a: np.ndarray) -> np.ndarray:
-    """Examples whose log-area is within ``OUTLIER_SD`` robust sds of the median (a 2-pixel
-    label in a set of 100-pixel nuclei is a labelling slip, not a size)."""
+    """Examples whose log-area is within ``OUTLIER_SD`` robust sds of the median, or has
+    company: another example within ``COMPANY_LOG_AREA`` of it (a 2-pixel label in a set of
+    100-pixel nuclei is a labelling slip, not a size; four large nuclei among twelve small
+    ones are a second kind of the class, whose median and spread the small ones set)."""
+    log_a = np.asarray(log_a, np.float64)
     mu = float(np.median(log_a))
     mad = max(_robust_sd(log_a, mu), MIN_LOG_AREA_SD)
-    return np.abs(log_a - mu) <= OUTLIER_SD * mad
+    typical = np.abs(log_a - mu) <= OUTLIER_SD * mad
+    if len(log_a) >= 3 and not typical.all():
+        gaps = np.abs(log_a[:, None] - log_a[None, :])
+        np.fill_diagonal(gaps, np.inf)
+        typical |= gaps.min(axis=1) <= COMPANY_LOG_AREA
+    return typical
 
 
 def _log_area(areas: np.ndarray, cut: np.ndarray | None = None) -> tuple[float, float]:
@@ -473,7 +493,7 @@ def build_profile(examples: Iterable[tuple[str, dict]]) -> dict:
         floor = _contrast_floor(stats, sc.direction)
         if floor is not None:
             entry["contrast_floor"] = floor
-        level_floor = _level_floor(sc, entry["polarity"])
+        level_floor = _level_floor(sc, entry["polarity"], stats)
         if level_floor is not None:
             entry["level_floor"] = level_floor
         if calibrated:
@@ -490,16 +510,22 @@ def build_profile(examples: Iterable[tuple[str, dict]]) -> dict:
     return {"version": PROFILE_VERSION, "grid": GRID_VERSION, "classes": classes}
 
 
-def _level_floor(scale: Any, polarity: str) -> float | None:
+def _level_floor(scale: Any, polarity: str, stats: Sequence[dict] = ()) -> float | None:
     """The least level along the class's colour direction a candidate of a dark, coloured
     class may have (:func:`_pale`): the examples' ring level plus ``LEVEL_FLOOR`` of their
-    contrast; ``None`` (no floor) for a bright class, or a dark one whose direction lies
-    within ``STAIN_DEGREES`` of grey."""
+    contrast, at most the second-palest example's level less ``LEVEL_FLOOR_ROOM`` of it
+    (``stats``: the examples' payloads, where their colours were measured); ``None`` (no
+    floor) for a bright class, or a dark one whose direction lies within ``STAIN_DEGREES``
+    of grey."""
     d = np.asarray(scale.direction, np.float64)
     off_grey = np.degrees(np.arccos(np.clip(abs(d.sum()) / np.sqrt(3.0) / max(np.linalg.norm(d), 1e-9), 0.0, 1.0)))
     if LEVEL_FLOOR <= 0 or polarity != "dark" or off_grey < STAIN_DEGREES:
         return None
-    return round(scale.ring_level + LEVEL_FLOOR * scale.contrast, 3)
+    floor = scale.ring_level + LEVEL_FLOOR * scale.contrast
+    levels = [float(np.asarray(s["in"], np.float64) @ d) for s in stats if "in" in s]
+    if len(levels) >= 2:
+        floor = min(floor, sorted(levels)[1] - LEVEL_FLOOR_ROOM * scale.contrast)
+    return round(floor, 3)
 
 
 def _contrast_floor(stats: Sequence[dict], direction: np.ndarray) -> float | None:

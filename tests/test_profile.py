@@ -267,6 +267,63 @@ def test_shape_ranges_come_from_the_typical_examples():
     assert old["classes"]["obj"]["polarity"] == "bright"
 
 
+def two_kinds(seed: int, size: int = 224):
+    """Twelve small and four large bright objects (areas about 90 and 500 px) on a dark
+    ground, apart: one class of two kinds, as small dark and large pale nuclei are."""
+    rng = np.random.default_rng(seed)
+    lab = np.zeros((size, size), np.int32)
+    yy, xx = np.mgrid[:size, :size]
+    k = 0
+    for want, r in ((4, (12.0, 13.5)), (16, (5.0, 6.0))):
+        for _ in range(4000):
+            if k == want:
+                break
+            cy, cx = rng.uniform(r[1] + 3, size - r[1] - 3, 2)
+            a = rng.uniform(*r)
+            b = a * rng.uniform(0.8, 1.0)
+            grown = ((xx - cx) / (a + 4)) ** 2 + ((yy - cy) / (b + 4)) ** 2 <= 1
+            if (lab[grown] > 0).any():
+                continue
+            k += 1
+            lab[((xx - cx) / a) ** 2 + ((yy - cy) / b) ** 2 <= 1] = k
+    img = np.where(lab[..., None] > 0, 200.0, 30.0) + rng.normal(0, 6, (size, size, 1))
+    return np.clip(np.repeat(img, 3, axis=2), 0, 255).astype(np.uint8), lab
+
+
+def test_examples_of_two_sizes_are_both_typical_and_both_found():
+    """Four large examples among twelve small ones are a second kind of the class, not four
+    labelling slips: the size range admits them, and ``detect`` finds the large objects of
+    another image as well as the small ones (before, the large ones were left out of the
+    range and none was found)."""
+    rgb, lab = two_kinds(0)
+    gt, _ = Instances.from_label_image(lab)
+    areas = gt.areas
+    assert (areas > 300).sum() == 4 and (areas < 150).sum() == 12
+    e = build_profile([("obj", s) for s in describe_examples(rgb, gt, ["obj"] * len(gt))])["classes"]["obj"]
+    assert e["area_range"][1] >= 2 * areas.max()
+    det = SAMDetect(DetectorConfig(segmenter="classical", store="memory"))
+    det.add_examples(rgb, gt, ["obj"] * len(gt))
+    rgb2, lab2 = two_kinds(1)
+    gt2, _ = Instances.from_label_image(lab2)
+    found = det.detect(rgb2)
+    best = instances_iou(found, gt2).max(axis=0)
+    large = gt2.areas > 300
+    assert (best[large] >= 0.5).all() and (best[~large] >= 0.5).mean() >= 0.9
+    det.close()
+
+
+def test_a_lone_far_size_is_still_a_slip_but_two_are_company():
+    from sam_detect.profile import COMPANY_LOG_AREA, _typical
+
+    small = np.log(np.linspace(90, 120, 12))
+    one = np.r_[small, np.log(6.0)]
+    assert _typical(one).tolist() == [True] * 12 + [False]
+    two = np.r_[small, np.log([500.0, 500.0 * np.exp(0.9 * COMPANY_LOG_AREA)])]
+    assert _typical(two).all()
+    apart = np.r_[small, np.log([500.0, 500.0 * np.exp(1.5 * COMPANY_LOG_AREA)])]
+    assert _typical(apart).tolist() == [True] * 12 + [False, False]
+
+
 def stained(seed: int):
     """Purple objects on pink, under a stain that varies in strength across the image (dark
     pink patches as dark as the objects, as thick cytoplasm is in H&E)."""
@@ -782,6 +839,35 @@ def test_a_stain_s_pale_candidates_are_dropped_dim_grey_or_bright_ones_stay(kind
     else:
         assert found[pale].all()
         assert note is None or "paler" not in note
+
+
+@pytest.mark.parametrize("pale_examples", [1, 2])
+def test_a_stain_s_floor_admits_its_own_pale_examples_unless_only_one_is_pale(pale_examples):
+    """``LEVEL_FLOOR_ROOM``: where two of a stain's examples are as pale as the pale objects
+    (large pale nuclei beside dark ones), the floor lies below them and the pale objects
+    are kept; one pale example alone does not lower it, and they are dropped as before."""
+    from sam_detect.profile import LEVEL_FLOOR_ROOM
+
+    fg, bg = (110, 40, 150), (235, 170, 205)
+    rgb, lab = blobs(4, size=200, n=20, r=(7, 10), fg=fg, bg=bg, noise=2.0)
+    gt, _ = Instances.from_label_image(lab)
+    pale = np.arange(len(gt)) % 2 == 1
+    img = rgb.astype(np.float32)
+    img[np.isin(lab, np.flatnonzero(pale) + 1)] = np.add(bg, 0.4 * np.subtract(fg, bg))
+    rgb = img.astype(np.uint8)
+    shown = np.r_[np.flatnonzero(~pale)[:6], np.flatnonzero(pale)[:pale_examples]]
+    prof = profile_of(rgb, gt, shown)
+    entry = prof["classes"]["obj"]
+    levels = sorted(float(np.median(rgb[gt.mask(int(k))].astype(np.float64), axis=0) @ entry["direction"]) for k in shown)
+    if pale_examples == 2:
+        assert entry["level_floor"] == pytest.approx(levels[1] - LEVEL_FLOOR_ROOM * entry["contrast"], abs=1.0)
+    else:  # the lone pale example stays below it
+        assert entry["level_floor"] > levels[0]
+    settings = [Setting("flat", 0.1, 0.0, 0.0), *[Setting(**s) for s in entry["settings"]]]
+    kept, _ = size_filter(propose(rgb, scale_of(entry), settings, label="obj"), prof)
+    found = instances_iou(kept, gt).max(axis=0) >= 0.5
+    assert found[~pale].all()
+    assert found[pale].all() if pale_examples == 2 else not found[pale].any()
 
 
 @pytest.mark.parametrize("paler", [3, 8])
