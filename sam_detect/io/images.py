@@ -5,8 +5,9 @@ coordinates* (nothing is resized here; EXIF orientation is not applied, so coord
 are those of the stored pixel grid). :func:`load_image` reads PNG/JPEG/BMP/WebP (Pillow;
 never BGR), TIFF (tifffile, using the series axes metadata: OME ``CTYX``, ImageJ
 hyperstacks, plain multi-page stacks) and NumPy ``.npy`` arrays (``(H, W)``, ``(H, W, C)``
-with ``C`` ≤ 4, or stacks of those along leading axes, e.g. ``(N, H, W, 3)``), picks a frame of a stack and a channel (or a merge of
-channels) of multi-channel microscopy, and keeps the data as read for output.
+with ``C`` ≤ 4, or stacks of those along leading axes, e.g. ``(N, H, W, 3)``), picks a
+frame of a stack and a channel (or a merge of channels) of multi-channel microscopy, and
+keeps the data as read for output.
 
 Axis letters follow tifffile: ``Y``/``X`` rows/columns; ``C`` channels; ``S`` samples of a
 photometric RGB(A) pixel; every other axis (``T`` time, ``Z`` depth, ``Q``/``I`` pages...)
