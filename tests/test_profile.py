@@ -28,26 +28,35 @@ from sam_detect.segment.calibrated import GRID, Setting, propose
 from sam_detect.select import decide, select
 
 
+def place(lab: np.ndarray, rng: np.random.Generator, n: int, r, margin: float, ratio: float,
+          gap: float | None) -> None:
+    """Draw elliptic objects into ``lab`` (ids after its largest) until it holds ``n``:
+    semi-axes ``a`` in ``r`` and ``b`` = ``a`` x U(``ratio``, 1), centres ``margin`` px
+    inside the frame, each ``gap`` px clear of the others (``None``: only not overlapping)."""
+    size = lab.shape[0]
+    yy, xx = np.mgrid[:size, :size]
+    k = int(lab.max())
+    for _ in range(4000):
+        if k == n:
+            break
+        cy, cx = rng.uniform(r[1] + margin, size - r[1] - margin, 2)
+        a = rng.uniform(*r)
+        b = a * rng.uniform(ratio, 1.0)
+        m = ((xx - cx) / a) ** 2 + ((yy - cy) / b) ** 2 <= 1
+        clear = m if gap is None else ((xx - cx) / (a + gap)) ** 2 + ((yy - cy) / (b + gap)) ** 2 <= 1
+        if (lab[clear] > 0).any():
+            continue
+        k += 1
+        lab[m] = k
+
+
 def blobs(seed: int, size: int = 192, n: int = 14, r=(7, 11), touching: bool = False,
           fg=(170, 60, 160), bg=(230, 180, 200), noise: float = 6.0):
     """RGB ``(H, W, 3)`` uint8 with ``n`` elliptic objects of colour ``fg`` on ``bg`` and the
     label image (touching objects share borders when ``touching``)."""
     rng = np.random.default_rng(seed)
     lab = np.zeros((size, size), np.int32)
-    yy, xx = np.mgrid[:size, :size]
-    k = 0
-    for _ in range(4000):
-        if k == n:
-            break
-        cy, cx = rng.uniform(r[1] + 2, size - r[1] - 2, 2)
-        a = rng.uniform(*r)
-        b = a * rng.uniform(0.7, 1.0)
-        m = ((xx - cx) / a) ** 2 + ((yy - cy) / b) ** 2 <= 1
-        grown = ((xx - cx) / (a + 3)) ** 2 + ((yy - cy) / (b + 3)) ** 2 <= 1
-        if (lab[grown if not touching else m] > 0).any():
-            continue
-        k += 1
-        lab[m] = k
+    place(lab, rng, n, r, margin=2, ratio=0.7, gap=None if touching else 3)
     img = np.where(lab[..., None] > 0, np.array(fg, np.float32), np.array(bg, np.float32))
     img += rng.normal(0, noise, img.shape)
     return np.clip(img, 0, 255).astype(np.uint8), lab
@@ -272,20 +281,8 @@ def two_kinds(seed: int, size: int = 224):
     ground, apart: one class of two kinds, as small dark and large pale nuclei are."""
     rng = np.random.default_rng(seed)
     lab = np.zeros((size, size), np.int32)
-    yy, xx = np.mgrid[:size, :size]
-    k = 0
-    for want, r in ((4, (12.0, 13.5)), (16, (5.0, 6.0))):
-        for _ in range(4000):
-            if k == want:
-                break
-            cy, cx = rng.uniform(r[1] + 3, size - r[1] - 3, 2)
-            a = rng.uniform(*r)
-            b = a * rng.uniform(0.8, 1.0)
-            grown = ((xx - cx) / (a + 4)) ** 2 + ((yy - cy) / (b + 4)) ** 2 <= 1
-            if (lab[grown] > 0).any():
-                continue
-            k += 1
-            lab[((xx - cx) / a) ** 2 + ((yy - cy) / b) ** 2 <= 1] = k
+    place(lab, rng, 4, (12.0, 13.5), margin=3, ratio=0.8, gap=4)
+    place(lab, rng, 16, (5.0, 6.0), margin=3, ratio=0.8, gap=4)
     img = np.where(lab[..., None] > 0, 200.0, 30.0) + rng.normal(0, 6, (size, size, 1))
     return np.clip(np.repeat(img, 3, axis=2), 0, 255).astype(np.uint8), lab
 
@@ -802,6 +799,17 @@ def test_candidates_standing_out_less_than_the_examples_are_dropped(dim_examples
     assert (instances_iou(size_filter(bare, old)[0], gt).max(axis=0) >= 0.5).all()
 
 
+def half_pale(fg, bg):
+    """Twenty objects of colour ``fg`` on ``bg``, every other one only four tenths of the way
+    from ``bg`` to ``fg``: ``(rgb, ground truth, pale (N,) bool)``."""
+    rgb, lab = blobs(4, size=200, n=20, r=(7, 10), fg=fg, bg=bg, noise=2.0)
+    gt, _ = Instances.from_label_image(lab)
+    pale = np.arange(len(gt)) % 2 == 1
+    img = rgb.astype(np.float32)
+    img[np.isin(lab, np.flatnonzero(pale) + 1)] = np.add(bg, 0.4 * np.subtract(fg, bg))
+    return img.astype(np.uint8), gt, pale
+
+
 @pytest.mark.parametrize("kind", ["stain", "grey", "bright"])
 def test_a_stain_s_pale_candidates_are_dropped_dim_grey_or_bright_ones_stay(kind):
     """``LEVEL_FLOOR``: objects of the examples' size and shape, four tenths of the way from
@@ -813,12 +821,7 @@ def test_a_stain_s_pale_candidates_are_dropped_dim_grey_or_bright_ones_stay(kind
     objects stay."""
     fg, bg = {"stain": ((110, 40, 150), (235, 170, 205)), "grey": ((60, 60, 60), (230, 230, 230)),
               "bright": ((195, 195, 195), (25, 25, 25))}[kind]
-    rgb, lab = blobs(4, size=200, n=20, r=(7, 10), fg=fg, bg=bg, noise=2.0)
-    gt, _ = Instances.from_label_image(lab)
-    pale = np.arange(len(gt)) % 2 == 1
-    img = rgb.astype(np.float32)
-    img[np.isin(lab, np.flatnonzero(pale) + 1)] = np.add(bg, 0.4 * np.subtract(fg, bg))
-    rgb = img.astype(np.uint8)
+    rgb, gt, pale = half_pale(fg, bg)
     prof = profile_of(rgb, gt, np.flatnonzero(~pale)[:6])
     entry = prof["classes"]["obj"]
     assert entry["polarity"] == ("bright" if kind == "bright" else "dark")
@@ -849,12 +852,7 @@ def test_a_stain_s_floor_admits_its_own_pale_examples_unless_only_one_is_pale(pa
     from sam_detect.profile import LEVEL_FLOOR_ROOM
 
     fg, bg = (110, 40, 150), (235, 170, 205)
-    rgb, lab = blobs(4, size=200, n=20, r=(7, 10), fg=fg, bg=bg, noise=2.0)
-    gt, _ = Instances.from_label_image(lab)
-    pale = np.arange(len(gt)) % 2 == 1
-    img = rgb.astype(np.float32)
-    img[np.isin(lab, np.flatnonzero(pale) + 1)] = np.add(bg, 0.4 * np.subtract(fg, bg))
-    rgb = img.astype(np.uint8)
+    rgb, gt, pale = half_pale(fg, bg)
     shown = np.r_[np.flatnonzero(~pale)[:6], np.flatnonzero(pale)[:pale_examples]]
     prof = profile_of(rgb, gt, shown)
     entry = prof["classes"]["obj"]
