@@ -510,21 +510,21 @@ def build_profile(examples: Iterable[tuple[str, dict]]) -> dict:
     return {"version": PROFILE_VERSION, "grid": GRID_VERSION, "classes": classes}
 
 
-def _level_floor(scale: Any, polarity: str, stats: Sequence[dict] = ()) -> float | None:
+def _level_floor(scale: Any, polarity: str, stats: Sequence[dict]) -> float | None:
     """The least level along the class's colour direction a candidate of a dark, coloured
     class may have (:func:`_pale`): the examples' ring level plus ``LEVEL_FLOOR`` of their
     contrast, at most the second-palest example's level less ``LEVEL_FLOOR_ROOM`` of it
-    (``stats``: the examples' payloads, where their colours were measured); ``None`` (no
-    floor) for a bright class, or a dark one whose direction lies within ``STAIN_DEGREES``
-    of grey."""
+    (``stats``: the examples' payloads, each with its ``"in"`` colour, as :func:`_scale`
+    reads them); ``None`` (no floor) for a bright class, or a dark one whose direction lies
+    within ``STAIN_DEGREES`` of grey."""
     d = np.asarray(scale.direction, np.float64)
     off_grey = np.degrees(np.arccos(np.clip(abs(d.sum()) / np.sqrt(3.0) / max(np.linalg.norm(d), 1e-9), 0.0, 1.0)))
     if LEVEL_FLOOR <= 0 or polarity != "dark" or off_grey < STAIN_DEGREES:
         return None
     floor = scale.ring_level + LEVEL_FLOOR * scale.contrast
-    levels = [float(np.asarray(s["in"], np.float64) @ d) for s in stats if "in" in s]
+    levels = np.sort(np.asarray([s["in"] for s in stats], np.float64) @ d)
     if len(levels) >= 2:
-        floor = min(floor, sorted(levels)[1] - LEVEL_FLOOR_ROOM * scale.contrast)
+        floor = min(floor, float(levels[1]) - LEVEL_FLOOR_ROOM * scale.contrast)
     return round(floor, 3)
 
 
