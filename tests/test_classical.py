@@ -346,6 +346,68 @@ def test_prompt_point_on_the_ground_finds_nothing():
     assert len(p) == 1 and best_iou(p.masks[0], coin[:, 40:]) > 0.9
 
 
+#: four nuclei of scikit-image's IHC slide (XY), dark blue in the pale stroma, and a box
+#: around three of them
+IHC_NUCLEI = ((172, 266), (198, 267), (230, 292), (193, 326))
+IHC_BOXES = ((165, 259, 180, 274), (218, 270, 245, 306), (186, 316, 200, 336))
+
+
+def _darker_than_ring(grey: np.ndarray, mask: np.ndarray, by: float) -> bool:
+    from scipy import ndimage as ndi
+
+    ring = ndi.binary_dilation(mask, iterations=3) & ~mask
+    return float(grey[mask].mean()) < float(grey[ring].mean()) - by
+
+
+def test_prompt_on_a_dark_nucleus_where_the_image_reads_bright():
+    """Real data (scikit-image's immunohistochemistry slide): the image-wide threshold
+    reads its white stroma gaps as the bright objects, so a click on a nucleus in them gave
+    the gap around it (13,094 px, the nucleus a filled hole) or nothing, and a box the box.
+    The clicked pixels' own class decides: each click and box gives its nucleus."""
+    import cv2
+    from skimage import data
+
+    img = data.immunohistochemistry()
+    grey = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+    seg = ClassicalSegmenter()
+    assert seg._label(img)[4] == "bright"  # the case at hand
+    for x, y in IHC_NUCLEI:
+        p = seg.prompt(img, point=(x, y))
+        assert len(p) == 1, (x, y)
+        m = p.masks[0]
+        assert m[y, x] and 30 <= m.sum() <= 500, ((x, y), m.sum())
+        assert _darker_than_ring(grey, m, 20), (x, y)
+    for x0, y0, x1, y1 in IHC_BOXES:
+        b = seg.prompt(img, box=(x0, y0, x1, y1))
+        assert len(b) == 1
+        m = b.masks[0]
+        assert m[(y0 + y1) // 2, (x0 + x1) // 2] and m.sum() < 0.7 * (x1 - x0) * (y1 - y0)
+        assert _darker_than_ring(grey, m, 20)
+    # a polarity set by the user is kept: the click then finds no dark nucleus
+    forced = ClassicalSegmenter(polarity="bright").prompt(img, point=IHC_NUCLEI[0])
+    assert len(forced) == 0 or not _darker_than_ring(grey, forced.masks[0], 20)
+
+
+def test_prompt_polarity_reads_what_the_prompt_is_on():
+    img, _ = blob_image([(30, 40, 10)], fg=230, bg=120, noise=2.0)
+    img[disk(120, 160, 80, 110, 10)] = 30  # a dark disc on the same ground
+    seg = ClassicalSegmenter()
+    grey = seg._label(img)[2]
+    assert seg._prompt_polarity(grey, (40, 30), None) == "bright"
+    assert seg._prompt_polarity(grey, (110, 80), None) == "dark"
+    assert seg._prompt_polarity(grey, None, (25, 15, 56, 46)) == "bright"
+    assert seg._prompt_polarity(grey, None, (95, 65, 126, 96)) == "dark"
+    flat = np.full((96, 96), 90, np.uint8)
+    assert seg._prompt_polarity(flat, (48, 48), None) is None
+    assert seg._prompt_polarity(flat, None, (30, 30, 66, 66)) is None
+    noise = np.random.default_rng(0).integers(0, 255, (96, 96)).astype(np.uint8)
+    assert seg._prompt_polarity(noise, (48, 48), None) is None
+    # the dark disc is found from a click and a box, the bright one as before
+    for where in ({"point": (110, 80)}, {"box": (95, 65, 126, 96)}):
+        assert best_iou(seg.prompt(img, **where).masks[0], disk(120, 160, 80, 110, 10)) > 0.85
+    assert best_iou(seg.prompt(img, point=(40, 30)).masks[0], disk(120, 160, 30, 40, 10)) > 0.85
+
+
 def test_along_border():
     from sam_detect.segment.classical_ops import along_border
 

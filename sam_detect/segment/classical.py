@@ -83,6 +83,10 @@ POINT_WINDOW = 16
 #: background of scikit-image's coins gave its 9,416-px bright top band, along 0.84 of the
 #: top). An object the border cuts lies along a short stretch of it
 GROUND_SPAN = 0.5
+#: how many windows (each twice as wide as the last) a prompt's own class is looked for in
+PROMPT_POLARITY_WINDOWS = 3
+#: a box prompt's edge: the pixels within this many of its sides, its ground
+BOX_EDGE = 2
 
 
 class ClassicalSegmenter:
@@ -204,24 +208,30 @@ class ClassicalSegmenter:
         pt = _check_point(point, h, w) if point is not None else None
         labels, fg_raw, intensity, thr, polarity = self._label(img)
         found: tuple[np.ndarray, tuple[int, int]] | None = None  # (mask crop, (x0, y0))
-        if pt is not None:
+        # the prompt's own class decides what it asks for: a click on a dark nucleus in a
+        # pale field whose image-wide polarity is bright (the white gaps of an IHC slide's
+        # stroma, where the click gave the gap around the nucleus, holes filled, or nothing)
+        local = self._prompt_polarity(intensity, pt, bx) if self.config.polarity == "auto" else None
+        if local is not None and local != polarity:
+            found = self._thresholded_at_prompt(intensity, pt, bx, local)
+            if found is not None:
+                polarity = local
+        if found is None and pt is not None:
             x, y = pt
             lab = int(labels[y, x])
             if lab > 0:
                 sl = self._object_slices(labels)[0][lab - 1]
                 found = labels[sl] == lab, (sl[1].start, sl[0].start)
+                if bx is not None:
+                    found = _clip_crop(*found, bx)
             elif fg_raw[y, x]:
                 found = _component_at(fg_raw, x, y)
+                if bx is not None:
+                    found = _clip_crop(*found, bx)
             else:
-                found = self._threshold_at_point(intensity, (x, y), polarity)
-            if found is not None and bx is not None:
-                found = _clip_crop(*found, bx)
-        else:
-            found = self._best_in_box(labels, bx)
-            if found is None:
-                found = self._threshold_in_box(intensity, bx, polarity)
-            if found is None:  # a box drawn tight: too little background inside it
-                found = self._threshold_around_box(intensity, bx, polarity)
+                found = self._thresholded_at_prompt(intensity, pt, bx, polarity)
+        elif found is None:
+            found = self._best_in_box(labels, bx) or self._thresholded_at_prompt(intensity, None, bx, polarity)
         if found is None or not found[0].any():
             return Instances.empty((h, w))
         crop, (x0, y0) = found
@@ -621,6 +631,68 @@ class ClassicalSegmenter:
                 grown = window(min(x - r, box[0]), min(y - r, box[1]),
                                max(x + r + 1, box[2]), max(y + r + 1, box[3]))
             box = grown
+
+    def _prompt_polarity(
+        self, intensity: np.ndarray, point: tuple[int, int] | None,
+        box: tuple[int, int, int, int] | None,
+    ) -> str | None:
+        """The class of what a prompt points at against its ground, or ``None`` when unclear.
+
+        A point: the 3 x 3 patch at the point against the median of the window around it
+        (``POINT_WINDOW`` from the point, then twice and four times as wide, the first that
+        tells: an object smaller than the window leaves the median to its ground). A box: its
+        middle half against its edge (the pixels within ``BOX_EDGE`` of its sides that are
+        not on the image's border), as a box is drawn around an object on its ground.
+        ``bright`` or ``dark`` where they differ by at least ``_MIN_BOX_CONTRAST`` (a box:
+        half that) and, for a point, by the window's robust spread (noise), else ``None``.
+        """
+        if box is not None and point is None:
+            x0, y0, x1, y1 = box
+            sub = intensity[y0:y1, x0:x1].astype(np.float32)
+            bh, bw = sub.shape
+            e = BOX_EDGE
+            if bh <= 2 * e + 1 or bw <= 2 * e + 1:
+                return None
+            middle = sub[bh // 4: max(bh - bh // 4, bh // 4 + 1), bw // 4: max(bw - bw // 4, bw // 4 + 1)]
+            edge = np.zeros(sub.shape, bool)
+            h, w = intensity.shape[:2]
+            # a side on the image's border is no ground: an object the border cuts lies there
+            for side, on_border in (((slice(None), slice(0, e)), x0 == 0), ((slice(None), slice(-e, None)), x1 == w),
+                                    ((slice(0, e), slice(None)), y0 == 0), ((slice(-e, None), slice(None)), y1 == h)):
+                if not on_border:
+                    edge[side] = True
+            if not edge.any():
+                return None
+            diff = float(middle.mean() - sub[edge].mean())
+            if abs(diff) < _MIN_BOX_CONTRAST / 2:
+                return None
+            return "bright" if diff > 0 else "dark"
+        cx, cy = point
+        v = float(np.median(intensity[max(cy - 1, 0): cy + 2, max(cx - 1, 0): cx + 2]))
+        r = POINT_WINDOW
+        for _ in range(PROMPT_POLARITY_WINDOWS):
+            sub = intensity[max(cy - r, 0): cy + r + 1, max(cx - r, 0): cx + r + 1]
+            ground = float(np.median(sub))
+            spread = 1.4826 * float(np.median(np.abs(sub - np.float32(ground))))  # robust sd
+            if abs(v - ground) >= max(_MIN_BOX_CONTRAST, spread):
+                return "bright" if v > ground else "dark"
+            r *= 2
+        return None
+
+    def _thresholded_at_prompt(
+        self, intensity: np.ndarray, point: tuple[int, int] | None,
+        box: tuple[int, int, int, int] | None, polarity: str,
+    ) -> tuple[np.ndarray, tuple[int, int]] | None:
+        """The object of class ``polarity`` that Otsu separates at a prompt: around the point
+        (clipped to the box when both are given), else inside the box, else around a box
+        drawn too tight for Otsu inside it."""
+        if point is not None:
+            found = self._threshold_at_point(intensity, point, polarity)
+            return _clip_crop(*found, box) if found is not None and box is not None else found
+        found = self._threshold_in_box(intensity, box, polarity)
+        if found is None:  # a box drawn tight: too little background inside it
+            found = self._threshold_around_box(intensity, box, polarity)
+        return found
 
     def _threshold_around_box(
         self, intensity: np.ndarray, box: tuple[int, int, int, int], polarity: str
