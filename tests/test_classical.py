@@ -388,20 +388,22 @@ def test_prompt_on_a_dark_nucleus_where_the_image_reads_bright():
     assert len(forced) == 0 or not _darker_than_ring(grey, forced.masks[0], 20)
 
 
-def test_prompt_polarity_reads_what_the_prompt_is_on():
+def test_prompt_class_reads_what_the_prompt_is_on():
     img, _ = blob_image([(30, 40, 10)], fg=230, bg=120, noise=2.0)
     img[disk(120, 160, 80, 110, 10)] = 30  # a dark disc on the same ground
     seg = ClassicalSegmenter()
     grey = seg._label(img)[2]
-    assert seg._prompt_polarity(grey, (40, 30), None) == "bright"
-    assert seg._prompt_polarity(grey, (110, 80), None) == "dark"
-    assert seg._prompt_polarity(grey, None, (25, 15, 56, 46)) == "bright"
-    assert seg._prompt_polarity(grey, None, (95, 65, 126, 96)) == "dark"
+    for where, polarity, level in (
+        (((40, 30), None), "bright", 175), (((110, 80), None), "dark", 75),
+        ((None, (25, 15, 56, 46)), "bright", 175), ((None, (95, 65, 126, 96)), "dark", 75),
+    ):
+        got = seg._prompt_class(grey, *where)
+        assert got[0] == polarity and abs(got[1] - level) < 5, (where, got)
     flat = np.full((96, 96), 90, np.uint8)
-    assert seg._prompt_polarity(flat, (48, 48), None) is None
-    assert seg._prompt_polarity(flat, None, (30, 30, 66, 66)) is None
+    assert seg._prompt_class(flat, (48, 48), None) is None
+    assert seg._prompt_class(flat, None, (30, 30, 66, 66)) is None
     noise = np.random.default_rng(0).integers(0, 255, (96, 96)).astype(np.uint8)
-    assert seg._prompt_polarity(noise, (48, 48), None) is None
+    assert seg._prompt_class(noise, (48, 48), None) is None
     # the dark disc is found from a click and a box, the bright one as before
     for where in ({"point": (110, 80)}, {"box": (95, 65, 126, 96)}):
         assert best_iou(seg.prompt(img, **where).masks[0], disk(120, 160, 80, 110, 10)) > 0.85

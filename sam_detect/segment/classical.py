@@ -211,11 +211,14 @@ class ClassicalSegmenter:
         # the prompt's own class decides what it asks for: a click on a dark nucleus in a
         # pale field whose image-wide polarity is bright (the white gaps of an IHC slide's
         # stroma, where the click gave the gap around the nucleus, holes filled, or nothing)
-        local = self._prompt_polarity(intensity, pt, bx) if self.config.polarity == "auto" else None
-        if local is not None and local != polarity:
-            found = self._thresholded_at_prompt(intensity, pt, bx, local)
+        asked = self._prompt_class(intensity, pt, bx) if self.config.polarity == "auto" else None
+        if asked is not None and asked[0] != polarity:
+            if pt is None:
+                found = self._half_way_in_box(intensity, bx, *asked)
+            if found is None:
+                found = self._thresholded_at_prompt(intensity, pt, bx, asked[0])
             if found is not None:
-                polarity = local
+                polarity = asked[0]
         if found is None and pt is not None:
             x, y = pt
             lab = int(labels[y, x])
@@ -632,41 +635,45 @@ class ClassicalSegmenter:
                                max(x + r + 1, box[2]), max(y + r + 1, box[3]))
             box = grown
 
-    def _prompt_polarity(
+    def _prompt_class(
         self, intensity: np.ndarray, point: tuple[int, int] | None,
         box: tuple[int, int, int, int] | None,
-    ) -> str | None:
-        """The class of what a prompt points at against its ground, or ``None`` when unclear.
+    ) -> tuple[str, float] | None:
+        """What a prompt points at against its ground: ``(polarity, level)``, ``polarity``
+        ``bright`` or ``dark``, ``level`` half-way between the prompt's pixels and the
+        ground; ``None`` when they do not differ clearly.
 
         A point: the 3 x 3 patch at the point against the median of the window around it
         (``POINT_WINDOW`` from the point, then twice and four times as wide, the first that
-        tells: an object smaller than the window leaves the median to its ground). A box: its
-        middle half against its edge (the pixels within ``BOX_EDGE`` of its sides that are
-        not on the image's border), as a box is drawn around an object on its ground.
-        ``bright`` or ``dark`` where they differ by at least ``_MIN_BOX_CONTRAST`` (a box:
-        half that) and, for a point, by the window's robust spread (noise), else ``None``.
+        tells: an object smaller than the window leaves the median to its ground), by at
+        least ``_MIN_BOX_CONTRAST`` and the window's robust spread (noise tells nothing). A
+        box: the median of its middle half against the median of its edge (the pixels within
+        ``BOX_EDGE`` of its sides that are not on the image's border, where a cut object
+        lies), as a box is drawn around an object on its ground, by at least
+        ``_MIN_BOX_CONTRAST`` / 2 and the edge's robust spread.
         """
         if box is not None and point is None:
             x0, y0, x1, y1 = box
-            sub = intensity[y0:y1, x0:x1].astype(np.float32)
+            sub = intensity[y0:y1, x0:x1]
             bh, bw = sub.shape
             e = BOX_EDGE
             if bh <= 2 * e + 1 or bw <= 2 * e + 1:
                 return None
-            middle = sub[bh // 4: max(bh - bh // 4, bh // 4 + 1), bw // 4: max(bw - bw // 4, bw // 4 + 1)]
-            edge = np.zeros(sub.shape, bool)
             h, w = intensity.shape[:2]
-            # a side on the image's border is no ground: an object the border cuts lies there
+            edge = np.zeros(sub.shape, bool)
             for side, on_border in (((slice(None), slice(0, e)), x0 == 0), ((slice(None), slice(-e, None)), x1 == w),
                                     ((slice(0, e), slice(None)), y0 == 0), ((slice(-e, None), slice(None)), y1 == h)):
                 if not on_border:
                     edge[side] = True
             if not edge.any():
                 return None
-            diff = float(middle.mean() - sub[edge].mean())
-            if abs(diff) < _MIN_BOX_CONTRAST / 2:
+            inside = float(np.median(sub[_middle_half(sub.shape)]))
+            ring = sub[edge].astype(np.float32)
+            ground = float(np.median(ring))
+            spread = 1.4826 * float(np.median(np.abs(ring - np.float32(ground))))  # robust sd
+            if abs(inside - ground) < max(_MIN_BOX_CONTRAST / 2, spread):
                 return None
-            return "bright" if diff > 0 else "dark"
+            return ("bright" if inside > ground else "dark"), (inside + ground) / 2
         cx, cy = point
         v = float(np.median(intensity[max(cy - 1, 0): cy + 2, max(cx - 1, 0): cx + 2]))
         r = POINT_WINDOW
@@ -675,9 +682,30 @@ class ClassicalSegmenter:
             ground = float(np.median(sub))
             spread = 1.4826 * float(np.median(np.abs(sub - np.float32(ground))))  # robust sd
             if abs(v - ground) >= max(_MIN_BOX_CONTRAST, spread):
-                return "bright" if v > ground else "dark"
+                return ("bright" if v > ground else "dark"), (v + ground) / 2
             r *= 2
         return None
+
+    @staticmethod
+    def _half_way_in_box(
+        intensity: np.ndarray, box: tuple[int, int, int, int], polarity: str, level: float
+    ) -> tuple[np.ndarray, tuple[int, int]] | None:
+        """The object of a box prompt whose class and level :meth:`_prompt_class` read: the
+        box's pixels beyond ``level`` on the side of ``polarity``, holes filled, the piece
+        with the most pixels in the box's middle half; ``None`` when none lies there."""
+        from scipy import ndimage as ndi
+
+        x0, y0, x1, y1 = box
+        sub = intensity[y0:y1, x0:x1]
+        fg = _fill_holes(sub > level if polarity == "bright" else sub < level)
+        comp, n = ndi.label(fg)
+        if n == 0:
+            return None
+        sizes = np.bincount(comp[_middle_half(sub.shape)].ravel(), minlength=n + 1)
+        sizes[0] = 0
+        if not sizes.any():
+            return None
+        return comp == int(np.argmax(sizes)), (x0, y0)
 
     def _thresholded_at_prompt(
         self, intensity: np.ndarray, point: tuple[int, int] | None,
@@ -751,6 +779,12 @@ class ClassicalSegmenter:
         if not sizes.any():
             return None
         return comp == int(np.argmax(sizes)), (x0, y0)
+
+
+def _middle_half(shape: tuple[int, int]) -> tuple[slice, slice]:
+    """The middle half of an ``(h, w)`` box (a quarter of each side left out), never empty."""
+    h, w = shape
+    return slice(h // 4, max(h - h // 4, h // 4 + 1)), slice(w // 4, max(w - w // 4, w // 4 + 1))
 
 
 def _effectiveness(sub: np.ndarray) -> float:
