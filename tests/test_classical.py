@@ -713,6 +713,30 @@ def test_dense_field_is_not_empty(bright):
     assert match_iou_matrix(instances_iou(found, gt), 0.5).tp > 0.4 * len(gt)
 
 
+def _square(y0, x0, side, hw=(120, 160)):
+    m = np.zeros(hw, bool)
+    m[y0:y0 + side, x0:x0 + side] = True
+    return m
+
+
+def test_dense_field_fallback_when_only_specks_clear_the_offset(monkeypatch):
+    """The dense-field fallback also when a few specks clear the offset that the objects'
+    own contrast set (13 pixels of a frame of macrophages did, and the frame gave nothing;
+    before, only a foreground of no pixel at all fell back). The objects' contrast is forced
+    into the whole-residual noise estimate here, as a field over half covered does."""
+    from sam_detect.segment import classical as mod
+
+    img, truth = blob_image(SEPARATE, fg=120, bg=20, noise=1.0)
+    img[3:8, 3:8] = 255  # a 5 x 5 speck far brighter than the objects (it survives the blur)
+    monkeypatch.setattr(mod, "_noise_sigma", lambda resid: 30.0)  # 7 x 30: above every object
+    found = ClassicalSegmenter().segment(img)
+    assert len(found) == len(np.unique(truth)) - 1
+    img[3:8, 3:8] = 20
+    img[100:112, 140:152] = 255  # a square of 144 px, 0.75 % of the image: something
+    kept = ClassicalSegmenter().segment(img)
+    assert len(kept) == 1 and best_iou(kept.masks[0], _square(100, 140, 12)) > 0.6
+
+
 def test_segmentations_kept_for_prompts_stay_within_the_pixel_budget(monkeypatch):
     """The segmenter keeps an image's segmentation and a smaller region's side by side (a
     guided prompt's), but not two images over the budget: a batch's memory does not double."""

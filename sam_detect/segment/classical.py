@@ -83,6 +83,9 @@ POINT_WINDOW = 16
 #: background of scikit-image's coins gave its 9,416-px bright top band, along 0.84 of the
 #: top). An object the border cuts lies along a short stretch of it
 GROUND_SPAN = 0.5
+#: a ``tophat`` foreground below this share of the image is nothing: the noise is measured
+#: again from neighbouring pixels (the dense-field fallback)
+NEARLY_NOTHING = 1e-3
 #: how many windows (each twice as wide as the last) a prompt's own class is looked for in
 PROMPT_POLARITY_WINDOWS = 3
 #: a box prompt's edge: the pixels within this many of its sides, its ground
@@ -341,9 +344,11 @@ class ClassicalSegmenter:
             np.subtract(x, resid, out=resid)  # in place: one image-sized float32 array less
             offset = max(cfg.k_noise * _noise_sigma(resid), 1.0)
             fg = resid > offset
-            if not fg.any():
+            if fg.mean() < NEARLY_NOTHING:
                 # a dense field (objects over ~45 % of the image): the residual's median lies
-                # inside the objects and its MAD measures their contrast, not the noise
+                # inside the objects and its MAD measures their contrast, not the noise (a
+                # few specks above that offset are nothing either: macrophages over half
+                # of a frame left 13 pixels)
                 offset = max(cfg.k_noise * _local_noise_sigma(resid, cfg.sigma), 1.0)
                 fg = resid > offset
             del resid
