@@ -198,6 +198,14 @@ class ClassicalSegmenter:
                 image-wide threshold made for fluorescence puts below the threshold).
             Both: the instance under the point, clipped to the box.
 
+        What the prompt asks for is read first (:meth:`_prompt_class`, with ``polarity``
+        ``auto``): where the clicked pixels, or a box's middle against its edge, are of the
+        other class than the image-wide reading (a dark nucleus in an IHC slide's white
+        stroma, which the image-wide threshold takes for the bright objects), the object of
+        that class is looked for first: a box's pixels beyond the level half-way between its
+        middle and its edge, else Otsu around the point or in the box. The answers above
+        follow where that finds nothing.
+
         Returns:
             ``Instances`` of length 1, or empty when nothing is found there.
         """
