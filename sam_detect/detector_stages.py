@@ -95,7 +95,7 @@ class DetectorStages:
                     opts.setdefault("batch_size", self.config.batch_size)
             self._embedder = create_embedder(name, **opts)
             self._embedder_options = opts
-            self.choices["embedder"] = f"{self._embedder.id} ({reason})"
+            self.choices["embedder"] = f"{self._embedder.id} ({reason}{_cpu_precision(self._embedder)})"
             log.info("embedder: %s", self.choices["embedder"])
         return self._embedder
 
@@ -136,3 +136,15 @@ class DetectorStages:
 
     def _crop_params(self) -> dict[str, Any]:
         return {"occupancy": self.occupancy}
+
+
+def _cpu_precision(embedder: Any) -> str:
+    """``"; network in bf16 ..."`` where the embedder's EfficientNet-Lite0 runs on a CPU under
+    bf16 autocast (``models.torch_utils.cpu_bf16``), else ``""``."""
+    if getattr(embedder, "name", None) not in ("views", "effnet"):
+        return ""
+    if getattr(getattr(embedder, "device", None), "type", None) != "cpu":
+        return ""
+    from sam_detect.models.torch_utils import CPU_BF16_ENV, cpu_bf16
+
+    return f"; network in bf16 on this CPU, {CPU_BF16_ENV}=0 for float32" if cpu_bf16() else ""

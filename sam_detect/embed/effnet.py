@@ -266,7 +266,7 @@ class EffNetEmbedder:
         model = self.model
         parts = []
         threads = self.num_threads if self.device.type == "cpu" else None
-        with num_threads(threads), inference_context(self.device):
+        with num_threads(threads), inference_context(self.device, cpu_autocast=True):
             for sl in batches(len(crops), self.batch_size):
                 fmap = model.forward_features(self._inputs(crops[sl], size))
                 if head:

@@ -343,7 +343,7 @@ class ViewsEmbedder:
         threads = self.num_threads if self.device.type == "cpu" else None
         nx0, ny0, nx1, ny1 = (0.0, 0.0, float(pw), float(ph)) if need is None else (
             need[0] * scale - 32, need[1] * scale - 32, need[2] * scale + 32, need[3] * scale + 32)
-        with num_threads(threads), inference_context(self.device):
+        with num_threads(threads), inference_context(self.device, cpu_autocast=True):
             for y0, y1, ky0, ky1 in _tiles(ph, TILE, MARGIN):
                 if ky1 <= ny0 or ky0 >= ny1:
                     continue

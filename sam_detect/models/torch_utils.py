@@ -7,7 +7,8 @@ factories or on first use, not at ``import sam_detect`` time.
 - :func:`resolve_device` turns ``"auto" | "cpu" | "cuda" | "cuda:1" | "mps"`` into a
   ``torch.device`` (``"auto"``: CUDA when available, else CPU) and fails with
   :class:`DeviceNotAvailableError` when an accelerator is asked for but absent.
-- :func:`inference_context` wraps ``torch.inference_mode`` and, on CUDA, bf16 autocast.
+- :func:`inference_context` wraps ``torch.inference_mode`` and, on CUDA, bf16 autocast
+  (on a CPU with native bf16 instructions too, for the callers that ask: :func:`cpu_bf16`).
 - :func:`cached_model` builds a model once per key (e.g. per weights and device) and
   shares it between embedder and segmenter instances, thread-safely.
 """
@@ -15,6 +16,7 @@ factories or on first use, not at ``import sam_detect`` time.
 from __future__ import annotations
 
 import gc
+import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -108,21 +110,53 @@ def resolve_device(device: Any = "auto") -> torch.device:
     return dev
 
 
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """The autocast dtype used on ``device``: bf16 on CUDA when supported, else ``None``."""
+#: ``auto`` (default): bf16 on a CPU whose instructions compute it natively; ``1``: always
+#: (slow where it is emulated); ``0``: never (float32, as before session 26)
+CPU_BF16_ENV = "SAM_DETECT_CPU_BF16"
+
+
+def cpu_bf16() -> bool:
+    """Whether CPU inference of the callers that allow it (EfficientNet-Lite0 in ``views`` and
+    ``effnet``) runs under bf16 autocast.
+
+    ``auto``: where the CPU has AVX-512 BF16 or AMX (oneDNN's native bf16 kernels). On this
+    project's AMD EPYC (AVX-512 BF16) the network's pass over a 1024 x 1024 photo took
+    0.19 s instead of 0.90 s, its maps within cosine 0.996 (median cell) of float32's, the
+    same bits run to run and for 1 or 2 threads (docs/performance.md, "Session 26"). On
+    a CPU without them oneDNN emulates bf16, slower than float32: those stay float32.
+    """
+    setting = os.environ.get(CPU_BF16_ENV, "auto").strip().lower()
+    if setting in ("0", "off", "false", "no"):
+        return False
+    torch = import_torch()
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return False
+    if setting in ("1", "on", "true", "yes"):
+        return True
+    cpu = getattr(torch, "cpu", None)
+    native = (getattr(cpu, "_is_avx512_bf16_supported", None), getattr(cpu, "_is_amx_tile_supported", None))
+    return any(check is not None and check() for check in native)
+
+
+def autocast_dtype(device: torch.device, *, cpu: bool = False) -> torch.dtype | None:
+    """The autocast dtype used on ``device``: bf16 on CUDA when supported; on the CPU, bf16
+    when ``cpu`` (the caller allows it) and :func:`cpu_bf16`; else ``None``."""
     torch = import_torch()
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    if device.type == "cpu" and cpu and cpu_bf16():
         return torch.bfloat16
     return None
 
 
 @contextmanager
-def inference_context(device: torch.device, *, autocast: bool = True) -> Iterator[None]:
-    """``torch.inference_mode()`` plus bf16 autocast on CUDA (when ``autocast``)."""
+def inference_context(device: torch.device, *, autocast: bool = True, cpu_autocast: bool = False) -> Iterator[None]:
+    """``torch.inference_mode()`` plus bf16 autocast on CUDA (when ``autocast``), and on the
+    CPU where ``cpu_autocast`` and :func:`cpu_bf16` allow it."""
     torch = import_torch()
     with ExitStack() as stack:
         stack.enter_context(torch.inference_mode())
-        dtype = autocast_dtype(device) if autocast else None
+        dtype = autocast_dtype(device, cpu=cpu_autocast) if autocast else None
         if dtype is not None:
             stack.enter_context(torch.autocast(device_type=device.type, dtype=dtype))
         yield
@@ -177,6 +211,7 @@ __all__ = [
     "batches",
     "cached_model",
     "clear_model_cache",
+    "cpu_bf16",
     "freeze_gc_after_torch_import",
     "import_torch",
     "inference_context",

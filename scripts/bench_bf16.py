@@ -1,0 +1,112 @@
+#!/usr/bin/env python
+"""EfficientNet-Lite0 in float32 and under the CPU's bf16 autocast (``SAM_DETECT_CPU_BF16``).
+
+``detect`` (classical segmenter, ``views`` embedder, memory store, 10 examples of HeLa frame
+0 added in float32) on HeLa frame 5 (700 x 1100, ``--repeats`` pairs of runs) and on a
+``--mosaic``-pixel square mirror-tiled from HeLa frame 1 (as ``bench_views_speed.py``), each
+run once per mode, the order alternating, in one process, so that load changes hit both
+alike. Stages as ``bench_views_speed.py`` splits them (the network pass, the per-object
+work, segment, search, select). Also: how many of the float32 run's objects the bf16 run
+returns with the same box and label, and the median similarity change. Only the ratios
+from one run compare (the machines are shared and noisy). Writes
+``docs/perf_data/bf16_speed.json``.
+
+    python scripts/bench_bf16.py --repeats 7 --mosaic 4096 --mosaic-repeats 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from bench_views_speed import _detector, _load, _timed_detect  # noqa: E402
+
+MODES = {"float32": "0", "bf16": "1"}
+
+
+def _agreement(a, b) -> dict:
+    """Objects of run ``a`` found by run ``b`` with the same box and label; similarity change."""
+    key_b = {(tuple(np.round(box, 1)), lab): i for i, (box, lab) in enumerate(zip(b.boxes, b.labels, strict=True))}
+    same, diffs = 0, []
+    for i, (box, lab) in enumerate(zip(a.boxes, a.labels, strict=True)):
+        j = key_b.get((tuple(np.round(box, 1)), lab))
+        if j is not None:
+            same += 1
+            diffs.append(abs(float(a.data["similarity"][i]) - float(b.data["similarity"][j])))
+    return {"objects": [len(a), len(b)], "same_box_and_label": same,
+            "median_similarity_change": round(float(np.median(diffs)), 4) if diffs else None}
+
+
+def compare(det, rgb: np.ndarray, repeats: int, name: str) -> dict:
+    rows = {m: [] for m in MODES}
+    load = [_load()]
+    agree = None
+    for r in range(repeats):
+        outs = {}
+        for mode in list(MODES) if r % 2 == 0 else list(MODES)[::-1]:
+            os.environ["SAM_DETECT_CPU_BF16"] = MODES[mode]
+            t, outs[mode] = _timed_detect(det, rgb)
+            rows[mode].append(t)
+            print(f"  [{name}] {mode}: {t['total']:.2f} s (network {t['network']:.2f} s), load {_load()}",
+                  file=sys.stderr, flush=True)
+        agree = _agreement(outs["float32"], outs["bf16"])
+    load.append(_load())
+    med = {m: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for m, rs in rows.items()}
+    return {
+        "image_hw": list(rgb.shape[:2]),
+        "repeats": repeats,
+        "median_s": {m: {k: round(v, 3) for k, v in d.items()} for m, d in med.items()},
+        "ratio_float32_over_bf16": {k: round(med["float32"][k] / max(med["bf16"][k], 1e-9), 2) for k in med["bf16"]},
+        "agreement": agree,
+        "load_average_start_end": load,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=7, help="pairs of runs on HeLa frame 5")
+    ap.add_argument("--mosaic", type=int, default=4096, help="side of the mosaic; 0: none")
+    ap.add_argument("--mosaic-repeats", type=int, default=2)
+    ap.add_argument("--out", default=str(ROOT / "docs" / "perf_data" / "bf16_speed.json"))
+    args = ap.parse_args()
+
+    import torch
+
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        raise SystemExit("this CPU has no oneDNN bf16 kernels: nothing to compare")
+    from sam_detect.io.images import to_rgb_uint8
+    from sam_detect.models.torch_utils import cpu_bf16
+
+    os.environ.pop("SAM_DETECT_CPU_BF16", None)
+    native = cpu_bf16()
+    os.environ["SAM_DETECT_CPU_BF16"] = "0"
+    det, img = _detector()  # the library's examples in float32
+    frame = to_rgb_uint8(img[5])
+    for mode in MODES.values():  # warm-up: model loaded, caches filled
+        os.environ["SAM_DETECT_CPU_BF16"] = mode
+        det.detect(frame)
+    results = {"cpus": os.cpu_count(), "bf16_native": native, "torch": torch.__version__,
+               "hela_frame5": compare(det, frame, args.repeats, "frame 5")}
+    if args.mosaic:
+        base = to_rgb_uint8(img[1])
+        s = args.mosaic
+        reps = int(np.ceil(s / min(base.shape[:2]))) + 1
+        tiled = np.pad(
+            base, ((0, base.shape[0] * (reps - 1)), (0, base.shape[1] * (reps - 1)), (0, 0)), mode="symmetric"
+        )[:s, :s]
+        results[f"mosaic_{s}"] = compare(det, np.ascontiguousarray(tiled), args.mosaic_repeats, f"{s}x{s}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
