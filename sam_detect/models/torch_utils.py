@@ -129,7 +129,8 @@ def cpu_bf16() -> bool:
     if setting in ("0", "off", "false", "no"):
         return False
     torch = import_torch()
-    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    kernels = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    if kernels is None or not kernels():
         return False
     if setting in ("1", "on", "true", "yes"):
         return True
