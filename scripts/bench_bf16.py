@@ -27,7 +27,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-from bench_views_speed import _detector, _load, _timed_detect  # noqa: E402
+from bench_views_speed import _detector, _load, _timed_detect, mosaic  # noqa: E402
 
 MODES = {"float32": "0", "bf16": "1"}
 
@@ -96,13 +96,8 @@ def main() -> None:
     results = {"cpus": os.cpu_count(), "bf16_native": native, "torch": torch.__version__,
                "hela_frame5": compare(det, frame, args.repeats, "frame 5")}
     if args.mosaic:
-        base = to_rgb_uint8(img[1])
         s = args.mosaic
-        reps = int(np.ceil(s / min(base.shape[:2]))) + 1
-        tiled = np.pad(
-            base, ((0, base.shape[0] * (reps - 1)), (0, base.shape[1] * (reps - 1)), (0, 0)), mode="symmetric"
-        )[:s, :s]
-        results[f"mosaic_{s}"] = compare(det, np.ascontiguousarray(tiled), args.mosaic_repeats, f"{s}x{s}")
+        results[f"mosaic_{s}"] = compare(det, mosaic(to_rgb_uint8(img[1]), s), args.mosaic_repeats, f"{s}x{s}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
     print(json.dumps(results, indent=1))

@@ -81,6 +81,13 @@ def _detector():
     return det, img
 
 
+def mosaic(base: np.ndarray, side: int) -> np.ndarray:
+    """A ``side`` x ``side`` image mirror-tiled from ``base`` (real object density)."""
+    reps = int(np.ceil(side / min(base.shape[:2]))) + 1
+    tiled = np.pad(base, ((0, base.shape[0] * (reps - 1)), (0, base.shape[1] * (reps - 1)), (0, 0)), mode="symmetric")
+    return np.ascontiguousarray(tiled[:side, :side])
+
+
 def _timed_detect(det, rgb: np.ndarray) -> tuple[dict, object]:
     """One ``detect``; its stage timings with ``embed`` split into ``network`` and ``per_object``."""
     emb = det.embedder
@@ -159,13 +166,8 @@ def main() -> None:
         det.detect(frame)
     results = {"cpus": os.cpu_count(), "hela_frame5": compare(det, frame, args.repeats, "frame 5")}
     if args.mosaic:
-        base = to_rgb_uint8(img[1])
         s = args.mosaic
-        reps = int(np.ceil(s / min(base.shape[:2]))) + 1
-        tiled = np.pad(
-            base, ((0, base.shape[0] * (reps - 1)), (0, base.shape[1] * (reps - 1)), (0, 0)), mode="symmetric"
-        )[:s, :s]
-        results[f"mosaic_{s}"] = compare(det, np.ascontiguousarray(tiled), args.mosaic_repeats, f"{s}x{s}")
+        results[f"mosaic_{s}"] = compare(det, mosaic(to_rgb_uint8(img[1]), s), args.mosaic_repeats, f"{s}x{s}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
     print(json.dumps(results, indent=1))
