@@ -69,7 +69,8 @@ def test_scripted_copy_matches_timm(timm_lite0):
     path = script_path(weights, ARCH)
     assert not path.exists()  # every test has its own model cache
     first = load_lite0(weights, ARCH, build_model)
-    assert isinstance(first, Lite0) and path.is_file()  # built by timm, then cached
+    # built by timm, cached, and run as the cached copy
+    assert isinstance(first, torch.jit.ScriptModule) and path.is_file()
     scripted = load_lite0(weights, ARCH, _no_build)
     assert isinstance(scripted, torch.jit.ScriptModule)
 
@@ -111,9 +112,12 @@ def test_embedders_give_the_same_vectors_from_the_cache(monkeypatch, bf16):
     assert kind is Lite0 and not script_path(default_weights_path(), ARCH).exists()
 
     monkeypatch.delenv(SCRIPT_ENV)
-    vectors()  # builds through timm and caches the scripted copy
+    filled, filled_kind = vectors()  # builds through timm, caches the scripted copy, runs it
     (views, effnet, probs), kind = vectors()
-    assert issubclass(kind, torch.jit.ScriptModule)
+    assert issubclass(kind, torch.jit.ScriptModule) and issubclass(filled_kind, torch.jit.ScriptModule)
+    # the process that fills the cache gives the vectors of every later one, bit for bit
+    for got, want in zip(filled, (views, effnet, probs), strict=True):
+        assert np.array_equal(got, want)
     np.testing.assert_allclose(views, timm_views, rtol=0, atol=atol)
     np.testing.assert_allclose(effnet, timm_effnet, rtol=0, atol=atol)
     np.testing.assert_allclose(probs, timm_probs, rtol=0, atol=atol)
@@ -144,7 +148,8 @@ def test_unusable_cache_file_falls_back_to_timm_and_is_rebuilt(damage, caplog):
 
     with caplog.at_level(logging.WARNING, logger="sam_detect"):
         model = load_lite0(weights, ARCH, build)
-    assert isinstance(model, Lite0) and calls == [1]
+    # built once through timm, then run as the copy it saved (as every later process does)
+    assert isinstance(model, torch.jit.ScriptModule) and calls == [1]
     assert f"the cached EfficientNet-Lite0 {path} cannot be used" in caplog.text
     assert "building it with timm and caching it again" in caplog.text
     again = load_lite0(weights, ARCH, _no_build)  # the file was written again

@@ -7,7 +7,10 @@ none of it. So the first process that builds the network through timm also saves
 scripted, as ``effnet/<arch>-<weights sha256>-torch<v>-timm<v>-<format>.ts`` under the
 model cache (``$SAM_DETECT_CACHE``); later processes load that file (~0.1 s) instead. The
 scripted module runs the same modules with the same weights (no freezing, no folding of
-batch norms): its outputs are bit-identical to the timm model's (``tests/test_lite0.py``).
+batch norms): in float32 its outputs are bit-identical to the timm model's
+(``tests/test_lite0.py``). Under the CPU's bf16 autocast (``models.torch_utils.cpu_bf16``)
+the two round in another order (cosine 0.9999), so the process that fills the cache runs
+the saved copy too, and every process gives the same vectors.
 
 A missing, unreadable or foreign cache file means the timm path runs, with a one-line
 warning for a file that exists but cannot be used, and the file is written again. An
@@ -168,7 +171,13 @@ def load_lite0(weights: Path, arch: str, build) -> nn.Module:
     if module is not None:
         return module
     model = Lite0(build()).eval()
-    save_script(model, path)
+    if save_script(model, path):
+        # run the copy later processes will load: under the CPU's bf16 autocast the scripted
+        # and the eager module round in another order (cosine 0.9999), and a library's
+        # vectors should not depend on which process filled the cache
+        module = load_script(path)
+        if module is not None:
+            return module
     return model
 
 
