@@ -144,6 +144,25 @@ def test_a_few_objects_of_a_large_image_run_only_their_tiles(views, monkeypatch)
     assert 0 < ran < len(calls) - ran  # fewer tiles than the whole image's
 
 
+def test_an_image_up_to_tile_runs_whole_and_a_larger_one_in_smaller_tiles(views, monkeypatch):
+    """Up to ``TILE`` pixels a side the network sees the whole image (its features as
+    before); above it, tiles of ``TILE_SIDE``, which ran faster (docs/performance.md,
+    "Session 26")."""
+    from sam_detect.embed import views as mod
+
+    monkeypatch.setattr(mod, "TILE", 512)
+    monkeypatch.setattr(mod, "TILE_SIDE", 256)
+    net = views.model
+    calls = []
+    monkeypatch.setattr(mod.ViewsEmbedder, "model", property(lambda self: lambda x: calls.append(x.shape[2:]) or net(x)))
+    rng = np.random.default_rng(1)
+    views.feature_maps((rng.random((480, 512, 3)) * 255).astype(np.uint8), 1.0)
+    assert calls == [(480, 512)]
+    calls.clear()
+    views.feature_maps((rng.random((480, 544, 3)) * 255).astype(np.uint8), 1.0)
+    assert len(calls) > 4 and all(h <= 256 and w <= 256 for h, w in calls)
+
+
 def test_cell_counts_count_every_mask_pixel_once():
     mask = np.zeros((37, 23), bool)
     mask[3:30, 2:20] = True

@@ -56,8 +56,11 @@ DIM = sum(size for _, size in VIEWS)
 DEFAULT_TARGET = 32.0
 #: resize factors are kept in [MIN_SCALE, MAX_SCALE]
 MIN_SCALE, MAX_SCALE = 0.125, 4.0
-#: network input tiles: side (a multiple of 32) and the overlap kept on each side
-TILE, MARGIN = 2048, 64
+#: network input: an image up to ``TILE`` pixels a side (after resizing) runs in one pass; a
+#: larger one in tiles of ``min(TILE, TILE_SIDE)`` (multiples of 32) overlapping by ``MARGIN``
+#: on each side. Tiles of 1024 ran 1.1-1.3x faster than 2048 under the CPU's bf16 with the
+#: same objects and F1 on four HeLa mosaics (docs/performance.md, "Session 26")
+TILE, TILE_SIDE, MARGIN = 2048, 1024, 64
 _STRIDES = (8, 16, 32)
 
 
@@ -316,8 +319,9 @@ class ViewsEmbedder:
                      need: tuple[float, float, float, float] | None = None) -> dict[int, np.ndarray]:
         """``{8: (40, h/8, w/8), 16: (112, ...), 32: (1280, ...)}`` float32 of ``rgb`` resized by ``scale``.
 
-        Large images run in tiles of ``TILE`` pixels overlapping by ``2 * MARGIN``; each
-        tile's interior is kept. ``need``: XYXY in the original image's pixels, the part
+        Images larger than ``TILE`` pixels a side (after resizing) run in tiles of
+        ``min(TILE, TILE_SIDE)`` pixels overlapping by ``2 * MARGIN``; each tile's interior
+        is kept. ``need``: XYXY in the original image's pixels, the part
         whose cells will be read: tiles whose interior misses it are not run (their cells
         stay 0), and the cells of the tiles that run are the same as the whole image's.
         """
@@ -344,10 +348,11 @@ class ViewsEmbedder:
         nx0, ny0, nx1, ny1 = (0.0, 0.0, float(pw), float(ph)) if need is None else (
             need[0] * scale - 32, need[1] * scale - 32, need[2] * scale + 32, need[3] * scale + 32)
         with num_threads(threads), inference_context(self.device, cpu_autocast=True):
-            for y0, y1, ky0, ky1 in _tiles(ph, TILE, MARGIN):
+            side = TILE if max(ph, pw) <= TILE else min(TILE, TILE_SIDE)
+            for y0, y1, ky0, ky1 in _tiles(ph, side, MARGIN):
                 if ky1 <= ny0 or ky0 >= ny1:
                     continue
-                for x0, x1, kx0, kx1 in _tiles(pw, TILE, MARGIN):
+                for x0, x1, kx0, kx1 in _tiles(pw, side, MARGIN):
                     if kx1 <= nx0 or kx0 >= nx1:
                         continue
                     x = torch.from_numpy(np.ascontiguousarray(img[y0:y1, x0:x1])).permute(2, 0, 1)[None]
