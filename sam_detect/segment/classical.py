@@ -236,14 +236,12 @@ class ClassicalSegmenter:
             if lab > 0:
                 sl = self._object_slices(labels)[0][lab - 1]
                 found = labels[sl] == lab, (sl[1].start, sl[0].start)
-                if bx is not None:
-                    found = _clip_crop(*found, bx)
             elif fg_raw[y, x]:
                 found = _component_at(fg_raw, x, y)
-                if bx is not None:
-                    found = _clip_crop(*found, bx)
             else:
-                found = self._thresholded_at_prompt(intensity, pt, bx, polarity)
+                found = self._threshold_at_point(intensity, pt, polarity)
+            if found is not None and bx is not None:
+                found = _clip_crop(*found, bx)
         elif found is None:
             found = self._best_in_box(labels, bx) or self._thresholded_at_prompt(intensity, None, bx, polarity)
         if found is None or not found[0].any():
@@ -683,7 +681,7 @@ class ClassicalSegmenter:
             inside = float(np.median(sub[_middle_half(sub.shape)]))
             ring = sub[edge].astype(np.float32)
             ground = float(np.median(ring))
-            spread = 1.4826 * float(np.median(np.abs(ring - np.float32(ground))))  # robust sd
+            spread = _robust_spread(ring, ground)
             if abs(inside - ground) < max(_MIN_BOX_CONTRAST / 2, spread):
                 return None
             return ("bright" if inside > ground else "dark"), (inside + ground) / 2
@@ -693,7 +691,7 @@ class ClassicalSegmenter:
         for _ in range(PROMPT_POLARITY_WINDOWS):
             sub = intensity[max(cy - r, 0): cy + r + 1, max(cx - r, 0): cx + r + 1]
             ground = float(np.median(sub))
-            spread = 1.4826 * float(np.median(np.abs(sub - np.float32(ground))))  # robust sd
+            spread = _robust_spread(sub, ground)
             if abs(v - ground) >= max(_MIN_BOX_CONTRAST, spread):
                 return ("bright" if v > ground else "dark"), (v + ground) / 2
             r *= 2
@@ -792,6 +790,12 @@ class ClassicalSegmenter:
         if not sizes.any():
             return None
         return comp == int(np.argmax(sizes)), (x0, y0)
+
+
+def _robust_spread(values: np.ndarray, centre: float) -> float:
+    """1.4826 x the median absolute deviation of float32 ``values`` from ``centre`` (a
+    robust standard deviation, in the values' own precision)."""
+    return 1.4826 * float(np.median(np.abs(values - np.float32(centre))))
 
 
 def _middle_half(shape: tuple[int, int]) -> tuple[slice, slice]:
