@@ -139,9 +139,9 @@ class DetectorStages:
 
 
 def _cpu_precision(embedder: Any) -> str:
-    """``"; network in bf16 ..."`` where the embedder's EfficientNet-Lite0 runs on a CPU under
-    bf16 autocast (``models.torch_utils.cpu_bf16``), else ``""``."""
-    if getattr(embedder, "name", None) not in ("views", "effnet"):
+    """``"; network in bf16 ..."`` where the embedder's network runs on a CPU under bf16
+    autocast (its ``cpu_autocast`` and ``models.torch_utils.cpu_bf16``), else ``""``."""
+    if not getattr(embedder, "cpu_autocast", False):
         return ""
     if getattr(getattr(embedder, "device", None), "type", None) != "cpu":
         return ""

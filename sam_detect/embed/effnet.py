@@ -181,6 +181,9 @@ class EffNetEmbedder:
     name = "effnet"
     dim = FEATURE_DIM
     supports_instances = False  # context crops only
+    #: the network runs under bf16 autocast on a CPU that computes bf16 (``torch_utils.cpu_bf16``;
+    #: vectors checked against float32's in tests/test_cpu_bf16.py)
+    cpu_autocast = True
 
     def __init__(
         self,
@@ -266,7 +269,7 @@ class EffNetEmbedder:
         model = self.model
         parts = []
         threads = self.num_threads if self.device.type == "cpu" else None
-        with num_threads(threads), inference_context(self.device, cpu_autocast=True):
+        with num_threads(threads), inference_context(self.device, cpu_autocast=self.cpu_autocast):
             for sl in batches(len(crops), self.batch_size):
                 fmap = model.forward_features(self._inputs(crops[sl], size))
                 if head:

@@ -280,6 +280,9 @@ class ViewsEmbedder:
     dim = DIM
     views = VIEWS
     supports_instances = True  # embed_instances: objects pooled from the whole image's feature maps
+    #: the network runs under bf16 autocast on a CPU that computes bf16 (``torch_utils.cpu_bf16``;
+    #: vectors checked against float32's in tests/test_cpu_bf16.py)
+    cpu_autocast = True
     uses_masks = True
     scales_by_area = True  # embed_instances(..., typical_area=) sets the resize factor
 
@@ -347,7 +350,7 @@ class ViewsEmbedder:
         threads = self.num_threads if self.device.type == "cpu" else None
         nx0, ny0, nx1, ny1 = (0.0, 0.0, float(pw), float(ph)) if need is None else (
             need[0] * scale - 32, need[1] * scale - 32, need[2] * scale + 32, need[3] * scale + 32)
-        with num_threads(threads), inference_context(self.device, cpu_autocast=True):
+        with num_threads(threads), inference_context(self.device, cpu_autocast=self.cpu_autocast):
             side = TILE if max(ph, pw) <= TILE else min(TILE, TILE_SIDE)
             for y0, y1, ky0, ky1 in _tiles(ph, side, MARGIN):
                 if ky1 <= ny0 or ky0 >= ny1:
