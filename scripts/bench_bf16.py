@@ -17,9 +17,10 @@ from one run compare (the machines are shared and noisy). Writes
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import os
-import statistics
 import sys
 from pathlib import Path
 
@@ -27,7 +28,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-from bench_views_speed import _detector, _load, _timed_detect, mosaic  # noqa: E402
+from bench_views_speed import _detector, alternate, medians_and_ratios, mosaic  # noqa: E402
 
 MODES = {"float32": "0", "bf16": "1"}
 
@@ -45,27 +46,21 @@ def _agreement(a, b) -> dict:
             "median_similarity_change": round(float(np.median(diffs)), 4) if diffs else None}
 
 
+@contextlib.contextmanager
+def _precision(value: str):
+    """``SAM_DETECT_CPU_BF16=value`` while the block runs (read by every network pass)."""
+    os.environ["SAM_DETECT_CPU_BF16"] = value
+    yield
+
+
 def compare(det, rgb: np.ndarray, repeats: int, name: str) -> dict:
-    rows = {m: [] for m in MODES}
-    load = [_load()]
-    agree = None
-    for r in range(repeats):
-        outs = {}
-        for mode in list(MODES) if r % 2 == 0 else list(MODES)[::-1]:
-            os.environ["SAM_DETECT_CPU_BF16"] = MODES[mode]
-            t, outs[mode] = _timed_detect(det, rgb)
-            rows[mode].append(t)
-            print(f"  [{name}] {mode}: {t['total']:.2f} s (network {t['network']:.2f} s), load {_load()}",
-                  file=sys.stderr, flush=True)
-        agree = _agreement(outs["float32"], outs["bf16"])
-    load.append(_load())
-    med = {m: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for m, rs in rows.items()}
+    med, rounds, load = alternate(det, rgb, repeats, name,
+                                  {mode: functools.partial(_precision, v) for mode, v in MODES.items()})
     return {
         "image_hw": list(rgb.shape[:2]),
         "repeats": repeats,
-        "median_s": {m: {k: round(v, 3) for k, v in d.items()} for m, d in med.items()},
-        "ratio_float32_over_bf16": {k: round(med["float32"][k] / max(med["bf16"][k], 1e-9), 2) for k in med["bf16"]},
-        "agreement": agree,
+        **medians_and_ratios(med, "float32", "bf16"),
+        "agreement": _agreement(rounds[-1]["float32"], rounds[-1]["bf16"]),
         "load_average_start_end": load,
     }
 

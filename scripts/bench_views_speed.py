@@ -121,30 +121,48 @@ def _same(a, b) -> bool:
     )
 
 
-def compare(det, rgb: np.ndarray, repeats: int, name: str) -> dict:
-    """``repeats`` pairs of runs, before and after, the order alternating."""
-    rows = {"before": [], "after": []}
-    identical = True
+def alternate(det, rgb: np.ndarray, repeats: int, name: str, modes: dict) -> tuple[dict, list, list]:
+    """``repeats`` rounds of one ``detect`` per mode, the order alternating every round.
+
+    ``modes``: ``{mode: callable returning a context manager}`` entered around that mode's
+    run. Returns the median stage timings per mode, each round's ``{mode: Instances}`` and
+    the load average at the start and the end.
+    """
+    rows = {m: [] for m in modes}
+    rounds = []
     load = [_load()]
     for r in range(repeats):
         outs = {}
-        for mode in ("before", "after") if r % 2 == 0 else ("after", "before"):
-            with per_object_code() if mode == "before" else contextlib.nullcontext():
+        for mode in list(modes) if r % 2 == 0 else list(modes)[::-1]:
+            with modes[mode]():
                 t, outs[mode] = _timed_detect(det, rgb)
             rows[mode].append(t)
-            print(f"  [{name}] {mode}: {t['total']:.2f} s (per-object {t['per_object']:.2f} s), load {_load()}",
-                  file=sys.stderr, flush=True)
-        identical &= _same(outs["before"], outs["after"])
+            print(f"  [{name}] {mode}: {t['total']:.2f} s (network {t['network']:.2f} s, per-object "
+                  f"{t['per_object']:.2f} s), load {_load()}", file=sys.stderr, flush=True)
+        rounds.append(outs)
     load.append(_load())
     med = {m: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for m, rs in rows.items()}
+    return med, rounds, load
+
+
+def medians_and_ratios(med: dict, over: str, under: str) -> dict:
+    """The rounded medians per mode, and ``over`` / ``under`` per stage."""
+    return {"median_s": {m: {k: round(v, 3) for k, v in d.items()} for m, d in med.items()},
+            f"ratio_{over}_over_{under}": {k: round(med[over][k] / max(med[under][k], 1e-9), 2) for k in med[under]}}
+
+
+def compare(det, rgb: np.ndarray, repeats: int, name: str) -> dict:
+    """``repeats`` pairs of runs, before and after, the order alternating."""
+    med, rounds, load = alternate(det, rgb, repeats, name,
+                                  {"before": per_object_code, "after": contextlib.nullcontext})
+    last = rounds[-1]["after"]
     return {
         "image_hw": list(rgb.shape[:2]),
-        "candidates": int(outs["after"].metadata["candidates"]),
-        "objects": len(outs["after"]),
+        "candidates": int(last.metadata["candidates"]),
+        "objects": len(last),
         "repeats": repeats,
-        "median_s": {m: {k: round(v, 3) for k, v in d.items()} for m, d in med.items()},
-        "ratio_before_over_after": {k: round(med["before"][k] / max(med["after"][k], 1e-9), 2) for k in med["after"]},
-        "identical_objects_boxes_labels": bool(identical),
+        **medians_and_ratios(med, "before", "after"),
+        "identical_objects_boxes_labels": all(_same(o["before"], o["after"]) for o in rounds),
         "load_average_start_end": load,
     }
 
