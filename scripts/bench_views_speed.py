@@ -31,6 +31,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests/test_views_speed.py holds the per-object reference
+sys.path.insert(0, str(ROOT / "tests"))  # ... which imports conftest as pytest does
 DATA = ROOT.parent / "shared" / "data"
 if not DATA.exists():
     DATA = Path("/work/shared/data")
