@@ -149,14 +149,17 @@ class SAMDetect(DetectorStages, LibraryState):
         return self._embed(rgb, as_instances(instances, rgb.shape[:2]), {}, typical_area=typical_area)
 
     def _embed(
-        self, rgb: np.ndarray, instances: Instances, timings: dict[str, float], typical_area: float | None = None
+        self, rgb: np.ndarray, instances: Instances, timings: dict[str, float], typical_area: float | None = None,
+        prefetched: Any = None,
     ) -> np.ndarray:
         emb = self.embedder
         if len(instances) == 0:
             return np.zeros((0, int(emb.dim)), dtype=np.float32)
         t = time.perf_counter()
         if embeds_instances(emb):
-            if getattr(emb, "scales_by_area", False):
+            if prefetched is not None:
+                vectors = emb.embed_instances(rgb, instances, typical_area=typical_area, prefetched=prefetched)
+            elif getattr(emb, "scales_by_area", False):
                 vectors = emb.embed_instances(rgb, instances, typical_area=typical_area)
             else:
                 vectors = emb.embed_instances(rgb, instances)
@@ -462,7 +465,28 @@ class SAMDetect(DetectorStages, LibraryState):
         loaded = self._load(image)
         timings: dict[str, float] = {}
         self._share_example_features()
-        profile = self.profile
+        prefetched = self._prefetch_maps(loaded.rgb)
+        try:
+            return self._detect(loaded, self.profile, timings, top_k, threshold, prefetched)
+        finally:
+            if prefetched is not None:
+                prefetched.close()
+
+    def _prefetch_maps(self, rgb: np.ndarray) -> Any:
+        """The embedder's network pass over ``rgb``, started on a worker thread so that it runs
+        beside segmentation (``ViewsEmbedder.prefetch``), or ``None``: only for an embedder
+        that offers it, a library that knows its typical object area, and a segmenter that
+        does not run a network of its own (two networks would only share the cores)."""
+        emb = self.embedder
+        typical = (self.decision or {}).get("typical_area")
+        if (not typical or not callable(getattr(emb, "prefetch", None))
+                or getattr(self.segmenter, "uses_network", True)):
+            return None
+        return emb.prefetch(rgb, float(typical))
+
+    def _detect(self, loaded: Any, profile: dict | None, timings: dict[str, float], top_k: int,
+                threshold: float, prefetched: Any) -> Instances:
+        """:meth:`detect` from segmentation on; ``prefetched``: its network pass, if started."""
         t0 = time.perf_counter()
         from sam_detect.segment.base import segment_with_profile
 
@@ -491,7 +515,7 @@ class SAMDetect(DetectorStages, LibraryState):
         typical = (decision or {}).get("typical_area")
         if typical and shifts:
             typical *= float(np.exp(np.mean(list(shifts.values()))))
-        vectors = self._embed(loaded.rgb, inst, timings, typical_area=typical)
+        vectors = self._embed(loaded.rgb, inst, timings, typical_area=typical, prefetched=prefetched)
         t = time.perf_counter()
         results = self._search(vectors, top_k, decision) if len(inst) else []
         timings["search"] = time.perf_counter() - t

@@ -90,10 +90,18 @@ def mosaic(base: np.ndarray, side: int) -> np.ndarray:
 
 
 def _timed_detect(det, rgb: np.ndarray) -> tuple[dict, object]:
-    """One ``detect``; its stage timings with ``embed`` split into ``network`` and ``per_object``."""
+    """One ``detect``; its stage timings with ``embed`` split into ``network`` (the pass's
+    own time, on whichever thread it ran) and ``per_object`` (the rest of ``embed``: the
+    time it spent neither in the pass nor waiting for a pass started beside segmentation,
+    ``sam_detect.embed.views.MapsJob``)."""
+    import threading
+
+    from sam_detect.embed.views import MapsJob
+
     emb = det.embedder
-    original = emb.feature_maps
-    spent = []
+    original, result = emb.feature_maps, MapsJob.result
+    spent, blocked = [], []
+    caller = threading.current_thread()
 
     def feature_maps(*a, **k):
         t = time.perf_counter()
@@ -101,15 +109,25 @@ def _timed_detect(det, rgb: np.ndarray) -> tuple[dict, object]:
             return original(*a, **k)
         finally:
             spent.append(time.perf_counter() - t)
+            if threading.current_thread() is caller:
+                blocked.append(spent[-1])
 
-    emb.feature_maps = feature_maps
+    def waited(job):
+        t = time.perf_counter()
+        try:
+            return result(job)
+        finally:
+            blocked.append(time.perf_counter() - t)
+
+    emb.feature_maps, MapsJob.result = feature_maps, waited
     try:
         out = det.detect(rgb)
     finally:
         del emb.feature_maps
+        MapsJob.result = result
     t = dict(out.metadata["timings"])
     t["network"] = sum(spent)
-    t["per_object"] = t["embed"] - t["network"]
+    t["per_object"] = t["embed"] - sum(blocked)
     return t, out
 
 

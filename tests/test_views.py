@@ -107,6 +107,8 @@ def test_tiles_cover_every_pixel_once():
             assert start <= keep0 < keep1 <= stop and stop - start <= 768
             covered[keep0:keep1] += 1
         assert (covered == 1).all()
+    with pytest.raises(ValueError, match="keeps nothing"):
+        _tiles(1000, 128, 64)  # margins that eat the whole tile
 
 
 def test_tiled_features_match_the_whole_image_pass(views, monkeypatch):

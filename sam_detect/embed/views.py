@@ -255,6 +255,8 @@ def _tiles(length: int, tile: int, margin: int) -> list[tuple[int, int, int, int
     if length <= tile:
         return [(0, length, 0, length)]
     core = tile - 2 * margin
+    if core <= 0:
+        raise ValueError(f"a tile of {tile} px keeps nothing inside margins of {margin} px")
     out = []
     keep = 0
     while keep < length:
@@ -319,7 +321,8 @@ class ViewsEmbedder:
 
     # -- network ---------------------------------------------------------------------------
     def feature_maps(self, rgb: np.ndarray, scale: float,
-                     need: tuple[float, float, float, float] | None = None) -> dict[int, np.ndarray]:
+                     need: tuple[float, float, float, float] | None = None,
+                     stop: Any = None) -> dict[int, np.ndarray] | None:
         """``{8: (40, h/8, w/8), 16: (112, ...), 32: (1280, ...)}`` float32 of ``rgb`` resized by ``scale``.
 
         Images larger than ``TILE`` pixels a side (after resizing) run in tiles of
@@ -327,6 +330,8 @@ class ViewsEmbedder:
         is kept. ``need``: XYXY in the original image's pixels, the part
         whose cells will be read: tiles whose interior misses it are not run (their cells
         stay 0), and the cells of the tiles that run are the same as the whole image's.
+        ``stop``: a ``threading.Event``; once it is set no further tile runs and ``None`` is
+        returned (:class:`MapsJob` given up).
         """
         import cv2
         import torch
@@ -358,6 +363,8 @@ class ViewsEmbedder:
                 for x0, x1, kx0, kx1 in _tiles(pw, side, MARGIN):
                     if kx1 <= nx0 or kx0 >= nx1:
                         continue
+                    if stop is not None and stop.is_set():
+                        return None
                     x = torch.from_numpy(np.ascontiguousarray(img[y0:y1, x0:x1])).permute(2, 0, 1)[None]
                     x = x.float().sub_(127.0).div_(128.0).to(self.device)
                     if self.device.type == "cpu":
@@ -370,16 +377,26 @@ class ViewsEmbedder:
                         ]
         return maps
 
+    def prefetch(self, rgb: np.ndarray, typical_area: float) -> MapsJob:
+        """Start the network pass over all of ``rgb`` for objects of ``typical_area`` pixels
+        on a worker thread (``detect`` does this before it segments, whose work is on the
+        host). Pass the job to :meth:`embed_instances`; close it when done."""
+        return MapsJob(self, rgb, choose_scale(np.array([typical_area], np.float64), self.target))
+
     # -- embedding -------------------------------------------------------------------------
-    def embed_instances(self, rgb: np.ndarray, instances: Any, typical_area: float | None = None) -> np.ndarray:
+    def embed_instances(self, rgb: np.ndarray, instances: Any, typical_area: float | None = None,
+                        prefetched: MapsJob | None = None) -> np.ndarray:
         """``(N, DIM)`` float32 unit vectors for the objects ``instances`` of ``rgb`` ``(H, W, 3)`` uint8.
 
         ``typical_area``: the object area (pixels) the resize factor is chosen for (a
         library's typical example); default: the median area of ``instances``.
+        ``prefetched``: a :meth:`prefetch` job for ``rgb``, used when its resize factor is
+        this call's (the vectors are the same either way); the measured views are taken
+        while it runs.
         """
         from sam_detect.embed._torch import check_crops
 
-        rgb = check_crops([rgb])[0]
+        given, rgb = rgb, check_crops([rgb])[0]
         n = len(instances)
         if n == 0:
             return np.zeros((0, DIM), np.float32)
@@ -387,10 +404,15 @@ class ViewsEmbedder:
             raise ValueError(f"instances are for a {instances.image_hw} image, got {rgb.shape[:2]}")
         areas = instances.areas if not typical_area else np.array([typical_area], np.float64)
         scale = choose_scale(areas, self.target)
-        maps = self.feature_maps(rgb, scale, need=_pooled_region(instances))
+        if prefetched is not None and (prefetched.scale != scale or prefetched.image is not given):
+            prefetched.close()  # made for another size (an image at another magnification)
+            prefetched = None
         pixels = _object_pixels(instances.mask_crops)  # every mask pixel, gathered once
-        pooled = pool_under_masks(maps, instances, scale, pixels=pixels)
         hand = _handcrafted(rgb, instances, pixels=pixels)
+        maps = prefetched.result() if prefetched is not None else None
+        if maps is None:
+            maps = self.feature_maps(rgb, scale, need=_pooled_region(instances))
+        pooled = pool_under_masks(maps, instances, scale, pixels=pixels)
         parts = {
             "deep": pooled[32],
             "context": pool_rings(maps[32], 32, instances, scale),
@@ -415,6 +437,38 @@ class ViewsEmbedder:
     def params(self) -> dict[str, Any]:
         return {"name": self.name, "id": self.id, "dim": self.dim, "target": self.target,
                 "views": [list(v) for v in VIEWS]}
+
+
+class MapsJob:
+    """:meth:`ViewsEmbedder.feature_maps` of a whole image, running on a worker thread.
+
+    The network releases the GIL, so host work in the caller's thread (segmentation,
+    the measured views) runs beside it. ``result()`` waits for the maps; ``close()``
+    stops it after the tile in progress and waits, so no network work outlives the call
+    that started it. The maps are the ones a direct call gives: only the thread differs.
+    """
+
+    def __init__(self, embedder: ViewsEmbedder, rgb: np.ndarray, scale: float) -> None:
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.image, self.scale = rgb, float(scale)
+        self._stop = threading.Event()
+        pool = ThreadPoolExecutor(1, thread_name_prefix="sam-detect-maps")
+        self._future = pool.submit(embedder.feature_maps, rgb, self.scale, stop=self._stop)
+        pool.shutdown(wait=False)  # the thread ends with its one task
+
+    def result(self) -> dict[int, np.ndarray] | None:
+        """The maps (``None`` if the job was closed first); the worker's error is raised here."""
+        return self._future.result()
+
+    def close(self) -> None:
+        """Stop after the tile in progress and wait; an unread error is dropped."""
+        import contextlib
+
+        self._stop.set()
+        with contextlib.suppress(Exception):  # nobody asked for these maps
+            self._future.result()
 
 
 def _pooled_region(instances: Any) -> tuple[float, float, float, float]:
@@ -457,6 +511,7 @@ def join_views(parts: dict[str, np.ndarray]) -> np.ndarray:
 __all__ = [
     "DIM",
     "VIEWS",
+    "MapsJob",
     "ViewsEmbedder",
     "choose_scale",
     "join_views",

@@ -15,6 +15,8 @@ class Segmenter(Protocol):
     """Proposes object masks.
 
     ``name`` is a short id recorded in outputs (``"classical"``, ``"sam2:tiny"``).
+    ``uses_network`` (optional, ``True`` when absent): ``False`` for a segmenter whose work
+    is all on the host, beside which ``detect`` starts the embedder's network pass.
     """
 
     name: str

@@ -100,6 +100,7 @@ class ClassicalSegmenter:
     """
 
     name = "classical"
+    uses_network = False  # host work only: detect runs the embedder's network beside it
 
     def __init__(self, config: ClassicalConfig | None = None, **options: Any) -> None:
         from sam_detect.registry import merge_config

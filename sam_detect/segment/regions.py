@@ -196,6 +196,7 @@ class RegionsSegmenter:
     """
 
     name = "regions"
+    uses_network = False  # host work only: detect runs the embedder's network beside it
 
     def __init__(self, config: RegionsConfig | None = None, **options: Any) -> None:
         from sam_detect.registry import merge_config

@@ -68,6 +68,8 @@ class SAM2Segmenter:
         ModelNotAvailableError: the weights are missing (named, with the download command).
     """
 
+    uses_network = True  # detect does not run the embedder's network beside it
+
     def __init__(self, config: SAM2Config | None = None, **options: Any) -> None:
         from sam_detect.models import pick_sam2_model, resolve_checkpoint, sam2_spec
         from sam_detect.registry import merge_config
