@@ -16,10 +16,8 @@ from one run compare (the machines are shared and noisy). Writes
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import functools
-import json
 import os
 import sys
 from pathlib import Path
@@ -28,7 +26,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-from bench_views_speed import _detector, alternate, medians_and_ratios, mosaic  # noqa: E402
+from bench_views_speed import _detector, alternate, bench_args, frame_and_mosaic, medians_and_ratios  # noqa: E402
 
 MODES = {"float32": "0", "bf16": "1"}
 
@@ -66,13 +64,7 @@ def compare(det, rgb: np.ndarray, repeats: int, name: str) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeats", type=int, default=7, help="pairs of runs on HeLa frame 5")
-    ap.add_argument("--mosaic", type=int, default=4096, help="side of the mosaic; 0: none")
-    ap.add_argument("--mosaic-repeats", type=int, default=2)
-    ap.add_argument("--out", default=str(ROOT / "docs" / "perf_data" / "bf16_speed.json"))
-    args = ap.parse_args()
-
+    args = bench_args(__doc__, "bf16_speed.json", repeats=7, mosaic_repeats=2)
     import torch
 
     if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
@@ -88,14 +80,8 @@ def main() -> None:
     for mode in MODES.values():  # warm-up: model loaded, caches filled
         os.environ["SAM_DETECT_CPU_BF16"] = mode
         det.detect(frame)
-    results = {"cpus": os.cpu_count(), "bf16_native": native, "torch": torch.__version__,
-               "hela_frame5": compare(det, frame, args.repeats, "frame 5")}
-    if args.mosaic:
-        s = args.mosaic
-        results[f"mosaic_{s}"] = compare(det, mosaic(to_rgb_uint8(img[1]), s), args.mosaic_repeats, f"{s}x{s}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
-    print(json.dumps(results, indent=1))
+    frame_and_mosaic(args, det, img, compare, {"cpus": os.cpu_count(), "bf16_native": native,
+                                               "torch": torch.__version__})
 
 
 if __name__ == "__main__":

@@ -20,9 +20,7 @@ compare (the machines are shared and noisy). Writes ``docs/perf_data/prefetch.js
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import os
 import sys
 from pathlib import Path
@@ -31,7 +29,14 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-from bench_views_speed import _detector, _same, alternate, medians_and_ratios, mosaic  # noqa: E402
+from bench_views_speed import (  # noqa: E402
+    _detector,
+    _same,
+    alternate,
+    bench_args,
+    frame_and_mosaic,
+    medians_and_ratios,
+)
 
 
 @contextlib.contextmanager
@@ -65,13 +70,7 @@ def compare(det, rgb: np.ndarray, repeats: int, name: str) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeats", type=int, default=9, help="pairs of runs on HeLa frame 5")
-    ap.add_argument("--mosaic", type=int, default=4096, help="side of the mosaic; 0: none")
-    ap.add_argument("--mosaic-repeats", type=int, default=5)
-    ap.add_argument("--out", default=str(ROOT / "docs" / "perf_data" / "prefetch.json"))
-    args = ap.parse_args()
-
+    args = bench_args(__doc__, "prefetch.json", repeats=9, mosaic_repeats=5)
     from sam_detect.io.images import to_rgb_uint8
     from sam_detect.models.torch_utils import cpu_bf16
 
@@ -80,14 +79,7 @@ def main() -> None:
     for mode in MODES.values():  # warm-up: model loaded, caches filled
         with mode():
             det.detect(frame)
-    results = {"cpus": os.cpu_count(), "bf16": cpu_bf16(),
-               "hela_frame5": compare(det, frame, args.repeats, "frame 5")}
-    if args.mosaic:
-        s = args.mosaic
-        results[f"mosaic_{s}"] = compare(det, mosaic(to_rgb_uint8(img[1]), s), args.mosaic_repeats, f"{s}x{s}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
-    print(json.dumps(results, indent=1))
+    frame_and_mosaic(args, det, img, compare, {"cpus": os.cpu_count(), "bf16": cpu_bf16()})
 
 
 if __name__ == "__main__":

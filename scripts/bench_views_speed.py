@@ -186,14 +186,34 @@ def compare(det, rgb: np.ndarray, repeats: int, name: str) -> dict:
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeats", type=int, default=5, help="pairs of runs on HeLa frame 5")
+def bench_args(doc: str, out: str, repeats: int, mosaic_repeats: int) -> argparse.Namespace:
+    """The options every frame-and-mosaic timing script takes (this one, ``bench_bf16.py``,
+    ``bench_prefetch.py``): pairs of runs on HeLa frame 5, the mosaic's side and its pairs,
+    the JSON file (under ``docs/perf_data``)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=repeats, help="pairs of runs on HeLa frame 5")
     ap.add_argument("--mosaic", type=int, default=4096, help="side of the mosaic; 0: none")
-    ap.add_argument("--mosaic-repeats", type=int, default=1)
-    ap.add_argument("--out", default=str(ROOT / "docs" / "perf_data" / "views_speed.json"))
-    args = ap.parse_args()
+    ap.add_argument("--mosaic-repeats", type=int, default=mosaic_repeats)
+    ap.add_argument("--out", default=str(ROOT / "docs" / "perf_data" / out))
+    return ap.parse_args()
 
+
+def frame_and_mosaic(args: argparse.Namespace, det, img, compare, results: dict) -> None:
+    """``compare(det, rgb, repeats, name)`` on HeLa frame 5 and on the ``args.mosaic`` mosaic
+    of frame 1, added to ``results``, which is written to ``args.out`` and printed."""
+    from sam_detect.io.images import to_rgb_uint8
+
+    results["hela_frame5"] = compare(det, to_rgb_uint8(img[5]), args.repeats, "frame 5")
+    if args.mosaic:
+        s = args.mosaic
+        results[f"mosaic_{s}"] = compare(det, mosaic(to_rgb_uint8(img[1]), s), args.mosaic_repeats, f"{s}x{s}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+    print(json.dumps(results, indent=1))
+
+
+def main() -> None:
+    args = bench_args(__doc__, "views_speed.json", repeats=5, mosaic_repeats=1)
     from sam_detect.io.images import to_rgb_uint8
 
     det, img = _detector()
@@ -201,13 +221,7 @@ def main() -> None:
     det.detect(frame)  # warm-up: model loaded, caches filled
     with per_object_code():
         det.detect(frame)
-    results = {"cpus": os.cpu_count(), "hela_frame5": compare(det, frame, args.repeats, "frame 5")}
-    if args.mosaic:
-        s = args.mosaic
-        results[f"mosaic_{s}"] = compare(det, mosaic(to_rgb_uint8(img[1]), s), args.mosaic_repeats, f"{s}x{s}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
-    print(json.dumps(results, indent=1))
+    frame_and_mosaic(args, det, img, compare, {"cpus": os.cpu_count()})
 
 
 if __name__ == "__main__":
