@@ -515,7 +515,13 @@ class SAMDetect(DetectorStages, LibraryState):
         typical = (decision or {}).get("typical_area")
         if typical and shifts:
             typical *= float(np.exp(np.mean(list(shifts.values()))))
-        vectors = self._embed(loaded.rgb, inst, timings, typical_area=typical, prefetched=prefetched)
+        seen = loaded.rgb
+        gains = inst.metadata.get("level_gain") or {}
+        if gains:  # a grey image at another exposure: described at the examples' grey levels too
+            from sam_detect.profile import at_levels
+
+            seen = at_levels(loaded.rgb, tuple(next(iter(gains.values()))))
+        vectors = self._embed(seen, inst, timings, typical_area=typical, prefetched=prefetched)
         t = time.perf_counter()
         results = self._search(vectors, top_k, decision) if len(inst) else []
         timings["search"] = time.perf_counter() - t
@@ -541,6 +547,9 @@ class SAMDetect(DetectorStages, LibraryState):
 
         notes[:0] = [f"{display_label(lab)}: objects here are {np.exp(v):.2g}x the examples' area (another "
                      "magnification?): proposed and sized at this image's scale" for lab, v in shifts.items()]
+        notes[:0] = [f"{display_label(lab)}: objects here stand out {a:.2g}x as far as in the examples' images "
+                     "(another exposure?): proposed and described at the examples' grey levels"
+                     for lab, (a, _) in gains.items()]
         for note in notes:
             log.info("%s", note)
         out.metadata.update(

@@ -127,6 +127,17 @@ PALER_SHARE = 0.5
 #: share of its class's smallest admitted area, and its elongation does not count against it
 #: (:func:`cut_by_border`; its size still does, so a fragment does not outrank the whole)
 CUT_FLOOR = 0.5
+#: a grey image whose objects stand out from its background less than 1 / ``LEVEL_GAIN`` or
+#: more than ``LEVEL_GAIN`` times as far as in the examples' images (:func:`grey_levels`:
+#: the means of the two classes an Otsu threshold splits the image into) is proposed at
+#: the examples' levels, its grey values mapped onto theirs (another exposure or camera
+#: gain: the settings' levels and floors are in the examples' grey values); at most
+#: ``LEVEL_GAIN_MAX`` either way, and not where the two classes lie under
+#: ``LEVEL_MIN_SPLIT`` grey values apart (an empty image's noise). Chosen on dimmed copies
+#: of development frames (docs/performance.md, session 27)
+LEVEL_GAIN = 2.0
+LEVEL_GAIN_MAX = 16.0
+LEVEL_MIN_SPLIT = 8.0
 
 
 def cut_by_border(boxes: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
@@ -418,8 +429,10 @@ def describe_examples(rgb: np.ndarray, instances: Instances, labels: Sequence[st
 
     ``{"area", "perimeter", "solidity", "eccentricity", "cut" (the image border cuts it:
     its area is a lower bound and its shape is left out, :func:`whole`), "in": [r, g, b], "ring": [r, g, b],
-    "calib": {"version", "iou": [...], "edge": [...]}}`` (``edge``: how far the outline
-    stands out at each smoothing); ``calib`` is left out for negatives.
+    "calib": {"version", "iou": [...], "edge": [...]}, "grey_levels": [background, objects]}``
+    (``edge``: how far the outline stands out at each smoothing; ``grey_levels``: the
+    image's :func:`grey_levels` in the class's polarity, only for a grey image); ``calib``
+    and ``grey_levels`` are left out for negatives.
     """
     from sam_detect.segment.calibrated import GRID_VERSION, example_edges, grid_ious
 
@@ -441,8 +454,13 @@ def describe_examples(rgb: np.ndarray, instances: Instances, labels: Sequence[st
         if lab != NEGATIVE:
             by_class.setdefault(lab, []).append(i)
     positives = [out[i] for idx in by_class.values() for i in idx]
+    levels = grey_levels(rgb)
     for idx in by_class.values():
         scale = _scale([out[i] for i in idx], pool=positives)
+        if levels is not None:  # [background, objects] by the class's polarity
+            lo_hi = levels if float(np.sum(scale.direction)) >= 0 else levels[::-1]
+            for i in idx:
+                out[i]["grey_levels"] = [round(float(v), 2) for v in lo_hi]
         masks = [(crops[i], (int(origins[i][0]), int(origins[i][1]))) for i in idx]
         ious = grid_ious(rgb, scale, masks, own)
         edges = example_edges(rgb, scale, masks)
@@ -496,6 +514,8 @@ def build_profile(examples: Iterable[tuple[str, dict]]) -> dict:
         level_floor = _level_floor(sc, entry["polarity"], stats)
         if level_floor is not None:
             entry["level_floor"] = level_floor
+        if all("grey_levels" in st for st in stats):  # every example image grey
+            entry["grey_levels"] = [round(float(v), 2) for v in np.median([st["grey_levels"] for st in stats], axis=0)]
         if calibrated:
             mean_iou = np.asarray(calibrated, np.float64).mean(axis=0)
             if len(pooled_ious) > len(calibrated):  # the other classes' examples as a prior
@@ -541,6 +561,53 @@ def _contrast_floor(stats: Sequence[dict], direction: np.ndarray) -> float | Non
     sd = _shrunk(_robust_sd(log_c, centre), len(log_c), PRIOR_LOG_CONTRAST_SD)
     # every example inside with room to spare, as the size range has them
     return round(float(min(np.exp(centre - CONTRAST_SD_LIMIT * sd), 0.5 * c.min())), 4)
+
+
+def grey_levels(rgb: np.ndarray) -> tuple[float, float] | None:
+    """``(low, high)``: the mean grey values of the two classes an Otsu threshold splits a
+    grey image into (every third pixel), or ``None`` for a colour image (its channels
+    differ) or a flat one."""
+    import cv2
+
+    if rgb.ndim == 3 and rgb.shape[2] >= 3:
+        if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
+            return None
+        rgb = rgb[..., 0]
+    g = np.ascontiguousarray(np.asarray(rgb).ravel()[::3], np.uint8)
+    if g.size < 2 or g.min() == g.max():
+        return None
+    t, _ = cv2.threshold(g[None], 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)  # low class: <= t
+    low = g <= t
+    return float(g[low].mean()), float(g[~low].mean())
+
+
+def level_gain(rgb: np.ndarray, entry: dict) -> tuple[float, float] | None:
+    """``(a, b)`` where this grey image's values are ``a x`` the examples' ``+ b``
+    (:func:`grey_levels`, background to background and objects to objects), when ``a`` lies
+    beyond ``LEVEL_GAIN`` either way (within ``LEVEL_GAIN_MAX``); else ``None``: the
+    examples' levels hold, the class has none (a colour class, a library made before
+    them), the image is in colour, or its two classes lie under ``LEVEL_MIN_SPLIT`` apart."""
+    ref = entry.get("grey_levels")
+    if not ref or LEVEL_GAIN <= 1:
+        return None
+    levels = grey_levels(rgb)
+    if levels is None or levels[1] - levels[0] < LEVEL_MIN_SPLIT:
+        return None
+    bg_e, fg_e = ref
+    bg_t, fg_t = levels if fg_e >= bg_e else levels[::-1]
+    if fg_e == bg_e:
+        return None
+    a = (fg_t - bg_t) / (fg_e - bg_e)
+    if not 1.0 / LEVEL_GAIN_MAX <= a <= LEVEL_GAIN_MAX or 1.0 / LEVEL_GAIN <= a <= LEVEL_GAIN:
+        return None
+    return float(a), float(bg_t - a * bg_e)
+
+
+def at_levels(rgb: np.ndarray, gain: tuple[float, float]) -> np.ndarray:
+    """``rgb`` (grey) with its values mapped onto the examples' (:func:`level_gain`'s
+    ``(a, b)``: ``(x - b) / a``), clipped to 0-255."""
+    a, b = gain
+    return np.clip(np.rint((rgb.astype(np.float32) - b) / a), 0, 255).astype(np.uint8)
 
 
 def _example_edge(stats: Sequence[dict], smooth: int) -> float | None:
@@ -1128,6 +1195,10 @@ def describe(profile: dict | None) -> list[str]:
         floor = f" (candidates below {e['contrast_floor']:.0f} dropped)" if "contrast_floor" in e else ""
         if "level_floor" in e:
             floor += f", a stain (candidates paler than level {e['level_floor']:.0f} dropped)"
+        if "grey_levels" in e:
+            lo, hi = e["grey_levels"]
+            rep += (f", grey levels {lo:.0f} / {hi:.0f} (background / objects; a grey image standing out under "
+                    f"1/{LEVEL_GAIN:g} or over {LEVEL_GAIN:g}x as far is proposed at these)")
         lines.append(
             f"{display_label(label)}: {e['count']} examples, area {e['area'][0]:.0f}-{e['area'][2]:.0f} px "
             f"(median {e['area'][1]:.0f}), {e['polarity']} (RGB direction "
@@ -1138,5 +1209,5 @@ def describe(profile: dict | None) -> list[str]:
 
 
 __all__ = [
-    "CUT_FLOOR", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "size_shift", "sure_objects", "PROFILE_VERSION", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "LEVEL_FLOOR", "STAIN_DEGREES", "PALER_SHARE", "inside_contrast_and_level", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "scale_of", "size_filter",
+    "CUT_FLOOR", "LEVEL_GAIN", "LEVEL_GAIN_MAX", "LEVEL_MIN_SPLIT", "at_levels", "grey_levels", "level_gain", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "size_shift", "sure_objects", "PROFILE_VERSION", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "LEVEL_FLOOR", "STAIN_DEGREES", "PALER_SHARE", "inside_contrast_and_level", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "scale_of", "size_filter",
 ]

@@ -151,22 +151,26 @@ class ClassicalSegmenter:
         return inst
 
     def _segment_calibrated(self, image: np.ndarray, classes: dict[str, dict]) -> Instances:
-        from sam_detect.profile import at_scale, scale_of, size_shift
+        from sam_detect.profile import at_levels, at_scale, level_gain, scale_of, size_shift
         from sam_detect.segment.calibrated import OWN, Setting, propose
 
         img = self._check_image(image)
         tile = self._tile_side(img.shape[:2])  # large images are proposed window by window
-        parts, own, shifts = [], None, {}
+        parts, own, shifts, gains = [], None, {}, {}
         for label, entry in classes.items():
             settings = [Setting(**s) for s in entry["settings"]]
             if OWN in settings and own is None:
                 own = self.segment(img)  # this segmenter's own settings, one of the alternatives
-            part = propose(img, scale_of(entry), settings, label, own=own, tile=tile)
+            gain = level_gain(img, entry)
+            seen = img if gain is None else at_levels(img, gain)  # another exposure: the examples' levels
+            if gain is not None:
+                gains[label] = [round(gain[0], 4), round(gain[1], 3)]
+            part = propose(seen, scale_of(entry), settings, label, own=own, tile=tile)
             shift = size_shift(part, label, entry)
             if shift:  # another magnification: propose again at the image's own scale
                 shifts[label] = shift
                 moved = at_scale({"classes": {label: entry}}, {label: shift})["classes"][label]
-                part = propose(img, scale_of(moved), settings, label, own=own, tile=tile)
+                part = propose(seen, scale_of(moved), settings, label, own=own, tile=tile)
             parts.append(part)
         tiles = max((p.metadata.get("tiles", 1) for p in parts), default=1)
         inst = Instances.merge(parts)
@@ -175,6 +179,8 @@ class ClassicalSegmenter:
         inst.metadata.update({"segmenter": self.name, "calibrated": sorted(classes), "tiles": tiles})
         if shifts:
             inst.metadata["size_shift"] = {k: round(v, 4) for k, v in shifts.items()}
+        if gains:
+            inst.metadata["level_gain"] = gains
         return inst
 
     def label_image(self, image: np.ndarray) -> np.ndarray:

@@ -1,0 +1,80 @@
+"""Grey images at another exposure than the examples' (``profile.level_gain``): proposed at
+the examples' grey levels, so that the settings' levels and floors (in the examples' grey
+values) still find the objects."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sam_detect import DetectorConfig, Instances, SAMDetect
+from sam_detect import profile as P
+from tests.conftest import draw_scene
+
+
+def _dimmed(rgb: np.ndarray, gain: float) -> np.ndarray:
+    return np.clip(np.rint(rgb.astype(np.float32) * gain), 0, 255).astype(np.uint8)
+
+
+def test_grey_levels_are_the_two_otsu_class_means_of_a_grey_image_only():
+    img = np.full((60, 60), 20, np.uint8)
+    img[10:30, 10:30] = 200
+    lo, hi = P.grey_levels(np.repeat(img[..., None], 3, axis=2))
+    assert lo == pytest.approx(20) and hi == pytest.approx(200)
+    colour = np.repeat(img[..., None], 3, axis=2)
+    colour[..., 0] = 0
+    assert P.grey_levels(colour) is None
+    assert P.grey_levels(np.full((8, 8), 7, np.uint8)) is None
+
+
+def test_the_gain_fires_only_beyond_the_limit_and_not_on_noise():
+    entry = {"grey_levels": [20.0, 200.0]}
+    rgb, _, _ = draw_scene(seed=0, size=120)
+    assert P.level_gain(rgb, entry) is None  # the same exposure
+    assert P.level_gain(_dimmed(rgb, 0.6), entry) is None  # within LEVEL_GAIN
+    a, b = P.level_gain(_dimmed(rgb, 0.2), entry)
+    assert a == pytest.approx(0.2, rel=0.1)
+    back = P.at_levels(_dimmed(rgb, 0.2), (a, b))
+    assert np.abs(back.astype(int) - rgb.astype(int)).mean() < 4  # the examples' grey values again
+    noise = np.clip(np.random.default_rng(0).normal(20, 2, (120, 120, 1)), 0, 255).astype(np.uint8).repeat(3, 2)
+    assert P.level_gain(noise, entry) is None  # an empty frame's noise is not amplified
+    assert P.level_gain(_dimmed(rgb, 0.2), {}) is None  # a class without grey levels
+    # dark objects on a bright ground: the objects' level is the low one
+    dark = (255 - rgb).astype(np.uint8)
+    a, _ = P.level_gain(_dimmed(dark, 0.3), {"grey_levels": [235.0, 55.0]})
+    assert a == pytest.approx(0.3, rel=0.15)
+
+
+@pytest.fixture(scope="module")
+def bright_library():
+    det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder="handcrafted", library="cells"))
+    rgb, masks, _ = draw_scene(seed=1, n_discs=6, n_squares=0)
+    det.add_examples(rgb, Instances(masks=masks, labels=["cell"] * len(masks)))
+    yield det
+    det.close()
+
+
+def test_the_profile_keeps_the_examples_grey_levels(bright_library):
+    entry = bright_library.profile["classes"]["cell"]
+    lo, hi = entry["grey_levels"]
+    assert lo == pytest.approx(20, abs=2) and hi == pytest.approx(200, abs=3)
+
+
+def test_a_dim_copy_finds_what_the_bright_one_does(bright_library, monkeypatch):
+    rgb, masks, _ = draw_scene(seed=5, n_discs=6, n_squares=0)
+    bright = bright_library.detect(rgb)
+    dim = _dimmed(rgb, 0.1)  # 2 on a ground of 20: the examples' levels find nothing there
+    found = bright_library.detect(dim)
+    assert len(bright) == len(found) == len(masks)
+    assert np.array_equal(np.sort(bright.boxes, axis=0), np.sort(found.boxes, axis=0))
+    assert any("stand out 0.1x as far" in n for n in found.metadata["notes"])
+    monkeypatch.setattr(P, "LEVEL_GAIN", float("inf"))  # the examples' levels as they are
+    assert len(bright_library.detect(dim)) < len(masks)
+
+
+def test_a_colour_library_or_image_gets_no_gain(bright_library):
+    rgb, masks, _ = draw_scene(seed=5, n_discs=6, n_squares=0)
+    dim = _dimmed(rgb, 0.1)
+    dim[..., 0] = dim[..., 1] // 2  # no longer grey
+    found = bright_library.detect(dim)
+    assert not any("stand out" in n for n in found.metadata["notes"])
