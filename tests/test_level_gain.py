@@ -78,3 +78,18 @@ def test_a_colour_library_or_image_gets_no_gain(bright_library):
     dim[..., 0] = dim[..., 1] // 2  # no longer grey
     found = bright_library.detect(dim)
     assert not any("stand out" in n for n in found.metadata["notes"])
+
+
+def test_a_class_keeps_grey_levels_only_when_every_example_image_was_grey():
+    """A library made before grey levels, or one whose examples mix grey and colour images,
+    keeps none, and its images are proposed as before."""
+    rgb, masks, _ = draw_scene(seed=1, n_discs=6, n_squares=0)
+    shapes = P.describe_examples(rgb, Instances(masks=masks), ["cell"] * len(masks))
+    assert all("grey_levels" in s for s in shapes)
+    assert "grey_levels" in P.build_profile([("cell", s) for s in shapes])["classes"]["cell"]
+    older = [dict(s) for s in shapes]
+    del older[0]["grey_levels"]
+    assert "grey_levels" not in P.build_profile([("cell", s) for s in older])["classes"]["cell"]
+    colour = rgb.copy()
+    colour[..., 2] //= 2
+    assert all("grey_levels" not in s for s in P.describe_examples(colour, Instances(masks=masks), ["cell"] * len(masks)))
