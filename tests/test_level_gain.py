@@ -93,3 +93,20 @@ def test_a_class_keeps_grey_levels_only_when_every_example_image_was_grey():
     colour = rgb.copy()
     colour[..., 2] //= 2
     assert all("grey_levels" not in s for s in P.describe_examples(colour, Instances(masks=masks), ["cell"] * len(masks)))
+
+
+def test_a_mapped_image_is_embedded_as_mapped_with_the_network_started_early(monkeypatch):
+    """The network pass ``detect`` starts beside segmentation sees the image as read; when
+    the image is mapped to the examples' levels that pass is given up and the mapped image
+    embedded: the same objects and similarities as without the early pass."""
+    det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder="views", library="cells"))
+    rgb, masks, _ = draw_scene(seed=1, n_discs=6, n_squares=0)
+    det.add_examples(rgb, Instances(masks=masks, labels=["cell"] * len(masks)))
+    dim = _dimmed(draw_scene(seed=5, n_discs=6, n_squares=0)[0], 0.1)
+    early = det.detect(dim)
+    monkeypatch.setattr(SAMDetect, "_prefetch_maps", lambda self, rgb: None)
+    late = det.detect(dim)
+    assert len(early) == len(late) == 6
+    assert np.array_equal(early.boxes, late.boxes)
+    assert np.array_equal(early.data["similarity"], late.data["similarity"])
+    det.close()
