@@ -141,6 +141,10 @@ CUT_FLOOR = 0.5
 LEVEL_GAIN = 3.0
 LEVEL_GAIN_MAX = 16.0
 LEVEL_MIN_SPLIT = 8.0
+#: ... or whose background lies more than this share of the examples' object contrast off
+#: where that gain puts it (an offset: a brighter background, uneven illumination; the
+#: development frames of other lines and sessions lie within 0.12)
+LEVEL_OFFSET = 0.25
 
 
 def cut_by_border(boxes: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
@@ -587,9 +591,10 @@ def grey_levels(rgb: np.ndarray) -> tuple[float, float] | None:
 def level_gain(rgb: np.ndarray, entry: dict) -> tuple[float, float] | None:
     """``(a, b)`` where this grey image's values are ``a x`` the examples' ``+ b``
     (:func:`grey_levels`, background to background and objects to objects), when ``a`` lies
-    beyond ``LEVEL_GAIN`` either way (within ``LEVEL_GAIN_MAX``); else ``None``: the
-    examples' levels hold, the class has none (a colour class, a library made before
-    them), the image is in colour, or its two classes lie under ``LEVEL_MIN_SPLIT`` apart."""
+    beyond ``LEVEL_GAIN`` either way (within ``LEVEL_GAIN_MAX``) or ``b`` beyond
+    ``LEVEL_OFFSET`` of the examples' contrast; else ``None``: the examples' levels hold,
+    the class has none (a colour class, a library made before them), the image is in
+    colour, or its two classes lie under ``LEVEL_MIN_SPLIT`` apart."""
     ref = entry.get("grey_levels")
     if not ref or LEVEL_GAIN <= 1:
         return None
@@ -601,9 +606,12 @@ def level_gain(rgb: np.ndarray, entry: dict) -> tuple[float, float] | None:
     if fg_e == bg_e:
         return None
     a = (fg_t - bg_t) / (fg_e - bg_e)
-    if not 1.0 / LEVEL_GAIN_MAX <= a <= LEVEL_GAIN_MAX or 1.0 / LEVEL_GAIN <= a <= LEVEL_GAIN:
+    b = bg_t - a * bg_e
+    if not 1.0 / LEVEL_GAIN_MAX <= a <= LEVEL_GAIN_MAX:
         return None
-    return float(a), float(bg_t - a * bg_e)
+    if 1.0 / LEVEL_GAIN <= a <= LEVEL_GAIN and abs(b) <= LEVEL_OFFSET * abs(fg_e - bg_e):
+        return None
+    return float(a), float(b)
 
 
 def at_levels(rgb: np.ndarray, gain: tuple[float, float]) -> np.ndarray:
@@ -1212,5 +1220,5 @@ def describe(profile: dict | None) -> list[str]:
 
 
 __all__ = [
-    "CUT_FLOOR", "LEVEL_GAIN", "LEVEL_GAIN_MAX", "LEVEL_MIN_SPLIT", "at_levels", "grey_levels", "level_gain", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "size_shift", "sure_objects", "PROFILE_VERSION", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "LEVEL_FLOOR", "STAIN_DEGREES", "PALER_SHARE", "inside_contrast_and_level", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "scale_of", "size_filter",
+    "CUT_FLOOR", "LEVEL_GAIN", "LEVEL_GAIN_MAX", "LEVEL_MIN_SPLIT", "LEVEL_OFFSET", "at_levels", "grey_levels", "level_gain", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "size_shift", "sure_objects", "PROFILE_VERSION", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "LEVEL_FLOOR", "STAIN_DEGREES", "PALER_SHARE", "inside_contrast_and_level", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "scale_of", "size_filter",
 ]
