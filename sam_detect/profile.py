@@ -1209,7 +1209,7 @@ def describe(profile: dict | None) -> list[str]:
         if "grey_levels" in e:
             lo, hi = e["grey_levels"]
             rep += (f", grey levels {lo:.0f} / {hi:.0f} (background / objects; a grey image standing out under "
-                    f"1/{LEVEL_GAIN:g} or over {LEVEL_GAIN:g}x as far is proposed at these)")
+                    f"1/{LEVEL_GAIN:g} or over {LEVEL_GAIN:g}x as far, or on another background, is proposed at these)")
         lines.append(
             f"{display_label(label)}: {e['count']} examples, area {e['area'][0]:.0f}-{e['area'][2]:.0f} px "
             f"(median {e['area'][1]:.0f}), {e['polarity']} (RGB direction "
