@@ -164,7 +164,7 @@ class ClassicalSegmenter:
             gain = level_gain(img, entry)
             seen = img if gain is None else at_levels(img, gain)  # another exposure: the examples' levels
             if gain is not None:
-                gains[label] = [round(gain[0], 4), round(gain[1], 3)]
+                gains[label] = [float(gain[0]), float(gain[1])]  # (a, b): detect embeds the same mapping
             part = propose(seen, scale_of(entry), settings, label, own=own, tile=tile)
             shift = size_shift(part, label, entry)
             if shift:  # another magnification: propose again at the image's own scale
