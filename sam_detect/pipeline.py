@@ -157,12 +157,10 @@ class SAMDetect(DetectorStages, LibraryState):
             return np.zeros((0, int(emb.dim)), dtype=np.float32)
         t = time.perf_counter()
         if embeds_instances(emb):
-            if prefetched is not None:
-                vectors = emb.embed_instances(rgb, instances, typical_area=typical_area, prefetched=prefetched)
-            elif getattr(emb, "scales_by_area", False):
-                vectors = emb.embed_instances(rgb, instances, typical_area=typical_area)
-            else:
-                vectors = emb.embed_instances(rgb, instances)
+            options: dict[str, Any] = {"typical_area": typical_area} if getattr(emb, "scales_by_area", False) else {}
+            if prefetched is not None:  # only an embedder with ``prefetch`` made it
+                options["prefetched"] = prefetched
+            vectors = emb.embed_instances(rgb, instances, **options)
             timings["embed"] = time.perf_counter() - t
             return np.asarray(vectors, dtype=np.float32)
         from sam_detect.fade.crops import make_context_crops

@@ -588,17 +588,16 @@ def grey_levels(rgb: np.ndarray) -> tuple[float, float] | None:
     return float(g[low].mean()), float(g[~low].mean())
 
 
-def level_gain(rgb: np.ndarray, entry: dict) -> tuple[float, float] | None:
-    """``(a, b)`` where this grey image's values are ``a x`` the examples' ``+ b``
-    (:func:`grey_levels`, background to background and objects to objects), when ``a`` lies
+def level_gain(levels: tuple[float, float] | None, entry: dict) -> tuple[float, float] | None:
+    """``(a, b)`` where a grey image of :func:`grey_levels` ``levels`` has values ``a x`` the
+    examples' ``+ b`` (background to background and objects to objects), when ``a`` lies
     beyond ``LEVEL_GAIN`` either way (within ``LEVEL_GAIN_MAX``) or ``b`` beyond
     ``LEVEL_OFFSET`` of the examples' contrast; else ``None``: the examples' levels hold,
     the class has none (a colour class, a library made before them), the image is in
-    colour, or its two classes lie under ``LEVEL_MIN_SPLIT`` apart."""
+    colour (``levels`` ``None``), or its two classes lie under ``LEVEL_MIN_SPLIT`` apart."""
     ref = entry.get("grey_levels")
     if not ref or LEVEL_GAIN <= 1:
         return None
-    levels = grey_levels(rgb)
     if levels is None or levels[1] - levels[0] < LEVEL_MIN_SPLIT:
         return None
     bg_e, fg_e = ref

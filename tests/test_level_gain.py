@@ -30,22 +30,22 @@ def test_grey_levels_are_the_two_otsu_class_means_of_a_grey_image_only():
 def test_the_gain_fires_only_beyond_the_limit_and_not_on_noise():
     entry = {"grey_levels": [20.0, 200.0]}
     rgb, _, _ = draw_scene(seed=0, size=120)
-    assert P.level_gain(rgb, entry) is None  # the same exposure
-    assert P.level_gain(_dimmed(rgb, 0.6), entry) is None  # within LEVEL_GAIN
-    a, b = P.level_gain(_dimmed(rgb, 0.2), entry)
+    assert P.level_gain(P.grey_levels(rgb), entry) is None  # the same exposure
+    assert P.level_gain(P.grey_levels(_dimmed(rgb, 0.6)), entry) is None  # within LEVEL_GAIN
+    a, b = P.level_gain(P.grey_levels(_dimmed(rgb, 0.2)), entry)
     assert a == pytest.approx(0.2, rel=0.1)
     back = P.at_levels(_dimmed(rgb, 0.2), (a, b))
     assert np.abs(back.astype(int) - rgb.astype(int)).mean() < 4  # the examples' grey values again
     noise = np.clip(np.random.default_rng(0).normal(20, 2, (120, 120, 1)), 0, 255).astype(np.uint8).repeat(3, 2)
-    assert P.level_gain(noise, entry) is None  # an empty frame's noise is not amplified
-    assert P.level_gain(_dimmed(rgb, 0.2), {}) is None  # a class without grey levels
+    assert P.level_gain(P.grey_levels(noise), entry) is None  # an empty frame's noise is not amplified
+    assert P.level_gain(P.grey_levels(_dimmed(rgb, 0.2)), {}) is None  # a class without grey levels
     brighter_ground = np.clip(rgb.astype(int) + 30, 0, 255).astype(np.uint8)
-    assert P.level_gain(brighter_ground, entry) is None  # an offset within LEVEL_OFFSET
-    a, b = P.level_gain(np.clip(rgb.astype(int) + 60, 0, 255).astype(np.uint8), entry)
+    assert P.level_gain(P.grey_levels(brighter_ground), entry) is None  # an offset within LEVEL_OFFSET
+    a, b = P.level_gain(P.grey_levels(np.clip(rgb.astype(int) + 60, 0, 255).astype(np.uint8)), entry)
     assert a == pytest.approx(1.0, abs=0.05) and b == pytest.approx(60, abs=5)  # beyond it
     # dark objects on a bright ground: the objects' level is the low one
     dark = (255 - rgb).astype(np.uint8)
-    a, _ = P.level_gain(_dimmed(dark, 0.3), {"grey_levels": [235.0, 55.0]})
+    a, _ = P.level_gain(P.grey_levels(_dimmed(dark, 0.3)), {"grey_levels": [235.0, 55.0]})
     assert a == pytest.approx(0.3, rel=0.15)
 
 

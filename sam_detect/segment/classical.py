@@ -151,17 +151,25 @@ class ClassicalSegmenter:
         return inst
 
     def _segment_calibrated(self, image: np.ndarray, classes: dict[str, dict]) -> Instances:
-        from sam_detect.profile import at_levels, at_scale, level_gain, scale_of, size_shift
+        from sam_detect.profile import (
+            at_levels,
+            at_scale,
+            grey_levels,
+            level_gain,
+            scale_of,
+            size_shift,
+        )
         from sam_detect.segment.calibrated import OWN, Setting, propose
 
         img = self._check_image(image)
         tile = self._tile_side(img.shape[:2])  # large images are proposed window by window
         parts, own, shifts, gains = [], None, {}, {}
+        levels = grey_levels(img) if any("grey_levels" in e for e in classes.values()) else None
         for label, entry in classes.items():
             settings = [Setting(**s) for s in entry["settings"]]
             if OWN in settings and own is None:
                 own = self.segment(img)  # this segmenter's own settings, one of the alternatives
-            gain = level_gain(img, entry)
+            gain = level_gain(levels, entry)
             seen = img if gain is None else at_levels(img, gain)  # another exposure: the examples' levels
             if gain is not None:
                 gains[label] = [float(gain[0]), float(gain[1])]  # (a, b): detect embeds the same mapping
