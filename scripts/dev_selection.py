@@ -12,6 +12,13 @@ embedded (``profile.size_filter``) needs the full benchmark.
 
     python scripts/dev_selection.py record dev_u2os dev_rpe1      # run once, cache
     python scripts/dev_selection.py score                           # every cached set
+    python scripts/dev_selection.py groups dev_cross dev_u2os       # whole-or-parts groups
+
+``groups``: every candidate shaped like the examples that smaller alternatives tile
+(``select.covering_parts``), among the candidates the decision keeps in play, split by
+which the ground truth says is right (the whole, or every part), with the quartiles of
+the parts' contact ratio (``select.contact_ratio``) and outline ratio (``data["edge"]``
+over the whole's).
 
 Sets: ``bench_data.DEV``, the synthetic fields of ``scripts/tune_calibrated.py``
 (``syn_sparse`` ... ``syn_flat``, seeds 0-2: 10 examples from the field, the rest scored),
@@ -83,13 +90,47 @@ def score(runs: list) -> tuple[float, float, float]:
     return 2 * tp / max(2 * tp + fp + fn, 1), tp / max(tp + fp, 1), tp / max(tp + fn, 1)
 
 
+def groups(runs: list) -> list[dict]:
+    """Per whole-or-parts group: which is right by the ground truth, the parts' contact ratio
+    and outline ratio (see the module's docstring)."""
+    from sam_detect import select as sel
+    from sam_detect.calibrate import DEFAULT_THRESHOLD, counts, thresholds
+    from sam_detect.classify import vote_batch
+    from sam_detect.instances import NEGATIVE, UNKNOWN
+    from sam_detect.profile import MIN_FIT, fit_and_shape_scores, size_priors
+
+    rows = []
+    for run in runs:
+        for rec in run["records"]:
+            c = rec.candidates
+            if c is None or not len(c) or not rec.iou.shape[1]:
+                continue
+            labels, _, _ = vote_batch(rec.neighbours, threshold=DEFAULT_THRESHOLD, top_k=run["top_k"],
+                                      thresholds=thresholds(rec.decision, DEFAULT_THRESHOLD),
+                                      priors=size_priors(c, rec.profile), counts=counts(rec.decision))
+            fit, shape_fit = fit_and_shape_scores(c, labels, rec.profile)
+            idx = np.flatnonzero([lab not in (NEGATIVE, UNKNOWN) for lab in labels] & (fit >= MIN_FIT))
+            sub, best = c[idx], rec.iou[idx].max(axis=1)
+            edge = sub.data.get("edge")
+            areas = sub.areas.astype(np.float64)
+            for big, inside in sel.covering_parts(sub).items():
+                if shape_fit[idx[big]] < sel.WHOLE_SHAPE_FIT:
+                    continue
+                rows.append({
+                    "whole": bool(best[big] >= 0.5), "parts": bool((best[inside] >= 0.5).all()),
+                    "contact": sel.contact_ratio(sub, big, inside),
+                    "edge": np.nan if edge is None else float(np.average(np.asarray(edge)[inside], weights=areas[inside])
+                                                              / max(float(edge[big]), 1e-9))})
+    return rows
+
+
 def cached() -> list[str]:
     return sorted(p.stem for p in CACHE.glob("*.pkl"))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=("record", "score"))
+    ap.add_argument("what", choices=("record", "score", "groups"))
     ap.add_argument("names", nargs="*")
     ap.add_argument("--embedder", default="views")
     args = ap.parse_args()
@@ -97,6 +138,16 @@ def main() -> None:
         for name in args.names:
             runs = record(name, args.embedder)
             print(name, "pipeline F1", [round(r["f1"], 4) for r in runs], flush=True)
+        return
+    if args.what == "groups":
+        for name in args.names or cached():
+            rows = groups(load(name))
+            for who in ("whole", "parts"):
+                sel = [r for r in rows if r[who] and not r["whole" if who == "parts" else "parts"]]
+                q = {k: np.round(np.nanpercentile([r[k] for r in sel], [25, 50, 75]), 2).tolist() if sel else "-"
+                     for k in ("contact", "edge")}
+                print(f"{name:16s} {who} right: {len(sel):4d} groups, contact ratio {q['contact']}, "
+                      f"outline ratio {q['edge']}", flush=True)
         return
     for name in args.names or cached():
         f1, p, r = score(load(name))

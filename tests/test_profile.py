@@ -421,8 +421,26 @@ def test_edge_contrast_is_lower_for_a_fragment_than_for_its_object():
 def test_a_whole_beats_its_fragments_but_not_two_touching_objects():
     """``wholes_first``: a round candidate cut into fragments by texture is kept whole even
     when the fragments fit the examples' size better; a merged pair whose parts stand out
-    all round stays split (its parts keep their ranks)."""
+    all round, or meet at a narrow neck, stays split (its parts keep their ranks); parts
+    cut right across the object are fragments even where their outlines stand out."""
     from sam_detect.select import wholes_first
+
+    yy, xx = np.mgrid[:60, :80]
+    a = (yy - 30) ** 2 + (xx - 24) ** 2 <= 14**2
+    b = (yy - 30) ** 2 + (xx - 52) ** 2 <= 14**2  # touching a over a short neck
+    pair = Instances(masks=np.stack([a | b, a, b]))
+    scores = np.array([0.3, 0.5, 0.5])  # the parts fit the examples' size better
+    whole = np.array([True, True, True])
+    pair.data["edge"] = np.array([1.0, 0.95, 0.95], np.float32)  # separate objects: a valley between
+    assert select(pair, scores, whole=whole).tolist() == [1, 2]
+    assert select(pair, scores, whole=np.array([False, True, True])).tolist() == [1, 2]
+    pair.data["edge"] = np.array([1.0, 0.6, 0.6], np.float32)  # the outlines alone would say fragments
+    a2 = (yy - 30) ** 2 + (xx - 24) ** 2 <= 13**2
+    b2 = (yy - 30) ** 2 + (xx - 54) ** 2 <= 13**2
+    neck = (abs(yy - 30) <= 1) & (xx > 30) & (xx < 48)  # joined by a thin bridge
+    bridged = Instances(masks=np.stack([a2 | b2 | neck, a2, b2]))
+    bridged.data["edge"] = pair.data["edge"]
+    assert select(bridged, scores, whole=whole).tolist() == [1, 2]
 
     big = np.zeros((60, 60), bool)
     big[10:40, 10:40] = True
@@ -430,16 +448,29 @@ def test_a_whole_beats_its_fragments_but_not_two_touching_objects():
     left[:, 25:] = False
     right[:, :25] = False
     inst = Instances(masks=np.stack([big, left, right]))
-    scores = np.array([0.3, 0.5, 0.5])  # the halves fit the examples' size better
-    whole = np.array([True, True, True])
     inst.data["edge"] = np.array([1.0, 0.6, 0.6], np.float32)  # fragments: cut through the object
     assert select(inst, scores, whole=whole).tolist() == [0]
     assert (wholes_first(inst, scores, whole) < 0.3).sum() == 2
-    inst.data["edge"] = np.array([1.0, 0.95, 0.95], np.float32)  # separate objects: a valley between
-    assert select(inst, scores, whole=whole).tolist() == [1, 2]
+    inst.data["edge"] = np.array([1.0, 0.95, 0.95], np.float32)  # outlines stand out, but cut right across
+    assert select(inst, scores, whole=whole).tolist() == [0]
     assert select(inst, scores, whole=np.array([False, True, True])).tolist() == [1, 2]
     del inst.data["edge"]  # a segmenter that does not measure outlines: the shape decides
     assert select(inst, scores, whole=whole).tolist() == [0]
+
+
+def test_contact_ratio_measures_where_parts_meet():
+    from sam_detect.select import contact_ratio
+
+    yy, xx = np.mgrid[:80, :80]
+    disc = (yy - 40) ** 2 + (xx - 40) ** 2 <= 20**2
+    halves = Instances(masks=np.stack([disc, disc & (xx < 40), disc & (xx >= 41)]))  # a 1-px gap between
+    assert 1.3 < contact_ratio(halves, 0, [1, 2]) < 1.5  # 2r over the half's width r * sqrt(2)
+    a = (yy - 40) ** 2 + (xx - 22) ** 2 <= 15**2
+    b = (yy - 40) ** 2 + (xx - 50) ** 2 <= 15**2
+    assert 0.2 < contact_ratio(Instances(masks=np.stack([a | b, a, b])), 0, [1, 2]) < 0.5
+    assert np.isnan(contact_ratio(halves, 0, [1]))  # one part: nothing meets
+    apart = Instances(masks=np.stack([disc, disc & (xx < 30), disc & (xx >= 50)]))
+    assert contact_ratio(apart, 0, [1, 2]) > 1.0  # the gap between them is theirs to share
 
 
 def test_size_filter_says_what_it_dropped():
