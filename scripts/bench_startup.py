@@ -18,8 +18,12 @@ interleaved (the order alternates every round, so drift in the machine's load hi
 Every process runs in the temp folder (``python -m`` puts the working directory first on
 ``sys.path``), with ``PYTHONPATH`` naming the code.
 
-Also: every run's JSON, timings aside, must be identical (the script fails otherwise), the
-detect's own stage timings, and ``python -X importtime`` of one process per mode (the
+Also: every run's JSON, timings aside, must be identical within a mode, and every mode must
+find the same objects (labels, boxes, areas; the script fails otherwise; a ``baseline``
+revision may find others). Across modes the
+scores may differ in the 4th digit on a CPU that runs the network in bf16: there the eager
+(timm) and the scripted network round in another order (``embed/lite0.py``); the largest
+difference is reported. Also the detect's own stage timings, and ``python -X importtime`` of one process per mode (the
 cumulative import time of the heavy top-level packages). The load average (``uptime``) is
 recorded before and after.
 """
@@ -119,14 +123,14 @@ def main(argv: list[str] | None = None) -> int:
         _cli(["add", str(IMAGE), "--frame", "0", "--label", "nucleus", "--labels", str(LABELS),
               "--limit", "10"], _env(base, "timm"))
         first, r = _cli(detect, _env(base, "cached"))  # empty cache: timm, then scripts and saves
-        reference = _record(r.stdout)
+        reference = {"cached": _record(r.stdout)}
         walls: dict[str, list[float]] = {m: [] for m in modes}
         stages: dict[str, list[dict]] = {m: [] for m in modes}
         for i in range(args.runs):
             for mode in (modes if i % 2 == 0 else modes[::-1]):
                 wall, r = _cli(detect, _env(base, mode, baseline))
-                if _record(r.stdout) != reference:
-                    raise SystemExit(f"run {i} ({mode}): the JSON differs from the first run's")
+                if _record(r.stdout) != reference.setdefault(mode, _record(r.stdout)):
+                    raise SystemExit(f"run {i} ({mode}): the JSON differs from the mode's first run")
                 walls[mode].append(wall)
                 stages[mode].append(json.loads(r.stdout)["timings"])
                 print(f"run {i} {mode:6s} {wall:.2f} s", file=sys.stderr)
@@ -134,6 +138,12 @@ def main(argv: list[str] | None = None) -> int:
                    for m in modes}
         load_after = _uptime()
 
+    # this code's modes must agree on the objects; a baseline revision may find others
+    objects = {m: [(o["label"], o["box"], o["area"]) for o in reference[m]["objects"]] for m in MODES}
+    if any(objs != objects["cached"] for objs in objects.values()):
+        raise SystemExit("the modes found different objects: " + ", ".join(f"{m} {len(o)}" for m, o in objects.items()))
+    score_diff = max(abs(a["similarity"] - b["similarity"]) for m in MODES
+                     for a, b in zip(reference[m]["objects"], reference["cached"]["objects"], strict=True))
     med = {m: statistics.median(w) for m, w in walls.items()}
     stage_med = {m: {k: round(statistics.median(s[k] for s in stages[m]), 3) for k in stages[m][0]}
                  for m in modes}
@@ -147,8 +157,10 @@ def main(argv: list[str] | None = None) -> int:
         "walls_s": {m: [round(w, 3) for w in ws] for m, ws in walls.items()},
         "detect_stage_median_s": stage_med,
         "imports_s": imports,
-        "objects": len(reference["objects"]),
-        "identical_json_without_timings": True,
+        "objects": {m: len(rec["objects"]) for m, rec in reference.items()},
+        "identical_json_within_mode": True,
+        "same_objects_across_modes": True,
+        "largest_similarity_difference_across_modes": round(score_diff, 4),
         "uptime_before": load_before,
         "uptime_after": load_after,
         "cpus": os.cpu_count(),
