@@ -471,6 +471,10 @@ def test_contact_ratio_measures_where_parts_meet():
     assert np.isnan(contact_ratio(halves, 0, [1]))  # one part: nothing meets
     apart = Instances(masks=np.stack([disc, disc & (xx < 30), disc & (xx >= 50)]))
     assert contact_ratio(apart, 0, [1, 2]) > 1.0  # the gap between them is theirs to share
+    # a part reaching out of the whole counts only inside it
+    wide = (yy - 40) ** 2 + (xx - 40) ** 2 <= 24**2
+    out = Instances(masks=np.stack([disc, wide & (xx < 40), disc & (xx >= 41)]))
+    assert contact_ratio(out, 0, [1, 2]) == contact_ratio(halves, 0, [1, 2])
 
 
 def test_size_filter_says_what_it_dropped():
