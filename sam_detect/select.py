@@ -118,13 +118,12 @@ def contact_ratio(instances: Instances, big: int, parts: Sequence[int]) -> float
     inside = instances.crop(big).region(x0, y0, x1, y1)
     lab = np.zeros(inside.shape, np.int32)
     for n, k in enumerate(sorted(parts, key=lambda k: -instances.crop(k).area), 1):
-        part = instances.crop(k)
-        px0, py0, px1, py1 = part.box
-        ix0, iy0, ix1, iy1 = max(x0, px0), max(y0, py0), min(x1, px1), min(y1, py1)
+        px0, py0, px1, py1 = instances.crop(k).box
+        ix0, iy0, ix1, iy1 = max(x0, px0), max(y0, py0), min(x1, px1), min(y1, py1)  # the part, within big's box
         if ix1 <= ix0 or iy1 <= iy0:
             continue
         window = (slice(iy0 - y0, iy1 - y0), slice(ix0 - x0, ix1 - x0))
-        mine = part.crop[iy0 - py0 : iy1 - py0, ix0 - px0 : ix1 - px0] & inside[window] & (lab[window] == 0)
+        mine = instances.crop(k).region(ix0, iy0, ix1, iy1) & inside[window] & (lab[window] == 0)
         lab[window][mine] = n
     if lab.max() < 2:
         return float("nan")

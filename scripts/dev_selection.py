@@ -94,10 +94,8 @@ def groups(runs: list) -> list[dict]:
     """Per whole-or-parts group: which is right by the ground truth, the parts' contact ratio
     and outline ratio (see the module's docstring)."""
     from sam_detect import select as sel
-    from sam_detect.calibrate import DEFAULT_THRESHOLD, counts, thresholds
-    from sam_detect.classify import vote_batch
     from sam_detect.instances import NEGATIVE, UNKNOWN
-    from sam_detect.profile import MIN_FIT, fit_and_shape_scores, size_priors
+    from sam_detect.profile import MIN_FIT, fit_and_shape_scores
 
     rows = []
     for run in runs:
@@ -105,11 +103,10 @@ def groups(runs: list) -> list[dict]:
             c = rec.candidates
             if c is None or not len(c) or not rec.iou.shape[1]:
                 continue
-            labels, _, _ = vote_batch(rec.neighbours, threshold=DEFAULT_THRESHOLD, top_k=run["top_k"],
-                                      thresholds=thresholds(rec.decision, DEFAULT_THRESHOLD),
-                                      priors=size_priors(c, rec.profile), counts=counts(rec.decision))
-            fit, shape_fit = fit_and_shape_scores(c, labels, rec.profile)
-            idx = np.flatnonzero([lab not in (NEGATIVE, UNKNOWN) for lab in labels] & (fit >= MIN_FIT))
+            d = sel.decide(c, rec.neighbours, threshold=None, top_k=run["top_k"], profile=rec.profile,
+                           decision=rec.decision)
+            shape_fit = fit_and_shape_scores(c, d.labels, rec.profile)[1]
+            idx = np.flatnonzero([lab not in (NEGATIVE, UNKNOWN) for lab in d.labels] & (d.fit >= MIN_FIT))
             sub, best = c[idx], rec.iou[idx].max(axis=1)
             edge = sub.data.get("edge")
             areas = sub.areas.astype(np.float64)
