@@ -863,6 +863,23 @@ TYPE_SIZE_WEIGHT = 0.25
 TYPE_SIZE_SLACK = 1.0
 
 
+def outline_ratios(instances: Instances, labels: Sequence[str], profile: dict | None) -> np.ndarray:
+    """``(N,)`` float64: how far each candidate's outline stands out (``data["edge"]``) over
+    how far its class's typical example's does (the entry's ``edge``); the class is the one
+    that proposed the candidate (``data["class_hint"]``), else its label's, else the classes'
+    median. 1 where the segmenter does not measure outlines or no class has the examples'
+    (SAM2, a library made before they were measured). Floored at ``0.01`` of the examples'."""
+    n = len(instances)
+    edge = instances.data.get("edge")
+    refs = {lab: float(e["edge"]) for lab, e in ((profile or {}).get("classes") or {}).items() if e.get("edge")}
+    if edge is None or not refs or n == 0:
+        return np.ones(n)
+    lenient = float(np.median(list(refs.values())))
+    hints = instances.data.get("class_hint") or [None] * n
+    ref = np.array([refs.get(h, refs.get(lab, lenient)) for h, lab in zip(hints, labels, strict=True)], np.float64)
+    return np.maximum(np.asarray(edge, np.float64) / ref, 0.01)
+
+
 def size_priors(instances: Instances, profile: dict | None) -> list[dict[str, float] | None] | None:
     """Per candidate, ``{class: size term ** TYPE_SIZE_WEIGHT}`` over the profile's classes:
     how well its area fits each class's examples, for :func:`~sam_detect.classify.vote` to
@@ -1219,5 +1236,5 @@ def describe(profile: dict | None) -> list[str]:
 
 
 __all__ = [
-    "CUT_FLOOR", "LEVEL_GAIN", "LEVEL_GAIN_MAX", "LEVEL_MIN_SPLIT", "LEVEL_OFFSET", "at_levels", "grey_levels", "level_gain", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "size_shift", "sure_objects", "PROFILE_VERSION", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "LEVEL_FLOOR", "STAIN_DEGREES", "PALER_SHARE", "inside_contrast_and_level", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "scale_of", "size_filter",
+    "CUT_FLOOR", "LEVEL_GAIN", "LEVEL_GAIN_MAX", "LEVEL_MIN_SPLIT", "LEVEL_OFFSET", "at_levels", "grey_levels", "level_gain", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "size_shift", "sure_objects", "PROFILE_VERSION", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "LEVEL_FLOOR", "STAIN_DEGREES", "PALER_SHARE", "inside_contrast_and_level", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "outline_ratios", "scale_of", "size_filter",
 ]

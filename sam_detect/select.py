@@ -26,6 +26,16 @@ FIT_WEIGHT = 0.5
 #: ... x stability ** STABILITY_WEIGHT, where the segmenter says how many of its settings
 #: agree on the candidate's outline (``data["stability"]``)
 STABILITY_WEIGHT = 0.5
+#: ... and, in ``detect``'s decision, x (how far the outline stands out / how far the class's
+#: examples' do) ** OUTLINE_WEIGHT, where the segmenter measures outlines (``data["edge"]``):
+#: between a whole object and a fragment cut through it, the whole's outline runs along its
+#: edge all round and the fragment's partly through the object. Chosen on the development
+#: sets (session 29, ``scripts/dev_selection.py``): 0.75 lifts the whole cells of
+#: ``dev_rings`` (+0.047 to +0.101 with 30 or all examples), the neurocytes (+0.016) and the
+#: H&E stroma (+0.010), and moves no other set by more than 0.003; 0.5 gains about half as
+#: much, 1-2 cost the neurocytes 0.01-0.03. Not in the confidence: there it lowered the
+#: ROC AUC on the nucleus sets (development and reported), though it raised it elsewhere
+OUTLINE_WEIGHT = 0.75
 #: a click (or box) on an image where the library has examples of the class takes the
 #: candidate the examples' profile proposes there only where that fits the examples at least
 #: this many times as well as the segmenter's own answer (:func:`choose_prompt`). Chosen on
@@ -294,7 +304,8 @@ def decide(
     keep_unknown: bool = False,
     decision: dict | None = None,
 ) -> Decision:
-    """Vote on every candidate, score it by similarity x profile fit, keep a non-overlapping set.
+    """Vote on every candidate, score it by similarity x profile fit x how far its outline
+    stands out, keep a non-overlapping set.
 
     ``threshold``: one similarity threshold for every class, or ``None`` for each class's
     own from the library's ``decision`` (``sam_detect.calibrate``; ``DEFAULT_THRESHOLD``
@@ -309,7 +320,7 @@ def decide(
     """
     from sam_detect.calibrate import DEFAULT_THRESHOLD, counts, thresholds, typicality
     from sam_detect.classify import vote_batch
-    from sam_detect.profile import MIN_FIT, fit_and_shape_scores, size_priors
+    from sam_detect.profile import MIN_FIT, fit_and_shape_scores, outline_ratios, size_priors
 
     n = len(candidates)
     if len(neighbours) != n:
@@ -326,7 +337,8 @@ def decide(
     labels, conf, sim = vote_batch(neighbours, threshold=flat, top_k=top_k, thresholds=per_class,
                                    priors=size_priors(candidates, profile), counts=counts(decision))
     fit, shape_fit = fit_and_shape_scores(candidates, labels, profile)
-    # confidence: every piece of evidence the selection uses, each as a factor in [0, 1]
+    # confidence: the evidence of the selection's quality, each as a factor in [0, 1] (not the
+    # outline's: on the nucleus sets it ranked true objects lower, docs/performance.md session 29)
     evidence = quality(candidates, np.ones(n), fit)  # fit ** FIT_WEIGHT x stability ** STABILITY_WEIGHT
     if decision:
         evidence = evidence * typicality(decision, labels, sim)
@@ -334,11 +346,13 @@ def decide(
     known = np.array([lab != UNKNOWN for lab in labels], bool)
     ok = np.array([lab != NEGATIVE for lab in labels], bool) & (known | keep_unknown) & (fit >= MIN_FIT)
     idx = np.flatnonzero(ok)
-    score = quality(candidates[idx], sim[idx], fit[idx]) + known[idx]
+    outline = outline_ratios(candidates[idx], [labels[i] for i in idx], profile) ** OUTLINE_WEIGHT
+    score = quality(candidates[idx], sim[idx], fit[idx]) * outline
+    score = score + known[idx] * (1.0 + score.max(initial=0.0))  # every labelled candidate first
     whole = shape_fit[idx] >= WHOLE_SHAPE_FIT if profile and len(idx) else None
     keep = idx[select(candidates[idx], score, whole=whole)] if len(idx) else idx
     return Decision(labels, conf, sim, fit, keep.astype(np.int64), words)
 
 
-__all__ = ["MAX_OVERLAP", "PROMPT_MARGIN", "Decision", "box_overlap", "choose_prompt", "decide", "overlap_pairs",
+__all__ = ["MAX_OVERLAP", "OUTLINE_WEIGHT", "PROMPT_MARGIN", "Decision", "box_overlap", "choose_prompt", "decide", "overlap_pairs",
            "contact_ratio", "covering_parts", "fragmented_wholes", "quality", "select", "wholes_first"]

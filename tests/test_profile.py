@@ -20,6 +20,7 @@ from sam_detect.profile import (
     describe,
     describe_examples,
     fit_scores,
+    outline_ratios,
     scale_of,
     size_filter,
 )
@@ -515,6 +516,54 @@ def test_decide_drops_negatives_unknowns_and_misfits():
     assert d.keep.tolist() == [0, 2]
     tiny = {"classes": {"cell": {"log_area": [np.log(2000.0), 0.3], "solidity": [0.9, 1.0]}}}
     assert decide(inst, nb, threshold=0.5, top_k=5, profile=tiny).keep.tolist() == []
+
+
+def _whole_and_fragment(edges):
+    """A 40 x 40 square and a 20 x 20 fragment in its corner (a quarter of it: no tiling),
+    both drawn by every setting and alike to the examples; the examples' size is the
+    fragment's, their outline contrast 0.6."""
+    from sam_detect.store.base import Neighbour
+
+    masks = np.zeros((2, 60, 60), bool)
+    masks[0, 10:50, 10:50] = True
+    masks[1, 10:30, 10:30] = True
+    inst = Instances(masks=masks)
+    inst.data["stability"] = np.ones(2)
+    if edges is not None:
+        inst.data["edge"] = np.asarray(edges, np.float32)
+    nb = [[Neighbour(id="a", score=0.8, label="cell")] for _ in range(2)]
+    prof = {"classes": {"cell": {"log_area": [np.log(400.0), 0.5], "solidity": [0.9, 1.0], "eccentricity": 0.5,
+                                 "edge": 0.6}}}
+    return inst, nb, prof
+
+
+def test_decide_keeps_a_whole_over_a_fragment_whose_outline_runs_through_it():
+    """Between a whole and a fragment of the examples' size cut through it, the outlines
+    decide: the fragment's runs partly through the object and stands out less."""
+    inst, nb, prof = _whole_and_fragment([0.6, 0.05])
+    assert decide(inst, nb, threshold=0.5, top_k=5, profile=prof).keep.tolist() == [0]
+    # outlines alike (or not measured: SAM2, a library made before): the size decides
+    inst, nb, prof = _whole_and_fragment([0.6, 0.6])
+    assert decide(inst, nb, threshold=0.5, top_k=5, profile=prof).keep.tolist() == [1]
+    inst, nb, prof = _whole_and_fragment(None)
+    assert decide(inst, nb, threshold=0.5, top_k=5, profile=prof).keep.tolist() == [1]
+
+
+def test_outline_ratios_against_the_proposing_class_and_not_in_the_confidence():
+    inst, nb, prof = _whole_and_fragment([0.9, 0.3])
+    assert np.allclose(outline_ratios(inst, ["cell", "cell"], prof), [1.5, 0.5])
+    # the class that proposed a candidate judges it, whatever the vote says
+    two = {"classes": {**prof["classes"], "spot": {**prof["classes"]["cell"], "edge": 0.3}}}
+    inst.data["class_hint"] = ["spot", None]
+    assert np.allclose(outline_ratios(inst, ["cell", "unknown"], two), [3.0, 0.3 / 0.45])
+    assert np.allclose(outline_ratios(inst, ["cell", "cell"], None), 1.0)
+    inst.data["edge"] = np.zeros(2, np.float32)
+    assert np.allclose(outline_ratios(inst, ["cell", "cell"], prof), 0.01)
+    # the outline ranks alternatives; the confidence does not take it
+    clear, nb, prof = _whole_and_fragment([0.6, 0.6])
+    fainter, _, _ = _whole_and_fragment([0.1, 0.6])
+    conf = [decide(i, nb, threshold=0.5, top_k=5, profile=prof).confidences for i in (clear, fainter)]
+    assert np.array_equal(conf[0], conf[1])
 
 
 @pytest.fixture
