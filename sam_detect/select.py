@@ -346,11 +346,12 @@ def decide(
     known = np.array([lab != UNKNOWN for lab in labels], bool)
     ok = np.array([lab != NEGATIVE for lab in labels], bool) & (known | keep_unknown) & (fit >= MIN_FIT)
     idx = np.flatnonzero(ok)
-    outline = outline_ratios(candidates[idx], [labels[i] for i in idx], profile) ** OUTLINE_WEIGHT
-    score = quality(candidates[idx], sim[idx], fit[idx]) * outline
+    playing = candidates[idx]
+    outline = outline_ratios(playing, [labels[i] for i in idx], profile) ** OUTLINE_WEIGHT
+    score = quality(playing, sim[idx], fit[idx]) * outline
     score = score + known[idx] * (1.0 + score.max(initial=0.0))  # every labelled candidate first
     whole = shape_fit[idx] >= WHOLE_SHAPE_FIT if profile and len(idx) else None
-    keep = idx[select(candidates[idx], score, whole=whole)] if len(idx) else idx
+    keep = idx[select(playing, score, whole=whole)] if len(idx) else idx
     return Decision(labels, conf, sim, fit, keep.astype(np.int64), words)
 
 
