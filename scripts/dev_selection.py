@@ -91,7 +91,10 @@ def record(name: str, embedder: str = "views") -> list:
 
 
 def load(name: str) -> list:
-    with open(CACHE / f"{name}.pkl", "rb") as f:
+    path = CACHE / f"{name}.pkl"
+    if not path.exists():
+        raise SystemExit(f"no recording of {name!r} in {CACHE}: run `python scripts/dev_selection.py record {name}` first")
+    with open(path, "rb") as f:
         return pickle.load(f)
 
 
