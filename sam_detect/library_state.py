@@ -104,7 +104,7 @@ class LibraryState:
             return None
         candidates = segment_with_profile(seg, rgb, profile)
         profile = at_scale(profile, candidates.metadata.get("size_shift") or {})
-        candidates, _ = size_filter(candidates, profile, pale=False)  # as the model was chosen
+        candidates, _ = size_filter(candidates, profile, pale=False, tiny=False)  # as the model was chosen
         examples = Instances.from_crops(list(instances.crops) + same_crops, image_hw=rgb.shape[:2]) \
             if same_crops else instances
         positive = [lab != NEGATIVE for lab in list(labels) + same_labels]

@@ -277,7 +277,7 @@ class SAMDetect(DetectorStages, LibraryState):
             own = {**profile, "classes": {label: entry}}
             candidates = segment_with_profile(self.segmenter, rgb[y0:y1, x0:x1], own)
             own = at_scale(own, candidates.metadata.get("size_shift") or {})
-            candidates, _ = size_filter(candidates, own, pale=False)  # the click says it is one
+            candidates, _ = size_filter(candidates, own, pale=False, tiny=False)  # the click says it is one
             if region != (0, 0, rgb.shape[1], rgb.shape[0]):  # objects the region cuts are left out
                 from sam_detect.segment.tiling import cut_by_window
 

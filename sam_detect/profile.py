@@ -48,6 +48,16 @@ COMPANY_LOG_AREA = 0.5
 #: candidates that fit their class's profile worse than this are dropped (beyond about 6.5 sds
 #: of size, or 0.1 less solid than the least solid example: the size range gates sizes)
 MIN_FIT = 0.005
+#: candidates smaller than TINY_MEDIAN of their class's examples' median area and than
+#: TINY_SMALLEST of its smallest example's (for every class; the image border does not cut
+#: them) are not objects of the class: specks, slivers of texture, a stain's fibres. The
+#: size range admits far smaller candidates (``AREA_SD_LIMIT`` sds, for the parts a whole
+#: is weighed against), and a few examples spread wide (a pale small one among five) would
+#: let a field of them through: on the development sets' H&E stroma, five examples of a
+#: tile, 166 of 200 false objects had a median of 51 px against the true ones' 300. Chosen
+#: on the development sets (``scripts/dev_selection.py``, session 30): 0.25 and 0.75 cost no
+#: set more than 0.002; a third of the median cost the synthetic fields up to 0.012
+TINY_MEDIAN, TINY_SMALLEST = 0.25, 0.75
 #: candidates whose fit x stability (the share of the class's settings that made the same
 #: outline, ``data["stability"]``) is below this are dropped: an outline only one of five
 #: settings draws must be about the objects' size (within ~2 log-area sds), one every
@@ -904,7 +914,8 @@ def _size_term(z: np.ndarray | float) -> np.ndarray | float:
     return (1.0 + np.square(z) / 3.0) ** -2.0
 
 
-def size_filter(instances: Instances, profile: dict | None, pale: bool = True) -> tuple[Instances, str | None]:
+def size_filter(instances: Instances, profile: dict | None, pale: bool = True,
+                tiny: bool = True) -> tuple[Instances, str | None]:
     """Drop candidates no class's profile admits, before they are embedded.
 
     A candidate stays when its area is inside some class's size range, it fits that
@@ -920,6 +931,8 @@ def size_filter(instances: Instances, profile: dict | None, pale: bool = True) -
     range 300-800 px"``. ``pale``: also drop a dark class's candidates paler than its
     ``level_floor`` (:func:`_pale`; ``detect`` does, a prompt and the example images' rows
     for :mod:`sam_detect.unlabelled` do not: the floor and that model judge apart).
+    ``tiny``: also drop candidates far smaller than every class's examples (:func:`_tiny`;
+    ``detect`` does, a prompt, whose click says what the object is, does not).
     """
     classes = (profile or {}).get("classes") or {}
     if not classes or len(instances) == 0:
@@ -941,8 +954,9 @@ def size_filter(instances: Instances, profile: dict | None, pale: bool = True) -
     faint = _faint(instances, classes)
     dim = _dim(instances, classes) & ~faint
     pallid = (_pale(instances, classes) if pale else np.zeros(len(instances), bool)) & ~faint & ~dim
-    weak &= ~faint & ~dim & ~pallid
-    keep &= ~faint & ~dim & ~pallid
+    small = (_tiny(instances, classes) if tiny else np.zeros(len(instances), bool)) & sized & ~faint & ~dim & ~pallid
+    weak &= ~faint & ~dim & ~pallid & ~small
+    keep &= ~faint & ~dim & ~pallid & ~small
     if keep.all():
         return instances, None
     lo, hi = float(ranges[:, 0].min()), float(ranges[:, 1].max())
@@ -950,7 +964,7 @@ def size_filter(instances: Instances, profile: dict | None, pale: bool = True) -
         f"{int((~sized).sum())} of {len(instances)} candidates outside the examples' size range "
         f"{lo:.0f}-{hi:.0f} px (candidates: {areas.min():.0f}-{areas.max():.0f} px)"
     )
-    misfit = int((sized & ~keep & ~faint & ~dim & ~pallid & ~weak).sum())
+    misfit = int((sized & ~keep & ~faint & ~dim & ~pallid & ~weak & ~small).sum())
     if weak.any():
         note += f", {int(weak.sum())} drawn by few of the settings and off the objects' size"
     if misfit:
@@ -961,6 +975,8 @@ def size_filter(instances: Instances, profile: dict | None, pale: bool = True) -
         note += f", {int((sized & dim).sum())} standing out less than the examples do"
     if (sized & pallid).any():
         note += f", {int((sized & pallid).sum())} paler than the examples' stain"
+    if small.any():
+        note += f", {int(small.sum())} far smaller than the examples (under {_tiny_floor(classes):.0f} px)"
     if not keep.any():
         note = "no candidate within the examples' size range and shape: " + note
     return instances[keep], note
@@ -1067,6 +1083,23 @@ def _weak(instances: Instances, classes: dict, shape_fits: np.ndarray) -> np.nda
         best = np.maximum(best, _size_term((log_a - centre) / sd) * shape)
     # an object the image border cuts is smaller than it is: its size says nothing
     return (best * st < MIN_EVIDENCE) & ~cut_by_border(instances.boxes, instances.image_hw)
+
+
+def _tiny_floor(classes: dict) -> float:
+    """The area below which a candidate is too small for every class (:data:`TINY_MEDIAN`,
+    :data:`TINY_SMALLEST`); 0 where no class has the examples' areas."""
+    floors = [min(TINY_MEDIAN * float(e["area"][1]), TINY_SMALLEST * float(e["area"][0]))
+              for e in classes.values() if len(e.get("area") or []) == 3]
+    return min(floors) if floors else 0.0
+
+
+def _tiny(instances: Instances, classes: dict) -> np.ndarray:
+    """``(N,)`` bool: candidates smaller than every class's floor (:func:`_tiny_floor`) that
+    the image border does not cut (a cut object shows only part of its area)."""
+    small = instances.areas.astype(np.float64) < _tiny_floor(classes)
+    if not small.any():
+        return small
+    return small & ~cut_by_border(instances.boxes, instances.image_hw)
 
 
 def _faint(instances: Instances, classes: dict) -> np.ndarray:
@@ -1228,7 +1261,7 @@ def describe(profile: dict | None) -> list[str]:
                     f"1/{LEVEL_GAIN:g} or over {LEVEL_GAIN:g}x as far, or on another background, is proposed at these)")
         lines.append(
             f"{display_label(label)}: {e['count']} examples, area {e['area'][0]:.0f}-{e['area'][2]:.0f} px "
-            f"(median {e['area'][1]:.0f}), {e['polarity']} (RGB direction "
+            f"(median {e['area'][1]:.0f}; candidates under {_tiny_floor({label: e}):.0f} px dropped), {e['polarity']} (RGB direction "
             f"{', '.join(f'{v:+.2f}' for v in e['direction'])}), contrast {e['contrast']:.0f}{floor}, "
             f"solidity >= {e['solidity'][0]:.2f}{rep}"
         )
@@ -1236,5 +1269,5 @@ def describe(profile: dict | None) -> list[str]:
 
 
 __all__ = [
-    "CUT_FLOOR", "LEVEL_GAIN", "LEVEL_GAIN_MAX", "LEVEL_MIN_SPLIT", "LEVEL_OFFSET", "at_levels", "grey_levels", "level_gain", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "size_shift", "sure_objects", "PROFILE_VERSION", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "LEVEL_FLOOR", "STAIN_DEGREES", "PALER_SHARE", "inside_contrast_and_level", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "outline_ratios", "scale_of", "size_filter",
+    "CUT_FLOOR", "TINY_MEDIAN", "TINY_SMALLEST", "LEVEL_GAIN", "LEVEL_GAIN_MAX", "LEVEL_MIN_SPLIT", "LEVEL_OFFSET", "at_levels", "grey_levels", "level_gain", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "size_shift", "sure_objects", "PROFILE_VERSION", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "LEVEL_FLOOR", "STAIN_DEGREES", "PALER_SHARE", "inside_contrast_and_level", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "outline_ratios", "scale_of", "size_filter",
 ]

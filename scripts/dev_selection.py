@@ -14,6 +14,7 @@ embedded (``profile.size_filter``) needs the full benchmark.
     python scripts/dev_selection.py score                           # every cached set
     python scripts/dev_selection.py groups dev_cross dev_u2os       # whole-or-parts groups
     python scripts/dev_selection.py record dev_rings_same dev_rings_s30   # other protocols
+    python scripts/dev_selection.py record dev_stroma_same5               # the held-out format, 5 examples
 
 ``groups``: every candidate shaped like the examples that smaller alternatives tile
 (``select.covering_parts``), among the candidates the decision keeps in play, split by
@@ -46,18 +47,19 @@ def _inputs(name: str) -> list[tuple[list, list, dict]]:
     """``[(images, ground truth, protocol)]``: one protocol run or several.
 
     ``NAME_same``: the held-out format on a ``bench_data`` set, 10 examples from a frame and
-    that frame scored, frames 0-2, seeds 0 and 1 (six runs); ``NAME_sN``: the set's own
-    protocol with ``N`` examples (all there are where ``N`` exceeds them)."""
+    that frame scored, frames 0-2, seeds 0 and 1 (six runs); ``NAME_sameN``: the same with
+    ``N`` examples; ``NAME_sN``: the set's own protocol with ``N`` examples (all there are
+    where ``N`` exceeds them)."""
     import re
 
-    base, same, shots = re.fullmatch(r"(.+?)(?:(_same)|_s(\d+))?", name).groups()
+    base, same, same_shots, shots = re.fullmatch(r"(.+?)(?:(_same)(\d+)?|_s(\d+))?", name).groups()
     if same or shots:
         import bench_data
 
         images, gt = bench_data.load(base)
         if shots:
             return [(images, gt, {**bench_data.PROTOCOL[base], "shots": int(shots)})]
-        return [([images[k]], [gt[k]], dict(shots=10, examples_from=[0], detect_on=[0], seed=seed))
+        return [([images[k]], [gt[k]], dict(shots=int(same_shots or 10), examples_from=[0], detect_on=[0], seed=seed))
                 for k in range(min(3, len(images))) for seed in (0, 1)]
     if name in SYNTHETIC:
         import tune_calibrated

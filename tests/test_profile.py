@@ -502,6 +502,33 @@ def test_size_filter_says_what_it_dropped():
     assert size_filter(inst, None) == (inst, None)
 
 
+def test_candidates_far_smaller_than_every_class_s_examples_are_dropped_unless_the_border_cuts_them():
+    """A speck a quarter of the examples' median size, smaller than the smallest example,
+    is not an object of the class, though a wide size spread admits it; one the image border
+    cuts shows only part of its area, a class of small objects admits it, and a click
+    (``tiny=False``) is not judged by it."""
+    from sam_detect.profile import TINY_MEDIAN, TINY_SMALLEST
+
+    def square(y, x, s):
+        m = np.zeros((80, 120), bool)
+        m[y : y + s, x : x + s] = True
+        return m
+
+    inst = Instances(masks=np.stack([square(10, 10, 20), square(10, 50, 8), square(0, 90, 8)]))  # 400, 64, 64 px
+    entry = {"area": [200.0, 400.0, 900.0], "area_range": [20.0, 3000.0], "log_area": [np.log(400.0), 1.0],
+             "solidity": [0.9, 1.0], "eccentricity": 0.5}
+    floor = min(TINY_MEDIAN * 400.0, TINY_SMALLEST * 200.0)
+    assert 64 < floor < 400  # the scene judges the rule
+    kept, note = size_filter(inst, {"classes": {"a": entry}})
+    assert kept.areas.tolist() == [400, 64] and kept.boxes[1][1] == 0  # the speck the border cuts stays
+    assert note.endswith(f"1 far smaller than the examples (under {floor:.0f} px)")
+    assert size_filter(inst, {"classes": {"a": entry}}, tiny=False) == (inst, None)
+    small = {**entry, "area": [40.0, 60.0, 90.0], "log_area": [np.log(60.0), 1.0]}
+    assert len(size_filter(inst, {"classes": {"a": entry, "b": small}})[0]) == 3
+    old = {k: v for k, v in entry.items() if k != "area"}  # a profile without the examples' areas
+    assert len(size_filter(inst, {"classes": {"a": old}})[0]) == 3
+
+
 def test_decide_drops_negatives_unknowns_and_misfits():
     from sam_detect.store.base import Neighbour
 
