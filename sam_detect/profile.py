@@ -933,8 +933,9 @@ def size_filter(instances: Instances, profile: dict | None, pale: bool = True,
     range 300-800 px"``. ``pale``: also drop a dark class's candidates paler than its
     ``level_floor`` (:func:`_pale`; ``detect`` does, a prompt and the example images' rows
     for :mod:`sam_detect.unlabelled` do not: the floor and that model judge apart).
-    ``tiny``: also drop candidates far smaller than every class's examples (:func:`_tiny`;
-    ``detect`` does, a prompt, whose click says what the object is, does not).
+    ``tiny``: also drop candidates far smaller than every class's examples
+    (:func:`_tiny_floor`; the image border spares a cut one, which shows only part of its
+    area; ``detect`` does, a prompt, whose click says what the object is, does not).
     """
     classes = (profile or {}).get("classes") or {}
     if not classes or len(instances) == 0:
@@ -956,7 +957,8 @@ def size_filter(instances: Instances, profile: dict | None, pale: bool = True,
     faint = _faint(instances, classes)
     dim = _dim(instances, classes) & ~faint
     pallid = (_pale(instances, classes) if pale else np.zeros(len(instances), bool)) & ~faint & ~dim
-    small = (_tiny(instances, classes) if tiny else np.zeros(len(instances), bool)) & sized & ~faint & ~dim & ~pallid
+    floor = _tiny_floor(classes) if tiny else 0.0  # far smaller than every class's examples; a cut one is spared
+    small = (areas < floor) & ~cut & sized & ~faint & ~dim & ~pallid
     weak &= ~faint & ~dim & ~pallid & ~small
     keep &= ~faint & ~dim & ~pallid & ~small
     if keep.all():
@@ -978,7 +980,7 @@ def size_filter(instances: Instances, profile: dict | None, pale: bool = True,
     if (sized & pallid).any():
         note += f", {int((sized & pallid).sum())} paler than the examples' stain"
     if small.any():
-        note += f", {int(small.sum())} far smaller than the examples (under {_tiny_floor(classes):.0f} px)"
+        note += f", {int(small.sum())} far smaller than the examples (under {floor:.0f} px)"
     if not keep.any():
         note = "no candidate within the examples' size range and shape: " + note
     return instances[keep], note
@@ -1093,15 +1095,6 @@ def _tiny_floor(classes: dict) -> float:
     floors = [min(TINY_MEDIAN * float(e["area"][1]), TINY_SMALLEST * float(e["area"][0]))
               for e in classes.values() if len(e.get("area") or []) == 3]
     return min(floors) if floors else 0.0
-
-
-def _tiny(instances: Instances, classes: dict) -> np.ndarray:
-    """``(N,)`` bool: candidates smaller than every class's floor (:func:`_tiny_floor`) that
-    the image border does not cut (a cut object shows only part of its area)."""
-    small = instances.areas.astype(np.float64) < _tiny_floor(classes)
-    if not small.any():
-        return small
-    return small & ~cut_by_border(instances.boxes, instances.image_hw)
 
 
 def _faint(instances: Instances, classes: dict) -> np.ndarray:
