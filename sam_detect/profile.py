@@ -448,8 +448,10 @@ def describe_examples(rgb: np.ndarray, instances: Instances, labels: Sequence[st
 
     ``{"area", "perimeter", "solidity", "eccentricity", "cut" (the image border cuts it:
     its area is a lower bound and its shape is left out, :func:`whole`), "in": [r, g, b], "ring": [r, g, b],
-    "calib": {"version", "iou": [...], "edge": [...]}, "grey_levels": [background, objects]}``
-    (``edge``: how far the outline stands out at each smoothing; ``grey_levels``: the
+    "calib": {"version", "iou": [...], "inset": [...], "edge": [...]}, "grey_levels": [background, objects]}``
+    (``iou``: how well each setting of ``GRID`` reproduces the example, ``inset``: the same
+    with its outline drawn ``INSET`` pixels inside; ``edge``: how far the outline stands
+    out at each smoothing; ``grey_levels``: the
     image's :func:`grey_levels` in the class's polarity, only for a grey image); ``calib``
     and ``grey_levels`` are left out for negatives.
     """
@@ -481,17 +483,20 @@ def describe_examples(rgb: np.ndarray, instances: Instances, labels: Sequence[st
             for i in idx:
                 out[i]["grey_levels"] = [round(float(v), 2) for v in lo_hi]
         masks = [(crops[i], (int(origins[i][0]), int(origins[i][1]))) for i in idx]
-        ious = grid_ious(rgb, scale, masks, own)
+        ious, insets = grid_ious(rgb, scale, masks, own, inset=True)
         edges = example_edges(rgb, scale, masks)
         for k, i in enumerate(idx):
             out[i]["calib"] = {"version": GRID_VERSION, "iou": [round(float(v), 4) for v in ious[:, k]],
+                               "inset": [round(float(v), 4) for v in insets[:, k]],
                                "edge": [round(float(v), 4) for v in edges[:, k]]}
     return out
 
 
 def build_profile(examples: Iterable[tuple[str, dict]]) -> dict:
     """The library's profile from ``(label, shape payload)`` pairs (negatives ignored)."""
-    from sam_detect.segment.calibrated import GRID, GRID_VERSION, SMOOTHS, lead_smooth
+    from dataclasses import replace
+
+    from sam_detect.segment.calibrated import GRID, GRID_VERSION, OWN, SMOOTHS, lead_smooth
 
     by_class: dict[str, list[dict]] = {}
     for label, shape in examples:
@@ -536,17 +541,50 @@ def build_profile(examples: Iterable[tuple[str, dict]]) -> dict:
         if all("grey_levels" in st for st in stats):  # every example image grey
             entry["grey_levels"] = [round(float(v), 2) for v in np.median([st["grey_levels"] for st in stats], axis=0)]
         if calibrated:
-            mean_iou = np.asarray(calibrated, np.float64).mean(axis=0)
-            if len(pooled_ious) > len(calibrated):  # the other classes' examples as a prior
-                mean_iou = _with_prior(mean_iou, len(calibrated), np.asarray(pooled_ious, np.float64).mean(axis=0))
-            chosen = _alternatives(mean_iou)
-            entry["settings"] = [GRID[i].to_dict() for i in chosen]
+            chosen, mean_iou, inset = _settings(stats, calibrated, positives, pooled_ious)
+            entry["settings"] = [(GRID[i] if GRID[i] == OWN else replace(GRID[i], inset=inset)).to_dict()
+                                 for i in chosen]
             entry["reproduction"] = round(float(mean_iou[chosen[0]]), 3)
             edge = _example_edge(stats, SMOOTHS.index(lead_smooth([GRID[i] for i in chosen])))
             if edge is not None:
                 entry["edge"] = edge
         classes[label] = entry
     return {"version": PROFILE_VERSION, "grid": GRID_VERSION, "classes": classes}
+
+
+def _settings(stats: Sequence[dict], calibrated: list, positives: Sequence[dict],
+              pooled_ious: list) -> tuple[list[int], np.ndarray, int]:
+    """``(chosen, mean_iou, inset)``: a class's settings (indices into ``GRID``, the lead
+    first, :func:`_alternatives`), the examples' mean reproduction IoU per setting they were
+    chosen on, and the pixels every one of them draws its outlines inside the threshold's
+    (``INSET`` or 0).
+
+    The settings are chosen twice, on the examples' IoUs as the threshold draws them and as
+    drawn ``INSET`` pixels inside; the inset way is kept where its lead reproduces the
+    examples better. One way for all of a class's settings: the selection weighs one
+    object's outlines against each other by how many settings drew them, and an object
+    drawn a pixel apart by two settings would count as two. Examples measured before insets
+    were (``calib`` without ``inset``) leave a class's outlines as the threshold draws them.
+    The other classes' examples act as a prior where a class has few (``_with_prior``)."""
+    from sam_detect.segment.calibrated import INSET
+
+    def mean_of(ious: list, pooled: list) -> np.ndarray:
+        mean = np.asarray(ious, np.float64).mean(axis=0)
+        if len(pooled) > len(ious):  # the other classes' examples as a prior
+            mean = _with_prior(mean, len(ious), np.asarray(pooled, np.float64).mean(axis=0))
+        return mean
+
+    mean_iou = mean_of(calibrated, pooled_ious)
+    chosen = _alternatives(mean_iou)
+    insets = [_grid_iou(s, inset=True) for s in stats if _grid_iou(s) is not None]
+    if any(v is None for v in insets):
+        return chosen, mean_iou, 0
+    pooled_in = [v for v in (_grid_iou(s, inset=True) for s in positives) if v is not None]
+    mean_in = mean_of(insets, pooled_in if len(pooled_in) == len(pooled_ious) else insets)
+    chosen_in = _alternatives(mean_in)
+    if mean_in[chosen_in[0]] > mean_iou[chosen[0]]:
+        return chosen_in, mean_in, INSET
+    return chosen, mean_iou, 0
 
 
 def _level_floor(scale: Any, polarity: str, stats: Sequence[dict]) -> float | None:
@@ -641,8 +679,10 @@ def _example_edge(stats: Sequence[dict], smooth: int) -> float | None:
     return round(float(np.median(edges)), 4) if edges else None
 
 
-def _grid_iou(shape: dict) -> list[float] | None:
-    """An example's reproduction IoU per setting of today's ``GRID``, or ``None``.
+def _grid_iou(shape: dict, inset: bool = False) -> list[float] | None:
+    """An example's reproduction IoU per setting of today's ``GRID``, or ``None`` (with
+    ``inset``: each setting's outline drawn ``INSET`` pixels inside; ``None`` for examples
+    measured before that was measured).
 
     Examples measured on an earlier grid (``_EARLIER_GRIDS``: grid 7, before the smoothing
     was a setting; grid 8, before the blob splits) keep their measurements: that grid's
@@ -652,11 +692,13 @@ def _grid_iou(shape: dict) -> list[float] | None:
     from sam_detect.segment.calibrated import GRID, GRID_INDEX, GRID_VERSION, OWN
 
     calib = shape.get("calib") or {}
-    iou = calib.get("iou")
+    iou = calib.get("inset" if inset else "iou")
     if iou is None:
         return None
     if calib.get("version") == GRID_VERSION and len(iou) == len(GRID):
         return list(iou)
+    if inset:
+        return None
     n = _EARLIER_GRIDS.get(calib.get("version"))
     if n is not None and len(iou) == n + 1:
         out = [0.0] * len(GRID)
@@ -1245,6 +1287,9 @@ def describe(profile: dict | None) -> list[str]:
 
     for label, e in classes.items():
         rep = f", reproduces its examples at IoU {e['reproduction']:.2f}" if "reproduction" in e else ""
+        inset = max((st.get("inset", 0) for st in e.get("settings") or []), default=0)
+        if rep and inset:
+            rep += f" with outlines drawn {inset} px inside the threshold's"
         if "edge" in e:
             rep += f", outline contrast {e['edge']:.2f} (candidates below {EDGE_FLOOR * e['edge']:.2f} dropped)"
         floor = f" (candidates below {e['contrast_floor']:.0f} dropped)" if "contrast_floor" in e else ""

@@ -1,7 +1,9 @@
 #!/usr/bin/env python
 """What the blob split costs (session 12): calibration with and without the blob settings,
 and detection on a dense field where the blob split leads against the same examples with
-the blob settings left out. Medians of interleaved repeats, one run.
+the blob settings left out; and what measuring every setting's outlines drawn a pixel
+inside costs the calibration (session 31: ``grid_ious`` with and without ``inset``).
+Medians of interleaved repeats, one run.
 
     python scripts/bench_blob.py [--repeats 5]
 """
@@ -32,7 +34,7 @@ def main() -> None:
 
     from sam_detect.instances import Instances
     from sam_detect.io.images import to_rgb_uint8
-    from sam_detect.profile import _way, build_profile, describe_examples
+    from sam_detect.profile import _scale, _way, build_profile, describe_examples
     from sam_detect.segment import calibrated, create_segmenter
 
     # calibration: 10 examples on a 1024 x 1024 image (bench_examples --speed's image)
@@ -51,6 +53,14 @@ def main() -> None:
             describe_examples(big, ex, ["nucleus"] * len(ex))
             calib[name].append(time.perf_counter() - t)
     calibrated.GRID = full
+    scale = _scale(describe_examples(big, ex, ["nucleus"] * len(ex)))
+    masks = [(c, (int(x0), int(y0))) for c, (x0, y0) in zip(ex.mask_crops, ex.mask_origins, strict=True)]
+    grid = {"settings' outlines as drawn and inset (today)": [], "as drawn only": []}
+    for _ in range(args.repeats):
+        for name, inset in (("settings' outlines as drawn and inset (today)", True), ("as drawn only", False)):
+            t = time.perf_counter()
+            calibrated.grid_ious(big, scale, masks, inset=inset)
+            grid[name].append(time.perf_counter() - t)
 
     # detection on a dense field (examples from its pair), the blob split leading or left out
     rgb_ex, lab_ex = bench_data.dense_field(0)
@@ -72,6 +82,7 @@ def main() -> None:
             propose[name].append(time.perf_counter() - t)
     out = {
         "calibration_10_examples_1024px_s": {k: round(statistics.median(v), 3) for k, v in calib.items()},
+        "grid_ious_10_examples_1024px_s": {k: round(statistics.median(v), 3) for k, v in grid.items()},
         "propose_dense_field_s": {k: round(statistics.median(v), 3) for k, v in propose.items()},
         "candidates": counts,
         "lead": {"with": with_blob["classes"]["o"]["settings"][0], "without": without["classes"]["o"]["settings"][0]},

@@ -338,14 +338,17 @@ def test_colour_direction_separates_hue_from_stain_strength(seed, monkeypatch):
     """Fisher's discriminant on the examples' pixels: the direction weighs hue, which tells
     the objects from the pink, over the brightness that varies with the stain everywhere.
     The median colour difference alone (what libraries made before the pixel spreads use)
-    follows the stain."""
+    follows the stain. Both measured with the outlines as the threshold draws them: drawn a
+    pixel inside (``calibrated.INSET``), the stain-following direction's bloated outlines
+    gain more than Fisher's, which is a separate matter (tested below)."""
     import sam_detect.profile as profile_module
 
     rgb, lab = stained(seed)
     gt, _ = Instances.from_label_image(lab)
 
     def found():
-        stats = describe_examples(rgb, gt[:5], ["obj"] * 5)
+        stats = [{**s, "calib": {k: v for k, v in s["calib"].items() if k != "inset"}}
+                 for s in describe_examples(rgb, gt[:5], ["obj"] * 5)]
         prof = build_profile([("obj", s) for s in stats])
         e = prof["classes"]["obj"]
         cand = propose(rgb, scale_of(e), [Setting(**s) for s in e["settings"]], "obj")
@@ -879,7 +882,10 @@ def test_candidates_standing_out_less_than_the_examples_are_dropped(dim_examples
     stands out enough (``EDGE_FLOOR``), their inside does not (``contrast_floor``: the
     examples' median contrast less ``CONTRAST_SD_LIMIT`` of their log-contrast sds), so they
     are not embedded and the note says so. Where the examples themselves are bright and
-    dim alike, the floor lies low and the dim objects stay."""
+    dim alike, the floor lies low and the dim objects stay. The outlines as the threshold
+    draws them: drawn a pixel inside (``calibrated.INSET``, which these examples choose, the
+    smoothing spreading each object a little), a dim object's outline lies inside its edge,
+    where it stands out less, and the outline floor drops some of them first."""
     rgb, lab = blobs(4, size=200, n=20, r=(7, 10), fg=(200, 200, 200), bg=(20, 20, 20), noise=2.0)
     gt, _ = Instances.from_label_image(lab)
     dim = np.arange(len(gt)) % 2 == 1
@@ -887,7 +893,9 @@ def test_candidates_standing_out_less_than_the_examples_are_dropped(dim_examples
     img[np.isin(lab, np.flatnonzero(dim) + 1)] = 20 + 0.2 * 180
     rgb = img.astype(np.uint8)
     shown = np.r_[np.flatnonzero(~dim)[:6], np.flatnonzero(dim)[:4]] if dim_examples else np.flatnonzero(~dim)[:6]
-    prof = profile_of(rgb, gt, shown)
+    stats = [{**s, "calib": {k: v for k, v in s["calib"].items() if k != "inset"}}
+             for s in describe_examples(rgb, gt[shown], ["obj"] * len(shown))]
+    prof = build_profile([("obj", s) for s in stats])
     entry = prof["classes"]["obj"]
     settings = [Setting("flat", 0.1, 0.0, 0.0), *[Setting(**s) for s in entry["settings"]]]
     cand = propose(rgb, scale_of(entry), settings, label="obj")
@@ -1449,3 +1457,75 @@ def test_candidate_shapes_are_measured_once_per_crop_and_follow_slices():
     np.testing.assert_array_equal(areas, inst.areas)
     # a setting's index is its place in GRID
     assert all(GRID_INDEX[g] == k for k, g in enumerate(GRID))
+
+
+def test_inset_labels_drop_each_objects_outer_ring_and_part_touching_ones():
+    from sam_detect.segment.calibrated import inset_labels
+
+    lab = np.zeros((20, 16), np.int32)
+    lab[2:10, 2:8] = 1  # 8 x 6
+    lab[2:10, 8:14] = 2  # touching 1 along a whole side
+    lab[15, 2:13] = 3  # one pixel wide
+    out = inset_labels(lab)
+    assert out.dtype == lab.dtype
+    assert (out == 1).sum() == 6 * 4 and (out == 2).sum() == 6 * 4
+    assert not (out == 3).any()  # thinner than the inset: gone
+    assert ((out > 0) <= (lab > 0)).all() and (out[out > 0] == lab[out > 0]).all()
+    # the seam: no pixel of 1 has a 4-neighbour of 2 any more
+    assert not ((out[:, :-1] == 1) & (out[:, 1:] == 2)).any()
+    assert (inset_labels(lab, 0) == lab).all()
+
+
+def textured(seed: int):
+    """Grey objects with a strong texture inside and a soft edge (the blur spreads each
+    object past its outline), and a label image drawn a pixel inside the objects' edge."""
+    from sam_detect.segment.calibrated import inset_labels
+
+    rng = np.random.default_rng(seed)
+    lab = np.zeros((192, 192), np.int32)
+    place(lab, rng, 14, (8, 12), margin=2, ratio=0.7, gap=3)
+    base = cv2.GaussianBlur(np.where(lab > 0, 170.0, 40.0).astype(np.float32), (0, 0), 2.0)
+    tex = cv2.GaussianBlur(rng.normal(0, 1, base.shape).astype(np.float32), (0, 0), 1.0)
+    img = np.clip(base + np.where(lab > 0, 60.0, 8.0) * tex / tex.std(), 0, 255).astype(np.uint8)
+    return np.repeat(img[..., None], 3, axis=2), inset_labels(lab)
+
+
+def test_examples_drawn_inside_the_thresholds_edge_have_every_setting_draw_its_outlines_inset():
+    """Textured objects need a low threshold to come out whole, and a low threshold draws
+    them past the blur of their edge; examples outlined tighter than that say so: each of
+    the class's settings then draws its outlines ``INSET`` pixels inside, and the objects
+    that were not examples come out closer to how the examples are drawn. Examples measured
+    before insets were (no ``inset`` in their ``calib``) keep the threshold's outlines."""
+    from sam_detect.segment.calibrated import GRID_INDEX, INSET
+
+    inset_iou, plain_iou = [], []
+    for seed in (2, 3, 4):
+        rgb, lab = textured(seed)
+        gt, _ = Instances.from_label_image(lab)
+        stats = describe_examples(rgb, gt[:6], ["obj"] * 6)
+        old = [{**s, "calib": {k: v for k, v in s["calib"].items() if k != "inset"}} for s in stats]
+        e = build_profile([("obj", s) for s in stats])["classes"]["obj"]
+        e_old = build_profile([("obj", s) for s in old])["classes"]["obj"]
+        assert all(st.get("inset") == INSET for st in e["settings"] if st["split_on"] != "own")
+        assert not any("inset" in st for st in e_old["settings"])
+        assert e["reproduction"] > e_old["reproduction"]
+        assert "with outlines drawn 1 px inside" in describe({"classes": {"obj": e}})[0]
+        for entry, out in ((e, inset_iou), (e_old, plain_iou)):
+            settings = [Setting(**st) for st in entry["settings"]]
+            cand = propose(rgb, scale_of(entry), settings, "obj")
+            # each candidate names the setting that drew it by its place in the grid
+            assert set(cand.data["setting"].tolist()) <= {GRID_INDEX[s.drawn] for s in settings}
+            out.extend(instances_iou(cand, gt[6:]).max(axis=0))
+    assert np.mean(inset_iou) > np.mean(plain_iou) + 0.01
+
+
+@pytest.mark.parametrize("wide", [0, 1])
+def test_examples_drawn_at_or_past_a_sharp_edge_keep_the_thresholds_outlines(wide):
+    from skimage.segmentation import expand_labels
+
+    for seed in (1, 2, 3):
+        rgb, lab = blobs(seed, fg=(200, 200, 200), bg=(30, 30, 30), r=(8, 12))
+        rgb = cv2.GaussianBlur(rgb, (0, 0), 1.2)
+        gt, _ = Instances.from_label_image(expand_labels(lab, wide))
+        e = profile_of(rgb, gt, range(5))["classes"]["obj"]
+        assert e["settings"] and not any("inset" in st for st in e["settings"])

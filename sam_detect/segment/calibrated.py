@@ -15,7 +15,9 @@ module holds that segmenter and its settings grid:
 4. touching objects split by a distance-transform watershed with ``h`` a fraction of the
    examples' radius (``0``: no split), at the intensity's maxima, or at the maxima of the
    scale-normalised Laplacian of Gaussian over the examples' sizes ("blob": a small object
-   touching a large one gets its own seed).
+   touching a large one gets its own seed);
+5. optionally, each object's outline drawn a pixel inside (``inset``), where the examples
+   are outlined tighter than a threshold draws them (the blur around an object).
 
 :data:`GRID` lists the settings tried when examples are added; each example records the
 IoU with which each setting reproduces it (:func:`grid_ious`), and the profile keeps the
@@ -29,6 +31,7 @@ data sets reported in docs/performance.md.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -62,6 +65,15 @@ BLOB_SEPARATION = 0.7
 BACKGROUNDS = ("flat", "opening")
 #: Gaussian smoothing of the projection, sigma as a fraction of the examples' median radius
 SMOOTHS = (0.125, 0.33)
+#: each setting's outline may also be drawn this many pixels inside the threshold's (the
+#: objects' outermost ring of pixels dropped): annotators differ in where they draw an
+#: outline, and a threshold's edge follows the blur around an object. Each setting is
+#: measured both ways on the examples and the profile keeps, per setting, whichever
+#: reproduces them better (``profile.build_profile``). Only inward: a pixel outward was tried
+#: on the development sets too, and the examples chose it where the scored images' objects
+#: did not want it (``dev_cross``: reproduction 0.912 -> 0.940, F1 0.958 -> 0.942;
+#: docs/performance.md, session 31)
+INSET = 1
 GRID_VERSION = 9
 
 
@@ -75,10 +87,19 @@ class Setting:
     split: float
     split_on: str = "shape"
     smooth: float = SMOOTHS[0]
+    inset: int = 0  # the outline drawn this many pixels inside the threshold's (``INSET``)
 
     def to_dict(self) -> dict:
-        return {"background": self.background, "level": self.level, "refine": self.refine,
-                "split": self.split, "split_on": self.split_on, "smooth": self.smooth}
+        d = {"background": self.background, "level": self.level, "refine": self.refine,
+             "split": self.split, "split_on": self.split_on, "smooth": self.smooth}
+        if self.inset:
+            d["inset"] = self.inset
+        return d
+
+    @property
+    def drawn(self) -> Setting:
+        """The same setting with the threshold's own outline (its place in ``GRID``)."""
+        return dataclasses.replace(self, inset=0) if self.inset else self
 
 
 #: the segmenter's own settings (the classical defaults, or the user's options), judged by
@@ -370,7 +391,24 @@ def label_images(prepared: Any, scale: Scale, settings: list[Setting], roi: np.n
         if splits is None or splits[0] != key:
             splits = (key, _Splits(by_fg[key], scale, prep.resid(s.background),
                                    blob_of(prep, (s.smooth, s.background))))
-        yield s, splits[1].labels(s.split, s.split_on)
+        labels = splits[1].labels(s.split, s.split_on)
+        yield s, inset_labels(labels, s.inset) if s.inset else labels
+
+
+def inset_labels(labels: np.ndarray, px: int = INSET) -> np.ndarray:
+    """``labels`` with each object's outermost ``px`` rings of pixels dropped (4-connected:
+    a pixel stays where its four neighbours carry its own label), so touching objects
+    part by a seam as they do from the ground; an object thinner than that vanishes."""
+    import cv2
+
+    out = labels
+    cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+    for _ in range(px):
+        f = out.astype(np.float32)  # exact for labels below 2**24
+        lo = cv2.erode(f, cross, borderType=cv2.BORDER_REPLICATE)
+        hi = cv2.dilate(f, cross, borderType=cv2.BORDER_REPLICATE)
+        out = np.where(lo == hi, out, 0).astype(labels.dtype, copy=False)
+    return out
 
 
 class _Mosaic:
@@ -413,8 +451,10 @@ class _Mosaic:
 
 
 def grid_ious(rgb: np.ndarray, scale: Scale, masks: list[tuple[np.ndarray, tuple[int, int]]],
-              own: Any = None) -> np.ndarray:
-    """``(len(GRID), K)`` float32: how well each setting reproduces each example mask.
+              own: Any = None, inset: bool = False) -> np.ndarray:
+    """``(len(GRID), K)`` float32: how well each setting reproduces each example mask;
+    ``(2, len(GRID), K)`` with ``inset``: then also with each setting's outline drawn
+    ``INSET`` pixels inside (the segmenter's own settings as they are: never inset).
 
     ``own``: the segmenter whose own settings are the ``OWN`` setting (a segmenter with
     ``segment(rgb)``; ``None``: that row stays 0, so ``OWN`` is never chosen).
@@ -424,9 +464,9 @@ def grid_ious(rgb: np.ndarray, scale: Scale, masks: list[tuple[np.ndarray, tuple
     (examples are partial labels). The settings run on windows around the examples
     (:class:`_Mosaic`), so the cost grows with the examples, not the image.
     """
-    out = np.zeros((len(GRID), len(masks)), np.float32)
+    out = np.zeros((2, len(GRID), len(masks)), np.float32)
     if not masks:
-        return out
+        return out if inset else out[0]
     from concurrent.futures import ThreadPoolExecutor
 
     mosaics = {sm: _Mosaic(Prepared(rgb, scale, sm), masks) for sm in SMOOTHS}
@@ -443,7 +483,9 @@ def grid_ious(rgb: np.ndarray, scale: Scale, masks: list[tuple[np.ndarray, tuple
         done, last, iou = [], None, None
         for s, labels in label_images(mosaics.__getitem__, scale, grid, roi):
             if labels is not last:  # a split that splits nothing gives its components again
-                last, iou = labels, _reproduction(labels, first.masks)
+                last = labels
+                iou = (_reproduction(labels, first.masks),
+                       _reproduction(inset_labels(labels), first.masks) if inset else None)
             done.append((GRID_INDEX[s], iou))
         return done
 
@@ -454,13 +496,16 @@ def grid_ious(rgb: np.ndarray, scale: Scale, masks: list[tuple[np.ndarray, tuple
     _ = morphology.h_maxima, morphology.local_maxima, morphology.reconstruction, segmentation.watershed
     with ThreadPoolExecutor(len(SMOOTHS)) as pool:
         for done in pool.map(rows, SMOOTHS):
-            for g, iou in done:
-                out[g] = iou
+            for g, (iou, iou_in) in done:
+                out[0, g] = iou
+                if iou_in is not None:
+                    out[1, g] = iou_in
     if own is not None:
         # the segmenter's own settings need the whole image (their background and noise
         # estimates are global): one segmentation, scored on the same examples
-        out[GRID_INDEX[OWN]] = _reproduction(own.segment(rgb).to_label_image(), masks)
-    return out
+        out[0, GRID_INDEX[OWN]] = _reproduction(own.segment(rgb).to_label_image(), masks)
+        out[1, GRID_INDEX[OWN]] = out[0, GRID_INDEX[OWN]]  # drawn as that segmenter draws them
+    return out if inset else out[0]
 
 
 def _reproduction(labels: np.ndarray, masks: list[tuple[np.ndarray, tuple[int, int]]]) -> np.ndarray:
@@ -526,7 +571,7 @@ def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str |
         preps = functools.cache(lambda sm, sub=rgb[wy0:wy1, wx0:wx1]: Prepared(sub, scale, sm))
         found = [(m.crop, (m.x0 - wx0, m.y0 - wy0), own_setting) for m in mine]
         for s, labels in label_images(preps, scale, [s for s in settings if s != OWN]):
-            made = GRID_INDEX.get(s, -1)
+            made = GRID_INDEX.get(s.drawn, -1)
             areas = np.bincount(labels.ravel())
             for i, sl in enumerate(ndi.find_objects(labels), 1):
                 if sl is None or not CUT_FLOOR * lo <= areas[i] <= hi:
@@ -550,7 +595,7 @@ def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str |
         out.metadata["tiles"] = len(windows)
         return out
     # the whole image's order: the segmenter's own candidates, then setting by setting
-    rank = {GRID_INDEX.get(s, -1): r for r, s in enumerate(settings)}
+    rank = {GRID_INDEX.get(s.drawn, -1): r for r, s in enumerate(settings)}
     rank[own_setting] = -1
     order = np.argsort([rank.get(s, len(settings)) for s in made_by], kind="stable")
     inst = Instances.from_crops([crops[i] for i in order], np.asarray(origins, np.int64)[order], (h, w))
@@ -629,7 +674,11 @@ def edge_contrast(x: np.ndarray, crops: Sequence[MaskCrop], contrast: float) -> 
     of the examples' contrast: the mean of ``x`` (the projection, objects bright) in a band
     just inside the outline minus that in a band just outside. A whole object's outline
     runs along its edge all round; a fragment's runs partly through its object, where
-    inside and outside are alike, while two touching objects meet in a valley."""
+    inside and outside are alike, while two touching objects meet in a valley.
+
+    An outline drawn inside the threshold's (``Setting.inset``) is measured where it is
+    drawn, as the examples' outlines are (measured at the threshold's outline instead, the
+    development sets lost 0.002 on average: docs/performance.md, session 31)."""
     import cv2
 
     h, w = x.shape
