@@ -216,15 +216,28 @@ class ReadOnlyStore:
 
 
 def _open_snapshot(snapshot: LibrarySnapshot) -> Any:
+    """A store on an unpacked copy of ``snapshot`` in a temporary folder, which is removed
+    when the store is dropped (a later run's detector replaces this one) or the worker
+    exits: each copy of a Qdrant Edge library is ~140 MB on disk, and left behind they had
+    filled a development machine's disk (468 of them, 64 GB, from test and benchmark runs)."""
+    import shutil
+    import weakref
+
     from sam_detect.store import create_store
 
     root = Path(tempfile.mkdtemp(prefix=f"sam-detect-library-{snapshot.token[:8]}-"))
-    for rel, data in snapshot.files.items():
-        target = root / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(zlib.decompress(data))
-    path = root / next(iter(snapshot.files)) if snapshot.store == "memory" and snapshot.files else root
-    return create_store(snapshot.store, path=str(path), **snapshot.options)
+    try:
+        for rel, data in snapshot.files.items():
+            target = root / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(zlib.decompress(data))
+        path = root / next(iter(snapshot.files)) if snapshot.store == "memory" and snapshot.files else root
+        store = create_store(snapshot.store, path=str(path), **snapshot.options)
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    weakref.finalize(store, shutil.rmtree, str(root), True)
+    return store
 
 
 # -- per-worker detectors ------------------------------------------------------------------

@@ -170,6 +170,32 @@ def test_library_is_read_only_on_workers(client, hela):
     assert "\n" not in text and "read-only" in text and "sam-detect add" in text and "--qdrant-url" in text
 
 
+def test_a_workers_unpacked_library_is_removed_with_its_detector(hela):
+    """Each run unpacks the library on each worker into a temporary folder; a later run's
+    detector replaces the earlier one in the worker's thread, and the earlier folder goes
+    with it (left behind, each copy of a Qdrant Edge library is ~140 MB)."""
+    import gc
+    import glob
+    import tempfile
+
+    snapshot = cl.library_snapshot(hela["config"])
+    pattern = os.path.join(tempfile.gettempdir(), f"sam-detect-library-{snapshot.token[:8]}-*")
+    cl.worker_detector(hela["config"], snapshot, "cleanup-first")
+    first = glob.glob(pattern)
+    assert len(first) == 1 and os.listdir(first[0])
+    later = cl.library_snapshot(hela["config"])
+    cl.worker_detector(hela["config"], later, "cleanup-second")
+    gc.collect()
+    assert not os.path.exists(first[0])
+    kept = glob.glob(os.path.join(tempfile.gettempdir(), f"sam-detect-library-{later.token[:8]}-*"))
+    assert len(kept) == 1  # the detector in use keeps its copy
+    with cl._DETECTORS_LOCK:
+        key = next(k for k in cl._DETECTORS if k[0] == "cleanup-second")
+        cl._DETECTORS.pop(key).close()
+    gc.collect()
+    assert not os.path.exists(kept[0])
+
+
 def test_in_memory_library_cannot_be_sent(hela):
     from sam_detect.errors import LibraryError
 
