@@ -56,6 +56,17 @@ MIN_SEPARATION = 0.7
 #: (Mann-Whitney: ``sqrt((n1 + n0 + 1) / (12 n1 n0))``): four examples among sixteen alike
 #: objects reach 0.8 by chance
 MIN_SEPARATION_Z = 3.0
+#: ... or 2 standard errors where the rows say where each candidate lies and the examples
+#: are no easier to tell from the rest by position than ``MAX_POSITION_SEPARATION``. The
+#: model assumes the examples are a random choice among their images' objects; examples
+#: picked by position (the first rows of coins, boxed in reading order) are told from the
+#: other objects by where they lie (out-of-fold ROC AUC 0.98-1.0 for 6-16 coins), a patch
+#: labelled in full is not (0.27-0.76 on the development H&E patches, 0.29-0.81 on the
+#: fluorescence ones). There the weaker test lets the model act on 26 of 36 H&E stroma
+#: draws instead of 17 (F1 0.542 -> 0.566) and on none of the fluorescence draws
+#: (docs/performance.md, session 31)
+MIN_SEPARATION_Z_AT_RANDOM = 2.0
+MAX_POSITION_SEPARATION = 0.85
 #: ... and only where at least this many examples were proposed (``labelled`` groups). The
 #: model assumes the examples are a random choice among their images' objects; a handful
 #: picked by position or visibility (the first row of coins) differ from the other objects
@@ -128,7 +139,15 @@ def _g(model: dict, x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-(z @ np.asarray(model["w"][1:]) + model["w"][0])))
 
 
-def fit(x: np.ndarray, labelled: np.ndarray, groups: np.ndarray | None = None) -> dict | None:
+def _position_features(positions: np.ndarray) -> np.ndarray:
+    """Each candidate's centre ``(x, y)`` (shares of the image's width and height), with its
+    squares and product: a quadratic surface can tell a row, a corner or a band apart."""
+    px, py = positions[:, 0], positions[:, 1]
+    return np.stack([px, py, px * px, py * py, px * py], axis=1)
+
+
+def fit(x: np.ndarray, labelled: np.ndarray, groups: np.ndarray | None = None,
+        positions: np.ndarray | None = None) -> dict | None:
     """The model from candidates' :func:`features` ``x`` ``(N, F)``, which of them are
     labelled examples ``(N,)`` bool, and ``groups`` ``(N,)`` int: which candidates are
     alternatives of one object (they overlap; default: each its own). ``None`` with fewer
@@ -141,7 +160,10 @@ def fit(x: np.ndarray, labelled: np.ndarray, groups: np.ndarray | None = None) -
     and split otherwise; folds that split an object's alternatives would test the model on
     near-copies of its training rows, and the separation would look better than it is. The
     separation's standard error counts groups, not rows, for the same reason;
-    ``labelled`` / ``unlabelled`` count groups too."""
+    ``labelled`` / ``unlabelled`` count groups too. With ``positions`` ``(N, 2)`` (each
+    candidate's centre as shares of its image's width and height), also
+    ``"position_separation"``: the same out-of-fold ROC AUC for a model of the candidates'
+    positions alone, which tells whether the examples lie apart from the rest."""
     x = np.asarray(x, np.float64)
     y = np.asarray(labelled, bool)
     if len(x) != len(y):
@@ -165,20 +187,33 @@ def fit(x: np.ndarray, labelled: np.ndarray, groups: np.ndarray | None = None) -
         idx = np.flatnonzero(has_labelled == kind)
         group_fold[idx] = rng.permutation(len(idx)) % FOLDS
     fold = group_fold[g_idx]
-    out = np.zeros(len(y))
-    for k in range(FOLDS):
-        held = fold == k
-        if not held.any():
-            continue
-        m, s, wk = _logistic(x[~held], yf[~held])
-        out[held] = _g({"mean": m, "sd": s, "w": wk}, x[held])
+
+    def out_of_fold(v: np.ndarray) -> np.ndarray:
+        out = np.zeros(len(y))
+        for k in range(FOLDS):
+            held = fold == k
+            if not held.any():
+                continue
+            m, s, wk = _logistic(v[~held], yf[~held])
+            out[held] = _g({"mean": m, "sd": s, "w": wk}, v[held])
+        return out
+
     from scipy.stats import rankdata
 
-    ranks = rankdata(out)
-    separation = (ranks[y].sum() - y.sum() * (y.sum() + 1) / 2) / (y.sum() * (~y).sum())
+    def auc(out: np.ndarray) -> float:
+        ranks = rankdata(out)
+        return float((ranks[y].sum() - y.sum() * (y.sum() + 1) / 2) / (y.sum() * (~y).sum()))
+
+    out = out_of_fold(x)
+    separation = auc(out)
     z = (separation - 0.5) / np.sqrt((n1 + n0 + 1) / (12.0 * n1 * n0))
     model.update(c=round(float(out[y].mean()), 4), separation=round(float(separation), 4), separation_z=round(float(z), 2),
                  labelled=n1, unlabelled=n0)
+    if positions is not None:
+        pos = np.asarray(positions, np.float64)
+        if pos.shape != (len(y), 2):
+            raise ValueError(f"{len(y)} rows but positions of shape {pos.shape}")
+        model["position_separation"] = round(auc(out_of_fold(_position_features(pos))), 4)
     return model
 
 
@@ -187,13 +222,24 @@ def probability(model: dict, x: np.ndarray) -> np.ndarray:
     return np.clip(_g(model, x) / max(float(model["c"]), 1e-6), 0.0, 1.0)
 
 
+def at_random(model: dict) -> bool:
+    """Whether the rows say where the candidates lie and the examples do not lie apart from
+    the rest (``MAX_POSITION_SEPARATION``): no sign that they were picked by position."""
+    pos = model.get("position_separation")
+    return pos is not None and float(pos) <= MAX_POSITION_SEPARATION
+
+
 def applies(model: dict | None) -> bool:
     """Whether ``detect`` uses ``model``: fitted, ``c >= MIN_LABEL_FREQUENCY``, an
-    out-of-fold separation of at least ``MIN_SEPARATION`` and ``MIN_SEPARATION_Z``, and at
-    least ``MIN_LABELLED_OBJECTS`` examples proposed."""
-    return (bool(model) and model.get("version") == VERSION and float(model.get("c", 0.0)) >= MIN_LABEL_FREQUENCY
+    out-of-fold separation of at least ``MIN_SEPARATION`` and ``MIN_SEPARATION_Z``
+    (``MIN_SEPARATION_Z_AT_RANDOM`` where the examples lie among the rest: :func:`at_random`),
+    and at least ``MIN_LABELLED_OBJECTS`` examples proposed."""
+    if not model or model.get("version") != VERSION:
+        return False
+    z = MIN_SEPARATION_Z_AT_RANDOM if at_random(model) else MIN_SEPARATION_Z
+    return (float(model.get("c", 0.0)) >= MIN_LABEL_FREQUENCY
             and float(model.get("separation", 0.0)) >= MIN_SEPARATION
-            and float(model.get("separation_z", 0.0)) >= MIN_SEPARATION_Z
+            and float(model.get("separation_z", 0.0)) >= z
             and int(model.get("labelled", 0)) >= MIN_LABELLED_OBJECTS)
 
 
@@ -217,7 +263,8 @@ def rows_for_examples(candidates: Instances, profile: dict | None, examples: Ins
     candidate's :func:`features`, its group (candidates that overlap, by ``GROUP_OVERLAP`` of
     the smaller one, are alternatives of one object: one group, numbered within the image)
     and a last column 1 (it is one of ``examples``, a positive one (``positive``, default
-    all): IoU >= ``MATCH_IOU``) or 0 (it matches no positive example). The first ``owners``
+    all): IoU >= ``MATCH_IOU``) or 0 (it matches no positive example); before those two,
+    its centre as shares of the image's width and height. The first ``owners``
     of ``examples`` (default all) are the new ones that carry the rows, the rest the
     library's earlier examples of the same image, which mark their candidates but carry
     none: a candidate goes with the new example it is, else with the new example whose box
@@ -247,8 +294,12 @@ def rows_for_examples(candidates: Instances, profile: dict | None, examples: Ins
     n = len(candidates)
     ii, jj = (np.array(v, np.int64) for v in zip(*pairs, strict=True)) if pairs else (np.zeros(0, np.int64),) * 2
     _, group = connected_components(coo_matrix((np.ones(len(ii)), (ii, jj)), shape=(n, n)), directed=False)
+    h, w = candidates.image_hw
+    b = candidates.boxes.astype(np.float64)
+    cx, cy = (b[:, 0] + b[:, 2]) / 2 / max(w, 1), (b[:, 1] + b[:, 3]) / 2 / max(h, 1)
     for i, row in enumerate(x):
-        out[int(owner[i])].append([round(float(v), 4) for v in row] + [float(group[i]), 1.0 if matched[i] else 0.0])
+        out[int(owner[i])].append([round(float(v), 4) for v in row] + [round(float(cx[i]), 4), round(float(cy[i]), 4),
+                                                                      float(group[i]), 1.0 if matched[i] else 0.0])
     return out
 
 
@@ -266,16 +317,19 @@ def model_from_payloads(payloads: Sequence[dict]) -> dict | None:
         if p.get("image_key") and at != latest.get(p["image_key"], 0):
             continue
         for r in p.get("unlabelled") or []:
-            if len(r) == len(FEATURES) + 2:
-                rows.append(r)
+            if len(r) in (len(FEATURES) + 2, len(FEATURES) + 4):
+                # rows measured before positions were: the features, a position of NaN
+                rows.append(list(r[:len(FEATURES)]) + (list(r[len(FEATURES):-2]) or [np.nan, np.nan]) + list(r[-2:]))
                 groups.append((p.get("image_key"), at, int(r[-2])))
     if not rows:
         return None
     # one order whatever order the store yields the examples in (the folds follow it)
-    order = sorted(range(len(rows)), key=lambda i: (str(groups[i][0]), groups[i][1:], rows[i]))
+    order = sorted(range(len(rows)), key=lambda i: (str(groups[i][0]), groups[i][1:], [-1.0 if v != v else v for v in rows[i]]))
     a = np.asarray([rows[i] for i in order], np.float64)
     ids = {g: k for k, g in enumerate(dict.fromkeys(groups[i] for i in order))}
-    return fit(a[:, :-2], a[:, -1] > 0.5, np.array([ids[groups[i]] for i in order]))
+    n = len(FEATURES)
+    positions = a[:, n:n + 2] if np.isfinite(a[:, n:n + 2]).all() else None
+    return fit(a[:, :n], a[:, -1] > 0.5, np.array([ids[groups[i]] for i in order]), positions)
 
 
 def describe(model: dict | None) -> list[str]:
@@ -288,6 +342,9 @@ def describe(model: dict | None) -> list[str]:
         state = f"not used: the examples are under {MIN_LABEL_FREQUENCY:.0%} of their images' objects"
     elif int(model.get("labelled", 0)) < MIN_LABELLED_OBJECTS:
         state = f"not used: fewer than {MIN_LABELLED_OBJECTS} examples proposed"
+    elif model.get("position_separation") is not None and not at_random(model):
+        state = ("not used: the examples lie apart from the rest of their images' objects (picked by position?), "
+                 "and the rest look too much like them")
     else:
         state = "not used: the examples and the rest look alike, or are too few to tell apart"
     return [f"the example images' candidates: {model['labelled']} examples proposed, {model['unlabelled']} other objects or pieces; "
@@ -295,5 +352,5 @@ def describe(model: dict | None) -> list[str]:
             f"{float(model['separation']):.2f} ({state})"]
 
 
-__all__ = ["FEATURES", "GROUP_OVERLAP", "MATCH_IOU", "MIN_LABEL_FREQUENCY", "MIN_LABELLED_OBJECTS", "MIN_SEPARATION", "MIN_SEPARATION_Z", "MIN_PROBABILITY", "VERSION", "applies", "describe",
+__all__ = ["FEATURES", "GROUP_OVERLAP", "MATCH_IOU", "MIN_LABEL_FREQUENCY", "MIN_LABELLED_OBJECTS", "MIN_SEPARATION", "MIN_SEPARATION_Z", "MIN_SEPARATION_Z_AT_RANDOM", "MAX_POSITION_SEPARATION", "MIN_PROBABILITY", "VERSION", "applies", "at_random", "describe",
            "features", "fit", "image_key", "model_from_payloads", "probability", "rows_for_examples"]

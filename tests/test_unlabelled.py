@@ -107,6 +107,51 @@ def test_model_from_payloads_takes_each_images_latest_measurement():
     assert model_from_payloads([{"shape": {}}]) is None
 
 
+def test_examples_that_lie_apart_from_the_rest_are_told_by_their_position():
+    """Rows carry each candidate's centre: examples spread among the rest (a patch labelled
+    in full) cannot be told from them by position; examples in a band along the top (boxed
+    row by row) can."""
+    from sam_detect.unlabelled import MAX_POSITION_SEPARATION, at_random
+
+    x, y, _ = rows(9)
+    rng = np.random.default_rng(9)
+    spread = rng.uniform(0, 1, (len(x), 2))
+    banded = spread.copy()
+    banded[y, 1] = rng.uniform(0.0, 0.2, int(y.sum()))  # the examples: the top fifth
+    banded[~y, 1] = rng.uniform(0.2, 1.0, int((~y).sum()))
+    at_random_model, picked = fit(x, y, positions=spread), fit(x, y, positions=banded)
+    assert at_random_model["position_separation"] <= MAX_POSITION_SEPARATION and at_random(at_random_model)
+    assert picked["position_separation"] > 0.95 and not at_random(picked)
+    assert "position_separation" not in fit(x, y)  # no positions: not measured
+    # rows carry the centre before the group and the flag; rows from before positions were
+    # measured still count, and then nothing says where they lie
+    new = np.column_stack([x, spread, np.arange(len(x)), y]).round(4).tolist()
+    old = np.column_stack([x, np.arange(len(x)), y]).round(4).tolist()
+    assert model_from_payloads([{"unlabelled": new}])["position_separation"] == pytest.approx(
+        at_random_model["position_separation"], abs=0.02)
+    from_old = model_from_payloads([{"unlabelled": old}])
+    assert "position_separation" not in from_old and from_old["labelled"] == 30
+    assert "position_separation" not in model_from_payloads([{"image_key": "a", "unlabelled": new[:50]},
+                                                             {"image_key": "a", "unlabelled": old[50:]}])
+
+
+def test_the_weaker_separation_test_holds_only_for_examples_that_lie_among_the_rest():
+    from sam_detect.unlabelled import (
+        MAX_POSITION_SEPARATION,
+        MIN_SEPARATION_Z,
+        MIN_SEPARATION_Z_AT_RANDOM,
+        VERSION,
+    )
+
+    z = (MIN_SEPARATION_Z + MIN_SEPARATION_Z_AT_RANDOM) / 2
+    base = {"version": VERSION, "c": 0.4, "separation": 0.8, "separation_z": z, "labelled": 12, "unlabelled": 40}
+    assert applies({**base, "position_separation": 0.5})
+    assert not applies({**base, "position_separation": MAX_POSITION_SEPARATION + 0.05})
+    assert "picked by position" in describe({**base, "position_separation": 0.97})[0]
+    assert not applies(base)  # rows without positions: the strict test
+    assert applies({**base, "separation_z": MIN_SEPARATION_Z, "position_separation": 0.97})
+
+
 def test_the_model_does_not_depend_on_the_order_the_store_yields_examples_in():
     """Folds follow the rows' order; a store yields examples in its own order (by id)."""
     x, y, _ = rows(8)
@@ -307,4 +352,38 @@ def test_a_handful_of_examples_picked_in_a_row_leave_the_other_coins_alone():
     model = det.unlabelled_model
     assert model["labelled"] < MIN_LABELLED_OBJECTS and not applies(model)
     assert "not used: fewer than 10 examples proposed" in describe(model)[0]
+    assert len(det.detect(rgb)) >= 23
+
+
+def test_ten_coins_boxed_in_reading_order_lie_apart_and_leave_the_others_alone():
+    """Ten of scikit-image's coins boxed one at a time, row by row: enough examples for the
+    model, which tells them from the other coins by their features about as well as a labelled
+    patch's nuclei from its debris (z between 2 and 3), and by position far better: the
+    examples were picked by where they lie, so the strict test holds and the coins stay."""
+    import sys
+    from pathlib import Path
+
+    from skimage import data
+
+    from sam_detect.unlabelled import MIN_LABELLED_OBJECTS, at_random
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from bench_examples import COINS_GT
+
+    rgb = np.repeat(data.coins()[..., None], 3, axis=2)
+    det = detector("coins-rows")
+    added = 0
+    for x, y, r in sorted(COINS_GT, key=lambda d: (round(d[1] / 60), d[0])):
+        box = (max(x - r - 4, 0), max(y - r - 4, 0), min(x + r + 4, 383), min(y + r + 4, 302))
+        try:
+            det.add_example(rgb, box=box, label="coin")
+        except Exception:  # a box the segmenter finds nothing in (a dim coin)
+            continue
+        added += 1
+        if added == 10:
+            break
+    model = det.unlabelled_model
+    assert model["labelled"] >= MIN_LABELLED_OBJECTS and model["position_separation"] > 0.95
+    assert not at_random(model) and not applies(model)
+    assert "picked by position" in describe(model)[0]
     assert len(det.detect(rgb)) >= 23
