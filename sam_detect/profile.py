@@ -514,7 +514,7 @@ def build_profile(examples: Iterable[tuple[str, dict]]) -> dict:
         # the shape ranges come from the typical examples: a 6-pixel slip is "eccentricity
         # 1.0, solidity 0.8" and would admit every merged pair
         shaped = [s for s, t in zip(sized, _typical(log_a), strict=True) if t]
-        calibrated = [iou for iou in map(_grid_iou, stats) if iou is not None]
+        measured = [(s, iou) for s in stats if (iou := _grid_iou(s)) is not None]
         entry: dict[str, Any] = {
             "count": len(stats),
             "direction": [round(float(v), 4) for v in sc.direction],
@@ -540,8 +540,8 @@ def build_profile(examples: Iterable[tuple[str, dict]]) -> dict:
             entry["level_floor"] = level_floor
         if all("grey_levels" in st for st in stats):  # every example image grey
             entry["grey_levels"] = [round(float(v), 2) for v in np.median([st["grey_levels"] for st in stats], axis=0)]
-        if calibrated:
-            chosen, mean_iou, inset = _settings(stats, calibrated, positives, pooled_ious)
+        if measured:
+            chosen, mean_iou, inset = _settings(measured, positives, pooled_ious)
             entry["settings"] = [(GRID[i] if GRID[i] == OWN else replace(GRID[i], inset=inset)).to_dict()
                                  for i in chosen]
             entry["reproduction"] = round(float(mean_iou[chosen[0]]), 3)
@@ -552,9 +552,10 @@ def build_profile(examples: Iterable[tuple[str, dict]]) -> dict:
     return {"version": PROFILE_VERSION, "grid": GRID_VERSION, "classes": classes}
 
 
-def _settings(stats: Sequence[dict], calibrated: list, positives: Sequence[dict],
+def _settings(measured: Sequence[tuple[dict, list]], positives: Sequence[dict],
               pooled_ious: list) -> tuple[list[int], np.ndarray, int]:
-    """``(chosen, mean_iou, inset)``: a class's settings (indices into ``GRID``, the lead
+    """``(chosen, mean_iou, inset)`` from a class's calibrated examples ``measured``
+    (``(shape payload, its _grid_iou)`` pairs): its settings (indices into ``GRID``, the lead
     first, :func:`_alternatives`), the examples' mean reproduction IoU per setting they were
     chosen on, and the pixels every one of them draws its outlines inside the threshold's
     (``INSET`` or 0).
@@ -574,9 +575,9 @@ def _settings(stats: Sequence[dict], calibrated: list, positives: Sequence[dict]
             mean = _with_prior(mean, len(ious), np.asarray(pooled, np.float64).mean(axis=0))
         return mean
 
-    mean_iou = mean_of(calibrated, pooled_ious)
+    mean_iou = mean_of([iou for _, iou in measured], pooled_ious)
     chosen = _alternatives(mean_iou)
-    insets = [_grid_iou(s, inset=True) for s in stats if _grid_iou(s) is not None]
+    insets = [_grid_iou(s, inset=True) for s, _ in measured]
     if any(v is None for v in insets):
         return chosen, mean_iou, 0
     pooled_in = [v for v in (_grid_iou(s, inset=True) for s in positives) if v is not None]

@@ -53,6 +53,19 @@ def crop(name: str) -> tuple[np.ndarray, np.ndarray, dict]:
     raise SystemExit(f"unknown crop {name!r}; choose stroma or nest")
 
 
+def source(crop_name: str, set_name: str | None = None) -> tuple:
+    """``(image, label, id -> type)`` of ``--crop`` or, with ``--set``, lists of a development
+    set's frames and label images, every object one class ("nucleus")."""
+    if not set_name:
+        return crop(crop_name)
+    import bench_data
+
+    if set_name not in bench_data.DEV:
+        raise SystemExit(f"--set takes a development set: {', '.join(bench_data.DEV)}")
+    image, label = (list(v) for v in bench_data.load(set_name))
+    return image, label, {i: "nucleus" for lab in label for i in np.unique(lab)}
+
+
 def patches(image: np.ndarray | list, label: np.ndarray | list, rng: np.random.Generator) -> tuple[list, list]:
     """Three random patches and their label images (pieces under ``MIN_AREA`` px dropped);
     from lists of frames, each patch from a frame drawn at random."""
@@ -174,15 +187,7 @@ def main() -> None:
     from sam_detect import DetectorConfig
 
     config = DetectorConfig(segmenter="classical", embedder=args.embedder, store="memory")
-    if args.set:
-        import bench_data
-
-        if args.set not in bench_data.DEV:
-            raise SystemExit(f"--set takes a development set: {', '.join(bench_data.DEV)}")
-        image, label = (list(v) for v in bench_data.load(args.set))
-        class_of = {i: "nucleus" for lab in label for i in np.unique(lab)}
-    else:
-        image, label, class_of = crop(args.crop)
+    image, label, class_of = source(args.crop, args.set)
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         for d in range(args.draws or (6 if seed == 0 else 10)):

@@ -90,15 +90,7 @@ def main() -> None:
     from sam_detect import DetectorConfig
 
     config = DetectorConfig(segmenter="classical", embedder="views", store="memory")
-    if args.set:
-        import bench_data
-
-        if args.set not in bench_data.DEV:
-            raise SystemExit(f"--set takes a development set: {', '.join(bench_data.DEV)}")
-        image, label = (list(v) for v in bench_data.load(args.set))
-        class_of = {i: "nucleus" for lab in label for i in np.unique(lab)}
-    else:
-        image, label, class_of = dp.crop(args.crop)
+    image, label, class_of = dp.source(args.crop, args.set)
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         for d in range(6 if seed == 0 else 10):

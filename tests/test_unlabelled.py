@@ -324,6 +324,22 @@ def test_library_show_says_whether_the_model_is_used(scenes, tmp_path):
     assert "sam-detect: profile: the example images' candidates:" in res.stderr
 
 
+def box_coins(det: SAMDetect, rgb: np.ndarray, disks, n: int) -> int:
+    """Box scikit-image's coins ``(x, y, r)`` one at a time, in the order given, until ``n``
+    are added; returns how many were (a box the segmenter finds nothing in is skipped)."""
+    added = 0
+    for x, y, r in disks:
+        box = (max(x - r - 4, 0), max(y - r - 4, 0), min(x + r + 4, 383), min(y + r + 4, 302))
+        try:
+            det.add_example(rgb, box=box, label="coin")
+        except Exception:  # a box the segmenter finds nothing in (a dim coin)
+            continue
+        added += 1
+        if added == n:
+            break
+    return added
+
+
 def test_a_handful_of_examples_picked_in_a_row_leave_the_other_coins_alone():
     """Six coins of scikit-image's 24, boxed one at a time along the top row: a choice by
     position, not at random, so they differ from the other coins by how they were picked.
@@ -338,17 +354,7 @@ def test_a_handful_of_examples_picked_in_a_row_leave_the_other_coins_alone():
     disks = [(44.4, 54.7, 20.9), (100.5, 56.2, 18.6), (155.2, 51.0, 23.1), (215.2, 51.3, 22.7),
              (276.8, 52.5, 19.8), (332.1, 43.9, 30.3), (270.8, 119.1, 24.9), (44.7, 124.5, 20.6)]
     det = detector("coins")
-    added = 0
-    for x, y, r in disks:
-        box = (max(x - r - 4, 0), max(y - r - 4, 0), min(x + r + 4, 383), min(y + r + 4, 302))
-        try:
-            det.add_example(rgb, box=box, label="coin")
-        except Exception:  # a box the segmenter finds nothing in (a dim coin)
-            continue
-        added += 1
-        if added == 6:
-            break
-    assert added == 6
+    assert box_coins(det, rgb, disks, 6) == 6
     model = det.unlabelled_model
     assert model["labelled"] < MIN_LABELLED_OBJECTS and not applies(model)
     assert "not used: fewer than 10 examples proposed" in describe(model)[0]
@@ -372,16 +378,7 @@ def test_ten_coins_boxed_in_reading_order_lie_apart_and_leave_the_others_alone()
 
     rgb = np.repeat(data.coins()[..., None], 3, axis=2)
     det = detector("coins-rows")
-    added = 0
-    for x, y, r in sorted(COINS_GT, key=lambda d: (round(d[1] / 60), d[0])):
-        box = (max(x - r - 4, 0), max(y - r - 4, 0), min(x + r + 4, 383), min(y + r + 4, 302))
-        try:
-            det.add_example(rgb, box=box, label="coin")
-        except Exception:  # a box the segmenter finds nothing in (a dim coin)
-            continue
-        added += 1
-        if added == 10:
-            break
+    assert box_coins(det, rgb, sorted(COINS_GT, key=lambda d: (round(d[1] / 60), d[0])), 10) == 10
     model = det.unlabelled_model
     assert model["labelled"] >= MIN_LABELLED_OBJECTS and model["position_separation"] > 0.95
     assert not at_random(model) and not applies(model)

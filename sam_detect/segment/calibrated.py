@@ -68,8 +68,8 @@ SMOOTHS = (0.125, 0.33)
 #: each setting's outline may also be drawn this many pixels inside the threshold's (the
 #: objects' outermost ring of pixels dropped): annotators differ in where they draw an
 #: outline, and a threshold's edge follows the blur around an object. Each setting is
-#: measured both ways on the examples and the profile keeps, per setting, whichever
-#: reproduces them better (``profile.build_profile``). Only inward: a pixel outward was tried
+#: measured both ways on the examples, and a class's settings all draw inset where the
+#: settings chosen that way reproduce them better (``profile._settings``). Only inward: a pixel outward was tried
 #: on the development sets too, and the examples chose it where the scored images' objects
 #: did not want it (``dev_cross``: reproduction 0.912 -> 0.940, F1 0.958 -> 0.942;
 #: docs/performance.md, session 31)
