@@ -275,6 +275,11 @@ class SAMDetect(DetectorStages, LibraryState):
         else:
             x0, y0, x1, y1 = region
             own = {**profile, "classes": {label: entry}}
+            if region != (0, 0, rgb.shape[1], rgb.shape[0]) and "grey_levels" in entry:
+                from sam_detect.profile import grey_levels
+
+                # the region's exposure is the whole image's (profile.grey_ratio, level_gain)
+                own["image_grey_levels"] = grey_levels(rgb)
             candidates = segment_with_profile(self.segmenter, rgb[y0:y1, x0:x1], own)
             own = at_scale(own, candidates.metadata.get("size_shift") or {})
             candidates, _ = size_filter(candidates, own, pale=False, tiny=False)  # the click says it is one

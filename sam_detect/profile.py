@@ -157,6 +157,11 @@ LEVEL_MIN_SPLIT = 8.0
 #: where that gain puts it (an offset: a brighter background, uneven illumination; the
 #: development frames of other lines and sessions lie within 0.12)
 LEVEL_OFFSET = 0.25
+#: ... and within the limit, a grey image whose two classes lie under 1 - this share as far
+#: apart as the examples' image's (:func:`grey_ratio`) is thresholded and floored at its own
+#: contrast: the examples' levels and contrast floors times that ratio (the examples' own
+#: image measures 1 to within the rounding of their stored grey levels)
+SAME_EXPOSURE = 0.01
 
 
 def cut_by_border(boxes: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
@@ -637,6 +642,21 @@ def grey_levels(rgb: np.ndarray) -> tuple[float, float] | None:
     t, _ = cv2.threshold(g[None], 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)  # low class: <= t
     low = g <= t
     return float(g[low].mean()), float(g[~low].mean())
+
+
+def grey_ratio(levels: tuple[float, float] | None, entry: dict) -> float | None:
+    """How far a grey image of :func:`grey_levels` ``levels`` spreads its two classes apart
+    against the examples' image (``entry["grey_levels"]``): its objects' contrast is about
+    this many times theirs. ``None`` where the class has no grey levels, the image is in
+    colour, or either image's two classes lie under ``LEVEL_MIN_SPLIT`` apart."""
+    ref = entry.get("grey_levels")
+    if not ref or levels is None or levels[1] - levels[0] < LEVEL_MIN_SPLIT:
+        return None
+    bg_e, fg_e = ref
+    if abs(fg_e - bg_e) < LEVEL_MIN_SPLIT:
+        return None
+    bg_t, fg_t = levels if fg_e >= bg_e else levels[::-1]
+    return float((fg_t - bg_t) / (fg_e - bg_e))
 
 
 def level_gain(levels: tuple[float, float] | None, entry: dict) -> tuple[float, float] | None:
@@ -1145,7 +1165,7 @@ def _faint(instances: Instances, classes: dict) -> np.ndarray:
     class's examples' (``data["edge"]`` against the entry's ``edge``; the class is the one
     that proposed the candidate, ``data["class_hint"]``, else the most lenient) where it
     borders open ground (:func:`exposed`)."""
-    floors = {lab: EDGE_FLOOR * e["edge"] for lab, e in classes.items() if "edge" in e}
+    floors = {lab: EDGE_FLOOR * e["edge"] * _floor_scale(instances, lab) for lab, e in classes.items() if "edge" in e}
     return _below_floor(instances, classes, instances.data.get("edge"), floors)
 
 
@@ -1155,8 +1175,19 @@ def _dim(instances: Instances, classes: dict) -> np.ndarray:
     that proposed the candidate, ``data["class_hint"]``, else the most lenient) where they
     border open ground (:func:`exposed`, as :func:`_faint`): the ring around a cell packed
     in a colony is its neighbours, and it cannot stand out from them."""
-    floors = {lab: e["contrast_floor"] for lab, e in classes.items() if "contrast_floor" in e}
+    floors = {lab: e["contrast_floor"] * _floor_scale(instances, lab)
+              for lab, e in classes.items() if "contrast_floor" in e}
     return _below_floor(instances, classes, instances.data.get("contrast"), floors)
+
+
+def _floor_scale(instances: Instances, label: str) -> float:
+    """What a contrast floor in the examples' grey values is worth on this image: the
+    image's :func:`grey_ratio` where its objects stand out less than the examples' image's
+    (``metadata["grey_ratio"]``, set by the segmenter where no :func:`level_gain` mapped the
+    image onto the examples' levels), else 1. A frame of a dimmer cell line or at a shorter
+    exposure holds nuclei a floor at the examples' contrast would call faint."""
+    ratio = (instances.metadata.get("grey_ratio") or {}).get(label)
+    return float(np.clip(ratio, 0.0, 1.0)) if ratio is not None else 1.0
 
 
 def _pale(instances: Instances, classes: dict) -> np.ndarray:
@@ -1299,7 +1330,8 @@ def describe(profile: dict | None) -> list[str]:
         if "grey_levels" in e:
             lo, hi = e["grey_levels"]
             rep += (f", grey levels {lo:.0f} / {hi:.0f} (background / objects; a grey image standing out under "
-                    f"1/{LEVEL_GAIN:g} or over {LEVEL_GAIN:g}x as far, or on another background, is proposed at these)")
+                    f"1/{LEVEL_GAIN:g} or over {LEVEL_GAIN:g}x as far, or on another background, is proposed at these; "
+                    "one standing out less, at its own contrast)")
         lines.append(
             f"{display_label(label)}: {e['count']} examples, area {e['area'][0]:.0f}-{e['area'][2]:.0f} px "
             f"(median {e['area'][1]:.0f}; candidates under {_tiny_floor({label: e}):.0f} px dropped), {e['polarity']} (RGB direction "
@@ -1310,5 +1342,5 @@ def describe(profile: dict | None) -> list[str]:
 
 
 __all__ = [
-    "CUT_FLOOR", "TINY_MEDIAN", "TINY_SMALLEST", "LEVEL_GAIN", "LEVEL_GAIN_MAX", "LEVEL_MIN_SPLIT", "LEVEL_OFFSET", "at_levels", "grey_levels", "level_gain", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "size_shift", "sure_objects", "PROFILE_VERSION", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "LEVEL_FLOOR", "STAIN_DEGREES", "PALER_SHARE", "inside_contrast_and_level", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "outline_ratios", "scale_of", "size_filter",
+    "CUT_FLOOR", "TINY_MEDIAN", "TINY_SMALLEST", "LEVEL_GAIN", "LEVEL_GAIN_MAX", "grey_ratio", "SAME_EXPOSURE", "LEVEL_MIN_SPLIT", "LEVEL_OFFSET", "at_levels", "grey_levels", "level_gain", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "size_shift", "sure_objects", "PROFILE_VERSION", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "LEVEL_FLOOR", "STAIN_DEGREES", "PALER_SHARE", "inside_contrast_and_level", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "outline_ratios", "scale_of", "size_filter",
 ]

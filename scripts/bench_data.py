@@ -449,6 +449,20 @@ def dev_cross() -> tuple[list, list]:
     return _mnfinder_training_nuclei([14, 0, 1, 2, 3, *range(20, 30)])
 
 
+def dev_lines_runs() -> list[tuple[list, list, dict]]:
+    """Development only, never reported: ``dev_cross``' shape, six times over -- examples
+    from each U2OS frame of ``dev_u2os`` (training frames 14-19) in turn, the ten
+    ``2023-05-31_misc`` frames of other lines and magnifications (training frames 20-29)
+    scored. Which U2OS frame gives the examples decides which settings the profile keeps,
+    so one draw shows only one of the ways an example frame can differ from the scored
+    ones. ``[(images, ground truth, protocol)]``, one per example frame."""
+    runs = []
+    for f in range(14, 20):
+        images, labels = _mnfinder_training_nuclei([f, *range(20, 30)])
+        runs.append((images, labels, dict(shots=10, examples_from=[0], detect_on=list(range(1, 11)))))
+    return runs
+
+
 #: the magnification each of ``dev_zoom``'s scored frames is shown at
 ZOOMS = (0.5, 0.6, 0.75, 1.4, 1.8)
 

@@ -22,7 +22,8 @@ which the ground truth says is right (the whole, or every part), with the quarti
 the parts' contact ratio (``select.contact_ratio``) and outline ratio (``data["edge"]``
 over the whole's).
 
-Sets: ``bench_data.DEV``, the synthetic fields of ``scripts/tune_calibrated.py``
+Sets: ``bench_data.DEV``, ``dev_lines`` (``bench_data.dev_lines_runs``: six example frames,
+one run each), the synthetic fields of ``scripts/tune_calibrated.py``
 (``syn_sparse`` ... ``syn_flat``, seeds 0-2: 10 examples from the field, the rest scored),
 and any reported set (``bench_examples`` names) -- never choose a rule on those.
 """
@@ -61,6 +62,10 @@ def _inputs(name: str) -> list[tuple[list, list, dict]]:
             return [(images, gt, {**bench_data.PROTOCOL[base], "shots": int(shots)})]
         return [([images[k]], [gt[k]], dict(shots=int(same_shots or 10), examples_from=[0], detect_on=[0], seed=seed))
                 for k in range(min(3, len(images))) for seed in (0, 1)]
+    if name == "dev_lines":
+        import bench_data
+
+        return bench_data.dev_lines_runs()
     if name in SYNTHETIC:
         import tune_calibrated
 

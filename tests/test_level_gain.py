@@ -114,3 +114,75 @@ def test_a_mapped_image_is_embedded_as_mapped_with_the_network_started_early(mon
     assert np.array_equal(early.boxes, late.boxes)
     assert np.array_equal(early.data["similarity"], late.data["similarity"])
     det.close()
+
+
+def test_grey_ratio_is_how_far_apart_the_image_spreads_its_two_classes_against_the_examples():
+    entry = {"grey_levels": [20.0, 200.0]}
+    rgb, _, _ = draw_scene(seed=0, size=120)
+    assert P.grey_ratio(P.grey_levels(rgb), entry) == pytest.approx(1.0, abs=0.05)
+    assert P.grey_ratio(P.grey_levels(_dimmed(rgb, 0.6)), entry) == pytest.approx(0.6, abs=0.05)
+    dark = (255 - rgb).astype(np.uint8)  # dark objects on a bright ground: the same measure
+    assert P.grey_ratio(P.grey_levels(dark), {"grey_levels": [235.0, 55.0]}) == pytest.approx(1.0, abs=0.05)
+    assert P.grey_ratio(P.grey_levels(rgb), {}) is None  # a class without grey levels
+    assert P.grey_ratio(None, entry) is None  # a colour image
+    noise = np.clip(np.random.default_rng(0).normal(20, 2, (120, 120, 1)), 0, 255).astype(np.uint8).repeat(3, 2)
+    assert P.grey_ratio(P.grey_levels(noise), entry) is None  # an empty frame says nothing
+
+
+def _two_lines(seed: int, shares=(0.55, 0.25)) -> tuple[np.ndarray, np.ndarray]:
+    """A grey frame of 8 discs, alternately at ``shares`` of the examples' contrast above the
+    same ground (a dimmer cell line, its faintest nuclei at a quarter): its two Otsu classes
+    lie 0.4x as far apart as the examples' image's, inside ``LEVEL_GAIN``, so it is not mapped."""
+    img, masks, _ = draw_scene(seed=seed, size=200, n_discs=8, n_squares=0)
+    g = img[..., 0].astype(np.float32)
+    for k, m in enumerate(masks):
+        g[m] = 20 + (g[m] - 20) * shares[k % len(shares)]
+    g = np.clip(np.rint(g), 0, 255).astype(np.uint8)
+    return np.repeat(g[..., None], 3, axis=2), masks
+
+
+def test_a_dimmer_frame_is_cut_and_floored_in_its_own_grey_values(monkeypatch):
+    """The examples' threshold levels and contrast floors are in their image's grey values.
+    A frame whose objects stand out 0.4x as far is not mapped (``LEVEL_GAIN``), so before,
+    the examples' level (half their contrast: sharp discs) cut its brighter discs small and
+    missed the faint ones, and the contrast floor dropped what was left of those. The levels
+    and floors are now scaled by the frame's ``grey_ratio``: every disc is found whole."""
+    from sam_detect.eval.metrics import instances_iou
+
+    det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder="views", library="cells"))
+    rgb, masks, _ = draw_scene(seed=1, n_discs=6, n_squares=0)
+    det.add_examples(rgb, Instances(masks=masks, labels=["cell"] * len(masks)))
+    entry = det.profile["classes"]["cell"]
+    frame, discs = _two_lines(5)
+    ratio = P.grey_ratio(P.grey_levels(frame), entry)
+    assert 1 / P.LEVEL_GAIN < ratio < 0.5 and P.level_gain(P.grey_levels(frame), entry) is None
+
+    def found(image):
+        out = det.detect(image)
+        return instances_iou(out, Instances(masks=discs)).max(axis=0) if len(out) else np.zeros(len(discs))
+
+    iou = found(frame)
+    assert (iou >= 0.7).all()
+    proposed = det.segmenter.segment(frame, profile=det.profile)
+    assert proposed.metadata["grey_ratio"]["cell"] == pytest.approx(ratio, abs=1e-3)
+    # the examples' own image, and a brighter one, keep the examples' levels
+    assert "grey_ratio" not in det.segmenter.segment(rgb, profile=det.profile).metadata
+    brighter = np.clip(rgb.astype(np.float32) * 1.2, 0, 255).astype(np.uint8)
+    assert "grey_ratio" not in det.segmenter.segment(brighter, profile=det.profile).metadata
+    monkeypatch.setattr(P, "_floor_scale", lambda instances, label: 1.0)  # the levels alone
+    iou_levels = found(frame)
+    assert (iou_levels[0::2] >= 0.7).all() and (iou_levels[1::2] < 0.5).all()  # the faint ones dropped as dim
+    monkeypatch.setattr(P, "grey_ratio", lambda *a: None)  # neither: the examples' grey values
+    iou_before = found(frame)
+    assert (iou_before[1::2] < 0.5).all() and (iou_before[0::2] < iou[0::2]).all()
+    det.close()
+
+
+def test_the_floor_scale_is_the_frame_ratio_below_one_only():
+    inst = Instances(masks=np.zeros((1, 8, 8), bool))
+    assert P._floor_scale(inst, "cell") == 1.0
+    inst.metadata["grey_ratio"] = {"cell": 0.4}
+    assert P._floor_scale(inst, "cell") == pytest.approx(0.4)
+    assert P._floor_scale(inst, "other") == 1.0
+    inst.metadata["grey_ratio"] = {"cell": 1.7}
+    assert P._floor_scale(inst, "cell") == 1.0

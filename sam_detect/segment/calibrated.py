@@ -11,7 +11,9 @@ module holds that segmenter and its settings grid:
    outlines; heavy smoothing makes one blob of a nucleus whose chromatin is textured);
 2. a background: ``flat`` (the examples' ring level) or ``opening`` (a morphological
    opening wider than the largest example, for uneven illumination);
-3. a threshold at ``level`` of the examples' contrast above that background; holes filled;
+3. a threshold at ``level`` of the examples' contrast above that background (times the
+   image's ``exposure`` where a grey image's objects stand out less than the examples'
+   image's); holes filled;
 4. touching objects split by a distance-transform watershed with ``h`` a fraction of the
    examples' radius (``0``: no split), at the intensity's maxima, or at the maxima of the
    scale-normalised Laplacian of Gaussian over the examples' sizes ("blob": a small object
@@ -130,6 +132,11 @@ class Scale:
     min_area: float
     max_area: float
     minor_radius: float = 0.0  # median half-width (the minor semi-axis), pixels; 0: ``radius``
+    #: how far this image's objects stand out against the examples' image's (under 1: a
+    #: dimmer grey image, ``profile.grey_ratio``): the threshold levels are fractions of
+    #: ``contrast`` x this, so a dimmer frame's objects are cut where the examples' were;
+    #: the splits and the outline contrast stay in the examples' grey values
+    exposure: float = 1.0
 
     @property
     def half_width(self) -> float:
@@ -186,7 +193,7 @@ class Prepared:
 def foreground(
     prep: Prepared, background: str, level: float, refine: float, roi: np.ndarray | None = None
 ) -> np.ndarray:
-    """Pixels above ``level`` x the examples' contrast, each object cut at ``refine`` of its
+    """Pixels above ``level`` x the examples' contrast (x the image's ``exposure``), each object cut at ``refine`` of its
     own height, holes filled, specks opened away. ``roi``: keep only the connected
     components that touch it (calibration needs only the objects under the examples)."""
     import cv2
@@ -194,7 +201,7 @@ def foreground(
     from sam_detect.segment.classical_ops import _fill_holes, _refine_objects
 
     resid = prep.resid(background)
-    fg = np.ascontiguousarray(resid > np.float32(level * prep.scale.contrast))
+    fg = np.ascontiguousarray(resid > np.float32(level * prep.scale.contrast * prep.scale.exposure))
     if roi is not None:
         n, comp = cv2.connectedComponents(fg.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
         hit = np.zeros(n, bool)

@@ -137,7 +137,7 @@ class ClassicalSegmenter:
         """
         calibrated = _calibrated_classes(profile)
         if calibrated:
-            return self._segment_calibrated(image, calibrated)
+            return self._segment_calibrated(image, calibrated, (profile or {}).get("image_grey_levels"))
         labels, fg_raw, intensity, thr, polarity = self._label(image)
         inst = self._instances_from_labels(labels, intensity, thr, polarity)
         inst.metadata.update(
@@ -150,11 +150,20 @@ class ClassicalSegmenter:
         )
         return inst
 
-    def _segment_calibrated(self, image: np.ndarray, classes: dict[str, dict]) -> Instances:
+    def _segment_calibrated(self, image: np.ndarray, classes: dict[str, dict],
+                            levels: Any = None) -> Instances:
+        """``levels``: the grey levels of the image ``image`` was cut from (a prompt's region:
+        its exposure is judged on the whole image, so that the region is proposed as the
+        whole image is); measured on ``image`` where ``None``."""
+        from dataclasses import replace
+
         from sam_detect.profile import (
+            LEVEL_GAIN,
+            SAME_EXPOSURE,
             at_levels,
             at_scale,
             grey_levels,
+            grey_ratio,
             level_gain,
             scale_of,
             size_shift,
@@ -163,8 +172,9 @@ class ClassicalSegmenter:
 
         img = self._check_image(image)
         tile = self._tile_side(img.shape[:2])  # large images are proposed window by window
-        parts, own, shifts, gains = [], None, {}, {}
-        levels = grey_levels(img) if any("grey_levels" in e for e in classes.values()) else None
+        parts, own, shifts, gains, ratios = [], None, {}, {}, {}
+        if levels is None and any("grey_levels" in e for e in classes.values()):
+            levels = grey_levels(img)
         for label, entry in classes.items():
             settings = [Setting(**s) for s in entry["settings"]]
             if OWN in settings and own is None:
@@ -173,12 +183,15 @@ class ClassicalSegmenter:
             seen = img if gain is None else at_levels(img, gain)  # another exposure: the examples' levels
             if gain is not None:
                 gains[label] = [float(gain[0]), float(gain[1])]  # (a, b): detect embeds the same mapping
-            part = propose(seen, scale_of(entry), settings, label, own=own, tile=tile)
+            elif (ratio := grey_ratio(levels, entry)) is not None and 1.0 / LEVEL_GAIN <= ratio < 1 - SAME_EXPOSURE:
+                ratios[label] = round(ratio, 4)  # dimmer than the examples' image, within the gain's limit
+            exposure = ratios.get(label, 1.0)  # its levels and contrast floors in this image's grey values
+            part = propose(seen, replace(scale_of(entry), exposure=exposure), settings, label, own=own, tile=tile)
             shift = size_shift(part, label, entry)
             if shift:  # another magnification: propose again at the image's own scale
                 shifts[label] = shift
                 moved = at_scale({"classes": {label: entry}}, {label: shift})["classes"][label]
-                part = propose(seen, scale_of(moved), settings, label, own=own, tile=tile)
+                part = propose(seen, replace(scale_of(moved), exposure=exposure), settings, label, own=own, tile=tile)
             parts.append(part)
         tiles = max((p.metadata.get("tiles", 1) for p in parts), default=1)
         inst = Instances.merge(parts)
@@ -189,6 +202,8 @@ class ClassicalSegmenter:
             inst.metadata["size_shift"] = {k: round(v, 4) for k, v in shifts.items()}
         if gains:
             inst.metadata["level_gain"] = gains
+        if ratios:
+            inst.metadata["grey_ratio"] = ratios
         return inst
 
     def label_image(self, image: np.ndarray) -> np.ndarray:
