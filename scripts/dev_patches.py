@@ -15,6 +15,9 @@ number of candidates, and the type accuracy among matched nuclei (``--typed``).
 development image; ``--crop nest`` is the reported ``hgsc`` tumour nest: look at it only
 after a choice has been made. Seed 0 runs 6 draws, every other seed 10 (``--draws``).
 
+``--stain K`` scores the third patch as a slide with K x the stain (its optical density
+scaled): examples from one slide, a paler or darker one scored.
+
 ``--set NAME`` cuts the patches from a development set of ``bench_data`` instead (each
 patch from a frame drawn at random; one class): the same protocol on fluorescence, where
 the examples are most of their patches' objects, as on the H&E patches.
@@ -92,10 +95,20 @@ def ground_truth(lab: np.ndarray, class_of: dict, typed: bool):
     return inst
 
 
-def draw(image, label, class_of, seed: int, d: int, typed: bool, config, shots: int = 16) -> dict | None:
+def fainter(rgb: np.ndarray, k: float) -> np.ndarray:
+    """``rgb`` as a slide with ``k`` x the stain: each pixel's optical density
+    (``-log(I / 255)``, what a stain adds to) scaled by ``k``."""
+    od = -np.log(np.maximum(rgb.astype(np.float64), 1.0) / 255.0)
+    return np.clip(np.rint(255.0 * np.exp(-k * od)), 0, 255).astype(np.uint8)
+
+
+def draw(image, label, class_of, seed: int, d: int, typed: bool, config, shots: int = 16,
+         stain: float = 1.0) -> dict | None:
     from sam_detect.eval.protocol import evaluate
 
     ims, labs = patches(image, label, np.random.default_rng(seed * 1000 + d))
+    if stain != 1.0:  # the scored patch from a slide stained otherwise
+        ims[2] = fainter(ims[2], stain)
     if not (labs[2] > 0).any():
         return None
     gt = [ground_truth(lab, class_of, typed) for lab in labs]
@@ -179,6 +192,8 @@ def main() -> None:
     ap.add_argument("--shots", type=int, default=16, help="examples per class from the two patches (default 16: most of their objects)")
     ap.add_argument("--embedder", default="views")
     ap.add_argument("--json", default=None, help="write the per-draw figures here")
+    ap.add_argument("--stain", type=float, default=1.0,
+                    help="the scored patch's optical density times this (0.7: a slide stained a third fainter)")
     ap.add_argument("--examples-as", default="masks", choices=["masks", "clicks", "own-clicks"],
                     help="the examples' ground-truth masks (default), or one click per example as a user gives it: "
                          "following the examples added so far (clicks) or the segmenter's own answer (own-clicks)")
@@ -192,7 +207,7 @@ def main() -> None:
     for seed in [int(s) for s in args.seeds.split(",")]:
         for d in range(args.draws or (6 if seed == 0 else 10)):
             if args.examples_as == "masks":
-                row = draw(image, label, class_of, seed, d, args.typed, config, args.shots)
+                row = draw(image, label, class_of, seed, d, args.typed, config, args.shots, args.stain)
             else:
                 row = draw_by_clicks(image, label, class_of, seed, d, config, args.shots,
                                      follow=args.examples_as == "clicks")
