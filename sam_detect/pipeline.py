@@ -553,6 +553,8 @@ class SAMDetect(DetectorStages, LibraryState):
         notes[:0] = [f"{display_label(lab)}: objects here stand out {a:.2g}x as far as in the examples' images "
                      "(another exposure?): proposed and described at the examples' grey levels"
                      for lab, (a, _) in gains.items()]
+        notes[:0] = [f"{display_label(lab)}: objects here stand out {r:.2g}x as far as in the examples' images: "
+                     "thresholded at this image's contrast" for lab, r in (inst.metadata.get("grey_ratio") or {}).items()]
         for note in notes:
             log.info("%s", note)
         out.metadata.update(

@@ -163,6 +163,9 @@ def test_a_dimmer_frame_is_cut_and_floored_in_its_own_grey_values(monkeypatch):
 
     iou = found(frame)
     assert (iou >= 0.7).all()
+    note = f"cell: objects here stand out {ratio:.2g}x as far as in the examples' images: thresholded at this image's contrast"
+    assert note in det.detect(frame).metadata["notes"]
+    assert not any("thresholded at this image's contrast" in n for n in det.detect(rgb).metadata["notes"])
     proposed = det.segmenter.segment(frame, profile=det.profile)
     assert proposed.metadata["grey_ratio"]["cell"] == pytest.approx(ratio, abs=1e-3)
     # the examples' own image, and a brighter one, keep the examples' levels
