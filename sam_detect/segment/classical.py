@@ -151,7 +151,7 @@ class ClassicalSegmenter:
         return inst
 
     def _segment_calibrated(self, image: np.ndarray, classes: dict[str, dict],
-                            levels: Any = None) -> Instances:
+                            levels: tuple[float, float] | None = None) -> Instances:
         """``levels``: the grey levels of the image ``image`` was cut from (a prompt's region:
         its exposure is judged on the whole image, so that the region is proposed as the
         whole image is); measured on ``image`` where ``None``."""
