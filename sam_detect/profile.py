@@ -644,18 +644,30 @@ def grey_levels(rgb: np.ndarray) -> tuple[float, float] | None:
     return float(g[low].mean()), float(g[~low].mean())
 
 
+def _paired_levels(levels: tuple[float, float] | None, entry: dict
+                   ) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """``((background, objects) of this image, (background, objects) of the examples')``,
+    this image's :func:`grey_levels` ``levels`` put in the class's polarity; ``None`` where
+    the class has no grey levels, the image is in colour, or its two classes lie under
+    ``LEVEL_MIN_SPLIT`` apart."""
+    ref = entry.get("grey_levels")
+    if not ref or levels is None or levels[1] - levels[0] < LEVEL_MIN_SPLIT:
+        return None
+    bg_e, fg_e = ref
+    return (levels if fg_e >= bg_e else levels[::-1]), (bg_e, fg_e)
+
+
 def grey_ratio(levels: tuple[float, float] | None, entry: dict) -> float | None:
     """How far a grey image of :func:`grey_levels` ``levels`` spreads its two classes apart
     against the examples' image (``entry["grey_levels"]``): its objects' contrast is about
     this many times theirs. ``None`` where the class has no grey levels, the image is in
     colour, or either image's two classes lie under ``LEVEL_MIN_SPLIT`` apart."""
-    ref = entry.get("grey_levels")
-    if not ref or levels is None or levels[1] - levels[0] < LEVEL_MIN_SPLIT:
+    pair = _paired_levels(levels, entry)
+    if pair is None:
         return None
-    bg_e, fg_e = ref
+    (bg_t, fg_t), (bg_e, fg_e) = pair
     if abs(fg_e - bg_e) < LEVEL_MIN_SPLIT:
         return None
-    bg_t, fg_t = levels if fg_e >= bg_e else levels[::-1]
     return float((fg_t - bg_t) / (fg_e - bg_e))
 
 
@@ -666,13 +678,10 @@ def level_gain(levels: tuple[float, float] | None, entry: dict) -> tuple[float, 
     ``LEVEL_OFFSET`` of the examples' contrast; else ``None``: the examples' levels hold,
     the class has none (a colour class, a library made before them), the image is in
     colour (``levels`` ``None``), or its two classes lie under ``LEVEL_MIN_SPLIT`` apart."""
-    ref = entry.get("grey_levels")
-    if not ref or LEVEL_GAIN <= 1:
+    pair = _paired_levels(levels, entry)
+    if pair is None or LEVEL_GAIN <= 1:
         return None
-    if levels is None or levels[1] - levels[0] < LEVEL_MIN_SPLIT:
-        return None
-    bg_e, fg_e = ref
-    bg_t, fg_t = levels if fg_e >= bg_e else levels[::-1]
+    (bg_t, fg_t), (bg_e, fg_e) = pair
     if fg_e == bg_e:
         return None
     a = (fg_t - bg_t) / (fg_e - bg_e)
