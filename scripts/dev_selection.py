@@ -15,6 +15,7 @@ embedded (``profile.size_filter``) needs the full benchmark.
     python scripts/dev_selection.py groups dev_cross dev_u2os       # whole-or-parts groups
     python scripts/dev_selection.py record dev_rings_same dev_rings_s30   # other protocols
     python scripts/dev_selection.py record dev_stroma_same5               # the held-out format, 5 examples
+    python scripts/dev_selection.py record dev_piles_same                 # every image of the piles
 
 ``groups``: every candidate shaped like the examples that smaller alternatives tile
 (``select.covering_parts``), among the candidates the decision keeps in play, split by
@@ -42,6 +43,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 CACHE = Path(os.environ.get("SAM_DETECT_DEV_CACHE", Path.home() / ".cache" / "sam-detect-dev" / "selection"))
 SYNTHETIC = ["syn_sparse", "syn_dense", "syn_dark", "syn_flat"]
+#: images run in the held-out format (``NAME_same``) per set, where not the first three:
+#: each of ``dev_piles``' images is its own kind of object
+SAME_FRAMES = {"dev_piles": 5}
 
 
 def _inputs(name: str) -> list[tuple[list, list, dict]]:
@@ -61,7 +65,7 @@ def _inputs(name: str) -> list[tuple[list, list, dict]]:
         if shots:
             return [(images, gt, {**bench_data.PROTOCOL[base], "shots": int(shots)})]
         return [([images[k]], [gt[k]], dict(shots=int(same_shots or 10), examples_from=[0], detect_on=[0], seed=seed))
-                for k in range(min(3, len(images))) for seed in (0, 1)]
+                for k in range(min(SAME_FRAMES.get(base, 3), len(images))) for seed in (0, 1)]
     if name == "dev_lines":
         import bench_data
 

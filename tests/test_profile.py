@@ -579,6 +579,38 @@ def test_decide_keeps_a_whole_over_a_fragment_whose_outline_runs_through_it():
     assert decide(inst, nb, threshold=0.5, top_k=5, profile=prof).keep.tolist() == [1]
 
 
+def _outline_and_tighter_outline(edges):
+    """One object outlined twice: at the examples' size (20 x 20) and a tighter 14 x 14
+    inside it, both drawn by every setting and alike to the examples (outline contrast 0.6)."""
+    from sam_detect.store.base import Neighbour
+
+    masks = np.zeros((2, 40, 40), bool)
+    masks[0, 10:30, 10:30] = True
+    masks[1, 13:27, 13:27] = True
+    inst = Instances(masks=masks)
+    inst.data["stability"] = np.ones(2)
+    inst.data["edge"] = np.asarray(edges, np.float32)
+    nb = [[Neighbour(id="a", score=0.8, label="cell")] for _ in range(2)]
+    prof = {"classes": {"cell": {"log_area": [np.log(400.0), 0.5], "solidity": [0.9, 1.0], "eccentricity": 0.5,
+                                 "edge": 0.6}}}
+    return inst, nb, prof
+
+
+def test_decide_counts_an_outline_up_to_twice_the_examples(monkeypatch):
+    """Nested outlines of one object: the tighter one stands out six times as far as the
+    examples' outlines, the one at their size twice as far. Past ``OUTLINE_CAP`` (2) an
+    outline earns no more, so the size decides; below it the outline still ranks them."""
+    import sam_detect.select as sel
+
+    inst, nb, prof = _outline_and_tighter_outline([1.2, 3.6])
+    assert decide(inst, nb, threshold=0.5, top_k=5, profile=prof).keep.tolist() == [0]
+    monkeypatch.setattr(sel, "OUTLINE_CAP", np.inf)  # uncapped, the sharpest outline won
+    assert decide(inst, nb, threshold=0.5, top_k=5, profile=prof).keep.tolist() == [1]
+    monkeypatch.undo()
+    inst, nb, prof = _outline_and_tighter_outline([0.3, 1.2])  # ratios 0.5 and 2: within the cap
+    assert decide(inst, nb, threshold=0.5, top_k=5, profile=prof).keep.tolist() == [1]
+
+
 def test_outline_ratios_against_the_proposing_class_and_not_in_the_confidence():
     inst, nb, prof = _whole_and_fragment([0.9, 0.3])
     assert np.allclose(outline_ratios(inst, ["cell", "cell"], prof), [1.5, 0.5])
