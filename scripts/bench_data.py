@@ -29,8 +29,10 @@ cells drawn only by their bright outlines, packed edge to edge; tried in session
 protocol, image 290's examples and images 306, 309, 311 and 326 scored, 756 cells: segmenter
 alone 0.011, full pipeline 0.007 -- a threshold finds the outlines' network, not the cells,
 so no choice can be made on it; not kept), dim neural tissue (``style1``, like
-``dev_neurocyte``; not used) and stock photographs of peas, pebbles and coffee beans packed edge to edge (``style3``, one
-watermarked; not used).
+``dev_neurocyte``; not used). Its stock photographs of peas, pebbles and coffee beans packed edge
+to edge (``style3``, one watermarked: stock images as Cellpose's authors collected them, their
+own terms unchecked) are ``dev_piles`` since session 33: development only, read in place from
+the archive, never reported or copied.
 
 ``load(name)`` returns ``(images, ground_truth)``: lists of images (arrays) and integer
 label images (0 = background), one per frame. ``DATASETS`` are the single-class sets the
