@@ -97,6 +97,19 @@ def test_profile_learns_polarity_and_colour_direction(fg, bg, polarity):
     assert describe(prof)[0].startswith("obj: 4 examples, area ")
 
 
+def test_describe_warns_where_the_settings_draw_the_examples_poorly():
+    entry = {"count": 10, "area": [200.0, 400.0, 900.0], "area_range": [50.0, 3000.0], "polarity": "bright",
+             "direction": [0.0, 1.0, 0.0], "contrast": 19.0, "solidity": [0.66, 0.9], "reproduction": 0.9}
+    good = describe({"classes": {"bean": entry}})[0]
+    assert "reproduces its examples at IoU 0.90" in good and "poorly" not in good
+    poor = describe({"classes": {"bean": {**entry, "reproduction": 0.61}}})[0]
+    assert "reproduces its examples at IoU 0.61" in poor and "; reproduction under 0.70: " in poor
+    assert "draw these objects poorly" in poor and "--segmenter sam2" in poor
+    # a profile made before reproduction was measured says nothing of it
+    old = describe({"classes": {"bean": {k: v for k, v in entry.items() if k != "reproduction"}}})[0]
+    assert "reproduces" not in old and "poorly" not in old
+
+
 def test_calibrated_proposals_find_objects_the_default_misses():
     """Purple-on-pink: the gray-level default segmenter is not built for it; the examples are."""
     rgb, lab = blobs(2, fg=(120, 40, 150), bg=(235, 170, 200), noise=10)
