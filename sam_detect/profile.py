@@ -102,15 +102,15 @@ WEAK_SURE_COUNT = 3
 #: frames 0.016 (their nuclei vary tenfold in brightness, more than any development set's),
 #: so this is half of it -- a choice made after seeing a reported set (docs/performance.md)
 EDGE_FLOOR = 0.1
+#: ... when at least this share of the band just outside the outline lies on no other
+#: candidate (its own alternatives, which overlap it, aside)
+EXPOSED = 0.5
 #: under this reproduction (the lead setting's mean IoU with the examples) ``describe`` warns
 #: that the classical settings draw the examples poorly. On the 29 development recordings of
 #: session 33 (each one's median profile): reproduction 0.8 or better, F1 0.89-0.96 (the
 #: neurocytes with 3 examples, 0.73, aside); 0.7-0.8, 0.51-0.77; under 0.7 (macrophage cells
 #: 0.58, piles 0.56, H&E tiles 0.62-0.67, ``dev_rings`` with 30 or more examples 0.67), 0.39-0.70
 POOR_REPRODUCTION = 0.7
-#: ... when at least this share of the band just outside the outline lies on no other
-#: candidate (its own alternatives, which overlap it, aside)
-EXPOSED = 0.5
 #: candidates whose inside stands out from a ring around them (:func:`inside_contrast_and_level`)
 #: less than the examples' median contrast by more than this many of their log-contrast
 #: sds (robust, shrunk towards ``PRIOR_LOG_CONTRAST_SD`` with ``PRIOR_WEIGHT``, as sizes
