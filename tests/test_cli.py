@@ -123,9 +123,13 @@ def test_add_from_label_image_and_library_show(scene_files):
     r = run_cli("add", f["image"], "--label", "shape", "--labels", f["labels"], "--limit", "4", *f["lib"])
     assert r.exit_code == 0, r.output
     assert "added 4 example(s)" in r.stdout
+    assert "measuring examples" in r.stderr  # the calibration's progress (seconds on large objects)
     r = run_cli("library", "show", "default", "--library-path", f["lib"][1])
     assert r.exit_code == 0, r.output
     assert "shape" in r.stdout and "4" in r.stdout
+    r = run_cli("add", f["image"], "--label", "shape", "--labels", f["labels"], "--limit", "1", "-q", *f["lib"])
+    assert r.exit_code == 0, r.output
+    assert "measuring examples" not in r.stderr
 
 
 @pytest.mark.parametrize(
