@@ -378,30 +378,26 @@ class SAMDetect(DetectorStages, LibraryState):
         )
         now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         source = str(loaded.path) if loaded.path else None
+        from tqdm.auto import tqdm
+
         from sam_detect.masks import crop_to_rle
         from sam_detect.profile import describe_examples
 
         # measuring the examples takes 1-10 s (large objects on a small image take longest:
         # docs/performance.md, session 33), so a progress bar says what is being done
-        steps = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            steps = tqdm(total=2, desc="measuring examples", unit="step", leave=False)
-            steps.set_postfix_str("the proposal settings")
+        steps = tqdm(total=2, desc="measuring examples", unit="step", leave=False, disable=not progress,
+                     postfix="the proposal settings")
         # what the profile is rebuilt from after any add or delete, without the images
         shapes = describe_examples(loaded.rgb, instances, labels, own=self._own_segmenter())
-        if steps is not None:
-            steps.update()
-            steps.set_postfix_str("the image's other candidates")
+        steps.set_postfix_str("the image's other candidates", refresh=False)
+        steps.update()
         # the example image's other candidates: what it shows that is not an example (unlabelled)
         from sam_detect.unlabelled import image_key
 
         key = image_key(loaded.rgb)
         unlabelled = self._unlabelled_rows(loaded.rgb, instances, labels, shapes, key)
-        if steps is not None:
-            steps.update()
-            steps.close()
+        steps.update()
+        steps.close()
         measured_at = time.time_ns()
 
         # The mask travels with the example so a library can be exported with crops and re-embedded.

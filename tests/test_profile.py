@@ -561,15 +561,16 @@ def test_decide_drops_negatives_unknowns_and_misfits():
     assert decide(inst, nb, threshold=0.5, top_k=5, profile=tiny).keep.tolist() == []
 
 
-def _whole_and_fragment(edges):
-    """A 40 x 40 square and a 20 x 20 fragment in its corner (a quarter of it: no tiling),
-    both drawn by every setting and alike to the examples; the examples' size is the
-    fragment's, their outline contrast 0.6."""
+def _two_candidates(side, squares, edges):
+    """Two square candidates ``(y0, y1, x0, x1)`` on a ``side`` x ``side`` image, both drawn by
+    every setting and alike to the examples (each a neighbour at 0.8); the examples measure
+    20 x 20 and their outline contrast is 0.6. ``edges``: the candidates' outline contrast
+    (``None``: not measured)."""
     from sam_detect.store.base import Neighbour
 
-    masks = np.zeros((2, 60, 60), bool)
-    masks[0, 10:50, 10:50] = True
-    masks[1, 10:30, 10:30] = True
+    masks = np.zeros((2, side, side), bool)
+    for m, (y0, y1, x0, x1) in zip(masks, squares, strict=True):
+        m[y0:y1, x0:x1] = True
     inst = Instances(masks=masks)
     inst.data["stability"] = np.ones(2)
     if edges is not None:
@@ -578,6 +579,12 @@ def _whole_and_fragment(edges):
     prof = {"classes": {"cell": {"log_area": [np.log(400.0), 0.5], "solidity": [0.9, 1.0], "eccentricity": 0.5,
                                  "edge": 0.6}}}
     return inst, nb, prof
+
+
+def _whole_and_fragment(edges):
+    """A 40 x 40 square and a 20 x 20 fragment in its corner (a quarter of it: no tiling);
+    the examples' size is the fragment's."""
+    return _two_candidates(60, [(10, 50, 10, 50), (10, 30, 10, 30)], edges)
 
 
 def test_decide_keeps_a_whole_over_a_fragment_whose_outline_runs_through_it():
@@ -593,20 +600,8 @@ def test_decide_keeps_a_whole_over_a_fragment_whose_outline_runs_through_it():
 
 
 def _outline_and_tighter_outline(edges):
-    """One object outlined twice: at the examples' size (20 x 20) and a tighter 14 x 14
-    inside it, both drawn by every setting and alike to the examples (outline contrast 0.6)."""
-    from sam_detect.store.base import Neighbour
-
-    masks = np.zeros((2, 40, 40), bool)
-    masks[0, 10:30, 10:30] = True
-    masks[1, 13:27, 13:27] = True
-    inst = Instances(masks=masks)
-    inst.data["stability"] = np.ones(2)
-    inst.data["edge"] = np.asarray(edges, np.float32)
-    nb = [[Neighbour(id="a", score=0.8, label="cell")] for _ in range(2)]
-    prof = {"classes": {"cell": {"log_area": [np.log(400.0), 0.5], "solidity": [0.9, 1.0], "eccentricity": 0.5,
-                                 "edge": 0.6}}}
-    return inst, nb, prof
+    """One object outlined twice: at the examples' size (20 x 20) and a tighter 14 x 14 inside it."""
+    return _two_candidates(40, [(10, 30, 10, 30), (13, 27, 13, 27)], edges)
 
 
 def test_decide_counts_an_outline_up_to_twice_the_examples(monkeypatch):
