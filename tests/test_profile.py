@@ -122,34 +122,98 @@ def test_calibrated_proposals_find_objects_the_default_misses():
     assert set(cand.data["class_hint"]) == {"obj"}
 
 
-@pytest.mark.parametrize("background", ["flat", "opening"])
-def test_large_images_are_proposed_window_by_window_with_the_same_candidates(background):
+@pytest.mark.parametrize("background, r", [("flat", (7, 11)), ("opening", (7, 11)), ("flat", (24, 30))])
+def test_large_images_are_proposed_window_by_window_with_the_same_candidates(background, r, monkeypatch):
     """An image larger than the tile is proposed in windows (memory of one window, not of
     the image): the candidates, their stability and their outlines' contrast are the ones
-    the whole image gives, objects across the cores' seams included."""
+    the whole image gives, objects across the cores' seams included -- at the working
+    scale too (large objects: their windows' labels drawn back at the image's scale)."""
     from sam_detect.segment.calibrated import proposal_windows
 
-    rgb, lab = blobs(3, size=420, n=160, touching=True, noise=8)
+    monkeypatch.setattr("sam_detect.segment.calibrated.WORK_RADIUS", 12.0)  # small images, large objects
+    size, n, tile = (420, 160, 150) if r[0] < 20 else (720, 100, 240)
+    rgb, lab = blobs(3, size=size, n=n, r=r, touching=True, noise=8)
     gt, _ = Instances.from_label_image(lab)
     e = profile_of(rgb, gt, range(6))["classes"]["obj"]
     settings = [Setting(**s) for s in e["settings"]]
     settings = [dataclasses.replace(s, background=background) for s in settings]
     scale = scale_of(e)
+    assert (scale.zoom < 1) == (r[0] > 20)  # 7-11 px: at the image's scale
     whole = propose(rgb, scale, settings, "obj")
-    tiled = propose(rgb, scale, settings, "obj", tile=150)
-    assert tiled.metadata["tiles"] == 9 == len(proposal_windows(rgb.shape[:2], 150, 1))
+    tiled = propose(rgb, scale, settings, "obj", tile=tile)
+    assert tiled.metadata["tiles"] == 9 == len(proposal_windows(rgb.shape[:2], tile, 1))
     assert whole.metadata["tiles"] == 1
 
     def keyed(inst):
         return {(m.origin, m.crop.tobytes(), m.crop.shape): k for k, m in enumerate(inst.crops)}
 
     a, b = keyed(whole), keyed(tiled)
-    assert len(whole) > 150 and a.keys() == b.keys()
+    assert len(whole) > n - 10 and a.keys() == b.keys()
     ia, ib = list(a.values()), [b[k] for k in a]
     for key in ("setting", "stability", "edge"):
         np.testing.assert_array_equal(np.asarray(whole.data[key])[ia], np.asarray(tiled.data[key])[ib])
     # setting by setting in the same order (within a setting, window by window)
     np.testing.assert_array_equal(whole.data["setting"], tiled.data["setting"])
+
+
+def test_large_objects_are_calibrated_and_proposed_at_the_working_scale(monkeypatch):
+    """Objects larger than ``WORK_RADIUS`` (here made 20 px, so that a small image holds
+    them) are calibrated and proposed on a copy at the working scale, their outlines drawn
+    back at the image's scale: the same objects are found as at the image's own scale,
+    about as well outlined, with the examples reproduced as well."""
+    from sam_detect.segment import calibrated
+
+    monkeypatch.setattr(calibrated, "WORK_RADIUS", 20.0)
+
+    rgb, lab = blobs(4, size=360, n=14, r=(26, 34), touching=True, noise=8)
+    gt, _ = Instances.from_label_image(lab)
+
+    def run():
+        prof = profile_of(rgb, gt, range(5))
+        e = prof["classes"]["obj"]
+        cand = propose(rgb, scale_of(e), [Setting(**s) for s in e["settings"]], "obj")
+        kept = cand[select(cand, fit_scores(cand, ["obj"] * len(cand), prof))]
+        m = match_iou_matrix(instances_iou(kept, gt), 0.5)
+        return e, cand, kept, float(np.mean(m.ious)) if len(m.ious) else 0.0
+
+    e, cand, kept, iou = run()
+    scale = scale_of(e)
+    assert scale.radius > calibrated.ZOOM_FROM * calibrated.WORK_RADIUS and 0.6 < scale.zoom < 0.75
+    assert cand.image_hw == rgb.shape[:2] and kept.image_hw == rgb.shape[:2]
+    assert f1_at(kept, gt) >= 0.95 and iou > 0.9
+    assert e["reproduction"] > 0.85
+    monkeypatch.setattr(calibrated, "WORK_RADIUS", 1e6)  # at the image's own scale
+    e1, _, kept1, iou1 = run()
+    assert scale_of(e1).zoom == 1.0
+    assert f1_at(kept1, gt) >= 0.95 and abs(iou - iou1) < 0.03
+    assert abs(e["reproduction"] - e1["reproduction"]) < 0.03
+
+
+def test_the_working_scale_leaves_small_objects_alone_and_shrinks_masks_by_area():
+    from sam_detect.segment.calibrated import WORK_RADIUS, ZOOM_FROM, Scale, shrink, shrink_masks
+
+    def scale(r):
+        return Scale(np.ones(3, np.float32) / 3, 50.0, 20.0, r, 1.3 * r, 0.3 * r * r, 9 * r * r, 0.8 * r)
+
+    assert scale(ZOOM_FROM * WORK_RADIUS).zoom == 1.0 and scale(8.0).zoom == 1.0
+    assert scale(1.5 * ZOOM_FROM * WORK_RADIUS).zoom == pytest.approx(1 / (1.5 * ZOOM_FROM))
+    big = scale(4 * WORK_RADIUS)
+    assert big.zoom == 0.25
+    z = big.zoomed(big.zoom)
+    assert np.isclose(z.radius, WORK_RADIUS) and np.isclose(z.max_area, big.max_area / 16)
+    assert np.isclose(z.minor_radius, big.minor_radius / 4) and z.contrast == big.contrast
+    yy, xx = np.mgrid[:400, :300]
+    disc = (yy - 200) ** 2 + (xx - 140) ** 2 <= 60 ** 2
+    ys, xs = np.nonzero(disc)
+    crop = disc[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    small = shrink(np.zeros((400, 300, 3), np.uint8), 0.25)
+    assert small.shape == (100, 75, 3)
+    ((c, (x0, y0)),) = shrink_masks([(crop, (int(xs.min()), int(ys.min())))], (400, 300), small.shape[:2])
+    assert abs(c.sum() / (disc.sum() / 16) - 1) < 0.03
+    assert abs(x0 + c.shape[1] / 2 - 35) <= 1 and abs(y0 + c.shape[0] / 2 - 50) <= 1
+    # an example that covers no small pixel by half is an empty one-pixel crop where it lies
+    ((c, (x0, y0)),) = shrink_masks([(np.ones((1, 1), bool), (280, 390))], (400, 300), small.shape[:2])
+    assert c.shape == (1, 1) and not c.any() and (x0, y0) == (70, 97)
 
 
 def test_proposal_windows_partition_the_image_into_cores():

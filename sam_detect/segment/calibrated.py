@@ -77,6 +77,18 @@ SMOOTHS = (0.125, 0.33)
 #: docs/performance.md, session 31)
 INSET = 1
 GRID_VERSION = 9
+#: the settings are tried, and propose, at a working scale where the examples' median radius
+#: is at most this many pixels: every setting is relative to the examples' size, so larger
+#: objects only cost time (calibration and proposals grow with the pixels: ten coffee beans of
+#: radius 43 px on a 1024 x 1024 photograph took 46 s to calibrate, and the cost grows with
+#: the square of the radius). Outlines are drawn back at the image's own scale, where their
+#: outline contrast is measured as the examples' is. 32: no development set's objects are
+#: larger, and working the macrophages (radius 23-30) at 16 or 20 cost them 0.02-0.03
+#: (docs/performance.md, session 34)
+WORK_RADIUS = 32.0
+#: ... from this many times that radius on: objects a little larger are worked at their own
+#: scale (a copy at 0.9 of the size would save a fifth of the work and move every outline)
+ZOOM_FROM = 1.25
 
 
 @dataclass(frozen=True)
@@ -151,6 +163,48 @@ class Scale:
     @property
     def background_radius(self) -> int:
         return int(np.clip(round(2.0 * self.max_radius + 2), 5, 400))
+
+    @property
+    def zoom(self) -> float:
+        """The working scale (:data:`WORK_RADIUS`): 1, or below 1 for large objects."""
+        return WORK_RADIUS / self.radius if self.radius > ZOOM_FROM * WORK_RADIUS else 1.0
+
+    def zoomed(self, f: float) -> Scale:
+        """The same examples seen at ``f`` x the image's scale (lengths x ``f``, areas x ``f``²)."""
+        return dataclasses.replace(
+            self, radius=self.radius * f, max_radius=self.max_radius * f, minor_radius=self.minor_radius * f,
+            min_area=self.min_area * f * f, max_area=self.max_area * f * f)
+
+
+def shrink(rgb: np.ndarray, f: float) -> np.ndarray:
+    """``rgb`` resized by ``f`` (< 1; pixel areas averaged), at least one pixel a side."""
+    import cv2
+
+    h, w = rgb.shape[:2]
+    return cv2.resize(rgb, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+
+
+def shrink_masks(masks: list[tuple[np.ndarray, tuple[int, int]]], hw: tuple[int, int],
+                 small_hw: tuple[int, int]) -> list[tuple[np.ndarray, tuple[int, int]]]:
+    """Each ``(crop, (x0, y0))`` of an ``hw`` image as drawn on its ``small_hw`` copy
+    (:func:`shrink`): the small pixels it covers at least half of (an empty crop of one pixel where it covers none)."""
+    import cv2
+
+    h, w = hw
+    sh, sw = small_hw
+    out = []
+    for crop, (x0, y0) in masks:
+        full = np.zeros((h, w), np.uint8)
+        full[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] = crop.astype(np.uint8) * 255
+        small = cv2.resize(full, (sw, sh), interpolation=cv2.INTER_AREA) >= 128
+        ys, xs = np.nonzero(small)
+        if not len(ys):
+            cy, cx = min(sh - 1, int((y0 + crop.shape[0] / 2) * sh / h)), min(sw - 1, int((x0 + crop.shape[1] / 2) * sw / w))
+            out.append((np.zeros((1, 1), bool), (cx, cy)))
+            continue
+        ya, yb, xa, xb = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+        out.append((small[ya:yb, xa:xb], (int(xa), int(ya))))
+    return out
 
 
 def project(rgb: np.ndarray, direction: np.ndarray) -> np.ndarray:
@@ -476,7 +530,11 @@ def grid_ious(rgb: np.ndarray, scale: Scale, masks: list[tuple[np.ndarray, tuple
         return out if inset else out[0]
     from concurrent.futures import ThreadPoolExecutor
 
-    mosaics = {sm: _Mosaic(Prepared(rgb, scale, sm), masks) for sm in SMOOTHS}
+    seen, at, work = rgb, masks, scale
+    if scale.zoom < 1:  # large objects: the settings are tried at the working scale, as they propose
+        seen = shrink(rgb, scale.zoom)
+        at, work = shrink_masks(masks, rgb.shape[:2], seen.shape[:2]), scale.zoomed(scale.zoom)
+    mosaics = {sm: _Mosaic(Prepared(seen, work, sm), at) for sm in SMOOTHS}
     first = mosaics[SMOOTHS[0]]
     roi = np.zeros(first.shape, bool)
     for crop, (x0, y0) in first.masks:
@@ -488,7 +546,7 @@ def grid_ious(rgb: np.ndarray, scale: Scale, masks: list[tuple[np.ndarray, tuple
         grid = sorted((g for g in GRID if g != OWN and g.smooth == smooth),
                       key=lambda g: (g.background, g.level, g.refine))
         done, last, iou = [], None, None
-        for s, labels in label_images(mosaics.__getitem__, scale, grid, roi):
+        for s, labels in label_images(mosaics.__getitem__, work, grid, roi):
             if labels is not last:  # a split that splits nothing gives its components again
                 last = labels
                 iou = (_reproduction(labels, first.masks),
@@ -551,7 +609,6 @@ def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str |
     it, and keeps the candidates centred in its core that lie whole inside it. Those are
     the candidates the whole image gives, outside the rare object wider than the context.
     """
-    from scipy import ndimage as ndi
 
     from sam_detect.profile import CUT_FLOOR, admitted, cut_by_border, inside_contrast_and_level
 
@@ -563,6 +620,8 @@ def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str |
         ok = admitted(own.areas, cut_by_border(own.boxes, (h, w)), lo, hi)
         own_crops = [m for m, a in zip(own.crops, ok, strict=True) if a]
     lead = lead_smooth(settings)
+    working = _Working(rgb, scale.zoom) if scale.zoom < 1 else None
+    work = scale if working is None else scale.zoomed(scale.zoom)
     windows = proposal_windows((h, w), tile, context_margin(scale, settings))
     owner = _core_of([m.box for m in own_crops], windows)
     crops: list[np.ndarray] = []
@@ -574,25 +633,32 @@ def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str |
         if mine:  # the window holds its own candidates whole
             win = (min(win[0], *(m.box[0] for m in mine)), min(win[1], *(m.box[1] for m in mine)),
                    max(win[2], *(m.box[2] for m in mine)), max(win[3], *(m.box[3] for m in mine)))
+        if working is not None:  # the window's part of the image at the working scale
+            (sy0, sy1, sx0, sx1), win = working.window(win)
         wx0, wy0, wx1, wy1 = win
-        preps = functools.cache(lambda sm, sub=rgb[wy0:wy1, wx0:wx1]: Prepared(sub, scale, sm))
+        sub = rgb[wy0:wy1, wx0:wx1]
+        seen = sub if working is None else working.small[sy0:sy1, sx0:sx1]
+        preps = functools.cache(lambda sm, seen=seen: Prepared(seen, work, sm))
         found = [(m.crop, (m.x0 - wx0, m.y0 - wy0), own_setting) for m in mine]
-        for s, labels in label_images(preps, scale, [s for s in settings if s != OWN]):
+        for s, labels in label_images(preps, work, [s for s in settings if s != OWN]):
             made = GRID_INDEX.get(s.drawn, -1)
-            areas = np.bincount(labels.ravel())
-            for i, sl in enumerate(ndi.find_objects(labels), 1):
-                if sl is None or not CUT_FLOOR * lo <= areas[i] <= hi:
+            objects = (_objects(labels) if working is None
+                       else working.draw_back(labels, (sy0, sx0), win, (CUT_FLOOR * lo, hi)))
+            for crop_of, (x0, y0, x1, y1), area in objects:
+                if not CUT_FLOOR * lo <= area <= hi:
                     continue
-                box = (sl[1].start + wx0, sl[0].start + wy0, sl[1].stop + wx0, sl[0].stop + wy0)
-                if areas[i] < lo and not cut_by_border(np.asarray(box), (h, w))[0]:
+                box = (x0 + wx0, y0 + wy0, x1 + wx0, y1 + wy0)
+                if area < lo and not cut_by_border(np.asarray(box), (h, w))[0]:
                     continue  # below the size range, and not cut short by the image border
                 if len(windows) > 1 and not _whole_in_core(box, core, win, (h, w)):
                     continue
-                found.append((labels[sl] == i, (sl[1].start, sl[0].start), made))
+                found.append((crop_of(), (x0, y0), made))
         if not found:
             continue
         local = [MaskCrop(c, o) for c, o, _ in found]
-        edges.append(edge_contrast(preps(lead).x, local, scale.contrast))
+        # at the image's scale, as the examples' outlines are measured (example_edges)
+        x = preps(lead).x if working is None else Prepared(sub, scale, lead).x
+        edges.append(edge_contrast(x, local, scale.contrast))
         for c, (x0, y0), s in found:
             crops.append(c)
             origins.append((x0 + wx0, y0 + wy0))
@@ -613,6 +679,83 @@ def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str |
     inst.data["contrast"], inst.data["level"] = inside_contrast_and_level(rgb, inst, scale.direction)
     inst.metadata["tiles"] = len(windows)
     return inst
+
+
+def _objects(labels: np.ndarray):
+    """Yield ``(crop_of, (x0, y0, x1, y1), area)`` per object of ``labels``: a function that
+    makes its mask crop (called only for the objects kept), its box and its area."""
+    from scipy import ndimage as ndi
+
+    areas = np.bincount(labels.ravel())
+    for i, sl in enumerate(ndi.find_objects(labels), 1):
+        if sl is not None:
+            yield (lambda sl=sl, i=i: labels[sl] == i), (sl[1].start, sl[0].start, sl[1].stop, sl[0].stop), int(areas[i])
+
+
+class _Working:
+    """An image at the working scale (:func:`shrink`), and the way back: each pixel of the
+    image takes the label of the small pixel nearest its centre, so a window's labels drawn
+    back are exactly the whole small image's there (window by window as in one piece)."""
+
+    def __init__(self, rgb: np.ndarray, f: float) -> None:
+        self.small = shrink(rgb, f)
+        (h, w), (sh, sw) = rgb.shape[:2], self.small.shape[:2]
+        self.ky, self.kx = sh / h, sw / w  # small pixels per pixel
+        self.uy = np.minimum(sh - 1, ((np.arange(h) + 0.5) * self.ky).astype(np.int64))
+        self.ux = np.minimum(sw - 1, ((np.arange(w) + 0.5) * self.kx).astype(np.int64))
+
+    def window(self, win: tuple) -> tuple[tuple[int, int, int, int], tuple[int, int, int, int]]:
+        """``((sy0, sy1, sx0, sx1), window)``: the small pixels under ``win`` (XYXY), and the
+        image's pixels they are drawn back onto (``win``, a pixel or two wider)."""
+        wx0, wy0, wx1, wy1 = win
+        sx0, sx1 = int(self.ux[wx0]), int(self.ux[wx1 - 1]) + 1
+        sy0, sy1 = int(self.uy[wy0]), int(self.uy[wy1 - 1]) + 1
+        x0, x1 = np.searchsorted(self.ux, [sx0, sx1])
+        y0, y1 = np.searchsorted(self.uy, [sy0, sy1])
+        return (sy0, sy1, sx0, sx1), (int(x0), int(y0), int(x1), int(y1))
+
+    def draw_back(self, labels: np.ndarray, origin: tuple[int, int], win: tuple,
+                  area_range: tuple[float, float] = (0.0, np.inf)):
+        """Yield each object of a small window's ``labels`` (its top-left small pixel
+        ``origin``, ``(sy0, sx0)``) at the image's scale, as :func:`_objects` does, in
+        ``win``'s coordinates: its indicator interpolated bilinearly at each pixel's centre and
+        cut at one half, so outlines stay smooth and touching objects meet without gap or
+        overlap. Where a pixel lies follows from the whole image alone (window by window as in
+        one piece). Objects whose area, counted in small pixels, lies outside half to twice
+        ``area_range`` (the image's pixels) are not drawn."""
+        import cv2
+        from scipy import ndimage as ndi
+
+        x0, y0 = win[0], win[1]
+        counts = np.bincount(labels.ravel()) / (self.kx * self.ky)
+        for i, sl in enumerate(ndi.find_objects(labels), 1):
+            if sl is None or not area_range[0] / 2 <= counts[i] <= 2 * area_range[1]:
+                continue
+            ya, yb = max(0, sl[0].start - 1), min(labels.shape[0], sl[0].stop + 1)
+            xa, xb = max(0, sl[1].start - 1), min(labels.shape[1], sl[1].stop + 1)
+            ry, ny, cy = self._span(ya + origin[0], yb + origin[0], self.ky)
+            rx, nx, cx = self._span(xa + origin[1], xb + origin[1], self.kx)
+            if nx <= 0 or ny <= 0:
+                continue
+            # each pixel's centre in the crop's small pixels, its indicator there bilinearly
+            to_small = np.array([[self.kx, 0.0, cx], [0.0, self.ky, cy]])
+            m = cv2.warpAffine((labels[ya:yb, xa:xb] == i).astype(np.float32), to_small, (nx, ny),
+                               flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE) >= 0.5
+            ys, xs = np.nonzero(m)
+            if not len(ys):
+                continue
+            crop = m[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+            bx, by = int(rx + xs.min() - x0), int(ry + ys.min() - y0)
+            yield (lambda c=crop: c), (bx, by, bx + crop.shape[1], by + crop.shape[0]), int(crop.sum())
+
+    @staticmethod
+    def _span(a: int, b: int, k: float) -> tuple[int, int, float]:
+        """``(first, count, offset)``: the image's pixels whose centres fall in small pixels
+        ``a`` to ``b - 1`` (``k`` small pixels per pixel), and where the first one's centre
+        lies in the crop's small pixels."""
+        first = int(np.ceil((a + 0.5) / k - 0.5))
+        last = int(np.floor((b - 0.5) / k - 0.5))
+        return first, last - first + 1, (first + 0.5) * k - 0.5 - a
 
 
 def context_margin(scale: Scale, settings: list[Setting]) -> int:
