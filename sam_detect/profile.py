@@ -1342,6 +1342,13 @@ def describe(profile: dict | None) -> list[str]:
         inset = max((st.get("inset", 0) for st in e.get("settings") or []), default=0)
         if rep and inset:
             rep += f" with outlines drawn {inset} px inside the threshold's"
+        if rep and "radius" in e:
+            zoom = scale_of(e).zoom
+            if zoom < 1:
+                from sam_detect.segment.calibrated import WORK_RADIUS, ZOOM_FROM
+
+                rep += (f" at {zoom:.2f}x the image's scale (objects over {ZOOM_FROM * WORK_RADIUS:g} px in radius are "
+                        f"measured and proposed at {WORK_RADIUS:g})")
         if "edge" in e:
             rep += f", outline contrast {e['edge']:.2f} (candidates below {EDGE_FLOOR * e['edge']:.2f} dropped)"
         floor = f" (candidates below {e['contrast_floor']:.0f} dropped)" if "contrast_floor" in e else ""

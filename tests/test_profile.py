@@ -108,6 +108,11 @@ def test_describe_warns_where_the_settings_draw_the_examples_poorly():
     # a profile made before reproduction was measured says nothing of it
     old = describe({"classes": {"bean": {k: v for k, v in entry.items() if k != "reproduction"}}})[0]
     assert "reproduces" not in old and "poorly" not in old
+    # large objects: the working scale is said; objects of nucleus size say nothing of it
+    sized = {**entry, "ring_level": 80.0, "max_radius": 70.0}
+    big = describe({"classes": {"bean": {**sized, "radius": 50.0}}})[0]
+    assert "reproduces its examples at IoU 0.90 at 0.64x the image's scale (objects over 40 px" in big
+    assert "the image's scale" not in describe({"classes": {"bean": {**sized, "radius": 12.0}}})[0]
 
 
 def test_calibrated_proposals_find_objects_the_default_misses():
