@@ -608,8 +608,10 @@ def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str |
     a core of at most ``tile`` pixels a side with the context the settings look at around
     it, and keeps the candidates centred in its core that lie whole inside it. Those are
     the candidates the whole image gives, outside the rare object wider than the context.
-    """
 
+    Large objects (:data:`WORK_RADIUS`) are thresholded and split on a shrunk copy of the
+    image and drawn back at its own scale (:class:`_Working`).
+    """
     from sam_detect.profile import CUT_FLOOR, admitted, cut_by_border, inside_contrast_and_level
 
     h, w = rgb.shape[:2]
@@ -693,9 +695,9 @@ def _objects(labels: np.ndarray):
 
 
 class _Working:
-    """An image at the working scale (:func:`shrink`), and the way back: each pixel of the
-    image takes the label of the small pixel nearest its centre, so a window's labels drawn
-    back are exactly the whole small image's there (window by window as in one piece)."""
+    """An image at the working scale (:func:`shrink`), and the way back (:meth:`draw_back`):
+    ``uy``/``ux`` give each of the image's rows and columns the small pixel nearest its
+    centre, which maps a window of the image onto the small copy."""
 
     def __init__(self, rgb: np.ndarray, f: float) -> None:
         self.small = shrink(rgb, f)
@@ -750,9 +752,9 @@ class _Working:
 
     @staticmethod
     def _span(a: int, b: int, k: float) -> tuple[int, int, float]:
-        """``(first, count, offset)``: the image's pixels whose centres fall in small pixels
-        ``a`` to ``b - 1`` (``k`` small pixels per pixel), and where the first one's centre
-        lies in the crop's small pixels."""
+        """``(first, count, offset)``: the image's pixels whose centres lie between the
+        centres of small pixels ``a`` and ``b - 1`` (``k`` small pixels per pixel), and where
+        the first one's centre lies in the crop's small pixels (the crop starting at ``a``)."""
         first = int(np.ceil((a + 0.5) / k - 0.5))
         last = int(np.floor((b - 0.5) / k - 0.5))
         return first, last - first + 1, (first + 0.5) * k - 0.5 - a
