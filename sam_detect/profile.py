@@ -224,13 +224,36 @@ def _colours(rgb: np.ndarray, crop: np.ndarray, x0: int, y0: int,
     return np.median(inside, axis=0).tolist(), np.median(around, axis=0).tolist(), spread
 
 
+#: from this radius on :func:`dilate_ellipse` takes rectangles (OpenCV dilates by a rectangle
+#: in two 1-D passes, by an ellipse pixel by pixel of it): 2x faster at 52 px, equal at 8
+ELLIPSE_BY_RECTANGLES = 20
+
+
+def dilate_ellipse(mask: np.ndarray, r: int) -> np.ndarray:
+    """``cv2.dilate(mask, the (2 r + 1)² MORPH_ELLIPSE element)``, exactly: for a large ``r``
+    as the maximum of the dilations by the rectangles whose union the element is (one per
+    width of its rows, as tall as the rows at least that wide), whose cost grows with ``r``
+    where the ellipse's grows with its area (a large object's ring)."""
+    import cv2
+
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2)
+    if r < ELLIPSE_BY_RECTANGLES:
+        return cv2.dilate(mask, kernel)
+    widths = kernel.sum(axis=1)
+    out = None
+    for w in np.unique(widths[widths > 0]).tolist():
+        tall = int(np.count_nonzero(widths >= w))  # the element's rows are centred and nested
+        d = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_RECT, (w, tall)))
+        out = d if out is None else np.maximum(out, d, out=out)
+    return out
+
+
 def _inside_and_ring(rgb: np.ndarray, crop: np.ndarray, x0: int, y0: int,
                      taken: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(inside, around)``, each ``(K, 3)`` float32: the RGB pixels under the mask ``crop``
     at ``(x0, y0)`` and in a ring 0.6 of its equivalent radius wide around it (at least 3
     px), leaving out ``taken`` (the image's examples; ``None``: the object itself); the
     ring is the inside where nothing is around it."""
-    import cv2
 
     h, w = rgb.shape[:2]
     r = float(np.sqrt(crop.sum() / np.pi))
@@ -239,8 +262,7 @@ def _inside_and_ring(rgb: np.ndarray, crop: np.ndarray, x0: int, y0: int,
     xa, xb = max(0, x0 - rw), min(w, x0 + crop.shape[1] + rw)
     local = np.zeros((yb - ya, xb - xa), np.uint8)
     local[y0 - ya : y0 - ya + crop.shape[0], x0 - xa : x0 - xa + crop.shape[1]] = crop
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * rw + 1,) * 2)
-    ring = cv2.dilate(local, kernel).astype(bool) & ~(local.astype(bool) if taken is None else taken[ya:yb, xa:xb])
+    ring = dilate_ellipse(local, rw).astype(bool) & ~(local.astype(bool) if taken is None else taken[ya:yb, xa:xb])
     px = rgb[ya:yb, xa:xb].reshape(-1, rgb.shape[2] if rgb.ndim == 3 else 1).astype(np.float32)
     if px.shape[1] == 1:
         px = np.repeat(px, 3, axis=1)

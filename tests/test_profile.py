@@ -1638,3 +1638,20 @@ def test_examples_drawn_at_or_past_a_sharp_edge_keep_the_thresholds_outlines(wid
         gt, _ = Instances.from_label_image(expand_labels(lab, wide))
         e = profile_of(rgb, gt, range(5))["classes"]["obj"]
         assert e["settings"] and not any("inset" in st for st in e["settings"])
+
+
+@pytest.mark.parametrize("r", [3, 19, 20, 33, 52, 86])
+def test_a_large_ring_is_dilated_by_rectangles_exactly_as_by_the_ellipse(r):
+    """``dilate_ellipse``: a large object's ring (a dilation by an ellipse 0.6 of its radius
+    wide) built from rectangles is the ellipse's dilation pixel for pixel, objects touching
+    the crop's sides included."""
+    from sam_detect.profile import dilate_ellipse
+
+    rng = np.random.default_rng(r)
+    for shape in [(3 * r + 40, 2 * r + 31), (2 * r + 7, 4 * r + 12)]:
+        m = np.zeros(shape, np.uint8)
+        cv2.ellipse(m, (shape[1] // 2, shape[0] // 2), (r, r // 2 + 1), 30, 0, 360, 1, -1)
+        m[rng.random(shape) < 0.002] = 1
+        m[0, :5] = 1  # on the crop's side
+        want = cv2.dilate(m, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2))
+        np.testing.assert_array_equal(dilate_ellipse(m, r), want)
