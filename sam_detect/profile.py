@@ -254,7 +254,6 @@ def _inside_and_ring(rgb: np.ndarray, crop: np.ndarray, x0: int, y0: int,
     at ``(x0, y0)`` and in a ring 0.6 of its equivalent radius wide around it (at least 3
     px), leaving out ``taken`` (the image's examples; ``None``: the object itself); the
     ring is the inside where nothing is around it."""
-
     h, w = rgb.shape[:2]
     r = float(np.sqrt(crop.sum() / np.pi))
     rw = int(max(3, round(0.6 * r)))
@@ -1365,10 +1364,10 @@ def describe(profile: dict | None) -> list[str]:
         if rep and inset:
             rep += f" with outlines drawn {inset} px inside the threshold's"
         if rep and "radius" in e:
-            zoom = scale_of(e).zoom
-            if zoom < 1:
-                from sam_detect.segment.calibrated import WORK_RADIUS, ZOOM_FROM
+            from sam_detect.segment.calibrated import WORK_RADIUS, ZOOM_FROM, working_zoom
 
+            zoom = working_zoom(float(e["radius"]))
+            if zoom < 1:
                 rep += (f" at {zoom:.2f}x the image's scale (objects over {ZOOM_FROM * WORK_RADIUS:g} px in radius are "
                         f"measured and proposed at {WORK_RADIUS:g})")
         if "edge" in e:

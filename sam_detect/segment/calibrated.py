@@ -166,14 +166,20 @@ class Scale:
 
     @property
     def zoom(self) -> float:
-        """The working scale (:data:`WORK_RADIUS`): 1, or below 1 for large objects."""
-        return WORK_RADIUS / self.radius if self.radius > ZOOM_FROM * WORK_RADIUS else 1.0
+        """The working scale (:func:`working_zoom`): 1, or below 1 for large objects."""
+        return working_zoom(self.radius)
 
     def zoomed(self, f: float) -> Scale:
         """The same examples seen at ``f`` x the image's scale (lengths x ``f``, areas x ``f``²)."""
         return dataclasses.replace(
             self, radius=self.radius * f, max_radius=self.max_radius * f, minor_radius=self.minor_radius * f,
             min_area=self.min_area * f * f, max_area=self.max_area * f * f)
+
+
+def working_zoom(radius: float) -> float:
+    """The scale objects of median radius ``radius`` are worked at (:data:`WORK_RADIUS`):
+    1, or below 1 for large objects."""
+    return WORK_RADIUS / radius if radius > ZOOM_FROM * WORK_RADIUS else 1.0
 
 
 def shrink(rgb: np.ndarray, f: float) -> np.ndarray:
