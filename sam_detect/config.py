@@ -147,6 +147,9 @@ class DetectorConfig:
     candidates; ``False``: the segmenter's own settings and every candidate the vote labels.
     ``drop_border``: leave out objects that touch the image border (counting protocols that
     count only whole objects); by default they are found like any other.
+    ``keep_examples``: on an image the library's examples were drawn on (the same pixels),
+    return those examples as drawn, with their labels, and leave out the candidates that
+    overlap them (negative examples too); ``False``: find them like any other object.
     Ranges: :data:`PARAMS`.
     """
 
@@ -165,6 +168,7 @@ class DetectorConfig:
     keep_unknown: bool = False
     profile: bool = True
     drop_border: bool = False
+    keep_examples: bool = True
     device: str = "auto"
     batch_size: int | None = None  # None: the embedder's own default (8 on CPU, 32 on CUDA for effnet)
 

@@ -68,8 +68,68 @@ class LibraryState:
         model = model_from_payloads(payloads)
         self.store.update_extra(self.config.library, "unlabelled", model)
         self._cache["unlabelled"] = (self.store.count(self.config.library), model)
+        # which images the examples were drawn on, so that a detect on one of them knows
+        # without reading every payload (:meth:`_examples_of_image`)
+        keys = sorted({str(pay["image_key"]) for pay in payloads if pay.get("image_key") and pay.get("mask_rle")})
+        self.store.update_extra(self.config.library, "image_keys", keys)
+        self._cache["image_keys"] = (self.store.count(self.config.library), keys)
+        self._cache.pop("by_image", None)
         self._store_decision(vectors, labels, payloads)
         return profile
+
+    def _examples_of_image(self, rgb: np.ndarray) -> Any:
+        """The library's examples drawn on this very image (the same pixels,
+        :func:`sam_detect.unlabelled.image_key`) as ``Instances`` with their labels (negative
+        ones too) and ``data["example_id"]``, or ``None`` where it holds none of this image.
+
+        One per object: where two of them overlap by more than half the smaller (the same
+        object added twice, by its mask and by a box), the one added last. The library's
+        record of its examples' images (``image_keys``, rebuilt on every add and delete)
+        answers for any other image without reading a payload; a library made before that
+        record is read once per size.
+        """
+        from sam_detect.unlabelled import image_key
+
+        if not self.store.has_library(self.config.library):
+            return None
+        keys = self._extra("image_keys")
+        if keys is not None and not keys:
+            return None
+        key = image_key(rgb)
+        if keys is not None and key not in keys:
+            return None
+        count = self.store.count(self.config.library)
+        cached = self._cache.get("by_image")
+        if cached is None or cached[0] != count:
+            by_image: dict[str, list[tuple[str, str, str, dict]]] = {}
+            for ids, _, labs, pays in self.store.iter_examples(self.config.library):
+                for i, lab, pay in zip(ids, labs, pays, strict=True):
+                    pay = pay or {}
+                    if pay.get("image_key") and pay.get("mask_rle"):
+                        by_image.setdefault(str(pay["image_key"]), []).append(
+                            (str(pay.get("added") or ""), str(i), str(lab), pay["mask_rle"]))
+            cached = (count, by_image)
+            self._cache["by_image"] = cached
+        from sam_detect.instances import Instances
+        from sam_detect.masks import MaskCrop, rle_to_mask
+        from sam_detect.select import MAX_OVERLAP, overlap_pairs
+
+        crops, labels, ids = [], [], []
+        for _, i, lab, rle in sorted(cached[1].get(key, []), reverse=True):  # the latest first
+            mask = rle_to_mask(rle)
+            if mask.shape == rgb.shape[:2] and mask.any():
+                crops.append(MaskCrop.from_full(mask))
+                labels.append(lab)
+                ids.append(i)
+        if not crops:
+            return None
+        mine = Instances.from_crops(crops, image_hw=rgb.shape[:2], labels=labels,
+                                    data={"example_id": np.array(ids, dtype=object)})
+        later = np.zeros(len(mine), bool)  # an earlier example of an object added again
+        for a, b, frac in overlap_pairs(mine):  # a < b: a was added later
+            if frac > MAX_OVERLAP and not later[a]:
+                later[b] = True
+        return mine[~later]
 
     def _unlabelled_rows(self, rgb: np.ndarray, instances: Any, labels: list[str],
                          shapes: list[dict], key: str) -> list | None:

@@ -37,6 +37,7 @@ def instance_records(
     crops = instances.crops
     sim = instances.data.get("similarity")
     neigh = instances.data.get("neighbours")
+    example = instances.data.get("example")
     areas = instances.areas
     for i in range(len(instances)):
         x1, y1, x2, y2 = (round(float(v), 2) for v in instances.boxes[i])
@@ -50,6 +51,8 @@ def instance_records(
         }
         if sim is not None:
             rec["similarity"] = round(float(sim[i]), 4)
+        if example is not None and example[i]:
+            rec["example"] = True  # one of the library's examples, drawn on this image
         m = crops[i]
         if polygons:
             rec["polygons"] = [np.round(p, 2).tolist() for p in crop_to_polygons(m.crop, m.origin, hw, tolerance)]

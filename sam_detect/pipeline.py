@@ -524,6 +524,20 @@ class SAMDetect(DetectorStages, LibraryState):
             size_note = f"{size_note}; {unlike_note}" if size_note else unlike_note
         if border_note:
             size_note = border_note + (f"; {size_note}" if size_note else "")
+        # the library's examples drawn on this very image are known objects: returned as
+        # drawn, and no candidate that the selection could not keep beside them is embedded
+        own = self._examples_of_image(loaded.rgb) if self.config.keep_examples else None
+        own_note = None
+        if own is not None:
+            from sam_detect.select import overlapping
+
+            clash = overlapping(inst, own)
+            inst = inst[~clash]
+            shown = own[np.array([lab != NEGATIVE for lab in own.labels], bool)]
+            own_note = (f"{len(own)} of the library's examples were drawn on this image: "
+                        f"{len(shown)} returned as drawn" + (f", {int(clash.sum())} candidates overlapping "
+                                                             "them left out" if clash.any() else ""))
+            own = shown
         decision = self.decision
         typical = (decision or {}).get("typical_area")
         if typical and shifts:
@@ -541,7 +555,7 @@ class SAMDetect(DetectorStages, LibraryState):
         t = time.perf_counter()
         from sam_detect.select import decide
 
-        self._last_decided = (inst, results, profile)  # what eval re-scores
+        self._last_decided = (inst, results, profile, own)  # what eval re-scores
         d = decide(inst, results, threshold=threshold, top_k=top_k, profile=profile,
                    keep_unknown=self.config.keep_unknown, decision=decision)
         inst.labels = np.array(d.labels, dtype=object) if d.labels else np.empty(0, dtype=object)
@@ -552,10 +566,14 @@ class SAMDetect(DetectorStages, LibraryState):
             [{"id": n.id, "label": n.label, "score": round(float(n.score), 4)} for n in r[:top_k]] for r in results
         ]
         out = inst[d.keep]
+        if own is not None and len(own):
+            out = _with_examples(own, out)
         timings["select"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t0
         voted = sum(lab not in (UNKNOWN, NEGATIVE) for lab in d.labels)
         notes = _why_few(n_proposed, size_note, len(inst), d.similarities, d.thresholds, voted, len(out))
+        if own_note:
+            notes.insert(0, own_note)
         from sam_detect.names import display_label
 
         notes[:0] = [f"{display_label(lab)}: objects here are {np.exp(v):.2g}x the examples' area (another "
@@ -694,6 +712,40 @@ def prompt_region(hw: tuple[int, int], *, point: Sequence[float] | None = None,
     x0 = int(np.clip(round(cx - side_w / 2), 0, w - side_w))
     y0 = int(np.clip(round(cy - side_h / 2), 0, h - side_h))
     return x0, y0, x0 + side_w, y0 + side_h
+
+
+def _with_examples(examples: Instances, found: Instances) -> Instances:
+    """``examples`` (the library's own, drawn on this image; ``data["example_id"]``) as
+    detections before ``found``: label as given, confidence and similarity 1, each its own
+    nearest neighbour; ``data["example"]`` tells the two apart. Measurements the segmenter
+    made of ``found`` only are left empty (NaN, -1, ``None``) for the examples."""
+    k = len(examples)
+    ids = list(examples.data["example_id"])
+    filled: dict[str, Any] = {
+        "similarity": np.ones(k, np.float32),
+        "fit": np.ones(k, np.float32),
+        "neighbours": [[{"id": i, "label": str(lab), "score": 1.0}] for i, lab in zip(ids, examples.labels, strict=True)],
+    }
+    data: dict[str, Any] = {}
+    for key, value in found.data.items():
+        if not isinstance(value, np.ndarray):
+            data[key] = list(filled.get(key, [None] * k)) + list(value)
+            continue
+        own = filled.get(key)
+        if own is None:
+            fill = {"f": np.nan, "i": -1, "u": 0, "b": False, "U": "", "S": b""}.get(value.dtype.kind)
+            own = np.full((k, *value.shape[1:]), fill, dtype=value.dtype if fill is not None else object)
+        data[key] = np.concatenate([np.asarray(own).astype(value.dtype, copy=False), value])
+    data["example"] = np.concatenate([np.ones(k, bool), np.zeros(len(found), bool)])
+    return Instances.from_crops(
+        list(examples.crops) + list(found.crops),
+        image_hw=examples.image_hw,
+        scores=np.concatenate([np.ones(k, np.float32), found.scores]),
+        labels=list(examples.labels) + list(found.labels),
+        label_confidences=np.concatenate([np.ones(k, np.float32), found.label_confidences]),
+        data=data,
+        metadata=found.metadata,
+    )
 
 
 def _why_few(

@@ -67,6 +67,21 @@ def overlap_pairs(instances: Instances) -> list[tuple[int, int, float]]:
     return list(zip(ii.tolist(), jj.tolist(), frac.tolist(), strict=True))
 
 
+def overlapping(candidates: Instances, known: Instances, max_overlap: float = MAX_OVERLAP) -> np.ndarray:
+    """``(N,)`` bool: the candidates that overlap one of the ``known`` objects by more than
+    ``max_overlap`` of the smaller of the two -- those :func:`select` would never keep beside
+    it, had the known object the first rank (a fragment of it, or it merged with a neighbour)."""
+    from sam_detect.masks import crop_intersections
+
+    out = np.zeros(len(candidates), bool)
+    if not len(candidates) or not len(known):
+        return out
+    i, j, inter = crop_intersections(candidates.crops, known.crops)
+    smaller = np.minimum(candidates.areas[i], known.areas[j]).astype(np.float64)
+    out[i[inter / np.maximum(smaller, 1.0) > max_overlap]] = True
+    return out
+
+
 def select(instances: Instances, scores: np.ndarray, max_overlap: float = MAX_OVERLAP,
            whole: np.ndarray | None = None) -> np.ndarray:
     """Indices of the kept candidates ``(K,)`` int64, in the candidates' order.
@@ -364,4 +379,4 @@ def decide(
 
 
 __all__ = ["MAX_OVERLAP", "OUTLINE_CAP", "OUTLINE_WEIGHT", "PROMPT_MARGIN", "Decision", "box_overlap", "choose_prompt", "decide", "overlap_pairs",
-           "contact_ratio", "covering_parts", "fragmented_wholes", "quality", "select", "wholes_first"]
+           "contact_ratio", "covering_parts", "fragmented_wholes", "overlapping", "quality", "select", "wholes_first"]

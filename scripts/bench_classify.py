@@ -240,7 +240,7 @@ def confidence(name: str, embedder: str) -> dict:
     conf, conf_fit, sim, pos, kept, disjoint = [], [], [], [], [], []
     for t in range(1, len(frames)):
         det.detect(frames[t])
-        cands, results, profile = det._last_decided  # profile: at the frame's own scale
+        cands, results, profile = det._last_decided[:3]  # profile: at the frame's own scale (frames 1- hold no examples)
         from sam_detect.select import decide
 
         d = decide(cands, results, threshold=None, top_k=det.config.top_k, profile=profile,

@@ -132,7 +132,8 @@ def coins(config) -> dict:
     out = {}
     segmenter_alone = None
     for key, use in (("without_profile", False), ("full", True)):
-        det = SAMDetect(dataclasses.replace(config, store="memory", profile=use))
+        # as examples_worth: the row without the profile returns no example as drawn
+        det = SAMDetect(dataclasses.replace(config, store="memory", profile=use, keep_examples=use))
         t = time.perf_counter()
         for box in COIN_BOXES:
             det.add_example(img, box=box, label="coin")

@@ -107,6 +107,12 @@ def test_add_then_detect_json(scene_files, tmp_path):
     assert {"label", "confidence", "box", "polygons", "area", "similarity", "neighbours"} <= set(obj)
     assert "sam-detect: segmenter: classical" in r.stderr
     assert "sam-detect: embedder: views" in r.stderr and "sam-detect: library: default" in r.stderr
+    # the disc was added twice (its mask, then a box) on this very image: returned once, as drawn
+    assert [o.get("example") for o in rec["objects"]].count(True) == 1
+    assert any("returned as drawn" in n for n in rec["notes"])
+    r = run_cli("detect", f["image"], "--json", "--no-keep-examples", *f["lib"])
+    assert r.exit_code == 0, r.output
+    assert not any("example" in o for o in json.loads(r.stdout)["objects"])
     coco = tmp_path / "out.json"
     overlay = tmp_path / "ov.png"
     r = run_cli("detect", f["image"], "--jsonl", "--coco", coco, "--overlay", overlay, *f["lib"])

@@ -44,7 +44,7 @@ def test_a_default_changed_in_one_place_shows_in_cli_api_and_ui(monkeypatch, sce
     assert det.occupancy == 0.35
     det.add_examples(rgb, Instances(masks=masks, labels=labels))
     assert det.store.get_meta("default").crop == {"occupancy": 0.35}
-    found = det.detect(rgb)
+    found = det.detect(scene(6, n_discs=4, n_squares=4)[0])  # another scene: its objects are voted on
     assert len(found) and max(len(n) for n in found.data["neighbours"]) == 7
 
     # the UI's settings

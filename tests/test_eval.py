@@ -104,6 +104,19 @@ def test_score_examples_counts_them(scenes):
     assert res.metrics.n_ignored_gt == 0 and res.metrics.n_gt == len(gts[0])
 
 
+def test_examples_returned_as_drawn_keep_the_revote_exact(scenes):
+    """Detecting on the examples' own image returns them as drawn (matched to the ignored
+    ground truth, so not scored); the re-vote from the records reproduces detect's output."""
+    imgs, gts = scenes
+    res = evaluate(imgs, gts, CFG, shots=1, examples_from=[0], detect_on=[0], iou=(0.5,))
+    (rec,) = res.records
+    assert res.consistent and len(rec.known_labels) == sum(res.examples.values())
+    assert (rec.known_iou.max(axis=1) == 1.0).all() and rec.ignore[rec.known_iou.argmax(axis=1)].all()
+    assert res.metrics.n_ignored_gt == len(rec.known_labels)
+    scored = evaluate(imgs, gts, CFG, shots=1, examples_from=[0], detect_on=[0], iou=(0.5,), score_examples=True)
+    assert scored.consistent and scored.records[0].known_labels == ()  # found like any other object
+
+
 def test_curve_and_revote_match_real_runs(scenes):
     imgs, gts = scenes
     first = evaluate(imgs, gts, CFG, shots=2, iou=(0.5,))

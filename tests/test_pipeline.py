@@ -287,3 +287,87 @@ def test_embed_gives_the_vectors_of_add_examples(taught):
     np.testing.assert_allclose((got @ stored.T).max(axis=1), 1.0, atol=1e-4)  # each one is stored
     np.testing.assert_allclose(taught.embed(rgb, masks[0]), got[:1], atol=1e-6)  # a (H, W) mask
     assert taught.embed(rgb, Instances.empty(rgb.shape[:2])).shape == (0, dim)
+
+
+def test_the_examples_of_an_image_are_returned_as_drawn(scene):
+    """On the image the examples were drawn on, detect returns them exactly as drawn (an outline
+    the segmenter would not draw), once each, labelled, and no candidate overlapping them."""
+    import cv2
+
+    from sam_detect.outputs import instance_records
+    from sam_detect.select import overlapping
+
+    rgb, masks, labels = scene(seed=5, n_discs=3, n_squares=3)
+    discs = [i for i, lab in enumerate(labels) if lab == "disc"]
+    squares = [i for i, lab in enumerate(labels) if lab == "square"]
+    drawn = cv2.dilate(masks[discs[0]].astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)  # a generous outline
+    det = SAMDetect(store="memory", segmenter="classical", embedder="effnet", library="own")
+    first = det.add_example(rgb, mask=masks[discs[0]], label="disc")
+    det.add_example(rgb, mask=drawn, label="disc")  # the same disc again, outlined anew: the later counts
+    det.add_example(rgb, mask=masks[squares[0]], label=NEGATIVE)
+    found = det.detect(rgb)
+    ex = found.data["example"]
+    assert ex.dtype == bool and ex.sum() == 1
+    (k,) = np.flatnonzero(ex)
+    assert _iou(found.masks[k], drawn) == 1.0 and found.labels[k] == "disc"
+    assert found.label_confidences[k] == 1.0 and found.data["similarity"][k] == 1.0
+    assert found.data["neighbours"][k][0]["id"] not in first
+    others = found[~ex]
+    assert not overlapping(others, found[ex]).any()  # nothing overlaps the example...
+    assert not overlapping(others, Instances(masks=masks[squares[:1]])).any()  # ...or the negative one
+    assert _matched_labels(others, masks[discs[1:]], ["disc"] * 2) == ["disc", "disc"]
+    assert any("returned as drawn" in n for n in found.metadata["notes"])
+    recs = instance_records(found)
+    assert recs[k]["example"] is True and sum("example" in r for r in recs) == 1
+
+    other_rgb, _, _ = scene(seed=6, n_discs=3, n_squares=0)
+    elsewhere = det.detect(other_rgb)  # another image: its objects are found, none is an example
+    assert len(elsewhere) >= 3 and "example" not in elsewhere.data
+
+    det.config.keep_examples = False
+    try:
+        plain = det.detect(rgb)
+    finally:
+        det.config.keep_examples = True
+    assert "example" not in plain.data
+    assert max(_iou(m, drawn) for m in plain.masks) < 1.0  # the segmenter's outline, not the drawn one
+
+
+def test_a_deleted_example_is_no_longer_returned(scene):
+    from sam_detect.store import journal
+
+    rgb, masks, labels = scene(seed=5, n_discs=3, n_squares=0)
+    det = SAMDetect(store="memory", segmenter="classical", embedder="effnet", library="gone")
+    keep = det.add_example(rgb, mask=masks[0], label="disc")
+    drop = det.add_example(rgb, mask=masks[1], label="disc")
+    assert det.detect(rgb).data["example"].sum() == 2
+    journal.delete(det.store, "gone", ids=drop)
+    det.refresh_profile()
+    found = det.detect(rgb)
+    assert found.data["example"].sum() == 1
+    assert found.data["neighbours"][int(np.flatnonzero(found.data["example"])[0])][0]["id"] == keep[0]
+    assert _matched_labels(found, masks, ["disc"] * 3) == ["disc"] * 3  # the deleted one is found again
+
+
+def test_examples_join_the_found_objects_whatever_their_data():
+    """The examples take the found objects' data fields, whatever their shapes, empty for them."""
+    from sam_detect.pipeline import _with_examples
+
+    disc = np.zeros((20, 20), bool)
+    disc[2:6, 2:6] = True
+    other = np.zeros((20, 20), bool)
+    other[10:15, 10:15] = True
+    ex = Instances(masks=disc[None], labels=["disc"], data={"example_id": np.array(["e1"], dtype=object)})
+    for found in (
+        Instances(masks=other[None], labels=["disc"], label_confidences=[0.4],
+                  data={"point": np.array([[12.0, 12.0]]), "setting": np.array([3]), "hint": ["disc"],
+                        "similarity": np.array([0.7], np.float32), "neighbours": [[{"id": "e1", "label": "disc", "score": 0.7}]]}),
+        Instances(masks=np.zeros((0, 20, 20), bool), data={"point": np.zeros((0, 2)), "neighbours": []}),
+    ):
+        out = _with_examples(ex, found)
+        assert len(out) == len(found) + 1 and out.labels[0] == "disc" and out.label_confidences[0] == 1.0
+        assert out.data["example"].tolist() == [True] + [False] * len(found)
+        assert out.data["point"].shape == (len(out), 2) and np.isnan(out.data["point"][0]).all()
+        assert out.data["neighbours"][0] == [{"id": "e1", "label": "disc", "score": 1.0}]
+        assert _iou(out.masks[0], disc) == 1.0
+    assert out.data["point"].dtype == np.float64 and len(out) == 1

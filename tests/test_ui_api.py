@@ -391,6 +391,21 @@ def test_accept_rejects_bad_input(client):
     assert client.get("/api/library").json()["count"] == 0  # nothing was written
 
 
+def test_examples_stored_before_the_session_show_as_examples(client, ui, folder):
+    """A library's examples of this image, added outside this session, come back from detect
+    as examples (as drawn), not as detections to confirm again."""
+    from sam_detect.instances import Instances
+
+    _, masks, truth = scene()
+    ui.session.detector.add_examples(folder / "scene.png", Instances(masks=masks[:1], labels=truth[:1]))
+    res = client.post("/api/detect", json={"path": "scene.png", "threshold": 0.3}, headers=H).json()
+    ex = [a for a in res["annotations"] if a["kind"] == "example"]
+    assert len(ex) == 1 and ex[0]["label"] == truth[0] and res["already_examples"] == 1
+    assert iou(runs_to_mask(ex[0]["mask"], (SIZE, SIZE)), masks[0]) == 1.0
+    found = [a for a in res["annotations"] if a["kind"] == "detection"]
+    assert found and all(iou(runs_to_mask(a["mask"], (SIZE, SIZE)), masks[0]) < 0.5 for a in found)
+
+
 def test_detect_correct_and_undo(client, ui):
     _, masks, truth = scene()
     detect = {"path": "scene.png", "threshold": 0.3}

@@ -149,6 +149,10 @@ classify_options = stack(
         click.option("--drop-border", "drop_border", is_flag=True, default=None,
                      help="Leave out objects that touch the image border (count whole objects "
                      "only). Default: they are found like any other."),
+        click.option("--keep-examples/--no-keep-examples", "keep_examples", cls=Unset,
+                     help="On an image the library's examples were drawn on, return those examples as "
+                     "drawn and leave out the candidates overlapping them; --no-keep-examples: find "
+                     "them like any other object."),
     ]
 )
 
@@ -206,7 +210,7 @@ def detector_config(**opts: Any):
     kwargs: dict[str, Any] = {"fade": fade, "fade_options": fade_opts, "store": store, "store_options": store_opts}
     # an option not given leaves the config's default
     for key in ("segmenter", "embedder", "occupancy", "library", "device", "top_k", "threshold",
-                "keep_unknown", "profile", "drop_border"):
+                "keep_unknown", "profile", "drop_border", "keep_examples"):
         if opts.get(key) is not None:
             kwargs[key] = opts[key]
     if importlib.util.find_spec("sam_detect.cli._model_options") is not None:

@@ -74,6 +74,17 @@ class _ImageRecord:
     candidates: Instances | None = None  # (C,) what was embedded: the selection re-runs on them
     profile: dict | None = None  # the library's proposal profile during detection
     decision: dict | None = None  # the library's decision settings (sam_detect.calibrate)
+    # the library's examples of this very image that detect() returned as drawn
+    # (``DetectorConfig.keep_examples``), before the candidates it kept: (E, G) and (E,)
+    known_iou: np.ndarray | None = None
+    known_labels: tuple[str, ...] = ()
+
+    def returned(self, idx: np.ndarray, labels: list[str]) -> tuple[np.ndarray, list[str]]:
+        """What detect() returns when the selection keeps candidates ``idx`` labelled
+        ``labels``: the examples it returns as drawn first, then those; ``(IoU (D, G), labels)``."""
+        if self.known_iou is None or not len(self.known_iou):
+            return self.iou[idx], list(labels)
+        return np.concatenate([self.known_iou, self.iou[idx]]), list(self.known_labels) + list(labels)
 
 
 @dataclass
@@ -182,7 +193,7 @@ def _score(
     votes = _vote(records, threshold, top_k)
     matches = []
     for rec, (idx, labels) in zip(records, votes, strict=True):
-        matches.append(acc.add_matrix(rec.iou[idx], labels, rec.gt_labels, rec.ignore))
+        matches.append(acc.add_matrix(*rec.returned(idx, labels), rec.gt_labels, rec.ignore))
     return acc.result(), matches, votes
 
 
@@ -285,7 +296,9 @@ def evaluate(
 
     store, cleanup, store_desc = temp_store(config)
     library = f"eval-{uuid.uuid4().hex[:8]}"
-    run_config = dataclasses.replace(config, library=library, keep_unknown=False)
+    # examples scored like any other object are found like any other, not returned as drawn
+    run_config = dataclasses.replace(config, library=library, keep_unknown=False,
+                                     keep_examples=config.keep_examples and not score_examples)
     rec_store = RecordingStore(store)
     # Resolve the stages ("auto" included) once, then hand the pipeline a watched segmenter.
     probe = SAMDetect(run_config, segmenter=segmenter, embedder=embedder, store=rec_store)
@@ -324,10 +337,12 @@ def evaluate(
             decided = getattr(det, "_last_decided", None)
             if decided is not None:  # exactly what detect() decided on, with the image's profile
                 cands, neighbours, profile = decided[0], list(decided[1]), decided[2]
+                known = decided[3]
             else:
                 cands = rec_seg.last if rec_seg.last is not None else Instances.empty(g.image_hw)
                 cands = size_filter(cands, profile)[0]  # what detect() embedded
                 neighbours = rec_store.last if (rec_store.last is not None and len(cands)) else []
+                known = None
             records.append(
                 _ImageRecord(
                     name=names[i],
@@ -341,6 +356,8 @@ def evaluate(
                     candidates=cands,
                     profile=profile,
                     decision=det.decision,
+                    known_iou=None if known is None or not len(known) else instances_iou(known, g).astype(np.float32),
+                    known_labels=() if known is None else tuple(str(lab) for lab in known.labels),
                 )
             )
             if len(kept_overlays) < overlays:
@@ -359,8 +376,8 @@ def evaluate(
     configured = None if run_config.threshold is None else float(run_config.threshold)
     votes = _vote(records, configured, top_k)
     consistent = all(
-        labels == rec.out_labels and np.allclose(rec.iou[idx], rec.out_iou)
-        for rec, (idx, labels) in zip(records, votes, strict=True)
+        labels == rec.out_labels and np.allclose(iou, rec.out_iou)
+        for rec, (iou, labels) in ((r, r.returned(*v)) for r, v in zip(records, votes, strict=True))
     )
     if not consistent:
         log.warning(
@@ -528,5 +545,7 @@ def examples_worth(images: Sequence[Any], gt: Sequence[Any], config: Any = None,
     config = config or DetectorConfig()
     full = evaluate(images, gt, dataclasses.replace(config, profile=True), **protocol)
     protocol = {**protocol, "progress": False}
-    plain = evaluate(images, gt, dataclasses.replace(config, profile=False), **protocol)
+    # the baselines use no example beyond the vote: none returned as drawn, no candidate left
+    # out for overlapping one (what the segmenter alone proposes on the examples' own image)
+    plain = evaluate(images, gt, dataclasses.replace(config, profile=False, keep_examples=False), **protocol)
     return ExamplesWorth(segmenter_alone=accept_all(plain), without_profile=plain, full=full)

@@ -268,10 +268,16 @@ class AnnotationSession:
             anns = self._anns(key)
             kept = [a for a in anns if a.kind != "detection"]
             dropped = 0
+            stored = found.data.get("example")  # the library's examples of this image, as drawn
             for i in range(len(found)):
                 m = copy_of(found, i)
                 if any(a.mask.iou(m) > 0.5 for a in kept if a.kind in ("example", "negative")):
                     dropped += 1
+                    continue
+                if stored is not None and stored[i]:  # added in an earlier session: shown as an example
+                    dropped += 1
+                    kept.append(Annotation(id=self._next_id("a"), mask=m, label=str(found.labels[i]),
+                                           kind="example", example_ids=[found.data["neighbours"][i][0]["id"]]))
                     continue
                 cand = self._remember(
                     Candidate(
