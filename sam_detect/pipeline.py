@@ -571,7 +571,9 @@ class SAMDetect(DetectorStages, LibraryState):
         timings["select"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t0
         voted = sum(lab not in (UNKNOWN, NEGATIVE) for lab in d.labels)
-        notes = _why_few(n_proposed, size_note, len(inst), d.similarities, d.thresholds, voted, len(out))
+        # (where the examples drawn here took every candidate, their note says it all)
+        notes = [] if own_note and not len(inst) and len(out) else \
+            _why_few(n_proposed, size_note, len(inst), d.similarities, d.thresholds, voted, len(out))
         if own_note:
             notes.insert(0, own_note)
         from sam_detect.names import display_label

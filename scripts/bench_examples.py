@@ -23,6 +23,7 @@ Writes ``docs/perf_data/examples.json`` and prints a Markdown table.
 
     python scripts/bench_examples.py
     python scripts/bench_examples.py --datasets coins,dense --embedder handcrafted
+    python scripts/bench_examples.py --held-out-format --out docs/perf_data/held_out_format.json
 """
 
 from __future__ import annotations
@@ -115,6 +116,45 @@ def protocol_dataset(name: str, config) -> dict:
     return {"rows": rows, "images": sum(len(p["detect_on"]) for _, _, p in runs), "protocol": {
         k: v for k, v in protocol.items()}, "pairs": pairs, "wall_s": round(time.perf_counter() - t, 1),
         "detect_median_s": detect_s}
+
+
+def held_out_format(name: str, config, frames: int = 3, seeds: tuple[int, ...] = (0, 1)) -> dict:
+    """The held-out sets' format on a data set: 10 examples from an image, that image
+    detected (its first ``frames`` images in turn, ``seeds`` each), scored two ways: with the
+    examples left out (as every development recording is scored) and with them counted like
+    any other object (as a scoring of every object of the image counts them). The segmenter
+    alone is every candidate of its own settings, scored the same two ways."""
+    import dataclasses
+
+    from sam_detect.eval.metrics import MetricsAccumulator
+    from sam_detect.eval.protocol import accept_all, evaluate, examples_worth
+
+    runs, _, pairs = protocol_runs(name)
+    images, gt = (runs[0][0], runs[0][1]) if not pairs else (
+        [im for imgs, _, _ in runs for im in imgs], [g for _, truth, _ in runs for g in truth])
+    keys = ("segmenter_alone", "full", "segmenter_alone_examples_scored", "full_examples_scored")
+    totals = {k: np.zeros(3, np.int64) for k in keys}
+    t = time.perf_counter()
+    plain = dataclasses.replace(config, profile=False, keep_examples=False)
+    for f in range(min(frames, len(images))):
+        for seed in seeds:
+            prot = dict(shots=10, seed=seed, examples_from=[f], detect_on=[f], label="object")
+            worth = examples_worth(images, gt, config, **prot)
+            for key, (_, c) in zip(("segmenter_alone", None, "full"), worth.rows(0.5), strict=True):
+                if key:
+                    totals[key] += [c.tp, c.fp, c.fn]
+            acc = MetricsAccumulator((0.5,))  # the same detections, every object counted
+            for rec in worth.full.records:
+                acc.add_matrix(rec.out_iou, rec.out_labels, rec.gt_labels, np.zeros_like(rec.ignore))
+            c = acc.result()[0.5]
+            totals["full_examples_scored"] += [c.tp, c.fp, c.fn]
+            scored = evaluate(images, gt, plain, score_examples=True, curve_thresholds=(), overlays=0, **prot)
+            c = accept_all(scored)[0.5]
+            totals["segmenter_alone_examples_scored"] += [c.tp, c.fp, c.fn]
+    rows = {k: {"f1": round(float(2 * v[0] / max(2 * v[0] + v[1] + v[2], 1)), 4),
+                "tp": int(v[0]), "fp": int(v[1]), "fn": int(v[2])} for k, v in totals.items()}
+    return {"rows": rows, "frames": min(frames, len(images)), "seeds": list(seeds),
+            "wall_s": round(time.perf_counter() - t, 1)}
 
 
 def coins(config) -> dict:
@@ -211,6 +251,9 @@ def main() -> None:
     ap.add_argument("--embedder", default="views", help="default: views, the offline default embedder")
     ap.add_argument("--speed", action="store_true", help="also time calibration and detect")
     ap.add_argument("--out", default=str(ROOT / "docs" / "perf_data" / "examples.json"))
+    ap.add_argument("--held-out-format", action="store_true",
+                    help="instead: 10 examples from an image and that image detected (images 0-2, seeds 0-1), "
+                    "scored with the examples left out and counted (run after a choice, never for one)")
     args = ap.parse_args()
 
     import bench_data
@@ -224,6 +267,20 @@ def main() -> None:
     if args.speed:
         results["_speed"] = speed(args.embedder)
         print(json.dumps(results["_speed"]), file=sys.stderr)
+    if args.held_out_format:
+        names = [n for n in names if n != "coins"]  # the coins are one image: their protocol is this format
+        for name in names:
+            print(f"== {name}", file=sys.stderr)
+            results[name] = {**held_out_format(name, config), "embedder": args.embedder}
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            out_path.write_text(json.dumps(results, indent=1))
+        print("| data set | segmenter alone | full pipeline | examples counted: segmenter alone | full pipeline |")
+        print("| --- | --- | --- | --- | --- |")
+        for name in names:
+            f = [results[name]["rows"][k]["f1"] for k in ("segmenter_alone", "full", "segmenter_alone_examples_scored",
+                                                         "full_examples_scored")]
+            print(f"| {name} | {f[0]:.3f} | {f[1]:.3f} | {f[2]:.3f} | {f[3]:.3f} |")
+        return
     for name in names:
         print(f"== {name}", file=sys.stderr)
         results[name] = coins(config) if name == "coins" else protocol_dataset(name, config)

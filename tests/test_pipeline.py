@@ -371,3 +371,17 @@ def test_examples_join_the_found_objects_whatever_their_data():
         assert out.data["neighbours"][0] == [{"id": "e1", "label": "disc", "score": 1.0}]
         assert _iou(out.masks[0], disc) == 1.0
     assert out.data["point"].dtype == np.float64 and len(out) == 1
+
+
+def test_an_image_labelled_in_full_comes_back_as_labelled(scene):
+    """Every object of the image given as an example: detect returns exactly those, and says
+    why there is nothing else (no note that blames the size range or the threshold)."""
+    rgb, masks, labels = scene(seed=9, n_discs=3, n_squares=3)
+    det = SAMDetect(store="memory", segmenter="classical", embedder="effnet", library="full")
+    det.add_examples(rgb, Instances(masks=masks, labels=labels))
+    found = det.detect(rgb)
+    assert len(found) == 6 and found.data["example"].all()
+    assert sorted(found.labels) == sorted(labels)
+    assert all(max(_iou(m, f) for f in found.masks) == 1.0 for m in masks)
+    (note,) = found.metadata["notes"]
+    assert note.startswith("6 of the library's examples were drawn on this image: 6 returned as drawn")
