@@ -76,6 +76,12 @@ MAX_POSITION_SEPARATION = 0.85
 MIN_LABELLED_OBJECTS = 10
 #: candidates whose estimated probability of being an object is below this are dropped
 MIN_PROBABILITY = 0.5
+#: ... and only where the examples are at least ``MIN_LABEL_FREQUENCY`` of the objects that
+#: look like them in size (log-area within this much of theirs), stability and solidity:
+#: ``c`` is estimated by ``g``, which reads the candidates' contrast too, so examples picked
+#: for standing out (the ten brightest nuclei) would pass for most of their images' objects
+#: and every fainter object would be dropped as unlabelled (development sets, session 35)
+AREA_ROOM = 0.25
 #: ridge penalty on the standardised features' weights
 RIDGE = 1.0
 #: folds for the out-of-fold estimate of ``c``
@@ -205,10 +211,18 @@ def fit(x: np.ndarray, labelled: np.ndarray, groups: np.ndarray | None = None,
         return float((ranks[y].sum() - y.sum() * (y.sum() + 1) / 2) / (y.sum() * (~y).sum()))
 
     out = out_of_fold(x)
+    # how many unlabelled objects look like the examples in what does not tell an object's
+    # look (size, stability, solidity: not its contrast): where they are many, the examples
+    # are a small share of their images' objects, whatever g says (g reads contrast too)
+    lab_rows = x[y]
+    log_a, stab, solid = x[:, 1], x[:, 4], x[:, 5]
+    alike = ((log_a >= lab_rows[:, 1].min() - AREA_ROOM) & (log_a <= lab_rows[:, 1].max() + AREA_ROOM)
+             & (stab >= lab_rows[:, 4].min()) & (solid >= lab_rows[:, 5].min()) & ~y)
+    n_alike = int((np.bincount(g_idx, weights=alike.astype(np.float64), minlength=len(has_labelled)) > 0)[~has_labelled].sum())
     separation = auc(out)
     z = (separation - 0.5) / np.sqrt((n1 + n0 + 1) / (12.0 * n1 * n0))
     model.update(c=round(float(out[y].mean()), 4), separation=round(float(separation), 4), separation_z=round(float(z), 2),
-                 labelled=n1, unlabelled=n0)
+                 labelled=n1, unlabelled=n0, alike=n_alike)
     if positions is not None:
         pos = np.asarray(positions, np.float64)
         if pos.shape != (len(y), 2):
@@ -230,14 +244,18 @@ def at_random(model: dict) -> bool:
 
 
 def applies(model: dict | None) -> bool:
-    """Whether ``detect`` uses ``model``: fitted, ``c >= MIN_LABEL_FREQUENCY``, an
+    """Whether ``detect`` uses ``model``: fitted, ``c >= MIN_LABEL_FREQUENCY`` and the
+    examples at least that share of the objects alike to them (``AREA_ROOM``), an
     out-of-fold separation of at least ``MIN_SEPARATION`` and ``MIN_SEPARATION_Z``
     (``MIN_SEPARATION_Z_AT_RANDOM`` where the examples lie among the rest: :func:`at_random`),
     and at least ``MIN_LABELLED_OBJECTS`` examples proposed."""
     if not model or model.get("version") != VERSION:
         return False
     z = MIN_SEPARATION_Z_AT_RANDOM if at_random(model) else MIN_SEPARATION_Z
+    alike = model.get("alike")  # None: a model fitted before it was counted
+    labelled = int(model.get("labelled", 0))
     return (float(model.get("c", 0.0)) >= MIN_LABEL_FREQUENCY
+            and (alike is None or labelled >= MIN_LABEL_FREQUENCY * (labelled + int(alike)))
             and float(model.get("separation", 0.0)) >= MIN_SEPARATION
             and float(model.get("separation_z", 0.0)) >= z
             and int(model.get("labelled", 0)) >= MIN_LABELLED_OBJECTS)
@@ -340,6 +358,10 @@ def describe(model: dict | None) -> list[str]:
         state = "used: candidates that look like the unlabelled ones are dropped"
     elif float(model["c"]) < MIN_LABEL_FREQUENCY:
         state = f"not used: the examples are under {MIN_LABEL_FREQUENCY:.0%} of their images' objects"
+    elif model.get("alike") is not None and int(model["labelled"]) < MIN_LABEL_FREQUENCY * (
+            int(model["labelled"]) + int(model["alike"])):
+        state = (f"not used: {int(model['alike'])} other objects look like the examples in size, stability and "
+                 "solidity (examples picked for standing out?)")
     elif int(model.get("labelled", 0)) < MIN_LABELLED_OBJECTS:
         state = f"not used: fewer than {MIN_LABELLED_OBJECTS} examples proposed"
     elif model.get("position_separation") is not None and not at_random(model):

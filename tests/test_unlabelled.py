@@ -56,6 +56,25 @@ def test_not_used_where_the_examples_are_a_small_share_of_the_objects():
     assert "not used: the examples are under 25%" in describe(model)[0]
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_not_used_where_the_examples_were_picked_for_standing_out(seed):
+    """The ten most contrasted of a hundred objects: g tells them from the rest by their
+    contrast and takes them for a third or more of the objects, but some fifty others match
+    them in size, stability and solidity, so they are a small share and the model is not used
+    (it would drop every fainter object)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 1, (115, len(FEATURES)))
+    x[:100, 0] *= 3  # contrast varies most
+    x[100:, :2] += 4.0  # fifteen that are not objects
+    y = np.zeros(115, bool)
+    y[np.argsort(-x[:100, 0])[:10]] = True
+    model = fit(x, y)
+    assert model["c"] >= MIN_LABEL_FREQUENCY and model["separation"] >= 0.9  # what g alone says
+    assert model["alike"] >= 40 and not applies(model)
+    assert applies({k: v for k, v in model.items() if k != "alike"})  # a model fitted before: as it was
+    assert "look like the examples in size" in describe(model)[0]
+
+
 def test_not_used_where_examples_and_the_rest_look_alike():
     rng = np.random.default_rng(4)
     x = rng.normal(0, 1, (40, len(FEATURES)))
