@@ -74,14 +74,14 @@ MAX_POSITION_SEPARATION = 0.85
 #: dropped 16 of 24 coins. Labelling most objects of a patch gives more (12-20 on the
 #: development H&E patches)
 MIN_LABELLED_OBJECTS = 10
-#: candidates whose estimated probability of being an object is below this are dropped
-MIN_PROBABILITY = 0.5
 #: ... and only where the examples are at least ``MIN_LABEL_FREQUENCY`` of the objects that
 #: look like them in size (log-area within this much of theirs), stability and solidity:
 #: ``c`` is estimated by ``g``, which reads the candidates' contrast too, so examples picked
 #: for standing out (the ten brightest nuclei) would pass for most of their images' objects
 #: and every fainter object would be dropped as unlabelled (development sets, session 35)
 AREA_ROOM = 0.25
+#: candidates whose estimated probability of being an object is below this are dropped
+MIN_PROBABILITY = 0.5
 #: ridge penalty on the standardised features' weights
 RIDGE = 1.0
 #: folds for the out-of-fold estimate of ``c``
@@ -211,8 +211,8 @@ def fit(x: np.ndarray, labelled: np.ndarray, groups: np.ndarray | None = None,
         return float((ranks[y].sum() - y.sum() * (y.sum() + 1) / 2) / (y.sum() * (~y).sum()))
 
     out = out_of_fold(x)
-    # how many unlabelled objects look like the examples in what does not tell an object's
-    # look (size, stability, solidity: not its contrast): where they are many, the examples
+    # the unlabelled objects that match the examples in what does not say how visible an
+    # object is (size, stability, solidity; not contrast): where they are many, the examples
     # are a small share of their images' objects, whatever g says (g reads contrast too)
     lab_rows = x[y]
     log_a, stab, solid = x[:, 1], x[:, 4], x[:, 5]
