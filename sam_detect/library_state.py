@@ -101,13 +101,13 @@ class LibraryState:
         count = self.store.count(self.config.library)
         cached = self._cache.get("by_image")
         if cached is None or cached[0] != count:
-            by_image: dict[str, list[tuple[str, str, str, dict]]] = {}
+            by_image: dict[str, list[tuple[tuple, str, str, dict]]] = {}
             for ids, _, labs, pays in self.store.iter_examples(self.config.library):
                 for i, lab, pay in zip(ids, labs, pays, strict=True):
                     pay = pay or {}
                     if pay.get("image_key") and pay.get("mask_rle"):
-                        by_image.setdefault(str(pay["image_key"]), []).append(
-                            (str(pay.get("added") or ""), str(i), str(lab), pay["mask_rle"]))
+                        order = (int(pay.get("added_ns") or 0), str(pay.get("added") or ""), str(i))
+                        by_image.setdefault(str(pay["image_key"]), []).append((order, str(i), str(lab), pay["mask_rle"]))
             cached = (count, by_image)
             self._cache["by_image"] = cached
         from sam_detect.instances import Instances
@@ -115,7 +115,7 @@ class LibraryState:
         from sam_detect.select import MAX_OVERLAP, overlap_pairs
 
         crops, labels, ids = [], [], []
-        for _, i, lab, rle in sorted(cached[1].get(key, []), reverse=True):  # the latest first
+        for _, i, lab, rle in sorted(cached[1].get(key, []), key=lambda e: e[0], reverse=True):  # the latest first
             mask = rle_to_mask(rle)
             if mask.shape == rgb.shape[:2] and mask.any():
                 crops.append(MaskCrop.from_full(mask))

@@ -407,7 +407,8 @@ class SAMDetect(DetectorStages, LibraryState):
             payloads.append(
                 {"source": source, "box": [float(v) for v in instances.boxes[i]], "area": int(areas[i]),
                  "added": now, "mask_rle": crop_to_rle(crop, (cols.start, rows.start), instances.image_hw),
-                 "shape": shapes[i], "image_key": key}
+                 "shape": shapes[i], "image_key": key,
+                 "added_ns": measured_at + i}  # the order examples were added in, to the example
             )
             if unlabelled is not None:
                 payloads[-1]["unlabelled"] = unlabelled[i]
