@@ -729,26 +729,20 @@ def _with_examples(examples: Instances, found: Instances) -> Instances:
         "fit": np.ones(k, np.float32),
         "neighbours": [[{"id": i, "label": str(lab), "score": 1.0}] for i, lab in zip(ids, examples.labels, strict=True)],
     }
-    data: dict[str, Any] = {}
-    for key, value in found.data.items():
+    data: dict[str, Any] = {"example": np.ones(k, bool)}
+    for key, value in found.data.items():  # the found objects' fields, so that the two merge
         if not isinstance(value, np.ndarray):
-            data[key] = list(filled.get(key, [None] * k)) + list(value)
-            continue
-        own = filled.get(key)
-        if own is None:
+            data[key] = filled.get(key, [None] * k)
+        elif key in filled:
+            data[key] = filled[key].astype(value.dtype, copy=False)
+        else:
             fill = {"f": np.nan, "i": -1, "u": 0, "b": False, "U": "", "S": b""}.get(value.dtype.kind)
-            own = np.full((k, *value.shape[1:]), fill, dtype=value.dtype if fill is not None else object)
-        data[key] = np.concatenate([np.asarray(own).astype(value.dtype, copy=False), value])
-    data["example"] = np.concatenate([np.ones(k, bool), np.zeros(len(found), bool)])
-    return Instances.from_crops(
-        list(examples.crops) + list(found.crops),
-        image_hw=examples.image_hw,
-        scores=np.concatenate([np.ones(k, np.float32), found.scores]),
-        labels=list(examples.labels) + list(found.labels),
-        label_confidences=np.concatenate([np.ones(k, np.float32), found.label_confidences]),
-        data=data,
-        metadata=found.metadata,
-    )
+            data[key] = np.full((k, *value.shape[1:]), fill, dtype=value.dtype if fill is not None else object)
+    found = found[np.arange(len(found))]  # a copy, to flag
+    found.data["example"] = np.zeros(len(found), bool)
+    shown = Instances.from_crops(list(examples.crops), image_hw=examples.image_hw, labels=list(examples.labels),
+                                 label_confidences=np.ones(k, np.float32), data=data)
+    return Instances.merge([shown, found])
 
 
 def _why_few(

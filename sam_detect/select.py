@@ -54,16 +54,18 @@ OUTLINE_CAP = 2.0
 PROMPT_MARGIN = 2.0
 
 
-def overlap_pairs(instances: Instances) -> list[tuple[int, int, float]]:
+def overlap_pairs(instances: Instances, other: Instances | None = None) -> list[tuple[int, int, float]]:
     """``(i, j, intersection / min(area_i, area_j))`` for every overlapping pair ``i < j``
-    (found sparsely: :func:`~sam_detect.masks.crop_intersections`)."""
+    (``other``: every ``instances[i]`` overlapping ``other[j]``), found sparsely
+    (:func:`~sam_detect.masks.crop_intersections`)."""
     from sam_detect.masks import crop_intersections
 
-    if len(instances) < 2:
+    if len(instances) < (2 if other is None else 1) or (other is not None and not len(other)):
         return []
-    ii, jj, inter = crop_intersections(instances.crops)
+    ii, jj, inter = crop_intersections(instances.crops, None if other is None else other.crops)
     areas = instances.areas.astype(np.float64)
-    frac = inter / np.maximum(np.minimum(areas[ii], areas[jj]), 1.0)
+    their = areas if other is None else other.areas.astype(np.float64)
+    frac = inter / np.maximum(np.minimum(areas[ii], their[jj]), 1.0)
     return list(zip(ii.tolist(), jj.tolist(), frac.tolist(), strict=True))
 
 
@@ -71,14 +73,8 @@ def overlapping(candidates: Instances, known: Instances, max_overlap: float = MA
     """``(N,)`` bool: the candidates that overlap one of the ``known`` objects by more than
     ``max_overlap`` of the smaller of the two -- those :func:`select` would never keep beside
     it, had the known object the first rank (a fragment of it, or it merged with a neighbour)."""
-    from sam_detect.masks import crop_intersections
-
     out = np.zeros(len(candidates), bool)
-    if not len(candidates) or not len(known):
-        return out
-    i, j, inter = crop_intersections(candidates.crops, known.crops)
-    smaller = np.minimum(candidates.areas[i], known.areas[j]).astype(np.float64)
-    out[i[inter / np.maximum(smaller, 1.0) > max_overlap]] = True
+    out[[i for i, _, frac in overlap_pairs(candidates, known) if frac > max_overlap]] = True
     return out
 
 
