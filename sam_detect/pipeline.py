@@ -519,7 +519,10 @@ class SAMDetect(DetectorStages, LibraryState):
             if cut.any():
                 border_note = f"{int(cut.sum())} of {len(inst)} candidates touch the image border (drop_border)"
                 inst = inst[~cut]
-        inst, size_note = size_filter(inst, profile)
+        from sam_detect.profile import with_floor_scaled
+        from sam_detect.unlabelled import floor_factor
+
+        inst, size_note = size_filter(inst, with_floor_scaled(profile, floor_factor(self.unlabelled_model)))
         inst, unlike_note = self._unlabelled_filter(inst, profile)
         if unlike_note:
             size_note = f"{size_note}; {unlike_note}" if size_note else unlike_note

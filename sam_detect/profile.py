@@ -48,6 +48,15 @@ COMPANY_LOG_AREA = 0.5
 #: candidates that fit their class's profile worse than this are dropped (beyond about 6.5 sds
 #: of size, or 0.1 less solid than the least solid example: the size range gates sizes)
 MIN_FIT = 0.005
+#: candidates thinner across (their minor semi-axis, :func:`half_widths`) than THIN of their
+#: class's typical example's (the profile's ``minor_radius``, the examples' median) fit
+#: worse, as the less solid and the more elongated do (``fit_and_shape_scores``): slivers
+#: along a fibre, a rim or a crack, which the size and elongation terms admit (a sliver is
+#: as long as an elongated example is, and elongation saturates). Chosen on the development
+#: recordings (``dev_selection.py``, session 36): 0.5 of the median, mean of 29 0.7629 ->
+#: 0.7644, none worse by more than 0.007; 0.75 of the thinnest example's +0.0009, and 0.9 of
+#: it cost the magnified fields (``dev_zoom``) about 0.07
+THIN = 0.5
 #: candidates smaller than TINY_MEDIAN of their class's examples' median area and than
 #: TINY_SMALLEST of its smallest example's (for every class; the image border does not cut
 #: them) are not objects of the class: specks, slivers of texture, a stain's fibres. The
@@ -392,12 +401,17 @@ def _size(stats: Sequence[dict]) -> tuple[float, float]:
 
 
 def _minor_radius(stats: Sequence[dict]) -> float:
-    """Median minor semi-axis: ``r_eq x (1 - e^2) ** 0.25`` for an ellipse of area ``pi r_eq^2``
-    (of the typical examples)."""
+    """Median minor semi-axis (:func:`half_widths`) of the typical examples."""
     stats = [s for s, t in zip(stats, _typical(np.log([s["area"] for s in stats])), strict=True) if t]
-    r = np.sqrt(np.array([s["area"] for s in stats], np.float64) / np.pi)
-    e = np.clip(np.array([s.get("eccentricity", 0.0) for s in stats], np.float64), 0.0, 0.999)
-    return float(np.median(r * (1.0 - e * e) ** 0.25))
+    return float(np.median(half_widths(np.array([s["area"] for s in stats], np.float64),
+                                       np.array([s.get("eccentricity", 0.0) for s in stats], np.float64))))
+
+
+def half_widths(areas: np.ndarray, eccentricities: np.ndarray) -> np.ndarray:
+    """Minor semi-axes of ellipses of these areas and eccentricities (the moments' ellipse of
+    a mask): how wide an object is across, in pixels, whatever its length."""
+    e = np.clip(np.asarray(eccentricities, np.float64), 0.0, 0.999)
+    return np.sqrt(np.asarray(areas, np.float64) / np.pi) * (1.0 - e * e) ** 0.25
 
 
 def _robust_sd(values: np.ndarray, centre: float) -> float:
@@ -945,17 +959,22 @@ def fit_and_shape_scores(instances: Instances, labels: Sequence[str],
         return fit, shape_fit
     areas, sol, ecc = candidate_shapes(instances)
     cut = cut_by_border(instances.boxes, instances.image_hw)  # the border cut it: elongated
+    widths = half_widths(areas, ecc)
     for i, lab in enumerate(labels):
         entry = classes.get(lab)
         if entry is None:
             continue
         mu, sd = entry["log_area"]
         z = (np.log(max(areas[i], 1.0)) - mu) / sd
+        typical_width = entry.get("minor_radius") or 0.0
         # less solid than the least solid example (per 0.05 beyond 0.03), or more elongated
         # than the most elongated (per 0.1 beyond 0.1): a merged pair is both
         lack = max(0.0, entry["solidity"][0] - 0.05 - sol[i]) / 0.1
         excess = 0.0 if cut[i] else max(0.0, ecc[i] - entry.get("eccentricity", 1.0) - 0.1) / 0.1
-        shape = float(np.exp(-0.5 * (lack * lack + excess * excess)))
+        # thinner across than THIN of the typical example (per 0.1 of its half-width): a
+        # sliver along a fibre, a rim or a crack, however long
+        thin = 0.0 if cut[i] or not typical_width else max(0.0, THIN - widths[i] / typical_width) / 0.1
+        shape = float(np.exp(-0.5 * (lack * lack + excess * excess + thin * thin)))
         shape_fit[i] = shape
         fit[i] = float(_size_term(z) * shape)
     return fit, shape_fit
@@ -1151,6 +1170,15 @@ def at_scale(profile: dict | None, shifts: dict[str, float] | None) -> dict | No
                 e[key] = e[key] * r
         e["size_shift"] = round(shift, 4)
         classes[label] = e
+    return {**profile, "classes": classes}
+
+
+def with_floor_scaled(profile: dict | None, factor: float) -> dict | None:
+    """``profile`` with every class's ``contrast_floor`` times ``factor`` (1: unchanged)."""
+    if not profile or factor == 1.0:
+        return profile
+    classes = {label: ({**e, "contrast_floor": e["contrast_floor"] * factor} if "contrast_floor" in e else e)
+               for label, e in (profile.get("classes") or {}).items()}
     return {**profile, "classes": classes}
 
 
@@ -1380,15 +1408,16 @@ def describe(profile: dict | None) -> list[str]:
             rep += (f", grey levels {lo:.0f} / {hi:.0f} (background / objects; a grey image standing out under "
                     f"1/{LEVEL_GAIN:g} or over {LEVEL_GAIN:g}x as far, or on another background, is proposed at these; "
                     "one standing out less, at its own contrast)")
+        thin = f", thinner than {2 * THIN * e['minor_radius']:.0f} px across fits worse" if e.get("minor_radius") else ""
         lines.append(
             f"{display_label(label)}: {e['count']} examples, area {e['area'][0]:.0f}-{e['area'][2]:.0f} px "
             f"(median {e['area'][1]:.0f}; candidates under {_tiny_floor({label: e}):.0f} px dropped), {e['polarity']} (RGB direction "
             f"{', '.join(f'{v:+.2f}' for v in e['direction'])}), contrast {e['contrast']:.0f}{floor}, "
-            f"solidity >= {e['solidity'][0]:.2f}{rep}{poor}"
+            f"solidity >= {e['solidity'][0]:.2f}{thin}{rep}{poor}"
         )
     return lines
 
 
 __all__ = [
-    "CUT_FLOOR", "POOR_REPRODUCTION", "TINY_MEDIAN", "TINY_SMALLEST", "LEVEL_GAIN", "LEVEL_GAIN_MAX", "grey_ratio", "SAME_EXPOSURE", "LEVEL_MIN_SPLIT", "LEVEL_OFFSET", "at_levels", "grey_levels", "level_gain", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "size_shift", "sure_objects", "PROFILE_VERSION", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "LEVEL_FLOOR", "STAIN_DEGREES", "PALER_SHARE", "inside_contrast_and_level", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "outline_ratios", "scale_of", "size_filter",
+    "CUT_FLOOR", "POOR_REPRODUCTION", "TINY_MEDIAN", "TINY_SMALLEST", "THIN", "half_widths", "LEVEL_GAIN", "LEVEL_GAIN_MAX", "grey_ratio", "SAME_EXPOSURE", "LEVEL_MIN_SPLIT", "LEVEL_OFFSET", "at_levels", "grey_levels", "level_gain", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "size_shift", "sure_objects", "PROFILE_VERSION", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "LEVEL_FLOOR", "STAIN_DEGREES", "PALER_SHARE", "inside_contrast_and_level", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "outline_ratios", "scale_of", "size_filter",
 ]

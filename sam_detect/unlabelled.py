@@ -80,6 +80,13 @@ MIN_LABELLED_OBJECTS = 10
 #: for standing out (the ten brightest nuclei) would pass for most of their images' objects
 #: and every fainter object would be dropped as unlabelled (development sets, session 35)
 AREA_ROOM = 0.25
+#: the fewest alike unlabelled objects (``alike``) that say how far the examples stand out
+#: above them (``alike_shift``)
+ALIKE_FOR_SHIFT = 5
+#: the examples were picked for standing out where their contrasts rank above the alike
+#: objects' this often (``alike_above``, a ROC AUC: 0.5 for examples drawn at random among
+#: them); the contrast floor then follows the alike objects down (``alike_shift``)
+PICKED_ABOVE = 0.8
 #: candidates whose estimated probability of being an object is below this are dropped
 MIN_PROBABILITY = 0.5
 #: ridge penalty on the standardised features' weights
@@ -166,7 +173,12 @@ def fit(x: np.ndarray, labelled: np.ndarray, groups: np.ndarray | None = None,
     and split otherwise; folds that split an object's alternatives would test the model on
     near-copies of its training rows, and the separation would look better than it is. The
     separation's standard error counts groups, not rows, for the same reason;
-    ``labelled`` / ``unlabelled`` count groups too. With ``positions`` ``(N, 2)`` (each
+    ``labelled`` / ``unlabelled`` count groups too. ``alike``: the unlabelled groups like the
+    examples in size, stability and solidity (not contrast); with ``ALIKE_FOR_SHIFT`` of them,
+    ``alike_shift`` (the median of their log contrasts less the examples', each group's
+    brightest outline) and ``alike_above`` (how often an example's contrast ranks above one
+    of theirs: about 0.5 where the examples were drawn at random, near 1 where they were
+    picked for standing out; :func:`floor_factor`). With ``positions`` ``(N, 2)`` (each
     candidate's centre as shares of its image's width and height), also
     ``"position_separation"``: the same out-of-fold ROC AUC for a model of the candidates'
     positions alone, which tells whether the examples lie apart from the rest."""
@@ -204,11 +216,8 @@ def fit(x: np.ndarray, labelled: np.ndarray, groups: np.ndarray | None = None,
             out[held] = _g({"mean": m, "sd": s, "w": wk}, v[held])
         return out
 
-    from scipy.stats import rankdata
-
     def auc(out: np.ndarray) -> float:
-        ranks = rankdata(out)
-        return float((ranks[y].sum() - y.sum() * (y.sum() + 1) / 2) / (y.sum() * (~y).sum()))
+        return _auc(out[y], out[~y])
 
     out = out_of_fold(x)
     # the unlabelled objects that match the examples in what does not say how visible an
@@ -223,12 +232,44 @@ def fit(x: np.ndarray, labelled: np.ndarray, groups: np.ndarray | None = None,
     z = (separation - 0.5) / np.sqrt((n1 + n0 + 1) / (12.0 * n1 * n0))
     model.update(c=round(float(out[y].mean()), 4), separation=round(float(separation), 4), separation_z=round(float(z), 2),
                  labelled=n1, unlabelled=n0, alike=n_alike)
+    if n_alike >= ALIKE_FOR_SHIFT:
+        # how much fainter the alike objects stand out than the examples (log contrast,
+        # medians of each group's brightest outline): examples picked for being visible
+        # stand out more than the objects like them that were left unlabelled
+        best = np.full(len(has_labelled), -np.inf)
+        np.maximum.at(best, g_idx[alike], x[alike, 0])
+        best[has_labelled] = -np.inf  # an example's other outlines are the example
+        lab_best = np.full(len(has_labelled), -np.inf)
+        np.maximum.at(lab_best, g_idx[y], x[y, 0])
+        a_best, e_best = best[np.isfinite(best)], lab_best[np.isfinite(lab_best)]
+        model["alike_shift"] = round(float(np.median(a_best) - np.median(e_best)), 4)
+        model["alike_above"] = round(_auc(e_best, a_best), 4)
     if positions is not None:
         pos = np.asarray(positions, np.float64)
         if pos.shape != (len(y), 2):
             raise ValueError(f"{len(y)} rows but positions of shape {pos.shape}")
         model["position_separation"] = round(auc(out_of_fold(_position_features(pos))), 4)
     return model
+
+
+def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """ROC AUC: how often a value of ``pos`` ranks above one of ``neg`` (ties count half)."""
+    from scipy.stats import rankdata
+
+    ranks = rankdata(np.concatenate([pos, neg]))
+    return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def floor_factor(model: dict | None) -> float:
+    """What the examples' contrast floor is multiplied by at ``detect`` (at most 1): where the
+    examples stand out above the unlabelled objects like them (``alike_above`` at least
+    ``PICKED_ABOVE``), ``exp`` of how much less those stand out (``alike_shift``), else 1.
+    Examples picked for being the most visible would otherwise set a floor that drops the
+    fainter objects of their kind."""
+    model = model or {}
+    if float(model.get("alike_above", 0.0)) < PICKED_ABOVE:
+        return 1.0
+    return float(np.exp(min(float(model.get("alike_shift", 0.0)), 0.0)))
 
 
 def probability(model: dict, x: np.ndarray) -> np.ndarray:
@@ -369,10 +410,15 @@ def describe(model: dict | None) -> list[str]:
                  "and the rest look too much like them")
     else:
         state = "not used: the examples and the rest look alike, or are too few to tell apart"
-    return [f"the example images' candidates: {model['labelled']} examples proposed, {model['unlabelled']} other objects or pieces; "
-            f"the examples are ~{float(model['c']):.0%} of their images' objects, separation "
-            f"{float(model['separation']):.2f} ({state})"]
+    lines = [f"the example images' candidates: {model['labelled']} examples proposed, {model['unlabelled']} other objects or pieces; "
+             f"the examples are ~{float(model['c']):.0%} of their images' objects, separation "
+             f"{float(model['separation']):.2f} ({state})"]
+    factor = floor_factor(model)
+    if factor < 1.0:
+        lines.append(f"the examples stand out more than {float(model['alike_above']):.0%} of the objects like them "
+                     f"(picked for standing out?): the contrast floor is lowered {1 / factor:.2g}x, to where those stand out")
+    return lines
 
 
-__all__ = ["FEATURES", "GROUP_OVERLAP", "MATCH_IOU", "MIN_LABEL_FREQUENCY", "MIN_LABELLED_OBJECTS", "MIN_SEPARATION", "MIN_SEPARATION_Z", "MIN_SEPARATION_Z_AT_RANDOM", "MAX_POSITION_SEPARATION", "MIN_PROBABILITY", "VERSION", "applies", "at_random", "describe",
+__all__ = ["FEATURES", "GROUP_OVERLAP", "MATCH_IOU", "MIN_LABEL_FREQUENCY", "MIN_LABELLED_OBJECTS", "MIN_SEPARATION", "MIN_SEPARATION_Z", "MIN_SEPARATION_Z_AT_RANDOM", "MAX_POSITION_SEPARATION", "MIN_PROBABILITY", "PICKED_ABOVE", "ALIKE_FOR_SHIFT", "VERSION", "applies", "at_random", "describe", "floor_factor",
            "features", "fit", "image_key", "model_from_payloads", "probability", "rows_for_examples"]

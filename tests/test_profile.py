@@ -23,6 +23,7 @@ from sam_detect.profile import (
     outline_ratios,
     scale_of,
     size_filter,
+    with_floor_scaled,
 )
 from sam_detect.segment import create_segmenter
 from sam_detect.segment.calibrated import GRID, Setting, propose
@@ -1023,6 +1024,11 @@ def test_candidates_standing_out_less_than_the_examples_are_dropped(dim_examples
         assert found[~dim].all() and not found[dim].any()
         assert "standing out less than the examples do" in note and "outline fainter" not in note
         assert 0.2 * bright < entry["contrast_floor"] < 0.5 * bright
+    # examples picked for standing out: the floor lowered to where the objects like them
+    # stand out (``unlabelled.floor_factor``) keeps the dim ones
+    kept, _ = size_filter(cand, with_floor_scaled(prof, 0.15))
+    assert (instances_iou(kept, gt).max(axis=0) >= 0.5).all()
+    assert with_floor_scaled(prof, 1.0) is prof and prof["classes"]["obj"]["contrast_floor"] == entry["contrast_floor"]
     # a profile from before the examples' contrasts were looked at keeps them
     old = {"classes": {"obj": {k: v for k, v in entry.items() if k != "contrast_floor"}}}
     bare = cand[np.arange(len(cand))]
@@ -1177,6 +1183,37 @@ def test_a_faint_outline_is_forgiven_where_the_object_is_packed_among_others():
     lone = instances_iou(kept, inst[[9]]).max(axis=0)
     assert centre[0] == 1.0 and lone[0] < 1.0
     assert "standing out less than the examples do" in note
+
+
+def test_a_sliver_thinner_than_the_examples_fits_worse():
+    """``THIN``: a sliver along a fibre has the examples' area and is no more elongated than
+    their most elongated one is allowed to be (elongation saturates near 1), but it is far
+    thinner across than the typical example: it fits far worse than an ellipse like the
+    examples; one about ``THIN`` of their half-width is barely touched. A sliver the image
+    border cuts is not judged (its width is not its own), and a profile without the
+    examples' widths judges none."""
+    from sam_detect.profile import THIN, candidate_shapes, half_widths
+
+    masks = np.zeros((4, 120, 120), bool)
+    yy, xx = np.mgrid[:120, :120]
+    masks[0] = ((yy - 30) / 5.0) ** 2 + ((xx - 30) / 10.0) ** 2 <= 1  # like the examples: 157 px
+    masks[1, 60:62, 20:99] = True  # a sliver, 158 px: 2 px across
+    masks[2, 80:85, 20:52] = True  # 160 px, 5 px across: THIN of the typical width
+    masks[3, 100:102, 0:79] = True  # the sliver, cut by the left border
+    inst = Instances(masks=masks)
+    areas, _, ecc = candidate_shapes(inst)
+    widths = half_widths(areas, ecc)
+    assert widths[0] == pytest.approx(5.0, rel=0.05)
+    assert widths[1] < 0.35 * 5.0 and widths[2] == pytest.approx(THIN * 5.0, rel=0.2)
+    entry = {"area_range": [40.0, 800.0], "log_area": [np.log(157.0), 0.3], "solidity": [0.9, 0.97],
+             "eccentricity": 0.999, "minor_radius": 5.0}
+    fit = fit_scores(inst, ["obj"] * 4, {"classes": {"obj": entry}})
+    assert fit[0] > 0.9
+    assert fit[1] < 0.2 * fit[0]
+    assert fit[2] > 0.7 * fit[0]
+    assert fit[3] > 0.5  # cut by the border: spared
+    old = {k: v for k, v in entry.items() if k != "minor_radius"}
+    assert fit_scores(inst, ["obj"] * 4, {"classes": {"obj": old}})[1] > 0.5
 
 
 def test_an_outline_few_settings_draw_must_be_the_examples_size():

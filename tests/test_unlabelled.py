@@ -75,6 +75,33 @@ def test_not_used_where_the_examples_were_picked_for_standing_out(seed):
     assert "look like the examples in size" in describe(model)[0]
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_examples_picked_for_standing_out_lower_the_contrast_floor(seed):
+    """``alike_above`` / ``alike_shift``: the ten most contrasted of a hundred objects rank
+    above nearly every alike unlabelled object, which stand out ``e**shift`` as far: the
+    floor follows them down. Ten drawn at random rank among them: the floor stays."""
+    from sam_detect.unlabelled import PICKED_ABOVE, floor_factor
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 1, (115, len(FEATURES)))
+    x[:100, 0] = rng.normal(0, 0.5, 100)  # log contrast
+    x[100:, :2] += 4.0  # fifteen that are not objects
+    y = np.zeros(115, bool)
+    y[np.argsort(-x[:100, 0])[:10]] = True
+    picked = fit(x, y)
+    assert picked["alike_above"] >= 0.95 and picked["alike_shift"] < -0.5
+    assert floor_factor(picked) == pytest.approx(np.exp(picked["alike_shift"]))
+    assert "the contrast floor is lowered" in describe(picked)[-1]
+    y[:] = False
+    y[rng.choice(100, 10, replace=False)] = True
+    drawn = fit(x, y)
+    assert drawn["alike_above"] < PICKED_ABOVE and floor_factor(drawn) == 1.0
+    assert len(describe(drawn)) == 1
+    # a model fitted before, or with too few alike objects to say: the floor stays
+    assert floor_factor({k: v for k, v in picked.items() if not k.startswith("alike_")}) == 1.0
+    assert floor_factor(None) == 1.0
+
+
 def test_not_used_where_examples_and_the_rest_look_alike():
     rng = np.random.default_rng(4)
     x = rng.normal(0, 1, (40, len(FEATURES)))
