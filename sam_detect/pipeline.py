@@ -522,8 +522,9 @@ class SAMDetect(DetectorStages, LibraryState):
         from sam_detect.profile import with_floor_scaled
         from sam_detect.unlabelled import floor_factor
 
-        inst, size_note = size_filter(inst, with_floor_scaled(profile, floor_factor(self.unlabelled_model)))
-        inst, unlike_note = self._unlabelled_filter(inst, profile)
+        model = self.unlabelled_model
+        inst, size_note = size_filter(inst, with_floor_scaled(profile, floor_factor(model)))
+        inst, unlike_note = _unlabelled_filter(inst, profile, model)
         if unlike_note:
             size_note = f"{size_note}; {unlike_note}" if size_note else unlike_note
         if border_note:
@@ -606,23 +607,6 @@ class SAMDetect(DetectorStages, LibraryState):
         )
         return out
 
-    def _unlabelled_filter(self, inst: Instances, profile: dict | None) -> tuple[Instances, str | None]:
-        """Drop candidates unlikely to be objects by what the example images' unlabelled
-        candidates say (``sam_detect.unlabelled``; only where that model applies)."""
-        from sam_detect.unlabelled import MIN_PROBABILITY, applies, features, probability
-
-        model = self.unlabelled_model
-        if not applies(model) or not len(inst):
-            return inst, None
-        x = features(inst, profile)
-        if x is None:
-            return inst, None
-        low = probability(model, x) < MIN_PROBABILITY
-        if not low.any():
-            return inst, None
-        note = (f"{int(low.sum())} of {len(inst)} candidates look like what the example images left "
-                "unlabelled")
-        return inst[~low], note
 
     def _search(self, vectors: np.ndarray, top_k: int, decision: dict | None) -> list:
         """k-NN search, with the library's view weights applied to the queries (the scores
@@ -746,6 +730,24 @@ def _with_examples(examples: Instances, found: Instances) -> Instances:
     shown = Instances.from_crops(list(examples.crops), image_hw=examples.image_hw, labels=list(examples.labels),
                                  label_confidences=np.ones(k, np.float32), data=data)
     return Instances.merge([shown, found])
+
+
+def _unlabelled_filter(inst: Instances, profile: dict | None, model: dict | None) -> tuple[Instances, str | None]:
+    """Drop candidates unlikely to be objects by what the example images' unlabelled
+    candidates say (``model``, ``sam_detect.unlabelled``; only where that model applies)."""
+    from sam_detect.unlabelled import MIN_PROBABILITY, applies, features, probability
+
+    if not applies(model) or not len(inst):
+        return inst, None
+    x = features(inst, profile)
+    if x is None:
+        return inst, None
+    low = probability(model, x) < MIN_PROBABILITY
+    if not low.any():
+        return inst, None
+    note = (f"{int(low.sum())} of {len(inst)} candidates look like what the example images left "
+            "unlabelled")
+    return inst[~low], note
 
 
 def _why_few(
