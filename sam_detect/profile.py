@@ -1117,7 +1117,8 @@ def size_filter(instances: Instances, profile: dict | None, pale: bool = True,
     if (small & ~speck).any():
         note += f", {int((small & ~speck).sum())} far smaller than the examples (under {floor:.0f} px)"
     if speck.any():
-        note += f", {int(speck.sum())} specks (small and faint beside the examples)"
+        n = int(speck.sum())
+        note += f", {n} speck{'s' if n != 1 else ''} (small and faint beside the examples)"
     if not keep.any():
         note = "no candidate within the examples' size range and shape: " + note
     return instances[keep], note

@@ -636,7 +636,7 @@ def test_small_faint_candidates_of_a_stain_are_specks_small_dark_large_faint_or_
     assert 30.0 < SPECK_CONTRAST * 100.0 < 90.0
     kept, note = size_filter(inst, {"classes": {"a": entry}})
     assert kept.areas.tolist() == [400, 100, 100] and kept.data["contrast"].tolist() == [30.0, 90.0, 30.0]
-    assert note.endswith("1 specks (small and faint beside the examples)")
+    assert note.endswith("1 speck (small and faint beside the examples)")
     assert len(size_filter(inst, {"classes": {"a": entry}}, tiny=False)[0]) == 4
     # a frame whose objects stand out half as far as the examples' is judged at its own contrast
     dim = inst[[0, 1, 2, 3]]
