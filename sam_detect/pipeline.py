@@ -607,7 +607,6 @@ class SAMDetect(DetectorStages, LibraryState):
         )
         return out
 
-
     def _search(self, vectors: np.ndarray, top_k: int, decision: dict | None) -> list:
         """k-NN search, with the library's view weights applied to the queries (the scores
         come back as weighted view similarities); ``top_k`` nearest examples per label of

@@ -1261,7 +1261,12 @@ def _speck(instances: Instances, classes: dict, areas: np.ndarray) -> np.ndarray
         return small
     floors = {lab: SPECK_CONTRAST * float(e["contrast"]) * e.get("floor_scale", 1.0) * _floor_scale(instances, lab)
               for lab, e in classes.items() if e.get("contrast") and e.get("polarity") == "dark"}
-    return small & _below_floor(instances, classes, instances.data.get("contrast"), floors)
+    contrast = instances.data.get("contrast")
+    if contrast is None or not floors:
+        return np.zeros(len(instances), bool)
+    # only the small ones can be specks: the others are never below, so their exposure (a
+    # contour each) is not measured
+    return _below_floor(instances, classes, np.where(small, np.asarray(contrast, np.float64), np.inf), floors)
 
 
 def _faint(instances: Instances, classes: dict) -> np.ndarray:

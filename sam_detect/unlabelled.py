@@ -236,12 +236,15 @@ def fit(x: np.ndarray, labelled: np.ndarray, groups: np.ndarray | None = None,
         # how much fainter the alike objects stand out than the examples (log contrast,
         # medians of each group's brightest outline): examples picked for being visible
         # stand out more than the objects like them that were left unlabelled
-        best = np.full(len(has_labelled), -np.inf)
-        np.maximum.at(best, g_idx[alike], x[alike, 0])
-        best[has_labelled] = -np.inf  # an example's other outlines are the example
-        lab_best = np.full(len(has_labelled), -np.inf)
-        np.maximum.at(lab_best, g_idx[y], x[y, 0])
-        a_best, e_best = best[np.isfinite(best)], lab_best[np.isfinite(lab_best)]
+        def brightest(rows: np.ndarray) -> np.ndarray:  # each group's brightest outline among ``rows``
+            best = np.full(len(has_labelled), -np.inf)
+            np.maximum.at(best, g_idx[rows], x[rows, 0])
+            return best
+
+        a_best = brightest(alike)
+        a_best[has_labelled] = -np.inf  # an example's other outlines are the example
+        e_best = brightest(y)
+        a_best, e_best = a_best[np.isfinite(a_best)], e_best[np.isfinite(e_best)]
         model["alike_shift"] = round(float(np.median(a_best) - np.median(e_best)), 4)
         model["alike_above"] = round(_auc(e_best, a_best), 4)
     if positions is not None:
