@@ -618,8 +618,9 @@ def test_candidates_far_smaller_than_every_class_s_examples_are_dropped_unless_t
 def test_small_faint_candidates_of_a_stain_are_specks_small_dark_large_faint_or_bright_ones_stay():
     """A dark (stained) class's candidate under SPECK_AREA of the examples' median area *and*
     fainter than SPECK_CONTRAST of their typical contrast: a speck, dropped. Small alone (a
-    small dark nucleus) or faint alone (a large pale one) stays; the border spares a cut
-    speck; a click does not judge; a bright (fluorescent) class is not judged so."""
+    small dark nucleus) or faint alone (a large pale one) stays; the border does not spare a
+    cut speck (it takes an object's area, not its darkness), while a small *dark* piece it
+    cuts stays; a click does not judge; a bright (fluorescent) class is not judged so."""
     from sam_detect.profile import SPECK_AREA, SPECK_CONTRAST, TINY_MEDIAN, TINY_SMALLEST
 
     def square(y, x, s):
@@ -627,29 +628,31 @@ def test_small_faint_candidates_of_a_stain_are_specks_small_dark_large_faint_or_
         m[y : y + s, x : x + s] = True
         return m
 
-    # 400 px faint, 100 px faint, 100 px bright, 100 px faint on the border
-    inst = Instances(masks=np.stack([square(10, 10, 20), square(10, 50, 10), square(10, 90, 10), square(0, 140, 10)]))
-    inst.data["contrast"] = np.array([30.0, 30.0, 90.0, 30.0], np.float32)
+    # 400 px faint, 100 px faint, 100 px dark, 100 px faint on the border, 100 px dark on the border
+    inst = Instances(masks=np.stack([square(10, 10, 20), square(10, 50, 10), square(10, 90, 10), square(0, 140, 10),
+                                     square(70, 115, 10)]))
+    inst.data["contrast"] = np.array([30.0, 30.0, 90.0, 30.0, 90.0], np.float32)
     entry = {"area": [80.0, 400.0, 900.0], "area_range": [20.0, 3000.0], "log_area": [np.log(400.0), 1.0],
              "solidity": [0.9, 1.0], "eccentricity": 0.5, "contrast": 100.0, "polarity": "dark"}
     assert min(TINY_MEDIAN * 400.0, TINY_SMALLEST * 80.0) < 100 < SPECK_AREA * 400.0  # not the tiny floor's
     assert 30.0 < SPECK_CONTRAST * 100.0 < 90.0
     kept, note = size_filter(inst, {"classes": {"a": entry}})
-    assert kept.areas.tolist() == [400, 100, 100] and kept.data["contrast"].tolist() == [30.0, 90.0, 30.0]
-    assert note.endswith("1 speck (small and faint beside the examples)")
-    assert len(size_filter(inst, {"classes": {"a": entry}}, tiny=False)[0]) == 4
+    assert kept.areas.tolist() == [400, 100, 100] and kept.data["contrast"].tolist() == [30.0, 90.0, 90.0]
+    assert kept.boxes[2][3] == 80  # the dark piece the border cuts stays
+    assert note.endswith("2 specks (small and faint beside the examples)")
+    assert len(size_filter(inst, {"classes": {"a": entry}}, tiny=False)[0]) == 5
     # a frame whose objects stand out half as far as the examples' is judged at its own contrast
-    dim = inst[[0, 1, 2, 3]]
+    dim = inst[[0, 1, 2, 3, 4]]
     dim.metadata["grey_ratio"] = {"a": 0.5}
-    assert len(size_filter(dim, {"classes": {"a": entry}})[0]) == 4
+    assert len(size_filter(dim, {"classes": {"a": entry}})[0]) == 5
     # a bright class: a dim small fluorescent nucleus is still a nucleus
-    assert len(size_filter(inst, {"classes": {"a": {**entry, "polarity": "bright"}}})[0]) == 4
+    assert len(size_filter(inst, {"classes": {"a": {**entry, "polarity": "bright"}}})[0]) == 5
     # examples picked for standing out lower the specks' contrast as they lower the floor
-    assert len(size_filter(inst, with_floor_scaled({"classes": {"a": entry}}, 0.5))[0]) == 4
+    assert len(size_filter(inst, with_floor_scaled({"classes": {"a": entry}}, 0.5))[0]) == 5
     # no contrast measured, or no typical contrast in the profile: nothing is a speck
     plain = Instances(masks=inst.masks.copy())
-    assert len(size_filter(plain, {"classes": {"a": entry}})[0]) == 4
-    assert len(size_filter(inst, {"classes": {"a": {k: v for k, v in entry.items() if k != "contrast"}}})[0]) == 4
+    assert len(size_filter(plain, {"classes": {"a": entry}})[0]) == 5
+    assert len(size_filter(inst, {"classes": {"a": {k: v for k, v in entry.items() if k != "contrast"}}})[0]) == 5
 
 
 def test_decide_drops_negatives_unknowns_and_misfits():
