@@ -86,6 +86,20 @@ TINY_MEDIAN, TINY_SMALLEST = 0.2, 0.75
 #: area at a quarter to two fifths of the typical contrast, were dropped (a test on HeLa
 #: frames 0-5 failed; that choice was made after seeing a reported set's images).
 SPECK_AREA, SPECK_CONTRAST = 0.4, 0.5
+#: a stain's candidate (a class with a ``level_floor``: dark and coloured) holding less stain
+#: than this share of its class's typical example -- area x inside contrast, the integrated
+#: optical density that image cytometry reads as a nucleus's DNA -- is no object of the class
+#: where it borders open ground: a small faint fleck, or a pale smear a little larger, holds
+#: a fraction of a nucleus's stain, while a small dark nucleus and a large pale one each hold
+#: about a whole one. The speck rule (above) is its corner: small *and* faint. Not for a grey
+#: dark class (light-absorbing objects of any kind: judged so offline, the synthetic dark
+#: fields lost 0.005-0.03 at 0.15-0.3, their small faint objects being objects), not for a bright one (a fluorescent
+#: nucleus, as :func:`_pale`), nor for a candidate the image border cuts (it shows only part
+#: of its stain). Chosen on the development recordings (``scripts/dev_selection.py``, session
+#: 38): 0.2 raised the four stroma recordings by 0.004-0.012 with recall within 0.007; 0.3
+#: gained more on two and cost one 0.003, recall up to 0.024 lower. The synthetic H&E-like
+#: fields of small dark and large pale nuclei (``dev_he_kinds.py``) were unchanged at both.
+STAIN_MASS = 0.2
 #: candidates whose fit x stability (the share of the class's settings that made the same
 #: outline, ``data["stability"]``) is below this are dropped: an outline only one of five
 #: settings draws must be about the objects' size (within ~2 log-area sds), one every
@@ -1099,7 +1113,10 @@ def size_filter(instances: Instances, profile: dict | None, pale: bool = True,
     # a cut speck too: the border takes area from an object, not darkness
     speck = (_speck(instances, classes, areas) if tiny else np.zeros(len(instances), bool)) \
         & sized & ~faint & ~dim & ~pallid & ~small
-    small |= speck
+    # too little stain for one of the examples' objects; the border cuts an object's stain
+    light = (_light(instances, classes, areas) if tiny else np.zeros(len(instances), bool)) \
+        & ~cut & sized & ~faint & ~dim & ~pallid & ~small & ~speck
+    small |= speck | light
     weak &= ~faint & ~dim & ~pallid & ~small
     keep &= ~faint & ~dim & ~pallid & ~small
     if keep.all():
@@ -1120,11 +1137,13 @@ def size_filter(instances: Instances, profile: dict | None, pale: bool = True,
         note += f", {int((sized & dim).sum())} standing out less than the examples do"
     if (sized & pallid).any():
         note += f", {int((sized & pallid).sum())} paler than the examples' stain"
-    if (small & ~speck).any():
+    if (small & ~speck & ~light).any():
         note += f", {int((small & ~speck).sum())} far smaller than the examples (under {floor:.0f} px)"
     if speck.any():
         n = int(speck.sum())
         note += f", {n} speck{'s' if n != 1 else ''} (small and faint beside the examples)"
+    if light.any():
+        note += f", {int(light.sum())} holding under {STAIN_MASS:g} of the examples' stain (area x contrast)"
     if not keep.any():
         note = "no candidate within the examples' size range and shape: " + note
     return instances[keep], note
@@ -1273,6 +1292,22 @@ def _speck(instances: Instances, classes: dict, areas: np.ndarray) -> np.ndarray
     # only the small ones can be specks: the others are never below, so their exposure (a
     # contour each) is not measured
     return _below_floor(instances, classes, np.where(small, np.asarray(contrast, np.float64), np.inf), floors)
+
+
+def _light(instances: Instances, classes: dict, areas: np.ndarray) -> np.ndarray:
+    """``(N,)`` bool: candidates of a stain's class (its profile has a ``level_floor``:
+    :func:`_level_floor`) holding less stain than ``STAIN_MASS`` of the class's typical
+    example -- area x inside contrast (``data["contrast"]``) against median example area x
+    typical contrast, lowered as :func:`_speck`'s contrast is -- where they border open
+    ground (the class as :func:`_dim` takes it). None where the contrast is not measured."""
+    floors = {lab: STAIN_MASS * float(e["area"][1]) * float(e["contrast"]) * e.get("floor_scale", 1.0)
+              * _floor_scale(instances, lab)
+              for lab, e in classes.items()
+              if "level_floor" in e and e.get("contrast") and len(e.get("area") or []) == 3}
+    contrast = instances.data.get("contrast")
+    if contrast is None or not floors or STAIN_MASS <= 0:
+        return np.zeros(len(instances), bool)
+    return _below_floor(instances, classes, areas * np.asarray(contrast, np.float64), floors)
 
 
 def _faint(instances: Instances, classes: dict) -> np.ndarray:
@@ -1456,7 +1491,11 @@ def describe(profile: dict | None) -> list[str]:
             floor += (f", specks dropped (under {SPECK_AREA * e['area'][1]:.0f} px with contrast "
                       f"below {SPECK_CONTRAST * e['contrast']:.0f})")
         if "level_floor" in e:
-            floor += f", a stain (candidates paler than level {e['level_floor']:.0f} dropped)"
+            floor += f", a stain (candidates paler than level {e['level_floor']:.0f} dropped"
+            if len(e.get("area") or []) == 3 and e.get("contrast") and STAIN_MASS > 0:
+                floor += (f", and those holding under {STAIN_MASS:g} of a typical example's stain, "
+                          f"area x contrast {STAIN_MASS * e['area'][1] * e['contrast']:.0f}")
+            floor += ")"
         if "grey_levels" in e:
             lo, hi = e["grey_levels"]
             rep += (f", grey levels {lo:.0f} / {hi:.0f} (background / objects; a grey image standing out under "
@@ -1473,5 +1512,5 @@ def describe(profile: dict | None) -> list[str]:
 
 
 __all__ = [
-    "CUT_FLOOR", "POOR_REPRODUCTION", "SPECK_AREA", "SPECK_CONTRAST", "TINY_MEDIAN", "TINY_SMALLEST", "THIN", "half_widths", "LEVEL_GAIN", "LEVEL_GAIN_MAX", "grey_ratio", "SAME_EXPOSURE", "LEVEL_MIN_SPLIT", "LEVEL_OFFSET", "at_levels", "grey_levels", "level_gain", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "size_shift", "sure_objects", "PROFILE_VERSION", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "LEVEL_FLOOR", "STAIN_DEGREES", "PALER_SHARE", "inside_contrast_and_level", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "outline_ratios", "scale_of", "size_filter",
+    "CUT_FLOOR", "POOR_REPRODUCTION", "SPECK_AREA", "SPECK_CONTRAST", "STAIN_MASS", "TINY_MEDIAN", "TINY_SMALLEST", "THIN", "half_widths", "LEVEL_GAIN", "LEVEL_GAIN_MAX", "grey_ratio", "SAME_EXPOSURE", "LEVEL_MIN_SPLIT", "LEVEL_OFFSET", "at_levels", "grey_levels", "level_gain", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "size_shift", "sure_objects", "PROFILE_VERSION", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "LEVEL_FLOOR", "STAIN_DEGREES", "PALER_SHARE", "inside_contrast_and_level", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "outline_ratios", "scale_of", "size_filter",
 ]

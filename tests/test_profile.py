@@ -655,6 +655,42 @@ def test_small_faint_candidates_of_a_stain_are_specks_small_dark_large_faint_or_
     assert len(size_filter(inst, {"classes": {"a": {k: v for k, v in entry.items() if k != "contrast"}}})[0]) == 5
 
 
+def test_a_stain_s_candidates_holding_a_fraction_of_an_example_s_stain_are_dropped():
+    """A stain's class (a ``level_floor``): a candidate whose area x inside contrast is under
+    STAIN_MASS of the typical example's holds too little stain for one of its objects, though
+    it is neither small enough nor faint enough to be a speck. A small dark one and a large
+    pale one each hold about a whole example's and stay; the border spares a cut one; a class
+    without a floor (grey or bright) is not judged so; a dimmer frame is judged at its own
+    contrast; a click is not judged."""
+    from sam_detect.profile import SPECK_AREA, SPECK_CONTRAST, STAIN_MASS
+
+    def square(y, x, s):
+        m = np.zeros((80, 160), bool)
+        m[y : y + s, x : x + s] = True
+        return m
+
+    # 256 px faint, 100 px dark, 784 px pale, 256 px faint on the border
+    inst = Instances(masks=np.stack([square(10, 10, 16), square(10, 40, 10), square(10, 60, 28), square(0, 100, 16)]))
+    inst.data["contrast"] = np.array([25.0, 90.0, 15.0, 25.0], np.float32)
+    entry = {"area": [80.0, 400.0, 900.0], "area_range": [20.0, 3000.0], "log_area": [np.log(400.0), 1.0],
+             "solidity": [0.9, 1.0], "eccentricity": 0.5, "contrast": 100.0, "polarity": "dark", "level_floor": 10.0}
+    floor = STAIN_MASS * 400.0 * 100.0
+    assert 256 * 25.0 < floor < min(100 * 90.0, 784 * 15.0)  # the scene judges the rule
+    assert SPECK_AREA * 400.0 <= 256 and SPECK_CONTRAST * 100.0 <= 90.0  # and no speck decides it
+    kept, note = size_filter(inst, {"classes": {"a": entry}})
+    assert kept.areas.tolist() == [100, 784, 256] and kept.boxes[2][1] == 0
+    assert note.endswith(f"1 holding under {STAIN_MASS:g} of the examples' stain (area x contrast)")
+    assert len(size_filter(inst, {"classes": {"a": entry}}, tiny=False)[0]) == 4
+    grey = {k: v for k, v in entry.items() if k != "level_floor"}
+    assert len(size_filter(inst, {"classes": {"a": grey}})[0]) == 4
+    dim = inst[[0, 1, 2, 3]]
+    dim.metadata["grey_ratio"] = {"a": 0.5}
+    assert len(size_filter(dim, {"classes": {"a": entry}})[0]) == 4
+    assert len(size_filter(Instances(masks=inst.masks.copy()), {"classes": {"a": entry}})[0]) == 4
+    shown = describe({"classes": {"a": {**entry, "count": 5, "direction": [-0.4, -0.6, -0.2]}}})
+    assert "holding under 0.2 of a typical example's stain, area x contrast 8000" in shown[0]
+
+
 def test_decide_drops_negatives_unknowns_and_misfits():
     from sam_detect.store.base import Neighbour
 
