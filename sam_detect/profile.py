@@ -1110,12 +1110,11 @@ def size_filter(instances: Instances, profile: dict | None, pale: bool = True,
     pallid = (_pale(instances, classes) if pale else np.zeros(len(instances), bool)) & ~faint & ~dim
     floor = _tiny_floor(classes) if tiny else 0.0  # far smaller than every class's examples; a cut one is spared
     small = (areas < floor) & ~cut & sized & ~faint & ~dim & ~pallid
-    # a cut speck too: the border takes area from an object, not darkness
-    speck = (_speck(instances, classes, areas) if tiny else np.zeros(len(instances), bool)) \
-        & sized & ~faint & ~dim & ~pallid & ~small
-    # too little stain for one of the examples' objects; the border cuts an object's stain
-    light = _light(instances, classes, areas, sized & ~cut & ~faint & ~dim & ~pallid & ~small & ~speck) \
-        if tiny else np.zeros(len(instances), bool)
+    # what the stain rules judge: the candidates no rule above dropped (a click: none)
+    judged = (sized & ~faint & ~dim & ~pallid & ~small) if tiny else np.zeros(len(instances), bool)
+    speck = _speck(instances, classes, areas, judged)  # a cut speck too: the border takes area, not darkness
+    light = _light(instances, classes, areas, judged & ~cut & ~speck)  # the border cuts an object's stain
+    smaller = small.copy()
     small |= speck | light
     weak &= ~faint & ~dim & ~pallid & ~small
     keep &= ~faint & ~dim & ~pallid & ~small
@@ -1137,8 +1136,8 @@ def size_filter(instances: Instances, profile: dict | None, pale: bool = True,
         note += f", {int((sized & dim).sum())} standing out less than the examples do"
     if (sized & pallid).any():
         note += f", {int((sized & pallid).sum())} paler than the examples' stain"
-    if (small & ~speck & ~light).any():
-        note += f", {int((small & ~speck & ~light).sum())} far smaller than the examples (under {floor:.0f} px)"
+    if smaller.any():
+        note += f", {int(smaller.sum())} far smaller than the examples (under {floor:.0f} px)"
     if speck.any():
         n = int(speck.sum())
         note += f", {n} speck{'s' if n != 1 else ''} (small and faint beside the examples)"
@@ -1271,8 +1270,15 @@ def _tiny_floor(classes: dict) -> float:
     return min(floors) if floors else 0.0
 
 
-def _speck(instances: Instances, classes: dict, areas: np.ndarray) -> np.ndarray:
-    """``(N,)`` bool: candidates under ``SPECK_AREA`` of every class's median example area
+def _typical_contrast(instances: Instances, label: str, entry: dict) -> float:
+    """A class's typical example contrast as this image's floors judge it: lowered where the
+    examples were picked for standing out (``floor_scale``, :func:`with_floor_scaled`) and
+    where the image's objects stand out less than the examples' image's (:func:`_floor_scale`)."""
+    return float(entry["contrast"]) * entry.get("floor_scale", 1.0) * _floor_scale(instances, label)
+
+
+def _speck(instances: Instances, classes: dict, areas: np.ndarray, among: np.ndarray) -> np.ndarray:
+    """``(N,)`` bool: candidates (of those ``among``) under ``SPECK_AREA`` of every class's median example area
     whose inside stands out less than ``SPECK_CONTRAST`` of their class's typical example
     where they border open ground (:data:`SPECK_AREA`; the class as :func:`_dim` takes it),
     lowered as the contrast floor is where the examples were picked for standing out
@@ -1281,10 +1287,10 @@ def _speck(instances: Instances, classes: dict, areas: np.ndarray) -> np.ndarray
     medians = [float(e["area"][1]) for e in classes.values() if len(e.get("area") or []) == 3]
     if len(medians) < len(classes) or not medians:
         return np.zeros(len(instances), bool)
-    small = areas < SPECK_AREA * min(medians)
+    small = among & (areas < SPECK_AREA * min(medians))
     if not small.any():
         return small
-    floors = {lab: SPECK_CONTRAST * float(e["contrast"]) * e.get("floor_scale", 1.0) * _floor_scale(instances, lab)
+    floors = {lab: SPECK_CONTRAST * _typical_contrast(instances, lab, e)
               for lab, e in classes.items() if e.get("contrast") and e.get("polarity") == "dark"}
     contrast = instances.data.get("contrast")
     if contrast is None or not floors:
@@ -1301,8 +1307,7 @@ def _light(instances: Instances, classes: dict, areas: np.ndarray, among: np.nda
     example area x typical contrast, lowered as :func:`_speck`'s contrast is -- where they
     border open ground (the class as :func:`_dim` takes it; measured only for those below).
     None where the contrast is not measured."""
-    floors = {lab: STAIN_MASS * float(e["area"][1]) * float(e["contrast"]) * e.get("floor_scale", 1.0)
-              * _floor_scale(instances, lab)
+    floors = {lab: STAIN_MASS * float(e["area"][1]) * _typical_contrast(instances, lab, e)
               for lab, e in classes.items()
               if "level_floor" in e and e.get("contrast") and len(e.get("area") or []) == 3}
     contrast = instances.data.get("contrast")

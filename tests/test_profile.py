@@ -588,6 +588,13 @@ def test_size_filter_says_what_it_dropped():
     assert size_filter(inst, None) == (inst, None)
 
 
+def _square(hw, y, x, s):
+    """An ``hw`` mask holding one ``s`` x ``s`` square at row ``y``, column ``x``."""
+    m = np.zeros(hw, bool)
+    m[y : y + s, x : x + s] = True
+    return m
+
+
 def test_candidates_far_smaller_than_every_class_s_examples_are_dropped_unless_the_border_cuts_them():
     """A speck a quarter of the examples' median size, smaller than the smallest example,
     is not an object of the class, though a wide size spread admits it; one the image border
@@ -596,9 +603,7 @@ def test_candidates_far_smaller_than_every_class_s_examples_are_dropped_unless_t
     from sam_detect.profile import TINY_MEDIAN, TINY_SMALLEST
 
     def square(y, x, s):
-        m = np.zeros((80, 120), bool)
-        m[y : y + s, x : x + s] = True
-        return m
+        return _square((80, 120), y, x, s)
 
     inst = Instances(masks=np.stack([square(10, 10, 20), square(10, 50, 8), square(0, 90, 8)]))  # 400, 64, 64 px
     entry = {"area": [200.0, 400.0, 900.0], "area_range": [20.0, 3000.0], "log_area": [np.log(400.0), 1.0],
@@ -624,9 +629,7 @@ def test_small_faint_candidates_of_a_stain_are_specks_small_dark_large_faint_or_
     from sam_detect.profile import SPECK_AREA, SPECK_CONTRAST, TINY_MEDIAN, TINY_SMALLEST
 
     def square(y, x, s):
-        m = np.zeros((80, 160), bool)
-        m[y : y + s, x : x + s] = True
-        return m
+        return _square((80, 160), y, x, s)
 
     # 400 px faint, 100 px faint, 100 px dark, 100 px faint on the border, 100 px dark on the border
     inst = Instances(masks=np.stack([square(10, 10, 20), square(10, 50, 10), square(10, 90, 10), square(0, 140, 10),
@@ -665,9 +668,7 @@ def test_a_stain_s_candidates_holding_a_fraction_of_an_example_s_stain_are_dropp
     from sam_detect.profile import SPECK_AREA, SPECK_CONTRAST, STAIN_MASS
 
     def square(y, x, s):
-        m = np.zeros((80, 160), bool)
-        m[y : y + s, x : x + s] = True
-        return m
+        return _square((80, 160), y, x, s)
 
     # 256 px faint, 100 px dark, 784 px pale, 256 px faint on the border
     inst = Instances(masks=np.stack([square(10, 10, 16), square(10, 40, 10), square(10, 60, 28), square(0, 100, 16)]))
