@@ -207,6 +207,9 @@ class SAMDetect(DetectorStages, LibraryState):
         mask = mask.astype(bool)
         if not mask.any():
             raise AnnotationError("the mask is empty (zero area)")
+        if mask.all():
+            raise AnnotationError("the mask covers the whole image: a mask marks the object with non-zero pixels "
+                                  "on a zero background")
         return mask
 
     def prompt_to_instances(
@@ -448,7 +451,9 @@ class SAMDetect(DetectorStages, LibraryState):
         lab = np.asarray(annotations)
         if lab.shape != tuple(image_hw):
             raise AnnotationError(f"label image shape {lab.shape} does not match the image's {tuple(image_hw)}")
-        inst, _ = Instances.from_label_image(lab)
+        from sam_detect.formats.label_image import binary_as_pieces
+
+        inst, _ = Instances.from_label_image(binary_as_pieces(lab))
         if len(inst) == 0:
             raise AnnotationError("the label image holds no objects (all pixels are 0)")
         return inst
@@ -479,9 +484,14 @@ class SAMDetect(DetectorStages, LibraryState):
         loaded = self._load(image)
         timings: dict[str, float] = {}
         self._share_example_features()
-        prefetched = self._prefetch_maps(loaded.rgb)
+        from sam_detect.profile import at_stain, stain_gain
+
+        profile = self.profile
+        stain = stain_gain(loaded.rgb, profile)  # another slide's stain: seen as the examples' slide's
+        rgb = loaded.rgb if stain is None else at_stain(loaded.rgb, stain)
+        prefetched = self._prefetch_maps(rgb)
         try:
-            return self._detect(loaded, self.profile, timings, top_k, threshold, prefetched)
+            return self._detect(loaded, rgb, stain, profile, timings, top_k, threshold, prefetched)
         finally:
             if prefetched is not None:
                 prefetched.close()
@@ -498,13 +508,15 @@ class SAMDetect(DetectorStages, LibraryState):
             return None
         return emb.prefetch(rgb, float(typical))
 
-    def _detect(self, loaded: Any, profile: dict | None, timings: dict[str, float], top_k: int,
-                threshold: float, prefetched: Any) -> Instances:
-        """:meth:`detect` from segmentation on; ``prefetched``: its network pass, if started."""
+    def _detect(self, loaded: Any, rgb: np.ndarray, stain: float | None, profile: dict | None,
+                timings: dict[str, float], top_k: int, threshold: float, prefetched: Any) -> Instances:
+        """:meth:`detect` from segmentation on: ``rgb`` is ``loaded.rgb`` as the examples' slide
+        would show it where its stain is ``stain`` times as dense (``profile.stain_gain``), else
+        ``loaded.rgb``; ``prefetched``: its network pass, if started."""
         t0 = time.perf_counter()
         from sam_detect.segment.base import segment_with_profile
 
-        inst = segment_with_profile(self.segmenter, loaded.rgb, profile)
+        inst = segment_with_profile(self.segmenter, rgb, profile)
         timings["segment"] = time.perf_counter() - t0
         n_proposed = len(inst)
         from sam_detect.profile import at_scale, size_filter
@@ -547,12 +559,12 @@ class SAMDetect(DetectorStages, LibraryState):
         typical = (decision or {}).get("typical_area")
         if typical and shifts:
             typical *= float(np.exp(np.mean(list(shifts.values()))))
-        seen = loaded.rgb
+        seen = rgb
         gains = inst.metadata.get("level_gain") or {}
         if gains:  # a grey image at another exposure: described at the examples' grey levels too
             from sam_detect.profile import at_levels
 
-            seen = at_levels(loaded.rgb, tuple(next(iter(gains.values()))))
+            seen = at_levels(rgb, tuple(next(iter(gains.values()))))
         vectors = self._embed(seen, inst, timings, typical_area=typical, prefetched=prefetched)
         t = time.perf_counter()
         results = self._search(vectors, top_k, decision) if len(inst) else []
@@ -590,6 +602,9 @@ class SAMDetect(DetectorStages, LibraryState):
                      for lab, (a, _) in gains.items()]
         notes[:0] = [f"{display_label(lab)}: objects here stand out {r:.2g}x as far as in the examples' images: "
                      "thresholded at this image's contrast" for lab, r in (inst.metadata.get("grey_ratio") or {}).items()]
+        if stain is not None:
+            notes.insert(0, f"the tissue here is stained {stain:.2g}x as densely as in the examples' images (another "
+                            "slide?): proposed and described at the examples' stain density")
         for note in notes:
             log.info("%s", note)
         out.metadata.update(
@@ -601,6 +616,7 @@ class SAMDetect(DetectorStages, LibraryState):
                 "embedder": self.choices.get("embedder"),
                 "library": self.config.library,
                 "profile": bool(profile and profile.get("classes")),
+                "stain_gain": None if stain is None else round(stain, 4),
                 "notes": notes,
                 "timings": timings,
             }

@@ -203,6 +203,30 @@ LEVEL_MIN_SPLIT = 8.0
 #: where that gain puts it (an offset: a brighter background, uneven illumination; the
 #: development frames of other lines and sessions lie within 0.12)
 LEVEL_OFFSET = 0.25
+#: a stain's image (a class with a ``level_floor``: dark and coloured) whose tissue is stained
+#: denser or fainter than the examples' images -- its tissue's median optical density (:func:`stain_od`, summed)
+#: over ``STAIN_GAIN`` times theirs or under ``1 / STAIN_GAIN`` -- is detected as their slide
+#: would show it: every pixel's optical density divided by that ratio (:func:`at_stain`), for
+#: the proposals and the descriptions alike, so that the levels, floors and vectors the
+#: examples set hold (another slide, another day's staining). At most ``STAIN_GAIN_MAX``
+#: either way; and only where at least ``STAIN_MIN_TISSUE`` of the pixels are tissue. The
+#: median over the tissue, not a dark percentile, because the nuclei's share of a patch
+#: varies: on the development stroma crop, 256 x 256 patches against two others of the same
+#: slide measure 0.85-1.14x (5-95 %), a 95th percentile 0.80-1.43x, the nuclei's own median
+#: 0.79-1.32x. Chosen on the development H&E patches (``dev_patches.py --stain K``, 16
+#: draws; docs/performance.md, session 39). The examples' density is the geometric mean over their
+#: images, each image once however many examples it gave. Only where the tissue's colour (the
+#: direction of its median optical density) lies within ``STAIN_HUE_DEGREES`` of the examples'
+#: images': a denser stain keeps its colour, while another mix of tissue or stains changes it
+#: (the stroma crop's patches lie within 3.4 degrees of each other, 95 %; on scikit-image's
+#: IHC slide, whose quarters hold more or less DAB-brown epithelium, 7-16 degrees)
+STAIN_GAIN = 1.2
+STAIN_GAIN_MAX = 3.0
+#: tissue: pixels whose optical density summed over R, G and B exceeds this (white glass,
+#: 240 grey, is 0.19; pale pink stroma about 0.6)
+STAIN_TISSUE = 0.3
+STAIN_MIN_TISSUE = 0.05
+STAIN_HUE_DEGREES = 5.0
 #: ... and within the limit, a grey image whose two classes lie under 1 - this share as far
 #: apart as the examples' image's (:func:`grey_ratio`) is thresholded and floored at its own
 #: contrast: the examples' levels and contrast floors times that ratio (the examples' own
@@ -525,12 +549,13 @@ def describe_examples(rgb: np.ndarray, instances: Instances, labels: Sequence[st
 
     ``{"area", "perimeter", "solidity", "eccentricity", "cut" (the image border cuts it:
     its area is a lower bound and its shape is left out, :func:`whole`), "in": [r, g, b], "ring": [r, g, b],
-    "calib": {"version", "iou": [...], "inset": [...], "edge": [...]}, "grey_levels": [background, objects]}``
-    (``iou``: how well each setting of ``GRID`` reproduces the example, ``inset``: the same
+    "calib": {"version", "iou": [...], "inset": [...], "edge": [...]}, "grey_levels": [background, objects],
+    "stain_od": [r, g, b]}`` (``iou``: how well each setting of ``GRID`` reproduces the example, ``inset``: the same
     with its outline drawn ``INSET`` pixels inside; ``edge``: how far the outline stands
     out at each smoothing; ``grey_levels``: the
-    image's :func:`grey_levels` in the class's polarity, only for a grey image); ``calib``
-    and ``grey_levels`` are left out for negatives.
+    image's :func:`grey_levels` in the class's polarity, only for a grey image; ``stain_od``:
+    the image's :func:`stain_od`, only for a colour image with tissue); ``calib``,
+    ``grey_levels`` and ``stain_od`` are left out for negatives.
     """
     from sam_detect.segment.calibrated import GRID_VERSION, example_edges, grid_ious
 
@@ -553,12 +578,16 @@ def describe_examples(rgb: np.ndarray, instances: Instances, labels: Sequence[st
             by_class.setdefault(lab, []).append(i)
     positives = [out[i] for idx in by_class.values() for i in idx]
     levels = grey_levels(rgb)
+    tissue = stain_od(rgb) if levels is None else None
     for idx in by_class.values():
         scale = _scale([out[i] for i in idx], pool=positives)
         if levels is not None:  # [background, objects] by the class's polarity
             lo_hi = levels if float(np.sum(scale.direction)) >= 0 else levels[::-1]
             for i in idx:
                 out[i]["grey_levels"] = [round(float(v), 2) for v in lo_hi]
+        if tissue is not None:  # a colour image's tissue: how densely its slide is stained, in which colours
+            for i in idx:
+                out[i]["stain_od"] = [round(float(v), 4) for v in tissue]
         masks = [(crops[i], (int(origins[i][0]), int(origins[i][1]))) for i in idx]
         ious, insets = grid_ious(rgb, scale, masks, own, inset=True)
         edges = example_edges(rgb, scale, masks)
@@ -615,6 +644,10 @@ def build_profile(examples: Iterable[tuple[str, dict]]) -> dict:
         level_floor = _level_floor(sc, entry["polarity"], stats)
         if level_floor is not None:
             entry["level_floor"] = level_floor
+        if level_floor is not None and all("stain_od" in st for st in stats):  # a stain, every image measured
+            # each image once (its examples share its tissue), however many examples it gave
+            images = np.unique(np.asarray([st["stain_od"] for st in stats], np.float64), axis=0)
+            entry["stain_od"] = [round(float(v), 4) for v in np.exp(np.log(np.maximum(images, 1e-6)).mean(axis=0))]
         if all("grey_levels" in st for st in stats):  # every example image grey
             entry["grey_levels"] = [round(float(v), 2) for v in np.median([st["grey_levels"] for st in stats], axis=0)]
         if measured:
@@ -714,6 +747,61 @@ def grey_levels(rgb: np.ndarray) -> tuple[float, float] | None:
     t, _ = cv2.threshold(g[None], 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)  # low class: <= t
     low = g <= t
     return float(g[low].mean()), float(g[~low].mean())
+
+
+def _optical_density_lut() -> np.ndarray:
+    """``(256,)`` float32: each 8-bit value's optical density, ``-ln(max(v, 1) / 255)``."""
+    return (-np.log(np.maximum(np.arange(256), 1) / 255.0)).astype(np.float32)
+
+
+def stain_od(rgb: np.ndarray) -> np.ndarray | None:
+    """``(3,)`` float64: the median optical density (``-ln(I / 255)``) of R, G and B over the
+    tissue of an RGB image (every third pixel whose density summed over the three exceeds
+    ``STAIN_TISSUE``), or ``None`` for a grey image or one with under ``STAIN_MIN_TISSUE`` of
+    its pixels tissue. Its sum is how densely the tissue is stained, its direction the
+    tissue's colour."""
+    if rgb.ndim != 3 or rgb.shape[2] < 3:
+        return None
+    px = np.asarray(rgb[..., :3]).reshape(-1, 3)[::3]
+    if not len(px) or (np.array_equal(px[:, 0], px[:, 1]) and np.array_equal(px[:, 0], px[:, 2])):
+        return None
+    od = _optical_density_lut()[px]
+    tissue = od[od.sum(axis=1) > STAIN_TISSUE]
+    if len(tissue) < STAIN_MIN_TISSUE * len(od):
+        return None
+    return np.median(tissue, axis=0).astype(np.float64)
+
+
+def stain_gain(rgb: np.ndarray, profile: dict | None) -> float | None:
+    """How many times denser the tissue of ``rgb`` is stained (the sum of its :func:`stain_od`)
+    than the examples' images of the profile's stains (their classes' ``stain_od``, the
+    median per channel), where that lies beyond ``STAIN_GAIN`` either way and within
+    ``STAIN_GAIN_MAX``, in the same colours (within ``STAIN_HUE_DEGREES``); else ``None``:
+    the examples' stain holds, the tissue is another mix, the library has no stain class
+    measured so (a grey or bright class, a library made before), or the image has no tissue
+    to measure."""
+    refs = [e["stain_od"] for e in ((profile or {}).get("classes") or {}).values()
+            if "level_floor" in e and e.get("stain_od")]
+    if not refs or STAIN_GAIN <= 1 or (od := stain_od(rgb)) is None:
+        return None
+    ref = np.median(np.asarray(refs, np.float64), axis=0)
+    cos = float(od @ ref) / max(float(np.linalg.norm(od) * np.linalg.norm(ref)), 1e-12)
+    if np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))) > STAIN_HUE_DEGREES:
+        return None
+    ratio = float(od.sum() / max(ref.sum(), 1e-12))
+    if not 1.0 / STAIN_GAIN_MAX <= ratio <= STAIN_GAIN_MAX or 1.0 / STAIN_GAIN <= ratio <= STAIN_GAIN:
+        return None
+    return ratio
+
+
+def at_stain(rgb: np.ndarray, ratio: float) -> np.ndarray:
+    """``rgb`` with every pixel's optical density divided by ``ratio`` (:func:`stain_gain`): the
+    image as a slide stained ``1 / ratio`` as densely shows it (``255 (I / 255) ** (1 / ratio)``
+    per channel)."""
+    import cv2
+
+    lut = np.clip(np.rint(255.0 * np.exp(-_optical_density_lut() / ratio)), 0, 255).astype(np.uint8)
+    return cv2.LUT(np.ascontiguousarray(rgb[..., :3], np.uint8), lut)
 
 
 def _paired_levels(levels: tuple[float, float] | None, entry: dict
@@ -1503,6 +1591,9 @@ def describe(profile: dict | None) -> list[str]:
                 floor += (f", and those holding under {STAIN_MASS:g} of a typical example's stain, "
                           f"area x contrast {STAIN_MASS * e['area'][1] * e['contrast']:.0f}")
             floor += ")"
+        if e.get("stain_od"):
+            floor += (f", stain density {sum(e['stain_od']):.2f} (an image whose tissue is stained over "
+                      f"{STAIN_GAIN:g}x or under 1/{STAIN_GAIN:g} as densely, in the same colours, is detected at this density)")
         if "grey_levels" in e:
             lo, hi = e["grey_levels"]
             rep += (f", grey levels {lo:.0f} / {hi:.0f} (background / objects; a grey image standing out under "
@@ -1519,5 +1610,5 @@ def describe(profile: dict | None) -> list[str]:
 
 
 __all__ = [
-    "CUT_FLOOR", "POOR_REPRODUCTION", "SPECK_AREA", "SPECK_CONTRAST", "STAIN_MASS", "TINY_MEDIAN", "TINY_SMALLEST", "THIN", "half_widths", "LEVEL_GAIN", "LEVEL_GAIN_MAX", "grey_ratio", "SAME_EXPOSURE", "LEVEL_MIN_SPLIT", "LEVEL_OFFSET", "at_levels", "grey_levels", "level_gain", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "size_shift", "sure_objects", "PROFILE_VERSION", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "LEVEL_FLOOR", "STAIN_DEGREES", "PALER_SHARE", "inside_contrast_and_level", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "outline_ratios", "scale_of", "size_filter",
+    "CUT_FLOOR", "POOR_REPRODUCTION", "SPECK_AREA", "SPECK_CONTRAST", "STAIN_MASS", "TINY_MEDIAN", "TINY_SMALLEST", "THIN", "half_widths", "LEVEL_GAIN", "LEVEL_GAIN_MAX", "STAIN_GAIN", "STAIN_GAIN_MAX", "STAIN_HUE_DEGREES", "STAIN_MIN_TISSUE", "STAIN_TISSUE", "at_stain", "stain_gain", "stain_od", "grey_ratio", "SAME_EXPOSURE", "LEVEL_MIN_SPLIT", "LEVEL_OFFSET", "at_levels", "grey_levels", "level_gain", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "size_shift", "sure_objects", "PROFILE_VERSION", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "LEVEL_FLOOR", "STAIN_DEGREES", "PALER_SHARE", "inside_contrast_and_level", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "outline_ratios", "scale_of", "size_filter",
 ]

@@ -1,0 +1,126 @@
+"""Slides stained denser or fainter than the examples' (``profile.stain_gain``): detected as the
+examples' slide would show them, so that the levels and floors the examples set (in their
+slide's colours) still find the objects."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_profile import f1_at, place
+
+from sam_detect import DetectorConfig, Instances, SAMDetect
+from sam_detect import profile as P
+
+#: optical densities (R, G, B) of a nucleus's haematoxylin and of eosin-stained stroma
+HAEMATOXYLIN = np.array([1.04, 1.12, 0.46])
+EOSIN = np.array([0.035, 0.5, 0.055])
+
+
+def slide(seed: int, density: float = 1.0, size: int = 192, n: int = 14) -> tuple[np.ndarray, np.ndarray]:
+    """Purple nuclei on pink stroma, drawn in optical density and stained ``density`` times as
+    densely as the first slide (every pixel's density scaled, as a thicker section or a longer
+    stain scales it); RGB uint8 and the label image."""
+    rng = np.random.default_rng(seed)
+    lab = np.zeros((size, size), np.int32)
+    place(lab, rng, n, (7, 11), margin=2, ratio=0.7, gap=3)
+    od = np.where(lab[..., None] > 0, HAEMATOXYLIN + 0.3 * EOSIN, EOSIN)
+    od = od * (1.0 + rng.normal(0.0, 0.06, (size, size, 1)))
+    return np.clip(np.rint(255.0 * np.exp(-density * od)), 0, 255).astype(np.uint8), lab
+
+
+def test_stain_od_is_the_tissue_s_median_optical_density():
+    rgb, _ = slide(0)
+    od = P.stain_od(rgb)
+    assert od == pytest.approx(EOSIN, abs=0.03)  # mostly stroma
+    assert P.stain_od(slide(0, 1.5)[0]) == pytest.approx(1.5 * od, rel=0.03, abs=0.005)  # 8-bit steps
+    assert P.stain_od(np.full((50, 50, 3), 245, np.uint8)) is None  # glass: no tissue
+    assert P.stain_od(np.repeat(rgb[..., 1:2], 3, axis=2)) is None  # a grey image
+    glass = np.full((100, 100, 3), 245, np.uint8)
+    glass[:2] = rgb[:2, :100]  # tissue on 2 % of the pixels: too little to judge the stain by
+    assert P.stain_od(glass) is None
+
+
+def test_at_stain_undoes_a_denser_stain():
+    rgb, _ = slide(0)
+    for k in (0.6, 1.5):
+        back = P.at_stain(slide(0, k)[0], k)
+        assert np.abs(back.astype(int) - rgb.astype(int)).mean() < 1.5
+    assert np.array_equal(P.at_stain(rgb, 1.0), rgb)
+
+
+def test_the_gain_fires_only_beyond_its_limit_only_for_a_stain_and_only_in_its_colours():
+    rgb, _ = slide(0)
+    entry = {"level_floor": -200.0, "stain_od": [round(float(v), 4) for v in P.stain_od(rgb)]}
+    prof = {"classes": {"nucleus": entry}}
+    scaled = {k: slide(0, k)[0] for k in (1.1, 1.5, 0.6, 4.0)}
+    assert P.stain_gain(rgb, prof) is None  # the examples' density
+    assert P.stain_gain(scaled[1.1], prof) is None  # within STAIN_GAIN
+    assert P.stain_gain(scaled[1.5], prof) == pytest.approx(1.5, rel=0.03)
+    assert P.stain_gain(scaled[0.6], prof) == pytest.approx(0.6, rel=0.03)
+    assert P.stain_gain(scaled[4.0], prof) is None  # beyond STAIN_GAIN_MAX: something else differs
+    # as dense a tissue again, but browner (another stain in it, DAB): another mix, not matched
+    brown = np.clip(np.rint(255.0 * np.exp(-1.5 * (0.5 * EOSIN + 0.5 * np.array([0.27, 0.57, 0.78])) *
+                                          np.ones((64, 64, 1)))), 0, 255).astype(np.uint8)
+    assert P.stain_od(brown).sum() > P.STAIN_GAIN * sum(entry["stain_od"])
+    assert P.stain_gain(brown, prof) is None
+    bright = {"classes": {"nucleus": {k: v for k, v in entry.items() if k != "level_floor"}}}
+    assert P.stain_gain(scaled[1.5], bright) is None  # not a stain: no density to match
+    assert P.stain_gain(scaled[1.5], {"classes": {"nucleus": {"level_floor": -200.0}}}) is None  # made before
+    assert P.stain_gain(scaled[1.5], None) is None
+
+
+@pytest.fixture(scope="module")
+def stain_library():
+    det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder="handcrafted", library="he"))
+    rgb, lab = slide(0)
+    gt, _ = Instances.from_label_image(lab)
+    det.add_examples(rgb, Instances(masks=gt.masks, labels=["nucleus"] * len(gt)))
+    yield det
+    det.close()
+
+
+def test_the_profile_keeps_the_examples_stain_density(stain_library):
+    entry = stain_library.profile["classes"]["nucleus"]
+    assert "level_floor" in entry
+    assert entry["stain_od"] == pytest.approx(P.stain_od(slide(0)[0]), abs=1e-3)
+    assert any("stain density" in line for line in P.describe(stain_library.profile))
+
+
+def test_the_examples_density_weighs_each_image_once():
+    """Two slides, 14 examples from one and 3 from the other: the geometric mean of the two
+    slides' densities, not the density of the slide that gave more examples."""
+    det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder="handcrafted", library="he"))
+    one, lab_one = slide(0)
+    two, lab_two = slide(1, 1.5)
+    for rgb, lab, n in ((one, lab_one, 14), (two, lab_two, 3)):
+        gt, _ = Instances.from_label_image(lab)
+        det.add_examples(rgb, Instances(masks=gt.masks[:n], labels=["nucleus"] * n))
+    expected = np.sqrt(P.stain_od(one) * P.stain_od(two))
+    assert det.profile["classes"]["nucleus"]["stain_od"] == pytest.approx(expected, abs=1e-3)
+    det.close()
+
+
+@pytest.mark.parametrize("density", [0.6, 1.6])
+def test_a_slide_stained_otherwise_finds_what_the_examples_slide_does(stain_library, monkeypatch, density):
+    rgb, lab = slide(3, density)
+    gt, _ = Instances.from_label_image(lab)
+    same = stain_library.detect(slide(3)[0])
+    assert same.metadata["stain_gain"] is None and f1_at(same, gt) == pytest.approx(1.0)
+    found = stain_library.detect(rgb)
+    assert found.metadata["stain_gain"] == pytest.approx(density, rel=0.15)
+    assert f1_at(found, gt) == pytest.approx(1.0)
+    assert any("stained" in n and "as densely as in the examples' images" in n for n in found.metadata["notes"])
+    monkeypatch.setattr(P, "STAIN_GAIN", float("inf"))  # the examples' stain as it is
+    assert f1_at(stain_library.detect(rgb), gt) < 0.5
+
+
+def test_a_grey_or_bright_library_is_never_matched_to_a_stain():
+    from conftest import draw_scene
+
+    det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder="handcrafted", library="cells"))
+    rgb, masks, _ = draw_scene(seed=1, n_discs=6, n_squares=0)
+    det.add_examples(rgb, Instances(masks=masks, labels=["cell"] * len(masks)))
+    assert "stain_od" not in det.profile["classes"]["cell"]
+    colour, _ = slide(3, 1.6)  # a stained slide shown to a library of bright cells
+    assert det.detect(colour).metadata["stain_gain"] is None
+    det.close()
