@@ -537,3 +537,17 @@ def label_image_to_masks(label_image: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
     inst, ids = Instances.from_label_image(label_image)
     return inst.masks, ids
+
+def mask_of_image(arr: np.ndarray) -> np.ndarray:
+    """``(H, W)`` bool: the object a mask image marks, non-zero on a zero background. Grey:
+    its non-zero pixels; colour: those non-zero in any channel. An alpha channel (the last of
+    2 or 4) counts only where it varies (a transparent background marks what is not the
+    object); a constant one, as an opaque RGBA or grey+alpha PNG has, is left out."""
+    arr = np.asarray(arr)
+    if arr.ndim != 3:
+        return arr > 0
+    if arr.shape[-1] in (2, 4):
+        alpha = arr[..., -1]
+        colour = arr[..., :-1].max(axis=-1) > 0
+        return colour if alpha.min() == alpha.max() else alpha > 0
+    return arr.max(axis=-1) > 0

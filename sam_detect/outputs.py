@@ -8,7 +8,7 @@ from __future__ import annotations
 import colorsys
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,9 +84,10 @@ def image_record(instances: Instances, image_path: str | None = None, **kwargs: 
     }
 
 
-def predictions_to_coco(results: Iterable[tuple[str, Instances]]) -> dict[str, Any]:
+def predictions_to_coco(results: Iterable[tuple[str, Instances]], categories: Sequence[str] = ()) -> dict[str, Any]:
     """COCO JSON of ``(image_path, instances)`` detection results: every object (RLE masks),
-    ``score`` its label confidence (:func:`~sam_detect.formats.coco.to_coco`)."""
+    ``score`` its label confidence (:func:`~sam_detect.formats.coco.to_coco`); ``categories``:
+    the library's classes, listed (and numbered) whether found or not."""
     from sam_detect.formats.coco import to_coco
 
     results = list(results)
@@ -96,6 +97,7 @@ def predictions_to_coco(results: Iterable[tuple[str, Instances]]) -> dict[str, A
         use_rle=True,
         keep_empty=True,
         description="sam-detect predictions",
+        categories=categories,
     )
 
 

@@ -443,3 +443,86 @@ def test_to_coco_skips_empty_masks_and_checks_names(sample):
     assert len(to_coco(inst)["annotations"]) == 3
     with pytest.raises(AnnotationError, match="2 images but 1 names"):
         to_coco([inst, inst], ["x"])
+
+
+def _discs(n: int, size: int = 96) -> np.ndarray:
+    """``(size, size)`` int32 label image of ``n`` separate discs, ids 1..n."""
+    yy, xx = np.mgrid[:size, :size]
+    lab = np.zeros((size, size), np.int32)
+    for i in range(n):
+        cy, cx = 16 + 30 * (i // 3), 16 + 30 * (i % 3)
+        lab[(yy - cy) ** 2 + (xx - cx) ** 2 <= 81] = i + 1
+    return lab
+
+
+@pytest.mark.parametrize("value", [1, 255])
+def test_a_binary_mask_given_as_labels_is_read_as_its_pieces(tmp_path, caplog, value):
+    """A 0/255 (or 0/1, bool) mask of separate objects, given where a label image is asked
+    for: each connected piece is an object, and a warning says so (not one example made of
+    every object)."""
+    from PIL import Image
+
+    lab = _discs(5)
+    path = tmp_path / "binary.png"
+    Image.fromarray(((lab > 0) * value).astype(np.uint8)).save(path)
+    with caplog.at_level("WARNING", logger="sam_detect"):
+        ids = read_label_image(path)
+    assert len(np.unique(ids)) == 6 and np.array_equal(ids > 0, lab > 0)
+    for k in range(1, 6):  # each disc one id, each id one disc
+        assert len(np.unique(ids[lab == k])) == 1
+    assert "binary mask, each piece one object" in caplog.text and "5 separate pieces" in caplog.text
+    one = tmp_path / "one.png"  # one object in one piece stays one object, silently
+    Image.fromarray(((lab == 1) * value).astype(np.uint8)).save(one)
+    caplog.clear()
+    assert np.array_equal(read_label_image(one) > 0, lab == 1) and not caplog.text
+    real = tmp_path / "ids.png"  # a real label image is left as it is
+    Image.fromarray(lab.astype(np.uint8)).save(real)
+    assert np.array_equal(read_label_image(real), lab)
+    from sam_detect import DetectorConfig, SAMDetect
+
+    det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder="handcrafted"))
+    assert len(det.annotations_to_instances(lab > 0, lab.shape)) == 5  # an array through the API too
+    det.close()
+
+
+def test_a_mask_image_s_opaque_alpha_is_not_the_object():
+    """An RGBA or grey+alpha mask PNG saved opaque marks its object in the colour channels;
+    where the alpha varies, the transparent pixels are the background."""
+    from sam_detect.masks import mask_of_image
+
+    obj = _discs(1) > 0
+    grey = (obj * 255).astype(np.uint8)
+    opaque = np.dstack([grey, grey, grey, np.full_like(grey, 255)])
+    assert np.array_equal(mask_of_image(opaque), obj)
+    assert np.array_equal(mask_of_image(np.dstack([grey, np.full_like(grey, 255)])), obj)
+    white_on_clear = np.dstack([np.full_like(grey, 255)] * 3 + [grey])
+    assert np.array_equal(mask_of_image(white_on_clear), obj)
+    assert np.array_equal(mask_of_image(grey), obj) and np.array_equal(mask_of_image(opaque[..., :3]), obj)
+
+
+def test_a_mask_covering_the_whole_image_is_refused():
+    from sam_detect import DetectorConfig, SAMDetect
+
+    det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder="handcrafted"))
+    with pytest.raises(AnnotationError, match="covers the whole image"):
+        det.prompt_to_instances(np.zeros((32, 32, 3), np.uint8), mask=np.ones((32, 32), bool))
+    det.close()
+
+
+def test_an_image_of_a_coco_set_is_chosen_by_its_file_name(tmp_path):
+    """``add IMAGE --annotations set.json``: a COCO file of several images (of other sizes too)
+    gives the annotations of the image of that name, its size checked against it alone."""
+    small, big = _discs(2, size=96), _discs(4, size=128)
+    a = Instances.from_label_image(small)[0]
+    b = Instances.from_label_image(big)[0]
+    path = tmp_path / "set.json"
+    save_coco([a, b], path, image_names=["dir/a.png", "b.png"])
+    got = load_annotations(path, image_shape=(128, 128), name="b.png")
+    assert len(got) == 4 and got.image_hw == (128, 128)
+    assert len(load_annotations(path, image_shape=(96, 96), name="a.png")) == 2  # by the basename
+    with pytest.raises(AnnotationError, match="no annotations for image 'c.png'; the file lists: dir/a.png, b.png"):
+        load_annotations(path, image_shape=(96, 96), name="c.png")
+    with pytest.raises(AnnotationError, match="annotations are 96x96"):
+        load_annotations(path, image_shape=(128, 128), name="a.png")
+    with pytest.raises(AnnotationError, match="holds 2 images"):
+        load_annotations(path, image_shape=(96, 96))

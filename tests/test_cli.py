@@ -248,3 +248,13 @@ def test_numpy_arrays_as_images_from_add_to_detect(scene_files, tmp_path):
     assert [o["box"] for o in from_npy["objects"]] == [o["box"] for o in from_png["objects"]]
     r = run_cli("detect", tmp_path / "stack.npy", *f["lib"])
     assert r.exit_code == 1 and "holds a stack of 2 frames" in r.output and "Traceback" not in r.output
+
+
+def test_overlays_of_images_sharing_a_file_name_do_not_overwrite_each_other(tmp_path):
+    from sam_detect.cli.detect import unique_stems
+
+    paths = [tmp_path / "a" / "x.png", tmp_path / "b" / "x.png", tmp_path / "c.png", tmp_path / "d" / "c.tif",
+             tmp_path / "d" / "c.png"]
+    names = unique_stems(paths)
+    assert names[str(paths[0])] == "a_x" and names[str(paths[1])] == "b_x" and len(set(names.values())) == 5
+    assert unique_stems([tmp_path / "one.png"]) == {str(tmp_path / "one.png"): "one"}

@@ -154,6 +154,8 @@ def test_protocol_input_errors(scenes):
         evaluate(imgs, gts, CFG, iou=(0.0,))
     with pytest.raises(AnnotationError, match="hold no annotated objects"):
         evaluate(imgs[:1], [Instances.empty(imgs[0].shape[:2])], CFG)
+    with pytest.raises(AnnotationError, match="nothing left to score: every annotated object"):
+        evaluate(imgs[:1], gts[:1], CFG, shots=len(gts[0]))  # one image, all of it drawn
     small = Instances(masks=gts[0].masks[:, :100, :100], labels=gts[0].labels)
     with pytest.raises(
         AnnotationError,

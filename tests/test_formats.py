@@ -128,3 +128,21 @@ def test_page_runs_round_trip():
             assert runs_to_crop(runs, HW).tight().box == (runs["x"], runs["y"], runs["x"] + runs["w"], runs["y"] + runs["h"])
     with pytest.raises(AnnotationError, match="lies outside"):
         runs_to_mask({"x": 45, "y": 0, "w": 10, "h": 1, "runs": [0, 10]}, HW)
+
+
+def test_coco_categories_keep_the_library_s_ids_whatever_was_found():
+    """Files written for different images list every class of the library, with the same ids,
+    so that they can be merged; a label found that the list lacks is added in its sorted place."""
+    from sam_detect.formats.coco import to_coco
+
+    masks = np.zeros((1, 20, 20), bool)
+    masks[0, 5:10, 5:10] = True
+    found = Instances(masks=masks, labels=["small"])
+    nothing = Instances.empty((20, 20))
+    one = to_coco([found], ["a.png"], categories=["big cell", "small"])
+    other = to_coco([nothing], ["b.png"], categories=["big cell", "small"])
+    assert one["categories"] == other["categories"]
+    assert [c["name"] for c in one["categories"]] == ["big cell", "small"]
+    assert one["annotations"][0]["category_id"] == 2
+    extra = to_coco([found], ["a.png"], categories=["big cell"])
+    assert [c["name"] for c in extra["categories"]] == ["big cell", "small"]

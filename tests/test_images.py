@@ -540,3 +540,21 @@ def test_npy_files_are_taken_when_named_or_globbed_not_when_a_folder_is_scanned(
     assert [p.name for p in iter_image_paths([tmp_path])] == ["a.png"]  # labels often sit beside images
     assert [p.name for p in iter_image_paths([str(tmp_path / "*.npy")])] == ["b.npy"]
     assert [p.name for p in iter_image_paths([tmp_path / "b.npy"])] == ["b.npy"]
+
+
+def test_a_jpeg_is_read_upright_by_its_exif_orientation(tmp_path):
+    """A camera's JPEG stored turned, with EXIF orientation 6 (turn 90 degrees clockwise to
+    view): read as viewers show it, so that boxes and clicks drawn in them land where drawn."""
+    from PIL import Image
+
+    from sam_detect.io.images import load_image
+
+    upright = np.zeros((80, 40, 3), np.uint8)
+    upright[:20] = 255  # a white band across the top as viewed
+    stored = Image.fromarray(np.ascontiguousarray(np.rot90(upright, k=1)))  # 40 x 80 as stored
+    exif = stored.getexif()
+    exif[0x0112] = 6
+    stored.save(tmp_path / "turned.jpg", exif=exif, quality=95)
+    rgb = load_image(tmp_path / "turned.jpg").rgb
+    assert rgb.shape == (80, 40, 3)
+    assert rgb[:15].mean() > 200 and rgb[30:].mean() < 50

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from sam_detect.cli.detect import apply_image_options, load_cli_image
@@ -69,7 +71,6 @@ def add(image, label, negative, boxes, points, mask_path, polygon_path, labels_p
       sam-detect add plate.png --label coin --box 10,20,60,70 --box 80,20,130,70
       sam-detect add plate.png --negative --point 200,150
     """
-    import numpy as np
 
     from sam_detect.instances import NEGATIVE, Instances
 
@@ -105,11 +106,9 @@ def add(image, label, negative, boxes, points, mask_path, polygon_path, labels_p
             inst.labels[:] = label
         elif mask_path:
             from sam_detect.io.images import load_image
+            from sam_detect.masks import mask_of_image
 
-            mask = load_image(mask_path).original
-            if mask.ndim == 3:
-                mask = mask.max(axis=-1)
-            inst = detector.prompt_to_instances(loaded, mask=np.asarray(mask) > 0)
+            inst = detector.prompt_to_instances(loaded, mask=mask_of_image(load_image(mask_path).original))
             inst.labels[:] = label
         elif polygon_path:
             from sam_detect.formats import read_polygon_file
@@ -127,7 +126,7 @@ def add(image, label, negative, boxes, points, mask_path, polygon_path, labels_p
             from sam_detect.formats import load_annotations
 
             inst = load_annotations(annotations_path, image_shape=loaded.rgb.shape[:2], image=frame,
-                                    channel=labels_channel)
+                                    channel=labels_channel, name=os.path.basename(str(image)))
             if label is not None:
                 inst.labels[:] = label
             else:  # class names from the file follow the label policy too

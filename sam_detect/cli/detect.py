@@ -122,6 +122,9 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, tolerance, no_polygo
         detector.segmenter  # noqa: B018 - build it now so the report names it
         report_choices(detector, quiet)
         report_profile(detector, quiet)
+        from sam_detect.instances import NEGATIVE
+
+        classes = sorted(lab for lab in detector.store.labels(detector.config.library) if lab != NEGATIVE)
         todo = [p for p in paths if str(p) not in resumed]
         if resumed and not quiet:
             click.echo(f"sam-detect: resume: {len(paths) - len(todo)} of {len(paths)} images already "
@@ -137,6 +140,7 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, tolerance, no_polygo
             results = _results(detector, todo, cluster, quiet, overlay_path, overlay_dir, coco_path,
                                no_polygons, tolerance, channels, frame)
         resume_fh = None
+        overlay_names = None
         if resume_path:
             from sam_detect.cluster import open_resume
 
@@ -165,7 +169,9 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, tolerance, no_polygo
                 if coco_path:
                     coco_items.append((str(path), res.instances))
                 if res.overlay is not None:
-                    target = overlay_dir / f"{Path(path).stem}_overlay.png" if overlay_dir else Path(overlay_path)
+                    if overlay_dir and overlay_names is None:
+                        overlay_names = unique_stems(paths)
+                    target = overlay_dir / f"{overlay_names[str(path)]}_overlay.png" if overlay_dir else Path(overlay_path)
                     target.write_bytes(res.overlay)
         finally:
             results.close()
@@ -181,11 +187,35 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, tolerance, no_polygo
             took = "" if total is None else f" in {total:.2f}s"
             click.echo(f"{rec['image']}: {rec['count']} objects ({counts}){took}")
     if coco_path:
-        write_json(predictions_to_coco(coco_items), coco_path)
+        write_json(predictions_to_coco(coco_items, classes), coco_path)
         if not quiet:
             click.echo(f"sam-detect: wrote COCO annotations to {coco_path}", err=True)
     if failures:
         raise click.ClickException(f"{failures} of {len(paths)} images failed (see the errors above)")
+
+
+def unique_stems(paths) -> dict[str, str]:
+    """``{path: name}``: each image's file stem, or where several images share one (``image.tif``
+    in each well's folder), their paths below the folder they share, joined by ``_`` (and the
+    suffix too where only it differs), so that no output overwrites another's."""
+    import os
+    from collections import defaultdict
+
+    by_stem = defaultdict(list)
+    for p in paths:
+        by_stem[Path(p).stem].append(Path(p))
+    out = {}
+    for stem, group in by_stem.items():
+        if len(group) == 1:
+            out[str(group[0])] = stem
+            continue
+        absolute = [p.resolve() for p in group]
+        root = Path(os.path.commonpath([str(a.parent) for a in absolute]))
+        names = ["_".join(a.relative_to(root).with_suffix("").parts) for a in absolute]
+        if len(set(names)) < len(names):
+            names = ["_".join(a.relative_to(root).parts).replace(".", "_") for a in absolute]
+        out.update({str(p): n for p, n in zip(group, names, strict=True)})
+    return out
 
 
 def _emit(record, jsonl, records):

@@ -293,6 +293,10 @@ def evaluate(
     drawn = draw_examples(labels_per_image, shots, seed, ex_images)
     if not drawn:
         raise AnnotationError("the example images hold no annotated objects to draw examples from")
+    if not score_examples and all(i in drawn and len(drawn[i]) == len(labels_per_image[i]) for i in det_images):
+        raise AnnotationError(
+            f"nothing left to score: every annotated object of the scored image(s) was drawn as an example "
+            f"({shots} per class); draw fewer (--shots) or score other images")
 
     store, cleanup, store_desc = temp_store(config)
     library = f"eval-{uuid.uuid4().hex[:8]}"

@@ -64,6 +64,7 @@ def load_annotations(
     label: str | None = None,
     image: int | str | None = None,
     channel: int | None = None,
+    name: str | None = None,
 ) -> Instances:
     """Instances of ONE image from an annotation file.
 
@@ -76,6 +77,8 @@ def load_annotations(
         image: which image of a multi-image file (a stack frame index, or a COCO
             ``file_name`` / image id). Needed only when the file holds several images.
         channel: for label TIFFs with a channel axis, the channel holding the labels.
+        name: the annotated image's file name: where ``image`` is not given and the file
+            holds several images (a COCO file of a whole set), the one of that name.
 
     Returns:
         ``Instances`` with masks ``(N, H, W)`` bool and ``labels`` as strings.
@@ -85,18 +88,23 @@ def load_annotations(
     """
     path = Path(path)
     frame = image if is_label_image(path) and isinstance(image, (int, np.integer)) else None
-    items = _read_any(path, image_shape, label, channel=channel, frame=frame)
+    # the size is checked on the image chosen, not on every image of a set
+    items = _read_any(path, image_shape, label, channel=channel, frame=frame, check=False)
     if frame is not None:
-        return items[0]
-    if image is None:
-        if len(items) != 1:
+        chosen = items[0]
+    elif image is None and len(items) != 1:
+        if name is None:
             names = ", ".join(str(it.metadata.get("image")) for it in items[:5])
             raise AnnotationError(
                 f"{path}: holds {len(items)} images ({names}{', ...' if len(items) > 5 else ''}); "
                 "choose one with image=INDEX_OR_NAME (--frame on the command line), or read them all with load_annotation_set()"
             )
-        return items[0]
-    return select_image(path, items, image)
+        chosen = select_image(path, items, name)
+    else:
+        chosen = items[0] if image is None else select_image(path, items, image)
+    if image_shape is not None:
+        check_hw(path, chosen.image_hw, image_shape, where=chosen.metadata.get("image"))
+    return chosen
 
 
 def load_annotation_set(
@@ -228,6 +236,7 @@ def _read_any(
     label: str | None,
     channel: int | None = None,
     frame: int | None = None,
+    check: bool = True,
 ) -> list[Instances]:
     check_exists(path)
     suffix = path.suffix.lower()
@@ -244,7 +253,7 @@ def _read_any(
             f"{path}: unsupported annotation format {suffix!r}; expected one of "
             + ", ".join(SUPPORTED_SUFFIXES)
         )
-    if image_shape is not None:
+    if image_shape is not None and check:
         for it in items:
             check_hw(path, it.image_hw, image_shape, where=it.metadata.get("image"))
     for it in items:

@@ -29,6 +29,7 @@ def to_coco(
     tolerance: float = 1.0,
     keep_empty: bool = False,
     description: str = "sam-detect",
+    categories: Sequence[str] = (),
 ) -> dict[str, Any]:
     """A COCO instance-segmentation dict for one or several images.
 
@@ -37,7 +38,9 @@ def to_coco(
     unless ``keep_empty`` (then they have area 0 and an empty RLE).
     ``bbox`` is COCO's XYWH. Each annotation carries ``score``: the instance's label
     confidence if it has a label, else its segmenter score. Category ids follow the sorted
-    class names, from 1. ``image_names`` default to ``metadata["image_name"]``.
+    class names, from 1: ``categories`` (a library's classes) and any other label found, so that
+    files written for other images, where other classes were found, share their ids.
+    ``image_names`` default to ``metadata["image_name"]``.
     """
     from sam_detect.masks import crop_to_polygons, crop_to_rle
 
@@ -48,7 +51,7 @@ def to_coco(
         ]
     if len(image_names) != len(items):
         raise AnnotationError(f"to_coco: {len(items)} images but {len(image_names)} names")
-    names = sorted({label_str(lab) for it in items for lab in it.labels})
+    names = sorted({label_str(lab) for it in items for lab in it.labels} | {label_str(c) for c in categories})
     cat_ids = {n: i + 1 for i, n in enumerate(names)}
     images, annotations = [], []
     for img_id, (it, name) in enumerate(zip(items, image_names, strict=True), start=1):

@@ -107,7 +107,31 @@ def read_label_image(path: PathLike, channel: int | None = None) -> np.ndarray:
         raise AnnotationError(
             f"{path}: label ids must be >= 0 (0 = background), found {int(arr.min())}"
         )
-    return arr
+    return binary_as_pieces(arr, str(path))
+
+
+def binary_as_pieces(arr: np.ndarray, where: str = "the label image") -> np.ndarray:
+    """A label image (``(H, W)`` or a ``(T, H, W)`` stack) that holds one id only, in separate
+    pieces, is a binary mask (0/255, 0/1, a bool TIFF): each connected piece (8-connected) is
+    given its own id, frame by frame, and a warning says so. Any other label image is
+    returned as it is (one id in one piece is one object)."""
+    arr = np.asarray(arr)
+    ids = np.unique(arr)
+    if np.count_nonzero(ids) != 1 or arr.ndim not in (2, 3):
+        return arr
+    from scipy import ndimage
+
+    frames = arr[None] if arr.ndim == 2 else arr
+    pieces = [ndimage.label(f > 0, structure=np.ones((3, 3), bool)) for f in frames]
+    if max(n for _, n in pieces) < 2:
+        return arr
+    import logging
+
+    logging.getLogger("sam_detect").warning(
+        "%s holds one value (%s) in %d separate pieces: read as a binary mask, each piece one object",
+        where, ids[ids != 0][0], sum(n for _, n in pieces))
+    out = np.stack([lab for lab, _ in pieces]).astype(np.int32)
+    return out[0] if arr.ndim == 2 else out
 
 
 def label_image_to_instances(label_image: np.ndarray, label: str | None = None) -> Instances:

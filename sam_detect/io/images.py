@@ -416,7 +416,7 @@ def _read_tiff(p: Path) -> tuple[np.ndarray, str]:
 
 
 def _read_pil(p: Path) -> tuple[np.ndarray, str]:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with warnings.catch_warnings():
@@ -428,6 +428,9 @@ def _read_pil(p: Path) -> tuple[np.ndarray, str]:
             im.load()
             mode = im.mode
             fmt = im.format
+            # upright, as viewers show it (and as boxes and clicks drawn in them are): a
+            # camera's JPEG may store its pixels turned and say so in its EXIF orientation
+            im = ImageOps.exif_transpose(im) or im
             if mode in ("P", "PA"):
                 im = im.convert("RGBA" if "transparency" in im.info or mode == "PA" else "RGB")
             elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
