@@ -207,9 +207,6 @@ class SAMDetect(DetectorStages, LibraryState):
         mask = mask.astype(bool)
         if not mask.any():
             raise AnnotationError("the mask is empty (zero area)")
-        if mask.all():
-            raise AnnotationError("the mask covers the whole image: a mask marks the object with non-zero pixels "
-                                  "on a zero background")
         return mask
 
     def prompt_to_instances(
@@ -236,7 +233,11 @@ class SAMDetect(DetectorStages, LibraryState):
         if len(given) != 1:
             raise AnnotationError(f"give exactly one of mask, box, point or polygon (got {given or 'none'})")
         if mask is not None:
-            return Instances(masks=self._check_mask(mask, hw)[None])
+            mask = self._check_mask(mask, hw)
+            if mask.all():  # an example is an object on its ground, not the whole frame
+                raise AnnotationError("the mask covers the whole image: a mask marks the object with non-zero pixels "
+                                      "on a zero background")
+            return Instances(masks=mask[None])
         if polygon is not None:
             return Instances(masks=self._check_mask(polygons_to_mask(polygon, hw), hw)[None])
         if box is not None:

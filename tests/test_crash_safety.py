@@ -598,6 +598,27 @@ def test_too_many_members_are_refused(tmp_path, monkeypatch):
 # -- shared access -----------------------------------------------------------------------------
 
 
+def test_a_check_of_a_library_another_process_holds_says_in_use_not_damaged(tmp_path):
+    """``library check`` while another process writes: the lock's one line, not "damaged"
+    with advice to repair a library that is only busy."""
+    from sam_detect.errors import LibraryLockedError
+    from sam_detect.store.edge import EdgeStore
+    from sam_detect.store.integrity import check_library
+
+    holder = EdgeStore(tmp_path)
+    holder.create_library(_meta("nuclei"))
+    holder.add("nuclei", _vecs(2), ["a", "b"])  # holds the lock now
+    other = EdgeStore(tmp_path)
+    try:
+        with pytest.raises(LibraryLockedError, match="in use by another sam-detect process"):
+            check_library(other, "nuclei")
+        holder.release()
+        assert check_library(other, "nuclei").ok  # released: whole
+    finally:
+        other.close()
+        holder.close()
+
+
 def test_a_locked_library_fails_before_any_model_loads(tmp_path):
     """Another process (here: another open of the folder) holds the library: detect's
     library check fails at once, naming the holder, with no embedder built."""

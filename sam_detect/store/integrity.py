@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from sam_detect.errors import LibraryError
+from sam_detect.errors import LibraryError, LibraryLockedError
 from sam_detect.store import journal
 from sam_detect.store._common import COUNT_KEY
 
@@ -98,10 +98,14 @@ def check_library(store: Any, name: str) -> CheckReport:
         )
     try:
         rep.stored = int(store.count(name))
+    except LibraryLockedError:
+        raise  # another process holds it: in use, not damaged
     except Exception as e:
         rep.problems.append(f"cannot count examples: {_short(e)}")
     try:
         good, bad = scan(store, name)
+    except LibraryLockedError:
+        raise
     except Exception as e:
         rep.problems.append(f"examples cannot be listed: {_short(e)}")
         return rep
