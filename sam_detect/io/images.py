@@ -430,7 +430,8 @@ def _read_pil(p: Path) -> tuple[np.ndarray, str]:
             fmt = im.format
             # upright, as viewers show it (and as boxes and clicks drawn in them are): a
             # camera's JPEG may store its pixels turned and say so in its EXIF orientation
-            im = ImageOps.exif_transpose(im) or im
+            if im.getexif().get(0x0112, 1) not in (0, 1):  # (a copy only where it is turned)
+                im = ImageOps.exif_transpose(im)
             if mode in ("P", "PA"):
                 im = im.convert("RGBA" if "transparency" in im.info or mode == "PA" else "RGB")
             elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
