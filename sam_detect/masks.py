@@ -406,9 +406,14 @@ def _simplify(contours: Sequence[np.ndarray], tolerance: float, min_points: int)
 
     polygons = []
     for c in contours:
-        if tolerance > 0:
-            c = cv2.approxPolyDP(c, float(tolerance), True)
-        pts = c.reshape(-1, 2).astype(np.float32)
+        t = float(tolerance)
+        simple = c
+        while t > 0:  # an object small beside the tolerance is simplified less, not away
+            simple = cv2.approxPolyDP(c, t, True)
+            if len(simple) >= min_points:
+                break
+            t = t / 2 if t >= 0.5 else 0.0
+        pts = (simple if t > 0 else c).reshape(-1, 2).astype(np.float32)
         if len(pts) >= min_points:
             polygons.append(pts)
     return polygons

@@ -75,3 +75,21 @@ def test_label_image_to_masks():
     assert masks.shape == (2, 6, 6) and masks[0].sum() == 9 and masks[1].sum() == 4
     empty, ids = label_image_to_masks(np.zeros((3, 3), int))
     assert empty.shape == (0, 3, 3) and len(ids) == 0
+
+
+def test_a_small_object_keeps_a_polygon_under_a_large_tolerance():
+    """``--tolerance`` beyond a small object's size simplified its outline away (no polygon in
+    the JSON); it is simplified less instead, and larger outlines stay as they were."""
+    import cv2
+
+    from sam_detect.masks import crop_contours, crop_to_polygons
+
+    yy, xx = np.mgrid[:40, :40]
+    small = (yy - 8) ** 2 + (xx - 8) ** 2 <= 9  # radius 3
+    for tol in (1.0, 8.0, 12.0):
+        polys = crop_to_polygons(small, (0, 0), (40, 40), tolerance=tol)
+        assert len(polys) == 1 and len(polys[0]) >= 3
+    big = (yy - 20) ** 2 + (xx - 20) ** 2 <= 225
+    contour = crop_contours(big, (0, 0), (40, 40))[0]
+    expected = cv2.approxPolyDP(contour, 2.0, True).reshape(-1, 2)
+    assert np.array_equal(crop_to_polygons(big, (0, 0), (40, 40), tolerance=2.0)[0], expected)
