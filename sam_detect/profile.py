@@ -740,7 +740,7 @@ def grey_levels(rgb: np.ndarray) -> tuple[float, float] | None:
     import cv2
 
     if rgb.ndim == 3 and rgb.shape[2] >= 3:
-        if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
+        if not _is_grey(rgb):
             return None
         rgb = rgb[..., 0]
     g = np.ascontiguousarray(np.asarray(rgb).ravel()[::3], np.uint8)
@@ -749,6 +749,12 @@ def grey_levels(rgb: np.ndarray) -> tuple[float, float] | None:
     t, _ = cv2.threshold(g[None], 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)  # low class: <= t
     low = g <= t
     return float(g[low].mean()), float(g[~low].mean())
+
+
+def _is_grey(rgb: np.ndarray) -> bool:
+    """Whether an image is grey: one channel, or R, G and B equal at every pixel."""
+    return rgb.ndim == 2 or rgb.shape[2] < 3 or bool(
+        np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]))
 
 
 def _optical_density_lut() -> np.ndarray:
@@ -763,11 +769,9 @@ def stain_table(rgb: np.ndarray) -> list[list[float]] | None:
     their colour (the density's share in R and in G, ``STAIN_HUE_BINS`` steps each) where a
     colour holds at least ``STAIN_HUE_PIXELS`` of them; ``None`` for a grey image or one with
     under ``STAIN_MIN_TISSUE`` of its pixels tissue."""
-    if rgb.ndim != 3 or rgb.shape[2] < 3:
+    if _is_grey(rgb) or not rgb.size:
         return None
     px = np.asarray(rgb[..., :3]).reshape(-1, 3)[::3]
-    if not len(px) or (np.array_equal(px[:, 0], px[:, 1]) and np.array_equal(px[:, 0], px[:, 2])):
-        return None
     od = _optical_density_lut()[px]
     density = od.sum(axis=1)
     tissue = density > STAIN_TISSUE

@@ -124,7 +124,8 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, tolerance, no_polygo
         report_profile(detector, quiet)
         from sam_detect.instances import NEGATIVE
 
-        classes = sorted(lab for lab in detector.store.labels(detector.config.library) if lab != NEGATIVE)
+        classes = sorted(lab for lab in detector.store.labels(detector.config.library)
+                         if lab != NEGATIVE) if coco_path else []  # every class in the COCO file, found or not
         todo = [p for p in paths if str(p) not in resumed]
         if resumed and not quiet:
             click.echo(f"sam-detect: resume: {len(paths) - len(todo)} of {len(paths)} images already "
@@ -198,7 +199,6 @@ def unique_stems(paths) -> dict[str, str]:
     """``{path: name}``: each image's file stem, or where several images share one (``image.tif``
     in each well's folder), their paths below the folder they share, joined by ``_`` (and the
     suffix too where only it differs), so that no output overwrites another's."""
-    import os
     from collections import defaultdict
 
     by_stem = defaultdict(list)
