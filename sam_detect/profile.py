@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -119,6 +119,14 @@ MIN_EVIDENCE = 0.03
 SURE_STABILITY = 0.8
 SURE_COUNT = 10
 SURE_SHIFT = 1.5
+#: ... and where the examples' size finds fewer than ``SURE_COUNT`` sure objects, the image
+#: may hold objects far off it -- drawn on an objective 2.5x the examples', its objects are 6x
+#: their area, which their size range proposes only in pieces (``dev_u2os`` frames shown at
+#: 2.6x: F1 0.23 from 510 false pieces): the proposals are tried at ``PROBE_SHIFT`` (a log-area
+#: shift, either way), and one taken where it finds ``PROBE_GAIN`` times as many sure objects
+#: (at least ``SURE_COUNT``) of one population (:func:`probe_shift`)
+PROBE_SHIFT = float(np.log(4.0))
+PROBE_GAIN = 3.0
 #: ... and where the sure objects' sizes spread wider than this share of the examples'
 #: log-area sd (at least ``PRIOR_LOG_AREA_SD``; robust: 1.4826 x MAD), they are two kinds
 #: of thing, not one kind at another magnification, and no shift is taken. One population
@@ -1325,6 +1333,50 @@ def size_shift(instances: Instances, label: str, entry: dict, shape_fit: np.ndar
     return shift if spread <= SURE_SPREAD * max(sd, PRIOR_LOG_AREA_SD) else 0.0
 
 
+def probe_shift(instances: Instances, label: str, entry: dict,
+                propose_at: Callable[[float], tuple[dict, Instances]]) -> tuple[float, Instances | None]:
+    """Where the examples' size finds fewer than ``SURE_COUNT`` sure objects of class ``label``
+    among ``instances`` (:func:`sure_objects`), or finds them off that size but spread too wide
+    for :func:`size_shift` to say by how much (pieces of larger objects beside whole ones),
+    objects far off that size (``PROBE_SHIFT``):
+    ``propose_at(log_shift)`` gives ``(the class's entry moved so, its candidates)``. A probe
+    whose sure objects lie off its size (beyond ``SURE_SHIFT``, as :func:`size_shift` judges)
+    is moved once more, to their median; it is taken where its sure objects there are at
+    least ``SURE_COUNT``, ``PROBE_GAIN`` times as many as at the examples' size, and one
+    population (``SURE_SPREAD``), and where it still lies off the examples' size (beyond
+    ``SURE_SHIFT``: within it, the examples' size holds). Returns ``(log-area shift, its
+    candidates)``, or ``(0.0, None)`` where no probe is taken."""
+    if PROBE_SHIFT <= 0:
+        return 0.0, None
+    sure0 = sure_objects(instances, label, entry) if len(instances) else np.zeros(0, bool)
+    n0 = int(sure0.sum())
+    mu, sd = (float(v) for v in entry["log_area"])
+    if n0 >= SURE_COUNT and abs(float(np.median(np.log(np.maximum(instances.areas[sure0], 1.0)))) - mu) <= SURE_SHIFT * sd:
+        return 0.0, None  # enough of the image's objects at the examples' size
+    need = max(SURE_COUNT, int(np.ceil(PROBE_GAIN * n0)))
+    best: tuple[float, Instances | None, int] = (0.0, None, need - 1)
+
+    def sure_of(shift: float) -> tuple[Instances, np.ndarray, float, float]:
+        moved, part = propose_at(shift)
+        sure = sure_objects(part, label, moved) if len(part) else np.zeros(0, bool)
+        at_mu = float(moved["log_area"][0])
+        log_a = np.log(np.maximum(part.areas[sure].astype(np.float64), 1.0))
+        centre = float(np.median(log_a)) if len(log_a) else at_mu
+        spread = _robust_sd(log_a, centre) if len(log_a) else 0.0
+        return part, sure, centre - at_mu, spread / max(sd, PRIOR_LOG_AREA_SD)
+
+    for probe in (PROBE_SHIFT, -PROBE_SHIFT):
+        part, sure, off, spread = sure_of(probe)
+        if int(sure.sum()) < need:
+            continue
+        if abs(off) > SURE_SHIFT * sd:  # their own size lies further off: look again there
+            probe += off
+            part, sure, off, spread = sure_of(probe)
+        if int(sure.sum()) > best[2] and spread <= SURE_SPREAD and abs(probe) > SURE_SHIFT * sd:
+            best = (probe, part, int(sure.sum()))  # one population, off the examples' size
+    return best[0], best[1]
+
+
 def at_scale(profile: dict | None, shifts: dict[str, float] | None) -> dict | None:
     """``profile`` with each class in ``shifts`` moved to that log-area shift (its sizes,
     size range and radii; colours, shapes and settings, which are relative to the radius,
@@ -1655,5 +1707,5 @@ def describe(profile: dict | None) -> list[str]:
 
 
 __all__ = [
-    "CUT_FLOOR", "POOR_REPRODUCTION", "SPECK_AREA", "SPECK_CONTRAST", "STAIN_MASS", "TINY_MEDIAN", "TINY_SMALLEST", "THIN", "half_widths", "LEVEL_GAIN", "LEVEL_GAIN_MAX", "STAIN_GAIN", "STAIN_GAIN_MAX", "STAIN_HUE_BINS", "STAIN_HUE_PIXELS", "STAIN_MIN_TISSUE", "STAIN_TISSUE", "at_stain", "stain_gain", "stain_ratio", "stain_table", "grey_ratio", "SAME_EXPOSURE", "LEVEL_MIN_SPLIT", "LEVEL_OFFSET", "at_levels", "grey_levels", "level_gain", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "size_shift", "sure_objects", "PROFILE_VERSION", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "LEVEL_FLOOR", "STAIN_DEGREES", "PALER_SHARE", "inside_contrast_and_level", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "outline_ratios", "scale_of", "size_filter",
+    "CUT_FLOOR", "POOR_REPRODUCTION", "SPECK_AREA", "SPECK_CONTRAST", "STAIN_MASS", "TINY_MEDIAN", "TINY_SMALLEST", "THIN", "half_widths", "LEVEL_GAIN", "LEVEL_GAIN_MAX", "STAIN_GAIN", "STAIN_GAIN_MAX", "STAIN_HUE_BINS", "STAIN_HUE_PIXELS", "STAIN_MIN_TISSUE", "STAIN_TISSUE", "at_stain", "stain_gain", "stain_ratio", "stain_table", "grey_ratio", "SAME_EXPOSURE", "LEVEL_MIN_SPLIT", "LEVEL_OFFSET", "at_levels", "grey_levels", "level_gain", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "size_shift", "sure_objects", "probe_shift", "PROBE_SHIFT", "PROBE_GAIN", "PROFILE_VERSION", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "LEVEL_FLOOR", "STAIN_DEGREES", "PALER_SHARE", "inside_contrast_and_level", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "outline_ratios", "scale_of", "size_filter",
 ]

@@ -14,7 +14,8 @@ image too, as they would from another lab's images. Kinds (the share is of the i
   sigma S px; ``rampF``: the signal falling off left to right to F x (uneven illumination);
   ``offsetS``: S x the range added (a camera offset; 16-bit images are stretched when read);
 - ``odF``: an RGB stain's optical density x F (``255 (I / 255)^F``: F < 1 paler, > 1 darker);
-  ``jpegQ``: JPEG at quality Q.
+  ``jpegQ``: JPEG at quality Q; ``spreadF``: each object's signal above the ground times its
+  own factor, log-uniform in [F, 1] (nuclei of unequal brightness in one image).
 
     python scripts/dev_degrade.py --set dev_u2os --kinds clean,noise0.1,noise0.2,blur2,ramp0.3
     python scripts/dev_degrade.py --set dev_stroma --kinds clean,od0.6,od1.5,jpeg40
@@ -32,15 +33,29 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def degrade(img: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
-    """``img`` degraded as ``kind`` says (same shape and dtype)."""
+def degrade(img: np.ndarray, kind: str, rng: np.random.Generator, label: np.ndarray | None = None) -> np.ndarray:
+    """``img`` degraded as ``kind`` says (same shape and dtype); ``spreadF`` needs the
+    image's ``label`` image."""
     import cv2
 
     if kind == "clean":
         return img
     x = img.astype(np.float32)
     lo, hi = np.percentile(x, 1), np.percentile(x, 99.5)
-    if kind.startswith("noise"):
+    if kind.startswith("spread"):
+        if label is None:
+            raise SystemExit("spreadF needs the label image")
+        # each object's signal above the ground (the median outside every object, grown 3 px)
+        # times its own factor, log-uniform in [F, 1]: objects of another brightness in one image
+        ground = cv2.dilate((label > 0).astype(np.uint8), np.ones((7, 7), np.uint8)) == 0
+        bg = np.median(x[ground], axis=0)
+        ids = np.unique(label)
+        ids = ids[ids > 0]
+        factor = np.ones(int(label.max()) + 1, np.float32)
+        factor[ids] = np.exp(rng.uniform(np.log(float(kind[6:])), 0.0, len(ids)))
+        f = factor[label]
+        x = bg + (x - bg) * (f if x.ndim == 2 else f[..., None])
+    elif kind.startswith("noise"):
         x = x + rng.normal(0.0, float(kind[5:]) * (hi - lo), x.shape)
     elif kind.startswith("blur"):
         x = cv2.GaussianBlur(x, (0, 0), float(kind[4:]))
@@ -78,7 +93,7 @@ def main() -> None:
     for kind in args.kinds.split(","):
         counts = {"segmenter alone": [0, 0, 0], "full pipeline": [0, 0, 0]}
         for k in range(min(3, len(images))):
-            img = degrade(np.asarray(images[k]), kind, np.random.default_rng(100 + k))
+            img = degrade(np.asarray(images[k]), kind, np.random.default_rng(100 + k), np.asarray(gts[k]))
             for seed in (0, 1):
                 worth = examples_worth([img], [gts[k]], config, shots=10, examples_from=[0], detect_on=[0],
                                        seed=seed, label="object", curve_thresholds=(), overlays=0, progress=False)

@@ -1422,6 +1422,46 @@ def test_an_image_at_another_magnification_is_proposed_at_its_own_scale(monkeypa
     assert np.isclose(size_shift(mixed, "obj", sq), centre - np.log(100.0))
 
 
+@pytest.mark.parametrize("ex_r, img_r, n_img", [((6, 7.5), (17, 20), 16), ((17, 20), (6, 7.5), 60)])
+def test_objects_far_off_the_examples_size_are_probed_for(ex_r, img_r, n_img):
+    """Examples on one objective, detection on another 2.7x as strong (or weak): the image's
+    objects have 7x (or a seventh of) the examples' area, outside the range the examples'
+    size proposes and beyond the shift its sure objects can say. The proposals are tried at
+    ``PROBE_SHIFT`` either way; the probe's sure objects say the scale, every object is
+    found, and the note says the ratio. On the examples' own image nothing is probed."""
+    from sam_detect.profile import PROBE_SHIFT, probe_shift
+
+    a_rgb, a_lab = blobs(1, size=256, n=12 if ex_r[0] > 10 else 40, r=ex_r)
+    b_rgb, b_lab = blobs(2, size=320, n=n_img, r=img_r)
+    ga, gb = Instances.from_label_image(a_lab)[0], Instances.from_label_image(b_lab)[0]
+    ex = ga[np.arange(8)]
+    ex.labels = np.array(["obj"] * 8, dtype=object)
+    det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder="handcrafted"))
+    det.add_examples(a_rgb, ex)
+    entry = det.profile["classes"]["obj"]
+    ratio = np.median(gb.areas) / np.median(ex.areas)
+    lo, hi = entry["area_range"]
+    assert not lo <= np.median(gb.areas) <= hi  # outside the examples' size range ...
+    assert abs(np.log(ratio)) > PROBE_SHIFT  # ... and further off than one probe
+    found = det.detect(b_rgb)
+    assert f1_at(found, gb) >= 0.9
+    shift = found.metadata["size_shift"]["obj"] if "size_shift" in found.metadata else \
+        det.segmenter.segment(b_rgb, det.profile).metadata["size_shift"]["obj"]
+    assert abs(shift - np.log(ratio)) < 0.5
+    assert any(n.startswith("obj: objects here are ") and "another magnification?" in n
+               for n in found.metadata["notes"])
+    # on the examples' own image the examples' size finds its objects: no probe is proposed
+    calls = []
+
+    def propose_at(log_shift):
+        calls.append(log_shift)
+        raise AssertionError("probed on the examples' own image")
+
+    own = det.segmenter.segment(a_rgb, det.profile)
+    assert "size_shift" not in own.metadata
+    assert probe_shift(own, "obj", entry, propose_at) == (0.0, None) and not calls
+
+
 def test_the_stability_gate_leaves_objects_the_border_cuts_and_judges_sizes_at_the_prior_spread():
     """An object the image border cuts is smaller than it is; and examples rarely show the
     whole size range (a nucleus just divided has half the area), so sizes are judged at no

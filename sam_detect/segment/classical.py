@@ -28,6 +28,7 @@ background, refinement, watershed split, label statistics):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections import OrderedDict
 from typing import Any
@@ -126,7 +127,9 @@ class ClassicalSegmenter:
         ``metadata["calibrated"]`` lists the classes that proposed; ``metadata["size_shift"]``
         (only where there is one) the classes proposed again at this image's own scale,
         with their log-area shift from the examples (``sam_detect.profile.size_shift``:
-        an image taken at another magnification).
+        an image taken at another magnification; ``probe_shift``: objects so far off the
+        examples' size that it proposes them only in pieces, looked for at 4x and a quarter
+        of it).
 
         Returns:
             ``Instances`` with masks (kept as box crops), boxes XYXY, scores in ``[0, 1]``,
@@ -155,20 +158,17 @@ class ClassicalSegmenter:
         """``levels``: the grey levels of the image ``image`` was cut from (a prompt's region:
         its exposure is judged on the whole image, so that the region is proposed as the
         whole image is); measured on ``image`` where ``None``."""
-        from dataclasses import replace
-
         from sam_detect.profile import (
             LEVEL_GAIN,
             SAME_EXPOSURE,
             at_levels,
-            at_scale,
             grey_levels,
             grey_ratio,
             level_gain,
-            scale_of,
+            probe_shift,
             size_shift,
         )
-        from sam_detect.segment.calibrated import OWN, Setting, propose
+        from sam_detect.segment.calibrated import OWN, Setting
 
         img = self._check_image(image)
         tile = self._tile_side(img.shape[:2])  # large images are proposed window by window
@@ -186,12 +186,16 @@ class ClassicalSegmenter:
             elif (ratio := grey_ratio(levels, entry)) is not None and 1.0 / LEVEL_GAIN <= ratio < 1 - SAME_EXPOSURE:
                 ratios[label] = round(ratio, 4)  # dimmer than the examples' image, within the gain's limit
             exposure = ratios.get(label, 1.0)  # its levels and contrast floors in this image's grey values
-            part = propose(seen, replace(scale_of(entry), exposure=exposure), settings, label, own=own, tile=tile)
+            at = functools.partial(_propose_at, seen, label, entry, settings, exposure, own, tile)
+            _, part = at(0.0)
             shift = size_shift(part, label, entry)
+            if not shift:  # too few of the image's objects at the examples' size? try far off it
+                shift, probed = probe_shift(part, label, entry, at)
+                if probed is not None:  # proposed at that scale already
+                    shifts[label], part, shift = shift, probed, 0.0
             if shift:  # another magnification: propose again at the image's own scale
                 shifts[label] = shift
-                moved = at_scale({"classes": {label: entry}}, {label: shift})["classes"][label]
-                part = propose(seen, replace(scale_of(moved), exposure=exposure), settings, label, own=own, tile=tile)
+                part = at(shift)[1]
             parts.append(part)
         tiles = max((p.metadata.get("tiles", 1) for p in parts), default=1)
         inst = Instances.merge(parts)
@@ -874,4 +878,18 @@ def _check_point(point: Any, h: int, w: int) -> tuple[int, int]:
     return x, y
 
 
+def _propose_at(rgb: np.ndarray, label: str, entry: dict, settings: list, exposure: float, own: Instances | None,
+                tile: int, log_shift: float) -> tuple[dict, Instances]:
+    """``(entry moved by log_shift, its candidates on rgb)``: class ``label``'s settings proposed at
+    ``exp(log_shift)`` x its examples' area (``sam_detect.profile.at_scale``; 0: as they are)."""
+    from dataclasses import replace
+
+    from sam_detect.profile import at_scale, scale_of
+    from sam_detect.segment.calibrated import propose
+
+    moved = at_scale({"classes": {label: entry}}, {label: log_shift})["classes"][label] if log_shift else entry
+    return moved, propose(rgb, replace(scale_of(moved), exposure=exposure), settings, label, own=own, tile=tile)
+
+
 __all__ = ["ClassicalConfig", "ClassicalSegmenter", "Polarity", "ThresholdMethod"]
+
