@@ -250,6 +250,32 @@ def test_numpy_arrays_as_images_from_add_to_detect(scene_files, tmp_path):
     assert r.exit_code == 1 and "holds a stack of 2 frames" in r.output and "Traceback" not in r.output
 
 
+def test_a_2d_image_labelled_by_one_frame_of_a_label_stack(scene_files, tmp_path):
+    """A 2-D image with a label stack of several frames (the frame exported alone, the
+    annotation kept as a stack): ``--labels-frame`` picks the stack's frame, where ``--frame``
+    would pick the image's too; without it the error names both, and nothing is written."""
+    import tifffile
+
+    f = scene_files
+    lab = cv2.imread(str(f["labels"]), cv2.IMREAD_UNCHANGED)
+    stack = tmp_path / "stack.tif"
+    tifffile.imwrite(stack, np.stack([np.zeros_like(lab), np.zeros_like(lab), lab, np.zeros_like(lab)]),
+                     photometric="minisblack")
+    r = run_cli("add", f["image"], "--label", "shape", "--labels", stack, *f["lib"])
+    assert r.exit_code == 1 and "pick one with --labels-frame" in r.output and "Traceback" not in r.output
+    r = run_cli("add", f["image"], "--label", "shape", "--labels", stack, "--frame", "2", *f["lib"])
+    assert r.exit_code == 1 and "frame 2 out of range" in r.output  # the PNG has one frame
+    r = run_cli("add", f["image"], "--label", "shape", "--labels", stack, "--labels-frame", "7", *f["lib"])
+    assert r.exit_code == 1 and "frame 7 out of range 0..3" in r.output
+    r = run_cli("library", "list", *f["lib"][:2])
+    assert "shape" not in r.output  # nothing written by the failed adds
+    r = run_cli("add", f["image"], "--label", "shape", "--box", "1,1,20,20", "--labels-frame", "2", *f["lib"])
+    assert r.exit_code == 2 and "--labels-frame needs --labels or --annotations" in r.output
+    r = run_cli("add", f["image"], "--label", "shape", "--labels", stack, "--labels-frame", "2", *f["lib"])
+    assert r.exit_code == 0, r.output
+    assert f"added {len(f['masks'])} example(s)" in r.stdout
+
+
 def test_overlays_of_images_sharing_a_file_name_do_not_overwrite_each_other(tmp_path):
     from sam_detect.cli.detect import unique_stems
 

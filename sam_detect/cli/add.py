@@ -49,6 +49,9 @@ def _numbers(value: str, n: int, what: str, param: str) -> list[float]:
               help="A label image (0 = background, one id per object): every object becomes an example.")
 @click.option("--labels-channel", type=int, default=None,
               help="Channel of the --labels/--annotations file holding the labels (multi-channel files).")
+@click.option("--labels-frame", type=click.IntRange(0), default=None,
+              help="Frame of a --labels/--annotations stack to take the objects from (a 2-D IMAGE "
+                   "labelled by one frame of a label stack). Default: --frame.")
 @click.option("--annotations", "annotations_path", type=click.Path(exists=True, dir_okay=False),
               help="COCO, labelme, .npz or polygon annotations: every object becomes an example.")
 @click.option("--label-from", type=click.Choice(["category"]), default=None,
@@ -58,7 +61,8 @@ def _numbers(value: str, n: int, what: str, param: str) -> list[float]:
 @apply_image_options
 @pipeline_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or stage report on stderr.")
-def add(image, label, negative, boxes, points, mask_path, polygon_path, labels_path, labels_channel, annotations_path, label_from,
+def add(image, label, negative, boxes, points, mask_path, polygon_path, labels_path, labels_channel, labels_frame,
+        annotations_path, label_from,
         limit, channels, frame, quiet, **opts) -> None:
     """Add labelled examples from IMAGE to a library (created on first use).
 
@@ -68,6 +72,7 @@ def add(image, label, negative, boxes, points, mask_path, polygon_path, labels_p
     \b
     Examples:
       sam-detect add frame0.tif --label nucleus --labels frame0_labels.tif
+      sam-detect add frame5.png --label nucleus --labels stack_labels.tif --labels-frame 5
       sam-detect add plate.png --label coin --box 10,20,60,70 --box 80,20,130,70
       sam-detect add plate.png --negative --point 200,150
     """
@@ -92,6 +97,8 @@ def add(image, label, negative, boxes, points, mask_path, polygon_path, labels_p
         raise click.UsageError("missing --label (or --negative)")
     if label_from and not annotations_path:
         raise click.BadParameter("--label-from needs --annotations", param_hint="--label-from")
+    if labels_frame is not None and not (labels_path or annotations_path):
+        raise click.BadParameter("--labels-frame needs --labels or --annotations", param_hint="--labels-frame")
 
     loaded = load_cli_image(image, channels, frame)
     detector = build_detector(**opts)
@@ -118,14 +125,15 @@ def add(image, label, negative, boxes, points, mask_path, polygon_path, labels_p
         elif labels_path:
             from sam_detect.formats import read_label_array
 
-            lab = read_label_array(labels_path, frame, labels_channel)
+            lab = read_label_array(labels_path, frame if labels_frame is None else labels_frame, labels_channel)
             check_label_image(lab, str(labels_path))
             inst = detector.annotations_to_instances(lab, loaded.rgb.shape[:2])
             inst.labels[:] = label
         else:
             from sam_detect.formats import load_annotations
 
-            inst = load_annotations(annotations_path, image_shape=loaded.rgb.shape[:2], image=frame,
+            inst = load_annotations(annotations_path, image_shape=loaded.rgb.shape[:2],
+                                    image=frame if labels_frame is None else labels_frame,
                                     channel=labels_channel, name=os.path.basename(str(image)))
             if label is not None:
                 inst.labels[:] = label

@@ -174,9 +174,10 @@ def read_label_array(path: PathLike, frame: int | None, channel: int | None) -> 
     if arr.ndim == 2 or len(arr) == 1:
         return arr.reshape(arr.shape[-2:])
     if frame is None:
-        raise AnnotationError(f"{path}: the label file holds {len(arr)} frames; pick one with --frame")
+        raise AnnotationError(f"{path}: the label file holds {len(arr)} frames; pick one with --labels-frame "
+                              "(or --frame, which picks the image's too)")
     if not 0 <= frame < len(arr):
-        raise AnnotationError(f"{path}: --frame {frame} out of range 0..{len(arr) - 1}")
+        raise AnnotationError(f"{path}: frame {frame} out of range 0..{len(arr) - 1} (--labels-frame, or --frame)")
     return arr[frame]
 
 
