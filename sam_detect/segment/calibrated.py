@@ -534,6 +534,7 @@ def grid_ious(rgb: np.ndarray, scale: Scale, masks: list[tuple[np.ndarray, tuple
     out = np.zeros((2, len(GRID), len(masks)), np.float32)
     if not masks:
         return out if inset else out[0]
+    import threading
     from concurrent.futures import ThreadPoolExecutor
 
     seen, at, work = rgb, masks, scale
@@ -553,6 +554,8 @@ def grid_ious(rgb: np.ndarray, scale: Scale, masks: list[tuple[np.ndarray, tuple
                       key=lambda g: (g.background, g.level, g.refine))
         done, last, iou = [], None, None
         for s, labels in label_images(mosaics.__getitem__, work, grid, roi):
+            if stop.is_set():  # the caller was interrupted (Ctrl-C): its result is not wanted
+                break
             if labels is not last:  # a split that splits nothing gives its components again
                 last = labels
                 iou = (_reproduction(labels, first.masks),
@@ -565,12 +568,17 @@ def grid_ious(rgb: np.ndarray, scale: Scale, masks: list[tuple[np.ndarray, tuple
     from skimage import morphology, segmentation
 
     _ = morphology.h_maxima, morphology.local_maxima, morphology.reconstruction, segmentation.watershed
+    stop = threading.Event()
     with ThreadPoolExecutor(len(SMOOTHS)) as pool:
-        for done in pool.map(rows, SMOOTHS):
-            for g, (iou, iou_in) in done:
-                out[0, g] = iou
-                if iou_in is not None:
-                    out[1, g] = iou_in
+        try:
+            for done in pool.map(rows, SMOOTHS):
+                for g, (iou, iou_in) in done:
+                    out[0, g] = iou
+                    if iou_in is not None:
+                        out[1, g] = iou_in
+        except BaseException:  # Ctrl-C while the workers run: they stop at their next setting,
+            stop.set()  # so the pool's exit does not wait for the whole grid
+            raise
     if own is not None:
         # the segmenter's own settings need the whole image (their background and noise
         # estimates are global): one segmentation, scored on the same examples
