@@ -62,8 +62,7 @@ def _numbers(value: str, n: int, what: str, param: str) -> list[float]:
 @pipeline_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or stage report on stderr.")
 def add(image, label, negative, boxes, points, mask_path, polygon_path, labels_path, labels_channel, labels_frame,
-        annotations_path, label_from,
-        limit, channels, frame, quiet, **opts) -> None:
+        annotations_path, label_from, limit, channels, frame, quiet, **opts) -> None:
     """Add labelled examples from IMAGE to a library (created on first use).
 
     Give the object(s) as exactly one of --box, --point, --mask, --polygon, --labels or
