@@ -1334,12 +1334,14 @@ def size_shift(instances: Instances, label: str, entry: dict, shape_fit: np.ndar
 
 
 def probe_shift(instances: Instances, label: str, entry: dict,
-                propose_at: Callable[[float], tuple[dict, Instances]]) -> tuple[float, Instances | None]:
+                propose_at: Callable[[float], tuple[dict, Instances]],
+                sure: np.ndarray | None = None) -> tuple[float, Instances | None]:
     """Where the examples' size finds fewer than ``SURE_COUNT`` sure objects of class ``label``
     among ``instances`` (:func:`sure_objects`), or finds them off that size but spread too wide
     for :func:`size_shift` to say by how much (pieces of larger objects beside whole ones),
     objects far off that size (``PROBE_SHIFT``):
-    ``propose_at(log_shift)`` gives ``(the class's entry moved so, its candidates)``. A probe
+    ``propose_at(log_shift)`` gives ``(the class's entry moved so, its candidates)``; ``sure``:
+    the sure objects among ``instances`` where the caller has them. A probe
     whose sure objects lie off its size (beyond ``SURE_SHIFT``, as :func:`size_shift` judges)
     is moved once more, to their median; it is taken where its sure objects there are at
     least ``SURE_COUNT``, ``PROBE_GAIN`` times as many as at the examples' size, and one
@@ -1348,7 +1350,8 @@ def probe_shift(instances: Instances, label: str, entry: dict,
     candidates)``, or ``(0.0, None)`` where no probe is taken."""
     if PROBE_SHIFT <= 0:
         return 0.0, None
-    sure0 = sure_objects(instances, label, entry) if len(instances) else np.zeros(0, bool)
+    sure0 = sure if sure is not None else (
+        sure_objects(instances, label, entry) if len(instances) else np.zeros(0, bool))
     n0 = int(sure0.sum())
     mu, sd = (float(v) for v in entry["log_area"])
     if n0 >= SURE_COUNT and abs(float(np.median(np.log(np.maximum(instances.areas[sure0], 1.0)))) - mu) <= SURE_SHIFT * sd:

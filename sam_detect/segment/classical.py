@@ -167,6 +167,7 @@ class ClassicalSegmenter:
             level_gain,
             probe_shift,
             size_shift,
+            sure_objects,
         )
         from sam_detect.segment.calibrated import OWN, Setting
 
@@ -188,14 +189,15 @@ class ClassicalSegmenter:
             exposure = ratios.get(label, 1.0)  # its levels and contrast floors in this image's grey values
             at = functools.partial(_propose_at, seen, label, entry, settings, exposure, own, tile)
             _, part = at(0.0)
-            shift = size_shift(part, label, entry)
-            if not shift:  # too few of the image's objects at the examples' size? try far off it
-                shift, probed = probe_shift(part, label, entry, at)
-                if probed is not None:  # proposed at that scale already
-                    shifts[label], part, shift = shift, probed, 0.0
+            sure = sure_objects(part, label, entry) if len(part) else np.zeros(0, bool)
+            shift = size_shift(part, label, entry, sure=sure)
             if shift:  # another magnification: propose again at the image's own scale
-                shifts[label] = shift
                 part = at(shift)[1]
+            else:  # too few of the image's objects at the examples' size? try far off it
+                shift, probed = probe_shift(part, label, entry, at, sure=sure)
+                part = part if probed is None else probed  # proposed at that scale already
+            if shift:
+                shifts[label] = shift
             parts.append(part)
         tiles = max((p.metadata.get("tiles", 1) for p in parts), default=1)
         inst = Instances.merge(parts)
@@ -892,4 +894,3 @@ def _propose_at(rgb: np.ndarray, label: str, entry: dict, settings: list, exposu
 
 
 __all__ = ["ClassicalConfig", "ClassicalSegmenter", "Polarity", "ThresholdMethod"]
-
