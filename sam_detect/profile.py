@@ -1463,6 +1463,24 @@ def _typical_contrast(instances: Instances, label: str, entry: dict) -> float:
     return float(entry["contrast"]) * entry.get("floor_scale", 1.0) * _floor_scale(instances, label)
 
 
+def standing_out(instances: Instances, labels: Sequence[str], profile: dict | None) -> np.ndarray:
+    """``(N,)``: how far each candidate's inside stands out (``data["contrast"]``) over its
+    class's typical example as this image's floors judge it (:func:`_typical_contrast`); 0
+    where the label has no class in ``profile`` or the contrast was not measured."""
+    out = np.zeros(len(instances), np.float64)
+    classes = (profile or {}).get("classes") or {}
+    contrast = instances.data.get("contrast")
+    if contrast is None or not classes:
+        return out
+    contrast = np.asarray(contrast, np.float64)
+    for label, entry in classes.items():
+        mine = np.array([lab == label for lab in labels], bool)
+        typical = _typical_contrast(instances, label, entry) if "contrast" in entry else 0.0
+        if mine.any() and typical > 0:
+            out[mine] = contrast[mine] / typical
+    return out
+
+
 def _speck(instances: Instances, classes: dict, areas: np.ndarray, among: np.ndarray) -> np.ndarray:
     """``(N,)`` bool: candidates (of those ``among``) under ``SPECK_AREA`` of every class's median example area
     whose inside stands out less than ``SPECK_CONTRAST`` of their class's typical example

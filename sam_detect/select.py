@@ -313,6 +313,39 @@ def choose_prompt(own: Instances, candidates: Instances, label: str, profile: di
     return found
 
 
+#: an unknown candidate (no example reaches its class's threshold) that stands out at least
+#: STAND_OUT times as far as its nearest class's typical example, in that class's polarity,
+#: takes that class: the vote without thresholds decides (a candidate nearest a negative stays
+#: unknown). Only with the classes' own thresholds: one the user gives holds for every candidate.
+#: The similarity of a nucleus brighter than every example falls with its intensity views (the
+#: ``colour`` and ``texture`` views' cosines turn negative), though it is as much a nucleus
+#: (docs/performance.md, session 41); ``inf`` turns this off
+STAND_OUT = 1.0
+
+
+def _standing_out(candidates: Instances, neighbours: Sequence[Sequence[Any]], labels: list[str],
+                  conf: np.ndarray, top_k: int, priors: Any, decision: dict | None,
+                  profile: dict | None) -> tuple[list[str], np.ndarray]:
+    """``(labels, confidences)`` with the unknown candidates that stand out at least as far as
+    the class the vote gives them without thresholds labelled so (see ``STAND_OUT``)."""
+    from sam_detect.calibrate import counts
+    from sam_detect.classify import vote
+    from sam_detect.profile import standing_out
+
+    unknown = [i for i, lab in enumerate(labels) if lab == UNKNOWN and neighbours[i]]
+    if not unknown or not (profile or {}).get("classes"):
+        return labels, conf
+    have = counts(decision)
+    votes = {i: vote(neighbours[i], threshold=-1.0, top_k=top_k, prior=priors[i] if priors is not None else None,
+                     counts=have) for i in unknown}
+    ratio = standing_out(candidates[np.asarray(unknown)], [votes[i].label for i in unknown], profile)
+    labels, conf = list(labels), conf.copy()
+    for i, r in zip(unknown, ratio, strict=True):
+        if votes[i].label != NEGATIVE and r >= STAND_OUT:
+            labels[i], conf[i] = votes[i].label, votes[i].confidence
+    return labels, conf
+
+
 def decide(
     candidates: Instances,
     neighbours: Sequence[Sequence[Any]],
@@ -333,8 +366,10 @@ def decide(
     (``profile.size_priors``). Confidence: the vote's share x how typical the candidate's
     similarity is among its class's examples (when ``decision`` is given) x its profile fit
     and stability with the selection's weights (``quality`` without the similarity).
-    Candidates labelled negative, or ``unknown`` (unless ``keep_unknown``), or fitting their
-    class's profile worse than ``MIN_FIT`` are not kept; unknowns rank after every labelled
+    With the classes' own thresholds, an unknown candidate standing out at least as far as
+    its nearest class's typical example takes that class (``STAND_OUT``). Candidates labelled
+    negative, or ``unknown`` (unless ``keep_unknown``), or fitting their class's profile worse
+    than ``MIN_FIT`` are not kept; unknowns rank after every labelled
     candidate. The one decision step of ``SAMDetect.detect`` (and of ``eval``'s re-scoring).
     """
     from sam_detect.calibrate import DEFAULT_THRESHOLD, counts, thresholds, typicality
@@ -353,8 +388,11 @@ def decide(
     if n == 0:
         z = np.zeros(0, np.float32)
         return Decision([], z, z, z, np.zeros(0, np.int64), words)
+    priors = size_priors(candidates, profile)
     labels, conf, sim = vote_batch(neighbours, threshold=flat, top_k=top_k, thresholds=per_class,
-                                   priors=size_priors(candidates, profile), counts=counts(decision))
+                                   priors=priors, counts=counts(decision))
+    if threshold is None:  # a threshold the user gives is theirs
+        labels, conf = _standing_out(candidates, neighbours, labels, conf, top_k, priors, decision, profile)
     fit, shape_fit = fit_and_shape_scores(candidates, labels, profile)
     # confidence: the evidence of the selection's quality, each as a factor in [0, 1] (not the
     # outline's: on the nucleus sets it ranked true objects lower, docs/performance.md session 29)

@@ -15,7 +15,8 @@ image too, as they would from another lab's images. Kinds (the share is of the i
   ``offsetS``: S x the range added (a camera offset; 16-bit images are stretched when read);
 - ``odF``: an RGB stain's optical density x F (``255 (I / 255)^F``: F < 1 paler, > 1 darker);
   ``jpegQ``: JPEG at quality Q; ``spreadF``: each object's signal above the ground times its
-  own factor, log-uniform in [F, 1] (nuclei of unequal brightness in one image).
+  own factor, log-uniform in [F, 1] (nuclei of unequal brightness in one image); ``tailF``: a
+  fifth of the objects at F x their signal, the rest as they are (a dim tail the examples miss).
 
     python scripts/dev_degrade.py --set dev_u2os --kinds clean,noise0.1,noise0.2,blur2,ramp0.3
     python scripts/dev_degrade.py --set dev_stroma --kinds clean,od0.6,od1.5,jpeg40
@@ -31,6 +32,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+#: ``tailF``: the share of the objects dimmed
+TAIL_SHARE = 0.2
 
 
 def degrade(img: np.ndarray, kind: str, rng: np.random.Generator, label: np.ndarray | None = None) -> np.ndarray:
@@ -53,8 +57,19 @@ def degrade(img: np.ndarray, kind: str, rng: np.random.Generator, label: np.ndar
         ids = ids[ids > 0]
         factor = np.ones(int(label.max()) + 1, np.float32)
         factor[ids] = np.exp(rng.uniform(np.log(float(kind[6:])), 0.0, len(ids)))
-        f = factor[label]
-        x = bg + (x - bg) * (f if x.ndim == 2 else f[..., None])
+        x = bg + (x - bg) * (factor[label] if x.ndim == 2 else factor[label][..., None])
+    elif kind.startswith("tail"):
+        if label is None:
+            raise SystemExit("tailF needs the label image")
+        # a share of the objects (TAIL_SHARE, drawn at random) dimmed to F of their signal above
+        # the ground: a dim tail that ten random examples often miss (one draw in ten holds none)
+        ground = cv2.dilate((label > 0).astype(np.uint8), np.ones((7, 7), np.uint8)) == 0
+        bg = np.median(x[ground], axis=0)
+        ids = np.unique(label)
+        ids = ids[ids > 0]
+        factor = np.ones(int(label.max()) + 1, np.float32)
+        factor[ids[rng.random(len(ids)) < TAIL_SHARE]] = float(kind[4:])
+        x = bg + (x - bg) * (factor[label] if x.ndim == 2 else factor[label][..., None])
     elif kind.startswith("noise"):
         x = x + rng.normal(0.0, float(kind[5:]) * (hi - lo), x.shape)
     elif kind.startswith("blur"):

@@ -708,6 +708,39 @@ def test_decide_drops_negatives_unknowns_and_misfits():
     assert decide(inst, nb, threshold=0.5, top_k=5, profile=tiny).keep.tolist() == []
 
 
+def test_decide_takes_an_unlike_candidate_standing_out_further_than_the_examples(monkeypatch):
+    """No example reaches the threshold for three candidates of the examples' size: the one
+    that stands out twice as far as the typical example takes the class (a nucleus brighter
+    than every example), the one standing out half as far stays unknown, and so does one
+    whose nearest example is a negative."""
+    import sam_detect.select as sel
+    from sam_detect.store.base import Neighbour
+
+    masks = np.zeros((3, 60, 60), bool)
+    masks[0, 5:25, 5:25] = masks[1, 35:55, 5:25] = masks[2, 5:25, 35:55] = True
+    inst = Instances(masks=masks)
+    inst.data["stability"] = np.ones(3)
+    inst.data["contrast"] = np.array([80.0, 20.0, 80.0], np.float32)
+    prof = {"classes": {"cell": {"log_area": [np.log(400.0), 0.5], "solidity": [0.9, 1.0], "contrast": 40.0}}}
+    nb = [[Neighbour(id="a", score=0.35, label="cell")], [Neighbour(id="b", score=0.35, label="cell")],
+          [Neighbour(id="n", score=0.4, label="__negative__"), Neighbour(id="c", score=0.35, label="cell")]]
+    d = decide(inst, nb, threshold=None, top_k=5, profile=prof)
+    assert d.labels == ["cell", "unknown", "unknown"] and d.keep.tolist() == [0]
+    assert 0 < d.confidences[0] <= 1
+    # where this image's objects stand out half as far as the examples' image's, so does the bar
+    inst.metadata["grey_ratio"] = {"cell": 0.5}
+    assert decide(inst, nb, threshold=None, top_k=5, profile=prof).labels[:2] == ["cell", "cell"]
+    # without a profile (or the contrast unmeasured) nothing changes
+    assert decide(inst, nb, threshold=None, top_k=5).labels == ["unknown"] * 3
+    # a threshold the user gives holds for every candidate
+    assert decide(inst, nb, threshold=0.5, top_k=5, profile=prof).labels == ["unknown"] * 3
+    del inst.data["contrast"]
+    assert decide(inst, nb, threshold=None, top_k=5, profile=prof).labels == ["unknown"] * 3
+    monkeypatch.setattr(sel, "STAND_OUT", np.inf)  # off
+    inst.data["contrast"] = np.array([80.0, 20.0, 80.0], np.float32)
+    assert decide(inst, nb, threshold=None, top_k=5, profile=prof).labels == ["unknown"] * 3
+
+
 def _two_candidates(side, squares, edges):
     """Two square candidates ``(y0, y1, x0, x1)`` on a ``side`` x ``side`` image, both drawn by
     every setting and alike to the examples (each a neighbour at 0.8); the examples measure
