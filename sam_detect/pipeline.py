@@ -594,6 +594,10 @@ class SAMDetect(DetectorStages, LibraryState):
             _why_few(n_proposed, size_note, len(inst), d.similarities, d.thresholds, voted, len(out))
         if own_note:
             notes.insert(0, own_note)
+        if d.standing_out:
+            n = d.standing_out
+            notes.append(f"{n} object{'s' if n != 1 else ''} unlike every example, but standing out at least as far "
+                         "as the examples: kept at a low confidence (brighter or more deeply stained than they are?)")
         from sam_detect.names import display_label
 
         notes[:0] = [f"{display_label(lab)}: objects here are {np.exp(v):.2g}x the examples' area (another "

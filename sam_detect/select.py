@@ -246,7 +246,9 @@ class Decision:
 
     ``labels`` ``(N,)`` (``unknown`` / ``__negative__`` included), ``confidences`` and
     ``similarities`` ``(N,)`` float32 from the vote, ``fit`` ``(N,)`` float32 (profile fit,
-    1 without a profile), ``keep`` ``(K,)`` int64 indices of the chosen candidates.
+    1 without a profile), ``keep`` ``(K,)`` int64 indices of the chosen candidates;
+    ``standing_out``: how many candidates like no example took a class for standing out as
+    far as its examples (``STAND_OUT``).
     """
 
     labels: list[str]
@@ -255,6 +257,7 @@ class Decision:
     fit: np.ndarray
     keep: np.ndarray
     thresholds: str = ""  # the thresholds used, in words (for notes)
+    standing_out: int = 0
 
 
 def quality(candidates: Instances, similarity: np.ndarray, fit: np.ndarray) -> np.ndarray:
@@ -391,6 +394,7 @@ def decide(
     priors = size_priors(candidates, profile)
     labels, conf, sim = vote_batch(neighbours, threshold=flat, top_k=top_k, thresholds=per_class,
                                    priors=priors, counts=counts(decision))
+    unknown = [lab == UNKNOWN for lab in labels]
     if threshold is None:  # a threshold the user gives is theirs
         labels, conf = _standing_out(candidates, neighbours, labels, conf, top_k, priors, decision, profile)
     fit, shape_fit = fit_and_shape_scores(candidates, labels, profile)
@@ -409,7 +413,8 @@ def decide(
     score = score + known[idx] * (1.0 + score.max(initial=0.0))  # every labelled candidate first
     whole = shape_fit[idx] >= WHOLE_SHAPE_FIT if profile and len(idx) else None
     keep = idx[select(playing, score, whole=whole)] if len(idx) else idx
-    return Decision(labels, conf, sim, fit, keep.astype(np.int64), words)
+    taken = int(sum(unknown[i] and labels[i] != UNKNOWN for i in keep.tolist()))
+    return Decision(labels, conf, sim, fit, keep.astype(np.int64), words, taken)
 
 
 __all__ = ["MAX_OVERLAP", "OUTLINE_CAP", "OUTLINE_WEIGHT", "PROMPT_MARGIN", "Decision", "box_overlap", "choose_prompt", "decide", "overlap_pairs",

@@ -725,7 +725,7 @@ def test_decide_takes_an_unlike_candidate_standing_out_further_than_the_examples
     nb = [[Neighbour(id="a", score=0.35, label="cell")], [Neighbour(id="b", score=0.35, label="cell")],
           [Neighbour(id="n", score=0.4, label="__negative__"), Neighbour(id="c", score=0.35, label="cell")]]
     d = decide(inst, nb, threshold=None, top_k=5, profile=prof)
-    assert d.labels == ["cell", "unknown", "unknown"] and d.keep.tolist() == [0]
+    assert d.labels == ["cell", "unknown", "unknown"] and d.keep.tolist() == [0] and d.standing_out == 1
     assert 0 < d.confidences[0] <= 1
     # where this image's objects stand out half as far as the examples' image's, so does the bar
     inst.metadata["grey_ratio"] = {"cell": 0.5}

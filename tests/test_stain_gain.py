@@ -137,7 +137,11 @@ def test_a_slide_stained_otherwise_finds_what_the_examples_slide_does(stain_libr
     assert any("stained" in n and "as densely as in the examples' images" in n for n in found.metadata["notes"])
     monkeypatch.setattr(P, "STAIN_GAIN", float("inf"))  # the examples' stain as it is
     if density > 1:  # a darker slide's nuclei stand out further than the examples: the vote takes them
-        assert f1_at(stain_library.detect(rgb), gt) == pytest.approx(1.0)
+        taken = stain_library.detect(rgb)
+        assert f1_at(taken, gt) == pytest.approx(1.0)
+        assert any("unlike every example, but standing out at least as far as the examples" in n
+                   for n in taken.metadata["notes"])
+        assert not any("unlike every example" in n for n in found.metadata["notes"])
     monkeypatch.setattr(sel, "STAND_OUT", float("inf"))  # ... unless it calls the unlike unknown
     assert f1_at(stain_library.detect(rgb), gt) < 0.5
 
