@@ -46,29 +46,20 @@ def degrade(img: np.ndarray, kind: str, rng: np.random.Generator, label: np.ndar
         return img
     x = img.astype(np.float32)
     lo, hi = np.percentile(x, 1), np.percentile(x, 99.5)
-    if kind.startswith("spread"):
+    if kind.startswith(("spread", "tail")):
         if label is None:
-            raise SystemExit("spreadF needs the label image")
+            raise SystemExit(f"{kind} needs the label image")
         # each object's signal above the ground (the median outside every object, grown 3 px)
-        # times its own factor, log-uniform in [F, 1]: objects of another brightness in one image
+        # times its own factor
         ground = cv2.dilate((label > 0).astype(np.uint8), np.ones((7, 7), np.uint8)) == 0
         bg = np.median(x[ground], axis=0)
         ids = np.unique(label)
         ids = ids[ids > 0]
         factor = np.ones(int(label.max()) + 1, np.float32)
-        factor[ids] = np.exp(rng.uniform(np.log(float(kind[6:])), 0.0, len(ids)))
-        x = bg + (x - bg) * (factor[label] if x.ndim == 2 else factor[label][..., None])
-    elif kind.startswith("tail"):
-        if label is None:
-            raise SystemExit("tailF needs the label image")
-        # a share of the objects (TAIL_SHARE, drawn at random) dimmed to F of their signal above
-        # the ground: a dim tail that ten random examples often miss (one draw in ten holds none)
-        ground = cv2.dilate((label > 0).astype(np.uint8), np.ones((7, 7), np.uint8)) == 0
-        bg = np.median(x[ground], axis=0)
-        ids = np.unique(label)
-        ids = ids[ids > 0]
-        factor = np.ones(int(label.max()) + 1, np.float32)
-        factor[ids[rng.random(len(ids)) < TAIL_SHARE]] = float(kind[4:])
+        if kind.startswith("spread"):  # log-uniform in [F, 1]: objects of another brightness in one image
+            factor[ids] = np.exp(rng.uniform(np.log(float(kind[6:])), 0.0, len(ids)))
+        else:  # TAIL_SHARE of them (drawn at random) at F: a dim tail ten random examples may all miss
+            factor[ids[rng.random(len(ids)) < TAIL_SHARE]] = float(kind[4:])
         x = bg + (x - bg) * (factor[label] if x.ndim == 2 else factor[label][..., None])
     elif kind.startswith("noise"):
         x = x + rng.normal(0.0, float(kind[5:]) * (hi - lo), x.shape)
