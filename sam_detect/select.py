@@ -247,8 +247,8 @@ class Decision:
     ``labels`` ``(N,)`` (``unknown`` / ``__negative__`` included), ``confidences`` and
     ``similarities`` ``(N,)`` float32 from the vote, ``fit`` ``(N,)`` float32 (profile fit,
     1 without a profile), ``keep`` ``(K,)`` int64 indices of the chosen candidates;
-    ``standing_out``: how many candidates like no example took a class for standing out as
-    far as its examples (``STAND_OUT``).
+    ``standing_out``: how many of the kept candidates were like no example and took a class
+    for standing out as far as its examples (``STAND_OUT``).
     """
 
     labels: list[str]
@@ -372,8 +372,8 @@ def decide(
     With the classes' own thresholds, an unknown candidate standing out at least as far as
     its nearest class's typical example takes that class (``STAND_OUT``). Candidates labelled
     negative, or ``unknown`` (unless ``keep_unknown``), or fitting their class's profile worse
-    than ``MIN_FIT`` are not kept; unknowns rank after every labelled
-    candidate. The one decision step of ``SAMDetect.detect`` (and of ``eval``'s re-scoring).
+    than ``MIN_FIT`` are not kept; unknowns rank after every labelled candidate. The one
+    decision step of ``SAMDetect.detect`` (and of ``eval``'s re-scoring).
     """
     from sam_detect.calibrate import DEFAULT_THRESHOLD, counts, thresholds, typicality
     from sam_detect.classify import vote_batch
