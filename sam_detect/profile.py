@@ -1324,13 +1324,18 @@ def size_shift(instances: Instances, label: str, entry: dict, shape_fit: np.ndar
     if sure.sum() < SURE_COUNT:
         return 0.0
     mu, sd = entry["log_area"]
-    log_a = np.log(np.maximum(instances.areas[sure].astype(np.float64), 1.0))
-    centre = float(np.median(log_a))
+    centre, spread = _sure_sizes(instances, sure)
     shift = centre - mu
     if abs(shift) <= SURE_SHIFT * sd:
         return 0.0
-    spread = _robust_sd(log_a, centre)
     return shift if spread <= SURE_SPREAD * max(sd, PRIOR_LOG_AREA_SD) else 0.0
+
+
+def _sure_sizes(instances: Instances, sure: np.ndarray) -> tuple[float, float]:
+    """``(median, robust sd)`` of the log-areas of the candidates ``sure`` (at least one)."""
+    log_a = np.log(np.maximum(instances.areas[sure].astype(np.float64), 1.0))
+    centre = float(np.median(log_a))
+    return centre, _robust_sd(log_a, centre)
 
 
 def probe_shift(instances: Instances, label: str, entry: dict,
@@ -1354,7 +1359,7 @@ def probe_shift(instances: Instances, label: str, entry: dict,
         sure_objects(instances, label, entry) if len(instances) else np.zeros(0, bool))
     n0 = int(sure0.sum())
     mu, sd = (float(v) for v in entry["log_area"])
-    if n0 >= SURE_COUNT and abs(float(np.median(np.log(np.maximum(instances.areas[sure0], 1.0)))) - mu) <= SURE_SHIFT * sd:
+    if n0 >= SURE_COUNT and abs(_sure_sizes(instances, sure0)[0] - mu) <= SURE_SHIFT * sd:
         return 0.0, None  # enough of the image's objects at the examples' size
     need = max(SURE_COUNT, int(np.ceil(PROBE_GAIN * n0)))
     best: tuple[float, Instances | None, int] = (0.0, None, need - 1)
@@ -1363,9 +1368,7 @@ def probe_shift(instances: Instances, label: str, entry: dict,
         moved, part = propose_at(shift)
         sure = sure_objects(part, label, moved) if len(part) else np.zeros(0, bool)
         at_mu = float(moved["log_area"][0])
-        log_a = np.log(np.maximum(part.areas[sure].astype(np.float64), 1.0))
-        centre = float(np.median(log_a)) if len(log_a) else at_mu
-        spread = _robust_sd(log_a, centre) if len(log_a) else 0.0
+        centre, spread = _sure_sizes(part, sure) if sure.any() else (at_mu, 0.0)
         return part, sure, centre - at_mu, spread / max(sd, PRIOR_LOG_AREA_SD)
 
     for probe in (PROBE_SHIFT, -PROBE_SHIFT):

@@ -328,25 +328,26 @@ STAND_OUT = 1.0
 
 def _standing_out(candidates: Instances, neighbours: Sequence[Sequence[Any]], labels: list[str],
                   conf: np.ndarray, top_k: int, priors: Any, decision: dict | None,
-                  profile: dict | None) -> tuple[list[str], np.ndarray]:
-    """``(labels, confidences)`` with the unknown candidates that stand out at least as far as
-    the class the vote gives them without thresholds labelled so (see ``STAND_OUT``)."""
+                  profile: dict | None) -> tuple[list[str], np.ndarray, list[int]]:
+    """``(labels, confidences, taken)`` with the unknown candidates that stand out at least as
+    far as the class the vote gives them without thresholds labelled so (see ``STAND_OUT``);
+    ``taken``: their indices."""
     from sam_detect.calibrate import counts
     from sam_detect.classify import vote
     from sam_detect.profile import standing_out
 
     unknown = [i for i, lab in enumerate(labels) if lab == UNKNOWN and neighbours[i]]
     if not unknown or not (profile or {}).get("classes"):
-        return labels, conf
+        return labels, conf, []
     have = counts(decision)
     votes = {i: vote(neighbours[i], threshold=-1.0, top_k=top_k, prior=priors[i] if priors is not None else None,
                      counts=have) for i in unknown}
     ratio = standing_out(candidates[np.asarray(unknown)], [votes[i].label for i in unknown], profile)
+    taken = [i for i, r in zip(unknown, ratio, strict=True) if votes[i].label != NEGATIVE and r >= STAND_OUT]
     labels, conf = list(labels), conf.copy()
-    for i, r in zip(unknown, ratio, strict=True):
-        if votes[i].label != NEGATIVE and r >= STAND_OUT:
-            labels[i], conf[i] = votes[i].label, votes[i].confidence
-    return labels, conf
+    for i in taken:
+        labels[i], conf[i] = votes[i].label, votes[i].confidence
+    return labels, conf, taken
 
 
 def decide(
@@ -394,9 +395,9 @@ def decide(
     priors = size_priors(candidates, profile)
     labels, conf, sim = vote_batch(neighbours, threshold=flat, top_k=top_k, thresholds=per_class,
                                    priors=priors, counts=counts(decision))
-    unknown = [lab == UNKNOWN for lab in labels]
+    taken: list[int] = []
     if threshold is None:  # a threshold the user gives is theirs
-        labels, conf = _standing_out(candidates, neighbours, labels, conf, top_k, priors, decision, profile)
+        labels, conf, taken = _standing_out(candidates, neighbours, labels, conf, top_k, priors, decision, profile)
     fit, shape_fit = fit_and_shape_scores(candidates, labels, profile)
     # confidence: the evidence of the selection's quality, each as a factor in [0, 1] (not the
     # outline's: on the nucleus sets it ranked true objects lower, docs/performance.md session 29)
@@ -413,8 +414,7 @@ def decide(
     score = score + known[idx] * (1.0 + score.max(initial=0.0))  # every labelled candidate first
     whole = shape_fit[idx] >= WHOLE_SHAPE_FIT if profile and len(idx) else None
     keep = idx[select(playing, score, whole=whole)] if len(idx) else idx
-    taken = int(sum(unknown[i] and labels[i] != UNKNOWN for i in keep.tolist()))
-    return Decision(labels, conf, sim, fit, keep.astype(np.int64), words, taken)
+    return Decision(labels, conf, sim, fit, keep.astype(np.int64), words, int(np.isin(keep, taken).sum()))
 
 
 __all__ = ["MAX_OVERLAP", "OUTLINE_CAP", "OUTLINE_WEIGHT", "PROMPT_MARGIN", "Decision", "box_overlap", "choose_prompt", "decide", "overlap_pairs",

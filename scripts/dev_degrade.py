@@ -38,8 +38,8 @@ TAIL_SHARE = 0.2
 
 
 def degrade(img: np.ndarray, kind: str, rng: np.random.Generator, label: np.ndarray | None = None) -> np.ndarray:
-    """``img`` degraded as ``kind`` says (same shape and dtype); ``spreadF`` needs the
-    image's ``label`` image."""
+    """``img`` degraded as ``kind`` says (same shape and dtype); ``spreadF`` and ``tailF``
+    need the image's ``label`` image."""
     import cv2
 
     if kind == "clean":
