@@ -16,7 +16,10 @@ image too, as they would from another lab's images. Kinds (the share is of the i
 - ``odF``: an RGB stain's optical density x F (``255 (I / 255)^F``: F < 1 paler, > 1 darker);
   ``jpegQ``: JPEG at quality Q; ``spreadF``: each object's signal above the ground times its
   own factor, log-uniform in [F, 1] (nuclei of unequal brightness in one image); ``tailF``: a
-  fifth of the objects at F x their signal, the rest as they are (a dim tail the examples miss).
+  fifth of the objects at F x their signal, the rest as they are (a dim tail the examples miss);
+  ``dimF``: as ``tailF``, but the examples are drawn among the objects left as they are (a user
+  who labels typical objects, or ten random ones that all happen to be bright, as in a HeLa
+  frame where a sixth of the nuclei stand out a fifth as far as the rest).
 
     python scripts/dev_degrade.py --set dev_u2os --kinds clean,noise0.1,noise0.2,blur2,ramp0.3
     python scripts/dev_degrade.py --set dev_stroma --kinds clean,od0.6,od1.5,jpeg40
@@ -25,6 +28,7 @@ image too, as they would from another lab's images. Kinds (the share is of the i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -37,6 +41,51 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 TAIL_SHARE = 0.2
 
 
+def object_factors(kind: str, label: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``spreadF``, ``tailF``, ``dimF``: each object's signal factor, indexed by its id in
+    ``label`` (1 for the ground and the objects left as they are)."""
+    ids = np.unique(label)
+    ids = ids[ids > 0]
+    factor = np.ones(int(label.max()) + 1, np.float32)
+    if kind.startswith("spread"):  # log-uniform in [F, 1]: objects of another brightness in one image
+        factor[ids] = np.exp(rng.uniform(np.log(float(kind[6:])), 0.0, len(ids)))
+    else:  # TAIL_SHARE of them (drawn at random) at F: a dim tail ten random examples may all miss
+        factor[ids[rng.random(len(ids)) < TAIL_SHARE]] = float(kind[4:] if kind.startswith("tail") else kind[3:])
+    return factor
+
+
+def bright_draw(label: np.ndarray, factor: np.ndarray):
+    """``dimF``: a ``draw_examples`` for :mod:`sam_detect.eval.protocol` that draws only
+    among the objects of ``label`` left as they are (``factor`` 1)."""
+    ids = np.unique(label)
+    ids = ids[ids > 0]
+    bright = np.flatnonzero(factor[ids] >= 1.0)
+
+    def draw(gt_labels, shots, seed=0, examples_from=None):
+        take = np.random.default_rng(seed).choice(len(bright), size=min(shots, len(bright)), replace=False)
+        return {0: np.sort(bright[take]).astype(np.int64)}
+
+    return draw
+
+
+@contextlib.contextmanager
+def drawing(kind: str, label: np.ndarray, k: int):
+    """While inside, the held-out format draws ``dimF``'s examples among the objects left as
+    they are (image ``k``'s factors, as :func:`degrade` made them); other kinds draw as usual."""
+    if not kind.startswith("dim"):
+        yield
+        return
+    from sam_detect.eval import protocol
+
+    factor = object_factors(kind, label, np.random.default_rng(100 + k))
+    saved = protocol.draw_examples
+    protocol.draw_examples = bright_draw(label, factor)
+    try:
+        yield
+    finally:
+        protocol.draw_examples = saved
+
+
 def degrade(img: np.ndarray, kind: str, rng: np.random.Generator, label: np.ndarray | None = None) -> np.ndarray:
     """``img`` degraded as ``kind`` says (same shape and dtype); ``spreadF`` and ``tailF``
     need the image's ``label`` image."""
@@ -46,20 +95,14 @@ def degrade(img: np.ndarray, kind: str, rng: np.random.Generator, label: np.ndar
         return img
     x = img.astype(np.float32)
     lo, hi = np.percentile(x, 1), np.percentile(x, 99.5)
-    if kind.startswith(("spread", "tail")):
+    if kind.startswith(("spread", "tail", "dim")):
         if label is None:
             raise SystemExit(f"{kind} needs the label image")
         # each object's signal above the ground (the median outside every object, grown 3 px)
         # times its own factor
         ground = cv2.dilate((label > 0).astype(np.uint8), np.ones((7, 7), np.uint8)) == 0
         bg = np.median(x[ground], axis=0)
-        ids = np.unique(label)
-        ids = ids[ids > 0]
-        factor = np.ones(int(label.max()) + 1, np.float32)
-        if kind.startswith("spread"):  # log-uniform in [F, 1]: objects of another brightness in one image
-            factor[ids] = np.exp(rng.uniform(np.log(float(kind[6:])), 0.0, len(ids)))
-        else:  # TAIL_SHARE of them (drawn at random) at F: a dim tail ten random examples may all miss
-            factor[ids[rng.random(len(ids)) < TAIL_SHARE]] = float(kind[4:])
+        factor = object_factors(kind, label, rng)
         x = bg + (x - bg) * (factor[label] if x.ndim == 2 else factor[label][..., None])
     elif kind.startswith("noise"):
         x = x + rng.normal(0.0, float(kind[5:]) * (hi - lo), x.shape)
@@ -101,8 +144,9 @@ def main() -> None:
         for k in range(min(3, len(images))):
             img = degrade(np.asarray(images[k]), kind, np.random.default_rng(100 + k), np.asarray(gts[k]))
             for seed in (0, 1):
-                worth = examples_worth([img], [gts[k]], config, shots=10, examples_from=[0], detect_on=[0],
-                                       seed=seed, label="object", curve_thresholds=(), overlays=0, progress=False)
+                with drawing(kind, np.asarray(gts[k]), k):
+                    worth = examples_worth([img], [gts[k]], config, shots=10, examples_from=[0], detect_on=[0],
+                                           seed=seed, label="object", curve_thresholds=(), overlays=0, progress=False)
                 for key, m in (("segmenter alone", worth.segmenter_alone[0.5]), ("full pipeline", worth.full.metrics[0.5])):
                     counts[key] = [counts[key][0] + m.tp, counts[key][1] + m.fp, counts[key][2] + m.fn]
         out[kind] = {key: round(2 * tp / max(2 * tp + fp + fn, 1), 4) for key, (tp, fp, fn) in counts.items()}

@@ -172,7 +172,9 @@ def test_a_dimmer_frame_is_cut_and_floored_in_its_own_grey_values(monkeypatch):
     assert "grey_ratio" not in det.segmenter.segment(rgb, profile=det.profile).metadata
     brighter = np.clip(rgb.astype(np.float32) * 1.2, 0, 255).astype(np.uint8)
     assert "grey_ratio" not in det.segmenter.segment(brighter, profile=det.profile).metadata
-    monkeypatch.setattr(P, "_floor_scale", lambda instances, label: 1.0)  # the levels alone
+    monkeypatch.setattr(P, "_floor_scale", lambda instances, label: 1.0)  # the levels alone: faint
+    assert (found(frame)[1::2] >= 0.7).any()  # discs clear of the noise and shaped like the examples stay
+    monkeypatch.setattr(P, "DIM_NOISE", np.inf)  # (profile._clear_of_noise) unless that is off too
     iou_levels = found(frame)
     assert (iou_levels[0::2] >= 0.7).all() and (iou_levels[1::2] < 0.5).all()  # the faint ones dropped as dim
     monkeypatch.setattr(P, "grey_ratio", lambda *a: None)  # neither: the examples' grey values

@@ -1146,6 +1146,67 @@ def test_candidates_standing_out_less_than_the_examples_are_dropped(dim_examples
     assert (instances_iou(size_filter(bare, old)[0], gt).max(axis=0) >= 0.5).all()
 
 
+def dim_fifth(noise: float = 2.0):
+    """Twenty bright objects on a dark ground, every fifth at a fifth of the others'
+    contrast, and a profile from six of the bright ones: ``(rgb, gt, dim, profile)``."""
+    rgb, lab = blobs(4, size=200, n=20, r=(7, 10), fg=(200, 200, 200), bg=(20, 20, 20), noise=noise)
+    gt, _ = Instances.from_label_image(lab)
+    dim = np.arange(len(gt)) % 5 == 2
+    img = rgb.astype(np.float32)
+    img[np.isin(lab, np.flatnonzero(dim) + 1)] = 20 + 0.2 * 180
+    img += np.random.default_rng(5).normal(0, noise, img.shape)  # noise on the dim ones too
+    rgb = np.clip(img, 0, 255).astype(np.uint8)
+    stats = describe_examples(rgb, gt[np.flatnonzero(~dim)[:6]], ["obj"] * 6)
+    return rgb, gt, dim, build_profile([("obj", st) for st in stats])
+
+
+def test_a_bright_class_keeps_dim_candidates_shaped_like_its_examples_and_clear_of_the_noise(monkeypatch):
+    """Six bright examples set a contrast floor above a fifth of their contrast. The calibrated
+    segmenter measures the image's noise along the class's direction (``metadata["noise"]``);
+    a candidate below the floor stays where it stands out ``DIM_NOISE`` noise sds and is
+    shaped like the examples, as a fluorescent nucleus dimmer than every example is still a
+    nucleus. Measured noise three times the dim ones' contrast, or no shape like the
+    examples', drops them as before; so does a candidate proposed without a noise measured."""
+    import sam_detect.select as sel
+    from sam_detect.profile import DIM_NOISE
+    from sam_detect.segment.calibrated import noise_sigma
+
+    rgb, gt, dim, prof = dim_fifth()
+    entry = prof["classes"]["obj"]
+    dim_contrast = 0.2 * 180 * np.sqrt(3)  # along the gray direction
+    assert 0.2 * 180 * np.sqrt(3) < entry["contrast_floor"]  # the examples' floor is above them
+    cand = create_segmenter("classical").segment(rgb, profile=prof)
+    sd = cand.metadata["noise"]["obj"]
+    assert sd == round(noise_sigma(rgb, scale_of(entry)), 4) and 0.5 < sd < dim_contrast / DIM_NOISE
+    assert (instances_iou(cand, gt).max(axis=0) >= 0.5).all()  # every object is proposed ...
+    kept, note = size_filter(cand, prof)
+    assert (instances_iou(kept, gt).max(axis=0) >= 0.5).all()  # ... and the dim ones kept
+    # noise that buries them: dropped, as standing out less than the examples
+    loud = cand[np.arange(len(cand))]
+    loud.metadata["noise"] = {"obj": 3.0 * dim_contrast / DIM_NOISE}
+    kept, note = size_filter(loud, prof)
+    found = instances_iou(kept, gt).max(axis=0) >= 0.5
+    assert found[~dim].all() and not found[dim].any() and "standing out less than the examples do" in note
+    # no noise measured (a prompt's proposals, another segmenter): the floor as before
+    del loud.metadata["noise"]
+    assert not (instances_iou(size_filter(loud, prof)[0], gt).max(axis=0) >= 0.5)[dim].any()
+    # shaped unlike the examples: dropped
+    monkeypatch.setattr(sel, "WHOLE_SHAPE_FIT", 1.01)
+    assert not (instances_iou(size_filter(cand, prof)[0], gt).max(axis=0) >= 0.5)[dim].any()
+
+
+def test_a_dark_class_has_no_noise_measured_and_keeps_its_floor():
+    """An absorbing stain's paler candidates say what they are: no noise is measured for a
+    dark class, and its contrast floor holds."""
+    rgb, lab = blobs(4, size=200, n=20, r=(7, 10), fg=(40, 40, 40), bg=(230, 230, 230), noise=2.0)
+    gt, _ = Instances.from_label_image(lab)
+    stats = describe_examples(rgb, gt[:6], ["obj"] * 6)
+    prof = build_profile([("obj", st) for st in stats])
+    assert prof["classes"]["obj"]["polarity"] == "dark"
+    cand = create_segmenter("classical").segment(rgb, profile=prof)
+    assert len(cand) and "noise" not in cand.metadata
+
+
 def half_pale(fg, bg):
     """Twenty objects of colour ``fg`` on ``bg``, every other one only four tenths of the way
     from ``bg`` to ``fg``: ``(rgb, ground truth, pale (N,) bool)``."""

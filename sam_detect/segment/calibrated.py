@@ -697,6 +697,28 @@ def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str |
     return inst
 
 
+#: the image's noise is measured on at most this many pixels a side around its middle
+#: (:func:`noise_sigma`): noise is the same across an image, and the background's opening
+#: grows with the pixels
+NOISE_WINDOW = 1024
+
+
+def noise_sigma(rgb: np.ndarray, scale: Scale) -> float:
+    """The image's pixel noise along ``scale``'s colour direction, in the grey values its
+    candidates' inside contrast is measured in (``profile.inside_contrast_and_level``): the
+    robust sd (1.4826 x MAD) of the projection less its background (the classical
+    segmenter's opening at the examples' background radius), measured as that segmenter
+    measures its own threshold's noise, on the middle ``NOISE_WINDOW`` pixels a side at
+    most. In a dense field the objects widen it: a noise measured too high only keeps
+    fewer dim candidates (``profile.size_filter``)."""
+    from sam_detect.segment.classical_ops import _background, _noise_sigma
+
+    h, w = rgb.shape[:2]
+    y0, x0 = max(0, (h - NOISE_WINDOW) // 2), max(0, (w - NOISE_WINDOW) // 2)
+    x = project(rgb[y0:y0 + NOISE_WINDOW, x0:x0 + NOISE_WINDOW], scale.direction)
+    return _noise_sigma(x - _background(x, scale.background_radius))
+
+
 def _objects(labels: np.ndarray):
     """Yield ``(crop_of, (x0, y0, x1, y1), area)`` per object of ``labels``: a function that
     makes its mask crop (called only for the objects kept), its box and its area."""

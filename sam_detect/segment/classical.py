@@ -129,7 +129,9 @@ class ClassicalSegmenter:
         with their log-area shift from the examples (``sam_detect.profile.size_shift``:
         an image taken at another magnification; ``probe_shift``: objects so far off the
         examples' size that it proposes them only in pieces, looked for at 4x and a quarter
-        of it).
+        of it); ``metadata["noise"]`` each bright class's pixel noise along its colour
+        direction (``calibrated.noise_sigma``: what ``profile.size_filter`` asks a candidate
+        dimmer than the examples to stand out by).
 
         Returns:
             ``Instances`` with masks (kept as box crops), boxes XYXY, scores in ``[0, 1]``,
@@ -166,14 +168,15 @@ class ClassicalSegmenter:
             grey_ratio,
             level_gain,
             probe_shift,
+            scale_of,
             size_shift,
             sure_objects,
         )
-        from sam_detect.segment.calibrated import OWN, Setting
+        from sam_detect.segment.calibrated import OWN, Setting, noise_sigma
 
         img = self._check_image(image)
         tile = self._tile_side(img.shape[:2])  # large images are proposed window by window
-        parts, own, shifts, gains, ratios = [], None, {}, {}, {}
+        parts, own, shifts, gains, ratios, noises = [], None, {}, {}, {}, {}
         if levels is None and any("grey_levels" in e for e in classes.values()):
             levels = grey_levels(img)
         for label, entry in classes.items():
@@ -198,6 +201,9 @@ class ClassicalSegmenter:
                 part = part if probed is None else probed  # proposed at that scale already
             if shift:
                 shifts[label] = shift
+            if entry.get("polarity") == "bright" and "contrast_floor" in entry:
+                # what a dim candidate must stand out by to be kept below the examples' floor
+                noises[label] = round(noise_sigma(seen, scale_of(entry)), 4)
             parts.append(part)
         tiles = max((p.metadata.get("tiles", 1) for p in parts), default=1)
         inst = Instances.merge(parts)
@@ -210,6 +216,8 @@ class ClassicalSegmenter:
             inst.metadata["level_gain"] = gains
         if ratios:
             inst.metadata["grey_ratio"] = ratios
+        if noises:
+            inst.metadata["noise"] = noises
         return inst
 
     def label_image(self, image: np.ndarray) -> np.ndarray:
