@@ -287,6 +287,7 @@ class SAMDetect(DetectorStages, LibraryState):
             candidates = segment_with_profile(self.segmenter, rgb[y0:y1, x0:x1], own)
             own = at_scale(own, candidates.metadata.get("size_shift") or {})
             candidates, _ = size_filter(candidates, own, pale=False, tiny=False)  # the click says it is one
+            candidates.data.pop("below_floor", None)  # detect's note only: prompts' answers merge as one
             if region != (0, 0, rgb.shape[1], rgb.shape[0]):  # objects the region cuts are left out
                 from sam_detect.segment.tiling import cut_by_window
 
@@ -520,7 +521,7 @@ class SAMDetect(DetectorStages, LibraryState):
         inst = segment_with_profile(self.segmenter, rgb, profile)
         timings["segment"] = time.perf_counter() - t0
         n_proposed = len(inst)
-        from sam_detect.profile import at_scale, size_filter
+        from sam_detect.profile import DIM_NOISE, at_scale, size_filter
 
         shifts = inst.metadata.get("size_shift") or {}
         profile = at_scale(profile, shifts)  # an image at another magnification than the examples
@@ -594,6 +595,10 @@ class SAMDetect(DetectorStages, LibraryState):
             _why_few(n_proposed, size_note, len(inst), d.similarities, d.thresholds, voted, len(out))
         if own_note:
             notes.insert(0, own_note)
+        below = inst.data.get("below_floor")
+        if below is not None and (n := sum(bool(below[i]) and d.labels[i] not in (UNKNOWN, NEGATIVE) for i in d.keep)):
+            notes.append(f"{n} object{'s' if n != 1 else ''} fainter than the examples allow kept: shaped like them "
+                         f"and at least {DIM_NOISE:g} sds above the image's noise (dimmer nuclei?)")
         if d.standing_out:
             n = d.standing_out
             notes.append(f"{n} object{'s' if n != 1 else ''} unlike every example, but standing out at least as far "

@@ -1226,7 +1226,10 @@ def size_filter(instances: Instances, profile: dict | None, pale: bool = True,
     image's sure objects), and its outline stands
     out at least ``EDGE_FLOOR``
     as far as its class's examples' do where it borders open ground (where the segmenter
-    measures outlines, ``data["edge"]``, and the profile has the examples'). Returns ``(kept, note or None)``;
+    measures outlines, ``data["edge"]``, and the profile has the examples'); a bright
+    class's candidate below its contrast floor stays where it is shaped like the examples and
+    clear of the image's noise (:func:`_clear_of_noise`; ``data["below_floor"]`` marks
+    them, where any). Returns ``(kept, note or None)``;
     the note says what was dropped, e.g. ``"12 of 40 candidates outside the examples' size
     range 300-800 px"``. ``pale``: also drop a dark class's candidates paler than its
     ``level_floor`` (:func:`_pale`; ``detect`` does, a prompt and the example images' rows
@@ -1256,7 +1259,8 @@ def size_filter(instances: Instances, profile: dict | None, pale: bool = True,
         keep[idx] = ok & ~weak[idx] & _not_dominated(sub, fits, shapes)
     faint = _faint(instances, classes)
     dim = _dim(instances, classes) & ~faint
-    dim &= ~_clear_of_noise(instances, profile, dim & sized)
+    clear = _clear_of_noise(instances, profile, dim & sized)
+    dim &= ~clear
     pallid = (_pale(instances, classes) if pale else np.zeros(len(instances), bool)) & ~faint & ~dim
     floor = _tiny_floor(classes) if tiny else 0.0  # far smaller than every class's examples; a cut one is spared
     small = (areas < floor) & ~cut & sized & ~faint & ~dim & ~pallid
@@ -1268,6 +1272,9 @@ def size_filter(instances: Instances, profile: dict | None, pale: bool = True,
     small |= speck | light
     weak &= ~faint & ~dim & ~pallid & ~small
     keep &= ~faint & ~dim & ~pallid & ~small
+    if clear.any():  # which kept candidates the examples' floor alone would have dropped
+        instances = instances[np.arange(len(instances))]
+        instances.data["below_floor"] = clear
     if keep.all():
         return instances, None
     lo, hi = float(ranges[:, 0].min()), float(ranges[:, 1].max())

@@ -1195,6 +1195,29 @@ def test_a_bright_class_keeps_dim_candidates_shaped_like_its_examples_and_clear_
     assert not (instances_iou(size_filter(cand, prof)[0], gt).max(axis=0) >= 0.5)[dim].any()
 
 
+def test_detect_says_how_many_objects_fainter_than_the_examples_allow_it_kept():
+    """``detect`` keeps the dim fifth and says so on its notes; with the rule off they go."""
+    import sam_detect.profile as P
+
+    rgb, gt, dim, _ = dim_fifth()
+    det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder="views"))
+    det.add_examples(rgb, gt[np.flatnonzero(~dim)[:6]], ["obj"] * 6)
+    other = np.ascontiguousarray(rgb[:, ::-1])  # the same objects on an image without examples
+    truth = Instances(masks=gt.masks[:, :, ::-1])
+    out = det.detect(other)
+    found = instances_iou(out, truth).max(axis=0) >= 0.5
+    assert found[~dim].all() and found[dim].sum() >= 3
+    assert f"{found[dim].sum()} objects fainter than the examples allow kept" in " ".join(out.metadata["notes"])
+    P.DIM_NOISE = np.inf
+    try:
+        out = det.detect(other)
+    finally:
+        P.DIM_NOISE = 3.0
+    assert not (instances_iou(out, truth).max(axis=0) >= 0.5)[dim].any()
+    assert not any("fainter than the examples allow" in note for note in out.metadata["notes"])
+    det.close()
+
+
 def test_a_dark_class_has_no_noise_measured_and_keeps_its_floor():
     """An absorbing stain's paler candidates say what they are: no noise is measured for a
     dark class, and its contrast floor holds."""
