@@ -16,6 +16,7 @@ embedded (``profile.size_filter``) needs the full benchmark.
     python scripts/dev_selection.py record dev_rings_same dev_rings_s30   # other protocols
     python scripts/dev_selection.py record dev_stroma_same5               # the held-out format, 5 examples
     python scripts/dev_selection.py record dev_piles_same                 # every image of the piles
+    python scripts/dev_selection.py record dev_u2os__dim0.2 dev_rpe1__spread0.3   # degraded images
 
 ``groups``: every candidate shaped like the examples that smaller alternatives tile
 (``select.covering_parts``), among the candidates the decision keeps in play, split by
@@ -54,8 +55,24 @@ def _inputs(name: str) -> list[tuple[list, list, dict]]:
     ``NAME_same``: the held-out format on a ``bench_data`` set, 10 examples from a frame and
     that frame scored, frames 0-2, seeds 0 and 1 (six runs); ``NAME_sameN``: the same with
     ``N`` examples; ``NAME_sN``: the set's own protocol with ``N`` examples (all there are
-    where ``N`` exceeds them)."""
+    where ``N`` exceeds them); ``NAME__KIND``: the held-out format on frames 0-2 degraded
+    as ``dev_degrade.py``'s ``KIND`` says (``dimF``'s examples drawn among the objects it
+    left as they are: ``protocol["drawing"]``)."""
     import re
+
+    if "__" in name:
+        import bench_data
+        from dev_degrade import degrade
+
+        base, kind = name.split("__", 1)
+        images, gt = bench_data.load(base)
+        runs = []
+        for k in range(min(3, len(images))):
+            lab = np.asarray(gt[k])
+            img = degrade(np.asarray(images[k]), kind, np.random.default_rng(100 + k), lab)
+            runs += [([img], [gt[k]], dict(shots=10, examples_from=[0], detect_on=[0], seed=seed,
+                                           drawing=(kind, lab, k))) for seed in (0, 1)]
+        return runs
 
     base, same, same_shots, shots = re.fullmatch(r"(.+?)(?:(_same)(\d+)?|_s(\d+))?", name).groups()
     if same or shots:
@@ -85,6 +102,10 @@ def _inputs(name: str) -> list[tuple[list, list, dict]]:
 
 def record(name: str, embedder: str = "views") -> list:
     """Run the full pipeline on ``name`` and cache its records."""
+    import contextlib
+
+    from dev_degrade import drawing
+
     from sam_detect import DetectorConfig
     from sam_detect.eval.protocol import evaluate
 
@@ -93,7 +114,9 @@ def record(name: str, embedder: str = "views") -> list:
     for images, gt, protocol in _inputs(name):
         protocol = dict(protocol)
         seed = protocol.pop("seed", 0)
-        res = evaluate(images, gt, config, seed=seed, label="object", curve_thresholds=(), overlays=0, **protocol)
+        how = protocol.pop("drawing", None)
+        with drawing(*how) if how else contextlib.nullcontext():
+            res = evaluate(images, gt, config, seed=seed, label="object", curve_thresholds=(), overlays=0, **protocol)
         out.append({"records": res.records, "top_k": res.protocol["top_k"], "f1": res.metrics[0.5].f1})
     CACHE.mkdir(parents=True, exist_ok=True)
     with open(CACHE / f"{name}.pkl", "wb") as f:
