@@ -1568,10 +1568,10 @@ def _clear_of_noise(instances: Instances, profile: dict, idx: np.ndarray) -> np.
     least ``select.WHOLE_SHAPE_FIT``) whose inside stands out at least ``DIM_NOISE`` of the
     image's noise sds along its colour direction (``metadata["noise"]``, set by the
     calibrated segmenter; at least 1 in the projection's units, as the classical
-    segmenter's threshold offset: a flat ground's noise measures 0). An emitting object's brightness follows its
-    expression, focus and cell cycle, so a nucleus dimmer than every example is still a
-    nucleus where it is clearly there; an absorbing stain's paleness says what it is, and
-    dark classes have no noise measured."""
+    segmenter's threshold offset: a flat ground's noise measures 0). An emitting object's
+    brightness follows its expression, focus and cell cycle, so a nucleus dimmer than every
+    example is still a nucleus where it is clearly there; an absorbing stain's paleness says
+    what it is, and dark classes have no noise measured."""
     from sam_detect.select import WHOLE_SHAPE_FIT
 
     out = np.zeros(len(instances), bool)
