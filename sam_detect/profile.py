@@ -1249,17 +1249,19 @@ def size_filter(instances: Instances, profile: dict | None, pale: bool = True,
     sized = np.stack([admitted(areas, cut, lo, hi) for lo, hi in ranges]).any(axis=0)
     keep = sized.copy()
     weak = np.zeros(len(instances), bool)
+    shape_of = np.zeros((len(classes), len(instances)))  # each sized candidate's shape fit to each class
     if keep.any():
         idx = np.flatnonzero(keep)
         sub = instances[idx]
         per_class = np.stack([fit_and_shape_scores(sub, [label] * len(idx), profile) for label in classes])
+        shape_of[:, idx] = per_class[:, 1]
         fits, shapes = per_class.max(axis=0)
         ok = fits >= MIN_FIT
         weak[idx] = ok & _weak(sub, classes, per_class[:, 1])
         keep[idx] = ok & ~weak[idx] & _not_dominated(sub, fits, shapes)
     faint = _faint(instances, classes)
     dim = _dim(instances, classes) & ~faint
-    clear = _clear_of_noise(instances, profile, dim & sized)
+    clear = _clear_of_noise(instances, list(classes), shape_of, dim & sized)
     dim &= ~clear
     pallid = (_pale(instances, classes) if pale else np.zeros(len(instances), bool)) & ~faint & ~dim
     floor = _tiny_floor(classes) if tiny else 0.0  # far smaller than every class's examples; a cut one is spared
@@ -1562,10 +1564,11 @@ def _dim(instances: Instances, classes: dict) -> np.ndarray:
     return _below_floor(instances, classes, instances.data.get("contrast"), floors)
 
 
-def _clear_of_noise(instances: Instances, profile: dict, idx: np.ndarray) -> np.ndarray:
+def _clear_of_noise(instances: Instances, labels: list[str], shape_of: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """``(N,)`` bool: of the candidates ``idx`` (a bool mask), those of a bright class (the
-    one that proposed them, ``data["class_hint"]``) shaped like its examples (shape fit at
-    least ``select.WHOLE_SHAPE_FIT``) whose inside stands out at least ``DIM_NOISE`` of the
+    one that proposed them, ``data["class_hint"]``) shaped like its examples (their shape fit
+    to each class of ``labels``, ``shape_of`` ``(len(labels), N)``, at least
+    ``select.WHOLE_SHAPE_FIT``) whose inside stands out at least ``DIM_NOISE`` of the
     image's noise sds along its colour direction (``metadata["noise"]``, set by the
     calibrated segmenter; at least 1 in the projection's units, as the classical
     segmenter's threshold offset: a flat ground's noise measures 0). An emitting object's
@@ -1582,12 +1585,9 @@ def _clear_of_noise(instances: Instances, profile: dict, idx: np.ndarray) -> np.
         return out
     contrast = np.asarray(contrast, np.float64)
     for label, sd in noise.items():
-        mine = idx & np.array([h == label for h in hints], bool) & (contrast >= max(DIM_NOISE * float(sd), 1.0))
-        if label not in profile.get("classes", {}) or not mine.any():
-            continue
-        sub = np.flatnonzero(mine)
-        shape = fit_and_shape_scores(instances[sub], [label] * len(sub), profile)[1]
-        out[sub[shape >= WHOLE_SHAPE_FIT]] = True
+        if label in labels:
+            mine = idx & np.array([h == label for h in hints], bool) & (contrast >= max(DIM_NOISE * float(sd), 1.0))
+            out |= mine & (shape_of[labels.index(label)] >= WHOLE_SHAPE_FIT)
     return out
 
 
