@@ -101,8 +101,8 @@ def ref_split_on_intensity(fg, x, h, min_distance):
             labels[sl][m] = next_id
             next_id += 1
             continue
-        ws = segmentation.watershed(-v, seeds, mask=m)
-        labels[sl][m] = ws[m] + (next_id - 1)
+        ws = segmentation.watershed(-v, seeds, mask=m)[m]
+        labels[sl][m] = np.where(ws > 0, ws + (next_id - 1), 0)
         next_id += k
     return labels
 
@@ -376,3 +376,30 @@ def test_blobness_of_large_objects_is_taken_on_a_smaller_copy_with_the_same_resp
     large, (py, px) = disk_response(60)
     assert abs(py - 180) <= 6 and abs(px - 180) <= 6
     assert 0.8 < large / small < 1.25
+
+
+def test_intensity_split_never_gives_a_pixel_to_another_object():
+    """A component split on its intensity, with a pixel joined to it only at a corner (the
+    flood moves 4-connected, so it never reaches that pixel): the pixel is dropped, as the
+    shape split drops it. It used to take the number of the object labelled just before,
+    which lay elsewhere in the image and became two pieces."""
+    x = np.zeros((40, 60), np.float32)
+    fg = np.zeros(x.shape, bool)
+    fg[5:12, 5:12] = True  # an object of its own, labelled first
+    x[5:12, 5:12] = 50.0
+    yy, xx = np.mgrid[:40, :60]
+    pair = ((yy - 25) ** 2 + (xx - 22) ** 2 <= 36) | ((yy - 25) ** 2 + (xx - 33) ** 2 <= 36)
+    fg |= pair
+    x[pair] = 60.0 - np.minimum(np.hypot(yy - 25, xx - 22), np.hypot(yy - 25, xx - 33))[pair] * 5
+    corner = (31, 37)  # touches the right disk at one diagonal neighbour only
+    assert fg[30, 36] and not fg[31, 36] and not fg[30, 37]
+    fg[corner] = True
+    x[corner] = 40.0
+    scale = Scale(direction=np.ones(3, np.float32) / np.sqrt(3), contrast=60.0, ring_level=0.0,
+                  radius=6.0, max_radius=7.0, min_area=20.0, max_area=400.0)
+    labels = calibrated.split_labels(fg, scale, 0.25, "intensity", x)
+    assert len(np.unique(labels[pair])) == 2  # the pair was split on its intensity
+    assert labels[corner] == 0
+    first = labels[7, 7]
+    assert first > 0 and (labels == first).sum() == 49  # the first object is whole and alone
+    assert (labels == ref_split_labels(fg, scale, 0.25, "intensity", x)).all()

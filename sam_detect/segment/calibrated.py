@@ -384,8 +384,10 @@ class _Splits:
                 labels[sl][m] = next_id
                 next_id += 1
                 continue
-            ws = segmentation.watershed(-self._v[c], seeds, mask=m)
-            labels[sl][m] = ws[m] + (next_id - 1)
+            ws = segmentation.watershed(-self._v[c], seeds, mask=m)[m]
+            # pixels joined to the seeds' pieces only diagonally are not flooded (4-connected):
+            # dropped, as the shape split drops them, not given the previous object's number
+            labels[sl][m] = np.where(ws > 0, ws + (next_id - 1), 0)
             next_id += k
         return labels
 
