@@ -480,10 +480,43 @@ def inset_labels(labels: np.ndarray, px: int = INSET) -> np.ndarray:
     return out
 
 
+def merge_windows(wins: list[tuple[int, int, int, int]]) -> tuple[list[tuple[int, int, int, int]], np.ndarray]:
+    """``(merged, of)``: windows ``(ya, yb, xa, xb)`` merged two at a time, the pair whose
+    bounding box saves the most pixels first, while one box holds the two in no more pixels
+    than they take apart; ``of[k]``: the merged window that holds window ``k``. Examples
+    close together (large objects, or neighbours clicked one after another) share one
+    window instead of repeating the pixels between them."""
+    boxes = np.asarray(wins, np.int64).reshape(-1, 4)
+    of = np.arange(len(boxes))
+    alive = np.ones(len(boxes), bool)
+    while alive.sum() > 1:
+        idx = np.flatnonzero(alive)
+        b = boxes[idx]
+        area = (b[:, 1] - b[:, 0]) * (b[:, 3] - b[:, 2])
+        uh = np.maximum(b[:, None, 1], b[None, :, 1]) - np.minimum(b[:, None, 0], b[None, :, 0])
+        uw = np.maximum(b[:, None, 3], b[None, :, 3]) - np.minimum(b[:, None, 2], b[None, :, 2])
+        gain = area[:, None] + area[None, :] - uh * uw
+        gain[np.tril_indices(len(idx))] = -1
+        i, j = np.unravel_index(int(np.argmax(gain)), gain.shape)
+        if gain[i, j] < 0:
+            break
+        a, c = idx[i], idx[j]
+        boxes[a] = (min(boxes[a, 0], boxes[c, 0]), max(boxes[a, 1], boxes[c, 1]),
+                    min(boxes[a, 2], boxes[c, 2]), max(boxes[a, 3], boxes[c, 3]))
+        alive[c] = False
+        of[of == c] = a
+    keep = np.flatnonzero(alive)
+    renumber = np.zeros(len(boxes), np.int64)
+    renumber[keep] = np.arange(len(keep))
+    return [tuple(int(v) for v in boxes[k]) for k in keep], renumber[of]
+
+
 class _Mosaic:
-    """Windows around the examples, cut from a :class:`Prepared` and laid side by side with
+    """Windows around the examples, cut from a :class:`Prepared` and laid out in rows with
     gaps that no threshold passes: the grid is tried on the examples' surroundings only
-    (an order of magnitude fewer pixels than the image), with the image's backgrounds."""
+    (an order of magnitude fewer pixels than the image), with the image's backgrounds.
+    Windows that hold each other's pixels are merged (:func:`merge_windows`), so a pixel is
+    tried once however many examples lie near it."""
 
     GAP = 3
 
@@ -496,24 +529,34 @@ class _Mosaic:
             ya, xa = max(0, y0 - margin), max(0, x0 - margin)
             yb, xb = min(h, y0 + crop.shape[0] + margin), min(w, x0 + crop.shape[1] + margin)
             wins.append((ya, yb, xa, xb))
+        wins, of = merge_windows(wins)
         g = self.GAP
-        width = sum(xb - xa for _, _, xa, xb in wins) + g * (len(wins) + 1)
-        height = max(yb - ya for ya, yb, _, _ in wins) + 2 * g
-        self.offsets = []
-        x = g
-        for ya, _yb, xa, xb in wins:
-            self.offsets.append((x - xa, g - ya))  # image -> mosaic shift (dx, dy)
+        # rows (shelves) of windows, tallest first, each row at most as wide as the widest
+        # window or the square that would hold them all
+        row_width = max(max(xb - xa for _, _, xa, xb in wins),
+                        int(np.ceil(np.sqrt(sum((yb - ya) * (xb - xa) for ya, yb, xa, xb in wins)))))
+        order = sorted(range(len(wins)), key=lambda k: (-(wins[k][1] - wins[k][0]), k))
+        offsets: list[tuple[int, int]] = [(0, 0)] * len(wins)
+        x, y, row_h, width = g, g, 0, 0
+        for k in order:
+            ya, yb, xa, xb = wins[k]
+            if x > g and x + (xb - xa) > row_width + g:
+                x, y, row_h = g, y + row_h + g, 0
+            offsets[k] = (x - xa, y - ya)  # image -> mosaic shift (dx, dy)
             x += xb - xa + g
+            row_h = max(row_h, yb - ya)
+            width = max(width, x)
+        height = y + row_h + g
         self._resid = {}
         for bg in BACKGROUNDS:
             canvas = np.full((height, width), -1e6, np.float32)
             full = prep.resid(bg)
-            for (ya, yb, xa, xb), (dx, dy) in zip(wins, self.offsets, strict=True):
+            for (ya, yb, xa, xb), (dx, dy) in zip(wins, offsets, strict=True):
                 canvas[ya + dy : yb + dy, xa + dx : xb + dx] = full[ya:yb, xa:xb]
             self._resid[bg] = canvas
         self.shape = (height, width)
-        self.masks = [(crop, (int(x0) + dx, int(y0) + dy)) for (crop, (x0, y0)), (dx, dy)
-                      in zip(masks, self.offsets, strict=True)]
+        self.masks = [(crop, (int(x0) + offsets[of[k]][0], int(y0) + offsets[of[k]][1]))
+                      for k, (crop, (x0, y0)) in enumerate(masks)]
 
     def resid(self, background: str) -> np.ndarray:
         return self._resid[background]
