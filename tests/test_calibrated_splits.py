@@ -417,6 +417,21 @@ def test_windows_that_share_pixels_are_merged_and_far_ones_kept_apart():
     assert calibrated.merge_windows([])[0] == []
 
 
+def test_past_the_merge_limit_windows_become_one_box_or_stay_as_they_are():
+    """More windows than ``MERGE_LIMIT`` (every nucleus of a large label image added at
+    once) are not merged pair by pair: one box of them all where it costs fewer pixels,
+    else each as it is."""
+    n = calibrated.MERGE_LIMIT + 88
+    crowded = [(y, y + 100, x, x + 100) for y in range(0, 600, 24) for x in range(0, 600, 24)][:n]
+    merged, of = calibrated.merge_windows(crowded)
+    box = np.array(crowded)
+    assert len(crowded) == n
+    assert merged == [(0, int(box[:, 1].max()), 0, int(box[:, 3].max()))] and (of == 0).all()
+    sparse = [(y, y + 10, x, x + 10) for y in range(0, 30 * 100, 100) for x in range(0, 30 * 100, 100)][:n]
+    merged, of = calibrated.merge_windows(sparse)
+    assert merged == sparse and list(of) == list(range(n))
+
+
 def test_examples_whose_windows_cover_the_image_are_scored_as_on_the_whole_image():
     """Examples close together (here eight of the disks of a 128 x 128 image, each window
     reaching three radii round its example): their windows are merged into one, the whole

@@ -480,33 +480,54 @@ def inset_labels(labels: np.ndarray, px: int = INSET) -> np.ndarray:
     return out
 
 
+#: examples of one image beyond which their windows are not merged pair by pair (the pairs'
+#: table grows with the square of their number): they are merged into one window holding
+#: them all where that costs fewer pixels than they take apart, else left as they are
+MERGE_LIMIT = 512
+
+
 def merge_windows(wins: list[tuple[int, int, int, int]]) -> tuple[list[tuple[int, int, int, int]], np.ndarray]:
     """``(merged, of)``: windows ``(ya, yb, xa, xb)`` merged two at a time, the pair whose
     bounding box saves the most pixels first, while one box holds the two in no more pixels
     than they take apart; ``of[k]``: the merged window that holds window ``k``. Examples
     close together (large objects, or neighbours clicked one after another) share one
-    window instead of repeating the pixels between them."""
+    window instead of repeating the pixels between them. Past ``MERGE_LIMIT`` windows, one
+    box of them all or none merged."""
     boxes = np.asarray(wins, np.int64).reshape(-1, 4)
-    of = np.arange(len(boxes))
-    alive = np.ones(len(boxes), bool)
+    n = len(boxes)
+
+    def area(b: np.ndarray) -> np.ndarray:
+        return (b[..., 1] - b[..., 0]) * (b[..., 3] - b[..., 2])
+
+    def gain(k: int) -> np.ndarray:  # pixels saved by one box of window k and each other
+        u = np.stack([np.minimum(boxes[k, 0], boxes[:, 0]), np.maximum(boxes[k, 1], boxes[:, 1]),
+                      np.minimum(boxes[k, 2], boxes[:, 2]), np.maximum(boxes[k, 3], boxes[:, 3])], axis=1)
+        return area(boxes[k]) + area(boxes) - area(u)
+
+    if n > MERGE_LIMIT:
+        whole = np.array([boxes[:, 0].min(), boxes[:, 1].max(), boxes[:, 2].min(), boxes[:, 3].max()])
+        if area(whole) <= area(boxes).sum():
+            return [tuple(int(v) for v in whole)], np.zeros(n, np.int64)
+        return [tuple(int(v) for v in b) for b in boxes], np.arange(n)
+    of = np.arange(n)
+    alive = np.ones(n, bool)
+    table = np.full((n, n), -1, np.int64)  # pixels saved by merging i < j; -1 below the diagonal
+    for k in range(n - 1):
+        table[k, k + 1 :] = gain(k)[k + 1 :]
     while alive.sum() > 1:
-        idx = np.flatnonzero(alive)
-        b = boxes[idx]
-        area = (b[:, 1] - b[:, 0]) * (b[:, 3] - b[:, 2])
-        uh = np.maximum(b[:, None, 1], b[None, :, 1]) - np.minimum(b[:, None, 0], b[None, :, 0])
-        uw = np.maximum(b[:, None, 3], b[None, :, 3]) - np.minimum(b[:, None, 2], b[None, :, 2])
-        gain = area[:, None] + area[None, :] - uh * uw
-        gain[np.tril_indices(len(idx))] = -1
-        i, j = np.unravel_index(int(np.argmax(gain)), gain.shape)
-        if gain[i, j] < 0:
+        i, j = np.unravel_index(int(np.argmax(table)), table.shape)
+        if table[i, j] < 0:
             break
-        a, c = idx[i], idx[j]
-        boxes[a] = (min(boxes[a, 0], boxes[c, 0]), max(boxes[a, 1], boxes[c, 1]),
-                    min(boxes[a, 2], boxes[c, 2]), max(boxes[a, 3], boxes[c, 3]))
-        alive[c] = False
-        of[of == c] = a
+        boxes[i] = (min(boxes[i, 0], boxes[j, 0]), max(boxes[i, 1], boxes[j, 1]),
+                    min(boxes[i, 2], boxes[j, 2]), max(boxes[i, 3], boxes[j, 3]))
+        alive[j] = False
+        of[of == j] = i
+        table[j, :] = table[:, j] = -1
+        g = np.where(alive, gain(i), -1)
+        table[i, i + 1 :] = g[i + 1 :]
+        table[:i, i] = g[:i]
     keep = np.flatnonzero(alive)
-    renumber = np.zeros(len(boxes), np.int64)
+    renumber = np.zeros(n, np.int64)
     renumber[keep] = np.arange(len(keep))
     return [tuple(int(v) for v in boxes[k]) for k in keep], renumber[of]
 
