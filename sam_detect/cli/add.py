@@ -8,7 +8,7 @@ import click
 
 from sam_detect.cli.detect import apply_image_options, load_cli_image
 from sam_detect.cli.options import build_detector, pipeline_options, report_choices, report_profile
-from sam_detect.cli.validate import check_label_image, label_option
+from sam_detect.cli.validate import check_label_image, label_option, type_names_option
 
 
 def _label_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -27,6 +27,19 @@ def _numbers(value: str, n: int, what: str, param: str) -> list[float]:
         raise click.BadParameter(f"{what} must be {n} comma-separated numbers {fmt}, got {value!r}",
                                  param_hint=param)
     return parts
+
+
+def _typed(lab, types, names: dict[int, str], hw: tuple[int, int], quiet: bool):
+    """The objects of ``lab`` labelled by the type map ``types`` (``--types``)."""
+    from sam_detect.errors import AnnotationError
+    from sam_detect.formats import typed_instances
+
+    if lab.shape != tuple(hw):
+        raise AnnotationError(f"label image shape {lab.shape} does not match the image's {tuple(hw)}")
+    inst, untyped = typed_instances(lab, types, names)
+    if untyped and not quiet:
+        click.echo(f"{untyped} object(s) of --labels carry no type in --types (0 under them): not added", err=True)
+    return inst
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -52,6 +65,15 @@ def _numbers(value: str, n: int, what: str, param: str) -> list[float]:
 @click.option("--labels-frame", type=click.IntRange(0), default=None,
               help="Frame of a --labels/--annotations stack to take the objects from (a 2-D IMAGE "
                    "labelled by one frame of a label stack). Default: --frame.")
+@click.option("--types", "types_path", type=click.Path(exists=True, dir_okay=False),
+              help="With --labels: a type map of the same size (each pixel its object's class as an integer, "
+                   "0 = none; histology's instance map + type map). Each object takes the type most of its "
+                   "pixels carry as its label; objects without one are left out.")
+@click.option("--types-channel", type=int, default=None,
+              help="Channel of the --types file holding the types (e.g. 1 of an (H, W, 2) instance + type .npy).")
+@click.option("--type-names", default=None, metavar="NAMES",
+              help="Labels of the --types values: 'neoplastic,inflammatory' names 1, 2, ...; "
+                   "'1=neoplastic,3=dead' names them by value. Default: 'type 1', 'type 2', ...")
 @click.option("--annotations", "annotations_path", type=click.Path(exists=True, dir_okay=False),
               help="COCO, labelme, .npz or polygon annotations: every object becomes an example.")
 @click.option("--label-from", type=click.Choice(["category"]), default=None,
@@ -62,7 +84,8 @@ def _numbers(value: str, n: int, what: str, param: str) -> list[float]:
 @pipeline_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or stage report on stderr.")
 def add(image, label, negative, boxes, points, mask_path, polygon_path, labels_path, labels_channel, labels_frame,
-        annotations_path, label_from, limit, channels, frame, quiet, **opts) -> None:
+        types_path, types_channel, type_names, annotations_path, label_from, limit, channels, frame, quiet,
+        **opts) -> None:
     """Add labelled examples from IMAGE to a library (created on first use).
 
     Give the object(s) as exactly one of --box, --point, --mask, --polygon, --labels or
@@ -72,6 +95,7 @@ def add(image, label, negative, boxes, points, mask_path, polygon_path, labels_p
     Examples:
       sam-detect add frame0.tif --label nucleus --labels frame0_labels.tif
       sam-detect add frame5.png --label nucleus --labels stack_labels.tif --labels-frame 5
+      sam-detect add patch.png --labels inst.png --types type.png --type-names tumour,immune,stroma
       sam-detect add plate.png --label coin --box 10,20,60,70 --box 80,20,130,70
       sam-detect add plate.png --negative --point 200,150
     """
@@ -92,7 +116,14 @@ def add(image, label, negative, boxes, points, mask_path, polygon_path, labels_p
         label = NEGATIVE
     if label is not None and not label.strip():
         raise click.BadParameter("the label must not be empty", param_hint="--label")
-    if label is None and not annotations_path:
+    if (types_path or types_channel is not None or type_names) and not labels_path:
+        raise click.BadParameter("--types, --types-channel and --type-names go with --labels", param_hint="--types")
+    if (types_channel is not None or type_names) and not types_path:
+        raise click.BadParameter("--types-channel and --type-names need --types", param_hint="--type-names")
+    if types_path and label is not None:
+        raise click.UsageError("give --label (one label for every object) or --types (each object's own), not both")
+    names = type_names_option(type_names)
+    if label is None and not (annotations_path or types_path):
         raise click.UsageError("missing --label (or --negative)")
     if label_from and not annotations_path:
         raise click.BadParameter("--label-from needs --annotations", param_hint="--label-from")
@@ -124,10 +155,15 @@ def add(image, label, negative, boxes, points, mask_path, polygon_path, labels_p
         elif labels_path:
             from sam_detect.formats import read_label_array
 
-            lab = read_label_array(labels_path, frame if labels_frame is None else labels_frame, labels_channel)
+            at = frame if labels_frame is None else labels_frame
+            lab = read_label_array(labels_path, at, labels_channel)
             check_label_image(lab, str(labels_path))
-            inst = detector.annotations_to_instances(lab, loaded.rgb.shape[:2])
-            inst.labels[:] = label
+            if types_path:
+                inst = _typed(lab, read_label_array(types_path, at, types_channel, pieces=False), names,
+                              loaded.rgb.shape[:2], quiet)
+            else:
+                inst = detector.annotations_to_instances(lab, loaded.rgb.shape[:2])
+                inst.labels[:] = label
         else:
             from sam_detect.formats import load_annotations
 

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from sam_detect.cli.options import classify_options, detector_config, pipeline_options
-from sam_detect.cli.validate import output_file
+from sam_detect.cli.validate import output_file, type_names_option
 
 ANNOTATION_HELP = (
     "Ground truth: a label image or label stack (one frame per image), a COCO file (matched "
@@ -108,6 +108,22 @@ def expand_images(
     help="Channel of a multi-channel label TIFF that holds the labels.",
 )
 @click.option(
+    "--types",
+    "types",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Type maps beside label-image ground truth, one per -a file (each pixel its object's class "
+    "as an integer, 0 = none): each object's class is the type most of its pixels carry; objects "
+    "without one are left out. Per-class figures and a confusion matrix follow.",
+)
+@click.option("--types-channel", type=int, default=None, help="Channel of the --types files holding the types.")
+@click.option(
+    "--type-names",
+    default=None,
+    metavar="NAMES",
+    help="Class names of the --types values: 'tumour,immune' names 1, 2, ...; '1=tumour,3=dead' by value.",
+)
+@click.option(
     "--examples-from",
     "examples_from",
     metavar="INDICES",
@@ -164,6 +180,9 @@ def eval_cmd(
     iou_spec,
     label,
     labels_channel,
+    types,
+    types_channel,
+    type_names,
     examples_from,
     detect_on,
     sweep_spec,
@@ -188,6 +207,8 @@ def eval_cmd(
       sam-detect eval hela.tif -a hela_labels.tif --label nucleus --examples-from 0 --detect-on 1:20
       sam-detect eval scratch.tiff -a scratch.tiff --channel 0 --labels-channel 2 --label nucleus
       sam-detect eval photo.jpg -a data.npz --shots 1 --json
+      sam-detect eval p0.png p1.png p2.png -a i0.png -a i1.png -a i2.png --types t0.png --types t1.png \\
+          --types t2.png --type-names tumour,immune,stroma --shots 16 --examples-from 0,1 --detect-on 2
       sam-detect eval frame.tif -a labels.tif --sweep threshold=0.3:0.9:0.1 --report eval.png
     """
     from sam_detect.eval.sweep import parse_sweep
@@ -210,10 +231,16 @@ def eval_cmd(
     config = detector_config(**opts)
 
     refs = expand_images(images, channels, frame)
+    if (types_channel is not None or type_names) and not types:
+        raise click.BadParameter("--types-channel and --type-names need --types", param_hint="--type-names")
+    if types and label:
+        raise click.UsageError("give --label (one class for every object) or --types (each object's own), not both")
+    names = type_names_option(type_names)
     from sam_detect.formats import load_ground_truth
 
     gt = load_ground_truth(annotations, [Path(r.path).name for r in refs], label=label,
-                           channel=labels_channel, frame=frame)
+                           channel=labels_channel, frame=frame, types=types, types_channel=types_channel,
+                           type_names=names)
     for name, idx in (("--examples-from", ex_idx), ("--detect-on", det_idx)):
         if idx and idx[-1] >= len(refs):
             raise click.BadParameter(

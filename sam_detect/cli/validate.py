@@ -134,6 +134,18 @@ def output_folder(value: str | os.PathLike, option: str, create: bool = True) ->
     return p
 
 
+def type_names_option(spec: str | None) -> dict[int, str]:
+    """``--type-names`` parsed (:func:`sam_detect.formats.parse_type_names`), a bad one refused
+    before anything loads."""
+    from sam_detect.errors import AnnotationError
+    from sam_detect.formats.label_image import parse_type_names
+
+    try:
+        return parse_type_names(spec)
+    except AnnotationError as e:
+        raise click.BadParameter(str(e), param_hint="--type-names") from None
+
+
 def check_label_image(lab: np.ndarray, where: str) -> None:
     """Refuse an intensity image given as a label image (``--labels``).
 

@@ -10,7 +10,8 @@ One dispatch, by file extension and, for ``.json``, by content (:func:`load_anno
 
 - :mod:`~sam_detect.formats.label_image` ``.tif/.tiff/.png/.bmp/.npy``: integer ids, 0 =
   background; a ``(T, H, W)`` stack is one image per frame. No class names: every instance
-  gets ``label`` (default ``"object"``).
+  gets ``label`` (default ``"object"``), or, with a type map beside it (histology's
+  instance map + type map), the type most of its pixels carry (:func:`typed_instances`).
 - :mod:`~sam_detect.formats.coco` instance JSON: polygons or RLE; a ``bbox`` alone is a box mask.
 - :mod:`~sam_detect.formats.labelme` JSON (``shapes``).
 - :mod:`~sam_detect.formats.npz` ``masks`` ``(N, H, W)`` and ``labels`` ``(N,)``.
@@ -40,10 +41,12 @@ from sam_detect.formats.label_image import (
     LABEL_IMAGE_SUFFIXES,
     instances_to_label_image,
     label_image_to_instances,
+    parse_type_names,
     read_label_array,
     read_label_frames,
     read_label_image,
     save_label_image,
+    typed_instances,
 )
 from sam_detect.formats.labelme import is_labelme, read_labelme, save_labelme, to_labelme
 from sam_detect.formats.npz import read_npz, save_npz
@@ -161,17 +164,42 @@ def load_ground_truth(
     label: str | None = None,
     channel: int | None = None,
     frame: int | None = None,
+    pieces: bool = True,
+    types: Sequence[PathLike] = (),
+    types_channel: int | None = None,
+    type_names: dict[int, str] | None = None,
 ) -> list[Any]:
     """Ground truth of each of ``image_names``: one annotation file per image, or one file
     covering all of them (a label stack, a COCO file). Label images stay ``(H, W)`` int
     arrays (cheap to hold); other files give ``Instances``.
 
+    ``pieces``: as :func:`read_label_image`'s (``False`` reads type maps).
+    ``types``: type maps paired with label images as the label images pair with the images
+    (one per label file, frame for frame); each object then takes the type most of its
+    pixels carry (:func:`typed_instances`, named by ``type_names``), and objects without a
+    type are left out of the ground truth.
+
     Raises:
         AnnotationError: files and images do not pair up, or a file is unreadable.
     """
+    if types:
+        if len(types) != len(paths):
+            raise AnnotationError(f"{len(types)} type map(s) for {len(paths)} annotation file(s); give one per file")
+        if not all(is_label_image(p) for p in paths):
+            raise AnnotationError("type maps go with label images (an instance map and a type map); "
+                                  "COCO, labelme and .npz files carry their classes themselves")
+        ids = load_ground_truth(paths, image_names, channel=channel, frame=frame)
+        kinds = load_ground_truth(types, image_names, channel=types_channel, frame=frame, pieces=False)
+        out = []
+        for name, lab, kind in zip(image_names, ids, kinds, strict=True):
+            try:
+                out.append(typed_instances(lab, kind, type_names)[0])
+            except AnnotationError as e:
+                raise AnnotationError(f"{name}: {e}") from None
+        return out
 
     def label_frames(path: PathLike) -> list[Any]:
-        arr = read_label_image(path, channel=channel)
+        arr = read_label_image(path, channel=channel, pieces=pieces)
         return [arr] if arr.ndim == 2 else list(arr)
 
     n = len(image_names)
@@ -340,6 +368,7 @@ __all__ = [
     "load_annotation_set",
     "load_annotations",
     "load_ground_truth",
+    "parse_type_names",
     "read_label_array",
     "read_label_image",
     "read_polygon_file",
@@ -351,4 +380,5 @@ __all__ = [
     "save_polygons",
     "to_coco",
     "to_labelme",
+    "typed_instances",
 ]

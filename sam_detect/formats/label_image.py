@@ -18,12 +18,14 @@ from sam_detect.instances import Instances
 LABEL_IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".bmp", ".npy")
 
 
-def read_label_image(path: PathLike, channel: int | None = None) -> np.ndarray:
+def read_label_image(path: PathLike, channel: int | None = None, pieces: bool = True) -> np.ndarray:
     """The raw integer ids of a label image file: ``(H, W)`` or a ``(T, H, W)`` stack.
 
     TIFF axes come from the file's metadata: every axis other than ``Y``, ``X`` and ``C``
     (``T``, ``Z``, pages...) is a frame axis, flattened in file order. A file with a ``C``
     axis (an OME ``CTYX`` image whose label masks sit in one channel) needs ``channel``.
+    ``pieces``: a file holding one id in separate pieces is a binary mask, each piece one
+    object (:func:`binary_as_pieces`); ``False`` for a type map, whose values are classes.
     """
     from sam_detect.io.images import check_series_size
 
@@ -84,12 +86,18 @@ def read_label_image(path: PathLike, channel: int | None = None) -> np.ndarray:
             arr = arr.reshape(-1, *arr.shape[-2:])
     else:
         arr = np.squeeze(arr)
-        if arr.ndim == 3 and arr.shape[-1] in (3, 4) and arr.shape[0] > 4:
+        if arr.ndim == 3 and arr.shape[-1] in (2, 3, 4) and arr.shape[0] > 4:
+            # (H, W, C): a colour image, or channels of maps (an instance + type .npy)
             if channel is None:
                 raise AnnotationError(
                     f"{path}: looks like a colour image {arr.shape}; a label image needs one integer id "
                     "per pixel (0 = background). Save the ids as 8/16-bit grey or an indexed PNG."
+                    if arr.shape[-1] > 2 else
+                    f"{path}: holds {arr.shape[-1]} channels {arr.shape}; choose the one that holds the "
+                    "labels (channel=..., --labels-channel or --types-channel on the command line)"
                 )
+            if not 0 <= channel < arr.shape[-1]:
+                raise AnnotationError(f"{path}: channel {channel} out of range 0..{arr.shape[-1] - 1}")
             arr = arr[..., channel]
     if arr.ndim not in (2, 3):
         raise AnnotationError(
@@ -107,7 +115,7 @@ def read_label_image(path: PathLike, channel: int | None = None) -> np.ndarray:
         raise AnnotationError(
             f"{path}: label ids must be >= 0 (0 = background), found {int(arr.min())}"
         )
-    return binary_as_pieces(arr, str(path))
+    return binary_as_pieces(arr, str(path)) if pieces else arr
 
 
 def binary_as_pieces(arr: np.ndarray, where: str = "the label image") -> np.ndarray:
@@ -145,6 +153,77 @@ def label_image_to_instances(label_image: np.ndarray, label: str | None = None) 
     return inst
 
 
+def parse_type_names(spec: str | None) -> dict[int, str]:
+    """Names of a type map's values: ``"neoplastic,inflammatory"`` names types 1, 2, ... in
+    order; ``"1=neoplastic,3=dead"`` names them by value. ``None`` or empty: no names (each
+    type is then called ``"type N"``)."""
+    from sam_detect.names import check_label
+
+    if spec is None or not spec.strip():
+        return {}
+    parts = [p.strip() for p in spec.split(",")]
+    if any(not p for p in parts):
+        raise AnnotationError(f"type names {spec!r}: an empty name (two commas, or one at an end)")
+    keyed = ["=" in p for p in parts]
+    if any(keyed) and not all(keyed):
+        raise AnnotationError(f"type names {spec!r}: give every name as VALUE=NAME, or none of them")
+    names: dict[int, str] = {}
+    for i, part in enumerate(parts, start=1):
+        key, name = part.split("=", 1) if "=" in part else (str(i), part)
+        try:
+            value = int(key)
+        except ValueError:
+            raise AnnotationError(f"type names {spec!r}: {key.strip()!r} is not a type value (an integer)") from None
+        if value < 1:
+            raise AnnotationError(f"type names {spec!r}: type values start at 1 (0 is the background)")
+        if value in names:
+            raise AnnotationError(f"type names {spec!r}: type {value} is named twice")
+        names[value] = check_label(name)
+    return names
+
+
+def typed_instances(label_image: np.ndarray, type_map: np.ndarray,
+                    names: dict[int, str] | None = None) -> tuple[Instances, int]:
+    """Instances of a label image, each labelled by the type most of its pixels carry in
+    ``type_map`` (the same size; 0 = no type): the instance map and type map that
+    histology sets (CoNSeP, PanNuke, Lizard, HoVer-Net's outputs) come as.
+
+    ``names`` maps type values to labels (:func:`parse_type_names`); without it a type is
+    called ``"type N"``. Returns the typed instances (``data["type"]``: the value) and how
+    many objects were left out because none of their pixels carries a type.
+
+    Raises:
+        AnnotationError: the maps differ in size, a type has no name while others do, or no
+            object carries a type.
+    """
+    lab = np.asarray(label_image)
+    types = np.asarray(type_map)
+    if types.shape != lab.shape:
+        raise AnnotationError(f"the type map's shape {types.shape} differs from the label image's {lab.shape}")
+    inst, ids = Instances.from_label_image(lab)
+    value = np.zeros(len(inst), np.int64)
+    for k, (crop, (x0, y0)) in enumerate(zip(inst.mask_crops, inst.mask_origins, strict=True)):
+        under = types[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]][crop]
+        under = under[under > 0]
+        if under.size:
+            vals, counts = np.unique(under, return_counts=True)
+            value[k] = int(vals[np.argmax(counts)])  # ties: the smaller value
+    typed = value > 0
+    if len(inst) and not typed.any():
+        raise AnnotationError("no object of the label image carries a type in the type map (all 0 under them)")
+    names = names or {}
+    missing = sorted(set(value[typed].tolist()) - set(names))
+    if names and missing:
+        raise AnnotationError(
+            f"type(s) {', '.join(map(str, missing))} of the type map have no name; named: "
+            + ", ".join(f"{v}={n}" for v, n in sorted(names.items())))
+    out = inst[np.flatnonzero(typed)]
+    out.labels[:] = [names.get(int(v), f"type {int(v)}") for v in value[typed]]
+    out.data["type"] = value[typed]
+    out.data["source_id"] = np.asarray(ids, dtype=np.int64)[typed]
+    return out, int((~typed).sum())
+
+
 def read_label_frames(
     path: Path, label: str | None, channel: int | None, frame: int | None
 ) -> list[Instances]:
@@ -165,12 +244,12 @@ def read_label_frames(
     return out
 
 
-def read_label_array(path: PathLike, frame: int | None, channel: int | None) -> np.ndarray:
+def read_label_array(path: PathLike, frame: int | None, channel: int | None, pieces: bool = True) -> np.ndarray:
     """One ``(H, W)`` label image of a file (:func:`read_label_image`): frame ``frame`` of a
     stack (a one-frame file serves any frame), channel ``channel`` of a multi-channel one.
-    The ``--labels`` of ``add``.
+    The ``--labels`` (and ``--types``) of ``add``.
     """
-    arr = read_label_image(path, channel)
+    arr = read_label_image(path, channel, pieces)
     if arr.ndim == 2 or len(arr) == 1:
         return arr.reshape(arr.shape[-2:])
     if frame is None:

@@ -1,0 +1,163 @@
+"""Type maps beside label images (``--types``): histology's instance map + type map."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from conftest import draw_scene, run_cli
+
+from sam_detect.errors import AnnotationError
+from sam_detect.formats import load_ground_truth, parse_type_names, typed_instances
+
+
+def _maps(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A scene's image, its label image (ids 1..6) and its type map (disc 1, square 2)."""
+    rgb, masks, labels = draw_scene(seed)
+    lab = np.zeros(rgb.shape[:2], np.uint16)
+    types = np.zeros(rgb.shape[:2], np.uint8)
+    for k, (m, name) in enumerate(zip(masks, labels, strict=True)):
+        lab[m] = k + 1
+        types[m] = 1 if name == "disc" else 2
+    return rgb, lab, types
+
+
+@pytest.fixture
+def typed_files(tmp_path):
+    out = {"image": [], "labels": [], "types": []}
+    for seed in range(3):
+        rgb, lab, types = _maps(seed)
+        for key, arr in (("image", rgb), ("labels", lab), ("types", types)):
+            path = tmp_path / f"{key}{seed}.png"
+            cv2.imwrite(str(path), arr)
+            out[key].append(path)
+    out["lib"] = ["--library-path", tmp_path / "libs"]
+    return out
+
+
+def test_each_object_takes_the_type_most_of_its_pixels_carry():
+    lab = np.zeros((20, 30), np.int32)
+    lab[2:8, 2:8] = 4
+    lab[10:18, 10:20] = 9
+    lab[2:6, 22:28] = 7  # no type under it
+    types = np.zeros_like(lab)
+    types[2:8, 2:8] = 2
+    types[2:3, 2:8] = 1  # a stray row of another type: the majority wins
+    types[10:18, 10:20] = 3
+    inst, untyped = typed_instances(lab, types, {2: "tumour", 3: "immune"})
+    assert untyped == 1
+    assert list(inst.labels) == ["tumour", "immune"]
+    assert inst.data["type"].tolist() == [2, 3] and inst.data["source_id"].tolist() == [4, 9]
+    assert [int(inst.crop(i).area) for i in range(len(inst))] == [36, 80]
+    unnamed, _ = typed_instances(lab, types)
+    assert list(unnamed.labels) == ["type 2", "type 3"]
+
+
+@pytest.mark.parametrize(
+    ("types", "names", "message"),
+    [
+        (np.zeros((20, 31), np.int32), None, "the type map's shape (20, 31) differs from the label image's (20, 30)"),
+        (np.zeros((20, 30), np.int32), None, "no object of the label image carries a type"),
+        (np.full((20, 30), 5, np.int32), {1: "a"}, "type(s) 5 of the type map have no name; named: 1=a"),
+    ],
+)
+def test_typed_instances_refuse_maps_that_do_not_fit(types, names, message):
+    lab = np.zeros((20, 30), np.int32)
+    lab[2:8, 2:8] = 1
+    with pytest.raises(AnnotationError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        typed_instances(lab, types, names)
+
+
+def test_type_names_in_order_or_by_value():
+    assert parse_type_names("neoplastic, inflammatory") == {1: "neoplastic", 2: "inflammatory"}
+    assert parse_type_names("1=neoplastic,3=dead") == {1: "neoplastic", 3: "dead"}
+    assert parse_type_names(None) == {} and parse_type_names(" ") == {}
+    for spec, message in [("a,,b", "an empty name"), ("1=a,b", "every name as VALUE=NAME"),
+                          ("x=a", "'x' is not a type value"), ("0=a", "type values start at 1"),
+                          ("1=a,1=b", "type 1 is named twice"), ("unknown", "is reserved")]:
+        with pytest.raises(AnnotationError, match=message):
+            parse_type_names(spec)
+
+
+def test_ground_truth_from_label_images_and_type_maps(typed_files, tmp_path):
+    f = typed_files
+    names = [p.name for p in f["image"]]
+    gt = load_ground_truth(f["labels"], names, types=f["types"], type_names={1: "disc", 2: "square"})
+    for g, seed in zip(gt, range(3), strict=True):
+        assert sorted(g.labels) == sorted(draw_scene(seed)[2])
+    # one stack for every image, and its type stack, frame for frame
+    stack, kinds = tmp_path / "labels.npy", tmp_path / "types.npy"
+    np.save(stack, np.stack([_maps(s)[1] for s in range(3)]))
+    np.save(kinds, np.stack([_maps(s)[2] for s in range(3)]))
+    gt = load_ground_truth([stack], names, types=[kinds])
+    assert [sorted(set(g.labels)) for g in gt] == [["type 1", "type 2"]] * 3
+    with pytest.raises(AnnotationError, match="2 type map"):
+        load_ground_truth(f["labels"], names, types=f["types"][:2])
+
+
+def test_add_labels_each_object_by_its_type(typed_files, tmp_path):
+    f = typed_files
+    # one object of the label image carries no type: left out, and said
+    types = cv2.imread(str(f["types"][0]), cv2.IMREAD_UNCHANGED)
+    lab = cv2.imread(str(f["labels"][0]), cv2.IMREAD_UNCHANGED)
+    types[lab == 6] = 0
+    partial = tmp_path / "partial.png"
+    cv2.imwrite(str(partial), types)
+    r = run_cli("add", f["image"][0], "--labels", f["labels"][0], "--types", partial,
+                "--type-names", "disc,square", *f["lib"])
+    assert r.exit_code == 0, r.output
+    assert "added 5 example(s) (disc: 3, square: 2)" in r.stdout
+    assert "1 object(s) of --labels carry no type in --types (0 under them): not added" in r.stderr
+    # an (H, W, 2) instance + type array, channel by channel
+    both = tmp_path / "both.npy"
+    np.save(both, np.stack([lab, cv2.imread(str(f["types"][0]), cv2.IMREAD_UNCHANGED).astype(np.uint16)], -1))
+    r = run_cli("add", f["image"][0], "--labels", both, "--labels-channel", 0, "--types", both,
+                "--types-channel", 1, "-q", *f["lib"], "--library", "unnamed")
+    assert r.exit_code == 0, r.output
+    assert "added 6 example(s) (type 1: 3, type 2: 3)" in r.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--label", "x"], "give --label (one label for every object) or --types (each object's own), not both"),
+        (["--type-names", "a,,b"], "type names 'a,,b': an empty name"),
+        (["--type-names", "disc"], "type(s) 2 of the type map have no name; named: 1=disc"),
+    ],
+)
+def test_add_refuses_bad_types_and_writes_nothing(typed_files, args, message):
+    f = typed_files
+    r = run_cli("add", f["image"][0], "--labels", f["labels"][0], "--types", f["types"][0], *args, *f["lib"])
+    assert r.exit_code != 0
+    assert message in r.output and "Traceback" not in r.output
+    r = run_cli("library", "list", "--library-path", f["lib"][1])
+    assert r.exit_code == 0, r.output
+    assert "default" not in r.stdout
+
+
+def test_types_need_a_label_image(typed_files):
+    f = typed_files
+    r = run_cli("add", f["image"][0], "--label", "x", "--box", "1,1,20,20", "--types", f["types"][0], *f["lib"])
+    assert r.exit_code == 2 and "--types, --types-channel and --type-names go with --labels" in r.output
+    r = run_cli("add", f["image"][0], "--labels", f["labels"][0], "--type-names", "a", *f["lib"])
+    assert r.exit_code == 2 and "--types-channel and --type-names need --types" in r.output
+
+
+def test_eval_scores_each_type(typed_files):
+    f = typed_files
+    ann = [a for p in f["labels"] for a in ("-a", p)]
+    kinds = [a for p in f["types"] for a in ("--types", p)]
+    r = run_cli("eval", *f["image"], *ann, *kinds, "--type-names", "disc,square", "--shots", 2,
+                "--examples-from", 0, "--detect-on", "1,2", "--json", "--no-baselines", "--embedder", "handcrafted",
+                "-q")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert res["examples"] == {"disc": 2, "square": 2}
+    at = res["metrics"]["by_iou"]["0.5"]
+    assert set(at["per_class"]) == {"disc", "square"}
+    assert at["confusion"]["classes"] == ["disc", "square"]
+    assert at["detection"]["tp"] == 12  # every object of the two scored scenes found, whatever its type
+    r = run_cli("eval", *f["image"], *ann, "--types", f["types"][0], "-q")
+    assert r.exit_code != 0 and "1 type map(s) for 3 annotation file(s)" in r.output
