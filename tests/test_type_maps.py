@@ -161,3 +161,59 @@ def test_eval_scores_each_type(typed_files):
     assert at["detection"]["tp"] == 12  # every object of the two scored scenes found, whatever its type
     r = run_cli("eval", *f["image"], *ann, "--types", f["types"][0], "-q")
     assert r.exit_code != 0 and "1 type map(s) for 3 annotation file(s)" in r.output
+
+
+def _mat(path, **arrays):
+    from scipy import io
+
+    io.savemat(path, arrays)
+    return path
+
+
+def test_mat_files_of_histology_sets(tmp_path):
+    """CoNSeP's ``inst_map`` + ``type_map`` (or ``inst_type`` per instance) and Lizard's
+    ``inst_map`` + ``id``/``class``: the same typed objects from each."""
+    from sam_detect.formats import read_label_array
+
+    _, lab, types = _maps(0)
+    ids = np.arange(1, int(lab.max()) + 1)
+    per = np.array([int(types[lab == k].max()) for k in ids])
+    files = {
+        "consep": _mat(tmp_path / "consep.mat", inst_map=lab.astype(np.float64), type_map=types),
+        "inst_type": _mat(tmp_path / "hovernet.mat", inst_map=lab, inst_type=per[:, None]),
+        "lizard": _mat(tmp_path / "lizard.mat", inst_map=lab, id=ids[::-1, None], **{"class": per[::-1, None]}),
+    }
+    names = {1: "disc", 2: "square"}
+    for kind, path in files.items():
+        inst, untyped = typed_instances(read_label_array(path, None, None),
+                                        read_label_array(path, None, None, pieces=False), names)
+        assert untyped == 0 and list(inst.labels) == [names[int(v)] for v in per], kind
+    with pytest.raises(AnnotationError, match="no instance map among its arrays \\(foo\\)"):
+        read_label_array(_mat(tmp_path / "bad.mat", foo=np.arange(5)), None, None)
+    with pytest.raises(AnnotationError, match="holds no types"):
+        read_label_array(_mat(tmp_path / "plain.mat", inst_map=lab), None, None, pieces=False)
+    with pytest.raises(AnnotationError, match="do not pair with instance ids"):
+        read_label_array(_mat(tmp_path / "odd.mat", inst_map=lab, id=ids[:3, None], **{"class": per[:, None]}),
+                         None, None, pieces=False)
+    (tmp_path / "broken.mat").write_bytes(b"MATLAB 5.0 broken")
+    with pytest.raises(AnnotationError, match="cannot read the .mat file"):
+        read_label_array(tmp_path / "broken.mat", None, None)
+
+
+def test_add_and_eval_from_mat_files(typed_files, tmp_path):
+    f = typed_files
+    mats = []
+    for seed in range(3):
+        _, lab, types = _maps(seed)
+        mats.append(_mat(tmp_path / f"gt{seed}.mat", inst_map=lab, type_map=types))
+    r = run_cli("add", f["image"][0], "--labels", mats[0], "--types", mats[0], "--type-names", "disc,square", "-q",
+                *f["lib"])
+    assert r.exit_code == 0, r.output
+    assert "added 6 example(s) (disc: 3, square: 3)" in r.stdout
+    ann = [a for p in mats for a in ("-a", p)]
+    kinds = [a for p in mats for a in ("--types", p)]
+    r = run_cli("eval", *f["image"], *ann, *kinds, "--type-names", "disc,square", "--shots", 2,
+                "--examples-from", 0, "--detect-on", "1,2", "--json", "--no-baselines", "--embedder", "handcrafted",
+                "-q")
+    assert r.exit_code == 0, r.output
+    assert set(json.loads(r.stdout)["metrics"]["by_iou"]["0.5"]["per_class"]) == {"disc", "square"}

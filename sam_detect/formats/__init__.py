@@ -8,7 +8,8 @@ label value, COCO annotation id, or shape/row index the instance came from) and
 One dispatch, by file extension and, for ``.json``, by content (:func:`load_annotations`,
 :func:`load_annotation_set`, :func:`save_annotations`); each format lives in its own module:
 
-- :mod:`~sam_detect.formats.label_image` ``.tif/.tiff/.png/.bmp/.npy``: integer ids, 0 =
+- :mod:`~sam_detect.formats.label_image` ``.tif/.tiff/.png/.bmp/.npy`` (and ``.mat``
+  instance maps, read only): integer ids, 0 =
   background; a ``(T, H, W)`` stack is one image per frame. No class names: every instance
   gets ``label`` (default ``"object"``), or, with a type map beside it (histology's
   instance map + type map), the type most of its pixels carry (:func:`typed_instances`).
@@ -39,6 +40,7 @@ from sam_detect.formats._common import (
 from sam_detect.formats.coco import is_coco, read_coco, save_coco, to_coco
 from sam_detect.formats.label_image import (
     LABEL_IMAGE_SUFFIXES,
+    LABEL_READ_SUFFIXES,
     instances_to_label_image,
     label_image_to_instances,
     parse_type_names,
@@ -53,7 +55,7 @@ from sam_detect.formats.npz import read_npz, save_npz
 from sam_detect.formats.polygons import read_polygon_file, read_polygons, save_polygons
 from sam_detect.instances import Instances
 
-SUPPORTED_SUFFIXES = (*LABEL_IMAGE_SUFFIXES, ".json", ".npz")
+SUPPORTED_SUFFIXES = (*LABEL_READ_SUFFIXES, ".json", ".npz")
 WRITE_FORMATS = ("coco", "labelme", "label_image", "npz", "polygons")
 
 
@@ -244,7 +246,7 @@ def load_ground_truth(
 
 def is_label_image(path: PathLike) -> bool:
     """Whether ``path`` names a label image file (by its extension)."""
-    return Path(path).suffix.lower() in LABEL_IMAGE_SUFFIXES
+    return Path(path).suffix.lower() in LABEL_READ_SUFFIXES
 
 
 def is_coco_file(path: PathLike) -> bool:
@@ -270,7 +272,7 @@ def _read_any(
     suffix = path.suffix.lower()
     if channel is not None and suffix not in (".tif", ".tiff", ".png", ".bmp"):
         raise AnnotationError(f"{path}: channel= applies to label image files only, not {suffix}")
-    if suffix in LABEL_IMAGE_SUFFIXES:
+    if suffix in LABEL_READ_SUFFIXES:
         items = read_label_frames(path, label, channel, frame)
     elif suffix == ".npz":
         items = [read_npz(path, label)]
@@ -352,7 +354,8 @@ def _format_of(path: Path) -> str:
     if suffix in LABEL_IMAGE_SUFFIXES:
         return "label_image"
     raise AnnotationError(
-        f"{path}: unsupported annotation format {suffix!r}; expected one of " + ", ".join(SUPPORTED_SUFFIXES)
+        f"{path}: unsupported annotation format {suffix!r} to write; expected one of "
+        + ", ".join((*LABEL_IMAGE_SUFFIXES, ".json", ".npz"))
     )
 
 

@@ -16,6 +16,11 @@ from sam_detect.formats._common import DEFAULT_LABEL, PathLike, check_exists
 from sam_detect.instances import Instances
 
 LABEL_IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".bmp", ".npy")
+#: read too: MATLAB files of histology sets (CoNSeP, Lizard, HoVer-Net's outputs), whose
+#: ``inst_map`` is the label image and ``type_map`` (or a type per instance) the types
+LABEL_READ_SUFFIXES = (*LABEL_IMAGE_SUFFIXES, ".mat")
+#: the keys of a ``.mat`` file's instance map, in order of preference
+MAT_LABEL_KEYS = ("inst_map", "instance_map", "label_map", "labels", "label")
 
 
 def read_label_image(path: PathLike, channel: int | None = None, pieces: bool = True) -> np.ndarray:
@@ -44,13 +49,15 @@ def read_label_image(path: PathLike, channel: int | None = None, pieces: bool = 
                 arr = series.asarray()
         elif suffix == ".npy":
             arr = np.load(path, allow_pickle=False)
+        elif suffix == ".mat":
+            arr = _mat_arrays(path, types=not pieces)
         else:
             from PIL import Image
 
             with Image.open(path) as im:
                 arr = np.asarray(im)  # 'P' (palette) images give their indices, as wanted
-    except ImageLoadError:
-        raise  # too large to read: said as for any image
+    except (ImageLoadError, AnnotationError):
+        raise  # too large to read: said as for any image; a .mat file without its maps: said
     except Exception as e:  # noqa: BLE001 - any decoder failure is a bad file for the user
         raise AnnotationError(f"{path}: cannot read label image ({type(e).__name__}: {e})") from e
     arr = np.asarray(arr)
@@ -116,6 +123,42 @@ def read_label_image(path: PathLike, channel: int | None = None, pieces: bool = 
             f"{path}: label ids must be >= 0 (0 = background), found {int(arr.min())}"
         )
     return binary_as_pieces(arr, str(path)) if pieces else arr
+
+
+def _mat_arrays(path: Path, types: bool) -> np.ndarray:
+    """A ``.mat`` file's instance map (``MAT_LABEL_KEYS``, or its one 2-D array), or with
+    ``types`` its type map: ``type_map``, else one made from a type per instance
+    (CoNSeP's ``inst_type``, the type of instance ``i + 1``; Lizard's ``class`` beside ``id``)."""
+    from scipy import io
+
+    try:
+        data = {k: np.asarray(v) for k, v in io.loadmat(path).items() if not k.startswith("__")}
+    except Exception as e:  # noqa: BLE001 - any decoder failure is a bad file for the user
+        raise AnnotationError(f"{path}: cannot read the .mat file ({type(e).__name__}: {e})") from e
+    maps = {k: v for k, v in data.items() if v.ndim == 2 and min(v.shape) > 1}
+    key = next((k for k in MAT_LABEL_KEYS if k in maps), None)
+    if key is None and len(maps) == 1:
+        key = next(iter(maps))
+    if key is None:
+        raise AnnotationError(f"{path}: no instance map among its arrays ({', '.join(sorted(data)) or 'none'}); "
+                              f"expected one of {', '.join(MAT_LABEL_KEYS)}")
+    if not types:
+        return maps[key]
+    if "type_map" in maps:
+        return maps["type_map"]
+    inst = np.asarray(maps[key])
+    per = data.get("inst_type", data.get("class"))
+    if per is None:
+        raise AnnotationError(f"{path}: holds no types: no 'type_map', nor a type per instance "
+                              "('inst_type', or 'class' beside 'id')")
+    per = per.ravel().astype(np.int64)
+    ids = data["id"].ravel().astype(np.int64) if "class" in data and "id" in data else np.arange(1, len(per) + 1)
+    if len(ids) != len(per) or (len(ids) and (ids.min() < 0 or ids.max() > 2**24)):
+        raise AnnotationError(f"{path}: its types per instance do not pair with instance ids ({len(per)} types, "
+                              f"{len(ids)} ids)")
+    lut = np.zeros(max(int(inst.max()), int(ids.max()) if len(ids) else 0) + 1, np.int64)
+    lut[ids] = per
+    return lut[inst.astype(np.int64)]
 
 
 def binary_as_pieces(arr: np.ndarray, where: str = "the label image") -> np.ndarray:
