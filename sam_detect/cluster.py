@@ -312,11 +312,12 @@ def worker_detector(config: Any, snapshot: LibrarySnapshot | None, token: str) -
 # -- one image -----------------------------------------------------------------------------
 @dataclass
 class OutputSpec:
-    """What to make of each image: a JSON record, COCO instances, overlay bytes."""
+    """What to make of each image: a JSON record, its instances (for COCO and label images),
+    overlay bytes."""
 
     polygons: bool = True
     tolerance: float = 1.0
-    coco: bool = False
+    instances: bool = False
     overlay_suffix: str | None = None  # ".png", ".jpg"...: encode an overlay
     channels: tuple[int, ...] = ()
     frame: int | None = None
@@ -324,7 +325,7 @@ class OutputSpec:
 
 @dataclass
 class ImageResult:
-    """What one image gave: ``record`` (the JSON line), ``instances`` (for COCO),
+    """What one image gave: ``record`` (the JSON line), ``instances`` (for COCO and label images),
     ``overlay`` (encoded image bytes), ``notes``; or ``error`` (one line) when it failed."""
 
     path: str
@@ -347,7 +348,7 @@ def detect_one(detector: Any, path: str | os.PathLike, spec: OutputSpec) -> Imag
         return ImageResult(str(path), error=str(e))
     rec = image_record(found, str(path), polygons=spec.polygons, tolerance=spec.tolerance)
     overlay = encode_image(render_overlay(loaded.rgb, found), spec.overlay_suffix) if spec.overlay_suffix else None
-    return ImageResult(str(path), rec, found if spec.coco else None, overlay,
+    return ImageResult(str(path), rec, found if spec.instances else None, overlay,
                        notes=list(found.metadata.get("notes", [])))
 
 

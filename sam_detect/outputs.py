@@ -101,6 +101,19 @@ def predictions_to_coco(results: Iterable[tuple[str, Instances]], categories: Se
     )
 
 
+def label_maps(instances: Instances, classes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``(label image, type map)`` of detection results: object ``id`` ``k`` of the JSON is
+    pixel value ``k + 1`` (0 = background; where masks overlap, the later object), and its
+    class the 1-based place of its label in ``classes`` (the ids ``--coco`` gives them; 0
+    for a label not among them)."""
+    n = len(instances)
+    ids = instances.to_label_image(np.uint16 if n < 2**16 else np.uint32)
+    place = {str(c): i + 1 for i, c in enumerate(classes)}
+    lut = np.zeros(n + 1, np.uint8 if len(classes) < 2**8 else np.uint16)
+    lut[1:] = [place.get(str(lab), 0) for lab in instances.labels]
+    return ids, lut[ids]
+
+
 def write_json(obj: Any, path: str | Path) -> None:
     """Write JSON atomically (a temporary file renamed over ``path``): no half-written output."""
     path = Path(path)

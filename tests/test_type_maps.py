@@ -217,3 +217,49 @@ def test_add_and_eval_from_mat_files(typed_files, tmp_path):
                 "-q")
     assert r.exit_code == 0, r.output
     assert set(json.loads(r.stdout)["metrics"]["by_iou"]["0.5"]["per_class"]) == {"disc", "square"}
+
+
+def test_detect_writes_label_images_and_type_maps(typed_files, tmp_path):
+    import tifffile
+
+    f = typed_files
+    r = run_cli("add", f["image"][0], "--labels", f["labels"][0], "--types", f["types"][0], "--type-names",
+                "disc,square", "-q", *f["lib"])
+    assert r.exit_code == 0, r.output
+    labels, types = tmp_path / "labels.tif", tmp_path / "types.png"
+    r = run_cli("detect", f["image"][1], "--json", "--label-image", labels, "--type-map", types, *f["lib"])
+    assert r.exit_code == 0, r.output
+    assert "sam-detect: type map values: 1=disc, 2=square" in r.stderr
+    rec = json.loads(r.stdout)
+    ids = tifffile.imread(labels)
+    kinds = cv2.imread(str(types), cv2.IMREAD_UNCHANGED)
+    assert ids.shape == kinds.shape == (160, 160) and rec["count"] >= 4
+    assert int(ids.max()) == rec["count"]
+    for obj in rec["objects"]:  # object id k is value k + 1, its pixels its type
+        at = ids == obj["id"] + 1
+        assert int(at.sum()) == obj["area"]
+        assert set(np.unique(kinds[at]).tolist()) == {["disc", "square"].index(obj["label"]) + 1}
+    assert not kinds[ids == 0].any()
+    # several images: one file of each per image in the folder
+    out = tmp_path / "maps"
+    r = run_cli("detect", *f["image"][1:], "--label-image", out, "--type-map", out, "-q", *f["lib"])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in out.iterdir()) == ["image1_labels.tif", "image1_types.tif",
+                                                     "image2_labels.tif", "image2_types.tif"]
+    assert np.array_equal(tifffile.imread(out / "image1_labels.tif"), ids)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--label-image", "{tmp}/x.jpg"], "--label-image"),
+        (["--type-map", "{tmp}/nope/x.tif"], "folder"),
+        (["--label-image", "{tmp}/x.tif", "--slide"], "leave out --overlay, --label-image, --type-map"),
+        (["--label-image", "{tmp}/x.tif", "--resume", "{tmp}/r.jsonl"], "--label-image and --type-map need"),
+    ],
+)
+def test_detect_label_outputs_refused_before_any_work(typed_files, tmp_path, args, message):
+    f = typed_files
+    r = run_cli("detect", f["image"][1], *[a.replace("{tmp}", str(tmp_path)) for a in args], *f["lib"])
+    assert r.exit_code == 2 and message in r.output, r.output
+    assert "Traceback" not in r.output

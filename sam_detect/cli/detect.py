@@ -45,6 +45,14 @@ def load_cli_image(path: str | Path, channels: tuple[int, ...] = (), frame: int 
 @click.option("--overlay", "overlay_path", type=click.Path(),
               help="Write an overlay image (.png, .jpg, .tif, ...), or into a folder (an existing folder, "
               "a name ending in '/', or whenever several images are given) one <name>_overlay.png per image.")
+@click.option("--label-image", "label_path", type=click.Path(),
+              help="Also write the objects as a label image (0 = background; the JSON's object id k is "
+              "value k + 1): a .tif/.tiff/.png/.npy file, or into a folder (as --overlay) one "
+              "<name>_labels.tif per image.")
+@click.option("--type-map", "type_path", type=click.Path(),
+              help="Also write each object's class as a type map (0 = background; classes numbered as "
+              "--coco numbers them: the library's labels in sorted order, from 1): a file, or into a folder "
+              "one <name>_types.tif per image.")
 @click.option("--tolerance", type=finite(0), default=1.0,
               help="Polygon simplification in pixels (0 keeps every contour point).")
 @click.option("--no-polygons", is_flag=True, help="Leave polygons out of the JSON.")
@@ -65,7 +73,8 @@ def load_cli_image(path: str | Path, channels: tuple[int, ...] = (), frame: int 
 @click.option("--slide-level", type=click.IntRange(0), default=0,
               help="Pyramid level of the slide to read (0: full resolution).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or stage report on stderr.")
-def detect(images, as_json, jsonl, coco_path, overlay_path, tolerance, no_polygons, channels, frame,
+def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_path, tolerance, no_polygons, channels,
+           frame,
            cluster, resume_path, slide, slide_tile, slide_level, quiet, **opts) -> None:
     """Find and label objects similar to the library's examples.
 
@@ -76,6 +85,7 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, tolerance, no_polygo
     Examples:
       sam-detect detect frame5.tif --json
       sam-detect detect 'plates/*.png' --jsonl --coco found.json --overlay overlays/
+      sam-detect detect patch.png --label-image patch_labels.tif --type-map patch_types.tif
       sam-detect detect plates/ --cluster local:2 --resume plates.jsonl
     """
     from sam_detect.cli.validate import IMAGE_OUTPUT_SUFFIXES, output_file, output_folder
@@ -87,9 +97,13 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, tolerance, no_polygo
         raise click.BadParameter(
             "--coco needs every image's masks from this run; with --resume, make COCO from the "
             "finished run without --resume", param_hint="--resume")
-    if slide and (overlay_path or channels or frame is not None):
-        raise click.BadParameter("--slide reads the slide in tiles and draws no overlay of it; "
-                                 "leave out --overlay, --channel and --frame", param_hint="--slide")
+    if slide and (overlay_path or label_path or type_path or channels or frame is not None):
+        raise click.BadParameter("--slide reads the slide in tiles and draws no overlay or label image of it; "
+                                 "leave out --overlay, --label-image, --type-map, --channel and --frame "
+                                 "(--coco holds its objects)", param_hint="--slide")
+    if resume_path and (label_path or type_path):
+        raise click.BadParameter("--label-image and --type-map need every image's masks from this run; "
+                                 "leave out --resume", param_hint="--resume")
     if cluster is not None:
         from sam_detect.cluster import parse_cluster
 
@@ -107,6 +121,8 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, tolerance, no_polygo
             overlay_dir = output_folder(overlay_path, "--overlay")
         else:
             output_file(overlay_path, "--overlay", IMAGE_OUTPUT_SUFFIXES, what="an overlay image")
+    maps = {kind: _map_output(path, kind, paths) for kind, path in (("labels", label_path), ("types", type_path))
+            if path}
     resumed: dict = {}
     if resume_path:
         output_file(resume_path, "--resume", what="a JSON-lines file")
@@ -125,7 +141,10 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, tolerance, no_polygo
         from sam_detect.instances import NEGATIVE
 
         classes = sorted(lab for lab in detector.store.labels(detector.config.library)
-                         if lab != NEGATIVE) if coco_path else []  # every class in the COCO file, found or not
+                         if lab != NEGATIVE) if (coco_path or maps) else []  # every class in the COCO file, found or not
+        if "types" in maps and not quiet:
+            click.echo("sam-detect: type map values: " + ", ".join(f"{i}={c}" for i, c in enumerate(classes, 1)),
+                       err=True)
         todo = [p for p in paths if str(p) not in resumed]
         if resumed and not quiet:
             click.echo(f"sam-detect: resume: {len(paths) - len(todo)} of {len(paths)} images already "
@@ -138,10 +157,10 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, tolerance, no_polygo
             results = _slide_results(detector, todo, cluster, quiet, coco_path, no_polygons, tolerance,
                                      slide_tile, slide_level)
         else:
-            results = _results(detector, todo, cluster, quiet, overlay_path, overlay_dir, coco_path,
+            results = _results(detector, todo, cluster, quiet, overlay_path, overlay_dir, bool(coco_path or maps),
                                no_polygons, tolerance, channels, frame)
         resume_fh = None
-        overlay_names = None
+        overlay_names = map_names = None
         if resume_path:
             from sam_detect.cluster import open_resume
 
@@ -169,6 +188,9 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, tolerance, no_polygo
                 _emit(res.record, jsonl, records)
                 if coco_path:
                     coco_items.append((str(path), res.instances))
+                if maps:
+                    map_names = map_names or unique_stems(paths)
+                    _write_maps(maps, map_names[str(path)], res.instances, classes)
                 if res.overlay is not None:
                     if overlay_dir and overlay_names is None:
                         overlay_names = unique_stems(paths)
@@ -193,6 +215,30 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, tolerance, no_polygo
             click.echo(f"sam-detect: wrote COCO annotations to {coco_path}", err=True)
     if failures:
         raise click.ClickException(f"{failures} of {len(paths)} images failed (see the errors above)")
+
+
+def _map_output(path: str, kind: str, paths) -> tuple[Path, bool]:
+    """``(path, is a folder)`` of ``--label-image`` (``kind`` ``labels``) or ``--type-map``
+    (``types``), checked before any work: a folder, as for ``--overlay``, when several
+    images are given, the name ends in a separator or names a folder."""
+    from sam_detect.cli.validate import output_file, output_folder
+    from sam_detect.formats.label_image import LABEL_IMAGE_SUFFIXES
+
+    option = "--label-image" if kind == "labels" else "--type-map"
+    if len(paths) > 1 or path.endswith(("/", os.sep)) or Path(path).is_dir():
+        return output_folder(path, option), True
+    output_file(path, option, LABEL_IMAGE_SUFFIXES, what="a label image" if kind == "labels" else "a type map")
+    return Path(path), False
+
+
+def _write_maps(maps: dict, name: str, instances, classes) -> None:
+    """Write one image's ``--label-image`` and ``--type-map`` (``name``: its stem in a folder)."""
+    from sam_detect.formats.label_image import write_label_array
+    from sam_detect.outputs import label_maps
+
+    ids, types = label_maps(instances, classes)
+    for kind, (target, folder) in maps.items():
+        write_label_array(ids if kind == "labels" else types, target / f"{name}_{kind}.tif" if folder else target)
 
 
 def unique_stems(paths) -> dict[str, str]:
@@ -232,7 +278,7 @@ def iter_paths(images):
     return iter_image_paths(list(images))
 
 
-def _results(detector, paths, cluster, quiet, overlay_path, overlay_dir, coco_path, no_polygons, tolerance,
+def _results(detector, paths, cluster, quiet, overlay_path, overlay_dir, instances, no_polygons, tolerance,
              channels, frame):
     """The per-image results, in input order, from this process or the cluster's workers."""
     from sam_detect.cluster import OutputSpec, detect_images
@@ -240,7 +286,7 @@ def _results(detector, paths, cluster, quiet, overlay_path, overlay_dir, coco_pa
     suffix = None
     if overlay_path:
         suffix = ".png" if overlay_dir else Path(overlay_path).suffix.lower()
-    spec = OutputSpec(polygons=not no_polygons, tolerance=tolerance, coco=bool(coco_path),
+    spec = OutputSpec(polygons=not no_polygons, tolerance=tolerance, instances=instances,
                       overlay_suffix=suffix, channels=tuple(channels), frame=frame)
     progress = not quiet and len(paths) > 1
     if cluster is None:
