@@ -296,11 +296,15 @@ def test_cli_slide_on_cluster(client, hela, mosaic, tmp_path, one_torch_thread):
     path, _ = mosaic
     lib = ["--library-path", hela["root"] / "libs", "--segmenter", "classical", "--slide", "--slide-tile", 768]
     outs = []
-    for extra in ([], ["--cluster", client.scheduler.address]):
+    geo = tmp_path / "slide.geojson"
+    for extra in (["--geojson", geo], ["--cluster", client.scheduler.address]):
         r = run_cli("detect", path, "--json", "-q", *lib, *extra)
         assert r.exit_code == 0, r.output
         outs.append(json.loads(r.stdout))
     assert outs[0] == outs[1] and outs[0]["count"] > 200
+    # the slide's objects as GeoJSON outlines, in the JSON's order and with its labels
+    features = json.loads(geo.read_text())["features"]
+    assert [f["properties"]["classification"]["name"] for f in features] == [o["label"] for o in outs[0]["objects"]]
     r = run_cli("detect", path, "--slide", "--overlay", tmp_path / "o.png", *lib[:4])
     assert r.exit_code == 2 and "draws no overlay" in r.output
 

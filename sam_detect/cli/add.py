@@ -75,7 +75,7 @@ def _typed(lab, types, names: dict[int, str], hw: tuple[int, int], quiet: bool):
               help="Labels of the --types values: 'neoplastic,inflammatory' names 1, 2, ...; "
                    "'1=neoplastic,3=dead' names them by value. Default: 'type 1', 'type 2', ...")
 @click.option("--annotations", "annotations_path", type=click.Path(exists=True, dir_okay=False),
-              help="COCO, labelme, .npz or polygon annotations: every object becomes an example.")
+              help="COCO, labelme, GeoJSON (QuPath), .npz or polygon annotations: every object becomes an example.")
 @click.option("--label-from", type=click.Choice(["category"]), default=None,
               help="With --annotations: take each example's label from its category (the default without --label).")
 @click.option("--limit", type=click.IntRange(1), default=None,

@@ -53,6 +53,9 @@ def load_cli_image(path: str | Path, channels: tuple[int, ...] = (), frame: int 
               help="Also write each object's class as a type map (0 = background; classes numbered as "
               "--coco numbers them: the library's labels in sorted order, from 1): a file, or into a folder "
               "one <name>_types.tif per image.")
+@click.option("--geojson", "geojson_path", type=click.Path(),
+              help="Also write the objects as GeoJSON outlines with their classes (QuPath imports it): a "
+              ".geojson file, or into a folder one <name>.geojson per image.")
 @click.option("--tolerance", type=finite(0), default=1.0,
               help="Polygon simplification in pixels (0 keeps every contour point).")
 @click.option("--no-polygons", is_flag=True, help="Leave polygons out of the JSON.")
@@ -73,8 +76,8 @@ def load_cli_image(path: str | Path, channels: tuple[int, ...] = (), frame: int 
 @click.option("--slide-level", type=click.IntRange(0), default=0,
               help="Pyramid level of the slide to read (0: full resolution).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or stage report on stderr.")
-def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_path, tolerance, no_polygons, channels,
-           frame,
+def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_path, geojson_path, tolerance,
+           no_polygons, channels, frame,
            cluster, resume_path, slide, slide_tile, slide_level, quiet, **opts) -> None:
     """Find and label objects similar to the library's examples.
 
@@ -86,6 +89,7 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
       sam-detect detect frame5.tif --json
       sam-detect detect 'plates/*.png' --jsonl --coco found.json --overlay overlays/
       sam-detect detect patch.png --label-image patch_labels.tif --type-map patch_types.tif
+      sam-detect detect patches/ --geojson outlines/        # one <name>.geojson per image, for QuPath
       sam-detect detect plates/ --cluster local:2 --resume plates.jsonl
     """
     from sam_detect.cli.validate import IMAGE_OUTPUT_SUFFIXES, output_file, output_folder
@@ -100,9 +104,9 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
     if slide and (overlay_path or label_path or type_path or channels or frame is not None):
         raise click.BadParameter("--slide reads the slide in tiles and draws no overlay or label image of it; "
                                  "leave out --overlay, --label-image, --type-map, --channel and --frame "
-                                 "(--coco holds its objects)", param_hint="--slide")
-    if resume_path and (label_path or type_path):
-        raise click.BadParameter("--label-image and --type-map need every image's masks from this run; "
+                                 "(--coco and --geojson hold its objects)", param_hint="--slide")
+    if resume_path and (label_path or type_path or geojson_path):
+        raise click.BadParameter("--label-image, --type-map and --geojson need every image's masks from this run; "
                                  "leave out --resume", param_hint="--resume")
     if cluster is not None:
         from sam_detect.cluster import parse_cluster
@@ -121,8 +125,8 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
             overlay_dir = output_folder(overlay_path, "--overlay")
         else:
             output_file(overlay_path, "--overlay", IMAGE_OUTPUT_SUFFIXES, what="an overlay image")
-    maps = {kind: _map_output(path, kind, paths) for kind, path in (("labels", label_path), ("types", type_path))
-            if path}
+    maps = {kind: _map_output(path, kind, paths)
+            for kind, path in (("labels", label_path), ("types", type_path), ("geojson", geojson_path)) if path}
     resumed: dict = {}
     if resume_path:
         output_file(resume_path, "--resume", what="a JSON-lines file")
@@ -154,8 +158,8 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
             if not quiet:
                 click.echo(f"sam-detect: cluster: {cluster}", err=True)
         if slide:
-            results = _slide_results(detector, todo, cluster, quiet, coco_path, no_polygons, tolerance,
-                                     slide_tile, slide_level)
+            results = _slide_results(detector, todo, cluster, quiet, bool(coco_path or maps), no_polygons,
+                                     tolerance, slide_tile, slide_level)
         else:
             results = _results(detector, todo, cluster, quiet, overlay_path, overlay_dir, bool(coco_path or maps),
                                no_polygons, tolerance, channels, frame)
@@ -190,7 +194,7 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
                     coco_items.append((str(path), res.instances))
                 if maps:
                     map_names = map_names or unique_stems(paths)
-                    _write_maps(maps, map_names[str(path)], res.instances, classes)
+                    _write_maps(maps, map_names[str(path)], res.instances, classes, tolerance)
                 if res.overlay is not None:
                     if overlay_dir and overlay_names is None:
                         overlay_names = unique_stems(paths)
@@ -217,28 +221,42 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
         raise click.ClickException(f"{failures} of {len(paths)} images failed (see the errors above)")
 
 
+#: per-image outputs beside the JSON: option, file suffixes, what it is, its name in a folder
+_MAP_OUTPUTS = {
+    "labels": ("--label-image", None, "a label image", "{}_labels.tif"),
+    "types": ("--type-map", None, "a type map", "{}_types.tif"),
+    "geojson": ("--geojson", (".geojson", ".json"), "a GeoJSON file", "{}.geojson"),
+}
+
+
 def _map_output(path: str, kind: str, paths) -> tuple[Path, bool]:
-    """``(path, is a folder)`` of ``--label-image`` (``kind`` ``labels``) or ``--type-map``
-    (``types``), checked before any work: a folder, as for ``--overlay``, when several
+    """``(path, is a folder)`` of ``--label-image``, ``--type-map`` or ``--geojson``
+    (``_MAP_OUTPUTS``), checked before any work: a folder, as for ``--overlay``, when several
     images are given, the name ends in a separator or names a folder."""
     from sam_detect.cli.validate import output_file, output_folder
     from sam_detect.formats.label_image import LABEL_IMAGE_SUFFIXES
 
-    option = "--label-image" if kind == "labels" else "--type-map"
+    option, suffixes, what, _ = _MAP_OUTPUTS[kind]
     if len(paths) > 1 or path.endswith(("/", os.sep)) or Path(path).is_dir():
         return output_folder(path, option), True
-    output_file(path, option, LABEL_IMAGE_SUFFIXES, what="a label image" if kind == "labels" else "a type map")
+    output_file(path, option, suffixes or LABEL_IMAGE_SUFFIXES, what=what)
     return Path(path), False
 
 
-def _write_maps(maps: dict, name: str, instances, classes) -> None:
-    """Write one image's ``--label-image`` and ``--type-map`` (``name``: its stem in a folder)."""
+def _write_maps(maps: dict, name: str, instances, classes, tolerance: float) -> None:
+    """Write one image's ``--label-image``, ``--type-map`` and ``--geojson`` (``name``: its
+    stem in a folder)."""
+    from sam_detect.formats.geojson import save_geojson
     from sam_detect.formats.label_image import write_label_array
     from sam_detect.outputs import label_maps
 
-    ids, types = label_maps(instances, classes)
+    ids, types = label_maps(instances, classes) if {"labels", "types"} & set(maps) else (None, None)
     for kind, (target, folder) in maps.items():
-        write_label_array(ids if kind == "labels" else types, target / f"{name}_{kind}.tif" if folder else target)
+        target = target / _MAP_OUTPUTS[kind][3].format(name) if folder else target
+        if kind == "geojson":
+            save_geojson(instances, target, tolerance=tolerance)
+        else:
+            write_label_array(ids if kind == "labels" else types, target)
 
 
 def unique_stems(paths) -> dict[str, str]:
@@ -294,7 +312,7 @@ def _results(detector, paths, cluster, quiet, overlay_path, overlay_dir, instanc
     return detect_images(detector.config, paths, cluster=cluster, spec=spec, progress=progress)
 
 
-def _slide_results(detector, paths, cluster, quiet, coco_path, no_polygons, tolerance, tile, level):
+def _slide_results(detector, paths, cluster, quiet, instances, no_polygons, tolerance, tile, level):
     """One result per slide, each detected tile by tile and merged across seams."""
     from sam_detect.cluster import ImageResult
     from sam_detect.errors import SamDetectError
@@ -310,4 +328,4 @@ def _slide_results(detector, paths, cluster, quiet, coco_path, no_polygons, tole
             yield ImageResult(str(path), error=str(e))
             continue
         rec = image_record(found, str(path), polygons=not no_polygons, tolerance=tolerance)
-        yield ImageResult(str(path), rec, found if coco_path else None)
+        yield ImageResult(str(path), rec, found if instances else None)

@@ -14,7 +14,7 @@ from sam_detect.cli.validate import output_file, type_names_option
 
 ANNOTATION_HELP = (
     "Ground truth: a label image or label stack (one frame per image), a COCO file (matched "
-    "by file name), a labelme/.npz/polygon file (one image), or one file per image (repeat)."
+    "by file name), a labelme/GeoJSON/.npz/polygon file (one image), or one file per image (repeat)."
 )
 
 
@@ -238,9 +238,15 @@ def eval_cmd(
     names = type_names_option(type_names)
     from sam_detect.formats import load_ground_truth
 
+    shapes = None
+    if any(Path(a).suffix.lower() in (".json", ".geojson") for a in annotations):
+        # GeoJSON and polygon lists carry no image size: each image's own
+        from sam_detect.io.images import load_image
+
+        shapes = [load_image(r.path, channel=r.channel, frame=r.frame).rgb.shape[:2] for r in refs]
     gt = load_ground_truth(annotations, [Path(r.path).name for r in refs], label=label,
                            channel=labels_channel, frame=frame, types=types, types_channel=types_channel,
-                           type_names=names)
+                           type_names=names, image_shapes=shapes)
     for name, idx in (("--examples-from", ex_idx), ("--detect-on", det_idx)):
         if idx and idx[-1] >= len(refs):
             raise click.BadParameter(

@@ -15,6 +15,8 @@ One dispatch, by file extension and, for ``.json``, by content (:func:`load_anno
   instance map + type map), the type most of its pixels carry (:func:`typed_instances`).
 - :mod:`~sam_detect.formats.coco` instance JSON: polygons or RLE; a ``bbox`` alone is a box mask.
 - :mod:`~sam_detect.formats.labelme` JSON (``shapes``).
+- :mod:`~sam_detect.formats.geojson` ``.geojson`` (or ``.json``) features: QuPath's outlines
+  and classes; they carry no image size: pass ``image_shape``.
 - :mod:`~sam_detect.formats.npz` ``masks`` ``(N, H, W)`` and ``labels`` ``(N,)``.
 - :mod:`~sam_detect.formats.polygons` polygon lists (JSON); they carry no image size: pass
   ``image_shape``.
@@ -38,6 +40,7 @@ from sam_detect.formats._common import (
     select_image,
 )
 from sam_detect.formats.coco import is_coco, read_coco, save_coco, to_coco
+from sam_detect.formats.geojson import is_geojson, read_geojson, save_geojson, to_geojson
 from sam_detect.formats.label_image import (
     LABEL_IMAGE_SUFFIXES,
     LABEL_READ_SUFFIXES,
@@ -55,8 +58,8 @@ from sam_detect.formats.npz import read_npz, save_npz
 from sam_detect.formats.polygons import read_polygon_file, read_polygons, save_polygons
 from sam_detect.instances import Instances
 
-SUPPORTED_SUFFIXES = (*LABEL_READ_SUFFIXES, ".json", ".npz")
-WRITE_FORMATS = ("coco", "labelme", "label_image", "npz", "polygons")
+SUPPORTED_SUFFIXES = (*LABEL_READ_SUFFIXES, ".json", ".geojson", ".npz")
+WRITE_FORMATS = ("coco", "geojson", "labelme", "label_image", "npz", "polygons")
 
 
 # ----------------------------------------------------------------------------------------
@@ -170,12 +173,15 @@ def load_ground_truth(
     types: Sequence[PathLike] = (),
     types_channel: int | None = None,
     type_names: dict[int, str] | None = None,
+    image_shapes: Sequence[Sequence[int]] | None = None,
 ) -> list[Any]:
     """Ground truth of each of ``image_names``: one annotation file per image, or one file
     covering all of them (a label stack, a COCO file). Label images stay ``(H, W)`` int
     arrays (cheap to hold); other files give ``Instances``.
 
     ``pieces``: as :func:`read_label_image`'s (``False`` reads type maps).
+    ``image_shapes``: each image's ``(H, W)``, for files that carry no image size (GeoJSON,
+    polygon lists).
     ``types``: type maps paired with label images as the label images pair with the images
     (one per label file, frame for frame); each object then takes the type most of its
     pixels carry (:func:`typed_instances`, named by ``type_names``), and objects without a
@@ -222,7 +228,8 @@ def load_ground_truth(
                     )
                 out.append(frames[0])
             else:
-                out.append(load_annotations(p, label=label, image=name if is_coco_file(p) else None))
+                shape = image_shapes[len(out)] if image_shapes is not None else None
+                out.append(load_annotations(p, shape, label=label, image=name if is_coco_file(p) else None))
         return out
     path = paths[0]
     if is_label_image(path):
@@ -241,7 +248,7 @@ def load_ground_truth(
         return load_annotation_set(path, image_names=list(image_names), label=label)
     if n != 1:
         raise AnnotationError(f"{path}: annotates one image but {n} image(s) were given")
-    return [load_annotations(path, label=label)]
+    return [load_annotations(path, image_shapes[0] if image_shapes is not None else None, label=label)]
 
 
 def is_label_image(path: PathLike) -> bool:
@@ -276,7 +283,7 @@ def _read_any(
         items = read_label_frames(path, label, channel, frame)
     elif suffix == ".npz":
         items = [read_npz(path, label)]
-    elif suffix == ".json":
+    elif suffix in (".json", ".geojson"):
         items = _read_json(path, image_shape, label)
     else:
         raise AnnotationError(
@@ -298,6 +305,8 @@ def _read_json(path: Path, image_shape: Sequence[int] | None, label: str | None)
             return read_coco(path, doc, label)
         if is_labelme(doc):
             return [read_labelme(path, doc, image_shape, label)]
+        if is_geojson(doc):
+            return [read_geojson(path, doc, image_shape, label)]
         return [read_polygons(path, doc, image_shape, label)]
     except AnnotationError as e:
         msg = str(e)
@@ -340,6 +349,8 @@ def save_annotations(
         raise AnnotationError(f"{path}: a {fmt} file holds one image, got {len(seq)}; write COCO or a label stack")
     if fmt == "labelme":
         return save_labelme(seq[0], path, image_names[0] if image_names else None, tolerance=tolerance)
+    if fmt == "geojson":
+        return save_geojson(seq[0], path, tolerance=tolerance)
     if fmt == "npz":
         return save_npz(seq[0], path)
     return save_polygons(seq[0], path, tolerance=tolerance)
@@ -351,11 +362,13 @@ def _format_of(path: Path) -> str:
         return "coco"
     if suffix == ".npz":
         return "npz"
+    if suffix == ".geojson":
+        return "geojson"
     if suffix in LABEL_IMAGE_SUFFIXES:
         return "label_image"
     raise AnnotationError(
         f"{path}: unsupported annotation format {suffix!r} to write; expected one of "
-        + ", ".join((*LABEL_IMAGE_SUFFIXES, ".json", ".npz"))
+        + ", ".join((*LABEL_IMAGE_SUFFIXES, ".json", ".geojson", ".npz"))
     )
 
 
@@ -366,6 +379,7 @@ __all__ = [
     "WRITE_FORMATS",
     "instances_to_label_image",
     "is_coco_file",
+    "is_geojson",
     "is_label_image",
     "label_image_to_instances",
     "load_annotation_set",
@@ -377,11 +391,13 @@ __all__ = [
     "read_polygon_file",
     "save_annotations",
     "save_coco",
+    "save_geojson",
     "save_label_image",
     "save_labelme",
     "save_npz",
     "save_polygons",
     "to_coco",
+    "to_geojson",
     "to_labelme",
     "typed_instances",
 ]

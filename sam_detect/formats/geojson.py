@@ -1,0 +1,205 @@
+"""GeoJSON: what QuPath (and other slide viewers) import and export, one image per file.
+
+A ``FeatureCollection`` (or a list of ``Feature`` objects, or one ``Feature``) whose
+``Polygon`` / ``MultiPolygon`` geometries are outlines in pixel coordinates (``x`` to the
+right, ``y`` down). An object's label is its ``properties.classification.name`` (QuPath's),
+else ``classification`` as a string, ``name`` or ``label``. Holes are cut out; features of
+other geometries (points, lines) are skipped and counted. GeoJSON carries no image size:
+reading needs the image's ``(H, W)``.
+
+Written: one ``Feature`` per object (``Polygon``, or ``MultiPolygon`` for an object in
+pieces; holes as inner rings) with ``properties`` ``{"objectType": "detection", "classification": {"name", "color"},
+"measurements": {"confidence", "similarity"}}``, rings closed, vertices at the centres of
+the outline's pixels as OpenCV traces them (simplified by ``tolerance`` pixels as
+:func:`sam_detect.masks.crop_to_polygons` does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sam_detect.errors import AnnotationError
+from sam_detect.formats._common import DEFAULT_LABEL, PathLike, label_str, write_json
+from sam_detect.instances import Instances
+
+SUFFIX = ".geojson"
+
+
+def is_geojson(doc: Any) -> bool:
+    """Whether a parsed JSON document is GeoJSON features."""
+    if isinstance(doc, dict):
+        return doc.get("type") in ("FeatureCollection", "Feature")
+    return isinstance(doc, list) and bool(doc) and all(isinstance(f, dict) and f.get("type") == "Feature" for f in doc)
+
+
+def _features(doc: Any) -> list[dict]:
+    if isinstance(doc, list):
+        return doc
+    if doc.get("type") == "Feature":
+        return [doc]
+    features = doc.get("features")
+    if not isinstance(features, list):
+        raise AnnotationError("a FeatureCollection needs a 'features' list")
+    return features
+
+
+def _label_of(props: Any) -> str | None:
+    if not isinstance(props, dict):
+        return None
+    cls = props.get("classification")
+    if isinstance(cls, dict) and cls.get("name"):
+        return str(cls["name"])
+    if isinstance(cls, str) and cls:
+        return cls
+    for key in ("name", "label"):
+        if props.get(key):
+            return str(props[key])
+    return None
+
+
+def _rings(geometry: Any, k: int) -> list[list[np.ndarray]] | None:
+    """``[[exterior, hole, ...], ...]`` of a ``Polygon`` or ``MultiPolygon``; ``None`` for
+    another geometry."""
+    if not isinstance(geometry, dict):
+        raise AnnotationError(f"feature #{k}: no geometry")
+    kind, coords = geometry.get("type"), geometry.get("coordinates")
+    if kind == "Polygon":
+        polys = [coords]
+    elif kind == "MultiPolygon":
+        polys = coords
+    else:
+        return None
+    out = []
+    for poly in polys or []:
+        rings = [np.asarray(r, np.float64).reshape(-1, 2)[:, :2] for r in poly]
+        if not rings or len(rings[0]) < 3:
+            raise AnnotationError(f"feature #{k}: a polygon ring needs at least 3 points")
+        if not all(np.isfinite(r).all() for r in rings):
+            raise AnnotationError(f"feature #{k}: coordinates must be finite numbers")
+        out.append(rings)
+    return out
+
+
+def _crop(polys: list[list[np.ndarray]], hw: tuple[int, int]):
+    """A :class:`~sam_detect.masks.MaskCrop` of exteriors filled and holes cleared."""
+    import cv2
+
+    from sam_detect.masks import MaskCrop
+
+    h, w = hw
+    allp = np.concatenate([p[0] for p in polys])
+    x0, y0 = max(int(np.floor(allp[:, 0].min())), 0), max(int(np.floor(allp[:, 1].min())), 0)
+    x1, y1 = min(int(np.ceil(allp[:, 0].max())) + 1, w), min(int(np.ceil(allp[:, 1].max())) + 1, h)
+    if x1 <= x0 or y1 <= y0:
+        return MaskCrop.empty()
+    out = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    shift = np.array([x0, y0], np.float64)
+    for rings in polys:
+        cv2.fillPoly(out, [np.round(rings[0] - shift).astype(np.int32)], 1)
+        for hole in rings[1:]:  # its ring runs on the object's pixels round the hole: they stay
+            pts = np.round(hole - shift).astype(np.int32)
+            cv2.fillPoly(out, [pts], 0)
+            cv2.polylines(out, [pts], True, 1)
+    return MaskCrop(out.astype(bool), (x0, y0))
+
+
+def read_geojson(path: Path, doc: Any, image_shape: Sequence[int] | None, label: str | None) -> Instances:
+    """The ``Instances`` of a GeoJSON document on an image of ``image_shape``."""
+    if image_shape is None:
+        raise AnnotationError("GeoJSON carries no image size; pass image_shape (H, W) (the CLI passes the image's)")
+    hw = (int(image_shape[0]), int(image_shape[1]))
+    crops, labels, skipped = [], [], 0
+    for k, feature in enumerate(_features(doc)):
+        if not isinstance(feature, dict) or feature.get("type") != "Feature":
+            raise AnnotationError(f"item #{k}: not a GeoJSON Feature")
+        polys = _rings(feature.get("geometry"), k)
+        if polys is None:
+            skipped += 1
+            continue
+        crop = _crop(polys, hw)
+        if not crop.area:
+            skipped += 1  # outside the image, or too thin to hold a pixel
+            continue
+        crops.append(crop)
+        labels.append(label or _label_of(feature.get("properties")) or DEFAULT_LABEL)
+    if not crops:
+        raise AnnotationError("no polygon in the GeoJSON lies on the image"
+                              + (f" ({skipped} feature(s) of other geometries or outside it)" if skipped else ""))
+    inst = Instances.from_crops(crops, None, hw, labels=labels,
+                                data={"source_id": np.arange(len(crops), dtype=np.int64)})
+    inst.metadata.update({"format": "geojson", "image": 0, "skipped": skipped})
+    return inst
+
+
+def _outlines(crop: np.ndarray, origin: Sequence[int], tolerance: float) -> list[list[list[list[float]]]]:
+    """``[[exterior, hole, ...], ...]``: each piece of a mask and the holes in it, as closed
+    rings of ``[x, y]`` in image coordinates (simplified as ``crop_to_polygons`` does)."""
+    import cv2
+
+    from sam_detect.masks import _simplify
+
+    padded = np.pad(crop.astype(np.uint8), 1)
+    contours, hierarchy = cv2.findContours(padded, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)
+    if hierarchy is None:
+        return []
+    shift = np.array([origin[0] - 1, origin[1] - 1], np.float64)
+
+    def ring(c: np.ndarray) -> list[list[float]] | None:
+        pts = _simplify([c], tolerance, 3)
+        if not pts:
+            return None
+        xy = np.asarray(pts[0], np.float64) + shift
+        return [[round(float(x), 2), round(float(y), 2)] for x, y in (*xy, xy[0])]
+
+    pieces = []
+    for k, (_, _, child, parent) in enumerate(hierarchy[0]):
+        if parent != -1:
+            continue  # a hole: listed under its piece
+        outer = ring(contours[k])
+        if outer is None:
+            continue
+        holes = []
+        while child != -1:
+            if (h := ring(contours[child])) is not None:
+                holes.append(h)
+            child = hierarchy[0][child][0]
+        pieces.append([outer, *holes])
+    return pieces
+
+
+def to_geojson(instances: Instances, *, tolerance: float = 1.0) -> dict[str, Any]:
+    """A ``FeatureCollection`` of the instances, one feature per object."""
+    from sam_detect.outputs import label_color
+
+    features = []
+    sim = instances.data.get("similarity")
+    for i in range(len(instances)):
+        m = instances.crop(i)
+        pieces = _outlines(m.crop, m.origin, tolerance)
+        if not pieces:
+            continue
+        geometry = ({"type": "Polygon", "coordinates": pieces[0]} if len(pieces) == 1
+                    else {"type": "MultiPolygon", "coordinates": pieces})
+        name = label_str(instances.labels[i])
+        measurements = {"confidence": round(float(instances.label_confidences[i]), 4)}
+        if sim is not None:
+            measurements["similarity"] = round(float(sim[i]), 4)
+        features.append({"type": "Feature", "geometry": geometry,
+                         "properties": {"objectType": "detection",
+                                        "classification": {"name": name, "color": list(label_color(name))},
+                                        "measurements": measurements}})
+    return {"type": "FeatureCollection", "features": features}
+
+
+def save_geojson(instances: Instances, path: PathLike, *, tolerance: float = 1.0) -> Path:
+    """Write :func:`to_geojson` to ``path``."""
+    path = Path(path)
+    write_json(path, to_geojson(instances, tolerance=tolerance))
+    return path
+
+
+__all__ = ["SUFFIX", "is_geojson", "read_geojson", "save_geojson", "to_geojson"]

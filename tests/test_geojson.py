@@ -1,0 +1,138 @@
+"""GeoJSON outlines (QuPath's exchange format): read as annotations, written by ``detect``."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from conftest import draw_scene, run_cli
+
+from sam_detect.errors import AnnotationError
+from sam_detect.formats import load_annotations, save_annotations, to_geojson
+from sam_detect.instances import Instances
+
+
+def _masks() -> np.ndarray:
+    m = np.zeros((3, 60, 80), bool)
+    m[0, 0:20, 0:25] = True  # on the image's corner
+    m[1, 30:50, 40:70] = True
+    m[1, 38:42, 50:60] = False  # a hole
+    m[2, 2:6, 70:80] = True
+    m[2, 50:55, 2:8] = True  # one object in two pieces
+    return m
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / (a | b).sum())
+
+
+def test_round_trip_keeps_holes_pieces_and_labels(tmp_path):
+    m = _masks()
+    inst = Instances(masks=m, labels=["tumour", "immune", "stroma"])
+    path = save_annotations(inst, tmp_path / "x.geojson", tolerance=0)
+    doc = json.loads(path.read_text())
+    assert doc["type"] == "FeatureCollection"
+    kinds = [(f["geometry"]["type"], len(f["geometry"]["coordinates"])) for f in doc["features"]]
+    assert kinds == [("Polygon", 1), ("Polygon", 2), ("MultiPolygon", 2)]  # the hole an inner ring
+    ring = doc["features"][0]["geometry"]["coordinates"][0]
+    assert ring[0] == ring[-1]  # closed, as GeoJSON wants
+    assert doc["features"][1]["properties"]["classification"]["name"] == "immune"
+    back = load_annotations(path, image_shape=(60, 80))
+    assert list(back.labels) == ["tumour", "immune", "stroma"]
+    assert [_iou(back.mask(i), m[i]) for i in range(3)] == [1.0, 1.0, 1.0]
+    assert back.metadata["format"] == "geojson"
+    # simplified outlines stay close
+    simple = load_annotations(save_annotations(inst, tmp_path / "s.geojson"), image_shape=(60, 80))
+    assert min(_iou(simple.mask(i), m[i]) for i in range(3)) >= 0.95
+
+
+def test_qupath_documents_and_their_classes(tmp_path):
+    square = [[10, 10], [30, 10], [30, 30], [10, 30], [10, 10]]
+    features = [
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [square]},
+         "properties": {"objectType": "annotation", "classification": {"name": "Tumor", "color": [200, 0, 0]}}},
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[x + 40, y] for x, y in square]]},
+         "properties": {"classification": "Immune cells"}},
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[x, y + 40] for x, y in square]]},
+         "properties": {}},
+        {"type": "Feature", "geometry": {"type": "Point", "coordinates": [5, 5]}, "properties": {"name": "dot"}},
+    ]
+    as_list = tmp_path / "list.json"  # a bare list of features, in a .json file
+    as_list.write_text(json.dumps(features))
+    inst = load_annotations(as_list, image_shape=(100, 100))
+    assert list(inst.labels) == ["Tumor", "Immune cells", "object"] and inst.metadata["skipped"] == 1
+    assert int(inst.crop(0).area) == 21 * 21  # vertices on pixels, both ends kept
+    one = tmp_path / "one.geojson"
+    one.write_text(json.dumps(features[0]))
+    assert list(load_annotations(one, image_shape=(100, 100), label="x").labels) == ["x"]
+
+
+@pytest.mark.parametrize(
+    ("doc", "shape", "message"),
+    [
+        ({"type": "FeatureCollection", "features": []}, (50, 50), "no polygon in the GeoJSON lies on the image"),
+        ({"type": "FeatureCollection", "features": [{"type": "Feature", "geometry": {
+            "type": "Polygon", "coordinates": [[[200, 200], [220, 200], [220, 220]]]}}]}, (50, 50),
+         "no polygon in the GeoJSON lies on the image"),
+        ({"type": "FeatureCollection", "features": [{"type": "Feature", "geometry": {
+            "type": "Polygon", "coordinates": [[[1, 1], [5, 1]]]}}]}, (50, 50), "at least 3 points"),
+        ({"type": "FeatureCollection", "features": [{"type": "Feature", "geometry": None}]}, (50, 50),
+         "feature #0: no geometry"),
+        ({"type": "FeatureCollection", "features": "nope"}, (50, 50), "needs a 'features' list"),
+        ({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[1, 1], [5, 1], [5, 5]]]}}, None,
+         "GeoJSON carries no image size"),
+    ],
+)
+def test_bad_geojson_is_one_clear_error(tmp_path, doc, shape, message):
+    path = tmp_path / "bad.geojson"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(AnnotationError, match=message):
+        load_annotations(path, image_shape=shape)
+
+
+def test_detect_writes_geojson_and_add_and_eval_read_it(tmp_path):
+    images, geo = [], []
+    for seed in range(3):
+        rgb, masks, labels = draw_scene(seed)
+        images.append(tmp_path / f"scene{seed}.png")
+        cv2.imwrite(str(images[-1]), rgb)
+        geo.append(save_annotations(Instances(masks=masks, labels=labels), tmp_path / f"gt{seed}.geojson"))
+    lib = ["--library-path", tmp_path / "libs"]
+    r = run_cli("add", images[0], "--annotations", geo[0], "-q", *lib)
+    assert r.exit_code == 0, r.output
+    assert "added 6 example(s) (disc: 3, square: 3)" in r.stdout
+    out = tmp_path / "found.geojson"
+    r = run_cli("detect", images[1], "--json", "--geojson", out, *lib)
+    assert r.exit_code == 0, r.output
+    rec = json.loads(r.stdout)
+    doc = json.loads(out.read_text())
+    assert [f["properties"]["classification"]["name"] for f in doc["features"]] == [o["label"] for o in rec["objects"]]
+    found = load_annotations(out, image_shape=(160, 160))
+    assert [int(found.crop(i).area) for i in range(len(found))] == pytest.approx([o["area"] for o in rec["objects"]],
+                                                                                 rel=0.15)
+    folder = tmp_path / "outlines"
+    r = run_cli("detect", *images[1:], "--geojson", folder, "-q", *lib)
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in folder.iterdir()) == ["scene1.geojson", "scene2.geojson"]
+    # eval: GeoJSON ground truth, one file per image (the images give their sizes)
+    ann = [a for p in geo for a in ("-a", p)]
+    r = run_cli("eval", *images, *ann, "--shots", 2, "--examples-from", 0, "--detect-on", "1,2", "--json",
+                "--no-baselines", "--embedder", "handcrafted", "-q")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert res["examples"] == {"disc": 2, "square": 2}
+    assert res["metrics"]["by_iou"]["0.5"]["detection"]["tp"] == 12
+
+
+def test_geojson_output_refused_before_any_work(tmp_path):
+    rgb, _, _ = draw_scene(0)
+    img = tmp_path / "scene.png"
+    cv2.imwrite(str(img), rgb)
+    r = run_cli("detect", img, "--geojson", tmp_path / "x.txt", "--library-path", tmp_path / "libs")
+    assert r.exit_code == 2 and "--geojson" in r.output and "Traceback" not in r.output
+
+
+def test_to_geojson_of_nothing_is_an_empty_collection():
+    assert to_geojson(Instances(masks=np.zeros((0, 10, 10), bool))) == {"type": "FeatureCollection", "features": []}
