@@ -33,6 +33,7 @@ def rectangles() -> Instances:
 
 CASES = [  # (format, file name, labels kept)
     ("coco", "a.json", True),
+    ("geojson", "a.geojson", True),
     ("labelme", "a.json", True),
     ("label_image", "a.tif", False),
     ("label_image", "a.png", False),

@@ -633,8 +633,12 @@ def test_export_formats(client):
     lab = np.array(Image.open(io.BytesIO(r.content)))
     assert lab.shape == (SIZE, SIZE) and set(np.unique(lab)) == {0, 1, 2}
     assert iou(lab == 1, masks[0]) > 0.85 and iou(lab == 2, masks[5]) > 0.85
+    r = client.get("/api/export", params={"path": "scene.png", "format": "geojson"})
+    assert r.status_code == 200 and 'filename="scene.geojson"' in r.headers["content-disposition"]
+    features = r.json()["features"]
+    assert sorted(f["properties"]["classification"]["name"] for f in features) == ["disc", "square"]
     r = client.get("/api/export", params={"path": "scene.png", "format": "xml"})
-    assert r.status_code == 422 and "coco, labelme or labels" in r.json()["error"]
+    assert r.status_code == 422 and "coco, labelme, geojson or labels" in r.json()["error"]
 
 
 # ------------------------------------------------------------------ upload ------------

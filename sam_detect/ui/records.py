@@ -17,7 +17,14 @@ from sam_detect.instances import Instances
 from sam_detect.masks import MaskCrop
 from sam_detect.ui.images import View, encode_png, short
 
-EXPORT_FORMATS = ("coco", "labelme", "labels")
+EXPORT_FORMATS = ("coco", "labelme", "geojson", "labels")
+
+
+def check_export_format(fmt: str) -> None:
+    """Refuse an export format that is not one of ``EXPORT_FORMATS``."""
+    if fmt not in EXPORT_FORMATS:
+        raise AnnotationError(f"export format must be {', '.join(EXPORT_FORMATS[:-1])} or {EXPORT_FORMATS[-1]}, "
+                              f"got {short(fmt)}")
 
 
 def copy_of(inst: Instances, i: int) -> MaskCrop:
@@ -111,19 +118,21 @@ def annotation_json(a: Annotation, candidates: dict[str, Candidate]) -> dict[str
 
 
 def export_file(instances: Instances, fmt: str, stem: str, image_name: str) -> tuple[bytes, str, str]:
-    """An image's objects as a file: ``coco`` (JSON, polygons), ``labelme`` (JSON) or
-    ``labels`` (label image: 16-bit PNG, ids 1..N in order). Returns ``(data, media type,
-    file name)``; the name is ``STEM_FORMAT.EXT``."""
-    from sam_detect.formats import instances_to_label_image, to_coco, to_labelme
+    """An image's objects as a file: ``coco`` (JSON, polygons), ``labelme`` (JSON),
+    ``geojson`` (outlines and classes, for QuPath) or ``labels`` (label image: 16-bit PNG, ids
+    1..N in order). Returns ``(data, media type, file name)``; the name is
+    ``STEM_FORMAT.EXT``."""
+    from sam_detect.formats import instances_to_label_image, to_coco, to_geojson, to_labelme
 
-    if fmt not in EXPORT_FORMATS:
-        raise AnnotationError(f"export format must be coco, labelme or labels, got {short(fmt)}")
+    check_export_format(fmt)
     if fmt == "coco":
         doc = to_coco(instances, [image_name])
         return json.dumps(doc).encode(), "application/json", f"{stem}_coco.json"
     if fmt == "labelme":
         doc = to_labelme(instances, image_name)
         return json.dumps(doc, indent=1).encode(), "application/json", f"{stem}_labelme.json"
+    if fmt == "geojson":
+        return json.dumps(to_geojson(instances)).encode(), "application/geo+json", f"{stem}.geojson"
     lab = instances_to_label_image(instances, dtype=np.uint16 if len(instances) < 65535 else np.uint32)
     if lab.dtype == np.uint32:
         raise AnnotationError(f"{len(instances)} objects do not fit a 16-bit label PNG")

@@ -49,12 +49,12 @@ from sam_detect.ui.images import (
 from sam_detect.ui.libraries import CachingEmbedder, Libraries
 from sam_detect.ui.prefetch import Prefetcher
 from sam_detect.ui.records import (
-    EXPORT_FORMATS,
     Action,
     Annotation,
     Candidate,
     annotation_json,
     candidate_json,
+    check_export_format,
     copy_of,
     export_file,
 )
@@ -580,8 +580,7 @@ class AnnotationSession:
     def export(self, rel: str, view: View, fmt: str) -> tuple[bytes, str, str]:
         """The image's objects (examples and detections, negatives left out) as a file
         (:func:`~sam_detect.ui.records.export_file`). Returns ``(data, media type, file name)``."""
-        if fmt not in EXPORT_FORMATS:
-            raise AnnotationError(f"export format must be coco, labelme or labels, got {short(fmt)}")
+        check_export_format(fmt)
         with self.lock:
             loaded = self.load(rel, view)
             anns = [
