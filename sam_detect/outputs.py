@@ -26,7 +26,7 @@ def instance_records(
     rle: bool = False,
     neighbours: bool = True,
 ) -> list[dict[str, Any]]:
-    """One JSON-ready dict per instance: label, confidence, box (XYXY), area, polygons...
+    """One JSON-ready dict per instance: label, confidence, box (XYXY), area, centroid, polygons...
 
     ``polygons``: outlines as ``[[x, y], ...]`` lists simplified with ``tolerance`` pixels;
     ``rle``: COCO RLE of the mask as well. Both come from each mask's box crop: the work
@@ -41,6 +41,8 @@ def instance_records(
     areas = instances.areas
     for i in range(len(instances)):
         x1, y1, x2, y2 = (round(float(v), 2) for v in instances.boxes[i])
+        m = crops[i]
+        ys, xs = np.nonzero(m.crop)
         rec: dict[str, Any] = {
             "id": i,
             "label": instances.labels[i],
@@ -48,12 +50,14 @@ def instance_records(
             "score": round(float(instances.scores[i]), 4),
             "box": [x1, y1, x2, y2],
             "area": int(areas[i]),
+            # the mean of its pixels' centres (x right, y down); an empty mask has none
+            "centroid": [round(float(xs.mean()) + m.origin[0], 2), round(float(ys.mean()) + m.origin[1], 2)]
+            if len(xs) else None,
         }
         if sim is not None:
             rec["similarity"] = round(float(sim[i]), 4)
         if example is not None and example[i]:
             rec["example"] = True  # one of the library's examples, drawn on this image
-        m = crops[i]
         if polygons:
             rec["polygons"] = [np.round(p, 2).tolist() for p in crop_to_polygons(m.crop, m.origin, hw, tolerance)]
         if rle:
@@ -112,6 +116,29 @@ def label_maps(instances: Instances, classes: Sequence[str]) -> tuple[np.ndarray
     lut = np.zeros(n + 1, np.uint8 if len(classes) < 2**8 else np.uint16)
     lut[1:] = [place.get(str(lab), 0) for lab in instances.labels]
     return ids, lut[ids]
+
+
+#: the columns of ``detect --csv``: one row per object
+CSV_COLUMNS = ("image", "id", "label", "confidence", "similarity", "area", "centroid_x", "centroid_y",
+               "x1", "y1", "x2", "y2")
+
+
+def write_csv(records: Iterable[dict[str, Any]], path: str | Path) -> None:
+    """One row per object of ``records`` (:func:`image_record`'s), ``CSV_COLUMNS``, written
+    atomically; a value a record lacks (a run before centroids were recorded) is left empty."""
+    import csv
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(CSV_COLUMNS)
+        for rec in records:
+            for obj in rec.get("objects", []):
+                cx, cy = obj.get("centroid") or ("", "")
+                out.writerow([rec.get("image"), obj.get("id"), obj.get("label"), obj.get("confidence"),
+                              obj.get("similarity", ""), obj.get("area"), cx, cy, *obj.get("box", ["", "", "", ""])])
+    tmp.replace(path)
 
 
 def write_json(obj: Any, path: str | Path) -> None:

@@ -263,3 +263,27 @@ def test_detect_label_outputs_refused_before_any_work(typed_files, tmp_path, arg
     r = run_cli("detect", f["image"][1], *[a.replace("{tmp}", str(tmp_path)) for a in args], *f["lib"])
     assert r.exit_code == 2 and message in r.output, r.output
     assert "Traceback" not in r.output
+
+
+def test_detect_writes_one_csv_row_per_object(typed_files, tmp_path):
+    import csv
+
+    f = typed_files
+    r = run_cli("add", f["image"][0], "--labels", f["labels"][0], "--types", f["types"][0], "--type-names",
+                "disc,square", "-q", *f["lib"])
+    assert r.exit_code == 0, r.output
+    table = tmp_path / "objects.csv"
+    r = run_cli("detect", *f["image"][1:], "--jsonl", "--csv", table, *f["lib"])
+    assert r.exit_code == 0, r.output
+    records = [json.loads(line) for line in r.stdout.splitlines()]
+    rows = list(csv.DictReader(table.open()))
+    assert len(rows) == sum(rec["count"] for rec in records) and f"wrote {len(rows)} rows" in r.stderr
+    objects = [(rec["image"], obj) for rec in records for obj in rec["objects"]]
+    for row, (image, obj) in zip(rows, objects, strict=True):
+        assert row["image"] == image and row["label"] == obj["label"] and int(row["area"]) == obj["area"]
+        x1, y1, x2, y2 = obj["box"]
+        cx, cy = obj["centroid"]
+        assert x1 <= cx <= x2 and y1 <= cy <= y2
+        assert (float(row["centroid_x"]), float(row["centroid_y"])) == (cx, cy)
+    r = run_cli("detect", f["image"][1], "--csv", tmp_path / "x.xlsx", *f["lib"])
+    assert r.exit_code == 2 and "--csv" in r.output

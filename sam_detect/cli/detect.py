@@ -53,6 +53,9 @@ def load_cli_image(path: str | Path, channels: tuple[int, ...] = (), frame: int 
               help="Also write each object's class as a type map (0 = background; classes numbered as "
               "--coco numbers them: the library's labels in sorted order, from 1): a file, or into a folder "
               "one <name>_types.tif per image.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False),
+              help="Also write one table row per object (image, id, label, confidence, similarity, area, "
+              "centroid, box) to this CSV file, every image in one file.")
 @click.option("--geojson", "geojson_path", type=click.Path(),
               help="Also write the objects as GeoJSON outlines with their classes (QuPath imports it): a "
               ".geojson file, or into a folder one <name>.geojson per image.")
@@ -76,7 +79,7 @@ def load_cli_image(path: str | Path, channels: tuple[int, ...] = (), frame: int 
 @click.option("--slide-level", type=click.IntRange(0), default=0,
               help="Pyramid level of the slide to read (0: full resolution).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or stage report on stderr.")
-def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_path, geojson_path, tolerance,
+def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_path, csv_path, geojson_path, tolerance,
            no_polygons, channels, frame,
            cluster, resume_path, slide, slide_tile, slide_level, quiet, **opts) -> None:
     """Find and label objects similar to the library's examples.
@@ -118,6 +121,7 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
     paths = iter_paths(images)
     # Outputs are checked before any work: a bad folder or format costs a second, not a detection.
     output_file(coco_path, "--coco", what="a COCO JSON file")
+    output_file(csv_path, "--csv", (".csv", ".tsv", ".txt"), what="a CSV table")
     overlay_dir = None
     if overlay_path:
         as_folder = len(paths) > 1 or overlay_path.endswith(("/", os.sep)) or Path(overlay_path).is_dir()
@@ -173,7 +177,7 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
             for path in paths:  # results come in input order; resumed records keep their place
                 if str(path) in resumed:
                     rec = resumed[str(path)]
-                    _emit(rec, jsonl, records)
+                    _emit(rec, jsonl, records, bool(csv_path))
                     continue
                 res = next(results)
                 if res.error is not None:
@@ -189,7 +193,7 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
                     from sam_detect.cluster import append_line
 
                     append_line(resume_fh, res.record)
-                _emit(res.record, jsonl, records)
+                _emit(res.record, jsonl, records, bool(csv_path))
                 if coco_path:
                     coco_items.append((str(path), res.instances))
                 if maps:
@@ -213,6 +217,12 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
             total = rec["timings"].get("total")  # a slide's record has no timings
             took = "" if total is None else f" in {total:.2f}s"
             click.echo(f"{rec['image']}: {rec['count']} objects ({counts}){took}")
+    if csv_path:
+        from sam_detect.outputs import write_csv
+
+        write_csv(records, csv_path)
+        if not quiet:
+            click.echo(f"sam-detect: wrote {sum(r.get('count', 0) for r in records)} rows to {csv_path}", err=True)
     if coco_path:
         write_json(predictions_to_coco(coco_items, classes), coco_path)
         if not quiet:
@@ -282,11 +292,12 @@ def unique_stems(paths) -> dict[str, str]:
     return out
 
 
-def _emit(record, jsonl, records):
-    """Print a JSON line now (--jsonl streams), or keep the record for the end."""
+def _emit(record, jsonl, records, keep=False):
+    """Print a JSON line now (--jsonl streams), or keep the record for the end (``keep``:
+    kept whatever is printed, for ``--csv``)."""
     if jsonl:
         click.echo(json.dumps(record))
-    else:
+    if keep or not jsonl:
         records.append(record)
 
 
