@@ -136,3 +136,16 @@ def test_geojson_output_refused_before_any_work(tmp_path):
 
 def test_to_geojson_of_nothing_is_an_empty_collection():
     assert to_geojson(Instances(masks=np.zeros((0, 10, 10), bool))) == {"type": "FeatureCollection", "features": []}
+
+
+def test_which_files_need_the_image_size(tmp_path):
+    from sam_detect.formats import needs_image_size
+
+    inst = Instances(masks=_masks(), labels=["a", "b", "c"])
+    assert needs_image_size(save_annotations(inst, tmp_path / "x.geojson"))
+    assert needs_image_size(save_annotations(inst, tmp_path / "p.json", format="polygons"))
+    assert not needs_image_size(save_annotations(inst, tmp_path / "c.json", format="coco", image_names=["x.png"]))
+    assert not needs_image_size(save_annotations(inst, tmp_path / "l.json", format="labelme", image_names=["x.png"]))
+    assert not needs_image_size(save_annotations(inst, tmp_path / "l.tif"))
+    (tmp_path / "broken.json").write_text("{nope")
+    assert not needs_image_size(tmp_path / "broken.json")  # its error comes when it is read

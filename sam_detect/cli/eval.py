@@ -236,11 +236,10 @@ def eval_cmd(
     if types and label:
         raise click.UsageError("give --label (one class for every object) or --types (each object's own), not both")
     names = type_names_option(type_names)
-    from sam_detect.formats import load_ground_truth
+    from sam_detect.formats import load_ground_truth, needs_image_size
 
     shapes = None
-    if any(Path(a).suffix.lower() in (".json", ".geojson") for a in annotations):
-        # GeoJSON and polygon lists carry no image size: each image's own
+    if any(needs_image_size(a) for a in annotations):  # GeoJSON, polygon lists: each image's own size
         from sam_detect.io.images import load_image
 
         shapes = [load_image(r.path, channel=r.channel, frame=r.frame).rgb.shape[:2] for r in refs]

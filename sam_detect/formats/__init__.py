@@ -256,6 +256,22 @@ def is_label_image(path: PathLike) -> bool:
     return Path(path).suffix.lower() in LABEL_READ_SUFFIXES
 
 
+def needs_image_size(path: PathLike) -> bool:
+    """Whether an annotation file carries no image size of its own (GeoJSON, a polygon list):
+    reading it needs the image's ``(H, W)``. Label images, COCO, labelme and ``.npz`` carry one."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".geojson":
+        return True
+    if suffix != ".json":
+        return False
+    try:
+        doc = read_json(path)
+    except AnnotationError:
+        return False  # said when it is read
+    return not (is_coco(doc) or is_labelme(doc))
+
+
 def is_coco_file(path: PathLike) -> bool:
     """Whether ``path`` is a ``.json`` file holding COCO annotations (``False`` when unreadable)."""
     path = Path(path)
@@ -385,6 +401,7 @@ __all__ = [
     "load_annotation_set",
     "load_annotations",
     "load_ground_truth",
+    "needs_image_size",
     "parse_type_names",
     "read_label_array",
     "read_label_image",
