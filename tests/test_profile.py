@@ -1931,3 +1931,38 @@ def test_a_large_ring_is_dilated_by_rectangles_exactly_as_by_the_ellipse(r):
         m[0, :5] = 1  # on the crop's side
         want = cv2.dilate(m, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2))
         np.testing.assert_array_equal(dilate_ellipse(m, r), want)
+
+
+def test_a_magnification_is_the_image_s_not_one_class_s():
+    """Two classes in a library: where one finds its objects at its examples' size in an
+    image, the image is at the examples' magnification and no class is proposed at another
+    scale, however far off the other's objects lie (micronuclei beside nuclei, a class whose
+    few examples were its largest members). A class with no objects of its own there does
+    not hold the others at their examples' scale."""
+    from sam_detect.profile import holds_size, sure_objects
+
+    a_rgb, a_lab = blobs(1, size=256, n=14, r=(13, 17))
+    b_rgb, b_lab = blobs(2, size=256, n=40, r=(7, 9.5))
+    c_rgb, c_lab = blobs(3, size=256, n=14, r=(13, 17), fg=(240, 240, 240), bg=(20, 20, 20))
+    ga, gb, gc = (Instances.from_label_image(lab)[0] for lab in (a_lab, b_lab, c_lab))
+
+    def library(*parts):
+        det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder="handcrafted"))
+        for rgb, g, label in parts:
+            ex = g[np.arange(8)]
+            ex.labels = np.array([label] * 8, dtype=object)
+            det.add_examples(rgb, ex)
+        return det
+
+    # "obj" alone: image b's objects are a third of its examples' area, another magnification
+    alone = library((a_rgb, ga, "obj"))
+    assert "obj" in (alone.segmenter.segment(b_rgb, alone.profile).metadata.get("size_shift") or {})
+    # beside "small", whose examples are b's own objects: b shows "small" at its examples' size
+    both = library((a_rgb, ga, "obj"), (b_rgb, gb, "small"))
+    assert "size_shift" not in both.segmenter.segment(b_rgb, both.profile).metadata
+    entry = both.profile["classes"]["small"]
+    mine = both.segmenter.segment(b_rgb, {**both.profile, "classes": {"small": entry}})  # its own proposals
+    assert holds_size(mine, entry, sure_objects(mine, "small", entry))
+    # beside a class of bright objects on black, which image b does not show: "obj" is moved
+    other = library((a_rgb, ga, "obj"), (c_rgb, gc, "bright"))
+    assert "obj" in (other.segmenter.segment(b_rgb, other.profile).metadata.get("size_shift") or {})

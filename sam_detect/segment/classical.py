@@ -129,7 +129,8 @@ class ClassicalSegmenter:
         with their log-area shift from the examples (``sam_detect.profile.size_shift``:
         an image taken at another magnification; ``probe_shift``: objects so far off the
         examples' size that it proposes them only in pieces, looked for at 4x and a quarter
-        of it); ``metadata["noise"]`` each bright class's pixel noise along its colour
+        of it; none where another class finds its objects at its examples' size,
+        ``profile.holds_size``: a magnification is the image's, not one class's); ``metadata["noise"]`` each bright class's pixel noise along its colour
         direction (``calibrated.noise_sigma``: what ``profile.size_filter`` asks a candidate
         dimmer than the examples to stand out by).
 
@@ -166,6 +167,7 @@ class ClassicalSegmenter:
             at_levels,
             grey_levels,
             grey_ratio,
+            holds_size,
             level_gain,
             probe_shift,
             scale_of,
@@ -179,6 +181,7 @@ class ClassicalSegmenter:
         parts, own, shifts, gains, ratios, noises = [], None, {}, {}, {}, {}
         if levels is None and any("grey_levels" in e for e in classes.values()):
             levels = grey_levels(img)
+        first = []  # each class at its examples' size: (label, entry, its proposer, candidates, sure ones)
         for label, entry in classes.items():
             settings = [Setting(**s) for s in entry["settings"]]
             if OWN in settings and own is None:
@@ -193,17 +196,22 @@ class ClassicalSegmenter:
             at = functools.partial(_propose_at, seen, label, entry, settings, exposure, own, tile)
             _, part = at(0.0)
             sure = sure_objects(part, label, entry) if len(part) else np.zeros(0, bool)
-            shift = size_shift(part, label, entry, sure=sure)
+            first.append((label, entry, at, part, sure))
+            if entry.get("polarity") == "bright" and "contrast_floor" in entry:
+                # what a dim candidate must stand out by to be kept below the examples' floor
+                noises[label] = round(noise_sigma(seen, scale_of(entry)), 4)
+        # a magnification is the image's, not a class's: where one class finds its objects at its
+        # examples' size, no class is looked for at another
+        same_scale = len(first) > 1 and any(holds_size(part, entry, sure) for _, entry, _, part, sure in first)
+        for label, entry, at, part, sure in first:
+            shift = 0.0 if same_scale else size_shift(part, label, entry, sure=sure)
             if shift:  # another magnification: propose again at the image's own scale
                 part = at(shift)[1]
-            else:  # too few of the image's objects at the examples' size? try far off it
+            elif not same_scale:  # too few of the image's objects at the examples' size? try far off it
                 shift, probed = probe_shift(part, label, entry, at, sure=sure)
                 part = part if probed is None else probed  # proposed at that scale already
             if shift:
                 shifts[label] = shift
-            if entry.get("polarity") == "bright" and "contrast_floor" in entry:
-                # what a dim candidate must stand out by to be kept below the examples' floor
-                noises[label] = round(noise_sigma(seen, scale_of(entry)), 4)
             parts.append(part)
         tiles = max((p.metadata.get("tiles", 1) for p in parts), default=1)
         inst = Instances.merge(parts)
