@@ -79,15 +79,13 @@ def overlapping(candidates: Instances, known: Instances, max_overlap: float = MA
 
 
 def select(instances: Instances, scores: np.ndarray, max_overlap: float = MAX_OVERLAP,
-           whole: np.ndarray | None = None, labels: Sequence[str] | None = None) -> np.ndarray:
+           whole: np.ndarray | None = None) -> np.ndarray:
     """Indices of the kept candidates ``(K,)`` int64, in the candidates' order.
 
     ``scores`` ``(N,)``: higher is better; ties keep the earlier candidate.
     ``whole`` ``(N,)`` bool: candidates shaped like their class's examples; such a
     candidate is kept over smaller alternatives inside it that cover most of it, unless
-    those are separate objects by their outlines (:func:`wholes_first`), and, with
-    ``labels``, over a smaller candidate of another class inside it that is not joined to
-    the rest at a neck (:func:`foreign_parts`).
+    those are separate objects by their outlines (:func:`wholes_first`).
     """
     n = len(instances)
     scores = np.array(scores, np.float64)
@@ -97,7 +95,7 @@ def select(instances: Instances, scores: np.ndarray, max_overlap: float = MAX_OV
         return np.zeros(0, np.int64)
     pairs = overlap_pairs(instances)
     if whole is not None:
-        scores = wholes_first(instances, scores, np.asarray(whole, bool), pairs, labels)
+        scores = wholes_first(instances, scores, np.asarray(whole, bool), pairs)
     conflicts: list[list[int]] = [[] for _ in range(n)]
     for i, j, frac in pairs:
         if frac > max_overlap:
@@ -181,8 +179,7 @@ def contact_ratio(instances: Instances, big: int, parts: Sequence[int]) -> float
 
 
 def wholes_first(instances: Instances, scores: np.ndarray, whole: np.ndarray,
-                 pairs: list[tuple[int, int, float]] | None = None,
-                 labels: Sequence[str] | None = None) -> np.ndarray:
+                 pairs: list[tuple[int, int, float]] | None = None) -> np.ndarray:
     """``scores`` with the fragments of every whole candidate ranked just below it.
 
     Over-complete proposals offer an object both whole and cut into parts (a watershed
@@ -194,46 +191,15 @@ def wholes_first(instances: Instances, scores: np.ndarray, whole: np.ndarray,
     so are parts that stand out all round as much as the whole does where the segmenter
     measures outlines (``data["edge"]``: the cut between two nuclei runs along a dark
     valley; one through a nucleus does not), unless they meet right across the smaller
-    one's width (:func:`contact_ratio`). Larger wholes are settled first. With ``labels``, a
-    whole's parts of another class count too, one at a time (:func:`foreign_parts`): objects
-    of two classes do not lie one inside the other, so such a part is a piece of the whole (a
-    nucleus's bright spot voted a micronucleus), unless it meets the rest at a neck (a bud
-    the whole took in).
+    one's width (:func:`contact_ratio`). Larger wholes are settled first.
     """
     scores = np.array(scores, np.float64)
     areas = instances.areas.astype(np.float64)
     fragments = fragmented_wholes(instances, whole, pairs)
-    if labels is not None:
-        for big, inside in foreign_parts(instances, whole, labels, pairs).items():
-            fragments[big] = sorted(set(fragments.get(big, [])) | set(inside))
     for big in sorted(fragments, key=lambda k: -areas[k]):
         inside = fragments[big]
         scores[inside] = np.minimum(scores[inside], np.nextafter(scores[big], -np.inf))
     return scores
-
-
-def foreign_parts(instances: Instances, whole: np.ndarray, labels: Sequence[str],
-                  pairs: list[tuple[int, int, float]] | None = None) -> dict[int, list[int]]:
-    """``{whole candidate: smaller candidates of another class inside it}``: each lies
-    ``PART_INSIDE`` inside the whole, is smaller than ``PART_AREA`` of it and meets the rest
-    of it along more than a neck (``NECK_SEPARATE``, :func:`contact_ratio` of the part and
-    the rest); however little of the whole they cover."""
-    from sam_detect.masks import MaskCrop
-
-    areas = instances.areas.astype(np.float64)
-    out: dict[int, list[int]] = {}
-    for i, j, frac in overlap_pairs(instances) if pairs is None else pairs:
-        small, big = (i, j) if areas[i] <= areas[j] else (j, i)
-        if (not whole[big] or str(labels[small]) == str(labels[big]) or frac <= PART_INSIDE
-                or areas[small] >= PART_AREA * areas[big]):
-            continue
-        b, part = instances.crop(big), instances.crop(small)
-        x0, y0, x1, y1 = b.box
-        rest = b.crop & ~part.region(x0, y0, x1, y1)
-        trio = Instances.from_crops([b, part, MaskCrop(rest, (x0, y0))], None, instances.image_hw)
-        if not contact_ratio(trio, 0, [1, 2]) <= NECK_SEPARATE:  # a nan (no contact) is no neck either
-            out.setdefault(big, []).append(small)
-    return out
 
 
 def covering_parts(instances: Instances, pairs: list[tuple[int, int, float]] | None = None,
@@ -447,10 +413,9 @@ def decide(
     score = quality(playing, sim[idx], fit[idx]) * outline
     score = score + known[idx] * (1.0 + score.max(initial=0.0))  # every labelled candidate first
     whole = shape_fit[idx] >= WHOLE_SHAPE_FIT if profile and len(idx) else None
-    keep = idx[select(playing, score, whole=whole, labels=[labels[i] for i in idx])] if len(idx) else idx
+    keep = idx[select(playing, score, whole=whole)] if len(idx) else idx
     return Decision(labels, conf, sim, fit, keep.astype(np.int64), words, int(np.isin(keep, taken).sum()))
 
 
 __all__ = ["MAX_OVERLAP", "OUTLINE_CAP", "OUTLINE_WEIGHT", "PROMPT_MARGIN", "Decision", "box_overlap", "choose_prompt", "decide", "overlap_pairs",
-           "contact_ratio", "covering_parts", "foreign_parts", "fragmented_wholes", "overlapping", "quality", "select",
-           "wholes_first"]
+           "contact_ratio", "covering_parts", "fragmented_wholes", "overlapping", "quality", "select", "wholes_first"]

@@ -547,32 +547,6 @@ def test_a_whole_beats_its_fragments_but_not_two_touching_objects():
     assert select(inst, scores, whole=whole).tolist() == [0]
 
 
-def test_a_whole_beats_a_piece_of_another_class_inside_it_but_not_a_bud():
-    """Two classes: a spot inside a nucleus voted "micronucleus" outranks the whole nucleus
-    (its score is higher) unless the class test applies: objects of two classes do not lie
-    one inside the other, so the whole is kept, however little of it the spot covers. A
-    micronucleus the nucleus candidate took in at a neck is a separate object and keeps its
-    rank; so does a spot of the nucleus's own class (the fragments' rules judge those)."""
-    from sam_detect.select import foreign_parts
-
-    yy, xx = np.mgrid[:60, :90]
-    nucleus = (yy - 30) ** 2 + (xx - 30) ** 2 <= 18**2
-    spot = (yy - 26) ** 2 + (xx - 32) ** 2 <= 5**2  # inside, a tenth of it
-    inst = Instances(masks=np.stack([nucleus, spot]))
-    scores = np.array([0.4, 0.6])
-    whole = np.array([True, True])
-    assert select(inst, scores, whole=whole).tolist() == [1]  # without classes: the spot wins
-    assert select(inst, scores, whole=whole, labels=["nucleus", "nucleus"]).tolist() == [1]
-    assert select(inst, scores, whole=whole, labels=["nucleus", "micronucleus"]).tolist() == [0]
-    assert select(inst, scores, whole=np.array([False, True]), labels=["nucleus", "micronucleus"]).tolist() == [1]
-    assert foreign_parts(inst, whole, ["nucleus", "micronucleus"]) == {0: [1]}
-    bud = (yy - 30) ** 2 + (xx - 55) ** 2 <= 6**2  # outside the nucleus, joined by a bridge
-    bridge = (abs(yy - 30) <= 1) & (xx > 45) & (xx < 51)
-    merged = Instances(masks=np.stack([nucleus | bridge | bud, bud]))
-    assert foreign_parts(merged, whole, ["nucleus", "micronucleus"]) == {}
-    assert select(merged, scores, whole=whole, labels=["nucleus", "micronucleus"]).tolist() == [1]
-
-
 def test_contact_ratio_measures_where_parts_meet():
     from sam_detect.select import contact_ratio
 
