@@ -1,0 +1,71 @@
+#!/usr/bin/env python
+"""Detection with several classes against the same examples as one class (development only).
+
+``dev_micronuclei`` (mnFinder's *training* split, nuclei and micronuclei; see
+``dev_decision_rules.py``): eight examples per class drawn from frame 0 with each seed, added
+once with their classes and once all as one class ("object"), frames 1-5 detected by both
+libraries. Printed per seed and in all: class-agnostic F1 @ 0.5 (every class as one), and per
+ground-truth class how many were found (a detection of any class at IoU >= 0.5).
+
+    python scripts/dev_typed_detection.py [--seeds 0,1,2] [--frames 1,2,3,4,5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--frames", default="1,2,3,4,5", help="frames of dev_micronuclei scored (0 gives the examples)")
+    args = ap.parse_args()
+    import dev_decision_rules as dr
+
+    from sam_detect import DetectorConfig, SAMDetect
+    from sam_detect.eval.inputs import draw_examples
+    from sam_detect.eval.matching import match_iou_matrix
+    from sam_detect.eval.metrics import instances_iou
+
+    items, _ = dr._dev_micronuclei()
+    frames = [int(f) for f in args.frames.split(",")]
+    total = {mode: np.zeros(3, np.int64) for mode in ("classes", "one class")}  # matched, found, truth
+    found_of = {mode: {} for mode in total}
+    for seed in (int(s) for s in args.seeds.split(",")):
+        drawn = draw_examples([list(g.labels) if i == 0 else [] for i, (_, g) in enumerate(items)], 8, seed, [0])
+        for mode in total:
+            det = SAMDetect(DetectorConfig(library=f"typed-{seed}-{os.getpid()}", store="memory", embedder="views"))
+            for i, idx in drawn.items():
+                ex = items[i][1][idx]
+                if mode == "one class":
+                    ex.labels[:] = "object"
+                det.add_examples(items[i][0], ex)
+            for k in frames:
+                rgb, g = items[k]
+                out = det.detect(rgb)
+                pairs = match_iou_matrix(instances_iou(out, g), 0.5).pairs if len(out) and len(g) else []
+                total[mode] += (len(pairs), len(out), len(g))
+                truth = np.asarray(g.labels)
+                hit = {j for _, j in pairs}
+                for c in np.unique(truth):
+                    got = found_of[mode].setdefault(str(c), [0, 0])
+                    got[0] += sum(1 for j in hit if truth[j] == c)
+                    got[1] += int((truth == c).sum())
+            det.close()
+        print(f"seed {seed}: " + ", ".join(f"{m} F1 {2 * t[0] / max(t[1] + t[2], 1):.3f}" for m, t in total.items()),
+              flush=True)
+    for mode, t in total.items():
+        per = ", ".join(f"{c} {a}/{b}" for c, (a, b) in sorted(found_of[mode].items()))
+        print(f"{mode}: F1 {2 * t[0] / max(t[1] + t[2], 1):.3f} ({t[0]} matched, {t[1]} found, {t[2]} true; found per "
+              f"class: {per})")
+
+
+if __name__ == "__main__":
+    main()
