@@ -130,9 +130,10 @@ class ClassicalSegmenter:
         an image taken at another magnification; ``probe_shift``: objects so far off the
         examples' size that it proposes them only in pieces, looked for at 4x and a quarter
         of it; none where another class finds its objects at its examples' size,
-        ``profile.holds_size``: a magnification is the image's, not one class's); ``metadata["noise"]`` each bright class's pixel noise along its colour
-        direction (``calibrated.noise_sigma``: what ``profile.size_filter`` asks a candidate
-        dimmer than the examples to stand out by).
+        ``profile.holds_size``: a magnification is the image's, not one class's);
+        ``metadata["noise"]`` each bright class's pixel noise along its colour direction
+        (``calibrated.noise_sigma``: what ``profile.size_filter`` asks a candidate dimmer
+        than the examples to stand out by).
 
         Returns:
             ``Instances`` with masks (kept as box crops), boxes XYXY, scores in ``[0, 1]``,
