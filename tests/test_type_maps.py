@@ -117,6 +117,9 @@ def test_add_labels_each_object_by_its_type(typed_files, tmp_path):
                 "--types-channel", 1, "-q", *f["lib"], "--library", "unnamed")
     assert r.exit_code == 0, r.output
     assert "added 6 example(s) (type 1: 3, type 2: 3)" in r.stdout
+    from sam_detect.formats import load_annotations
+
+    assert len(load_annotations(both, channel=0)) == 6  # the Python side reads its channels too
 
 
 @pytest.mark.parametrize(

@@ -293,7 +293,7 @@ def _read_any(
 ) -> list[Instances]:
     check_exists(path)
     suffix = path.suffix.lower()
-    if channel is not None and suffix not in (".tif", ".tiff", ".png", ".bmp"):
+    if channel is not None and suffix not in (".tif", ".tiff", ".png", ".bmp", ".npy"):
         raise AnnotationError(f"{path}: channel= applies to label image files only, not {suffix}")
     if suffix in LABEL_READ_SUFFIXES:
         items = read_label_frames(path, label, channel, frame)
