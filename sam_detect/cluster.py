@@ -312,12 +312,12 @@ def worker_detector(config: Any, snapshot: LibrarySnapshot | None, token: str) -
 # -- one image -----------------------------------------------------------------------------
 @dataclass
 class OutputSpec:
-    """What to make of each image: a JSON record, its instances (for COCO and label images),
-    overlay bytes."""
+    """What to make of each image: a JSON record, its instances (``coco``: for COCO, label
+    images, GeoJSON; the name kept from when COCO was their one use), overlay bytes."""
 
     polygons: bool = True
     tolerance: float = 1.0
-    instances: bool = False
+    coco: bool = False
     overlay_suffix: str | None = None  # ".png", ".jpg"...: encode an overlay
     channels: tuple[int, ...] = ()
     frame: int | None = None
@@ -348,7 +348,7 @@ def detect_one(detector: Any, path: str | os.PathLike, spec: OutputSpec) -> Imag
         return ImageResult(str(path), error=str(e))
     rec = image_record(found, str(path), polygons=spec.polygons, tolerance=spec.tolerance)
     overlay = encode_image(render_overlay(loaded.rgb, found), spec.overlay_suffix) if spec.overlay_suffix else None
-    return ImageResult(str(path), rec, found if spec.instances else None, overlay,
+    return ImageResult(str(path), rec, found if spec.coco else None, overlay,
                        notes=list(found.metadata.get("notes", [])))
 
 

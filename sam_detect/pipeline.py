@@ -676,7 +676,7 @@ class SAMDetect(DetectorStages, LibraryState):
         self.check_library(create=False)
         self.close()  # the workers read a snapshot of the library
         for image, res in zip(images, detect_images(self.config, images, cluster=cluster,
-                                                    spec=OutputSpec(polygons=False, instances=True)), strict=True):
+                                                    spec=OutputSpec(polygons=False, coco=True)), strict=True):
             if res.error is not None:
                 raise SamDetectError(f"{res.path}: {res.error}")
             yield image, res.instances

@@ -93,7 +93,7 @@ def test_parse_cluster_errors(spec, message):
 
 
 def test_cluster_matches_local_and_builds_models_once_per_worker(client, hela):
-    spec = cl.OutputSpec(instances=True, overlay_suffix=".png")
+    spec = cl.OutputSpec(coco=True, overlay_suffix=".png")
     local = list(cl.detect_images(hela["config"], hela["paths"], spec=spec))
     built = sum(client.run(lambda: len(__import__("sam_detect.cluster").cluster.BUILT)).values())
     remote = list(cl.detect_images(hela["config"], hela["paths"], cluster=client, spec=spec))

@@ -315,7 +315,7 @@ def _results(detector, paths, cluster, quiet, overlay_path, overlay_dir, instanc
     suffix = None
     if overlay_path:
         suffix = ".png" if overlay_dir else Path(overlay_path).suffix.lower()
-    spec = OutputSpec(polygons=not no_polygons, tolerance=tolerance, instances=instances,
+    spec = OutputSpec(polygons=not no_polygons, tolerance=tolerance, coco=instances,
                       overlay_suffix=suffix, channels=tuple(channels), frame=frame)
     progress = not quiet and len(paths) > 1
     if cluster is None:
