@@ -16,7 +16,7 @@ from sam_detect.cli.options import (
     report_choices,
     report_profile,
 )
-from sam_detect.cli.validate import finite
+from sam_detect.cli.validate import IMAGE_OUTPUT_SUFFIXES, finite
 
 apply_image_options = stack(
     [
@@ -95,7 +95,7 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
       sam-detect detect patches/ --geojson outlines/        # one <name>.geojson per image, for QuPath
       sam-detect detect plates/ --cluster local:2 --resume plates.jsonl
     """
-    from sam_detect.cli.validate import IMAGE_OUTPUT_SUFFIXES, output_file, output_folder
+    from sam_detect.cli.validate import output_file
     from sam_detect.outputs import predictions_to_coco, write_json
 
     if as_json and jsonl:
@@ -122,14 +122,8 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
     # Outputs are checked before any work: a bad folder or format costs a second, not a detection.
     output_file(coco_path, "--coco", what="a COCO JSON file")
     output_file(csv_path, "--csv", (".csv", ".tsv", ".txt"), what="a CSV table")
-    overlay_dir = None
-    if overlay_path:
-        as_folder = len(paths) > 1 or overlay_path.endswith(("/", os.sep)) or Path(overlay_path).is_dir()
-        if as_folder:
-            overlay_dir = output_folder(overlay_path, "--overlay")
-        else:
-            output_file(overlay_path, "--overlay", IMAGE_OUTPUT_SUFFIXES, what="an overlay image")
-    maps = {kind: _map_output(path, kind, paths)
+    overlay = _output_target(overlay_path, "overlay", paths) if overlay_path else None
+    maps = {kind: _output_target(path, kind, paths)
             for kind, path in (("labels", label_path), ("types", type_path), ("geojson", geojson_path)) if path}
     resumed: dict = {}
     if resume_path:
@@ -165,10 +159,10 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
             results = _slide_results(detector, todo, cluster, quiet, bool(coco_path or maps), no_polygons,
                                      tolerance, slide_tile, slide_level)
         else:
-            results = _results(detector, todo, cluster, quiet, overlay_path, overlay_dir, bool(coco_path or maps),
+            results = _results(detector, todo, cluster, quiet, overlay, bool(coco_path or maps),
                                no_polygons, tolerance, channels, frame)
         resume_fh = None
-        overlay_names = map_names = None
+        names = None  # each image's name in an output folder (unique_stems), made at the first need
         if resume_path:
             from sam_detect.cluster import open_resume
 
@@ -196,14 +190,12 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
                 _emit(res.record, jsonl, records, bool(csv_path))
                 if coco_path:
                     coco_items.append((str(path), res.instances))
+                if maps or res.overlay is not None:
+                    names = names or unique_stems(paths)
                 if maps:
-                    map_names = map_names or unique_stems(paths)
-                    _write_maps(maps, map_names[str(path)], res.instances, classes, tolerance)
+                    _write_maps(maps, names[str(path)], res.instances, classes, tolerance)
                 if res.overlay is not None:
-                    if overlay_dir and overlay_names is None:
-                        overlay_names = unique_stems(paths)
-                    target = overlay_dir / f"{overlay_names[str(path)]}_overlay.png" if overlay_dir else Path(overlay_path)
-                    target.write_bytes(res.overlay)
+                    _target_file(overlay, "overlay", names[str(path)]).write_bytes(res.overlay)
         finally:
             results.close()
             if resume_fh is not None:
@@ -231,26 +223,33 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
         raise click.ClickException(f"{failures} of {len(paths)} images failed (see the errors above)")
 
 
-#: per-image outputs beside the JSON: option, file suffixes, what it is, its name in a folder
-_MAP_OUTPUTS = {
+#: per-image outputs: option, file suffixes (``None``: a label image's), what it is, its name
+#: in a folder
+_OUTPUTS = {
+    "overlay": ("--overlay", IMAGE_OUTPUT_SUFFIXES, "an overlay image", "{}_overlay.png"),
     "labels": ("--label-image", None, "a label image", "{}_labels.tif"),
     "types": ("--type-map", None, "a type map", "{}_types.tif"),
     "geojson": ("--geojson", (".geojson", ".json"), "a GeoJSON file", "{}.geojson"),
 }
 
 
-def _map_output(path: str, kind: str, paths) -> tuple[Path, bool]:
-    """``(path, is a folder)`` of ``--label-image``, ``--type-map`` or ``--geojson``
-    (``_MAP_OUTPUTS``), checked before any work: a folder, as for ``--overlay``, when several
-    images are given, the name ends in a separator or names a folder."""
+def _output_target(path: str, kind: str, paths) -> tuple[Path, bool]:
+    """``(path, is a folder)`` of a per-image output (``_OUTPUTS``), checked before any work:
+    a folder when several images are given, the name ends in a separator or names a folder."""
     from sam_detect.cli.validate import output_file, output_folder
     from sam_detect.formats.label_image import LABEL_IMAGE_SUFFIXES
 
-    option, suffixes, what, _ = _MAP_OUTPUTS[kind]
+    option, suffixes, what, _ = _OUTPUTS[kind]
     if len(paths) > 1 or path.endswith(("/", os.sep)) or Path(path).is_dir():
         return output_folder(path, option), True
     output_file(path, option, suffixes or LABEL_IMAGE_SUFFIXES, what=what)
     return Path(path), False
+
+
+def _target_file(target: tuple[Path, bool], kind: str, name: str) -> Path:
+    """The file one image's output of ``kind`` goes to (``name``: its name in a folder)."""
+    path, folder = target
+    return path / _OUTPUTS[kind][3].format(name) if folder else path
 
 
 def _write_maps(maps: dict, name: str, instances, classes, tolerance: float) -> None:
@@ -261,12 +260,11 @@ def _write_maps(maps: dict, name: str, instances, classes, tolerance: float) -> 
     from sam_detect.outputs import label_maps
 
     ids, types = label_maps(instances, classes) if {"labels", "types"} & set(maps) else (None, None)
-    for kind, (target, folder) in maps.items():
-        target = target / _MAP_OUTPUTS[kind][3].format(name) if folder else target
+    for kind, target in maps.items():
         if kind == "geojson":
-            save_geojson(instances, target, tolerance=tolerance)
+            save_geojson(instances, _target_file(target, kind, name), tolerance=tolerance)
         else:
-            write_label_array(ids if kind == "labels" else types, target)
+            write_label_array(ids if kind == "labels" else types, _target_file(target, kind, name))
 
 
 def unique_stems(paths) -> dict[str, str]:
@@ -307,14 +305,13 @@ def iter_paths(images):
     return iter_image_paths(list(images))
 
 
-def _results(detector, paths, cluster, quiet, overlay_path, overlay_dir, instances, no_polygons, tolerance,
-             channels, frame):
+def _results(detector, paths, cluster, quiet, overlay, instances, no_polygons, tolerance, channels, frame):
     """The per-image results, in input order, from this process or the cluster's workers."""
     from sam_detect.cluster import OutputSpec, detect_images
 
     suffix = None
-    if overlay_path:
-        suffix = ".png" if overlay_dir else Path(overlay_path).suffix.lower()
+    if overlay is not None:  # a folder's overlays are PNGs
+        suffix = ".png" if overlay[1] else overlay[0].suffix.lower()
     spec = OutputSpec(polygons=not no_polygons, tolerance=tolerance, coco=instances,
                       overlay_suffix=suffix, channels=tuple(channels), frame=frame)
     progress = not quiet and len(paths) > 1
