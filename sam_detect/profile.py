@@ -1341,25 +1341,29 @@ def size_shift(instances: Instances, label: str, entry: dict, shape_fit: np.ndar
         if len(instances) < SURE_COUNT:
             return 0.0
         sure = sure_objects(instances, label, entry, shape_fit)
-    if sure.sum() < SURE_COUNT:
+    off = _sure_offset(instances, entry, sure)
+    if off is None or abs(off[0]) <= SURE_SHIFT * float(entry["log_area"][1]):
         return 0.0
-    mu, sd = entry["log_area"]
-    centre, spread = _sure_sizes(instances, sure)
-    shift = centre - mu
-    if abs(shift) <= SURE_SHIFT * sd:
-        return 0.0
-    return shift if spread <= SURE_SPREAD * max(sd, PRIOR_LOG_AREA_SD) else 0.0
+    return off[0] if off[1] else 0.0
 
 
 def holds_size(instances: Instances, entry: dict, sure: np.ndarray) -> bool:
     """Whether at least ``SURE_COUNT`` of the sure objects ``sure`` among ``instances`` lie, as
     one population, within ``SURE_SHIFT`` of the class's examples' log-area sds: the image
     shows that class at its examples' magnification (:func:`size_shift` finds no shift)."""
+    off = _sure_offset(instances, entry, sure)
+    return off is not None and off[1] and abs(off[0]) <= SURE_SHIFT * float(entry["log_area"][1])
+
+
+def _sure_offset(instances: Instances, entry: dict, sure: np.ndarray) -> tuple[float, bool] | None:
+    """``(their median log-area minus the examples', whether their sizes spread no wider than
+    one population's, SURE_SPREAD)`` of the sure objects ``sure``; ``None`` with fewer than
+    ``SURE_COUNT`` of them."""
     if int(np.sum(sure)) < SURE_COUNT:
-        return False
+        return None
     mu, sd = (float(v) for v in entry["log_area"])
     centre, spread = _sure_sizes(instances, sure)
-    return abs(centre - mu) <= SURE_SHIFT * sd and spread <= SURE_SPREAD * max(sd, PRIOR_LOG_AREA_SD)
+    return centre - mu, bool(spread <= SURE_SPREAD * max(sd, PRIOR_LOG_AREA_SD))
 
 
 def _sure_sizes(instances: Instances, sure: np.ndarray) -> tuple[float, float]:
