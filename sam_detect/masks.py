@@ -8,7 +8,7 @@ OpenCV's contour tracing and are simplified with the Douglas-Peucker ``tolerance
 A mask kept small is a :class:`MaskCrop`: a 2-D bool array holding the mask inside a
 rectangle of the image, and the rectangle's top-left pixel ``(x0, y0)``, the one form
 ``Instances``, the segmenters, the readers and the UI keep masks in. :func:`crop_to_rle`,
-:func:`crop_to_polygons`, :func:`crop_contours` and :func:`polygons_to_crop` give exactly
+:func:`crop_to_polygons`, :func:`crop_contours`, :func:`crop_outlines` and :func:`polygons_to_crop` give exactly
 what their full-image counterparts give, at a cost that grows with the crop, not the image.
 """
 
@@ -373,11 +373,20 @@ def crop_contours(
     """
     import cv2
 
+    return list(_traced(crop, origin, image_hw, cv2.RETR_EXTERNAL, method)[0])
+
+
+def _traced(crop: np.ndarray, origin: Sequence[int], image_hw: Sequence[int], mode: int,
+            method: int | None = None) -> tuple[Sequence[np.ndarray], np.ndarray | None]:
+    """``cv2.findContours`` (retrieval ``mode``) of the full-image mask that is ``crop`` at
+    ``origin``, in image coordinates: ``(contours, hierarchy)`` (see :func:`crop_contours`)."""
+    import cv2
+
     crop = np.asarray(crop)
     if crop.ndim != 2:
         raise AnnotationError(f"mask crop must be 2-D, got shape {crop.shape}")
     if not crop.any():
-        return []
+        return [], None
     h, w = (int(v) for v in image_hw)
     x0, y0 = (int(v) for v in origin)
     ch, cw = crop.shape
@@ -386,8 +395,31 @@ def crop_contours(
     padded = np.zeros((ch + top + bottom, cw + left + right), dtype=np.uint8)
     padded[top : top + ch, left : left + cw] = crop
     method = cv2.CHAIN_APPROX_NONE if method is None else method
-    contours, _ = cv2.findContours(padded, cv2.RETR_EXTERNAL, method, offset=(x0 - left, y0 - top))
-    return list(contours)
+    return cv2.findContours(padded, mode, method, offset=(x0 - left, y0 - top))
+
+
+def crop_outlines(crop: np.ndarray, origin: Sequence[int], image_hw: Sequence[int],
+                  tolerance: float = 1.0) -> list[list[np.ndarray]]:
+    """``[[exterior, hole, ...], ...]``: each piece of the full-image mask that is ``crop`` at
+    ``origin`` and the holes in it (OpenCV's two-level ``RETR_CCOMP`` tracing), each ring
+    ``(K, 2)`` float32 in image coordinates, simplified as :func:`crop_to_polygons` does; a
+    piece or hole too small to keep three points is left out."""
+    import cv2
+
+    contours, hierarchy = _traced(crop, origin, image_hw, cv2.RETR_CCOMP)
+    if hierarchy is None:
+        return []
+    links = hierarchy[0]
+    pieces = []
+    for k in np.flatnonzero(links[:, 3] == -1):  # the outer rings; their holes are their children
+        rings, child = [contours[k]], links[k, 2]
+        while child != -1:
+            rings.append(contours[child])
+            child = links[child, 0]
+        outer, *holes = (_simplify([r], tolerance, 3) for r in rings)
+        if outer:
+            pieces.append([outer[0], *(h[0] for h in holes if h)])
+    return pieces
 
 
 def crop_to_polygons(

@@ -10,8 +10,7 @@ reading needs the image's ``(H, W)``.
 Written: one ``Feature`` per object (``Polygon``, or ``MultiPolygon`` for an object in
 pieces; holes as inner rings) with ``properties`` ``{"objectType": "detection", "classification": {"name", "color"},
 "measurements": {"confidence", "similarity"}}``, rings closed, vertices at the centres of
-the outline's pixels as OpenCV traces them (simplified by ``tolerance`` pixels as
-:func:`sam_detect.masks.crop_to_polygons` does).
+the outline's pixels as OpenCV traces them (:func:`sam_detect.masks.crop_outlines`).
 """
 
 from __future__ import annotations
@@ -135,51 +134,17 @@ def read_geojson(path: Path, doc: Any, image_shape: Sequence[int] | None, label:
     return inst
 
 
-def _outlines(crop: np.ndarray, origin: Sequence[int], tolerance: float) -> list[list[list[list[float]]]]:
-    """``[[exterior, hole, ...], ...]``: each piece of a mask and the holes in it, as closed
-    rings of ``[x, y]`` in image coordinates (simplified as ``crop_to_polygons`` does)."""
-    import cv2
-
-    from sam_detect.masks import _simplify
-
-    padded = np.pad(crop.astype(np.uint8), 1)
-    contours, hierarchy = cv2.findContours(padded, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)
-    if hierarchy is None:
-        return []
-    shift = np.array([origin[0] - 1, origin[1] - 1], np.float64)
-
-    def ring(c: np.ndarray) -> list[list[float]] | None:
-        pts = _simplify([c], tolerance, 3)
-        if not pts:
-            return None
-        xy = np.asarray(pts[0], np.float64) + shift
-        return [[round(float(x), 2), round(float(y), 2)] for x, y in (*xy, xy[0])]
-
-    pieces = []
-    for k, (_, _, child, parent) in enumerate(hierarchy[0]):
-        if parent != -1:
-            continue  # a hole: listed under its piece
-        outer = ring(contours[k])
-        if outer is None:
-            continue
-        holes = []
-        while child != -1:
-            if (h := ring(contours[child])) is not None:
-                holes.append(h)
-            child = hierarchy[0][child][0]
-        pieces.append([outer, *holes])
-    return pieces
-
-
 def to_geojson(instances: Instances, *, tolerance: float = 1.0) -> dict[str, Any]:
     """A ``FeatureCollection`` of the instances, one feature per object."""
+    from sam_detect.masks import crop_outlines
     from sam_detect.outputs import label_color
 
     features = []
     sim = instances.data.get("similarity")
     for i in range(len(instances)):
         m = instances.crop(i)
-        pieces = _outlines(m.crop, m.origin, tolerance)
+        pieces = [[[[round(float(x), 2), round(float(y), 2)] for x, y in (*r, r[0])] for r in rings]  # closed
+                  for rings in crop_outlines(m.crop, m.origin, instances.image_hw, tolerance)]
         if not pieces:
             continue
         geometry = ({"type": "Polygon", "coordinates": pieces[0]} if len(pieces) == 1
