@@ -230,6 +230,10 @@ def describe(decision: Mapping[str, Any] | None, show: Any = str) -> list[str]:
                 f"{show(label)}: threshold {t:.3f} (nearest-example similarity of its {stats['n']} "
                 f"examples: median {stats['median']:.3f}, lowest {stats['sims'][0]:.3f})"
             )
+    if decision.get("joint"):  # the classes found as one (profile.JOINT): what decides which candidates are objects
+        lines.append("every class as one (which candidates are objects; the classes above type them, below their "
+                     "thresholds too):")
+        lines += [f"  {line}" for line in describe(decision["joint"], show)]
     return lines
 
 

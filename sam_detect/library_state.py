@@ -65,9 +65,10 @@ class LibraryState:
         profile = build_profile([(lab, pay.get("shape")) for lab, pay in zip(labels, payloads, strict=True)])
         self.store.update_extra(self.config.library, "profile", profile)
         self._cache["profile"] = (self.store.count(self.config.library), profile)
-        model = model_from_payloads(payloads)
-        self.store.update_extra(self.config.library, "unlabelled", model)
-        self._cache["unlabelled"] = (self.store.count(self.config.library), model)
+        for key in ("unlabelled", "unlabelled_joint"):
+            model = model_from_payloads(payloads, key) if key == "unlabelled" or "joint" in profile else None
+            self.store.update_extra(self.config.library, key, model)
+            self._cache[key] = (self.store.count(self.config.library), model)
         # which images the examples were drawn on, so that a detect on one of them knows
         # without reading every payload (:meth:`_examples_of_image`)
         keys = sorted({str(pay["image_key"]) for pay in payloads if pay.get("image_key") and pay.get("mask_rle")})
@@ -132,19 +133,20 @@ class LibraryState:
         return mine[~later]
 
     def _unlabelled_rows(self, rgb: np.ndarray, instances: Any, labels: list[str],
-                         shapes: list[dict], key: str) -> list | None:
+                         shapes: list[dict], key: str) -> tuple[list | None, list | None]:
         """Per new example, the rows of the example image's candidates it carries
         (``sam_detect.unlabelled.rows_for_examples``), proposed as ``detect`` would with the
-        profile this add will give; the library's earlier examples of the same image
+        profile this add will give, and the same with its classes found as one (its
+        ``"joint"`` profile; ``None`` where it has none); the library's earlier examples of the same image
         (``key``: :func:`sam_detect.unlabelled.image_key`) are matched too, so adding one
-        example at a time does not mark the earlier ones unlabelled. ``None`` where the
+        example at a time does not mark the earlier ones unlabelled. ``(None, None)`` where the
         segmenter does not propose from a profile (not the classical one) or profiles are off."""
         seg = self._own_segmenter()
         if seg is None or not self.config.profile:
-            return None
+            return None, None
         from sam_detect.instances import Instances
         from sam_detect.masks import MaskCrop, rle_to_mask
-        from sam_detect.profile import at_scale, build_profile, size_filter
+        from sam_detect.profile import at_scale, build_profile, joint_profile, size_filter
         from sam_detect.segment.base import segment_with_profile
         from sam_detect.unlabelled import rows_for_examples
 
@@ -161,20 +163,31 @@ class LibraryState:
                             same_labels.append(lab)
         profile = build_profile(old + list(zip(labels, shapes, strict=True)))
         if not profile.get("classes"):
-            return None
-        candidates = segment_with_profile(seg, rgb, profile)
-        profile = at_scale(profile, candidates.metadata.get("size_shift") or {})
-        candidates, _ = size_filter(candidates, profile, pale=False, tiny=False)  # as the model was chosen
+            return None, None
         examples = Instances.from_crops(list(instances.crops) + same_crops, image_hw=rgb.shape[:2]) \
             if same_crops else instances
         positive = [lab != NEGATIVE for lab in list(labels) + same_labels]
-        return rows_for_examples(candidates, profile, examples, positive, owners=len(instances))
+
+        def rows(profile: dict | None) -> list | None:
+            if profile is None:
+                return None
+            candidates = segment_with_profile(seg, rgb, profile)
+            profile = at_scale(profile, candidates.metadata.get("size_shift") or {})
+            candidates, _ = size_filter(candidates, profile, pale=False, tiny=False)  # as the model was chosen
+            return rows_for_examples(candidates, profile, examples, positive, owners=len(instances))
+
+        return rows(profile), rows(joint_profile(profile))
 
     @property
     def unlabelled_model(self) -> dict | None:
         """The model of what the example images' unlabelled candidates say
         (``sam_detect.unlabelled``), or ``None`` (profiles off, none fitted)."""
         return self._extra("unlabelled") if self.config.profile else None
+
+    @property
+    def joint_unlabelled_model(self) -> dict | None:
+        """:attr:`unlabelled_model` of the classes found as one (the profile's ``"joint"``)."""
+        return self._extra("unlabelled_joint") if self.config.profile else None
 
     def refresh_decision(self) -> dict:
         """Rebuild the library's decision settings (view weights, class thresholds,
@@ -187,12 +200,17 @@ class LibraryState:
     def _store_decision(self, vectors: np.ndarray, labels: list[str], payloads: list[dict]) -> dict:
         from sam_detect.calibrate import fit_decision
         from sam_detect.embed.views import views_of
+        from sam_detect.profile import joint_labels
 
         meta = self._library_meta()
         decision = fit_decision(vectors, labels, views_of(meta.embedder_id if meta else ""))
         areas = [float(pay.get("area") or 0) for lab, pay in zip(labels, payloads, strict=True) if lab != NEGATIVE]
         positive_areas = [a for a in areas if a > 0]
         decision["typical_area"] = float(np.median(positive_areas)) if positive_areas else None
+        joint = joint_labels(labels)
+        if joint is not None:  # the classes found as one (profile.JOINT) vote so too
+            decision["joint"] = fit_decision(vectors, joint, views_of(meta.embedder_id if meta else ""))
+            decision["joint"]["typical_area"] = decision["typical_area"]
         self.store.update_extra(self.config.library, "decision", decision)
         self._cache["decision"] = (self.store.count(self.config.library), decision)
         return decision

@@ -400,7 +400,7 @@ class SAMDetect(DetectorStages, LibraryState):
         from sam_detect.unlabelled import image_key
 
         key = image_key(loaded.rgb)
-        unlabelled = self._unlabelled_rows(loaded.rgb, instances, labels, shapes, key)
+        unlabelled, joint_rows = self._unlabelled_rows(loaded.rgb, instances, labels, shapes, key)
         steps.update()
         steps.close()
         measured_at = time.time_ns()
@@ -418,6 +418,8 @@ class SAMDetect(DetectorStages, LibraryState):
             if unlabelled is not None:
                 payloads[-1]["unlabelled"] = unlabelled[i]
                 payloads[-1]["unlabelled_at"] = measured_at
+            if joint_rows is not None:
+                payloads[-1]["unlabelled_joint"] = joint_rows[i]
         # journaled: a kill at any moment leaves all of these examples or none (store.journal)
         ids = journal.add(self.store, self.config.library, vectors, labels, payloads)
         self.refresh_profile()
@@ -516,13 +518,21 @@ class SAMDetect(DetectorStages, LibraryState):
         would show it where its stain is ``stain`` times as dense (``profile.stain_gain``), else
         ``loaded.rgb``; ``prefetched``: its network pass, if started."""
         t0 = time.perf_counter()
+        from sam_detect.profile import DIM_NOISE, JOINT, at_scale, joint_profile, size_filter
         from sam_detect.segment.base import segment_with_profile
 
+        # a library of several classes finds its objects with every class's examples as one
+        # class, as it would had they been given so, and types each by the vote among the
+        # classes (profile.JOINT)
+        typed = self.decision
+        decision = (typed or {}).get("joint")
+        joint = joint_profile(profile) if decision else None
+        typed_profile, profile = profile, joint or profile
+        if joint is None:
+            decision = typed
         inst = segment_with_profile(self.segmenter, rgb, profile)
         timings["segment"] = time.perf_counter() - t0
         n_proposed = len(inst)
-        from sam_detect.profile import DIM_NOISE, at_scale, size_filter
-
         shifts = inst.metadata.get("size_shift") or {}
         profile = at_scale(profile, shifts)  # an image at another magnification than the examples
         border_note = None
@@ -536,7 +546,7 @@ class SAMDetect(DetectorStages, LibraryState):
         from sam_detect.profile import with_floor_scaled
         from sam_detect.unlabelled import floor_factor
 
-        model = self.unlabelled_model
+        model = self.unlabelled_model if joint is None else self.joint_unlabelled_model
         inst, size_note = size_filter(inst, with_floor_scaled(profile, floor_factor(model)))
         inst, unlike_note = _unlabelled_filter(inst, profile, model)
         if unlike_note:
@@ -557,7 +567,6 @@ class SAMDetect(DetectorStages, LibraryState):
                         f"{len(shown)} returned as drawn" + (f", {int(clash.sum())} candidates overlapping "
                                                              "them left out" if clash.any() else ""))
             own = shown
-        decision = self.decision
         typical = (decision or {}).get("typical_area")
         if typical and shifts:
             typical *= float(np.exp(np.mean(list(shifts.values()))))
@@ -570,19 +579,29 @@ class SAMDetect(DetectorStages, LibraryState):
         vectors = self._embed(seen, inst, timings, typical_area=typical, prefetched=prefetched)
         t = time.perf_counter()
         results = self._search(vectors, top_k, decision) if len(inst) else []
+        shown, types = results, None
+        if joint is not None and len(inst):  # each candidate's class: the vote among the classes
+            from sam_detect.select import type_by_vote
+
+            shown = self._search(vectors, top_k, typed)
+            results = [[n if n.label == NEGATIVE else dataclasses.replace(n, label=JOINT) for n in hits]
+                       for hits in results]
+            scaled = at_scale(typed_profile, {lab: shifts[JOINT] for lab in (typed_profile or {}).get("classes", {})}
+                              if JOINT in shifts else {})
+            types = type_by_vote(inst, shown, top_k=top_k, profile=scaled, decision=typed)
         timings["search"] = time.perf_counter() - t
         t = time.perf_counter()
         from sam_detect.select import decide
 
-        self._last_decided = (inst, results, profile, own)  # what eval re-scores
+        self._last_decided = (inst, results, profile, own, decision, types)  # what eval re-scores
         d = decide(inst, results, threshold=threshold, top_k=top_k, profile=profile,
-                   keep_unknown=self.config.keep_unknown, decision=decision)
+                   keep_unknown=self.config.keep_unknown, decision=decision, types=types)
         inst.labels = np.array(d.labels, dtype=object) if d.labels else np.empty(0, dtype=object)
         inst.label_confidences = d.confidences
         inst.data["similarity"] = d.similarities
         inst.data["fit"] = d.fit
         inst.data["neighbours"] = [  # the nearest top_k, whatever their label
-            [{"id": n.id, "label": n.label, "score": round(float(n.score), 4)} for n in r[:top_k]] for r in results
+            [{"id": n.id, "label": n.label, "score": round(float(n.score), 4)} for n in r[:top_k]] for r in shown
         ]
         out = inst[d.keep]
         if own is not None and len(own):

@@ -26,6 +26,15 @@ import numpy as np
 from sam_detect.instances import NEGATIVE, Instances
 
 PROFILE_VERSION = 1
+#: the name the classes of a library of several take when they are found as one (the
+#: profile's ``"joint"``): ``detect`` finds the objects with the examples of every class as
+#: one class, as it would had they been given so, and then types each by the vote among the
+#: classes. Given as classes, the same examples found fewer objects than given as one: each
+#: class proposed at its own scale and kept its own look-alikes (the micronuclei of
+#: ``dev_micronuclei`` kept specks and outranked the nuclei they are pieces of; session 45)
+JOINT = "every class"
+#: ``"calib_joint"`` of an example whose add held one class: its ``"calib"`` is at the joint scale
+SAME = "same"
 #: how many of the best settings a class keeps for its proposals
 KEEP_SETTINGS = 3
 #: a class's log-area spread is at least this
@@ -569,7 +578,9 @@ def describe_examples(rgb: np.ndarray, instances: Instances, labels: Sequence[st
 
     ``{"area", "perimeter", "solidity", "eccentricity", "cut" (the image border cuts it:
     its area is a lower bound and its shape is left out, :func:`whole`), "in": [r, g, b], "ring": [r, g, b],
-    "calib": {"version", "iou": [...], "inset": [...], "edge": [...]}, "grey_levels": [background, objects],
+    "calib": {"version", "iou": [...], "inset": [...], "edge": [...]}, "calib_joint": the same at every
+    positive example's joint scale (:data:`JOINT`; :data:`SAME` where they are of one class),
+    "grey_levels": [background, objects],
     "stain_table": [[bin, log-density, pixels], ...]}`` (``iou``: how well each setting of ``GRID`` reproduces the example, ``inset``: the same
     with its outline drawn ``INSET`` pixels inside; ``edge``: how far the outline stands
     out at each smoothing; ``grey_levels``: the
@@ -577,8 +588,6 @@ def describe_examples(rgb: np.ndarray, instances: Instances, labels: Sequence[st
     the image's :func:`stain_table`, only for a colour image with tissue); ``calib``,
     ``grey_levels`` and ``stain_table`` are left out for negatives.
     """
-    from sam_detect.segment.calibrated import GRID_VERSION, example_edges, grid_ious
-
     taken = np.zeros(rgb.shape[:2], bool)
     crops = instances.mask_crops
     origins = instances.mask_origins
@@ -608,14 +617,30 @@ def describe_examples(rgb: np.ndarray, instances: Instances, labels: Sequence[st
         if tissue is not None:  # a colour image's tissue: how densely its slide is stained, colour by colour
             for i in idx:
                 out[i]["stain_table"] = tissue
-        masks = [(crops[i], (int(origins[i][0]), int(origins[i][1]))) for i in idx]
-        ious, insets = grid_ious(rgb, scale, masks, own, inset=True)
-        edges = example_edges(rgb, scale, masks)
-        for k, i in enumerate(idx):
-            out[i]["calib"] = {"version": GRID_VERSION, "iou": [round(float(v), 4) for v in ious[:, k]],
-                               "inset": [round(float(v), 4) for v in insets[:, k]],
-                               "edge": [round(float(v), 4) for v in edges[:, k]]}
+        _calibrate(rgb, scale, idx, crops, origins, own, out, "calib")
+    # the classes found as one (:data:`JOINT`): every positive measured again at their joint
+    # scale where they are of several classes, as they would be given as one class
+    joint = [i for idx in by_class.values() for i in idx]
+    if len(by_class) > 1:
+        _calibrate(rgb, _scale(positives), joint, crops, origins, own, out, "calib_joint")
+    for i in joint if len(by_class) == 1 else []:
+        out[i]["calib_joint"] = SAME
     return out
+
+
+def _calibrate(rgb: np.ndarray, scale: Any, idx: Sequence[int], crops: Sequence[np.ndarray], origins: Any,
+               own: Any, out: list[dict], key: str) -> None:
+    """``out[i][key]``: how well each setting of ``GRID`` at ``scale`` reproduces example
+    ``i`` of ``idx`` (``{"version", "iou", "inset", "edge"}``, :func:`describe_examples`)."""
+    from sam_detect.segment.calibrated import GRID_VERSION, example_edges, grid_ious
+
+    masks = [(crops[i], (int(origins[i][0]), int(origins[i][1]))) for i in idx]
+    ious, insets = grid_ious(rgb, scale, masks, own, inset=True)
+    edges = example_edges(rgb, scale, masks)
+    for k, i in enumerate(idx):
+        out[i][key] = {"version": GRID_VERSION, "iou": [round(float(v), 4) for v in ious[:, k]],
+                       "inset": [round(float(v), 4) for v in insets[:, k]],
+                       "edge": [round(float(v), 4) for v in edges[:, k]]}
 
 
 def build_profile(examples: Iterable[tuple[str, dict]]) -> dict:
@@ -679,7 +704,35 @@ def build_profile(examples: Iterable[tuple[str, dict]]) -> dict:
             if edge is not None:
                 entry["edge"] = edge
         classes[label] = entry
-    return {"version": PROFILE_VERSION, "grid": GRID_VERSION, "classes": classes}
+    profile = {"version": PROFILE_VERSION, "grid": GRID_VERSION, "classes": classes}
+    if len(by_class) > 1 and all(_joint_shape(s) is not None for s in positives):
+        profile["joint"] = build_profile((JOINT, _joint_shape(s)) for s in positives)
+    return profile
+
+
+def _joint_shape(shape: dict) -> dict | None:
+    """``shape`` as calibrated at its add's joint scale (:data:`JOINT`), or ``None`` for an
+    example measured before that was (an add of several classes then measured each at its own)."""
+    if "calib" not in shape:
+        return shape
+    joint = shape.get("calib_joint")
+    if joint is None:
+        return None
+    return shape if joint == SAME else {**shape, "calib": joint}
+
+
+def joint_labels(labels: Sequence[str]) -> list[str] | None:
+    """``labels`` with every class named :data:`JOINT` (negatives kept), or ``None`` where
+    they hold fewer than two classes."""
+    if len({lab for lab in labels if lab != NEGATIVE}) < 2:
+        return None
+    return [lab if lab == NEGATIVE else JOINT for lab in labels]
+
+
+def joint_profile(profile: dict | None) -> dict | None:
+    """The profile of a library's classes found as one (:data:`JOINT`), or ``None`` (one
+    class, or examples measured before joint profiles were)."""
+    return (profile or {}).get("joint")
 
 
 def _settings(measured: Sequence[tuple[dict, list]], positives: Sequence[dict],
@@ -1794,9 +1847,17 @@ def describe(profile: dict | None) -> list[str]:
             f"{', '.join(f'{v:+.2f}' for v in e['direction'])}), contrast {e['contrast']:.0f}{floor}, "
             f"solidity >= {e['solidity'][0]:.2f}{thin}{rep}{poor}"
         )
+    joint = joint_profile(profile)
+    if joint:
+        lines.append("detect finds the objects with every class's examples as one class, then gives each the class "
+                     "the vote among the classes gives it:")
+        lines += [f"  {line}" for line in describe(joint)]
+    elif len(classes) > 1:
+        lines.append("each class is proposed on its own: its examples were measured before libraries found their "
+                     "classes as one (add them again to do so)")
     return lines
 
 
 __all__ = [
-    "CUT_FLOOR", "POOR_REPRODUCTION", "SPECK_AREA", "SPECK_CONTRAST", "STAIN_MASS", "TINY_MEDIAN", "TINY_SMALLEST", "THIN", "half_widths", "LEVEL_GAIN", "LEVEL_GAIN_MAX", "STAIN_GAIN", "STAIN_GAIN_MAX", "STAIN_HUE_BINS", "STAIN_HUE_PIXELS", "STAIN_MIN_TISSUE", "STAIN_TISSUE", "at_stain", "stain_gain", "stain_ratio", "stain_table", "grey_ratio", "SAME_EXPOSURE", "LEVEL_MIN_SPLIT", "LEVEL_OFFSET", "at_levels", "grey_levels", "level_gain", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "holds_size", "size_shift", "sure_objects", "probe_shift", "PROBE_SHIFT", "PROBE_GAIN", "PROFILE_VERSION", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "LEVEL_FLOOR", "STAIN_DEGREES", "PALER_SHARE", "inside_contrast_and_level", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "outline_ratios", "scale_of", "size_filter",
+    "JOINT", "SAME", "joint_profile", "joint_labels", "CUT_FLOOR", "POOR_REPRODUCTION", "SPECK_AREA", "SPECK_CONTRAST", "STAIN_MASS", "TINY_MEDIAN", "TINY_SMALLEST", "THIN", "half_widths", "LEVEL_GAIN", "LEVEL_GAIN_MAX", "STAIN_GAIN", "STAIN_GAIN_MAX", "STAIN_HUE_BINS", "STAIN_HUE_PIXELS", "STAIN_MIN_TISSUE", "STAIN_TISSUE", "at_stain", "stain_gain", "stain_ratio", "stain_table", "grey_ratio", "SAME_EXPOSURE", "LEVEL_MIN_SPLIT", "LEVEL_OFFSET", "at_levels", "grey_levels", "level_gain", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "holds_size", "size_shift", "sure_objects", "probe_shift", "PROBE_SHIFT", "PROBE_GAIN", "PROFILE_VERSION", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "LEVEL_FLOOR", "STAIN_DEGREES", "PALER_SHARE", "inside_contrast_and_level", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "outline_ratios", "scale_of", "size_filter",
 ]

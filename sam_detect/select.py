@@ -350,6 +350,42 @@ def _standing_out(candidates: Instances, neighbours: Sequence[Sequence[Any]], la
     return labels, conf, taken
 
 
+def type_by_vote(candidates: Instances, neighbours: Sequence[Sequence[Any]], *, top_k: int,
+                 profile: dict | None, decision: dict | None) -> tuple[list[str], np.ndarray]:
+    """``(classes, confidences)``: the class the vote among a library's positive classes gives
+    each candidate (with the classes' own thresholds, or without them where no neighbour
+    reaches its class's), each class's share weighed by how well the candidate's size fits its
+    examples (``profile.size_priors``), and the confidence :func:`decide` gives a
+    candidate of that class (the vote's share x its fit to the class's examples and stability
+    with the selection's weights x how typical its similarity is among them), ``(N,)`` float32.
+    How a library of several classes types the objects found with its classes as one
+    (``profile.JOINT``): whether a candidate is an object was decided already."""
+    from sam_detect.calibrate import DEFAULT_THRESHOLD, counts, thresholds, typicality
+    from sam_detect.classify import vote_batch
+    from sam_detect.profile import fit_scores, size_priors
+
+    positive = [[n for n in hits if n.label != NEGATIVE] for hits in neighbours]
+    have = counts(decision) or {}
+    priors = size_priors(candidates, profile)
+    # the classes' own thresholds, as a library of one class votes; where no example reaches
+    # its class's, the vote without them (the candidate is an object, the classes only type it)
+    labels, shares, sims = vote_batch(positive, threshold=DEFAULT_THRESHOLD, top_k=top_k, priors=priors,
+                                      counts=have or None, thresholds=thresholds(decision, DEFAULT_THRESHOLD))
+    below = np.flatnonzero([lab == UNKNOWN for lab in labels])
+    if below.size:
+        free = vote_batch([positive[i] for i in below], threshold=-1.0, top_k=top_k,
+                          priors=None if priors is None else [priors[i] for i in below], counts=have or None)
+        for k, i in enumerate(below):
+            labels[i], shares[i], sims[i] = free[0][k], free[1][k], free[2][k]
+    # no class among the neighbours searched (every one a negative): the class of most examples
+    most = max((lab for lab in have if lab != NEGATIVE), key=lambda lab: (have[lab], lab), default=UNKNOWN)
+    labels = [most if lab == UNKNOWN else lab for lab in labels]
+    conf = shares * quality(candidates, np.ones(len(candidates)), fit_scores(candidates, labels, profile))
+    if decision:
+        conf = conf * typicality(decision, labels, sims)
+    return labels, np.asarray(conf, np.float32)
+
+
 def decide(
     candidates: Instances,
     neighbours: Sequence[Sequence[Any]],
@@ -359,6 +395,7 @@ def decide(
     profile: dict | None = None,
     keep_unknown: bool = False,
     decision: dict | None = None,
+    types: tuple[Sequence[str], np.ndarray] | None = None,
 ) -> Decision:
     """Vote on every candidate, score it by similarity x profile fit x how far its outline
     stands out (against the examples', up to ``OUTLINE_CAP``), keep a non-overlapping set.
@@ -375,6 +412,10 @@ def decide(
     negative, or ``unknown`` (unless ``keep_unknown``), or fitting their class's profile worse
     than ``MIN_FIT`` are not kept; unknowns rank after every labelled candidate. The one
     decision step of ``SAMDetect.detect`` (and of ``eval``'s re-scoring).
+
+    ``types``: ``(classes, confidences)`` per candidate (:func:`type_by_vote`) where the
+    candidates were voted on as one class (``profile.JOINT``): each candidate that class takes
+    is given its class and that class's confidence instead.
     """
     from sam_detect.calibrate import DEFAULT_THRESHOLD, counts, thresholds, typicality
     from sam_detect.classify import vote_batch
@@ -414,8 +455,14 @@ def decide(
     score = score + known[idx] * (1.0 + score.max(initial=0.0))  # every labelled candidate first
     whole = shape_fit[idx] >= WHOLE_SHAPE_FIT if profile and len(idx) else None
     keep = idx[select(playing, score, whole=whole)] if len(idx) else idx
+    if types is not None:
+        from sam_detect.profile import JOINT
+
+        found = np.array([lab == JOINT for lab in labels], bool)
+        labels = [str(types[0][i]) if found[i] else lab for i, lab in enumerate(labels)]
+        conf = np.where(found, np.asarray(types[1], np.float32), conf).astype(np.float32)
     return Decision(labels, conf, sim, fit, keep.astype(np.int64), words, int(np.isin(keep, taken).sum()))
 
 
-__all__ = ["MAX_OVERLAP", "OUTLINE_CAP", "OUTLINE_WEIGHT", "PROMPT_MARGIN", "Decision", "box_overlap", "choose_prompt", "decide", "overlap_pairs",
+__all__ = ["type_by_vote", "MAX_OVERLAP", "OUTLINE_CAP", "OUTLINE_WEIGHT", "PROMPT_MARGIN", "Decision", "box_overlap", "choose_prompt", "decide", "overlap_pairs",
            "contact_ratio", "covering_parts", "fragmented_wholes", "overlapping", "quality", "select", "wholes_first"]

@@ -365,20 +365,23 @@ def rows_for_examples(candidates: Instances, profile: dict | None, examples: Ins
     return out
 
 
-def model_from_payloads(payloads: Sequence[dict]) -> dict | None:
+def model_from_payloads(payloads: Sequence[dict], key: str = "unlabelled") -> dict | None:
     """The model (:func:`fit`) from the example payloads' ``"unlabelled"`` rows: of each image
     (``"image_key"``) only its latest measurement (``"unlabelled_at"``), which matched every
-    example the library then held of it."""
+    example the library then held of it. ``key="unlabelled_joint"``: the rows measured with
+    the library's classes found as one (``profile.JOINT``), or its ``"unlabelled"`` rows where
+    it then held one class."""
     latest: dict[str, int] = {}
+    rows_of = (lambda p: p.get(key, p.get("unlabelled"))) if key != "unlabelled" else (lambda p: p.get(key))  # noqa: E731
     for p in payloads:
-        if p.get("unlabelled") is not None and p.get("image_key"):
+        if rows_of(p) is not None and p.get("image_key"):
             latest[p["image_key"]] = max(latest.get(p["image_key"], -1), int(p.get("unlabelled_at") or 0))
     rows, groups = [], []
     for p in payloads:
         at = int(p.get("unlabelled_at") or 0)
         if p.get("image_key") and at != latest.get(p["image_key"], 0):
             continue
-        for r in p.get("unlabelled") or []:
+        for r in rows_of(p) or []:
             if len(r) in (len(FEATURES) + 2, len(FEATURES) + 4):
                 # rows measured before positions were: the features, a position of NaN
                 rows.append(list(r[:len(FEATURES)]) + (list(r[len(FEATURES):-2]) or [np.nan, np.nan]) + list(r[-2:]))
@@ -394,8 +397,12 @@ def model_from_payloads(payloads: Sequence[dict]) -> dict | None:
     return fit(a[:, :n], a[:, -1] > 0.5, np.array([ids[groups[i]] for i in order]), positions)
 
 
-def describe(model: dict | None) -> list[str]:
-    """Lines for ``library show`` and ``detect``'s stderr."""
+def describe(model: dict | None, joint: dict | None = None) -> list[str]:
+    """Lines for ``library show`` and ``detect``'s stderr; ``joint``: the model of a library's
+    classes found as one (``profile.JOINT``), which is the one ``detect`` uses where it exists."""
+    if joint:
+        return [f"{'each class' if model else ''}{': ' if model else ''}{line}" for line in describe(model)] + \
+            [f"every class as one: {line}" for line in describe(joint)]
     if not model:
         return []
     if applies(model):

@@ -240,11 +240,12 @@ def confidence(name: str, embedder: str) -> dict:
     conf, conf_fit, sim, pos, kept, disjoint = [], [], [], [], [], []
     for t in range(1, len(frames)):
         det.detect(frames[t])
-        cands, results, profile = det._last_decided[:3]  # profile: at the frame's own scale (frames 1- hold no examples)
+        # profile: at the frame's own scale (frames 1- hold no examples)
+        cands, results, profile, _, decision, types = det._last_decided
         from sam_detect.select import decide
 
         d = decide(cands, results, threshold=None, top_k=det.config.top_k, profile=profile,
-                   decision=det.decision)
+                   decision=decision, types=types)
         g, _ = Instances.from_label_image(gt[t])
         iou = instances_iou(cands, g)
         best = iou.max(axis=1) if iou.size else np.zeros(len(cands))

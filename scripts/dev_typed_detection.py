@@ -8,6 +8,10 @@ libraries. Printed per seed and in all: class-agnostic F1 @ 0.5 (every class as 
 ground-truth class how many were found (a detection of any class at IoU >= 0.5).
 
     python scripts/dev_typed_detection.py [--seeds 0,1,2] [--frames 1,2,3,4,5]
+
+``--set micronuclei`` runs the same on mnFinder's *test* split (``bench_data``'s reported
+``micronuclei``, frame 0 giving the examples, frames 1-15 scored): look at it only after a
+choice has been made on the development set.
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--frames", default="1,2,3,4,5", help="frames of dev_micronuclei scored (0 gives the examples)")
+    ap.add_argument("--frames", default=None,
+                    help="frames scored (0 gives the examples; default 1-5 of dev_micronuclei, 1-15 of micronuclei)")
+    ap.add_argument("--set", default="dev_micronuclei", choices=["dev_micronuclei", "micronuclei"])
     args = ap.parse_args()
     import dev_decision_rules as dr
 
@@ -34,9 +40,11 @@ def main() -> None:
     from sam_detect.eval.matching import match_iou_matrix
     from sam_detect.eval.metrics import instances_iou
 
-    items, _ = dr._dev_micronuclei()
-    frames = [int(f) for f in args.frames.split(",")]
+    items = dr._dev_micronuclei()[0] if args.set == "dev_micronuclei" else _reported()
+    frames = [int(f) for f in (args.frames or ("1,2,3,4,5" if args.set == "dev_micronuclei" else
+                                               ",".join(map(str, range(1, 16))))).split(",")]
     total = {mode: np.zeros(3, np.int64) for mode in ("classes", "one class")}  # matched, found, truth
+    right = {mode: 0 for mode in total}  # matched objects given their true class
     found_of = {mode: {} for mode in total}
     for seed in (int(s) for s in args.seeds.split(",")):
         drawn = draw_examples([list(g.labels) if i == 0 else [] for i, (_, g) in enumerate(items)], 8, seed, [0])
@@ -53,6 +61,7 @@ def main() -> None:
                 pairs = match_iou_matrix(instances_iou(out, g), 0.5).pairs if len(out) and len(g) else []
                 total[mode] += (len(pairs), len(out), len(g))
                 truth = np.asarray(g.labels)
+                right[mode] += sum(str(out.labels[i]) == str(truth[j]) for i, j in pairs)
                 hit = {j for _, j in pairs}
                 for c in np.unique(truth):
                     got = found_of[mode].setdefault(str(c), [0, 0])
@@ -63,8 +72,25 @@ def main() -> None:
               flush=True)
     for mode, t in total.items():
         per = ", ".join(f"{c} {a}/{b}" for c, (a, b) in sorted(found_of[mode].items()))
+        typed = f", types right {right[mode]}/{t[0]}" if mode == "classes" else ""
         print(f"{mode}: F1 {2 * t[0] / max(t[1] + t[2], 1):.3f} ({t[0]} matched, {t[1]} found, {t[2]} true; found per "
-              f"class: {per})")
+              f"class: {per}{typed})")
+
+
+def _reported() -> list:
+    """``(rgb, typed instances)`` of every frame of the reported ``micronuclei`` set."""
+    import bench_data
+
+    from sam_detect.instances import Instances
+    from sam_detect.io.images import to_rgb_uint8
+
+    images, labels, class_of = bench_data.load_classes("micronuclei")
+    items = []
+    for image, label, classes in zip(images, labels, class_of, strict=True):
+        inst, ids = Instances.from_label_image(np.asarray(label))
+        inst.labels = np.array([str(classes[int(j)]) for j in ids], dtype=object)
+        items.append((to_rgb_uint8(image), inst))
+    return items
 
 
 if __name__ == "__main__":

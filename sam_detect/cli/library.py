@@ -185,7 +185,8 @@ def _print_info(info: dict[str, Any]) -> None:
         )
     from sam_detect.unlabelled import describe as describe_unlabelled
 
-    for line in describe_unlabelled((info.get("extra") or {}).get("unlabelled")):
+    extra = info.get("extra") or {}
+    for line in describe_unlabelled(extra.get("unlabelled"), extra.get("unlabelled_joint")):
         click.echo(f"  {line}")
     from sam_detect.calibrate import describe as describe_decision
 
@@ -226,7 +227,7 @@ def profile_cmd(ctx: click.Context, name: str, **opts: Any) -> None:
         click.echo(line)
     from sam_detect.unlabelled import describe as describe_unlabelled
 
-    for line in describe_unlabelled(det.unlabelled_model):
+    for line in describe_unlabelled(det.unlabelled_model, det.joint_unlabelled_model):
         click.echo(line)
     from sam_detect.calibrate import describe as describe_decision
     from sam_detect.names import display_label

@@ -279,5 +279,5 @@ def report_profile(detector: Any, quiet: bool = False) -> None:
         click.echo(f"sam-detect: profile: {line}", err=True)
     from sam_detect.unlabelled import describe as describe_unlabelled
 
-    for line in describe_unlabelled(detector.unlabelled_model) if lines else []:
+    for line in describe_unlabelled(detector.unlabelled_model, detector.joint_unlabelled_model) if lines else []:
         click.echo(f"sam-detect: profile: {line}", err=True)

@@ -78,6 +78,8 @@ class _ImageRecord:
     # (``DetectorConfig.keep_examples``), before the candidates it kept: (E, G) and (E,)
     known_iou: np.ndarray | None = None
     known_labels: tuple[str, ...] = ()
+    # each candidate's class where the classes were found as one (select.type_by_vote)
+    types: tuple[list[str], np.ndarray] | None = None
 
     def returned(self, idx: np.ndarray, labels: list[str]) -> tuple[np.ndarray, list[str]]:
         """What detect() returns when the selection keeps candidates ``idx`` labelled
@@ -172,7 +174,8 @@ def _vote(
     for rec in records:
         if rec.candidates is not None:
             d = decide(rec.candidates, rec.neighbours if len(rec.candidates) else [],
-                       threshold=threshold, top_k=top_k, profile=rec.profile, decision=rec.decision)
+                       threshold=threshold, top_k=top_k, profile=rec.profile, decision=rec.decision,
+                       types=rec.types)
             out.append((d.keep, [d.labels[i] for i in d.keep]))
             continue
         labels, _, _ = (
@@ -339,9 +342,10 @@ def evaluate(
             out = det.detect(loaded)
             profile = det.profile
             decided = getattr(det, "_last_decided", None)
+            decision, types = det.decision, None
             if decided is not None:  # exactly what detect() decided on, with the image's profile
                 cands, neighbours, profile = decided[0], list(decided[1]), decided[2]
-                known = decided[3]
+                known, decision, types = decided[3:6]
             else:
                 cands = rec_seg.last if rec_seg.last is not None else Instances.empty(g.image_hw)
                 cands = size_filter(cands, profile)[0]  # what detect() embedded
@@ -359,7 +363,8 @@ def evaluate(
                     out_labels=[str(lab) for lab in out.labels],
                     candidates=cands,
                     profile=profile,
-                    decision=det.decision,
+                    decision=decision,
+                    types=types,
                     known_iou=None if known is None or not len(known) else instances_iou(known, g).astype(np.float32),
                     known_labels=() if known is None else tuple(str(lab) for lab in known.labels),
                 )

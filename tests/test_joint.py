@@ -1,0 +1,138 @@
+"""A library of several classes finds its objects with every class's examples as one class,
+then types each by the vote among the classes (``profile.JOINT``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import run_cli
+from test_profile import place
+
+from sam_detect import DetectorConfig, SAMDetect
+from sam_detect.eval.matching import match_iou_matrix
+from sam_detect.eval.metrics import instances_iou
+from sam_detect.instances import Instances
+from sam_detect.profile import JOINT, SAME, build_profile, describe, describe_examples, joint_profile
+
+
+def two_kinds(seed: int, size: int = 224):
+    """RGB with 8 large and 14 small dark ellipses on a light background, the label image and
+    each object's kind (``"large"`` / ``"small"``) in label order."""
+    rng = np.random.default_rng(seed)
+    lab = np.zeros((size, size), np.int32)
+    place(lab, rng, 8, (12, 15), margin=2, ratio=0.7, gap=4)
+    big = int(lab.max())
+    place(lab, rng, big + 14, (4.5, 6), margin=2, ratio=0.7, gap=4)
+    img = np.where(lab[..., None] > 0, np.float32([90, 50, 120]), np.float32([225, 200, 215]))
+    img = np.clip(img + rng.normal(0, 6.0, img.shape), 0, 255).astype(np.uint8)
+    inst, ids = Instances.from_label_image(lab)
+    inst.labels = np.array(["large" if i <= big else "small" for i in ids], dtype=object)
+    return img, inst
+
+
+def library(rgb: np.ndarray, examples: Instances, labels) -> SAMDetect:
+    det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder="handcrafted"))
+    det.add_examples(rgb, examples, list(labels))
+    return det
+
+
+@pytest.fixture(scope="module")
+def scene():
+    a_rgb, a = two_kinds(1)
+    b_rgb, b = two_kinds(2)
+    ex = a[np.r_[np.flatnonzero(a.labels == "large")[:4], np.flatnonzero(a.labels == "small")[:6]]]
+    return a_rgb, ex, b_rgb, b
+
+
+def test_classes_find_what_the_same_examples_as_one_class_find_and_the_vote_types_it(scene):
+    a_rgb, ex, b_rgb, b = scene
+    typed = library(a_rgb, ex, ex.labels)
+    one = library(a_rgb, ex, ["object"] * len(ex))
+    found, as_one = typed.detect(b_rgb), one.detect(b_rgb)
+    # the same objects, outline for outline
+    assert len(found) == len(as_one) > 0.8 * len(b)
+    assert np.array_equal(found.boxes, as_one.boxes) and np.array_equal(found.areas, as_one.areas)
+    # each typed by the vote among the classes
+    assert set(found.labels) <= {"large", "small"} and JOINT not in found.labels
+    pairs = match_iou_matrix(instances_iou(found, b), 0.5).pairs
+    right = sum(found.labels[i] == b.labels[j] for i, j in pairs)
+    assert len(pairs) >= 0.8 * len(b) and right >= 0.9 * len(pairs)
+    # the neighbours in the output name the classes
+    assert {n["label"] for ns in found.data["neighbours"] for n in ns} == {"large", "small"}
+    assert np.all((found.label_confidences > 0) & (found.label_confidences <= 1))
+    typed.close()
+    one.close()
+
+
+def test_the_joint_profile_is_kept_and_shown(scene):
+    a_rgb, ex, _, _ = scene
+    det = library(a_rgb, ex, ex.labels)
+    profile, decision = det.profile, det.decision
+    joint = joint_profile(profile)
+    assert list(joint["classes"]) == [JOINT] and joint["classes"][JOINT]["count"] == len(ex)
+    assert list(decision["joint"]["classes"]) == [JOINT] and decision["joint"]["counts"] == {JOINT: len(ex)}
+    lines = describe(profile)
+    assert any(line.startswith("detect finds the objects with every class's examples as one") for line in lines)
+    det.close()
+    # a library of one class has none, and says nothing of it
+    one = library(a_rgb, ex, ["object"] * len(ex))
+    assert joint_profile(one.profile) is None and "joint" not in one.decision
+    assert not any("as one" in line for line in describe(one.profile))
+    one.close()
+
+
+def test_an_add_of_several_classes_is_measured_at_their_joint_scale_too(scene):
+    a_rgb, ex, _, _ = scene
+    shapes = describe_examples(a_rgb, ex, list(ex.labels))
+    assert all(isinstance(s["calib_joint"], dict) for s in shapes)
+    # measured at another scale than each class's own: the small ones reproduce otherwise
+    assert any(s["calib_joint"]["iou"] != s["calib"]["iou"] for s in shapes)
+    alone = describe_examples(a_rgb, ex, ["object"] * len(ex))
+    assert all(s["calib_joint"] == SAME for s in alone)
+    # the joint profile is the one the same examples give as one class
+    joint = build_profile(list(zip(ex.labels, shapes, strict=True)))["joint"]["classes"][JOINT]
+    one = build_profile([("object", s) for s in alone])["classes"]["object"]
+    assert joint["settings"] == one["settings"] and joint["area"] == one["area"]
+
+
+def test_examples_measured_before_joint_profiles_keep_each_class_on_its_own(scene):
+    a_rgb, ex, _, _ = scene
+    shapes = describe_examples(a_rgb, ex, list(ex.labels))
+    old = [{k: v for k, v in s.items() if k != "calib_joint"} for s in shapes]
+    profile = build_profile(list(zip(ex.labels, old, strict=True)))
+    assert joint_profile(profile) is None and set(profile["classes"]) == {"large", "small"}
+    assert any(line.startswith("each class is proposed on its own") for line in describe(profile))
+
+
+def test_eval_re_votes_a_typed_library_as_detect_decided(scene):
+    from sam_detect.eval.protocol import evaluate
+
+    a_rgb, a, b_rgb, b = two_kinds(1)[0], two_kinds(1)[1], *two_kinds(2)
+    res = evaluate([a_rgb, b_rgb], [a, b], DetectorConfig(store="memory", segmenter="classical",
+                                                         embedder="handcrafted"),
+                   shots=4, seed=0, examples_from=[0], detect_on=[1], curve_thresholds=(0.3, 0.5), overlays=0)
+    assert res.consistent
+    assert set(res.records[0].out_labels) <= {"large", "small"} and res.records[0].out_labels
+
+
+def test_library_show_names_what_finds_the_objects(tmp_path, scene):
+    a_rgb, ex, _, _ = scene
+    import cv2
+
+    image = tmp_path / "a.png"
+    cv2.imwrite(str(image), cv2.cvtColor(a_rgb, cv2.COLOR_RGB2BGR))
+    lab = np.zeros(a_rgb.shape[:2], np.uint16)
+    types = np.zeros(a_rgb.shape[:2], np.uint8)
+    for k in range(len(ex)):
+        lab[ex.mask(k)] = k + 1
+        types[ex.mask(k)] = 1 if ex.labels[k] == "large" else 2
+    cv2.imwrite(str(tmp_path / "inst.png"), lab)
+    cv2.imwrite(str(tmp_path / "type.png"), types)
+    env = {"SAM_DETECT_LIBRARY_PATH": str(tmp_path / "libs")}
+    r = run_cli("add", "-l", "kinds", str(image), "--labels", tmp_path / "inst.png", "--types", tmp_path / "type.png",
+                "--type-names", "large,small", "--segmenter", "classical", "--embedder", "handcrafted", env=env)
+    assert r.exit_code == 0, r.output
+    r = run_cli("library", "show", "kinds", env=env)
+    assert r.exit_code == 0, r.output
+    assert "every class's examples as one class" in r.output
+    assert "every class as one (which candidates are objects" in r.output
