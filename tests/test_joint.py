@@ -12,7 +12,14 @@ from sam_detect import DetectorConfig, SAMDetect
 from sam_detect.eval.matching import match_iou_matrix
 from sam_detect.eval.metrics import instances_iou
 from sam_detect.instances import Instances
-from sam_detect.profile import JOINT, SAME, build_profile, describe, describe_examples, joint_profile
+from sam_detect.profile import (
+    JOINT,
+    SAME,
+    build_profile,
+    describe,
+    describe_examples,
+    joint_profile,
+)
 
 
 def two_kinds(seed: int, size: int = 224):
@@ -107,7 +114,7 @@ def test_examples_measured_before_joint_profiles_keep_each_class_on_its_own(scen
 def test_eval_re_votes_a_typed_library_as_detect_decided(scene):
     from sam_detect.eval.protocol import evaluate
 
-    a_rgb, a, b_rgb, b = two_kinds(1)[0], two_kinds(1)[1], *two_kinds(2)
+    (a_rgb, a), (b_rgb, b) = two_kinds(1), two_kinds(2)
     res = evaluate([a_rgb, b_rgb], [a, b], DetectorConfig(store="memory", segmenter="classical",
                                                          embedder="handcrafted"),
                    shots=4, seed=0, examples_from=[0], detect_on=[1], curve_thresholds=(0.3, 0.5), overlays=0)
