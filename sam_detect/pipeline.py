@@ -588,7 +588,7 @@ class SAMDetect(DetectorStages, LibraryState):
                        for hits in results]
             scaled = at_scale(typed_profile, {lab: shifts[JOINT] for lab in (typed_profile or {}).get("classes", {})}
                               if JOINT in shifts else {})
-            types = type_by_vote(inst, shown, top_k=top_k, profile=scaled, decision=typed)
+            types = type_by_vote(inst, shown, top_k=top_k, profile=scaled, decision=typed, threshold=threshold)
         timings["search"] = time.perf_counter() - t
         t = time.perf_counter()
         from sam_detect.select import decide

@@ -351,10 +351,11 @@ def _standing_out(candidates: Instances, neighbours: Sequence[Sequence[Any]], la
 
 
 def type_by_vote(candidates: Instances, neighbours: Sequence[Sequence[Any]], *, top_k: int,
-                 profile: dict | None, decision: dict | None) -> tuple[list[str], np.ndarray]:
+                 profile: dict | None, decision: dict | None,
+                 threshold: float | None = None) -> tuple[list[str], np.ndarray]:
     """``(classes, confidences)``: the class the vote among a library's positive classes gives
-    each candidate (with the classes' own thresholds, or without them where no neighbour
-    reaches its class's), each class's share weighed by how well the candidate's size fits its
+    each candidate (with the classes' own thresholds, or ``threshold`` for every class where
+    given, or without them where no neighbour reaches its class's), each class's share weighed by how well the candidate's size fits its
     examples (``profile.size_priors``), and the confidence :func:`decide` gives a
     candidate of that class (the vote's share x its fit to the class's examples and stability
     with the selection's weights x how typical its similarity is among them), ``(N,)`` float32.
@@ -369,8 +370,9 @@ def type_by_vote(candidates: Instances, neighbours: Sequence[Sequence[Any]], *, 
     priors = size_priors(candidates, profile)
     # the classes' own thresholds, as a library of one class votes; where no example reaches
     # its class's, the vote without them (the candidate is an object, the classes only type it)
-    labels, shares, sims = vote_batch(positive, threshold=DEFAULT_THRESHOLD, top_k=top_k, priors=priors,
-                                      counts=have or None, thresholds=thresholds(decision, DEFAULT_THRESHOLD))
+    per_class = thresholds(decision, DEFAULT_THRESHOLD) if threshold is None else {}  # a threshold given is theirs
+    labels, shares, sims = vote_batch(positive, threshold=DEFAULT_THRESHOLD if threshold is None else float(threshold),
+                                      top_k=top_k, priors=priors, counts=have or None, thresholds=per_class)
     below = np.flatnonzero([lab == UNKNOWN for lab in labels])
     if below.size:
         free = vote_batch([positive[i] for i in below], threshold=-1.0, top_k=top_k,
