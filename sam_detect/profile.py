@@ -173,6 +173,10 @@ EXPOSED = 0.5
 #: the examples drawn among the rest (``dev_degrade.py``'s ``dimF``), the floor dropped them
 #: while the segmenter alone found them. Fixed at the segmenter's 3 before measuring (session 42)
 DIM_NOISE = 3.0
+#: the least a bright candidate must stand out by, in sds of the image's pixel noise, whatever
+#: the examples' floor (:func:`_noisy`): the segmenter's far tail, as ``DIM_NOISE``, not
+#: measured for this (session 45); ``0`` turns it off
+NOISE_FLOOR = 3.0
 #: under this reproduction (the lead setting's mean IoU with the examples) ``describe`` warns
 #: that the classical settings draw the examples poorly. On the 29 development recordings of
 #: session 33 (each one's median profile): reproduction 0.8 or better, F1 0.89-0.96 (the
@@ -1282,7 +1286,8 @@ def size_filter(instances: Instances, profile: dict | None, pale: bool = True,
     measures outlines, ``data["edge"]``, and the profile has the examples'); a bright
     class's candidate below its contrast floor stays where it is shaped like the examples and
     clear of the image's noise (:func:`_clear_of_noise`; ``data["below_floor"]`` marks
-    them, where any). Returns ``(kept, note or None)``;
+    them, where any), and one standing out less than ``NOISE_FLOOR`` sds of the image's pixel
+    noise goes, whatever the floor (:func:`_noisy`). Returns ``(kept, note or None)``;
     the note says what was dropped, e.g. ``"12 of 40 candidates outside the examples' size
     range 300-800 px"``. ``pale``: also drop a dark class's candidates paler than its
     ``level_floor`` (:func:`_pale`; ``detect`` does, a prompt and the example images' rows
@@ -1314,8 +1319,9 @@ def size_filter(instances: Instances, profile: dict | None, pale: bool = True,
         keep[idx] = ok & ~weak[idx] & _not_dominated(sub, fits, shapes)
     faint = _faint(instances, classes)
     dim = _dim(instances, classes) & ~faint
-    clear = _clear_of_noise(instances, list(classes), shape_of, dim & sized)
-    dim &= ~clear
+    noisy = _noisy(instances, classes) & ~faint  # no floor's rescue lifts a candidate out of the noise
+    clear = _clear_of_noise(instances, list(classes), shape_of, dim & sized) & ~noisy
+    dim = (dim & ~clear) | noisy
     pallid = (_pale(instances, classes) if pale else np.zeros(len(instances), bool)) & ~faint & ~dim
     floor = _tiny_floor(classes) if tiny else 0.0  # far smaller than every class's examples; a cut one is spared
     small = (areas < floor) & ~cut & sized & ~faint & ~dim & ~pallid
@@ -1344,8 +1350,10 @@ def size_filter(instances: Instances, profile: dict | None, pale: bool = True,
         note += f", {misfit} unlike the examples' shape or outdone by an overlapping alternative"
     if (sized & faint).any():
         note += f", {int((sized & faint).sum())} with an outline fainter than {EDGE_FLOOR:g} of the examples'"
-    if (sized & dim).any():
-        note += f", {int((sized & dim).sum())} standing out less than the examples do"
+    if (sized & dim & ~noisy).any():
+        note += f", {int((sized & dim & ~noisy).sum())} standing out less than the examples do"
+    if (sized & noisy).any():
+        note += f", {int((sized & noisy).sum())} standing out less than {NOISE_FLOOR:g} sds of the image's pixel noise"
     if (sized & pallid).any():
         note += f", {int((sized & pallid).sum())} paler than the examples' stain"
     if smaller.any():
@@ -1632,6 +1640,19 @@ def _dim(instances: Instances, classes: dict) -> np.ndarray:
     return _below_floor(instances, classes, instances.data.get("contrast"), floors)
 
 
+def _noisy(instances: Instances, classes: dict) -> np.ndarray:
+    """``(N,)`` bool: a bright class's candidates whose inside stands out less than
+    ``NOISE_FLOOR`` sds of the image's pixel noise (``metadata["pixel_noise"]``,
+    ``calibrated.pixel_noise``) where they border open ground (as :func:`_dim`), whatever
+    the examples' floor: such a candidate cannot be told from the noise. A floor at the
+    examples' contrast, lowered for a dimmer frame (:func:`_floor_scale`), reached into the
+    noise of dim frames: there the micronuclei of ``dev_micronuclei`` (examples of 4-39 px)
+    kept hundreds of 4-14 px specks standing out 1-2 noise sds (session 45)."""
+    floors = {lab: NOISE_FLOOR * float(sd) for lab, sd in (instances.metadata.get("pixel_noise") or {}).items()
+              if lab in classes and NOISE_FLOOR > 0}
+    return _below_floor(instances, classes, instances.data.get("contrast"), floors)
+
+
 def _clear_of_noise(instances: Instances, labels: list[str], shape_of: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """``(N,)`` bool: of the candidates ``idx`` (a bool mask), those of a bright class (the
     one that proposed them, ``data["class_hint"]``) shaped like its examples (their shape fit
@@ -1820,6 +1841,8 @@ def describe(profile: dict | None) -> list[str]:
             floor = f" (candidates below {e['contrast_floor']:.0f} dropped"
             if e.get("polarity") == "bright" and np.isfinite(DIM_NOISE):  # :func:`_clear_of_noise`
                 floor += f" unless shaped like the examples and {DIM_NOISE:g} noise sds clear"
+            if e.get("polarity") == "bright" and NOISE_FLOOR > 0:  # :func:`_noisy`
+                floor += f"; any under {NOISE_FLOOR:g} sds of an image's pixel noise dropped"
             floor += ")"
         if len(e.get("area") or []) == 3 and e.get("contrast") and e.get("polarity") == "dark":
             floor += (f", specks dropped (under {SPECK_AREA * e['area'][1]:.0f} px with contrast "
@@ -1859,5 +1882,5 @@ def describe(profile: dict | None) -> list[str]:
 
 
 __all__ = [
-    "JOINT", "SAME", "joint_profile", "joint_labels", "CUT_FLOOR", "POOR_REPRODUCTION", "SPECK_AREA", "SPECK_CONTRAST", "STAIN_MASS", "TINY_MEDIAN", "TINY_SMALLEST", "THIN", "half_widths", "LEVEL_GAIN", "LEVEL_GAIN_MAX", "STAIN_GAIN", "STAIN_GAIN_MAX", "STAIN_HUE_BINS", "STAIN_HUE_PIXELS", "STAIN_MIN_TISSUE", "STAIN_TISSUE", "at_stain", "stain_gain", "stain_ratio", "stain_table", "grey_ratio", "SAME_EXPOSURE", "LEVEL_MIN_SPLIT", "LEVEL_OFFSET", "at_levels", "grey_levels", "level_gain", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "holds_size", "size_shift", "sure_objects", "probe_shift", "PROBE_SHIFT", "PROBE_GAIN", "PROFILE_VERSION", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "LEVEL_FLOOR", "STAIN_DEGREES", "PALER_SHARE", "inside_contrast_and_level", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "outline_ratios", "scale_of", "size_filter",
+    "NOISE_FLOOR", "JOINT", "SAME", "joint_profile", "joint_labels", "CUT_FLOOR", "POOR_REPRODUCTION", "SPECK_AREA", "SPECK_CONTRAST", "STAIN_MASS", "TINY_MEDIAN", "TINY_SMALLEST", "THIN", "half_widths", "LEVEL_GAIN", "LEVEL_GAIN_MAX", "STAIN_GAIN", "STAIN_GAIN_MAX", "STAIN_HUE_BINS", "STAIN_HUE_PIXELS", "STAIN_MIN_TISSUE", "STAIN_TISSUE", "at_stain", "stain_gain", "stain_ratio", "stain_table", "grey_ratio", "SAME_EXPOSURE", "LEVEL_MIN_SPLIT", "LEVEL_OFFSET", "at_levels", "grey_levels", "level_gain", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "holds_size", "size_shift", "sure_objects", "probe_shift", "PROBE_SHIFT", "PROBE_GAIN", "PROFILE_VERSION", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "LEVEL_FLOOR", "STAIN_DEGREES", "PALER_SHARE", "inside_contrast_and_level", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "outline_ratios", "scale_of", "size_filter",
 ]

@@ -1966,3 +1966,48 @@ def test_a_magnification_is_the_image_s_not_one_class_s():
     # beside a class of bright objects on black, which image b does not show: "obj" is moved
     other = library((a_rgb, ga, "obj"), (c_rgb, gc, "bright"))
     assert "obj" in (other.segmenter.segment(b_rgb, other.profile).metadata.get("size_shift") or {})
+
+
+def test_pixel_noise_is_not_widened_by_a_crowded_field():
+    """Neighbouring pixels' differences measure the noise wherever the objects lie: a field
+    half covered by objects reads its noise as a sparse one does, where the background-less
+    MAD (``noise_sigma``) takes the objects for noise."""
+    from sam_detect.segment.calibrated import Scale, noise_sigma, pixel_noise
+
+    rng = np.random.default_rng(0)
+    grey = np.sqrt(1 / 3)
+    scale = Scale(direction=np.array([grey] * 3), contrast=60.0, ring_level=30.0, radius=8.0, max_radius=10.0,
+                  min_area=20.0, max_area=800.0, minor_radius=6.0)
+    for frac in (0.05, 0.5):
+        lab = np.zeros((256, 256), np.int32)
+        place(lab, rng, 400, (5, 9), margin=1, ratio=0.7, gap=None if frac > 0.1 else 3)
+        keep = np.unique(lab)[1:][: max(1, int(frac * 256 * 256 / 150))]
+        obj = np.isin(lab, keep) & (lab > 0)
+        img = 30.0 + 90.0 * obj + rng.normal(0, 5.0, obj.shape)
+        rgb = np.repeat(np.clip(img, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+        true = 5.0 * np.sqrt(3)  # the grey noise along the grey direction
+        assert abs(pixel_noise(rgb, scale) - true) < 0.2 * true
+        if obj.mean() > 0.3:
+            assert noise_sigma(rgb, scale) > 1.5 * pixel_noise(rgb, scale)
+
+
+def test_a_bright_candidate_in_the_pixel_noise_goes_whatever_the_examples_floor():
+    """A bright class's candidate standing out less than ``NOISE_FLOOR`` sds of the image's
+    pixel noise is dropped even above the examples' contrast floor (dim frames lower that
+    floor into the noise); one standing out more stays."""
+    from sam_detect.profile import NOISE_FLOOR, size_filter
+
+    rgb, lab = blobs(5, size=192, n=10, r=(6, 8), fg=(200, 200, 200), bg=(20, 20, 20))
+    gt = Instances.from_label_image(lab)[0]
+    profile = profile_of(rgb, gt, np.arange(6))
+    floor = profile["classes"]["obj"]["contrast_floor"]
+    cands = gt[np.arange(6, len(gt))]
+    sd = floor / 2.0  # the floor stands at 2 noise sds: candidates between it and 3 sds are noise
+    contrast = np.array([floor * 1.2, NOISE_FLOOR * sd * 1.2] + [NOISE_FLOOR * sd * 2] * (len(cands) - 2))
+    cands.data.update({"contrast": contrast, "class_hint": ["obj"] * len(cands)})
+    cands.metadata["pixel_noise"] = {"obj": sd}
+    kept, note = size_filter(cands, profile)
+    assert len(kept) == len(cands) - 1 and floor * 1.2 not in kept.data["contrast"]
+    assert f"1 standing out less than {NOISE_FLOOR:g} sds of the image's pixel noise" in note
+    del cands.metadata["pixel_noise"]  # without the noise measured, the examples' floor alone
+    assert len(size_filter(cands, profile)[0]) == len(cands)

@@ -785,6 +785,22 @@ def noise_sigma(rgb: np.ndarray, scale: Scale) -> float:
     return _noise_sigma(x - _background(x, scale.background_radius))
 
 
+def pixel_noise(rgb: np.ndarray, scale: Scale) -> float:
+    """The image's pixel noise along ``scale``'s colour direction, from the differences of
+    neighbouring pixels (1.4826 x their MAD / sqrt 2, rows and columns, on the middle
+    ``NOISE_WINDOW`` pixels a side at most): objects change the image over many pixels and
+    noise from pixel to pixel, so unlike :func:`noise_sigma` a field crowded with objects
+    does not widen it (a 25 %-foreground synthetic field of sd 5: 9.1 projected against the
+    true 8.7, where :func:`noise_sigma` reads 16; at 50 %, 10.9 against 58)."""
+    h, w = rgb.shape[:2]
+    y0, x0 = max(0, (h - NOISE_WINDOW) // 2), max(0, (w - NOISE_WINDOW) // 2)
+    x = project(rgb[y0:y0 + NOISE_WINDOW, x0:x0 + NOISE_WINDOW], scale.direction).astype(np.float64)
+    d = np.concatenate([np.diff(x, axis=0).ravel(), np.diff(x, axis=1).ravel()])
+    if not d.size:
+        return 0.0
+    return float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2.0))
+
+
 def _objects(labels: np.ndarray):
     """Yield ``(crop_of, (x0, y0, x1, y1), area)`` per object of ``labels``: a function that
     makes its mask crop (called only for the objects kept), its box and its area."""

@@ -133,7 +133,9 @@ class ClassicalSegmenter:
         ``profile.holds_size``: a magnification is the image's, not one class's);
         ``metadata["noise"]`` each bright class's pixel noise along its colour direction
         (``calibrated.noise_sigma``: what ``profile.size_filter`` asks a candidate dimmer
-        than the examples to stand out by).
+        than the examples to stand out by) and ``metadata["pixel_noise"]`` the same from
+        neighbouring pixels' differences (``calibrated.pixel_noise``: what every candidate
+        must stand out by).
 
         Returns:
             ``Instances`` with masks (kept as box crops), boxes XYXY, scores in ``[0, 1]``,
@@ -175,11 +177,11 @@ class ClassicalSegmenter:
             size_shift,
             sure_objects,
         )
-        from sam_detect.segment.calibrated import OWN, Setting, noise_sigma
+        from sam_detect.segment.calibrated import OWN, Setting, noise_sigma, pixel_noise
 
         img = self._check_image(image)
         tile = self._tile_side(img.shape[:2])  # large images are proposed window by window
-        parts, own, shifts, gains, ratios, noises = [], None, {}, {}, {}, {}
+        parts, own, shifts, gains, ratios, noises, pixel = [], None, {}, {}, {}, {}, {}
         if levels is None and any("grey_levels" in e for e in classes.values()):
             levels = grey_levels(img)
         first = []  # each class at its examples' size: (label, entry, its proposer, candidates, sure ones)
@@ -201,6 +203,7 @@ class ClassicalSegmenter:
             if entry.get("polarity") == "bright" and "contrast_floor" in entry:
                 # what a dim candidate must stand out by to be kept below the examples' floor
                 noises[label] = round(noise_sigma(seen, scale_of(entry)), 4)
+                pixel[label] = round(pixel_noise(seen, scale_of(entry)), 4)
         # a magnification is the image's, not a class's: where one class finds its objects at its
         # examples' size, no class is looked for at another
         same_scale = len(first) > 1 and any(holds_size(part, entry, sure) for _, entry, _, part, sure in first)
@@ -227,6 +230,7 @@ class ClassicalSegmenter:
             inst.metadata["grey_ratio"] = ratios
         if noises:
             inst.metadata["noise"] = noises
+            inst.metadata["pixel_noise"] = pixel
         return inst
 
     def label_image(self, image: np.ndarray) -> np.ndarray:
