@@ -609,7 +609,8 @@ def describe_examples(rgb: np.ndarray, instances: Instances, labels: Sequence[st
     for i, lab in enumerate(labels):
         if lab != NEGATIVE:
             by_class.setdefault(lab, []).append(i)
-    positives = [out[i] for idx in by_class.values() for i in idx]
+    joint = [i for idx in by_class.values() for i in idx]  # every positive, class by class
+    positives = [out[i] for i in joint]
     levels = grey_levels(rgb)
     tissue = stain_table(rgb) if levels is None else None
     for idx in by_class.values():
@@ -624,11 +625,11 @@ def describe_examples(rgb: np.ndarray, instances: Instances, labels: Sequence[st
         _calibrate(rgb, scale, idx, crops, origins, own, out, "calib")
     # the classes found as one (:data:`JOINT`): every positive measured again at their joint
     # scale where they are of several classes, as they would be given as one class
-    joint = [i for idx in by_class.values() for i in idx]
     if len(by_class) > 1:
         _calibrate(rgb, _scale(positives), joint, crops, origins, own, out, "calib_joint")
-    for i in joint if len(by_class) == 1 else []:
-        out[i]["calib_joint"] = SAME
+    else:
+        for i in joint:
+            out[i]["calib_joint"] = SAME
     return out
 
 
@@ -709,8 +710,9 @@ def build_profile(examples: Iterable[tuple[str, dict]]) -> dict:
                 entry["edge"] = edge
         classes[label] = entry
     profile = {"version": PROFILE_VERSION, "grid": GRID_VERSION, "classes": classes}
-    if len(by_class) > 1 and all(_joint_shape(s) is not None for s in positives):
-        profile["joint"] = build_profile((JOINT, _joint_shape(s)) for s in positives)
+    joint = [_joint_shape(s) for s in positives] if len(by_class) > 1 else []
+    if joint and all(s is not None for s in joint):
+        profile["joint"] = build_profile((JOINT, s) for s in joint)
     return profile
 
 

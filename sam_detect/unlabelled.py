@@ -372,7 +372,9 @@ def model_from_payloads(payloads: Sequence[dict], key: str = "unlabelled") -> di
     the library's classes found as one (``profile.JOINT``), or its ``"unlabelled"`` rows where
     it then held one class."""
     latest: dict[str, int] = {}
-    rows_of = (lambda p: p.get(key, p.get("unlabelled"))) if key != "unlabelled" else (lambda p: p.get(key))  # noqa: E731
+    def rows_of(p: dict) -> list | None:
+        return p.get(key, p.get("unlabelled"))
+
     for p in payloads:
         if rows_of(p) is not None and p.get("image_key"):
             latest[p["image_key"]] = max(latest.get(p["image_key"], -1), int(p.get("unlabelled_at") or 0))
@@ -401,8 +403,7 @@ def describe(model: dict | None, joint: dict | None = None) -> list[str]:
     """Lines for ``library show`` and ``detect``'s stderr; ``joint``: the model of a library's
     classes found as one (``profile.JOINT``), which is the one ``detect`` uses where it exists."""
     if joint:
-        return [f"{'each class' if model else ''}{': ' if model else ''}{line}" for line in describe(model)] + \
-            [f"every class as one: {line}" for line in describe(joint)]
+        return [f"each class: {line}" for line in describe(model)] + [f"every class as one: {line}" for line in describe(joint)]
     if not model:
         return []
     if applies(model):

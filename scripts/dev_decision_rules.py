@@ -34,18 +34,22 @@ sys.path.insert(0, str(ROOT / "scripts"))
 CACHE = Path("/tmp/sam_detect_decision_rules")
 
 
-def _dev_micronuclei():
-    import bench_data
-
+def typed_item(image, label, classes) -> tuple:
+    """``(image as RGB uint8, Instances labelled by their class)`` of one frame of a
+    ``bench_data`` multi-class set (``classes``: label id -> class)."""
     from sam_detect.instances import Instances
     from sam_detect.io.images import to_rgb_uint8
 
+    inst, ids = Instances.from_label_image(np.asarray(label))
+    inst.labels = np.array([str(classes[int(j)]) for j in ids], dtype=object)
+    return to_rgb_uint8(image), inst
+
+
+def _dev_micronuclei():
+    import bench_data
+
     images, labels, class_of = bench_data.micronuclei_classes("training")
-    items = []
-    for i in [0, 1, 2, 3, *range(20, 30)]:
-        inst, ids = Instances.from_label_image(np.asarray(labels[i]))
-        inst.labels = np.array([str(class_of[i][int(j)]) for j in ids], dtype=object)
-        items.append((to_rgb_uint8(images[i]), inst))
+    items = [typed_item(images[i], labels[i], class_of[i]) for i in [0, 1, 2, 3, *range(20, 30)]]
     return items, dict(shots=8, examples_from=[0], score_on=list(range(1, len(items))))
 
 
@@ -54,14 +58,8 @@ def _dev_stroma_types():
     tiles 0-2 give 8 examples per class, tiles 3-8 are scored (development only)."""
     import bench_data
 
-    from sam_detect.instances import Instances
-
     images, labels, class_of = bench_data.hgsc_stroma_classes()
-    items = []
-    for img, lab, classes in zip(images, labels, class_of, strict=True):
-        inst, ids = Instances.from_label_image(np.asarray(lab))
-        inst.labels = np.array([str(classes[int(j)]) for j in ids], dtype=object)
-        items.append((img, inst))
+    items = [typed_item(img, lab, classes) for img, lab, classes in zip(images, labels, class_of, strict=True)]
     return items, dict(shots=8, examples_from=[0, 1, 2], score_on=list(range(3, 9)))
 
 

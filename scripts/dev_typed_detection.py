@@ -80,17 +80,10 @@ def main() -> None:
 def _reported() -> list:
     """``(rgb, typed instances)`` of every frame of the reported ``micronuclei`` set."""
     import bench_data
-
-    from sam_detect.instances import Instances
-    from sam_detect.io.images import to_rgb_uint8
+    from dev_decision_rules import typed_item
 
     images, labels, class_of = bench_data.load_classes("micronuclei")
-    items = []
-    for image, label, classes in zip(images, labels, class_of, strict=True):
-        inst, ids = Instances.from_label_image(np.asarray(label))
-        inst.labels = np.array([str(classes[int(j)]) for j in ids], dtype=object)
-        items.append((to_rgb_uint8(image), inst))
-    return items
+    return [typed_item(*frame) for frame in zip(images, labels, class_of, strict=True)]
 
 
 if __name__ == "__main__":

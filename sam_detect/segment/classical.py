@@ -202,8 +202,9 @@ class ClassicalSegmenter:
             first.append((label, entry, at, part, sure))
             if entry.get("polarity") == "bright" and "contrast_floor" in entry:
                 # what a dim candidate must stand out by to be kept below the examples' floor
-                noises[label] = round(noise_sigma(seen, scale_of(entry)), 4)
-                pixel[label] = round(pixel_noise(seen, scale_of(entry)), 4)
+                scale = scale_of(entry)
+                noises[label] = round(noise_sigma(seen, scale), 4)
+                pixel[label] = round(pixel_noise(seen, scale), 4)
         # a magnification is the image's, not a class's: where one class finds its objects at its
         # examples' size, no class is looked for at another
         same_scale = len(first) > 1 and any(holds_size(part, entry, sure) for _, entry, _, part, sure in first)
