@@ -70,6 +70,19 @@ def test_typed_instances_refuse_maps_that_do_not_fit(types, names, message):
         typed_instances(lab, types, names)
 
 
+def test_a_label_image_given_as_the_type_map_is_not_listed_value_by_value():
+    """Every object its own "type": the error names the first few, how many, and what to do."""
+    lab = np.zeros((20, 60), np.int32)
+    for k in range(15):
+        lab[2:8, 4 * k:4 * k + 3] = k + 1
+    with pytest.raises(AnnotationError) as err:
+        typed_instances(lab, lab, {1: "a"})
+    text = str(err.value)
+    assert text.startswith("type(s) 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, ... 15 (14 in all: is it a type map?) of the "
+                           "type map have no name; named: 1=a; name every type in --type-names")
+    assert "\n" not in text
+
+
 def test_type_names_in_order_or_by_value():
     assert parse_type_names("neoplastic, inflammatory") == {1: "neoplastic", 2: "inflammatory"}
     assert parse_type_names("1=neoplastic,3=dead") == {1: "neoplastic", 3: "dead"}

@@ -225,6 +225,10 @@ def parse_type_names(spec: str | None) -> dict[int, str]:
     return names
 
 
+#: the most unnamed types an error lists one by one
+MAX_LISTED = 10
+
+
 def typed_instances(label_image: np.ndarray, type_map: np.ndarray,
                     names: dict[int, str] | None = None) -> tuple[Instances, int]:
     """Instances of a label image, each labelled by the type most of its pixels carry in
@@ -257,9 +261,13 @@ def typed_instances(label_image: np.ndarray, type_map: np.ndarray,
     names = names or {}
     missing = sorted(set(value[typed].tolist()) - set(names))
     if names and missing:
+        listed = ", ".join(map(str, missing[:MAX_LISTED]))
+        if len(missing) > MAX_LISTED:  # a label image given as the type map holds one "type" per object
+            listed += f", ... {missing[-1]} ({len(missing)} in all: is it a type map?)"
         raise AnnotationError(
-            f"type(s) {', '.join(map(str, missing))} of the type map have no name; named: "
-            + ", ".join(f"{v}={n}" for v, n in sorted(names.items())))
+            f"type(s) {listed} of the type map have no name; named: "
+            + ", ".join(f"{v}={n}" for v, n in sorted(names.items()))
+            + "; name every type in --type-names (1=a,2=b,...), or leave it out to call them 'type N'")
     out = inst[np.flatnonzero(typed)]
     out.labels[:] = [names.get(int(v), f"type {int(v)}") for v in value[typed]]
     out.data["type"] = value[typed]
