@@ -579,21 +579,21 @@ class SAMDetect(DetectorStages, LibraryState):
         vectors = self._embed(seen, inst, timings, typical_area=typical, prefetched=prefetched)
         t = time.perf_counter()
         results = self._search(vectors, top_k, decision) if len(inst) else []
-        shown, types = results, None
+        typing, types = None, None
         if joint is not None and len(inst):  # each candidate's class: the vote among the classes
-            from sam_detect.select import type_by_vote
+            from sam_detect.select import Typing
 
-            shown = self._search(vectors, top_k, typed)
-            results = [[n if n.label == NEGATIVE else dataclasses.replace(n, label=JOINT) for n in hits]
-                       for hits in results]
             scaled = at_scale(typed_profile, {lab: shifts[JOINT] for lab in (typed_profile or {}).get("classes", {})}
                               if JOINT in shifts else {})
-            types = type_by_vote(inst, shown, top_k=top_k, profile=scaled, decision=typed, threshold=threshold)
+            typing = Typing(self._search(vectors, top_k, typed), scaled, typed)
+            results = [[n if n.label == NEGATIVE else dataclasses.replace(n, label=JOINT) for n in hits]
+                       for hits in results]
+            types = typing.vote(inst, top_k, threshold)
         timings["search"] = time.perf_counter() - t
         t = time.perf_counter()
         from sam_detect.select import decide
 
-        self._last_decided = (inst, results, profile, own, decision, types)  # what eval re-scores
+        self._last_decided = (inst, results, profile, own, decision, typing)  # what eval re-scores
         d = decide(inst, results, threshold=threshold, top_k=top_k, profile=profile,
                    keep_unknown=self.config.keep_unknown, decision=decision, types=types)
         inst.labels = np.array(d.labels, dtype=object) if d.labels else np.empty(0, dtype=object)
@@ -601,7 +601,8 @@ class SAMDetect(DetectorStages, LibraryState):
         inst.data["similarity"] = d.similarities
         inst.data["fit"] = d.fit
         inst.data["neighbours"] = [  # the nearest top_k, whatever their label
-            [{"id": n.id, "label": n.label, "score": round(float(n.score), 4)} for n in r[:top_k]] for r in shown
+            [{"id": n.id, "label": n.label, "score": round(float(n.score), 4)} for n in r[:top_k]]
+            for r in (typing.neighbours if typing is not None else results)
         ]
         out = inst[d.keep]
         if own is not None and len(own):

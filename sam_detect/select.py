@@ -350,6 +350,22 @@ def _standing_out(candidates: Instances, neighbours: Sequence[Sequence[Any]], la
     return labels, conf, taken
 
 
+@dataclass
+class Typing:
+    """What a library of several classes types its objects by (:func:`type_by_vote`), kept
+    so that a decision re-run at another threshold (``eval``'s curve) types them as
+    ``detect`` would at that threshold: each candidate's nearest examples of every class, the
+    classes' profile at the image's scale, and their decision settings."""
+
+    neighbours: Sequence[Sequence[Any]]
+    profile: dict | None
+    decision: dict | None
+
+    def vote(self, candidates: Instances, top_k: int, threshold: float | None) -> tuple[list[str], np.ndarray]:
+        return type_by_vote(candidates, self.neighbours, top_k=top_k, profile=self.profile,
+                            decision=self.decision, threshold=threshold)
+
+
 def type_by_vote(candidates: Instances, neighbours: Sequence[Sequence[Any]], *, top_k: int,
                  profile: dict | None, decision: dict | None,
                  threshold: float | None = None) -> tuple[list[str], np.ndarray]:
@@ -466,5 +482,5 @@ def decide(
     return Decision(labels, conf, sim, fit, keep.astype(np.int64), words, int(np.isin(keep, taken).sum()))
 
 
-__all__ = ["type_by_vote", "MAX_OVERLAP", "OUTLINE_CAP", "OUTLINE_WEIGHT", "PROMPT_MARGIN", "Decision", "box_overlap", "choose_prompt", "decide", "overlap_pairs",
+__all__ = ["Typing", "type_by_vote", "MAX_OVERLAP", "OUTLINE_CAP", "OUTLINE_WEIGHT", "PROMPT_MARGIN", "Decision", "box_overlap", "choose_prompt", "decide", "overlap_pairs",
            "contact_ratio", "covering_parts", "fragmented_wholes", "overlapping", "quality", "select", "wholes_first"]

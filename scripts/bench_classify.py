@@ -241,11 +241,12 @@ def confidence(name: str, embedder: str) -> dict:
     for t in range(1, len(frames)):
         det.detect(frames[t])
         # profile: at the frame's own scale (frames 1- hold no examples)
-        cands, results, profile, _, decision, types = det._last_decided
+        cands, results, profile, _, decision, typing = det._last_decided
         from sam_detect.select import decide
 
-        d = decide(cands, results, threshold=None, top_k=det.config.top_k, profile=profile,
-                   decision=decision, types=types)
+        top_k = det.config.top_k
+        d = decide(cands, results, threshold=None, top_k=top_k, profile=profile, decision=decision,
+                   types=typing.vote(cands, top_k, None) if typing is not None else None)
         g, _ = Instances.from_label_image(gt[t])
         iou = instances_iou(cands, g)
         best = iou.max(axis=1) if iou.size else np.zeros(len(cands))

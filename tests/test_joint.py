@@ -122,6 +122,29 @@ def test_eval_re_votes_a_typed_library_as_detect_decided(scene):
     assert set(res.records[0].out_labels) <= {"large", "small"} and res.records[0].out_labels
 
 
+def test_a_typed_decision_re_run_at_another_threshold_types_as_detect_does_at_it(scene):
+    # eval's threshold curve re-runs the decision on the recorded candidates: the classes'
+    # vote is re-run at each threshold too, not kept from the configured one
+    from sam_detect.select import decide
+
+    a_rgb, ex, b_rgb, _ = scene
+    det = library(a_rgb, ex, ex.labels)
+    det.detect(b_rgb)
+    inst, results, profile, _, decision, typing = det._last_decided
+    top_k = det.config.top_k
+    configured = typing.vote(inst, top_k, None)
+    moved = 0
+    for t in (0.6, 0.95, 0.98):  # the handcrafted neighbours here lie at 0.93-1
+        want = det.detect(b_rgb, threshold=t)
+        d = decide(inst, results, threshold=t, top_k=top_k, profile=profile, decision=decision,
+                   types=typing.vote(inst, top_k, t))
+        assert [d.labels[i] for i in d.keep] == list(want.labels)
+        assert np.allclose(d.confidences[d.keep], want.label_confidences)
+        moved += not np.allclose(typing.vote(inst, top_k, t)[1], configured[1])
+    assert moved  # the thresholds tried change the vote: the test can tell the two apart
+    det.close()
+
+
 def test_library_show_names_what_finds_the_objects(tmp_path, scene):
     a_rgb, ex, _, _ = scene
     import cv2

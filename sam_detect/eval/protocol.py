@@ -78,8 +78,9 @@ class _ImageRecord:
     # (``DetectorConfig.keep_examples``), before the candidates it kept: (E, G) and (E,)
     known_iou: np.ndarray | None = None
     known_labels: tuple[str, ...] = ()
-    # each candidate's class where the classes were found as one (select.type_by_vote)
-    types: tuple[list[str], np.ndarray] | None = None
+    # what each candidate's class is voted by where the classes were found as one
+    # (select.Typing): re-voted at each threshold, as detect() would type at it
+    typing: Any = None
 
     def returned(self, idx: np.ndarray, labels: list[str]) -> tuple[np.ndarray, list[str]]:
         """What detect() returns when the selection keeps candidates ``idx`` labelled
@@ -175,7 +176,7 @@ def _vote(
         if rec.candidates is not None:
             d = decide(rec.candidates, rec.neighbours if len(rec.candidates) else [],
                        threshold=threshold, top_k=top_k, profile=rec.profile, decision=rec.decision,
-                       types=rec.types)
+                       types=rec.typing.vote(rec.candidates, top_k, threshold) if rec.typing is not None else None)
             out.append((d.keep, [d.labels[i] for i in d.keep]))
             continue
         labels, _, _ = (
@@ -342,10 +343,10 @@ def evaluate(
             out = det.detect(loaded)
             profile = det.profile
             decided = getattr(det, "_last_decided", None)
-            decision, types = det.decision, None
+            decision, typing = det.decision, None
             if decided is not None:  # exactly what detect() decided on, with the image's profile
                 cands, neighbours, profile = decided[0], list(decided[1]), decided[2]
-                known, decision, types = decided[3:6]
+                known, decision, typing = decided[3:6]
             else:
                 cands = rec_seg.last if rec_seg.last is not None else Instances.empty(g.image_hw)
                 cands = size_filter(cands, profile)[0]  # what detect() embedded
@@ -364,7 +365,7 @@ def evaluate(
                     candidates=cands,
                     profile=profile,
                     decision=decision,
-                    types=types,
+                    typing=typing,
                     known_iou=None if known is None or not len(known) else instances_iou(known, g).astype(np.float32),
                     known_labels=() if known is None else tuple(str(lab) for lab in known.labels),
                 )
