@@ -75,7 +75,7 @@ class LibraryState:
         self.store.update_extra(self.config.library, "image_keys", keys)
         self._cache["image_keys"] = (self.store.count(self.config.library), keys)
         self._cache.pop("by_image", None)
-        self._store_decision(vectors, labels, payloads)
+        self._store_decision(vectors, labels, payloads, profile)
         return profile
 
     def _examples_of_image(self, rgb: np.ndarray) -> Any:
@@ -197,7 +197,10 @@ class LibraryState:
         """
         return self._store_decision(*self._examples())
 
-    def _store_decision(self, vectors: np.ndarray, labels: list[str], payloads: list[dict]) -> dict:
+    def _store_decision(self, vectors: np.ndarray, labels: list[str], payloads: list[dict],
+                        profile: dict | None = None) -> dict:
+        """``profile``: the one just built (else the stored one): classes it keeps apart
+        (``profile.JOINT_ANGLE``) get no joint decision."""
         from sam_detect.calibrate import fit_decision
         from sam_detect.embed.views import views_of
         from sam_detect.profile import joint_labels
@@ -208,7 +211,9 @@ class LibraryState:
         positive_areas = [a for a in areas if a > 0]
         decision["typical_area"] = float(np.median(positive_areas)) if positive_areas else None
         joint = joint_labels(labels)
-        if joint is not None:  # the classes found as one (profile.JOINT) vote so too
+        if profile is None:
+            profile = self._extra("profile")
+        if joint is not None and not (profile or {}).get("apart"):  # the classes found as one (profile.JOINT) vote so too
             decision["joint"] = fit_decision(vectors, joint, views_of(meta.embedder_id if meta else ""))
             decision["joint"]["typical_area"] = decision["typical_area"]
         self.store.update_extra(self.config.library, "decision", decision)

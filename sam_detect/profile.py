@@ -35,6 +35,13 @@ PROFILE_VERSION = 1
 JOINT = "every class"
 #: ``"calib_joint"`` of an example whose add held one class: its ``"calib"`` is at the joint scale
 SAME = "same"
+#: classes are found as one only where each one's examples stand out along a colour direction
+#: within this many degrees of their joint one: bright cells and dark debris, or a class
+#: opposite in polarity to the rest, would vanish under one joint threshold (the joint
+#: direction follows the majority; a scene of ten bright and ten dark discs found the bright
+#: ten only). Such classes are proposed each on its own, as before libraries found them as one.
+#: 60: the classes' looks half shared (cos 0.5); chosen as that round figure, not measured
+JOINT_ANGLE = 60.0
 #: how many of the best settings a class keeps for its proposals
 KEEP_SETTINGS = 3
 #: a class's log-area spread is at least this
@@ -712,8 +719,27 @@ def build_profile(examples: Iterable[tuple[str, dict]]) -> dict:
     profile = {"version": PROFILE_VERSION, "grid": GRID_VERSION, "classes": classes}
     joint = [_joint_shape(s) for s in positives] if len(by_class) > 1 else []
     if joint and all(s is not None for s in joint):
-        profile["joint"] = build_profile((JOINT, s) for s in joint)
+        together = build_profile((JOINT, s) for s in joint)
+        apart = _apart(classes, together["classes"][JOINT]["direction"])
+        if apart:
+            profile["apart"] = apart
+        else:
+            profile["joint"] = together
     return profile
+
+
+def _apart(classes: dict, direction: Sequence[float]) -> dict | None:
+    """``{"classes": [...], "angle": degrees}``: the classes whose examples stand out along a
+    colour direction more than :data:`JOINT_ANGLE` from their joint one (``direction``), and
+    the widest such angle; ``None`` where every class lies within it."""
+    d = np.asarray(direction, np.float64)
+    angles = {}
+    for label, entry in classes.items():
+        c = np.asarray(entry["direction"], np.float64)
+        cos = float(c @ d) / max(float(np.linalg.norm(c) * np.linalg.norm(d)), 1e-12)
+        angles[label] = float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
+    far = sorted(label for label, a in angles.items() if a > JOINT_ANGLE)
+    return {"classes": far, "angle": round(max(angles[label] for label in far), 1)} if far else None
 
 
 def _joint_shape(shape: dict) -> dict | None:
@@ -1877,6 +1903,12 @@ def describe(profile: dict | None) -> list[str]:
         lines.append("detect finds the objects with every class's examples as one class, then gives each the class "
                      "the vote among the classes gives it:")
         lines += [f"  {line}" for line in describe(joint)]
+    elif profile.get("apart"):
+        apart = profile["apart"]
+        lines.append(f"each class is proposed on its own: {', '.join(display_label(c) for c in apart['classes'])} "
+                     f"stand{'s' if len(apart['classes']) == 1 else ''} out along a colour direction "
+                     f"{apart['angle']:.0f} degrees from the classes' joint one (over {JOINT_ANGLE:g}: one "
+                     "threshold would not find every class)")
     elif len(classes) > 1:
         lines.append("each class is proposed on its own: its examples were measured before libraries found their "
                      "classes as one (add them again to do so)")
@@ -1884,5 +1916,5 @@ def describe(profile: dict | None) -> list[str]:
 
 
 __all__ = [
-    "NOISE_FLOOR", "JOINT", "SAME", "joint_profile", "joint_labels", "CUT_FLOOR", "POOR_REPRODUCTION", "SPECK_AREA", "SPECK_CONTRAST", "STAIN_MASS", "TINY_MEDIAN", "TINY_SMALLEST", "THIN", "half_widths", "LEVEL_GAIN", "LEVEL_GAIN_MAX", "STAIN_GAIN", "STAIN_GAIN_MAX", "STAIN_HUE_BINS", "STAIN_HUE_PIXELS", "STAIN_MIN_TISSUE", "STAIN_TISSUE", "at_stain", "stain_gain", "stain_ratio", "stain_table", "grey_ratio", "SAME_EXPOSURE", "LEVEL_MIN_SPLIT", "LEVEL_OFFSET", "at_levels", "grey_levels", "level_gain", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "holds_size", "size_shift", "sure_objects", "probe_shift", "PROBE_SHIFT", "PROBE_GAIN", "PROFILE_VERSION", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "LEVEL_FLOOR", "STAIN_DEGREES", "PALER_SHARE", "inside_contrast_and_level", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "outline_ratios", "scale_of", "size_filter",
+    "NOISE_FLOOR", "JOINT", "JOINT_ANGLE", "SAME", "joint_profile", "joint_labels", "CUT_FLOOR", "POOR_REPRODUCTION", "SPECK_AREA", "SPECK_CONTRAST", "STAIN_MASS", "TINY_MEDIAN", "TINY_SMALLEST", "THIN", "half_widths", "LEVEL_GAIN", "LEVEL_GAIN_MAX", "STAIN_GAIN", "STAIN_GAIN_MAX", "STAIN_HUE_BINS", "STAIN_HUE_PIXELS", "STAIN_MIN_TISSUE", "STAIN_TISSUE", "at_stain", "stain_gain", "stain_ratio", "stain_table", "grey_ratio", "SAME_EXPOSURE", "LEVEL_MIN_SPLIT", "LEVEL_OFFSET", "at_levels", "grey_levels", "level_gain", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "holds_size", "size_shift", "sure_objects", "probe_shift", "PROBE_SHIFT", "PROBE_GAIN", "PROFILE_VERSION", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "LEVEL_FLOOR", "STAIN_DEGREES", "PALER_SHARE", "inside_contrast_and_level", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "outline_ratios", "scale_of", "size_filter",
 ]

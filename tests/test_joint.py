@@ -14,6 +14,7 @@ from sam_detect.eval.metrics import instances_iou
 from sam_detect.instances import Instances
 from sam_detect.profile import (
     JOINT,
+    JOINT_ANGLE,
     SAME,
     build_profile,
     describe,
@@ -142,6 +143,40 @@ def test_a_typed_decision_re_run_at_another_threshold_types_as_detect_does_at_it
         assert np.allclose(d.confidences[d.keep], want.label_confidences)
         moved += not np.allclose(typing.vote(inst, top_k, t)[1], configured[1])
     assert moved  # the thresholds tried change the vote: the test can tell the two apart
+    det.close()
+
+
+def bright_and_dark(seed: int, size: int = 256):
+    """Grey RGB with 10 bright and 10 dark discs on a mid-grey ground, and their classes."""
+    rng = np.random.default_rng(seed)
+    lab = np.zeros((size, size), np.int32)
+    place(lab, rng, 10, (8, 11), margin=2, ratio=0.8, gap=4)
+    bright = int(lab.max())
+    place(lab, rng, bright + 10, (8, 11), margin=2, ratio=0.8, gap=4)
+    img = np.full((size, size, 3), 128, np.float32)
+    img[(lab > 0) & (lab <= bright)] = 220
+    img[lab > bright] = 40
+    img = np.clip(img + rng.normal(0, 6.0, img.shape), 0, 255).astype(np.uint8)
+    inst, ids = Instances.from_label_image(lab)
+    inst.labels = np.array(["bright" if i <= bright else "dark" for i in ids], dtype=object)
+    return img, inst
+
+
+def test_classes_of_opposite_contrast_are_each_proposed_on_their_own():
+    # one joint threshold follows the majority's polarity: the dark discs would all be lost
+    (a_rgb, a), (b_rgb, b) = bright_and_dark(1), bright_and_dark(2)
+    ex = a[np.r_[np.flatnonzero(a.labels == "bright")[:5], np.flatnonzero(a.labels == "dark")[:5]]]
+    det = library(a_rgb, ex, ex.labels)
+    assert joint_profile(det.profile) is None and "joint" not in det.decision
+    apart = det.profile["apart"]
+    assert apart["classes"] and apart["angle"] > JOINT_ANGLE
+    assert any(line.startswith("each class is proposed on its own: ") and "colour direction" in line
+               for line in describe(det.profile))
+    found = det.detect(b_rgb)
+    pairs = match_iou_matrix(instances_iou(found, b), 0.5).pairs
+    for kind in ("bright", "dark"):
+        assert sum(b.labels[j] == kind for _, j in pairs) >= 9
+    assert all(found.labels[i] == b.labels[j] for i, j in pairs)
     det.close()
 
 
