@@ -1903,7 +1903,7 @@ def describe(profile: dict | None) -> list[str]:
         lines.append("detect finds the objects with every class's examples as one class, then gives each the class "
                      "the vote among the classes gives it:")
         lines += [f"  {line}" for line in describe(joint)]
-    elif profile.get("apart"):
+    elif (profile or {}).get("apart"):
         apart = profile["apart"]
         lines.append(f"each class is proposed on its own: {', '.join(display_label(c) for c in apart['classes'])} "
                      f"stand{'s' if len(apart['classes']) == 1 else ''} out along a colour direction "

@@ -88,8 +88,8 @@ def test_list_empty_says_so_on_stderr(libdir):
 
 
 def test_show(qdrant_lib):
-    code, out, _ = run_main("library", "show", "nuclei")
-    assert code == 0
+    code, out, err = run_main("library", "show", "nuclei")
+    assert code == 0, err
     assert "library:   nuclei" in out
     assert "embedder:  effnet-lite0@224 (8-d)" in out
     assert '"sigma": 30.0' in out
