@@ -203,7 +203,7 @@ class LibraryState:
         (``profile.JOINT_ANGLE``) get no joint decision."""
         from sam_detect.calibrate import fit_decision
         from sam_detect.embed.views import views_of
-        from sam_detect.profile import joint_labels
+        from sam_detect.profile import apart, joint_labels
 
         meta = self._library_meta()
         decision = fit_decision(vectors, labels, views_of(meta.embedder_id if meta else ""))
@@ -213,7 +213,7 @@ class LibraryState:
         joint = joint_labels(labels)
         if profile is None:
             profile = self._extra("profile")
-        if joint is not None and not (profile or {}).get("apart"):  # the classes found as one (profile.JOINT) vote so too
+        if joint is not None and apart(profile) is None:  # the classes found as one (profile.JOINT) vote so too
             decision["joint"] = fit_decision(vectors, joint, views_of(meta.embedder_id if meta else ""))
             decision["joint"]["typical_area"] = decision["typical_area"]
         self.store.update_extra(self.config.library, "decision", decision)

@@ -720,9 +720,9 @@ def build_profile(examples: Iterable[tuple[str, dict]]) -> dict:
     joint = [_joint_shape(s) for s in positives] if len(by_class) > 1 else []
     if joint and all(s is not None for s in joint):
         together = build_profile((JOINT, s) for s in joint)
-        apart = _apart(classes, together["classes"][JOINT]["direction"])
-        if apart:
-            profile["apart"] = apart
+        far = _apart(classes, together["classes"][JOINT]["direction"])
+        if far:
+            profile["apart"] = far
         else:
             profile["joint"] = together
     return profile
@@ -763,8 +763,23 @@ def joint_labels(labels: Sequence[str]) -> list[str] | None:
 
 def joint_profile(profile: dict | None) -> dict | None:
     """The profile of a library's classes found as one (:data:`JOINT`), or ``None`` (one
-    class, or examples measured before joint profiles were)."""
-    return (profile or {}).get("joint")
+    class, examples measured before joint profiles were, or classes kept apart:
+    :func:`apart`)."""
+    joint = (profile or {}).get("joint")
+    return None if joint is None or apart(profile) else joint
+
+
+def apart(profile: dict | None) -> dict | None:
+    """``{"classes": [...], "angle": degrees}`` where a library's classes do not share a
+    look (:data:`JOINT_ANGLE`), else ``None``; read from a profile built before the angle
+    was kept too (its joint profile's direction against each class's)."""
+    profile = profile or {}
+    if profile.get("apart"):
+        return profile["apart"]
+    joint = profile.get("joint")
+    if not joint:
+        return None
+    return _apart(profile.get("classes") or {}, joint["classes"][JOINT]["direction"])
 
 
 def _settings(measured: Sequence[tuple[dict, list]], positives: Sequence[dict],
@@ -1903,11 +1918,10 @@ def describe(profile: dict | None) -> list[str]:
         lines.append("detect finds the objects with every class's examples as one class, then gives each the class "
                      "the vote among the classes gives it:")
         lines += [f"  {line}" for line in describe(joint)]
-    elif (profile or {}).get("apart"):
-        apart = profile["apart"]
-        lines.append(f"each class is proposed on its own: {', '.join(display_label(c) for c in apart['classes'])} "
-                     f"stand{'s' if len(apart['classes']) == 1 else ''} out along a colour direction "
-                     f"{apart['angle']:.0f} degrees from the classes' joint one (over {JOINT_ANGLE:g}: one "
+    elif (far := apart(profile)) is not None:
+        lines.append(f"each class is proposed on its own: {', '.join(display_label(c) for c in far['classes'])} "
+                     f"stand{'s' if len(far['classes']) == 1 else ''} out along a colour direction "
+                     f"{far['angle']:.0f} degrees from the classes' joint one (over {JOINT_ANGLE:g}: one "
                      "threshold would not find every class)")
     elif len(classes) > 1:
         lines.append("each class is proposed on its own: its examples were measured before libraries found their "
@@ -1916,5 +1930,5 @@ def describe(profile: dict | None) -> list[str]:
 
 
 __all__ = [
-    "NOISE_FLOOR", "JOINT", "JOINT_ANGLE", "SAME", "joint_profile", "joint_labels", "CUT_FLOOR", "POOR_REPRODUCTION", "SPECK_AREA", "SPECK_CONTRAST", "STAIN_MASS", "TINY_MEDIAN", "TINY_SMALLEST", "THIN", "half_widths", "LEVEL_GAIN", "LEVEL_GAIN_MAX", "STAIN_GAIN", "STAIN_GAIN_MAX", "STAIN_HUE_BINS", "STAIN_HUE_PIXELS", "STAIN_MIN_TISSUE", "STAIN_TISSUE", "at_stain", "stain_gain", "stain_ratio", "stain_table", "grey_ratio", "SAME_EXPOSURE", "LEVEL_MIN_SPLIT", "LEVEL_OFFSET", "at_levels", "grey_levels", "level_gain", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "holds_size", "size_shift", "sure_objects", "probe_shift", "PROBE_SHIFT", "PROBE_GAIN", "PROFILE_VERSION", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "LEVEL_FLOOR", "STAIN_DEGREES", "PALER_SHARE", "inside_contrast_and_level", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "outline_ratios", "scale_of", "size_filter",
+    "NOISE_FLOOR", "JOINT", "JOINT_ANGLE", "SAME", "apart", "joint_profile", "joint_labels", "CUT_FLOOR", "POOR_REPRODUCTION", "SPECK_AREA", "SPECK_CONTRAST", "STAIN_MASS", "TINY_MEDIAN", "TINY_SMALLEST", "THIN", "half_widths", "LEVEL_GAIN", "LEVEL_GAIN_MAX", "STAIN_GAIN", "STAIN_GAIN_MAX", "STAIN_HUE_BINS", "STAIN_HUE_PIXELS", "STAIN_MIN_TISSUE", "STAIN_TISSUE", "at_stain", "stain_gain", "stain_ratio", "stain_table", "grey_ratio", "SAME_EXPOSURE", "LEVEL_MIN_SPLIT", "LEVEL_OFFSET", "at_levels", "grey_levels", "level_gain", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "holds_size", "size_shift", "sure_objects", "probe_shift", "PROBE_SHIFT", "PROBE_GAIN", "PROFILE_VERSION", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "LEVEL_FLOOR", "STAIN_DEGREES", "PALER_SHARE", "inside_contrast_and_level", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "outline_ratios", "scale_of", "size_filter",
 ]

@@ -16,6 +16,7 @@ from sam_detect.profile import (
     JOINT,
     JOINT_ANGLE,
     SAME,
+    apart,
     build_profile,
     describe,
     describe_examples,
@@ -168,8 +169,8 @@ def test_classes_of_opposite_contrast_are_each_proposed_on_their_own():
     ex = a[np.r_[np.flatnonzero(a.labels == "bright")[:5], np.flatnonzero(a.labels == "dark")[:5]]]
     det = library(a_rgb, ex, ex.labels)
     assert joint_profile(det.profile) is None and "joint" not in det.decision
-    apart = det.profile["apart"]
-    assert apart["classes"] and apart["angle"] > JOINT_ANGLE
+    far = det.profile["apart"]
+    assert far["classes"] and far["angle"] > JOINT_ANGLE
     assert any(line.startswith("each class is proposed on its own: ") and "colour direction" in line
                for line in describe(det.profile))
     found = det.detect(b_rgb)
@@ -178,6 +179,12 @@ def test_classes_of_opposite_contrast_are_each_proposed_on_their_own():
         assert sum(b.labels[j] == kind for _, j in pairs) >= 9
     assert all(found.labels[i] == b.labels[j] for i, j in pairs)
     det.close()
+    # a profile stored with a joint profile of such classes (before the angle was kept) is
+    # read the same way
+    shapes = describe_examples(a_rgb, ex, list(ex.labels))
+    stored = {k: v for k, v in build_profile(list(zip(ex.labels, shapes, strict=True))).items() if k != "apart"}
+    stored["joint"] = build_profile((JOINT, s) for s in shapes)
+    assert joint_profile(stored) is None and apart(stored)["classes"] == far["classes"]
 
 
 def test_library_show_names_what_finds_the_objects(tmp_path, scene):
