@@ -147,25 +147,27 @@ def test_a_typed_decision_re_run_at_another_threshold_types_as_detect_does_at_it
     det.close()
 
 
-def bright_and_dark(seed: int, size: int = 256):
-    """Grey RGB with 10 bright and 10 dark discs on a mid-grey ground, and their classes."""
+def two_colours(seed: int, first=(220, 220, 220), second=(40, 40, 40), ground=(128, 128, 128),
+                names=("bright", "dark"), size: int = 256):
+    """RGB with 10 discs of colour ``first`` and 10 of ``second`` on ``ground`` (default:
+    bright and dark on mid-grey), and their classes."""
     rng = np.random.default_rng(seed)
     lab = np.zeros((size, size), np.int32)
     place(lab, rng, 10, (8, 11), margin=2, ratio=0.8, gap=4)
-    bright = int(lab.max())
-    place(lab, rng, bright + 10, (8, 11), margin=2, ratio=0.8, gap=4)
-    img = np.full((size, size, 3), 128, np.float32)
-    img[(lab > 0) & (lab <= bright)] = 220
-    img[lab > bright] = 40
+    split = int(lab.max())
+    place(lab, rng, split + 10, (8, 11), margin=2, ratio=0.8, gap=4)
+    img = np.full((size, size, 3), ground, np.float32)
+    img[(lab > 0) & (lab <= split)] = first
+    img[lab > split] = second
     img = np.clip(img + rng.normal(0, 6.0, img.shape), 0, 255).astype(np.uint8)
     inst, ids = Instances.from_label_image(lab)
-    inst.labels = np.array(["bright" if i <= bright else "dark" for i in ids], dtype=object)
+    inst.labels = np.array([names[0] if i <= split else names[1] for i in ids], dtype=object)
     return img, inst
 
 
 def test_classes_of_opposite_contrast_are_each_proposed_on_their_own():
     # one joint threshold follows the majority's polarity: the dark discs would all be lost
-    (a_rgb, a), (b_rgb, b) = bright_and_dark(1), bright_and_dark(2)
+    (a_rgb, a), (b_rgb, b) = two_colours(1), two_colours(2)
     ex = a[np.r_[np.flatnonzero(a.labels == "bright")[:5], np.flatnonzero(a.labels == "dark")[:5]]]
     det = library(a_rgb, ex, ex.labels)
     assert joint_profile(det.profile) is None and "joint" not in det.decision
@@ -185,6 +187,22 @@ def test_classes_of_opposite_contrast_are_each_proposed_on_their_own():
     stored = {k: v for k, v in build_profile(list(zip(ex.labels, shapes, strict=True))).items() if k != "apart"}
     stored["joint"] = build_profile((JOINT, s) for s in shapes)
     assert joint_profile(stored) is None and apart(stored)["classes"] == far["classes"]
+
+
+def test_classes_of_other_colours_on_one_ground_are_found_as_one():
+    # red and green discs on black stand out along directions 90 degrees apart, each 45 from
+    # their joint one: within JOINT_ANGLE, and one threshold finds both
+    colours = dict(first=(200, 30, 30), second=(30, 200, 30), ground=(20, 20, 20), names=("red", "green"))
+    (a_rgb, a), (b_rgb, b) = two_colours(1, **colours), two_colours(2, **colours)
+    ex = a[np.r_[np.flatnonzero(a.labels == "red")[:4], np.flatnonzero(a.labels == "green")[:4]]]
+    det = library(a_rgb, ex, ex.labels)
+    assert joint_profile(det.profile) is not None and apart(det.profile) is None
+    found = det.detect(b_rgb)
+    pairs = match_iou_matrix(instances_iou(found, b), 0.5).pairs
+    for kind in ("red", "green"):
+        assert sum(b.labels[j] == kind for _, j in pairs) >= 9
+    assert all(found.labels[i] == b.labels[j] for i, j in pairs)
+    det.close()
 
 
 def test_library_show_names_what_finds_the_objects(tmp_path, scene):
