@@ -57,7 +57,7 @@ class LibraryState:
         (``sam_detect.store.journal.delete``, the crash-safe form of ``store.delete``).
         Returns the profile (``sam_detect.profile.build_profile``).
         """
-        from sam_detect.profile import build_profile
+        from sam_detect.profile import build_profile, joint_profile
 
         vectors, labels, payloads = self._examples()
         from sam_detect.unlabelled import model_from_payloads
@@ -66,7 +66,7 @@ class LibraryState:
         self.store.update_extra(self.config.library, "profile", profile)
         self._cache["profile"] = (self.store.count(self.config.library), profile)
         for key in ("unlabelled", "unlabelled_joint"):
-            model = model_from_payloads(payloads, key) if key == "unlabelled" or "joint" in profile else None
+            model = model_from_payloads(payloads, key) if key == "unlabelled" or joint_profile(profile) is not None else None
             self.store.update_extra(self.config.library, key, model)
             self._cache[key] = (self.store.count(self.config.library), model)
         # which images the examples were drawn on, so that a detect on one of them knows

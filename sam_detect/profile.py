@@ -719,12 +719,7 @@ def build_profile(examples: Iterable[tuple[str, dict]]) -> dict:
     profile = {"version": PROFILE_VERSION, "grid": GRID_VERSION, "classes": classes}
     joint = [_joint_shape(s) for s in positives] if len(by_class) > 1 else []
     if joint and all(s is not None for s in joint):
-        together = build_profile((JOINT, s) for s in joint)
-        far = _apart(classes, together["classes"][JOINT]["direction"])
-        if far:
-            profile["apart"] = far
-        else:
-            profile["joint"] = together
+        profile["joint"] = build_profile((JOINT, s) for s in joint)  # used where the classes share a look: apart()
     return profile
 
 
@@ -771,15 +766,10 @@ def joint_profile(profile: dict | None) -> dict | None:
 
 def apart(profile: dict | None) -> dict | None:
     """``{"classes": [...], "angle": degrees}`` where a library's classes do not share a
-    look (:data:`JOINT_ANGLE`), else ``None``; read from a profile built before the angle
-    was kept too (its joint profile's direction against each class's)."""
-    profile = profile or {}
-    if profile.get("apart"):
-        return profile["apart"]
-    joint = profile.get("joint")
-    if not joint:
-        return None
-    return _apart(profile.get("classes") or {}, joint["classes"][JOINT]["direction"])
+    look (:data:`JOINT_ANGLE`: their joint profile's direction against each class's), else
+    ``None`` (one class, or no joint profile)."""
+    joint = (profile or {}).get("joint")
+    return _apart(profile.get("classes") or {}, joint["classes"][JOINT]["direction"]) if joint else None
 
 
 def _settings(measured: Sequence[tuple[dict, list]], positives: Sequence[dict],

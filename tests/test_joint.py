@@ -171,7 +171,7 @@ def test_classes_of_opposite_contrast_are_each_proposed_on_their_own():
     ex = a[np.r_[np.flatnonzero(a.labels == "bright")[:5], np.flatnonzero(a.labels == "dark")[:5]]]
     det = library(a_rgb, ex, ex.labels)
     assert joint_profile(det.profile) is None and "joint" not in det.decision
-    far = det.profile["apart"]
+    far = apart(det.profile)
     assert far["classes"] and far["angle"] > JOINT_ANGLE
     assert any(line.startswith("each class is proposed on its own: ") and "colour direction" in line
                for line in describe(det.profile))
