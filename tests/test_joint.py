@@ -165,6 +165,16 @@ def two_colours(seed: int, first=(220, 220, 220), second=(40, 40, 40), ground=(1
     return img, inst
 
 
+def assert_finds_each_typed(det: SAMDetect, rgb: np.ndarray, truth: Instances, kinds, at_least: int = 9) -> None:
+    """``det.detect(rgb)`` finds at least ``at_least`` objects of each class of ``kinds`` at
+    IoU 0.5 against ``truth``, and types every object it matches right."""
+    found = det.detect(rgb)
+    pairs = match_iou_matrix(instances_iou(found, truth), 0.5).pairs
+    for kind in kinds:
+        assert sum(truth.labels[j] == kind for _, j in pairs) >= at_least
+    assert all(found.labels[i] == truth.labels[j] for i, j in pairs)
+
+
 def test_classes_of_opposite_contrast_are_each_proposed_on_their_own():
     # one joint threshold follows the majority's polarity: the dark discs would all be lost
     (a_rgb, a), (b_rgb, b) = two_colours(1), two_colours(2)
@@ -175,11 +185,7 @@ def test_classes_of_opposite_contrast_are_each_proposed_on_their_own():
     assert far["classes"] and far["angle"] > JOINT_ANGLE
     assert any(line.startswith("each class is proposed on its own: ") and "colour direction" in line
                for line in describe(det.profile))
-    found = det.detect(b_rgb)
-    pairs = match_iou_matrix(instances_iou(found, b), 0.5).pairs
-    for kind in ("bright", "dark"):
-        assert sum(b.labels[j] == kind for _, j in pairs) >= 9
-    assert all(found.labels[i] == b.labels[j] for i, j in pairs)
+    assert_finds_each_typed(det, b_rgb, b, ("bright", "dark"))
     det.close()
     # a profile stored with a joint profile of such classes (before the angle was kept) is
     # read the same way
@@ -197,11 +203,7 @@ def test_classes_of_other_colours_on_one_ground_are_found_as_one():
     ex = a[np.r_[np.flatnonzero(a.labels == "red")[:4], np.flatnonzero(a.labels == "green")[:4]]]
     det = library(a_rgb, ex, ex.labels)
     assert joint_profile(det.profile) is not None and apart(det.profile) is None
-    found = det.detect(b_rgb)
-    pairs = match_iou_matrix(instances_iou(found, b), 0.5).pairs
-    for kind in ("red", "green"):
-        assert sum(b.labels[j] == kind for _, j in pairs) >= 9
-    assert all(found.labels[i] == b.labels[j] for i, j in pairs)
+    assert_finds_each_typed(det, b_rgb, b, ("red", "green"))
     det.close()
 
 
