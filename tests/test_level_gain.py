@@ -22,9 +22,31 @@ def test_grey_levels_are_the_two_otsu_class_means_of_a_grey_image_only():
     lo, hi = P.grey_levels(np.repeat(img[..., None], 3, axis=2))
     assert lo == pytest.approx(20) and hi == pytest.approx(200)
     colour = np.repeat(img[..., None], 3, axis=2)
-    colour[..., 0] = 0
+    colour[..., 0] //= 2
     assert P.grey_levels(colour) is None
     assert P.grey_levels(np.full((8, 8), 7, np.uint8)) is None
+
+
+def _in_colour(rgb: np.ndarray, on: tuple[int, ...]) -> np.ndarray:
+    """A grey ``rgb`` as one channel shown in one colour: the channels ``on`` carry it, the others black."""
+    out = np.zeros_like(rgb)
+    out[..., list(on)] = rgb[..., :1]
+    return out
+
+
+@pytest.mark.parametrize("on", [(2,), (1,), (1, 2), (0, 2)])  # blue DAPI, green GFP, cyan, magenta
+def test_one_channel_in_one_colour_is_a_grey_image(on):
+    img = np.full((60, 60), 20, np.uint8)
+    img[10:30, 10:30] = 200
+    grey = np.repeat(img[..., None], 3, axis=2)
+    tinted = _in_colour(grey, on)
+    assert P.grey_levels(tinted) == P.grey_levels(grey)
+    assert P.stain_table(tinted) is None  # read as grey, not as a stained slide
+    back = P.at_levels(tinted, (0.5, -30.0))
+    assert np.array_equal(back, _in_colour(P.at_levels(grey, (0.5, -30.0)), on))  # black channels stay black
+    almost = tinted.copy()
+    almost[0, 0, [c for c in range(3) if c not in on][0]] = 1  # a pixel off the one colour: a colour image
+    assert P.grey_levels(almost) is None
 
 
 def test_the_gain_fires_only_beyond_the_limit_and_not_on_noise():
@@ -74,6 +96,22 @@ def test_a_dim_copy_finds_what_the_bright_one_does(bright_library, monkeypatch):
     assert any("stand out 0.1x as far" in n for n in found.metadata["notes"])
     monkeypatch.setattr(P, "LEVEL_GAIN", float("inf"))  # the examples' levels as they are
     assert len(bright_library.detect(dim)) < len(masks)
+
+
+def test_a_dim_copy_in_one_colour_finds_what_the_bright_one_does():
+    """Examples on a blue (DAPI-like) frame, detected on a blue frame a tenth as bright: mapped
+    to the examples' levels as a grey frame is, so every object is found."""
+    det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder="handcrafted", library="dapi"))
+    rgb, masks, _ = draw_scene(seed=1, n_discs=6, n_squares=0)
+    det.add_examples(_in_colour(rgb, (2,)), Instances(masks=masks, labels=["cell"] * len(masks)))
+    assert "grey_levels" in det.profile["classes"]["cell"]
+    scene, discs, _ = draw_scene(seed=5, n_discs=6, n_squares=0)
+    bright = det.detect(_in_colour(scene, (2,)))
+    found = det.detect(_in_colour(_dimmed(scene, 0.1), (2,)))
+    assert len(bright) == len(found) == len(discs)
+    assert np.array_equal(np.sort(bright.boxes, axis=0), np.sort(found.boxes, axis=0))
+    assert any("stand out 0.1x as far" in n for n in found.metadata["notes"])
+    det.close()
 
 
 def test_a_colour_library_or_image_gets_no_gain(bright_library):
