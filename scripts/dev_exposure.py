@@ -12,11 +12,13 @@ pipeline without the profile, and the full pipeline (``bench_data.PROTOCOL``, se
 Other ways another microscope's frames differ, applied to the scored frames after the gain:
 ``--offset`` grey values added (a brighter background), ``--gradient`` 0 to that many
 added from left to right (uneven illumination), ``--noise`` Gaussian noise of that sd,
-``--blur`` a Gaussian blur of that sigma (out of focus).
+``--blur`` a Gaussian blur of that sigma (out of focus). ``--tint`` shows every frame as one
+channel in one colour, as a DAPI or GFP frame saved as RGB is (``blue``: R and G black).
 
     python scripts/dev_exposure.py --set dev_u2os --gains 1,0.5,0.25,0.1,4
     python scripts/dev_exposure.py --set dev_rpe1 --gains 0.25 --no-rule
     python scripts/dev_exposure.py --set dev_u2os --gains 0.5 --offset 40
+    python scripts/dev_exposure.py --set dev_u2os --gains 1,0.25 --tint blue
 """
 
 from __future__ import annotations
@@ -28,6 +30,17 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+#: the channels that carry a frame shown in each colour
+TINTS = {"grey": (0, 1, 2), "red": (0,), "green": (1,), "blue": (2,), "cyan": (1, 2), "magenta": (0, 2)}
+
+
+def tinted(gray: np.ndarray, tint: str) -> np.ndarray:
+    """``(H, W, 3)``: a grey frame as one channel shown in one colour (``TINTS``)."""
+    out = np.zeros((*gray.shape, 3), np.uint8)
+    out[..., list(TINTS[tint])] = gray[..., None]
+    return out
 
 
 def frames_at(gray: list[np.ndarray], gain: float, offset: float = 0.0, gradient: float = 0.0,
@@ -63,6 +76,8 @@ def main() -> None:
     ap.add_argument("--gradient", type=float, default=0.0, help="0 to this added from left to right")
     ap.add_argument("--noise", type=float, default=0.0, help="sd of Gaussian noise added")
     ap.add_argument("--blur", type=float, default=0.0, help="sigma of a Gaussian blur")
+    ap.add_argument("--tint", default="grey", choices=sorted(TINTS),
+                    help="every frame as one channel shown in this colour (default: grey)")
     args = ap.parse_args()
     import bench_data
 
@@ -82,9 +97,9 @@ def main() -> None:
     gray = [to_rgb_uint8(im)[..., 0] for im in images]
     config = DetectorConfig(segmenter="classical", embedder="views", store="memory")
     for gain in (float(g) for g in args.gains.split(",")):
-        frames = frames_at(gray, gain, args.offset, args.gradient, args.noise, args.blur)
+        frames = [tinted(f, args.tint) for f in frames_at(gray, gain, args.offset, args.gradient, args.noise, args.blur)]
         worth = examples_worth(frames, gt, config, seed=0, label="object", **protocol)
-        print(f"{args.set} scored frames x{gain:g} (offset {args.offset:g}, gradient {args.gradient:g}, "
+        print(f"{args.set} {args.tint} scored frames x{gain:g} (offset {args.offset:g}, gradient {args.gradient:g}, "
               f"noise {args.noise:g}, blur {args.blur:g}): "
               + ", ".join(f"{name.split(' (')[0]} {m.f1:.3f}" for name, m in worth.rows(0.5)), flush=True)
 
