@@ -845,11 +845,13 @@ def grey_levels(rgb: np.ndarray) -> tuple[float, float] | None:
     """``(low, high)``: the mean grey values of the two classes an Otsu threshold splits a
     grey image into (every third pixel), or ``None`` for a colour image or a flat one. One
     channel shown in one colour (a blue DAPI or green GFP frame saved as RGB) is a grey
-    image here, read in its channels that carry it (:func:`_one_channel`)."""
+    image here, read in its channels that carry it (:func:`~sam_detect.io.render.one_channel`)."""
     import cv2
 
+    from sam_detect.io.render import one_channel
+
     if rgb.ndim == 3 and rgb.shape[2] >= 3:
-        on = _one_channel(rgb)
+        on = one_channel(rgb)
         if on is None:
             return None
         rgb = rgb[..., int(np.flatnonzero(on)[0])] if on.any() else rgb[..., 0]
@@ -861,23 +863,11 @@ def grey_levels(rgb: np.ndarray) -> tuple[float, float] | None:
     return float(g[low].mean()), float(g[~low].mean())
 
 
-def _one_channel(rgb: np.ndarray) -> np.ndarray | None:
-    """``(3,)`` bool: which of R, G and B carry an image that is one channel shown in one
-    colour -- grey (all three equal at every pixel), or a pseudo-colour of one channel (blue,
-    green, cyan ...: the channels that are not black everywhere equal at every pixel) -- or
-    ``None`` for a colour image. A single-channel array is grey: ``[True, True, True]``."""
-    if rgb.ndim == 2 or rgb.shape[2] < 3:
-        return np.ones(3, bool)
-    on = np.array([bool(rgb[..., c].any()) for c in range(3)])
-    first = np.flatnonzero(on)
-    if len(first) and any(not np.array_equal(rgb[..., first[0]], rgb[..., c]) for c in first[1:]):
-        return None
-    return on
-
-
 def _is_grey(rgb: np.ndarray) -> bool:
-    """Whether an image is one channel: grey, or one channel shown in one colour (:func:`_one_channel`)."""
-    return _one_channel(rgb) is not None
+    """Whether an image is one channel: grey, or one channel shown in one colour (:func:`~sam_detect.io.render.one_channel`)."""
+    from sam_detect.io.render import one_channel
+
+    return one_channel(rgb) is not None
 
 
 def _optical_density_lut() -> np.ndarray:
@@ -1020,7 +1010,7 @@ def level_gain(levels: tuple[float, float] | None, entry: dict) -> tuple[float, 
 
 
 def at_levels(rgb: np.ndarray, gain: tuple[float, float]) -> np.ndarray:
-    """``rgb`` (grey, or one channel in one colour: :func:`_one_channel`) with its values
+    """``rgb`` (grey, or one channel in one colour: :func:`~sam_detect.io.render.one_channel`) with its values
     mapped onto the examples' (:func:`level_gain`'s ``(a, b)``: ``(x - b) / a``), clipped to
     0-255; the channels that are black everywhere stay black."""
     a, b = gain

@@ -100,6 +100,26 @@ def test_separate_blobs_found_with_good_masks():
     assert inst.metadata["segmenter"] == "classical" and inst.metadata["polarity"] == "bright"
 
 
+@pytest.mark.parametrize("on", [(2,), (1, 2)])  # a DAPI frame saved in blue, a cyan one
+def test_one_channel_in_one_colour_is_read_in_that_channel(on):
+    """Luminance keeps a ninth of a blue channel (0.114): a dim blue frame's discs would sink
+    into the rounding. A frame of one channel in one colour is read in that channel, so the
+    discs are found as in the grey frame, and a box prompt on one answers as on grey."""
+    grey, truth = blob_image(SEPARATE, fg=45, bg=8, noise=2.0)
+    tinted = np.zeros_like(grey)
+    tinted[..., list(on)] = grey[..., :1]
+    seg = ClassicalSegmenter()
+    assert seg._intensity(tinted).tolist() == grey[..., 0].tolist()
+    found, expected = seg.segment(tinted), seg.segment(grey)
+    assert len(found) == len(expected) == 4
+    np.testing.assert_array_equal(found.boxes, expected.boxes)
+    box = (100 - 16, 30 - 16, 100 + 17, 30 + 17)
+    np.testing.assert_array_equal(seg.prompt(tinted, box=box).masks[0], seg.prompt(grey, box=box).masks[0])
+    colour = grey.copy()
+    colour[..., 2] //= 2  # channels that differ: luminance as before
+    assert seg._intensity(colour).tolist() != grey[..., 0].tolist()
+
+
 def test_touching_pair_is_split():
     # two discs of radius 15 whose centres are 26 px apart: they overlap in a neck
     img, truth = blob_image([(60, 60, 15), (60, 86, 15)])

@@ -110,6 +110,20 @@ def resolve_channels(channel: ChannelSpec, n_chan: int, prefix: str) -> list[int
     return out
 
 
+def one_channel(rgb: np.ndarray) -> np.ndarray | None:
+    """``(3,)`` bool: which of R, G and B carry an image that is one channel shown in one
+    colour -- grey (all three equal at every pixel), or a pseudo-colour of one channel (blue,
+    green, cyan ...: the channels that are not black everywhere equal at every pixel) -- or
+    ``None`` for a colour image. A single-channel array is grey: ``[True, True, True]``."""
+    if rgb.ndim == 2 or rgb.shape[2] < 3:
+        return np.ones(3, bool)
+    on = np.array([bool(rgb[..., c].any()) for c in range(3)])
+    first = np.flatnonzero(on)
+    if len(first) and any(not np.array_equal(rgb[..., first[0]], rgb[..., c]) for c in first[1:]):
+        return None
+    return on
+
+
 def gray_to_rgb(gray: np.ndarray) -> np.ndarray:
     return np.repeat(gray[:, :, None], 3, axis=2)
 

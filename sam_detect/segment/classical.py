@@ -2,7 +2,8 @@
 
 The offline default for microscopy (fluorescent nuclei, blobs on a plain background):
 
-1. intensity from the RGB image (luminance, one channel, or the channel maximum);
+1. intensity from the RGB image (luminance, one channel, or the channel maximum; a frame of
+   one channel shown in one colour, such as a blue DAPI frame, is read in that channel);
 2. optional Gaussian smoothing;
 3. a threshold (``tophat``: k noise sigmas above a local background, the default; or
    ``otsu``, ``li``, ``triangle``, ``yen``, ``mean``, ``local``) with a polarity:
@@ -334,6 +335,11 @@ class ClassicalSegmenter:
         if mode == "gray":
             import cv2
 
+            from sam_detect.io.render import one_channel
+
+            on = one_channel(rgb)
+            if on is not None and on.any() and not on.all():  # a DAPI frame in blue: its channel, not a ninth of it
+                return np.ascontiguousarray(rgb[..., int(np.flatnonzero(on)[0])])
             return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
         if mode == "max":
             return rgb.max(axis=2)
