@@ -141,6 +141,25 @@ def test_unchanged_frames_reuse_the_last_result(detector, scene):
     assert frame_change(scene.frame(0), scene.frame(1)) > 3.0  # objects moved 3 px
 
 
+def test_a_blue_frame_changes_by_as_many_levels_as_its_grey_one():
+    """A fluorescence video saved in blue: its moving objects change the frame as much as in
+    grey (its channel, not luminance's ninth of it), so the change threshold holds alike."""
+    rng = np.random.default_rng(0)
+    a = np.clip(rng.normal(10, 2, (96, 128)), 0, 255).astype(np.uint8)
+    b = a.copy()
+    a[40:52, 30:42] = 60  # a small object moving 20 px
+    b[40:52, 50:62] = 60
+
+    def blue(g):
+        out = np.zeros((*g.shape, 3), np.uint8)
+        out[..., 2] = g
+        return out
+
+    grey_change = frame_change(np.repeat(a[..., None], 3, 2), np.repeat(b[..., None], 3, 2))
+    assert grey_change > 3.0
+    assert frame_change(blue(a), blue(b)) == pytest.approx(grey_change)
+
+
 def test_python_api_accepts_arrays_of_any_dtype(detector, scene):
     frames16 = [scene.frame(t).astype(np.uint16) * 250 for t in range(3)]
     results = list(detect_stream(detector, iter(frames16), change_threshold=0))

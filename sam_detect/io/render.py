@@ -124,6 +124,18 @@ def one_channel(rgb: np.ndarray) -> np.ndarray | None:
     return on
 
 
+def luminance(rgb: np.ndarray) -> np.ndarray:
+    """``(H, W)`` uint8: the grey an RGB uint8 image is read as without examples -- luminance,
+    except that one channel shown in one colour (:func:`one_channel`: a blue DAPI frame) is
+    read in that channel, where luminance would keep a ninth of it (blue weighs 0.114)."""
+    import cv2
+
+    on = one_channel(rgb)
+    if on is not None and on.any() and not on.all():
+        return np.ascontiguousarray(rgb[..., int(np.flatnonzero(on)[0])])
+    return cv2.cvtColor(np.ascontiguousarray(rgb[..., :3]), cv2.COLOR_RGB2GRAY)
+
+
 def gray_to_rgb(gray: np.ndarray) -> np.ndarray:
     return np.repeat(gray[:, :, None], 3, axis=2)
 

@@ -332,15 +332,10 @@ class ClassicalSegmenter:
             return img
         rgb = img[..., :3]
         mode = self.config.intensity
-        if mode == "gray":
-            import cv2
+        if mode == "gray":  # luminance; a DAPI frame in blue: its channel, not a ninth of it
+            from sam_detect.io.render import luminance
 
-            from sam_detect.io.render import one_channel
-
-            on = one_channel(rgb)
-            if on is not None and on.any() and not on.all():  # a DAPI frame in blue: its channel, not a ninth of it
-                return np.ascontiguousarray(rgb[..., int(np.flatnonzero(on)[0])])
-            return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+            return luminance(rgb)
         if mode == "max":
             return rgb.max(axis=2)
         return np.ascontiguousarray(rgb[..., {"red": 0, "green": 1, "blue": 2}[mode]])

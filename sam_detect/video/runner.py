@@ -69,11 +69,15 @@ def frame_change(a: np.ndarray, b: np.ndarray) -> float:
 
 def _thumb(rgb: np.ndarray) -> np.ndarray:
     """The gray frame shrunk by up to 16× (cells of 16×16 pixels; at least 32 cells on the
-    short side), float32 so that no rounding adds to the noise."""
+    short side), float32 so that no rounding adds to the noise. The gray frame is the
+    segmenter's (:func:`~sam_detect.io.render.luminance`): a blue fluorescence frame is read
+    in its channel, so its objects move by as many levels as a grey frame's."""
     import cv2
 
+    from sam_detect.io.render import luminance
+
     rgb = np.ascontiguousarray(rgb)
-    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if rgb.ndim == 3 else rgb
+    gray = luminance(rgb) if rgb.ndim == 3 else rgb
     h, w = gray.shape[:2]
     factor = max(1, min(16, min(h, w) // 32))
     size = (max(1, w // factor), max(1, h // factor))
