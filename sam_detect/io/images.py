@@ -512,7 +512,8 @@ def _pick_frame(
         if n_frames > 1:
             raise ImageLoadError(
                 f"{p}: holds a stack of {n_frames} frames (axes {source_axes}, shape "
-                f"{source_shape}); pick one with frame=0..{n_frames - 1} (--frame on the command line)"
+                f"{source_shape}); pick one with frame=0..{n_frames - 1} (--frame on the command line), "
+                f"or detect on every frame with `sam-detect video {p.name} --jsonl frames.jsonl`"
             )
         return 0
     return _check_frame(p, frame, n_frames)
