@@ -229,3 +229,15 @@ def test_the_floor_scale_is_the_frame_ratio_below_one_only():
     assert P._floor_scale(inst, "other") == 1.0
     inst.metadata["grey_ratio"] = {"cell": 1.7}
     assert P._floor_scale(inst, "cell") == 1.0
+
+
+def test_sam2s_cheap_blob_points_read_a_blue_frame_in_its_channel():
+    """SAM2's point prompts start from Laplacian-of-Gaussian blobs at a fixed response: a blue
+    frame's blobs are found as on the grey frame (its channel, not a third of it)."""
+    from sam_detect.segment.sam2_prompts import blob_points
+
+    grey, _, _ = draw_scene(seed=5, n_discs=6, n_squares=0)
+    dim = _dimmed(grey, 0.1)  # discs 18 grey levels over the ground: a third of that is under the response
+    on_grey = blob_points(dim, threshold=0.05)
+    assert len(on_grey) >= 6
+    np.testing.assert_array_equal(blob_points(_in_colour(dim, (2,)), threshold=0.05), on_grey)

@@ -130,10 +130,17 @@ def luminance(rgb: np.ndarray) -> np.ndarray:
     read in that channel, where luminance would keep a ninth of it (blue weighs 0.114)."""
     import cv2
 
-    on = one_channel(rgb)
-    if on is not None and on.any() and not on.all():
-        return np.ascontiguousarray(rgb[..., int(np.flatnonzero(on)[0])])
+    c = tinted_channel(rgb)
+    if c is not None:
+        return np.ascontiguousarray(rgb[..., c])
     return cv2.cvtColor(np.ascontiguousarray(rgb[..., :3]), cv2.COLOR_RGB2GRAY)
+
+
+def tinted_channel(rgb: np.ndarray) -> int | None:
+    """The index of a channel that carries an image of one channel shown in one colour other
+    than grey (:func:`one_channel`: blue, green, cyan ...), else ``None`` (grey, colour, black)."""
+    on = one_channel(rgb)
+    return int(np.flatnonzero(on)[0]) if on is not None and on.any() and not on.all() else None
 
 
 def gray_to_rgb(gray: np.ndarray) -> np.ndarray:

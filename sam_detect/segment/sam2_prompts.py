@@ -31,7 +31,10 @@ def blob_points(image: np.ndarray, threshold: float) -> np.ndarray:
     import cv2
     from skimage.feature import blob_log
 
-    gray = image.astype(np.float32).mean(axis=2) / 255.0
+    from sam_detect.io.render import tinted_channel
+
+    c = tinted_channel(image)  # a DAPI frame in blue: its channel, not a third of it
+    gray = (image[..., c].astype(np.float32) if c is not None else image.astype(np.float32).mean(axis=2)) / 255.0
     h, w = gray.shape
     f = max(1.0, max(h, w) / 512.0)
     small = (
