@@ -863,13 +863,6 @@ def grey_levels(rgb: np.ndarray) -> tuple[float, float] | None:
     return float(g[low].mean()), float(g[~low].mean())
 
 
-def _is_grey(rgb: np.ndarray) -> bool:
-    """Whether an image is one channel: grey, or one channel shown in one colour (:func:`~sam_detect.io.render.one_channel`)."""
-    from sam_detect.io.render import one_channel
-
-    return one_channel(rgb) is not None
-
-
 def _optical_density_lut() -> np.ndarray:
     """``(256,)`` float32: each 8-bit value's optical density, ``-ln(max(v, 1) / 255)``."""
     return (-np.log(np.maximum(np.arange(256), 1) / 255.0)).astype(np.float32)
@@ -880,9 +873,12 @@ def stain_table(rgb: np.ndarray) -> list[list[float]] | None:
     log-density, pixels], ...]`` over its tissue pixels (every third pixel whose optical
     density, ``-ln(I / 255)`` summed over R, G and B, exceeds ``STAIN_TISSUE``), binned by
     their colour (the density's share in R and in G, ``STAIN_HUE_BINS`` steps each) where a
-    colour holds at least ``STAIN_HUE_PIXELS`` of them; ``None`` for a grey image or one with
-    under ``STAIN_MIN_TISSUE`` of its pixels tissue."""
-    if _is_grey(rgb) or not rgb.size:
+    colour holds at least ``STAIN_HUE_PIXELS`` of them; ``None`` for a grey image (or one
+    channel shown in one colour: :func:`~sam_detect.io.render.one_channel`) or one with under
+    ``STAIN_MIN_TISSUE`` of its pixels tissue."""
+    from sam_detect.io.render import one_channel
+
+    if one_channel(rgb) is not None or not rgb.size:
         return None
     px = np.asarray(rgb[..., :3]).reshape(-1, 3)[::3]
     od = _optical_density_lut()[px]
