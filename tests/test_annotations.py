@@ -485,6 +485,81 @@ def test_a_binary_mask_given_as_labels_is_read_as_its_pieces(tmp_path, caplog, v
     det.close()
 
 
+def _touching_discs() -> np.ndarray:
+    """``(96, 96)`` label image of 5 separate discs (:func:`_discs`) and a 6th touching disc 5."""
+    lab = _discs(5)
+    yy, xx = np.mgrid[:96, :96]
+    lab[((yy - 46) ** 2 + (xx - 34) ** 2 <= 49) & (lab == 0)] = 6  # touches disc 5 (centre 46, 46)
+    return lab
+
+
+def test_an_instance_map_drawn_in_colours_is_read_as_its_objects(tmp_path, caplog):
+    """Each object a flat colour on black (a map saved as RGB, or drawn by ``label2rgb``,
+    whose few colours repeat): each colour's connected pieces are objects. A photograph, a
+    JPEG of the map and a map without black stay refused."""
+    from PIL import Image
+    from skimage.color import label2rgb
+
+    lab = _touching_discs()
+    assert 5 in np.unique(lab[np.roll(lab, 1, axis=1) == 6])  # discs 5 and 6 touch
+    rng = np.random.default_rng(0)
+    own = np.zeros((*lab.shape, 3), np.uint8)
+    for k in range(1, 7):
+        own[lab == k] = rng.integers(40, 256, 3)
+    cycled = (label2rgb(lab, bg_label=0, colors=["red", "lime"]) * 255).round().astype(np.uint8)  # colours repeat
+    for name, arr in (("own.png", own), ("cycled.png", cycled), ("rgba.png", np.dstack([own, np.full(lab.shape, 255, np.uint8)]))):
+        Image.fromarray(arr).save(tmp_path / name)
+        with caplog.at_level("WARNING", logger="sam_detect"):
+            ids = read_label_image(tmp_path / name)
+        assert np.array_equal(ids > 0, lab > 0), name
+        for k in range(1, 7):  # each disc one id, each id one disc
+            assert len(np.unique(ids[lab == k])) == 1, (name, k)
+        assert len(np.unique(ids)) == 7, name
+        assert "drawn in colours: 6 object(s)" in caplog.text
+        caplog.clear()
+    Image.fromarray(own).save(tmp_path / "own.jpg", quality=75)
+    photo = rng.integers(0, 256, (*lab.shape, 3)).astype(np.uint8)
+    photo[:10] = 0  # some black does not make it a map
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    Image.fromarray(np.where(lab[..., None] > 0, own, 255).astype(np.uint8)).save(tmp_path / "white.png")
+    for name in ("own.jpg", "photo.png", "white.png"):
+        with pytest.raises(AnnotationError, match="looks like a colour image"):
+            read_label_image(tmp_path / name)
+
+
+def test_a_folder_of_masks_is_read_as_a_label_image(tmp_path, caplog):
+    """One mask image per object (the Data Science Bowl's ``masks/``): objects numbered in
+    file-name order, the later file taking a shared pixel, empty masks left out with a
+    warning; through ``load_annotations`` too. Mixed sizes and an empty folder are said."""
+    from PIL import Image
+
+    lab = _touching_discs()
+    folder = tmp_path / "masks"
+    folder.mkdir()
+    for k in range(1, 7):
+        Image.fromarray(((lab == k) * 255).astype(np.uint8)).save(folder / f"m{k:02d}.png")
+    np.save(folder / "m07.npy", np.zeros(lab.shape, bool))  # empty
+    (folder / "notes.txt").write_text("not a mask")
+    with caplog.at_level("WARNING", logger="sam_detect"):
+        ids = read_label_image(folder)
+    assert np.array_equal(ids, lab)
+    assert "1 empty mask(s) left out (m07.npy)" in caplog.text
+    inst = load_annotations(folder, image_shape=(*lab.shape, 3))
+    assert len(inst) == 6 and inst.metadata["format"] == "label_image"
+    over = (lab == 1) | (lab == 2)  # a 7th mask over discs 1 and 2
+    np.save(folder / "m08.npy", over)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="sam_detect"):
+        ids = read_label_image(folder)
+    assert np.array_equal(ids[over], np.full(int(over.sum()), 7)) and "lie in two masks" in caplog.text
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(folder / "m09.png")
+    with pytest.raises(AnnotationError, match=r"m09\.png: mask size \(10, 10\) differs from m01\.png's \(96, 96\)"):
+        read_label_image(folder)
+    (tmp_path / "none").mkdir()
+    with pytest.raises(AnnotationError, match="holds no mask image"):
+        read_label_image(tmp_path / "none")
+
+
 def test_a_mask_image_s_opaque_alpha_is_not_the_object():
     """An RGBA or grey+alpha mask PNG saved opaque marks its object in the colour channels;
     where the alpha varies, the transparent pixels are the background."""

@@ -124,6 +124,46 @@ def test_add_then_detect_json(scene_files, tmp_path):
     assert cv2.imread(str(overlay)).shape[:2] == (160, 160)
 
 
+def test_every_mask_given_is_added_and_a_folder_of_masks_is_read(scene_files, tmp_path):
+    """``--mask`` repeated adds each mask (it kept only the last one), ``--mask`` and
+    ``--labels`` take a folder of masks, one object each (the Data Science Bowl's
+    ``masks/``), ``--polygon`` repeats too, ``eval -a`` takes such a folder as an image's
+    ground truth, and a repeated ``--labels`` is refused rather than its first file dropped."""
+    f = scene_files
+    folder = tmp_path / "masks"
+    folder.mkdir()
+    for i, m in enumerate(f["masks"]):
+        cv2.imwrite(str(folder / f"object_{i}.png"), m.astype(np.uint8) * 255)
+    files = sorted(folder.iterdir())
+    r = run_cli("add", f["image"], "--label", "shape", *[a for m in files[:3] for a in ("--mask", m)], *f["lib"],
+                "--library", "three")
+    assert r.exit_code == 0, r.output
+    assert "added 3 example(s) (shape: 3)" in r.stdout
+    for flag in ("--mask", "--labels"):
+        r = run_cli("add", f["image"], "--label", "shape", flag, folder, *f["lib"], "--library", flag.strip("-"))
+        assert r.exit_code == 0, r.output
+        assert f"added {len(files)} example(s) (shape: {len(files)})" in r.stdout
+    polys = []
+    for i in (0, 1):
+        ys, xs = np.nonzero(f["masks"][i])
+        path = tmp_path / f"poly{i}.json"
+        path.write_text(json.dumps([[int(xs.min()), int(ys.min())], [int(xs.max()), int(ys.min())],
+                                    [int(xs.max()), int(ys.max())], [int(xs.min()), int(ys.max())]]))
+        polys += ["--polygon", path]
+    r = run_cli("add", f["image"], "--label", "shape", *polys, *f["lib"], "--library", "polygons")
+    assert r.exit_code == 0, r.output
+    assert "added 2 example(s)" in r.stdout
+    r = run_cli("eval", f["image"], "-a", folder, "--shots", "2", "--json", "--segmenter", "classical")
+    assert r.exit_code == 0, r.output
+    rec = json.loads(r.stdout)["per_image"][0]
+    assert rec["examples"] == 2 and rec["gt"] == len(files) - 2  # the rest of the folder is scored
+    (tmp_path / "empty").mkdir()
+    r = run_cli("add", f["image"], "--label", "shape", "--labels", tmp_path / "empty", *f["lib"])
+    assert r.exit_code != 0 and "holds no mask image" in r.output and "Traceback" not in r.output
+    r = run_cli("add", f["image"], "--label", "shape", "--labels", f["labels"], "--labels", folder, *f["lib"])
+    assert r.exit_code == 2 and "given 2 times" in r.output  # one label file an add, not the last one
+
+
 def test_add_from_label_image_and_library_show(scene_files):
     f = scene_files
     r = run_cli("add", f["image"], "--label", "shape", "--labels", f["labels"], "--limit", "4", *f["lib"])

@@ -17,6 +17,14 @@ def _label_callback(ctx: click.Context, param: click.Parameter, value: str | Non
     return label_option(ctx, param, value)
 
 
+def _once(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> str | None:
+    """One file per ``add``: a repeated option is said, not its earlier values dropped."""
+    if len(value) > 1:
+        raise click.BadParameter(f"given {len(value)} times; give one file (run add once per image)",
+                                 param_hint=param.opts[0])
+    return value[0] if value else None
+
+
 def _numbers(value: str, n: int, what: str, param: str) -> list[float]:
     try:
         parts = [float(v) for v in value.replace(" ", "").split(",")]
@@ -54,18 +62,21 @@ def _typed(lab, types, names: dict[int, str], hw: tuple[int, int], quiet: bool):
 @click.option("--point", "points", multiple=True, metavar="X,Y",
               help="A point on the object; the segmenter turns it into a mask (as the label's "
                    "examples propose it, once the library has some). Repeatable.")
-@click.option("--mask", "mask_path", type=click.Path(exists=True, dir_okay=False),
-              help="A mask image (non-zero = object) of the same size as IMAGE.")
-@click.option("--polygon", "polygon_path", type=click.Path(exists=True, dir_okay=False),
-              help="A JSON or text file with the object's outline as x,y points.")
-@click.option("--labels", "labels_path", type=click.Path(exists=True, dir_okay=False),
-              help="A label image (0 = background, one id per object): every object becomes an example.")
+@click.option("--mask", "mask_paths", multiple=True, type=click.Path(exists=True),
+              help="A mask image (non-zero = the object) of the same size as IMAGE, or a folder of them, "
+                   "one object each (the masks/ folder of a Data Science Bowl sample). Repeatable.")
+@click.option("--polygon", "polygon_paths", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="A JSON or text file with the object's outline as x,y points. Repeatable.")
+@click.option("--labels", "labels_path", type=click.Path(exists=True), multiple=True, callback=_once,
+              help="A label image (0 = background, one id per object; or each object drawn in one flat "
+                   "colour on black), or a folder of mask images, one object each: every object becomes "
+                   "an example.")
 @click.option("--labels-channel", type=int, default=None,
               help="Channel of the --labels/--annotations file holding the labels (multi-channel files).")
 @click.option("--labels-frame", type=click.IntRange(0), default=None,
               help="Frame of a --labels/--annotations stack to take the objects from (a 2-D IMAGE "
                    "labelled by one frame of a label stack). Default: --frame.")
-@click.option("--types", "types_path", type=click.Path(exists=True, dir_okay=False),
+@click.option("--types", "types_path", type=click.Path(exists=True, dir_okay=False), multiple=True, callback=_once,
               help="With --labels: a type map of the same size (each pixel its object's class as an integer, "
                    "0 = none; histology's instance map + type map). Each object takes the type most of its "
                    "pixels carry as its label; objects without one are left out.")
@@ -74,7 +85,8 @@ def _typed(lab, types, names: dict[int, str], hw: tuple[int, int], quiet: bool):
 @click.option("--type-names", default=None, metavar="NAMES",
               help="Labels of the --types values: 'neoplastic,inflammatory' names 1, 2, ...; "
                    "'1=neoplastic,3=dead' names them by value. Default: 'type 1', 'type 2', ...")
-@click.option("--annotations", "annotations_path", type=click.Path(exists=True, dir_okay=False),
+@click.option("--annotations", "annotations_path", type=click.Path(exists=True, dir_okay=False), multiple=True,
+              callback=_once,
               help="COCO, labelme, GeoJSON (QuPath), .npz or polygon annotations: every object becomes an example.")
 @click.option("--label-from", type=click.Choice(["category"]), default=None,
               help="With --annotations: take each example's label from its category (the default without --label).")
@@ -83,7 +95,7 @@ def _typed(lab, types, names: dict[int, str], hw: tuple[int, int], quiet: bool):
 @apply_image_options
 @pipeline_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or stage report on stderr.")
-def add(image, label, negative, boxes, points, mask_path, polygon_path, labels_path, labels_channel, labels_frame,
+def add(image, label, negative, boxes, points, mask_paths, polygon_paths, labels_path, labels_channel, labels_frame,
         types_path, types_channel, type_names, annotations_path, label_from, limit, channels, frame, quiet,
         **opts) -> None:
     """Add labelled examples from IMAGE to a library (created on first use).
@@ -97,12 +109,13 @@ def add(image, label, negative, boxes, points, mask_path, polygon_path, labels_p
       sam-detect add frame5.png --label nucleus --labels stack_labels.tif --labels-frame 5
       sam-detect add patch.png --labels inst.png --types type.png --type-names tumour,immune,stroma
       sam-detect add plate.png --label coin --box 10,20,60,70 --box 80,20,130,70
+      sam-detect add cells.png --label nucleus --mask masks/
       sam-detect add plate.png --negative --point 200,150
     """
 
     from sam_detect.instances import NEGATIVE, Instances
 
-    sources = {"--box": boxes, "--point": points, "--mask": mask_path, "--polygon": polygon_path,
+    sources = {"--box": boxes, "--point": points, "--mask": mask_paths, "--polygon": polygon_paths,
                "--labels": labels_path, "--annotations": annotations_path}
     given = [k for k, v in sources.items() if v]
     if len(given) != 1:
@@ -141,16 +154,21 @@ def add(image, label, negative, boxes, points, mask_path, polygon_path, labels_p
                  for p in points]
             inst = Instances.merge(found)
             inst.labels[:] = label
-        elif mask_path:
+        elif mask_paths:
+            from sam_detect.formats import read_mask_folder
             from sam_detect.io.images import load_image
             from sam_detect.masks import mask_of_image
 
-            inst = detector.prompt_to_instances(loaded, mask=mask_of_image(load_image(mask_path).original))
+            inst = Instances.merge([
+                detector.annotations_to_instances(read_mask_folder(m), loaded.rgb.shape[:2]) if os.path.isdir(m)
+                else detector.prompt_to_instances(loaded, mask=mask_of_image(load_image(m).original))
+                for m in mask_paths])
             inst.labels[:] = label
-        elif polygon_path:
+        elif polygon_paths:
             from sam_detect.formats import read_polygon_file
 
-            inst = detector.prompt_to_instances(loaded, polygon=read_polygon_file(polygon_path))
+            inst = Instances.merge([detector.prompt_to_instances(loaded, polygon=read_polygon_file(f))
+                                    for f in polygon_paths])
             inst.labels[:] = label
         elif labels_path:
             from sam_detect.formats import read_label_array

@@ -14,7 +14,8 @@ from sam_detect.cli.validate import output_file, type_names_option
 
 ANNOTATION_HELP = (
     "Ground truth: a label image or label stack (one frame per image), a COCO file (matched "
-    "by file name), a labelme/GeoJSON/.npz/polygon file (one image), or one file per image (repeat)."
+    "by file name), a labelme/GeoJSON/.npz/polygon file (one image), a folder of mask images (one "
+    "object each, one image), or one of these per image (repeat)."
 )
 
 
@@ -82,7 +83,7 @@ def expand_images(
     "annotations",
     multiple=True,
     required=True,
-    type=click.Path(exists=True, dir_okay=False),
+    type=click.Path(exists=True),
     help=ANNOTATION_HELP,
 )
 @click.option(

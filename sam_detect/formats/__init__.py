@@ -13,6 +13,8 @@ One dispatch, by file extension and, for ``.json``, by content (:func:`load_anno
   background; a ``(T, H, W)`` stack is one image per frame. No class names: every instance
   gets ``label`` (default ``"object"``), or, with a type map beside it (histology's
   instance map + type map), the type most of its pixels carry (:func:`typed_instances`).
+  An instance map drawn in colours (each object a flat colour on black) and a folder of mask
+  images, one object each (:func:`read_mask_folder`), are read as label images too.
 - :mod:`~sam_detect.formats.coco` instance JSON: polygons or RLE; a ``bbox`` alone is a box mask.
 - :mod:`~sam_detect.formats.labelme` JSON (``shapes``).
 - :mod:`~sam_detect.formats.geojson` ``.geojson`` (or ``.json``) features: QuPath's outlines
@@ -50,6 +52,7 @@ from sam_detect.formats.label_image import (
     read_label_array,
     read_label_frames,
     read_label_image,
+    read_mask_folder,
     save_label_image,
     typed_instances,
 )
@@ -252,8 +255,9 @@ def load_ground_truth(
 
 
 def is_label_image(path: PathLike) -> bool:
-    """Whether ``path`` names a label image file (by its extension)."""
-    return Path(path).suffix.lower() in LABEL_READ_SUFFIXES
+    """Whether ``path`` names a label image file (by its extension), or a folder of masks
+    (one object each: :func:`read_mask_folder`)."""
+    return Path(path).suffix.lower() in LABEL_READ_SUFFIXES or Path(path).is_dir()
 
 
 def needs_image_size(path: PathLike) -> bool:
@@ -291,11 +295,12 @@ def _read_any(
     frame: int | None = None,
     check: bool = True,
 ) -> list[Instances]:
-    check_exists(path)
+    if not path.is_dir():  # a folder of masks is a label image
+        check_exists(path)
     suffix = path.suffix.lower()
     if channel is not None and suffix not in (".tif", ".tiff", ".png", ".bmp", ".npy"):
-        raise AnnotationError(f"{path}: channel= applies to label image files only, not {suffix}")
-    if suffix in LABEL_READ_SUFFIXES:
+        raise AnnotationError(f"{path}: channel= applies to label image files only, not {suffix or 'a folder'}")
+    if suffix in LABEL_READ_SUFFIXES or path.is_dir():
         items = read_label_frames(path, label, channel, frame)
     elif suffix == ".npz":
         items = [read_npz(path, label)]
@@ -405,6 +410,7 @@ __all__ = [
     "parse_type_names",
     "read_label_array",
     "read_label_image",
+    "read_mask_folder",
     "read_polygon_file",
     "save_annotations",
     "save_coco",

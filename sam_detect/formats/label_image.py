@@ -1,6 +1,8 @@
 """Label images: ``(H, W)`` integer ids, 0 = background (``.tif/.tiff/.png/.bmp/.npy``); a
 ``(T, H, W)`` stack holds one image per frame. They carry no class names: every instance
-gets one label (default ``"object"``).
+gets one label (default ``"object"``). Read as one too: an instance map drawn in colours
+(each object a flat colour on black) and a folder of mask images, one object each (the
+``masks/`` folder of the 2018 Data Science Bowl's nuclei).
 """
 
 from __future__ import annotations
@@ -21,6 +23,12 @@ LABEL_IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".bmp", ".npy")
 LABEL_READ_SUFFIXES = (*LABEL_IMAGE_SUFFIXES, ".mat")
 #: the keys of a ``.mat`` file's instance map, in order of preference
 MAT_LABEL_KEYS = ("inst_map", "instance_map", "label_map", "labels", "label")
+#: the files a folder of masks is read from, each one object (lossy JPEGs are not masks)
+MASK_FOLDER_SUFFIXES = (".png", ".tif", ".tiff", ".bmp", ".npy")
+#: an instance map drawn in colours: the least share of neighbouring pixel pairs off the black
+#: ground (right and lower neighbours) that carry one colour (flat objects, touching ones
+#: apart; a photograph's or a JPEG's neighbours mostly differ)
+COLOUR_MAP_FLAT = 0.9
 
 
 def read_label_image(path: PathLike, channel: int | None = None, pieces: bool = True) -> np.ndarray:
@@ -35,6 +43,10 @@ def read_label_image(path: PathLike, channel: int | None = None, pieces: bool = 
     from sam_detect.io.images import check_series_size
 
     path = Path(path)
+    if path.is_dir():
+        if channel not in (None, 0):
+            raise AnnotationError(f"{path}: a folder of masks has no channels; channel={channel} is not there")
+        return read_mask_folder(path)
     check_exists(path)
     suffix = path.suffix.lower()
     axes = None
@@ -63,10 +75,13 @@ def read_label_image(path: PathLike, channel: int | None = None, pieces: bool = 
     arr = np.asarray(arr)
     if axes is not None and len(axes) == arr.ndim:
         if "S" in axes and arr.shape[axes.index("S")] > 1:
-            raise AnnotationError(
-                f"{path}: an RGB image (axes {axes}); a label image needs one integer id per pixel "
-                "(0 = background)"
-            )
+            ids = colour_coded_ids(arr, str(path)) if axes == "YXS" and pieces else None
+            if ids is None:
+                raise AnnotationError(
+                    f"{path}: an RGB image (axes {axes}); a label image needs one integer id per pixel "
+                    "(0 = background), or each object drawn in one flat colour on black"
+                )
+            arr, axes = ids, "YX"
         if "C" in axes:
             c_axis = axes.index("C")
             n_c = arr.shape[c_axis]
@@ -95,17 +110,22 @@ def read_label_image(path: PathLike, channel: int | None = None, pieces: bool = 
         arr = np.squeeze(arr)
         if arr.ndim == 3 and arr.shape[-1] in (2, 3, 4) and arr.shape[0] > 4:
             # (H, W, C): a colour image, or channels of maps (an instance + type .npy)
-            if channel is None:
+            ids = colour_coded_ids(arr, str(path)) if channel is None and pieces and arr.shape[-1] > 2 else None
+            if ids is not None:
+                arr = ids
+            elif channel is None:
                 raise AnnotationError(
                     f"{path}: looks like a colour image {arr.shape}; a label image needs one integer id "
-                    "per pixel (0 = background). Save the ids as 8/16-bit grey or an indexed PNG."
+                    "per pixel (0 = background), or each object drawn in one flat colour on black. Save "
+                    "the ids as 8/16-bit grey or an indexed PNG."
                     if arr.shape[-1] > 2 else
                     f"{path}: holds {arr.shape[-1]} channels {arr.shape}; choose the one that holds the "
                     "labels (channel=..., --labels-channel or --types-channel on the command line)"
                 )
-            if not 0 <= channel < arr.shape[-1]:
-                raise AnnotationError(f"{path}: channel {channel} out of range 0..{arr.shape[-1] - 1}")
-            arr = arr[..., channel]
+            else:
+                if not 0 <= channel < arr.shape[-1]:
+                    raise AnnotationError(f"{path}: channel {channel} out of range 0..{arr.shape[-1] - 1}")
+                arr = arr[..., channel]
     if arr.ndim not in (2, 3):
         raise AnnotationError(
             f"{path}: a label image must be (H, W) or a (T, H, W) stack, got shape {arr.shape}"
@@ -123,6 +143,100 @@ def read_label_image(path: PathLike, channel: int | None = None, pieces: bool = 
             f"{path}: label ids must be >= 0 (0 = background), found {int(arr.min())}"
         )
     return binary_as_pieces(arr, str(path)) if pieces else arr
+
+
+def colour_coded_ids(arr: np.ndarray, where: str = "the label image") -> np.ndarray | None:
+    """``(H, W)`` int32 ids of an instance map drawn in colours, or ``None`` where ``arr`` is
+    not one. ``arr``: ``(H, W, 3)`` or ``(H, W, 4)`` integers (an alpha channel must be
+    constant). It is one where black (0, 0, 0) is among its colours and objects are flat:
+    at least ``COLOUR_MAP_FLAT`` of the pairs of neighbouring pixels off the black (right
+    and lower neighbours) carry one colour (a photograph's or a JPEG's mostly differ). Each colour's
+    connected pieces (8-connected) are objects, so a map that repeats a few colours (as
+    ``skimage.color.label2rgb`` draws one) still gives one object per piece; black is the
+    background. A warning says how it was read.
+    """
+    arr = np.asarray(arr)
+    if arr.ndim != 3 or arr.shape[-1] not in (3, 4) or not np.issubdtype(arr.dtype, np.integer) or arr.size == 0:
+        return None
+    if arr.shape[-1] == 4:
+        alpha = arr[..., 3]
+        if alpha.min() != alpha.max():
+            return None
+        arr = arr[..., :3]
+    packed = arr.astype(np.int64)
+    packed = (packed[..., 0] << 42) | (packed[..., 1] << 21) | packed[..., 2]  # 21 bits a channel: uint16 fits
+    same = inside = 0
+    for a, b in ((packed[:, 1:], packed[:, :-1]), (packed[1:], packed[:-1])):
+        both = (a != 0) & (b != 0)  # neighbours both off the black ground
+        inside += int(np.count_nonzero(both))
+        same += int(np.count_nonzero(both & (a == b)))
+    if inside == 0 or same < COLOUR_MAP_FLAT * inside:
+        return None
+    colours, index = np.unique(packed, return_inverse=True)
+    if colours[0] != 0:  # no black: no background
+        return None
+    from skimage import measure
+
+    ids = measure.label(index.reshape(packed.shape), background=0, connectivity=2).astype(np.int32)
+    import logging
+
+    logging.getLogger("sam_detect").warning(
+        "%s: read as an instance map drawn in colours: %d object(s) in %d colour(s) on black",
+        where, int(ids.max()), len(colours) - 1)
+    return ids
+
+
+def read_mask_folder(path: PathLike) -> np.ndarray:
+    """``(H, W)`` int32 ids of a folder of mask images (``MASK_FOLDER_SUFFIXES``), each one
+    object (its non-zero pixels; :func:`sam_detect.masks.mask_of_image`), numbered 1..N in
+    file-name order: the ``masks/`` folder of the 2018 Data Science Bowl's nuclei. Where two
+    masks overlap, the later file's object takes the pixel; empty masks are left out. A
+    warning says either.
+
+    Raises:
+        AnnotationError: no mask file in the folder, a file that is not one 2-D mask, or
+            masks of different sizes.
+    """
+    from sam_detect.io.images import load_image
+    from sam_detect.masks import mask_of_image
+
+    path = Path(path)
+    files = sorted(f for f in path.iterdir()
+                   if f.is_file() and f.suffix.lower() in MASK_FOLDER_SUFFIXES and not f.name.startswith("."))
+    if not files:
+        raise AnnotationError(f"{path}: a folder of masks, but it holds no mask image "
+                              f"({', '.join(MASK_FOLDER_SUFFIXES)}; one object each)")
+    out: np.ndarray | None = None
+    shared = n = 0
+    empty: list[str] = []
+    for f in files:
+        try:
+            m = mask_of_image(np.asarray(load_image(f).original))
+        except ImageLoadError as e:
+            raise AnnotationError(f"{f}: cannot read the mask ({e})") from None
+        if m.ndim != 2:
+            raise AnnotationError(f"{f}: not one 2-D mask (shape {m.shape}); a folder of masks holds one "
+                                  "object per image")
+        if out is None:
+            out = np.zeros(m.shape, np.int32)
+        elif m.shape != out.shape:
+            raise AnnotationError(f"{f}: mask size {m.shape} differs from {files[0].name}'s {out.shape}")
+        if not m.any():
+            empty.append(f.name)
+            continue
+        shared += int(np.count_nonzero(out[m]))
+        n += 1
+        out[m] = n
+    import logging
+
+    log = logging.getLogger("sam_detect")
+    if empty:
+        log.warning("%s: %d empty mask(s) left out (%s)", path, len(empty), ", ".join(empty[:3]) + (
+            ", ..." if len(empty) > 3 else ""))
+    if shared:
+        log.warning("%s: %d pixel(s) lie in two masks; each goes to the later file's object", path, shared)
+    assert out is not None
+    return out
 
 
 def _mat_arrays(path: Path, types: bool) -> np.ndarray:
