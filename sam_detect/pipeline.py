@@ -26,6 +26,10 @@ from sam_detect.library_state import LibraryState
 
 log = logging.getLogger("sam_detect")
 
+#: an example is already in a library where one of the same label on the same image covers
+#: it at this IoU or more (:meth:`SAMDetect.add_examples` does not add it again)
+SAME_EXAMPLE = 0.9
+
 class SAMDetect(DetectorStages, LibraryState):
     """Few-shot detector: add labelled examples, then detect similar objects.
 
@@ -314,7 +318,8 @@ class SAMDetect(DetectorStages, LibraryState):
 
         ``mask`` ``(H, W)`` bool; ``box`` XYXY pixels or ``point`` XY pixels (turned into a
         mask by the segmenter); ``polygon`` ``(K, 2)`` XY pixels. Use ``label="__negative__"``
-        for a look-alike that must not be detected. Returns the new example ids.
+        for a look-alike that must not be detected. Returns the example's id (the stored
+        one's where the library holds this object already: :meth:`add_examples`).
         """
         label = self._check_label(label)
         loaded = self._load(image)
@@ -329,11 +334,19 @@ class SAMDetect(DetectorStages, LibraryState):
         labels: Sequence[str] | None = None,
         *,
         progress: bool = False,
+        again: bool = False,
     ) -> list[str]:
         """Add every instance of ``image`` as an example (labels from ``labels`` or ``instances.labels``).
 
         All-or-nothing: every crop is embedded before anything is written, and the store
         adds the batch atomically.
+
+        An object the library already holds as an example of the same label on this very
+        image (masks at IoU >= ``SAME_EXAMPLE``: an ``add`` run twice, an object added again
+        by a box) is not added again: a warning says how many, and its place in the returned
+        ids holds the stored example's id. Returns one id per instance. ``again=True`` adds
+        every instance, repeats too (the returned ids are then all new ones, as the browser
+        UI's undo needs).
         """
         loaded = self._load(image)
         if len(instances) == 0:
@@ -354,8 +367,16 @@ class SAMDetect(DetectorStages, LibraryState):
             raise AnnotationError(f"annotation {int(empty[0])} has zero area")
         existed = self._library_meta() is not None
         self.check_library(create=True)
+        repeats = self._repeated_examples(loaded.rgb, instances, labels) if existed and not again \
+            else [None] * len(instances)
+        new = [i for i, r in enumerate(repeats) if r is None]
+        if len(new) < len(instances):
+            log.warning("%d of %d example(s) already in library '%s' (the same object, label and image): "
+                        "not added again", len(instances) - len(new), len(instances), self.config.library)
+        if not new:
+            return [str(r) for r in repeats]
         try:
-            return self._add_examples(loaded, instances, labels, areas, progress)
+            ids = self._add_examples(loaded, instances[np.array(new)], [labels[i] for i in new], areas[new], progress)
         except BaseException:
             if not existed:  # nothing was added: the library this call made goes again
                 import contextlib
@@ -363,6 +384,25 @@ class SAMDetect(DetectorStages, LibraryState):
                 with contextlib.suppress(Exception):
                     self.store.delete_library(self.config.library)
             raise
+        made = dict(zip(new, ids, strict=True))
+        return [made[i] if r is None else str(r) for i, r in enumerate(repeats)]
+
+    def _repeated_examples(self, rgb: np.ndarray, instances: Instances, labels: list[str]) -> list[str | None]:
+        """Per new example, the id of the library's example of the same label on this image
+        (``rgb``) that it repeats (masks at IoU >= ``SAME_EXAMPLE``), else ``None``."""
+        from sam_detect.masks import crop_intersections
+
+        stored = self._examples_of_image(rgb)
+        out: list[str | None] = [None] * len(instances)
+        if stored is None or not len(stored):
+            return out
+        ii, jj, inter = crop_intersections(instances.crops, stored.crops)
+        a, b = instances.areas.astype(np.float64), stored.areas.astype(np.float64)
+        iou = inter / np.maximum(a[ii] + b[jj] - inter, 1.0)
+        for i, j, v in zip(ii.tolist(), jj.tolist(), iou.tolist(), strict=True):
+            if v >= SAME_EXAMPLE and out[i] is None and str(stored.labels[j]) == labels[i]:
+                out[i] = str(stored.data["example_id"][j])
+        return out
 
     def _add_examples(self, loaded: Any, instances: Instances, labels: list[str], areas: np.ndarray,
                       progress: bool) -> list[str]:

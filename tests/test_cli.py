@@ -124,7 +124,7 @@ def test_add_then_detect_json(scene_files, tmp_path):
     assert cv2.imread(str(overlay)).shape[:2] == (160, 160)
 
 
-def test_every_mask_given_is_added_and_a_folder_of_masks_is_read(scene_files, tmp_path):
+def test_every_mask_given_is_added_and_a_folder_of_masks_is_read(scene_files, tmp_path, caplog):
     """``--mask`` repeated adds each mask (it kept only the last one), ``--mask`` and
     ``--labels`` take a folder of masks, one object each (the Data Science Bowl's
     ``masks/``), ``--polygon`` repeats too, ``eval -a`` takes such a folder as an image's
@@ -143,6 +143,11 @@ def test_every_mask_given_is_added_and_a_folder_of_masks_is_read(scene_files, tm
         r = run_cli("add", f["image"], "--label", "shape", flag, folder, *f["lib"], "--library", flag.strip("-"))
         assert r.exit_code == 0, r.output
         assert f"added {len(files)} example(s) (shape: {len(files)})" in r.stdout
+    with caplog.at_level("WARNING", logger="sam_detect"):
+        r = run_cli("add", f["image"], "--label", "shape", "--labels", folder, *f["lib"], "--library", "labels")
+    assert r.exit_code == 0, r.output  # run again: nothing new to add
+    assert f"added 0 example(s) to library 'labels' — now shape: {len(files)}" in r.stdout
+    assert f"{len(files)} of {len(files)} example(s) already in library 'labels'" in caplog.text
     polys = []
     for i in (0, 1):
         ys, xs = np.nonzero(f["masks"][i])

@@ -197,13 +197,14 @@ def add(image, label, negative, boxes, points, mask_paths, polygon_paths, labels
                     check_label(name)
         if limit is not None:
             inst = inst[:limit]
-        ids = detector.add_examples(loaded, inst, progress=not quiet)
+        before = detector.store.labels(detector.config.library) \
+            if detector.store.has_library(detector.config.library) else {}
+        detector.add_examples(loaded, inst, progress=not quiet)
         report_choices(detector, quiet)
         report_profile(detector, quiet)
         counts = detector.store.labels(detector.config.library)
-    added: dict[str, int] = {}
-    for lab in inst.labels:
-        added[lab] = added.get(lab, 0) + 1
-    summary = ", ".join(f"{k}: {v}" for k, v in sorted(added.items()))
+    # objects the library held already (the same object, label and image) are not added again
+    added = {k: v - before.get(k, 0) for k, v in counts.items() if v > before.get(k, 0)}
+    summary = f" ({', '.join(f'{k}: {v}' for k, v in sorted(added.items()))})" if added else ""
     total = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
-    click.echo(f"added {len(ids)} example(s) ({summary}) to library '{detector.config.library}' — now {total}")
+    click.echo(f"added {sum(added.values())} example(s){summary} to library '{detector.config.library}' — now {total}")

@@ -386,7 +386,9 @@ class AnnotationSession:
                     "labels": self._labels(),
                 }
             inst = Instances.from_crops([m for m, _, _ in plan], None, loaded.hw, labels=[label] * len(plan))
-            ids = self.detector.add_examples(loaded, inst)  # written to the library now
+            # written to the library now; repeats too: the annotations above judge what is new,
+            # and undo deletes exactly these ids
+            ids = self.detector.add_examples(loaded, inst, again=True)
             before = [dataclasses.replace(a) for a in anns]
             kind = "negative" if label == NEGATIVE else "example"
             replaced: list[tuple[str, MaskCrop, str, list[str]]] = []
@@ -450,7 +452,7 @@ class AnnotationSession:
                 remap: dict[str, str] = {}
                 for ann_id, m, old_label, old_ids in act.replaced:
                     inst = Instances.from_crops([m], None, loaded.hw, labels=[old_label])
-                    new_ids = det.add_examples(loaded, inst)
+                    new_ids = det.add_examples(loaded, inst, again=True)
                     self.libraries.save_thumbnail(loaded.rgb, m, old_label, new_ids[0], act.library)
                     restored[ann_id] = list(new_ids)
                     remap.update({old: new_ids[0] for old in old_ids})
