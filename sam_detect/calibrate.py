@@ -19,6 +19,8 @@ deleted, and applied at query time, so stored vectors are never rewritten:
   from 0.89-0.96 among the examples to 0.57-0.84 for the same kind of cell one frame
   later), so the examples may widen a class's acceptance, never narrow it. A threshold given by the user
   (``--threshold``) overrides them all.
+- **Twins**: an object drawn on two images of one size at one place (a time-lapse's next
+  frame) is left out of the other's leave-one-out, as each example is left out of its own.
 - **Counts**: the examples of each label (negatives included), by which the vote divides
   each label's part (``sam_detect.classify.vote``).
 - **Typicality**: the same leave-one-out similarities make a smooth distribution; a
@@ -60,14 +62,19 @@ K = 5
 MAX_SIMS = 64
 #: examples used to fit (a larger library is subsampled, every class kept, reproducibly)
 MAX_FIT = 600
+#: two examples on two images of one size whose masks overlap at least this much are one
+#: object seen twice (:func:`twin_pairs`)
+TWIN_IOU = 0.5
 
 
-def _loo_accuracy(sim: np.ndarray, labels: np.ndarray, k: int = K) -> float:
+def _loo_accuracy(sim: np.ndarray, labels: np.ndarray, k: int = K, twins: np.ndarray | None = None) -> float:
     """Leave-one-out accuracy of the similarity-weighted k-NN vote among the examples (each
-    example voted on by its ``k`` nearest others)."""
+    example voted on by its ``k`` nearest others, its ``twins`` left out with it)."""
     n = len(labels)
     s = np.array(sim, np.float64, copy=True)
     np.fill_diagonal(s, -np.inf)
+    if twins is not None:
+        s[twins] = -np.inf
     classes, codes = np.unique(labels, return_inverse=True)
     k = min(k, n - 1)
     nearest = np.argpartition(-s, k - 1, axis=1)[:, :k]
@@ -78,11 +85,14 @@ def _loo_accuracy(sim: np.ndarray, labels: np.ndarray, k: int = K) -> float:
 
 
 def choose_weights(
-    per_view: np.ndarray, labels: Sequence[str], names: Sequence[str], ties: str | None = None
+    per_view: np.ndarray, labels: Sequence[str], names: Sequence[str], ties: str | None = None,
+    twins: np.ndarray | None = None,
 ) -> tuple[dict[str, float], float | None]:
     """``(weights, loo_accuracy)``: the view weighting that tells the example classes apart best.
 
     ``per_view`` ``(V, N, N)``: each view's cosine similarity among the ``N`` examples.
+    ``twins``: ``(N, N)`` bool, pairs that are one object seen twice (:func:`twin_pairs`),
+    left out of each other's vote as each example is left out of its own.
     ``ties`` (default ``TIES``): among the weightings with the best leave-one-out accuracy,
     ``"equal"`` takes the one closest to equal weights, ``"mean"`` their mean.
     Equal weights (and ``None``) when fewer than two classes have two examples each.
@@ -101,7 +111,7 @@ def choose_weights(
         if sum(combo) == 0:
             continue
         w = np.array(combo, np.float64) / sum(combo)
-        scored.append((round(_loo_accuracy(np.tensordot(w, per_view, axes=1), labels), 9), w))
+        scored.append((round(_loo_accuracy(np.tensordot(w, per_view, axes=1), labels, twins=twins), 9), w))
     best_acc = max(acc for acc, _ in scored)
     tied = [w for acc, w in scored if acc == best_acc]
     if ties == "mean":
@@ -114,21 +124,25 @@ def choose_weights(
     return {name: float(x) for name, x in zip(names, w, strict=True)}, float(best_acc)
 
 
-def class_statistics(sim: np.ndarray, labels: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Per class: leave-one-out nearest same-class similarities, threshold and spread."""
+def class_statistics(sim: np.ndarray, labels: Sequence[str], twins: np.ndarray | None = None) -> dict[str, dict[str, Any]]:
+    """Per class: leave-one-out nearest same-class similarities, threshold and spread.
+    ``twins`` (``(N, N)`` bool, :func:`twin_pairs`): an example's twin is left out with it,
+    and an example whose only others are its twins gives no similarity."""
     labels = np.asarray([str(x) for x in labels], dtype=object)
     s = sim.copy()
     np.fill_diagonal(s, -np.inf)
+    if twins is not None:
+        s[twins] = -np.inf
     out: dict[str, dict[str, Any]] = {}
     for c in sorted(set(labels)):
         idx = np.flatnonzero(labels == c)
-        if len(idx) < 2:
+        nearest = s[np.ix_(idx, idx)].max(axis=1) if len(idx) >= 2 else np.zeros(0)
+        nearest = np.sort(nearest[np.isfinite(nearest)])
+        if len(nearest) < 2:
             out[c] = {"n": int(len(idx)), "threshold": None, "sims": []}
             continue
-        nearest = s[np.ix_(idx, idx)].max(axis=1)
-        nearest = np.sort(nearest)
         low, med = float(nearest[0]), float(np.median(nearest))
-        margin = MARGIN * (1 + 2 / (len(idx) - 1))
+        margin = MARGIN * (1 + 2 / (len(nearest) - 1))
         threshold = max(FLOOR, min(DEFAULT_THRESHOLD, low - max(SPREAD * (med - low), margin)))
         keep = nearest if len(nearest) <= MAX_SIMS else np.quantile(nearest, np.linspace(0, 1, MAX_SIMS))
         out[c] = {
@@ -140,8 +154,46 @@ def class_statistics(sim: np.ndarray, labels: Sequence[str]) -> dict[str, dict[s
     return out
 
 
-def fit_decision(vectors: np.ndarray, labels: Sequence[str], views: Sequence[tuple[str, int]] | None = None) -> dict[str, Any]:
-    """The library's decision settings from its example vectors ``(N, D)`` and labels."""
+def twin_pairs(payloads: Sequence[Mapping[str, Any]]) -> np.ndarray | None:
+    """``(N, N)`` bool: pairs of examples that are one object seen twice -- drawn on two
+    images of one size (``image_key`` differs, ``mask_rle`` of one size) where their masks
+    overlap at IoU >= ``TWIN_IOU`` (a time-lapse's next frame, the field taken again);
+    ``None`` where there is none. Such a twin is nearly the example itself: left in the
+    leave-one-out, it made every example's nearest other one its twin, so thresholds and
+    typicality were read off near-copies (ten HeLa nuclei added on frames 0 and 1: the
+    confidences of a third frame's objects fell from 0.56 to 0.29 on average)."""
+    keyed = [i for i, p in enumerate(payloads)
+             if isinstance(p, Mapping) and p.get("image_key") and isinstance(p.get("mask_rle"), Mapping)]
+    if len({str(payloads[i]["image_key"]) for i in keyed}) < 2:
+        return None
+    from pycocotools import mask as mask_utils
+
+    out = np.zeros((len(payloads), len(payloads)), bool)
+    by_size: dict[tuple[int, ...], list[int]] = {}
+    for i in keyed:
+        by_size.setdefault(tuple(int(v) for v in payloads[i]["mask_rle"]["size"]), []).append(i)
+    for group in by_size.values():
+        if len({str(payloads[i]["image_key"]) for i in group}) < 2:
+            continue
+        rles = []
+        for i in group:
+            rle = dict(payloads[i]["mask_rle"])
+            if isinstance(rle.get("counts"), str):
+                rle["counts"] = rle["counts"].encode()
+            rles.append(rle)
+        iou = np.asarray(mask_utils.iou(rles, rles, [0] * len(rles)), np.float64).reshape(len(group), len(group))
+        keys = np.array([str(payloads[i]["image_key"]) for i in group], dtype=object)
+        hit = (iou >= TWIN_IOU) & (keys[:, None] != keys[None, :])
+        g = np.asarray(group)
+        out[np.ix_(g, g)] |= hit
+    return out if out.any() else None
+
+
+def fit_decision(vectors: np.ndarray, labels: Sequence[str], views: Sequence[tuple[str, int]] | None = None,
+                 twins: np.ndarray | None = None) -> dict[str, Any]:
+    """The library's decision settings from its example vectors ``(N, D)`` and labels;
+    ``twins``: pairs that are one object seen twice (:func:`twin_pairs`), left out of each
+    other's leave-one-out."""
     vectors = np.asarray(vectors, np.float32)
     labels = [str(x) for x in labels]
     if len(labels) != len(vectors):
@@ -151,12 +203,13 @@ def fit_decision(vectors: np.ndarray, labels: Sequence[str], views: Sequence[tup
         rng = np.random.default_rng(0)
         take = np.sort(rng.choice(len(labels), size=MAX_FIT, replace=False))
         vectors, labels = vectors[take], [labels[i] for i in take]
+        twins = None if twins is None else twins[np.ix_(take, take)]
     positive = [i for i, lab in enumerate(labels) if lab != NEGATIVE]
     if views:
         from sam_detect.embed.views import view_similarities
 
         per_view = view_similarities(vectors, vectors, views)
-        weights, acc = choose_weights(per_view, labels, [name for name, _ in views])
+        weights, acc = choose_weights(per_view, labels, [name for name, _ in views], twins=twins)
         w = np.array([weights[name] for name, _ in views])
         sim = np.tensordot(w, per_view, axes=1)
         out["weights"] = {k: round(v, 4) for k, v in weights.items()}
@@ -164,7 +217,8 @@ def fit_decision(vectors: np.ndarray, labels: Sequence[str], views: Sequence[tup
     else:
         sim = vectors @ vectors.T
     pos = np.asarray(positive, np.int64)
-    out["classes"] = class_statistics(sim[np.ix_(pos, pos)], [labels[i] for i in pos]) if len(pos) else {}
+    out["classes"] = class_statistics(sim[np.ix_(pos, pos)], [labels[i] for i in pos],
+                                      None if twins is None else twins[np.ix_(pos, pos)]) if len(pos) else {}
     return out
 
 

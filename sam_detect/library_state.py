@@ -201,12 +201,13 @@ class LibraryState:
                         profile: dict | None = None) -> dict:
         """``profile``: the one just built (else the stored one): classes it keeps apart
         (``profile.JOINT_ANGLE``) get no joint decision."""
-        from sam_detect.calibrate import fit_decision
+        from sam_detect.calibrate import fit_decision, twin_pairs
         from sam_detect.embed.views import views_of
         from sam_detect.profile import apart, joint_labels
 
         meta = self._library_meta()
-        decision = fit_decision(vectors, labels, views_of(meta.embedder_id if meta else ""))
+        twins = twin_pairs(payloads)
+        decision = fit_decision(vectors, labels, views_of(meta.embedder_id if meta else ""), twins)
         areas = [float(pay.get("area") or 0) for lab, pay in zip(labels, payloads, strict=True) if lab != NEGATIVE]
         positive_areas = [a for a in areas if a > 0]
         decision["typical_area"] = float(np.median(positive_areas)) if positive_areas else None
@@ -214,7 +215,7 @@ class LibraryState:
         if profile is None:
             profile = self._extra("profile")
         if joint is not None and apart(profile) is None:  # the classes found as one (profile.JOINT) vote so too
-            decision["joint"] = fit_decision(vectors, joint, views_of(meta.embedder_id if meta else ""))
+            decision["joint"] = fit_decision(vectors, joint, views_of(meta.embedder_id if meta else ""), twins)
             decision["joint"]["typical_area"] = decision["typical_area"]
         self.store.update_extra(self.config.library, "decision", decision)
         self._cache["decision"] = (self.store.count(self.config.library), decision)

@@ -361,6 +361,34 @@ def test_an_add_run_twice_does_not_add_its_examples_again(scene, caplog):
     det.close()
 
 
+def test_an_object_added_again_on_the_next_frame_is_not_its_own_neighbour(scene):
+    """The same discs added on an image and on a copy moved by 2 px (a time-lapse's next
+    frame): each is the other's twin (``calibrate.twin_pairs``), left out of the other's
+    leave-one-out, so the class's similarities and the confidences on a third image stay
+    those of one image's examples. Left in, every example's nearest other was its twin
+    (similarities 0.99 against 0.95) and the confidences fell to 0.31-0.46 from 0.67-0.87."""
+    from sam_detect.calibrate import twin_pairs
+
+    rgb, masks, _ = scene(seed=5, n_discs=4, n_squares=0)
+    moved, moved_masks = np.roll(rgb, 2, axis=1), np.roll(masks, 2, axis=2)
+    other, _, _ = scene(seed=6, n_discs=4, n_squares=0)
+    found, sims = [], []
+    for frames in ([(rgb, masks)], [(rgb, masks), (moved, moved_masks)]):
+        det = SAMDetect(store="memory", segmenter="classical", embedder="views", library="frames")
+        for image, m in frames:
+            det.add_examples(image, Instances(masks=m, labels=["disc"] * 4))
+        found.append(det.detect(other))
+        sims.append(det.decision["classes"]["disc"]["sims"])
+        payloads = [p for _, _, _, pays in det.store.iter_examples("frames") for p in pays]
+        det.close()
+    twins = twin_pairs(payloads)
+    assert twins is not None and twins.sum() == 8 and (twins == twins.T).all()  # each disc and its moved copy
+    assert len(sims[1]) == 8 and max(sims[1]) <= max(sims[0]) + 0.01
+    assert len(found[0]) == len(found[1]) == 4
+    assert abs(float(np.mean(found[1].label_confidences)) - float(np.mean(found[0].label_confidences))) < 0.1
+    assert twin_pairs(payloads[:4]) is None  # one image: no twins
+
+
 def test_a_deleted_example_is_no_longer_returned(scene):
     from sam_detect.store import journal
 
