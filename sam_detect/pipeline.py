@@ -650,9 +650,14 @@ class SAMDetect(DetectorStages, LibraryState):
         timings["select"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t0
         voted = sum(lab not in (UNKNOWN, NEGATIVE) for lab in d.labels)
+        from sam_detect.calibrate import counts
+
+        negative = np.array([lab == NEGATIVE for lab in d.labels], bool)
+        objects = any(lab != NEGATIVE for lab in (counts(decision) or {"?": 1}))
         # (where the examples drawn here took every candidate, their note says it all)
         notes = [] if own_note and not len(inst) and len(out) else \
-            _why_few(n_proposed, size_note, len(inst), d.similarities, d.thresholds, voted, len(out))
+            _why_few(n_proposed, size_note, len(inst), np.asarray(d.similarities)[~negative] if len(negative)
+                     else d.similarities, d.thresholds, voted, len(out), int(negative.sum()), objects)
         if own_note:
             notes.insert(0, own_note)
         below = inst.data.get("below_floor")
@@ -836,18 +841,28 @@ def _unlabelled_filter(inst: Instances, profile: dict | None, model: dict | None
 
 
 def _why_few(
-    proposed: int, size_note: str | None, sized: int, sim: np.ndarray, threshold: str, voted: int, kept: int
+    proposed: int, size_note: str | None, sized: int, sim: np.ndarray, threshold: str, voted: int, kept: int,
+    negative: int = 0, objects: bool = True,
 ) -> list[str]:
-    """One line per stage that left nothing (or almost nothing): never a silent empty result."""
+    """One line per stage that left nothing (or almost nothing): never a silent empty result.
+    ``sim``: the best similarities of the candidates not voted negative; ``negative``: how
+    many were; ``objects``: whether the library holds examples of any object (not only
+    negative ones)."""
     if proposed == 0:
         return ["the segmenter proposed no candidates in this image"]
     if sized == 0:
         return [size_note or "no candidate within the examples' size range"]
     if voted == 0:
+        if not objects:
+            return ["the library holds only negative examples (look-alikes to suppress): add examples "
+                    "of the objects to find"]
+        if negative == sized:
+            return [f"all {sized} candidates look like the negative examples (look-alikes to suppress)"]
         best = float(np.max(sim)) if len(sim) else 0.0
+        like = f"; {negative} look like the negative examples" if negative else ""
         return [
             f"none of {sized} candidates is similar enough to an example "
-            f"(best similarity {best:.2f} < threshold {threshold})"
+            f"(best similarity {best:.2f} < threshold {threshold}){like}"
         ]
     notes = []
     if size_note and sized < 0.1 * proposed:

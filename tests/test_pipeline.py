@@ -73,6 +73,27 @@ def test_negative_examples_suppress_look_alikes(scene):
     assert _matched_labels(after, masks[squares], [None] * 2) == [None, None]
 
 
+def test_nothing_found_because_of_negative_examples_says_so(scene):
+    """A library of negative examples only, or one whose negatives take every candidate,
+    finds nothing and says why (it said "best similarity 0.97 < threshold 0.50")."""
+    rgb, masks, labels = scene(seed=3, n_discs=2, n_squares=2)
+    other, _, _ = scene(seed=4, n_discs=2, n_squares=2)
+    det = SAMDetect(store="memory", segmenter="classical", embedder="handcrafted", library="negonly")
+    det.add_examples(rgb, Instances(masks=masks, labels=[NEGATIVE] * len(masks)))
+    found = det.detect(other)
+    assert len(found) == 0
+    assert found.metadata["notes"] == ["the library holds only negative examples (look-alikes to suppress): "
+                                       "add examples of the objects to find"]
+    det.close()
+    from sam_detect.pipeline import _why_few
+
+    assert _why_few(9, None, 5, np.zeros(0), "0.50", 0, 0, negative=5) == [
+        "all 5 candidates look like the negative examples (look-alikes to suppress)"]
+    assert _why_few(9, None, 5, np.array([0.3, 0.42, 0.2]), "0.50", 0, 0, negative=2) == [
+        "none of 5 candidates is similar enough to an example (best similarity 0.42 < threshold 0.50); "
+        "2 look like the negative examples"]
+
+
 def test_box_point_polygon_prompts_make_examples(scene):
     rgb, masks, labels = scene(seed=4, n_discs=2, n_squares=0)
     det = SAMDetect(store="memory", segmenter="classical", embedder="effnet", library="p")
