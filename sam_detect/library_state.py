@@ -10,6 +10,7 @@ detector's ``config``, ``store``, ``segmenter``, ``embedder``, ``choices``, ``_c
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -74,6 +75,12 @@ class LibraryState:
         keys = sorted({str(pay["image_key"]) for pay in payloads if pay.get("image_key") and pay.get("mask_rle")})
         self.store.update_extra(self.config.library, "image_keys", keys)
         self._cache["image_keys"] = (self.store.count(self.config.library), keys)
+        # how the examples' multi-channel images were read (which channels), so that detect can
+        # say where an image is read otherwise (SAMDetect._channel_note)
+        reads = [dict(r) for r in {json.dumps(pay["reading"], sort_keys=True): pay["reading"] for pay in payloads
+                                    if isinstance(pay.get("reading"), dict)}.values()]
+        self.store.update_extra(self.config.library, "channel_reads", reads)
+        self._cache["channel_reads"] = (self.store.count(self.config.library), reads)
         self._cache.pop("by_image", None)
         self._store_decision(vectors, labels, payloads, profile)
         return profile

@@ -447,6 +447,7 @@ class SAMDetect(DetectorStages, LibraryState):
 
         # The mask travels with the example so a library can be exported with crops and re-embedded.
         payloads = []
+        reading = getattr(loaded, "reading", None)  # a multi-channel image's channels, as read
         for i in range(len(instances)):
             crop, (rows, cols) = instances.mask_crop(i)
             payloads.append(
@@ -460,6 +461,8 @@ class SAMDetect(DetectorStages, LibraryState):
                 payloads[-1]["unlabelled_at"] = measured_at
             if joint_rows is not None:
                 payloads[-1]["unlabelled_joint"] = joint_rows[i]
+            if reading is not None:
+                payloads[-1]["reading"] = reading
         # journaled: a kill at any moment leaves all of these examples or none (store.journal)
         ids = journal.add(self.store, self.config.library, vectors, labels, payloads)
         self.refresh_profile()
@@ -680,6 +683,9 @@ class SAMDetect(DetectorStages, LibraryState):
         if stain is not None:
             notes.insert(0, f"the tissue here is stained {stain:.2g}x as densely as in the examples' images (another "
                             "slide?): proposed and described at the examples' stain density")
+        channels = self._channel_note(loaded)
+        if channels:
+            notes.insert(0, channels)
         for note in notes:
             log.info("%s", note)
         out.metadata.update(
@@ -697,6 +703,21 @@ class SAMDetect(DetectorStages, LibraryState):
             }
         )
         return out
+
+    def _channel_note(self, loaded: Any) -> str | None:
+        """A line where this image's channels are read otherwise than the examples' images of
+        as many channels were (``add --channel 0``, then ``detect`` without it: every channel
+        merged, label channels too), naming the option that reads it as they were."""
+        from sam_detect.io.images import describe_reading
+
+        here = getattr(loaded, "reading", None)
+        reads = [r for r in (self._extra("channel_reads") or []) if isinstance(r, dict) and r.get("of") == (here or {}).get("of")]
+        if here is None or not reads or any(r.get("channel") == here["channel"] for r in reads):
+            return None
+        was = reads[0].get("channel")
+        option = "all channels (no --channel)" if was is None else " ".join(f"--channel {c}" for c in was)
+        return (f"the examples were read from {describe_reading(reads[0])} of {here['of']}-channel images; this one "
+                f"from {describe_reading(here)}: give {option} to read it as they were")
 
     def _search(self, vectors: np.ndarray, top_k: int, decision: dict | None) -> list:
         """k-NN search, with the library's view weights applied to the queries (the scores

@@ -169,6 +169,38 @@ def test_every_mask_given_is_added_and_a_folder_of_masks_is_read(scene_files, tm
     assert r.exit_code == 2 and "given 2 times" in r.output  # one label file an add, not the last one
 
 
+def test_an_image_read_from_other_channels_than_the_examples_is_said(tmp_path, scene):
+    """Examples added from channel 0 of a 3-channel TIFF, then detect without --channel (every
+    channel merged): the notes name the option that reads it as the examples were; with it,
+    or on a grey image, no such note."""
+    import tifffile
+
+    rgb, masks, _ = scene(seed=1)
+    grey = rgb[..., 0]
+    rng = np.random.default_rng(0)
+    stack = np.stack([grey, rng.integers(0, 255, grey.shape), np.full(grey.shape, 200)]).astype(np.uint8)
+    path = tmp_path / "cyx.tif"
+    tifffile.imwrite(path, stack, photometric="minisblack", metadata={"axes": "CYX"})
+    lab = np.zeros(grey.shape, np.uint16)
+    for i, m in enumerate(masks):
+        lab[m] = i + 1
+    tifffile.imwrite(tmp_path / "lab.tif", lab)
+    lib = ["--library-path", tmp_path / "libs", "--segmenter", "classical"]
+    r = run_cli("add", path, "--channel", "0", "--label", "shape", "--labels", tmp_path / "lab.tif", *lib)
+    assert r.exit_code == 0, r.output
+    note = ("the examples were read from channel 0 of 3-channel images; this one from all 3 channels merged: "
+            "give --channel 0 to read it as they were")
+    r = run_cli("detect", path, "--json", *lib)
+    assert r.exit_code == 0, r.output
+    assert note in json.loads(r.stdout)["notes"]
+    for args in (["--channel", "0"], []):
+        image = path if args else tmp_path / "grey.png"
+        cv2.imwrite(str(tmp_path / "grey.png"), grey)
+        r = run_cli("detect", image, *args, "--json", *lib)
+        assert r.exit_code == 0, r.output
+        assert not any("channel" in n for n in json.loads(r.stdout)["notes"]), args
+
+
 def test_add_from_label_image_and_library_show(scene_files):
     f = scene_files
     r = run_cli("add", f["image"], "--label", "shape", "--labels", f["labels"], "--limit", "4", *f["lib"])

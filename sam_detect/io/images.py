@@ -26,6 +26,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -101,6 +102,25 @@ class LoadedImage:
     def hw(self) -> tuple[int, int]:
         """``(height, width)`` in pixels."""
         return int(self.rgb.shape[0]), int(self.rgb.shape[1])
+
+    @property
+    def reading(self) -> dict[str, Any] | None:
+        """How a multi-channel image's channels were read (``{"of": channels in the file,
+        "channel": the ones used, sorted, or None for all}``), or ``None`` for an image
+        without a channel axis (grey, RGB)."""
+        if "C" not in str(self.source_axes) or self.n_channels < 2:
+            return None
+        ch = self.channel
+        used = None if ch is None else sorted({int(ch)} if isinstance(ch, (int, np.integer)) else {int(c) for c in ch})
+        return {"of": self.n_channels, "channel": used}
+
+
+def describe_reading(reading: dict[str, Any]) -> str:
+    """``"channel 0"``, ``"channels 0, 2 merged"`` or ``"all 4 channels merged"``."""
+    used = reading.get("channel")
+    if used is None:
+        return f"all {reading['of']} channels merged"
+    return f"channel {used[0]}" if len(used) == 1 else f"channels {', '.join(map(str, used))} merged"
 
 
 # ---------------------------------------------------------------------------------------
