@@ -493,6 +493,37 @@ def _touching_discs() -> np.ndarray:
     return lab
 
 
+def test_a_label_image_on_a_white_ground_reads_its_ground_as_background(tmp_path, caplog):
+    """Ids 1..5 on 255 (no 0 anywhere): 255 covers most of the image and every border, so it is
+    the background, not a sixth object the size of the image; a label image with a 0, or whose
+    commonest value misses a border, is read as it is."""
+    from PIL import Image
+
+    lab = _discs(5).astype(np.uint8)
+    white = np.where(lab == 0, 255, lab).astype(np.uint8)
+    Image.fromarray(white).save(tmp_path / "white.png")
+    with caplog.at_level("WARNING", logger="sam_detect"):
+        ids = read_label_image(tmp_path / "white.png")
+    assert np.array_equal(ids, lab) and "its commonest value (255)" in caplog.text
+    caplog.clear()
+    inner = np.full((96, 96), 7, np.uint8)
+    inner[1:-1, 1:-1] = white[1:-1, 1:-1]  # 255 everywhere but a frame of 7 round the border
+    assert np.array_equal(read_label_image_of(tmp_path, inner), inner) and not caplog.text
+    assert np.array_equal(read_label_image_of(tmp_path, lab), lab)
+    from sam_detect import DetectorConfig, SAMDetect
+
+    det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder="handcrafted"))
+    assert len(det.annotations_to_instances(white, white.shape)) == 5  # an array through the API too
+    det.close()
+
+
+def read_label_image_of(tmp_path, arr):
+    from PIL import Image
+
+    Image.fromarray(arr).save(tmp_path / "x.png")
+    return read_label_image(tmp_path / "x.png")
+
+
 def test_an_instance_map_drawn_in_colours_is_read_as_its_objects(tmp_path, caplog):
     """Each object a flat colour on black (a map saved as RGB, or drawn by ``label2rgb``,
     whose few colours repeat): each colour's connected pieces are objects. A photograph, a

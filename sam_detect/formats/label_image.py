@@ -142,7 +142,38 @@ def read_label_image(path: PathLike, channel: int | None = None, pieces: bool = 
         raise AnnotationError(
             f"{path}: label ids must be >= 0 (0 = background), found {int(arr.min())}"
         )
+    if pieces:
+        arr = background_as_zero(arr, str(path))
     return binary_as_pieces(arr, str(path)) if pieces else arr
+
+
+def background_as_zero(arr: np.ndarray, where: str = "the label image") -> np.ndarray:
+    """A label image (``(H, W)`` or a stack) without any 0 whose commonest value covers at least
+    half of a frame and reaches all four of its borders has that value as its background (a
+    map saved on white, 255): it is read as 0, with a warning. Read as an object, it made one
+    example of the whole ground (its contrast 1 grey level, every real example's profile
+    swamped). Any other label image is returned as it is."""
+    arr = np.asarray(arr)
+    if arr.ndim not in (2, 3) or not arr.size or (arr == 0).any():
+        return arr
+    frames = arr[None] if arr.ndim == 2 else arr
+    out, moved = frames.copy(), []
+    for t, f in enumerate(frames):
+        values, counts = np.unique(f, return_counts=True)
+        if len(values) < 2 or counts.max() < 0.5 * f.size:
+            continue
+        v = values[int(counts.argmax())]
+        if all((edge == v).any() for edge in (f[0], f[-1], f[:, 0], f[:, -1])):
+            out[t][f == v] = 0
+            moved.append(int(v))
+    if not moved:
+        return arr
+    import logging
+
+    logging.getLogger("sam_detect").warning(
+        "%s holds no 0; its commonest value (%s) covers most of the image and every border: read as the "
+        "background (a label image's background is 0)", where, moved[0])
+    return out[0] if arr.ndim == 2 else out
 
 
 def colour_coded_ids(arr: np.ndarray, where: str = "the label image") -> np.ndarray | None:
