@@ -517,6 +517,23 @@ def test_a_label_image_on_a_white_ground_reads_its_ground_as_background(tmp_path
     det.close()
 
 
+def test_a_cellpose_seg_npy_gives_its_masks_and_other_pickles_are_not_opened(tmp_path):
+    """Cellpose's GUI saves an image's annotations as ``<name>_seg.npy``, a pickled dict whose
+    ``masks`` is the label image; it is read (as Cellpose reads it). Any other pickled
+    ``.npy`` is refused without being unpickled."""
+    lab = _discs(5).astype(np.uint16)
+    np.save(tmp_path / "cells_seg.npy", {"masks": lab, "outlines": lab * 0, "filename": "cells.png"},
+            allow_pickle=True)
+    assert np.array_equal(read_label_image(tmp_path / "cells_seg.npy"), lab)
+    assert len(load_annotations(tmp_path / "cells_seg.npy")) == 5
+    np.save(tmp_path / "other.npy", {"masks": lab}, allow_pickle=True)
+    with pytest.raises(AnnotationError, match="only a Cellpose \\*_seg.npy is read so"):
+        read_label_image(tmp_path / "other.npy")
+    np.save(tmp_path / "bad_seg.npy", {"outlines": lab}, allow_pickle=True)
+    with pytest.raises(AnnotationError, match="without 'masks' \\(keys: outlines\\)"):
+        read_label_image(tmp_path / "bad_seg.npy")
+
+
 def read_label_image_of(tmp_path, arr):
     from PIL import Image
 

@@ -60,7 +60,7 @@ def read_label_image(path: PathLike, channel: int | None = None, pieces: bool = 
                 check_series_size(path, axes.upper(), tuple(int(x) for x in series.shape), series.dtype.itemsize)
                 arr = series.asarray()
         elif suffix == ".npy":
-            arr = np.load(path, allow_pickle=False)
+            arr = _read_npy(path)
         elif suffix == ".mat":
             arr = _mat_arrays(path, types=not pieces)
         else:
@@ -174,6 +174,26 @@ def background_as_zero(arr: np.ndarray, where: str = "the label image") -> np.nd
         "%s holds no 0; its commonest value (%s) covers most of the image and every border: read as the "
         "background (a label image's background is 0)", where, moved[0])
     return out[0] if arr.ndim == 2 else out
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    """A ``.npy`` array; a Cellpose ``*_seg.npy`` (a pickled dict, as Cellpose's GUI saves its
+    annotations and results) gives its ``masks``. Other pickled files are not opened: unpickling
+    can run code, so only that name is read so, as Cellpose itself reads it."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as e:
+        if "allow_pickle" not in str(e):
+            raise
+        if not path.name.lower().endswith("_seg.npy"):
+            raise AnnotationError(f"{path}: holds Python objects, not an array; only a Cellpose *_seg.npy is "
+                                  "read so (for its masks), other pickled files are not opened") from None
+    seg = np.load(path, allow_pickle=True)
+    seg = seg.item() if seg.dtype == object and seg.shape == () else seg
+    if not isinstance(seg, dict) or "masks" not in seg:
+        raise AnnotationError(f"{path}: a Cellpose *_seg.npy without 'masks' "
+                              f"(keys: {', '.join(map(str, seg)) if isinstance(seg, dict) else type(seg).__name__})")
+    return np.asarray(seg["masks"])
 
 
 def colour_coded_ids(arr: np.ndarray, where: str = "the label image") -> np.ndarray | None:
