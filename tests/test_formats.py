@@ -101,8 +101,8 @@ def test_bad_file_gives_one_clear_line(name, content, message, tmp_path):
 def test_missing_file_and_folder(tmp_path):
     with pytest.raises(AnnotationError, match="annotation file not found"):
         load_annotations(tmp_path / "none.json")
-    with pytest.raises(AnnotationError, match="is a folder"):
-        load_annotations(tmp_path)
+    with pytest.raises(AnnotationError, match="a folder of masks, but it holds no mask image"):
+        load_annotations(tmp_path)  # a folder is read as one mask image per object
 
 
 def test_polygon_prompt_files(tmp_path):
