@@ -30,6 +30,7 @@ log = logging.getLogger("sam_detect")
 #: it at this IoU or more (:meth:`SAMDetect.add_examples` does not add it again)
 SAME_EXAMPLE = 0.9
 
+
 class SAMDetect(DetectorStages, LibraryState):
     """Few-shot detector: add labelled examples, then detect similar objects.
 
