@@ -19,8 +19,9 @@ deleted, and applied at query time, so stored vectors are never rewritten:
   from 0.89-0.96 among the examples to 0.57-0.84 for the same kind of cell one frame
   later), so the examples may widen a class's acceptance, never narrow it. A threshold given by the user
   (``--threshold``) overrides them all.
-- **Twins**: an object drawn on two images of one size at one place (a time-lapse's next
-  frame) is left out of the other's leave-one-out, as each example is left out of its own.
+- **Twins**: an object drawn twice (on two images of one size at one place, a time-lapse's
+  next frame; or outlined twice on one image) is left out of the other's leave-one-out, as
+  each example is left out of its own.
 - **Counts**: the examples of each label (negatives included), by which the vote divides
   each label's part (``sam_detect.classify.vote``).
 - **Typicality**: the same leave-one-out similarities make a smooth distribution; a
@@ -62,8 +63,8 @@ K = 5
 MAX_SIMS = 64
 #: examples used to fit (a larger library is subsampled, every class kept, reproducibly)
 MAX_FIT = 600
-#: two examples on two images of one size whose masks overlap at least this much are one
-#: object seen twice (:func:`twin_pairs`)
+#: two examples whose masks (on images of one size) overlap at least this much are one object
+#: seen twice (:func:`twin_pairs`)
 TWIN_IOU = 0.5
 
 
@@ -155,16 +156,16 @@ def class_statistics(sim: np.ndarray, labels: Sequence[str], twins: np.ndarray |
 
 
 def twin_pairs(payloads: Sequence[Mapping[str, Any]]) -> np.ndarray | None:
-    """``(N, N)`` bool: pairs of examples that are one object seen twice -- drawn on two
-    images of one size (``image_key`` differs, ``mask_rle`` of one size) where their masks
-    overlap at IoU >= ``TWIN_IOU`` (a time-lapse's next frame, the field taken again);
-    ``None`` where there is none. Such a twin is nearly the example itself: left in the
+    """``(N, N)`` bool: pairs of examples that are one object seen twice -- their masks
+    (``mask_rle``, on images of one size) overlap at IoU >= ``TWIN_IOU``: on two images (a
+    time-lapse's next frame, the field taken again) or on one (the object outlined twice,
+    apart enough to be kept as two examples); ``None`` where there is none. Such a twin is
+    nearly the example itself: left in the
     leave-one-out, it made every example's nearest other one its twin, so thresholds and
     typicality were read off near-copies (ten HeLa nuclei added on frames 0 and 1: the mean
     confidence of the objects found on frames 2-6 fell to 0.30, where ten others give 0.59)."""
-    keyed = [i for i, p in enumerate(payloads)
-             if isinstance(p, Mapping) and p.get("image_key") and isinstance(p.get("mask_rle"), Mapping)]
-    if len({str(payloads[i]["image_key"]) for i in keyed}) < 2:
+    keyed = [i for i, p in enumerate(payloads) if isinstance(p, Mapping) and isinstance(p.get("mask_rle"), Mapping)]
+    if len(keyed) < 2:
         return None
     from pycocotools import mask as mask_utils
 
@@ -173,7 +174,7 @@ def twin_pairs(payloads: Sequence[Mapping[str, Any]]) -> np.ndarray | None:
     for i in keyed:
         by_size.setdefault(tuple(int(v) for v in payloads[i]["mask_rle"]["size"]), []).append(i)
     for group in by_size.values():
-        if len({str(payloads[i]["image_key"]) for i in group}) < 2:
+        if len(group) < 2:
             continue
         rles = []
         for i in group:
@@ -181,9 +182,8 @@ def twin_pairs(payloads: Sequence[Mapping[str, Any]]) -> np.ndarray | None:
             if isinstance(rle.get("counts"), str):
                 rle["counts"] = rle["counts"].encode()
             rles.append(rle)
-        iou = np.asarray(mask_utils.iou(rles, rles, [0] * len(rles)), np.float64).reshape(len(group), len(group))
-        keys = np.array([str(payloads[i]["image_key"]) for i in group], dtype=object)
-        hit = (iou >= TWIN_IOU) & (keys[:, None] != keys[None, :])
+        hit = np.asarray(mask_utils.iou(rles, rles, [0] * len(rles)), np.float64).reshape(len(group), len(group)) >= TWIN_IOU
+        np.fill_diagonal(hit, False)
         g = np.asarray(group)
         out[np.ix_(g, g)] |= hit
     return out if out.any() else None

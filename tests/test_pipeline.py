@@ -384,7 +384,8 @@ def test_an_add_run_twice_does_not_add_its_examples_again(scene, caplog):
 
 def test_an_object_added_again_on_the_next_frame_is_not_its_own_neighbour(scene):
     """The same discs added on an image and on a copy moved by 2 px (a time-lapse's next
-    frame): each is the other's twin (``calibrate.twin_pairs``), left out of the other's
+    frame), or a disc outlined twice on one image: each is the other's twin
+    (``calibrate.twin_pairs``), left out of the other's
     leave-one-out, so the class's similarities and the confidences on a third image stay
     those of one image's examples. Left in, every example's nearest other was its twin
     (similarities 0.99 against 0.95) and the confidences fell to 0.31-0.46 from 0.67-0.87."""
@@ -407,7 +408,15 @@ def test_an_object_added_again_on_the_next_frame_is_not_its_own_neighbour(scene)
     assert len(sims[1]) == 8 and max(sims[1]) <= max(sims[0]) + 0.01
     assert len(found[0]) == len(found[1]) == 4
     assert abs(float(np.mean(found[1].label_confidences)) - float(np.mean(found[0].label_confidences))) < 0.1
-    assert twin_pairs(payloads[:4]) is None  # one image: no twins
+    assert twin_pairs(payloads[:4]) is None  # one image's separate discs: no twins
+    import cv2
+
+    from sam_detect.masks import mask_to_rle
+
+    wider = cv2.dilate(masks[0].astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)  # outlined again
+    assert 0.5 <= _iou(masks[0], wider) < 0.9  # apart enough to be kept as two examples
+    again = [{"image_key": "a", "mask_rle": mask_to_rle(m)} for m in (masks[0], wider, masks[1])]
+    assert twin_pairs(again).tolist() == [[False, True, False], [True, False, False], [False, False, False]]
 
 
 def test_a_deleted_example_is_no_longer_returned(scene):
