@@ -199,6 +199,8 @@ def fit_decision(vectors: np.ndarray, labels: Sequence[str], views: Sequence[tup
     if len(labels) != len(vectors):
         raise ValueError(f"{len(vectors)} vectors but {len(labels)} labels")
     out: dict[str, Any] = {"version": VERSION, "n": len(labels), "counts": label_counts(labels)}
+    if twins is not None:
+        out["twins"] = int(np.triu(twins, 1).sum())
     if len(labels) > MAX_FIT:
         rng = np.random.default_rng(0)
         take = np.sort(rng.choice(len(labels), size=MAX_FIT, replace=False))
@@ -278,12 +280,16 @@ def describe(decision: Mapping[str, Any] | None, show: Any = str) -> list[str]:
     for label, stats in (decision.get("classes") or {}).items():
         t = stats.get("threshold")
         if t is None:
-            lines.append(f"{show(label)}: one example, threshold {DEFAULT_THRESHOLD:.2f}")
+            what = "one example" if stats.get("n", 1) < 2 else f"{stats['n']} examples, all one object seen again"
+            lines.append(f"{show(label)}: {what}, threshold {DEFAULT_THRESHOLD:.2f}")
         else:
             lines.append(
                 f"{show(label)}: threshold {t:.3f} (nearest-example similarity of its {stats['n']} "
                 f"examples: median {stats['median']:.3f}, lowest {stats['sims'][0]:.3f})"
             )
+    if decision.get("twins"):
+        lines.append(f"{decision['twins']} pair(s) of examples are one object seen twice (another frame, or outlined "
+                     "again): left out of each other's leave-one-out")
     if decision.get("joint"):  # the classes found as one (profile.JOINT): what decides which candidates are objects
         lines.append("every class as one (which candidates are objects; the classes above type them, below their "
                      "thresholds too):")
@@ -292,4 +298,4 @@ def describe(decision: Mapping[str, Any] | None, show: Any = str) -> list[str]:
 
 
 __all__ = ["DEFAULT_THRESHOLD", "FLOOR", "SPREAD", "TIES", "VERSION", "choose_weights", "class_statistics", "describe",
-           "counts", "fit_decision", "label_counts", "thresholds", "typicality"]
+           "counts", "fit_decision", "label_counts", "thresholds", "twin_pairs", "typicality"]

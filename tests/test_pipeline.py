@@ -401,10 +401,15 @@ def test_an_object_added_again_on_the_next_frame_is_not_its_own_neighbour(scene)
             det.add_examples(image, Instances(masks=m, labels=["disc"] * 4))
         found.append(det.detect(other))
         sims.append(det.decision["classes"]["disc"]["sims"])
+        twinned = det.decision.get("twins")
         payloads = [p for _, _, _, pays in det.store.iter_examples("frames") for p in pays]
         det.close()
     twins = twin_pairs(payloads)
     assert twins is not None and twins.sum() == 8 and (twins == twins.T).all()  # each disc and its moved copy
+    assert twinned == 4  # recorded in the decision; library show says so
+    from sam_detect.calibrate import describe
+
+    assert any(line.startswith("4 pair(s) of examples are one object seen twice") for line in describe({"twins": 4}))
     assert len(sims[1]) == 8 and max(sims[1]) <= max(sims[0]) + 0.01
     assert len(found[0]) == len(found[1]) == 4
     assert abs(float(np.mean(found[1].label_confidences)) - float(np.mean(found[0].label_confidences))) < 0.1
