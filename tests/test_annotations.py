@@ -608,6 +608,34 @@ def test_a_folder_of_masks_is_read_as_a_label_image(tmp_path, caplog):
         read_label_image(tmp_path / "none")
 
 
+def test_a_class_map_given_as_labels_is_read_as_its_pieces(tmp_path, caplog):
+    """A class map (1 = five separate discs, 2 = a band) given where a label image is asked
+    for: an id in three or more sizeable pieces is a class, each piece an object, with a
+    warning (it was one example made of five discs). An id in two pieces, or with specks
+    beside it, stays one object, silently."""
+    from PIL import Image
+
+    discs = _discs(5)
+    classes = (discs > 0).astype(np.uint8)
+    classes[90:94, 5:90] = 2  # a band: one piece
+    with caplog.at_level("WARNING", logger="sam_detect"):
+        ids = read_label_image_of(tmp_path, classes)
+    assert len(np.unique(ids)) == 7 and np.array_equal(ids > 0, classes > 0)
+    for k in range(1, 6):
+        assert len(np.unique(ids[discs == k])) == 1
+    assert len(np.unique(ids[classes == 2])) == 1
+    assert "id(s) 1 (5 pieces) each lie in many separate pieces" in caplog.text
+    caplog.clear()
+    two = discs.copy()
+    two[two == 2] = 1  # id 1 in two pieces (a cell the tile's edge cut in two)
+    two[0, 0] = 3  # specks of id 3 beside its body do not make it a class
+    two[95, 95] = 3
+    two[40:44, 40:44] = 3
+    assert np.array_equal(read_label_image_of(tmp_path, two.astype(np.uint8)), two) and not caplog.text
+    Image.fromarray(classes).save(tmp_path / "c.png")
+    assert len(load_annotations(tmp_path / "c.png")) == 6
+
+
 def test_a_mask_image_s_opaque_alpha_is_not_the_object():
     """An RGBA or grey+alpha mask PNG saved opaque marks its object in the colour channels;
     where the alpha varies, the transparent pixels are the background."""
