@@ -368,12 +368,20 @@ class SAMDetect(DetectorStages, LibraryState):
             raise AnnotationError(f"annotation {int(empty[0])} has zero area")
         existed = self._library_meta() is not None
         self.check_library(create=True)
-        repeats = self._repeated_examples(loaded.rgb, instances, labels) if existed and not again \
-            else [None] * len(instances)
+        repeats, relabelled = self._repeated_examples(loaded.rgb, instances, labels) if existed and not again \
+            else ([None] * len(instances), [])
         new = [i for i, r in enumerate(repeats) if r is None]
         if len(new) < len(instances):
             log.warning("%d of %d example(s) already in library '%s' (the same object, label and image): "
                         "not added again", len(instances) - len(new), len(instances), self.config.library)
+        if relabelled:  # contradictory examples: the user may mean the new label to replace the old
+            from sam_detect.names import display_label
+
+            shown = ", ".join(f"{i} ({display_label(lab)})" for i, lab in relabelled[:3]) + (
+                ", ..." if len(relabelled) > 3 else "")
+            log.warning("%d example(s) repeat objects library '%s' holds on this image under another label, "
+                        "both kept: delete the old ones if the new label is right (sam-detect library delete "
+                        "%s --id ID): %s", len(relabelled), self.config.library, self.config.library, shown)
         if not new:
             return [str(r) for r in repeats]
         try:
@@ -388,22 +396,29 @@ class SAMDetect(DetectorStages, LibraryState):
         made = dict(zip(new, ids, strict=True))
         return [made[i] if r is None else str(r) for i, r in enumerate(repeats)]
 
-    def _repeated_examples(self, rgb: np.ndarray, instances: Instances, labels: list[str]) -> list[str | None]:
+    def _repeated_examples(self, rgb: np.ndarray, instances: Instances,
+                           labels: list[str]) -> tuple[list[str | None], list[tuple[str, str]]]:
         """Per new example, the id of the library's example of the same label on this image
-        (``rgb``) that it repeats (masks at IoU >= ``SAME_EXAMPLE``), else ``None``."""
+        (``rgb``) that it repeats (masks at IoU >= ``SAME_EXAMPLE``), else ``None``; and the
+        ``(id, label)`` of stored examples that new ones repeat under another label."""
         from sam_detect.masks import crop_intersections
 
         stored = self._examples_of_image(rgb)
         out: list[str | None] = [None] * len(instances)
         if stored is None or not len(stored):
-            return out
+            return out, []
         ii, jj, inter = crop_intersections(instances.crops, stored.crops)
         a, b = instances.areas.astype(np.float64), stored.areas.astype(np.float64)
         iou = inter / np.maximum(a[ii] + b[jj] - inter, 1.0)
+        other: dict[str, str] = {}
         for i, j, v in zip(ii.tolist(), jj.tolist(), iou.tolist(), strict=True):
-            if v >= SAME_EXAMPLE and out[i] is None and str(stored.labels[j]) == labels[i]:
-                out[i] = str(stored.data["example_id"][j])
-        return out
+            if v < SAME_EXAMPLE:
+                continue
+            if str(stored.labels[j]) == labels[i]:
+                out[i] = out[i] or str(stored.data["example_id"][j])
+            else:
+                other[str(stored.data["example_id"][j])] = str(stored.labels[j])
+        return out, [(k, lab) for k, lab in other.items() if k not in set(out)]
 
     def _add_examples(self, loaded: Any, instances: Instances, labels: list[str], areas: np.ndarray,
                       progress: bool) -> list[str]:
