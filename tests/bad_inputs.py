@@ -103,6 +103,11 @@ CASES: list[Case] = [
          2, "'unknown' is reserved"),
     Case("labels-intensity", "an intensity image as `--labels`",
          ("add", "{gray}", "--label", "cell", "--labels", "{gray}", *LIB), 1, "looks like an intensity image"),
+    Case("labels-twice", "`--labels` given twice (only one is read)",
+         ("add", "{img}", "--label", "cell", "--labels", "{gray}", "--labels", "{gray}", *LIB), 2,
+         "given 2 times; give one file"),
+    Case("labels-empty-folder", "an empty folder as `--labels` (a folder is read as one mask per object)",
+         ("add", "{img}", "--label", "cell", "--labels", "{tmp}", *LIB), 1, "holds no mask image"),
     Case("stdout-full", "stdout to a full disk (`> /dev/full`)", ("library", "list", "--library-path", "{libs}"), 1,
          "cannot write the output: No space left on device"),
 ]
