@@ -303,3 +303,54 @@ def test_detect_writes_one_csv_row_per_object(typed_files, tmp_path):
         assert (float(row["centroid_x"]), float(row["centroid_y"])) == (cx, cy)
     r = run_cli("detect", f["image"][1], "--csv", tmp_path / "x.xlsx", *f["lib"])
     assert r.exit_code == 2 and "--csv" in r.output
+
+
+def test_pannuke_masks_give_instances_and_types(tmp_path, caplog):
+    """PanNuke's ``masks.npy`` ((N, H, W, 6): an instance map per type in channels 0-4, the
+    background in 5, float) is read as instance maps with ``--labels`` and type maps with
+    ``--types``, frame by frame, each channel's ids kept apart (two types may reuse an id);
+    ``add`` and ``eval`` take it with the images' ``.npy`` stack as it comes. A 6-channel array
+    laid out otherwise stays refused."""
+    from sam_detect.formats import read_label_image
+
+    images, masks = [], []
+    for seed in range(3):
+        rgb, lab, types = _maps(seed)
+        m = np.zeros((*lab.shape, 6), np.float64)
+        count = {0: 0, 2: 0}
+        for k in np.unique(lab)[1:]:
+            c = 0 if types[lab == k][0] == 1 else 2
+            count[c] += 1
+            m[..., c][lab == k] = count[c]  # 1, 2, 3 in each type's channel: ids repeat across types
+        m[..., 5] = lab == 0
+        images.append(rgb.astype(np.float64))
+        masks.append(m)
+    np.save(tmp_path / "images.npy", np.stack(images))
+    np.save(tmp_path / "masks.npy", np.stack(masks))
+    with caplog.at_level("WARNING", logger="sam_detect"):
+        inst = read_label_image(tmp_path / "masks.npy")
+    assert "read as PanNuke masks" in caplog.text
+    kinds = read_label_image(tmp_path / "masks.npy", pieces=False)
+    assert inst.shape == kinds.shape == (3, *masks[0].shape[:2])
+    for t in range(3):
+        _, lab, types = _maps(t)
+        assert len(np.unique(inst[t])) == len(np.unique(lab))  # six objects, whatever ids repeat
+        for k in np.unique(lab)[1:]:
+            assert len(np.unique(inst[t][lab == k])) == 1
+        np.testing.assert_array_equal(kinds[t], np.where(lab > 0, np.where(types == 1, 1, 3), 0))
+    names = "neoplastic,inflammatory,connective,dead,epithelial"
+    lib = ["--library-path", tmp_path / "libs", "--segmenter", "classical"]
+    r = run_cli("add", tmp_path / "images.npy", "--frame", "1", "--labels", tmp_path / "masks.npy",
+                "--types", tmp_path / "masks.npy", "--type-names", names, *lib)
+    assert r.exit_code == 0, r.output
+    assert "added 6 example(s) (connective: 3, neoplastic: 3)" in r.stdout
+    r = run_cli("eval", tmp_path / "images.npy", "-a", tmp_path / "masks.npy", "--types", tmp_path / "masks.npy",
+                "--type-names", names, "--examples-from", "0,1", "--detect-on", "2", "--shots", "3", "--json",
+                "--segmenter", "classical")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["per_image"][0]["gt"] == 6
+    other = np.stack(masks)
+    other[..., 5] = 1  # a "background" over the nuclei: not PanNuke's layout
+    np.save(tmp_path / "other.npy", other)
+    with pytest.raises(AnnotationError, match="must be \\(H, W\\) or a \\(T, H, W\\) stack"):
+        read_label_image(tmp_path / "other.npy")

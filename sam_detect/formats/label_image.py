@@ -108,6 +108,9 @@ def read_label_image(path: PathLike, channel: int | None = None, pieces: bool = 
             arr = arr.reshape(-1, *arr.shape[-2:])
     else:
         arr = np.squeeze(arr)
+        if channel is None and arr.ndim in (3, 4) and arr.shape[-1] == len(PANNUKE_TYPES) + 1:
+            maps = pannuke_maps(arr, types=not pieces, where=str(path))
+            arr = arr if maps is None else maps
         if arr.ndim == 3 and arr.shape[-1] in (2, 3, 4) and arr.shape[0] > 4:
             # (H, W, C): a colour image, or channels of maps (an instance + type .npy)
             ids = colour_coded_ids(arr, str(path)) if channel is None and pieces and arr.shape[-1] > 2 else None
@@ -174,6 +177,41 @@ def background_as_zero(arr: np.ndarray, where: str = "the label image") -> np.nd
         "%s holds no 0; its commonest value (%s) covers most of the image and every border: read as the "
         "background (a label image's background is 0)", where, moved[0])
     return out[0] if arr.ndim == 2 else out
+
+
+#: PanNuke's masks: an instance map per type in channels 0-4 (in this order), the background in 5
+PANNUKE_TYPES = ("neoplastic", "inflammatory", "connective", "dead", "epithelial")
+
+
+def pannuke_maps(arr: np.ndarray, types: bool = False, where: str = "the masks") -> np.ndarray | None:
+    """PanNuke's masks, ``(H, W, 6)`` or a ``(N, H, W, 6)`` stack (its ``masks.npy``): channels
+    0-4 hold the instance ids of one nucleus type each (``PANNUKE_TYPES``), channel 5 the
+    background. Returns the instance map(s) (each channel's ids kept apart) or, with
+    ``types``, the type map(s) (channel + 1, so ``--type-names`` in ``PANNUKE_TYPES``' order
+    names them); ``None`` where ``arr`` is not laid out so (non-negative whole numbers, a
+    background channel of at most two values that lies off the nuclei)."""
+    a = np.asarray(arr)
+    if a.ndim not in (3, 4) or a.shape[-1] != len(PANNUKE_TYPES) + 1 or not a.size:
+        return None
+    if not (np.issubdtype(a.dtype, np.number) and np.isfinite(a).all() and a.min() >= 0 and np.all(np.mod(a, 1) == 0)):
+        return None
+    inst, ground = a[..., :-1], a[..., -1]
+    found = (inst > 0).any(axis=-1)
+    if np.unique(ground).size > 2 or not found.any() or np.count_nonzero((ground > 0) & found) > 0.01 * found.sum():
+        return None
+    if types:
+        return np.where(found, np.argmax(inst > 0, axis=-1) + 1, 0).astype(np.int64)
+    step = int(inst.max()) + 1
+    out = np.zeros(a.shape[:-1], np.int64)
+    for k in range(inst.shape[-1]):  # a later channel's nucleus takes a shared pixel
+        ids = inst[..., k].astype(np.int64)
+        out = np.where(ids > 0, ids + k * step, out)
+    import logging
+
+    logging.getLogger("sam_detect").warning(
+        "%s: read as PanNuke masks (an instance map per type: %s; the types with --types on the same file)",
+        where, ", ".join(PANNUKE_TYPES))
+    return out
 
 
 def _read_npy(path: Path) -> np.ndarray:
