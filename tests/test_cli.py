@@ -193,6 +193,8 @@ def test_an_image_read_from_other_channels_than_the_examples_is_said(tmp_path, s
     r = run_cli("detect", path, "--json", *lib)
     assert r.exit_code == 0, r.output
     assert note in json.loads(r.stdout)["notes"]
+    r = run_cli("library", "show", "default", "--library-path", tmp_path / "libs")
+    assert r.exit_code == 0 and "read from channel 0 of 3-channel images" in r.stdout, r.output
     for args in (["--channel", "0"], []):
         image = path if args else tmp_path / "grey.png"
         cv2.imwrite(str(tmp_path / "grey.png"), grey)

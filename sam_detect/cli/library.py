@@ -170,6 +170,10 @@ def _print_info(info: dict[str, Any]) -> None:
     width = max((len(text) for text in shown.values()), default=0)
     for lab, n in info["labels"].items():
         click.echo(f"  {shown[lab].ljust(width)}  {n}")
+    from sam_detect.io.images import describe_reading
+
+    for reading in (info.get("extra") or {}).get("channel_reads") or []:  # detect warns where an image differs
+        click.echo(f"  read from {describe_reading(reading)} of {reading['of']}-channel images")
     from sam_detect.profile import describe
 
     profile = (info.get("extra") or {}).get("profile")
