@@ -418,7 +418,8 @@ class SAMDetect(DetectorStages, LibraryState):
                 out[i] = out[i] or str(stored.data["example_id"][j])
             else:
                 other[str(stored.data["example_id"][j])] = str(stored.labels[j])
-        return out, [(k, lab) for k, lab in other.items() if k not in set(out)]
+        same = set(out)
+        return out, [(k, lab) for k, lab in other.items() if k not in same]
 
     def _add_examples(self, loaded: Any, instances: Instances, labels: list[str], areas: np.ndarray,
                       progress: bool) -> list[str]:
@@ -672,11 +673,12 @@ class SAMDetect(DetectorStages, LibraryState):
         from sam_detect.calibrate import counts
 
         negative = np.array([lab == NEGATIVE for lab in d.labels], bool)
-        objects = any(lab != NEGATIVE for lab in (counts(decision) or {"?": 1}))
+        labelled = counts(decision)  # None for a library made before the counts were kept
+        objects = labelled is None or any(lab != NEGATIVE for lab in labelled)
         # (where the examples drawn here took every candidate, their note says it all)
         notes = [] if own_note and not len(inst) and len(out) else \
-            _why_few(n_proposed, size_note, len(inst), np.asarray(d.similarities)[~negative] if len(negative)
-                     else d.similarities, d.thresholds, voted, len(out), int(negative.sum()), objects)
+            _why_few(n_proposed, size_note, len(inst), np.asarray(d.similarities, np.float64)[~negative],
+                     d.thresholds, voted, len(out), int(negative.sum()), objects)
         if own_note:
             notes.insert(0, own_note)
         below = inst.data.get("below_floor")

@@ -414,23 +414,23 @@ def _classes_as_pieces(arr: np.ndarray, where: str) -> np.ndarray:
     for t, f in enumerate(frames):
         regions = measure.label(f, background=0, connectivity=2)  # connected runs of one value
         n = int(regions.max())
-        if n <= np.count_nonzero(np.unique(f)):
-            continue  # every id in one piece
-        area = np.bincount(regions.ravel(), minlength=n + 1)
-        id_of = np.zeros(n + 1, np.int64)
+        id_of = np.zeros(n + 1, np.int64)  # each region's id
         id_of[regions.ravel()] = f.ravel()
         order = np.argsort(id_of[1:], kind="stable") + 1
         bounds = np.flatnonzero(np.diff(id_of[order])) + 1
-        many = [int(id_of[g[0]]) for g in np.split(order, bounds)
-                if np.count_nonzero(area[g] >= PIECE_SHARE * area[g].max()) >= MANY_PIECES]
+        if len(bounds) + 1 >= n:
+            continue  # every id in one piece
+        area = np.bincount(regions.ravel(), minlength=n + 1)
+        many = {int(id_of[g[0]]): len(g) for g in np.split(order, bounds)
+                if np.count_nonzero(area[g] >= PIECE_SHARE * area[g].max()) >= MANY_PIECES}
         if not many:
             continue
         if out is None:
             out = frames.astype(np.int64, copy=True)
-        at = np.isin(f, many)
+        at = np.isin(f, list(many))
         out[t][at] = regions[at] + int(frames.max())  # past every id: each piece its own
-        for i in many:
-            split[i] = split.get(i, 0) + int(len(np.unique(regions[f == i])))
+        for i, k in many.items():
+            split[i] = split.get(i, 0) + k
     if out is None:
         return arr
     import logging
