@@ -386,9 +386,10 @@ def detect_images(
             det = detector or SAMDetect(config)
             try:
                 for p in paths:
-                    yield detect_one(det, p, spec)
-                    if bar is not None:
-                        bar.update(1)
+                    res = detect_one(det, p, spec)
+                    if bar is not None:  # before the yield: a caller that takes exactly
+                        bar.update(1)    # len(paths) results never resumes after the last
+                    yield res
             finally:
                 if owned:
                     det.close()

@@ -306,11 +306,12 @@ class Instances:
         """``(N, 2)`` int64 ``(x0, y0)`` of each mask crop's top-left pixel."""
         return np.array([m.origin for m in self._crops], dtype=np.int64).reshape(-1, 2)
 
-    def to_label_image(self, dtype: Any = np.int32) -> np.ndarray:
-        """Paint instance ``i`` with ``i + 1`` into an ``(H, W)`` label image (later ones win)."""
+    def to_label_image(self, dtype: Any = np.int32, values: Any = None) -> np.ndarray:
+        """Paint instance ``i`` with ``i + 1`` (or ``values[i]``, e.g. track ids) into an
+        ``(H, W)`` label image (later ones win)."""
         out = np.zeros(self._hw, dtype=dtype)
         for i, m in enumerate(self._crops):
-            out[m.slices][m.crop] = i + 1
+            out[m.slices][m.crop] = i + 1 if values is None else values[i]
         return out
 
     # -- access ---------------------------------------------------------------------------

@@ -256,6 +256,20 @@ def test_unreadable_and_truncated_images(scene_files, tmp_path):
     assert r.exit_code == 1 and "Error: " in r.output and "nope.png" in r.output
 
 
+def test_the_progress_bar_of_a_folder_ends_at_its_last_image(scene_files, tmp_path):
+    """The command takes exactly one result per image, so the bar must count an image before
+    handing its result on (it stopped one short: "2/3")."""
+    f = scene_files
+    assert run_cli("add", f["image"], "--label", "disc", "--mask", f["mask"], *f["lib"]).exit_code == 0
+    folder = tmp_path / "plates"
+    folder.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        (folder / name).write_bytes(f["image"].read_bytes())
+    r = run_cli("detect", folder, *f["lib"])
+    assert r.exit_code == 0, r.output
+    assert "3/3" in r.output and "2/3 [" not in r.output.split("3/3")[-1], r.output
+
+
 def test_detect_missing_library_and_mismatch(scene_files):
     f = scene_files
     r = run_cli("detect", f["image"], "--library", "nothing", *f["lib"])

@@ -20,7 +20,13 @@ from sam_detect.video.sources import (
 )
 from sam_detect.video.synthetic import MovingShapes
 from sam_detect.video.tracking import Tracker, box_iou
-from sam_detect.video.writer import JsonlWriter, VideoWriter, display_problem, draw_annotations
+from sam_detect.video.writer import (
+    JsonlWriter,
+    LabelStackWriter,
+    VideoWriter,
+    display_problem,
+    draw_annotations,
+)
 
 
 def colour_video(path, colours, size_wh=(64, 48), fps=10.0, fourcc="mp4v"):
@@ -327,6 +333,54 @@ def test_video_writer_errors(tmp_path):
         VideoWriter(tmp_path / "nope" / "x.mp4", fps=10)
     with pytest.raises(ValueError, match=r"expected an \(H, W, 3\) uint8 RGB frame"):
         VideoWriter(tmp_path / "x.mp4", fps=10).write(np.zeros((5, 5), np.uint8))
+
+
+def test_label_stack_holds_each_frame_with_its_track_ids(tmp_path):
+    import tifffile
+
+    tracked = box_instances([(10, 10, 30, 30), (50, 40, 70, 60)], hw=(80, 100), labels=["a", "b"])
+    tracked.data["track_id"] = np.array([7, 3])
+    untracked = box_instances([(0, 0, 5, 5), (90, 70, 100, 80)], hw=(80, 100))
+    with LabelStackWriter(tmp_path / "s.tif") as w:
+        w.write(tracked, (80, 100))
+        w.write(Instances.empty((80, 100)), (80, 100))  # a failed frame: a plane of background
+        w.write(untracked, (80, 100))
+    stack = tifffile.imread(tmp_path / "s.tif")
+    assert stack.shape == (3, 80, 100) and stack.dtype == np.uint16
+    assert stack[0, 20, 20] == 7 and stack[0, 50, 60] == 3 and set(np.unique(stack[0])) == {0, 3, 7}
+    assert not stack[1].any()
+    assert stack[2, 2, 2] == 1 and stack[2, 75, 95] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.tif"]  # the raw planes are gone
+
+
+def test_label_stack_as_npy_and_track_ids_past_uint16(tmp_path):
+    inst = box_instances([(10, 10, 30, 30)], hw=(40, 50))
+    inst.data["track_id"] = np.array([70_000])
+    w = LabelStackWriter(tmp_path / "s.npy")
+    w.write(inst, (40, 50))
+    w.write(inst, (40, 50))
+    w.close()
+    w.close()  # twice is harmless
+    stack = np.load(tmp_path / "s.npy")
+    assert stack.shape == (2, 40, 50) and stack.dtype == np.uint32 and stack[1, 20, 20] == 70_000
+
+
+def test_label_stack_errors_keep_the_frames_written(tmp_path):
+    import tifffile
+
+    with pytest.raises(SamDetectError, match="use one of .tif, .tiff, .npy"):
+        LabelStackWriter(tmp_path / "s.png")
+    with pytest.raises(SamDetectError, match="does not exist"):
+        LabelStackWriter(tmp_path / "nope" / "s.tif")
+    w = LabelStackWriter(tmp_path / "s.tif")
+    w.close()  # no frame: no file
+    assert not (tmp_path / "s.tif").exists()
+    w = LabelStackWriter(tmp_path / "s.tif")
+    w.write(box_instances([(1, 1, 9, 9)], hw=(20, 30)), (20, 30))
+    with pytest.raises(SamDetectError, match="frames are 30 x 20: a stack holds frames of one size"):
+        w.write(Instances.empty((25, 30)), (25, 30))
+    w.close()
+    assert tifffile.imread(tmp_path / "s.tif").shape == (1, 20, 30)  # the one frame written
 
 
 def test_jsonl_writer_flushes_every_line(tmp_path):

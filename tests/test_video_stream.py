@@ -389,6 +389,40 @@ def test_cli_frames_selection_on_a_tiff_stack(library_path, scene, tmp_path, cap
     assert all(r["count"] == 4 for r in records)
 
 
+@pytest.mark.parametrize("track", [True, False])
+def test_cli_label_stack_keeps_each_object_at_its_track_id(library_path, video_file, tmp_path, capsys, track):
+    import tifffile
+
+    stack_path, lines = tmp_path / "labels.tif", tmp_path / "a.jsonl"
+    extra = () if track else ("--no-track",)
+    code, _, err = run_cli(
+        ["video", video_file, *cli_args(library_path, "--label-image", str(stack_path), "--jsonl", str(lines),
+                                        "--every", "3", *extra)],
+        capsys,
+    )
+    assert code == 0, err
+    stack = tifffile.imread(stack_path)
+    assert stack.shape == (N_FRAMES, SIZE[1], SIZE[0])
+    records = {r["frame"]: r for r in map(json.loads, lines.read_text().splitlines())}
+    assert sorted(records) == [0, 3, 6, 9]
+    for t in range(N_FRAMES):  # a skipped frame holds the latest detection, as the video shows it
+        objects = records[t - t % 3]["objects"]
+        values = [o["track_id"] if track else o["id"] + 1 for o in objects]
+        assert sorted(np.unique(stack[t])[1:].tolist()) == sorted(values)
+        for o, v in zip(objects, values, strict=True):
+            x1, y1, x2, y2 = (int(round(c)) for c in o["box"])
+            inside = stack[t, y1:y2, x1:x2]
+            assert np.bincount(inside[inside > 0]).argmax() == v
+    if track:  # one object, one value, in every frame
+        assert len(np.unique(stack)) == 5
+
+
+def test_cli_label_stack_needs_a_stack_format(library_path, video_file, tmp_path, capsys):
+    code, _, err = run_cli(["video", video_file, *cli_args(library_path, "--label-image", str(tmp_path / "l.png"))],
+                           capsys)
+    assert code == 2 and "cannot write a label stack as '.png'" in err and "use one of .tif, .tiff, .npy" in err
+
+
 def test_cli_truncated_file_ends_cleanly(library_path, scene, tmp_path, capsys):
     full = scene.write(tmp_path / "full.avi", n_frames=20, fps=10)
     data = Path(full).read_bytes()

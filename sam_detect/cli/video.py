@@ -28,6 +28,14 @@ from sam_detect.cli.validate import finite, output_file
     type=click.Path(dir_okay=False, allow_dash=True),
     help="Write one JSON line per detected, reused or propagated frame to this file ('-': stdout).",
 )
+@click.option(
+    "--label-image",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Also write the objects as a label stack (.tif/.tiff/.npy), one plane per frame: "
+    "each object's value is its track id, so it keeps its value from frame to frame "
+    "(with --no-track, its id in the frame's JSON + 1); 0 = background. For napari, Fiji, "
+    "TrackMate.",
+)
 @click.option("--show", is_flag=True, help="Show a live window (q or Esc stops); needs a display.")
 @click.option(
     "--summary",
@@ -118,6 +126,7 @@ def video(
     source,
     output,
     jsonl,
+    label_image,
     show,
     summary_path,
     frames_spec,
@@ -148,13 +157,14 @@ def video(
     Examples:
       sam-detect video bench.mp4 -o bench_annotated.mp4 --jsonl bench.jsonl
       sam-detect video timelapse.tif --frames 0-2,4-7 --jsonl -
+      sam-detect video timelapse.tif --label-image tracked_labels.tif --jsonl tracks.jsonl
       sam-detect video 0 --show --every 2 --max-fps 5
       sam-detect video bench.mp4 --every 5 --propagate sam2 -o out.mp4
     """
     from sam_detect.video.runner import StreamStats, run_video
     from sam_detect.video.sources import open_source, parse_frames
     from sam_detect.video.tracking import Tracker
-    from sam_detect.video.writer import _FOURCC, display_problem
+    from sam_detect.video.writer import _FOURCC, LABEL_STACK_SUFFIXES, display_problem
 
     try:
         selection = parse_frames(frames_spec)
@@ -163,14 +173,16 @@ def video(
     # Outputs are checked before any work (a model load, a camera opened, a video decoded).
     output_file(output, "--output", tuple(_FOURCC), what="an annotated video")
     output_file(jsonl, "--jsonl", what="a JSON lines file")
+    output_file(label_image, "--label-image", LABEL_STACK_SUFFIXES, what="a label stack")
     output_file(summary_path, "--summary", what="a JSON summary")
     if show:
         problem = display_problem()
         if problem:
             raise click.ClickException(f"cannot --show a window: {problem}")
-    if not (output or jsonl or show or summary_path) and not quiet:
+    if not (output or jsonl or label_image or show or summary_path) and not quiet:
         click.echo(
-            "sam-detect: no --output, --jsonl or --show given; printing the summary only", err=True
+            "sam-detect: no --output, --jsonl, --label-image or --show given; printing the summary only",
+            err=True,
         )
 
     propagator = None
@@ -228,6 +240,7 @@ def video(
                     output=output,
                     jsonl=jsonl,
                     output_fps=fps if fps and not src.fps else None,
+                    label_image=label_image,
                     polygons=not no_polygons,
                     tolerance=tolerance,
                     on_result=(lambda _r: progress.update(1)) if progress is not None else None,
@@ -262,6 +275,7 @@ def video(
     for label, path in (
         ("annotated video", output),
         ("JSON lines", jsonl if jsonl != "-" else None),
+        ("label stack", label_image),
     ):
         if path and not quiet:
             click.echo(f"sam-detect: wrote {label} to {path}", err=True)

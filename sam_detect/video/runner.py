@@ -27,6 +27,7 @@ and every frame is taken.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -452,6 +453,7 @@ def run_video(
     jsonl: Any = None,
     show: bool = False,
     output_fps: float | None = None,
+    label_image: str | os.PathLike | None = None,
     hud: bool = True,
     polygons: bool = True,
     tolerance: float = 1.0,
@@ -469,23 +471,30 @@ def run_video(
         show: a live window (press q or Esc to stop); raises ``SamDetectError`` when no
             display can be used.
         output_fps: frame rate of the written video (default: the source's, else 10).
+        label_image: a ``(T, H, W)`` label stack (``.tif``/``.tiff``/``.npy``), one plane per
+            frame handled (as ``output``: a skipped frame holds the latest detection's
+            objects), each object's value its track id (without tracking, its place in the
+            frame's record plus one); see :class:`~sam_detect.video.writer.LabelStackWriter`.
         on_result: called with each :class:`FrameResult` (e.g. to advance a progress bar).
         stream_options: passed to :func:`detect_stream` (``every``, ``max_fps``, ...).
 
     Returns:
         The :class:`StreamStats` (complete even when interrupted: read ``stats`` passed in).
     """
-    from sam_detect.video.writer import JsonlWriter, VideoWriter, Window
+    from sam_detect.video.writer import JsonlWriter, LabelStackWriter, VideoWriter, Window
 
     stats = stats if stats is not None else StreamStats()
     window = Window() if show else None  # fail before opening any file
     video = VideoWriter(output, output_fps or source.fps or 10.0) if output else None
     lines = JsonlWriter(jsonl) if jsonl is not None else None
+    stack = LabelStackWriter(label_image) if label_image is not None else None
     results = detect_stream(detector, source, stats=stats, **stream_options)
     try:
         for result in results:
             if lines is not None and result.fresh:
                 lines.write(frame_record(result, polygons=polygons, tolerance=tolerance))
+            if stack is not None:
+                stack.write(result.instances, result.frame.hw)
             if video is not None or window is not None:
                 from sam_detect.video.writer import draw_annotations
 
@@ -508,6 +517,8 @@ def run_video(
             video.close()
         if lines is not None:
             lines.close()
+        if stack is not None:
+            stack.close()
         if window is not None:
             window.close()
     return stats

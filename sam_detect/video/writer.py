@@ -1,8 +1,8 @@
-"""Video outputs: an annotated video file, JSON lines per frame, and a live window.
+"""Video outputs: an annotated video file, JSON lines per frame, a label stack, and a live window.
 
-Both writers are context managers that finalise their file on ``close()`` — called from a
-``finally`` in the loop, so Ctrl-C and the end of the stream leave a playable video and a
-complete JSON-lines file. JSON lines are flushed after every record, so a crash loses at
+The writers are context managers that finalise their file on ``close()`` — called from a
+``finally`` in the loop, so Ctrl-C and the end of the stream leave a playable video, a
+complete JSON-lines file and a label stack of the frames handled. JSON lines are flushed after every record, so a crash loses at
 most the line being written.
 """
 
@@ -139,6 +139,96 @@ class JsonlWriter:
             self._fh.close()
 
     def __enter__(self) -> JsonlWriter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+#: what ``LabelStackWriter`` writes: a TIFF stack or a NumPy array
+LABEL_STACK_SUFFIXES = (".tif", ".tiff", ".npy")
+
+
+class LabelStackWriter:
+    """Write each frame's objects as one plane of a ``(T, H, W)`` label stack, for the tools
+    that measure and track (napari, Fiji, TrackMate, the Cell Tracking Challenge's measures).
+
+    An object's value is its track id, so one object keeps its value from frame to frame
+    (without tracking: its place in the frame's record plus one); 0 is background; where masks
+    overlap, the later object. Planes go to a raw file beside the target as they come (one
+    frame in memory); :meth:`close` writes the stack, a zlib-compressed TIFF or a ``.npy``, as
+    ``uint16`` or, where a value needs it, ``uint32``, and removes the raw file. So the end of
+    the stream, an error or Ctrl-C leaves the stack of every frame handled.
+
+    Raises:
+        SamDetectError: an unknown suffix or a missing folder (at once), or a frame of
+            another size than the first (a stack holds frames of one size).
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        if self.path.suffix.lower() not in LABEL_STACK_SUFFIXES:
+            raise SamDetectError(
+                f"cannot write a label stack as {self.path.suffix or 'a file without extension'!r} "
+                f"({self.path.name}); use one of {', '.join(LABEL_STACK_SUFFIXES)}"
+            )
+        if not self.path.parent.exists():
+            raise SamDetectError(f"cannot write {self.path}: folder {self.path.parent} does not exist")
+        self.frames = 0
+        self.hw: tuple[int, int] | None = None
+        self.top = 0  # the largest value written
+        self._part = self.path.with_name(f".{self.path.name}.part")
+        self._fh: IO[bytes] | None = None
+
+    def write(self, instances: Instances | None, hw: tuple[int, int]) -> None:
+        """Append the plane of ``instances`` on a frame of ``hw`` = (height, width)."""
+        hw = (int(hw[0]), int(hw[1]))
+        if self.hw is None:
+            self.hw = hw
+            self._fh = open(self._part, "wb")  # noqa: SIM115 - closed by close()
+        elif hw != self.hw:
+            raise SamDetectError(
+                f"cannot add a {hw[1]} x {hw[0]} frame to the label stack {self.path.name}, whose "
+                f"frames are {self.hw[1]} x {self.hw[0]}: a stack holds frames of one size "
+                f"(its {self.frames} frames so far are kept)"
+            )
+        if instances is None or not len(instances):
+            plane = np.zeros(hw, np.uint32)
+        else:
+            tids = instances.data.get("track_id")
+            plane = instances.to_label_image(np.uint32, values=None if tids is None else np.asarray(tids))
+            self.top = max(self.top, int(plane.max()))
+        self._fh.write(plane.tobytes())
+        self.frames += 1
+
+    def close(self) -> None:
+        """Write the stack of the frames so far (none: no file); safe to call twice."""
+        fh, self._fh = self._fh, None
+        if fh is None:
+            return
+        fh.close()
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        try:
+            raw = np.memmap(self._part, np.uint32, "r", shape=(self.frames, *self.hw))
+            dtype = np.uint16 if self.top < 2**16 else np.uint32
+            if self.path.suffix.lower() == ".npy":
+                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=raw.shape)
+                for t in range(self.frames):
+                    out[t] = raw[t]
+                out.flush()
+                del out
+            else:
+                import tifffile
+
+                tifffile.imwrite(tmp, (raw[t].astype(dtype) for t in range(self.frames)), shape=raw.shape,
+                                 dtype=dtype, photometric="minisblack", compression="zlib")
+            del raw
+            os.replace(tmp, self.path)
+        finally:
+            self._part.unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)  # a write that failed half-way
+
+    def __enter__(self) -> LabelStackWriter:
         return self
 
     def __exit__(self, *exc: Any) -> None:
