@@ -1455,6 +1455,37 @@ def holds_size(instances: Instances, entry: dict, sure: np.ndarray) -> bool:
     return off is not None and off[1] and abs(off[0]) <= SURE_SHIFT * float(entry["log_area"][1])
 
 
+def sizes_in_image(instances: Instances, labels: Sequence[str], profile: dict | None,
+                   shape_fit: np.ndarray) -> np.ndarray:
+    """``(N,)`` float64: each candidate's log-area less the median of its class's sure objects
+    in this image (:func:`sure_objects`), in that class's log-area sds; ``nan`` where the class
+    has fewer than ``SURE_COUNT`` of them, or they spread wider than one population's
+    (``SURE_SPREAD``), or the image border cuts the candidate. The image's own objects set the
+    size here, at whatever magnification it was taken. ``shape_fit``: the candidates' shape fit
+    to their labels' classes (:func:`fit_and_shape_scores`)."""
+    n = len(instances)
+    out = np.full(n, np.nan)
+    classes = (profile or {}).get("classes") or {}
+    if n == 0 or not classes:
+        return out
+    log_a = np.log(np.maximum(instances.areas.astype(np.float64), 1.0))
+    cut = cut_by_border(instances.boxes, instances.image_hw)
+    labels = np.asarray(labels, dtype=object)
+    for label, entry in classes.items():
+        mine = np.flatnonzero(labels == label)
+        if len(mine) < SURE_COUNT:
+            continue
+        part = instances[mine]
+        sure = sure_objects(part, label, entry, np.asarray(shape_fit)[mine])
+        off = _sure_offset(part, entry, sure)
+        if off is None or not off[1]:
+            continue
+        centre = _sure_sizes(part, sure)[0]
+        out[mine] = (log_a[mine] - centre) / float(entry["log_area"][1])
+    out[cut] = np.nan
+    return out
+
+
 def _sure_offset(instances: Instances, entry: dict, sure: np.ndarray) -> tuple[float, bool] | None:
     """``(their median log-area minus the examples', whether their sizes spread no wider than
     one population's, SURE_SPREAD)`` of the sure objects ``sure``; ``None`` with fewer than
@@ -1926,5 +1957,5 @@ def describe(profile: dict | None) -> list[str]:
 
 
 __all__ = [
-    "NOISE_FLOOR", "JOINT", "JOINT_ANGLE", "SAME", "apart", "joint_profile", "joint_labels", "CUT_FLOOR", "POOR_REPRODUCTION", "SPECK_AREA", "SPECK_CONTRAST", "STAIN_MASS", "TINY_MEDIAN", "TINY_SMALLEST", "THIN", "half_widths", "LEVEL_GAIN", "LEVEL_GAIN_MAX", "STAIN_GAIN", "STAIN_GAIN_MAX", "STAIN_HUE_BINS", "STAIN_HUE_PIXELS", "STAIN_MIN_TISSUE", "STAIN_TISSUE", "at_stain", "stain_gain", "stain_ratio", "stain_table", "grey_ratio", "SAME_EXPOSURE", "LEVEL_MIN_SPLIT", "LEVEL_OFFSET", "at_levels", "grey_levels", "level_gain", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "holds_size", "size_shift", "sure_objects", "probe_shift", "PROBE_SHIFT", "PROBE_GAIN", "PROFILE_VERSION", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "LEVEL_FLOOR", "STAIN_DEGREES", "PALER_SHARE", "inside_contrast_and_level", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "outline_ratios", "scale_of", "size_filter",
+    "NOISE_FLOOR", "JOINT", "JOINT_ANGLE", "SAME", "apart", "joint_profile", "joint_labels", "CUT_FLOOR", "POOR_REPRODUCTION", "SPECK_AREA", "SPECK_CONTRAST", "STAIN_MASS", "TINY_MEDIAN", "TINY_SMALLEST", "THIN", "half_widths", "LEVEL_GAIN", "LEVEL_GAIN_MAX", "STAIN_GAIN", "STAIN_GAIN_MAX", "STAIN_HUE_BINS", "STAIN_HUE_PIXELS", "STAIN_MIN_TISSUE", "STAIN_TISSUE", "at_stain", "stain_gain", "stain_ratio", "stain_table", "grey_ratio", "SAME_EXPOSURE", "LEVEL_MIN_SPLIT", "LEVEL_OFFSET", "at_levels", "grey_levels", "level_gain", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "holds_size", "size_shift", "sure_objects", "probe_shift", "PROBE_SHIFT", "PROBE_GAIN", "PROFILE_VERSION", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "LEVEL_FLOOR", "STAIN_DEGREES", "PALER_SHARE", "inside_contrast_and_level", "sizes_in_image", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "outline_ratios", "scale_of", "size_filter",
 ]

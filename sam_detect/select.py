@@ -79,13 +79,14 @@ def overlapping(candidates: Instances, known: Instances, max_overlap: float = MA
 
 
 def select(instances: Instances, scores: np.ndarray, max_overlap: float = MAX_OVERLAP,
-           whole: np.ndarray | None = None) -> np.ndarray:
+           whole: np.ndarray | None = None, sizes: np.ndarray | None = None) -> np.ndarray:
     """Indices of the kept candidates ``(K,)`` int64, in the candidates' order.
 
     ``scores`` ``(N,)``: higher is better; ties keep the earlier candidate.
     ``whole`` ``(N,)`` bool: candidates shaped like their class's examples; such a
     candidate is kept over smaller alternatives inside it that cover most of it, unless
-    those are separate objects by their outlines (:func:`wholes_first`).
+    those are separate objects by their outlines or, by ``sizes`` (``profile.sizes_in_image``),
+    each of the image's objects' size inside a clump of them (:func:`wholes_first`).
     """
     n = len(instances)
     scores = np.array(scores, np.float64)
@@ -95,7 +96,7 @@ def select(instances: Instances, scores: np.ndarray, max_overlap: float = MAX_OV
         return np.zeros(0, np.int64)
     pairs = overlap_pairs(instances)
     if whole is not None:
-        scores = wholes_first(instances, scores, np.asarray(whole, bool), pairs)
+        scores = wholes_first(instances, scores, np.asarray(whole, bool), pairs, sizes)
     conflicts: list[list[int]] = [[] for _ in range(n)]
     for i, j, frac in pairs:
         if frac > max_overlap:
@@ -129,6 +130,12 @@ SEPARATE_EDGE = 0.7
 #: texture). Between the two the outlines decide (``SEPARATE_EDGE``). Chosen on the
 #: development sets (session 28: ``dev_cross`` 0.932 -> 0.958, no set down by more than 0.002)
 NECK_SEPARATE, NECK_ONE = 0.3, 1.1
+#: a whole at least CLUMP_SIZE of its class's log-area sds larger than the image's own sure
+#: objects of that class (``profile.sizes_in_image``), whose parts each lie within
+#: ``profile.SURE_SHIFT`` sds of their size, is a clump of the image's objects, not one object
+#: cut into fragments: its parts keep their ranks. Twice ``SURE_SHIFT``, not measured
+#: (session 49: clumps of three U2OS nuclei kept whole).
+CLUMP_SIZE = 3.0
 
 
 def contact_ratio(instances: Instances, big: int, parts: Sequence[int]) -> float:
@@ -179,7 +186,8 @@ def contact_ratio(instances: Instances, big: int, parts: Sequence[int]) -> float
 
 
 def wholes_first(instances: Instances, scores: np.ndarray, whole: np.ndarray,
-                 pairs: list[tuple[int, int, float]] | None = None) -> np.ndarray:
+                 pairs: list[tuple[int, int, float]] | None = None,
+                 sizes: np.ndarray | None = None) -> np.ndarray:
     """``scores`` with the fragments of every whole candidate ranked just below it.
 
     Over-complete proposals offer an object both whole and cut into parts (a watershed
@@ -191,11 +199,14 @@ def wholes_first(instances: Instances, scores: np.ndarray, whole: np.ndarray,
     so are parts that stand out all round as much as the whole does where the segmenter
     measures outlines (``data["edge"]``: the cut between two nuclei runs along a dark
     valley; one through a nucleus does not), unless they meet right across the smaller
-    one's width (:func:`contact_ratio`). Larger wholes are settled first.
+    one's width (:func:`contact_ratio`). Where the image shows its own objects' size
+    (``sizes``, ``profile.sizes_in_image``), a whole far larger than they are whose parts are
+    each of their size is a clump of them (``CLUMP_SIZE``), and its parts keep their ranks
+    too. Larger wholes are settled first.
     """
     scores = np.array(scores, np.float64)
     areas = instances.areas.astype(np.float64)
-    fragments = fragmented_wholes(instances, whole, pairs)
+    fragments = fragmented_wholes(instances, whole, pairs, sizes)
     for big in sorted(fragments, key=lambda k: -areas[k]):
         inside = fragments[big]
         scores[inside] = np.minimum(scores[inside], np.nextafter(scores[big], -np.inf))
@@ -217,12 +228,16 @@ def covering_parts(instances: Instances, pairs: list[tuple[int, int, float]] | N
 
 
 def fragmented_wholes(instances: Instances, whole: np.ndarray,
-                      pairs: list[tuple[int, int, float]] | None = None) -> dict[int, list[int]]:
+                      pairs: list[tuple[int, int, float]] | None = None,
+                      sizes: np.ndarray | None = None) -> dict[int, list[int]]:
     """``{whole candidate: its fragments}``: the ``whole`` candidates that smaller
     alternatives inside them cover (``PARTS_COVER``), where those parts are fragments of it
     rather than separate objects: they meet along more than a neck (``NECK_SEPARATE``) and,
     unless they meet right across (``NECK_ONE``), their outlines do not stand out all round
-    as the whole's does (``SEPARATE_EDGE``; see :func:`wholes_first`)."""
+    as the whole's does (``SEPARATE_EDGE``), and they are not each of the image's objects'
+    size in a whole far larger (``sizes``, ``CLUMP_SIZE``; see :func:`wholes_first`)."""
+    from sam_detect.profile import SURE_SHIFT
+
     areas = instances.areas.astype(np.float64)
     edge = instances.data.get("edge")
     edge = None if edge is None else np.asarray(edge, np.float64)
@@ -230,6 +245,8 @@ def fragmented_wholes(instances: Instances, whole: np.ndarray,
     for big, inside in covering_parts(instances, pairs).items():
         if not whole[big]:
             continue
+        if sizes is not None and sizes[big] >= CLUMP_SIZE and np.all(np.abs(sizes[inside]) <= SURE_SHIFT):
+            continue  # a clump of the image's objects (nan: the image does not say)
         neck = contact_ratio(instances, big, inside)
         if neck <= NECK_SEPARATE:
             continue
@@ -437,7 +454,13 @@ def decide(
     """
     from sam_detect.calibrate import DEFAULT_THRESHOLD, counts, thresholds, typicality
     from sam_detect.classify import vote_batch
-    from sam_detect.profile import MIN_FIT, fit_and_shape_scores, outline_ratios, size_priors
+    from sam_detect.profile import (
+        MIN_FIT,
+        fit_and_shape_scores,
+        outline_ratios,
+        size_priors,
+        sizes_in_image,
+    )
 
     n = len(candidates)
     if len(neighbours) != n:
@@ -472,7 +495,8 @@ def decide(
     score = quality(playing, sim[idx], fit[idx]) * outline
     score = score + known[idx] * (1.0 + score.max(initial=0.0))  # every labelled candidate first
     whole = shape_fit[idx] >= WHOLE_SHAPE_FIT if profile and len(idx) else None
-    keep = idx[select(playing, score, whole=whole)] if len(idx) else idx
+    sizes = sizes_in_image(playing, [labels[i] for i in idx], profile, shape_fit[idx]) if whole is not None else None
+    keep = idx[select(playing, score, whole=whole, sizes=sizes)] if len(idx) else idx
     if types is not None:
         from sam_detect.profile import JOINT
 
@@ -482,5 +506,5 @@ def decide(
     return Decision(labels, conf, sim, fit, keep.astype(np.int64), words, int(np.isin(keep, taken).sum()))
 
 
-__all__ = ["Typing", "type_by_vote", "MAX_OVERLAP", "OUTLINE_CAP", "OUTLINE_WEIGHT", "PROMPT_MARGIN", "Decision", "box_overlap", "choose_prompt", "decide", "overlap_pairs",
+__all__ = ["Typing", "type_by_vote", "CLUMP_SIZE", "MAX_OVERLAP", "OUTLINE_CAP", "OUTLINE_WEIGHT", "PROMPT_MARGIN", "Decision", "box_overlap", "choose_prompt", "decide", "overlap_pairs",
            "contact_ratio", "covering_parts", "fragmented_wholes", "overlapping", "quality", "select", "wholes_first"]

@@ -24,6 +24,7 @@ Writes ``docs/perf_data/examples.json`` and prints a Markdown table.
     python scripts/bench_examples.py
     python scripts/bench_examples.py --datasets coins,dense --embedder handcrafted
     python scripts/bench_examples.py --held-out-format --out docs/perf_data/held_out_format.json
+    python scripts/bench_examples.py --datasets dev_u2os,dev_rpe1 --seeds 0,1,2,3,4,5 --out /tmp/draws.json
 """
 
 from __future__ import annotations
@@ -93,29 +94,43 @@ def protocol_runs(name: str) -> tuple[list[tuple[list, list, dict]], dict, list 
     return runs, protocol, pairs
 
 
-def protocol_dataset(name: str, config) -> dict:
-    """A data set scored with the few-shot protocol, three ways (``examples_worth``)."""
-    from sam_detect.eval.protocol import examples_worth
-
-    runs, protocol, pairs = protocol_runs(name)
-    t = time.perf_counter()
-    totals = {k: {"tp": 0, "fp": 0, "fn": 0} for k in ("segmenter_alone", "without_profile", "full")}
-    detect_s = []
-    for imgs, truth, prot in runs:
-        worth = examples_worth(imgs, truth, config, seed=0, label="object", **prot)
-        for key, (_, c) in zip(totals, worth.rows(0.5), strict=True):
-            for f in ("tp", "fp", "fn"):
-                totals[key][f] += int(getattr(c, f))
-        detect_s.append(worth.full.timings.get("total", {}).get("median_s"))
+def _rows(totals: dict) -> dict:
     rows = {}
     for key, c in totals.items():
         p = c["tp"] / max(c["tp"] + c["fp"], 1)
         r = c["tp"] / max(c["tp"] + c["fn"], 1)
         rows[key] = {"precision": round(p, 4), "recall": round(r, 4),
                      "f1": round(2 * c["tp"] / max(2 * c["tp"] + c["fp"] + c["fn"], 1), 4), **c}
-    return {"rows": rows, "images": sum(len(p["detect_on"]) for _, _, p in runs), "protocol": {
+    return rows
+
+
+def protocol_dataset(name: str, config, seeds: tuple[int, ...] = (0,)) -> dict:
+    """A data set scored with the few-shot protocol, three ways (``examples_worth``); with
+    several ``seeds`` (other draws of the examples) the rows pool every draw's counts and
+    ``per_seed`` holds each draw's F1s."""
+    from sam_detect.eval.protocol import examples_worth
+
+    runs, protocol, pairs = protocol_runs(name)
+    t = time.perf_counter()
+    keys = ("segmenter_alone", "without_profile", "full")
+    totals = {k: {"tp": 0, "fp": 0, "fn": 0} for k in keys}
+    detect_s, per_seed = [], []
+    for seed in seeds:
+        mine = {k: {"tp": 0, "fp": 0, "fn": 0} for k in keys}
+        for imgs, truth, prot in runs:
+            worth = examples_worth(imgs, truth, config, seed=seed, label="object", **prot)
+            for key, (_, c) in zip(keys, worth.rows(0.5), strict=True):
+                for f in ("tp", "fp", "fn"):
+                    totals[key][f] += int(getattr(c, f))
+                    mine[key][f] += int(getattr(c, f))
+            detect_s.append(worth.full.timings.get("total", {}).get("median_s"))
+        per_seed.append({"seed": seed, **{k: v["f1"] for k, v in _rows(mine).items()}})
+    out = {"rows": _rows(totals), "images": sum(len(p["detect_on"]) for _, _, p in runs), "protocol": {
         k: v for k, v in protocol.items()}, "pairs": pairs, "wall_s": round(time.perf_counter() - t, 1),
         "detect_median_s": detect_s}
+    if len(seeds) > 1:
+        out["per_seed"] = per_seed
+    return out
 
 
 def held_out_format(name: str, config, frames: int = 3, seeds: tuple[int, ...] = (0, 1)) -> dict:
@@ -259,6 +274,9 @@ def main() -> None:
     ap.add_argument("--embedder", default="views", help="default: views, the offline default embedder")
     ap.add_argument("--speed", action="store_true", help="also time calibration and detect")
     ap.add_argument("--out", default=str(ROOT / "docs" / "perf_data" / "examples.json"))
+    ap.add_argument("--seeds", default="0",
+                    help="comma-separated draws of the examples (default 0); several: the rows pool "
+                    "their counts and the table adds each draw's range")
     ap.add_argument("--held-out-format", action="store_true",
                     help="instead: 10 examples from an image and that image detected (images 0-2, seeds 0-1), "
                     "scored with the examples left out and counted (run after a choice, never for one)")
@@ -295,18 +313,23 @@ def main() -> None:
         return
     for name in names:
         print(f"== {name}", file=sys.stderr)
-        results[name] = coins(config) if name == "coins" else protocol_dataset(name, config)
+        seeds = tuple(int(x) for x in args.seeds.split(","))
+        results[name] = coins(config) if name == "coins" else protocol_dataset(name, config, seeds)
         results[name]["embedder"] = args.embedder
         out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text(json.dumps(results, indent=1))
-    print("| data set | segmenter alone | without profile | full pipeline | full - alone |")
-    print("| --- | --- | --- | --- | --- |")
+    print("| data set | segmenter alone | without profile | full pipeline | full - alone | full, each draw |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for name, r in results.items():
         if name.startswith("_"):
             continue
         rows = r["rows"]
         f = [rows[k]["f1"] for k in ("segmenter_alone", "without_profile", "full")]
-        print(f"| {name} | {f[0]:.3f} | {f[1]:.3f} | {f[2]:.3f} | {f[2] - f[0]:+.3f} |")
+        draws = r.get("per_seed") or []
+        spread = (f"{min(d['full'] for d in draws):.3f}-{max(d['full'] for d in draws):.3f}, "
+                  f"{sum(d['full'] < d['segmenter_alone'] for d in draws)} of {len(draws)} below alone"
+                  if draws else "")
+        print(f"| {name} | {f[0]:.3f} | {f[1]:.3f} | {f[2]:.3f} | {f[2] - f[0]:+.3f} | {spread} |")
 
 
 if __name__ == "__main__":

@@ -547,6 +547,61 @@ def test_a_whole_beats_its_fragments_but_not_two_touching_objects():
     assert select(inst, scores, whole=whole).tolist() == [0]
 
 
+def test_a_clump_of_the_image_s_objects_keeps_its_parts():
+    """Where the image's own objects show their size (``sizes``, ``profile.sizes_in_image``), a
+    whole far larger than they are (``CLUMP_SIZE`` sds) whose parts are each of their size is
+    a clump of them: the parts keep their ranks, however the whole's outline looks."""
+    from sam_detect.select import CLUMP_SIZE
+
+    big = np.zeros((60, 60), bool)
+    big[10:40, 10:40] = True
+    left, right = big.copy(), big.copy()
+    left[:, 25:] = False
+    right[:, :25] = False
+    inst = Instances(masks=np.stack([big, left, right]))
+    inst.data["edge"] = np.array([1.0, 0.6, 0.6], np.float32)  # cut through, by the outlines
+    scores, whole = np.array([0.3, 0.5, 0.5]), np.array([True, True, True])
+    assert select(inst, scores, whole=whole).tolist() == [0]
+    assert select(inst, scores, whole=whole, sizes=np.array([CLUMP_SIZE, 0.2, -0.3])).tolist() == [1, 2]
+    # a whole nearer the image's objects' size, a part off it, or an image that does not say: one object
+    for sizes in ([CLUMP_SIZE - 0.5, 0.2, -0.3], [CLUMP_SIZE, 0.2, -2.0], [CLUMP_SIZE, np.nan, 0.0],
+                  [np.nan, np.nan, np.nan]):
+        assert select(inst, scores, whole=whole, sizes=np.array(sizes)).tolist() == [0], sizes
+
+
+def test_sizes_in_image_centre_on_the_image_s_sure_objects():
+    from sam_detect.profile import SURE_COUNT, fit_and_shape_scores, sizes_in_image
+
+    masks = []
+    for k in range(12):  # 12 round objects of ~200 px, away from the border
+        m = np.zeros((200, 260), bool)
+        y, x = 30 + 45 * (k // 5), 30 + 45 * (k % 5)
+        yy, xx = np.ogrid[:200, :260]
+        masks.append((yy - y) ** 2 + (xx - x) ** 2 <= 8**2)
+    clump = np.zeros((200, 260), bool)
+    clump[150:190, 150:190] = True  # 1,600 px
+    edge = np.zeros((200, 260), bool)
+    edge[0:14, 100:114] = True  # the border cuts it
+    inst = Instances(masks=np.stack([*masks, clump, edge]))
+    inst.data["stability"] = np.ones(len(inst), np.float32)
+    entry = {"log_area": [float(np.log(400.0)), 0.3], "solidity": [0.9, 0.95], "eccentricity": 0.6}
+    prof = {"classes": {"cell": entry}}
+    labels = ["cell"] * len(inst)
+    shape_fit = fit_and_shape_scores(inst, labels, prof)[1]
+    sizes = sizes_in_image(inst, labels, prof, shape_fit)
+    disc = np.log(inst.areas[0])
+    # centred on the image's objects (~200 px), not on the examples' 400 px, in the examples' sds
+    assert np.allclose(sizes[:12], (np.log(inst.areas[:12]) - disc) / 0.3, atol=0.05)
+    assert sizes[12] == pytest.approx((np.log(1600.0) - disc) / 0.3, abs=0.05)
+    assert np.isnan(sizes[13])
+    # too few sure objects, or another class's label: the image does not say
+    few = inst[[*range(SURE_COUNT - 2), 12]]  # the clump is sure too: SURE_COUNT - 1 in all
+    assert np.isnan(sizes_in_image(few, labels[: len(few)], prof, shape_fit[: len(few)])).all()
+    assert np.isnan(sizes_in_image(inst, ["other"] * len(inst), prof, shape_fit)).all()
+    inst.data["stability"][:] = 0.3  # drawn by few of the settings: not sure of any
+    assert np.isnan(sizes_in_image(inst, labels, prof, shape_fit)).all()
+
+
 def test_contact_ratio_measures_where_parts_meet():
     from sam_detect.select import contact_ratio
 
