@@ -573,10 +573,9 @@ def test_sizes_in_image_centre_on_the_image_s_sure_objects():
     from sam_detect.profile import SURE_COUNT, fit_and_shape_scores, sizes_in_image
 
     masks = []
+    yy, xx = np.ogrid[:200, :260]
     for k in range(12):  # 12 round objects of ~200 px, away from the border
-        m = np.zeros((200, 260), bool)
         y, x = 30 + 45 * (k // 5), 30 + 45 * (k % 5)
-        yy, xx = np.ogrid[:200, :260]
         masks.append((yy - y) ** 2 + (xx - x) ** 2 <= 8**2)
     clump = np.zeros((200, 260), bool)
     clump[150:190, 150:190] = True  # 1,600 px
