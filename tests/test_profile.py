@@ -507,6 +507,19 @@ def test_edge_contrast_is_lower_for_a_fragment_than_for_its_object():
     assert edge.dtype == np.float32 and ((edge >= 0) & (edge <= 1)).all()
 
 
+def _square_and_halves() -> Instances:
+    """A 30 x 30 square and its two halves, the halves' outlines standing out 0.6 as far as the
+    square's (``data["edge"]``): cut through one object, by the outlines."""
+    big = np.zeros((60, 60), bool)
+    big[10:40, 10:40] = True
+    left, right = big.copy(), big.copy()
+    left[:, 25:] = False
+    right[:, :25] = False
+    inst = Instances(masks=np.stack([big, left, right]))
+    inst.data["edge"] = np.array([1.0, 0.6, 0.6], np.float32)
+    return inst
+
+
 def test_a_whole_beats_its_fragments_but_not_two_touching_objects():
     """``wholes_first``: a round candidate cut into fragments by texture is kept whole even
     when the fragments fit the examples' size better; a merged pair whose parts stand out
@@ -531,13 +544,7 @@ def test_a_whole_beats_its_fragments_but_not_two_touching_objects():
     bridged.data["edge"] = pair.data["edge"]
     assert select(bridged, scores, whole=whole).tolist() == [1, 2]
 
-    big = np.zeros((60, 60), bool)
-    big[10:40, 10:40] = True
-    left, right = big.copy(), big.copy()
-    left[:, 25:] = False
-    right[:, :25] = False
-    inst = Instances(masks=np.stack([big, left, right]))
-    inst.data["edge"] = np.array([1.0, 0.6, 0.6], np.float32)  # fragments: cut through the object
+    inst = _square_and_halves()  # fragments: cut through the object
     assert select(inst, scores, whole=whole).tolist() == [0]
     assert (wholes_first(inst, scores, whole) < 0.3).sum() == 2
     inst.data["edge"] = np.array([1.0, 0.95, 0.95], np.float32)  # outlines stand out, but cut right across
@@ -553,13 +560,7 @@ def test_a_clump_of_the_image_s_objects_keeps_its_parts():
     a clump of them: the parts keep their ranks, however the whole's outline looks."""
     from sam_detect.select import CLUMP_SIZE
 
-    big = np.zeros((60, 60), bool)
-    big[10:40, 10:40] = True
-    left, right = big.copy(), big.copy()
-    left[:, 25:] = False
-    right[:, :25] = False
-    inst = Instances(masks=np.stack([big, left, right]))
-    inst.data["edge"] = np.array([1.0, 0.6, 0.6], np.float32)  # cut through, by the outlines
+    inst = _square_and_halves()  # cut through, by the outlines
     scores, whole = np.array([0.3, 0.5, 0.5]), np.array([True, True, True])
     assert select(inst, scores, whole=whole).tolist() == [0]
     assert select(inst, scores, whole=whole, sizes=np.array([CLUMP_SIZE, 0.2, -0.3])).tolist() == [1, 2]
