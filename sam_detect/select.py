@@ -133,8 +133,8 @@ NECK_SEPARATE, NECK_ONE = 0.3, 1.1
 #: a whole at least CLUMP_SIZE of its class's log-area sds larger than the image's own sure
 #: objects of that class (``profile.sizes_in_image``), whose parts each lie within
 #: ``profile.SURE_SHIFT`` sds of their size, is a clump of the image's objects, not one object
-#: cut into fragments: its parts keep their ranks. Twice ``SURE_SHIFT``, not measured
-#: (session 49: clumps of three U2OS nuclei kept whole).
+#: cut into fragments: its parts keep their ranks. Twice ``SURE_SHIFT``: of 2, 2.5 and 3, the
+#: one that cost no development recording (session 49: clumps of three U2OS nuclei kept whole).
 CLUMP_SIZE = 3.0
 
 
