@@ -1469,20 +1469,16 @@ def sizes_in_image(instances: Instances, labels: Sequence[str], profile: dict | 
     if n == 0 or not classes:
         return out
     log_a = np.log(np.maximum(instances.areas.astype(np.float64), 1.0))
-    cut = cut_by_border(instances.boxes, instances.image_hw)
     labels = np.asarray(labels, dtype=object)
     for label, entry in classes.items():
-        mine = np.flatnonzero(labels == label)
-        if len(mine) < SURE_COUNT:
-            continue
-        part = instances[mine]
-        sure = sure_objects(part, label, entry, np.asarray(shape_fit)[mine])
-        off = _sure_offset(part, entry, sure)
+        mine = labels == label
+        sure = sure_objects(instances, label, entry, shape_fit) & mine
+        off = _sure_offset(instances, entry, sure)  # None with fewer than SURE_COUNT
         if off is None or not off[1]:
             continue
-        centre = _sure_sizes(part, sure)[0]
-        out[mine] = (log_a[mine] - centre) / float(entry["log_area"][1])
-    out[cut] = np.nan
+        mu, sd = (float(v) for v in entry["log_area"])
+        out[mine] = (log_a[mine] - (mu + off[0])) / sd  # off[0]: their median less the examples'
+    out[cut_by_border(instances.boxes, instances.image_hw)] = np.nan
     return out
 
 
