@@ -704,6 +704,9 @@ class SAMDetect(DetectorStages, LibraryState):
         channels = self._channel_note(loaded)
         if channels:
             notes.insert(0, channels)
+        planes = getattr(loaded, "planes", None)  # a TIFF's planes read as one colour image
+        if planes:
+            notes.insert(0, planes)
         for note in notes:
             log.info("%s", note)
         out.metadata.update(

@@ -233,6 +233,44 @@ def test_tiff_rgb_and_rgba(tmp_path):
     np.testing.assert_array_equal(load_image(tmp_path / "rgba.tif").rgb, b[..., :3])
 
 
+@pytest.mark.parametrize("n", [3, 4])
+def test_planes_stored_as_colour_are_one_image_with_a_note_or_frames_on_request(tmp_path, n):
+    """tifffile saves any (3, H, W) or (4, H, W) array given without axes as one planar
+    RGB(A) image: read so (as every TIFF reader shows it), with a line saying how to read
+    the planes as frames; ``planes_as_frames`` reads them so."""
+    import warnings
+
+    planes = RNG.integers(0, 4000, (n, 9, 11), dtype=np.uint16)
+    path = tmp_path / "planes.tif"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # tifffile's: "stored as RGB"
+        tifffile.imwrite(path, planes)
+    img = load_image(path)
+    assert img.source_axes == "SYX" and img.n_frames == 1 and img.rgb.shape == (9, 11, 3)
+    assert f"its {n} planes are stored as the colour channels of one image" in img.planes
+    assert "sam-detect video planes.tif --planes-as-frames" in img.planes
+    assert load_image(path, channel=1).planes is None  # one plane asked for
+    stack, axes = read_stack(path)
+    assert stack.shape == (1, 9, 11, n) and axes == "TYXC"
+    stack, axes = read_stack(path, planes_as_frames=True)
+    assert axes == "TYX"
+    np.testing.assert_array_equal(stack, planes)
+
+
+def test_stacks_and_colour_images_saved_otherwise_have_no_planes_note(tmp_path):
+    rgb = RNG.integers(0, 256, (6, 7, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")  # interleaved: a camera's
+    assert load_image(tmp_path / "rgb.tif").planes is None
+    frames = RNG.integers(0, 256, (3, 6, 7), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "tyx.tif", frames, imagej=True, metadata={"axes": "TYX"})
+    assert load_image(tmp_path / "tyx.tif", frame=1).planes is None
+    stack, axes = read_stack(tmp_path / "tyx.tif", planes_as_frames=True)  # already frames: as read
+    assert axes == "TYX"
+    np.testing.assert_array_equal(stack, frames)
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    assert load_image(tmp_path / "rgb.png").planes is None
+
+
 def _cyx():
     c = np.zeros((2, 10, 12), np.uint16)
     c[0, :5] = 500

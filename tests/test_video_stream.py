@@ -417,6 +417,49 @@ def test_cli_label_stack_keeps_each_object_at_its_track_id(library_path, video_f
         assert len(np.unique(stack)) == 5
 
 
+def test_cli_planes_stored_as_colour_are_said_and_read_as_frames_on_request(library_path, scene, tmp_path, capsys):
+    """Three grey frames saved as tifffile saves any (3, H, W) array (planar RGB, no axes):
+    one colour image unless ``--planes-as-frames``; stderr says so and how."""
+    import warnings
+
+    import tifffile
+
+    planes = np.stack([scene.frame(t).max(axis=2) for t in (0, 4, 8)])
+    path = tmp_path / "three.tif"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # tifffile's: "stored as RGB"
+        tifffile.imwrite(path, planes)
+    args = [a for a in cli_args(library_path, "--jsonl", "-") if a != "-q"]
+    code, stdout, err = run_cli(["video", str(path), *args], capsys)
+    assert code == 0, err
+    assert len(stdout.splitlines()) == 1
+    assert "three.tif: its 3 planes are stored as the colour channels of one image" in err
+    assert "--planes-as-frames" in err
+    code, stdout, err = run_cli(["video", str(path), "--planes-as-frames", *args], capsys)
+    assert code == 0, err
+    records = [json.loads(x) for x in stdout.splitlines()]
+    assert [r["frame"] for r in records] == [0, 1, 2]
+    assert all(r["count"] >= 1 for r in records) and "colour channels" not in err
+    # one plane asked for: read as asked, nothing to say
+    code, stdout, err = run_cli(["video", str(path), "--channel", "1", *args], capsys)
+    assert code == 0 and len(stdout.splitlines()) == 1 and "colour channels" not in err
+    # detect says it too, on stderr and in the JSON's notes
+    detect_args = [a for a in args if a not in ("--jsonl", "-")]
+    code, stdout, err = run_cli(["detect", str(path), "--json", *detect_args], capsys)
+    assert code == 0, err
+    assert "three.tif: its 3 planes are stored as the colour channels" in err
+    assert any("--planes-as-frames" in n for n in json.loads(stdout)["notes"])
+    # and add, where examples would be drawn on a colour composite of the planes
+    lab = tmp_path / "three_labels.tif"
+    tifffile.imwrite(lab, scene.label_image(0).astype(np.uint16))
+    lib2 = tmp_path / "lib2"
+    code, _, err = run_cli(["add", str(path), "--labels", str(lab), "--label", "shape", "--store", "memory",
+                            "--library-path", str(lib2), "--library", "planes", "--segmenter", "classical",
+                            "--embedder", "handcrafted"], capsys)
+    assert code == 0, err
+    assert "three.tif: its 3 planes are stored as the colour channels" in err
+
+
 def test_cli_label_stack_needs_a_stack_format(library_path, video_file, tmp_path, capsys):
     code, _, err = run_cli(["video", video_file, *cli_args(library_path, "--label-image", str(tmp_path / "l.png"))],
                            capsys)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import click
 
@@ -144,6 +145,8 @@ def add(image, label, negative, boxes, points, mask_paths, polygon_paths, labels
         raise click.BadParameter("--labels-frame needs --labels or --annotations", param_hint="--labels-frame")
 
     loaded = load_cli_image(image, channels, frame)
+    if loaded.planes and not quiet:  # a TIFF's 3 or 4 planes read as one colour image
+        click.echo(f"sam-detect: {Path(image).name}: {loaded.planes}", err=True)
     detector = build_detector(**opts)
     with detector:
         detector.open_library()  # a library in use or damaged fails now, before any model loads

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -113,6 +114,12 @@ from sam_detect.cli.validate import finite, output_file
     help="Channel(s) of multi-channel images or stacks (repeat to merge). Default: all.",
 )
 @click.option(
+    "--planes-as-frames",
+    is_flag=True,
+    help="Read a TIFF whose 3 or 4 planes are stored as the colour channels of one image (as "
+    "tifffile saves a (3, H, W) array without axes) as that many frames.",
+)
+@click.option(
     "--tolerance",
     type=finite(0),
     default=1.0,
@@ -141,6 +148,7 @@ def video(
     smooth,
     fps,
     channels,
+    planes_as_frames,
     tolerance,
     no_polygons,
     quiet,
@@ -216,9 +224,12 @@ def video(
     with detector:
         detector.check_library(create=False)  # fail fast on a missing or mismatched library
         detector.segmenter  # noqa: B018 - build it now: missing weights fail before a frame is read
-        src = open_source(source, frames=selection, live=live, fps=fps, channel=channel)
+        src = open_source(source, frames=selection, live=live, fps=fps, channel=channel,
+                          planes_as_frames=planes_as_frames)
         with src:
             report_choices(detector, quiet)
+            if src.note and not quiet:
+                click.echo(f"sam-detect: {Path(src.name).name}: {src.note}", err=True)
             if not quiet:
                 mode = (
                     "live: frames are dropped when detection falls behind"

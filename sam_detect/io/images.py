@@ -114,6 +114,28 @@ class LoadedImage:
         used = None if ch is None else sorted({int(ch)} if isinstance(ch, (int, np.integer)) else {int(c) for c in ch})
         return {"of": self.n_channels, "channel": used}
 
+    @property
+    def planes(self) -> str | None:
+        """A line where the file stores 3 or 4 planes as the colour samples of one image
+        (:func:`planes_note`) and every one of them was read; ``None`` otherwise."""
+        return None if self.channel is not None else planes_note(self.path or "", self.source_axes, self.source_shape)
+
+
+def planes_note(path: str | os.PathLike, source_axes: str, source_shape: tuple[int, ...]) -> str | None:
+    """What to say of a file whose 3 or 4 planes are stored as the colour samples of one
+    image (axes ``SYX``: planar RGB(A), as tifffile saves any ``(3, H, W)`` or
+    ``(4, H, W)`` array given without axes), or ``None``. Such a file reads as one colour
+    image, as Fiji and every TIFF reader show it, but three time points or z-planes saved so
+    look the same: the line says how to read them as frames or one at a time."""
+    if str(source_axes).upper() != "SYX" or len(source_shape) != 3 or source_shape[0] not in (3, 4):
+        return None
+    n = int(source_shape[0])
+    name = Path(path).name or "the image"
+    return (f"its {n} planes are stored as the colour channels of one image (as tifffile saves a ({n}, H, W) array "
+            f"without axes) and read so; if they are time points or z-planes: `sam-detect video {name} --planes-as-frames`, "
+            "--channel K for plane K, or save the stack with its axes (tifffile.imwrite(path, stack, imagej=True, "
+            "metadata={'axes': 'TYX'}))")
+
 
 def describe_reading(reading: dict[str, Any]) -> str:
     """``"channel 0"``, ``"channels 0, 2 merged"`` or ``"all 4 channels merged"``."""
@@ -187,20 +209,34 @@ def load_image(
     )
 
 
-def read_stack(path: str | os.PathLike) -> tuple[np.ndarray, str]:
+def read_stack(path: str | os.PathLike, *, planes_as_frames: bool = False) -> tuple[np.ndarray, str]:
     """Read every frame of an image file.
+
+    ``planes_as_frames``: a file that stores 3 or 4 planes as the colour samples of one
+    image (:func:`planes_note`) is read as that many grey frames; other files as they are.
 
     Returns:
         ``(stack, axes)``: ``stack`` is ``(T, H, W)`` or ``(T, H, W, C)`` as read (any
         dtype; ``T`` is 1 for a single image, several frame axes flattened in file order),
         ``axes`` is ``"TYX"`` or ``"TYXC"``.
     """
+    stack, axes, _ = read_stack_noted(path, planes_as_frames=planes_as_frames)
+    return stack, axes
+
+
+def read_stack_noted(path: str | os.PathLike, *, planes_as_frames: bool = False) -> tuple[np.ndarray, str, str | None]:
+    """:func:`read_stack`, and the :func:`planes_note` of a file read as one colour image
+    whose planes may be frames (``None`` for any other file, or one read with
+    ``planes_as_frames``)."""
     p = Path(path)
     stack, axes, source_axes, source_shape = _read_canonical(p)
     if isinstance(stack, np.memmap):  # a .npy array: every frame read now
         check_series_size(p, source_axes, source_shape, stack.dtype.itemsize)
         stack = np.array(stack)
-    return stack, ("TYXC" if stack.ndim == 4 else "TYX")
+    note = planes_note(p, source_axes, source_shape)
+    if note is not None and planes_as_frames:  # (1, H, W, n) samples -> (n, H, W) frames
+        return np.ascontiguousarray(np.moveaxis(stack[0], -1, 0)), "TYX", None
+    return stack, ("TYXC" if stack.ndim == 4 else "TYX"), note
 
 
 def to_rgb_uint8(
@@ -628,6 +664,8 @@ __all__ = [
     "as_rgb_uint8",
     "iter_image_paths",
     "load_image",
+    "planes_note",
     "read_stack",
+    "read_stack_noted",
     "to_rgb_uint8",
 ]

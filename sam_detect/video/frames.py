@@ -147,12 +147,15 @@ class FrameSource:
             frames rather than fall behind.
         fps: frames per second of the source, or ``None`` when unknown.
         frame_count: number of frames that will be yielded, or ``None`` when unknown.
+        note: one line for the user on how the source was read where it may not be what
+            they meant (a TIFF's planes read as one colour image), or ``None``.
     """
 
     name: str = "frames"
     live: bool = False
     fps: float | None = None
     frame_count: int | None = None
+    note: str | None = None
 
     def __init__(self) -> None:
         #: frames that could not be read or decoded and were skipped

@@ -132,6 +132,9 @@ class StackSource(FrameSource):
         frames: keep only these T/Z indices, e.g. ``"0-2,4-7"``.
         fps: frame rate to assume (sets ``Frame.time``); ``None``: no clock.
         channel: channel(s) of a multi-channel stack to use.
+        planes_as_frames: a file that stores 3 or 4 planes as the colour channels of one
+            image (as tifffile saves a ``(3, H, W)`` array without axes) is read as that many
+            frames; ``note`` says so where it is not.
 
     Raises:
         ImageLoadError: unreadable file, or a selection past the last frame.
@@ -144,12 +147,16 @@ class StackSource(FrameSource):
         frames: FrameSelection | str | None = None,
         fps: float | None = None,
         channel: int | Sequence[int] | None = None,
+        planes_as_frames: bool = False,
     ) -> None:
-        from sam_detect.io.images import read_stack
+        from sam_detect.io.images import read_stack_noted
 
         super().__init__()
         self.path = Path(path)
-        self.stack, self.axes = read_stack(self.path)
+        self.stack, self.axes, note = read_stack_noted(self.path, planes_as_frames=planes_as_frames)
+        #: a line for the user where the file's planes were read as one colour image
+        #: (``io.images.planes_note``), unless one channel of it was asked for
+        self.note = note if channel is None else None
         sel = (
             frames if isinstance(frames, FrameSelection) or frames is None else parse_frames(frames)
         )
@@ -241,6 +248,7 @@ def open_source(
     live: bool | None = None,
     fps: float | None = None,
     channel: int | Sequence[int] | None = None,
+    planes_as_frames: bool = False,
 ) -> FrameSource:
     """Open the source that ``spec`` names (see the module docstring for the forms).
 
@@ -251,6 +259,8 @@ def open_source(
             the consumer is slow, as a camera would; used to test the camera path).
         fps: frame rate of image folders and stacks, which carry none.
         channel: channel(s) of multi-channel images and stacks.
+        planes_as_frames: a TIFF stack's 3 or 4 planes stored as the colour channels of one
+            image are read as frames (:class:`StackSource`).
 
     Raises:
         ImageLoadError: nothing exists at ``spec``, or it cannot be opened.
@@ -271,7 +281,7 @@ def open_source(
             "glob, a TIFF stack, a camera index such as 0, or a stream URL"
         )
     elif p.suffix.lower() in STACK_EXTENSIONS:
-        src = StackSource(p, frames=frames, fps=fps, channel=channel)
+        src = StackSource(p, frames=frames, fps=fps, channel=channel, planes_as_frames=planes_as_frames)
     elif p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".webp"):
         src = ImageFolderSource(p, frames=frames, fps=fps, channel=channel)
     else:
