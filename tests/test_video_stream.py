@@ -443,6 +443,10 @@ def test_cli_planes_stored_as_colour_are_said_and_read_as_frames_on_request(libr
     # one plane asked for: read as asked, nothing to say
     code, stdout, err = run_cli(["video", str(path), "--channel", "1", *args], capsys)
     assert code == 0 and len(stdout.splitlines()) == 1 and "colour channels" not in err
+    # grey frames have no channel 1: one error before any frame, not every frame skipped
+    code, stdout, err = run_cli(["video", str(path), "--planes-as-frames", "--channel", "1", *args], capsys)
+    assert code == 1 and not stdout
+    assert "three.tif: channel 1 out of range: the image has 1 channel" in err and "skipped" not in err
     # detect says it too, on stderr and in the JSON's notes
     detect_args = [a for a in args if a not in ("--jsonl", "-")]
     code, stdout, err = run_cli(["detect", str(path), "--json", *detect_args], capsys)

@@ -157,6 +157,10 @@ class StackSource(FrameSource):
         #: a line for the user where the file's planes were read as one colour image
         #: (``io.images.planes_note``), unless one channel of it was asked for
         self.note = note if channel is None else None
+        if channel is not None:  # every frame has as many channels: a wrong index is one error, not every frame skipped
+            from sam_detect.io.render import resolve_channels
+
+            resolve_channels(channel, int(self.stack.shape[-1]) if self.axes.endswith("C") else 1, f"{self.path}: ")
         sel = (
             frames if isinstance(frames, FrameSelection) or frames is None else parse_frames(frames)
         )
