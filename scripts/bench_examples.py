@@ -113,18 +113,19 @@ def protocol_dataset(name: str, config, seeds: tuple[int, ...] = (0,)) -> dict:
     runs, protocol, pairs = protocol_runs(name)
     t = time.perf_counter()
     keys = ("segmenter_alone", "without_profile", "full")
-    totals = {k: {"tp": 0, "fp": 0, "fn": 0} for k in keys}
-    detect_s, per_seed = [], []
+    counts = []  # each draw's counts
+    detect_s = []
     for seed in seeds:
         mine = {k: {"tp": 0, "fp": 0, "fn": 0} for k in keys}
         for imgs, truth, prot in runs:
             worth = examples_worth(imgs, truth, config, seed=seed, label="object", **prot)
             for key, (_, c) in zip(keys, worth.rows(0.5), strict=True):
                 for f in ("tp", "fp", "fn"):
-                    totals[key][f] += int(getattr(c, f))
                     mine[key][f] += int(getattr(c, f))
             detect_s.append(worth.full.timings.get("total", {}).get("median_s"))
-        per_seed.append({"seed": seed, **{k: v["f1"] for k, v in _rows(mine).items()}})
+        counts.append(mine)
+    totals = {k: {f: sum(c[k][f] for c in counts) for f in ("tp", "fp", "fn")} for k in keys}
+    per_seed = [{"seed": seed, **{k: v["f1"] for k, v in _rows(c).items()}} for seed, c in zip(seeds, counts, strict=True)]
     out = {"rows": _rows(totals), "images": sum(len(p["detect_on"]) for _, _, p in runs), "protocol": {
         k: v for k, v in protocol.items()}, "pairs": pairs, "wall_s": round(time.perf_counter() - t, 1),
         "detect_median_s": detect_s}
@@ -311,9 +312,9 @@ def main() -> None:
                                              "full_examples_scored")]
             print(f"| {name} | {f[0]:.3f} | {f[1]:.3f} | {f[2]:.3f} | {f[3]:.3f} |")
         return
+    seeds = tuple(int(x) for x in args.seeds.split(","))
     for name in names:
         print(f"== {name}", file=sys.stderr)
-        seeds = tuple(int(x) for x in args.seeds.split(","))
         results[name] = coins(config) if name == "coins" else protocol_dataset(name, config, seeds)
         results[name]["embedder"] = args.embedder
         out_path.parent.mkdir(parents=True, exist_ok=True)
