@@ -239,9 +239,11 @@ def test_h_maxima_equals_scikit_image(name, h):
     np.testing.assert_array_equal(_h_maxima(image, h), morphology.h_maxima(image, h))
 
 
-def test_h_maxima_hands_over_to_scikit_image(monkeypatch):
-    """Past the dilation cap scikit-image finishes the reconstruction: still the same."""
-    monkeypatch.setattr(classical_ops, "_MAX_DILATIONS", 2)
+@pytest.mark.parametrize("cap", [1, 2, 5, 7])
+def test_h_maxima_hands_over_to_scikit_image(monkeypatch, cap):
+    """Past the dilation cap scikit-image finishes the reconstruction, from wherever the
+    dilations got to between two convergence checks (``_CHECK_EVERY``): still the same."""
+    monkeypatch.setattr(classical_ops, "_MAX_DILATIONS", cap)
     for image in _h_maxima_cases().values():
         for h in (0.05, 1.0):
             np.testing.assert_array_equal(_h_maxima(image, h), morphology.h_maxima(image, h))

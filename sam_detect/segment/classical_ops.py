@@ -181,8 +181,14 @@ def _seed_labels(seeds: np.ndarray, min_distance: int) -> np.ndarray:
     return seed_lab
 
 
-#: geodesic dilations :func:`_h_maxima` runs before it hands the rest to scikit-image
-_MAX_DILATIONS = 200
+#: geodesic dilations :func:`_h_maxima` runs before it hands the rest to scikit-image: a
+#: dilation step costs about a thousandth of scikit-image's sorting reconstruction of the same
+#: crop, so dilating on is cheaper up to about this many steps (the largest components of ten
+#: macrophages' calibration converge in 212-221; docs/performance.md, session 51)
+_MAX_DILATIONS = 1000
+#: steps between two checks whether the dilations have converged: a check costs about as much
+#: as a step, and steps past the fixed point change nothing
+_CHECK_EVERY = 4
 
 
 def _h_maxima(image: np.ndarray, h: float) -> np.ndarray:
@@ -208,13 +214,15 @@ def _h_maxima(image: np.ndarray, h: float) -> np.ndarray:
     # as skimage.morphology.h_maxima: a seed "h less" than the image, to float rounding
     resolution = 2 * np.finfo(image.dtype).resolution * np.abs(image)
     rec = np.ascontiguousarray(image - h - resolution, dtype=np.float32)
+    nxt = np.empty_like(rec)
     kernel = np.ones((3, 3), np.uint8)
-    for _ in range(_MAX_DILATIONS):
-        nxt = cv2.dilate(rec, kernel)  # the default border adds nothing to a dilation
+    for step in range(1, _MAX_DILATIONS + 1):
+        cv2.dilate(rec, kernel, dst=nxt)  # the default border adds nothing to a dilation
         np.minimum(nxt, image, out=nxt)
-        if np.array_equal(nxt, rec):
+        done = step % _CHECK_EVERY == 0 and np.array_equal(nxt, rec)
+        rec, nxt = nxt, rec
+        if done:
             break
-        rec = nxt
     else:
         rec = morphology.reconstruction(rec, image, method="dilation")
     return ((image - rec) >= h).astype(np.uint8)
