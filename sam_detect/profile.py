@@ -1081,7 +1081,9 @@ SPLIT_TIE = 0.005
 #: draws objects the lead's settings do not (pieces of whole cells cut at their texture, of
 #: cells larger than the examples that the lead draws too large to admit), and a candidate
 #: that no other candidate overlaps is kept whatever drew it. Chosen on the development sets
-#: (docs/performance.md, session 50)
+#: (docs/performance.md, session 50). It also drops a coarser way's wholes where the lead's
+#: split cuts larger, textured objects than the examples into pieces: ``dev_lines`` with
+#: one frame's examples 0.920 -> 0.667 (session 51, which tried four ways to keep both)
 WAY_MARGIN = 0.08
 _SIMPLER = {"none": (), "shape": ("none",), "intensity": ("none", "shape"), "blob": ("none", "shape"), "own": ()}
 
