@@ -709,8 +709,8 @@ def build_profile(examples: Iterable[tuple[str, dict]]) -> dict:
             entry["grey_levels"] = [round(float(v), 2) for v in np.median([st["grey_levels"] for st in stats], axis=0)]
         if measured:
             chosen, mean_iou, inset = _settings(measured, positives, pooled_ious)
-            entry["settings"] = [(GRID[i] if GRID[i] == OWN else replace(GRID[i], inset=inset)).to_dict()
-                                 for i in chosen]
+            entry["settings"] = [(GRID[i] if GRID[i] == OWN else replace(GRID[i], inset=inset, wholes=_wholes_only(
+                chosen[0], i, mean_iou))).to_dict() for i in chosen]
             entry["reproduction"] = round(float(mean_iou[chosen[0]]), 3)
             edge = _example_edge(stats, SMOOTHS.index(lead_smooth([GRID[i] for i in chosen])))
             if edge is not None:
@@ -1081,9 +1081,12 @@ SPLIT_TIE = 0.005
 #: draws objects the lead's settings do not (pieces of whole cells cut at their texture, of
 #: cells larger than the examples that the lead draws too large to admit), and a candidate
 #: that no other candidate overlaps is kept whatever drew it. Chosen on the development sets
-#: (docs/performance.md, session 50). It also drops a coarser way's wholes where the lead's
-#: split cuts larger, textured objects than the examples into pieces: ``dev_lines`` with
-#: one frame's examples 0.920 -> 0.667 (session 51, which tried four ways to keep both)
+#: (docs/performance.md, session 50). A way that splits less than the lead's is offered
+#: whatever its reproduction, for its wholes only (``calibrated.Setting.wholes``: its
+#: candidates kept only where convex, ``calibrated.WHOLE_SOLIDITY``, and counted in no
+#: candidate's ``stability_core``): where the lead's split cuts larger, textured objects
+#: than the examples into pieces of their size, its wholes are the objects (``dev_lines``
+#: with one frame's examples: 0.667 with the margin for every way, 0.910 so; session 51)
 WAY_MARGIN = 0.08
 _SIMPLER = {"none": (), "shape": ("none",), "intensity": ("none", "shape"), "blob": ("none", "shape"), "own": ()}
 
@@ -1137,13 +1140,22 @@ def _alternatives(mean_iou: np.ndarray) -> list[int]:
     # reported HGSC nest -0.075), for +0.004 to +0.018 on smooth fluorescent nuclei
     for way in ("none", "shape", "intensity"):
         j = best_of.get(way)
-        if way != _way(GRID[lead]) and j is not None and j not in chosen and mean_iou[j] >= mean_iou[lead] - WAY_MARGIN:
+        if way != _way(GRID[lead]) and j is not None and j not in chosen and (
+                mean_iou[j] >= mean_iou[lead] - WAY_MARGIN or way in _SIMPLER[_way(GRID[lead])]):
             chosen.append(j)
     # the segmenter's own settings, where they reproduce the examples about as well
     j = best_of.get("own")
     if j is not None and j not in chosen and mean_iou[j] >= mean_iou[lead] - OWN_MARGIN:
         chosen.append(j)
     return chosen
+
+
+def _wholes_only(lead: int, i: int, mean_iou: np.ndarray) -> bool:
+    """Whether setting ``i`` is offered beside ``lead`` for its wholes only: a way that splits
+    less than the lead's, reproducing the examples more than ``WAY_MARGIN`` worse."""
+    from sam_detect.segment.calibrated import GRID
+
+    return _way(GRID[i]) in _SIMPLER[_way(GRID[lead])] and mean_iou[i] < mean_iou[lead] - WAY_MARGIN
 
 
 def _split_when_tied(mean_iou: np.ndarray, lead: int) -> int:
@@ -1421,11 +1433,11 @@ def sure_objects(instances: Instances, label: str, entry: dict, shape_fit: np.nd
     """``(N,)`` bool: the candidates of class ``label`` that at least ``SURE_STABILITY`` of
     the settings draw and that are shaped like its examples (``select.WHOLE_SHAPE_FIT``);
     none where the segmenter does not say how many settings drew each outline
-    (``data["stability"]``). Candidates another class proposed (``data["class_hint"]``)
+    (``data["stability_core"]``, else ``data["stability"]``). Candidates another class proposed (``data["class_hint"]``)
     do not count. ``shape_fit``: their shape fit to ``entry`` (measured here if ``None``)."""
     from sam_detect.select import WHOLE_SHAPE_FIT
 
-    stability = instances.data.get("stability")
+    stability = instances.data.get("stability_core", instances.data.get("stability"))
     n = len(instances)
     if stability is None or n == 0:
         return np.zeros(n, bool)

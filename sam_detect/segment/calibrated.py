@@ -102,18 +102,24 @@ class Setting:
     split_on: str = "shape"
     smooth: float = SMOOTHS[0]
     inset: int = 0  # the outline drawn this many pixels inside the threshold's (``INSET``)
+    #: offered for its wholes only (``profile.WAY_MARGIN``): a way that splits less than the
+    #: lead's and reproduces the examples clearly worse; counted in no candidate's
+    #: ``stability_core``
+    wholes: bool = False
 
     def to_dict(self) -> dict:
         d = {"background": self.background, "level": self.level, "refine": self.refine,
              "split": self.split, "split_on": self.split_on, "smooth": self.smooth}
         if self.inset:
             d["inset"] = self.inset
+        if self.wholes:
+            d["wholes"] = True
         return d
 
     @property
     def drawn(self) -> Setting:
         """The same setting with the threshold's own outline (its place in ``GRID``)."""
-        return dataclasses.replace(self, inset=0) if self.inset else self
+        return dataclasses.replace(self, inset=0, wholes=False) if self.inset or self.wholes else self
 
 
 #: the segmenter's own settings (the classical defaults, or the user's options), judged by
@@ -757,7 +763,8 @@ def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str |
     inst.data["setting"] = np.asarray(made_by, np.int64)[order]
     inst.data["class_hint"] = [label] * len(inst)
     inst.data["edge"] = np.concatenate(edges)[order]
-    inst = _merge_near_duplicates(inst, len(settings))
+    inst = _merge_near_duplicates(inst, settings)
+    inst = _convex_wholes(inst, settings)
     inst.data["contrast"], inst.data["level"] = inside_contrast_and_level(rgb, inst, scale.direction)
     inst.metadata["tiles"] = len(windows)
     return inst
@@ -992,16 +999,52 @@ def lead_smooth(settings: Sequence[Setting]) -> float:
 SAME_OBJECT_IOU = 0.9
 
 
-def _merge_near_duplicates(inst: Instances, n_settings: int) -> Instances:
+#: a candidate of a way that splits less than the lead's is kept only this convex (area over
+#: its convex hull's): the lead's split is offered back the wholes it cuts where no notch
+#: shows two objects touching (textured nuclei larger than the examples, cut into pieces of
+#: their size), not the merged pairs a coarser way draws. Chosen on the development sets
+#: (0.9 and 0.95 tried; docs/performance.md, session 51)
+WHOLE_SOLIDITY = 0.9
+
+
+def _convex_wholes(inst: Instances, settings: list[Setting]) -> Instances:
+    """``inst`` less the candidates of a way that splits less than the lead's
+    (``settings[0]``'s) that are less convex than ``WHOLE_SOLIDITY``."""
+    from sam_detect.profile import _SIMPLER, _way
+    from sam_detect.segment.classical_ops import _solidity
+
+    if not len(inst) or not settings:
+        return inst
+    coarser = set(_SIMPLER[_way(settings[0])])
+    if not coarser:
+        return inst
+    made = np.asarray(inst.data["setting"]).tolist()
+    keep = np.ones(len(inst), bool)
+    crops = inst.crops
+    for i, k in enumerate(made):
+        if 0 <= k < len(GRID) and _way(GRID[k]) in coarser:
+            c = crops[i].crop
+            keep[i] = _solidity(c, int(np.count_nonzero(c))) >= WHOLE_SOLIDITY
+    return inst if keep.all() else inst[keep]
+
+
+def _merge_near_duplicates(inst: Instances, settings: list[Setting]) -> Instances:
     """Keep one of each group of near-identical candidates (the first setting's), and record
     in ``data["stability"]`` the share of the settings that made it: an object's outline
-    holds over thresholds and splits, a fragment's or a merge's does not (MSER's idea)."""
+    holds over thresholds and splits, a fragment's or a merge's does not (MSER's idea).
+    ``data["stability_core"]``: the same share among the settings not offered for their
+    wholes only (``Setting.wholes``), what sure objects are judged on
+    (``profile.sure_objects``): how many alternatives are offered does not move it."""
     from sam_detect.masks import crop_intersections
 
     n = len(inst)
-    settings = np.asarray(inst.data["setting"])
+    n_settings = len(settings)
+    extra = {GRID_INDEX.get(s.drawn, -1) for s in settings if s.wholes}
+    n_core = max(n_settings - len(extra), 1)
+    made = np.asarray(inst.data["setting"])
     if n < 2:
         inst.data["stability"] = np.full(n, 1.0 / max(n_settings, 1), np.float32)
+        inst.data["stability_core"] = np.array([0.0 if int(k) in extra else 1.0 / n_core for k in made], np.float32)
         return inst
     ii, jj, inter = crop_intersections(inst.crops)
     areas = inst.areas.astype(np.float64)
@@ -1012,13 +1055,17 @@ def _merge_near_duplicates(inst: Instances, n_settings: int) -> Instances:
         same[j].append(i)
     keep = np.ones(n, bool)
     stability = np.zeros(n, np.float32)
+    core = np.zeros(n, np.float32)
     for i in range(n):
         if not keep[i]:
             continue
         group = np.asarray(same[i])
         keep[group[group > i]] = False
-        stability[i] = len(set(settings[group].tolist())) / max(n_settings, 1)
+        drew = set(made[group].tolist())
+        stability[i] = len(drew) / max(n_settings, 1)
+        core[i] = len(drew - extra) / n_core
     inst.data["stability"] = stability
+    inst.data["stability_core"] = core
     return inst[keep]
 
 
