@@ -2080,3 +2080,68 @@ def test_a_bright_candidate_in_the_pixel_noise_goes_whatever_the_examples_floor(
     assert f"1 standing out less than {NOISE_FLOOR:g} sds of the image's pixel noise" in note
     del cands.metadata["pixel_noise"]  # without the noise measured, the examples' floor alone
     assert len(size_filter(cands, profile)[0]) == len(cands)
+
+
+def test_a_way_that_splits_less_is_offered_for_its_wholes_only():
+    """A way that splits less than the lead's is offered however it reproduces the examples
+    (where the lead's split cuts larger objects than the examples, its wholes are the
+    objects), marked for its wholes only beyond ``WAY_MARGIN``; a way that splits more is
+    still held to the margin."""
+    from sam_detect.profile import _alternatives, _way, _wholes_only
+
+    ious = _ious({("intensity", 0.125): 0.9, ("shape", 0.125): 0.85, ("none", 0.125): 0.6})
+    chosen = _alternatives(ious)
+    assert _way(GRID[chosen[0]]) == "intensity"
+    by_way = {_way(GRID[i]): i for i in chosen[1:] if _way(GRID[i]) != "intensity"}
+    assert set(by_way) == {"shape", "none"}
+    assert not _wholes_only(chosen[0], by_way["shape"], ious)  # within the margin: a full alternative
+    assert _wholes_only(chosen[0], by_way["none"], ious)
+    # the lead splits least: the finer ways beyond the margin are not offered
+    chosen = _alternatives(_ious({("none", 0.33): 0.9, ("shape", 0.33): 0.7, ("intensity", 0.33): 0.75}))
+    assert {_way(GRID[i]) for i in chosen} == {"none"}
+
+
+def test_a_coarser_ways_candidates_are_kept_where_convex_and_not_counted_for_sure_objects():
+    """Beside a lead that splits, a coarser way's candidate stays where convex (a whole the
+    split cut) and goes where a notch shows two touching objects; the lead's own candidates
+    and the segmenter's stay whatever their shape. A setting offered for its wholes only
+    counts in ``stability`` but not in ``stability_core``, which sure objects are judged on."""
+    import dataclasses
+
+    from sam_detect.profile import _way, sure_objects
+    from sam_detect.segment.calibrated import OWN, WHOLE_SOLIDITY, _convex_wholes, _merge_near_duplicates
+    from sam_detect.segment.classical_ops import _solidity
+
+    def first(way: str, k: int = 0) -> int:
+        return [i for i, g in enumerate(GRID) if _way(g) == way][k]
+
+    shape, shape2, none = first("shape"), first("shape", 1), first("none")
+    yy, xx = np.mgrid[:80, :160]
+
+    def disc(x, y, r):
+        return (xx - x) ** 2 + (yy - y) ** 2 <= r * r
+
+    pair = disc(30, 40, 12) | disc(52, 40, 12)  # two touching discs: a notch each side
+    cands = [(disc(110, 40, 14), none), (pair, none), (pair, shape), (pair, OWN)]
+    assert _solidity(pair, int(pair.sum())) < WHOLE_SOLIDITY <= _solidity(cands[0][0], int(cands[0][0].sum()))
+    inst = Instances(np.stack([m for m, _ in cands]))
+    inst.data["setting"] = np.array([s if isinstance(s, int) else GRID.index(s) for _, s in cands])
+    kept = _convex_wholes(inst, [GRID[shape], GRID[none], OWN])
+    assert kept.data["setting"].tolist() == [none, shape, GRID.index(OWN)]
+    # the lead does not split: nothing is coarser than it
+    assert len(_convex_wholes(inst, [GRID[none], GRID[shape]])) == 4
+    # stability over every setting; its core without the one offered for wholes only
+    settings = [GRID[shape], GRID[shape2], dataclasses.replace(GRID[none], wholes=True)]
+    ring = disc(110, 40, 14)
+    inst = Instances(np.stack([ring, ring, disc(30, 40, 12)]))
+    inst.data["setting"] = np.array([shape, none, none])
+    merged = _merge_near_duplicates(inst, settings)
+    assert merged.data["setting"].tolist() == [shape, none]
+    np.testing.assert_allclose(merged.data["stability"], [2 / 3, 1 / 3], rtol=1e-6)
+    np.testing.assert_allclose(merged.data["stability_core"], [1 / 2, 0.0], rtol=1e-6)
+    entry = {"area": [400.0, 450.0, 500.0], "log_area": [6.1, 0.2]}
+    merged.data["stability"] = np.ones(2, np.float32)
+    merged.data["stability_core"] = np.zeros(2, np.float32)
+    assert not sure_objects(merged, "obj", entry, shape_fit=np.ones(2)).any()  # the core says no
+    merged.data["stability_core"] = np.ones(2, np.float32)
+    assert sure_objects(merged, "obj", entry, shape_fit=np.ones(2)).all()
