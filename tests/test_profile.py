@@ -2109,7 +2109,12 @@ def test_a_coarser_ways_candidates_are_kept_where_convex_and_not_counted_for_sur
     import dataclasses
 
     from sam_detect.profile import _way, sure_objects
-    from sam_detect.segment.calibrated import OWN, WHOLE_SOLIDITY, _convex_wholes, _merge_near_duplicates
+    from sam_detect.segment.calibrated import (
+        OWN,
+        WHOLE_SOLIDITY,
+        _convex_wholes,
+        _merge_near_duplicates,
+    )
     from sam_detect.segment.classical_ops import _solidity
 
     def first(way: str, k: int = 0) -> int:
