@@ -486,6 +486,7 @@ def _scale(stats: Sequence[dict], size: tuple[float, float] | None = None, pool:
         min_area=float(max(4.0, min(np.exp(mu - AREA_SD_LIMIT * sd), 0.5 * areas[typical].min()))),
         max_area=float(max(np.exp(mu + AREA_SD_LIMIT * sd), 2.0 * areas[typical].max())),
         minor_radius=_minor_radius(sized),
+        solidity=float(np.median([s["solidity"] for s, t in zip(sized, typical, strict=True) if t])),
     )
 
 
@@ -1196,6 +1197,7 @@ def scale_of(entry: dict) -> Any:
         min_area=float(entry["area_range"][0]),
         max_area=float(entry["area_range"][1]),
         minor_radius=float(entry.get("minor_radius", 0.0)),
+        solidity=float((entry.get("solidity") or [1.0, 1.0])[1]),
     )
 
 

@@ -146,6 +146,7 @@ def test_large_images_are_proposed_window_by_window_with_the_same_candidates(bac
     settings = [dataclasses.replace(s, background=background) for s in settings]
     scale = scale_of(e)
     assert (scale.zoom < 1) == (r[0] > 20)  # 7-11 px: at the image's scale
+    assert scale.solidity == e["solidity"][1] > 0.8  # the examples' median: discs are convex
     whole = propose(rgb, scale, settings, "obj")
     tiled = propose(rgb, scale, settings, "obj", tile=tile)
     assert tiled.metadata["tiles"] == 9 == len(proposal_windows(rgb.shape[:2], tile, 1))
@@ -2103,8 +2104,9 @@ def test_a_way_that_splits_less_is_offered_for_its_wholes_only():
 
 def test_a_coarser_ways_candidates_are_kept_where_convex_and_not_counted_for_sure_objects():
     """Beside a lead that splits, a coarser way's candidate stays where convex (a whole the
-    split cut) and goes where a notch shows two touching objects; the lead's own candidates
-    and the segmenter's stay whatever their shape. A setting offered for its wholes only
+    split cut) and goes where a notch shows two touching objects, unless the way is offered
+    within the margin and the examples are about as notched; the lead's own candidates and the segmenter's stay whatever their
+    shape. A setting offered for its wholes only
     counts in ``stability`` but not in ``stability_core``, which sure objects are judged on."""
     import dataclasses
 
@@ -2133,6 +2135,14 @@ def test_a_coarser_ways_candidates_are_kept_where_convex_and_not_counted_for_sur
     inst.data["setting"] = np.array([s if isinstance(s, int) else GRID.index(s) for _, s in cands])
     kept = _convex_wholes(inst, [GRID[shape], GRID[none], OWN])
     assert kept.data["setting"].tolist() == [none, shape, GRID.index(OWN)]
+    assert len(_convex_wholes(inst, [GRID[shape], GRID[none], OWN], solidity=0.95)) == 3
+    # examples with notches of their own: a whole as notched as they are stays
+    pair_solidity = _solidity(pair, int(pair.sum()))
+    assert len(_convex_wholes(inst, [GRID[shape], GRID[none], OWN], solidity=pair_solidity + 0.04)) == 4
+    assert len(_convex_wholes(inst, [GRID[shape], GRID[none], OWN], solidity=pair_solidity + 0.06)) == 3
+    # ... but a way offered for its wholes only keeps only convex ones whatever the examples
+    wholes_only = dataclasses.replace(GRID[none], wholes=True)
+    assert len(_convex_wholes(inst, [GRID[shape], wholes_only, OWN], solidity=pair_solidity)) == 3
     # the lead does not split: nothing is coarser than it
     assert len(_convex_wholes(inst, [GRID[none], GRID[shape]])) == 4
     # stability over every setting; its core without the one offered for wholes only

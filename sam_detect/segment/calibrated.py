@@ -155,6 +155,10 @@ class Scale:
     #: ``contrast`` x this, so a dimmer frame's objects are cut where the examples' were;
     #: the splits and the outline contrast stay in the examples' grey values
     exposure: float = 1.0
+    #: the typical examples' median solidity (area over convex hull; ``profile``'s
+    #: ``solidity[1]``): how far a coarser way's candidate may be from convex
+    #: (:func:`_convex_wholes`); 1: not known
+    solidity: float = 1.0
 
     @property
     def half_width(self) -> float:
@@ -764,7 +768,7 @@ def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str |
     inst.data["class_hint"] = [label] * len(inst)
     inst.data["edge"] = np.concatenate(edges)[order]
     inst = _merge_near_duplicates(inst, settings)
-    inst = _convex_wholes(inst, settings)
+    inst = _convex_wholes(inst, settings, scale.solidity)
     inst.data["contrast"], inst.data["level"] = inside_contrast_and_level(rgb, inst, scale.direction)
     inst.metadata["tiles"] = len(windows)
     return inst
@@ -1005,11 +1009,21 @@ SAME_OBJECT_IOU = 0.9
 #: their size), not the merged pairs a coarser way draws. Chosen on the development sets
 #: (0.9 and 0.95 tried; docs/performance.md, session 51)
 WHOLE_SOLIDITY = 0.9
+#: ... or, for a way offered within ``profile.WAY_MARGIN`` of the lead (not for its wholes
+#: only), where the examples are less convex than that: this much less convex than their
+#: median. Whole neural cells or macrophages have notches of their own, and such a way
+#: reproduces them about as well as the lead: its wholes are theirs (``dev_neurocyte_same``
+#: 0.808 -> 0.822). A way offered for its wholes only keeps ``WHOLE_SOLIDITY``: relaxed
+#: too, it let merged cells in (``dev_neurocyte`` 0.719 -> 0.695; docs/performance.md,
+#: session 52)
+WHOLE_SOLIDITY_SLACK = 0.05
 
 
-def _convex_wholes(inst: Instances, settings: list[Setting]) -> Instances:
+def _convex_wholes(inst: Instances, settings: list[Setting], solidity: float = 1.0) -> Instances:
     """``inst`` less the candidates of a way that splits less than the lead's
-    (``settings[0]``'s) that are less convex than ``WHOLE_SOLIDITY``."""
+    (``settings[0]``'s) that are less convex than ``WHOLE_SOLIDITY``; for such a way offered
+    within the margin (not ``Setting.wholes``), than the examples' median ``solidity`` less
+    ``WHOLE_SOLIDITY_SLACK`` where that is lower."""
     from sam_detect.profile import _SIMPLER, _way
     from sam_detect.segment.classical_ops import _solidity
 
@@ -1018,13 +1032,16 @@ def _convex_wholes(inst: Instances, settings: list[Setting]) -> Instances:
     coarser = set(_SIMPLER[_way(settings[0])])
     if not coarser:
         return inst
+    wholes_only = {GRID_INDEX.get(s.drawn, -1) for s in settings if s.wholes}
+    within = min(WHOLE_SOLIDITY, solidity - WHOLE_SOLIDITY_SLACK)
     made = np.asarray(inst.data["setting"]).tolist()
     keep = np.ones(len(inst), bool)
     crops = inst.crops
     for i, k in enumerate(made):
         if 0 <= k < len(GRID) and _way(GRID[k]) in coarser:
             c = crops[i].crop
-            keep[i] = _solidity(c, int(np.count_nonzero(c))) >= WHOLE_SOLIDITY
+            floor = WHOLE_SOLIDITY if k in wholes_only else within
+            keep[i] = _solidity(c, int(np.count_nonzero(c))) >= floor
     return inst if keep.all() else inst[keep]
 
 
