@@ -2105,9 +2105,9 @@ def test_a_way_that_splits_less_is_offered_for_its_wholes_only():
 def test_a_coarser_ways_candidates_are_kept_where_convex_and_not_counted_for_sure_objects():
     """Beside a lead that splits, a coarser way's candidate stays where convex (a whole the
     split cut) and goes where a notch shows two touching objects, unless the way is offered
-    within the margin and the examples are about as notched; the lead's own candidates and the segmenter's stay whatever their
-    shape. A setting offered for its wholes only
-    counts in ``stability`` but not in ``stability_core``, which sure objects are judged on."""
+    within the margin and the examples are about as notched; the lead's own candidates and
+    the segmenter's stay whatever their shape. A setting offered for its wholes only counts
+    in ``stability`` but not in ``stability_core``, which sure objects are judged on."""
     import dataclasses
 
     from sam_detect.profile import _way, sure_objects
