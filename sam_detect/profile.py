@@ -486,7 +486,6 @@ def _scale(stats: Sequence[dict], size: tuple[float, float] | None = None, pool:
         min_area=float(max(4.0, min(np.exp(mu - AREA_SD_LIMIT * sd), 0.5 * areas[typical].min()))),
         max_area=float(max(np.exp(mu + AREA_SD_LIMIT * sd), 2.0 * areas[typical].max())),
         minor_radius=_minor_radius(sized),
-        solidity=float(np.median([s["solidity"] for s, t in zip(sized, typical, strict=True) if t])),
     )
 
 
@@ -1142,7 +1141,7 @@ def _alternatives(mean_iou: np.ndarray) -> list[int]:
     for way in ("none", "shape", "intensity"):
         j = best_of.get(way)
         if way != _way(GRID[lead]) and j is not None and j not in chosen and (
-                mean_iou[j] >= mean_iou[lead] - WAY_MARGIN or way in _SIMPLER[_way(GRID[lead])]):
+                mean_iou[j] >= mean_iou[lead] - WAY_MARGIN or _wholes_only(lead, j, mean_iou)):
             chosen.append(j)
     # the segmenter's own settings, where they reproduce the examples about as well
     j = best_of.get("own")
@@ -1153,7 +1152,8 @@ def _alternatives(mean_iou: np.ndarray) -> list[int]:
 
 def _wholes_only(lead: int, i: int, mean_iou: np.ndarray) -> bool:
     """Whether setting ``i`` is offered beside ``lead`` for its wholes only: a way that splits
-    less than the lead's, reproducing the examples more than ``WAY_MARGIN`` worse."""
+    less than the lead's, reproducing the examples more than ``WAY_MARGIN`` worse (what
+    :func:`_alternatives` offers beyond the margin)."""
     from sam_detect.segment.calibrated import GRID
 
     return _way(GRID[i]) in _SIMPLER[_way(GRID[lead])] and mean_iou[i] < mean_iou[lead] - WAY_MARGIN

@@ -1019,6 +1019,11 @@ WHOLE_SOLIDITY = 0.9
 WHOLE_SOLIDITY_SLACK = 0.05
 
 
+def _wholes_only_indices(settings: Sequence[Setting]) -> set[int]:
+    """The ``GRID`` indices of the settings offered for their wholes only (``Setting.wholes``)."""
+    return {GRID_INDEX.get(s.drawn, -1) for s in settings if s.wholes}
+
+
 def _convex_wholes(inst: Instances, settings: list[Setting], solidity: float = 1.0) -> Instances:
     """``inst`` less the candidates of a way that splits less than the lead's
     (``settings[0]``'s) that are less convex than ``WHOLE_SOLIDITY``; for such a way offered
@@ -1032,7 +1037,7 @@ def _convex_wholes(inst: Instances, settings: list[Setting], solidity: float = 1
     coarser = set(_SIMPLER[_way(settings[0])])
     if not coarser:
         return inst
-    wholes_only = {GRID_INDEX.get(s.drawn, -1) for s in settings if s.wholes}
+    wholes_only = _wholes_only_indices(settings)
     within = min(WHOLE_SOLIDITY, solidity - WHOLE_SOLIDITY_SLACK)
     made = np.asarray(inst.data["setting"]).tolist()
     keep = np.ones(len(inst), bool)
@@ -1056,7 +1061,7 @@ def _merge_near_duplicates(inst: Instances, settings: list[Setting]) -> Instance
 
     n = len(inst)
     n_settings = len(settings)
-    extra = {GRID_INDEX.get(s.drawn, -1) for s in settings if s.wholes}
+    extra = _wholes_only_indices(settings)
     n_core = max(n_settings - len(extra), 1)
     made = np.asarray(inst.data["setting"])
     if n < 2:
