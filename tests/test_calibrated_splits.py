@@ -322,6 +322,7 @@ def test_label_images_equal_reference_on_every_setting(name):
 
 @pytest.mark.parametrize("name", list(IMAGES))
 def test_grid_ious_equal_reference(name, monkeypatch):
+    monkeypatch.setattr(calibrated, "HEAVY_SMOOTH_BELOW", 2.0)  # every setting measured
     rgb, lab = IMAGES[name]()
     scale, masks = examples_of(rgb, lab, n=3)
     got = grid_ious(rgb, scale, masks)
@@ -480,7 +481,7 @@ def test_past_the_merge_limit_windows_become_one_box_or_stay_as_they_are():
     assert merged == sparse and list(of) == list(range(n))
 
 
-def test_examples_whose_windows_cover_the_image_are_scored_as_on_the_whole_image():
+def test_examples_whose_windows_cover_the_image_are_scored_as_on_the_whole_image(monkeypatch):
     """Examples close together (here eight of the disks of a 128 x 128 image, each window
     reaching three radii round its example): their windows are merged into one, the whole
     image, so the grid reproduces each example as the settings draw it on the image itself,
@@ -489,6 +490,7 @@ def test_examples_whose_windows_cover_the_image_are_scored_as_on_the_whole_image
     its IoU with an example came out 0.007-0.057 off. (Near the image's border the mosaic's
     gap still opens and cuts otherwise than the image's edge does: those examples are left
     out.)"""
+    monkeypatch.setattr(calibrated, "HEAVY_SMOOTH_BELOW", 2.0)  # every setting measured
     rgb, lab = touching_disks(0)
     scale, masks = examples_of(rgb, lab, n=8)
     prep = Prepared(rgb, scale, calibrated.SMOOTHS[0])
@@ -505,3 +507,65 @@ def test_examples_whose_windows_cover_the_image_are_scored_as_on_the_whole_image
         want = calibrated._reproduction(labels, masks)
         # (an object so large that it reaches the border keeps a few border pixels of its area)
         np.testing.assert_allclose(got[calibrated.GRID_INDEX[s]][inner], want[inner], atol=1e-4, err_msg=str(s))
+
+
+def speckled_discs(seed: int, size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """Discs of radius 11 whose inside is 35 % bright dots (coarse chromatin) on a dark ground:
+    the light smoothing leaves them speckled, and the heavy one reproduces them as well or
+    better."""
+    rng = np.random.default_rng(seed)
+    lab = np.zeros((size, size), np.int32)
+    img = np.full((size, size), 20, np.float32)
+    k = 0
+    for cy in range(16, size - 8, 32):
+        for cx in range(16, size - 8, 32):
+            k += 1
+            cv2.circle(lab, (cx + int(rng.integers(-3, 4)), cy + int(rng.integers(-3, 4))), 11, k, -1)
+    img[(lab > 0) & (rng.random((size, size)) < 0.35)] = 220
+    img += rng.normal(0, 4, img.shape).astype(np.float32)
+    return np.repeat(np.clip(img, 0, 255).astype(np.uint8)[..., None], 3, axis=2), lab
+
+
+def test_the_heavy_smoothing_is_tried_only_where_the_light_one_leaves_room(monkeypatch):
+    """Smooth discs that the light smoothing reproduces well: the heavy smoothing's rows stay 0,
+    the light ones are what a full run measures, and the settings chosen are the same.
+    Speckled discs (textured) and discs reproduced poorly: the heavy smoothing is tried, and
+    everything is what a full run measures."""
+    from sam_detect.profile import _settings
+
+    heavy = np.array([g != OWN and g.smooth == calibrated.SMOOTHS[1] for g in GRID])
+
+    def full(rgb, scale, masks):
+        with monkeypatch.context() as m:
+            m.setattr(calibrated, "HEAVY_SMOOTH_BELOW", 2.0)
+            return grid_ious(rgb, scale, masks, inset=True)
+
+    def chosen(ious):
+        rows = [({"calib": {"version": calibrated.GRID_VERSION, "iou": ious[0][:, k].tolist(),
+                            "inset": ious[1][:, k].tolist()}}, ious[0][:, k].tolist()) for k in range(ious.shape[2])]
+        picked, _, inset = _settings(rows, [r for r, _ in rows], [iou for _, iou in rows])
+        return picked, inset
+
+    rgb, lab = touching_disks(0)
+    scale, masks = examples_of(rgb, lab, n=3)
+    got, want = grid_ious(rgb, scale, masks, inset=True), full(rgb, scale, masks)
+    assert not calibrated.needs_heavy_smoothing(got, calibrated.texture(
+        calibrated._Mosaic(Prepared(rgb, scale, calibrated.SMOOTHS[0]), masks), scale))
+    assert not got[:, heavy].any() and want[:, heavy].any()  # left untried, though it draws something
+    np.testing.assert_array_equal(got[:, ~heavy], want[:, ~heavy])
+    assert chosen(got) == chosen(want)
+
+    rgb, lab = speckled_discs(1)
+    scale, masks = examples_of(rgb, lab, n=6)
+    tex = calibrated.texture(calibrated._Mosaic(Prepared(rgb, scale, calibrated.SMOOTHS[0]), masks), scale)
+    assert tex >= calibrated.HEAVY_SMOOTH_TEXTURE
+    light_best = max(float(r[~heavy & np.array([g != OWN for g in GRID])].mean(axis=1).max()) for r in full(rgb, scale, masks))
+    assert light_best >= calibrated.HEAVY_SMOOTH_BELOW  # reproduced well, yet textured: tried
+    got = grid_ious(rgb, scale, masks, inset=True)
+    np.testing.assert_array_equal(got, full(rgb, scale, masks))
+    assert GRID[chosen(got)[0][0]].smooth == calibrated.SMOOTHS[1]  # and it leads there
+
+    rgb, lab = touching_disks(0)
+    scale, masks = examples_of(rgb, lab, n=3)
+    monkeypatch.setattr(calibrated, "HEAVY_SMOOTH_BELOW", 0.99)  # no setting reproduces them that well
+    np.testing.assert_array_equal(grid_ious(rgb, scale, masks, inset=True), full(rgb, scale, masks))

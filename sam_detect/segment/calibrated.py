@@ -67,6 +67,18 @@ BLOB_SEPARATION = 0.7
 BACKGROUNDS = ("flat", "opening")
 #: Gaussian smoothing of the projection, sigma as a fraction of the examples' median radius
 SMOOTHS = (0.125, 0.33)
+#: the heavy smoothing (``SMOOTHS[1]``, half the grid's work) is left untried where the light
+#: one already reproduces the examples at a mean IoU of at least this (its best setting, as
+#: drawn or inset) ...
+HEAVY_SMOOTH_BELOW = 0.7
+#: ... and the examples are smooth: the median over them of their inside's standard deviation
+#: along the lightly smoothed projection, over the class's contrast, under this. Its settings
+#: then count as reproducing nothing, as an earlier grid's missing settings do. On the
+#: development sets the heavy smoothing led only where the light one's best lay at 0.38-0.63
+#: (piles, the H&E stroma), and on speckled synthetic discs (texture 5.8-8.6, the light
+#: smoothing's best 0.87-0.91); the fluorescent nuclei lie at texture 0.25-0.33 and their
+#: profiles came out the same without it (docs/performance.md, session 53)
+HEAVY_SMOOTH_TEXTURE = 0.5
 #: each setting's outline may also be drawn this many pixels inside the threshold's (the
 #: objects' outermost ring of pixels dropped): annotators differ in where they draw an
 #: outline, and a threshold's edge follows the blur around an object. Each setting is
@@ -605,7 +617,9 @@ def grid_ious(rgb: np.ndarray, scale: Scale, masks: list[tuple[np.ndarray, tuple
     ``masks``: the examples' ``(crop, (x0, y0))``. An example's IoU is that of the one
     segmented object that overlaps it most; unlabelled objects elsewhere cost nothing
     (examples are partial labels). The settings run on windows around the examples
-    (:class:`_Mosaic`), so the cost grows with the examples, not the image.
+    (:class:`_Mosaic`), so the cost grows with the examples, not the image. The heavy
+    smoothing's settings are tried only where the light smoothing's leave room for them
+    (:func:`needs_heavy_smoothing`); elsewhere their rows stay 0.
     """
     out = np.zeros((2, len(GRID), len(masks)), np.float32)
     if not masks:
@@ -617,17 +631,19 @@ def grid_ious(rgb: np.ndarray, scale: Scale, masks: list[tuple[np.ndarray, tuple
     if scale.zoom < 1:  # large objects: the settings are tried at the working scale, as they propose
         seen = shrink(rgb, scale.zoom)
         at, work = shrink_masks(masks, rgb.shape[:2], seen.shape[:2]), scale.zoomed(scale.zoom)
-    mosaics = {sm: _Mosaic(Prepared(seen, work, sm), at) for sm in SMOOTHS}
+    # each smoothing's windows, made before its settings run (the heavy one's only if it is tried)
+    mosaics = {SMOOTHS[0]: _Mosaic(Prepared(seen, work, SMOOTHS[0]), at)}
     first = mosaics[SMOOTHS[0]]
     roi = np.zeros(first.shape, bool)
     for crop, (x0, y0) in first.masks:
         roi[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] |= crop
 
-    def rows(smooth: float) -> list[tuple[int, np.ndarray]]:
+    def rows(task: tuple[float, str]) -> list[tuple[int, np.ndarray]]:
         # each foreground's settings in one run (the blob splits come last in GRID), so its
-        # components are found once for all its splits
-        grid = sorted((g for g in GRID if g != OWN and g.smooth == smooth),
-                      key=lambda g: (g.background, g.level, g.refine))
+        # components are found once for all its splits; one smoothing and background a task
+        smooth, background = task
+        grid = sorted((g for g in GRID if g != OWN and g.smooth == smooth and g.background == background),
+                      key=lambda g: (g.level, g.refine))
         done, last, iou = [], None, None
         for s, labels in label_images(mosaics.__getitem__, work, grid, roi):
             if stop.is_set():  # the caller was interrupted (Ctrl-C): its result is not wanted
@@ -645,13 +661,18 @@ def grid_ious(rgb: np.ndarray, scale: Scale, masks: list[tuple[np.ndarray, tuple
 
     _ = morphology.h_maxima, morphology.local_maxima, morphology.reconstruction, segmentation.watershed
     stop = threading.Event()
-    with ThreadPoolExecutor(len(SMOOTHS)) as pool:
+    with ThreadPoolExecutor(len(BACKGROUNDS)) as pool:
         try:
-            for done in pool.map(rows, SMOOTHS):
-                for g, (iou, iou_in) in done:
-                    out[0, g] = iou
-                    if iou_in is not None:
-                        out[1, g] = iou_in
+            for smooth in SMOOTHS:  # the light smoothing first: it says whether the heavy one is needed
+                if smooth != SMOOTHS[0]:
+                    if not needs_heavy_smoothing(out if inset else out[:1], texture(first, work)):
+                        break
+                    mosaics[smooth] = _Mosaic(Prepared(seen, work, smooth), at)
+                for done in pool.map(rows, [(smooth, bg) for bg in BACKGROUNDS]):
+                    for g, (iou, iou_in) in done:
+                        out[0, g] = iou
+                        if iou_in is not None:
+                            out[1, g] = iou_in
         except BaseException:  # Ctrl-C while the workers run: they stop at their next setting,
             stop.set()  # so the pool's exit does not wait for the whole grid
             raise
@@ -661,6 +682,26 @@ def grid_ious(rgb: np.ndarray, scale: Scale, masks: list[tuple[np.ndarray, tuple
         out[0, GRID_INDEX[OWN]] = _reproduction(own.segment(rgb).to_label_image(), masks)
         out[1, GRID_INDEX[OWN]] = out[0, GRID_INDEX[OWN]]  # drawn as that segmenter draws them
     return out if inset else out[0]
+
+
+def texture(mosaic: _Mosaic, scale: Scale) -> float:
+    """How textured the examples are: the median over them of the standard deviation of the
+    lightly smoothed projection inside each, over the class's contrast (``mosaic``: the light
+    smoothing's windows, ``mosaic.masks`` the examples)."""
+    x = mosaic.resid("flat")
+    spread = [float(np.std(x[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]][crop]))
+              for crop, (x0, y0) in mosaic.masks if crop.any()]
+    return float(np.median(spread)) / max(float(scale.contrast), 1e-6) if spread else 0.0
+
+
+def needs_heavy_smoothing(ious: np.ndarray, texture: float) -> bool:
+    """Whether the heavy smoothing is tried: the light smoothing's best setting reproduces the
+    examples at a mean IoU under :data:`HEAVY_SMOOTH_BELOW`, or they are textured
+    (``texture`` at least :data:`HEAVY_SMOOTH_TEXTURE`, :func:`texture`). ``ious``
+    ``(R, len(GRID), K)``: the light smoothing's rows measured, as drawn (and inset)."""
+    light = [k for k, g in enumerate(GRID) if g != OWN and g.smooth == SMOOTHS[0]]
+    best = max(float(np.asarray(r)[light].mean(axis=1).max()) for r in ious)
+    return best < HEAVY_SMOOTH_BELOW or texture >= HEAVY_SMOOTH_TEXTURE
 
 
 def _reproduction(labels: np.ndarray, masks: list[tuple[np.ndarray, tuple[int, int]]]) -> np.ndarray:
@@ -1091,4 +1132,5 @@ def _merge_near_duplicates(inst: Instances, settings: list[Setting]) -> Instance
     return inst[keep]
 
 
-__all__ = ["GRID", "GRID_VERSION", "OWN", "Scale", "Setting", "example_edges", "grid_ious", "lead_smooth", "project", "propose"]
+__all__ = ["GRID", "GRID_VERSION", "HEAVY_SMOOTH_BELOW", "HEAVY_SMOOTH_TEXTURE", "OWN", "Scale", "Setting", "example_edges",
+           "grid_ious", "lead_smooth", "needs_heavy_smoothing", "project", "propose", "texture"]
