@@ -21,8 +21,9 @@ module holds that segmenter and its settings grid:
 5. optionally, each object's outline drawn a pixel inside (``inset``), where the examples
    are outlined tighter than a threshold draws them (the blur around an object).
 
-:data:`GRID` lists the settings tried when examples are added; each example records the
-IoU with which each setting reproduces it (:func:`grid_ious`), and the profile keeps the
+:data:`GRID` lists the settings tried when examples are added (the heavily smoothed half
+only where the lightly smoothed one leaves room for it, :data:`HEAVY_SMOOTH_BELOW`); each
+example records the IoU with which each setting reproduces it (:func:`grid_ious`), and the profile keeps the
 best few (``sam_detect.profile``). At detection every kept setting proposes candidates,
 so the candidates overlap (nested alternatives at several levels and split strengths);
 the pipeline's selection step chooses among them.
