@@ -695,14 +695,14 @@ def texture(mosaic: _Mosaic, scale: Scale) -> float:
     return float(np.median(spread)) / max(float(scale.contrast), 1e-6) if spread else 0.0
 
 
-def needs_heavy_smoothing(ious: np.ndarray, texture: float) -> bool:
+def needs_heavy_smoothing(ious: np.ndarray, textured: float) -> bool:
     """Whether the heavy smoothing is tried: the light smoothing's best setting reproduces the
     examples at a mean IoU under :data:`HEAVY_SMOOTH_BELOW`, or they are textured
-    (``texture`` at least :data:`HEAVY_SMOOTH_TEXTURE`, :func:`texture`). ``ious``
+    (``textured``, their :func:`texture`, at least :data:`HEAVY_SMOOTH_TEXTURE`). ``ious``
     ``(R, len(GRID), K)``: the light smoothing's rows measured, as drawn (and inset)."""
     light = [k for k, g in enumerate(GRID) if g != OWN and g.smooth == SMOOTHS[0]]
     best = max(float(np.asarray(r)[light].mean(axis=1).max()) for r in ious)
-    return best < HEAVY_SMOOTH_BELOW or texture >= HEAVY_SMOOTH_TEXTURE
+    return best < HEAVY_SMOOTH_BELOW or textured >= HEAVY_SMOOTH_TEXTURE
 
 
 def _reproduction(labels: np.ndarray, masks: list[tuple[np.ndarray, tuple[int, int]]]) -> np.ndarray:
