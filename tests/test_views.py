@@ -26,6 +26,11 @@ from sam_detect.embed.views import (
     _object_pixels,
     _tiles,
     choose_scale,
+    map_shapes,
+    mask_counts,
+    pool_rings,
+    pool_under_masks,
+    ring_counts,
     view_similarities,
     view_slices,
     views_of,
@@ -176,6 +181,28 @@ def test_cell_counts_count_every_mask_pixel_once():
     tiny = np.ones((2, 2), bool)  # smaller than a cell: still gets its cell
     counts = _cell_counts(_object_pixels([tiny]), np.array([[5, 5]]), np.array([[2, 2]]), 1.0, 32, (4, 4))
     assert counts.sum() == 4 and counts[0, 0] == 4
+
+
+def test_cells_counted_before_the_maps_exist_pool_as_counted_after(views):
+    """``embed_instances`` counts which cells each object and its ring cover before the
+    network's maps arrive (:func:`map_shapes` says their size): the maps' own shapes, and
+    the same pooled views as counting on the maps."""
+    rgb, masks, _ = draw_scene(seed=5, size=150)
+    inst = Instances(masks=masks)
+    for hw, scale in (((150, 150), 1.0), ((150, 150), 1.37), ((150, 150), 0.41), ((77, 150), 2.9)):
+        img = np.ascontiguousarray(rgb[: hw[0], : hw[1]])
+        part = Instances(masks=masks[:, : hw[0], : hw[1]])
+        part = part[np.flatnonzero(part.areas > 0)]
+        maps = views.feature_maps(img, scale)
+        shapes = map_shapes(hw, scale)
+        assert shapes == {s: m.shape[1:] for s, m in maps.items()}, (hw, scale)
+        before = pool_under_masks(maps, part, scale, counts=mask_counts(part, scale, shapes))
+        after = pool_under_masks(maps, part, scale)
+        for s in maps:
+            assert np.array_equal(before[s], after[s])
+        assert np.array_equal(pool_rings(maps[32], 32, part, scale, counts=ring_counts(part, scale, 32, shapes[32])),
+                              pool_rings(maps[32], 32, part, scale))
+    assert len(inst) > 2
 
 
 def test_scale_brings_the_median_object_to_the_target():

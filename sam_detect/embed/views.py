@@ -212,9 +212,10 @@ def ring_widths(areas: np.ndarray) -> np.ndarray:
     return np.maximum(np.rint(0.5 * np.sqrt(np.asarray(areas, np.float64))).astype(np.int64), 2)
 
 
-def pool_rings(fmap: np.ndarray, stride: int, instances: Any, scale: float) -> np.ndarray:
-    """``(N, C)``: ``fmap`` pooled over a ring around each object, half its size wide
-    (``0.5 sqrt(area)``, at least 2 px): what surrounds the object, as a crop's context shows."""
+def ring_counts(instances: Any, scale: float, stride: int, map_hw: tuple[int, int]):
+    """:func:`_cell_counts` of a ring around each object, half its size wide (``0.5
+    sqrt(area)``, at least 2 px), on a stride-``stride`` map ``map_hw``: geometry only, so it
+    can be counted before the map exists (:func:`pool_rings`)."""
     crops = instances.crops
     origins, shapes = _crop_geometry(crops)
     widths = ring_widths([m.area for m in crops])
@@ -223,27 +224,51 @@ def pool_rings(fmap: np.ndarray, stride: int, instances: Any, scale: float) -> n
         for m, wd in zip(crops, widths, strict=True)
     ]
     pad = widths[:, None]  # a ring's crop: the mask's, padded by its width
-    counts = _cell_counts(_object_pixels(rings), origins - pad, shapes + 2 * pad, scale, stride, fmap.shape[1:])
+    return _cell_counts(_object_pixels(rings), origins - pad, shapes + 2 * pad, scale, stride, map_hw)
+
+
+def pool_rings(fmap: np.ndarray, stride: int, instances: Any, scale: float, counts=None) -> np.ndarray:
+    """``(N, C)``: ``fmap`` pooled over a ring around each object, half its size wide
+    (``0.5 sqrt(area)``, at least 2 px): what surrounds the object, as a crop's context shows.
+    ``counts``: :func:`ring_counts` for this map, when already counted."""
+    if counts is None:
+        counts = ring_counts(instances, scale, stride, fmap.shape[1:])
     return _pool_counts(fmap, counts)
 
 
+def mask_counts(instances: Any, scale: float, map_hws: dict[int, tuple[int, int]], pixels=None) -> dict[int, Any]:
+    """``{stride: sparse (N, h * w)}``: :func:`_cell_counts` of each object's mask on each
+    stride's map of ``map_hws`` (:func:`map_shapes`): geometry only, so they can be counted
+    while the network makes the maps. ``pixels``: :func:`_object_pixels` of the masks, when
+    already gathered."""
+    crops = instances.crops
+    origins, shapes = _crop_geometry(crops)
+    if pixels is None:
+        pixels = _object_pixels([m.crop for m in crops])
+    return {stride: _cell_counts(pixels, origins, shapes, scale, stride, hw) for stride, hw in map_hws.items()}
+
+
 def pool_under_masks(
-    maps: dict[int, np.ndarray], instances: Any, scale: float, pixels=None
+    maps: dict[int, np.ndarray], instances: Any, scale: float, pixels=None, counts: dict | None = None
 ) -> dict[int, np.ndarray]:
     """``{stride: (N, C)}`` mask-weighted means of the feature maps ``{stride: (C, h, w)}``.
 
     An object smaller than a cell still gets the cell(s) it touches; an empty mask gets
     zeros. Each map is one sparse product: (objects x cells) pixel counts times the cells.
-    ``pixels``: :func:`_object_pixels` of the masks, when already gathered.
+    ``pixels``: :func:`_object_pixels` of the masks, when already gathered; ``counts``:
+    :func:`mask_counts` for these maps, when already counted.
     """
-    crops = instances.crops
-    origins, shapes = _crop_geometry(crops)
-    if pixels is None:
-        pixels = _object_pixels([m.crop for m in crops])
-    return {
-        stride: _pool_counts(fmap, _cell_counts(pixels, origins, shapes, scale, stride, fmap.shape[1:]))
-        for stride, fmap in maps.items()
-    }
+    if counts is None:
+        counts = mask_counts(instances, scale, {s: fmap.shape[1:] for s, fmap in maps.items()}, pixels)
+    return {stride: _pool_counts(fmap, counts[stride]) for stride, fmap in maps.items()}
+
+
+def map_shapes(hw: tuple[int, int], scale: float) -> dict[int, tuple[int, int]]:
+    """``{stride: (h, w)}`` of the maps :meth:`ViewsEmbedder.feature_maps` makes of an ``hw``
+    image resized by ``scale`` (padded to a multiple of 32), before they are made."""
+    sh, sw = max(int(round(hw[0] * scale)), 1), max(int(round(hw[1] * scale)), 1)
+    ph, pw = -(-sh // 32) * 32, -(-sw // 32) * 32
+    return {s: (ph // s, pw // s) for s in _STRIDES}
 
 
 def _tiles(length: int, tile: int, margin: int) -> list[tuple[int, int, int, int]]:
@@ -409,13 +434,18 @@ class ViewsEmbedder:
             prefetched = None
         pixels = _object_pixels(instances.mask_crops)  # every mask pixel, gathered once
         hand = _handcrafted(rgb, instances, pixels=pixels)
+        # which map cells each object and its ring cover is geometry alone: counted while a
+        # prefetched pass still runs (on a 4096^2 mosaic, a second of the wait)
+        shapes = map_shapes(rgb.shape[:2], scale)
+        counts = mask_counts(instances, scale, shapes, pixels=pixels)
+        rings = ring_counts(instances, scale, 32, shapes[32])
         maps = prefetched.result() if prefetched is not None else None
         if maps is None:
             maps = self.feature_maps(rgb, scale, need=_pooled_region(instances))
-        pooled = pool_under_masks(maps, instances, scale, pixels=pixels)
+        pooled = pool_under_masks(maps, instances, scale, counts=counts)
         parts = {
             "deep": pooled[32],
-            "context": pool_rings(maps[32], 32, instances, scale),
+            "context": pool_rings(maps[32], 32, instances, scale, counts=rings),
             "mid": np.concatenate([l2_normalize(pooled[8]), l2_normalize(pooled[16])], axis=1),
             **hand,
         }
@@ -515,7 +545,11 @@ __all__ = [
     "ViewsEmbedder",
     "choose_scale",
     "join_views",
+    "map_shapes",
+    "mask_counts",
+    "pool_rings",
     "pool_under_masks",
+    "ring_counts",
     "view_similarities",
     "view_slices",
     "views_of",
