@@ -34,6 +34,7 @@ from sam_detect.segment.classical_ops import (
     _seed_labels,
     _solidity,
     _split_touching,
+    watershed,
 )
 
 # -- the references ------------------------------------------------------------------------
@@ -273,6 +274,26 @@ def test_h_maxima_hands_over_to_scikit_image(monkeypatch, cap):
     for image in _h_maxima_cases().values():
         for h in (0.05, 1.0):
             np.testing.assert_array_equal(_h_maxima(image, h), morphology.h_maxima(image, h))
+
+
+@pytest.mark.parametrize("fallback", [False, True])
+def test_watershed_is_scikit_images(monkeypatch, fallback):
+    """The splits flood with scikit-image's own flooding called directly (or, where its
+    private parts are missing, the public function): the same labels, ties included."""
+    if fallback:
+        monkeypatch.setattr(classical_ops, "_flood_core", lambda: None)
+    rng = np.random.default_rng(5)
+    for k in range(400):
+        h, w = (int(v) for v in rng.integers(1, 30, 2))
+        # even draws: whole-number levels, so plateaus and ties between seeds are common
+        img = rng.integers(0, 4, (h, w)).astype(np.float32) if k % 2 == 0 else rng.random((h, w)).astype(np.float32)
+        mask = rng.random((h, w)) < rng.uniform(0.3, 1.0)
+        markers = np.zeros((h, w), np.int32)
+        for j in range(int(rng.integers(0, 6))):
+            markers[rng.integers(0, h), rng.integers(0, w)] = j + 1 + 10 * (k % 3)
+        got = watershed(img, markers, mask)
+        assert got.dtype == np.int32 and got.flags.c_contiguous
+        assert np.array_equal(got, segmentation.watershed(img, markers, mask=mask)), k
 
 
 def test_seed_labels_merge_close_seeds_as_the_reference():

@@ -348,7 +348,8 @@ class _Splits:
         numbered ``comps.n`` + the seed's number); every other component stays whole, with
         its own number."""
         import cv2
-        from skimage import segmentation
+
+        from sam_detect.segment.classical_ops import watershed
 
         comps = self.comps
         comp = comps.comp
@@ -365,7 +366,7 @@ class _Splits:
         labels = comp.copy()
         for c in several.tolist():
             sl, m = comps.crop(c)
-            ws = segmentation.watershed(-self.x[sl], np.where(m, seeds[sl], 0), mask=m)
+            ws = watershed(-self.x[sl], np.where(m, seeds[sl], 0), m)
             labels[sl][m] = np.where(ws[m] > 0, ws[m] + comps.n, c)
         return labels
 
@@ -379,9 +380,7 @@ class _Splits:
 
     def _on_intensity(self, h: float, min_distance: int) -> np.ndarray:
         """Watershed of each component on ``-x``, seeded at the h-maxima of ``x`` inside it."""
-        from skimage import segmentation
-
-        from sam_detect.segment.classical_ops import _h_maxima, _seed_labels
+        from sam_detect.segment.classical_ops import _h_maxima, _seed_labels, watershed
 
         comps = self.comps
         stats = comps.stats
@@ -407,7 +406,7 @@ class _Splits:
                 labels[sl][m] = next_id
                 next_id += 1
                 continue
-            ws = segmentation.watershed(-self._v[c], seeds, mask=m)[m]
+            ws = watershed(-self._v[c], seeds, m)[m]
             # pixels joined to the seeds' pieces only diagonally are not flooded (4-connected):
             # dropped, as the shape split drops them, not given the previous object's number
             labels[sl][m] = np.where(ws > 0, ws + (next_id - 1), 0)
@@ -660,7 +659,9 @@ def grid_ious(rgb: np.ndarray, scale: Scale, masks: list[tuple[np.ndarray, tuple
     # scikit-image's submodules load lazily, which two threads must not do at once
     from skimage import morphology, segmentation
 
-    _ = morphology.h_maxima, morphology.local_maxima, morphology.reconstruction, segmentation.watershed
+    from sam_detect.segment.classical_ops import _flood_core
+
+    _ = morphology.h_maxima, morphology.local_maxima, morphology.reconstruction, segmentation.watershed, _flood_core()
     stop = threading.Event()
     with ThreadPoolExecutor(len(BACKGROUNDS)) as pool:
         try:
