@@ -370,7 +370,7 @@ class ViewsEmbedder:
             img = cv2.resize(np.ascontiguousarray(rgb), (sw, sh), interpolation=interp)
         else:
             img = rgb
-        ph, pw = -(-sh // 32) * 32, -(-sw // 32) * 32
+        ph, pw = (32 * v for v in map_shapes((h, w), scale)[32])  # padded to a multiple of 32
         if (ph, pw) != (sh, sw):
             img = cv2.copyMakeBorder(img, 0, ph - sh, 0, pw - sw, cv2.BORDER_REFLECT_101)
         model = self.model  # Lite0: (stride-8, stride-16, stride-32) maps
