@@ -296,6 +296,35 @@ def test_watershed_is_scikit_images(monkeypatch, fallback):
         assert np.array_equal(got, segmentation.watershed(img, markers, mask=mask)), k
 
 
+@pytest.mark.parametrize("changed", ["signature", "result"])
+def test_a_changed_private_flooding_is_not_used(monkeypatch, changed):
+    """scikit-image's flooding parts are private: where their call or result differs from
+    the public function's on a crop with ties, the public function floods."""
+    from skimage.morphology import _util
+
+    real = _util._offsets_to_raveled_neighbors
+
+    def other(shape, footprint, center):  # the public function keeps the name it imported
+        if changed == "signature":
+            raise TypeError("_offsets_to_raveled_neighbors() takes 4 positional arguments")
+        return real(shape, footprint, center)[:2]  # half the neighbours
+
+    monkeypatch.setattr(_util, "_offsets_to_raveled_neighbors", other)
+    classical_ops._flood_core.cache_clear()
+    classical_ops._NEIGHBOURS.clear()
+    try:
+        assert classical_ops._flood_core() is None
+        img = np.random.default_rng(0).random((12, 9)).astype(np.float32)
+        markers = np.zeros(img.shape, np.int32)
+        markers[2, 2], markers[9, 6] = 1, 2
+        assert np.array_equal(watershed(img, markers, img > 0.1), segmentation.watershed(img, markers, mask=img > 0.1))
+    finally:
+        monkeypatch.undo()
+        classical_ops._flood_core.cache_clear()
+        classical_ops._NEIGHBOURS.clear()
+    assert classical_ops._flood_core() is not None
+
+
 def test_seed_labels_merge_close_seeds_as_the_reference():
     # random seed maps, sparse to crowded, single pixels and blobs; min_distance 1 merges nothing
     rng = np.random.default_rng(0)

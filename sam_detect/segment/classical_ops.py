@@ -58,27 +58,30 @@ _NEIGHBOURS: dict[tuple[int, int], np.ndarray] = {}
 @functools.cache
 def _flood_core() -> Any:
     """scikit-image's watershed flooding (``watershed_raveled``) and its neighbour offsets,
-    or ``None`` where this scikit-image does not have them where 0.22-0.26 keep them."""
+    or ``None`` where this scikit-image lacks them or calls them otherwise: they are
+    private, so they are tried once on a crop with ties against the public function."""
     try:
         from skimage.morphology._util import _offsets_to_raveled_neighbors
         from skimage.segmentation import _watershed_cy
+        from skimage.segmentation import watershed as public
     except ImportError:
         return None
-    flood = getattr(_watershed_cy, "watershed_raveled", None)
-    return None if flood is None else (flood, _offsets_to_raveled_neighbors)
+    core = (getattr(_watershed_cy, "watershed_raveled", None), _offsets_to_raveled_neighbors)
+    if core[0] is None:
+        return None
+    image = np.array([[0, 1, 1, 1, 0], [1, 2, 2, 1, 1], [1, 1, 0, 1, 2], [0, 1, 1, 1, 0]], np.float32)
+    markers = np.zeros(image.shape, np.int32)
+    markers[0, 0], markers[0, 4], markers[3, 0], markers[2, 2] = 3, 1, 7, 2
+    mask = image < 2
+    try:
+        same = np.array_equal(_flood(core, image, markers, mask), public(image, markers, mask=mask))
+    except (TypeError, ValueError):  # another signature or buffer types
+        return None
+    return core if same else None
 
 
-def watershed(image: np.ndarray, markers: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """``skimage.segmentation.watershed(image, markers, mask=mask)`` of a 2-D crop, int32:
-    the same flooding (4-connected, no compactness, no watershed line), called without the
-    public function's per-call padding, validation and neighbourhood set-up, which cost more
-    than the flooding on the small crops the splits flood (about 2,000 calls in one
-    calibration). Falls back to the public function where scikit-image lacks the parts."""
-    core = _flood_core()
-    if core is None:
-        from skimage import segmentation
-
-        return segmentation.watershed(image, markers, mask=mask).astype(np.int32, copy=False)
+def _flood(core: Any, image: np.ndarray, markers: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """:func:`watershed` with ``core`` (:func:`_flood_core`'s parts)."""
     flood, neighbours_of = core
     h, w = image.shape
     shape = (h + 2, w + 2)
@@ -95,6 +98,21 @@ def watershed(image: np.ndarray, markers: np.ndarray, mask: np.ndarray) -> np.nd
     flood(img.ravel(), np.flatnonzero(out), neighbours, keep.ravel(),
           np.array([w + 2, 1], dtype=np.intp), 0.0, out.ravel(), False)
     return out[1:-1, 1:-1].copy()
+
+
+def watershed(image: np.ndarray, markers: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``skimage.segmentation.watershed(image, markers, mask=mask)`` of a 2-D crop, int32:
+    the same flooding (4-connected, no compactness, no watershed line), called without the
+    public function's per-call padding, validation and neighbourhood set-up, which cost more
+    than the flooding on the small crops the splits flood (about 2,000 calls in one
+    calibration). The public function where :func:`_flood_core` finds the parts missing or
+    changed."""
+    core = _flood_core()
+    if core is None:
+        from skimage import segmentation
+
+        return segmentation.watershed(image, markers, mask=mask).astype(np.int32, copy=False)
+    return _flood(core, image, markers, mask)
 
 
 def _split_touching(fg: np.ndarray, split_sigma: float, h: float, min_distance: int) -> np.ndarray:
