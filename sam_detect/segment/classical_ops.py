@@ -53,6 +53,7 @@ def _fill_holes(fg: np.ndarray) -> np.ndarray:
 
 #: the 4-neighbour offsets of a padded ``(h, w)`` crop, raveled (:func:`watershed`)
 _NEIGHBOURS: dict[tuple[int, int], np.ndarray] = {}
+_MAX_NEIGHBOURS = 4096
 
 
 @functools.cache
@@ -93,6 +94,8 @@ def _flood(core: Any, image: np.ndarray, markers: np.ndarray, mask: np.ndarray) 
     out[1:-1, 1:-1] = np.where(mask, markers, 0)
     neighbours = _NEIGHBOURS.get(shape)
     if neighbours is None:
+        if len(_NEIGHBOURS) >= _MAX_NEIGHBOURS:  # a long session's many crop shapes
+            _NEIGHBOURS.clear()
         cross = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], bool)  # connectivity 1
         neighbours = _NEIGHBOURS.setdefault(shape, neighbours_of(shape, cross, center=(1, 1)))
     flood(img.ravel(), np.flatnonzero(out), neighbours, keep.ravel(),
