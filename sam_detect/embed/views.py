@@ -263,10 +263,15 @@ def pool_under_masks(
     return {stride: _pool_counts(fmap, counts[stride]) for stride, fmap in maps.items()}
 
 
+def _resized_hw(hw: tuple[int, int], scale: float) -> tuple[int, int]:
+    """``(h, w)`` of an ``hw`` image resized by ``scale`` for the network (at least 1 a side)."""
+    return max(int(round(hw[0] * scale)), 1), max(int(round(hw[1] * scale)), 1)
+
+
 def map_shapes(hw: tuple[int, int], scale: float) -> dict[int, tuple[int, int]]:
     """``{stride: (h, w)}`` of the maps :meth:`ViewsEmbedder.feature_maps` makes of an ``hw``
     image resized by ``scale`` (padded to a multiple of 32), before they are made."""
-    sh, sw = max(int(round(hw[0] * scale)), 1), max(int(round(hw[1] * scale)), 1)
+    sh, sw = _resized_hw(hw, scale)
     ph, pw = -(-sh // 32) * 32, -(-sw // 32) * 32
     return {s: (ph // s, pw // s) for s in _STRIDES}
 
@@ -364,7 +369,7 @@ class ViewsEmbedder:
         from sam_detect.models.torch_utils import inference_context, num_threads
 
         h, w = rgb.shape[:2]
-        sh, sw = max(int(round(h * scale)), 1), max(int(round(w * scale)), 1)
+        sh, sw = _resized_hw((h, w), scale)
         if (sh, sw) != (h, w):
             interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
             img = cv2.resize(np.ascontiguousarray(rgb), (sw, sh), interpolation=interp)
