@@ -24,6 +24,7 @@ from sam_detect.embed.views import (
     ViewsEmbedder,
     _cell_counts,
     _object_pixels,
+    _tile_side,
     _tiles,
     choose_scale,
     map_shapes,
@@ -114,6 +115,20 @@ def test_tiles_cover_every_pixel_once():
         assert (covered == 1).all()
     with pytest.raises(ValueError, match="keeps nothing"):
         _tiles(1000, 128, 64)  # margins that eat the whole tile
+
+
+def test_tiles_are_as_few_as_before_and_no_larger_than_needed():
+    """``_tile_side``: the tiles of an axis are as many as ``tile`` would cut, each a multiple
+    of 32 no larger than ``tile``, and one 32-px step smaller would need another tile."""
+    for length in range(1056, 12000, 352):
+        side = _tile_side(length, 1024, 64)
+        tiles = _tiles(length, side, 64)
+        assert side % 32 == 0 and side <= 1024
+        assert len(tiles) == len(_tiles(length, 1024, 64))
+        assert len(_tiles(length, side - 32, 64)) > len(tiles)
+        assert all(stop - start == side for start, stop, _, _ in tiles)
+    assert _tile_side(6560, 1024, 64) == 960  # the 4096^2 mosaic at x1.6: 8 x 8 tiles of 960
+    assert _tile_side(800, 1024, 64) == 800  # one tile: the whole axis
 
 
 def test_tiled_features_match_the_whole_image_pass(views, monkeypatch):

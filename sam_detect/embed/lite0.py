@@ -6,11 +6,12 @@ copy in the model cache, which later processes load without importing timm.
 none of it. So the first process that builds the network through timm also saves it,
 scripted, as ``effnet/<arch>-<weights sha256>-torch<v>-timm<v>-<format>.ts`` under the
 model cache (``$SAM_DETECT_CACHE``); later processes load that file (~0.1 s) instead. The
-scripted module runs the same modules with the same weights (no freezing, no folding of
-batch norms): in float32 its outputs are bit-identical to the timm model's
-(``tests/test_lite0.py``). Under the CPU's bf16 autocast (``models.torch_utils.cpu_bf16``)
-the two round in another order (cosine 0.9999), so the process that fills the cache runs
-the saved copy too, and every process gives the same vectors.
+saved module runs the same modules with the same weights: in float32 its outputs are
+bit-identical to the timm model's (``tests/test_lite0.py``). Under the CPU's bf16 autocast
+(``models.torch_utils.cpu_bf16``) the two round in another order (cosine 0.9999), so the
+process that fills the cache runs the saved copy too, and every process gives the same
+vectors. The ``views`` embedder runs it frozen (:func:`freeze`), made anew in each process
+from what it loads.
 
 A missing, unreadable or foreign cache file means the timm path runs, with a one-line
 warning for a file that exists but cannot be used, and the file is written again. An
@@ -158,6 +159,29 @@ def save_script(model: Lite0, path: Path) -> bool:
         return False
 
 
+def freeze(module: nn.Module) -> nn.Module:
+    """``module`` frozen for inference (``torch.jit.freeze``, its three methods kept) where it
+    is the scripted copy, else ``module`` itself (timm's eager module, a GPU's).
+
+    Freezing makes the weights constants and folds each batch norm into the convolution
+    before it: fewer passes over the feature maps, and no profiling runs (TorchScript
+    spends an unfrozen graph's first two calls of a process profiling it). In float32 the
+    outputs are the unfrozen module's to rounding (relative ~1e-6). Under bf16 autocast
+    the folded convolutions round otherwise: on a synthetic scene the ``views`` vectors lie at
+    cosine 0.996-0.998 of float32's, against 0.999 unfolded. Speed and what it changes
+    downstream: docs/performance.md, "Session 55".
+    """
+    if not isinstance(module, torch.jit.ScriptModule):
+        return module
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice
+            return torch.jit.freeze(module.eval(), preserved_attrs=["forward_features", "forward_head"])
+    except Exception as e:  # noqa: BLE001 - freezing only speeds the network up
+        log.debug("could not freeze the scripted EfficientNet-Lite0: %s", e)
+        return module
+
+
 def load_lite0(weights: Path, arch: str, build) -> nn.Module:
     """:class:`Lite0` (eval mode, CPU) of the weights file ``weights``: the cached scripted
     copy when there is a usable one, else ``Lite0(build())`` (timm), cached for next time.
@@ -181,4 +205,4 @@ def load_lite0(weights: Path, arch: str, build) -> nn.Module:
     return model
 
 
-__all__ = ["FORMAT", "SCRIPT_ENV", "Lite0", "load_lite0", "load_script", "save_script", "script_path"]
+__all__ = ["FORMAT", "SCRIPT_ENV", "Lite0", "freeze", "load_lite0", "load_script", "save_script", "script_path"]

@@ -59,7 +59,8 @@ MIN_SCALE, MAX_SCALE = 0.125, 4.0
 #: network input: an image up to ``TILE`` pixels a side (after resizing) runs in one pass; a
 #: larger one in tiles of ``min(TILE, TILE_SIDE)`` (multiples of 32) overlapping by ``MARGIN``
 #: on each side. Tiles of 1024 ran 1.1-1.3x faster than 2048 under the CPU's bf16 with the
-#: same objects and F1 on four HeLa mosaics (docs/performance.md, "Session 26")
+#: same objects and F1 on four HeLa mosaics (docs/performance.md, "Session 26"); each axis's
+#: tiles are then made as small as still covers it in as many tiles (``_tile_side``)
 TILE, TILE_SIDE, MARGIN = 2048, 1024, 64
 _STRIDES = (8, 16, 32)
 
@@ -276,6 +277,20 @@ def map_shapes(hw: tuple[int, int], scale: float) -> dict[int, tuple[int, int]]:
     return {s: (ph // s, pw // s) for s in _STRIDES}
 
 
+def _tile_side(length: int, tile: int, margin: int) -> int:
+    """The side (a multiple of 32, at most ``tile``) of the tiles :func:`_tiles` cuts
+    ``length`` into: as many tiles as ``tile`` itself needs, each as small as still covers
+    ``length`` (a 6,560-px side: 8 tiles of 960 px instead of 8 of 1,024, 12 % fewer
+    pixels through the network in a square's tiles)."""
+    if length <= tile:
+        return length
+    count = len(_tiles(length, tile, margin))
+    # every tile but the last keeps ``side - 2 * margin``; the last, placed at the end, keeps
+    # the rest and needs ``margin`` before it: count * side >= length + margin * (2 * count - 1)
+    need = -(-(length + margin * (2 * count - 1)) // count)
+    return min(tile, 32 * -(-need // 32))
+
+
 def _tiles(length: int, tile: int, margin: int) -> list[tuple[int, int, int, int]]:
     """``(start, stop, keep_from, keep_to)`` along one axis (all multiples of 32).
 
@@ -344,10 +359,15 @@ class ViewsEmbedder:
 
     @property
     def model(self):
+        """The effnet embedder's cached network, frozen on the CPU (``lite0.freeze``: its batch
+        norms folded, ~1.5x faster; ``effnet``'s own per-crop vectors stay unfrozen)."""
         from sam_detect.embed.effnet import EffNetEmbedder
+        from sam_detect.embed.lite0 import freeze
+        from sam_detect.models.torch_utils import cached_model
 
-        # the same cached network as the effnet embedder's
-        return EffNetEmbedder(device=str(self.device), weights=self.weights).model
+        net = EffNetEmbedder(device=str(self.device), weights=self.weights).model
+        key = ("views", str(self.weights) if self.weights else None, str(self.device))
+        return cached_model(key, lambda: freeze(net))
 
     # -- network ---------------------------------------------------------------------------
     def feature_maps(self, rgb: np.ndarray, scale: float,
@@ -387,10 +407,11 @@ class ViewsEmbedder:
             need[0] * scale - 32, need[1] * scale - 32, need[2] * scale + 32, need[3] * scale + 32)
         with num_threads(threads), inference_context(self.device, cpu_autocast=self.cpu_autocast):
             side = TILE if max(ph, pw) <= TILE else min(TILE, TILE_SIDE)
-            for y0, y1, ky0, ky1 in _tiles(ph, side, MARGIN):
+            rows, cols = (_tiles(n, _tile_side(n, side, MARGIN), MARGIN) for n in (ph, pw))
+            for y0, y1, ky0, ky1 in rows:
                 if ky1 <= ny0 or ky0 >= ny1:
                     continue
-                for x0, x1, kx0, kx1 in _tiles(pw, side, MARGIN):
+                for x0, x1, kx0, kx1 in cols:
                     if kx1 <= nx0 or kx0 >= nx1:
                         continue
                     if stop is not None and stop.is_set():
