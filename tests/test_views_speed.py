@@ -186,6 +186,21 @@ def test_lbp_at_gives_skimage_codes(kind):
     assert np.array_equal(lbp_at(g, yy.ravel()[some], xx.ravel()[some]), expected.ravel()[some])
 
 
+def test_grey_and_gradient_in_row_blocks_are_the_whole_images():
+    """``grey_of`` converts a tall image a block of rows at a time and ``gradient_magnitude``
+    squares in place: the values are the whole-image formulas', bit for bit."""
+    import cv2
+
+    from sam_detect.embed.handcrafted import _GREY_ROWS, gradient_magnitude
+
+    rgb = np.random.default_rng(3).integers(0, 256, (2 * _GREY_ROWS + 37, 61, 3), dtype=np.uint8)
+    grey = grey_of(rgb)
+    assert grey.dtype == np.float32
+    assert np.array_equal(grey, (rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)) / 255.0)
+    gx, gy = cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3)
+    assert np.array_equal(gradient_magnitude(grey), np.sqrt(gx * gx + gy * gy))
+
+
 def test_flat_objects_and_a_flat_image():
     rgb = np.full((40, 50, 3), 128, np.uint8)
     masks = np.zeros((3, 40, 50), bool)

@@ -197,7 +197,10 @@ def gradient_magnitude(grey: np.ndarray) -> np.ndarray:
 
     gx = cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3)
-    return np.sqrt(gx * gx + gy * gy)
+    np.multiply(gx, gx, out=gx)  # sqrt(gx * gx + gy * gy), in place: no temporaries
+    np.multiply(gy, gy, out=gy)
+    gx += gy
+    return np.sqrt(gx, out=gx)
 
 
 def _texture(grey: np.ndarray, mask: np.ndarray, maps: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
@@ -215,9 +218,18 @@ def _texture(grey: np.ndarray, mask: np.ndarray, maps: tuple[np.ndarray, np.ndar
     )
 
 
+#: rows of an image converted to grey at a time: no float copy of a whole large image's
+#: three channels (600 MB for a 8192^2 one); each pixel's luma is computed as before
+_GREY_ROWS = 256
+
+
 def grey_of(rgb: np.ndarray) -> np.ndarray:
     """``(h, w)`` float32 luma in [0, 1] of an RGB uint8 image."""
-    return (rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)) / 255.0
+    weights = np.array([0.299, 0.587, 0.114], np.float32)
+    out = np.empty(rgb.shape[:2], np.float32)
+    for y in range(0, rgb.shape[0], _GREY_ROWS):
+        out[y : y + _GREY_ROWS] = (rgb[y : y + _GREY_ROWS].astype(np.float32) @ weights) / 255.0
+    return out
 
 
 def describe(

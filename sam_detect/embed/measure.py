@@ -250,16 +250,16 @@ def lbp_at(g8: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
     cover a fraction of an image, and the whole-image map was half of the measurements.
     """
     rows, cols = g8.shape
-    img = np.zeros((rows + 2, cols + 2), np.float64)  # zero outside the image (mode 'C')
-    img[1:-1, 1:-1] = g8
-    flat = img.reshape(-1)
+    # zero outside the image (mode 'C'); kept as the 8-bit levels, a fifth of float64's
+    # memory on a large image, and each gathered level made float64 (exactly) for the sums
+    flat = np.pad(np.asarray(g8, np.uint8), 1).reshape(-1)
     ys, xs = np.asarray(ys, np.int64), np.asarray(xs, np.int64)
     base = (ys + 1) * (cols + 2) + (xs + 1)
     gathered: dict[tuple[int, int], np.ndarray] = {}
 
     def at(dy: int, dx: int) -> np.ndarray:  # the 3 x 3 neighbourhood, each gathered once
         if (dy, dx) not in gathered:
-            gathered[dy, dx] = flat[base + dy * (cols + 2) + dx]
+            gathered[dy, dx] = flat[base + dy * (cols + 2) + dx].astype(np.float64)
         return gathered[dy, dx]
 
     centre = at(0, 0)
