@@ -127,7 +127,7 @@ def test_tiles_are_as_few_as_before_and_no_larger_than_needed():
         assert len(tiles) == len(_tiles(length, 1024, 64))
         assert len(_tiles(length, side - 32, 64)) > len(tiles)
         assert all(stop - start == side for start, stop, _, _ in tiles)
-    assert _tile_side(6560, 1024, 64) == 960  # the 4096^2 mosaic at x1.6: 8 x 8 tiles of 960
+    assert _tile_side(5824, 1024, 64) == 960  # the 4096^2 HeLa mosaic at x1.42: 7 x 7 tiles of 960
     assert _tile_side(800, 1024, 64) == 800  # one tile: the whole axis
 
 
