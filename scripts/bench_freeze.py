@@ -10,9 +10,10 @@ resizing, so HeLa frame 5 runs whole in every mode).
 0) on HeLa frame 5 (700 x 1100, ``--repeats`` pairs of runs) and on a ``--mosaic``-pixel
 square mirror-tiled from HeLa frame 1 (as ``bench_views_speed.py``), each run once per
 mode, the order reversed every round, in one process, so that load changes hit each alike;
-the segmenter's label cache emptied before every run (a library whose profile keeps the
-segmenter's own settings labels the image with them too, and a repeated ``detect`` on the
-same image would reuse those labels); both networks warmed first (TorchScript profiles an unfrozen graph's first two calls).
+each run as of a new image (``bench_views_speed._timed_detect`` empties the segmenter's
+label cache: a library whose profile keeps the segmenter's own settings labels the image
+with them too, and a repeated ``detect`` on the same image would reuse those labels); both
+networks warmed first (TorchScript profiles an unfrozen graph's first two calls).
 Stages as ``bench_views_speed.py`` splits them. Also: how many of the ``before`` run's
 objects the ``frozen`` and ``after`` runs return with the same box and label, and the
 median similarity change. Only
@@ -39,16 +40,12 @@ MODES = ("before", "frozen", "after")
 
 
 @contextlib.contextmanager
-def _network(modules: dict, mode: str, det=None):
+def _network(modules: dict, mode: str):
     """While the block runs, the ``views`` embedder's cached network is ``mode``'s, and so
-    is the tile side. ``det``'s segmenter forgets the images it has labelled (its label
-    cache), so every run segments as a new image's first ``detect`` does."""
+    is the tile side."""
     from sam_detect.embed import views
     from sam_detect.models import torch_utils
 
-    cache = getattr(getattr(det, "segmenter", None), "_cache", None)
-    if cache is not None:
-        cache.clear()
     with torch_utils._CACHE_LOCK:
         for key in modules["keys"]:
             torch_utils._CACHE[key] = modules["unfrozen" if mode == "before" else "frozen"]
@@ -63,7 +60,7 @@ def _network(modules: dict, mode: str, det=None):
 
 def compare(modules: dict, det, rgb, repeats: int, name: str) -> dict:
     med, rounds, load = alternate(det, rgb, repeats, name,
-                                  {m: functools.partial(_network, modules, m, det) for m in MODES})
+                                  {m: functools.partial(_network, modules, m) for m in MODES})
     return {
         "image_hw": list(rgb.shape[:2]),
         "repeats": repeats,

@@ -90,14 +90,20 @@ def mosaic(base: np.ndarray, side: int) -> np.ndarray:
 
 
 def _timed_detect(det, rgb: np.ndarray) -> tuple[dict, object]:
-    """One ``detect``; its stage timings with ``embed`` split into ``network`` (the pass's
-    own time, on whichever thread it ran) and ``per_object`` (the rest of ``embed``: the
-    time it spent neither in the pass nor waiting for a pass started beside segmentation,
+    """One ``detect``, as of an image the segmenter has not seen: its label cache is emptied
+    first (the classical segmenter keeps its own labels of the last images, which a
+    profile that keeps its own settings would otherwise reuse from the previous run);
+    its stage timings with ``embed`` split into ``network`` (the pass's own time, on
+    whichever thread it ran) and ``per_object`` (the rest of ``embed``: the time it spent
+    neither in the pass nor waiting for a pass started beside segmentation,
     ``sam_detect.embed.views.MapsJob``)."""
     import threading
 
     from sam_detect.embed.views import MapsJob
 
+    cache = getattr(det.segmenter, "_cache", None)
+    if cache is not None:
+        cache.clear()
     emb = det.embedder
     original, result = emb.feature_maps, MapsJob.result
     spent, blocked = [], []
