@@ -219,7 +219,7 @@ def _texture(grey: np.ndarray, mask: np.ndarray, maps: tuple[np.ndarray, np.ndar
 
 
 #: rows of an image converted to grey at a time: no float copy of a whole large image's
-#: three channels (600 MB for a 8192^2 one); each pixel's luma is computed as before
+#: three channels (800 MB for a 8192^2 one); each pixel's luma is computed as before
 _GREY_ROWS = 256
 
 

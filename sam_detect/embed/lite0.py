@@ -164,8 +164,9 @@ def freeze(module: nn.Module) -> nn.Module:
     is the scripted copy, else ``module`` itself (timm's eager module, a GPU's).
 
     Freezing makes the weights constants and folds each batch norm into the convolution
-    before it: fewer passes over the feature maps, and no profiling runs (TorchScript
-    spends an unfrozen graph's first two calls of a process profiling it). In float32 the
+    before it: fewer passes over the feature maps, and a shorter warm-up (TorchScript
+    profiles an unfrozen graph's first two calls of a process; on a HeLa frame those took
+    0.78 + 0.54 s unfrozen, 0.34 + 0.31 s frozen, against ~0.26 s after). In float32 the
     outputs are the unfrozen module's to rounding (relative ~1e-6). Under bf16 autocast
     the folded convolutions round otherwise: on a synthetic scene the ``views`` vectors lie at
     cosine 0.996-0.998 of float32's, against 0.999 unfolded. Speed and what it changes
