@@ -23,6 +23,8 @@ from sam_detect.embed.views import (
     VIEWS,
     ViewsEmbedder,
     _cell_counts,
+    _cells_1d,
+    _cells_of_coordinates,
     _object_pixels,
     _tile_side,
     _tiles,
@@ -196,6 +198,29 @@ def test_cell_counts_count_every_mask_pixel_once():
     tiny = np.ones((2, 2), bool)  # smaller than a cell: still gets its cell
     counts = _cell_counts(_object_pixels([tiny]), np.array([[5, 5]]), np.array([[2, 2]]), 1.0, 32, (4, 4))
     assert counts.sum() == 4 and counts[0, 0] == 4
+
+
+def test_cells_by_table_are_those_found_pixel_by_pixel():
+    """``_cells_1d`` looks each crop's coordinates up once in a table: the same cells as a
+    search among the owner's cell edges per pixel (``_cells_of_coordinates``), at origins
+    off the image (a ring's) and cells smaller and larger than a pixel, for every pixel
+    ``_object_pixels`` gathers (crop by crop, row by row)."""
+    rng = np.random.default_rng(7)
+    crops = [rng.random((int(h), int(w))) < rng.random()
+             for h, w in rng.integers(1, 40, (60, 2))]
+    crops += [np.zeros((0, 0), bool), np.zeros((3, 5), bool), np.ones((1, 1), bool)]
+    owner, ys, xs = _object_pixels(crops)
+    found = [np.nonzero(c) for c in crops]
+    assert np.array_equal(owner, np.repeat(np.arange(len(crops)), [len(y) for y, _ in found]))
+    assert np.array_equal(ys, np.concatenate([y for y, _ in found]))
+    assert np.array_equal(xs, np.concatenate([x for _, x in found]))
+    assert all(len(a) == 0 for a in _object_pixels([np.zeros((4, 4), bool)]))
+    shapes = np.array([c.shape for c in crops], np.int64)
+    starts = rng.integers(-30, 300, (len(crops), 2))
+    for step in (0.37, 1.0, 2.5, 8 / 1.42, 32 / 0.41, 90.0):
+        for axis, v in ((0, ys), (1, xs)):
+            args = (v, owner, starts[:, axis], shapes[:, axis], step, 7)
+            assert np.array_equal(_cells_1d(*args), _cells_of_coordinates(*args)), (step, axis)
 
 
 def test_cells_counted_before_the_maps_exist_pool_as_counted_after(views):

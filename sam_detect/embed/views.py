@@ -136,7 +136,21 @@ def _cells_1d(
     Object ``i``'s crop spans ``[start[i], start[i] + length[i])`` of the original image;
     cell ``r`` covers original pixels ``[r * step, (r + 1) * step)``, its edges rounded in
     crop coordinates (``rint(r * step - start)``), the cells clipped to ``[0, n_cells)``.
+    ``v`` lies in ``[0, length[owner])``. Each crop's coordinates are looked up once (a
+    table of ``sum(length)`` entries, :func:`_cells_of_coordinates`), then every pixel's.
     """
+    length = np.asarray(length, np.int64)
+    first = np.concatenate([[0], np.cumsum(length)[:-1]]).astype(np.int64)
+    t_owner = np.repeat(np.arange(len(length), dtype=np.int64), length)
+    table = _cells_of_coordinates(np.arange(len(t_owner), dtype=np.int64) - first[t_owner], t_owner,
+                                  start, length, step, n_cells)
+    return table[first[owner] + v]
+
+
+def _cells_of_coordinates(
+    v: np.ndarray, owner: np.ndarray, start: np.ndarray, length: np.ndarray, step: float, n_cells: int
+) -> np.ndarray:
+    """:func:`_cells_1d` of the coordinates ``v``, each by a search among its owner's cell edges."""
     n = len(start)
     r0 = np.maximum(np.minimum(np.floor(start / step).astype(np.int64), n_cells - 1), 0)
     r1 = np.minimum(np.maximum(np.ceil((start + length) / step).astype(np.int64), r0 + 1), n_cells)
