@@ -18,6 +18,13 @@ happens when examples come from images where a class is rare.
     python scripts/dev_decision_rules.py rules --sets voc,hgsc,dev_micronuclei
     python scripts/dev_decision_rules.py rules --sets dev_micronuclei,dev_stroma_types \
         --scenarios "as drawn,one class rare,natural shares"
+    python scripts/dev_decision_rules.py ceiling --sets dev_micronuclei,dev_stroma_types
+
+``ceiling`` embeds every object of every image of a set (the first seed's library gives the
+working scale) and asks how far the descriptions themselves tell the classes apart: a linear
+model (``_linear``) fitted on every object of the other images and scored on each image in
+turn, and fitted on ``n`` objects per class drawn from the protocol's example images only
+(what a library of ``n`` examples per class could learn; the vote's rule beside it).
 """
 
 from __future__ import annotations
@@ -206,6 +213,20 @@ def _ridge(ev, el, qv, w, lam, balanced=False):
     return classes, kq @ a
 
 
+def _linear(ev, el, qv, lam=1.0):
+    """``(classes, (M, C))``: ridge regression of the one-hot labels on the views (each a
+    unit vector, unweighted) with a free intercept, every class weighed alike (each example
+    by ``n / (classes x its class's examples)``); dual form."""
+    x, q = np.concatenate(ev, axis=1), np.concatenate(qv, axis=1)
+    classes, codes = np.unique(el, return_inverse=True)
+    y = np.eye(len(classes))[codes]
+    sw = (len(codes) / (len(classes) * np.bincount(codes)))[codes]
+    mx, my = sw @ x / sw.sum(), sw @ y / sw.sum()
+    xc = x - mx
+    a = np.linalg.solve(sw[:, None] * (xc @ xc.T) + lam * np.eye(len(codes)), sw[:, None] * (y - my))
+    return classes, (q - mx) @ (xc.T @ a) + my
+
+
 def _propagate(p0, c, k=10, beta=0.5, iters=10):
     """Label propagation over the candidates' own k-NN graph (similarities ``c``)."""
     m = len(p0)
@@ -248,6 +269,7 @@ RULES = {
     "class-balanced kernel ridge, penalty 0.1": {"rule": "balanced ridge", "k": 0.1},
     "class-balanced kernel ridge, penalty 0.3": {"rule": "balanced ridge", "k": 0.3},
     "class-balanced kernel ridge, penalty by leave-one-out": {"rule": "balanced ridge", "k": "loo"},
+    "class-balanced linear ridge on the views, free intercept, penalty 1 (session 56)": {"rule": "linear", "k": 1.0},
 }
 
 #: how the examples are thinned per class before a rule is scored (``rules --scenarios``):
@@ -285,7 +307,9 @@ def score(d: dict, centre=None, scale=None, per_image=False, rule="knn", k=5, ti
     for sel in groups:
         e2, q2 = (ev, [q[sel] for q in qv]) if centre is None else _centre(ev, [q[sel] for q in qv], centre, scale)
         w = _weights(e2, el, ties, spread)
-        if rule in ("ridge", "balanced ridge"):
+        if rule == "linear":
+            classes, p = _linear(e2, el, q2, k)
+        elif rule in ("ridge", "balanced ridge"):
             classes, p = _ridge(e2, el, q2, w, k, balanced=rule == "balanced ridge")
         else:
             classes, p = (_classwise(e2, el, q2, w, k) if rule == "classwise" else _scores(e2, el, q2, w, rule, k))
@@ -301,7 +325,7 @@ def score(d: dict, centre=None, scale=None, per_image=False, rule="knn", k=5, ti
 
 
 def rules(sets: list[str], scenario: str = "as drawn", only: list[str] | None = None) -> dict:
-    data = {s: [thin(dict(np.load(f)), scenario, i) for i, f in enumerate(sorted(CACHE.glob(f"{s}_*.npz")))]
+    data = {s: [thin(dict(np.load(f)), scenario, i) for i, f in enumerate(sorted(CACHE.glob(f"{s}_[0-9]*.npz")))]
             for s in sets}
     out = {}
     for name, kw in RULES.items():
@@ -316,9 +340,68 @@ def rules(sets: list[str], scenario: str = "as drawn", only: list[str] | None = 
     return out
 
 
+def embed_all(name: str) -> Path:
+    """Every object of every image of ``name``, embedded as ``detect`` would with the first
+    seed's library (its working scale): ``V``, ``L`` (class), ``T`` (image), cached."""
+    import bench_classify as bc
+
+    from sam_detect import DetectorConfig, SAMDetect
+
+    out = CACHE / f"{name}_all.npz"
+    if out.exists():
+        return out
+    items, protocol = DEV_SETS[name]() if name in DEV_SETS else bc._gt_set(name)
+    det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder="views", profile=False))
+    drawn = bc._draw([np.asarray(g.labels) for _, g in items], int(protocol["shots"]), 0, protocol["examples_from"])
+    for (rgb, g), idx in zip(items, drawn, strict=True):
+        if len(idx):
+            det.add_examples(rgb, g[idx], [str(x) for x in g.labels[idx]])
+    typical = (det.decision or {}).get("typical_area")
+    v, lab, img = [], [], []
+    for k, (rgb, g) in enumerate(items):
+        if len(g):
+            v.append(det._embed(rgb, g, {}, typical_area=typical))
+            lab += [str(x) for x in g.labels]
+            img += [k] * len(g)
+    det.close()
+    CACHE.mkdir(parents=True, exist_ok=True)
+    np.savez(out, V=np.concatenate(v), L=np.array(lab), T=np.array(img), source=np.array(protocol["examples_from"]))
+    return out
+
+
+def ceiling(name: str, per_class=(4, 8, 16, 32, 64), draws: int = 5) -> dict:
+    """How far ``name``'s descriptions tell its classes apart (see the module's docstring)."""
+    d = np.load(embed_all(name))
+    v, lab, img, source = d["V"], d["L"], d["T"], d["source"]
+    views = _views(v)
+    classes = np.unique(lab)
+    right = 0
+    for t in np.unique(img):  # every object of the other images
+        fit, test = img != t, img == t
+        c, p = _linear([x[fit] for x in views], lab[fit], [x[test] for x in views])
+        right += int((c[p.argmax(1)] == lab[test]).sum())
+    out = {"other images, every object": round(right / len(lab), 3)}
+    print(f"{name}: linear model on every object of the other images: {out['other images, every object']:.3f}")
+    rng = np.random.default_rng(0)
+    src, test = np.isin(img, source), ~np.isin(img, source)
+    for n in per_class:
+        lin, vote = [], []
+        for _ in range(draws):
+            pick = np.concatenate([rng.choice(np.flatnonzero(src & (lab == c)), size=min(n, int((src & (lab == c)).sum())),
+                                              replace=False) for c in classes])
+            c, p = _linear([x[pick] for x in views], lab[pick], [x[test] for x in views])
+            lin.append(float((c[p.argmax(1)] == lab[test]).mean()))
+            vote.append(score({"E": v[pick], "El": lab[pick], "Q": v[test], "Ql": lab[test], "Qimg": img[test]},
+                              rule="classwise", k=5))
+        out[f"{n} per class"] = {"linear": round(float(np.mean(lin)), 3), "vote": round(float(np.mean(vote)), 3)}
+        print(f"  {n} per class from the example images {list(source)}: linear {np.mean(lin):.3f}, "
+              f"the vote's rule {np.mean(vote):.3f} ({draws} draws)")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("step", choices=["cache", "rules"])
+    ap.add_argument("step", choices=["cache", "rules", "ceiling"])
     ap.add_argument("--sets", default="voc,hgsc,dev_micronuclei")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--out", default=None, help="write the rules' table as JSON here")
@@ -330,6 +413,10 @@ def main() -> None:
     if args.step == "cache":
         for s in sets:
             cache(s, list(range(args.seeds)))
+    elif args.step == "ceiling":
+        table = {s: ceiling(s) for s in sets}
+        if args.out:
+            Path(args.out).write_text(json.dumps(table, indent=1))
     else:
         table = {}
         for scenario in args.scenarios.split(","):
