@@ -379,6 +379,8 @@ class ViewsEmbedder:
         from sam_detect.embed.lite0 import freeze
         from sam_detect.models.torch_utils import cached_model
 
+        # loaded before the lookup, not inside it: the cache's lock is held while it builds,
+        # and the effnet network comes from the same cache
         net = EffNetEmbedder(device=str(self.device), weights=self.weights).model
         key = ("views", str(self.weights) if self.weights else None, str(self.device))
         return cached_model(key, lambda: freeze(net))
