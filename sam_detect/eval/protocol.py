@@ -81,6 +81,12 @@ class _ImageRecord:
     # what each candidate's class is voted by where the classes were found as one
     # (select.Typing): re-voted at each threshold, as detect() would type at it
     typing: Any = None
+    # the geometry eval's error breakdown reads (sam_detect.eval.errors): which returned
+    # objects and which ground-truth objects the image border cuts, and their areas
+    out_cut: np.ndarray | None = None  # (D,) bool
+    out_area: np.ndarray | None = None  # (D,) float
+    gt_cut: np.ndarray | None = None  # (G,) bool
+    gt_area: np.ndarray | None = None  # (G,) float
 
     def returned(self, idx: np.ndarray, labels: list[str]) -> tuple[np.ndarray, list[str]]:
         """What detect() returns when the selection keeps candidates ``idx`` labelled
@@ -109,6 +115,9 @@ class EvalResult:
     consistent: bool = True
     overlays: list[tuple[str, np.ndarray]] = field(default_factory=list, repr=False)
     records: list[_ImageRecord] = field(default_factory=list, repr=False)
+    #: where the false and missed objects are at the main IoU (:mod:`sam_detect.eval.errors`);
+    #: ``None`` for a result re-scored at another threshold
+    errors: dict[str, Any] | None = None
 
     @property
     def main_iou(self) -> float:
@@ -132,6 +141,7 @@ class EvalResult:
             config={**self.config, "threshold": float(threshold)},
             per_image=_per_image(self.records, matches, self.main_iou),
             overlays=[],
+            errors=None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -148,6 +158,7 @@ class EvalResult:
             "candidate_recall": self.candidate_recall,
             "wall_s": round(self.wall_s, 3),
             "consistent_with_detect": self.consistent,
+            "errors": self.errors,
         }
 
     def table(self) -> str:
@@ -275,7 +286,7 @@ def evaluate(
         AnnotationError: unusable ground truth (no objects to draw examples from...).
     """
     from sam_detect.pipeline import DetectorConfig, SAMDetect
-    from sam_detect.profile import size_filter
+    from sam_detect.profile import cut_by_border, size_filter
 
     t_start = time.perf_counter()
     if len(images) != len(gt):
@@ -368,6 +379,8 @@ def evaluate(
                     typing=typing,
                     known_iou=None if known is None or not len(known) else instances_iou(known, g).astype(np.float32),
                     known_labels=() if known is None else tuple(str(lab) for lab in known.labels),
+                    out_cut=cut_by_border(out.boxes, out.image_hw), out_area=out.areas.astype(np.float64),
+                    gt_cut=cut_by_border(g.boxes, g.image_hw), gt_area=g.areas.astype(np.float64),
                 )
             )
             if len(kept_overlays) < overlays:
@@ -394,6 +407,8 @@ def evaluate(
             "re-voting the recorded neighbours did not reproduce detect()'s output; "
             "the threshold curve and sweeps may be approximate"
         )
+    from sam_detect.eval.errors import error_breakdown
+
     main = _main_iou(iou)
     per_image = _per_image(records, matches, main)
     result = EvalResult(
@@ -420,6 +435,7 @@ def evaluate(
         wall_s=time.perf_counter() - t_start,
         consistent=consistent,
         records=records,
+        errors=error_breakdown(records, matches, main),
     )
     from sam_detect.eval.report import render_match_overlay
 

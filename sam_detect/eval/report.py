@@ -79,6 +79,11 @@ def format_table(result: EvalResult) -> str:
             lines.append(_fmt_row([k, c.precision, c.recall, c.f1, c.tp, c.fp, c.fn], cw))
         lines += ["", f"confusion at IoU {main:g} (rows: ground truth; columns: predicted):"]
         lines += format_confusion(tm.confusion.classes, tm.confusion.matrix).splitlines()
+    if result.errors:
+        from sam_detect.eval.errors import format_errors
+
+        errs = format_errors(result.errors)
+        lines += ["", *errs] if errs else []
     if result.candidate_recall:
         cr = ", ".join(f"{v:.3f} at IoU {k}" for k, v in result.candidate_recall.items())
         lines += ["", f"segmenter ceiling (recall if every candidate were labelled right): {cr}"]

@@ -1,0 +1,138 @@
+"""``eval``'s breakdown of its errors (``sam_detect.eval.errors``): each false and each missed
+object in one kind, and the note on a ground truth that leaves the border's objects out."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from conftest import run_main
+
+from sam_detect.eval import evaluate
+from sam_detect.eval.errors import border_note, error_breakdown, format_errors
+from sam_detect.eval.metrics import MetricsAccumulator
+from sam_detect.instances import Instances
+from sam_detect.pipeline import DetectorConfig
+
+CFG = DetectorConfig(segmenter="classical", embedder="handcrafted", store="memory")
+
+
+def _record():
+    """Nine predictions against seven annotated objects (G6 an example), one of each kind."""
+    n_p, n_g = 9, 7
+    iou = np.zeros((n_p, n_g))
+    iou[0, 0] = 0.8  # P0 matches G0
+    iou[3, 1] = iou[3, 2] = 0.45  # P3 takes in G1 and G2
+    iou[4, 3] = 0.3  # P4: a loose outline of G3
+    iou[5, 5] = 0.9  # P5: G5's outline, another class
+    iou[6, 0] = 0.7  # P6: a second outline of G0
+    iou[7, 6] = 0.3  # P7: a loose outline of the example G6
+    iou[8, 6] = 0.9  # P8: the example itself
+    out_area = np.full(n_p, 100.0)
+    out_area[3], out_area[4] = 220.0, 300.0
+    out_cut = np.zeros(n_p, bool)
+    out_cut[1] = True  # P1 at the border, P2 not: both overlap nothing
+    gt_cut = np.zeros(n_g, bool)
+    gt_cut[4] = True  # G4: at the border, nothing near it
+    cand = np.zeros((12, n_g))
+    cand[0, 1] = 0.6  # a candidate fitted G1 but was not kept
+    ignore = np.zeros(n_g, bool)
+    ignore[6] = True
+    return SimpleNamespace(
+        out_iou=iou, out_cut=out_cut, out_area=out_area, gt_cut=gt_cut, gt_area=np.full(n_g, 100.0),
+        iou=cand, ignore=ignore, out_labels=["a"] * 5 + ["b"] + ["a"] * 3, gt_labels=["a"] * n_g,
+    )
+
+
+def test_each_false_and_missed_object_goes_to_its_kind():
+    rec = _record()
+    acc = MetricsAccumulator((0.5,))
+    m = acc.add_matrix(rec.out_iou, rec.out_labels, rec.gt_labels, rec.ignore)
+    e = error_breakdown([rec], [m], 0.5)
+    assert e["false"] == {"other_class": 1, "duplicate": 1, "border_unannotated": 1, "unannotated": 1,
+                          "merge": 1, "outline": 2}
+    assert e["missed"] == {"other_class": 1, "not_kept": 1, "in_merge": 1, "outline": 1, "not_proposed": 1}
+    counts = acc.result().at(0.5)
+    assert sum(e["false"].values()) == sum(c.fp for c in counts.per_class.values())
+    assert sum(e["missed"].values()) == sum(c.fn for c in counts.per_class.values())
+    assert (e["predictions"], e["predictions_at_border"]) == (8, 1)  # the example's own outline not scored
+    assert (e["ground_truth"], e["ground_truth_at_border"], e["missed_at_border"]) == (6, 1, 1)
+    text = "\n".join(format_errors(e))
+    assert "false objects at IoU 0.5: 7" in text and "missed objects at IoU 0.5: 5 (1 at the image border)" in text
+    assert "taking in two or more annotated objects" in text
+
+
+def test_a_record_without_the_geometry_gives_no_breakdown():
+    rec = _record()
+    rec.out_cut = None
+    m = MetricsAccumulator((0.5,)).add_matrix(rec.out_iou, rec.out_labels, rec.gt_labels, rec.ignore)
+    assert error_breakdown([rec], [m], 0.5) is None
+    assert format_errors(None) == []
+
+
+def _errors(border_false: int, other_false: int, gt_border: int, pred_border: int) -> dict:
+    return {"iou": 0.5, "false": {"border_unannotated": border_false, "outline": other_false},
+            "missed": {}, "ground_truth": 500, "ground_truth_at_border": gt_border,
+            "predictions": 500, "predictions_at_border": pred_border, "missed_at_border": 0}
+
+
+@pytest.mark.parametrize(("errors", "said"), [
+    (_errors(40, 20, 5, 50), True),  # many false objects at the border, few annotated there
+    (_errors(40, 20, 40, 50), False),  # the ground truth holds the border's objects too
+    (_errors(4, 0, 0, 4), False),  # too few to say
+    (_errors(10, 90, 0, 10), False),  # a small share of the false objects
+])
+def test_border_note_only_where_the_ground_truth_leaves_the_border_out(errors, said):
+    note = border_note(errors)
+    assert (note is not None) == said
+    if said:
+        assert "--drop-border" in note and "5 of its 500 objects at the image border" in note
+
+
+def _discs_cut_by_the_border():
+    """Bright discs on a dark ground: 16 whole ones annotated, 8 the border cuts left out."""
+    rng = np.random.default_rng(0)
+    img = rng.normal(20, 3, (240, 240)).clip(0, 255)
+    yy, xx = np.mgrid[:240, :240]
+    label = np.zeros((240, 240), np.int32)
+    whole = [(40 + 50 * i, 40 + 50 * j) for i in range(4) for j in range(4)]
+    cut = [(0, 65), (0, 165), (239, 90), (239, 190), (65, 0), (165, 0), (90, 239), (190, 239)]
+    for k, (cy, cx) in enumerate(whole + cut):
+        disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= 11 ** 2
+        img[disc] = 200 + rng.normal(0, 3, int(disc.sum()))
+        if k < len(whole):
+            label[disc] = k + 1
+    return np.repeat(img.astype(np.uint8)[..., None], 3, axis=2), label
+
+
+def test_eval_says_when_false_objects_are_the_borders_unannotated_ones(tmp_path):
+    import cv2
+
+    rgb, label = _discs_cut_by_the_border()
+    gt, _ = Instances.from_label_image(label)
+    res = evaluate([rgb, rgb[::-1].copy()], [gt, Instances.from_label_image(label[::-1].copy())[0]], CFG,
+                   shots=5, examples_from=[0], detect_on=[1], iou=(0.5,))
+    e = res.errors
+    c = res.metrics[0.5]
+    assert sum(e["false"].values()) == c.fp and sum(e["missed"].values()) == c.fn
+    assert e["false"]["border_unannotated"] >= 6, e
+    assert e["ground_truth_at_border"] == 0 and e["predictions_at_border"] >= 6
+    assert "--drop-border" in res.table()
+    assert res.to_dict()["errors"] == e
+    # from the command line: the same lines, and the counts in --json
+    cv2.imwrite(str(tmp_path / "a.png"), rgb)
+    cv2.imwrite(str(tmp_path / "b.png"), rgb[::-1])
+    cv2.imwrite(str(tmp_path / "a_labels.png"), label.astype(np.uint16))
+    cv2.imwrite(str(tmp_path / "b_labels.png"), label[::-1].astype(np.uint16))
+    args = ["eval", tmp_path / "a.png", tmp_path / "b.png", "-a", tmp_path / "a_labels.png", "-a",
+            tmp_path / "b_labels.png", "--shots", "5", "--examples-from", "0", "--detect-on", "1",
+            "--segmenter", "classical", "--embedder", "handcrafted", "--store", "memory", "-q"]
+    code, out, err = run_main(*args)
+    assert code == 0, err
+    assert "at the image border, overlapping no annotated object" in out and "--drop-border" in out
+    code, out, err = run_main(*args, "--json")
+    assert code == 0, err
+    errors = json.loads(out)["errors"]
+    assert errors["false"]["border_unannotated"] >= 6 and errors["ground_truth_at_border"] == 0
