@@ -104,6 +104,17 @@ def _rows(totals: dict) -> dict:
     return rows
 
 
+def _pool_errors(total: dict, e: dict | None) -> None:
+    """Add one evaluation's error counts (``EvalResult.errors``) into ``total``."""
+    for k, v in (e or {}).items():
+        if isinstance(v, dict):
+            _pool_errors(total.setdefault(k, {}), v)
+        elif k != "iou":
+            total[k] = total.get(k, 0) + int(v)
+        else:
+            total[k] = v
+
+
 def protocol_dataset(name: str, config, seeds: tuple[int, ...] = (0,)) -> dict:
     """A data set scored with the few-shot protocol, three ways (``examples_worth``); with
     several ``seeds`` (other draws of the examples) the rows pool every draw's counts and
@@ -115,6 +126,7 @@ def protocol_dataset(name: str, config, seeds: tuple[int, ...] = (0,)) -> dict:
     keys = ("segmenter_alone", "without_profile", "full")
     counts = []  # each draw's counts
     detect_s = []
+    errors: dict = {}  # the full pipeline's errors by kind (sam_detect.eval.errors), every draw pooled
     for seed in seeds:
         mine = {k: {"tp": 0, "fp": 0, "fn": 0} for k in keys}
         for imgs, truth, prot in runs:
@@ -123,12 +135,13 @@ def protocol_dataset(name: str, config, seeds: tuple[int, ...] = (0,)) -> dict:
                 for f in ("tp", "fp", "fn"):
                     mine[key][f] += int(getattr(c, f))
             detect_s.append(worth.full.timings.get("total", {}).get("median_s"))
+            _pool_errors(errors, worth.full.errors)
         counts.append(mine)
     totals = {k: {f: sum(c[k][f] for c in counts) for f in ("tp", "fp", "fn")} for k in keys}
     per_seed = [{"seed": seed, **{k: v["f1"] for k, v in _rows(c).items()}} for seed, c in zip(seeds, counts, strict=True)]
     out = {"rows": _rows(totals), "images": sum(len(p["detect_on"]) for _, _, p in runs), "protocol": {
         k: v for k, v in protocol.items()}, "pairs": pairs, "wall_s": round(time.perf_counter() - t, 1),
-        "detect_median_s": detect_s}
+        "detect_median_s": detect_s, "full_errors": errors or None}
     if len(seeds) > 1:
         out["per_seed"] = per_seed
     return out

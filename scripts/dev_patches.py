@@ -130,7 +130,7 @@ def draw(image, label, class_of, seed: int, d: int, typed: bool, config, shots: 
     return dict(seed=seed, draw=d, gt=n_gt, found=n_out, candidates=len(rec.iou), matched=matched, right=right,
                 precision=matched / n_out if n_out else 0.0, recall=matched / n_gt if n_gt else 0.0,
                 f1=2 * matched / (n_out + n_gt) if n_out + n_gt else 0.0,
-                examples=res.examples)
+                examples=res.examples, errors=res.errors)
 
 
 def draw_by_clicks(image, label, class_of, seed: int, d: int, config, shots: int = 16,
@@ -221,6 +221,15 @@ def main() -> None:
     print(f"{len(rows)} draws: mean F1 {f1.mean():.3f}, P {np.mean([r['precision'] for r in rows]):.3f}, "
           f"R {np.mean([r['recall'] for r in rows]):.3f}"
           + (f", types {sum(r['right'] for r in rows)}/{sum(r['matched'] for r in rows)}" if args.typed else ""))
+    if any(r.get("errors") for r in rows):  # where the errors are, every draw pooled (class-aware matches)
+        import bench_examples
+
+        from sam_detect.eval.errors import format_errors
+
+        pooled: dict = {}
+        for r in rows:
+            bench_examples._pool_errors(pooled, r.get("errors"))
+        print("\n".join(format_errors(pooled)))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1, default=int))
 
