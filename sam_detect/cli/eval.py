@@ -201,7 +201,9 @@ def eval_cmd(
     (the --library option is not touched), detects on the images, and matches the
     predictions one-to-one by IoU to the remaining ground truth. Prints precision, recall,
     F1 and mean matched IoU per IoU threshold, per-class figures and a confusion matrix
-    when there are several classes, and stage timings.
+    when there are several classes, where the false and missed objects are (at the image
+    border, overlapping no annotation, merges, loose outlines, never proposed, ...), and
+    stage timings.
 
     \b
     Examples:
