@@ -608,7 +608,7 @@ class SAMDetect(DetectorStages, LibraryState):
 
         model = self.unlabelled_model if joint is None else self.joint_unlabelled_model
         inst, size_note = size_filter(inst, with_floor_scaled(profile, floor_factor(model)))
-        inst, unlike_note = _unlabelled_filter(inst, profile, model)
+        inst, unlike_note, unlike_image = _unlabelled_filter(inst, profile, model)
         if unlike_note:
             size_note = f"{size_note}; {unlike_note}" if size_note else unlike_note
         if border_note:
@@ -681,6 +681,8 @@ class SAMDetect(DetectorStages, LibraryState):
                      d.thresholds, voted, len(out), int(negative.sum()), objects)
         if own_note:
             notes.insert(0, own_note)
+        if unlike_image:
+            notes.append(unlike_image)
         below = inst.data.get("below_floor")
         if below is not None and (n := sum(bool(below[i]) and d.labels[i] not in (UNKNOWN, NEGATIVE) for i in d.keep)):
             notes.append(f"{n} object{'s' if n != 1 else ''} fainter than the examples allow kept: shaped like them "
@@ -864,22 +866,37 @@ def _with_examples(examples: Instances, found: Instances) -> Instances:
     return Instances.merge([shown, found])
 
 
-def _unlabelled_filter(inst: Instances, profile: dict | None, model: dict | None) -> tuple[Instances, str | None]:
+def _unlabelled_filter(inst: Instances, profile: dict | None,
+                       model: dict | None) -> tuple[Instances, str | None, str | None]:
     """Drop candidates unlikely to be objects by what the example images' unlabelled
-    candidates say (``model``, ``sam_detect.unlabelled``; only where that model applies)."""
-    from sam_detect.unlabelled import MIN_PROBABILITY, applies, features, probability
+    candidates say (``model``, ``sam_detect.unlabelled``; only where that model applies).
+    ``(kept, what was dropped or None, a note for the user or None)``: the note where the
+    image loses far more candidates than the example images did (``unlabelled.unlike_examples``),
+    as an image holding objects the examples do not show would."""
+    from sam_detect.unlabelled import (
+        MIN_PROBABILITY,
+        applies,
+        features,
+        probability,
+        unlike_examples,
+    )
 
     if not applies(model) or not len(inst):
-        return inst, None
+        return inst, None, None
     x = features(inst, profile)
     if x is None:
-        return inst, None
+        return inst, None, None
     low = probability(model, x) < MIN_PROBABILITY
     if not low.any():
-        return inst, None
+        return inst, None, None
     note = (f"{int(low.sum())} of {len(inst)} candidates look like what the example images left "
             "unlabelled")
-    return inst[~low], note
+    unlike = None
+    if unlike_examples(model, int(low.sum()), len(inst)):
+        unlike = (f"{int(low.sum())} of {len(inst)} candidates dropped as like what the example images left "
+                  f"unlabelled, against {float(model['dropped_share']):.0%} of theirs: this image is unlike "
+                  "them (objects missing? add examples from it, or --no-profile)")
+    return inst[~low], note, unlike
 
 
 def _why_few(

@@ -89,6 +89,12 @@ ALIKE_FOR_SHIFT = 5
 PICKED_ABOVE = 0.8
 #: candidates whose estimated probability of being an object is below this are dropped
 MIN_PROBABILITY = 0.5
+#: an image whose candidates the model drops far more often than it drops the example
+#: images' own (``dropped_share``) is unlike them, and ``detect`` says so
+#: (:func:`unlike_examples`): the one-sided binomial probability of dropping that many or
+#: more, were the image's candidates drawn like theirs, is below this. The candidates are not
+#: independent (alternatives of one object), hence a strict level
+UNLIKE_LEVEL = 1e-3
 #: ridge penalty on the standardised features' weights
 RIDGE = 1.0
 #: folds for the out-of-fold estimate of ``c``
@@ -232,6 +238,8 @@ def fit(x: np.ndarray, labelled: np.ndarray, groups: np.ndarray | None = None,
     z = (separation - 0.5) / np.sqrt((n1 + n0 + 1) / (12.0 * n1 * n0))
     model.update(c=round(float(out[y].mean()), 4), separation=round(float(separation), 4), separation_z=round(float(z), 2),
                  labelled=n1, unlabelled=n0, alike=n_alike)
+    # the share of the example images' own candidates the model drops (unlike_examples)
+    model["dropped_share"] = round(float((probability(model, x) < MIN_PROBABILITY).mean()), 4)
     if n_alike >= ALIKE_FOR_SHIFT:
         # how much fainter the alike objects stand out than the examples (log contrast,
         # medians of each group's brightest outline): examples picked for being visible
@@ -292,6 +300,22 @@ def floor_factor(model: dict | None) -> float:
 def probability(model: dict, x: np.ndarray) -> np.ndarray:
     """``(N,)`` in [0, 1]: each candidate's probability of being an object, ``g(x) / c``."""
     return np.clip(_g(model, x) / max(float(model["c"]), 1e-6), 0.0, 1.0)
+
+
+def unlike_examples(model: dict, dropped: int, total: int) -> bool:
+    """Whether an image where ``model`` drops ``dropped`` of its ``total`` candidates is
+    unlike the example images it learnt from: that many or more would be dropped with
+    probability under ``UNLIKE_LEVEL`` were its candidates drawn like theirs (binomial, the
+    example images' ``dropped_share``). A model fitted before the share was kept: never.
+    Such an image may hold objects the examples do not show (``detect`` says so; session 57
+    of docs/performance.md measured skipping the filter there: not better on the
+    development patches)."""
+    share = model.get("dropped_share")
+    if share is None or total <= 0 or dropped <= 0:
+        return False
+    from scipy.stats import binom
+
+    return bool(binom.sf(dropped - 1, total, min(max(float(share), 1e-6), 1.0)) < UNLIKE_LEVEL)
 
 
 def at_random(model: dict) -> bool:
@@ -445,5 +469,5 @@ def describe(model: dict | None, joint: dict | None = None) -> list[str]:
     return lines
 
 
-__all__ = ["FEATURES", "GROUP_OVERLAP", "MATCH_IOU", "MIN_LABEL_FREQUENCY", "MIN_LABELLED_OBJECTS", "MIN_SEPARATION", "MIN_SEPARATION_Z", "MIN_SEPARATION_Z_AT_RANDOM", "MAX_POSITION_SEPARATION", "MIN_PROBABILITY", "PICKED_ABOVE", "ALIKE_FOR_SHIFT", "VERSION", "applies", "at_random", "describe", "floor_factor",
+__all__ = ["UNLIKE_LEVEL", "unlike_examples", "FEATURES", "GROUP_OVERLAP", "MATCH_IOU", "MIN_LABEL_FREQUENCY", "MIN_LABELLED_OBJECTS", "MIN_SEPARATION", "MIN_SEPARATION_Z", "MIN_SEPARATION_Z_AT_RANDOM", "MAX_POSITION_SEPARATION", "MIN_PROBABILITY", "PICKED_ABOVE", "ALIKE_FOR_SHIFT", "VERSION", "applies", "at_random", "describe", "floor_factor",
            "features", "fit", "image_key", "model_from_payloads", "probability", "rows_for_examples"]

@@ -20,6 +20,7 @@ from sam_detect.unlabelled import (
     model_from_payloads,
     probability,
     rows_for_examples,
+    unlike_examples,
 )
 
 
@@ -228,8 +229,8 @@ def test_image_key_is_the_key_stored_libraries_hold():
         assert image_key(a) == hashlib.blake2b(c.tobytes() + repr(c.shape).encode(), digest_size=8).hexdigest()
 
 
-def scene(seed: int, n: int = 30):
-    """Grey ``(256, 256, 3)`` uint8 field: bright discs (the objects, every other one) and
+def scene(seed: int, n: int = 30, every: int = 2):
+    """Grey ``(256, 256, 3)`` uint8 field: bright discs (the objects, one in ``every``) and
     dimmer, slightly larger discs (look-alikes, not labelled); returns ``(rgb, objects' label
     image, look-alikes' label image)``."""
     rng = np.random.default_rng(seed)
@@ -242,7 +243,7 @@ def scene(seed: int, n: int = 30):
     for _ in range(5000):
         if k == n:
             break
-        look_alike = k % 2 == 1
+        look_alike = k % every != 0
         r = rng.uniform(8, 9) if look_alike else rng.uniform(6, 7.5)
         cy, cx = rng.uniform(r + 3, size - r - 3, 2)
         m = (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
@@ -297,6 +298,37 @@ def test_every_object_of_the_example_image_labelled_drops_the_look_alikes(scenes
     monkeypatch.setattr(unlabelled, "MIN_LABEL_FREQUENCY", 2.0)
     n_without, tp_without = found(det, rgb2, lab2)
     assert tp_without == n_objects and n_without >= n_objects + 10
+
+
+def test_an_image_unlike_the_example_images_is_said_to_be(scenes):
+    """The example image half objects, half look-alikes: in an image of look-alikes almost
+    only, the filter drops far more than it dropped there, and detect says so (what it drops
+    stays dropped); an image like the example image gets no such note."""
+    (rgb, lab, _), (rgb2, lab2, _) = scenes
+    inst, _ = Instances.from_label_image(lab)
+    det = detector("unlike")
+    det.add_examples(rgb, inst, ["spot"] * len(inst))
+    model = det.unlabelled_model
+    assert applies(model) and 0.2 <= model["dropped_share"] <= 0.8
+    crowd, crowd_objects, _ = scene(3, n=36, every=6)  # 6 objects, 30 look-alikes
+    out = det.detect(crowd)
+    notes = out.metadata.get("notes", [])
+    assert any("this image is unlike them" in n and "add examples from it" in n for n in notes), notes
+    assert len(out) <= 8  # the look-alikes are still dropped
+    out = det.detect(rgb2)
+    assert not any("unlike" in n for n in out.metadata.get("notes", []))
+    assert len(out) == len(np.unique(lab2)) - 1
+
+
+def test_unlike_examples_asks_whether_the_image_loses_far_more_than_the_example_images():
+    model = {"dropped_share": 0.25}
+    assert unlike_examples(model, 17, 24)  # 71 % where the example images lose a quarter
+    assert not unlike_examples(model, 10, 24)  # 42 %: within chance of a quarter
+    assert not unlike_examples(model, 0, 24) and not unlike_examples(model, 3, 0)
+    assert not unlike_examples({}, 24, 24)  # a model fitted before the share was kept
+    x, y, _ = rows(0)
+    fitted = fit(x, y)
+    assert fitted["dropped_share"] == pytest.approx(float((probability(fitted, x) < 0.5).mean()), abs=1e-4)
 
 
 def test_examples_added_one_at_a_time_are_matched_together(scenes):
