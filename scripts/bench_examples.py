@@ -104,21 +104,11 @@ def _rows(totals: dict) -> dict:
     return rows
 
 
-def _pool_errors(total: dict, e: dict | None) -> None:
-    """Add one evaluation's error counts (``EvalResult.errors``) into ``total``."""
-    for k, v in (e or {}).items():
-        if isinstance(v, dict):
-            _pool_errors(total.setdefault(k, {}), v)
-        elif k != "iou":
-            total[k] = total.get(k, 0) + int(v)
-        else:
-            total[k] = v
-
-
 def protocol_dataset(name: str, config, seeds: tuple[int, ...] = (0,)) -> dict:
     """A data set scored with the few-shot protocol, three ways (``examples_worth``); with
     several ``seeds`` (other draws of the examples) the rows pool every draw's counts and
     ``per_seed`` holds each draw's F1s."""
+    from sam_detect.eval.errors import pool_errors
     from sam_detect.eval.protocol import examples_worth
 
     runs, protocol, pairs = protocol_runs(name)
@@ -135,7 +125,7 @@ def protocol_dataset(name: str, config, seeds: tuple[int, ...] = (0,)) -> dict:
                 for f in ("tp", "fp", "fn"):
                     mine[key][f] += int(getattr(c, f))
             detect_s.append(worth.full.timings.get("total", {}).get("median_s"))
-            _pool_errors(errors, worth.full.errors)
+            pool_errors(errors, worth.full.errors)
         counts.append(mine)
     totals = {k: {f: sum(c[k][f] for c in counts) for f in ("tp", "fp", "fn")} for k in keys}
     per_seed = [{"seed": seed, **{k: v["f1"] for k, v in _rows(c).items()}} for seed, c in zip(seeds, counts, strict=True)]

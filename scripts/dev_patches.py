@@ -222,13 +222,11 @@ def main() -> None:
           f"R {np.mean([r['recall'] for r in rows]):.3f}"
           + (f", types {sum(r['right'] for r in rows)}/{sum(r['matched'] for r in rows)}" if args.typed else ""))
     if any(r.get("errors") for r in rows):  # where the errors are, every draw pooled (class-aware matches)
-        import bench_examples
-
-        from sam_detect.eval.errors import format_errors
+        from sam_detect.eval.errors import format_errors, pool_errors
 
         pooled: dict = {}
         for r in rows:
-            bench_examples._pool_errors(pooled, r.get("errors"))
+            pool_errors(pooled, r.get("errors"))
         print("\n".join(format_errors(pooled)))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1, default=int))

@@ -11,7 +11,7 @@ import pytest
 from conftest import run_main
 
 from sam_detect.eval import evaluate
-from sam_detect.eval.errors import border_note, error_breakdown, format_errors
+from sam_detect.eval.errors import border_note, error_breakdown, format_errors, pool_errors
 from sam_detect.eval.metrics import MetricsAccumulator
 from sam_detect.instances import Instances
 from sam_detect.pipeline import DetectorConfig
@@ -62,6 +62,18 @@ def test_each_false_and_missed_object_goes_to_its_kind():
     text = "\n".join(format_errors(e))
     assert "false objects at IoU 0.5: 7" in text and "missed objects at IoU 0.5: 5 (1 at the image border)" in text
     assert "taking in two or more annotated objects" in text
+
+
+def test_breakdowns_pool_into_one():
+    rec = _record()
+    m = MetricsAccumulator((0.5,)).add_matrix(rec.out_iou, rec.out_labels, rec.gt_labels, rec.ignore)
+    e = error_breakdown([rec], [m], 0.5)
+    pooled = pool_errors(pool_errors({}, e), None)
+    assert pooled == e
+    twice = pool_errors(pooled, e)
+    assert twice["iou"] == 0.5 and twice["false"]["outline"] == 4 and twice["missed"]["not_kept"] == 2
+    assert twice["ground_truth"] == 12 and twice["predictions_at_border"] == 2
+    assert twice == error_breakdown([rec, rec], [m, m], 0.5)
 
 
 def test_a_record_without_the_geometry_gives_no_breakdown():

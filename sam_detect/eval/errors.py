@@ -117,6 +117,19 @@ def error_breakdown(records: Sequence[Any], matches: Sequence[dict], iou: float)
     }
 
 
+def pool_errors(total: dict[str, Any], errors: dict[str, Any] | None) -> dict[str, Any]:
+    """``total`` with one breakdown's counts added (``errors`` from :func:`error_breakdown`;
+    ``None`` adds nothing): several evaluations' errors pooled, as one breakdown."""
+    for k, v in (errors or {}).items():
+        if isinstance(v, dict):
+            pool_errors(total.setdefault(k, {}), v)
+        elif k == "iou":
+            total[k] = v
+        else:
+            total[k] = total.get(k, 0) + int(v)
+    return total
+
+
 def border_note(errors: dict[str, Any]) -> str | None:
     """A line where the false objects at the border suggest an annotation that leaves the
     border's cut objects out: many false objects there, overlapping no annotated object,
@@ -153,4 +166,4 @@ def format_errors(errors: dict[str, Any] | None) -> list[str]:
     return lines
 
 
-__all__ = ["COVER", "FALSE_KINDS", "MISSED_KINDS", "NO_OVERLAP", "border_note", "error_breakdown", "format_errors"]
+__all__ = ["COVER", "FALSE_KINDS", "MISSED_KINDS", "NO_OVERLAP", "border_note", "error_breakdown", "format_errors", "pool_errors"]
