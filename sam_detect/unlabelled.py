@@ -36,6 +36,7 @@ add measures the image again with every example the library already holds of it
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -313,9 +314,18 @@ def unlike_examples(model: dict, dropped: int, total: int) -> bool:
     share = model.get("dropped_share")
     if share is None or total <= 0 or dropped <= 0:
         return False
-    from scipy.stats import binom
+    return _binomial_tail(dropped, total, float(share)) < UNLIKE_LEVEL
 
-    return bool(binom.sf(dropped - 1, total, min(max(float(share), 1e-6), 1.0)) < UNLIKE_LEVEL)
+
+def _binomial_tail(k: int, n: int, p: float) -> float:
+    """``P(X >= k)`` for ``X ~ Binomial(n, p)``: the terms summed in logs (``math.lgamma``),
+    as ``scipy.stats.binom.sf(k - 1, n, p)`` gives it (to ~1e-12), without importing
+    ``scipy.stats`` (0.6-1.1 s) on ``detect``'s path."""
+    p = min(max(p, 1e-6), 1.0 - 1e-12)  # a share of 0 is read as 1e-6, as before
+    i = np.arange(k, n + 1, dtype=np.float64)
+    lg = np.array([math.lgamma(j + 1.0) for j in range(n + 1)])
+    log_pmf = lg[n] - lg[k:] - lg[n - k::-1] + i * math.log(p) + (n - i) * math.log1p(-p)
+    return float(np.exp(log_pmf).sum())
 
 
 def at_random(model: dict) -> bool:

@@ -331,6 +331,15 @@ def test_unlike_examples_asks_whether_the_image_loses_far_more_than_the_example_
     assert fitted["dropped_share"] == pytest.approx(float((probability(fitted, x) < 0.5).mean()), abs=1e-4)
 
 
+def test_binomial_tail_is_scipys():
+    from scipy.stats import binom
+
+    from sam_detect.unlabelled import _binomial_tail
+
+    for k, n, p in [(17, 24, 0.27), (1, 1, 0.5), (10, 24, 0.25), (3000, 3600, 0.8), (5, 3600, 1e-6), (24, 24, 0.999)]:
+        assert _binomial_tail(k, n, p) == pytest.approx(binom.sf(k - 1, n, p), rel=1e-9, abs=1e-15)
+
+
 def test_examples_added_one_at_a_time_are_matched_together(scenes):
     """Adding the same examples one by one (a click at a time) gives the model a batch gives:
     an example added earlier is not taken for an unlabelled object."""
