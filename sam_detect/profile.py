@@ -151,6 +151,19 @@ PROBE_GAIN = 3.0
 #: sd 0.15-0.23 against a limit of 0.30; the H&E misfires 0.43-1.23 against 0.33-0.38;
 #: development sets only, docs/performance.md, session 15)
 SURE_SPREAD = 0.6
+#: ... and where fewer than ``SURE_COUNT`` candidates are sure because the settings disagree
+#: on the image's objects (a split that follows the texture of nuclei larger than the
+#: examples cuts them, each setting elsewhere), its *isolated wholes* stand in for them
+#: (:func:`image_objects`): candidates shaped like the examples, inside no larger one, cut by
+#: no border, whose outer band lies on no other candidate for at least this share -- an
+#: object alone on open ground, whatever its inside. They may say a shift (:func:`size_shift`),
+#: never stop a probe (:func:`probe_shift` asks the sure objects): small objects drawn in
+#: clumps at the examples' size are isolated wholes of that size (``dev_zoom`` at 0.5x lost
+#: 0.06 when they stopped the probe). Textured nuclei at 1.7-2.5x the examples' area were
+#: proposed in pieces of the examples' size with 0-5 sure objects (the reported mnFinder
+#: frames; development sets within 0.001 but ``dev_zoom`` +0.008: docs/performance.md,
+#: session 58)
+ISOLATED = 0.9
 #: ... and how many sure objects a class needs before stability may judge its candidates
 #: (:func:`_weak`): a 256 x 256 patch rarely holds ``SURE_COUNT`` of one class, so the rule
 #: was off there (chosen on H&E patches of the development stroma crop; 3 and 5 gave the
@@ -1451,6 +1464,51 @@ def sure_objects(instances: Instances, label: str, entry: dict, shape_fit: np.nd
     if hints is not None:
         sure &= np.array([h is None or h == label for h in hints], bool)
     return sure
+
+
+def isolated_wholes(instances: Instances, label: str, entry: dict, shape_fit: np.ndarray | None = None) -> np.ndarray:
+    """``(N,)`` bool: the candidates of class ``label`` alone on open ground, whole
+    (``ISOLATED``): shaped like its examples (``select.WHOLE_SHAPE_FIT``), overlapping no
+    larger candidate, cut by no image border, and with at least ``ISOLATED`` of their outer
+    band (:func:`exposed`) on no other candidate. Their size is the object's however the
+    settings split its inside. Candidates another class proposed (``data["class_hint"]``) do
+    not count. ``shape_fit``: their shape fit to ``entry`` (measured here if ``None``)."""
+    from sam_detect.select import WHOLE_SHAPE_FIT, overlap_pairs
+
+    n = len(instances)
+    if n == 0:
+        return np.zeros(0, bool)
+    if shape_fit is None:
+        shape_fit = fit_and_shape_scores(instances, [label] * n, {"classes": {label: entry}})[1]
+    whole = (np.asarray(shape_fit) >= WHOLE_SHAPE_FIT) & ~cut_by_border(instances.boxes, instances.image_hw)
+    hints = instances.data.get("class_hint")
+    if hints is not None:
+        whole &= np.array([h is None or h == label for h in hints], bool)
+    areas = instances.areas
+    for i, j, _ in overlap_pairs(instances):
+        whole[i if areas[i] <= areas[j] else j] = False  # inside (or overlapping) a larger one
+    idx = np.flatnonzero(whole)
+    out = np.zeros(n, bool)
+    out[idx[exposed(instances, idx) >= ISOLATED]] = True
+    return out
+
+
+def image_objects(instances: Instances, label: str, entry: dict, sure: np.ndarray | None = None) -> np.ndarray:
+    """``(N,)`` bool: the candidates that show this image's objects of class ``label`` at
+    their size, for :func:`size_shift`: its sure objects (:func:`sure_objects`, or ``sure``),
+    or, where fewer than ``SURE_COUNT`` are sure and at least as many are isolated wholes
+    (:func:`isolated_wholes`), those."""
+    n = len(instances)
+    if n == 0:
+        return np.zeros(0, bool)
+    shape_fit = None
+    if sure is None:
+        shape_fit = fit_and_shape_scores(instances, [label] * n, {"classes": {label: entry}})[1]
+        sure = sure_objects(instances, label, entry, shape_fit)
+    if int(sure.sum()) >= SURE_COUNT:
+        return sure
+    alone = isolated_wholes(instances, label, entry, shape_fit)
+    return alone if int(alone.sum()) >= SURE_COUNT else sure
 
 
 def size_shift(instances: Instances, label: str, entry: dict, shape_fit: np.ndarray | None = None,

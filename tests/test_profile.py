@@ -2160,3 +2160,101 @@ def test_a_coarser_ways_candidates_are_kept_where_convex_and_not_counted_for_sur
     assert not sure_objects(merged, "obj", entry, shape_fit=np.ones(2)).any()  # the core says no
     merged.data["stability_core"] = np.ones(2, np.float32)
     assert sure_objects(merged, "obj", entry, shape_fit=np.ones(2)).all()
+
+
+def test_isolated_wholes_stand_in_for_sure_objects_where_the_settings_disagree():
+    """Nuclei larger than the examples, whose texture each setting splits its own way, are
+    drawn alike by few of the settings: too few sure objects to say the image's scale. The
+    candidates alone on open ground, whole (shaped like the examples, inside no larger one,
+    cut by no border), say it instead, whatever their pieces inside; a whole pressed against
+    a neighbour, one the border cuts and one unlike the examples' shape do not count."""
+    from sam_detect.profile import (
+        ISOLATED,
+        SURE_COUNT,
+        exposed,
+        image_objects,
+        isolated_wholes,
+        size_shift,
+        sure_objects,
+    )
+
+    hw = (240, 420)
+    yy, xx = np.ogrid[: hw[0], : hw[1]]
+    masks = []
+    for k in range(12):  # 12 round nuclei of ~490 px (r 12.5), each alone, each cut in two pieces
+        y, x = 30 + 60 * (k // 6), 30 + 60 * (k % 6)
+        disc = (yy - y) ** 2 + (xx - x) ** 2 <= 12.5**2
+        masks += [disc, disc & (xx < x), disc & (xx >= x)]
+    touching = [((yy - 165) ** 2 + (xx - x) ** 2 <= 12.5**2) & ((xx < 50) == (x < 50))
+                for x in (40, 60)]  # pressed together along a 15 px border
+    cut = (yy - 200) ** 2 + (xx - 0) ** 2 <= 12.5**2  # the image border cuts it
+    bar = np.zeros(hw, bool)
+    bar[190:196, 150:250] = True  # 600 px, nothing like a round nucleus
+    masks += [*touching, cut, bar]
+    inst = Instances(masks=np.stack(masks))
+    inst.data["stability"] = np.full(len(inst), 0.4, np.float32)  # the settings disagree
+    entry = {"log_area": [float(np.log(200.0)), 0.3], "solidity": [0.9, 0.97], "eccentricity": 0.6,
+             "area_range": [50.0, 800.0]}
+    discs = np.arange(0, 36, 3)
+    assert not sure_objects(inst, "nucleus", entry).any()
+    alone = isolated_wholes(inst, "nucleus", entry)
+    assert np.flatnonzero(alone).tolist() == discs.tolist()
+    assert (exposed(inst, np.arange(36, 38)) < ISOLATED).all()  # each one's band lies on the other
+    assert np.array_equal(image_objects(inst, "nucleus", entry), alone)
+    # the image's scale: ~490 px against the examples' 200, beyond SURE_SHIFT sds
+    assert np.isclose(size_shift(inst, "nucleus", entry, sure=alone), np.log(inst.areas[0] / 200.0))
+    assert size_shift(inst, "nucleus", entry) == 0.0  # the sure objects alone: too few to say
+    # fewer than SURE_COUNT isolated wholes say nothing either: the sure ones (none) stand
+    few = inst[np.r_[0 : 3 * (SURE_COUNT - 1), 36:40]]
+    assert not image_objects(few, "nucleus", entry).any()
+    # where enough are sure, they are the image's objects, not the isolated wholes
+    inst.data["stability"][:] = 1.0
+    assert np.array_equal(image_objects(inst, "nucleus", entry), sure_objects(inst, "nucleus", entry))
+    assert not np.array_equal(image_objects(inst, "nucleus", entry), alone)
+    # another class's candidates do not count
+    inst.data["stability"][:] = 0.4
+    inst.data["class_hint"] = ["other"] * len(inst)
+    assert not isolated_wholes(inst, "nucleus", entry).any()
+
+
+def domed(seed: int, size: int, n: int, r, granules: int, amp: float, touching: bool = False):
+    """Grey nuclei brightest at their centres (so that touching ones part in a valley), with
+    ``granules`` bright chromatin granules each ``amp`` grey levels high, on a dark ground:
+    RGB ``(H, W, 3)`` uint8 and the label image."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    lab = np.zeros((size, size), np.int32)
+    place(lab, rng, n, r, margin=3, ratio=0.75, gap=None if touching else 6)
+    dome = np.zeros(lab.shape)
+    for i in range(1, int(lab.max()) + 1):
+        m = lab == i
+        d = ndimage.distance_transform_edt(m)
+        dome[m] = np.sqrt(d[m] / d.max())
+    ys, xs = np.nonzero(lab)
+    spots = np.zeros(lab.shape)
+    k = rng.choice(len(ys), size=granules * n, replace=False)
+    spots[ys[k], xs[k]] = 1.0
+    texture = ndimage.gaussian_filter(spots, 1.8) * 2 * np.pi * 1.8**2
+    img = np.where(lab > 0, 60.0 + 90.0 * dome + amp * texture, 15.0) + rng.normal(0, 4, lab.shape)
+    grey = np.clip(ndimage.gaussian_filter(img, 0.7), 0, 255).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=2), lab
+
+
+def test_an_image_s_scale_is_read_off_its_isolated_wholes_where_few_objects_are_sure():
+    """Examples of touching domed nuclei; detection on an image of textured nuclei 2.9x
+    their area, each alone on dark ground. Few candidates there are sure (the settings
+    split the texture each their own way), so the scale used to come from the probe at 4x
+    (``PROBE_SHIFT``); the isolated wholes now say the image's own ratio, and every nucleus
+    is found whole."""
+    a_rgb, a_lab = domed(1, 256, 40, (8, 10), granules=2, amp=20, touching=True)
+    b_rgb, b_lab = domed(2, 320, 24, (14, 16.8), granules=12, amp=80)
+    ga, gb = Instances.from_label_image(a_lab)[0], Instances.from_label_image(b_lab)[0]
+    ex = ga[np.arange(10)]
+    ex.labels = np.array(["obj"] * 10, dtype=object)
+    det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder="handcrafted"))
+    det.add_examples(a_rgb, ex)
+    found = det.detect(b_rgb)
+    assert f1_at(found, gb) >= 0.95
+    ratio = np.median(gb.areas) / np.median(ex.areas)
+    assert abs(found.metadata["size_shift"]["obj"] - np.log(ratio)) < 0.15

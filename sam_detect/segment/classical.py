@@ -172,6 +172,7 @@ class ClassicalSegmenter:
             grey_levels,
             grey_ratio,
             holds_size,
+            image_objects,
             level_gain,
             probe_shift,
             scale_of,
@@ -210,7 +211,11 @@ class ClassicalSegmenter:
         # examples' size, no class is looked for at another
         same_scale = len(first) > 1 and any(holds_size(part, entry, sure) for _, entry, _, part, sure in first)
         for label, entry, at, part, sure in first:
-            shift = 0.0 if same_scale else size_shift(part, label, entry, sure=sure)
+            # its sure objects, or its isolated wholes where too few are sure, may say a shift;
+            # the probes below ask the sure ones (isolated wholes at the examples' size may be
+            # clumps of smaller objects drawn at that size)
+            alone = image_objects(part, label, entry, sure) if not same_scale else sure
+            shift = 0.0 if same_scale else size_shift(part, label, entry, sure=alone)
             if shift:  # another magnification: propose again at the image's own scale
                 part = at(shift)[1]
             elif not same_scale:  # too few of the image's objects at the examples' size? try far off it
