@@ -1450,20 +1450,28 @@ def sure_objects(instances: Instances, label: str, entry: dict, shape_fit: np.nd
     none where the segmenter does not say how many settings drew each outline
     (``data["stability_core"]``, else ``data["stability"]``). Candidates another class proposed (``data["class_hint"]``)
     do not count. ``shape_fit``: their shape fit to ``entry`` (measured here if ``None``)."""
-    from sam_detect.select import WHOLE_SHAPE_FIT
-
     stability = instances.data.get("stability_core", instances.data.get("stability"))
     n = len(instances)
     if stability is None or n == 0:
         return np.zeros(n, bool)
+    return (np.asarray(stability, np.float64) >= SURE_STABILITY) & _whole_of_class(instances, label, entry, shape_fit)
+
+
+def _whole_of_class(instances: Instances, label: str, entry: dict, shape_fit: np.ndarray | None) -> np.ndarray:
+    """``(N,)`` bool: the candidates shaped like class ``label``'s examples
+    (``select.WHOLE_SHAPE_FIT``; ``shape_fit`` measured here if ``None``), cut by no image
+    border (their size is not their own) and proposed by no other class
+    (``data["class_hint"]``): what :func:`sure_objects` and :func:`isolated_wholes` ask first."""
+    from sam_detect.select import WHOLE_SHAPE_FIT
+
+    n = len(instances)
     if shape_fit is None:
         shape_fit = fit_and_shape_scores(instances, [label] * n, {"classes": {label: entry}})[1]
-    sure = (np.asarray(stability, np.float64) >= SURE_STABILITY) & (np.asarray(shape_fit) >= WHOLE_SHAPE_FIT)
-    sure &= ~cut_by_border(instances.boxes, instances.image_hw)  # their size is not their own
+    whole = (np.asarray(shape_fit) >= WHOLE_SHAPE_FIT) & ~cut_by_border(instances.boxes, instances.image_hw)
     hints = instances.data.get("class_hint")
     if hints is not None:
-        sure &= np.array([h is None or h == label for h in hints], bool)
-    return sure
+        whole &= np.array([h is None or h == label for h in hints], bool)
+    return whole
 
 
 def isolated_wholes(instances: Instances, label: str, entry: dict, shape_fit: np.ndarray | None = None) -> np.ndarray:
@@ -1473,17 +1481,12 @@ def isolated_wholes(instances: Instances, label: str, entry: dict, shape_fit: np
     band (:func:`exposed`) on no other candidate. Their size is the object's however the
     settings split its inside. Candidates another class proposed (``data["class_hint"]``) do
     not count. ``shape_fit``: their shape fit to ``entry`` (measured here if ``None``)."""
-    from sam_detect.select import WHOLE_SHAPE_FIT, overlap_pairs
+    from sam_detect.select import overlap_pairs
 
     n = len(instances)
     if n == 0:
         return np.zeros(0, bool)
-    if shape_fit is None:
-        shape_fit = fit_and_shape_scores(instances, [label] * n, {"classes": {label: entry}})[1]
-    whole = (np.asarray(shape_fit) >= WHOLE_SHAPE_FIT) & ~cut_by_border(instances.boxes, instances.image_hw)
-    hints = instances.data.get("class_hint")
-    if hints is not None:
-        whole &= np.array([h is None or h == label for h in hints], bool)
+    whole = _whole_of_class(instances, label, entry, shape_fit)
     areas = instances.areas
     for i, j, _ in overlap_pairs(instances):
         whole[i if areas[i] <= areas[j] else j] = False  # inside (or overlapping) a larger one

@@ -214,8 +214,7 @@ class ClassicalSegmenter:
             # its sure objects, or its isolated wholes where too few are sure, may say a shift;
             # the probes below ask the sure ones (isolated wholes at the examples' size may be
             # clumps of smaller objects drawn at that size)
-            alone = image_objects(part, label, entry, sure) if not same_scale else sure
-            shift = 0.0 if same_scale else size_shift(part, label, entry, sure=alone)
+            shift = 0.0 if same_scale else size_shift(part, label, entry, sure=image_objects(part, label, entry, sure))
             if shift:  # another magnification: propose again at the image's own scale
                 part = at(shift)[1]
             elif not same_scale:  # too few of the image's objects at the examples' size? try far off it
