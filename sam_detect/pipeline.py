@@ -78,6 +78,10 @@ class SAMDetect(DetectorStages, LibraryState):
         self._prompt_proposals: tuple[tuple, Any] | None = None
         #: why each stage was chosen, e.g. {"segmenter": "classical (auto: no SAM2 weights ...)"}
         self.choices: dict[str, str] = {}
+        #: keep what each ``detect`` dropped before the vote, and why (``_last_dropped``:
+        #: ``eval``'s error breakdown reads it; off elsewhere, where nothing reads it)
+        self.keep_dropped = False
+        self._last_dropped: list[tuple[Instances, np.ndarray]] = []
         if segmenter is not None:
             self.choices["segmenter"] = f"{getattr(segmenter, 'name', type(segmenter).__name__)} (given)"
         if embedder is not None:
@@ -578,7 +582,13 @@ class SAMDetect(DetectorStages, LibraryState):
         would show it where its stain is ``stain`` times as dense (``profile.stain_gain``), else
         ``loaded.rgb``; ``prefetched``: its network pass, if started."""
         t0 = time.perf_counter()
-        from sam_detect.profile import DIM_NOISE, JOINT, at_scale, joint_profile, size_filter
+        from sam_detect.profile import (
+            DIM_NOISE,
+            JOINT,
+            at_scale,
+            filter_with_reasons,
+            joint_profile,
+        )
         from sam_detect.segment.base import segment_with_profile
 
         # a library of several classes finds its objects with every class's examples as one
@@ -596,19 +606,33 @@ class SAMDetect(DetectorStages, LibraryState):
         shifts = inst.metadata.get("size_shift") or {}
         profile = at_scale(profile, shifts)  # an image at another magnification than the examples
         border_note = None
+        # what was dropped before the vote and why, kept for eval's error breakdown
+        # (sam_detect.eval.errors) where it asks (``keep_dropped``)
+        dropped: list[tuple[Instances, np.ndarray]] = []
+
+        def dropping(cands: Instances, gone: np.ndarray, why: np.ndarray | str) -> None:
+            if self.keep_dropped and gone.any():
+                dropped.append((cands[gone], np.broadcast_to(np.asarray(why, object), gone.shape)[gone]))
+
         if self.config.drop_border and len(inst):
             from sam_detect.profile import cut_by_border
 
             cut = cut_by_border(inst.boxes, inst.image_hw)
             if cut.any():
                 border_note = f"{int(cut.sum())} of {len(inst)} candidates touch the image border (drop_border)"
+                dropping(inst, cut, "border")
                 inst = inst[~cut]
         from sam_detect.profile import with_floor_scaled
         from sam_detect.unlabelled import floor_factor
 
         model = self.unlabelled_model if joint is None else self.joint_unlabelled_model
-        inst, size_note = size_filter(inst, with_floor_scaled(profile, floor_factor(model)))
-        inst, unlike_note, unlike_image = _unlabelled_filter(inst, profile, model)
+        filtered, size_note, why = filter_with_reasons(inst, with_floor_scaled(profile, floor_factor(model)))
+        dropping(inst, why != "", why)
+        inst = filtered
+        low, unlike_note, unlike_image = _unlabelled_filter(inst, profile, model)
+        if low.any():
+            dropping(inst, low, "unlabelled")
+            inst = inst[~low]
         if unlike_note:
             size_note = f"{size_note}; {unlike_note}" if size_note else unlike_note
         if border_note:
@@ -621,6 +645,7 @@ class SAMDetect(DetectorStages, LibraryState):
             from sam_detect.select import overlapping
 
             clash = overlapping(inst, own)
+            dropping(inst, clash, "example")
             inst = inst[~clash]
             shown = own[np.array([lab != NEGATIVE for lab in own.labels], bool)]
             own_note = (f"{len(own)} of the library's examples were drawn on this image: "
@@ -654,6 +679,7 @@ class SAMDetect(DetectorStages, LibraryState):
         from sam_detect.select import decide
 
         self._last_decided = (inst, results, profile, own, decision, typing)  # what eval re-scores
+        self._last_dropped = dropped
         d = decide(inst, results, threshold=threshold, top_k=top_k, profile=profile,
                    keep_unknown=self.config.keep_unknown, decision=decision, types=types)
         inst.labels = np.array(d.labels, dtype=object) if d.labels else np.empty(0, dtype=object)
@@ -867,12 +893,12 @@ def _with_examples(examples: Instances, found: Instances) -> Instances:
 
 
 def _unlabelled_filter(inst: Instances, profile: dict | None,
-                       model: dict | None) -> tuple[Instances, str | None, str | None]:
-    """Drop candidates unlikely to be objects by what the example images' unlabelled
+                       model: dict | None) -> tuple[np.ndarray, str | None, str | None]:
+    """The candidates unlikely to be objects by what the example images' unlabelled
     candidates say (``model``, ``sam_detect.unlabelled``; only where that model applies).
-    ``(kept, what was dropped or None, a note for the user or None)``: the note where the
-    image loses far more candidates than the example images did (``unlabelled.unlike_examples``),
-    as an image holding objects the examples do not show would."""
+    ``(dropped (N,) bool, what was dropped or None, a note for the user or None)``: the note
+    where the image loses far more candidates than the example images did
+    (``unlabelled.unlike_examples``), as an image holding objects the examples do not show would."""
     from sam_detect.unlabelled import (
         MIN_PROBABILITY,
         applies,
@@ -881,14 +907,15 @@ def _unlabelled_filter(inst: Instances, profile: dict | None,
         unlike_examples,
     )
 
+    none = np.zeros(len(inst), bool)
     if not applies(model) or not len(inst):
-        return inst, None, None
+        return none, None, None
     x = features(inst, profile)
     if x is None:
-        return inst, None, None
+        return none, None, None
     low = probability(model, x) < MIN_PROBABILITY
     if not low.any():
-        return inst, None, None
+        return low, None, None
     note = (f"{int(low.sum())} of {len(inst)} candidates look like what the example images left "
             "unlabelled")
     unlike = None
@@ -896,7 +923,7 @@ def _unlabelled_filter(inst: Instances, profile: dict | None,
         unlike = (f"{int(low.sum())} of {len(inst)} candidates dropped as like what the example images left "
                   f"unlabelled, against {float(model['dropped_share']):.0%} of theirs: this image is unlike "
                   "them (objects missing? add examples from it, or --no-profile)")
-    return inst[~low], note, unlike
+    return low, note, unlike
 
 
 def _why_few(

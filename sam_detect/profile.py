@@ -1349,6 +1349,30 @@ def _size_term(z: np.ndarray | float) -> np.ndarray | float:
 
 def size_filter(instances: Instances, profile: dict | None, pale: bool = True,
                 tiny: bool = True) -> tuple[Instances, str | None]:
+    """``(kept, note or None)`` of :func:`filter_with_reasons`."""
+    kept, note, _ = filter_with_reasons(instances, profile, pale, tiny)
+    return kept, note
+
+
+#: why :func:`filter_with_reasons` drops a candidate: one code each, the first that applies
+#: in this order (``eval``'s error breakdown counts the missed objects each one took)
+DROP_REASONS = {
+    "size": "outside the examples' size range",
+    "faint": "an outline fainter than the examples'",
+    "noise": "standing out less than the image's pixel noise",
+    "dim": "standing out less than the examples do",
+    "pale": "paler than the examples' stain",
+    "tiny": "far smaller than the examples",
+    "speck": "a speck, small and faint beside the examples",
+    "light": "holding little of the examples' stain",
+    "weak": "drawn by few of the settings and off the objects' size",
+    "shape": "unlike the examples' shape",
+    "dominated": "outdone by an overlapping alternative",
+}
+
+
+def filter_with_reasons(instances: Instances, profile: dict | None, pale: bool = True,
+                        tiny: bool = True) -> tuple[Instances, str | None, np.ndarray]:
     """Drop candidates no class's profile admits, before they are embedded.
 
     A candidate stays when its area is inside some class's size range, it fits that
@@ -1363,7 +1387,8 @@ def size_filter(instances: Instances, profile: dict | None, pale: bool = True,
     class's candidate below its contrast floor stays where it is shaped like the examples and
     clear of the image's noise (:func:`_clear_of_noise`; ``data["below_floor"]`` marks
     them, where any), and one standing out less than ``NOISE_FLOOR`` sds of the image's pixel
-    noise goes, whatever the floor (:func:`_noisy`). Returns ``(kept, note or None)``;
+    noise goes, whatever the floor (:func:`_noisy`). Returns ``(kept, note or None, why)``:
+    ``why`` ``(N,)`` object, each candidate's :data:`DROP_REASONS` code (``""`` where kept);
     the note says what was dropped, e.g. ``"12 of 40 candidates outside the examples' size
     range 300-800 px"``. ``pale``: also drop a dark class's candidates paler than its
     ``level_floor`` (:func:`_pale`; ``detect`` does, a prompt and the example images' rows
@@ -1375,14 +1400,16 @@ def size_filter(instances: Instances, profile: dict | None, pale: bool = True,
     area, not darkness).
     """
     classes = (profile or {}).get("classes") or {}
+    why = np.full(len(instances), "", dtype=object)
     if not classes or len(instances) == 0:
-        return instances, None
+        return instances, None, why
     ranges = np.array([e["area_range"] for e in classes.values()], np.float64)
     areas = instances.areas.astype(np.float64)
     cut = cut_by_border(instances.boxes, instances.image_hw)
     sized = np.stack([admitted(areas, cut, lo, hi) for lo, hi in ranges]).any(axis=0)
     keep = sized.copy()
     weak = np.zeros(len(instances), bool)
+    misshapen = np.zeros(len(instances), bool)
     shape_of = np.zeros((len(classes), len(instances)))  # each sized candidate's shape fit to each class
     if keep.any():
         idx = np.flatnonzero(keep)
@@ -1391,6 +1418,7 @@ def size_filter(instances: Instances, profile: dict | None, pale: bool = True,
         shape_of[:, idx] = per_class[:, 1]
         fits, shapes = per_class.max(axis=0)
         ok = fits >= MIN_FIT
+        misshapen[idx] = ~ok
         weak[idx] = ok & _weak(sub, classes, per_class[:, 1])
         keep[idx] = ok & ~weak[idx] & _not_dominated(sub, fits, shapes)
     faint = _faint(instances, classes)
@@ -1413,7 +1441,12 @@ def size_filter(instances: Instances, profile: dict | None, pale: bool = True,
         instances = instances[np.arange(len(instances))]
         instances.data["below_floor"] = clear
     if keep.all():
-        return instances, None
+        return instances, None, why
+    # each dropped candidate's reason, the first that applies (DROP_REASONS' order)
+    for code, mask in (("size", ~sized), ("faint", faint), ("noise", noisy), ("dim", dim), ("pale", pallid),
+                       ("tiny", smaller), ("speck", speck), ("light", light), ("weak", weak),
+                       ("shape", misshapen), ("dominated", np.ones(len(instances), bool))):
+        why[~keep & (why == "") & mask] = code
     lo, hi = float(ranges[:, 0].min()), float(ranges[:, 1].max())
     note = (
         f"{int((~sized).sum())} of {len(instances)} candidates outside the examples' size range "
@@ -1441,7 +1474,7 @@ def size_filter(instances: Instances, profile: dict | None, pale: bool = True,
         note += f", {int(light.sum())} holding under {STAIN_MASS:g} of the examples' stain (area x contrast)"
     if not keep.any():
         note = "no candidate within the examples' size range and shape: " + note
-    return instances[keep], note
+    return instances[keep], note, why
 
 
 def sure_objects(instances: Instances, label: str, entry: dict, shape_fit: np.ndarray | None = None) -> np.ndarray:
@@ -2038,5 +2071,5 @@ def describe(profile: dict | None) -> list[str]:
 
 
 __all__ = [
-    "NOISE_FLOOR", "JOINT", "JOINT_ANGLE", "SAME", "apart", "joint_profile", "joint_labels", "CUT_FLOOR", "POOR_REPRODUCTION", "SPECK_AREA", "SPECK_CONTRAST", "STAIN_MASS", "TINY_MEDIAN", "TINY_SMALLEST", "THIN", "half_widths", "LEVEL_GAIN", "LEVEL_GAIN_MAX", "STAIN_GAIN", "STAIN_GAIN_MAX", "STAIN_HUE_BINS", "STAIN_HUE_PIXELS", "STAIN_MIN_TISSUE", "STAIN_TISSUE", "at_stain", "stain_gain", "stain_ratio", "stain_table", "grey_ratio", "SAME_EXPOSURE", "LEVEL_MIN_SPLIT", "LEVEL_OFFSET", "at_levels", "grey_levels", "level_gain", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "holds_size", "size_shift", "sure_objects", "isolated_wholes", "image_objects", "ISOLATED", "probe_shift", "PROBE_SHIFT", "PROBE_GAIN", "PROFILE_VERSION", "WAY_MARGIN", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "LEVEL_FLOOR", "STAIN_DEGREES", "PALER_SHARE", "inside_contrast_and_level", "sizes_in_image", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "outline_ratios", "scale_of", "size_filter",
+    "NOISE_FLOOR", "JOINT", "JOINT_ANGLE", "SAME", "apart", "joint_profile", "joint_labels", "CUT_FLOOR", "POOR_REPRODUCTION", "SPECK_AREA", "SPECK_CONTRAST", "STAIN_MASS", "TINY_MEDIAN", "TINY_SMALLEST", "THIN", "half_widths", "LEVEL_GAIN", "LEVEL_GAIN_MAX", "STAIN_GAIN", "STAIN_GAIN_MAX", "STAIN_HUE_BINS", "STAIN_HUE_PIXELS", "STAIN_MIN_TISSUE", "STAIN_TISSUE", "at_stain", "stain_gain", "stain_ratio", "stain_table", "grey_ratio", "SAME_EXPOSURE", "LEVEL_MIN_SPLIT", "LEVEL_OFFSET", "at_levels", "grey_levels", "level_gain", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "holds_size", "size_shift", "sure_objects", "isolated_wholes", "image_objects", "ISOLATED", "probe_shift", "PROBE_SHIFT", "PROBE_GAIN", "PROFILE_VERSION", "WAY_MARGIN", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "LEVEL_FLOOR", "STAIN_DEGREES", "PALER_SHARE", "inside_contrast_and_level", "sizes_in_image", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "outline_ratios", "scale_of", "size_filter", "filter_with_reasons", "DROP_REASONS",
 ]

@@ -53,7 +53,8 @@ def test_each_false_and_missed_object_goes_to_its_kind():
     e = error_breakdown([rec], [m], 0.5)
     assert e["false"] == {"other_class": 1, "duplicate": 1, "border_unannotated": 1, "unannotated": 1,
                           "merge": 1, "outline": 2}
-    assert e["missed"] == {"other_class": 1, "not_kept": 1, "in_merge": 1, "outline": 1, "not_proposed": 1}
+    assert e["missed"] == {"other_class": 1, "not_kept": 1, "in_merge": 1, "outline": 1, "dropped": 0,
+                           "not_proposed": 1}
     counts = acc.result().at(0.5)
     assert sum(e["false"].values()) == sum(c.fp for c in counts.per_class.values())
     assert sum(e["missed"].values()) == sum(c.fn for c in counts.per_class.values())
@@ -74,6 +75,25 @@ def test_breakdowns_pool_into_one():
     assert twice["iou"] == 0.5 and twice["false"]["outline"] == 4 and twice["missed"]["not_kept"] == 2
     assert twice["ground_truth"] == 12 and twice["predictions_at_border"] == 2
     assert twice == error_breakdown([rec, rec], [m, m], 0.5)
+
+
+def test_a_missed_object_whose_candidate_a_filter_dropped_says_which_filter():
+    rec = _record()
+    rec.dropped_best = np.zeros(7, np.float32)
+    rec.dropped_why = np.full(7, "", dtype=object)
+    rec.dropped_best[4], rec.dropped_why[4] = 0.7, "unlabelled"  # G4, fitted by nothing that was voted on
+    rec.dropped_best[1], rec.dropped_why[1] = 0.9, "size"  # G1: a candidate reached the vote, not kept
+    m = MetricsAccumulator((0.5,)).add_matrix(rec.out_iou, rec.out_labels, rec.gt_labels, rec.ignore)
+    e = error_breakdown([rec], [m], 0.5)
+    assert e["missed"]["dropped"] == 1 and e["missed"]["not_proposed"] == 0 and e["missed"]["not_kept"] == 1
+    assert e["dropped_by"] == {"unlabelled": 1}
+    assert "1  a candidate fitted it, but was dropped before the vote: 1 like what the example images left unlabelled" \
+        in "\n".join(format_errors(e))
+    # at a stricter IoU the dropped candidate fits it no longer
+    m7 = MetricsAccumulator((0.75,)).add_matrix(rec.out_iou, rec.out_labels, rec.gt_labels, rec.ignore)
+    e7 = error_breakdown([rec], [m7], 0.75)
+    assert e7["missed"]["dropped"] == 0 and e7["dropped_by"] == {}
+    assert pool_errors(pool_errors({}, e), e)["dropped_by"] == {"unlabelled": 2}
 
 
 def test_a_record_without_the_geometry_gives_no_breakdown():
@@ -148,3 +168,32 @@ def test_eval_says_when_false_objects_are_the_borders_unannotated_ones(tmp_path)
     assert code == 0, err
     errors = json.loads(out)["errors"]
     assert errors["false"]["border_unannotated"] >= 6 and errors["ground_truth_at_border"] == 0
+
+
+def _discs_and_bars(n_discs: int, bars: list, seed: int):
+    """Bright discs (radius 8) in a grid and thin bars of about their area, every one annotated."""
+    rng = np.random.default_rng(seed)
+    img = rng.normal(20, 3, (300, 300)).clip(0, 255)
+    yy, xx = np.mgrid[:300, :300]
+    label = np.zeros((300, 300), np.int32)
+    shapes = [(yy - 30 - 40 * (k // 4)) ** 2 + (xx - 30 - 40 * (k % 4)) ** 2 <= 64 for k in range(n_discs)]
+    shapes += [(abs(yy - cy) <= 2) & (abs(xx - cx) <= 20) for cy, cx in bars]
+    for k, m in enumerate(shapes, 1):
+        img[m] = 200 + rng.normal(0, 3, int(m.sum()))
+        label[m] = k
+    return np.repeat(img.astype(np.uint8)[..., None], 3, axis=2), label
+
+
+def test_eval_says_which_filter_dropped_the_candidates_of_missed_objects():
+    """Examples of discs: the annotated bars are proposed, then dropped before the vote as
+    unlike the examples' shape, and eval says so rather than "no candidate fitted it"."""
+    a, la = _discs_and_bars(16, [], 0)
+    b, lb = _discs_and_bars(8, [(200, 60), (240, 60), (200, 160), (240, 160)], 1)
+    res = evaluate([a, b], [Instances.from_label_image(la)[0], Instances.from_label_image(lb)[0]], CFG,
+                   shots=6, examples_from=[0], detect_on=[1], iou=(0.5,))
+    c, e = res.metrics[0.5], res.errors
+    assert (c.tp, c.fn) == (8, 4)
+    assert e["missed"]["dropped"] == 4 and e["missed"]["not_proposed"] == 0 and e["dropped_by"] == {"shape": 4}
+    assert sum(e["missed"].values()) == c.fn
+    assert "4  a candidate fitted it, but was dropped before the vote: 4 unlike the examples' shape" in res.table()
+    assert res.to_dict()["errors"]["dropped_by"] == {"shape": 4}

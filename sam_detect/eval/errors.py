@@ -5,7 +5,8 @@ user can tell a detector's faults from an annotation's conventions: false object
 at the image border where the ground truth holds few objects (an annotation that leaves
 the border's cut objects out), false objects that overlap no annotated object at all (an
 annotation that leaves objects out, or debris), merges, loose outlines; missed objects that
-a candidate fitted but the vote or the selection did not keep, and those no candidate
+a candidate fitted but the vote or the selection did not keep, those whose fitting candidate
+a filter dropped before the vote (and which filter: ``dropped_by``), and those no candidate
 fitted.
 
 Kinds are counted in the order :data:`FALSE_KINDS` and :data:`MISSED_KINDS` list them; each
@@ -39,8 +40,16 @@ MISSED_KINDS = (
     ("not_kept", "a candidate fitted it, but the vote or the selection kept none that did"),
     ("in_merge", "inside an object that takes in a neighbour too"),
     ("outline", "found with a loose or partial outline"),
-    ("not_proposed", "no candidate that reached the vote fitted it"),
+    ("dropped", "a candidate fitted it, but was dropped before the vote"),
+    ("not_proposed", "no candidate fitted it"),
 )
+#: what dropped a missed object's candidate before the vote (``dropped_by``): the size and
+#: look filters' reasons (``profile.DROP_REASONS``) and the pipeline's own
+PIPELINE_DROPS = {
+    "unlabelled": "like what the example images left unlabelled",
+    "example": "overlapping an example drawn on the image",
+    "border": "cut by the image border (drop_border)",
+}
 #: the border note needs this many false objects there, and this share of the false ones
 BORDER_NOTE_MIN, BORDER_NOTE_SHARE = 5, 0.25
 
@@ -62,6 +71,7 @@ def error_breakdown(records: Sequence[Any], matches: Sequence[dict], iou: float)
     """
     false = dict.fromkeys((k for k, _ in FALSE_KINDS), 0)
     missed = dict.fromkeys((k for k, _ in MISSED_KINDS), 0)
+    dropped_by: dict[str, int] = {}
     gt_scored = gt_border = out_total = out_border = missed_border = 0
     for rec, m in zip(records, matches, strict=True):
         if rec.out_cut is None or rec.gt_cut is None:
@@ -92,6 +102,7 @@ def error_breakdown(records: Sequence[Any], matches: Sequence[dict], iou: float)
             else:
                 false["outline"] += 1
         cand = np.asarray(rec.iou, np.float64)
+        gone = getattr(rec, "dropped_best", None)  # records made before it was kept: none
         for g in im.fn_gt:
             col = out_iou[:, g]
             missed_border += int(rec.gt_cut[g])
@@ -103,12 +114,16 @@ def error_breakdown(records: Sequence[Any], matches: Sequence[dict], iou: float)
                 missed["in_merge"] += 1
             elif (col > NO_OVERLAP).any():
                 missed["outline"] += 1
+            elif gone is not None and gone[g] >= iou:
+                missed["dropped"] += 1
+                dropped_by[str(rec.dropped_why[g])] = dropped_by.get(str(rec.dropped_why[g]), 0) + 1
             else:
                 missed["not_proposed"] += 1
     return {
         "iou": float(iou),
         "false": false,
         "missed": missed,
+        "dropped_by": dropped_by,
         "ground_truth": gt_scored,
         "ground_truth_at_border": gt_border,
         "predictions": out_total,
@@ -159,11 +174,21 @@ def format_errors(errors: dict[str, Any] | None) -> list[str]:
     if nm:
         lines.append(f"missed objects at IoU {errors['iou']:g}: {nm}"
                      + (f" ({errors['missed_at_border']} at the image border)" if errors["missed_at_border"] else ""))
-        lines += [f"  {errors['missed'][k]:5d}  {words}" for k, words in MISSED_KINDS if errors["missed"][k]]
+        lines += [f"  {errors['missed'][k]:5d}  {words}" + (_dropped_words(errors) if k == "dropped" else "")
+                  for k, words in MISSED_KINDS if errors["missed"].get(k)]
     note = border_note(errors)
     if note:
         lines.append(note)
     return lines
 
 
-__all__ = ["COVER", "FALSE_KINDS", "MISSED_KINDS", "NO_OVERLAP", "border_note", "error_breakdown", "format_errors", "pool_errors"]
+def _dropped_words(errors: dict[str, Any]) -> str:
+    """``": 14 like what the example images left unlabelled, 2 ..."``: what dropped them, most first."""
+    from sam_detect.profile import DROP_REASONS
+
+    words = {**DROP_REASONS, **PIPELINE_DROPS}
+    by = sorted((errors.get("dropped_by") or {}).items(), key=lambda kv: (-kv[1], kv[0]))
+    return (": " + ", ".join(f"{n} {words.get(k, k)}" for k, n in by)) if by else ""
+
+
+__all__ = ["COVER", "PIPELINE_DROPS", "FALSE_KINDS", "MISSED_KINDS", "NO_OVERLAP", "border_note", "error_breakdown", "format_errors", "pool_errors"]

@@ -87,6 +87,11 @@ class _ImageRecord:
     out_area: np.ndarray | None = None  # (D,) float
     gt_cut: np.ndarray | None = None  # (G,) bool
     gt_area: np.ndarray | None = None  # (G,) float
+    # the candidates dropped before the vote (``SAMDetect.keep_dropped``): per ground-truth
+    # object, the best IoU among them and why that one was dropped (profile.DROP_REASONS,
+    # "unlabelled", "example", "border"; "" where none overlaps it)
+    dropped_best: np.ndarray | None = None  # (G,) float32
+    dropped_why: np.ndarray | None = None  # (G,) object
 
     def returned(self, idx: np.ndarray, labels: list[str]) -> tuple[np.ndarray, list[str]]:
         """What detect() returns when the selection keeps candidates ``idx`` labelled
@@ -235,6 +240,25 @@ def _curve(
 # ----------------------------------------------------------------------------------------
 # the protocol
 # ----------------------------------------------------------------------------------------
+def _dropped_at(dropped: list | None, gt: Instances) -> dict[str, np.ndarray]:
+    """``dropped_best`` and ``dropped_why`` of a record (see :class:`_ImageRecord`) from what
+    ``detect`` dropped before the vote (``SAMDetect._last_dropped``: ``[(candidates, reasons)]``);
+    nothing where it kept no such list."""
+    if dropped is None:
+        return {}
+    best = np.zeros(len(gt), np.float32)
+    why = np.full(len(gt), "", dtype=object)
+    for cands, reasons in dropped:
+        if not len(cands) or not len(gt):
+            continue
+        iou = instances_iou(cands, gt)
+        top = iou.argmax(axis=0)
+        better = iou[top, np.arange(len(gt))] > best
+        best[better] = iou[top[better], np.flatnonzero(better)]
+        why[better] = np.asarray(reasons, object)[top[better]]
+    return {"dropped_best": best, "dropped_why": why}
+
+
 def evaluate(
     images: Sequence[Any],
     gt: Sequence[Any],
@@ -324,6 +348,7 @@ def evaluate(
     rec_seg = RecordingSegmenter(probe.segmenter)
     det = SAMDetect(run_config, segmenter=rec_seg, embedder=probe.embedder, store=rec_store)
     det.choices.update(probe.choices)
+    det.keep_dropped = True  # where the missed objects' candidates went (eval.errors)
     examples: dict[str, int] = {}
     records: list[_ImageRecord] = []
     kept_overlays: list[tuple[str, np.ndarray, Instances, Instances, np.ndarray]] = []
@@ -381,6 +406,7 @@ def evaluate(
                     known_labels=() if known is None else tuple(str(lab) for lab in known.labels),
                     out_cut=cut_by_border(out.boxes, out.image_hw), out_area=out.areas.astype(np.float64),
                     gt_cut=cut_by_border(g.boxes, g.image_hw), gt_area=g.areas.astype(np.float64),
+                    **_dropped_at(getattr(det, "_last_dropped", None) if decided is not None else None, g),
                 )
             )
             if len(kept_overlays) < overlays:
