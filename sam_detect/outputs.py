@@ -83,6 +83,7 @@ def image_record(instances: Instances, image_path: str | None = None, **kwargs: 
         "counts": counts,
         "objects": instance_records(instances, **kwargs),
         "candidates": int(md.get("candidates", len(instances))),
+        "dropped": {str(k): int(v) for k, v in (md.get("dropped") or {}).items()},
         "notes": list(md.get("notes", [])),
         "timings": {k: round(float(v), 4) for k, v in md.get("timings", {}).items()},
     }

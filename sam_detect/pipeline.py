@@ -540,7 +540,9 @@ class SAMDetect(DetectorStages, LibraryState):
         Returns ``Instances`` with ``labels`` (``"unknown"`` below ``threshold``, kept only when
         ``keep_unknown``), ``label_confidences``, ``data["similarity"]`` (best cosine similarity)
         and ``data["neighbours"]`` (``[{"id", "label", "score"}]`` per instance);
-        ``metadata["timings"]`` holds seconds per stage.
+        ``metadata["timings"]`` holds seconds per stage, ``metadata["dropped"]`` how many
+        candidates each filter dropped before the vote (``profile.DROP_REASONS``' codes, and
+        ``unlabelled``, ``example``, ``border``).
         """
         # per-call overrides go through the settings' one validation (top_k=0 is an error,
         # not "the default")
@@ -606,13 +608,20 @@ class SAMDetect(DetectorStages, LibraryState):
         shifts = inst.metadata.get("size_shift") or {}
         profile = at_scale(profile, shifts)  # an image at another magnification than the examples
         border_note = None
-        # what was dropped before the vote and why, kept for eval's error breakdown
-        # (sam_detect.eval.errors) where it asks (``keep_dropped``)
+        # how many candidates each filter dropped before the vote (``metadata["dropped"]``), and
+        # the candidates themselves for eval's error breakdown (sam_detect.eval.errors) where it
+        # asks (``keep_dropped``)
         dropped: list[tuple[Instances, np.ndarray]] = []
+        dropped_by: dict[str, int] = {}
 
         def dropping(cands: Instances, gone: np.ndarray, why: np.ndarray | str) -> None:
-            if self.keep_dropped and gone.any():
-                dropped.append((cands[gone], np.broadcast_to(np.asarray(why, object), gone.shape)[gone]))
+            if not gone.any():
+                return
+            codes = np.broadcast_to(np.asarray(why, object), gone.shape)[gone]
+            for code, n in zip(*np.unique(codes.astype(str), return_counts=True), strict=True):
+                dropped_by[str(code)] = dropped_by.get(str(code), 0) + int(n)
+            if self.keep_dropped:
+                dropped.append((cands[gone], codes))
 
         if self.config.drop_border and len(inst):
             from sam_detect.profile import cut_by_border
@@ -742,6 +751,7 @@ class SAMDetect(DetectorStages, LibraryState):
                 "image_path": str(loaded.path) if loaded.path else None,
                 "image_hw": list(loaded.rgb.shape[:2]),
                 "candidates": n_proposed,
+                "dropped": dict(sorted(dropped_by.items(), key=lambda kv: (-kv[1], kv[0]))),
                 "segmenter": self.choices.get("segmenter"),
                 "embedder": self.choices.get("embedder"),
                 "library": self.config.library,

@@ -197,3 +197,23 @@ def test_eval_says_which_filter_dropped_the_candidates_of_missed_objects():
     assert sum(e["missed"].values()) == c.fn
     assert "4  a candidate fitted it, but was dropped before the vote: 4 unlike the examples' shape" in res.table()
     assert res.to_dict()["errors"]["dropped_by"] == {"shape": 4}
+
+
+def test_detect_counts_what_each_filter_dropped(tmp_path):
+    """``detect``'s metadata and its JSON record count the candidates each filter dropped."""
+    from sam_detect import SAMDetect
+    from sam_detect.outputs import image_record
+
+    a, la = _discs_and_bars(16, [], 0)
+    b, _ = _discs_and_bars(8, [(200, 60), (240, 60), (200, 160), (240, 160)], 1)
+    det = SAMDetect(CFG)
+    gt = Instances.from_label_image(la)[0]
+    det.add_examples(a, gt[[0, 3, 5, 9, 12, 15]], ["disc"] * 6)
+    found = det.detect(b)
+    assert len(found) == 8
+    dropped = found.metadata["dropped"]
+    assert dropped.get("shape", 0) >= 4, dropped  # the four bars, proposed and dropped
+    assert list(dropped.values()) == sorted(dropped.values(), reverse=True)
+    assert image_record(found)["dropped"] == dropped
+    assert det.detect(a).metadata["dropped"].get("shape", 0) == 0  # nothing shaped otherwise there
+    det.close()
