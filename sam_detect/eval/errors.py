@@ -116,7 +116,8 @@ def error_breakdown(records: Sequence[Any], matches: Sequence[dict], iou: float)
                 missed["outline"] += 1
             elif gone is not None and gone[g] >= iou:
                 missed["dropped"] += 1
-                dropped_by[str(rec.dropped_why[g])] = dropped_by.get(str(rec.dropped_why[g]), 0) + 1
+                why = str(rec.dropped_why[g])
+                dropped_by[why] = dropped_by.get(why, 0) + 1
             else:
                 missed["not_proposed"] += 1
     return {
