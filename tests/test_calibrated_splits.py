@@ -165,7 +165,7 @@ def ref_split_labels(fg, scale, split, split_on, x):
     return ref_split_touching(fg, 1.0, max(0.5, split * scale.half_width), max(2, int(round(scale.half_width / 2))))
 
 
-def ref_label_images(prepared, scale, settings, roi=None):
+def ref_label_images(prepared, scale, settings, roi=None, blobs=None):
     if isinstance(prepared, np.ndarray):
         rgb = prepared
         prepared = functools.cache(lambda sm: Prepared(rgb, scale, sm))
@@ -380,6 +380,38 @@ def test_grid_ious_equal_reference(name, monkeypatch):
     want = grid_ious(rgb, scale, masks)
     np.testing.assert_array_equal(got, want)
     assert got.max() > 0.5
+
+
+def test_grid_ious_do_not_depend_on_how_many_threads_run_the_grid(monkeypatch):
+    """The grid runs one smoothing, background and level a task on up to ``MAX_THREADS``
+    threads that share the projections' blob maxima: one thread or four give the same
+    measurements, and each projection's blob maxima are found once."""
+    monkeypatch.setattr(calibrated, "HEAVY_SMOOTH_BELOW", 2.0)  # every setting measured
+    rgb, lab = touching_disks(3)
+    scale, masks = examples_of(rgb, lab, n=4)
+    real, calls = calibrated.blob_maxima, []
+
+    def counted(x, sc):
+        calls.append(x.shape)
+        return real(x, sc)
+
+    monkeypatch.setattr(calibrated, "blob_maxima", counted)
+    runs = {}
+    for n in (1, 4):
+        monkeypatch.setattr(calibrated, "grid_threads", lambda n=n: n)
+        calls.clear()
+        runs[n] = grid_ious(rgb, scale, masks, inset=True)
+        assert len(calls) == len(calibrated.SMOOTHS) * len(calibrated.BACKGROUNDS)
+    np.testing.assert_array_equal(runs[1], runs[4])
+    assert runs[1].max() > 0.5
+
+
+def test_grid_threads_follow_the_cores_this_process_may_use(monkeypatch):
+    import os
+
+    for cores, want in ((set(range(64)), calibrated.MAX_THREADS), ({0}, 1), ({0, 1}, 2)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda _pid, c=cores: c, raising=False)
+        assert calibrated.grid_threads() == want
 
 
 def test_ctrl_c_during_the_grid_stops_its_workers_at_their_next_setting(monkeypatch):

@@ -90,6 +90,23 @@ HEAVY_SMOOTH_TEXTURE = 0.5
 #: docs/performance.md, session 31)
 INSET = 1
 GRID_VERSION = 9
+#: the most threads the settings grid runs on in calibration (fewer where fewer cores are
+#: free): one smoothing, background and level a task
+MAX_THREADS = 8
+
+
+def grid_threads() -> int:
+    """Threads for the calibration's settings grid: the cores this process may use, at most
+    :data:`MAX_THREADS`."""
+    import os
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(MAX_THREADS, cores))
+
+
 #: the settings are tried, and propose, at a working scale where the examples' median radius
 #: is at most this many pixels: every setting is relative to the examples' size, so larger
 #: objects only cost time (calibration and proposals grow with the pixels: ten coffee beans of
@@ -453,26 +470,46 @@ def blob_maxima(x: np.ndarray, scale: Scale) -> tuple[np.ndarray, np.ndarray]:
     return lap, lap >= cv2.dilate(lap, np.ones((d, d), np.uint8))
 
 
-def label_images(prepared: Any, scale: Scale, settings: list[Setting], roi: np.ndarray | None = None):
+class _BlobCache:
+    """:func:`blob_maxima` of each projection ``(smoothing, background)``, found once however
+    many threads ask for it (each key's first caller computes it, the others wait)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._values: dict[tuple[float, str], tuple[np.ndarray, np.ndarray]] = {}
+        self._locks: dict[tuple[float, str], Any] = {}
+        self._lock = threading.Lock()
+
+    def get(self, prep: Any, key: tuple[float, str], scale: Scale) -> tuple[np.ndarray, np.ndarray]:
+        import threading
+
+        with self._lock:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._values:
+                self._values[key] = blob_maxima(prep.resid(key[1]), scale)
+            return self._values[key]
+
+
+def label_images(prepared: Any, scale: Scale, settings: list[Setting], roi: np.ndarray | None = None,
+                 blobs: _BlobCache | None = None):
     """Yield ``(setting, labels)`` for each setting, sharing the work between them.
 
     ``prepared``: the image (``(H, W[, 3])`` array), or a function of a smoothing that returns
     its :class:`Prepared` (or :class:`_Mosaic`) work. The labels may be one array for
-    several settings (splits that split nothing): read them, do not write.
+    several settings (splits that split nothing): read them, do not write. ``blobs``: the
+    projections' blob maxima, shared with other calls (threads) on the same work.
     """
     if isinstance(prepared, np.ndarray):
         rgb = prepared
         prepared = functools.cache(lambda sm: Prepared(rgb, scale, sm))
     by_fg: dict[tuple[float, str, float, float], np.ndarray] = {}
     splits: tuple[tuple, _Splits] | None = None  # the latest foreground's: settings come in runs
-    blobs: dict[tuple[float, str], tuple[np.ndarray, np.ndarray]] = {}  # blob_maxima per projection
+    cache = blobs if blobs is not None else _BlobCache()
 
     def blob_of(prep: Any, key: tuple[float, str]) -> Any:
-        def get() -> tuple[np.ndarray, np.ndarray]:
-            if key not in blobs:
-                blobs[key] = blob_maxima(prep.resid(key[1]), scale)
-            return blobs[key]
-        return get
+        return lambda: cache.get(prep, key, scale)
 
     for s in settings:
         prep = prepared(s.smooth)
@@ -638,14 +675,15 @@ def grid_ious(rgb: np.ndarray, scale: Scale, masks: list[tuple[np.ndarray, tuple
     for crop, (x0, y0) in first.masks:
         roi[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] |= crop
 
-    def rows(task: tuple[float, str]) -> list[tuple[int, np.ndarray]]:
+    def rows(task: tuple[float, str, float]) -> list[tuple[int, np.ndarray]]:
         # each foreground's settings in one run (the blob splits come last in GRID), so its
-        # components are found once for all its splits; one smoothing and background a task
-        smooth, background = task
-        grid = sorted((g for g in GRID if g != OWN and g.smooth == smooth and g.background == background),
-                      key=lambda g: (g.level, g.refine))
+        # components are found once for all its splits; one smoothing, background and level
+        # a task (the levels' costs differ, so the threads stay evenly busy)
+        smooth, background, level = task
+        grid = sorted((g for g in GRID if g != OWN and g.smooth == smooth and g.background == background
+                       and g.level == level), key=lambda g: g.refine)
         done, last, iou = [], None, None
-        for s, labels in label_images(mosaics.__getitem__, work, grid, roi):
+        for s, labels in label_images(mosaics.__getitem__, work, grid, roi, blobs):
             if stop.is_set():  # the caller was interrupted (Ctrl-C): its result is not wanted
                 break
             if labels is not last:  # a split that splits nothing gives its components again
@@ -663,14 +701,15 @@ def grid_ious(rgb: np.ndarray, scale: Scale, masks: list[tuple[np.ndarray, tuple
 
     _ = morphology.h_maxima, morphology.local_maxima, morphology.reconstruction, segmentation.watershed, _flood_core()
     stop = threading.Event()
-    with ThreadPoolExecutor(len(BACKGROUNDS)) as pool:
+    blobs = _BlobCache()
+    with ThreadPoolExecutor(grid_threads()) as pool:
         try:
             for smooth in SMOOTHS:  # the light smoothing first: it says whether the heavy one is needed
                 if smooth != SMOOTHS[0]:
                     if not needs_heavy_smoothing(out if inset else out[:1], texture(first, work)):
                         break
                     mosaics[smooth] = _Mosaic(Prepared(seen, work, smooth), at)
-                for done in pool.map(rows, [(smooth, bg) for bg in BACKGROUNDS]):
+                for done in pool.map(rows, [(smooth, bg, lv) for lv in LEVELS for bg in BACKGROUNDS]):
                     for g, (iou, iou_in) in done:
                         out[0, g] = iou
                         if iou_in is not None:
