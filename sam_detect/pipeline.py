@@ -293,6 +293,11 @@ class SAMDetect(DetectorStages, LibraryState):
 
                 # the region's exposure is the whole image's (profile.grey_ratio, level_gain)
                 own["image_grey_levels"] = grey_levels(rgb)
+            if region != (0, 0, rgb.shape[1], rgb.shape[0]) and "ground" in entry:
+                from sam_detect.profile import ground_colour
+
+                # and so is its ground (profile.ground_shift)
+                own["image_ground"] = {label: ground_colour(rgb, entry["direction"])}
             candidates = segment_with_profile(self.segmenter, rgb[y0:y1, x0:x1], own)
             own = at_scale(own, candidates.metadata.get("size_shift") or {})
             candidates, _ = size_filter(candidates, own, pale=False, tiny=False)  # the click says it is one
@@ -589,6 +594,7 @@ class SAMDetect(DetectorStages, LibraryState):
             JOINT,
             at_scale,
             filter_with_reasons,
+            ground_notes,
             joint_profile,
         )
         from sam_detect.segment.base import segment_with_profile
@@ -735,6 +741,9 @@ class SAMDetect(DetectorStages, LibraryState):
                      for lab, (a, _) in gains.items()]
         notes[:0] = [f"{display_label(lab)}: objects here stand out {r:.2g}x as far as in the examples' images: "
                      "thresholded at this image's contrast" for lab, r in (inst.metadata.get("grey_ratio") or {}).items()]
+        notes[:0] = [f"{display_label(lab)}: this image's ground lies {v:.0f} above the examples' images' along "
+                     "their colour (haze, a brighter background?): thresholded above its own ground"
+                     for lab, v in ground_notes(inst.metadata.get("ground_shift"), profile).items()]
         if stain is not None:
             notes.insert(0, f"the tissue here is stained {stain:.2g}x as densely as in the examples' images (another "
                             "slide?): proposed and described at the examples' stain density")

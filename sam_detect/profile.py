@@ -255,6 +255,19 @@ LEVEL_MIN_SPLIT = 8.0
 #: where that gain puts it (an offset: a brighter background, uneven illumination; the
 #: development frames of other lines and sessions lie within 0.12)
 LEVEL_OFFSET = 0.25
+#: a bright class's flat background follows a brighter ground (:func:`ground_shift`): the
+#: examples' ring level, set on their images, raised by how far this image's ground lies
+#: above theirs along the class's colour direction, however little (the grey mapping above
+#: rewrites an image only past ``LEVEL_OFFSET``). The settings' levels stay fractions of the
+#: examples' contrast above it. A raised ground floods a flat threshold with specks and
+#: merges; a lower one only leaves it a little higher above the ground than the examples'
+#: was, and following it down cost the development whole cells (``dev_neurocyte`` 0.741 ->
+#: 0.720, ``dev_macrophage`` 0.435 -> 0.430) and gained no nucleus set. Chosen on the
+#: development sets (docs/performance.md, session 62): ``dev_rings``, whose scored images'
+#: ground is brighter, 0.591 -> 0.622; a local background (the grid's ``opening``) needs none
+GROUND_FOLLOWS = True
+#: ... and ``detect`` says so where the move is at least this share of the class's contrast
+GROUND_NOTE = 0.1
 #: a stain's image (a class with a ``level_floor``: dark and coloured) whose tissue is stained
 #: denser or fainter than the examples' images -- colour by colour, its median optical density
 #: against theirs (:func:`stain_ratio`) over ``STAIN_GAIN`` times or under ``1 / STAIN_GAIN`` --
@@ -604,13 +617,14 @@ def describe_examples(rgb: np.ndarray, instances: Instances, labels: Sequence[st
     its area is a lower bound and its shape is left out, :func:`whole`), "in": [r, g, b], "ring": [r, g, b],
     "calib": {"version", "iou": [...], "inset": [...], "edge": [...]}, "calib_joint": the same at every
     positive example's joint scale (:data:`JOINT`; :data:`SAME` where they are of one class),
-    "grey_levels": [background, objects],
+    "grey_levels": [background, objects], "ground": [r, g, b],
     "stain_table": [[bin, log-density, pixels], ...]}`` (``iou``: how well each setting of ``GRID`` reproduces the example, ``inset``: the same
     with its outline drawn ``INSET`` pixels inside; ``edge``: how far the outline stands
     out at each smoothing; ``grey_levels``: the
-    image's :func:`grey_levels` in the class's polarity, only for a grey image; ``stain_table``:
+    image's :func:`grey_levels` in the class's polarity, only for a grey image; ``ground``: the
+    image's :func:`ground_colour` along a bright class's direction; ``stain_table``:
     the image's :func:`stain_table`, only for a colour image with tissue); ``calib``,
-    ``grey_levels`` and ``stain_table`` are left out for negatives.
+    ``grey_levels``, ``ground`` and ``stain_table`` are left out for negatives.
     """
     taken = np.zeros(rgb.shape[:2], bool)
     crops = instances.mask_crops
@@ -642,6 +656,9 @@ def describe_examples(rgb: np.ndarray, instances: Instances, labels: Sequence[st
         if tissue is not None:  # a colour image's tissue: how densely its slide is stained, colour by colour
             for i in idx:
                 out[i]["stain_table"] = tissue
+        if float(np.sum(scale.direction)) >= 0 and (ground := ground_colour(rgb, scale.direction)) is not None:
+            for i in idx:  # a bright class: where its image's ground lies (the flat background's)
+                out[i]["ground"] = ground
         _calibrate(rgb, scale, idx, crops, origins, own, out, "calib")
     # the classes found as one (:data:`JOINT`): every positive measured again at their joint
     # scale where they are of several classes, as they would be given as one class
@@ -720,6 +737,8 @@ def build_profile(examples: Iterable[tuple[str, dict]]) -> dict:
             entry["stain_table"] = _pooled_table(list(images.values()))
         if all("grey_levels" in st for st in stats):  # every example image grey
             entry["grey_levels"] = [round(float(v), 2) for v in np.median([st["grey_levels"] for st in stats], axis=0)]
+        if entry["polarity"] == "bright" and all("ground" in st for st in stats):  # every example image's ground
+            entry["ground"] = [round(float(v), 2) for v in np.median([st["ground"] for st in stats], axis=0)]
         if measured:
             chosen, mean_iou, inset = _settings(measured, positives, pooled_ious)
             entry["settings"] = [(GRID[i] if GRID[i] == OWN else replace(GRID[i], inset=inset, wholes=_wholes_only(
@@ -874,6 +893,56 @@ def grey_levels(rgb: np.ndarray) -> tuple[float, float] | None:
     t, _ = cv2.threshold(g[None], 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)  # low class: <= t
     low = g <= t
     return float(g[low].mean()), float(g[~low].mean())
+
+
+def ground_colour(rgb: np.ndarray, direction: Any) -> list[float] | None:
+    """``[r, g, b]``: the mean colour of an image's ground as a bright class sees it -- of the
+    two classes an Otsu threshold splits the image's projection on the class's colour
+    ``direction`` into (every third pixel), the lower one -- or ``None`` for a flat image.
+    A colour, not a level, so that it can be projected on the direction a library's later
+    examples move the class to."""
+    import cv2
+
+    px = (rgb.reshape(-1, rgb.shape[2])[:, :3] if rgb.ndim == 3 else rgb.reshape(-1, 1))[::3].astype(np.float32)
+    if px.shape[1] == 1:
+        px = np.repeat(px, 3, axis=1)
+    x = px @ np.asarray(direction, np.float32)
+    lo, hi = float(x.min()) if x.size else 0.0, float(x.max()) if x.size else 0.0
+    if not hi > lo:
+        return None
+    q = np.rint((x - lo) * np.float32(255.0 / (hi - lo))).astype(np.uint8)
+    t, _ = cv2.threshold(q[None], 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)  # low class: <= t
+    return [round(float(v), 2) for v in px[q <= t].mean(axis=0)]
+
+
+def ground_shift(rgb: np.ndarray, entry: dict, gain: tuple[float, float] | None = None,
+                 ground: list[float] | None = None) -> float | None:
+    """How far ``rgb``'s ground lies above the examples' images' along a bright class's
+    colour direction (:func:`ground_colour`), in the examples' values: the class's flat
+    background is this much higher here (:data:`GROUND_FOLLOWS`). ``gain``: the
+    :func:`level_gain` the image is proposed at (its ground mapped as its pixels are);
+    ``ground``: the image's ground colour where it was measured already (a prompt's region
+    takes the whole image's). ``None`` where the ground lies no higher, the class has none
+    measured (a dark class, a library made before) or the image is flat."""
+    ref = entry.get("ground")
+    if not GROUND_FOLLOWS or not ref or entry.get("polarity") != "bright":
+        return None
+    g = ground if ground is not None else ground_colour(rgb, entry["direction"])
+    if g is None:
+        return None
+    g = np.asarray(g, np.float64)
+    if gain is not None:  # as :func:`at_levels` maps the pixels
+        g = np.clip((g - gain[1]) / gain[0], 0, 255)
+    shift = round(float((g - np.asarray(ref, np.float64)) @ np.asarray(entry["direction"], np.float64)), 4)
+    return shift if shift > 0 else None
+
+
+def ground_notes(shifts: dict[str, float] | None, profile: dict | None) -> dict[str, float]:
+    """The classes whose flat background ``detect`` raised by at least :data:`GROUND_NOTE` of
+    their contrast (``metadata["ground_shift"]``, :func:`ground_shift`): what its note names."""
+    classes = (profile or {}).get("classes") or {}
+    return {lab: v for lab, v in (shifts or {}).items()
+            if lab in classes and v >= GROUND_NOTE * float(classes[lab].get("contrast") or 0.0)}
 
 
 def _optical_density_lut() -> np.ndarray:
@@ -2047,6 +2116,10 @@ def describe(profile: dict | None) -> list[str]:
             rep += (f", grey levels {lo:.0f} / {hi:.0f} (background / objects; a grey image standing out under "
                     f"1/{LEVEL_GAIN:g} or over {LEVEL_GAIN:g}x as far, or on another background, is proposed at these; "
                     "one standing out less, at its own contrast)")
+        if e.get("ground") and e.get("polarity") == "bright" and GROUND_FOLLOWS:
+            level = float(np.asarray(e["ground"], np.float64) @ np.asarray(e["direction"], np.float64))
+            rep += (f", ground {level:.0f} along that direction (an image whose ground lies higher is "
+                    "thresholded above its own)")
         thin = f", thinner than {2 * THIN * e['minor_radius']:.0f} px across fits worse" if e.get("minor_radius") else ""
         lines.append(
             f"{display_label(label)}: {e['count']} examples, area {e['area'][0]:.0f}-{e['area'][2]:.0f} px "
@@ -2071,5 +2144,5 @@ def describe(profile: dict | None) -> list[str]:
 
 
 __all__ = [
-    "NOISE_FLOOR", "JOINT", "JOINT_ANGLE", "SAME", "apart", "joint_profile", "joint_labels", "CUT_FLOOR", "POOR_REPRODUCTION", "SPECK_AREA", "SPECK_CONTRAST", "STAIN_MASS", "TINY_MEDIAN", "TINY_SMALLEST", "THIN", "half_widths", "LEVEL_GAIN", "LEVEL_GAIN_MAX", "STAIN_GAIN", "STAIN_GAIN_MAX", "STAIN_HUE_BINS", "STAIN_HUE_PIXELS", "STAIN_MIN_TISSUE", "STAIN_TISSUE", "at_stain", "stain_gain", "stain_ratio", "stain_table", "grey_ratio", "SAME_EXPOSURE", "LEVEL_MIN_SPLIT", "LEVEL_OFFSET", "at_levels", "grey_levels", "level_gain", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "holds_size", "size_shift", "sure_objects", "isolated_wholes", "image_objects", "ISOLATED", "probe_shift", "PROBE_SHIFT", "PROBE_GAIN", "PROFILE_VERSION", "WAY_MARGIN", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "LEVEL_FLOOR", "STAIN_DEGREES", "PALER_SHARE", "inside_contrast_and_level", "sizes_in_image", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "outline_ratios", "scale_of", "size_filter", "filter_with_reasons", "DROP_REASONS",
+    "NOISE_FLOOR", "JOINT", "JOINT_ANGLE", "SAME", "apart", "joint_profile", "joint_labels", "CUT_FLOOR", "POOR_REPRODUCTION", "SPECK_AREA", "SPECK_CONTRAST", "STAIN_MASS", "TINY_MEDIAN", "TINY_SMALLEST", "THIN", "half_widths", "LEVEL_GAIN", "LEVEL_GAIN_MAX", "STAIN_GAIN", "STAIN_GAIN_MAX", "STAIN_HUE_BINS", "STAIN_HUE_PIXELS", "STAIN_MIN_TISSUE", "STAIN_TISSUE", "at_stain", "stain_gain", "stain_ratio", "stain_table", "grey_ratio", "SAME_EXPOSURE", "LEVEL_MIN_SPLIT", "LEVEL_OFFSET", "at_levels", "grey_levels", "level_gain", "GROUND_FOLLOWS", "GROUND_NOTE", "ground_colour", "ground_notes", "ground_shift", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "holds_size", "size_shift", "sure_objects", "isolated_wholes", "image_objects", "ISOLATED", "probe_shift", "PROBE_SHIFT", "PROBE_GAIN", "PROFILE_VERSION", "WAY_MARGIN", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "LEVEL_FLOOR", "STAIN_DEGREES", "PALER_SHARE", "inside_contrast_and_level", "sizes_in_image", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "outline_ratios", "scale_of", "size_filter", "filter_with_reasons", "DROP_REASONS",
 ]

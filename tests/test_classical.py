@@ -775,3 +775,21 @@ def test_segmentations_kept_for_prompts_stay_within_the_pixel_budget(monkeypatch
     assert next(reversed(seg._cache.values()))[0] is first
     seg.segment(other)  # two images over the budget: only the newest
     assert len(seg._cache) == 1 and next(iter(seg._cache.values()))[0].shape == (90, 100)
+
+
+def test_refined_objects_are_cut_at_their_own_height():
+    """Two flat-topped blobs of heights 100 and 20 above a ground of 0, each with a slope
+    around it: cut at half its own height, each keeps its top and loses its foot."""
+    from sam_detect.segment.classical_ops import _refine_objects
+
+    yy, xx = np.mgrid[:64, :128]
+    x = np.zeros((64, 128), np.float32)
+    for cx, height in ((32, 100.0), (96, 20.0)):
+        r = np.hypot(yy - 32, xx - cx)
+        x = np.maximum(x, np.where(r < 8, height, np.where(r < 16, height * (16 - r) / 8, 0)).astype(np.float32))
+    fg = x > 0
+    out = _refine_objects(fg, x, 0.5, 0.0)
+    for cx in (32, 96):  # each at half its own height: the low blob keeps as much as the high one
+        r = np.hypot(yy - 32, xx - cx)
+        assert out[(r < 8)].all()  # the top kept
+        assert not out[(r > 12.5) & (r < 16)].any()  # the foot, below half its height, dropped

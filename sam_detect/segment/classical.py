@@ -132,7 +132,9 @@ class ClassicalSegmenter:
         examples' size that it proposes them only in pieces, looked for at 4x and a quarter
         of it; none where another class finds its objects at its examples' size,
         ``profile.holds_size``: a magnification is the image's, not one class's);
-        ``metadata["noise"]`` each bright class's pixel noise along its colour direction
+        ``metadata["ground_shift"]`` how far each bright class's flat background was raised
+        to follow this image's brighter ground (``sam_detect.profile.ground_shift``; only
+        where it was); ``metadata["noise"]`` each bright class's pixel noise along its colour direction
         (``calibrated.noise_sigma``: what ``profile.size_filter`` asks a candidate dimmer
         than the examples to stand out by) and ``metadata["pixel_noise"]`` the same from
         neighbouring pixels' differences (``calibrated.pixel_noise``: what every candidate
@@ -147,7 +149,8 @@ class ClassicalSegmenter:
         """
         calibrated = _calibrated_classes(profile)
         if calibrated:
-            return self._segment_calibrated(image, calibrated, (profile or {}).get("image_grey_levels"))
+            return self._segment_calibrated(image, calibrated, (profile or {}).get("image_grey_levels"),
+                                            (profile or {}).get("image_ground"))
         labels, fg_raw, intensity, thr, polarity = self._label(image)
         inst = self._instances_from_labels(labels, intensity, thr, polarity)
         inst.metadata.update(
@@ -161,16 +164,19 @@ class ClassicalSegmenter:
         return inst
 
     def _segment_calibrated(self, image: np.ndarray, classes: dict[str, dict],
-                            levels: tuple[float, float] | None = None) -> Instances:
+                            levels: tuple[float, float] | None = None,
+                            grounds: dict[str, list[float]] | None = None) -> Instances:
         """``levels``: the grey levels of the image ``image`` was cut from (a prompt's region:
         its exposure is judged on the whole image, so that the region is proposed as the
-        whole image is); measured on ``image`` where ``None``."""
+        whole image is); measured on ``image`` where ``None``. ``grounds``: that image's
+        ground colour per class (``profile.ground_colour``), the same way."""
         from sam_detect.profile import (
             LEVEL_GAIN,
             SAME_EXPOSURE,
             at_levels,
             grey_levels,
             grey_ratio,
+            ground_shift,
             holds_size,
             image_objects,
             level_gain,
@@ -183,7 +189,7 @@ class ClassicalSegmenter:
 
         img = self._check_image(image)
         tile = self._tile_side(img.shape[:2])  # large images are proposed window by window
-        parts, own, shifts, gains, ratios, noises, pixel = [], None, {}, {}, {}, {}, {}
+        parts, own, shifts, gains, ratios, noises, pixel, grounded = [], None, {}, {}, {}, {}, {}, {}
         if levels is None and any("grey_levels" in e for e in classes.values()):
             levels = grey_levels(img)
         first = []  # each class at its examples' size: (label, entry, its proposer, candidates, sure ones)
@@ -198,7 +204,10 @@ class ClassicalSegmenter:
             elif (ratio := grey_ratio(levels, entry)) is not None and 1.0 / LEVEL_GAIN <= ratio < 1 - SAME_EXPOSURE:
                 ratios[label] = round(ratio, 4)  # dimmer than the examples' image, within the gain's limit
             exposure = ratios.get(label, 1.0)  # its levels and contrast floors in this image's grey values
-            at = functools.partial(_propose_at, seen, label, entry, settings, exposure, own, tile)
+            ground = ground_shift(img, entry, gain, (grounds or {}).get(label))  # its flat background's move
+            if ground:
+                grounded[label] = ground
+            at = functools.partial(_propose_at, seen, label, entry, settings, exposure, ground or 0.0, own, tile)
             _, part = at(0.0)
             sure = sure_objects(part, label, entry) if len(part) else np.zeros(0, bool)
             first.append((label, entry, at, part, sure))
@@ -234,6 +243,8 @@ class ClassicalSegmenter:
             inst.metadata["level_gain"] = gains
         if ratios:
             inst.metadata["grey_ratio"] = ratios
+        if grounded:
+            inst.metadata["ground_shift"] = grounded
         if noises:
             inst.metadata["noise"] = noises
             inst.metadata["pixel_noise"] = pixel
@@ -907,17 +918,20 @@ def _check_point(point: Any, h: int, w: int) -> tuple[int, int]:
     return x, y
 
 
-def _propose_at(rgb: np.ndarray, label: str, entry: dict, settings: list, exposure: float, own: Instances | None,
-                tile: int, log_shift: float) -> tuple[dict, Instances]:
+def _propose_at(rgb: np.ndarray, label: str, entry: dict, settings: list, exposure: float, ground: float,
+                own: Instances | None, tile: int, log_shift: float) -> tuple[dict, Instances]:
     """``(entry moved by log_shift, its candidates on rgb)``: class ``label``'s settings proposed at
-    ``exp(log_shift)`` x its examples' area (``sam_detect.profile.at_scale``; 0: as they are)."""
+    ``exp(log_shift)`` x its examples' area (``sam_detect.profile.at_scale``; 0: as they are),
+    their flat background ``ground`` above the examples' (``profile.ground_shift``)."""
     from dataclasses import replace
 
     from sam_detect.profile import at_scale, scale_of
     from sam_detect.segment.calibrated import propose
 
     moved = at_scale({"classes": {label: entry}}, {label: log_shift})["classes"][label] if log_shift else entry
-    return moved, propose(rgb, replace(scale_of(moved), exposure=exposure), settings, label, own=own, tile=tile)
+    scale = scale_of(moved)
+    scale = replace(scale, exposure=exposure, ring_level=scale.ring_level + ground)
+    return moved, propose(rgb, scale, settings, label, own=own, tile=tile)
 
 
 __all__ = ["ClassicalConfig", "ClassicalSegmenter", "Polarity", "ThresholdMethod"]
