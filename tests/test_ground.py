@@ -71,6 +71,15 @@ def test_ground_colour_is_the_low_class_mean_and_none_for_a_flat_image():
     np.testing.assert_allclose(P.ground_colour(grey, np.full(3, 0.577)), [6, 6, 6], atol=0.5)
 
 
+def test_a_large_image_s_ground_is_read_off_a_sample(monkeypatch):
+    rgb, _ = scene(10, raise_by=(5, 20, 0))
+    d = np.array([0.12, 0.99, 0.0])
+    every_third = P.ground_colour(rgb, d)
+    monkeypatch.setattr(P, "GROUND_SAMPLE", 2000)  # 25,600 pixels: every 12th read
+    np.testing.assert_allclose(P.ground_colour(rgb, d), every_third, atol=0.5)
+    np.testing.assert_allclose(every_third, GROUND + (5, 20, 0), atol=1.0)
+
+
 def test_the_profile_keeps_a_bright_class_s_ground_and_no_dark_one_s():
     rgb, lab = scene(1)
     stats, profile = library(rgb, lab)
