@@ -273,7 +273,7 @@ class SAMDetect(DetectorStages, LibraryState):
         entry = ((profile or {}).get("classes") or {}).get(label)
         if entry is None:
             return own_prompt
-        from sam_detect.profile import at_scale, size_filter
+        from sam_detect.profile import at_scale, follows_ground, ground_colour, size_filter
         from sam_detect.segment.base import segment_with_profile
         from sam_detect.select import choose_prompt
         from sam_detect.unlabelled import image_key
@@ -293,9 +293,7 @@ class SAMDetect(DetectorStages, LibraryState):
 
                 # the region's exposure is the whole image's (profile.grey_ratio, level_gain)
                 own["image_grey_levels"] = grey_levels(rgb)
-            if region != (0, 0, rgb.shape[1], rgb.shape[0]) and "ground" in entry:
-                from sam_detect.profile import ground_colour
-
+            if region != (0, 0, rgb.shape[1], rgb.shape[0]) and follows_ground(entry):
                 # and so is its ground (profile.ground_shift)
                 own["image_ground"] = {label: ground_colour(rgb, entry["direction"])}
             candidates = segment_with_profile(self.segmenter, rgb[y0:y1, x0:x1], own)

@@ -919,6 +919,15 @@ def ground_colour(rgb: np.ndarray, direction: Any) -> list[float] | None:
     return [round(float(v), 2) for v in px[q <= t].mean(axis=0)]
 
 
+def follows_ground(entry: dict) -> bool:
+    """Whether a class's flat background follows an image's ground (:func:`ground_shift`): a
+    bright class whose examples' ground was measured (not a dark class, not a library made
+    before), with a flat-background setting among its settings (the others' backgrounds are
+    measured around each object: nothing to move, so the image's ground is not read)."""
+    return (GROUND_FOLLOWS and bool(entry.get("ground")) and entry.get("polarity") == "bright"
+            and any(st.get("background") == "flat" for st in entry.get("settings") or []))
+
+
 def ground_shift(rgb: np.ndarray, entry: dict, gain: tuple[float, float] | None = None,
                  ground: list[float] | None = None) -> float | None:
     """How far ``rgb``'s ground lies above the examples' images' along a bright class's
@@ -926,11 +935,11 @@ def ground_shift(rgb: np.ndarray, entry: dict, gain: tuple[float, float] | None 
     background is this much higher here (:data:`GROUND_FOLLOWS`). ``gain``: the
     :func:`level_gain` the image is proposed at (its ground mapped as its pixels are);
     ``ground``: the image's ground colour where it was measured already (a prompt's region
-    takes the whole image's). ``None`` where the ground lies no higher, the class has none
-    measured (a dark class, a library made before) or the image is flat."""
-    ref = entry.get("ground")
-    if not GROUND_FOLLOWS or not ref or entry.get("polarity") != "bright":
+    takes the whole image's). ``None`` where the ground lies no higher, the image is flat, or
+    the class does not follow it (:func:`follows_ground`)."""
+    if not follows_ground(entry):
         return None
+    ref = entry["ground"]
     g = ground if ground is not None else ground_colour(rgb, entry["direction"])
     if g is None:
         return None
@@ -2120,7 +2129,7 @@ def describe(profile: dict | None) -> list[str]:
             rep += (f", grey levels {lo:.0f} / {hi:.0f} (background / objects; a grey image standing out under "
                     f"1/{LEVEL_GAIN:g} or over {LEVEL_GAIN:g}x as far, or on another background, is proposed at these; "
                     "one standing out less, at its own contrast)")
-        if e.get("ground") and e.get("polarity") == "bright" and GROUND_FOLLOWS:
+        if follows_ground(e):
             level = float(np.asarray(e["ground"], np.float64) @ np.asarray(e["direction"], np.float64))
             rep += (f", ground {level:.0f} along that direction (an image whose ground lies higher is "
                     "thresholded above its own)")
@@ -2148,5 +2157,5 @@ def describe(profile: dict | None) -> list[str]:
 
 
 __all__ = [
-    "NOISE_FLOOR", "JOINT", "JOINT_ANGLE", "SAME", "apart", "joint_profile", "joint_labels", "CUT_FLOOR", "POOR_REPRODUCTION", "SPECK_AREA", "SPECK_CONTRAST", "STAIN_MASS", "TINY_MEDIAN", "TINY_SMALLEST", "THIN", "half_widths", "LEVEL_GAIN", "LEVEL_GAIN_MAX", "STAIN_GAIN", "STAIN_GAIN_MAX", "STAIN_HUE_BINS", "STAIN_HUE_PIXELS", "STAIN_MIN_TISSUE", "STAIN_TISSUE", "at_stain", "stain_gain", "stain_ratio", "stain_table", "grey_ratio", "SAME_EXPOSURE", "LEVEL_MIN_SPLIT", "LEVEL_OFFSET", "at_levels", "grey_levels", "level_gain", "GROUND_FOLLOWS", "GROUND_NOTE", "GROUND_SAMPLE", "ground_colour", "ground_notes", "ground_shift", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "holds_size", "size_shift", "sure_objects", "isolated_wholes", "image_objects", "ISOLATED", "probe_shift", "PROBE_SHIFT", "PROBE_GAIN", "PROFILE_VERSION", "WAY_MARGIN", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "LEVEL_FLOOR", "STAIN_DEGREES", "PALER_SHARE", "inside_contrast_and_level", "sizes_in_image", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "outline_ratios", "scale_of", "size_filter", "filter_with_reasons", "DROP_REASONS",
+    "NOISE_FLOOR", "JOINT", "JOINT_ANGLE", "SAME", "apart", "joint_profile", "joint_labels", "CUT_FLOOR", "POOR_REPRODUCTION", "SPECK_AREA", "SPECK_CONTRAST", "STAIN_MASS", "TINY_MEDIAN", "TINY_SMALLEST", "THIN", "half_widths", "LEVEL_GAIN", "LEVEL_GAIN_MAX", "STAIN_GAIN", "STAIN_GAIN_MAX", "STAIN_HUE_BINS", "STAIN_HUE_PIXELS", "STAIN_MIN_TISSUE", "STAIN_TISSUE", "at_stain", "stain_gain", "stain_ratio", "stain_table", "grey_ratio", "SAME_EXPOSURE", "LEVEL_MIN_SPLIT", "LEVEL_OFFSET", "at_levels", "grey_levels", "level_gain", "GROUND_FOLLOWS", "GROUND_NOTE", "GROUND_SAMPLE", "follows_ground", "ground_colour", "ground_notes", "ground_shift", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "holds_size", "size_shift", "sure_objects", "isolated_wholes", "image_objects", "ISOLATED", "probe_shift", "PROBE_SHIFT", "PROBE_GAIN", "PROFILE_VERSION", "WAY_MARGIN", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "LEVEL_FLOOR", "STAIN_DEGREES", "PALER_SHARE", "inside_contrast_and_level", "sizes_in_image", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "outline_ratios", "scale_of", "size_filter", "filter_with_reasons", "DROP_REASONS",
 ]

@@ -109,6 +109,10 @@ def test_ground_shift_is_how_far_the_image_s_ground_lies_along_the_direction():
     darker = np.clip(rgb.astype(np.int16) - 3, 0, 255).astype(np.uint8)
     assert P.ground_shift(darker, entry) is None
     assert P.ground_shift(raised, {**entry, "polarity": "dark"}) is None
+    # a class with no flat-background setting has nothing to move: the ground is not read
+    local = {**entry, "settings": [Setting("opening", 0.3, 0.0, 0.1).to_dict()]}
+    assert not P.follows_ground(local) and P.ground_shift(raised, local) is None
+    assert P.follows_ground(flat_only(profile)["classes"]["cell"])
     assert P.ground_shift(raised, {k: v for k, v in entry.items() if k != "ground"}) is None  # an older library
 
 
