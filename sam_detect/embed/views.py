@@ -475,12 +475,27 @@ class ViewsEmbedder:
             prefetched.close()  # made for another size (an image at another magnification)
             prefetched = None
         pixels = _object_pixels(instances.mask_crops)  # every mask pixel, gathered once
-        hand = _handcrafted(rgb, instances, pixels=pixels)
         # which map cells each object and its ring cover is geometry alone: counted while a
         # prefetched pass still runs (on a 4096^2 mosaic, a second of the wait)
         shapes = map_shapes(rgb.shape[:2], scale)
-        counts = mask_counts(instances, scale, shapes, pixels=pixels)
-        rings = ring_counts(instances, scale, 32, shapes[32])
+
+        def geometry() -> tuple:
+            return mask_counts(instances, scale, shapes, pixels=pixels), ring_counts(instances, scale, 32, shapes[32])
+
+        from sam_detect.embed.measure import CHUNK_PIXELS
+
+        if len(pixels[0]) < CHUNK_PIXELS or (prefetched is not None and not prefetched.done()):
+            # few objects, or the network pass beside these still holds the cores: one thread
+            # (threads beside the network's own only take turns with it)
+            hand = _handcrafted(rgb, instances, pixels=pixels, threads=1)
+            counts, rings = geometry()
+        else:  # many objects, the cores free: the measurements and the geometry side by side
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(1, thread_name_prefix="sam-detect-cells") as side:
+                counted = side.submit(geometry)
+                hand = _handcrafted(rgb, instances, pixels=pixels)
+                counts, rings = counted.result()
         maps = prefetched.result() if prefetched is not None else None
         if maps is None:
             maps = self.feature_maps(rgb, scale, need=_pooled_region(instances))
@@ -534,6 +549,10 @@ class MapsJob:
         """The maps (``None`` if the job was closed first); the worker's error is raised here."""
         return self._future.result()
 
+    def done(self) -> bool:
+        """Whether the pass has ended (its maps are there, or it failed or was stopped)."""
+        return self._future.done()
+
     def close(self) -> None:
         """Stop after the tile in progress and wait; an unread error is dropped."""
         import contextlib
@@ -552,12 +571,13 @@ def _pooled_region(instances: Any) -> tuple[float, float, float, float]:
             float((b[:, 2] + pad).max()), float((b[:, 3] + pad).max()))
 
 
-def _handcrafted(rgb: np.ndarray, instances: Any, pixels=None) -> dict[str, np.ndarray]:
+def _handcrafted(rgb: np.ndarray, instances: Any, pixels=None, threads: int | None = None) -> dict[str, np.ndarray]:
     """The ``colour``, ``shape`` and ``texture`` views, measured on a window around each object
-    (:func:`sam_detect.embed.measure.describe_objects`: all objects at once)."""
+    (:func:`sam_detect.embed.measure.describe_objects`: all objects at once, on at most
+    ``threads`` threads)."""
     from sam_detect.embed.measure import describe_objects
 
-    return measured_views(describe_objects(rgb, instances, pixels=pixels))
+    return measured_views(describe_objects(rgb, instances, pixels=pixels, threads=threads))
 
 
 def measured_views(raw: np.ndarray) -> dict[str, np.ndarray]:

@@ -98,13 +98,9 @@ MAX_THREADS = 8
 def grid_threads() -> int:
     """Threads for the calibration's settings grid: the cores this process may use, at most
     :data:`MAX_THREADS`."""
-    import os
+    from sam_detect._cores import usable_cores
 
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(MAX_THREADS, cores))
+    return min(MAX_THREADS, usable_cores())
 
 
 #: the settings are tried, and propose, at a working scale where the examples' median radius

@@ -304,26 +304,46 @@ class EdgeStore(Store):
             if self.optimize_after and self._pending.get(name, 0) >= self.optimize_after:
                 self.optimize(name)
             params = qe.SearchParams(hnsw_ef=self.hnsw_ef, exact=self.exact)
-            # the label lives in the payload: without the rest, read only it
-            fields = True if with_payload else qe.PayloadSelector.Include([LABEL_KEY])
-            out: list[list[Neighbour]] = []
+            # the label lives in the payload. Without the rest, the hits come bare and the
+            # labels are read once per distinct example hit: asking each hit for its label
+            # alone still parses that example's whole stored payload (its mask, its
+            # image's candidate rows), 4x the search of 3,500 queries against ten examples
+            # (docs/performance.md, session 63)
+            batches: list = []
             for s in range(0, len(q), QUERY_BATCH):
                 reqs = [
                     qe.QueryRequest(
                         limit=top_k,
                         query=qe.Query.Nearest(v.tolist()),
-                        with_payload=fields,
+                        with_payload=bool(with_payload),
                         params=params,
                     )
                     for v in q[s : s + QUERY_BATCH]
                 ]
                 try:
-                    batch_hits = shard.query_batch(qe.QueryBatchRequest(reqs))
+                    batches.extend(shard.query_batch(qe.QueryBatchRequest(reqs)))
                 except Exception as e:
                     raise damaged(name, e) from e
-                for hits in batch_hits:
-                    out.append([point_to_neighbour(h.id, h.score, h.payload) for h in hits])
-            return out
+            if with_payload:
+                return [[point_to_neighbour(h.id, h.score, h.payload) for h in hits] for hits in batches]
+            labels = self._labels_of(shard, name, {h.id for hits in batches for h in hits})
+            return [[point_to_neighbour(h.id, h.score, labels.get(h.id)) for h in hits] for hits in batches]
+
+    @staticmethod
+    def _labels_of(shard: Any, name: str, ids: set) -> dict[Any, dict[str, Any]]:
+        """``{id: {"label": ...}}`` of the points ``ids`` (as the shard gives ids), their
+        payloads read for the label only."""
+        qe = _edge()
+        ids = list(ids)
+        out: dict[Any, dict[str, Any]] = {}
+        for s in range(0, len(ids), SCROLL_BATCH):
+            try:
+                recs = shard.retrieve(ids[s : s + SCROLL_BATCH], with_payload=qe.PayloadSelector.Include([LABEL_KEY]),
+                                      with_vector=False)
+            except Exception as e:
+                raise damaged(name, e) from e
+            out.update((r.id, r.payload) for r in recs)
+        return out
 
     def _delete(self, name: str, ids: list[str] | None, label: str | None) -> int:
         qe = _edge()
