@@ -336,14 +336,15 @@ class ImageResult:
     notes: list[str] = dataclasses.field(default_factory=list)
 
 
-def detect_one(detector: Any, path: str | os.PathLike, spec: OutputSpec) -> ImageResult:
-    """Load, detect and make the outputs of one image; a user-facing error goes into ``error``."""
+def detect_one(detector: Any, path: str | os.PathLike, spec: OutputSpec, progress: bool = False) -> ImageResult:
+    """Load, detect and make the outputs of one image; a user-facing error goes into ``error``.
+    ``progress``: the detect's stages on stderr where the image is large (``SAMDetect.detect``)."""
     from sam_detect.cli.detect import load_cli_image
     from sam_detect.outputs import encode_image, image_record, render_overlay
 
     try:
         loaded = load_cli_image(path, spec.channels, spec.frame)
-        found = detector.detect(loaded)
+        found = detector.detect(loaded, progress=progress)
     except SamDetectError as e:
         return ImageResult(str(path), error=str(e))
     rec = image_record(found, str(path), polygons=spec.polygons, tolerance=spec.tolerance)
@@ -373,11 +374,13 @@ def detect_images(
 
     ``cluster``: ``None`` runs here (with ``detector`` when given, else one built from
     ``config``); ``"local[:N]"``, a scheduler address or a ``distributed.Client`` runs on Dask
-    workers. ``progress``: a tqdm bar over finished images on stderr.
+    workers. ``progress``: a tqdm bar over finished images on stderr; for one image run here,
+    over the stages of its detect where it is large (``SAMDetect.detect``).
     """
     spec = spec or OutputSpec()
     paths = [str(p) for p in paths]
     bar = _progress(len(paths)) if progress and len(paths) > 1 else None
+    stages = progress and len(paths) == 1
     try:
         if cluster is None:
             from sam_detect.pipeline import SAMDetect
@@ -386,7 +389,7 @@ def detect_images(
             det = detector or SAMDetect(config)
             try:
                 for p in paths:
-                    res = detect_one(det, p, spec)
+                    res = detect_one(det, p, spec, progress=stages)
                     if bar is not None:  # before the yield: a caller that takes exactly
                         bar.update(1)    # len(paths) results never resumes after the last
                     yield res

@@ -31,6 +31,39 @@ log = logging.getLogger("sam_detect")
 SAME_EXAMPLE = 0.9
 
 
+#: ``detect(progress=True)`` shows its stages on an image of at least this many pixels (a
+#: 2048² image: a second or more of work on two cores); a smaller one is done before a bar
+#: would say anything
+PROGRESS_PIXELS = 2048 * 2048
+
+
+def _stages(pixels: int, progress: bool) -> Any:
+    """A tqdm line over :meth:`SAMDetect.detect`'s four stages on stderr, or ``None``."""
+    if not progress or pixels < PROGRESS_PIXELS:
+        return None
+    from tqdm.auto import tqdm
+
+    # the stage and the time so far, no rate or time left: the stages take very different
+    # times (the proposals most)
+    return tqdm(total=len(_STAGES), desc=_stage_line(0), leave=False, bar_format="{desc} [{elapsed}]")
+
+
+_STAGES = ("proposals", "descriptions", "search", "selection")
+
+
+def _stage_line(k: int) -> str:
+    return f"detecting: {_STAGES[k]} ({k + 1} of {len(_STAGES)} stages)"
+
+
+def _stage_done(bar: Any, following: str | None) -> None:
+    """One stage of ``bar`` done (nothing without a bar); ``following``: the next one's name."""
+    if bar is None:
+        return
+    if following:
+        bar.set_description_str(_stage_line(_STAGES.index(following)), refresh=False)
+    bar.update()
+
+
 class SAMDetect(DetectorStages, LibraryState):
     """Few-shot detector: add labelled examples, then detect similar objects.
 
@@ -536,9 +569,14 @@ class SAMDetect(DetectorStages, LibraryState):
         *,
         top_k: int | None = None,
         threshold: float | None = None,
+        progress: bool = False,
     ) -> Instances:
         """Segment ``image``, embed every candidate, and label it by the vote of each label's
         nearest examples (``classify.vote``).
+
+        ``progress``: on an image of at least :data:`PROGRESS_PIXELS` pixels (seconds of
+        work: a 4096² mosaic takes ~15 s on two cores), a tqdm bar on stderr says which stage
+        runs (proposals, descriptions, search, selection).
 
         Returns ``Instances`` with ``labels`` (``"unknown"`` below ``threshold``, kept only when
         ``keep_unknown``), ``label_confidences``, ``data["similarity"]`` (best cosine similarity)
@@ -563,11 +601,14 @@ class SAMDetect(DetectorStages, LibraryState):
         stain = stain_gain(loaded.rgb, profile)  # another slide's stain: seen as the examples' slide's
         rgb = loaded.rgb if stain is None else at_stain(loaded.rgb, stain)
         prefetched = self._prefetch_maps(rgb)
+        stages = _stages(rgb.shape[0] * rgb.shape[1], progress)
         try:
-            return self._detect(loaded, rgb, stain, profile, timings, top_k, threshold, prefetched)
+            return self._detect(loaded, rgb, stain, profile, timings, top_k, threshold, prefetched, stages)
         finally:
             if prefetched is not None:
                 prefetched.close()
+            if stages is not None:
+                stages.close()
 
     def _prefetch_maps(self, rgb: np.ndarray) -> Any:
         """The embedder's network pass over ``rgb``, started on a worker thread so that it runs
@@ -582,10 +623,12 @@ class SAMDetect(DetectorStages, LibraryState):
         return emb.prefetch(rgb, float(typical))
 
     def _detect(self, loaded: Any, rgb: np.ndarray, stain: float | None, profile: dict | None,
-                timings: dict[str, float], top_k: int, threshold: float, prefetched: Any) -> Instances:
+                timings: dict[str, float], top_k: int, threshold: float, prefetched: Any,
+                stages: Any = None) -> Instances:
         """:meth:`detect` from segmentation on: ``rgb`` is ``loaded.rgb`` as the examples' slide
         would show it where its stain is ``stain`` times as dense (``profile.stain_gain``), else
-        ``loaded.rgb``; ``prefetched``: its network pass, if started."""
+        ``loaded.rgb``; ``prefetched``: its network pass, if started; ``stages``: the progress
+        bar over the stages (:func:`_stages`), or ``None``."""
         t0 = time.perf_counter()
         from sam_detect.profile import (
             DIM_NOISE,
@@ -608,6 +651,7 @@ class SAMDetect(DetectorStages, LibraryState):
             decision = typed
         inst = segment_with_profile(self.segmenter, rgb, profile)
         timings["segment"] = time.perf_counter() - t0
+        _stage_done(stages, "descriptions")
         n_proposed = len(inst)
         shifts = inst.metadata.get("size_shift") or {}
         profile = at_scale(profile, shifts)  # an image at another magnification than the examples
@@ -675,6 +719,7 @@ class SAMDetect(DetectorStages, LibraryState):
 
             seen = at_levels(rgb, tuple(next(iter(gains.values()))))
         vectors = self._embed(seen, inst, timings, typical_area=typical, prefetched=prefetched)
+        _stage_done(stages, "search")
         t = time.perf_counter()
         results = self._search(vectors, top_k, decision) if len(inst) else []
         typing, types = None, None
@@ -688,6 +733,7 @@ class SAMDetect(DetectorStages, LibraryState):
                        for hits in results]
             types = typing.vote(inst, top_k, threshold)
         timings["search"] = time.perf_counter() - t
+        _stage_done(stages, "selection")
         t = time.perf_counter()
         from sam_detect.select import decide
 
@@ -708,6 +754,7 @@ class SAMDetect(DetectorStages, LibraryState):
             out = _with_examples(own, out)
         timings["select"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t0
+        _stage_done(stages, None)
         voted = sum(lab not in (UNKNOWN, NEGATIVE) for lab in d.labels)
         from sam_detect.calibrate import counts
 

@@ -217,6 +217,33 @@ def test_add_from_label_image_and_library_show(scene_files):
     assert "measuring examples" not in r.stderr
 
 
+def test_detect_on_one_large_image_says_which_stage_runs(scene_files, monkeypatch):
+    """A large image takes seconds: ``detect`` shows a bar over its stages on stderr (here the
+    size from which it does is lowered to the test scene's); ``-q`` hides it; a small image,
+    done at once, shows none; a folder's bar counts images, not stages."""
+    from sam_detect import pipeline
+
+    f = scene_files
+    r = run_cli("add", f["image"], "--label", "shape", "--labels", f["labels"], "--limit", "4", "-q", *f["lib"])
+    assert r.exit_code == 0, r.output
+    r = run_cli("detect", f["image"], "--json", *f["lib"])
+    assert r.exit_code == 0, r.output
+    assert "detecting" not in r.stderr  # the real size: the scene is small
+    monkeypatch.setattr(pipeline, "PROGRESS_PIXELS", 100)
+    r = run_cli("detect", f["image"], "--json", *f["lib"])
+    assert r.exit_code == 0, r.output
+    assert "detecting" in r.stderr and "stage" in r.stderr, r.stderr
+    assert json.loads(r.stdout)["count"] > 0  # the bar is stderr's only: the JSON is whole
+    r = run_cli("detect", f["image"], "--json", "-q", *f["lib"])
+    assert r.exit_code == 0 and "detecting" not in r.stderr
+    other = f["image"].with_name("again.png")
+    other.write_bytes(f["image"].read_bytes())
+    r = run_cli("detect", f["image"], other, "--json", *f["lib"])
+    assert r.exit_code == 0, r.output
+    assert "image/s" in r.stderr or "s/image" in r.stderr, r.stderr  # the images' bar
+    assert "stage" not in r.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [

@@ -314,7 +314,7 @@ def _results(detector, paths, cluster, quiet, overlay, instances, no_polygons, t
         suffix = ".png" if overlay[1] else overlay[0].suffix.lower()
     spec = OutputSpec(polygons=not no_polygons, tolerance=tolerance, coco=instances,
                       overlay_suffix=suffix, channels=tuple(channels), frame=frame)
-    progress = not quiet and len(paths) > 1
+    progress = not quiet  # a bar over the images, or over one large image's stages
     if cluster is None:
         return detect_images(detector.config, paths, spec=spec, progress=progress, detector=detector)
     return detect_images(detector.config, paths, cluster=cluster, spec=spec, progress=progress)
