@@ -652,14 +652,15 @@ def describe_examples(rgb: np.ndarray, instances: Instances, labels: Sequence[st
     tissue = stain_table(rgb) if levels is None else None
     for idx in by_class.values():
         scale = _scale([out[i] for i in idx], pool=positives)
+        bright = float(np.sum(scale.direction)) >= 0  # the class's polarity, as build_profile reads it
         if levels is not None:  # [background, objects] by the class's polarity
-            lo_hi = levels if float(np.sum(scale.direction)) >= 0 else levels[::-1]
+            lo_hi = levels if bright else levels[::-1]
             for i in idx:
                 out[i]["grey_levels"] = [round(float(v), 2) for v in lo_hi]
         if tissue is not None:  # a colour image's tissue: how densely its slide is stained, colour by colour
             for i in idx:
                 out[i]["stain_table"] = tissue
-        if float(np.sum(scale.direction)) >= 0 and (ground := ground_colour(rgb, scale.direction)) is not None:
+        if bright and (ground := ground_colour(rgb, scale.direction)) is not None:
             for i in idx:  # a bright class: where its image's ground lies (the flat background's)
                 out[i]["ground"] = ground
         _calibrate(rgb, scale, idx, crops, origins, own, out, "calib")

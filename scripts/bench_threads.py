@@ -36,7 +36,9 @@ if not DATA.is_dir():
 
 
 def mosaic(base: np.ndarray, side: int) -> np.ndarray:
-    """``bench_views_speed.mosaic``: a ``side`` x ``side`` image mirror-tiled from ``base``."""
+    """``bench_views_speed.mosaic``: a ``side`` x ``side`` image mirror-tiled from ``base``. A copy:
+    importing that script puts this checkout first on ``sys.path``, and a baseline's process
+    must import the baseline's code."""
     reps = int(np.ceil(side / min(base.shape[:2]))) + 1
     tiled = np.pad(base, ((0, base.shape[0] * (reps - 1)), (0, base.shape[1] * (reps - 1)), (0, 0)), mode="symmetric")
     return np.ascontiguousarray(tiled[:side, :side])
