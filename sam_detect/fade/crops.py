@@ -8,7 +8,7 @@ The crop is centred on the centre of the mask's XYXY box; its side follows the t
 so objects of any size reach the embedder at about the same relative scale, with a
 predictable amount of context around them. Where the window leaves the image it is padded
 with a constant colour (the fade's background, see below) and the mask is ``False`` there.
-The distance map (pixels from the mask, 0 inside, ``cv2.distanceTransform``) is computed on
+The distance map (pixels from the mask, 0 inside, ``_distance.distance_to_zero``: exact, the same on every machine) is computed on
 the crop only, then the fade is applied.
 
 Pad colour: the per-channel mean of the in-image crop pixels outside the mask. The built-in
@@ -102,11 +102,10 @@ def _window(box: Sequence[float], side: int) -> tuple[int, int]:
 
 
 def _distance_map(mask: np.ndarray) -> np.ndarray:
-    import cv2
+    from sam_detect._distance import distance_to_zero
 
-    # distanceTransform measures the distance to the nearest zero pixel: zeros = the mask.
-    outside = np.ascontiguousarray(~mask, dtype=np.uint8)
-    return cv2.distanceTransform(outside, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    # the distance to the nearest zero pixel: zeros = the mask
+    return distance_to_zero(~mask)
 
 
 def _extract(

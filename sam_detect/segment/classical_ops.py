@@ -170,12 +170,12 @@ class _TouchingSplit:
     def _distance(self) -> np.ndarray:
         import cv2
 
+        from sam_detect._distance import distance_to_zero
+
         if self._dist is None:
             # pad with background so objects cut by the border peak inside the image
-            dist = cv2.distanceTransform(
-                cv2.copyMakeBorder(self.comps.fg.view(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0),
-                cv2.DIST_L2,
-                cv2.DIST_MASK_PRECISE,
+            dist = distance_to_zero(
+                cv2.copyMakeBorder(self.comps.fg.view(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
             )[1:-1, 1:-1]
             if self.split_sigma > 0:
                 dist = cv2.GaussianBlur(dist, (0, 0), self.split_sigma)
