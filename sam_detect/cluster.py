@@ -34,11 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sam_detect._cores import usable_cores
 from sam_detect.errors import LibraryError, SamDetectError
 
 log = logging.getLogger("sam_detect")
 
-#: ``--cluster local`` without a count: one worker per core.
+#: ``--cluster local`` without a count: one worker per core this process may use.
 LOCAL = "local"
 #: How often a task that raised is run again before its image is reported as failed.
 DEFAULT_RETRIES = 1
@@ -72,7 +73,9 @@ def parse_cluster(spec: str) -> tuple[str, Any]:
     if spec == LOCAL or spec.startswith(LOCAL + ":"):
         count = spec[len(LOCAL) + 1 :]
         if not count:
-            return LOCAL, max(os.cpu_count() or 1, 1)
+            # one worker per core this process may run on: a job given 4 cores of a 64-core
+            # node (a batch scheduler's CPU set) starts 4, not 64 model-loading processes
+            return LOCAL, usable_cores()
         try:
             n = int(count)
         except ValueError:

@@ -22,6 +22,7 @@ from conftest import run_cli
 distributed = pytest.importorskip("distributed", reason="the 'cluster' extra (pip install 'sam-detect[cluster]')")
 
 from sam_detect import cluster as cl  # noqa: E402
+from sam_detect._cores import usable_cores  # noqa: E402
 from sam_detect.pipeline import DetectorConfig, SAMDetect  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -80,10 +81,18 @@ def _records(results):
 
 
 @pytest.mark.parametrize(("spec", "expected"), [
-    ("local:3", ("local", 3)), ("local", ("local", os.cpu_count())), ("tcp://10.0.0.1:8786", ("address", "tcp://10.0.0.1:8786")),
+    ("local:3", ("local", 3)), ("local", ("local", usable_cores())), ("tcp://10.0.0.1:8786", ("address", "tcp://10.0.0.1:8786")),
 ])
 def test_parse_cluster(spec, expected):
     assert cl.parse_cluster(spec) == expected
+
+
+def test_a_local_cluster_takes_the_cores_this_process_may_use(monkeypatch):
+    """A batch job given 2 cores of a 64-core node (its CPU affinity) starts 2 workers."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {4, 5}, raising=False)
+    assert cl.parse_cluster("local") == ("local", 2)
+    assert cl.parse_cluster("local:8") == ("local", 8)  # a count given is kept
 
 
 @pytest.mark.parametrize(("spec", "message"), [("local:0", "at least 1"), ("local:two", "whole number"), ("", "give")])

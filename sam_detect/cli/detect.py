@@ -66,7 +66,8 @@ def load_cli_image(path: str | Path, channels: tuple[int, ...] = (), frame: int 
 @classify_options
 @pipeline_options
 @click.option("--cluster", default=None, metavar="local[:N]|ADDRESS",
-              help="Run on Dask workers: local:N starts N workers on this machine, an address "
+              help="Run on Dask workers: local:N starts N workers on this machine (local: one per core this "
+              "process may use), an address "
               "(tcp://host:8786) joins a running scheduler. Needs pip install 'sam-detect[cluster]'.")
 @click.option("--resume", "resume_path", type=click.Path(dir_okay=False), default=None,
               help="Append each image's JSON line to this file as it finishes; images already in it "
