@@ -39,7 +39,8 @@ ADD = ("add", "{img}", "--label", "disc", "--box", "10,10,40,40")
 
 CASES: list[Case] = [
     Case("huge-tiff", "TIFF declaring 60000 x 60000 pixels (430 KB, tiles of zeros)", ("detect", "{huge}", *LIB), 1,
-         "the image declares 60,000 x 60,000 = 3,600,000,000 pixels, more than the limit of 178,956,970"),
+         "the image declares 60,000 x 60,000 = 3,600,000,000 pixels, more than the limit of 178,956,970 "
+         "(about 13,377 x 13,377); detect it tile by tile (sam-detect detect --slide)"),
     Case("truncated-png", "PNG cut after 100 bytes", ("detect", "{trunc}", *LIB), 1,
          "cannot decode image"),
     Case("name-dotdot-x", "library name `../x`", (*ADD, *LIB, "--library", "../x"), 2,

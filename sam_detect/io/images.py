@@ -425,9 +425,11 @@ def _check_size(p: Path, h: int, w: int, nbytes: int | None = None) -> None:
     limit = max_pixels()
     if h * w > limit:
         side = int(limit**0.5)
+        # a TIFF this large is usually a slide or a stitched scan: detect reads it tile by tile
+        slide = "detect it tile by tile (sam-detect detect --slide), " if p.suffix.lower() in (".tif", ".tiff") else ""
         raise ImageLoadError(
             f"{p}: the image declares {w:,} x {h:,} = {h * w:,} pixels, more than the limit of "
-            f"{limit:,} (about {side:,} x {side:,}); crop or downscale it first, or raise the "
+            f"{limit:,} (about {side:,} x {side:,}); {slide}crop or downscale it first, or raise the "
             f"limit with {MAX_PIXELS_ENV}=N"
         )
     if nbytes is not None and nbytes > MAX_READ_BYTES:
