@@ -573,22 +573,20 @@ def _log_area(areas: np.ndarray, cut: np.ndarray | None = None) -> tuple[float, 
 
     ``cut`` ``(N,)`` bool: examples the image border cuts, whose true area is at least what
     shows (right-censored). With two or more whole examples beside them, the centre and
-    spread are the censored normal's maximum-likelihood fit (``scipy.stats.CensoredData``):
+    spread are the censored normal's maximum-likelihood fit (:func:`censored_normal_fit`):
     a cut example larger than the whole ones says the class runs larger, a cut fragment
     says next to nothing, and neither is an object of its own size."""
     log_a = np.log(np.asarray(areas, np.float64))
     cut = np.zeros(len(log_a), bool) if cut is None else np.asarray(cut, bool)
     whole_a = log_a[~cut]
     if cut.any() and len(whole_a) >= 2:
-        from scipy.stats import CensoredData, norm
-
         typical = whole_a[_typical(whole_a)]
         start = float(np.median(typical))
         # a cut example far beyond the whole ones is a labelling slip like any other
         lower = log_a[cut]
         lower = lower[lower <= start + OUTLIER_SD * max(_robust_sd(typical, start), MIN_LOG_AREA_SD)]
         if len(np.unique(typical)) >= 2:
-            mu, sd = norm.fit(CensoredData(uncensored=typical, right=lower))
+            mu, sd = censored_normal_fit(typical, lower)
         else:
             mu, sd = start, 0.0
         mu, sd, n = float(mu), float(sd), len(typical)
@@ -598,6 +596,40 @@ def _log_area(areas: np.ndarray, cut: np.ndarray | None = None) -> tuple[float, 
         n = len(log_a)
         sd = float(log_a.std(ddof=1)) if n > 1 else 0.0
     return mu, max(_shrunk(sd, n, PRIOR_LOG_AREA_SD), MIN_LOG_AREA_SD)
+
+
+def censored_normal_fit(values: np.ndarray, right: np.ndarray) -> tuple[float, float]:
+    """Maximum-likelihood ``(mean, sd)`` of a normal sample of which ``values`` were seen and
+    ``right`` are lower bounds only (right-censored); ``values`` must hold two different
+    numbers. ``scipy.stats.norm.fit(CensoredData(...))`` fits the same likelihood by a
+    simplex search to about 1e-4; this is its optimum to the last digits, found by BFGS on
+    the mean and the log sd with the exact gradient, from the seen values' mean and sd.
+    Why not SciPy's: importing ``scipy.stats`` cost an ``add`` with a cut example 0.35-0.5 s,
+    several times what the fit takes."""
+    from scipy.optimize import minimize
+    from scipy.special import log_ndtr
+
+    x = np.asarray(values, np.float64)
+    c = np.asarray(right, np.float64)
+    half_log_2pi = 0.5 * np.log(2.0 * np.pi)
+
+    def loss(p: np.ndarray) -> tuple[float, np.ndarray]:
+        mu, log_sd = float(p[0]), float(p[1])
+        sd = np.exp(log_sd)
+        z, w = (x - mu) / sd, (c - mu) / sd
+        tail = log_ndtr(-w)  # log P(X > c): each bound's survival
+        hazard = np.exp(-0.5 * w * w - half_log_2pi - tail)  # density over survival at each bound
+        ll = -len(x) * log_sd - 0.5 * float(z @ z) + float(tail.sum())
+        grad_mu = (float(z.sum()) + float(hazard.sum())) / sd
+        grad_log_sd = -len(x) + float(z @ z) + float(hazard @ w)
+        return -ll, -np.array([grad_mu, grad_log_sd])
+
+    start = np.array([float(x.mean()), float(np.log(x.std()))])
+    fit = minimize(loss, start, jac=True, method="BFGS", options={"gtol": 1e-9})
+    mu, sd = float(fit.x[0]), float(np.exp(fit.x[1]))  # "precision loss" only means at the optimum
+    if not (np.isfinite(mu) and np.isfinite(sd) and sd > 0):
+        return float(start[0]), float(x.std())
+    return mu, sd
 
 
 def whole(stats: Sequence[dict]) -> list[dict]:

@@ -2258,3 +2258,29 @@ def test_an_image_s_scale_is_read_off_its_isolated_wholes_where_few_objects_are_
     assert f1_at(found, gb) >= 0.95
     ratio = np.median(gb.areas) / np.median(ex.areas)
     assert abs(found.metadata["size_shift"]["obj"] - np.log(ratio)) < 0.15
+
+
+def test_the_censored_size_fit_is_scipys_maximum_likelihood_to_its_precision():
+    """``censored_normal_fit`` maximises the censored normal's likelihood that
+    ``scipy.stats.norm.fit(CensoredData)`` approximates by a simplex search (without
+    importing ``scipy.stats`` on ``add``'s path): the same fit within SciPy's tolerance, and
+    a likelihood at least as high."""
+    from scipy.stats import CensoredData, norm
+
+    from sam_detect.profile import censored_normal_fit
+
+    def loglik(mu, sd, x, c):
+        return float(norm.logpdf(x, mu, sd).sum() + norm.logsf(c, mu, sd).sum())
+
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        x = rng.normal(5.5, rng.uniform(0.05, 0.8), int(rng.integers(2, 16)))
+        c = rng.normal(5.2, 0.6, int(rng.integers(1, 6)))
+        want = norm.fit(CensoredData(uncensored=x, right=c))
+        got = censored_normal_fit(x, c)
+        assert abs(got[0] - want[0]) < 1e-3 and abs(got[1] - want[1]) < 0.01 * want[1]
+        assert loglik(*got, x, c) >= loglik(*want, x, c) - 1e-9
+    # a bound far above every seen value pulls the fit up; one far below says nothing
+    x = np.log([200.0, 220.0, 250.0, 260.0])
+    assert censored_normal_fit(x, np.log([2000.0]))[0] > x.mean() + 0.1
+    assert abs(censored_normal_fit(x, np.log([20.0]))[0] - x.mean()) < 1e-6
