@@ -239,3 +239,66 @@ def test_cached_network_loads_without_timm_and_warns_cleanly(tmp_path):
     second = run()
     assert second.stdout.split()[0] == "False", second.stdout  # timm never imported
     assert second.stderr.strip() == ""
+
+
+def test_views_runs_the_frozen_copy_of_the_cache(tmp_path, monkeypatch, caplog):
+    """``views`` saves its frozen network in the model cache and later processes load it
+    (0.06 s) instead of loading the scripted copy and freezing it (0.27 s): the same vectors
+    bit for bit, in the process that fills the cache too. A corrupt or foreign frozen file
+    gives one warning and is frozen and written again."""
+    from sam_detect.embed.lite0 import _save_frozen, frozen_path, load_frozen
+    from sam_detect.instances import Instances
+
+    monkeypatch.setenv("SAM_DETECT_CACHE", str(tmp_path))
+    monkeypatch.delenv(SCRIPT_ENV, raising=False)
+    rgb, masks, _ = draw_scene(3, size=160)
+    instances = Instances(masks=masks)
+    path = frozen_path(default_weights_path(), ARCH)
+    assert str(path).startswith(str(tmp_path)) and not path.exists()
+
+    def vectors():
+        clear_model_cache()
+        views = ViewsEmbedder(device="cpu", num_threads=1)
+        return views.embed_instances(rgb, instances), views.model
+
+    filled, net = vectors()  # builds through timm, caches the scripted copy and the frozen one
+    assert path.is_file() and isinstance(net, torch.jit.ScriptModule) and not list(net.parameters())
+
+    def no_scripted(_self):
+        raise AssertionError("the scripted network was loaded although a frozen copy is cached")
+
+    with monkeypatch.context() as m:
+        m.setattr(EffNetEmbedder, "_load", no_scripted)
+        later, _ = vectors()
+    assert np.array_equal(filled, later)
+
+    for damage in ("garbage", "foreign"):
+        if damage == "garbage":
+            path.write_bytes(b"not a TorchScript archive")
+        else:  # a whole frozen file, made for another name (other weights, torch or timm)
+            other = path.with_name("other-frozen.ts")
+            assert _save_frozen(net, other)
+            os.replace(other, path)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="sam_detect"):
+            again, _ = vectors()
+        assert np.array_equal(again, filled)
+        assert f"the cached frozen EfficientNet-Lite0 {path} cannot be used" in caplog.text
+        assert len(caplog.records) == 1
+        assert load_frozen(path) is not None  # frozen and written again
+    clear_model_cache()
+
+
+def test_no_frozen_file_where_the_cache_is_off(tmp_path, monkeypatch):
+    """``SAM_DETECT_EFFNET_SCRIPT=0`` (timm's network every run): nothing is written."""
+    from sam_detect.embed.lite0 import frozen_path
+    from sam_detect.instances import Instances
+
+    monkeypatch.setenv("SAM_DETECT_CACHE", str(tmp_path))
+    monkeypatch.setenv(SCRIPT_ENV, "0")
+    rgb, masks, _ = draw_scene(3, size=96)
+    clear_model_cache()
+    ViewsEmbedder(device="cpu", num_threads=1).embed_instances(rgb, Instances(masks=masks))
+    assert not frozen_path(default_weights_path(), ARCH).exists()
+    assert not list(tmp_path.rglob("*.ts"))
+    clear_model_cache()

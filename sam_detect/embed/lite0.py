@@ -206,4 +206,86 @@ def load_lite0(weights: Path, arch: str, build) -> nn.Module:
     return model
 
 
-__all__ = ["FORMAT", "SCRIPT_ENV", "Lite0", "freeze", "load_lite0", "load_script", "save_script", "script_path"]
+def frozen_path(weights: Path, arch: str) -> Path:
+    """The cache file of :func:`script_path`'s network frozen (:func:`freeze`): what ``views``
+    runs on the CPU."""
+    path = script_path(weights, arch)
+    return path.with_name(f"{path.stem}-frozen.ts")
+
+
+#: the archive member that names a frozen file's network (``torch.jit.freeze`` folds the
+#: module's own attributes away, so the key travels as an extra file of the archive)
+_KEY_MEMBER = "sam_detect_key"
+
+
+def load_frozen(path: Path):
+    """The frozen network saved at ``path`` (:func:`frozen_lite0`), or ``None`` (after a
+    warning when the file exists but cannot be used)."""
+    if not path.is_file():
+        return None
+    try:
+        extra = {_KEY_MEMBER: ""}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice
+            module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+        key = extra[_KEY_MEMBER]
+        key = key.decode() if isinstance(key, bytes) else key
+        if key != _key(path):
+            raise ValueError(f"it holds {key!r}, expected {_key(path)!r}")
+        for method in ("forward", "forward_features", "forward_head"):
+            if not callable(getattr(module, method, None)):
+                raise ValueError(f"it has no {method} method")
+    except Exception as e:  # noqa: BLE001 - any failure means: freeze it again
+        why = str(e).strip().splitlines()[0].split(". ")[0][:200] if str(e).strip() else type(e).__name__
+        log.warning("the cached frozen EfficientNet-Lite0 %s cannot be used (%s); freezing it again "
+                    "and caching it", path, why)
+        return None
+    return module.eval()
+
+
+def _save_frozen(module: nn.Module, path: Path) -> bool:
+    """Write the frozen ``module`` to ``path`` atomically (its key an extra archive member);
+    ``False`` when it cannot be written."""
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".lite0-frozen-", suffix=".ts", dir=path.parent)
+        os.close(fd)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            torch.jit.save(module, tmp, _extra_files={_KEY_MEMBER: _key(path)})
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+        return True
+    except Exception as e:  # noqa: BLE001 - the cache is an optimisation, never a failure
+        log.debug("could not cache the frozen EfficientNet-Lite0 at %s: %s", path, e)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        return False
+
+
+def cached_frozen(weights: Path, arch: str):
+    """The frozen network of the model cache (:func:`frozen_path`), or ``None`` where there is
+    none (or the cache is off, ``SAM_DETECT_EFFNET_SCRIPT=0``)."""
+    return load_frozen(frozen_path(weights, arch)) if _enabled() else None
+
+
+def frozen_lite0(net: nn.Module, weights: Path, arch: str) -> nn.Module:
+    """``net`` (the scripted network on the CPU) frozen (:func:`freeze`) and cached for later
+    processes, which load it (0.06 s) instead of loading the scripted copy and freezing it
+    (0.14 + 0.13 s). This process runs the copy loaded back from the file, as later ones do,
+    so that a library's vectors do not depend on which process filled the cache (the two
+    gave the same outputs bit for bit where checked; docs/performance.md, session 64)."""
+    frozen = freeze(net)
+    if frozen is net or not _enabled():
+        return frozen
+    path = frozen_path(weights, arch)
+    if _save_frozen(frozen, path):
+        loaded = load_frozen(path)
+        if loaded is not None:
+            return loaded
+    return frozen
+
+
+__all__ = ["FORMAT", "SCRIPT_ENV", "Lite0", "cached_frozen", "freeze", "frozen_lite0", "frozen_path", "load_frozen",
+           "load_lite0", "load_script", "save_script", "script_path"]

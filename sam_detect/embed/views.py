@@ -375,15 +375,21 @@ class ViewsEmbedder:
     def model(self):
         """The effnet embedder's cached network, frozen on the CPU (``lite0.freeze``: its batch
         norms folded, ~1.5x faster; ``effnet``'s own per-crop vectors stay unfrozen)."""
-        from sam_detect.embed.effnet import EffNetEmbedder
-        from sam_detect.embed.lite0 import freeze
+        from sam_detect.embed.effnet import ARCH, EffNetEmbedder, weights_file
+        from sam_detect.embed.lite0 import cached_frozen, freeze, frozen_lite0
         from sam_detect.models.torch_utils import cached_model
 
+        key = ("views", str(self.weights) if self.weights else None, str(self.device))
+        if self.device.type == "cpu":  # the frozen copy of the model cache, where there is one
+            frozen = cached_model((*key, "cached"), lambda: cached_frozen(weights_file(self.weights), ARCH))
+            if frozen is not None:
+                return frozen
         # loaded before the lookup, not inside it: the cache's lock is held while it builds,
         # and the effnet network comes from the same cache
         net = EffNetEmbedder(device=str(self.device), weights=self.weights).model
-        key = ("views", str(self.weights) if self.weights else None, str(self.device))
-        return cached_model(key, lambda: freeze(net))
+        if self.device.type != "cpu":
+            return cached_model(key, lambda: freeze(net))
+        return cached_model(key, lambda: frozen_lite0(net, weights_file(self.weights), ARCH))
 
     # -- network ---------------------------------------------------------------------------
     def feature_maps(self, rgb: np.ndarray, scale: float,
