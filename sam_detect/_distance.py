@@ -25,12 +25,13 @@ EXACT_BELOW = 362.0
 
 def distance_to_zero(binary: np.ndarray) -> np.ndarray:
     """``(H, W)`` float32: each pixel's Euclidean distance to the nearest zero pixel of the
-    2-D ``binary`` (bool or uint8; 0 inside the objects measured from), correctly rounded,
+    2-D ``binary`` (0 at the pixels measured from, any dtype), correctly rounded,
     so that every machine and thread count gives the same values. Where ``binary`` holds no
     zero, every pixel is given the image's diagonal (farther than any pixel lies)."""
     import cv2
 
-    src = np.ascontiguousarray(binary).view(np.uint8) if binary.dtype == bool else np.ascontiguousarray(binary, np.uint8)
+    # 0 / 1 (any other dtype compared with 0: a cast to uint8 would wrap 256 to 0)
+    src = np.ascontiguousarray(binary if binary.dtype == np.uint8 else binary != 0).view(np.uint8)
     if src.size == 0:
         return np.zeros(src.shape, np.float32)
     if src.all():

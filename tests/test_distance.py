@@ -41,6 +41,7 @@ def test_the_distance_is_the_exact_transforms_on_one_thread_or_several(seed, cv2
         cv2_threads(threads)
         np.testing.assert_array_equal(distance_to_zero(img), want)
     np.testing.assert_array_equal(distance_to_zero(img.astype(bool)), want)
+    np.testing.assert_array_equal(distance_to_zero(img.astype(np.int32) * 256), want)  # not wrapped to 0
 
 
 def test_far_pixels_take_the_exact_transform_outright(cv2_threads):

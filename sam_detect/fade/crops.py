@@ -8,8 +8,8 @@ The crop is centred on the centre of the mask's XYXY box; its side follows the t
 so objects of any size reach the embedder at about the same relative scale, with a
 predictable amount of context around them. Where the window leaves the image it is padded
 with a constant colour (the fade's background, see below) and the mask is ``False`` there.
-The distance map (pixels from the mask, 0 inside, ``_distance.distance_to_zero``: exact, the same on every machine) is computed on
-the crop only, then the fade is applied.
+The distance map (pixels from the mask, 0 inside; ``_distance.distance_to_zero``, exact and
+the same on every machine) is computed on the crop only, then the fade is applied.
 
 Pad colour: the per-channel mean of the in-image crop pixels outside the mask. The built-in
 fades (``background="mean"``) fade towards that same colour, so padding reads as "more
