@@ -135,28 +135,38 @@ def load_script(path: Path):
     return module.eval()
 
 
+def _write_cache(path: Path, write, what: str) -> bool:
+    """``write(tmp)`` a cache file next to ``path``, then move it there atomically (a reader
+    sees no file or a whole one); ``False`` when it cannot be (an unwritable cache, or a
+    torch without TorchScript): the slower path then runs again next time."""
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".lite0-", suffix=".ts", dir=path.parent)
+        os.close(fd)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice
+            write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would lock others out of a shared cache
+        os.replace(tmp, path)
+        return True
+    except Exception as e:  # noqa: BLE001 - the cache is an optimisation, never a failure
+        log.debug("could not cache the %s EfficientNet-Lite0 at %s: %s", what, path, e)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        return False
+
+
 def save_script(model: Lite0, path: Path) -> bool:
     """Script ``model`` and write it to ``path`` atomically; ``False`` when it cannot be
     (an unwritable cache, or a torch without TorchScript): the timm path then runs again
     next time."""
-    tmp = None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            model.sam_detect_key = _key(path)
-            scripted = torch.jit.script(model)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".lite0-", suffix=".ts", dir=path.parent)
-            os.close(fd)
-            torch.jit.save(scripted, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would lock others out of a shared cache
-        os.replace(tmp, path)  # atomic: a reader sees no file or a whole one
-        return True
-    except Exception as e:  # noqa: BLE001 - the cache is an optimisation, never a failure
-        log.debug("could not cache the scripted EfficientNet-Lite0 at %s: %s", path, e)
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        return False
+
+    def write(tmp: str) -> None:
+        model.sam_detect_key = _key(path)
+        torch.jit.save(torch.jit.script(model), tmp)
+
+    return _write_cache(path, write, "scripted")
 
 
 def freeze(module: nn.Module) -> nn.Module:
@@ -246,22 +256,8 @@ def load_frozen(path: Path):
 def _save_frozen(module: nn.Module, path: Path) -> bool:
     """Write the frozen ``module`` to ``path`` atomically (its key an extra archive member);
     ``False`` when it cannot be written."""
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".lite0-frozen-", suffix=".ts", dir=path.parent)
-        os.close(fd)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            torch.jit.save(module, tmp, _extra_files={_KEY_MEMBER: _key(path)})
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-        return True
-    except Exception as e:  # noqa: BLE001 - the cache is an optimisation, never a failure
-        log.debug("could not cache the frozen EfficientNet-Lite0 at %s: %s", path, e)
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        return False
+    return _write_cache(path, lambda tmp: torch.jit.save(module, tmp, _extra_files={_KEY_MEMBER: _key(path)}),
+                        "frozen")
 
 
 def cached_frozen(weights: Path, arch: str):
