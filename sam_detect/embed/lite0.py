@@ -216,11 +216,16 @@ def load_lite0(weights: Path, arch: str, build) -> nn.Module:
     return model
 
 
+#: the version of what :func:`freeze` makes of the scripted network; a change to it (what is
+#: folded, the methods kept) must change this, so that older frozen files go unused
+FROZEN_FORMAT = "frozen1"
+
+
 def frozen_path(weights: Path, arch: str) -> Path:
     """The cache file of :func:`script_path`'s network frozen (:func:`freeze`): what ``views``
     runs on the CPU."""
     path = script_path(weights, arch)
-    return path.with_name(f"{path.stem}-frozen.ts")
+    return path.with_name(f"{path.stem}-{FROZEN_FORMAT}.ts")
 
 
 #: the archive member that names a frozen file's network (``torch.jit.freeze`` folds the
@@ -283,5 +288,5 @@ def frozen_lite0(net: nn.Module, weights: Path, arch: str) -> nn.Module:
     return frozen
 
 
-__all__ = ["FORMAT", "SCRIPT_ENV", "Lite0", "cached_frozen", "freeze", "frozen_lite0", "frozen_path", "load_frozen",
+__all__ = ["FORMAT", "FROZEN_FORMAT", "SCRIPT_ENV", "Lite0", "cached_frozen", "freeze", "frozen_lite0", "frozen_path", "load_frozen",
            "load_lite0", "load_script", "save_script", "script_path"]
