@@ -111,6 +111,13 @@ def _key(path: Path) -> str:
     return path.stem  # recorded inside the file too: a renamed or copied file is refused
 
 
+def _why(e: Exception) -> str:
+    """Why a cache file was refused, in one line: the error's first sentence (torch's zip
+    reader appends a paragraph of advice), or its type where it says nothing."""
+    text = str(e).strip()
+    return text.splitlines()[0].split(". ")[0][:200] if text else type(e).__name__
+
+
 def load_script(path: Path):
     """The scripted :class:`Lite0` saved at ``path``, or ``None`` (after a warning when the
     file exists but cannot be used)."""
@@ -127,10 +134,8 @@ def load_script(path: Path):
             if not callable(getattr(module, method, None)):
                 raise ValueError(f"it has no {method} method")
     except Exception as e:  # noqa: BLE001 - any failure means: build it through timm again
-        # the first sentence: torch's zip reader appends a paragraph of advice
-        why = str(e).strip().splitlines()[0].split(". ")[0][:200] if str(e).strip() else type(e).__name__
         log.warning("the cached EfficientNet-Lite0 %s cannot be used (%s); building it with timm "
-                    "and caching it again", path, why)
+                    "and caching it again", path, _why(e))
         return None
     return module.eval()
 
@@ -251,9 +256,8 @@ def load_frozen(path: Path):
             if not callable(getattr(module, method, None)):
                 raise ValueError(f"it has no {method} method")
     except Exception as e:  # noqa: BLE001 - any failure means: freeze it again
-        why = str(e).strip().splitlines()[0].split(". ")[0][:200] if str(e).strip() else type(e).__name__
         log.warning("the cached frozen EfficientNet-Lite0 %s cannot be used (%s); freezing it again "
-                    "and caching it", path, why)
+                    "and caching it", path, _why(e))
         return None
     return module.eval()
 
