@@ -244,6 +244,32 @@ def test_empty_and_constant_images():
     assert len(inst) == 0 and inst.image_hw == (40, 50)
 
 
+@pytest.mark.parametrize("level", [3, 5, 20, 100, 255, 40000])
+def test_flat_images_of_any_level_give_nothing_and_no_error(level):
+    # a flat image blurred in float32 varies by rounding (~1e-7 of its level), on which
+    # scikit-image's Otsu raised "Too many bins for data range" for most levels
+    import cv2
+
+    from sam_detect import DetectorConfig, SAMDetect
+    from sam_detect.segment.classical_ops import flat, otsu
+
+    dtype = np.uint16 if level > 255 else np.uint8
+    for shape in ((60, 60), (100, 130)):
+        img = np.full(shape, level, dtype)
+        seg = ClassicalSegmenter()
+        assert len(seg.segment(img)) == 0
+        assert len(seg.prompt(img, point=(10, 10))) == 0
+        assert len(seg.prompt(img, box=(2, 2, 40, 40))) == 0
+        assert len(ClassicalSegmenter(threshold="li").segment(img)) == 0
+    blurred = cv2.GaussianBlur(np.full((50, 50), float(level), np.float32), (0, 0), 2)
+    assert flat(blurred) and otsu(blurred) == blurred.max()
+    ramp = np.linspace(level, level + 1, 2500, dtype=np.float32).reshape(50, 50)
+    assert not flat(ramp) and ramp.min() < otsu(ramp) < ramp.max()  # one grey level apart: two levels
+    with pytest.raises(AnnotationError):
+        SAMDetect(DetectorConfig(store="memory", segmenter="classical")).prompt_to_instances(
+            np.full((50, 50), level, dtype), point=(10, 10))
+
+
 def test_accepts_gray_and_16bit():
     img, _ = blob_image(SEPARATE)
     assert len(ClassicalSegmenter().segment(img[..., 0])) == 4

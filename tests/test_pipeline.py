@@ -73,6 +73,16 @@ def test_negative_examples_suppress_look_alikes(scene):
     assert _matched_labels(after, masks[squares], [None] * 2) == [None, None]
 
 
+@pytest.mark.parametrize("level", [5, 100])
+def test_a_flat_frame_finds_nothing_and_says_so(taught, level):
+    # proposed at the examples' profile (the calibrated path): a blank frame gave a
+    # ValueError from scikit-image's Otsu for most grey levels
+    for img in (np.full((60, 60), level, np.uint8), np.full((80, 90, 3), level, np.uint8)):
+        found = taught.detect(img)
+        assert len(found) == 0
+        assert found.metadata["notes"] == ["the segmenter proposed no candidates in this image"]
+
+
 def test_nothing_found_because_of_negative_examples_says_so(scene):
     """A library of negative examples only, or one whose negatives take every candidate,
     finds nothing and says why (it said "best similarity 0.97 < threshold 0.50")."""
@@ -106,6 +116,9 @@ def test_box_point_polygon_prompts_make_examples(scene):
     poly = [[xs.min(), ys.min()], [xs.max(), ys.min()], [xs.max(), ys.max()], [xs.min(), ys.max()]]
     ids = det.add_example(rgb, polygon=np.array(poly, float), label="disc")
     assert len(ids) == 1 and det.store.labels("p") == {"disc": 1}
+    # the docstring's (K, 2) points as a plain list of pairs: one polygon, not K
+    as_list = det.prompt_to_instances(rgb, polygon=[(int(x), int(y)) for x, y in poly])
+    np.testing.assert_array_equal(as_list.masks, det.prompt_to_instances(rgb, polygon=np.array(poly)).masks)
 
 
 def test_a_click_follows_the_examples_of_its_label():

@@ -62,6 +62,8 @@ from sam_detect.segment.classical_ops import (
     _relabel,
     _split_touching,
     along_border,
+    flat,
+    otsu,
 )
 
 # thresholding inside a prompt box: minimum Otsu effectiveness (between-class over total
@@ -413,7 +415,6 @@ class ClassicalSegmenter:
     def _threshold(self, smooth: np.ndarray) -> tuple[np.ndarray, float, str]:
         """(foreground, threshold in intensity units, polarity) of the whole image."""
         import cv2
-        from skimage import filters
 
         cfg = self.config
         if cfg.threshold == "tophat":
@@ -448,7 +449,7 @@ class ClassicalSegmenter:
             polarity = self._local_polarity(smooth, (cfg.block_size - 1) / 3.0)
             fg = resid > offset if polarity == "bright" else resid < -offset
             # for scores only: a global level between objects and background
-            thr = float(filters.threshold_otsu(smooth))
+            thr = otsu(smooth)
         else:
             thr = float(_global_threshold(smooth, cfg.threshold)) * cfg.threshold_scale
             polarity = self._polarity(smooth, thr)
@@ -830,13 +831,12 @@ class ClassicalSegmenter:
         ``at`` (XY, ``None`` when the point is not on it), or the one with the most pixels
         inside the smaller box ``within``: ``(mask crop, (x0, y0))``."""
         from scipy import ndimage as ndi
-        from skimage import filters
 
         x0, y0, x1, y1 = box
         sub = intensity[y0:y1, x0:x1].astype(np.float32)
-        if sub.size < 4 or np.ptp(sub) == 0:
+        if sub.size < 4 or flat(sub):
             return None
-        t = filters.threshold_otsu(sub)
+        t = otsu(sub)
         hi, lo = sub[sub > t], sub[sub <= t]
         # Otsu splits anything, plain noise too: require a clear two-class box. Judged
         # after a light blur, which evens out an object's texture but leaves noise noise
@@ -880,11 +880,9 @@ def _middle_half(shape: tuple[int, int]) -> tuple[slice, slice]:
 
 def _effectiveness(sub: np.ndarray) -> float:
     """Otsu's effectiveness on ``sub``: between-class over total variance at Otsu's threshold."""
-    from skimage import filters
-
-    if np.ptp(sub) == 0:
+    if flat(sub):
         return 0.0
-    t = filters.threshold_otsu(sub)
+    t = otsu(sub)
     hi, lo = sub[sub > t], sub[sub <= t]
     return float(hi.size * lo.size / sub.size**2 * (hi.mean() - lo.mean()) ** 2 / max(sub.var(), 1e-12))
 

@@ -24,9 +24,41 @@ _CONVEX_SOLIDITY = 0.95
 _LOCAL_MEAN_SIGMA = 8.0
 
 
+#: relative range under which an image holds one level only: a flat image blurred in float32
+#: varies by rounding (a few 1e-7 of its level), which scikit-image's 256-bin histograms cannot split
+_FLAT_RANGE = 1e-5
+
+
+def flat(x: np.ndarray) -> bool:
+    """Whether ``x`` holds no two levels a threshold could tell apart: constant, or constant
+    to float rounding (a uniform image after a Gaussian blur), or empty."""
+    if x.size == 0:
+        return True
+    lo, hi = float(np.min(x)), float(np.max(x))
+    return not hi - lo > _FLAT_RANGE * max(1.0, abs(lo), abs(hi))
+
+
+def otsu(x: np.ndarray) -> float:
+    """``skimage.filters.threshold_otsu(x)``, or ``max(x)`` (nothing lies above it) where
+    ``x`` is :func:`flat`, on which scikit-image raises ("Too many bins for data range").
+    A range just above that, too narrow for 256 float32 bins, is thresholded in float64."""
+    from skimage import filters
+
+    if flat(x):
+        return float(np.max(x))
+    try:
+        return float(filters.threshold_otsu(x))
+    except ValueError:
+        return float(filters.threshold_otsu(np.asarray(x, np.float64)))
+
+
 def _global_threshold(x: np.ndarray, method: str) -> float:
     from skimage import filters
 
+    if flat(x):
+        return float(np.max(x))  # one level: no object above it (each method fails or splits rounding)
+    if method == "otsu":
+        return otsu(x)
     fn = {
         "otsu": filters.threshold_otsu,
         "li": filters.threshold_li,
@@ -374,9 +406,8 @@ def _object_scale_radius(smooth: np.ndarray, min_area: int) -> int:
     """Background radius for ``tophat`` from the object sizes of a first Otsu pass (either
     polarity: the minority class), ``2.5 x`` the radius of the 95th-percentile area."""
     import cv2
-    from skimage import filters
 
-    t = filters.threshold_otsu(smooth)
+    t = otsu(smooth)
     fg = smooth > t
     if fg.mean() > 0.5:
         fg = ~fg
