@@ -469,6 +469,11 @@ def polygons_to_crop(polygons: Sequence[np.ndarray] | np.ndarray, image_hw: tupl
 
 
 def _polygon_points(polygons: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray]:
+    """Each polygon's points, rounded: ``polygons`` is one ``(K, 2)`` polygon (an array, or a
+    list of ``(x, y)`` pairs) or a sequence of polygons, each ``(K, 2)`` or COCO's flat
+    ``[x1, y1, x2, y2, ...]``."""
+    if not isinstance(polygons, np.ndarray) and _is_point_list(polygons):
+        polygons = np.asarray(polygons, dtype=np.float64)
     if isinstance(polygons, np.ndarray) and polygons.ndim == 2:
         polygons = [polygons]
     pts = []
@@ -482,6 +487,16 @@ def _polygon_points(polygons: Sequence[np.ndarray] | np.ndarray) -> list[np.ndar
             raise AnnotationError("polygon coordinates must be finite numbers")
         pts.append(np.round(p).astype(np.int32))
     return pts
+
+
+def _is_point_list(polygons: Any) -> bool:
+    """Whether a list is one polygon's ``(x, y)`` pairs (``[(10, 10), (30, 10), (30, 30)]``)
+    rather than a list of polygons: every item a pair of numbers. A polygon has 3 or more
+    points, so a list of polygons never reads as one."""
+    try:
+        return all(len(p) == 2 and all(np.isscalar(v) for v in p) for p in polygons) and len(polygons) > 0
+    except TypeError:  # an item without a length: not pairs
+        return False
 
 
 def polygons_to_mask(polygons: Sequence[np.ndarray] | np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:

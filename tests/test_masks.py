@@ -53,6 +53,19 @@ def test_polygons_to_mask_accepts_coco_flat_and_rejects_degenerate():
         polygons_to_mask([[[0, 0], [1, 1]]], (10, 10))
 
 
+def test_a_polygon_given_as_a_list_of_points_is_one_polygon():
+    square = [(1, 1), (6, 1), (6, 6), (1, 6)]
+    m = polygons_to_mask(square, (10, 10))
+    assert m.sum() == 36
+    np.testing.assert_array_equal(m, polygons_to_mask(np.array(square), (10, 10)))
+    np.testing.assert_array_equal(m, polygons_to_mask([square], (10, 10)))
+    np.testing.assert_array_equal(m, polygons_to_mask([[list(p) for p in square]], (10, 10)))
+    two = polygons_to_mask([square, [(7, 7), (9, 7), (9, 9)]], (10, 10))
+    assert two.sum() > 36 and two[8, 8]
+    with pytest.raises(AnnotationError, match=r"at least 3 .* shape \(2, 2\)"):
+        polygons_to_mask([(0, 0), (1, 1)], (10, 10))
+
+
 def test_box_and_point_validation():
     np.testing.assert_array_equal(validate_box([-5, 2, 8, 20], (10, 10)), [0, 2, 8, 10])
     with pytest.raises(AnnotationError, match="zero area"):
