@@ -72,7 +72,6 @@ def test_qupath_documents_and_their_classes(tmp_path):
 @pytest.mark.parametrize(
     ("doc", "shape", "message"),
     [
-        ({"type": "FeatureCollection", "features": []}, (50, 50), "no polygon in the GeoJSON lies on the image"),
         ({"type": "FeatureCollection", "features": [{"type": "Feature", "geometry": {
             "type": "Polygon", "coordinates": [[[200, 200], [220, 200], [220, 220]]]}}]}, (50, 50),
          "no polygon in the GeoJSON lies on the image"),
@@ -134,8 +133,35 @@ def test_geojson_output_refused_before_any_work(tmp_path):
     assert r.exit_code == 2 and "--geojson" in r.output and "Traceback" not in r.output
 
 
-def test_to_geojson_of_nothing_is_an_empty_collection():
+def test_to_geojson_of_nothing_is_an_empty_collection_read_back_as_nothing(tmp_path):
     assert to_geojson(Instances(masks=np.zeros((0, 10, 10), bool))) == {"type": "FeatureCollection", "features": []}
+    save_annotations(Instances.empty((10, 12)), tmp_path / "none.geojson")  # what detect writes where it finds nothing
+    back = load_annotations(tmp_path / "none.geojson", image_shape=(10, 12))
+    assert len(back) == 0 and back.image_hw == (10, 12)
+    img = tmp_path / "img.png"
+    cv2.imwrite(str(img), np.zeros((10, 12), np.uint8))
+    r = run_cli("add", img, "--label", "x", "--annotations", tmp_path / "none.geojson",
+                env={"SAM_DETECT_LIBRARY_PATH": str(tmp_path / "lib")})
+    assert r.exit_code == 1 and "no examples to add (the annotation holds no objects)" in r.stderr
+    assert r.exception is None or isinstance(r.exception, SystemExit)
+
+
+def test_objects_too_small_to_trace_are_written_pixel_by_pixel(tmp_path):
+    m = np.zeros((5, 20, 20), bool)
+    m[0, 5, 5] = True  # one pixel
+    m[1, 10, 3:5] = True  # two
+    m[2, 2, 9], m[2, 3, 10] = True, True  # two, diagonal
+    m[3, 15, 2:15] = True  # a line one pixel wide: traced
+    m[4, 2:8, 12:18] = True  # a square, traced as before
+    inst = Instances(masks=m, labels=["a", "b", "c", "d", "e"])
+    doc = to_geojson(inst)
+    assert len(doc["features"]) == 5
+    assert [f["geometry"]["type"] for f in doc["features"]] == ["Polygon", "MultiPolygon", "MultiPolygon",
+                                                               "Polygon", "Polygon"]
+    save_annotations(inst, tmp_path / "small.geojson")
+    back = load_annotations(tmp_path / "small.geojson", image_shape=(20, 20))
+    np.testing.assert_array_equal(back.masks, m)
+    assert list(back.labels) == ["a", "b", "c", "d", "e"]
 
 
 def test_which_files_need_the_image_size(tmp_path):

@@ -8,9 +8,11 @@ other geometries (points, lines) are skipped and counted. GeoJSON carries no ima
 reading needs the image's ``(H, W)``.
 
 Written: one ``Feature`` per object (``Polygon``, or ``MultiPolygon`` for an object in
-pieces; holes as inner rings) with ``properties`` ``{"objectType": "detection", "classification": {"name", "color"},
+pieces; holes as inner rings; an object too small to trace, of one or two pixels, as a
+square round each of its pixels) with ``properties`` ``{"objectType": "detection", "classification": {"name", "color"},
 "measurements": {"confidence", "similarity"}}``, rings closed, vertices at the centres of
-the outline's pixels as OpenCV traces them (:func:`sam_detect.masks.crop_outlines`).
+the outline's pixels as OpenCV traces them (:func:`sam_detect.masks.crop_outlines`). A
+collection with no feature reads back as no object.
 """
 
 from __future__ import annotations
@@ -112,7 +114,12 @@ def read_geojson(path: Path, doc: Any, image_shape: Sequence[int] | None, label:
         raise AnnotationError("GeoJSON carries no image size; pass image_shape (H, W) (the CLI passes the image's)")
     hw = (int(image_shape[0]), int(image_shape[1]))
     crops, labels, skipped = [], [], 0
-    for k, feature in enumerate(_features(doc)):
+    features = _features(doc)
+    if not features:  # a collection with no object (one written for an image where nothing was found)
+        inst = Instances.empty(hw)
+        inst.metadata.update({"format": "geojson", "image": 0, "skipped": 0})
+        return inst
+    for k, feature in enumerate(features):
         if not isinstance(feature, dict) or feature.get("type") != "Feature":
             raise AnnotationError(f"item #{k}: not a GeoJSON Feature")
         polys = _rings(feature.get("geometry"), k)
@@ -134,6 +141,21 @@ def read_geojson(path: Path, doc: Any, image_shape: Sequence[int] | None, label:
     return inst
 
 
+#: half the side of the square written round each pixel of an object too small to trace:
+#: under half a pixel, so that reading it back (vertices rounded) gives that pixel alone
+_HALF_PIXEL = 0.49
+
+
+def _pixel_squares(crop: np.ndarray, origin: Sequence[int]) -> list[list[list[list[float]]]]:
+    """One closed square ring (a ``Polygon``'s coordinates) round each pixel of ``crop`` at
+    ``origin``: an object whose outline keeps fewer than three points (one or two pixels),
+    which :func:`sam_detect.masks.crop_outlines` leaves out."""
+    ys, xs = np.nonzero(crop)
+    d = _HALF_PIXEL
+    return [[[[x - d, y - d], [x + d, y - d], [x + d, y + d], [x - d, y + d], [x - d, y - d]]]
+            for x, y in zip((xs + int(origin[0])).tolist(), (ys + int(origin[1])).tolist(), strict=True)]
+
+
 def to_geojson(instances: Instances, *, tolerance: float = 1.0) -> dict[str, Any]:
     """A ``FeatureCollection`` of the instances, one feature per object."""
     from sam_detect.masks import crop_outlines
@@ -145,6 +167,8 @@ def to_geojson(instances: Instances, *, tolerance: float = 1.0) -> dict[str, Any
         m = instances.crop(i)
         pieces = [[[[round(float(x), 2), round(float(y), 2)] for x, y in (*r, r[0])] for r in rings]  # closed
                   for rings in crop_outlines(m.crop, m.origin, instances.image_hw, tolerance)]
+        if not pieces:  # a speck of one or two pixels, too small to trace: its pixels as squares
+            pieces = _pixel_squares(m.crop, m.origin)
         if not pieces:
             continue
         geometry = ({"type": "Polygon", "coordinates": pieces[0]} if len(pieces) == 1
