@@ -330,6 +330,8 @@ class Instances:
     def __getitem__(self, index: Any) -> Instances:
         """Slice with an int, a slice, an int array or a boolean mask of length N."""
         n = len(self)
+        if isinstance(index, (bool, np.bool_)):  # an int to Python, but numpy reads it as a mask
+            raise IndexError(f"index {index!r}: a single bool is no index; use a boolean mask of length {n}")
         if isinstance(index, (int, np.integer)):
             if not -n <= index < n:
                 raise IndexError(f"index {index} out of range for {n} instances")
@@ -343,6 +345,8 @@ class Instances:
                     raise IndexError(f"boolean index must have shape ({n},), got {idx.shape}")
                 idx = np.flatnonzero(idx)
             else:
+                if idx.size and idx.dtype.kind not in "iu":  # 1.9 is no index (numpy refuses floats too)
+                    raise IndexError(f"instances are indexed by integers or a boolean mask, got {idx.dtype} values")
                 idx = idx.astype(np.int64).reshape(-1)
                 if idx.size and (idx.max() >= n or idx.min() < -n):
                     raise IndexError(f"index out of range for {n} instances")

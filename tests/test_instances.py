@@ -135,6 +135,12 @@ def test_indexing_merge_and_out_of_range_with_crops():
     np.testing.assert_array_equal(both.masks, inst.masks[::-1])
     with pytest.raises(IndexError):
         inst[np.array([0, 5])]
+    # a bool is an int to Python (True == 1) and a float would be truncated: both refused
+    for bad in (True, False, np.bool_(True), np.array([1.9]), [0.0, 1.0]):
+        with pytest.raises(IndexError, match="bool|integers"):
+            inst[bad]
+    assert len(inst[[]]) == 0 and len(inst[np.array([], np.int64)]) == 0
+    assert list(inst[np.array([True, False])].areas) == [inst.areas[0]]
 
 
 def test_many_objects_on_a_large_image_cost_their_area_not_n_h_w():
