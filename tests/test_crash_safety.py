@@ -613,8 +613,8 @@ def test_a_check_of_a_library_another_process_holds_says_in_use_not_damaged(tmp_
     holder.add("nuclei", _vecs(2), ["a", "b"])  # holds the lock now
     other = EdgeStore(tmp_path)
     try:
-        with pytest.raises(LibraryLockedError, match="in use by another sam-detect process"):
-            check_library(other, "nuclei")
+        with pytest.raises(LibraryLockedError, match="already open in this process"):
+            check_library(other, "nuclei")  # another store of this process: said so, not "another process"
         holder.release()
         assert check_library(other, "nuclei").ok  # released: whole
     finally:
@@ -635,7 +635,8 @@ def test_a_locked_library_fails_before_any_model_loads(tmp_path):
     other = EdgeStore(tmp_path)
     det = SAMDetect(DetectorConfig(library="nuclei", embedder="effnet"), store=other)
     try:
-        with pytest.raises(LibraryLockedError, match=rf"in use by another sam-detect process \(pid {os.getpid()}"):
+        with pytest.raises(LibraryLockedError, match=r"already open in this process \(another SAMDetect or store "
+                                                     r"on the same folder\); close that one first"):
             det.check_library(create=False)
         assert det._embedder is None  # nothing expensive was built
         holder.release()

@@ -49,6 +49,7 @@ from sam_detect.store.base import LibraryMeta, Neighbour, Store
 from sam_detect.store.edge_files import (
     META_BACKUP,
     META_FILE,
+    held_here,
     holder,
     read_meta,
     restore_meta,
@@ -452,6 +453,11 @@ class EdgeStore(Store):
             shard = qe.EdgeShard.load(str(folder))
         except Exception as e:
             text = str(e)
+            if ("WouldBlock" in text or "lock" in text.lower()) and held_here(self.path / name):
+                raise LibraryLockedError(
+                    f"library {name!r} in {self.path} is already open in this process (another SAMDetect "
+                    "or store on the same folder); close that one first (.close()), or use it for both"
+                ) from None
             if "WouldBlock" in text or "lock" in text.lower():
                 raise LibraryLockedError(
                     f"library {name!r} in {self.path} is in use by another sam-detect process"
