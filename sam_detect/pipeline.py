@@ -764,7 +764,8 @@ class SAMDetect(DetectorStages, LibraryState):
         # (where the examples drawn here took every candidate, their note says it all)
         notes = [] if own_note and not len(inst) and len(out) else \
             _why_few(n_proposed, size_note, len(inst), np.asarray(d.similarities, np.float64)[~negative],
-                     d.thresholds, voted, len(out), int(negative.sum()), objects)
+                     d.thresholds, voted, len(out), int(negative.sum()), objects,
+                     self.store.count(self.config.library) if voted == 0 and len(inst) else None)
         if own_note:
             notes.insert(0, own_note)
         if unlike_image:
@@ -992,17 +993,19 @@ def _unlabelled_filter(inst: Instances, profile: dict | None,
 
 def _why_few(
     proposed: int, size_note: str | None, sized: int, sim: np.ndarray, threshold: str, voted: int, kept: int,
-    negative: int = 0, objects: bool = True,
+    negative: int = 0, objects: bool = True, examples: int | None = None,
 ) -> list[str]:
     """One line per stage that left nothing (or almost nothing): never a silent empty result.
     ``sim``: the best similarities of the candidates not voted negative; ``negative``: how
     many were; ``objects``: whether the library holds examples of any object (not only
-    negative ones)."""
+    negative ones); ``examples``: how many it holds, where known."""
     if proposed == 0:
         return ["the segmenter proposed no candidates in this image"]
     if sized == 0:
         return [size_note or "no candidate within the examples' size range"]
     if voted == 0:
+        if examples == 0:
+            return ["the library holds no examples (all deleted?): add some with `sam-detect add`"]
         if not objects:
             return ["the library holds only negative examples (look-alikes to suppress): add examples "
                     "of the objects to find"]

@@ -249,7 +249,9 @@ def test_detect_on_one_large_image_says_which_stage_runs(scene_files, monkeypatc
     [
         (["--box", "5,5,5,30"], 1, "Error: box 5,5,5,30 has zero area (need x2 > x1 and y2 > y1)"),
         (["--box", "500,500,600,600"], 1, "Error: box 500,500,600,600 lies outside the 160x160 image"),
-        (["--box", "1,2,3"], 2, "--box must be 4 comma-separated numbers x1,y1,x2,y2, got '1,2,3'"),
+        (["--box", "1,2,3"], 2, "--box must be 4 comma-separated finite numbers x1,y1,x2,y2, got '1,2,3'"),
+        (["--box", "0,0,inf,inf"], 2, "--box must be 4 comma-separated finite numbers x1,y1,x2,y2, got '0,0,inf,inf'"),
+        (["--point", "nan,nan"], 2, "--point must be 2 comma-separated finite numbers x,y, got 'nan,nan'"),
         (["--point", "1000,3"], 1, "Error: point 1000,3 lies outside the 160x160 image"),
         ([], 2, "give exactly one of --box, --point, --mask, --polygon, --labels or --annotations"),
     ],
@@ -404,3 +406,66 @@ def test_overlays_of_images_sharing_a_file_name_do_not_overwrite_each_other(tmp_
     names = unique_stems(paths)
     assert names[str(paths[0])] == "a_x" and names[str(paths[1])] == "b_x" and len(set(names.values())) == 5
     assert unique_stems([tmp_path / "one.png"]) == {str(tmp_path / "one.png"): "one"}
+
+
+def test_annotations_that_name_no_class_need_a_label_and_a_photo_is_no_label_image(scene_files, tmp_path):
+    """``--annotations`` with a label image or a polygon file (no class names) needs
+    ``--label``, as ``--labels`` does; a photo given as labels is refused at once, by either
+    option, with its real number of grey levels (it ran out of memory measuring 83,000
+    "examples" by ``--annotations``, and ``--labels`` first warned of classes in pieces)."""
+    f = scene_files
+    poly = tmp_path / "poly.json"
+    poly.write_text("[[20, 30], [60, 30], [60, 70], [20, 70]]")
+    for ann, what in ((f["labels"], "a label image"), (poly, "a polygon file")):
+        r = run_cli("add", f["image"], "--annotations", ann, *f["lib"])
+        assert r.exit_code == 2 and f"missing --label (or --negative): {ann.name} is {what}" in r.output
+    r = run_cli("library", "list", *f["lib"][:2])
+    assert "default" not in r.output  # nothing written
+    r = run_cli("add", f["image"], "--annotations", f["labels"], "--label", "shape", "-q", *f["lib"])
+    assert r.exit_code == 0 and f"added {len(f['masks'])} example(s) (shape:" in r.stdout
+    photo = tmp_path / "photo.png"
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(photo), cv2.GaussianBlur(rng.integers(0, 256, (120, 160), np.uint8), (0, 0), 1.0))
+    levels = len(np.unique(cv2.imread(str(photo), cv2.IMREAD_UNCHANGED)))
+    for option in ("--annotations", "--labels"):
+        r = run_cli("add", photo, "--label", "x", option, photo, "--library", "photo", *f["lib"])
+        assert r.exit_code == 1 and f"looks like an intensity image, not a label image: {levels} distinct values" \
+            in r.stderr, r.output
+        assert "pieces" not in r.stderr  # no reading as classes before the refusal
+    r = run_cli("add", f["image"], "--label", "shape", "--labels", f["labels"], "--labels-frame", "3", *f["lib"])
+    assert r.exit_code == 1 and "frame 3 out of range: the label file holds 1 frame" in r.output
+
+
+def test_detect_refuses_outputs_over_its_inputs_or_each_other_and_keeps_the_rest_when_one_fails(
+        scene_files, tmp_path, monkeypatch):
+    f = scene_files
+    assert run_cli("add", f["image"], "--label", "shape", "--labels", f["labels"], "-q", *f["lib"]).exit_code == 0
+    out = tmp_path / "out"
+    out.mkdir()
+    copy = tmp_path / "copy.png"
+    copy.write_bytes(f["image"].read_bytes())
+    before = copy.read_bytes()
+    for args, message in (
+        (["--overlay", copy], "copy.png is an input image"),
+        (["--overlay", out / "z.png", "--label-image", out / "z.png"], "is named by --overlay too"),
+        (["--coco", out / "s.json", "--geojson", out / "s.json"], "is named by --coco too"),
+        (["--label-image", out / "l.bmp"], "cannot write a label image as '.bmp'"),
+    ):
+        r = run_cli("detect", copy, *map(str, args), "-q", *f["lib"])
+        assert r.exit_code == 2 and message in r.output, r.output
+    assert copy.read_bytes() == before and not any(out.iterdir())  # nothing written, the input intact
+    r = run_cli("detect", copy, "--type-map", out / "t.bmp", "-q", *f["lib"])  # 8-bit classes: a BMP holds them
+    assert r.exit_code == 0 and cv2.imread(str(out / "t.bmp"), cv2.IMREAD_UNCHANGED).max() == 1
+
+    import sam_detect.formats.label_image as label_image
+
+    def full_disk(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(label_image, "write_label_array", full_disk)
+    r = run_cli("detect", copy, "--json", "--label-image", out / "l.tif", "--csv", out / "c.csv",
+                "--coco", out / "c.json", "-q", *f["lib"])
+    assert r.exit_code == 1 and "copy.png: an output could not be written" in r.stderr
+    found = json.loads(r.stdout)
+    assert found["count"] > 0 and (out / "c.csv").exists() and (out / "c.json").exists()
+    assert len(json.loads((out / "c.json").read_text())["annotations"]) == found["count"]

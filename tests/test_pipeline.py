@@ -457,6 +457,19 @@ def test_a_deleted_example_is_no_longer_returned(scene):
     assert _matched_labels(found, masks, ["disc"] * 3) == ["disc"] * 3  # the deleted one is found again
 
 
+def test_a_library_emptied_by_deletes_says_so(scene):
+    from sam_detect.store import journal
+
+    rgb, masks, labels = scene(seed=5, n_discs=3, n_squares=0)
+    det = SAMDetect(store="memory", segmenter="classical", embedder="effnet", library="gone")
+    ids = det.add_example(rgb, mask=masks[0], label="disc")
+    journal.delete(det.store, "gone", ids=ids)
+    det.refresh_profile()
+    found = det.detect(rgb)
+    assert len(found) == 0
+    assert found.metadata["notes"] == ["the library holds no examples (all deleted?): add some with `sam-detect add`"]
+
+
 def test_examples_join_the_found_objects_whatever_their_data():
     """The examples take the found objects' data fields, whatever their shapes, empty for them."""
     from sam_detect.pipeline import _with_examples

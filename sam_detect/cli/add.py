@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import click
 
 from sam_detect.cli.detect import apply_image_options, load_cli_image
 from sam_detect.cli.options import build_detector, pipeline_options, report_choices, report_profile
-from sam_detect.cli.validate import check_label_image, label_option, type_names_option
+from sam_detect.cli.validate import label_option, type_names_option
 
 
 def _label_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -31,9 +32,9 @@ def _numbers(value: str, n: int, what: str, param: str) -> list[float]:
         parts = [float(v) for v in value.replace(" ", "").split(",")]
     except ValueError:
         parts = []
-    if len(parts) != n:
+    if len(parts) != n or not all(math.isfinite(v) for v in parts):  # nan and inf parse as floats
         fmt = "x1,y1,x2,y2" if n == 4 else "x,y"
-        raise click.BadParameter(f"{what} must be {n} comma-separated numbers {fmt}, got {value!r}",
+        raise click.BadParameter(f"{what} must be {n} comma-separated finite numbers {fmt}, got {value!r}",
                                  param_hint=param)
     return parts
 
@@ -49,6 +50,10 @@ def _typed(lab, types, names: dict[int, str], hw: tuple[int, int], quiet: bool):
     if untyped and not quiet:
         click.echo(f"{untyped} object(s) of --labels carry no type in --types (0 under them): not added", err=True)
     return inst
+
+
+#: annotation formats that carry no class names: ``--label`` is needed with them, as with ``--labels``
+_NAMELESS = {"label_image": "a label image", "polygons": "a polygon file"}
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -177,8 +182,8 @@ def add(image, label, negative, boxes, points, mask_paths, polygon_paths, labels
             from sam_detect.formats import read_label_array
 
             at = frame if labels_frame is None else labels_frame
-            lab = read_label_array(labels_path, at, labels_channel)
-            check_label_image(lab, str(labels_path))
+            # refused there: an intensity image, and a --labels-frame that a one-frame file lacks
+            lab = read_label_array(labels_path, at, labels_channel, strict=labels_frame is not None)
             if types_path:
                 inst = _typed(lab, read_label_array(types_path, at, types_channel, pieces=False), names,
                               loaded.rgb.shape[:2], quiet)
@@ -191,6 +196,9 @@ def add(image, label, negative, boxes, points, mask_paths, polygon_paths, labels
             inst = load_annotations(annotations_path, image_shape=loaded.rgb.shape[:2],
                                     image=frame if labels_frame is None else labels_frame,
                                     channel=labels_channel, name=os.path.basename(str(image)))
+            if label is None and inst.metadata.get("format") in _NAMELESS:
+                raise click.UsageError(f"missing --label (or --negative): {Path(annotations_path).name} is "
+                                       f"{_NAMELESS[inst.metadata['format']]}, which names no class")
             if label is not None:
                 inst.labels[:] = label
             else:  # class names from the file follow the label policy too

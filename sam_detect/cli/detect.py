@@ -17,6 +17,7 @@ from sam_detect.cli.options import (
     report_profile,
 )
 from sam_detect.cli.validate import IMAGE_OUTPUT_SUFFIXES, finite
+from sam_detect.errors import AnnotationError
 
 apply_image_options = stack(
     [
@@ -126,6 +127,9 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
     overlay = _output_target(overlay_path, "overlay", paths) if overlay_path else None
     maps = {kind: _output_target(path, kind, paths)
             for kind, path in (("labels", label_path), ("types", type_path), ("geojson", geojson_path)) if path}
+    _no_clashes(paths, {"--coco": coco_path, "--csv": csv_path, "--resume": resume_path, **{
+        _OUTPUTS[kind][0]: None if target[1] else str(target[0])
+        for kind, target in (({"overlay": overlay} if overlay else {}) | maps).items()}})
     resumed: dict = {}
     if resume_path:
         output_file(resume_path, "--resume", what="a JSON-lines file")
@@ -193,10 +197,14 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
                     coco_items.append((str(path), res.instances))
                 if maps or res.overlay is not None:
                     names = names or unique_stems(paths)
-                if maps:
-                    _write_maps(maps, names[str(path)], res.instances, classes, tolerance)
-                if res.overlay is not None:
-                    _target_file(overlay, "overlay", names[str(path)]).write_bytes(res.overlay)
+                try:  # a file that cannot be written costs that file, not the run's other outputs
+                    if maps:
+                        _write_maps(maps, names[str(path)], res.instances, classes, tolerance)
+                    if res.overlay is not None:
+                        _target_file(overlay, "overlay", names[str(path)]).write_bytes(res.overlay)
+                except (OSError, ValueError, AnnotationError) as e:
+                    failures += 1
+                    click.echo(f"Error: {Path(path).name}: an output could not be written: {e}", err=True)
         finally:
             results.close()
             if resume_fh is not None:
@@ -224,12 +232,12 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
         raise click.ClickException(f"{failures} of {len(paths)} images failed (see the errors above)")
 
 
-#: per-image outputs: option, file suffixes (``None``: a label image's), what it is, its name
-#: in a folder
+#: per-image outputs: option, file suffixes (``None``: a label image's, ``LABEL_WRITE_SUFFIXES``),
+#: what it is, its name in a folder
 _OUTPUTS = {
     "overlay": ("--overlay", IMAGE_OUTPUT_SUFFIXES, "an overlay image", "{}_overlay.png"),
     "labels": ("--label-image", None, "a label image", "{}_labels.tif"),
-    "types": ("--type-map", None, "a type map", "{}_types.tif"),
+    "types": ("--type-map", (".tif", ".tiff", ".png", ".bmp", ".npy"), "a type map", "{}_types.tif"),  # 8 bits: BMP too
     "geojson": ("--geojson", (".geojson", ".json"), "a GeoJSON file", "{}.geojson"),
 }
 
@@ -238,13 +246,31 @@ def _output_target(path: str, kind: str, paths) -> tuple[Path, bool]:
     """``(path, is a folder)`` of a per-image output (``_OUTPUTS``), checked before any work:
     a folder when several images are given, the name ends in a separator or names a folder."""
     from sam_detect.cli.validate import output_file, output_folder
-    from sam_detect.formats.label_image import LABEL_IMAGE_SUFFIXES
+    from sam_detect.formats.label_image import LABEL_WRITE_SUFFIXES
 
     option, suffixes, what, _ = _OUTPUTS[kind]
     if len(paths) > 1 or path.endswith(("/", os.sep)) or Path(path).is_dir():
         return output_folder(path, option), True
-    output_file(path, option, suffixes or LABEL_IMAGE_SUFFIXES, what=what)
+    output_file(path, option, suffixes or LABEL_WRITE_SUFFIXES, what=what)
     return Path(path), False
+
+
+def _no_clashes(paths, files: dict[str, str | None]) -> None:
+    """Refuse, before any work, an output file that is one of the input images or another
+    output (``files``: option -> the file it names, ``None`` where not given or a folder):
+    each would be overwritten in silence."""
+    seen: dict[Path, str] = {}
+    inputs = {Path(p).resolve(): p for p in paths}
+    for option, value in files.items():
+        if value is None or value == "-":
+            continue
+        target = Path(value).resolve()
+        if target in inputs:
+            raise click.BadParameter(f"{value} is an input image; give another file name", param_hint=option)
+        if target in seen:
+            raise click.BadParameter(f"{value} is named by {seen[target]} too; give each output its own file",
+                                     param_hint=option)
+        seen[target] = option
 
 
 def _target_file(target: tuple[Path, bool], kind: str, name: str) -> Path:

@@ -147,49 +147,12 @@ def type_names_option(spec: str | None) -> dict[int, str]:
 
 
 def check_label_image(lab: np.ndarray, where: str) -> None:
-    """Refuse an intensity image given as a label image (``--labels``).
+    """Refuse an intensity image given as a label image (``--labels``):
+    :func:`sam_detect.formats.label_image.refuse_intensity`, which reading a label image
+    applies too."""
+    from sam_detect.formats.label_image import refuse_intensity
 
-    A label image holds one integer id per object, constant over the object, so its regions of
-    equal value are about as many as its ids and tens of pixels large. An intensity image
-    (a photo, a fluorescence frame, a blurred mask) has thousands of values, each scattered
-    over many regions of a few pixels: on the HeLa frames 2,467 values in 711,391 regions,
-    against 124 ids in 126 regions for their label image.
-
-    Raises:
-        AnnotationError: non-integer values, or regions far more numerous and smaller than a
-            label image's.
-    """
-    from skimage.measure import label as connected
-
-    from sam_detect.errors import AnnotationError
-
-    lab = np.asarray(lab)
-    if lab.dtype == bool:
-        return
-    if np.issubdtype(lab.dtype, np.floating):
-        finite_vals = np.isfinite(lab)
-        if not finite_vals.all() or not np.array_equal(lab, np.round(lab)):
-            raise AnnotationError(
-                f"{where}: holds non-integer values ({lab.dtype}), so it is not a label image "
-                "(0 = background, one integer id per object); for one binary mask use --mask"
-            )
-    elif not np.issubdtype(lab.dtype, np.integer):
-        raise AnnotationError(f"{where}: a label image holds integers, got {lab.dtype}")
-    if lab.ndim != 2 or not lab.any():
-        return  # shapes and emptiness are reported by the caller with their own messages
-    ids = np.unique(lab)
-    n_ids = int(len(ids) - (ids[0] == 0))
-    _, n_regions = connected(lab, background=0, connectivity=1, return_num=True)
-    mean_region = int(np.count_nonzero(lab)) / max(n_regions, 1)
-    fragmented = n_regions > 2 * n_ids + 50 and mean_region < 10  # each value in many small bits
-    speckled = n_regions >= 100 and mean_region < 3  # (nearly) every pixel a value of its own
-    if fragmented or speckled:
-        raise AnnotationError(
-            f"{where}: looks like an intensity image, not a label image: {n_ids:,} distinct values "
-            f"scattered over {n_regions:,} regions of {mean_region:.1f} pixels on average (a label "
-            "image holds one constant id per object); give a label image (0 = background, one "
-            "integer id per object), or a binary mask with --mask"
-        )
+    refuse_intensity(lab, where)
 
 
 __all__ = [
