@@ -333,6 +333,19 @@ def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
     try:
         h, w = (int(v) for v in rle["size"])
         counts = rle["counts"]
+        runs = [int(c) for c in counts] if isinstance(counts, list) else _string_counts(counts)
+    except IndexError:
+        raise AnnotationError("invalid RLE: its compressed 'counts' string ends in the middle of a run") from None
+    except (KeyError, TypeError, ValueError) as e:
+        raise AnnotationError(f"invalid RLE (expected {{'size': [H, W], 'counts': ...}}): {e}") from e
+    # pycocotools decodes runs that fall short of H x W into a mask whose rest is whatever the
+    # memory held (a truncated file gave a different mask on each read)
+    if min(runs, default=0) < 0:
+        raise AnnotationError(f"invalid RLE: a negative run length ({min(runs)}) in its 'counts'")
+    if sum(runs) != h * w:
+        raise AnnotationError(f"invalid RLE: its runs cover {sum(runs):,} pixels, not the {h}x{w} = {h * w:,} "
+                              "of its size (a truncated or foreign 'counts'?)")
+    try:
         if isinstance(counts, list):
             rle = mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
         else:
@@ -340,6 +353,30 @@ def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
         return mask_utils.decode(rle).astype(bool)
     except (KeyError, TypeError, ValueError) as e:
         raise AnnotationError(f"invalid RLE (expected {{'size': [H, W], 'counts': ...}}): {e}") from e
+
+
+def _string_counts(counts: str | bytes) -> list[int]:
+    """The run lengths of COCO's compressed RLE string (pycocotools' ``rleFrString``: 5 bits a
+    character with a continuation bit, each run after the second one as its difference from
+    the run two before), read only to check that they cover the mask's size before pycocotools
+    decodes it."""
+    data = counts.encode("ascii") if isinstance(counts, str) else bytes(counts)
+    runs: list[int] = []
+    p = 0
+    while p < len(data):
+        x, k, more = 0, 0, True
+        while more:
+            c = data[p] - 48
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        if len(runs) > 2:
+            x += runs[-2]
+        runs.append(x)
+    return runs
 
 
 def mask_to_polygons(mask: np.ndarray, tolerance: float = 1.0, min_points: int = 3) -> list[np.ndarray]:

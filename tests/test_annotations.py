@@ -15,6 +15,7 @@ from sam_detect.formats import (
     load_annotation_set,
     load_annotations,
     read_label_image,
+    save_annotations,
     save_coco,
     save_label_image,
     save_labelme,
@@ -677,3 +678,51 @@ def test_an_image_of_a_coco_set_is_chosen_by_its_file_name(tmp_path):
         load_annotations(path, image_shape=(128, 128), name="a.png")
     with pytest.raises(AnnotationError, match="holds 2 images"):
         load_annotations(path, image_shape=(96, 96))
+
+
+def test_images_of_one_file_name_in_other_folders_are_told_apart_by_their_paths(tmp_path):
+    """``image.tif`` in each well's folder, as ``detect --coco`` writes them: the image asked
+    for by its path gets its own annotations, never the first of that name; a bare name that
+    fits several is refused, not resolved to one of them."""
+    a = Instances.from_label_image(_discs(2, size=96))[0]
+    b = Instances.from_label_image(_discs(4, size=96))[0]
+    path = tmp_path / "plate.json"
+    save_coco([a, b], path, image_names=["plate/A1/image.tif", "plate/B1/image.tif"])
+    for name, n in (("plate/B1/image.tif", 4), ("/data/plate/B1/image.tif", 4), ("B1/image.tif", 4),
+                    ("plate/A1/image.tif", 2), (str(tmp_path / "plate" / "A1" / "image.tif"), 2)):
+        assert len(load_annotations(path, image_shape=(96, 96), name=name)) == n, name
+    for name in ("image.tif", "image", "C1/image.tif"):
+        with pytest.raises(AnnotationError, match=r"2 images match .* alike \(plate/A1/image.tif, plate/B1/image.tif\)"):
+            load_annotations(path, image_shape=(96, 96), name=name)
+    sets = load_annotation_set(path, image_names=["x/plate/B1/image.tif", "x/plate/A1/image.tif"])
+    assert [len(s) for s in sets] == [4, 2]
+
+
+def test_coco_polygons_give_way_to_rle_where_they_cannot_say_the_mask(tmp_path):
+    """A hole (COCO's polygons fill it: a 10 x 10 square with a 4 x 4 hole read back as 100 px,
+    its ``area`` saying 84) or a speck beside a larger piece: written as RLE, read back exact."""
+    m = np.zeros((3, 30, 30), bool)
+    m[0, 5:15, 5:15] = True
+    m[0, 8:12, 8:12] = False  # a hole
+    m[1, 20:28, 2:10] = True  # plain: a polygon
+    m[2, 20:28, 20:28] = True
+    m[2, 2, 25] = True  # a one-pixel piece
+    save_coco([Instances(masks=m)], tmp_path / "h.json")
+    doc = json.loads((tmp_path / "h.json").read_text())
+    assert [type(a["segmentation"]).__name__ for a in doc["annotations"]] == ["dict", "list", "dict"]
+    back = load_annotations(tmp_path / "h.json")
+    np.testing.assert_array_equal(back.masks, m)
+    assert [a["area"] for a in doc["annotations"]] == [int(v) for v in m.sum(axis=(1, 2))]
+
+
+@pytest.mark.parametrize("fmt", ["labelme", "polygons"])
+def test_polygon_formats_warn_of_objects_too_small_to_trace(tmp_path, caplog, fmt):
+    m = np.zeros((3, 20, 20), bool)
+    m[0, 5, 5] = True
+    m[1, 10, 10:12] = True
+    m[2, 2:8, 12:18] = True
+    path = tmp_path / f"x.{fmt}.json"
+    with caplog.at_level("WARNING", logger="sam_detect"):
+        save_annotations(Instances(masks=m), path, format=fmt)
+    assert "2 object(s) of one or two pixels left out of the" in caplog.text
+    assert len(load_annotations(path, image_shape=(20, 20))) == 1

@@ -175,3 +175,18 @@ def test_which_files_need_the_image_size(tmp_path):
     assert not needs_image_size(save_annotations(inst, tmp_path / "l.tif"))
     (tmp_path / "broken.json").write_text("{nope")
     assert not needs_image_size(tmp_path / "broken.json")  # its error comes when it is read
+
+
+def test_positions_with_an_altitude_read_as_their_x_and_y(tmp_path):
+    ring2 = [[2, 2], [12, 2], [12, 12], [2, 12], [2, 2]]
+    docs = {}
+    for name, ring in (("flat", ring2), ("z", [[x, y, 0.0] for x, y in ring2])):
+        docs[name] = tmp_path / f"{name}.geojson"
+        docs[name].write_text(json.dumps({"type": "FeatureCollection", "features": [
+            {"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [ring]}}]}))
+    flat, z = (load_annotations(docs[n], image_shape=(20, 20)) for n in ("flat", "z"))
+    np.testing.assert_array_equal(flat.masks, z.masks)
+    bad = tmp_path / "bad.geojson"
+    bad.write_text(json.dumps({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[1, 2, 3, 4, 5]]}}))
+    with pytest.raises(AnnotationError, match="lists of 2 or 3 numbers"):
+        load_annotations(bad, image_shape=(20, 20))

@@ -31,6 +31,28 @@ def test_rle_uncompressed_counts_and_errors():
         rle_to_mask({"counts": "abc"})
 
 
+def test_rle_whose_runs_do_not_cover_its_size_is_refused():
+    # pycocotools decoded a short RLE into a mask whose rest was uninitialised memory
+    from pycocotools import mask as mask_utils
+
+    from sam_detect.masks import _string_counts
+
+    with pytest.raises(AnnotationError, match=r"cover 15 pixels, not the 200x200 = 40,000"):
+        rle_to_mask({"size": [200, 200], "counts": [5, 10]})
+    with pytest.raises(AnnotationError, match="negative run length"):
+        rle_to_mask({"size": [3, 3], "counts": [5, -2, 6]})
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        h, w = (int(v) for v in rng.integers(1, 50, 2))
+        m = rng.random((h, w)) < rng.random()
+        counts = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))["counts"].decode()
+        assert sum(_string_counts(counts)) == h * w
+        np.testing.assert_array_equal(rle_to_mask({"size": [h, w], "counts": counts}), m)
+        if len(counts) > 2:  # cut short: refused, not decoded from whatever memory held
+            with pytest.raises(AnnotationError, match="invalid RLE"):
+                rle_to_mask({"size": [h, w], "counts": counts[: len(counts) // 2]})
+
+
 def test_polygon_round_trip_and_smoothing():
     yy, xx = np.mgrid[:100, :100]
     disk = (yy - 50) ** 2 + (xx - 50) ** 2 < 30**2

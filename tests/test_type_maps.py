@@ -211,6 +211,17 @@ def test_mat_files_of_histology_sets(tmp_path):
     with pytest.raises(AnnotationError, match="do not pair with instance ids"):
         read_label_array(_mat(tmp_path / "odd.mat", inst_map=lab, id=ids[:3, None], **{"class": per[:, None]}),
                          None, None, pieces=False)
+    # HoVer-Net's output: ids with gaps (small objects removed), paired with their types by inst_uid;
+    # without inst_uid (CoNSeP's way), the i-th type goes to the map's i-th id
+    gappy = np.zeros_like(lab)
+    for k in ids:
+        gappy[lab == k] = 3 * k + 2
+    uid = 3 * ids + 2
+    for arrays in ({"inst_uid": uid[::-1, None], "inst_type": per[::-1, None]}, {"inst_type": per[:, None]}):
+        path = _mat(tmp_path / "gaps.mat", inst_map=gappy, **arrays)
+        inst, untyped = typed_instances(read_label_array(path, None, None),
+                                        read_label_array(path, None, None, pieces=False), names)
+        assert untyped == 0 and list(inst.labels) == [names[int(v)] for v in per], sorted(arrays)
     (tmp_path / "broken.mat").write_bytes(b"MATLAB 5.0 broken")
     with pytest.raises(AnnotationError, match="cannot read the .mat file"):
         read_label_array(tmp_path / "broken.mat", None, None)

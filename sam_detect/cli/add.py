@@ -195,7 +195,7 @@ def add(image, label, negative, boxes, points, mask_paths, polygon_paths, labels
 
             inst = load_annotations(annotations_path, image_shape=loaded.rgb.shape[:2],
                                     image=frame if labels_frame is None else labels_frame,
-                                    channel=labels_channel, name=os.path.basename(str(image)))
+                                    channel=labels_channel, name=str(image))  # a path tells B1/image.tif from A1/
             if label is None and inst.metadata.get("format") in _NAMELESS:
                 raise click.UsageError(f"missing --label (or --negative): {Path(annotations_path).name} is "
                                        f"{_NAMELESS[inst.metadata['format']]}, which names no class")

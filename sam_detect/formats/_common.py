@@ -45,13 +45,43 @@ def select_image(path: Path, items: list[Instances], image: int | str) -> Instan
             return items[int(image)]
         raise AnnotationError(f"{path}: image index {image} out of range (0..{len(items) - 1})")
     name = str(image)
-    keys = (name, Path(name).name, Path(name).stem)
-    for it in items:
-        ref = str(it.metadata.get("image"))
-        if ref in keys or Path(ref).name in keys or Path(ref).stem in keys:
-            return it
+    scores = [_name_match(str(it.metadata.get("image")), name) for it in items]
+    best = max(scores, default=0.0)
+    if best > 0:
+        winners = [it for it, sc in zip(items, scores, strict=True) if sc == best]
+        if len(winners) == 1:
+            return winners[0]
+        listed = ", ".join(str(it.metadata.get("image")) for it in winners[:8])
+        raise AnnotationError(f"{path}: {len(winners)} images match {name!r} alike ({listed}); give the image's "
+                              "path as the file lists it")
     available = ", ".join(str(it.metadata.get("image")) for it in items[:8])
     raise AnnotationError(f"{path}: no annotations for image {name!r}; the file lists: {available}")
+
+
+def _name_match(ref: str, name: str) -> float:
+    """How well an image the file lists (``ref``) matches the image asked for (``name``): the
+    number of their paths' last parts that agree (``plate/B1/image.tif`` matches
+    ``/data/plate/B1/image.tif`` by 3, ``A1/image.tif`` by 1), the whole path counting as
+    most; 0.5 where only the stems agree (``image`` for ``B1/image.tif``); 0 for none."""
+    if ref == name:
+        return float("inf")
+    a, b = Path(ref).parts, Path(name).parts
+    n = 0
+    while n < min(len(a), len(b)) and a[-1 - n] == b[-1 - n]:
+        n += 1
+    if n:
+        return float(n)
+    return 0.5 if Path(ref).stem == Path(name).stem else 0.0
+
+
+def warn_untraced(n: int, what: str) -> None:
+    """Say that ``n`` objects too small to trace (one or two pixels) were left out of a
+    ``what`` file, whose polygons cannot hold them."""
+    import logging
+
+    logging.getLogger("sam_detect").warning(
+        "%d object(s) of one or two pixels left out of the %s file: too small for a polygon "
+        "(COCO keeps them as RLE, GeoJSON as pixel squares, a label image as they are)", n, what)
 
 
 def label_str(label: Any) -> str:

@@ -21,6 +21,18 @@ def is_coco(doc: Any) -> bool:
     return isinstance(doc, dict) and "annotations" in doc and ("images" in doc or "categories" in doc)
 
 
+def _needs_rle(crop: np.ndarray, origin: tuple[int, int], hw: tuple[int, int]) -> bool:
+    """Whether a mask is more than its outer polygons can say: a hole (COCO's polygons fill
+    it), or a piece too small to trace (left out of them)."""
+    import cv2
+
+    from sam_detect.masks import crop_outlines
+
+    pieces = crop_outlines(crop, origin, hw, tolerance=0)
+    n, _ = cv2.connectedComponents(np.ascontiguousarray(crop, np.uint8), connectivity=8)
+    return any(len(rings) > 1 for rings in pieces) or len(pieces) < n - 1
+
+
 def to_coco(
     items: Instances | Sequence[Instances],
     image_names: Sequence[str] | None = None,
@@ -34,7 +46,8 @@ def to_coco(
     """A COCO instance-segmentation dict for one or several images.
 
     Segmentations are polygons (simplified with ``tolerance`` pixels) or, with ``use_rle``
-    or when a mask is too small for a polygon, compressed RLE; empty masks are left out
+    or where polygons cannot say the mask (too small for a polygon, a hole, which COCO's
+    polygons fill, or a piece too small to trace), compressed RLE; empty masks are left out
     unless ``keep_empty`` (then they have area 0 and an empty RLE).
     ``bbox`` is COCO's XYWH. Each annotation carries ``score``: the instance's label
     confidence if it has a label, else its segmenter score. Category ids follow the sorted
@@ -63,7 +76,7 @@ def to_coco(
                 continue
             x1, y1, x2, y2 = (float(v) for v in it.boxes[i])
             seg: Any = None
-            if not use_rle:
+            if not use_rle and not _needs_rle(m.crop, m.origin, (h, w)):
                 polys = crop_to_polygons(m.crop, m.origin, (h, w), tolerance=tolerance)
                 if polys:
                     seg = [p.reshape(-1).astype(float).round(2).tolist() for p in polys]

@@ -76,13 +76,25 @@ def _rings(geometry: Any, k: int) -> list[list[np.ndarray]] | None:
         return None
     out = []
     for poly in polys or []:
-        rings = [np.asarray(r, np.float64).reshape(-1, 2)[:, :2] for r in poly]
+        rings = [_positions(r, k) for r in poly]
         if not rings or len(rings[0]) < 3:
             raise AnnotationError(f"feature #{k}: a polygon ring needs at least 3 points")
         if not all(np.isfinite(r).all() for r in rings):
             raise AnnotationError(f"feature #{k}: coordinates must be finite numbers")
         out.append(rings)
     return out
+
+
+def _positions(ring: Any, k: int) -> np.ndarray:
+    """``(K, 2)`` x, y of a ring's positions; a third (or further) number of a position, an
+    altitude (RFC 7946 allows it), is left out."""
+    try:
+        arr = np.asarray(ring, np.float64)
+    except (TypeError, ValueError):
+        raise AnnotationError(f"feature #{k}: a ring's positions are lists of 2 or 3 numbers") from None
+    if arr.ndim != 2 or arr.shape[1] < 2:
+        raise AnnotationError(f"feature #{k}: a ring's positions are lists of 2 or 3 numbers, got shape {arr.shape}")
+    return arr[:, :2]
 
 
 def _crop(polys: list[list[np.ndarray]], hw: tuple[int, int]):

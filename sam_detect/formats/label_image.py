@@ -190,7 +190,9 @@ def refuse_intensity(lab: np.ndarray, where: str) -> None:
     _, n_regions = connected(lab, background=0, connectivity=1, return_num=True)
     mean_region = int(np.count_nonzero(lab)) / max(n_regions, 1)
     fragmented = n_regions > 2 * n_ids + 50 and mean_region < 10  # each value in many small bits
-    speckled = n_regions >= 100 and mean_region < 3  # (nearly) every pixel a value of its own
+    # (nearly) every pixel a value of its own, over most of the frame: spots of a pixel or two
+    # each are a label image too (a spot detector's), on a ground of 0
+    speckled = n_regions >= 100 and mean_region < 3 and np.count_nonzero(lab) > 0.5 * lab.size
     if fragmented or speckled:
         raise AnnotationError(
             f"{where}: looks like an intensity image, not a label image: {n_ids:,} distinct values "
@@ -380,8 +382,10 @@ def read_mask_folder(path: PathLike) -> np.ndarray:
 
 def _mat_arrays(path: Path, types: bool) -> np.ndarray:
     """A ``.mat`` file's instance map (``MAT_LABEL_KEYS``, or its one 2-D array), or with
-    ``types`` its type map: ``type_map``, else one made from a type per instance
-    (CoNSeP's ``inst_type``, the type of instance ``i + 1``; Lizard's ``class`` beside ``id``)."""
+    ``types`` its type map: ``type_map``, else one made from a type per instance: HoVer-Net's
+    ``inst_type`` beside ``inst_uid`` (the ids, gaps and all), CoNSeP's ``inst_type`` alone
+    (the type of instance ``i + 1``, or of the map's ``i``-th id where its ids have gaps),
+    Lizard's ``class`` beside ``id``."""
     from scipy import io
 
     try:
@@ -405,7 +409,15 @@ def _mat_arrays(path: Path, types: bool) -> np.ndarray:
         raise AnnotationError(f"{path}: holds no types: no 'type_map', nor a type per instance "
                               "('inst_type', or 'class' beside 'id')")
     per = per.ravel().astype(np.int64)
-    ids = data["id"].ravel().astype(np.int64) if "class" in data and "id" in data else np.arange(1, len(per) + 1)
+    if "class" in data and "id" in data:  # Lizard
+        ids = data["id"].ravel().astype(np.int64)
+    elif "inst_uid" in data:  # HoVer-Net's output: the instance ids, which small objects removed leave with gaps
+        ids = data["inst_uid"].ravel().astype(np.int64)
+    else:  # CoNSeP: the type of instance i + 1; where the map's ids have gaps, of its i-th id in order
+        present = np.unique(inst)
+        present = present[present > 0].astype(np.int64)
+        ids = present if len(present) == len(per) and (len(present) == 0 or present[-1] != len(per)) \
+            else np.arange(1, len(per) + 1)
     if len(ids) != len(per) or (len(ids) and (ids.min() < 0 or ids.max() > 2**24)):
         raise AnnotationError(f"{path}: its types per instance do not pair with instance ids ({len(per)} types, "
                               f"{len(ids)} ids)")

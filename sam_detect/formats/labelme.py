@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from sam_detect.errors import AnnotationError
-from sam_detect.formats._common import DEFAULT_LABEL, PathLike, label_str, write_json
+from sam_detect.formats._common import DEFAULT_LABEL, PathLike, label_str, warn_untraced, write_json
 from sam_detect.instances import Instances
 from sam_detect.masks import MaskCrop
 
@@ -29,14 +29,17 @@ def to_labelme(
     """A labelme (5.x) dict: one ``polygon`` shape per connected part of each mask.
 
     An instance made of several parts gets a shared ``group_id`` so it reads back as one.
-    Holes are not represented (labelme polygons have none).
+    Holes are not represented (labelme polygons have none), nor objects of one or two pixels,
+    too small to trace (a warning counts them; COCO writes them as RLE, GeoJSON as squares).
     """
     from sam_detect.masks import crop_to_polygons
 
     h, w = instances.image_hw
     shapes = []
+    lost = 0
     for i, m in enumerate(instances.crops):
         polys = crop_to_polygons(m.crop, m.origin, (h, w), tolerance=tolerance)
+        lost += not polys and m.area > 0
         group = i + 1 if len(polys) > 1 else None
         for p in polys:
             shapes.append(
@@ -49,6 +52,8 @@ def to_labelme(
                     "flags": {},
                 }
             )
+    if lost:
+        warn_untraced(lost, "labelme")
     return {
         "version": "5.4.1",
         "flags": {},

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from sam_detect.errors import AnnotationError
-from sam_detect.formats._common import DEFAULT_LABEL, PathLike, label_str, write_json
+from sam_detect.formats._common import DEFAULT_LABEL, PathLike, label_str, warn_untraced, write_json
 from sam_detect.instances import Instances
 
 
@@ -115,12 +115,15 @@ def read_polygon_file(path: PathLike) -> list:
 
 
 def save_polygons(instances: Instances, path: PathLike, *, tolerance: float = 1.0) -> Path:
-    """Write ``[{"label": ..., "points": [[x, y], ...]}]``, one entry per connected part."""
+    """Write ``[{"label": ..., "points": [[x, y], ...]}]``, one entry per connected part (an
+    object of one or two pixels, too small to trace, is left out with a warning)."""
     from sam_detect.masks import crop_to_polygons
 
-    out = [
-        {"label": label_str(instances.labels[i]), "points": p.astype(float).round(2).tolist()}
-        for i, m in enumerate(instances.crops)
-        for p in crop_to_polygons(m.crop, m.origin, instances.image_hw, tolerance=tolerance)
-    ]
+    out, lost = [], 0
+    for i, m in enumerate(instances.crops):
+        polys = crop_to_polygons(m.crop, m.origin, instances.image_hw, tolerance=tolerance)
+        lost += not polys and m.area > 0
+        out += [{"label": label_str(instances.labels[i]), "points": p.astype(float).round(2).tolist()} for p in polys]
+    if lost:
+        warn_untraced(lost, "polygon list")
     return write_json(path, out, indent=1)
