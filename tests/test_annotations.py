@@ -299,7 +299,9 @@ def test_labelme_shape_types(tmp_path):
     with pytest.warns(UserWarning, match="skipped 1 point shape"):
         inst = load_annotations(tmp_path / "lm.json")
     assert list(inst.labels) == ["box", "ring", "tri", "tri"]
-    assert inst.areas[0] == 50  # 10 x 5 box
+    # corners (20, 10) and (10, 5), both inside: 11 x 6, as labelme draws it (PIL's rectangle)
+    # and as the same corners given as a polygon read
+    assert inst.areas[0] == 66 and list(inst.boxes[0]) == [10, 5, 21, 11]
     assert inst.areas[1] == pytest.approx(np.pi * 25, rel=0.15)
     assert inst.masks[3][32, 44] and inst.masks[3][33, 3]  # grouped parts form one instance
     with (

@@ -469,3 +469,26 @@ def test_detect_refuses_outputs_over_its_inputs_or_each_other_and_keeps_the_rest
     found = json.loads(r.stdout)
     assert found["count"] > 0 and (out / "c.csv").exists() and (out / "c.json").exists()
     assert len(json.loads((out / "c.json").read_text())["annotations"]) == found["count"]
+
+
+def test_type_map_numbers_classes_as_coco_does_with_unknown_objects_kept(scene_files, tmp_path):
+    f = scene_files
+    for name in ("disc", "square"):
+        i = f["names"].index(name)
+        lab = tmp_path / f"{name}.png"
+        cv2.imwrite(str(lab), f["masks"][i].astype(np.uint8) * 255)
+        assert run_cli("add", f["image"], "--label", name, "--mask", lab, "-q", *f["lib"]).exit_code == 0
+    r = run_cli("detect", f["image"], "--keep-unknown", "--threshold", "0.999", "--coco", tmp_path / "c.json",
+                "--type-map", tmp_path / "t.tif", "--label-image", tmp_path / "l.tif", "--json", *f["lib"])
+    assert r.exit_code == 0, r.output
+    import tifffile
+
+    coco = json.loads((tmp_path / "c.json").read_text())
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    assert "unknown" in names.values() and "type map values: 1=disc, 2=square, 3=unknown" in r.stderr
+    ids, types = tifffile.imread(tmp_path / "l.tif"), tifffile.imread(tmp_path / "t.tif")
+    found = json.loads(r.stdout)
+    assert any(o["label"] == "unknown" for o in found["objects"])
+    for o in found["objects"]:  # each object's type-map value is its COCO category id
+        value = int(np.bincount(types[ids == o["id"] + 1]).argmax())
+        assert names[value] == o["label"], o

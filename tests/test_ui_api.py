@@ -377,6 +377,14 @@ def test_accept_rejects_bad_input(client):
             422,
             "sum to w*h",
         ),
+        # runs whose int64 sum wraps round to w*h: numpy's repeat crashed the server process
+        ({"label": "disc", "mask": {"x": 0, "y": 0, "w": 2, "h": 2, "runs": [2**62] * 3 + [2**62 + 4]}}, 422,
+         "sum to w*h = 4"),
+        ({"label": "disc", "mask": {"x": 0, "y": 0, "w": 2, "h": 2, "runs": [0, 1e20]}}, 422, "sum to w*h"),
+        ({"label": "disc", "mask": {"x": 0, "y": 0, "w": 2, "h": 2, "runs": [-3, 7]}}, 422, "must be >= 0, got -3"),
+        ({"label": "disc", "mask": {"x": 0.5, "y": 0, "w": 2, "h": 2, "runs": [0, 4]}}, 422, "integer values"),
+        ({"label": "disc", "mask": {"x": "0", "y": 0, "w": 2, "h": 2, "runs": [0, 4]}}, 422, "integer values"),
+        ({"label": "disc", "mask": {"x": 0, "y": 0, "w": 2, "h": 2, "runs": [0, True, 3]}}, 422, "integer values"),
     ]
     for body, status, msg in cases:
         r = client.post("/api/examples", json={"path": "scene.png", **body}, headers=H)
@@ -554,6 +562,8 @@ def test_delete_example(client, ui):
     assert client.get("/api/annotations", params={"path": "scene.png"}).json()["annotations"] == []
     assert client.delete(f"/api/examples/{ids[0]}", headers=H).status_code == 404
     assert client.delete("/api/examples/not%20an%20id!", headers=H).status_code == 422
+    r = client.delete("/api/examples/zzz", headers=H)  # no UUID: not there (it was a 500)
+    assert r.status_code == 404 and "is not in library" in r.json()["error"]
     assert client.get(f"/api/examples/{ids[0]}/thumb").status_code == 404
 
 
@@ -686,6 +696,7 @@ def test_upload_limits(folder, embedder):
             "/api/upload", params={"name": "wide.png"}, content=_png_bytes((40, 50)), headers=H
         )
         assert r.status_code == 413 and "exceeds the limit of 900 pixels" in r.json()["error"]
+        assert r.json()["error"].startswith("'wide.png': 50x40 pixels")  # the upload's name, not its temp file's
         assert not (folder / "uploads" / "wide.png").exists()
     finally:
         app.stop()

@@ -122,6 +122,18 @@ def test_max_fps_caps_detections_by_source_time(detector, video_file):
     assert [r.index for r in results if r.status == "detected"] == [0, 3, 6, 9]
 
 
+def test_max_fps_on_frames_without_times_counts_them_at_the_default_rate(detector, scene, monkeypatch):
+    """A stack or folder without --fps: its frames are 1/10 s apart (the documented default),
+    not as far apart as detection happens to take (the frames picked varied with the machine)."""
+    import sam_detect.video.runner as runner
+
+    frames = [scene.frame(i) for i in range(12)]
+    clock = iter(range(0, 10_000, 7))  # a slow machine: 7 s a frame by the clock
+    monkeypatch.setattr(runner.time, "perf_counter", lambda: float(next(clock)))
+    results = list(detect_stream(detector, frames, max_fps=2, change_threshold=0))
+    assert [r.index for r in results if r.status == "detected"] == [0, 5, 10]
+
+
 def test_unchanged_frames_reuse_the_last_result(detector, scene):
     frames = [scene.frame(0)] * 3 + [scene.frame(4)] * 3
     results = list(detect_stream(detector, frames))
@@ -582,3 +594,18 @@ def test_real_hela_time_lapse_tracks_nuclei(shared_data, tmp_path):
                 followed += 1
                 kept += int(cur.instances.data["track_id"][j] == prev.instances.data["track_id"][k])
     assert followed > 150 and kept / followed > 0.95, (kept, followed)
+
+
+def test_video_refuses_outputs_over_its_source_or_each_other(library_path, video_file, tmp_path, capsys):
+    copy = tmp_path / "copy.mp4"
+    copy.write_bytes(Path(video_file).read_bytes())
+    before = copy.read_bytes()
+    for extra, message in (
+        (["-o", str(copy)], "copy.mp4 is the source; give another file name"),
+        (["--label-image", str(tmp_path / "same.tif"), "--jsonl", str(tmp_path / "same.tif")],
+         "is named by --jsonl too"),
+        (["--jsonl", str(tmp_path / "s.json"), "--summary", str(tmp_path / "s.json")], "is named by --jsonl too"),
+    ):
+        code, out, err = run_cli(cli_args(library_path, "video", str(copy), *extra), capsys)
+        assert code == 2 and message in err, err
+    assert copy.read_bytes() == before and not (tmp_path / "same.tif").exists()

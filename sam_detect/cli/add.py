@@ -77,7 +77,7 @@ _NAMELESS = {"label_image": "a label image", "polygons": "a polygon file"}
               help="A label image (0 = background, one id per object; or each object drawn in one flat "
                    "colour on black), or a folder of mask images, one object each: every object becomes "
                    "an example.")
-@click.option("--labels-channel", type=int, default=None,
+@click.option("--labels-channel", type=click.IntRange(0), default=None,
               help="Channel of the --labels/--annotations file holding the labels (multi-channel files).")
 @click.option("--labels-frame", type=click.IntRange(0), default=None,
               help="Frame of a --labels/--annotations stack to take the objects from (a 2-D IMAGE "
@@ -86,7 +86,7 @@ _NAMELESS = {"label_image": "a label image", "polygons": "a polygon file"}
               help="With --labels: a type map of the same size (each pixel its object's class as an integer, "
                    "0 = none; histology's instance map + type map). Each object takes the type most of its "
                    "pixels carry as its label; objects without one are left out.")
-@click.option("--types-channel", type=int, default=None,
+@click.option("--types-channel", type=click.IntRange(0), default=None,
               help="Channel of the --types file holding the types (e.g. 1 of an (H, W, 2) instance + type .npy).")
 @click.option("--type-names", default=None, metavar="NAMES",
               help="Labels of the --types values: 'neoplastic,inflammatory' names 1, 2, ...; "

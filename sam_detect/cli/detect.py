@@ -16,12 +16,12 @@ from sam_detect.cli.options import (
     report_choices,
     report_profile,
 )
-from sam_detect.cli.validate import IMAGE_OUTPUT_SUFFIXES, finite
+from sam_detect.cli.validate import IMAGE_OUTPUT_SUFFIXES, finite, no_clashes
 from sam_detect.errors import AnnotationError
 
 apply_image_options = stack(
     [
-        click.option("--channel", "channels", type=int, multiple=True,
+        click.option("--channel", "channels", type=click.IntRange(0), multiple=True,
                      help="Channel(s) of a multi-channel image to use (repeat to merge). Default: all."),
         click.option("--frame", type=click.IntRange(0), default=None,
                      help="Frame (T/Z index) of a multi-frame TIFF or .npy stack."),
@@ -52,7 +52,8 @@ def load_cli_image(path: str | Path, channels: tuple[int, ...] = (), frame: int 
               "<name>_labels.tif per image.")
 @click.option("--type-map", "type_path", type=click.Path(),
               help="Also write each object's class as a type map (0 = background; classes numbered as "
-              "--coco numbers them: the library's labels in sorted order, from 1): a file, or into a folder "
+              "--coco numbers them: the library's labels, and 'unknown' with --keep-unknown, in sorted order, "
+              "from 1): a file, or into a folder "
               "one <name>_types.tif per image.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False),
               help="Also write one table row per object (image, id, label, confidence, similarity, area, "
@@ -127,7 +128,7 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
     overlay = _output_target(overlay_path, "overlay", paths) if overlay_path else None
     maps = {kind: _output_target(path, kind, paths)
             for kind, path in (("labels", label_path), ("types", type_path), ("geojson", geojson_path)) if path}
-    _no_clashes(paths, {"--coco": coco_path, "--csv": csv_path, "--resume": resume_path, **{
+    no_clashes(paths, {"--coco": coco_path, "--csv": csv_path, "--resume": resume_path, **{
         _OUTPUTS[kind][0]: None if target[1] else str(target[0])
         for kind, target in (({"overlay": overlay} if overlay else {}) | maps).items()}})
     resumed: dict = {}
@@ -145,10 +146,12 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
         detector.segmenter  # noqa: B018 - build it now so the report names it
         report_choices(detector, quiet)
         report_profile(detector, quiet)
-        from sam_detect.instances import NEGATIVE
+        from sam_detect.instances import NEGATIVE, UNKNOWN
 
-        classes = sorted(lab for lab in detector.store.labels(detector.config.library)
-                         if lab != NEGATIVE) if (coco_path or maps) else []  # every class in the COCO file, found or not
+        # every class in the COCO file, found or not, numbered alike in the type map; with
+        # --keep-unknown, "unknown" too, in its sorted place (it was 0 in the type map)
+        classes = sorted({lab for lab in detector.store.labels(detector.config.library) if lab != NEGATIVE}
+                         | ({UNKNOWN} if detector.config.keep_unknown else set())) if (coco_path or maps) else []
         if "types" in maps and not quiet:
             click.echo("sam-detect: type map values: " + ", ".join(f"{i}={c}" for i, c in enumerate(classes, 1)),
                        err=True)
@@ -253,24 +256,6 @@ def _output_target(path: str, kind: str, paths) -> tuple[Path, bool]:
         return output_folder(path, option), True
     output_file(path, option, suffixes or LABEL_WRITE_SUFFIXES, what=what)
     return Path(path), False
-
-
-def _no_clashes(paths, files: dict[str, str | None]) -> None:
-    """Refuse, before any work, an output file that is one of the input images or another
-    output (``files``: option -> the file it names, ``None`` where not given or a folder):
-    each would be overwritten in silence."""
-    seen: dict[Path, str] = {}
-    inputs = {Path(p).resolve(): p for p in paths}
-    for option, value in files.items():
-        if value is None or value == "-":
-            continue
-        target = Path(value).resolve()
-        if target in inputs:
-            raise click.BadParameter(f"{value} is an input image; give another file name", param_hint=option)
-        if target in seen:
-            raise click.BadParameter(f"{value} is named by {seen[target]} too; give each output its own file",
-                                     param_hint=option)
-        seen[target] = option
 
 
 def _target_file(target: tuple[Path, bool], kind: str, name: str) -> Path:

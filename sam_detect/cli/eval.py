@@ -39,6 +39,8 @@ def parse_index_spec(spec: str | None, param: str) -> list[int] | None:
         ) from None
     if not out:
         raise click.BadParameter(f"no image indices in {spec!r}", param_hint=param)
+    if min(out) < 0:
+        raise click.BadParameter(f"image indices count from 0, got {min(out)}", param_hint=param)
     return sorted(out)
 
 
@@ -104,7 +106,7 @@ def expand_images(
 )
 @click.option(
     "--labels-channel",
-    type=int,
+    type=click.IntRange(0),
     default=None,
     help="Channel of a multi-channel label TIFF that holds the labels.",
 )
@@ -117,7 +119,7 @@ def expand_images(
     "as an integer, 0 = none): each object's class is the type most of its pixels carry; objects "
     "without one are left out. Per-class figures and a confusion matrix follow.",
 )
-@click.option("--types-channel", type=int, default=None, help="Channel of the --types files holding the types.")
+@click.option("--types-channel", type=click.IntRange(0), default=None, help="Channel of the --types files holding the types.")
 @click.option(
     "--type-names",
     default=None,
@@ -153,7 +155,7 @@ def expand_images(
 @click.option(
     "--channel",
     "channels",
-    type=int,
+    type=click.IntRange(0),
     multiple=True,
     help="Channel(s) of multi-channel images to use (repeat to merge). Default: all.",
 )

@@ -107,6 +107,7 @@ def ui(
     limits = UILimits(
         max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_image_pixels=max_pixels
     )
+    _check_port(host, port)  # before the models load: a port in use is known at once
     detector = build_detector(**opts)
     with detector:
         app = AnnotationUI(
@@ -126,3 +127,20 @@ def ui(
             err=True,
         )
         app.run(host=host, port=port, open_browser=open_browser)
+
+
+def _check_port(host: str, port: int) -> None:
+    """Refuse a host and port this process cannot listen on (another server holds the port),
+    in one line, before anything loads (uvicorn said so only after the models were loaded
+    and "serving ..." was printed)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+    except OSError as e:
+        raise click.ClickException(
+            f"cannot serve on {host}:{port}: {e.strerror or e} (another server there? choose another --port)"
+        ) from None

@@ -146,6 +146,25 @@ def type_names_option(spec: str | None) -> dict[int, str]:
         raise click.BadParameter(str(e), param_hint="--type-names") from None
 
 
+def no_clashes(paths: Sequence[Any], files: dict[str, Any], what: str = "an input image") -> None:
+    """Refuse, before any work, an output file that is one of the inputs (``paths``) or
+    another output (``files``: option -> the file it names, ``None`` where not given or a
+    folder, ``-`` for stdout): each would be overwritten in silence. ``click.BadParameter``
+    (exit 2)."""
+    seen: dict[Path, str] = {}
+    inputs = {Path(p).resolve(): p for p in paths}
+    for option, value in files.items():
+        if value is None or value == "-":
+            continue
+        target = Path(value).resolve()
+        if target in inputs:
+            raise click.BadParameter(f"{value} is {what}; give another file name", param_hint=option)
+        if target in seen:
+            raise click.BadParameter(f"{value} is named by {seen[target]} too; give each output its own file",
+                                     param_hint=option)
+        seen[target] = option
+
+
 def check_label_image(lab: np.ndarray, where: str) -> None:
     """Refuse an intensity image given as a label image (``--labels``):
     :func:`sam_detect.formats.label_image.refuse_intensity`, which reading a label image
@@ -159,6 +178,7 @@ __all__ = [
     "IMAGE_OUTPUT_SUFFIXES",
     "FiniteFloatRange",
     "check_label_image",
+    "no_clashes",
     "finite",
     "label_option",
     "library_name",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from sam_detect.cli.options import (
     pipeline_options,
     report_choices,
 )
-from sam_detect.cli.validate import finite, output_file
+from sam_detect.cli.validate import finite, no_clashes, output_file
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -109,7 +110,7 @@ from sam_detect.cli.validate import finite, output_file
 @click.option(
     "--channel",
     "channels",
-    type=int,
+    type=click.IntRange(0),
     multiple=True,
     help="Channel(s) of multi-channel images or stacks (repeat to merge). Default: all.",
 )
@@ -183,6 +184,9 @@ def video(
     output_file(jsonl, "--jsonl", what="a JSON lines file")
     output_file(label_image, "--label-image", LABEL_STACK_SUFFIXES, what="a label stack")
     output_file(summary_path, "--summary", what="a JSON summary")
+    no_clashes([source] if os.path.isfile(source) else [], {
+        "--output": output, "--jsonl": jsonl, "--label-image": label_image, "--summary": summary_path},
+        what="the source")
     if show:
         problem = display_problem()
         if problem:

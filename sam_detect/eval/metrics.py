@@ -153,6 +153,9 @@ class Metrics:
     n_gt: int = 0
     n_pred: int = 0
     n_ignored_gt: int = 0
+    #: predictions on ignored ground truth (the examples drawn from a scored image, returned as
+    #: drawn) at the strictest threshold: counted in ``n_pred``, neither true nor false
+    n_pred_on_ignored: int = 0
 
     def __getitem__(self, threshold: float) -> Counts:
         return self.at(threshold).overall
@@ -173,6 +176,7 @@ class Metrics:
             "n_gt": self.n_gt,
             "n_pred": self.n_pred,
             "n_ignored_gt": self.n_ignored_gt,
+            "n_pred_on_ignored": self.n_pred_on_ignored,
             "by_iou": {f"{t:g}": self.by_threshold[t].to_dict() for t in self.thresholds},
         }
 
@@ -211,7 +215,7 @@ class MetricsAccumulator:
     )
     _classes: set[str] = field(default_factory=set, init=False)
     _n: dict[str, int] = field(
-        default_factory=lambda: {"images": 0, "gt": 0, "pred": 0, "ignored": 0}, init=False
+        default_factory=lambda: {"images": 0, "gt": 0, "pred": 0, "ignored": 0, "pred_on_ignored": 0}, init=False
     )
 
     def __post_init__(self) -> None:
@@ -295,6 +299,8 @@ class MetricsAccumulator:
             # class-agnostic matching; predictions matched to ignored ground truth drop out
             m = match_iou_matrix(iou, t)
             ign_pred = m.pairs[ignore[m.pairs[:, 1]], 0] if len(m.pairs) else np.zeros(0, np.int64)
+            if t == max(self.iou_thresholds):
+                self._n["pred_on_ignored"] += len(ign_pred)
             live_p = np.setdiff1d(np.arange(len(pred_idx)), ign_pred)
             live_g = np.flatnonzero(~ignore)
             sub = iou[np.ix_(live_p, live_g)]
@@ -360,6 +366,7 @@ class MetricsAccumulator:
             n_gt=self._n["gt"],
             n_pred=self._n["pred"],
             n_ignored_gt=self._n["ignored"],
+            n_pred_on_ignored=self._n["pred_on_ignored"],
         )
 
 

@@ -333,6 +333,8 @@ def evaluate(
     if not drawn:
         raise AnnotationError("the example images hold no annotated objects to draw examples from")
     if not score_examples and all(i in drawn and len(drawn[i]) == len(labels_per_image[i]) for i in det_images):
+        for i in det_images:  # ground truth made for another image says so first: that is the mistake
+            _check_hw(gt_instances(gt[i], label, names[i]), load_eval_image(images[i]).rgb.shape[:2], names[i])
         raise AnnotationError(
             f"nothing left to score: every annotated object of the scored image(s) was drawn as an example "
             f"({shots} per class); draw fewer (--shots) or score other images")

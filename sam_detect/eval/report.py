@@ -46,7 +46,9 @@ def format_table(result: EvalResult) -> str:
         f"few-shot eval: {m.n_images} image(s) scored, {p['shots']} shot(s)/class (seed {p['seed']}), "
         f"examples {ex}",
         f"{m.n_gt} ground-truth objects scored ({m.n_ignored_gt} used as examples, not scored), "
-        f"{m.n_pred} predictions from {result.n_candidates} candidates, similarity threshold "
+        f"{m.n_pred} predictions"
+        + (f" ({m.n_pred_on_ignored} on the examples, not scored)" if m.n_pred_on_ignored else "")
+        + f" from {result.n_candidates} candidates, similarity threshold "
         + ("calibrated per class" if result.threshold is None else f"{result.threshold:g}"),
         "",
     ]

@@ -76,7 +76,7 @@ def read_labelme(
     path: Path, doc: dict, image_shape: Sequence[int] | None, label: str | None
 ) -> Instances:
     """The ``Instances`` of a labelme document (``path`` names it in messages)."""
-    from sam_detect.masks import box_to_crop, polygons_to_crop
+    from sam_detect.masks import polygons_to_crop
 
     if doc.get("imageHeight") and doc.get("imageWidth"):
         hw = (int(doc["imageHeight"]), int(doc["imageWidth"]))
@@ -100,7 +100,9 @@ def read_labelme(
             if len(pts) != 2:
                 raise AnnotationError(f"{where}: a rectangle needs 2 corner points, got {len(pts)}")
             (xa, ya), (xb, yb) = pts
-            m = box_to_crop((min(xa, xb), min(ya, yb), max(xa, xb), max(ya, yb)), hw)
+            # its 4 corners as a polygon: both corner pixels inside, as labelme draws it and
+            # as the same rectangle drawn as a polygon shape reads (it lost a row and a column)
+            m = polygons_to_crop([np.array([[xa, ya], [xb, ya], [xb, yb], [xa, yb]], np.float64)], hw)
         elif kind == "circle":
             if len(pts) != 2:
                 raise AnnotationError(

@@ -50,12 +50,25 @@ def runs_to_mask(obj: Any, image_hw: tuple[int, int]) -> np.ndarray:
     return runs_to_crop(obj, image_hw).full(image_hw)
 
 
+def _whole(v: Any) -> int:
+    """``v`` as an int where it is a whole number (an int, or a float such as ``3.0`` that
+    JSON may carry); ``TypeError`` for a bool, a string or a fraction."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{v!r} is not a number")
+    if isinstance(v, (float, np.floating)) and not float(v).is_integer():
+        raise ValueError(f"{v!r} is not a whole number")
+    return int(v)
+
+
 def runs_to_crop(obj: Any, image_hw: tuple[int, int]) -> MaskCrop:
     """:func:`runs_to_mask` as a :class:`~sam_detect.masks.MaskCrop` over the dict's box."""
     try:
-        x, y, w, h = (int(obj[k]) for k in ("x", "y", "w", "h"))
-        runs = np.asarray(obj["runs"], dtype=np.int64).reshape(-1)
-    except (KeyError, TypeError, ValueError) as e:
+        x, y, w, h = (_whole(obj[k]) for k in ("x", "y", "w", "h"))
+        listed = obj["runs"]
+        if not isinstance(listed, (list, tuple, np.ndarray)):
+            raise TypeError("runs is not a list")
+        runs_list = [_whole(v) for v in np.asarray(listed, dtype=object).reshape(-1)]
+    except (KeyError, TypeError, ValueError, OverflowError) as e:
         shown = repr(obj)
         shown = shown if len(shown) <= 80 else shown[:77] + "..."
         raise AnnotationError(
@@ -66,10 +79,12 @@ def runs_to_crop(obj: Any, image_hw: tuple[int, int]) -> MaskCrop:
         raise AnnotationError("the mask is empty (w or h is 0)")
     if x < 0 or y < 0 or x + w > W or y + h > H:
         raise AnnotationError(f"mask box x={x}, y={y}, w={w}, h={h} lies outside the {W}x{H} image")
-    if (runs < 0).any() or int(runs.sum()) != w * h:
-        raise AnnotationError(
-            f"mask runs must be >= 0 and sum to w*h = {w * h}, got sum {int(runs.sum())}"
-        )
+    if any(r < 0 for r in runs_list):
+        raise AnnotationError(f"mask runs must be >= 0, got {min(runs_list)}")
+    total = sum(runs_list)  # Python's integers: a sum past int64 does not wrap round to w*h
+    if total != w * h:
+        raise AnnotationError(f"mask runs must sum to w*h = {w * h}, got sum {total}")
+    runs = np.asarray(runs_list, dtype=np.int64)  # each at most w*h now
     values = np.zeros(runs.size, dtype=bool)
     values[1::2] = True
     return MaskCrop(np.repeat(values, runs).reshape(h, w), (x, y))

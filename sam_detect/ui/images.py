@@ -290,7 +290,7 @@ class ImageFolder:
                 loaded = load_image(tmp, frame=0)
             except SamDetectError as e:
                 tmp.unlink(missing_ok=True)
-                msg = str(e).replace(str(tmp), short(filename))
+                msg = str(e).replace(str(tmp), short(filename)).replace(tmp.name, short(filename))
                 raise type(e)(msg) from e
             except Exception:
                 tmp.unlink(missing_ok=True)

@@ -26,6 +26,7 @@ import os
 import re
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -550,6 +551,11 @@ class AnnotationSession:
         """Delete one example of the current library (and its mark on the image)."""
         if not isinstance(ex_id, str) or not re.fullmatch(r"[A-Za-z0-9-]{1,64}", ex_id):
             raise AnnotationError(f"an example id is a UUID, got {short(ex_id)}")
+        try:
+            uuid.UUID(ex_id)
+        except ValueError:
+            raise NotFoundError(f"example {ex_id!r} is not in library {self.library!r} (example ids are UUIDs)") \
+                from None
         with self.lock:
             if self.libraries.delete(self.library, [ex_id]) == 0:
                 raise NotFoundError(f"example {ex_id!r} is not in library {self.library!r}")

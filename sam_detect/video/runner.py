@@ -51,6 +51,9 @@ from sam_detect.video.sources import ArraySource, Frame, FrameSource
 from sam_detect.video.tracking import Tracker
 
 log = logging.getLogger("sam_detect.video")
+#: the frame rate of a source that has none (an image folder or stack without ``--fps``): its
+#: frames' source time for ``max_fps`` and the annotated video's rate
+DEFAULT_FPS = 10.0
 
 
 
@@ -165,7 +168,9 @@ def detect_stream(
             or any iterable of images: ``(H, W[, C])`` arrays of any dtype, ``LoadedImage``
             objects, paths, or :class:`Frame` objects.
         every: detect on every N-th frame read (1: all).
-        max_fps: detect at most this many frames per second of source time (``None``: no cap).
+        max_fps: detect at most this many frames per second of source time (``None``: no cap);
+            a file source without a frame rate (an image folder or stack) is timed at
+            ``DEFAULT_FPS`` per frame, a live one by the clock.
         change_threshold: reuse the last result when a frame changed by less than this many
             gray levels since the last detected frame (see :func:`frame_change`); 0: never.
         track: ``True`` for a default :class:`Tracker`, a ``Tracker`` to use, or ``False``.
@@ -276,7 +281,11 @@ def _stream(
             position = seen
             seen += 1
             now_t = frame.time
-            if now_t is None:
+            if now_t is None and not live:
+                # a stack or folder without a frame rate: source time at the documented default
+                # (--fps, 10), so that --max-fps picks the same frames on any machine
+                now_t = position / DEFAULT_FPS
+            elif now_t is None:
                 t_origin = frame.captured_at if t_origin is None else t_origin
                 now_t = frame.captured_at - t_origin
             due = position % every == 0
@@ -485,7 +494,7 @@ def run_video(
 
     stats = stats if stats is not None else StreamStats()
     window = Window() if show else None  # fail before opening any file
-    video = VideoWriter(output, output_fps or source.fps or 10.0) if output else None
+    video = VideoWriter(output, output_fps or source.fps or DEFAULT_FPS) if output else None
     lines = JsonlWriter(jsonl) if jsonl is not None else None
     stack = LabelStackWriter(label_image) if label_image is not None else None
     results = detect_stream(detector, source, stats=stats, **stream_options)
