@@ -110,7 +110,9 @@ def open_client(cluster: Any, *, processes: bool = True, memory_limit: str | int
         # Models use every core they are given; one thread per worker keeps N workers on N cores.
         os.environ.setdefault("OMP_NUM_THREADS", "1")
         kwargs: dict[str, Any] = {"n_workers": value, "threads_per_worker": 1, "processes": processes,
-                                  "dashboard_address": None, "silence_logs": logging.ERROR}
+                                  # a failed task's worker logs its traceback at ERROR: the run says
+                                  # which image or tile failed in one line itself
+                                  "dashboard_address": None, "silence_logs": logging.CRITICAL}
         if memory_limit is not None:
             kwargs["memory_limit"] = memory_limit
         try:

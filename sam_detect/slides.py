@@ -60,8 +60,18 @@ def slide_info(path: str | os.PathLike, level: int = 0) -> SlideInfo:
             hw = (int(page.imagelength), int(page.imagewidth))
             samples = int(page.samplesperpixel)
             dtype = str(page.dtype)
+            series = tf.series[0]
+            frames = int(np.prod([n for n, a in zip(series.shape, series.axes, strict=True) if a not in "YXS"],
+                                 dtype=np.int64))
+            planar = page.planarconfig == tifffile.PLANARCONFIG.SEPARATE and samples > 1
     except (OSError, ValueError, tifffile.TiffFileError) as e:
         raise ImageLoadError(f"cannot read slide {path}: {e}") from e
+    if frames > 1:  # a stack read as a slide took its first frame, and said nothing
+        raise ImageLoadError(f"{path}: holds a stack of {frames} frames ({series.axes}); --slide reads one 2-D "
+                             "slide: detect a frame without --slide (--frame N), or save the frame alone")
+    if planar:
+        raise ImageLoadError(f"{path}: its colour planes are stored apart (planar TIFF), which --slide does not "
+                             "read tile by tile; detect it without --slide, or save it interleaved")
     if len(shape) > 3 or (len(shape) == 3 and shape[-1] != samples):
         raise ImageLoadError(f"{path}: slide level of shape {shape}; expected (Y, X) or (Y, X, samples)")
     intensity = None
@@ -167,8 +177,9 @@ def merge_windows(items: Sequence[Any], info: SlideInfo) -> Any:
     from sam_detect.masks import MaskCrop
     from sam_detect.segment.tiling import merge_tiled
 
-    # a window's objects never overlap (detect selects a non-overlapping set): disjoint merge
-    merged = merge_tiled(list(items), iou_thresh=0.5, contain_thresh=0.5, disjoint=True)
+    # a window's objects never overlap (detect selects a non-overlapping set): disjoint merge,
+    # and the slide's objects do not either (a piece cut at a seam keeps only its own pixels)
+    merged = merge_tiled(list(items), iou_thresh=0.5, contain_thresh=0.5, disjoint=True, trim=True)
     merged.sort(key=lambda m: (-m.score, m.y0, m.x0))
     data: dict[str, Any] = {}
     if merged and all("similarity" in m.info for m in merged):

@@ -251,3 +251,44 @@ def test_reembed_from_source_images_through_the_cli(libdir, tmp_path, shared_dat
     assert info["embedder"] != "old" and info["fade"] == {"name": "gaussian", "sigma": 10.0}
     code, _, err = run_main("library", "reembed", "voc", "--embedder", "handcrafted")
     assert code == 1 and "already exists" in err
+
+
+def test_a_merge_and_a_repair_rebuild_what_the_library_derives(tmp_path, scene):
+    """``import --merge`` and a ``repair`` that drops examples change a library's examples
+    other than by ``add``: its profile and decision are rebuilt from them (a merge left the
+    profile and thresholds of the old examples alone, and detect used them)."""
+    import glob
+
+    from sam_detect.instances import Instances
+    from sam_detect.pipeline import DetectorConfig, SAMDetect
+
+    rgb, masks, labels = scene(seed=1, n_discs=3, n_squares=3)
+    libs = str(tmp_path / "libs")
+    loc = ["--store", "edge", "--library-path", libs]
+    for name in ("disc", "square"):
+        keep = [i for i, lab in enumerate(labels) if lab == name]
+        det = SAMDetect(DetectorConfig(store="edge", store_options={"path": libs}, library=f"{name}s",
+                                       segmenter="classical", embedder="handcrafted"))
+        det.add_examples(rgb, Instances(masks=masks[keep], labels=[name] * len(keep)))
+        det.close()
+
+    def derived(name):
+        code, out, err = run_main("library", "show", name, "--json", *loc)
+        assert code == 0, err
+        extra = json.loads(out)["extra"]
+        return sorted(extra["profile"]["classes"]), sorted(extra["decision"]["classes"])
+
+    assert derived("discs") == (["disc"], ["disc"])
+    f = tmp_path / "squares.samlib.zip"
+    assert run_main("library", "export", "squares", str(f), *loc)[0] == 0
+    code, _, err = run_main("library", "import", str(f), "--as", "discs", "--merge", *loc)
+    assert code == 0 and "imported 3 examples into library 'discs'" in err
+    assert derived("discs") == (["disc", "square"], ["disc", "square"])
+    # a repair that drops examples: the profile and decision follow what is left
+    os.truncate(glob.glob(f"{libs}/discs/shard/segments/*/payload_storage/page_0.dat")[0], 0)
+    code, out, err = run_main("library", "repair", "discs", "--rescue-dir", str(tmp_path / "rescue"), *loc)
+    assert code == 0 and "dropped" in err, err
+    code, out, err = run_main("library", "show", "discs", "--json", *loc)
+    doc = json.loads(out)
+    assert doc["examples"] < 6
+    assert sum(c["n"] for c in doc["extra"]["decision"]["classes"].values()) == doc["examples"]

@@ -504,6 +504,29 @@ def test_lost_examples_are_noticed_not_searched_silently(tmp_path):
     s.close()
 
 
+def test_a_wrong_dim_in_the_metadata_is_named_and_no_sound_example_is_dropped(tmp_path):
+    """Every vector holds the same number of values, but not the metadata's ``dim`` (edited by
+    hand): check names the metadata, and repair changes nothing (it dropped all 11 sound
+    examples as "unreadable")."""
+    _edge_library(tmp_path)
+    f = tmp_path / "base" / "sam_detect_library.json"
+    doc = json.loads(f.read_text())
+    right = doc["meta"]["dim"]
+    doc["meta"]["dim"] = right + 7
+    f.write_text(json.dumps(doc))
+    loc = ["--store", "edge", "--library-path", str(tmp_path)]
+    r = _cli("library", "check", "base", *loc)
+    want = f"the metadata says each vector holds {right + 7} numbers, but all 11 examples' vectors hold {right}"
+    assert r.returncode == 1 and want in r.stdout and "library repair" not in r.stderr
+    r = _cli("library", "repair", "base", *loc, "--rescue-dir", str(tmp_path / "rescue"))
+    assert r.returncode == 1 and "Nothing was changed" in r.stderr and not list((tmp_path / "rescue").glob("*"))
+    doc["meta"]["dim"] = right
+    f.write_text(json.dumps(doc))
+    s = _open("edge", tmp_path)
+    assert s.count("base") == 11 and check_library(s, "base").ok
+    s.close()
+
+
 def test_broken_metadata_does_not_break_list_delete_works_repair_restores(tmp_path):
     _edge_library(tmp_path)
     (tmp_path / "base" / "sam_detect_library.json").write_text("{broken")

@@ -82,6 +82,28 @@ def test_merge_disjoint_drops_fragments_that_straddle_whole_objects():
     assert len(merge_tiled([a, b, frag], disjoint=True)) == 2
 
 
+def test_a_seam_cut_piece_kept_beside_a_whole_loses_the_pixels_it_shares_with_trim():
+    """A piece cut by tile 1's edge covers a small object of its own and a third of a whole
+    object tile 0 saw: under half of it is covered, so it stays, but with ``trim`` only its
+    own pixels do (the slide's objects overlapped there)."""
+    hw = (60, 200)
+    t0, t1 = (0, 0, 120, 60), (70, 0, 200, 60)
+    whole = np.zeros(hw, bool)
+    whole[20:40, 80:100] = True
+    a = mark_cut(TileMask.from_full(whole, score=500.0, tile=0), t0, hw)
+    piece = np.zeros(hw, bool)
+    piece[20:40, 70:80] = True  # its own part, on tile 1's edge at column 70
+    piece[30:40, 80:90] = True  # and a quarter of the whole
+    p = cut_item(piece, t1, 1, hw)
+    assert not a.cut and p.cut
+    loose = merge_tiled([a, p], disjoint=True)
+    assert len(loose) == 2 and loose[1].area == 300 and loose[1].intersection(loose[0]) == 100
+    kept = merge_tiled([a, p], disjoint=True, trim=True)
+    assert len(kept) == 2 and kept[0].area == 400 and kept[1].area == 200
+    np.testing.assert_array_equal(kept[1].full(hw), piece & ~whole)
+    assert kept[1].cut and kept[1].tile == 1 and kept[1].box == (70, 20, 80, 40)
+
+
 def test_merge_many_masks_is_fast():
     import time
 

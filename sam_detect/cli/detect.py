@@ -111,6 +111,11 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
         raise click.BadParameter("--slide reads the slide in tiles and draws no overlay or label image of it; "
                                  "leave out --overlay, --label-image, --type-map, --channel and --frame "
                                  "(--coco and --geojson hold its objects)", param_hint="--slide")
+    ctx = click.get_current_context()
+    for option in ("slide_tile", "slide_level"):
+        if not slide and ctx.get_parameter_source(option) is not click.core.ParameterSource.DEFAULT:
+            raise click.BadParameter("it applies to whole slides only: add --slide (or leave it out)",
+                                     param_hint="--" + option.replace("_", "-"))
     if resume_path and (label_path or type_path or geojson_path):
         raise click.BadParameter("--label-image, --type-map and --geojson need every image's masks from this run; "
                                  "leave out --resume", param_hint="--resume")
@@ -136,7 +141,8 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
         output_file(resume_path, "--resume", what="a JSON-lines file")
         from sam_detect.cluster import read_resume
 
-        resumed = read_resume(resume_path)
+        # by the file each record names, however its path was spelled (imgs/ or /abs/imgs/)
+        resumed = {os.path.realpath(k): v for k, v in read_resume(resume_path).items()}
 
     failures = 0
     records, coco_items = [], []
@@ -155,7 +161,7 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
         if "types" in maps and not quiet:
             click.echo("sam-detect: type map values: " + ", ".join(f"{i}={c}" for i, c in enumerate(classes, 1)),
                        err=True)
-        todo = [p for p in paths if str(p) not in resumed]
+        todo = [p for p in paths if os.path.realpath(str(p)) not in resumed]
         if resumed and not quiet:
             click.echo(f"sam-detect: resume: {len(paths) - len(todo)} of {len(paths)} images already "
                        f"in {resume_path}", err=True)
@@ -177,8 +183,8 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
             resume_fh = open_resume(resume_path)
         try:
             for path in paths:  # results come in input order; resumed records keep their place
-                if str(path) in resumed:
-                    rec = resumed[str(path)]
+                if os.path.realpath(str(path)) in resumed:
+                    rec = resumed[os.path.realpath(str(path))]
                     _emit(rec, jsonl, records, bool(csv_path))
                     continue
                 res = next(results)
@@ -346,6 +352,9 @@ def _slide_results(detector, paths, cluster, quiet, instances, no_polygons, tole
                                  progress=not quiet)
         except SamDetectError as e:
             yield ImageResult(str(path), error=str(e))
+            continue
+        except (OSError, ValueError) as e:  # a slide damaged past its header (tifffile's errors are these)
+            yield ImageResult(str(path), error=f"{Path(path).name}: cannot read the slide ({type(e).__name__}: {e})")
             continue
         rec = image_record(found, str(path), polygons=not no_polygons, tolerance=tolerance)
         yield ImageResult(str(path), rec, found if instances else None)

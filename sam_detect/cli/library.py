@@ -312,13 +312,26 @@ def _delete_examples(store: Any, name: str, labels: tuple[str, ...], ids: tuple[
         click.confirm(f"Delete {' and '.join(parts)} from library {name!r}?", abort=True, err=True)
     n = sum(journal.delete(store, name, label=lab) for lab in labels)
     if ids:
-        n += journal.delete(store, name, ids=list(ids))
+        gone = journal.delete(store, name, ids=list(ids))
+        n += gone
+        if gone < len(set(ids)):
+            click.echo(f"sam-detect: {len(set(ids)) - gone} of the {len(set(ids))} id(s) given are not in library "
+                       f"{name!r} (`sam-detect library show {name} --json` lists its examples)", err=True)
+    if n:
+        _refresh_derived(store, name)
+    click.echo(f"deleted {n} examples from library {name!r} ({store.count(name)} left)", err=True)
+
+
+def _refresh_derived(store: Any, name: str) -> None:
+    """Rebuild what library ``name`` derives from its examples (the proposal profile, the
+    decision settings, the unlabelled-candidate model, its images' record) after its examples
+    changed other than by ``add``: a delete, a merge, a repair. A library that never had them
+    (made before profiles) is left as it is."""
     extra = store.get_meta(name).extra
-    if n and ("profile" in extra or "decision" in extra):
+    if "profile" in extra or "decision" in extra:
         from sam_detect.pipeline import DetectorConfig, SAMDetect
 
         SAMDetect(DetectorConfig(library=name), store=store).refresh_profile()
-    click.echo(f"deleted {n} examples from library {name!r} ({store.count(name)} left)", err=True)
 
 
 @_library_command("check", json=True)
@@ -329,7 +342,7 @@ def check_cmd(ctx: click.Context, name: str, as_json: bool, **opts: Any) -> None
     write left, broken metadata and interrupted writes. Exit 1 when anything is wrong
     (then `sam-detect library repair NAME`).
     """
-    from sam_detect.store.integrity import check_library
+    from sam_detect.store.integrity import METADATA_SIZE, check_library
 
     store = _open(ctx, **opts)
     if name not in store.list_libraries():
@@ -343,7 +356,11 @@ def check_cmd(ctx: click.Context, name: str, as_json: bool, **opts: Any) -> None
         click.echo(f"library {name!r}: damaged ({rep.readable} examples read back whole)")
         for p in rep.problems:
             click.echo(f"  - {p}")
-        click.echo(f"run `sam-detect library repair {name}` to rebuild it from what reads", err=True)
+        if any(p.startswith(METADATA_SIZE) for p in rep.problems):  # repair would change nothing
+            click.echo("restore the library from an export, or put its embedder's size back in its metadata's "
+                       "'dim'", err=True)
+        else:
+            click.echo(f"run `sam-detect library repair {name}` to rebuild it from what reads", err=True)
     if not rep.ok:
         ctx.exit(1)
 
@@ -371,6 +388,8 @@ def repair_cmd(ctx: click.Context, name: str, rescue_dir: str, **opts: Any) -> N
     Path(rescue_dir).mkdir(parents=True, exist_ok=True)
     res = repair_library(store, name, rescue_dir=rescue_dir,
                          restore_meta=getattr(store, "restore_meta", None))
+    if res.dropped or res.actions:  # the examples changed: the decision and the rest follow them
+        _refresh_derived(store, name)
     for a in res.actions:
         click.echo(a, err=True)
     if res.dropped:
@@ -464,6 +483,8 @@ def import_cmd(
         _check_archive_name(file)
     store = _open(ctx, **opts)
     result = import_library(store, file, name=as_name, merge=merge)
+    if merge and result.added:  # the library's own profile and decision described its old examples only
+        _refresh_derived(store, result.name)
     skipped = f" ({result.skipped} already there)" if result.skipped else ""
     click.echo(f"imported {result.added} examples into library {result.name!r}{skipped}", err=True)
 

@@ -171,6 +171,7 @@ def merge_tiled(
     iou_thresh: float = 0.5,
     contain_thresh: float = 0.5,
     disjoint: bool = False,
+    trim: bool = False,
 ) -> list[TileMask]:
     """Merge masks found in overlapping tiles (image coordinates; ``cut``, ``tile`` and
     ``window`` set by :func:`mark_cut`).
@@ -187,6 +188,10 @@ def merge_tiled(
     (a seam through a cluster can cut off a piece that looks whole in its tile, or one
     that straddles two objects another tile saw whole). Leave it off for segmenters that
     propose overlapping masks (a part and its whole).
+
+    ``trim`` (with ``disjoint``): a mask kept beside kept masks it overlaps (less than
+    ``contain_thresh`` of it) loses the pixels they hold, so that the output never overlaps:
+    a piece a seam cut off across a neighbour another tile saw whole keeps only its own part.
 
     Only masks whose boxes overlap are compared, so thousands of masks merge quickly.
     """
@@ -220,11 +225,29 @@ def merge_tiled(
             if iou > iou_thresh or (inside and (m.cut or disjoint)):
                 absorbed = True
                 break
+        if not absorbed and trim and disjoint and covered:
+            m = _without(m, [kept[j] for j in cand])
+            if m is None:
+                continue
+            area = m.area
+            x0, y0, x1, y1 = m.box
         if not absorbed:
             kept.append(m)
             kept_area.append(area)
             boxes[nk] = (x0, y0, x1, y1)
     return kept
+
+
+def _without(m: TileMask, others: Sequence[TileMask]) -> TileMask | None:
+    """``m`` less the pixels of ``others``, tight; ``None`` where nothing is left."""
+    x0, y0, x1, y1 = m.box
+    crop = m.crop.copy()
+    for k in others:
+        crop &= ~k.region(x0, y0, x1, y1)
+    if not crop.any():
+        return None
+    t = MaskCrop(crop, (x0, y0)).tight()
+    return TileMask(t.crop, t.origin, m.score, dict(m.info), m.cut, m.tile, m.window)
 
 
 #: without a tile size, SAM2 tiles an image whose longer side exceeds this many encoder

@@ -505,6 +505,23 @@ class EdgeStore(Store):
             self._metas.pop(name, None)
         return done
 
+    def vector_sizes(self, name: str) -> dict[int, int]:
+        """``{values per vector: examples}`` as stored, whatever the metadata's ``dim`` says
+        (``library check``: a ``dim`` that no vector has is the metadata's fault, not theirs)."""
+        qe = _edge()
+        sizes: dict[int, int] = {}
+        offset = None
+        with self._lock:
+            shard = self._shard(name)
+            while True:
+                recs, offset = shard.scroll(qe.ScrollRequest(offset=offset, limit=SCROLL_BATCH,
+                                                             with_payload=False, with_vector=True))
+                for r in recs:
+                    k = int(np.asarray(r.vector).size)
+                    sizes[k] = sizes.get(k, 0) + 1
+                if offset is None:
+                    return sizes
+
     def scan(self, name: str) -> tuple[list[tuple[str, np.ndarray, str, dict]], list[str]]:
         """Every example that reads back whole, and the ids of those that do not (for
         ``library check`` / ``repair``): ids are listed without touching vectors or payloads,

@@ -423,7 +423,10 @@ def import_library(
             check_same_model(have.model, meta.model, f"library {target!r} was made with", "the file's examples were made with")
             have.check_compatible(meta.embedder_id, meta.dim, fade=meta.fade, crop=meta.crop)
         except EmbedderMismatchError as e:
-            raise EmbedderMismatchError(f"cannot merge {archive.path} into it: {e}") from None
+            why = str(e).replace(". Use the library's settings, or another --library.", "")
+            raise EmbedderMismatchError(
+                f"cannot merge {archive.path} into library {target!r}: {why}; its examples would not be comparable "
+                "(import it under another name with --as)") from None
         existing = {i for batch in store.iter_examples(target) for i in batch[0]}
         keep = [k for k, i in enumerate(archive.ids) if i not in existing]
         _add_batched(store, target, archive, keep)

@@ -79,6 +79,35 @@ def scan(store: Any, name: str) -> tuple[list[Example], list[str]]:
     return good, bad
 
 
+#: how a check's problem starts where the metadata's ``dim`` is wrong, not the examples
+METADATA_SIZE = "the metadata says each vector holds"
+
+
+def _sizes_disagree(store: Any, name: str, meta: Any) -> str | None:
+    """Where every example's vector has one size other than the metadata's ``dim`` (the
+    metadata edited or mixed up, not the examples damaged), what to say; ``None`` otherwise
+    (the examples disagree among themselves, or cannot be read: the scan says which)."""
+    sizes: set[int] = set()
+    n = 0
+    try:
+        if hasattr(store, "vector_sizes"):  # as stored (reading examples reshapes by the metadata's dim)
+            counted = store.vector_sizes(name)
+            sizes, n = set(counted), sum(counted.values())
+        else:
+            for _, vecs, _, _ in store.iter_examples(name):
+                arr = np.asarray(vecs)
+                if arr.ndim != 2:
+                    return None
+                sizes.add(int(arr.shape[1]))
+                n += len(arr)
+    except Exception:  # noqa: BLE001 - unreadable storage: the scan reports it example by example
+        return None
+    if n == 0 or len(sizes) != 1 or next(iter(sizes)) == int(meta.dim):
+        return None
+    return (f"{METADATA_SIZE} {int(meta.dim)} numbers, but all {n} examples' vectors "
+            f"hold {next(iter(sizes))}: the metadata is wrong (edited by hand?), not the examples")
+
+
 def check_library(store: Any, name: str) -> CheckReport:
     """Read library ``name`` back whole; a report of what is wrong (nothing is changed)."""
     rep = CheckReport(name)
@@ -102,6 +131,11 @@ def check_library(store: Any, name: str) -> CheckReport:
         raise  # another process holds it: in use, not damaged
     except Exception as e:
         rep.problems.append(f"cannot count examples: {_short(e)}")
+    sizes = _sizes_disagree(store, name, meta)
+    if sizes:
+        rep.problems.append(sizes)
+        rep.readable = rep.stored
+        return rep
     try:
         good, bad = scan(store, name)
     except LibraryLockedError:
@@ -152,6 +186,10 @@ def repair_library(
     if journal.pending_of(meta) is not None:
         actions.append(journal.roll_back(store, name, force=True) or "cleared a journal")
         meta = store.get_meta(name)
+    sizes = _sizes_disagree(store, name, meta)
+    if sizes:  # a rebuild would drop every sound example as "unreadable": change nothing
+        raise LibraryError(f"cannot repair {name!r}: {sizes}. Nothing was changed; restore the library from "
+                           "an export, or put its embedder's size back in its metadata's 'dim'")
     good, bad = scan(store, name)
     rescue = None
     if bad:
