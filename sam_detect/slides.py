@@ -117,7 +117,11 @@ def read_window(path: str | os.PathLike, window: tuple[int, int, int, int], leve
                 index = r * n_cols + c
                 offset, count = page.dataoffsets[index], page.databytecounts[index]
                 fh.seek(offset)
-                segment, _, _ = page.decode(fh.read(count), index, jpegtables=jpegtables)
+                try:
+                    segment, _, _ = page.decode(fh.read(count), index, jpegtables=jpegtables)
+                except Exception as e:  # noqa: BLE001 - tifffile's and each codec's own errors
+                    raise ImageLoadError(f"{Path(path).name}: its tile or strip {index} cannot be decoded "
+                                         f"(a truncated or damaged file?): {type(e).__name__}: {e}") from e
                 if segment is None:
                     continue
                 seg = np.asarray(segment).reshape(-1, seg_w, samples)  # (rows, seg_w, samples)

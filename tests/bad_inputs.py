@@ -86,6 +86,8 @@ CASES: list[Case] = [
          "is named by --coco too; give each output its own file"),
     Case("label-image-bmp", "`--label-image x.bmp` (8 bits: too few for ids)",
          ("detect", "{img}", *LIB, "--label-image", "{tmp}/x.bmp"), 2, "cannot write a label image as '.bmp'"),
+    Case("slide-level-alone", "`--slide-level 1` without `--slide`",
+         ("detect", "{img}", *LIB, "--slide-level", "1"), 2, "it applies to whole slides only: add --slide"),
     Case("coco-missing-folder", "`--coco` into a missing folder",
          ("detect", "{img}", *LIB, "--coco", "{tmp}/nope/c.json"), 2, "folder {tmp}/nope does not exist"),
     Case("export-missing-folder", "`library export` into a missing folder",

@@ -251,6 +251,41 @@ def test_resume_skips_recorded_images(hela, tmp_path):
     assert [json.loads(line)["image"] for line in kept[2:]] == [str(p) for p in paths[1:]]
 
 
+def test_resume_knows_a_path_however_it_is_spelled(hela, tmp_path):
+    """A record written for ``imgs/f.tif`` is the image ``/abs/imgs/f.tif`` too: nothing is
+    detected again and no line is written twice."""
+    import os
+
+    lib = ["--library-path", hela["root"] / "libs", "--segmenter", "classical"]
+    resume = tmp_path / "run.jsonl"
+    path = hela["paths"][0]
+    assert run_cli("detect", os.path.relpath(path), "--resume", resume, "--jsonl", *lib).exit_code == 0
+    before = resume.read_text()
+    r = run_cli("detect", os.path.abspath(path), "--resume", resume, "--jsonl", *lib)
+    assert r.exit_code == 0 and "resume: 1 of 1 images already" in r.stderr
+    assert resume.read_text() == before
+
+
+def test_serial_slides_skip_a_damaged_one_and_refuse_a_stack(hela, tmp_path):
+    """A slide damaged past its header (a truncated TIFF) is one "(skipped)" line and the
+    others are detected (the folder stopped at an "internal error" and lost them all); a
+    stack read as a slide took its first frame without a word: refused."""
+    lib = ["--library-path", hela["root"] / "libs", "--segmenter", "classical", "--slide", "--slide-tile", 512]
+    frame = hela["frames"][3][:600, :700]
+    good, cut = tmp_path / "a_good.tif", tmp_path / "b_cut.tif"
+    tifffile.imwrite(good, frame, tile=(256, 256))
+    tifffile.imwrite(cut, frame, tile=(256, 256), compression="zlib")
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    r = run_cli("detect", good, cut, "-q", *lib)
+    assert r.exit_code == 1, r.output
+    assert "b_cut.tif: its tile or strip" in r.stderr and "cannot be decoded" in r.stderr and "(skipped)" in r.stderr
+    assert "a_good.tif:" in r.stdout and "objects" in r.stdout and "internal error" not in r.stderr
+    stack = tmp_path / "stack.tif"
+    tifffile.imwrite(stack, np.stack([frame, frame]))
+    r = run_cli("detect", stack, "-q", *lib)
+    assert r.exit_code == 1 and "holds a stack of 2 frames" in r.stderr
+
+
 def test_resume_refuses_coco(hela, tmp_path):
     r = run_cli("detect", hela["paths"][0], "--resume", tmp_path / "r.jsonl", "--coco", tmp_path / "c.json")
     assert r.exit_code == 2 and "--coco needs every image's masks" in r.output
