@@ -504,6 +504,27 @@ def test_lost_examples_are_noticed_not_searched_silently(tmp_path):
     s.close()
 
 
+def test_a_lost_label_index_is_found_by_check_and_rebuilt_by_repair(tmp_path):
+    """The shard's segment files deleted: every example still reads (from the shard's log),
+    but the labels' index is gone, so show, detect and stats failed while check said "ok"
+    and repair did nothing. Now check names it, repair rebuilds the library with every
+    example, and stats of every library shows the others beside the damaged one."""
+    import shutil
+
+    _edge_library(tmp_path)
+    for seg in glob.glob(str(tmp_path / "base" / "shard" / "segments" / "*")):
+        shutil.rmtree(seg)
+    loc = ["--store", "edge", "--library-path", str(tmp_path)]
+    r = _cli("library", "stats", *loc)
+    assert r.returncode == 1 and "library:   good" in r.stdout and "error:     library 'base' is damaged" in r.stdout
+    r = _cli("library", "check", "base", *loc)
+    assert r.returncode == 1 and "its label index cannot be read" in r.stdout, r.stdout
+    r = _cli("library", "repair", "base", *loc, "--rescue-dir", str(tmp_path / "rescue"))
+    assert r.returncode == 0 and "none dropped" in r.stderr, r.stderr
+    r = _cli("library", "show", "base", *loc)
+    assert r.returncode == 0 and "examples:  11" in r.stdout
+
+
 def test_a_wrong_dim_in_the_metadata_is_named_and_no_sound_example_is_dropped(tmp_path):
     """Every vector holds the same number of values, but not the metadata's ``dim`` (edited by
     hand): check names the metadata, and repair changes nothing (it dropped all 11 sound

@@ -133,18 +133,32 @@ def show_cmd(ctx: click.Context, name: str, as_json: bool, **opts: Any) -> None:
 def stats_cmd(ctx: click.Context, name: str | None, as_json: bool, **opts: Any) -> None:
     """Counts per label, vector size, embedder, backend and storage size (all libraries
     when NAME is left out)."""
+    from sam_detect.errors import LibraryError
+
     store = _open(ctx, **opts)
-    names = [name] if name else store.list_libraries()
-    infos = [_library_info(store, n, storage=True) for n in names]
+    if name:
+        infos = [_library_info(store, name, storage=True)]
+    else:  # every library: a damaged one is said, the others still shown (as `library list` does)
+        infos = []
+        for n in store.list_libraries():
+            try:
+                infos.append(_library_info(store, n, storage=True))
+            except LibraryError as e:
+                infos.append({"name": n, "error": " ".join(str(e).split())})
     if as_json:
         click.echo(json.dumps(infos if not name else infos[0], indent=2))
-        return
-    if not infos:
-        click.echo(f"no libraries in {store.backend} ({_where(store)})", err=True)
-    for i, info in enumerate(infos):
-        if i:
-            click.echo("")
-        _print_info(info)
+    else:
+        if not infos:
+            click.echo(f"no libraries in {store.backend} ({_where(store)})", err=True)
+        for i, info in enumerate(infos):
+            if i:
+                click.echo("")
+            if "error" in info:
+                click.echo(f"library:   {info['name']}\nerror:     {info['error']}")
+            else:
+                _print_info(info)
+    if any("error" in info for info in infos):
+        ctx.exit(1)
 
 
 def _print_info(info: dict[str, Any]) -> None:

@@ -146,6 +146,9 @@ def check_library(store: Any, name: str) -> CheckReport:
     rep.readable, rep.unreadable = len(good), bad
     if bad:
         rep.problems.append(f"{len(bad)} examples have an unreadable vector or payload")
+    index = _label_index_problem(store, name)
+    if index:
+        rep.problems.append(index)
     rec = meta.extra.get(COUNT_KEY)
     if isinstance(rec, int):
         rep.recorded = rec
@@ -192,7 +195,8 @@ def repair_library(
                            "an export, or put its embedder's size back in its metadata's 'dim'")
     good, bad = scan(store, name)
     rescue = None
-    if bad:
+    index = _label_index_problem(store, name)  # every example whole, the label index lost: rebuild too
+    if bad or index:
         import datetime as _dt
 
         from sam_detect.store.base import LibraryMeta
@@ -209,7 +213,7 @@ def repair_library(
         import_library(store, rescue, name=name)
         actions.append(
             f"rebuilt from the {len(good)} readable examples (saved first to {rescue}); "
-            f"dropped {len(bad)} unreadable"
+            + (f"dropped {len(bad)} unreadable" if bad else f"none dropped ({index})")
         )
     else:
         n = len(good)
@@ -223,6 +227,19 @@ def repair_library(
                 )
     _rebuild_profile(store, name, meta)
     return RepairResult(name, len(good), bad, actions, rescue)
+
+
+def _label_index_problem(store: Any, name: str) -> str | None:
+    """What is wrong with reading the library's labels (what ``show``, ``detect`` and
+    ``stats`` count them by: a payload index on the edge store, its files deleted), where
+    every example reads whole; ``None`` when they read."""
+    try:
+        store.labels(name)
+    except LibraryLockedError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any failure here is the index's, whatever the store
+        return f"its label index cannot be read ({_short(e)})"
+    return None
 
 
 def _rebuild_profile(store: Any, name: str, meta: Any) -> None:
