@@ -135,8 +135,9 @@ def refine(
         else:
             written = refine_folder(seg, paths, ann, out, in_place, options, stats, note)
     if not quiet:
-        for w in caught:
-            click.echo(f"sam-detect: warning: {w.message}", err=True)
+        for w in caught:  # what the run says of the user's files; not the libraries' notices to their users
+            if not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning, FutureWarning)):
+                click.echo(f"sam-detect: warning: {w.message}", err=True)
     summary = {**stats.as_dict(), "written": written}
     if as_json:
         click.echo(json.dumps(summary, indent=1))
