@@ -153,15 +153,12 @@ class LibrarySnapshot:
         return sum(len(b) for b in self.files.values())
 
 
-def library_snapshot(config: Any) -> LibrarySnapshot | None:
-    """The snapshot of ``config``'s embedded library, or ``None`` when workers query a server.
-
-    Raises:
-        LibraryError: an in-memory store (no folder or file to send), or a missing folder.
-    """
+def check_sendable(config: Any) -> None:
+    """Raise :class:`LibraryError` where ``config``'s library cannot reach cluster workers (an
+    in-memory store, a missing folder): before anything is closed or started for the run."""
     opts = dict(config.store_options)
     if opts.get("url"):
-        return None
+        return
     from sam_detect.paths import default_library_path
 
     if config.store in ("edge", "qdrant"):
@@ -171,6 +168,27 @@ def library_snapshot(config: Any) -> LibrarySnapshot | None:
                 f"the library folder {root} does not exist; a cluster run needs a library on disk "
                 "or a Qdrant server (--qdrant-url)"
             )
+    elif not (config.store == "memory" and opts.get("path")):
+        raise LibraryError(
+            "an in-memory library cannot be sent to cluster workers; save it to a folder "
+            "(--library-path) or use a Qdrant server (--qdrant-url)"
+        )
+
+
+def library_snapshot(config: Any) -> LibrarySnapshot | None:
+    """The snapshot of ``config``'s embedded library, or ``None`` when workers query a server.
+
+    Raises:
+        LibraryError: an in-memory store (no folder or file to send), or a missing folder.
+    """
+    check_sendable(config)
+    opts = dict(config.store_options)
+    if opts.get("url"):
+        return None
+    from sam_detect.paths import default_library_path
+
+    if config.store in ("edge", "qdrant"):
+        root = Path(opts.get("path") or default_library_path()).expanduser()
         # edge: one library is one sub-folder; qdrant's local mode keeps every library in one.
         base = root / config.library if config.store == "edge" else root
         files = {str(p.relative_to(root)): _pack(p) for p in sorted(base.rglob("*"))
@@ -185,11 +203,6 @@ def library_snapshot(config: Any) -> LibrarySnapshot | None:
             p = p / DEFAULT_FILE_NAME
         files = {p.name: _pack(p)} if p.is_file() else {}
         opts.pop("path")
-    else:
-        raise LibraryError(
-            "an in-memory library cannot be sent to cluster workers; save it to a folder "
-            "(--library-path) or use a Qdrant server (--qdrant-url)"
-        )
     return LibrarySnapshot(config.store, opts, files, uuid.uuid4().hex)
 
 

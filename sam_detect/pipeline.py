@@ -359,8 +359,8 @@ class SAMDetect(DetectorStages, LibraryState):
 
         ``mask`` ``(H, W)`` bool; ``box`` XYXY pixels or ``point`` XY pixels (turned into a
         mask by the segmenter); ``polygon`` ``(K, 2)`` XY pixels. Use ``label="__negative__"``
-        for a look-alike that must not be detected. Returns the example's id (the stored
-        one's where the library holds this object already: :meth:`add_examples`).
+        for a look-alike that must not be detected. Returns a list of one id, the example's
+        (the stored one's where the library holds this object already: :meth:`add_examples`).
         """
         label = self._check_label(label)
         loaded = self._load(image)
@@ -870,10 +870,11 @@ class SAMDetect(DetectorStages, LibraryState):
             for image in images:
                 yield image, self.detect(image)
             return
-        from sam_detect.cluster import OutputSpec, detect_images
+        from sam_detect.cluster import OutputSpec, check_sendable, detect_images
 
         images = list(images)
         self.check_library(create=False)
+        check_sendable(self.config)  # before the close: an in-memory library would be lost by it
         self.close()  # the workers read a snapshot of the library
         for image, res in zip(images, detect_images(self.config, images, cluster=cluster,
                                                     spec=OutputSpec(polygons=False, coco=True)), strict=True):

@@ -212,6 +212,19 @@ def test_in_memory_library_cannot_be_sent(hela):
         cl.library_snapshot(DetectorConfig(store="memory"))
 
 
+def test_detect_many_refuses_an_in_memory_library_before_closing_it(hela, shared_data_module):
+    """The refusal comes before the detector lets go of its store: an in-memory library's
+    examples were gone after it (the next detect found no library)."""
+    from sam_detect.errors import LibraryError
+
+    lab = tifffile.imread(shared_data_module / HELA_GT, key=0)
+    det = SAMDetect(DetectorConfig(store="memory", library="m", segmenter="classical", embedder="handcrafted"))
+    det.add_example(hela["frames"][0], mask=lab == np.unique(lab)[1], label="nucleus")
+    with pytest.raises(LibraryError, match="in-memory library cannot be sent"):
+        list(det.detect_many([hela["paths"][0]], cluster="local:1"))
+    assert det.store.labels("m") == {"nucleus": 1}
+
+
 def test_cli_cluster_refused_value_and_missing_extra(hela, monkeypatch):
     r = run_cli("detect", hela["paths"][0], "--cluster", "local:0", "--library-path", hela["root"] / "libs")
     assert r.exit_code == 2 and "at least 1 worker" in r.output

@@ -297,6 +297,19 @@ def test_ctrl_c_keeps_video_and_json_lines(detector, video_file, tmp_path):
     assert stats.ended is not None and stats.frames == 5
 
 
+def test_run_video_writes_a_video_of_a_plain_list_of_frames(detector, scene, tmp_path):
+    """detect_stream takes any iterable of images, and so does run_video: a list has no frame
+    rate, so the video is written at the default (it raised AttributeError on ``source.fps``)."""
+    out = tmp_path / "list.mp4"
+    stats = run_video(detector, [scene.frame(i) for i in range(3)], output=str(out), change_threshold=0)
+    cap = cv2.VideoCapture(str(out))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    assert stats.frames == 3 and n == 3
+    assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(10.0)
+
+
 # -- the command -----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def library_path(scene, tmp_path_factory):

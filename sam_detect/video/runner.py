@@ -456,7 +456,7 @@ def frame_record(
 
 def run_video(
     detector: Any,
-    source: FrameSource,
+    source: FrameSource | Iterable[Any],
     *,
     output: str | None = None,
     jsonl: Any = None,
@@ -473,6 +473,8 @@ def run_video(
     """Run :func:`detect_stream` over ``source`` and write the outputs.
 
     Args:
+        source: a :class:`FrameSource` (:func:`open_source`), or any iterable of images as
+            :func:`detect_stream` takes (its frames timed at ``DEFAULT_FPS``).
         output: annotated video file (every frame handled is written, with the latest
             result drawn on it); finalised on the end of the stream, an error or Ctrl-C.
         jsonl: file path, ``"-"`` (stdout) or an open text file: one record per detected,
@@ -494,7 +496,8 @@ def run_video(
 
     stats = stats if stats is not None else StreamStats()
     window = Window() if show else None  # fail before opening any file
-    video = VideoWriter(output, output_fps or source.fps or DEFAULT_FPS) if output else None
+    # a plain iterable of images (detect_stream's) has no frame rate of its own
+    video = VideoWriter(output, output_fps or getattr(source, "fps", None) or DEFAULT_FPS) if output else None
     lines = JsonlWriter(jsonl) if jsonl is not None else None
     stack = LabelStackWriter(label_image) if label_image is not None else None
     results = detect_stream(detector, source, stats=stats, **stream_options)
