@@ -492,3 +492,15 @@ def test_type_map_numbers_classes_as_coco_does_with_unknown_objects_kept(scene_f
     for o in found["objects"]:  # each object's type-map value is its COCO category id
         value = int(np.bincount(types[ids == o["id"] + 1]).argmax())
         assert names[value] == o["label"], o
+
+
+def test_labels_are_trimmed_by_delete_as_by_add_and_negative_with_types_is_named(scene_files):
+    f = scene_files
+    r = run_cli("add", f["image"], "--label", " shape ", "--labels", f["labels"], "--limit", "2", "-q", *f["lib"])
+    assert r.exit_code == 0 and "(shape: 2)" in r.stdout
+    r = run_cli("library", "delete", "default", "--label", "shape ", "-y", "--library-path", f["lib"][1])
+    assert r.exit_code == 0 and "deleted 2 examples" in r.stderr, r.output
+    r = run_cli("add", f["image"], "--negative", "--labels", f["labels"], "--types", f["labels"], *f["lib"])
+    assert r.exit_code == 2 and "give --negative (one label for every object) or --types" in r.output
+    r = run_cli("eval", f["image"], "-a", f["labels"], "--keep-unknown", *f["lib"])
+    assert r.exit_code == 2 and "eval scores the objects given a label" in r.output

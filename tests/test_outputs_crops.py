@@ -419,3 +419,20 @@ def test_big_image_outputs_stay_small(tmp_path):
     assert peak_mib(lambda: instances_iou(inst, inst)) < bound
     m = compute_metrics(inst, inst[::-1], iou_thresholds=(0.5,))
     assert m[0.5].tp == n and m[0.5].fp == 0 and m[0.5].fn == 0
+
+
+def test_label_maps_keep_a_small_object_lying_on_a_larger_later_one():
+    """Objects of a detection may overlap (several classes, the selection's slack): the label
+    image gives a shared pixel to the smaller object, so none vanishes under a later, larger
+    one (painted in id order, object 0 here had no pixel left)."""
+    from sam_detect.outputs import label_maps
+
+    hw = (40, 40)
+    small = np.zeros(hw, bool)
+    small[10:15, 10:15] = True
+    big = np.zeros(hw, bool)
+    big[5:30, 5:30] = True
+    inst = Instances(masks=np.stack([small, big]), labels=["a", "b"])
+    ids, types = label_maps(inst, ["a", "b"])
+    assert (ids == 1).sum() == 25 and (ids == 2).sum() == 625 - 25
+    assert set(np.unique(types[ids == 1])) == {1} and set(np.unique(types[ids == 2])) == {2}

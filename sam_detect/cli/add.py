@@ -140,7 +140,8 @@ def add(image, label, negative, boxes, points, mask_paths, polygon_paths, labels
     if (types_channel is not None or type_names) and not types_path:
         raise click.BadParameter("--types-channel and --type-names need --types", param_hint="--type-names")
     if types_path and label is not None:
-        raise click.UsageError("give --label (one label for every object) or --types (each object's own), not both")
+        given_as = "--negative" if negative else "--label"
+        raise click.UsageError(f"give {given_as} (one label for every object) or --types (each object's own), not both")
     names = type_names_option(type_names)
     if label is None and not (annotations_path or types_path):
         raise click.UsageError("missing --label (or --negative)")

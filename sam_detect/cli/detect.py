@@ -48,7 +48,8 @@ def load_cli_image(path: str | Path, channels: tuple[int, ...] = (), frame: int 
               "a name ending in '/', or whenever several images are given) one <name>_overlay.png per image.")
 @click.option("--label-image", "label_path", type=click.Path(),
               help="Also write the objects as a label image (0 = background; the JSON's object id k is "
-              "value k + 1): a .tif/.tiff/.png/.npy file, or into a folder (as --overlay) one "
+              "value k + 1; a pixel two objects share, the smaller one's): a .tif/.tiff/.png/.npy file, or "
+              "into a folder (as --overlay) one "
               "<name>_labels.tif per image.")
 @click.option("--type-map", "type_path", type=click.Path(),
               help="Also write each object's class as a type map (0 = background; classes numbered as "

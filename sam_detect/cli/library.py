@@ -311,6 +311,8 @@ def _delete_examples(store: Any, name: str, labels: tuple[str, ...], ids: tuple[
     from sam_detect.store import journal
 
     have = store.labels(name)  # a missing library: one line naming the ones there are
+    # as `add` stored them: its labels are trimmed (" chair " is 'chair')
+    labels = tuple(lab.strip() if lab not in have and lab.strip() in have else lab for lab in labels)
     missing = [lab for lab in labels if lab not in have]
     if missing:
         from sam_detect.errors import LibraryError
