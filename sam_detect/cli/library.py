@@ -196,6 +196,9 @@ def _print_info(info: dict[str, Any]) -> None:
         click.echo(f"profile:   version {profile.get('version')}, from the examples' masks")
         for line in lines:
             click.echo(f"  {line}")
+    elif info["examples"] and set(info["labels"]) <= {"__negative__"}:  # sam_detect.instances.NEGATIVE
+        click.echo("profile:   none: the library holds only negative examples (look-alikes to suppress); add "
+                   "examples of the objects to find")
     elif info["examples"]:
         click.echo(
             "profile:   none: detection uses the segmenter's own settings "
@@ -241,7 +244,12 @@ def profile_cmd(ctx: click.Context, name: str, **opts: Any) -> None:
     store.get_meta(name)  # a missing library: one line naming the ones there are
     det = SAMDetect(DetectorConfig(library=name), store=store)
     lines = describe(det.refresh_profile())
-    for line in lines or [f"{name}: no example carries measurements; add examples again to calibrate"]:
+    from sam_detect.instances import NEGATIVE
+
+    only_negative = set(store.labels(name)) <= {NEGATIVE}
+    for line in lines or [f"{name}: holds only negative examples (look-alikes to suppress); add examples of the "
+                          "objects to find" if only_negative else
+                          f"{name}: no example carries measurements; add examples again to calibrate"]:
         click.echo(line)
     from sam_detect.unlabelled import describe as describe_unlabelled
 

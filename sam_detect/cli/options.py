@@ -270,11 +270,13 @@ def report_profile(detector: Any, quiet: bool = False) -> None:
         return
     lines = describe(detector.profile)
     if not lines:
-        click.echo(
-            f"sam-detect: profile: none (library {detector.config.library!r} has no examples with masks "
-            "measured; `sam-detect library profile` rebuilds it): the segmenter's own settings",
-            err=True,
-        )
+        from sam_detect.instances import NEGATIVE
+
+        store, name = detector.store, detector.config.library
+        held = store.labels(name) if store.has_library(name) else {}
+        why = ("holds only negative examples, which are not measured" if held and set(held) <= {NEGATIVE} else
+               "has no examples with masks measured; `sam-detect library profile` rebuilds it")
+        click.echo(f"sam-detect: profile: none (library {name!r} {why}): the segmenter's own settings", err=True)
     for line in lines:
         click.echo(f"sam-detect: profile: {line}", err=True)
     from sam_detect.unlabelled import describe as describe_unlabelled

@@ -79,7 +79,9 @@ def format_table(result: EvalResult) -> str:
         for k in sorted(classes):
             c = tm.per_class[k]
             lines.append(_fmt_row([k, c.precision, c.recall, c.f1, c.tp, c.fp, c.fn], cw))
-        lines += ["", f"confusion at IoU {main:g} (rows: ground truth; columns: predicted):"]
+        lines += ["", f"confusion at IoU {main:g} (rows: ground truth; columns: predicted; objects paired "
+                  "whatever their class, where the table above pairs them class by class: below IoU 0.5 one "
+                  "object may overlap several, and the two pairings can differ):"]
         lines += format_confusion(tm.confusion.classes, tm.confusion.matrix).splitlines()
     if result.errors:
         from sam_detect.eval.errors import format_errors
