@@ -597,3 +597,19 @@ def test_a_jpeg_is_read_upright_by_its_exif_orientation(tmp_path):
     rgb = load_image(tmp_path / "turned.jpg").rgb
     assert rgb.shape == (80, 40, 3)
     assert rgb[:15].mean() > 200 and rgb[30:].mean() < 50
+
+
+def test_eight_bit_pixels_in_a_wider_type_are_read_as_they_are():
+    """PanNuke keeps its 8-bit RGB patches as float64, and an image read into a NumPy list is
+    int64: whole numbers in 0..255 are the 8-bit image (stretched per image, each patch of a
+    set took other colours). A declared 16-bit image, fractions, a 0/1 float mask and values
+    past 255 are scaled as before."""
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(30, 220, (16, 16, 3)).astype(np.uint8)
+    for wide in (rgb.astype(np.float64), rgb.astype(np.float32), rgb.astype(np.int64)):
+        np.testing.assert_array_equal(to_rgb_uint8(wide), rgb)
+    assert to_rgb_uint8(rgb.astype(np.uint16)).max() == 255  # 16-bit: stretched
+    assert to_rgb_uint8(rgb.astype(np.float64) + 0.5).max() == 255  # not whole numbers
+    assert to_rgb_uint8(rgb.astype(np.float64) * 2).max() == 255  # past 255
+    mask = (rng.random((16, 16)) > 0.5).astype(np.float64)
+    assert to_rgb_uint8(mask).max() == 255  # 0/1: a mask, stretched to 0/255

@@ -147,14 +147,33 @@ def gray_to_rgb(gray: np.ndarray) -> np.ndarray:
     return np.repeat(gray[:, :, None], 3, axis=2)
 
 
+def eight_bit(arr: np.ndarray) -> bool:
+    """Whether an array of floats or signed integers holds 8-bit pixels: whole numbers in
+    0..255 (PanNuke's ``images.npy`` is float64 so, an 8-bit image read into a NumPy list
+    int64). Such an image is read as the 8-bit image it is: stretched between its own
+    percentiles, each patch of a set took other colours (a stain's look is its colour). A
+    declared 16- or 32-bit unsigned image is scaled whatever its values (a dim frame)."""
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.signedinteger)):
+        return False
+    if arr.size == 0:
+        return False
+    top = float(np.max(arr))
+    if not (float(np.min(arr)) >= 0 and 1 < top <= 255):  # NaN fails: not 8-bit; 0/1 is a mask's or a 0..1 scale
+        return False
+    return bool(np.issubdtype(arr.dtype, np.integer) or np.array_equal(arr, np.round(arr)))
+
+
 def scale_to_uint8(arr: np.ndarray, percentiles: tuple[float, float]) -> np.ndarray:
-    """uint8 unchanged; bool to 0/255; anything else percentile-scaled to uint8."""
+    """uint8 unchanged; bool to 0/255; 8-bit values in another type (:func:`eight_bit`) as
+    they are; anything else percentile-scaled to uint8."""
     if arr.dtype == np.uint8:
         return arr
     if arr.dtype == bool:
         return arr.astype(np.uint8) * 255
     if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
         raise ImageLoadError(f"unsupported pixel type {arr.dtype}; expected integer, float or bool")
+    if eight_bit(arr):
+        return arr.astype(np.uint8)
     x = arr.astype(np.float32, copy=False)
     finite = np.isfinite(x)
     if not finite.all():
