@@ -406,6 +406,11 @@ class SAMDetect(DetectorStages, LibraryState):
         empty = np.flatnonzero(areas == 0)
         if empty.size:
             raise AnnotationError(f"annotation {int(empty[0])} has zero area")
+        regions = not_objects(instances)
+        if regions:
+            i, why = next(iter(regions.items()))
+            raise AnnotationError(f"annotation {i} {why}: an example is one object (leave it out; the command "
+                                  "line's add skips such regions with a warning)")
         existed = self._library_meta() is not None
         self.check_library(create=True)
         repeats, relabelled = self._repeated_examples(loaded.rgb, instances, labels) if existed and not again \
@@ -990,6 +995,33 @@ def _unlabelled_filter(inst: Instances, profile: dict | None,
                   f"unlabelled, against {float(model['dropped_share']):.0%} of theirs: this image is unlike "
                   "them (objects missing? add examples from it, or --no-profile)")
     return low, note, unlike
+
+
+#: an annotation holding this many others (each at least ``REGION_HOLDS`` inside it) is a
+#: region drawn round them (QuPath's annotation of the area its detections lie in), not an object
+REGION_OBJECTS = 3  # a cell of two nuclei, given as examples of two classes, is no region
+REGION_HOLDS = 0.9
+
+
+def not_objects(instances: Instances) -> dict[int, str]:
+    """``{index: why}``: annotations that are not objects, so no examples: one covering the
+    whole image, or a region that holds ``REGION_OBJECTS`` or more of the others. Added as an
+    example, a region made the class's size range 16-347,475 px and every real object fail the
+    noise floor: the library found nothing."""
+    from sam_detect.select import overlap_pairs
+
+    h, w = instances.image_hw
+    out = {int(i): "covers the whole image" for i in np.flatnonzero(instances.areas >= h * w)}
+    held: dict[int, int] = {}
+    areas = instances.areas
+    for i, j, frac in overlap_pairs(instances):
+        if frac >= REGION_HOLDS and areas[i] != areas[j]:
+            outer = i if areas[i] > areas[j] else j
+            held[outer] = held.get(outer, 0) + 1
+    for i, n in held.items():
+        if n >= REGION_OBJECTS and i not in out:
+            out[int(i)] = f"encloses {n} of the other annotations (a region drawn round them)"
+    return dict(sorted(out.items()))
 
 
 def _why_few(

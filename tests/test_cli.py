@@ -504,3 +504,32 @@ def test_labels_are_trimmed_by_delete_as_by_add_and_negative_with_types_is_named
     assert r.exit_code == 2 and "give --negative (one label for every object) or --types" in r.output
     r = run_cli("eval", f["image"], "-a", f["labels"], "--keep-unknown", *f["lib"])
     assert r.exit_code == 2 and "eval scores the objects given a label" in r.output
+
+
+def test_a_region_round_the_objects_is_no_example(scene_files, tmp_path):
+    """An annotation file that also holds a region drawn round the objects (QuPath's
+    annotation of the area), or a mask of the whole image: add skips them with a warning
+    (added as an example, a region made every real object fail: the library found nothing);
+    the Python API refuses them."""
+    from sam_detect.errors import AnnotationError
+    from sam_detect.formats import save_coco
+    from sam_detect.instances import Instances
+    from sam_detect.pipeline import DetectorConfig, SAMDetect
+
+    f = scene_files
+    masks = np.asarray(f["masks"])
+    region = np.zeros(masks.shape[1:], bool)
+    region[1:-1, 1:-1] = True
+    inst = Instances(masks=np.concatenate([region[None], masks]), labels=["area"] + list(f["names"]))
+    path = tmp_path / "with_region.json"
+    save_coco([inst], path, image_names=[f["image"].name])
+    r = run_cli("add", f["image"], "--annotations", path, *f["lib"])
+    assert r.exit_code == 0, r.output
+    assert f"1 annotation(s) left out, not objects: 0 encloses {len(masks)} of the other annotations" in r.stderr
+    assert "area" not in r.stdout and f"added {len(masks)} example(s)" in r.stdout
+    det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder="handcrafted"))
+    with pytest.raises(AnnotationError, match="annotation 0 encloses"):
+        det.add_examples(f["image"], inst)
+    whole = Instances(masks=np.ones((1, *masks.shape[1:]), bool), labels=["x"])
+    with pytest.raises(AnnotationError, match="annotation 0 covers the whole image"):
+        det.add_examples(f["image"], whole)

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import click
+import numpy as np
 
 from sam_detect.cli.detect import apply_image_options, load_cli_image
 from sam_detect.cli.options import build_detector, pipeline_options, report_choices, report_profile
@@ -209,6 +210,13 @@ def add(image, label, negative, boxes, points, mask_paths, polygon_paths, labels
                     check_label(name)
         if limit is not None:
             inst = inst[:limit]
+        from sam_detect.pipeline import not_objects
+
+        regions = not_objects(inst) if len(inst) > 1 else {}
+        if regions:  # QuPath's annotation of the area, a label image's ground: skipped, said
+            click.echo(f"sam-detect: {len(regions)} annotation(s) left out, not objects: "
+                       + "; ".join(f"{i} {why}" for i, why in list(regions.items())[:3]), err=True)
+            inst = inst[np.array([i not in regions for i in range(len(inst))], bool)]
         before = detector.store.labels(detector.config.library) \
             if detector.store.has_library(detector.config.library) else {}
         detector.add_examples(loaded, inst, progress=not quiet)
