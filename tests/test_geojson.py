@@ -190,3 +190,19 @@ def test_positions_with_an_altitude_read_as_their_x_and_y(tmp_path):
     bad.write_text(json.dumps({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[1, 2, 3, 4, 5]]}}))
     with pytest.raises(AnnotationError, match="lists of 2 or 3 numbers"):
         load_annotations(bad, image_shape=(20, 20))
+
+
+def test_qupath_derived_classes_keep_their_parent(tmp_path):
+    ring = [[2, 2], [12, 2], [12, 12], [2, 12], [2, 2]]
+    kinds = [
+        {"names": ["Tumor", "Positive"], "color": [200, 0, 0]},  # QuPath 0.4 on
+        {"name": "Positive", "parentClass": {"name": "Tumor"}, "colorRGB": -1},  # before
+        {"name": "Stroma", "color": [0, 200, 0]},
+    ]
+    doc = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[x + 14 * k, y] for x, y in ring]]},
+         "properties": {"objectType": "annotation", "classification": c}} for k, c in enumerate(kinds)]}
+    path = tmp_path / "derived.geojson"
+    path.write_text(json.dumps(doc))
+    assert list(load_annotations(path, image_shape=(20, 50)).labels) == ["Tumor: Positive", "Tumor: Positive",
+                                                                          "Stroma"]

@@ -246,6 +246,34 @@ def test_add_and_eval_from_mat_files(typed_files, tmp_path):
     assert set(json.loads(r.stdout)["metrics"]["by_iou"]["0.5"]["per_class"]) == {"disc", "square"}
 
 
+def test_eval_scores_objects_of_no_type_as_nothing(typed_files, tmp_path):
+    """An annotated object whose pixels carry no type is left out of the scoring: a detection
+    of it is neither true nor false (it counted as a false object, "overlapping no annotated
+    object"), and no example is drawn from it."""
+    import tifffile
+
+    f = typed_files
+    lab = tifffile.imread(f["labels"][1]) if str(f["labels"][1]).endswith((".tif", ".tiff")) else \
+        cv2.imread(str(f["labels"][1]), cv2.IMREAD_UNCHANGED)
+    kinds = cv2.imread(str(f["types"][1]), cv2.IMREAD_UNCHANGED) if not str(f["types"][1]).endswith(".tif") else \
+        tifffile.imread(f["types"][1])
+    gone = int(np.unique(lab[lab > 0])[0])
+    kinds = kinds.copy()
+    kinds[lab == gone] = 0
+    blank = tmp_path / "types1_one_untyped.tif"
+    tifffile.imwrite(blank, kinds)
+    ann = [a for p in f["labels"][:2] for a in ("-a", p)]
+    args = ["eval", *f["image"][:2], *ann, "--types", f["types"][0], "--types", blank, "--type-names", "disc,square",
+            "--shots", 2, "--examples-from", 0, "--detect-on", 1, "--no-baselines", "--embedder", "handcrafted",
+            "--segmenter", "classical", "-q"]
+    r = run_cli(*args)
+    assert r.exit_code == 0, r.output
+    assert "1 of no type, not scored" in r.stdout
+    doc = json.loads(run_cli(*args, "--json").stdout)
+    n_objects = len(np.unique(lab[lab > 0]))
+    assert doc["metrics"]["n_gt"] == n_objects - 1 and doc["protocol"]["untyped"] == 1
+
+
 def test_detect_writes_label_images_and_type_maps(typed_files, tmp_path):
     import tifffile
 

@@ -127,9 +127,12 @@ def draw_examples(
         raise ValueError(f"shots must be >= 1, got {shots}")
     images = image_indices(examples_from, len(gt_labels), "examples_from")
     pool: dict[str, list[tuple[int, int]]] = {}
+    from sam_detect.formats.label_image import UNTYPED
+
     for i in images:
         for j, lab in enumerate(gt_labels[i]):
-            pool.setdefault(str(lab), []).append((i, j))
+            if str(lab) != UNTYPED:  # an object of no type is no example of any
+                pool.setdefault(str(lab), []).append((i, j))
     rng = np.random.default_rng(seed)
     chosen: dict[int, list[int]] = {}
     for lab in sorted(pool):

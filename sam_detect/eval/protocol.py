@@ -48,6 +48,7 @@ from sam_detect.eval.metrics import (
     instances_iou,
 )
 from sam_detect.eval.recording import RecordingSegmenter, RecordingStore, temp_store
+from sam_detect.formats.label_image import UNTYPED
 from sam_detect.instances import NEGATIVE, UNKNOWN, Instances
 
 log = logging.getLogger("sam_detect.eval")
@@ -353,6 +354,7 @@ def evaluate(
     det.keep_dropped = True  # where the missed objects' candidates went (eval.errors)
     examples: dict[str, int] = {}
     records: list[_ImageRecord] = []
+    untyped = 0  # scored images' objects of no type (eval --types): not scored
     kept_overlays: list[tuple[str, np.ndarray, Instances, Instances, np.ndarray]] = []
     try:
         # 1. examples
@@ -374,7 +376,8 @@ def evaluate(
             loaded = load_eval_image(images[i])
             g = gt_instances(gt[i], label, names[i])
             _check_hw(g, loaded.rgb.shape[:2], names[i])
-            ignore = np.zeros(len(g), dtype=bool)
+            ignore = np.array([str(lab) == UNTYPED for lab in g.labels], bool)  # of no type: not scored
+            untyped += int(ignore.sum())
             if i in drawn and not score_examples:
                 ignore[drawn[i]] = True
             rec_seg.last, rec_store.last = None, None
@@ -453,6 +456,7 @@ def evaluate(
             "detect_on": det_images,
             "score_examples": score_examples,
             "images": names,
+            "untyped": untyped,
         },
         candidate_recall=_candidate_recall(records, iou),
         examples=examples,

@@ -45,9 +45,10 @@ def format_table(result: EvalResult) -> str:
     lines = [
         f"few-shot eval: {m.n_images} image(s) scored, {p['shots']} shot(s)/class (seed {p['seed']}), "
         f"examples {ex}",
-        f"{m.n_gt} ground-truth objects scored ({m.n_ignored_gt} used as examples, not scored), "
+        f"{m.n_gt} ground-truth objects scored ({m.n_ignored_gt - p.get('untyped', 0)} used as examples"
+        + (f", {p['untyped']} of no type" if p.get("untyped") else "") + ", not scored), "
         f"{m.n_pred} predictions"
-        + (f" ({m.n_pred_on_ignored} on the examples, not scored)" if m.n_pred_on_ignored else "")
+        + (f" ({m.n_pred_on_ignored} on those, not scored)" if m.n_pred_on_ignored else "")
         + f" from {result.n_candidates} candidates, similarity threshold "
         + ("calibrated per class" if result.threshold is None else f"{result.threshold:g}"),
         "",

@@ -187,8 +187,9 @@ def load_ground_truth(
     polygon lists).
     ``types``: type maps paired with label images as the label images pair with the images
     (one per label file, frame for frame); each object then takes the type most of its
-    pixels carry (:func:`typed_instances`, named by ``type_names``), and objects without a
-    type are left out of the ground truth.
+    pixels carry (:func:`typed_instances`, named by ``type_names``); objects without a type
+    are labelled ``UNTYPED`` (``eval`` scores them as nothing: a detection of one is neither
+    true nor false).
 
     Raises:
         AnnotationError: files and images do not pair up, or a file is unreadable.
@@ -204,7 +205,7 @@ def load_ground_truth(
         out = []
         for name, lab, kind in zip(image_names, ids, kinds, strict=True):
             try:
-                out.append(typed_instances(lab, kind, type_names)[0])
+                out.append(typed_instances(lab, kind, type_names, keep_untyped=True)[0])
             except AnnotationError as e:
                 raise AnnotationError(f"{name}: {e}") from None
         return out

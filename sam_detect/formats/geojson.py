@@ -48,12 +48,28 @@ def _features(doc: Any) -> list[dict]:
     return features
 
 
+def _class_name(cls: dict) -> str | None:
+    """A QuPath classification's name: a derived class's parts joined as QuPath shows them
+    ("Tumor: Positive"), from its ``names`` (QuPath 0.4 on) or its ``parentClass`` chain
+    (before); its ``name`` alone dropped the parent, and ``names`` alone was not read."""
+    names = cls.get("names")
+    if isinstance(names, list) and names and all(isinstance(n, str) and n for n in names):
+        return ": ".join(names)
+    if not cls.get("name"):
+        return None
+    parts, node = [], cls
+    while isinstance(node, dict) and node.get("name") and len(parts) < 16:
+        parts.append(str(node["name"]))
+        node = node.get("parentClass")
+    return ": ".join(reversed(parts))
+
+
 def _label_of(props: Any) -> str | None:
     if not isinstance(props, dict):
         return None
     cls = props.get("classification")
-    if isinstance(cls, dict) and cls.get("name"):
-        return str(cls["name"])
+    if isinstance(cls, dict) and _class_name(cls):
+        return _class_name(cls)
     if isinstance(cls, str) and cls:
         return cls
     for key in ("name", "label"):

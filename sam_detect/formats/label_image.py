@@ -548,15 +548,21 @@ def parse_type_names(spec: str | None) -> dict[int, str]:
 MAX_LISTED = 10
 
 
+#: the label ground truth gives an object whose pixels carry no type (``eval --types``): it
+#: is scored as nothing, neither found nor missed, as the examples drawn are
+UNTYPED = "__untyped__"
+
+
 def typed_instances(label_image: np.ndarray, type_map: np.ndarray,
-                    names: dict[int, str] | None = None) -> tuple[Instances, int]:
+                    names: dict[int, str] | None = None, keep_untyped: bool = False) -> tuple[Instances, int]:
     """Instances of a label image, each labelled by the type most of its pixels carry in
     ``type_map`` (the same size; 0 = no type): the instance map and type map that
     histology sets (CoNSeP, PanNuke, Lizard, HoVer-Net's outputs) come as.
 
     ``names`` maps type values to labels (:func:`parse_type_names`); without it a type is
     called ``"type N"``. Returns the typed instances (``data["type"]``: the value) and how
-    many objects were left out because none of their pixels carries a type.
+    many objects were left out because none of their pixels carries a type (with
+    ``keep_untyped``, kept and labelled ``UNTYPED``, type 0).
 
     Raises:
         AnnotationError: the maps differ in size, a type has no name while others do, or no
@@ -587,10 +593,11 @@ def typed_instances(label_image: np.ndarray, type_map: np.ndarray,
             f"type(s) {listed} of the type map have no name; named: "
             + ", ".join(f"{v}={n}" for v, n in sorted(names.items()))
             + "; name every type in --type-names (1=a,2=b,...), or leave it out to call them 'type N'")
-    out = inst[np.flatnonzero(typed)]
-    out.labels[:] = [names.get(int(v), f"type {int(v)}") for v in value[typed]]
-    out.data["type"] = value[typed]
-    out.data["source_id"] = np.asarray(ids, dtype=np.int64)[typed]
+    keep = np.ones(len(inst), bool) if keep_untyped else typed
+    out = inst[np.flatnonzero(keep)]
+    out.labels[:] = [names.get(int(v), f"type {int(v)}") if v > 0 else UNTYPED for v in value[keep]]
+    out.data["type"] = value[keep]
+    out.data["source_id"] = np.asarray(ids, dtype=np.int64)[keep]
     return out, int((~typed).sum())
 
 
