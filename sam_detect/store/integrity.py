@@ -146,9 +146,6 @@ def check_library(store: Any, name: str) -> CheckReport:
     rep.readable, rep.unreadable = len(good), bad
     if bad:
         rep.problems.append(f"{len(bad)} examples have an unreadable vector or payload")
-    index = _label_index_problem(store, name)
-    if index:
-        rep.problems.append(index)
     rec = meta.extra.get(COUNT_KEY)
     if isinstance(rec, int):
         rep.recorded = rec
@@ -157,6 +154,10 @@ def check_library(store: Any, name: str) -> CheckReport:
             rep.problems.append(
                 f"{total} examples found, the last write left {rec} (an id mapping is truncated?)"
             )
+    if not rep.problems:  # every example reads, as many as the last write left: can their labels be read?
+        index = _label_index_problem(store, name)
+        if index:
+            rep.problems.append(index)
     return rep
 
 
@@ -195,7 +196,9 @@ def repair_library(
                            "an export, or put its embedder's size back in its metadata's 'dim'")
     good, bad = scan(store, name)
     rescue = None
-    index = _label_index_problem(store, name)  # every example whole, the label index lost: rebuild too
+    rec = meta.extra.get(COUNT_KEY)
+    # every example whole and counted, the label index lost: rebuild too
+    index = None if bad or (isinstance(rec, int) and rec != len(good)) else _label_index_problem(store, name)
     if bad or index:
         import datetime as _dt
 
