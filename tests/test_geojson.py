@@ -78,6 +78,8 @@ def test_qupath_documents_and_their_classes(tmp_path):
         ({"type": "FeatureCollection", "features": [{"type": "Feature", "geometry": {
             "type": "Polygon", "coordinates": [[[1, 1], [5, 1]]]}}]}, (50, 50), "at least 3 points"),
         ({"type": "FeatureCollection", "features": [{"type": "Feature", "geometry": None}]}, (50, 50),
+         r"no polygon in the GeoJSON lies on the image \(1 feature\(s\) of other geometries or outside it\)"),
+        ({"type": "FeatureCollection", "features": [{"type": "Feature", "geometry": "x"}]}, (50, 50),
          "feature #0: no geometry"),
         ({"type": "FeatureCollection", "features": "nope"}, (50, 50), "needs a 'features' list"),
         ({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[1, 1], [5, 1], [5, 5]]]}}, None,

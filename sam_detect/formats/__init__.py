@@ -199,7 +199,7 @@ def load_ground_truth(
             raise AnnotationError(f"{len(types)} type map(s) for {len(paths)} annotation file(s); give one per file")
         if not all(is_label_image(p) for p in paths):
             raise AnnotationError("type maps go with label images (an instance map and a type map); "
-                                  "COCO, labelme and .npz files carry their classes themselves")
+                                  "COCO, labelme, GeoJSON and .npz files carry their classes themselves")
         ids = load_ground_truth(paths, image_names, channel=channel, frame=frame)
         kinds = load_ground_truth(types, image_names, channel=types_channel, frame=frame, pieces=False)
         out = []

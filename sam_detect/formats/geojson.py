@@ -150,7 +150,8 @@ def read_geojson(path: Path, doc: Any, image_shape: Sequence[int] | None, label:
     for k, feature in enumerate(features):
         if not isinstance(feature, dict) or feature.get("type") != "Feature":
             raise AnnotationError(f"item #{k}: not a GeoJSON Feature")
-        polys = _rings(feature.get("geometry"), k)
+        geometry = feature.get("geometry")
+        polys = None if geometry is None else _rings(geometry, k)  # null: a feature without a place (RFC 7946)
         if polys is None:
             skipped += 1
             continue

@@ -73,6 +73,10 @@ def read_label_image(path: PathLike, channel: int | None = None, pieces: bool = 
     except (ImageLoadError, AnnotationError):
         raise  # too large to read: said as for any image; a .mat file without its maps: said
     except Exception as e:  # noqa: BLE001 - any decoder failure is a bad file for the user
+        if suffix in (".json", ".geojson", ".xml"):  # outlines, not pixels
+            raise AnnotationError(
+                f"{path}: not a label image but an outline file: give it as annotations (add --annotations, "
+                "eval -a; COCO, labelme, GeoJSON and polygon lists are read)") from None
         raise AnnotationError(f"{path}: cannot read label image ({type(e).__name__}: {e})") from e
     arr = np.asarray(arr)
     if axes is not None and len(axes) == arr.ndim:
