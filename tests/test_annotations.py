@@ -728,3 +728,19 @@ def test_polygon_formats_warn_of_objects_too_small_to_trace(tmp_path, caplog, fm
         save_annotations(Instances(masks=m), path, format=fmt)
     assert "2 object(s) of one or two pixels left out of the" in caplog.text
     assert len(load_annotations(path, image_shape=(20, 20))) == 1
+
+
+def test_a_hovernet_training_patch_gives_the_channel_asked_for(tmp_path):
+    """HoVer-Net's training patches are (H, W, 5): RGB, then the instance map and the type
+    map. The channel asked for is the labels (the file was read as H frames, the channel
+    ignored, and refused as an intensity image)."""
+    inst = _discs(3, size=64)
+    patch = np.zeros((64, 64, 5), np.int32)
+    patch[..., :3] = 200
+    patch[..., 3] = inst
+    patch[..., 4] = (inst > 0) * 2
+    path = tmp_path / "p0.npy"
+    np.save(path, patch)
+    np.testing.assert_array_equal(read_label_image(path, channel=3), inst)
+    with pytest.raises(AnnotationError, match="channel 7 out of range 0..4"):
+        read_label_image(path, channel=7)

@@ -117,6 +117,12 @@ def read_label_image(path: PathLike, channel: int | None = None, pieces: bool = 
         if channel is None and arr.ndim in (3, 4) and arr.shape[-1] == len(PANNUKE_TYPES) + 1:
             maps = pannuke_maps(arr, types=not pieces, where=str(path))
             arr = arr if maps is None else maps
+        if arr.ndim == 3 and channel is not None and 4 < arr.shape[-1] <= 8 < min(arr.shape[:2]):
+            # (H, W, C) of a few planes with a channel named: HoVer-Net's training patches are
+            # (H, W, 5), RGB then the instance and type maps (read as 256 frames, channel ignored)
+            if not 0 <= channel < arr.shape[-1]:
+                raise AnnotationError(f"{path}: channel {channel} out of range 0..{arr.shape[-1] - 1}")
+            arr = arr[..., channel]
         if arr.ndim == 3 and arr.shape[-1] in (2, 3, 4) and arr.shape[0] > 4:
             # (H, W, C): a colour image, or channels of maps (an instance + type .npy)
             ids = colour_coded_ids(arr, str(path)) if channel is None and pieces and arr.shape[-1] > 2 else None
