@@ -554,6 +554,22 @@ def test_no_prefetch(folder, embedder):
         app.stop()
 
 
+def test_the_browser_s_favicon_request_is_answered_without_an_error(client):
+    assert client.get("/favicon.ico").status_code == 204
+
+
+def test_an_undo_does_not_put_back_an_example_deleted_since(client, ui):
+    """Accept two discs, delete the first, undo the second accept: the first stays deleted
+    on the image too (its mark came back, could not be deleted, and was exported)."""
+    first = accept(client, [prompt(client, *DISCS[0])["id"]], "disc")["ids"][0]
+    accept(client, [prompt(client, *DISCS[2])["id"]], "disc")
+    assert client.delete(f"/api/examples/{first}", headers=H).status_code == 200
+    assert client.post("/api/undo", headers=H).status_code == 200
+    anns = client.get("/api/annotations", params={"path": "scene.png"}).json()
+    shown = [i for a in (anns["annotations"] if isinstance(anns, dict) else anns) for i in a.get("example_ids", [])]
+    assert first not in shown and client.get("/api/library").json()["count"] == 0
+
+
 def test_delete_example(client, ui):
     ids = accept(client, [prompt(client, *DISCS[1])["id"]], "disc")["ids"]
     r = client.delete(f"/api/examples/{ids[0]}", headers=H)

@@ -296,3 +296,40 @@ def test_16bit_multichannel_stack_frames_channels_contrast(page, server):
     after = pixel(page, 45, 5)
     assert sum(abs(a - b) for a, b in zip(after, before, strict=True)) > 30, (before, after)
     assert page.is_hidden("[data-testid=error]")
+
+
+def test_detect_uses_each_class_s_own_threshold_until_the_slider_moves(browser, tmp_path):
+    """Without --threshold the page sends none, so each class's own calibrated threshold
+    decides (the slider's resting 0.5 was always sent); once moved, the slider's value is
+    sent; a double click gives it back to the classes."""
+    img, _, _ = scene()
+    Image.fromarray(img).save(tmp_path / "scene.png")
+    det = SAMDetect(DetectorConfig(segmenter="classical", store="memory", embedder="handcrafted"))
+    ui = AnnotationUI(det, tmp_path, thumbnail_dir=tmp_path / "thumbs")
+    url = ui.start(port=0)
+    ctx = browser.new_context(viewport={"width": 1400, "height": 900})
+    try:
+        pg = ctx.new_page()
+        pg.goto(url + "/")
+        pg.wait_for_function("document.body.dataset.ready === '1'", timeout=60_000)
+        assert pg.text_content("#threshold-out") == "auto"
+        sent = []
+        pg.on("request", lambda r: sent.append(json.loads(r.post_data or "{}")) if r.url.endswith("/api/detect")
+              else None)
+
+        def detect_body():
+            sent.clear()
+            with pg.expect_response(lambda r: r.url.endswith("/api/detect")):
+                pg.evaluate("detect()")
+            return sent[-1]
+
+        assert "threshold" not in detect_body()
+        pg.evaluate("(() => { const t = document.getElementById('threshold'); t.value = '0.7';"
+                    " t.dispatchEvent(new Event('input')); })()")
+        assert detect_body()["threshold"] == 0.7 and pg.text_content("#threshold-out") == "0.70"
+        pg.dblclick("#threshold")
+        assert pg.text_content("#threshold-out") == "auto" and "threshold" not in detect_body()
+    finally:
+        ctx.close()
+        ui.stop()
+        det.close()

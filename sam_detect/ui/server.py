@@ -248,6 +248,10 @@ def create_app(session: AnnotationSession, *, allowed_hosts: list[str] | None = 
 
     app.mount("/static", StaticFiles(directory=static_dir), name="static")
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:  # the browser asks for one on every load: no icon, and no 404 in its console
+        return Response(status_code=204)
+
     # -- api ----------------------------------------------------------------------------
     @app.get("/api/config")
     def config() -> dict[str, Any]:

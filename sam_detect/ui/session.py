@@ -108,6 +108,7 @@ class AnnotationSession:
         self._candidates: OrderedDict[str, Candidate] = OrderedDict()
         self._annotations: dict[str, dict[tuple[str, int], list[Annotation]]] = {}
         self._undo: list[Action] = []
+        self._deleted: set[str] = set()  # examples deleted in this session: an undo does not put their marks back
         self._ids = itertools.count(1)
         self.prefetch_enabled = prefetch
         self.prefetcher = Prefetcher(self)
@@ -459,10 +460,17 @@ class AnnotationSession:
                     remap.update({old: new_ids[0] for old in old_ids})
                 self._remap_ids(remap)
             if act.image_key is not None and act.before is not None:
+                before = []
                 for a in act.before:
                     if a.id in restored:
                         a.example_ids = restored[a.id]
-                self._annotations.setdefault(act.library, {})[act.image_key] = act.before
+                    elif a.example_ids:  # an example deleted since that step is not put back on the image
+                        kept = [i for i in a.example_ids if i not in self._deleted]
+                        if not kept:
+                            continue
+                        a.example_ids = kept
+                    before.append(a)
+                self._annotations.setdefault(act.library, {})[act.image_key] = before
             return {
                 "undone": act.description,
                 "library": act.library,
@@ -559,6 +567,7 @@ class AnnotationSession:
         with self.lock:
             if self.libraries.delete(self.library, [ex_id]) == 0:
                 raise NotFoundError(f"example {ex_id!r} is not in library {self.library!r}")
+            self._deleted.add(ex_id)
             for anns in self._annotations.get(self.library, {}).values():
                 for a in list(anns):
                     if ex_id in a.example_ids:

@@ -22,6 +22,7 @@ const S = {
   busy: 0,
   showOverlay: true,
   drag: null,
+  thresholdSet: false,  // the slider moved (or --threshold given): detect sends it; else each class's own
 };
 window.samDetect = S;  // for tests and the console
 
@@ -358,7 +359,11 @@ async function accept(label) {
 async function undo() {
   const res = await work("undoing…", () => api("POST", "/api/undo"));
   if (!res) return;
-  status(`undone: ${res.undone}`);
+  // the undo steps span the session's libraries: say which one a step changed when it is not
+  // the one shown (an undo there changed nothing in view)
+  const shown = $("library-select").value;
+  status(res.library && res.library !== shown ? `undone in library "${res.library}": ${res.undone}`
+                                              : `undone: ${res.undone}`);
   await loadAnnotations();
   await refreshLibrary();
 }
@@ -367,7 +372,9 @@ async function detect() {
   if (!S.current) return;
   const t0 = performance.now();
   const res = await work("detecting…", () =>
-    api("POST", "/api/detect", { ...viewBody(), threshold: Number($("threshold").value) }));
+    // each class's own calibrated threshold unless the slider was moved (S.thresholdSet)
+    api("POST", "/api/detect", S.thresholdSet ? { ...viewBody(), threshold: Number($("threshold").value) }
+                                              : viewBody()));
   if (!res) return;
   S.pending = null;
   setAnnotations(res.annotations);
@@ -663,7 +670,15 @@ $("error-close").addEventListener("click", clearError);
 $("prev").addEventListener("click", () => step(-1));
 $("next").addEventListener("click", () => step(1));
 $("fit").addEventListener("click", fit);
-$("threshold").addEventListener("input", () => { $("threshold-out").textContent = Number($("threshold").value).toFixed(2); });
+$("threshold").addEventListener("input", () => {
+  S.thresholdSet = true;
+  $("threshold-out").textContent = Number($("threshold").value).toFixed(2);
+});
+// a double click gives the threshold back to each class's own (calibrated from its examples)
+$("threshold").addEventListener("dblclick", () => {
+  S.thresholdSet = false;
+  $("threshold-out").textContent = "auto";
+});
 $("show-overlay").addEventListener("change", () => { S.showOverlay = $("show-overlay").checked; draw(); });
 $("image-filter").addEventListener("input", renderImageList);
 $("export-btn").addEventListener("click", () => { $("export-menu").hidden = !$("export-menu").hidden; });
@@ -758,10 +773,12 @@ async function init() {
     showError(e);
     return;
   }
-  // unset (each class's own threshold): start the slider at the one-example default
+  // unset (each class's own threshold): the slider rests at the one-example default and
+  // detect sends no threshold ("auto") until it is moved
   const threshold = S.config.threshold ?? S.config.defaults.threshold;
+  S.thresholdSet = S.config.threshold != null;
   $("threshold").value = String(threshold);
-  $("threshold-out").textContent = Number(threshold).toFixed(2);
+  $("threshold-out").textContent = S.thresholdSet ? Number(threshold).toFixed(2) : "auto";
   $("upload-label").hidden = !S.config.allow_upload;
   document.title = `sam-detect · ${S.config.root}`;
   try {
