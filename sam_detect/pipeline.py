@@ -525,6 +525,8 @@ class SAMDetect(DetectorStages, LibraryState):
                 payloads[-1]["unlabelled_joint"] = joint_rows[i]
             if reading is not None:
                 payloads[-1]["reading"] = reading
+            if getattr(loaded, "frame", None) is not None:  # a stack's frame: export --crops and
+                payloads[-1]["frame"] = int(loaded.frame)  # reembed cut the crop from it again
         # journaled: a kill at any moment leaves all of these examples or none (store.journal)
         ids = journal.add(self.store, self.config.library, vectors, labels, payloads)
         self.refresh_profile()

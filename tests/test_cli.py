@@ -533,3 +533,25 @@ def test_a_region_round_the_objects_is_no_example(scene_files, tmp_path):
     whole = Instances(masks=np.ones((1, *masks.shape[1:]), bool), labels=["x"])
     with pytest.raises(AnnotationError, match="annotation 0 covers the whole image"):
         det.add_examples(f["image"], whole)
+
+
+def test_crops_of_examples_taken_from_a_stack_frame_are_cut_again(scene_files, tmp_path):
+    """An example added from frame 1 of a stack records that frame: `library export --crops`
+    and `library reembed` cut its crop from it (they failed: "holds a stack of 2 frames")."""
+    import tifffile
+    import zipfile
+
+    f = scene_files
+    rgb = cv2.imread(str(f["image"]))[..., ::-1]
+    stack = tmp_path / "stack.tif"
+    tifffile.imwrite(stack, np.stack([np.zeros_like(rgb), rgb]), photometric="rgb")
+    lab = cv2.imread(str(f["labels"]), cv2.IMREAD_UNCHANGED)
+    one = tmp_path / "one.png"
+    cv2.imwrite(str(one), (lab == lab.max()).astype(np.uint8) * 255)
+    r = run_cli("add", stack, "--frame", 1, "--label", "shape", "--mask", one, "-q", *f["lib"])
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "lib.samlib.zip"
+    r = run_cli("library", "export", "default", out, "--crops", "--library-path", f["lib"][1])
+    assert r.exit_code == 0 and "1 crops" in r.stderr, r.output
+    with zipfile.ZipFile(out) as z:
+        assert any(n.startswith("crops/") for n in z.namelist())

@@ -524,7 +524,8 @@ def copy_cmd(ctx: click.Context, name: str, as_name: str | None, **opts: Any) ->
 
     \b
       sam-detect library copy nuclei --to-qdrant-url http://localhost:6333
-      sam-detect library copy nuclei --to-store edge
+      sam-detect library copy nuclei --store qdrant --to-store edge   # the qdrant folder's into the edge one
+      sam-detect library copy nuclei --to-library-path /data/shared-libs
       sam-detect library copy nuclei --as nuclei-backup
     """
     from sam_detect.store.exchange import copy_library

@@ -40,12 +40,17 @@ def crop_from_payload(
     from sam_detect.io.images import load_image
     from sam_detect.masks import rle_to_mask
 
+    # the frame of a stack and the channels of a multi-channel image the example was read from
+    frame = payload.get("frame")
+    reading = payload.get("reading") if isinstance(payload.get("reading"), dict) else {}
+    channel = reading.get("channel")
+    key = (source, frame, None if channel is None else tuple(channel))
     cache = _IMAGE_CACHE if _cache is None else _cache
-    if source not in cache:
+    if key not in cache:
         if len(cache) >= 4:
             cache.pop(next(iter(cache)))
-        cache[source] = load_image(source).rgb
-    rgb = cache[source]
+        cache[key] = load_image(source, frame=frame, channel=None if channel is None else list(channel)).rgb
+    rgb = cache[key]
     mask = rle_to_mask(rle)
     if mask.shape != rgb.shape[:2]:
         return None
@@ -54,7 +59,7 @@ def crop_from_payload(
     return context_crop(rgb, mask, occupancy=settings.occupancy, fade=fade).image
 
 
-_IMAGE_CACHE: dict[str, np.ndarray] = {}
+_IMAGE_CACHE: dict[tuple, np.ndarray] = {}
 
 
 def reembed_library(
