@@ -35,6 +35,10 @@ class EmbedderMismatchError(LibraryError, ValueError):
     """The library was built with another embedder, fade or crop setting."""
 
 
+class LibraryPathError(LibraryError, ValueError):
+    """The library location cannot hold libraries (a file where a folder is needed)."""
+
+
 class LibraryLockedError(LibraryError):
     """Another process holds the embedded library folder."""
 

@@ -538,8 +538,9 @@ def test_a_region_round_the_objects_is_no_example(scene_files, tmp_path):
 def test_crops_of_examples_taken_from_a_stack_frame_are_cut_again(scene_files, tmp_path):
     """An example added from frame 1 of a stack records that frame: `library export --crops`
     and `library reembed` cut its crop from it (they failed: "holds a stack of 2 frames")."""
-    import tifffile
     import zipfile
+
+    import tifffile
 
     f = scene_files
     rgb = cv2.imread(str(f["image"]))[..., ::-1]
@@ -555,3 +556,30 @@ def test_crops_of_examples_taken_from_a_stack_frame_are_cut_again(scene_files, t
     assert r.exit_code == 0 and "1 crops" in r.stderr, r.output
     with zipfile.ZipFile(out) as z:
         assert any(n.startswith("crops/") for n in z.namelist())
+
+
+def test_store_settings_that_cannot_work_are_one_line_naming_where_they_come_from(scene_files, tmp_path,
+                                                                                    monkeypatch):
+    """A library path that is a file (an internal error before), SAM_DETECT_DEBUG=0 (it turned
+    tracebacks on), and --store memory without a path (its examples were lost at exit)."""
+    from conftest import run_main
+
+    f = scene_files
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    monkeypatch.setenv("SAM_DETECT_LIBRARY_PATH", str(afile))
+    code, _, err = run_main("library", "list")
+    assert code == 1 and "internal error" not in err
+    assert "is a file; the edge store needs a folder (--library-path, or SAM_DETECT_LIBRARY_PATH)" in err
+    monkeypatch.setenv("SAM_DETECT_DEBUG", "0")
+    code, _, err = run_main("library", "list", "--qdrant-url", "garbage")
+    assert code == 2 and "Traceback" not in err
+    monkeypatch.delenv("SAM_DETECT_LIBRARY_PATH")  # the per-user data folder, here under a temp home
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "home" / "data"))
+    code, _, err = run_main("add", str(f["image"]), "--label", "shape", "--labels", str(f["labels"]), "--limit", "1",
+                            "--store", "memory", "--segmenter", "classical", "-q")
+    assert code == 0, err
+    assert list((tmp_path / "home").rglob("memory_store.npz"))
+    code, out, err = run_main("library", "list", "--store", "memory")
+    assert code == 0 and "default" in out

@@ -201,7 +201,10 @@ def test_qdrant_url_with_another_store_is_bad_input():
     code, _, err = run_main(
         "library", "list", "--store", "edge", "--qdrant-url", "http://localhost:6333"
     )
-    assert code == 2 and "--qdrant-url needs --store qdrant" in err
+    assert code == 2 and "Invalid value for --qdrant-url: a server URL needs --store qdrant (got --store edge)" in err
+    for url in ("garbage", "ftp://x", "http://127.0.0.1:99999"):  # internal errors before
+        code, _, err = run_main("library", "list", "--qdrant-url", url)
+        assert code == 2 and f"{url!r} is no server URL" in err, err
 
 
 def test_edge_store_through_the_cli(libdir):

@@ -67,7 +67,7 @@ class LazyGroup(click.Group):
         except (KeyboardInterrupt, SystemExit, GeneratorExit):
             raise
         except Exception as e:
-            if os.environ.get(DEBUG_ENV):
+            if os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "off", "false", "no"):
                 raise
             # Not a user's mistake but a bug: still one line, with the way to see the details.
             raise click.ClickException(

@@ -164,13 +164,29 @@ def store_config(opts: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     store = opts.get("store") or ("qdrant" if opts.get("qdrant_url") else default("store"))
     store_opts: dict[str, Any] = {}
     if opts.get("qdrant_url"):
+        import os
+        from urllib.parse import urlsplit
+
+        hint = "--qdrant-url" if os.environ.get("SAM_DETECT_QDRANT_URL") != opts["qdrant_url"] else \
+            "SAM_DETECT_QDRANT_URL (or --qdrant-url)"
         if store != "qdrant":
-            raise click.BadParameter("--qdrant-url needs --store qdrant", param_hint="--qdrant-url")
+            raise click.BadParameter(f"a server URL needs --store qdrant (got --store {store})", param_hint=hint)
+        url = str(opts["qdrant_url"])
+        try:
+            port_ok = urlsplit(url).port is None or 0 < urlsplit(url).port < 65536
+        except ValueError:  # a port past 65535 or not a number
+            port_ok = False
+        if not url.startswith(("http://", "https://")) or not urlsplit(url).hostname or not port_ok:
+            raise click.BadParameter(f"{url!r} is no server URL; give one like http://localhost:6333", param_hint=hint)
         store_opts["url"] = opts["qdrant_url"]
         if opts.get("qdrant_api_key"):
             store_opts["api_key"] = opts["qdrant_api_key"]
     elif opts.get("library_path"):  # else the store's own default folder
         store_opts["path"] = opts["library_path"]
+    elif store == "memory":  # a command's memory store lives in a file: in memory alone, an add was lost at exit
+        from sam_detect.paths import default_library_path
+
+        store_opts["path"] = str(default_library_path())
     return store, store_opts
 
 

@@ -28,7 +28,12 @@ from typing import Any
 
 import numpy as np
 
-from sam_detect.errors import LibraryError, LibraryLockedError, LibraryNotFoundError
+from sam_detect.errors import (
+    LibraryError,
+    LibraryLockedError,
+    LibraryNotFoundError,
+    LibraryPathError,
+)
 from sam_detect.store._common import (
     COUNT_KEY,
     LABEL_KEY,
@@ -108,7 +113,8 @@ class EdgeStore(Store):
         _edge()
         p = Path(path).expanduser() if path else default_library_dir()
         if p.exists() and not p.is_dir():
-            raise ValueError(f"library path {p} is a file; the edge store needs a folder")
+            raise LibraryPathError(f"library path {p} is a file; the edge store needs a folder (--library-path, "
+                                   "or SAM_DETECT_LIBRARY_PATH)")
         p.mkdir(parents=True, exist_ok=True)
         self.path = p
         self.hnsw_ef = int(hnsw_ef)

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from sam_detect.errors import LibraryError, LibraryLockedError
+from sam_detect.errors import LibraryError, LibraryLockedError, LibraryPathError
 from sam_detect.store._common import (
     COUNT_KEY,
     LABEL_KEY,
@@ -155,7 +155,8 @@ class QdrantStore(Store):
             self.backend = "qdrant-local"
             p = Path(path).expanduser() if path else default_library_dir()
             if p.exists() and not p.is_dir():
-                raise ValueError(f"library path {p} is a file; the qdrant store needs a folder")
+                raise LibraryPathError(f"library path {p} is a file; the qdrant store needs a folder (--library-path, "
+                                   "or SAM_DETECT_LIBRARY_PATH)")
             p.mkdir(parents=True, exist_ok=True)
             self.path = p
             self._where = f"library folder {p}"
