@@ -613,3 +613,66 @@ def test_eight_bit_pixels_in_a_wider_type_are_read_as_they_are():
     assert to_rgb_uint8(rgb.astype(np.float64) * 2).max() == 255  # past 255
     mask = (rng.random((16, 16)) > 0.5).astype(np.float64)
     assert to_rgb_uint8(mask).max() == 255  # 0/1: a mask, stretched to 0/255
+
+
+def test_tiffs_of_other_photometric_kinds_and_a_png_named_tif_read_as_viewers_show_them(tmp_path):
+    """MinIsWhite (read inverted), palette (read as indices), CMYK (inks read as RGB) and grey
+    + alpha (merged by max: all white) TIFFs, and PNG data named .tif (called a corrupt TIFF),
+    read as the image they show."""
+    import tifffile
+    from PIL import Image
+    from skimage import data as skd
+
+    from sam_detect.io.images import load_image
+
+    c = skd.coins()
+    grey = np.dstack([c, c, c])
+    cases = {}
+    tifffile.imwrite(tmp_path / "miniswhite.tif", 255 - c, photometric="miniswhite")
+    cases["miniswhite.tif"] = c
+    tifffile.imwrite(tmp_path / "greyalpha.tif", np.dstack([c, np.full_like(c, 255)]), photometric="minisblack",
+                     extrasamples=["unassalpha"])
+    cases["greyalpha.tif"] = c
+    Image.fromarray(grey).convert("CMYK").save(tmp_path / "cmyk.tif")
+    cases["cmyk.tif"] = c
+    Image.fromarray(c).save(tmp_path / "png_as.tif", format="PNG")
+    cases["png_as.tif"] = c
+    pal = Image.fromarray(grey).quantize(64)
+    pal.save(tmp_path / "palette.tif")
+    cases["palette.tif"] = np.asarray(pal.convert("L"))
+    for name, want in cases.items():
+        got = load_image(tmp_path / name).rgb[..., 0].astype(np.int16)
+        assert np.abs(got - want.astype(np.int16)).max() <= 2, name
+
+
+def test_a_16_bit_colour_png_stored_turned_is_read_upright():
+    """Its pixels come from OpenCV (Pillow keeps 8 of the 16 bits), which ignores the EXIF
+    orientation that the 8-bit formats are turned by: it came out turned."""
+    import struct
+    import tempfile
+    import zlib
+    from pathlib import Path
+
+    import cv2
+    from PIL import Image
+
+    from sam_detect.io.images import load_image
+
+    upright = np.zeros((30, 50, 3), np.uint16)
+    upright[2:8, 3:20] = (60000, 30000, 1000)  # a bar at the top left, upright
+    stored = np.rot90(upright, 1).copy()  # orientation 6: stored turned a quarter to the left
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    payload = exif.tobytes()[6:]
+    with tempfile.TemporaryDirectory() as d:
+        raw = Path(d) / "raw.png"
+        cv2.imwrite(str(raw), cv2.cvtColor(stored, cv2.COLOR_RGB2BGR))
+        b = raw.read_bytes()
+        i = b.index(b"IDAT") - 4
+        chunk = struct.pack(">I", len(payload)) + b"eXIf" + payload + struct.pack(
+            ">I", zlib.crc32(b"eXIf" + payload) & 0xFFFFFFFF)
+        path = Path(d) / "turned16.png"
+        path.write_bytes(b[:i] + chunk + b[i:])
+        loaded = load_image(path)
+    assert loaded.original.shape == upright.shape
+    np.testing.assert_array_equal(loaded.original, upright)

@@ -1,8 +1,9 @@
 """Image loading and normalisation to the RGB uint8 the models see.
 
 Every stage after loading works on ``(H, W, 3)`` uint8 RGB in the *original pixel
-coordinates* (nothing is resized here; EXIF orientation is not applied, so coordinates
-are those of the stored pixel grid). :func:`load_image` reads PNG/JPEG/BMP/WebP (Pillow;
+coordinates* (nothing is resized here; a PNG, JPEG or WebP whose EXIF orientation says
+its pixels are stored turned is turned upright, as viewers show it, so coordinates are
+those of the upright image; a TIFF's orientation tag is not applied, as Fiji does not). :func:`load_image` reads PNG/JPEG/BMP/WebP (Pillow;
 never BGR), TIFF (tifffile, using the series axes metadata: OME ``CTYX``, ImageJ
 hyperstacks, plain multi-page stacks) and NumPy ``.npy`` arrays (``(H, W)``, ``(H, W, C)``
 with ``C`` ≤ 4, or stacks of those along leading axes, e.g. ``(N, H, W, 3)``), picks a
@@ -355,7 +356,8 @@ def _read_canonical(p: Path) -> tuple[np.ndarray, str, str, tuple[int, ...]]:
         raise ImageLoadError(f"{p}: not a file")
     if p.stat().st_size == 0:
         raise ImageLoadError(f"{p}: file is empty (0 bytes)")
-    if p.suffix.lower() in _TIFF_EXTENSIONS or _looks_like_tiff(p):
+    tiff_named = p.suffix.lower() in _TIFF_EXTENSIONS
+    if (tiff_named and (_looks_like_tiff(p) or not _looks_like_other(p))) or _looks_like_tiff(p):
         data, axes = _read_tiff(p)
     elif p.suffix.lower() in ARRAY_EXTENSIONS or _looks_like_npy(p):
         data, axes = _read_npy(p)
@@ -450,6 +452,20 @@ def _series_hw(axes: str, shape: tuple[int, ...]) -> tuple[int, int]:
     return h, w
 
 
+def _looks_like_other(p: Path) -> bool:
+    """Whether a file holds PNG, JPEG, GIF, BMP or WebP data (whatever its name says: a PNG
+    named ``.tif`` was called a corrupt TIFF)."""
+    with open(p, "rb") as fh:
+        head = fh.read(12)
+    return head.startswith((b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM")) or (head[:4] == b"RIFF" and head[8:] == b"WEBP")
+
+
+#: TIFF photometric interpretations whose pixels are not the image's levels as they stand:
+#: MinIsWhite (0, inverted), Palette (3, colour-table indices), Separated (5, CMYK inks).
+#: Pillow reads a one-image file of these as it shows them.
+_PIL_PHOTOMETRIC = (0, 3, 5)
+
+
 def _read_tiff(p: Path) -> tuple[np.ndarray, str]:
     import tifffile
 
@@ -460,14 +476,23 @@ def _read_tiff(p: Path) -> tuple[np.ndarray, str]:
             series = tif.series[0]
             axes = series.axes.upper()
             shape = tuple(int(x) for x in series.shape)
+            page = series.keyframe
+            photometric = int(getattr(page, "photometric", 1))
+            if photometric in _PIL_PHOTOMETRIC and len(tif.pages) == 1:
+                return _read_pil(p)  # inverted, indexed or CMYK: as viewers show it
             check_series_size(p, axes, shape, series.dtype.itemsize)
             data = series.asarray()
+            # grey + alpha: the alpha sample is no channel of the image (merged by max, all white)
+            grey_alpha = (photometric == 1 and axes.endswith("S") and shape[-1] == 2
+                          and len(getattr(page, "extrasamples", ()) or ()) == 1)
     except ImageLoadError:
         raise
     except Exception as e:  # tifffile raises many types for corrupt data
         raise ImageLoadError(
             f"{p}: cannot read TIFF ({type(e).__name__}: {e}); the file may be truncated or corrupt"
         ) from e
+    if grey_alpha:
+        data, axes = data[..., 0], axes[:-1]
     if len(axes) != data.ndim:  # defensive: tifffile squeezes, axes normally match
         axes = _default_axes(data.shape)
     return data, axes
@@ -488,7 +513,8 @@ def _read_pil(p: Path) -> tuple[np.ndarray, str]:
             fmt = im.format
             # upright, as viewers show it (and as boxes and clicks drawn in them are): a
             # camera's JPEG may store its pixels turned and say so in its EXIF orientation
-            if im.getexif().get(0x0112, 1) not in (0, 1):  # (a copy only where it is turned)
+            orientation = im.getexif().get(0x0112, 1)
+            if orientation not in (0, 1):  # (a copy only where it is turned)
                 im = ImageOps.exif_transpose(im)
             if mode in ("P", "PA"):
                 im = im.convert("RGBA" if "transparency" in im.info or mode == "PA" else "RGB")
@@ -513,8 +539,17 @@ def _read_pil(p: Path) -> tuple[np.ndarray, str]:
         ) from e
     if fmt == "PNG" and data.ndim == 3 and _png_bit_depth(p) == 16:
         data = _read_png16_colour(p)  # Pillow reduces 16-bit colour PNGs to 8 bits
+        data = np.ascontiguousarray(_UPRIGHT.get(orientation, lambda x: x)(data))  # as Pillow turned it
     axes = "YX" if data.ndim == 2 else "YXS"
     return data, axes
+
+
+#: an EXIF orientation's turn as NumPy makes it (Pillow's ``ImageOps.exif_transpose``, for the
+#: 16-bit colour PNG that OpenCV reads as stored)
+_UPRIGHT = {
+    2: lambda x: x[:, ::-1], 3: lambda x: x[::-1, ::-1], 4: lambda x: x[::-1], 5: lambda x: np.swapaxes(x, 0, 1),
+    6: lambda x: np.rot90(x, -1), 7: lambda x: np.rot90(x, -1)[::-1], 8: lambda x: np.rot90(x, 1),
+}
 
 
 def _png_bit_depth(p: Path) -> int:
@@ -586,6 +621,8 @@ def _read_tiff_frame(p: Path, frame: int | None):
     """
     if p.suffix.lower() not in _TIFF_EXTENSIONS or not p.is_file() or p.stat().st_size == 0:
         return None  # the full read reports missing and empty files
+    if not _looks_like_tiff(p) and _looks_like_other(p):
+        return None  # a PNG or JPEG named .tif: the full read takes it by its content
     import tifffile
 
     try:
