@@ -676,3 +676,23 @@ def test_a_16_bit_colour_png_stored_turned_is_read_upright():
         loaded = load_image(path)
     assert loaded.original.shape == upright.shape
     np.testing.assert_array_equal(loaded.original, upright)
+
+
+def test_a_tiff_with_a_thumbnail_first_is_read_as_its_image_and_the_pixel_limit_must_be_positive(
+        tmp_path, monkeypatch):
+    """A reduced-resolution page stored before the image (a scanner's thumbnail) was read as
+    the image; SAM_DETECT_MAX_PIXELS=0 was the default limit, silently."""
+    import tifffile
+
+    from sam_detect.errors import ImageLoadError
+    from sam_detect.io.images import load_image
+
+    image = (np.arange(120 * 160, dtype=np.uint32) % 251).astype(np.uint8).reshape(120, 160)
+    path = tmp_path / "thumb_first.tif"
+    with tifffile.TiffWriter(path) as tw:
+        tw.write(image[::8, ::8], subfiletype=1, metadata=None)
+        tw.write(image, metadata=None)
+    assert load_image(path).original.shape == (120, 160)
+    monkeypatch.setenv("SAM_DETECT_MAX_PIXELS", "0")
+    with pytest.raises(ImageLoadError, match="must be a positive number of pixels, got '0'"):
+        load_image(path)

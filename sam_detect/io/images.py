@@ -416,8 +416,9 @@ def max_pixels() -> int:
             n = int(value)
         except ValueError:
             raise ImageLoadError(f"{MAX_PIXELS_ENV} must be a whole number of pixels, got {value!r}") from None
-        if n > 0:
-            return n
+        if n <= 0:  # 0 or less was the default limit, silently
+            raise ImageLoadError(f"{MAX_PIXELS_ENV} must be a positive number of pixels, got {value!r}")
+        return n
     return MAX_PIXELS
 
 
@@ -466,6 +467,22 @@ def _looks_like_other(p: Path) -> bool:
 _PIL_PHOTOMETRIC = (0, 3, 5)
 
 
+def _main_series(tif: Any) -> Any:
+    """The image of a TIFF of several series of other sizes: the one of the most pixels a
+    plane (a thumbnail or a label page stored first was read as the image, silently)."""
+    series = tif.series
+    if len(series) == 1:
+        return series[0]
+
+    def plane(s: Any) -> int:
+        axes = s.axes.upper()
+        if "Y" not in axes or "X" not in axes:
+            return 0
+        return int(s.shape[axes.index("Y")]) * int(s.shape[axes.index("X")])
+
+    return max(series, key=plane)  # ties: the first
+
+
 def _read_tiff(p: Path) -> tuple[np.ndarray, str]:
     import tifffile
 
@@ -473,7 +490,7 @@ def _read_tiff(p: Path) -> tuple[np.ndarray, str]:
         with tifffile.TiffFile(p) as tif:
             if not tif.series:
                 raise ImageLoadError(f"{p}: TIFF holds no image data")
-            series = tif.series[0]
+            series = _main_series(tif)
             axes = series.axes.upper()
             shape = tuple(int(x) for x in series.shape)
             page = series.keyframe
@@ -629,7 +646,7 @@ def _read_tiff_frame(p: Path, frame: int | None):
         with tifffile.TiffFile(p) as tif:
             if not tif.series:
                 return None
-            series = tif.series[0]
+            series = _main_series(tif)
             axes = series.axes.upper()
             shape = tuple(int(x) for x in series.shape)
             page_shape = tuple(int(x) for x in series.keyframe.shape)
