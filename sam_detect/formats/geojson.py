@@ -68,8 +68,9 @@ def _label_of(props: Any) -> str | None:
     if not isinstance(props, dict):
         return None
     cls = props.get("classification")
-    if isinstance(cls, dict) and _class_name(cls):
-        return _class_name(cls)
+    name = _class_name(cls) if isinstance(cls, dict) else None
+    if name:
+        return name
     if isinstance(cls, str) and cls:
         return cls
     for key in ("name", "label"):

@@ -57,10 +57,8 @@ def _global_threshold(x: np.ndarray, method: str) -> float:
 
     if flat(x):
         return float(np.max(x))  # one level: no object above it (each method fails or splits rounding)
-    if method == "otsu":
-        return otsu(x)
     fn = {
-        "otsu": filters.threshold_otsu,
+        "otsu": otsu,
         "li": filters.threshold_li,
         "triangle": filters.threshold_triangle,
         "yen": filters.threshold_yen,
