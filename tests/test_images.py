@@ -696,3 +696,32 @@ def test_a_tiff_with_a_thumbnail_first_is_read_as_its_image_and_the_pixel_limit_
     monkeypatch.setenv("SAM_DETECT_MAX_PIXELS", "0")
     with pytest.raises(ImageLoadError, match="must be a positive number of pixels, got '0'"):
         load_image(path)
+
+
+@pytest.mark.parametrize("suffix", [".gif", ".png", ".webp"])
+def test_an_animated_image_is_a_stack_of_its_frames(tmp_path, suffix):
+    """An animated GIF, PNG or WebP was read as its first frame without a word: now it is a
+    stack, as a TIFF's frames are (a frame picked with ``frame=``, every frame by video)."""
+    frames = []
+    for i in range(4):
+        a = np.zeros((40, 48), np.uint8)
+        a[5 + 6 * i: 15 + 6 * i, 8:20] = 200
+        frames.append(a)
+    path = tmp_path / f"moving{suffix}"
+    extra = {"lossless": True} if suffix == ".webp" else {}
+    Image.fromarray(frames[0]).save(path, save_all=True, append_images=[Image.fromarray(f) for f in frames[1:]],
+                                    duration=100, **extra)
+    with pytest.raises(ImageLoadError, match="holds a stack of 4 frames"):
+        load_image(path)
+    for k in (0, 3):
+        grey = load_image(path, frame=k).rgb[..., 0]
+        np.testing.assert_array_equal(grey > 100, frames[k] > 100)
+    stack, _ = read_stack(path)
+    assert stack.shape[:3] == (4, 40, 48)
+    from sam_detect.video import open_source
+
+    with open_source(path) as src:
+        assert sum(1 for _ in src) == 4
+    still = tmp_path / f"still{suffix}"
+    Image.fromarray(frames[1]).save(still, **extra)  # one frame: an image as before
+    assert load_image(still).rgb.shape == (40, 48, 3)

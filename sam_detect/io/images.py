@@ -516,7 +516,7 @@ def _read_tiff(p: Path) -> tuple[np.ndarray, str]:
 
 
 def _read_pil(p: Path) -> tuple[np.ndarray, str]:
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
 
     try:
         with warnings.catch_warnings():
@@ -524,22 +524,23 @@ def _read_pil(p: Path) -> tuple[np.ndarray, str]:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(p)
         with im:
-            _check_size(p, int(im.size[1]), int(im.size[0]))
+            n_frames = int(getattr(im, "n_frames", 1))
+            _check_size(p, int(im.size[1]) * n_frames, int(im.size[0]))
             im.load()
             mode = im.mode
             fmt = im.format
             # upright, as viewers show it (and as boxes and clicks drawn in them are): a
             # camera's JPEG may store its pixels turned and say so in its EXIF orientation
             orientation = im.getexif().get(0x0112, 1)
-            if orientation not in (0, 1):  # (a copy only where it is turned)
-                im = ImageOps.exif_transpose(im)
-            if mode in ("P", "PA"):
-                im = im.convert("RGBA" if "transparency" in im.info or mode == "PA" else "RGB")
-            elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
-                im = im.convert("RGB")
-            elif mode == "LA":
-                im = im.convert("L")
-            data = np.array(im)
+            data = _pil_array(im, mode, orientation)
+            if n_frames > 1:  # an animated GIF, PNG or WebP: its frames as a stack, as a TIFF's
+                frames = [data]
+                for k in range(1, n_frames):
+                    im.seek(k)
+                    frames.append(_pil_array(im, mode, orientation))
+                    if frames[-1].shape != data.shape:
+                        raise ImageLoadError(f"{p}: frame {k} has shape {frames[-1].shape}, the first {data.shape}")
+                data = np.stack(frames)
     except ImageLoadError:
         raise
     except Image.DecompressionBombError as e:
@@ -554,11 +555,31 @@ def _read_pil(p: Path) -> tuple[np.ndarray, str]:
         raise ImageLoadError(
             f"{p}: cannot decode image ({e}); the file may be truncated or corrupt"
         ) from e
+    if n_frames > 1:
+        return data, ("TYX" if data.ndim == 3 else "TYXS")
     if fmt == "PNG" and data.ndim == 3 and _png_bit_depth(p) == 16:
         data = _read_png16_colour(p)  # Pillow reduces 16-bit colour PNGs to 8 bits
         data = np.ascontiguousarray(_UPRIGHT.get(orientation, lambda x: x)(data))  # as Pillow turned it
     axes = "YX" if data.ndim == 2 else "YXS"
     return data, axes
+
+
+def _pil_array(im: Any, mode: str, orientation: int) -> np.ndarray:
+    """One frame of an open Pillow image as an array: upright and in a mode NumPy holds
+    (``mode``: the first frame's, so that every frame of an animation is read alike)."""
+    from PIL import ImageOps
+
+    if orientation not in (0, 1):  # (a copy only where it is turned)
+        im = ImageOps.exif_transpose(im)
+    if mode in ("P", "PA"):
+        im = im.convert("RGBA" if "transparency" in im.info or mode == "PA" else "RGB")
+    elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        im = im.convert("RGB")
+    elif mode == "LA":
+        im = im.convert("L")
+    elif im.mode != mode:  # a later frame of an animation stored another way
+        im = im.convert(mode)
+    return np.array(im)
 
 
 #: an EXIF orientation's turn as NumPy makes it (Pillow's ``ImageOps.exif_transpose``, for the

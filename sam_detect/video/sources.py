@@ -52,6 +52,18 @@ VIDEO_EXTENSIONS = (
     ".flv",
 )
 STACK_EXTENSIONS = (".tif", ".tiff", ".npy")
+#: image files that may hold an animation: read as a stack when they do
+ANIMATED_EXTENSIONS = (".gif", ".png", ".webp")
+
+
+def _animated(path: Path) -> bool:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return int(getattr(im, "n_frames", 1)) > 1
+    except Exception:  # not an image Pillow reads: the other readers say why
+        return False
 
 
 class ImageFolderSource(FrameSource):
@@ -284,7 +296,7 @@ def open_source(
             f"{s}: no such file, folder or camera; expected a video file, an image folder or "
             "glob, a TIFF stack, a camera index such as 0, or a stream URL"
         )
-    elif p.suffix.lower() in STACK_EXTENSIONS:
+    elif p.suffix.lower() in STACK_EXTENSIONS or (p.suffix.lower() in ANIMATED_EXTENSIONS and _animated(p)):
         src = StackSource(p, frames=frames, fps=fps, channel=channel, planes_as_frames=planes_as_frames)
     elif p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".webp"):
         src = ImageFolderSource(p, frames=frames, fps=fps, channel=channel)
