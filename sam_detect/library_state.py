@@ -22,6 +22,22 @@ from sam_detect.instances import NEGATIVE
 log = logging.getLogger("sam_detect")
 
 
+def typical_area(labels: list[str], payloads: list[dict]) -> float | None:
+    """The object area (pixels) that the library's candidates are embedded at: the scale its
+    examples' vectors were made at (each payload's ``embed_area``: an ``add`` embeds at the
+    library's scale, the first at the median of its own examples), so that an example and a
+    candidate are always compared at one scale, whichever add came first. A library whose
+    examples do not all record it (made before they did): the median example area, as then.
+    ``None`` without a positive example."""
+    positive = [pay or {} for lab, pay in zip(labels, payloads, strict=True) if lab != NEGATIVE]
+    scales = [float(pay["embed_area"]) for pay in positive if pay.get("embed_area")]
+    if scales and len(scales) == len(positive):
+        return float(np.median(scales))
+    areas = [float(pay.get("area") or 0) for pay in positive]
+    areas = [a for a in areas if a > 0]
+    return float(np.median(areas)) if areas else None
+
+
 class LibraryState:
     """The library's proposal profile, decision settings and shared example features."""
 
@@ -215,9 +231,7 @@ class LibraryState:
         meta = self._library_meta()
         twins = twin_pairs(payloads)
         decision = fit_decision(vectors, labels, views_of(meta.embedder_id if meta else ""), twins)
-        areas = [float(pay.get("area") or 0) for lab, pay in zip(labels, payloads, strict=True) if lab != NEGATIVE]
-        positive_areas = [a for a in areas if a > 0]
-        decision["typical_area"] = float(np.median(positive_areas)) if positive_areas else None
+        decision["typical_area"] = typical_area(labels, payloads)
         joint = joint_labels(labels)
         if profile is None:
             profile = self._extra("profile")

@@ -516,6 +516,7 @@ class SAMDetect(DetectorStages, LibraryState):
                 {"source": source, "box": [float(v) for v in instances.boxes[i]], "area": int(areas[i]),
                  "added": now, "mask_rle": crop_to_rle(crop, (cols.start, rows.start), instances.image_hw),
                  "shape": shapes[i], "image_key": key,
+                 "embed_area": typical,  # the scale its vector was made at (library_state: typical_area)
                  "added_ns": measured_at + i}  # the order examples were added in, to the example
             )
             if unlabelled is not None:

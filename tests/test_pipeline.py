@@ -527,3 +527,31 @@ def test_an_image_labelled_in_full_comes_back_as_labelled(scene):
     assert all(max(_iou(m, f) for f in found.masks) == 1.0 for m in masks)
     (note,) = found.metadata["notes"]
     assert note.startswith("6 of the library's examples were drawn on this image: 6 returned as drawn")
+
+
+def test_examples_and_candidates_are_embedded_at_one_scale_whichever_add_came_first():
+    """The ``views`` network sees each object at a scale set by the library's typical area.
+    An ``add`` embeds at the library's scale (the first at its own median area), so the
+    candidates must be embedded at that scale too: the median of all areas, used before,
+    compared examples made at one scale with candidates made at another, and which add came
+    first changed the similarities (a fixed threshold lost half the objects)."""
+    from sam_detect.library_state import typical_area
+
+    img, on, off = dots_on_a_plateau()
+    det = SAMDetect(store="memory", segmenter="classical", embedder="views", library="dots")
+    small = np.zeros_like(off[:2])
+    small[:, :20] = off[:2, :20]  # two dots cut in half: a small first add
+    det.add_examples(img, Instances(masks=small), ["dot"] * 2)
+    first = float(np.median(small.sum(axis=(1, 2))))
+    assert det.decision["typical_area"] == first
+    det.add_examples(img, Instances(masks=off[2:5]), ["dot"] * 3)
+    pays = [pay for _, _, _, ps in det.store.iter_examples("dots") for pay in ps]
+    assert [p["embed_area"] for p in pays] == [first] * 5
+    areas = [p["area"] for p in pays]
+    assert np.median(areas) != first  # what the candidates were embedded at before
+    assert det.decision["typical_area"] == first
+    # a library whose examples do not all say their scale (made before they did): as then
+    for p in pays[:1]:
+        del p["embed_area"]
+    assert typical_area(["dot"] * 5, pays) == float(np.median(areas))
+    assert typical_area(["__negative__"], [{"area": 5, "embed_area": 5}]) is None

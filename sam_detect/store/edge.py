@@ -115,8 +115,7 @@ class EdgeStore(Store):
         if p.exists() and not p.is_dir():
             raise LibraryPathError(f"library path {p} is a file; the edge store needs a folder (--library-path, "
                                    "or SAM_DETECT_LIBRARY_PATH)")
-        p.mkdir(parents=True, exist_ok=True)
-        self.path = p
+        self.path = p  # made by the first create_library: reading a missing folder leaves none behind
         self.hnsw_ef = int(hnsw_ef)
         self.exact = bool(exact)
         self.optimize_after = int(optimize_after)
@@ -138,6 +137,8 @@ class EdgeStore(Store):
     def list_libraries(self) -> list[str]:
         self._check_open()
         names = []
+        if not self.path.is_dir():
+            return names
         for d in self.path.iterdir():
             if d.is_dir() and not d.name.startswith(".") and (d / META_FILE).is_file():
                 names.append(d.name)
@@ -190,6 +191,7 @@ class EdgeStore(Store):
                 raise LibraryError(
                     f"{final} exists and is not an edge library; pick another library name"
                 )
+            self.path.mkdir(parents=True, exist_ok=True)
             # build it beside the final place, then rename: a crash leaves no half library
             # (only this folder, which the next open removes: see edge_files.sweep)
             tmp = self.path / f".{name}.creating-{os.getpid()}-{uuid.uuid4().hex[:8]}"
