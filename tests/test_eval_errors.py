@@ -96,6 +96,28 @@ def test_a_missed_object_whose_candidate_a_filter_dropped_says_which_filter():
     assert pool_errors(pool_errors({}, e), e)["dropped_by"] == {"unlabelled": 2}
 
 
+def test_below_iou_half_an_object_fitting_two_is_a_merge_not_a_candidate_left_unkept():
+    """At IoU 0.3 one kept object can fit two annotated halves (0.57 and 0.43); the half it
+    was not matched to is missed inside a merge, as at 0.5, not "a candidate fitted it, but
+    the vote kept none"; and a pair at exactly the threshold, held as float32, is a match."""
+    rec = _record()
+    rec.out_iou = np.zeros((1, 2), np.float32)
+    rec.out_iou[0] = (0.571, 0.429)
+    rec.out_cut, rec.out_area, rec.out_labels = np.zeros(1, bool), np.full(1, 140.0), ["a"]
+    rec.gt_cut, rec.gt_area, rec.gt_labels = np.zeros(2, bool), np.array([80.0, 60.0]), ["a", "a"]
+    rec.iou = rec.out_iou.copy()  # the candidate that was kept
+    rec.ignore = np.zeros(2, bool)
+    for t in (0.3, 0.5):
+        m = MetricsAccumulator((t,)).add_matrix(rec.out_iou, rec.out_labels, rec.gt_labels, rec.ignore)
+        e = error_breakdown([rec], [m], t)
+        assert e["missed"]["in_merge"] == 1 and e["missed"]["not_kept"] == 0
+    rec.out_iou[0] = (0.7, 0.0)
+    rec.iou = rec.out_iou.copy()
+    m = MetricsAccumulator((0.7,)).add_matrix(rec.out_iou, rec.out_labels, rec.gt_labels, rec.ignore)
+    e = error_breakdown([rec], [m], 0.7)
+    assert sum(e["false"].values()) == 0 and e["missed"]["not_proposed"] == 1
+
+
 def test_a_record_without_the_geometry_gives_no_breakdown():
     rec = _record()
     rec.out_cut = None

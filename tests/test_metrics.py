@@ -72,6 +72,17 @@ def test_matching_threshold_is_inclusive_and_validated():
         match_iou_matrix(iou, 0.0)
 
 
+@pytest.mark.parametrize("threshold", [0.7, 0.9, 0.65, 0.95])
+def test_an_iou_of_exactly_the_threshold_held_as_float32_qualifies(threshold):
+    """eval keeps its IoU matrices as float32: float32(0.7) lies below the float64 0.7, so
+    a pair at exactly 0.7 (196 of 280 pixels) was counted a miss at --iou 0.7."""
+    for dtype in (np.float32, np.float64):
+        iou = np.array([[threshold, 0.0], [0.0, 0.2]], dtype)
+        assert match_iou_matrix(iou, threshold).tp == 1
+    assert match_iou_matrix(np.array([[196 / 280]], np.float32), 0.7).tp == 1
+    assert match_iou_matrix(np.array([[np.nextafter(np.float32(threshold), 0)]], np.float32), threshold).tp == 0
+
+
 def test_match_masks_empty_sides():
     m = match_masks(np.zeros((0, *HW), bool), np.stack(GT3), 0.5)
     assert (m.tp, m.fp, m.fn) == (0, 0, 3)

@@ -53,6 +53,12 @@ def parse_iou(spec: str) -> tuple[float, ...]:
         raise click.BadParameter(
             f"expected IoU thresholds in (0, 1] like 0.3,0.5, got {spec!r}", param_hint="--iou"
         )
+    shown = [f"{v:g}" for v in vals]  # how the report and --json name each one
+    if len(set(shown)) < len(shown):
+        raise click.BadParameter(
+            f"IoU thresholds that read alike ({', '.join(sorted({t for t in shown if shown.count(t) > 1}))}) "
+            f"in {spec!r}: give each once", param_hint="--iou"
+        )
     return vals
 
 

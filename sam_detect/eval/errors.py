@@ -69,6 +69,8 @@ def error_breakdown(records: Sequence[Any], matches: Sequence[dict], iou: float)
     ``matches``: per record, ``{iou: ImageMatch}`` of what detect returned. ``None`` where a
     record lacks the geometry (made by an older version).
     """
+    # the records hold IoUs as float32: an IoU of exactly the threshold is float32(iou) there
+    at = float(np.float32(iou))
     false = dict.fromkeys((k for k, _ in FALSE_KINDS), 0)
     missed = dict.fromkeys((k for k, _ in MISSED_KINDS), 0)
     dropped_by: dict[str, int] = {}
@@ -91,7 +93,7 @@ def error_breakdown(records: Sequence[Any], matches: Sequence[dict], iou: float)
         for p in im.fp_pred:
             best = float(out_iou[p].max(initial=0.0))  # examples too: a loose outline of one overlaps it
             g = int(np.argmax(out_iou[p] * live)) if live.any() else -1
-            if g >= 0 and out_iou[p, g] >= iou:
+            if g >= 0 and out_iou[p, g] >= at:
                 false["other_class" if out_labels[p] != gt_labels[g] else "duplicate"] += 1
             elif best <= NO_OVERLAP and rec.out_cut[p]:
                 false["border_unannotated"] += 1
@@ -106,15 +108,17 @@ def error_breakdown(records: Sequence[Any], matches: Sequence[dict], iou: float)
         for g in im.fn_gt:
             col = out_iou[:, g]
             missed_border += int(rec.gt_cut[g])
-            if any(out_labels[p] != gt_labels[g] for p in np.flatnonzero(col >= iou)):
+            if any(out_labels[p] != gt_labels[g] for p in np.flatnonzero(col >= at)):
                 missed["other_class"] += 1
-            elif cand.size and cand[:, g].max() >= iou:
+            elif (col >= at).any():  # a kept object fits it, and was matched to a neighbour it takes in too
+                missed["in_merge"] += 1
+            elif cand.size and cand[:, g].max() >= at:
                 missed["not_kept"] += 1
             elif (takes[:, g] & (takes.sum(axis=1) >= 2)).any():
                 missed["in_merge"] += 1
             elif (col > NO_OVERLAP).any():
                 missed["outline"] += 1
-            elif gone is not None and gone[g] >= iou:
+            elif gone is not None and gone[g] >= at:
                 missed["dropped"] += 1
                 why = str(rec.dropped_why[g])
                 dropped_by[why] = dropped_by.get(why, 0) + 1

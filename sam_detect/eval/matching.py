@@ -69,7 +69,11 @@ def match_iou_matrix(iou: np.ndarray, threshold: float = 0.5) -> Matching:
     """
     from scipy.optimize import linear_sum_assignment
 
-    iou = np.asarray(iou, dtype=np.float64)
+    given = np.asarray(iou)
+    # a pair qualifies in the matrix's own precision: an IoU of exactly 0.7 stored as float32
+    # is float32(0.7), which lies below the float64 0.7
+    at = given.dtype.type(threshold) if np.issubdtype(given.dtype, np.floating) else threshold
+    iou = given.astype(np.float64)
     if iou.ndim != 2:
         raise ValueError(f"iou must be a (P, G) matrix, got shape {iou.shape}")
     if not 0.0 < threshold <= 1.0:
@@ -77,7 +81,7 @@ def match_iou_matrix(iou: np.ndarray, threshold: float = 0.5) -> Matching:
     p, g = iou.shape
     pairs = np.zeros((0, 2), dtype=np.int64)
     if p and g:
-        eligible = iou >= threshold
+        eligible = given >= at
         if eligible.any():
             weights = np.where(eligible, iou, 0.0)
             rows, cols = linear_sum_assignment(weights, maximize=True)

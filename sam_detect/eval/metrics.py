@@ -267,7 +267,9 @@ class MetricsAccumulator:
         covers all predictions, ``gt_labels`` all ground truth. Lets a caller score the
         same candidates at many similarity thresholds without recomputing IoU.
         """
-        iou = np.asarray(iou, dtype=np.float64)
+        iou = np.asarray(iou)  # in its own precision: match_iou_matrix compares there
+        if not np.issubdtype(iou.dtype, np.floating):
+            iou = iou.astype(np.float64)
         pred_labels_all = np.asarray(list(pred_labels), dtype=object)
         pred_idx = (
             np.arange(len(pred_labels_all))
