@@ -459,6 +459,59 @@ def crop_outlines(crop: np.ndarray, origin: Sequence[int], image_hw: Sequence[in
     return pieces
 
 
+def edge_outlines(crop: np.ndarray, origin: Sequence[int], tolerance: float = 0.0) -> list[list[np.ndarray]]:
+    """:func:`crop_outlines` on the pixels' edges: ``[[exterior, hole, ...], ...]`` of the mask
+    ``crop`` at ``origin`` ``(x0, y0)``, each ring ``(K, 2)`` float32 with its vertices on pixel
+    corners (pixel ``(r, c)`` is the square ``c..c+1`` by ``r..r+1``), as QuPath, GeoJSON tools
+    and pycocotools read them: filled by pixel centres (:func:`fill_edge_rings`) they give the
+    mask back exactly, and the area they enclose is its pixel count (a notch's inner corner
+    cut by an eighth of a pixel). Traced by OpenCV on the lattice of corners and edge
+    midpoints (each pixel a 3 x 3 block of it); straight runs keep their two ends, and
+    ``tolerance`` > 0 simplifies further, as :func:`crop_outlines` does (pixels may move).
+    """
+    import cv2
+
+    crop = np.asarray(crop, bool)
+    if crop.ndim != 2:
+        raise AnnotationError(f"mask crop must be 2-D, got shape {crop.shape}")
+    if not crop.any():
+        return []
+    ch, cw = crop.shape
+    lattice = np.zeros((2 * ch + 3, 2 * cw + 3), np.uint8)  # point (i, j): corner (x, y) = ((j-1)/2, (i-1)/2)
+    lattice[2 : 2 * ch + 2 : 2, 2 : 2 * cw + 2 : 2] = crop  # each pixel's centre ...
+    lattice = cv2.dilate(lattice, np.ones((3, 3), np.uint8))  # ... grown to its square
+    contours, hierarchy = cv2.findContours(lattice, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    if hierarchy is None:
+        return []
+    shift = np.array([float(origin[0]) - 0.5, float(origin[1]) - 0.5], np.float32)
+    links = hierarchy[0]
+    pieces = []
+    for k in np.flatnonzero(links[:, 3] == -1):
+        rings, child = [contours[k]], links[k, 2]
+        while child != -1:
+            rings.append(contours[child])
+            child = links[child, 0]
+        if tolerance > 0:  # in lattice units, which are half pixels
+            rings = [cv2.approxPolyDP(r, 2.0 * float(tolerance), True) for r in rings]
+        pieces.append([r.reshape(-1, 2).astype(np.float32) / 2 + shift for r in rings if len(r) >= 3])
+    return [p for p in pieces if p and len(p[0]) >= 3]
+
+
+def fill_edge_rings(rings: Sequence[np.ndarray], hw: tuple[int, int], origin: Sequence[int] = (0, 0)) -> np.ndarray:
+    """The ``(h, w)`` bool mask at ``origin`` ``(x0, y0)`` of the pixels whose centres lie inside
+    an exterior ring ``rings[0]`` and outside its holes ``rings[1:]`` (``(K, 2)`` x, y with
+    vertices on pixel corners, as :func:`edge_outlines` writes them and QuPath reads them)."""
+    from skimage.draw import polygon
+
+    out = np.zeros(hw, bool)
+    for k, ring in enumerate(rings):
+        ring = np.asarray(ring, np.float64)
+        # pixel (r, c)'s centre is the corner point (c + 0.5, r + 0.5)
+        rr, cc = polygon(ring[:, 1] - float(origin[1]) - 0.5, ring[:, 0] - float(origin[0]) - 0.5, shape=hw)
+        out[rr, cc] = k == 0
+    return out
+
+
 def crop_to_polygons(
     crop: np.ndarray,
     origin: Sequence[int],

@@ -62,8 +62,9 @@ def load_cli_image(path: str | Path, channels: tuple[int, ...] = (), frame: int 
 @click.option("--geojson", "geojson_path", type=click.Path(),
               help="Also write the objects as GeoJSON outlines with their classes (QuPath imports it): a "
               ".geojson file, or into a folder one <name>.geojson per image.")
-@click.option("--tolerance", type=finite(0), default=1.0,
-              help="Polygon simplification in pixels (0 keeps every contour point).")
+@click.option("--tolerance", type=finite(0), default=None,
+              help="Polygon simplification in pixels (0 keeps every contour point): the JSON's polygons "
+              "1 by default; --geojson outlines run exactly on the pixels' edges unless it is given.")
 @click.option("--no-polygons", is_flag=True, help="Leave polygons out of the JSON.")
 @apply_image_options
 @classify_options
@@ -173,10 +174,10 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
                 click.echo(f"sam-detect: cluster: {cluster}", err=True)
         if slide:
             results = _slide_results(detector, todo, cluster, quiet, bool(coco_path or maps), no_polygons,
-                                     tolerance, slide_tile, slide_level)
+                                     1.0 if tolerance is None else tolerance, slide_tile, slide_level)
         else:
             results = _results(detector, todo, cluster, quiet, overlay, bool(coco_path or maps),
-                               no_polygons, tolerance, channels, frame)
+                               no_polygons, 1.0 if tolerance is None else tolerance, channels, frame)
         resume_fh = None
         names = None  # each image's name in an output folder (unique_stems), made at the first need
         if resume_path:
@@ -274,9 +275,9 @@ def _target_file(target: tuple[Path, bool], kind: str, name: str) -> Path:
     return path / _OUTPUTS[kind][3].format(name) if folder else path
 
 
-def _write_maps(maps: dict, name: str, instances, classes, tolerance: float) -> None:
+def _write_maps(maps: dict, name: str, instances, classes, tolerance: float | None) -> None:
     """Write one image's ``--label-image``, ``--type-map`` and ``--geojson`` (``name``: its
-    stem in a folder)."""
+    stem in a folder; ``tolerance`` ``None``: outlines on the pixels' edges)."""
     from sam_detect.formats.geojson import save_geojson
     from sam_detect.formats.label_image import write_label_array
     from sam_detect.outputs import label_maps
@@ -284,7 +285,7 @@ def _write_maps(maps: dict, name: str, instances, classes, tolerance: float) -> 
     ids, types = label_maps(instances, classes) if {"labels", "types"} & set(maps) else (None, None)
     for kind, target in maps.items():
         if kind == "geojson":
-            save_geojson(instances, _target_file(target, kind, name), tolerance=tolerance)
+            save_geojson(instances, _target_file(target, kind, name), tolerance=tolerance or 0.0)
         else:
             write_label_array(ids if kind == "labels" else types, _target_file(target, kind, name))
 

@@ -348,12 +348,13 @@ def save_annotations(
     *,
     format: str | None = None,  # noqa: A002 - the word users know
     image_names: Sequence[str] | None = None,
-    tolerance: float = 1.0,
+    tolerance: float | None = None,
     use_rle: bool = False,
 ) -> Path:
     """Write annotations in the format ``format`` names, or by ``path``'s extension:
     ``.json`` COCO, ``.npz`` npz, a label image extension a label image (a TIFF stack for
-    several images). ``labelme``, ``npz`` and ``polygons`` take one image.
+    several images). ``labelme``, ``npz`` and ``polygons`` take one image. ``tolerance``:
+    polygon simplification in pixels (``None``: 1 pixel, GeoJSON's exact pixel edges).
 
     Raises:
         AnnotationError: an unknown format or extension, or several images for a one-image format.
@@ -362,6 +363,9 @@ def save_annotations(
     fmt = format or _format_of(path)
     if fmt not in WRITE_FORMATS:
         raise AnnotationError(f"{path}: cannot write annotations as {fmt!r}; use one of {', '.join(WRITE_FORMATS)}")
+    if fmt == "geojson" and tolerance is None:
+        tolerance = 0.0
+    tolerance = 1.0 if tolerance is None else tolerance
     if fmt == "coco":
         return save_coco(items, path, image_names, use_rle=use_rle, tolerance=tolerance)
     if fmt == "label_image":

@@ -7,12 +7,14 @@ else ``classification`` as a string, ``name`` or ``label``. Holes are cut out; f
 other geometries (points, lines) are skipped and counted. GeoJSON carries no image size:
 reading needs the image's ``(H, W)``.
 
-Written: one ``Feature`` per object (``Polygon``, or ``MultiPolygon`` for an object in
-pieces; holes as inner rings; an object too small to trace, of one or two pixels, as a
-square round each of its pixels) with ``properties`` ``{"objectType": "detection", "classification": {"name", "color"},
-"measurements": {"confidence", "similarity"}}``, rings closed, vertices at the centres of
-the outline's pixels as OpenCV traces them (:func:`sam_detect.masks.crop_outlines`). A
-collection with no feature reads back as no object.
+Vertices lie on pixel corners, both ways, as QuPath puts them: pixel ``(r, c)`` is the
+square ``x`` in ``c..c+1``, ``y`` in ``r..r+1``, and a polygon holds the pixels whose centres
+it encloses. Written: one ``Feature`` per object (``Polygon``, or ``MultiPolygon`` for an
+object in pieces; holes as inner rings) with ``properties`` ``{"objectType": "detection",
+"classification": {"name", "color"}, "measurements": {"confidence", "similarity"}}``, rings
+closed, outlined on the pixels' edges (:func:`sam_detect.masks.edge_outlines`): read back,
+here or in QuPath, every pixel is as it was. A collection with no feature reads back as no
+object.
 """
 
 from __future__ import annotations
@@ -115,26 +117,20 @@ def _positions(ring: Any, k: int) -> np.ndarray:
 
 
 def _crop(polys: list[list[np.ndarray]], hw: tuple[int, int]):
-    """A :class:`~sam_detect.masks.MaskCrop` of exteriors filled and holes cleared."""
-    import cv2
-
-    from sam_detect.masks import MaskCrop
+    """A :class:`~sam_detect.masks.MaskCrop` of the pixels whose centres lie inside an
+    exterior and outside its holes (vertices on pixel corners, as QuPath draws them)."""
+    from sam_detect.masks import MaskCrop, fill_edge_rings
 
     h, w = hw
     allp = np.concatenate([p[0] for p in polys])
     x0, y0 = max(int(np.floor(allp[:, 0].min())), 0), max(int(np.floor(allp[:, 1].min())), 0)
-    x1, y1 = min(int(np.ceil(allp[:, 0].max())) + 1, w), min(int(np.ceil(allp[:, 1].max())) + 1, h)
+    x1, y1 = min(int(np.ceil(allp[:, 0].max())), w), min(int(np.ceil(allp[:, 1].max())), h)
     if x1 <= x0 or y1 <= y0:
         return MaskCrop.empty()
-    out = np.zeros((y1 - y0, x1 - x0), np.uint8)
-    shift = np.array([x0, y0], np.float64)
+    out = np.zeros((y1 - y0, x1 - x0), bool)
     for rings in polys:
-        cv2.fillPoly(out, [np.round(rings[0] - shift).astype(np.int32)], 1)
-        for hole in rings[1:]:  # its ring runs on the object's pixels round the hole: they stay
-            pts = np.round(hole - shift).astype(np.int32)
-            cv2.fillPoly(out, [pts], 0)
-            cv2.polylines(out, [pts], True, 1)
-    return MaskCrop(out.astype(bool), (x0, y0))
+        out |= fill_edge_rings(rings, out.shape, (x0, y0))
+    return MaskCrop(out, (x0, y0))
 
 
 def read_geojson(path: Path, doc: Any, image_shape: Sequence[int] | None, label: str | None) -> Instances:
@@ -171,24 +167,10 @@ def read_geojson(path: Path, doc: Any, image_shape: Sequence[int] | None, label:
     return inst
 
 
-#: half the side of the square written round each pixel of an object too small to trace:
-#: under half a pixel, so that reading it back (vertices rounded) gives that pixel alone
-_HALF_PIXEL = 0.49
-
-
-def _pixel_squares(crop: np.ndarray, origin: Sequence[int]) -> list[list[list[list[float]]]]:
-    """One closed square ring (a ``Polygon``'s coordinates) round each pixel of ``crop`` at
-    ``origin``: an object whose outline keeps fewer than three points (one or two pixels),
-    which :func:`sam_detect.masks.crop_outlines` leaves out."""
-    ys, xs = np.nonzero(crop)
-    d = _HALF_PIXEL
-    return [[[[x - d, y - d], [x + d, y - d], [x + d, y + d], [x - d, y + d], [x - d, y - d]]]
-            for x, y in zip((xs + int(origin[0])).tolist(), (ys + int(origin[1])).tolist(), strict=True)]
-
-
-def to_geojson(instances: Instances, *, tolerance: float = 1.0) -> dict[str, Any]:
-    """A ``FeatureCollection`` of the instances, one feature per object."""
-    from sam_detect.masks import crop_outlines
+def to_geojson(instances: Instances, *, tolerance: float = 0.0) -> dict[str, Any]:
+    """A ``FeatureCollection`` of the instances, one feature per object, outlined on its
+    pixels' edges (:func:`sam_detect.masks.edge_outlines`; ``tolerance`` > 0 simplifies them)."""
+    from sam_detect.masks import edge_outlines
     from sam_detect.outputs import label_color
 
     features = []
@@ -196,9 +178,7 @@ def to_geojson(instances: Instances, *, tolerance: float = 1.0) -> dict[str, Any
     for i in range(len(instances)):
         m = instances.crop(i)
         pieces = [[[[round(float(x), 2), round(float(y), 2)] for x, y in (*r, r[0])] for r in rings]  # closed
-                  for rings in crop_outlines(m.crop, m.origin, instances.image_hw, tolerance)]
-        if not pieces:  # a speck of one or two pixels, too small to trace: its pixels as squares
-            pieces = _pixel_squares(m.crop, m.origin)
+                  for rings in edge_outlines(m.crop, m.origin, tolerance)]
         if not pieces:
             continue
         geometry = ({"type": "Polygon", "coordinates": pieces[0]} if len(pieces) == 1
@@ -214,7 +194,7 @@ def to_geojson(instances: Instances, *, tolerance: float = 1.0) -> dict[str, Any
     return {"type": "FeatureCollection", "features": features}
 
 
-def save_geojson(instances: Instances, path: PathLike, *, tolerance: float = 1.0) -> Path:
+def save_geojson(instances: Instances, path: PathLike, *, tolerance: float = 0.0) -> Path:
     """Write :func:`to_geojson` to ``path``."""
     path = Path(path)
     write_json(path, to_geojson(instances, tolerance=tolerance))
