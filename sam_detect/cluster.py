@@ -487,15 +487,23 @@ def read_resume(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
 
 
 def open_resume(path: str | os.PathLike) -> io.TextIOBase:
-    """Open a ``--resume`` file for appending, after ending a line an interrupted run cut off."""
+    """Open a ``--resume`` file for appending, after removing a last line an interrupted run
+    cut off (a full disk, a power cut: its image runs again), so the file stays JSON lines."""
     p = Path(path)
-    fh = p.open("a")
-    if p.stat().st_size:
-        with p.open("rb") as r:
+    if p.exists() and p.stat().st_size:
+        with p.open("r+b") as r:
             r.seek(-1, os.SEEK_END)
             if r.read(1) != b"\n":
-                fh.write("\n")
-    return fh
+                size = r.seek(0, os.SEEK_END)
+                back = min(size, 1 << 20)
+                while True:  # the last newline, reading back in blocks
+                    r.seek(size - back)
+                    cut = r.read(back).rfind(b"\n")
+                    if cut >= 0 or back == size:
+                        break
+                    back = min(size, back * 2)
+                r.truncate(size - back + cut + 1 if cut >= 0 else 0)
+    return p.open("a")
 
 
 def append_line(fh: io.TextIOBase, record: dict[str, Any]) -> None:

@@ -43,6 +43,11 @@ class LibraryLockedError(LibraryError):
     """Another process holds the embedded library folder."""
 
 
+class LibraryUnwritableError(LibraryLockedError):
+    """The embedded library's folder cannot be written (a read-only disk or folder): it is
+    not damaged, but the store opens a library for writing, so it cannot be used there."""
+
+
 class LibraryDamagedError(LibraryError):
     """A library's files are unreadable or disagree with its metadata (``library check``)."""
 

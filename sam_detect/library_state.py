@@ -18,6 +18,7 @@ import numpy as np
 
 from sam_detect.embed.base import embeds_instances
 from sam_detect.instances import NEGATIVE
+from sam_detect.store._common import DERIVED_KEY
 
 log = logging.getLogger("sam_detect")
 
@@ -99,6 +100,9 @@ class LibraryState:
         self._cache["channel_reads"] = (self.store.count(self.config.library), reads)
         self._cache.pop("by_image", None)
         self._store_decision(vectors, labels, payloads, profile)
+        # written last: an add or delete stopped before here leaves a count the library no
+        # longer holds, and the next use rebuilds them (_extra) and `library check` says so
+        self.store.update_extra(self.config.library, DERIVED_KEY, len(labels))
         return profile
 
     def _examples_of_image(self, rgb: np.ndarray) -> Any:
@@ -252,6 +256,16 @@ class LibraryState:
         if cached is not None and cached[0] == count:
             return cached[1]
         meta = self._library_meta()
+        made_from = (meta.extra or {}).get(DERIVED_KEY) if meta else None
+        if isinstance(made_from, int) and made_from != count and not getattr(self, "_rebuilding", False):
+            log.warning("library %r: its settings were made from %d examples, it holds %d (an add or delete "
+                        "stopped before they were rebuilt): rebuilt now", self.config.library, made_from, count)
+            self._rebuilding = True
+            try:
+                self.refresh_profile()
+            finally:
+                self._rebuilding = False
+            meta = self._library_meta()
         value = (meta.extra or {}).get(key) if meta else None
         self._cache[key] = (count, value)
         return value

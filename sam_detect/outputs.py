@@ -132,9 +132,9 @@ def write_csv(records: Iterable[dict[str, Any]], path: str | Path) -> None:
     atomically; a value a record lacks (a run before centroids were recorded) is left empty."""
     import csv
 
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as fh:
+    from sam_detect.formats._common import atomic_path
+
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
         out = csv.writer(fh)
         out.writerow(CSV_COLUMNS)
         for rec in records:
@@ -142,15 +142,23 @@ def write_csv(records: Iterable[dict[str, Any]], path: str | Path) -> None:
                 cx, cy = obj.get("centroid") or ("", "")
                 out.writerow([rec.get("image"), obj.get("id"), obj.get("label"), obj.get("confidence"),
                               obj.get("similarity", ""), obj.get("area"), cx, cy, *obj.get("box", ["", "", "", ""])])
-    tmp.replace(path)
 
 
 def write_json(obj: Any, path: str | Path) -> None:
     """Write JSON atomically (a temporary file renamed over ``path``): no half-written output."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    tmp.replace(path)
+    from sam_detect.formats._common import atomic_path
+
+    text = json.dumps(obj, indent=1)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_bytes(data: bytes, path: str | Path) -> None:
+    """Write ``data`` (an encoded overlay) atomically."""
+    from sam_detect.formats._common import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def label_color(label: Any) -> tuple[int, int, int]:

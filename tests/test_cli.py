@@ -583,3 +583,24 @@ def test_store_settings_that_cannot_work_are_one_line_naming_where_they_come_fro
     assert list((tmp_path / "home").rglob("memory_store.npz"))
     code, out, err = run_main("library", "list", "--store", "memory")
     assert code == 0 and "default" in out
+
+
+def test_a_csv_that_cannot_be_written_costs_that_file_alone(scene_files, tmp_path, monkeypatch):
+    """A full disk under --csv stopped the run before --coco was written, though another disk
+    had room; each of the run's files is now written on its own, and the error names it."""
+    import errno
+
+    import sam_detect.outputs as outputs
+
+    f = scene_files
+    assert run_cli("add", f["image"], "--label", "shape", "--labels", f["labels"], "-q", *f["lib"]).exit_code == 0
+
+    def full(records, path):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(outputs, "write_csv", full)
+    r = run_cli("detect", f["image"], "--csv", tmp_path / "o.csv", "--coco", tmp_path / "c.json", "-q", *f["lib"])
+    assert r.exit_code == 1
+    assert f"Error: cannot write --csv {tmp_path / 'o.csv'}: No space left on device" in r.stderr
+    assert "1 output file(s) could not be written" in r.stderr and "images failed" not in r.stderr
+    assert json.loads((tmp_path / "c.json").read_text())["annotations"]

@@ -688,3 +688,45 @@ def test_a_locked_library_fails_before_any_model_loads(tmp_path):
     finally:
         other.close()
         holder.close()
+
+
+def test_an_add_stopped_after_its_examples_before_their_settings_is_rebuilt_on_the_next_use(tmp_path, monkeypatch):
+    """Ctrl-C, SIGTERM or a kill late in an ``add`` (or ``import --merge``) left the examples
+    stored and the profile and decision of the library before them: `check` said ok, an
+    ``add`` run again added nothing and rebuilt nothing, and detect found other objects. The
+    settings now record how many examples they were made from: `check` names the difference,
+    and the next use (or `repair`) rebuilds them."""
+    from conftest import dots_on_a_plateau, run_cli
+
+    from sam_detect import Instances, SAMDetect
+    from sam_detect.library_state import LibraryState
+
+    img, on, off = dots_on_a_plateau()
+    lib = str(tmp_path / "libs")
+    det = SAMDetect(store="edge", store_options={"path": lib}, segmenter="classical", embedder="handcrafted",
+                    library="dots")
+    det.add_examples(img, Instances(masks=off[:3]), ["dot"] * 3)
+    full = SAMDetect(store="memory", segmenter="classical", embedder="handcrafted", library="dots")
+    full.add_examples(img, Instances(masks=off[:3]), ["dot"] * 3)
+    full.add_examples(img, Instances(masks=on[:3]), ["ring"] * 3)
+    want = full.decision
+
+    def stopped(self):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(LibraryState, "refresh_profile", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            det.add_examples(img, Instances(masks=on[:3]), ["ring"] * 3)
+    det.close()
+    store = create_store("edge", path=lib)
+    rep = check_library(store, "dots")
+    assert not rep.ok and "made from 3 examples, it holds 6" in " ".join(rep.problems)
+    store.close()
+    again = SAMDetect(store="edge", store_options={"path": lib}, segmenter="classical", embedder="handcrafted",
+                      library="dots")
+    assert again.decision["counts"] == {"dot": 3, "ring": 3}  # rebuilt on this use
+    assert again.decision["classes"]["ring"]["sims"] == pytest.approx(want["classes"]["ring"]["sims"])
+    again.close()
+    r = run_cli("library", "check", "dots", "--library-path", lib)
+    assert r.exit_code == 0 and "ok (6 examples" in r.output

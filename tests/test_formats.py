@@ -147,3 +147,25 @@ def test_coco_categories_keep_the_library_s_ids_whatever_was_found():
     assert one["annotations"][0]["category_id"] == 2
     extra = to_coco([found], ["a.png"], categories=["big cell"])
     assert [c["name"] for c in extra["categories"]] == ["big cell", "small"]
+
+
+def test_an_output_that_fails_midway_leaves_no_file_under_either_name(tmp_path):
+    """A full disk or Ctrl-C while an output is written left its temporary file (an 8 KiB
+    ``c.json.tmp``) beside the output; now neither it nor a partial output remains."""
+    import errno
+
+    from sam_detect.formats._common import atomic_path, write_json
+
+    target = tmp_path / "c.json"
+    with pytest.raises(OSError), atomic_path(target) as tmp:
+        tmp.write_text("{\"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert list(tmp_path.iterdir()) == []
+    write_json(target, {"a": 1})
+    with pytest.raises(KeyboardInterrupt), atomic_path(target) as tmp:
+        tmp.write_text("{}")
+        raise KeyboardInterrupt
+    assert [p.name for p in tmp_path.iterdir()] == ["c.json"] and json.loads(target.read_text()) == {"a": 1}
+    with atomic_path(tmp_path / "l.npy") as tmp:  # a writer that goes by the suffix writes that format
+        np.save(tmp, np.arange(3))
+    assert np.load(tmp_path / "l.npy").tolist() == [0, 1, 2] and len(list(tmp_path.iterdir())) == 2

@@ -165,3 +165,36 @@ def test_missing_package_names_the_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "qdrant_edge", None)
     with pytest.raises(LibraryError, match=r"pip install 'qdrant-edge-py==0.9.0'"):
         EdgeStore("unused")
+
+
+def test_a_library_on_a_full_or_read_only_disk_is_refused_in_one_line_not_called_damaged(tmp_path, monkeypatch):
+    """An Edge library's files are memory-mapped: on a full disk `add`, `check` and `detect`
+    died of SIGBUS ("Bus error"), and on a read-only one `check` called it damaged and sent
+    the user to `repair`. Both are now one line naming the disk, and `library list` says so."""
+    import shutil
+    from collections import namedtuple
+
+    from conftest import run_cli
+
+    import sam_detect.store.edge as edge
+    from sam_detect.errors import LibraryUnwritableError
+    from sam_detect.store.integrity import check_library
+
+    store = EdgeStore(tmp_path)
+    store.create_library(LibraryMeta(name="lib", embedder_id="e", dim=4))
+    store.close()
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(1 << 30, (1 << 30) - (1 << 20), 1 << 20))
+    store = EdgeStore(tmp_path)
+    with pytest.raises(LibraryUnwritableError, match="has 1.0 MiB free; an edge library needs at least 64 MiB"):
+        check_library(store, "lib")
+    with pytest.raises(LibraryUnwritableError):
+        store.create_library(LibraryMeta(name="other", embedder_id="e", dim=4))
+    store.close()
+    r = run_cli("library", "list", "--library-path", tmp_path)
+    assert r.exit_code == 0 and "on a full or read-only disk" in r.output and "damaged" not in r.output
+    monkeypatch.undo()
+    assert edge.MIN_FREE_BYTES == 64 << 20
+    store = EdgeStore(tmp_path)
+    assert check_library(store, "lib").ok
+    store.close()

@@ -101,7 +101,7 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
       sam-detect detect plates/ --cluster local:2 --resume plates.jsonl
     """
     from sam_detect.cli.validate import output_file
-    from sam_detect.outputs import predictions_to_coco, write_json
+    from sam_detect.outputs import predictions_to_coco, write_bytes, write_json
 
     if as_json and jsonl:
         raise click.BadParameter("choose one of --json and --jsonl", param_hint="--json")
@@ -213,7 +213,7 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
                     if maps:
                         _write_maps(maps, names[str(path)], res.instances, classes, tolerance)
                     if res.overlay is not None:
-                        _target_file(overlay, "overlay", names[str(path)]).write_bytes(res.overlay)
+                        write_bytes(res.overlay, _target_file(overlay, "overlay", names[str(path)]))
                 except (OSError, ValueError, AnnotationError) as e:
                     failures += 1
                     click.echo(f"Error: {Path(path).name}: an output could not be written: {e}", err=True)
@@ -230,18 +230,31 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
             total = rec["timings"].get("total")  # a slide's record has no timings
             took = "" if total is None else f" in {total:.2f}s"
             click.echo(f"{rec['image']}: {rec['count']} objects ({counts}){took}")
+    # each of the run's files on its own: one that cannot be written costs that one alone
+    lost = 0
     if csv_path:
         from sam_detect.outputs import write_csv
 
-        write_csv(records, csv_path)
-        if not quiet:
-            click.echo(f"sam-detect: wrote {sum(r.get('count', 0) for r in records)} rows to {csv_path}", err=True)
+        try:
+            write_csv(records, csv_path)
+            if not quiet:
+                click.echo(f"sam-detect: wrote {sum(r.get('count', 0) for r in records)} rows to {csv_path}",
+                           err=True)
+        except OSError as e:
+            lost += 1
+            click.echo(f"Error: cannot write --csv {csv_path}: {e.strerror or e}", err=True)
     if coco_path:
-        write_json(predictions_to_coco(coco_items, classes), coco_path)
-        if not quiet:
-            click.echo(f"sam-detect: wrote COCO annotations to {coco_path}", err=True)
-    if failures:
-        raise click.ClickException(f"{failures} of {len(paths)} images failed (see the errors above)")
+        try:
+            write_json(predictions_to_coco(coco_items, classes), coco_path)
+            if not quiet:
+                click.echo(f"sam-detect: wrote COCO annotations to {coco_path}", err=True)
+        except OSError as e:
+            lost += 1
+            click.echo(f"Error: cannot write --coco {coco_path}: {e.strerror or e}", err=True)
+    if failures or lost:
+        said = ([f"{failures} of {len(paths)} images failed"] if failures else []) + \
+            ([f"{lost} output file(s) could not be written"] if lost else [])
+        raise click.ClickException("; ".join(said) + " (see the errors above)")
 
 
 #: per-image outputs: option, file suffixes (``None``: a label image's, by what it holds), what

@@ -86,13 +86,15 @@ def _library_command(name: str, *, json: bool = False) -> Callable:
 @click.pass_context
 def list_cmd(ctx: click.Context, as_json: bool, **opts: Any) -> None:
     """List the libraries with their example counts and embedder."""
-    from sam_detect.errors import LibraryError, LibraryLockedError
+    from sam_detect.errors import LibraryError, LibraryLockedError, LibraryUnwritableError
 
     store = _open(ctx, **opts)
     rows = []
     for n in store.list_libraries():
         try:
             rows.append(_library_info(store, n))
+        except LibraryUnwritableError:
+            rows.append({"name": n, "status": f"on a full or read-only disk: see `sam-detect library check {n}`"})
         except LibraryLockedError:
             rows.append({"name": n, "status": "in use by another process"})
         except LibraryError:  # one damaged library must not hide the others
@@ -405,6 +407,7 @@ def repair_cmd(ctx: click.Context, name: str, rescue_dir: str, **opts: Any) -> N
     """
     from pathlib import Path
 
+    from sam_detect.store._common import DERIVED_KEY
     from sam_detect.store.integrity import check_library, repair_library
 
     store = _open(ctx, **opts)
@@ -413,8 +416,13 @@ def repair_cmd(ctx: click.Context, name: str, rescue_dir: str, **opts: Any) -> N
     Path(rescue_dir).mkdir(parents=True, exist_ok=True)
     res = repair_library(store, name, rescue_dir=rescue_dir,
                          restore_meta=getattr(store, "restore_meta", None))
-    if res.dropped or res.actions:  # the examples changed: the decision and the rest follow them
+    made_from = store.get_meta(name).extra.get(DERIVED_KEY)
+    stale = isinstance(made_from, int) and made_from != store.count(name)
+    if res.dropped or res.actions or stale:  # the examples changed: the decision and the rest follow them
         _refresh_derived(store, name)
+        if stale and not (res.dropped or res.actions):
+            res.actions.append(f"rebuilt its settings from its {store.count(name)} examples "
+                               f"(they were made from {made_from})")
     for a in res.actions:
         click.echo(a, err=True)
     if res.dropped:

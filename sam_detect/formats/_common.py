@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -96,9 +97,27 @@ def read_json(path: Path) -> Any:
         raise AnnotationError(f"{path}: not valid JSON ({e})") from e
 
 
+@contextlib.contextmanager
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """A temporary file beside ``path`` to write, renamed over ``path`` when the block ends and
+    removed when it raises (a full disk, Ctrl-C): no half-written output is left, under
+    either name. It keeps ``path``'s suffix, for writers that choose a format by it."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
 def write_json(path: PathLike, doc: Any, indent: int | None = None) -> Path:
-    """Write ``doc`` as JSON to ``path`` (its folder made as needed)."""
+    """Write ``doc`` as JSON to ``path`` (its folder made as needed), atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=indent))
+    text = json.dumps(doc, indent=indent)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
     return path

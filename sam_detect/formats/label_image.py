@@ -696,22 +696,25 @@ def save_label_image(instances: Instances | Sequence[Instances], path: PathLike)
 def write_label_array(labels: np.ndarray, path: PathLike) -> Path:
     """Write integer ids ``(H, W)`` or a ``(T, H, W)`` stack: ``.tif/.tiff``, ``.npy``, else
     an image file through PIL (``.png``...)."""
+    from sam_detect.formats._common import atomic_path
+
     path = Path(path)
     suffix = path.suffix.lower()
     path.parent.mkdir(parents=True, exist_ok=True)
-    if suffix in (".tif", ".tiff"):
-        import tifffile
+    labels = np.asarray(labels)
+    top = 255 if suffix == ".bmp" else 65535
+    if suffix not in (".tif", ".tiff", ".npy") and labels.size and int(labels.max()) > top:
+        raise AnnotationError(f"{path.name}: ids up to {int(labels.max()):,} do not fit a {suffix} file "
+                              f"(at most {top:,}); write .tif or .npy")
+    with atomic_path(path) as tmp:
+        if suffix in (".tif", ".tiff"):
+            import tifffile
 
-        tifffile.imwrite(path, labels, photometric="minisblack", compression="zlib")
-    elif suffix == ".npy":
-        np.save(path, labels)
-    else:
-        from PIL import Image
+            tifffile.imwrite(tmp, labels, photometric="minisblack", compression="zlib")
+        elif suffix == ".npy":
+            np.save(tmp, labels)
+        else:
+            from PIL import Image
 
-        labels = np.asarray(labels)
-        top = 255 if suffix == ".bmp" else 65535
-        if labels.size and int(labels.max()) > top:
-            raise AnnotationError(f"{path.name}: ids up to {int(labels.max()):,} do not fit a {suffix} file "
-                                  f"(at most {top:,}); write .tif or .npy")
-        Image.fromarray(labels.astype(np.uint8 if top == 255 else np.uint16, copy=False)).save(path)
+            Image.fromarray(labels.astype(np.uint8 if top == 255 else np.uint16, copy=False)).save(tmp)
     return path

@@ -49,6 +49,8 @@ class LibrarySizeWarning(UserWarning):
 #: Key in ``LibraryMeta.extra``: the example count after the last write, so a check on
 #: open sees examples that vanished (a truncated id mapping) instead of searching fewer.
 COUNT_KEY = "_count"
+#: the example count the derived settings (profile, decision, ...) were last rebuilt from
+DERIVED_KEY = "derived_count"
 
 
 def damaged(name: str, why: object) -> LibraryError:

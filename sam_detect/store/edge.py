@@ -33,6 +33,7 @@ from sam_detect.errors import (
     LibraryLockedError,
     LibraryNotFoundError,
     LibraryPathError,
+    LibraryUnwritableError,
 )
 from sam_detect.store._common import (
     COUNT_KEY,
@@ -84,6 +85,25 @@ def _edge():
             "(or pip install 'sam-detect[edge]'), or use --store qdrant"
         ) from e
     return qdrant_edge
+
+
+#: the free space an Edge library needs to be opened: its files are memory-mapped and grow
+#: in pages of up to 32 MiB, and a write through a map to a full disk kills the process
+#: (SIGBUS, "Bus error") instead of raising an error
+MIN_FREE_BYTES = 64 << 20
+
+
+def _check_free_space(folder: Path) -> None:
+    try:
+        free = shutil.disk_usage(folder if folder.exists() else folder.parent).free
+    except OSError:
+        return
+    if free < MIN_FREE_BYTES:
+        raise LibraryUnwritableError(
+            f"the disk holding {folder.parent} has {free / 2**20:.1f} MiB free; an edge library needs at "
+            f"least {MIN_FREE_BYTES >> 20} MiB free to be opened (its files are memory-mapped): free some "
+            "space, or copy the library folder to another disk"
+        )
 
 
 class EdgeStore(Store):
@@ -192,6 +212,7 @@ class EdgeStore(Store):
                     f"{final} exists and is not an edge library; pick another library name"
                 )
             self.path.mkdir(parents=True, exist_ok=True)
+            _check_free_space(final)
             # build it beside the final place, then rename: a crash leaves no half library
             # (only this folder, which the next open removes: see edge_files.sweep)
             tmp = self.path / f".{name}.creating-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -457,6 +478,7 @@ class EdgeStore(Store):
             return shard
         qe = _edge()
         folder = self.path / name / SHARD_DIR
+        _check_free_space(folder)
         try:
             shard = qe.EdgeShard.load(str(folder))
         except Exception as e:
@@ -471,6 +493,12 @@ class EdgeStore(Store):
                     f"library {name!r} in {self.path} is in use by another sam-detect process"
                     f"{holder(self.path / name)}; wait for it to finish or close it, or share libraries "
                     "through a server (--qdrant-url http://localhost:6333)"
+                ) from None
+            if "read-only" in text.lower() or not os.access(folder, os.W_OK):
+                raise LibraryUnwritableError(
+                    f"library {name!r} in {self.path} is on a read-only disk or folder; the edge store opens "
+                    "a library for writing, even to detect: copy the folder somewhere writable and point "
+                    "--library-path (or SAM_DETECT_LIBRARY_PATH) at the copy"
                 ) from None
             raise LibraryError(
                 f"cannot open library {name!r} in {self.path}: {' '.join(text.split())[:200]}"

@@ -152,6 +152,18 @@ def read_examples(
 # -- export ----------------------------------------------------------------------------------
 
 
+def _umask() -> int:
+    """The process's umask, read without setting it (``os.umask`` sets it for every thread
+    while it is read): Linux's ``/proc/self/status``, else the common 022."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
+
+
 def export_library(
     store: Store,
     name: str,
@@ -222,6 +234,7 @@ def _write_archive(
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # as any file written: mkstemp's 0600 kept a shared export from the team
     n_crops = 0
     crop_sums: dict[str, str] = {}
     try:

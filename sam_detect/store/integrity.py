@@ -21,7 +21,7 @@ import numpy as np
 
 from sam_detect.errors import LibraryError, LibraryLockedError
 from sam_detect.store import journal
-from sam_detect.store._common import COUNT_KEY
+from sam_detect.store._common import COUNT_KEY, DERIVED_KEY
 
 Example = tuple[str, np.ndarray, str, dict[str, Any]]
 
@@ -158,6 +158,12 @@ def check_library(store: Any, name: str) -> CheckReport:
         index = _label_index_problem(store, name)
         if index:
             rep.problems.append(index)
+    made_from = meta.extra.get(DERIVED_KEY)
+    if isinstance(made_from, int) and not rep.problems and made_from != len(good):
+        rep.problems.append(
+            f"its settings (profile, decision) were made from {made_from} examples, it holds {len(good)}: "
+            "an add or delete stopped before they were rebuilt (the next detect or repair rebuilds them)"
+        )
     return rep
 
 
