@@ -169,3 +169,20 @@ def test_an_output_that_fails_midway_leaves_no_file_under_either_name(tmp_path):
     with atomic_path(tmp_path / "l.npy") as tmp:  # a writer that goes by the suffix writes that format
         np.save(tmp, np.arange(3))
     assert np.load(tmp_path / "l.npy").tolist() == [0, 1, 2] and len(list(tmp_path.iterdir())) == 2
+
+
+def test_a_label_image_one_pixel_high_is_read_as_it_is(tmp_path):
+    """Squeezing a (1, W) label image gave (W,) and the message "got shape (200,)", a shape
+    the file does not have; the same file was taken as a --mask."""
+    import cv2
+
+    from sam_detect.formats.label_image import read_label_image
+
+    m = np.zeros((1, 200), np.uint8)
+    m[0, 50:60] = 1
+    cv2.imwrite(str(tmp_path / "strip.png"), m)
+    np.testing.assert_array_equal(read_label_image(tmp_path / "strip.png"), m)
+    np.save(tmp_path / "one.npy", np.ones((1, 30, 40, 1), np.uint16))  # single axes round Y, X still go
+    assert read_label_image(tmp_path / "one.npy").shape == (30, 40)
+    np.save(tmp_path / "stack.npy", np.ones((5, 1, 30, 40), np.uint16))
+    assert read_label_image(tmp_path / "stack.npy").shape == (5, 30, 40)

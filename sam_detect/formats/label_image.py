@@ -113,7 +113,11 @@ def read_label_image(path: PathLike, channel: int | None = None, pieces: bool = 
         if axes.endswith("YX") and arr.ndim > 3:
             arr = arr.reshape(-1, *arr.shape[-2:])
     else:
-        arr = np.squeeze(arr)
+        # single axes dropped, but never Y or X: a label image one pixel high stays (1, W)
+        while arr.ndim > 2 and arr.shape[-1] == 1:
+            arr = arr[..., 0]
+        if arr.ndim > 2:
+            arr = arr.reshape([n for i, n in enumerate(arr.shape) if n > 1 or i >= arr.ndim - 2])
         if channel is None and arr.ndim in (3, 4) and arr.shape[-1] == len(PANNUKE_TYPES) + 1:
             maps = pannuke_maps(arr, types=not pieces, where=str(path))
             arr = arr if maps is None else maps
