@@ -725,3 +725,20 @@ def test_an_animated_image_is_a_stack_of_its_frames(tmp_path, suffix):
     still = tmp_path / f"still{suffix}"
     Image.fromarray(frames[1]).save(still, **extra)  # one frame: an image as before
     assert load_image(still).rgb.shape == (40, 48, 3)
+
+
+def test_an_eight_bit_image_widened_to_16_bits_is_read_as_the_eight_bit_image(tmp_path):
+    """scikit-image, MATLAB and ImageJ widen 8 bits to 16 by x257 (255 -> 65535): stretched
+    between its own percentiles such a file took other colours than the 8-bit one and was
+    detected as another slide. A 16-bit image with one value off that grid is scaled as before."""
+    rgb = RNG.integers(40, 230, (30, 40, 3)).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "wide.tif", rgb.astype(np.uint16) * 257, photometric="rgb")
+    np.testing.assert_array_equal(load_image(tmp_path / "wide.tif").rgb, rgb)
+    grey = rgb[..., 1]
+    tifffile.imwrite(tmp_path / "grey.tif", grey.astype(np.uint16) * 257)
+    np.testing.assert_array_equal(load_image(tmp_path / "grey.tif").rgb[..., 0], grey)
+    off = grey.astype(np.uint16) * 257
+    off[3, 4] += 1  # a real 16-bit image: its own range
+    tifffile.imwrite(tmp_path / "off.tif", off)
+    got = load_image(tmp_path / "off.tif").rgb[..., 0]
+    assert got.min() == 0 and got.max() == 255

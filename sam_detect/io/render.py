@@ -153,6 +153,8 @@ def eight_bit(arr: np.ndarray) -> bool:
     int64). Such an image is read as the 8-bit image it is: stretched between its own
     percentiles, each patch of a set took other colours (a stain's look is its colour). A
     declared 16- or 32-bit unsigned image is scaled whatever its values (a dim frame)."""
+    if arr.dtype == np.uint16:
+        return widened_eight_bit(arr)
     if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.signedinteger)):
         return False
     if arr.size == 0:
@@ -161,6 +163,20 @@ def eight_bit(arr: np.ndarray) -> bool:
     if not (float(np.min(arr)) >= 0 and 1 < top <= 255):  # NaN fails: not 8-bit; 0/1 is a mask's or a 0..1 scale
         return False
     return bool(np.issubdtype(arr.dtype, np.integer) or np.array_equal(arr, np.round(arr)))
+
+
+def widened_eight_bit(arr: np.ndarray) -> bool:
+    """Whether a 16-bit array holds an 8-bit image widened as scikit-image, MATLAB and ImageJ
+    widen one (each value times 257, so 255 -> 65535): stretched between its own percentiles
+    its colours shifted (an IHC slide's red mean 177 -> 170, pixels moved by up to 42 levels)
+    and it was detected as another slide; read as the 8-bit image it is."""
+    if arr.dtype != np.uint16 or arr.size == 0:
+        return False
+    flat = arr.reshape(-1)
+    sample = flat[:: max(1, flat.size // 4096)]
+    if np.any(sample % 257) or not np.any(flat):
+        return False
+    return not np.any(flat % 257)
 
 
 def scale_to_uint8(arr: np.ndarray, percentiles: tuple[float, float]) -> np.ndarray:
@@ -173,7 +189,7 @@ def scale_to_uint8(arr: np.ndarray, percentiles: tuple[float, float]) -> np.ndar
     if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
         raise ImageLoadError(f"unsupported pixel type {arr.dtype}; expected integer, float or bool")
     if eight_bit(arr):
-        return arr.astype(np.uint8)
+        return (arr // 257 if arr.dtype == np.uint16 else arr).astype(np.uint8)
     x = arr.astype(np.float32, copy=False)
     finite = np.isfinite(x)
     if not finite.all():
