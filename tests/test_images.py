@@ -742,3 +742,27 @@ def test_an_eight_bit_image_widened_to_16_bits_is_read_as_the_eight_bit_image(tm
     tifffile.imwrite(tmp_path / "off.tif", off)
     got = load_image(tmp_path / "off.tif").rgb[..., 0]
     assert got.min() == 0 and got.max() == 255
+
+
+def test_a_fill_at_the_bottom_is_left_out_of_the_range_an_image_is_scaled_between(tmp_path):
+    """A black border round a 16-bit frame with a camera offset (HeLa's 33,000) put the low
+    percentile at 0: the field landed at 243-255 and a library of the unpadded frame found
+    nothing (F1 0.893 -> 0). The same for the black channels of a DAPI frame saved as 16-bit
+    RGB. The fill stays black; the frame inside reads as it does without it."""
+    frame = (33000 + RNG.integers(0, 2000, (60, 80))).astype(np.uint16)
+    padded = np.pad(frame, 20)  # 56% of the pixels
+    inside = to_rgb_uint8(padded)[20:-20, 20:-20]
+    np.testing.assert_array_equal(inside, to_rgb_uint8(frame))
+    assert to_rgb_uint8(padded)[0, 0].tolist() == [0, 0, 0]
+    blue = np.zeros((60, 80, 3), np.uint16)
+    blue[..., 2] = frame
+    np.testing.assert_array_equal(to_rgb_uint8(blue)[..., 2], to_rgb_uint8(frame)[..., 0])
+    # a ground at the floor, next to the image's values (a background subtracted to 0): its own
+    sub = frame - np.uint16(33000)
+    sub[:30] = 0
+    np.testing.assert_array_equal(to_rgb_uint8(sub)[:30], 0)
+    assert to_rgb_uint8(sub)[30:, :, 0].min() == 0  # the image's dimmest pixels are not cut to black
+    # a thin border too (3% of the pixels: enough to set the 1st percentile)
+    few = frame.copy()
+    few[:2] = 0
+    np.testing.assert_array_equal(to_rgb_uint8(few)[2:], to_rgb_uint8(frame[2:]))

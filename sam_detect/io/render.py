@@ -179,6 +179,13 @@ def widened_eight_bit(arr: np.ndarray) -> bool:
     return not np.any(flat % 257)
 
 
+#: the least share of an image's pixels at its lowest value that makes that value a fill (a
+#: border, black channels: at least as many as set the low percentile), left out of the
+#: percentiles it is scaled between (it stays black), where it lies further below the other
+#: pixels than they span
+FILL_SHARE = 0.005
+
+
 def scale_to_uint8(arr: np.ndarray, percentiles: tuple[float, float]) -> np.ndarray:
     """uint8 unchanged; bool to 0/255; 8-bit values in another type (:func:`eight_bit`) as
     they are; anything else percentile-scaled to uint8."""
@@ -197,7 +204,19 @@ def scale_to_uint8(arr: np.ndarray, percentiles: tuple[float, float]) -> np.ndar
     # Percentiles of a strided subsample are as good as of all pixels and much cheaper.
     flat = x.reshape(-1)
     step = max(1, flat.size // 1_000_000)
-    lo, hi = np.percentile(flat[::step], percentiles)
+    sample = flat[::step]
+    lo, hi = np.percentile(sample, percentiles)
+    floor = float(sample.min())
+    filled = sample == floor
+    if max(FILL_SHARE, percentiles[0] / 100) <= filled.mean() < 1.0:  # enough to set the low percentile
+        # a fill far below the image (a black border round a registered or stitched frame, the
+        # black channels of a DAPI frame saved as RGB): the range is the image's, not the fill's,
+        # which lay 33,000 levels under a HeLa frame's camera offset and left its nuclei 12 grey
+        # levels. A ground at the floor (a background subtracted to 0) lies next to the image's
+        # values, not further below them than they span: it is the image's own
+        rest_lo, rest_hi = np.percentile(sample[~filled], percentiles)
+        if rest_lo - floor > rest_hi - rest_lo:
+            lo, hi = rest_lo, rest_hi
     if hi <= lo:
         lo, hi = float(flat.min()), float(flat.max())
     if hi <= lo:  # constant image
