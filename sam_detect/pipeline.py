@@ -1051,7 +1051,7 @@ def _why_few(
         like = f"; {negative} look like the negative examples" if negative else ""
         return [
             f"none of {sized} candidates is similar enough to an example "
-            f"(best similarity {best:.2f} < threshold {threshold}){like}"
+            f"(best similarity {best:.3f} < threshold {threshold}){like}"
         ]
     notes = []
     if size_note and sized < 0.1 * proposed:

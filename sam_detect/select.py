@@ -469,8 +469,8 @@ def decide(
     per_class = thresholds(decision, DEFAULT_THRESHOLD) if threshold is None else {}
     flat = DEFAULT_THRESHOLD if threshold is None else float(threshold)
     words = (
-        ", ".join(f"{lab} {t:.2f}" for lab, t in per_class.items()) + " (calibrated)"
-        if per_class else f"{flat:.2f}"
+        ", ".join(f"{lab} {t:.3f}" for lab, t in per_class.items()) + " (calibrated)"
+        if per_class else f"{flat:.3f}"
     )
     if n == 0:
         z = np.zeros(0, np.float32)

@@ -120,9 +120,11 @@ def test_nothing_found_because_of_negative_examples_says_so(scene):
 
     assert _why_few(9, None, 5, np.zeros(0), "0.50", 0, 0, negative=5) == [
         "all 5 candidates look like the negative examples (look-alikes to suppress)"]
-    assert _why_few(9, None, 5, np.array([0.3, 0.42, 0.2]), "0.50", 0, 0, negative=2) == [
-        "none of 5 candidates is similar enough to an example (best similarity 0.42 < threshold 0.50); "
+    assert _why_few(9, None, 5, np.array([0.3, 0.42, 0.2]), "0.500", 0, 0, negative=2) == [
+        "none of 5 candidates is similar enough to an example (best similarity 0.420 < threshold 0.500); "
         "2 look like the negative examples"]
+    # three places: 0.4996 against a threshold of 0.5 read "0.50 < 0.50"
+    assert "(best similarity 0.500 < threshold" not in _why_few(9, None, 5, np.array([0.4994]), "0.500", 0, 0)[0]
 
 
 def test_box_point_polygon_prompts_make_examples(scene):
