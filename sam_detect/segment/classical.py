@@ -266,7 +266,8 @@ class ClassicalSegmenter:
                 object inside the box (Otsu on the box, largest component); if the box holds
                 too little background for two clear classes (drawn tight around the
                 object), Otsu on the box grown by half its longer side, the object covering
-                the most of the box, clipped to it.
+                the most of the box, clipped to it; else the image-wide foreground's piece
+                in the box with the most pixels in its middle half.
             point: ``(2,)`` XY pixels: the instance under the point; else the thresholded
                 component under it (before size filters); else the object under it that
                 Otsu separates in a window around it, grown until the object no longer
@@ -319,7 +320,8 @@ class ClassicalSegmenter:
             if found is not None and bx is not None:
                 found = _clip_crop(*found, bx)
         elif found is None:
-            found = self._best_in_box(labels, bx) or self._thresholded_at_prompt(intensity, None, bx, polarity)
+            found = (self._best_in_box(labels, bx) or self._thresholded_at_prompt(intensity, None, bx, polarity)
+                     or _foreground_in_box(fg_raw, bx))
         if found is None or not found[0].any():
             return Instances.empty((h, w))
         crop, (x0, y0) = found
@@ -864,6 +866,24 @@ class ClassicalSegmenter:
         if not sizes.any():
             return None
         return comp == int(np.argmax(sizes)), (x0, y0)
+
+
+def _foreground_in_box(fg: np.ndarray, box: tuple[int, int, int, int]) -> tuple[np.ndarray, tuple[int, int]] | None:
+    """The image-wide foreground's piece in ``box`` (holes filled) with the most pixels in its
+    middle half: a box drawn tight round a thin object holds too little ground for a
+    threshold of its own, and its object belongs to a larger one of the image-wide reading
+    (a spindle nucleus touching the stroma's dark fibres: "no object found in box")."""
+    from scipy import ndimage as ndi
+
+    x0, y0, x1, y1 = box
+    comp, n = ndi.label(_fill_holes(fg[y0:y1, x0:x1]))
+    if n == 0:
+        return None
+    sizes = np.bincount(comp[_middle_half(comp.shape)].ravel(), minlength=n + 1)
+    sizes[0] = 0
+    if not sizes.any():
+        return None
+    return comp == int(np.argmax(sizes)), (x0, y0)
 
 
 def _robust_spread(values: np.ndarray, centre: float) -> float:
