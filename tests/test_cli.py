@@ -604,3 +604,14 @@ def test_a_csv_that_cannot_be_written_costs_that_file_alone(scene_files, tmp_pat
     assert f"Error: cannot write --csv {tmp_path / 'o.csv'}: No space left on device" in r.stderr
     assert "1 output file(s) could not be written" in r.stderr and "images failed" not in r.stderr
     assert json.loads((tmp_path / "c.json").read_text())["annotations"]
+
+
+def test_a_current_folder_that_no_longer_exists_is_one_line(tmp_path):
+    """Run from a folder deleted since, `detect` ended in oneMKL's "FATAL ERROR: Cannot load
+    libtorch_cpu.so" (exit 2): the folder is now named before anything loads."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    code = (f"import os, sys; os.chdir({str(gone)!r}); os.rmdir({str(gone)!r}); "
+            "sys.argv = ['sam-detect', 'detect', 'x.png']; from sam_detect.cli.main import main; main()")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.startswith("Error: the current folder no longer exists"), r.stderr

@@ -129,6 +129,12 @@ def _silence_stdout() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: results on stdout, one ``Error:`` line on stderr."""
     if argv is None:  # the process's own command line, not a call from a program or a test
+        try:
+            os.getcwd()
+        except FileNotFoundError:  # torch's libraries then fail to load, with oneMKL's FATAL ERROR
+            click.echo("Error: the current folder no longer exists (deleted or moved?); cd to another "
+                       "folder and run the command again", err=True)
+            sys.exit(2)
         from sam_detect.models.torch_utils import freeze_gc_after_torch_import
 
         freeze_gc_after_torch_import()
