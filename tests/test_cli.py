@@ -615,3 +615,23 @@ def test_a_current_folder_that_no_longer_exists_is_one_line(tmp_path):
             "sys.argv = ['sam-detect', 'detect', 'x.png']; from sam_detect.cli.main import main; main()")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.startswith("Error: the current folder no longer exists"), r.stderr
+
+
+def test_prompts_whose_masks_look_wrong_are_named():
+    """Four clicks on an IHC slide at 0.75x made masks of 35, 10348, 308 and 10348 px (two
+    clicks took one stroma gap round their nuclei) and `add` said nothing; the library then
+    found 15 objects for 108."""
+    from sam_detect.cli.add import odd_prompt_sizes
+    from sam_detect.instances import Instances
+
+    def one(y0, x0, h, w):
+        m = np.zeros((1, 200, 200), bool)
+        m[0, y0:y0 + h, x0:x0 + w] = True
+        return Instances(masks=m)
+
+    gap = one(20, 20, 100, 100)
+    found = [one(5, 5, 5, 7), gap, one(150, 150, 14, 22), gap, Instances(masks=np.zeros((0, 200, 200), bool))]
+    notes = odd_prompt_sizes(found, ["--point a", "--point b", "--point c", "--point d", "--point e"])
+    assert notes[0].startswith("--point b and --point d made one mask (10000 px)")
+    assert notes[1].startswith("the 4 prompts made masks of 35, 10000, 308, 10000 px, 286x apart")
+    assert odd_prompt_sizes([one(5, 5, 8, 8), one(50, 50, 9, 9), one(100, 100, 16, 16)], ["a", "b", "c"]) == []

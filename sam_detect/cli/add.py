@@ -57,6 +57,39 @@ def _typed(lab, types, names: dict[int, str], hw: tuple[int, int], quiet: bool):
 _NAMELESS = {"label_image": "a label image", "polygons": "a polygon file"}
 
 
+#: how far apart in area the masks of one add's boxes and clicks may lie before stderr says so
+#: (a click on a nucleus that took the stroma's gap round it: 35 px beside 10,348 px)
+ODD_PROMPT_SPREAD = 30.0
+
+
+def odd_prompt_sizes(found: list, prompts: list[str]) -> list[str]:
+    """Lines on the masks that boxes and clicks (``found``, one ``Instances`` each) made, where
+    they look wrong: two prompts that made one mask (a click that took the ground round its
+    object takes the same ground from the next click), and sizes more than
+    ``ODD_PROMPT_SPREAD`` times apart. The profile's size range then spans both, and what
+    the library finds changes, with no word."""
+    from sam_detect.masks import crop_intersections
+
+    made = [(f, what) for f, what in zip(found, prompts, strict=True) if len(f)]
+    out = []
+    if len(made) >= 2:
+        inst = [f for f, _ in made]
+        merged = type(inst[0]).merge(inst)
+        ii, jj, inter = crop_intersections(merged.crops, merged.crops)
+        areas = merged.areas.astype(np.float64)
+        for i, j, v in zip(ii.tolist(), jj.tolist(), inter.tolist(), strict=True):
+            if i < j and v / max(areas[i] + areas[j] - v, 1.0) >= 0.9:
+                out.append(f"{made[i][1]} and {made[j][1]} made one mask ({int(areas[i])} px): one of them "
+                           "may have taken the ground round its object; check them (--overlay on a detect "
+                           "of this image), or give boxes")
+        small, large = float(areas.min()), float(areas.max())
+        if small > 0 and large / small > ODD_PROMPT_SPREAD:
+            out.append(f"the {len(made)} prompts made masks of {', '.join(str(int(a)) for a in areas)} px, "
+                       f"{large / small:.0f}x apart: a click may have taken the ground round its object, or "
+                       "a piece of it; check them (--overlay on a detect of this image), or give boxes")
+    return out
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("image", type=click.Path(dir_okay=False))
 @click.option("--label", callback=_label_callback,
@@ -164,6 +197,9 @@ def add(image, label, negative, boxes, points, mask_paths, polygon_paths, labels
                  for p in points]
             inst = Instances.merge(found)
             inst.labels[:] = label
+            if not quiet:
+                for note in odd_prompt_sizes(found, [f"--box {b}" for b in boxes] + [f"--point {p}" for p in points]):
+                    click.echo(f"sam-detect: {note}", err=True)
         elif mask_paths:
             from sam_detect.formats import read_mask_folder
             from sam_detect.io.images import load_image
