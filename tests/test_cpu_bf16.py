@@ -107,3 +107,19 @@ def test_the_embedder_line_says_when_the_network_runs_in_bf16(monkeypatch, setti
         det.close()
     assert said.startswith("views:v1:")
     assert ("network in bf16 on this CPU" in said) is (setting is None and bool(NATIVE))
+
+
+def test_a_setting_that_means_nothing_is_refused_in_one_line(monkeypatch):
+    """SAM_DETECT_CPU_BF16=maybe (or SAM_DETECT_EFFNET_SCRIPT=x) was taken as the default
+    without a word."""
+    from sam_detect.embed.lite0 import SCRIPT_ENV, _enabled
+    from sam_detect.errors import SamDetectError
+
+    monkeypatch.setenv(CPU_BF16_ENV, "maybe")
+    with pytest.raises(SamDetectError, match="SAM_DETECT_CPU_BF16='maybe': expected 0"):
+        cpu_bf16()
+    monkeypatch.setenv(SCRIPT_ENV, "x")
+    with pytest.raises(SamDetectError, match="SAM_DETECT_EFFNET_SCRIPT='x': expected 1"):
+        _enabled()
+    monkeypatch.setenv(SCRIPT_ENV, " Off ")
+    assert _enabled() is False

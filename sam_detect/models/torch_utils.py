@@ -126,6 +126,11 @@ def cpu_bf16() -> bool:
     a CPU without them oneDNN emulates bf16, slower than float32: those stay float32.
     """
     setting = os.environ.get(CPU_BF16_ENV, "auto").strip().lower()
+    if setting not in ("", "auto", "0", "off", "false", "no", "1", "on", "true", "yes"):
+        from sam_detect.errors import SamDetectError
+
+        raise SamDetectError(f"{CPU_BF16_ENV}={os.environ[CPU_BF16_ENV]!r}: expected 0 (float32), 1 (bf16 where "
+                             "the CPU computes it) or auto")
     if setting in ("0", "off", "false", "no"):
         return False
     torch = import_torch()
