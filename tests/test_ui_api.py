@@ -498,6 +498,7 @@ def test_relabel_an_example_replaces_it_and_undo_puts_it_back(client, ui):
     [relabelled] = res["annotations"]
     assert relabelled["id"] == ann["id"] and relabelled["label"] == "square"
     assert relabelled["example_ids"] == res["ids"] != first["ids"]
+    assert res["relabelled"] == 1 and first["relabelled"] == 0  # the page says "relabelled", not "added"
     r = client.post("/api/undo", headers=H).json()
     assert r["restored"] == 1 and store.labels("default") == {"disc": 1}
     [back] = client.get("/api/annotations", params={"path": "scene.png"}).json()["annotations"]

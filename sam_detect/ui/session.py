@@ -435,6 +435,7 @@ class AnnotationSession:
                 "ids": list(ids),
                 "label": label,
                 "library": self.library,
+                "relabelled": len(replaced),
                 "annotations": [annotation_json(a, self._candidates) for a in anns],
                 "labels": self._labels(),
             }

@@ -352,7 +352,10 @@ async function accept(label) {
   S.pending = null;
   S.selected = null;
   setAnnotations(res.annotations);
-  status(negative ? "stored as a negative example" : `added ${res.ids.length} example(s) "${label}" to ${res.library}`);
+  const n = res.ids.length;
+  status(negative ? "stored as a negative example"
+    : res.relabelled ? `relabelled ${res.relabelled} as "${label}" in ${res.library}`
+      : `added ${n} example${n === 1 ? "" : "s"} "${label}" to ${res.library}`);
   await refreshLibrary();
 }
 
@@ -483,7 +486,7 @@ async function refreshLibrary() {
     sel.appendChild(o);
   }
   $("library-meta").textContent = lib.exists
-    ? `${lib.count} examples · ${lib.embedder} · ${lib.store}`
+    ? `${lib.count} example${lib.count === 1 ? "" : "s"} · ${lib.embedder} · ${lib.store}`
     : `empty: accept an object to start library "${lib.library}"`;
   const ul = $("label-counts");
   ul.innerHTML = "";
