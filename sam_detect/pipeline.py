@@ -827,14 +827,18 @@ class SAMDetect(DetectorStages, LibraryState):
         return out
 
     def _channel_note(self, loaded: Any) -> str | None:
-        """A line where this image's channels are read otherwise than the examples' images of
-        as many channels were (``add --channel 0``, then ``detect`` without it: every channel
-        merged, label channels too), naming the option that reads it as they were."""
+        """A line where this image's channels, none chosen, are read otherwise than the
+        examples' images of as many channels were (``add --channel 0``, then ``detect``
+        without it: every channel merged, label channels too), naming the option that reads
+        it as they were. Channels chosen are not second-guessed: another file may hold its
+        channels in another order."""
         from sam_detect.io.images import describe_reading
 
         here = getattr(loaded, "reading", None)
-        reads = [r for r in (self._extra("channel_reads") or []) if isinstance(r, dict) and r.get("of") == (here or {}).get("of")]
-        if here is None or not reads or any(r.get("channel") == here["channel"] for r in reads):
+        if here is None or here["channel"] is not None:  # channels chosen: the user's choice, not a slip
+            return None
+        reads = [r for r in (self._extra("channel_reads") or []) if isinstance(r, dict) and r.get("of") == here["of"]]
+        if not reads or any(r.get("channel") == here["channel"] for r in reads):
             return None
         was = reads[0].get("channel")
         option = "all channels (no --channel)" if was is None else " ".join(f"--channel {c}" for c in was)

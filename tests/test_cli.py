@@ -201,6 +201,22 @@ def test_an_image_read_from_other_channels_than_the_examples_is_said(tmp_path, s
         r = run_cli("detect", image, *args, "--json", *lib)
         assert r.exit_code == 0, r.output
         assert not any("channel" in n for n in json.loads(r.stdout)["notes"]), args
+    # a channel chosen is the user's choice (another file may order its channels otherwise)
+    r = run_cli("detect", path, "--channel", "2", "--json", *lib)
+    assert r.exit_code == 0 and not any("channel" in n for n in json.loads(r.stdout)["notes"])
+    # the same channels stored as samples, planar or interleaved: the same note (none was said)
+    two = stack[:2]
+    tifffile.imwrite(tmp_path / "planar.tif", two, photometric="minisblack", planarconfig="separate")
+    tifffile.imwrite(tmp_path / "contig.tif", np.moveaxis(two, 0, -1), photometric="minisblack", planarconfig="contig")
+    r = run_cli("add", tmp_path / "planar.tif", "--channel", "0", "--label", "shape", "--labels", tmp_path / "lab.tif",
+                "--library", "two", *lib)
+    assert r.exit_code == 0, r.output
+    for name in ("planar.tif", "contig.tif"):
+        r = run_cli("detect", tmp_path / name, "--library", "two", "--json", *lib)
+        assert r.exit_code == 0, r.output
+        assert any("read from channel 0 of 2-channel images" in n for n in json.loads(r.stdout)["notes"]), name
+        r = run_cli("detect", tmp_path / name, "--channel", "1", "--library", "two", "--json", *lib)
+        assert r.exit_code == 0, r.output  # an interleaved second channel was read as alpha: "1 channel (0..0)"
 
 
 def test_add_from_label_image_and_library_show(scene_files):

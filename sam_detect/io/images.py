@@ -109,7 +109,10 @@ class LoadedImage:
         """How a multi-channel image's channels were read (``{"of": channels in the file,
         "channel": the ones used, sorted, or None for all}``), or ``None`` for an image
         without a channel axis (grey, RGB)."""
-        if "C" not in str(self.source_axes) or self.n_channels < 2:
+        axes = str(self.source_axes)
+        # channels: a C axis, or samples that are no colour (2, or 5 and more: planar or
+        # interleaved fluorescence channels; 3 or 4 samples are RGB(A))
+        if self.n_channels < 2 or not ("C" in axes or ("S" in axes and self.n_channels not in (3, 4))):
             return None
         ch = self.channel
         used = None if ch is None else sorted({int(ch)} if isinstance(ch, (int, np.integer)) else {int(c) for c in ch})
@@ -499,9 +502,12 @@ def _read_tiff(p: Path) -> tuple[np.ndarray, str]:
                 return _read_pil(p)  # inverted, indexed or CMYK: as viewers show it
             check_series_size(p, axes, shape, series.dtype.itemsize)
             data = series.asarray()
-            # grey + alpha: the alpha sample is no channel of the image (merged by max, all white)
+            # grey + alpha: the alpha sample is no channel of the image (merged by max, all white);
+            # an extra sample marked unspecified (0, as tifffile writes a (H, W, 2) array) is a
+            # channel (a second fluorescence channel was dropped as alpha)
+            extra = tuple(int(v) for v in (getattr(page, "extrasamples", ()) or ()))
             grey_alpha = (photometric == 1 and axes.endswith("S") and shape[-1] == 2
-                          and len(getattr(page, "extrasamples", ()) or ()) == 1)
+                          and len(extra) == 1 and extra[0] in (1, 2))
     except ImageLoadError:
         raise
     except Exception as e:  # tifffile raises many types for corrupt data
