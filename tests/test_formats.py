@@ -186,3 +186,24 @@ def test_a_label_image_one_pixel_high_is_read_as_it_is(tmp_path):
     assert read_label_image(tmp_path / "one.npy").shape == (30, 40)
     np.save(tmp_path / "stack.npy", np.ones((5, 1, 30, 40), np.uint16))
     assert read_label_image(tmp_path / "stack.npy").shape == (5, 30, 40)
+
+
+def test_an_instance_and_type_tiff_stored_as_samples_gives_each_channel(tmp_path):
+    """Instance and type maps saved as one 2-sample TIFF (interleaved or planar) were refused
+    as "an RGB image", --labels-channel or not."""
+    import tifffile
+
+    from sam_detect.formats.label_image import read_label_image
+
+    lab = np.zeros((40, 50), np.uint16)
+    lab[5:10, 5:10], lab[20:30, 20:30] = 1, 2
+    types = np.where(lab > 0, 1 + lab % 2, 0).astype(np.uint16)
+    both = np.stack([lab, types], -1)
+    tifffile.imwrite(tmp_path / "contig.tif", both, photometric="minisblack", planarconfig="contig")
+    tifffile.imwrite(tmp_path / "planar.tif", np.moveaxis(both, -1, 0), photometric="minisblack",
+                     planarconfig="separate")
+    for name in ("contig.tif", "planar.tif"):
+        np.testing.assert_array_equal(read_label_image(tmp_path / name, channel=0), lab)
+        np.testing.assert_array_equal(read_label_image(tmp_path / name, channel=1, pieces=False), types)
+        with pytest.raises(AnnotationError, match="choose the channel that holds the labels"):
+            read_label_image(tmp_path / name)

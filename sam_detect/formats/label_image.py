@@ -80,6 +80,11 @@ def read_label_image(path: PathLike, channel: int | None = None, pieces: bool = 
         raise AnnotationError(f"{path}: cannot read label image ({type(e).__name__}: {e})") from e
     arr = np.asarray(arr)
     if axes is not None and len(axes) == arr.ndim:
+        if "S" in axes and arr.shape[axes.index("S")] > 1 and (
+                channel is not None or arr.shape[axes.index("S")] not in (3, 4)):
+            # samples that are no colour (two, or a channel named): channels, one holds the labels
+            # (an instance + type TIFF saved interleaved or planar was refused as "an RGB image")
+            axes = axes.replace("S", "C")
         if "S" in axes and arr.shape[axes.index("S")] > 1:
             ids = colour_coded_ids(arr, str(path)) if axes == "YXS" and pieces else None
             if ids is None:
