@@ -539,28 +539,45 @@ class SAMDetect(DetectorStages, LibraryState):
         annotations: Any,
         *,
         label: str | None = None,
+        frame: int | str | None = None,
         progress: bool = False,
     ) -> list[str]:
         """Add many examples at once.
 
         ``annotations``: an ``Instances`` (labels used unless ``label`` is given), a label
-        image ``(H, W)`` int (0 = background; needs ``label``), or a path to a label image,
-        COCO, labelme, ``.npz`` or polygon file.
+        image ``(H, W)`` int (0 = background; needs ``label``) or one drawn in flat colours
+        on black, or a path to a label image, COCO, labelme, GeoJSON, ``.npz`` or polygon
+        file. A file of several images gives the image's own: ``frame`` (a stack's frame
+        index, a COCO ``file_name`` or id), else the frame ``image`` was read from, else the
+        entry named as ``image``'s file is (as ``sam-detect add --annotations`` does).
         """
         loaded = self._load(image)
-        inst = self.annotations_to_instances(annotations, loaded.rgb.shape[:2])
+        at = frame if frame is not None else getattr(loaded, "frame", None)
+        inst = self.annotations_to_instances(annotations, loaded.rgb.shape[:2], image=at,
+                                             name=getattr(loaded, "path", None))
         labels = [self._check_label(label)] * len(inst) if label is not None else None
         return self.add_examples(loaded, inst, labels, progress=progress)
 
     @staticmethod
-    def annotations_to_instances(annotations: Any, image_hw: tuple[int, int]) -> Instances:
+    def annotations_to_instances(annotations: Any, image_hw: tuple[int, int], *, image: int | str | None = None,
+                                 name: str | None = None) -> Instances:
+        """:meth:`add_examples_from_annotations`'s reading of ``annotations`` (``image``, ``name``:
+        which entry of a file of several images, as :func:`sam_detect.formats.load_annotations`)."""
         if isinstance(annotations, Instances):
             return annotations
         if isinstance(annotations, (str, Path)):
             from sam_detect.formats import load_annotations
 
-            return load_annotations(annotations, image_shape=image_hw)
+            return load_annotations(annotations, image_shape=image_hw, image=image, name=name)
         lab = np.asarray(annotations)
+        if lab.ndim == 3 and lab.shape[:2] == tuple(image_hw) and lab.shape[2] in (3, 4):
+            from sam_detect.formats.label_image import colour_coded_ids
+
+            ids = colour_coded_ids(lab, "the label image")  # objects drawn in flat colours on black
+            if ids is None:
+                raise AnnotationError(f"the label array {lab.shape} is a colour image, not objects drawn in "
+                                      "flat colours on black; give one integer id per pixel (0 = background)")
+            lab = ids
         if lab.shape != tuple(image_hw):
             raise AnnotationError(f"label image shape {lab.shape} does not match the image's {tuple(image_hw)}")
         from sam_detect.formats.label_image import background_as_zero, binary_as_pieces

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 from conftest import dots_on_a_plateau
@@ -557,3 +558,33 @@ def test_examples_and_candidates_are_embedded_at_one_scale_whichever_add_came_fi
         del p["embed_area"]
     assert typical_area(["dot"] * 5, pays) == float(np.median(areas))
     assert typical_area(["__negative__"], [{"area": 5, "embed_area": 5}]) is None
+
+
+def test_examples_from_a_file_of_several_images_take_the_images_own(tmp_path):
+    """`add --annotations set.json` takes the image's own annotations from a COCO file of a
+    set; the API refused it, and its message pointed to an argument it does not take. A
+    label stack takes ``frame=``, and objects drawn in flat colours may come as an array."""
+    from conftest import draw_scene
+
+    from sam_detect.formats import save_annotations
+
+    scenes = [draw_scene(seed) for seed in (1, 2)]
+    for k, (rgb, _, _) in enumerate(scenes):
+        cv2.imwrite(str(tmp_path / f"s{k}.png"), rgb[..., ::-1])
+    sets = [Instances(masks=masks, labels=labels) for _, masks, labels in scenes]
+    save_annotations(sets, tmp_path / "set.json", image_names=["s0.png", "s1.png"], use_rle=True)
+    det = SAMDetect(store="memory", segmenter="classical", embedder="handcrafted", library="set")
+    ids = det.add_examples_from_annotations(str(tmp_path / "s1.png"), str(tmp_path / "set.json"))
+    assert len(ids) == len(sets[1])
+    stack = np.stack([np.max(s.masks * np.arange(1, len(s) + 1)[:, None, None], axis=0) for s in sets]).astype(np.uint16)
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "stack.tif", stack)
+    det = SAMDetect(store="memory", segmenter="classical", embedder="handcrafted", library="stack")
+    assert len(det.add_examples_from_annotations(str(tmp_path / "s1.png"), str(tmp_path / "stack.tif"),
+                                                 label="shape", frame=1)) == len(sets[1])
+    colours = np.zeros(scenes[0][0].shape, np.uint8)
+    for k, m in enumerate(sets[0].masks):
+        colours[m] = (40 * (k + 1), 255 - 30 * k, 90)
+    det = SAMDetect(store="memory", segmenter="classical", embedder="handcrafted", library="colours")
+    assert len(det.add_examples_from_annotations(scenes[0][0], colours, label="shape")) == len(sets[0])
