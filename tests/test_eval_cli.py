@@ -101,6 +101,10 @@ def test_eval_coco_json_and_report(stack_files, tmp_path):
     assert set(m["by_iou"]["0.5"]["per_class"]) == {"disc", "square"}
     assert doc["examples"] == {"disc": 2, "square": 2}
     assert report.exists() and report.stat().st_size > 10_000
+    # which objects were drawn, and what they made of the proposals: a bad draw can be looked at
+    drawn = doc["protocol"]["drawn"]
+    assert sum(len(d["objects"]) for d in drawn) == 4 and all(len(d["areas"]) == len(d["objects"]) for d in drawn)
+    assert all(a > 0 for d in drawn for a in d["areas"]) and isinstance(doc["protocol"]["profile"], list)
 
 
 def test_eval_sweep_json(stack_files):

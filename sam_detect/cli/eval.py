@@ -307,6 +307,8 @@ def eval_cmd(
     if not quiet:
         for stage, why in result.config.get("choices", {}).items():
             click.echo(f"sam-detect: {stage}: {why}", err=True)
+        for line in result.protocol.get("profile") or []:  # what the drawn examples made of the proposals
+            click.echo(f"sam-detect: profile: {line}", err=True)
     if as_json:
         doc = sweep_result.to_dict() if sweep_result is not None else result.to_dict()
         if worth is not None:

@@ -353,6 +353,8 @@ def evaluate(
     det.choices.update(probe.choices)
     det.keep_dropped = True  # where the missed objects' candidates went (eval.errors)
     examples: dict[str, int] = {}
+    drawn_objects: list[dict[str, Any]] = []
+    profile_lines: list[str] = []
     records: list[_ImageRecord] = []
     untyped = 0  # scored images' objects of no type (eval --types): not scored
     kept_overlays: list[tuple[str, np.ndarray, Instances, Instances, np.ndarray]] = []
@@ -366,6 +368,12 @@ def evaluate(
             det.add_examples(loaded, chosen)
             for lab in chosen.labels:
                 examples[str(lab)] = examples.get(str(lab), 0) + 1
+            # which objects were drawn, so that a draw that does badly can be looked at
+            drawn_objects.append({"image": names[i], "objects": [int(k) for k in idx],
+                                  "areas": [int(a) for a in chosen.areas]})
+        from sam_detect.profile import describe
+
+        profile_lines = describe(det.profile) if config.profile else []
         # 2. detection
         it = det_images
         if progress:
@@ -457,6 +465,8 @@ def evaluate(
             "score_examples": score_examples,
             "images": names,
             "untyped": untyped,
+            "drawn": drawn_objects,  # per image: the annotation's objects drawn (0-based), their areas
+            "profile": profile_lines,  # what the examples made of the proposals (library show's lines)
         },
         candidate_recall=_candidate_recall(records, iou),
         examples=examples,
