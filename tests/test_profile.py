@@ -2284,3 +2284,40 @@ def test_the_censored_size_fit_is_scipys_maximum_likelihood_to_its_precision():
     x = np.log([200.0, 220.0, 250.0, 260.0])
     assert censored_normal_fit(x, np.log([2000.0]))[0] > x.mean() + 0.1
     assert abs(censored_normal_fit(x, np.log([20.0]))[0] - x.mean()) < 1e-6
+
+
+def test_a_probe_is_taken_where_the_examples_size_finds_enough_but_off_it_and_mixed(monkeypatch):
+    """HeLa shown at 1.5x: at the examples' size 56 sure objects, pieces beside whole nuclei
+    (too spread for size_shift), and at 4x 102 of one population, the nuclei whole: refused,
+    as a probe had to find three times as many (168), and F1 fell 0.896 -> 0.761 with no note.
+    Where the examples' size finds enough but off its size, a probe needs as many; where it
+    finds too few, still three times as many."""
+    import sam_detect.profile as prof
+
+    def objects(n):
+        m = np.zeros((n, 8, 8 * n), bool)
+        for k in range(n):
+            m[k, 2:6, 8 * k + 2: 8 * k + 6] = True
+        return Instances(masks=m)
+
+    mu, sd = 5.0, 0.3
+    entry = {"log_area": [mu, sd]}
+    found = {prof.PROBE_SHIFT: 25, -prof.PROBE_SHIFT: 3}
+    monkeypatch.setattr(prof, "sure_objects", lambda inst, label, e: np.ones(len(inst), bool))
+    native = objects(20)
+    monkeypatch.setattr(prof, "_sure_sizes",
+                        lambda inst, sure: (mu + 1.0, 1.0) if inst is native or inst is few else (mu + shift_of[id(inst)], 0.1))
+    shift_of: dict[int, float] = {}
+
+    def propose_at(shift):
+        part = objects(found.get(round(shift, 6), 1))
+        shift_of[id(part)] = shift
+        return {"log_area": [mu + shift, sd]}, part
+
+    found = {round(k, 6): v for k, v in found.items()}
+    few = objects(5)
+    assert prof.probe_shift(native, "obj", entry, propose_at, sure=np.ones(20, bool))[0] == prof.PROBE_SHIFT
+    found[round(prof.PROBE_SHIFT, 6)] = 12  # too few beside 5 sure objects found off size: 15 needed
+    assert prof.probe_shift(few, "obj", entry, propose_at, sure=np.ones(5, bool)) == (0.0, None)
+    found[round(prof.PROBE_SHIFT, 6)] = 19  # fewer than the 20 the examples' size found
+    assert prof.probe_shift(native, "obj", entry, propose_at, sure=np.ones(20, bool)) == (0.0, None)
