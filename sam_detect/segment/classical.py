@@ -781,19 +781,10 @@ class ClassicalSegmenter:
         """The object of a box prompt whose class and level :meth:`_prompt_class` read: the
         box's pixels beyond ``level`` on the side of ``polarity``, holes filled, the piece
         with the most pixels in the box's middle half; ``None`` when none lies there."""
-        from scipy import ndimage as ndi
-
         x0, y0, x1, y1 = box
         sub = intensity[y0:y1, x0:x1]
-        fg = _fill_holes(sub > level if polarity == "bright" else sub < level)
-        comp, n = ndi.label(fg)
-        if n == 0:
-            return None
-        sizes = np.bincount(comp[_middle_half(sub.shape)].ravel(), minlength=n + 1)
-        sizes[0] = 0
-        if not sizes.any():
-            return None
-        return comp == int(np.argmax(sizes)), (x0, y0)
+        found = _foreground_in_box(sub > level if polarity == "bright" else sub < level, (0, 0, x1 - x0, y1 - y0))
+        return None if found is None else (found[0], (x0, y0))
 
     def _thresholded_at_prompt(
         self, intensity: np.ndarray, point: tuple[int, int] | None,
