@@ -201,6 +201,12 @@ def test_an_image_read_from_other_channels_than_the_examples_is_said(tmp_path, s
         r = run_cli("detect", image, *args, "--json", *lib)
         assert r.exit_code == 0, r.output
         assert not any("channel" in n for n in json.loads(r.stdout)["notes"]), args
+    # video on a stack of such frames: the same note, once (it said nothing)
+    tifffile.imwrite(tmp_path / "tcyx.tif", np.stack([stack, stack]), photometric="minisblack",
+                     metadata={"axes": "TCYX"})
+    r = run_cli("video", tmp_path / "tcyx.tif", "--jsonl", tmp_path / "v.jsonl", *lib)
+    assert r.exit_code == 0, r.output
+    assert "these frames from all 3 channels merged: give --channel 0" in r.stderr
     # a channel chosen is the user's choice (another file may order its channels otherwise)
     r = run_cli("detect", path, "--channel", "2", "--json", *lib)
     assert r.exit_code == 0 and not any("channel" in n for n in json.loads(r.stdout)["notes"])

@@ -234,6 +234,18 @@ def video(
             report_choices(detector, quiet)
             if src.note and not quiet:
                 click.echo(f"sam-detect: {Path(src.name).name}: {src.note}", err=True)
+            first = getattr(src, "path", None)  # a stack: its channels read as the examples' were?
+            if first is not None and channel is None and not quiet:
+                from sam_detect.errors import ImageLoadError
+                from sam_detect.io.images import load_image
+
+                try:
+                    note = detector._channel_note(load_image(first, frame=0 if src.frame_count else None))
+                except ImageLoadError:
+                    note = None
+                if note:
+                    click.echo(f"sam-detect: {Path(src.name).name}: {note.replace('this one', 'these frames')}",
+                               err=True)
             if not quiet:
                 mode = (
                     "live: frames are dropped when detection falls behind"
