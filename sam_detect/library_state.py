@@ -167,7 +167,8 @@ class LibraryState:
         ``"joint"`` profile; ``None`` where it has none); the library's earlier examples of the same image
         (``key``: :func:`sam_detect.unlabelled.image_key`) are matched too, so adding one
         example at a time does not mark the earlier ones unlabelled. ``(None, None)`` where the
-        segmenter does not propose from a profile (not the classical one) or profiles are off."""
+        segmenter does not propose from a profile (not the classical one), profiles are off, or
+        the image holds no positive example (negatives only)."""
         seg = self._own_segmenter()
         if seg is None or not self.config.profile:
             return None, None
@@ -194,6 +195,11 @@ class LibraryState:
         examples = Instances.from_crops(list(instances.crops) + same_crops, image_hw=rgb.shape[:2]) \
             if same_crops else instances
         positive = [lab != NEGATIVE for lab in list(labels) + same_labels]
+        if not any(positive):
+            # an image with negative examples only (a false detection marked on a new image)
+            # says nothing of what the examples leave unlabelled: its objects were never
+            # labelled, and read as "left unlabelled" they halved what was found there
+            return None, None
 
         def rows(profile: dict | None) -> list | None:
             if profile is None:

@@ -133,6 +133,11 @@ def test_add_labels_each_object_by_its_type(typed_files, tmp_path):
     from sam_detect.formats import load_annotations
 
     assert len(load_annotations(both, channel=0)) == 6  # the Python side reads its channels too
+    # --limit keeps the first objects whatever their types: a type left without one is named
+    r = run_cli("add", f["image"][0], "--labels", f["labels"][0], "--types", f["types"][0],
+                "--type-names", "disc,square", "--limit", 1, *f["lib"], "--library", "limited")
+    assert r.exit_code == 0, r.output
+    assert "--limit 1 keeps the first 1 of 6 objects; no example left of: " in r.stderr
 
 
 @pytest.mark.parametrize(

@@ -487,3 +487,25 @@ def test_average_ranks_are_scipys_rankdata():
         np.testing.assert_array_equal(_average_ranks(v), rankdata(v))
     assert np.isnan(_average_ranks(np.array([1.0, np.nan, 2.0]))).all()
     assert _auc(np.array([3.0, 2.0]), np.array([2.0, 1.0])) == 0.875  # one tie of four pairs
+
+
+def test_a_negative_marked_on_an_image_without_examples_leaves_the_model_as_it_was(scenes):
+    """A false detection marked as a negative on a new image (as the UI's reject does) passed
+    that image's every candidate, its objects too, as "left unlabelled": the model and its
+    contrast floor changed, and an H&E patch's detections fell 14 -> 7. Such an image now
+    says nothing of what the examples leave unlabelled."""
+    from sam_detect import NEGATIVE
+
+    (rgb, lab, _), (rgb2, lab2, _) = scenes
+    inst, _ = Instances.from_label_image(lab)
+    det = detector("neg")
+    det.add_examples(rgb, inst[np.arange(min(6, len(inst)))], ["spot"] * min(6, len(inst)))
+    before = det.unlabelled_model
+    ground = np.zeros(lab2.shape, bool)
+    ground[2:8, 2:8] = True  # a patch of the ground, away from every object
+    assert not (ground & (lab2 > 0)).any()
+    det.add_examples(rgb2, Instances(masks=ground[None]), [NEGATIVE])
+    assert det.unlabelled_model == before
+    pays = [p for _, _, labs, ps in det.store.iter_examples("neg") for lab, p in zip(labs, ps, strict=True)
+            if lab == NEGATIVE]
+    assert len(pays) == 1 and "unlabelled" not in pays[0]

@@ -244,8 +244,14 @@ def add(image, label, negative, boxes, points, mask_paths, polygon_paths, labels
 
                 for name in sorted({n for n in inst.labels if isinstance(n, str)}):
                     check_label(name)
-        if limit is not None:
-            inst = inst[:limit]
+        if limit is not None and limit < len(inst):
+            kept = inst[:limit]
+            if not quiet:
+                lost = sorted({str(x) for x in inst.labels} - {str(x) for x in kept.labels})
+                click.echo(f"sam-detect: --limit {limit} keeps the first {limit} of {len(inst)} objects"
+                           + (f"; no example left of: {', '.join(lost)} (give a label image of the objects "
+                              "wanted, or a larger --limit)" if lost else ""), err=True)
+            inst = kept
         from sam_detect.pipeline import not_objects
 
         regions = not_objects(inst) if len(inst) > 1 else {}
