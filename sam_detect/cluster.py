@@ -366,6 +366,8 @@ def detect_one(detector: Any, path: str | os.PathLike, spec: OutputSpec, progres
     except SamDetectError as e:
         return ImageResult(str(path), error=str(e))
     rec = image_record(found, str(path), polygons=spec.polygons, tolerance=spec.tolerance)
+    if spec.frame is not None:  # which frame of the stack the record holds
+        rec["frame"] = int(loaded.frame) if loaded.frame is not None else int(spec.frame)
     overlay = encode_image(render_overlay(loaded.rgb, found), spec.overlay_suffix) if spec.overlay_suffix else None
     return ImageResult(str(path), rec, found if spec.coco else None, overlay,
                        notes=list(found.metadata.get("notes", [])))
@@ -465,8 +467,16 @@ def _progress(total: int):
 
 
 # -- resume --------------------------------------------------------------------------------
+def resume_key(image: str | os.PathLike, frame: int | None = None) -> str:
+    """What a ``--resume`` file knows an image by: the file it names, however its path was
+    spelled (``imgs/`` or ``/abs/imgs/``), and the frame of a stack (a record of frame 0 is
+    no record of frame 1: every later frame got frame 0's objects)."""
+    real = os.path.realpath(str(image))
+    return real if frame is None else f"{real}#frame={int(frame)}"
+
+
 def read_resume(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
-    """Records already written to a ``--resume`` JSON-lines file, by image path.
+    """Records already written to a ``--resume`` JSON-lines file, by :func:`resume_key`.
 
     A last line cut off by an interrupted run is ignored (that image runs again).
     """
@@ -482,7 +492,8 @@ def read_resume(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
         except ValueError:
             continue
         if isinstance(rec, dict) and isinstance(rec.get("image"), str):
-            out[rec["image"]] = rec
+            frame = rec.get("frame")
+            out[resume_key(rec["image"], frame if isinstance(frame, int) else None)] = rec
     return out
 
 
@@ -529,6 +540,7 @@ __all__ = [
     "parse_cluster",
     "open_resume",
     "read_resume",
+    "resume_key",
     "worker_detector",
 ]
 

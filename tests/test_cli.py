@@ -657,3 +657,27 @@ def test_prompts_whose_masks_look_wrong_are_named():
     assert notes[0].startswith("--point b and --point d made one mask (10000 px)")
     assert notes[1].startswith("the 4 prompts made masks of 35, 10000, 308, 10000 px, 286x apart")
     assert odd_prompt_sizes([one(5, 5, 8, 8), one(50, 50, 9, 9), one(100, 100, 16, 16)], ["a", "b", "c"]) == []
+
+
+def test_frames_of_a_stack_are_resumed_and_named_each_on_its_own(scene_files, tmp_path, scene):
+    """`detect stack --frame k --resume r.jsonl` knew the file alone: frame 1 got frame 0's
+    record (exit 0), and a folder's label images of each frame overwrote each other."""
+    import tifffile
+
+    f = scene_files
+    assert run_cli("add", f["image"], "--label", "shape", "--labels", f["labels"], "-q", *f["lib"]).exit_code == 0
+    frames = [scene(seed=s)[0][..., 0] for s in (1, 2)]
+    stack = tmp_path / "stack.tif"
+    tifffile.imwrite(stack, np.stack(frames), metadata={"axes": "ZYX"})
+    resume = tmp_path / "r.jsonl"
+    for k in (0, 1):
+        r = run_cli("detect", stack, "--frame", k, "--resume", resume, "--jsonl", *f["lib"])
+        assert r.exit_code == 0, r.output
+    recs = [json.loads(line) for line in resume.read_text().splitlines()]
+    assert [r["frame"] for r in recs] == [0, 1]
+    r = run_cli("detect", stack, "--frame", 1, "--resume", resume, "--jsonl", *f["lib"])
+    assert "resume: 1 of 1 images already" in r.stderr and json.loads(r.stdout) == recs[1]
+    for k in (0, 1):
+        r = run_cli("detect", stack, "--frame", k, "--label-image", f"{tmp_path / 'out'}/", "-q", *f["lib"])
+        assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["stack_frame0_labels.tif", "stack_frame1_labels.tif"]

@@ -143,8 +143,8 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
         output_file(resume_path, "--resume", what="a JSON-lines file")
         from sam_detect.cluster import read_resume
 
-        # by the file each record names, however its path was spelled (imgs/ or /abs/imgs/)
-        resumed = {os.path.realpath(k): v for k, v in read_resume(resume_path).items()}
+        # by the file each record names, however its path was spelled, and its frame
+        resumed = read_resume(resume_path)
 
     failures = 0
     records, coco_items = [], []
@@ -163,8 +163,9 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
         if "types" in maps and not quiet:
             click.echo("sam-detect: type map values: " + ", ".join(f"{i}={c}" for i, c in enumerate(classes, 1)),
                        err=True)
-        real = {str(p): os.path.realpath(str(p)) for p in paths} if resumed else {}
-        todo = [p for p in paths if real.get(str(p)) not in resumed]
+        from sam_detect.cluster import resume_key
+
+        todo = [p for p in paths if not resumed or resume_key(p, frame) not in resumed]
         if resumed and not quiet:
             click.echo(f"sam-detect: resume: {len(paths) - len(todo)} of {len(paths)} images already "
                        f"in {resume_path}", err=True)
@@ -186,8 +187,8 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
             resume_fh = open_resume(resume_path)
         try:
             for path in paths:  # results come in input order; resumed records keep their place
-                if real.get(str(path)) in resumed:
-                    rec = resumed[real[str(path)]]
+                if resumed and resume_key(path, frame) in resumed:
+                    rec = resumed[resume_key(path, frame)]
                     _emit(rec, jsonl, records, bool(csv_path))
                     continue
                 res = next(results)
@@ -209,11 +210,14 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
                     coco_items.append((str(path), res.instances))
                 if maps or res.overlay is not None:
                     names = names or unique_stems(paths)
+                # a stack's frame named in a folder's files: frame 1's labels no longer overwrite frame 0's
+                at = res.record.get("frame")
+                name = names[str(path)] + (f"_frame{at}" if at is not None else "") if names else ""
                 try:  # a file that cannot be written costs that file, not the run's other outputs
                     if maps:
-                        _write_maps(maps, names[str(path)], res.instances, classes, tolerance)
+                        _write_maps(maps, name, res.instances, classes, tolerance)
                     if res.overlay is not None:
-                        write_bytes(res.overlay, _target_file(overlay, "overlay", names[str(path)]))
+                        write_bytes(res.overlay, _target_file(overlay, "overlay", name))
                 except (OSError, ValueError, AnnotationError) as e:
                     failures += 1
                     click.echo(f"Error: {Path(path).name}: an output could not be written: {e}", err=True)
