@@ -681,3 +681,17 @@ def test_frames_of_a_stack_are_resumed_and_named_each_on_its_own(scene_files, tm
         r = run_cli("detect", stack, "--frame", k, "--label-image", f"{tmp_path / 'out'}/", "-q", *f["lib"])
         assert r.exit_code == 0, r.output
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["stack_frame0_labels.tif", "stack_frame1_labels.tif"]
+
+
+def test_video_says_which_outputs_it_did_not_write(tmp_path, scene_files):
+    """A folder of unreadable frames: `video` said it wrote the video and the label stack,
+    which never existed."""
+    f = scene_files
+    assert run_cli("add", f["image"], "--label", "shape", "--labels", f["labels"], "-q", *f["lib"]).exit_code == 0
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "a.png").write_text("junk")
+    r = run_cli("video", bad, "-o", tmp_path / "v.mp4", "--label-image", tmp_path / "v.tif", *f["lib"])
+    assert r.exit_code == 1 and "no frame could be read" in r.output
+    assert "wrote" not in r.stderr and "no annotated video written to" in r.stderr
+    assert "no label stack written to" in r.stderr and not (tmp_path / "v.tif").exists()

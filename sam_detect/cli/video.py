@@ -305,7 +305,10 @@ def video(
         ("label stack", label_image),
     ):
         if path and not quiet:
-            click.echo(f"sam-detect: wrote {label} to {path}", err=True)
+            if Path(path).is_file() and Path(path).stat().st_size:
+                click.echo(f"sam-detect: wrote {label} to {path}", err=True)
+            else:  # no frame reached it (none could be read, or Ctrl-C came first)
+                click.echo(f"sam-detect: no {label} written to {path}: no frame was detected", err=True)
     if interrupted:
         raise click.exceptions.Exit(130)
     if stats.frames == 0:
