@@ -766,3 +766,21 @@ def test_a_fill_at_the_bottom_is_left_out_of_the_range_an_image_is_scaled_betwee
     few = frame.copy()
     few[:2] = 0
     np.testing.assert_array_equal(to_rgb_uint8(few)[2:], to_rgb_uint8(frame[2:]))
+
+
+def test_a_folder_scan_leaves_out_label_images_and_overlays(tmp_path, caplog):
+    """`detect` a second time on a folder its --label-image and --type-map went to detected its
+    own label images as images (15 "nuclei" in one). Named, they are still read."""
+    import logging
+
+    for name in ["a.tif", "a_labels.tif", "a_types.tif", "a_overlay.png", "b.png"]:
+        (tmp_path / name).write_bytes(b"x")
+    with caplog.at_level(logging.WARNING, logger="sam_detect"):
+        got = iter_image_paths([tmp_path])
+    assert [p.name for p in got] == ["a.tif", "b.png"]
+    assert "3 file(s) named as label images or overlays left out" in caplog.text
+    assert [p.name for p in iter_image_paths([tmp_path / "a_labels.tif"])] == ["a_labels.tif"]
+    only = tmp_path / "only"
+    only.mkdir()
+    (only / "x_labels.tif").write_bytes(b"x")  # a folder of nothing else: taken as given
+    assert [p.name for p in iter_image_paths([only])] == ["x_labels.tif"]

@@ -41,6 +41,10 @@ from sam_detect.io.render import (
 )
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+#: names that a folder scan leaves out: label images, type maps and overlays (detect's own
+#: ``--label-image``, ``--type-map`` and ``--overlay`` folders write such names)
+OUTPUT_NAME_ENDINGS = ("_labels.tif", "_labels.tiff", "_labels.png", "_types.tif", "_types.tiff", "_types.png",
+                       "_overlay.png", "_overlay.jpg")
 #: NumPy arrays read as images when named (a file or a glob), not when a folder is scanned:
 #: a folder of images often holds its label arrays too
 ARRAY_EXTENSIONS = (".npy",)
@@ -327,6 +331,17 @@ def iter_image_paths(inputs: Sequence[str | os.PathLike] | str | os.PathLike) ->
                 raise ImageLoadError(
                     f"{p}: folder holds no images (looked for {', '.join(IMAGE_EXTENSIONS)})"
                 )
+            # a folder's label images and overlays, detect's own outputs among them: not images to
+            # detect on (a second run on a folder its outputs went to detected its label images)
+            outputs = [q for q in found if q.name.lower().endswith(OUTPUT_NAME_ENDINGS)]
+            if outputs and len(outputs) < len(found):
+                import logging
+
+                logging.getLogger("sam_detect").warning(
+                    "%s: %d file(s) named as label images or overlays left out (%s%s); name them to "
+                    "detect on them", p, len(outputs), ", ".join(q.name for q in outputs[:3]),
+                    ", ..." if len(outputs) > 3 else "")
+                found = [q for q in found if q not in outputs]
         elif p.is_file():
             found = [p]
         elif glob.has_magic(s):
