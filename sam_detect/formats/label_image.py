@@ -280,8 +280,9 @@ def pannuke_maps(arr: np.ndarray, types: bool = False, where: str = "the masks")
     import logging
 
     logging.getLogger("sam_detect").warning(
-        "%s: read as PanNuke masks (an instance map per type: %s; the types with --types on the same file)",
-        where, ", ".join(PANNUKE_TYPES))
+        "%s: read as PanNuke masks (an instance map per type channel, PanNuke's order %s; the types "
+        "with --types on the same file, named by --type-names in the channels' order)",
+        where, ", ".join(f"{k + 1}={t}" for k, t in enumerate(PANNUKE_TYPES)))
     return out
 
 
