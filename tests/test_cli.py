@@ -695,3 +695,29 @@ def test_video_says_which_outputs_it_did_not_write(tmp_path, scene_files):
     assert r.exit_code == 1 and "no frame could be read" in r.output
     assert "wrote" not in r.stderr and "no annotated video written to" in r.stderr
     assert "no label stack written to" in r.stderr and not (tmp_path / "v.tif").exists()
+
+
+def test_video_writes_a_type_stack_numbered_as_detect_numbers_it(scene_files, tmp_path, scene):
+    """A PanNuke-like stack had no type maps but through `detect --frame` one frame at a time:
+    `video --type-map` writes each object's class beside the track stack."""
+    import tifffile
+
+    f = scene_files
+    for name in ("disc", "square"):
+        i = f["names"].index(name)
+        cv2.imwrite(str(tmp_path / f"{name}.png"), f["masks"][i].astype(np.uint8) * 255)
+        assert run_cli("add", f["image"], "--label", name, "--mask", tmp_path / f"{name}.png", "-q",
+                       *f["lib"]).exit_code == 0
+    rgb = cv2.imread(str(f["image"]))[..., ::-1]
+    stack = tmp_path / "stack.npy"
+    np.save(stack, np.stack([rgb, rgb]))
+    r = run_cli("video", stack, "--label-image", tmp_path / "L.tif", "--type-map", tmp_path / "T.tif",
+                "--jsonl", tmp_path / "v.jsonl", *f["lib"])
+    assert r.exit_code == 0, r.output
+    assert "type map values: 1=disc, 2=square" in r.stderr and "wrote type stack to" in r.stderr
+    tracks, types = tifffile.imread(tmp_path / "L.tif"), tifffile.imread(tmp_path / "T.tif")
+    assert tracks.shape == types.shape == (2, *rgb.shape[:2])
+    first = json.loads((tmp_path / "v.jsonl").read_text().splitlines()[0])
+    for o in first["objects"]:
+        value = int(np.bincount(types[0][tracks[0] == o["track_id"]]).argmax())
+        assert value == {"disc": 1, "square": 2}[o["label"]], o

@@ -38,6 +38,13 @@ from sam_detect.cli.validate import finite, no_clashes, output_file
     "(with --no-track, its id in the frame's JSON + 1); 0 = background. For napari, Fiji, "
     "TrackMate.",
 )
+@click.option(
+    "--type-map",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Also write each object's class as a stack of the same planes (.tif/.tiff/.npy): 1 = the "
+    "library's first label in sorted order, as detect --type-map numbers them (stderr lists them); "
+    "0 = background.",
+)
 @click.option("--show", is_flag=True, help="Show a live window (q or Esc stops); needs a display.")
 @click.option(
     "--summary",
@@ -135,6 +142,7 @@ def video(
     output,
     jsonl,
     label_image,
+    type_map,
     show,
     summary_path,
     frames_spec,
@@ -183,15 +191,16 @@ def video(
     output_file(output, "--output", tuple(_FOURCC), what="an annotated video")
     output_file(jsonl, "--jsonl", what="a JSON lines file")
     output_file(label_image, "--label-image", LABEL_STACK_SUFFIXES, what="a label stack")
+    output_file(type_map, "--type-map", LABEL_STACK_SUFFIXES, what="a type stack")
     output_file(summary_path, "--summary", what="a JSON summary")
     no_clashes([source] if os.path.isfile(source) else [], {
-        "--output": output, "--jsonl": jsonl, "--label-image": label_image, "--summary": summary_path},
-        what="the source")
+        "--output": output, "--jsonl": jsonl, "--label-image": label_image, "--type-map": type_map,
+        "--summary": summary_path}, what="the source")
     if show:
         problem = display_problem()
         if problem:
             raise click.ClickException(f"cannot --show a window: {problem}")
-    if not (output or jsonl or label_image or show or summary_path) and not quiet:
+    if not (output or jsonl or label_image or type_map or show or summary_path) and not quiet:
         click.echo(
             "sam-detect: no --output, --jsonl, --label-image or --show given; printing the summary only",
             err=True,
@@ -253,6 +262,15 @@ def video(
                     else "file: every frame is read"
                 )
                 click.echo(f"sam-detect: reading {src.name} ({mode}); Ctrl-C stops", err=True)
+            classes = None
+            if type_map:  # numbered as detect --type-map numbers them
+                from sam_detect.instances import NEGATIVE, UNKNOWN
+
+                classes = sorted({lab for lab in detector.store.labels(detector.config.library) if lab != NEGATIVE}
+                                 | ({UNKNOWN} if detector.config.keep_unknown else set()))
+                if not quiet:
+                    click.echo("sam-detect: type map values: " + ", ".join(f"{i}={c}" for i, c in enumerate(classes, 1)),
+                               err=True)
             progress = None
             if not quiet and not src.live and src.frame_count:
                 from tqdm.auto import tqdm
@@ -268,6 +286,8 @@ def video(
                     jsonl=jsonl,
                     output_fps=fps if fps and not src.fps else None,
                     label_image=label_image,
+                    type_map=type_map,
+                    classes=classes,
                     polygons=not no_polygons,
                     tolerance=tolerance,
                     on_result=(lambda _r: progress.update(1)) if progress is not None else None,
@@ -303,6 +323,7 @@ def video(
         ("annotated video", output),
         ("JSON lines", jsonl if jsonl != "-" else None),
         ("label stack", label_image),
+        ("type stack", type_map),
     ):
         if path and not quiet:
             if Path(path).is_file() and Path(path).stat().st_size:

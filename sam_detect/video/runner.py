@@ -463,6 +463,8 @@ def run_video(
     show: bool = False,
     output_fps: float | None = None,
     label_image: str | os.PathLike | None = None,
+    type_map: str | os.PathLike | None = None,
+    classes: list[str] | None = None,
     hud: bool = True,
     polygons: bool = True,
     tolerance: float = 1.0,
@@ -486,6 +488,8 @@ def run_video(
             frame handled (as ``output``: a skipped frame holds the latest detection's
             objects), each object's value its track id (without tracking, its place in the
             frame's record plus one); see :class:`~sam_detect.video.writer.LabelStackWriter`.
+        type_map: the same stack of each object's class (``classes``' place plus one, as
+            ``detect --type-map`` numbers them; default: the library's labels, sorted).
         on_result: called with each :class:`FrameResult` (e.g. to advance a progress bar).
         stream_options: passed to :func:`detect_stream` (``every``, ``max_fps``, ...).
 
@@ -500,6 +504,11 @@ def run_video(
     video = VideoWriter(output, output_fps or getattr(source, "fps", None) or DEFAULT_FPS) if output else None
     lines = JsonlWriter(jsonl) if jsonl is not None else None
     stack = LabelStackWriter(label_image) if label_image is not None else None
+    if type_map is not None and classes is None:
+        from sam_detect.instances import NEGATIVE
+
+        classes = sorted(lab for lab in detector.store.labels(detector.config.library) if lab != NEGATIVE)
+    types = LabelStackWriter(type_map, classes=list(classes or [])) if type_map is not None else None
     results = detect_stream(detector, source, stats=stats, **stream_options)
     try:
         for result in results:
@@ -507,6 +516,8 @@ def run_video(
                 lines.write(frame_record(result, polygons=polygons, tolerance=tolerance))
             if stack is not None:
                 stack.write(result.instances, result.frame.hw)
+            if types is not None:
+                types.write(result.instances, result.frame.hw)
             if video is not None or window is not None:
                 from sam_detect.video.writer import draw_annotations
 
@@ -531,6 +542,8 @@ def run_video(
             lines.close()
         if stack is not None:
             stack.close()
+        if types is not None:
+            types.close()
         if window is not None:
             window.close()
     return stats

@@ -165,8 +165,10 @@ class LabelStackWriter:
             another size than the first (a stack holds frames of one size).
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, classes: list[str] | None = None) -> None:
         self.path = Path(path)
+        #: a type stack: each object's value is its class's place in ``classes`` plus one
+        self.classes = None if classes is None else {str(c): k for k, c in enumerate(classes, 1)}
         if self.path.suffix.lower() not in LABEL_STACK_SUFFIXES:
             raise SamDetectError(
                 f"cannot write a label stack as {self.path.suffix or 'a file without extension'!r} "
@@ -195,8 +197,12 @@ class LabelStackWriter:
         if instances is None or not len(instances):
             plane = np.zeros(hw, np.uint32)
         else:
-            tids = instances.data.get("track_id")
-            plane = instances.to_label_image(np.uint32, values=None if tids is None else np.asarray(tids))
+            if self.classes is not None:  # by class, as detect --type-map numbers them
+                values = np.array([self.classes.get(str(lab), 0) for lab in instances.labels], np.int64)
+            else:
+                tids = instances.data.get("track_id")
+                values = None if tids is None else np.asarray(tids)
+            plane = instances.to_label_image(np.uint32, values=values)
             self.top = max(self.top, int(plane.max()))
         self._fh.write(plane.tobytes())
         self.frames += 1
