@@ -620,15 +620,21 @@ class SAMDetect(DetectorStages, LibraryState):
         loaded = self._load(image)
         timings: dict[str, float] = {}
         self._share_example_features()
-        from sam_detect.profile import at_stain, stain_gain
+        from sam_detect.profile import at_stain, examples_tint, stain_gain
 
         profile = self.profile
-        stain = stain_gain(loaded.rgb, profile)  # another slide's stain: seen as the examples' slide's
-        rgb = loaded.rgb if stain is None else at_stain(loaded.rgb, stain)
+        # a grey frame saved blue, or the other way round: seen in the examples' images' colours
+        rgb, tint = examples_tint(loaded.rgb, profile)
+        stain = stain_gain(rgb, profile)  # another slide's stain: seen as the examples' slide's
+        rgb = rgb if stain is None else at_stain(rgb, stain)
         prefetched = self._prefetch_maps(rgb)
         stages = _stages(rgb.shape[0] * rgb.shape[1], progress)
         try:
-            return self._detect(loaded, rgb, stain, profile, timings, top_k, threshold, prefetched, stages)
+            out = self._detect(loaded, rgb, stain, profile, timings, top_k, threshold, prefetched, stages)
+            if tint:
+                log.info("%s", tint)
+                out.metadata["notes"] = [tint, *out.metadata.get("notes", [])]
+            return out
         finally:
             if prefetched is not None:
                 prefetched.close()
