@@ -559,6 +559,10 @@ def _read_pil(p: Path) -> tuple[np.ndarray, str]:
                 for k in range(1, n_frames):
                     im.seek(k)
                     frames.append(_pil_array(im, mode, orientation))
+                    if frames[-1].ndim == data.ndim == 3 and frames[-1].shape[:2] == data.shape[:2]:
+                        frames[-1] = frames[-1][..., : data.shape[2]]  # a later frame's alpha: as the first's
+                        if frames[-1].shape[2] < data.shape[2]:  # the first had alpha, this one none: opaque
+                            frames[-1] = np.dstack([frames[-1], np.full(data.shape[:2], 255, data.dtype)])
                     if frames[-1].shape != data.shape:
                         raise ImageLoadError(f"{p}: frame {k} has shape {frames[-1].shape}, the first {data.shape}")
                 data = np.stack(frames)
