@@ -530,7 +530,12 @@ class SAMDetect(DetectorStages, LibraryState):
                 payloads[-1]["frame"] = int(loaded.frame)  # reembed cut the crop from it again
         # journaled: a kill at any moment leaves all of these examples or none (store.journal)
         ids = journal.add(self.store, self.config.library, vectors, labels, payloads)
-        self.refresh_profile()
+        try:
+            self.refresh_profile()
+        except KeyboardInterrupt:  # the examples are stored: "Aborted!" alone said they were not
+            log.warning("interrupted after the %d example(s) were stored, before the library's settings were "
+                        "rebuilt: the next use of library %r rebuilds them", len(ids), self.config.library)
+            raise
         return ids
 
     def add_examples_from_annotations(

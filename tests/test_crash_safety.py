@@ -690,7 +690,8 @@ def test_a_locked_library_fails_before_any_model_loads(tmp_path):
         holder.close()
 
 
-def test_an_add_stopped_after_its_examples_before_their_settings_is_rebuilt_on_the_next_use(tmp_path, monkeypatch):
+def test_an_add_stopped_after_its_examples_before_their_settings_is_rebuilt_on_the_next_use(tmp_path, monkeypatch,
+                                                                                               caplog):
     """Ctrl-C, SIGTERM or a kill late in an ``add`` (or ``import --merge``) left the examples
     stored and the profile and decision of the library before them: `check` said ok, an
     ``add`` run again added nothing and rebuilt nothing, and detect found other objects. The
@@ -714,10 +715,11 @@ def test_an_add_stopped_after_its_examples_before_their_settings_is_rebuilt_on_t
     def stopped(self):
         raise KeyboardInterrupt
 
-    with monkeypatch.context() as m:
+    with monkeypatch.context() as m, caplog.at_level("WARNING", logger="sam_detect"):
         m.setattr(LibraryState, "refresh_profile", stopped)
         with pytest.raises(KeyboardInterrupt):
             det.add_examples(img, Instances(masks=on[:3]), ["ring"] * 3)
+    assert "interrupted after the 3 example(s) were stored" in caplog.text
     det.close()
     store = create_store("edge", path=lib)
     rep = check_library(store, "dots")
