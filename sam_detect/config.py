@@ -78,6 +78,29 @@ PARAMS: dict[str, Param] = {
 }
 
 
+#: the words an on/off environment variable (``SAM_DETECT_*``) takes, either case
+ENV_OFF = ("0", "off", "false", "no")
+ENV_ON = ("1", "on", "true", "yes")
+
+
+def env_switch(name: str, expected: str, auto: bool = False) -> bool | None:
+    """Environment variable ``name`` as a switch: ``True`` / ``False`` for the words of
+    :data:`ENV_ON` / :data:`ENV_OFF`, ``None`` where it is unset or empty (and, with
+    ``auto``, ``"auto"``): the default. Any other value is refused in one line naming it
+    and what it takes (``expected``): it was taken as the default without a word."""
+    import os
+
+    raw = os.environ.get(name, "")
+    setting = raw.strip().lower()
+    if setting in ENV_ON or setting in ENV_OFF:
+        return setting in ENV_ON
+    if setting == "" or (auto and setting == "auto"):
+        return None
+    from sam_detect.errors import SamDetectError
+
+    raise SamDetectError(f"{name}={raw!r}: expected {expected}")
+
+
 def check(name: str, value: Any) -> Any:
     """``value`` checked against setting ``name``'s range (:meth:`Param.check`)."""
     return PARAMS[name].check(value)

@@ -18,7 +18,7 @@ import numpy as np
 
 from sam_detect.embed.base import embeds_instances
 from sam_detect.instances import NEGATIVE
-from sam_detect.store._common import DERIVED_KEY
+from sam_detect.store._common import DERIVED_KEY, settings_behind
 
 log = logging.getLogger("sam_detect")
 
@@ -262,8 +262,8 @@ class LibraryState:
         if cached is not None and cached[0] == count:
             return cached[1]
         meta = self._library_meta()
-        made_from = (meta.extra or {}).get(DERIVED_KEY) if meta else None
-        if isinstance(made_from, int) and made_from != count and not getattr(self, "_rebuilding", False):
+        made_from = settings_behind(meta.extra, count) if meta else None
+        if made_from is not None and not getattr(self, "_rebuilding", False):
             log.warning("library %r: its settings were made from %d examples, it holds %d (an add or delete "
                         "stopped before they were rebuilt): rebuilt now", self.config.library, made_from, count)
             self._rebuilding = True

@@ -106,6 +106,16 @@ def predictions_to_coco(results: Iterable[tuple[str, Instances]], categories: Se
     )
 
 
+def output_classes(detector: Any) -> list[str]:
+    """The classes of ``--coco``, ``--type-map`` (detect's and video's): every label of the
+    library, found or not, sorted, and ``unknown`` in its sorted place where the detector
+    keeps unknowns; a type map's value is a class's place plus one."""
+    from sam_detect.instances import NEGATIVE, UNKNOWN
+
+    return sorted({lab for lab in detector.store.labels(detector.config.library) if lab != NEGATIVE}
+                  | ({UNKNOWN} if detector.config.keep_unknown else set()))
+
+
 def label_maps(instances: Instances, classes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """``(label image, type map)`` of detection results: object ``id`` ``k`` of the JSON is
     pixel value ``k + 1`` (0 = background; where masks overlap, the smaller object), and its

@@ -635,11 +635,7 @@ class SAMDetect(DetectorStages, LibraryState):
         prefetched = self._prefetch_maps(rgb)
         stages = _stages(rgb.shape[0] * rgb.shape[1], progress)
         try:
-            out = self._detect(loaded, rgb, stain, profile, timings, top_k, threshold, prefetched, stages)
-            if tint:
-                log.info("%s", tint)
-                out.metadata["notes"] = [tint, *out.metadata.get("notes", [])]
-            return out
+            return self._detect(loaded, rgb, stain, profile, timings, top_k, threshold, prefetched, stages, tint)
         finally:
             if prefetched is not None:
                 prefetched.close()
@@ -660,9 +656,10 @@ class SAMDetect(DetectorStages, LibraryState):
 
     def _detect(self, loaded: Any, rgb: np.ndarray, stain: float | None, profile: dict | None,
                 timings: dict[str, float], top_k: int, threshold: float, prefetched: Any,
-                stages: Any = None) -> Instances:
+                stages: Any = None, tint: str | None = None) -> Instances:
         """:meth:`detect` from segmentation on: ``rgb`` is ``loaded.rgb`` as the examples' slide
-        would show it where its stain is ``stain`` times as dense (``profile.stain_gain``), else
+        would show it where its stain is ``stain`` times as dense (``profile.stain_gain``), in
+        the examples' images' colours where ``tint`` says so (``profile.examples_tint``), else
         ``loaded.rgb``; ``prefetched``: its network pass, if started; ``stages``: the progress
         bar over the stages (:func:`_stages`), or ``None``."""
         t0 = time.perf_counter()
@@ -835,6 +832,8 @@ class SAMDetect(DetectorStages, LibraryState):
         planes = getattr(loaded, "planes", None)  # a TIFF's planes read as one colour image
         if planes:
             notes.insert(0, planes)
+        if tint:
+            notes.insert(0, tint)
         for note in notes:
             log.info("%s", note)
         out.metadata.update(

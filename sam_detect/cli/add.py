@@ -68,17 +68,17 @@ def odd_prompt_sizes(found: list, prompts: list[str]) -> list[str]:
     object takes the same ground from the next click), and sizes more than
     ``ODD_PROMPT_SPREAD`` times apart. The profile's size range then spans both, and what
     the library finds changes, with no word."""
+    from sam_detect.instances import Instances
     from sam_detect.masks import crop_intersections
 
     made = [(f, what) for f, what in zip(found, prompts, strict=True) if len(f)]
     out = []
     if len(made) >= 2:
-        inst = [f for f, _ in made]
-        merged = type(inst[0]).merge(inst)
-        ii, jj, inter = crop_intersections(merged.crops, merged.crops)
+        merged = Instances.merge([f for f, _ in made])
+        ii, jj, inter = crop_intersections(merged.crops)  # the pairs i < j that overlap
         areas = merged.areas.astype(np.float64)
         for i, j, v in zip(ii.tolist(), jj.tolist(), inter.tolist(), strict=True):
-            if i < j and v / max(areas[i] + areas[j] - v, 1.0) >= 0.9:
+            if v / max(areas[i] + areas[j] - v, 1.0) >= 0.9:
                 out.append(f"{made[i][1]} and {made[j][1]} made one mask ({int(areas[i])} px): one of them "
                            "may have taken the ground round its object; check them (--overlay on a detect "
                            "of this image), or give boxes")

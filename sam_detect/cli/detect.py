@@ -15,6 +15,7 @@ from sam_detect.cli.options import (
     pipeline_options,
     report_choices,
     report_profile,
+    report_type_map,
 )
 from sam_detect.cli.validate import IMAGE_OUTPUT_SUFFIXES, finite, no_clashes
 from sam_detect.errors import AnnotationError
@@ -154,18 +155,17 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
         detector.segmenter  # noqa: B018 - build it now so the report names it
         report_choices(detector, quiet)
         report_profile(detector, quiet)
-        from sam_detect.instances import NEGATIVE, UNKNOWN
+        from sam_detect.outputs import output_classes
 
         # every class in the COCO file, found or not, numbered alike in the type map; with
         # --keep-unknown, "unknown" too, in its sorted place (it was 0 in the type map)
-        classes = sorted({lab for lab in detector.store.labels(detector.config.library) if lab != NEGATIVE}
-                         | ({UNKNOWN} if detector.config.keep_unknown else set())) if (coco_path or maps) else []
-        if "types" in maps and not quiet:
-            click.echo("sam-detect: type map values: " + ", ".join(f"{i}={c}" for i, c in enumerate(classes, 1)),
-                       err=True)
+        classes = output_classes(detector) if (coco_path or maps) else []
+        if "types" in maps:
+            report_type_map(classes, quiet)
         from sam_detect.cluster import resume_key
 
-        todo = [p for p in paths if not resumed or resume_key(p, frame) not in resumed]
+        keys = {str(p): resume_key(p, frame) for p in paths} if resumed else {}
+        todo = [p for p in paths if keys.get(str(p)) not in resumed]
         if resumed and not quiet:
             click.echo(f"sam-detect: resume: {len(paths) - len(todo)} of {len(paths)} images already "
                        f"in {resume_path}", err=True)
@@ -173,12 +173,13 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
             detector.close()  # workers read a snapshot of the library; the client holds no lock
             if not quiet:
                 click.echo(f"sam-detect: cluster: {cluster}", err=True)
+        polygon_tolerance = 1.0 if tolerance is None else tolerance  # the JSON's; GeoJSON's is exact unless given
         if slide:
             results = _slide_results(detector, todo, cluster, quiet, bool(coco_path or maps), no_polygons,
-                                     1.0 if tolerance is None else tolerance, slide_tile, slide_level)
+                                     polygon_tolerance, slide_tile, slide_level)
         else:
             results = _results(detector, todo, cluster, quiet, overlay, bool(coco_path or maps),
-                               no_polygons, 1.0 if tolerance is None else tolerance, channels, frame)
+                               no_polygons, polygon_tolerance, channels, frame)
         resume_fh = None
         names = None  # each image's name in an output folder (unique_stems), made at the first need
         if resume_path:
@@ -187,8 +188,8 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
             resume_fh = open_resume(resume_path)
         try:
             for path in paths:  # results come in input order; resumed records keep their place
-                if resumed and resume_key(path, frame) in resumed:
-                    rec = resumed[resume_key(path, frame)]
+                if keys.get(str(path)) in resumed:
+                    rec = resumed[keys[str(path)]]
                     _emit(rec, jsonl, records, bool(csv_path))
                     continue
                 res = next(results)

@@ -407,7 +407,7 @@ def repair_cmd(ctx: click.Context, name: str, rescue_dir: str, **opts: Any) -> N
     """
     from pathlib import Path
 
-    from sam_detect.store._common import DERIVED_KEY
+    from sam_detect.store._common import settings_behind
     from sam_detect.store.integrity import check_library, repair_library
 
     store = _open(ctx, **opts)
@@ -416,8 +416,8 @@ def repair_cmd(ctx: click.Context, name: str, rescue_dir: str, **opts: Any) -> N
     Path(rescue_dir).mkdir(parents=True, exist_ok=True)
     res = repair_library(store, name, rescue_dir=rescue_dir,
                          restore_meta=getattr(store, "restore_meta", None))
-    made_from = store.get_meta(name).extra.get(DERIVED_KEY)
-    stale = isinstance(made_from, int) and made_from != store.count(name)
+    made_from = settings_behind(store.get_meta(name).extra, store.count(name))
+    stale = made_from is not None
     if res.dropped or res.actions or stale:  # the examples changed: the decision and the rest follow them
         _refresh_derived(store, name)
         if stale and not (res.dropped or res.actions):

@@ -67,7 +67,9 @@ class LazyGroup(click.Group):
         except (KeyboardInterrupt, SystemExit, GeneratorExit):
             raise
         except Exception as e:
-            if os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "off", "false", "no"):
+            from sam_detect.config import ENV_OFF
+
+            if os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", *ENV_OFF):  # any other word: on
                 raise
             # Not a user's mistake but a bug: still one line, with the way to see the details.
             raise click.ClickException(

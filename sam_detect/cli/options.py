@@ -276,6 +276,12 @@ def report_choices(detector: Any, quiet: bool = False) -> None:
     click.echo(f"sam-detect: library: {detector.config.library}", err=True)
 
 
+def report_type_map(classes: list[str], quiet: bool = False) -> None:
+    """Say on stderr which class each ``--type-map`` value stands for."""
+    if not quiet:
+        click.echo("sam-detect: type map values: " + ", ".join(f"{i}={c}" for i, c in enumerate(classes, 1)), err=True)
+
+
 def report_profile(detector: Any, quiet: bool = False) -> None:
     """Say on stderr whether the library's proposal profile steers the proposals, and how."""
     if quiet:

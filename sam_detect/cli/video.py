@@ -13,6 +13,7 @@ from sam_detect.cli.options import (
     classify_options,
     pipeline_options,
     report_choices,
+    report_type_map,
 )
 from sam_detect.cli.validate import finite, no_clashes, output_file
 
@@ -264,13 +265,10 @@ def video(
                 click.echo(f"sam-detect: reading {src.name} ({mode}); Ctrl-C stops", err=True)
             classes = None
             if type_map:  # numbered as detect --type-map numbers them
-                from sam_detect.instances import NEGATIVE, UNKNOWN
+                from sam_detect.outputs import output_classes
 
-                classes = sorted({lab for lab in detector.store.labels(detector.config.library) if lab != NEGATIVE}
-                                 | ({UNKNOWN} if detector.config.keep_unknown else set()))
-                if not quiet:
-                    click.echo("sam-detect: type map values: " + ", ".join(f"{i}={c}" for i, c in enumerate(classes, 1)),
-                               err=True)
+                classes = output_classes(detector)
+                report_type_map(classes, quiet)
             progress = None
             if not quiet and not src.live and src.frame_count:
                 from tqdm.auto import tqdm

@@ -85,13 +85,9 @@ class Lite0(nn.Module):
 
 
 def _enabled() -> bool:
-    setting = os.environ.get(SCRIPT_ENV, "1").strip().lower()
-    if setting not in ("", "0", "false", "no", "off", "1", "true", "yes", "on"):
-        from sam_detect.errors import SamDetectError
+    from sam_detect.config import env_switch
 
-        raise SamDetectError(f"{SCRIPT_ENV}={os.environ[SCRIPT_ENV]!r}: expected 1 (the cached network, the "
-                             "default) or 0 (timm's, every run)")
-    return setting not in ("0", "false", "no", "off")
+    return env_switch(SCRIPT_ENV, "1 (the cached network, the default) or 0 (timm's, every run)") is not False
 
 
 def _timm_version() -> str:

@@ -82,7 +82,7 @@ def warn_untraced(n: int, what: str) -> None:
 
     logging.getLogger("sam_detect").warning(
         "%d object(s) of one or two pixels left out of the %s file: too small for a polygon "
-        "(COCO keeps them as RLE, GeoJSON as pixel squares, a label image as they are)", n, what)
+        "(COCO keeps them as RLE, GeoJSON on their pixels' edges, a label image as they are)", n, what)
 
 
 def label_str(label: Any) -> str:

@@ -30,7 +30,8 @@ def to_labelme(
 
     An instance made of several parts gets a shared ``group_id`` so it reads back as one.
     Holes are not represented (labelme polygons have none), nor objects of one or two pixels,
-    too small to trace (a warning counts them; COCO writes them as RLE, GeoJSON as squares).
+    too small to trace (a warning counts them; COCO writes them as RLE, GeoJSON on their
+    pixels' edges).
     """
     from sam_detect.masks import crop_to_polygons
 

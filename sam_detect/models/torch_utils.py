@@ -16,7 +16,6 @@ factories or on first use, not at ``import sam_detect`` time.
 from __future__ import annotations
 
 import gc
-import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -125,19 +124,16 @@ def cpu_bf16() -> bool:
     same bits run to run and for 1 or 2 threads (docs/performance.md, "Session 26"). On
     a CPU without them oneDNN emulates bf16, slower than float32: those stay float32.
     """
-    setting = os.environ.get(CPU_BF16_ENV, "auto").strip().lower()
-    if setting not in ("", "auto", "0", "off", "false", "no", "1", "on", "true", "yes"):
-        from sam_detect.errors import SamDetectError
+    from sam_detect.config import env_switch
 
-        raise SamDetectError(f"{CPU_BF16_ENV}={os.environ[CPU_BF16_ENV]!r}: expected 0 (float32), 1 (bf16 where "
-                             "the CPU computes it) or auto")
-    if setting in ("0", "off", "false", "no"):
+    setting = env_switch(CPU_BF16_ENV, "0 (float32), 1 (bf16 where the CPU computes it) or auto", auto=True)
+    if setting is False:
         return False
     torch = import_torch()
     kernels = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
     if kernels is None or not kernels():
         return False
-    if setting in ("1", "on", "true", "yes"):
+    if setting:
         return True
     cpu = getattr(torch, "cpu", None)
     native = (getattr(cpu, "_is_avx512_bf16_supported", None), getattr(cpu, "_is_amx_tile_supported", None))

@@ -53,6 +53,14 @@ COUNT_KEY = "_count"
 DERIVED_KEY = "derived_count"
 
 
+def settings_behind(extra: dict | None, count: int) -> int | None:
+    """The example count a library's derived settings were made from where it is not the
+    ``count`` it holds (an add, delete or merge stopped between its examples and their
+    settings); ``None`` where they agree, or the library records none (made before)."""
+    made_from = (extra or {}).get(DERIVED_KEY)
+    return made_from if isinstance(made_from, int) and made_from != count else None
+
+
 def damaged(name: str, why: object) -> LibraryError:
     """The one-line error for a library whose files cannot be read as they should."""
     from sam_detect.errors import LibraryDamagedError

@@ -21,7 +21,7 @@ import numpy as np
 
 from sam_detect.errors import LibraryError, LibraryLockedError
 from sam_detect.store import journal
-from sam_detect.store._common import COUNT_KEY, DERIVED_KEY
+from sam_detect.store._common import COUNT_KEY, settings_behind
 
 Example = tuple[str, np.ndarray, str, dict[str, Any]]
 
@@ -158,8 +158,8 @@ def check_library(store: Any, name: str) -> CheckReport:
         index = _label_index_problem(store, name)
         if index:
             rep.problems.append(index)
-    made_from = meta.extra.get(DERIVED_KEY)
-    if isinstance(made_from, int) and not rep.problems and made_from != len(good):
+    made_from = settings_behind(meta.extra, len(good))
+    if made_from is not None and not rep.problems:
         rep.problems.append(
             f"its settings (profile, decision) were made from {made_from} examples, it holds {len(good)}: "
             "an add or delete stopped before they were rebuilt (the next detect or repair rebuilds them)"

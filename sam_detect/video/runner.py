@@ -489,7 +489,7 @@ def run_video(
             objects), each object's value its track id (without tracking, its place in the
             frame's record plus one); see :class:`~sam_detect.video.writer.LabelStackWriter`.
         type_map: the same stack of each object's class (``classes``' place plus one, as
-            ``detect --type-map`` numbers them; default: the library's labels, sorted).
+            ``detect --type-map`` numbers them; default: :func:`sam_detect.outputs.output_classes`).
         on_result: called with each :class:`FrameResult` (e.g. to advance a progress bar).
         stream_options: passed to :func:`detect_stream` (``every``, ``max_fps``, ...).
 
@@ -505,9 +505,9 @@ def run_video(
     lines = JsonlWriter(jsonl) if jsonl is not None else None
     stack = LabelStackWriter(label_image) if label_image is not None else None
     if type_map is not None and classes is None:
-        from sam_detect.instances import NEGATIVE
+        from sam_detect.outputs import output_classes
 
-        classes = sorted(lab for lab in detector.store.labels(detector.config.library) if lab != NEGATIVE)
+        classes = output_classes(detector)
     types = LabelStackWriter(type_map, classes=list(classes or [])) if type_map is not None else None
     results = detect_stream(detector, source, stats=stats, **stream_options)
     try:
