@@ -443,19 +443,27 @@ def crop_outlines(crop: np.ndarray, origin: Sequence[int], image_hw: Sequence[in
     piece or hole too small to keep three points is left out."""
     import cv2
 
-    contours, hierarchy = _traced(crop, origin, image_hw, cv2.RETR_CCOMP)
+    pieces = []
+    for rings in _two_level(*_traced(crop, origin, image_hw, cv2.RETR_CCOMP)):
+        outer, *holes = (_simplify([r], tolerance, 3) for r in rings)
+        if outer:
+            pieces.append([outer[0], *(h[0] for h in holes if h)])
+    return pieces
+
+
+def _two_level(contours: Sequence[np.ndarray], hierarchy: np.ndarray | None) -> list[list[np.ndarray]]:
+    """OpenCV's two-level tracing (``RETR_CCOMP``) as ``[[exterior, hole, ...], ...]``: the
+    outer rings, each with its holes (its children)."""
     if hierarchy is None:
         return []
     links = hierarchy[0]
     pieces = []
-    for k in np.flatnonzero(links[:, 3] == -1):  # the outer rings; their holes are their children
+    for k in np.flatnonzero(links[:, 3] == -1):
         rings, child = [contours[k]], links[k, 2]
         while child != -1:
             rings.append(contours[child])
             child = links[child, 0]
-        outer, *holes = (_simplify([r], tolerance, 3) for r in rings)
-        if outer:
-            pieces.append([outer[0], *(h[0] for h in holes if h)])
+        pieces.append(rings)
     return pieces
 
 
@@ -480,17 +488,9 @@ def edge_outlines(crop: np.ndarray, origin: Sequence[int], tolerance: float = 0.
     lattice = np.zeros((2 * ch + 3, 2 * cw + 3), np.uint8)  # point (i, j): corner (x, y) = ((j-1)/2, (i-1)/2)
     lattice[2 : 2 * ch + 2 : 2, 2 : 2 * cw + 2 : 2] = crop  # each pixel's centre ...
     lattice = cv2.dilate(lattice, np.ones((3, 3), np.uint8))  # ... grown to its square
-    contours, hierarchy = cv2.findContours(lattice, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
-    if hierarchy is None:
-        return []
     shift = np.array([float(origin[0]) - 0.5, float(origin[1]) - 0.5], np.float32)
-    links = hierarchy[0]
     pieces = []
-    for k in np.flatnonzero(links[:, 3] == -1):
-        rings, child = [contours[k]], links[k, 2]
-        while child != -1:
-            rings.append(contours[child])
-            child = links[child, 0]
+    for rings in _two_level(*cv2.findContours(lattice, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)):
         if tolerance > 0:  # in lattice units, which are half pixels
             rings = [cv2.approxPolyDP(r, 2.0 * float(tolerance), True) for r in rings]
         pieces.append([r.reshape(-1, 2).astype(np.float32) / 2 + shift for r in rings if len(r) >= 3])
