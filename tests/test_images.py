@@ -500,7 +500,7 @@ def test_single_frame_read_matches_full_read(tmp_path, shape, kwargs):
         ((6, 8, 2), np.uint16, 1, "YXC", "YXC"),
         ((5, 6, 8), np.float32, 5, "QYX", "YX"),
         ((4, 6, 8, 3), np.uint8, 4, "QYXS", "YXC"),
-        ((2, 3, 6, 8), np.int32, 6, "QQYX", "YX"),
+        ((2, 5, 6, 8), np.int32, 10, "QQYX", "YX"),  # five planes per frame: frames, not channels
     ],
 )
 def test_npy_arrays_read_as_images_and_stacks(tmp_path, shape, dtype, n_frames, source_axes, axes):
@@ -522,6 +522,22 @@ def test_npy_arrays_read_as_images_and_stacks(tmp_path, shape, dtype, n_frames, 
     if n_frames > 1:
         with pytest.raises(ImageLoadError, match=r"holds a stack of \d+ frames"):
             load_image(p)
+
+
+@pytest.mark.parametrize("channels", [2, 3])
+def test_npy_channels_first_stack_reads_its_channels_as_channels_not_frames(tmp_path, channels):
+    """A (T, C, H, W) array (PyTorch's order) is T frames of C channels, as the same frames
+    stored channels last: before, each channel was a frame of its own."""
+    a = (RNG.random((4, channels, 6, 8)) * 200).astype(np.uint16)
+    np.save(tmp_path / "tchw.npy", a)
+    np.save(tmp_path / "thwc.npy", np.ascontiguousarray(np.moveaxis(a, 1, -1)))
+    first, last = load_image(tmp_path / "tchw.npy", frame=3), load_image(tmp_path / "thwc.npy", frame=3)
+    assert first.n_frames == last.n_frames == 4 and first.original.shape == (6, 8, channels)
+    np.testing.assert_array_equal(first.original, last.original)
+    np.testing.assert_array_equal(first.rgb, last.rgb)
+    np.testing.assert_array_equal(load_image(tmp_path / "tchw.npy", frame=1, channel=1).rgb,
+                                  load_image(tmp_path / "thwc.npy", frame=1, channel=1).rgb)
+    np.testing.assert_array_equal(read_stack(tmp_path / "tchw.npy")[0], read_stack(tmp_path / "thwc.npy")[0])
 
 
 def test_npy_rgb_array_matches_the_same_png(tmp_path):

@@ -170,7 +170,8 @@ def load_image(
         path: PNG, JPEG, BMP, WebP or TIFF (8/16/32-bit int, float, bool; gray, RGB, RGBA,
             multi-channel ``CYX``/``YXC``, stacks ``TYX``/``TCYX``/``CTYX``/...), or a NumPy
             ``.npy`` array: ``(H, W)``, ``(H, W, C)`` with ``C`` ≤ 4 (3 or 4: RGB(A)), or a
-            stack of those along leading axes (``(N, H, W)``, ``(N, H, W, 3)``).
+            stack of those along leading axes (``(N, H, W)``, ``(N, H, W, 3)``, and
+            ``(T, C, H, W)`` with ``C`` of 2 to 4).
         channel: for multi-channel data, one channel index (rendered as gray), a sequence of
             indices (combined with ``merge``), or ``None`` (all channels; photometric RGB(A)
             stays colour, alpha dropped).
@@ -401,8 +402,9 @@ def _looks_like_npy(p: Path) -> bool:
 
 def _read_npy(p: Path) -> tuple[np.ndarray, str]:
     """A ``.npy`` array, memory-mapped (picking a frame of a stack reads only that frame), and
-    its axes: channels last where the last axis has at most four entries, every other leading
-    axis a frame axis."""
+    its axes: channels last where the last axis has at most four entries; else, in a 4-D
+    array, channels second where that axis has two to four (``(T, C, H, W)``, as PyTorch and
+    many microscopy scripts order them); every other leading axis a frame axis."""
     if not _looks_like_npy(p):
         raise ImageLoadError(f"{p}: not a NumPy .npy file (no .npy header); save arrays with numpy.save")
     try:
@@ -420,6 +422,8 @@ def _read_npy(p: Path) -> tuple[np.ndarray, str]:
         raise ImageLoadError(f"{p}: a NumPy array of shape {data.shape}; an image needs (H, W) or (H, W, C)")
     if data.ndim >= 3 and 1 <= data.shape[-1] <= _MAX_ARRAY_CHANNELS:
         axes = "Q" * (data.ndim - 3) + "YX" + ("S" if data.shape[-1] in (3, 4) else "C")
+    elif data.ndim == 4 and 1 < data.shape[1] <= _MAX_ARRAY_CHANNELS:  # (T, C, H, W), channels first
+        axes = "Q" + ("S" if data.shape[1] in (3, 4) else "C") + "YX"
     else:
         axes = "Q" * (data.ndim - 2) + "YX"
     _check_size(p, int(data.shape[axes.index("Y")]), int(data.shape[axes.index("X")]))
