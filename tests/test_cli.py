@@ -691,10 +691,15 @@ def test_video_says_which_outputs_it_did_not_write(tmp_path, scene_files):
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "a.png").write_text("junk")
-    r = run_cli("video", bad, "-o", tmp_path / "v.mp4", "--label-image", tmp_path / "v.tif", *f["lib"])
+    old = tmp_path / "old.jsonl"
+    old.write_text('{"frame": 0}\n')  # an earlier run's records: kept, not emptied
+    r = run_cli("video", bad, "-o", tmp_path / "v.mp4", "--label-image", tmp_path / "v.tif", "--jsonl", old, *f["lib"])
     assert r.exit_code == 1 and "no frame could be read" in r.output
     assert "wrote" not in r.stderr and "no annotated video written to" in r.stderr
     assert "no label stack written to" in r.stderr and not (tmp_path / "v.tif").exists()
+    assert "no JSON lines written to" in r.stderr and old.read_text() == '{"frame": 0}\n'
+    r = run_cli("video", bad, "--jsonl", tmp_path / "new.jsonl", *f["lib"])
+    assert r.exit_code == 1 and not (tmp_path / "new.jsonl").exists()  # no empty file left behind
 
 
 def test_video_writes_a_type_stack_numbered_as_detect_numbers_it(scene_files, tmp_path, scene):

@@ -324,7 +324,7 @@ def video(
         ("type stack", type_map),
     ):
         if path and not quiet:
-            if Path(path).is_file() and Path(path).stat().st_size:
+            if stats.frames > stats.failed and Path(path).is_file() and Path(path).stat().st_size:
                 click.echo(f"sam-detect: wrote {label} to {path}", err=True)
             else:  # no frame reached it (none could be read, or Ctrl-C came first)
                 click.echo(f"sam-detect: no {label} written to {path}: no frame was detected", err=True)

@@ -112,10 +112,13 @@ class VideoWriter:
 
 
 class JsonlWriter:
-    """Write one JSON object per line to a file (or ``"-"``: stdout), flushed every line."""
+    """Write one JSON object per line to a file (or ``"-"``: stdout), flushed every line. A
+    file is opened at the first record: a run that detects no frame leaves none (and an
+    older file of that name as it was)."""
 
     def __init__(self, target: str | os.PathLike | IO[str]) -> None:
         self.lines = 0
+        self._fh: IO[str] | None
         if isinstance(target, (str, os.PathLike)) and os.fspath(target) == "-":
             self._fh, self._owns = sys.stdout, False
             self.path = None
@@ -125,17 +128,19 @@ class JsonlWriter:
                 raise SamDetectError(
                     f"cannot write {self.path}: folder {self.path.parent} does not exist"
                 )
-            self._fh, self._owns = open(self.path, "w", encoding="utf-8"), True  # noqa: SIM115
+            self._fh, self._owns = None, True
         else:
             self._fh, self._owns, self.path = target, False, None
 
     def write(self, record: dict[str, Any]) -> None:
+        if self._fh is None:
+            self._fh = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - closed by close()
         self._fh.write(json.dumps(record, separators=(",", ":")) + "\n")
         self._fh.flush()
         self.lines += 1
 
     def close(self) -> None:
-        if self._owns and not self._fh.closed:
+        if self._owns and self._fh is not None and not self._fh.closed:
             self._fh.close()
 
     def __enter__(self) -> JsonlWriter:
