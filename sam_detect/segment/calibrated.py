@@ -341,6 +341,7 @@ class _Splits:
         self.shape = _TouchingSplit(self.comps, 1.0, keep=True)
         self._inside: dict[int, tuple[tuple[slice, slice], np.ndarray, float, float]] = {}
         self._v: dict[int, np.ndarray] = {}
+        self._floods: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # each component's latest intensity flood
 
     def labels(self, split: float, split_on: str = "shape") -> np.ndarray:
         scale = self.scale
@@ -393,7 +394,7 @@ class _Splits:
 
     def _on_intensity(self, h: float, min_distance: int) -> np.ndarray:
         """Watershed of each component on ``-x``, seeded at the h-maxima of ``x`` inside it."""
-        from sam_detect.segment.classical_ops import _h_maxima, _seed_labels, watershed
+        from sam_detect.segment.classical_ops import _h_maxima, _seed_labels, reflood
 
         comps = self.comps
         stats = comps.stats
@@ -419,7 +420,7 @@ class _Splits:
                 labels[sl][m] = next_id
                 next_id += 1
                 continue
-            ws = watershed(-self._v[c], seeds, m)[m]
+            ws = reflood(self._floods, c, -self._v[c], seeds, m)[m]
             # pixels joined to the seeds' pieces only diagonally are not flooded (4-connected):
             # dropped, as the shape split drops them, not given the previous object's number
             labels[sl][m] = np.where(ws > 0, ws + (next_id - 1), 0)

@@ -148,6 +148,22 @@ def watershed(image: np.ndarray, markers: np.ndarray, mask: np.ndarray) -> np.nd
     return _flood(core, image, markers, mask)
 
 
+def reflood(floods: dict[int, tuple[np.ndarray, np.ndarray]] | None, c: int, image: np.ndarray,
+            seeds: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``watershed(image, seeds, mask)`` of component ``c``, the flood of its previous call
+    given again where ``floods`` (``None``: none kept) holds one of the same seeds: one
+    foreground's splits at several strengths flood a component with the same seeds wherever
+    their seeds merge alike (``image`` and ``mask`` are the component's own at every
+    strength). The labels are the seeds' numbers whatever their values, since the flooding
+    order does not depend on them: the caller offsets them."""
+    if floods is not None and c in floods and np.array_equal(floods[c][0], seeds):
+        return floods[c][1]
+    ws = watershed(image, seeds, mask)
+    if floods is not None:
+        floods[c] = (seeds, ws)
+    return ws
+
+
 def _split_touching(fg: np.ndarray, split_sigma: float, h: float, min_distance: int) -> np.ndarray:
     """Watershed of touching objects, seeded at the h-maxima of the distance transform.
 
@@ -196,6 +212,7 @@ class _TouchingSplit:
         self._dist: np.ndarray | None = None
         self._parts: dict[int, tuple[tuple[slice, slice], np.ndarray, np.ndarray, float]] = {}
         self._convex: dict[int, bool] = {}
+        self._floods: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # with keep: each component's latest flood
 
     def _distance(self) -> np.ndarray:
         import cv2
@@ -260,8 +277,8 @@ class _TouchingSplit:
                 next_id += 1
                 continue
             sl, m, d, seed_lab, k = split_of[c]
-            markers = np.where(seed_lab > 0, seed_lab + (next_id - 1), 0).astype(np.int32)
-            splits.append((sl, m, watershed(-d, markers, m)))
+            ws = reflood(self._floods if self.keep else None, c, -d, seed_lab, m)
+            splits.append((sl, m, np.where(ws > 0, ws + (next_id - 1), 0)))
             next_id += k
         labels = lut[comp] if reuse else _relabel(lut, comp)  # in place: comp is not needed again
         for sl, m, ws in splits:
@@ -273,12 +290,12 @@ def _seed_labels(seeds: np.ndarray, min_distance: int) -> np.ndarray:
     """8-connected seed regions labelled ``1..k``, those closer than ``min_distance`` merged."""
     import cv2
 
-    n, seed_lab, _, centroids = cv2.connectedComponentsWithStats(
-        seeds.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+    # without OpenCV's statistics: they cost several times the labelling itself (about 15 ns a
+    # pixel of the crop, against 2 for the labels of a few seeds), and only crops with two or
+    # more seeds need centroids, which _merge_close_seeds measures on the seeds' pixels alone
+    n, seed_lab = cv2.connectedComponents(seeds.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)
     if n > 2 and min_distance > 1:
-        # OpenCV's centroids are the pixels' mean (x, y), summed and divided as
-        # _merge_close_seeds would: handing them over spares it a pass over the crop
-        seed_lab = _merge_close_seeds(seed_lab, min_distance, centroids[1:, ::-1])
+        seed_lab = _merge_close_seeds(seed_lab, min_distance)
     return seed_lab
 
 
