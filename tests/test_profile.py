@@ -1611,6 +1611,45 @@ def test_an_image_at_another_magnification_is_proposed_at_its_own_scale(monkeypa
     assert np.isclose(size_shift(mixed, "obj", sq), centre - np.log(100.0))
 
 
+def test_a_size_shift_holds_only_where_the_settings_still_agree_on_the_objects_at_it():
+    """A shift said by the image's sure objects is taken where the class, proposed again at
+    it, keeps at least ``SHIFT_HOLDS`` of them sure; where most are lost there, the few sure
+    objects were the image's largest, not its magnification."""
+    from sam_detect.profile import SHIFT_HOLDS, shift_holds
+
+    sq = {"area_range": [4.0, 1000.0], "log_area": [np.log(100.0), 0.35], "solidity": [0.8, 1.0],
+          "eccentricity": 0.95}
+    masks = np.zeros((12, 200, 200), bool)
+    for k in range(12):
+        masks[k, 5 + 15 * k : 15 + 15 * k, 5:15] = True
+    shifted = Instances(masks=masks)
+    shifted.data["stability"] = np.ones(12, np.float32)
+    assert shift_holds(12, shifted, "obj", sq)  # as many sure at the new scale
+    assert shift_holds(int(12 / SHIFT_HOLDS) - 1, shifted, "obj", sq)  # fewer than before, enough
+    shifted.data["stability"][: 12 - int(np.ceil(SHIFT_HOLDS * 12)) + 1] = 0.4  # too few left sure
+    assert not shift_holds(12, shifted, "obj", sq)
+    assert shift_holds(0, Instances.empty((200, 200)), "obj", sq)  # nothing said it: nothing to lose
+    assert not shift_holds(12, Instances.empty((200, 200)), "obj", sq)
+
+
+def test_the_segmenter_proposes_at_the_examples_size_where_a_shift_does_not_hold(monkeypatch):
+    """The segmenter asks ``shift_holds`` of every shift it is told: where it fails, the image
+    is proposed at the examples' size and the metadata says which shift was refused."""
+    a_rgb, a_lab = blobs(1, size=256, n=14, r=(13, 17))
+    b_rgb, _ = blobs(2, size=256, n=40, r=(7, 9.5))
+    ex = Instances.from_label_image(a_lab)[0][np.arange(8)]
+    ex.labels = np.array(["obj"] * 8, dtype=object)
+    det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder="handcrafted"))
+    det.add_examples(a_rgb, ex)
+    taken = det.segmenter.segment(b_rgb, det.profile)
+    assert "obj" in taken.metadata["size_shift"] and "size_shift_refused" not in taken.metadata
+    monkeypatch.setattr("sam_detect.profile.SHIFT_HOLDS", 100.0)  # no shift can keep so many sure objects
+    refused = det.segmenter.segment(b_rgb, det.profile)
+    assert "size_shift" not in refused.metadata
+    assert refused.metadata["size_shift_refused"] == {"obj": taken.metadata["size_shift"]["obj"]}
+    assert len(refused) < len(taken) == 40  # at the examples' size, some of the small objects are lost
+
+
 @pytest.mark.parametrize("ex_r, img_r, n_img", [((6, 7.5), (17, 20), 16), ((17, 20), (6, 7.5), 60)])
 def test_objects_far_off_the_examples_size_are_probed_for(ex_r, img_r, n_img):
     """Examples on one objective, detection on another 2.7x as strong (or weak): the image's

@@ -133,7 +133,9 @@ class ClassicalSegmenter:
         an image taken at another magnification; ``probe_shift``: objects so far off the
         examples' size that it proposes them only in pieces, looked for at 4x and a quarter
         of it; none where another class finds its objects at its examples' size,
-        ``profile.holds_size``: a magnification is the image's, not one class's);
+        ``profile.holds_size``: a magnification is the image's, not one class's; none where
+        the class proposed at it keeps too few of its sure objects, ``profile.shift_holds``,
+        and then ``metadata["size_shift_refused"]`` says the shift refused);
         ``metadata["ground_shift"]`` how far each bright class's flat background was raised
         to follow this image's brighter ground (``sam_detect.profile.ground_shift``; only
         where it was); ``metadata["noise"]`` each bright class's pixel noise along its colour direction
@@ -184,6 +186,7 @@ class ClassicalSegmenter:
             level_gain,
             probe_shift,
             scale_of,
+            shift_holds,
             size_shift,
             sure_objects,
         )
@@ -221,13 +224,19 @@ class ClassicalSegmenter:
         # a magnification is the image's, not a class's: where one class finds its objects at its
         # examples' size, no class is looked for at another
         same_scale = len(first) > 1 and any(holds_size(part, entry, sure) for _, entry, _, part, sure in first)
+        refused: dict[str, float] = {}  # shifts said by the sure objects that did not hold (profile.shift_holds)
         for label, entry, at, part, sure in first:
             # its sure objects, or its isolated wholes where too few are sure, may say a shift;
             # the probes below ask the sure ones (isolated wholes at the examples' size may be
             # clumps of smaller objects drawn at that size)
             shift = 0.0 if same_scale else size_shift(part, label, entry, sure=image_objects(part, label, entry, sure))
             if shift:  # another magnification: propose again at the image's own scale
-                part = at(shift)[1]
+                moved, shifted = at(shift)
+                if shift_holds(int(sure.sum()), shifted, label, moved):
+                    part = shifted
+                else:  # the settings agree on far fewer objects there: its largest objects, not a magnification
+                    refused[label] = round(shift, 4)
+                    shift = 0.0
             elif not same_scale:  # too few of the image's objects at the examples' size? try far off it
                 shift, probed = probe_shift(part, label, entry, at, sure=sure)
                 part = part if probed is None else probed  # proposed at that scale already
@@ -241,6 +250,8 @@ class ClassicalSegmenter:
         inst.metadata.update({"segmenter": self.name, "calibrated": sorted(classes), "tiles": tiles})
         if shifts:
             inst.metadata["size_shift"] = {k: round(v, 4) for k, v in shifts.items()}
+        if refused:
+            inst.metadata["size_shift_refused"] = refused
         if gains:
             inst.metadata["level_gain"] = gains
         if ratios:
