@@ -151,8 +151,9 @@ PROBE_GAIN = 3.0
 #: sd 0.15-0.23 against a limit of 0.30; the H&E misfires 0.43-1.23 against 0.33-0.38;
 #: development sets only, docs/performance.md, session 15)
 SURE_SPREAD = 0.6
-#: ... and a shift is taken only where the class, proposed again at it, keeps at least this
-#: share of the sure objects that said it (:func:`shift_holds`): at the image's own
+#: ... and a shift said by ``SURE_COUNT`` or more sure objects is taken only where the class,
+#: proposed again at it, keeps at least this share of them sure (:func:`shift_holds`; one said
+#: by isolated wholes, where too few are sure at either scale, is taken as before): at the image's own
 #: magnification the settings agree on about as many of its objects (``dev_zoom``'s and
 #: ``dev_mnfinder``'s shifts keep 0.47-3x of them), while an image whose few sure objects are
 #: merely its largest (``dev_rings``: cells of the examples' size on a noisier ground, the
@@ -1732,8 +1733,11 @@ def shift_holds(count: int, shifted: Instances, label: str, moved: dict) -> bool
     """Whether a size shift (:func:`size_shift`) holds where the class proposes again at it:
     ``shifted``, its candidates proposed with ``moved`` (its entry at that scale), keep at
     least ``SHIFT_HOLDS`` x ``count`` sure objects (:func:`sure_objects`), ``count`` being
-    the sure objects at the examples' size (few or none where isolated wholes said the shift:
-    then it holds)."""
+    the sure objects at the examples' size. Under ``SURE_COUNT`` of them, the image's
+    isolated wholes said the shift (:func:`image_objects`), not its sure objects: it holds
+    (the settings cut such objects, each elsewhere, at either scale)."""
+    if count < SURE_COUNT:
+        return True
     sure = sure_objects(shifted, label, moved) if len(shifted) else np.zeros(0, bool)
     return int(sure.sum()) >= SHIFT_HOLDS * count
 

@@ -1615,7 +1615,7 @@ def test_a_size_shift_holds_only_where_the_settings_still_agree_on_the_objects_a
     """A shift said by the image's sure objects is taken where the class, proposed again at
     it, keeps at least ``SHIFT_HOLDS`` of them sure; where most are lost there, the few sure
     objects were the image's largest, not its magnification."""
-    from sam_detect.profile import SHIFT_HOLDS, shift_holds
+    from sam_detect.profile import SHIFT_HOLDS, SURE_COUNT, shift_holds
 
     sq = {"area_range": [4.0, 1000.0], "log_area": [np.log(100.0), 0.35], "solidity": [0.8, 1.0],
           "eccentricity": 0.95}
@@ -1626,9 +1626,13 @@ def test_a_size_shift_holds_only_where_the_settings_still_agree_on_the_objects_a
     shifted.data["stability"] = np.ones(12, np.float32)
     assert shift_holds(12, shifted, "obj", sq)  # as many sure at the new scale
     assert shift_holds(int(12 / SHIFT_HOLDS) - 1, shifted, "obj", sq)  # fewer than before, enough
+    shifted.data["stability"][:11] = 0.4  # one sure object left ...
+    assert shift_holds(SURE_COUNT - 1, shifted, "obj", sq)  # ... where isolated wholes said the shift: holds
+    assert not shift_holds(SURE_COUNT, shifted, "obj", sq)  # where sure objects said it: refused
+    shifted.data["stability"][:] = 1.0
     shifted.data["stability"][: 12 - int(np.ceil(SHIFT_HOLDS * 12)) + 1] = 0.4  # too few left sure
     assert not shift_holds(12, shifted, "obj", sq)
-    assert shift_holds(0, Instances.empty((200, 200)), "obj", sq)  # nothing said it: nothing to lose
+    assert shift_holds(0, Instances.empty((200, 200)), "obj", sq)  # no sure object said it
     assert not shift_holds(12, Instances.empty((200, 200)), "obj", sq)
 
 
