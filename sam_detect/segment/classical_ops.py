@@ -346,27 +346,21 @@ def _h_maxima(image: np.ndarray, h: float) -> np.ndarray:
     return ((image - rec) >= h).astype(np.uint8)
 
 
-def _merge_close_seeds(markers: np.ndarray, min_distance: int, centroids: np.ndarray | None = None) -> np.ndarray:
+def _merge_close_seeds(markers: np.ndarray, min_distance: int) -> np.ndarray:
     """Relabel ``1..K`` so that seeds whose centroids are closer than ``min_distance`` merge
-    (the merged seeds numbered in the order of their lowest old number).
-
-    ``centroids``: ``(K, 2)`` each of ``1..K``'s mean ``(y, x)``, where every one of them is
-    present (``_seed_labels``); without them they are measured. Markers with no two seeds
-    that close come back as they are (where all of ``1..K`` are present)."""
+    (the merged seeds numbered in the order of their lowest old number). Markers with no two
+    seeds that close come back as they are (where all of ``1..K`` are present)."""
     from scipy.spatial import cKDTree
 
     n = int(markers.max())
-    if centroids is None:
-        ys, xs = np.nonzero(markers)
-        lab = markers[ys, xs]
-        cnt = np.bincount(lab, minlength=n + 1)[1:]
-        present = cnt > 0
-        cy = np.bincount(lab, weights=ys, minlength=n + 1)[1:][present] / cnt[present]
-        cx = np.bincount(lab, weights=xs, minlength=n + 1)[1:][present] / cnt[present]
-        centroids = np.column_stack([cy, cx])
-        old_ids = np.flatnonzero(present) + 1
-    else:
-        old_ids = np.arange(1, n + 1)
+    ys, xs = np.nonzero(markers)
+    lab = markers[ys, xs]
+    cnt = np.bincount(lab, minlength=n + 1)[1:]
+    present = cnt > 0
+    cy = np.bincount(lab, weights=ys, minlength=n + 1)[1:][present] / cnt[present]
+    cx = np.bincount(lab, weights=xs, minlength=n + 1)[1:][present] / cnt[present]
+    centroids = np.column_stack([cy, cx])
+    old_ids = np.flatnonzero(present) + 1
     pairs = cKDTree(centroids).query_pairs(r=min_distance, output_type="ndarray")
     if not len(pairs) and len(old_ids) == n:
         return markers
