@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import colorsys
 import hashlib
-import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -152,15 +151,6 @@ def write_csv(records: Iterable[dict[str, Any]], path: str | Path) -> None:
                 cx, cy = obj.get("centroid") or ("", "")
                 out.writerow([rec.get("image"), obj.get("id"), obj.get("label"), obj.get("confidence"),
                               obj.get("similarity", ""), obj.get("area"), cx, cy, *obj.get("box", ["", "", "", ""])])
-
-
-def write_json(obj: Any, path: str | Path) -> None:
-    """Write JSON atomically (a temporary file renamed over ``path``): no half-written output."""
-    from sam_detect.formats._common import atomic_path
-
-    text = json.dumps(obj, indent=1)
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
 
 
 def write_bytes(data: bytes, path: str | Path) -> None:

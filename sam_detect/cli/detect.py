@@ -102,7 +102,8 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
       sam-detect detect plates/ --cluster local:2 --resume plates.jsonl
     """
     from sam_detect.cli.validate import output_file
-    from sam_detect.outputs import predictions_to_coco, write_bytes, write_json
+    from sam_detect.formats._common import polygon_tolerance, write_json
+    from sam_detect.outputs import predictions_to_coco, write_bytes
 
     if as_json and jsonl:
         raise click.BadParameter("choose one of --json and --jsonl", param_hint="--json")
@@ -173,13 +174,13 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
             detector.close()  # workers read a snapshot of the library; the client holds no lock
             if not quiet:
                 click.echo(f"sam-detect: cluster: {cluster}", err=True)
-        polygon_tolerance = 1.0 if tolerance is None else tolerance  # the JSON's; GeoJSON's is exact unless given
+        json_tolerance = polygon_tolerance("json", tolerance)
         if slide:
             results = _slide_results(detector, todo, cluster, quiet, bool(coco_path or maps), no_polygons,
-                                     polygon_tolerance, slide_tile, slide_level)
+                                     json_tolerance, slide_tile, slide_level)
         else:
             results = _results(detector, todo, cluster, quiet, overlay, bool(coco_path or maps),
-                               no_polygons, polygon_tolerance, channels, frame)
+                               no_polygons, json_tolerance, channels, frame)
         resume_fh = None
         names = None  # each image's name in an output folder (unique_stems), made at the first need
         if resume_path:
@@ -250,7 +251,7 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
             click.echo(f"Error: cannot write --csv {csv_path}: {e.strerror or e}", err=True)
     if coco_path:
         try:
-            write_json(predictions_to_coco(coco_items, classes), coco_path)
+            write_json(coco_path, predictions_to_coco(coco_items, classes), indent=1)
             if not quiet:
                 click.echo(f"sam-detect: wrote COCO annotations to {coco_path}", err=True)
         except OSError as e:
@@ -296,6 +297,7 @@ def _target_file(target: tuple[Path, bool], kind: str, name: str) -> Path:
 def _write_maps(maps: dict, name: str, instances, classes, tolerance: float | None) -> None:
     """Write one image's ``--label-image``, ``--type-map`` and ``--geojson`` (``name``: its
     stem in a folder; ``tolerance`` ``None``: outlines on the pixels' edges)."""
+    from sam_detect.formats._common import polygon_tolerance
     from sam_detect.formats.geojson import save_geojson
     from sam_detect.formats.label_image import write_label_array
     from sam_detect.outputs import label_maps
@@ -303,7 +305,7 @@ def _write_maps(maps: dict, name: str, instances, classes, tolerance: float | No
     ids, types = label_maps(instances, classes) if {"labels", "types"} & set(maps) else (None, None)
     for kind, target in maps.items():
         if kind == "geojson":
-            save_geojson(instances, _target_file(target, kind, name), tolerance=tolerance or 0.0)
+            save_geojson(instances, _target_file(target, kind, name), tolerance=polygon_tolerance("geojson", tolerance))
         else:
             write_label_array(ids if kind == "labels" else types, _target_file(target, kind, name))
 

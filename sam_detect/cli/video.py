@@ -310,9 +310,9 @@ def video(
     if interrupted:
         summary["interrupted"] = True
     if summary_path:
-        from sam_detect.outputs import write_json
+        from sam_detect.formats._common import write_json
 
-        write_json(summary, summary_path)
+        write_json(summary_path, summary, indent=1)
     text = stats.describe()
     if interrupted:
         text = "interrupted after " + text

@@ -38,6 +38,7 @@ from sam_detect.formats._common import (
     PathLike,
     check_exists,
     check_hw,
+    polygon_tolerance,
     read_json,
     select_image,
 )
@@ -363,9 +364,7 @@ def save_annotations(
     fmt = format or _format_of(path)
     if fmt not in WRITE_FORMATS:
         raise AnnotationError(f"{path}: cannot write annotations as {fmt!r}; use one of {', '.join(WRITE_FORMATS)}")
-    if fmt == "geojson" and tolerance is None:
-        tolerance = 0.0
-    tolerance = 1.0 if tolerance is None else tolerance
+    tolerance = polygon_tolerance(fmt, tolerance)
     if fmt == "coco":
         return save_coco(items, path, image_names, use_rle=use_rle, tolerance=tolerance)
     if fmt == "label_image":

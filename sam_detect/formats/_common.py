@@ -113,6 +113,15 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         raise
 
 
+def polygon_tolerance(fmt: str, tolerance: float | None) -> float:
+    """The polygon simplification, in pixels, that ``fmt`` is written at: ``tolerance``
+    where given, else exact pixel edges for GeoJSON (GIS and QuPath users measure on them)
+    and 1 pixel for every other format."""
+    if tolerance is not None:
+        return float(tolerance)
+    return 0.0 if fmt == "geojson" else 1.0
+
+
 def write_json(path: PathLike, doc: Any, indent: int | None = None) -> Path:
     """Write ``doc`` as JSON to ``path`` (its folder made as needed), atomically."""
     path = Path(path)
