@@ -523,6 +523,15 @@ def crop_to_polygons(
     return _simplify(crop_contours(crop, origin, image_hw), tolerance, min_points)
 
 
+def crop_to_edge_polygons(crop: np.ndarray, origin: Sequence[int], tolerance: float = 1.0,
+                          min_points: int = 3) -> list[np.ndarray]:
+    """The outer outlines of the mask ``crop`` at ``origin`` ``(x0, y0)`` with their vertices on
+    pixel corners (:func:`edge_outlines`' exterior rings, holes left out), simplified as
+    :func:`crop_to_polygons` simplifies: COCO's polygons, which pycocotools fills back
+    (:func:`coco_polygons_to_crop`) to the mask itself where ``tolerance`` is 0."""
+    return _simplify([rings[0] for rings in edge_outlines(crop, origin)], tolerance, min_points)
+
+
 def _simplify(contours: Sequence[np.ndarray], tolerance: float, min_points: int) -> list[np.ndarray]:
     import cv2
 
@@ -558,10 +567,31 @@ def polygons_to_crop(polygons: Sequence[np.ndarray] | np.ndarray, image_hw: tupl
     return MaskCrop(out.astype(bool), (x0, y0))
 
 
-def _polygon_points(polygons: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray]:
-    """Each polygon's points, rounded: ``polygons`` is one ``(K, 2)`` polygon (an array, or a
-    list of ``(x, y)`` pairs) or a sequence of polygons, each ``(K, 2)`` or COCO's flat
-    ``[x1, y1, x2, y2, ...]``."""
+def coco_polygons_to_crop(polygons: Sequence[Any], image_hw: tuple[int, int]) -> MaskCrop:
+    """COCO polygons (each a flat ``[x1, y1, x2, y2, ...]``; several: their union) filled as
+    pycocotools, the format's reference, fills them -- vertices on pixel corners, pixel
+    ``(r, c)`` the square ``c..c+1`` by ``r..r+1`` -- as a :class:`MaskCrop` over their box
+    (clipped to the image). OpenCV's ``fillPoly`` (:func:`polygons_to_crop`) reads vertices as
+    pixel centres and would grow each object by a pixel right and below."""
+    from pycocotools import mask as mask_utils
+
+    h, w = image_hw
+    pts = _polygon_points(polygons, rounded=False)
+    allp = np.concatenate(pts, axis=0)
+    # a pixel's margin round the box: pycocotools' fill is the same shifted by whole pixels
+    x0, y0 = max(int(np.floor(allp[:, 0].min())) - 1, 0), max(int(np.floor(allp[:, 1].min())) - 1, 0)
+    x1, y1 = min(int(np.ceil(allp[:, 0].max())) + 1, w), min(int(np.ceil(allp[:, 1].max())) + 1, h)
+    if x1 <= x0 or y1 <= y0:
+        return MaskCrop.empty()
+    shift = np.array([x0, y0], np.float64)
+    rles = mask_utils.frPyObjects([(p - shift).ravel().tolist() for p in pts], y1 - y0, x1 - x0)
+    return MaskCrop(mask_utils.decode(mask_utils.merge(rles)).astype(bool), (x0, y0))
+
+
+def _polygon_points(polygons: Sequence[np.ndarray] | np.ndarray, rounded: bool = True) -> list[np.ndarray]:
+    """Each polygon's points, rounded to int32 (``rounded``) or float64: ``polygons`` is one
+    ``(K, 2)`` polygon (an array, or a list of ``(x, y)`` pairs) or a sequence of polygons,
+    each ``(K, 2)`` or COCO's flat ``[x1, y1, x2, y2, ...]``."""
     if not isinstance(polygons, np.ndarray) and _is_point_list(polygons):
         polygons = np.asarray(polygons, dtype=np.float64)
     if isinstance(polygons, np.ndarray) and polygons.ndim == 2:
@@ -575,7 +605,7 @@ def _polygon_points(polygons: Sequence[np.ndarray] | np.ndarray) -> list[np.ndar
             raise AnnotationError(f"a polygon needs at least 3 (x, y) points, got shape {p.shape}")
         if not np.isfinite(p).all():
             raise AnnotationError("polygon coordinates must be finite numbers")
-        pts.append(np.round(p).astype(np.int32))
+        pts.append(np.round(p).astype(np.int32) if rounded else p)
     return pts
 
 

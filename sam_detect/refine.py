@@ -134,14 +134,15 @@ def _box_of(mask: MaskCrop | None) -> np.ndarray | None:
 # formats: read prompts, write results
 # ----------------------------------------------------------------------------------------
 def coco_prompts(doc: dict, image_entry: dict, hw: tuple[int, int], where: str) -> list[Prompt]:
-    from sam_detect.formats.coco import annotation_mask
+    from sam_detect.formats.coco import annotation_mask, centre_vertices
 
+    centres = centre_vertices(doc)
     out = []
     for ann in doc.get("annotations", []):
         if ann.get("image_id") != image_entry.get("id"):
             continue
         try:
-            original = annotation_mask(ann, hw, "", use_bbox=False)
+            original = annotation_mask(ann, hw, "", use_bbox=False, centres=centres)
         except Exception as e:  # noqa: BLE001 - one bad annotation must not stop the run
             warnings.warn(
                 f"{where}: annotation {ann.get('id')}: unreadable segmentation ({e}); using its bbox",
@@ -160,18 +161,12 @@ def coco_prompts(doc: dict, image_entry: dict, hw: tuple[int, int], where: str) 
 
 
 def coco_write(p: Prompt, tolerance: float, hw: tuple[int, int]) -> None:
-    from sam_detect.masks import crop_to_polygons, crop_to_rle
+    from sam_detect.formats.coco import segmentation
 
     ann, m = p.ref, p.refined
-    polys = (
-        crop_to_polygons(m.crop, m.origin, hw, tolerance=tolerance)
-        if not isinstance(ann.get("segmentation"), dict)
-        else []
-    )
-    if polys:
-        ann["segmentation"] = [poly.reshape(-1).astype(float).round(2).tolist() for poly in polys]
-    else:
-        ann["segmentation"] = crop_to_rle(m.crop, m.origin, hw)
+    # an annotation in RLE stays RLE; polygons stay polygons where they can say the mask
+    ann["segmentation"] = segmentation(m.crop, m.origin, hw, tolerance=tolerance,
+                                       use_rle=isinstance(ann.get("segmentation"), dict))
     x1, y1, x2, y2 = _box_of(m)
     ann["bbox"] = [float(x1), float(y1), float(x2 - x1), float(y2 - y1)]
     ann["area"] = m.area
@@ -345,7 +340,9 @@ def refine_coco(
 ) -> dict:
     """A refined copy of the COCO document ``doc`` (named ``name`` in messages) for ``paths``,
     its images matched by file name or stem; an image the file does not list is skipped."""
-    new = copy.deepcopy(doc)
+    from sam_detect.formats.coco import with_corner_vertices
+
+    new = with_corner_vertices(copy.deepcopy(doc))  # refined polygons are written on pixel corners
     by_name: dict[str, dict] = {}
     for entry in new["images"]:
         fn = Path(str(entry.get("file_name", "")))

@@ -702,7 +702,8 @@ def test_images_of_one_file_name_in_other_folders_are_told_apart_by_their_paths(
 
 def test_coco_polygons_give_way_to_rle_where_they_cannot_say_the_mask(tmp_path):
     """A hole (COCO's polygons fill it: a 10 x 10 square with a 4 x 4 hole read back as 100 px,
-    its ``area`` saying 84) or a speck beside a larger piece: written as RLE, read back exact."""
+    its ``area`` saying 84) is written as RLE; a speck beside a larger piece is a polygon of its
+    own. Every mask reads back exact."""
     m = np.zeros((3, 30, 30), bool)
     m[0, 5:15, 5:15] = True
     m[0, 8:12, 8:12] = False  # a hole
@@ -711,10 +712,63 @@ def test_coco_polygons_give_way_to_rle_where_they_cannot_say_the_mask(tmp_path):
     m[2, 2, 25] = True  # a one-pixel piece
     save_coco([Instances(masks=m)], tmp_path / "h.json")
     doc = json.loads((tmp_path / "h.json").read_text())
-    assert [type(a["segmentation"]).__name__ for a in doc["annotations"]] == ["dict", "list", "dict"]
+    assert [type(a["segmentation"]).__name__ for a in doc["annotations"]] == ["dict", "list", "list"]
+    assert len(doc["annotations"][2]["segmentation"]) == 2
     back = load_annotations(tmp_path / "h.json")
     np.testing.assert_array_equal(back.masks, m)
     assert [a["area"] for a in doc["annotations"]] == [int(v) for v in m.sum(axis=(1, 2))]
+
+
+def test_coco_polygons_are_read_and_written_as_pycocotools_reads_them(tmp_path):
+    """COCO's reference (pycocotools) puts a polygon's vertices on pixel corners: a square from
+    (2, 2) to (9, 7) is the 7 x 5 pixels 2..8 by 2..6, not 8 x 6 (OpenCV's fill of the same
+    vertices). What sam-detect writes, pycocotools fills back to the mask itself."""
+    from pycocotools import mask as mask_utils
+
+    doc = {"images": [{"id": 1, "file_name": "a.png", "height": 12, "width": 12}],
+           "categories": [{"id": 1, "name": "cell"}],
+           "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": [[2, 2, 9, 2, 9, 7, 2, 7]]},
+                           {"id": 2, "image_id": 1, "category_id": 1,
+                            "segmentation": [[0.5, 9.5, 4.25, 9.5, 4.25, 11.75, 0.5, 11.75]]}]}
+    (tmp_path / "cvat.json").write_text(json.dumps(doc))
+    back = load_annotations(tmp_path / "cvat.json")
+    expected = mask_utils.decode(mask_utils.frPyObjects([a["segmentation"][0] for a in doc["annotations"]], 12, 12))
+    np.testing.assert_array_equal(back.masks, np.moveaxis(expected, -1, 0).astype(bool))
+    assert back.areas.tolist() == [35, int(expected[..., 1].sum())]
+
+    yy, xx = np.mgrid[:40, :50]
+    m = np.stack([(yy - 15) ** 2 + (xx - 20) ** 2 < 80, (np.abs(yy - 30) + np.abs(xx - 38) < 6)])
+    for tolerance, least in ((0, 1.0), (1.0, 0.95)):
+        save_coco([Instances(masks=m)], tmp_path / "m.json", tolerance=tolerance)
+        written = json.loads((tmp_path / "m.json").read_text())
+        for ann, truth in zip(written["annotations"], m, strict=True):
+            filled = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(ann["segmentation"], 40, 50))).astype(bool)
+            assert (filled & truth).sum() / (filled | truth).sum() >= least
+        if tolerance == 0:  # and read back exact
+            np.testing.assert_array_equal(load_annotations(tmp_path / "m.json").masks, m)
+
+
+def test_coco_polygons_sam_detect_wrote_on_pixel_centres_read_as_written(tmp_path):
+    """A COCO file of an earlier sam-detect (``info`` ``sam-detect``, no ``version``) has its
+    vertices on pixel centres: read with OpenCV's fill, as written; refine moves them to corners."""
+    from sam_detect.formats.coco import with_corner_vertices
+
+    square = [3, 3, 8, 3, 8, 6, 3, 6]  # the centres of the edge pixels of the 6 x 4 pixels 3..8 by 3..6
+    doc = {"info": {"description": "sam-detect"},
+           "images": [{"id": 1, "file_name": "a.png", "height": 12, "width": 12}],
+           "categories": [{"id": 1, "name": "cell"}],
+           "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": [square]}]}
+    (tmp_path / "old.json").write_text(json.dumps(doc))
+    truth = np.zeros((12, 12), bool)
+    truth[3:7, 3:9] = True
+    np.testing.assert_array_equal(load_annotations(tmp_path / "old.json").masks[0], truth)
+    new = with_corner_vertices(json.loads(json.dumps(doc)))
+    assert new["info"]["version"] and new["annotations"][0]["segmentation"] != [square]
+    (tmp_path / "new.json").write_text(json.dumps(new))
+    np.testing.assert_array_equal(load_annotations(tmp_path / "new.json").masks[0], truth)
+    doc["info"]["version"] = "0.2.0"  # today's files: vertices on corners
+    (tmp_path / "today.json").write_text(json.dumps(doc))
+    assert load_annotations(tmp_path / "today.json").areas.tolist() == [15]
 
 
 @pytest.mark.parametrize("fmt", ["labelme", "polygons"])

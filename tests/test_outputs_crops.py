@@ -197,7 +197,7 @@ def test_instance_records_to_coco_and_overlay_equal_dense(seed):
 # -- annotations.py -----------------------------------------------------------------------------
 @pytest.mark.parametrize("seed", range(3))
 def test_annotation_writers_equal_dense(seed):
-    from sam_detect.formats.coco import _needs_rle
+    from sam_detect.formats.coco import segmentation
 
     rng = np.random.default_rng(400 + seed)
     hw = (37, 45)
@@ -213,13 +213,9 @@ def test_annotation_writers_equal_dense(seed):
         assert [a["area"] for a in doc["annotations"]] == [int(inst.mask(i).sum()) for i in kept]
         for a, i in zip(doc["annotations"], kept, strict=True):
             m = inst.mask(i)
-            # RLE where polygons cannot say the mask (a hole, a speck too small to trace)
-            polys = [] if use_rle or _needs_rle(m, (0, 0), hw) else mask_to_polygons(m, 1.0)
-            if polys:
-                assert a["segmentation"] == [
-                    p.reshape(-1).astype(float).round(2).tolist() for p in polys
-                ]
-            else:
+            # the whole image's mask as the crop: RLE where polygons cannot say the mask (a hole)
+            assert a["segmentation"] == segmentation(m, (0, 0), hw, tolerance=1.0, use_rle=use_rle)
+            if use_rle or isinstance(a["segmentation"], dict):
                 assert a["segmentation"] == mask_to_rle(m)
     shapes = A.to_labelme(inst)["shapes"]
     want_pts = [

@@ -21,16 +21,52 @@ def is_coco(doc: Any) -> bool:
     return isinstance(doc, dict) and "annotations" in doc and ("images" in doc or "categories" in doc)
 
 
-def _needs_rle(crop: np.ndarray, origin: tuple[int, int], hw: tuple[int, int]) -> bool:
-    """Whether a mask is more than its outer polygons can say: a hole (COCO's polygons fill
-    it), or a piece too small to trace (left out of them)."""
-    import cv2
+def segmentation(crop: np.ndarray, origin: tuple[int, int], hw: tuple[int, int], tolerance: float = 1.0,
+                 use_rle: bool = False) -> list | dict:
+    """One mask's COCO ``segmentation``: its outer outlines as polygons, vertices on pixel
+    corners, as pycocotools reads them (it fills them back to the mask where ``tolerance`` is
+    0: :func:`~sam_detect.masks.crop_to_edge_polygons`), simplified with ``tolerance``
+    pixels; or compressed RLE with ``use_rle``, or where polygons cannot say the mask (a hole,
+    which COCO's polygons fill)."""
+    from sam_detect.masks import crop_to_edge_polygons, crop_to_rle, edge_outlines
 
-    from sam_detect.masks import crop_outlines
+    if not use_rle and all(len(rings) == 1 for rings in edge_outlines(crop, origin)):
+        polys = crop_to_edge_polygons(crop, origin, tolerance=tolerance)
+        if polys:
+            return [p.reshape(-1).astype(float).round(2).tolist() for p in polys]
+    return crop_to_rle(crop, origin, hw)
 
-    pieces = crop_outlines(crop, origin, hw, tolerance=0)
-    n, _ = cv2.connectedComponents(np.ascontiguousarray(crop, np.uint8), connectivity=8)
-    return any(len(rings) > 1 for rings in pieces) or len(pieces) < n - 1
+
+def centre_vertices(doc: Any) -> bool:
+    """Whether a COCO document's polygons have their vertices on pixel centres: written by
+    sam-detect before its polygons followed pycocotools (``info`` says ``sam-detect`` and no
+    ``version``; read with OpenCV's fill, as written)."""
+    info = doc.get("info") if isinstance(doc, dict) else None
+    return isinstance(info, dict) and info.get("description") == "sam-detect" and "version" not in info
+
+
+def with_corner_vertices(doc: dict) -> dict:
+    """``doc`` itself, its polygons moved to pixel corners where they lie on pixel centres
+    (:func:`centre_vertices`; each mask kept exactly) and its ``info`` given a ``version``,
+    so that it reads as it was written once annotations in today's convention join it. An
+    annotation whose image lacks a size, or whose polygons do not read, is left as it is."""
+    from sam_detect import __version__
+
+    if not centre_vertices(doc):
+        return doc
+    sizes = {img.get("id"): (int(img["height"]), int(img["width"])) for img in doc.get("images") or []
+             if "height" in img and "width" in img}
+    for ann in doc.get("annotations") or []:
+        hw = sizes.get(ann.get("image_id"))
+        if hw is None or not isinstance(ann.get("segmentation"), list) or not ann["segmentation"]:
+            continue
+        try:
+            m = annotation_mask(ann, hw, "", use_bbox=False, centres=True)
+        except AnnotationError:
+            continue
+        ann["segmentation"] = segmentation(m.crop, m.origin, hw, tolerance=0)
+    doc["info"]["version"] = __version__
+    return doc
 
 
 def to_coco(
@@ -45,17 +81,18 @@ def to_coco(
 ) -> dict[str, Any]:
     """A COCO instance-segmentation dict for one or several images.
 
-    Segmentations are polygons (simplified with ``tolerance`` pixels) or, with ``use_rle``
-    or where polygons cannot say the mask (too small for a polygon, a hole, which COCO's
-    polygons fill, or a piece too small to trace), compressed RLE; empty masks are left out
-    unless ``keep_empty`` (then they have area 0 and an empty RLE).
+    Segmentations are polygons with their vertices on pixel corners, as pycocotools reads
+    them (simplified with ``tolerance`` pixels), or, with ``use_rle`` or where polygons
+    cannot say the mask (a hole, which COCO's polygons fill), compressed RLE
+    (:func:`segmentation`); empty masks are left out unless ``keep_empty`` (then they have
+    area 0 and an empty RLE).
     ``bbox`` is COCO's XYWH. Each annotation carries ``score``: the instance's label
     confidence if it has a label, else its segmenter score. Category ids follow the sorted
     class names, from 1: ``categories`` (a library's classes) and any other label found, so that
     files written for other images, where other classes were found, share their ids.
     ``image_names`` default to ``metadata["image_name"]``.
     """
-    from sam_detect.masks import crop_to_polygons, crop_to_rle
+    from sam_detect import __version__
 
     items = [items] if isinstance(items, Instances) else list(items)
     if image_names is None:
@@ -75,13 +112,7 @@ def to_coco(
             if area == 0 and not keep_empty:
                 continue
             x1, y1, x2, y2 = (float(v) for v in it.boxes[i])
-            seg: Any = None
-            if not use_rle and not _needs_rle(m.crop, m.origin, (h, w)):
-                polys = crop_to_polygons(m.crop, m.origin, (h, w), tolerance=tolerance)
-                if polys:
-                    seg = [p.reshape(-1).astype(float).round(2).tolist() for p in polys]
-            if seg is None:
-                seg = crop_to_rle(m.crop, m.origin, (h, w))
+            seg = segmentation(m.crop, m.origin, (h, w), tolerance=tolerance, use_rle=use_rle)
             lab = it.labels[i]
             score = float(it.label_confidences[i]) if lab is not None else float(it.scores[i])
             annotations.append(
@@ -97,7 +128,7 @@ def to_coco(
                 }
             )
     return {
-        "info": {"description": description},
+        "info": {"description": description, "version": __version__},
         "images": images,
         "annotations": annotations,
         "categories": [{"id": i, "name": n, "supercategory": ""} for n, i in cat_ids.items()],
@@ -116,10 +147,19 @@ def save_coco(
     return write_json(path, to_coco(items, image_names, use_rle=use_rle, tolerance=tolerance))
 
 
-def annotation_mask(ann: dict, hw: tuple[int, int], where: str, *, use_bbox: bool = True) -> Any:
+def annotation_mask(ann: dict, hw: tuple[int, int], where: str, *, use_bbox: bool = True,
+                    centres: bool = False) -> Any:
     """The :class:`~sam_detect.masks.MaskCrop` of one COCO annotation of an ``hw`` image: its
-    RLE or polygons, else (``use_bbox``) its filled ``bbox``; ``None`` when it has none."""
-    from sam_detect.masks import MaskCrop, box_to_crop, polygons_to_crop, rle_to_mask
+    RLE or polygons (filled as pycocotools fills them; ``centres``: their vertices on pixel
+    centres, :func:`centre_vertices`), else (``use_bbox``) its filled ``bbox``; ``None`` when
+    it has none."""
+    from sam_detect.masks import (
+        MaskCrop,
+        box_to_crop,
+        coco_polygons_to_crop,
+        polygons_to_crop,
+        rle_to_mask,
+    )
 
     seg = ann.get("segmentation")
     prefix = f"{where}: " if where else ""
@@ -132,7 +172,8 @@ def annotation_mask(ann: dict, hw: tuple[int, int], where: str, *, use_bbox: boo
             raise AnnotationError(f"{prefix}RLE size {list(m.shape)} but the image is {hw[0]}x{hw[1]} (HxW)")
         return MaskCrop.from_full(m)
     if isinstance(seg, list) and seg:
-        return polygons_to_crop([np.asarray(p, dtype=np.float64) for p in seg], hw)
+        polys = [np.asarray(p, dtype=np.float64) for p in seg]
+        return polygons_to_crop(polys, hw) if centres else coco_polygons_to_crop(polys, hw)
     if use_bbox and ann.get("bbox") is not None:
         x, y, bw, bh = (float(v) for v in ann["bbox"])
         return box_to_crop((x, y, x + bw, y + bh), hw)
@@ -142,6 +183,7 @@ def annotation_mask(ann: dict, hw: tuple[int, int], where: str, *, use_bbox: boo
 def read_coco(path: Path, doc: dict, label: str | None) -> list[Instances]:
     """One ``Instances`` per image of a COCO document (``path`` names it in messages)."""
     images = doc.get("images") or []
+    centres = centre_vertices(doc)
     cats = {c["id"]: str(c["name"]) for c in doc.get("categories") or []}
     by_image: dict[Any, list[dict]] = {}
     for k, ann in enumerate(doc["annotations"]):
@@ -167,7 +209,7 @@ def read_coco(path: Path, doc: dict, label: str | None) -> list[Instances]:
             cid = ann.get("category_id")
             if cats and cid not in cats:
                 raise AnnotationError(f"{where}: category_id {cid} is not in 'categories'")
-            m = annotation_mask(ann, (h, w), where)
+            m = annotation_mask(ann, (h, w), where, centres=centres)
             if m is None:
                 raise AnnotationError(f"{where}: no 'segmentation' and no 'bbox'")
             masks.append(m)
