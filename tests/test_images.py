@@ -764,24 +764,63 @@ def test_a_fill_at_the_bottom_is_left_out_of_the_range_an_image_is_scaled_betwee
     """A black border round a 16-bit frame with a camera offset (HeLa's 33,000) put the low
     percentile at 0: the field landed at 243-255 and a library of the unpadded frame found
     nothing (F1 0.893 -> 0). The same for the black channels of a DAPI frame saved as 16-bit
-    RGB. The fill stays black; the frame inside reads as it does without it."""
+    RGB. The frame inside reads as it does without the fill; a fill of whole rows and columns
+    (padding) takes the frame's median grey."""
     frame = (33000 + RNG.integers(0, 2000, (60, 80))).astype(np.uint16)
     padded = np.pad(frame, 20)  # 56% of the pixels
     inside = to_rgb_uint8(padded)[20:-20, 20:-20]
     np.testing.assert_array_equal(inside, to_rgb_uint8(frame))
-    assert to_rgb_uint8(padded)[0, 0].tolist() == [0, 0, 0]
+    assert to_rgb_uint8(padded)[0, 0].tolist() == [np.median(to_rgb_uint8(frame)[..., 0])] * 3
     blue = np.zeros((60, 80, 3), np.uint16)
     blue[..., 2] = frame
     np.testing.assert_array_equal(to_rgb_uint8(blue)[..., 2], to_rgb_uint8(frame)[..., 0])
     # a ground at the floor, next to the image's values (a background subtracted to 0): its own
     sub = frame - np.uint16(33000)
-    sub[:30] = 0
-    np.testing.assert_array_equal(to_rgb_uint8(sub)[:30], 0)
+    sub[:30, :60] = 0  # a corner, not whole rows: no padding
+    np.testing.assert_array_equal(to_rgb_uint8(sub)[:30, :60], 0)
     assert to_rgb_uint8(sub)[30:, :, 0].min() == 0  # the image's dimmest pixels are not cut to black
     # a thin border too (3% of the pixels: enough to set the 1st percentile)
     few = frame.copy()
     few[:2] = 0
     np.testing.assert_array_equal(to_rgb_uint8(few)[2:], to_rgb_uint8(frame[2:]))
+
+
+@pytest.mark.parametrize("fill", ["mid", "max", "zero"])
+def test_padding_is_left_out_and_drawn_as_the_image_inside_it(fill):
+    """A HeLa frame padded with a mid-grey border ((min + max) / 2, brighter than 99% of its
+    pixels) found 12 nuclei of 160, a white one 4: the border outshone them. Whole rows and
+    columns of one value the frame seldom holds are padding: left out of the range the image
+    is scaled between and drawn in its median grey, so the frame reads as it does alone."""
+    from sam_detect.io.render import padding_bands
+
+    frame = (33000 + RNG.integers(0, 2000, (60, 80))).astype(np.uint16)
+    value = {"mid": 34000, "max": 65535, "zero": 0}[fill]
+    padded = np.pad(frame, ((5, 0), (0, 9)), constant_values=value)  # top and right only, as a tiler pads
+    assert padding_bands(padded) == (5, 0, 0, 9)
+    got = to_rgb_uint8(padded)
+    np.testing.assert_array_equal(got[5:, :80], to_rgb_uint8(frame))
+    assert (got[:5] == np.median(to_rgb_uint8(frame)[..., 0])).all()
+    # colour: a grey border round an 8-bit RGB field of dark ground
+    rgb = RNG.integers(0, 60, (40, 50, 3)).astype(np.uint8)
+    framed = np.pad(rgb, ((3, 3), (3, 3), (0, 0)), constant_values=128)
+    assert padding_bands(framed) == (3, 3, 3, 3)
+    out = to_rgb_uint8(framed)
+    np.testing.assert_array_equal(out[3:-3, 3:-3], rgb)
+    assert out[0, 0].tolist() == np.median(rgb.reshape(-1, 3), axis=0).round().astype(int).tolist()
+
+
+def test_edges_of_the_image_s_own_ground_are_not_padding():
+    """One value along the edges that the image holds inside too (a ground clipped to 0, a
+    saturated brightfield) is the image's own, and so is an image of one value."""
+    from sam_detect.io.render import padding_bands
+
+    ground = RNG.integers(0, 200, (40, 50)).astype(np.uint16) * 300
+    ground[RNG.random((40, 50)) < 0.3] = 0  # 30% of the pixels clipped to 0
+    ground[:4] = 0
+    assert padding_bands(ground) is None
+    np.testing.assert_array_equal(to_rgb_uint8(ground)[:4], 0)
+    assert padding_bands(np.full((10, 12), 7, np.uint16)) is None
+    assert padding_bands(RNG.integers(0, 255, (30, 30)).astype(np.uint8)) is None
 
 
 def test_a_folder_scan_leaves_out_label_images_and_overlays(tmp_path, caplog):

@@ -186,9 +186,74 @@ def widened_eight_bit(arr: np.ndarray) -> bool:
 FILL_SHARE = 0.005
 
 
+#: a value filling whole rows or columns at an image's edges is padding where at most this
+#: share of the pixels inside them hold it (an image's own ground -- a background clipped
+#: to 0, a saturated brightfield -- holds it inside too)
+PAD_RARE = 0.01
+#: ... and where the image inside is at least this many pixels a side, a quarter of the
+#: whole, and holds at least ``PAD_VALUES`` values (a drawing of flat shapes has no padding)
+PAD_INSIDE = 16
+PAD_VALUES = 8
+
+
+def padding_bands(arr: np.ndarray) -> tuple[int, int, int, int] | None:
+    """``(top, bottom, left, right)``: how many whole rows and columns at the edges of an
+    ``(H, W)`` or ``(H, W, C)`` image are padding -- one value (one colour) that the pixels
+    inside them seldom hold (:data:`PAD_RARE`, :data:`PAD_INSIDE`): a frame registered,
+    rotated or tiled and padded to its size -- or ``None`` where there are none."""
+    h, w = arr.shape[:2]
+    corners = {tuple(np.atleast_1d(arr[y, x]).tolist()) for y in (0, h - 1) for x in (0, w - 1)}
+    for value in corners:
+        v = np.asarray(value, arr.dtype) if arr.ndim == 3 else arr.dtype.type(value[0])
+
+        def held(a: np.ndarray, v=v) -> bool:
+            return bool(a.size) and bool(np.all(a == v))
+
+        top = 0
+        while top < h and held(arr[top]):
+            top += 1
+        if top == h:  # one value throughout: nothing is padding
+            return None
+        bottom = 0
+        while held(arr[h - 1 - bottom]):
+            bottom += 1
+        left = 0
+        while left < w and held(arr[top : h - bottom, left]):
+            left += 1
+        right = 0
+        while right < w - left and held(arr[top : h - bottom, w - 1 - right]):
+            right += 1
+        ih, iw = h - top - bottom, w - left - right
+        if not top + bottom + left + right or min(ih, iw) < PAD_INSIDE or 4 * ih * iw < h * w:
+            continue
+        inner = arr[top : h - bottom, left : w - right]
+        sample = inner.reshape(-1, *arr.shape[2:])[:: max(1, ih * iw // 100_000)]
+        same = sample == v if arr.ndim == 2 else np.all(sample == v, axis=1)
+        if same.mean() <= PAD_RARE and len(np.unique(sample, axis=0)) >= PAD_VALUES:
+            return top, bottom, left, right
+    return None
+
+
 def scale_to_uint8(arr: np.ndarray, percentiles: tuple[float, float]) -> np.ndarray:
     """uint8 unchanged; bool to 0/255; 8-bit values in another type (:func:`eight_bit`) as
-    they are; anything else percentile-scaled to uint8."""
+    they are; anything else percentile-scaled to uint8. Padding (:func:`padding_bands`) is
+    left out of the scaling and drawn in the median colour of the image inside it: a grey or
+    white border read as the image would outshine its objects (a HeLa frame padded with a
+    mid-grey border gave 12 nuclei of 160)."""
+    bands = padding_bands(arr) if arr.ndim in (2, 3) and min(arr.shape[:2]) > 2 else None
+    if bands is None:
+        return _scale_to_uint8(arr, percentiles)
+    top, bottom, left, right = bands
+    h, w = arr.shape[:2]
+    inner = _scale_to_uint8(arr[top : h - bottom, left : w - right], percentiles)
+    flat = inner.reshape(-1, *arr.shape[2:])
+    out = np.empty(arr.shape, np.uint8)
+    out[...] = np.median(flat[:: max(1, len(flat) // 100_000)], axis=0).round().astype(np.uint8)
+    out[top : h - bottom, left : w - right] = inner
+    return out
+
+
+def _scale_to_uint8(arr: np.ndarray, percentiles: tuple[float, float]) -> np.ndarray:
     if arr.dtype == np.uint8:
         return arr
     if arr.dtype == bool:
