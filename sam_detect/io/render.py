@@ -240,7 +240,7 @@ def scale_to_uint8(arr: np.ndarray, percentiles: tuple[float, float]) -> np.ndar
     left out of the scaling and drawn in the median colour of the image inside it: a grey or
     white border read as the image would outshine its objects (a HeLa frame padded with a
     mid-grey border gave 12 nuclei of 160)."""
-    bands = padding_bands(arr) if arr.ndim in (2, 3) and min(arr.shape[:2]) > 2 else None
+    bands = padding_bands(arr) if arr.ndim in (2, 3) else None
     if bands is None:
         return _scale_to_uint8(arr, percentiles)
     top, bottom, left, right = bands
