@@ -136,15 +136,6 @@ NECK_SEPARATE, NECK_ONE = 0.3, 1.1
 #: cut into fragments: its parts keep their ranks. Twice ``SURE_SHIFT``: of 2, 2.5 and 3, the
 #: one that cost no development recording (session 49: clumps of three U2OS nuclei kept whole).
 CLUMP_SIZE = 3.0
-#: a whole that at least STABLE_WHOLE times as many of the segmenter's settings draw as draw any
-#: of its parts (``data["stability"]``) is one object, whatever its parts' necks and outlines:
-#: an object's outline holds over the settings, a cut through it is one setting's. Where
-#: another way of splitting offered beside the lead (``profile.WAY_MARGIN``) cuts larger cells
-#: than the examples at their texture (``dev_rings`` seed 1: the intensity split's pieces of
-#: cells 2-3 sds above the examples' size, which the lead's settings draw whole), the pieces
-#: meet at necks or along their dark nucleus and fit the examples' size better, and were kept.
-#: Chosen on the development sets (session 68: 2.5-4 alike; 2 cost ``dev_mnfinder`` 0.009)
-STABLE_WHOLE = 3.0
 
 
 def contact_ratio(instances: Instances, big: int, parts: Sequence[int]) -> float:
@@ -244,25 +235,18 @@ def fragmented_wholes(instances: Instances, whole: np.ndarray,
     rather than separate objects: they meet along more than a neck (``NECK_SEPARATE``) and,
     unless they meet right across (``NECK_ONE``), their outlines do not stand out all round
     as the whole's does (``SEPARATE_EDGE``), and they are not each of the image's objects'
-    size in a whole far larger (``sizes``, ``CLUMP_SIZE``; see :func:`wholes_first`). A whole
-    that ``STABLE_WHOLE`` times as many settings draw as draw any of its parts
-    (``data["stability"]``) has fragments for parts, wherever they meet."""
+    size in a whole far larger (``sizes``, ``CLUMP_SIZE``; see :func:`wholes_first`)."""
     from sam_detect.profile import SURE_SHIFT
 
     areas = instances.areas.astype(np.float64)
     edge = instances.data.get("edge")
     edge = None if edge is None else np.asarray(edge, np.float64)
-    stability = instances.data.get("stability")
-    stability = None if stability is None else np.asarray(stability, np.float64)
     out = {}
     for big, inside in covering_parts(instances, pairs).items():
         if not whole[big]:
             continue
         if sizes is not None and sizes[big] >= CLUMP_SIZE and np.all(np.abs(sizes[inside]) <= SURE_SHIFT):
             continue  # a clump of the image's objects (nan: the image does not say)
-        if stability is not None and stability[big] >= STABLE_WHOLE * stability[inside].max():
-            out[big] = inside  # the settings agree on the whole, one of them cut it
-            continue
         neck = contact_ratio(instances, big, inside)
         if neck <= NECK_SEPARATE:
             continue
@@ -539,5 +523,5 @@ def decide(
     return Decision(labels, conf, sim, fit, keep.astype(np.int64), words, int(np.isin(keep, taken).sum()))
 
 
-__all__ = ["Typing", "type_by_vote", "CLUMP_SIZE", "STABLE_WHOLE", "MAX_OVERLAP", "OUTLINE_CAP", "OUTLINE_WEIGHT", "PROMPT_MARGIN", "Decision", "box_overlap", "choose_prompt", "decide", "overlap_pairs",
+__all__ = ["Typing", "type_by_vote", "CLUMP_SIZE", "MAX_OVERLAP", "OUTLINE_CAP", "OUTLINE_WEIGHT", "PROMPT_MARGIN", "Decision", "box_overlap", "choose_prompt", "decide", "overlap_pairs",
            "contact_ratio", "covering_parts", "fragmented_wholes", "overlapping", "quality", "select", "wholes_first"]

@@ -2364,24 +2364,3 @@ def test_a_probe_is_taken_where_the_examples_size_finds_enough_but_off_it_and_mi
     assert prof.probe_shift(few, "obj", entry, propose_at, sure=np.ones(5, bool)) == (0.0, None)
     found[round(prof.PROBE_SHIFT, 6)] = 19  # fewer than the 20 the examples' size found
     assert prof.probe_shift(native, "obj", entry, propose_at, sure=np.ones(20, bool)) == (0.0, None)
-
-
-def test_a_whole_the_settings_agree_on_beats_parts_one_setting_cut():
-    """``STABLE_WHOLE``: parts that meet at a neck keep their ranks, unless the segmenter's
-    settings draw the whole at least ``STABLE_WHOLE`` times as often as any of its parts
-    (``data["stability"]``): then one setting cut an object the others agree on."""
-    from sam_detect.select import STABLE_WHOLE
-
-    yy, xx = np.mgrid[:60, :80]
-    a = (yy - 30) ** 2 + (xx - 24) ** 2 <= 14**2
-    b = (yy - 30) ** 2 + (xx - 52) ** 2 <= 14**2  # touching a over a short neck
-    pair = Instances(masks=np.stack([a | b, a, b]))
-    pair.data["edge"] = np.array([1.0, 0.95, 0.95], np.float32)
-    scores, whole = np.array([0.3, 0.5, 0.5]), np.array([True, True, True])
-    pair.data["stability"] = np.array([0.6, 0.4, 0.2], np.float32)  # the parts drawn as often
-    assert select(pair, scores, whole=whole).tolist() == [1, 2]
-    pair.data["stability"] = np.array([0.2 * STABLE_WHOLE, 0.2, 0.2], np.float32)
-    assert select(pair, scores, whole=whole).tolist() == [0]
-    assert select(pair, scores, whole=np.array([False, True, True])).tolist() == [1, 2]  # not shaped like them
-    # a clump of the image's objects keeps its parts however stable it is
-    assert select(pair, scores, whole=whole, sizes=np.array([3.5, 0.1, -0.1])).tolist() == [1, 2]
