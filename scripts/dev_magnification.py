@@ -8,6 +8,12 @@ with ``--compare``, also with the probes for objects far off the examples' size 
 
     python scripts/dev_magnification.py                              # dev_u2os, 11 factors
     python scripts/dev_magnification.py --factors 2.6,0.3 --compare --out F
+    python scripts/dev_magnification.py --set dev_rpe1 --crop 400 --crops 2 --frames 4 --factors 1,1.5,2,0.6
+
+``--crop S``: each scored frame is cut into ``--crops`` windows of S x S pixels (spread along
+the diagonal) *before* it is shown at the factor: small images holding 20-60 objects, as many
+held-out sets are; the examples still come from the whole first frame, unscaled. ``--why``
+prints, per scored image, what the segmenter decided about its scale (stderr).
 """
 
 from __future__ import annotations
@@ -27,6 +33,10 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=3, help="frames scored after the example frame (default 3)")
     ap.add_argument("--compare", action="store_true", help="also run without the probes (PROBE_SHIFT = 0)")
     ap.add_argument("--out", default=None, help="JSON file for the figures")
+    ap.add_argument("--crop", type=int, default=0, help="cut each scored frame into S x S windows first (0: whole)")
+    ap.add_argument("--crops", type=int, default=2, help="windows per scored frame with --crop (default 2)")
+    ap.add_argument("--first", type=int, default=1, help="the first scored frame (default 1)")
+    ap.add_argument("--why", action="store_true", help="print each scored image's scale decision (stderr)")
     args = ap.parse_args()
 
     import bench_data
@@ -46,16 +56,19 @@ def main() -> None:
     out = {}
     for z in (float(f) for f in args.factors.split(",")):
         ims, labs = [images[0]], [labels[0]]
-        for k in range(1, 1 + args.frames):
-            img, lab = bench_data.rescale(images[k], labels[k], z)
-            ims.append(img)
-            labs.append(lab)
+        for k in range(args.first, args.first + args.frames):
+            for img, lab in _windows(images[k], labels[k], args.crop, args.crops):
+                img, lab = bench_data.rescale(img, lab, z)
+                ims.append(img)
+                labs.append(lab)
+        if args.why:
+            _explain(P, f"{args.set} {z:g}x")
         row = {}
         for mode in modes:
             P.PROBE_SHIFT = probe if mode == "full pipeline" else 0.0
             try:
                 worth = examples_worth(ims, labs, config, shots=10, examples_from=[0],
-                                       detect_on=list(range(1, 1 + args.frames)), seed=0, label="object",
+                                       detect_on=list(range(1, len(ims))), seed=0, label="object",
                                        curve_thresholds=(), overlays=0, progress=False)
             finally:
                 P.PROBE_SHIFT = probe
@@ -66,6 +79,78 @@ def main() -> None:
         print(f"| {z:g}x | {row['segmenter alone']['f1']:.3f} | {cells} |", flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps({"set": args.set, "frames": args.frames, "f1": out}, indent=1) + "\n")
+
+
+def _windows(image, label, side: int, count: int):
+    """``(image, label)`` windows of ``side`` px along the frame's diagonal, renumbered (the
+    whole frame where ``side`` is 0)."""
+    import numpy as np
+
+    if not side:
+        return [(image, label)]
+    h, w = label.shape[:2]
+    side = min(side, h, w)
+    out = []
+    for i in range(count):
+        t = 0.5 if count == 1 else i / (count - 1)
+        y, x = round(t * (h - side)), round(t * (w - side))
+        lab = label[y:y + side, x:x + side]
+        ids, inv = np.unique(lab, return_inverse=True)
+        lab = inv.reshape(lab.shape).astype(np.int32) if ids[0] == 0 else (inv.reshape(lab.shape) + 1).astype(np.int32)
+        out.append((image[y:y + side, x:x + side], lab))
+    return out
+
+
+def _explain(P, tag: str) -> None:
+    """Wrap the scale decisions of the calibrated segmenter so that each image's is printed."""
+    import numpy as np
+
+    if getattr(P, "_explained", None) is None:
+        P._explained = (P.probe_shift, P.size_shift, P.shift_holds)
+    probe0, size0, holds0 = P._explained
+
+    def size_shift(instances, label, entry, shape_fit=None, sure=None):
+        v = size0(instances, label, entry, shape_fit, sure)
+        n = -1 if sure is None else int(np.sum(sure))
+        if sure is not None and n:
+            c, spread = P._sure_sizes(instances, sure)
+            mu, sd = (float(x) for x in entry["log_area"])
+            lim = P.SURE_SPREAD * max(sd, P.PRIOR_LOG_AREA_SD)
+            extra = f" offset {(c - mu) / sd:+.2f} sds, spread {spread / lim:.2f} of limit"
+        else:
+            extra = ""
+        print(f"[{tag}] {instances.image_hw} size_shift: {len(instances)} cands, {n} image objects{extra} -> {v:+.3f}",
+              file=sys.stderr)
+        return v
+
+    def probe_shift(instances, label, entry, propose_at, sure=None, **kw):
+        log = []
+
+        def at(shift):
+            moved, part = propose_at(shift)
+            s = P.sure_objects(part, label, moved) if len(part) else np.zeros(0, bool)
+            if s.any():
+                c, spread = P._sure_sizes(part, s)
+                sd = float(entry["log_area"][1])
+                lim = P.SURE_SPREAD * max(sd, P.PRIOR_LOG_AREA_SD)
+                log.append(f"@{shift:+.2f}: {len(part)} cands {int(s.sum())} sure, off {(c - float(moved['log_area'][0])) / sd:+.2f} sds, spread {spread / lim:.2f}")
+            else:
+                log.append(f"@{shift:+.2f}: {len(part)} cands 0 sure")
+            return moved, part
+
+        n0 = -1 if sure is None else int(np.sum(sure))
+        v, part = probe0(instances, label, entry, at, sure, **kw)
+        print(f"[{tag}] {instances.image_hw} probe: {len(instances)} cands, {n0} sure at 0; " + "; ".join(log)
+              + f" -> {v:+.3f}" + (f" hint {kw['hint']}" if kw.get("hint") else ""), file=sys.stderr)
+        return v, part
+
+    def shift_holds(count, shifted, label, moved):
+        v = holds0(count, shifted, label, moved)
+        n = int(P.sure_objects(shifted, label, moved).sum()) if len(shifted) else 0
+        print(f"[{tag}] {shifted.image_hw} shift_holds: {count} sure before, {n} after -> {v}", file=sys.stderr)
+        return v
+
+    P.probe_shift, P.size_shift, P.shift_holds = probe_shift, size_shift, shift_holds
 
 
 if __name__ == "__main__":
