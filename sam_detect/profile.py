@@ -368,6 +368,39 @@ def _colours(rgb: np.ndarray, crop: np.ndarray, x0: int, y0: int,
     return np.median(inside, axis=0).tolist(), np.median(around, axis=0).tolist(), spread
 
 
+def _core_of(rgb: np.ndarray, crop: np.ndarray, x0: int, y0: int) -> list[float]:
+    """``[dr, dg, db, radius]``: how an example's middle differs in colour from its outer part
+    (the median RGB of its pixels at least half its largest inner distance from its outline,
+    less the median of the others), and the equivalent radius of its pixels nearer the
+    middle's colour than the outer part's along that difference (its nucleus, where a whole
+    cell's nucleus is another colour); zeros where either part is empty."""
+    import cv2
+
+    h, w = rgb.shape[:2]
+    ch, cw = crop.shape
+    ya, yb, xa, xb = max(0, y0), min(h, y0 + ch), max(0, x0), min(w, x0 + cw)
+    m = crop[ya - y0 : yb - y0, xa - x0 : xb - x0]
+    if not m.any():
+        return [0.0, 0.0, 0.0, 0.0]
+    d = cv2.distanceTransform(np.pad(crop, 1).astype(np.uint8), cv2.DIST_L2, 5)[1:-1, 1:-1]
+    d = d[ya - y0 : yb - y0, xa - x0 : xb - x0][m]
+    px = rgb[ya:yb, xa:xb][m].reshape(len(d), -1).astype(np.float32)
+    if px.shape[1] == 1:
+        px = np.repeat(px, 3, axis=1)
+    px = px[:, :3]
+    inner = d >= 0.5 * float(d.max())
+    if inner.all() or not inner.any():
+        return [0.0, 0.0, 0.0, 0.0]
+    mid, out = np.median(px[inner], axis=0), np.median(px[~inner], axis=0)
+    diff = mid - out
+    n = float(np.linalg.norm(diff))
+    if n < 1e-6:
+        return [0.0, 0.0, 0.0, 0.0]
+    along = px @ (diff / n)
+    core = along > 0.5 * float(mid @ (diff / n) + out @ (diff / n))
+    return [round(float(v), 2) for v in diff] + [round(float(np.sqrt(core.sum() / np.pi)), 2)]
+
+
 #: from this radius on :func:`dilate_ellipse` takes rectangles (OpenCV dilates by a rectangle
 #: in two 1-D passes, by an ellipse pixel by pixel of it): 2x faster at 52 px, equal at 8
 ELLIPSE_BY_RECTANGLES = 20
@@ -516,7 +549,9 @@ def _scale(stats: Sequence[dict], size: tuple[float, float] | None = None, pool:
     areas = np.array([s["area"] for s in sized], np.float64)
     radius = np.sqrt(areas / np.pi)
     typical = _typical(np.log(areas))
+    core_dir, core_radius, core_contrast = _core(stats, d)
     return Scale(
+        core_direction=core_dir, core_radius=core_radius, core_contrast=core_contrast,
         direction=d,
         contrast=float(max(np.median((ins - rings) @ d), 1.0)),
         ring_level=float(np.median(rings @ d)),
@@ -527,6 +562,39 @@ def _scale(stats: Sequence[dict], size: tuple[float, float] | None = None, pool:
         max_area=float(max(np.exp(mu + AREA_SD_LIMIT * sd), 2.0 * areas[typical].max())),
         minor_radius=_minor_radius(sized),
     )
+
+
+#: the "core" split is measured only where the examples' middles differ from their outer
+#: parts along a colour at least this far (degrees) from the class's own direction: a
+#: nucleus in another colour than its cell, or darker than a bright cell. A middle brighter
+#: along the class's own colour is a blurred object's peak, which the blob and intensity
+#: splits already seed at (the development nuclei, whose core split never led, calibrated
+#: 10-35% longer with it)
+CORE_ANGLE = 45.0
+
+
+def _core(stats: Sequence[dict], direction: np.ndarray | None = None) -> tuple[np.ndarray | None, float, float]:
+    """``(direction, radius, contrast)`` of the examples' middles (:func:`_core_of`): the unit
+    median colour difference between their middles and outer parts, the median middle's
+    radius and the median difference along that direction; ``(None, 0, 0)`` where an example
+    was measured before that was, they do not differ, or they differ within
+    :data:`CORE_ANGLE` of the class's ``direction``."""
+    cores = [s.get("core") for s in stats]
+    if not cores or any(c is None or len(c) != 4 for c in cores):
+        return None, 0.0, 0.0
+    c = np.asarray(cores, np.float64)
+    diff = np.median(c[:, :3], axis=0)
+    n = float(np.linalg.norm(diff))
+    radius = float(np.median(c[:, 3]))
+    if n < 1e-6 or radius <= 0:
+        return None, 0.0, 0.0
+    u = diff / n
+    if direction is not None:
+        d = np.asarray(direction, np.float64)
+        cos = float(u @ d) / max(float(np.linalg.norm(d)), 1e-12)
+        if np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))) < CORE_ANGLE:
+            return None, 0.0, 0.0
+    return u.astype(np.float32), radius, float(max(np.median(c[:, :3] @ u), 1e-3))
 
 
 def _size(stats: Sequence[dict]) -> tuple[float, float]:
@@ -689,6 +757,7 @@ def describe_examples(rgb: np.ndarray, instances: Instances, labels: Sequence[st
         s["cut"] = bool(cut[k])
         s["in"], s["ring"], spread = _colours(rgb, crop, int(x0), int(y0), taken)
         s["spread"] = [round(float(v), 2) for v in spread.ravel()]
+        s["core"] = _core_of(rgb, crop, int(x0), int(y0))
         out.append(s)
     by_class: dict[str, list[int]] = {}
     for i, lab in enumerate(labels):
@@ -777,6 +846,9 @@ def build_profile(examples: Iterable[tuple[str, dict]]) -> dict:
                          round(float(np.median([s["solidity"] for s in shaped])), 3)],
             "eccentricity": round(float(max(s["eccentricity"] for s in shaped)), 3),
         }
+        if sc.has_core:
+            entry["core"] = {"direction": [round(float(v), 4) for v in sc.core_direction],
+                             "radius": round(sc.core_radius, 2), "contrast": round(sc.core_contrast, 3)}
         floor = _contrast_floor(stats, sc.direction)
         if floor is not None:
             entry["contrast_floor"] = floor
@@ -1209,10 +1281,11 @@ def _grid_iou(shape: dict, inset: bool = False) -> list[float] | None:
     measured before that was measured).
 
     Examples measured on an earlier grid (``_EARLIER_GRIDS``: grid 7, before the smoothing
-    was a setting; grid 8, before the blob splits) keep their measurements: that grid's
-    settings are today's first ones, in today's order, then the segmenter's own. The
-    settings it did not have count as not reproducing them (add the examples again to let
-    them speak for those)."""
+    was a setting; grid 8, before the blob splits; grid 9, before the core splits) keep their
+    measurements: that grid's settings are today's first ones, in today's order, then the
+    segmenter's own. The settings it did not have count as not reproducing them (add the
+    examples again to let them speak for those). Grid 9's inset measurements carry over the
+    same way (the earlier grids' are not read: their libraries drew as the threshold does)."""
     from sam_detect.segment.calibrated import GRID, GRID_INDEX, GRID_VERSION, OWN
 
     calib = shape.get("calib") or {}
@@ -1221,7 +1294,7 @@ def _grid_iou(shape: dict, inset: bool = False) -> list[float] | None:
         return None
     if calib.get("version") == GRID_VERSION and len(iou) == len(GRID):
         return list(iou)
-    if inset:
+    if inset and calib.get("version") not in _INSET_GRIDS:
         return None
     n = _EARLIER_GRIDS.get(calib.get("version"))
     if n is not None and len(iou) == n + 1:
@@ -1233,7 +1306,9 @@ def _grid_iou(shape: dict, inset: bool = False) -> list[float] | None:
 
 
 #: grid version -> how many of today's first settings it measured (then the segmenter's own)
-_EARLIER_GRIDS = {7: 140, 8: 280}
+_EARLIER_GRIDS = {7: 140, 8: 280, 9: 320}
+#: earlier grids whose inset measurements carry over (a library made on them drew inset where they chose it)
+_INSET_GRIDS = (9,)
 
 
 def _way(g: Any) -> str:
@@ -1265,7 +1340,8 @@ SPLIT_TIE = 0.005
 #: than the examples into pieces of their size, its wholes are the objects (``dev_lines``
 #: with one frame's examples: 0.667 with the margin for every way, 0.910 so; session 51)
 WAY_MARGIN = 0.08
-_SIMPLER = {"none": (), "shape": ("none",), "intensity": ("none", "shape"), "blob": ("none", "shape"), "own": ()}
+_SIMPLER = {"none": (), "shape": ("none",), "intensity": ("none", "shape"), "blob": ("none", "shape"),
+            "core": ("none", "shape"), "own": ()}
 
 
 def _alternatives(mean_iou: np.ndarray) -> list[int]:
@@ -1375,6 +1451,9 @@ def scale_of(entry: dict) -> Any:
         max_area=float(entry["area_range"][1]),
         minor_radius=float(entry.get("minor_radius", 0.0)),
         solidity=float((entry.get("solidity") or [1.0, 1.0])[1]),
+        **({"core_direction": np.asarray(entry["core"]["direction"], np.float32),
+            "core_radius": float(entry["core"]["radius"]), "core_contrast": float(entry["core"]["contrast"])}
+           if "core" in entry else {}),
     )
 
 
@@ -1863,6 +1942,8 @@ def at_scale(profile: dict | None, shifts: dict[str, float] | None) -> dict | No
         for key in ("radius", "max_radius", "minor_radius"):
             if key in e:
                 e[key] = e[key] * r
+        if "core" in e:
+            e["core"] = {**e["core"], "radius": e["core"]["radius"] * r}
         e["size_shift"] = round(shift, 4)
         classes[label] = e
     return {**profile, "classes": classes}

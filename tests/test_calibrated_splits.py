@@ -144,7 +144,9 @@ def ref_split_on_blobs(fg, x, scale, threshold):
     lap = calibrated.blobness(x, scale)
     d = 2 * max(2, int(round(calibrated.BLOB_SEPARATION * np.sqrt(scale.min_area / np.pi)))) + 1
     peaks = (lap == ndi.maximum_filter(lap, size=d, mode="nearest")) & fg & (lap >= threshold)
-    seeds, _ = ndi.label(peaks, structure=np.ones((3, 3)))
+    # seeds numbered as OpenCV numbers them: scipy numbers some 8-connected plateaus in
+    # another order (the same pieces, other ids; the cells with nuclei have such plateaus)
+    seeds = cv2.connectedComponents(peaks.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)[1]
     labels = comp.copy()
     for c in range(1, n_comp):
         m = comp == c
@@ -155,9 +157,35 @@ def ref_split_on_blobs(fg, x, scale, threshold):
     return labels
 
 
-def ref_split_labels(fg, scale, split, split_on, x):
+def ref_split_on_core(fg, rgb, scale, threshold):
+    """Seeds at the plateaus of the core response that equal its maximum over a square of
+    side ``2 r + 1`` (scipy's filter); each component with two or more split by a
+    whole-image flood of a flat image masked to it, the others kept whole."""
+    from scipy import ndimage as ndi
+
+    n_comp, comp = cv2.connectedComponents(fg.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+    if not scale.has_core:
+        return comp
+    lap = calibrated.core_response(rgb, scale)
+    d = 2 * max(2, int(round(scale.core_radius))) + 1
+    peaks = (lap == ndi.maximum_filter(lap, size=d, mode="nearest")) & fg & (lap >= threshold)
+    # seeds numbered as OpenCV numbers them (a plateau's pixels in another order than scipy's)
+    seeds = cv2.connectedComponents(peaks.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)[1]
+    labels = comp.copy()
+    for c in range(1, n_comp):
+        m = comp == c
+        if len(np.unique(seeds[m & (seeds > 0)])) < 2:
+            continue
+        ws = segmentation.watershed(np.zeros(m.shape, np.float32), np.where(m, seeds, 0), mask=m)
+        labels[m] = np.where(ws[m] > 0, ws[m] + n_comp, c)
+    return labels
+
+
+def ref_split_labels(fg, scale, split, split_on, x, rgb=None):
     if split <= 0 or not fg.any():
         return cv2.connectedComponents(fg.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)[1]
+    if split_on == "core":
+        return ref_split_on_core(fg, rgb, scale, split * scale.core_contrast * scale.exposure)
     if split_on == "blob":
         return ref_split_on_blobs(fg, x, scale, split * scale.contrast)
     if split_on == "intensity" and x is not None:
@@ -166,13 +194,34 @@ def ref_split_labels(fg, scale, split, split_on, x):
 
 
 def ref_label_images(prepared, scale, settings, roi=None, blobs=None):
+    rgb = None
     if isinstance(prepared, np.ndarray):
         rgb = prepared
         prepared = functools.cache(lambda sm: Prepared(rgb, scale, sm))
     for s in settings:
         prep = prepared(s.smooth)
         fg = foreground(prep, s.background, s.level, s.refine, roi)
-        yield s, ref_split_labels(fg, scale, s.split, s.split_on, prep.resid(s.background))
+        if s.split_on == "core" and rgb is None:  # a mosaic of windows: its core maxima as cut
+            yield s, ref_split_on_mosaic_core(fg, prep, scale, s.split * scale.core_contrast * scale.exposure)
+            continue
+        yield s, ref_split_labels(fg, scale, s.split, s.split_on, prep.resid(s.background), rgb)
+
+
+def ref_split_on_mosaic_core(fg, mosaic, scale, threshold):
+    n_comp, comp = cv2.connectedComponents(fg.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+    core = mosaic.core()
+    if core is None:
+        return comp
+    seeds = cv2.connectedComponents((core[1] & fg & (core[0] >= threshold)).view(np.uint8), connectivity=8,
+                                    ltype=cv2.CV_32S)[1]
+    labels = comp.copy()
+    for c in range(1, n_comp):
+        m = comp == c
+        if len(np.unique(seeds[m & (seeds > 0)])) < 2:
+            continue
+        ws = segmentation.watershed(np.zeros(m.shape, np.float32), np.where(m, seeds, 0), mask=m)
+        labels[m] = np.where(ws[m] > 0, ws[m] + n_comp, c)
+    return labels
 
 
 # -- synthetic images ----------------------------------------------------------------------
@@ -211,6 +260,29 @@ def textured_blobs(seed: int, size: int = 128) -> tuple[np.ndarray, np.ndarray]:
     return rgb, lab
 
 
+def cells_with_nuclei(seed: int, size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """Green cells (squares and rectangles of side 18-24, packed edge to edge in pairs, so that
+    their union is as convex as one cell), each with a red nucleus of radius 6.5 in its middle: ``(rgb, labels)``."""
+    rng = np.random.default_rng(seed)
+    lab = np.zeros((size, size), np.int32)
+    rgb = np.zeros((size, size, 3), np.float32)
+    yy, xx = np.mgrid[:size, :size]
+    k = 0
+    for y0 in range(4, size - 30, 31):
+        for x0 in range(4, size - 56, 58):
+            h, w1, w2 = rng.integers(18, 25, 3)
+            for xa, w in ((x0, w1), (x0 + w1, w2)):
+                k += 1
+                lab[y0 : y0 + h, xa : xa + w] = k
+                rgb[y0 : y0 + h, xa : xa + w, 1] = 110
+                cy, cx = y0 + h / 2, xa + w / 2
+                nuc = (yy - cy) ** 2 + (xx - cx) ** 2 <= 6.5 ** 2
+                rgb[nuc, 0] = 160
+                rgb[nuc, 1] = 60
+    rgb += 20 + rng.normal(0, 5, rgb.shape)  # a dim ground: no plateaus clipped at 0
+    return np.clip(rgb, 0, 255).astype(np.uint8), lab
+
+
 IMAGES = {
     "touching disks 0": lambda: touching_disks(0),
     "touching disks 1": lambda: touching_disks(1),
@@ -229,10 +301,15 @@ def examples_of(rgb, lab, n=6):
     direction = np.full(3, sign / np.sqrt(3.0), np.float32)
     x = calibrated.project(rgb, direction)
     radius = np.sqrt(gt.areas / np.pi)
+    from sam_detect.profile import _core, _core_of
+
+    core_dir, core_radius, core_contrast = _core(
+        [{"core": _core_of(rgb, mc.crop, int(mc.origin[0]), int(mc.origin[1]))} for mc in gt.crops])
     scale = Scale(direction=direction, contrast=float(np.median(x[fg]) - np.median(x[~fg])),
                   ring_level=float(np.median(x[~fg])), radius=float(np.median(radius)),
                   max_radius=float(radius.max()), min_area=float(gt.areas.min()) / 2,
-                  max_area=float(gt.areas.max()) * 2)
+                  max_area=float(gt.areas.max()) * 2, core_direction=core_dir, core_radius=core_radius,
+                  core_contrast=core_contrast)
     ex = gt[np.random.default_rng(0).choice(len(gt), n, replace=False)]
     return scale, [(mc.crop, (int(mc.origin[0]), int(mc.origin[1]))) for mc in ex.crops]
 
@@ -586,6 +663,9 @@ def test_examples_whose_windows_cover_the_image_are_scored_as_on_the_whole_image
     settings = sorted((g for g in calibrated.GRID if g != calibrated.OWN), key=lambda g: g.smooth)
     images = functools.cache(lambda sm: Prepared(rgb, scale, sm))
     for s, labels in calibrated.label_images(images, scale, settings):
+        if s.split_on == "core" and not scale.has_core:  # not measured: no middle of their own
+            assert not got[calibrated.GRID_INDEX[s]].any()
+            continue
         want = calibrated._reproduction(labels, masks)
         # (an object so large that it reaches the border keeps a few border pixels of its area)
         np.testing.assert_allclose(got[calibrated.GRID_INDEX[s]][inner], want[inner], atol=1e-4, err_msg=str(s))
@@ -651,3 +731,53 @@ def test_the_heavy_smoothing_is_tried_only_where_the_light_one_leaves_room(monke
     scale, masks = examples_of(rgb, lab, n=3)
     monkeypatch.setattr(calibrated, "HEAVY_SMOOTH_BELOW", 0.99)  # no setting reproduces them that well
     np.testing.assert_array_equal(grid_ious(rgb, scale, masks, inset=True), full(rgb, scale, masks))
+
+
+def test_the_core_split_parts_cells_that_touch_edge_to_edge_at_their_nuclei():
+    """Pairs of green cells whose union is a rectangle: no shape split parts them, the core
+    split seeded at their red nuclei does, and the examples' grid chooses it."""
+    from sam_detect.profile import _alternatives, _way
+
+    rgb, lab = cells_with_nuclei(0)
+    scale, masks = examples_of(rgb, lab, n=6)
+    assert scale.has_core and scale.core_direction[0] > 0.8  # the nuclei's red
+    assert 5 <= scale.core_radius <= 8
+    core = calibrated.Setting("flat", 0.3, 0.0, calibrated.CORE_SPLIT, "core")
+    none = calibrated.Setting("flat", 0.3, 0.0, 0.0)
+    (_, split), = label_images(rgb, scale, [core])
+    (_, whole), = label_images(rgb, scale, [none])
+    n = int(lab.max())
+    assert len(np.unique(whole)) - 1 == n // 2  # each pair one component
+    assert len(np.unique(split)) - 1 == n  # each cell its own piece
+    ious = grid_ious(rgb, scale, masks)
+    # halfway between the nuclei, not at the true edge where the widths differ: 0.8-0.9
+    assert ious[calibrated.GRID_INDEX[core]].mean() > 0.8 > 0.6 > ious[calibrated.GRID_INDEX[none]].mean()
+    assert _way(GRID[_alternatives(ious.mean(axis=1))[0]]) == "core"
+
+
+def test_no_core_no_core_split():
+    """A scale without a core (examples measured before it was) draws the components."""
+    rgb, lab = cells_with_nuclei(0)
+    scale, _ = examples_of(rgb, lab)
+    plain = calibrated.dataclasses.replace(scale, core_direction=None, core_radius=0.0, core_contrast=0.0)
+    core = calibrated.Setting("flat", 0.3, 0.0, calibrated.CORE_SPLIT, "core")
+    (_, got), = label_images(rgb, plain, [core])
+    (_, want), = label_images(rgb, plain, [calibrated.Setting("flat", 0.3, 0.0, 0.0)])
+    np.testing.assert_array_equal(got, want)
+
+
+def test_core_splits_equal_reference_on_the_image_and_the_mosaic(monkeypatch):
+    """The core splits (whole image, and the calibration's mosaic of windows) give the
+    reference's labels. Only the core rows: the rectangles' distance transforms hold ties
+    on which the shape split's shared work and its plain reference may order seeds apart."""
+    monkeypatch.setattr(calibrated, "HEAVY_SMOOTH_BELOW", 2.0)  # every setting measured
+    rgb, lab = cells_with_nuclei(0)
+    scale, masks = examples_of(rgb, lab, n=3)
+    grid = [g for g in GRID if g.split_on == "core"]
+    for (s, got), (_, want) in zip(label_images(rgb, scale, grid), ref_label_images(rgb, scale, grid), strict=True):
+        np.testing.assert_array_equal(got, want, err_msg=str(s))
+    rows = [calibrated.GRID_INDEX[g] for g in grid]
+    got = grid_ious(rgb, scale, masks)[rows]
+    monkeypatch.setattr(calibrated, "label_images", ref_label_images)
+    np.testing.assert_array_equal(got, grid_ious(rgb, scale, masks)[rows])
+    assert got.max() > 0.8

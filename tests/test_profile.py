@@ -1052,7 +1052,7 @@ def test_examples_measured_on_the_previous_grid_keep_their_calibration():
     gt, _ = Instances.from_label_image(lab)
     stats = describe_examples(rgb, gt[np.arange(4)], ["obj"] * 4)
     assert all(s["calib"]["version"] == GRID_VERSION and len(s["calib"]["iou"]) == len(GRID) for s in stats)
-    light = [k for k, g in enumerate(GRID) if g.smooth == SMOOTHS[0] and g != OWN and g.split_on != "blob"]
+    light = [k for k, g in enumerate(GRID) if g.smooth == SMOOTHS[0] and g != OWN and g.split_on not in ("blob", "core")]
     old = [{**s, "calib": {"version": 7, "iou": [s["calib"]["iou"][k] for k in light] + [s["calib"]["iou"][GRID.index(OWN)]]}}
            for s in stats]
     e = build_profile([("obj", s) for s in old])["classes"]["obj"]
@@ -1798,17 +1798,45 @@ def test_examples_measured_on_grid_8_keep_their_calibration_without_blob_splits(
     rgb, lab = blobs(1, fg=(120, 40, 150), bg=(235, 170, 200))
     gt, _ = Instances.from_label_image(lab)
     stats = describe_examples(rgb, gt[np.arange(4)], ["obj"] * 4)
-    assert GRID_VERSION == 9 and len(GRID) == 321 and GRID.index(OWN) == 320
+    assert GRID_VERSION == 10 and len(GRID) == 361 and GRID.index(OWN) == 360
     assert all(_way(g) != "blob" for g in GRID[:280]) and all(_way(g) == "blob" for g in GRID[280:320])
-    old = [{**s, "calib": {"version": 8, "iou": s["calib"]["iou"][:280] + [s["calib"]["iou"][320]]}} for s in stats]
+    old = [{**s, "calib": {"version": 8, "iou": s["calib"]["iou"][:280] + [s["calib"]["iou"][360]]}} for s in stats]
     new = build_profile([("obj", s) for s in stats])["classes"]["obj"]
     was = build_profile([("obj", s) for s in old])["classes"]["obj"]
     assert was["settings"] and all(st["split_on"] != "blob" for st in was["settings"])
     # the same settings, unless the blob split now leads
-    assert was["settings"] == new["settings"] or new["settings"][0]["split_on"] == "blob"
+    assert was["settings"] == new["settings"] or new["settings"][0]["split_on"] in ("blob", "core")
     # the blob rows of a grid-8 example are 0: a blob split can never lead on them
     ious = np.mean([_grid_iou(s) for s in old], axis=0)
     assert ious[280:320].max() == 0
+
+
+def test_examples_measured_on_grid_9_keep_their_settings_and_insets_without_core_splits():
+    """Libraries made before the core splits (grid 9: 321 settings, insets measured) keep
+    their settings, inset included; the core splits, never measured, are not chosen until
+    the examples are re-measured."""
+    from sam_detect.profile import _way
+
+    rgb, lab = blobs(1, fg=(120, 40, 150), bg=(235, 170, 200))
+    gt, _ = Instances.from_label_image(lab)
+    stats = describe_examples(rgb, gt[np.arange(4)], ["obj"] * 4)
+    assert all(_way(g) == "core" for g in GRID[320:360]) and all(_way(g) != "core" for g in GRID[:320])
+    old = [{**s, "calib": {**s["calib"], "version": 9, "iou": s["calib"]["iou"][:320] + [s["calib"]["iou"][360]],
+                           "inset": s["calib"]["inset"][:320] + [s["calib"]["inset"][360]]}} for s in stats]
+    for s in old:
+        s.pop("core", None)  # measured before the middles were
+    # the same examples with the core rows emptied, as grid 10 measures them
+    same = [{**s, "calib": {**s["calib"], "iou": s["calib"]["iou"][:320] + [0.0] * 40 + [s["calib"]["iou"][360]],
+                            "inset": s["calib"]["inset"][:320] + [0.0] * 40 + [s["calib"]["inset"][360]]}}
+            for s in stats]
+    was = build_profile([("obj", s) for s in old])["classes"]["obj"]
+    want = build_profile([("obj", s) for s in same])["classes"]["obj"]
+    assert was["settings"] and was["settings"] == want["settings"]
+    assert "core" not in was and all(st["split_on"] != "core" for st in was["settings"])
+    ious = np.mean([_grid_iou(s) for s in old], axis=0)
+    assert ious[320:360].max() == 0
+    assert np.array_equal(np.mean([_grid_iou(s, inset=True) for s in old], axis=0)[:320],
+                          np.mean([s["calib"]["inset"][:320] for s in stats], axis=0))
 
 
 @pytest.mark.parametrize("smooth", [0.125, 0.33])
@@ -2364,3 +2392,22 @@ def test_a_probe_is_taken_where_the_examples_size_finds_enough_but_off_it_and_mi
     assert prof.probe_shift(few, "obj", entry, propose_at, sure=np.ones(5, bool)) == (0.0, None)
     found[round(prof.PROBE_SHIFT, 6)] = 19  # fewer than the 20 the examples' size found
     assert prof.probe_shift(native, "obj", entry, propose_at, sure=np.ones(20, bool)) == (0.0, None)
+
+
+def test_a_core_along_the_class_s_own_colour_is_not_measured():
+    """``CORE_ANGLE``: a middle brighter along the class's own direction (a blurred nucleus'
+    peak) gives no core split; one in another colour (a red nucleus in a green cell) or
+    darker than a bright cell does."""
+    import sam_detect.profile as prof
+
+    grey = np.full(3, 1 / np.sqrt(3))
+    green = np.array([0.0, 1.0, 0.0])
+    brighter = [{"core": [20.0, 20.0, 20.0, 5.0]} for _ in range(4)]
+    red = [{"core": [30.0, -1.0, 0.0, 6.0]} for _ in range(4)]
+    darker = [{"core": [-20.0, -20.0, -20.0, 5.0]} for _ in range(4)]
+    assert prof._core(brighter, grey)[0] is None
+    assert prof._core(brighter)[0] is not None  # no class direction: not gated
+    direction, radius, contrast = prof._core(red, green)
+    np.testing.assert_allclose(direction, [1.0, -1 / 30, 0.0], atol=0.002)
+    assert radius == 6.0 and contrast == pytest.approx(np.hypot(30.0, 1.0), rel=1e-3)
+    assert prof._core(darker, grey)[0] is not None
