@@ -134,15 +134,14 @@ def ref_split_on_intensity(fg, x, h, min_distance):
     return labels
 
 
-def ref_split_on_blobs(fg, x, scale, threshold):
-    """Seeds at the plateaus of ``blobness`` that equal its maximum over a square of side
-    ``2 d + 1`` (scipy's filter), each plateau one seed; each component with two or more
-    seeds split by a whole-image watershed masked to it, the others kept whole."""
+def ref_split_at_peaks(fg, lap, d, threshold, ground):
+    """Seeds at the plateaus of ``lap`` that equal its maximum over a square of side ``d``
+    (scipy's filter), at least ``threshold`` strong, each plateau one seed; each component
+    with two or more seeds split by a whole-image watershed of ``ground`` masked to it, the
+    others kept whole."""
     from scipy import ndimage as ndi
 
     n_comp, comp = cv2.connectedComponents(fg.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
-    lap = calibrated.blobness(x, scale)
-    d = 2 * max(2, int(round(calibrated.BLOB_SEPARATION * np.sqrt(scale.min_area / np.pi)))) + 1
     peaks = (lap == ndi.maximum_filter(lap, size=d, mode="nearest")) & fg & (lap >= threshold)
     # seeds numbered as OpenCV numbers them: scipy numbers some 8-connected plateaus in
     # another order (the same pieces, other ids; the cells with nuclei have such plateaus)
@@ -152,33 +151,25 @@ def ref_split_on_blobs(fg, x, scale, threshold):
         m = comp == c
         if len(np.unique(seeds[m & (seeds > 0)])) < 2:
             continue
-        ws = segmentation.watershed(-x, np.where(m, seeds, 0), mask=m)
+        ws = segmentation.watershed(ground, np.where(m, seeds, 0), mask=m)
         labels[m] = np.where(ws[m] > 0, ws[m] + n_comp, c)
     return labels
+
+
+def ref_split_on_blobs(fg, x, scale, threshold):
+    """At the peaks of ``blobness`` over ``2 d + 1`` pixels, a watershed of ``-x``."""
+    d = 2 * max(2, int(round(calibrated.BLOB_SEPARATION * np.sqrt(scale.min_area / np.pi)))) + 1
+    return ref_split_at_peaks(fg, calibrated.blobness(x, scale), d, threshold, -x)
 
 
 def ref_split_on_core(fg, rgb, scale, threshold):
-    """Seeds at the plateaus of the core response that equal its maximum over a square of
-    side ``2 r + 1`` (scipy's filter); each component with two or more split by a
-    whole-image flood of a flat image masked to it, the others kept whole."""
-    from scipy import ndimage as ndi
-
-    n_comp, comp = cv2.connectedComponents(fg.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+    """At the peaks of the core response over ``2 r + 1`` pixels, a flood of a flat image
+    (each pixel to its nearest seed); no split without a core."""
     if not scale.has_core:
-        return comp
-    lap = calibrated.core_response(rgb, scale)
+        return cv2.connectedComponents(fg.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)[1]
     d = 2 * max(2, int(round(scale.core_radius))) + 1
-    peaks = (lap == ndi.maximum_filter(lap, size=d, mode="nearest")) & fg & (lap >= threshold)
-    # seeds numbered as OpenCV numbers them (a plateau's pixels in another order than scipy's)
-    seeds = cv2.connectedComponents(peaks.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)[1]
-    labels = comp.copy()
-    for c in range(1, n_comp):
-        m = comp == c
-        if len(np.unique(seeds[m & (seeds > 0)])) < 2:
-            continue
-        ws = segmentation.watershed(np.zeros(m.shape, np.float32), np.where(m, seeds, 0), mask=m)
-        labels[m] = np.where(ws[m] > 0, ws[m] + n_comp, c)
-    return labels
+    lap = calibrated.core_response(rgb, scale)
+    return ref_split_at_peaks(fg, lap, d, threshold, np.zeros(fg.shape, np.float32))
 
 
 def ref_split_labels(fg, scale, split, split_on, x, rgb=None):
