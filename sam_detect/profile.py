@@ -863,6 +863,9 @@ def build_profile(examples: Iterable[tuple[str, dict]]) -> dict:
             entry["grey_levels"] = [round(float(v), 2) for v in np.median([st["grey_levels"] for st in stats], axis=0)]
         if entry["polarity"] == "bright" and all("ground" in st for st in stats):  # every example image's ground
             entry["ground"] = [round(float(v), 2) for v in np.median([st["ground"] for st in stats], axis=0)]
+        earlier = sum((s.get("calib") or {}).get("version") != GRID_VERSION for s, _ in measured)
+        if earlier:  # measured on an earlier grid: the settings it lacked (the core split, ...) cannot lead
+            entry["earlier_grid"] = earlier
         if measured:
             chosen, mean_iou, inset = _settings(measured, positives, pooled_ious)
             entry["settings"] = [(GRID[i] if GRID[i] == OWN else replace(GRID[i], inset=inset, wholes=_wholes_only(
@@ -2317,6 +2320,10 @@ def describe(profile: dict | None) -> list[str]:
             rep += (f", ground {level:.0f} along that direction (an image whose ground lies higher is "
                     "thresholded above its own)")
         thin = f", thinner than {2 * THIN * e['minor_radius']:.0f} px across fits worse" if e.get("minor_radius") else ""
+        if e.get("earlier_grid"):
+            poor += (f"; {e['earlier_grid']} of its examples were measured before the newest proposal settings "
+                     "(the split at the objects' middles, ...), which cannot lead for it: delete them and add them "
+                     "again to measure them (`sam-detect library delete NAME --id ID`)")
         lines.append(
             f"{display_label(label)}: {e['count']} examples, area {e['area'][0]:.0f}-{e['area'][2]:.0f} px "
             f"(median {e['area'][1]:.0f}; candidates under {_tiny_floor({label: e}):.0f} px dropped), {e['polarity']} (RGB direction "

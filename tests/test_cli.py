@@ -430,6 +430,29 @@ def test_overlays_of_images_sharing_a_file_name_do_not_overwrite_each_other(tmp_
     assert unique_stems([tmp_path / "one.png"]) == {str(tmp_path / "one.png"): "one"}
 
 
+def test_an_annotation_that_covers_no_pixel_is_left_out_by_its_id(scene_files, tmp_path):
+    """A COCO polygon under a pixel, which pycocotools fills with nothing, made the whole
+    ``add`` fail ("annotation 23 has zero area", a position, not the file's id 24): it is left
+    out, named by its id, and the file's other annotations are added."""
+    import json
+
+    from sam_detect.formats import save_annotations
+    from sam_detect.instances import Instances
+
+    f = scene_files
+    inst, _ = Instances.from_label_image(cv2.imread(str(f["labels"]), cv2.IMREAD_UNCHANGED))
+    coco = tmp_path / "coco.json"
+    save_annotations(inst, coco, image_names=[f["image"].name], tolerance=0)
+    doc = json.loads(coco.read_text())
+    doc["annotations"].append({"id": 99, "image_id": 1, "category_id": 1, "iscrowd": 0,
+                               "segmentation": [[10.2, 10.2, 10.6, 10.2, 10.4, 10.7]]})
+    coco.write_text(json.dumps(doc))
+    r = run_cli("add", f["image"], "--annotations", coco, "--label", "shape", *f["lib"])
+    assert r.exit_code == 0, r.output
+    assert "1 annotation(s) left out, empty (they cover no pixel of the image): id 99" in r.stderr
+    assert f"added {len(inst)} example(s)" in r.stdout
+
+
 def test_annotations_that_name_no_class_need_a_label_and_a_photo_is_no_label_image(scene_files, tmp_path):
     """``--annotations`` with a label image or a polygon file (no class names) needs
     ``--label``, as ``--labels`` does; a photo given as labels is refused at once, by either

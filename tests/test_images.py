@@ -809,6 +809,19 @@ def test_padding_is_left_out_and_drawn_as_the_image_inside_it(fill):
     assert out[0, 0].tolist() == np.median(rgb.reshape(-1, 3), axis=0).round().astype(int).tolist()
 
 
+def test_nan_padding_of_a_float_frame_is_padding():
+    """A float frame warped with ``cval=nan`` (scikit-image, SciPy) has NaN for padding: it
+    was drawn black, and the nuclei beside it went missing (28 -> 17)."""
+    from sam_detect.io.render import padding_bands
+
+    frame = (33000 + RNG.integers(0, 2000, (60, 80))).astype(np.float32)
+    padded = np.pad(frame, ((0, 7), (3, 0)), constant_values=np.nan)
+    assert padding_bands(padded) == (0, 7, 3, 0)
+    got = to_rgb_uint8(padded)
+    np.testing.assert_array_equal(got[:60, 3:], to_rgb_uint8(frame))
+    assert (got[60:] == np.median(to_rgb_uint8(frame)[..., 0])).all()
+
+
 def test_edges_of_the_image_s_own_ground_are_not_padding():
     """One value along the edges that the image holds inside too (a ground clipped to 0, a
     saturated brightfield) is the image's own, and so is an image of one value."""

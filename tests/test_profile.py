@@ -1837,6 +1837,11 @@ def test_examples_measured_on_grid_9_keep_their_settings_and_insets_without_core
     assert ious[320:360].max() == 0
     assert np.array_equal(np.mean([_grid_iou(s, inset=True) for s in old], axis=0)[:320],
                           np.mean([s["calib"]["inset"][:320] for s in stats], axis=0))
+    # and `library show` says so, and how to measure them again
+    assert was["earlier_grid"] == 4 and "earlier_grid" not in want
+    shown = describe({"classes": {"obj": was}})[0]
+    assert "4 of its examples were measured before the newest proposal settings" in shown
+    assert "library delete" in shown
 
 
 @pytest.mark.parametrize("smooth", [0.125, 0.33])

@@ -244,6 +244,7 @@ def add(image, label, negative, boxes, points, mask_paths, polygon_paths, labels
 
                 for name in sorted({n for n in inst.labels if isinstance(n, str)}):
                     check_label(name)
+            inst = _without_empty(inst)
         if limit is not None and limit < len(inst):
             kept = inst[:limit]
             if not quiet:
@@ -270,3 +271,19 @@ def add(image, label, negative, boxes, points, mask_paths, polygon_paths, labels
     summary = f" ({', '.join(f'{k}: {v}' for k, v in sorted(added.items()))})" if added else ""
     total = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
     click.echo(f"added {sum(added.values())} example(s){summary} to library '{detector.config.library}' — now {total}")
+
+
+def _without_empty(inst):
+    """``inst`` less its annotations that cover no pixel of the image (a polygon under a
+    pixel, which pycocotools fills with nothing, or one outside the image), said on stderr
+    by their ids: one such annotation must not keep the file's other examples out. Where
+    every one is empty they are kept, for ``add_examples`` to refuse with its error."""
+    empty = np.flatnonzero(inst.areas == 0)
+    if not len(empty) or len(empty) == len(inst):
+        return inst
+    ids = inst.data.get("source_id")
+    named = [f"id {int(ids[i])}" if ids is not None else f"#{int(i)}" for i in empty[:3]]
+    click.echo(f"sam-detect: {len(empty)} annotation(s) left out, empty (they cover no pixel of the image): "
+               + ", ".join(named) + (", ..." if len(empty) > 3 else ""), err=True)
+    return inst[inst.areas > 0]
+

@@ -203,11 +203,17 @@ def padding_bands(arr: np.ndarray) -> tuple[int, int, int, int] | None:
     rotated or tiled and padded to its size -- or ``None`` where there are none."""
     h, w = arr.shape[:2]
     corners = {tuple(np.atleast_1d(arr[y, x]).tolist()) for y in (0, h - 1) for x in (0, w - 1)}
+    floating = np.issubdtype(arr.dtype, np.floating)
     for value in corners:
         v = np.asarray(value, arr.dtype) if arr.ndim == 3 else arr.dtype.type(value[0])
 
-        def held(a: np.ndarray, v=v) -> bool:
-            return bool(a.size) and bool(np.all(a == v))
+        def same(a: np.ndarray, v=v) -> np.ndarray:
+            """Where ``a`` holds ``v`` (NaN too: a float frame warped with ``cval=nan``)."""
+            eq = a == v
+            return eq | (np.isnan(a) & np.isnan(v)) if floating else eq
+
+        def held(a: np.ndarray) -> bool:
+            return bool(a.size) and bool(np.all(same(a)))
 
         top = 0
         while top < h and held(arr[top]):
@@ -228,8 +234,8 @@ def padding_bands(arr: np.ndarray) -> tuple[int, int, int, int] | None:
             continue
         inner = arr[top : h - bottom, left : w - right]
         sample = inner.reshape(-1, *arr.shape[2:])[:: max(1, ih * iw // 100_000)]
-        same = sample == v if arr.ndim == 2 else np.all(sample == v, axis=1)
-        if same.mean() <= PAD_RARE and len(np.unique(sample, axis=0)) >= PAD_VALUES:
+        holds = same(sample) if arr.ndim == 2 else np.all(same(sample), axis=1)
+        if holds.mean() <= PAD_RARE and len(np.unique(sample, axis=0)) >= PAD_VALUES:
             return top, bottom, left, right
     return None
 
