@@ -286,4 +286,3 @@ def _without_empty(inst):
     click.echo(f"sam-detect: {len(empty)} annotation(s) left out, empty (they cover no pixel of the image): "
                + ", ".join(named) + (", ..." if len(empty) > 3 else ""), err=True)
     return inst[inst.areas > 0]
-

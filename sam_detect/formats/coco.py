@@ -28,12 +28,11 @@ def segmentation(crop: np.ndarray, origin: tuple[int, int], hw: tuple[int, int],
     0: :func:`~sam_detect.masks.crop_to_edge_polygons`), simplified with ``tolerance``
     pixels; or compressed RLE with ``use_rle``, or where polygons cannot say the mask (a hole,
     which COCO's polygons fill)."""
-    from sam_detect.masks import crop_to_edge_polygons, crop_to_rle, edge_outlines
+    from sam_detect.masks import crop_to_edge_polygons, crop_to_rle
 
-    if not use_rle and all(len(rings) == 1 for rings in edge_outlines(crop, origin)):
-        polys = crop_to_edge_polygons(crop, origin, tolerance=tolerance)
-        if polys:
-            return [p.reshape(-1).astype(float).round(2).tolist() for p in polys]
+    polys = None if use_rle else crop_to_edge_polygons(crop, origin, tolerance=tolerance)
+    if polys:
+        return [p.reshape(-1).astype(float).round(2).tolist() for p in polys]
     return crop_to_rle(crop, origin, hw)
 
 
