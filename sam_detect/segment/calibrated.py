@@ -482,17 +482,25 @@ def blobness(x: np.ndarray, scale: Scale) -> np.ndarray:
     ``x`` (objects bright, the background at 0 or below) over ``BLOB_SCALES`` scales from
     the smallest admitted object's radius to the largest example's (sigma = r / sqrt 2).
     A bright disk of radius ``r`` peaks at its middle at the scale of its own radius."""
-    import cv2
 
     v = np.maximum(x, np.float32(0))  # the background, and a mosaic's gaps, are level
     r_lo = float(np.sqrt(max(scale.min_area, 1.0) / np.pi))
     r_hi = max(float(scale.max_radius), r_lo)
+    sigmas = np.geomspace(max(r_lo / np.sqrt(2), 0.8), max(r_hi / np.sqrt(2), 0.8), BLOB_SCALES)
+    return log_max(v, sigmas, coarse_above=16.0)
+
+
+def log_max(v: np.ndarray, sigmas: Sequence[float], coarse_above: float = np.inf) -> np.ndarray:
+    """``(H, W)`` float32: the largest scale-normalised Laplacian-of-Gaussian response
+    (``-sigma**2`` times the Laplacian of ``v`` blurred by ``sigma``) over ``sigmas``. Scales
+    wider than ``coarse_above`` are taken on a smaller copy (the normalised response does not
+    change with the sampling): a kernel of 6 sigma a side stays under 100 taps."""
+    import cv2
+
     h, w = v.shape
     out = None
-    for s in np.geomspace(max(r_lo / np.sqrt(2), 0.8), max(r_hi / np.sqrt(2), 0.8), BLOB_SCALES):
-        # wide scales on a smaller copy (the normalised response does not change with the
-        # sampling): a kernel of 6 sigma a side stays under 100 taps
-        f = int(s // 8) if s > 16 else 1
+    for s in sigmas:
+        f = int(s // 8) if s > coarse_above else 1
         src = v if f == 1 else cv2.resize(v, (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_AREA)
         sf = float(s) / f if f > 1 else float(s)
         lap = cv2.Laplacian(cv2.GaussianBlur(src, (0, 0), sf, borderType=cv2.BORDER_REFLECT), cv2.CV_32F,
@@ -504,42 +512,35 @@ def blobness(x: np.ndarray, scale: Scale) -> np.ndarray:
     return out
 
 
+def local_maxima(lap: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(lap, local_max)``: where ``lap`` equals its maximum over a square of side
+    ``2 radius + 1``."""
+    import cv2
+
+    d = 2 * radius + 1
+    return lap, lap >= cv2.dilate(lap, np.ones((d, d), np.uint8))
+
+
 def blob_maxima(x: np.ndarray, scale: Scale) -> tuple[np.ndarray, np.ndarray]:
     """``(blobness, local_max)``: :func:`blobness` of ``x``, and where it equals its maximum
     over a square of side ``2 d + 1`` (``d``: ``BLOB_SEPARATION`` x the smallest admitted
     object's radius, at least 2) -- the blob split's candidate seeds, whatever the
     foreground and threshold."""
-    import cv2
-
-    lap = blobness(x, scale)
-    d = 2 * max(2, int(round(BLOB_SEPARATION * np.sqrt(scale.min_area / np.pi)))) + 1
-    return lap, lap >= cv2.dilate(lap, np.ones((d, d), np.uint8))
+    return local_maxima(blobness(x, scale), max(2, int(round(BLOB_SEPARATION * np.sqrt(scale.min_area / np.pi)))))
 
 
 def core_response(rgb: np.ndarray, scale: Scale) -> np.ndarray:
     """``(H, W)`` float32: the largest scale-normalised Laplacian-of-Gaussian response of the
     image along the examples' middles' colour (``scale.core_direction``) over
     :data:`CORE_SCALES` around their size: peaks at each object's middle."""
-    import cv2
-
-    c = project(rgb, scale.core_direction)
-    out = None
-    for k in CORE_SCALES:
-        s = max(0.8, k * scale.core_radius / np.sqrt(2))
-        lap = cv2.Laplacian(cv2.GaussianBlur(c, (0, 0), s, borderType=cv2.BORDER_REFLECT), cv2.CV_32F,
-                            ksize=1, borderType=cv2.BORDER_REFLECT)
-        lap *= np.float32(-s * s)
-        out = lap if out is None else np.maximum(out, lap, out=out)
-    return out
+    return log_max(project(rgb, scale.core_direction),
+                   [max(0.8, k * scale.core_radius / np.sqrt(2)) for k in CORE_SCALES])
 
 
 def core_maxima(lap: np.ndarray, scale: Scale) -> tuple[np.ndarray, np.ndarray]:
     """``(response, local_max)``: :func:`core_response` and where it equals its maximum over
     a square of side ``2 r + 1`` (``r``: the middles' radius, at least 2)."""
-    import cv2
-
-    d = 2 * max(2, int(round(scale.core_radius))) + 1
-    return lap, lap >= cv2.dilate(lap, np.ones((d, d), np.uint8))
+    return local_maxima(lap, max(2, int(round(scale.core_radius))))
 
 
 class _BlobCache:
