@@ -368,6 +368,20 @@ def _colours(rgb: np.ndarray, crop: np.ndarray, x0: int, y0: int,
     return np.median(inside, axis=0).tolist(), np.median(around, axis=0).tolist(), spread
 
 
+def _rgb_rows(px: np.ndarray) -> np.ndarray:
+    """``(K, 3)`` float32 RGB of ``(K, C)`` pixel rows: a grey image's one value thrice, an
+    alpha channel left out."""
+    px = px.astype(np.float32)
+    return np.repeat(px, 3, axis=1) if px.shape[1] == 1 else px[:, :3]
+
+
+def _degrees(a: Sequence[float], b: Sequence[float]) -> float:
+    """The angle between two colour directions, in degrees."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    cos = float(a @ b) / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-12)
+    return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
+
+
 def _core_of(rgb: np.ndarray, crop: np.ndarray, x0: int, y0: int) -> list[float]:
     """``[dr, dg, db, radius]``: how an example's middle differs in colour from its outer part
     (the median RGB of its pixels at least half its largest inner distance from its outline,
@@ -384,10 +398,7 @@ def _core_of(rgb: np.ndarray, crop: np.ndarray, x0: int, y0: int) -> list[float]
         return [0.0, 0.0, 0.0, 0.0]
     d = cv2.distanceTransform(np.pad(crop, 1).astype(np.uint8), cv2.DIST_L2, 5)[1:-1, 1:-1]
     d = d[ya - y0 : yb - y0, xa - x0 : xb - x0][m]
-    px = rgb[ya:yb, xa:xb][m].reshape(len(d), -1).astype(np.float32)
-    if px.shape[1] == 1:
-        px = np.repeat(px, 3, axis=1)
-    px = px[:, :3]
+    px = _rgb_rows(rgb[ya:yb, xa:xb][m].reshape(len(d), -1))
     inner = d >= 0.5 * float(d.max())
     if inner.all() or not inner.any():
         return [0.0, 0.0, 0.0, 0.0]
@@ -439,10 +450,7 @@ def _inside_and_ring(rgb: np.ndarray, crop: np.ndarray, x0: int, y0: int,
     local = np.zeros((yb - ya, xb - xa), np.uint8)
     local[y0 - ya : y0 - ya + crop.shape[0], x0 - xa : x0 - xa + crop.shape[1]] = crop
     ring = dilate_ellipse(local, rw).astype(bool) & ~(local.astype(bool) if taken is None else taken[ya:yb, xa:xb])
-    px = rgb[ya:yb, xa:xb].reshape(-1, rgb.shape[2] if rgb.ndim == 3 else 1).astype(np.float32)
-    if px.shape[1] == 1:
-        px = np.repeat(px, 3, axis=1)
-    px = px[:, :3]
+    px = _rgb_rows(rgb[ya:yb, xa:xb].reshape(-1, rgb.shape[2] if rgb.ndim == 3 else 1))
     inside = px[local.ravel().astype(bool)]
     around = px[ring.ravel()]
     return inside, (around if len(around) else inside)
@@ -589,11 +597,8 @@ def _core(stats: Sequence[dict], direction: np.ndarray | None = None) -> tuple[n
     if n < 1e-6 or radius <= 0:
         return None, 0.0, 0.0
     u = diff / n
-    if direction is not None:
-        d = np.asarray(direction, np.float64)
-        cos = float(u @ d) / max(float(np.linalg.norm(d)), 1e-12)
-        if np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))) < CORE_ANGLE:
-            return None, 0.0, 0.0
+    if direction is not None and _degrees(u, direction) < CORE_ANGLE:
+        return None, 0.0, 0.0
     return u.astype(np.float32), radius, float(max(np.median(c[:, :3] @ u), 1e-3))
 
 
@@ -886,12 +891,7 @@ def _apart(classes: dict, direction: Sequence[float]) -> dict | None:
     """``{"classes": [...], "angle": degrees}``: the classes whose examples stand out along a
     colour direction more than :data:`JOINT_ANGLE` from their joint one (``direction``), and
     the widest such angle; ``None`` where every class lies within it."""
-    d = np.asarray(direction, np.float64)
-    angles = {}
-    for label, entry in classes.items():
-        c = np.asarray(entry["direction"], np.float64)
-        cos = float(c @ d) / max(float(np.linalg.norm(c) * np.linalg.norm(d)), 1e-12)
-        angles[label] = float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
+    angles = {label: _degrees(entry["direction"], direction) for label, entry in classes.items()}
     far = sorted(label for label, a in angles.items() if a > JOINT_ANGLE)
     return {"classes": far, "angle": round(max(angles[label] for label in far), 1)} if far else None
 
@@ -1031,9 +1031,7 @@ def ground_colour(rgb: np.ndarray, direction: Any) -> list[float] | None:
     import cv2
 
     flat = rgb.reshape(-1, rgb.shape[2])[:, :3] if rgb.ndim == 3 else rgb.reshape(-1, 1)
-    px = flat[:: max(3, len(flat) // GROUND_SAMPLE)].astype(np.float32)
-    if px.shape[1] == 1:
-        px = np.repeat(px, 3, axis=1)
+    px = _rgb_rows(flat[:: max(3, len(flat) // GROUND_SAMPLE)])
     x = px @ np.asarray(direction, np.float32)
     lo, hi = float(x.min()) if x.size else 0.0, float(x.max()) if x.size else 0.0
     if not hi > lo:
