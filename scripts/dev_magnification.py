@@ -85,6 +85,7 @@ def _windows(image, label, side: int, count: int):
     """``(image, label)`` windows of ``side`` px along the frame's diagonal, renumbered (the
     whole frame where ``side`` is 0)."""
     import numpy as np
+    from skimage.segmentation import relabel_sequential
 
     if not side:
         return [(image, label)]
@@ -94,9 +95,7 @@ def _windows(image, label, side: int, count: int):
     for i in range(count):
         t = 0.5 if count == 1 else i / (count - 1)
         y, x = round(t * (h - side)), round(t * (w - side))
-        lab = label[y:y + side, x:x + side]
-        ids, inv = np.unique(lab, return_inverse=True)
-        lab = inv.reshape(lab.shape).astype(np.int32) if ids[0] == 0 else (inv.reshape(lab.shape) + 1).astype(np.int32)
+        lab = relabel_sequential(label[y:y + side, x:x + side])[0].astype(np.int32)
         out.append((image[y:y + side, x:x + side], lab))
     return out
 
