@@ -451,6 +451,11 @@ def test_an_annotation_that_covers_no_pixel_is_left_out_by_its_id(scene_files, t
     assert r.exit_code == 0, r.output
     assert "1 annotation(s) left out, empty (they cover no pixel of the image): id 99" in r.stderr
     assert f"added {len(inst)} example(s)" in r.stdout
+    doc["annotations"] = doc["annotations"][-1:]  # only the empty one: nothing to add, said in one line
+    coco.write_text(json.dumps(doc))
+    r = run_cli("add", f["image"], "--annotations", coco, "--label", "shape", "--library", "empty", *f["lib"])
+    assert r.exit_code == 1 and "Error: no annotation covers a pixel of the image (id 99)" in r.stderr
+    assert "Traceback" not in r.output
 
 
 def test_annotations_that_name_no_class_need_a_label_and_a_photo_is_no_label_image(scene_files, tmp_path):

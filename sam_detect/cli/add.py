@@ -276,13 +276,21 @@ def add(image, label, negative, boxes, points, mask_paths, polygon_paths, labels
 def _without_empty(inst):
     """``inst`` less its annotations that cover no pixel of the image (a polygon under a
     pixel, which pycocotools fills with nothing, or one outside the image), said on stderr
-    by their ids: one such annotation must not keep the file's other examples out. Where
-    every one is empty they are kept, for ``add_examples`` to refuse with its error."""
+    by their ids: one such annotation must not keep the file's other examples out.
+
+    Raises:
+        AnnotationError: every annotation is empty (nothing to add)."""
+    from sam_detect.errors import AnnotationError
+
     empty = np.flatnonzero(inst.areas == 0)
-    if not len(empty) or len(empty) == len(inst):
+    if not len(empty):
         return inst
     ids = inst.data.get("source_id")
-    named = [f"id {int(ids[i])}" if ids is not None else f"#{int(i)}" for i in empty[:3]]
-    click.echo(f"sam-detect: {len(empty)} annotation(s) left out, empty (they cover no pixel of the image): "
-               + ", ".join(named) + (", ..." if len(empty) > 3 else ""), err=True)
+    named = ", ".join(f"id {int(ids[i])}" if ids is not None else f"#{int(i)}" for i in empty[:3]) + (
+        ", ..." if len(empty) > 3 else "")
+    if len(empty) == len(inst):
+        raise AnnotationError(f"no annotation covers a pixel of the image ({named}): polygons under a pixel, or "
+                              "outside the image? Check that the file was made for this image")
+    click.echo(f"sam-detect: {len(empty)} annotation(s) left out, empty (they cover no pixel of the image): {named}",
+               err=True)
     return inst[inst.areas > 0]
