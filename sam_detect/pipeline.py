@@ -622,7 +622,11 @@ class SAMDetect(DetectorStages, LibraryState):
         top_k = self.config.top_k if top_k is None else check("top_k", top_k)
         threshold = self.config.threshold if threshold is None else check("threshold", threshold)
         self.check_library(create=False)
-        loaded = self._load(image)
+        whole = self._load(image)
+        # padding round a registered, rotated or stitched frame is not image: the frame inside
+        # it is detected, and what it cuts is cut by the frame's border
+        loaded, padding = _inside_padding(whole)
+        self._last_padding = padding  # what eval places the candidates it records by
         timings: dict[str, float] = {}
         self._share_example_features()
         from sam_detect.profile import at_stain, examples_tint, stain_gain
@@ -635,12 +639,29 @@ class SAMDetect(DetectorStages, LibraryState):
         prefetched = self._prefetch_maps(rgb)
         stages = _stages(rgb.shape[0] * rgb.shape[1], progress)
         try:
-            return self._detect(loaded, rgb, stain, profile, timings, top_k, threshold, prefetched, stages, tint)
+            out = self._detect(loaded, rgb, stain, profile, timings, top_k, threshold, prefetched, stages, tint,
+                               whole=whole, padding=padding)
+            return out if padding is None else self._placed_back(out, whole, padding)
         finally:
             if prefetched is not None:
                 prefetched.close()
             if stages is not None:
                 stages.close()
+
+    @staticmethod
+    def _placed_back(out: Instances, whole: Any, padding: tuple[int, int, int, int]) -> Instances:
+        """``out``, found inside ``whole``'s ``padding``, in ``whole``'s pixels, with a note."""
+        top, _, left, _ = padding
+        hw = whole.rgb.shape[:2]
+        out = out.placed(left, top, hw)
+        names = ("rows at the top", "at the bottom", "columns at the left", "at the right")
+        sides = ", ".join(f"{n} {side}" for n, side in zip(padding, names, strict=True) if n)
+        note = f"padding of one value round the image left out ({sides}): its objects are cut by the padding's edge"
+        log.info("%s", note)
+        out.metadata["notes"] = [note, *out.metadata.get("notes", [])]
+        out.metadata["image_hw"] = list(hw)
+        out.metadata["padding"] = list(padding)
+        return out
 
     def _prefetch_maps(self, rgb: np.ndarray) -> Any:
         """The embedder's network pass over ``rgb``, started on a worker thread so that it runs
@@ -656,12 +677,14 @@ class SAMDetect(DetectorStages, LibraryState):
 
     def _detect(self, loaded: Any, rgb: np.ndarray, stain: float | None, profile: dict | None,
                 timings: dict[str, float], top_k: int, threshold: float, prefetched: Any,
-                stages: Any = None, tint: str | None = None) -> Instances:
+                stages: Any = None, tint: str | None = None, *, whole: Any = None,
+                padding: tuple[int, int, int, int] | None = None) -> Instances:
         """:meth:`detect` from segmentation on: ``rgb`` is ``loaded.rgb`` as the examples' slide
         would show it where its stain is ``stain`` times as dense (``profile.stain_gain``), in
         the examples' images' colours where ``tint`` says so (``profile.examples_tint``), else
         ``loaded.rgb``; ``prefetched``: its network pass, if started; ``stages``: the progress
-        bar over the stages (:func:`_stages`), or ``None``."""
+        bar over the stages (:func:`_stages`), or ``None``; ``whole``: the image ``loaded`` was
+        cut from, inside its ``padding`` (:func:`_inside_padding`), or ``None``."""
         t0 = time.perf_counter()
         from sam_detect.profile import (
             DIM_NOISE,
@@ -729,7 +752,9 @@ class SAMDetect(DetectorStages, LibraryState):
             size_note = border_note + (f"; {size_note}" if size_note else "")
         # the library's examples drawn on this very image are known objects: returned as
         # drawn, and no candidate that the selection could not keep beside them is embedded
-        own = self._examples_of_image(loaded.rgb) if self.config.keep_examples else None
+        own = self._examples_of_image((loaded if whole is None else whole).rgb) if self.config.keep_examples else None
+        if own is not None and padding is not None:
+            own = _inside(own, padding)
         own_note = None
         if own is not None:
             from sam_detect.select import overlapping
@@ -967,6 +992,45 @@ def prompt_region(hw: tuple[int, int], *, point: Sequence[float] | None = None,
     x0 = int(np.clip(round(cx - side_w / 2), 0, w - side_w))
     y0 = int(np.clip(round(cy - side_h / 2), 0, h - side_h))
     return x0, y0, x0 + side_w, y0 + side_h
+
+
+def _inside_padding(loaded: Any) -> tuple[Any, tuple[int, int, int, int] | None]:
+    """``loaded`` cut to the image inside its padding (:func:`sam_detect.io.render.padding_bands`
+    of the pixels as read), and the padding ``(top, bottom, left, right)``; ``(loaded, None)``
+    where it has none."""
+    from sam_detect.io.render import padding_bands
+
+    original = np.asarray(loaded.original)
+    if original.ndim not in (2, 3) or original.shape[:2] != loaded.rgb.shape[:2]:
+        return loaded, None
+    padding = padding_bands(original)
+    if padding is None:
+        return loaded, None
+    top, bottom, left, right = padding
+    h, w = original.shape[:2]
+    window = (slice(top, h - bottom), slice(left, w - right))
+    return dataclasses.replace(loaded, rgb=np.ascontiguousarray(loaded.rgb[window]),
+                               original=original[window]), padding
+
+
+def _inside(inst: Instances, padding: tuple[int, int, int, int]) -> Instances:
+    """``inst`` in the pixels of its image inside ``padding``: each mask cut to that window,
+    and those with nothing inside it left out."""
+    top, bottom, left, right = padding
+    h, w = inst.image_hw
+    crops, origins, keep = [], [], []
+    for i in range(len(inst)):
+        x0, y0, x1, y1 = inst.crop(i).box
+        x0, y0, x1, y1 = max(x0, left), max(y0, top), min(x1, w - right), min(y1, h - bottom)
+        region = inst.mask_region(i, x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+        if region is not None and region.any():
+            crops.append(region)
+            origins.append((x0 - left, y0 - top))
+            keep.append(i)
+    inst = inst[np.asarray(keep, np.int64)]
+    return Instances.from_crops(crops, np.asarray(origins, np.int64).reshape(-1, 2),
+                                (h - top - bottom, w - left - right), scores=inst.scores, labels=inst.labels,
+                                label_confidences=inst.label_confidences, data=inst.data, metadata=inst.metadata)
 
 
 def _with_examples(examples: Instances, found: Instances) -> Instances:

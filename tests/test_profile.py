@@ -1789,6 +1789,36 @@ def test_cli_drop_border_counts_whole_objects_only(tmp_path):
     assert "--drop-border" in r.stdout
 
 
+def test_padding_is_not_image_objects_it_cuts_are_cut_by_its_edge():
+    """A frame padded with black (registered or stitched to a larger size) is detected inside
+    its padding: the caps its edge cuts are found as cut objects (not dropped as too small),
+    ``drop_border`` leaves them out as it does the frame's own, and everything comes back in
+    the padded image's pixels -- the examples drawn on it as drawn."""
+    from sam_detect.profile import cut_by_border
+
+    rgb, lab = disks_and_caps()
+    gt = Instances.from_label_image(lab)[0]
+    ex = gt[np.arange(6)]
+    ex.labels = np.array(["obj"] * 6, dtype=object)
+    padded = np.pad(rgb, ((20, 0), (30, 0), (0, 0)))  # black above and left: caps 13 and 14 touch it
+    moved = gt.placed(30, 20, padded.shape[:2])
+    det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder="handcrafted"))
+    det.add_examples(rgb, ex)
+    found = det.detect(padded)
+    assert found.image_hw == padded.shape[:2] and f1_at(found, moved) == 1.0
+    assert found.metadata["padding"] == [20, 0, 30, 0] and "20 rows at the top" in found.metadata["notes"][0]
+    det.config.drop_border = True
+    whole = det.detect(padded)
+    assert f1_at(whole, moved[np.arange(12)]) == 1.0 and whole.metadata["dropped"]["border"] == 4
+    assert not cut_by_border(whole.boxes - np.array([30, 20, 30, 20]), rgb.shape[:2]).any()
+    # examples drawn on the padded image come back as drawn, in its pixels
+    det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder="handcrafted"))
+    det.add_examples(padded, moved[np.arange(6)], ["obj"] * 6)
+    again = det.detect(padded)
+    assert f1_at(again, moved) == 1.0 and "6 of the library's examples were drawn on this image" in " ".join(
+        again.metadata["notes"])
+
+
 def test_examples_measured_on_grid_8_keep_their_calibration_without_blob_splits():
     """Libraries made before the blob splits (grid 8: 281 settings) keep their settings;
     the blob splits, never measured, are not chosen until the examples are re-measured."""

@@ -147,8 +147,8 @@ classify_options = stack(
                      "and contrast) to calibrate, filter and choose candidates; "
                      "--no-profile: the segmenter's own settings."),
         click.option("--drop-border", "drop_border", is_flag=True, default=None,
-                     help="Leave out objects that touch the image border (count whole objects "
-                     "only). Default: they are found like any other."),
+                     help="Leave out objects that touch the image border, or the edge of padding "
+                     "round the image (count whole objects only). Default: they are found like any other."),
         click.option("--keep-examples/--no-keep-examples", "keep_examples", cls=Unset,
                      help="On an image the library's examples were drawn on, return those examples as "
                      "drawn and leave out the candidates overlapping them; --no-keep-examples: find "

@@ -393,6 +393,13 @@ def evaluate(
             profile = det.profile
             decided = getattr(det, "_last_decided", None)
             decision, typing = det.decision, None
+            # where detect() left the image's padding out, what it decided on lies inside it
+            padding = getattr(det, "_last_padding", None) if decided is not None else None
+            dropped = getattr(det, "_last_dropped", None) if decided is not None else None
+
+            def placed(inst: Any, padding=padding, hw=g.image_hw) -> Any:
+                return inst if padding is None or inst is None else inst.placed(padding[2], padding[0], hw)
+
             if decided is not None:  # exactly what detect() decided on, with the image's profile
                 cands, neighbours, profile = decided[0], list(decided[1]), decided[2]
                 known, decision, typing = decided[3:6]
@@ -404,7 +411,7 @@ def evaluate(
             records.append(
                 _ImageRecord(
                     name=names[i],
-                    iou=instances_iou(cands, g).astype(np.float32),
+                    iou=instances_iou(placed(cands), g).astype(np.float32),
                     neighbours=list(neighbours),
                     gt_labels=np.asarray(g.labels, dtype=object),
                     ignore=ignore,
@@ -415,11 +422,11 @@ def evaluate(
                     profile=profile,
                     decision=decision,
                     typing=typing,
-                    known_iou=None if known is None or not len(known) else instances_iou(known, g).astype(np.float32),
+                    known_iou=None if known is None or not len(known) else instances_iou(placed(known), g).astype(np.float32),
                     known_labels=() if known is None else tuple(str(lab) for lab in known.labels),
                     out_cut=cut_by_border(out.boxes, out.image_hw), out_area=out.areas.astype(np.float64),
                     gt_cut=cut_by_border(g.boxes, g.image_hw), gt_area=g.areas.astype(np.float64),
-                    **_dropped_at(getattr(det, "_last_dropped", None) if decided is not None else None, g),
+                    **_dropped_at(None if dropped is None else [(placed(c), why) for c, why in dropped], g),
                 )
             )
             if len(kept_overlays) < overlays:
