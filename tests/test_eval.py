@@ -299,15 +299,23 @@ def test_match_overlay_colours():
 
 
 def test_protocol_on_padded_scenes_matches_the_unpadded_ones(scenes):
-    """Scenes padded with black (``detect`` leaves padding out and finds objects inside it):
-    the re-vote reproduces what ``detect`` returned and the scores are the unpadded scenes'."""
+    """Scenes cut so that their border cuts objects, then padded with black (``detect`` leaves
+    padding out and finds objects inside it): the re-vote reproduces what ``detect`` returned,
+    and the scores and the error breakdown (what the border cuts: the padding's edge here)
+    are the unpadded scenes'."""
     from sam_detect.io.render import padding_bands
 
-    imgs, gts = scenes
-    padded = [np.pad(im, ((12, 0), (0, 20), (0, 0))) for im in imgs]
+    imgs, gts = [], []
+    for rgb, g in zip(*scenes, strict=True):
+        masks = g.masks[:, 20:, 20:]
+        keep = masks.any(axis=(1, 2))
+        imgs.append(np.ascontiguousarray(rgb[20:, 20:]))
+        gts.append(Instances(masks=masks[keep], labels=np.asarray(g.labels, object)[keep]))
+    padded = [np.pad(im, ((12, 0), (0, 20), (0, 0))) for im in imgs]  # above, and to the right
     assert all(padding_bands(p) == (12, 0, 0, 20) for p in padded)
     moved = [g.placed(0, 12, p.shape[:2]) for g, p in zip(gts, padded, strict=True)]
     res = evaluate(padded, moved, CFG, shots=2, seed=0, iou=(0.5,))
     base = evaluate(imgs, gts, CFG, shots=2, seed=0, iou=(0.5,))
     assert res.consistent
     assert res.metrics[0.5].f1 == base.metrics[0.5].f1 and res.metrics.n_gt == base.metrics.n_gt
+    assert res.errors == base.errors

@@ -393,12 +393,18 @@ def evaluate(
             profile = det.profile
             decided = getattr(det, "_last_decided", None)
             decision, typing = det.decision, None
-            # where detect() left the image's padding out, what it decided on lies inside it
-            padding = getattr(det, "_last_padding", None) if decided is not None else None
             dropped = getattr(det, "_last_dropped", None) if decided is not None else None
+            # where detect() left the image's padding out, what it proposed and decided on lies
+            # inside it, and the padding's edge cuts objects as the image's border does
+            padding = getattr(det, "_last_padding", None) or (0, 0, 0, 0)
+            top, bottom, left, right = padding
+            inside_hw = (g.image_hw[0] - top - bottom, g.image_hw[1] - left - right)
 
-            def placed(inst: Any, padding=padding, hw=g.image_hw) -> Any:
-                return inst if padding is None or inst is None else inst.placed(padding[2], padding[0], hw)
+            def placed(inst: Any, left=left, top=top, hw=g.image_hw, padded=any(padding)) -> Any:
+                return inst.placed(left, top, hw) if padded and inst is not None else inst
+
+            def cut(inst: Instances, left=left, top=top, hw=inside_hw) -> np.ndarray:
+                return cut_by_border(inst.boxes - np.array([left, top, left, top]), hw)
 
             if decided is not None:  # exactly what detect() decided on, with the image's profile
                 cands, neighbours, profile = decided[0], list(decided[1]), decided[2]
@@ -424,8 +430,8 @@ def evaluate(
                     typing=typing,
                     known_iou=None if known is None or not len(known) else instances_iou(placed(known), g).astype(np.float32),
                     known_labels=() if known is None else tuple(str(lab) for lab in known.labels),
-                    out_cut=cut_by_border(out.boxes, out.image_hw), out_area=out.areas.astype(np.float64),
-                    gt_cut=cut_by_border(g.boxes, g.image_hw), gt_area=g.areas.astype(np.float64),
+                    out_cut=cut(out), out_area=out.areas.astype(np.float64),
+                    gt_cut=cut(g), gt_area=g.areas.astype(np.float64),
                     **_dropped_at(None if dropped is None else [(placed(c), why) for c, why in dropped], g),
                 )
             )
