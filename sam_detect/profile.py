@@ -140,7 +140,11 @@ SURE_SHIFT = 1.5
 #: their area, which their size range proposes only in pieces (``dev_u2os`` frames shown at
 #: 2.6x: F1 0.23 from 510 false pieces): the proposals are tried at ``PROBE_SHIFT`` (a log-area
 #: shift, either way), and one taken where it finds ``PROBE_GAIN`` times as many sure objects
-#: (at least ``SURE_COUNT``) of one population (:func:`probe_shift`)
+#: (at least ``SURE_COUNT``) of one population (:func:`probe_shift`); or, where the image's
+#: whole objects (sure or isolated wholes, at least ``WEAK_SURE_COUNT``) lie beyond
+#: ``SURE_SHIFT`` towards a probe, where that probe finds at least as many whole objects of
+#: one population at its size: a small image of 20-40 objects never holds the counts above
+#: (``dev_rpe1`` 400 px windows shown at 2x: 0-3 sure objects, F1 0.613 -> 0.914)
 PROBE_SHIFT = float(np.log(4.0))
 PROBE_GAIN = 3.0
 #: ... and where the sure objects' sizes spread wider than this share of the examples'
@@ -167,8 +171,9 @@ SHIFT_HOLDS = 0.4
 #: examples cuts them, each setting elsewhere), its *isolated wholes* stand in for them
 #: (:func:`image_objects`): candidates shaped like the examples, inside no larger one, cut by
 #: no border, whose outer band lies on no other candidate for at least this share -- an
-#: object alone on open ground, whatever its inside. They may say a shift (:func:`size_shift`),
-#: never stop a probe (:func:`probe_shift` asks the sure objects): small objects drawn in
+#: object alone on open ground, whatever its inside. They may say a shift (:func:`size_shift`)
+#: and, off the examples' size, which way a probe lies (:func:`probe_shift`), but never stop a
+#: probe (it asks the sure objects whether the examples' size holds): small objects drawn in
 #: clumps at the examples' size are isolated wholes of that size (``dev_zoom`` at 0.5x lost
 #: 0.06 when they stopped the probe). Textured nuclei at 1.7-2.5x the examples' area were
 #: proposed in pieces of the examples' size with 0-5 sure objects (the reported mnFinder
@@ -1888,8 +1893,12 @@ def probe_shift(instances: Instances, label: str, entry: dict,
     is moved once more, to their median; it is taken where its sure objects there are at
     least ``SURE_COUNT``, ``PROBE_GAIN`` times as many as at the examples' size, and one
     population (``SURE_SPREAD``), and where it still lies off the examples' size (beyond
-    ``SURE_SHIFT``: within it, the examples' size holds). Returns ``(log-area shift, its
-    candidates)``, or ``(0.0, None)`` where no probe is taken."""
+    ``SURE_SHIFT``: within it, the examples' size holds). Where fewer than ``SURE_COUNT`` are
+    sure but the image's whole objects (sure or :func:`isolated_wholes`, at least
+    ``WEAK_SURE_COUNT``) lie by their median beyond ``SURE_SHIFT`` towards a probe, that probe
+    is judged by its whole objects instead: taken, as above, where at least as many as at the
+    examples' size are one population there (the sure objects' rule first). Returns
+    ``(log-area shift, its candidates)``, or ``(0.0, None)`` where no probe is taken."""
     if PROBE_SHIFT <= 0:
         return 0.0, None
     sure0 = sure if sure is not None else (
@@ -1905,24 +1914,54 @@ def probe_shift(instances: Instances, label: str, entry: dict,
     # size; 102 of one population at 4x, the nuclei whole, refused for want of 168)
     need = max(SURE_COUNT, n0 if n0 >= SURE_COUNT else int(np.ceil(PROBE_GAIN * n0)))
     best: tuple[float, Instances | None, int] = (0.0, None, need - 1)
+    # Where too few are sure to count (a small image of 20-40 objects, on which the settings
+    # agree on a handful), the image's whole objects (sure or isolated wholes) may say the way:
+    # at least WEAK_SURE_COUNT of them whose median lies beyond SURE_SHIFT towards a probe
+    # (``lean``); that probe is then taken where at least as many of its own whole objects
+    # are one population at its size (``wholes``)
+    lean, k0 = 0.0, 0
+    if n0 < SURE_COUNT and len(instances):
+        wholes0 = sure0 | isolated_wholes(instances, label, entry)
+        k0 = int(wholes0.sum())
+        if k0 >= WEAK_SURE_COUNT and abs(off0 := _sure_sizes(instances, wholes0)[0] - mu) > SURE_SHIFT * sd:
+            lean = float(np.sign(off0))
+    wholes: tuple[float, Instances | None] = (0.0, None)
 
-    def sure_of(shift: float) -> tuple[Instances, np.ndarray, float, float]:
+    def judged(shift: float, whole: bool) -> tuple[Instances, np.ndarray, np.ndarray]:
+        """At ``shift``: its candidates, their sure objects, and (where ``whole``) their
+        sure objects or isolated wholes."""
         moved, part = propose_at(shift)
         sure = sure_objects(part, label, moved) if len(part) else np.zeros(0, bool)
-        at_mu = float(moved["log_area"][0])
-        centre, spread = _sure_sizes(part, sure) if sure.any() else (at_mu, 0.0)
-        return part, sure, centre - at_mu, spread / max(sd, PRIOR_LOG_AREA_SD)
+        alone = isolated_wholes(part, label, moved) if whole and len(part) else np.zeros(len(part), bool)
+        return part, sure, sure | alone
+
+    def sizes(part: Instances, objects: np.ndarray, probe: float) -> tuple[float, float]:
+        """The objects' median log-area less the probe's size, and their spread (of ``sd``)."""
+        centre, spread = _sure_sizes(part, objects) if objects.any() else (mu + probe, 0.0)
+        return centre - (mu + probe), spread / max(sd, PRIOR_LOG_AREA_SD)
 
     for probe in (PROBE_SHIFT, -PROBE_SHIFT):
-        part, sure, off, spread = sure_of(probe)
+        whole = bool(np.sign(probe) == lean)
+        part, sure, objects = judged(probe, whole)
+        if whole and int(objects.sum()) >= k0 and wholes[1] is None:
+            at, w_part, w_objects = probe, part, objects
+            off, spread = sizes(w_part, w_objects, at)
+            if abs(off) > SURE_SHIFT * sd:  # their own size lies further off: look again there
+                at += off
+                w_part, _, w_objects = judged(at, True)
+                off, spread = sizes(w_part, w_objects, at)
+            if int(w_objects.sum()) >= k0 and spread <= SURE_SPREAD and abs(at) > SURE_SHIFT * sd:
+                wholes = (at, w_part)  # taken where the sure objects alone say nothing
         if int(sure.sum()) < need:
             continue
+        off, spread = sizes(part, sure, probe)
         if abs(off) > SURE_SHIFT * sd:  # their own size lies further off: look again there
             probe += off
-            part, sure, off, spread = sure_of(probe)
+            part, sure, _ = judged(probe, False)
+            off, spread = sizes(part, sure, probe)
         if int(sure.sum()) > best[2] and spread <= SURE_SPREAD and abs(probe) > SURE_SHIFT * sd:
             best = (probe, part, int(sure.sum()))  # one population, off the examples' size
-    return best[0], best[1]
+    return (best[0], best[1]) if best[1] is not None else wholes
 
 
 def at_scale(profile: dict | None, shifts: dict[str, float] | None) -> dict | None:

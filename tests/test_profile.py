@@ -2412,7 +2412,8 @@ def test_a_probe_is_taken_where_the_examples_size_finds_enough_but_off_it_and_mi
     monkeypatch.setattr(prof, "sure_objects", lambda inst, label, e: np.ones(len(inst), bool))
     native = objects(20)
     monkeypatch.setattr(prof, "_sure_sizes",
-                        lambda inst, sure: (mu + 1.0, 1.0) if inst is native or inst is few else (mu + shift_of[id(inst)], 0.1))
+                        lambda inst, sure: (mu + 1.0, 1.0) if inst is native else (mu + off_few, 1.0) if inst is few
+                        else (mu + shift_of[id(inst)], 0.1))
     shift_of: dict[int, float] = {}
 
     def propose_at(shift):
@@ -2422,11 +2423,57 @@ def test_a_probe_is_taken_where_the_examples_size_finds_enough_but_off_it_and_mi
 
     found = {round(k, 6): v for k, v in found.items()}
     few = objects(5)
+    monkeypatch.setattr(prof, "isolated_wholes", lambda inst, label, e: np.zeros(len(inst), bool))
     assert prof.probe_shift(native, "obj", entry, propose_at, sure=np.ones(20, bool))[0] == prof.PROBE_SHIFT
-    found[round(prof.PROBE_SHIFT, 6)] = 12  # too few beside 5 sure objects found off size: 15 needed
+    found[round(prof.PROBE_SHIFT, 6)] = 12  # too few beside 5 sure objects: 15 needed ...
+    off_few = 0.0  # ... where they lie at the examples' size (off it, towards the probe: see below)
     assert prof.probe_shift(few, "obj", entry, propose_at, sure=np.ones(5, bool)) == (0.0, None)
+    off_few = 1.0  # 3.3 sds above the examples' size: judged by their whole objects, 12 >= 5
+    assert prof.probe_shift(few, "obj", entry, propose_at, sure=np.ones(5, bool))[0] == prof.PROBE_SHIFT
     found[round(prof.PROBE_SHIFT, 6)] = 19  # fewer than the 20 the examples' size found
     assert prof.probe_shift(native, "obj", entry, propose_at, sure=np.ones(20, bool)) == (0.0, None)
+
+
+def test_a_small_image_s_whole_objects_say_which_way_a_probe_lies(monkeypatch):
+    """A small image (20-40 objects) at another magnification: its settings agree on a handful
+    (``dev_rpe1`` windows at 2x: 0-3 sure objects, 6-17 isolated wholes 2-3.7 sds above the
+    examples' size; at 4x 3-4 sure, 7-24 isolated wholes of one population at it), never the
+    ten or three times as many the sure objects ask. Where its whole objects (sure or isolated
+    wholes, at least WEAK_SURE_COUNT) lie beyond SURE_SHIFT towards a probe, the probe is taken
+    where at least as many of its own whole objects are one population at its size."""
+    import sam_detect.profile as prof
+
+    def objects(n):
+        m = np.zeros((n, 8, 8 * n), bool)
+        for k in range(n):
+            m[k, 2:6, 8 * k + 2: 8 * k + 6] = True
+        return Instances(masks=m)
+
+    mu, sd = 5.0, 0.3
+    entry = {"log_area": [mu, sd]}
+    at0 = objects(6)  # one sure object, five isolated wholes
+    state = {"lean": 1.1, "found": 8, "spread": 0.1}
+    shift_of: dict[int, float] = {}
+    monkeypatch.setattr(prof, "sure_objects", lambda inst, label, e: np.arange(len(inst)) < 1)
+    monkeypatch.setattr(prof, "isolated_wholes", lambda inst, label, e: np.arange(len(inst)) >= 1)
+    monkeypatch.setattr(prof, "_sure_sizes", lambda inst, sure: (
+        (mu + state["lean"], 0.5) if inst is at0 else (mu + shift_of[id(inst)], state["spread"])))
+
+    def propose_at(shift):
+        part = objects(state["found"] if shift > 0 else 30)
+        shift_of[id(part)] = shift
+        return {"log_area": [mu + shift, sd]}, part
+
+    sure = np.arange(6) < 1
+    assert prof.probe_shift(at0, "obj", entry, propose_at, sure=sure)[0] == prof.PROBE_SHIFT
+    state["found"] = 5  # fewer whole objects at the probe than at the examples' size
+    assert prof.probe_shift(at0, "obj", entry, propose_at, sure=sure) == (0.0, None)
+    state.update(found=8, spread=1.0)  # two kinds of thing at the probe, not one population
+    assert prof.probe_shift(at0, "obj", entry, propose_at, sure=sure) == (0.0, None)
+    state.update(spread=0.1, lean=0.3)  # the whole objects at the examples' size: no way to lean
+    assert prof.probe_shift(at0, "obj", entry, propose_at, sure=sure) == (0.0, None)
+    state.update(lean=-1.1)  # they lean the other way: the quarter probe's 30 objects there
+    assert prof.probe_shift(at0, "obj", entry, propose_at, sure=sure)[0] == -prof.PROBE_SHIFT
 
 
 def test_a_core_along_the_class_s_own_colour_is_not_measured():
