@@ -2392,6 +2392,14 @@ def test_the_censored_size_fit_is_scipys_maximum_likelihood_to_its_precision():
     assert abs(censored_normal_fit(x, np.log([20.0]))[0] - x.mean()) < 1e-6
 
 
+def _row_of_squares(n: int) -> Instances:
+    """``n`` 4 x 4 squares in a row, 8 px apart: candidates whose sizes the probe tests stub."""
+    m = np.zeros((n, 8, 8 * n), bool)
+    for k in range(n):
+        m[k, 2:6, 8 * k + 2: 8 * k + 6] = True
+    return Instances(masks=m)
+
+
 def test_a_probe_is_taken_where_the_examples_size_finds_enough_but_off_it_and_mixed(monkeypatch):
     """HeLa shown at 1.5x: at the examples' size 56 sure objects, pieces beside whole nuclei
     (too spread for size_shift), and at 4x 102 of one population, the nuclei whole: refused,
@@ -2400,11 +2408,7 @@ def test_a_probe_is_taken_where_the_examples_size_finds_enough_but_off_it_and_mi
     finds too few, still three times as many."""
     import sam_detect.profile as prof
 
-    def objects(n):
-        m = np.zeros((n, 8, 8 * n), bool)
-        for k in range(n):
-            m[k, 2:6, 8 * k + 2: 8 * k + 6] = True
-        return Instances(masks=m)
+    objects = _row_of_squares
 
     mu, sd = 5.0, 0.3
     entry = {"log_area": [mu, sd]}
@@ -2443,11 +2447,7 @@ def test_a_small_image_s_whole_objects_say_which_way_a_probe_lies(monkeypatch):
     where at least as many of its own whole objects are one population at its size."""
     import sam_detect.profile as prof
 
-    def objects(n):
-        m = np.zeros((n, 8, 8 * n), bool)
-        for k in range(n):
-            m[k, 2:6, 8 * k + 2: 8 * k + 6] = True
-        return Instances(masks=m)
+    objects = _row_of_squares
 
     mu, sd = 5.0, 0.3
     entry = {"log_area": [mu, sd]}
