@@ -1768,13 +1768,30 @@ def isolated_wholes(instances: Instances, label: str, entry: dict, shape_fit: np
     n = len(instances)
     if n == 0:
         return np.zeros(0, bool)
-    whole = _whole_of_class(instances, label, entry, shape_fit)
+    whole = _whole_of_class(instances, label, entry, shape_fit) & ~_faint_or_dim(instances, label, entry)
     areas = instances.areas
     for i, j, _ in overlap_pairs(instances):
         whole[i if areas[i] <= areas[j] else j] = False  # inside (or overlapping) a larger one
     idx = np.flatnonzero(whole)
     out = np.zeros(n, bool)
     out[idx[exposed(instances, idx) >= ISOLATED]] = True
+    return out
+
+
+def _faint_or_dim(instances: Instances, label: str, entry: dict) -> np.ndarray:
+    """``(N,)`` bool: the candidates that stand out from their surroundings less than class
+    ``label``'s examples allow (:func:`_faint`'s outline floor, :func:`_dim`'s contrast floor),
+    whatever borders them: an object alone on open ground stands out from it as the examples
+    do, while a flat patch of the ground (its noise, smoothed to the examples' size by a
+    stronger objective) does not."""
+    n = len(instances)
+    out = np.zeros(n, bool)
+    scale = _floor_scale(instances, label)
+    edge, contrast = instances.data.get("edge"), instances.data.get("contrast")
+    if edge is not None and entry.get("edge"):
+        out |= np.asarray(edge, np.float64) < EDGE_FLOOR * float(entry["edge"]) * scale
+    if contrast is not None and "contrast_floor" in entry:
+        out |= np.asarray(contrast, np.float64) < float(entry["contrast_floor"]) * scale
     return out
 
 
@@ -1919,13 +1936,26 @@ def probe_shift(instances: Instances, label: str, entry: dict,
     # at least WEAK_SURE_COUNT of them whose median lies beyond SURE_SHIFT towards a probe
     # (``lean``); that probe is then taken where at least as many of its own whole objects
     # are one population at its size (``wholes``)
-    lean, k0 = 0.0, 0
+    # The whole objects are weighed by the image they cover, not by their count: pieces of
+    # objects larger than the range outnumber the objects they come from
+    lean, k0, a0 = set(), 0, 0.0
     if n0 < SURE_COUNT and len(instances):
         wholes0 = sure0 | isolated_wholes(instances, label, entry)
-        k0 = int(wholes0.sum())
-        if k0 >= WEAK_SURE_COUNT and abs(off0 := _sure_sizes(instances, wholes0)[0] - mu) > SURE_SHIFT * sd:
-            lean = float(np.sign(off0))
-    wholes: tuple[float, Instances | None] = (0.0, None)
+        k0, a0 = int(wholes0.sum()), float(instances.areas[wholes0].sum())
+        if k0 >= WEAK_SURE_COUNT:
+            centre0, spread0 = _sure_sizes(instances, wholes0)
+            if abs(centre0 - mu) > SURE_SHIFT * sd:
+                lean = {float(np.sign(centre0 - mu))}
+            elif (spread0 > SURE_SPREAD * max(sd, PRIOR_LOG_AREA_SD)
+                    and 2 * int(_faint_or_dim(instances, label, entry).sum()) > len(instances)):
+                # pieces beside whole objects, among candidates that are mostly flat ground
+                # (the image's noise smoothed to the examples' size by a stronger objective):
+                # neither way is said. Where most stand out as the examples do, the image is
+                # at their magnification and its sizes merely vary (H&E tissue)
+                lean = {1.0, -1.0}
+        else:
+            lean = {1.0, -1.0}  # the examples' size finds almost no whole object
+    wholes: tuple[float, Instances | None, float] = (0.0, None, a0)
 
     def judged(shift: float, whole: bool) -> tuple[Instances, np.ndarray, np.ndarray]:
         """At ``shift``: its candidates, their sure objects, and (where ``whole``) their
@@ -1941,17 +1971,22 @@ def probe_shift(instances: Instances, label: str, entry: dict,
         return centre - (mu + probe), spread / max(sd, PRIOR_LOG_AREA_SD)
 
     for probe in (PROBE_SHIFT, -PROBE_SHIFT):
-        whole = bool(np.sign(probe) == lean)
+        whole = float(np.sign(probe)) in lean
         part, sure, objects = judged(probe, whole)
-        if whole and int(objects.sum()) >= k0 and wholes[1] is None:
+        least = k0 if len(lean) == 1 else WEAK_SURE_COUNT  # the way said: as many as there
+        if whole and int(objects.sum()) >= least:
             at, w_part, w_objects = probe, part, objects
             off, spread = sizes(w_part, w_objects, at)
-            if abs(off) > SURE_SHIFT * sd:  # their own size lies further off: look again there
+            if abs(off) > SURE_SHIFT * sd and len(lean) > 1 and np.sign(off) != np.sign(probe):
+                w_objects = np.zeros(len(w_part), bool)  # no way said, and they lie back towards the examples' size
+            elif abs(off) > SURE_SHIFT * sd:  # their own size lies further off: look again there
                 at += off
                 w_part, _, w_objects = judged(at, True)
                 off, spread = sizes(w_part, w_objects, at)
-            if int(w_objects.sum()) >= k0 and spread <= SURE_SPREAD and abs(at) > SURE_SHIFT * sd:
-                wholes = (at, w_part)  # taken where the sure objects alone say nothing
+            cover = float(w_part.areas[w_objects].sum()) if w_objects.any() else 0.0
+            if (int(w_objects.sum()) >= least and (len(lean) == 1 or cover >= wholes[2]) and spread <= SURE_SPREAD
+                    and abs(at) > SURE_SHIFT * sd):
+                wholes = (at, w_part, cover)  # taken where the sure objects alone say nothing
         if int(sure.sum()) < need:
             continue
         off, spread = sizes(part, sure, probe)
@@ -1961,7 +1996,7 @@ def probe_shift(instances: Instances, label: str, entry: dict,
             off, spread = sizes(part, sure, probe)
         if int(sure.sum()) > best[2] and spread <= SURE_SPREAD and abs(probe) > SURE_SHIFT * sd:
             best = (probe, part, int(sure.sum()))  # one population, off the examples' size
-    return (best[0], best[1]) if best[1] is not None else wholes
+    return (best[0], best[1]) if best[1] is not None else wholes[:2]
 
 
 def at_scale(profile: dict | None, shifts: dict[str, float] | None) -> dict | None:

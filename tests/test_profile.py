@@ -2476,6 +2476,47 @@ def test_a_small_image_s_whole_objects_say_which_way_a_probe_lies(monkeypatch):
     assert prof.probe_shift(at0, "obj", entry, propose_at, sure=sure)[0] == -prof.PROBE_SHIFT
 
 
+def test_flat_ground_magnified_is_no_whole_object_and_lets_both_probes_be_judged(monkeypatch):
+    """At 3x a window's ground noise, smoothed to the examples' size, makes candidates that
+    stand out far less than the examples (``dev_rpe1`` at 3x: 0.59-0.98 of them faint or dim):
+    they are no isolated wholes (``_faint_or_dim``). Where the whole objects left at the
+    examples' size are pieces of mixed sizes that lean no way, and most candidates there are
+    such flat ground, both probes are judged by their whole objects, the one covering more of
+    the image taken; where the candidates stand out as the examples do (H&E tissue whose
+    nuclei merely vary in size), no probe is taken."""
+    import sam_detect.profile as prof
+
+    inst = _row_of_squares(4)
+    inst.data["edge"] = np.array([0.4, 0.01, 0.4, 0.4], np.float32)
+    inst.data["contrast"] = np.array([20.0, 20.0, 1.0, 20.0], np.float32)
+    entry = {"edge": 0.4, "contrast_floor": 5.0}
+    assert prof._faint_or_dim(inst, "obj", entry).tolist() == [False, True, True, False]
+    assert not prof._faint_or_dim(inst, "obj", {}).any()  # no floors measured: none
+
+    objects = _row_of_squares
+    mu, sd = 5.0, 0.3
+    at0 = objects(8)  # one sure object and seven isolated wholes, of mixed sizes
+    state = {"flat": True, "up": 9, "down": 4}
+    shift_of: dict[int, float] = {}
+    monkeypatch.setattr(prof, "sure_objects", lambda inst, label, e: np.arange(len(inst)) < 1)
+    monkeypatch.setattr(prof, "isolated_wholes", lambda inst, label, e: np.ones(len(inst), bool))
+    monkeypatch.setattr(prof, "_faint_or_dim", lambda inst, label, e: np.full(len(inst), state["flat"]))
+    monkeypatch.setattr(prof, "_sure_sizes", lambda inst, sure: (
+        (mu + 0.2, 1.0) if inst is at0 else (mu + shift_of[id(inst)], 0.1)))
+
+    def propose_at(shift):
+        part = objects(state["up"] if shift > 0 else state["down"])
+        shift_of[id(part)] = shift
+        return {"log_area": [mu + shift, sd]}, part
+
+    sure = np.arange(8) < 1
+    assert prof.probe_shift(at0, "obj", {"log_area": [mu, sd]}, propose_at, sure=sure)[0] == prof.PROBE_SHIFT
+    state.update(up=2, down=9)  # the quarter probe covers more: taken
+    assert prof.probe_shift(at0, "obj", {"log_area": [mu, sd]}, propose_at, sure=sure)[0] == -prof.PROBE_SHIFT
+    state.update(flat=False)  # the candidates stand out as the examples do: no way said
+    assert prof.probe_shift(at0, "obj", {"log_area": [mu, sd]}, propose_at, sure=sure) == (0.0, None)
+
+
 def test_a_core_along_the_class_s_own_colour_is_not_measured():
     """``CORE_ANGLE``: a middle brighter along the class's own direction (a blurred nucleus'
     peak) gives no core split; one in another colour (a red nucleus in a green cell) or
