@@ -1784,14 +1784,12 @@ def _faint_or_dim(instances: Instances, label: str, entry: dict) -> np.ndarray:
     whatever borders them: an object alone on open ground stands out from it as the examples
     do, while a flat patch of the ground (its noise, smoothed to the examples' size by a
     stronger objective) does not."""
-    n = len(instances)
-    out = np.zeros(n, bool)
-    scale = _floor_scale(instances, label)
+    out = np.zeros(len(instances), bool)
     edge, contrast = instances.data.get("edge"), instances.data.get("contrast")
     if edge is not None and entry.get("edge"):
-        out |= np.asarray(edge, np.float64) < EDGE_FLOOR * float(entry["edge"]) * scale
+        out |= np.asarray(edge, np.float64) < _edge_floor(instances, label, entry)
     if contrast is not None and "contrast_floor" in entry:
-        out |= np.asarray(contrast, np.float64) < float(entry["contrast_floor"]) * scale
+        out |= np.asarray(contrast, np.float64) < _inside_floor(instances, label, entry)
     return out
 
 
@@ -1914,8 +1912,14 @@ def probe_shift(instances: Instances, label: str, entry: dict,
     sure but the image's whole objects (sure or :func:`isolated_wholes`, at least
     ``WEAK_SURE_COUNT``) lie by their median beyond ``SURE_SHIFT`` towards a probe, that probe
     is judged by its whole objects instead: taken, as above, where at least as many as at the
-    examples' size are one population there (the sure objects' rule first). Returns
-    ``(log-area shift, its candidates)``, or ``(0.0, None)`` where no probe is taken."""
+    examples' size are one population there (the sure objects' rule first). Where they are
+    under ``WEAK_SURE_COUNT``, or a mixture with no lean among candidates mostly fainter or
+    dimmer than the class's floors (:func:`_faint_or_dim`: the ground's noise magnified to
+    the examples' size), both probes are judged so: at least ``WEAK_SURE_COUNT`` of one
+    population covering at least as much of the image as those at the examples' size, the
+    one covering more taken, one whose whole objects lie back towards the examples' size
+    refused. Returns ``(log-area shift, its candidates)``, or ``(0.0, None)`` where no probe
+    is taken."""
     if PROBE_SHIFT <= 0:
         return 0.0, None
     sure0 = sure if sure is not None else (
@@ -1935,9 +1939,9 @@ def probe_shift(instances: Instances, label: str, entry: dict,
     # agree on a handful), the image's whole objects (sure or isolated wholes) may say the way:
     # at least WEAK_SURE_COUNT of them whose median lies beyond SURE_SHIFT towards a probe
     # (``lean``); that probe is then taken where at least as many of its own whole objects
-    # are one population at its size (``wholes``)
-    # The whole objects are weighed by the image they cover, not by their count: pieces of
-    # objects larger than the range outnumber the objects they come from
+    # are one population at its size (``wholes``). Where they say neither way, both probes
+    # are judged so, weighed by the image their whole objects cover, not by their count:
+    # pieces of objects larger than the range outnumber the objects they come from
     lean, k0, a0 = set(), 0, 0.0
     if n0 < SURE_COUNT and len(instances):
         wholes0 = sure0 | isolated_wholes(instances, label, entry)
@@ -2149,8 +2153,21 @@ def _faint(instances: Instances, classes: dict) -> np.ndarray:
     class's examples' (``data["edge"]`` against the entry's ``edge``; the class is the one
     that proposed the candidate, ``data["class_hint"]``, else the most lenient) where it
     borders open ground (:func:`exposed`)."""
-    floors = {lab: EDGE_FLOOR * e["edge"] * _floor_scale(instances, lab) for lab, e in classes.items() if "edge" in e}
+    floors = {lab: _edge_floor(instances, lab, e) for lab, e in classes.items() if "edge" in e}
     return _below_floor(instances, classes, instances.data.get("edge"), floors)
+
+
+def _edge_floor(instances: Instances, label: str, entry: dict) -> float:
+    """How far a candidate's outline must stand out (``data["edge"]``) on this image for
+    class ``label`` (``entry`` with an ``edge``): ``EDGE_FLOOR`` of its examples',
+    :func:`_floor_scale`'d."""
+    return EDGE_FLOOR * entry["edge"] * _floor_scale(instances, label)
+
+
+def _inside_floor(instances: Instances, label: str, entry: dict) -> float:
+    """How far a candidate's inside must stand out (``data["contrast"]``) on this image for
+    class ``label`` (``entry`` with a ``contrast_floor``), :func:`_floor_scale`'d."""
+    return entry["contrast_floor"] * _floor_scale(instances, label)
 
 
 def _dim(instances: Instances, classes: dict) -> np.ndarray:
@@ -2159,8 +2176,7 @@ def _dim(instances: Instances, classes: dict) -> np.ndarray:
     that proposed the candidate, ``data["class_hint"]``, else the most lenient) where they
     border open ground (:func:`exposed`, as :func:`_faint`): the ring around a cell packed
     in a colony is its neighbours, and it cannot stand out from them."""
-    floors = {lab: e["contrast_floor"] * _floor_scale(instances, lab)
-              for lab, e in classes.items() if "contrast_floor" in e}
+    floors = {lab: _inside_floor(instances, lab, e) for lab, e in classes.items() if "contrast_floor" in e}
     return _below_floor(instances, classes, instances.data.get("contrast"), floors)
 
 
