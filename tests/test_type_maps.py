@@ -138,6 +138,20 @@ def test_add_labels_each_object_by_its_type(typed_files, tmp_path):
                 "--type-names", "disc,square", "--limit", 1, *f["lib"], "--library", "limited")
     assert r.exit_code == 0, r.output
     assert "--limit 1 keeps the first 1 of 6 objects; no example left of: " in r.stderr
+    # --limit-per-label keeps the first N of each type: every type keeps examples
+    r = run_cli("add", f["image"][0], "--labels", f["labels"][0], "--types", f["types"][0],
+                "--type-names", "disc,square", "--limit-per-label", 2, *f["lib"], "--library", "per-type")
+    assert r.exit_code == 0, r.output
+    assert "added 4 example(s) (disc: 2, square: 2)" in r.stdout
+    assert "--limit-per-label 2 keeps the first 2 objects of each label (disc: 2 of 3, square: 2 of 3)" in r.stderr
+    # a limit above every type's count leaves the objects as they are, and says nothing
+    r = run_cli("add", f["image"][0], "--labels", f["labels"][0], "--types", f["types"][0],
+                "--type-names", "disc,square", "--limit-per-label", 5, *f["lib"], "--library", "all-of-them")
+    assert r.exit_code == 0, r.output
+    assert "added 6 example(s) (disc: 3, square: 3)" in r.stdout and "--limit-per-label" not in r.stderr
+    r = run_cli("add", f["image"][0], "--labels", f["labels"][0], "--types", f["types"][0],
+                "--limit-per-label", 0, *f["lib"], "--library", "none")
+    assert r.exit_code == 2 and "--limit-per-label" in r.output
 
 
 @pytest.mark.parametrize(

@@ -132,12 +132,15 @@ def odd_prompt_sizes(found: list, prompts: list[str]) -> list[str]:
               help="With --annotations: take each example's label from its category (the default without --label).")
 @click.option("--limit", type=click.IntRange(1), default=None,
               help="Add at most this many objects from --labels/--annotations (the first ones).")
+@click.option("--limit-per-label", type=click.IntRange(1), default=None,
+              help="Add at most this many objects of each label from --labels/--annotations (the first "
+                   "ones of each; with --types or the annotations' categories: N examples per class).")
 @apply_image_options
 @pipeline_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or stage report on stderr.")
 def add(image, label, negative, boxes, points, mask_paths, polygon_paths, labels_path, labels_channel, labels_frame,
-        types_path, types_channel, type_names, annotations_path, label_from, limit, channels, frame, quiet,
-        **opts) -> None:
+        types_path, types_channel, type_names, annotations_path, label_from, limit, limit_per_label, channels,
+        frame, quiet, **opts) -> None:
     """Add labelled examples from IMAGE to a library (created on first use).
 
     Give the object(s) as exactly one of --box, --point, --mask, --polygon, --labels or
@@ -245,6 +248,8 @@ def add(image, label, negative, boxes, points, mask_paths, polygon_paths, labels
                 for name in sorted({n for n in inst.labels if isinstance(n, str)}):
                     check_label(name)
             inst = _without_empty(inst)
+        if limit_per_label is not None:
+            inst = _per_label(inst, limit_per_label, quiet)
         if limit is not None and limit < len(inst):
             kept = inst[:limit]
             if not quiet:
@@ -271,6 +276,23 @@ def add(image, label, negative, boxes, points, mask_paths, polygon_paths, labels
     summary = f" ({', '.join(f'{k}: {v}' for k, v in sorted(added.items()))})" if added else ""
     total = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
     click.echo(f"added {sum(added.values())} example(s){summary} to library '{detector.config.library}' — now {total}")
+
+
+def _per_label(inst, n: int, quiet: bool):
+    """The first ``n`` objects of each label of ``inst`` (in their order), said on stderr
+    where some are left out: the held-out histology protocol's "16 examples per type, or all a
+    type has" from one instance + type map."""
+    seen: dict[str, int] = {}
+    keep = np.zeros(len(inst), bool)
+    for i, name in enumerate(inst.labels):
+        seen[str(name)] = seen.get(str(name), 0) + 1
+        keep[i] = seen[str(name)] <= n
+    if keep.all():
+        return inst
+    if not quiet:
+        left = ", ".join(f"{k}: {min(v, n)} of {v}" for k, v in sorted(seen.items()))
+        click.echo(f"sam-detect: --limit-per-label {n} keeps the first {n} objects of each label ({left})", err=True)
+    return inst[keep]
 
 
 def _without_empty(inst):
