@@ -417,6 +417,64 @@ def _core_of(rgb: np.ndarray, crop: np.ndarray, x0: int, y0: int) -> list[float]
     return [round(float(v), 2) for v in diff] + [round(float(np.sqrt(core.sum() / np.pi)), 2)]
 
 
+def _outline_of(rgb: np.ndarray, crop: np.ndarray, x0: int, y0: int, sigma: float) -> list[float] | None:
+    """``[dr, dg, db]``: how an example's outline band differs in colour from its middle: the
+    mean RGB, smoothed as the calibration's light smoothing does (Gaussian ``sigma``), of its
+    pixels within ``calibrated.EDGE_BAND`` pixels of its outline, less that of those at least
+    half its largest inner distance from it (:func:`_core_of`'s middle); ``None`` where either
+    is empty. Means, not medians: they project onto any colour direction as the smoothed
+    projection's means do (the class's direction may change as examples are added)."""
+    import cv2
+
+    from sam_detect.segment.calibrated import EDGE_BAND
+
+    h, w = rgb.shape[:2]
+    pad = int(np.ceil(3 * sigma))
+    ya, yb = max(0, y0 - pad), min(h, y0 + crop.shape[0] + pad)
+    xa, xb = max(0, x0 - pad), min(w, x0 + crop.shape[1] + pad)
+    local = np.zeros((yb - ya, xb - xa), np.uint8)
+    local[y0 - ya : y0 - ya + crop.shape[0], x0 - xa : x0 - xa + crop.shape[1]] = crop
+    if not local.any():
+        return None
+    px = rgb[ya:yb, xa:xb].astype(np.float32)
+    px = np.repeat(px[..., None], 3, axis=2) if px.ndim == 2 else px[..., :3]
+    px = cv2.GaussianBlur(np.ascontiguousarray(px), (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+    d = cv2.distanceTransform(np.pad(local, 1), cv2.DIST_L2, 5)[1:-1, 1:-1]
+    band = (local > 0) & (d <= EDGE_BAND)
+    middle = (local > 0) & (d >= 0.5 * float(d.max()))
+    if band.all() or not middle.any():
+        return None
+    return [round(float(v), 3) for v in px[band].mean(axis=0) - px[middle].mean(axis=0)]
+
+
+#: the "ridge" way (``calibrated.RIDGE_SPLITS``) is tried only where the examples are drawn
+#: by their outlines: along the class's own direction, the median example's outline band
+#: (``EDGE_BAND`` pixels inside) stands above its middle by at least this share of the
+#: class's contrast (``Scale.contrast``). Every other object's band lies below its middle
+#: (a blurred or shaded rim): on the development sets' examples (10 drawn, seeds 0-3, the
+#: first image or two of each) the band lay 0.03-0.7 contrasts below the middle, on piles
+#: of beans and fruit (shaded darker to their rims) 0.8-19; on the membrane tissue's five
+#: images it lay 1.1-8.1 contrasts above it on 14 draws of 20, and below it on the 6 where the
+#: insides, no brighter than their surroundings, gave the class a dark polarity (those keep
+#: today's ways: in that polarity the examples look like the piles' shaded beans, which the
+#: ridge way would not serve)
+RIDGE_GATE = 0.5
+
+
+def _ridge(stats: Sequence[dict], direction: np.ndarray) -> float:
+    """How far the median example's outline band stands above its middle along
+    ``direction`` (grey values, signed; ``stats``: the examples' payloads, with their
+    :func:`_outline_of` as ``"ridge"`` where they were found outlined, :data:`RIDGE_GATE`);
+    0 where none was. Over those that were: the ridge way's rows of the others are 0, so it
+    leads only where they reproduce the examples, and its sign says which polarity makes
+    the outlines bright along the library's direction (a class whose insides stand out no
+    more than their surroundings may turn dark as examples are added)."""
+    bands = [b for s in stats if (b := s.get("ridge")) is not None]
+    if not bands:
+        return 0.0
+    return float(np.median(np.asarray(bands, np.float64) @ np.asarray(direction, np.float64)))
+
+
 #: from this radius on :func:`dilate_ellipse` takes rectangles (OpenCV dilates by a rectangle
 #: in two 1-D passes, by an ellipse pixel by pixel of it): 2x faster at 52 px, equal at 8
 ELLIPSE_BY_RECTANGLES = 20
@@ -563,10 +621,12 @@ def _scale(stats: Sequence[dict], size: tuple[float, float] | None = None, pool:
     radius = np.sqrt(areas / np.pi)
     typical = _typical(np.log(areas))
     core_dir, core_radius, core_contrast = _core(stats, d)
+    contrast = float(max(np.median((ins - rings) @ d), 1.0))
     return Scale(
         core_direction=core_dir, core_radius=core_radius, core_contrast=core_contrast,
+        ridge=_ridge(stats, d),
         direction=d,
-        contrast=float(max(np.median((ins - rings) @ d), 1.0)),
+        contrast=contrast,
         ring_level=float(np.median(rings @ d)),
         radius=float(np.median(radius)),
         max_radius=float(radius[typical].max()),
@@ -779,6 +839,15 @@ def describe_examples(rgb: np.ndarray, instances: Instances, labels: Sequence[st
     tissue = stain_table(rgb) if levels is None else None
     for idx in by_class.values():
         scale = _scale([out[i] for i in idx], pool=positives)
+        # examples drawn by bright outlines (:data:`RIDGE_GATE`): their outline bands are kept,
+        # and the ridge way is tried; elsewhere nothing is stored
+        outlines = [{"ridge": _outline_of(rgb, crops[i], int(origins[i][0]), int(origins[i][1]), scale.sigma())}
+                    for i in idx]
+        if all(o["ridge"] is not None for o in outlines) and (
+                _ridge(outlines, scale.direction) >= RIDGE_GATE * scale.contrast):
+            for i, o in zip(idx, outlines, strict=True):
+                out[i]["ridge"] = o["ridge"]
+            scale = _scale([out[i] for i in idx], pool=positives)
         bright = float(np.sum(scale.direction)) >= 0  # the class's polarity, as build_profile reads it
         if levels is not None:  # [background, objects] by the class's polarity
             lo_hi = levels if bright else levels[::-1]
@@ -856,6 +925,8 @@ def build_profile(examples: Iterable[tuple[str, dict]]) -> dict:
                          round(float(np.median([s["solidity"] for s in shaped])), 3)],
             "eccentricity": round(float(max(s["eccentricity"] for s in shaped)), 3),
         }
+        if sc.has_ridge:
+            entry["ridge"] = round(sc.ridge, 3)
         if sc.has_core:
             entry["core"] = {"direction": [round(float(v), 4) for v in sc.core_direction],
                              "radius": round(sc.core_radius, 2), "contrast": round(sc.core_contrast, 3)}
@@ -1291,8 +1362,11 @@ def _grid_iou(shape: dict, inset: bool = False) -> list[float] | None:
     measurements: that grid's settings are today's first ones, in today's order, then the
     segmenter's own. The settings it did not have count as not reproducing them (add the
     examples again to let them speak for those). Grid 9's inset measurements carry over the
-    same way (the earlier grids' are not read: their libraries drew as the threshold does)."""
-    from sam_detect.segment.calibrated import GRID, GRID_INDEX, GRID_VERSION, OWN
+    same way (the earlier grids' are not read: their libraries drew as the threshold does).
+    A grid-10 example measured without the ridge way (``calibrated.GRID_MEASURED`` rows: its
+    examples were not outlined, or were measured before it was) reads as one whose ridge
+    rows reproduce nothing, so the ridge way needs no new grid version."""
+    from sam_detect.segment.calibrated import GRID, GRID_INDEX, GRID_MEASURED, GRID_VERSION, OWN
 
     calib = shape.get("calib") or {}
     iou = calib.get("inset" if inset else "iou")
@@ -1300,6 +1374,8 @@ def _grid_iou(shape: dict, inset: bool = False) -> list[float] | None:
         return None
     if calib.get("version") == GRID_VERSION and len(iou) == len(GRID):
         return list(iou)
+    if calib.get("version") == GRID_VERSION and len(iou) == GRID_MEASURED:  # the ridge way not tried
+        return list(iou) + [0.0] * (len(GRID) - GRID_MEASURED)
     if inset and calib.get("version") not in _INSET_GRIDS:
         return None
     n = _EARLIER_GRIDS.get(calib.get("version"))
@@ -1319,7 +1395,8 @@ _INSET_GRIDS = (9,)
 
 def _way(g: Any) -> str:
     """How a setting splits touching objects: ``none``, ``shape``, ``intensity``, ``blob``,
-    or ``own`` (the segmenter's own settings)."""
+    ``core``, ``ridge`` (no threshold: the image flooded from its minima), or ``own`` (the
+    segmenter's own settings)."""
     if g.split_on == "own":
         return "own"
     return "none" if g.split == 0 else g.split_on
@@ -1347,7 +1424,7 @@ SPLIT_TIE = 0.005
 #: with one frame's examples: 0.667 with the margin for every way, 0.910 so; session 51)
 WAY_MARGIN = 0.08
 _SIMPLER = {"none": (), "shape": ("none",), "intensity": ("none", "shape"), "blob": ("none", "shape"),
-            "core": ("none", "shape"), "own": ()}
+            "core": ("none", "shape"), "ridge": (), "own": ()}
 
 
 def _alternatives(mean_iou: np.ndarray) -> list[int]:
@@ -1359,7 +1436,9 @@ def _alternatives(mean_iou: np.ndarray) -> list[int]:
     (another background, level or trim; the lead's smoothing) and split the same way, up to ``KEEP_SETTINGS``;
     then the best of each other way to split: a wrong split is the commonest way to miss
     an object, and the selection step chooses among the alternatives per object. The blob
-    split is one of those other ways only when it leads (see below).
+    split is one of those other ways only when it leads (see below). Where the examples
+    were measured outlined, the ridge way leads within ``WAY_MARGIN`` of the best, and alone
+    with its other strengths (no threshold's way beside it).
     """
     from sam_detect.segment.calibrated import GRID
 
@@ -1378,6 +1457,22 @@ def _alternatives(mean_iou: np.ndarray) -> list[int]:
             lead = j
             break
     lead = _split_when_tied(mean_iou, lead)
+    ridge = best_of.get("ridge")
+    if ridge is not None and mean_iou[ridge] > 0 and mean_iou[ridge] >= mean_iou[lead] - WAY_MARGIN:
+        # outlined examples (the ridge way is measured only on them): it leads unless another
+        # way reproduces them clearly better. A threshold is fitted to the example image's
+        # levels, the ridge flood has none, so it carries to dimmer or brighter images
+        # (dev_membrane, seed 2: a core split led at 0.533 against 0.472, F1 0.484; the
+        # ridge way leading, 0.651; the held-out format unchanged at 0.521)
+        lead = ridge
+    if _way(GRID[lead]) == "ridge":
+        # outlined cells: the ridge way's other strengths beside its lead (nested
+        # alternatives, a cell flooded whole or in pieces: dev_membrane, seeds 0 / 1, 0.580 /
+        # 0.469 -> 0.605 / 0.469), and no other way: every threshold draws the outlines'
+        # network, whose pieces the selection keeps beside the cells (a synthetic membrane
+        # tissue: an intensity split offered within WAY_MARGIN made 66 of 116 candidates, 41
+        # cells of 60 found; 60 without it)
+        return [lead] + [i for i in order if i != lead and _way(GRID[i]) == "ridge" and GRID[i].smooth == GRID[lead].smooth]
     # the smoothing says how textured the objects are: one for every alternative (a
     # lightly smoothed alternative offers a textured object's fragments)
     smooth = GRID[lead].smooth
@@ -1457,6 +1552,7 @@ def scale_of(entry: dict) -> Any:
         max_area=float(entry["area_range"][1]),
         minor_radius=float(entry.get("minor_radius", 0.0)),
         solidity=float((entry.get("solidity") or [1.0, 1.0])[1]),
+        ridge=float(entry.get("ridge", 0.0)),
         **({"core_direction": np.asarray(entry["core"]["direction"], np.float32),
             "core_radius": float(entry["core"]["radius"]), "core_contrast": float(entry["core"]["contrast"])}
            if "core" in entry else {}),
@@ -2367,6 +2463,8 @@ def describe(profile: dict | None) -> list[str]:
         inset = max((st.get("inset", 0) for st in e.get("settings") or []), default=0)
         if rep and inset:
             rep += f" with outlines drawn {inset} px inside the threshold's"
+        if rep and any(st.get("split_on") == "ridge" for st in e.get("settings") or []):
+            rep += " by flooding the image from the cells' insides to their bright outlines (the ridge way: no threshold)"
         if rep and "radius" in e:
             from sam_detect.segment.calibrated import WORK_RADIUS, ZOOM_FROM, working_zoom
 

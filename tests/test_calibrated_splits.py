@@ -211,12 +211,28 @@ def ref_label_images(prepared, scale, settings, roi=None, blobs=None):
         prepared = functools.cache(lambda sm: Prepared(rgb, scale, sm))
     for s in settings:
         prep = prepared(s.smooth)
+        if s.split_on == "ridge":
+            yield s, ref_ridge_labels(prep.resid(s.background), scale, s.split)
+            continue
         fg = foreground(prep, s.background, s.level, s.refine, roi)
         if s.split_on == "core" and rgb is None:  # a mosaic of windows: its core maxima as cut
             yield s, ref_split_on_mosaic_core(fg, prep, scale, s.split * scale.core_contrast * scale.exposure,
                                               prep.resid(s.background))
             continue
         yield s, ref_split_labels(fg, scale, s.split, s.split_on, prep.resid(s.background), rgb)
+
+
+def ref_ridge_labels(resid, scale, split):
+    """The ridge way as written first: the projection, outlines bright, flooded whole from its
+    h-minima (scikit-image's), a mosaic's gaps left out."""
+    if not scale.ridge:
+        return np.zeros(resid.shape, np.int32)
+    inside = resid > -1e5
+    m = (resid if scale.ridge > 0 else -resid).astype(np.float32)
+    m = np.where(inside, m, m[inside].max()).astype(np.float32)
+    minima = morphology.h_maxima(-m, split * abs(scale.ridge)).astype(bool) & inside
+    markers = cv2.connectedComponents(minima.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)[1]
+    return segmentation.watershed(m, markers, mask=inside).astype(np.int32)
 
 
 def ref_split_on_mosaic_core(fg, mosaic, scale, threshold, x):
@@ -442,6 +458,26 @@ def test_split_touching_equals_reference(name, split_sigma, h, min_distance):
     fg = lab > 0
     np.testing.assert_array_equal(_split_touching(fg, split_sigma, h, min_distance),
                                   ref_split_touching(fg, split_sigma, h, min_distance))
+
+
+@pytest.mark.parametrize("name", list(IMAGES))
+@pytest.mark.parametrize("ridge", [4.0, -4.0])
+def test_ridge_flood_equals_reference(name, ridge):
+    """The ridge way (whole image, and a mosaic of windows with its gaps) floods as
+    scikit-image's h-minima and watershed do, in either polarity of the outlines."""
+    import dataclasses
+
+    rgb, lab = IMAGES[name]()
+    scale, masks = examples_of(rgb, lab)
+    scale = dataclasses.replace(scale, ridge=ridge)
+    grid = [g for g in GRID if g.split_on == "ridge"]
+    for (s, got), (_, want) in zip(label_images(rgb, scale, grid), ref_label_images(rgb, scale, grid), strict=True):
+        np.testing.assert_array_equal(got, want, err_msg=str(s))
+        assert got.max() > 1
+    mosaic = calibrated._Mosaic(Prepared(rgb, scale), masks)
+    got = calibrated.ridge_labels(mosaic.resid("flat"), scale, 0.5)
+    np.testing.assert_array_equal(got, ref_ridge_labels(mosaic.resid("flat"), scale, 0.5))
+    assert (got[mosaic.resid("flat") <= -1e5] == 0).all()
 
 
 @pytest.mark.parametrize("name", list(IMAGES))
@@ -679,6 +715,9 @@ def test_examples_whose_windows_cover_the_image_are_scored_as_on_the_whole_image
         if s.split_on == "core" and not scale.has_core:  # not measured: no middle of their own
             assert not got[calibrated.GRID_INDEX[s]].any()
             continue
+        if s.split_on == "ridge" and not scale.has_ridge:  # not measured, nor stored: not outlined
+            assert len(got) == calibrated.GRID_MEASURED <= calibrated.GRID_INDEX[s]
+            continue
         want = calibrated._reproduction(labels, masks)
         # (an object so large that it reaches the border keeps a few border pixels of its area)
         np.testing.assert_allclose(got[calibrated.GRID_INDEX[s]][inner], want[inner], atol=1e-4, err_msg=str(s))
@@ -708,7 +747,8 @@ def test_the_heavy_smoothing_is_tried_only_where_the_light_one_leaves_room(monke
     everything is what a full run measures."""
     from sam_detect.profile import _settings
 
-    heavy = np.array([g != OWN and g.smooth == calibrated.SMOOTHS[1] for g in GRID])
+    # the rows measured: the ridge way's are neither tried nor stored on discs (GRID_MEASURED)
+    heavy = np.array([g != OWN and g.smooth == calibrated.SMOOTHS[1] for g in GRID[:calibrated.GRID_MEASURED]])
 
     def full(rgb, scale, masks):
         with monkeypatch.context() as m:
@@ -734,7 +774,8 @@ def test_the_heavy_smoothing_is_tried_only_where_the_light_one_leaves_room(monke
     scale, masks = examples_of(rgb, lab, n=6)
     tex = calibrated.texture(calibrated._Mosaic(Prepared(rgb, scale, calibrated.SMOOTHS[0]), masks), scale)
     assert tex >= calibrated.HEAVY_SMOOTH_TEXTURE
-    light_best = max(float(r[~heavy & np.array([g != OWN for g in GRID])].mean(axis=1).max()) for r in full(rgb, scale, masks))
+    measured = GRID[:calibrated.GRID_MEASURED]
+    light_best = max(float(r[~heavy & np.array([g != OWN for g in measured])].mean(axis=1).max()) for r in full(rgb, scale, masks))
     assert light_best >= calibrated.HEAVY_SMOOTH_BELOW  # reproduced well, yet textured: tried
     got = grid_ious(rgb, scale, masks, inset=True)
     np.testing.assert_array_equal(got, full(rgb, scale, masks))

@@ -295,7 +295,7 @@ def test_examples_are_partial_labels_unlabelled_objects_cost_nothing():
     rgb, lab = blobs(4, fg=(220, 220, 220), bg=(25, 25, 25))
     gt, _ = Instances.from_label_image(lab)
     stats = describe_examples(rgb, gt[:2], ["obj", "obj"])
-    best = max(range(len(GRID)), key=lambda g: stats[0]["calib"]["iou"][g] + stats[1]["calib"]["iou"][g])
+    best = max(range(len(stats[0]["calib"]["iou"])), key=lambda g: stats[0]["calib"]["iou"][g] + stats[1]["calib"]["iou"][g])
     assert stats[0]["calib"]["iou"][best] > 0.9 and stats[1]["calib"]["iou"][best] > 0.9
 
 
@@ -1046,13 +1046,14 @@ def test_detect_overrides_are_validated_like_the_config(scene, kw, match):
 def test_examples_measured_on_the_previous_grid_keep_their_calibration():
     """Libraries made before the smoothing was a setting (grid 7: 141 settings) still
     propose with the settings their examples chose; an unknown grid is ignored."""
-    from sam_detect.segment.calibrated import GRID, GRID_VERSION, OWN, SMOOTHS
+    from sam_detect.segment.calibrated import GRID, GRID_MEASURED, GRID_VERSION, OWN, SMOOTHS
 
     rgb, lab = blobs(1, fg=(120, 40, 150), bg=(235, 170, 200))
     gt, _ = Instances.from_label_image(lab)
     stats = describe_examples(rgb, gt[np.arange(4)], ["obj"] * 4)
-    assert all(s["calib"]["version"] == GRID_VERSION and len(s["calib"]["iou"]) == len(GRID) for s in stats)
-    light = [k for k, g in enumerate(GRID) if g.smooth == SMOOTHS[0] and g != OWN and g.split_on not in ("blob", "core")]
+    # the ridge way, not tried on blobs, is not stored (GRID_MEASURED)
+    assert all(s["calib"]["version"] == GRID_VERSION and len(s["calib"]["iou"]) == GRID_MEASURED for s in stats)
+    light = [k for k, g in enumerate(GRID) if g.smooth == SMOOTHS[0] and g != OWN and g.split_on not in ("blob", "core", "ridge")]
     old = [{**s, "calib": {"version": 7, "iou": [s["calib"]["iou"][k] for k in light] + [s["calib"]["iou"][GRID.index(OWN)]]}}
            for s in stats]
     e = build_profile([("obj", s) for s in old])["classes"]["obj"]
@@ -1823,12 +1824,13 @@ def test_examples_measured_on_grid_8_keep_their_calibration_without_blob_splits(
     """Libraries made before the blob splits (grid 8: 281 settings) keep their settings;
     the blob splits, never measured, are not chosen until the examples are re-measured."""
     from sam_detect.profile import _way
-    from sam_detect.segment.calibrated import GRID_VERSION, OWN
+    from sam_detect.segment.calibrated import GRID_MEASURED, GRID_VERSION, OWN
 
     rgb, lab = blobs(1, fg=(120, 40, 150), bg=(235, 170, 200))
     gt, _ = Instances.from_label_image(lab)
     stats = describe_examples(rgb, gt[np.arange(4)], ["obj"] * 4)
-    assert GRID_VERSION == 10 and len(GRID) == 361 and GRID.index(OWN) == 360
+    # grid 10's 361 settings, then the ridge way's (stored only where tried: GRID_MEASURED)
+    assert GRID_VERSION == 10 and GRID_MEASURED == 361 and GRID.index(OWN) == 360
     assert all(_way(g) != "blob" for g in GRID[:280]) and all(_way(g) == "blob" for g in GRID[280:320])
     old = [{**s, "calib": {"version": 8, "iou": s["calib"]["iou"][:280] + [s["calib"]["iou"][360]]}} for s in stats]
     new = build_profile([("obj", s) for s in stats])["classes"]["obj"]
@@ -1926,9 +1928,9 @@ def test_blob_splits_find_more_of_packed_nuclei_without_gaps():
         gt, _ = Instances.from_label_image(lab)
         stats = describe_examples(rgb, gt[np.random.default_rng(seed).choice(len(gt), 10, replace=False)],
                                   ["obj"] * 10)
-        for with_blob in (True, False):
+        for with_blob in (True, False):  # (the rows measured: the ridge way's are not, on nuclei)
             st = [{**s, "calib": {**s["calib"], "iou": [v if with_blob or _way(g) != "blob" else 0.0
-                                                        for g, v in zip(GRID, s["calib"]["iou"], strict=True)]}}
+                                                        for g, v in zip(GRID, s["calib"]["iou"], strict=False)]}}
                   for s in stats]
             prof = build_profile([("obj", s) for s in st])
             leads += with_blob and prof["classes"]["obj"]["settings"][0]["split_on"] == "blob"
@@ -2534,3 +2536,66 @@ def test_a_core_along_the_class_s_own_colour_is_not_measured():
     np.testing.assert_allclose(direction, [1.0, -1 / 30, 0.0], atol=0.002)
     assert radius == 6.0 and contrast == pytest.approx(np.hypot(30.0, 1.0), rel=1e-3)
     assert prof._core(darker, grey)[0] is not None
+
+
+def membranes(seed: int, size: int = 256, n: int = 60, inside: float = 40.0, membrane: float = 120.0,
+              noise: float = 6.0) -> tuple[np.ndarray, np.ndarray]:
+    """A membrane-stained tissue: RGB ``(H, W, 3)`` uint8, green only, a Voronoi tessellation of
+    ``n`` cells drawn as bright outlines 2 px wide (``membrane``; one pixel on each side of
+    two cells' border) over dim insides (``inside``, each cell a little brighter or darker,
+    with noise), and the label image: each cell up to its outline's middle."""
+    rng = np.random.default_rng(seed)
+    pts = rng.uniform(0, size, (n, 2))
+    yy, xx = np.mgrid[:size, :size]
+    lab = (((yy[..., None] - pts[:, 0]) ** 2 + (xx[..., None] - pts[:, 1]) ** 2).argmin(-1) + 1).astype(np.int32)
+    edge = np.zeros((size, size), bool)
+    dx, dy = lab[:, 1:] != lab[:, :-1], lab[1:, :] != lab[:-1, :]
+    edge[:, 1:] |= dx
+    edge[:, :-1] |= dx
+    edge[1:, :] |= dy
+    edge[:-1, :] |= dy
+    g = inside + rng.normal(0, 4, n + 1)[lab] + rng.normal(0, noise, (size, size))
+    g[edge] = membrane
+    rgb = np.zeros((size, size, 3), np.uint8)
+    rgb[..., 1] = np.clip(cv2.GaussianBlur(g.astype(np.float32), (0, 0), 0.7), 0, 255).astype(np.uint8)
+    return rgb, lab
+
+
+def test_cells_drawn_by_their_membranes_are_flooded_from_their_insides():
+    """Cells drawn only by bright outlines: every threshold finds the outlines' network, so
+    five examples given one by one choose the ridge way (the image flooded from its
+    h-minima), which alone proposes, and the cells are found whole."""
+    from sam_detect.segment.calibrated import GRID_MEASURED, RIDGE_SPLITS
+
+    rgb, lab = membranes(3)
+    gt, ids = Instances.from_label_image(lab)
+    det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder="handcrafted"))
+    pick = np.random.default_rng(3).choice(len(gt), 5, replace=False)
+    for i in pick:
+        det.add_example(rgb, mask=lab == ids[i], label="cell")
+    e = det.store.get_meta("default").extra["profile"]["classes"]["cell"]
+    # the ridge way's strengths, and no threshold's way beside them
+    assert e["ridge"] > 0 and [st["split_on"] for st in e["settings"]] == ["ridge"] * len(RIDGE_SPLITS)
+    assert e["reproduction"] > 0.7
+    assert any("the ridge way: no threshold" in line for line in describe(det.store.get_meta("default").extra["profile"]))
+    found = det.detect(rgb)
+    iou = instances_iou(found, gt)
+    tp = int((iou.max(axis=1) >= 0.5).sum())
+    assert 2 * tp / (len(found) + len(gt)) >= 0.9
+    # the five measured together: outlined, so the ridge rows are measured and stored
+    stats = describe_examples(rgb, gt[np.sort(pick)], ["cell"] * 5)
+    assert all("ridge" in s and len(s["calib"]["iou"]) == len(GRID) > GRID_MEASURED for s in stats)
+
+
+def test_blob_examples_never_try_the_ridge_way():
+    """Objects brighter in their middle than at their outline (blobs, nuclei) never open the
+    ridge way's gate: nothing of it is measured or stored, and no setting of it is chosen."""
+    from sam_detect.segment.calibrated import GRID_MEASURED
+
+    for seed, fg, bg in ((1, (120, 40, 150), (235, 170, 200)), (2, (200, 200, 200), (20, 20, 20))):
+        rgb, lab = blobs(seed, touching=True, fg=fg, bg=bg)
+        gt, _ = Instances.from_label_image(lab)
+        stats = describe_examples(rgb, gt[np.arange(6)], ["obj"] * 6)
+        assert all("ridge" not in s and len(s["calib"]["iou"]) == GRID_MEASURED for s in stats)
+        e = build_profile([("obj", s) for s in stats])["classes"]["obj"]
+        assert "ridge" not in e and all(st["split_on"] != "ridge" for st in e["settings"])

@@ -20,6 +20,9 @@ module holds that segmenter and its settings grid:
    touching a large one gets its own seed), or at the objects' middles where these differ in
    colour from their outer parts ("core": a whole cell parted at its nucleus, the pixels
    shared out to the nearest middle);
+   or, for cells drawn only by their outlines (a membrane stain), no threshold at all: the
+   image flooded from its h-minima, the cells' insides the basins and their outlines the
+   ridges ("ridge", tried only where the examples' outline bands stand above their middles);
 5. optionally, each object's outline drawn a pixel inside (``inset``), where the examples
    are outlined tighter than a threshold draws them (the blur around an object).
 
@@ -95,6 +98,18 @@ CORE_COMPACTNESS = 0.1
 CORE_SEED_GROW = 1.6
 #: the middles' scales tried: these multiples of ``core_radius / sqrt 2``
 CORE_SCALES = (0.7, 1.0, 1.4)
+#: the fifth way ("ridge"), for cells drawn only by their outlines (a membrane stain: bright
+#: outlines packed edge to edge, dim insides): no threshold, the image itself is flooded
+#: from its h-minima, the cells' insides the basins and their outlines the ridges
+#: (:func:`ridge_labels`), along the class's direction in the polarity that makes the
+#: outlines bright (``Scale.ridge``). Tried only where the examples show such outlines
+#: (``profile.RIDGE_GATE``). The strengths: ``h`` these fractions of how far the examples'
+#: outline band stands above their middles (``|Scale.ridge|``). On the development membrane
+#: tissue (``dev_membrane``: image 290's examples, seed 0, the four other images flooded
+#: whole, basins in the examples' size range scored) F1 0.595 / 0.549 / 0.344 at 0.25 / 0.5
+#: / 1 (0.487 at 0.1, 0.531 at 0.15): the dimmer images want the lower strengths, the
+#: brighter ones 0.5. The examples choose the lead; the others are offered beside it
+RIDGE_SPLITS = (0.25, 0.5, 1.0)
 BACKGROUNDS = ("flat", "opening")
 #: Gaussian smoothing of the projection, sigma as a fraction of the examples' median radius
 SMOOTHS = (0.125, 0.33)
@@ -192,7 +207,14 @@ GRID: tuple[Setting, ...] = tuple(
 ) + tuple(  # grid 10's core splits, after grid 9's settings (whose measurements carry over)
     Setting(b, lv, rf, CORE_SPLIT, "core", sm)
     for sm in SMOOTHS for b in BACKGROUNDS for lv in LEVELS for rf in REFINES
-) + (OWN,)
+) + (OWN,) + tuple(  # the ridge way, after the segmenter's own (no threshold: one background, no level)
+    Setting("flat", 0.0, 0.0, h, "ridge", sm) for sm in SMOOTHS for h in RIDGE_SPLITS
+)
+#: the settings every measurement of grid 10 holds (through the segmenter's own): the ridge
+#: way's rows follow only where they were measured (``Scale.has_ridge``), so an example
+#: measured without them, or before they were, is stored and read as before (its ridge rows
+#: count as reproducing nothing, as an earlier grid's missing settings do)
+GRID_MEASURED = len(GRID) - len(SMOOTHS) * len(RIDGE_SPLITS)
 #: each setting's index into ``GRID`` (a dict: ``GRID.index`` compares dataclasses one by one)
 GRID_INDEX: dict[Setting, int] = {g: k for k, g in enumerate(GRID)}
 
@@ -224,10 +246,19 @@ class Scale:
     core_direction: np.ndarray | None = None
     core_radius: float = 0.0
     core_contrast: float = 0.0
+    #: how far the examples' outline band stands above their middles along ``direction``
+    #: (grey values, signed: negative where the outlines are dark along it), where the
+    #: examples are drawn by bright outlines (``profile.RIDGE_GATE``); 0: they are not, and
+    #: the "ridge" way is not tried
+    ridge: float = 0.0
 
     @property
     def has_core(self) -> bool:
         return self.core_direction is not None and self.core_radius > 0 and self.core_contrast > 0
+
+    @property
+    def has_ridge(self) -> bool:
+        return self.ridge != 0
 
     @property
     def half_width(self) -> float:
@@ -638,8 +669,15 @@ def label_images(prepared: Any, scale: Scale, settings: list[Setting], roi: np.n
     def blob_of(prep: Any, key: tuple[float, str]) -> Any:
         return lambda: cache.get(prep, key, scale)
 
+    ridges: dict[tuple[float, str, float], np.ndarray] = {}
     for s in settings:
         prep = prepared(s.smooth)
+        if s.split_on == "ridge":
+            rkey = (s.smooth, s.background, s.split)
+            if rkey not in ridges:
+                ridges[rkey] = ridge_labels(prep.resid(s.background), scale, s.split)
+            yield s, inset_labels(ridges[rkey], s.inset) if s.inset else ridges[rkey]
+            continue
         key = (s.smooth, s.background, s.level, s.refine)
         if key not in by_fg:
             by_fg[key] = foreground(prep, s.background, s.level, s.refine, roi)
@@ -648,6 +686,32 @@ def label_images(prepared: Any, scale: Scale, settings: list[Setting], roi: np.n
                                    blob_of(prep, (s.smooth, s.background)), prep.core))
         labels = splits[1].labels(s.split, s.split_on)
         yield s, inset_labels(labels, s.inset) if s.inset else labels
+
+
+#: the mosaic's gaps (:class:`_Mosaic`) hold values far below this: the ridge flood leaves them out
+_GAP_BELOW = -1e5
+
+
+def ridge_labels(resid: np.ndarray, scale: Scale, split: float) -> np.ndarray:
+    """``(H, W)`` int32 labels of the "ridge" way (:data:`RIDGE_SPLITS`): the projection
+    ``resid`` in the polarity that makes the examples' outlines bright (``Scale.ridge``)
+    flooded from its h-minima (``h``: ``split`` x ``|Scale.ridge|``), every pixel of the image
+    (but a mosaic's gaps) in some basin. No threshold: a membrane-stained cell's inside is no
+    brighter or darker than its surroundings, only ringed by its outline; the ground outside
+    the tissue floods as one large basin, or a few, which the examples' size range leaves out."""
+    import cv2
+
+    from sam_detect.segment.classical_ops import _h_maxima, watershed
+
+    if not scale.has_ridge:
+        return np.zeros(resid.shape, np.int32)
+    inside = resid > np.float32(_GAP_BELOW)
+    m = resid if scale.ridge > 0 else -resid
+    top = float(m[inside].max()) if inside.any() else 0.0
+    m = np.ascontiguousarray(np.where(inside, m, np.float32(top)), np.float32)  # the gaps no minima
+    minima = _h_maxima(-m, float(split * abs(scale.ridge))).astype(bool) & inside
+    _, seeds = cv2.connectedComponents(minima.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+    return watershed(m, seeds, inside)
 
 
 def inset_labels(labels: np.ndarray, px: int = INSET) -> np.ndarray:
@@ -788,7 +852,9 @@ def grid_ious(rgb: np.ndarray, scale: Scale, masks: list[tuple[np.ndarray, tuple
               own: Any = None, inset: bool = False) -> np.ndarray:
     """``(len(GRID), K)`` float32: how well each setting reproduces each example mask;
     ``(2, len(GRID), K)`` with ``inset``: then also with each setting's outline drawn
-    ``INSET`` pixels inside (the segmenter's own settings as they are: never inset).
+    ``INSET`` pixels inside (the segmenter's own settings as they are: never inset). Only
+    the first ``GRID_MEASURED`` rows where the scale has no ridge (``Scale.has_ridge``): the
+    ridge way is tried only on outlined examples.
 
     ``own``: the segmenter whose own settings are the ``OWN`` setting (a segmenter with
     ``segment(rgb)``; ``None``: that row stays 0, so ``OWN`` is never chosen).
@@ -801,7 +867,8 @@ def grid_ious(rgb: np.ndarray, scale: Scale, masks: list[tuple[np.ndarray, tuple
     (:func:`needs_heavy_smoothing`); elsewhere their rows stay 0, as the core splits' do
     where the examples' middles do not stand out in their own way (``Scale.has_core``).
     """
-    out = np.zeros((2, len(GRID), len(masks)), np.float32)
+    # the ridge rows, where not tried, are not stored (``GRID_MEASURED``)
+    out = np.zeros((2, len(GRID) if scale.has_ridge else GRID_MEASURED, len(masks)), np.float32)
     if not masks:
         return out if inset else out[0]
     import threading
@@ -824,8 +891,12 @@ def grid_ious(rgb: np.ndarray, scale: Scale, masks: list[tuple[np.ndarray, tuple
         # components are found once for all its splits; one smoothing, background and level
         # a task (the levels' costs differ, so the threads stay evenly busy)
         smooth, background, level = task
-        grid = sorted((g for g in GRID if g != OWN and g.smooth == smooth and g.background == background
-                       and g.level == level and (work.has_core or g.split_on != "core")), key=lambda g: g.refine)
+        if background == "ridge":  # the ridge way's settings of this smoothing (its own task)
+            grid = [g for g in GRID if g.split_on == "ridge" and g.smooth == smooth]
+        else:
+            grid = sorted((g for g in GRID if g != OWN and g.smooth == smooth and g.background == background
+                           and g.level == level and g.split_on != "ridge" and (work.has_core or g.split_on != "core")),
+                          key=lambda g: g.refine)
         done, last, iou = [], None, None
         for s, labels in label_images(mosaics.__getitem__, work, grid, roi, blobs):
             if stop.is_set():  # the caller was interrupted (Ctrl-C): its result is not wanted
@@ -853,7 +924,8 @@ def grid_ious(rgb: np.ndarray, scale: Scale, masks: list[tuple[np.ndarray, tuple
                     if not needs_heavy_smoothing(out if inset else out[:1], texture(first, work)):
                         break
                     mosaics[smooth] = _Mosaic(Prepared(seen, work, smooth), at, core)
-                for done in pool.map(rows, [(smooth, bg, lv) for lv in LEVELS for bg in BACKGROUNDS]):
+                tasks = [(smooth, bg, lv) for lv in LEVELS for bg in BACKGROUNDS]
+                for done in pool.map(rows, tasks + [(smooth, "ridge", 0.0)] * work.has_ridge):
                     for g, (iou, iou_in) in done:
                         out[0, g] = iou
                         if iou_in is not None:
@@ -887,7 +959,8 @@ def needs_heavy_smoothing(ious: np.ndarray, textured: float) -> bool:
     # the core splits left out: where one reproduced a few examples of an image at 0.7, the
     # heavy smoothing went untried on them and lost its lead over the other images' (an H&E
     # patch draw 0.467 -> 0.320); the threshold was chosen on the grid without them
-    light = [k for k, g in enumerate(GRID) if g != OWN and g.smooth == SMOOTHS[0] and g.split_on != "core"]
+    # the ridge way left out too: tried only where the examples are outlined, a grid without it decided this
+    light = [k for k, g in enumerate(GRID) if g != OWN and g.smooth == SMOOTHS[0] and g.split_on not in ("core", "ridge")]
     best = max(float(np.asarray(r)[light].mean(axis=1).max()) for r in ious)
     return best < HEAVY_SMOOTH_BELOW or textured >= HEAVY_SMOOTH_TEXTURE
 
@@ -1320,5 +1393,5 @@ def _merge_near_duplicates(inst: Instances, settings: list[Setting]) -> Instance
     return inst[keep]
 
 
-__all__ = ["GRID", "GRID_VERSION", "HEAVY_SMOOTH_BELOW", "HEAVY_SMOOTH_TEXTURE", "OWN", "Scale", "Setting", "example_edges",
+__all__ = ["GRID", "GRID_MEASURED", "GRID_VERSION", "HEAVY_SMOOTH_BELOW", "HEAVY_SMOOTH_TEXTURE", "OWN", "Scale", "Setting", "example_edges",
            "grid_ious", "lead_smooth", "needs_heavy_smoothing", "project", "propose", "texture"]
