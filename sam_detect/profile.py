@@ -1065,10 +1065,14 @@ def _contrast_floor(stats: Sequence[dict], direction: np.ndarray) -> float | Non
     """The least contrast along ``direction`` a candidate of this class may have
     (``CONTRAST_SD_LIMIT``): the examples' median log-contrast less that many of their
     shrunk robust sds, and at most half the faintest example's; ``None`` where an
-    example's colours were not measured."""
+    example's colours were not measured, or where one stands out no more than its ring
+    (contrast <= 0: cells drawn only by their membranes, whose ring holds the neighbours'
+    bright outlines; half of a negative contrast would lie above that example)."""
     if not stats or any("in" not in s or "ring" not in s for s in stats):
         return None
     c = (np.asarray([s["in"] for s in stats], np.float64) - np.asarray([s["ring"] for s in stats], np.float64)) @ np.asarray(direction, np.float64)
+    if c.min() <= 0:
+        return None
     log_c = np.log(np.maximum(c, 1e-3))
     centre = float(np.median(log_c))
     sd = _shrunk(_robust_sd(log_c, centre), len(log_c), PRIOR_LOG_CONTRAST_SD)

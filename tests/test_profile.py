@@ -2599,3 +2599,20 @@ def test_blob_examples_never_try_the_ridge_way():
         assert all("ridge" not in s and len(s["calib"]["iou"]) == GRID_MEASURED for s in stats)
         e = build_profile([("obj", s) for s in stats])["classes"]["obj"]
         assert "ridge" not in e and all(st["split_on"] != "ridge" for st in e["settings"])
+
+
+def test_no_contrast_floor_where_an_example_stands_out_no_more_than_its_ring():
+    """The contrast floor lies below every example (half the faintest one's at most); an
+    example darker than its ring along the class's direction (a membrane-stained cell, its
+    ring the neighbours' bright outlines) leaves the class without one, where half its
+    negative contrast would have dropped that very example."""
+    from sam_detect.profile import _contrast_floor
+
+    d = np.array([1.0, 0.0, 0.0])
+    stats = [{"in": [100.0 + k, 0, 0], "ring": [40.0, 0, 0]} for k in range(0, 50, 5)]
+    floor = _contrast_floor(stats, d)
+    assert floor is not None and 0 < floor <= 0.5 * 60.0
+    stats[3] = {"in": [30.0, 0, 0], "ring": [40.0, 0, 0]}  # 10 darker than its ring
+    assert _contrast_floor(stats, d) is None
+    stats[3] = {"in": [40.0, 0, 0], "ring": [40.0, 0, 0]}  # no brighter than it
+    assert _contrast_floor(stats, d) is None
