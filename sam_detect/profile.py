@@ -621,12 +621,11 @@ def _scale(stats: Sequence[dict], size: tuple[float, float] | None = None, pool:
     radius = np.sqrt(areas / np.pi)
     typical = _typical(np.log(areas))
     core_dir, core_radius, core_contrast = _core(stats, d)
-    contrast = float(max(np.median((ins - rings) @ d), 1.0))
     return Scale(
         core_direction=core_dir, core_radius=core_radius, core_contrast=core_contrast,
         ridge=_ridge(stats, d),
         direction=d,
-        contrast=contrast,
+        contrast=float(max(np.median((ins - rings) @ d), 1.0)),
         ring_level=float(np.median(rings @ d)),
         radius=float(np.median(radius)),
         max_radius=float(radius[typical].max()),
