@@ -450,15 +450,27 @@ def _outline_of(rgb: np.ndarray, crop: np.ndarray, x0: int, y0: int, sigma: floa
 #: the "ridge" way (``calibrated.RIDGE_SPLITS``) is tried only where the examples are drawn
 #: by their outlines: along the class's own direction, the median example's outline band
 #: (``EDGE_BAND`` pixels inside) stands above its middle by at least this share of the
-#: class's contrast (``Scale.contrast``). Every other object's band lies below its middle
-#: (a blurred or shaded rim): on the development sets' examples (10 drawn, seeds 0-3, the
-#: first image or two of each) the band lay 0.03-0.7 contrasts below the middle, on piles
-#: of beans and fruit (shaded darker to their rims) 0.8-19; on the membrane tissue's five
-#: images it lay 1.1-8.1 contrasts above it on 14 draws of 20, and below it on the 6 where the
-#: insides, no brighter than their surroundings, gave the class a dark polarity (those keep
-#: today's ways: in that polarity the examples look like the piles' shaded beans, which the
-#: ridge way would not serve)
+#: class's contrast (``Scale.contrast``), or, for a dark class, below it by as much: brighter
+#: than its middle in the image itself (:func:`_outlined`). Every other object's band lies
+#: below its middle along the class's direction (a blurred or shaded rim): on the
+#: development sets' examples (10 drawn, seeds 0-3, the first image or two of each) the band
+#: lay 0.03-0.7 contrasts below the middle, on piles of beans and fruit (shaded darker to
+#: their rims, a bright class) 0.8-19, on the dark H&E nuclei 0.04-0.18; on the membrane
+#: tissue's five images it lay 1.1-11.6 contrasts from it on every draw: above it on 14 of
+#: 20, and below it on the 6 where the insides, no brighter than their surroundings, gave the
+#: class a dark polarity (bright outlines of a dark class; docs/performance.md, session 71)
 RIDGE_GATE = 0.5
+
+
+def _outlined(ridge: float, scale: Any) -> bool:
+    """Whether examples whose outline bands stand ``ridge`` above their middles along the
+    class's direction (:func:`_ridge`) are drawn by their outlines (:data:`RIDGE_GATE`): by
+    that much above them, or, in a dark class, by that much below them (outlines brighter
+    than the insides in the image: a membrane stain whose cells' insides stand out no more
+    than their surroundings). A bright class whose outlines lie below its middles is shaded
+    to its rims (beans in a heap), not outlined."""
+    gate = RIDGE_GATE * scale.contrast
+    return ridge >= gate or (float(np.sum(scale.direction)) < 0 and -ridge >= gate)
 
 
 def _ridge(stats: Sequence[dict], direction: np.ndarray) -> float:
@@ -842,8 +854,7 @@ def describe_examples(rgb: np.ndarray, instances: Instances, labels: Sequence[st
         # and the ridge way is tried; elsewhere nothing is stored
         outlines = [{"ridge": _outline_of(rgb, crops[i], int(origins[i][0]), int(origins[i][1]), scale.sigma())}
                     for i in idx]
-        if all(o["ridge"] is not None for o in outlines) and (
-                _ridge(outlines, scale.direction) >= RIDGE_GATE * scale.contrast):
+        if all(o["ridge"] is not None for o in outlines) and _outlined(_ridge(outlines, scale.direction), scale):
             for i, o in zip(idx, outlines, strict=True):
                 out[i]["ridge"] = o["ridge"]
             scale = _scale([out[i] for i in idx], pool=positives)
@@ -932,13 +943,6 @@ def build_profile(examples: Iterable[tuple[str, dict]]) -> dict:
         floor = _contrast_floor(stats, sc.direction)
         if floor is not None:
             entry["contrast_floor"] = floor
-        level_floor = _level_floor(sc, entry["polarity"], stats)
-        if level_floor is not None:
-            entry["level_floor"] = level_floor
-        if level_floor is not None and all("stain_table" in st for st in stats):  # a stain, every image measured
-            # each image once (its examples share its table), however many examples it gave
-            images = {json.dumps(st["stain_table"]): st["stain_table"] for st in stats}
-            entry["stain_table"] = _pooled_table(list(images.values()))
         if all("grey_levels" in st for st in stats):  # every example image grey
             entry["grey_levels"] = [round(float(v), 2) for v in np.median([st["grey_levels"] for st in stats], axis=0)]
         if entry["polarity"] == "bright" and all("ground" in st for st in stats):  # every example image's ground
@@ -946,6 +950,7 @@ def build_profile(examples: Iterable[tuple[str, dict]]) -> dict:
         earlier = sum((s.get("calib") or {}).get("version") != GRID_VERSION for s, _ in measured)
         if earlier:  # measured on an earlier grid: the settings it lacked (the core split, ...) cannot lead
             entry["earlier_grid"] = earlier
+        outlined = False  # proposed as cells drawn by their outlines (the ridge way leads)
         if measured:
             chosen, mean_iou, inset = _settings(measured, positives, pooled_ious)
             entry["settings"] = [(GRID[i] if GRID[i] == OWN else replace(GRID[i], inset=inset, wholes=_wholes_only(
@@ -954,6 +959,17 @@ def build_profile(examples: Iterable[tuple[str, dict]]) -> dict:
             edge = _example_edge(stats, SMOOTHS.index(lead_smooth([GRID[i] for i in chosen])))
             if edge is not None:
                 entry["edge"] = edge
+            outlined = GRID[chosen[0]].split_on == "ridge"
+        # a dark stain's floor, not for cells drawn by their outlines: their insides' level
+        # says nothing of them (a membrane stain whose insides came out dark: a floor at the
+        # examples' level dropped 13 of 60 synthetic cells; docs/performance.md, session 71)
+        level_floor = None if outlined else _level_floor(sc, entry["polarity"], stats)
+        if level_floor is not None:
+            entry["level_floor"] = level_floor
+        if level_floor is not None and all("stain_table" in st for st in stats):  # a stain, every image measured
+            # each image once (its examples share its table), however many examples it gave
+            images = {json.dumps(st["stain_table"]): st["stain_table"] for st in stats}
+            entry["stain_table"] = _pooled_table(list(images.values()))
         classes[label] = entry
     profile = {"version": PROFILE_VERSION, "grid": GRID_VERSION, "classes": classes}
     joint = [_joint_shape(s) for s in positives] if len(by_class) > 1 else []
@@ -1123,10 +1139,13 @@ def ground_colour(rgb: np.ndarray, direction: Any) -> list[float] | None:
 def follows_ground(entry: dict) -> bool:
     """Whether a class's flat background follows an image's ground (:func:`ground_shift`): a
     bright class whose examples' ground was measured (not a dark class, not a library made
-    before), with a flat-background setting among its settings (the others' backgrounds are
-    measured around each object: nothing to move, so the image's ground is not read)."""
+    before), with a flat-background threshold among its settings (the others' backgrounds are
+    measured around each object, and the ridge way floods without a threshold, which a
+    level moved by a constant leaves as it is: nothing to move, so the image's ground is not
+    read)."""
     return (GROUND_FOLLOWS and bool(entry.get("ground")) and entry.get("polarity") == "bright"
-            and any(st.get("background") == "flat" for st in entry.get("settings") or []))
+            and any(st.get("background") == "flat" and st.get("split_on") != "ridge"
+                    for st in entry.get("settings") or []))
 
 
 def ground_shift(rgb: np.ndarray, entry: dict, gain: tuple[float, float] | None = None,
