@@ -470,7 +470,13 @@ def _outlined(ridge: float, scale: Any) -> bool:
     than their surroundings). A bright class whose outlines lie below its middles is shaded
     to its rims (beans in a heap), not outlined."""
     gate = RIDGE_GATE * scale.contrast
-    return ridge >= gate or (float(np.sum(scale.direction)) < 0 and -ridge >= gate)
+    return ridge >= gate or (not _bright(scale.direction) and -ridge >= gate)
+
+
+def _bright(direction: Any) -> bool:
+    """A class's polarity from its colour direction: bright where the direction's weights sum
+    to zero or more (objects brighter than their surroundings), dark otherwise."""
+    return float(np.sum(direction)) >= 0
 
 
 def _ridge(stats: Sequence[dict], direction: np.ndarray) -> float:
@@ -858,7 +864,7 @@ def describe_examples(rgb: np.ndarray, instances: Instances, labels: Sequence[st
             for i, o in zip(idx, outlines, strict=True):
                 out[i]["ridge"] = o["ridge"]
             scale = _scale([out[i] for i in idx], pool=positives)
-        bright = float(np.sum(scale.direction)) >= 0  # the class's polarity, as build_profile reads it
+        bright = _bright(scale.direction)  # the class's polarity, as build_profile reads it
         if levels is not None:  # [background, objects] by the class's polarity
             lo_hi = levels if bright else levels[::-1]
             for i in idx:
@@ -921,7 +927,7 @@ def build_profile(examples: Iterable[tuple[str, dict]]) -> dict:
         entry: dict[str, Any] = {
             "count": len(stats),
             "direction": [round(float(v), 4) for v in sc.direction],
-            "polarity": "bright" if float(sc.direction.sum()) >= 0 else "dark",
+            "polarity": "bright" if _bright(sc.direction) else "dark",
             "contrast": round(sc.contrast, 3),
             "ring_level": round(sc.ring_level, 3),
             "radius": round(sc.radius, 2),
