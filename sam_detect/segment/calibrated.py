@@ -22,7 +22,8 @@ module holds that segmenter and its settings grid:
    shared out to the nearest middle);
    or, for cells drawn only by their outlines (a membrane stain), no threshold at all: the
    image flooded from its h-minima, the cells' insides the basins and their outlines the
-   ridges ("ridge", tried only where the examples' outline bands stand above their middles);
+   ridges ("ridge", tried only where the examples' outline bands are brighter than their
+   middles: above them along a bright class's direction, below along a dark one's);
 5. optionally, each object's outline drawn a pixel inside (``inset``), where the examples
    are outlined tighter than a threshold draws them (the blur around an object).
 
