@@ -245,6 +245,17 @@ STAIN_DEGREES = 15.0
 #: (large pale vesicular nuclei among small dark ones lie at 0.4-0.6 of the median
 #: contrast); one pale example alone, a slip or an odd one, does not lower it
 LEVEL_FLOOR_ROOM = 0.1
+#: ... and a candidate of such a class whose inside holds another stain goes: the hue of its
+#: optical density (``-ln(I / 255)`` per channel, as a unit direction: :func:`optical_hue`)
+#: lies further from the examples' median hue than they lie (the farthest example but one:
+#: one odd example does not widen it) plus this many degrees. A colour direction cannot
+#: tell hue from darkness: on scikit-image's immunohistochemistry slide, brown (DAB)
+#: cells stand out along the blue nuclei's direction further than the nuclei do, and four
+#: clicked nuclei found 317 objects, most of them brown. ``STAIN_DEGREES``, the angle that
+#: makes a colour a stain, chosen before looking: the development H&E patches' examples
+#: lie within 9.2 degrees of their mean hue and every candidate `detect` kept on them
+#: within 9.3, so it drops none there (docs/performance.md, session 72)
+HUE_ROOM = STAIN_DEGREES
 #: ... except on an image where more than this share of a class's sure objects
 #: (:func:`sure_objects`, at least ``WEAK_SURE_COUNT``) lie below it: stained paler than
 #: the examples' image, so the examples' level is not this image's
@@ -538,22 +549,24 @@ def _inside_and_ring(rgb: np.ndarray, crop: np.ndarray, x0: int, y0: int,
 
 
 def inside_contrast_and_level(rgb: np.ndarray, instances: Instances,
-                              direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(contrast, level)``, each ``(N,)`` float32: how far each candidate's inside stands
-    out from a ring around it along a class's colour ``direction`` (the median colour
-    inside minus the median in the ring, projected), measured as the profile measures its
-    examples (:func:`_colours`; the ring leaves out only the candidate itself), and the
-    median colour inside projected on ``direction`` (the level the profile's
-    ``ring_level`` and ``contrast`` are measured in: :func:`_pale`)."""
+                              direction: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(contrast, level, colour)``: how far each candidate's inside stands out from a ring
+    around it along a class's colour ``direction`` (the median colour inside minus the
+    median in the ring, projected), measured as the profile measures its examples
+    (:func:`_colours`; the ring leaves out only the candidate itself), the median colour
+    inside projected on ``direction`` (the level the profile's ``ring_level`` and
+    ``contrast`` are measured in: :func:`_pale`), each ``(N,)`` float32, and that median
+    colour, ``(N, 3)`` float32 RGB (its stain's hue: :func:`_off_hue`)."""
     d = np.asarray(direction, np.float32)
     contrast = np.zeros(len(instances), np.float32)
     level = np.zeros(len(instances), np.float32)
+    colour = np.zeros((len(instances), 3), np.float32)
     for k, mc in enumerate(instances.crops):
         inside, around = _inside_and_ring(rgb, mc.crop, int(mc.origin[0]), int(mc.origin[1]))
-        mid = np.median(inside, axis=0)
+        mid = colour[k] = np.median(inside, axis=0)
         contrast[k] = float((mid - np.median(around, axis=0)) @ d)
         level[k] = float(mid @ d)
-    return contrast, level
+    return contrast, level, colour
 
 
 def _scatter(px: np.ndarray) -> np.ndarray:
@@ -972,6 +985,9 @@ def build_profile(examples: Iterable[tuple[str, dict]]) -> dict:
         level_floor = None if outlined else _level_floor(sc, entry["polarity"], stats)
         if level_floor is not None:
             entry["level_floor"] = level_floor
+            hue = _stain_hue(stats)
+            if hue is not None:
+                entry["hue"] = hue
         if level_floor is not None and all("stain_table" in st for st in stats):  # a stain, every image measured
             # each image once (its examples share its table), however many examples it gave
             images = {json.dumps(st["stain_table"]): st["stain_table"] for st in stats}
@@ -1080,6 +1096,32 @@ def _level_floor(scale: Any, polarity: str, stats: Sequence[dict]) -> float | No
     if len(levels) >= 2:
         floor = min(floor, float(levels[1]) - LEVEL_FLOOR_ROOM * scale.contrast)
     return round(floor, 3)
+
+
+def optical_hue(colours: Any) -> np.ndarray:
+    """``(N, 3)`` float64 unit directions of ``(N, 3)`` RGB colours' optical density
+    (``-ln(I / 255)`` per channel, what an absorbing stain adds to): a stain's hue, the same
+    however densely it is laid on. A white colour (no density) gives zeros."""
+    od = -np.log(np.clip(np.asarray(colours, np.float64).reshape(-1, 3), 1.0, 255.0) / 255.0)
+    norm = np.linalg.norm(od, axis=1, keepdims=True)
+    return np.divide(od, norm, out=np.zeros_like(od), where=norm > 1e-9)
+
+
+def _stain_hue(stats: Sequence[dict]) -> dict | None:
+    """``{"direction": [3], "limit": degrees}``: a stain class's hue, the examples' median
+    :func:`optical_hue` of their insides (normalised), and how far a candidate's may lie from it
+    (:data:`HUE_ROOM` beyond the examples' own spread); ``None`` where an example's colour
+    was not measured or ``HUE_ROOM`` is off."""
+    if HUE_ROOM <= 0 or not stats or any("in" not in s for s in stats):
+        return None
+    hues = optical_hue([s["in"] for s in stats])
+    centre = np.median(hues, axis=0)  # one odd example does not move it
+    if np.linalg.norm(centre) < 1e-9:
+        return None
+    centre /= np.linalg.norm(centre)
+    spread = np.sort(np.degrees(np.arccos(np.clip(hues @ centre, -1.0, 1.0))))[::-1]
+    own = float(spread[1] if len(spread) >= 3 else spread[0])
+    return {"direction": [round(float(v), 4) for v in centre], "limit": round(own + HUE_ROOM, 2)}
 
 
 def _contrast_floor(stats: Sequence[dict], direction: np.ndarray) -> float | None:
@@ -1735,6 +1777,7 @@ DROP_REASONS = {
     "noise": "standing out less than the image's pixel noise",
     "dim": "standing out less than the examples do",
     "pale": "paler than the examples' stain",
+    "hue": "of another stain's colour than the examples'",
     "tiny": "far smaller than the examples",
     "speck": "a speck, small and faint beside the examples",
     "light": "holding little of the examples' stain",
@@ -1800,6 +1843,8 @@ def filter_with_reasons(instances: Instances, profile: dict | None, pale: bool =
     clear = _clear_of_noise(instances, list(classes), shape_of, dim & sized) & ~noisy
     dim = (dim & ~clear) | noisy
     pallid = (_pale(instances, classes) if pale else np.zeros(len(instances), bool)) & ~faint & ~dim
+    hue = (_off_hue(instances, classes) if pale else np.zeros(len(instances), bool)) & ~faint & ~dim & ~pallid
+    pallid |= hue  # a stain's rules: what follows judges neither
     floor = _tiny_floor(classes) if tiny else 0.0  # far smaller than every class's examples; a cut one is spared
     small = (areas < floor) & ~cut & sized & ~faint & ~dim & ~pallid
     # what the stain rules judge: the candidates no rule above dropped (a click: none)
@@ -1816,7 +1861,8 @@ def filter_with_reasons(instances: Instances, profile: dict | None, pale: bool =
     if keep.all():
         return instances, None, why
     # each dropped candidate's reason, the first that applies (DROP_REASONS' order)
-    for code, mask in (("size", ~sized), ("faint", faint), ("noise", noisy), ("dim", dim), ("pale", pallid),
+    for code, mask in (("size", ~sized), ("faint", faint), ("noise", noisy), ("dim", dim), ("pale", pallid & ~hue),
+                       ("hue", hue),
                        ("tiny", smaller), ("speck", speck), ("light", light), ("weak", weak),
                        ("shape", misshapen), ("dominated", np.ones(len(instances), bool))):
         why[~keep & (why == "") & mask] = code
@@ -1836,8 +1882,10 @@ def filter_with_reasons(instances: Instances, profile: dict | None, pale: bool =
         note += f", {int((sized & dim & ~noisy).sum())} standing out less than the examples do"
     if (sized & noisy).any():
         note += f", {int((sized & noisy).sum())} standing out less than {NOISE_FLOOR:g} sds of the image's pixel noise"
-    if (sized & pallid).any():
-        note += f", {int((sized & pallid).sum())} paler than the examples' stain"
+    if (sized & pallid & ~hue).any():
+        note += f", {int((sized & pallid & ~hue).sum())} paler than the examples' stain"
+    if (sized & hue).any():
+        note += f", {int((sized & hue).sum())} of another stain's colour than the examples'"
     if smaller.any():
         note += f", {int(smaller.sum())} far smaller than the examples (under {floor:.0f} px)"
     if speck.any():
@@ -2367,15 +2415,41 @@ def _pale(instances: Instances, classes: dict) -> np.ndarray:
     it on this image: stained paler than the examples' image."""
     floors = {lab: e["level_floor"] for lab, e in classes.items() if "level_floor" in e and LEVEL_FLOOR > 0}
     below = _below_floor(instances, classes, instances.data.get("level"), floors, exposed_only=False)
+    return _unless_most_sure(instances, classes, below, floors)
+
+
+def _off_hue(instances: Instances, classes: dict) -> np.ndarray:
+    """``(N,)`` bool: candidates of a stain class (its ``"hue"``: :func:`_stain_hue`) whose
+    inside (``data["colour"]``) holds another stain, its :func:`optical_hue` further from the
+    class's than the class's ``limit`` (the class that proposed the candidate; else the most
+    lenient, where every class has a hue). A class whose sure objects lie so in more than
+    ``PALER_SHARE`` is not judged by it on this image: stained otherwise than the examples'."""
+    colour = instances.data.get("colour")
+    hued = {lab: e["hue"] for lab, e in classes.items() if "hue" in e}
+    if colour is None or not hued or len(instances) == 0:
+        return np.zeros(len(instances), bool)
+    hues = optical_hue(colour)
+    beyond = {lab: np.degrees(np.arccos(np.clip(hues @ np.asarray(h["direction"], np.float64), -1.0, 1.0))) - h["limit"]
+              for lab, h in hued.items()}
+    lenient = np.min(list(beyond.values()), axis=0) if len(hued) == len(classes) else np.full(len(instances), -np.inf)
+    hints = instances.data.get("class_hint") or [None] * len(instances)
+    over = np.array([beyond[h][k] if h in beyond else (-np.inf if h in classes else lenient[k])
+                     for k, h in enumerate(hints)]) > 0
+    return _unless_most_sure(instances, classes, over, hued)
+
+
+def _unless_most_sure(instances: Instances, classes: dict, below: np.ndarray, judged: Iterable[str]) -> np.ndarray:
+    """``below`` (a stain's rule, :func:`_pale` or :func:`_off_hue`) with every candidate of
+    a class in ``judged`` spared where more than ``PALER_SHARE`` of the class's sure objects
+    (at least ``WEAK_SURE_COUNT``) fall below it: another slide, another batch, whose stain
+    the examples' does not say."""
     hints = instances.data.get("class_hint")
     stability = instances.data.get("stability")
     if not below.any() or hints is None or stability is None:
         return below  # without stability no candidate is sure (:func:`sure_objects`)
-    # an image stained paler than the examples' (another slide, another batch) puts most of
-    # its sure objects below the floor: there the examples' level says nothing. Only the
-    # stable candidates can be sure, so only their shapes are measured
+    # only the stable candidates can be sure, so only their shapes are measured
     stable = np.asarray(stability, np.float64) >= SURE_STABILITY
-    for label in floors:
+    for label in judged:
         mine = np.array([h == label for h in hints], bool)
         idx = np.flatnonzero(mine & stable)
         if len(idx) < WEAK_SURE_COUNT:
@@ -2518,6 +2592,8 @@ def describe(profile: dict | None) -> list[str]:
             if len(e.get("area") or []) == 3 and e.get("contrast") and STAIN_MASS > 0:
                 floor += (f", and those holding under {STAIN_MASS:g} of a typical example's stain, "
                           f"area x contrast {STAIN_MASS * e['area'][1] * e['contrast']:.0f}")
+            if "hue" in e:
+                floor += f", and those whose stain's hue lies over {e['hue']['limit']:.0f} degrees off the examples'"
             floor += ")"
         if e.get("stain_table"):
             table = e["stain_table"]
@@ -2561,5 +2637,5 @@ def describe(profile: dict | None) -> list[str]:
 
 
 __all__ = [
-    "NOISE_FLOOR", "JOINT", "JOINT_ANGLE", "SAME", "apart", "joint_profile", "joint_labels", "CUT_FLOOR", "POOR_REPRODUCTION", "SPECK_AREA", "SPECK_CONTRAST", "STAIN_MASS", "TINY_MEDIAN", "TINY_SMALLEST", "THIN", "half_widths", "LEVEL_GAIN", "LEVEL_GAIN_MAX", "STAIN_GAIN", "STAIN_GAIN_MAX", "STAIN_HUE_BINS", "STAIN_HUE_PIXELS", "STAIN_MIN_TISSUE", "STAIN_TISSUE", "at_stain", "stain_gain", "stain_ratio", "stain_table", "grey_ratio", "SAME_EXPOSURE", "LEVEL_MIN_SPLIT", "LEVEL_OFFSET", "at_levels", "grey_levels", "level_gain", "GROUND_FOLLOWS", "GROUND_NOTE", "GROUND_SAMPLE", "follows_ground", "ground_colour", "ground_notes", "ground_shift", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "holds_size", "size_shift", "shift_holds", "SHIFT_HOLDS", "sure_objects", "isolated_wholes", "image_objects", "ISOLATED", "probe_shift", "PROBE_SHIFT", "PROBE_GAIN", "PROFILE_VERSION", "WAY_MARGIN", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "LEVEL_FLOOR", "STAIN_DEGREES", "PALER_SHARE", "inside_contrast_and_level", "sizes_in_image", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "outline_ratios", "scale_of", "size_filter", "filter_with_reasons", "DROP_REASONS",
+    "NOISE_FLOOR", "JOINT", "JOINT_ANGLE", "SAME", "apart", "joint_profile", "joint_labels", "CUT_FLOOR", "POOR_REPRODUCTION", "SPECK_AREA", "SPECK_CONTRAST", "STAIN_MASS", "TINY_MEDIAN", "TINY_SMALLEST", "THIN", "half_widths", "LEVEL_GAIN", "LEVEL_GAIN_MAX", "STAIN_GAIN", "STAIN_GAIN_MAX", "STAIN_HUE_BINS", "STAIN_HUE_PIXELS", "STAIN_MIN_TISSUE", "STAIN_TISSUE", "at_stain", "stain_gain", "stain_ratio", "stain_table", "grey_ratio", "SAME_EXPOSURE", "LEVEL_MIN_SPLIT", "LEVEL_OFFSET", "at_levels", "grey_levels", "level_gain", "GROUND_FOLLOWS", "GROUND_NOTE", "GROUND_SAMPLE", "follows_ground", "ground_colour", "ground_notes", "ground_shift", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "holds_size", "size_shift", "shift_holds", "SHIFT_HOLDS", "sure_objects", "isolated_wholes", "image_objects", "ISOLATED", "probe_shift", "PROBE_SHIFT", "PROBE_GAIN", "PROFILE_VERSION", "WAY_MARGIN", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "LEVEL_FLOOR", "STAIN_DEGREES", "PALER_SHARE", "HUE_ROOM", "optical_hue", "inside_contrast_and_level", "sizes_in_image", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "outline_ratios", "scale_of", "size_filter", "filter_with_reasons", "DROP_REASONS",
 ]

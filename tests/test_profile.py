@@ -1397,6 +1397,117 @@ def test_the_stain_s_floor_stands_aside_on_an_image_stained_paler_than_the_examp
         assert len(kept) == 10 and note is None
 
 
+def two_stains(fg, other, bg):
+    """Twenty objects on ``bg``, every other one ``other`` instead of ``fg``: ``(rgb, ground
+    truth, other (N,) bool)``."""
+    rgb, lab = blobs(4, size=200, n=20, r=(7, 10), fg=fg, bg=bg, noise=2.0)
+    gt, _ = Instances.from_label_image(lab)
+    odd = np.arange(len(gt)) % 2 == 1
+    img = rgb.astype(np.float32)
+    img[np.isin(lab, np.flatnonzero(odd) + 1)] = other
+    return img.astype(np.uint8), gt, odd
+
+
+@pytest.mark.parametrize("room", [None, 0.0])
+def test_a_stain_s_candidates_of_another_stain_s_hue_are_dropped(monkeypatch, room):
+    """``HUE_ROOM``: blue nuclei clicked on an immunohistochemistry slide, brown (DAB) cells
+    beside them. Along the nuclei's colour direction the brown cells stand out further than
+    the nuclei (a direction cannot tell hue from darkness), so no floor drops them; their
+    stain's hue (optical density) lies far from the examples', and they go, the note
+    saying so. With the rule off (``room`` 0) every brown cell is found."""
+    import sam_detect.profile as P
+
+    if room is not None:
+        monkeypatch.setattr(P, "HUE_ROOM", room)
+    blue, brown, white = (120, 120, 190), (150, 95, 55), (235, 230, 225)
+    rgb, gt, other = two_stains(blue, brown, white)
+    prof = profile_of(rgb, gt, np.flatnonzero(~other)[:6])
+    entry = prof["classes"]["obj"]
+    assert "level_floor" in entry
+    along = np.asarray(entry["direction"])
+    assert (np.subtract(brown, white) @ along) > (np.subtract(blue, white) @ along) > 0  # brown stands out further
+    settings = [Setting("flat", 0.1, 0.0, 0.0), *[Setting(**s) for s in entry["settings"]]]
+    cand = propose(rgb, scale_of(entry), settings, label="obj")
+    assert cand.data["colour"].shape == (len(cand), 3)
+    kept, note = size_filter(cand, prof)
+    found = instances_iou(kept, gt).max(axis=0) >= 0.5
+    assert found[~other].all()
+    if room is None:
+        assert 15 < entry["hue"]["limit"] < 20  # the examples' own spread (noise) and HUE_ROOM
+        assert any("stain's hue lies over" in line for line in describe(prof))
+        assert not found[other].any()
+        assert "of another stain's colour than the examples'" in note
+        # a click is not judged by it: it says what the object is
+        assert (instances_iou(size_filter(cand, prof, pale=False)[0], gt).max(axis=0) >= 0.5).all()
+    else:
+        assert "hue" not in entry
+        assert found[other].all()
+
+
+def test_nuclei_clicked_one_at_a_time_on_an_ihc_slide_do_not_find_the_brown_cells():
+    """Real data (scikit-image's immunohistochemistry slide): the README's four nuclei
+    clicked one at a time, as the UI adds them, each click following the examples before
+    it. The four are blue nuclei in the pale stroma; `detect` found 317 objects, 186 of
+    them lying mostly on brown (DAB) cells of the epithelium. It now finds the stroma's
+    nuclei and leaves the brown cells, saying why."""
+    from skimage import color, data, filters
+
+    img = data.immunohistochemistry()
+    dab = color.rgb2hed(img)[..., 2]
+    brown = dab > filters.threshold_otsu(dab)
+    det = SAMDetect(DetectorConfig(segmenter="classical", embedder="handcrafted", store="memory"))
+    for point in ((172, 266), (198, 267), (230, 292), (193, 326)):
+        det.add_example(img, point=point, label="nucleus")
+    assert "hue" in det.profile["classes"]["nucleus"]
+    found = det.detect(img)
+    on_brown = np.array([brown[found.mask(i)].mean() > 0.5 for i in range(len(found))])
+    assert 60 <= len(found) <= 200
+    assert on_brown.sum() <= 0.1 * len(found)
+    assert found.metadata["dropped"].get("hue", 0) >= 100
+    det.close()
+
+
+def test_a_stain_s_hue_is_its_optical_density_s_direction_and_one_odd_example_does_not_widen_it():
+    """``optical_hue``: the same stain laid on half or twice as densely has one hue, white has
+    none; ``_stain_hue``'s limit is the examples' spread but for the farthest one, plus
+    ``HUE_ROOM``."""
+    from sam_detect.profile import HUE_ROOM, _stain_hue, optical_hue
+
+    od = np.array([0.6, 0.6, 0.3])
+    colours = [255 * np.exp(-k * od) for k in (0.5, 1.0, 2.0)] + [[255, 255, 255]]
+    hues = optical_hue(colours)
+    assert np.allclose(hues[:3], od / np.linalg.norm(od), atol=1e-3)
+    assert not hues[3].any()
+    alike = [{"in": list(255 * np.exp(-od * (1 + 0.02 * k)))} for k in range(6)]
+    odd = {"in": [150, 95, 55]}  # a brown slip
+    assert _stain_hue(alike)["limit"] == pytest.approx(HUE_ROOM, abs=0.01)
+    assert _stain_hue([*alike, odd])["limit"] < HUE_ROOM + 5
+    assert _stain_hue([*alike[:1], odd])["limit"] > HUE_ROOM + 5  # two: the farthest is all they say
+    assert _stain_hue([{"area": 10}]) is None
+
+
+@pytest.mark.parametrize("other", [3, 8])
+def test_the_stain_s_hue_stands_aside_on_an_image_stained_in_another_hue(other):
+    """``PALER_SHARE`` for the hue: where most of an image's sure objects lie off the
+    examples' hue, its stain is not theirs (another lab's haematoxylin) and the rule does
+    not apply there; where a few do, they are dropped."""
+    masks = np.zeros((10, 40, 220), bool)
+    for k in range(10):
+        masks[k, 10:22, 5 + 21 * k : 17 + 21 * k] = True
+    inst = Instances(masks=masks)
+    inst.data["colour"] = np.array([[140, 140, 190]] * (10 - other) + [[150, 95, 55]] * other, np.float32)
+    inst.data["stability"] = np.ones(10)
+    inst.data["class_hint"] = ["a"] * 10
+    hue = {"direction": [0.66, 0.66, 0.36], "limit": 18.0}
+    entry = {"area_range": [50.0, 400.0], "log_area": [np.log(144.0), 0.3], "solidity": [0.9, 1.0],
+             "eccentricity": 0.5, "level_floor": -400.0, "hue": hue}
+    kept, note = size_filter(inst, {"classes": {"a": entry}})
+    if other == 3:
+        assert len(kept) == 7 and note.endswith("3 of another stain's colour than the examples'")
+    else:
+        assert len(kept) == 10 and note is None
+
+
 def test_the_outline_floor_is_each_proposing_class_s_own():
     from sam_detect.profile import EDGE_FLOOR
 

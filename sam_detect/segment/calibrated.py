@@ -992,8 +992,8 @@ def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str |
     ``GRID``), ``data["stability"]`` the share of the settings that made it (near-identical
     candidates are one), ``data["class_hint"]`` the class whose profile proposed it,
     ``data["edge"]`` how far its outline stands out (:func:`edge_contrast`),
-    ``data["contrast"]`` how far its inside does and ``data["level"]`` where it lies along
-    the direction (``profile.inside_contrast_and_level``);
+    ``data["contrast"]`` how far its inside does, ``data["level"]`` where it lies along
+    the direction and ``data["colour"]`` its median colour (``profile.inside_contrast_and_level``);
     ``metadata["tiles"]`` how many windows the image was proposed in.
 
     ``tile``: images larger than this (pixels a side; 0: never) are proposed window by
@@ -1072,7 +1072,7 @@ def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str |
     inst.data["edge"] = np.concatenate(edges)[order]
     inst = _merge_near_duplicates(inst, settings)
     inst = _convex_wholes(inst, settings, scale.solidity)
-    inst.data["contrast"], inst.data["level"] = inside_contrast_and_level(rgb, inst, scale.direction)
+    inst.data["contrast"], inst.data["level"], inst.data["colour"] = inside_contrast_and_level(rgb, inst, scale.direction)
     inst.metadata["tiles"] = len(windows)
     return inst
 
