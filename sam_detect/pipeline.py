@@ -289,9 +289,11 @@ class SAMDetect(DetectorStages, LibraryState):
                 raise AnnotationError(f"no object found in box {','.join(f'{v:g}' for v in b)}")
             return found[:1]
         p = validate_point(point, hw)
-        found = self._prompt_from_examples(loaded.rgb, label, self.segmenter.prompt(loaded.rgb, point=p), point=p)
+        own = self.segmenter.prompt(loaded.rgb, point=p)
+        found = self._prompt_from_examples(loaded.rgb, label, own, point=p)
         if len(found) == 0:
-            raise AnnotationError(f"no object found at point {p[0]:g},{p[1]:g}")
+            why = own.metadata.get("why")
+            raise AnnotationError(f"no object found at point {p[0]:g},{p[1]:g}" + (f": {why}" if why else ""))
         return found[:1]
 
     def _prompt_from_examples(self, rgb: np.ndarray, label: str | None, own_prompt: Instances, *,

@@ -434,6 +434,34 @@ def test_prompt_on_a_dark_nucleus_where_the_image_reads_bright():
     assert len(forced) == 0 or not _darker_than_ring(grey, forced.masks[0], 20)
 
 
+def test_a_click_read_as_dark_is_never_answered_with_the_bright_ground_around_it():
+    """Real data (the IHC slide): a pale blue nucleus (about 115 px) in textured stroma. The
+    click's pixels read dark, but Otsu finds no clear two classes round it, and the wider
+    windows split the brown tissue from everything else; the image-wide (bright) object
+    under the click was the white gap round the nucleus, 10,150 px, which a first example
+    then made the class bright. Now the click finds nothing and says why; a box finds the
+    nucleus."""
+    import cv2
+    from skimage import data
+
+    from sam_detect import DetectorConfig, SAMDetect
+
+    img = data.immunohistochemistry()
+    seg = ClassicalSegmenter()
+    assert seg._label(img)[4] == "bright"
+    pale = seg.prompt(img, point=(278, 481))
+    assert len(pale) == 0 and "a box around the object" in pale.metadata["why"]
+    boxed = seg.prompt(img, box=(268, 470, 290, 493))
+    assert len(boxed) == 1 and 30 <= boxed.masks[0].sum() <= 400
+    assert _darker_than_ring(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), boxed.masks[0], 10)
+    for x, y in IHC_NUCLEI:  # the clicks that found their nuclei still do
+        assert len(seg.prompt(img, point=(x, y))) == 1
+    det = SAMDetect(DetectorConfig(segmenter="classical", embedder="handcrafted", store="memory"))
+    with pytest.raises(AnnotationError, match="no object found at point 278,481: the pixels there are darker"):
+        det.prompt_to_instances(img, point=(278, 481), label="nucleus")
+    det.close()
+
+
 def test_prompt_class_reads_what_the_prompt_is_on():
     img, _ = blob_image([(30, 40, 10)], fg=230, bg=120, noise=2.0)
     img[disk(120, 160, 80, 110, 10)] = 30  # a dark disc on the same ground

@@ -292,10 +292,13 @@ class ClassicalSegmenter:
         stroma, which the image-wide threshold takes for the bright objects), the object of
         that class is looked for first: a box's pixels beyond the level half-way between its
         middle and its edge, else Otsu around the point or in the box. The answers above
-        follow where that finds nothing.
+        follow where that finds nothing, but for a box only: a click whose pixels read as
+        the other class finds nothing rather than the image-wide object under it, which is
+        then its ground (the white stroma gap round a pale nucleus on the IHC slide).
 
         Returns:
-            ``Instances`` of length 1, or empty when nothing is found there.
+            ``Instances`` of length 1, or empty when nothing is found there (with
+            ``metadata["why"]`` where the click read as the other class).
         """
         img = self._check_image(image)
         h, w = img.shape[:2]
@@ -318,6 +321,15 @@ class ClassicalSegmenter:
                 found = self._thresholded_at_prompt(intensity, pt, bx, asked[0])
             if found is not None:
                 polarity = asked[0]
+        if found is None and pt is not None and asked is not None and asked[0] != polarity:
+            # the clicked pixels read as the other class than the image-wide objects', and no
+            # object of theirs separates there: the image-wide object under the click would
+            # be its ground (the white gap round a pale nucleus, 10,150 px for 115)
+            out = Instances.empty((h, w))
+            out.metadata["why"] = (f"the pixels there are {'darker' if asked[0] == 'dark' else 'brighter'} than "
+                                   "around them, but no such object separates from its ground there; a box "
+                                   "around the object may find it")
+            return out
         if found is None and pt is not None:
             x, y = pt
             lab = int(labels[y, x])
