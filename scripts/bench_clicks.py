@@ -24,6 +24,13 @@ clicks per set. Reported: ``coins`` (scikit-image's coins, scored against one fi
 per coin, ``bench_examples.COINS_GT``), ``hela`` (frame 0) and ``scratch`` (frame 0).
 ``ihc``: scikit-image's immunohistochemistry slide, the stroma's nuclei as a silver
 reference (:func:`ihc_reference`); run with ``--sets ihc``.
+
+``--prompt detect`` clicks ``--examples`` objects (default 5) of a set's first image one
+at a time, as the UI adds them, and detects on that image (``--draws`` draws): the objects
+found, those overlapping and matching the annotation, and on ``ihc`` those lying on brown
+(DAB) cells.
+
+    python scripts/bench_clicks.py --sets ihc --prompt detect
 """
 
 from __future__ import annotations
@@ -192,15 +199,69 @@ def ground_clicks(name: str, n: int = 100, seed: int = 0) -> dict:
                       "median_area": float(np.median(areas)) if areas else 0.0}}
 
 
+def ihc_brown() -> np.ndarray:
+    """``(H, W)`` bool: the IHC slide's brown (DAB-stained) pixels, Otsu of ``rgb2hed``'s DAB
+    channel."""
+    from skimage import color, filters
+
+    dab = color.rgb2hed(ihc_image())[..., 2]
+    return dab > filters.threshold_otsu(dab)
+
+
+def detect_after_clicks(name: str, draws: int = 6, shots: int = 5) -> dict:
+    """``detect`` after ``shots`` objects of a set's first image were clicked one at a time
+    (each at its innermost point, each click following the examples before it, as the UI
+    and successive ``add --point`` give them), on that image; ``draws`` random draws.
+    Per draw: the clicks that gave nothing, the objects found, those overlapping an annotated
+    object (IoU > 0.1), those matching one (IoU >= 0.5) and, on ``ihc``, those lying mostly
+    (over half their pixels) on brown cells."""
+    from scipy import ndimage as ndi
+
+    from sam_detect import DetectorConfig, SAMDetect
+    from sam_detect.errors import AnnotationError
+    from sam_detect.eval.inputs import load_eval_image
+    from sam_detect.eval.matching import match_iou_matrix
+    from sam_detect.eval.metrics import instances_iou
+    from sam_detect.instances import Instances
+
+    images, labels = images_and_labels(name)
+    rgb = load_eval_image(images[0]).rgb
+    truth, _ = Instances.from_label_image(np.asarray(labels[0]))
+    brown = ihc_brown() if name == "ihc" else None
+    rows = []
+    for d in range(draws):
+        det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder="views"))
+        refused = 0
+        for j in np.random.default_rng(d).choice(len(truth), size=min(shots, len(truth)), replace=False):
+            depth = ndi.distance_transform_edt(truth.mask(int(j)))
+            y, x = np.unravel_index(np.argmax(depth), depth.shape)
+            try:
+                det.add_example(rgb, point=(float(x), float(y)), label="object")
+            except AnnotationError:  # "no object found at point": the click adds nothing
+                refused += 1
+        found = det.detect(rgb) if refused < shots else Instances.empty(rgb.shape[:2])
+        det.close()
+        iou = instances_iou(found, truth) if len(found) else np.zeros((0, len(truth)))
+        row = {"draw": d, "refused": refused, "objects": len(found),
+               "overlapping": int((iou.max(axis=1, initial=0) > 0.1).sum()),
+               "matched": len(match_iou_matrix(iou, 0.5).pairs) if len(found) else 0}
+        if brown is not None:
+            row["on_brown"] = int(sum(brown[found.mask(i)].mean() > 0.5 for i in range(len(found))))
+        rows.append(row)
+    return {"draws": rows, **{k: sum(r[k] for r in rows) for k in rows[0] if k != "draw"}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sets", default=DEV, help=f"comma-separated (default: the development sets, {DEV})")
     ap.add_argument("--max-clicks", type=int, default=150)
     ap.add_argument("--examples", type=int, default=0,
                     help="add this many objects of each set's first image as examples first, and click with them too")
-    ap.add_argument("--prompt", default="point", choices=["point", "box", "ground"],
+    ap.add_argument("--prompt", default="point", choices=["point", "box", "ground", "detect"],
                     help="click each object's innermost point, draw its box grown by a tenth, "
-                         "or click the background away from every object")
+                         "click the background away from every object, or detect after clicking "
+                         "--examples objects (default 5) one at a time (--draws draws)")
+    ap.add_argument("--draws", type=int, default=6, help="with --prompt detect: random draws of the clicked objects")
     ap.add_argument("--box-grow", type=float, default=0.1,
                     help="with --prompt box: grow each object's box by this share of its longer side "
                          "(default 0.1; 0: the tight box)")
@@ -208,6 +269,15 @@ def main() -> None:
     args = ap.parse_args()
     out = {}
     for name in args.sets.split(","):
+        if args.prompt == "detect":
+            out[name] = r = detect_after_clicks(name, args.draws, args.examples or 5)
+            print(f"{name:15s} {len(r['draws'])} draws of {args.examples or 5} clicks one at a time: "
+                  f"{r['refused']} clicks gave nothing; {r['objects']} objects, {r['overlapping']} overlapping "
+                  f"an annotated one, {r['matched']} matching one" + (f", {r['on_brown']} on brown cells" if "on_brown" in r else ""),
+                  flush=True)
+            for row in r["draws"]:
+                print(f"  draw {row['draw']}: " + ", ".join(f"{k} {v}" for k, v in row.items() if k != "draw"), flush=True)
+            continue
         if args.prompt == "ground":
             out[name] = ground_clicks(name)
             r = out[name]["plain"]
