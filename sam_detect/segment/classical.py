@@ -292,9 +292,9 @@ class ClassicalSegmenter:
         stroma, which the image-wide threshold takes for the bright objects), the object of
         that class is looked for first: a box's pixels beyond the level half-way between its
         middle and its edge, else Otsu around the point or in the box. The answers above
-        follow where that finds nothing, but for a box only: a click whose pixels read as
-        the other class finds nothing rather than the image-wide object under it, which is
-        then its ground (the white stroma gap round a pale nucleus on the IHC slide).
+        follow where that finds nothing, but not for a click alone: a click whose pixels
+        read as the other class finds nothing rather than the image-wide object under it,
+        which is then its ground (the white stroma gap round a pale nucleus on the IHC slide).
 
         Returns:
             ``Instances`` of length 1, or empty when nothing is found there (with
@@ -321,7 +321,7 @@ class ClassicalSegmenter:
                 found = self._thresholded_at_prompt(intensity, pt, bx, asked[0])
             if found is not None:
                 polarity = asked[0]
-        if found is None and pt is not None and asked is not None and asked[0] != polarity:
+        if found is None and pt is not None and bx is None and asked is not None and asked[0] != polarity:
             # the clicked pixels read as the other class than the image-wide objects', and no
             # object of theirs separates there: the image-wide object under the click would
             # be its ground (the white gap round a pale nucleus, 10,150 px for 115)
