@@ -291,7 +291,9 @@ class ClassicalSegmenter:
         other class than the image-wide reading (a dark nucleus in an IHC slide's white
         stroma, which the image-wide threshold takes for the bright objects), the object of
         that class is looked for first: a box's pixels beyond the level half-way between its
-        middle and its edge, else Otsu around the point or in the box. The answers above
+        middle and its edge, else Otsu around the point or in the box, else (a click alone)
+        the pixels beyond the level half-way between the clicked ones and their ground that
+        hold the point (:meth:`_half_way_at_point`). The answers above
         follow where that finds nothing, but not for a click alone: a click whose pixels
         read as the other class finds nothing rather than the image-wide object under it,
         which is then its ground (the white stroma gap round a pale nucleus on the IHC slide).
@@ -319,6 +321,8 @@ class ClassicalSegmenter:
                 found = self._half_way_in_box(intensity, bx, *asked)
             if found is None:
                 found = self._thresholded_at_prompt(intensity, pt, bx, asked[0])
+            if found is None and pt is not None and bx is None:
+                found = self._half_way_at_point(intensity, pt, *asked)
             if found is not None:
                 polarity = asked[0]
         if found is None and pt is not None and bx is None and asked is not None and asked[0] != polarity:
@@ -808,6 +812,37 @@ class ClassicalSegmenter:
         sub = intensity[y0:y1, x0:x1]
         found = _foreground_in_box(sub > level if polarity == "bright" else sub < level, (0, 0, x1 - x0, y1 - y0))
         return None if found is None else (found[0], (x0, y0))
+
+    @staticmethod
+    def _half_way_at_point(
+        intensity: np.ndarray, point: tuple[int, int], polarity: str, level: float
+    ) -> tuple[np.ndarray, tuple[int, int]] | None:
+        """The object of a click whose class and level :meth:`_prompt_class` read, where Otsu
+        finds no clear two classes round it (a pale nucleus in textured stroma: the window
+        splits at an effectiveness of 0.63-0.73, and the wider windows take in darker tissue
+        that Otsu splits from everything else): the pixels beyond ``level`` on the side of
+        ``polarity`` that hold the point, after a light blur (``_GATE_BLUR``), holes filled,
+        where they do not reach the edge of the first window (``POINT_WINDOW`` from the
+        point); ``None`` where the point's own pixel lies short of ``level`` or they reach
+        it. Only the first window: grown on, such pixels ran along the H&E stroma's darker
+        fibres, and clicks on its ground gave objects 29 times in 100 instead of 13."""
+        import cv2
+
+        from sam_detect.segment.tiling import cut_by_window
+
+        x, y = point
+        h, w = intensity.shape[:2]
+        r = POINT_WINDOW
+        box = (max(x - r, 0), max(y - r, 0), min(x + r + 1, w), min(y + r + 1, h))
+        sub = cv2.GaussianBlur(intensity[box[1]:box[3], box[0]:box[2]].astype(np.float32), (0, 0), _GATE_BLUR)
+        fg = sub > level if polarity == "bright" else sub < level
+        if not fg[y - box[1], x - box[0]]:
+            return None
+        crop, (cx, cy) = _component_at(fg, x - box[0], y - box[1])
+        x0, y0 = box[0] + cx, box[1] + cy
+        if cut_by_window((x0, y0, x0 + crop.shape[1], y0 + crop.shape[0]), box, (h, w)):
+            return None
+        return _fill_holes(crop), (x0, y0)
 
     def _thresholded_at_prompt(
         self, intensity: np.ndarray, point: tuple[int, int] | None,
