@@ -293,10 +293,10 @@ class ClassicalSegmenter:
         that class is looked for first: a box's pixels beyond the level half-way between its
         middle and its edge, else Otsu around the point or in the box, else (a click alone)
         the pixels beyond the level half-way between the clicked ones and their ground that
-        hold the point (:meth:`_half_way_at_point`). The answers above
-        follow where that finds nothing, but not for a click alone: a click whose pixels
-        read as the other class finds nothing rather than the image-wide object under it,
-        which is then its ground (the white stroma gap round a pale nucleus on the IHC slide).
+        hold the point (:meth:`_half_way_at_point`). The answers above follow where that
+        finds nothing, but not for a click alone: a click whose pixels read as the other
+        class finds nothing rather than the image-wide object under it, which is then its
+        ground (the white stroma gap round a pale nucleus on the IHC slide).
 
         Returns:
             ``Instances`` of length 1, or empty when nothing is found there (with
