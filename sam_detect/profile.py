@@ -391,11 +391,13 @@ def _rgb_rows(px: np.ndarray) -> np.ndarray:
     return np.repeat(px, 3, axis=1) if px.shape[1] == 1 else px[:, :3]
 
 
-def _degrees(a: Sequence[float], b: Sequence[float]) -> float:
-    """The angle between two colour directions, in degrees."""
+def _degrees(a: Any, b: Sequence[float]) -> Any:
+    """The angle between two colour directions, in degrees; ``(N,)`` angles where ``a`` is
+    ``(N, 3)`` rows (a zero row: 90)."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    cos = float(a @ b) / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-12)
-    return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
+    cos = (a @ b) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b), 1e-12)
+    angle = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+    return float(angle) if angle.ndim == 0 else angle
 
 
 def _core_of(rgb: np.ndarray, crop: np.ndarray, x0: int, y0: int) -> list[float]:
@@ -1119,7 +1121,7 @@ def _stain_hue(stats: Sequence[dict]) -> dict | None:
     if np.linalg.norm(centre) < 1e-9:
         return None
     centre /= np.linalg.norm(centre)
-    spread = np.sort(np.degrees(np.arccos(np.clip(hues @ centre, -1.0, 1.0))))[::-1]
+    spread = np.sort(_degrees(hues, centre))[::-1]
     own = float(spread[1] if len(spread) >= 3 else spread[0])
     return {"direction": [round(float(v), 4) for v in centre], "limit": round(own + HUE_ROOM, 2)}
 
@@ -1844,24 +1846,24 @@ def filter_with_reasons(instances: Instances, profile: dict | None, pale: bool =
     dim = (dim & ~clear) | noisy
     pallid = (_pale(instances, classes) if pale else np.zeros(len(instances), bool)) & ~faint & ~dim
     hue = (_off_hue(instances, classes) if pale else np.zeros(len(instances), bool)) & ~faint & ~dim & ~pallid
-    pallid |= hue  # a stain's rules: what follows judges neither
+    stained = pallid | hue  # a stain's rules: what follows judges neither
     floor = _tiny_floor(classes) if tiny else 0.0  # far smaller than every class's examples; a cut one is spared
-    small = (areas < floor) & ~cut & sized & ~faint & ~dim & ~pallid
+    small = (areas < floor) & ~cut & sized & ~faint & ~dim & ~stained
     # what the stain rules judge: the candidates no rule above dropped (a click: none)
-    judged = (sized & ~faint & ~dim & ~pallid & ~small) if tiny else np.zeros(len(instances), bool)
+    judged = (sized & ~faint & ~dim & ~stained & ~small) if tiny else np.zeros(len(instances), bool)
     speck = _speck(instances, classes, areas, judged)  # a cut speck too: the border takes area, not darkness
     light = _light(instances, classes, areas, judged & ~cut & ~speck)  # the border cuts an object's stain
     smaller = small.copy()
     small |= speck | light
-    weak &= ~faint & ~dim & ~pallid & ~small
-    keep &= ~faint & ~dim & ~pallid & ~small
+    weak &= ~faint & ~dim & ~stained & ~small
+    keep &= ~faint & ~dim & ~stained & ~small
     if clear.any():  # which kept candidates the examples' floor alone would have dropped
         instances = instances[np.arange(len(instances))]
         instances.data["below_floor"] = clear
     if keep.all():
         return instances, None, why
     # each dropped candidate's reason, the first that applies (DROP_REASONS' order)
-    for code, mask in (("size", ~sized), ("faint", faint), ("noise", noisy), ("dim", dim), ("pale", pallid & ~hue),
+    for code, mask in (("size", ~sized), ("faint", faint), ("noise", noisy), ("dim", dim), ("pale", pallid),
                        ("hue", hue),
                        ("tiny", smaller), ("speck", speck), ("light", light), ("weak", weak),
                        ("shape", misshapen), ("dominated", np.ones(len(instances), bool))):
@@ -1871,7 +1873,7 @@ def filter_with_reasons(instances: Instances, profile: dict | None, pale: bool =
         f"{int((~sized).sum())} of {len(instances)} candidates outside the examples' size range "
         f"{lo:.0f}-{hi:.0f} px (candidates: {areas.min():.0f}-{areas.max():.0f} px)"
     )
-    misfit = int((sized & ~keep & ~faint & ~dim & ~pallid & ~weak & ~small).sum())
+    misfit = int((sized & ~keep & ~faint & ~dim & ~stained & ~weak & ~small).sum())
     if weak.any():
         note += f", {int(weak.sum())} drawn by few of the settings and off the objects' size"
     if misfit:
@@ -1882,8 +1884,8 @@ def filter_with_reasons(instances: Instances, profile: dict | None, pale: bool =
         note += f", {int((sized & dim & ~noisy).sum())} standing out less than the examples do"
     if (sized & noisy).any():
         note += f", {int((sized & noisy).sum())} standing out less than {NOISE_FLOOR:g} sds of the image's pixel noise"
-    if (sized & pallid & ~hue).any():
-        note += f", {int((sized & pallid & ~hue).sum())} paler than the examples' stain"
+    if (sized & pallid).any():
+        note += f", {int((sized & pallid).sum())} paler than the examples' stain"
     if (sized & hue).any():
         note += f", {int((sized & hue).sum())} of another stain's colour than the examples'"
     if smaller.any():
@@ -2429,12 +2431,8 @@ def _off_hue(instances: Instances, classes: dict) -> np.ndarray:
     if colour is None or not hued or len(instances) == 0:
         return np.zeros(len(instances), bool)
     hues = optical_hue(colour)
-    beyond = {lab: np.degrees(np.arccos(np.clip(hues @ np.asarray(h["direction"], np.float64), -1.0, 1.0))) - h["limit"]
-              for lab, h in hued.items()}
-    lenient = np.min(list(beyond.values()), axis=0) if len(hued) == len(classes) else np.full(len(instances), -np.inf)
-    hints = instances.data.get("class_hint") or [None] * len(instances)
-    over = np.array([beyond[h][k] if h in beyond else (-np.inf if h in classes else lenient[k])
-                     for k, h in enumerate(hints)]) > 0
+    room = {lab: h["limit"] - _degrees(hues, h["direction"]) for lab, h in hued.items()}  # each class's own
+    over = _below_floor(instances, classes, room, dict.fromkeys(hued, 0.0), exposed_only=False)
     return _unless_most_sure(instances, classes, over, hued)
 
 
@@ -2462,9 +2460,10 @@ def _unless_most_sure(instances: Instances, classes: dict, below: np.ndarray, ju
 
 def _below_floor(instances: Instances, classes: dict, values: Any, floors: dict[str, float],
                  exposed_only: bool = True) -> np.ndarray:
-    """``(N,)`` bool: candidates whose ``values`` lie below the floor of the class that
-    proposed them (``data["class_hint"]``; a class without a floor has none; a candidate no
-    class proposed gets the most lenient, where every class has one) and, with
+    """``(N,)`` bool: candidates whose ``values`` (one array, or ``{label: array}``, each
+    class's own) lie below the floor of the class that proposed them
+    (``data["class_hint"]``; a class without a floor has none; a candidate no class proposed
+    is below where it is below every class's, where every class has one) and, with
     ``exposed_only``, that border open
     ground (``EXPOSED`` of :func:`exposed`): packed among others, a candidate's surroundings
     are its neighbours, and it cannot stand out from them. None where ``values`` is
@@ -2472,9 +2471,15 @@ def _below_floor(instances: Instances, classes: dict, values: Any, floors: dict[
     if values is None or not floors:
         return np.zeros(len(instances), bool)
     hints = instances.data.get("class_hint") or [None] * len(instances)
-    lenient = min(floors.values()) if len(floors) == len(classes) else -np.inf
-    floor = np.array([floors.get(h, -np.inf) if h in classes else lenient for h in hints], np.float64)
-    below = np.asarray(values, np.float64) < floor
+    if isinstance(values, dict):
+        under = {lab: np.asarray(values[lab], np.float64) < f for lab, f in floors.items()}
+        every = np.logical_and.reduce(list(under.values())) if len(floors) == len(classes) else np.zeros(len(hints), bool)
+        below = np.array([under[h][k] if h in under else (h not in classes and bool(every[k]))
+                          for k, h in enumerate(hints)], bool)
+    else:
+        lenient = min(floors.values()) if len(floors) == len(classes) else -np.inf
+        floor = np.array([floors.get(h, -np.inf) if h in classes else lenient for h in hints], np.float64)
+        below = np.asarray(values, np.float64) < floor
     if exposed_only:
         idx = np.flatnonzero(below)
         below[idx] = exposed(instances, idx) >= EXPOSED

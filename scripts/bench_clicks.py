@@ -119,13 +119,22 @@ def loose_box(mask: np.ndarray, grow: float = 0.1) -> tuple[float, float, float,
     return (max(xs.min() - pad, 0.0), max(ys.min() - pad, 0.0), min(xs.max() + 1 + pad, w), min(ys.max() + 1 + pad, h))
 
 
+def innermost(mask: np.ndarray) -> tuple[float, float]:
+    """``(x, y)``: where a user clicks an object, its innermost pixel (the maximum of its
+    distance transform)."""
+    from scipy import ndimage as ndi
+
+    depth = ndi.distance_transform_edt(mask)
+    y, x = np.unravel_index(np.argmax(depth), depth.shape)
+    return float(x), float(y)
+
+
 def clicks(name: str, max_clicks: int = 150, examples: int = 0, seed: int = 0, prompt: str = "point",
            grow: float = 0.1) -> dict:
     """Click figures of one set: ``{"plain": ...}`` (the segmenter's own prompt), and with
     ``examples`` > 0 also ``{"guided": ...}``: the same clicks after ``examples`` objects of
     the first image were added as examples (``prompt_to_instances(..., label=...)``), those
     objects not clicked."""
-    from scipy import ndimage as ndi
 
     from sam_detect import DetectorConfig, SAMDetect
     from sam_detect.eval.inputs import load_eval_image
@@ -154,9 +163,7 @@ def clicks(name: str, max_clicks: int = 150, examples: int = 0, seed: int = 0, p
             if prompt == "box":
                 where = {"box": loose_box(mask, grow)}
             else:
-                depth = ndi.distance_transform_edt(mask)
-                y, x = np.unravel_index(np.argmax(depth), depth.shape)
-                where = {"point": (float(x), float(y))}
+                where = {"point": innermost(mask)}
             ious["plain"].append(_iou(seg.prompt(image.rgb, **where), mask))
             if examples:
                 try:
@@ -215,7 +222,6 @@ def detect_after_clicks(name: str, draws: int = 6, shots: int = 5) -> dict:
     Per draw: the clicks that gave nothing, the objects found, those overlapping an annotated
     object (IoU > 0.1), those matching one (IoU >= 0.5) and, on ``ihc``, those lying mostly
     (over half their pixels) on brown cells."""
-    from scipy import ndimage as ndi
 
     from sam_detect import DetectorConfig, SAMDetect
     from sam_detect.errors import AnnotationError
@@ -233,10 +239,8 @@ def detect_after_clicks(name: str, draws: int = 6, shots: int = 5) -> dict:
         det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder="views"))
         refused = 0
         for j in np.random.default_rng(d).choice(len(truth), size=min(shots, len(truth)), replace=False):
-            depth = ndi.distance_transform_edt(truth.mask(int(j)))
-            y, x = np.unravel_index(np.argmax(depth), depth.shape)
             try:
-                det.add_example(rgb, point=(float(x), float(y)), label="object")
+                det.add_example(rgb, point=innermost(truth.mask(int(j))), label="object")
             except AnnotationError:  # "no object found at point": the click adds nothing
                 refused += 1
         found = det.detect(rgb) if refused < shots else Instances.empty(rgb.shape[:2])

@@ -1508,6 +1508,28 @@ def test_the_stain_s_hue_stands_aside_on_an_image_stained_in_another_hue(other):
         assert len(kept) == 10 and note is None
 
 
+def test_the_stain_s_hue_is_each_proposing_class_s_own():
+    """Two stains' classes (blue nuclei, brown cells): a brown candidate the blue class
+    proposed goes, the same candidate proposed by the brown class stays; one no class
+    proposed goes only where it lies off every class's hue."""
+    from sam_detect.profile import _off_hue
+
+    blue, brown, green = [140, 140, 190], [150, 95, 55], [120, 200, 120]
+    masks = np.zeros((6, 20, 130), bool)
+    for k in range(6):
+        masks[k, 4:16, 2 + 21 * k : 14 + 21 * k] = True
+    inst = Instances(masks=masks)
+    inst.data["colour"] = np.array([brown, brown, blue, blue, brown, green], np.float32)
+    inst.data["class_hint"] = ["blue", "brown", "brown", "blue", None, None]
+    inst.data["stability"] = np.zeros(6)  # nothing sure: the guard does not apply
+    classes = {"blue": {"hue": {"direction": [0.66, 0.66, 0.36], "limit": 18.0}},
+               "brown": {"hue": {"direction": [0.29, 0.52, 0.80], "limit": 18.0}}}
+    assert _off_hue(inst, classes).tolist() == [True, False, True, False, False, True]
+    # a class without a hue judges none of its own, and the unproposed ones are then not judged
+    classes["brown"] = {}
+    assert _off_hue(inst, classes).tolist() == [True, False, False, False, False, False]
+
+
 def test_the_outline_floor_is_each_proposing_class_s_own():
     from sam_detect.profile import EDGE_FLOOR
 
