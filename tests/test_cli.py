@@ -338,6 +338,23 @@ def test_json_and_jsonl_are_exclusive(scene_files):
     assert r.exit_code == 2 and "choose one of --json and --jsonl" in r.output
 
 
+@pytest.mark.parametrize(("command", "flag"), [("detect", "--json"), ("detect", "--jsonl"), ("eval", "--json"),
+                                               ("refine", "--json")])
+def test_a_file_name_after_json_is_refused_before_any_work(scene_files, tmp_path, command, flag):
+    # `--json out.json` read out.json as an image: refused with the redirect to use, and an
+    # earlier run's file of that name is neither read nor changed
+    out = tmp_path / "found.json"
+    out.write_text('{"earlier": "run"}')
+    more = {"detect": scene_files["lib"], "eval": ["-a", scene_files["labels"], *scene_files["lib"]],
+            "refine": ["-a", scene_files["labels"]]}[command]
+    for name in (out, tmp_path / "new.jsonl"):
+        r = run_cli(command, scene_files["image"], flag, name, *more)
+        assert r.exit_code == 2, r.output
+        assert f"{name} is not an image: {flag} takes no file name, it prints to stdout" in r.output
+        assert f"`{flag} > {name}`" in r.output and "Traceback" not in r.output
+    assert out.read_text() == '{"earlier": "run"}' and not (tmp_path / "new.jsonl").exists()
+
+
 def test_fade_settings_need_a_fade(scene_files):
     r = run_cli("detect", scene_files["image"], "--sigma", "20", *scene_files["lib"])
     assert r.exit_code == 2 and "name the fade these settings are for" in r.output

@@ -17,7 +17,7 @@ from sam_detect.cli.options import (
     report_profile,
     report_type_map,
 )
-from sam_detect.cli.validate import IMAGE_OUTPUT_SUFFIXES, finite, no_clashes
+from sam_detect.cli.validate import IMAGE_OUTPUT_SUFFIXES, finite, no_clashes, printed_not_named
 from sam_detect.errors import AnnotationError
 
 apply_image_options = stack(
@@ -107,6 +107,8 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
 
     if as_json and jsonl:
         raise click.BadParameter("choose one of --json and --jsonl", param_hint="--json")
+    if as_json or jsonl:
+        printed_not_named(images, "--json" if as_json else "--jsonl")
     if resume_path and coco_path:
         raise click.BadParameter(
             "--coco needs every image's masks from this run; with --resume, make COCO from the "

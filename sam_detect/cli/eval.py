@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from sam_detect.cli.options import classify_options, detector_config, pipeline_options
-from sam_detect.cli.validate import output_file, type_names_option
+from sam_detect.cli.validate import output_file, printed_not_named, type_names_option
 
 ANNOTATION_HELP = (
     "Ground truth: a label image or label stack (one frame per image), a COCO file (matched "
@@ -224,6 +224,8 @@ def eval_cmd(
     """
     from sam_detect.eval.sweep import parse_sweep
 
+    if as_json:
+        printed_not_named(images, "--json")
     iou = parse_iou(iou_spec)
     ex_idx = parse_index_spec(examples_from, "--examples-from")
     det_idx = parse_index_spec(detect_on, "--detect-on")

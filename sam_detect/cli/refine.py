@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from sam_detect.cli._model_options import sam_options
-from sam_detect.cli.validate import finite, output_file, output_folder
+from sam_detect.cli.validate import finite, output_file, output_folder, printed_not_named
 from sam_detect.refine import RefineOptions
 
 
@@ -103,6 +103,8 @@ def refine(
 
     if in_place and output:
         raise click.BadParameter("give --output or --in-place, not both", param_hint="--in-place")
+    if as_json:
+        printed_not_named(images, "--json")
     paths = iter_image_paths(list(images))
     ann = Path(annotations)
     out = Path(output) if output else None

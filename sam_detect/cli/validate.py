@@ -174,3 +174,19 @@ __all__ = [
     "output_file",
     "output_folder",
 ]
+
+
+#: names that a printed ``--json`` / ``--jsonl`` would be saved under
+_PRINTED_SUFFIXES = (".json", ".jsonl", ".ndjson")
+
+
+def printed_not_named(images: Sequence[Any], flag: str) -> None:
+    """Refuse an IMAGES entry named as the output of ``flag``, a flag that prints to stdout
+    (``detect img.png --json out.json``; ``video --jsonl`` takes a file, so the habit
+    carries over): the name was read as an image to work on, an error after the work, or,
+    where an earlier run left that file, its JSON read as an image."""
+    for item in images:
+        name = os.fspath(item)
+        if Path(name).suffix.lower() in _PRINTED_SUFFIXES:
+            raise click.BadParameter(f"{name} is not an image: {flag} takes no file name, it prints to stdout; "
+                                     f"to save it, write `{flag} > {name}`", param_hint=flag)
