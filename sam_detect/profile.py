@@ -2580,7 +2580,11 @@ def describe(profile: dict | None) -> list[str]:
                 rep += (f" at {zoom:.2f}x the image's scale (objects over {ZOOM_FROM * WORK_RADIUS:g} px in radius are "
                         f"measured and proposed at {WORK_RADIUS:g})")
         if "edge" in e:
-            rep += f", outline contrast {e['edge']:.2f} (candidates below {EDGE_FLOOR * e['edge']:.2f} dropped)"
+            # a class drawn by bright outlines (the ridge way) has examples whose own edge,
+            # inside the outline, barely stands out: no candidate is dropped for its outline
+            at = EDGE_FLOOR * e["edge"]
+            rep += f", outline contrast {e['edge']:.2f} " + (
+                f"(candidates below {at:.2f} dropped)" if at >= 0.005 else "(too faint to drop candidates by)")
         floor = ""
         if "contrast_floor" in e:
             floor = f" (candidates below {e['contrast_floor']:.0f} dropped"

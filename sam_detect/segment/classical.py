@@ -730,7 +730,7 @@ class ClassicalSegmenter:
         from sam_detect.segment.tiling import cut_by_window
 
         r = POINT_WINDOW
-        box = window(x - r, y - r, x + r + 1, y + r + 1)
+        box = _point_window(point, r, (h, w))
         while True:
             found = self._threshold_in_box(intensity, box, polarity, at=point)
             grown = None
@@ -793,7 +793,8 @@ class ClassicalSegmenter:
         v = float(np.median(intensity[max(cy - 1, 0): cy + 2, max(cx - 1, 0): cx + 2]))
         r = POINT_WINDOW
         for _ in range(PROMPT_POLARITY_WINDOWS):
-            sub = intensity[max(cy - r, 0): cy + r + 1, max(cx - r, 0): cx + r + 1]
+            x0, y0, x1, y1 = _point_window(point, r, intensity.shape[:2])
+            sub = intensity[y0:y1, x0:x1]
             ground = float(np.median(sub))
             spread = _robust_spread(sub, ground)
             if abs(v - ground) >= max(_MIN_BOX_CONTRAST, spread):
@@ -832,8 +833,7 @@ class ClassicalSegmenter:
 
         x, y = point
         h, w = intensity.shape[:2]
-        r = POINT_WINDOW
-        box = (max(x - r, 0), max(y - r, 0), min(x + r + 1, w), min(y + r + 1, h))
+        box = _point_window(point, POINT_WINDOW, (h, w))
         sub = cv2.GaussianBlur(intensity[box[1]:box[3], box[0]:box[2]].astype(np.float32), (0, 0), _GATE_BLUR)
         fg = sub > level if polarity == "bright" else sub < level
         if not fg[y - box[1], x - box[0]]:
@@ -933,6 +933,14 @@ def _foreground_in_box(fg: np.ndarray, box: tuple[int, int, int, int]) -> tuple[
     if not sizes.any():
         return None
     return comp == int(np.argmax(sizes)), (x0, y0)
+
+
+def _point_window(point: tuple[int, int], r: int, hw: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The window reaching ``r`` pixels from ``point`` (XY) on every side, within an ``hw``
+    image: ``(x0, y0, x1, y1)``, ends exclusive."""
+    x, y = point
+    h, w = hw
+    return max(x - r, 0), max(y - r, 0), min(x + r + 1, w), min(y + r + 1, h)
 
 
 def _robust_spread(values: np.ndarray, centre: float) -> float:
