@@ -275,6 +275,10 @@ def test_detect_on_one_large_image_says_which_stage_runs(scene_files, monkeypatc
         (["--box", "0,0,inf,inf"], 2, "--box must be 4 comma-separated finite numbers x1,y1,x2,y2, got '0,0,inf,inf'"),
         (["--point", "nan,nan"], 2, "--point must be 2 comma-separated finite numbers x,y, got 'nan,nan'"),
         (["--point", "1000,3"], 1, "Error: point 1000,3 lies outside the 160x160 image"),
+        # numbers written with spaces: said how to write them, not "unexpected extra arguments"
+        (["--box", "19", "32", "68", "78"], 2,
+         "--box takes 4 numbers joined by commas, no spaces (--box X1,Y1,X2,Y2); got '19'"),
+        (["--point", "100", "57"], 2, "--point takes 2 numbers joined by commas, no spaces (--point X,Y); got '100'"),
         ([], 2, "give exactly one of --box, --point, --mask, --polygon, --labels or --annotations"),
     ],
 )

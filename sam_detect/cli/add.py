@@ -40,6 +40,27 @@ def _numbers(value: str, n: int, what: str, param: str) -> list[float]:
     return parts
 
 
+def _coordinates(n: int):
+    """A callback that checks every ``--box`` (``n`` 4) or ``--point`` (2) value as the
+    option is read, before click reports the words after it: ``--box 19 32 68 78`` said
+    "unexpected extra arguments (32 68 78)", and now says how to write the box."""
+
+    def check(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+        flag = param.opts[0]
+        for value in values:
+            try:
+                _numbers(value, n, flag, flag)
+            except click.BadParameter as e:
+                if "," not in value:
+                    fmt = "X1,Y1,X2,Y2" if n == 4 else "X,Y"
+                    raise click.BadParameter(f"{flag} takes {n} numbers joined by commas, no spaces ({flag} {fmt}); "
+                                             f"got {value!r}", param_hint=flag) from None
+                raise e from None
+        return values
+
+    return check
+
+
 def _typed(lab, types, names: dict[int, str], hw: tuple[int, int], quiet: bool):
     """The objects of ``lab`` labelled by the type map ``types`` (``--types``)."""
     from sam_detect.errors import AnnotationError
@@ -96,10 +117,10 @@ def odd_prompt_sizes(found: list, prompts: list[str]) -> list[str]:
               help="Label of the example(s): one line of at most 100 characters, not 'unknown'. "
               "Required unless --annotations carries class names.")
 @click.option("--negative", is_flag=True, help="Store as a negative example (a look-alike to suppress).")
-@click.option("--box", "boxes", multiple=True, metavar="X1,Y1,X2,Y2",
+@click.option("--box", "boxes", multiple=True, metavar="X1,Y1,X2,Y2", callback=_coordinates(4),
               help="A box around the object; the segmenter turns it into a mask (as the label's "
                    "examples propose it, once the library has some). Repeatable.")
-@click.option("--point", "points", multiple=True, metavar="X,Y",
+@click.option("--point", "points", multiple=True, metavar="X,Y", callback=_coordinates(2),
               help="A point on the object; the segmenter turns it into a mask (as the label's "
                    "examples propose it, once the library has some). Repeatable.")
 @click.option("--mask", "mask_paths", multiple=True, type=click.Path(exists=True),
