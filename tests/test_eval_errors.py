@@ -239,3 +239,46 @@ def test_detect_counts_what_each_filter_dropped(tmp_path):
     assert image_record(found)["dropped"] == dropped
     assert det.detect(a).metadata["dropped"].get("shape", 0) == 0  # nothing shaped otherwise there
     det.close()
+
+
+def _grid_of_discs(with_cut: bool):
+    """Bright discs (radius 8) in a 6 x 6 grid inside a 240 px image, and 12 discs the border
+    cuts, annotated only ``with_cut``."""
+    yy, xx = np.mgrid[:240, :240]
+    img = np.full((240, 240), 20, np.uint8)
+    label = np.zeros((240, 240), np.int32)
+    whole = [(30 + 36 * i, 30 + 36 * j) for i in range(6) for j in range(6)]
+    cut = [(0, 48 + 48 * k) for k in range(4)] + [(239, 24 + 48 * k) for k in range(4)] + \
+          [(100, 0), (200, 0), (60, 239), (160, 239)]
+    for k, (cy, cx) in enumerate(whole + cut):
+        disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= 8 ** 2
+        img[disc] = 200
+        if k < len(whole) or with_cut:
+            label[disc] = k + 1
+    return np.repeat(img[..., None], 3, axis=2), label
+
+
+def test_add_says_when_a_label_image_leaves_the_borders_objects_out(tmp_path):
+    """``border_left_out``: a label image holding none of the objects the border cuts, where
+    its other objects' density makes about 11 expected there, is said to leave them out (with
+    ``--drop-border`` to follow it); one that holds them is not, nor one with too few objects
+    to tell."""
+    import cv2
+
+    from sam_detect.eval.errors import border_left_out
+
+    _, bare = _grid_of_discs(False)
+    rgb, full = _grid_of_discs(True)
+    held, expected = border_left_out(Instances.from_label_image(bare)[0])
+    assert held == 0 and 9 < expected < 14
+    assert border_left_out(Instances.from_label_image(full)[0]) is None
+    assert border_left_out(Instances.from_label_image(_discs_cut_by_the_border()[1])[0]) is None  # ~7 expected
+    cv2.imwrite(str(tmp_path / "a.png"), rgb)
+    for name, lab, said in (("bare.png", bare, True), ("full.png", full, False)):
+        cv2.imwrite(str(tmp_path / name), lab.astype(np.uint16))
+        code, out, err = run_main("add", tmp_path / "a.png", "--labels", tmp_path / name, "--label", "disc",
+                                  "--limit", "5", "--segmenter", "classical", "--embedder", "handcrafted",
+                                  "--library-path", tmp_path / "libs", "--library", name[:-4])
+        assert code == 0, err
+        assert ("the label image holds 0 objects cut by the image border, where ~" in err
+                and "`detect --drop-border` leaves them out too" in err) == said, err

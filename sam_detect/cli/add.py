@@ -269,6 +269,14 @@ def add(image, label, negative, boxes, points, mask_paths, polygon_paths, labels
                 for name in sorted({n for n in inst.labels if isinstance(n, str)}):
                     check_label(name)
             inst = _without_empty(inst)
+        if labels_path and not quiet:  # a whole image's objects: does it leave out the ones the border cuts?
+            from sam_detect.eval.errors import border_left_out
+
+            left_out = border_left_out(inst)
+            if left_out:
+                click.echo(f"sam-detect: the label image holds {left_out[0]} objects cut by the image border, where "
+                           f"~{left_out[1]:.0f} are expected from the others: if it leaves them out on purpose, "
+                           "`detect --drop-border` leaves them out too", err=True)
         if limit_per_label is not None:
             inst = _per_label(inst, limit_per_label, quiet)
         if limit is not None and limit < len(inst):
