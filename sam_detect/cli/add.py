@@ -274,7 +274,8 @@ def add(image, label, negative, boxes, points, mask_paths, polygon_paths, labels
 
             left_out = border_left_out(inst)
             if left_out:
-                click.echo(f"sam-detect: the label image holds {left_out[0]} objects cut by the image border, where "
+                click.echo(f"sam-detect: the label image holds {left_out[0]} object{'' if left_out[0] == 1 else 's'} "
+                           "cut by the image border, where "
                            f"~{left_out[1]:.0f} are expected from the others: if it leaves them out on purpose, "
                            "`detect --drop-border` leaves them out too", err=True)
         if limit_per_label is not None:
