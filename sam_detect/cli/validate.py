@@ -164,18 +164,6 @@ def no_clashes(paths: Sequence[Any], files: dict[str, Any], what: str = "an inpu
         seen[target] = option
 
 
-__all__ = [
-    "IMAGE_OUTPUT_SUFFIXES",
-    "FiniteFloatRange",
-    "no_clashes",
-    "finite",
-    "label_option",
-    "library_name",
-    "output_file",
-    "output_folder",
-]
-
-
 #: names that a printed ``--json`` / ``--jsonl`` would be saved under
 _PRINTED_SUFFIXES = (".json", ".jsonl", ".ndjson")
 
@@ -190,3 +178,17 @@ def printed_not_named(images: Sequence[Any], flag: str) -> None:
         if Path(name).suffix.lower() in _PRINTED_SUFFIXES:
             raise click.BadParameter(f"{name} is not an image: {flag} takes no file name, it prints to stdout; "
                                      f"to save it, write `{flag} > {name}`", param_hint=flag)
+
+
+__all__ = [
+    "IMAGE_OUTPUT_SUFFIXES",
+    "FiniteFloatRange",
+    "no_clashes",
+    "finite",
+    "label_option",
+    "library_name",
+    "output_file",
+    "output_folder",
+    "printed_not_named",
+]
+
