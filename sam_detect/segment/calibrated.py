@@ -887,17 +887,19 @@ def grid_ious(rgb: np.ndarray, scale: Scale, masks: list[tuple[np.ndarray, tuple
     for crop, (x0, y0) in first.masks:
         roi[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] |= crop
 
-    def rows(task: tuple[float, str, float]) -> list[tuple[int, np.ndarray]]:
-        # each foreground's settings in one run (the blob splits come last in GRID), so its
+    def tasks(smooth: float) -> list[list[Setting]]:
+        # each foreground's settings in one task (the blob splits come last in GRID), so its
         # components are found once for all its splits; one smoothing, background and level
-        # a task (the levels' costs differ, so the threads stay evenly busy)
-        smooth, background, level = task
-        if background == "ridge":  # the ridge way's settings of this smoothing (its own task)
-            grid = [g for g in GRID if g.split_on == "ridge" and g.smooth == smooth]
-        else:
-            grid = sorted((g for g in GRID if g != OWN and g.smooth == smooth and g.background == background
-                           and g.level == level and g.split_on != "ridge" and (work.has_core or g.split_on != "core")),
-                          key=lambda g: g.refine)
+        # a task (the levels' costs differ, so the threads stay evenly busy), and the ridge
+        # way's settings of the smoothing a task of their own
+        out = [sorted((g for g in GRID if g != OWN and g.smooth == smooth and g.background == background
+                       and g.level == level and g.split_on != "ridge" and (work.has_core or g.split_on != "core")),
+                      key=lambda g: g.refine) for level in LEVELS for background in BACKGROUNDS]
+        if work.has_ridge:
+            out.append([g for g in GRID if g.split_on == "ridge" and g.smooth == smooth])
+        return out
+
+    def rows(grid: list[Setting]) -> list[tuple[int, np.ndarray]]:
         done, last, iou = [], None, None
         for s, labels in label_images(mosaics.__getitem__, work, grid, roi, blobs):
             if stop.is_set():  # the caller was interrupted (Ctrl-C): its result is not wanted
@@ -925,8 +927,7 @@ def grid_ious(rgb: np.ndarray, scale: Scale, masks: list[tuple[np.ndarray, tuple
                     if not needs_heavy_smoothing(out if inset else out[:1], texture(first, work)):
                         break
                     mosaics[smooth] = _Mosaic(Prepared(seen, work, smooth), at, core)
-                tasks = [(smooth, bg, lv) for lv in LEVELS for bg in BACKGROUNDS]
-                for done in pool.map(rows, tasks + [(smooth, "ridge", 0.0)] * work.has_ridge):
+                for done in pool.map(rows, tasks(smooth)):
                     for g, (iou, iou_in) in done:
                         out[0, g] = iou
                         if iou_in is not None:
