@@ -86,9 +86,8 @@ def ihc_reference() -> np.ndarray:
     from scipy import ndimage as ndi
     from skimage import color, filters, measure
 
-    hed = color.rgb2hed(ihc_image())
-    stain, dab = hed[..., 0], hed[..., 2]
-    brown = ndi.binary_dilation(dab > filters.threshold_otsu(dab), iterations=5)
+    stain = color.rgb2hed(ihc_image())[..., 0]
+    brown = ndi.binary_dilation(ihc_brown(), iterations=5)
     label = measure.label((stain > filters.threshold_otsu(stain)) & ~brown)
     areas = np.bincount(label.ravel())
     keep = (areas >= 40) & (areas <= 400)

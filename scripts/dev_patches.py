@@ -140,7 +140,7 @@ def draw_by_clicks(image, label, class_of, seed: int, d: int, config, shots: int
     order (``follow``: each click follows the examples added so far, as ``add --point`` and
     the UI do; else the segmenter's own answer is added as the mask). A click that gives
     nothing adds nothing. One class ("nucleus"); scored as :func:`draw`'s F1 @ 0.5."""
-    from scipy import ndimage as ndi
+    from bench_clicks import innermost
 
     from sam_detect import SAMDetect
     from sam_detect.errors import AnnotationError
@@ -153,12 +153,7 @@ def draw_by_clicks(image, label, class_of, seed: int, d: int, config, shots: int
         return None
     gt = [ground_truth(lab, class_of, False) for lab in labs]
     drawn = draw_examples([list(g.labels) if i < 2 else [] for i, g in enumerate(gt)], shots, d, [0, 1])
-    clicks = []
-    for i, idx in drawn.items():
-        for j in idx:
-            depth = ndi.distance_transform_edt(gt[i].mask(int(j)))
-            y, x = np.unravel_index(np.argmax(depth), depth.shape)
-            clicks.append((i, float(x), float(y)))
+    clicks = [(i, *innermost(gt[i].mask(int(j)))) for i, idx in drawn.items() for j in idx]
     order = np.random.default_rng(d).permutation(len(clicks))
     det = SAMDetect(config)
     added = 0
