@@ -169,7 +169,10 @@ class DetectorConfig:
     objects' size, shape and contrast) to calibrate the segmenter, filter and select
     candidates; ``False``: the segmenter's own settings and every candidate the vote labels.
     ``drop_border``: leave out objects that touch the image border (counting protocols that
-    count only whole objects); by default they are found like any other.
+    count only whole objects); ``False``: find them like any other; ``None`` (default): leave
+    them out where the library's example images' annotations leave them out
+    (``sam_detect.unlabelled.border_convention``; a whole label image that holds next to none
+    of the objects its border cuts), else find them.
     ``keep_examples``: on an image the library's examples were drawn on (the same pixels),
     return those examples as drawn, with their labels, and leave out the candidates that
     overlap them (negative examples too); ``False``: find them like any other object.
@@ -190,7 +193,7 @@ class DetectorConfig:
     threshold: float | None = field(default_factory=lambda: default("threshold"))
     keep_unknown: bool = False
     profile: bool = True
-    drop_border: bool = False
+    drop_border: bool | None = None
     keep_examples: bool = True
     device: str = "auto"
     batch_size: int | None = None  # None: the embedder's own default (8 on CPU, 32 on CUDA for effnet)

@@ -99,6 +99,12 @@ class LibraryState:
         self.store.update_extra(self.config.library, "channel_reads", reads)
         self._cache["channel_reads"] = (self.store.count(self.config.library), reads)
         self._cache.pop("by_image", None)
+        # whether the examples' annotations leave out the objects the border cuts (detect follows)
+        from sam_detect.unlabelled import border_convention
+
+        border = border_convention(payloads)
+        self.store.update_extra(self.config.library, "border_left_out", border)
+        self._cache["border_left_out"] = (self.store.count(self.config.library), border)
         self._store_decision(vectors, labels, payloads, profile)
         # written last: an add or delete stopped before here leaves a count the library no
         # longer holds, and the next use rebuilds them (_extra) and `library check` says so
@@ -216,6 +222,14 @@ class LibraryState:
         """The model of what the example images' unlabelled candidates say
         (``sam_detect.unlabelled``), or ``None`` (profiles off, none fitted)."""
         return self._extra("unlabelled") if self.config.profile else None
+
+    @property
+    def border_convention(self) -> dict | None:
+        """Where the library's example images' annotations leave out the objects the image
+        border cuts, their pooled record (``sam_detect.unlabelled.border_convention``), else
+        ``None`` (or profiles off): ``detect`` then leaves such objects out too unless
+        ``config.drop_border`` says otherwise."""
+        return self._extra("border_left_out") if self.config.profile else None
 
     @property
     def joint_unlabelled_model(self) -> dict | None:

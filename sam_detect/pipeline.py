@@ -378,6 +378,7 @@ class SAMDetect(DetectorStages, LibraryState):
         *,
         progress: bool = False,
         again: bool = False,
+        annotation: Instances | None = None,
     ) -> list[str]:
         """Add every instance of ``image`` as an example (labels from ``labels`` or ``instances.labels``).
 
@@ -390,6 +391,12 @@ class SAMDetect(DetectorStages, LibraryState):
         ids holds the stored example's id. Returns one id per instance. ``again=True`` adds
         every instance, repeats too (the returned ids are then all new ones, as the browser
         UI's undo needs).
+
+        ``annotation``: the image's whole annotation where ``instances`` are some of its
+        objects (a ``--limit``, a protocol's draw); default ``instances``. It is read for
+        whether it leaves out the objects the image border cuts
+        (:func:`sam_detect.unlabelled.border_record`): where the library's annotations do,
+        ``detect`` leaves them out too (``DetectorConfig.drop_border``).
         """
         loaded = self._load(image)
         if len(instances) == 0:
@@ -398,6 +405,9 @@ class SAMDetect(DetectorStages, LibraryState):
             raise AnnotationError(
                 f"annotation size {instances.image_hw} does not match the image's {loaded.rgb.shape[:2]}"
             )
+        if annotation is not None and annotation.image_hw != instances.image_hw:
+            raise AnnotationError(f"the whole annotation's size {annotation.image_hw} does not match the "
+                                  f"examples' {instances.image_hw}")
         labels = list(labels) if labels is not None else list(instances.labels)
         if len(labels) != len(instances):
             raise AnnotationError(f"need {len(instances)} labels, got {len(labels)}")
@@ -432,7 +442,11 @@ class SAMDetect(DetectorStages, LibraryState):
         if not new:
             return [str(r) for r in repeats]
         try:
-            ids = self._add_examples(loaded, instances[np.array(new)], [labels[i] for i in new], areas[new], progress)
+            from sam_detect.unlabelled import border_record
+
+            border = border_record(instances if annotation is None else annotation)
+            ids = self._add_examples(loaded, instances[np.array(new)], [labels[i] for i in new], areas[new], progress,
+                                     border)
         except BaseException:
             if not existed:  # nothing was added: the library this call made goes again
                 import contextlib
@@ -469,7 +483,7 @@ class SAMDetect(DetectorStages, LibraryState):
         return out, [(k, lab) for k, lab in other.items() if k not in same]
 
     def _add_examples(self, loaded: Any, instances: Instances, labels: list[str], areas: np.ndarray,
-                      progress: bool) -> list[str]:
+                      progress: bool, border: dict | None = None) -> list[str]:
         from sam_detect.store import journal
 
         emb = self.embedder
@@ -528,6 +542,8 @@ class SAMDetect(DetectorStages, LibraryState):
                 payloads[-1]["unlabelled_joint"] = joint_rows[i]
             if reading is not None:
                 payloads[-1]["reading"] = reading
+            if border is not None:  # what the image's annotation does at the border (unlabelled.border_convention)
+                payloads[-1]["border"] = border
             if getattr(loaded, "frame", None) is not None:  # a stack's frame: export --crops and
                 payloads[-1]["frame"] = int(loaded.frame)  # reembed cut the crop from it again
         # journaled: a kill at any moment leaves all of these examples or none (store.journal)
@@ -729,12 +745,18 @@ class SAMDetect(DetectorStages, LibraryState):
             if self.keep_dropped:
                 dropped.append((cands[gone], codes))
 
-        if self.config.drop_border and len(inst):
+        # left out where asked, or where the examples' annotations leave them out (unlabelled.border_convention)
+        drop_border = self.config.drop_border
+        why_border = "drop_border"
+        if drop_border is None:
+            drop_border = self.border_convention is not None
+            why_border = "left out as the examples' annotation leaves them out; --keep-border keeps them"
+        if drop_border and len(inst):
             from sam_detect.profile import cut_by_border
 
             cut = cut_by_border(inst.boxes, inst.image_hw)
             if cut.any():
-                border_note = f"{int(cut.sum())} of {len(inst)} candidates touch the image border (drop_border)"
+                border_note = f"{int(cut.sum())} of {len(inst)} candidates touch the image border ({why_border})"
                 dropping(inst, cut, "border")
                 inst = inst[~cut]
         from sam_detect.profile import with_floor_scaled

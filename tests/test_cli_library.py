@@ -107,6 +107,22 @@ def test_show_missing_library_is_a_one_line_error(qdrant_lib):
     )
 
 
+def test_show_profile_and_check_read_the_default_library_without_a_name(qdrant_lib, monkeypatch):
+    """NAME is optional where nothing is changed: ``SAM_DETECT_LIBRARY``, else the default
+    library (``default``), as ``add`` and ``detect`` use without ``--library``."""
+    monkeypatch.setenv("SAM_DETECT_LIBRARY", "coins")
+    for sub in ("show", "check", "profile"):
+        code, out, err = run_main("library", sub)
+        assert code == 0, err
+        assert "coins" in out and "nuclei" not in out, out
+    monkeypatch.delenv("SAM_DETECT_LIBRARY")
+    code, out, err = run_main("library", "show")
+    assert (code, out) == (1, "")
+    assert err.startswith("Error: no library 'default' in library folder "), err
+    code, _, err = run_main("library", "delete")  # deleting still needs a name
+    assert code == 2 and "Missing argument 'NAME'" in err, err
+
+
 def test_stats_reports_storage_and_backend(qdrant_lib):
     code, out, _ = run_main("library", "stats", "nuclei", "--json")
     assert code == 0

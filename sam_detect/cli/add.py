@@ -269,15 +269,14 @@ def add(image, label, negative, boxes, points, mask_paths, polygon_paths, labels
                 for name in sorted({n for n in inst.labels if isinstance(n, str)}):
                     check_label(name)
             inst = _without_empty(inst)
-        if labels_path and not quiet:  # a whole image's objects: does it leave out the ones the border cuts?
-            from sam_detect.eval.errors import border_left_out
+        from sam_detect.pipeline import not_objects
 
-            left_out = border_left_out(inst)
-            if left_out:
-                click.echo(f"sam-detect: the label image holds {left_out[0]} object{'' if left_out[0] == 1 else 's'} "
-                           "cut by the image border, where "
-                           f"~{left_out[1]:.0f} are expected from the others: if it leaves them out on purpose, "
-                           "`detect --drop-border` leaves them out too", err=True)
+        regions = not_objects(inst) if len(inst) > 1 else {}
+        if regions:  # QuPath's annotation of the area, a label image's ground: skipped, said
+            click.echo(f"sam-detect: {len(regions)} annotation(s) left out, not objects: "
+                       + "; ".join(f"{i} {why}" for i, why in list(regions.items())[:3]), err=True)
+            inst = inst[np.array([i not in regions for i in range(len(inst))], bool)]
+        whole = inst  # the image's whole annotation: does it leave out the objects the border cuts?
         if limit_per_label is not None:
             inst = _per_label(inst, limit_per_label, quiet)
         if limit is not None and limit < len(inst):
@@ -288,16 +287,9 @@ def add(image, label, negative, boxes, points, mask_paths, polygon_paths, labels
                            + (f"; no example left of: {', '.join(lost)} (give a label image of the objects "
                               "wanted, or a larger --limit)" if lost else ""), err=True)
             inst = kept
-        from sam_detect.pipeline import not_objects
-
-        regions = not_objects(inst) if len(inst) > 1 else {}
-        if regions:  # QuPath's annotation of the area, a label image's ground: skipped, said
-            click.echo(f"sam-detect: {len(regions)} annotation(s) left out, not objects: "
-                       + "; ".join(f"{i} {why}" for i, why in list(regions.items())[:3]), err=True)
-            inst = inst[np.array([i not in regions for i in range(len(inst))], bool)]
         before = detector.store.labels(detector.config.library) \
             if detector.store.has_library(detector.config.library) else {}
-        detector.add_examples(loaded, inst, progress=not quiet)
+        detector.add_examples(loaded, inst, progress=not quiet, annotation=whole)
         report_choices(detector, quiet)
         report_profile(detector, quiet)
         counts = detector.store.labels(detector.config.library)

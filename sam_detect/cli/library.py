@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from sam_detect.cli._stack import stack
-from sam_detect.cli.options import location_options, open_store
+from sam_detect.cli.options import _library_or_default, location_options, open_store
 from sam_detect.cli.validate import library_name
 
 
@@ -71,10 +71,15 @@ def library() -> None:
     """
 
 
-def _library_command(name: str, *, json: bool = False) -> Callable:
-    """``sam-detect library <name>`` taking a library NAME, the store's location options,
-    ``--json`` (with ``json``) and the click context, in that order."""
-    decorators = [library.command(name), click.argument("name", callback=library_name), location_options()]
+def _library_command(name: str, *, json: bool = False, default_name: bool = False) -> Callable:
+    """``sam-detect library <name>`` taking a library NAME (with ``default_name``: optional,
+    ``SAM_DETECT_LIBRARY`` or the default library where it is not given, as for `add` and
+    `detect`), the store's
+    location options, ``--json`` (with ``json``) and the click context, in that order."""
+    argument = click.argument("name", required=False, envvar="SAM_DETECT_LIBRARY",
+                              callback=_library_or_default) if default_name else \
+        click.argument("name", callback=library_name)
+    decorators = [library.command(name), argument, location_options()]
     if json:
         decorators.append(click.option("--json", "as_json", is_flag=True, help="Print JSON."))
     return stack([*decorators, click.pass_context])
@@ -116,9 +121,10 @@ def list_cmd(ctx: click.Context, as_json: bool, **opts: Any) -> None:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
-@_library_command("show", json=True)
+@_library_command("show", json=True, default_name=True)
 def show_cmd(ctx: click.Context, name: str, as_json: bool, **opts: Any) -> None:
-    """Show a library's settings and its example count per label."""
+    """Show a library's settings and its example count per label (NAME: default, the library
+    `add` and `detect` use without --library)."""
     store = _open(ctx, **opts)
     info = _library_info(store, name)
     if as_json:
@@ -210,7 +216,7 @@ def _print_info(info: dict[str, Any]) -> None:
     from sam_detect.unlabelled import describe as describe_unlabelled
 
     extra = info.get("extra") or {}
-    for line in describe_unlabelled(extra.get("unlabelled"), extra.get("unlabelled_joint")):
+    for line in describe_unlabelled(extra.get("unlabelled"), extra.get("unlabelled_joint"), extra.get("border_left_out")):
         click.echo(f"  {line}")
     from sam_detect.calibrate import describe as describe_decision
 
@@ -231,7 +237,7 @@ def _human_bytes(n: int) -> str:
     return f"{n} B"  # pragma: no cover
 
 
-@_library_command("profile")
+@_library_command("profile", default_name=True)
 def profile_cmd(ctx: click.Context, name: str, **opts: Any) -> None:
     """Rebuild NAME's proposal profile and decision settings from its examples and show them.
 
@@ -256,7 +262,7 @@ def profile_cmd(ctx: click.Context, name: str, **opts: Any) -> None:
         click.echo(line)
     from sam_detect.unlabelled import describe as describe_unlabelled
 
-    for line in describe_unlabelled(det.unlabelled_model, det.joint_unlabelled_model):
+    for line in describe_unlabelled(det.unlabelled_model, det.joint_unlabelled_model, det.border_convention):
         click.echo(line)
     from sam_detect.calibrate import describe as describe_decision
     from sam_detect.names import display_label
@@ -361,7 +367,7 @@ def _refresh_derived(store: Any, name: str) -> None:
         SAMDetect(DetectorConfig(library=name), store=store).refresh_profile()
 
 
-@_library_command("check", json=True)
+@_library_command("check", json=True, default_name=True)
 def check_cmd(ctx: click.Context, name: str, as_json: bool, **opts: Any) -> None:
     """Read every example of library NAME back and compare with its metadata.
 

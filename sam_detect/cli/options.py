@@ -146,9 +146,11 @@ classify_options = stack(
                      help="Use the library's proposal profile (what the examples say about size, shape "
                      "and contrast) to calibrate, filter and choose candidates; "
                      "--no-profile: the segmenter's own settings."),
-        click.option("--drop-border", "drop_border", is_flag=True, default=None,
+        click.option("--drop-border/--keep-border", "drop_border", default=None,
                      help="Leave out objects that touch the image border, or the edge of padding "
-                     "round the image (count whole objects only). Default: they are found like any other."),
+                     "round the image (count whole objects only); --keep-border: find them like any "
+                     "other. Default: left out where the examples' label images leave them out "
+                     "(`library show` says so), else found."),
         click.option("--keep-examples/--no-keep-examples", "keep_examples", cls=Unset,
                      help="On an image the library's examples were drawn on, return those examples as "
                      "drawn and leave out the candidates overlapping them; --no-keep-examples: find "
@@ -304,5 +306,6 @@ def report_profile(detector: Any, quiet: bool = False) -> None:
         click.echo(f"sam-detect: profile: {line}", err=True)
     from sam_detect.unlabelled import describe as describe_unlabelled
 
-    for line in describe_unlabelled(detector.unlabelled_model, detector.joint_unlabelled_model) if lines else []:
+    border = detector.border_convention if detector.config.drop_border is None else None
+    for line in describe_unlabelled(detector.unlabelled_model, detector.joint_unlabelled_model, border) if lines else []:
         click.echo(f"sam-detect: profile: {line}", err=True)

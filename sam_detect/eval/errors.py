@@ -167,41 +167,6 @@ def border_note(errors: dict[str, Any]) -> str | None:
             "out of the predictions too")
 
 
-#: ``add``'s note on an annotation that leaves the border's cut objects out: it holds under
-#: this share of the objects expected there, where at least BORDER_EXPECTED_MIN are expected
-#: (a note, not a rule: the HeLa label images hold 0.05-0.22 of those expected, 16 of 20
-#: frames under 0.15; the development label images 0.17 and more, on piles of objects heaped
-#: in the middle of a photograph, where the density is not even; docs/performance.md, session 73)
-BORDER_LEFT_OUT, BORDER_EXPECTED_MIN = 0.15, 8.0
-
-
-def border_left_out(instances: Any) -> tuple[int, float] | None:
-    """``(held, expected)`` where a whole image's annotation (``Instances``) holds far fewer
-    objects cut by the image border than its other objects' density, its perimeter and their
-    median diameter make expected there (under ``BORDER_LEFT_OUT`` of at least
-    ``BORDER_EXPECTED_MIN``): an annotation that leaves them out, as the Cell Tracking
-    Challenge's HeLa label images do (frame 0: 1 where about 17 are expected); ``None`` otherwise."""
-    from sam_detect.profile import cut_by_border
-
-    n = len(instances)
-    if n < 2:
-        return None
-    h, w = instances.image_hw
-    cut = cut_by_border(instances.boxes, (h, w))
-    inner = ~cut
-    if inner.sum() < 2:
-        return None
-    d = 2.0 * float(np.sqrt(np.median(instances.areas[inner]) / np.pi))
-    room = (h - d) * (w - d)
-    if room <= 0:
-        return None
-    expected = float(inner.sum()) / room * 2.0 * (h + w) * d
-    held = int(cut.sum())
-    if expected < BORDER_EXPECTED_MIN or held >= BORDER_LEFT_OUT * expected:
-        return None
-    return held, expected
-
-
 def format_errors(errors: dict[str, Any] | None) -> list[str]:
     """The breakdown as text lines (none where there is nothing to say)."""
     if not errors:

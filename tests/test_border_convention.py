@@ -1,0 +1,139 @@
+"""An example image's annotation that leaves out the objects the image border cuts
+(``sam_detect.unlabelled.border_record``, ``border_convention``): read at ``add``, kept in the
+library, said by ``library show`` and followed by ``detect`` unless ``--keep-border``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import run_main
+
+from sam_detect.errors import AnnotationError
+from sam_detect.instances import Instances
+from sam_detect.pipeline import DetectorConfig, SAMDetect
+from sam_detect.unlabelled import border_convention, border_record, leaves_border_out
+
+
+def _grid_of_discs(with_cut: bool, start: int = 20):
+    """Bright discs (radius 8) in a 6 x 6 grid inside a 240 px image, the outer ones ``start``
+    px from its edges, and 12 discs the border cuts, annotated only ``with_cut``."""
+    yy, xx = np.mgrid[:240, :240]
+    img = np.full((240, 240), 20, np.uint8)
+    label = np.zeros((240, 240), np.int32)
+    step = (240 - 2 * start) // 5
+    whole = [(start + step * i, start + step * j) for i in range(6) for j in range(6)]
+    cut = [(0, 48 + 48 * k) for k in range(4)] + [(239, 24 + 48 * k) for k in range(4)] + \
+          [(100, 0), (200, 0), (60, 239), (160, 239)]
+    for k, (cy, cx) in enumerate(whole + cut):
+        disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= 8 ** 2
+        img[disc] = 200
+        if k < len(whole) or with_cut:
+            label[disc] = k + 1
+    return np.repeat(img[..., None], 3, axis=2), label
+
+
+def _instances(label: np.ndarray) -> Instances:
+    return Instances.from_label_image(label)[0]
+
+
+def test_an_annotation_that_leaves_the_borders_objects_out_is_told_apart():
+    """The grid without its 12 cut discs leaves them out (0 held where about 11 are
+    expected, the discs near the border there); with them, it does not; nor does an
+    annotation of the image's middle alone (no object near the border either), nor one of too
+    few objects to tell."""
+    _, bare = _grid_of_discs(False)
+    _, full = _grid_of_discs(True)
+    rec = border_record(_instances(bare))
+    assert rec["held"] == 0 and 9 < rec["expected"] < 14 and rec["near"] == 20
+    assert leaves_border_out(rec)
+    assert not leaves_border_out(border_record(_instances(full)))
+    middle = np.where(np.isin(bare, np.unique(bare[60:180, 60:180])), bare, 0)  # the 16 inner discs
+    rec = border_record(_instances(middle))
+    assert rec["held"] == 0 and rec["near"] == 0 and not leaves_border_out(rec)
+    assert border_record(_instances(bare)[:1]) is None
+    few = bare.copy()
+    few[few > 6] = 0  # six discs of one row: ~2 expected at the border
+    assert not leaves_border_out(border_record(_instances(few)))
+
+
+def test_the_library_pools_each_images_latest_record():
+    bare = {"held": 0, "expected": 11.0, "near": 20}
+    full = {"held": 12, "expected": 11.0, "near": 20}
+    pays = [{"image_key": "a", "added_ns": 1, "border": full}, {"image_key": "a", "added_ns": 2, "border": bare},
+            {"image_key": "a", "added_ns": 2, "border": bare}]  # the same image added again, later: its record
+    assert border_convention(pays) == {**bare, "images": 1}
+    # two images, one leaving its border out and one not: 12 held where 22 are expected
+    assert border_convention(pays + [{"image_key": "b", "added_ns": 3, "border": full}]) is None
+    assert border_convention([{"image_key": "c", "added_ns": 1}]) is None  # boxes, clicks: no record
+
+
+def _detect(tmp_path, library: str, *flags: str) -> tuple[int, str]:
+    code, out, err = run_main("detect", tmp_path / "a.png", "--json", "--segmenter", "classical", "--embedder",
+                              "handcrafted", "--library-path", tmp_path / "libs", "--library", library, *flags)
+    assert code == 0, err
+    found = json.loads(out)
+    return len(found["objects"]), found["dropped"].get("border", 0), err
+
+
+def test_detect_leaves_the_borders_objects_out_where_the_examples_label_image_does(tmp_path):
+    """``add --labels`` of a label image that leaves the cut discs out (five of its objects
+    kept as examples: the whole label image is read) says so, ``library show`` says so, and
+    ``detect`` leaves the cut discs out; ``--keep-border`` keeps them. A library whose label
+    image holds them finds them, and leaves them out with ``--drop-border``."""
+    import cv2
+
+    rgb, bare = _grid_of_discs(False)
+    _, full = _grid_of_discs(True)
+    cv2.imwrite(str(tmp_path / "a.png"), rgb)
+    for name, lab in (("bare", bare), ("full", full)):
+        cv2.imwrite(str(tmp_path / f"{name}.png"), lab.astype(np.uint16))
+        code, _, err = run_main("add", tmp_path / "a.png", "--labels", tmp_path / f"{name}.png", "--label", "disc",
+                                "--limit", "5", "--segmenter", "classical", "--embedder", "handcrafted",
+                                "--library-path", tmp_path / "libs", "--library", name)
+        assert code == 0, err
+        said = "annotation holds 0 objects cut by the image border, where ~" in err
+        assert said == (name == "bare"), err
+    code, out, err = run_main("library", "show", "bare", "--library-path", tmp_path / "libs")
+    assert code == 0, err
+    assert "leaves them out, and detect leaves them out too (--keep-border keeps them)" in out, out
+
+    # the image's own examples come back as drawn: a copy shifted by a pixel is another image
+    cv2.imwrite(str(tmp_path / "a.png"), np.roll(rgb, 1, axis=1))
+    n_bare, dropped, err = _detect(tmp_path, "bare")
+    assert dropped == 12 and "detect leaves them out too (--keep-border keeps them)" in err, err
+    n_kept, dropped, err = _detect(tmp_path, "bare", "--keep-border")
+    assert dropped == 0 and "detect leaves them out too" not in err, err
+    n_full, _, err = _detect(tmp_path, "full")
+    assert "cut by the image border" not in err, err
+    n_full_dropped, _, _ = _detect(tmp_path, "full", "--drop-border")
+    assert n_bare == n_full_dropped == 36, (n_bare, n_full_dropped)
+    assert n_kept == n_full == 48, (n_kept, n_full)
+
+
+def test_the_api_reads_the_whole_annotation_and_follows_it(tmp_path):
+    """``add_examples(annotation=...)``: five examples of a label image that leaves the cut
+    discs out make ``detect`` leave them out, and two examples added on another image do not
+    undo it; deleting the five (the record goes with them) finds the cut discs again; an
+    annotation of another size is refused."""
+    rgb, bare = _grid_of_discs(False)
+    whole = _instances(bare)
+    whole.labels[:] = "disc"
+    det = SAMDetect(DetectorConfig(segmenter="classical", embedder="handcrafted", store="memory", library="x"))
+    with pytest.raises(AnnotationError, match="whole annotation's size"):
+        det.add_examples(rgb, whole[:5], annotation=Instances.from_label_image(bare[:200])[0])
+    ids = det.add_examples(rgb, whole[:5], annotation=whole)
+    assert det.border_convention["held"] == 0
+    other = np.roll(rgb, 1, axis=1)
+    assert len(det.detect(other)) == 36
+    shifted = whole[5:7]
+    det.add_examples(np.roll(rgb, 2, axis=0), Instances(masks=np.roll(shifted.masks, 2, axis=1), labels=["disc"] * 2))
+    assert det.border_convention["images"] == 2
+    from sam_detect.store import journal
+
+    journal.delete(det.store, "x", ids)
+    det.refresh_profile()
+    assert det.border_convention is None
+    assert len(det.detect(other)) == 48
+    det.close()
