@@ -9,6 +9,10 @@ the examples' own ground truth is left out of the scoring. Run as the package is
 without both, to see which step the biased examples mislead.
 
     python scripts/dev_picked_examples.py --sets dev_u2os,dev_rpe1,dev_stroma,dev_rings
+
+``--pick raster``: the first ten objects met scanning the label image's rows from the top
+instead, as ``add --labels --limit 10`` takes them where the label image is numbered so;
+``--pick random --seed N``: ten drawn at random, to compare (``--modes now``: the package only).
 """
 
 from __future__ import annotations
@@ -36,10 +40,23 @@ def most_contrasted(rgb: np.ndarray, truth, n: int = 10) -> np.ndarray:
     return np.argsort(-np.asarray(contrast))[:n]
 
 
+def first_in_raster_order(label: np.ndarray, ids: np.ndarray, n: int = 10) -> np.ndarray:
+    """Indices of the first ``n`` objects (``ids``: each object's label) met scanning the
+    label image's rows from the top: what ``add --labels --limit n`` takes from a label image
+    numbered so (``skimage.measure.label``'s order), most of them at the top edge."""
+    values, first = np.unique(np.asarray(label).ravel(), return_index=True)
+    at = dict(zip(values.tolist(), first.tolist(), strict=True))
+    return np.argsort([at[int(i)] for i in ids], kind="stable")[:n]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sets", default="dev_u2os,dev_rpe1,dev_stroma,dev_rings")
     ap.add_argument("--images", type=int, default=3)
+    ap.add_argument("--pick", choices=("contrast", "raster", "random"), default="contrast",
+                    help="the ten most contrasted objects (default), the first ten in raster order, or ten at random")
+    ap.add_argument("--seed", type=int, default=0, help="the draw of --pick random")
+    ap.add_argument("--modes", default=None, help="comma-separated: now, filter off, floor off, both off (default all)")
     args = ap.parse_args()
 
     import bench_data
@@ -54,6 +71,8 @@ def main() -> None:
     never = lambda *a: np.zeros(len(a[0]), bool)  # noqa: E731
     modes = {"now": (dim, applies), "filter off": (dim, lambda m: False),
              "floor off": (never, applies), "both off": (never, lambda m: False)}
+    if args.modes:
+        modes = {k: modes[k] for k in args.modes.split(",")}
     config = DetectorConfig(segmenter="classical", embedder="views", store="memory")
     print("| set | " + " | ".join(modes) + " |")
     print("| --- |" + " --- |" * len(modes))
@@ -63,16 +82,18 @@ def main() -> None:
         for f in range(min(args.images, len(images))):
             rgb = np.asarray(images[f])
             rgb = rgb if rgb.ndim == 3 else np.repeat(rgb[..., None], 3, axis=2)
-            truth, _ = Instances.from_label_image(np.asarray(gt[f]))
+            truth, ids = Instances.from_label_image(np.asarray(gt[f]))
             truth.labels = np.array(["object"] * len(truth), dtype=object)
-            idx = most_contrasted(rgb, truth)
+            idx = (most_contrasted(rgb, truth) if args.pick == "contrast" else
+                   first_in_raster_order(np.asarray(gt[f]), np.asarray(ids)) if args.pick == "raster" else
+                   np.random.default_rng(args.seed).choice(len(truth), size=min(10, len(truth)), replace=False))
             ignore = np.zeros(len(truth), bool)
             ignore[idx] = True
             for key, (d, a) in modes.items():
                 profile._dim, unlabelled.applies = d, a
                 try:
                     det = SAMDetect(config)
-                    det.add_examples(rgb, truth[idx])
+                    det.add_examples(rgb, truth[idx], annotation=truth)
                     found = det.detect(rgb)
                     det.close()
                 finally:
