@@ -43,20 +43,23 @@ def _numbers(value: str, n: int, what: str, param: str) -> list[float]:
 def _coordinates(n: int):
     """A callback that checks every ``--box`` (``n`` 4) or ``--point`` (2) value as the
     option is read, before click reports the words after it: ``--box 19 32 68 78`` said
-    "unexpected extra arguments (32 68 78)", and now says how to write the box."""
+    "unexpected extra arguments (32 68 78)", and now says how to write the box. Gives each
+    value as ``(text, numbers)``: the text for the messages that quote it."""
 
-    def check(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    def check(ctx: click.Context, param: click.Parameter,
+              values: tuple[str, ...]) -> tuple[tuple[str, list[float]], ...]:
         flag = param.opts[0]
+        out = []
         for value in values:
             try:
-                _numbers(value, n, flag, flag)
+                out.append((value, _numbers(value, n, flag, flag)))
             except click.BadParameter as e:
                 if "," not in value:
                     fmt = "X1,Y1,X2,Y2" if n == 4 else "X,Y"
                     raise click.BadParameter(f"{flag} takes {n} numbers joined by commas, no spaces ({flag} {fmt}); "
                                              f"got {value!r}", param_hint=flag) from None
                 raise e from None
-        return values
+        return tuple(out)
 
     return check
 
@@ -215,14 +218,12 @@ def add(image, label, negative, boxes, points, mask_paths, polygon_paths, labels
     with detector:
         detector.open_library()  # a library in use or damaged fails now, before any model loads
         if boxes or points:
-            found = [
-                detector.prompt_to_instances(loaded, box=_numbers(b, 4, "--box", "--box"), label=label) for b in boxes
-            ] + [detector.prompt_to_instances(loaded, point=_numbers(p, 2, "--point", "--point"), label=label)
-                 for p in points]
+            found = [detector.prompt_to_instances(loaded, box=box, label=label) for _, box in boxes] + \
+                [detector.prompt_to_instances(loaded, point=point, label=label) for _, point in points]
             inst = Instances.merge(found)
             inst.labels[:] = label
             if not quiet:
-                for note in odd_prompt_sizes(found, [f"--box {b}" for b in boxes] + [f"--point {p}" for p in points]):
+                for note in odd_prompt_sizes(found, [f"--box {b}" for b, _ in boxes] + [f"--point {p}" for p, _ in points]):
                     click.echo(f"sam-detect: {note}", err=True)
         elif mask_paths:
             from sam_detect.formats import read_mask_folder
