@@ -74,8 +74,8 @@ def library() -> None:
 def _library_command(name: str, *, json: bool = False, default_name: bool = False) -> Callable:
     """``sam-detect library <name>`` taking a library NAME (with ``default_name``: optional,
     ``SAM_DETECT_LIBRARY`` or the default library where it is not given, as for `add` and
-    `detect`), the store's
-    location options, ``--json`` (with ``json``) and the click context, in that order."""
+    `detect`), the store's location options, ``--json`` (with ``json``) and the click
+    context, in that order."""
     argument = click.argument("name", required=False, envvar="SAM_DETECT_LIBRARY",
                               callback=_library_or_default) if default_name else \
         click.argument("name", callback=library_name)
