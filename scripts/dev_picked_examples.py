@@ -11,7 +11,8 @@ without both, to see which step the biased examples mislead.
     python scripts/dev_picked_examples.py --sets dev_u2os,dev_rpe1,dev_stroma,dev_rings
 
 ``--pick raster``: the first ten objects met scanning the label image's rows from the top
-instead, as ``add --labels --limit 10`` takes them where the label image is numbered so;
+instead, as ``add --labels --limit 10`` took them where the label image is numbered so
+(``raster-whole``: whole ones first, as it takes them since session 74);
 ``--pick random --seed N``: ten drawn at random, to compare (``--modes now``: the package only).
 """
 
@@ -49,12 +50,22 @@ def first_in_raster_order(label: np.ndarray, ids: np.ndarray, n: int = 10) -> np
     return np.argsort([at[int(i)] for i in ids], kind="stable")[:n]
 
 
+def whole_first_in_raster_order(label: np.ndarray, ids: np.ndarray, truth, n: int = 10) -> np.ndarray:
+    """:func:`first_in_raster_order`, the objects the border cuts after the whole ones: what
+    ``add --labels --limit n`` takes since session 74."""
+    from sam_detect.profile import cut_by_border
+
+    order = first_in_raster_order(label, ids, len(ids))
+    return order[np.argsort(cut_by_border(truth.boxes[order], truth.image_hw), kind="stable")][:n]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sets", default="dev_u2os,dev_rpe1,dev_stroma,dev_rings")
     ap.add_argument("--images", type=int, default=3)
-    ap.add_argument("--pick", choices=("contrast", "raster", "random"), default="contrast",
-                    help="the ten most contrasted objects (default), the first ten in raster order, or ten at random")
+    ap.add_argument("--pick", choices=("contrast", "raster", "raster-whole", "random"), default="contrast",
+                    help="the ten most contrasted objects (default), the first ten in raster order (whole ones "
+                    "first: raster-whole, as add --limit takes them), or ten at random")
     ap.add_argument("--seed", type=int, default=0, help="the draw of --pick random")
     ap.add_argument("--modes", default=None, help="comma-separated: now, filter off, floor off, both off (default all)")
     args = ap.parse_args()
@@ -86,6 +97,7 @@ def main() -> None:
             truth.labels = np.array(["object"] * len(truth), dtype=object)
             idx = (most_contrasted(rgb, truth) if args.pick == "contrast" else
                    first_in_raster_order(np.asarray(gt[f]), np.asarray(ids)) if args.pick == "raster" else
+                   whole_first_in_raster_order(np.asarray(gt[f]), np.asarray(ids), truth) if args.pick == "raster-whole" else
                    np.random.default_rng(args.seed).choice(len(truth), size=min(10, len(truth)), replace=False))
             ignore = np.zeros(len(truth), bool)
             ignore[idx] = True

@@ -137,3 +137,26 @@ def test_the_api_reads_the_whole_annotation_and_follows_it(tmp_path):
     assert det.border_convention is None
     assert len(det.detect(other)) == 48
     det.close()
+
+
+def test_limit_takes_whole_objects_before_those_the_border_cuts(tmp_path):
+    """``--limit`` and ``--limit-per-label`` keep the first objects of a label image, those
+    the image border cuts after the whole ones: a label image numbering its 12 cut discs
+    first gives five whole discs as examples, and says how many cut ones it passed over."""
+    import cv2
+
+    rgb, full = _grid_of_discs(True)
+    ids = np.unique(full[full > 0])
+    cut_first = np.zeros_like(full)
+    for new, old in enumerate(np.r_[ids[36:], ids[:36]], start=1):  # the 12 cut discs numbered 1-12
+        cut_first[full == old] = new
+    cv2.imwrite(str(tmp_path / "a.png"), rgb)
+    cv2.imwrite(str(tmp_path / "cut_first.png"), cut_first.astype(np.uint16))
+    for flag, name in (("--limit", "limited"), ("--limit-per-label", "per_label")):
+        code, _, err = run_main("add", tmp_path / "a.png", "--labels", tmp_path / "cut_first.png", "--label", "disc",
+                                flag, "5", "--segmenter", "classical", "--embedder", "handcrafted",
+                                "--library-path", tmp_path / "libs", "--library", name)
+        assert code == 0, err
+        assert "disc: 5 examples, area 197-197 px" in err, err  # five whole discs (a cut one is ~100 px)
+        said = "--limit 5 keeps the first 5 of 48 objects, whole ones first (5 the image border cuts passed over)"
+        assert (said in err) == (flag == "--limit"), err
