@@ -460,10 +460,11 @@ BORDER_LEFT_OUT, BORDER_EXPECTED_MIN, BORDER_NEAR = 0.15, 8.0, 0.3
 
 
 def border_record(instances: Instances) -> dict | None:
-    """What a whole image's annotation says about its border: ``{"held", "expected",
-    "near"}``: the objects the border cuts, how many its other objects' density, the image's
-    perimeter and their median diameter make expected there, and the uncut objects within
-    one diameter of the border (as many expected there: a band as wide); ``None`` under two uncut
+    """What a whole image's annotation says about its border: ``{"objects", "held",
+    "expected", "near"}``: its objects, those the border cuts, how many its other objects'
+    density, the image's perimeter and their median diameter make expected there, and the
+    uncut objects within one diameter of the border (as many expected there: a band as
+    wide); ``None`` under two uncut
     objects. Examples carry it in their payloads (``"border"``) and :func:`border_convention`
     reads the library's from them."""
     from sam_detect.profile import cut_by_border
@@ -482,7 +483,8 @@ def border_record(instances: Instances) -> dict | None:
         return None
     expected = float(inner.sum()) / room * 2.0 * (h + w) * d  # a band one diameter wide along the border
     gap = np.minimum.reduce([b[:, 0], b[:, 1], w - b[:, 2], h - b[:, 3]])
-    return {"held": int(cut.sum()), "expected": round(expected, 2), "near": int((inner & (gap <= d)).sum())}
+    return {"objects": len(instances), "held": int(cut.sum()), "expected": round(expected, 2),
+            "near": int((inner & (gap <= d)).sum())}
 
 
 def leaves_border_out(record: dict | None) -> bool:
@@ -497,21 +499,24 @@ def leaves_border_out(record: dict | None) -> bool:
 
 
 def border_convention(payloads: Sequence[dict]) -> dict | None:
-    """The :func:`border_record` of the library's example images pooled (of each image,
-    ``"image_key"``, the latest add's, ``"added_ns"``) with ``"images"`` (how many), where
-    they leave out the objects the border cuts (:func:`leaves_border_out`): ``detect``
-    leaves them out too unless told otherwise. ``None`` otherwise."""
-    latest: dict[str, tuple[int, dict]] = {}
+    """The :func:`border_record` of the library's example images pooled, with ``"images"``
+    (how many), where they leave out the objects the border cuts
+    (:func:`leaves_border_out`): ``detect`` leaves them out too unless told otherwise.
+    ``None`` otherwise. Of each image (``"image_key"``) the record of its add with the most
+    objects counts, the latest of equals (``"added_ns"``): a few objects added later to an
+    image whose whole label image was added are not its annotation, and a whole label image
+    added again (one that now holds the border's objects) replaces the first."""
+    best: dict[str, tuple[int, int, dict]] = {}
     for p in payloads:
         rec, key = p.get("border"), p.get("image_key")
         if isinstance(rec, dict) and key:
-            at = int(p.get("added_ns") or 0)
-            if key not in latest or at > latest[key][0]:
-                latest[key] = (at, rec)
-    if not latest:
+            rank = (int(rec.get("objects", 0)), int(p.get("added_ns") or 0))
+            if key not in best or rank > best[key][:2]:
+                best[key] = (*rank, rec)
+    if not best:
         return None
-    pooled = {f: sum(rec[f] for _, rec in latest.values()) for f in ("held", "expected", "near")}
-    return {**pooled, "images": len(latest)} if leaves_border_out(pooled) else None
+    pooled = {f: sum(rec[f] for *_, rec in best.values()) for f in ("held", "expected", "near")}
+    return {**pooled, "images": len(best)} if leaves_border_out(pooled) else None
 
 
 def describe(model: dict | None, joint: dict | None = None, border: dict | None = None) -> list[str]:

@@ -46,7 +46,7 @@ def test_an_annotation_that_leaves_the_borders_objects_out_is_told_apart():
     _, bare = _grid_of_discs(False)
     _, full = _grid_of_discs(True)
     rec = border_record(_instances(bare))
-    assert rec["held"] == 0 and 9 < rec["expected"] < 14 and rec["near"] == 20
+    assert rec["objects"] == 36 and rec["held"] == 0 and 9 < rec["expected"] < 14 and rec["near"] == 20
     assert leaves_border_out(rec)
     assert not leaves_border_out(border_record(_instances(full)))
     middle = np.where(np.isin(bare, np.unique(bare[60:180, 60:180])), bare, 0)  # the 16 inner discs
@@ -58,14 +58,21 @@ def test_an_annotation_that_leaves_the_borders_objects_out_is_told_apart():
     assert not leaves_border_out(border_record(_instances(few)))
 
 
-def test_the_library_pools_each_images_latest_record():
-    bare = {"held": 0, "expected": 11.0, "near": 20}
-    full = {"held": 12, "expected": 11.0, "near": 20}
+def test_the_library_pools_each_images_fullest_record():
+    """Of each image, the record of its add with the most objects (the latest of equals);
+    the images' records pooled."""
+    bare = {"objects": 36, "held": 0, "expected": 11.0, "near": 20}
+    full = {"objects": 48, "held": 12, "expected": 11.0, "near": 20}
+    two = {"objects": 2, "held": 0, "expected": 0.6, "near": 1}
     pays = [{"image_key": "a", "added_ns": 1, "border": full}, {"image_key": "a", "added_ns": 2, "border": bare},
-            {"image_key": "a", "added_ns": 2, "border": bare}]  # the same image added again, later: its record
-    assert border_convention(pays) == {**bare, "images": 1}
+            {"image_key": "a", "added_ns": 2, "border": bare}]  # the same image, a smaller annotation later
+    assert border_convention(pays) is None  # the fuller one counts
+    pays = [{"image_key": "a", "added_ns": 1, "border": bare}, {"image_key": "a", "added_ns": 3, "border": two}]
+    assert border_convention(pays) == {"held": 0, "expected": 11.0, "near": 20, "images": 1}
+    again = {**bare, "held": 1}  # the same label image added again, the latest of equals
+    assert border_convention(pays + [{"image_key": "a", "added_ns": 4, "border": again}])["held"] == 1
     # two images, one leaving its border out and one not: 12 held where 22 are expected
-    assert border_convention(pays + [{"image_key": "b", "added_ns": 3, "border": full}]) is None
+    assert border_convention(pays + [{"image_key": "b", "added_ns": 5, "border": full}]) is None
     assert border_convention([{"image_key": "c", "added_ns": 1}]) is None  # boxes, clicks: no record
 
 
@@ -127,6 +134,8 @@ def test_the_api_reads_the_whole_annotation_and_follows_it(tmp_path):
     assert det.border_convention["held"] == 0
     other = np.roll(rgb, 1, axis=1)
     assert len(det.detect(other)) == 36
+    ids += det.add_examples(rgb, whole[7:9])  # two more on the same image later: not its annotation
+    assert det.border_convention["images"] == 1
     shifted = whole[5:7]
     det.add_examples(np.roll(rgb, 2, axis=0), Instances(masks=np.roll(shifted.masks, 2, axis=1), labels=["disc"] * 2))
     assert det.border_convention["images"] == 2
