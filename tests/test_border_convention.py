@@ -4,6 +4,7 @@ library, said by ``library show`` and followed by ``detect`` unless ``--keep-bor
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -169,3 +170,22 @@ def test_limit_takes_whole_objects_before_those_the_border_cuts(tmp_path):
         assert "disc: 5 examples, area 197-197 px" in err, err  # five whole discs (a cut one is ~100 px)
         said = "--limit 5 keeps the first 5 of 48 objects, whole ones first (5 the image border cuts passed over)"
         assert (said in err) == (flag == "--limit"), err
+
+
+def test_eval_reads_the_example_images_whole_ground_truth():
+    """The eval protocol draws its examples from a ground truth that leaves the cut discs out:
+    the whole of it is read (five drawn of 36), the scored image's cut discs are left out as
+    its ground truth leaves them, and the profile's lines say so."""
+    from sam_detect.eval import evaluate
+
+    rgb, bare = _grid_of_discs(False)
+    cfg = DetectorConfig(segmenter="classical", embedder="handcrafted", store="memory")
+    other = np.roll(rgb, 1, axis=1)
+    res = evaluate([rgb, other], [bare, np.roll(bare, 1, axis=1)], cfg, shots=5, examples_from=[0], detect_on=[1],
+                   iou=(0.5,), label="disc")
+    m = res.metrics[0.5]
+    assert (m.tp, m.fp) == (36, 0), (m.tp, m.fp, m.fn)
+    assert any("leaves them out, and detect leaves them out too" in line for line in res.protocol["profile"])
+    kept = evaluate([rgb, other], [bare, np.roll(bare, 1, axis=1)], dataclasses.replace(cfg, drop_border=False),
+                    shots=5, examples_from=[0], detect_on=[1], iou=(0.5,), label="disc").metrics[0.5]
+    assert (kept.tp, kept.fp) == (36, 12), (kept.tp, kept.fp)

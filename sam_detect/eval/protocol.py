@@ -374,6 +374,10 @@ def evaluate(
         from sam_detect.profile import describe
 
         profile_lines = describe(det.profile) if config.profile else []
+        if profile_lines and config.drop_border is None:  # the examples' annotation leaves the border out
+            from sam_detect.unlabelled import describe as describe_unlabelled
+
+            profile_lines += describe_unlabelled(None, None, det.border_convention)
         # 2. detection
         it = det_images
         if progress:
