@@ -175,7 +175,9 @@ def test_limit_takes_whole_objects_before_those_the_border_cuts(tmp_path):
 def test_eval_reads_the_example_images_whole_ground_truth():
     """The eval protocol draws its examples from a ground truth that leaves the cut discs out:
     the whole of it is read (five drawn of 36), the scored image's cut discs are left out as
-    its ground truth leaves them, and the profile's lines say so."""
+    its ground truth leaves them, and the profile's lines say so. Not where the examples'
+    image is the one scored: its ground truth is what is scored, and only the drawn examples
+    may inform the detection."""
     from sam_detect.eval import evaluate
 
     rgb, bare = _grid_of_discs(False)
@@ -189,3 +191,6 @@ def test_eval_reads_the_example_images_whole_ground_truth():
     kept = evaluate([rgb, other], [bare, np.roll(bare, 1, axis=1)], dataclasses.replace(cfg, drop_border=False),
                     shots=5, examples_from=[0], detect_on=[1], iou=(0.5,), label="disc").metrics[0.5]
     assert (kept.tp, kept.fp) == (36, 12), (kept.tp, kept.fp)
+    same = evaluate([rgb], [bare], cfg, shots=5, examples_from=[0], detect_on=[0], iou=(0.5,), label="disc")
+    assert (same.metrics[0.5].tp, same.metrics[0.5].fp) == (31, 12), same.metrics[0.5]
+    assert not any("leaves them out" in line for line in same.protocol["profile"])

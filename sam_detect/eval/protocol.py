@@ -365,7 +365,9 @@ def evaluate(
             g = gt_instances(gt[i], label, names[i])
             _check_hw(g, loaded.rgb.shape[:2], names[i])
             chosen = g[idx]
-            det.add_examples(loaded, chosen, annotation=g)  # g: does it leave the border's objects out?
+            # the example image's whole ground truth says whether it leaves out the objects the
+            # border cuts; not where that image is scored too: its ground truth is what is scored
+            det.add_examples(loaded, chosen, annotation=None if i in det_images else g)
             for lab in chosen.labels:
                 examples[str(lab)] = examples.get(str(lab), 0) + 1
             # which objects were drawn, so that a draw that does badly can be looked at
