@@ -748,7 +748,8 @@ class SAMDetect(DetectorStages, LibraryState):
         # left out where asked, or where the examples' annotations leave them out (unlabelled.border_convention)
         drop_border = self.config.drop_border
         why_border = "drop_border"
-        if drop_border is None:
+        followed = drop_border is None  # the library's convention, not the caller's
+        if followed:
             drop_border = self.border_convention is not None
             why_border = "left out as the examples' annotation leaves them out; --keep-border keeps them"
         if drop_border and len(inst):
@@ -852,6 +853,10 @@ class SAMDetect(DetectorStages, LibraryState):
             notes.insert(0, own_note)
         if unlike_image:
             notes.append(unlike_image)
+        if followed and dropped_by.get("border"):  # not asked for here: said, as every other drop is
+            n = dropped_by["border"]
+            notes.append(f"{n} candidate{'s' if n != 1 else ''} cut by the image border left out, as the examples' "
+                         "annotation leaves such objects out (--keep-border keeps them)")
         below = inst.data.get("below_floor")
         if below is not None and (n := sum(bool(below[i]) and d.labels[i] not in (UNKNOWN, NEGATIVE) for i in d.keep)):
             notes.append(f"{n} object{'s' if n != 1 else ''} fainter than the examples allow kept: shaped like them "

@@ -82,6 +82,8 @@ def _detect(tmp_path, library: str, *flags: str) -> tuple[int, str]:
                               "handcrafted", "--library-path", tmp_path / "libs", "--library", library, *flags)
     assert code == 0, err
     found = json.loads(out)
+    said = any("cut by the image border left out, as the examples' annotation" in n for n in found["notes"])
+    assert said == (found["dropped"].get("border", 0) > 0 and "--drop-border" not in flags), found["notes"]
     return len(found["objects"]), found["dropped"].get("border", 0), err
 
 
