@@ -428,6 +428,8 @@ def test_detect_correct_and_undo(client, ui):
     found = [a for a in res["annotations"] if a["kind"] == "detection"]
     assert res["already_examples"] == 2 and res["count"] == len(found) == 6
     assert set(res["timings"]) >= {"segment", "embed", "search", "total"}
+    # detect's notes on the image, as the command line prints them: the two examples drawn here
+    assert any("of the library's examples were drawn on this image" in n for n in res["notes"]), res["notes"]
     for a in found:  # every other object, labelled as what it is
         m = runs_to_mask(a["mask"], (SIZE, SIZE))
         k = int(np.argmax([iou(m, g) for g in masks]))

@@ -175,7 +175,8 @@ def test_click_accept_detect_correct(page, server):
         m = runs_to_mask(a["mask"], (SIZE, SIZE))
         k = int(np.argmax([iou(m, g) for g in masks]))
         assert iou(m, masks[k]) > 0.8 and a["label"] == truth[k]
-    assert "detected" in page.inner_text("[data-testid=status]")
+    shown = page.inner_text("[data-testid=status]")
+    assert "detected" in shown and "of the library's examples were drawn on this image" in shown, shown  # its notes
 
     # click a detection and mark it wrong: a negative example goes into the library
     target = found[0]

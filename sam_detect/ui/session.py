@@ -317,6 +317,9 @@ class AnnotationSession:
                 "timings": {k: round(float(v), 4) for k, v in md.get("timings", {}).items()},
                 "segmenter": md.get("segmenter"),
                 "embedder": md.get("embedder"),
+                # what detect says of this image (another exposure, the border's objects left
+                # out as the examples' annotation leaves them, ...), as the command line's stderr
+                "notes": [str(n) for n in md.get("notes", [])],
                 "annotations": [annotation_json(a, self._candidates) for a in anns],
             }
         result["seconds"] = round(time.perf_counter() - t0, 4)

@@ -385,7 +385,9 @@ async function detect() {
   for (const a of res.annotations) if (a.kind === "detection") counts[a.label] = (counts[a.label] || 0) + 1;
   const parts = Object.entries(counts).map(([k, v]) => `${v} ${k}`).join(", ") || "nothing";
   const ms = Math.round(performance.now() - t0);
-  status(`detected ${parts} (${res.candidates} candidates) in ${ms} ms`);
+  // what detect says of this image, as the command line's stderr
+  const notes = (res.notes || []).length ? ` — ${res.notes.join("; ")}` : "";
+  status(`detected ${parts} (${res.candidates} candidates) in ${ms} ms${notes}`);
 }
 
 async function deleteExample(id) {
