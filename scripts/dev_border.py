@@ -38,6 +38,7 @@ def _variants(label: np.ndarray) -> dict[str, np.ndarray]:
     kept = np.isin(label, np.unique(middle[middle > 0])) & ~np.isin(label, np.unique(np.r_[
         middle[0], middle[-1], middle[:, 0], middle[:, -1]]))  # whole objects of the middle half
     return {"as annotated": label, "cut objects taken out": clear_border(label),
+            "taken out within 3 px": clear_border(label, buffer_size=3),
             "the middle alone": np.where(kept, label, 0)}
 
 
