@@ -465,6 +465,14 @@ BORDER_LEFT_OUT, BORDER_EXPECTED_MIN, BORDER_NEAR = 0.15, 8.0, 0.3
 BORDER_GAP = 2
 
 
+def cut_in_annotation(instances: Instances) -> np.ndarray:
+    """``(N,)`` bool: the annotated objects the image border cuts, those drawn to within
+    ``BORDER_GAP`` px of it included (hand-drawn outlines stop short of the edge)."""
+    h, w = instances.image_hw
+    b = instances.boxes.astype(np.float64).reshape(-1, 4)
+    return np.minimum.reduce([b[:, 0], b[:, 1], w - b[:, 2], h - b[:, 3]]) <= BORDER_GAP
+
+
 def border_record(instances: Instances) -> dict | None:
     """What a whole image's annotation says about its border: ``{"objects", "held",
     "expected", "near"}``: its objects, those the border cuts (within ``BORDER_GAP`` px of
@@ -478,7 +486,7 @@ def border_record(instances: Instances) -> dict | None:
     h, w = instances.image_hw
     b = instances.boxes.astype(np.float64)
     gap = np.minimum.reduce([b[:, 0], b[:, 1], w - b[:, 2], h - b[:, 3]])  # 0: touching the border
-    cut = gap <= BORDER_GAP  # cut by it, or drawn to within a pixel or two of it
+    cut = cut_in_annotation(instances)
     inner = ~cut
     if inner.sum() < 2:
         return None
@@ -563,5 +571,5 @@ def describe(model: dict | None, joint: dict | None = None, border: dict | None 
     return lines
 
 
-__all__ = ["UNLIKE_LEVEL", "unlike_examples", "FEATURES", "GROUP_OVERLAP", "MATCH_IOU", "MIN_LABEL_FREQUENCY", "MIN_LABELLED_OBJECTS", "MIN_SEPARATION", "MIN_SEPARATION_Z", "MIN_SEPARATION_Z_AT_RANDOM", "MAX_POSITION_SEPARATION", "MIN_PROBABILITY", "PICKED_ABOVE", "ALIKE_FOR_SHIFT", "VERSION", "BORDER_EXPECTED_MIN", "BORDER_GAP", "BORDER_LEFT_OUT", "BORDER_NEAR", "applies", "border_convention", "border_record", "leaves_border_out", "at_random", "describe", "floor_factor",
+__all__ = ["UNLIKE_LEVEL", "unlike_examples", "FEATURES", "GROUP_OVERLAP", "MATCH_IOU", "MIN_LABEL_FREQUENCY", "MIN_LABELLED_OBJECTS", "MIN_SEPARATION", "MIN_SEPARATION_Z", "MIN_SEPARATION_Z_AT_RANDOM", "MAX_POSITION_SEPARATION", "MIN_PROBABILITY", "PICKED_ABOVE", "ALIKE_FOR_SHIFT", "VERSION", "BORDER_EXPECTED_MIN", "BORDER_GAP", "BORDER_LEFT_OUT", "BORDER_NEAR", "applies", "border_convention", "border_record", "cut_in_annotation", "leaves_border_out", "at_random", "describe", "floor_factor",
            "features", "fit", "image_key", "model_from_payloads", "probability", "rows_for_examples"]

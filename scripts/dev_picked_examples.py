@@ -53,10 +53,10 @@ def first_in_raster_order(label: np.ndarray, ids: np.ndarray, n: int = 10) -> np
 def whole_first_in_raster_order(label: np.ndarray, ids: np.ndarray, truth, n: int = 10) -> np.ndarray:
     """:func:`first_in_raster_order`, the objects the border cuts after the whole ones: what
     ``add --labels --limit n`` takes since session 74."""
-    from sam_detect.profile import cut_by_border
+    from sam_detect.unlabelled import cut_in_annotation
 
     order = first_in_raster_order(label, ids, len(ids))
-    return order[np.argsort(cut_by_border(truth.boxes[order], truth.image_hw), kind="stable")][:n]
+    return order[np.argsort(cut_in_annotation(truth[order]), kind="stable")][:n]
 
 
 def main() -> None:

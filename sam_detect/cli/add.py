@@ -310,10 +310,11 @@ def _whole_first(inst) -> np.ndarray:
     its order: what ``--limit`` and ``--limit-per-label`` take the first of. A cut object shows
     only part of its shape and size: ten examples taken from the top of a label image numbered
     row by row, most of them cut, found 0.757 of a development set's neural cells against
-    0.815 with the first ten whole ones (docs/performance.md, session 74)."""
-    from sam_detect.profile import cut_by_border
+    0.815 with the first ten whole ones (docs/performance.md, session 74). Cut as the
+    border convention counts them (:func:`sam_detect.unlabelled.cut_in_annotation`)."""
+    from sam_detect.unlabelled import cut_in_annotation
 
-    return np.argsort(cut_by_border(inst.boxes, inst.image_hw), kind="stable")
+    return np.argsort(cut_in_annotation(inst), kind="stable")
 
 
 def _per_label(inst, n: int, quiet: bool):
