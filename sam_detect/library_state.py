@@ -232,6 +232,12 @@ class LibraryState:
         return self._extra("border_left_out") if self.config.profile else None
 
     @property
+    def border_followed(self) -> dict | None:
+        """:attr:`border_convention` where ``detect`` follows it (``config.drop_border``
+        unset), else ``None``: what leaves the border's objects out, and what stderr says."""
+        return self.border_convention if self.config.drop_border is None else None
+
+    @property
     def joint_unlabelled_model(self) -> dict | None:
         """:attr:`unlabelled_model` of the classes found as one (the profile's ``"joint"``)."""
         return self._extra("unlabelled_joint") if self.config.profile else None

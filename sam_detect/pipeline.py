@@ -746,13 +746,10 @@ class SAMDetect(DetectorStages, LibraryState):
                 dropped.append((cands[gone], codes))
 
         # left out where asked, or where the examples' annotations leave them out (unlabelled.border_convention)
-        drop_border = self.config.drop_border
-        why_border = "drop_border"
-        followed = drop_border is None  # the library's convention, not the caller's
-        if followed:
-            drop_border = self.border_convention is not None
-            why_border = "left out as the examples' annotation leaves them out; --keep-border keeps them"
-        if drop_border and len(inst):
+        followed = self.border_followed is not None  # the library's convention, not the caller's
+        why_border = "left out as the examples' annotation leaves them out; --keep-border keeps them" \
+            if followed else "drop_border"
+        if (followed or self.config.drop_border) and len(inst):
             from sam_detect.profile import cut_by_border
 
             cut = cut_by_border(inst.boxes, inst.image_hw)

@@ -465,12 +465,18 @@ BORDER_LEFT_OUT, BORDER_EXPECTED_MIN, BORDER_NEAR = 0.15, 8.0, 0.3
 BORDER_GAP = 2
 
 
+def _border_gap(instances: Instances) -> np.ndarray:
+    """``(N,)``: each object's box's distance to the nearest image edge in pixels (0: it
+    touches the border)."""
+    h, w = instances.image_hw
+    b = instances.boxes.astype(np.float64).reshape(-1, 4)
+    return np.minimum.reduce([b[:, 0], b[:, 1], w - b[:, 2], h - b[:, 3]])
+
+
 def cut_in_annotation(instances: Instances) -> np.ndarray:
     """``(N,)`` bool: the annotated objects the image border cuts, those drawn to within
     ``BORDER_GAP`` px of it included (hand-drawn outlines stop short of the edge)."""
-    h, w = instances.image_hw
-    b = instances.boxes.astype(np.float64).reshape(-1, 4)
-    return np.minimum.reduce([b[:, 0], b[:, 1], w - b[:, 2], h - b[:, 3]]) <= BORDER_GAP
+    return _border_gap(instances) <= BORDER_GAP
 
 
 def border_record(instances: Instances) -> dict | None:
@@ -484,9 +490,8 @@ def border_record(instances: Instances) -> dict | None:
     if len(instances) < 2:
         return None
     h, w = instances.image_hw
-    b = instances.boxes.astype(np.float64)
-    gap = np.minimum.reduce([b[:, 0], b[:, 1], w - b[:, 2], h - b[:, 3]])  # 0: touching the border
-    cut = cut_in_annotation(instances)
+    gap = _border_gap(instances)
+    cut = gap <= BORDER_GAP  # cut_in_annotation
     inner = ~cut
     if inner.sum() < 2:
         return None

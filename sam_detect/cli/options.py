@@ -306,6 +306,6 @@ def report_profile(detector: Any, quiet: bool = False) -> None:
         click.echo(f"sam-detect: profile: {line}", err=True)
     from sam_detect.unlabelled import describe as describe_unlabelled
 
-    border = detector.border_convention if detector.config.drop_border is None else None
-    for line in describe_unlabelled(detector.unlabelled_model, detector.joint_unlabelled_model, border) if lines else []:
+    for line in describe_unlabelled(detector.unlabelled_model, detector.joint_unlabelled_model,
+                                    detector.border_followed) if lines else []:
         click.echo(f"sam-detect: profile: {line}", err=True)

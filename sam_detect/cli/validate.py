@@ -191,4 +191,3 @@ __all__ = [
     "output_folder",
     "printed_not_named",
 ]
-

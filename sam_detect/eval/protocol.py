@@ -376,10 +376,10 @@ def evaluate(
         from sam_detect.profile import describe
 
         profile_lines = describe(det.profile) if config.profile else []
-        if profile_lines and config.drop_border is None:  # the examples' annotation leaves the border out
+        if profile_lines:  # where the examples' annotation leaves the border out and detect follows it
             from sam_detect.unlabelled import describe as describe_unlabelled
 
-            profile_lines += describe_unlabelled(None, None, det.border_convention)
+            profile_lines += describe_unlabelled(None, None, det.border_followed)
         # 2. detection
         it = det_images
         if progress:
