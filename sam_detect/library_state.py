@@ -235,7 +235,16 @@ class LibraryState:
     def border_followed(self) -> dict | None:
         """:attr:`border_convention` where ``detect`` follows it (``config.drop_border``
         unset), else ``None``: what leaves the border's objects out, and what stderr says."""
-        return self.border_convention if self.config.drop_border is None else None
+        return self.border_rule(self.config.drop_border)[1]
+
+    def border_rule(self, drop_border: bool | None) -> tuple[bool, dict | None]:
+        """``(drop, followed)`` for a detection asked to ``drop_border`` (``None``: as the
+        library's examples say): whether the objects the image border cuts are left out, and
+        :attr:`border_convention` where that is the library's rule, not the caller's."""
+        if drop_border is not None:
+            return bool(drop_border), None
+        followed = self.border_convention
+        return followed is not None, followed
 
     @property
     def joint_unlabelled_model(self) -> dict | None:

@@ -617,10 +617,15 @@ class SAMDetect(DetectorStages, LibraryState):
         *,
         top_k: int | None = None,
         threshold: float | None = None,
+        drop_border: bool | None = None,
         progress: bool = False,
     ) -> Instances:
         """Segment ``image``, embed every candidate, and label it by the vote of each label's
         nearest examples (``classify.vote``).
+
+        ``top_k``, ``threshold``, ``drop_border``: this call's, where given, instead of the
+        config's (``drop_border=False`` keeps the objects the image border cuts where the
+        library's examples leave them out; ``True`` leaves them out anyway).
 
         ``progress``: on an image of at least :data:`PROGRESS_PIXELS` pixels (seconds of
         work: a 4096² mosaic takes ~15 s on two cores), a tqdm bar on stderr says which stage
@@ -639,6 +644,7 @@ class SAMDetect(DetectorStages, LibraryState):
 
         top_k = self.config.top_k if top_k is None else check("top_k", top_k)
         threshold = self.config.threshold if threshold is None else check("threshold", threshold)
+        drop_border = self.config.drop_border if drop_border is None else bool(drop_border)
         self.check_library(create=False)
         whole = self._load(image)
         # padding round a registered, rotated or stitched frame is not image: the frame inside
@@ -658,7 +664,7 @@ class SAMDetect(DetectorStages, LibraryState):
         stages = _stages(rgb.shape[0] * rgb.shape[1], progress)
         try:
             out = self._detect(loaded, rgb, stain, profile, timings, top_k, threshold, prefetched, stages, tint,
-                               whole=whole, padding=padding)
+                               whole=whole, padding=padding, drop_border=drop_border)
             return out if padding is None else self._placed_back(out, whole, padding)
         finally:
             if prefetched is not None:
@@ -696,13 +702,14 @@ class SAMDetect(DetectorStages, LibraryState):
     def _detect(self, loaded: Any, rgb: np.ndarray, stain: float | None, profile: dict | None,
                 timings: dict[str, float], top_k: int, threshold: float, prefetched: Any,
                 stages: Any = None, tint: str | None = None, *, whole: Any = None,
-                padding: tuple[int, int, int, int] | None = None) -> Instances:
+                padding: tuple[int, int, int, int] | None = None, drop_border: bool | None = None) -> Instances:
         """:meth:`detect` from segmentation on: ``rgb`` is ``loaded.rgb`` as the examples' slide
         would show it where its stain is ``stain`` times as dense (``profile.stain_gain``), in
         the examples' images' colours where ``tint`` says so (``profile.examples_tint``), else
         ``loaded.rgb``; ``prefetched``: its network pass, if started; ``stages``: the progress
         bar over the stages (:func:`_stages`), or ``None``; ``whole``: the image ``loaded`` was
-        cut from, inside its ``padding`` (:func:`_inside_padding`), or ``None``."""
+        cut from, inside its ``padding`` (:func:`_inside_padding`), or ``None``; ``drop_border``:
+        as :meth:`detect`'s (already resolved against the config)."""
         t0 = time.perf_counter()
         from sam_detect.profile import (
             DIM_NOISE,
@@ -746,10 +753,10 @@ class SAMDetect(DetectorStages, LibraryState):
                 dropped.append((cands[gone], codes))
 
         # left out where asked, or where the examples' annotations leave them out (unlabelled.border_convention)
-        followed = self.border_followed is not None  # the library's convention, not the caller's
+        drop, followed = self.border_rule(drop_border)  # followed: the library's convention, not the caller's
         why_border = "left out as the examples' annotation leaves them out; --keep-border keeps them" \
             if followed else "drop_border"
-        if (followed or self.config.drop_border) and len(inst):
+        if drop and len(inst):
             from sam_detect.profile import cut_by_border
 
             cut = cut_by_border(inst.boxes, inst.image_hw)

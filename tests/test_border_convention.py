@@ -200,3 +200,69 @@ def test_eval_reads_the_example_images_whole_ground_truth():
     same = evaluate([rgb], [bare], cfg, shots=5, examples_from=[0], detect_on=[0], iou=(0.5,), label="disc")
     assert (same.metrics[0.5].tp, same.metrics[0.5].fp) == (31, 12), same.metrics[0.5]
     assert not any("leaves them out" in line for line in same.protocol["profile"])
+
+
+def test_one_detect_keeps_or_leaves_out_the_borders_objects_as_asked(tmp_path):
+    """``detect(drop_border=...)`` overrides the library's convention and the config for one
+    call (``False`` keeps the cut discs a bare library leaves out, ``True`` leaves them out
+    of a library that finds them, said as asked, not as the examples' rule); ``None`` is the
+    config's. The browser UI's ``/api/detect`` takes the same, and ``/api/config`` says the
+    config's (``sam-detect ui --keep-border``)."""
+    rgb, bare = _grid_of_discs(False)
+    _, full = _grid_of_discs(True)
+    other = np.roll(rgb, 1, axis=1)
+
+    def library(label: np.ndarray, **config) -> SAMDetect:
+        whole = _instances(label)
+        whole.labels[:] = "disc"
+        det = SAMDetect(DetectorConfig(segmenter="classical", embedder="handcrafted", store="memory", library="x",
+                                       **config))
+        det.add_examples(rgb, whole[:5], annotation=whole)
+        return det
+
+    def found(det: SAMDetect, **kw) -> tuple[int, int, bool]:
+        out = det.detect(other, **kw)
+        said = any("as the examples' annotation leaves such objects out" in n for n in out.metadata["notes"])
+        return len(out), out.metadata["dropped"].get("border", 0), said
+
+    det = library(bare)
+    assert found(det) == (36, 12, True)
+    assert found(det, drop_border=False) == (48, 0, False)
+    assert found(det, drop_border=True) == (36, 12, False)  # asked for: no note of the examples' rule
+    assert det.border_followed is not None  # the config's setting is untouched by a call's
+    det.close()
+    det = library(full)
+    assert found(det) == (48, 0, False)
+    assert found(det, drop_border=True) == (36, 12, False)
+    det.close()
+    det = library(bare, drop_border=False)  # `--keep-border` for the whole session
+    assert found(det) == (48, 0, False)
+    assert found(det, drop_border=True) == (36, 12, False)
+
+    pytest.importorskip("fastapi", reason="the UI needs fastapi (pip install fastapi uvicorn)")
+    import cv2
+    from fastapi.testclient import TestClient
+
+    from sam_detect.ui import AnnotationUI
+
+    root = tmp_path / "images"
+    root.mkdir()
+    cv2.imwrite(str(root / "other.png"), other)
+    for config, asked, expect in ((False, {}, 48), (None, {}, 36), (None, {"drop_border": False}, 48),
+                                  (None, {"drop_border": None}, 36), (None, {"drop_border": True}, 36)):
+        det = library(bare, drop_border=config)
+        ui = AnnotationUI(det, root, thumbnail_dir=tmp_path / "thumbs")
+        try:
+            client = TestClient(ui.app(), base_url="http://127.0.0.1")
+            headers = {"X-SAM-Detect": "1"}
+            assert client.get("/api/config", headers=headers).json()["drop_border"] == config
+            r = client.post("/api/detect", json={"path": "other.png", **asked}, headers=headers)
+            assert r.status_code == 200, r.text
+            res = r.json()
+            assert res["count"] == expect, (config, asked, res["count"])
+            said = any("cut by the image border left out" in n for n in res["notes"])
+            assert said == (config is None and asked.get("drop_border") is None), res["notes"]
+            r = client.post("/api/detect", json={"path": "other.png", "drop_border": "sometimes"}, headers=headers)
+            assert r.status_code == 422, r.text  # not a yes, no or null: refused, nothing detected
+        finally:
+            ui.stop()

@@ -299,13 +299,17 @@ def test_16bit_multichannel_stack_frames_channels_contrast(page, server):
     assert page.is_hidden("[data-testid=error]")
 
 
-def test_detect_uses_each_class_s_own_threshold_until_the_slider_moves(browser, tmp_path):
+@pytest.mark.parametrize("drop_border", [None, False])
+def test_detect_uses_each_class_s_own_threshold_until_the_slider_moves(browser, tmp_path, drop_border):
     """Without --threshold the page sends none, so each class's own calibrated threshold
     decides (the slider's resting 0.5 was always sent); once moved, the slider's value is
-    sent; a double click gives it back to the classes."""
+    sent; a double click gives it back to the classes. The border menu likewise: at "auto"
+    (the library's examples decide) nothing is sent, "keep" and "leave out" send
+    ``drop_border``; ``sam-detect ui --keep-border`` starts it at "keep"."""
     img, _, _ = scene()
     Image.fromarray(img).save(tmp_path / "scene.png")
-    det = SAMDetect(DetectorConfig(segmenter="classical", store="memory", embedder="handcrafted"))
+    det = SAMDetect(DetectorConfig(segmenter="classical", store="memory", embedder="handcrafted",
+                                   drop_border=drop_border))
     ui = AnnotationUI(det, tmp_path, thumbnail_dir=tmp_path / "thumbs")
     url = ui.start(port=0)
     ctx = browser.new_context(viewport={"width": 1400, "height": 900})
@@ -330,6 +334,16 @@ def test_detect_uses_each_class_s_own_threshold_until_the_slider_moves(browser, 
         assert detect_body()["threshold"] == 0.7 and pg.text_content("#threshold-out") == "0.70"
         pg.dblclick("#threshold")
         assert pg.text_content("#threshold-out") == "auto" and "threshold" not in detect_body()
+        if drop_border is None:
+            assert pg.input_value("#border") == "auto" and "drop_border" not in detect_body()
+        else:
+            assert pg.input_value("#border") == "keep" and detect_body()["drop_border"] is False
+        pg.select_option("#border", "drop")
+        assert detect_body()["drop_border"] is True
+        pg.select_option("#border", "keep")
+        assert detect_body()["drop_border"] is False
+        pg.select_option("#border", "auto")
+        assert "drop_border" not in detect_body()
     finally:
         ctx.close()
         ui.stop()

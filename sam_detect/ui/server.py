@@ -131,6 +131,9 @@ class DetectIn(ViewIn):
     # ranges: sam_detect.config.PARAMS; the UI's top_k stops at UI_MAX_TOP_K
     threshold: float | None = Field(None, ge=PARAMS["threshold"].low, le=PARAMS["threshold"].high)
     top_k: int | None = Field(None, ge=PARAMS["top_k"].low, le=UI_MAX_TOP_K)
+    # null: as the library's examples say (SAMDetect.detect's drop_border); false keeps the
+    # objects the image border cuts, true leaves them out
+    drop_border: bool | None = None
 
 
 class AcceptIn(ViewIn):
@@ -269,6 +272,7 @@ def create_app(session: AnnotationSession, *, allowed_hosts: list[str] | None = 
             },
             "threshold": det.config.threshold,
             "top_k": det.config.top_k,
+            "drop_border": det.config.drop_border,  # null: as the library's examples say
             # what an unset setting means, from the one home of the defaults (sam_detect.config)
             "defaults": {"threshold": DEFAULT_THRESHOLD, "top_k": default("top_k"),
                          "occupancy": default("occupancy")},
@@ -318,7 +322,7 @@ def create_app(session: AnnotationSession, *, allowed_hosts: list[str] | None = 
     @app.post("/api/detect")
     def detect(body: DetectIn) -> dict[str, Any]:
         return app.state.session.detect(
-            body.path, body.view(), threshold=body.threshold, top_k=body.top_k
+            body.path, body.view(), threshold=body.threshold, top_k=body.top_k, drop_border=body.drop_border
         )
 
     @app.post("/api/examples")

@@ -243,8 +243,10 @@ class AnnotationSession:
         *,
         threshold: float | None = None,
         top_k: int | None = None,
+        drop_border: bool | None = None,
     ) -> dict[str, Any]:
         """Detect on ``rel`` with the current library; detections replace the image's earlier ones.
+        ``drop_border``: as :meth:`SAMDetect.detect`'s (``None``: the detector's own setting).
 
         Detections overlapping an example of the image (IoU > 0.5) are left out: the example
         already marks that object.
@@ -260,7 +262,7 @@ class AnnotationSession:
         with self.lock:
             loaded = self.load(rel, view)
             try:
-                found = self.detector.detect(loaded, threshold=threshold, top_k=top_k)
+                found = self.detector.detect(loaded, threshold=threshold, top_k=top_k, drop_border=drop_border)
             except LibraryNotFoundError as e:
                 raise LibraryNotFoundError(
                     f"library {self.library!r} holds no examples yet: click an object and accept it "

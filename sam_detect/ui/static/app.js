@@ -371,13 +371,21 @@ async function undo() {
   await refreshLibrary();
 }
 
+function detectBody() {
+  const body = viewBody();
+  if (S.thresholdSet) body.threshold = Number($("threshold").value);
+  const border = $("border").value;
+  if (border !== "auto") body.drop_border = border === "drop";
+  return body;
+}
+
 async function detect() {
   if (!S.current) return;
   const t0 = performance.now();
   const res = await work("detecting…", () =>
-    // each class's own calibrated threshold unless the slider was moved (S.thresholdSet)
-    api("POST", "/api/detect", S.thresholdSet ? { ...viewBody(), threshold: Number($("threshold").value) }
-                                              : viewBody()));
+    // each class's own calibrated threshold unless the slider was moved (S.thresholdSet); the
+    // border's objects as the library's examples say unless the border menu says otherwise
+    api("POST", "/api/detect", detectBody()));
   if (!res) return;
   S.pending = null;
   setAnnotations(res.annotations);
@@ -784,6 +792,8 @@ async function init() {
   S.thresholdSet = S.config.threshold != null;
   $("threshold").value = String(threshold);
   $("threshold-out").textContent = S.thresholdSet ? Number(threshold).toFixed(2) : "auto";
+  // `sam-detect ui --keep-border` / `--drop-border` set the menu's start
+  $("border").value = S.config.drop_border == null ? "auto" : (S.config.drop_border ? "drop" : "keep");
   $("upload-label").hidden = !S.config.allow_upload;
   document.title = `sam-detect · ${S.config.root}`;
   try {
