@@ -293,7 +293,8 @@ class SAMDetect(DetectorStages, LibraryState):
         found = self._prompt_from_examples(loaded.rgb, label, own, point=p)
         if len(found) == 0:
             why = own.metadata.get("why")
-            raise AnnotationError(f"no object found at point {p[0]:g},{p[1]:g}" + (f": {why}" if why else ""))
+            raise AnnotationError(f"no object found at point {p[0]:g},{p[1]:g}" + (f": {why}" if why else "")
+                                  + "; a box drawn round the object gives the segmenter its extent")
         return found[:1]
 
     def _prompt_from_examples(self, rgb: np.ndarray, label: str | None, own_prompt: Instances, *,

@@ -319,7 +319,8 @@ def test_box_prompt_and_bad_prompts(client):
     assert r.status_code == 200, r.text
     assert iou(runs_to_mask(r.json()["candidate"]["mask"], (SIZE, SIZE)), masks[5]) > 0.8
     bad = [
-        ({"path": "scene.png", "point": [5, 5]}, 422, "no object found"),
+        # a click on the ground: nothing, and what to try instead
+        ({"path": "scene.png", "point": [5, 5]}, 422, "no object found at point 5,5; a box drawn round the object"),
         ({"path": "scene.png", "point": [500, 5]}, 422, "outside"),
         ({"path": "scene.png"}, 422, "exactly one of point"),
         ({"path": "scene.png", "point": [1, 2, 3]}, 422, "point"),
