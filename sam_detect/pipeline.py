@@ -870,6 +870,11 @@ class SAMDetect(DetectorStages, LibraryState):
             n = d.standing_out
             notes.append(f"{n} object{'s' if n != 1 else ''} unlike every example, but standing out at least as far "
                          "as the examples: kept at a low confidence (brighter or more deeply stained than they are?)")
+        if d.clear_of_noise:
+            n = d.clear_of_noise
+            notes.append(f"{n} object{'s' if n != 1 else ''} unlike every example, but shaped like them and at least "
+                         f"{DIM_NOISE:g} sds above the image's noise: kept at a low confidence (fainter than the "
+                         "examples?)")
         from sam_detect.names import display_label
 
         notes[:0] = [f"{display_label(lab)}: objects here are {np.exp(v):.2g}x the examples' area (another "

@@ -265,7 +265,9 @@ class Decision:
     ``similarities`` ``(N,)`` float32 from the vote, ``fit`` ``(N,)`` float32 (profile fit,
     1 without a profile), ``keep`` ``(K,)`` int64 indices of the chosen candidates;
     ``standing_out``: how many of the kept candidates were like no example and took a class
-    for standing out as far as its examples (``STAND_OUT``).
+    for standing out as far as its examples (``STAND_OUT``); ``clear_of_noise``: how many
+    took one for being shaped like a bright class's examples and clear of the image's noise
+    though fainter than they (``DIM_TAKES``).
     """
 
     labels: list[str]
@@ -275,6 +277,7 @@ class Decision:
     keep: np.ndarray
     thresholds: str = ""  # the thresholds used, in words (for notes)
     standing_out: int = 0
+    clear_of_noise: int = 0
 
 
 def quality(candidates: Instances, similarity: np.ndarray, fit: np.ndarray) -> np.ndarray:
@@ -341,30 +344,45 @@ def choose_prompt(own: Instances, candidates: Instances, label: str, profile: di
 #: ``colour`` and ``texture`` views' cosines turn negative), though it is as much a nucleus
 #: (docs/performance.md, session 41); ``inf`` turns this off
 STAND_OUT = 1.0
+#: ... and so does an unknown candidate of a bright class that stands out less than that but is
+#: shaped like its examples and clear of the image's noise (``profile.DIM_NOISE`` sds: what
+#: ``profile.size_filter`` keeps below the contrast floor). A nucleus fainter than every
+#: example loses the same views (the ``colour`` and ``texture`` cosines fall below 0): with the
+#: ten most contrasted nuclei as examples, 25 of `dev_rpe1` image 0's 72 nuclei were voted
+#: unknown at similarities 0.35-0.50 (docs/performance.md, session 75). An emitting object's
+#: brightness follows its expression, focus and cell cycle; an absorbing stain's paleness says
+#: what it is, and dark classes have no noise measured
+DIM_TAKES = True
 
 
 def _standing_out(candidates: Instances, neighbours: Sequence[Sequence[Any]], labels: list[str],
                   conf: np.ndarray, top_k: int, priors: Any, decision: dict | None,
-                  profile: dict | None) -> tuple[list[str], np.ndarray, list[int]]:
-    """``(labels, confidences, taken)`` with the unknown candidates that stand out at least as
-    far as the class the vote gives them without thresholds labelled so (see ``STAND_OUT``);
-    ``taken``: their indices."""
+                  profile: dict | None) -> tuple[list[str], np.ndarray, list[int], list[int]]:
+    """``(labels, confidences, taken, clear)`` with the unknown candidates that stand out at
+    least as far as the class the vote gives them without thresholds (see ``STAND_OUT``), or
+    are shaped like a bright class's examples and clear of the image's noise (``DIM_TAKES``),
+    labelled so; ``taken``: the indices of the first, ``clear``: of the second."""
     from sam_detect.calibrate import counts
     from sam_detect.classify import vote
-    from sam_detect.profile import standing_out
+    from sam_detect.profile import shaped_and_clear, standing_out
 
     unknown = [i for i, lab in enumerate(labels) if lab == UNKNOWN and neighbours[i]]
     if not unknown or not (profile or {}).get("classes"):
-        return labels, conf, []
+        return labels, conf, [], []
     have = counts(decision)
     votes = {i: vote(neighbours[i], threshold=-1.0, top_k=top_k, prior=priors[i] if priors is not None else None,
                      counts=have) for i in unknown}
-    ratio = standing_out(candidates[np.asarray(unknown)], [votes[i].label for i in unknown], profile)
-    taken = [i for i, r in zip(unknown, ratio, strict=True) if votes[i].label != NEGATIVE and r >= STAND_OUT]
+    sub = candidates[np.asarray(unknown)]
+    ratio = standing_out(sub, [votes[i].label for i in unknown], profile)
+    plain = shaped_and_clear(sub, profile) if DIM_TAKES else np.zeros(len(unknown), bool)
+    taken, clear = [], []
+    for i, r, c in zip(unknown, ratio, plain, strict=True):
+        if votes[i].label != NEGATIVE and (r >= STAND_OUT or c):
+            (taken if r >= STAND_OUT else clear).append(i)
     labels, conf = list(labels), conf.copy()
-    for i in taken:
+    for i in taken + clear:
         labels[i], conf[i] = votes[i].label, votes[i].confidence
-    return labels, conf, taken
+    return labels, conf, taken, clear
 
 
 @dataclass
@@ -443,7 +461,8 @@ def decide(
     similarity is among its class's examples (when ``decision`` is given) x its profile fit
     and stability with the selection's weights (``quality`` without the similarity).
     With the classes' own thresholds, an unknown candidate standing out at least as far as
-    its nearest class's typical example takes that class (``STAND_OUT``). Candidates labelled
+    its nearest class's typical example takes that class (``STAND_OUT``), and so does one
+    shaped like a bright class's examples and clear of the image's noise (``DIM_TAKES``). Candidates labelled
     negative, or ``unknown`` (unless ``keep_unknown``), or fitting their class's profile worse
     than ``MIN_FIT`` are not kept; kept unknowns are chosen among themselves after the
     labelled objects, and only where none of those is (they never change which are kept). The one
@@ -479,8 +498,10 @@ def decide(
     labels, conf, sim = vote_batch(neighbours, threshold=flat, top_k=top_k, thresholds=per_class,
                                    priors=priors, counts=counts(decision))
     taken: list[int] = []
+    clear: list[int] = []
     if threshold is None:  # a threshold the user gives is theirs
-        labels, conf, taken = _standing_out(candidates, neighbours, labels, conf, top_k, priors, decision, profile)
+        labels, conf, taken, clear = _standing_out(candidates, neighbours, labels, conf, top_k, priors, decision,
+                                                   profile)
     fit, shape_fit = fit_and_shape_scores(candidates, labels, profile)
     # confidence: the evidence of the selection's quality, each as a factor in [0, 1] (not the
     # outline's: on the nucleus sets it ranked true objects lower, docs/performance.md session 29)
@@ -520,8 +541,9 @@ def decide(
         found = np.array([lab == JOINT for lab in labels], bool)
         labels = [str(types[0][i]) if found[i] else lab for i, lab in enumerate(labels)]
         conf = np.where(found, np.asarray(types[1], np.float32), conf).astype(np.float32)
-    return Decision(labels, conf, sim, fit, keep.astype(np.int64), words, int(np.isin(keep, taken).sum()))
+    return Decision(labels, conf, sim, fit, keep.astype(np.int64), words, int(np.isin(keep, taken).sum()),
+                    int(np.isin(keep, clear).sum()))
 
 
-__all__ = ["Typing", "type_by_vote", "CLUMP_SIZE", "MAX_OVERLAP", "OUTLINE_CAP", "OUTLINE_WEIGHT", "PROMPT_MARGIN", "Decision", "box_overlap", "choose_prompt", "decide", "overlap_pairs",
+__all__ = ["Typing", "type_by_vote", "CLUMP_SIZE", "MAX_OVERLAP", "OUTLINE_CAP", "OUTLINE_WEIGHT", "PROMPT_MARGIN", "DIM_TAKES", "Decision", "box_overlap", "choose_prompt", "decide", "overlap_pairs",
            "contact_ratio", "covering_parts", "fragmented_wholes", "overlapping", "quality", "select", "wholes_first"]

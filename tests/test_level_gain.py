@@ -94,7 +94,15 @@ def test_a_dim_copy_finds_what_the_bright_one_does(bright_library, monkeypatch):
     assert len(bright) == len(found) == len(masks)
     assert np.array_equal(np.sort(bright.boxes, axis=0), np.sort(found.boxes, axis=0))
     assert any("stand out 0.1x as far" in n for n in found.metadata["notes"])
-    monkeypatch.setattr(P, "LEVEL_GAIN", float("inf"))  # the examples' levels as they are
+    monkeypatch.setattr(P, "LEVEL_GAIN", float("inf"))  # the examples' levels as they are:
+    # the discs are still found, as objects fainter than every example that are shaped like
+    # them and clear of the noise (select.DIM_TAKES), no longer as the examples' own look
+    unmapped = bright_library.detect(dim)
+    assert len(unmapped) == len(masks)
+    assert any("unlike every example, but shaped like them" in n for n in unmapped.metadata["notes"])
+    import sam_detect.select as sel
+
+    monkeypatch.setattr(sel, "DIM_TAKES", False)  # and without that too: unknown
     assert len(bright_library.detect(dim)) < len(masks)
 
 

@@ -800,6 +800,84 @@ def test_decide_takes_an_unlike_candidate_standing_out_further_than_the_examples
     assert decide(inst, nb, threshold=None, top_k=5, profile=prof).labels == ["unknown"] * 3
 
 
+def test_decide_takes_an_unlike_candidate_shaped_like_a_bright_classs_examples_and_clear_of_the_noise(monkeypatch):
+    """No example reaches the threshold for four candidates standing out half as far as the
+    typical example: two shaped like the examples (squares of their size) and 3 noise sds
+    clear take the class (nuclei fainter than every example), and so does a square the image
+    border cuts (judged as the size filter judges it); a sliver of about the same area does
+    not; nor any where the noise buries them, the class is dark (no noise is measured for it),
+    a negative is nearest, the user gives the threshold, or the rule is off."""
+    import sam_detect.select as sel
+    from sam_detect.store.base import Neighbour
+
+    masks = np.zeros((4, 80, 80), bool)
+    masks[0, 5:25, 5:25] = masks[2, 55:75, 55:75] = True
+    masks[1, 35:40, 10:70] = True  # a sliver of about the squares' area
+    masks[3, 30:50, 0:12] = True  # a square the image border cuts
+    inst = Instances(masks=masks)
+    inst.data["stability"] = np.ones(4)
+    inst.data["contrast"] = np.array([20.0, 20.0, 20.0, 20.0], np.float32)
+    inst.data["class_hint"] = np.array(["cell"] * 4, dtype=object)
+    inst.metadata["noise"] = {"cell": 5.0}
+    prof = {"classes": {"cell": {"log_area": [np.log(400.0), 0.3], "solidity": [0.9, 1.0], "contrast": 40.0,
+                                 "eccentricity": 0.2, "polarity": "bright"}}}
+    nb = [[Neighbour(id="a", score=0.35, label="cell")] for _ in range(4)]
+    d = decide(inst, nb, threshold=None, top_k=5, profile=prof)
+    assert d.labels == ["cell", "unknown", "cell", "cell"], d.labels
+    assert d.clear_of_noise == 3 and d.standing_out == 0 and sorted(d.keep.tolist()) == [0, 2, 3]
+    assert 0 < d.confidences[0] <= 1
+    inst.metadata["noise"] = {"cell": 8.0}  # 20 is 2.5 noise sds: buried
+    assert decide(inst, nb, threshold=None, top_k=5, profile=prof).labels == ["unknown"] * 4
+    inst.metadata["noise"] = {"cell": 5.0}
+    assert decide(inst, nb, threshold=0.5, top_k=5, profile=prof).labels == ["unknown"] * 4
+    negative = [[Neighbour(id="n", score=0.4, label="__negative__"), Neighbour(id="a", score=0.35, label="cell")]] * 4
+    assert decide(inst, negative, threshold=None, top_k=5, profile=prof).labels == ["unknown"] * 4
+    del inst.metadata["noise"]  # a dark class: none measured
+    assert decide(inst, nb, threshold=None, top_k=5, profile=prof).labels == ["unknown"] * 4
+    inst.metadata["noise"] = {"cell": 5.0}
+    monkeypatch.setattr(sel, "DIM_TAKES", False)
+    assert decide(inst, nb, threshold=None, top_k=5, profile=prof).labels == ["unknown"] * 4
+
+
+def test_detect_finds_objects_fainter_than_every_example(monkeypatch):
+    """Five bright discs as examples; the image's other discs, the same size but standing out
+    two thirds as far, are found and said to be kept for their shape and contrast over the
+    noise; with the rule off they are unknown (the handcrafted embedder's intensity features
+    are the examples' no more)."""
+    import sam_detect.select as sel
+    from sam_detect.eval.matching import mask_iou
+
+    rng = np.random.default_rng(0)
+    img = rng.normal(20, 3, (240, 240))
+    yy, xx = np.mgrid[:240, :240]
+    masks, bright = [], []
+    for i in range(5):
+        for j in range(5):
+            disc = (yy - 24 - 48 * i) ** 2 + (xx - 24 - 48 * j) ** 2 <= 10 ** 2
+            img[disc] += 180 if (i + j) % 2 == 0 else 120
+            masks.append(disc)
+            bright.append((i + j) % 2 == 0)
+    rgb = np.repeat(np.clip(img, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+    masks, bright = np.stack(masks), np.array(bright)
+    other, moved = np.roll(rgb, 3, axis=1), np.roll(masks, 3, axis=2)
+
+    def found() -> tuple[int, int, list]:
+        det = SAMDetect(DetectorConfig(segmenter="classical", embedder="handcrafted", store="memory", library="x"))
+        det.add_examples(rgb, Instances(masks=masks[np.flatnonzero(bright)[:5]], labels=["disc"] * 5))
+        out = det.detect(other)
+        det.close()
+        hit = mask_iou(out.masks, moved).max(axis=0) >= 0.5
+        return int(hit[bright].sum()), int(hit[~bright].sum()), out.metadata["notes"]
+
+    n_bright, n_faint, notes = found()
+    assert (n_bright, n_faint) == (13, 12), (n_bright, n_faint)
+    assert any("12 objects unlike every example, but shaped like them and at least 3 sds above" in n
+               for n in notes), notes
+    monkeypatch.setattr(sel, "DIM_TAKES", False)
+    n_bright, n_faint, notes = found()
+    assert (n_bright, n_faint) == (13, 0) and not any("unlike every example" in n for n in notes)
+
+
 def _two_candidates(side, squares, edges):
     """Two square candidates ``(y0, y1, x0, x1)`` on a ``side`` x ``side`` image, both drawn by
     every setting and alike to the examples (each a neighbour at 0.8); the examples measure
