@@ -78,13 +78,14 @@ class LibraryState:
         from sam_detect.profile import build_profile, joint_profile
 
         vectors, labels, payloads = self._examples()
-        from sam_detect.unlabelled import model_from_payloads
+        from sam_detect.unlabelled import admitted_sizes, model_from_payloads
 
         profile = build_profile([(lab, pay.get("shape")) for lab, pay in zip(labels, payloads, strict=True)])
         self.store.update_extra(self.config.library, "profile", profile)
         self._cache["profile"] = (self.store.count(self.config.library), profile)
         for key in ("unlabelled", "unlabelled_joint"):
-            model = model_from_payloads(payloads, key) if key == "unlabelled" or joint_profile(profile) is not None else None
+            model = (model_from_payloads(payloads, key, admitted_sizes(profile))
+                     if key == "unlabelled" or joint_profile(profile) is not None else None)
             self.store.update_extra(self.config.library, key, model)
             self._cache[key] = (self.store.count(self.config.library), model)
         # which images the examples were drawn on, so that a detect on one of them knows

@@ -81,6 +81,14 @@ MIN_LABELLED_OBJECTS = 10
 #: for standing out (the ten brightest nuclei) would pass for most of their images' objects
 #: and every fainter object would be dropped as unlabelled (development sets, session 35)
 AREA_ROOM = 0.25
+#: ... and where every class is bright, over the sizes the profile admits too
+#: (:func:`admitted_sizes`): examples picked by size (the ten largest nuclei) are alike to
+#: few objects within ``AREA_ROOM`` of their own sizes, passed for most of their images'
+#: objects, and the model dropped every smaller one (``dev_u2os`` 0.764, ``dev_rpe1``
+#: 0.715 with the ten largest as examples; 0.919 and 0.938 counted over the admitted sizes).
+#: Not for dark classes: on the H&E patches it cost 0.575 -> 0.565 and 0.561 -> 0.530
+#: (docs/performance.md, sessions 75-76)
+ALIKE_OVER_ADMITTED = True
 #: the fewest alike unlabelled objects (``alike``) that say how far the examples stand out
 #: above them (``alike_shift``)
 ALIKE_FOR_SHIFT = 5
@@ -167,7 +175,7 @@ def _position_features(positions: np.ndarray) -> np.ndarray:
 
 
 def fit(x: np.ndarray, labelled: np.ndarray, groups: np.ndarray | None = None,
-        positions: np.ndarray | None = None) -> dict | None:
+        positions: np.ndarray | None = None, admitted: tuple[float, float] | None = None) -> dict | None:
     """The model from candidates' :func:`features` ``x`` ``(N, F)``, which of them are
     labelled examples ``(N,)`` bool, and ``groups`` ``(N,)`` int: which candidates are
     alternatives of one object (they overlap; default: each its own). ``None`` with fewer
@@ -188,7 +196,9 @@ def fit(x: np.ndarray, labelled: np.ndarray, groups: np.ndarray | None = None,
     picked for standing out; :func:`floor_factor`). With ``positions`` ``(N, 2)`` (each
     candidate's centre as shares of its image's width and height), also
     ``"position_separation"``: the same out-of-fold ROC AUC for a model of the candidates'
-    positions alone, which tells whether the examples lie apart from the rest."""
+    positions alone, which tells whether the examples lie apart from the rest. ``admitted``
+    ``(lo, hi)``: log-areas (less the class's centre, as ``log_area``) the profile admits,
+    which widen the sizes counted ``alike`` (:func:`admitted_sizes`)."""
     x = np.asarray(x, np.float64)
     y = np.asarray(labelled, bool)
     if len(x) != len(y):
@@ -232,7 +242,10 @@ def fit(x: np.ndarray, labelled: np.ndarray, groups: np.ndarray | None = None,
     # are a small share of their images' objects, whatever g says (g reads contrast too)
     lab_rows = x[y]
     log_a, stab, solid = x[:, 1], x[:, 4], x[:, 5]
-    alike = ((log_a >= lab_rows[:, 1].min() - AREA_ROOM) & (log_a <= lab_rows[:, 1].max() + AREA_ROOM)
+    lo, hi = lab_rows[:, 1].min() - AREA_ROOM, lab_rows[:, 1].max() + AREA_ROOM
+    if admitted is not None:
+        lo, hi = min(lo, float(admitted[0])), max(hi, float(admitted[1]))
+    alike = ((log_a >= lo) & (log_a <= hi)
              & (stab >= lab_rows[:, 4].min()) & (solid >= lab_rows[:, 5].min()) & ~y)
     n_alike = int((np.bincount(g_idx, weights=alike.astype(np.float64), minlength=len(has_labelled)) > 0)[~has_labelled].sum())
     separation = auc(out)
@@ -413,12 +426,25 @@ def rows_for_examples(candidates: Instances, profile: dict | None, examples: Ins
     return out
 
 
-def model_from_payloads(payloads: Sequence[dict], key: str = "unlabelled") -> dict | None:
+def admitted_sizes(profile: dict | None) -> tuple[float, float] | None:
+    """The log-areas the profile's classes admit (``area_range``), less each class's centre
+    (``log_area``, as :func:`features` measures them): ``(lo, hi)`` over the classes, where
+    every class is bright and ``ALIKE_OVER_ADMITTED``; else ``None``."""
+    classes = (profile or {}).get("classes") or {}
+    if not ALIKE_OVER_ADMITTED or not classes or any(e.get("polarity") != "bright" for e in classes.values()):
+        return None
+    spans = np.array([[np.log(max(float(e["area_range"][k]), 1.0)) - float(e["log_area"][0]) for k in (0, 1)]
+                      for e in classes.values()])
+    return float(spans[:, 0].min()), float(spans[:, 1].max())
+
+
+def model_from_payloads(payloads: Sequence[dict], key: str = "unlabelled",
+                        admitted: tuple[float, float] | None = None) -> dict | None:
     """The model (:func:`fit`) from the example payloads' ``"unlabelled"`` rows: of each image
     (``"image_key"``) only its latest measurement (``"unlabelled_at"``), which matched every
     example the library then held of it. ``key="unlabelled_joint"``: the rows measured with
     the library's classes found as one (``profile.JOINT``), or its ``"unlabelled"`` rows where
-    it then held one class."""
+    it then held one class. ``admitted``: as :func:`fit`'s (:func:`admitted_sizes`)."""
     latest: dict[str, int] = {}
     def rows_of(p: dict) -> list | None:
         return p.get(key, p.get("unlabelled"))
@@ -444,7 +470,7 @@ def model_from_payloads(payloads: Sequence[dict], key: str = "unlabelled") -> di
     ids = {g: k for k, g in enumerate(dict.fromkeys(groups[i] for i in order))}
     n = len(FEATURES)
     positions = a[:, n:n + 2] if np.isfinite(a[:, n:n + 2]).all() else None
-    return fit(a[:, :n], a[:, -1] > 0.5, np.array([ids[groups[i]] for i in order]), positions)
+    return fit(a[:, :n], a[:, -1] > 0.5, np.array([ids[groups[i]] for i in order]), positions, admitted)
 
 
 #: An example image's annotation that leaves out the objects the image border cuts (the Cell
@@ -577,4 +603,4 @@ def describe(model: dict | None, joint: dict | None = None, border: dict | None 
 
 
 __all__ = ["UNLIKE_LEVEL", "unlike_examples", "FEATURES", "GROUP_OVERLAP", "MATCH_IOU", "MIN_LABEL_FREQUENCY", "MIN_LABELLED_OBJECTS", "MIN_SEPARATION", "MIN_SEPARATION_Z", "MIN_SEPARATION_Z_AT_RANDOM", "MAX_POSITION_SEPARATION", "MIN_PROBABILITY", "PICKED_ABOVE", "ALIKE_FOR_SHIFT", "VERSION", "BORDER_EXPECTED_MIN", "BORDER_GAP", "BORDER_LEFT_OUT", "BORDER_NEAR", "applies", "border_convention", "border_record", "cut_in_annotation", "leaves_border_out", "at_random", "describe", "floor_factor",
-           "features", "fit", "image_key", "model_from_payloads", "probability", "rows_for_examples"]
+           "admitted_sizes", "features", "fit", "image_key", "model_from_payloads", "probability", "rows_for_examples"]

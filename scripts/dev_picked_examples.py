@@ -13,7 +13,11 @@ without both, to see which step the biased examples mislead.
 ``--pick raster``: the first ten objects met scanning the label image's rows from the top
 instead, as ``add --labels --limit 10`` took them where the label image is numbered so
 (``raster-whole``: whole ones first, as it takes them since session 74);
-``--pick random --seed N``: ten drawn at random, to compare (``--modes now``: the package only).
+``--pick largest`` / ``--pick smallest``: the ten largest or smallest whole objects, as a
+user who picks by size gives them (``--modes now,sizes off``: with and without the
+unlabelled filter's alike objects counted over the sizes the profile admits,
+``unlabelled.ALIKE_OVER_ADMITTED``); ``--pick random --seed N``: ten drawn at random, to
+compare (``--modes now``: the package only).
 """
 
 from __future__ import annotations
@@ -59,15 +63,25 @@ def whole_first_in_raster_order(label: np.ndarray, ids: np.ndarray, truth, n: in
     return order[np.argsort(cut_in_annotation(truth[order]), kind="stable")][:n]
 
 
+def by_size(truth, n: int = 10, largest: bool = True) -> np.ndarray:
+    """Indices of the ``n`` largest (or smallest) objects of ``truth`` the image border does
+    not cut."""
+    from sam_detect.unlabelled import cut_in_annotation
+
+    areas = np.where(cut_in_annotation(truth), np.nan, truth.areas.astype(np.float64))
+    order = np.argsort(-areas if largest else areas)  # NaN (cut) last either way
+    return order[:min(n, int(np.isfinite(areas).sum()))]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sets", default="dev_u2os,dev_rpe1,dev_stroma,dev_rings")
     ap.add_argument("--images", type=int, default=3)
-    ap.add_argument("--pick", choices=("contrast", "raster", "raster-whole", "random"), default="contrast",
+    ap.add_argument("--pick", choices=("contrast", "raster", "raster-whole", "largest", "smallest", "random"), default="contrast",
                     help="the ten most contrasted objects (default), the first ten in raster order (whole ones "
-                    "first: raster-whole, as add --limit takes them), or ten at random")
+                    "first: raster-whole, as add --limit takes them), the ten largest or smallest whole ones, or ten at random")
     ap.add_argument("--seed", type=int, default=0, help="the draw of --pick random")
-    ap.add_argument("--modes", default=None, help="comma-separated: now, filter off, floor off, both off (default all)")
+    ap.add_argument("--modes", default=None, help="comma-separated: now, filter off, floor off, both off, sizes off (default all but sizes off)")
     args = ap.parse_args()
 
     import bench_data
@@ -80,10 +94,10 @@ def main() -> None:
 
     dim, applies = profile._dim, unlabelled.applies
     never = lambda *a: np.zeros(len(a[0]), bool)  # noqa: E731
-    modes = {"now": (dim, applies), "filter off": (dim, lambda m: False),
-             "floor off": (never, applies), "both off": (never, lambda m: False)}
-    if args.modes:
-        modes = {k: modes[k] for k in args.modes.split(",")}
+    modes = {"now": (dim, applies, True), "filter off": (dim, lambda m: False, True),
+             "floor off": (never, applies, True), "both off": (never, lambda m: False, True),
+             "sizes off": (dim, applies, False)}
+    modes = {k: modes[k] for k in args.modes.split(",")} if args.modes else {k: v for k, v in modes.items() if k != "sizes off"}
     config = DetectorConfig(segmenter="classical", embedder="views", store="memory")
     print("| set | " + " | ".join(modes) + " |")
     print("| --- |" + " --- |" * len(modes))
@@ -98,18 +112,19 @@ def main() -> None:
             idx = (most_contrasted(rgb, truth) if args.pick == "contrast" else
                    first_in_raster_order(np.asarray(gt[f]), np.asarray(ids)) if args.pick == "raster" else
                    whole_first_in_raster_order(np.asarray(gt[f]), np.asarray(ids), truth) if args.pick == "raster-whole" else
+                   by_size(truth, largest=args.pick == "largest") if args.pick in ("largest", "smallest") else
                    np.random.default_rng(args.seed).choice(len(truth), size=min(10, len(truth)), replace=False))
             ignore = np.zeros(len(truth), bool)
             ignore[idx] = True
-            for key, (d, a) in modes.items():
-                profile._dim, unlabelled.applies = d, a
+            for key, (d, a, sizes) in modes.items():
+                profile._dim, unlabelled.applies, unlabelled.ALIKE_OVER_ADMITTED = d, a, sizes
                 try:
                     det = SAMDetect(config)
                     det.add_examples(rgb, truth[idx], annotation=truth)
                     found = det.detect(rgb)
                     det.close()
                 finally:
-                    profile._dim, unlabelled.applies = dim, applies
+                    profile._dim, unlabelled.applies, unlabelled.ALIKE_OVER_ADMITTED = dim, applies, True
                 acc = MetricsAccumulator((0.5,))
                 acc.add(found, truth, ignore)
                 c = acc.result()[0.5]

@@ -77,6 +77,50 @@ def test_not_used_where_the_examples_were_picked_for_standing_out(seed):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
+def test_examples_picked_for_their_size_count_the_objects_of_every_admitted_size(seed):
+    """The ten largest of sixty objects: within ``AREA_ROOM`` of their sizes few others
+    are alike, and the model, which tells them from the rest by size, would be used and drop
+    every smaller object. Counted over the sizes the profile admits (``admitted``), most of
+    the sixty are alike and it is not used."""
+    from sam_detect.unlabelled import AREA_ROOM
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 1, (75, len(FEATURES)))
+    x[:60, 1] = rng.normal(0, 0.4, 60)  # log-area
+    x[:, 2] = x[:, 1] ** 2
+    x[:, 4:] = 1.0  # stability and solidity alike
+    x[60:, 0] -= 4.0  # fifteen that are not objects: faint
+    y = np.zeros(75, bool)
+    y[np.argsort(-x[:60, 1])[:10]] = True
+    centre = x[y, 1].mean()
+    x[:, 1] -= centre  # as features() measures them: less the examples' centre
+    x[:, 2] = x[:, 1] ** 2
+    by_own = fit(x, y)
+    assert by_own["alike"] < 30 and applies(by_own)
+    admitted = (x[y, 1].min() - 1.2, x[y, 1].max() + AREA_ROOM)
+    counted = fit(x, y, admitted=admitted)
+    assert counted["alike"] >= 45 and not applies(counted)
+    assert "look like the examples in size" in describe(counted)[0]
+    # everything else the model says is the same
+    assert {k: v for k, v in counted.items() if not k.startswith("alike")} == {
+        k: v for k, v in by_own.items() if not k.startswith("alike")}
+
+
+def test_admitted_sizes_are_the_bright_classes_area_ranges_about_their_centres(monkeypatch):
+    import sam_detect.unlabelled as unlabelled
+    from sam_detect.unlabelled import admitted_sizes
+
+    bright = {"polarity": "bright", "area_range": [50.0, 400.0], "log_area": [np.log(100.0), 0.3]}
+    big = {"polarity": "bright", "area_range": [300.0, 2000.0], "log_area": [np.log(1000.0), 0.3]}
+    lo, hi = admitted_sizes({"classes": {"a": bright, "b": big}})
+    assert (lo, hi) == pytest.approx((np.log(0.3), np.log(4.0)))
+    assert admitted_sizes({"classes": {"a": bright, "b": {**big, "polarity": "dark"}}}) is None
+    assert admitted_sizes({"classes": {}}) is None and admitted_sizes(None) is None
+    monkeypatch.setattr(unlabelled, "ALIKE_OVER_ADMITTED", False)
+    assert admitted_sizes({"classes": {"a": bright}}) is None
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
 def test_examples_picked_for_standing_out_lower_the_contrast_floor(seed):
     """``alike_above`` / ``alike_shift``: the ten most contrasted of a hundred objects rank
     above nearly every alike unlabelled object, which stand out ``e**shift`` as far: the
@@ -353,6 +397,53 @@ def test_examples_added_one_at_a_time_are_matched_together(scenes):
     a, b = batch.unlabelled_model, single.unlabelled_model
     assert (b["labelled"], b["unlabelled"]) == (a["labelled"], a["unlabelled"]) == (len(inst), a["unlabelled"])
     assert applies(b) and abs(b["c"] - a["c"]) < 0.05
+
+
+def sized_field(seed: int, n: int = 60, size: int = 320) -> tuple[np.ndarray, np.ndarray]:
+    """Grey ``(size, size, 3)`` uint8 field of ``n`` bright discs of radius 6-10 px and
+    brightness 150-220 on 40, noise sd 5; returns ``(rgb, label image)``."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    lab = np.zeros((size, size), np.int32)
+    img = np.full((size, size), 40.0)
+    k = 0
+    for _ in range(20000):
+        if k == n:
+            break
+        r = rng.uniform(6, 10)
+        cy, cx = rng.uniform(r + 3, size - r - 3, 2)
+        d = (xx - cx) ** 2 + (yy - cy) ** 2
+        if (lab[d <= (r + 4) ** 2] > 0).any():
+            continue
+        k += 1
+        lab[d <= r * r] = k
+        img[d <= r * r] = rng.uniform(150, 220)
+    img += rng.normal(0, 5, img.shape)
+    return np.repeat(np.clip(img, 0, 255).astype(np.uint8)[..., None], 3, axis=2), lab
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_ten_largest_objects_as_examples_find_the_smaller_ones(seed, monkeypatch):
+    """A user who gives the ten largest of sixty discs (radius 6-10 px) as examples, the
+    rest annotated as unlabelled objects: over the sizes the profile admits, most of the
+    others are alike to them, the model is not used and every disc is found. Counted within
+    ``AREA_ROOM`` of the examples' own sizes (``ALIKE_OVER_ADMITTED`` off), few are, the
+    model is used and drops the smaller discs."""
+    import sam_detect.unlabelled as unlabelled
+
+    rgb, lab = sized_field(seed)
+    gt, _ = Instances.from_label_image(lab)
+    largest = np.argsort(-gt.areas)[:10]
+    det = detector("largest")
+    det.add_examples(rgb, gt[largest], ["disc"] * 10, annotation=gt)
+    assert not applies(det.unlabelled_model)
+    n, tp = found(det, rgb, lab)
+    assert n == tp and tp >= 57
+    monkeypatch.setattr(unlabelled, "ALIKE_OVER_ADMITTED", False)
+    det = detector("largest-own-sizes")
+    det.add_examples(rgb, gt[largest], ["disc"] * 10, annotation=gt)
+    assert applies(det.unlabelled_model)
+    assert found(det, rgb, lab)[1] <= 30
 
 
 def test_a_few_examples_among_many_objects_leave_detection_as_it_was(scenes):
