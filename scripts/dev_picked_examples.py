@@ -14,7 +14,7 @@ without both, to see which step the biased examples mislead.
 instead, as ``add --labels --limit 10`` took them where the label image is numbered so
 (``raster-whole``: whole ones first, as it takes them since session 74);
 ``--pick largest`` / ``--pick smallest``: the ten largest or smallest whole objects, as a
-user who picks by size gives them (``--modes now,sizes off``: with and without the
+user who picks by size gives them (``largest-any``: the border's cut objects among them) (``--modes now,sizes off``: with and without the
 unlabelled filter's alike objects counted over the sizes the profile admits,
 ``unlabelled.ALIKE_OVER_ADMITTED``); ``--pick random --seed N``: ten drawn at random, to
 compare (``--modes now``: the package only).
@@ -63,12 +63,14 @@ def whole_first_in_raster_order(label: np.ndarray, ids: np.ndarray, truth, n: in
     return order[np.argsort(cut_in_annotation(truth[order]), kind="stable")][:n]
 
 
-def by_size(truth, n: int = 10, largest: bool = True) -> np.ndarray:
-    """Indices of the ``n`` largest (or smallest) objects of ``truth`` the image border does
-    not cut."""
+def by_size(truth, n: int = 10, largest: bool = True, whole: bool = True) -> np.ndarray:
+    """Indices of the ``n`` largest (or smallest) objects of ``truth``, of those the image
+    border does not cut where ``whole``."""
     from sam_detect.unlabelled import cut_in_annotation
 
-    areas = np.where(cut_in_annotation(truth), np.nan, truth.areas.astype(np.float64))
+    areas = truth.areas.astype(np.float64)
+    if whole:
+        areas[cut_in_annotation(truth)] = np.nan
     order = np.argsort(-areas if largest else areas)  # NaN (cut) last either way
     return order[:min(n, int(np.isfinite(areas).sum()))]
 
@@ -77,7 +79,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sets", default="dev_u2os,dev_rpe1,dev_stroma,dev_rings")
     ap.add_argument("--images", type=int, default=3)
-    ap.add_argument("--pick", choices=("contrast", "raster", "raster-whole", "largest", "smallest", "random"), default="contrast",
+    ap.add_argument("--pick", choices=("contrast", "raster", "raster-whole", "largest", "largest-any", "smallest", "random"), default="contrast",
                     help="the ten most contrasted objects (default), the first ten in raster order (whole ones "
                     "first: raster-whole, as add --limit takes them), the ten largest or smallest whole ones, or ten at random")
     ap.add_argument("--seed", type=int, default=0, help="the draw of --pick random")
@@ -112,7 +114,8 @@ def main() -> None:
             idx = (most_contrasted(rgb, truth) if args.pick == "contrast" else
                    first_in_raster_order(np.asarray(gt[f]), np.asarray(ids)) if args.pick == "raster" else
                    whole_first_in_raster_order(np.asarray(gt[f]), np.asarray(ids), truth) if args.pick == "raster-whole" else
-                   by_size(truth, largest=args.pick == "largest") if args.pick in ("largest", "smallest") else
+                   by_size(truth, largest=args.pick != "smallest", whole=args.pick != "largest-any")
+                   if args.pick in ("largest", "largest-any", "smallest") else
                    np.random.default_rng(args.seed).choice(len(truth), size=min(10, len(truth)), replace=False))
             ignore = np.zeros(len(truth), bool)
             ignore[idx] = True
