@@ -83,6 +83,7 @@ def main() -> None:
                     help="the ten most contrasted objects (default), the first ten in raster order (whole ones "
                     "first: raster-whole, as add --limit takes them), the ten largest or smallest whole ones, or ten at random")
     ap.add_argument("--seed", type=int, default=0, help="the draw of --pick random")
+    ap.add_argument("--count", type=int, default=10, help="examples per image (default 10)")
     ap.add_argument("--modes", default=None, help="comma-separated: now, filter off, floor off, both off, sizes off (default all but sizes off)")
     args = ap.parse_args()
 
@@ -111,12 +112,13 @@ def main() -> None:
             rgb = rgb if rgb.ndim == 3 else np.repeat(rgb[..., None], 3, axis=2)
             truth, ids = Instances.from_label_image(np.asarray(gt[f]))
             truth.labels = np.array(["object"] * len(truth), dtype=object)
-            idx = (most_contrasted(rgb, truth) if args.pick == "contrast" else
-                   first_in_raster_order(np.asarray(gt[f]), np.asarray(ids)) if args.pick == "raster" else
-                   whole_first_in_raster_order(np.asarray(gt[f]), np.asarray(ids), truth) if args.pick == "raster-whole" else
-                   by_size(truth, largest=args.pick != "smallest", whole=args.pick != "largest-any")
+            n = args.count
+            idx = (most_contrasted(rgb, truth, n) if args.pick == "contrast" else
+                   first_in_raster_order(np.asarray(gt[f]), np.asarray(ids), n) if args.pick == "raster" else
+                   whole_first_in_raster_order(np.asarray(gt[f]), np.asarray(ids), truth, n) if args.pick == "raster-whole" else
+                   by_size(truth, n, largest=args.pick != "smallest", whole=args.pick != "largest-any")
                    if args.pick in ("largest", "largest-any", "smallest") else
-                   np.random.default_rng(args.seed).choice(len(truth), size=min(10, len(truth)), replace=False))
+                   np.random.default_rng(args.seed).choice(len(truth), size=min(n, len(truth)), replace=False))
             ignore = np.zeros(len(truth), bool)
             ignore[idx] = True
             for key, (d, a, sizes) in modes.items():
