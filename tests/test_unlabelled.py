@@ -273,37 +273,37 @@ def test_image_key_is_the_key_stored_libraries_hold():
         assert image_key(a) == hashlib.blake2b(c.tobytes() + repr(c.shape).encode(), digest_size=8).hexdigest()
 
 
+def discs(seed: int, n: int, size: int, radius, brightness, kind=lambda k: 0, tries: int = 5000):
+    """Grey ``(size, size, 3)`` uint8 field of ``n`` discs on 40 (noise sd 5), placed at
+    random at least 4 px apart: disc ``k`` (0, 1, ...) of radius ``radius(k, rng)`` and
+    brightness ``brightness(k, rng)``, in the label image of its ``kind(k)`` (0 or 1);
+    returns ``(rgb, kind 0's label image, kind 1's)``."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    labs = np.zeros((2, size, size), np.int32)
+    img = np.full((size, size), 40.0)
+    k = 0
+    for _ in range(tries):
+        if k == n:
+            break
+        r = radius(k, rng)
+        cy, cx = rng.uniform(r + 3, size - r - 3, 2)
+        d = (xx - cx) ** 2 + (yy - cy) ** 2
+        if (labs[:, d <= (r + 4) ** 2] > 0).any():
+            continue
+        labs[kind(k)][d <= r * r] = k + 1
+        img[d <= r * r] = brightness(k, rng)
+        k += 1
+    img += rng.normal(0, 5, img.shape)
+    return np.repeat(np.clip(img, 0, 255).astype(np.uint8)[..., None], 3, axis=2), labs[0], labs[1]
+
+
 def scene(seed: int, n: int = 30, every: int = 2):
     """Grey ``(256, 256, 3)`` uint8 field: bright discs (the objects, one in ``every``) and
     dimmer, slightly larger discs (look-alikes, not labelled); returns ``(rgb, objects' label
     image, look-alikes' label image)``."""
-    rng = np.random.default_rng(seed)
-    size = 256
-    yy, xx = np.mgrid[:size, :size]
-    lab = np.zeros((size, size), np.int32)
-    other = np.zeros((size, size), np.int32)
-    img = np.full((size, size), 40.0)
-    k = 0
-    for _ in range(5000):
-        if k == n:
-            break
-        look_alike = k % every != 0
-        r = rng.uniform(8, 9) if look_alike else rng.uniform(6, 7.5)
-        cy, cx = rng.uniform(r + 3, size - r - 3, 2)
-        m = (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
-        grown = (xx - cx) ** 2 + (yy - cy) ** 2 <= (r + 4) ** 2
-        if (lab[grown] > 0).any() or (other[grown] > 0).any():
-            continue
-        k += 1
-        if look_alike:
-            other[m] = k
-            img[m] = 40 + 160 * 0.65
-        else:
-            lab[m] = k
-            img[m] = 200
-    img += rng.normal(0, 5, img.shape)
-    rgb = np.repeat(np.clip(img, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
-    return rgb, lab, other
+    return discs(seed, n, 256, lambda k, rng: rng.uniform(8, 9) if k % every else rng.uniform(6, 7.5),
+                 lambda k, rng: 40 + 160 * 0.65 if k % every else 200, kind=lambda k: int(k % every != 0))
 
 
 def found(det: SAMDetect, rgb: np.ndarray, lab: np.ndarray) -> tuple[int, int]:
@@ -399,27 +399,12 @@ def test_examples_added_one_at_a_time_are_matched_together(scenes):
     assert applies(b) and abs(b["c"] - a["c"]) < 0.05
 
 
-def sized_field(seed: int, n: int = 60, size: int = 320) -> tuple[np.ndarray, np.ndarray]:
-    """Grey ``(size, size, 3)`` uint8 field of ``n`` bright discs of radius 6-10 px and
-    brightness 150-220 on 40, noise sd 5; returns ``(rgb, label image)``."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    lab = np.zeros((size, size), np.int32)
-    img = np.full((size, size), 40.0)
-    k = 0
-    for _ in range(20000):
-        if k == n:
-            break
-        r = rng.uniform(6, 10)
-        cy, cx = rng.uniform(r + 3, size - r - 3, 2)
-        d = (xx - cx) ** 2 + (yy - cy) ** 2
-        if (lab[d <= (r + 4) ** 2] > 0).any():
-            continue
-        k += 1
-        lab[d <= r * r] = k
-        img[d <= r * r] = rng.uniform(150, 220)
-    img += rng.normal(0, 5, img.shape)
-    return np.repeat(np.clip(img, 0, 255).astype(np.uint8)[..., None], 3, axis=2), lab
+def sized_field(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sixty bright discs of radius 6-10 px and brightness 150-220 on a 320 px field
+    (:func:`discs`); returns ``(rgb, label image)``."""
+    rgb, lab, _ = discs(seed, 60, 320, lambda k, rng: rng.uniform(6, 10), lambda k, rng: rng.uniform(150, 220),
+                        tries=20000)
+    return rgb, lab
 
 
 @pytest.mark.parametrize("seed", [0, 1])
