@@ -84,8 +84,9 @@ class LibraryState:
         self.store.update_extra(self.config.library, "profile", profile)
         self._cache["profile"] = (self.store.count(self.config.library), profile)
         for key in ("unlabelled", "unlabelled_joint"):
-            model = (model_from_payloads(payloads, key, admitted_sizes(profile))
-                     if key == "unlabelled" or joint_profile(profile) is not None else None)
+            # the joint rows are measured against the classes found as one
+            of = profile if key == "unlabelled" else joint_profile(profile)
+            model = model_from_payloads(payloads, key, admitted_sizes(of)) if of is not None else None
             self.store.update_extra(self.config.library, key, model)
             self._cache[key] = (self.store.count(self.config.library), model)
         # which images the examples were drawn on, so that a detect on one of them knows
