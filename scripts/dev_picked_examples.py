@@ -86,6 +86,8 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=10, help="examples per image (default 10)")
     ap.add_argument("--modes", default=None, help="comma-separated: now, filter off, floor off, both off, sizes off (default all but sizes off)")
     args = ap.parse_args()
+    if args.count < 1:
+        ap.error(f"--count must be at least 1, not {args.count}")
 
     import bench_data
 
