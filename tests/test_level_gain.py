@@ -122,6 +122,41 @@ def test_a_dim_copy_in_one_colour_finds_what_the_bright_one_does():
     det.close()
 
 
+def test_examples_on_a_16_bit_frame_find_the_objects_of_its_8_bit_exports(tmp_path):
+    """Examples drawn on a raw 16-bit TIFF; the same kind of frame detected as the 8-bit files a
+    user exports from it (grey PNG, RGB PNG, grey with alpha, JPEG): read from disk, each
+    finds every object the 16-bit file does."""
+    import imageio.v3 as iio
+    import tifffile
+
+    from sam_detect.io.images import load_image
+
+    noise = np.random.default_rng(0)
+
+    def raw(rgb: np.ndarray) -> np.ndarray:  # a camera's 16-bit counts: offset, gain, noise
+        counts = 100.0 + 12.0 * rgb[..., 0].astype(np.float64) + noise.normal(0.0, 20.0, rgb.shape[:2])
+        return np.clip(counts, 0, 65535).astype(np.uint16)
+
+    rgb, masks, _ = draw_scene(seed=1, n_discs=6, n_squares=0)
+    tifffile.imwrite(tmp_path / "examples.tif", raw(rgb))
+    det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder="handcrafted", library="raw"))
+    det.add_examples(load_image(tmp_path / "examples.tif").rgb, Instances(masks=masks, labels=["cell"] * len(masks)))
+    scene, discs, _ = draw_scene(seed=5, n_discs=6, n_squares=0)
+    counts = raw(scene)
+    tifffile.imwrite(tmp_path / "scene.tif", counts)
+    grey8 = np.clip(counts // 13, 0, 255).astype(np.uint8)
+    iio.imwrite(tmp_path / "grey.png", grey8)
+    iio.imwrite(tmp_path / "rgb.png", np.repeat(grey8[..., None], 3, axis=2))
+    iio.imwrite(tmp_path / "alpha.png", np.dstack([grey8, np.full_like(grey8, 255)]))
+    iio.imwrite(tmp_path / "scene.jpg", grey8, quality=85)
+    wide = det.detect(load_image(tmp_path / "scene.tif").rgb)
+    assert len(wide) == len(discs)
+    for name in ("grey.png", "rgb.png", "alpha.png", "scene.jpg"):
+        found = det.detect(load_image(tmp_path / name).rgb)
+        assert len(found) == len(discs), name
+    det.close()
+
+
 def test_a_colour_library_or_image_gets_no_gain(bright_library):
     rgb, masks, _ = draw_scene(seed=5, n_discs=6, n_squares=0)
     dim = _dimmed(rgb, 0.1)
