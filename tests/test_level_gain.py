@@ -126,8 +126,8 @@ def test_examples_on_a_16_bit_frame_find_the_objects_of_its_8_bit_exports(tmp_pa
     """Examples drawn on a raw 16-bit TIFF; the same kind of frame detected as the 8-bit files a
     user exports from it (grey PNG, RGB PNG, grey with alpha, JPEG): read from disk, each
     finds every object the 16-bit file does."""
-    import imageio.v3 as iio
     import tifffile
+    from PIL import Image
 
     from sam_detect.io.images import load_image
 
@@ -145,10 +145,10 @@ def test_examples_on_a_16_bit_frame_find_the_objects_of_its_8_bit_exports(tmp_pa
     counts = raw(scene)
     tifffile.imwrite(tmp_path / "scene.tif", counts)
     grey8 = np.clip(counts // 13, 0, 255).astype(np.uint8)
-    iio.imwrite(tmp_path / "grey.png", grey8)
-    iio.imwrite(tmp_path / "rgb.png", np.repeat(grey8[..., None], 3, axis=2))
-    iio.imwrite(tmp_path / "alpha.png", np.dstack([grey8, np.full_like(grey8, 255)]))
-    iio.imwrite(tmp_path / "scene.jpg", grey8, quality=85)
+    Image.fromarray(grey8).save(tmp_path / "grey.png")
+    Image.fromarray(np.repeat(grey8[..., None], 3, axis=2)).save(tmp_path / "rgb.png")
+    Image.fromarray(np.dstack([grey8, np.full_like(grey8, 255)]), "LA").save(tmp_path / "alpha.png")
+    Image.fromarray(grey8).save(tmp_path / "scene.jpg", quality=85)
     wide = det.detect(load_image(tmp_path / "scene.tif").rgb)
     assert len(wide) == len(discs)
     for name in ("grey.png", "rgb.png", "alpha.png", "scene.jpg"):
