@@ -97,10 +97,10 @@ def main() -> None:
     from sam_detect.eval.metrics import MetricsAccumulator
     from sam_detect.instances import Instances
 
-    dim, applies = profile._dim, unlabelled.applies
+    dim, applies, over = profile._dim, unlabelled.applies, unlabelled.ALIKE_OVER_ADMITTED
     never = lambda *a: np.zeros(len(a[0]), bool)  # noqa: E731
-    modes = {"now": (dim, applies, True), "filter off": (dim, lambda m: False, True),
-             "floor off": (never, applies, True), "both off": (never, lambda m: False, True),
+    modes = {"now": (dim, applies, over), "filter off": (dim, lambda m: False, over),
+             "floor off": (never, applies, over), "both off": (never, lambda m: False, over),
              "sizes off": (dim, applies, False)}
     modes = {k: modes[k] for k in args.modes.split(",")} if args.modes else {k: v for k, v in modes.items() if k != "sizes off"}
     config = DetectorConfig(segmenter="classical", embedder="views", store="memory")
@@ -131,7 +131,7 @@ def main() -> None:
                     found = det.detect(rgb)
                     det.close()
                 finally:
-                    profile._dim, unlabelled.applies, unlabelled.ALIKE_OVER_ADMITTED = dim, applies, True
+                    profile._dim, unlabelled.applies, unlabelled.ALIKE_OVER_ADMITTED = dim, applies, over
                 acc = MetricsAccumulator((0.5,))
                 acc.add(found, truth, ignore)
                 c = acc.result()[0.5]
