@@ -114,13 +114,16 @@ def _views(x):
     return [_unit(x[:, s]) for s in view_slices().values()]
 
 
-def _centre(ev, qv, on: str, scale: float | None = None):
-    """Each view centred on the mean of the candidates (``q``) or of the examples (``e``);
-    ``scale``: also divide by the per-feature sd shrunk by ``scale`` towards the mean sd."""
+def _centre(ev, qv, on: str, scale: float | None = None, el=None):
+    """Each view centred on the mean of the candidates (``q``) or of the examples (``e``), or
+    on the mean of the classes' example means (``c``: each class weighs alike, ``el`` their
+    labels); ``scale``: also divide by the per-feature sd shrunk by ``scale`` towards the mean sd."""
     eo, qo = [], []
     for e, q in zip(ev, qv, strict=True):
         pool = q if on == "q" else e
-        mu = pool.mean(0)
+        mu = np.mean([e[el == c].mean(0) for c in np.unique(el)], axis=0) if on in ("c", "c2") else pool.mean(0)
+        if on == "c2":  # half-way to the classes' mean example
+            mu = 0.5 * mu
         ee, qq = e - mu, q - mu
         if scale is not None:
             sd = pool.std(0)
@@ -260,6 +263,17 @@ RULES = {
     "centre views on each image's candidates, k-NN": {"centre": "q", "per_image": True},
     "centre views on the examples, k-NN": {"centre": "e"},
     "centre views on the examples, class mean": {"centre": "e", "rule": "mean"},
+    "centre views on the examples, each class's 5 nearest (session 78)": {"centre": "e", "rule": "classwise", "k": 5},
+    "... the view weights chosen on the vectors as stored (session 78)": {"centre": "e", "rule": "classwise", "k": 5,
+                                                                          "plain_weights": True},
+    "centre views on the classes' mean example, each class's 5 nearest (session 78)": {"centre": "c", "rule": "classwise",
+                                                                                        "k": 5},
+    "... the view weights chosen on the vectors as stored (session 78) ": {"centre": "c", "rule": "classwise", "k": 5,
+                                                                           "plain_weights": True},
+    "... half-way to the classes' mean example (session 78)": {"centre": "c2", "rule": "classwise", "k": 5,
+                                                               "plain_weights": True},
+    "... on the classes' mean example where every class has 5 examples (session 78)": {
+        "centre": "c", "rule": "classwise", "k": 5, "plain_weights": True, "least": 5},
     "label propagation over each image's candidates": {"propagate": True},
     "each class's 3 nearest examples, mean": {"rule": "classwise", "k": 3},
     "each class's 5 nearest examples, mean (session 13)": {"rule": "classwise", "k": 5},
@@ -300,13 +314,15 @@ def thin(d: dict, scenario: str, seed: int) -> dict:
 
 
 def score(d: dict, centre=None, scale=None, per_image=False, rule="knn", k=5, ties="equal", spread=False,
-          propagate=False) -> float:
+          propagate=False, plain_weights=False, least=0) -> float:
     ev, qv, el, ql = _views(d["E"]), _views(d["Q"]), d["El"], d["Ql"]
+    if least and min(np.unique(el, return_counts=True)[1]) < least:
+        centre = None  # a class with fewer examples than ``least``: not centred
     groups = [d["Qimg"] == i for i in np.unique(d["Qimg"])] if per_image else [np.ones(len(ql), bool)]
     pred = np.empty(len(ql), dtype=object)
     for sel in groups:
-        e2, q2 = (ev, [q[sel] for q in qv]) if centre is None else _centre(ev, [q[sel] for q in qv], centre, scale)
-        w = _weights(e2, el, ties, spread)
+        e2, q2 = (ev, [q[sel] for q in qv]) if centre is None else _centre(ev, [q[sel] for q in qv], centre, scale, el)
+        w = _weights(ev if plain_weights else e2, el, ties, spread)
         if rule == "linear":
             classes, p = _linear(e2, el, q2, k)
         elif rule in ("ridge", "balanced ridge"):
