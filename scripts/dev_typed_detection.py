@@ -4,8 +4,12 @@
 ``dev_micronuclei`` (mnFinder's *training* split, nuclei and micronuclei; see
 ``dev_decision_rules.py``): eight examples per class drawn from frame 0 with each seed, added
 once with their classes and once all as one class ("object"), frames 1-5 detected by both
-libraries. Printed per seed and in all: class-agnostic F1 @ 0.5 (every class as one), and per
-ground-truth class how many were found (a detection of any class at IoU >= 0.5).
+libraries. Printed per seed and in all: class-agnostic F1 @ 0.5 (every class as one), per
+ground-truth class how many were found (a detection of any class at IoU >= 0.5), and how many
+of the matched objects the library of classes gave their own class.
+
+``--set dev_stroma_types`` (development): the HGSC stroma crop's tiles 0-2 give eight examples
+per nucleus type, tiles 3-8 are detected (``dev_decision_rules.py``'s protocol).
 
     python scripts/dev_typed_detection.py [--seeds 0,1,2] [--frames 1,2,3,4,5]
 
@@ -31,7 +35,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--frames", default=None,
                     help="frames scored (0 gives the examples; default 1-5 of dev_micronuclei, 1-15 of micronuclei)")
-    ap.add_argument("--set", default="dev_micronuclei", choices=["dev_micronuclei", "micronuclei"])
+    ap.add_argument("--set", default="dev_micronuclei", choices=["dev_micronuclei", "dev_stroma_types", "micronuclei"])
     args = ap.parse_args()
     import dev_decision_rules as dr
 
@@ -40,14 +44,19 @@ def main() -> None:
     from sam_detect.eval.matching import match_iou_matrix
     from sam_detect.eval.metrics import instances_iou
 
-    items = dr._dev_micronuclei()[0] if args.set == "dev_micronuclei" else _reported()
-    frames = [int(f) for f in (args.frames or ("1,2,3,4,5" if args.set == "dev_micronuclei" else
-                                               ",".join(map(str, range(1, 16))))).split(",")]
+    if args.set in dr.DEV_SETS:
+        items, protocol = dr.DEV_SETS[args.set]()
+        source = protocol["examples_from"]
+        default = "1,2,3,4,5" if args.set == "dev_micronuclei" else ",".join(map(str, protocol["score_on"]))
+    else:
+        items, source, default = _reported(), [0], ",".join(map(str, range(1, 16)))
+    frames = [int(f) for f in (args.frames or default).split(",")]
     total = {mode: np.zeros(3, np.int64) for mode in ("classes", "one class")}  # matched, found, truth
     right = {mode: 0 for mode in total}  # matched objects given their true class
     found_of = {mode: {} for mode in total}
     for seed in (int(s) for s in args.seeds.split(",")):
-        drawn = draw_examples([list(g.labels) if i == 0 else [] for i, (_, g) in enumerate(items)], 8, seed, [0])
+        drawn = draw_examples([list(g.labels) if i in source else [] for i, (_, g) in enumerate(items)], 8, seed,
+                              source)
         for mode in total:
             det = SAMDetect(DetectorConfig(library=f"typed-{seed}-{os.getpid()}", store="memory", embedder="views"))
             for i, idx in drawn.items():

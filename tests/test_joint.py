@@ -228,3 +228,60 @@ def test_library_show_names_what_finds_the_objects(tmp_path, scene):
     assert r.exit_code == 0, r.output
     assert "every class's examples as one class" in r.output
     assert "every class as one (which candidates are objects" in r.output
+
+
+def test_the_centred_vote_chooses_the_class_and_the_stored_similarity_its_typicality():
+    """Neighbours by the centred views choose the class and its share; how typical the
+    candidate is of that class is read from the similarities as stored."""
+    from sam_detect.select import type_by_vote
+    from sam_detect.store.base import Neighbour
+
+    cand = Instances(masks=np.ones((1, 8, 8), bool))
+    stored = [[Neighbour("a1", 0.92, "a"), Neighbour("b1", 0.91, "b"), Neighbour("a2", 0.90, "a"),
+               Neighbour("b2", 0.60, "b")]]
+    centred = [[Neighbour("b1", 0.40, "b"), Neighbour("b2", 0.30, "b"), Neighbour("a1", -0.10, "a"),
+                Neighbour("a2", -0.20, "a")]]
+    decision = {"counts": {"a": 2, "b": 2},
+                "classes": {"a": {"sims": [0.9, 0.95, 0.97]}, "b": {"sims": [0.90, 0.92, 0.95]}}}
+    labels, _ = type_by_vote(cand, stored, top_k=5, profile=None, decision=decision)
+    assert labels == ["a"]
+    labels, conf = type_by_vote(cand, stored, top_k=5, profile=None, decision=decision, centred=centred)
+    assert labels == ["b"]
+    # b's share of the centred vote is all of it (a's similarities count 0 below 0); its
+    # typicality is that of b's best stored similarity, 0.91, among b's examples' (median 0.92)
+    from sam_detect.calibrate import typicality
+
+    assert conf[0] == pytest.approx(float(typicality(decision, ["b"], np.array([0.91]))[0]), rel=1e-5)
+
+
+def test_a_joint_library_types_on_centred_views_only_where_every_class_has_top_k_examples(monkeypatch):
+    """``select.CENTRED_TYPES``: applied where each class has ``top_k`` (5) examples, not where
+    one class has fewer, nor with an embedder other than ``views``; the types stay right."""
+    a_rgb, a = two_kinds(1)
+    b_rgb, b = two_kinds(2)
+    large, small = np.flatnonzero(a.labels == "large"), np.flatnonzero(a.labels == "small")
+
+    def typed_detect(n_large: int, embedder: str = "views"):
+        ex = a[np.r_[large[:n_large], small[:6]]]
+        det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder=embedder))
+        det.add_examples(a_rgb, ex, list(ex.labels))
+        found = det.detect(b_rgb)
+        typing = det._last_decided[-1]
+        det.close()
+        return found, typing
+
+    found, typing = typed_detect(5)
+    assert typing is not None and typing.centred is not None
+    assert len(typing.centred) == len(typing.neighbours)
+    pairs = match_iou_matrix(instances_iou(found, b), 0.5).pairs
+    assert len(pairs) >= 0.8 * len(b)
+    assert all(str(found.labels[i]) == str(b.labels[j]) for i, j in pairs)
+    _, typing = typed_detect(4)  # a class of fewer than top_k examples: its mean would be noise
+    assert typing is not None and typing.centred is None
+    _, typing = typed_detect(5, embedder="handcrafted")  # one view: nothing to centre view by view
+    assert typing is not None and typing.centred is None
+    import sam_detect.select as select
+
+    monkeypatch.setattr(select, "CENTRED_TYPES", False)
+    _, typing = typed_detect(5)
+    assert typing is not None and typing.centred is None
