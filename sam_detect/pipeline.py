@@ -816,8 +816,7 @@ class SAMDetect(DetectorStages, LibraryState):
 
             scaled = at_scale(typed_profile, {lab: shifts[JOINT] for lab in (typed_profile or {}).get("classes", {})}
                               if JOINT in shifts else {})
-            typing = Typing(self._search(vectors, top_k, typed), scaled, typed,
-                            self._centred_neighbours(vectors, top_k, typed))
+            typing = Typing(self._search(vectors, top_k, typed), scaled, typed)
             results = [[n if n.label == NEGATIVE else dataclasses.replace(n, label=JOINT) for n in hits]
                        for hits in results]
             types = typing.vote(inst, top_k, threshold)
@@ -955,38 +954,6 @@ class SAMDetect(DetectorStages, LibraryState):
         queries, factor = weighted_query(vectors, weights, views)
         results = self.store.search(self.config.library, queries, top_k, with_payload=False)
         return [[dataclasses.replace(n, score=float(n.score) * factor) for n in hits] for hits in results]
-
-    def _centred_neighbours(self, vectors: np.ndarray, top_k: int, decision: dict | None) -> list | None:
-        """Each candidate's nearest examples of every class by the views centred on the
-        classes' mean example (``select.CENTRED_TYPES``), or ``None`` where they do not
-        apply: another embedder than ``views``, fewer than two classes, or a class with
-        fewer than ``top_k`` examples. As many per candidate as :meth:`_search` returns,
-        best first; the library's examples are read once per call."""
-        from sam_detect.calibrate import counts
-        from sam_detect.classify import retrieval_k
-        from sam_detect.embed.views import centred_similarities, views_of
-        from sam_detect.select import CENTRED_TYPES
-        from sam_detect.store.base import Neighbour
-
-        have = {lab: n for lab, n in (counts(decision) or {}).items() if lab != NEGATIVE}
-        if not CENTRED_TYPES or len(have) < 2 or min(have.values()) < top_k or not len(vectors):
-            return None
-        meta = self._library_meta()
-        views = views_of(meta.embedder_id) if meta else None
-        if not views:
-            return None
-        ids, rows, labels = [], [], []
-        for batch_ids, batch, batch_labels, _ in self.store.iter_examples(self.config.library):
-            keep = [i for i, lab in enumerate(batch_labels) if lab != NEGATIVE]
-            ids += [batch_ids[i] for i in keep]
-            rows.append(batch[keep])
-            labels += [batch_labels[i] for i in keep]
-        if len(set(labels)) < 2:
-            return None
-        sims = centred_similarities(vectors, np.concatenate(rows), labels, (decision or {}).get("weights"), views)
-        k = min(retrieval_k(top_k, counts(decision)), sims.shape[1])
-        order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
-        return [[Neighbour(ids[j], float(row[j]), labels[j]) for j in idx] for row, idx in zip(sims, order, strict=True)]
 
     def detect_stream(self, frames: Any, **options: Any) -> Iterator[Any]:
         """Detect on a stream of frames (video, camera, stack), yielding a ``FrameResult`` per

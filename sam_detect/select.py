@@ -395,36 +395,15 @@ class Typing:
     neighbours: Sequence[Sequence[Any]]
     profile: dict | None
     decision: dict | None
-    #: each candidate's nearest examples by the views centred on the classes' mean example
-    #: (:data:`CENTRED_TYPES`), where the library's classes each have ``top_k`` examples;
-    #: ``None``: the classes are told apart by ``neighbours``
-    centred: Sequence[Sequence[Any]] | None = None
 
     def vote(self, candidates: Instances, top_k: int, threshold: float | None) -> tuple[list[str], np.ndarray]:
         return type_by_vote(candidates, self.neighbours, top_k=top_k, profile=self.profile,
-                            decision=self.decision, threshold=threshold, centred=self.centred)
-
-
-#: a library whose classes are found as one (``profile.JOINT``: they share a look, as nucleus
-#: types do) types its objects on their views centred on the mean of the classes' mean
-#: examples (``embed.views.centred_similarities``), where every class has at least ``top_k``
-#: examples (a class mean of fewer is noise). What the classes share is most of each view;
-#: centred, the views compare what sets them apart. Offline on the pipeline's vectors
-#: (ground-truth masks, three seeds, 8 examples a class; docs/performance.md, session 78):
-#: mnFinder's training micronuclei against nuclei 0.906 -> 0.943, the H&E stroma crop's
-#: connective and inflammatory nuclei 0.832 -> 0.860; with the classes in their natural
-#: shares 0.870 -> 0.922 and unchanged (not applied). Where one class had two examples,
-#: centring cost the stroma types 0.16: hence the floor. VOC's photo classes, which centring
-#: costs 0.15-0.27, are never found as one. End to end (``scripts/dev_typed_detection.py
-#: --set dev_stroma_types``, three seeds) 402 -> 415 of 468 found nuclei typed right, the same
-#: nuclei found
-CENTRED_TYPES = True
+                            decision=self.decision, threshold=threshold)
 
 
 def type_by_vote(candidates: Instances, neighbours: Sequence[Sequence[Any]], *, top_k: int,
                  profile: dict | None, decision: dict | None,
-                 threshold: float | None = None,
-                 centred: Sequence[Sequence[Any]] | None = None) -> tuple[list[str], np.ndarray]:
+                 threshold: float | None = None) -> tuple[list[str], np.ndarray]:
     """``(classes, confidences)``: the class the vote among a library's positive classes gives
     each candidate (with the classes' own thresholds, or ``threshold`` for every class where
     given, or without them where no neighbour reaches its class's), each class's share weighed by how well the candidate's size fits its
@@ -432,10 +411,7 @@ def type_by_vote(candidates: Instances, neighbours: Sequence[Sequence[Any]], *, 
     candidate of that class (the vote's share x its fit to the class's examples and stability
     with the selection's weights x how typical its similarity is among them), ``(N,)`` float32.
     How a library of several classes types the objects found with its classes as one
-    (``profile.JOINT``): whether a candidate is an object was decided already.
-
-    ``centred``: each candidate's nearest examples by the views centred on the classes' mean
-    example (:data:`CENTRED_TYPES`); where given, they choose the class and its share."""
+    (``profile.JOINT``): whether a candidate is an object was decided already."""
     from sam_detect.calibrate import DEFAULT_THRESHOLD, counts, thresholds, typicality
     from sam_detect.classify import vote_batch
     from sam_detect.profile import fit_scores, size_priors
@@ -454,18 +430,6 @@ def type_by_vote(candidates: Instances, neighbours: Sequence[Sequence[Any]], *, 
                           priors=None if priors is None else [priors[i] for i in below], counts=have or None)
         for k, i in enumerate(below):
             labels[i], shares[i], sims[i] = free[0][k], free[1][k], free[2][k]
-    if centred is not None:
-        # the class by the views centred on the classes' mean example (CENTRED_TYPES), in a
-        # vote without the thresholds, which were calibrated on the views as stored; how
-        # typical the candidate is of that class is read as stored
-        votes = vote_batch([[n for n in hits if n.label != NEGATIVE] for hits in centred], threshold=-1.0,
-                           top_k=top_k, priors=priors, counts=have or None)
-        for i, (lab, share) in enumerate(zip(votes[0], votes[1], strict=True)):
-            if lab == UNKNOWN:
-                continue
-            if lab != labels[i]:
-                sims[i] = max((n.score for n in positive[i] if n.label == lab), default=0.0)
-            labels[i], shares[i] = lab, share
     # no class among the neighbours searched (every one a negative): the class of most examples
     most = max((lab for lab in have if lab != NEGATIVE), key=lambda lab: (have[lab], lab), default=UNKNOWN)
     labels = [most if lab == UNKNOWN else lab for lab in labels]
@@ -581,5 +545,5 @@ def decide(
                     int(np.isin(keep, clear).sum()))
 
 
-__all__ = ["CENTRED_TYPES", "Typing", "type_by_vote", "CLUMP_SIZE", "MAX_OVERLAP", "OUTLINE_CAP", "OUTLINE_WEIGHT", "PROMPT_MARGIN", "DIM_TAKES", "Decision", "box_overlap", "choose_prompt", "decide", "overlap_pairs",
+__all__ = ["Typing", "type_by_vote", "CLUMP_SIZE", "MAX_OVERLAP", "OUTLINE_CAP", "OUTLINE_WEIGHT", "PROMPT_MARGIN", "DIM_TAKES", "Decision", "box_overlap", "choose_prompt", "decide", "overlap_pairs",
            "contact_ratio", "covering_parts", "fragmented_wholes", "overlapping", "quality", "select", "wholes_first"]

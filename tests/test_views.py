@@ -28,7 +28,6 @@ from sam_detect.embed.views import (
     _object_pixels,
     _tile_side,
     _tiles,
-    centred_similarities,
     choose_scale,
     map_shapes,
     mask_counts,
@@ -268,40 +267,6 @@ def test_weighted_query_scores_are_the_weighted_view_similarities():
         weighted_query(x, {name: 0.0 for name, _ in VIEWS})
     assert views_of("views:v1:tf_efficientnet_lite0:imagenet:32") == VIEWS
     assert views_of("effnet:tf_efficientnet_lite0:imagenet:128") is None
-
-
-def test_centred_similarities_compare_what_sets_the_classes_apart():
-    """Two classes that share most of each view: as stored every query is about as near to
-    either class; centred on the mean of the classes' mean examples, a query is near its own
-    class and away from the other, and a class of many examples does not move the centre."""
-    rng = np.random.default_rng(3)
-    views = (("one", 16), ("two", 16))
-    shared = {name: rng.normal(size=16) * 10 for name, _ in views}
-    apart = {name: rng.normal(size=16) for name, _ in views}
-
-    def vector(sign: float) -> np.ndarray:
-        parts = [shared[name] + sign * apart[name] + 0.2 * rng.normal(size=16) for name, _ in views]
-        return np.concatenate([p / np.linalg.norm(p) for p in parts]) / np.sqrt(len(views))
-
-    labels = ["a"] * 12 + ["b"] * 3  # the classes weigh alike, however many examples each has
-    examples = np.array([vector(1.0 if lab == "a" else -1.0) for lab in labels], np.float32)
-    queries = np.array([vector(1.0), vector(-1.0)], np.float32)
-    plain = view_similarities(queries, examples, views).mean(axis=0)
-    assert plain.min() > 0.95  # as stored, every query is like every example
-    sims = centred_similarities(queries, examples, labels, None, views)
-    a, b = np.array(labels) == "a", np.array(labels) == "b"
-    assert sims[0, a].min() > 0.5 and sims[0, b].max() < -0.5
-    assert sims[1, b].min() > 0.5 and sims[1, a].max() < -0.5
-    # the weights weigh the views as the store's weighted query does; a view of weight 0 is left out
-    only_one = centred_similarities(queries, examples, labels, {"one": 1.0, "two": 0.0}, views)
-    root = np.sqrt(len(views))
-    e, q = examples[:, :16] * root, queries[:, :16] * root
-    centre = (e[a].mean(axis=0) + e[b].mean(axis=0)) / 2
-    e, q = e - centre, q - centre
-    expected = (q / np.linalg.norm(q, axis=1, keepdims=True)) @ (e / np.linalg.norm(e, axis=1, keepdims=True)).T
-    np.testing.assert_allclose(only_one, expected, atol=1e-5)
-    with pytest.raises(ValueError, match="zero"):
-        centred_similarities(queries, examples, labels, {"one": 0.0, "two": 0.0}, views)
 
 
 # -- the decision settings -------------------------------------------------------------------

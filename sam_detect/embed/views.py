@@ -97,35 +97,6 @@ def weighted_query(vectors: np.ndarray, weights: dict[str, float], views=VIEWS) 
     return x, float(np.sqrt(len(views)) * np.linalg.norm(w))
 
 
-def centred_similarities(queries: np.ndarray, examples: np.ndarray, labels: Sequence[str],
-                         weights: dict[str, float] | None = None, views=VIEWS) -> np.ndarray:
-    """``(N, M)`` the weighted view similarity of every query to every example, each view
-    first centred on the mean of the classes' mean examples (``labels``: the examples'
-    classes; each class weighs alike, however many examples it has) and made a unit vector
-    again. What several classes that share a look (nucleus types) have in common is most of
-    each view; centred, the views compare what sets the classes apart. ``weights``: the
-    library's view weights (``None``: every view alike), as :func:`weighted_query` weighs them."""
-    q = np.asarray(queries, np.float64)
-    e = np.asarray(examples, np.float64)
-    lab = np.asarray(labels, dtype=object)
-    w = np.array([max(float((weights or {}).get(name, 1.0 if weights is None else 0.0)), 0.0) for name, _ in views])
-    if w.sum() <= 0:
-        raise ValueError("view weights must not all be zero")
-    w = w / w.sum()
-    root = np.sqrt(len(views))  # each stored view is a unit vector / sqrt(V)
-    out = np.zeros((len(q), len(e)))
-    for wv, sl in zip(w, view_slices(views).values(), strict=True):
-        if wv == 0:
-            continue
-        ev, qv = e[:, sl] * root, q[:, sl] * root
-        centre = np.mean([ev[lab == c].mean(axis=0) for c in np.unique(lab)], axis=0)
-        ev, qv = ev - centre, qv - centre
-        ev /= np.maximum(np.linalg.norm(ev, axis=1, keepdims=True), 1e-12)
-        qv /= np.maximum(np.linalg.norm(qv, axis=1, keepdims=True), 1e-12)
-        out += wv * (qv @ ev.T)
-    return out.astype(np.float32)
-
-
 def view_similarities(queries: np.ndarray, examples: np.ndarray, views=VIEWS) -> np.ndarray:
     """``(V, N, M)`` cosine similarity of every query to every example, view by view."""
     q = np.asarray(queries, np.float32)
