@@ -6,7 +6,7 @@
 once with their classes and once all as one class ("object"), frames 1-5 detected by both
 libraries. Printed per seed and in all: class-agnostic F1 @ 0.5 (every class as one), per
 ground-truth class how many were found (a detection of any class at IoU >= 0.5), and how many
-of the matched objects the library of classes gave their own class.
+of the matched objects the library of classes gave their own class ("types right").
 
 ``--set dev_stroma_types`` (development): the HGSC stroma crop's tiles 0-2 give eight examples
 per nucleus type, tiles 3-8 are detected (``dev_decision_rules.py``'s protocol).
