@@ -56,11 +56,11 @@ def tree_best(x: np.ndarray, gt: np.ndarray, levels: np.ndarray, area_range: tup
 
 def screen(name: str, seed: int, n_levels: int) -> dict:
     from bench_examples import protocol_runs
+    from skimage.segmentation import relabel_sequential
 
     from sam_detect import DetectorConfig
     from sam_detect.eval.inputs import load_eval_image
     from sam_detect.eval.protocol import evaluate
-    from sam_detect.instances import Instances
     from sam_detect.profile import scale_of
     from sam_detect.segment.calibrated import SMOOTHS, Prepared
 
@@ -70,10 +70,8 @@ def screen(name: str, seed: int, n_levels: int) -> dict:
     for images, truth, protocol in runs:
         res = evaluate(images, truth, config, seed=seed, label="object", progress=False, overlays=0, **protocol)
         for rec, f in zip(res.records, protocol["detect_on"], strict=True):
-            _, ids = Instances.from_label_image(np.asarray(truth[f]))  # the records' ground-truth order
-            lut = np.zeros(int(np.asarray(truth[f]).max()) + 1, np.int32)
-            lut[ids] = np.arange(1, len(ids) + 1)
-            gt = lut[np.asarray(truth[f])]
+            # ids 1..G in ascending order of the label image's own: the records' ground-truth order
+            gt = relabel_sequential(np.asarray(truth[f]))[0]
             entry = next(iter(rec.profile["classes"].values()))
             scale = scale_of(entry)
             x = Prepared(load_eval_image(images[f]).rgb, scale, SMOOTHS[0]).resid("flat")
