@@ -102,11 +102,17 @@ def main() -> None:
     ap.add_argument("--levels", type=int, default=64)
     ap.add_argument("--json", default=None, help="write the counts here")
     args = ap.parse_args()
+    import bench_data
+
+    sets = args.sets.split(",")
+    unknown = [name for name in sets if name not in bench_data.DEV]
+    if unknown:
+        ap.error(f"--sets takes development sets: {', '.join(unknown)} is not one of {', '.join(bench_data.DEV)}")
     results = {}
     print("| set | scored | missed | a candidate fits, not kept | dropped by a filter | only a tree draws it "
           "(IoU >= 0.7) | nothing draws it |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    for name in args.sets.split(","):
+    for name in sets:
         r = results[name] = screen(name, args.seed, args.levels)
         print(f"| `{name}` | {r['scored']} | {r['missed']} | {r['candidate']} | {r['dropped']} | "
               f"{r['tree']} ({r['tree_0.7']}) | {r['none']} |", flush=True)
