@@ -116,7 +116,8 @@ def classify(name: str, embedder: str, seeds: list[int], self_retrieval: bool, t
     from sam_detect import DetectorConfig, SAMDetect, calibrate
     from sam_detect.classify import retrieval_k, vote_batch
     from sam_detect.embed.views import VIEWS, weighted_query
-    from sam_detect.profile import size_priors
+    from sam_detect.profile import joint_profile, size_priors
+    from sam_detect.select import type_by_vote
 
     items, protocol = _gt_set(name)
     shots = int(protocol["shots"])
@@ -153,7 +154,8 @@ def classify(name: str, embedder: str, seeds: list[int], self_retrieval: bool, t
             finally:
                 calibrate.TIES = default_ties
             counts = {"cal": [0, 0, 0], "flat": [0, 0, 0]}  # tp, fp, fn
-            correct = correct_plain = correct_knn = total = 0
+            correct = correct_plain = correct_knn = correct_detect = total = 0
+            joint = joint_profile(profile) is not None
             for queries, truth, vectors in scored:
                 for key, th in (("cal", None), ("flat", 0.5)):
                     d, results = _vote(det, queries, vectors, th)
@@ -171,11 +173,17 @@ def classify(name: str, embedder: str, seeds: list[int], self_retrieval: bool, t
                 knn, _, _ = vote_batch([r[: det.config.top_k] for r in results], threshold=-1.0,
                                        top_k=det.config.top_k, priors=size_priors(queries, profile))
                 correct_knn += sum(a == b for a, b in zip(knn, truth, strict=True))
+                if joint:  # how `detect` types the objects a library of joint classes finds
+                    typed, _ = type_by_vote(queries, results, top_k=det.config.top_k, profile=profile,
+                                            decision=det.decision)
+                    correct_detect += sum(a == b for a, b in zip(typed, truth, strict=True))
                 total += len(truth)
             f1 = {k: 2 * c[0] / max(2 * c[0] + c[1] + c[2], 1) for k, c in counts.items()}
             rows[rule].append({"seed": seed, "accuracy": correct / max(total, 1),
                                "accuracy_without_size_prior": correct_plain / max(total, 1),
-                               "accuracy_knn_vote": correct_knn / max(total, 1), "f1_calibrated": f1["cal"],
+                               "accuracy_knn_vote": correct_knn / max(total, 1),
+                               "accuracy_as_detect": correct_detect / max(total, 1) if joint else None,
+                               "f1_calibrated": f1["cal"],
                                "f1_threshold_0.5": f1["flat"], "queries": total,
                                "weights": (det.decision or {}).get("weights")})
         if embedder == "views" and view_alone:
@@ -192,7 +200,9 @@ def classify(name: str, embedder: str, seeds: list[int], self_retrieval: bool, t
         det.close()
 
     def ms(rule, key):
-        vals = [r[key] for r in rows[rule]]
+        vals = [r[key] for r in rows[rule] if r[key] is not None]
+        if not vals:
+            return None
         return {"mean": round(float(np.mean(vals)), 4), "sd": round(float(np.std(vals)), 4)}
 
     head = rules[0]
@@ -200,6 +210,7 @@ def classify(name: str, embedder: str, seeds: list[int], self_retrieval: bool, t
            "accuracy": ms(head, "accuracy"),
            "accuracy_without_size_prior": ms(head, "accuracy_without_size_prior"),
            "accuracy_knn_vote": ms(head, "accuracy_knn_vote"),
+           "accuracy_as_detect": ms(head, "accuracy_as_detect"),
            "f1_calibrated": ms(head, "f1_calibrated"),
            "f1_threshold_0.5": ms(head, "f1_threshold_0.5"), "runs": rows[head]}
     for rule in rules[1:]:
