@@ -250,8 +250,9 @@ def _class_shares(ev, el, qv, w, groups):
     classes, p = _classwise(ev, el, qv, w, 5)
     loo = np.tensordot(w, np.stack([e @ e.T for e in ev]), axes=1)
     np.fill_diagonal(loo, -np.inf)
-    own = np.stack([[np.clip(np.sort(r[np.isfinite(r)])[::-1][:5], 0, None).mean() for r in loo[:, el == c]]
-                    for c in classes], 1)
+    # a class's part for an example is 0 where the example is the class's only one
+    own = np.stack([[np.clip(np.sort(r[np.isfinite(r)])[::-1][:5], 0, None).mean() if np.isfinite(r).any() else 0.0
+                     for r in loo[:, el == c]] for c in classes], 1)
     codes = np.searchsorted(classes, el)
     temp = max(TEMPERATURES, key=lambda t: np.log(np.maximum(_softmax(own / t)[np.arange(len(codes)), codes],
                                                              1e-12)).mean())
