@@ -14,8 +14,11 @@ per nucleus type, tiles 3-8 are detected (``dev_decision_rules.py``'s protocol).
     python scripts/dev_typed_detection.py [--seeds 0,1,2] [--frames 1,2,3,4,5]
 
 ``--set micronuclei`` runs the same on mnFinder's *test* split (``bench_data``'s reported
-``micronuclei``, frame 0 giving the examples, frames 1-15 scored): look at it only after a
-choice has been made on the development set.
+``micronuclei``, frame 0 giving the examples, frames 1-15 scored), and ``--set hgsc`` on the
+reported HGSC nest's tiles (``bench_classify``'s protocol: tiles 0-2 give eight examples per
+nucleus type, tiles 3-8 are detected): look at them only after a choice has been made on
+the development sets. ``--rare K``: one class per seed keeps only K examples
+(``bench_classify --rare``'s choice), as when the example images hold few of a class.
 """
 
 from __future__ import annotations
@@ -35,7 +38,10 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--frames", default=None,
                     help="frames scored (0 gives the examples; default 1-5 of dev_micronuclei, 1-15 of micronuclei)")
-    ap.add_argument("--set", default="dev_micronuclei", choices=["dev_micronuclei", "dev_stroma_types", "micronuclei"])
+    ap.add_argument("--set", default="dev_micronuclei",
+                    choices=["dev_micronuclei", "dev_stroma_types", "micronuclei", "hgsc"])
+    ap.add_argument("--rare", type=int, default=None,
+                    help="one class per seed keeps only this many examples (bench_classify --rare's choice)")
     args = ap.parse_args()
     import dev_decision_rules as dr
 
@@ -48,15 +54,26 @@ def main() -> None:
         items, protocol = dr.DEV_SETS[args.set]()
         source = protocol["examples_from"]
         default = "1,2,3,4,5" if args.set == "dev_micronuclei" else ",".join(map(str, protocol["score_on"]))
+    elif args.set == "hgsc":  # reported: the nest's tiles, bench_classify's protocol
+        import bench_classify
+
+        items, protocol = bench_classify._gt_set("hgsc")
+        source, default = protocol["examples_from"], ",".join(map(str, protocol["score_on"]))
     else:
         items, source, default = _reported(), [0], ",".join(map(str, range(1, 16)))
     frames = [int(f) for f in (args.frames or default).split(",")]
     total = {mode: np.zeros(3, np.int64) for mode in ("classes", "one class")}  # matched, found, truth
     right = {mode: 0 for mode in total}  # matched objects given their true class
     found_of = {mode: {} for mode in total}
+    typed_of: dict[str, list[int]] = {}  # per true class: matched objects given it, matched objects
     for seed in (int(s) for s in args.seeds.split(",")):
         drawn = draw_examples([list(g.labels) if i in source else [] for i, (_, g) in enumerate(items)], 8, seed,
                               source)
+        if args.rare is not None:  # a class rare in the examples' images
+            from bench_classify import _make_rare
+
+            kept = _make_rare(items, [np.asarray(drawn.get(i, []), np.int64) for i in range(len(items))], seed, args.rare)
+            drawn = {i: idx for i, idx in enumerate(kept) if len(idx)}
         for mode in total:
             det = SAMDetect(DetectorConfig(library=f"typed-{seed}-{os.getpid()}", store="memory", embedder="views"))
             for i, idx in drawn.items():
@@ -71,6 +88,11 @@ def main() -> None:
                 total[mode] += (len(pairs), len(out), len(g))
                 truth = np.asarray(g.labels)
                 right[mode] += sum(str(out.labels[i]) == str(truth[j]) for i, j in pairs)
+                if mode == "classes":
+                    for i, j in pairs:
+                        t = typed_of.setdefault(str(truth[j]), [0, 0])
+                        t[0] += str(out.labels[i]) == str(truth[j])
+                        t[1] += 1
                 hit = {j for _, j in pairs}
                 for c in np.unique(truth):
                     got = found_of[mode].setdefault(str(c), [0, 0])
@@ -81,7 +103,11 @@ def main() -> None:
               flush=True)
     for mode, t in total.items():
         per = ", ".join(f"{c} {a}/{b}" for c, (a, b) in sorted(found_of[mode].items()))
-        typed = f", types right {right[mode]}/{t[0]}" if mode == "classes" else ""
+        typed = ""
+        if mode == "classes":
+            each = ", ".join(f"{c} {a}/{b}" for c, (a, b) in sorted(typed_of.items()))
+            balanced = np.mean([a / b for a, b in typed_of.values()]) if typed_of else 0.0
+            typed = f", types right {right[mode]}/{t[0]} ({each}; per-class mean {balanced:.3f})"
         print(f"{mode}: F1 {2 * t[0] / max(t[1] + t[2], 1):.3f} ({t[0]} matched, {t[1]} found, {t[2]} true; found per "
               f"class: {per}{typed})")
 

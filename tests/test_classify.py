@@ -97,8 +97,8 @@ def test_size_priors_weigh_each_class_by_how_its_examples_size_fits():
     inst = Instances(masks=masks)
     entry = {"small": {"log_area": [np.log(16.0), 0.3]}, "large": {"log_area": [np.log(900.0), 0.3]}}
     pri = size_priors(inst, {"classes": entry})
-    assert pri[0]["small"] > 0.99 > 0.25 > pri[0]["large"]
-    assert pri[1]["large"] > 0.99 > 0.25 > pri[1]["small"]
+    assert pri[0]["small"] > 0.99 > 0.3 > pri[0]["large"]
+    assert pri[1]["large"] > 0.99 > 0.3 > pri[1]["small"]
     assert pri[2] is None  # its area is not its own
     assert size_priors(inst, {"classes": {"small": entry["small"]}}) is None  # one class: nothing to choose
 
@@ -116,3 +116,23 @@ def test_classes_of_one_size_are_told_apart_by_their_look_alone():
     assert pri[0] == {"disc": 1.0, "square": 1.0}  # within a spread of both: no say
     close = [n("disc", 0.95), n("square", 0.94), n("disc", 0.93), n("square", 0.93)]
     assert vote(close, threshold=0.5, prior=pri[0]).label == "disc"
+
+
+def test_a_smaller_object_of_a_class_shown_large_keeps_its_class_by_its_look():
+    """Five large examples of one class and a single small one of another (the stroma
+    crop's connective and inflammatory nuclei): a nucleus of the first class smaller than
+    its examples, within two of the class's log-area sds, is typed by its look, not handed
+    to the class whose one example it is nearer in size."""
+    import numpy as np
+
+    from sam_detect.instances import Instances
+    from sam_detect.profile import size_priors
+
+    masks = np.zeros((1, 60, 60), bool)
+    masks[0, 20:30, 20:35] = True  # 150 px
+    entry = {"connective": {"log_area": [np.log(500.0), 0.445]}, "inflammatory": {"log_area": [np.log(60.0), 0.447]}}
+    pri = size_priors(Instances(masks=masks), {"classes": entry})
+    assert pri[0]["inflammatory"] == 1.0 and pri[0]["connective"] > 0.95
+    look = [n("connective", 0.82), n("connective", 0.81), n("inflammatory", 0.78)]
+    assert vote(look, threshold=0.5, top_k=2, prior=pri[0], counts={"connective": 5, "inflammatory": 1}).label \
+        == "connective"
