@@ -147,6 +147,7 @@ def classify(name: str, embedder: str, seeds: list[int], self_retrieval: bool, t
             vectors = det._embed(rgb, queries, {}, typical_area=(det.decision or {}).get("typical_area"))
             scored.append((queries, [str(x) for x in queries.labels], vectors))
         label_counts = calibrate.counts(det.decision)  # the same under every tie rule
+        joint = joint_profile(profile) is not None  # detect types these classes found as one
         for rule in rules:
             calibrate.TIES = rule
             try:
@@ -155,7 +156,6 @@ def classify(name: str, embedder: str, seeds: list[int], self_retrieval: bool, t
                 calibrate.TIES = default_ties
             counts = {"cal": [0, 0, 0], "flat": [0, 0, 0]}  # tp, fp, fn
             correct = correct_plain = correct_knn = correct_detect = total = 0
-            joint = joint_profile(profile) is not None
             for queries, truth, vectors in scored:
                 for key, th in (("cal", None), ("flat", 0.5)):
                     d, results = _vote(det, queries, vectors, th)

@@ -173,12 +173,25 @@ def _scores(ev, el, qv, w, rule="knn", k=5):
 def _classwise(ev, el, qv, w, m: int | None = 5):
     """``(classes, (M, C))``: each class's mean similarity over its ``m`` nearest examples
     (every one of them for ``m=None``), what ``classify.vote`` does with ``counts``."""
-    s = np.tensordot(w, np.stack([q @ e.T for q, e in zip(qv, ev, strict=True)]), axes=1)
+    return _nearest_means(np.tensordot(w, np.stack([q @ e.T for q, e in zip(qv, ev, strict=True)]), axes=1), el, m)
+
+
+def _nearest_means(s, el, m: int | None = 5):
+    """``(classes, (M, C))`` from similarities ``s`` ``(M, N)`` to the examples labelled
+    ``el``: each class's mean (of similarities clipped at 0) over its ``m`` nearest examples
+    (every one for ``m=None``). ``-inf`` marks an example left out of a row's vote (the row's
+    own, leave-one-out): it is not counted, and a row with no example of a class gives it 0."""
     classes = np.unique(el)
     out = []
     for c in classes:
-        sc = -np.sort(-np.clip(s[:, el == c], 0, None), axis=1)
-        out.append(sc[:, : (sc.shape[1] if m is None else min(m, sc.shape[1]))].mean(1))
+        sc = -np.sort(-s[:, el == c], axis=1)  # best first, the left-out last
+        k = sc.shape[1] if m is None else min(m, sc.shape[1])
+        top = np.clip(sc[:, :k], 0, None)
+        have = np.isfinite(sc).sum(1)
+        if (have >= k).all():
+            out.append(top.mean(1))
+        else:
+            out.append(np.array([top[i, :min(k, h)].mean() if h else 0.0 for i, h in enumerate(have)]))
     return classes, np.stack(out, 1)
 
 
@@ -234,12 +247,6 @@ def _linear(ev, el, qv, lam=1.0):
 TEMPERATURES = (0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12, 0.2)
 
 
-def _softmax(z):
-    z = z - z.max(1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
-
-
 def _class_shares(ev, el, qv, w, groups):
     """Each class's share of the scored objects estimated by EM (Saerens, Latinne and
     Decaestecker 2002), image by image (``groups``), and the objects typed under it: the
@@ -247,16 +254,16 @@ def _class_shares(ev, el, qv, w, groups):
     whose temperature maximises the examples' own leave-one-out likelihood; the vote treats
     every class alike, so the posteriors' prior is uniform. Returns the predicted class
     indices and the classes."""
+    from scipy.special import softmax
+
     classes, p = _classwise(ev, el, qv, w, 5)
     loo = np.tensordot(w, np.stack([e @ e.T for e in ev]), axes=1)
-    np.fill_diagonal(loo, -np.inf)
-    # a class's part for an example is 0 where the example is the class's only one
-    own = np.stack([[np.clip(np.sort(r[np.isfinite(r)])[::-1][:5], 0, None).mean() if np.isfinite(r).any() else 0.0
-                     for r in loo[:, el == c]] for c in classes], 1)
+    np.fill_diagonal(loo, -np.inf)  # each example left out of its own vote
+    _, own = _nearest_means(loo, el, 5)
     codes = np.searchsorted(classes, el)
-    temp = max(TEMPERATURES, key=lambda t: np.log(np.maximum(_softmax(own / t)[np.arange(len(codes)), codes],
+    temp = max(TEMPERATURES, key=lambda t: np.log(np.maximum(softmax(own / t, axis=1)[np.arange(len(codes)), codes],
                                                              1e-12)).mean())
-    post = _softmax(p / temp)
+    post = softmax(p / temp, axis=1)
     pred = np.empty(len(p), np.int64)
     for sel in groups:
         share = np.full(len(classes), 1.0 / len(classes))
@@ -317,7 +324,7 @@ RULES = {
     "... on the classes' mean example where every class has 5 examples (session 78)": {
         "centre": "c", "rule": "classwise", "k": 5, "plain_weights": True, "least": 5},
     "label propagation over each image's candidates": {"propagate": True},
-    "each class's 5 nearest, the classes' shares in each image estimated by EM (session 79)": {"em": True},
+    "each class's 5 nearest, the classes' shares in each image estimated by EM (session 79)": {"rule": "em"},
     "each class's 3 nearest examples, mean": {"rule": "classwise", "k": 3},
     "each class's 5 nearest examples, mean (session 13)": {"rule": "classwise", "k": 5},
     "kernel ridge on the view similarities, penalty 0.1": {"rule": "ridge", "k": 0.1},
@@ -357,7 +364,7 @@ def thin(d: dict, scenario: str, seed: int) -> dict:
 
 
 def score(d: dict, centre=None, scale=None, per_image=False, rule="knn", k=5, ties="equal", spread=False,
-          propagate=False, plain_weights=False, least=0, em=False) -> float:
+          propagate=False, plain_weights=False, least=0) -> float:
     """The share of the scored objects typed right (``BALANCED``: the mean over the classes
     of each class's share typed right)."""
     ev, qv, el, ql = _views(d["E"]), _views(d["Q"]), d["El"], d["Ql"]
@@ -372,13 +379,14 @@ def score(d: dict, centre=None, scale=None, per_image=False, rule="knn", k=5, ti
             classes, p = _linear(e2, el, q2, k)
         elif rule in ("ridge", "balanced ridge"):
             classes, p = _ridge(e2, el, q2, w, k, balanced=rule == "balanced ridge")
+        elif rule == "em":  # typed under each image's class shares
+            img = d["Qimg"][sel]
+            idx, classes = _class_shares(e2, el, q2, w, [img == i for i in np.unique(img)])
+            pred[sel] = classes[idx]
+            continue
         else:
             classes, p = (_classwise(e2, el, q2, w, k) if rule == "classwise" else _scores(e2, el, q2, w, rule, k))
         pred[sel] = classes[p.argmax(1)]
-    if em:
-        w = _weights(ev, el)
-        idx, classes = _class_shares(ev, el, qv, w, [d["Qimg"] == i for i in np.unique(d["Qimg"])])
-        pred = classes[idx].astype(object)
     if propagate:
         w = _weights(ev, el)
         classes, p = _scores(ev, el, qv, w)

@@ -63,7 +63,6 @@ def main() -> None:
         items, source, default = _reported(), [0], ",".join(map(str, range(1, 16)))
     frames = [int(f) for f in (args.frames or default).split(",")]
     total = {mode: np.zeros(3, np.int64) for mode in ("classes", "one class")}  # matched, found, truth
-    right = {mode: 0 for mode in total}  # matched objects given their true class
     found_of = {mode: {} for mode in total}
     typed_of: dict[str, list[int]] = {}  # per true class: matched objects given it, matched objects
     for seed in (int(s) for s in args.seeds.split(",")):
@@ -87,8 +86,7 @@ def main() -> None:
                 pairs = match_iou_matrix(instances_iou(out, g), 0.5).pairs if len(out) and len(g) else []
                 total[mode] += (len(pairs), len(out), len(g))
                 truth = np.asarray(g.labels)
-                right[mode] += sum(str(out.labels[i]) == str(truth[j]) for i, j in pairs)
-                if mode == "classes":
+                if mode == "classes":  # the library of classes: which class each matched object got
                     for i, j in pairs:
                         t = typed_of.setdefault(str(truth[j]), [0, 0])
                         t[0] += str(out.labels[i]) == str(truth[j])
@@ -107,7 +105,8 @@ def main() -> None:
         if mode == "classes":
             each = ", ".join(f"{c} {a}/{b}" for c, (a, b) in sorted(typed_of.items()))
             balanced = np.mean([a / b for a, b in typed_of.values()]) if typed_of else 0.0
-            typed = f", types right {right[mode]}/{t[0]} ({each}; per-class mean {balanced:.3f})"
+            right = sum(a for a, _ in typed_of.values())
+            typed = f", types right {right}/{t[0]}: {each}; per-class mean {balanced:.3f}"
         print(f"{mode}: F1 {2 * t[0] / max(t[1] + t[2], 1):.3f} ({t[0]} matched, {t[1]} found, {t[2]} true; found per "
               f"class: {per}{typed})")
 
