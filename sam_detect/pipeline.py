@@ -806,6 +806,9 @@ class SAMDetect(DetectorStages, LibraryState):
             from sam_detect.profile import at_levels
 
             seen = at_levels(rgb, tuple(next(iter(gains.values()))))
+        from sam_detect.profile import with_brightness
+
+        with_brightness(seen, inst, typed_profile)  # several classes: their brightness types too
         vectors = self._embed(seen, inst, timings, typical_area=typical, prefetched=prefetched)
         _stage_done(stages, "search")
         t = time.perf_counter()

@@ -835,7 +835,8 @@ def describe_examples(rgb: np.ndarray, instances: Instances, labels: Sequence[st
     (``None``: they are not).
 
     ``{"area", "perimeter", "solidity", "eccentricity", "cut" (the image border cuts it:
-    its area is a lower bound and its shape is left out, :func:`whole`), "in": [r, g, b], "ring": [r, g, b],
+    its area is a lower bound and its shape is left out, :func:`whole`), "brightness" (its
+    median grey less the image's, :func:`brightness`), "in": [r, g, b], "ring": [r, g, b],
     "calib": {"version", "iou": [...], "inset": [...], "edge": [...]}, "calib_joint": the same at every
     positive example's joint scale (:data:`JOINT`; :data:`SAME` where they are of one class),
     "grey_levels": [background, objects], "ground": [r, g, b],
@@ -854,9 +855,11 @@ def describe_examples(rgb: np.ndarray, instances: Instances, labels: Sequence[st
         taken[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] |= crop
     out = []
     cut = cut_by_border(instances.boxes, rgb.shape[:2]) if len(instances) else np.zeros(0, bool)
+    grey = brightness(rgb, instances) if len(instances) else np.zeros(0, np.float32)
     for k, (crop, (x0, y0)) in enumerate(zip(crops, origins, strict=True)):
         s = _shape_of(crop)
         s["cut"] = bool(cut[k])
+        s["brightness"] = round(float(grey[k]), 2)
         s["in"], s["ring"], spread = _colours(rgb, crop, int(x0), int(y0), taken)
         s["spread"] = [round(float(v), 2) for v in spread.ravel()]
         s["core"] = _core_of(rgb, crop, int(x0), int(y0))
@@ -995,11 +998,31 @@ def build_profile(examples: Iterable[tuple[str, dict]]) -> dict:
             images = {json.dumps(st["stain_table"]): st["stain_table"] for st in stats}
             entry["stain_table"] = _pooled_table(list(images.values()))
         classes[label] = entry
+    _brightness_spreads(classes, by_class)
     profile = {"version": PROFILE_VERSION, "grid": GRID_VERSION, "classes": classes}
     joint = [_joint_shape(s) for s in positives] if len(by_class) > 1 else []
     if joint and all(s is not None for s in joint):
         profile["joint"] = build_profile((JOINT, s) for s in joint)  # used where the classes share a look: apart()
     return profile
+
+
+def _brightness_spreads(classes: dict, by_class: dict[str, list[dict]]) -> None:
+    """Each class's ``"brightness"``: ``[mean, sd]`` of its examples' (:func:`brightness`),
+    the sd shrunk towards the library's pooled spread within a class, which counts as
+    ``PRIOR_WEIGHT`` examples: a class of one or two examples says little of how far its
+    objects' brightness runs, the library's other classes say how far a class's does
+    (the development stroma crop's typed detection with one class given one example: 340 of
+    450 types right with each class's own spread, 358 pooled, 342 without brightness;
+    session 80).
+    Left out where any of a class's examples was added before brightness was kept."""
+    greys = {lab: np.array([st["brightness"] for st in stats], np.float64) for lab, stats in by_class.items()
+             if lab in classes and all("brightness" in st for st in stats)}
+    dof = sum(len(g) - 1 for g in greys.values())
+    pooled = float(np.sqrt(sum(float(np.square(g - g.mean()).sum()) for g in greys.values()) / dof)) if dof else 0.0
+    for lab, g in greys.items():
+        own = float(g.var(ddof=1)) if len(g) > 1 else 0.0
+        sd = np.sqrt(((len(g) - 1) * own + PRIOR_WEIGHT * pooled**2) / (len(g) - 1 + PRIOR_WEIGHT))
+        classes[lab]["brightness"] = [round(float(g.mean()), 2), round(float(sd), 2)]
 
 
 def _apart(classes: dict, direction: Sequence[float]) -> dict | None:
@@ -1726,6 +1749,53 @@ def fit_and_shape_scores(instances: Instances, labels: Sequence[str],
 #: slacks gained less each step on the development sets
 TYPE_SIZE_WEIGHT = 0.25
 TYPE_SIZE_SLACK = 2.0
+#: dark classes' brightness decides between them the same way (``TYPE_SIZE_SLACK``,
+#: ``TYPE_SIZE_WEIGHT``; :func:`typed_by_brightness`): each candidate's median grey inside,
+#: less its image's median grey (:func:`brightness`), against its class's examples', judged
+#: at no less than this spread in 8-bit grey levels. Dark dense lymphocytes and paler
+#: fibroblasts of one size in H&E. Chosen on the development sets (docs/performance.md,
+#: session 80): the stroma crop's typed detection end to end 401 -> 406 of 468 types right,
+#: 342 -> 358 with one class given one example, 369 -> 370 with two; with ground-truth masks
+#: (``dev_decision_rules.py priors``) 0.833 -> 0.862, one class given two 0.811 -> 0.865. The offset to the image's median, not the grey itself, so that a
+#: slide stained or lit otherwise as a whole moves no candidate off its class. 8 (0.03 of the
+#: range): 0.01-0.05 were alike there
+PRIOR_BRIGHTNESS_SD = 8.0
+
+
+def brightness(rgb: np.ndarray, instances: Instances) -> np.ndarray:
+    """``(N,)`` float32: each object's median grey inside less the image's median grey, in
+    8-bit levels (:func:`sam_detect.io.render.luminance`: a one-channel image shown in one
+    colour is read in that channel); negative where an object is darker than most of its image."""
+    from sam_detect.io.render import luminance
+
+    grey = luminance(rgb) if rgb.ndim == 3 else np.asarray(rgb)
+    ground = float(np.median(grey))
+    out = np.zeros(len(instances), np.float32)
+    for k, (crop, (x0, y0)) in enumerate(zip(instances.mask_crops, instances.mask_origins, strict=True)):
+        px = grey[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]][crop]
+        out[k] = float(np.median(px)) - ground if px.size else 0.0
+    return out
+
+
+def typed_by_brightness(profile: dict | None) -> bool:
+    """Whether the profile's classes choose between them by brightness too: two or more,
+    each knowing its examples' (:func:`brightness`), every one darker than its ground (a
+    stain or an object seen by transmitted light, whose darkness is the stain's and the
+    material's). Bright classes are not: a fluorescent object's brightness follows each
+    image's exposure and dye (the reported micronuclei's other cell lines show their
+    micronuclei 2-4x as far above the ground as the examples' frame shows its own, and were
+    typed 0.952 -> 0.909 with it; session 80)."""
+    classes = (profile or {}).get("classes") or {}
+    return len(classes) >= 2 and all("brightness" in e and e.get("polarity") == "dark" for e in classes.values())
+
+
+def with_brightness(rgb: np.ndarray, instances: Instances, profile: dict | None) -> Instances:
+    """``instances`` with ``data["brightness"]`` (:func:`brightness` on ``rgb``) where the
+    profile's classes are typed by it (:func:`typed_by_brightness`; :func:`size_priors`
+    reads it); unchanged otherwise."""
+    if len(instances) and typed_by_brightness(profile):
+        instances.data["brightness"] = brightness(rgb, instances)
+    return instances
 
 
 def outline_ratios(instances: Instances, labels: Sequence[str], profile: dict | None) -> np.ndarray:
@@ -1747,18 +1817,29 @@ def outline_ratios(instances: Instances, labels: Sequence[str], profile: dict | 
 
 def size_priors(instances: Instances, profile: dict | None) -> list[dict[str, float] | None] | None:
     """Per candidate, ``{class: size term ** TYPE_SIZE_WEIGHT}`` over the profile's classes:
-    how well its area fits each class's examples, for :func:`~sam_detect.classify.vote` to
-    choose between classes by. ``None`` with fewer than two classes; ``None`` for a
-    candidate the image border cuts (its area is not its own)."""
+    how well its area fits each class's examples, times how well its brightness does where
+    the candidates carry it (``data["brightness"]``, :func:`with_brightness`) and every class
+    knows its examples', for :func:`~sam_detect.classify.vote` to choose between classes by.
+    ``None`` with fewer than two classes; ``None`` for a candidate the image border cuts (its
+    area is not its own)."""
     classes = (profile or {}).get("classes") or {}
     if len(classes) < 2 or len(instances) == 0:
         return None
     log_a = np.log(np.maximum(instances.areas.astype(np.float64), 1.0))
+    grey = instances.data.get("brightness")
+    if grey is not None and not typed_by_brightness(profile):
+        grey = None  # a class whose examples were added before their brightness was kept, or a bright one
     terms = {}
     for label, entry in classes.items():
         mu, sd = entry["log_area"]
         z = np.maximum(np.abs(log_a - mu) / max(sd, PRIOR_LOG_AREA_SD) - TYPE_SIZE_SLACK, 0.0)
-        terms[label] = _size_term(z) ** TYPE_SIZE_WEIGHT
+        term = _size_term(z)
+        if grey is not None:
+            mu, sd = entry["brightness"]
+            z = np.maximum(np.abs(np.asarray(grey, np.float64) - mu) / max(sd, PRIOR_BRIGHTNESS_SD) - TYPE_SIZE_SLACK,
+                           0.0)
+            term = term * _size_term(z)
+        terms[label] = term ** TYPE_SIZE_WEIGHT
     cut = cut_by_border(instances.boxes, instances.image_hw)
     return [None if cut[i] else {k: float(v[i]) for k, v in terms.items()} for i in range(len(instances))]
 
@@ -2639,6 +2720,9 @@ def describe(profile: dict | None) -> list[str]:
             rep += (f", ground {level:.0f} along that direction (an image whose ground lies higher is "
                     "thresholded above its own)")
         thin = f", thinner than {2 * THIN * e['minor_radius']:.0f} px across fits worse" if e.get("minor_radius") else ""
+        if typed_by_brightness(profile):  # :func:`size_priors`: it types, as the size does
+            thin += (f", median grey {e['brightness'][0]:+.0f} (sd {e['brightness'][1]:.0f}) against its images' "
+                     "(the classes choose by it as by their sizes)")
         if e.get("earlier_grid"):
             poor += (f"; {e['earlier_grid']} of its examples were measured before the newest proposal settings "
                      "(the split at the objects' middles, ...), which cannot lead for it: delete them and add them "
@@ -2666,5 +2750,5 @@ def describe(profile: dict | None) -> list[str]:
 
 
 __all__ = [
-    "NOISE_FLOOR", "JOINT", "JOINT_ANGLE", "SAME", "apart", "joint_profile", "joint_labels", "CUT_FLOOR", "POOR_REPRODUCTION", "SPECK_AREA", "SPECK_CONTRAST", "STAIN_MASS", "TINY_MEDIAN", "TINY_SMALLEST", "THIN", "half_widths", "LEVEL_GAIN", "LEVEL_GAIN_MAX", "STAIN_GAIN", "STAIN_GAIN_MAX", "STAIN_HUE_BINS", "STAIN_HUE_PIXELS", "STAIN_MIN_TISSUE", "STAIN_TISSUE", "at_stain", "stain_gain", "stain_ratio", "stain_table", "grey_ratio", "SAME_EXPOSURE", "LEVEL_MIN_SPLIT", "LEVEL_OFFSET", "at_levels", "grey_levels", "level_gain", "GROUND_FOLLOWS", "GROUND_NOTE", "GROUND_SAMPLE", "follows_ground", "ground_colour", "ground_notes", "ground_shift", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "holds_size", "size_shift", "shift_holds", "SHIFT_HOLDS", "sure_objects", "shaped_and_clear", "isolated_wholes", "image_objects", "ISOLATED", "probe_shift", "PROBE_SHIFT", "PROBE_GAIN", "PROFILE_VERSION", "WAY_MARGIN", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "LEVEL_FLOOR", "STAIN_DEGREES", "PALER_SHARE", "HUE_ROOM", "optical_hue", "inside_contrast_and_level", "sizes_in_image", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "outline_ratios", "scale_of", "size_filter", "filter_with_reasons", "DROP_REASONS",
+    "NOISE_FLOOR", "JOINT", "JOINT_ANGLE", "SAME", "apart", "joint_profile", "joint_labels", "CUT_FLOOR", "POOR_REPRODUCTION", "SPECK_AREA", "SPECK_CONTRAST", "STAIN_MASS", "TINY_MEDIAN", "TINY_SMALLEST", "THIN", "half_widths", "LEVEL_GAIN", "LEVEL_GAIN_MAX", "STAIN_GAIN", "STAIN_GAIN_MAX", "STAIN_HUE_BINS", "STAIN_HUE_PIXELS", "STAIN_MIN_TISSUE", "STAIN_TISSUE", "at_stain", "stain_gain", "stain_ratio", "stain_table", "grey_ratio", "SAME_EXPOSURE", "LEVEL_MIN_SPLIT", "LEVEL_OFFSET", "at_levels", "grey_levels", "level_gain", "GROUND_FOLLOWS", "GROUND_NOTE", "GROUND_SAMPLE", "follows_ground", "ground_colour", "ground_notes", "ground_shift", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "PRIOR_BRIGHTNESS_SD", "brightness", "typed_by_brightness", "with_brightness", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "holds_size", "size_shift", "shift_holds", "SHIFT_HOLDS", "sure_objects", "shaped_and_clear", "isolated_wholes", "image_objects", "ISOLATED", "probe_shift", "PROBE_SHIFT", "PROBE_GAIN", "PROFILE_VERSION", "WAY_MARGIN", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "LEVEL_FLOOR", "STAIN_DEGREES", "PALER_SHARE", "HUE_ROOM", "optical_hue", "inside_contrast_and_level", "sizes_in_image", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "outline_ratios", "scale_of", "size_filter", "filter_with_reasons", "DROP_REASONS",
 ]

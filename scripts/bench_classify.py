@@ -116,7 +116,7 @@ def classify(name: str, embedder: str, seeds: list[int], self_retrieval: bool, t
     from sam_detect import DetectorConfig, SAMDetect, calibrate
     from sam_detect.classify import retrieval_k, vote_batch
     from sam_detect.embed.views import VIEWS, weighted_query
-    from sam_detect.profile import joint_profile, size_priors
+    from sam_detect.profile import joint_profile, size_priors, with_brightness
     from sam_detect.select import type_by_vote
 
     items, protocol = _gt_set(name)
@@ -143,7 +143,7 @@ def classify(name: str, embedder: str, seeds: list[int], self_retrieval: bool, t
             q_idx = np.arange(len(g)) if self_retrieval else np.setdiff1d(np.arange(len(g)), idx)
             if not len(q_idx):
                 continue
-            queries = g[q_idx]
+            queries = with_brightness(rgb, g[q_idx], profile)  # as detect gives them to the vote
             vectors = det._embed(rgb, queries, {}, typical_area=(det.decision or {}).get("typical_area"))
             scored.append((queries, [str(x) for x in queries.labels], vectors))
         label_counts = calibrate.counts(det.decision)  # the same under every tie rule

@@ -20,6 +20,12 @@ happens when examples come from images where a class is rare.
         --scenarios "as drawn,one class rare,natural shares"
     python scripts/dev_decision_rules.py ceiling --sets dev_micronuclei,dev_stroma_types
 
+``priors`` scores the vote with no class priors, with the size priors and with the size and
+brightness priors (``profile.size_priors``, ``profile.brightness``) on the cached seeds,
+thinned by ``--scenarios``:
+
+    python scripts/dev_decision_rules.py priors --sets dev_stroma_types,voc --scenarios "as drawn,one class rare"
+
 ``ceiling`` embeds every object of every image of a set (the first seed's library gives the
 working scale) and asks how far the descriptions themselves tell the classes apart: a linear
 model (``_linear``) fitted on every object of the other images and scored on each image in
@@ -360,7 +366,8 @@ def thin(d: dict, scenario: str, seed: int) -> dict:
     keep = np.sort(np.concatenate([rng.choice(np.flatnonzero(el == c), size=min(int(keep_n[c]), int((el == c).sum())),
                                               replace=False) for c in classes]))
     views = _views(d["E"])
-    return {**d, "E": np.concatenate([v[keep] for v in views], axis=1), "El": el[keep]}
+    return {**d, "E": np.concatenate([v[keep] for v in views], axis=1), "El": el[keep],
+            **{k: d[k][keep] for k in ("E_area", "E_grey") if k in d}}  # what ``priors`` reads
 
 
 def score(d: dict, centre=None, scale=None, per_image=False, rule="knn", k=5, ties="equal", spread=False,
@@ -417,6 +424,76 @@ def rules(sets: list[str], scenario: str = "as drawn", only: list[str] | None = 
         out[name] = row
         print(f"{name:50s} " + "  ".join(f"{s} {r['mean']:.3f} ± {r['sd']:.3f} ({r['seeds']})" for s, r in row.items()))
     return out
+
+
+def _prior_runs(name: str, scenario: str) -> list[dict]:
+    """``name``'s cached seeds (``thin``-ned by ``scenario``), each with what the vote's class
+    priors read: the examples' log-areas and brightness (``El_area``, ``El_grey``) and every
+    scored image's objects as ``Instances`` in the cache's order (``Q_inst``)."""
+    import bench_classify as bc
+
+    from sam_detect.profile import brightness
+
+    items, protocol = DEV_SETS[name]() if name in DEV_SETS else bc._gt_set(name)
+    grey = [brightness(rgb, g) for rgb, g in items]
+    runs = []
+    for seed, f in enumerate(sorted(CACHE.glob(f"{name}_[0-9]*.npz"))):
+        d = dict(np.load(f))
+        drawn = bc._draw([np.asarray(g.labels) for _, g in items], int(protocol["shots"]), seed, protocol["examples_from"])
+        d["E_area"] = np.concatenate([items[k][1].areas[idx] for k, idx in enumerate(drawn) if len(idx)])
+        d["E_grey"] = np.concatenate([grey[k][idx] for k, idx in enumerate(drawn) if len(idx)])
+        q_inst = []
+        for k, ((_, g), idx) in enumerate(zip(items, drawn, strict=True)):
+            rest = np.setdiff1d(np.arange(len(g)), idx)
+            if k in protocol["score_on"] and len(rest):
+                q = g[rest]
+                q.data["brightness"] = grey[k][rest]
+                q_inst.append(q)
+        if sum(len(q) for q in q_inst) != len(d["Ql"]):
+            raise RuntimeError(f"{f.name} was cached with another draw than this protocol gives")
+        d = thin(d, scenario, seed)
+        d["Q_inst"] = q_inst
+        runs.append(d)
+    return runs
+
+
+def priors(sets: list[str], scenario: str = "as drawn") -> dict:
+    """The vote (each class's 5 nearest, view weights as a library chooses them) with no class
+    priors, with the size priors, and with the size and brightness priors, both through
+    ``profile.size_priors`` (brightness for every class darker than its image; a class's
+    polarity read here from the sign of its examples' mean brightness)."""
+    from sam_detect.profile import _brightness_spreads, size_priors
+
+    out = {}
+    for name in sets:
+        acc: dict[str, list[float]] = {"none": [], "size": [], "size and brightness": []}
+        for d in _prior_runs(name, scenario):
+            ev, qv, el, ql = _views(d["E"]), _views(d["Q"]), d["El"], d["Ql"]
+            classes, s = _classwise(ev, el, qv, _weights(ev, el), 5)
+            entries, stats = {}, {}
+            for c in classes:
+                la = np.log(np.maximum(d["E_area"][el == c], 1.0))
+                g = d["E_grey"][el == c]
+                entries[c] = {"log_area": [float(la.mean()), float(la.std(ddof=1)) if len(la) > 1 else 0.0],
+                              "polarity": "dark" if g.mean() < 0 else "bright"}
+                stats[c] = [{"brightness": float(v)} for v in g]
+            sized = {c: {"log_area": e["log_area"]} for c, e in entries.items()}
+            _brightness_spreads(entries, stats)
+            for key, profile in (("size", {"classes": sized}), ("size and brightness", {"classes": entries})):
+                pri = [p for q in d["Q_inst"] for p in (size_priors(q, profile) or [None] * len(q))]
+                f = np.array([[1.0 if p is None else p[c] for c in classes] for p in pri])
+                acc[key].append(_accuracy(classes[(s * f).argmax(1)], ql))
+            acc["none"].append(_accuracy(classes[s.argmax(1)], ql))
+        out[name] = {k: round(float(np.mean(v)), 3) for k, v in acc.items()}
+        print(f"{name:18s} " + "  ".join(f"{k} {v:.3f}" for k, v in out[name].items()))
+    return out
+
+
+def _accuracy(pred: np.ndarray, truth: np.ndarray) -> float:
+    """The share typed right, or the mean of the classes' own shares (``BALANCED``)."""
+    if BALANCED:
+        return float(np.mean([(pred[truth == c] == c).mean() for c in np.unique(truth)]))
+    return float((pred == truth).mean())
 
 
 def embed_all(name: str) -> Path:
@@ -480,7 +557,7 @@ def ceiling(name: str, per_class=(4, 8, 16, 32, 64), draws: int = 5) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("step", choices=["cache", "rules", "ceiling"])
+    ap.add_argument("step", choices=["cache", "rules", "ceiling", "priors"])
     ap.add_argument("--sets", default="voc,hgsc,dev_micronuclei")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--out", default=None, help="write the rules' table as JSON here")
@@ -496,8 +573,14 @@ def main() -> None:
     if args.step == "cache":
         for s in sets:
             cache(s, list(range(args.seeds)))
-    elif args.step == "ceiling":
-        table = {s: ceiling(s) for s in sets}
+    elif args.step in ("ceiling", "priors"):
+        if args.step == "ceiling":
+            table = {s: ceiling(s) for s in sets}
+        else:
+            table = {}
+            for scenario in args.scenarios.split(","):
+                print(f"-- {scenario}")
+                table[scenario] = priors(sets, scenario)
         if args.out:
             Path(args.out).write_text(json.dumps(table, indent=1))
     else:

@@ -136,3 +136,68 @@ def test_a_smaller_object_of_a_class_shown_large_keeps_its_class_by_its_look():
     look = [n("connective", 0.82), n("connective", 0.81), n("inflammatory", 0.78)]
     assert vote(look, threshold=0.5, top_k=2, prior=pri[0], counts={"connective": 5, "inflammatory": 1}).label \
         == "connective"
+
+
+def test_a_class_s_brightness_types_objects_of_one_size_by_how_dark_they_are():
+    """Dark lymphocytes and paler fibroblasts of one size (H&E): the look nearly ties, and
+    each class's examples' brightness (median grey less the image's) chooses; not for bright
+    (fluorescent) classes."""
+    import numpy as np
+
+    from sam_detect.instances import Instances
+    from sam_detect.profile import size_priors
+
+    masks = np.zeros((2, 60, 60), bool)
+    masks[0, 10:25, 10:25] = True
+    masks[1, 30:45, 30:45] = True
+    inst = Instances(masks=masks)
+    inst.data["brightness"] = np.float32([-95.0, -30.0])  # a dark one, a pale one
+    entry = {"dark": {"log_area": [np.log(225.0), 0.3], "brightness": [-90.0, 8.0], "polarity": "dark"},
+             "pale": {"log_area": [np.log(225.0), 0.3], "brightness": [-35.0, 10.0], "polarity": "dark"}}
+    pri = size_priors(inst, {"classes": entry})
+    assert pri[0]["dark"] == 1.0 and pri[0]["pale"] < 0.5  # 5.5 sds off the pale examples
+    assert pri[1]["pale"] == 1.0 and pri[1]["dark"] < 0.5
+    look = [n("pale", 0.83), n("dark", 0.82), n("pale", 0.81), n("dark", 0.80)]
+    assert vote(look, threshold=0.5, top_k=2, prior=pri[0]).label == "dark"
+    assert vote(look, threshold=0.5, top_k=2, prior=pri[1]).label == "pale"
+    # within two spreads of both (judged at no less than PRIOR_BRIGHTNESS_SD): no say
+    near = {"dark": {**entry["dark"], "brightness": [-90.0, 15.0]}, "pale": {**entry["pale"], "brightness": [-52.0, 6.0]}}
+    inst.data["brightness"] = np.float32([-66.0, -66.0])  # 1.6 of the dark's spreads, 1.75 of the pale's floor
+    assert size_priors(inst, {"classes": near})[0] == {"dark": 1.0, "pale": 1.0}
+    # a class whose examples were added before their brightness was kept: the size alone
+    inst.data["brightness"] = np.float32([-95.0, -30.0])
+    old = {"dark": entry["dark"], "pale": {"log_area": entry["pale"]["log_area"], "polarity": "dark"}}
+    assert size_priors(inst, {"classes": old})[0] == {"dark": 1.0, "pale": 1.0}
+    # bright classes (fluorescence): a brightness follows each image's exposure, not the class
+    bright = {k: {**v, "polarity": "bright"} for k, v in entry.items()}
+    assert size_priors(inst, {"classes": bright})[0] == {"dark": 1.0, "pale": 1.0}
+    del inst.data["brightness"]  # candidates not measured: the size alone
+    assert size_priors(inst, {"classes": entry})[0] == {"dark": 1.0, "pale": 1.0}
+
+
+def test_brightness_is_each_object_s_median_grey_less_its_image_s():
+    import numpy as np
+
+    from sam_detect.instances import Instances
+    from sam_detect.profile import brightness, with_brightness
+
+    rgb = np.full((80, 80, 3), 200, np.uint8)
+    lab = np.zeros((80, 80), np.int32)
+    lab[10:20, 10:20], lab[40:60, 40:60] = 1, 2
+    rgb[lab == 1] = 60
+    rgb[lab == 2] = (120, 130, 110)
+    inst, _ = Instances.from_label_image(lab)
+    got = brightness(rgb, inst)
+    assert got.dtype == np.float32 and got.shape == (2,)
+    assert got[0] == -140.0 and -77.0 <= got[1] <= -73.0  # luminance of (120, 130, 110): ~125
+    blue = np.zeros_like(rgb)  # one channel shown in one colour (a DAPI frame): read in its channel
+    blue[..., 2] = rgb[..., 0]
+    assert brightness(blue, inst)[0] == -140.0
+    assert brightness(rgb, inst[:0]).shape == (0,)
+    # measured only where two or more classes each know their examples'
+    a, b = {"brightness": [0.0, 1.0], "polarity": "dark"}, {"brightness": [5.0, 1.0], "polarity": "dark"}
+    assert "brightness" in with_brightness(rgb, inst[:], {"classes": {"a": a, "b": b}}).data
+    # one class; a class without it (added before it was kept); a bright class; no profile
+    for profile in ({"classes": {"a": a}}, {"classes": {"a": a, "b": {"polarity": "dark"}}},
+                    {"classes": {"a": a, "b": {**b, "polarity": "bright"}}}, None):
+        assert "brightness" not in with_brightness(rgb, inst[:], profile).data

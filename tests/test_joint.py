@@ -228,3 +228,45 @@ def test_library_show_names_what_finds_the_objects(tmp_path, scene):
     assert r.exit_code == 0, r.output
     assert "every class's examples as one class" in r.output
     assert "every class as one (which candidates are objects" in r.output
+
+
+def test_each_class_keeps_its_examples_brightness_and_detect_types_by_it():
+    # discs of one size, dark and mid-grey on a light ground: the examples' brightness is
+    # kept per class, detect measures its candidates' and types each right
+    (a_rgb, a), (b_rgb, b) = (two_colours(s, first=(40, 40, 40), second=(120, 120, 120), ground=(225, 225, 225),
+                                          names=("dark", "grey")) for s in (1, 2))
+    ex = a[np.r_[np.flatnonzero(a.labels == "dark")[:4], np.flatnonzero(a.labels == "grey")[:4]]]
+    det = library(a_rgb, ex, ex.labels)
+    shapes = [p["brightness"] for p in describe_examples(a_rgb, ex, list(ex.labels))]
+    assert all(-195 < v < -175 for v in shapes[:4]) and all(-115 < v < -95 for v in shapes[4:])
+    entry = det.profile["classes"]
+    assert entry["dark"]["brightness"][0] < entry["grey"]["brightness"][0] - 60
+    assert all(e["brightness"][1] >= 0 for e in entry.values())
+    # a class of one example borrows the library's spread within a class (PRIOR_WEIGHT examples' worth)
+    five = ex[:5]  # four dark, one grey
+    one_grey = build_profile(list(zip(five.labels, describe_examples(a_rgb, five, list(five.labels)), strict=True)))
+    dark_sd = np.std([p["brightness"] for p in describe_examples(a_rgb, ex[:4], ["dark"] * 4)], ddof=1)
+    assert dark_sd > 0.1
+    assert one_grey["classes"]["grey"]["brightness"][1] == pytest.approx(dark_sd, abs=0.01)
+    assert one_grey["classes"]["dark"]["brightness"][1] == pytest.approx(dark_sd, abs=0.01)
+    assert sum("median grey" in line for line in describe(det.profile)) == 2  # library show
+    found = det.detect(b_rgb)
+    assert len(found.data["brightness"]) == len(found)
+    pairs = match_iou_matrix(instances_iou(found, b), 0.5).pairs
+    assert len(pairs) >= 16 and all(found.labels[i] == b.labels[j] for i, j in pairs)
+    dark = [found.data["brightness"][i] for i, _ in pairs if found.labels[i] == "dark"]
+    assert dark and max(dark) < -150
+    det.close()
+    # one class: nothing to type, nothing measured
+    one = library(a_rgb, ex, ["object"] * len(ex))
+    assert "brightness" not in one.detect(b_rgb).data
+    one.close()
+    # bright classes (fluorescence: brightness follows each image's exposure): not typed by it
+    (c_rgb, c), (d_rgb, d) = (two_colours(s, first=(250, 250, 250), second=(150, 150, 150), ground=(20, 20, 20),
+                                          names=("bright", "dim")) for s in (1, 2))
+    ex = c[np.r_[np.flatnonzero(c.labels == "bright")[:4], np.flatnonzero(c.labels == "dim")[:4]]]
+    lit = library(c_rgb, ex, ex.labels)
+    assert all(e["polarity"] == "bright" and "brightness" in e for e in lit.profile["classes"].values())
+    assert not any("median grey" in line for line in describe(lit.profile))
+    assert "brightness" not in lit.detect(d_rgb).data
+    lit.close()
