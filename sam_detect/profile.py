@@ -2721,8 +2721,9 @@ def describe(profile: dict | None) -> list[str]:
                     "thresholded above its own)")
         thin = f", thinner than {2 * THIN * e['minor_radius']:.0f} px across fits worse" if e.get("minor_radius") else ""
         if typed_by_brightness(profile):  # :func:`size_priors`: it types, as the size does
-            thin += (f", median grey {e['brightness'][0]:+.0f} (sd {e['brightness'][1]:.0f}) against its images' "
-                     "(the classes choose by it as by their sizes)")
+            mu, sd = e["brightness"]
+            thin += (f", median grey {abs(mu):.0f} {'below' if mu < 0 else 'above'} its images' (sd {sd:.0f}; the "
+                     "classes choose by it as by their sizes)")
         if e.get("earlier_grid"):
             poor += (f"; {e['earlier_grid']} of its examples were measured before the newest proposal settings "
                      "(the split at the objects' middles, ...), which cannot lead for it: delete them and add them "
