@@ -18,7 +18,8 @@ per nucleus type, tiles 3-8 are detected (``dev_decision_rules.py``'s protocol).
 reported HGSC nest's tiles (``bench_classify``'s protocol: tiles 0-2 give eight examples per
 nucleus type, tiles 3-8 are detected): look at them only after a choice has been made on
 the development sets. ``--rare K``: one class per seed keeps only K examples
-(``bench_classify --rare``'s choice), as when the example images hold few of a class.
+(``bench_classify --rare``'s choice), as when the example images hold few of a class. The
+last lines say, per true class, which classes its matched objects were given.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ def main() -> None:
     total = {mode: np.zeros(3, np.int64) for mode in ("classes", "one class")}  # matched, found, truth
     found_of = {mode: {} for mode in total}
     typed_of: dict[str, list[int]] = {}  # per true class: matched objects given it, matched objects
+    given: dict[str, dict[str, int]] = {}  # per true class: how many matched objects each class was given
     for seed in (int(s) for s in args.seeds.split(",")):
         drawn = draw_examples([list(g.labels) if i in source else [] for i, (_, g) in enumerate(items)], 8, seed,
                               source)
@@ -91,6 +93,8 @@ def main() -> None:
                         t = typed_of.setdefault(str(truth[j]), [0, 0])
                         t[0] += str(out.labels[i]) == str(truth[j])
                         t[1] += 1
+                        row = given.setdefault(str(truth[j]), {})
+                        row[str(out.labels[i])] = row.get(str(out.labels[i]), 0) + 1
                 hit = {j for _, j in pairs}
                 for c in np.unique(truth):
                     got = found_of[mode].setdefault(str(c), [0, 0])
@@ -109,6 +113,8 @@ def main() -> None:
             typed = f", types right {right}/{t[0]}: {each}; per-class mean {balanced:.3f}"
         print(f"{mode}: F1 {2 * t[0] / max(t[1] + t[2], 1):.3f} ({t[0]} matched, {t[1]} found, {t[2]} true; found per "
               f"class: {per}{typed})")
+    for c, row in sorted(given.items()):  # where the wrong types go
+        print(f"  {c} typed as: " + ", ".join(f"{k} {v}" for k, v in sorted(row.items(), key=lambda kv: -kv[1])))
 
 
 def _reported() -> list:
