@@ -999,7 +999,6 @@ def build_profile(examples: Iterable[tuple[str, dict]]) -> dict:
             entry["stain_table"] = _pooled_table(list(images.values()))
         classes[label] = entry
     _brightness_spreads(classes, by_class)
-    _elongation_spreads(classes, by_class)
     profile = {"version": PROFILE_VERSION, "grid": GRID_VERSION, "classes": classes}
     joint = [_joint_shape(s) for s in positives] if len(by_class) > 1 else []
     if joint and all(s is not None for s in joint):
@@ -1018,27 +1017,12 @@ def _brightness_spreads(classes: dict, by_class: dict[str, list[dict]]) -> None:
     Left out where any of a class's examples was added before brightness was kept."""
     greys = {lab: np.array([st["brightness"] for st in stats], np.float64) for lab, stats in by_class.items()
              if lab in classes and all("brightness" in st for st in stats)}
-    _pooled_spreads(classes, greys, "brightness", 2)
-
-
-def _elongation_spreads(classes: dict, by_class: dict[str, list[dict]]) -> None:
-    """Each class's ``"elongation"``: ``[mean, sd]`` of its whole examples' :func:`elongation`
-    (the border cuts the others' shape), pooled as :func:`_brightness_spreads` pools. Left
-    out for a class none of whose examples is whole."""
-    elong = {lab: elongation(np.array([st["eccentricity"] for st in stats if not st.get("cut")], np.float64))
-             for lab, stats in by_class.items() if lab in classes}
-    _pooled_spreads(classes, {lab: v for lab, v in elong.items() if len(v)}, "elongation", 4)
-
-
-def _pooled_spreads(classes: dict, values: dict[str, np.ndarray], key: str, digits: int) -> None:
-    """``classes[lab][key] = [mean, sd]`` of ``values[lab]``, the sd shrunk towards the
-    pooled spread within a class over ``values``, counted as ``PRIOR_WEIGHT`` examples."""
-    dof = sum(len(g) - 1 for g in values.values())
-    pooled = float(np.sqrt(sum(float(np.square(g - g.mean()).sum()) for g in values.values()) / dof)) if dof else 0.0
-    for lab, g in values.items():
+    dof = sum(len(g) - 1 for g in greys.values())
+    pooled = float(np.sqrt(sum(float(np.square(g - g.mean()).sum()) for g in greys.values()) / dof)) if dof else 0.0
+    for lab, g in greys.items():
         own = float(g.var(ddof=1)) if len(g) > 1 else 0.0
         sd = np.sqrt(((len(g) - 1) * own + PRIOR_WEIGHT * pooled**2) / (len(g) - 1 + PRIOR_WEIGHT))
-        classes[lab][key] = [round(float(g.mean()), digits), round(float(sd), digits)]
+        classes[lab]["brightness"] = [round(float(g.mean()), 2), round(float(sd), 2)]
 
 
 def _apart(classes: dict, direction: Sequence[float]) -> dict | None:
@@ -1776,31 +1760,6 @@ TYPE_SIZE_SLACK = 2.0
 #: slide stained or lit otherwise as a whole moves no candidate off its class. 8 (0.03 of the
 #: range): 0.01-0.05 were alike there
 PRIOR_BRIGHTNESS_SD = 8.0
-#: blob-like classes' elongation decides between them too (:func:`typed_by_elongation`),
-#: one-sidedly: a candidate longer than a class's whole examples (:func:`elongation`) by
-#: over ``TYPE_SIZE_SLACK`` of their spread fits that class worse, by the same Student's t
-#: term as the size (``TYPE_SIZE_WEIGHT``), the spread pooled over the classes
-#: (:func:`_elongation_spreads`) and judged at no less than this (a log axis ratio: 0.1 is
-#: an ellipse 1.1 times as long as wide). A rounder one fits as well: a long class's
-#: objects are seen end on or cut across, a round class's are not long. Round dense
-#: lymphocytes beside long fibroblasts in H&E. Chosen on the development sets
-#: (docs/performance.md, session 81): the stroma crop's typed detection end to end with one
-#: class given one example 358 -> 361 of 450 types right, two 370 -> 379 of 455, as drawn
-#: 406 of 468 both ways; with ground-truth masks, one class given two 0.865 -> 0.873 (both
-#: ways: 0.854, a long class kept to two losing its long members). Not tuned: 0.1-0.3 gave
-#: the same there
-PRIOR_ELONGATION_SD = 0.1
-#: the median solidity every class's examples need for :func:`typed_by_elongation`: an
-#: ellipse's axis ratio describes a blob (nuclei, cells, coins: 0.94-1.0 on the development
-#: sets), not a chair or a person seen in a photo (0.2-0.45), whose outline follows its pose
-BLOB_SOLIDITY = 0.9
-
-
-def elongation(ecc: np.ndarray) -> np.ndarray:
-    """The log of the axis ratio (major over minor) of an ellipse of eccentricity ``ecc``: 0
-    for a disc, about 0.7 for one twice as long as wide."""
-    e = np.clip(np.asarray(ecc, np.float64), 0.0, 0.9999)
-    return -0.5 * np.log1p(-np.square(e))
 
 
 def brightness(rgb: np.ndarray, instances: Instances) -> np.ndarray:
@@ -1828,17 +1787,6 @@ def typed_by_brightness(profile: dict | None) -> bool:
     typed 0.952 -> 0.909 with it; session 80)."""
     classes = (profile or {}).get("classes") or {}
     return len(classes) >= 2 and all("brightness" in e and e.get("polarity") == "dark" for e in classes.values())
-
-
-def typed_by_elongation(profile: dict | None) -> bool:
-    """Whether the profile's classes choose between them by elongation too (:func:`size_priors`):
-    two or more, each with whole examples (``"elongation"``), every one's examples solid as a
-    blob is (median solidity at least :data:`BLOB_SOLIDITY`). In photos of chairs and people
-    (solidity 0.2-0.45) the outline's ellipse follows the pose: ground-truth VOC objects, two
-    examples per class, were typed 0.850 -> 0.817 with it (session 81)."""
-    classes = (profile or {}).get("classes") or {}
-    return len(classes) >= 2 and all(
-        "elongation" in e and (e.get("solidity") or [0.0, 0.0])[1] >= BLOB_SOLIDITY for e in classes.values())
 
 
 def with_brightness(rgb: np.ndarray, instances: Instances, profile: dict | None) -> Instances:
@@ -1871,8 +1819,7 @@ def size_priors(instances: Instances, profile: dict | None) -> list[dict[str, fl
     """Per candidate, ``{class: size term ** TYPE_SIZE_WEIGHT}`` over the profile's classes:
     how well its area fits each class's examples, times how well its brightness does where
     the candidates carry it (``data["brightness"]``, :func:`with_brightness`) and every class
-    knows its examples', times how well its elongation does where it is longer than a
-    class's examples and the classes are blobs (:func:`typed_by_elongation`), for :func:`~sam_detect.classify.vote` to choose between classes by.
+    knows its examples', for :func:`~sam_detect.classify.vote` to choose between classes by.
     ``None`` with fewer than two classes; ``None`` for a candidate the image border cuts (its
     area is not its own)."""
     classes = (profile or {}).get("classes") or {}
@@ -1882,16 +1829,11 @@ def size_priors(instances: Instances, profile: dict | None) -> list[dict[str, fl
     grey = instances.data.get("brightness")
     if grey is not None and not typed_by_brightness(profile):
         grey = None  # a class whose examples were added before their brightness was kept, or a bright one
-    elong = elongation(candidate_shapes(instances)[2]) if typed_by_elongation(profile) else None
     terms = {}
     for label, entry in classes.items():
         mu, sd = entry["log_area"]
         z = np.maximum(np.abs(log_a - mu) / max(sd, PRIOR_LOG_AREA_SD) - TYPE_SIZE_SLACK, 0.0)
         term = _size_term(z)
-        if elong is not None:
-            mu, sd = entry["elongation"]
-            z = np.maximum((elong - mu) / max(sd, PRIOR_ELONGATION_SD) - TYPE_SIZE_SLACK, 0.0)  # longer only
-            term = term * _size_term(z)
         if grey is not None:
             mu, sd = entry["brightness"]
             z = np.maximum(np.abs(np.asarray(grey, np.float64) - mu) / max(sd, PRIOR_BRIGHTNESS_SD) - TYPE_SIZE_SLACK,
@@ -2782,11 +2724,6 @@ def describe(profile: dict | None) -> list[str]:
             mu, sd = e["brightness"]
             thin += (f", median grey {abs(mu):.0f} {'below' if mu < 0 else 'above'} its images' (sd {sd:.0f}; the "
                      "classes choose by it as by their sizes)")
-        if typed_by_elongation(profile):  # :func:`size_priors`: a candidate longer than the class's fits it worse
-            mu, sd = e["elongation"]
-            longest = float(np.exp(mu + TYPE_SIZE_SLACK * max(sd, PRIOR_ELONGATION_SD)))
-            thin += (f", {np.exp(mu):.1f} times as long as wide (a candidate over {longest:.1f} times is "
-                     "less likely of this class)")
         if e.get("earlier_grid"):
             poor += (f"; {e['earlier_grid']} of its examples were measured before the newest proposal settings "
                      "(the split at the objects' middles, ...), which cannot lead for it: delete them and add them "
@@ -2814,5 +2751,5 @@ def describe(profile: dict | None) -> list[str]:
 
 
 __all__ = [
-    "NOISE_FLOOR", "JOINT", "JOINT_ANGLE", "SAME", "apart", "joint_profile", "joint_labels", "CUT_FLOOR", "POOR_REPRODUCTION", "SPECK_AREA", "SPECK_CONTRAST", "STAIN_MASS", "TINY_MEDIAN", "TINY_SMALLEST", "THIN", "half_widths", "LEVEL_GAIN", "LEVEL_GAIN_MAX", "STAIN_GAIN", "STAIN_GAIN_MAX", "STAIN_HUE_BINS", "STAIN_HUE_PIXELS", "STAIN_MIN_TISSUE", "STAIN_TISSUE", "at_stain", "stain_gain", "stain_ratio", "stain_table", "grey_ratio", "SAME_EXPOSURE", "LEVEL_MIN_SPLIT", "LEVEL_OFFSET", "at_levels", "grey_levels", "level_gain", "GROUND_FOLLOWS", "GROUND_NOTE", "GROUND_SAMPLE", "follows_ground", "ground_colour", "ground_notes", "ground_shift", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "PRIOR_BRIGHTNESS_SD", "PRIOR_ELONGATION_SD", "BLOB_SOLIDITY", "elongation", "typed_by_elongation", "brightness", "typed_by_brightness", "with_brightness", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "holds_size", "size_shift", "shift_holds", "SHIFT_HOLDS", "sure_objects", "shaped_and_clear", "isolated_wholes", "image_objects", "ISOLATED", "probe_shift", "PROBE_SHIFT", "PROBE_GAIN", "PROFILE_VERSION", "WAY_MARGIN", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "LEVEL_FLOOR", "STAIN_DEGREES", "PALER_SHARE", "HUE_ROOM", "optical_hue", "inside_contrast_and_level", "sizes_in_image", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "outline_ratios", "scale_of", "size_filter", "filter_with_reasons", "DROP_REASONS",
+    "NOISE_FLOOR", "JOINT", "JOINT_ANGLE", "SAME", "apart", "joint_profile", "joint_labels", "CUT_FLOOR", "POOR_REPRODUCTION", "SPECK_AREA", "SPECK_CONTRAST", "STAIN_MASS", "TINY_MEDIAN", "TINY_SMALLEST", "THIN", "half_widths", "LEVEL_GAIN", "LEVEL_GAIN_MAX", "STAIN_GAIN", "STAIN_GAIN_MAX", "STAIN_HUE_BINS", "STAIN_HUE_PIXELS", "STAIN_MIN_TISSUE", "STAIN_TISSUE", "at_stain", "stain_gain", "stain_ratio", "stain_table", "grey_ratio", "SAME_EXPOSURE", "LEVEL_MIN_SPLIT", "LEVEL_OFFSET", "at_levels", "grey_levels", "level_gain", "GROUND_FOLLOWS", "GROUND_NOTE", "GROUND_SAMPLE", "follows_ground", "ground_colour", "ground_notes", "ground_shift", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "PRIOR_BRIGHTNESS_SD", "brightness", "typed_by_brightness", "with_brightness", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "holds_size", "size_shift", "shift_holds", "SHIFT_HOLDS", "sure_objects", "shaped_and_clear", "isolated_wholes", "image_objects", "ISOLATED", "probe_shift", "PROBE_SHIFT", "PROBE_GAIN", "PROFILE_VERSION", "WAY_MARGIN", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "LEVEL_FLOOR", "STAIN_DEGREES", "PALER_SHARE", "HUE_ROOM", "optical_hue", "inside_contrast_and_level", "sizes_in_image", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "outline_ratios", "scale_of", "size_filter", "filter_with_reasons", "DROP_REASONS",
 ]

@@ -20,9 +20,9 @@ happens when examples come from images where a class is rare.
         --scenarios "as drawn,one class rare,natural shares"
     python scripts/dev_decision_rules.py ceiling --sets dev_micronuclei,dev_stroma_types
 
-``priors`` scores the vote with no class priors, with the size priors, with the size and
-brightness priors and with the size, brightness and elongation priors (``profile.size_priors``,
-``profile.brightness``, ``profile.elongation``) on the cached seeds, thinned by ``--scenarios``:
+``priors`` scores the vote with no class priors, with the size priors and with the size and
+brightness priors (``profile.size_priors``, ``profile.brightness``) on the cached seeds,
+thinned by ``--scenarios``:
 
     python scripts/dev_decision_rules.py priors --sets dev_stroma_types,voc --scenarios "as drawn,one class rare"
 
@@ -367,7 +367,7 @@ def thin(d: dict, scenario: str, seed: int) -> dict:
                                               replace=False) for c in classes]))
     views = _views(d["E"])
     return {**d, "E": np.concatenate([v[keep] for v in views], axis=1), "El": el[keep],
-            **{k: d[k][keep] for k in ("E_area", "E_grey", "E_sol", "E_ecc", "E_cut") if k in d}}  # what ``priors`` reads
+            **{k: d[k][keep] for k in ("E_area", "E_grey") if k in d}}  # what ``priors`` reads
 
 
 def score(d: dict, centre=None, scale=None, per_image=False, rule="knn", k=5, ties="equal", spread=False,
@@ -432,7 +432,7 @@ def _prior_runs(name: str, scenario: str) -> list[dict]:
     scored image's objects as ``Instances`` in the cache's order (``Q_inst``)."""
     import bench_classify as bc
 
-    from sam_detect.profile import brightness, candidate_shapes, cut_by_border
+    from sam_detect.profile import brightness
 
     items, protocol = DEV_SETS[name]() if name in DEV_SETS else bc._gt_set(name)
     grey = [brightness(rgb, g) for rgb, g in items]
@@ -442,11 +442,6 @@ def _prior_runs(name: str, scenario: str) -> list[dict]:
         drawn = bc._draw([np.asarray(g.labels) for _, g in items], int(protocol["shots"]), seed, protocol["examples_from"])
         d["E_area"] = np.concatenate([items[k][1].areas[idx] for k, idx in enumerate(drawn) if len(idx)])
         d["E_grey"] = np.concatenate([grey[k][idx] for k, idx in enumerate(drawn) if len(idx)])
-        shapes = [candidate_shapes(items[k][1][idx]) for k, idx in enumerate(drawn) if len(idx)]
-        d["E_sol"] = np.concatenate([sh[1] for sh in shapes])
-        d["E_ecc"] = np.concatenate([sh[2] for sh in shapes])
-        d["E_cut"] = np.concatenate([cut_by_border(items[k][1].boxes[idx], items[k][0].shape[:2])
-                                     for k, idx in enumerate(drawn) if len(idx)])
         q_inst = []
         for k, ((_, g), idx) in enumerate(zip(items, drawn, strict=True)):
             rest = np.setdiff1d(np.arange(len(g)), idx)
@@ -464,17 +459,14 @@ def _prior_runs(name: str, scenario: str) -> list[dict]:
 
 def priors(sets: list[str], scenario: str = "as drawn") -> dict:
     """The vote (each class's 5 nearest, view weights as a library chooses them) with no class
-    priors, with the size priors, with the size and brightness priors, and with the size,
-    brightness and elongation priors, all through ``profile.size_priors`` (brightness for
-    every class darker than its image, a class's polarity read here from the sign of its
-    examples' mean brightness; elongation where every class's whole examples are blobs,
-    ``profile.typed_by_elongation``)."""
-    from sam_detect.profile import _brightness_spreads, _elongation_spreads, size_priors
+    priors, with the size priors, and with the size and brightness priors, both through
+    ``profile.size_priors`` (brightness for every class darker than its image; a class's
+    polarity read here from the sign of its examples' mean brightness)."""
+    from sam_detect.profile import _brightness_spreads, size_priors
 
     out = {}
     for name in sets:
-        acc: dict[str, list[float]] = {"none": [], "size": [], "size and brightness": [],
-                                       "size, brightness and elongation": []}
+        acc: dict[str, list[float]] = {"none": [], "size": [], "size and brightness": []}
         for d in _prior_runs(name, scenario):
             ev, qv, el, ql = _views(d["E"]), _views(d["Q"]), d["El"], d["Ql"]
             classes, s = _classwise(ev, el, qv, _weights(ev, el), 5)
@@ -482,18 +474,12 @@ def priors(sets: list[str], scenario: str = "as drawn") -> dict:
             for c in classes:
                 la = np.log(np.maximum(d["E_area"][el == c], 1.0))
                 g = d["E_grey"][el == c]
-                whole = ~d["E_cut"][el == c]
                 entries[c] = {"log_area": [float(la.mean()), float(la.std(ddof=1)) if len(la) > 1 else 0.0],
-                              "polarity": "dark" if g.mean() < 0 else "bright",
-                              "solidity": [0.0, float(np.median(d["E_sol"][el == c][whole])) if whole.any() else 0.0]}
-                stats[c] = [{"brightness": float(v), "eccentricity": float(e), "cut": bool(k)}
-                            for v, e, k in zip(g, d["E_ecc"][el == c], d["E_cut"][el == c], strict=True)]
+                              "polarity": "dark" if g.mean() < 0 else "bright"}
+                stats[c] = [{"brightness": float(v)} for v in g]
             sized = {c: {"log_area": e["log_area"]} for c, e in entries.items()}
             _brightness_spreads(entries, stats)
-            bright = {c: dict(e) for c, e in entries.items()}
-            _elongation_spreads(entries, stats)
-            for key, profile in (("size", {"classes": sized}), ("size and brightness", {"classes": bright}),
-                                 ("size, brightness and elongation", {"classes": entries})):
+            for key, profile in (("size", {"classes": sized}), ("size and brightness", {"classes": entries})):
                 pri = [p for q in d["Q_inst"] for p in (size_priors(q, profile) or [None] * len(q))]
                 f = np.array([[1.0 if p is None else p[c] for c in classes] for p in pri])
                 acc[key].append(_accuracy(classes[(s * f).argmax(1)], ql))

@@ -175,40 +175,6 @@ def test_a_class_s_brightness_types_objects_of_one_size_by_how_dark_they_are():
     assert size_priors(inst, {"classes": entry})[0] == {"dark": 1.0, "pale": 1.0}
 
 
-def test_a_candidate_longer_than_a_round_class_s_examples_is_typed_the_long_class():
-    """Round lymphocytes beside long fibroblasts of one size (H&E): a long candidate fits the
-    round class worse; a round one fits both (a long class's objects are seen end on). Only
-    among blobs: not for photographed objects, whose outline follows their pose."""
-    import numpy as np
-
-    from sam_detect.instances import Instances
-    from sam_detect.profile import elongation, size_priors, typed_by_elongation
-
-    assert elongation(np.array([0.0]))[0] == 0.0
-    assert elongation(np.array([np.sqrt(0.75)]))[0] == pytest.approx(np.log(2.0))  # twice as long as wide
-    assert np.isfinite(elongation(np.array([1.0]))[0])
-    yy, xx = np.mgrid[:80, :80]
-    masks = np.stack([((xx - 30) / 20.0) ** 2 + ((yy - 15) / 5.0) ** 2 <= 1,  # 4x as long as wide
-                      (xx - 55) ** 2 + (yy - 55) ** 2 <= 10.0**2])  # a disc of about the same area
-    inst = Instances(masks=masks)
-    entry = {"round": {"log_area": [np.log(300.0), 0.3], "elongation": [0.1, 0.08], "solidity": [0.9, 0.97]},
-             "long": {"log_area": [np.log(300.0), 0.3], "elongation": [1.2, 0.3], "solidity": [0.9, 0.95]}}
-    assert typed_by_elongation({"classes": entry})
-    pri = size_priors(inst, {"classes": entry})
-    assert pri[0]["long"] == 1.0 and pri[0]["round"] < 0.3  # ln 4 = 1.39: 16 of the round's floored spreads
-    assert pri[1] == {"round": 1.0, "long": 1.0}  # rounder than the long class's examples: no say
-    look = [n("round", 0.83), n("long", 0.82), n("round", 0.81), n("long", 0.80)]
-    assert vote(look, threshold=0.5, top_k=2, prior=pri[0]).label == "long"
-    assert vote(look, threshold=0.5, top_k=2, prior=pri[1]).label == "round"
-    # photographed objects (a chair, a person: solidity 0.2-0.45), a class without whole examples, one class
-    for classes in ({**entry, "long": {**entry["long"], "solidity": [0.2, 0.4]}},
-                    {**entry, "long": {k: v for k, v in entry["long"].items() if k != "elongation"}},
-                    {"round": entry["round"]}):
-        assert not typed_by_elongation({"classes": classes})
-    photo = {**entry, "long": {**entry["long"], "solidity": [0.2, 0.4]}}
-    assert size_priors(inst, {"classes": photo})[0] == {"round": 1.0, "long": 1.0}
-
-
 def test_brightness_is_each_object_s_median_grey_less_its_image_s():
     import numpy as np
 
