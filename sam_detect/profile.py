@@ -1827,8 +1827,8 @@ def size_priors(instances: Instances, profile: dict | None) -> list[dict[str, fl
         return None
     log_a = np.log(np.maximum(instances.areas.astype(np.float64), 1.0))
     grey = instances.data.get("brightness")
-    if grey is not None and not typed_by_brightness(profile):
-        grey = None  # a class whose examples were added before their brightness was kept, or a bright one
+    if grey is not None:  # None: a class whose examples were added before it was kept, or a bright one
+        grey = np.asarray(grey, np.float64) if typed_by_brightness(profile) else None
     terms = {}
     for label, entry in classes.items():
         mu, sd = entry["log_area"]
@@ -1836,8 +1836,7 @@ def size_priors(instances: Instances, profile: dict | None) -> list[dict[str, fl
         term = _size_term(z)
         if grey is not None:
             mu, sd = entry["brightness"]
-            z = np.maximum(np.abs(np.asarray(grey, np.float64) - mu) / max(sd, PRIOR_BRIGHTNESS_SD) - TYPE_SIZE_SLACK,
-                           0.0)
+            z = np.maximum(np.abs(grey - mu) / max(sd, PRIOR_BRIGHTNESS_SD) - TYPE_SIZE_SLACK, 0.0)
             term = term * _size_term(z)
         terms[label] = term ** TYPE_SIZE_WEIGHT
     cut = cut_by_border(instances.boxes, instances.image_hw)

@@ -401,9 +401,7 @@ def score(d: dict, centre=None, scale=None, per_image=False, rule="knn", k=5, ti
             sel = d["Qimg"] == i
             c = np.tensordot(w, np.stack([q[sel] @ q[sel].T for q in qv]), axes=1)
             pred[sel] = classes[_propagate(p[sel], c).argmax(1)]
-    if BALANCED:
-        return float(np.mean([(pred[ql == c] == c).mean() for c in np.unique(ql)]))
-    return float((pred == ql).mean())
+    return _accuracy(pred, ql)
 
 
 #: ``rules --balanced``: score each rule by the mean of the classes' own accuracies
@@ -428,7 +426,7 @@ def rules(sets: list[str], scenario: str = "as drawn", only: list[str] | None = 
 
 def _prior_runs(name: str, scenario: str) -> list[dict]:
     """``name``'s cached seeds (``thin``-ned by ``scenario``), each with what the vote's class
-    priors read: the examples' log-areas and brightness (``El_area``, ``El_grey``) and every
+    priors read: the examples' areas and brightness (``E_area``, ``E_grey``) and every
     scored image's objects as ``Instances`` in the cache's order (``Q_inst``)."""
     import bench_classify as bc
 
