@@ -565,10 +565,23 @@ def inside_contrast_and_level(rgb: np.ndarray, instances: Instances,
     colour = np.zeros((len(instances), 3), np.float32)
     for k, mc in enumerate(instances.crops):
         inside, around = _inside_and_ring(rgb, mc.crop, int(mc.origin[0]), int(mc.origin[1]))
-        mid = colour[k] = np.median(inside, axis=0)
-        contrast[k] = float((mid - np.median(around, axis=0)) @ d)
+        mid = colour[k] = median_rows(inside)
+        contrast[k] = float((mid - median_rows(around)) @ d)
         level[k] = float(mid @ d)
     return contrast, level, colour
+
+
+def median_rows(px: np.ndarray) -> np.ndarray:
+    """``np.median(px, axis=0)`` of ``(K, C)`` float pixels (``K >= 1``, no NaN), bit for bit:
+    the same partition, and the two middle values' sum halved in their own float type (as
+    ``np.mean`` of the pair gives it), without the public function's per-call set-up (a
+    third of the time for a nucleus's pixels; every candidate of a 4096² mosaic asks twice)."""
+    n = px.shape[0]
+    h = n // 2
+    if n % 2:
+        return np.partition(px, h, axis=0)[h]
+    part = np.partition(px, (h - 1, h), axis=0)
+    return ((part[h - 1] + part[h]) / 2).astype(px.dtype, copy=False)
 
 
 def _scatter(px: np.ndarray) -> np.ndarray:

@@ -29,8 +29,10 @@ from sam_detect.segment.calibrated import (
 )
 from sam_detect.segment.classical_ops import (
     _CONVEX_SOLIDITY,
+    _fill_holes,
     _h_maxima,
     _merge_close_seeds,
+    _percentile95,
     _seed_labels,
     _solidity,
     _split_touching,
@@ -370,6 +372,38 @@ def _h_maxima_cases():
 def test_h_maxima_equals_scikit_image(name, h):
     image = _h_maxima_cases()[name]
     np.testing.assert_array_equal(_h_maxima(image, h), morphology.h_maxima(image, h))
+
+
+def test_fill_holes_equals_scipy():
+    """Holes are the background not 4-connected to the border, as ``binary_fill_holes`` has
+    them: random foregrounds, a ring, a pocket open only diagonally, all and nothing."""
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(4)
+    cases = [cv2.GaussianBlur(rng.random((40, 55)).astype(np.float32), (0, 0), s) > t
+             for s in (0.8, 1.5, 3.0) for t in (0.45, 0.5, 0.55)]
+    ring = np.zeros((9, 9), bool)
+    ring[2:7, 2:7] = True
+    ring[3:6, 3:6] = False
+    diagonal = np.ones((5, 5), bool)  # a pocket whose only way out is a corner-to-corner step
+    diagonal[1, 1] = diagonal[0, 0] = False
+    cases += [ring, diagonal, np.ones((4, 6), bool), np.zeros((4, 6), bool), np.zeros((1, 1), bool)]
+    for fg in cases:
+        np.testing.assert_array_equal(_fill_holes(fg), ndi.binary_fill_holes(fg))
+    assert _fill_holes(ring)[4, 4] and not _fill_holes(diagonal)[0, 0]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_percentile95_equals_numpy(dtype):
+    """The refine step's peak is NumPy's 95th percentile bit for bit: every length from one
+    value up (interpolation weights below and above one half), ties and rounded values."""
+    rng = np.random.default_rng(5)
+    for n in [*range(1, 60), 97, 500, 1001, 2048]:
+        for values in (rng.normal(50, 20, n), np.round(rng.normal(50, 3, n)), np.full(n, 7.25)):
+            v = values.astype(dtype)
+            want = np.percentile(v, 95)
+            got = _percentile95(v)
+            assert got == float(want), (n, got, want)
 
 
 @pytest.mark.parametrize("cap", [1, 2, 5, 7])

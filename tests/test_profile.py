@@ -21,6 +21,7 @@ from sam_detect.profile import (
     describe,
     describe_examples,
     fit_scores,
+    median_rows,
     outline_ratios,
     scale_of,
     size_filter,
@@ -2867,3 +2868,16 @@ def test_no_contrast_floor_where_an_example_stands_out_no_more_than_its_ring():
     assert _contrast_floor(stats, d) is None
     stats[3] = {"in": [40.0, 0, 0], "ring": [40.0, 0, 0]}  # no brighter than it
     assert _contrast_floor(stats, d) is None
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_median_rows_is_numpys_median_bit_for_bit(dtype):
+    """The candidates' inside and ring colours are NumPy's medians: odd and even counts, one
+    pixel, ties, grey levels."""
+    rng = np.random.default_rng(2)
+    for n in [*range(1, 40), 255, 256, 1001]:
+        for px in (rng.normal(120, 60, (n, 3)), rng.integers(0, 256, (n, 3)), np.round(rng.normal(9, 1, (n, 3)))):
+            px = px.astype(dtype)
+            want = np.median(px, axis=0)
+            got = median_rows(px)
+            assert got.dtype == want.dtype and np.array_equal(got, want), n

@@ -68,17 +68,18 @@ def _global_threshold(x: np.ndarray, method: str) -> float:
 
 
 def _fill_holes(fg: np.ndarray) -> np.ndarray:
-    """Fill background regions not connected to the image border (``binary_fill_holes``)."""
+    """Fill background regions not connected to the image border (``binary_fill_holes``):
+    the background 4-connected to a one-pixel frame round the image is flooded from that
+    frame, and everything else is foreground. The same pixels as labelling the background's
+    components and keeping those that touch the border, at under half the cost (a
+    foreground is filled two or three times per setting and window)."""
     import cv2
 
-    n, bg_lab = cv2.connectedComponents((~fg).view(np.uint8), connectivity=4, ltype=cv2.CV_32S)
-    if n <= 1:  # no background at all
-        return fg
-    border = np.unique(np.concatenate([bg_lab[0], bg_lab[-1], bg_lab[:, 0], bg_lab[:, -1]]))
-    outside = np.zeros(n, dtype=bool)
-    outside[border] = True
-    outside[0] = True  # label 0 is the foreground itself
-    return fg | ~outside[bg_lab]
+    h, w = fg.shape
+    padded = np.zeros((h + 2, w + 2), np.uint8)
+    padded[1:-1, 1:-1] = fg
+    cv2.floodFill(padded, None, (0, 0), 2, flags=4)  # the frame and the background it reaches
+    return padded[1:-1, 1:-1] != 2
 
 
 #: the 4-neighbour offsets of a padded ``(h, w)`` crop, raveled (:func:`watershed`)
@@ -515,16 +516,35 @@ def _refine_objects(
     if bg is None:
         bg = _median_outside(x, fg)
     out = fg.copy()
-    for c in range(1, n):
-        x0, y0, bw, bh, area = stats[c]
-        if area < _MIN_REFINE_AREA:
+    # the components large enough to refine, their boxes as Python ints: most components of
+    # a window are specks, and a NumPy row per component cost a quarter of the loop
+    big = np.flatnonzero(stats[:, 4] >= _MIN_REFINE_AREA)
+    for c, (x0, y0, bw, bh, _) in zip(big.tolist(), stats[big].tolist(), strict=True):
+        if c == 0:  # the background
             continue
         sl = (slice(y0, y0 + bh), slice(x0, x0 + bw))
         m = comp[sl] == c
         xs = x[sl]
-        peak = float(np.percentile(xs[m], 95))
+        peak = _percentile95(xs[m])
         out[sl][m & (xs <= bg + fraction * (peak - bg))] = False
     return out
+
+
+def _percentile95(values: np.ndarray) -> float:
+    """``float(np.percentile(values, 95))`` of a 1-D array of finite values, bit for bit (the
+    same partition and linear interpolation as NumPy's ``linear`` method, in the values'
+    own float type), without the public function's per-call set-up: ~20 us of a 4096²
+    mosaic's ~15,000 calls from :func:`_refine_objects` against ~3 here
+    (``tests/test_calibrated_splits.py`` checks it against NumPy)."""
+    n = values.size
+    at = (n - 1) * 0.95
+    lo = int(at)
+    hi = min(lo + 1, n - 1)
+    part = np.partition(values, (lo, hi))
+    a, b = part[lo], part[hi]
+    t = at - lo
+    d = b - a
+    return float(b - d * (1 - t) if t >= 0.5 else a + d * t)
 
 
 def _median_outside(x: np.ndarray, fg: np.ndarray) -> float:
