@@ -415,6 +415,24 @@ def test_numpy_arrays_as_images_from_add_to_detect(scene_files, tmp_path):
     assert r.exit_code == 1 and "holds a stack of 2 frames" in r.output and "Traceback" not in r.output
 
 
+def test_detect_says_a_missing_frame_before_any_work(scene_files, tmp_path):
+    """``detect --frame K`` on one file that holds fewer frames: the one-line error comes
+    before the library is opened or the segmenter reported (a library that does not exist
+    yet is not what the user hears about), and a frame it holds still detects."""
+    import tifffile
+
+    f = scene_files
+    rgb = cv2.imread(str(f["image"]))[..., ::-1]
+    stack = tmp_path / "stack.tif"
+    tifffile.imwrite(stack, np.stack([rgb, rgb]), photometric="rgb")
+    r = run_cli("detect", stack, "--frame", "5", "--library", "nowhere", *f["lib"])
+    assert r.exit_code == 1 and "frame 5 out of range: the file holds 2 frame(s)" in r.output
+    assert "segmenter:" not in r.output and "does not exist" not in r.output and "Traceback" not in r.output
+    assert run_cli("add", f["image"], "--label", "shape", "--labels", f["labels"], *f["lib"]).exit_code == 0
+    r = run_cli("detect", stack, "--frame", "1", *f["lib"])
+    assert r.exit_code == 0 and "objects" in r.output, r.output
+
+
 def test_a_2d_image_labelled_by_one_frame_of_a_label_stack(scene_files, tmp_path):
     """A 2-D image with a label stack of several frames (the frame exported alone, the
     annotation kept as a stack): ``--labels-frame`` picks the stack's frame, where ``--frame``

@@ -133,6 +133,10 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="--cluster") from None
     paths = iter_paths(images)
+    if frame is not None and len(paths) == 1:
+        # a frame (or channel) the one file does not hold is said before the library, the
+        # segmenter and the network load: reading one frame costs little beside them
+        load_cli_image(paths[0], channels, frame)
     # Outputs are checked before any work: a bad folder or format costs a second, not a detection.
     output_file(coco_path, "--coco", what="a COCO JSON file")
     output_file(csv_path, "--csv", (".csv", ".tsv", ".txt"), what="a CSV table")
