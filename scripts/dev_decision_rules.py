@@ -182,6 +182,39 @@ def _classwise(ev, el, qv, w, m: int | None = 5):
     return _nearest_means(np.tensordot(w, np.stack([q @ e.T for q, e in zip(qv, ev, strict=True)]), axes=1), el, m)
 
 
+def _prototype(ev, el, qv, w, blend: float | None = None, m: int = 5, unit: bool = True):
+    """``(classes, (M, C))``: each class's prototype, the unit mean of its examples in each view
+    (No-Time-To-Train's ``mem_feats_ins_avg``, normalised), scored by the weighted views'
+    cosine; ``blend``: that score times ``blend`` added to each class's mean over its ``m``
+    nearest examples (the vote's rule). ``unit=False``: the mean itself (each class's mean
+    similarity); ``"debiased"``: the mean over its length as unbiased for the class's count
+    (``(n |m|^2 - 1) / (n - 1)``, at least 0.05; a class of one example takes the other
+    classes' median length)."""
+    classes = np.unique(el)
+    norm = _unit if unit else (lambda x: x)  # not unit: the mean similarity to the class's examples
+
+    def debiased(e):  # the class's mean over its mean resultant length unbiased for its count
+        out, rho = [], {}
+        for c in classes:
+            x = e[el == c]
+            n, m = len(x), x.mean(0)
+            if n > 1:
+                rho[c] = max((n * float(m @ m) - 1.0) / (n - 1.0), 0.05) ** 0.5
+        pooled = float(np.median(list(rho.values()))) if rho else 1.0
+        for c in classes:
+            m = e[el == c].mean(0)
+            out.append(m / rho.get(c, pooled))  # one example: the other classes' median length
+        return np.stack(out)
+
+    protos = ([debiased(e) for e in ev] if unit == "debiased"
+              else [np.stack([norm(e[el == c].mean(0, keepdims=True))[0] for c in classes]) for e in ev])
+    p = np.tensordot(w, np.stack([q @ pr.T for q, pr in zip(qv, protos, strict=True)]), axes=1)
+    if blend is None:
+        return classes, p
+    _, near = _classwise(ev, el, qv, w, m)
+    return classes, near + blend * p
+
+
 def _nearest_means(s, el, m: int | None = 5):
     """``(classes, (M, C))`` from similarities ``s`` ``(M, N)`` to the examples labelled
     ``el``: each class's mean (of similarities clipped at 0) over its ``m`` nearest examples
@@ -340,6 +373,9 @@ RULES = {
     "class-balanced kernel ridge, penalty 0.3": {"rule": "balanced ridge", "k": 0.3},
     "class-balanced kernel ridge, penalty by leave-one-out": {"rule": "balanced ridge", "k": "loo"},
     "class-balanced linear ridge on the views, free intercept, penalty 1 (session 56)": {"rule": "linear", "k": 1.0},
+    "each class's unit mean example, cosine (No-Time-To-Train's prototype, session 82)": {"rule": "prototype"},
+    "each class's 5 nearest + 0.5 x its prototype's cosine (session 82)": {"rule": "prototype", "blend": 0.5},
+    "each class's 5 nearest + 1 x its prototype's cosine (session 82)": {"rule": "prototype", "blend": 1.0},
 }
 
 #: how the examples are thinned per class before a rule is scored (``rules --scenarios``):
@@ -371,7 +407,7 @@ def thin(d: dict, scenario: str, seed: int) -> dict:
 
 
 def score(d: dict, centre=None, scale=None, per_image=False, rule="knn", k=5, ties="equal", spread=False,
-          propagate=False, plain_weights=False, least=0) -> float:
+          propagate=False, plain_weights=False, least=0, blend=None) -> float:
     """The share of the scored objects typed right (``BALANCED``: the mean over the classes
     of each class's share typed right)."""
     ev, qv, el, ql = _views(d["E"]), _views(d["Q"]), d["El"], d["Ql"]
@@ -392,7 +428,9 @@ def score(d: dict, centre=None, scale=None, per_image=False, rule="knn", k=5, ti
             pred[sel] = classes[idx]
             continue
         else:
-            classes, p = (_classwise(e2, el, q2, w, k) if rule == "classwise" else _scores(e2, el, q2, w, rule, k))
+            classes, p = (_classwise(e2, el, q2, w, k) if rule == "classwise"
+                          else _prototype(e2, el, q2, w, blend) if rule == "prototype"
+                          else _scores(e2, el, q2, w, rule, k))
         pred[sel] = classes[p.argmax(1)]
     if propagate:
         w = _weights(ev, el)
@@ -455,19 +493,31 @@ def _prior_runs(name: str, scenario: str) -> list[dict]:
     return runs
 
 
+#: ``priors`` also scores the vote plus each class's prototype cosine at these weights
+#: (``_prototype``'s ``blend``), under the size and brightness priors (session 82)
+PRIOR_BLENDS = (0.5, 1.0)
+
+
 def priors(sets: list[str], scenario: str = "as drawn") -> dict:
     """The vote (each class's 5 nearest, view weights as a library chooses them) with no class
     priors, with the size priors, and with the size and brightness priors, both through
     ``profile.size_priors`` (brightness for every class darker than its image; a class's
-    polarity read here from the sign of its examples' mean brightness)."""
+    polarity read here from the sign of its examples' mean brightness); under both priors
+    also the vote plus ``PRIOR_BLENDS`` x each class's prototype cosine or mean similarity,
+    the prototype alone and the prototype over its count-debiased length (``_prototype``;
+    session 82)."""
     from sam_detect.profile import _brightness_spreads, size_priors
 
     out = {}
     for name in sets:
         acc: dict[str, list[float]] = {"none": [], "size": [], "size and brightness": []}
+        acc.update({f"both, + {b:g} x {k}": [] for b in PRIOR_BLENDS for k in ("prototype", "mean similarity")})
+        acc["both, the prototype alone"] = []
+        acc["both, the debiased prototype"] = []
         for d in _prior_runs(name, scenario):
             ev, qv, el, ql = _views(d["E"]), _views(d["Q"]), d["El"], d["Ql"]
-            classes, s = _classwise(ev, el, qv, _weights(ev, el), 5)
+            w = _weights(ev, el)
+            classes, s = _classwise(ev, el, qv, w, 5)
             entries, stats = {}, {}
             for c in classes:
                 la = np.log(np.maximum(d["E_area"][el == c], 1.0))
@@ -481,6 +531,14 @@ def priors(sets: list[str], scenario: str = "as drawn") -> dict:
                 pri = [p for q in d["Q_inst"] for p in (size_priors(q, profile) or [None] * len(q))]
                 f = np.array([[1.0 if p is None else p[c] for c in classes] for p in pri])
                 acc[key].append(_accuracy(classes[(s * f).argmax(1)], ql))
+            for b in PRIOR_BLENDS:  # f: the size and brightness priors, the last profile above
+                acc[f"both, + {b:g} x prototype"].append(_accuracy(classes[(_prototype(ev, el, qv, w, b)[1] * f).argmax(1)], ql))
+                acc[f"both, + {b:g} x mean similarity"].append(
+                    _accuracy(classes[(_prototype(ev, el, qv, w, b, unit=False)[1] * f).argmax(1)], ql))
+            acc["both, the prototype alone"].append(
+                _accuracy(classes[(np.clip(_prototype(ev, el, qv, w)[1], 0, None) * f).argmax(1)], ql))
+            acc["both, the debiased prototype"].append(
+                _accuracy(classes[(np.clip(_prototype(ev, el, qv, w, unit="debiased")[1], 0, None) * f).argmax(1)], ql))
             acc["none"].append(_accuracy(classes[s.argmax(1)], ql))
         out[name] = {k: round(float(np.mean(v)), 3) for k, v in acc.items()}
         print(f"{name:18s} " + "  ".join(f"{k} {v:.3f}" for k, v in out[name].items()))
