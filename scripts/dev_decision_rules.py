@@ -155,20 +155,31 @@ def _weights(ev, el, ties="equal", spread=False):
     return w / w.sum()
 
 
+def knn_vote(s: np.ndarray, el: np.ndarray, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """``(classes, (M, C) class scores)`` from similarities ``s`` ``(M, N)`` to the examples
+    labelled ``el``: each row's ``k`` nearest examples vote for their class with their
+    similarity (clipped at 0)."""
+    classes, codes = np.unique(el, return_inverse=True)
+    kk = min(k, s.shape[1])
+    nn = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
+    tot = np.zeros((len(s), len(classes)))
+    np.add.at(tot, (np.repeat(np.arange(len(s)), kk), codes[nn].ravel()),
+              np.clip(np.take_along_axis(s, nn, 1), 0, None).ravel())
+    return classes, tot
+
+
 def _scores(ev, el, qv, w, rule="knn", k=5):
     """``(classes, (M, C) class scores)``: the similarity-weighted k-NN vote or the class mean."""
     s = np.tensordot(w, np.stack([q @ e.T for q, e in zip(qv, ev, strict=True)]), axes=1)
     classes, codes = np.unique(el, return_inverse=True)
     if rule == "mean":
         return classes, np.stack([s[:, codes == c].mean(1) for c in range(len(classes))], 1)
-    kk = min(k, s.shape[1])
-    nn = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
-    tot = np.zeros((len(s), len(classes)))
-    np.add.at(tot, (np.repeat(np.arange(len(s)), kk), codes[nn].ravel()),
-              np.clip(np.take_along_axis(s, nn, 1), 0, None).ravel())
+    _, tot = knn_vote(s, el, k)
     if rule == "balanced":
         tot = tot / np.bincount(codes, minlength=len(classes))
     if rule == "soft":  # distance-weighted: exp((s - s_max) / 0.05) instead of s
+        kk = min(k, s.shape[1])
+        nn = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
         top = np.take_along_axis(s, nn, 1)
         tot = np.zeros((len(s), len(classes)))
         np.add.at(tot, (np.repeat(np.arange(len(s)), kk), codes[nn].ravel()),
@@ -182,7 +193,7 @@ def _classwise(ev, el, qv, w, m: int | None = 5):
     return _nearest_means(np.tensordot(w, np.stack([q @ e.T for q, e in zip(qv, ev, strict=True)]), axes=1), el, m)
 
 
-def _prototype(ev, el, qv, w, blend: float | None = None, m: int = 5, unit: bool = True):
+def _prototype(ev, el, qv, w, blend: float | None = None, m: int = 5, unit: bool | str = True):
     """``(classes, (M, C))``: each class's prototype, the unit mean of its examples in each view
     (No-Time-To-Train's ``mem_feats_ins_avg``, normalised), scored by the weighted views'
     cosine; ``blend``: that score times ``blend`` added to each class's mean over its ``m``
@@ -194,17 +205,12 @@ def _prototype(ev, el, qv, w, blend: float | None = None, m: int = 5, unit: bool
     norm = _unit if unit else (lambda x: x)  # not unit: the mean similarity to the class's examples
 
     def debiased(e):  # the class's mean over its mean resultant length unbiased for its count
-        out, rho = [], {}
-        for c in classes:
-            x = e[el == c]
-            n, m = len(x), x.mean(0)
-            if n > 1:
-                rho[c] = max((n * float(m @ m) - 1.0) / (n - 1.0), 0.05) ** 0.5
+        means = {c: e[el == c].mean(0) for c in classes}
+        rho = {c: max((n * float(means[c] @ means[c]) - 1.0) / (n - 1.0), 0.05) ** 0.5
+               for c in classes if (n := int((el == c).sum())) > 1}
         pooled = float(np.median(list(rho.values()))) if rho else 1.0
-        for c in classes:
-            m = e[el == c].mean(0)
-            out.append(m / rho.get(c, pooled))  # one example: the other classes' median length
-        return np.stack(out)
+        # one example: the other classes' median length
+        return np.stack([means[c] / rho.get(c, pooled) for c in classes])
 
     protos = ([debiased(e) for e in ev] if unit == "debiased"
               else [np.stack([norm(e[el == c].mean(0, keepdims=True))[0] for c in classes]) for e in ev])
@@ -531,14 +537,15 @@ def priors(sets: list[str], scenario: str = "as drawn") -> dict:
                 pri = [p for q in d["Q_inst"] for p in (size_priors(q, profile) or [None] * len(q))]
                 f = np.array([[1.0 if p is None else p[c] for c in classes] for p in pri])
                 acc[key].append(_accuracy(classes[(s * f).argmax(1)], ql))
-            for b in PRIOR_BLENDS:  # f: the size and brightness priors, the last profile above
-                acc[f"both, + {b:g} x prototype"].append(_accuracy(classes[(_prototype(ev, el, qv, w, b)[1] * f).argmax(1)], ql))
-                acc[f"both, + {b:g} x mean similarity"].append(
-                    _accuracy(classes[(_prototype(ev, el, qv, w, b, unit=False)[1] * f).argmax(1)], ql))
-            acc["both, the prototype alone"].append(
-                _accuracy(classes[(np.clip(_prototype(ev, el, qv, w)[1], 0, None) * f).argmax(1)], ql))
+            # f: the size and brightness priors, the last profile above; s: the vote's scores
+            proto = {kind: _prototype(ev, el, qv, w, unit=unit)[1]
+                     for kind, unit in (("prototype", True), ("mean similarity", False), ("debiased", "debiased"))}
+            for b in PRIOR_BLENDS:  # as ``_prototype``'s ``blend`` adds them
+                for kind in ("prototype", "mean similarity"):
+                    acc[f"both, + {b:g} x {kind}"].append(_accuracy(classes[((s + b * proto[kind]) * f).argmax(1)], ql))
+            acc["both, the prototype alone"].append(_accuracy(classes[(np.clip(proto["prototype"], 0, None) * f).argmax(1)], ql))
             acc["both, the debiased prototype"].append(
-                _accuracy(classes[(np.clip(_prototype(ev, el, qv, w, unit="debiased")[1], 0, None) * f).argmax(1)], ql))
+                _accuracy(classes[(np.clip(proto["debiased"], 0, None) * f).argmax(1)], ql))
             acc["none"].append(_accuracy(classes[s.argmax(1)], ql))
         out[name] = {k: round(float(np.mean(v)), 3) for k, v in acc.items()}
         print(f"{name:18s} " + "  ".join(f"{k} {v:.3f}" for k, v in out[name].items()))
