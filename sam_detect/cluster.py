@@ -403,16 +403,18 @@ def detect_images(
     stages = progress and len(paths) == 1
     try:
         if cluster is None:
+            from sam_detect._memory import kept
             from sam_detect.pipeline import SAMDetect
 
             owned = detector is None
             det = detector or SAMDetect(config)
             try:
-                for p in paths:
-                    res = detect_one(det, p, spec, progress=stages)
-                    if bar is not None:  # before the yield: a caller that takes exactly
-                        bar.update(1)    # len(paths) results never resumes after the last
-                    yield res
+                with kept():  # the images reuse one another's freed memory
+                    for p in paths:
+                        res = detect_one(det, p, spec, progress=stages)
+                        if bar is not None:  # before the yield: a caller that takes exactly
+                            bar.update(1)    # len(paths) results never resumes after the last
+                        yield res
             finally:
                 if owned:
                     det.close()

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from sam_detect._memory import keeping
 from sam_detect.config import DetectorConfig
 from sam_detect.detector_stages import DetectorStages
 from sam_detect.embed.base import embeds_instances
@@ -371,6 +372,7 @@ class SAMDetect(DetectorStages, LibraryState):
         inst.labels[:] = [label]
         return self.add_examples(loaded, inst)
 
+    @keeping
     def add_examples(
         self,
         image: Any,
@@ -612,6 +614,7 @@ class SAMDetect(DetectorStages, LibraryState):
         return inst
 
     # -- detection ----------------------------------------------------------------------
+    @keeping
     def detect(
         self,
         image: Any,
@@ -973,8 +976,11 @@ class SAMDetect(DetectorStages, LibraryState):
         (:func:`sam_detect.cluster.detect_images`; an image that fails raises here).
         """
         if cluster is None:
-            for image in images:
-                yield image, self.detect(image)
+            from sam_detect._memory import kept
+
+            with kept():  # the images reuse one another's freed memory
+                for image in images:
+                    yield image, self.detect(image)
             return
         from sam_detect.cluster import OutputSpec, check_sendable, detect_images
 

@@ -237,14 +237,16 @@ def detect_slide(
     items: list = []
     try:
         if cluster is None:
+            from sam_detect._memory import kept
             from sam_detect.pipeline import SAMDetect
 
             det = detector or SAMDetect(config)
             try:
-                for t, win in enumerate(windows):
-                    items += detect_window(det, info, win, t)
-                    if bar is not None:
-                        bar.update(1)
+                with kept():  # the windows reuse one another's freed memory
+                    for t, win in enumerate(windows):
+                        items += detect_window(det, info, win, t)
+                        if bar is not None:
+                            bar.update(1)
             finally:
                 if detector is None:
                     det.close()

@@ -265,6 +265,10 @@ def _stream(
     errors = 0
     t_origin = None
     propagating = False  # the propagator holds the last detection
+    from sam_detect._memory import kept
+
+    memory = kept()  # the frames reuse one another's freed memory
+    memory.__enter__()
     try:
         while True:
             item = reader.get()
@@ -394,6 +398,7 @@ def _stream(
             _count(stats, found)
             yield FrameResult(frame, found, DETECTED, frame.index, latency, change=change)
     finally:
+        memory.__exit__(None, None, None)
         reader.close()
         stats.unreadable = int(getattr(source, "failed", 0))
         stats.ended = time.perf_counter()
