@@ -14,7 +14,6 @@ otherwise): only where the memory comes from changes.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
@@ -42,19 +41,11 @@ def _rss_mb() -> float:
 def worker(frame: int, side: int) -> None:
     import hashlib
 
-    import tifffile
-    from bench_threads import DATA, mosaic
+    from bench_threads import hela_detector, mosaic
 
-    from sam_detect import DetectorConfig, SAMDetect
-    from sam_detect.instances import Instances
     from sam_detect.io.images import load_image
 
-    image = DATA / "Fluo_Hela_02_img.tif"
-    lab = tifffile.imread(DATA / "Fluo_Hela_02_ERR_SEG.tif", key=0)
-    det = SAMDetect(DetectorConfig(library="n", store="edge", store_options={"path": tempfile.mkdtemp(dir=".")}))
-    ids = [i for i in np.unique(lab) if i][::10][:10]
-    det.add_examples(load_image(image, frame=0), Instances(masks=np.stack([lab == i for i in ids])),
-                     ["nucleus"] * len(ids))
+    det, image = hela_detector()
     frames = [load_image(image, frame=k).rgb for k in range(1, 12)]
     big = mosaic(load_image(image, frame=frame).rgb, side)
 
@@ -79,12 +70,9 @@ def worker(frame: int, side: int) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--runs", type=int, default=3, help="rounds (each: one process per setting, order alternating)")
-    ap.add_argument("--side", type=int, default=4096)
-    ap.add_argument("--out", default=None, help="write every run's record here (JSON)")
-    ap.add_argument("--worker", nargs=2, type=int, default=None, help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    from bench_threads import rounds_parser
+
+    args = rounds_parser(__doc__, 3, "setting").parse_args()
     if args.worker:
         worker(*args.worker)
         return

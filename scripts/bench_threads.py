@@ -44,13 +44,12 @@ def mosaic(base: np.ndarray, side: int) -> np.ndarray:
     return np.ascontiguousarray(tiled[:side, :side])
 
 
-def worker(frame: int, side: int) -> None:
-    """One process: the library, then the two detects; one JSON line per detect on stdout."""
-    import hashlib
-
+def hela_detector():
+    """``(detector, image path)``: an Edge library in a temp folder under the working folder
+    holding ten nuclei of HeLa frame 0 (every tenth label), with whichever ``sam_detect`` the
+    process imports."""
     import tifffile
 
-    import sam_detect
     from sam_detect import DetectorConfig, SAMDetect
     from sam_detect.instances import Instances
     from sam_detect.io.images import load_image
@@ -61,6 +60,17 @@ def worker(frame: int, side: int) -> None:
     ids = [i for i in np.unique(lab) if i][::10][:10]
     det.add_examples(load_image(image, frame=0), Instances(masks=np.stack([lab == i for i in ids])),
                      ["nucleus"] * len(ids))
+    return det, image
+
+
+def worker(frame: int, side: int) -> None:
+    """One process: the library, then the two detects; one JSON line per detect on stdout."""
+    import hashlib
+
+    import sam_detect
+    from sam_detect.io.images import load_image
+
+    det, image = hela_detector()
     rgb = load_image(image, frame=frame).rgb
     for name, img in (("mosaic", mosaic(rgb, side)), ("frame", rgb)):
         t, c = time.perf_counter(), time.process_time()
@@ -79,13 +89,20 @@ def worker(frame: int, side: int) -> None:
     det.close()
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--baseline", required=True, metavar="REV", help="the git revision to compare with")
-    ap.add_argument("--runs", type=int, default=4, help="rounds (each: one process per code, order alternating)")
+def rounds_parser(doc: str, runs: int, compared: str) -> argparse.ArgumentParser:
+    """The options of a benchmark that runs ``worker(frame, side)`` processes in rounds, one
+    per ``compared`` thing each round, alternating."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=runs, help=f"rounds (each: one process per {compared}, order alternating)")
     ap.add_argument("--side", type=int, default=4096)
     ap.add_argument("--out", default=None, help="write every run's record here (JSON)")
     ap.add_argument("--worker", nargs=2, type=int, default=None, help=argparse.SUPPRESS)
+    return ap
+
+
+def main() -> None:
+    ap = rounds_parser(__doc__, 4, "code")
+    ap.add_argument("--baseline", required=True, metavar="REV", help="the git revision to compare with")
     args = ap.parse_args()
     if args.worker:
         worker(*args.worker)
