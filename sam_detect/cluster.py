@@ -265,15 +265,6 @@ _DETECTORS_LOCK = threading.Lock()
 BUILT: list[str] = []
 
 
-#: glibc ``mallopt`` parameters (malloc.h)
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-#: arrays up to this size come from the heap, not one ``mmap`` each (glibc's own ceiling
-#: for its dynamic threshold on 64-bit machines)
-MMAP_THRESHOLD = 32 * 1024 * 1024
-#: free memory kept at the top of the heap before it is given back to the system
-TRIM_THRESHOLD = 64 * 1024 * 1024
-
-
 def heap_for_arrays() -> bool:
     """Undo, in this process, the allocator setting a Dask nanny gives its workers.
 
@@ -282,20 +273,16 @@ def heap_for_arrays() -> bool:
     also freezes glibc's mmap threshold at 128 KiB, so every array larger than that (a
     700 x 1100 float32 image is 3 MB, and a detection makes hundreds of them) is mapped,
     zero-filled page by page and unmapped again: detection ran 1.6x slower on a worker
-    than in the local engine (docs/performance.md). Here arrays up to ``MMAP_THRESHOLD``
-    come from the heap again and up to ``TRIM_THRESHOLD`` of free heap is kept, as glibc
-    does by itself. Returns whether the allocator was changed (glibc with the variable set).
+    than in the local engine (docs/performance.md). Here arrays up to
+    ``_heavy.MMAP_THRESHOLD`` come from the heap again and up to ``_heavy.TRIM_THRESHOLD`` of
+    free heap is kept, as glibc does by itself (``_heavy.steady_heap``). Returns whether the
+    allocator was changed (glibc with the variable set).
     """
     if not os.environ.get("MALLOC_TRIM_THRESHOLD_"):
         return False
-    try:
-        import ctypes
+    from sam_detect._heavy import steady_heap
 
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
-            libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
-    except (OSError, AttributeError):  # not glibc: nothing to undo
-        return False
+    return steady_heap()
 
 
 def worker_detector(config: Any, snapshot: LibrarySnapshot | None, token: str) -> Any:
@@ -403,13 +390,13 @@ def detect_images(
     stages = progress and len(paths) == 1
     try:
         if cluster is None:
-            from sam_detect._memory import kept
+            from sam_detect._heavy import running
             from sam_detect.pipeline import SAMDetect
 
             owned = detector is None
             det = detector or SAMDetect(config)
             try:
-                with kept():  # the images reuse one another's freed memory
+                with running():  # the images share one set-up (freed memory reused, BLAS on one thread)
                     for p in paths:
                         res = detect_one(det, p, spec, progress=stages)
                         if bar is not None:  # before the yield: a caller that takes exactly

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from sam_detect._memory import keeping
+from sam_detect._heavy import heavy
 from sam_detect.config import DetectorConfig
 from sam_detect.detector_stages import DetectorStages
 from sam_detect.embed.base import embeds_instances
@@ -372,7 +372,7 @@ class SAMDetect(DetectorStages, LibraryState):
         inst.labels[:] = [label]
         return self.add_examples(loaded, inst)
 
-    @keeping
+    @heavy
     def add_examples(
         self,
         image: Any,
@@ -614,7 +614,7 @@ class SAMDetect(DetectorStages, LibraryState):
         return inst
 
     # -- detection ----------------------------------------------------------------------
-    @keeping
+    @heavy
     def detect(
         self,
         image: Any,
@@ -976,9 +976,9 @@ class SAMDetect(DetectorStages, LibraryState):
         (:func:`sam_detect.cluster.detect_images`; an image that fails raises here).
         """
         if cluster is None:
-            from sam_detect._memory import kept
+            from sam_detect._heavy import running
 
-            with kept():  # the images reuse one another's freed memory
+            with running():  # the images share one set-up (freed memory reused, BLAS on one thread)
                 for image in images:
                     yield image, self.detect(image)
             return

@@ -237,12 +237,12 @@ def detect_slide(
     items: list = []
     try:
         if cluster is None:
-            from sam_detect._memory import kept
+            from sam_detect._heavy import running
             from sam_detect.pipeline import SAMDetect
 
             det = detector or SAMDetect(config)
             try:
-                with kept():  # the windows reuse one another's freed memory
+                with running():  # the windows share one set-up (freed memory reused, BLAS on one thread)
                     for t, win in enumerate(windows):
                         items += detect_window(det, info, win, t)
                         if bar is not None:

@@ -265,9 +265,9 @@ def _stream(
     errors = 0
     t_origin = None
     propagating = False  # the propagator holds the last detection
-    from sam_detect._memory import kept
+    from sam_detect._heavy import running
 
-    memory = kept()  # the frames reuse one another's freed memory
+    memory = running()  # the frames share one set-up (freed memory reused, BLAS on one thread)
     memory.__enter__()
     try:
         while True:

@@ -1,9 +1,11 @@
-"""Freed memory kept for reuse while ``detect`` and ``add`` run (``sam_detect._memory``).
+"""What ``detect`` and ``add`` set up while they run (``sam_detect._heavy``): freed memory
+kept for reuse, and BLAS on one thread.
 
-Measured through the process's own minor page faults: a block freed and allocated again
-inside :func:`kept` is the same memory, already paged in, where glibc would otherwise hand a
-large block back to the kernel and take fresh zeroed pages for the next one. After the
-outermost ``with`` the memory is given back. The pipeline returns the same objects either way.
+Memory is measured through the process's own minor page faults: a block freed and
+allocated again inside :func:`running` is the same memory, already paged in, where glibc
+would otherwise hand a large block back to the kernel and take fresh zeroed pages for the
+next one. After the outermost ``with`` the memory is given back and each BLAS has its own
+thread count again. The pipeline returns the same objects either way.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 import pytest
 
 from sam_detect import DetectorConfig, Instances, SAMDetect
-from sam_detect import _memory as mem
+from sam_detect import _heavy as mem
 from tests.conftest import draw_scene
 
 glibc_only = pytest.mark.skipif(mem._glibc() is None, reason="needs glibc's malloc (mallopt, malloc_trim)")
@@ -31,7 +33,7 @@ def _faults() -> int:
 
 def _touch_and_free(size: int = BLOCK) -> int:
     """Page faults of allocating ``size`` bytes with malloc, writing them and freeing them."""
-    libc = mem._glibc()
+    libc = ctypes.CDLL(None)  # a handle of the test's own: the package's keeps its defaults
     libc.malloc.restype = ctypes.c_void_p
     libc.free.argtypes = [ctypes.c_void_p]
     start = _faults()
@@ -51,7 +53,7 @@ def _rss_kb() -> int:
 def test_a_block_freed_inside_is_reused_without_new_pages(monkeypatch):
     monkeypatch.delenv(mem.KEEP_MEMORY_ENV, raising=False)
     pages = BLOCK // 4096
-    with mem.kept():
+    with mem.running():
         _touch_and_free()  # the heap grows to hold it once
         again = _touch_and_free()
     assert again < pages // 20, f"{again} page faults for a block freed and taken again ({pages} pages)"
@@ -61,13 +63,13 @@ def test_a_block_freed_inside_is_reused_without_new_pages(monkeypatch):
 def test_nested_and_threaded_calls_keep_it_until_the_outermost_ends(monkeypatch):
     monkeypatch.delenv(mem.KEEP_MEMORY_ENV, raising=False)
     pages = BLOCK // 4096
-    with mem.kept():
-        with mem.kept():
+    with mem.running():
+        with mem.running():
             _touch_and_free()
         done = threading.Event()
 
         def inner() -> None:
-            with mem.kept():
+            with mem.running():
                 pass
             done.set()
 
@@ -84,7 +86,7 @@ def test_nested_and_threaded_calls_keep_it_until_the_outermost_ends(monkeypatch)
 def test_the_memory_is_given_back_when_the_call_ends(monkeypatch):
     monkeypatch.delenv(mem.KEEP_MEMORY_ENV, raising=False)
     before = _rss_kb()
-    with mem.kept():
+    with mem.running():
         _touch_and_free(256 << 20)
         held = _rss_kb()
     after = _rss_kb()
@@ -105,23 +107,52 @@ def test_switched_off_it_leaves_the_allocator_alone(monkeypatch):
             return 1
 
     monkeypatch.setattr(mem, "_glibc", lambda: Libc())
+    monkeypatch.setenv(mem.BLAS_ONE_THREAD_ENV, "0")
     monkeypatch.setenv(mem.KEEP_MEMORY_ENV, "0")
     assert not mem.enabled()
-    with mem.kept():
+    with mem.running():
         pass
     assert calls == []
     monkeypatch.setenv(mem.KEEP_MEMORY_ENV, "1")
     assert mem.enabled()
-    with mem.kept():
-        assert [c[0] for c in calls] == ["mallopt", "mallopt"]
-    # glibc's defaults set back, and what is free given back
-    assert calls[2:] == [("mallopt", mem._M_MMAP_MAX, mem._DEFAULT_MMAP_MAX),
-                         ("mallopt", mem._M_TRIM_THRESHOLD, mem._DEFAULT_TRIM_THRESHOLD), ("malloc_trim", 0)]
+    with mem.running():
+        assert calls == [("mallopt", mem._M_MMAP_MAX, 0), ("mallopt", mem._M_TRIM_THRESHOLD, mem._KEPT_TRIM_THRESHOLD),
+                         ("mallopt", mem._M_TOP_PAD, mem._KEPT_TOP_PAD)]
+    # glibc's thresholds set where its own rule settles, and what is free given back
+    assert calls[3:] == [("mallopt", mem._M_MMAP_MAX, mem._DEFAULT_MMAP_MAX),
+                         ("mallopt", mem._M_TOP_PAD, mem._DEFAULT_TOP_PAD),
+                         ("mallopt", mem._M_MMAP_THRESHOLD, mem.MMAP_THRESHOLD),
+                         ("mallopt", mem._M_TRIM_THRESHOLD, mem.TRIM_THRESHOLD), ("malloc_trim", 0)]
+
+
+def _blas_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+
+def test_blas_runs_on_one_thread_inside_and_on_its_own_count_after(monkeypatch):
+    from threadpoolctl import threadpool_limits
+
+    monkeypatch.delenv(mem.BLAS_ONE_THREAD_ENV, raising=False)
+    np.ones((64, 64)) @ np.ones((64, 64))  # numpy's BLAS is loaded
+    with threadpool_limits(limits=2, user_api="blas"):  # as on a machine of two cores or more
+        before = _blas_threads()
+        assert before and all(n == 2 for n in before)
+        with mem.running():
+            assert all(n == 1 for n in _blas_threads())
+            with mem.running():  # a nested call changes nothing, and its end sets nothing back
+                pass
+            assert all(n == 1 for n in _blas_threads())
+        assert _blas_threads() == before
+        monkeypatch.setenv(mem.BLAS_ONE_THREAD_ENV, "0")
+        with mem.running():
+            assert _blas_threads() == before
 
 
 def test_an_error_inside_still_ends_the_call(monkeypatch):
     monkeypatch.delenv(mem.KEEP_MEMORY_ENV, raising=False)
-    with pytest.raises(ValueError), mem.kept():
+    with pytest.raises(ValueError), mem.running():
         raise ValueError("bad input")
     assert mem._depth == 0
 
@@ -132,8 +163,10 @@ def test_detect_gives_the_same_objects_either_way(monkeypatch):
     det.add_examples(rgb, Instances(masks=masks, labels=labels))
     scene, _, _ = draw_scene(seed=7, n_discs=4, n_squares=4)
     monkeypatch.setenv(mem.KEEP_MEMORY_ENV, "1")
+    monkeypatch.setenv(mem.BLAS_ONE_THREAD_ENV, "1")
     kept = det.detect(scene)
     monkeypatch.setenv(mem.KEEP_MEMORY_ENV, "0")
+    monkeypatch.setenv(mem.BLAS_ONE_THREAD_ENV, "0")
     plain = det.detect(scene)
     det.close()
     assert len(kept) == len(plain) > 0

@@ -1,8 +1,10 @@
 #!/usr/bin/env python
-"""Session 83: freed memory kept for reuse while ``detect`` runs (``sam_detect._memory``),
-on and off (``SAM_DETECT_KEEP_MEMORY=1`` / ``0``), in fresh processes, the two alternated.
+"""Session 83: what ``detect`` sets up while it runs (``sam_detect._heavy``), on and off, in
+fresh processes, the two alternated: ``--switch memory`` (``SAM_DETECT_KEEP_MEMORY``: freed
+memory kept for reuse), ``blas`` (``SAM_DETECT_BLAS_ONE_THREAD``: BLAS on one thread) or
+``both``; the other setting stays on in both processes.
 
-    python scripts/bench_memory.py [--runs 3] [--out docs/perf_data/memory_s83.json]
+    python scripts/bench_heavy.py [--switch memory|blas|both] [--runs 3] [--out docs/perf_data/heavy_s83.json]
 
 Each process adds ten nuclei of HeLa frame 0 (as ``bench_threads.py``), then detects on the
 4096² mosaic of frame ``5 + k`` (a new image each round) and runs ``detect_many`` over HeLa
@@ -72,35 +74,41 @@ def worker(frame: int, side: int) -> None:
 def main() -> None:
     from bench_threads import rounds_parser
 
-    args = rounds_parser(__doc__, 3, "setting").parse_args()
+    ap = rounds_parser(__doc__, 3, "setting")
+    ap.add_argument("--switch", choices=("memory", "blas", "both"), default="memory",
+                    help="which setting is on in one process and off in the other")
+    args = ap.parse_args()
+    names = {"memory": ["SAM_DETECT_KEEP_MEMORY"], "blas": ["SAM_DETECT_BLAS_ONE_THREAD"],
+             "both": ["SAM_DETECT_KEEP_MEMORY", "SAM_DETECT_BLAS_ONE_THREAD"]}[args.switch]
     if args.worker:
         worker(*args.worker)
         return
     records = []
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.runs):
-            for keep in (("0", "1") if r % 2 == 0 else ("1", "0")):
-                env = dict(os.environ, SAM_DETECT_KEEP_MEMORY=keep)
+            for on in (("0", "1") if r % 2 == 0 else ("1", "0")):
+                env = dict(os.environ, SAM_DETECT_KEEP_MEMORY="1", SAM_DETECT_BLAS_ONE_THREAD="1")
+                env.update({name: on for name in names})
                 out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", str(5 + r),
                                       str(args.side)], cwd=tmp, env=env, capture_output=True, text=True, check=True)
                 for line in out.stdout.splitlines():
                     if line.startswith("{"):
-                        rec = dict(json.loads(line), keep=keep, round=r, load=round(os.getloadavg()[0], 2))
+                        rec = dict(json.loads(line), switch=args.switch, on=on, round=r, load=round(os.getloadavg()[0], 2))
                         records.append(rec)
-                        print(f"round {r} keep={keep} {rec['part']:6s} wall {rec['wall']:.2f} s user {rec['user']:.2f} "
+                        print(f"round {r} {args.switch} {'on ' if on == '1' else 'off'} {rec['part']:6s} wall {rec['wall']:.2f} s user {rec['user']:.2f} "
                               f"system {rec['system']:.2f} faults {rec['faults']} objects {rec['objects']} "
                               f"rss {rec['rss_mb_after']} MB", flush=True)
     for part in ("mosaic", "frames"):
-        rows = {k: [x for x in records if x["part"] == part and x["keep"] == k] for k in ("0", "1")}
+        rows = {k: [x for x in records if x["part"] == part and x["on"] == k] for k in ("0", "1")}
         for r in range(args.runs):
             a, b = (next(x for x in rows[k] if x["round"] == r) for k in ("0", "1"))
             if a["digest"] != b["digest"]:
-                raise SystemExit(f"{part}, round {r}: the objects differ with and without the kept memory")
+                raise SystemExit(f"{part}, round {r}: the objects differ with the setting on and off")
 
         def med(k: str, key: str, rows: dict = rows) -> float:
             return float(np.median([x[key] for x in rows[k]]))
 
-        print(f"{part}: median wall {med('0', 'wall'):.2f} -> {med('1', 'wall'):.2f} s "
+        print(f"{part}, {args.switch} off -> on: median wall {med('0', 'wall'):.2f} -> {med('1', 'wall'):.2f} s "
               f"(ratio {med('1', 'wall') / med('0', 'wall'):.2f}); user {med('0', 'user'):.2f} -> {med('1', 'user'):.2f} s; "
               f"system {med('0', 'system'):.2f} -> {med('1', 'system'):.2f} s; faults {med('0', 'faults'):.0f} -> "
               f"{med('1', 'faults'):.0f}; resident after {med('0', 'rss_mb_after'):.0f} -> {med('1', 'rss_mb_after'):.0f} MB")
