@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from sam_detect._heavy import heavy
 from sam_detect.errors import AnnotationError
 from sam_detect.eval.inputs import (
     ImageRef,
@@ -260,6 +261,7 @@ def _dropped_at(dropped: list | None, gt: Instances) -> dict[str, np.ndarray]:
     return {"dropped_best": best, "dropped_why": why}
 
 
+@heavy  # its adds and detects share one set-up: the images reuse one another's freed memory
 def evaluate(
     images: Sequence[Any],
     gt: Sequence[Any],
