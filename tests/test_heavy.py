@@ -125,6 +125,44 @@ def test_switched_off_it_leaves_the_allocator_alone(monkeypatch):
                          ("mallopt", mem._M_TRIM_THRESHOLD, mem.TRIM_THRESHOLD), ("malloc_trim", 0)]
 
 
+def test_the_objects_there_before_are_frozen_while_the_call_runs(monkeypatch):
+    import gc
+    import weakref
+
+    monkeypatch.delenv(mem.KEEP_MEMORY_ENV, raising=False)
+    assert gc.get_freeze_count() == 0
+    with mem.running():
+        assert gc.get_freeze_count() > 0  # collections walk only what the call makes
+
+        class Node:
+            pass
+
+        a, b = Node(), Node()
+        a.other, b.other = b, a  # a cycle made inside the call is still collected
+        gone = weakref.ref(a)
+        del a, b
+        gc.collect()
+        assert gone() is None
+    assert gc.get_freeze_count() == 0  # unfrozen, as they were
+    monkeypatch.setenv(mem.KEEP_MEMORY_ENV, "0")
+    with mem.running():
+        assert gc.get_freeze_count() == 0
+
+
+def test_objects_frozen_by_someone_else_stay_as_they_are(monkeypatch):
+    import gc
+
+    monkeypatch.delenv(mem.KEEP_MEMORY_ENV, raising=False)
+    gc.freeze()  # a pre-fork server's own freeze
+    try:
+        frozen = gc.get_freeze_count()
+        with mem.running():
+            pass
+        assert gc.get_freeze_count() == frozen  # not unfrozen by the call
+    finally:
+        gc.unfreeze()
+
+
 def _blas_threads() -> list[int]:
     from threadpoolctl import threadpool_info
 
