@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from sam_detect._heavy import heavy
 from sam_detect.errors import AnnotationError
 from sam_detect.masks import MaskCrop
 
@@ -390,6 +391,7 @@ def refine_label_image(
     return label_write(labels, refine_image(seg, path, prompts_of, None, options, stats, note))
 
 
+@heavy  # a file's images share one set-up: SAM2's encodings reuse one another's freed memory
 def refine_file(
     seg: Any, paths: Sequence[Path], src: Path, dst: Path, options: RefineOptions, stats: RefineStats, note: Note
 ) -> str:
