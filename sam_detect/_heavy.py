@@ -95,13 +95,23 @@ def _glibc() -> Any:
     return _libc
 
 
-def _on(env: str) -> bool:
-    return os.environ.get(env, "1").strip().lower() not in ("0", "false", "no", "off")
+def _switched_on(env: str, what: str) -> bool:
+    """Switch ``env`` (``config.env_switch``: on where unset; a word it does not know is
+    refused in one line)."""
+    from sam_detect.config import env_switch
+
+    return env_switch(env, f"0 (leave {what} alone) or 1") is not False
+
+
+def _switches() -> tuple[bool, bool]:
+    """``(memory, blas)``: whether the memory settings and BLAS's one thread are on."""
+    return (_switched_on(KEEP_MEMORY_ENV, "the allocator and the garbage collector"),
+            _switched_on(BLAS_ONE_THREAD_ENV, "the BLAS libraries' threads"))
 
 
 def enabled() -> bool:
     """Whether :func:`running` keeps freed memory here (glibc, and not switched off)."""
-    return _on(KEEP_MEMORY_ENV) and _glibc() is not None
+    return _switches()[0] and _glibc() is not None
 
 
 def _blas_controller() -> Any:
@@ -115,19 +125,19 @@ def _blas_controller() -> Any:
     return _blas[0]
 
 
-def _enter() -> None:
+def _enter(memory: bool, blas_one: bool) -> None:
     import gc
 
-    if _on(KEEP_MEMORY_ENV) and gc.get_freeze_count() == 0:
+    if memory and gc.get_freeze_count() == 0:
         gc.freeze()
         _undo.append(gc.unfreeze)
-    if enabled():
-        libc = _glibc()
+    libc = _glibc() if memory else None
+    if libc is not None:
         libc.mallopt(_M_MMAP_MAX, 0)
         libc.mallopt(_M_TRIM_THRESHOLD, _KEPT_TRIM_THRESHOLD)
         libc.mallopt(_M_TOP_PAD, _KEPT_TOP_PAD)
         _undo.append(_give_back_memory)
-    if _on(BLAS_ONE_THREAD_ENV):
+    if blas_one:
         blas = _blas_controller().select(user_api="blas")
         before = [lib.num_threads for lib in blas.lib_controllers]
         if any(n != 1 for n in before):
@@ -155,13 +165,15 @@ def _give_back_memory() -> None:
 @contextlib.contextmanager
 def running() -> Iterator[None]:
     """The settings above, from the outermost ``with`` to its end (threads and nested calls
-    share one count)."""
+    share one count). A switch set to a word it does not take is refused here, before any
+    work."""
     global _depth
+    memory, blas_one = _switches()
     with _lock:
         _depth += 1
         if _depth == 1:
             try:
-                _enter()
+                _enter(memory, blas_one)
             except Exception as e:  # a setting that cannot be made costs speed, never the call
                 log.debug("heavy-call settings not made: %s: %s", type(e).__name__, e)
     try:

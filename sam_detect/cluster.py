@@ -396,7 +396,7 @@ def detect_images(
             owned = detector is None
             det = detector or SAMDetect(config)
             try:
-                with running():  # the images share one set-up (freed memory reused, BLAS on one thread)
+                with running():  # the images share one set-up: each reuses the memory the others freed
                     for p in paths:
                         res = detect_one(det, p, spec, progress=stages)
                         if bar is not None:  # before the yield: a caller that takes exactly

@@ -978,7 +978,7 @@ class SAMDetect(DetectorStages, LibraryState):
         if cluster is None:
             from sam_detect._heavy import running
 
-            with running():  # the images share one set-up (freed memory reused, BLAS on one thread)
+            with running():  # the images share one set-up: each reuses the memory the others freed
                 for image in images:
                     yield image, self.detect(image)
             return

@@ -242,7 +242,7 @@ def detect_slide(
 
             det = detector or SAMDetect(config)
             try:
-                with running():  # the windows share one set-up (freed memory reused, BLAS on one thread)
+                with running():  # the windows share one set-up: each reuses the memory the others freed
                     for t, win in enumerate(windows):
                         items += detect_window(det, info, win, t)
                         if bar is not None:

@@ -188,6 +188,19 @@ def test_blas_runs_on_one_thread_inside_and_on_its_own_count_after(monkeypatch):
             assert _blas_threads() == before
 
 
+def test_a_switch_set_to_an_unknown_word_is_refused_before_any_work(monkeypatch):
+    from sam_detect.errors import SamDetectError
+
+    monkeypatch.setenv(mem.KEEP_MEMORY_ENV, "maybe")
+    with pytest.raises(SamDetectError, match="SAM_DETECT_KEEP_MEMORY='maybe': expected 0"), mem.running():
+        raise AssertionError("the call ran")
+    assert mem._depth == 0 and not mem._undo
+    monkeypatch.setenv(mem.KEEP_MEMORY_ENV, "off")
+    monkeypatch.setenv(mem.BLAS_ONE_THREAD_ENV, "yes please")
+    with pytest.raises(SamDetectError, match="SAM_DETECT_BLAS_ONE_THREAD"), mem.running():
+        raise AssertionError("the call ran")
+
+
 def test_an_error_inside_still_ends_the_call(monkeypatch):
     monkeypatch.delenv(mem.KEEP_MEMORY_ENV, raising=False)
     with pytest.raises(ValueError), mem.running():

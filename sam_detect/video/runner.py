@@ -252,11 +252,14 @@ def _stream(
     stats,
     propagator=None,
 ) -> Iterator[FrameResult]:
+    from sam_detect._heavy import running
+
     tracker = Tracker() if track is True else (track or None)
     if hasattr(detector, "check_library"):
         detector.check_library(create=False)  # fail before the first frame
-    stats.started = time.perf_counter()
-    reader = _Reader(source, queue_size, live, stats)
+    memory = running()  # the frames share one set-up: each reuses the memory the others freed
+    memory.__enter__()  # before the reader starts: a switch it refuses stops the run here
+    reader = None
     last: Instances | None = None
     last_of: int | None = None
     last_thumb: np.ndarray | None = None
@@ -265,11 +268,9 @@ def _stream(
     errors = 0
     t_origin = None
     propagating = False  # the propagator holds the last detection
-    from sam_detect._heavy import running
-
-    memory = running()  # the frames share one set-up (freed memory reused, BLAS on one thread)
-    memory.__enter__()
     try:
+        stats.started = time.perf_counter()
+        reader = _Reader(source, queue_size, live, stats)
         while True:
             item = reader.get()
             if item is _END:
@@ -399,7 +400,8 @@ def _stream(
             yield FrameResult(frame, found, DETECTED, frame.index, latency, change=change)
     finally:
         memory.__exit__(None, None, None)
-        reader.close()
+        if reader is not None:
+            reader.close()
         stats.unreadable = int(getattr(source, "failed", 0))
         stats.ended = time.perf_counter()
 
