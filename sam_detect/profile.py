@@ -166,6 +166,17 @@ SURE_SPREAD = 0.6
 #: development sets (docs/performance.md): 0.5 refused one of ``dev_zoom``'s true shifts
 #: (15 -> 7 sure objects, that draw -0.003); ``dev_rings`` seed 0 0.632 -> 0.669
 SHIFT_HOLDS = 0.4
+#: ... and a shift said by ``SURE_COUNT`` or more sure objects is taken only where the image's
+#: whole objects (sure or isolated wholes) move with them: their median at most this many of
+#: the examples' log-area sds back from the shift towards the examples' size
+#: (:func:`wholes_follow`). Seen through another objective every object moves together: the
+#: true shifts of ``dev_zoom`` and of ``dev_u2os`` and ``dev_rpe1`` shown at 0.5-1.8x (56
+#: images) lag -0.38 to 0.67 sds. Where the sure objects are merely an image's largest, the
+#: others stay behind: ``dev_rings``, cells of the examples' size on a noisier ground, 15 sure
+#: objects 2.62 sds above the examples' size and its 87 whole objects 1.27 (a lag of 1.35; the
+#: shift to 3.1x their area took 0.710 to 0.618). Chosen on the development sets between the
+#: two (``scripts/dev_shifts.py``; docs/performance.md, session 84)
+WHOLES_LAG = 1.0
 #: ... and where fewer than ``SURE_COUNT`` candidates are sure because the settings disagree
 #: on the image's objects (a split that follows the texture of nuclei larger than the
 #: examples cuts them, each setting elsewhere), its *isolated wholes* stand in for them
@@ -2114,6 +2125,21 @@ def shift_holds(count: int, shifted: Instances, label: str, moved: dict) -> bool
     return int(sure.sum()) >= SHIFT_HOLDS * count
 
 
+def wholes_follow(instances: Instances, label: str, entry: dict, sure: np.ndarray, shift: float) -> bool:
+    """Whether the image's whole objects of class ``label`` follow the log-area ``shift`` its
+    sure objects ``sure`` say (:func:`size_shift`): its sure objects and isolated wholes
+    (:func:`isolated_wholes`) together lie, by their median, no more than ``WHOLES_LAG`` of
+    the examples' log-area sds back from the shift towards the examples' size. Under
+    ``SURE_COUNT`` sure objects the isolated wholes said the shift themselves: it follows
+    them."""
+    if int(np.sum(sure)) < SURE_COUNT:
+        return True
+    objects = np.asarray(sure, bool) | isolated_wholes(instances, label, entry)
+    off = _sure_sizes(instances, objects)[0] - float(entry["log_area"][0])
+    lag = (shift - off) * float(np.sign(shift))  # > 0: back towards the examples' size
+    return bool(lag <= WHOLES_LAG * float(entry["log_area"][1]))
+
+
 def holds_size(instances: Instances, entry: dict, sure: np.ndarray) -> bool:
     """Whether at least ``SURE_COUNT`` of the sure objects ``sure`` among ``instances`` lie, as
     one population, within ``SURE_SHIFT`` of the class's examples' log-area sds: the image
@@ -2763,5 +2789,5 @@ def describe(profile: dict | None) -> list[str]:
 
 
 __all__ = [
-    "NOISE_FLOOR", "JOINT", "JOINT_ANGLE", "SAME", "apart", "joint_profile", "joint_labels", "CUT_FLOOR", "POOR_REPRODUCTION", "SPECK_AREA", "SPECK_CONTRAST", "STAIN_MASS", "TINY_MEDIAN", "TINY_SMALLEST", "THIN", "half_widths", "LEVEL_GAIN", "LEVEL_GAIN_MAX", "STAIN_GAIN", "STAIN_GAIN_MAX", "STAIN_HUE_BINS", "STAIN_HUE_PIXELS", "STAIN_MIN_TISSUE", "STAIN_TISSUE", "at_stain", "stain_gain", "stain_ratio", "stain_table", "grey_ratio", "SAME_EXPOSURE", "LEVEL_MIN_SPLIT", "LEVEL_OFFSET", "at_levels", "grey_levels", "level_gain", "GROUND_FOLLOWS", "GROUND_NOTE", "GROUND_SAMPLE", "follows_ground", "ground_colour", "ground_notes", "ground_shift", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "PRIOR_BRIGHTNESS_SD", "brightness", "typed_by_brightness", "with_brightness", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "holds_size", "size_shift", "shift_holds", "SHIFT_HOLDS", "sure_objects", "shaped_and_clear", "isolated_wholes", "image_objects", "ISOLATED", "probe_shift", "PROBE_SHIFT", "PROBE_GAIN", "PROFILE_VERSION", "WAY_MARGIN", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "LEVEL_FLOOR", "STAIN_DEGREES", "PALER_SHARE", "HUE_ROOM", "optical_hue", "inside_contrast_and_level", "sizes_in_image", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "outline_ratios", "scale_of", "size_filter", "filter_with_reasons", "DROP_REASONS",
+    "NOISE_FLOOR", "JOINT", "JOINT_ANGLE", "SAME", "apart", "joint_profile", "joint_labels", "CUT_FLOOR", "POOR_REPRODUCTION", "SPECK_AREA", "SPECK_CONTRAST", "STAIN_MASS", "TINY_MEDIAN", "TINY_SMALLEST", "THIN", "half_widths", "LEVEL_GAIN", "LEVEL_GAIN_MAX", "STAIN_GAIN", "STAIN_GAIN_MAX", "STAIN_HUE_BINS", "STAIN_HUE_PIXELS", "STAIN_MIN_TISSUE", "STAIN_TISSUE", "at_stain", "stain_gain", "stain_ratio", "stain_table", "grey_ratio", "SAME_EXPOSURE", "LEVEL_MIN_SPLIT", "LEVEL_OFFSET", "at_levels", "grey_levels", "level_gain", "GROUND_FOLLOWS", "GROUND_NOTE", "GROUND_SAMPLE", "follows_ground", "ground_colour", "ground_notes", "ground_shift", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "PRIOR_BRIGHTNESS_SD", "brightness", "typed_by_brightness", "with_brightness", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "holds_size", "size_shift", "shift_holds", "wholes_follow", "WHOLES_LAG", "SHIFT_HOLDS", "sure_objects", "shaped_and_clear", "isolated_wholes", "image_objects", "ISOLATED", "probe_shift", "PROBE_SHIFT", "PROBE_GAIN", "PROFILE_VERSION", "WAY_MARGIN", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "LEVEL_FLOOR", "STAIN_DEGREES", "PALER_SHARE", "HUE_ROOM", "optical_hue", "inside_contrast_and_level", "sizes_in_image", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "outline_ratios", "scale_of", "size_filter", "filter_with_reasons", "DROP_REASONS",
 ]

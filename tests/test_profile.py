@@ -1854,6 +1854,52 @@ def test_a_size_shift_holds_only_where_the_settings_still_agree_on_the_objects_a
     assert not shift_holds(12, Instances.empty((200, 200)), "obj", sq)
 
 
+def test_a_size_shift_is_taken_only_where_the_image_s_whole_objects_move_with_the_sure_ones():
+    """Twelve sure objects at 4x the examples' area say a shift. Where the image's other whole
+    objects, alone on open ground, lie at the examples' size and outnumber them, the sure
+    ones were merely its largest objects: no shift. Where the other objects are as large as
+    the sure ones (another objective), or too few to move the median back, it stands; the
+    whole objects may lag behind it by ``WHOLES_LAG`` of the examples' sds, not more."""
+    from sam_detect.profile import SURE_COUNT, SURE_SHIFT, WHOLES_LAG, size_shift, wholes_follow
+
+    hw = (400, 600)
+    yy, xx = np.ogrid[: hw[0], : hw[1]]
+
+    def discs(radii):
+        out = []
+        for k, r in enumerate(radii):
+            y, x = 30 + 60 * (k // 9), 30 + 60 * (k % 9)
+            out.append((yy - y) ** 2 + (xx - x) ** 2 <= r**2)
+        return out
+
+    sd = 0.3
+    entry = {"log_area": [float(np.log(200.0)), sd], "solidity": [0.9, 0.97], "eccentricity": 0.6,
+             "area_range": [50.0, 4000.0]}
+    big, small = 16.0, 8.0  # ~800 px (4x the examples') and ~200 px (theirs)
+    largest = Instances(masks=np.stack(discs([big] * 12 + [small] * 30)))
+    largest.data["stability"] = np.r_[np.ones(12), np.full(30, 0.4)].astype(np.float32)  # only the large ones sure
+    sure = np.arange(42) < 12
+    shift = size_shift(largest, "obj", entry, sure=sure)
+    assert shift > SURE_SHIFT * sd  # the sure objects alone say ~4x
+    assert not wholes_follow(largest, "obj", entry, sure, shift)  # 30 others at the examples' size
+    # the same image seen through a stronger objective: every object as large as the sure ones
+    zoomed = Instances(masks=np.stack(discs([big] * 42)))
+    zoomed.data["stability"] = largest.data["stability"]
+    assert wholes_follow(zoomed, "obj", entry, sure, size_shift(zoomed, "obj", entry, sure=sure))
+    # a few small wholes beside the sure ones do not move the median back
+    few = Instances(masks=np.stack(discs([big] * 12 + [small] * 4)))
+    few.data["stability"] = np.r_[np.ones(12), np.full(4, 0.4)].astype(np.float32)
+    assert wholes_follow(few, "obj", entry, sure[:16], shift)
+    # the whole objects may lie behind the shift by WHOLES_LAG sds, not more; beyond it is no lag
+    off = float(np.log(zoomed.areas[0])) - entry["log_area"][0]
+    assert wholes_follow(zoomed, "obj", entry, sure, off + 0.9 * WHOLES_LAG * sd)
+    assert not wholes_follow(zoomed, "obj", entry, sure, off + 1.1 * WHOLES_LAG * sd)
+    assert wholes_follow(zoomed, "obj", entry, sure, off - 3 * sd)
+    assert not wholes_follow(zoomed, "obj", entry, sure, -shift)  # the other way
+    # under SURE_COUNT sure objects, isolated wholes said the shift themselves: it follows them
+    assert wholes_follow(largest, "obj", entry, np.arange(42) < SURE_COUNT - 1, shift)
+
+
 def test_the_segmenter_proposes_at_the_examples_size_where_a_shift_does_not_hold(monkeypatch):
     """The segmenter asks ``shift_holds`` of every shift it is told: where it fails, the image
     is proposed at the examples' size and the metadata says which shift was refused."""

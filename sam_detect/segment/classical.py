@@ -134,7 +134,8 @@ class ClassicalSegmenter:
         examples' size that it proposes them only in pieces, looked for at 4x and a quarter
         of it; none where another class finds its objects at its examples' size,
         ``profile.holds_size``: a magnification is the image's, not one class's; none where
-        the class proposed at it keeps too few of its sure objects, ``profile.shift_holds``,
+        the image's other whole objects stay at the examples' size, ``profile.wholes_follow``,
+        or the class proposed at it keeps too few of its sure objects, ``profile.shift_holds``,
         and then ``metadata["size_shift_refused"]`` says the shift refused);
         ``metadata["ground_shift"]`` how far each bright class's flat background was raised
         to follow this image's brighter ground (``sam_detect.profile.ground_shift``; only
@@ -189,6 +190,7 @@ class ClassicalSegmenter:
             shift_holds,
             size_shift,
             sure_objects,
+            wholes_follow,
         )
         from sam_detect.segment.calibrated import OWN, Setting, noise_sigma, pixel_noise
 
@@ -231,10 +233,12 @@ class ClassicalSegmenter:
             # clumps of smaller objects drawn at that size)
             shift = 0.0 if same_scale else size_shift(part, label, entry, sure=image_objects(part, label, entry, sure))
             if shift:  # another magnification: propose again at the image's own scale
-                moved, shifted = at(shift)
-                if shift_holds(int(sure.sum()), shifted, label, moved):
+                # unless the image's other whole objects stay at the examples' size, or the
+                # settings agree on far fewer objects there: its largest objects, not a magnification
+                moved, shifted = at(shift) if wholes_follow(part, label, entry, sure, shift) else (None, None)
+                if shifted is not None and shift_holds(int(sure.sum()), shifted, label, moved):
                     part = shifted
-                else:  # the settings agree on far fewer objects there: its largest objects, not a magnification
+                else:
                     refused[label] = round(shift, 4)
                     shift = 0.0
             elif not same_scale:  # too few of the image's objects at the examples' size? try far off it
