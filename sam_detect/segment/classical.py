@@ -134,8 +134,9 @@ class ClassicalSegmenter:
         examples' size that it proposes them only in pieces, looked for at 4x and a quarter
         of it; none where another class finds its objects at its examples' size,
         ``profile.holds_size``: a magnification is the image's, not one class's; none where
-        the image's other whole objects stay at the examples' size, ``profile.wholes_follow``,
-        or the class proposed at it keeps too few of its sure objects, ``profile.shift_holds``,
+        the image's other whole objects lag behind it towards the examples' size,
+        ``profile.wholes_follow``, or the class proposed at it keeps too few of its sure
+        objects, ``profile.shift_holds``,
         and then ``metadata["size_shift_refused"]`` says the shift refused);
         ``metadata["ground_shift"]`` how far each bright class's flat background was raised
         to follow this image's brighter ground (``sam_detect.profile.ground_shift``; only
@@ -233,7 +234,7 @@ class ClassicalSegmenter:
             # clumps of smaller objects drawn at that size)
             shift = 0.0 if same_scale else size_shift(part, label, entry, sure=image_objects(part, label, entry, sure))
             if shift:  # another magnification: propose again at the image's own scale
-                # unless the image's other whole objects stay at the examples' size, or the
+                # unless the image's other whole objects lag behind it towards the examples' size, or the
                 # settings agree on far fewer objects there: its largest objects, not a magnification
                 moved, shifted = at(shift) if wholes_follow(part, label, entry, sure, shift) else (None, None)
                 if shifted is not None and shift_holds(int(sure.sum()), shifted, label, moved):
