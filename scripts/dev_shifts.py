@@ -10,7 +10,9 @@ where their median lies, in the examples' log-area sds, beside the shift
 (``profile.wholes_follow``); the same at the shift (``profile.shift_holds``); and the image's
 F1 @ 0.5 as detected and the other way: with a taken shift refused, or with a shift
 ``wholes_follow`` refused taken where ``shift_holds`` lets it (a second library, the same
-examples).
+examples). Images are passed as read, as ``eval`` passes them (``detect`` leaves a black
+padding band out); ``--filled`` passes them as rendered instead (``to_rgb_uint8``: a
+padding band filled with the image's ground colour), as a copy without the band would be.
 
     python scripts/dev_shifts.py --set dev_rings --seeds 0,1,2,3,4,5
     python scripts/dev_shifts.py --set dev_u2os --seeds 0,1 --factors 1.8,2.6,0.5,0.35 --json F
@@ -34,6 +36,8 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1", help="comma-separated draws of the examples")
     ap.add_argument("--factors", default="1", help="comma-separated magnifications to show the scored images at")
     ap.add_argument("--json", default=None, help="write the per-image figures here")
+    ap.add_argument("--filled", action="store_true",
+                    help="pass the images as rendered (a padding band filled with the ground colour)")
     args = ap.parse_args()
 
     import bench_data
@@ -82,6 +86,9 @@ def main() -> None:
         matched = len(match_iou_matrix(instances_iou(found, truth), 0.5).pairs) if len(found) and len(truth) else 0
         return round(2 * matched / max(len(found) + len(truth), 1), 4)
 
+    def shown(image):
+        return to_rgb_uint8(np.asarray(image)) if args.filled else np.asarray(image)
+
     images, labels = (list(v) for v in bench_data.load(args.set))
     first, _ = Instances.from_label_image(np.asarray(labels[0]))
     first.labels = np.array(["object"] * len(first), dtype=object)
@@ -91,13 +98,13 @@ def main() -> None:
         drawn = draw_examples([list(first.labels)], 10, seed, [0])[0]
         detectors = [SAMDetect(config) for _ in range(2)]  # as detected, and the other way
         for det in detectors:
-            det.add_examples(to_rgb_uint8(np.asarray(images[0])), first[drawn], annotation=first)
+            det.add_examples(shown(images[0]), first[drawn], annotation=first)
         for i in range(1, len(images)):
             for factor in (float(f) for f in args.factors.split(",")):
                 image, label = np.asarray(images[i]), np.asarray(labels[i])
                 if factor != 1.0:
                     image, label = bench_data.rescale(image, label, factor)
-                rgb, truth = to_rgb_uint8(image), Instances.from_label_image(label)[0]
+                rgb, truth = shown(image), Instances.from_label_image(label)[0]
                 seen.clear()
                 other["way"] = None
                 row = {"seed": seed, "image": i, "factor": factor, "f1": f1(detectors[0].detect(rgb), truth)}
