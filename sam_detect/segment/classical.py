@@ -236,8 +236,11 @@ class ClassicalSegmenter:
             if shift:  # another magnification: propose again at the image's own scale
                 # unless the image's other whole objects lag behind it towards the examples' size, or the
                 # settings agree on far fewer objects there: its largest objects, not a magnification
-                moved, shifted = at(shift) if wholes_follow(part, label, entry, sure, shift) else (None, None)
-                if shifted is not None and shift_holds(int(sure.sum()), shifted, label, moved):
+                holds = wholes_follow(part, label, entry, sure, shift)
+                if holds:
+                    moved, shifted = at(shift)
+                    holds = shift_holds(int(sure.sum()), shifted, label, moved)
+                if holds:
                     part = shifted
                 else:
                     refused[label] = round(shift, 4)
