@@ -280,6 +280,11 @@ class SAMDetect(DetectorStages, LibraryState):
             if mask.all():  # an example is an object on its ground, not the whole frame
                 raise AnnotationError("the mask covers the whole image: a mask marks the object with non-zero pixels "
                                       "on a zero background")
+            if ground_like(mask):
+                raise AnnotationError(
+                    f"the mask covers {mask.mean():.0%} of the image and reaches all four of its edges: that is the "
+                    "ground, not an object (an inverted mask, or a label image's value at a background pixel?); "
+                    "a mask marks the object with non-zero pixels on a zero background")
             return Instances(masks=mask[None])
         if polygon is not None:
             return Instances(masks=self._check_mask(polygons_to_mask(polygon, hw), hw)[None])
@@ -738,6 +743,8 @@ class SAMDetect(DetectorStages, LibraryState):
         timings["segment"] = time.perf_counter() - t0
         _stage_done(stages, "descriptions")
         n_proposed = len(inst)
+        # proposed by settings the examples chose ("flat": a blank image, where none could)
+        steered = "flat" if not np.ptp(rgb) else bool(inst.metadata.get("calibrated"))
         shifts = inst.metadata.get("size_shift") or {}
         profile = at_scale(profile, shifts)  # an image at another magnification than the examples
         border_note = None
@@ -859,7 +866,7 @@ class SAMDetect(DetectorStages, LibraryState):
         notes = [] if own_note and not len(inst) and len(out) else \
             _why_few(n_proposed, size_note, len(inst), np.asarray(d.similarities, np.float64)[~negative],
                      d.thresholds, voted, len(out), int(negative.sum()), objects,
-                     self.store.count(self.config.library) if voted == 0 and len(inst) else None)
+                     self.store.count(self.config.library) if voted == 0 and len(inst) else None, steered)
         if own_note:
             notes.insert(0, own_note)
         if unlike_image:
@@ -1149,6 +1156,18 @@ REGION_OBJECTS = 3  # a cell of two nuclei, given as examples of two classes, is
 REGION_HOLDS = 0.9
 
 
+#: a mask over more than this share of its image that reaches all four edges is the ground
+GROUND_SHARE = 0.5
+
+
+def ground_like(mask: np.ndarray) -> bool:
+    """Whether an ``(H, W)`` bool mask is the ground around objects rather than one: over
+    :data:`GROUND_SHARE` of the image and touching all four edges (a label image's zero
+    pixels, or a mask drawn the other way round)."""
+    return bool(mask.mean() > GROUND_SHARE and mask[0].any() and mask[-1].any()
+                and mask[:, 0].any() and mask[:, -1].any())
+
+
 def not_objects(instances: Instances) -> dict[int, str]:
     """``{index: why}``: annotations that are not objects, so no examples: one covering the
     whole image, or a region that holds ``REGION_OBJECTS`` or more of the others. Added as an
@@ -1172,12 +1191,20 @@ def not_objects(instances: Instances) -> dict[int, str]:
 
 def _why_few(
     proposed: int, size_note: str | None, sized: int, sim: np.ndarray, threshold: str, voted: int, kept: int,
-    negative: int = 0, objects: bool = True, examples: int | None = None,
+    negative: int = 0, objects: bool = True, examples: int | None = None, steered: bool | str = False,
 ) -> list[str]:
     """One line per stage that left nothing (or almost nothing): never a silent empty result.
     ``sim``: the best similarities of the candidates not voted negative; ``negative``: how
     many were; ``objects``: whether the library holds examples of any object (not only
-    negative ones); ``examples``: how many it holds, where known."""
+    negative ones); ``examples``: how many it holds, where known; ``steered``: the segmenter
+    proposed with the settings the examples chose (their profile), ``"flat"`` where the image
+    holds one value everywhere."""
+    if proposed == 0 and steered == "flat":
+        return ["the image holds one value everywhere: no object to find"]
+    if proposed == 0 and steered:
+        return ["the segmenter, set by the examples, proposed no candidates in this image: nothing here is "
+                "drawn as their settings draw objects of their size and contrast (objects of another size or "
+                "look? --no-profile proposes with the segmenter's own settings)"]
     if proposed == 0:
         return ["the segmenter proposed no candidates in this image"]
     if sized == 0:

@@ -663,6 +663,42 @@ def test_a_mask_covering_the_whole_image_is_refused():
     det.close()
 
 
+def test_a_one_image_file_annotates_any_frame_of_the_stack_given(tmp_path):
+    """What `detect stack.tif --frame 5 --coco c.json` writes (one image, no frame in it) is read
+    back by `add stack.tif --frame 5 --annotations c.json`: the frame is the image's, not an
+    index into the file's one image; a name that is not the file's image is still refused."""
+    from sam_detect.formats import load_annotations
+    from sam_detect.formats.coco import save_coco
+
+    inst = Instances.from_label_image(_discs(3))[0]
+    inst.labels[:] = "disc"
+    path = tmp_path / "c.json"
+    save_coco([inst], path, ["stack.tif"], use_rle=True)  # as detect --coco writes it
+    got = load_annotations(path, image_shape=(96, 96), image=5, name="stack.tif")
+    assert len(got) == 3 and np.array_equal(got.mask(0), inst.mask(0))
+    with pytest.raises(AnnotationError, match="no annotations for image 'other.tif'"):
+        load_annotations(path, image_shape=(96, 96), image="other.tif")
+
+
+def test_a_mask_of_the_ground_is_refused():
+    """A label image's value at a background pixel (or a mask drawn the other way round) marks
+    the ground round the objects: over half the image, reaching its four edges. Refused, where
+    it became a "nucleus" of 699,060 px before; an object that fills less, or that only some
+    edges cut, is an example as before."""
+    from sam_detect import DetectorConfig, SAMDetect
+
+    labels = _discs(3, size=64)
+    rgb = np.repeat((labels > 0).astype(np.uint8)[..., None] * 200, 3, axis=2)
+    det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder="handcrafted"))
+    with pytest.raises(AnnotationError, match="reaches all four of its edges: that is the ground"):
+        det.prompt_to_instances(rgb, mask=labels == 0)
+    assert len(det.prompt_to_instances(rgb, mask=labels == 1)) == 1
+    big = np.zeros((64, 64), bool)
+    big[:, 10:] = True  # most of the image, three edges: a large object the image cuts
+    assert len(det.prompt_to_instances(rgb, mask=big)) == 1
+    det.close()
+
+
 def test_an_image_of_a_coco_set_is_chosen_by_its_file_name(tmp_path):
     """``add IMAGE --annotations set.json``: a COCO file of several images (of other sizes too)
     gives the annotations of the image of that name, its size checked against it alone."""

@@ -188,6 +188,12 @@ def test_an_image_read_from_other_channels_than_the_examples_is_said(tmp_path, s
     lib = ["--library-path", tmp_path / "libs", "--segmenter", "classical"]
     r = run_cli("add", path, "--channel", "0", "--label", "shape", "--labels", tmp_path / "lab.tif", *lib)
     assert r.exit_code == 0, r.output
+    assert "channels are read merged" not in r.stderr  # a channel chosen: nothing to say
+    # `add` without --channel merges every channel (label channels too): said before the work
+    r = run_cli("add", path, "--label", "shape", "--labels", tmp_path / "lab.tif", *lib, "--library", "merged")
+    assert r.exit_code == 0, r.output
+    assert ("cyx.tif: its 3 channels are read merged into one image (their maximum); give --channel K to read "
+            "channel K alone") in r.stderr
     note = ("the examples were read from channel 0 of 3-channel images; this one from all 3 channels merged: "
             "give --channel 0 to read it as they were")
     r = run_cli("detect", path, "--json", *lib)
@@ -793,3 +799,56 @@ def test_video_writes_a_type_stack_numbered_as_detect_numbers_it(scene_files, tm
     for o in first["objects"]:
         value = int(np.bincount(types[0][tracks[0] == o["track_id"]]).argmax())
         assert value == {"disc": 1, "square": 2}[o["label"]], o
+
+
+def _square_feature(x, y, side, name=None, nucleus=False):
+    ring = [[x, y], [x + side, y], [x + side, y + side], [x, y + side], [x, y]]
+    feature = {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]}, "properties": {}}
+    if name:
+        feature["properties"]["classification"] = {"name": name}
+    if nucleus:  # QuPath's cells: the nucleus inside the cell's outline
+        inner = [[x + 3, y + 3], [x + side - 3, y + 3], [x + side - 3, y + side - 3], [x + 3, y + side - 3], [x + 3, y + 3]]
+        feature["nucleusGeometry"] = {"type": "Polygon", "coordinates": [inner]}
+    return feature
+
+
+def test_add_says_what_its_annotations_are_taken_as(tmp_path):
+    """GeoJSON outlines without a classification are no class's examples unless --label names
+    one (they read as "object", a class of its own beside the file's); QuPath's cells are read by
+    their cell outlines, and said so; --limit goes with --labels and --annotations only; a
+    label image given as --mask is one example, and said so."""
+    img = np.full((64, 96, 3), 30, np.uint8)
+    for x in (8, 40, 72):
+        img[20:36, x:x + 16] = 220
+    cv2.imwrite(str(tmp_path / "img.png"), img)
+    lib = ["--library-path", tmp_path / "libs", "--segmenter", "classical", "--embedder", "handcrafted"]
+
+    def geojson(name, features):
+        (tmp_path / name).write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+        return tmp_path / name
+
+    none = geojson("none.geojson", [_square_feature(x, 20, 16) for x in (8, 40, 72)])
+    r = run_cli("add", tmp_path / "img.png", "--annotations", none, *lib)
+    assert r.exit_code == 2 and "no outline of none.geojson carries a classification" in r.output
+    some = geojson("some.geojson", [_square_feature(8, 20, 16, "a"), _square_feature(40, 20, 16, "b"),
+                                    _square_feature(72, 20, 16)])
+    r = run_cli("add", tmp_path / "img.png", "--annotations", some, *lib, "--library", "some")
+    assert r.exit_code == 0, r.output
+    assert "1 of 3 outline(s) carry no classification: left out" in r.stderr
+    assert "(a: 1, b: 1)" in r.stdout
+    r = run_cli("add", tmp_path / "img.png", "--annotations", some, "--label", "c", *lib, "--library", "all")
+    assert r.exit_code == 0 and "(c: 3)" in r.stdout and "classification" not in r.stderr
+    cells = geojson("cells.geojson", [_square_feature(x, 20, 16, "a", nucleus=True) for x in (8, 40, 72)])
+    r = run_cli("add", tmp_path / "img.png", "--annotations", cells, *lib, "--library", "cells")
+    assert r.exit_code == 0 and "3 feature(s) are QuPath cells" in r.stderr
+
+    lab = np.zeros((64, 96), np.uint8)
+    for i, x in enumerate((8, 40, 72), 1):
+        lab[20:36, x:x + 16] = i
+    cv2.imwrite(str(tmp_path / "lab.png"), lab)
+    r = run_cli("add", tmp_path / "img.png", "--label", "sq", "--mask", tmp_path / "lab.png", "--limit", "2", *lib)
+    assert r.exit_code == 2 and "--limit takes the first objects of --labels or --annotations" in r.output
+    r = run_cli("add", tmp_path / "img.png", "--label", "sq", "--mask", tmp_path / "lab.png", *lib,
+                "--library", "mask")
+    assert r.exit_code == 0, r.output
+    assert "lab.png: is a label image of 3 objects, added as ONE example; give it as --labels" in r.stderr

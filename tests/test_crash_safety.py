@@ -188,6 +188,29 @@ def test_a_delete_retries_once_and_refuses_over_another_write(tmp_path):
     assert s.count("lib") == 1
 
 
+def test_a_library_two_processes_create_at_once_is_refused_to_the_second_in_words(tmp_path, monkeypatch):
+    """Two `add`s making one new library at once: the second one's rename onto the folder the
+    first just made fails (ENOTEMPTY on Linux, not FileExistsError). It said "Error:
+    .../.lib.creating-...: Directory not empty"; now it says what happened, and leaves no
+    half-made folder."""
+    import errno
+
+    import sam_detect.store.edge as edge
+
+    s = _open("edge", tmp_path)
+
+    def lost_the_race(src, dst):
+        raise OSError(errno.ENOTEMPTY, "Directory not empty", str(src))
+
+    monkeypatch.setattr(edge.os, "rename", lost_the_race)
+    try:
+        with pytest.raises(LibraryError, match="library 'lib' was just created by another process"):
+            s.create_library(_meta())
+    finally:
+        s.close()
+    assert not list(tmp_path.glob(".lib.creating-*"))
+
+
 def test_cli_deletes_examples_by_label_and_id(tmp_path):
     s = _open("edge", tmp_path)
     s.create_library(_meta())
@@ -198,6 +221,12 @@ def test_cli_deletes_examples_by_label_and_id(tmp_path):
     r = _cli("library", "delete", "lib", "--label", "a", "--yes", *loc)
     assert r.returncode == 0, r.stderr
     assert r.stderr == "deleted 5 examples from library 'lib' (3 left)\n"
+    r = _cli("library", "show", "lib", "--examples", "--json", *loc)  # the ids `delete --id` takes
+    assert r.returncode == 0, r.stderr
+    listed = json.loads(r.stdout)["example_list"]
+    assert sorted(e["id"] for e in listed) == sorted(b) and {e["label"] for e in listed} == {"b"}
+    r = _cli("library", "show", "lib", "--examples", *loc)
+    assert r.returncode == 0 and all(i in r.stdout for i in b)
     r = _cli("library", "delete", "lib", "--id", b[0], "-y", *loc)
     assert r.returncode == 0 and "deleted 1 examples from library 'lib' (2 left)" in r.stderr
     r = _cli("library", "delete", "lib", "--label", "nope", "-y", *loc)

@@ -102,7 +102,7 @@ def test_a_flat_frame_finds_nothing_and_says_so(taught, level):
     for img in (np.full((60, 60), level, np.uint8), np.full((80, 90, 3), level, np.uint8)):
         found = taught.detect(img)
         assert len(found) == 0
-        assert found.metadata["notes"] == ["the segmenter proposed no candidates in this image"]
+        assert found.metadata["notes"] == ["the image holds one value everywhere: no object to find"]
 
 
 def test_nothing_found_because_of_negative_examples_says_so(scene):

@@ -1011,10 +1011,46 @@ def test_nothing_found_says_why(scene):
     det.add_examples(rgb, Instances(masks=masks[:2], labels=labels[:2]))
     flat = np.full_like(rgb, 20)
     out = det.detect(flat)
-    assert len(out) == 0 and out.metadata["notes"] == ["the segmenter proposed no candidates in this image"]
+    assert len(out) == 0 and out.metadata["notes"] == ["the image holds one value everywhere: no object to find"]
     strict = det.detect(rgb, threshold=0.9999)
     if len(strict) == 0:
         assert "similar enough" in strict.metadata["notes"][0]
+
+
+def _disk_field(size, radii, n, seed):
+    """Bright disks of radii in ``radii`` apart from each other on a dark noisy ground, and
+    their label image."""
+    import cv2
+
+    r = np.random.default_rng(seed)
+    im, lab = np.full((size, size), 20.0), np.zeros((size, size), np.int32)
+    for _ in range(500):
+        if lab.max() == n:
+            break
+        rad = int(r.integers(*radii))
+        cy, cx = (int(v) for v in r.integers(rad + 2, size - rad - 2, 2))
+        m = np.zeros((size, size), np.uint8)
+        cv2.circle(m, (cx, cy), rad, 1, -1)
+        if (cv2.dilate(m, np.ones((5, 5), np.uint8)).astype(bool) & (lab > 0)).any():
+            continue
+        lab[m > 0] = lab.max() + 1
+        im[m > 0] = 200
+    im = np.clip(im + r.normal(0, 4, im.shape), 0, 255).astype(np.uint8)
+    return np.repeat(im[..., None], 3, axis=2), lab
+
+
+def test_nothing_proposed_at_the_examples_settings_says_so():
+    """Objects five times the examples' width are drawn by none of the settings the examples
+    chose: the note says the examples' settings proposed nothing, and how to propose without
+    them, not that the segmenter found nothing (its own settings find every disk)."""
+    small, lab = _disk_field(160, (5, 8), 12, 1)
+    big, big_lab = _disk_field(400, (24, 40), 10, 2)
+    det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder="handcrafted"))
+    det.add_examples_from_annotations(small, lab, label="disk")
+    out = det.detect(big)
+    assert len(out) == 0 and len(det.segmenter.segment(big)) == big_lab.max() == 10
+    (note,) = out.metadata["notes"]
+    assert note.startswith("the segmenter, set by the examples, proposed no candidates") and "--no-profile" in note
 
 
 def test_cli_detect_reports_profile_and_notes(tmp_path, coins):

@@ -227,6 +227,9 @@ def test_mat_files_of_histology_sets(tmp_path):
         read_label_array(_mat(tmp_path / "bad.mat", foo=np.arange(5)), None, None)
     with pytest.raises(AnnotationError, match="holds no types"):
         read_label_array(_mat(tmp_path / "plain.mat", inst_map=lab), None, None, pieces=False)
+    # a type map alone is no instance map (touching objects of one type would be one object)
+    with pytest.raises(AnnotationError, match="no instance map among its arrays \\(inst_type, type_map\\)"):
+        read_label_array(_mat(tmp_path / "types.mat", type_map=types, inst_type=per[:, None]), None, None)
     with pytest.raises(AnnotationError, match="do not pair with instance ids"):
         read_label_array(_mat(tmp_path / "odd.mat", inst_map=lab, id=ids[:3, None], **{"class": per[:, None]}),
                          None, None, pieces=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
@@ -79,6 +80,50 @@ def _typed(lab, types, names: dict[int, str], hw: tuple[int, int], quiet: bool):
 
 #: annotation formats that carry no class names: ``--label`` is needed with them, as with ``--labels``
 _NAMELESS = {"label_image": "a label image", "polygons": "a polygon file"}
+
+
+#: a --mask of this many separate pieces or more is said to be one example of them all
+MANY_PIECES = 3
+
+
+def _many_in_mask(original: np.ndarray, mask: np.ndarray) -> str | None:
+    """A line where a --mask is one example of several objects: a label image (several
+    object values) or separate pieces, which --labels adds one by one; else ``None``."""
+    import cv2
+
+    values = np.unique(original) if original.ndim == 2 and np.issubdtype(original.dtype, np.integer) else None
+    n_values = 0 if values is None else int(np.count_nonzero(values))
+    n_pieces = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)[0] - 1
+    if n_values >= MANY_PIECES:
+        what = f"is a label image of {n_values} objects"
+    elif n_pieces >= MANY_PIECES:
+        what = f"holds {n_pieces} separate pieces"
+    else:
+        return None
+    return f"{what}, added as ONE example; give it as --labels to add each object as an example"
+
+
+def _named_only(inst: Any, label: str | None, name: str, quiet: bool) -> Any:
+    """A GeoJSON's outlines without a classification are no class's examples where no
+    --label names one (they read as "object", a class of their own beside the file's):
+    refused where none has a class, left out with a line where some have. QuPath's cells
+    (a ``nucleusGeometry`` beside the outline) are said to be read by their cell outlines."""
+    cells = inst.metadata.get("cells", 0)
+    if cells and not quiet:
+        click.echo(f"sam-detect: {name}: {cells} feature(s) are QuPath cells (a nucleusGeometry beside the "
+                   "outline): their cell outlines are read, not their nuclei", err=True)
+    unnamed = inst.metadata.get("unnamed") or []
+    if label is not None or not unnamed:
+        return inst
+    if len(unnamed) == len(inst):
+        raise click.UsageError(f"missing --label (or --negative): no outline of {name} carries a classification "
+                               "to name its class")
+    keep = np.ones(len(inst), bool)
+    keep[unnamed] = False
+    if not quiet:
+        click.echo(f"sam-detect: {name}: {len(unnamed)} of {len(inst)} outline(s) carry no classification: left "
+                   "out (give --label to add every outline as that one class)", err=True)
+    return inst[keep]
 
 
 #: how far apart in area the masks of one add's boxes and clicks may lie before stderr says so
@@ -209,12 +254,22 @@ def add(image, label, negative, boxes, points, mask_paths, polygon_paths, labels
         raise click.UsageError("missing --label (or --negative)")
     if label_from and not annotations_path:
         raise click.BadParameter("--label-from needs --annotations", param_hint="--label-from")
+    for value, flag in ((limit, "--limit"), (limit_per_label, "--limit-per-label")):
+        if value is not None and not (labels_path or annotations_path):  # a mask, box or click is one object
+            raise click.BadParameter(f"{flag} takes the first objects of --labels or --annotations; each --mask, "
+                                     "--box, --point or --polygon is one example already (a label image of many "
+                                     "objects goes to --labels)", param_hint=flag)
     if labels_frame is not None and not (labels_path or annotations_path):
         raise click.BadParameter("--labels-frame needs --labels or --annotations", param_hint="--labels-frame")
 
     loaded = load_cli_image(image, channels, frame)
     if loaded.planes and not quiet:  # a TIFF's 3 or 4 planes read as one colour image
         click.echo(f"sam-detect: {Path(image).name}: {loaded.planes}", err=True)
+    elif (reading := loaded.reading) is not None and reading["channel"] is None and not quiet:
+        # every channel merged, label or transmitted-light channels too: said before the work
+        click.echo(f"sam-detect: {Path(image).name}: its {reading['of']} channels are read merged into one image "
+                   f"(their maximum); give --channel K to read channel K alone (the objects' stain), as "
+                   f"`detect` will then need too", err=True)
     detector = build_detector(**opts)
     with detector:
         detector.open_library()  # a library in use or damaged fails now, before any model loads
@@ -231,10 +286,16 @@ def add(image, label, negative, boxes, points, mask_paths, polygon_paths, labels
             from sam_detect.io.images import load_image
             from sam_detect.masks import mask_of_image
 
-            inst = Instances.merge([
-                detector.annotations_to_instances(read_mask_folder(m), loaded.rgb.shape[:2]) if os.path.isdir(m)
-                else detector.prompt_to_instances(loaded, mask=mask_of_image(load_image(m).original))
-                for m in mask_paths])
+            made = []
+            for m in mask_paths:
+                if os.path.isdir(m):
+                    made.append(detector.annotations_to_instances(read_mask_folder(m), loaded.rgb.shape[:2]))
+                    continue
+                original = load_image(m).original
+                made.append(detector.prompt_to_instances(loaded, mask=mask_of_image(original)))
+                if (note := _many_in_mask(original, made[-1].masks[0])) and not quiet:
+                    click.echo(f"sam-detect: {Path(m).name}: {note}", err=True)
+            inst = Instances.merge(made)
             inst.labels[:] = label
         elif polygon_paths:
             from sam_detect.formats import read_polygon_file
@@ -263,6 +324,7 @@ def add(image, label, negative, boxes, points, mask_paths, polygon_paths, labels
             if label is None and inst.metadata.get("format") in _NAMELESS:
                 raise click.UsageError(f"missing --label (or --negative): {Path(annotations_path).name} is "
                                        f"{_NAMELESS[inst.metadata['format']]}, which names no class")
+            inst = _named_only(inst, label, Path(annotations_path).name, quiet)
             if label is not None:
                 inst.labels[:] = label
             else:  # class names from the file follow the label policy too

@@ -122,15 +122,42 @@ def list_cmd(ctx: click.Context, as_json: bool, **opts: Any) -> None:
 
 
 @_library_command("show", json=True, default_name=True)
-def show_cmd(ctx: click.Context, name: str, as_json: bool, **opts: Any) -> None:
+@click.option("--examples", "list_examples", is_flag=True,
+              help="Also list every example: its id (for `library delete --id`), label, area and image "
+                   "(with --json: as \"example_list\").")
+def show_cmd(ctx: click.Context, name: str, as_json: bool, list_examples: bool = False, **opts: Any) -> None:
     """Show a library's settings and its example count per label (NAME: default, the library
-    `add` and `detect` use without --library)."""
+    `add` and `detect` use without --library); --examples lists the examples themselves."""
     store = _open(ctx, **opts)
     info = _library_info(store, name)
+    rows = _example_rows(store, name) if list_examples else None
     if as_json:
-        click.echo(json.dumps(info, indent=2))
+        click.echo(json.dumps(info if rows is None else {**info, "example_list": rows}, indent=2))
         return
     _print_info(info)
+    if rows is not None:
+        click.echo("examples (in the order they were added):")
+        table = [("ID", "LABEL", "AREA", "IMAGE")] + [
+            (r["id"], r["label"], str(r["area"]), r["image"] + (f" (frame {r['frame']})" if "frame" in r else ""))
+            for r in rows]
+        widths = [max(len(row[i]) for row in table) for i in range(3)]
+        for row in table:
+            click.echo("  " + "  ".join(c.ljust(w) for c, w in zip(row[:3], widths, strict=True)) + "  " + row[3])
+
+
+def _example_rows(store: Any, name: str) -> list[dict[str, Any]]:
+    """Every example of library ``name``: id, label, area in pixels, the image it was drawn on
+    (its file name as `add` was given it) and its frame, in the order added."""
+    rows = []
+    for ids, _vectors, labels, payloads in store.iter_examples(name):
+        for i, lab, p in zip(ids, labels, payloads, strict=True):
+            row = {"id": str(i), "label": lab, "area": int(p.get("area", 0)), "image": str(p.get("source") or "-"),
+                   "added_ns": p.get("added_ns", 0)}
+            if p.get("frame") is not None:
+                row["frame"] = int(p["frame"])
+            rows.append(row)
+    rows.sort(key=lambda r: r.pop("added_ns") or 0)
+    return rows
 
 
 @library.command("stats")
@@ -349,7 +376,7 @@ def _delete_examples(store: Any, name: str, labels: tuple[str, ...], ids: tuple[
         n += gone
         if gone < len(set(ids)):
             click.echo(f"sam-detect: {len(set(ids)) - gone} of the {len(set(ids))} id(s) given are not in library "
-                       f"{name!r} (`sam-detect library show {name} --json` lists its examples)", err=True)
+                       f"{name!r} (`sam-detect library show {name} --examples` lists its examples)", err=True)
     if n:
         _refresh_derived(store, name)
     click.echo(f"deleted {n} examples from library {name!r} ({store.count(name)} left)", err=True)

@@ -128,6 +128,18 @@ def _silence_stdout() -> None:
         pass
 
 
+def _quiet_readers() -> None:
+    """tifffile logs what it finds wrong in a file (``<tifffile.TiffPages @8> invalid offset to
+    first page``) before it raises, and Python prints that above the one ``Error:`` line that
+    says the same in words; its log is shown with ``SAM_DETECT_DEBUG`` only."""
+    import logging
+
+    from sam_detect.config import ENV_OFF
+
+    if os.environ.get(DEBUG_ENV, "").strip().lower() in ("", *ENV_OFF):
+        logging.getLogger("tifffile").setLevel(logging.CRITICAL)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: results on stdout, one ``Error:`` line on stderr."""
     if argv is None:  # the process's own command line, not a call from a program or a test
@@ -140,6 +152,7 @@ def main(argv: list[str] | None = None) -> None:
         from sam_detect.models.torch_utils import freeze_gc_after_torch_import
 
         freeze_gc_after_torch_import()
+        _quiet_readers()
     code = 0
     try:
         rv = cli.main(args=argv, prog_name="sam-detect", standalone_mode=False)

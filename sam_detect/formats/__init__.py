@@ -102,9 +102,11 @@ def load_annotations(
     frame = image if is_label_image(path) and isinstance(image, (int, np.integer)) else None
     # the size is checked on the image chosen, not on every image of a set
     items = _read_any(path, image_shape, label, channel=channel, frame=frame, check=False)
-    if frame is not None:
+    # a file of one image annotates the image given, whichever frame of a stack that is (what
+    # `detect --frame 5 --coco` writes, `add --frame 5 --annotations` reads back); a name is checked
+    if frame is not None or (len(items) == 1 and not isinstance(image, str)):
         chosen = items[0]
-    elif image is None and len(items) != 1:
+    elif image is None:
         if name is None:
             names = ", ".join(str(it.metadata.get("image")) for it in items[:5])
             raise AnnotationError(
@@ -113,7 +115,7 @@ def load_annotations(
             )
         chosen = select_image(path, items, name)
     else:
-        chosen = items[0] if image is None else select_image(path, items, image)
+        chosen = select_image(path, items, image)
     if image_shape is not None:
         check_hw(path, chosen.image_hw, image_shape, where=chosen.metadata.get("image"))
     return chosen

@@ -138,7 +138,7 @@ def read_geojson(path: Path, doc: Any, image_shape: Sequence[int] | None, label:
     if image_shape is None:
         raise AnnotationError("GeoJSON carries no image size; pass image_shape (H, W) (the CLI passes the image's)")
     hw = (int(image_shape[0]), int(image_shape[1]))
-    crops, labels, skipped = [], [], 0
+    crops, labels, skipped, unnamed, cells = [], [], 0, [], 0
     features = _features(doc)
     if not features:  # a collection with no object (one written for an image where nothing was found)
         inst = Instances.empty(hw)
@@ -157,13 +157,21 @@ def read_geojson(path: Path, doc: Any, image_shape: Sequence[int] | None, label:
             skipped += 1  # outside the image, or too thin to hold a pixel
             continue
         crops.append(crop)
-        labels.append(label or _label_of(feature.get("properties")) or DEFAULT_LABEL)
+        named = label or _label_of(feature.get("properties"))
+        if not named:
+            unnamed.append(len(crops) - 1)
+        cells += feature.get("nucleusGeometry") is not None  # QuPath's cells: the outline is the cell's
+        labels.append(named or DEFAULT_LABEL)
     if not crops:
         raise AnnotationError("no polygon in the GeoJSON lies on the image"
                               + (f" ({skipped} feature(s) of other geometries or outside it)" if skipped else ""))
     inst = Instances.from_crops(crops, None, hw, labels=labels,
                                 data={"source_id": np.arange(len(crops), dtype=np.int64)})
     inst.metadata.update({"format": "geojson", "image": 0, "skipped": skipped})
+    if unnamed:  # outlines without a class (labelled DEFAULT_LABEL): `add` does not take them for a class
+        inst.metadata["unnamed"] = unnamed  # their indices
+    if cells:
+        inst.metadata["cells"] = cells
     return inst
 
 

@@ -25,6 +25,8 @@ LABEL_WRITE_SUFFIXES = (".tif", ".tiff", ".png", ".npy")
 LABEL_READ_SUFFIXES = (*LABEL_IMAGE_SUFFIXES, ".mat")
 #: the keys of a ``.mat`` file's instance map, in order of preference
 MAT_LABEL_KEYS = ("inst_map", "instance_map", "label_map", "labels", "label")
+#: the names of a ``.mat`` file's type maps: never read as its instance map, though its only 2-D array
+MAT_TYPE_KEYS = ("type_map", "class_map", "types")
 #: the files a folder of masks is read from, each one object (lossy JPEGs are not masks)
 MASK_FOLDER_SUFFIXES = (".png", ".tif", ".tiff", ".bmp", ".npy")
 #: an instance map drawn in colours: the least share of neighbouring pixel pairs off the black
@@ -414,7 +416,7 @@ def _mat_arrays(path: Path, types: bool) -> np.ndarray:
         raise AnnotationError(f"{path}: cannot read the .mat file ({type(e).__name__}: {e})") from e
     maps = {k: v for k, v in data.items() if v.ndim == 2 and min(v.shape) > 1}
     key = next((k for k in MAT_LABEL_KEYS if k in maps), None)
-    if key is None and len(maps) == 1:
+    if key is None and len(maps) == 1 and next(iter(maps)) not in MAT_TYPE_KEYS:  # a type map is no instance map
         key = next(iter(maps))
     if key is None:
         raise AnnotationError(f"{path}: no instance map among its arrays ({', '.join(sorted(data)) or 'none'}); "

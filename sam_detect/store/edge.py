@@ -18,6 +18,7 @@ for that library (other libraries in the folder stay usable).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import threading
@@ -234,9 +235,12 @@ class EdgeStore(Store):
                     shard.close()
                 write_meta(tmp, meta)
                 os.rename(tmp, final)
-            except FileExistsError:
+            except OSError as e:  # the folder is there by now: renamed onto (ENOTEMPTY on Linux) or raced
+                if not (isinstance(e, FileExistsError) or e.errno in (errno.EEXIST, errno.ENOTEMPTY)):
+                    raise
                 raise LibraryError(
-                    f"library {name!r} was just created by another process"
+                    f"library {name!r} was just created by another process (two commands made it at "
+                    "once); run this one again to add to it"
                 ) from None
             finally:
                 if tmp.exists():
