@@ -60,7 +60,7 @@ def test_registered_and_configurable():
         ({"refine_fraction": 1.0}, "refine_fraction must be in [0, 1), got 1.0"),
         (
             {"threshold": "magic"},
-            "threshold must be one of tophat, otsu, li, triangle, yen, mean, local, got 'magic'",
+            "threshold must be one of auto, tophat, otsu, li, triangle, yen, mean, local, got 'magic'",
         ),
         ({"polarity": "up"}, "polarity must be one of auto, bright, dark, got 'up'"),
         ({"block_size": 10}, "block_size must be an odd int >= 3, got 10"),
@@ -409,13 +409,15 @@ def test_prompt_on_a_dark_nucleus_where_the_image_reads_bright():
     """Real data (scikit-image's immunohistochemistry slide): the image-wide threshold
     reads its white stroma gaps as the bright objects, so a click on a nucleus in them gave
     the gap around it (13,094 px, the nucleus a filled hole) or nothing, and a box the box.
-    The clicked pixels' own class decides: each click and box gives its nucleus."""
+    The clicked pixels' own class decides: each click and box gives its nucleus. (Read by its
+    luminance, as a grey brightfield image is; the default reads a stained slide by its
+    haematoxylin, where the nuclei are the bright objects: test_a_stained_slide_s_clicks...)"""
     import cv2
     from skimage import data
 
     img = data.immunohistochemistry()
     grey = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
-    seg = ClassicalSegmenter()
+    seg = ClassicalSegmenter(intensity="gray")
     assert seg._label(img)[4] == "bright"  # the case at hand
     for x, y in IHC_NUCLEI:
         p = seg.prompt(img, point=(x, y))
@@ -430,7 +432,7 @@ def test_prompt_on_a_dark_nucleus_where_the_image_reads_bright():
         assert m[(y0 + y1) // 2, (x0 + x1) // 2] and m.sum() < 0.7 * (x1 - x0) * (y1 - y0)
         assert _darker_than_ring(grey, m, 20)
     # a polarity set by the user is kept: the click then finds no dark nucleus
-    forced = ClassicalSegmenter(polarity="bright").prompt(img, point=IHC_NUCLEI[0])
+    forced = ClassicalSegmenter(intensity="gray", polarity="bright").prompt(img, point=IHC_NUCLEI[0])
     assert len(forced) == 0 or not _darker_than_ring(grey, forced.masks[0], 20)
 
 
@@ -440,14 +442,15 @@ def test_a_click_read_as_dark_is_never_answered_with_the_bright_ground_around_it
     windows split the brown tissue from everything else; the image-wide (bright) object
     under the click was the white gap round the nucleus, 10,150 px, which a first example
     then made the class bright. Now the click finds nothing and says why; a box finds the
-    nucleus."""
+    nucleus. (Read by its luminance, as a grey brightfield image is: the default reads the
+    slide by its haematoxylin, where this click finds the nucleus.)"""
     import cv2
     from skimage import data
 
     from sam_detect import DetectorConfig, SAMDetect
 
     img = data.immunohistochemistry()
-    seg = ClassicalSegmenter()
+    seg = ClassicalSegmenter(intensity="gray")
     assert seg._label(img)[4] == "bright"
     pale = seg.prompt(img, point=(278, 481))
     assert len(pale) == 0 and "a box around the object" in pale.metadata["why"]
@@ -456,7 +459,7 @@ def test_a_click_read_as_dark_is_never_answered_with_the_bright_ground_around_it
     assert _darker_than_ring(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), boxed.masks[0], 10)
     for x, y in IHC_NUCLEI:  # the clicks that found their nuclei still do
         assert len(seg.prompt(img, point=(x, y))) == 1
-    det = SAMDetect(DetectorConfig(segmenter="classical", embedder="handcrafted", store="memory"))
+    det = SAMDetect(DetectorConfig(segmenter="classical", embedder="handcrafted", store="memory"), segmenter=seg)
     with pytest.raises(AnnotationError, match="no object found at point 278,481: the pixels there are darker"):
         det.prompt_to_instances(img, point=(278, 481), label="nucleus")
     det.close()
@@ -468,13 +471,14 @@ def test_a_pale_nucleus_otsu_cannot_split_is_found_at_the_click_s_half_way_level
     brown tissue from everything else. The pixels beyond the level half-way between the
     click's and their ground's, round the click and clear of the window's edge, are the
     nucleus; before, these clicks gave nothing or (435, 344) the 6,485 px white gap. A click
-    whose such pixels run to the window's edge still finds nothing."""
+    whose such pixels run to the window's edge still finds nothing. (Read by its luminance, as
+    a grey brightfield image is; the default reads the slide by its haematoxylin.)"""
     import cv2
     from skimage import data
 
     img = data.immunohistochemistry()
     grey = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
-    seg = ClassicalSegmenter()
+    seg = ClassicalSegmenter(intensity="gray")
     for x, y in ((464, 20), (435, 344)):
         found = seg.prompt(img, point=(x, y))
         assert len(found) == 1
@@ -898,3 +902,79 @@ def test_a_tight_box_whose_object_no_threshold_of_its_own_separates_takes_the_im
     out = seg.prompt(img, box=np.array([16, 8, 24, 32]))
     got = out.mask(0)
     assert len(out) == 1 and got[8:32, 18:22].all() and got.sum() == got[8:32, 16:24].sum()  # in the box
+
+
+def stained_field(seed=0, size=128, nuclei=((30, 30, 6), (30, 90, 7), (64, 60, 6), (95, 25, 7), (100, 100, 6),
+                                          (60, 110, 5), (20, 60, 5), (110, 64, 6))):
+    """An H&E-like field in transmitted light (Beer-Lambert: each pixel's optical density is
+    eosin's along fibres, white gaps between them, plus haematoxylin where a nucleus lies), and
+    its nuclei's label image. The fibres are as dark as the nuclei in luminance; only the
+    stain's colour tells them apart."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    h_od = np.array([0.65, 0.70, 0.29]) / np.linalg.norm([0.65, 0.70, 0.29])
+    e_od = np.array([0.07, 0.99, 0.11]) / np.linalg.norm([0.07, 0.99, 0.11])
+    fibres = cv2.GaussianBlur(rng.normal(0, 1, (size, size)).astype(np.float32), (0, 0), sigmaX=8, sigmaY=1.2)
+    fibres = (fibres - fibres.mean()) / fibres.std()
+    eosin = np.clip(0.5 + 0.45 * fibres, 0.05, 1.6)
+    haem = np.full((size, size), 0.05)
+    truth = np.zeros((size, size), np.int32)
+    for i, (cy, cx, r) in enumerate(nuclei, 1):
+        m = disk(size, size, cy, cx, r)
+        haem[m] = 0.9
+        truth[m] = i
+    od = eosin[..., None] * e_od + haem[..., None] * h_od + rng.normal(0, 0.02, (size, size, 3))
+    return np.clip(255 * np.exp(-od), 0, 255).astype(np.uint8), truth
+
+
+def test_a_stained_slide_is_read_by_its_haematoxylin_without_examples():
+    """A colour image with a bright, coloured median pixel (a slide in transmitted light) is
+    read by its haematoxylin density, Otsu-thresholded, objects the dense pixels; luminance
+    there mixes the nuclei with the eosin-dark fibres. Grey, tinted one-channel, dark
+    (fluorescence) and photograph-like images keep the luminance reading."""
+    from skimage.color import rgb2hed
+
+    from sam_detect.io.render import STAIN_FULL, haematoxylin, stained
+
+    rgb, truth = stained_field()
+    assert stained(rgb)
+    expected = np.clip(np.rint(rgb2hed(rgb)[..., 0] * 255 / STAIN_FULL), 0, 255).astype(np.uint8)
+    assert np.array_equal(haematoxylin(rgb), expected)  # scikit-image's deconvolution, one table per channel
+
+    def matched(inst):
+        return sum(max((best_iou(inst.mask(j), truth == i) for j in range(len(inst))), default=0.0) >= 0.5
+                   for i in range(1, truth.max() + 1))
+
+    found = ClassicalSegmenter().segment(rgb)
+    assert found.metadata["polarity"] == "bright" and matched(found) == 8 and len(found) <= 10
+    grey = ClassicalSegmenter(intensity="gray").segment(rgb)  # the luminance reading, as before
+    assert matched(grey) <= 6 or len(grey) >= 2 * len(found)
+    # as one setting of the examples' grid (calibrated.OWN), the defaults read light as before
+    own, light = ClassicalSegmenter().own_setting(rgb), ClassicalSegmenter(intensity="gray", threshold="tophat")
+    assert np.array_equal(own.to_label_image(), light.segment(rgb).to_label_image())
+    # a polarity or a reading given by the caller is kept
+    assert ClassicalSegmenter(polarity="dark").segment(rgb).metadata["polarity"] == "dark"
+    assert len(ClassicalSegmenter(intensity="stain", threshold="tophat").segment(rgb)) >= 1
+
+    # real data: scikit-image's IHC slide, read by its haematoxylin: every README click, and the
+    # pale nuclei the luminance reading could not answer (above), give a nucleus-sized object
+    # darker than its ring
+    import cv2
+    from skimage import data
+
+    ihc = data.immunohistochemistry()
+    assert stained(ihc)
+    ihc_grey = cv2.cvtColor(ihc, cv2.COLOR_RGB2GRAY)
+    seg = ClassicalSegmenter()
+    for x, y in (*IHC_NUCLEI, (278, 481), (464, 20), (435, 344)):
+        (m,) = seg.prompt(ihc, point=(x, y)).masks
+        assert m[y, x] and 30 <= m.sum() <= 500 and _darker_than_ring(ihc_grey, m, 10), ((x, y), m.sum())
+
+    dark = (255 - rgb) // 4  # a colour image on a dark ground: fluorescence
+    tinted = np.zeros_like(rgb)
+    tinted[..., 2] = rgb[..., 1]  # one channel shown in blue
+    pale = (rgb // 8 + 200).astype(np.uint8)  # bright, but hardly coloured
+    for image in (np.repeat(rgb[..., 1:2], 3, axis=2), dark, tinted, pale):
+        assert not stained(image)
+    assert not stained(rgb[..., 0])

@@ -938,7 +938,8 @@ def grid_ious(rgb: np.ndarray, scale: Scale, masks: list[tuple[np.ndarray, tuple
     if own is not None:
         # the segmenter's own settings need the whole image (their background and noise
         # estimates are global): one segmentation, scored on the same examples
-        out[0, GRID_INDEX[OWN]] = _reproduction(own.segment(rgb).to_label_image(), masks)
+        proposed = own.own_setting(rgb) if hasattr(own, "own_setting") else own.segment(rgb)
+        out[0, GRID_INDEX[OWN]] = _reproduction(proposed.to_label_image(), masks)
         out[1, GRID_INDEX[OWN]] = out[0, GRID_INDEX[OWN]]  # drawn as that segmenter draws them
     return out if inset else out[0]
 

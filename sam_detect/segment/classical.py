@@ -3,11 +3,13 @@
 The offline default for microscopy (fluorescent nuclei, blobs on a plain background):
 
 1. intensity from the RGB image (luminance, one channel, or the channel maximum; a frame of
-   one channel shown in one colour, such as a blue DAPI frame, is read in that channel);
+   one channel shown in one colour, such as a blue DAPI frame, is read in that channel; a
+   stained slide in transmitted light, such as H&E, by its haematoxylin density);
 2. optional Gaussian smoothing;
-3. a threshold (``tophat``: k noise sigmas above a local background, the default; or
-   ``otsu``, ``li``, ``triangle``, ``yen``, ``mean``, ``local``) with a polarity:
-   ``bright`` objects, ``dark`` objects, or ``auto`` (the minority class);
+3. a threshold (``tophat``: k noise sigmas above a local background, the default, or Otsu's
+   on a stain's density; or ``otsu``, ``li``, ``triangle``, ``yen``, ``mean``, ``local``) with
+   a polarity: ``bright`` objects, ``dark`` objects, or ``auto`` (the minority class; a
+   stain's dense pixels);
 4. hole filling; per-object refinement (each object cut at a fraction of its own height
    above the background, trimming halos and haze); a small opening;
 5. touching objects split by a watershed on the smoothed distance transform, seeded at its
@@ -29,6 +31,7 @@ background, refinement, watershed split, label statistics):
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 from collections import OrderedDict
@@ -114,6 +117,7 @@ class ClassicalSegmenter:
         self._cache: OrderedDict[bytes, tuple[np.ndarray, np.ndarray, np.ndarray, float, str]] = OrderedDict()
         self._cache_objects: tuple[np.ndarray, list, np.ndarray] | None = None
         self._cache_total: tuple[np.ndarray, float] | None = None
+        self._as_light: ClassicalSegmenter | None = None  # own_setting's reading, made once
 
     def __repr__(self) -> str:
         return f"ClassicalSegmenter({self.config})"
@@ -169,6 +173,28 @@ class ClassicalSegmenter:
         )
         return inst
 
+    def own_setting(self, image: np.ndarray) -> Instances:
+        """What this segmenter's own settings propose as one setting of the examples' grid
+        (``calibrated.OWN``, measured at ``add`` and offered at ``detect`` where it reproduces
+        the examples about as well as their lead): :meth:`segment` without a profile, but with
+        the reading and threshold left to the segmenter (``"auto"``) taken as light is read,
+        luminance and ``tophat``, on every image. A stained slide's haematoxylin reading,
+        offered there, joined the H&E settings and cost the development H&E patches 0.567 ->
+        0.556 (docs/performance.md, session 85); the examples' own settings read the stain."""
+        if self.config.intensity != "auto" and self.config.threshold != "auto":
+            return self.segment(image)
+        return self._light().segment(image)
+
+    def _light(self) -> ClassicalSegmenter:
+        """This segmenter with the reading and threshold left to it (``"auto"``) taken as light
+        is read, luminance and ``tophat``, on every image (made once)."""
+        cfg = self.config
+        if self._as_light is None:
+            self._as_light = ClassicalSegmenter(config=dataclasses.replace(
+                cfg, intensity="gray" if cfg.intensity == "auto" else cfg.intensity,
+                threshold="tophat" if cfg.threshold == "auto" else cfg.threshold))
+        return self._as_light
+
     def _segment_calibrated(self, image: np.ndarray, classes: dict[str, dict],
                             levels: tuple[float, float] | None = None,
                             grounds: dict[str, list[float]] | None = None) -> Instances:
@@ -204,7 +230,7 @@ class ClassicalSegmenter:
         for label, entry in classes.items():
             settings = [Setting(**s) for s in entry["settings"]]
             if OWN in settings and own is None:
-                own = self.segment(img)  # this segmenter's own settings, one of the alternatives
+                own = self.own_setting(img)  # this segmenter's own settings, one of the alternatives
             gain = level_gain(levels, entry)
             seen = img if gain is None else at_levels(img, gain)  # another exposure: the examples' levels
             if gain is not None:
@@ -380,19 +406,42 @@ class ClassicalSegmenter:
 
         return as_segmenter_image(image, keep_gray=True)
 
-    def _intensity(self, img: np.ndarray) -> np.ndarray:
-        """``(H, W)`` uint8 (0..255): exact, a quarter of the memory of float32."""
+    def _reading(self, img: np.ndarray) -> str:
+        """How ``img`` becomes one channel: ``config.intensity``, with ``"auto"`` resolved
+        (``"stain"`` for a stained slide in transmitted light, ``io.render.stained``, where
+        the polarity is left to the segmenter; else ``"gray"``)."""
+        mode = self.config.intensity
+        if mode != "auto":
+            return mode
+        from sam_detect.io.render import stained
+
+        return "stain" if self.config.polarity == "auto" and img.ndim == 3 and stained(img) else "gray"
+
+    def _intensity(self, img: np.ndarray, mode: str | None = None) -> np.ndarray:
+        """``(H, W)`` uint8 (0..255): exact, a quarter of the memory of float32. ``mode``:
+        :meth:`_reading`'s, found here where ``None``."""
         if img.ndim == 2:
             return img
         rgb = img[..., :3]
-        mode = self.config.intensity
+        mode = mode or self._reading(img)
         if mode == "gray":  # luminance; a DAPI frame in blue: its channel, not a ninth of it
             from sam_detect.io.render import luminance
 
             return luminance(rgb)
+        if mode == "stain":  # the haematoxylin density: nuclei bright, whatever the eosin does
+            from sam_detect.io.render import haematoxylin
+
+            return haematoxylin(rgb)
         if mode == "max":
             return rgb.max(axis=2)
         return np.ascontiguousarray(rgb[..., {"red": 0, "green": 1, "blue": 2}[mode]])
+
+    def _method(self, stain: bool) -> str:
+        """``config.threshold`` with ``"auto"`` resolved: ``"otsu"`` on a stain's density,
+        else ``"tophat"``."""
+        if self.config.threshold != "auto":
+            return self.config.threshold
+        return "otsu" if stain else "tophat"
 
     def _label(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, str]:
         """(labels int32, foreground before size filters, intensity, threshold, polarity)."""
@@ -420,7 +469,9 @@ class ClassicalSegmenter:
         import cv2
 
         cfg = self.config
-        inten = self._intensity(img)
+        mode = self._reading(img) if img.ndim == 3 else "gray"
+        inten = self._intensity(img, mode)
+        stain = mode == "stain"
         smooth = inten.astype(np.float32)
         if cfg.sigma > 0:
             smooth = cv2.GaussianBlur(smooth, (0, 0), cfg.sigma, borderType=cv2.BORDER_REFLECT)
@@ -428,7 +479,7 @@ class ClassicalSegmenter:
             h, w = smooth.shape
             empty = np.zeros((h, w), dtype=np.int32)
             return empty, np.zeros((h, w), bool), inten, float(smooth.flat[0]), "bright"
-        fg, thr, polarity = self._threshold(smooth)
+        fg, thr, polarity = self._threshold(smooth, stain)
         if cfg.fill_holes:
             fg = _fill_holes(fg)
         x = refine_bg = None
@@ -449,14 +500,16 @@ class ClassicalSegmenter:
         labels = self._filter(labels.astype(np.int32, copy=False), labels.shape)
         return labels, fg_raw, inten, float(thr), polarity
 
-    def _threshold(self, smooth: np.ndarray) -> tuple[np.ndarray, float, str]:
-        """(foreground, threshold in intensity units, polarity) of the whole image."""
+    def _threshold(self, smooth: np.ndarray, stain: bool = False) -> tuple[np.ndarray, float, str]:
+        """(foreground, threshold in intensity units, polarity) of the whole image; ``stain``:
+        ``smooth`` is a stain's density (:meth:`_reading`), whose objects are the dense pixels."""
         import cv2
 
         cfg = self.config
-        if cfg.threshold == "tophat":
+        method = self._method(stain)
+        if method == "tophat":
             radius = cfg.background_radius or _object_scale_radius(smooth, cfg.min_area)
-            polarity = self._local_polarity(smooth, radius)
+            polarity = "bright" if stain and cfg.polarity == "auto" else self._local_polarity(smooth, radius)
             x = smooth if polarity == "bright" else 255.0 - smooth
             resid = _background(x, radius)
             np.subtract(x, resid, out=resid)  # in place: one image-sized float32 array less
@@ -473,7 +526,7 @@ class ClassicalSegmenter:
             bg_level = _median_outside(x, fg)
             # in intensity units, for scores and metadata
             thr = bg_level + offset if polarity == "bright" else 255.0 - (bg_level + offset)
-        elif cfg.threshold == "local":
+        elif method == "local":
             # skimage's threshold_local(method="gaussian") computed with OpenCV's faster blur
             resid = cv2.GaussianBlur(
                 smooth, (0, 0), (cfg.block_size - 1) / 6.0, borderType=cv2.BORDER_REFLECT
@@ -483,13 +536,14 @@ class ClassicalSegmenter:
                 offset = max(3.0 * _noise_sigma(resid), 1.0)  # objects: the far tail
             else:
                 offset = float(cfg.local_offset)
-            polarity = self._local_polarity(smooth, (cfg.block_size - 1) / 3.0)
+            polarity = ("bright" if stain and cfg.polarity == "auto"
+                        else self._local_polarity(smooth, (cfg.block_size - 1) / 3.0))
             fg = resid > offset if polarity == "bright" else resid < -offset
             # for scores only: a global level between objects and background
             thr = otsu(smooth)
         else:
-            thr = float(_global_threshold(smooth, cfg.threshold)) * cfg.threshold_scale
-            polarity = self._polarity(smooth, thr)
+            thr = float(_global_threshold(smooth, method)) * cfg.threshold_scale
+            polarity = "bright" if stain and cfg.polarity == "auto" else self._polarity(smooth, thr)
             fg = smooth > thr if polarity == "bright" else smooth < thr
         return fg, float(thr), polarity
 

@@ -7,12 +7,12 @@ from typing import Literal
 
 import numpy as np
 
-ThresholdMethod = Literal["tophat", "otsu", "li", "triangle", "yen", "mean", "local"]
+ThresholdMethod = Literal["auto", "tophat", "otsu", "li", "triangle", "yen", "mean", "local"]
 Polarity = Literal["auto", "bright", "dark"]
 
-_METHODS = ("tophat", "otsu", "li", "triangle", "yen", "mean", "local")
+_METHODS = ("auto", "tophat", "otsu", "li", "triangle", "yen", "mean", "local")
 _POLARITIES = ("auto", "bright", "dark")
-_INTENSITIES = ("gray", "max", "red", "green", "blue")
+_INTENSITIES = ("auto", "gray", "stain", "max", "red", "green", "blue")
 # tile_size=None: images longer than this are segmented in tiles of at most this side
 # (a 4096 x 4096 mosaic of HeLa nuclei, 3077 objects: about 5% more time, a quarter less
 # memory than untiled, the same objects but at seams)
@@ -26,13 +26,21 @@ class ClassicalConfig:
     The defaults suit fluorescent nuclei; ``k_noise`` and ``refine_fraction`` were chosen on
     the development sets (``scripts/tune_classical.py --sets dev``: mnFinder training frames
     and synthetic fields, session 8), the rest on HeLa frames (session 1), so the HeLa and
-    scratch-assay rows of ``docs/performance.md`` are optimistic for those.
+    scratch-assay rows of ``docs/performance.md`` are optimistic for those. A stained slide
+    in transmitted light (H&E, IHC) is read by its haematoxylin density and thresholded by
+    Otsu's method, chosen on the development H&E crop (session 85).
 
     Attributes:
-        intensity: how RGB becomes one channel: ``"gray"`` (luminance), ``"max"`` (channel
-            maximum, good for false-colour composites), ``"red"``/``"green"``/``"blue"``.
+        intensity: how RGB becomes one channel: ``"auto"`` (default): ``"stain"`` for a
+            colour image that looks like a stained slide in transmitted light
+            (``io.render.stained``: a bright, coloured median pixel) while ``polarity`` is
+            ``"auto"``, else ``"gray"``; ``"gray"`` (luminance); ``"stain"`` (the
+            haematoxylin density, ``io.render.haematoxylin``: nuclei bright); ``"max"``
+            (channel maximum, good for false-colour composites), ``"red"``/``"green"``/``"blue"``.
         sigma: Gaussian smoothing in pixels before thresholding (0: none).
-        threshold: ``"tophat"`` (default): pixels more than ``k_noise`` robust noise
+        threshold: ``"auto"`` (default): ``"otsu"`` on a stain's density (an absorbing
+            stain's nuclei against the little of it elsewhere), else ``"tophat"``.
+            ``"tophat"``: pixels more than ``k_noise`` robust noise
             standard deviations above a local background (a morphological opening of radius
             ``background_radius``), which keeps dim objects on uneven backgrounds;
             ``"otsu"``, ``"li"``, ``"triangle"``, ``"yen"``, ``"mean"``: one global
@@ -53,7 +61,8 @@ class ClassicalConfig:
             bright objects while dim objects keep their extent.
         refine_fraction: that fraction, in ``[0, 1)``.
         polarity: ``"bright"`` objects on dark, ``"dark"`` on bright, or ``"auto"``
-            (objects are the minority class of the threshold).
+            (objects are the minority class of the threshold; on a stain's density, the
+            dense pixels).
         fill_holes: fill holes inside objects.
         opening: radius of a binary opening that removes thin bridges and specks (0: none).
         split: split touching objects with a distance-transform watershed.
@@ -81,9 +90,9 @@ class ClassicalConfig:
             and segmented again in a window of their own).
     """
 
-    intensity: str = "gray"
+    intensity: str = "auto"
     sigma: float = 1.0
-    threshold: str = "tophat"
+    threshold: str = "auto"
     threshold_scale: float = 1.0
     background_radius: int | None = None
     k_noise: float = 7.0
