@@ -97,6 +97,23 @@ def test_channels_first_select_and_merge():
     np.testing.assert_array_equal(to_rgb_uint8(np.moveaxis(c, 0, -1), channel=1), ch1)
 
 
+def test_an_array_of_many_planes_read_as_channels_is_said(caplog):
+    """An ``(N, H, W)`` array of 5-16 planes is read as channels, merged: a short time-lapse
+    given as an array would be merged silently (the CLI refuses such a TIFF without --frame),
+    so a warning says how to pass a frame or a channel; a 3-channel array, or one channel
+    chosen, says nothing."""
+    stack = np.zeros((8, 10, 12), np.uint16)
+    stack[3, 2:5, 2:5] = 1000
+    with caplog.at_level("WARNING", logger="sam_detect"):
+        merged = to_rgb_uint8(stack)
+    assert merged[3, 3, 0] == 255 and "read as one image of 8 channels, merged" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="sam_detect"):
+        to_rgb_uint8(stack[:3])
+        to_rgb_uint8(stack, channel=3)
+    assert "channels, merged" not in caplog.text
+
+
 def test_16bit_rgb_keeps_colour_balance():
     a = np.zeros((4, 4, 3), np.uint16)
     a[..., 0] = 4000

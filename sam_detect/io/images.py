@@ -286,6 +286,14 @@ def to_rgb_uint8(
                 f"(H, W, C) or (C, H, W) with few channels: pass channel_axis=0 or -1"
             )
         if axis == 0:
+            if channel_axis is None and channel is None and arr.shape[0] > 4:
+                # a short time-lapse or z-stack as an array looks just like channels: said, as the CLI
+                # refuses such a TIFF stack without --frame
+                import logging
+
+                logging.getLogger("sam_detect").warning(
+                    "an array of shape %s is read as one image of %d channels, merged; a stack's frame "
+                    "is array[k], one channel channel=k", arr.shape, arr.shape[0])
             arr = np.moveaxis(arr, 0, -1)
         else:
             # Plain (H, W, 3|4) arrays are photographs: RGB(A), kept in colour.
