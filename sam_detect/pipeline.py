@@ -743,8 +743,7 @@ class SAMDetect(DetectorStages, LibraryState):
         timings["segment"] = time.perf_counter() - t0
         _stage_done(stages, "descriptions")
         n_proposed = len(inst)
-        # proposed by settings the examples chose ("flat": a blank image, where none could)
-        steered = "flat" if not np.ptp(rgb) else bool(inst.metadata.get("calibrated"))
+        steered = bool(inst.metadata.get("calibrated"))  # proposed by settings the examples chose
         shifts = inst.metadata.get("size_shift") or {}
         profile = at_scale(profile, shifts)  # an image at another magnification than the examples
         border_note = None
@@ -866,7 +865,8 @@ class SAMDetect(DetectorStages, LibraryState):
         notes = [] if own_note and not len(inst) and len(out) else \
             _why_few(n_proposed, size_note, len(inst), np.asarray(d.similarities, np.float64)[~negative],
                      d.thresholds, voted, len(out), int(negative.sum()), objects,
-                     self.store.count(self.config.library) if voted == 0 and len(inst) else None, steered)
+                     self.store.count(self.config.library) if voted == 0 and len(inst) else None,
+                     "flat" if n_proposed == 0 and not np.ptp(rgb) else steered)  # a blank image: none could
         if own_note:
             notes.insert(0, own_note)
         if unlike_image:

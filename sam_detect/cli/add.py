@@ -123,7 +123,9 @@ def _named_only(inst: Any, label: str | None, name: str, quiet: bool) -> Any:
     if not quiet:
         click.echo(f"sam-detect: {name}: {len(unnamed)} of {len(inst)} outline(s) carry no classification: left "
                    "out (give --label to add every outline as that one class)", err=True)
-    return inst[keep]
+    kept = inst[keep]
+    del kept.metadata["unnamed"]  # indices of the whole file's outlines: none of these
+    return kept
 
 
 #: how far apart in area the masks of one add's boxes and clicks may lie before stderr says so

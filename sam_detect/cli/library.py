@@ -116,9 +116,14 @@ def list_cmd(ctx: click.Context, as_json: bool, **opts: Any) -> None:
         if "status" not in r else (r["name"], "-", "-", r["status"], "-")
         for r in rows
     ]
-    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
-    for row in table:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    for line in _table_lines(table):
+        click.echo(line)
+
+
+def _table_lines(table: list[tuple[str, ...]], indent: str = "") -> list[str]:
+    """The rows of ``table`` (a header first) as lines, its columns aligned."""
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    return [(indent + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True))).rstrip() for row in table]
 
 
 @_library_command("show", json=True, default_name=True)
@@ -140,9 +145,8 @@ def show_cmd(ctx: click.Context, name: str, as_json: bool, list_examples: bool =
         table = [("ID", "LABEL", "AREA", "IMAGE")] + [
             (r["id"], r["label"], str(r["area"]), r["image"] + (f" (frame {r['frame']})" if "frame" in r else ""))
             for r in rows]
-        widths = [max(len(row[i]) for row in table) for i in range(3)]
-        for row in table:
-            click.echo("  " + "  ".join(c.ljust(w) for c, w in zip(row[:3], widths, strict=True)) + "  " + row[3])
+        for line in _table_lines(table, indent="  "):
+            click.echo(line)
 
 
 def _example_rows(store: Any, name: str) -> list[dict[str, Any]]:

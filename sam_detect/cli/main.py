@@ -67,9 +67,7 @@ class LazyGroup(click.Group):
         except (KeyboardInterrupt, SystemExit, GeneratorExit):
             raise
         except Exception as e:
-            from sam_detect.config import ENV_OFF
-
-            if os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", *ENV_OFF):  # any other word: on
+            if _debugging():
                 raise
             # Not a user's mistake but a bug: still one line, with the way to see the details.
             raise click.ClickException(
@@ -128,15 +126,20 @@ def _silence_stdout() -> None:
         pass
 
 
+def _debugging() -> bool:
+    """Whether ``SAM_DETECT_DEBUG`` is on: any word but an empty one or an off word."""
+    from sam_detect.config import ENV_OFF
+
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", *ENV_OFF)
+
+
 def _quiet_readers() -> None:
     """tifffile logs what it finds wrong in a file (``<tifffile.TiffPages @8> invalid offset to
     first page``) before it raises, and Python prints that above the one ``Error:`` line that
     says the same in words; its log is shown with ``SAM_DETECT_DEBUG`` only."""
     import logging
 
-    from sam_detect.config import ENV_OFF
-
-    if os.environ.get(DEBUG_ENV, "").strip().lower() in ("", *ENV_OFF):
+    if not _debugging():
         logging.getLogger("tifffile").setLevel(logging.CRITICAL)
 
 

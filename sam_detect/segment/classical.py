@@ -507,9 +507,11 @@ class ClassicalSegmenter:
 
         cfg = self.config
         method = self._method(stain)
+        # a stain's objects are its dense pixels, where the polarity is left to the segmenter
+        dense = "bright" if stain and cfg.polarity == "auto" else None
         if method == "tophat":
             radius = cfg.background_radius or _object_scale_radius(smooth, cfg.min_area)
-            polarity = "bright" if stain and cfg.polarity == "auto" else self._local_polarity(smooth, radius)
+            polarity = dense or self._local_polarity(smooth, radius)
             x = smooth if polarity == "bright" else 255.0 - smooth
             resid = _background(x, radius)
             np.subtract(x, resid, out=resid)  # in place: one image-sized float32 array less
@@ -536,14 +538,13 @@ class ClassicalSegmenter:
                 offset = max(3.0 * _noise_sigma(resid), 1.0)  # objects: the far tail
             else:
                 offset = float(cfg.local_offset)
-            polarity = ("bright" if stain and cfg.polarity == "auto"
-                        else self._local_polarity(smooth, (cfg.block_size - 1) / 3.0))
+            polarity = dense or self._local_polarity(smooth, (cfg.block_size - 1) / 3.0)
             fg = resid > offset if polarity == "bright" else resid < -offset
             # for scores only: a global level between objects and background
             thr = otsu(smooth)
         else:
             thr = float(_global_threshold(smooth, method)) * cfg.threshold_scale
-            polarity = "bright" if stain and cfg.polarity == "auto" else self._polarity(smooth, thr)
+            polarity = dense or self._polarity(smooth, thr)
             fg = smooth > thr if polarity == "bright" else smooth < thr
         return fg, float(thr), polarity
 
