@@ -22,6 +22,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from sam_detect.errors import SettingError
+
 #: the fade of a new library (its settings: the fade's own defaults)
 DEFAULT_FADE = "gaussian"
 
@@ -54,15 +56,16 @@ class Param:
 
     def check(self, value: Any) -> Any:
         """``value`` as an ``int`` (integer settings) or ``float``; ``ValueError`` saying the range
-        otherwise (``bool``, strings, ``nan`` and ``inf`` included)."""
+        otherwise (:class:`~sam_detect.errors.SettingError`, a ``ValueError``; ``bool``, strings, ``nan`` and ``inf``
+        included)."""
         kind = "an integer" if self.integer else "a number"
         if isinstance(value, bool) or not hasattr(value, "__index__" if self.integer else "__float__") \
                 or isinstance(value, (str, bytes)):
-            raise ValueError(f"{self.name} must be {kind} in {self.interval}, got {value!r}")
+            raise SettingError(f"{self.name} must be {kind} in {self.interval}, got {value!r}")
         number = int(value) if self.integer else float(value)
         below = number <= self.low if self.low_open else number < self.low
         if not math.isfinite(number) or below or number > self.high:
-            raise ValueError(self.error(value))
+            raise SettingError(self.error(value))
         return number
 
 

@@ -62,3 +62,8 @@ class DeviceNotAvailableError(SamDetectError, ValueError):
 
 class InvalidNameError(SamDetectError, ValueError):
     """A library name breaks the name policy (see :mod:`sam_detect.names`)."""
+
+
+class SettingError(SamDetectError, ValueError):
+    """A setting out of its range or of the wrong kind, or an unknown component or option
+    name (``top_k=0``, ``store="nosuch"``, ``drop_border="no"``)."""

@@ -261,6 +261,28 @@ def crops_iou(a: Sequence[MaskCrop], b: Sequence[MaskCrop]) -> np.ndarray:
     return iou
 
 
+#: a mask given as one example that holds this many object values (a label image) or separate
+#: pieces is said to be several objects
+MANY_PIECES = 3
+
+
+def many_in_mask(original: np.ndarray, mask: np.ndarray) -> str | None:
+    """What makes a mask given as one example look like several objects -- ``"is a label image
+    of N objects"`` (``original``, the array as given, holds several object values) or ``"holds
+    N separate pieces"`` (``mask``, its bool mask) -- or ``None``."""
+    import cv2
+
+    original = np.asarray(original)
+    values = np.unique(original) if original.ndim == 2 and np.issubdtype(original.dtype, np.integer) else None
+    n_values = 0 if values is None else int(np.count_nonzero(values))
+    n_pieces = cv2.connectedComponents(np.asarray(mask).astype(np.uint8), connectivity=8)[0] - 1
+    if n_values >= MANY_PIECES:
+        return f"is a label image of {n_values} objects"
+    if n_pieces >= MANY_PIECES:
+        return f"holds {n_pieces} separate pieces"
+    return None
+
+
 def mask_to_rle(mask: np.ndarray) -> dict[str, Any]:
     """COCO RLE of a bool ``(H, W)`` mask: ``{"size": [H, W], "counts": str}``."""
     from pycocotools import mask as mask_utils

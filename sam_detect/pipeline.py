@@ -247,6 +247,9 @@ class SAMDetect(DetectorStages, LibraryState):
             mask = mask[..., 0]
         if mask.shape != tuple(image_hw):
             raise AnnotationError(f"mask shape {mask.shape} does not match the image's {tuple(image_hw)}")
+        if mask.dtype.kind in "fc" and not np.isfinite(mask).all():  # NaN is non-zero: it read as "the object"
+            raise AnnotationError("the mask holds NaN or infinite values: a mask marks the object with non-zero "
+                                  "pixels on a zero background (np.nan_to_num(mask), or mask > 0)")
         mask = mask.astype(bool)
         if not mask.any():
             raise AnnotationError("the mask is empty (zero area)")
@@ -375,6 +378,12 @@ class SAMDetect(DetectorStages, LibraryState):
         loaded = self._load(image)
         inst = self.prompt_to_instances(loaded, mask=mask, box=box, point=point, polygon=polygon, label=label)
         inst.labels[:] = [label]
+        if mask is not None:  # a label image given as the mask: one example of every object in it
+            from sam_detect.masks import many_in_mask
+
+            if (what := many_in_mask(mask, inst.mask(0))) is not None:
+                log.warning("the mask %s, added as ONE example; add_examples_from_annotations(image, label_image, "
+                            "label=...) adds each object as an example", what)
         return self.add_examples(loaded, inst)
 
     @heavy
@@ -409,6 +418,9 @@ class SAMDetect(DetectorStages, LibraryState):
         loaded = self._load(image)
         if len(instances) == 0:
             raise AnnotationError("no examples to add (the annotation holds no objects)")
+        if not np.ptp(loaded.rgb):  # detect says of such an image that it holds no object to find
+            raise AnnotationError("the image holds one value everywhere (a blank frame, or all NaN): an example "
+                                  "there shows nothing of its object")
         if instances.image_hw != loaded.rgb.shape[:2]:
             raise AnnotationError(
                 f"annotation size {instances.image_hw} does not match the image's {loaded.rgb.shape[:2]}"
@@ -653,6 +665,10 @@ class SAMDetect(DetectorStages, LibraryState):
 
         top_k = self.config.top_k if top_k is None else check("top_k", top_k)
         threshold = self.config.threshold if threshold is None else check("threshold", threshold)
+        if drop_border is not None and not isinstance(drop_border, (bool, np.bool_)):  # "no" is truthy
+            from sam_detect.errors import SettingError
+
+            raise SettingError(f"drop_border must be True, False or None, got {drop_border!r}")
         drop_border = self.config.drop_border if drop_border is None else bool(drop_border)
         self.check_library(create=False)
         whole = self._load(image)

@@ -281,15 +281,23 @@ CUT_FLOOR = 0.5
 #: the means of the two classes an Otsu threshold splits the image into) is proposed at
 #: the examples' levels, its grey values mapped onto theirs (another exposure or camera
 #: gain: the settings' levels and floors are in the examples' grey values); at most
-#: ``LEVEL_GAIN_MAX`` either way, and not where the two classes lie under
-#: ``LEVEL_MIN_SPLIT`` grey values apart (an empty image's noise). The development sets'
+#: ``LEVEL_GAIN_MAX`` either way, and not where the two classes are not told apart (an
+#: empty image's noise: :func:`grey_levels`). The development sets'
 #: frames of other cell lines and sessions lie at 0.44-1.24x their example frame's, so 2
 #: would fire on images of an ordinary exposure; the pipeline holds unchanged at 0.5x
 #: without it and loses from 0.25x (dimmed copies of development frames;
 #: docs/performance.md, session 27)
 LEVEL_GAIN = 3.0
-LEVEL_GAIN_MAX = 16.0
+LEVEL_GAIN_MAX = 64.0
+#: two classes at least this many grey values apart are told apart ...
 LEVEL_MIN_SPLIT = 8.0
+#: ... and, closer, at least this many apart and this many times the spread (sd) of the larger
+#: class, the ground: a frame cut to 8 bits with only a few grey values in its objects (a
+#: 16-bit frame through ``img_as_ubyte``: 16 grey values, the two classes 3 apart, the ground
+#: 18 sds below the nuclei' mean). The two halves of pure noise lie 2.7 of their sds apart
+#: (Gaussian; 3.5 uniform), and a noise of under a grey value splits under 2 apart
+LEVEL_MIN_GREYS = 2.0
+LEVEL_SEPARATION = 6.0
 #: ... or whose background lies more than this share of the examples' object contrast off
 #: where that gain puts it (an offset: a brighter background, uneven illumination; the
 #: development frames of other lines and sessions lie within 0.12)
@@ -1195,9 +1203,12 @@ def _contrast_floor(stats: Sequence[dict], direction: np.ndarray) -> float | Non
 
 def grey_levels(rgb: np.ndarray) -> tuple[float, float] | None:
     """``(low, high)``: the mean grey values of the two classes an Otsu threshold splits a
-    grey image into (every third pixel), or ``None`` for a colour image or a flat one. One
-    channel shown in one colour (a blue DAPI or green GFP frame saved as RGB) is a grey
-    image here, read in its channels that carry it (:func:`~sam_detect.io.render.one_channel`)."""
+    grey image into (every third pixel), or ``None`` for a colour image, a flat one, or one
+    whose two classes are not told apart: under ``LEVEL_MIN_SPLIT`` grey values apart, and
+    under ``LEVEL_MIN_GREYS`` or ``LEVEL_SEPARATION`` sds of the larger class (an empty
+    image's noise). One channel shown in one colour (a blue DAPI or green GFP frame saved as
+    RGB) is a grey image here, read in its channels that carry it
+    (:func:`~sam_detect.io.render.one_channel`)."""
     import cv2
 
     from sam_detect.io.render import one_channel
@@ -1212,7 +1223,13 @@ def grey_levels(rgb: np.ndarray) -> tuple[float, float] | None:
         return None
     t, _ = cv2.threshold(g[None], 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)  # low class: <= t
     low = g <= t
-    return float(g[low].mean()), float(g[~low].mean())
+    levels = float(g[low].mean()), float(g[~low].mean())
+    split = levels[1] - levels[0]
+    if split < LEVEL_MIN_SPLIT:
+        ground = g[low] if 2 * int(low.sum()) >= g.size else g[~low]
+        if split < LEVEL_MIN_GREYS or split < LEVEL_SEPARATION * float(ground.std()):
+            return None
+    return levels
 
 
 def ground_colour(rgb: np.ndarray, direction: Any) -> list[float] | None:
@@ -1406,10 +1423,11 @@ def _paired_levels(levels: tuple[float, float] | None, entry: dict
                    ) -> tuple[tuple[float, float], tuple[float, float]] | None:
     """``((background, objects) of this image, (background, objects) of the examples')``,
     this image's :func:`grey_levels` ``levels`` put in the class's polarity; ``None`` where
-    the class has no grey levels, the image is in colour, or its two classes lie under
-    ``LEVEL_MIN_SPLIT`` apart."""
+    the class has no grey levels, the image is in colour, or its two classes are not told
+    apart (:func:`grey_levels`; levels stored by a library made before that test: under
+    ``LEVEL_MIN_GREYS`` apart)."""
     ref = entry.get("grey_levels")
-    if not ref or levels is None or levels[1] - levels[0] < LEVEL_MIN_SPLIT:
+    if not ref or levels is None or levels[1] - levels[0] < LEVEL_MIN_GREYS:
         return None
     bg_e, fg_e = ref
     return (levels if fg_e >= bg_e else levels[::-1]), (bg_e, fg_e)
@@ -1419,12 +1437,12 @@ def grey_ratio(levels: tuple[float, float] | None, entry: dict) -> float | None:
     """How far a grey image of :func:`grey_levels` ``levels`` spreads its two classes apart
     against the examples' image (``entry["grey_levels"]``): its objects' contrast is about
     this many times theirs. ``None`` where the class has no grey levels, the image is in
-    colour, or either image's two classes lie under ``LEVEL_MIN_SPLIT`` apart."""
+    colour, or either image's two classes are not told apart (:func:`grey_levels`)."""
     pair = _paired_levels(levels, entry)
     if pair is None:
         return None
     (bg_t, fg_t), (bg_e, fg_e) = pair
-    if abs(fg_e - bg_e) < LEVEL_MIN_SPLIT:
+    if abs(fg_e - bg_e) < LEVEL_MIN_GREYS:
         return None
     return float((fg_t - bg_t) / (fg_e - bg_e))
 
@@ -1435,7 +1453,7 @@ def level_gain(levels: tuple[float, float] | None, entry: dict) -> tuple[float, 
     beyond ``LEVEL_GAIN`` either way (within ``LEVEL_GAIN_MAX``) or ``b`` beyond
     ``LEVEL_OFFSET`` of the examples' contrast; else ``None``: the examples' levels hold,
     the class has none (a colour class, a library made before them), the image is in
-    colour (``levels`` ``None``), or its two classes lie under ``LEVEL_MIN_SPLIT`` apart."""
+    colour (``levels`` ``None``), or its two classes are not told apart (:func:`grey_levels`)."""
     pair = _paired_levels(levels, entry)
     if pair is None or LEVEL_GAIN <= 1:
         return None

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import asdict, fields
 from typing import Any, Generic, TypeVar
 
+from sam_detect.errors import SettingError
+
 T = TypeVar("T")
 
 
@@ -41,7 +43,7 @@ class Registry(Generic[T]):
             factory = self._factories[name]
         except KeyError:
             valid = ", ".join(sorted(self._factories)) or "(none)"
-            raise ValueError(f"unknown {self.kind} {name!r}; valid names: {valid}") from None
+            raise SettingError(f"unknown {self.kind} {name!r}; valid names: {valid}") from None
         return factory(**kwargs)
 
     def factory(self, name: str) -> Callable[..., T]:
@@ -70,7 +72,7 @@ def merge_config(cls: type[T], config: T | None, options: dict[str, Any], what: 
     valid = {f.name for f in fields(cls)}
     unknown = sorted(set(options) - valid)
     if unknown:
-        raise ValueError(f"unknown {what} option(s) {unknown}; valid: {', '.join(sorted(valid))}")
+        raise SettingError(f"unknown {what} option(s) {unknown}; valid: {', '.join(sorted(valid))}")
     base = asdict(config) if config is not None else {}
     base.update(options)
     return base

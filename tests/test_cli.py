@@ -465,6 +465,30 @@ def test_a_2d_image_labelled_by_one_frame_of_a_label_stack(scene_files, tmp_path
     assert f"added {len(f['masks'])} example(s)" in r.stdout
 
 
+def test_a_label_stack_of_another_length_than_the_image_stack_is_refused(scene_files, tmp_path):
+    """``--frame 3`` with a label stack of other frames (the labels of frames 6-9 of a
+    20-frame movie) took the labels' frame 3 for the image's: another frame's outlines became
+    the examples, silently. A stack of another length is refused unless ``--labels-frame``
+    says which label frame goes with the image's; one of the same length is read as before."""
+    import tifffile
+
+    f = scene_files
+    img = cv2.imread(str(f["image"]), cv2.IMREAD_UNCHANGED)
+    lab = cv2.imread(str(f["labels"]), cv2.IMREAD_UNCHANGED)
+    movie, labels4, labels6 = tmp_path / "movie.tif", tmp_path / "labels4.tif", tmp_path / "labels6.tif"
+    tifffile.imwrite(movie, np.stack([img] * 6), photometric="rgb" if img.ndim == 3 else "minisblack")
+    tifffile.imwrite(labels4, np.stack([lab] * 4), imagej=True, metadata={"axes": "TYX"})
+    tifffile.imwrite(labels6, np.stack([lab] * 6), imagej=True, metadata={"axes": "TYX"})
+    r = run_cli("add", movie, "--frame", "3", "--label", "shape", "--labels", labels4, *f["lib"])
+    assert r.exit_code == 1 and "holds 4 label frames and the image 6: which goes with frame 3? Give it with " \
+        "--labels-frame (0..3)" in r.output and "Traceback" not in r.output
+    assert "shape" not in run_cli("library", "list", *f["lib"][:2]).output  # nothing written
+    r = run_cli("add", movie, "--frame", "3", "--label", "shape", "--labels", labels4, "--labels-frame", "1", *f["lib"])
+    assert r.exit_code == 0 and f"added {len(f['masks'])} example(s)" in r.stdout, r.output
+    r = run_cli("add", movie, "--frame", "4", "--label", "shape", "--labels", labels6, *f["lib"])
+    assert r.exit_code == 0, r.output
+
+
 def test_overlays_of_images_sharing_a_file_name_do_not_overwrite_each_other(tmp_path):
     from sam_detect.cli.detect import unique_stems
 

@@ -166,7 +166,9 @@ def test_worker_killed_mid_run_gives_complete_results(client, hela):
 
 def _try_add(config, snapshot):
     det = cl.worker_detector(config, snapshot, "write-test")
-    det.add_example(np.zeros((64, 64, 3), np.uint8), label="x", mask=np.pad(np.ones((8, 8), bool), 28))
+    img = np.zeros((64, 64, 3), np.uint8)
+    img[28:36, 28:36] = 200  # an object to add (an example on a blank image is refused before the store)
+    det.add_example(img, label="x", mask=np.pad(np.ones((8, 8), bool), 28))
 
 
 def test_library_is_read_only_on_workers(client, hela):

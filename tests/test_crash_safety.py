@@ -234,6 +234,9 @@ def test_cli_deletes_examples_by_label_and_id(tmp_path):
     assert r.stderr == "Error: library 'lib' has no examples labelled 'nope'; its labels: 'b'\n"
     r = _cli("library", "delete", "lib", "--id", "x1", "-y", *loc)
     assert r.returncode == 2 and "example ids are UUID strings, got 'x1'" in r.stderr
+    r = _cli("library", "delete", "lib", "--id", b[0], "--id", b[1], "-y", *loc)  # b[0] went already
+    assert r.returncode == 1 and r.stderr == (f"Error: library 'lib' holds no example with id {b[0]!r}; nothing "
+                                              "deleted (`sam-detect library show lib --examples` lists its examples)\n")
     s = _open("edge", tmp_path)
     try:
         assert s.labels("lib") == {"b": 2} and check_library(s, "lib").ok
@@ -717,6 +720,83 @@ def test_a_locked_library_fails_before_any_model_loads(tmp_path):
     finally:
         other.close()
         holder.close()
+
+
+def test_a_refused_second_open_leaves_the_first_holders_writes_working(tmp_path):
+    """A second store of this process opening a library the first holds is refused before the
+    engine's load touches the files: that refused load used to leave the first holder's
+    journal short ("Tracker journal ... is shorter than expected") and its next add failed
+    with a bare engine error."""
+    from sam_detect.errors import LibraryLockedError
+    from sam_detect.store.edge import EdgeStore
+
+    first = EdgeStore(tmp_path)
+    first.create_library(_meta("nuclei"))
+    first.add("nuclei", _vecs(1), ["a"])
+    second = EdgeStore(tmp_path)
+    try:
+        for _ in range(2):
+            with pytest.raises(LibraryLockedError, match="already open in this process"):
+                second.add("nuclei", _vecs(1, seed=1), ["b"])
+        first.add("nuclei", _vecs(1, seed=2), ["c"])  # the holder writes on
+        assert first.count("nuclei") == 2
+        first.close()
+        assert second.count("nuclei") == 2  # let go: the other store opens it, whole
+    finally:
+        second.close()
+        first.close()
+
+
+def test_two_writers_of_one_memory_store_file_lose_nothing(tmp_path):
+    """Two ``add``s into one ``--store memory`` file at once each read the file, added, and
+    replaced it: the last one dropped the other's example while both said "added". The second
+    writer now finds the file changed since it read it and refuses, writing nothing; the file
+    keeps the first one's example, and a run again adds the second."""
+    from sam_detect.errors import LibraryLockedError
+    from sam_detect.store.memory import MemoryStore
+
+    path = tmp_path / "lib.npz"
+    seed = MemoryStore(path)
+    seed.create_library(_meta("coins"))
+    seed.add("coins", _vecs(1), ["coin"])
+    first, second = MemoryStore(path), MemoryStore(path)  # two processes, each having read the file
+    first.add("coins", _vecs(1, seed=1), ["coin"])
+    with pytest.raises(LibraryLockedError, match="was changed by another process since this one read it"):
+        second.add("coins", _vecs(1, seed=2), ["coin"])
+    assert MemoryStore(path).count("coins") == 2  # the first one's add kept
+    again = MemoryStore(path)
+    again.add("coins", _vecs(1, seed=2), ["coin"])
+    assert MemoryStore(path).count("coins") == 3 and check_library(MemoryStore(path), "coins").ok
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_released_store_reads_again_what_another_process_changed(tmp_path):
+    """The UI's store lets go of a library after each request; what it had read of it is read
+    again then. An add by another process between two requests made the UI write its old
+    example count back ("damaged: 2 examples readable, the last write left 1"), and a library
+    deleted meanwhile was said to be on a read-only disk."""
+    from sam_detect.errors import LibraryNotFoundError
+    from sam_detect.store.edge import EdgeStore
+    from sam_detect.store.integrity import check_library
+
+    ui = EdgeStore(tmp_path)
+    ui.create_library(_meta("nuclei"))
+    ui.add("nuclei", _vecs(1), ["a"])
+    ui.release()
+    cli = EdgeStore(tmp_path)
+    cli.add("nuclei", _vecs(1, seed=1), ["b"])
+    cli.close()
+    ui.update_extra("nuclei", "decision", {"k": 1})  # the UI's next request writes its metadata
+    assert ui.count("nuclei") == 2
+    ui.release()
+    checker = EdgeStore(tmp_path)
+    assert check_library(checker, "nuclei").ok
+    checker.delete_library("nuclei")
+    checker.close()
+    with pytest.raises(LibraryNotFoundError, match="no library 'nuclei'"):
+        ui.count("nuclei")
+    assert not ui.has_library("nuclei")
+    ui.close()
 
 
 def test_an_add_stopped_after_its_examples_before_their_settings_is_rebuilt_on_the_next_use(tmp_path, monkeypatch,

@@ -169,3 +169,24 @@ def test_ground_truth_mismatch_is_one_line_error(stack_files):
     )
     code, _, err = run_main("eval", pngs[0], "-a", d / "labels.tif", "-a", d / "gt.json", *FAST)
     assert code == 1 and err.startswith("Error: 2 annotation files for 1 image(s)")
+
+
+def test_eval_says_when_it_merges_every_channel_the_labels_too(tmp_path):
+    """The scratch assay without ``--channel``: every channel merged, the label channel being
+    scored against too (F1 0.93 -> 0.25), and eval said nothing where ``add`` says it."""
+    frames, labels = [], []
+    for seed in range(3):
+        rgb, masks, _ = draw_scene(seed)
+        frames.append(rgb[..., 0])
+        labels.append(Instances(masks=masks).to_label_image(np.uint8))
+    both = np.stack([np.stack([f, lab]) for f, lab in zip(frames, labels, strict=True)])  # T, C, Y, X
+    tifffile.imwrite(tmp_path / "two.tif", both, imagej=True, metadata={"axes": "TCYX"})
+    fast = [a for a in FAST if a != "-q"]
+    args = ("eval", tmp_path / "two.tif", "-a", tmp_path / "two.tif", "--labels-channel", "1", "--label", "shape",
+            "--examples-from", "0", "--detect-on", "1:3", "--shots", "3", "--no-baselines", *fast)
+    code, _, err = run_main(*args)
+    assert code == 0, err
+    assert ("two.tif: its 2 channels are read merged into one image (their maximum), the annotation's "
+            "--labels-channel 1 too; give --channel K") in err
+    code, _, err = run_main(*args, "--channel", "0")
+    assert code == 0 and "merged" not in err, err

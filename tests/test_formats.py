@@ -207,3 +207,20 @@ def test_an_instance_and_type_tiff_stored_as_samples_gives_each_channel(tmp_path
         np.testing.assert_array_equal(read_label_image(tmp_path / name, channel=1, pieces=False), types)
         with pytest.raises(AnnotationError, match="choose the channel that holds the labels"):
             read_label_image(tmp_path / name)
+
+
+def test_a_label_stack_of_three_planes_saved_without_axes_says_how_to_read_a_plane(tmp_path):
+    """Three label frames saved without axes read as one 16-bit RGB image: the refusal said
+    "an RGB image" only; it now names ``--labels-channel K`` (which reads plane K)."""
+    import tifffile
+
+    from sam_detect.formats.label_image import read_label_image
+
+    lab = np.zeros((3, 40, 50), np.uint16)
+    lab[:, 5:10, 5:10], lab[:, 20:30, 20:30] = 1, 2
+    lab[1, 30:35, 30:35] = 3
+    tifffile.imwrite(tmp_path / "gt3.tif", lab, photometric="rgb", planarconfig="separate")  # as saved without axes
+    with pytest.raises(AnnotationError, match=r"an RGB image \(axes SYX\).*; if its 3 planes are label frames saved "
+                                              r"without axes, --labels-channel K reads plane K"):
+        read_label_image(tmp_path / "gt3.tif")
+    np.testing.assert_array_equal(read_label_image(tmp_path / "gt3.tif", channel=1), lab[1])

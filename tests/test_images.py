@@ -267,6 +267,9 @@ def test_planes_stored_as_colour_are_one_image_with_a_note_or_frames_on_request(
     assert f"its {n} planes are stored as the colour channels of one image" in img.planes
     assert "sam-detect video planes.tif --planes-as-frames" in img.planes
     assert load_image(path, channel=1).planes is None  # one plane asked for
+    with pytest.raises(ImageLoadError, match=rf"frame 2 out of range: the file holds 1 frame\(s\) \(0..0\): its {n} "
+                       "planes are stored as the colour channels of one image"):
+        load_image(path, frame=2)  # detect --frame 2 on planes meant as frames: said how to read them
     stack, axes = read_stack(path)
     assert stack.shape == (1, 9, 11, n) and axes == "TYXC"
     stack, axes = read_stack(path, planes_as_frames=True)

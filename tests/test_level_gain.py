@@ -157,6 +157,42 @@ def test_examples_on_a_16_bit_frame_find_the_objects_of_its_8_bit_exports(tmp_pa
     det.close()
 
 
+def test_a_frame_cut_to_a_few_grey_values_is_mapped_both_ways():
+    """A 16-bit frame whose counts sit high in the range (as the HeLa time-lapse's, 32,978-36,863)
+    cut to 8 bits by ``img_as_ubyte`` keeps a few grey values (here the ground 128, the
+    objects 4 above it): with examples on the 16-bit frame, its objects were all below every
+    floor (2 nuclei of 145 on HeLa frame 5), and examples drawn on such a frame lost a
+    16-bit frame's objects. Its two classes are told apart by how far they lie apart against
+    the ground's spread, not by a fixed 8 grey values, and any gain up to ``LEVEL_GAIN_MAX``
+    maps it; noise of under a grey value, or Gaussian noise, still has no two classes."""
+    from skimage.util import img_as_ubyte
+
+    from sam_detect.io.images import to_rgb_uint8
+
+    noise = np.random.default_rng(0)
+
+    def raw(rgb: np.ndarray) -> np.ndarray:
+        counts = 32900.0 + 5.0 * rgb[..., 0].astype(np.float64) + noise.normal(0.0, 20.0, rgb.shape[:2])
+        return np.clip(counts, 0, 65535).astype(np.uint16)
+
+    rgb, masks, _ = draw_scene(seed=1, n_discs=6, n_squares=0)
+    scene, discs, _ = draw_scene(seed=5, n_discs=6, n_squares=0)
+    wide, few = to_rgb_uint8(raw(scene)), to_rgb_uint8(img_as_ubyte(raw(scene)))
+    lo, hi = P.grey_levels(few)
+    assert 2 <= hi - lo < P.LEVEL_MIN_SPLIT and len(np.unique(few)) <= 8
+    for examples, scored in ((raw(rgb), few), (img_as_ubyte(raw(rgb)), wide)):
+        det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder="handcrafted", library="raw"))
+        det.add_examples(to_rgb_uint8(examples), Instances(masks=masks, labels=["cell"] * len(masks)))
+        found = det.detect(scored)
+        assert len(found) == len(discs)
+        assert any("as far as in the examples' images (another exposure?): proposed and described at the "
+                   "examples' grey levels" in n for n in found.metadata["notes"]), found.metadata["notes"]
+        det.close()
+    for sd in (0.3, 0.6, 1.0, 3.0):  # an empty frame's noise: no two classes
+        flat = np.clip(np.rint(noise.normal(20, sd, (120, 120))), 0, 255).astype(np.uint8)
+        assert P.grey_levels(np.repeat(flat[..., None], 3, axis=2)) is None, sd
+
+
 def test_a_colour_library_or_image_gets_no_gain(bright_library):
     rgb, masks, _ = draw_scene(seed=5, n_discs=6, n_squares=0)
     dim = _dimmed(rgb, 0.1)

@@ -612,3 +612,70 @@ def test_a_frame_saved_in_one_colour_is_seen_in_the_colour_of_the_examples_image
     back = det2.detect(grey2)
     assert any("shown in grey, the examples' images in blue" in n for n in back.metadata["notes"])
     assert np.array_equal(back.masks, det2.detect(blue2).masks)
+
+
+def test_a_label_image_given_as_one_mask_is_said_to_be_one_example(caplog):
+    """``add_example(mask=label_image)`` stored 23 nuclei as one 10,681 px "nucleus", silently
+    (the CLI's ``--mask`` says so): the API logs a warning naming the way to add each object.
+    A plain mask, of any integer values 0 / 255, is added without one."""
+    import logging
+
+    from conftest import draw_scene
+
+    rgb, masks, _ = draw_scene(0)
+    label_image = Instances(masks=masks).to_label_image(np.uint16)
+    det = SAMDetect(DetectorConfig(segmenter="classical", embedder="handcrafted", store="memory"))
+    with caplog.at_level(logging.WARNING, logger="sam_detect"):
+        det.add_example(rgb, mask=label_image, label="shape")
+    assert f"the mask is a label image of {len(masks)} objects, added as ONE example; " \
+           "add_examples_from_annotations(image, label_image, label=...)" in caplog.text
+    assert det.store.count(det.config.library) == 1  # as given: one example
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="sam_detect"):
+        det.add_example(rgb, mask=masks[1].astype(np.uint8) * 255, label="shape")
+    assert "ONE example" not in caplog.text
+    det.close()
+
+
+def test_api_mistakes_raise_sam_detect_errors():
+    """Mistakes a caller can make raise one error class to catch (``SamDetectError``), still a
+    ``ValueError`` as before: a per-call ``top_k`` / ``threshold`` out of range, an unknown
+    store or segmenter option, a library name out of the policy; ``drop_border="no"`` was
+    taken as True (a non-empty string) and now is refused."""
+    from conftest import draw_scene
+
+    from sam_detect.errors import InvalidNameError, SamDetectError, SettingError
+    from sam_detect.store._common import check_library_name
+
+    rgb, masks, _ = draw_scene(0)
+    det = SAMDetect(DetectorConfig(segmenter="classical", embedder="handcrafted", store="memory"))
+    det.add_example(rgb, mask=masks[0], label="shape")
+    for kw in ({"top_k": 0}, {"threshold": 2}, {"threshold": float("nan")}, {"drop_border": "no"}, {"drop_border": 1}):
+        with pytest.raises(SettingError) as e:
+            det.detect(rgb, **kw)
+        assert isinstance(e.value, ValueError) and isinstance(e.value, SamDetectError)
+    assert len(det.detect(rgb, drop_border=np.bool_(False))) >= 1
+    det.close()
+    with pytest.raises(SettingError, match="unknown store 'nosuch'; valid names"):
+        _ = SAMDetect(DetectorConfig(store="nosuch")).store
+    with pytest.raises(SettingError, match=r"unknown classical segmenter option\(s\) \['bogus'\]"):
+        _ = SAMDetect(DetectorConfig(segmenter="classical", segmenter_options={"bogus": 1})).segmenter
+    with pytest.raises(InvalidNameError, match="invalid library name '../evil'"):
+        check_library_name("../evil")
+
+
+def test_a_nan_mask_or_a_blank_image_is_no_example():
+    """A mask with NaN for background was refused as "covering the whole image" (NaN is
+    non-zero); an example on an all-NaN (blank) image was accepted, where detect says such an
+    image holds nothing to find. Both are said for what they are, and nothing is stored."""
+    from conftest import draw_scene
+
+    rgb, masks, _ = draw_scene(0)
+    det = SAMDetect(DetectorConfig(segmenter="classical", embedder="handcrafted", store="memory"))
+    with pytest.raises(AnnotationError, match="the mask holds NaN or infinite values"):
+        det.add_example(rgb, mask=np.where(masks[0], 1.0, np.nan), label="shape")
+    with pytest.raises(AnnotationError, match="the image holds one value everywhere"):
+        det.add_example(np.full(rgb.shape[:2], np.nan), mask=masks[0], label="shape")
+    assert not det.store.has_library(det.config.library)
+    assert det.add_example(rgb, mask=np.where(masks[0], 1.0, 0.0), label="shape")  # float 0/1: fine
+    det.close()

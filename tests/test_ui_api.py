@@ -917,3 +917,47 @@ def test_cli_reads_the_library_while_the_ui_runs(folder, embedder, tmp_path):
     finally:
         app.stop()
         store.close()
+
+
+def test_the_ui_follows_an_add_and_a_delete_made_beside_it(folder, embedder, tmp_path):
+    """Another store (as a `sam-detect add` beside the UI) adds to the UI's library between two
+    requests: the UI's next request keeps that example and leaves the library whole (it wrote
+    its old example count back: "damaged"). The library deleted beside it: the UI sees no
+    library (it said "read-only disk"), and an undo of a step in it says the steps are dropped
+    (it was a 500 that lost the step)."""
+    from sam_detect.store.edge import EdgeStore
+    from sam_detect.store.integrity import check_library
+
+    libs = tmp_path / "libs"
+    store = EdgeStore(libs)
+    app = make_ui(folder, embedder, store=store, thumbnail_dir=tmp_path / "thumbs")
+    try:
+        client = TestClient(app.app(), base_url=BASE)
+        accept(client, [prompt(client, *DISCS[0])["id"]], "disc")
+        cli_store = EdgeStore(libs)
+        beside = SAMDetect(DetectorConfig(segmenter="classical", threshold=0.3), embedder=embedder,
+                           store=cli_store)
+        beside.add_example(folder / "scene.png", box=(DISCS[1][0] - 12, DISCS[1][1] - 12, DISCS[1][0] + 12,
+                                                      DISCS[1][1] + 12), label="disc")
+        beside.close()
+        cli_store.close()
+        assert client.post("/api/detect", json={"path": "scene.png"}, headers=H).status_code == 200
+        assert client.get("/api/library").json()["count"] == 2
+        other = EdgeStore(libs)
+        try:
+            assert check_library(other, "default").ok
+            other.delete_library("default")
+        finally:
+            other.close()
+        info = client.get("/api/library").json()
+        assert info["exists"] is False and info["count"] == 0
+        r = client.post("/api/detect", json={"path": "scene.png"}, headers=H)
+        assert r.status_code == 404 and "holds no examples yet" in r.json()["error"]
+        r = client.post("/api/undo", headers=H)
+        assert r.status_code == 404 and "was deleted outside this session: its 1 undo step(s) are dropped" in r.json()["error"]
+        assert client.post("/api/undo", headers=H).status_code == 404  # nothing left to undo
+        accept(client, [prompt(client, *DISCS[2])["id"]], "disc")  # an accept makes it anew
+        assert client.get("/api/library").json()["count"] == 1
+    finally:
+        app.stop()
+        store.close()

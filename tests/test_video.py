@@ -72,6 +72,14 @@ def test_parse_frames_rejects(text):
         parse_frames(text)
 
 
+def test_a_step_after_one_frame_is_refused_as_the_slice_it_was_meant_for():
+    """``1:3`` is a slice in ``eval --detect-on`` (images 1 and 2); here it read as frame 1 with
+    a step, one frame, silently."""
+    with pytest.raises(ValueError, match=r"'1:3': a step goes after a range \('1-99:3'\); frames 1 to 3 are '1-3'"):
+        parse_frames("1:3")
+    assert parse_frames("1-:3").indices(8) == [1, 4, 7]
+
+
 def test_frame_selection_past_the_end():
     with pytest.raises(
         ImageLoadError, match=r"frame 12 is out of range: the source has 10 frames \(0-9\)"
@@ -225,6 +233,33 @@ def test_tiff_stack_source(tmp_path):
     assert f.time == pytest.approx(2.0)
     with pytest.raises(ImageLoadError, match="frame 9 is out of range: the source has 8 frames"):
         open_source(tmp_path / "t.tif", frames="9")
+
+
+@pytest.mark.parametrize("kind", ["channels", "colour"])
+def test_a_stack_frame_is_read_as_detect_reads_it(tmp_path, kind):
+    """Each frame of a stack as ``load_image(frame=k)`` (``detect --frame k``) reads it: a
+    4-channel TIFF's channels merged (the video read them as an RGBA photograph, channel 0
+    red and channel 1 green, and found no nucleus where ``detect`` found 46), an RGB stack's
+    frames in colour."""
+    import tifffile
+
+    from sam_detect.io.images import load_image
+
+    rng = np.random.default_rng(1)
+    if kind == "channels":
+        stack = rng.integers(0, 4000, (3, 4, 30, 40), dtype=np.uint16)  # 3 frames of 4 channels
+        tifffile.imwrite(tmp_path / "s.tif", stack, imagej=True, metadata={"axes": "TCYX"})
+    else:
+        stack = rng.integers(0, 256, (3, 30, 40, 3), dtype=np.uint8)
+        tifffile.imwrite(tmp_path / "s.tif", stack, photometric="rgb")
+    with open_source(tmp_path / "s.tif") as src:
+        frames = list(src)
+    assert len(frames) == 3
+    for f in frames:
+        want = load_image(tmp_path / "s.tif", frame=f.index).rgb
+        assert np.array_equal(f.rgb, want)
+        grey = (f.rgb[..., 0] == f.rgb[..., 1]).all() and (f.rgb[..., 1] == f.rgb[..., 2]).all()
+        assert grey == (kind == "channels")
 
 
 def test_image_folder_skips_unreadable_files(tmp_path, caplog):

@@ -54,7 +54,7 @@ model_options = stack(
             "--points-per-side",
             type=click.IntRange(1, 1024),
             default=None,
-            help="SAM2 auto mode: grid points per side, 16-256 (default 32).",
+            help="SAM2 auto mode: grid points per side, 1-1024 (default 32; 16-64 usual, the work grows with its square).",
         ),
         click.option(
             "--sam-embed-mode",

@@ -83,24 +83,15 @@ _NAMELESS = {"label_image": "a label image", "polygons": "a polygon file"}
 
 
 #: a --mask of this many separate pieces or more is said to be one example of them all
-MANY_PIECES = 3
 
 
 def _many_in_mask(original: np.ndarray, mask: np.ndarray) -> str | None:
-    """A line where a --mask is one example of several objects: a label image (several
-    object values) or separate pieces, which --labels adds one by one; else ``None``."""
-    import cv2
+    """A line where a --mask is one example of several objects (:func:`~sam_detect.masks.many_in_mask`),
+    which --labels adds one by one; else ``None``."""
+    from sam_detect.masks import many_in_mask
 
-    values = np.unique(original) if original.ndim == 2 and np.issubdtype(original.dtype, np.integer) else None
-    n_values = 0 if values is None else int(np.count_nonzero(values))
-    n_pieces = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)[0] - 1
-    if n_values >= MANY_PIECES:
-        what = f"is a label image of {n_values} objects"
-    elif n_pieces >= MANY_PIECES:
-        what = f"holds {n_pieces} separate pieces"
-    else:
-        return None
-    return f"{what}, added as ONE example; give it as --labels to add each object as an example"
+    what = many_in_mask(original, mask)
+    return None if what is None else f"{what}, added as ONE example; give it as --labels to add each object as an example"
 
 
 def _named_only(inst: Any, label: str | None, name: str, quiet: bool) -> Any:
@@ -310,9 +301,11 @@ def add(image, label, negative, boxes, points, mask_paths, polygon_paths, labels
 
             at = frame if labels_frame is None else labels_frame
             # refused there: an intensity image, and a --labels-frame that a one-frame file lacks
-            lab = read_label_array(labels_path, at, labels_channel, strict=labels_frame is not None)
+            lab = read_label_array(labels_path, at, labels_channel, strict=labels_frame is not None,
+                                   frames=loaded.n_frames)
             if types_path:
-                inst = _typed(lab, read_label_array(types_path, at, types_channel, pieces=False), names,
+                inst = _typed(lab, read_label_array(types_path, at, types_channel, pieces=False,
+                                                    frames=loaded.n_frames if labels_frame is None else None), names,
                               loaded.rgb.shape[:2], quiet)
             else:
                 inst = detector.annotations_to_instances(lab, loaded.rgb.shape[:2])

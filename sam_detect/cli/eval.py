@@ -136,13 +136,13 @@ def expand_images(
     "--examples-from",
     "examples_from",
     metavar="INDICES",
-    help="Images (0-based, e.g. 0 or 0,2 or 0:5) to draw examples from. Default: all.",
+    help="Images (0-based, e.g. 0 or 0,2 or 0:5, a slice whose end is left out: images 0-4) to draw examples from. Default: all.",
 )
 @click.option(
     "--detect-on",
     "detect_on",
     metavar="INDICES",
-    help="Images to detect on and score (e.g. 1:20). Default: all.",
+    help="Images to detect on and score (e.g. 1:20: images 1-19). Default: all.",
 )
 @click.option(
     "--sweep",
@@ -273,6 +273,17 @@ def eval_cmd(
             f"detecting on {det_idx or 'all'}",
             err=True,
         )
+        if refs and refs[0].channel is None:  # said as `add` says it: every channel merged, label channels too
+            from sam_detect.io.images import load_image
+
+            first = load_image(refs[0].path, frame=refs[0].frame)
+            if (reading := first.reading) is not None:
+                own = labels_channel is not None and any(Path(a).resolve() == Path(refs[0].path).resolve()
+                                                         for a in annotations)
+                click.echo(f"sam-detect: {Path(refs[0].path).name}: its {reading['of']} channels are read merged "
+                           "into one image (their maximum)"
+                           + (f", the annotation's --labels-channel {labels_channel} too" if own else "")
+                           + "; give --channel K to read channel K alone (the objects' stain)", err=True)
     protocol = {
         "shots": shots,
         "seed": seed,

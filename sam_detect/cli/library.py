@@ -369,6 +369,16 @@ def _delete_examples(store: Any, name: str, labels: tuple[str, ...], ids: tuple[
             f"library {name!r} has no examples labelled {missing[0]!r}; its labels: "
             + (", ".join(repr(k) for k in have) or "none")
         )
+    if ids:  # all or nothing, as for a label: a mistyped or already deleted id deletes none
+        there = {i for batch_ids, *_ in store.iter_examples(name) for i in batch_ids}
+        absent = [i for i in dict.fromkeys(ids) if i not in there]
+        if absent:
+            from sam_detect.errors import LibraryError
+
+            raise LibraryError(
+                f"library {name!r} holds no example with id {absent[0]!r}"
+                + (f" (nor {len(absent) - 1} more of the ids given)" if len(absent) > 1 else "")
+                + f"; nothing deleted (`sam-detect library show {name} --examples` lists its examples)")
     parts = [f"{have[lab]} examples labelled {lab!r}" for lab in labels]
     if ids:
         parts.append(f"{len(ids)} example(s) by id")
@@ -376,11 +386,7 @@ def _delete_examples(store: Any, name: str, labels: tuple[str, ...], ids: tuple[
         click.confirm(f"Delete {' and '.join(parts)} from library {name!r}?", abort=True, err=True)
     n = sum(journal.delete(store, name, label=lab) for lab in labels)
     if ids:
-        gone = journal.delete(store, name, ids=list(ids))
-        n += gone
-        if gone < len(set(ids)):
-            click.echo(f"sam-detect: {len(set(ids)) - gone} of the {len(set(ids))} id(s) given are not in library "
-                       f"{name!r} (`sam-detect library show {name} --examples` lists its examples)", err=True)
+        n += journal.delete(store, name, ids=list(ids))
     if n:
         _refresh_derived(store, name)
     click.echo(f"deleted {n} examples from library {name!r} ({store.count(name)} left)", err=True)

@@ -90,9 +90,12 @@ def read_label_image(path: PathLike, channel: int | None = None, pieces: bool = 
         if "S" in axes and arr.shape[axes.index("S")] > 1:
             ids = colour_coded_ids(arr, str(path)) if axes == "YXS" and pieces else None
             if ids is None:
+                planes = axes == "SYX" and arr.dtype != np.uint8  # 16-bit "colour" planes: a stack saved without axes
                 raise AnnotationError(
                     f"{path}: an RGB image (axes {axes}); a label image needs one integer id per pixel "
                     "(0 = background), or each object drawn in one flat colour on black"
+                    + (f"; if its {arr.shape[0]} planes are label frames saved without axes, --labels-channel K "
+                       "reads plane K" if planes else "")
                 )
             arr, axes = ids, "YX"
         if "C" in axes:
@@ -644,11 +647,14 @@ def read_label_frames(
 
 
 def read_label_array(path: PathLike, frame: int | None, channel: int | None, pieces: bool = True,
-                     strict: bool = False) -> np.ndarray:
+                     strict: bool = False, frames: int | None = None) -> np.ndarray:
     """One ``(H, W)`` label image of a file (:func:`read_label_image`): frame ``frame`` of a
     stack (a one-frame file serves any frame, the image's ``--frame``; with ``strict``, a frame
     asked of the label file itself, ``--labels-frame``, only frame 0), channel ``channel`` of a
     multi-channel one. The ``--labels`` (and ``--types``) of ``add``.
+
+    ``frames``: the image's frame count, where ``frame`` is the image's: a label stack of
+    another length is refused (frame 3 of the labels of frames 6-9 is not frame 3's).
     """
     arr = read_label_image(path, channel, pieces)
     if arr.ndim == 2 or len(arr) == 1:
@@ -659,6 +665,9 @@ def read_label_array(path: PathLike, frame: int | None, channel: int | None, pie
     if frame is None:
         raise AnnotationError(f"{path}: the label file holds {len(arr)} frames; pick one with --labels-frame "
                               "(or --frame, which picks the image's too)")
+    if not strict and frames is not None and len(arr) != frames:
+        raise AnnotationError(f"{path}: holds {len(arr)} label frames and the image {frames}: which goes with "
+                              f"frame {frame}? Give it with --labels-frame (0..{len(arr) - 1})")
     if not 0 <= frame < len(arr):
         raise AnnotationError(f"{path}: frame {frame} out of range 0..{len(arr) - 1} (--labels-frame, or --frame)")
     return arr[frame]

@@ -230,13 +230,15 @@ def read_stack(path: str | os.PathLike, *, planes_as_frames: bool = False) -> tu
         ``axes`` is ``"TYX"`` or ``"TYXC"``.
     """
     stack, axes, _ = read_stack_noted(path, planes_as_frames=planes_as_frames)
-    return stack, axes
+    return stack, axes.replace("S", "C")
 
 
 def read_stack_noted(path: str | os.PathLike, *, planes_as_frames: bool = False) -> tuple[np.ndarray, str, str | None]:
     """:func:`read_stack`, and the :func:`planes_note` of a file read as one colour image
     whose planes may be frames (``None`` for any other file, or one read with
-    ``planes_as_frames``)."""
+    ``planes_as_frames``). Its axes say ``"TYXS"`` where the last axis holds a colour image's
+    samples (RGB, read in colour as :func:`load_image` reads a frame) and ``"TYXC"`` where it
+    holds channels (merged, or one picked)."""
     p = Path(path)
     stack, axes, source_axes, source_shape = _read_canonical(p)
     if isinstance(stack, np.memmap):  # a .npy array: every frame read now
@@ -245,7 +247,7 @@ def read_stack_noted(path: str | os.PathLike, *, planes_as_frames: bool = False)
     note = planes_note(p, source_axes, source_shape)
     if note is not None and planes_as_frames:  # (1, H, W, n) samples -> (n, H, W) frames
         return np.ascontiguousarray(np.moveaxis(stack[0], -1, 0)), "TYX", None
-    return stack, ("TYXC" if stack.ndim == 4 else "TYX"), note
+    return stack, (("TYXS" if axes.endswith("S") else "TYXC") if stack.ndim == 4 else "TYX"), note
 
 
 def to_rgb_uint8(
@@ -684,7 +686,12 @@ def _pick_frame(
                 f"or detect on every frame with `sam-detect video {p.name} --jsonl frames.jsonl`"
             )
         return 0
-    return _check_frame(p, frame, n_frames)
+    try:
+        return _check_frame(p, frame, n_frames)
+    except ImageLoadError as e:  # planes saved as one colour image: frames to the user, says how to read them
+        if (note := planes_note(p, source_axes, source_shape)) is None:
+            raise
+        raise ImageLoadError(f"{e}: {note}") from None
 
 
 def _read_tiff_frame(p: Path, frame: int | None):

@@ -17,7 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from sam_detect.errors import EmbedderMismatchError, LibraryError, LibraryNotFoundError
+from sam_detect.errors import (
+    EmbedderMismatchError,
+    InvalidNameError,
+    LibraryError,
+    LibraryNotFoundError,
+)
 from sam_detect.store.base import LibraryMeta, Neighbour
 
 #: Library names: letters, digits, ``_ - .``; 1-64 characters; must not start with ``_`` or ``.``
@@ -85,9 +90,10 @@ def default_library_dir() -> Path:
 
 
 def check_library_name(name: object) -> str:
-    """Return ``name`` if it is a valid library name, else raise ``ValueError``."""
+    """Return ``name`` if it is a valid library name, else raise
+    :class:`~sam_detect.errors.InvalidNameError` (a ``ValueError``)."""
     if not isinstance(name, str) or not LIBRARY_NAME_RE.match(name):
-        raise ValueError(
+        raise InvalidNameError(
             f"invalid library name {name!r}: expected 1-64 characters of letters, digits, "
             "'_', '-' or '.', starting with a letter or digit (e.g. 'nuclei' or 'hela-v2')"
         )

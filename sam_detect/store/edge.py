@@ -75,6 +75,12 @@ QUERY_BATCH = 256
 SCROLL_BATCH = 1024
 #: Names the ``qdrant`` store uses inside a shared libraries folder.
 RESERVED_NAMES = ("collection",)
+#: the shard folders some store object of this process has open: a second store's
+#: ``EdgeShard.load`` of one of them is refused before it touches the files, since the
+#: engine's refused load leaves the first holder's journal unusable (keyed by process id too:
+#: a forked worker does not hold what its parent held)
+_OPEN_HERE: set[tuple[int, str]] = set()
+_OPEN_LOCK = threading.Lock()
 
 
 def _edge():
@@ -482,16 +488,28 @@ class EdgeStore(Store):
             return shard
         qe = _edge()
         folder = self.path / name / SHARD_DIR
+        if not folder.is_dir():  # deleted by another process since this store looked
+            self._metas.pop(name, None)
+            self._verified.discard(name)
+            raise not_found(name, self.list_libraries(), self._where)
         _check_free_space(folder)
-        try:
-            shard = qe.EdgeShard.load(str(folder))
-        except Exception as e:
-            text = str(e)
+        key = (os.getpid(), str(folder.resolve()))
+        here = LibraryLockedError(
+            f"library {name!r} in {self.path} is already open in this process (another SAMDetect "
+            "or store on the same folder); close that one first (.close()), or use it for both")
+        with _OPEN_LOCK:
+            if key in _OPEN_HERE:
+                raise here
+            try:
+                shard = qe.EdgeShard.load(str(folder))
+            except Exception as e:
+                shard, error = None, e
+            else:
+                _OPEN_HERE.add(key)
+        if shard is None:
+            text = str(error)
             if ("WouldBlock" in text or "lock" in text.lower()) and held_here(self.path / name):
-                raise LibraryLockedError(
-                    f"library {name!r} in {self.path} is already open in this process (another SAMDetect "
-                    "or store on the same folder); close that one first (.close()), or use it for both"
-                ) from None
+                raise here from None
             if "WouldBlock" in text or "lock" in text.lower():
                 raise LibraryLockedError(
                     f"library {name!r} in {self.path} is in use by another sam-detect process"
@@ -506,7 +524,7 @@ class EdgeStore(Store):
                 ) from None
             raise LibraryError(
                 f"cannot open library {name!r} in {self.path}: {' '.join(text.split())[:200]}"
-            ) from e
+            ) from error
         self._shards[name] = shard
         with contextlib.suppress(OSError):
             write_holder(self.path / name)
@@ -515,11 +533,14 @@ class EdgeStore(Store):
     def release(self) -> None:
         """Let go of every library's lock (the store stays usable: the next call opens the
         library again). The UI calls it after each request, so the CLI can use the library
-        between requests."""
+        between requests; what this store read of the libraries is read again then (another
+        process may have added to one, or deleted it, meanwhile)."""
         with self._lock:
             for name in list(self._shards):
                 with contextlib.suppress(Exception):
                     self._close_shard(name, optimize=False)
+            self._metas.clear()
+            self._verified.clear()
 
     def _read_shard(self, name: str) -> Any:
         """The shard, after a cheap check on first use: as many examples as the last write left."""
@@ -616,6 +637,8 @@ class EdgeStore(Store):
         finally:
             shard.close()
             self._pending.pop(name, None)
+            with _OPEN_LOCK:
+                _OPEN_HERE.discard((os.getpid(), str((self.path / name / SHARD_DIR).resolve())))
 
     @staticmethod
     def _count(shard: Any) -> int:

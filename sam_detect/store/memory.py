@@ -8,6 +8,7 @@ after every change and loaded again on the next start.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import glob
 import json
@@ -15,13 +16,14 @@ import os
 import re
 import tempfile
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sam_detect.errors import LibraryError
+from sam_detect.errors import LibraryError, LibraryLockedError
 from sam_detect.store._common import (
     COUNT_KEY,
     check_library_name,
@@ -44,6 +46,23 @@ class _Library:
     ids: list[str] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
     payloads: list[dict[str, Any]] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``<path>.lock`` (``fcntl.flock``; none where there is no
+    ``fcntl``) while a writer checks and replaces the store file."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: the stamp check alone
+        yield
+        return
+    with open(path.with_name(path.name + ".lock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 class MemoryStore(Store):
@@ -69,6 +88,7 @@ class MemoryStore(Store):
                 p = p / DEFAULT_FILE_NAME
             self.path = p
             self._sweep()
+            self._seen = self._stamp()  # the file as read: a write finds it so, or refuses
             if p.exists():
                 self._load(p)
                 for name in [n for n, lib in self._libs.items() if pending_of(lib.meta)]:
@@ -270,10 +290,25 @@ class MemoryStore(Store):
         try:
             with os.fdopen(fd, "wb") as f:
                 np.savez(f, **arrays)
-            os.replace(tmp, self.path)
+            with _locked(self.path):  # one writer at a time checks and replaces
+                if self._stamp() != self._seen:  # two processes each adding to what they read: the last one
+                    raise LibraryLockedError(  # would drop the other's examples, silently
+                        f"memory store file {self.path} was changed by another process since this one read it "
+                        "(one process at a time per file): nothing of this change was written; run it again")
+                os.replace(tmp, self.path)
+                self._seen = self._stamp()
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def _stamp(self) -> tuple[int, int, int] | None:
+        """The store file's inode, change time and size (each write replaces it: a new
+        inode), or ``None`` where there is none."""
+        try:
+            st = self.path.stat() if self.path is not None else None
+        except FileNotFoundError:
+            return None
+        return None if st is None else (st.st_ino, st.st_mtime_ns, st.st_size)
 
     def _sweep(self) -> None:
         """Remove the half-written copies of the store file that killed writers left

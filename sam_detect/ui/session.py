@@ -451,8 +451,17 @@ class AnnotationSession:
         with self.lock:
             if not self._undo:
                 raise NotFoundError("nothing to undo")
-            act = self._undo.pop()
-            self.libraries.delete(act.library, act.example_ids)
+            act = self._undo[-1]
+            try:  # a step that fails stays on the stack (a library in use elsewhere: try again) ...
+                self.libraries.delete(act.library, act.example_ids)
+            except LibraryNotFoundError:  # ... except where its library is gone: none of its steps can be undone
+                gone = sum(a.library == act.library for a in self._undo)
+                self._undo = [a for a in self._undo if a.library != act.library]
+                self._annotations.pop(act.library, None)
+                raise NotFoundError(
+                    f"library {act.library!r} was deleted outside this session: its {gone} undo step(s) "
+                    f"are dropped ({len(self._undo)} left)") from None
+            self._undo.pop()
             restored: dict[str, list[str]] = {}
             if act.replaced and act.image_key is not None and act.view is not None:
                 det = self.libraries.detector_for(act.library)

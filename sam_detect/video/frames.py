@@ -127,6 +127,9 @@ def parse_frames(text: str | Sequence[int] | None) -> FrameSelection | None:
         start = int(m.group(1)) if m.group(1) is not None else 0
         stop = (int(m.group(3)) if m.group(3) is not None else None) if m.group(2) else start
         step = int(m.group(4)) if m.group(4) is not None else 1
+        if not m.group(2) and m.group(4) is not None:  # 'A:B' is a slice elsewhere (eval's --detect-on)
+            raise ValueError(f"bad frame range {item.strip()!r}: a step goes after a range ('{start}-99:{step}'); "
+                             f"frames {start} to {step} are '{start}-{step}' (inclusive)")
         if step < 1:
             raise ValueError(f"bad frame range {item.strip()!r}: the step must be >= 1")
         if stop is not None and stop < start:

@@ -172,7 +172,7 @@ class StackSource(FrameSource):
         if channel is not None:  # every frame has as many channels: a wrong index is one error, not every frame skipped
             from sam_detect.io.render import resolve_channels
 
-            resolve_channels(channel, int(self.stack.shape[-1]) if self.axes.endswith("C") else 1, f"{self.path}: ")
+            resolve_channels(channel, int(self.stack.shape[-1]) if self.stack.ndim == 4 else 1, f"{self.path}: ")
         sel = (
             frames if isinstance(frames, FrameSelection) or frames is None else parse_frames(frames)
         )
@@ -184,15 +184,15 @@ class StackSource(FrameSource):
         self.frame_count = len(self.indices)
 
     def __iter__(self) -> Iterator[Frame]:
-        from sam_detect.io.images import to_rgb_uint8
+        from sam_detect.io.render import render
 
-        channel_axis = -1 if self.axes.endswith("C") else None
         for i in self.indices:
             if self.closed:
                 return
             plane = self.stack[i]
-            try:
-                rgb = to_rgb_uint8(plane, channel=self.channel, channel_axis=channel_axis)
+            try:  # each frame as load_image reads it (detect --frame k): channels merged, samples in colour
+                rgb = render(plane, channel=self.channel, merge="max", percentiles=(1.0, 99.8),
+                             is_rgb=self.axes.endswith("S"), where=self.name)
             except ImageLoadError as e:
                 self.failed += 1
                 log.warning("%s: frame %d: %s (skipped)", self.name, i, e)
