@@ -44,7 +44,8 @@ _HOLDER = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_second_process_is_locked_out_of_the_library_and_nothing_is_lost(tmp_path):
+def test_second_process_is_locked_out_of_the_library_and_nothing_is_lost(tmp_path, monkeypatch):
+    monkeypatch.setenv("SAM_DETECT_LOCK_WAIT", "0")  # no wait for the holder: refused at once
     holder = start_holder(_HOLDER, tmp_path, 40, "first")
     try:
         s = EdgeStore(tmp_path)
@@ -198,3 +199,52 @@ def test_a_library_on_a_full_or_read_only_disk_is_refused_in_one_line_not_called
     store = EdgeStore(tmp_path)
     assert check_library(store, "lib").ok
     store.close()
+
+
+_BRIEF_HOLDER = textwrap.dedent(
+    """
+    import sys, time, numpy as np
+    from sam_detect.store.edge import EdgeStore
+    from sam_detect.store.base import LibraryMeta
+    s = EdgeStore(sys.argv[1])
+    s.create_library(LibraryMeta(name="lib", embedder_id="fake", dim=8))
+    s.add("lib", np.random.default_rng(1).normal(size=(5, 8)), ["first"] * 5)
+    print("ready", flush=True)
+    time.sleep(float(sys.argv[2]))  # a UI request, a short detect
+    s.close()
+    print("closed", flush=True)
+    sys.stdin.readline()
+    """
+)
+
+
+@pytest.mark.slow
+def test_an_open_waits_its_turn_for_a_library_another_process_holds_briefly(tmp_path, monkeypatch, caplog):
+    """A UI click during a CLI `detect`, or an `add` during a click, failed at once ("in use by
+    another sam-detect process"): an open now waits up to ``SAM_DETECT_LOCK_WAIT`` seconds
+    (10) for the holder, says so once, and goes on when it lets go; past the wait it says how
+    long it waited."""
+    import logging
+
+    holder = start_holder(_BRIEF_HOLDER, tmp_path, 1.5)
+    s = EdgeStore(tmp_path)
+    try:
+        with caplog.at_level(logging.WARNING, logger="sam_detect"):
+            s.add("lib", np.ones((2, DIM)), ["second"] * 2)  # waits about 1.5 s
+        assert "library 'lib' is in use by another sam-detect process (pid " in caplog.text
+        assert "waiting up to 10 s for it" in caplog.text
+        assert s.labels("lib") == {"first": 5, "second": 2}
+    finally:
+        s.close()
+        stop_holder(holder)
+    monkeypatch.setenv("SAM_DETECT_LOCK_WAIT", "0.6")
+    holder = start_holder(_BRIEF_HOLDER.replace('s.create_library(LibraryMeta(name="lib", embedder_id="fake", dim=8))',
+                                                "pass"), tmp_path, 30)
+    s = EdgeStore(tmp_path)
+    try:
+        with pytest.raises(LibraryLockedError, match=r"in use by another sam-detect process \(pid \d+, .*\) \(waited 0.6 s\)"):
+            s.count("lib")
+    finally:
+        s.close()
+        holder.kill()
+        holder.wait(10)

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -81,6 +83,21 @@ RESERVED_NAMES = ("collection",)
 #: a forked worker does not hold what its parent held)
 _OPEN_HERE: set[tuple[int, str]] = set()
 _OPEN_LOCK = threading.Lock()
+#: how long an open waits for a library another process holds before it says so: the UI holds
+#: a library for one request, a `detect` for its run, so a click during a CLI detect or an
+#: `add` during a click waits its turn instead of failing (``SAM_DETECT_LOCK_WAIT`` seconds;
+#: ``0``: at once, as before)
+LOCK_WAIT = 10.0
+LOCK_POLL = 0.2
+log = logging.getLogger("sam_detect")
+
+
+def lock_wait() -> float:
+    """Seconds an open waits for a library another process holds (``SAM_DETECT_LOCK_WAIT``)."""
+    try:
+        return max(0.0, float(os.environ.get("SAM_DETECT_LOCK_WAIT", LOCK_WAIT)))
+    except ValueError:
+        return LOCK_WAIT
 
 
 def _edge():
@@ -497,23 +514,35 @@ class EdgeStore(Store):
         here = LibraryLockedError(
             f"library {name!r} in {self.path} is already open in this process (another SAMDetect "
             "or store on the same folder); close that one first (.close()), or use it for both")
-        with _OPEN_LOCK:
-            if key in _OPEN_HERE:
-                raise here
-            try:
-                shard = qe.EdgeShard.load(str(folder))
-            except Exception as e:
-                shard, error = None, e
-            else:
-                _OPEN_HERE.add(key)
+        deadline, said = time.monotonic() + lock_wait(), False
+        while True:
+            with _OPEN_LOCK:
+                if key in _OPEN_HERE:
+                    raise here
+                try:
+                    shard = qe.EdgeShard.load(str(folder))
+                except Exception as e:
+                    shard, error = None, e
+                else:
+                    _OPEN_HERE.add(key)
+            locked = shard is None and ("WouldBlock" in str(error) or "lock" in str(error).lower())
+            if not locked or held_here(self.path / name) or time.monotonic() >= deadline:
+                break
+            if not said:  # another process holds it (a UI request, a detect): its turn first
+                log.warning("library %r is in use by another sam-detect process%s: waiting up to %g s for it",
+                            name, holder(self.path / name), lock_wait())
+                said = True
+            time.sleep(LOCK_POLL)
         if shard is None:
             text = str(error)
-            if ("WouldBlock" in text or "lock" in text.lower()) and held_here(self.path / name):
+            if locked and held_here(self.path / name):
                 raise here from None
-            if "WouldBlock" in text or "lock" in text.lower():
+            if locked:
                 raise LibraryLockedError(
                     f"library {name!r} in {self.path} is in use by another sam-detect process"
-                    f"{holder(self.path / name)}; wait for it to finish or close it, or share libraries "
+                    f"{holder(self.path / name)}"
+                    + (f" (waited {lock_wait():g} s)" if said else "")
+                    + "; wait for it to finish or close it, or share libraries "
                     "through a server (--qdrant-url http://localhost:6333)"
                 ) from None
             if "read-only" in text.lower() or not os.access(folder, os.W_OK):
