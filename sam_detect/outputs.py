@@ -133,7 +133,7 @@ def label_maps(instances: Instances, classes: Sequence[str]) -> tuple[np.ndarray
 
 #: the columns of ``detect --csv``: one row per object
 CSV_COLUMNS = ("image", "id", "label", "confidence", "similarity", "area", "centroid_x", "centroid_y",
-               "x1", "y1", "x2", "y2")
+               "x1", "y1", "x2", "y2", "frame")
 
 
 def write_csv(records: Iterable[dict[str, Any]], path: str | Path) -> None:
@@ -149,8 +149,10 @@ def write_csv(records: Iterable[dict[str, Any]], path: str | Path) -> None:
         for rec in records:
             for obj in rec.get("objects", []):
                 cx, cy = obj.get("centroid") or ("", "")
+                frame = rec.get("frame")  # a stack's frame (empty for an image of one)
                 out.writerow([rec.get("image"), obj.get("id"), obj.get("label"), obj.get("confidence"),
-                              obj.get("similarity", ""), obj.get("area"), cx, cy, *obj.get("box", ["", "", "", ""])])
+                              obj.get("similarity", ""), obj.get("area"), cx, cy, *obj.get("box", ["", "", "", ""]),
+                              "" if frame is None else frame])
 
 
 def write_bytes(data: bytes, path: str | Path) -> None:

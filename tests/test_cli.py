@@ -778,6 +778,15 @@ def test_frames_of_a_stack_are_resumed_and_named_each_on_its_own(scene_files, tm
         r = run_cli("detect", stack, "--frame", k, "--label-image", f"{tmp_path / 'out'}/", "-q", *f["lib"])
         assert r.exit_code == 0, r.output
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["stack_frame0_labels.tif", "stack_frame1_labels.tif"]
+    # the CSV and COCO of a frame say which (their rows and image named the file alone)
+    r = run_cli("detect", stack, "--frame", 1, "--csv", tmp_path / "t.csv", "--coco", tmp_path / "c.json", "-q", *f["lib"])
+    assert r.exit_code == 0, r.output
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "t.csv").open()))
+    assert rows and {row["frame"] for row in rows} == {"1"}
+    (image,) = json.loads((tmp_path / "c.json").read_text())["images"]
+    assert image["frame"] == 1 and image["file_name"] == str(stack)
 
 
 def test_video_says_which_outputs_it_did_not_write(tmp_path, scene_files):

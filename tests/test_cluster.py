@@ -266,6 +266,28 @@ def test_resume_skips_recorded_images(hela, tmp_path):
     assert [json.loads(line)["image"] for line in kept[1:]] == [str(p) for p in paths[1:]]
 
 
+def test_resume_writes_a_folders_label_images_and_says_which_an_earlier_run_left_none_of(hela, tmp_path):
+    """``--resume`` with a folder of label images, type maps and GeoJSON files (one file per
+    image, written as each image finishes) was refused: an overnight folder run could not
+    make them. The images run now get theirs; those taken from the resume file keep the
+    earlier run's files, and where it wrote none stderr says how many lack one. One file
+    for one image is still refused."""
+    lib = ["--library-path", hela["root"] / "libs", "--segmenter", "classical"]
+    resume, out = tmp_path / "run.jsonl", tmp_path / "labels"
+    paths = hela["paths"][:3]
+    assert run_cli("detect", paths[0], "--resume", resume, *lib).exit_code == 0  # no label image then
+    r = run_cli("detect", *paths, "--resume", resume, "--label-image", out, "--geojson", tmp_path / "shapes", *lib)
+    assert r.exit_code == 0, r.output
+    assert sorted(f.name for f in out.iterdir()) == sorted(f"{p.stem}_labels.tif" for p in paths[1:])
+    assert ("resume: images taken from" in r.stderr and "have no file from an earlier run in the output folder "
+            "(1 --label-image, 1 --geojson): run them without --resume" in r.stderr)
+    assert len(list((tmp_path / "shapes").iterdir())) == 2
+    r = run_cli("detect", *paths, "--resume", resume, "--label-image", out, *lib)  # nothing left to run
+    assert r.exit_code == 0 and "1 --label-image" in r.stderr  # the first image's still missing
+    r = run_cli("detect", paths[0], "--resume", resume, "--label-image", tmp_path / "one.tif", *lib)
+    assert r.exit_code == 2 and "of one image need its masks from this run" in r.output
+
+
 def test_resume_knows_a_path_however_it_is_spelled(hela, tmp_path):
     """A record written for ``imgs/f.tif`` is the image ``/abs/imgs/f.tif`` too: nothing is
     detected again and no line is written twice."""

@@ -332,7 +332,7 @@ def test_detect_writes_label_images_and_type_maps(typed_files, tmp_path):
         (["--label-image", "{tmp}/x.jpg"], "--label-image"),
         (["--type-map", "{tmp}/nope/x.tif"], "folder"),
         (["--label-image", "{tmp}/x.tif", "--slide"], "leave out --overlay, --label-image, --type-map"),
-        (["--label-image", "{tmp}/x.tif", "--resume", "{tmp}/r.jsonl"], "need every image's masks from this run"),
+        (["--label-image", "{tmp}/x.tif", "--resume", "{tmp}/r.jsonl"], "of one image need its masks from this run"),
     ],
 )
 def test_detect_label_outputs_refused_before_any_work(typed_files, tmp_path, args, message):

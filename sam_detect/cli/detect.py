@@ -122,9 +122,6 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
         if not slide and ctx.get_parameter_source(option) is not click.core.ParameterSource.DEFAULT:
             raise click.BadParameter("it applies to whole slides only: add --slide (or leave it out)",
                                      param_hint="--" + option.replace("_", "-"))
-    if resume_path and (label_path or type_path or geojson_path):
-        raise click.BadParameter("--label-image, --type-map and --geojson need every image's masks from this run; "
-                                 "leave out --resume", param_hint="--resume")
     if cluster is not None:
         from sam_detect.cluster import parse_cluster
 
@@ -143,6 +140,11 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
     overlay = _output_target(overlay_path, "overlay", paths) if overlay_path else None
     maps = {kind: _output_target(path, kind, paths)
             for kind, path in (("labels", label_path), ("types", type_path), ("geojson", geojson_path)) if path}
+    if resume_path and [kind for kind, (_, folder) in maps.items() if not folder]:
+        # one file for one image: a resumed image's masks are not in the resume file (a folder
+        # of one file per image keeps what the earlier run wrote)
+        raise click.BadParameter("--label-image, --type-map and --geojson of one image need its masks from this run; "
+                                 "leave out --resume (or give them a folder)", param_hint="--resume")
     no_clashes(paths, {"--coco": coco_path, "--csv": csv_path, "--resume": resume_path, **{
         _OUTPUTS[kind][0]: None if target[1] else str(target[0])
         for kind, target in (({"overlay": overlay} if overlay else {}) | maps).items()}})
@@ -193,11 +195,19 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
             from sam_detect.cluster import open_resume
 
             resume_fh = open_resume(resume_path)
+        unwritten: dict[str, int] = {}  # resumed images whose per-image files no earlier run left
         try:
             for path in paths:  # results come in input order; resumed records keep their place
                 if keys.get(str(path)) in resumed:
                     rec = resumed[keys[str(path)]]
                     _emit(rec, jsonl, records, bool(csv_path))
+                    if maps or overlay:  # their files are an earlier run's: said where there are none
+                        names = names or unique_stems(paths)
+                        at = rec.get("frame")
+                        name = names[str(path)] + (f"_frame{at}" if at is not None else "")
+                        for kind, target in (({"overlay": overlay} if overlay else {}) | maps).items():
+                            if not _target_file(target, kind, name).exists():
+                                unwritten[kind] = unwritten.get(kind, 0) + 1
                     continue
                 res = next(results)
                 if res.error is not None:
@@ -215,6 +225,8 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
                     append_line(resume_fh, res.record)
                 _emit(res.record, jsonl, records, bool(csv_path))
                 if coco_path:
+                    if res.record.get("frame") is not None:  # the COCO image record says which frame
+                        res.instances.metadata["frame"] = res.record["frame"]
                     coco_items.append((str(path), res.instances))
                 if maps or res.overlay is not None:
                     names = names or unique_stems(paths)
@@ -233,6 +245,10 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
             results.close()
             if resume_fh is not None:
                 resume_fh.close()
+        if unwritten and not quiet:
+            said = ", ".join(f"{n} {_OUTPUTS[kind][0]}" for kind, n in unwritten.items())
+            click.echo(f"sam-detect: resume: images taken from {resume_path} have no file from an earlier run in the "
+                       f"output folder ({said}): run them without --resume to make those", err=True)
 
     if as_json:
         click.echo(json.dumps(records[0] if len(records) == 1 else records))

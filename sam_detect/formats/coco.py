@@ -89,7 +89,9 @@ def to_coco(
     confidence if it has a label, else its segmenter score. Category ids follow the sorted
     class names, from 1: ``categories`` (a library's classes) and any other label found, so that
     files written for other images, where other classes were found, share their ids.
-    ``image_names`` default to ``metadata["image_name"]``.
+    ``image_names`` default to ``metadata["image_name"]``; an image record carries ``frame``
+    (not a COCO field; readers ignore it) where the instances' ``metadata["frame"]`` says
+    which frame of a stack they are.
     """
     from sam_detect import __version__
 
@@ -106,6 +108,8 @@ def to_coco(
     for img_id, (it, name) in enumerate(zip(items, image_names, strict=True), start=1):
         h, w = it.image_hw
         images.append({"id": img_id, "file_name": str(name), "height": int(h), "width": int(w)})
+        if it.metadata.get("frame") is not None:  # a stack's frame: its file name alone names every frame
+            images[-1]["frame"] = int(it.metadata["frame"])
         for i, m in enumerate(it.crops):
             area = m.area
             if area == 0 and not keep_empty:
