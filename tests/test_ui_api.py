@@ -222,6 +222,7 @@ def test_multichannel_16bit_stack_info_and_render(client):
     assert r.status_code == 422 and "low < high" in r.json()["error"]
     r = client.get("/api/image/info", params={"path": "sub/stack.tif", "frame": 3})
     assert r.status_code == 422 and "out of range" in r.json()["error"]
+    assert r.json()["error"].startswith("sub/stack.tif: ")  # as the browser names it: no server path
     r = client.get("/api/image/info", params={"path": "sub/stack.tif", "channel": "5"})
     assert r.status_code == 422 and "channel 5 out of range" in r.json()["error"]
     thumb = client.get("/api/image/thumb", params={"path": "sub/stack.tif"})

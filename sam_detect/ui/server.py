@@ -160,10 +160,15 @@ def create_app(session: AnnotationSession, *, allowed_hosts: list[str] | None = 
     app.state.session = session
 
     # -- errors -------------------------------------------------------------------------
+    def _relative(text: str) -> str:
+        # the browser speaks paths relative to the served folder: its own place stays on the server
+        root = str(session.root)
+        return text.replace(root + os.sep, "").replace(root, ".")
+
     @app.exception_handler(SamDetectError)
     async def _sam_error(request: Request, exc: SamDetectError) -> JSONResponse:
         return JSONResponse(
-            {"error": str(exc), "type": type(exc).__name__}, status_code=status_for(exc)
+            {"error": _relative(str(exc)), "type": type(exc).__name__}, status_code=status_for(exc)
         )
 
     @app.exception_handler(RequestValidationError)
@@ -188,7 +193,7 @@ def create_app(session: AnnotationSession, *, allowed_hosts: list[str] | None = 
         log.exception("UI request %s %s failed", request.method, request.url.path)
         return JSONResponse(
             {
-                "error": f"internal error ({type(exc).__name__}: {exc}); see the server log",
+                "error": _relative(f"internal error ({type(exc).__name__}: {exc}); see the server log"),
                 "type": "InternalError",
             },
             status_code=500,
