@@ -506,6 +506,33 @@ def open_resume(path: str | os.PathLike) -> io.TextIOBase:
     return p.open("a")
 
 
+#: the key a ``--resume`` file's records carry the run's settings under (:func:`resume_settings`)
+RESUME_SETTINGS = "resume_settings"
+
+
+def resume_settings(config: Any, **extra: Any) -> dict[str, Any]:
+    """What a ``--resume`` record must have been made with to be taken for this run's: the
+    library, the stages, the decision's and the profile's settings (``config``, a
+    ``DetectorConfig``), and ``extra`` (a slide's level and windows, the channels read)."""
+    keys = ("library", "store", "segmenter", "embedder", "top_k", "threshold", "keep_unknown", "profile",
+            "drop_border", "keep_examples")
+    out = {k: getattr(config, k, None) for k in keys}
+    out.update(extra)
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in out.items()}
+
+
+def other_settings(resumed: dict[str, dict[str, Any]], settings: dict[str, Any]) -> str | None:
+    """How a ``--resume`` file's records differ from this run's ``settings`` (``"library
+    'hela' (this run: 'voc')"``), or ``None`` where every record that says its settings
+    agrees (records written before they were recorded say nothing)."""
+    for rec in resumed.values():
+        theirs = rec.get(RESUME_SETTINGS)
+        if isinstance(theirs, dict) and theirs != settings:
+            diff = [k for k in sorted(set(theirs) | set(settings)) if theirs.get(k) != settings.get(k)]
+            return ", ".join(f"{k} {theirs.get(k)!r} (this run: {settings.get(k)!r})" for k in diff[:3])
+    return None
+
+
 def append_line(fh: io.TextIOBase, record: dict[str, Any]) -> None:
     """Append one JSON line and flush it to disk: an interrupted run loses at most one image."""
     import json

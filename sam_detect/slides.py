@@ -112,13 +112,16 @@ def read_window(path: str | os.PathLike, window: tuple[int, int, int, int], leve
         out = np.zeros((y1 - y0, x1 - x0, samples), dtype=page.dtype)
         fh = tf.filehandle
         jpegtables = getattr(page, "jpegtables", None)
+        # the decoder first: tifffile builds a JPEG one on this first access, reading the file's
+        # JPEG header, which moved the file past each seek below ("Not a JPEG file")
+        decode = page.decode
         for r in range(y0 // seg_h, (y1 - 1) // seg_h + 1):
             for c in range(x0 // seg_w, (x1 - 1) // seg_w + 1):
                 index = r * n_cols + c
                 offset, count = page.dataoffsets[index], page.databytecounts[index]
                 fh.seek(offset)
                 try:
-                    segment, _, _ = page.decode(fh.read(count), index, jpegtables=jpegtables)
+                    segment, _, _ = decode(fh.read(count), index, jpegtables=jpegtables)
                 except Exception as e:  # noqa: BLE001 - tifffile's and each codec's own errors
                     raise ImageLoadError(f"{Path(path).name}: its tile or strip {index} cannot be decoded "
                                          f"(a truncated or damaged file?): {type(e).__name__}: {e}") from e

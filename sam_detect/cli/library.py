@@ -327,7 +327,7 @@ def delete_cmd(ctx: click.Context, name: str, labels: tuple[str, ...], ids: tupl
     Deleting examples is all-or-nothing, even if the process is killed: the ids are
     journaled first and the next open finishes an interrupted delete.
     """
-    from sam_detect.errors import LibraryDamagedError, LibraryNotFoundError
+    from sam_detect.errors import LibraryDamagedError, LibraryLockedError, LibraryNotFoundError
 
     store = _open(ctx, **opts)
     if labels or ids:
@@ -338,7 +338,7 @@ def delete_cmd(ctx: click.Context, name: str, labels: tuple[str, ...], ids: tupl
     try:
         n: int | str = store.count(name)
         what = f"{n} examples"
-    except LibraryNotFoundError:
+    except (LibraryNotFoundError, LibraryLockedError):  # in use is not damaged: never pulled from its user
         raise
     except LibraryDamagedError:  # a damaged library can always be deleted
         what = "damaged"
