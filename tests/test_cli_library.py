@@ -272,6 +272,41 @@ def test_reembed_from_source_images_through_the_cli(libdir, tmp_path, shared_dat
     assert code == 1 and "already exists" in err
 
 
+def test_reembed_into_views_gives_what_an_add_with_views_gives(libdir, tmp_path, scene):
+    """``reembed --embedder views`` of a library made with ``handcrafted``: its vectors came
+    out 0.74-0.83 alike to those an ``add`` with ``views`` makes of the same examples (each
+    embedded from a context crop alone, where ``views`` pools one pass over the whole image),
+    and its decision was the old embedder's (threshold 0.2 against 0.5). Now the same vectors
+    and the same decision."""
+    from PIL import Image
+
+    from sam_detect import DetectorConfig, Instances, SAMDetect
+
+    rgb, masks, _ = scene(seed=3)
+    img = tmp_path / "scene.png"
+    Image.fromarray(rgb).save(img)
+    for lib, embedder in (("hc", "handcrafted"), ("vw", "views")):
+        det = SAMDetect(DetectorConfig(library=lib, segmenter="classical", embedder=embedder, store="edge",
+                                       store_options={"path": libdir}))
+        det.add_examples(str(img), Instances(masks=masks, labels=["shape"] * len(masks)))
+        det.close()
+    code, _, err = run_main("library", "reembed", "hc", "--embedder", "views", "--as", "hc-views", "--store", "edge")
+    assert code == 0, err
+    s = EdgeStore(libdir)
+    try:
+        def by_mask(name):
+            return {p["mask_rle"]["counts"]: v for ids, vecs, _, pays in s.iter_examples(name)
+                    for v, p in zip(vecs, pays, strict=True)}
+
+        made, again = by_mask("vw"), by_mask("hc-views")
+        assert made.keys() == again.keys()
+        assert min(float(made[k] @ again[k]) for k in made) > 0.9999
+        decision = [s.get_meta(n).extra["decision"] for n in ("vw", "hc-views")]
+        assert decision[0]["classes"] == decision[1]["classes"]  # the thresholds, as an add made them
+    finally:
+        s.close()
+
+
 def test_a_merge_and_a_repair_rebuild_what_the_library_derives(tmp_path, scene):
     """``import --merge`` and a ``repair`` that drops examples change a library's examples
     other than by ``add``: its profile and decision are rebuilt from them (a merge left the

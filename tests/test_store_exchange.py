@@ -371,6 +371,45 @@ def test_reembed_from_source_images(tmp_path):
         reembed_library(s, "lib", _MeanColourEmbedder(), "lib-mc")
 
 
+class _MeanInsideEmbedder(_MeanColourEmbedder):
+    """An embedder of whole images, as ``views`` is: each object's mean colour inside its mask,
+    read in the image itself (its crops alone give other vectors)."""
+
+    name = "meaninside"
+    id = "meaninside-v1"
+    supports_instances = True
+    seen: list = []
+
+    def embed_instances(self, rgb, instances):
+        type(self).seen.append(len(instances))
+        out = np.array([np.r_[rgb[instances.mask(i)].mean(0), rgb[instances.mask(i)].std(0)] + 1e-3
+                        for i in range(len(instances))], np.float32)
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+@needs_voc
+def test_reembed_into_a_whole_image_embedder_embeds_each_example_in_its_image(tmp_path):
+    """``reembed --embedder views`` embedded each example's context crop alone, where ``add``
+    pools ``views``' one pass over the whole image under the mask: the vectors came out
+    0.74-0.83 alike to add's for the same examples (thresholds 0.2 against 0.5), and later adds
+    mixed the two kinds. An embedder of whole images now gets each source image once with its
+    examples' masks; each vector is that example's, in the library's order."""
+    from sam_detect.masks import rle_to_mask
+
+    s = _voc_store(tmp_path)
+    _MeanInsideEmbedder.seen = []
+    res = reembed_library(s, "lib", _MeanInsideEmbedder(), "lib-in")
+    assert (res.added, res.missing) == (5, 1) and _MeanInsideEmbedder.seen == [5]  # one image, one call
+    rgb = np.load(_VOC)["rgb"]
+    (old_ids, _, _, old_pays), = s.iter_examples("lib")
+    for ids, vecs, _labs, pays in s.iter_examples("lib-in"):
+        assert sorted(ids) == sorted(i for i, p in zip(old_ids, old_pays, strict=True) if "moved" not in p["source"])
+        for v, p in zip(vecs, pays, strict=True):
+            inside = rgb[rle_to_mask(p["mask_rle"])]
+            want = np.r_[inside.mean(0), inside.std(0)] + 1e-3
+            np.testing.assert_allclose(v, want / np.linalg.norm(want), atol=1e-5)
+
+
 def test_reembed_without_any_crop_source_says_what_to_do():
     s = MemoryStore()
     filled(s, n=4)

@@ -651,6 +651,7 @@ def reembed_cmd(
             raise click.BadParameter(f"{e.message}; give the new library's name with --as NEW", param_hint="--as") from None
     store = _open(ctx, **opts)
     result = reembed_library(store, name, embedder, new, from_file=from_file)
+    _refresh_derived(store, new)  # the decision (view weights, thresholds) was the old embedder's vectors'
     click.echo(
         f"re-embedded {result.added} of {result.examples} examples into library {new!r}", err=True
     )

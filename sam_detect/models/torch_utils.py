@@ -88,7 +88,7 @@ def resolve_device(device: Any = "auto") -> torch.device:
         if not torch.cuda.is_available():
             raise DeviceNotAvailableError(
                 f"device {device!r} was requested but CUDA is not available on this machine "
-                f"(torch {torch.__version__}); use device='cpu' or 'auto'"
+                f"(torch {torch.__version__}); use cpu or auto (--device cpu on the command line, device='cpu' in Python)"
             )
         count = torch.cuda.device_count()
         if dev.index is not None and dev.index >= count:

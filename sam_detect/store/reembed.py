@@ -23,20 +23,13 @@ class ReembedResult:
     missing: int
 
 
-def crop_from_payload(
-    payload: dict[str, Any], meta: LibraryMeta, _cache: dict | None = None
-) -> np.ndarray | None:
-    """Re-cut an example's context crop from its source image (payload ``source``) and mask
-    (payload ``mask_rle``, COCO RLE), with the library's fade and occupancy.
-
-    Returns ``(s, s, 3)`` uint8, or None when the source or mask is missing.
-    """
+def source_of(payload: dict[str, Any], _cache: dict | None = None) -> tuple[tuple, np.ndarray, np.ndarray] | None:
+    """``(key, rgb, mask)``: an example's source image as ``add`` read it (payload ``source``,
+    its ``frame`` and the channels of its ``reading``; ``key`` names that reading) and its mask
+    (payload ``mask_rle``, COCO RLE); ``None`` where the source or mask is missing."""
     source, rle = payload.get("source"), payload.get("mask_rle")
     if not source or not rle or not Path(source).is_file():
         return None
-    from sam_detect.config import adopt_library_settings
-    from sam_detect.fade import create_fade
-    from sam_detect.fade.crops import context_crop
     from sam_detect.io.images import load_image
     from sam_detect.masks import rle_to_mask
 
@@ -54,6 +47,25 @@ def crop_from_payload(
     mask = rle_to_mask(rle)
     if mask.shape != rgb.shape[:2]:
         return None
+    return key, rgb, mask
+
+
+def crop_from_payload(
+    payload: dict[str, Any], meta: LibraryMeta, _cache: dict | None = None
+) -> np.ndarray | None:
+    """Re-cut an example's context crop from its source image (payload ``source``) and mask
+    (payload ``mask_rle``, COCO RLE), with the library's fade and occupancy.
+
+    Returns ``(s, s, 3)`` uint8, or None when the source or mask is missing.
+    """
+    found = source_of(payload, _cache)
+    if found is None:
+        return None
+    from sam_detect.config import adopt_library_settings
+    from sam_detect.fade import create_fade
+    from sam_detect.fade.crops import context_crop
+
+    _, rgb, mask = found
     settings = adopt_library_settings(meta)  # as a detector on this library would cut it
     fade = create_fade(settings.fade, **settings.fade_options)
     return context_crop(rgb, mask, occupancy=settings.occupancy, fade=fade).image
@@ -75,9 +87,13 @@ def reembed_library(
     """Embed library ``name``'s examples with another embedder into new library ``new_name``.
 
     Crops come from ``from_file`` (an export made with crops) or are re-cut from each
-    example's source image and mask (:func:`crop_from_payload`). Examples without a crop are
-    left out and counted in ``missing``. Ids, labels and payloads are kept; the new
-    library records the new embedder and the old fade and crop settings.
+    example's source image and mask (:func:`crop_from_payload`); an embedder of whole images
+    (``embed_instances``: ``views``) gets each source image with its examples' masks instead,
+    as ``add`` embeds them. Examples without a crop are left out and counted in ``missing``.
+    Ids, labels and payloads are kept; the new library records the new embedder and the old
+    fade and crop settings. What the library derives from its vectors (the decision) is the
+    old library's until rebuilt (``sam-detect library reembed`` rebuilds it:
+    ``SAMDetect.refresh_profile``).
     """
     if isinstance(embedder, str):
         from sam_detect.embed import create_embedder
@@ -105,18 +121,26 @@ def reembed_library(
             return crop_from_payload(payloads[k], old)
 
     keep, vectors = [], []
-    batch: list[np.ndarray] = []
-    for k in range(len(ids)):
-        crop = get_crop(k)
-        if crop is None:
-            continue
-        keep.append(k)
-        batch.append(crop)
-        if len(batch) >= batch_size:
+    from sam_detect.embed.base import embeds_instances
+
+    if from_file is None and embeds_instances(emb):
+        # an embedder of whole images (``views``: one network pass pooled under each mask) sees
+        # each example in its image, as ``add`` gives it: embedded from a context crop alone its
+        # vectors came out 0.74-0.83 alike to add's, and later adds mixed the two kinds
+        keep, vectors = _embed_in_images(emb, labels, payloads)
+    else:
+        batch: list[np.ndarray] = []
+        for k in range(len(ids)):
+            crop = get_crop(k)
+            if crop is None:
+                continue
+            keep.append(k)
+            batch.append(crop)
+            if len(batch) >= batch_size:
+                vectors.append(np.asarray(emb.embed(batch), np.float32))
+                batch = []
+        if batch:
             vectors.append(np.asarray(emb.embed(batch), np.float32))
-            batch = []
-    if batch:
-        vectors.append(np.asarray(emb.embed(batch), np.float32))
     if not keep:
         raise LibraryError(
             f"no example of {name!r} has a crop to re-embed: the source images are missing or the "
@@ -144,10 +168,12 @@ def reembed_library(
     if ident is not None:
         meta.extra[MODEL_KEY] = ident.to_dict()
     store.create_library(journal.provisional(meta))
+    order = np.argsort(keep, kind="stable")  # the examples' own order (grouped by image above)
+    keep = [keep[i] for i in order]
     try:
         store.add(
             new_name,
-            np.concatenate(vectors),
+            np.concatenate(vectors)[order],
             [labels[k] for k in keep],
             [payloads[k] for k in keep],
             ids=[ids[k] for k in keep],
@@ -157,3 +183,35 @@ def reembed_library(
         raise
     journal.commit(store, new_name)
     return ReembedResult(examples=len(ids), added=len(keep), missing=len(ids) - len(keep))
+
+
+def _embed_in_images(emb: Any, labels: list[str], payloads: list[dict]) -> tuple[list[int], list[np.ndarray]]:
+    """``(kept, vectors)``: the examples whose source image and mask are there, embedded image
+    by image (one image in memory at a time) through ``emb.embed_instances`` at the library's
+    embedding scale (``library_state.typical_area``), as ``add`` embeds them; ``kept`` lists
+    their indices in the order of ``vectors``' rows."""
+    from sam_detect.instances import Instances
+    from sam_detect.library_state import typical_area
+    from sam_detect.masks import MaskCrop
+
+    by_image: dict[tuple, list[int]] = {}
+    for k, pay in enumerate(payloads):
+        pay = pay or {}
+        reading = pay.get("reading") if isinstance(pay.get("reading"), dict) else {}
+        channel = reading.get("channel")
+        by_image.setdefault((pay.get("source"), pay.get("frame"), None if channel is None else tuple(channel)),
+                            []).append(k)
+    options = {"typical_area": typical_area(labels, payloads)} if getattr(emb, "scales_by_area", False) else {}
+    kept, vectors = [], []
+    for idx in by_image.values():
+        cache: dict = {}
+        found = [(k, source_of(payloads[k] or {}, cache)) for k in idx]
+        found = [(k, f) for k, f in found if f is not None]
+        if not found:
+            continue
+        rgb = found[0][1][1]
+        inst = Instances.from_crops([MaskCrop.from_full(f[2]) for _, f in found], None, rgb.shape[:2],
+                                    labels=[labels[k] for k, _ in found])
+        vectors.append(np.asarray(emb.embed_instances(rgb, inst, **options), np.float32))
+        kept.extend(k for k, _ in found)
+    return kept, vectors
