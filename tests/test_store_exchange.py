@@ -362,6 +362,33 @@ def test_export_with_crops_and_reembed_from_file(tmp_path):
 
 
 @needs_voc
+def test_an_export_missing_a_listed_crop_is_refused_and_import_says_crops_stay_in_the_file(tmp_path):
+    """A crop listed (and checksummed) in the manifest but missing from the file was read
+    without a word, though a changed crop is refused; the import of a file with crops did not
+    say that the library keeps none of them (a re-export had 0 crops, reembed none to use)."""
+    import zipfile
+
+    from conftest import run_main
+
+    s = _voc_store(tmp_path)
+    m = s.get_meta("lib")
+    f = tmp_path / "with_crops.zip"
+    export_library(s, "lib", f, crops=lambda _i, p: crop_from_payload(p, m))
+    cut = tmp_path / "cut.zip"
+    with zipfile.ZipFile(f) as src, zipfile.ZipFile(cut, "w") as dst:
+        dropped = next(n for n in src.namelist() if n.startswith("crops/"))
+        for item in src.infolist():
+            if item.filename != dropped:
+                dst.writestr(item, src.read(item.filename))
+    with pytest.raises(LibraryError, match=rf"crop {dropped} is listed but missing: the file is damaged or was edited"):
+        read_library_file(cut)
+    code, _, err = run_main("library", "import", f, "--as", "voc2", "--store", "memory",
+                            "--library-path", tmp_path / "libs")
+    assert code == 0, err
+    assert "the file's 5 crops stay in" in err and "--from-file" in err
+
+
+@needs_voc
 def test_reembed_from_source_images(tmp_path):
     s = _voc_store(tmp_path)
     res = reembed_library(s, "lib", _MeanColourEmbedder(), "lib-mc")

@@ -563,6 +563,12 @@ def import_cmd(
         _refresh_derived(store, result.name)
     skipped = f" ({result.skipped} already there)" if result.skipped else ""
     click.echo(f"imported {result.added} examples into library {result.name!r}{skipped}", err=True)
+    from sam_detect.store.exchange import crops_in
+
+    if (n := crops_in(file)):  # they stay in the file: the library keeps its examples' sources only
+        click.echo(f"sam-detect: the file's {n} crops stay in {file} (the library keeps each example's source "
+                   f"image path): keep it to re-embed where those images are not (`sam-detect library reembed "
+                   f"{result.name} --embedder E --from-file {file}`)", err=True)
 
 
 @library.command("copy")

@@ -383,6 +383,9 @@ def read_library_file(file: str | os.PathLike) -> LibraryArchive:
             raise bad(f"crops for unknown examples, e.g. {sorted(unknown)[0]}")
         cinfo = manifest.get("crops")
         sums = cinfo.get("sha256") if isinstance(cinfo, dict) else None
+        if isinstance(sums, dict) and (lost := sorted(set(sums) - crop_ids)):  # listed, checksummed, not there
+            raise bad(f"crop {CROPS_DIR}{lost[0]}.png is listed but missing"
+                      + (f" (and {len(lost) - 1} more)" if len(lost) > 1 else "") + ": the file is damaged or was edited")
         if crop_ids and isinstance(sums, dict):  # files before checksums have none
             for cid in sorted(crop_ids):
                 member = f"{CROPS_DIR}{cid}.png"
@@ -448,6 +451,19 @@ def import_library(
     store.create_library(journal.provisional(meta))
     _add_batched(store, target, archive, list(range(len(archive.ids))))
     return ImportResult(target, len(archive.ids), 0)
+
+
+def crops_in(file: str | os.PathLike) -> int:
+    """How many crops an exported library file carries (its manifest's count; 0 for none)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(file) as z:
+            manifest = json.loads(z.read(MANIFEST))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return 0
+    cinfo = manifest.get("crops") if isinstance(manifest, dict) else None
+    return int(cinfo.get("count") or 0) if isinstance(cinfo, dict) else 0
 
 
 def _add_batched(store: Store, name: str, archive: LibraryArchive, rows: Sequence[int]) -> None:
