@@ -754,6 +754,14 @@ def test_prompts_whose_masks_look_wrong_are_named():
     assert notes[0].startswith("--point b and --point d made one mask (10000 px)")
     assert notes[1].startswith("the 4 prompts made masks of 35, 10000, 308, 10000 px, 286x apart")
     assert odd_prompt_sizes([one(5, 5, 8, 8), one(50, 50, 9, 9), one(100, 100, 16, 16)], ["a", "b", "c"]) == []
+    # a box round a seated person that made its head (615 px, 4 % of the box): said; a mask
+    # filling a third of its box, or a click, is not
+    head, third = one(30, 30, 10, 10), one(100, 100, 20, 20)
+    notes = odd_prompt_sizes([head, third, one(150, 20, 9, 9)], ["--box p", "--box q", "--point r"],
+                             [(20, 20, 80, 80), (95, 95, 130, 130), None])
+    assert notes[0] == ("--box p made a mask of 100 px, 3% of the box: a part of its object? check it (--overlay "
+                        "on a detect of this image), or give it as --mask or --polygon")
+    assert not any("--box q" in n or "--point r made" in n for n in notes)
 
 
 def test_frames_of_a_stack_are_resumed_and_named_each_on_its_own(scene_files, tmp_path, scene):

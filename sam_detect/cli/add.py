@@ -119,19 +119,31 @@ def _named_only(inst: Any, label: str | None, name: str, quiet: bool) -> Any:
 #: how far apart in area the masks of one add's boxes and clicks may lie before stderr says so
 #: (a click on a nucleus that took the stroma's gap round it: 35 px beside 10,348 px)
 ODD_PROMPT_SPREAD = 30.0
+#: a box whose mask fills under this share of it is said to have made a part of its object
+#: (a box round a seated person on the VOC photo made its head: 615 px, 4 % of the box; a
+#: nucleus fills 0.6-0.8 of a box drawn round it, a person 0.3-0.5)
+BOX_FILL_FLOOR = 0.1
 
 
-def odd_prompt_sizes(found: list, prompts: list[str]) -> list[str]:
+def odd_prompt_sizes(found: list, prompts: list[str], boxes: list | None = None) -> list[str]:
     """Lines on the masks that boxes and clicks (``found``, one ``Instances`` each) made, where
     they look wrong: two prompts that made one mask (a click that took the ground round its
-    object takes the same ground from the next click), and sizes more than
-    ``ODD_PROMPT_SPREAD`` times apart. The profile's size range then spans both, and what
-    the library finds changes, with no word."""
+    object takes the same ground from the next click), sizes more than
+    ``ODD_PROMPT_SPREAD`` times apart, and a box (``boxes``: each prompt's XYXY box, ``None``
+    for a click) whose mask fills under ``BOX_FILL_FLOOR`` of it. The profile's size range
+    then spans both, and what the library finds changes, with no word."""
     from sam_detect.instances import Instances
     from sam_detect.masks import crop_intersections
 
-    made = [(f, what) for f, what in zip(found, prompts, strict=True) if len(f)]
     out = []
+    for f, what, box in zip(found, prompts, boxes or [None] * len(prompts), strict=True):
+        if box is not None and len(f):
+            x1, y1, x2, y2 = (float(v) for v in box)
+            fill = float(f.areas[0]) / max((x2 - x1) * (y2 - y1), 1.0)
+            if fill < BOX_FILL_FLOOR:
+                out.append(f"{what} made a mask of {int(f.areas[0])} px, {fill:.0%} of the box: a part of its "
+                           "object? check it (--overlay on a detect of this image), or give it as --mask or --polygon")
+    made = [(f, what) for f, what in zip(found, prompts, strict=True) if len(f)]
     if len(made) >= 2:
         merged = Instances.merge([f for f, _ in made])
         ii, jj, inter = crop_intersections(merged.crops)  # the pairs i < j that overlap
@@ -269,7 +281,8 @@ def add(image, label, negative, boxes, points, mask_paths, polygon_paths, labels
             inst = Instances.merge(found)
             inst.labels[:] = label
             if not quiet:
-                for note in odd_prompt_sizes(found, [f"--box {b}" for b, _ in boxes] + [f"--point {p}" for p, _ in points]):
+                for note in odd_prompt_sizes(found, [f"--box {b}" for b, _ in boxes] + [f"--point {p}" for p, _ in points],
+                                             [box for _, box in boxes] + [None] * len(points)):
                     click.echo(f"sam-detect: {note}", err=True)
         elif mask_paths:
             from sam_detect.formats import read_mask_folder
