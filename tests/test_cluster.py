@@ -291,6 +291,37 @@ def test_resume_writes_a_folders_label_images_and_says_which_an_earlier_run_left
     assert r.exit_code == 2 and "of one image need its masks from this run" in r.output
 
 
+def test_ctrl_c_in_a_folder_says_what_was_done_and_how_to_go_on(hela, tmp_path, monkeypatch):
+    """Ctrl-C after the first of three images: stdout held only "Aborted!", the finished
+    image's summary and where its result is were not said. Now its summary line, one line
+    naming how many were done and how to go on (the resume file), exit 130; a partial
+    ``--csv`` is not written as if whole."""
+    import sam_detect.cli.detect as cli_detect
+
+    real = cli_detect._results
+
+    def stopped(*args, **kwargs):
+        gen = real(*args, **kwargs)
+        try:
+            yield next(gen)
+            raise KeyboardInterrupt
+        finally:
+            gen.close()
+
+    monkeypatch.setattr(cli_detect, "_results", stopped)
+    lib = ["--library-path", hela["root"] / "libs", "--segmenter", "classical"]
+    resume, table = tmp_path / "run.jsonl", tmp_path / "t.csv"
+    r = run_cli("detect", *hela["paths"][:3], "--resume", resume, "--csv", table, *lib)
+    assert r.exit_code == 130, r.output
+    assert f"{hela['paths'][0]}: " in r.stdout and "objects" in r.stdout
+    assert (f"interrupted after 1 of 3 images (their results are in {resume}: run the same command again to go "
+            "on); --csv not written") in r.stderr
+    assert len(resume.read_text().splitlines()) == 1 and not table.exists()
+    monkeypatch.setattr(cli_detect, "_results", real)
+    r = run_cli("detect", *hela["paths"][:3], "--resume", resume, *lib)
+    assert r.exit_code == 0 and "resume: 1 of 3 images already" in r.stderr
+
+
 def test_resume_knows_a_path_however_it_is_spelled(hela, tmp_path):
     """A record written for ``imgs/f.tif`` is the image ``/abs/imgs/f.tif`` too: nothing is
     detected again and no line is written twice."""

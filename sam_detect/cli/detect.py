@@ -204,6 +204,7 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
 
             resume_fh = open_resume(resume_path)
         unwritten: dict[str, int] = {}  # resumed images whose per-image files no earlier run left
+        interrupted = False
         try:
             for path in paths:  # results come in input order; resumed records keep their place
                 if keys.get(str(path)) in resumed:
@@ -249,6 +250,8 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
                 except (OSError, ValueError, AnnotationError) as e:
                     failures += 1
                     click.echo(f"Error: {Path(path).name}: an output could not be written: {e}", err=True)
+        except KeyboardInterrupt:  # Ctrl-C: the images done are said, and how to go on from them
+            interrupted = True
         finally:
             results.close()
             if resume_fh is not None:
@@ -266,6 +269,13 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
             total = rec["timings"].get("total")  # a slide's record has no timings
             took = "" if total is None else f" in {total:.2f}s"
             click.echo(f"{rec['image']}: {rec['count']} objects ({counts}){took}")
+    if interrupted:
+        how = (f"their results are in {resume_path}: run the same command again to go on" if resume_path
+               else "--resume FILE keeps each image's result as it finishes, for a run that goes on")
+        unsaid = [flag for flag, path in (("--csv", csv_path), ("--coco", coco_path)) if path]
+        click.echo(f"sam-detect: interrupted after {len(records)} of {len(paths)} images ({how})"
+                   + (f"; {' and '.join(unsaid)} not written" if unsaid else ""), err=True)
+        raise SystemExit(130)
     # each of the run's files on its own: one that cannot be written costs that one alone
     lost = 0
     if csv_path:
