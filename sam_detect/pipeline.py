@@ -484,7 +484,9 @@ class SAMDetect(DetectorStages, LibraryState):
         ``(id, label)`` of stored examples that new ones repeat under another label."""
         from sam_detect.masks import crop_intersections
 
-        stored = self._examples_of_image(rgb)
+        # every stored example, an object's earlier labels too (coin -> penny -> coin: the first
+        # coin is still there, and the third add repeats it)
+        stored = self._examples_of_image(rgb, every=True)
         out: list[str | None] = [None] * len(instances)
         if stored is None or not len(stored):
             return out, []

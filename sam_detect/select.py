@@ -72,9 +72,18 @@ def overlap_pairs(instances: Instances, other: Instances | None = None) -> list[
 def overlapping(candidates: Instances, known: Instances, max_overlap: float = MAX_OVERLAP) -> np.ndarray:
     """``(N,)`` bool: the candidates that overlap one of the ``known`` objects by more than
     ``max_overlap`` of the smaller of the two -- those :func:`select` would never keep beside
-    it, had the known object the first rank (a fragment of it, or it merged with a neighbour)."""
+    it, had the known object the first rank (a fragment of it, or it merged with a neighbour)
+    -- or lie more than ``max_overlap`` of their own area inside several of them together (a
+    piece where two known objects meet: 86 % inside two examples, under half of each)."""
     out = np.zeros(len(candidates), bool)
     out[[i for i, _, frac in overlap_pairs(candidates, known) if frac > max_overlap]] = True
+    if len(known) > 1 and not out.all():  # or lies that far inside several of them together, none alone
+        union = np.zeros(tuple(known.image_hw), bool)
+        for c in known.crops:
+            union[c.slices] |= c.crop
+        for i in np.flatnonzero(~out):
+            c = candidates.crop(int(i))
+            out[i] = np.count_nonzero(union[c.slices][c.crop]) > max_overlap * max(c.area, 1)
     return out
 
 

@@ -227,3 +227,20 @@ def test_overlaps_among_a_whole_slide_of_candidates_are_found_sparsely():
     pairs = overlap_pairs(inst)
     assert len(pairs) == len(inst) - n_obj == len(range(0, n_obj, 1000))
     assert all(j == n_obj + i // 1000 and frac == 1.0 for i, j, frac in pairs)
+
+
+def test_a_piece_where_two_known_objects_meet_overlaps_them():
+    """A candidate lying 86 % inside two examples together, under half of each, was kept beside
+    them on their image (and took their shared pixels in the label image). ``overlapping``
+    counts the known objects together as well as one by one."""
+    from sam_detect.instances import Instances
+    from sam_detect.select import overlapping
+
+    known = np.zeros((2, 40, 60), bool)
+    known[0, 10:30, 5:30] = True
+    known[1, 10:30, 30:55] = True
+    piece = np.zeros((2, 40, 60), bool)
+    piece[0, 12:28, 18:42] = True  # half in each: inside both together
+    piece[1, 0:8, 0:10] = True  # outside both
+    assert overlapping(Instances(masks=piece), Instances(masks=known)).tolist() == [True, False]
+    assert overlapping(Instances(masks=piece[:1]), Instances(masks=known[:1])).tolist() == [False]  # one alone: under half

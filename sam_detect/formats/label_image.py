@@ -457,8 +457,9 @@ def binary_as_pieces(arr: np.ndarray, where: str = "the label image") -> np.ndar
     given its own id, frame by frame, and a warning says so. In one of several ids, an id in
     ``MANY_PIECES`` or more separate pieces of some size (each at least ``PIECE_SHARE`` of its
     largest) is a class, not one object (a class map: 1 = nucleus, 2 = cell): its pieces are
-    given ids of their own, with a warning. Any other label image is returned as it is (one
-    id in one or two pieces is one object)."""
+    given ids of their own, with a warning, where at least ``CLASS_SHARE`` of the ids are so
+    (a few ids in pieces among whole ones are occluded objects). Any other label image is
+    returned as it is (one id in one or two pieces is one object)."""
     arr = np.asarray(arr)
     ids = np.unique(arr)
     if arr.ndim not in (2, 3):
@@ -489,6 +490,12 @@ def binary_as_pieces(arr: np.ndarray, where: str = "the label image") -> np.ndar
 MANY_PIECES = 3
 #: ... pieces of at least this share of the id's largest piece (annotation specks do not count)
 PIECE_SHARE = 0.2
+#: ... and only where at least this share of the image's ids are in such pieces: a class map
+#: has a few ids, each in pieces all over (1 = nucleus, 2 = cell); an instance map whose ids
+#: are mostly whole, a few of them cut into pieces by what lies in front of them (the VOC
+#: photo's chairs behind a table, 11-20 pieces each: 19 objects read as 32, five examples of
+#: 1 px), is objects, each id one (sam-detect's own ``--label-image`` of 65 objects read as 82)
+CLASS_SHARE = 0.5
 
 
 def _classes_as_pieces(arr: np.ndarray, where: str) -> np.ndarray:
@@ -508,9 +515,12 @@ def _classes_as_pieces(arr: np.ndarray, where: str) -> np.ndarray:
         if len(bounds) + 1 >= n:
             continue  # every id in one piece
         area = np.bincount(regions.ravel(), minlength=n + 1)
-        many = {int(id_of[g[0]]): len(g) for g in np.split(order, bounds)
+        groups = np.split(order, bounds)
+        many = {int(id_of[g[0]]): len(g) for g in groups
                 if np.count_nonzero(area[g] >= PIECE_SHARE * area[g].max()) >= MANY_PIECES}
-        if not many:
+        if not many or CLASS_SHARE * len(groups) > len(many):
+            # a few ids in pieces among whole ones: objects that something in front cuts
+            # (occluded chairs in a photo, an object a tile's or a trim's edge cuts), not classes
             continue
         if out is None:
             out = frames.astype(np.int64, copy=True)
