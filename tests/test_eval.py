@@ -117,6 +117,18 @@ def test_examples_returned_as_drawn_keep_the_revote_exact(scenes):
     assert scored.consistent and scored.records[0].known_labels == ()  # found like any other object
 
 
+def test_the_segmenter_ceiling_counts_the_examples_returned_as_drawn(scenes):
+    """Every object an example, scored on a copy of their image (the same pixels, another
+    image of the set): the examples come back as drawn, never embedded as candidates, and the
+    segmenter's ceiling read 0.000 beside a recall of 1. It counts them now."""
+    imgs, gts = scenes
+    res = evaluate([imgs[0], imgs[0].copy()], [gts[0], gts[0]], CFG, shots=99, examples_from=[0], detect_on=[1],
+                   iou=(0.5,))
+    (rec,) = res.records
+    assert len(rec.known_labels) == len(gts[0]) and res.metrics.at(0.5).detection.recall == 1.0
+    assert res.candidate_recall["0.5"] == 1.0
+
+
 def test_curve_and_revote_match_real_runs(scenes):
     imgs, gts = scenes
     first = evaluate(imgs, gts, CFG, shots=2, iou=(0.5,))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import uuid
 import zipfile
 
 import numpy as np
@@ -435,6 +436,32 @@ def test_reembed_into_a_whole_image_embedder_embeds_each_example_in_its_image(tm
             inside = rgb[rle_to_mask(p["mask_rle"])]
             want = np.r_[inside.mean(0), inside.std(0)] + 1e-3
             np.testing.assert_allclose(v, want / np.linalg.norm(want), atol=1e-5)
+
+
+def test_a_merge_adds_no_object_the_library_holds_under_another_id(tmp_path):
+    """The same objects added on two machines, then one library exported and merged into the
+    other: every one was added again as a twin (new ids), silently, where ``add`` refuses an
+    object already held. The same label, image and mask (IoU >= 0.9) count as already there;
+    another label or another object is added."""
+    from sam_detect.masks import mask_to_rle
+
+    masks = np.zeros((3, 40, 50), bool)
+    masks[0, 2:12, 2:12] = masks[1, 20:30, 20:35] = masks[2, 5:15, 30:45] = True
+
+    def library(ids, labels, rows):
+        st = MemoryStore()
+        st.create_library(meta())
+        st.add("lib", np.random.default_rng(len(ids)).normal(size=(len(ids), DIM)), labels,
+               [{"image_key": "img-1", "mask_rle": mask_to_rle(masks[r])} for r in rows], ids=ids)
+        return st
+
+    here = library([str(uuid.uuid4()) for _ in range(2)], ["cell", "cell"], [0, 1])
+    there = library([str(uuid.uuid4()) for _ in range(3)], ["cell", "dot", "cell"], [0, 1, 2])
+    f = tmp_path / "there.zip"
+    export_library(there, "lib", f)
+    res = import_library(here, f, name="lib", merge=True)
+    assert (res.added, res.skipped) == (2, 1)  # cell 0 held already; dot (another label) and cell 2 new
+    assert here.labels("lib") == {"cell": 3, "dot": 1}
 
 
 def test_reembed_without_any_crop_source_says_what_to_do():

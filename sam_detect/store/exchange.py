@@ -443,14 +443,61 @@ def import_library(
             raise EmbedderMismatchError(
                 f"cannot merge {archive.path} into library {target!r}: {why}; its examples would not be comparable "
                 "(import it under another name with --as)") from None
-        existing = {i for batch in store.iter_examples(target) for i in batch[0]}
+        existing, held = set(), []
+        for ids, _, labels, payloads in store.iter_examples(target):
+            existing.update(ids)
+            held += [(lab, pay) for lab, pay in zip(labels, payloads, strict=True)]
         keep = [k for k, i in enumerate(archive.ids) if i not in existing]
+        # an object the library holds already under another id (the same examples added here and
+        # there, then exported): the same label, image and mask, as `add` refuses it again
+        again = _same_objects([(archive.labels[k], archive.payloads[k]) for k in keep], held)
+        keep = [k for k, same in zip(keep, again, strict=True) if not same]
         _add_batched(store, target, archive, keep)
         return ImportResult(target, len(keep), len(archive.ids) - len(keep))
     # created provisional: a crash before the commit leaves no library (see store.journal)
     store.create_library(journal.provisional(meta))
     _add_batched(store, target, archive, list(range(len(archive.ids))))
     return ImportResult(target, len(archive.ids), 0)
+
+
+#: an imported example is one the library holds already where their masks on one image (and
+#: label) overlap at least this much, as ``add`` counts an object added again
+SAME_OBJECT = 0.9
+
+
+def _same_objects(new: Sequence[tuple[str, dict]], held: Sequence[tuple[str, dict]]) -> list[bool]:
+    """Per ``(label, payload)`` of ``new``: whether ``held`` has an example of the same label on
+    the same image (payload ``image_key``) whose mask (``mask_rle``) overlaps its own at IoU >=
+    ``SAME_OBJECT``."""
+    def key(lab: str, pay: Any) -> tuple | None:
+        pay = pay if isinstance(pay, dict) else {}
+        rle = pay.get("mask_rle")
+        return (lab, str(pay["image_key"])) if pay.get("image_key") and isinstance(rle, dict) else None
+
+    by_key: dict[tuple, list[dict]] = {}
+    for lab, pay in held:
+        if (k := key(lab, pay)) is not None:
+            by_key.setdefault(k, []).append(pay["mask_rle"])
+    out = [False] * len(new)
+    if not by_key:
+        return out
+    from pycocotools import mask as mask_utils
+
+    def coco(rle: dict) -> dict:
+        rle = dict(rle)
+        if isinstance(rle.get("counts"), str):
+            rle["counts"] = rle["counts"].encode()
+        return rle
+
+    for n, (lab, pay) in enumerate(new):
+        k = key(lab, pay)
+        size = list(pay["mask_rle"].get("size", [])) if k is not None else None
+        theirs = list(by_key.get(k, [])) if k is not None else []
+        theirs = [r for r in theirs if list(r.get("size", [])) == size]  # masks of one image size only
+        if theirs:
+            ious = np.asarray(mask_utils.iou([coco(pay["mask_rle"])], [coco(r) for r in theirs], [0] * len(theirs)))
+            out[n] = bool(ious.size and ious.max() >= SAME_OBJECT)
+    return out
 
 
 def crops_in(file: str | os.PathLike) -> int:
