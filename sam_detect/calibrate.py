@@ -167,7 +167,7 @@ def twin_pairs(payloads: Sequence[Mapping[str, Any]]) -> np.ndarray | None:
     keyed = [i for i, p in enumerate(payloads) if isinstance(p, Mapping) and isinstance(p.get("mask_rle"), Mapping)]
     if len(keyed) < 2:
         return None
-    from pycocotools import mask as mask_utils
+    from sam_detect.masks import rle_ious
 
     out = np.zeros((len(payloads), len(payloads)), bool)
     by_size: dict[tuple[int, ...], list[int]] = {}
@@ -176,13 +176,8 @@ def twin_pairs(payloads: Sequence[Mapping[str, Any]]) -> np.ndarray | None:
     for group in by_size.values():
         if len(group) < 2:
             continue
-        rles = []
-        for i in group:
-            rle = dict(payloads[i]["mask_rle"])
-            if isinstance(rle.get("counts"), str):
-                rle["counts"] = rle["counts"].encode()
-            rles.append(rle)
-        hit = np.asarray(mask_utils.iou(rles, rles, [0] * len(rles)), np.float64).reshape(len(group), len(group)) >= TWIN_IOU
+        rles = [payloads[i]["mask_rle"] for i in group]
+        hit = rle_ious(rles, rles) >= TWIN_IOU
         np.fill_diagonal(hit, False)
         g = np.asarray(group)
         out[np.ix_(g, g)] |= hit

@@ -348,6 +348,23 @@ def _strip_counts(crop: np.ndarray, y0: int, h: int) -> list[int]:
     return counts
 
 
+def rle_ious(a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]]) -> np.ndarray:
+    """``(len(a), len(b))`` IoU of compressed COCO RLEs as stored (``counts`` a string or
+    bytes), all of one image size: pycocotools' ``iou`` without crowd regions."""
+    from pycocotools import mask as mask_utils
+
+    def coco(rle: dict[str, Any]) -> dict[str, Any]:
+        rle = dict(rle)
+        if isinstance(rle.get("counts"), str):
+            rle["counts"] = rle["counts"].encode()
+        return rle
+
+    if not len(a) or not len(b):
+        return np.zeros((len(a), len(b)), np.float64)
+    out = mask_utils.iou([coco(r) for r in a], [coco(r) for r in b], [0] * len(b))
+    return np.asarray(out, np.float64).reshape(len(a), len(b))
+
+
 def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
     """Decode COCO RLE (compressed string or uncompressed list ``counts``) to bool ``(H, W)``."""
     from pycocotools import mask as mask_utils

@@ -10,7 +10,7 @@ from typing import Any
 import click
 import numpy as np
 
-from sam_detect.cli.detect import apply_image_options, load_cli_image
+from sam_detect.cli.detect import apply_image_options, load_cli_image, merged_note
 from sam_detect.cli.options import build_detector, pipeline_options, report_choices, report_profile
 from sam_detect.cli.validate import label_option, type_names_option
 
@@ -267,11 +267,8 @@ def add(image, label, negative, boxes, points, mask_paths, polygon_paths, labels
     loaded = load_cli_image(image, channels, frame)
     if loaded.planes and not quiet:  # a TIFF's 3 or 4 planes read as one colour image
         click.echo(f"sam-detect: {Path(image).name}: {loaded.planes}", err=True)
-    elif (reading := loaded.reading) is not None and reading["channel"] is None and not quiet:
-        # every channel merged, label or transmitted-light channels too: said before the work
-        click.echo(f"sam-detect: {Path(image).name}: its {reading['of']} channels are read merged into one image "
-                   f"(their maximum); give --channel K to read channel K alone (the objects' stain), as "
-                   f"`detect` will then need too", err=True)
+    elif (note := merged_note(loaded, then=", as `detect` will then need too")) is not None and not quiet:
+        click.echo(f"sam-detect: {Path(image).name}: {note}", err=True)  # said before the work
     detector = build_detector(**opts)
     with detector:
         detector.open_library()  # a library in use or damaged fails now, before any model loads

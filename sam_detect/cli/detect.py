@@ -38,6 +38,17 @@ def load_cli_image(path: str | Path, channels: tuple[int, ...] = (), frame: int 
     return load_image(path, channel=channel, frame=frame)
 
 
+def merged_note(loaded, also: str = "", then: str = "") -> str | None:
+    """The line ``add`` and ``eval`` say where every channel of a multi-channel image is read
+    merged (label or transmitted-light channels too), ``also`` and ``then`` put in it; else
+    ``None``."""
+    reading = loaded.reading
+    if reading is None or reading["channel"] is not None:
+        return None
+    return (f"its {reading['of']} channels are read merged into one image (their maximum){also}; give --channel K "
+            f"to read channel K alone (the objects' stain){then}")
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("images", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document with every object.")
@@ -212,8 +223,7 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
                     _emit(rec, jsonl, records, bool(csv_path))
                     if maps or overlay:  # their files are an earlier run's: said where there are none
                         names = names or unique_stems(paths)
-                        at = rec.get("frame")
-                        name = names[str(path)] + (f"_frame{at}" if at is not None else "")
+                        name = _name_in_folder(names, path, rec)
                         for kind, target in (({"overlay": overlay} if overlay else {}) | maps).items():
                             if not _target_file(target, kind, name).exists():
                                 unwritten[kind] = unwritten.get(kind, 0) + 1
@@ -239,9 +249,7 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
                     coco_items.append((str(path), res.instances))
                 if maps or res.overlay is not None:
                     names = names or unique_stems(paths)
-                # a stack's frame named in a folder's files: frame 1's labels no longer overwrite frame 0's
-                at = res.record.get("frame")
-                name = names[str(path)] + (f"_frame{at}" if at is not None else "") if names else ""
+                name = _name_in_folder(names, path, res.record) if names else ""
                 try:  # a file that cannot be written costs that file, not the run's other outputs
                     if maps:
                         _write_maps(maps, name, res.instances, classes, tolerance)
@@ -348,6 +356,13 @@ def _write_maps(maps: dict, name: str, instances, classes, tolerance: float | No
             save_geojson(instances, _target_file(target, kind, name), tolerance=polygon_tolerance("geojson", tolerance))
         else:
             write_label_array(ids if kind == "labels" else types, _target_file(target, kind, name))
+
+
+def _name_in_folder(names: dict[str, str], path: object, record: dict) -> str:
+    """An image's name in an output folder (``names``: :func:`unique_stems`), a stack's frame
+    named in it (frame 1's labels do not overwrite frame 0's)."""
+    at = record.get("frame")
+    return names[str(path)] + (f"_frame{at}" if at is not None else "")
 
 
 def unique_stems(paths) -> dict[str, str]:

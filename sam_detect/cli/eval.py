@@ -274,16 +274,15 @@ def eval_cmd(
             err=True,
         )
         if refs and refs[0].channel is None:  # said as `add` says it: every channel merged, label channels too
+            from sam_detect.cli.detect import merged_note
             from sam_detect.io.images import load_image
 
-            first = load_image(refs[0].path, frame=refs[0].frame)
-            if (reading := first.reading) is not None:
-                own = labels_channel is not None and any(Path(a).resolve() == Path(refs[0].path).resolve()
-                                                         for a in annotations)
-                click.echo(f"sam-detect: {Path(refs[0].path).name}: its {reading['of']} channels are read merged "
-                           "into one image (their maximum)"
-                           + (f", the annotation's --labels-channel {labels_channel} too" if own else "")
-                           + "; give --channel K to read channel K alone (the objects' stain)", err=True)
+            own = labels_channel is not None and any(Path(a).resolve() == Path(refs[0].path).resolve()
+                                                     for a in annotations)
+            note = merged_note(load_image(refs[0].path, frame=refs[0].frame),
+                               also=f", the annotation's --labels-channel {labels_channel} too" if own else "")
+            if note is not None:
+                click.echo(f"sam-detect: {Path(refs[0].path).name}: {note}", err=True)
     protocol = {
         "shots": shots,
         "seed": seed,

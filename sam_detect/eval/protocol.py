@@ -540,7 +540,7 @@ def _candidate_recall(records: Sequence[_ImageRecord], iou: Sequence[float]) -> 
     for t in iou:
         acc = MetricsAccumulator((t,))
         for r in records:
-            m = r.iou if r.known_iou is None or not len(r.known_iou) else np.concatenate([r.iou, r.known_iou])
+            m, _ = r.returned(np.arange(r.iou.shape[0]), [])  # every candidate kept
             acc.add_matrix(m, [None] * m.shape[0], [None] * m.shape[1], r.ignore)
         out[f"{t:g}"] = round(acc.result().at(t).detection.recall, 6)
     return out

@@ -514,7 +514,8 @@ class EdgeStore(Store):
         here = LibraryLockedError(
             f"library {name!r} in {self.path} is already open in this process (another SAMDetect "
             "or store on the same folder); close that one first (.close()), or use it for both")
-        deadline, said = time.monotonic() + lock_wait(), False
+        wait = lock_wait()
+        deadline, said = time.monotonic() + wait, False
         while True:
             with _OPEN_LOCK:
                 if key in _OPEN_HERE:
@@ -530,7 +531,7 @@ class EdgeStore(Store):
                 break
             if not said:  # another process holds it (a UI request, a detect): its turn first
                 log.warning("library %r is in use by another sam-detect process%s: waiting up to %g s for it",
-                            name, holder(self.path / name), lock_wait())
+                            name, holder(self.path / name), wait)
                 said = True
             time.sleep(LOCK_POLL)
         if shard is None:
@@ -541,7 +542,7 @@ class EdgeStore(Store):
                 raise LibraryLockedError(
                     f"library {name!r} in {self.path} is in use by another sam-detect process"
                     f"{holder(self.path / name)}"
-                    + (f" (waited {lock_wait():g} s)" if said else "")
+                    + (f" (waited {wait:g} s)" if said else "")
                     + "; wait for it to finish or close it, or share libraries "
                     "through a server (--qdrant-url http://localhost:6333)"
                 ) from None

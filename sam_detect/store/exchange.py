@@ -460,43 +460,26 @@ def import_library(
     return ImportResult(target, len(archive.ids), 0)
 
 
-#: an imported example is one the library holds already where their masks on one image (and
-#: label) overlap at least this much, as ``add`` counts an object added again
-SAME_OBJECT = 0.9
-
-
 def _same_objects(new: Sequence[tuple[str, dict]], held: Sequence[tuple[str, dict]]) -> list[bool]:
     """Per ``(label, payload)`` of ``new``: whether ``held`` has an example of the same label on
     the same image (payload ``image_key``) whose mask (``mask_rle``) overlaps its own at IoU >=
-    ``SAME_OBJECT``."""
+    ``pipeline.SAME_EXAMPLE``, as ``add`` counts an object added again."""
+    from sam_detect.masks import rle_ious
+    from sam_detect.pipeline import SAME_EXAMPLE
+
     def key(lab: str, pay: Any) -> tuple | None:
         pay = pay if isinstance(pay, dict) else {}
         rle = pay.get("mask_rle")
-        return (lab, str(pay["image_key"])) if pay.get("image_key") and isinstance(rle, dict) else None
+        return (lab, str(pay["image_key"]), tuple(rle.get("size", ()))) if pay.get("image_key") and isinstance(rle, dict) else None
 
-    by_key: dict[tuple, list[dict]] = {}
+    by_key: dict[tuple, list[dict]] = {}  # masks of one label and image (and size)
     for lab, pay in held:
         if (k := key(lab, pay)) is not None:
             by_key.setdefault(k, []).append(pay["mask_rle"])
-    out = [False] * len(new)
-    if not by_key:
-        return out
-    from pycocotools import mask as mask_utils
-
-    def coco(rle: dict) -> dict:
-        rle = dict(rle)
-        if isinstance(rle.get("counts"), str):
-            rle["counts"] = rle["counts"].encode()
-        return rle
-
-    for n, (lab, pay) in enumerate(new):
-        k = key(lab, pay)
-        size = list(pay["mask_rle"].get("size", [])) if k is not None else None
-        theirs = list(by_key.get(k, [])) if k is not None else []
-        theirs = [r for r in theirs if list(r.get("size", [])) == size]  # masks of one image size only
-        if theirs:
-            ious = np.asarray(mask_utils.iou([coco(pay["mask_rle"])], [coco(r) for r in theirs], [0] * len(theirs)))
-            out[n] = bool(ious.size and ious.max() >= SAME_OBJECT)
+    out = []
+    for lab, pay in new:
+        theirs = by_key.get(key(lab, pay)) or []
+        out.append(bool(theirs) and float(rle_ious([pay["mask_rle"]], theirs).max()) >= SAME_EXAMPLE)
     return out
 
 

@@ -33,11 +33,8 @@ def source_of(payload: dict[str, Any], _cache: dict | None = None) -> tuple[tupl
     from sam_detect.io.images import load_image
     from sam_detect.masks import rle_to_mask
 
-    # the frame of a stack and the channels of a multi-channel image the example was read from
-    frame = payload.get("frame")
-    reading = payload.get("reading") if isinstance(payload.get("reading"), dict) else {}
-    channel = reading.get("channel")
-    key = (source, frame, None if channel is None else tuple(channel))
+    key = _reading_of(payload)
+    _, frame, channel = key
     cache = _IMAGE_CACHE if _cache is None else _cache
     if key not in cache:
         if len(cache) >= 4:
@@ -48,6 +45,14 @@ def source_of(payload: dict[str, Any], _cache: dict | None = None) -> tuple[tupl
     if mask.shape != rgb.shape[:2]:
         return None
     return key, rgb, mask
+
+
+def _reading_of(payload: dict[str, Any]) -> tuple:
+    """``(source, frame, channels)``: the image an example was read from -- its file, the
+    frame of a stack and the channels of a multi-channel image (``None`` for all)."""
+    reading = payload.get("reading") if isinstance(payload.get("reading"), dict) else {}
+    channel = reading.get("channel")
+    return payload.get("source"), payload.get("frame"), None if channel is None else tuple(channel)
 
 
 def crop_from_payload(
@@ -196,11 +201,7 @@ def _embed_in_images(emb: Any, labels: list[str], payloads: list[dict]) -> tuple
 
     by_image: dict[tuple, list[int]] = {}
     for k, pay in enumerate(payloads):
-        pay = pay or {}
-        reading = pay.get("reading") if isinstance(pay.get("reading"), dict) else {}
-        channel = reading.get("channel")
-        by_image.setdefault((pay.get("source"), pay.get("frame"), None if channel is None else tuple(channel)),
-                            []).append(k)
+        by_image.setdefault(_reading_of(pay or {}), []).append(k)
     options = {"typical_area": typical_area(labels, payloads)} if getattr(emb, "scales_by_area", False) else {}
     kept, vectors = [], []
     for idx in by_image.values():
