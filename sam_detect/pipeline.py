@@ -600,6 +600,9 @@ class SAMDetect(DetectorStages, LibraryState):
         at = frame if frame is not None else getattr(loaded, "frame", None)
         inst = self.annotations_to_instances(annotations, loaded.rgb.shape[:2], image=at,
                                              name=getattr(loaded, "path", None))
+        from sam_detect.formats.labelme import check_drawn_on
+
+        check_drawn_on(inst, loaded.rgb, str(annotations) if isinstance(annotations, (str, Path)) else "the annotations")
         labels = [self._check_label(label)] * len(inst) if label is not None else None
         return self.add_examples(loaded, inst, labels, progress=progress)
 
@@ -659,7 +662,8 @@ class SAMDetect(DetectorStages, LibraryState):
         and ``data["neighbours"]`` (``[{"id", "label", "score"}]`` per instance);
         ``metadata["timings"]`` holds seconds per stage, ``metadata["dropped"]`` how many
         candidates each filter dropped before the vote (``profile.DROP_REASONS``' codes, and
-        ``unlabelled``, ``example``, ``border``).
+        ``unlabelled``, ``example``, ``border``) and the vote gave the negative examples
+        (``negative``).
         """
         # per-call overrides go through the settings' one validation (top_k=0 is an error,
         # not "the default")
@@ -887,6 +891,11 @@ class SAMDetect(DetectorStages, LibraryState):
                      "flat" if n_proposed == 0 and not np.ptp(rgb) else steered)  # a blank image: none could
         if own_note:
             notes.insert(0, own_note)
+        if voted and negative.any():  # the look-alikes the negative examples took: said, and counted
+            n = int(negative.sum())
+            dropped_by["negative"] = n
+            notes.append(f"{n} candidate{'s' if n != 1 else ''} like the negative examples (look-alikes to suppress) "
+                         "left out")
         if unlike_image:
             notes.append(unlike_image)
         if followed and dropped_by.get("border"):  # not asked for here: said, as every other drop is
@@ -908,8 +917,11 @@ class SAMDetect(DetectorStages, LibraryState):
                          "examples?)")
         from sam_detect.names import display_label
 
-        notes[:0] = [f"{display_label(lab)}: objects here are {np.exp(v):.2g}x the examples' area (another "
-                     "magnification?): proposed and sized at this image's scale" for lab, v in shifts.items()]
+        # on the examples' own image the magnification is theirs: its other objects are smaller or larger
+        # than the examples drawn (picked for their size?)
+        why_shift = "the examples drawn here picked for their size?" if own_note else "another magnification?"
+        notes[:0] = [f"{display_label(lab)}: objects here are {np.exp(v):.2g}x the examples' area ({why_shift}): "
+                     "proposed and sized at this image's scale" for lab, v in shifts.items()]
         notes[:0] = [f"{display_label(lab)}: objects here stand out {a:.2g}x as far as in the examples' images "
                      "(another exposure?): proposed and described at the examples' grey levels"
                      for lab, (a, _) in gains.items()]

@@ -2786,7 +2786,7 @@ def describe(profile: dict | None) -> list[str]:
                      "(the split at the objects' middles, ...), which cannot lead for it: delete them and add them "
                      "again to measure them (`sam-detect library delete NAME --id ID`)")
         lines.append(
-            f"{display_label(label)}: {e['count']} examples, area {e['area'][0]:.0f}-{e['area'][2]:.0f} px "
+            f"{display_label(label)}: {e['count']} example{'s' if e['count'] != 1 else ''}, area {e['area'][0]:.0f}-{e['area'][2]:.0f} px "
             f"(median {e['area'][1]:.0f}; candidates under {_tiny_floor({label: e}):.0f} px dropped), {e['polarity']} (RGB direction "
             f"{', '.join(f'{v:+.2f}' for v in e['direction'])}), contrast {e['contrast']:.0f}{floor}, "
             f"solidity >= {e['solidity'][0]:.2f}{thin}{rep}{poor}"

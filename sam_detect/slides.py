@@ -12,6 +12,8 @@ vote, select) here or on Dask workers; the objects are merged across the seams b
 from __future__ import annotations
 
 import os
+import re
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -156,13 +158,18 @@ def slide_windows(hw: tuple[int, int], tile: int = DEFAULT_TILE, overlap: int = 
     return tile_windows(hw, tile, overlap, even=True)
 
 
-def detect_window(detector: Any, info: SlideInfo, window: tuple[int, int, int, int], tile_index: int) -> list:
+def detect_window(detector: Any, info: SlideInfo, window: tuple[int, int, int, int],
+                  tile_index: int) -> tuple[list, dict]:
     """Detect in one window; the objects as slide-coordinate ``TileMask`` s, marked cut where
     they touch a window side inside the slide, with label, confidence, similarity and
-    neighbours in ``info``."""
+    neighbours in ``info``; and the window's ``candidates``, ``dropped``, ``notes`` and
+    ``timings`` (what :func:`merge_windows` sums for the slide)."""
     from sam_detect.segment.tiling import TileMask, mark_cut
 
     found = detector.detect(window_rgb(info, window))
+    md = found.metadata
+    said = {"tile": tile_index, "candidates": int(md.get("candidates", len(found))), "dropped": dict(md.get("dropped") or {}),
+            "notes": list(md.get("notes", [])), "timings": dict(md.get("timings", {}))}
     x0, y0 = window[:2]
     sim = found.data.get("similarity")
     neigh = found.data.get("neighbours")
@@ -175,11 +182,36 @@ def detect_window(detector: Any, info: SlideInfo, window: tuple[int, int, int, i
             extra["neighbours"] = neigh[i]
         m = TileMask(crop.crop, (crop.x0 + x0, crop.y0 + y0), float(found.scores[i]), extra, tile=tile_index)
         items.append(mark_cut(m, window, info.hw))
-    return items
+    return items, said
 
 
-def merge_windows(items: Sequence[Any], info: SlideInfo) -> Any:
-    """One ``Instances`` for the slide from every window's objects, merged across seams."""
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def slide_summary(said: Sequence[dict]) -> dict[str, Any]:
+    """The windows' own records summed for the slide: ``candidates`` (each window's proposals,
+    an object in an overlap counted in each window), ``dropped`` per filter, ``timings`` per
+    stage (work summed over the windows), and the notes: one per kind (a note's text with its
+    numbers left out), the first window's words, saying in how many windows it was given."""
+    dropped: dict[str, int] = {}
+    timings: dict[str, float] = {}
+    kinds: dict[str, list[str]] = {}
+    for one in said:
+        for k, v in one["dropped"].items():
+            dropped[k] = dropped.get(k, 0) + int(v)
+        for k, v in one["timings"].items():
+            timings[k] = timings.get(k, 0.0) + float(v)
+        for note in one["notes"]:
+            kinds.setdefault(_NUMBER.sub("#", note), []).append(note)
+    notes = [first[0] if len(first) == len(said) == 1 else f"{first[0]} (in {len(first)} of {len(said)} windows)"
+             for first in kinds.values()]
+    return {"candidates": sum(one["candidates"] for one in said), "dropped": dropped, "notes": notes,
+            "timings": timings}
+
+
+def merge_windows(items: Sequence[Any], info: SlideInfo, said: Sequence[dict] = ()) -> Any:
+    """One ``Instances`` for the slide from every window's objects, merged across seams;
+    ``said``: the windows' records (:func:`detect_window`), summed (:func:`slide_summary`)."""
     from sam_detect.instances import Instances
     from sam_detect.masks import MaskCrop
     from sam_detect.segment.tiling import merge_tiled
@@ -198,8 +230,8 @@ def merge_windows(items: Sequence[Any], info: SlideInfo) -> Any:
         scores=np.array([m.score for m in merged], np.float32),
         labels=[m.info["label"] for m in merged],
         label_confidences=np.array([m.info["confidence"] for m in merged], np.float32),
-        data=data, metadata={"image_path": info.path, "image_hw": list(info.hw), "candidates": len(items),
-                             "tiles": None, "notes": []},
+        data=data, metadata={"image_path": info.path, "image_hw": list(info.hw), "tiles": None,
+                             **slide_summary(said)},
     )
 
 
@@ -238,6 +270,13 @@ def detect_slide(
 
         bar = tqdm(total=len(windows), desc="tiles", unit="tile", file=sys.stderr)
     items: list = []
+    said: list[dict] = []
+    started = time.perf_counter()
+
+    def take(window_items: list, window_said: dict) -> None:
+        items.extend(window_items)
+        said.append(window_said)
+
     try:
         if cluster is None:
             from sam_detect._heavy import running
@@ -247,7 +286,7 @@ def detect_slide(
             try:
                 with running():  # the windows share one set-up: each reuses the memory the others freed
                     for t, win in enumerate(windows):
-                        items += detect_window(det, info, win, t)
+                        take(*detect_window(det, info, win, t))
                         if bar is not None:
                             bar.update(1)
             finally:
@@ -266,7 +305,7 @@ def detect_slide(
                            for t, win in enumerate(windows)]
                 for fut in distributed.as_completed(futures):
                     try:
-                        items += fut.result()
+                        take(*fut.result())
                     except Exception as e:
                         for f in futures:
                             f.cancel()
@@ -278,10 +317,12 @@ def detect_slide(
             bar.close()
     # merge in window order whatever order the tiles finished in: the same result every run
     items.sort(key=lambda m: (m.tile, m.y0, m.x0))
-    out = merge_windows(items, info)
+    said.sort(key=lambda one: one["tile"])
+    out = merge_windows(items, info, said)
     out.metadata["tiles"] = len(windows)
+    out.metadata["timings"]["total"] = time.perf_counter() - started  # the slide's wall time
     return out
 
 
-__all__ = ["SlideInfo", "detect_slide", "detect_window", "merge_windows", "read_window", "slide_info",
+__all__ = ["SlideInfo", "detect_slide", "detect_window", "merge_windows", "read_window", "slide_info", "slide_summary",
            "slide_windows", "window_rgb"]

@@ -625,6 +625,56 @@ def test_labels_are_trimmed_by_delete_as_by_add_and_negative_with_types_is_named
     assert r.exit_code == 2 and "eval scores the objects given a label" in r.output
 
 
+def test_negatives_deleted_by_their_switch_and_an_emptied_library_shows_no_decision(scene_files):
+    """`library delete --label negative` failed (the label is ``__negative__``): ``--negative``
+    deletes them, and the wrong spelling names it. A library whose examples were all deleted
+    showed the old decision ("from the examples' vectors"): it says it has none."""
+    f = scene_files
+    where = ["--library-path", f["lib"][1]]
+    r = run_cli("add", f["image"], "--label", "shape", "--labels", f["labels"], "--limit", "3", "-q", *f["lib"])
+    assert r.exit_code == 0, r.output
+    r = run_cli("library", "delete", "default", "--negative", "-y", *where)
+    assert r.exit_code == 1 and "holds no negative examples; its labels: 'shape'" in r.stderr, r.output
+    r = run_cli("add", f["image"], "--negative", "--box", f["disc_box"], "-q", *f["lib"])
+    assert r.exit_code == 0, r.output
+    r = run_cli("library", "delete", "default", "--label", "negative", "-y", *where)
+    assert r.exit_code == 1 and "its negative examples: --negative" in r.stderr, r.output
+    r = run_cli("library", "delete", "default", "--negative", "-y", *where)
+    assert r.exit_code == 0 and "deleted 1 examples" in r.stderr and "(3 left)" in r.stderr, r.output
+    r = run_cli("library", "show", "default", *where)
+    assert "decision:  from the examples' vectors" in r.stdout and "shape: 3 examples, area" in r.stdout
+    r = run_cli("library", "delete", "default", "--label", "shape", "-y", *where)
+    assert r.exit_code == 0, r.output
+    r = run_cli("library", "show", "default", *where)
+    assert r.exit_code == 0 and "examples:  0" in r.stdout, r.output
+    assert "decision:  none: the library holds no examples" in r.stdout and "view weights" not in r.stdout
+
+
+def test_a_labelme_file_embedding_another_image_is_refused(scene_files, tmp_path):
+    """A labelme file embeds the image its shapes were drawn on (``imageData``): given with a
+    mirrored copy of that image, its shapes were added on other pixels without a word."""
+    import base64
+
+    from sam_detect.formats import save_annotations
+    from sam_detect.instances import Instances
+
+    f = scene_files
+    path = save_annotations(Instances(masks=np.asarray(f["masks"][:3]), labels=["shape"] * 3),
+                            tmp_path / "drawn.json", format="labelme")
+    doc = json.loads(path.read_text())
+    doc["imageData"] = base64.b64encode(f["image"].read_bytes()).decode()
+    path.write_text(json.dumps(doc))
+    mirrored = tmp_path / "mirrored.png"
+    cv2.imwrite(str(mirrored), cv2.imread(str(f["image"]))[:, ::-1])
+    r = run_cli("add", mirrored, "--annotations", path, "-q", *f["lib"])
+    assert r.exit_code == 1 and "drawn.json embeds the image its shapes were drawn on (imageData), and it is not " \
+        "this image" in r.stderr, r.output
+    assert not (tmp_path / "libs").exists() or "default" not in run_cli(
+        "library", "list", "--library-path", f["lib"][1]).stdout
+    r = run_cli("add", f["image"], "--annotations", path, "-q", *f["lib"])
+    assert r.exit_code == 0 and "added 3 example(s)" in r.stdout, r.output
+
+
 def test_a_region_round_the_objects_is_no_example(scene_files, tmp_path):
     """An annotation file that also holds a region drawn round the objects (QuPath's
     annotation of the area), or a mask of the whole image: add skips them with a warning

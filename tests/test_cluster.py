@@ -408,7 +408,11 @@ def test_slide_on_cluster_matches_local_tiles_and_merges_seams(client, hela, mos
     local = detect_slide(hela["config"], path, tile=768)
     remote = detect_slide(hela["config"], path, tile=768, cluster=client)
     assert local.metadata["tiles"] == len(slide_windows((1400, 2200), 768)) == 8
-    assert image_record(remote, "m") == image_record(local, "m")
+    untimed = [{k: v for k, v in image_record(found, "m").items() if k != "timings"} for found in (local, remote)]
+    assert untimed[0] == untimed[1]
+    # the windows' own records summed: every stage's time, what was proposed and dropped
+    assert {"total", "segment", "embed"} <= set(local.metadata["timings"])
+    assert local.metadata["candidates"] >= len(local) and sum(local.metadata["dropped"].values()) > 0
     # seams: no object is reported twice (kept objects overlap at most as the selection lets
     # two objects of one image overlap: a few border pixels, never most of the smaller one),
     # and the count is close to the four frames detected whole one by one
@@ -419,6 +423,40 @@ def test_slide_on_cluster_matches_local_tiles_and_merges_seams(client, hela, mos
     with SAMDetect(hela["config"]) as det:
         whole = sum(len(det.detect(_scaled(f, info.intensity))) for f in (hela["frames"][i] for i in (3, 9, 15, 19)))
     assert abs(len(local) - whole) <= 0.05 * whole, (len(local), whole)
+
+
+def test_a_one_window_slide_says_what_a_detect_of_it_says(hela, tmp_path):
+    """A slide's record had no notes, no dropped counts and no timings, and its candidates
+    were the windows' objects: now the windows' own, summed. A slide of one window says
+    what a plain detect of the same 8-bit image says."""
+    from sam_detect.outputs import image_record
+    from sam_detect.slides import detect_slide
+
+    frame = _scaled(hela["frames"][4], (int(hela["frames"][4].min()), int(hela["frames"][4].max())))[..., 0]
+    path = tmp_path / "one.tif"
+    tifffile.imwrite(path, frame, tile=(256, 256))
+    slide = detect_slide(hela["config"], path, tile=2048)
+    with SAMDetect(hela["config"]) as det:
+        plain = det.detect(np.repeat(frame[..., None], 3, axis=2))
+    assert slide.metadata["tiles"] == 1 and len(slide) == len(plain)
+    got, want = image_record(slide, "s"), image_record(plain, "s")
+    for key in ("candidates", "dropped", "notes"):
+        assert got[key] == want[key], key
+    assert set(got["timings"]) == set(want["timings"]) and got["timings"]["total"] >= got["timings"]["embed"]
+
+
+def test_slide_summary_sums_the_windows_and_says_a_note_once_per_kind():
+    from sam_detect.slides import slide_summary
+
+    said = [{"tile": t, "candidates": 10 + t, "dropped": {"size": t, "weak": 1}, "timings": {"segment": 0.5},
+             "notes": [f"nucleus: {3 + t} faint objects kept"] + (["the border's objects left out"] if t else [])}
+            for t in range(3)]
+    got = slide_summary(said)
+    assert got["candidates"] == 33 and got["dropped"] == {"size": 3, "weak": 3} and got["timings"] == {"segment": 1.5}
+    assert got["notes"] == ["nucleus: 3 faint objects kept (in 3 of 3 windows)",
+                            "the border's objects left out (in 2 of 3 windows)"]
+    one = slide_summary(said[:1])
+    assert one["notes"] == ["nucleus: 3 faint objects kept"] and one["candidates"] == 10
 
 
 def _scaled(frame, intensity):
@@ -436,6 +474,7 @@ def test_cli_slide_on_cluster(client, hela, mosaic, tmp_path, one_torch_thread):
         r = run_cli("detect", path, "--json", "-q", *lib, *extra)
         assert r.exit_code == 0, r.output
         outs.append(json.loads(r.stdout))
+        assert outs[-1].pop("timings")["total"] > 0
     assert outs[0] == outs[1] and outs[0]["count"] > 200
     # the slide's objects as GeoJSON outlines, in the JSON's order and with its labels
     features = json.loads(geo.read_text())["features"]

@@ -224,3 +224,43 @@ def test_a_label_stack_of_three_planes_saved_without_axes_says_how_to_read_a_pla
                                               r"without axes, --labels-channel K reads plane K"):
         read_label_image(tmp_path / "gt3.tif")
     np.testing.assert_array_equal(read_label_image(tmp_path / "gt3.tif", channel=1), lab[1])
+
+
+@pytest.mark.parametrize(("fmt", "name"), [("coco", "a.json"), ("geojson", "a.geojson")])
+def test_confidences_read_back_from_the_formats_that_carry_them(fmt, name, tmp_path):
+    """COCO's ``score`` and GeoJSON's ``measurements.confidence`` (what ``detect`` writes) came
+    back as 0 in ``label_confidences``; annotations without confidences write none."""
+    inst = rectangles()
+    inst.data["similarity"] = np.array([0.7, 0.6, 0.5], np.float32)
+    back = load_annotations(save_annotations(inst, tmp_path / name, format=fmt), image_shape=HW)
+    np.testing.assert_allclose(back.label_confidences, [0.9, 0.8, 0.7])
+    if fmt == "geojson":
+        np.testing.assert_allclose(back.data["similarity"], [0.7, 0.6, 0.5])
+        truth = Instances(masks=inst.masks, labels=inst.labels)  # ground truth: no confidence of its own
+        doc = json.loads(save_annotations(truth, tmp_path / "t.geojson").read_text())
+        assert all("measurements" not in f["properties"] for f in doc["features"])
+        assert not load_annotations(tmp_path / "t.geojson", image_shape=HW).label_confidences.any()
+
+
+def test_qupath_measurements_as_a_list_are_read(tmp_path):
+    doc = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[2, 2], [12, 2], [12, 9], [2, 9], [2, 2]]]},
+         "properties": {"classification": {"name": "cell"},
+                        "measurements": [{"name": "confidence", "value": 0.42}, {"name": "Area", "value": 70}]}}]}
+    path = tmp_path / "q.geojson"
+    path.write_text(json.dumps(doc))
+    back = load_annotations(path, image_shape=HW)
+    assert back.labels == ["cell"] and back.label_confidences[0] == pytest.approx(0.42)
+
+
+def test_labelme_says_the_holes_it_cannot_write(tmp_path, caplog):
+    ring = np.zeros((1, *HW), bool)
+    ring[0, 5:25, 5:25] = True
+    ring[0, 10:20, 10:20] = False
+    path = save_annotations(Instances(masks=ring, labels=["ring"]), tmp_path / "r.json", format="labelme")
+    assert "1 object(s) with holes written without them to the labelme file" in caplog.text
+    assert "100 pixels read back filled" in caplog.text
+    assert load_annotations(path, image_shape=HW).masks[0].sum() == 400  # as the warning says
+    caplog.clear()
+    save_annotations(rectangles(), tmp_path / "s.json", format="labelme")
+    assert "holes" not in caplog.text

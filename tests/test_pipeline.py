@@ -93,6 +93,9 @@ def test_negative_examples_suppress_look_alikes(scene):
     after = det.detect(rgb)
     assert _matched_labels(after, masks[discs], ["cell"] * 2) == ["cell", "cell"]
     assert _matched_labels(after, masks[squares], [None] * 2) == [None, None]
+    # the look-alike the negative took is counted and said (the negative drawn here is an example's place)
+    assert after.metadata["dropped"].get("negative") == 1 and before.metadata["dropped"].get("negative") is None
+    assert "1 candidate like the negative examples (look-alikes to suppress) left out" in after.metadata["notes"]
 
 
 @pytest.mark.parametrize("level", [5, 100])

@@ -2963,3 +2963,29 @@ def test_median_rows_is_numpys_median_bit_for_bit(dtype):
             want = np.median(px, axis=0)
             got = median_rows(px)
             assert got.dtype == want.dtype and np.array_equal(got, want), n
+
+
+def test_a_shift_on_the_examples_own_image_is_not_called_a_magnification():
+    """Examples drawn on an image as its three largest objects (2.4x the others' radius): the
+    size shift finds the rest, but the note asked "another magnification?" of the very image
+    the examples were drawn on."""
+    from skimage.draw import disk
+
+    img = np.full((400, 400), 20, np.uint8)
+    lab = np.zeros(img.shape, np.int32)
+    centres = [((60, x), 22) for x in (60, 200, 340)] + [((y, x), 9) for y in range(130, 400, 34)
+                                                          for x in range(20, 400, 34)]
+    for k, (c, r) in enumerate(centres, 1):
+        rr, cc = disk(c, r, shape=img.shape)
+        img[rr, cc], lab[rr, cc] = 200, k
+    img = np.clip(img + np.random.default_rng(0).normal(0, 4, img.shape), 0, 255).astype(np.uint8)
+    rgb = np.repeat(img[..., None], 3, axis=2)
+    with SAMDetect(DetectorConfig(library="x", store="memory", segmenter="classical")) as det:
+        for k in (1, 2, 3):
+            det.add_example(rgb, mask=lab == k, label="dot")
+        out = det.detect(rgb)
+    assert len(out) == len(centres)
+    notes = out.metadata["notes"]
+    assert any(n.startswith("dot: objects here are 0.25x the examples' area (the examples drawn here picked "
+                            "for their size?)") for n in notes), notes
+    assert not any("another magnification?" in n for n in notes)

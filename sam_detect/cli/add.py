@@ -323,6 +323,9 @@ def add(image, label, negative, boxes, points, mask_paths, polygon_paths, labels
             inst = load_annotations(annotations_path, image_shape=loaded.rgb.shape[:2],
                                     image=frame if labels_frame is None else labels_frame,
                                     channel=labels_channel, name=str(image))  # a path tells B1/image.tif from A1/
+            from sam_detect.formats.labelme import check_drawn_on
+
+            check_drawn_on(inst, loaded.rgb, Path(annotations_path).name)
             if label is None and inst.metadata.get("format") in _NAMELESS:
                 raise click.UsageError(f"missing --label (or --negative): {Path(annotations_path).name} is "
                                        f"{_NAMELESS[inst.metadata['format']]}, which names no class")

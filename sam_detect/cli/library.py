@@ -252,8 +252,11 @@ def _print_info(info: dict[str, Any]) -> None:
     from sam_detect.calibrate import describe as describe_decision
 
     decision = (info.get("extra") or {}).get("decision")
-    lines = describe_decision(decision, show=display_label)
-    if lines:
+    # a library emptied by a delete or a repair keeps no decision to show: nothing to decide by
+    lines = describe_decision(decision, show=display_label) if info["examples"] else []
+    if not info["examples"]:
+        click.echo("decision:  none: the library holds no examples (`sam-detect add` gives it some)")
+    elif lines:
         click.echo("decision:  from the examples' vectors (leave-one-out)")
         for line in lines:
             click.echo(f"  {line}")
@@ -318,10 +321,12 @@ def _example_ids(ctx: click.Context, param: click.Parameter, value: tuple[str, .
               help="Delete only the examples of this label (repeatable); the library stays.")
 @click.option("--id", "ids", multiple=True, callback=_example_ids,
               help="Delete only the example with this id (repeatable); the library stays.")
+@click.option("--negative", is_flag=True,
+              help="Delete only the negative examples (the look-alikes `add --negative` stored); the library stays.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_context
 def delete_cmd(ctx: click.Context, name: str, labels: tuple[str, ...], ids: tuple[str, ...],
-               yes: bool, **opts: Any) -> None:
+               negative: bool, yes: bool, **opts: Any) -> None:
     """Delete a library and all its examples, or only some examples (--label, --id).
 
     Deleting examples is all-or-nothing, even if the process is killed: the ids are
@@ -330,6 +335,10 @@ def delete_cmd(ctx: click.Context, name: str, labels: tuple[str, ...], ids: tupl
     from sam_detect.errors import LibraryDamagedError, LibraryLockedError, LibraryNotFoundError
 
     store = _open(ctx, **opts)
+    if negative:
+        from sam_detect.instances import NEGATIVE
+
+        labels = (*labels, NEGATIVE)
     if labels or ids:
         _delete_examples(store, name, labels, ids, yes)
         return
@@ -356,6 +365,7 @@ def _delete_examples(store: Any, name: str, labels: tuple[str, ...], ids: tuple[
                      yes: bool) -> None:
     """Delete examples of library ``name`` by label and by id, each one journaled delete;
     then rebuild what the library derives from its examples (profile, decision)."""
+    from sam_detect.instances import NEGATIVE
     from sam_detect.store import journal
 
     have = store.labels(name)  # a missing library: one line naming the ones there are
@@ -366,8 +376,10 @@ def _delete_examples(store: Any, name: str, labels: tuple[str, ...], ids: tuple[
         from sam_detect.errors import LibraryError
 
         raise LibraryError(
-            f"library {name!r} has no examples labelled {missing[0]!r}; its labels: "
+            (f"library {name!r} holds no negative examples" if missing[0] == NEGATIVE
+             else f"library {name!r} has no examples labelled {missing[0]!r}") + "; its labels: "
             + (", ".join(repr(k) for k in have) or "none")
+            + ("; its negative examples: --negative" if NEGATIVE in have and NEGATIVE not in missing else "")
         )
     if ids:  # all or nothing, as for a label: a mistyped or already deleted id deletes none
         there = {i for batch_ids, *_ in store.iter_examples(name) for i in batch_ids}
@@ -379,7 +391,8 @@ def _delete_examples(store: Any, name: str, labels: tuple[str, ...], ids: tuple[
                 f"library {name!r} holds no example with id {absent[0]!r}"
                 + (f" (nor {len(absent) - 1} more of the ids given)" if len(absent) > 1 else "")
                 + f"; nothing deleted (`sam-detect library show {name} --examples` lists its examples)")
-    parts = [f"{have[lab]} examples labelled {lab!r}" for lab in labels]
+    parts = [f"{have[lab]} negative examples" if lab == NEGATIVE else f"{have[lab]} examples labelled {lab!r}"
+             for lab in labels]
     if ids:
         parts.append(f"{len(ids)} example(s) by id")
     if not yes:

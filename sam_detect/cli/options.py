@@ -66,17 +66,21 @@ def location_options(prefix: str = "", what: str = "") -> Callable:
             envvar=envvar if env else None, help=help + suffix, **kwargs,
         )
 
+    # the destination's defaults are the source's (copy_cmd): said so, not the source's own defaults
+    default_store = ("the source's store; qdrant with --to-qdrant-url" if prefix
+                     else "edge; qdrant with --qdrant-url")
     decorators = [
         option(
             "store", "SAM_DETECT_STORE",
-            f"Vector store{what}: edge = the Qdrant engine embedded on a folder (the default); "
-            "qdrant = the Qdrant client (its local folder mode, or a server: the default with "
-            "--qdrant-url); memory (a .npz file).",
+            f"Vector store{what}: edge = the Qdrant engine embedded on a folder; qdrant = the Qdrant "
+            f"client (its local folder mode, or a server); memory (a .npz file). Default: {default_store}.",
             type=click.Choice(STORE_CHOICES), default=None,
         ),
         option(
             "library-path", LIBRARY_ENV, f"Folder of the embedded libraries{what}",
-            " (default: per-user data folder).", ".", type=click.Path(),
+            " (default: per-user data folder).",
+            " (default: the source's folder where the store is the same, else the per-user data folder).",
+            type=click.Path(),
         ),
         option("qdrant-url", "SAM_DETECT_QDRANT_URL", f"Qdrant server URL{what}, e.g. http://localhost:6333."),
         option("qdrant-api-key", "SAM_DETECT_QDRANT_API_KEY", f"API key for the Qdrant server{what}."),

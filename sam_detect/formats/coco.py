@@ -206,7 +206,7 @@ def read_coco(path: Path, doc: dict, label: str | None) -> list[Instances]:
                 f"image {img.get('id')} ({img.get('file_name')}) lacks 'height'/'width'"
             )
         h, w = int(img["height"]), int(img["width"])
-        masks, labels, ids, scores = [], [], [], []  # box crops: never (N, H, W)
+        masks, labels, ids, scores, confidences = [], [], [], [], []  # box crops: never (N, H, W)
         for i, ann in enumerate(by_image.get(img["id"], [])):
             where = f"annotation {ann.get('id', i)} of image {img['id']}"
             cid = ann.get("category_id")
@@ -219,12 +219,14 @@ def read_coco(path: Path, doc: dict, label: str | None) -> list[Instances]:
             labels.append(label or cats.get(cid, str(cid)))
             ids.append(int(ann.get("id", i)))
             scores.append(float(ann.get("score", 1.0)))
+            confidences.append(float(ann.get("score", 0.0)))  # a prediction's score is its label's confidence
         inst = Instances.from_crops(
             masks,
             None,
             (h, w),
             scores=np.asarray(scores, dtype=np.float32),
             labels=labels,
+            label_confidences=np.asarray(confidences, dtype=np.float32),
             data={"source_id": np.asarray(ids, dtype=np.int64)},
         )
         inst.metadata.update(

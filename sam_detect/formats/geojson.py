@@ -133,12 +133,27 @@ def _crop(polys: list[list[np.ndarray]], hw: tuple[int, int]):
     return MaskCrop(out, (x0, y0))
 
 
+def _measured(properties: Any, name: str) -> float | None:
+    """A feature's measurement ``name``: QuPath writes ``{"name": value}`` (and older versions a
+    list of ``{"name", "value"}``); ``None`` where it has none."""
+    found = (properties or {}).get("measurements") if isinstance(properties, dict) else None
+    if isinstance(found, list):
+        found = {m.get("name"): m.get("value") for m in found if isinstance(m, dict)}
+    value = found.get(name) if isinstance(found, dict) else None
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def read_geojson(path: Path, doc: Any, image_shape: Sequence[int] | None, label: str | None) -> Instances:
     """The ``Instances`` of a GeoJSON document on an image of ``image_shape``."""
     if image_shape is None:
         raise AnnotationError("GeoJSON carries no image size; pass image_shape (H, W) (the CLI passes the image's)")
     hw = (int(image_shape[0]), int(image_shape[1]))
     crops, labels, skipped, unnamed, cells = [], [], 0, [], 0
+    confidences: list[float | None] = []  # measurements.confidence, similarity: sam-detect's (and QuPath's)
+    similarities: list[float | None] = []
     features = _features(doc)
     if not features:  # a collection with no object (one written for an image where nothing was found)
         inst = Instances.empty(hw)
@@ -157,6 +172,8 @@ def read_geojson(path: Path, doc: Any, image_shape: Sequence[int] | None, label:
             skipped += 1  # outside the image, or too thin to hold a pixel
             continue
         crops.append(crop)
+        confidences.append(_measured(feature.get("properties"), "confidence"))
+        similarities.append(_measured(feature.get("properties"), "similarity"))
         named = label or _label_of(feature.get("properties"))
         if not named:
             unnamed.append(len(crops) - 1)
@@ -165,8 +182,11 @@ def read_geojson(path: Path, doc: Any, image_shape: Sequence[int] | None, label:
     if not crops:
         raise AnnotationError("no polygon in the GeoJSON lies on the image"
                               + (f" ({skipped} feature(s) of other geometries or outside it)" if skipped else ""))
-    inst = Instances.from_crops(crops, None, hw, labels=labels,
-                                data={"source_id": np.arange(len(crops), dtype=np.int64)})
+    data: dict[str, Any] = {"source_id": np.arange(len(crops), dtype=np.int64)}
+    if all(v is not None for v in similarities):
+        data["similarity"] = np.array(similarities, np.float32)
+    inst = Instances.from_crops(crops, None, hw, labels=labels, data=data,
+                                label_confidences=np.array([v or 0.0 for v in confidences], np.float32))
     inst.metadata.update({"format": "geojson", "image": 0, "skipped": skipped})
     if unnamed:  # outlines without a class (labelled DEFAULT_LABEL): `add` does not take them for a class
         inst.metadata["unnamed"] = unnamed  # their indices
@@ -183,6 +203,7 @@ def to_geojson(instances: Instances, *, tolerance: float = 0.0) -> dict[str, Any
 
     features = []
     sim = instances.data.get("similarity")
+    confident = bool(np.any(instances.label_confidences))
     for i in range(len(instances)):
         m = instances.crop(i)
         pieces = [[[[round(float(x), 2), round(float(y), 2)] for x, y in (*r, r[0])] for r in rings]  # closed
@@ -192,13 +213,14 @@ def to_geojson(instances: Instances, *, tolerance: float = 0.0) -> dict[str, Any
         geometry = ({"type": "Polygon", "coordinates": pieces[0]} if len(pieces) == 1
                     else {"type": "MultiPolygon", "coordinates": pieces})
         name = label_str(instances.labels[i])
-        measurements = {"confidence": round(float(instances.label_confidences[i]), 4)}
+        # annotations without confidences (ground truth, all 0) carry none: QuPath would show 0 as measured
+        measurements = {"confidence": round(float(instances.label_confidences[i]), 4)} if confident else {}
         if sim is not None:
             measurements["similarity"] = round(float(sim[i]), 4)
-        features.append({"type": "Feature", "geometry": geometry,
-                         "properties": {"objectType": "detection",
-                                        "classification": {"name": name, "color": list(label_color(name))},
-                                        "measurements": measurements}})
+        properties = {"objectType": "detection", "classification": {"name": name, "color": list(label_color(name))}}
+        if measurements:
+            properties["measurements"] = measurements
+        features.append({"type": "Feature", "geometry": geometry, "properties": properties})
     return {"type": "FeatureCollection", "features": features}
 
 
