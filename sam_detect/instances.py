@@ -306,11 +306,15 @@ class Instances:
         """``(N, 2)`` int64 ``(x0, y0)`` of each mask crop's top-left pixel."""
         return np.array([m.origin for m in self._crops], dtype=np.int64).reshape(-1, 2)
 
-    def to_label_image(self, dtype: Any = np.int32, values: Any = None) -> np.ndarray:
+    def to_label_image(self, dtype: Any = np.int32, values: Any = None, *, smaller_on_top: bool = True) -> np.ndarray:
         """Paint instance ``i`` with ``i + 1`` (or ``values[i]``, e.g. track ids) into an
-        ``(H, W)`` label image (later ones win)."""
+        ``(H, W)`` label image. Where masks overlap the smaller object keeps the pixels they
+        share, so that no object inside another (a nucleus in its cell) vanishes from the image;
+        ``smaller_on_top=False``: the later one keeps them."""
         out = np.zeros(self._hw, dtype=dtype)
-        for i, m in enumerate(self._crops):
+        order = np.argsort(-self.areas, kind="stable") if smaller_on_top else range(len(self._crops))
+        for i in order:
+            m = self._crops[i]
             out[m.slices][m.crop] = i + 1 if values is None else values[i]
         return out
 

@@ -121,10 +121,7 @@ def label_maps(instances: Instances, classes: Sequence[str]) -> tuple[np.ndarray
     class the 1-based place of its label in ``classes`` (the ids ``--coco`` gives them; 0
     for a label not among them)."""
     n = len(instances)
-    # the larger painted first, so that where objects overlap the smaller one keeps its
-    # pixels (painted in id order, an object under later ones could vanish from the image)
-    order = np.argsort(-instances.areas, kind="stable")
-    ids = instances[order].to_label_image(np.uint16 if n < 2**16 else np.uint32, values=order + 1)
+    ids = instances.to_label_image(np.uint16 if n < 2**16 else np.uint32)  # the smaller object on top
     place = {str(c): i + 1 for i, c in enumerate(classes)}
     lut = np.zeros(n + 1, np.uint8 if len(classes) < 2**8 else np.uint16)
     lut[1:] = [place.get(str(lab), 0) for lab in instances.labels]

@@ -317,3 +317,18 @@ def test_offline_embedders_import_light():
         "assert 'torch' not in sys.modules, 'torch imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_read_only_crops_are_resized_without_a_torch_warning():
+    """Crops read from an export are read-only buffers: ``library reembed --from-file`` printed
+    torch's "The given NumPy array is not writable" with its source line."""
+    import warnings
+
+    from sam_detect.embed._torch import preprocess_crops
+
+    crop = np.frombuffer(np.arange(20 * 30 * 3, dtype=np.uint8).tobytes(), np.uint8).reshape(20, 30, 3)
+    assert not crop.flags.writeable
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        batch = preprocess_crops([crop, crop[:, :20]], 16)
+    assert tuple(batch.shape) == (2, 3, 16, 16)

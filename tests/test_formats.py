@@ -264,3 +264,86 @@ def test_labelme_says_the_holes_it_cannot_write(tmp_path, caplog):
     caplog.clear()
     save_annotations(rectangles(), tmp_path / "s.json", format="labelme")
     assert "holes" not in caplog.text
+
+
+def test_a_coco_file_of_a_stacks_frames_is_read_by_frame(tmp_path):
+    """``detect stack.tif --frame k --coco`` writes the frame into its image record; reading
+    ``image=k`` took the k-th entry (or, for a file of one frame, that frame whatever k was)."""
+    a, b = rectangles(), rectangles()[:1]
+    a.metadata["frame"], b.metadata["frame"] = 5, 2
+    path = save_annotations([a, b], tmp_path / "s.json", format="coco", image_names=["stack.tif", "stack.tif"])
+    assert len(load_annotations(path, image_shape=HW, image=2)) == 1
+    assert len(load_annotations(path, image_shape=HW, image=5)) == 3
+    with pytest.raises(AnnotationError, match=r"no annotations for frame 0; the file's frames: 2, 5"):
+        load_annotations(path, image_shape=HW, image=0)
+    one = save_annotations(a, tmp_path / "one.json", format="coco", image_names=["stack.tif"])
+    assert len(load_annotations(one, image_shape=HW, image=5)) == 3
+    with pytest.raises(AnnotationError, match=r"no annotations for frame 4; the file's frames: 5"):
+        load_annotations(one, image_shape=HW, image=4)
+    plain = save_annotations(rectangles(), tmp_path / "p.json", format="coco")  # no frame: as before
+    assert len(load_annotations(plain, image_shape=HW, image=4)) == 3
+
+
+@pytest.mark.parametrize("name", ["nested.tif", "nested.png"])
+def test_a_label_image_keeps_an_object_inside_a_later_larger_one(name, tmp_path):
+    """A nucleus listed before the cell around it vanished from a label image written by
+    ``save_annotations`` (and the UI's export): the later object took every shared pixel."""
+    masks = np.zeros((3, *HW), bool)
+    masks[0, 10:15, 10:15] = True  # a nucleus
+    masks[1, 5:30, 5:30] = True  # its cell, listed after it
+    masks[2, 8:12, 35:45] = True
+    back = load_annotations(save_annotations(Instances(masks=masks), tmp_path / name), image_shape=HW)
+    assert len(back) == 3
+    areas = sorted(int(m.sum()) for m in back.masks)
+    assert areas == [25, 40, 625 - 25]  # the cell keeps what the nucleus does not cover
+    from sam_detect.ui.records import export_file
+
+    data, _, _ = export_file(Instances(masks=masks), "labels", "x", "x.png")
+    import cv2
+
+    assert len(np.unique(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED))) == 4
+
+
+def test_coco_crowd_regions_are_no_objects_and_string_ids_read(tmp_path, caplog):
+    """A crowd region (``iscrowd: 1``: many objects as one, as COCO and CVAT mark them) became
+    one 7412 px example; an annotation id that is a tool's UUID refused the whole file."""
+    doc = json.loads(save_annotations(rectangles(), tmp_path / "a.json", format="coco").read_text())
+    doc["annotations"][1]["iscrowd"] = 1
+    for k, ann in enumerate(doc["annotations"]):
+        ann["id"] = f"uuid-{k}"
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps(doc))
+    back = load_annotations(path, image_shape=HW)
+    assert len(back) == 2 and list(back.labels) == ["cell", "cell"] and back.metadata["crowd"] == 1
+    assert list(back.data["source_id"]) == [0, 2]
+    assert "1 crowd annotation(s)" in caplog.text and "left out" in caplog.text
+
+
+def test_the_polygon_list_keeps_an_object_in_pieces_one_object(tmp_path):
+    masks = np.zeros((2, *HW), bool)
+    masks[0, 2:10, 3:15] = True
+    masks[0, 20:30, 3:15] = True  # the same object, behind something
+    masks[1, 20:35, 30:50] = True
+    path = save_annotations(Instances(masks=masks, labels=["chair", "person"]), tmp_path / "p.json",
+                            format="polygons", tolerance=0.0)
+    assert len(json.loads(path.read_text())) == 3
+    back = load_annotations(path, image_shape=HW)
+    assert list(back.labels) == ["chair", "person"]
+    np.testing.assert_array_equal(back.masks, masks)
+
+
+def test_labelme_points_are_said_in_one_line_naming_point(tmp_path, caplog):
+    doc = {"version": "5.2.1", "shapes": [
+        {"label": "coin", "points": [[4, 5]], "shape_type": "point"},
+        {"label": "coin", "points": [[2, 2], [12, 2], [12, 9]], "shape_type": "polygon"}],
+        "imageHeight": HW[0], "imageWidth": HW[1]}
+    path = tmp_path / "l.json"
+    path.write_text(json.dumps(doc))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a Python warning (with its source line) no more
+        back = load_annotations(path, image_shape=HW)
+    assert len(back) == 1
+    assert "l.json: skipped 1 point shape(s): they outline no area (clicks: give each with `sam-detect add " \
+        "--point X,Y`)" in caplog.text

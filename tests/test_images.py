@@ -470,6 +470,14 @@ def test_iter_image_paths(tmp_path):
     with pytest.raises(ImageLoadError) as ei:
         iter_image_paths([empty])
     assert str(ei.value).startswith(f"{empty}: folder holds no images (looked for .png, ")
+    assert "subfolders" not in str(ei.value)
+    for well in ("A1", "B1"):  # a plate's wells as subfolders: the way to them is said
+        (empty / well).mkdir()
+        (empty / well / "image.png").write_bytes(b"")
+    with pytest.raises(ImageLoadError) as ei:
+        iter_image_paths([empty])
+    assert str(ei.value).endswith(f"; its subfolders hold 2 (folders are not searched inside: give a glob such as "
+                                  f"'{empty / '*' / '*'}')")
     with pytest.raises(ImageLoadError) as ei:
         iter_image_paths([])
     assert str(ei.value) == "no input images given; pass image files, folders or globs"

@@ -64,7 +64,10 @@ def preprocess_crops(crops: Sequence[np.ndarray], size: int) -> torch.Tensor:
     # threads than with 1 on a busy 2-core machine).
     with num_threads(1):
         for i, crop in enumerate(crops):
-            t = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)
+            crop = np.ascontiguousarray(crop)
+            if not crop.flags.writeable:  # a crop read from an export (a read-only buffer): torch warns on those
+                crop = crop.copy()
+            t = torch.from_numpy(crop).permute(2, 0, 1)
             if t.shape[1] == size and t.shape[2] == size:
                 batch[i] = t
             else:

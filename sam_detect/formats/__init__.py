@@ -104,7 +104,11 @@ def load_annotations(
     items = _read_any(path, image_shape, label, channel=channel, frame=frame, check=False)
     # a file of one image annotates the image given, whichever frame of a stack that is (what
     # `detect --frame 5 --coco` writes, `add --frame 5 --annotations` reads back); a name is checked
-    if frame is not None or (len(items) == 1 and not isinstance(image, str)):
+    framed = [it for it in items if it.metadata.get("frame") is not None]
+    if frame is None and framed and isinstance(image, (int, np.integer)) and not isinstance(image, bool):
+        # a file of a stack's frames (detect --frame k --coco): the frame asked for, not the k-th entry
+        chosen = _of_frame(path, framed, int(image), name)
+    elif frame is not None or (len(items) == 1 and not isinstance(image, str)):
         chosen = items[0]
     elif image is None:
         if name is None:
@@ -119,6 +123,19 @@ def load_annotations(
     if image_shape is not None:
         check_hw(path, chosen.image_hw, image_shape, where=chosen.metadata.get("image"))
     return chosen
+
+
+def _of_frame(path: Path, items: list[Instances], frame: int, name: str | None) -> Instances:
+    """The entry of a COCO file for frame ``frame`` of a stack (of the image ``name`` where
+    several stacks' frames are listed)."""
+    from sam_detect.formats._common import select_image
+
+    of = [it for it in items if it.metadata["frame"] == frame]
+    if not of:
+        have = sorted({int(it.metadata["frame"]) for it in items})
+        raise AnnotationError(f"{path}: no annotations for frame {frame}; the file's frames: "
+                              + ", ".join(map(str, have[:20])) + (", ..." if len(have) > 20 else ""))
+    return of[0] if len(of) == 1 or name is None else select_image(path, of, name)
 
 
 def load_annotation_set(

@@ -183,6 +183,15 @@ def annotation_mask(ann: dict, hw: tuple[int, int], where: str, *, use_bbox: boo
     return None
 
 
+def _source_id(value: Any, index: int) -> int:
+    """An annotation's ``id`` as an integer (``source_id``); its place in the image's list where
+    the id is none (a tool's UUID string)."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return index
+
+
 def read_coco(path: Path, doc: dict, label: str | None) -> list[Instances]:
     """One ``Instances`` per image of a COCO document (``path`` names it in messages)."""
     images = doc.get("images") or []
@@ -207,8 +216,12 @@ def read_coco(path: Path, doc: dict, label: str | None) -> list[Instances]:
             )
         h, w = int(img["height"]), int(img["width"])
         masks, labels, ids, scores, confidences = [], [], [], [], []  # box crops: never (N, H, W)
+        crowd = 0
         for i, ann in enumerate(by_image.get(img["id"], [])):
             where = f"annotation {ann.get('id', i)} of image {img['id']}"
+            if ann.get("iscrowd") in (1, True):  # a region of many objects (COCO, CVAT): no object of its own
+                crowd += 1
+                continue
             cid = ann.get("category_id")
             if cats and cid not in cats:
                 raise AnnotationError(f"{where}: category_id {cid} is not in 'categories'")
@@ -217,7 +230,7 @@ def read_coco(path: Path, doc: dict, label: str | None) -> list[Instances]:
                 raise AnnotationError(f"{where}: no 'segmentation' and no 'bbox'")
             masks.append(m)
             labels.append(label or cats.get(cid, str(cid)))
-            ids.append(int(ann.get("id", i)))
+            ids.append(_source_id(ann.get("id"), i))
             scores.append(float(ann.get("score", 1.0)))
             confidences.append(float(ann.get("score", 0.0)))  # a prediction's score is its label's confidence
         inst = Instances.from_crops(
@@ -232,6 +245,15 @@ def read_coco(path: Path, doc: dict, label: str | None) -> list[Instances]:
         inst.metadata.update(
             {"format": "coco", "image": str(img.get("file_name", img["id"])), "image_id": img["id"]}
         )
+        if crowd:
+            inst.metadata["crowd"] = crowd
+            import logging
+
+            logging.getLogger("sam_detect").warning(
+                "%s: %d crowd annotation(s) of %s (iscrowd 1: a region of many objects, as COCO marks them) left "
+                "out: no object of their own", path.name, crowd, img.get("file_name", img["id"]))
+        if isinstance(img.get("frame"), int):  # a stack's frame (detect --frame k --coco): chosen by it
+            inst.metadata["frame"] = img["frame"]
         out.append(inst)
     if not out:
         raise AnnotationError("COCO file lists no images")

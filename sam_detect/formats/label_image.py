@@ -686,7 +686,8 @@ def read_label_array(path: PathLike, frame: int | None, channel: int | None, pie
 def instances_to_label_image(instances: Instances, dtype: Any = None) -> np.ndarray:
     """A ``(H, W)`` label image with ids ``1..N`` in instance order (0 = background).
 
-    Where masks overlap, the later instance wins. ``dtype`` defaults to the smallest of
+    Where masks overlap, the smaller instance keeps the pixels (as ``detect --label-image``
+    writes them: an object inside another is kept). ``dtype`` defaults to the smallest of
     uint8/uint16/uint32 that holds N.
     """
     n = len(instances)

@@ -5,7 +5,6 @@ a warning (they outline no area). Written as one ``polygon`` shape per connected
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -134,11 +133,12 @@ def read_labelme(
             groups[key] = (name, m)
             order.append(key)
     if skipped:
-        warnings.warn(
-            f"{path}: skipped {', '.join(f'{v} {k}' for k, v in skipped.items())} shape(s): "
-            "they outline no area",
-            stacklevel=4,
-        )
+        import logging
+
+        points = " (clicks: give each with `sam-detect add --point X,Y`)" if "point" in skipped else ""
+        logging.getLogger("sam_detect").warning(
+            "%s: skipped %s shape(s): they outline no area%s", path.name,
+            ", ".join(f"{v} {k}" for k, v in skipped.items()), points)
     inst = Instances.from_crops(
         [groups[k][1] for k in order],
         None,

@@ -1,5 +1,6 @@
 """Polygon files: JSON ``[[x, y], ...]`` (one polygon), a list of such polygons, a
-``{label: polygon or [polygons]}`` dict, or ``[{"label": ..., "points": [[x, y], ...]}]``;
+``{label: polygon or [polygons]}`` dict, or ``[{"label": ..., "points": [[x, y], ...]}]``
+(entries sharing a ``"group"`` and label: the parts of one object);
 for a prompt also COCO-flat ``[x1, y1, x2, y2, ...]`` lists or a text file of ``x,y`` lines.
 They carry no image size: pass ``image_shape``.
 """
@@ -40,28 +41,28 @@ def read_polygons(
             "(the CLI passes the image's size)"
         )
     hw = (int(image_shape[0]), int(image_shape[1]))
-    entries: list[tuple[str, Any]] = []
+    entries: list[tuple[str, Any, Any]] = []  # (label, points, group: the parts of one object share it)
     if isinstance(doc, dict):
         for name, value in doc.items():
             if _is_polygon(value):
-                entries.append((str(name), value))
+                entries.append((str(name), value, None))
             elif isinstance(value, list) and all(_is_polygon(v) for v in value):
-                entries.extend((str(name), v) for v in value)
+                entries.extend((str(name), v, None) for v in value)
             else:
                 raise AnnotationError(
                     f"label {name!r}: expected a polygon [[x, y], ...] or a list of polygons"
                 )
     elif _is_polygon(doc):
-        entries.append((DEFAULT_LABEL, doc))
+        entries.append((DEFAULT_LABEL, doc, None))
     elif isinstance(doc, list):
         for k, item in enumerate(doc):
             if _is_polygon(item):
-                entries.append((DEFAULT_LABEL, item))
+                entries.append((DEFAULT_LABEL, item, None))
             elif isinstance(item, dict) and ("points" in item or "polygon" in item):
                 pts = item.get("points", item.get("polygon"))
                 if not _is_polygon(pts):
                     raise AnnotationError(f"item #{k}: 'points' must be [[x, y], ...]")
-                entries.append((str(item.get("label", DEFAULT_LABEL)), pts))
+                entries.append((str(item.get("label", DEFAULT_LABEL)), pts, item.get("group")))
             else:
                 raise AnnotationError(
                     f"item #{k}: expected a polygon [[x, y], ...] or {{'label': ..., 'points': [[x, y], ...]}}"
@@ -71,12 +72,17 @@ def read_polygons(
             "unrecognised JSON: expected COCO (images/annotations/categories), labelme (shapes) "
             "or a polygon list"
         )
+    objects: dict[Any, tuple[str, Any]] = {}  # the parts of one object (one "group") as one crop
+    for k, (name, pts, group) in enumerate(entries):
+        key = ("g", group, name) if group is not None else ("p", k)
+        crop = polygons_to_crop([np.asarray(pts, dtype=np.float64)], hw)
+        objects[key] = (name, objects[key][1].union(crop) if key in objects else crop)
     inst = Instances.from_crops(
-        [polygons_to_crop([np.asarray(pts, dtype=np.float64)], hw) for _, pts in entries],
+        [crop for _, crop in objects.values()],
         None,
         hw,
-        labels=[label or name for name, _ in entries],
-        data={"source_id": np.arange(len(entries), dtype=np.int64)},
+        labels=[label or name for name, _ in objects.values()],
+        data={"source_id": np.arange(len(objects), dtype=np.int64)},
     )
     inst.metadata.update({"format": "polygons", "image": 0})
     return inst
@@ -115,15 +121,18 @@ def read_polygon_file(path: PathLike) -> list:
 
 
 def save_polygons(instances: Instances, path: PathLike, *, tolerance: float = 1.0) -> Path:
-    """Write ``[{"label": ..., "points": [[x, y], ...]}]``, one entry per connected part (an
-    object of one or two pixels, too small to trace, is left out with a warning)."""
+    """Write ``[{"label": ..., "points": [[x, y], ...]}]``, one entry per connected part, the
+    parts of an object in pieces sharing a ``"group"`` (read back as one object, as labelme's
+    ``group_id``); an object of one or two pixels, too small to trace, is left out with a warning."""
     from sam_detect.masks import crop_to_polygons
 
     out, lost = [], 0
     for i, m in enumerate(instances.crops):
         polys = crop_to_polygons(m.crop, m.origin, instances.image_hw, tolerance=tolerance)
         lost += not polys and m.area > 0
-        out += [{"label": label_str(instances.labels[i]), "points": p.astype(float).round(2).tolist()} for p in polys]
+        group = {"group": i + 1} if len(polys) > 1 else {}
+        out += [{"label": label_str(instances.labels[i]), "points": p.astype(float).round(2).tolist(), **group}
+                for p in polys]
     if lost:
         warn_untraced(lost, "polygon list")
     return write_json(path, out, indent=1)

@@ -339,8 +339,12 @@ def iter_image_paths(inputs: Sequence[str | os.PathLike] | str | os.PathLike) ->
                 q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS
             )
             if not found:
+                # a plate's wells as subfolders: the scan is not recursive, a glob reaches them
+                below = sum(1 for q in p.glob("*/*") if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS)
                 raise ImageLoadError(
                     f"{p}: folder holds no images (looked for {', '.join(IMAGE_EXTENSIONS)})"
+                    + (f"; its subfolders hold {below} (folders are not searched inside: give a glob such as "
+                       f"'{p / '*' / '*'}')" if below else "")
                 )
             # a folder's label images and overlays, detect's own outputs among them: not images to
             # detect on (a second run on a folder its outputs went to detected its label images)

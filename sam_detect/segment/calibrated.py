@@ -939,7 +939,7 @@ def grid_ious(rgb: np.ndarray, scale: Scale, masks: list[tuple[np.ndarray, tuple
         # the segmenter's own settings need the whole image (their background and noise
         # estimates are global): one segmentation, scored on the same examples
         proposed = own.own_setting(rgb) if hasattr(own, "own_setting") else own.segment(rgb)
-        out[0, GRID_INDEX[OWN]] = _reproduction(proposed.to_label_image(), masks)
+        out[0, GRID_INDEX[OWN]] = _reproduction(proposed.to_label_image(smaller_on_top=False), masks)
         out[1, GRID_INDEX[OWN]] = out[0, GRID_INDEX[OWN]]  # drawn as that segmenter draws them
     return out if inset else out[0]
 
