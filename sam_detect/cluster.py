@@ -395,10 +395,15 @@ def detect_images(
 
             owned = detector is None
             det = detector or SAMDetect(config)
+            # an embedded library is let go between images (reopened in ~0.1 s): a folder-long run
+            # keeps no other process (the UI, another detect) out of it for longer than one image
+            release = getattr(det.store, "release", None) if len(paths) > 1 else None
             try:
                 with running():  # the images share one set-up: each reuses the memory the others freed
                     for p in paths:
                         res = detect_one(det, p, spec, progress=stages)
+                        if release is not None:
+                            release()
                         if bar is not None:  # before the yield: a caller that takes exactly
                             bar.update(1)    # len(paths) results never resumes after the last
                         yield res

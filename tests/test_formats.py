@@ -347,3 +347,39 @@ def test_labelme_points_are_said_in_one_line_naming_point(tmp_path, caplog):
     assert len(back) == 1
     assert "l.json: skipped 1 point shape(s): they outline no area (clicks: give each with `sam-detect add " \
         "--point X,Y`)" in caplog.text
+
+
+def test_ground_truth_of_a_stacks_frames_from_coco_and_from_a_label_stack_per_stack(tmp_path):
+    """``eval stack.tif -a frames.json``: a COCO file of a stack's frames (``detect --frame K
+    --coco``) took one frame's objects for every frame, or refused the file ("6 images match
+    alike"); two stacks with a label stack each were refused ("2 annotation files for 12
+    images"), and with ``--frame`` ("holds 6 frames")."""
+    import tifffile
+
+    from sam_detect.formats import load_ground_truth
+
+    a, b = rectangles(), rectangles()[:1]
+    a.metadata["frame"], b.metadata["frame"] = 0, 1
+    coco = save_annotations([a, b], tmp_path / "s.json", format="coco", image_names=["s.tif", "s.tif"])
+    gt = load_ground_truth([coco], ["s.tif", "s.tif"], image_frames=[0, 1])
+    assert [len(g) for g in gt] == [3, 1]
+    assert [len(g) for g in load_ground_truth([coco], ["s.tif"], image_frames=[1])] == [1]
+    with pytest.raises(AnnotationError, match="no annotations for frame 2"):
+        load_ground_truth([coco], ["s.tif"], image_frames=[2])
+    lab = np.zeros((3, *HW), np.uint16)
+    for t in range(3):
+        lab[t, 2:6, 2 + t:8 + t] = 1
+        lab[t, 20:30, 30:40] = 2 if t else 0
+    tifffile.imwrite(tmp_path / "a_lab.tif", lab, photometric="minisblack", metadata={"axes": "TYX"})
+    tifffile.imwrite(tmp_path / "b_lab.tif", lab[::-1], photometric="minisblack", metadata={"axes": "TYX"})
+    names, frames = ["a.tif"] * 3 + ["b.tif"] * 3, [0, 1, 2] * 2
+    gt = load_ground_truth([tmp_path / "a_lab.tif", tmp_path / "b_lab.tif"], names, image_frames=frames)
+    assert [int(g.max()) for g in gt] == [1, 2, 2, 2, 2, 1]
+    gt = load_ground_truth([tmp_path / "a_lab.tif", tmp_path / "b_lab.tif"], ["a.tif", "b.tif"], image_frames=[0, 0])
+    assert [int(g.max()) for g in gt] == [1, 2]  # --frame 0 of each stack: each label stack's frame 0
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    cv2 = pytest.importorskip("cv2")
+    cv2.imwrite(str(masks / "m0.png"), (lab[1] == 1).astype(np.uint8) * 255)
+    with pytest.raises(AnnotationError, match="a folder is read as one image's masks"):
+        load_ground_truth([masks], ["x.tif", "y.tif"])

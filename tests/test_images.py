@@ -334,7 +334,7 @@ def test_tiff_stack_needs_frame(tmp_path):
     assert str(ei.value) == (
         f"{tmp_path / 'tyx.tif'}: holds a stack of 5 frames (axes TYX, shape (5, 6, 8)); "
         "pick one with frame=0..4 (--frame on the command line), "
-        "or detect on every frame with `sam-detect video tyx.tif --jsonl frames.jsonl`"
+        f"or detect on every frame with `sam-detect video {tmp_path / 'tyx.tif'} --jsonl frames.jsonl`"
     )
     im = load_image(tmp_path / "tyx.tif", frame=3)
     np.testing.assert_array_equal(im.original, stack[3])

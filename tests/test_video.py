@@ -443,3 +443,81 @@ def test_display_problem_without_display(monkeypatch):
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     problem = display_problem()
     assert problem is not None and ("--output" in problem)
+
+
+# -- session 87: what the stack and folder sources read --------------------------------
+def test_a_video_files_channel_is_read_and_a_wrong_one_refused(tmp_path):
+    """``--channel`` was ignored for video files (channels 0, 2 and 9 gave the same frames):
+    a frame's colour channel is read as grey, as a stack's is; a channel past blue is one error."""
+    path = colour_video(tmp_path / "c.avi", [(200, 40, 90)] * 3, fourcc="MJPG")
+    with open_source(str(path), channel=0) as src:
+        red = [f.rgb for f in src]
+    with open_source(str(path), channel=2) as src:
+        blue = [f.rgb for f in src]
+    assert len(red) == len(blue) == 3
+    assert all(abs(int(f[..., 0].mean()) - 200) <= 8 and np.ptp(f, axis=2).max() == 0 for f in red)
+    assert all(abs(int(f[..., 0].mean()) - 90) <= 8 for f in blue)
+    with pytest.raises(ImageLoadError, match="channel 9 out of range"):
+        open_source(str(path), channel=9)
+    with pytest.raises(ImageLoadError, match="planes_as_frames"):
+        open_source(str(path), planes_as_frames=True)
+
+
+def test_a_folder_is_read_in_numeric_order_and_a_stack_in_it_refused(tmp_path):
+    for k in (0, 1, 2, 10, 11):
+        cv2.imwrite(str(tmp_path / f"t{k}.png"), np.full((8, 9), 10 * k, np.uint8))
+    src = ImageFolderSource(tmp_path)
+    assert [p.name for p in src.paths] == ["t0.png", "t1.png", "t2.png", "t10.png", "t11.png"]
+    import tifffile
+
+    zdir = tmp_path / "z"
+    zdir.mkdir()
+    tifffile.imwrite(zdir / "t000.tif", np.zeros((3, 8, 9), np.uint16), metadata={"axes": "ZYX"})
+    with pytest.raises(ImageLoadError, match="holds a stack of several frames; a folder or glob is read as one frame per file"):
+        list(ImageFolderSource(zdir))  # its first plane alone was read, without a word
+
+
+def test_an_axes_less_tiff_of_two_channels_is_frames_of_two_channels(tmp_path):
+    """``tifffile.imwrite`` of a ``(T, C, H, W)`` array saves no axes: read as T x C frames,
+    the channels interleaved as time points; now as the same array saved as ``.npy``."""
+    import tifffile
+
+    from sam_detect.io.images import load_image
+
+    stack = np.zeros((4, 2, 16, 20), np.uint16)
+    stack[:, 0, 4:8, 4:8] = 1000
+    stack[:, 1] = 500
+    for t in range(4):
+        stack[t, 0, 10:12, t:t + 2] = 2000
+    tifffile.imwrite(tmp_path / "tc.tif", stack)
+    np.save(tmp_path / "tc.npy", stack)
+    for name in ("tc.tif", "tc.npy"):
+        src = StackSource(tmp_path / name, channel=0)
+        assert src.frame_count == 4, name
+        frames = [f.rgb for f in src]
+        assert all(f[10, t] .max() > f[0, 0].max() for t, f in enumerate(frames)), name
+    one = load_image(tmp_path / "tc.tif", frame=2, channel=1)
+    assert one.n_frames == 4 and one.original.shape == (16, 20, 2)
+
+
+def test_a_time_lapse_of_z_stacks_says_how_its_planes_become_frames(tmp_path):
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "tz.tif", np.zeros((3, 2, 8, 9), np.uint8), imagej=True, metadata={"axes": "TZYX"})
+    src = StackSource(tmp_path / "tz.tif")
+    assert src.frame_count == 6
+    assert src.note == "axes TZYX: 3 T x 2 Z planes read as 6 frames in file order, Z fastest (frame 1 is T 0, Z 1)"
+
+
+def test_a_label_stack_says_its_axes_and_each_planes_frame(tmp_path):
+    import tifffile
+
+    masks = np.zeros((1, 10, 12), bool)
+    masks[0, 2:5, 3:7] = True
+    with LabelStackWriter(tmp_path / "l.tif") as w:
+        for k in (3, 4, 5):
+            w.write(Instances(masks=masks), (10, 12), k)
+    with tifffile.TiffFile(tmp_path / "l.tif") as tif:
+        assert tif.series[0].axes == "TYX" and tif.is_imagej
+        assert tif.imagej_metadata["Labels"] == ["frame 3", "frame 4", "frame 5"]
+    assert tifffile.imread(tmp_path / "l.tif").shape == (3, 10, 12)

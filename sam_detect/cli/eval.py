@@ -260,7 +260,7 @@ def eval_cmd(
         shapes = [load_image(r.path, channel=r.channel, frame=r.frame).rgb.shape[:2] for r in refs]
     gt = load_ground_truth(annotations, [Path(r.path).name for r in refs], label=label,
                            channel=labels_channel, frame=frame, types=types, types_channel=types_channel,
-                           type_names=names, image_shapes=shapes)
+                           type_names=names, image_shapes=shapes, image_frames=[r.frame for r in refs])
     for name, idx in (("--examples-from", ex_idx), ("--detect-on", det_idx)):
         if idx and idx[-1] >= len(refs):
             raise click.BadParameter(

@@ -57,7 +57,8 @@ from sam_detect.cli.validate import finite, no_clashes, output_file
     "--frames",
     "frames_spec",
     metavar="RANGES",
-    help="Frames to read, 0-based inclusive ranges, e.g. '0-2,4-7', '10-', '0-99:5'.",
+    help="Frames to read, 0-based inclusive ranges, e.g. '0-2,4-7', '10-' (10 to the end), '-5' (0 to 5, "
+         "not the last five), '0-99:5' (every fifth).",
 )
 @click.option(
     "--every",
@@ -324,7 +325,9 @@ def video(
         ("type stack", type_map),
     ):
         if path and not quiet:
-            if stats.frames > stats.failed and Path(path).is_file() and Path(path).stat().st_size:
+            target = Path(path)
+            # /dev/stdout, a pipe: no file to look at
+            if stats.frames > stats.failed and target.exists() and (not target.is_file() or target.stat().st_size):
                 click.echo(f"sam-detect: wrote {label} to {path}", err=True)
             else:  # no frame reached it (none could be read, or Ctrl-C came first)
                 click.echo(f"sam-detect: no {label} written to {path}: no frame was detected", err=True)

@@ -145,6 +145,7 @@ def load_annotation_set(
     *,
     label: str | None = None,
     channel: int | None = None,
+    image_frames: Sequence[int | None] | None = None,
 ) -> list[Instances]:
     """Instances of every image in an annotation file, one ``Instances`` per image.
 
@@ -155,6 +156,9 @@ def load_annotation_set(
             a single-image file must be given one name.
         image_shapes: optional ``(H, W[, C])`` per image, checked like ``image_shape``.
         label, channel: as for :func:`load_annotations`.
+        image_frames: each named image's frame of its stack (``None``: not a stack's): a COCO
+            file whose image records carry their ``frame`` (``detect --frame K --coco``) is
+            matched by name and frame.
 
     A ``(T, H, W)`` label stack becomes T ``Instances`` (their masks are box crops, but the
     stack is read whole): for long stacks of large frames, read the ids with
@@ -168,7 +172,11 @@ def load_annotation_set(
     if image_names is not None:
         image_names = [str(n) for n in image_names]
         fmt = items[0].metadata.get("format") if items else None
-        if fmt == "coco":
+        framed = [it for it in items if it.metadata.get("frame") is not None]
+        if fmt == "coco" and framed and image_frames is not None and any(f is not None for f in image_frames):
+            items = [_of_frame(path, framed, int(f), n) if f is not None else select_image(path, items, n)
+                     for n, f in zip(image_names, image_frames, strict=True)]
+        elif fmt == "coco":
             items = [select_image(path, items, n) for n in image_names]
         elif len(items) != len(image_names):
             raise AnnotationError(
@@ -197,10 +205,12 @@ def load_ground_truth(
     types_channel: int | None = None,
     type_names: dict[int, str] | None = None,
     image_shapes: Sequence[Sequence[int]] | None = None,
+    image_frames: Sequence[int | None] | None = None,
 ) -> list[Any]:
-    """Ground truth of each of ``image_names``: one annotation file per image, or one file
-    covering all of them (a label stack, a COCO file). Label images stay ``(H, W)`` int
-    arrays (cheap to hold); other files give ``Instances``.
+    """Ground truth of each of ``image_names``: one annotation file per image, one file
+    covering all of them (a label stack, a COCO file), or one per stack (``image_names`` in
+    runs, one run per stack file, with ``image_frames`` each one's frame). Label images stay
+    ``(H, W)`` int arrays (cheap to hold); other files give ``Instances``.
 
     ``pieces``: as :func:`read_label_image`'s (``False`` reads type maps).
     ``image_shapes``: each image's ``(H, W)``, for files that carry no image size (GeoJSON,
@@ -235,16 +245,34 @@ def load_ground_truth(
         return [arr] if arr.ndim == 2 else list(arr)
 
     n = len(image_names)
+    frames_of = list(image_frames) if image_frames is not None else [None] * n
     if len(paths) > 1:
+        runs = _runs(image_names, frames_of)
+        if len(paths) != n and len(runs) == len(paths):  # a label stack (or COCO file) per stack: frame by frame
+            out = []
+            for p, (a, b) in zip(paths, runs, strict=True):
+                out += load_ground_truth([p], image_names[a:b], label=label, channel=channel,
+                                         frame=frames_of[a] if b - a == 1 else None, pieces=pieces,
+                                         image_shapes=None if image_shapes is None else image_shapes[a:b],
+                                         image_frames=frames_of[a:b])
+            return out
         if len(paths) != n:
+            folders = [str(p) for p in paths if Path(p).is_dir()]
             raise AnnotationError(
-                f"{len(paths)} annotation files for {n} image(s); give one per image, or one "
+                f"{len(paths)} annotation files for {n} image(s); give one per image (or per stack), or one "
                 "file covering all of them"
+                + (f" ({folders[0]} is read as one image's masks, one object per file: give each image's "
+                   "label image with its own -a)" if folders else "")
             )
         out = []
         for p, name in zip(paths, image_names, strict=True):
             if is_label_image(p):
                 frames = label_frames(p)
+                at = frames_of[len(out)]
+                if len(frames) > 1 and at is not None:  # the label stack of a stack read at one frame (--frame)
+                    if not 0 <= at < len(frames):
+                        raise AnnotationError(f"{p}: frame {at} out of range 0..{len(frames) - 1}")
+                    frames = [frames[at]]
                 if len(frames) != 1:
                     raise AnnotationError(
                         f"{p}: holds {len(frames)} frames; with one file per image, each "
@@ -253,7 +281,9 @@ def load_ground_truth(
                 out.append(frames[0])
             else:
                 shape = image_shapes[len(out)] if image_shapes is not None else None
-                out.append(load_annotations(p, shape, label=label, image=name if is_coco_file(p) else None))
+                at = frames_of[len(out)]
+                out.append(load_annotations(p, shape, label=label, image=(at if at is not None else name)
+                                            if is_coco_file(p) else None, name=name))
         return out
     path = paths[0]
     if is_label_image(path):
@@ -263,16 +293,32 @@ def load_ground_truth(
                 raise AnnotationError(f"{path}: --frame {frame} out of range 0..{len(frames) - 1}")
             return [frames[frame]]
         if len(frames) != n:
+            if Path(path).is_dir():
+                raise AnnotationError(
+                    f"{path}: a folder is read as one image's masks (one object per file), but {n} image(s) were "
+                    "given; give each image's label image with its own -a, or a label stack with one frame per image")
             raise AnnotationError(
                 f"{path}: holds {len(frames)} label frame(s) but {n} image(s) were given; "
                 "give a label stack with one frame per image"
             )
         return frames
     if is_coco_file(path):
-        return load_annotation_set(path, image_names=list(image_names), label=label)
+        return load_annotation_set(path, image_names=list(image_names), label=label, image_frames=frames_of)
     if n != 1:
         raise AnnotationError(f"{path}: annotates one image but {n} image(s) were given")
     return [load_annotations(path, image_shapes[0] if image_shapes is not None else None, label=label)]
+
+
+def _runs(names: Sequence[str], frames: Sequence[int | None]) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each run of one stack's frames in ``names`` (a name followed by the
+    same name, each a frame of a stack); an image that is no stack's frame is a run of one."""
+    runs: list[tuple[int, int]] = []
+    for i, (name, f) in enumerate(zip(names, frames, strict=True)):
+        if runs and f is not None and frames[runs[-1][0]] is not None and names[runs[-1][0]] == name:
+            runs[-1] = (runs[-1][0], i + 1)
+        else:
+            runs.append((i, i + 1))
+    return runs
 
 
 def is_label_image(path: PathLike) -> bool:

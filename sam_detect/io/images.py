@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -247,6 +248,13 @@ def read_stack_noted(path: str | os.PathLike, *, planes_as_frames: bool = False)
     note = planes_note(p, source_axes, source_shape)
     if note is not None and planes_as_frames:  # (1, H, W, n) samples -> (n, H, W) frames
         return np.ascontiguousarray(np.moveaxis(stack[0], -1, 0)), "TYX", None
+    # a time-lapse of z-stacks (TZYX): its planes are frames one after another, said
+    several = [(a, n) for a, n in zip(source_axes, source_shape, strict=True)
+               if a not in "YX" + _CHANNEL_AXES and n > 1]
+    if len(several) > 1:
+        second = ", ".join(f"{a} {int(a == several[-1][0])}" for a, _ in several)
+        note = (f"axes {source_axes}: {' x '.join(f'{n} {a}' for a, n in several)} planes read as "
+                f"{stack.shape[0]} frames in file order, {several[-1][0]} fastest (frame 1 is {second})")
     return stack, (("TYXS" if axes.endswith("S") else "TYXC") if stack.ndim == 4 else "TYX"), note
 
 
@@ -318,8 +326,16 @@ def as_rgb_uint8(image: object) -> np.ndarray:
     return as_loaded_image(image).rgb
 
 
+def natural_key(path: Path) -> tuple:
+    """A path's sort key with its numbers read as numbers: ``t2.png`` before ``t10.png`` (time
+    points exported without zero padding came out of order: 0, 1, 10, 11, 2, ...)."""
+    parts = re.split(r"(\d+)", str(path))
+    return tuple((0, int(x), x) if x.isdigit() else (1, 0, x) for x in parts)
+
+
 def iter_image_paths(inputs: Sequence[str | os.PathLike] | str | os.PathLike) -> list[Path]:
-    """Expand files, folders (non-recursive, sorted, image extensions only) and globs.
+    """Expand files, folders (non-recursive, sorted with numbers read as numbers, image
+    extensions only) and globs.
 
     Returns:
         Paths in input order, each input's matches sorted, duplicates dropped.
@@ -336,7 +352,7 @@ def iter_image_paths(inputs: Sequence[str | os.PathLike] | str | os.PathLike) ->
         p = Path(s)
         if p.is_dir():
             found = sorted(
-                q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS
+                (q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS), key=natural_key
             )
             if not found:
                 # a plate's wells as subfolders: the scan is not recursive, a glob reaches them
@@ -361,9 +377,9 @@ def iter_image_paths(inputs: Sequence[str | os.PathLike] | str | os.PathLike) ->
             found = [p]
         elif glob.has_magic(s):
             found = sorted(
-                Path(q)
-                for q in glob.glob(s)
-                if Path(q).is_file() and Path(q).suffix.lower() in IMAGE_EXTENSIONS + ARRAY_EXTENSIONS
+                (Path(q) for q in glob.glob(s)
+                 if Path(q).is_file() and Path(q).suffix.lower() in IMAGE_EXTENSIONS + ARRAY_EXTENSIONS),
+                key=natural_key,
             )
             if not found:
                 raise ImageLoadError(f"{s}: pattern matches no image files")
@@ -527,8 +543,8 @@ def _read_tiff(p: Path) -> tuple[np.ndarray, str]:
             if not tif.series:
                 raise ImageLoadError(f"{p}: TIFF holds no image data")
             series = _main_series(tif)
-            axes = series.axes.upper()
             shape = tuple(int(x) for x in series.shape)
+            axes = _unnamed_channels(series.axes.upper(), shape)
             page = series.keyframe
             photometric = int(getattr(page, "photometric", 1))
             if photometric in _PIL_PHOTOMETRIC and len(tif.pages) == 1:
@@ -552,6 +568,16 @@ def _read_tiff(p: Path) -> tuple[np.ndarray, str]:
     if len(axes) != data.ndim:  # defensive: tifffile squeezes, axes normally match
         axes = _default_axes(data.shape)
     return data, axes
+
+
+def _unnamed_channels(axes: str, shape: tuple[int, ...]) -> str:
+    """A TIFF's axes, where a 4-D array saved without them (tifffile's ``QQYX``, as
+    ``tifffile.imwrite`` writes a ``(T, C, H, W)`` array) holds two to four entries in its
+    second axis: those are channels (``QCYX``), as in a ``.npy`` (:func:`_read_npy`); a
+    time-lapse of two channels was read as twice as many frames, the channels interleaved."""
+    if axes == "QQYX" and 1 < shape[1] <= _MAX_ARRAY_CHANNELS:
+        return "QCYX"
+    return axes
 
 
 def _read_pil(p: Path) -> tuple[np.ndarray, str]:
@@ -687,7 +713,7 @@ def _pick_frame(
             raise ImageLoadError(
                 f"{p}: holds a stack of {n_frames} frames (axes {source_axes}, shape "
                 f"{source_shape}); pick one with frame=0..{n_frames - 1} (--frame on the command line), "
-                f"or detect on every frame with `sam-detect video {p.name} --jsonl frames.jsonl`"
+                f"or detect on every frame with `sam-detect video {p} --jsonl frames.jsonl`"
             )
         return 0
     try:
@@ -716,8 +742,8 @@ def _read_tiff_frame(p: Path, frame: int | None):
             if not tif.series:
                 return None
             series = _main_series(tif)
-            axes = series.axes.upper()
             shape = tuple(int(x) for x in series.shape)
+            axes = _unnamed_channels(series.axes.upper(), shape)
             page_shape = tuple(int(x) for x in series.keyframe.shape)
             n_page_axes = len(page_shape)
             lead_axes, page_axes = axes[:-n_page_axes], axes[-n_page_axes:]

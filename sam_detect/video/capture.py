@@ -11,7 +11,7 @@ import contextlib
 import logging
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from time import perf_counter
 from typing import Any
@@ -57,6 +57,7 @@ class CaptureSource(FrameSource):
         retry_delay: float = 0.5,
         max_bad_frames: int = 5,
         capture_factory: Callable[[Any], Any] | None = None,
+        channel: int | Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if isinstance(target, os.PathLike):
@@ -77,6 +78,13 @@ class CaptureSource(FrameSource):
         self.retry_delay = float(retry_delay)
         self.max_bad_frames = int(max_bad_frames)
         self._factory = capture_factory or _opencv_capture
+        #: the colour channel(s) of each frame to read (0 red, 1 green, 2 blue: a fluorescence
+        #: video with its nuclei in one colour), as ``load_image``'s ``channel``; ``None``: in colour
+        self.channel = channel
+        if channel is not None:  # a frame has three: a wrong index is one error, not every frame skipped
+            from sam_detect.io.render import resolve_channels
+
+            resolve_channels(channel, 3, f"{self.name}: ")
         self._cap = self._open()
         fps = float(self._cap.get(_CAP_PROP_FPS) or 0)
         self.fps = fps if 0 < fps < 1000 else None
@@ -156,6 +164,11 @@ class CaptureSource(FrameSource):
                     getattr(bgr, "shape", None),
                 )
                 continue
+            if self.channel is not None:
+                from sam_detect.io.render import render
+
+                rgb = render(rgb, channel=self.channel, merge="max", percentiles=(1.0, 99.8), is_rgb=True,
+                             where=self.name)
             now = perf_counter()
             if self.live:
                 t = now - t0

@@ -522,9 +522,9 @@ def run_video(
             if lines is not None and result.fresh:
                 lines.write(frame_record(result, polygons=polygons, tolerance=tolerance))
             if stack is not None:
-                stack.write(result.instances, result.frame.hw)
+                stack.write(result.instances, result.frame.hw, result.frame.index)
             if types is not None:
-                types.write(result.instances, result.frame.hw)
+                types.write(result.instances, result.frame.hw, result.frame.index)
             if video is not None or window is not None:
                 from sam_detect.video.writer import draw_annotations
 

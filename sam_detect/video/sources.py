@@ -8,7 +8,7 @@ from a command-line string:
 ======================================  ===========================================
 ``"0"``, ``"1"``, ``"/dev/video0"``     camera (live)
 ``"rtsp://..."``, ``"http://..."`` ...  network stream (live)
-``"frames/"``, ``"frames/*.png"``       folder or glob of images, in sorted order
+``"frames/"``, ``"frames/*.png"``       folder or glob of images, in sorted order (numbers as numbers)
 ``"stack.tif"``                         multi-frame TIFF (time-lapse, Z-stack), or a ``.npy`` stack
 any other file                          video file read with OpenCV (MP4, AVI, MKV...)
 ======================================  ===========================================
@@ -116,12 +116,13 @@ class ImageFolderSource(FrameSource):
             try:
                 loaded = load_image(path, channel=self.channel, frame=None)
             except ImageLoadError as e:
-                if "holds a stack" in str(e):
-                    loaded = load_image(path, channel=self.channel, frame=0)
-                else:
-                    self.failed += 1
-                    log.warning("%s (skipped)", e)
-                    continue
+                if "holds a stack" in str(e):  # its first plane alone was read, without a word (z0 of a z-stack)
+                    raise ImageLoadError(
+                        f"{path}: holds a stack of several frames; a folder or glob is read as one frame per "
+                        f"file: run `sam-detect video` on each stack file, or save one plane per file") from None
+                self.failed += 1
+                log.warning("%s (skipped)", e)
+                continue
             original = None if loaded.original.dtype == np.uint8 else loaded.original
             yield Frame(
                 index=i,
@@ -168,7 +169,7 @@ class StackSource(FrameSource):
         self.stack, self.axes, note = read_stack_noted(self.path, planes_as_frames=planes_as_frames)
         #: a line for the user where the file's planes were read as one colour image
         #: (``io.images.planes_note``), unless one channel of it was asked for
-        self.note = note if channel is None else None
+        self.note = note if channel is None or self.stack.shape[0] > 1 else None  # (the frames' axes said always)
         if channel is not None:  # every frame has as many channels: a wrong index is one error, not every frame skipped
             from sam_detect.io.render import resolve_channels
 
@@ -281,13 +282,17 @@ def open_source(
     Raises:
         ImageLoadError: nothing exists at ``spec``, or it cannot be opened.
     """
+    s = os.fspath(spec) if not isinstance(spec, int) else str(spec)
+    if planes_as_frames and (re.fullmatch(r"\d+", s.strip()) or is_stream_url(s) or is_camera_device(s)
+                             or Path(s).suffix.lower() not in STACK_EXTENSIONS + ANIMATED_EXTENSIONS):
+        raise ImageLoadError(f"{s}: planes_as_frames (--planes-as-frames) reads a TIFF stack's planes; this "
+                             "source's frames are colour images")
     if isinstance(spec, int):
-        return CaptureSource(spec, live=True if live is None else live, frames=frames)
-    s = os.fspath(spec)
+        return CaptureSource(spec, live=True if live is None else live, frames=frames, channel=channel)
     if re.fullmatch(r"\d+", s.strip()):
-        return CaptureSource(int(s), live=True if live is None else live, frames=frames)
+        return CaptureSource(int(s), live=True if live is None else live, frames=frames, channel=channel)
     if is_stream_url(s) or is_camera_device(s):
-        return CaptureSource(s, live=live, frames=frames)
+        return CaptureSource(s, live=live, frames=frames, channel=channel)
     p = Path(s)
     if p.is_dir() or (not p.exists() and any(c in s for c in "*?[")):
         src: FrameSource = ImageFolderSource(s, frames=frames, fps=fps, channel=channel)
@@ -301,7 +306,7 @@ def open_source(
     elif p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".webp"):
         src = ImageFolderSource(p, frames=frames, fps=fps, channel=channel)
     else:
-        return CaptureSource(p, live=live, frames=frames)
+        return CaptureSource(p, live=live, frames=frames, channel=channel)
     if live:
         src.live = True
     return src

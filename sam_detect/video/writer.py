@@ -160,10 +160,12 @@ class LabelStackWriter:
 
     An object's value is its track id, so one object keeps its value from frame to frame
     (without tracking: its place in the frame's record plus one); 0 is background; where masks
-    overlap, the later object. Planes go to a raw file beside the target as they come (one
+    overlap, the smaller object. Planes go to a raw file beside the target as they come (one
     frame in memory); :meth:`close` writes the stack, a zlib-compressed TIFF or a ``.npy``, as
     ``uint16`` or, where a value needs it, ``uint32``, and removes the raw file. So the end of
-    the stream, an error or Ctrl-C leaves the stack of every frame handled.
+    the stream, an error or Ctrl-C leaves the stack of every frame handled. A TIFF says its
+    axes, ``TYX`` (ImageJ's, so that Fiji and TrackMate read time points, not z-slices), and
+    each plane's source frame (``frame K`` as its ImageJ slice label).
 
     Raises:
         SamDetectError: an unknown suffix or a missing folder (at once), or a frame of
@@ -182,13 +184,15 @@ class LabelStackWriter:
         if not self.path.parent.exists():
             raise SamDetectError(f"cannot write {self.path}: folder {self.path.parent} does not exist")
         self.frames = 0
+        self.indices: list[int | None] = []  # each plane's frame in the source
         self.hw: tuple[int, int] | None = None
         self.top = 0  # the largest value written
         self._part = self.path.with_name(f".{self.path.name}.part")
         self._fh: IO[bytes] | None = None
 
-    def write(self, instances: Instances | None, hw: tuple[int, int]) -> None:
-        """Append the plane of ``instances`` on a frame of ``hw`` = (height, width)."""
+    def write(self, instances: Instances | None, hw: tuple[int, int], index: int | None = None) -> None:
+        """Append the plane of ``instances`` on a frame of ``hw`` = (height, width); ``index``:
+        the frame's place in the source (``--frames 3-5`` writes frames 3, 4 and 5 as planes 0-2)."""
         hw = (int(hw[0]), int(hw[1]))
         if self.hw is None:
             self.hw = hw
@@ -211,6 +215,7 @@ class LabelStackWriter:
             self.top = max(self.top, int(plane.max()))
         self._fh.write(plane.tobytes())
         self.frames += 1
+        self.indices.append(None if index is None else int(index))
 
     def close(self) -> None:
         """Write the stack of the frames so far (none: no file); safe to call twice."""
@@ -231,8 +236,14 @@ class LabelStackWriter:
             else:
                 import tifffile
 
+                labels = [f"frame {k}" if k is not None else f"plane {t}" for t, k in enumerate(self.indices)]
+                # ImageJ's hyperstack metadata holds 8- and 16-bit values: a uint32 stack says its axes as tifffile does
+                # (and one of one frame, which ImageJ's reads would give back without its T axis)
+                meta = ({"imagej": True, "metadata": {"axes": "TYX", "Labels": labels}}
+                        if dtype == np.uint16 and self.frames > 1
+                        else {"metadata": {"axes": "TYX", "frames": [k for k in self.indices if k is not None]}})
                 tifffile.imwrite(tmp, (raw[t].astype(dtype) for t in range(self.frames)), shape=raw.shape,
-                                 dtype=dtype, photometric="minisblack", compression="zlib")
+                                 dtype=dtype, photometric="minisblack", compression="zlib", **meta)
             del raw
             os.replace(tmp, self.path)
         finally:
