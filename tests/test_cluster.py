@@ -544,3 +544,26 @@ def test_workers_allocate_arrays_from_the_heap():
         env, before, changed, after = fresh.submit(_mapped_blocks_for_an_image_sized_array, pure=False).result()
     assert env == "65536"  # what distributed's nanny sets (distributed.nanny.pre-spawn-environ)
     assert before == 1 and changed and after == 0
+
+
+def test_a_folder_detect_lets_go_of_the_library_between_images(hela):
+    """A folder-long ``detect`` held the embedded library from the first image to the last:
+    the UI or another detect waited, then failed ("in use"). Between images it is let go (the
+    next image opens it again), and the results are those of one image at a time."""
+    from sam_detect.cluster import OutputSpec, detect_images
+    from sam_detect.store.edge import EdgeStore
+
+    with SAMDetect(hela["config"]) as det:
+        assert isinstance(det.store, EdgeStore)
+        held = []
+        results = detect_images(hela["config"], hela["paths"][:3], spec=OutputSpec(), detector=det)
+        records = []
+        for res in results:
+            held.append(bool(det.store._shards))  # noqa: SLF001 - what the store holds open
+            other = EdgeStore(path=hela["config"].store_options["path"])  # another user, between images
+            assert other.count("default") == 6
+            other.close()
+            records.append(res.record)
+        one = [det.detect(str(p)) for p in hela["paths"][:3]]
+    assert held == [False, False, False]
+    assert [r["count"] for r in records] == [len(x) for x in one]
