@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sam_detect.errors import SettingError
@@ -264,7 +265,19 @@ def adopt_library_settings(
         name = None
         if recorded_emb:
             name = recorded_emb["name"]
-            embedder_options = {**recorded_emb.get("options", {}), **embedder_options}
+            recorded_opts = dict(recorded_emb.get("options", {}))
+            gone = recorded_opts.get("checkpoint")
+            if gone and "checkpoint" not in embedder_options and not Path(str(gone)).expanduser().is_file():
+                # the file the library was made with is not here (moved, another machine): its
+                # weights are looked for in the model cache by their tag (the library's recorded
+                # weights identity then says whether they are the same)
+                del recorded_opts["checkpoint"]
+                import logging
+
+                logging.getLogger("sam_detect").warning(
+                    "library made with the weights in %s, which is not there: looking for them in the model cache "
+                    "(give the file with --clip-checkpoint / --sam-checkpoint where they are elsewhere)", gone)
+            embedder_options = {**recorded_opts, **embedder_options}
             adopted.append("embedder")
             if name == "sam2" and embedder_options.get("mode", "image") == "image" \
                     and ":tiles=" not in meta.embedder_id:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import logging
+import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -1262,9 +1263,20 @@ def _why_few(
 
 
 def _portable(opts: dict[str, Any]) -> dict[str, Any]:
-    """The embedder options worth recording in a library (JSON types, no device settings)."""
+    """The embedder options worth recording in a library (JSON types, no device settings); a
+    checkpoint as an absolute path, whether given as text or a ``Path`` (a relative one was
+    recorded as typed, and a run from another folder looked for another file; a ``Path`` was
+    not recorded at all)."""
     skip = {"device", "batch_size", "num_threads"}
-    return {k: v for k, v in opts.items() if k not in skip and isinstance(v, (str, int, float, bool, type(None)))}
+    out = {}
+    for k, v in opts.items():
+        if k in skip:
+            continue
+        if k == "checkpoint" and isinstance(v, (str, os.PathLike)) and str(v):
+            v = str(Path(v).expanduser().resolve())
+        if isinstance(v, (str, int, float, bool, type(None))):
+            out[k] = v
+    return out
 
 
 __all__ = ["DetectorConfig", "SAMDetect", "SamDetectError"]

@@ -231,3 +231,43 @@ def test_model_identity_is_recorded_and_another_checkpoint_refused(tiny_clip, tm
     )
     with SAMDetect(cfg, store=store, embedder=make(tiny_clip)) as det:
         assert len(det.detect(img)) >= 1
+
+
+# -- session 87: what a user's CLIP settings are taken as --------------------------------
+def test_a_model_alone_takes_its_own_tag_and_a_local_file_of_another_architecture_none():
+    """``--clip-model ViT-B-16`` alone always failed (no ViT-B-16 weights carry ViT-B-32's default
+    tag); an RN50 file was recorded under ViT-B-32's tag."""
+    from sam_detect.models import DEFAULT_CLIP_PRETRAINED, clip_tag_of, default_clip_tag
+
+    assert default_clip_tag("ViT-B-16") == "laion2b_s34b_b88k"
+    assert clip_tag_of("ViT-B-16", DEFAULT_CLIP_PRETRAINED) == "laion2b_s34b_b88k"
+    assert clip_tag_of("ViT-B-32", DEFAULT_CLIP_PRETRAINED) == DEFAULT_CLIP_PRETRAINED
+    assert clip_tag_of("RN50", "openai") == "openai"  # given: as given
+    assert clip_tag_of("RN50", DEFAULT_CLIP_PRETRAINED, checkpoint="rn50.bin") is None  # custom
+
+
+def test_a_mistyped_clip_model_or_tag_is_a_setting_error_naming_the_way(tmp_path):
+    from sam_detect.errors import SettingError
+    from sam_detect.models import clip_spec, get_spec
+    from sam_detect.models.loading import import_open_clip
+
+    with pytest.raises(SettingError, match=r"unknown open_clip model 'ViT-B-23' \(did you mean ViT-B-32"):
+        import_open_clip("ViT-B-23")
+    with pytest.raises(SettingError, match="tag 'junk' .*choose one with --clip-pretrained"):
+        clip_spec("ViT-B-32", "junk")
+    spec = clip_spec("RN50", "openai")  # unlisted: named as `models download` takes it
+    assert spec.name == "RN50:openai" and get_spec(spec.name).filenames == spec.filenames
+    assert spec.download_command() == "sam-detect models download RN50:openai"
+
+
+def test_building_a_clip_model_leaves_the_root_logger_as_it_was(tiny_clip, caplog):
+    """open_clip logs "No pretrained weights loaded ... initialized randomly" through the root
+    logger before the weights are loaded (printed on every CLIP load, and a handler installed
+    on the user's root logger)."""
+    import logging
+
+    root = logging.getLogger()
+    before = list(root.handlers)
+    emb = make(tiny_clip)
+    emb.embed(crops(1))
+    assert root.handlers == before and "initialized randomly" not in caplog.text

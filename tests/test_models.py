@@ -356,3 +356,41 @@ def test_pick_sam2_model(cache):
     assert M.pick_sam2_model("auto") == "tiny"  # nothing cached
     _touch(cache / "sam2" / "sam2.1_hiera_large.pt")
     assert M.pick_sam2_model("auto") == "large"
+
+
+def test_auto_leaves_cached_weights_whose_package_is_not_installed(cache, monkeypatch):
+    """A shared model cache holding SAM2 and CLIP weights, without the ``models`` extra: auto
+    picked them and every detect and add failed (the fallback for it never ran)."""
+    import importlib.util
+
+    monkeypatch.setattr(M.ModelSpec, "cached_path", lambda self, root=None: Path("/x"))  # every one cached
+    assert M.auto_models()[:2] == ("sam2", "clip")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("sam2", "open_clip") else real(name, *a))
+    seg, emb, why = M.auto_models()
+    assert (seg, emb) == ("classical", "views")
+    assert "SAM2 weights found in" in why and "but the sam2 package is not installed" in why
+    assert "pip install 'sam-detect[models]'" in why
+
+
+def test_a_checkpoint_is_recorded_as_an_absolute_path_and_a_missing_one_looked_for_in_the_cache(tmp_path, monkeypatch, caplog):
+    """``--clip-checkpoint ckpt/x.bin`` was recorded as typed (a run from another folder looked for
+    another file, and blamed a flag not given); a ``Path`` was not recorded at all."""
+    from sam_detect.config import adopt_library_settings
+    from sam_detect.pipeline import _portable
+
+    monkeypatch.chdir(tmp_path)
+    _touch(tmp_path / "ckpt" / "x.bin")
+    assert _portable({"checkpoint": "ckpt/x.bin", "device": "cpu"}) == {"checkpoint": str(tmp_path / "ckpt" / "x.bin")}
+    assert _portable({"checkpoint": tmp_path / "ckpt" / "x.bin"}) == {"checkpoint": str(tmp_path / "ckpt" / "x.bin")}
+
+    class Meta:
+        extra = {"embedder": {"name": "clip", "options": {"model": "ViT-B-32", "checkpoint": str(tmp_path / "gone.bin")}}}
+        fade = crop = None
+        embedder_id = "clip:x"
+
+    got = adopt_library_settings(Meta())
+    assert got.embedder == "clip" and got.embedder_options == {"model": "ViT-B-32"}
+    assert "gone.bin, which is not there: looking for them in the model cache" in caplog.text
+    given = adopt_library_settings(Meta(), embedder_options={"checkpoint": "other.bin"})
+    assert given.embedder_options["checkpoint"] == "other.bin"

@@ -57,6 +57,7 @@ class ClipEmbedder:
         from sam_detect.errors import ModelNotAvailableError
         from sam_detect.models import (
             clip_spec,
+            clip_tag_of,
             file_fingerprint,
             import_open_clip,
             resolve_checkpoint,
@@ -67,7 +68,7 @@ class ClipEmbedder:
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model_name = model
-        self.pretrained = pretrained or None
+        self.pretrained = clip_tag_of(model, pretrained, checkpoint) or None
         if checkpoint is not None and str(checkpoint) != "":
             self.checkpoint = Path(checkpoint).expanduser()
             if not self.checkpoint.is_file():

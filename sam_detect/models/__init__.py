@@ -192,6 +192,37 @@ def sam2_spec(model: str) -> ModelSpec:
     raise ValueError(f"unknown SAM2 model {model!r}; valid: {', '.join(SAM2_MODELS)}")
 
 
+def default_clip_tag(model: str) -> str | None:
+    """The pretrained tag ``model`` is taken with where none is given: the listed one
+    (``CLIP_MODELS``; ViT-B-32's is the default), else the first of open_clip's tags for it
+    that has Hugging Face weights; ``None`` where it has none (a local file only)."""
+    for arch, tag in CLIP_MODELS:
+        if arch == model:
+            return tag
+    try:
+        import open_clip
+    except ImportError:
+        return None
+    for tag in open_clip.list_pretrained_tags_by_model(model):
+        if (open_clip.get_pretrained_cfg(model, tag) or {}).get("hf_hub"):
+            return tag
+    return None
+
+
+def clip_tag_of(model: str, pretrained: str | None, checkpoint: Any = None) -> str | None:
+    """The tag a CLIP embedder takes for ``model`` given ``pretrained``: where that is the
+    default model's default tag but ``model`` is another architecture (``--clip-model ViT-B-16``
+    alone always failed: no ViT-B-16 weights carry ViT-B-32's tag), the model's own default
+    tag, or ``None`` (``custom``) for a local file (an RN50 file was recorded under ViT-B-32's
+    tag); any other ``pretrained`` as given."""
+    if pretrained != DEFAULT_CLIP_PRETRAINED or model == DEFAULT_CLIP_MODEL:
+        return pretrained
+    own = default_clip_tag(model)
+    if checkpoint is not None and str(checkpoint) != "":
+        return own if own == pretrained else None
+    return own
+
+
 def clip_spec(model: str, pretrained: str) -> ModelSpec:
     """The CLIP checkpoint of an open_clip ``model`` name and ``pretrained`` tag.
 
@@ -212,17 +243,20 @@ def clip_spec(model: str, pretrained: str) -> ModelSpec:
     cfg = open_clip.get_pretrained_cfg(model, pretrained) or {}
     hub = str(cfg.get("hf_hub") or "")
     if not hub:
+        from sam_detect.errors import SettingError
+
         known = ", ".join(open_clip.list_pretrained_tags_by_model(model)) or "none"
-        raise ValueError(
+        raise SettingError(
             f"open_clip has no Hugging Face weights for model {model!r} tag {pretrained!r} "
-            f"(tags of {model}: {known}); pass a local file with --clip-checkpoint"
+            f"(tags of {model}: {known}): choose one with --clip-pretrained, or pass a local file with "
+            "--clip-checkpoint"
         )
     parts = hub.split("/")  # "org/repo/" or "org/repo/filename"
     repo = "/".join(parts[:2])
     fname = "/".join(p for p in parts[2:] if p)
     files = (fname,) if fname else _CLIP_FILES
     return ModelSpec(
-        name=f"clip-{model}-{pretrained}",
+        name=f"{model}:{pretrained}",  # the name `models download` and `models path` take
         family="clip",
         repo_id=repo,
         filenames=files,
@@ -247,13 +281,24 @@ def auto_models() -> tuple[str, str, str]:
     colour, shape and texture views).
     Nothing is downloaded.
     """
+    import importlib.util
+
     cache = cache_dir()
     sam = next((s for s in SAM2_MODELS.values() if s.cached_path(cache)), None)
     clip = CLIP_MODELS[(DEFAULT_CLIP_MODEL, DEFAULT_CLIP_PRETRAINED)]
     has_clip = clip.cached_path(cache) is not None
-    segmenter = "sam2" if sam else "classical"
-    embedder = "clip" if has_clip else "views"
-    if sam and has_clip:
+    # weights without the package that runs them (a shared model cache, an install without the
+    # `models` extra): the offline stages, said (every auto detect and add failed)
+    missing = [f"{what} weights found in {cache} but the {pkg} package is not installed"
+               for what, pkg, found in (("SAM2", "sam2", sam), ("CLIP", "open_clip", has_clip))
+               if found and importlib.util.find_spec(pkg) is None]
+    if missing:
+        sam = sam if sam is None or importlib.util.find_spec("sam2") is not None else None
+        has_clip = has_clip and importlib.util.find_spec("open_clip") is not None
+        usable = [f"{what} {arch} weights found in {cache}" for what, arch, ok in
+                  (("SAM2", sam.arch if sam else "", sam), ("CLIP", clip.arch, has_clip)) if ok]
+        reason = "; ".join(usable + missing) + " (pip install 'sam-detect[models]')"
+    elif sam and has_clip:
         reason = f"SAM2 {sam.arch} and CLIP {clip.arch} weights found in {cache}"
     elif sam:
         reason = f"SAM2 {sam.arch} weights found in {cache}; no CLIP weights there"
@@ -261,6 +306,8 @@ def auto_models() -> tuple[str, str, str]:
         reason = f"CLIP {clip.arch} weights found in {cache}; no SAM2 weights there"
     else:
         reason = f"no SAM2/CLIP weights in {cache}"
+    segmenter = "sam2" if sam else "classical"
+    embedder = "clip" if has_clip else "views"
     return segmenter, embedder, reason
 
 

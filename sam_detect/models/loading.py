@@ -9,7 +9,10 @@ imported inside the functions.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -132,8 +135,14 @@ def import_open_clip(model: str | None = None):
             "the clip embedder needs open_clip: pip install 'sam-detect[models]' (or pip install open_clip_torch)"
         ) from e
     if model is not None and model not in open_clip.list_models():
-        raise ValueError(
-            f"unknown open_clip model {model!r}; see open_clip.list_models() (e.g. ViT-B-32)"
+        import difflib
+
+        from sam_detect.errors import SettingError
+
+        near = difflib.get_close_matches(model, open_clip.list_models(), n=3)
+        raise SettingError(
+            f"unknown open_clip model {model!r}" + (f" (did you mean {', '.join(near)}?)" if near else "")
+            + "; see open_clip.list_models() or `sam-detect models list` (e.g. ViT-B-32)"
         )
     return open_clip
 
@@ -168,6 +177,31 @@ def clip_options(model: str = DEFAULT_CLIP_MODEL, pretrained: str | None = DEFAU
         "interpolation": pick("interpolation", defaults.interpolation),
         "resize_mode": pick("resize_mode", defaults.resize_mode),
     }
+
+
+class _DropRandomInit(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _without_random_init_warning() -> Iterator[None]:
+    """open_clip built without its own weights logs "No pretrained weights loaded ... Model
+    initialized randomly" through the root logger (and, where that has no handler, installs one
+    on the user's process with ``basicConfig``); the weights are loaded right after: that line
+    is left out, and the root logger is left as it was."""
+    root = logging.getLogger()
+    guard = logging.NullHandler() if not root.handlers else None  # no basicConfig on the user's root logger
+    drop = _DropRandomInit()
+    if guard is not None:
+        root.addHandler(guard)
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
+        if guard is not None:
+            root.removeHandler(guard)
 
 
 def load_clip_model(
@@ -207,16 +241,17 @@ def load_clip_model(
                 f"checkpoint file {path} does not exist (given with --clip-checkpoint)"
             )
     opts = clip_options(model, pretrained)
-    net, _, preprocess = open_clip.create_model_and_transforms(
-        model,
-        pretrained=None,
-        device="cpu",
-        force_quick_gelu=opts["quick_gelu"],
-        image_mean=opts["mean"],
-        image_std=opts["std"],
-        image_interpolation=opts["interpolation"],
-        image_resize_mode=opts["resize_mode"],
-    )
+    with _without_random_init_warning():
+        net, _, preprocess = open_clip.create_model_and_transforms(
+            model,
+            pretrained=None,
+            device="cpu",
+            force_quick_gelu=opts["quick_gelu"],
+            image_mean=opts["mean"],
+            image_std=opts["std"],
+            image_interpolation=opts["interpolation"],
+            image_resize_mode=opts["resize_mode"],
+        )
     fix = (
         f"is it an open_clip {model} checkpoint? Choose the matching --clip-model, or delete the file "
         f"and download it again"
