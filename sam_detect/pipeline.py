@@ -391,14 +391,15 @@ class SAMDetect(DetectorStages, LibraryState):
     def add_examples(
         self,
         image: Any,
-        instances: Instances,
+        instances: Instances | np.ndarray,
         labels: Sequence[str] | None = None,
         *,
         progress: bool = False,
         again: bool = False,
         annotation: Instances | None = None,
     ) -> list[str]:
-        """Add every instance of ``image`` as an example (labels from ``labels`` or ``instances.labels``).
+        """Add every instance of ``image`` as an example (labels from ``labels`` or ``instances.labels``);
+        ``instances`` may be masks, ``(H, W)`` or ``(N, H, W)`` bool.
 
         All-or-nothing: every crop is embedded before anything is written, and the store
         adds the batch atomically.
@@ -417,6 +418,8 @@ class SAMDetect(DetectorStages, LibraryState):
         ``detect`` leaves them out too (``DetectorConfig.drop_border``).
         """
         loaded = self._load(image)
+        # masks as an (H, W) or (N, H, W) array, as detect and embed take them (an AttributeError before)
+        instances = as_instances(instances, loaded.rgb.shape[:2])
         if len(instances) == 0:
             raise AnnotationError("no examples to add (the annotation holds no objects)")
         if not np.ptp(loaded.rgb):  # detect says of such an image that it holds no object to find

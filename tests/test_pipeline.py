@@ -711,3 +711,15 @@ def test_a_nan_mask_or_a_blank_image_is_no_example():
     assert not det.store.has_library(det.config.library)
     assert det.add_example(rgb, mask=np.where(masks[0], 1.0, 0.0), label="shape")  # float 0/1: fine
     det.close()
+
+
+def test_add_examples_takes_masks_as_arrays(scene):
+    """``add_examples(image, mask)`` with a plain bool array gave a raw AttributeError."""
+    from sam_detect.errors import AnnotationError
+
+    rgb, masks, labels = scene(seed=2, n_discs=2, n_squares=1)
+    det = SAMDetect(store="memory", segmenter="classical", embedder="handcrafted", library="arr")
+    assert len(det.add_examples(rgb, masks[0], ["disc"])) == 1
+    assert len(det.add_examples(rgb, np.asarray(masks[1:3]), ["disc", "square"])) == 2
+    with pytest.raises(AnnotationError, match="each mask must have the image's shape"):
+        det.add_examples(rgb, masks[0][:-5], ["disc"])
