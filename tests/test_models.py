@@ -394,3 +394,18 @@ def test_a_checkpoint_is_recorded_as_an_absolute_path_and_a_missing_one_looked_f
     assert "gone.bin, which is not there: looking for them in the model cache" in caplog.text
     given = adopt_library_settings(Meta(), embedder_options={"checkpoint": "other.bin"})
     assert given.embedder_options["checkpoint"] == "other.bin"
+
+
+def test_a_mistyped_option_or_offline_switch_is_a_setting_error(monkeypatch):
+    """``create_embedder("clip", ckpt=...)`` was a raw TypeError; ``SAM_DETECT_OFFLINE=junk``
+    silently meant online."""
+    from sam_detect.embed import create_embedder
+    from sam_detect.errors import SettingError
+
+    with pytest.raises(SettingError, match=r"unknown clip embedder option\(s\) \['ckpt'\]; valid: .*checkpoint"):
+        create_embedder("clip", ckpt="x.bin")
+    monkeypatch.setenv("SAM_DETECT_OFFLINE", "on")
+    assert M._offline()
+    monkeypatch.setenv("SAM_DETECT_OFFLINE", "junk")
+    with pytest.raises(SettingError, match="SAM_DETECT_OFFLINE='junk': set it to 1"):
+        M._offline()

@@ -339,8 +339,13 @@ def default_sam2_model() -> str:
 # resolving and downloading
 # ----------------------------------------------------------------------------------------
 def _offline() -> bool:
+    from sam_detect.errors import SettingError
+
+    value = os.environ.get(OFFLINE_ENV, "").strip().lower()
+    if value not in ("", "0", "1", "true", "false", "yes", "no", "on", "off"):  # "junk" meant online
+        raise SettingError(f"{OFFLINE_ENV}={os.environ[OFFLINE_ENV]!r}: set it to 1 (offline) or 0 (online)")
     return any(
-        os.environ.get(v, "").strip().lower() in ("1", "true", "yes")
+        os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
         for v in (OFFLINE_ENV, "HF_HUB_OFFLINE")
     )
 
