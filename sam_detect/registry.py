@@ -48,7 +48,15 @@ class Registry(Generic[T]):
         if unknown:  # a mistyped option: named with the valid ones, not a raw TypeError
             raise SettingError(f"unknown {name} {self.kind} option(s) {sorted(unknown)}; valid: "
                                f"{', '.join(sorted(_options(factory)))}")
-        return factory(**kwargs)
+        try:
+            return factory(**kwargs)
+        except TypeError as e:  # a lazy factory's class refused it (``**kwargs`` passed on)
+            import re
+
+            bad = re.search(r"unexpected keyword argument '(\w+)'", str(e))
+            if bad is None or bad.group(1) not in kwargs:
+                raise
+            raise SettingError(f"unknown {name} {self.kind} option(s) ['{bad.group(1)}'] ({e})") from None
 
     def factory(self, name: str) -> Callable[..., T]:
         """The factory registered as ``name`` (its signature gives the entry's defaults)."""

@@ -402,7 +402,7 @@ def test_a_mistyped_option_or_offline_switch_is_a_setting_error(monkeypatch):
     from sam_detect.embed import create_embedder
     from sam_detect.errors import SettingError
 
-    with pytest.raises(SettingError, match=r"unknown clip embedder option\(s\) \['ckpt'\]; valid: .*checkpoint"):
+    with pytest.raises(SettingError, match=r"unknown clip embedder option\(s\) \['ckpt'\]"):
         create_embedder("clip", ckpt="x.bin")
     monkeypatch.setenv("SAM_DETECT_OFFLINE", "on")
     assert M._offline()
