@@ -67,3 +67,8 @@ class InvalidNameError(SamDetectError, ValueError):
 class SettingError(SamDetectError, ValueError):
     """A setting out of its range or of the wrong kind, or an unknown component or option
     name (``top_k=0``, ``store="nosuch"``, ``drop_border="no"``)."""
+
+
+class UnknownOptionError(SettingError, TypeError):
+    """A keyword option a component does not take (``create_embedder("clip", ckpt=...)``): a
+    setting error, and the ``TypeError`` Python gives a wrong keyword."""

@@ -44,19 +44,17 @@ class Registry(Generic[T]):
         except KeyError:
             valid = ", ".join(sorted(self._factories)) or "(none)"
             raise SettingError(f"unknown {self.kind} {name!r}; valid names: {valid}") from None
-        unknown = _unknown_options(factory, kwargs)
-        if unknown:  # a mistyped option: named with the valid ones, not a raw TypeError
-            raise SettingError(f"unknown {name} {self.kind} option(s) {sorted(unknown)}; valid: "
-                               f"{', '.join(sorted(_options(factory)))}")
         try:
             return factory(**kwargs)
-        except TypeError as e:  # a lazy factory's class refused it (``**kwargs`` passed on)
+        except TypeError as e:  # a mistyped option: a setting error naming it, not a raw TypeError
             import re
 
             bad = re.search(r"unexpected keyword argument '(\w+)'", str(e))
             if bad is None or bad.group(1) not in kwargs:
                 raise
-            raise SettingError(f"unknown {name} {self.kind} option(s) ['{bad.group(1)}'] ({e})") from None
+            from sam_detect.errors import UnknownOptionError
+
+            raise UnknownOptionError(f"unknown {name} {self.kind} option(s) ['{bad.group(1)}'] ({e})") from None
 
     def factory(self, name: str) -> Callable[..., T]:
         """The factory registered as ``name`` (its signature gives the entry's defaults)."""
@@ -73,29 +71,6 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: object) -> bool:
         return name in self._factories
-
-
-def _options(factory: Callable[..., Any]) -> list[str]:
-    import inspect
-
-    try:
-        params = inspect.signature(factory).parameters.values()
-    except (TypeError, ValueError):
-        return []
-    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-
-
-def _unknown_options(factory: Callable[..., Any], kwargs: dict[str, Any]) -> set[str]:
-    """The keyword options ``factory`` does not take (none where it takes ``**kwargs``)."""
-    import inspect
-
-    try:
-        params = inspect.signature(factory).parameters.values()
-    except (TypeError, ValueError):
-        return set()
-    if any(p.kind == p.VAR_KEYWORD for p in params):
-        return set()
-    return set(kwargs) - set(_options(factory))
 
 
 def merge_config(cls: type[T], config: T | None, options: dict[str, Any], what: str) -> dict[str, Any]:
