@@ -225,6 +225,11 @@ DIM_NOISE = 3.0
 #: the examples' floor (:func:`_noisy`): the segmenter's far tail, as ``DIM_NOISE``, not
 #: measured for this (session 45); ``0`` turns it off
 NOISE_FLOOR = 3.0
+#: ... for a candidate of up to this many pixels; a larger one's mean contrast, the mean of more
+#: pixels' noise, is judged sqrt(area / NOISE_AREA) times as clear of it. 25: a 5 x 5 patch,
+#: above the 4-14 px specks the floor was made for (session 45), below any object whose mean
+#: alone could say it (chosen from that, not on an image; session 87)
+NOISE_AREA = 25.0
 #: under this reproduction (the lead setting's mean IoU with the examples) ``describe`` warns
 #: that the classical settings draw the examples poorly. On the 29 development recordings of
 #: session 33 (each one's median profile): reproduction 0.8 or better, F1 0.89-0.96 (the
@@ -1733,6 +1738,39 @@ def candidate_shapes(instances: Instances) -> tuple[np.ndarray, np.ndarray, np.n
     return areas, sol, ecc
 
 
+#: the least solidity a pixelised convex object of area A can read, about 1 - this / sqrt(A)
+#: (digitised disks at random sub-pixel centres: 0.90 at 28 px, 0.93 at 50, 0.955 at 113,
+#: 0.975 at 707; this constant gives 0.905, 0.929, 0.953, 0.981)
+PIXEL_SOLIDITY = 0.5
+
+
+def solidity_floor(entry: dict) -> float:
+    """The least solidity the class's examples show, at most what a convex object of their
+    typical size can read once cut into pixels (``PIXEL_SOLIDITY``): three small examples
+    drawn as perfect disks (solidity 1.00) dropped most of the puncta they stood for, whose
+    outlines the threshold draws less round (F1 0.60 against 0.99 for the segmenter alone)."""
+    pixelised = 1.0 - PIXEL_SOLIDITY / np.sqrt(max(_typical_area(entry), 1.0))
+    return float(min((entry.get("solidity") or [1.0])[0], pixelised))
+
+
+#: ... and the eccentricity it can read, about this / A ** 0.25 (the same disks' 95th
+#: percentile: 0.50 at 28 px, 0.42 at 50, 0.30 at 113, 0.21 at 314, 0.18 at 707; this gives
+#: 0.44, 0.38, 0.31, 0.24, 0.19)
+PIXEL_ECCENTRICITY = 1.0
+
+
+def _typical_area(entry: dict) -> float:
+    return float(np.exp(entry["log_area"][0])) if entry.get("log_area") else 1.0
+
+
+def eccentricity_ceiling(entry: dict) -> float:
+    """The most elongated the class's examples are, at least what a round object of their
+    typical size can read once cut into pixels (``PIXEL_ECCENTRICITY``): a round spot of 28 px
+    reads 0.3-0.5, and three examples that happened to read rounder dropped the others."""
+    pixelised = PIXEL_ECCENTRICITY / max(_typical_area(entry), 1.0) ** 0.25
+    return float(max(entry.get("eccentricity", 1.0), pixelised))
+
+
 def fit_scores(instances: Instances, labels: Sequence[str], profile: dict | None) -> np.ndarray:
     """``(N,)`` float32 in ``[0, 1]``: how well each candidate fits its label's profile.
 
@@ -1765,8 +1803,8 @@ def fit_and_shape_scores(instances: Instances, labels: Sequence[str],
         typical_width = entry.get("minor_radius") or 0.0
         # less solid than the least solid example (per 0.05 beyond 0.03), or more elongated
         # than the most elongated (per 0.1 beyond 0.1): a merged pair is both
-        lack = max(0.0, entry["solidity"][0] - 0.05 - sol[i]) / 0.1
-        excess = 0.0 if cut[i] else max(0.0, ecc[i] - entry.get("eccentricity", 1.0) - 0.1) / 0.1
+        lack = max(0.0, solidity_floor(entry) - 0.05 - sol[i]) / 0.1
+        excess = 0.0 if cut[i] else max(0.0, ecc[i] - eccentricity_ceiling(entry) - 0.1) / 0.1
         # thinner across than THIN of the typical example (per 0.1 of its half-width): a
         # sliver along a fibre, a rim or a crack, however long
         thin = 0.0 if cut[i] or not typical_width else max(0.0, THIN - widths[i] / typical_width) / 0.1
@@ -2507,7 +2545,14 @@ def _noisy(instances: Instances, classes: dict) -> np.ndarray:
     kept hundreds of 4-14 px specks standing out 1-2 noise sds (session 45)."""
     floors = {lab: NOISE_FLOOR * float(sd) for lab, sd in (instances.metadata.get("pixel_noise") or {}).items()
               if lab in classes and NOISE_FLOOR > 0}
-    return _below_floor(instances, classes, instances.data.get("contrast"), floors)
+    contrast = instances.data.get("contrast")
+    if contrast is None or not floors:
+        return np.zeros(len(instances), bool)
+    # a larger candidate's mean averages more pixels' noise: past NOISE_AREA its contrast counts
+    # sqrt(area / NOISE_AREA) times (low light: nuclei of ~300 px at 2-3 pixel sds, plainly there,
+    # were dropped, 45 of 70, the examples' own kind among them)
+    gain = np.sqrt(np.maximum(instances.areas.astype(np.float64) / NOISE_AREA, 1.0))
+    return _below_floor(instances, classes, np.asarray(contrast, np.float64) * gain, floors)
 
 
 def _clear_of_noise(instances: Instances, labels: list[str], shape_of: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -2749,7 +2794,8 @@ def describe(profile: dict | None) -> list[str]:
             if e.get("polarity") == "bright" and np.isfinite(DIM_NOISE):  # :func:`_clear_of_noise`
                 floor += f" unless shaped like the examples and {DIM_NOISE:g} noise sds clear"
             if e.get("polarity") == "bright" and NOISE_FLOOR > 0:  # :func:`_noisy`
-                floor += f"; any under {NOISE_FLOOR:g} sds of an image's pixel noise dropped"
+                floor += (f"; any under {NOISE_FLOOR:g} sds of an image's pixel noise (of its mean's, past "
+                          f"{NOISE_AREA:g} px) dropped")
             floor += ")"
         if len(e.get("area") or []) == 3 and e.get("contrast") and e.get("polarity") == "dark":
             floor += (f", specks dropped (under {SPECK_AREA * e['area'][1]:.0f} px with contrast "
@@ -2789,7 +2835,7 @@ def describe(profile: dict | None) -> list[str]:
             f"{display_label(label)}: {e['count']} example{'s' if e['count'] != 1 else ''}, area {e['area'][0]:.0f}-{e['area'][2]:.0f} px "
             f"(median {e['area'][1]:.0f}; candidates under {_tiny_floor({label: e}):.0f} px dropped), {e['polarity']} (RGB direction "
             f"{', '.join(f'{v:+.2f}' for v in e['direction'])}), contrast {e['contrast']:.0f}{floor}, "
-            f"solidity >= {e['solidity'][0]:.2f}{thin}{rep}{poor}"
+            f"solidity >= {solidity_floor(e):.2f}{thin}{rep}{poor}"
         )
     joint = joint_profile(profile)
     if joint:
@@ -2808,5 +2854,5 @@ def describe(profile: dict | None) -> list[str]:
 
 
 __all__ = [
-    "NOISE_FLOOR", "JOINT", "JOINT_ANGLE", "SAME", "apart", "joint_profile", "joint_labels", "CUT_FLOOR", "POOR_REPRODUCTION", "SPECK_AREA", "SPECK_CONTRAST", "STAIN_MASS", "TINY_MEDIAN", "TINY_SMALLEST", "THIN", "half_widths", "LEVEL_GAIN", "LEVEL_GAIN_MAX", "STAIN_GAIN", "STAIN_GAIN_MAX", "STAIN_HUE_BINS", "STAIN_HUE_PIXELS", "STAIN_MIN_TISSUE", "STAIN_TISSUE", "at_stain", "stain_gain", "stain_ratio", "stain_table", "grey_ratio", "SAME_EXPOSURE", "LEVEL_MIN_SPLIT", "LEVEL_OFFSET", "at_levels", "grey_levels", "level_gain", "GROUND_FOLLOWS", "GROUND_NOTE", "GROUND_SAMPLE", "follows_ground", "ground_colour", "ground_notes", "ground_shift", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "PRIOR_BRIGHTNESS_SD", "brightness", "typed_by_brightness", "with_brightness", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "holds_size", "size_shift", "shift_holds", "wholes_follow", "WHOLES_LAG", "SHIFT_HOLDS", "sure_objects", "shaped_and_clear", "isolated_wholes", "image_objects", "ISOLATED", "probe_shift", "PROBE_SHIFT", "PROBE_GAIN", "PROFILE_VERSION", "WAY_MARGIN", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "LEVEL_FLOOR", "STAIN_DEGREES", "PALER_SHARE", "HUE_ROOM", "optical_hue", "inside_contrast_and_level", "sizes_in_image", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "outline_ratios", "scale_of", "size_filter", "filter_with_reasons", "DROP_REASONS",
+    "NOISE_FLOOR", "NOISE_AREA", "PIXEL_SOLIDITY", "solidity_floor", "PIXEL_ECCENTRICITY", "eccentricity_ceiling", "JOINT", "JOINT_ANGLE", "SAME", "apart", "joint_profile", "joint_labels", "CUT_FLOOR", "POOR_REPRODUCTION", "SPECK_AREA", "SPECK_CONTRAST", "STAIN_MASS", "TINY_MEDIAN", "TINY_SMALLEST", "THIN", "half_widths", "LEVEL_GAIN", "LEVEL_GAIN_MAX", "STAIN_GAIN", "STAIN_GAIN_MAX", "STAIN_HUE_BINS", "STAIN_HUE_PIXELS", "STAIN_MIN_TISSUE", "STAIN_TISSUE", "at_stain", "stain_gain", "stain_ratio", "stain_table", "grey_ratio", "SAME_EXPOSURE", "LEVEL_MIN_SPLIT", "LEVEL_OFFSET", "at_levels", "grey_levels", "level_gain", "GROUND_FOLLOWS", "GROUND_NOTE", "GROUND_SAMPLE", "follows_ground", "ground_colour", "ground_notes", "ground_shift", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "PRIOR_BRIGHTNESS_SD", "brightness", "typed_by_brightness", "with_brightness", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "holds_size", "size_shift", "shift_holds", "wholes_follow", "WHOLES_LAG", "SHIFT_HOLDS", "sure_objects", "shaped_and_clear", "isolated_wholes", "image_objects", "ISOLATED", "probe_shift", "PROBE_SHIFT", "PROBE_GAIN", "PROFILE_VERSION", "WAY_MARGIN", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "LEVEL_FLOOR", "STAIN_DEGREES", "PALER_SHARE", "HUE_ROOM", "optical_hue", "inside_contrast_and_level", "sizes_in_image", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "outline_ratios", "scale_of", "size_filter", "filter_with_reasons", "DROP_REASONS",
 ]

@@ -946,3 +946,18 @@ def test_add_says_what_its_annotations_are_taken_as(tmp_path):
                 "--library", "mask")
     assert r.exit_code == 0, r.output
     assert "lab.png: is a label image of 3 objects, added as ONE example; give it as --labels" in r.stderr
+
+
+def test_ctrl_c_during_start_up_exits_130_and_a_no_answer_1(scene_files, monkeypatch):
+    """Ctrl-C before a command's own handling (the models loading) printed "Aborted!" and exit
+    1, unlike Ctrl-C later (130); a question answered no stays "Aborted!", 1."""
+    from conftest import run_main
+
+    from sam_detect.cli import detect as cli_detect
+
+    def interrupted(**_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_detect, "build_detector", interrupted)
+    code, out, err = run_main("detect", scene_files["image"], *scene_files["lib"])
+    assert code == 130 and "sam-detect: interrupted" in err and "Aborted" not in err, err

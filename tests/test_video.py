@@ -521,3 +521,29 @@ def test_a_label_stack_says_its_axes_and_each_planes_frame(tmp_path):
         assert tif.series[0].axes == "TYX" and tif.is_imagej
         assert tif.imagej_metadata["Labels"] == ["frame 3", "frame 4", "frame 5"]
     assert tifffile.imread(tmp_path / "l.tif").shape == (3, 10, 12)
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".npy"])
+def test_a_stack_too_large_to_read_whole_gives_its_selected_frames(tmp_path, monkeypatch, suffix):
+    """``video big.npy --frames 0-1`` read the whole 4.7 GiB stack first and was refused,
+    pointing to ``--frame``, which ``video`` has not: the frames asked for are read one by one,
+    the same frames a whole read gives."""
+    import tifffile
+
+    from sam_detect.io import images
+
+    stack = (np.arange(6 * 20 * 24, dtype=np.uint16).reshape(6, 20, 24) * 7) % 4000
+    path = tmp_path / f"big{suffix}"
+    if suffix == ".npy":
+        np.save(path, stack)
+    else:
+        tifffile.imwrite(path, stack, metadata={"axes": "TYX"})
+    whole = [f.rgb for f in StackSource(path, frames="2-3")]
+    monkeypatch.setattr(images, "MAX_READ_BYTES", 1000)
+    with pytest.raises(ImageLoadError, match=r"pick some frames \(--frames\)"):
+        StackSource(path)
+    src = StackSource(path, frames="2-3")
+    assert src.lazy and src.frame_count == 2
+    frames = list(src)
+    assert [f.index for f in frames] == [2, 3]
+    assert all(np.array_equal(a.rgb, b) for a, b in zip(frames, whole, strict=True))

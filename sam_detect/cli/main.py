@@ -160,9 +160,13 @@ def main(argv: list[str] | None = None) -> None:
     try:
         rv = cli.main(args=argv, prog_name="sam-detect", standalone_mode=False)
         code = rv if isinstance(rv, int) else 0  # click returns ctx.exit()'s code here
-    except click.exceptions.Abort:
-        click.echo("Aborted!", err=True)
-        code = 1
+    except click.exceptions.Abort as e:
+        if isinstance(e.__context__, KeyboardInterrupt):  # Ctrl-C before a command's own handling (start-up)
+            click.echo("sam-detect: interrupted", err=True)
+            code = 130
+        else:  # a question answered no
+            click.echo("Aborted!", err=True)
+            code = 1
     except click.exceptions.ClickException as e:
         e.show()
         code = e.exit_code

@@ -312,7 +312,11 @@ class ClassicalSegmenter:
                 too little background for two clear classes (drawn tight around the
                 object), Otsu on the box grown by half its longer side, the object covering
                 the most of the box, clipped to it; else the image-wide foreground's piece
-                in the box with the most pixels in its middle half.
+                in the box with the most pixels in its middle half. The first of these that
+                holds some of the box's middle ninth is taken; where only answers off the
+                middle come (the gaps between packed bright nuclei, which the image-wide
+                reading took for the objects), the other polarity's thresholded object that
+                holds it, else the first answer.
             point: ``(2,)`` XY pixels: the instance under the point; else the thresholded
                 component under it (before size filters); else the object under it that
                 Otsu separates in a window around it, grown until the object no longer
@@ -357,6 +361,11 @@ class ClassicalSegmenter:
                 found = self._thresholded_at_prompt(intensity, pt, bx, asked[0])
             if found is None and pt is not None and bx is None:
                 found = self._half_way_at_point(intensity, pt, *asked)
+            if found is not None and pt is None and not _holds_middle(*found, bx):
+                # a box round one of many touching bright nuclei: its edge is its brighter
+                # neighbours, and the other class's piece is a gap between them in a corner (12 of
+                # 30 boxes in a dense field; the profile then read the class as dark)
+                found = None
             if found is not None:
                 polarity = asked[0]
         if found is None and pt is not None and bx is None and asked is not None and asked[0] != polarity:
@@ -381,8 +390,26 @@ class ClassicalSegmenter:
             if found is not None and bx is not None:
                 found = _clip_crop(*found, bx)
         elif found is None:
-            found = (self._best_in_box(labels, bx) or self._thresholded_at_prompt(intensity, None, bx, polarity)
-                     or _foreground_in_box(fg_raw, bx))
+            # the first answer that holds the box's middle (else the first answer): in a field packed
+            # with bright nuclei the image-wide reading may take the gaps between them for the
+            # objects, and a box round a nucleus then gave a gap in its corner (12 of 30 boxes)
+            answers = (lambda: self._best_in_box(labels, bx),
+                       lambda: self._thresholded_at_prompt(intensity, None, bx, polarity),
+                       lambda: _foreground_in_box(fg_raw, bx))
+            first = None  # the image-wide reading's first answer, where none holds the middle
+            for answer in answers:
+                got = answer()
+                if got is None or not got[0].any():
+                    continue
+                if _holds_middle(*got, bx):
+                    found = got
+                    break
+                first = first or got
+            if found is None and first is not None:  # what the reading took for objects lies off the middle:
+                other = self._thresholded_at_prompt(intensity, None, bx, _OTHER[polarity])  # the other look's
+                if other is not None and other[0].any() and _holds_middle(*other, bx):
+                    found, polarity = other, _OTHER[polarity]
+            found = found or first
         if found is None or not found[0].any():
             return Instances.empty((h, w))
         crop, (x0, y0) = found
@@ -1031,6 +1058,21 @@ def _calibrated_classes(profile: dict | None) -> dict[str, dict]:
     """The classes of a proposal profile that carry calibrated settings."""
     classes = (profile or {}).get("classes") or {}
     return {k: v for k, v in classes.items() if v.get("settings")}
+
+
+_OTHER = {"bright": "dark", "dark": "bright"}
+
+
+def _holds_middle(crop: np.ndarray, origin: tuple[int, int], box: tuple[int, int, int, int]) -> bool:
+    """Whether a box's mask (``crop`` at ``origin``) holds some of the box's middle, its
+    central ninth: the object a box is drawn round lies there (a ring's dark middle too)."""
+    x0, y0, x1, y1 = box
+    mx0, mx1 = x0 + (x1 - x0) // 3, x1 - (x1 - x0) // 3
+    my0, my1 = y0 + (y1 - y0) // 3, y1 - (y1 - y0) // 3
+    ox, oy = origin
+    h, w = crop.shape
+    sub = crop[max(my0 - oy, 0):max(min(my1 - oy, h), 0), max(mx0 - ox, 0):max(min(mx1 - ox, w), 0)]
+    return bool(sub.any())
 
 
 def _check_box(box: Any, h: int, w: int) -> tuple[int, int, int, int]:

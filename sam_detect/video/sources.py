@@ -166,18 +166,35 @@ class StackSource(FrameSource):
 
         super().__init__()
         self.path = Path(path)
-        self.stack, self.axes, note = read_stack_noted(self.path, planes_as_frames=planes_as_frames)
-        #: a line for the user where the file's planes were read as one colour image
-        #: (``io.images.planes_note``), unless one channel of it was asked for
-        self.note = note if channel is None or self.stack.shape[0] > 1 else None  # (the frames' axes said always)
-        if channel is not None:  # every frame has as many channels: a wrong index is one error, not every frame skipped
-            from sam_detect.io.render import resolve_channels
-
-            resolve_channels(channel, int(self.stack.shape[-1]) if self.stack.ndim == 4 else 1, f"{self.path}: ")
         sel = (
             frames if isinstance(frames, FrameSelection) or frames is None else parse_frames(frames)
         )
-        n = int(self.stack.shape[0])
+        #: a stack too large to read whole, some of its frames selected: each read on its own
+        #: (``load_image(frame=k)``: a TIFF's pages, a ``.npy``'s memory map), as ``detect --frame``
+        self.lazy = False
+        try:
+            self.stack, self.axes, note = read_stack_noted(self.path, planes_as_frames=planes_as_frames)
+        except ImageLoadError as e:
+            if "reading every frame at once" not in str(e):
+                raise
+            if sel is None:  # the way on, in this command's words
+                raise ImageLoadError(f"{e}".replace("pick one frame (--frame)", "pick some frames (--frames)")) from None
+            from sam_detect.io.images import load_image
+
+            first = load_image(self.path, channel=channel, frame=0)
+            self.stack, self.axes, note, self.lazy = None, "", None, True
+            n = int(first.n_frames)
+        if not self.lazy:
+            n = int(self.stack.shape[0])
+            #: a line for the user where the file's planes were read as one colour image
+            #: (``io.images.planes_note``), unless one channel of it was asked for
+            self.note = note if channel is None or n > 1 else None  # (the frames' axes said always)
+            if channel is not None:  # every frame has as many channels: a wrong index is one error, not every frame skipped
+                from sam_detect.io.render import resolve_channels
+
+                resolve_channels(channel, int(self.stack.shape[-1]) if self.stack.ndim == 4 else 1, f"{self.path}: ")
+        else:
+            self.note = None
         self.indices = sel.indices(n) if sel is not None else list(range(n))
         self.name = str(self.path)
         self.fps = fps
@@ -190,10 +207,16 @@ class StackSource(FrameSource):
         for i in self.indices:
             if self.closed:
                 return
-            plane = self.stack[i]
             try:  # each frame as load_image reads it (detect --frame k): channels merged, samples in colour
-                rgb = render(plane, channel=self.channel, merge="max", percentiles=(1.0, 99.8),
-                             is_rgb=self.axes.endswith("S"), where=self.name)
+                if self.lazy:
+                    from sam_detect.io.images import load_image
+
+                    loaded = load_image(self.path, channel=self.channel, frame=i)
+                    plane, rgb = loaded.original, loaded.rgb
+                else:
+                    plane = self.stack[i]
+                    rgb = render(plane, channel=self.channel, merge="max", percentiles=(1.0, 99.8),
+                                 is_rgb=self.axes.endswith("S"), where=self.name)
             except ImageLoadError as e:
                 self.failed += 1
                 log.warning("%s: frame %d: %s (skipped)", self.name, i, e)
