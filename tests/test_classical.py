@@ -980,24 +980,18 @@ def test_a_stained_slide_is_read_by_its_haematoxylin_without_examples():
     assert not stained(rgb[..., 0])
 
 
-def _packed_nuclei(seed: int = 0, n: int = 12, r: int = 10, step: int = 18) -> tuple[np.ndarray, np.ndarray]:
+def _packed_nuclei(seed: int = 0, n: int = 12) -> tuple[np.ndarray, np.ndarray]:
     """Bright nuclei of unequal brightness packed on a hexagonal grid, touching, dark gaps
-    between them: the image-wide reading takes the gaps for the objects."""
-    from skimage.draw import disk
+    between them (``scripts/dev_faint.py``'s ``packed``): the image-wide reading takes the gaps
+    for the objects."""
+    import importlib.util
+    from pathlib import Path
 
-    rng = np.random.default_rng(seed)
-    size = (n + 1) * step
-    img = np.full((size, size), 40.0)
-    lab = np.zeros((size, size), np.int32)
-    for k, (row, col) in enumerate(((a, b) for a in range(n) for b in range(n)), 1):
-        cy = step // 2 + row * step * 0.87 + 6
-        cx = step // 2 + col * step + (step / 2 if row % 2 else 0) + 4
-        rr, cc = disk((cy, cx), r, shape=img.shape)
-        free = lab[rr, cc] == 0
-        img[rr[free], cc[free]] = rng.uniform(120, 220)
-        lab[rr[free], cc[free]] = k
-    img += rng.normal(0, 8, img.shape)
-    return np.clip(img, 0, 255).astype(np.uint8), lab
+    path = Path(__file__).resolve().parents[1] / "scripts" / "dev_faint.py"
+    spec = importlib.util.spec_from_file_location("dev_faint", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.packed(seed, n=n)
 
 
 def test_a_box_round_a_packed_nucleus_gives_the_nucleus_not_a_gap():
