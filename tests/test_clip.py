@@ -234,16 +234,16 @@ def test_model_identity_is_recorded_and_another_checkpoint_refused(tiny_clip, tm
 
 
 # -- session 87: what a user's CLIP settings are taken as --------------------------------
-def test_a_model_alone_takes_its_own_tag_and_a_local_file_of_another_architecture_none():
+def test_a_model_alone_takes_its_own_tag_and_a_local_file_keeps_its_tag():
     """``--clip-model ViT-B-16`` alone always failed (no ViT-B-16 weights carry ViT-B-32's default
-    tag); an RN50 file was recorded under ViT-B-32's tag."""
+    tag); a local file keeps the tag its libraries were made under (their ids name it)."""
     from sam_detect.models import DEFAULT_CLIP_PRETRAINED, clip_tag_of, default_clip_tag
 
     assert default_clip_tag("ViT-B-16") == "laion2b_s34b_b88k"
     assert clip_tag_of("ViT-B-16", DEFAULT_CLIP_PRETRAINED) == "laion2b_s34b_b88k"
     assert clip_tag_of("ViT-B-32", DEFAULT_CLIP_PRETRAINED) == DEFAULT_CLIP_PRETRAINED
     assert clip_tag_of("RN50", "openai") == "openai"  # given: as given
-    assert clip_tag_of("RN50", DEFAULT_CLIP_PRETRAINED, checkpoint="rn50.bin") is None  # custom
+    assert clip_tag_of("RN50", DEFAULT_CLIP_PRETRAINED, checkpoint="rn50.bin") == DEFAULT_CLIP_PRETRAINED
 
 
 def test_a_mistyped_clip_model_or_tag_is_a_setting_error_naming_the_way(tmp_path):

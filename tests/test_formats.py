@@ -377,9 +377,65 @@ def test_ground_truth_of_a_stacks_frames_from_coco_and_from_a_label_stack_per_st
     assert [int(g.max()) for g in gt] == [1, 2, 2, 2, 2, 1]
     gt = load_ground_truth([tmp_path / "a_lab.tif", tmp_path / "b_lab.tif"], ["a.tif", "b.tif"], image_frames=[0, 0])
     assert [int(g.max()) for g in gt] == [1, 2]  # --frame 0 of each stack: each label stack's frame 0
+    types = [tmp_path / "a_types.tif", tmp_path / "b_types.tif"]  # type maps per stack too
+    for p, src in zip(types, (lab, lab[::-1]), strict=True):
+        tifffile.imwrite(p, (src > 0).astype(np.uint8) * 2, photometric="minisblack", metadata={"axes": "TYX"})
+    typed = load_ground_truth([tmp_path / "a_lab.tif", tmp_path / "b_lab.tif"], names, image_frames=frames,
+                              types=types, type_names={2: "nucleus"})
+    assert [len(g) for g in typed] == [1, 2, 2, 2, 2, 1] and {lab for g in typed for lab in g.labels} == {"nucleus"}
     masks = tmp_path / "masks"
     masks.mkdir()
     cv2 = pytest.importorskip("cv2")
     cv2.imwrite(str(masks / "m0.png"), (lab[1] == 1).astype(np.uint8) * 255)
     with pytest.raises(AnnotationError, match="a folder is read as one image's masks"):
         load_ground_truth([masks], ["x.tif", "y.tif"])
+
+
+def test_the_embedded_image_check_takes_the_image_in_every_reading(tmp_path):
+    """A labelme file's ``imageData`` of a blue (DAPI) RGBA PNG correlated 0.00 with itself
+    (decoded with blue lost), and one channel read with ``--channel`` was compared with the
+    colour mean: both refused the image the shapes were drawn on. A mirrored copy still is."""
+    import base64
+
+    cv2 = pytest.importorskip("cv2")
+    from sam_detect.formats.labelme import check_drawn_on
+
+    rng = np.random.default_rng(0)
+    rgba = np.zeros((*HW, 4), np.uint8)
+    rgba[..., 2] = (rng.random(HW) * 40).astype(np.uint8)
+    rgba[5:15, 5:20, 2] = 220  # the nuclei, in blue
+    rgba[..., 3] = 255
+    png = cv2.imencode(".png", cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA))[1].tobytes()
+    doc = {"version": "5.4.1", "shapes": [{"label": "n", "points": [[5, 5], [19, 5], [19, 14], [5, 14]],
+                                           "shape_type": "polygon"}],
+           "imageHeight": HW[0], "imageWidth": HW[1], "imageData": base64.b64encode(png).decode()}
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps(doc))
+    inst = load_annotations(path, image_shape=HW)
+    check_drawn_on(inst, rgba[..., :3], "d.json")  # the image itself
+    blue = np.repeat(rgba[..., 2:3], 3, axis=2)
+    check_drawn_on(inst, blue, "d.json")  # its channel 2 alone, as --channel 2 reads it
+    check_drawn_on(inst, np.zeros((*HW, 3), np.uint8), "d.json")  # a flat image: nothing to tell by
+    with pytest.raises(AnnotationError, match="embeds the image its shapes were drawn on"):
+        check_drawn_on(inst, rgba[:, ::-1, :3], "d.json")
+
+
+def test_a_frame_is_taken_from_the_named_images_records_only(tmp_path):
+    """A COCO file of one stack's frame 3 gave stackA's annotations to ``add stackB.tif --frame
+    3``; ``eval --frame K`` with one COCO file per image from another tool (no ``frame``) took
+    the K-th image of each file, not the image of that name."""
+    from sam_detect.formats import load_ground_truth
+
+    a = rectangles()
+    a.metadata["frame"] = 3
+    one = save_annotations(a, tmp_path / "a.json", format="coco", image_names=["stackA.tif"])
+    assert len(load_annotations(one, image_shape=HW, image=3, name="stackA.tif")) == 3
+    with pytest.raises(AnnotationError, match="no annotations for image 'stackB.tif'"):
+        load_annotations(one, image_shape=HW, image=3, name="stackB.tif")
+    files = []
+    for k, name in enumerate(("x.tif", "y.tif")):  # each file lists two images, its own second
+        doc = save_annotations([rectangles()[:1], rectangles()[: 2 + k]], tmp_path / f"{k}.json", format="coco",
+                               image_names=["other.tif", name])
+        files.append(doc)
+    gt = load_ground_truth(files, ["x.tif", "y.tif"], image_frames=[1, 1])
+    assert [len(g) for g in gt] == [2, 3]

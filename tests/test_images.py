@@ -880,3 +880,12 @@ def test_a_folder_scan_leaves_out_label_images_and_overlays(tmp_path, caplog):
     only.mkdir()
     (only / "x_labels.tif").write_bytes(b"x")  # a folder of nothing else: taken as given
     assert [p.name for p in iter_image_paths([only])] == ["x_labels.tif"]
+
+
+def test_numeric_order_takes_ascii_digits_only(tmp_path):
+    """A name with another script's digits (①) made listing its folder fail (int('①'))."""
+    from sam_detect.io.images import natural_key
+
+    names = ["well1\u24602.png", "well10.png", "well2.png"]
+    assert [p.name for p in sorted((tmp_path / n for n in names), key=natural_key)] == [
+        "well1\u24602.png", "well2.png", "well10.png"]

@@ -77,6 +77,7 @@ def load_annotations(
     image: int | str | None = None,
     channel: int | None = None,
     name: str | None = None,
+    at_frame: int | None = None,
 ) -> Instances:
     """Instances of ONE image from an annotation file.
 
@@ -91,6 +92,9 @@ def load_annotations(
         channel: for label TIFFs with a channel axis, the channel holding the labels.
         name: the annotated image's file name: where ``image`` is not given and the file
             holds several images (a COCO file of a whole set), the one of that name.
+        at_frame: the annotated image's frame of its stack: a COCO file whose records carry
+            their ``frame`` (``detect --frame K --coco``) gives that frame's (of ``name``'s
+            image where it lists several); other files are read as without it.
 
     Returns:
         ``Instances`` with masks ``(N, H, W)`` bool and ``labels`` as strings.
@@ -105,9 +109,11 @@ def load_annotations(
     # a file of one image annotates the image given, whichever frame of a stack that is (what
     # `detect --frame 5 --coco` writes, `add --frame 5 --annotations` reads back); a name is checked
     framed = [it for it in items if it.metadata.get("frame") is not None]
-    if frame is None and framed and isinstance(image, (int, np.integer)) and not isinstance(image, bool):
+    if at_frame is None and isinstance(image, (int, np.integer)) and not isinstance(image, bool):
+        at_frame = int(image)  # add --frame K: the stack's frame K, where the records say frames
+    if frame is None and framed and at_frame is not None:
         # a file of a stack's frames (detect --frame k --coco): the frame asked for, not the k-th entry
-        chosen = _of_frame(path, framed, int(image), name)
+        chosen = _of_frame(path, framed, at_frame, name)
     elif frame is not None or (len(items) == 1 and not isinstance(image, str)):
         chosen = items[0]
     elif image is None:
@@ -130,10 +136,15 @@ def _of_frame(path: Path, items: list[Instances], frame: int, name: str | None) 
     several stacks' frames are listed)."""
     from sam_detect.formats._common import select_image
 
+    if name is not None:  # the image's own records: another stack's frame is not this one's
+        from sam_detect.formats._common import name_matches
+
+        items = name_matches(path, items, name)
     of = [it for it in items if it.metadata["frame"] == frame]
     if not of:
         have = sorted({int(it.metadata["frame"]) for it in items})
-        raise AnnotationError(f"{path}: no annotations for frame {frame}; the file's frames: "
+        raise AnnotationError(f"{path}: no annotations for frame {frame}"
+                              + (f" of {Path(str(name)).name}" if name is not None else "") + "; the file's frames: "
                               + ", ".join(map(str, have[:20])) + (", ..." if len(have) > 20 else ""))
     return of[0] if len(of) == 1 or name is None else select_image(path, of, name)
 
@@ -230,8 +241,9 @@ def load_ground_truth(
         if not all(is_label_image(p) for p in paths):
             raise AnnotationError("type maps go with label images (an instance map and a type map); "
                                   "COCO, labelme, GeoJSON and .npz files carry their classes themselves")
-        ids = load_ground_truth(paths, image_names, channel=channel, frame=frame)
-        kinds = load_ground_truth(types, image_names, channel=types_channel, frame=frame, pieces=False)
+        ids = load_ground_truth(paths, image_names, channel=channel, frame=frame, image_frames=image_frames)
+        kinds = load_ground_truth(types, image_names, channel=types_channel, frame=frame, pieces=False,
+                                  image_frames=image_frames)
         out = []
         for name, lab, kind in zip(image_names, ids, kinds, strict=True):
             try:
@@ -281,9 +293,8 @@ def load_ground_truth(
                 out.append(frames[0])
             else:
                 shape = image_shapes[len(out)] if image_shapes is not None else None
-                at = frames_of[len(out)]
-                out.append(load_annotations(p, shape, label=label, image=(at if at is not None else name)
-                                            if is_coco_file(p) else None, name=name))
+                out.append(load_annotations(p, shape, label=label, image=name if is_coco_file(p) else None,
+                                            name=name, at_frame=frames_of[len(out)]))
         return out
     path = paths[0]
     if is_label_image(path):

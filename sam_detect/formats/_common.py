@@ -59,6 +59,17 @@ def select_image(path: Path, items: list[Instances], image: int | str) -> Instan
     raise AnnotationError(f"{path}: no annotations for image {name!r}; the file lists: {available}")
 
 
+def name_matches(path: Path, items: list[Instances], name: str) -> list[Instances]:
+    """The items of a multi-image file whose image is ``name`` (those that match it best,
+    :func:`_name_match`); an :class:`AnnotationError` naming the file's images where none does."""
+    scores = [_name_match(str(it.metadata.get("image")), str(name)) for it in items]
+    best = max(scores, default=0.0)
+    if best <= 0:
+        available = ", ".join(dict.fromkeys(str(it.metadata.get("image")) for it in items[:8]))
+        raise AnnotationError(f"{path}: no annotations for image {name!r}; the file lists: {available}")
+    return [it for it, sc in zip(items, scores, strict=True) if sc == best]
+
+
 def _name_match(ref: str, name: str) -> float:
     """How well an image the file lists (``ref``) matches the image asked for (``name``): the
     number of their paths' last parts that agree (``plate/B1/image.tif`` matches

@@ -159,18 +159,28 @@ def read_labelme(
 SAME_IMAGE = 0.9
 
 
-def _thumb(img: np.ndarray) -> np.ndarray:
+def _thumb(grey: np.ndarray) -> np.ndarray | None:
+    """A 32 x 32 thumbnail of a grey plane, zero mean and unit sd; ``None`` for a flat one
+    (nothing to compare)."""
     import cv2
 
-    grey = img.astype(np.float32) if img.ndim == 2 else img[..., :3].astype(np.float32).mean(axis=2)
-    t = cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA)
+    t = cv2.resize(grey.astype(np.float32), (32, 32), interpolation=cv2.INTER_AREA)
     t -= t.mean()
-    return t / max(float(t.std()), 1e-6)
+    sd = float(t.std())
+    return None if sd < 1e-3 else t / sd
 
 
-def _embedded_thumb(data: Any) -> np.ndarray | None:
-    """The thumbnail (:func:`_thumb`) of a labelme file's ``imageData`` (a base64 PNG or JPEG);
-    ``None`` where it has none or it does not decode."""
+def _planes(img: np.ndarray) -> list[np.ndarray]:
+    """An image's grey readings: its colour mean and each colour channel (RGB order)."""
+    if img.ndim == 2:
+        return [img]
+    rgb = img[..., :3].astype(np.float32)
+    return [rgb.mean(axis=2), *(rgb[..., k] for k in range(rgb.shape[2]))]
+
+
+def _embedded_thumb(data: Any) -> list | None:
+    """The thumbnails (:func:`_thumb`) of a labelme file's ``imageData`` (a base64 PNG or
+    JPEG): its colour mean and each channel; ``None`` where it has none or it does not decode."""
     if not isinstance(data, str) or not data:
         return None
     import base64
@@ -182,7 +192,12 @@ def _embedded_thumb(data: Any) -> np.ndarray | None:
         img = cv2.imdecode(np.frombuffer(base64.b64decode(data), np.uint8), cv2.IMREAD_UNCHANGED)
     except (binascii.Error, ValueError):
         return None
-    return None if img is None or img.size == 0 else _thumb(img[..., ::-1] if img.ndim == 3 else img)
+    if img is None or img.size == 0:
+        return None
+    if img.ndim == 3:  # OpenCV's BGR(A) as RGB, alpha dropped
+        img = cv2.cvtColor(np.ascontiguousarray(img[..., :3]), cv2.COLOR_BGR2RGB) if img.shape[2] >= 3 else img[..., 0]
+    thumbs = [t for t in (_thumb(p) for p in _planes(img)) if t is not None]
+    return thumbs or None
 
 
 def check_drawn_on(inst: Instances, rgb: np.ndarray, name: str) -> None:
@@ -190,9 +205,12 @@ def check_drawn_on(inst: Instances, rgb: np.ndarray, name: str) -> None:
     were drawn on and that is not ``rgb`` (a mirrored copy, another image of the same size):
     its shapes would land on other objects' pixels."""
     drawn = inst.metadata.get("drawn_on")
-    if drawn is None:
+    given = [t for t in (_thumb(p) for p in _planes(np.asarray(rgb))) if t is not None]
+    if not drawn or not given:  # nothing embedded, or a flat image: nothing to tell them apart by
         return
-    r = float((drawn * _thumb(np.asarray(rgb))).mean())
+    # the best agreement of any reading of each (a channel read with --channel against the
+    # embedded colour image's own channel, a one-colour image against its mean)
+    r = max(float((a * b).mean()) for a in drawn for b in given)
     if r < SAME_IMAGE:
         raise AnnotationError(
             f"{name} embeds the image its shapes were drawn on (imageData), and it is not this image "

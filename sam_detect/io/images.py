@@ -251,6 +251,8 @@ def read_stack_noted(path: str | os.PathLike, *, planes_as_frames: bool = False)
     # a time-lapse of z-stacks (TZYX): its planes are frames one after another, said
     several = [(a, n) for a, n in zip(source_axes, source_shape, strict=True)
                if a not in "YX" + _CHANNEL_AXES and n > 1]
+    if len(several) > 1 and len({a for a, _ in several}) < len(several):  # axes unnamed (QQYX): by place
+        several = [(f"axis {k}", n) for k, (_, n) in enumerate(several)]
     if len(several) > 1:
         second = ", ".join(f"{a} {int(a == several[-1][0])}" for a, _ in several)
         note = (f"axes {source_axes}: {' x '.join(f'{n} {a}' for a, n in several)} planes read as "
@@ -329,8 +331,8 @@ def as_rgb_uint8(image: object) -> np.ndarray:
 def natural_key(path: Path) -> tuple:
     """A path's sort key with its numbers read as numbers: ``t2.png`` before ``t10.png`` (time
     points exported without zero padding came out of order: 0, 1, 10, 11, 2, ...)."""
-    parts = re.split(r"(\d+)", str(path))
-    return tuple((0, int(x), x) if x.isdigit() else (1, 0, x) for x in parts)
+    parts = re.split(r"([0-9]+)", str(path))  # ASCII digits: a name's other digits (①) are text
+    return tuple((0, int(x), x) if x.isascii() and x.isdigit() else (1, 0, x) for x in parts)
 
 
 def iter_image_paths(inputs: Sequence[str | os.PathLike] | str | os.PathLike) -> list[Path]:

@@ -211,16 +211,15 @@ def default_clip_tag(model: str) -> str | None:
 
 def clip_tag_of(model: str, pretrained: str | None, checkpoint: Any = None) -> str | None:
     """The tag a CLIP embedder takes for ``model`` given ``pretrained``: where that is the
-    default model's default tag but ``model`` is another architecture (``--clip-model ViT-B-16``
-    alone always failed: no ViT-B-16 weights carry ViT-B-32's tag), the model's own default
-    tag, or ``None`` (``custom``) for a local file (an RN50 file was recorded under ViT-B-32's
-    tag); any other ``pretrained`` as given."""
+    default model's default tag but ``model`` is another architecture and no local file is
+    given (``--clip-model ViT-B-16`` alone always failed: no ViT-B-16 weights carry ViT-B-32's
+    tag), the model's own default tag; else ``pretrained`` as given (a local file keeps the tag
+    its libraries were made under: their embedder ids name it)."""
     if pretrained != DEFAULT_CLIP_PRETRAINED or model == DEFAULT_CLIP_MODEL:
         return pretrained
-    own = default_clip_tag(model)
     if checkpoint is not None and str(checkpoint) != "":
-        return own if own == pretrained else None
-    return own
+        return pretrained
+    return default_clip_tag(model)
 
 
 def clip_spec(model: str, pretrained: str) -> ModelSpec:

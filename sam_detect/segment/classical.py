@@ -405,9 +405,14 @@ class ClassicalSegmenter:
                     found = got
                     break
                 first = first or got
-            if found is None and first is not None:  # what the reading took for objects lies off the middle:
-                other = self._thresholded_at_prompt(intensity, None, bx, _OTHER[polarity])  # the other look's
-                if other is not None and other[0].any() and _holds_middle(*other, bx):
+            box_area = max((bx[2] - bx[0]) * (bx[3] - bx[1]), 1)
+            if found is None and first is not None and not _round_middle(*first, bx):
+                # what the reading took for objects lies off the box's middle, not round it (a gap
+                # between packed nuclei in a corner; a crescent or a horseshoe round a hollow middle
+                # stays the answer): the other look's object there
+                other = self._thresholded_at_prompt(intensity, None, bx, _OTHER[polarity])
+                if other is not None and other[0].any() and _holds_middle(*other, bx) \
+                        and np.count_nonzero(other[0]) < BOX_ITSELF * box_area:
                     found, polarity = other, _OTHER[polarity]
             found = found or first
         if found is None or not found[0].any():
@@ -1061,6 +1066,24 @@ def _calibrated_classes(profile: dict | None) -> dict[str, dict]:
 
 
 _OTHER = {"bright": "dark", "dark": "bright"}
+
+
+#: the most of a box the other polarity's answer may fill (a thin crescent's hollow and the ground
+#: round it fill the whole box; a packed nucleus with its neighbours' edges in the corners, 90 %)
+BOX_ITSELF = 0.97
+
+
+def _round_middle(crop: np.ndarray, origin: tuple[int, int], box: tuple[int, int, int, int]) -> bool:
+    """Whether a mask's convex hull holds the box's centre: an object drawn round by the box
+    (a crescent or ring round a hollow middle too), not a piece in one of its corners."""
+    import cv2
+
+    pts = cv2.findNonZero(crop.astype(np.uint8))
+    if pts is None:
+        return False
+    hull = cv2.convexHull(pts + np.array(origin, np.int32).reshape(1, 1, 2))
+    centre = ((box[0] + box[2] - 1) / 2.0, (box[1] + box[3] - 1) / 2.0)
+    return len(hull) >= 3 and cv2.pointPolygonTest(hull, centre, False) >= 0
 
 
 def _holds_middle(crop: np.ndarray, origin: tuple[int, int], box: tuple[int, int, int, int]) -> bool:
