@@ -409,3 +409,29 @@ def test_a_mistyped_option_or_offline_switch_is_a_setting_error(monkeypatch):
     monkeypatch.setenv("SAM_DETECT_OFFLINE", "junk")
     with pytest.raises(SettingError, match="SAM_DETECT_OFFLINE='junk': set it to 1"):
         M._offline()
+
+
+def test_a_sam2_checkpoint_named_otherwise_is_sized_by_its_weights(tmp_path):
+    """``--sam-checkpoint finetuned.pt`` (a small model) without ``--sam-model`` was taken for
+    tiny by its name and refused ("does not match SAM 2.1 tiny"): its encoder's blocks say."""
+    import torch
+
+    for blocks, size in ((16, "small"), (24, "base_plus"), (12, "tiny")):
+        state = {f"image_encoder.trunk.blocks.{b}.attn.qkv.weight": torch.zeros(2, 2) for b in range(blocks)}
+        state["sam_mask_decoder.iou_token.weight"] = torch.zeros(1, 2)
+        path = tmp_path / f"finetuned{blocks}.pt"
+        torch.save({"model": state}, path)
+        assert M.sam2_size_of(path) == size and M.pick_sam2_model(None, path) == size
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    assert M.sam2_size_of(tmp_path / "junk.pt") is None and M.pick_sam2_model(None, tmp_path / "junk.pt") == "tiny"
+    assert M.pick_sam2_model(None, tmp_path / "sam2.1_hiera_large.pt") == "large"  # named: not read
+
+
+def test_download_of_a_cached_model_says_so(cache):
+    """``models download`` of a cached name said "fetching ..." and fetched nothing."""
+    spec = M.SAM2_MODELS["tiny"]
+    path = _touch(cache / spec.cache_subdir / spec.filenames[0])
+    r = run_cli("models", "download", spec.name)
+    assert r.exit_code == 0, r.output
+    assert f"{spec.name}: already in the model cache" in r.stderr and "fetching" not in r.stderr
+    assert r.stdout.strip() == str(path)

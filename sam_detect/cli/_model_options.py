@@ -29,7 +29,8 @@ sam_options = stack(
             "--sam-model",
             type=click.Choice(SAM_MODELS),
             default=None,
-            help="SAM 2.1 size (default: the smallest cached, else tiny).",
+            help="SAM 2.1 size (default: with --sam-checkpoint, the size its file name or weights say; else the "
+                 "smallest cached, else tiny).",
         ),
         click.option(
             "--sam-checkpoint",

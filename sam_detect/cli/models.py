@@ -93,9 +93,13 @@ def download_cmd(names: tuple[str, ...], force: bool) -> None:
             specs.append(get_spec(name))
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="NAME") from e
+    from sam_detect.models import cache_dir
+
     for spec in specs:
-        click.echo(f"{spec.name}: fetching {spec.repo_id} ...", err=True)
-        path = download(spec, force=force)
+        cached = None if force else spec.cached_path(cache_dir())
+        click.echo(f"{spec.name}: already in the model cache" if cached else
+                   f"{spec.name}: fetching {spec.repo_id} ...", err=True)
+        path = cached or download(spec, force=force)
         click.echo(str(path))
 
 

@@ -312,8 +312,10 @@ def auto_models() -> tuple[str, str, str]:
 
 def pick_sam2_model(model: str | None, checkpoint: str | os.PathLike | None = None) -> str:
     """The SAM2 size for ``model``: itself, or for ``"auto"``/``None`` the size named in
-    the checkpoint's file name (``sam2.1_hiera_small.pt`` -> ``small``), else the smallest
-    cached size, else ``"tiny"``."""
+    the checkpoint's file name (``sam2.1_hiera_small.pt`` -> ``small``), else the size of the
+    checkpoint's weights (:func:`sam2_size_of`: a fine-tuned ``small`` saved as
+    ``finetuned.pt`` was taken for ``tiny`` and refused); without a checkpoint the smallest
+    cached size; else ``"tiny"``."""
     if model not in (None, "auto"):
         return sam2_spec(model).arch
     if checkpoint:
@@ -321,8 +323,28 @@ def pick_sam2_model(model: str | None, checkpoint: str | os.PathLike | None = No
         for key in ("base_plus", "large", "small", "tiny"):
             if key in name:
                 return key
-        return "tiny"
+        # a file named otherwise (finetuned.pt): the size its weights have, else tiny
+        return sam2_size_of(checkpoint) or "tiny"
     return default_sam2_model()
+
+
+#: SAM 2.1's sizes by the number of blocks in their image encoder's trunk
+_SAM2_BLOCKS = {12: "tiny", 16: "small", 24: "base_plus", 48: "large"}
+
+
+def sam2_size_of(checkpoint: str | os.PathLike) -> str | None:
+    """The SAM 2.1 size of a checkpoint file's weights (its encoder's block count), read from
+    the file; ``None`` where it cannot be read or matches no size."""
+    try:
+        import torch
+
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - unreadable here: the loader says why
+        return None
+    state = state.get("model", state) if isinstance(state, dict) else {}
+    blocks = {int(k.split(".")[3]) for k in state if isinstance(k, str) and k.startswith("image_encoder.trunk.blocks.")
+              and k.split(".")[3].isdigit()}
+    return _SAM2_BLOCKS.get(len(blocks))
 
 
 def default_sam2_model() -> str:
@@ -627,6 +649,7 @@ __all__ = [
     "clip_spec",
     "default_sam2_model",
     "pick_sam2_model",
+    "sam2_size_of",
     "download",
     "file_fingerprint",
     "get_spec",
