@@ -961,3 +961,25 @@ def test_ctrl_c_during_start_up_exits_130_and_a_no_answer_1(scene_files, monkeyp
     monkeypatch.setattr(cli_detect, "build_detector", interrupted)
     code, out, err = run_main("detect", scene_files["image"], *scene_files["lib"])
     assert code == 130 and "sam-detect: interrupted" in err and "Aborted" not in err, err
+
+
+def test_every_box_that_finds_nothing_is_named_at_once(scene_files, tmp_path):
+    """Ten boxes, two on the bare ground: the add stopped at the first with its box alone,
+    nine good boxes lost and the next run stopped at the second."""
+    import cv2 as _cv2
+
+    f = scene_files
+    img = _cv2.imread(str(f["image"]))
+    blank = tmp_path / "wide.png"
+    wide = np.zeros((img.shape[0], img.shape[1] + 80, 3), np.uint8)
+    wide[:, : img.shape[1]] = img
+    _cv2.imwrite(str(blank), wide)
+    w = img.shape[1]
+    ground = [f"{w + 10},10,{w + 40},40", f"{w + 20},60,{w + 60},90"]
+    r = run_cli("add", blank, "--label", "disc", "--box", f["disc_box"], *[a for g in ground for a in ("--box", g)],
+                *f["lib"])
+    assert r.exit_code == 1, r.output
+    assert "2 of 3 prompts found nothing, so nothing was added" in r.stderr
+    assert all(g in r.stderr for g in ground), r.stderr
+    r = run_cli("add", blank, "--label", "disc", "--box", ground[0], *f["lib"])  # one alone: its own message
+    assert r.exit_code == 1 and f"no object found in box {ground[0]}" in r.stderr, r.stderr

@@ -273,8 +273,21 @@ def add(image, label, negative, boxes, points, mask_paths, polygon_paths, labels
     with detector:
         detector.open_library()  # a library in use or damaged fails now, before any model loads
         if boxes or points:
-            found = [detector.prompt_to_instances(loaded, box=box, label=label) for _, box in boxes] + \
-                [detector.prompt_to_instances(loaded, point=point, label=label) for _, point in points]
+            from sam_detect.errors import AnnotationError
+
+            found, empty = [], []  # every prompt is tried: those that find nothing are named together
+            prompts = [("box", box) for _, box in boxes] + [("point", point) for _, point in points]
+            for kind, value in prompts:
+                try:
+                    found.append(detector.prompt_to_instances(loaded, label=label, **{kind: value}))
+                except AnnotationError as e:
+                    if not str(e).startswith("no object found") or len(prompts) == 1:
+                        raise
+                    empty.append(str(e))
+            if empty:  # all or nothing: the others are not added either (one bad box of ten lost nine in silence)
+                raise AnnotationError(
+                    f"{len(empty)} of {len(prompts)} prompts found nothing, so nothing was added: "
+                    + "; ".join(empty) + " (draw those again, or leave them out)")
             inst = Instances.merge(found)
             inst.labels[:] = label
             if not quiet:
