@@ -395,7 +395,7 @@ def detect_images(
 
             owned = detector is None
             det = detector or SAMDetect(config)
-            # an embedded library is let go between images (reopened in ~0.1 s): a folder-long run
+            # an embedded library is let go between images (reopened in about 25 ms): a folder-long run
             # keeps no other process (the UI, another detect) out of it for longer than one image
             release = getattr(det.store, "release", None) if len(paths) > 1 else None
             try:

@@ -2546,13 +2546,12 @@ def _noisy(instances: Instances, classes: dict) -> np.ndarray:
     floors = {lab: NOISE_FLOOR * float(sd) for lab, sd in (instances.metadata.get("pixel_noise") or {}).items()
               if lab in classes and NOISE_FLOOR > 0}
     contrast = instances.data.get("contrast")
-    if contrast is None or not floors:
-        return np.zeros(len(instances), bool)
     # a larger candidate's mean averages more pixels' noise: past NOISE_AREA its contrast counts
     # sqrt(area / NOISE_AREA) times (low light: nuclei of ~300 px at 2-3 pixel sds, plainly there,
     # were dropped, 45 of 70, the examples' own kind among them)
     gain = np.sqrt(np.maximum(instances.areas.astype(np.float64) / NOISE_AREA, 1.0))
-    return _below_floor(instances, classes, np.asarray(contrast, np.float64) * gain, floors)
+    return _below_floor(instances, classes, None if contrast is None else np.asarray(contrast, np.float64) * gain,
+                        floors)
 
 
 def _clear_of_noise(instances: Instances, labels: list[str], shape_of: np.ndarray, idx: np.ndarray) -> np.ndarray:

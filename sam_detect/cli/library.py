@@ -253,10 +253,9 @@ def _print_info(info: dict[str, Any]) -> None:
 
     decision = (info.get("extra") or {}).get("decision")
     # a library emptied by a delete or a repair keeps no decision to show: nothing to decide by
-    lines = describe_decision(decision, show=display_label) if info["examples"] else []
     if not info["examples"]:
         click.echo("decision:  none: the library holds no examples (`sam-detect add` gives it some)")
-    elif lines:
+    elif lines := describe_decision(decision, show=display_label):
         click.echo("decision:  from the examples' vectors (leave-one-out)")
         for line in lines:
             click.echo(f"  {line}")

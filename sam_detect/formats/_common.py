@@ -46,17 +46,12 @@ def select_image(path: Path, items: list[Instances], image: int | str) -> Instan
             return items[int(image)]
         raise AnnotationError(f"{path}: image index {image} out of range (0..{len(items) - 1})")
     name = str(image)
-    scores = [_name_match(str(it.metadata.get("image")), name) for it in items]
-    best = max(scores, default=0.0)
-    if best > 0:
-        winners = [it for it, sc in zip(items, scores, strict=True) if sc == best]
-        if len(winners) == 1:
-            return winners[0]
-        listed = ", ".join(str(it.metadata.get("image")) for it in winners[:8])
-        raise AnnotationError(f"{path}: {len(winners)} images match {name!r} alike ({listed}); give the image's "
-                              "path as the file lists it")
-    available = ", ".join(str(it.metadata.get("image")) for it in items[:8])
-    raise AnnotationError(f"{path}: no annotations for image {name!r}; the file lists: {available}")
+    winners = name_matches(path, items, name)
+    if len(winners) == 1:
+        return winners[0]
+    listed = ", ".join(str(it.metadata.get("image")) for it in winners[:8])
+    raise AnnotationError(f"{path}: {len(winners)} images match {name!r} alike ({listed}); give the image's "
+                          "path as the file lists it")
 
 
 def name_matches(path: Path, items: list[Instances], name: str) -> list[Instances]:
@@ -65,7 +60,7 @@ def name_matches(path: Path, items: list[Instances], name: str) -> list[Instance
     scores = [_name_match(str(it.metadata.get("image")), str(name)) for it in items]
     best = max(scores, default=0.0)
     if best <= 0:
-        available = ", ".join(dict.fromkeys(str(it.metadata.get("image")) for it in items[:8]))
+        available = ", ".join(str(it.metadata.get("image")) for it in items[:8])
         raise AnnotationError(f"{path}: no annotations for image {name!r}; the file lists: {available}")
     return [it for it, sc in zip(items, scores, strict=True) if sc == best]
 

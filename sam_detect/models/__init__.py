@@ -288,12 +288,13 @@ def auto_models() -> tuple[str, str, str]:
     has_clip = clip.cached_path(cache) is not None
     # weights without the package that runs them (a shared model cache, an install without the
     # `models` extra): the offline stages, said (every auto detect and add failed)
+    installed = {pkg: importlib.util.find_spec(pkg) is not None for pkg in ("sam2", "open_clip")}
     missing = [f"{what} weights found in {cache} but the {pkg} package is not installed"
                for what, pkg, found in (("SAM2", "sam2", sam), ("CLIP", "open_clip", has_clip))
-               if found and importlib.util.find_spec(pkg) is None]
+               if found and not installed[pkg]]
     if missing:
-        sam = sam if sam is None or importlib.util.find_spec("sam2") is not None else None
-        has_clip = has_clip and importlib.util.find_spec("open_clip") is not None
+        sam = sam if installed["sam2"] else None
+        has_clip = has_clip and installed["open_clip"]
         usable = [f"{what} {arch} weights found in {cache}" for what, arch, ok in
                   (("SAM2", sam.arch if sam else "", sam), ("CLIP", clip.arch, has_clip)) if ok]
         reason = "; ".join(usable + missing) + " (pip install 'sam-detect[models]')"

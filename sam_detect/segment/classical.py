@@ -313,10 +313,12 @@ class ClassicalSegmenter:
                 object), Otsu on the box grown by half its longer side, the object covering
                 the most of the box, clipped to it; else the image-wide foreground's piece
                 in the box with the most pixels in its middle half. The first of these that
-                holds some of the box's middle ninth is taken; where only answers off the
-                middle come (the gaps between packed bright nuclei, which the image-wide
-                reading took for the objects), the other polarity's thresholded object that
-                holds it, else the first answer.
+                holds some of the box's middle ninth is taken; where none does and the first
+                does not lie round the box's centre either (a gap between packed bright
+                nuclei in a corner, which the image-wide reading took for an object; a
+                crescent round a hollow middle does), the other polarity's thresholded object
+                that holds the middle and is not the box itself (``BOX_ITSELF``); else the
+                first answer.
             point: ``(2,)`` XY pixels: the instance under the point; else the thresholded
                 component under it (before size filters); else the object under it that
                 Otsu separates in a window around it, grown until the object no longer
@@ -405,12 +407,12 @@ class ClassicalSegmenter:
                     found = got
                     break
                 first = first or got
-            box_area = max((bx[2] - bx[0]) * (bx[3] - bx[1]), 1)
             if found is None and first is not None and not _round_middle(*first, bx):
                 # what the reading took for objects lies off the box's middle, not round it (a gap
                 # between packed nuclei in a corner; a crescent or a horseshoe round a hollow middle
                 # stays the answer): the other look's object there
                 other = self._thresholded_at_prompt(intensity, None, bx, _OTHER[polarity])
+                box_area = max((bx[2] - bx[0]) * (bx[3] - bx[1]), 1)
                 if other is not None and other[0].any() and _holds_middle(*other, bx) \
                         and np.count_nonzero(other[0]) < BOX_ITSELF * box_area:
                     found, polarity = other, _OTHER[polarity]

@@ -169,9 +169,6 @@ class StackSource(FrameSource):
         sel = (
             frames if isinstance(frames, FrameSelection) or frames is None else parse_frames(frames)
         )
-        #: a stack too large to read whole, some of its frames selected: each read on its own
-        #: (``load_image(frame=k)``: a TIFF's pages, a ``.npy``'s memory map), as ``detect --frame``
-        self.lazy = False
         try:
             self.stack, self.axes, note = read_stack_noted(self.path, planes_as_frames=planes_as_frames)
         except ImageLoadError as e:
@@ -181,9 +178,9 @@ class StackSource(FrameSource):
                 raise ImageLoadError(f"{e}".replace("pick one frame (--frame)", "pick some frames (--frames)")) from None
             from sam_detect.io.images import load_image
 
-            first = load_image(self.path, channel=channel, frame=0)
-            self.stack, self.axes, note, self.lazy = None, "", None, True
-            n = int(first.n_frames)
+            # too large to read whole, some of its frames selected: each read on its own (``lazy``)
+            n = int(load_image(self.path, channel=channel, frame=0).n_frames)
+            self.stack, self.axes, self.note = None, "", None
         if not self.lazy:
             n = int(self.stack.shape[0])
             #: a line for the user where the file's planes were read as one colour image
@@ -193,13 +190,17 @@ class StackSource(FrameSource):
                 from sam_detect.io.render import resolve_channels
 
                 resolve_channels(channel, int(self.stack.shape[-1]) if self.stack.ndim == 4 else 1, f"{self.path}: ")
-        else:
-            self.note = None
         self.indices = sel.indices(n) if sel is not None else list(range(n))
         self.name = str(self.path)
         self.fps = fps
         self.channel = channel
         self.frame_count = len(self.indices)
+
+    @property
+    def lazy(self) -> bool:
+        """Whether the stack, too large to read whole, gives each selected frame read on its own
+        (``load_image(frame=k)``: a TIFF's pages, a ``.npy``'s memory map), as ``detect --frame``."""
+        return self.stack is None
 
     def __iter__(self) -> Iterator[Frame]:
         from sam_detect.io.render import render
