@@ -215,7 +215,8 @@ def _pack(path: Path) -> bytes:
 class ReadOnlyStore:
     """A store whose reads pass through and whose writes raise :class:`LibraryReadOnlyError`."""
 
-    _WRITES = frozenset({"create_library", "delete_library", "update_extra", "add", "delete", "optimize"})
+    _WRITES = frozenset({"create_library", "delete_library", "update_extra", "add", "delete", "update_payloads",
+                         "optimize"})
 
     def __init__(self, store: Any) -> None:
         self._store = store

@@ -184,7 +184,8 @@ class LibraryState:
         return mine[~later]
 
     def _unlabelled_rows(self, rgb: np.ndarray, instances: Any, labels: list[str],
-                         shapes: list[dict], key: str) -> tuple[list | None, list | None]:
+                         shapes: list[dict], key: str,
+                         again: dict[str, dict] | None = None) -> tuple[list | None, list | None]:
         """Per new example, the rows of the example image's candidates it carries
         (``sam_detect.unlabelled.rows_for_examples``), proposed as ``detect`` would with the
         profile this add will give, and the same with its classes found as one (its
@@ -192,7 +193,8 @@ class LibraryState:
         (``key``: :func:`sam_detect.unlabelled.image_key`) are matched too, so adding one
         example at a time does not mark the earlier ones unlabelled. ``(None, None)`` where the
         segmenter does not propose from a profile (not the classical one), profiles are off, or
-        the image holds no positive example (negatives only)."""
+        the image holds no positive example (negatives only). ``again``: the earlier examples'
+        shapes measured again with these (``{id: shape}``), in place of their stored ones."""
         seg = self._own_segmenter()
         if seg is None or not self.config.profile:
             return None, None
@@ -204,10 +206,10 @@ class LibraryState:
 
         old, same_crops, same_labels = [], [], []
         if self.store.has_library(self.config.library):
-            for _, _, labs, pays in self.store.iter_examples(self.config.library):
-                for lab, pay in zip(labs, pays, strict=True):
+            for ids, _, labs, pays in self.store.iter_examples(self.config.library):
+                for i, lab, pay in zip(ids, labs, pays, strict=True):
                     pay = pay or {}
-                    old.append((lab, pay.get("shape")))
+                    old.append((lab, (again or {}).get(str(i), pay.get("shape"))))
                     if pay.get("image_key") == key and pay.get("mask_rle"):
                         mask = rle_to_mask(pay["mask_rle"])
                         if mask.shape == rgb.shape[:2] and mask.any():

@@ -536,15 +536,28 @@ class SAMDetect(DetectorStages, LibraryState):
         # docs/performance.md, session 33), so a progress bar says what is being done
         steps = tqdm(total=2, desc="measuring examples", unit="step", leave=False, disable=not progress,
                      postfix="the proposal settings")
-        # what the profile is rebuilt from after any add or delete, without the images
-        shapes = describe_examples(loaded.rgb, instances, labels, own=self._own_segmenter())
+        # what the profile is rebuilt from after any add or delete, without the images. The
+        # library's earlier examples of this image are measured again with these, as one
+        # batch: their settings' levels are fractions of the batch's contrast, and examples
+        # clicked one at a time had each been measured at its own (bright and faint nuclei
+        # clicked in turn then proposed the bright ones only; docs/performance.md, session 88)
+        same = self._examples_of_image(loaded.rgb, every=True)
+        if same is not None and len(same):
+            same = same[np.arange(len(same))[::-1]]  # the earliest first, as one batch would hold them
+            together = Instances.from_crops(list(same.crops) + list(instances.crops), image_hw=instances.image_hw)
+            measured = describe_examples(loaded.rgb, together, [str(lab) for lab in same.labels] + labels,
+                                         own=self._own_segmenter())
+            shapes = measured[len(same):]
+            again = {str(i): s for i, s in zip(same.data["example_id"], measured[: len(same)], strict=True)}
+        else:
+            shapes, again = describe_examples(loaded.rgb, instances, labels, own=self._own_segmenter()), {}
         steps.set_postfix_str("the image's other candidates", refresh=False)
         steps.update()
         # the example image's other candidates: what it shows that is not an example (unlabelled)
         from sam_detect.unlabelled import image_key
 
         key = image_key(loaded.rgb)
-        unlabelled, joint_rows = self._unlabelled_rows(loaded.rgb, instances, labels, shapes, key)
+        unlabelled, joint_rows = self._unlabelled_rows(loaded.rgb, instances, labels, shapes, key, again)
         steps.update()
         steps.close()
         measured_at = time.time_ns()
@@ -575,6 +588,8 @@ class SAMDetect(DetectorStages, LibraryState):
         # journaled: a kill at any moment leaves all of these examples or none (store.journal)
         ids = journal.add(self.store, self.config.library, vectors, labels, payloads)
         try:
+            if again:  # after the add: a failed add leaves the earlier examples as they were
+                self.store.update_payloads(self.config.library, {i: {"shape": s} for i, s in again.items()})
             self.refresh_profile()
         except KeyboardInterrupt:  # the examples are stored: "Aborted!" alone said they were not
             log.warning("interrupted after the %d example(s) were stored, before the library's settings were "

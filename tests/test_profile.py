@@ -3049,3 +3049,36 @@ def test_shape_limits_allow_what_pixels_do_to_small_round_objects():
     spot[0, [5, 5, 9, 9], [5, 10, 5, 10]] = False
     fit, shape = fit_and_shape_scores(Instances(masks=spot), ["obj"], {"classes": {"obj": small}})
     assert shape[0] > 0.8, shape
+
+
+def test_examples_clicked_one_at_a_time_are_measured_as_one_batch():
+    """Bright and faint nuclei given one at a time (as the browser UI's clicks add them): each
+    add measured its example at that example's own contrast, so the lead level was half of a
+    faint nucleus's contrast for it and half of the class's (a bright one's) at detect, and
+    only the bright half was proposed (F1 0.67). The image's earlier examples are measured
+    again with each add: the library holds what one add of them all gives, and finds both."""
+    from sam_detect.eval.matching import match_iou_matrix
+
+    def field(seed):
+        img, lab = _low_light_field(seed)
+        bright = np.isin(lab, np.arange(2, lab.max() + 1, 2))
+        return np.clip(img.astype(float) + 260 * bright, 0, 65535).astype(np.uint16), lab
+
+    img0, lab0 = field(0)
+    img1, lab1 = field(1)
+    picks = [1, 2, 3, 4, 5, 6, 7, 8]
+    profiles = []
+    for one_at_a_time in (True, False):
+        with SAMDetect(DetectorConfig(library="two", store="memory", segmenter="classical")) as det:
+            if one_at_a_time:
+                for k in picks:
+                    det.add_example(img0, mask=lab0 == k, label="nucleus")
+            else:
+                det.add_examples(img0, np.stack([lab0 == k for k in picks]), ["nucleus"] * len(picks))
+            assert det.store.count("two") == len(picks)
+            profiles.append(det.profile["classes"]["nucleus"])
+            found = det.detect(img1)
+        truth = Instances.from_label_image(lab1)[0]
+        matched = match_iou_matrix(instances_iou(found, truth), 0.5)
+        assert matched.tp >= 0.9 * len(truth), (one_at_a_time, matched.tp, len(truth), found.metadata["dropped"])
+    assert profiles[0] == profiles[1]

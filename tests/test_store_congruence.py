@@ -229,3 +229,38 @@ def test_update_extra_persists_and_removes(kind, tmp_path):
     with pytest.raises(LibraryNotFoundError):
         s.update_extra("nope", "profile", {})
     s.close()
+
+
+@pytest.mark.parametrize("kind", ["memory", "qdrant-local", "edge"])
+def test_update_payloads_sets_keys_keeps_the_rest_and_persists(kind, tmp_path):
+    """An example's shape measured again is written over its payload's key alone: its other
+    keys, vector and label stay; ids the library does not hold are ignored; on disk it stays."""
+    from sam_detect.cluster import LibraryReadOnlyError, ReadOnlyStore
+
+    def open_store():
+        if kind == "memory":
+            return create_store("memory", path=tmp_path / "m.npz")
+        return create_store("qdrant" if kind == "qdrant-local" else "edge", path=tmp_path / "s")
+
+    s = open_store()
+    s.create_library(LibraryMeta(name="lib", embedder_id="e", dim=4))
+    vecs = np.eye(4, dtype=np.float32)[:3]
+    ids = s.add("lib", vecs, ["a", "b", "a"], [{"shape": {"area": k}, "source": f"s{k}"} for k in range(3)])
+    n = s.update_payloads("lib", {ids[0]: {"shape": {"area": 10}}, ids[2].upper(): {"shape": {"area": 12}, "new": 1},
+                                  str(uuid.uuid4()): {"shape": {}}})
+    assert n == 2
+    s.close()
+    s = open_store()
+    got = {i: (lab, pay, vec) for batch in s.iter_examples("lib")
+           for i, vec, lab, pay in zip(batch[0], batch[1], batch[2], batch[3], strict=True)}
+    assert got[ids[0]][1] == {"shape": {"area": 10}, "source": "s0"}
+    assert got[ids[1]][1] == {"shape": {"area": 1}, "source": "s1"}
+    assert got[ids[2]][1] == {"shape": {"area": 12}, "source": "s2", "new": 1}
+    assert [got[i][0] for i in ids] == ["a", "b", "a"]
+    np.testing.assert_allclose(np.stack([got[i][2] for i in ids]), vecs)
+    assert s.update_payloads("lib", {}) == 0
+    with pytest.raises(LibraryNotFoundError):
+        s.update_payloads("nope", {ids[0]: {"shape": {}}})
+    with pytest.raises(LibraryReadOnlyError):
+        ReadOnlyStore(s).update_payloads("lib", {ids[0]: {"shape": {}}})
+    s.close()

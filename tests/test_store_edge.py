@@ -271,3 +271,74 @@ def test_delete_never_takes_a_library_in_use_for_a_damaged_one(tmp_path):
         assert s.labels("lib") == {"first": 4}
     finally:
         s.close()
+
+
+def test_a_library_written_by_another_process_after_its_metadata_was_read_is_not_called_damaged(tmp_path):
+    """`detect`, `add`, `library show` and the UI read a library's metadata, then waited for an
+    `add` in another process to let go of it, then compared the examples they found with the
+    count in the metadata read before the wait: "library 'x' is damaged (4 examples readable,
+    the last write left 3)", every time (a folder-long detect skipped an image; `library
+    check` said ok). The metadata is read again once the library is held."""
+    s = EdgeStore(tmp_path)
+    s.create_library(meta())
+    s.add("lib", np.ones((3, DIM)), ["first"] * 3)
+    s.close()
+    s = EdgeStore(tmp_path)
+    try:
+        assert s.get_meta("lib").extra["_count"] == 3  # read before the other process writes
+        code = textwrap.dedent(
+            """
+            import sys, numpy as np
+            from sam_detect.store.edge import EdgeStore
+            s = EdgeStore(sys.argv[1])
+            s.add("lib", np.ones((1, 8)), ["second"])
+            s.close()
+            """
+        )
+        subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, timeout=120)
+        assert s.labels("lib") == {"first": 3, "second": 1}
+        assert len(s.search("lib", np.ones((1, DIM), np.float32), 10)[0]) == 4
+    finally:
+        s.close()
+
+
+_BUSY_WRITER = textwrap.dedent(
+    """
+    import sys, time, numpy as np
+    from sam_detect.store.edge import EdgeStore
+    from sam_detect.store.base import LibraryMeta
+    s = EdgeStore(sys.argv[1])
+    s.create_library(LibraryMeta(name="lib", embedder_id="fake", dim=8))
+    ids = s.add("lib", np.random.default_rng(1).normal(size=(5, 8)), ["first"] * 5)
+    print("ready", flush=True)
+    t, n = time.time(), 0
+    while time.time() - t < float(sys.argv[2]):  # an `add` writing its examples, then their measures
+        s.add("lib", np.random.default_rng(n).normal(size=(1, 8)), ["second"])
+        s.update_payloads("lib", {i: {"shape": {"n": n}} for i in ids})
+        n += 1
+    s.close()
+    print("closed", n, flush=True)
+    sys.stdin.readline()
+    """
+)
+
+
+@pytest.mark.slow
+def test_a_process_waiting_for_a_library_leaves_its_writer_unharmed(tmp_path):
+    """While an `add` wrote a library, a `detect` (or a UI request) waiting its turn asked the
+    engine to load the library every 0.2 s; a refused load had begun on the files already,
+    and the writer's next flush failed ("Tracker journal ... is shorter than expected", the
+    `add` reported the library damaged), or the waiter then found more examples than the
+    metadata said (3 of 3 runs). The waiter now waits on the library's lock file and touches
+    nothing of the engine's until the writer has let go."""
+    holder = start_holder(_BUSY_WRITER, tmp_path, 2.5)
+    s = EdgeStore(tmp_path)
+    try:
+        labels = s.labels("lib")  # waits for the writer, then reads the library as it left it
+        assert s.get_meta("lib").extra["_count"] == sum(labels.values())
+    finally:
+        s.close()
+    out, err = holder.communicate("\n", timeout=60)
+    assert holder.returncode == 0 and "closed" in out, err
+    n = int(out.split()[-1])
+    assert labels == {"first": 5, "second": n}

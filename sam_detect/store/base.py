@@ -9,7 +9,7 @@ crop settings never mix.
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -124,8 +124,8 @@ class Store(Protocol):
     The backends subclass it and share the checks every backend makes: :meth:`add`,
     :meth:`search` and :meth:`delete` check their input, then call the backend's own
     ``_insert(name, vectors, labels, payloads, ids, given_ids)``, ``_search(name, queries,
-    top_k, with_payload)`` and ``_delete(name, ids, label)``; and its context manager (``with store:``
-    closes it).
+    top_k, with_payload)``, ``_delete(name, ids, label)`` and ``_update_payloads(name,
+    updates)``; and its context manager (``with store:`` closes it).
     """
 
     backend: str
@@ -176,6 +176,22 @@ class Store(Protocol):
             # the backend's own write: (N, D) float32, checked labels, payloads and ids
             self._insert(name, vecs, labels, payloads, ids, given_ids)  # type: ignore[attr-defined]
         return list(ids)
+
+    def update_payloads(self, name: str, updates: Mapping[str, dict[str, Any]]) -> int:
+        """Set the given top-level payload keys of stored examples (``{id: {key: value}}``;
+        their other keys, vectors and labels kept); ids the library does not hold are
+        ignored. Returns how many examples were updated.
+
+        For what is measured of an example again: its ``"shape"`` when later examples of its
+        image are added (``SAMDetect.add_examples``)."""
+        from sam_detect.store._common import normalise_id
+
+        self.get_meta(name)
+        updates = {normalise_id(i): dict(fields) for i, fields in updates.items()}
+        if not updates:
+            return 0
+        # the backend's own write: canonical UUID strings -> the keys to set
+        return self._update_payloads(name, updates)  # type: ignore[attr-defined]
 
     def search(
         self, name: str, queries: np.ndarray, top_k: int, *, with_payload: bool = True

@@ -89,7 +89,32 @@ _OPEN_LOCK = threading.Lock()
 #: ``0``: at once, as before)
 LOCK_WAIT = 10.0
 LOCK_POLL = 0.2
+#: the file in a library's folder that a process holds (``flock``) while it has the library's
+#: shard open, taken before the engine is asked to load the shard: a load that the engine
+#: refuses because another process holds the shard has begun on its files already, and left
+#: that holder's next flush failing ("Tracker journal ... is shorter than expected"; an `add`
+#: while a `detect` or a UI request waited for the library failed so, or a `detect` then found
+#: one example more than the metadata said: docs/performance.md, session 88)
+LOCK_FILE = ".lock"
 log = logging.getLogger("sam_detect")
+
+
+def _take_lock(folder: Path) -> tuple[int | None, bool]:
+    """``(fd, busy)``: the library's :data:`LOCK_FILE` locked by this open (``fd``, closed to
+    let go), or ``busy`` where another open holds it. ``(None, False)`` where the file cannot
+    be made (a read-only folder): the engine's own open then says what is wrong."""
+    import fcntl
+
+    try:
+        fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        return None, False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        return None, e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+    return fd, False
 
 
 def lock_wait() -> float:
@@ -164,6 +189,7 @@ class EdgeStore(Store):
         self.exact = bool(exact)
         self.optimize_after = int(optimize_after)
         self._shards: dict[str, Any] = {}
+        self._locks: dict[str, int] = {}  # each open library's LOCK_FILE, held while its shard is
         self._metas: dict[str, LibraryMeta] = {}
         self._pending: dict[str, int] = {}  # examples added since the last optimize()
         self._warned: set[str] = set()
@@ -422,6 +448,20 @@ class EdgeStore(Store):
                 self.update_extra(name, COUNT_KEY, self._count(shard))
             return n
 
+    def _update_payloads(self, name: str, updates: dict[str, dict]) -> int:
+        qe = _edge()
+        with self._lock:
+            self.get_meta(name)
+            shard = self._shard(name)
+            found = self._retrieve(shard, list(updates))
+            try:
+                for i in found:
+                    shard.update(qe.UpdateOperation.set_payload([i], updates[i]))
+                shard.flush()
+            except Exception as e:
+                raise damaged(name, e) from e
+            return len(found)
+
     def labels(self, name: str) -> dict[str, int]:
         qe = _edge()
         with self._lock:
@@ -520,12 +560,20 @@ class EdgeStore(Store):
             with _OPEN_LOCK:
                 if key in _OPEN_HERE:
                     raise here
-                try:
-                    shard = qe.EdgeShard.load(str(folder))
-                except Exception as e:
-                    shard, error = None, e
+                fd, busy = _take_lock(self.path / name)
+                if busy:  # another process (or store object) has it open: the engine is not asked
+                    shard, error = None, BlockingIOError(f"WouldBlock: {LOCK_FILE} is held")
                 else:
-                    _OPEN_HERE.add(key)
+                    try:
+                        shard = qe.EdgeShard.load(str(folder))
+                    except Exception as e:
+                        shard, error = None, e
+                        if fd is not None:
+                            os.close(fd)
+                    else:
+                        _OPEN_HERE.add(key)
+                        if fd is not None:
+                            self._locks[name] = fd
             locked = shard is None and ("WouldBlock" in str(error) or "lock" in str(error).lower())
             if not locked or held_here(self.path / name) or time.monotonic() >= deadline:
                 break
@@ -558,6 +606,11 @@ class EdgeStore(Store):
         self._shards[name] = shard
         with contextlib.suppress(OSError):
             write_holder(self.path / name)
+        if name in self._metas:
+            # read before this process held the library: another may have written it since
+            # (an `add` waited for), and its count compared with the shard's called a healthy
+            # library damaged (docs/performance.md, session 88); read as the last writer left it
+            self._metas[name] = read_meta(self.path / name, name)
         return shard
 
     def release(self) -> None:
@@ -669,6 +722,9 @@ class EdgeStore(Store):
             self._pending.pop(name, None)
             with _OPEN_LOCK:
                 _OPEN_HERE.discard((os.getpid(), str((self.path / name / SHARD_DIR).resolve())))
+                fd = self._locks.pop(name, None)
+                if fd is not None:  # after the engine let go: the next holder finds its files closed
+                    os.close(fd)
 
     @staticmethod
     def _count(shard: Any) -> int:

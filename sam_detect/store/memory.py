@@ -220,6 +220,22 @@ class MemoryStore(Store):
                 self._save()
             return removed
 
+    def _update_payloads(self, name: str, updates: dict[str, dict]) -> int:
+        with self._lock:
+            lib = self._get(name)
+            at = [(j, updates[x]) for j, x in enumerate(lib.ids) if x in updates]
+            if at:
+                old = [lib.payloads[j] for j, _ in at]
+                try:
+                    for j, fields in at:
+                        lib.payloads[j] = {**(lib.payloads[j] or {}), **copy.deepcopy(fields)}
+                    self._save()
+                except BaseException:  # a failed save puts the payloads back
+                    for (j, _), pay in zip(at, old, strict=True):
+                        lib.payloads[j] = pay
+                    raise
+            return len(at)
+
     def labels(self, name: str) -> dict[str, int]:
         lib = self._get(name)
         counts: dict[str, int] = {}

@@ -336,6 +336,13 @@ class QdrantStore(Store):
             self._record_count(name)
         return int(n)
 
+    def _update_payloads(self, name: str, updates: dict[str, dict]) -> int:
+        self.get_meta(name)
+        found = [str(r.id) for r in self._retrieve(name, list(updates))]
+        for i in found:
+            self._call(self._client.set_payload, name, payload=updates[i], points=[i], wait=True)
+        return len(found)
+
     def _record_count(self, name: str) -> None:
         self.update_extra(name, COUNT_KEY, self.count(name))
 
