@@ -983,3 +983,25 @@ def test_every_box_that_finds_nothing_is_named_at_once(scene_files, tmp_path):
     assert all(g in r.stderr for g in ground), r.stderr
     r = run_cli("add", blank, "--label", "disc", "--box", ground[0], *f["lib"])  # one alone: its own message
     assert r.exit_code == 1 and f"no object found in box {ground[0]}" in r.stderr, r.stderr
+
+
+def test_add_counts_its_own_examples_not_another_process_s(scene_files, monkeypatch):
+    """Two adds to one library at once: the second said "added 3 example(s)" for its 2 boxes,
+    counting the first's examples (label counts before and after) as its own."""
+    from sam_detect.pipeline import SAMDetect
+
+    f = scene_files
+    squares = f["masks"][[n == "square" for n in f["names"]]]
+    original = SAMDetect.add_examples
+
+    def meanwhile(self, image, instances, *args, **kwargs):  # another process adds two squares first
+        original(self, image, squares, ["square"] * len(squares))
+        return original(self, image, instances, *args, **kwargs)
+
+    monkeypatch.setattr(SAMDetect, "add_examples", meanwhile)
+    r = run_cli("add", f["image"], "--label", "disc", "--mask", f["mask"], *f["lib"])
+    assert r.exit_code == 0, r.output
+    assert f"added 1 example(s) (disc: 1) to library 'default' — now disc: 1, square: {len(squares)}" in r.stdout
+    r = run_cli("add", f["image"], "--label", "disc", "--mask", f["mask"], *f["lib"])  # a repeat: nothing new
+    assert r.exit_code == 0, r.output
+    assert "added 0 example(s) to library 'default'" in r.stdout

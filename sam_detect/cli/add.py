@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -372,14 +373,18 @@ def add(image, label, negative, boxes, points, mask_paths, polygon_paths, labels
                            + (f"; no example left of: {', '.join(lost)} (give a label image of the objects "
                               "wanted, or a larger --limit)" if lost else ""), err=True)
             inst = kept
-        before = detector.store.labels(detector.config.library) \
-            if detector.store.has_library(detector.config.library) else {}
-        detector.add_examples(loaded, inst, progress=not quiet, annotation=whole)
+        # objects the library holds already (the same object, label and image) are not added
+        # again, and their places in the returned ids hold the stored examples' ids: this add's
+        # own examples are the ids not held before. (Label counts before and after also counted
+        # what another process added meanwhile as added here.)
+        held = detector._examples_of_image(loaded.rgb, every=True)
+        held = set() if held is None else {str(i) for i in held.data["example_id"]}
+        ids = detector.add_examples(loaded, inst, progress=not quiet, annotation=whole)
         report_choices(detector, quiet)
         report_profile(detector, quiet)
         counts = detector.store.labels(detector.config.library)
-    # objects the library held already (the same object, label and image) are not added again
-    added = {k: v - before.get(k, 0) for k, v in counts.items() if v > before.get(k, 0)}
+    # a label as the library stores it: stripped (names.check_label)
+    added = Counter(str(lab).strip() for i, lab in zip(ids, inst.labels, strict=True) if i not in held)
     summary = f" ({', '.join(f'{k}: {v}' for k, v in sorted(added.items()))})" if added else ""
     total = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
     click.echo(f"added {sum(added.values())} example(s){summary} to library '{detector.config.library}' — now {total}")
