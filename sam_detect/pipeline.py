@@ -526,7 +526,7 @@ class SAMDetect(DetectorStages, LibraryState):
             [self._embed(loaded.rgb, instances[s : s + chunk], {}, typical_area=typical) for s in starts]
         )
         now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        source = str(loaded.path) if loaded.path else None
+        source = str(Path(loaded.path).resolve()) if loaded.path else None  # absolute, as the UI: found from any folder
         from tqdm.auto import tqdm
 
         from sam_detect.masks import crop_to_rle

@@ -1005,3 +1005,37 @@ def test_add_counts_its_own_examples_not_another_process_s(scene_files, monkeypa
     r = run_cli("add", f["image"], "--label", "disc", "--mask", f["mask"], *f["lib"])  # a repeat: nothing new
     assert r.exit_code == 0, r.output
     assert "added 0 example(s) to library 'default'" in r.stdout
+
+
+def test_crops_are_cut_from_the_image_added_whatever_the_current_folder(scene_files, tmp_path, monkeypatch):
+    """``add scene.png`` stored the path as typed: ``library export --crops`` and ``reembed``
+    run from another folder found no image there (the examples left out), or that folder's own
+    ``scene.png`` and cut the crops from its pixels without a word. The path is stored
+    resolved, and an image whose pixels are not those added from (payload ``image_key``)
+    counts as no source, said so."""
+    f = scene_files
+    rgb = cv2.imread(str(f["image"]))
+    cv2.imwrite(str(tmp_path / "flipped.png"), rgb[::-1].copy())
+    cv2.imwrite(str(tmp_path / "flipped_disc.png"), cv2.imread(str(f["mask"]))[::-1].copy())
+    monkeypatch.chdir(tmp_path)
+    for image, mask in (("scene.png", "disc.png"), ("flipped.png", "flipped_disc.png")):
+        r = run_cli("add", image, "--label", "disc", "--mask", mask, "-q", *f["lib"])
+        assert r.exit_code == 0, r.output
+    r = run_cli("library", "show", "default", "--examples", "--json", "--library-path", f["lib"][1])
+    assert {e["image"] for e in json.loads(r.stdout)["example_list"]} == {
+        str(tmp_path.resolve() / "scene.png"), str(tmp_path.resolve() / "flipped.png")}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    r = run_cli("library", "export", "default", "all.zip", "--crops", "--library-path", f["lib"][1])
+    assert r.exit_code == 0 and "2 crops" in r.stderr and "warning" not in r.stderr, r.output
+    cv2.imwrite(str(tmp_path / "scene.png"), np.roll(rgb, (40, 60), axis=(0, 1)))  # another image, same name
+    r = run_cli("library", "export", "default", "one.zip", "--crops", "--library-path", f["lib"][1])
+    assert r.exit_code == 0 and "1 crops" in r.stderr, r.output
+    assert ("warning: 1 examples have no crop: the image at their source path is not the one they were "
+            "added from") in r.stderr
+    r = run_cli("library", "reembed", "default", "--embedder", "handcrafted", "--library-path", f["lib"][1])
+    assert r.exit_code == 0, r.output
+    assert "re-embedded 1 of 2 examples" in r.stderr
+    assert ("warning: 1 examples had no crop source and were left out: the image at their source path is not "
+            "the one they were added from") in r.stderr

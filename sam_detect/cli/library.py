@@ -8,6 +8,7 @@ libraries live, exactly as for ``detect`` and ``add``.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -151,7 +152,7 @@ def show_cmd(ctx: click.Context, name: str, as_json: bool, list_examples: bool =
 
 def _example_rows(store: Any, name: str) -> list[dict[str, Any]]:
     """Every example of library ``name``: id, label, area in pixels, the image it was drawn on
-    (its file name as `add` was given it) and its frame, in the order added."""
+    (its file, as `add` resolved it) and its frame, in the order added."""
     rows = []
     for ids, _vectors, labels, payloads in store.iter_examples(name):
         for i, lab, p in zip(ids, labels, payloads, strict=True):
@@ -527,27 +528,38 @@ def export_cmd(
     """Write library NAME to FILE (.zip: metadata, vectors, payloads, optional crops)."""
     from sam_detect.cli.validate import output_file
     from sam_detect.store.exchange import export_library
+    from sam_detect.store.reembed import CHANGED
 
     output_file(file, "FILE", what="an export file")  # before the store opens
     store = _open(ctx, **opts)
-    crop_fn = _crop_maker(store, name) if crops else None
+    skipped: Counter = Counter()  # why examples have no crop
+    crop_fn = _crop_maker(store, name, skipped) if crops else None
     summary = export_library(store, name, file, crops=crop_fn, overwrite=force)
     extra = f", {summary.crops} crops" if crops else ""
     if crops and summary.crops < summary.examples:
-        click.echo(
-            f"warning: {summary.examples - summary.crops} examples have no crop "
-            "(source image missing or moved)",
-            err=True,
-        )
+        _no_crop_warning(summary.examples - summary.crops, skipped[CHANGED], "have no crop")
     click.echo(f"exported {summary.examples} examples of {name!r} to {file}{extra}", err=True)
 
 
-def _crop_maker(store: Any, name: str) -> Callable[[str, dict[str, Any]], Any]:
-    """Crop function for export: re-cut each example from its source image and mask/box."""
+def _crop_maker(store: Any, name: str, skipped: Counter) -> Callable[[str, dict[str, Any]], Any]:
+    """Crop function for export: re-cut each example from its source image and mask/box
+    (``skipped`` counts why one has none: :func:`sam_detect.store.reembed.source_of`)."""
     from sam_detect.store.exchange import crop_from_payload
 
     meta = store.get_meta(name)
-    return lambda _id, payload: crop_from_payload(payload, meta)
+    return lambda _id, payload: crop_from_payload(payload, meta, skipped=skipped)
+
+
+def _no_crop_warning(n: int, changed: int, what: str) -> None:
+    """Say on stderr that ``n`` examples ``what`` (no crop), and why: ``changed`` of them because
+    their source path now holds another image (its pixels are not those the example was added
+    from), the rest because the image is missing or moved."""
+    from sam_detect.store.reembed import CHANGED_WHY
+
+    if n > changed:
+        click.echo(f"warning: {n - changed} examples {what} (source image missing or moved)", err=True)
+    if changed:
+        click.echo(f"warning: {changed} examples {what}: {CHANGED_WHY}", err=True)
 
 
 @library.command("import")
@@ -674,9 +686,7 @@ def reembed_cmd(
         f"re-embedded {result.added} of {result.examples} examples into library {new!r}", err=True
     )
     if result.missing:
-        click.echo(
-            f"warning: {result.missing} examples had no crop source and were left out", err=True
-        )
+        _no_crop_warning(result.missing, result.changed, "had no crop source and were left out")
 
 
 def _check_archive_name(file: str) -> None:

@@ -4,6 +4,7 @@ source images and masks (or read from an export made with crops), into a new lib
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,29 +21,51 @@ from sam_detect.store.base import MODEL_KEY, LibraryMeta, Store
 class ReembedResult:
     examples: int
     added: int
-    missing: int
+    missing: int  # left out: no crop to embed
+    changed: int = 0  # of ``missing``: their source path holds other pixels (:func:`source_of`)
 
 
-def source_of(payload: dict[str, Any], _cache: dict | None = None) -> tuple[tuple, np.ndarray, np.ndarray] | None:
+#: why :func:`source_of` found no source, as its ``skipped`` counts it
+MISSING, CHANGED = "missing", "changed"
+
+#: the line that says what ``changed`` examples are
+CHANGED_WHY = ("the image at their source path is not the one they were added from: its pixels differ "
+               "(another image saved under that name or path, or the file edited since)")
+
+
+def source_of(payload: dict[str, Any], _cache: dict | None = None,
+              skipped: Counter | None = None) -> tuple[tuple, np.ndarray, np.ndarray] | None:
     """``(key, rgb, mask)``: an example's source image as ``add`` read it (payload ``source``,
     its ``frame`` and the channels of its ``reading``; ``key`` names that reading) and its mask
-    (payload ``mask_rle``, COCO RLE); ``None`` where the source or mask is missing."""
+    (payload ``mask_rle``, COCO RLE); ``None`` where the source or mask is missing, or where
+    the image read is not the one the example was added from (payload ``image_key``, the
+    pixels' hash, where the payload has one; else its size). A path is all a payload has to
+    find its image by: an ``add`` made with a relative one found another folder's
+    ``image.tif`` from another current folder, and its crops were cut from the wrong pixels
+    without a word. ``skipped`` counts each ``None`` as ``MISSING`` or ``CHANGED``."""
+    skipped = Counter() if skipped is None else skipped
     source, rle = payload.get("source"), payload.get("mask_rle")
     if not source or not rle or not Path(source).is_file():
+        skipped[MISSING] += 1
         return None
     from sam_detect.io.images import load_image
     from sam_detect.masks import rle_to_mask
+    from sam_detect.unlabelled import image_key
 
     key = _reading_of(payload)
     _, frame, channel = key
     cache = _IMAGE_CACHE if _cache is None else _cache
-    if key not in cache:
+    st = Path(source).stat()
+    held = (key, st.st_mtime_ns, st.st_size)  # a file written again since is read again
+    if held not in cache:
         if len(cache) >= 4:
             cache.pop(next(iter(cache)))
-        cache[key] = load_image(source, frame=frame, channel=None if channel is None else list(channel)).rgb
-    rgb = cache[key]
+        rgb = load_image(source, frame=frame, channel=None if channel is None else list(channel)).rgb
+        cache[held] = rgb, image_key(rgb)  # hashed once per image, not once per example
+    rgb, pixels = cache[held]
     mask = rle_to_mask(rle)
-    if mask.shape != rgb.shape[:2]:
+    if payload.get("image_key") not in (None, pixels) or mask.shape != rgb.shape[:2]:
+        skipped[CHANGED] += 1
         return None
     return key, rgb, mask
 
@@ -56,14 +79,16 @@ def _reading_of(payload: dict[str, Any]) -> tuple:
 
 
 def crop_from_payload(
-    payload: dict[str, Any], meta: LibraryMeta, _cache: dict | None = None
+    payload: dict[str, Any], meta: LibraryMeta, _cache: dict | None = None, skipped: Counter | None = None
 ) -> np.ndarray | None:
     """Re-cut an example's context crop from its source image (payload ``source``) and mask
     (payload ``mask_rle``, COCO RLE), with the library's fade and occupancy.
 
-    Returns ``(s, s, 3)`` uint8, or None when the source or mask is missing.
+    Returns ``(s, s, 3)`` uint8, or None when the source or mask is missing or the source
+    holds other pixels than the example was added from (:func:`source_of`, which counts
+    why in ``skipped``).
     """
-    found = source_of(payload, _cache)
+    found = source_of(payload, _cache, skipped)
     if found is None:
         return None
     from sam_detect.config import adopt_library_settings
@@ -76,7 +101,7 @@ def crop_from_payload(
     return context_crop(rgb, mask, occupancy=settings.occupancy, fade=fade).image
 
 
-_IMAGE_CACHE: dict[tuple, np.ndarray] = {}
+_IMAGE_CACHE: dict[tuple, tuple[np.ndarray, str]] = {}
 
 
 def reembed_library(
@@ -111,6 +136,7 @@ def reembed_library(
         raise LibraryError(f"library {new_name!r} already exists; choose another --as name")
     from sam_detect.store.exchange import read_examples, read_library_file
 
+    skipped: Counter = Counter()  # why examples have no crop (source_of)
     if from_file is not None:
         archive = read_library_file(from_file)
         old = archive.meta
@@ -123,7 +149,7 @@ def reembed_library(
         ids, _, labels, payloads = read_examples(store, name)
 
         def get_crop(k: int) -> np.ndarray | None:
-            return crop_from_payload(payloads[k], old)
+            return crop_from_payload(payloads[k], old, skipped=skipped)
 
     keep, vectors = [], []
     from sam_detect.embed.base import embeds_instances
@@ -132,7 +158,7 @@ def reembed_library(
         # an embedder of whole images (``views``: one network pass pooled under each mask) sees
         # each example in its image, as ``add`` gives it: embedded from a context crop alone its
         # vectors came out 0.74-0.83 alike to add's, and later adds mixed the two kinds
-        keep, vectors = _embed_in_images(emb, labels, payloads)
+        keep, vectors = _embed_in_images(emb, labels, payloads, skipped)
     else:
         batch: list[np.ndarray] = []
         for k in range(len(ids)):
@@ -148,9 +174,10 @@ def reembed_library(
             vectors.append(np.asarray(emb.embed(batch), np.float32))
     if not keep:
         raise LibraryError(
-            f"no example of {name!r} has a crop to re-embed: the source images are missing or the "
-            "payloads carry no mask_rle; export with --crops where the images are, then "
-            "reembed --from-file"
+            f"no example of {name!r} has a crop to re-embed: "
+            + (f"{skipped[CHANGED]} of {len(ids)} because {CHANGED_WHY}; " if skipped[CHANGED] else "")
+            + ("the source images are missing or the payloads carry no mask_rle; " if skipped[CHANGED] < len(ids) else "")
+            + "export with --crops where the images are, then reembed --from-file"
         )
     meta = LibraryMeta(
         name=new_name,
@@ -187,10 +214,12 @@ def reembed_library(
         store.delete_library(new_name)
         raise
     journal.commit(store, new_name)
-    return ReembedResult(examples=len(ids), added=len(keep), missing=len(ids) - len(keep))
+    return ReembedResult(examples=len(ids), added=len(keep), missing=len(ids) - len(keep),
+                         changed=skipped[CHANGED])
 
 
-def _embed_in_images(emb: Any, labels: list[str], payloads: list[dict]) -> tuple[list[int], list[np.ndarray]]:
+def _embed_in_images(emb: Any, labels: list[str], payloads: list[dict],
+                     skipped: Counter) -> tuple[list[int], list[np.ndarray]]:
     """``(kept, vectors)``: the examples whose source image and mask are there, embedded image
     by image (one image in memory at a time) through ``emb.embed_instances`` at the library's
     embedding scale (``library_state.typical_area``), as ``add`` embeds them; ``kept`` lists
@@ -206,7 +235,7 @@ def _embed_in_images(emb: Any, labels: list[str], payloads: list[dict]) -> tuple
     kept, vectors = [], []
     for idx in by_image.values():
         cache: dict = {}
-        found = [(k, source_of(payloads[k] or {}, cache)) for k in idx]
+        found = [(k, source_of(payloads[k] or {}, cache, skipped)) for k in idx]
         found = [(k, f) for k, f in found if f is not None]
         if not found:
             continue
