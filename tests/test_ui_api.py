@@ -705,6 +705,28 @@ def test_upload(client, folder):
     assert r.status_code == 422 and "empty" in r.json()["error"]
 
 
+def test_upload_keeps_the_letters_of_every_script(client, folder):
+    """``细胞.png`` was refused as "not an image file name (expected .png, ...)": its stem,
+    every letter replaced by "_", was stripped with the dot. Letters and digits of any script
+    are kept (a name with none saved as ``upload.png``), within a file name's 255 bytes."""
+    data = _png_bytes()
+    for name, saved in [("细胞.png", "细胞.png"), ("クロ.TIF", "クロ.tif"), ("up ö.png", "up_ö.png"),
+                        ("o\u0308.jpg", "ö.jpg"), ("★.png", "upload.png")]:
+        if name.endswith((".jpg", ".TIF")):
+            buf = io.BytesIO()
+            Image.fromarray(np.zeros((40, 50), np.uint8)).save(buf, format="JPEG" if name.endswith("jpg") else "TIFF")
+            body = buf.getvalue()
+        else:
+            body = data
+        r = client.post("/api/upload", params={"name": name}, content=body, headers=H)
+        assert r.status_code == 200, (name, r.text)
+        assert r.json()["path"] == f"uploads/{saved}"
+        assert client.get("/api/image/info", params={"path": r.json()["path"]}).status_code == 200
+    r = client.post("/api/upload", params={"name": "細" * 100 + ".png"}, content=data, headers=H)
+    assert r.status_code == 200, r.text
+    assert r.json()["path"] == "uploads/" + "細" * 26 + ".png"  # 78 of the 80 bytes: no character cut
+
+
 def test_upload_limits(folder, embedder):
     app = make_ui(
         folder, embedder, limits=UILimits(max_upload_bytes=1000, max_image_pixels=30 * 30)

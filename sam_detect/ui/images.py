@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import unicodedata
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from sam_detect.errors import AnnotationError, ImageLoadError, SamDetectError
 
 DEFAULT_PERCENTILES = (1.0, 99.8)
 MERGES = ("max", "mean", "rgb")
-_UPLOAD_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+_UPLOAD_NAME = re.compile(r"[^\w.-]+")  # \w: the letters and digits of every script
 
 
 class PathNotAllowedError(SamDetectError):
@@ -258,8 +259,13 @@ class ImageFolder:
             )
         if not data:
             raise ImageLoadError("the uploaded file is empty")
-        base = _UPLOAD_NAME.sub("_", Path(str(filename)).name).lstrip("._") or "upload"
-        stem, suffix = Path(base).stem[:80] or "upload", Path(base).suffix.lower()
+        # é typed as e and a combining accent is one letter, as \w reads letters
+        name = unicodedata.normalize("NFC", Path(str(filename)).name)
+        suffix = Path(name).suffix.lower()
+        # letters and digits of every script kept: 细胞.png, its stem all replaced by "_" and
+        # stripped with the dot, was refused as "not an image file name"; a stem left with none
+        # is "upload". 80 bytes of UTF-8 at most: a file name holds 255 bytes, not characters
+        stem = _UPLOAD_NAME.sub("_", Path(name).stem).strip("._").encode()[:80].decode(errors="ignore") or "upload"
         if suffix not in IMAGE_EXTENSIONS:
             raise ImageLoadError(
                 f"{short(filename)}: not an image file name (expected {', '.join(IMAGE_EXTENSIONS)})"
