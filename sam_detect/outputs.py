@@ -133,9 +133,24 @@ CSV_COLUMNS = ("image", "id", "label", "confidence", "similarity", "area", "cent
                "x1", "y1", "x2", "y2", "frame")
 
 
+#: what a spreadsheet reads a cell starting with as a formula (OWASP, "CSV Injection")
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_text(value: Any) -> Any:
+    """``value``, a text starting as a formula does with a ``'`` put before it: a label comes
+    from the user or a third party's COCO, labelme or GeoJSON class names, and ``=1+1`` (or
+    a ``=HYPERLINK(...)``) ran as a formula in Excel and LibreOffice."""
+    return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_STARTS) else value
+
+
 def write_csv(records: Iterable[dict[str, Any]], path: str | Path) -> None:
     """One row per object of ``records`` (:func:`image_record`'s), ``CSV_COLUMNS``, written
-    atomically; a value a record lacks (a run before centroids were recorded) is left empty."""
+    atomically; a value a record lacks (a run before centroids were recorded) is left empty.
+    A text cell (the image, the label) that starts with ``=``, ``+``, ``-``, ``@``, a tab or
+    a carriage return is written with a ``'`` before it, as OWASP advises against CSV
+    injection: spreadsheets show it as text, not run it as a formula (strip the ``'`` to
+    read the name itself)."""
     import csv
 
     from sam_detect.formats._common import atomic_path
@@ -147,7 +162,8 @@ def write_csv(records: Iterable[dict[str, Any]], path: str | Path) -> None:
             for obj in rec.get("objects", []):
                 cx, cy = obj.get("centroid") or ("", "")
                 frame = rec.get("frame")  # a stack's frame (empty for an image of one)
-                out.writerow([rec.get("image"), obj.get("id"), obj.get("label"), obj.get("confidence"),
+                out.writerow([_csv_text(rec.get("image")), obj.get("id"), _csv_text(obj.get("label")),
+                              obj.get("confidence"),
                               obj.get("similarity", ""), obj.get("area"), cx, cy, *obj.get("box", ["", "", "", ""]),
                               "" if frame is None else frame])
 

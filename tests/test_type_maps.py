@@ -366,6 +366,24 @@ def test_detect_writes_one_csv_row_per_object(typed_files, tmp_path):
     assert r.exit_code == 2 and "--csv" in r.output
 
 
+@pytest.mark.parametrize("text", ["=1+1", "+1", "-2", "@SUM(A1)", "\tx", "\rx", '=HYPERLINK("http://x","y")'])
+def test_a_csv_text_cell_that_starts_as_a_formula_is_quoted(tmp_path, text):
+    """A label (or image name) such as ``=1+1``, from a crafted COCO file's class names, was
+    written as it is: Excel and LibreOffice ran it as a formula. It gets a ``'`` before it (OWASP);
+    other text and the numbers stay as they are."""
+    import csv
+
+    from sam_detect.outputs import write_csv
+
+    obj = {"id": 0, "label": text, "confidence": 1.0, "area": 5, "centroid": [1.0, 2.0], "box": [0, 0, 3, 4]}
+    table = tmp_path / "t.csv"
+    write_csv([{"image": text + ".png", "objects": [obj, {**obj, "id": 1, "label": "münze, -1"}]}], table)
+    rows = list(csv.DictReader(table.open(newline="")))
+    assert [(r["image"], r["label"]) for r in rows] == [("'" + text + ".png", "'" + text),
+                                                         ("'" + text + ".png", "münze, -1")]
+    assert (rows[0]["id"], rows[0]["area"], rows[0]["x1"]) == ("0", "5", "0")
+
+
 def test_pannuke_masks_give_instances_and_types(tmp_path, caplog):
     """PanNuke's ``masks.npy`` ((N, H, W, 6): an instance map per type in channels 0-4, the
     background in 5, float) is read as instance maps with ``--labels`` and type maps with
