@@ -483,6 +483,17 @@ def test_iter_image_paths(tmp_path):
     assert str(ei.value) == "no input images given; pass image files, folders or globs"
 
 
+def test_a_double_star_glob_reaches_every_depth_this_folder_too(tmp_path):
+    """``detect "my imgs ü/**/*.png"`` found only ``my imgs ü/sub/coin ö.png``: ``**`` was read as
+    ``*``, one folder down, and the folder's own images and those deeper were silently missed."""
+    top = tmp_path / "my imgs ü"
+    (top / "sub" / "deeper").mkdir(parents=True)
+    for p in (top / "coin ö.png", top / "sub" / "a.png", top / "sub" / "deeper" / "b.png"):
+        p.write_bytes(b"x")
+    got = iter_image_paths([str(top / "**" / "*.png")])
+    assert sorted(p.relative_to(top).as_posix() for p in got) == ["coin ö.png", "sub/a.png", "sub/deeper/b.png"]
+
+
 def test_as_rgb_uint8_accepts_everything(tmp_path):
     a = RNG.integers(0, 256, (5, 5, 3), dtype=np.uint8)
     Image.fromarray(a).save(tmp_path / "a.png")

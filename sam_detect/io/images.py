@@ -379,7 +379,9 @@ def iter_image_paths(inputs: Sequence[str | os.PathLike] | str | os.PathLike) ->
             found = [p]
         elif glob.has_magic(s):
             found = sorted(
-                (Path(q) for q in glob.glob(s)
+                # ``**`` any depth of folders, this one too, as globstar shells and pathlib read it
+                # (without recursive=True it was one folder, and "dir/**/*.png" missed dir's own)
+                (Path(q) for q in glob.glob(s, recursive=True)
                  if Path(q).is_file() and Path(q).suffix.lower() in IMAGE_EXTENSIONS + ARRAY_EXTENSIONS),
                 key=natural_key,
             )
