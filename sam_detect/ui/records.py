@@ -118,7 +118,7 @@ def annotation_json(a: Annotation, candidates: dict[str, Candidate]) -> dict[str
 
 
 def export_file(instances: Instances, fmt: str, stem: str, image_name: str) -> tuple[bytes, str, str]:
-    """An image's objects as a file: ``coco`` (JSON, polygons), ``labelme`` (JSON),
+    """An image's objects as a file: ``coco`` (JSON, RLE masks), ``labelme`` (JSON),
     ``geojson`` (outlines and classes, for QuPath) or ``labels`` (label image: 16-bit PNG, ids
     1..N in order). Returns ``(data, media type, file name)``; the name is
     ``STEM_FORMAT.EXT``."""
@@ -126,7 +126,9 @@ def export_file(instances: Instances, fmt: str, stem: str, image_name: str) -> t
 
     check_export_format(fmt)
     if fmt == "coco":
-        doc = to_coco(instances, [image_name])
+        # RLE, each mask exact, as detect --coco writes it: polygons simplified by a pixel came
+        # back ~1% larger (IoU 0.96-0.99 with the label image), fatter ground truth for eval -a
+        doc = to_coco(instances, [image_name], use_rle=True)
         return json.dumps(doc).encode(), "application/json", f"{stem}_coco.json"
     if fmt == "labelme":
         doc = to_labelme(instances, image_name)
