@@ -190,3 +190,22 @@ def test_eval_says_when_it_merges_every_channel_the_labels_too(tmp_path):
             "--labels-channel 1 too; give --channel K") in err
     code, _, err = run_main(*args, "--channel", "0")
     assert code == 0 and "merged" not in err, err
+
+
+def test_the_drawn_objects_are_named_by_their_ids_in_the_ground_truth(tmp_path):
+    """``protocol.drawn[].objects`` gave places in the sorted ids (``[12, 15, 19]`` for the label
+    values 13, 16, 20), easy to take for the values. ``source_ids`` beside them gives the label
+    image's own values (a COCO file's annotation ids); ``objects`` stays as it was."""
+    rgb, masks, _ = draw_scene(0)
+    lab = np.zeros(rgb.shape[:2], np.uint16)
+    values = [7, 20, 33, 46, 59, 72]  # far from the places 0..5
+    for v, m in zip(values, masks, strict=True):
+        lab[m] = v
+    tifffile.imwrite(tmp_path / "stack.tif", np.stack([rgb[..., 0]] * 2), photometric="minisblack")
+    tifffile.imwrite(tmp_path / "labels.tif", np.stack([lab] * 2), photometric="minisblack")
+    code, out, err = run_main("eval", tmp_path / "stack.tif", "-a", tmp_path / "labels.tif", "--label", "shape",
+                              "--shots", "2", "--examples-from", "0", "--detect-on", "1", "--json", *FAST)
+    assert code == 0, err
+    (drawn,) = json.loads(out)["protocol"]["drawn"]
+    assert drawn["source_ids"] == [values[k] for k in drawn["objects"]]
+    assert drawn["areas"] == [int((lab == v).sum()) for v in drawn["source_ids"]]
