@@ -2438,6 +2438,15 @@ def _tiny_floor(classes: dict) -> float:
     return min(floors) if floors else 0.0
 
 
+def _proposed_sizes(entry: dict) -> str:
+    """``"proposed at A-B px, "``: the sizes a class's settings propose at the examples'
+    magnification (``"area_range"``, from the examples' spread), or ``""`` where the profile
+    does not say. Said beside the floor every candidate meets: the smaller of the two was the
+    only one shown, and objects between them went unproposed without a word."""
+    lo_hi = entry.get("area_range") or []
+    return f"proposed at {lo_hi[0]:.0f}-{lo_hi[1]:.0f} px, " if len(lo_hi) == 2 else ""
+
+
 def _typical_contrast(instances: Instances, label: str, entry: dict) -> float:
     """A class's typical example contrast as this image's floors judge it: lowered where the
     examples were picked for standing out (``floor_scale``, :func:`with_floor_scaled`) and
@@ -2832,7 +2841,8 @@ def describe(profile: dict | None) -> list[str]:
                      "again to measure them (`sam-detect library delete NAME --id ID`)")
         lines.append(
             f"{display_label(label)}: {e['count']} example{'s' if e['count'] != 1 else ''}, area {e['area'][0]:.0f}-{e['area'][2]:.0f} px "
-            f"(median {e['area'][1]:.0f}; candidates under {_tiny_floor({label: e}):.0f} px dropped), {e['polarity']} (RGB direction "
+            f"(median {e['area'][1]:.0f}; {_proposed_sizes(e)}candidates under {_tiny_floor({label: e}):.0f} px dropped), "
+            f"{e['polarity']} (RGB direction "
             f"{', '.join(f'{v:+.2f}' for v in e['direction'])}), contrast {e['contrast']:.0f}{floor}, "
             f"solidity >= {solidity_floor(e):.2f}{thin}{rep}{poor}"
         )
