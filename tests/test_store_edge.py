@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 
 import numpy as np
 import pytest
@@ -342,3 +343,50 @@ def test_a_process_waiting_for_a_library_leaves_its_writer_unharmed(tmp_path):
     assert holder.returncode == 0 and "closed" in out, err
     n = int(out.split()[-1])
     assert labels == {"first": 5, "second": n}
+
+
+_KILLED_WRITER = textwrap.dedent(
+    """
+    import os, signal, sys, time, numpy as np
+    from pathlib import Path
+    from sam_detect.store import journal
+    from sam_detect.store.edge import EdgeStore
+    s = EdgeStore(sys.argv[1])
+    s.count("lib")  # holds the library now
+    print("ready", flush=True)
+    time.sleep(1.0)  # the test's store is waiting for it by now
+    journal.begin(s, "lib", ids := journal.new_ids(2))
+    s.add("lib", np.ones((2, 8), np.float32), ["half"] * 2, ids=ids)
+    os.kill(os.getpid(), signal.SIGKILL)  # killed before its commit
+    """
+)
+
+
+@pytest.mark.slow
+def test_a_writer_killed_while_another_process_waited_is_rolled_back_for_the_waiter(tmp_path):
+    """The waiter reads the metadata again once it holds the library (above), and the journal
+    found there is recovered as any open recovers it: a first version kept the killed
+    writer's half batch for good (the waiter's own add then cleared the journal)."""
+    from sam_detect.store import journal
+
+    s = EdgeStore(tmp_path)
+    s.create_library(meta())
+    journal.add(s, "lib", np.ones((2, DIM), np.float32), ["old"] * 2)
+    s.close()
+    s = EdgeStore(tmp_path)
+    try:
+        s.get_meta("lib")  # read before the writer holds the library
+        writer = start_holder(_KILLED_WRITER, tmp_path)
+        reaper = threading.Thread(target=writer.wait)  # its parent (a shell) reaps it: not a zombie
+        reaper.start()
+        assert s.labels("lib") == {"old": 2}  # waits for the writer's death, then rolls its batch back
+        reaper.join(30)
+        journal.add(s, "lib", np.ones((1, DIM), np.float32), ["new"])
+        assert s.labels("lib") == {"new": 1, "old": 2}
+    finally:
+        s.close()
+    s = EdgeStore(tmp_path)
+    try:
+        assert s.labels("lib") == {"new": 1, "old": 2} and s.count("lib") == 3
+    finally:
+        s.close()

@@ -611,6 +611,8 @@ class EdgeStore(Store):
             # (an `add` waited for), and its count compared with the shard's called a healthy
             # library damaged (docs/performance.md, session 88); read as the last writer left it
             self._metas[name] = read_meta(self.path / name, name)
+            if pending_of(self._metas[name]) is not None:  # a writer killed while this one waited:
+                self._recover(name)  # its batch rolled back, as any open of the library does
         return shard
 
     def release(self) -> None:
