@@ -1007,6 +1007,31 @@ def test_add_counts_its_own_examples_not_another_process_s(scene_files, monkeypa
     assert "added 0 example(s) to library 'default'" in r.stdout
 
 
+@pytest.mark.parametrize(("channel", "merge"), [((0, 1), "mean"), ((1, 0), "rgb"), (None, "max")])
+def test_crops_of_channels_merged_otherwise_are_cut_from_the_image_read_so(tmp_path, channel, merge):
+    """The UI reads a multi-channel image merged by its mean, or as colours in a chosen order;
+    the stored reading said only which channels, so `export --crops` and `reembed` read it by
+    their maximum and took the example's image for another one (its pixels differ: left
+    out). The reading records how the channels were merged, and their order for ``rgb``."""
+    import tifffile
+
+    from sam_detect.config import DetectorConfig
+    from sam_detect.io.images import load_image
+    from sam_detect.pipeline import SAMDetect
+    from sam_detect.store.reembed import crop_from_payload
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 50, (2, 96, 96)).astype(np.uint16)
+    img[0, 20:40, 20:40], img[1, 50:70, 50:70] = 4000, 3000
+    tifffile.imwrite(tmp_path / "two.tif", img, imagej=True, metadata={"axes": "CYX"})
+    m = np.zeros((96, 96), bool)
+    m[20:40, 20:40] = True
+    with SAMDetect(DetectorConfig(library="m", store="memory", segmenter="classical", embedder="handcrafted")) as det:
+        det.add_examples(load_image(tmp_path / "two.tif", channel=channel, merge=merge), m[None], ["sq"])
+        (_, _, _, payloads), meta = next(iter(det.store.iter_examples("m"))), det.store.get_meta("m")
+    assert crop_from_payload(payloads[0], meta) is not None
+
+
 def test_crops_are_cut_from_the_image_added_whatever_the_current_folder(scene_files, tmp_path, monkeypatch):
     """``add scene.png`` stored the path as typed: ``library export --crops`` and ``reembed``
     run from another folder found no image there (the examples left out), or that folder's own

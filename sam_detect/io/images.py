@@ -121,7 +121,15 @@ class LoadedImage:
             return None
         ch = self.channel
         used = None if ch is None else sorted({int(ch)} if isinstance(ch, (int, np.integer)) else {int(c) for c in ch})
-        return {"of": self.n_channels, "channel": used}
+        out: dict[str, Any] = {"of": self.n_channels, "channel": used}
+        # how several channels were made one image, where not by their maximum (the UI's
+        # views), and their order where it places them (``rgb``): an example's crop is cut
+        # again from its image read so (``library export --crops``, ``reembed``)
+        if self.merge != "max" and (used is None or len(used) > 1):
+            out["merge"] = self.merge
+            if self.merge == "rgb" and ch is not None and not isinstance(ch, (int, np.integer)):
+                out["order"] = [int(c) for c in ch]
+        return out
 
     @property
     def planes(self) -> str | None:

@@ -53,14 +53,14 @@ def source_of(payload: dict[str, Any], _cache: dict | None = None,
     from sam_detect.unlabelled import image_key
 
     key = _reading_of(payload)
-    _, frame, channel = key
+    _, frame, channel, merge = key
     cache = _IMAGE_CACHE if _cache is None else _cache
     st = Path(source).stat()
     held = (key, st.st_mtime_ns, st.st_size)  # a file written again since is read again
     if held not in cache:
         if len(cache) >= 4:
             cache.pop(next(iter(cache)))
-        rgb = load_image(source, frame=frame, channel=None if channel is None else list(channel)).rgb
+        rgb = load_image(source, frame=frame, channel=None if channel is None else list(channel), merge=merge).rgb
         cache[held] = rgb, image_key(rgb)  # hashed once per image, not once per example
     rgb, pixels = cache[held]
     mask = rle_to_mask(rle)
@@ -71,11 +71,13 @@ def source_of(payload: dict[str, Any], _cache: dict | None = None,
 
 
 def _reading_of(payload: dict[str, Any]) -> tuple:
-    """``(source, frame, channels)``: the image an example was read from -- its file, the
-    frame of a stack and the channels of a multi-channel image (``None`` for all)."""
+    """``(source, frame, channels, merge)``: the image an example was read from -- its file,
+    the frame of a stack, the channels of a multi-channel image (``None`` for all; in the
+    order given where ``rgb`` places them so) and how they were made one image."""
     reading = payload.get("reading") if isinstance(payload.get("reading"), dict) else {}
-    channel = reading.get("channel")
-    return payload.get("source"), payload.get("frame"), None if channel is None else tuple(channel)
+    channel = reading.get("order") or reading.get("channel")
+    return (payload.get("source"), payload.get("frame"), None if channel is None else tuple(channel),
+            str(reading.get("merge") or "max"))
 
 
 def crop_from_payload(
