@@ -22,7 +22,7 @@ from sam_detect._heavy import heavy
 from sam_detect.config import DetectorConfig
 from sam_detect.detector_stages import DetectorStages
 from sam_detect.embed.base import embeds_instances
-from sam_detect.errors import AnnotationError, LibraryNotFoundError, SamDetectError
+from sam_detect.errors import AnnotationError, LibraryError, LibraryNotFoundError, SamDetectError
 from sam_detect.instances import NEGATIVE, UNKNOWN, Instances, as_instances
 from sam_detect.library_state import LibraryState
 
@@ -589,13 +589,56 @@ class SAMDetect(DetectorStages, LibraryState):
         ids = journal.add(self.store, self.config.library, vectors, labels, payloads)
         try:
             if again:  # after the add: a failed add leaves the earlier examples as they were
-                self.store.update_payloads(self.config.library, {i: {"shape": s} for i, s in again.items()})
+                try:
+                    self.store.update_payloads(self.config.library, {i: {"shape": s} for i, s in again.items()})
+                except LibraryError as e:  # the examples are stored: the next add of the image measures them again
+                    log.warning("the %d example(s) added are stored, but the image's earlier examples were not "
+                                "measured again with them: %s", len(ids), e)
             self.refresh_profile()
         except KeyboardInterrupt:  # the examples are stored: "Aborted!" alone said they were not
             log.warning("interrupted after the %d example(s) were stored, before the library's settings were "
                         "rebuilt: the next use of library %r rebuilds them", len(ids), self.config.library)
             raise
         return ids
+
+    def measure_again(self, image_keys: Iterable[str]) -> int:
+        """Measure the library's examples of these images (``image_key``) again, each image's
+        as one ``add`` of them all would (:meth:`add_examples` measures an image's earlier
+        examples with every later one): after a delete, the rest are measured without the
+        deleted ones again, as if those had never been added (an undone click left its
+        neighbours measured with it: another profile, another count). An image no longer at
+        its source path with the same pixels is left as it is. Returns how many examples
+        were measured; the profile is rebuilt by the caller (:meth:`refresh_profile`)."""
+        from sam_detect.instances import Instances
+        from sam_detect.masks import MaskCrop, rle_to_mask
+        from sam_detect.profile import describe_examples
+        from sam_detect.store.reembed import source_of
+
+        keys = set(image_keys)
+        if not keys or not self.store.has_library(self.config.library):
+            return 0
+        by_image: dict[str, list[tuple[tuple, str, str, dict]]] = {}
+        for ids, _, labs, pays in self.store.iter_examples(self.config.library):
+            for i, lab, pay in zip(ids, labs, pays, strict=True):
+                if (pay or {}).get("image_key") in keys and pay.get("mask_rle") and pay.get("shape"):
+                    order = (int(pay.get("added_ns") or 0), str(pay.get("added") or ""), str(i))
+                    by_image.setdefault(pay["image_key"], []).append((order, str(i), str(lab), pay))
+        done = 0
+        for rows in by_image.values():
+            rows.sort(key=lambda r: r[0])  # the earliest first, as one add would hold them
+            found = source_of(rows[0][3])
+            if found is None:
+                continue
+            _, rgb, _ = found
+            masks = [rle_to_mask(pay["mask_rle"]) for *_, pay in rows]
+            if any(m.shape != rgb.shape[:2] or not m.any() for m in masks):
+                continue
+            crops = [MaskCrop.from_full(m) for m in masks]
+            shapes = describe_examples(rgb, Instances.from_crops(crops, image_hw=rgb.shape[:2]),
+                                       [lab for _, _, lab, _ in rows], own=self._own_segmenter())
+            done += self.store.update_payloads(self.config.library,
+                                               {i: {"shape": sh} for (_, i, _, _), sh in zip(rows, shapes, strict=True)})
+        return done
 
     def add_examples_from_annotations(
         self,

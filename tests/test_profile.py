@@ -3082,3 +3082,39 @@ def test_examples_clicked_one_at_a_time_are_measured_as_one_batch():
         matched = match_iou_matrix(instances_iou(found, truth), 0.5)
         assert matched.tp >= 0.9 * len(truth), (one_at_a_time, matched.tp, len(truth), found.metadata["dropped"])
     assert profiles[0] == profiles[1]
+
+
+def test_a_deleted_example_leaves_its_images_others_measured_as_if_it_was_never_added(tmp_path):
+    """Each add measures its image's earlier examples again with its own (above), so after
+    `add A`, `add B`, delete B, A stayed measured with B: another profile than `add A` alone
+    gives (a first version; the UI's undo did not restore the library). A delete measures
+    the image's other examples again without the deleted ones where their image is still at
+    its source path (the command line's `library delete` and the UI's undo)."""
+    import tifffile
+    from conftest import run_cli
+
+    from sam_detect.store import create_store
+
+    img0, lab0 = _low_light_field(0)
+    img0 = np.clip(img0.astype(float) + 260 * np.isin(lab0, np.arange(2, lab0.max() + 1, 2)), 0, 65535)
+    tifffile.imwrite(tmp_path / "field.tif", img0.astype(np.uint16))
+    for k in (1, 2):
+        tifffile.imwrite(tmp_path / f"m{k}.tif", (lab0 == k).astype(np.uint8))
+    lib = ["--library-path", str(tmp_path / "libs"), "--segmenter", "classical", "-q"]
+    for name, masks in (("both", (1, 2)), ("alone", (1,))):
+        for k in masks:
+            r = run_cli("add", str(tmp_path / "field.tif"), "--label", "nucleus", "--mask", str(tmp_path / f"m{k}.tif"),
+                        "--library", name, *lib)
+            assert r.exit_code == 0, r.output
+    store = create_store("edge", path=tmp_path / "libs")
+    second = [i for ids, _, _, pays in store.iter_examples("both") for i, p in zip(ids, pays, strict=True)
+              if p["area"] == int((lab0 == 2).sum())]
+    store.close()
+    r = run_cli("library", "delete", "both", "--id", second[0], "--yes", "--library-path", str(tmp_path / "libs"))
+    assert r.exit_code == 0, r.output
+    store = create_store("edge", path=tmp_path / "libs")
+    try:
+        profiles = [store.get_meta(name).extra["profile"]["classes"]["nucleus"] for name in ("both", "alone")]
+    finally:
+        store.close()
+    assert profiles[0] == profiles[1]

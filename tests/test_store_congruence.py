@@ -259,6 +259,8 @@ def test_update_payloads_sets_keys_keeps_the_rest_and_persists(kind, tmp_path):
     assert [got[i][0] for i in ids] == ["a", "b", "a"]
     np.testing.assert_allclose(np.stack([got[i][2] for i in ids]), vecs)
     assert s.update_payloads("lib", {}) == 0
+    with pytest.raises(ValueError, match="not labels"):  # the server and Edge keep the label in the payload
+        s.update_payloads("lib", {ids[0]: {"label": "b"}})
     with pytest.raises(LibraryNotFoundError):
         s.update_payloads("nope", {ids[0]: {"shape": {}}})
     with pytest.raises(LibraryReadOnlyError):

@@ -397,24 +397,33 @@ def _delete_examples(store: Any, name: str, labels: tuple[str, ...], ids: tuple[
         parts.append(f"{len(ids)} example(s) by id")
     if not yes:
         click.confirm(f"Delete {' and '.join(parts)} from library {name!r}?", abort=True, err=True)
+    from sam_detect.store._common import normalise_id
+
+    wanted = {normalise_id(i) for i in ids or ()}
+    images = {pay.get("image_key") for batch, _, labs, pays in store.iter_examples(name)
+              for i, lab, pay in zip(batch, labs, pays, strict=True) if pay and (i in wanted or lab in labels)}
     n = sum(journal.delete(store, name, label=lab) for lab in labels)
     if ids:
         n += journal.delete(store, name, ids=list(ids))
     if n:
-        _refresh_derived(store, name)
+        _refresh_derived(store, name, images - {None})
     click.echo(f"deleted {n} examples from library {name!r} ({store.count(name)} left)", err=True)
 
 
-def _refresh_derived(store: Any, name: str) -> None:
+def _refresh_derived(store: Any, name: str, images: set[str] | frozenset = frozenset()) -> None:
     """Rebuild what library ``name`` derives from its examples (the proposal profile, the
     decision settings, the unlabelled-candidate model, its images' record) after its examples
     changed other than by ``add``: a delete, a merge, a repair. A library that never had them
-    (made before profiles) is left as it is."""
+    (made before profiles) is left as it is. ``images``: the ``image_key`` of images that lost
+    examples, whose other examples are measured again without them
+    (``SAMDetect.measure_again``)."""
     extra = store.get_meta(name).extra
     if "profile" in extra or "decision" in extra:
         from sam_detect.pipeline import DetectorConfig, SAMDetect
 
-        SAMDetect(DetectorConfig(library=name), store=store).refresh_profile()
+        det = SAMDetect(DetectorConfig(library=name), store=store)
+        det.measure_again(images)
+        det.refresh_profile()
 
 
 @_library_command("check", json=True, default_name=True)

@@ -184,10 +184,13 @@ class Store(Protocol):
 
         For what is measured of an example again: its ``"shape"`` when later examples of its
         image are added (``SAMDetect.add_examples``)."""
-        from sam_detect.store._common import normalise_id
+        from sam_detect.store._common import LABEL_KEY, normalise_id
 
         self.get_meta(name)
         updates = {normalise_id(i): dict(fields) for i, fields in updates.items()}
+        if any(LABEL_KEY in fields for fields in updates.values()):  # the server and Edge keep it there
+            raise ValueError(f"update_payloads sets measurements, not labels ({LABEL_KEY!r}): delete and add "
+                             "an example to relabel it")
         if not updates:
             return 0
         # the backend's own write: canonical UUID strings -> the keys to set

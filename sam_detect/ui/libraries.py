@@ -216,8 +216,12 @@ class Libraries:
         from sam_detect.store import journal
 
         det = self.detector_for(library)
+        wanted = set(ids)
+        images = {pay.get("image_key") for batch, _, _, pays in det.store.iter_examples(library)
+                  for i, pay in zip(batch, pays, strict=True) if i in wanted and pay}
         n = journal.delete(det.store, library, ids=list(ids))  # all or none, even if killed
         if n:
+            det.measure_again(images - {None})  # the rest of their images' examples, as if these were never added
             det.refresh_profile()  # what the examples say about the objects changed
         for ex_id in ids:
             self.thumb_path(library, ex_id).unlink(missing_ok=True)
