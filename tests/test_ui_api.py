@@ -719,7 +719,8 @@ def test_upload_keeps_the_letters_of_every_script(client, folder):
     are kept (a name with none saved as ``upload.png``), within a file name's 255 bytes."""
     data = _png_bytes()
     for name, saved in [("细胞.png", "细胞.png"), ("クロ.TIF", "クロ.tif"), ("up ö.png", "up_ö.png"),
-                        ("o\u0308.jpg", "ö.jpg"), ("★.png", "upload.png")]:
+                        ("o\u0308.jpg", "ö.jpg"), ("★.png", "upload.png"), ("हिंदी.png", "हिंदी.png"),
+                        ("தமிழ்.png", "தமிழ்.png")]:  # vowel signs are marks, not letters
         if name.endswith((".jpg", ".TIF")):
             buf = io.BytesIO()
             Image.fromarray(np.zeros((40, 50), np.uint8)).save(buf, format="JPEG" if name.endswith("jpg") else "TIFF")

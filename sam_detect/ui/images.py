@@ -19,7 +19,18 @@ from sam_detect.errors import AnnotationError, ImageLoadError, SamDetectError
 
 DEFAULT_PERCENTILES = (1.0, 99.8)
 MERGES = ("max", "mean", "rgb")
-_UPLOAD_NAME = re.compile(r"[^\w.-]+")  # \w: the letters and digits of every script
+
+
+def _upload_stem(stem: str) -> str:
+    """``stem`` with every run of characters other than letters, their marks (the vowel
+    signs of Devanagari or Tamil: \\w left them out, and हिंदी became ह_द), digits, ``_``,
+    ``.`` and ``-`` made one ``_``."""
+    out: list[str] = []
+    for c in stem:
+        keep = c in "_.-" or unicodedata.category(c)[0] in "LMN"
+        if keep or not out or out[-1] != "\0":
+            out.append(c if keep else "\0")
+    return "".join(out).replace("\0", "_")
 
 
 class PathNotAllowedError(SamDetectError):
@@ -265,7 +276,7 @@ class ImageFolder:
         # letters and digits of every script kept: 细胞.png, its stem all replaced by "_" and
         # stripped with the dot, was refused as "not an image file name"; a stem left with none
         # is "upload". 80 bytes of UTF-8 at most: a file name holds 255 bytes, not characters
-        stem = _UPLOAD_NAME.sub("_", Path(name).stem).strip("._").encode()[:80].decode(errors="ignore") or "upload"
+        stem = _upload_stem(Path(name).stem).strip("._").encode()[:80].decode(errors="ignore") or "upload"
         if suffix not in IMAGE_EXTENSIONS:
             raise ImageLoadError(
                 f"{short(filename)}: not an image file name (expected {', '.join(IMAGE_EXTENSIONS)})"
