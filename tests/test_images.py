@@ -492,6 +492,10 @@ def test_a_double_star_glob_reaches_every_depth_this_folder_too(tmp_path):
         p.write_bytes(b"x")
     got = iter_image_paths([str(top / "**" / "*.png")])
     assert sorted(p.relative_to(top).as_posix() for p in got) == ["coin ö.png", "sub/a.png", "sub/deeper/b.png"]
+    # a link back up the tree: each image once, not again under every longer path
+    (top / "sub" / "deeper" / "up").symlink_to(top, target_is_directory=True)
+    got = iter_image_paths([str(top / "**" / "*.png")])
+    assert sorted(p.relative_to(top).as_posix() for p in got) == ["coin ö.png", "sub/a.png", "sub/deeper/b.png"]
 
 
 def test_as_rgb_uint8_accepts_everything(tmp_path):

@@ -393,6 +393,12 @@ def iter_image_paths(inputs: Sequence[str | os.PathLike] | str | os.PathLike) ->
                  if Path(q).is_file() and Path(q).suffix.lower() in IMAGE_EXTENSIONS + ARRAY_EXTENSIONS),
                 key=natural_key,
             )
+            # one path per file: ``**`` goes down folder links too, and a link back up gave
+            # each image again under every longer path (two images as 82)
+            real: dict[str, Path] = {}
+            for q in found:
+                real.setdefault(os.path.realpath(q), q)
+            found = list(real.values())
             if not found:
                 raise ImageLoadError(f"{s}: pattern matches no image files")
         else:
