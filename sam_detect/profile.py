@@ -52,6 +52,12 @@ PRIOR_LOG_AREA_SD = 0.5
 PRIOR_WEIGHT = 4.0
 #: candidates further than this many log-area sds from the class's examples are not proposals
 AREA_SD_LIMIT = 4.0
+#: the proposals span at least this factor in area either way of the examples' median: twice
+#: and half their radius. Examples a user picks at one end of the objects' sizes (the ten
+#: largest, or smallest) vary less than the objects do, and the spread they show alone left
+#: the other end unproposed (nuclei whose radii run 2x: the ten largest as examples proposed
+#: from 0.34x their median area; session 88)
+PROPOSAL_SPAN = 4.0
 #: examples further than this many robust sds from the median log-area are labelling slips
 #: (Iglewicz and Hoaglin's modified z-score rule); their size and shape are left out
 OUTLIER_SD = 3.5
@@ -700,9 +706,12 @@ def _scale(stats: Sequence[dict], size: tuple[float, float] | None = None, pool:
         ring_level=float(np.median(rings @ d)),
         radius=float(np.median(radius)),
         max_radius=float(radius[typical].max()),
-        # every typical example inside with room to spare, and at least +-AREA_SD_LIMIT sds
-        min_area=float(max(4.0, min(np.exp(mu - AREA_SD_LIMIT * sd), 0.5 * areas[typical].min()))),
-        max_area=float(max(np.exp(mu + AREA_SD_LIMIT * sd), 2.0 * areas[typical].max())),
+        # every typical example inside with room to spare, at least +-AREA_SD_LIMIT sds, and
+        # at least PROPOSAL_SPAN either way of their median
+        min_area=float(max(4.0, min(np.exp(mu - AREA_SD_LIMIT * sd), 0.5 * areas[typical].min(),
+                                    np.median(areas[typical]) / PROPOSAL_SPAN))),
+        max_area=float(max(np.exp(mu + AREA_SD_LIMIT * sd), 2.0 * areas[typical].max(),
+                           np.median(areas[typical]) * PROPOSAL_SPAN)),
         minor_radius=_minor_radius(sized),
     )
 

@@ -15,10 +15,18 @@ segmenter's own candidates, every one accepted).
 - ``puncta``: diffraction-limited spots (Gaussian sigma 1.3-1.8 px), scored against a disk of
   twice sigma round each;
 - ``packed``: bright nuclei of unequal brightness packed on a hexagonal grid, examples given
-  as boxes (each object's box grown by 2 px), as a user draws them.
+  as boxes (each object's box grown by 2 px), as a user draws them;
+- ``varied`` (session 88): nuclei whose radii run 7-14 px (4x in area) and whose brightness
+  is lognormal (sd 0.7: 5-95 % spans ~10x), well apart on a dark ground.
+
+``--pick`` draws the examples as a user may pick them: ``random`` (default), the
+``largest``, ``smallest``, ``brightest`` or ``dimmest`` whole objects (session 88). With
+``--one-at-a-time`` they are added one ``add`` each, as the browser UI's clicks add them.
 
     python scripts/dev_faint.py                              # every kind, 3 and 10 examples, seed 0
     python scripts/dev_faint.py --kinds puncta --shots 3 --seeds 0,1,2
+    python scripts/dev_faint.py --kinds varied --shots 10 --pick largest
+    python scripts/dev_faint.py --kinds half_faint --shots 10 --seeds 0,1,2 --one-at-a-time
 """
 
 from __future__ import annotations
@@ -70,6 +78,16 @@ def faint(seed: int, half: bool = False):
     signal = np.zeros(lab.shape)
     for i in range(1, lab.max() + 1):
         signal[lab == i] = 300 if half and i % 2 else rng.uniform(30, 45)
+    return _finish(signal, rng, 100, 6), lab
+
+
+def varied(seed: int):
+    rng = np.random.default_rng(seed)
+    lab = _ellipses((512, 512), 80, 7, 14, rng)
+    amp = np.clip(200 * np.exp(rng.normal(0, 0.7, lab.max())), 50, 1000)
+    signal = np.zeros(lab.shape)
+    for i in range(1, lab.max() + 1):
+        signal[lab == i] = amp[i - 1]
     return _finish(signal, rng, 100, 6), lab
 
 
@@ -135,7 +153,21 @@ KINDS = {
     "hela_low": lambda k: _hela_low((0, 5)[k]),
     "puncta": lambda k: puncta(100 + k),
     "packed": lambda k: packed(100 + k),
+    "varied": lambda k: varied(100 + k),
 }
+
+
+def _picked(img: np.ndarray, lab: np.ndarray, ids: list, shots: int, seed: int, pick: str) -> np.ndarray:
+    """``shots`` of the whole objects ``ids``, drawn as ``pick`` says (``main``'s ``--pick``)."""
+    if pick == "random":
+        return np.random.default_rng(seed).choice(ids, shots, replace=False)
+    from scipy import ndimage as ndi
+
+    ids = np.asarray(ids)
+    key = ndi.sum_labels(np.ones(lab.shape), lab, ids) if pick in ("largest", "smallest") else \
+        ndi.mean(img.astype(float), lab, ids)
+    order = np.argsort(key, kind="stable")
+    return ids[order[::-1][:shots] if pick in ("largest", "brightest") else order[:shots]]
 
 
 def _score(found, lab: np.ndarray) -> float:
@@ -150,7 +182,7 @@ def _score(found, lab: np.ndarray) -> float:
     return 2 * tp / (len(found) + len(truth))
 
 
-def run(kind: str, shots: int, seed: int) -> dict:
+def run(kind: str, shots: int, seed: int, pick: str = "random", one_at_a_time: bool = False) -> dict:
     from sam_detect import DetectorConfig, SAMDetect
     from sam_detect.segment import create_segmenter
 
@@ -158,12 +190,14 @@ def run(kind: str, shots: int, seed: int) -> dict:
     img1, lab1 = KINDS[kind](1)
     border = set(np.unique(np.concatenate([lab0[0], lab0[-1], lab0[:, 0], lab0[:, -1]]))) | {0}
     ids = [i for i in np.unique(lab0) if i not in border]
-    pick = np.random.default_rng(seed).choice(ids, shots, replace=False)
+    chosen = _picked(img0, lab0, ids, shots, seed, pick)
     from sam_detect.errors import AnnotationError
 
     failed = 0  # boxes in which nothing was found (`add` refuses them)
     with SAMDetect(DetectorConfig(library="faint", store="memory", segmenter="classical")) as det:
-        for i in pick:
+        if kind != "packed" and not one_at_a_time:  # one add of every mask, as `add --labels` gives them
+            det.add_examples(img0, np.stack([lab0 == i for i in chosen]), ["obj"] * len(chosen))
+        for i in chosen if kind == "packed" or one_at_a_time else ():
             if kind == "packed":  # boxes, as a user draws them round packed nuclei
                 ys, xs = np.nonzero(lab0 == i)
                 try:
@@ -176,7 +210,7 @@ def run(kind: str, shots: int, seed: int) -> dict:
     from sam_detect.io.images import as_rgb_uint8
 
     alone = create_segmenter("classical").segment(as_rgb_uint8(img1))
-    return {"kind": kind, "shots": shots, "seed": seed, "f1": round(_score(found, lab1), 3),
+    return {"kind": kind, "shots": shots, "seed": seed, "pick": pick, "f1": round(_score(found, lab1), 3),
             "alone": round(_score(alone, lab1), 3), "found": len(found), "truth": int(len(np.unique(lab1)) - 1),
             "dropped": found.metadata.get("dropped", {}), **({"boxes_failed": failed} if failed else {})}
 
@@ -186,15 +220,18 @@ def main() -> None:
     ap.add_argument("--kinds", default=",".join(KINDS))
     ap.add_argument("--shots", default="3,10")
     ap.add_argument("--seeds", default="0")
+    ap.add_argument("--pick", default="random", choices=("random", "largest", "smallest", "brightest", "dimmest"))
+    ap.add_argument("--one-at-a-time", action="store_true", help="one add per example (as the UI's clicks)")
     ap.add_argument("--json", default=None, help="write the rows here")
     args = ap.parse_args()
     rows = []
     for kind in args.kinds.split(","):
         for shots in (int(s) for s in args.shots.split(",")):
             for seed in (int(s) for s in args.seeds.split(",")):
-                row = run(kind, shots, seed)
+                row = run(kind, shots, seed, args.pick, args.one_at_a_time)
                 rows.append(row)
-                print(f"{kind:11s} {shots:3d} examples seed {seed}: F1 {row['f1']:.3f} (segmenter alone "
+                how = ("" if args.pick == "random" else f" {args.pick}") + (" one at a time" if args.one_at_a_time else "")
+                print(f"{kind:11s} {shots:3d}{how} examples seed {seed}: F1 {row['f1']:.3f} (segmenter alone "
                       f"{row['alone']:.3f}), {row['found']} found of {row['truth']}, dropped {row['dropped']}"
                       + (f", {row['boxes_failed']} boxes found nothing" if "boxes_failed" in row else ""),
                       flush=True)

@@ -3030,7 +3030,9 @@ def test_low_light_nuclei_are_not_taken_for_noise():
     truth = Instances.from_label_image(lab1)[0]
     matched = match_iou_matrix(instances_iou(found, truth), 0.5)
     assert matched.tp >= 0.9 * len(truth), (matched.tp, len(truth), found.metadata["dropped"])
-    assert found.metadata["dropped"].get("noise", 0) <= 2
+    # 51-58 nuclei were dropped as noise; a few specks of the ground are (more since the
+    # proposals span at least 4x the examples' median area: PROPOSAL_SPAN)
+    assert found.metadata["dropped"].get("noise", 0) <= 5
 
 
 def test_shape_limits_allow_what_pixels_do_to_small_round_objects():
@@ -3118,3 +3120,22 @@ def test_a_deleted_example_leaves_its_images_others_measured_as_if_it_was_never_
     finally:
         store.close()
     assert profiles[0] == profiles[1]
+
+
+def test_proposals_span_at_least_four_times_the_examples_median_area_either_way():
+    """Ten examples picked at one end of their objects' sizes (the largest of nuclei whose radii
+    run 2x) vary less than the objects, and proposals sized from their spread alone left the
+    other end unproposed (F1 0.90 against 0.99 for the segmenter alone, the 15 smallest never
+    proposed): the proposals span at least 4x the examples' median area either way."""
+    from sam_detect.profile import PROPOSAL_SPAN, build_profile
+
+    rng = np.random.default_rng(0)
+    stats = []
+    for area in rng.uniform(550, 614, 10):  # alike examples: their log-area sd ~0.03
+        stats.append({"area": float(area), "perimeter": 2 * np.sqrt(np.pi * area), "solidity": 0.97,
+                      "eccentricity": 0.5, "cut": False, "in": [200.0] * 3, "ring": [20.0] * 3,
+                      "spread": [4.0, 0, 0, 0, 4.0, 0, 0, 0, 4.0]})
+    entry = build_profile(("nucleus", s) for s in stats)["classes"]["nucleus"]
+    median = entry["area"][1]
+    assert entry["area_range"][0] <= median / PROPOSAL_SPAN + 1 and entry["area_range"][1] >= median * PROPOSAL_SPAN - 1
+    assert PROPOSAL_SPAN == 4.0  # twice and half the radius
