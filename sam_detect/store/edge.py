@@ -194,6 +194,7 @@ class EdgeStore(Store):
         self._pending: dict[str, int] = {}  # examples added since the last optimize()
         self._warned: set[str] = set()
         self._verified: set[str] = set()  # libraries whose count was checked on open
+        self._recovering: set[str] = set()  # libraries whose interrupted batch is being rolled back
         self._lock = threading.RLock()
         self._closed = False
         self._where = f"library folder {p}"
@@ -308,10 +309,15 @@ class EdgeStore(Store):
 
     def _recover(self, name: str) -> None:
         """Roll back an interrupted batch (see :mod:`sam_detect.store.journal`)."""
+        if name in self._recovering:  # the roll back's own open of the library (_shard) finds it too
+            return
+        self._recovering.add(name)
         try:
             roll_back(self, name)
         except LibraryLockedError:
             return  # another process holds it and may be writing it right now
+        finally:
+            self._recovering.discard(name)
         if not self._has_files(name):
             raise not_found(name, self.list_libraries(), self._where)
 
