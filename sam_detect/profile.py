@@ -875,11 +875,15 @@ def whole(stats: Sequence[dict]) -> list[dict]:
     return kept if len(kept) >= 2 else list(stats)
 
 
-def describe_examples(rgb: np.ndarray, instances: Instances, labels: Sequence[str], own: Any = None) -> list[dict]:
+def describe_examples(rgb: np.ndarray, instances: Instances, labels: Sequence[str], own: Any = None,
+                      beside: tuple[Instances, Sequence[str], Sequence[dict]] | None = None) -> list[dict]:
     """One ``"shape"`` payload per example of ``rgb`` ``(H, W, 3)`` uint8.
 
     ``own``: the classical segmenter whose own settings are scored as one more setting
-    (``None``: they are not).
+    (``None``: they are not). ``beside``: ``(instances, labels, shapes)`` of earlier
+    examples of this image, measured before: they count in each class's scale and in the
+    rings as if in this batch, and are not measured again (the caller's bound on an image
+    of many examples, ``SAMDetect.REMEASURE_UP_TO``).
 
     ``{"area", "perimeter", "solidity", "eccentricity", "cut" (the image border cuts it:
     its area is a lower bound and its shape is left out, :func:`whole`), "brightness" (its
@@ -898,7 +902,9 @@ def describe_examples(rgb: np.ndarray, instances: Instances, labels: Sequence[st
     taken = np.zeros(rgb.shape[:2], bool)
     crops = instances.mask_crops
     origins = instances.mask_origins
-    for crop, (x0, y0) in zip(crops, origins, strict=True):
+    earlier, earlier_labels, earlier_shapes = beside if beside is not None else (None, (), ())
+    for crop, (x0, y0) in zip(crops + (earlier.mask_crops if earlier is not None else []),
+                              list(origins) + (list(earlier.mask_origins) if earlier is not None else []), strict=True):
         taken[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] |= crop
     out = []
     cut = cut_by_border(instances.boxes, rgb.shape[:2]) if len(instances) else np.zeros(0, bool)
@@ -916,11 +922,14 @@ def describe_examples(rgb: np.ndarray, instances: Instances, labels: Sequence[st
         if lab != NEGATIVE:
             by_class.setdefault(lab, []).append(i)
     joint = [i for idx in by_class.values() for i in idx]  # every positive, class by class
-    positives = [out[i] for i in joint]
+    earlier_positive = [(lb, sh) for lb, sh in zip(earlier_labels, earlier_shapes, strict=True) if lb != NEGATIVE and sh]
+    before = {lab: [sh for lb, sh in earlier_positive if lb == lab] for lab in by_class}  # counted in its scale
+    positives = [out[i] for i in joint] + [sh for _, sh in earlier_positive]
+    classes = set(by_class) | {lb for lb, _ in earlier_positive}
     levels = grey_levels(rgb)
     tissue = stain_table(rgb) if levels is None else None
-    for idx in by_class.values():
-        scale = _scale([out[i] for i in idx], pool=positives)
+    for lab, idx in by_class.items():
+        scale = _scale([out[i] for i in idx] + before[lab], pool=positives)
         # examples drawn by bright outlines (:data:`RIDGE_GATE`): their outline bands are kept,
         # and the ridge way is tried; elsewhere nothing is stored
         outlines = [{"ridge": _outline_of(rgb, crops[i], int(origins[i][0]), int(origins[i][1]), scale.sigma())}
@@ -928,7 +937,7 @@ def describe_examples(rgb: np.ndarray, instances: Instances, labels: Sequence[st
         if all(o["ridge"] is not None for o in outlines) and _outlined(_ridge(outlines, scale.direction), scale):
             for i, o in zip(idx, outlines, strict=True):
                 out[i]["ridge"] = o["ridge"]
-            scale = _scale([out[i] for i in idx], pool=positives)
+            scale = _scale([out[i] for i in idx] + before[lab], pool=positives)
         bright = _bright(scale.direction)  # the class's polarity, as build_profile reads it
         if levels is not None:  # [background, objects] by the class's polarity
             lo_hi = levels if bright else levels[::-1]
@@ -943,7 +952,7 @@ def describe_examples(rgb: np.ndarray, instances: Instances, labels: Sequence[st
         _calibrate(rgb, scale, idx, crops, origins, own, out, "calib")
     # the classes found as one (:data:`JOINT`): every positive measured again at their joint
     # scale where they are of several classes, as they would be given as one class
-    if len(by_class) > 1:
+    if len(classes) > 1:
         _calibrate(rgb, _scale(positives), joint, crops, origins, own, out, "calib_joint")
     else:
         for i in joint:

@@ -3139,3 +3139,42 @@ def test_proposals_span_at_least_four_times_the_examples_median_area_either_way(
     median = entry["area"][1]
     assert entry["area_range"][0] <= median / PROPOSAL_SPAN + 1 and entry["area_range"][1] >= median * PROPOSAL_SPAN - 1
     assert PROPOSAL_SPAN == 4.0  # twice and half the radius
+
+
+def test_an_image_of_many_examples_measures_only_the_new_ones_at_its_examples_scale(monkeypatch):
+    """Past ``REMEASURE_UP_TO`` earlier examples of an image, an ``add`` no longer measures them
+    all again (a click took 1.7 s at 120 examples): they count in the class's scale as they
+    were measured, and the new examples are measured at it, not at their own (bright and
+    faint nuclei, each measured alone, found the bright half only)."""
+    from sam_detect.eval.matching import match_iou_matrix
+
+    monkeypatch.setattr(SAMDetect, "REMEASURE_UP_TO", 3)
+
+    def field(seed):
+        img, lab = _low_light_field(seed)
+        bright = np.isin(lab, np.arange(2, lab.max() + 1, 2))
+        return np.clip(img.astype(float) + 260 * bright, 0, 65535).astype(np.uint16), lab
+
+    img0, lab0 = field(0)
+    img1, lab1 = field(1)
+
+    def shapes(det):
+        return {i: p["shape"] for ids, _, _, pays in det.store.iter_examples("many") for i, p in zip(ids, pays, strict=True)}
+
+    from sam_detect.profile import describe_examples
+
+    with SAMDetect(DetectorConfig(library="many", store="memory", segmenter="classical")) as det:
+        for k in range(1, 5):
+            det.add_example(img0, mask=lab0 == k, label="nucleus")
+        first_four = shapes(det)
+        [fifth] = det.add_example(img0, mask=lab0 == 5, label="nucleus")  # a faint one
+        rgb = det._load(img0).rgb  # as add reads it
+        alone = describe_examples(rgb, Instances(masks=(lab0 == 5)[None]), ["nucleus"], own=det._own_segmenter())
+        assert shapes(det)[fifth]["calib"] != alone[0]["calib"]  # not measured at its own contrast
+        for k in range(6, 9):
+            det.add_example(img0, mask=lab0 == k, label="nucleus")
+        after = shapes(det)
+        found = det.detect(img1)
+    assert all(after[i] == s for i, s in first_four.items())  # not measured again past the bound
+    truth = Instances.from_label_image(lab1)[0]
+    assert match_iou_matrix(instances_iou(found, truth), 0.5).tp >= 0.9 * len(truth)
