@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from sam_detect.embed.base import embeds_instances
 from sam_detect.instances import NEGATIVE
-from sam_detect.store._common import DERIVED_KEY, settings_behind
+from sam_detect.store._common import DERIVED_KEY, normalise_id, settings_behind
 
 log = logging.getLogger("sam_detect")
 
@@ -37,6 +38,16 @@ def typical_area(labels: list[str], payloads: list[dict]) -> float | None:
     areas = [float(pay.get("area") or 0) for pay in positive]
     areas = [a for a in areas if a > 0]
     return float(np.median(areas)) if areas else None
+
+
+def images_of(store: Any, name: str, ids: Sequence[str] = (), labels: Sequence[str] = ()) -> set[str]:
+    """The ``image_key`` of the images library ``name``'s examples ``ids``, or of ``labels``,
+    were drawn on: read before a delete, whose images' other examples are measured again
+    after it (``SAMDetect.measure_again``)."""
+    wanted, labels = {normalise_id(i) for i in ids}, set(labels)
+    return {pay["image_key"] for batch, _, labs, pays in store.iter_examples(name)
+            for i, lab, pay in zip(batch, labs, pays, strict=True)
+            if pay and pay.get("image_key") and (i in wanted or lab in labels)}
 
 
 class LibraryState:

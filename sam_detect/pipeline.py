@@ -557,15 +557,8 @@ class SAMDetect(DetectorStages, LibraryState):
             shapes = describe_examples(loaded.rgb, instances, labels, own=self._own_segmenter(), beside=(
                 same, [str(lab) for lab in same.labels], [stored.get(str(i)) for i in same.data["example_id"]]))
             again = {}
-        elif same is not None and len(same):
-            same = same[np.arange(len(same))[::-1]]  # the earliest first, as one batch would hold them
-            together = Instances.from_crops(list(same.crops) + list(instances.crops), image_hw=instances.image_hw)
-            measured = describe_examples(loaded.rgb, together, [str(lab) for lab in same.labels] + labels,
-                                         own=self._own_segmenter())
-            shapes = measured[len(same):]
-            again = {str(i): s for i, s in zip(same.data["example_id"], measured[: len(same)], strict=True)}
         else:
-            shapes, again = describe_examples(loaded.rgb, instances, labels, own=self._own_segmenter()), {}
+            shapes, again = self._measured_with(loaded.rgb, same, instances, labels)
         steps.set_postfix_str("the image's other candidates", refresh=False)
         steps.update()
         # the example image's other candidates: what it shows that is not an example (unlabelled)
@@ -616,6 +609,23 @@ class SAMDetect(DetectorStages, LibraryState):
             raise
         return ids
 
+    def _measured_with(self, rgb: np.ndarray, same: Instances | None, instances: Instances | None = None,
+                       labels: Sequence[str] = ()) -> tuple[list[dict], dict[str, dict]]:
+        """``(shapes of instances, {id: shape} of same)``: ``instances`` (labels ``labels``) and
+        the library's examples ``same`` of image ``rgb`` (:meth:`_examples_of_image`, the
+        latest first) measured as one batch, the earliest first as one ``add`` would hold them."""
+        from sam_detect.profile import describe_examples
+
+        new = [] if instances is None else list(instances.crops)
+        if same is None or not len(same):
+            return (describe_examples(rgb, instances, list(labels), own=self._own_segmenter()) if new else []), {}
+        same = same[np.arange(len(same))[::-1]]
+        together = Instances.from_crops(list(same.crops) + new, image_hw=rgb.shape[:2])
+        measured = describe_examples(rgb, together, [str(lab) for lab in same.labels] + list(labels),
+                                     own=self._own_segmenter())
+        return measured[len(same):], {str(i): sh for i, sh in zip(same.data["example_id"], measured[: len(same)],
+                                                                   strict=True)}
+
     def measure_again(self, image_keys: Iterable[str]) -> int:
         """Measure the library's examples of these images (``image_key``) again, each image's
         as one ``add`` of them all would (:meth:`add_examples` measures an image's earlier
@@ -624,35 +634,23 @@ class SAMDetect(DetectorStages, LibraryState):
         neighbours measured with it: another profile, another count). An image no longer at
         its source path with the same pixels is left as it is. Returns how many examples
         were measured; the profile is rebuilt by the caller (:meth:`refresh_profile`)."""
-        from sam_detect.instances import Instances
-        from sam_detect.masks import MaskCrop, rle_to_mask
-        from sam_detect.profile import describe_examples
         from sam_detect.store.reembed import source_of
 
         keys = set(image_keys)
         if not keys or not self.store.has_library(self.config.library):
             return 0
-        by_image: dict[str, list[tuple[tuple, str, str, dict]]] = {}
-        for ids, _, labs, pays in self.store.iter_examples(self.config.library):
-            for i, lab, pay in zip(ids, labs, pays, strict=True):
-                if (pay or {}).get("image_key") in keys and pay.get("mask_rle") and pay.get("shape"):
-                    order = (int(pay.get("added_ns") or 0), str(pay.get("added") or ""), str(i))
-                    by_image.setdefault(pay["image_key"], []).append((order, str(i), str(lab), pay))
+        sources: dict[str, dict] = {}  # one example's payload per image: where to read the image
+        for _, _, _, pays in self.store.iter_examples(self.config.library):
+            for pay in pays:
+                if (pay or {}).get("image_key") in keys and pay.get("mask_rle") and pay.get("source"):
+                    sources.setdefault(pay["image_key"], pay)
         done = 0
-        for rows in by_image.values():
-            rows.sort(key=lambda r: r[0])  # the earliest first, as one add would hold them
-            found = source_of(rows[0][3])
+        for pay in sources.values():
+            found = source_of(pay)  # the image as add read it, its pixels checked against its key
             if found is None:
                 continue
-            _, rgb, _ = found
-            masks = [rle_to_mask(pay["mask_rle"]) for *_, pay in rows]
-            if any(m.shape != rgb.shape[:2] or not m.any() for m in masks):
-                continue
-            crops = [MaskCrop.from_full(m) for m in masks]
-            shapes = describe_examples(rgb, Instances.from_crops(crops, image_hw=rgb.shape[:2]),
-                                       [lab for _, _, lab, _ in rows], own=self._own_segmenter())
-            done += self.store.update_payloads(self.config.library,
-                                               {i: {"shape": sh} for (_, i, _, _), sh in zip(rows, shapes, strict=True)})
+            _, again = self._measured_with(found[1], self._examples_of_image(found[1], every=True))
+            done += self.store.update_payloads(self.config.library, {i: {"shape": sh} for i, sh in again.items()})
         return done
 
     def add_examples_from_annotations(

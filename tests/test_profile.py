@@ -3015,6 +3015,14 @@ def _low_light_field(seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(img, 0, 65535).astype(np.uint16), lab
 
 
+def _half_bright_field(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_low_light_field` with every other nucleus bright (260 over it): one class of
+    two looks, eight times apart."""
+    img, lab = _low_light_field(seed)
+    bright = np.isin(lab, np.arange(2, lab.max() + 1, 2))
+    return np.clip(img.astype(float) + 260 * bright, 0, 65535).astype(np.uint16), lab
+
+
 def test_low_light_nuclei_are_not_taken_for_noise():
     """Nuclei of ~350 px whose pixels stand out 2-3 noise sds, the examples of the same kind:
     the noise floor compared their mean with 3 pixel sds and dropped most of them (F1 0.53,
@@ -3061,13 +3069,8 @@ def test_examples_clicked_one_at_a_time_are_measured_as_one_batch():
     again with each add: the library holds what one add of them all gives, and finds both."""
     from sam_detect.eval.matching import match_iou_matrix
 
-    def field(seed):
-        img, lab = _low_light_field(seed)
-        bright = np.isin(lab, np.arange(2, lab.max() + 1, 2))
-        return np.clip(img.astype(float) + 260 * bright, 0, 65535).astype(np.uint16), lab
-
-    img0, lab0 = field(0)
-    img1, lab1 = field(1)
+    img0, lab0 = _half_bright_field(0)
+    img1, lab1 = _half_bright_field(1)
     picks = [1, 2, 3, 4, 5, 6, 7, 8]
     profiles = []
     for one_at_a_time in (True, False):
@@ -3097,9 +3100,8 @@ def test_a_deleted_example_leaves_its_images_others_measured_as_if_it_was_never_
 
     from sam_detect.store import create_store
 
-    img0, lab0 = _low_light_field(0)
-    img0 = np.clip(img0.astype(float) + 260 * np.isin(lab0, np.arange(2, lab0.max() + 1, 2)), 0, 65535)
-    tifffile.imwrite(tmp_path / "field.tif", img0.astype(np.uint16))
+    img0, lab0 = _half_bright_field(0)
+    tifffile.imwrite(tmp_path / "field.tif", img0)
     for k in (1, 2):
         tifffile.imwrite(tmp_path / f"m{k}.tif", (lab0 == k).astype(np.uint8))
     lib = ["--library-path", str(tmp_path / "libs"), "--segmenter", "classical", "-q"]
@@ -3150,13 +3152,8 @@ def test_an_image_of_many_examples_measures_only_the_new_ones_at_its_examples_sc
 
     monkeypatch.setattr(SAMDetect, "REMEASURE_UP_TO", 3)
 
-    def field(seed):
-        img, lab = _low_light_field(seed)
-        bright = np.isin(lab, np.arange(2, lab.max() + 1, 2))
-        return np.clip(img.astype(float) + 260 * bright, 0, 65535).astype(np.uint16), lab
-
-    img0, lab0 = field(0)
-    img1, lab1 = field(1)
+    img0, lab0 = _half_bright_field(0)
+    img1, lab1 = _half_bright_field(1)
 
     def shapes(det):
         return {i: p["shape"] for ids, _, _, pays in det.store.iter_examples("many") for i, p in zip(ids, pays, strict=True)}

@@ -397,16 +397,14 @@ def _delete_examples(store: Any, name: str, labels: tuple[str, ...], ids: tuple[
         parts.append(f"{len(ids)} example(s) by id")
     if not yes:
         click.confirm(f"Delete {' and '.join(parts)} from library {name!r}?", abort=True, err=True)
-    from sam_detect.store._common import normalise_id
+    from sam_detect.library_state import images_of
 
-    wanted = {normalise_id(i) for i in ids or ()}
-    images = {pay.get("image_key") for batch, _, labs, pays in store.iter_examples(name)
-              for i, lab, pay in zip(batch, labs, pays, strict=True) if pay and (i in wanted or lab in labels)}
+    images = images_of(store, name, ids=ids or (), labels=labels)
     n = sum(journal.delete(store, name, label=lab) for lab in labels)
     if ids:
         n += journal.delete(store, name, ids=list(ids))
     if n:
-        _refresh_derived(store, name, images - {None})
+        _refresh_derived(store, name, images)
     click.echo(f"deleted {n} examples from library {name!r} ({store.count(name)} left)", err=True)
 
 

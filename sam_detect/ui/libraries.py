@@ -213,15 +213,14 @@ class Libraries:
     def delete(self, library: str, ids: Sequence[str]) -> int:
         """Delete examples ``ids`` of ``library`` (all or none) and their thumbnails; the
         library's profile is recomputed when any went. Returns how many were deleted."""
+        from sam_detect.library_state import images_of
         from sam_detect.store import journal
 
         det = self.detector_for(library)
-        wanted = set(ids)
-        images = {pay.get("image_key") for batch, _, _, pays in det.store.iter_examples(library)
-                  for i, pay in zip(batch, pays, strict=True) if i in wanted and pay}
+        images = images_of(det.store, library, ids=ids)
         n = journal.delete(det.store, library, ids=list(ids))  # all or none, even if killed
         if n:
-            det.measure_again(images - {None})  # the rest of their images' examples, as if these were never added
+            det.measure_again(images)  # the rest of their images' examples, as if these were never added
             det.refresh_profile()  # what the examples say about the objects changed
         for ex_id in ids:
             self.thumb_path(library, ex_id).unlink(missing_ok=True)
