@@ -644,13 +644,20 @@ class SAMDetect(DetectorStages, LibraryState):
             for pay in pays:
                 if (pay or {}).get("image_key") in keys and pay.get("mask_rle") and pay.get("source"):
                     sources.setdefault(pay["image_key"], pay)
-        done = 0
-        for pay in sources.values():
-            found = source_of(pay)  # the image as add read it, its pixels checked against its key
-            if found is None:
-                continue
-            _, again = self._measured_with(found[1], self._examples_of_image(found[1], every=True))
-            done += self.store.update_payloads(self.config.library, {i: {"shape": sh} for i, sh in again.items()})
+        done, was = 0, getattr(self, "_rebuilding", False)
+        # part of the rebuild after a delete: the library's derived state, one delete behind,
+        # is not to be rebuilt on the way ("stopped before they were rebuilt: rebuilt now", said
+        # of every delete) -- its record of the examples' images still holds the ones left
+        self._rebuilding = True
+        try:
+            for pay in sources.values():
+                found = source_of(pay)  # the image as add read it, its pixels checked against its key
+                if found is None:
+                    continue
+                _, again = self._measured_with(found[1], self._examples_of_image(found[1], every=True))
+                done += self.store.update_payloads(self.config.library, {i: {"shape": sh} for i, sh in again.items()})
+        finally:
+            self._rebuilding = was
         return done
 
     def add_examples_from_annotations(
