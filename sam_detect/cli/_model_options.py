@@ -2,7 +2,8 @@
 
 ``model_options`` adds ``--sam-model``, ``--sam-checkpoint``, ``--sam-mode``,
 ``--points-per-side``, ``--sam-embed-mode``, ``--clip-model``, ``--clip-pretrained`` and
-``--clip-checkpoint`` (``--device`` lives in the pipeline option group).
+``--clip-checkpoint`` (``--device`` lives in the pipeline option group);
+``embedder_model_options`` the embedder's alone (``library reembed``).
 :func:`model_options_to_config` turns their values into the ``segmenter_options`` and
 ``embedder_options`` of a ``DetectorConfig``. Every option defaults to "not given", so a
 library's recorded settings are not overridden by defaults; an option given for a stage
@@ -41,6 +42,31 @@ sam_options = stack(
     ]
 )
 
+sam_embed_mode_option = click.option(
+    "--sam-embed-mode",
+    type=click.Choice(["image", "crop"]),
+    default=None,
+    help="sam2 embedder: pool each mask from one image encoding (image, fast) or "
+    "encode every context crop (crop) (default image).",
+)
+
+clip_options = stack(
+    [
+        click.option("--clip-model", default=None, help="open_clip model name (default ViT-B-32)."),
+        click.option(
+            "--clip-pretrained",
+            default=None,
+            help="open_clip pretrained tag (default laion2b_s34b_b79k).",
+        ),
+        click.option(
+            "--clip-checkpoint",
+            type=click.Path(dir_okay=False),
+            default=None,
+            help="Local CLIP weights (.safetensors/.bin/.pt) (default: the model cache).",
+        ),
+    ]
+)
+
 model_options = stack(
     [
         sam_options,
@@ -57,27 +83,13 @@ model_options = stack(
             default=None,
             help="SAM2 auto mode: grid points per side, 1-1024 (default 32; 16-64 usual, the work grows with its square).",
         ),
-        click.option(
-            "--sam-embed-mode",
-            type=click.Choice(["image", "crop"]),
-            default=None,
-            help="sam2 embedder: pool each mask from one image encoding (image, fast) or "
-            "encode every context crop (crop) (default image).",
-        ),
-        click.option("--clip-model", default=None, help="open_clip model name (default ViT-B-32)."),
-        click.option(
-            "--clip-pretrained",
-            default=None,
-            help="open_clip pretrained tag (default laion2b_s34b_b79k).",
-        ),
-        click.option(
-            "--clip-checkpoint",
-            type=click.Path(dir_okay=False),
-            default=None,
-            help="Local CLIP weights (.safetensors/.bin/.pt) (default: the model cache).",
-        ),
+        sam_embed_mode_option,
+        clip_options,
     ]
 )
+
+#: the options of an embedder alone (``library reembed``: no segmenter runs)
+embedder_model_options = stack([sam_options, sam_embed_mode_option, clip_options])
 
 _SEG_KEYS = {
     "sam_model": "model",
@@ -146,4 +158,5 @@ def model_options_to_config(**opts: Any) -> dict[str, dict[str, Any]]:
     return {"segmenter_options": seg, "embedder_options": emb}
 
 
-__all__ = ["SAM_MODELS", "model_options", "model_options_to_config", "sam_options"]
+__all__ = ["SAM_MODELS", "clip_options", "embedder_model_options", "model_options", "model_options_to_config",
+           "sam_embed_mode_option", "sam_options"]

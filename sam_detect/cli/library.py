@@ -15,7 +15,12 @@ from typing import Any
 import click
 
 from sam_detect.cli._stack import stack
-from sam_detect.cli.options import _library_or_default, location_options, open_store
+from sam_detect.cli.options import (
+    EMBEDDER_CHOICES,
+    _library_or_default,
+    location_options,
+    open_store,
+)
 from sam_detect.cli.validate import library_name
 
 
@@ -651,12 +656,28 @@ def copy_cmd(ctx: click.Context, name: str, as_name: str | None, **opts: Any) ->
     )
 
 
+def _embedder_model_options(f: Callable) -> Callable:
+    """``--sam-model`` ... ``--clip-checkpoint`` for an embedder alone, where that part of
+    sam-detect is present (as ``detect``'s)."""
+    import importlib.util
+
+    if importlib.util.find_spec("sam_detect.cli._model_options") is None:
+        return f
+    from sam_detect.cli._model_options import embedder_model_options
+
+    return embedder_model_options(f)
+
+
 @library.command("reembed")
 @click.argument("name", callback=library_name)
 @location_options()
 @click.option(
-    "--embedder", required=True, help="Embedder for the new library (effnet, clip, sam2, ...)."
+    "--embedder", required=True, type=click.Choice([e for e in EMBEDDER_CHOICES if e != "auto"]),
+    help="Embedder for the new library.",
 )
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where the embedder's network runs.")
+@_embedder_model_options
 @click.option("--as", "as_name", callback=library_name,
               help="Name of the new library (default: NAME-EMBEDDER).")
 @click.option(
@@ -669,6 +690,7 @@ def reembed_cmd(
     ctx: click.Context,
     name: str,
     embedder: str,
+    device: str,
     as_name: str | None,
     from_file: str | None,
     **opts: Any,
@@ -676,9 +698,22 @@ def reembed_cmd(
     """Embed library NAME's examples again with another embedder, into a new library.
 
     The crops come from each example's source image (payload "source" plus "mask_rle" or
-    "box"), or from an export file made with `--crops`.
+    "box"), or from an export file made with `--crops`. The model options (`--clip-model`,
+    `--sam-checkpoint`, ...) choose the new embedder's weights as they do for `detect`; the
+    new library records them, so `detect --library NEW` uses the same.
     """
+    from sam_detect.detector_stages import _is_torch_embedder
     from sam_detect.store.exchange import reembed_library
+
+    model_keys = ("sam_model", "sam_checkpoint", "sam_embed_mode", "clip_model", "clip_pretrained", "clip_checkpoint")
+    given = {k: opts.pop(k) for k in model_keys if k in opts}
+    embedder_options: dict[str, Any] = {}
+    if any(v is not None for v in given.values()):
+        from sam_detect.cli._model_options import model_options_to_config
+
+        embedder_options = model_options_to_config(embedder=embedder, **given)["embedder_options"]
+    if _is_torch_embedder(embedder):
+        embedder_options["device"] = device
 
     new = as_name or f"{name}-{embedder}"
     if as_name is None:
@@ -687,7 +722,7 @@ def reembed_cmd(
         except click.BadParameter as e:
             raise click.BadParameter(f"{e.message}; give the new library's name with --as NEW", param_hint="--as") from None
     store = _open(ctx, **opts)
-    result = reembed_library(store, name, embedder, new, from_file=from_file)
+    result = reembed_library(store, name, embedder, new, from_file=from_file, embedder_options=embedder_options)
     _refresh_derived(store, new)  # the decision (view weights, thresholds) was the old embedder's vectors'
     click.echo(
         f"re-embedded {result.added} of {result.examples} examples into library {new!r}", err=True

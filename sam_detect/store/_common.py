@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import uuid
 import warnings
@@ -362,3 +363,20 @@ def records_to_batch(
         pays.append(n.payload)
         vecs.append(r.vector)
     return ids, np.asarray(vecs, np.float32).reshape(len(ids), dim), labs, pays
+
+
+def portable_options(opts: dict[str, Any]) -> dict[str, Any]:
+    """The embedder options worth recording in a library (JSON types, no device settings); a
+    checkpoint as an absolute path, whether given as text or a ``Path`` (a relative one was
+    recorded as typed, and a run from another folder looked for another file; a ``Path`` was
+    not recorded at all)."""
+    skip = {"device", "batch_size", "num_threads"}
+    out = {}
+    for k, v in opts.items():
+        if k in skip:
+            continue
+        if k == "checkpoint" and isinstance(v, (str, os.PathLike)) and str(v):
+            v = str(Path(v).expanduser().resolve())
+        if isinstance(v, (str, int, float, bool, type(None))):
+            out[k] = v
+    return out

@@ -13,7 +13,7 @@ import numpy as np
 
 from sam_detect.errors import LibraryError
 from sam_detect.store import journal
-from sam_detect.store._common import check_library_name
+from sam_detect.store._common import check_library_name, portable_options
 from sam_detect.store.base import MODEL_KEY, LibraryMeta, Store
 
 
@@ -191,7 +191,7 @@ def reembed_library(
             **old.extra,
             "embedder": {
                 "name": getattr(emb, "name", str(embedder)),
-                "options": embedder_options or {},
+                "options": portable_options(embedder_options or {}),
             },
             "reembedded_from": {"library": old.name, "embedder_id": old.embedder_id},
         },
