@@ -203,6 +203,44 @@ def test_a_library_on_a_full_or_read_only_disk_is_refused_in_one_line_not_called
     store.close()
 
 
+def test_a_load_that_fails_under_a_folder_named_lock_is_not_called_in_use(tmp_path, monkeypatch):
+    """The engine's refusal was read as "another process holds it" wherever its message held
+    "lock", the library's own path included: a library under ``locks/`` whose load failed
+    otherwise waited out ``SAM_DETECT_LOCK_WAIT`` and was called in use by another process.
+    Now the engine's words decide (its ``Kind(WouldBlock)``), not the path."""
+    import types
+
+    import sam_detect.store.edge as edge
+
+    root = tmp_path / "locks" / "blocked"
+    store = EdgeStore(root)
+    store.create_library(LibraryMeta(name="lib", embedder_id="e", dim=4))
+    store.close()
+    real = edge._edge()
+
+    def load(folder):
+        raise Exception(f"Service runtime error: failed to read segment {folder}/segments/0: unexpected end of file")
+
+    monkeypatch.setattr(edge, "_edge", lambda: types.SimpleNamespace(EdgeShard=types.SimpleNamespace(load=load)))
+    monkeypatch.setenv("SAM_DETECT_LOCK_WAIT", "0.5")
+    store = EdgeStore(root)
+    with pytest.raises(LibraryError, match="cannot open library 'lib'.*unexpected end of file") as info:
+        store.count("lib")
+    assert not isinstance(info.value, LibraryLockedError)
+
+    def busy(folder):
+        raise Exception(f"Service runtime error: failed to open WAL {folder}/wal: Can't init WAL: Kind(WouldBlock)")
+
+    monkeypatch.setattr(edge, "_edge", lambda: types.SimpleNamespace(EdgeShard=types.SimpleNamespace(load=busy)))
+    with pytest.raises(LibraryLockedError, match="in use by another sam-detect process"):
+        store.count("lib")
+    store.close()
+    monkeypatch.setattr(edge, "_edge", lambda: real)
+    store = EdgeStore(root)
+    assert store.count("lib") == 0
+    store.close()
+
+
 _BRIEF_HOLDER = textwrap.dedent(
     """
     import sys, time, numpy as np

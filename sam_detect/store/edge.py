@@ -21,6 +21,7 @@ import contextlib
 import errno
 import logging
 import os
+import re
 import shutil
 import threading
 import time
@@ -123,6 +124,16 @@ def lock_wait() -> float:
         return max(0.0, float(os.environ.get("SAM_DETECT_LOCK_WAIT", LOCK_WAIT)))
     except ValueError:
         return LOCK_WAIT
+
+
+def _says_locked(error: BaseException, folder: Path) -> bool:
+    """Whether the engine's refusal to load ``folder`` says another process holds it: its
+    words, not the paths in its message (a library under ``/data/blocks`` whose load failed
+    otherwise was read as in use, waited for, and called busy)."""
+    text = str(error)
+    for path in {str(folder), str(folder.resolve())}:
+        text = text.replace(path, "")
+    return re.search(r"wouldblock|\block(ed|ing)?\b", text, re.IGNORECASE) is not None
 
 
 def _edge():
@@ -580,7 +591,7 @@ class EdgeStore(Store):
                         _OPEN_HERE.add(key)
                         if fd is not None:
                             self._locks[name] = fd
-            locked = shard is None and ("WouldBlock" in str(error) or "lock" in str(error).lower())
+            locked = shard is None and _says_locked(error, folder)
             if not locked or held_here(self.path / name) or time.monotonic() >= deadline:
                 break
             if not said:  # another process holds it (a UI request, a detect): its turn first
