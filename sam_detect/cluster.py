@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from sam_detect._cores import usable_cores
-from sam_detect.errors import LibraryError, SamDetectError
+from sam_detect.errors import LibraryError, LibraryNotFoundError, SamDetectError
 
 log = logging.getLogger("sam_detect")
 
@@ -340,6 +340,9 @@ class ImageResult:
     overlay: bytes | None = None
     error: str | None = None
     notes: list[str] = dataclasses.field(default_factory=list)
+    #: the error is the run's, not the image's (the library was deleted meanwhile): the
+    #: images after it would fail alike, so a run stops there
+    fatal: bool = False
 
 
 def detect_one(detector: Any, path: str | os.PathLike, spec: OutputSpec, progress: bool = False) -> ImageResult:
@@ -351,6 +354,8 @@ def detect_one(detector: Any, path: str | os.PathLike, spec: OutputSpec, progres
     try:
         loaded = load_cli_image(path, spec.channels, spec.frame)
         found = detector.detect(loaded, progress=progress)
+    except LibraryNotFoundError as e:  # deleted by another process during the run
+        return ImageResult(str(path), error=str(e), fatal=True)
     except SamDetectError as e:
         return ImageResult(str(path), error=str(e))
     rec = image_record(found, str(path), polygons=spec.polygons, tolerance=spec.tolerance)

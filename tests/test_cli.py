@@ -1064,3 +1064,38 @@ def test_crops_are_cut_from_the_image_added_whatever_the_current_folder(scene_fi
     assert "re-embedded 1 of 2 examples" in r.stderr
     assert ("warning: 1 examples had no crop source and were left out: the image at their source path is not "
             "the one they were added from") in r.stderr
+
+
+def test_a_library_deleted_during_a_folder_detect_stops_the_run_once(scene_files, tmp_path, monkeypatch):
+    """A library deleted (by another process) while a folder-long `detect` ran: each image
+    after it failed on its own, with a message about an open in this process or a read-only
+    disk (a helper's bug hunt). Now one line says it was deleted, the run stops, and the
+    images done before are kept."""
+    import shutil
+
+    from sam_detect.pipeline import SAMDetect
+
+    f = scene_files
+    r = run_cli("add", f["image"], "--label", "disc", "--box", f["disc_box"], *f["lib"])
+    assert r.exit_code == 0, r.output
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(5):
+        shutil.copy(f["image"], folder / f"img{i}.png")
+    real, calls = SAMDetect.detect, []
+
+    def detect(self, image, **kw):
+        calls.append(1)
+        if len(calls) == 3:  # the library goes between the second image and the third
+            self.store.delete_library(self.config.library)
+        return real(self, image, **kw)
+
+    monkeypatch.setattr(SAMDetect, "detect", detect)
+    out = tmp_path / "out.csv"
+    r = run_cli("detect", folder, "--jsonl", "--csv", out, *f["lib"])
+    assert r.exit_code == 1
+    assert len(r.stdout.strip().splitlines()) == 2  # the two images done
+    said = [line[line.index("Error:"):] for line in r.stderr.splitlines() if "Error:" in line]  # after a progress bar
+    assert len(said) == 2 and "library 'default'" in said[0] and "stopped: 3 image(s) not detected" in said[0], r.stderr
+    assert "3 of 5 images failed" in said[1]
+    assert len(calls) == 3 and out.exists()  # the images done are written

@@ -428,3 +428,44 @@ def test_a_writer_killed_while_another_process_waited_is_rolled_back_for_the_wai
         assert s.labels("lib") == {"new": 1, "old": 2} and s.count("lib") == 3
     finally:
         s.close()
+
+
+_DELETER = textwrap.dedent(
+    """
+    import sys, time, numpy as np
+    from sam_detect.store.edge import EdgeStore
+    s = EdgeStore(sys.argv[1])
+    assert s.count("lib") == 3  # holds the library
+    print("ready", flush=True)
+    time.sleep(float(sys.argv[2]))
+    s.delete_library("lib")
+    sys.stdin.readline()
+    s.close()
+    print("closed", flush=True)
+    """
+)
+
+
+def test_a_library_deleted_while_waited_for_is_said_deleted(tmp_path, monkeypatch):
+    """A process waiting for a library that another process then deleted was told it "is on a
+    read-only disk or folder" (the delete let go of its lock before moving the folder away,
+    and the waiter's open found the folder gone), or, having held the library itself earlier,
+    that it "is already open in this process" (its own holder file, left behind, read as
+    proof): a folder-long `detect` said so image after image (a helper's bug hunt)."""
+    store = EdgeStore(tmp_path)
+    store.create_library(LibraryMeta(name="lib", embedder_id="e", dim=4))
+    store.add("lib", np.ones((3, 4)), ["a"] * 3)
+    store.close()  # this process held it last: its holder file names this process
+    monkeypatch.setenv("SAM_DETECT_LOCK_WAIT", "0")
+    proc = start_holder(_DELETER, tmp_path, 1.5)
+    try:
+        store = EdgeStore(tmp_path)
+        with pytest.raises(LibraryLockedError, match="in use by another sam-detect process"):
+            store.count("lib")  # not "already open in this process"
+        monkeypatch.setenv("SAM_DETECT_LOCK_WAIT", "30")
+        with pytest.raises(LibraryError, match="'lib' in .* was deleted by another process while this one waited"):
+            store.count("lib")
+        store.close()
+    finally:
+        stop_holder(proc)
+    assert not (tmp_path / "lib").exists()

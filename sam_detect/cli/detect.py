@@ -217,7 +217,7 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
         unwritten: dict[str, int] = {}  # resumed images whose per-image files no earlier run left
         interrupted = False
         try:
-            for path in paths:  # results come in input order; resumed records keep their place
+            for done, path in enumerate(paths):  # results come in input order; resumed records keep their place
                 if keys.get(str(path)) in resumed:
                     rec = {k: v for k, v in resumed[keys[str(path)]].items() if k != RESUME_SETTINGS}
                     _emit(rec, jsonl, records, bool(csv_path))
@@ -232,6 +232,11 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
                 if res.error is not None:
                     if len(paths) == 1:
                         raise click.ClickException(res.error)
+                    if res.fatal:  # every image after it would fail alike: the run stops, its results kept
+                        left = len(paths) - done
+                        failures += left
+                        click.echo(f"Error: {res.error}; stopped: {left} image(s) not detected", err=True)
+                        break
                     failures += 1
                     click.echo(f"Error: {res.error} (skipped)", err=True)
                     continue

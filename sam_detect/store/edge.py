@@ -59,7 +59,6 @@ from sam_detect.store.base import LibraryMeta, Neighbour, Store
 from sam_detect.store.edge_files import (
     META_BACKUP,
     META_FILE,
-    held_here,
     holder,
     read_meta,
     restore_meta,
@@ -352,13 +351,22 @@ class EdgeStore(Store):
                 raise
             except LibraryError:
                 pass  # a shard that does not load is damaged: nothing to lock, remove it
-            self._close_shard(name, optimize=False)
-            self._metas.pop(name, None)
-            self._pending.pop(name, None)
-            self._warned.discard(name)
-            self._verified.discard(name)
-            trash = self.path / f".{name}.deleting-{uuid.uuid4().hex[:8]}"
-            os.rename(self.path / name, trash)
+            # the lock is held until the folder is renamed away: a process waiting for the
+            # library took it in between, opened the folder being deleted, and was told
+            # "read-only disk" or "already open in this process" (a helper's bug hunt, session 89)
+            with _OPEN_LOCK:
+                fd = self._locks.pop(name, None)  # so closing the shard does not let go of it
+            try:
+                self._close_shard(name, optimize=False)
+                self._metas.pop(name, None)
+                self._pending.pop(name, None)
+                self._warned.discard(name)
+                self._verified.discard(name)
+                trash = self.path / f".{name}.deleting-{uuid.uuid4().hex[:8]}"
+                os.rename(self.path / name, trash)
+            finally:
+                if fd is not None:
+                    os.close(fd)
             shutil.rmtree(trash, ignore_errors=True)
 
     # -- examples --------------------------------------------------------------------------
@@ -592,7 +600,15 @@ class EdgeStore(Store):
                         if fd is not None:
                             self._locks[name] = fd
             locked = shard is None and _says_locked(error, folder)
-            if not locked or held_here(self.path / name) or time.monotonic() >= deadline:
+            if shard is None and not folder.is_dir():  # deleted by the process it waited for
+                self._metas.pop(name, None)
+                self._verified.discard(name)
+                raise LibraryNotFoundError(
+                    f"library {name!r} in {self.path} was deleted by another process"
+                    + (" while this one waited for it" if said else "")) from None
+            with _OPEN_LOCK:  # another store object of this process holds it (not a stale holder file)
+                here_now = key in _OPEN_HERE
+            if not locked or here_now or time.monotonic() >= deadline:
                 break
             if not said:  # another process holds it (a UI request, a detect): its turn first
                 log.warning("library %r is in use by another sam-detect process%s: waiting up to %g s for it",
@@ -601,7 +617,7 @@ class EdgeStore(Store):
             time.sleep(LOCK_POLL)
         if shard is None:
             text = str(error)
-            if locked and held_here(self.path / name):
+            if locked and here_now:
                 raise here from None
             if locked:
                 raise LibraryLockedError(

@@ -103,15 +103,6 @@ def write_holder(folder: Path) -> None:
         {"pid": os.getpid(), "command": cmd, "since": time.strftime("%H:%M:%S")}))
 
 
-def held_here(folder: Path) -> bool:
-    """Whether the library's holder file names this process (another store object of this
-    process holds the lock)."""
-    try:
-        return int(json.loads((folder / HOLDER_FILE).read_text())["pid"]) == os.getpid()
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-
-
 def holder(folder: Path) -> str:
     """`` (pid N, command, since HH:MM:SS)`` for the library's holder, or ``""``."""
     try:
