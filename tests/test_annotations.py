@@ -745,11 +745,32 @@ def test_images_of_one_file_name_in_other_folders_are_told_apart_by_their_paths(
     for name, n in (("plate/B1/image.tif", 4), ("/data/plate/B1/image.tif", 4), ("B1/image.tif", 4),
                     ("plate/A1/image.tif", 2), (str(tmp_path / "plate" / "A1" / "image.tif"), 2)):
         assert len(load_annotations(path, image_shape=(96, 96), name=name)) == n, name
-    for name in ("image.tif", "image", "C1/image.tif"):
+    for name in ("image.tif", "image"):
         with pytest.raises(AnnotationError, match=r"2 images match .* alike \(plate/A1/image.tif, plate/B1/image.tif\)"):
             load_annotations(path, image_shape=(96, 96), name=name)
+    with pytest.raises(AnnotationError, match=r"lists plate/A1/image.tif, plate/B1/image.tif, not 'C1/image.tif': "
+                                              "the same file name in another folder is another image"):
+        load_annotations(path, image_shape=(96, 96), name="C1/image.tif")  # neither well is C1
     sets = load_annotation_set(path, image_names=["x/plate/B1/image.tif", "x/plate/A1/image.tif"])
     assert [len(s) for s in sets] == [4, 2]
+
+
+def test_an_image_of_one_name_in_another_folder_is_not_the_image_a_coco_file_lists(tmp_path):
+    """``sub/p.png`` and ``sub2/p.png`` are two images: a COCO file listing only ``sub/p.png``
+    is refused for ``sub2/p.png``, in one line naming both (it gave ``sub/p.png``'s objects as
+    ``sub2/p.png``'s ground truth and examples, matched by the file name alone), a file of one
+    image too; a path naming no folder may still be any folder's."""
+    a = Instances.from_label_image(_discs(2, size=96))[0]
+    path = tmp_path / "one.json"
+    save_coco([a], path, image_names=["sub/p.png"])
+    with pytest.raises(AnnotationError, match=r"one.json: lists sub/p.png, not 'sub2/p.png': the same file name "
+                                              "in another folder is another image"):
+        load_annotation_set(path, image_names=["sub2/p.png"])
+    with pytest.raises(AnnotationError, match="lists sub/p.png, not 'sub2/p.png'"):
+        load_annotations(path, image_shape=(96, 96), name="sub2/p.png")  # add's reading
+    for name in ("sub/p.png", "p.png", "/data/sub/p.png"):
+        assert len(load_annotation_set(path, image_names=[name])[0]) == 2, name
+        assert len(load_annotations(path, image_shape=(96, 96), name=name)) == 2, name
 
 
 def test_coco_polygons_give_way_to_rle_where_they_cannot_say_the_mask(tmp_path):

@@ -52,6 +52,33 @@ def test_help():
         assert opt in out
 
 
+def test_coco_images_of_one_name_in_two_folders_are_told_apart_by_their_paths(stack_files, tmp_path):
+    """``plate1/A01.tif`` and ``plate2/A01.tif``, as ``detect --coco`` lists them: ``eval`` gives
+    each its own ground truth (it matched by the file name alone: "2 images match 'p.png' alike");
+    a file listing only ``sub/p.png`` is refused for ``sub2/p.png`` by ``eval`` and ``add`` alike
+    (it was scored, and stored as examples, against the other image's objects)."""
+    import shutil
+
+    d, pngs = stack_files
+    for folder, png in (("sub", pngs[0]), ("sub2", pngs[1])):
+        (tmp_path / folder).mkdir()
+        shutil.copy(png, tmp_path / folder / "p.png")
+    one, two = tmp_path / "sub" / "p.png", tmp_path / "sub2" / "p.png"
+    insts = [Instances(masks=m, labels=lab) for m, lab in (draw_scene(0)[1:], draw_scene(1)[1:])]
+    save_coco(insts, tmp_path / "two.json", image_names=[str(one), str(two)], use_rle=True)
+    code, out, err = run_main("eval", one, two, "-a", tmp_path / "two.json", "--shots", "2", "--no-baselines",
+                              "--json", *FAST)
+    assert code == 0, err
+    assert json.loads(out)["metrics"]["n_images"] == 2
+    save_coco(insts[:1], tmp_path / "one.json", image_names=[str(one)], use_rle=True)
+    said = f"one.json: lists {one}, not '{two}': the same file name in another folder is another image"
+    code, _, err = run_main("eval", two, "-a", tmp_path / "one.json", "--shots", "2", "--no-baselines", *FAST)
+    assert code == 1 and said in err, err
+    code, _, err = run_main("add", two, "--annotations", tmp_path / "one.json", "--label", "shape",
+                            "--library-path", tmp_path / "libs", "--segmenter", "classical", "-q")
+    assert code == 1 and said in err, err
+
+
 def test_eval_label_stack_table(stack_files):
     d, _ = stack_files
     code, out, err = run_main(

@@ -258,7 +258,7 @@ def eval_cmd(
         from sam_detect.io.images import load_image
 
         shapes = [load_image(r.path, channel=r.channel, frame=r.frame).rgb.shape[:2] for r in refs]
-    gt = load_ground_truth(annotations, [Path(r.path).name for r in refs], label=label,
+    gt = load_ground_truth(annotations, [r.path for r in refs], label=label,  # a path tells plate1/A01 from plate2/
                            channel=labels_channel, frame=frame, types=types, types_channel=types_channel,
                            type_names=names, image_shapes=shapes, image_frames=[r.frame for r in refs])
     for name, idx in (("--examples-from", ex_idx), ("--detect-on", det_idx)):

@@ -40,6 +40,7 @@ from sam_detect.formats._common import (
     check_hw,
     polygon_tolerance,
     read_json,
+    refuse_elsewhere,
     select_image,
 )
 from sam_detect.formats.coco import is_coco, read_coco, save_coco, to_coco
@@ -116,6 +117,8 @@ def load_annotations(
         chosen = _of_frame(path, framed, at_frame, name)
     elif frame is not None or (len(items) == 1 and not isinstance(image, str)):
         chosen = items[0]
+        if name is not None and chosen.metadata.get("format") == "coco":
+            refuse_elsewhere(path, items, name)  # any image, but not sub/p.png's objects on sub2/p.png
     elif image is None:
         if name is None:
             names = ", ".join(str(it.metadata.get("image")) for it in items[:5])
@@ -163,7 +166,8 @@ def load_annotation_set(
     Args:
         path: as for :func:`load_annotations`.
         image_names: when given, the result follows this order: COCO images are matched by
-            the file name's basename (or stem), a stack must have exactly this many frames,
+            their paths' last parts (the file name, or its stem, where a path names no folder;
+            the same name in another folder is another image, refused), a stack must have exactly this many frames,
             a single-image file must be given one name.
         image_shapes: optional ``(H, W[, C])`` per image, checked like ``image_shape``.
         label, channel: as for :func:`load_annotations`.

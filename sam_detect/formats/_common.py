@@ -60,6 +60,7 @@ def name_matches(path: Path, items: list[Instances], name: str) -> list[Instance
     scores = [_name_match(str(it.metadata.get("image")), str(name)) for it in items]
     best = max(scores, default=0.0)
     if best <= 0:
+        refuse_elsewhere(path, items, name)
         available = ", ".join(str(it.metadata.get("image")) for it in items[:8])
         raise AnnotationError(f"{path}: no annotations for image {name!r}; the file lists: {available}")
     return [it for it, sc in zip(items, scores, strict=True) if sc == best]
@@ -69,9 +70,12 @@ def _name_match(ref: str, name: str) -> float:
     """How well an image the file lists (``ref``) matches the image asked for (``name``): the
     number of their paths' last parts that agree (``plate/B1/image.tif`` matches
     ``/data/plate/B1/image.tif`` by 3, ``A1/image.tif`` by 1), the whole path counting as
-    most; 0.5 where only the stems agree (``image`` for ``B1/image.tif``); 0 for none."""
+    most; 0.5 where only the stems agree (``image`` for ``B1/image.tif``); 0 for none, and
+    for a path in another folder (``sub/p.png`` is not ``sub2/p.png``: :func:`_other_folder`)."""
     if ref == name:
         return float("inf")
+    if _other_folder(ref, name):
+        return 0.0
     a, b = Path(ref).parts, Path(name).parts
     n = 0
     while n < min(len(a), len(b)) and a[-1 - n] == b[-1 - n]:
@@ -79,6 +83,27 @@ def _name_match(ref: str, name: str) -> float:
     if n:
         return float(n)
     return 0.5 if Path(ref).stem == Path(name).stem else 0.0
+
+
+def refuse_elsewhere(path: Path, items: list[Instances], name: str) -> None:
+    """Raise where the file lists ``name``'s file name (or stem) only in other folders
+    (``sub/p.png`` for ``sub2/p.png``): another image of the same name, whose annotations
+    are not this image's."""
+    elsewhere = [ref for ref in (str(it.metadata.get("image")) for it in items)
+                 if _other_folder(ref, str(name)) and Path(ref).stem == Path(str(name)).stem]
+    if elsewhere:
+        raise AnnotationError(
+            f"{path}: lists {', '.join(elsewhere[:3])}, not {str(name)!r}: the same file name in another "
+            "folder is another image; give the image the file lists, or the annotation file made for this one")
+
+
+def _other_folder(ref: str, name: str) -> bool:
+    """Whether ``ref`` and ``name`` name their folders and the folders differ: two files of one
+    name in two folders are two images (``plate1/A01.tif``, ``plate2/A01.tif``), which their
+    names alone matched (the wrong image's objects used as ground truth, or stored as examples).
+    A path without a folder (``p.png``) may be any folder's."""
+    a, b = Path(ref).parts, Path(name).parts
+    return len(a) > 1 and len(b) > 1 and a[-2] != b[-2]
 
 
 def warn_untraced(n: int, what: str) -> None:
