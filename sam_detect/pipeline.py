@@ -488,6 +488,19 @@ class SAMDetect(DetectorStages, LibraryState):
         made = dict(zip(new, ids, strict=True))
         return [made[i] if r is None else str(r) for i, r in enumerate(repeats)]
 
+    def repeated_examples(self, image: Any, instances: Instances | np.ndarray,
+                          labels: Sequence[str] | None = None) -> list[str | None]:
+        """Per instance of ``image``, the id of the library's example it repeats (the same label
+        on this image, masks at IoU >= ``SAME_EXAMPLE``: what :meth:`add_examples` does not add
+        again), else ``None``. For a caller that adds the rest with ``again=True`` and must
+        know which ids are its own: the browser UI, whose undo deletes exactly those."""
+        loaded = self._load(image)
+        instances = as_instances(instances, loaded.rgb.shape[:2])
+        labels = [self._check_label(lab) for lab in (labels if labels is not None else instances.labels)]
+        if not len(instances) or self._library_meta() is None:  # a library not made yet holds nothing
+            return [None] * len(instances)
+        return self._repeated_examples(loaded.rgb, instances, labels)[0]
+
     def _repeated_examples(self, rgb: np.ndarray, instances: Instances,
                            labels: list[str]) -> tuple[list[str | None], list[tuple[str, str]]]:
         """Per new example, the id of the library's example of the same label on this image

@@ -513,6 +513,28 @@ def test_relabel_an_example_replaces_it_and_undo_puts_it_back(client, ui):
     assert client.get("/api/annotations", params={"path": "scene.png"}).json()["annotations"] == []
 
 
+def test_a_new_session_does_not_store_again_what_the_library_holds(client, ui, folder, tmp_path):
+    """A session starts with no annotations: its accept of an object an earlier session had
+    stored (the same label, image and mask) stored it again, a duplicate per restart. It
+    follows ``add``'s rule now (not added again, and said), and its undo deletes only what it
+    added, never the example the library held before."""
+    store = ui.session.detector.store
+    first = accept(client, [prompt(client, *DISCS[0])["id"]], "disc")["ids"]
+    later = AnnotationUI(ui.session.detector, folder, prefetch=False, thumbnail_dir=tmp_path / "thumbs")
+    try:
+        c = TestClient(later.app(), base_url=BASE)
+        res = accept(c, [prompt(c, *DISCS[0])["id"], prompt(c, *DISCS[1])["id"]], "disc")
+        assert store.count("default") == 2 and len(res["ids"]) == 1 and res["already"] == 1
+        assert sorted(i for a in res["annotations"] for i in a["example_ids"]) == sorted(first + res["ids"])
+        assert c.post("/api/undo", headers=H).status_code == 200
+        assert [ex["id"] for ex in c.get("/api/library").json()["examples"]] == first  # the earlier one stays
+        res = accept(c, [prompt(c, *DISCS[0])["id"]], "disc")  # nothing new: nothing for undo to delete
+        assert res["ids"] == [] and res["already"] == 1 and res["annotations"][0]["example_ids"] == first
+        assert c.post("/api/undo", headers=H).status_code == 200 and store.count("default") == 1
+    finally:
+        later.stop()
+
+
 def test_prefetch_embeds_an_opened_image_in_the_background(client, ui):
     accept(client, [prompt(client, *DISCS[0])["id"]], "disc")
     assert client.get("/api/image/info", params={"path": "scene.png"}).status_code == 200

@@ -387,20 +387,29 @@ class AnnotationSession:
             if not plan:
                 return {
                     "ids": [],
+                    "already": len(items),
                     "label": label,
                     "library": self.library,
                     "annotations": [annotation_json(a, self._candidates) for a in anns],
                     "labels": self._labels(),
                 }
             inst = Instances.from_crops([m for m, _, _ in plan], None, loaded.hw, labels=[label] * len(plan))
-            # written to the library now; repeats too: the annotations above judge what is new,
-            # and undo deletes exactly these ids
-            ids = self.detector.add_examples(loaded, inst, again=True)
+            # written to the library now, as `add` writes them: an object the library already holds
+            # with this label on this image (an earlier session's accept: this session's annotations
+            # start empty) is not added again. Judged here, and the rest added with again=True, so
+            # that `ids` are this accept's own examples: undo deletes exactly these, never one the
+            # library held before
+            held = self.detector.repeated_examples(loaded, inst)
+            fresh = [i for i, h in enumerate(held) if h is None]
+            ids = self.detector.add_examples(loaded, inst[np.array(fresh, int)], again=True) if fresh else []
+            made = iter(ids)
+            example_ids = [h if h is not None else next(made) for h in held]
             before = [dataclasses.replace(a) for a in anns]
             kind = "negative" if label == NEGATIVE else "example"
             replaced: list[tuple[str, MaskCrop, str, list[str]]] = []
-            for (m, cand, existing), ex_id in zip(plan, ids, strict=True):
-                self.libraries.save_thumbnail(loaded.rgb, m, label, ex_id, self.library)
+            for (m, cand, existing), ex_id, had in zip(plan, example_ids, held, strict=True):
+                if had is None:
+                    self.libraries.save_thumbnail(loaded.rgb, m, label, ex_id, self.library)
                 if existing is None:
                     anns.append(
                         Annotation(
@@ -438,6 +447,7 @@ class AnnotationSession:
             del self._undo[:-200]
             return {
                 "ids": list(ids),
+                "already": len(held) - len(ids),  # in the library before: not added again
                 "label": label,
                 "library": self.library,
                 "relabelled": len(replaced),

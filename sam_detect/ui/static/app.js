@@ -353,7 +353,9 @@ async function accept(label) {
   S.selected = null;
   setAnnotations(res.annotations);
   const n = res.ids.length;
-  status(negative ? "stored as a negative example"
+  // an object the library held already (an earlier session's accept) is not stored twice, as `add` does
+  status(!n && res.already ? `already in ${res.library}: not added again`
+    : negative ? "stored as a negative example"
     : res.relabelled ? `relabelled ${res.relabelled} as "${label}" in ${res.library}`
       : `added ${n} example${n === 1 ? "" : "s"} "${label}" to ${res.library}`);
   await refreshLibrary();
