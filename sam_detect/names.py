@@ -3,7 +3,8 @@
 * A **library name** is 1-64 characters of letters, digits, ``_``, ``-`` and ``.``, starting
   with a letter or digit: it names a folder or a collection, so ``../x``, ``a/b``, ``.``,
   ``..`` and ``-rf`` are refused (the store backends apply the same pattern,
-  :data:`sam_detect.store._common.LIBRARY_NAME_RE`).
+  :data:`sam_detect.store._common.LIBRARY_NAME_RE`), and so are the names a store keeps
+  for itself (:data:`RESERVED_LIBRARY_NAMES`).
 * A **label** is 1-100 characters once surrounding spaces are stripped, with no control
   characters (newline, tab, NUL...) and no line separators, so that every table, JSON line
   and overlay can show it on one line; ``unknown`` (in any letter case) is refused, because
@@ -24,6 +25,12 @@ from sam_detect.errors import AnnotationError, InvalidNameError
 MAX_LABEL_CHARS = 100
 LIBRARY_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 _LIBRARY_NAME_RE = re.compile(LIBRARY_NAME_PATTERN)
+#: Library names no store may make: the ``qdrant`` store's local mode keeps its data in a
+#: folder ``collection`` of the libraries folder, which the ``edge`` store shares. Refused for
+#: every store, before any work (an edge library of that name failed at its creation, after
+#: every example was embedded, as an "internal error"), so that a name good in one store is good
+#: in all and a ``library copy`` between them cannot fail on it.
+RESERVED_LIBRARY_NAMES = ("collection",)
 
 
 def _short(value: object, n: int = 40) -> str:
@@ -38,7 +45,17 @@ def check_library_name(name: object) -> str:
             f"invalid library name {_short(name)}: use 1-64 letters, digits, '_', '-' or '.', "
             "starting with a letter or digit (e.g. 'nuclei' or 'hela-v2')"
         )
+    refuse_reserved(name)
     return name
+
+
+def refuse_reserved(name: str) -> None:
+    """Raise :class:`InvalidNameError` where ``name`` is one of :data:`RESERVED_LIBRARY_NAMES`."""
+    if name in RESERVED_LIBRARY_NAMES:
+        raise InvalidNameError(
+            f"invalid library name {name!r}: reserved (the qdrant store keeps its data in a folder of "
+            f"that name in the libraries folder); pick another name (e.g. '{name}-1')"
+        )
 
 
 def _bad_char(text: str) -> str | None:
@@ -86,7 +103,9 @@ def display_label(label: str, max_chars: int = 60) -> str:
 __all__ = [
     "LIBRARY_NAME_PATTERN",
     "MAX_LABEL_CHARS",
+    "RESERVED_LIBRARY_NAMES",
     "check_label",
     "check_library_name",
     "display_label",
+    "refuse_reserved",
 ]

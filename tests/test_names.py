@@ -25,6 +25,27 @@ def test_bad_library_names(name):
         check_library_name(name)
 
 
+def test_a_reserved_library_name_is_refused_by_the_policy_and_every_store(tmp_path):
+    """``collection`` (the qdrant store's folder in a libraries folder the edge store shares)
+    passed the name check and failed at the edge store's creation, after the embedding, as an
+    "internal error": the policy refuses it now, and every store's creation with the same
+    error; a name that only begins so is a name like any other."""
+    from sam_detect.store import create_store
+    from sam_detect.store.base import LibraryMeta
+
+    with pytest.raises(InvalidNameError, match=r"^invalid library name 'collection': reserved \(the qdrant store"):
+        check_library_name("collection")
+    assert check_library_name("collection-1") == "collection-1" and check_library_name("Collections")
+    for kind, kw in (("memory", {}), ("edge", {"path": tmp_path / "edge"}), ("qdrant", {"path": tmp_path / "q"})):
+        store = create_store(kind, **kw)
+        try:
+            with pytest.raises(InvalidNameError, match="invalid library name 'collection': reserved"):
+                store.create_library(LibraryMeta(name="collection", dim=4, embedder_id="x"))
+            assert store.list_libraries() == []
+        finally:
+            store.close()
+
+
 def test_library_name_policy_matches_the_stores():
     from sam_detect.names import LIBRARY_NAME_PATTERN
     from sam_detect.store._common import LIBRARY_NAME_RE

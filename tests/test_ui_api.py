@@ -661,9 +661,10 @@ def test_switch_library(client, ui):
     assert store.labels("cells-2") == {"square": 1} and store.labels("default") == {"disc": 1}
     back = client.post("/api/library/switch", json={"name": "default"}, headers=H).json()
     assert [(x["label"], x["count"]) for x in back["labels"]] == [("disc", 1)]
-    for bad in ["", "../x", "a b", "x" * 65, "-lead"]:
+    for bad in ["", "../x", "a b", "x" * 65, "-lead", "collection"]:  # a reserved name: a 500 at the next request
         r = client.post("/api/library/switch", json={"name": bad}, headers=H)
         assert r.status_code == 422 and "library name" in r.json()["error"], bad
+    assert "reserved" in r.json()["error"] and client.get("/api/library").json()["library"] == "default"
 
 
 def test_export_formats(client):

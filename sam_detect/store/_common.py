@@ -114,6 +114,9 @@ def check_meta(meta: object) -> LibraryMeta:
     if not isinstance(meta, LibraryMeta):
         raise TypeError(f"expected a LibraryMeta, got {type(meta).__name__}")
     check_library_name(meta.name)
+    from sam_detect.names import refuse_reserved
+
+    refuse_reserved(meta.name)  # made in no store (reading one an older version made still works)
     if isinstance(meta.dim, bool) or not isinstance(meta.dim, (int, np.integer)) or meta.dim < 1:
         raise ValueError(f"library {meta.name!r}: dim must be a positive integer, got {meta.dim!r}")
     if not isinstance(meta.embedder_id, str) or not meta.embedder_id:

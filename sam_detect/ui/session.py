@@ -64,7 +64,6 @@ log = logging.getLogger("sam_detect.ui")
 
 #: the UI's top_k stops here (a slider's range); the setting's own range: sam_detect.config.PARAMS
 UI_MAX_TOP_K = 100
-_LIBRARY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 # ---------------------------------------------------------------------------------------
@@ -603,11 +602,13 @@ class AnnotationSession:
 
     def switch_library(self, name: str) -> dict[str, Any]:
         """Make ``name`` the current library (it is created by the first accepted example)."""
-        if not isinstance(name, str) or not _LIBRARY_NAME.match(name):
-            raise AnnotationError(
-                f"a library name is 1-64 letters, digits, '_', '.' or '-', starting with a letter or "
-                f"digit; got {short(name)}"
-            )
+        from sam_detect.errors import InvalidNameError
+        from sam_detect.names import check_library_name
+
+        try:  # the name policy's one check, reserved names too (a 500 at the next request before)
+            check_library_name(name)
+        except InvalidNameError as e:
+            raise AnnotationError(str(e)) from None
         with self.lock:
             self.detector = self.libraries.detector_for(name)
             return self.library_info()
