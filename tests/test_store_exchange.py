@@ -470,3 +470,16 @@ def test_reembed_without_any_crop_source_says_what_to_do():
     with pytest.raises(LibraryError, match="no example of 'lib' has a crop to re-embed"):
         reembed_library(s, "lib", _MeanColourEmbedder(), "new")
     assert s.list_libraries() == ["lib"]
+
+
+def test_reembed_from_a_file_without_crops_says_the_file_holds_none(tmp_path):
+    """An export made without ``--crops`` was said to need "source images" that were there
+    all along: the file holds no crops, and the message says so and what to do."""
+    s = MemoryStore()
+    filled(s, n=4)
+    f = tmp_path / "no_crops.zip"
+    export_library(s, "lib", f)
+    with pytest.raises(LibraryError, match=r"no_crops.zip holds no crops \(it was exported without --crops\): "
+                                           "export with --crops where the images are"):
+        reembed_library(s, "lib", _MeanColourEmbedder(), "new", from_file=f)
+    assert s.list_libraries() == ["lib"]

@@ -141,6 +141,9 @@ def reembed_library(
     skipped: Counter = Counter()  # why examples have no crop (source_of)
     if from_file is not None:
         archive = read_library_file(from_file)
+        if not archive.crop_ids:  # the images are not what is missing: the file was made without crops
+            raise LibraryError(f"{from_file} holds no crops (it was exported without --crops): export with "
+                               "--crops where the images are, then reembed --from-file")
         old = archive.meta
         ids, labels, payloads = archive.ids, archive.labels, archive.payloads
 
