@@ -721,6 +721,17 @@ def validate_box(box: Sequence[float], image_hw: tuple[int, int]) -> np.ndarray:
     return np.array([max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)], dtype=np.float32)
 
 
+def refuse_polygon_outside(polygons: Sequence[np.ndarray] | np.ndarray, image_hw: tuple[int, int]) -> None:
+    """Raise :class:`AnnotationError` where ``polygons`` (as :func:`polygons_to_mask` takes
+    them) lie wholly outside an image of ``(H, W)``, said as :func:`validate_box` says it of a
+    box: their empty mask was called "zero area", a fault of the shape, not of where it lies."""
+    h, w = image_hw
+    pts = np.concatenate(_polygon_points(polygons, rounded=False))
+    (x1, y1), (x2, y2) = pts.min(axis=0), pts.max(axis=0)
+    if x2 <= 0 or y2 <= 0 or x1 >= w or y1 >= h:
+        raise AnnotationError(f"polygon spanning {x1:g},{y1:g},{x2:g},{y2:g} lies outside the {w}x{h} image")
+
+
 def validate_point(point: Sequence[float], image_hw: tuple[int, int]) -> np.ndarray:
     """Check an XY point against an image of ``(H, W)``; returns float32 ``(2,)``."""
     h, w = image_hw

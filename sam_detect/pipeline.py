@@ -279,7 +279,12 @@ class SAMDetect(DetectorStages, LibraryState):
         library has examples of that class may take the candidate there that ``detect``
         would propose for the class and that fits its examples best
         (:meth:`_prompt_from_examples`); without examples, the segmenter's own prompt."""
-        from sam_detect.masks import polygons_to_mask, validate_box, validate_point
+        from sam_detect.masks import (
+            polygons_to_mask,
+            refuse_polygon_outside,
+            validate_box,
+            validate_point,
+        )
 
         loaded = self._load(image)
         hw = loaded.rgb.shape[:2]
@@ -298,7 +303,10 @@ class SAMDetect(DetectorStages, LibraryState):
                     "a mask marks the object with non-zero pixels on a zero background")
             return Instances(masks=mask[None])
         if polygon is not None:
-            return Instances(masks=self._check_mask(polygons_to_mask(polygon, hw), hw)[None])
+            drawn = polygons_to_mask(polygon, hw)
+            if not drawn.any():
+                refuse_polygon_outside(polygon, hw)  # else a shape under a pixel: "empty (zero area)"
+            return Instances(masks=self._check_mask(drawn, hw)[None])
         if box is not None:
             b = validate_box(box, hw)
             found = self._prompt_from_examples(loaded.rgb, label, self.segmenter.prompt(loaded.rgb, box=b), box=b)

@@ -296,6 +296,17 @@ def test_add_bad_prompts(scene_files, args, code, message):
     assert "Traceback" not in r.output
 
 
+def test_add_a_polygon_outside_the_image_says_so_as_a_box_does(scene_files, tmp_path):
+    """A polygon wholly outside the image was "the mask is empty (zero area)", a fault of its
+    shape; it lies outside the image, and is said so as of a --box or a --point."""
+    f = scene_files
+    poly = tmp_path / "outside.json"
+    poly.write_text(json.dumps([[500, 500], [600, 500], [600, 600]]))
+    r = run_cli("add", f["image"], "--label", "x", "--polygon", poly, *f["lib"])
+    assert r.exit_code == 1, r.output
+    assert "Error: polygon spanning 500,500,600,600 lies outside the 160x160 image" in r.output
+
+
 def test_add_empty_label_and_empty_label_image(scene_files, tmp_path):
     f = scene_files
     r = run_cli("add", f["image"], "--label", " ", "--mask", f["mask"], *f["lib"])
