@@ -40,8 +40,8 @@ from sam_detect.formats._common import (
     check_hw,
     polygon_tolerance,
     read_json,
-    refuse_elsewhere,
     select_image,
+    warn_elsewhere,
 )
 from sam_detect.formats.coco import is_coco, read_coco, save_coco, to_coco
 from sam_detect.formats.geojson import is_geojson, read_geojson, save_geojson, to_geojson
@@ -118,7 +118,7 @@ def load_annotations(
     elif frame is not None or (len(items) == 1 and not isinstance(image, str)):
         chosen = items[0]
         if name is not None and chosen.metadata.get("format") == "coco":
-            refuse_elsewhere(path, items, name)  # any image, but not sub/p.png's objects on sub2/p.png
+            warn_elsewhere(path, items, name)  # any image, but sub/p.png's objects on sub2/p.png said
     elif image is None:
         if name is None:
             names = ", ".join(str(it.metadata.get("image")) for it in items[:5])

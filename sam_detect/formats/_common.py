@@ -60,6 +60,9 @@ def name_matches(path: Path, items: list[Instances], name: str) -> list[Instance
     scores = [_name_match(str(it.metadata.get("image")), str(name)) for it in items]
     best = max(scores, default=0.0)
     if best <= 0:
+        if len(items) == 1 and elsewhere(items, name):  # a file of one image: the image moved, most likely
+            warn_elsewhere(path, items, name)
+            return list(items)
         refuse_elsewhere(path, items, name)
         available = ", ".join(str(it.metadata.get("image")) for it in items[:8])
         raise AnnotationError(f"{path}: no annotations for image {name!r}; the file lists: {available}")
@@ -85,16 +88,35 @@ def _name_match(ref: str, name: str) -> float:
     return 0.5 if Path(ref).stem == Path(name).stem else 0.0
 
 
+def elsewhere(items: list[Instances], name: str) -> list[str]:
+    """The images a file lists under ``name``'s file name (or stem) in other folders
+    (``sub/p.png`` for ``sub2/p.png``)."""
+    return [ref for ref in (str(it.metadata.get("image")) for it in items)
+            if _other_folder(ref, str(name)) and Path(ref).stem == Path(str(name)).stem]
+
+
 def refuse_elsewhere(path: Path, items: list[Instances], name: str) -> None:
-    """Raise where the file lists ``name``'s file name (or stem) only in other folders
-    (``sub/p.png`` for ``sub2/p.png``): another image of the same name, whose annotations
-    are not this image's."""
-    elsewhere = [ref for ref in (str(it.metadata.get("image")) for it in items)
-                 if _other_folder(ref, str(name)) and Path(ref).stem == Path(str(name)).stem]
-    if elsewhere:
+    """Raise where the file lists ``name``'s file name (or stem) only in other folders: among
+    a file's several images, another image of the same name, whose annotations are not this
+    image's."""
+    other = elsewhere(items, name)
+    if other:
         raise AnnotationError(
-            f"{path}: lists {', '.join(elsewhere[:3])}, not {str(name)!r}: the same file name in another "
+            f"{path}: lists {', '.join(other[:3])}, not {str(name)!r}: the same file name in another "
             "folder is another image; give the image the file lists, or the annotation file made for this one")
+
+
+def warn_elsewhere(path: Path, items: list[Instances], name: str) -> None:
+    """Say where a file of one image lists it in another folder than ``name``'s: taken as this
+    image's (an image moved or copied since it was annotated, most often), said on stderr in
+    case it is another image of the same name."""
+    import logging
+
+    other = elsewhere(items, name)
+    if other:
+        logging.getLogger("sam_detect").warning(
+            "%s lists %s, not %r: its annotations are taken as this image's (the same file name in another "
+            "folder); if that is another image, give the annotation file made for this one", path, other[0], str(name))
 
 
 def _other_folder(ref: str, name: str) -> bool:
