@@ -17,7 +17,7 @@ pytest.importorskip(
     "qdrant_edge", reason="qdrant-edge-py is not installed (pip install 'sam-detect[edge]')"
 )
 
-from sam_detect.errors import LibraryError, LibraryLockedError  # noqa: E402
+from sam_detect.errors import InvalidNameError, LibraryError, LibraryLockedError  # noqa: E402
 from sam_detect.store.base import LibraryMeta  # noqa: E402
 from sam_detect.store.edge import META_FILE, EdgeStore  # noqa: E402
 
@@ -119,7 +119,7 @@ def test_half_created_and_foreign_folders_are_not_libraries(tmp_path):
         assert s.list_libraries() == []
         with pytest.raises(LibraryError, match="exists and is not an edge library"):
             s.create_library(meta("photos"))
-        with pytest.raises(ValueError, match="'collection' is reserved"):
+        with pytest.raises(InvalidNameError, match="'collection': reserved"):
             s.create_library(meta("collection"))
     finally:
         s.close()

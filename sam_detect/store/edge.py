@@ -75,8 +75,6 @@ INDEXED_FIELDS = (LABEL_KEY, "source")
 UPSERT_BATCH = 1024
 QUERY_BATCH = 256
 SCROLL_BATCH = 1024
-#: Names the ``qdrant`` store uses inside a shared libraries folder.
-RESERVED_NAMES = ("collection",)
 #: the shard folders some store object of this process has open: a second store's
 #: ``EdgeShard.load`` of one of them is refused before it touches the files, since the
 #: engine's refused load leaves the first holder's journal unusable (keyed by process id too:
@@ -254,13 +252,8 @@ class EdgeStore(Store):
     def create_library(self, meta: LibraryMeta) -> None:
         qe = _edge()
         self._check_open()
-        check_meta(meta)
+        check_meta(meta)  # a reserved name too (``names.RESERVED_LIBRARY_NAMES``: the qdrant store's folder)
         name = meta.name
-        if name in RESERVED_NAMES:
-            raise ValueError(
-                f"library name {name!r} is reserved in the edge store (the qdrant store keeps its "
-                "data in a folder of that name); pick another name"
-            )
         with self._lock:
             final = self.path / name
             if final.exists():
