@@ -40,7 +40,7 @@ def _short(value: object, n: int = 40) -> str:
 
 def check_library_name(name: object) -> str:
     """Return ``name`` if it is a valid library name, else raise :class:`InvalidNameError`."""
-    if not isinstance(name, str) or not _LIBRARY_NAME_RE.match(name):
+    if not isinstance(name, str) or not _LIBRARY_NAME_RE.fullmatch(name):  # `$` matches before a final newline
         raise InvalidNameError(
             f"invalid library name {_short(name)}: use 1-64 letters, digits, '_', '-' or '.', "
             "starting with a letter or digit (e.g. 'nuclei' or 'hela-v2')"

@@ -432,12 +432,14 @@ def run(kind, seed, protocol, pick="random", shots=10):
         else:
             w = examples_worth([img0, img1], [lab0, lab1], config, examples_from=[0], detect_on=[1], **common)
     else:  # corner: drawn among the objects centred in the top-left quarter
-        cy = ndi.center_of_mass(np.ones(lab0.shape), lab0, np.arange(1, lab0.max() + 1))
+        ids0 = np.unique(lab0[lab0 > 0])  # the objects' order in Instances.from_label_image (ids may skip)
+        cy = ndi.center_of_mass(np.ones(lab0.shape), lab0, ids0)
         h, wd = lab0.shape
         pool = [j for j, (y, x) in enumerate(cy) if y < h / 2 and x < wd / 2]
         chosen = np.random.default_rng(seed).choice(pool, min(shots, len(pool)), replace=False)
         g0 = _typed(lab0, chosen)
-        g1 = _typed(lab1, [j for j in range(lab1.max()) if protocol == "cross" or j not in set(chosen)])
+        n1 = len(np.unique(lab1[lab1 > 0]))
+        g1 = _typed(lab1, [j for j in range(n1) if protocol == "cross" or j not in set(chosen)])
         w = examples_worth([img0, img1], [g0, g1], config, examples_from=[0], detect_on=[1], **common)
     row = {"kind": kind, "seed": seed, "protocol": protocol, "pick": pick}
     for mode, m in (("full", w.full.metrics[0.5]), ("noprof", w.without_profile.metrics[0.5]),

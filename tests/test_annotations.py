@@ -756,33 +756,37 @@ def test_images_of_one_file_name_in_other_folders_are_told_apart_by_their_paths(
 
 
 def test_an_image_of_one_name_in_another_folder_is_not_the_image_a_coco_file_lists(tmp_path, caplog):
-    """``sub/p.png`` and ``sub2/p.png`` are two images: a COCO file listing both gives each its
-    own objects, and one listing ``sub/p.png`` and another image is refused for ``sub2/p.png``
-    in one line naming both (matched by the file name alone, it gave ``sub/p.png``'s objects
-    as ``sub2/p.png``'s ground truth and examples). A file of one image is taken for an image
-    of its file name in another folder (moved since it was annotated, most often), and stderr
-    says so; a path naming no folder may be any folder's."""
+    """Where a COCO file lists a file name in two folders (``sub/p.png``, ``sub3/p.png``), the
+    folder tells its images apart: ``sub2/p.png`` is refused in one line naming both (matched
+    by the file name alone, one of them gave its objects as ``sub2/p.png``'s ground truth and
+    examples). Where it lists the name in one folder only, that image is taken for it (moved
+    since it was annotated, or a labelling tool's ``images/`` prefix: refusing it broke such
+    files, found by review), and stderr says so; a path naming no folder may be any folder's."""
     a = Instances.from_label_image(_discs(2, size=96))[0]
     b = Instances.from_label_image(_discs(3, size=96))[0]
     path = tmp_path / "two.json"
-    save_coco([a, b], path, image_names=["sub/p.png", "sub/q.png"])
-    with pytest.raises(AnnotationError, match=r"two.json: lists sub/p.png, not 'sub2/p.png': the same file name "
-                                              "in another folder is another image"):
-        load_annotation_set(path, image_names=["sub2/p.png", "sub/q.png"])
-    with pytest.raises(AnnotationError, match="lists sub/p.png, not 'sub2/p.png'"):
+    save_coco([a, b], path, image_names=["sub/p.png", "sub3/p.png"])
+    said = r"two.json: lists sub/p.png, sub3/p.png, not 'sub2/p.png': the same file name in another folder"
+    with pytest.raises(AnnotationError, match=said):
+        load_annotation_set(path, image_names=["sub2/p.png"])
+    with pytest.raises(AnnotationError, match=said):
         load_annotations(path, image_shape=(96, 96), name="sub2/p.png")  # add's reading
+    assert [len(x) for x in load_annotation_set(path, image_names=["/data/sub3/p.png", "x/sub/p.png"])] == [3, 2]
+    tool = tmp_path / "tool.json"
+    save_coco([a, b], tool, image_names=["images/p.png", "images/q.png"])
     one = tmp_path / "one.json"
     save_coco([a], one, image_names=["sub/p.png"])
-    for name in ("sub/p.png", "p.png", "/data/sub/p.png"):
-        caplog.clear()
-        assert len(load_annotation_set(one, image_names=[name])[0]) == 2, name
-        assert len(load_annotations(one, image_shape=(96, 96), name=name)) == 2, name
-        assert "another folder" not in caplog.text
-    for read in (lambda: load_annotation_set(one, image_names=["sub2/p.png"])[0],
-                 lambda: load_annotations(one, image_shape=(96, 96), name="sub2/p.png")):
-        caplog.clear()
-        assert len(read()) == 2
-        assert "one.json lists sub/p.png, not 'sub2/p.png': its annotations are taken as this image's" in caplog.text
+    for file in (one, tool):
+        for name in ("sub/p.png", "p.png", "/data/sub/p.png") if file == one else ("images/p.png", "p.png"):
+            caplog.clear()
+            assert len(load_annotation_set(file, image_names=[name])[0]) == 2, name
+            assert len(load_annotations(file, image_shape=(96, 96), name=name)) == 2, name
+            assert "another folder" not in caplog.text
+        for read in (lambda f=file: load_annotation_set(f, image_names=["/data/val/p.png"])[0],
+                     lambda f=file: load_annotations(f, image_shape=(96, 96), name="/data/val/p.png")):
+            caplog.clear()
+            assert len(read()) == 2
+            assert f"{file.name} lists " in caplog.text and "not '/data/val/p.png': its annotations are taken" in caplog.text
 
 
 def test_coco_polygons_give_way_to_rle_where_they_cannot_say_the_mask(tmp_path):

@@ -1110,3 +1110,17 @@ def test_a_library_deleted_during_a_folder_detect_stops_the_run_once(scene_files
     assert len(said) == 2 and "library 'default'" in said[0] and "stopped: 3 image(s) not detected" in said[0], r.stderr
     assert "3 of 5 images failed" in said[1]
     assert len(calls) == 3 and out.exists()  # the images done are written
+    # with --resume, the images an earlier run did are given after the stop too (found by review)
+    r = run_cli("add", f["image"], "--label", "disc", "--box", f["disc_box"], *f["lib"])
+    assert r.exit_code == 0, r.output
+    resume = tmp_path / "done.jsonl"
+    monkeypatch.setattr(SAMDetect, "detect", real)
+    r = run_cli("detect", folder / "img3.png", folder / "img4.png", "--resume", resume, "--jsonl", *f["lib"])
+    assert r.exit_code == 0, r.output
+    calls.clear()
+    monkeypatch.setattr(SAMDetect, "detect", detect)
+    r = run_cli("detect", folder, "--resume", resume, "--jsonl", *f["lib"])
+    assert r.exit_code == 1
+    images = [json.loads(line)["image"].rsplit("/", 1)[-1] for line in r.stdout.strip().splitlines()]
+    assert images == ["img0.png", "img1.png", "img3.png", "img4.png"]
+    assert "stopped: 1 image(s) not detected" in r.stderr and "1 of 5 images failed" in r.stderr

@@ -55,7 +55,7 @@ def test_help():
 def test_coco_images_of_one_name_in_two_folders_are_told_apart_by_their_paths(stack_files, tmp_path):
     """``plate1/A01.tif`` and ``plate2/A01.tif``, as ``detect --coco`` lists them: ``eval`` gives
     each its own ground truth (it matched by the file name alone: "2 images match 'p.png' alike");
-    a file listing ``sub/p.png`` and another image is refused for ``sub2/p.png`` by ``eval`` and
+    a file listing ``sub/p.png`` and ``sub3/p.png`` is refused for ``sub2/p.png`` by ``eval`` and
     ``add`` alike (it was scored, and stored as examples, against the other image's objects)."""
     import shutil
 
@@ -70,11 +70,12 @@ def test_coco_images_of_one_name_in_two_folders_are_told_apart_by_their_paths(st
                               "--json", *FAST)
     assert code == 0, err
     assert json.loads(out)["metrics"]["n_images"] == 2
-    three = tmp_path / "sub" / "q.png"
+    (tmp_path / "sub3").mkdir()
+    three = tmp_path / "sub3" / "p.png"
     shutil.copy(pngs[1], three)
     save_coco([insts[0], insts[1]], tmp_path / "pair.json", image_names=[str(one), str(three)], use_rle=True)
-    said = f"pair.json: lists {one}, not '{two}': the same file name in another folder is another image"
-    code, _, err = run_main("eval", two, three, "-a", tmp_path / "pair.json", "--shots", "2", "--no-baselines", *FAST)
+    said = f"pair.json: lists {one}, {three}, not '{two}': the same file name in another folder is another image"
+    code, _, err = run_main("eval", two, "-a", tmp_path / "pair.json", "--shots", "2", "--no-baselines", *FAST)
     assert code == 1 and said in err, err
     code, _, err = run_main("add", two, "--annotations", tmp_path / "pair.json", "--label", "shape",
                             "--library-path", tmp_path / "libs", "--segmenter", "classical", "-q")

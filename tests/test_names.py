@@ -46,6 +46,25 @@ def test_a_reserved_library_name_is_refused_by_the_policy_and_every_store(tmp_pa
             store.close()
 
 
+def test_a_name_ending_in_a_newline_is_refused_by_the_policy_and_every_store(tmp_path):
+    """The names' pattern ends in ``$``, which matches before a final newline: ``"lib\\n"``
+    passed the policy (and got around the reserved names) and the edge store made a folder
+    named so (found by review)."""
+    from sam_detect.store import create_store
+    from sam_detect.store.base import LibraryMeta
+
+    for name in ("lib\n", "collection\n"):
+        with pytest.raises(InvalidNameError):
+            check_library_name(name)
+        store = create_store("edge", path=tmp_path / "edge")
+        try:
+            with pytest.raises(InvalidNameError):
+                store.create_library(LibraryMeta(name=name, dim=4, embedder_id="x"))
+            assert store.list_libraries() == []
+        finally:
+            store.close()
+
+
 def test_library_name_policy_matches_the_stores():
     from sam_detect.names import LIBRARY_NAME_PATTERN
     from sam_detect.store._common import LIBRARY_NAME_RE

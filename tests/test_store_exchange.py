@@ -483,3 +483,8 @@ def test_reembed_from_a_file_without_crops_says_the_file_holds_none(tmp_path):
                                            "export with --crops where the images are"):
         reembed_library(s, "lib", _MeanColourEmbedder(), "new", from_file=f)
     assert s.list_libraries() == ["lib"]
+    f = tmp_path / "none_found.zip"  # made with --crops where no example's image was found (review)
+    export_library(s, "lib", f, crops=lambda i, p: None)
+    with pytest.raises(LibraryError, match=r"none_found.zip holds no crops \(no example's image was found when "
+                                           r"it was exported\)"):
+        reembed_library(s, "lib", _MeanColourEmbedder(), "new", from_file=f)

@@ -217,7 +217,8 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
         unwritten: dict[str, int] = {}  # resumed images whose per-image files no earlier run left
         interrupted = False
         try:
-            for done, path in enumerate(paths):  # results come in input order; resumed records keep their place
+            stopped, undone = None, 0  # the error that stopped the run (a library deleted meanwhile), images left
+            for path in paths:  # results come in input order; resumed records keep their place
                 if keys.get(str(path)) in resumed:
                     rec = {k: v for k, v in resumed[keys[str(path)]].items() if k != RESUME_SETTINGS}
                     _emit(rec, jsonl, records, bool(csv_path))
@@ -228,15 +229,19 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
                             if not _target_file(target, kind, name).exists():
                                 unwritten[kind] = unwritten.get(kind, 0) + 1
                     continue
+                if stopped is not None:  # not detected: the resumed records after it are still given
+                    failures += 1
+                    undone += 1
+                    continue
                 res = next(results)
                 if res.error is not None:
                     if len(paths) == 1:
                         raise click.ClickException(res.error)
                     if res.fatal:  # every image after it would fail alike: the run stops, its results kept
-                        left = len(paths) - done
-                        failures += left
-                        click.echo(f"Error: {res.error}; stopped: {left} image(s) not detected", err=True)
-                        break
+                        stopped = res.error
+                        failures += 1
+                        undone += 1
+                        continue
                     failures += 1
                     click.echo(f"Error: {res.error} (skipped)", err=True)
                     continue
@@ -263,6 +268,8 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
                 except (OSError, ValueError, AnnotationError) as e:
                     failures += 1
                     click.echo(f"Error: {Path(path).name}: an output could not be written: {e}", err=True)
+            if stopped is not None:
+                click.echo(f"Error: {stopped}; stopped: {undone} image(s) not detected", err=True)
         except KeyboardInterrupt:  # Ctrl-C: the images done are said, and how to go on from them
             interrupted = True
         finally:
@@ -426,7 +433,7 @@ def _results(detector, paths, cluster, quiet, overlay, instances, no_polygons, t
 def _slide_results(detector, paths, cluster, quiet, instances, no_polygons, tolerance, tile, level):
     """One result per slide, each detected tile by tile and merged across seams."""
     from sam_detect.cluster import ImageResult
-    from sam_detect.errors import SamDetectError
+    from sam_detect.errors import LibraryNotFoundError, SamDetectError
     from sam_detect.outputs import image_record
     from sam_detect.slides import DEFAULT_OVERLAP, detect_slide
 
@@ -435,8 +442,8 @@ def _slide_results(detector, paths, cluster, quiet, instances, no_polygons, tole
             found = detect_slide(detector.config, path, cluster=cluster, level=level, tile=tile,
                                  overlap=DEFAULT_OVERLAP, detector=None if cluster else detector,
                                  progress=not quiet)
-        except SamDetectError as e:
-            yield ImageResult(str(path), error=str(e))
+        except SamDetectError as e:  # a library deleted meanwhile stops the run (cluster.ImageResult.fatal)
+            yield ImageResult(str(path), error=str(e), fatal=isinstance(e, LibraryNotFoundError))
             continue
         except (OSError, ValueError) as e:  # a slide damaged past its header (tifffile's errors are these)
             yield ImageResult(str(path), error=f"{Path(path).name}: cannot read the slide ({type(e).__name__}: {e})")

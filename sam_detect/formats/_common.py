@@ -56,29 +56,42 @@ def select_image(path: Path, items: list[Instances], image: int | str) -> Instan
 
 def name_matches(path: Path, items: list[Instances], name: str) -> list[Instances]:
     """The items of a multi-image file whose image is ``name`` (those that match it best,
-    :func:`_name_match`); an :class:`AnnotationError` naming the file's images where none does."""
-    scores = [_name_match(str(it.metadata.get("image")), str(name)) for it in items]
+    :func:`_name_match`); an :class:`AnnotationError` naming the file's images where none does.
+
+    Where the file lists ``name``'s file name in two or more folders (``plate1/A01.tif``,
+    ``plate2/A01.tif``), the folder tells its images apart: one in another folder than
+    ``name``'s is another image (matched by the file name alone, its objects were used as the
+    ground truth or the examples of the wrong image). Where it lists the name in one folder
+    only, that image is taken (an image moved or copied since it was annotated, or a
+    labelling tool's ``images/`` prefix), and stderr says so where the folders differ."""
+    refs = [str(it.metadata.get("image")) for it in items]
+    scores = [_name_match(ref, str(name)) for ref in refs]
+    if _folders_tell_apart(refs, str(name)):
+        scores = [0.0 if _other_folder(ref, str(name)) else sc for ref, sc in zip(refs, scores, strict=True)]
     best = max(scores, default=0.0)
     if best <= 0:
-        if len(items) == 1 and elsewhere(items, name):  # a file of one image: the image moved, most likely
-            warn_elsewhere(path, items, name)
-            return list(items)
         refuse_elsewhere(path, items, name)
-        available = ", ".join(str(it.metadata.get("image")) for it in items[:8])
+        available = ", ".join(refs[:8])
         raise AnnotationError(f"{path}: no annotations for image {name!r}; the file lists: {available}")
-    return [it for it, sc in zip(items, scores, strict=True) if sc == best]
+    winners = [it for it, sc in zip(items, scores, strict=True) if sc == best]
+    if len(winners) == 1:
+        warn_elsewhere(path, winners, name)
+    return winners
+
+
+def _folders_tell_apart(refs: list[str], name: str) -> bool:
+    """Whether the file lists ``name``'s file name (or stem) in two or more folders."""
+    stem = Path(name).stem
+    return len({Path(ref).parent for ref in refs if Path(ref).stem == stem}) > 1
 
 
 def _name_match(ref: str, name: str) -> float:
     """How well an image the file lists (``ref``) matches the image asked for (``name``): the
     number of their paths' last parts that agree (``plate/B1/image.tif`` matches
     ``/data/plate/B1/image.tif`` by 3, ``A1/image.tif`` by 1), the whole path counting as
-    most; 0.5 where only the stems agree (``image`` for ``B1/image.tif``); 0 for none, and
-    for a path in another folder (``sub/p.png`` is not ``sub2/p.png``: :func:`_other_folder`)."""
+    most; 0.5 where only the stems agree (``image`` for ``B1/image.tif``); 0 for none."""
     if ref == name:
         return float("inf")
-    if _other_folder(ref, name):
-        return 0.0
     a, b = Path(ref).parts, Path(name).parts
     n = 0
     while n < min(len(a), len(b)) and a[-1 - n] == b[-1 - n]:
@@ -96,9 +109,9 @@ def elsewhere(items: list[Instances], name: str) -> list[str]:
 
 
 def refuse_elsewhere(path: Path, items: list[Instances], name: str) -> None:
-    """Raise where the file lists ``name``'s file name (or stem) only in other folders: among
-    a file's several images, another image of the same name, whose annotations are not this
-    image's."""
+    """Raise where the file lists ``name``'s file name (or stem) only in other folders, in
+    two or more of them (:func:`name_matches`): another image of the same name, whose
+    annotations are not this image's."""
     other = elsewhere(items, name)
     if other:
         raise AnnotationError(
@@ -107,9 +120,9 @@ def refuse_elsewhere(path: Path, items: list[Instances], name: str) -> None:
 
 
 def warn_elsewhere(path: Path, items: list[Instances], name: str) -> None:
-    """Say where a file of one image lists it in another folder than ``name``'s: taken as this
-    image's (an image moved or copied since it was annotated, most often), said on stderr in
-    case it is another image of the same name."""
+    """Say where the image taken for ``name`` (``items``: the one chosen) is listed in another
+    folder than ``name``'s: taken as this image's (an image moved or copied since it was
+    annotated, most often), said on stderr in case it is another image of the same name."""
     import logging
 
     other = elsewhere(items, name)

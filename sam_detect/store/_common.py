@@ -93,7 +93,7 @@ def default_library_dir() -> Path:
 def check_library_name(name: object) -> str:
     """Return ``name`` if it is a valid library name, else raise
     :class:`~sam_detect.errors.InvalidNameError` (a ``ValueError``)."""
-    if not isinstance(name, str) or not LIBRARY_NAME_RE.match(name):
+    if not isinstance(name, str) or not LIBRARY_NAME_RE.fullmatch(name):  # `$` matches before a final newline
         raise InvalidNameError(
             f"invalid library name {name!r}: expected 1-64 characters of letters, digits, "
             "'_', '-' or '.', starting with a letter or digit (e.g. 'nuclei' or 'hela-v2')"

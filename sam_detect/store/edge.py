@@ -340,7 +340,7 @@ class EdgeStore(Store):
                 raise not_found(name, self.list_libraries(), self._where)
             try:
                 self._shard(name)  # take the library's lock: refuse while another process uses it
-            except LibraryLockedError:
+            except (LibraryLockedError, LibraryNotFoundError):  # in use, or deleted by the process it waited for
                 raise
             except LibraryError:
                 pass  # a shard that does not load is damaged: nothing to lock, remove it

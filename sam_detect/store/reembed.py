@@ -141,9 +141,11 @@ def reembed_library(
     skipped: Counter = Counter()  # why examples have no crop (source_of)
     if from_file is not None:
         archive = read_library_file(from_file)
-        if not archive.crop_ids:  # the images are not what is missing: the file was made without crops
-            raise LibraryError(f"{from_file} holds no crops (it was exported without --crops): export with "
-                               "--crops where the images are, then reembed --from-file")
+        if not archive.crop_ids:  # the file holds none: made without --crops, or where no image was found
+            why = ("it was exported without --crops" if archive.manifest.get("crops") is None
+                   else "no example's image was found when it was exported")
+            raise LibraryError(f"{from_file} holds no crops ({why}): export with --crops where the images are, "
+                               "then reembed --from-file")
         old = archive.meta
         ids, labels, payloads = archive.ids, archive.labels, archive.payloads
 
