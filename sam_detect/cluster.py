@@ -521,13 +521,20 @@ def open_resume(path: str | os.PathLike) -> io.TextIOBase:
 RESUME_SETTINGS = "resume_settings"
 
 
-def resume_settings(config: Any, **extra: Any) -> dict[str, Any]:
+def resume_settings(config: Any, store: Any = None, **extra: Any) -> dict[str, Any]:
     """What a ``--resume`` record must have been made with to be taken for this run's: the
     library, the stages, the decision's and the profile's settings (``config``, a
-    ``DetectorConfig``), and ``extra`` (a slide's level and windows, the channels read)."""
+    ``DetectorConfig``), where the library lives and how many examples it holds (``store``,
+    the run's open store: a library of the same name in another folder, or one given
+    examples since, is another library), and ``extra`` (a slide's level and windows, the
+    channels read, the outlines' tolerance)."""
     keys = ("library", "store", "segmenter", "embedder", "top_k", "threshold", "keep_unknown", "profile",
             "drop_border", "keep_examples")
     out = {k: getattr(config, k, None) for k in keys}
+    if store is not None:
+        path = getattr(store, "path", None)
+        out["library_at"] = getattr(store, "url", None) or (str(Path(path).resolve()) if path else None)
+        out["examples"] = int(store.count(config.library)) if store.has_library(config.library) else 0
     out.update(extra)
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in out.items()}
 
@@ -538,9 +545,10 @@ def other_settings(resumed: dict[str, dict[str, Any]], settings: dict[str, Any])
     agrees (records written before they were recorded say nothing)."""
     for rec in resumed.values():
         theirs = rec.get(RESUME_SETTINGS)
-        if isinstance(theirs, dict) and theirs != settings:
-            diff = [k for k in sorted(set(theirs) | set(settings)) if theirs.get(k) != settings.get(k)]
-            return ", ".join(f"{k} {theirs.get(k)!r} (this run: {settings.get(k)!r})" for k in diff[:3])
+        if isinstance(theirs, dict):  # what they recorded (an older version recorded less)
+            diff = [k for k in sorted(theirs) if theirs.get(k) != settings.get(k)]
+            if diff:
+                return ", ".join(f"{k} {theirs.get(k)!r} (this run: {settings.get(k)!r})" for k in diff[:3])
     return None
 
 

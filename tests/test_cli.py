@@ -825,6 +825,30 @@ def test_prompts_whose_masks_look_wrong_are_named():
     assert not any("--box q" in n or "--point r made" in n for n in notes)
 
 
+def test_resume_refuses_records_of_another_library_of_the_same_name(scene_files, tmp_path):
+    """A `--resume` file took the records of a library of the same name in another folder, of
+    the library before examples were added to it, and of outlines drawn at another
+    tolerance, as this run's (a helper's bug hunt): each is refused now, naming what differs;
+    the same run goes on as before."""
+    f = scene_files
+    other = ["--library-path", str(tmp_path / "other"), "--segmenter", "classical"]
+    for lib in (f["lib"], other):
+        assert run_cli("add", f["image"], "--label", "disc", "--box", f["disc_box"], "-q", *lib).exit_code == 0
+    resume = tmp_path / "r.jsonl"
+    r = run_cli("detect", f["image"], "--resume", resume, "--jsonl", *f["lib"])
+    assert r.exit_code == 0, r.output
+    r = run_cli("detect", f["image"], "--resume", resume, "--jsonl", *f["lib"])
+    assert r.exit_code == 0 and "resume: 1 of 1 images already" in r.stderr
+    r = run_cli("detect", f["image"], "--resume", resume, "--jsonl", *other)
+    assert r.exit_code == 1 and "holds records made with other settings: library_at" in r.output
+    assert str(tmp_path / "other") in r.output
+    r = run_cli("detect", f["image"], "--resume", resume, "--jsonl", "--tolerance", "0", *f["lib"])
+    assert r.exit_code == 1 and "outlines 1.0 (this run: 0.0)" in r.output
+    assert run_cli("add", f["image"], "--label", "shape", "--labels", f["labels"], "-q", *f["lib"]).exit_code == 0
+    r = run_cli("detect", f["image"], "--resume", resume, "--jsonl", *f["lib"])
+    assert r.exit_code == 1 and "holds records made with other settings: examples 1 (this run: " in r.output
+
+
 def test_frames_of_a_stack_are_resumed_and_named_each_on_its_own(scene_files, tmp_path, scene):
     """`detect stack --frame k --resume r.jsonl` knew the file alone: frame 1 got frame 0's
     record (exit 0), and a folder's label images of each frame overwrote each other."""

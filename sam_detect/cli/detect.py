@@ -187,8 +187,9 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
         if resume_path:  # records made otherwise (another library, slide level) are not this run's
             from sam_detect.cluster import RESUME_SETTINGS, other_settings, resume_settings
 
-            settings = resume_settings(detector.config, channels=list(channels) or None,
-                                       slide=[slide_level, slide_tile] if slide else None)
+            settings = resume_settings(detector.config, detector.store, channels=list(channels) or None,
+                                       slide=[slide_level, slide_tile] if slide else None,
+                                       outlines=None if no_polygons else polygon_tolerance("json", tolerance))
             if (differ := other_settings(resumed, settings)) is not None:
                 raise click.ClickException(f"{resume_path} holds records made with other settings: {differ}; "
                                            "give this run another --resume file (or delete that one)")
