@@ -703,6 +703,27 @@ def test_export_formats(client):
     assert r.status_code == 422 and "coco, labelme, geojson or labels" in r.json()["error"]
 
 
+def test_a_stack_frames_coco_export_says_its_frame(client, folder):
+    """The UI's COCO export of a stack's frame named the frame in its file name only: its image
+    record had no ``frame``, so `add --frame 0 --annotations` took frame 2's outlines as frame
+    0's and `eval --frame 3` scored against them, without a word (a helper's bug hunt). The
+    record says its frame now, as `detect --frame K --coco` writes it, and another frame is
+    refused."""
+    from sam_detect.errors import AnnotationError
+    from sam_detect.formats import load_annotations
+
+    r = client.get("/api/export", params={"path": "sub/stack.tif", "format": "coco", "frame": 2, "channel": "0"})
+    assert r.status_code == 200 and 'filename="stack_frame2_coco.json"' in r.headers["content-disposition"]
+    assert r.json()["images"][0]["frame"] == 2
+    out = folder / "stack_frame2_coco.json"
+    out.write_bytes(r.content)
+    assert len(load_annotations(out, image_shape=(64, 96), at_frame=2)) == 0
+    with pytest.raises(AnnotationError, match="frame 0"):
+        load_annotations(out, image_shape=(64, 96), at_frame=0)
+    r = client.get("/api/export", params={"path": "scene.png", "format": "coco"})
+    assert "frame" not in r.json()["images"][0]  # a single image has none
+
+
 # ------------------------------------------------------------------ upload ------------
 def _png_bytes(shape=(40, 50)) -> bytes:
     buf = io.BytesIO()

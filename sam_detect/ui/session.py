@@ -642,6 +642,8 @@ class AnnotationSession:
             else:
                 inst = Instances.empty(loaded.hw)
             stem = Path(rel).stem + (f"_frame{view.frame}" if loaded.n_frames > 1 else "")
+            if loaded.n_frames > 1:  # which frame of the stack, in the COCO image record as detect --frame writes it
+                inst.metadata["frame"] = int(view.frame)
             return export_file(inst, fmt, stem, Path(rel).name)
 
 def _color(label: str) -> tuple[int, int, int]:
