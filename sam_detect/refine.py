@@ -319,20 +319,31 @@ def refine_image(
     options: RefineOptions,
     stats: RefineStats,
     note: Note,
+    frame: int | None = None,
 ) -> list[Prompt]:
-    """Refine the prompts ``prompts_of(image (H, W))`` makes for image ``path``; ``write``
-    (a refined prompt, the polygon tolerance, ``(H, W)``) puts each result back."""
+    """Refine the prompts ``prompts_of(image (H, W))`` makes for image ``path`` (``frame``: of
+    a stack); ``write`` (a refined prompt, the polygon tolerance, ``(H, W)``) puts each result
+    back."""
+    from sam_detect.errors import ImageLoadError
     from sam_detect.io.images import load_image
 
-    rgb = load_image(path).rgb
+    try:
+        rgb = load_image(path, frame=frame).rgb
+    except ImageLoadError as e:
+        if frame is None and "holds a stack of" in str(e):  # refine has no --frame: a COCO file says which
+            raise ImageLoadError(
+                f"{path.name}: a stack; refine takes its frames from a COCO file whose images name them, "
+                "as `sam-detect detect STACK --frame K --coco FILE` writes it") from None
+        raise
     hw = rgb.shape[:2]
     prompts = prompts_of(hw)
-    refine_prompts(seg, rgb, prompts, options, path.name, stats)
+    where = path.name if frame is None else f"{path.name} frame {frame}"
+    refine_prompts(seg, rgb, prompts, options, where, stats)
     for p in prompts:
         if p.refined is not None and write is not None:
             write(p, options.smooth, hw)
     stats.images += 1
-    note(f"{path.name}: {sum(p.refined is not None for p in prompts)}/{len(prompts)} refined")
+    note(f"{where}: {sum(p.refined is not None for p in prompts)}/{len(prompts)} refined")
     return prompts
 
 
@@ -344,19 +355,21 @@ def refine_coco(
     from sam_detect.formats.coco import with_corner_vertices
 
     new = with_corner_vertices(copy.deepcopy(doc))  # refined polygons are written on pixel corners
-    by_name: dict[str, dict] = {}
+    by_name: dict[str, list[dict]] = {}  # a stack's frames are an image each, of one file name
     for entry in new["images"]:
         fn = Path(str(entry.get("file_name", "")))
-        by_name.setdefault(fn.name, entry)
-        by_name.setdefault(fn.stem, entry)
+        for key in dict.fromkeys((fn.name, fn.stem)):
+            by_name.setdefault(key, []).append(entry)
     for path in paths:
-        entry = by_name.get(path.name) or by_name.get(path.stem)
-        if entry is None:
+        entries = by_name.get(path.name) or by_name.get(path.stem)
+        if not entries:
             warnings.warn(f"{path.name}: not among the images of {name}; skipped", stacklevel=1)
             continue
-        refine_image(
-            seg, path, lambda hw, e=entry, n=path.name: coco_prompts(new, e, hw, n), coco_write, options, stats, note
-        )
+        framed = [e for e in entries if isinstance(e.get("frame"), int)]
+        for entry in framed or entries[:1]:  # a stack's frames, or the one image of that name
+            frame = entry.get("frame") if isinstance(entry.get("frame"), int) else None
+            refine_image(seg, path, lambda hw, e=entry, n=path.name: coco_prompts(new, e, hw, n), coco_write,
+                         options, stats, note, frame=frame)
     return new
 
 

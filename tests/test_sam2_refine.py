@@ -192,3 +192,40 @@ def test_refine_bad_arguments(sam2_ckpt, scene, tmp_path):
     src.write_text(json.dumps({"foo": 1}))
     r = run(sam2_ckpt, path, "-a", src)
     assert r.exit_code == 1 and "Error: " in r.output and "neither COCO" in r.output
+
+
+def test_a_stacks_frames_are_refined_from_a_coco_file_that_names_them(sam2_ckpt, scene, tmp_path):
+    """`refine STACK -a FILE` failed telling the user to give `--frame`, which refine does not
+    take, and a COCO file `detect --frame K --coco` writes (its images name their frame) could
+    not be refined (a helper's bug hunt). Each frame the file names is refined on that frame;
+    a labelme file on a stack says where frames come from."""
+    import tifffile
+
+    from sam_detect.formats import to_coco
+    from sam_detect.instances import Instances
+
+    _, img, labels = scene
+    stack = tmp_path / "stack.tif"
+    frames = np.stack([img[..., 0], np.roll(img[..., 0], 40, axis=1)])
+    tifffile.imwrite(stack, frames, metadata={"axes": "ZYX"})
+    items = []
+    for k in (0, 1):
+        inst, _ = Instances.from_label_image(labels if k == 0 else np.roll(labels, 40, axis=1))
+        inst.labels = np.array(["cell"] * len(inst), dtype=object)
+        inst.metadata["frame"] = k
+        items.append(inst)
+    doc = to_coco(items, [stack.name, stack.name])
+    assert [im["frame"] for im in doc["images"]] == [0, 1]
+    src = tmp_path / "rough.json"
+    src.write_text(json.dumps(doc))
+    r = run(sam2_ckpt, stack, "-a", src, "--json")
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.output[r.output.index("{"):])
+    assert summary["images"] == 2 and summary["refined"] + summary["kept_unchanged"] == 6
+    assert "stack.tif frame 1:" in r.output
+    labelme = tmp_path / "stack.json"
+    labelme.write_text(json.dumps({"shapes": [{"label": "cell", "shape_type": "rectangle",
+                                               "points": [[40, 40], [80, 80]]}], "imageHeight": 256,
+                                   "imageWidth": 256, "imagePath": "stack.tif"}))
+    r = run(sam2_ckpt, stack, "-a", labelme)
+    assert r.exit_code == 1 and "a stack; refine takes its frames from a COCO file whose images name them" in r.output
