@@ -99,6 +99,17 @@ ALIKE_FOR_SHIFT = 5
 PICKED_ABOVE = 0.8
 #: candidates whose estimated probability of being an object is below this are dropped
 MIN_PROBABILITY = 0.5
+#: ... and only where the model is sure of some of what it would drop: at least
+#: ``MIN_SURE_SHARE`` of the example images' unlabelled objects (groups without an example)
+#: lie below ``SURE_PROBABILITY`` (``sure_share``). Where what the examples leave unlabelled
+#: is something else (the H&E patches' stroma, specks, pieces), the model puts much of it far
+#: below; where it is more objects of the examples' kind, a separation that passed the gates
+#: by chance puts them near the cut, at 0.2-0.5: images of one kind of object, ten examples
+#: drawn at random, 12 switch-ons in 120 draws each dropping 25-75 % of the objects, and
+#: under 0.1 lay 0-16 % of the unlabelled objects; on the 23 development H&E draws where the
+#: model acts, 8-70 % (docs/performance.md, session 89)
+SURE_PROBABILITY = 0.1
+MIN_SURE_SHARE = 0.1
 #: an image whose candidates the model drops far more often than it drops the example
 #: images' own (``dropped_share``) is unlike them, and ``detect`` says so
 #: (:func:`unlike_examples`): the one-sided binomial probability of dropping that many or
@@ -183,7 +194,8 @@ def fit(x: np.ndarray, labelled: np.ndarray, groups: np.ndarray | None = None,
     than ``MIN_ROWS`` groups holding a labelled candidate, or holding an unlabelled one.
 
     ``{"version", "features", "mean", "sd", "w", "c", "separation", "separation_z",
-    "labelled", "unlabelled"}``: ``c`` is the mean out-of-fold ``g`` over the labelled rows
+    "labelled", "unlabelled", "dropped_share", "sure_share"}`` (``sure_share``: the share of
+    the unlabelled objects, each by its likeliest outline, under ``SURE_PROBABILITY``): ``c`` is the mean out-of-fold ``g`` over the labelled rows
     (``FOLDS`` folds of whole groups, fixed seed; in-sample it would be biased high by the
     fit itself). The calibrated segmenter proposes each object several times, thresholded
     and split otherwise; folds that split an object's alternatives would test the model on
@@ -255,6 +267,11 @@ def fit(x: np.ndarray, labelled: np.ndarray, groups: np.ndarray | None = None,
                  labelled=n1, unlabelled=n0, alike=n_alike)
     # the share of the example images' own candidates the model drops (unlike_examples)
     model["dropped_share"] = round(float((probability(model, x) < MIN_PROBABILITY).mean()), 4)
+    # the share of the unlabelled objects the model is sure are none (each group's likeliest outline)
+    likeliest = np.full(len(has_labelled), -1.0)
+    np.maximum.at(likeliest, g_idx, probability(model, x))
+    none = likeliest[~has_labelled]  # objects without an example (all may hold one: then nothing to be sure of)
+    model["sure_share"] = round(float((none < SURE_PROBABILITY).mean()), 4) if len(none) else 0.0
     if n_alike >= ALIKE_FOR_SHIFT:
         # how much fainter the alike objects stand out than the examples (log contrast,
         # medians of each group's brightest outline): examples picked for being visible
@@ -354,17 +371,21 @@ def applies(model: dict | None) -> bool:
     examples at least that share of the objects alike to them (``AREA_ROOM``), an
     out-of-fold separation of at least ``MIN_SEPARATION`` and ``MIN_SEPARATION_Z``
     (``MIN_SEPARATION_Z_AT_RANDOM`` where the examples lie among the rest: :func:`at_random`),
-    and at least ``MIN_LABELLED_OBJECTS`` examples proposed."""
+    at least ``MIN_LABELLED_OBJECTS`` examples proposed, and some of what the examples leave
+    unlabelled sure to be no object (``MIN_SURE_SHARE``; a model fitted before that was
+    counted is judged without it)."""
     if not model or model.get("version") != VERSION:
         return False
     z = MIN_SEPARATION_Z_AT_RANDOM if at_random(model) else MIN_SEPARATION_Z
     alike = model.get("alike")  # None: a model fitted before it was counted
     labelled = int(model.get("labelled", 0))
+    sure = model.get("sure_share")  # None: a model fitted before it was counted
     return (float(model.get("c", 0.0)) >= MIN_LABEL_FREQUENCY
             and (alike is None or labelled >= MIN_LABEL_FREQUENCY * (labelled + int(alike)))
             and float(model.get("separation", 0.0)) >= MIN_SEPARATION
             and float(model.get("separation_z", 0.0)) >= z
-            and int(model.get("labelled", 0)) >= MIN_LABELLED_OBJECTS)
+            and int(model.get("labelled", 0)) >= MIN_LABELLED_OBJECTS
+            and (sure is None or float(sure) >= MIN_SURE_SHARE))
 
 
 def image_key(rgb: np.ndarray) -> str:
@@ -591,6 +612,11 @@ def describe(model: dict | None, joint: dict | None = None, border: dict | None 
     elif model.get("position_separation") is not None and not at_random(model):
         state = ("not used: the examples lie apart from the rest of their images' objects (picked by position?), "
                  "and the rest look too much like them")
+    elif (model.get("sure_share") is not None and float(model["sure_share"]) < MIN_SURE_SHARE
+          and float(model.get("separation", 0.0)) >= MIN_SEPARATION
+          and float(model.get("separation_z", 0.0)) >= (MIN_SEPARATION_Z_AT_RANDOM if at_random(model) else MIN_SEPARATION_Z)):
+        state = (f"not used: it is sure of little of what they leave unlabelled ({float(model['sure_share']):.0%} under "
+                 f"{SURE_PROBABILITY:g}): more objects of their kind, most likely")
     else:
         state = "not used: the examples and the rest look alike, or are too few to tell apart"
     lines = [f"the example images' candidates: {model['labelled']} examples proposed, {model['unlabelled']} other objects or pieces; "
@@ -608,5 +634,5 @@ def describe(model: dict | None, joint: dict | None = None, border: dict | None 
     return lines
 
 
-__all__ = ["UNLIKE_LEVEL", "unlike_examples", "FEATURES", "GROUP_OVERLAP", "MATCH_IOU", "MIN_LABEL_FREQUENCY", "MIN_LABELLED_OBJECTS", "MIN_SEPARATION", "MIN_SEPARATION_Z", "MIN_SEPARATION_Z_AT_RANDOM", "MAX_POSITION_SEPARATION", "MIN_PROBABILITY", "PICKED_ABOVE", "ALIKE_FOR_SHIFT", "VERSION", "BORDER_EXPECTED_MIN", "BORDER_GAP", "BORDER_LEFT_OUT", "BORDER_NEAR", "applies", "border_convention", "border_record", "cut_in_annotation", "leaves_border_out", "at_random", "describe", "floor_factor",
+__all__ = ["UNLIKE_LEVEL", "unlike_examples", "FEATURES", "GROUP_OVERLAP", "MATCH_IOU", "MIN_LABEL_FREQUENCY", "MIN_LABELLED_OBJECTS", "MIN_SEPARATION", "MIN_SEPARATION_Z", "MIN_SEPARATION_Z_AT_RANDOM", "MAX_POSITION_SEPARATION", "MIN_PROBABILITY", "MIN_SURE_SHARE", "SURE_PROBABILITY", "PICKED_ABOVE", "ALIKE_FOR_SHIFT", "VERSION", "BORDER_EXPECTED_MIN", "BORDER_GAP", "BORDER_LEFT_OUT", "BORDER_NEAR", "applies", "border_convention", "border_record", "cut_in_annotation", "leaves_border_out", "at_random", "describe", "floor_factor",
            "admitted_sizes", "features", "fit", "image_key", "model_from_payloads", "probability", "rows_for_examples"]
