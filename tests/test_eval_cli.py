@@ -52,6 +52,16 @@ def test_help():
         assert opt in out
 
 
+def test_an_image_given_twice_is_said_to_be(stack_files):
+    """`eval f0.png f0.png -a g -a g`: the repeated image was dropped without a word, and the
+    error then blamed the annotation files' count (a helper's bug hunt)."""
+    d, pngs = stack_files
+    code, _, err = run_main("eval", pngs[0], pngs[1], str(pngs[0]).replace("f0.png", "./f0.png"),
+                            "-a", d / "gt.json", *FAST)
+    assert code == 2 and "is given twice" in err and "each image is scored once" in err, err
+    assert "annotation files" not in err
+
+
 def test_coco_images_of_one_name_in_two_folders_are_told_apart_by_their_paths(stack_files, tmp_path):
     """``plate1/A01.tif`` and ``plate2/A01.tif``, as ``detect --coco`` lists them: ``eval`` gives
     each its own ground truth (it matched by the file name alone: "2 images match 'p.png' alike");

@@ -94,6 +94,16 @@ def test_type_names_in_order_or_by_value():
             parse_type_names(spec)
 
 
+def test_two_types_of_one_name_are_one_class_and_stderr_says_so(caplog):
+    """`--type-names a,a` merged types 1 and 2 into one class without a word (a helper's bug
+    hunt): meant or not, it is said now."""
+    assert parse_type_names("a,a,b") == {1: "a", 2: "a", 3: "b"}
+    assert "types 1, 2 are all named 'a': their objects are one class" in caplog.text
+    caplog.clear()
+    parse_type_names("a,b")
+    assert "one class" not in caplog.text
+
+
 def test_ground_truth_from_label_images_and_type_maps(typed_files, tmp_path):
     f = typed_files
     names = [p.name for p in f["image"]]

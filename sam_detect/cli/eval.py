@@ -70,6 +70,14 @@ def expand_images(
     from sam_detect.io.images import iter_image_paths, load_image
 
     channel = None if not channels else (channels[0] if len(channels) == 1 else tuple(channels))
+    given: dict[Path, str] = {}
+    for arg in inputs:  # a file named twice is scored once: said here, not as a count of annotation files
+        if Path(arg).is_file():
+            key = Path(arg).resolve()
+            if key in given:
+                raise click.BadParameter(f"{arg} is given twice ({given[key]}); each image is scored once: give it "
+                                         "once, with its annotations once", param_hint="IMAGES")
+            given[key] = arg
     refs = []
     for p in iter_image_paths(list(inputs)):
         if frame is not None:

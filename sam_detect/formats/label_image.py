@@ -576,6 +576,14 @@ def parse_type_names(spec: str | None) -> dict[int, str]:
         if value in names:
             raise AnnotationError(f"type names {spec!r}: type {value} is named twice")
         names[value] = check_label(name)
+    twice = {n for n in names.values() if list(names.values()).count(n) > 1}
+    if twice:  # one class of two types may be meant (merging them): said, not refused
+        import logging
+
+        for n in sorted(twice):
+            values = ", ".join(str(v) for v, m in sorted(names.items()) if m == n)
+            logging.getLogger("sam_detect").warning(
+                "type names %r: types %s are all named %r: their objects are one class", spec, values, n)
     return names
 
 
