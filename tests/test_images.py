@@ -757,6 +757,31 @@ def test_a_tiff_with_a_thumbnail_first_is_read_as_its_image_and_the_pixel_limit_
         load_image(path)
 
 
+def test_a_tiff_of_images_of_other_sizes_says_which_it_reads(tmp_path, caplog):
+    """Pages of two images of other sizes were read as the largest alone without a word (a
+    helper's bug hunt): stderr says so once; a thumbnail is a copy, not another image."""
+    import tifffile
+
+    from sam_detect.io.images import load_image
+
+    image = (np.arange(120 * 160, dtype=np.uint32) % 251).astype(np.uint8).reshape(120, 160)
+    mixed, thumbed = tmp_path / "mixed.tif", tmp_path / "thumbed.tif"
+    with tifffile.TiffWriter(mixed) as tw:
+        tw.write(image, metadata=None)
+        tw.write(image[:50, :60], metadata=None)
+    with tifffile.TiffWriter(thumbed) as tw:
+        tw.write(image[::8, ::8], subfiletype=1, metadata=None)
+        tw.write(image, metadata=None)
+    for _ in range(2):
+        assert load_image(mixed).original.shape == (120, 160)
+    said = [r.getMessage() for r in caplog.records if "images of other sizes" in r.getMessage()]
+    assert said == ["mixed.tif holds 2 images of other sizes; the largest (axes YX, shape (120, 160)) is read, "
+                    "not (50, 60): save each image in a file of its own to detect on it"]
+    caplog.clear()
+    assert load_image(thumbed).original.shape == (120, 160)
+    assert "other sizes" not in caplog.text
+
+
 @pytest.mark.parametrize("suffix", [".gif", ".png", ".webp"])
 def test_an_animated_image_is_a_stack_of_its_frames(tmp_path, suffix):
     """An animated GIF, PNG or WebP was read as its first frame without a word: now it is a

@@ -537,9 +537,15 @@ def _looks_like_other(p: Path) -> bool:
 _PIL_PHOTOMETRIC = (0, 3, 5)
 
 
+#: the files whose other series :func:`_main_series` said it leaves out (said once a process)
+_SAID_SERIES: set[str] = set()
+
+
 def _main_series(tif: Any) -> Any:
     """The image of a TIFF of several series of other sizes: the one of the most pixels a
-    plane (a thumbnail or a label page stored first was read as the image, silently)."""
+    plane (a thumbnail or a label page stored first was read as the image, silently). The
+    others are said once on stderr (pages of several images of other sizes were read as
+    the first alone without a word: a helper's bug hunt)."""
     series = tif.series
     if len(series) == 1:
         return series[0]
@@ -550,7 +556,20 @@ def _main_series(tif: Any) -> Any:
             return 0
         return int(s.shape[axes.index("Y")]) * int(s.shape[axes.index("X")])
 
-    return max(series, key=plane)  # ties: the first
+    main = max(series, key=plane)  # ties: the first
+    # other images, not a reduced copy of this one (a thumbnail, a slide's label or macro photo)
+    others = [s for s in series if s is not main and not (int(getattr(s.keyframe, "subfiletype", 0) or 0) & 1)
+              and str(getattr(s, "name", "")).lower() not in ("thumbnail", "label", "macro", "overview")]
+    where = str(getattr(getattr(tif, "filehandle", None), "path", "") or getattr(tif, "filename", ""))
+    if others and where not in _SAID_SERIES:
+        _SAID_SERIES.add(where)
+        import logging
+
+        logging.getLogger("sam_detect").warning(
+            "%s holds %d images of other sizes; the largest (axes %s, shape %s) is read, not %s: save each "
+            "image in a file of its own to detect on it", Path(where).name or "the TIFF", len(others) + 1, main.axes,
+            tuple(main.shape), ", ".join(str(tuple(s.shape)) for s in others[:3]) + (" ..." if len(others) > 3 else ""))
+    return main
 
 
 def _read_tiff(p: Path) -> tuple[np.ndarray, str]:
