@@ -270,8 +270,8 @@ def fit(x: np.ndarray, labelled: np.ndarray, groups: np.ndarray | None = None,
     # the share of the unlabelled objects the model is sure are none (each group's likeliest outline)
     likeliest = np.full(len(has_labelled), -1.0)
     np.maximum.at(likeliest, g_idx, probability(model, x))
-    none = likeliest[~has_labelled]  # objects without an example (all may hold one: then nothing to be sure of)
-    model["sure_share"] = round(float((none < SURE_PROBABILITY).mean()), 4) if len(none) else 0.0
+    none = likeliest[~has_labelled]  # objects without an example (all may hold one: then there is no share)
+    model["sure_share"] = round(float((none < SURE_PROBABILITY).mean()), 4) if len(none) else None
     if n_alike >= ALIKE_FOR_SHIFT:
         # how much fainter the alike objects stand out than the examples (log contrast,
         # medians of each group's brightest outline): examples picked for being visible
@@ -609,14 +609,14 @@ def describe(model: dict | None, joint: dict | None = None, border: dict | None 
                  "solidity (examples picked for standing out?)")
     elif int(model.get("labelled", 0)) < MIN_LABELLED_OBJECTS:
         state = f"not used: fewer than {MIN_LABELLED_OBJECTS} examples proposed"
-    elif model.get("position_separation") is not None and not at_random(model):
-        state = ("not used: the examples lie apart from the rest of their images' objects (picked by position?), "
-                 "and the rest look too much like them")
     elif (model.get("sure_share") is not None and float(model["sure_share"]) < MIN_SURE_SHARE
           and float(model.get("separation", 0.0)) >= MIN_SEPARATION
           and float(model.get("separation_z", 0.0)) >= (MIN_SEPARATION_Z_AT_RANDOM if at_random(model) else MIN_SEPARATION_Z)):
         state = (f"not used: it is sure of little of what they leave unlabelled ({float(model['sure_share']):.0%} under "
                  f"{SURE_PROBABILITY:g}): more objects of their kind, most likely")
+    elif model.get("position_separation") is not None and not at_random(model):
+        state = ("not used: the examples lie apart from the rest of their images' objects (picked by position?), "
+                 "and the rest look too much like them")
     else:
         state = "not used: the examples and the rest look alike, or are too few to tell apart"
     lines = [f"the example images' candidates: {model['labelled']} examples proposed, {model['unlabelled']} other objects or pieces; "

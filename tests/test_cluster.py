@@ -567,3 +567,37 @@ def test_a_folder_detect_lets_go_of_the_library_between_images(hela):
         one = [det.detect(str(p)) for p in hela["paths"][:3]]
     assert held == [False, False, False]
     assert [r["count"] for r in records] == [len(x) for x in one]
+
+
+def test_resume_records_of_an_older_version_are_compared_on_what_they_recorded():
+    """Records written before the library's location, example count and outline tolerance
+    were recorded are judged on what they hold; a record of this version, on everything."""
+    from sam_detect.cluster import other_settings
+
+    now = {"library": "lib", "threshold": None, "library_at": "/data/libs", "examples": 10, "outlines": 1.0}
+    older = {"r1": {"resume_settings": {"library": "lib", "threshold": None}}}
+    assert other_settings(older, now) is None
+    assert other_settings({"r1": {"resume_settings": {"library": "voc", "threshold": None}}}, now) == \
+        "library 'voc' (this run: 'lib')"
+    assert other_settings({"r1": {"resume_settings": {**now, "examples": 12}}}, now) == "examples 12 (this run: 10)"
+    assert other_settings({"r1": {"image": "a.png"}}, now) is None  # written before settings were recorded
+
+
+def test_a_slide_whose_library_was_deleted_stops_the_run(monkeypatch):
+    """A folder of slides went on failing slide after slide once its library was deleted
+    (review): the slide path marks that error as the run's, as an image's is."""
+    import sam_detect.slides as slides
+    from sam_detect.cli.detect import _slide_results
+    from sam_detect.errors import AnnotationError, LibraryNotFoundError
+
+    class Detector:
+        config = None
+
+    errors = iter([LibraryNotFoundError("library 'x' in /l was deleted by another process"), AnnotationError("bad")])
+
+    def fail(*a, **k):
+        raise next(errors)
+
+    monkeypatch.setattr(slides, "detect_slide", fail)
+    got = list(_slide_results(Detector(), ["a.svs", "b.svs"], None, True, False, True, 1.0, 512, 0))
+    assert [(r.error is not None, r.fatal) for r in got] == [(True, True), (True, False)]

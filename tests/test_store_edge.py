@@ -479,3 +479,21 @@ def test_a_library_deleted_while_waited_for_is_said_deleted(tmp_path, monkeypatc
     finally:
         stop_holder(proc)
     assert not (tmp_path / "lib").exists()
+
+
+def test_a_library_whose_shard_folder_is_gone_can_still_be_deleted(tmp_path):
+    """A damaged library (its shard folder removed by hand) is listed and its name taken;
+    `delete` must remove it. A first version of "deleted by another process" refused it as not
+    found (the review of session 89)."""
+    import shutil
+
+    s = EdgeStore(tmp_path)
+    s.create_library(meta("lib"))
+    s.close()
+    shutil.rmtree(tmp_path / "lib" / "shard")
+    s = EdgeStore(tmp_path)
+    try:
+        s.delete_library("lib")
+        assert s.list_libraries() == [] and not (tmp_path / "lib").exists()
+    finally:
+        s.close()

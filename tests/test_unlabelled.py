@@ -646,3 +646,22 @@ def test_a_model_unsure_of_what_is_left_unlabelled_is_not_used_and_says_so():
     assert applies({**model, "sure_share": 0.4})
     older = {k: v for k, v in model.items() if k != "sure_share"}
     assert applies(older)
+
+
+def test_the_sure_share_is_the_reason_given_where_it_is_the_gate_that_failed():
+    """Examples picked by position (their separation passing the stricter z) whose model is
+    unsure of what they leave unlabelled: the line gave "picked by position?", though the
+    separation had passed; and a model with nothing left unlabelled but pieces of the examples
+    has no share at all (it said "0 % under 0.1: more objects of their kind")."""
+    model = {"version": 2, "c": 0.5, "separation": 0.9, "separation_z": 3.5, "labelled": 12, "unlabelled": 10,
+             "alike": 8, "position_separation": 0.95, "sure_share": 0.05}
+    assert not applies(model)
+    assert "it is sure of little of what they leave unlabelled" in describe(model)[0]
+    assert "picked by position" in describe({**model, "separation_z": 2.5})[0]
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1, (24, len(FEATURES)))
+    x[:12, 0] += 3.0
+    y = np.zeros(24, bool)
+    y[:12] = True
+    pieces = fit(x, y, groups=np.r_[np.arange(12), np.arange(12)])  # every other row a piece of an example
+    assert pieces is not None and pieces["sure_share"] is None

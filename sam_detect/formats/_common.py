@@ -119,17 +119,25 @@ def refuse_elsewhere(path: Path, items: list[Instances], name: str) -> None:
             "folder is another image; give the image the file lists, or the annotation file made for this one")
 
 
+#: the annotation files :func:`warn_elsewhere` spoke of (once a file: a labelling tool's export
+#: of 1,000 images under ``images/`` said it 1,000 times)
+_SAID_ELSEWHERE: set[str] = set()
+
+
 def warn_elsewhere(path: Path, items: list[Instances], name: str) -> None:
     """Say where the image taken for ``name`` (``items``: the one chosen) is listed in another
     folder than ``name``'s: taken as this image's (an image moved or copied since it was
-    annotated, most often), said on stderr in case it is another image of the same name."""
+    annotated, most often), said on stderr once a file, in case it is another image of the
+    same name."""
     import logging
 
     other = elsewhere(items, name)
-    if other:
+    if other and str(path) not in _SAID_ELSEWHERE:
+        _SAID_ELSEWHERE.add(str(path))
         logging.getLogger("sam_detect").warning(
             "%s lists %s, not %r: its annotations are taken as this image's (the same file name in another "
-            "folder); if that is another image, give the annotation file made for this one", path, other[0], str(name))
+            "folder; so for each image of the file so listed); if that is another image, give the annotation file "
+            "made for this one", path, other[0], str(name))
 
 
 def _other_folder(ref: str, name: str) -> bool:

@@ -340,8 +340,12 @@ class EdgeStore(Store):
                 raise not_found(name, self.list_libraries(), self._where)
             try:
                 self._shard(name)  # take the library's lock: refuse while another process uses it
-            except (LibraryLockedError, LibraryNotFoundError):  # in use, or deleted by the process it waited for
+            except LibraryLockedError:
                 raise
+            except LibraryNotFoundError:
+                if not (self.path / name).is_dir():  # deleted by the process it waited for
+                    raise
+                # its shard folder is missing: damaged, nothing to lock, remove it
             except LibraryError:
                 pass  # a shard that does not load is damaged: nothing to lock, remove it
             # the lock is held until the folder is renamed away: a process waiting for the
