@@ -131,6 +131,15 @@ STAIN_MASS = 0.2
 #: every object is off the examples' size. Chosen on the development sets
 #: (``scripts/dev_selection.py``), never on a reported one; docs/performance.md, session 10
 MIN_EVIDENCE = 0.03
+#: a class's examples fall in two sizes (``size_modes``: small and large nuclei of one class)
+#: where the widest gap between their sorted log-areas exceeds SIZE_MODE_GAP prior spreads
+#: (``PRIOR_LOG_AREA_SD``; 2.7x in area) with at least SIZE_MODE_COUNT examples on each side:
+#: one lognormal over both is centred between them, and where the image's sure objects are
+#: the large ones (``size_shift``) it put the small ones 2.4 of its sds off, under
+#: ``MIN_EVIDENCE`` where few settings drew them (``dev_kinds.py`` kind ``bimodal``, ten
+#: random examples: F1 0.91, the segmenter alone 1.00; session 89). Ten examples of one
+#: lognormal size leave such a gap in 1 draw of 750 at the prior spread, 1 of 200,000 at sd 0.3
+SIZE_MODE_GAP, SIZE_MODE_COUNT = 2.0, 2
 #: ... the image's sure objects: at least ``SURE_COUNT`` candidates that this share of the
 #: settings draws and shaped like the class's examples (``select.WHOLE_SHAPE_FIT``); their
 #: median size replaces the examples' when it lies more than ``SURE_SHIFT`` of the
@@ -831,6 +840,21 @@ def _log_area(areas: np.ndarray, cut: np.ndarray | None = None) -> tuple[float, 
     return mu, max(_shrunk(sd, n, PRIOR_LOG_AREA_SD), MIN_LOG_AREA_SD)
 
 
+def _size_modes(log_a: np.ndarray, centre: float) -> list[list[float]] | None:
+    """``[[offset, sd], [offset, sd]]``: the small and the large of two sizes the examples'
+    log-areas ``log_a`` fall in (``SIZE_MODE_GAP``), each its median less ``centre`` (the
+    class's ``log_area`` centre, so that :func:`at_scale` moves them with it) and its sd
+    unshrunk; None where they fall in one."""
+    a = np.sort(np.asarray(log_a, np.float64))
+    if len(a) < 2 * SIZE_MODE_COUNT:
+        return None
+    gaps = np.diff(a)[SIZE_MODE_COUNT - 1:len(a) - SIZE_MODE_COUNT]  # each side keeps SIZE_MODE_COUNT
+    k = int(np.argmax(gaps)) + SIZE_MODE_COUNT
+    if gaps.max() <= SIZE_MODE_GAP * PRIOR_LOG_AREA_SD:
+        return None
+    return [[round(float(np.median(m)) - centre, 4), round(float(m.std(ddof=1)), 4)] for m in (a[:k], a[k:])]
+
+
 def censored_normal_fit(values: np.ndarray, right: np.ndarray) -> tuple[float, float]:
     """Maximum-likelihood ``(mean, sd)`` of a normal sample of which ``values`` were seen and
     ``right`` are lower bounds only (right-censored); ``values`` must hold two different
@@ -1015,6 +1039,9 @@ def build_profile(examples: Iterable[tuple[str, dict]]) -> dict:
                          round(float(np.median([s["solidity"] for s in shaped])), 3)],
             "eccentricity": round(float(max(s["eccentricity"] for s in shaped)), 3),
         }
+        modes = _size_modes(log_a[_typical(log_a)], mu)
+        if modes is not None:  # two sizes of one class (SIZE_MODE_GAP)
+            entry["size_modes"] = modes
         if sc.has_ridge:
             entry["ridge"] = round(sc.ridge, 3)
         if sc.has_core:
@@ -2443,7 +2470,11 @@ def _weak(instances: Instances, classes: dict, shape_fits: np.ndarray) -> np.nda
         # sizes judged at no less than the prior spread: examples rarely show the whole
         # range (a nucleus just divided has half the area of the one beside it)
         sd = max(sd, PRIOR_LOG_AREA_SD)
-        best = np.maximum(best, _size_term((log_a - centre) / sd) * shape)
+        size = _size_term((log_a - centre) / sd)
+        # examples of two sizes (``size_modes``): the nearer of the two, each moved as far
+        for off, mode_sd in entry.get("size_modes") or ():
+            size = np.maximum(size, _size_term((log_a - centre - off) / max(mode_sd, PRIOR_LOG_AREA_SD)))
+        best = np.maximum(best, size * shape)
     # an object the image border cuts is smaller than it is: its size says nothing
     return (best * st < MIN_EVIDENCE) & ~cut_by_border(instances.boxes, instances.image_hw)
 
@@ -2451,9 +2482,17 @@ def _weak(instances: Instances, classes: dict, shape_fits: np.ndarray) -> np.nda
 def _tiny_floor(classes: dict) -> float:
     """The area below which a candidate is too small for every class (:data:`TINY_MEDIAN`,
     :data:`TINY_SMALLEST`); 0 where no class has the examples' areas."""
-    floors = [min(TINY_MEDIAN * float(e["area"][1]), TINY_SMALLEST * float(e["area"][0]))
+    floors = [min(TINY_MEDIAN * _small_median(e), TINY_SMALLEST * float(e["area"][0]))
               for e in classes.values() if len(e.get("area") or []) == 3]
     return min(floors) if floors else 0.0
+
+
+def _small_median(entry: dict) -> float:
+    """The median area of a class's examples, or of the small ones where they fall in two
+    sizes (``size_modes``): the small are a kind of the class, which the rule judges as one."""
+    if not entry.get("size_modes"):
+        return float(entry["area"][1])
+    return min(float(entry["area"][1]), float(np.exp(entry["log_area"][0] + entry["size_modes"][0][0])))
 
 
 def _proposed_sizes(entry: dict) -> str:
@@ -2881,5 +2920,5 @@ def describe(profile: dict | None) -> list[str]:
 
 
 __all__ = [
-    "NOISE_FLOOR", "NOISE_AREA", "PIXEL_SOLIDITY", "solidity_floor", "PIXEL_ECCENTRICITY", "eccentricity_ceiling", "JOINT", "JOINT_ANGLE", "SAME", "apart", "joint_profile", "joint_labels", "CUT_FLOOR", "POOR_REPRODUCTION", "SPECK_AREA", "SPECK_CONTRAST", "STAIN_MASS", "TINY_MEDIAN", "TINY_SMALLEST", "THIN", "half_widths", "LEVEL_GAIN", "LEVEL_GAIN_MAX", "STAIN_GAIN", "STAIN_GAIN_MAX", "STAIN_HUE_BINS", "STAIN_HUE_PIXELS", "STAIN_MIN_TISSUE", "STAIN_TISSUE", "at_stain", "stain_gain", "stain_ratio", "stain_table", "grey_ratio", "SAME_EXPOSURE", "LEVEL_MIN_SPLIT", "LEVEL_OFFSET", "at_levels", "grey_levels", "level_gain", "GROUND_FOLLOWS", "GROUND_NOTE", "GROUND_SAMPLE", "follows_ground", "ground_colour", "ground_notes", "ground_shift", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "PRIOR_BRIGHTNESS_SD", "brightness", "typed_by_brightness", "with_brightness", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "at_scale", "holds_size", "size_shift", "shift_holds", "wholes_follow", "WHOLES_LAG", "SHIFT_HOLDS", "sure_objects", "shaped_and_clear", "isolated_wholes", "image_objects", "ISOLATED", "probe_shift", "PROBE_SHIFT", "PROBE_GAIN", "PROFILE_VERSION", "WAY_MARGIN", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "LEVEL_FLOOR", "STAIN_DEGREES", "PALER_SHARE", "HUE_ROOM", "optical_hue", "inside_contrast_and_level", "sizes_in_image", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "outline_ratios", "scale_of", "size_filter", "filter_with_reasons", "DROP_REASONS",
+    "NOISE_FLOOR", "NOISE_AREA", "PIXEL_SOLIDITY", "solidity_floor", "PIXEL_ECCENTRICITY", "eccentricity_ceiling", "JOINT", "JOINT_ANGLE", "SAME", "apart", "joint_profile", "joint_labels", "CUT_FLOOR", "POOR_REPRODUCTION", "SPECK_AREA", "SPECK_CONTRAST", "STAIN_MASS", "TINY_MEDIAN", "TINY_SMALLEST", "THIN", "half_widths", "LEVEL_GAIN", "LEVEL_GAIN_MAX", "STAIN_GAIN", "STAIN_GAIN_MAX", "STAIN_HUE_BINS", "STAIN_HUE_PIXELS", "STAIN_MIN_TISSUE", "STAIN_TISSUE", "at_stain", "stain_gain", "stain_ratio", "stain_table", "grey_ratio", "SAME_EXPOSURE", "LEVEL_MIN_SPLIT", "LEVEL_OFFSET", "at_levels", "grey_levels", "level_gain", "GROUND_FOLLOWS", "GROUND_NOTE", "GROUND_SAMPLE", "follows_ground", "ground_colour", "ground_notes", "ground_shift", "TYPE_SIZE_SLACK", "TYPE_SIZE_WEIGHT", "PRIOR_BRIGHTNESS_SD", "brightness", "typed_by_brightness", "with_brightness", "size_priors", "EDGE_FLOOR", "EXPOSED", "admitted", "cut_by_border", "MIN_EVIDENCE", "SIZE_MODE_GAP", "SIZE_MODE_COUNT", "at_scale", "holds_size", "size_shift", "shift_holds", "wholes_follow", "WHOLES_LAG", "SHIFT_HOLDS", "sure_objects", "shaped_and_clear", "isolated_wholes", "image_objects", "ISOLATED", "probe_shift", "PROBE_SHIFT", "PROBE_GAIN", "PROFILE_VERSION", "WAY_MARGIN", "SURE_COUNT", "SURE_SHIFT", "SURE_SPREAD", "CONTRAST_SD_LIMIT", "LEVEL_FLOOR", "STAIN_DEGREES", "PALER_SHARE", "HUE_ROOM", "optical_hue", "inside_contrast_and_level", "sizes_in_image", "WEAK_SURE_COUNT", "SURE_STABILITY", "exposed", "build_profile", "describe", "describe_examples", "fit_and_shape_scores", "fit_scores", "outline_ratios", "scale_of", "size_filter", "filter_with_reasons", "DROP_REASONS",
 ]

@@ -665,3 +665,25 @@ def test_the_sure_share_is_the_reason_given_where_it_is_the_gate_that_failed():
     y[:12] = True
     pieces = fit(x, y, groups=np.r_[np.arange(12), np.arange(12)])  # every other row a piece of an example
     assert pieces is not None and pieces["sure_share"] is None
+
+
+def test_a_class_of_two_sizes_keeps_its_small_objects():
+    """One class of ~40 large nuclei and ~45 small ones, ten random examples (three or four
+    small): one lognormal over both, centred on the image's sure (large) objects, put the
+    small ones 2.4 of its sds off, and those few settings drew were dropped before the vote
+    (F1 0.84 here, recall 0.72; the segmenter alone 1.00). The examples' two sizes
+    (``size_modes``) each judge their own (session 89); ten examples of one size find one."""
+    from sam_detect.eval.protocol import evaluate
+
+    img, lab = _kind("bimodal")
+    res = evaluate([img], [lab], DetectorConfig(segmenter="classical", embedder="views", store="memory"), shots=10,
+                   seed=0, examples_from=[0], detect_on=[0], curve_thresholds=(), overlays=0)
+    assert res.metrics[0.5].f1 >= 0.95
+    dropped = (res.errors or {}).get("dropped_by", {})
+    assert dropped.get("weak", 0) + dropped.get("tiny", 0) <= 1
+    from sam_detect.profile import _size_modes
+
+    rng = np.random.default_rng(0)
+    assert _size_modes(rng.normal(6.0, 0.3, 10), 6.0) is None
+    modes = _size_modes(np.r_[rng.normal(4.7, 0.2, 4), rng.normal(6.6, 0.2, 6)], 6.5)
+    assert modes is not None and modes[0][0] < -1.0 < modes[1][0]
