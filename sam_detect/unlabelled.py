@@ -265,11 +265,12 @@ def fit(x: np.ndarray, labelled: np.ndarray, groups: np.ndarray | None = None,
     z = (separation - 0.5) / np.sqrt((n1 + n0 + 1) / (12.0 * n1 * n0))
     model.update(c=round(float(out[y].mean()), 4), separation=round(float(separation), 4), separation_z=round(float(z), 2),
                  labelled=n1, unlabelled=n0, alike=n_alike)
+    p = probability(model, x)
     # the share of the example images' own candidates the model drops (unlike_examples)
-    model["dropped_share"] = round(float((probability(model, x) < MIN_PROBABILITY).mean()), 4)
+    model["dropped_share"] = round(float((p < MIN_PROBABILITY).mean()), 4)
     # the share of the unlabelled objects the model is sure are none (each group's likeliest outline)
     likeliest = np.full(len(has_labelled), -1.0)
-    np.maximum.at(likeliest, g_idx, probability(model, x))
+    np.maximum.at(likeliest, g_idx, p)
     none = likeliest[~has_labelled]  # objects without an example (all may hold one: then there is no share)
     model["sure_share"] = round(float((none < SURE_PROBABILITY).mean()), 4) if len(none) else None
     if n_alike >= ALIKE_FOR_SHIFT:
@@ -376,16 +377,21 @@ def applies(model: dict | None) -> bool:
     counted is judged without it)."""
     if not model or model.get("version") != VERSION:
         return False
-    z = MIN_SEPARATION_Z_AT_RANDOM if at_random(model) else MIN_SEPARATION_Z
     alike = model.get("alike")  # None: a model fitted before it was counted
     labelled = int(model.get("labelled", 0))
     sure = model.get("sure_share")  # None: a model fitted before it was counted
     return (float(model.get("c", 0.0)) >= MIN_LABEL_FREQUENCY
             and (alike is None or labelled >= MIN_LABEL_FREQUENCY * (labelled + int(alike)))
-            and float(model.get("separation", 0.0)) >= MIN_SEPARATION
-            and float(model.get("separation_z", 0.0)) >= z
+            and _separated(model)
             and int(model.get("labelled", 0)) >= MIN_LABELLED_OBJECTS
             and (sure is None or float(sure) >= MIN_SURE_SHARE))
+
+
+def _separated(model: dict) -> bool:
+    """Whether ``g`` tells the examples from the rest out of fold: ``MIN_SEPARATION``, and
+    ``MIN_SEPARATION_Z`` (``MIN_SEPARATION_Z_AT_RANDOM`` where they lie among the rest)."""
+    z = MIN_SEPARATION_Z_AT_RANDOM if at_random(model) else MIN_SEPARATION_Z
+    return float(model.get("separation", 0.0)) >= MIN_SEPARATION and float(model.get("separation_z", 0.0)) >= z
 
 
 def image_key(rgb: np.ndarray) -> str:
@@ -609,9 +615,7 @@ def describe(model: dict | None, joint: dict | None = None, border: dict | None 
                  "solidity (examples picked for standing out?)")
     elif int(model.get("labelled", 0)) < MIN_LABELLED_OBJECTS:
         state = f"not used: fewer than {MIN_LABELLED_OBJECTS} examples proposed"
-    elif (model.get("sure_share") is not None and float(model["sure_share"]) < MIN_SURE_SHARE
-          and float(model.get("separation", 0.0)) >= MIN_SEPARATION
-          and float(model.get("separation_z", 0.0)) >= (MIN_SEPARATION_Z_AT_RANDOM if at_random(model) else MIN_SEPARATION_Z)):
+    elif model.get("sure_share") is not None and float(model["sure_share"]) < MIN_SURE_SHARE and _separated(model):
         state = (f"not used: it is sure of little of what they leave unlabelled ({float(model['sure_share']):.0%} under "
                  f"{SURE_PROBABILITY:g}): more objects of their kind, most likely")
     elif model.get("position_separation") is not None and not at_random(model):

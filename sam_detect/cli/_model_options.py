@@ -103,6 +103,8 @@ _CLIP_KEYS = {
     "clip_pretrained": "pretrained",
     "clip_checkpoint": "checkpoint",
 }
+#: the keyword names ``embedder_model_options`` gives a command
+EMBEDDER_OPTION_KEYS = (*_SAM_EMB_KEYS, *_CLIP_KEYS)
 
 
 def _flag(key: str) -> str:
@@ -158,5 +160,5 @@ def model_options_to_config(**opts: Any) -> dict[str, dict[str, Any]]:
     return {"segmenter_options": seg, "embedder_options": emb}
 
 
-__all__ = ["SAM_MODELS", "clip_options", "embedder_model_options", "model_options", "model_options_to_config",
+__all__ = ["EMBEDDER_OPTION_KEYS", "SAM_MODELS", "clip_options", "embedder_model_options", "model_options", "model_options_to_config",
            "sam_embed_mode_option", "sam_options"]

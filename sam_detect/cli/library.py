@@ -18,6 +18,7 @@ from sam_detect.cli._stack import stack
 from sam_detect.cli.options import (
     EMBEDDER_CHOICES,
     _library_or_default,
+    _model_options,
     location_options,
     open_store,
 )
@@ -656,18 +657,6 @@ def copy_cmd(ctx: click.Context, name: str, as_name: str | None, **opts: Any) ->
     )
 
 
-def _embedder_model_options(f: Callable) -> Callable:
-    """``--sam-model`` ... ``--clip-checkpoint`` for an embedder alone, where that part of
-    sam-detect is present (as ``detect``'s)."""
-    import importlib.util
-
-    if importlib.util.find_spec("sam_detect.cli._model_options") is None:
-        return f
-    from sam_detect.cli._model_options import embedder_model_options
-
-    return embedder_model_options(f)
-
-
 @library.command("reembed")
 @click.argument("name", callback=library_name)
 @location_options()
@@ -677,7 +666,7 @@ def _embedder_model_options(f: Callable) -> Callable:
 )
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where the embedder's network runs.")
-@_embedder_model_options
+@stack(_model_options("embedder_model_options"))
 @click.option("--as", "as_name", callback=library_name,
               help="Name of the new library (default: NAME-EMBEDDER).")
 @click.option(
@@ -705,12 +694,11 @@ def reembed_cmd(
     from sam_detect.detector_stages import _is_torch_embedder
     from sam_detect.store.exchange import reembed_library
 
-    model_keys = ("sam_model", "sam_checkpoint", "sam_embed_mode", "clip_model", "clip_pretrained", "clip_checkpoint")
-    given = {k: opts.pop(k) for k in model_keys if k in opts}
     embedder_options: dict[str, Any] = {}
-    if any(v is not None for v in given.values()):
-        from sam_detect.cli._model_options import model_options_to_config
+    if _model_options():  # the SAM2/CLIP options are there: taken out of the store's options
+        from sam_detect.cli._model_options import EMBEDDER_OPTION_KEYS, model_options_to_config
 
+        given = {k: opts.pop(k) for k in EMBEDDER_OPTION_KEYS if k in opts}
         embedder_options = model_options_to_config(embedder=embedder, **given)["embedder_options"]
     if _is_torch_embedder(embedder):
         embedder_options["device"] = device

@@ -98,13 +98,14 @@ store_options = stack(
 )
 
 
-def _model_options() -> list[Callable]:
-    """SAM2/CLIP options, when that part of sam-detect is present."""
+def _model_options(which: str = "model_options") -> list[Callable]:
+    """SAM2/CLIP options (``which``: ``model_options``, or ``embedder_model_options`` for an
+    embedder alone), when that part of sam-detect is present."""
     if importlib.util.find_spec("sam_detect.cli._model_options") is None:
         return []
-    from sam_detect.cli._model_options import model_options
+    from sam_detect.cli import _model_options as options
 
-    return [model_options]
+    return [getattr(options, which)]
 
 
 pipeline_options = stack(
