@@ -524,10 +524,10 @@ RESUME_SETTINGS = "resume_settings"
 def resume_settings(config: Any, store: Any = None, **extra: Any) -> dict[str, Any]:
     """What a ``--resume`` record must have been made with to be taken for this run's: the
     library, the stages, the decision's and the profile's settings (``config``, a
-    ``DetectorConfig``), where the library lives and how many examples it holds (``store``,
-    the run's open store: a library of the same name in another folder, or one given
-    examples since, is another library), and ``extra`` (a slide's level and windows, the
-    channels read, the outlines' tolerance)."""
+    ``DetectorConfig``), where the library lives, how many examples it holds and what they
+    made (``store``, the run's open store: a library of the same name in another folder, or
+    one given or relieved of examples since, is another library), and ``extra`` (a slide's
+    level and windows, the channels read, the outlines' tolerance)."""
     keys = ("library", "store", "segmenter", "embedder", "top_k", "threshold", "keep_unknown", "profile",
             "drop_border", "keep_examples")
     out = {k: getattr(config, k, None) for k in keys}
@@ -535,8 +535,25 @@ def resume_settings(config: Any, store: Any = None, **extra: Any) -> dict[str, A
         path = getattr(store, "path", None)
         out["library_at"] = getattr(store, "url", None) or (str(Path(path).resolve()) if path else None)
         out["examples"] = int(store.count(config.library)) if store.has_library(config.library) else 0
+        out["examples_digest"] = examples_digest(store, config.library) if out["examples"] else None
     out.update(extra)
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in out.items()}
+
+
+def examples_digest(store: Any, library: str) -> str:
+    """A fingerprint of what library ``library``'s examples made (its profile and decision
+    settings, rebuilt on every add and delete): a delete and an add leave its count as it
+    was, not this."""
+    import hashlib
+    import json
+
+    extra = store.get_meta(library).extra or {}
+    made = json.dumps({k: extra.get(k) for k in ("profile", "decision")}, sort_keys=True, default=str)
+    return hashlib.sha256(made.encode()).hexdigest()[:16]
+
+
+#: how :func:`other_settings` names a difference in these keys (their values say nothing to a user)
+_SAID = {"examples_digest": "the library's examples (changed since those records)"}
 
 
 def other_settings(resumed: dict[str, dict[str, Any]], settings: dict[str, Any]) -> str | None:
@@ -548,7 +565,8 @@ def other_settings(resumed: dict[str, dict[str, Any]], settings: dict[str, Any])
         if isinstance(theirs, dict):  # what they recorded (an older version recorded less)
             diff = [k for k in sorted(theirs) if theirs.get(k) != settings.get(k)]
             if diff:
-                return ", ".join(f"{k} {theirs.get(k)!r} (this run: {settings.get(k)!r})" for k in diff[:3])
+                return ", ".join(_SAID.get(k) or f"{k} {theirs.get(k)!r} (this run: {settings.get(k)!r})"
+                                 for k in diff[:3])
     return None
 
 

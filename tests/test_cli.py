@@ -829,7 +829,8 @@ def test_resume_refuses_records_of_another_library_of_the_same_name(scene_files,
     """A `--resume` file took the records of a library of the same name in another folder, of
     the library before examples were added to it, and of outlines drawn at another
     tolerance, as this run's (a helper's bug hunt): each is refused now, naming what differs;
-    the same run goes on as before."""
+    the same run goes on as before. A delete and an add that leave the count as it was are
+    told by the fingerprint of what the examples made (session 89's note)."""
     f = scene_files
     other = ["--library-path", str(tmp_path / "other"), "--segmenter", "classical"]
     for lib in (f["lib"], other):
@@ -847,6 +848,18 @@ def test_resume_refuses_records_of_another_library_of_the_same_name(scene_files,
     assert run_cli("add", f["image"], "--label", "shape", "--labels", f["labels"], "-q", *f["lib"]).exit_code == 0
     r = run_cli("detect", f["image"], "--resume", resume, "--jsonl", *f["lib"])
     assert r.exit_code == 1 and "holds records made with other settings: examples 1 (this run: " in r.output
+    # an example deleted and another added: the count is the one recorded, the examples are not
+    resume2 = tmp_path / "r2.jsonl"
+    assert run_cli("detect", f["image"], "--resume", resume2, "--jsonl", *f["lib"]).exit_code == 0
+    before = json.loads(run_cli("library", "show", "--json", *f["lib"][:2]).stdout)["labels"]
+    other = next(m for m, name in zip(f["masks"], f["names"], strict=True) if name != "disc")
+    ys, xs = np.nonzero(other)
+    box = f"{xs.min() - 2},{ys.min() - 2},{xs.max() + 3},{ys.max() + 3}"
+    assert run_cli("library", "delete", "default", "--label", "disc", "--yes", *f["lib"][:2]).exit_code == 0
+    assert run_cli("add", f["image"], "--label", "disc", "--box", box, "-q", *f["lib"]).exit_code == 0
+    assert json.loads(run_cli("library", "show", "--json", *f["lib"][:2]).stdout)["labels"] == before
+    r = run_cli("detect", f["image"], "--resume", resume2, "--jsonl", *f["lib"])
+    assert r.exit_code == 1 and "the library's examples (changed since those records)" in r.output
 
 
 def test_frames_of_a_stack_are_resumed_and_named_each_on_its_own(scene_files, tmp_path, scene):
