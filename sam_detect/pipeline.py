@@ -21,7 +21,7 @@ from sam_detect._heavy import heavy
 from sam_detect.config import DetectorConfig
 from sam_detect.detector_stages import DetectorStages
 from sam_detect.embed.base import embeds_instances
-from sam_detect.errors import AnnotationError, LibraryError, LibraryNotFoundError, SamDetectError
+from sam_detect.errors import AnnotationError, LibraryError, SamDetectError
 from sam_detect.instances import NEGATIVE, UNKNOWN, Instances, as_instances
 from sam_detect.library_state import LibraryState
 from sam_detect.store._common import portable_options
@@ -160,14 +160,11 @@ class SAMDetect(DetectorStages, LibraryState):
         emb = self.embedder
         ident = self._model_identity()
         meta = self._library_meta()
+        if meta is None and not create:
+            # the store's own error: where it looked, the libraries there, or "deleted by another
+            # process" (one wording of a missing library, as `library show` and `delete` give)
+            meta = self.store.get_meta(self.config.library)
         if meta is None:
-            if not create:
-                names = self.store.list_libraries()
-                listed = ", ".join(names) if names else "none yet"
-                raise LibraryNotFoundError(
-                    f"library {self.config.library!r} does not exist (libraries: {listed}); "
-                    "add examples first with `sam-detect add`"
-                )
             meta = LibraryMeta(
                 name=self.config.library,
                 embedder_id=emb.id,

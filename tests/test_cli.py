@@ -346,8 +346,10 @@ def test_detect_missing_library_and_mismatch(scene_files):
     f = scene_files
     r = run_cli("detect", f["image"], "--library", "nothing", *f["lib"])
     assert r.exit_code == 1
-    assert "Error: library 'nothing' does not exist" in r.output
-    assert "add examples first with `sam-detect add`" in r.output
+    assert "Error: no library 'nothing' in library folder" in r.output  # as `library show` says it
+    assert "available: none. Add examples to create it (sam-detect add ... --library NAME)" in r.output
+    r2 = run_cli("library", "show", "nothing", *f["lib"][:2])
+    assert r2.exit_code == 1 and r2.output.splitlines()[-1] == r.output.splitlines()[-1]
     assert run_cli("add", f["image"], "--label", "disc", "--mask", f["mask"], *f["lib"]).exit_code == 0
     r = run_cli("detect", f["image"], "--embedder", "handcrafted", *f["lib"])
     assert r.exit_code == 1

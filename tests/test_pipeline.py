@@ -268,7 +268,7 @@ def test_missing_library_and_embedder_mismatch(tmp_path, scene):
     store_opts = {"path": str(tmp_path / "libs")}
     with SAMDetect(store="qdrant", store_options=store_opts, segmenter="classical", embedder="effnet",
                    library="a") as det:
-        with pytest.raises(LibraryNotFoundError, match="library 'a' does not exist"):
+        with pytest.raises(LibraryNotFoundError, match="no library 'a' in library folder"):
             det.detect(rgb)
         det.add_examples(rgb, Instances(masks=masks, labels=labels))
     with pytest.raises(EmbedderMismatchError, match="fade"), SAMDetect(
