@@ -753,6 +753,14 @@ def test_images_of_one_file_name_in_other_folders_are_told_apart_by_their_paths(
         load_annotations(path, image_shape=(96, 96), name="C1/image.tif")  # neither well is C1
     sets = load_annotation_set(path, image_names=["x/plate/B1/image.tif", "x/plate/A1/image.tif"])
     assert [len(s) for s in sets] == [4, 2]
+    # wells of one name on two plates: the plate tells them apart too (only the well was compared)
+    wells = tmp_path / "wells.json"
+    save_coco([a, b], wells, image_names=["plateA/w1/image.tif", "plateB/w2/image.tif"])
+    assert len(load_annotations(wells, image_shape=(96, 96), name="/data/plateA/w1/image.tif")) == 2
+    for read in (lambda: load_annotations(wells, image_shape=(96, 96), name="/data/plateC/w1/image.tif"),
+                 lambda: load_annotation_set(wells, image_names=["/data/plateC/w1/image.tif"])):
+        with pytest.raises(AnnotationError, match="the same file name in another folder is another image"):
+            read()
 
 
 def test_an_image_of_one_name_in_another_folder_is_not_the_image_a_coco_file_lists(tmp_path, caplog):

@@ -144,9 +144,12 @@ def _other_folder(ref: str, name: str) -> bool:
     """Whether ``ref`` and ``name`` name their folders and the folders differ: two files of one
     name in two folders are two images (``plate1/A01.tif``, ``plate2/A01.tif``), which their
     names alone matched (the wrong image's objects used as ground truth, or stored as examples).
-    A path without a folder (``p.png``) may be any folder's."""
-    a, b = Path(ref).parts, Path(name).parts
-    return len(a) > 1 and len(b) > 1 and a[-2] != b[-2]
+    A path without a folder (``p.png``) may be any folder's. The folders are compared as deep
+    as the shorter path names them: ``plateA/w1/x.tif`` and ``/data/plateC/w1/x.tif`` are in
+    other folders, though both wells are ``w1``."""
+    a, b = Path(ref).parent.parts, Path(name).parent.parts
+    n = min(len(a), len(b))
+    return n > 0 and a[-n:] != b[-n:]
 
 
 def warn_untraced(n: int, what: str) -> None:
