@@ -512,6 +512,40 @@ def test_overlays_of_images_sharing_a_file_name_do_not_overwrite_each_other(tmp_
     assert unique_stems([tmp_path / "one.png"]) == {str(tmp_path / "one.png"): "one"}
 
 
+def test_a_name_made_from_folders_that_is_another_images_own_gets_a_number(tmp_path, scene_files, scene):
+    """``A1/img.png`` and ``B1/img.png`` were named ``A1_img`` and ``B1_img``, and ``A1_img.png``
+    kept its own ``A1_img``: its files overwrote A1/img.png's without a word (data loss)."""
+    import tifffile
+
+    from sam_detect.cli.detect import unique_stems
+
+    paths = [tmp_path / "A1" / "img.png", tmp_path / "B1" / "img.png", tmp_path / "A1_img.png"]
+    renamed = {}
+    names = unique_stems(paths, renamed)
+    assert [names[str(p)] for p in paths] == ["A1_img_2", "B1_img", "A1_img"]
+    assert renamed == {str(paths[0]): ("A1_img", "A1_img_2")}
+    # names that differ only in case are one file on Windows and macOS
+    names = unique_stems([tmp_path / "x" / "Cell.png", tmp_path / "cell.tif"])
+    assert len({n.casefold() for n in names.values()}) == 2
+
+    f = scene_files
+    assert run_cli("add", f["image"], "--label", "shape", "--labels", f["labels"], "-q", *f["lib"]).exit_code == 0
+    for p, seed in zip(paths, (1, 2, 3), strict=True):
+        p.parent.mkdir(exist_ok=True)
+        cv2.imwrite(str(p), scene(seed=seed)[0][..., ::-1])
+    out = tmp_path / "out"
+    r = run_cli("detect", *paths, "--label-image", f"{out / 'labels'}/", "--geojson", f"{out / 'geo'}/", "--json",
+                *f["lib"])
+    assert r.exit_code == 0, r.output
+    assert "A1/img.png: its files in the output folders are named A1_img_2 (A1_img is another image's)" in r.stderr
+    assert sorted(p.name for p in (out / "labels").iterdir()) == [
+        "A1_img_2_labels.tif", "A1_img_labels.tif", "B1_img_labels.tif"]
+    assert len(list((out / "geo").iterdir())) == 3
+    found = {rec["image"]: rec["count"] for rec in json.loads(r.stdout)}
+    for p, name in zip(paths, ("A1_img_2", "B1_img", "A1_img"), strict=True):
+        assert len(np.unique(tifffile.imread(out / "labels" / f"{name}_labels.tif"))) - 1 == found[str(p)]
+
+
 def test_an_annotation_that_covers_no_pixel_is_left_out_by_its_id(scene_files, tmp_path):
     """A COCO polygon under a pixel, which pycocotools fills with nothing, made the whole
     ``add`` fail ("annotation 23 has zero area", a position, not the file's id 24): it is left

@@ -224,7 +224,7 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
                     rec = {k: v for k, v in resumed[keys[str(path)]].items() if k != RESUME_SETTINGS}
                     _emit(rec, jsonl, records, bool(csv_path))
                     if maps or overlay:  # their files are an earlier run's: said where there are none
-                        names = names or unique_stems(paths)
+                        names = names or _folder_names(paths, quiet)
                         name = _name_in_folder(names, path, rec)
                         for kind, target in (({"overlay": overlay} if overlay else {}) | maps).items():
                             if not _target_file(target, kind, name).exists():
@@ -259,7 +259,7 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
                         res.instances.metadata["frame"] = res.record["frame"]
                     coco_items.append((str(path), res.instances))
                 if maps or res.overlay is not None:
-                    names = names or unique_stems(paths)
+                    names = names or _folder_names(paths, quiet)
                 name = _name_in_folder(names, path, res.record) if names else ""
                 try:  # a file that cannot be written costs that file, not the run's other outputs
                     if maps:
@@ -378,27 +378,54 @@ def _name_in_folder(names: dict[str, str], path: object, record: dict) -> str:
     return names[str(path)] + (f"_frame{at}" if at is not None else "")
 
 
-def unique_stems(paths) -> dict[str, str]:
+def _folder_names(paths, quiet: bool) -> dict[str, str]:
+    """:func:`unique_stems`, saying on stderr which images' names got a number."""
+    renamed: dict = {}
+    names = unique_stems(paths, renamed)
+    if not quiet:
+        for path, (was, now) in renamed.items():
+            click.echo(f"sam-detect: {path}: its files in the output folders are named {now} "
+                       f"({was} is another image's)", err=True)
+    return names
+
+
+def unique_stems(paths, renamed: dict | None = None) -> dict[str, str]:
     """``{path: name}``: each image's file stem, or where several images share one (``image.tif``
     in each well's folder), their paths below the folder they share, joined by ``_`` (and the
-    suffix too where only it differs), so that no output overwrites another's."""
+    suffix too where only it differs), so that no output overwrites another's. A name so made
+    that is another image's own (``A1/img.png`` and ``A1_img.png``), or that differs from
+    another only in case (one file on Windows and macOS), gets a number: ``A1_img_2`` (and is
+    put in ``renamed``, ``{path: (name it would have had, name)}``, where given)."""
     from collections import defaultdict
 
     by_stem = defaultdict(list)
     for p in paths:
         by_stem[Path(p).stem].append(Path(p))
-    out = {}
+    made, own = {}, set()
     for stem, group in by_stem.items():
         if len(group) == 1:
-            out[str(group[0])] = stem
+            made[str(group[0])] = stem
+            own.add(str(group[0]))
             continue
         absolute = [p.resolve() for p in group]
         root = Path(os.path.commonpath([str(a.parent) for a in absolute]))
         names = ["_".join(a.relative_to(root).with_suffix("").parts) for a in absolute]
         if len(set(names)) < len(names):
             names = ["_".join(a.relative_to(root).parts).replace(".", "_") for a in absolute]
-        out.update({str(p): n for p, n in zip(group, names, strict=True)})
-    return out
+        made.update({str(p): n for p, n in zip(group, names, strict=True)})
+    # images' own stems first, then the names made from folders, in input order: each the next free
+    out, taken = {}, set()
+    keys = list(dict.fromkeys(str(p) for p in paths))
+    for key in [k for k in keys if k in own] + [k for k in keys if k not in own]:
+        name, n = made[key], 1
+        while name.casefold() in taken:
+            n += 1
+            name = f"{made[key]}_{n}"
+        taken.add(name.casefold())
+        out[key] = name
+        if n > 1 and renamed is not None:
+            renamed[key] = (made[key], name)
+    return {str(p): out[str(p)] for p in paths}
 
 
 def _emit(record, jsonl, records, keep=False):
