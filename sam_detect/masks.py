@@ -531,9 +531,24 @@ def edge_outlines(crop: np.ndarray, origin: Sequence[int], tolerance: float = 0.
     pieces = []
     for rings in _two_level(*cv2.findContours(lattice, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)):
         if tolerance > 0:  # in lattice units, which are half pixels
-            rings = [cv2.approxPolyDP(r, 2.0 * float(tolerance), True) for r in rings]
+            rings = [_approx_ring(r, 2.0 * float(tolerance)) for r in rings]
         pieces.append([r.reshape(-1, 2).astype(np.float32) / 2 + shift for r in rings if len(r) >= 3])
     return [p for p in pieces if p and len(p[0]) >= 3]
+
+
+def _approx_ring(ring: np.ndarray, tolerance: float) -> np.ndarray:
+    """``ring`` simplified by ``approxPolyDP`` at ``tolerance``, or where that leaves no area
+    (under 3 vertices: a small object or hole beside the tolerance), at half of it and so on
+    down to the ring itself: simplified less, never away."""
+    import cv2
+
+    t = tolerance
+    while t >= 0.5:
+        simple = cv2.approxPolyDP(ring, t, True)
+        if len(simple) >= 3 and cv2.contourArea(simple) > 0:
+            return simple
+        t /= 2
+    return ring
 
 
 def fill_edge_rings(rings: Sequence[np.ndarray], hw: tuple[int, int], origin: Sequence[int] = (0, 0)) -> np.ndarray:

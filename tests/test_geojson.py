@@ -51,6 +51,34 @@ def test_round_trip_keeps_holes_pieces_and_labels(tmp_path):
     assert min(_iou(simple.mask(i), m[i]) for i in range(3)) >= 0.9
 
 
+def test_a_tolerance_simplifies_small_objects_and_holes_less_never_away():
+    """``--tolerance`` dropped every object whose simplified outline kept under 3 vertices: a
+    10 x 1 px line at tolerance 1, 2 x 2 and 3 x 3 px specks at 2, most HeLa nuclei at 20,
+    while the run's JSON, COCO and label image still had them (and holes went the same way)."""
+    m = np.zeros((6, 60, 80), bool)
+    m[0, 5, 10:20] = True  # a line, 10 x 1
+    m[1, 20:22, 20:22] = True  # 2 x 2
+    m[2, 30:33, 30:33] = True  # 3 x 3
+    m[3, 40:60, 40:80] = True
+    m[3, 45:47, 50:52] = False  # a 2 x 2 hole
+    m[4, 0:30, 50:80] = True  # large: simplified as before
+    m[5, 10:12, 2:4] = True
+    m[5, 50:52, 2:4] = True  # two specks, one object
+    inst = Instances(masks=m, labels=["a"] * 6)
+    for tol in (1, 2, 8, 20):
+        doc = to_geojson(inst, tolerance=tol)
+        assert len(doc["features"]) == 6, tol
+        geoms = [f["geometry"] for f in doc["features"]]
+        assert len(geoms[3]["coordinates"]) == 2, tol  # the hole kept
+        assert geoms[5]["type"] == "MultiPolygon" and len(geoms[5]["coordinates"]) == 2, tol
+        for g in geoms:
+            polys = g["coordinates"] if g["type"] == "MultiPolygon" else [g["coordinates"]]
+            for ring in (r for poly in polys for r in poly):
+                assert len(ring) >= 4 and cv2.contourArea(np.asarray(ring, np.float32)) > 0, tol
+    # the large square stays a square of 4 corners, as before
+    assert len(to_geojson(inst, tolerance=2)["features"][4]["geometry"]["coordinates"][0]) == 5
+
+
 def _pixel_edges_inside(ring: list, shape: tuple[int, int]) -> np.ndarray:
     """The pixels whose centres lie inside ``ring``, by scikit-image's point test: another
     rasteriser than the reader's, as QuPath and pycocotools read vertices (on corners)."""
