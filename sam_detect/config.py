@@ -206,8 +206,26 @@ class DetectorConfig:
         for name in PARAMS:
             if getattr(self, name) is not None:
                 check(name, getattr(self, name))
+        for name in _SWITCHES:  # "no" and "off" are truthy: from YAML or the environment they read as on
+            value = getattr(self, name)
+            if value is None and name == "drop_border":
+                continue
+            if not _is_bool(value):
+                either = "True, False or None" if name == "drop_border" else "True or False"
+                raise SettingError(f"{name} must be {either}, got {value!r}")
+            setattr(self, name, bool(value))
         if not self.library or not str(self.library).strip():
             raise ValueError("library name must not be empty")
+
+
+#: the on/off settings of :class:`DetectorConfig` (``drop_border`` ``None`` too: the library's convention)
+_SWITCHES = ("keep_unknown", "profile", "drop_border", "keep_examples")
+
+
+def _is_bool(value: Any) -> bool:
+    """``value`` is ``True`` or ``False``, numpy's too (``np.True_``); not 1, 0 or ``"no"``."""
+    kind = type(value)
+    return isinstance(value, bool) or (kind.__module__ == "numpy" and kind.__name__ in ("bool", "bool_"))
 
 
 # -- a library's settings ---------------------------------------------------------------------

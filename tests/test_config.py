@@ -78,6 +78,25 @@ def test_one_check_for_the_config_and_per_call_overrides(scene, name, value):
             det.detect(rgb, **{name: value})
 
 
+@pytest.mark.parametrize("name, value", [("drop_border", "no"), ("drop_border", "false"), ("drop_border", 0),
+                                         ("profile", "off"), ("keep_unknown", "no"), ("keep_examples", "no"),
+                                         ("profile", None)])
+def test_the_config_refuses_a_switch_that_is_not_true_or_false(name, value):
+    """``DetectorConfig(drop_border="no")`` and ``profile="off"`` were taken, and acted as
+    ``True`` (a non-empty string is truthy), while ``detect(drop_border="no")`` was refused."""
+    from sam_detect.errors import SettingError
+
+    with pytest.raises(SettingError, match=f"^{name} must be True(,| or) False"):
+        DetectorConfig(**{name: value})
+    with pytest.raises(SettingError, match=f"^{name} must be"):
+        SAMDetect(store="memory", **{name: value})
+    with pytest.raises(SettingError, match=f"^{name} must be"):
+        dataclasses.replace(DetectorConfig(), **{name: value})
+    ok = DetectorConfig(**{name: np.False_})  # numpy's booleans are booleans
+    assert getattr(ok, name) is False
+    assert DetectorConfig(drop_border=None).drop_border is None
+
+
 def test_adopting_a_library_given_settings_win_unset_ones_are_the_librarys():
     meta = LibraryMeta(name="x", embedder_id="views:abc", dim=8,
                        fade={"name": "linear", "max_distance": 20.0, "min_fade": 0.1},
