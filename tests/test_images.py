@@ -583,6 +583,39 @@ def test_npy_channels_first_stack_reads_its_channels_as_channels_not_frames(tmp_
     np.testing.assert_array_equal(read_stack(tmp_path / "tchw.npy")[0], read_stack(tmp_path / "thwc.npy")[0])
 
 
+def test_a_two_channel_tiff_saved_plainly_is_read_as_the_same_npy(tmp_path):
+    """``tifffile.imwrite(path, (H, W, 2) array)`` writes H pages of W x 2: it was read as H
+    frames of strips 2 px wide (``--frame 0..H-1``, and ``video`` on the strips), while the
+    same array as a ``.npy`` is one image of 2 channels. Stacks keep their frames."""
+    import tifffile
+
+    from sam_detect.io.images import read_stack
+
+    a = (np.random.default_rng(7).random((5, 30, 40, 2)) * 200).astype(np.uint16)  # RNG's draws left to the tests after
+    for name, arr in (("hwc", a[0]), ("thwc", a)):
+        tifffile.imwrite(tmp_path / f"{name}.tif", arr)
+        np.save(tmp_path / f"{name}.npy", arr)
+    tif, npy = load_image(tmp_path / "hwc.tif"), load_image(tmp_path / "hwc.npy")
+    assert tif.n_frames == 1 and tif.original.shape == (30, 40, 2) and tif.hw == (30, 40)
+    from sam_detect.ui.images import _peek_hw
+
+    assert _peek_hw(tmp_path / "hwc.tif") == (30, 40)  # the UI's size from the header alike
+    np.testing.assert_array_equal(tif.rgb, npy.rgb)
+    np.testing.assert_array_equal(load_image(tmp_path / "hwc.tif", channel=1).rgb,
+                                  load_image(tmp_path / "hwc.npy", channel=1).rgb)
+    tif, npy = load_image(tmp_path / "thwc.tif", frame=3), load_image(tmp_path / "thwc.npy", frame=3)
+    assert tif.n_frames == npy.n_frames == 5 and tif.original.shape == (30, 40, 2)
+    np.testing.assert_array_equal(tif.rgb, npy.rgb)
+    np.testing.assert_array_equal(read_stack(tmp_path / "thwc.tif")[0], read_stack(tmp_path / "thwc.npy")[0])
+    # a plain stack of grey frames stays one: (T, H, W), and (T, C, H, W) of 2 channels
+    tifffile.imwrite(tmp_path / "thw.tif", a[..., 0])
+    assert load_image(tmp_path / "thw.tif", frame=4).n_frames == 5
+    tifffile.imwrite(tmp_path / "tchw.tif", np.ascontiguousarray(np.moveaxis(a, -1, 1)))
+    tchw = load_image(tmp_path / "tchw.tif", frame=3)
+    assert tchw.n_frames == 5 and tchw.original.shape == (30, 40, 2)
+    np.testing.assert_array_equal(tchw.rgb, npy.rgb)
+
+
 def test_npy_rgb_array_matches_the_same_png(tmp_path):
     a = RNG.integers(0, 256, (12, 10, 3), dtype=np.uint8)
     np.save(tmp_path / "a.npy", a)

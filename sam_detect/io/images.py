@@ -608,10 +608,15 @@ def _read_tiff(p: Path) -> tuple[np.ndarray, str]:
 
 
 def _unnamed_channels(axes: str, shape: tuple[int, ...]) -> str:
-    """A TIFF's axes, where a 4-D array saved without them (tifffile's ``QQYX``, as
-    ``tifffile.imwrite`` writes a ``(T, C, H, W)`` array) holds two to four entries in its
-    second axis: those are channels (``QCYX``), as in a ``.npy`` (:func:`_read_npy`); a
-    time-lapse of two channels was read as twice as many frames, the channels interleaved."""
+    """A TIFF's axes where an array was saved without them (tifffile's ``Q...YX``), read by
+    the rule of a ``.npy`` (:func:`_read_npy`): a last axis of two to four entries is
+    channels (``tifffile.imwrite`` writes a ``(H, W, 2)`` array as H pages of W x 2, read as
+    H frames of strips 2 px wide: ``YXC``); else a 4-D array's second axis of two to four
+    entries (a ``(T, C, H, W)`` array, ``QQYX``: a time-lapse of two channels was read as
+    twice as many frames, the channels interleaved) is channels (``QCYX``). (3 or 4 entries
+    last are saved as RGB(A) samples, axis ``S``, and never reach this.)"""
+    if len(axes) >= 3 and axes == "Q" * (len(axes) - 2) + "YX" and 1 < shape[-1] <= _MAX_ARRAY_CHANNELS:
+        return "Q" * (len(axes) - 3) + "YXC"
     if axes == "QQYX" and 1 < shape[1] <= _MAX_ARRAY_CHANNELS:
         return "QCYX"
     return axes

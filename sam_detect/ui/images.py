@@ -326,8 +326,10 @@ def _peek_hw(path: Path) -> tuple[int, int] | None:
             with tifffile.TiffFile(path) as tif:
                 if not tif.series:
                     return None
+                from sam_detect.io.images import _unnamed_channels
+
                 s = tif.series[0]
-                axes = s.axes.upper()
+                axes = _unnamed_channels(s.axes.upper(), tuple(int(n) for n in s.shape))
                 if "Y" in axes and "X" in axes:
                     return int(s.shape[axes.index("Y")]), int(s.shape[axes.index("X")])
                 return None
