@@ -486,7 +486,7 @@ def read_resume(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
     p = Path(path)
     if not p.exists():
         return out
-    for line in p.read_text().splitlines():
+    for line in p.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
             rec = json.loads(line)
         except ValueError:
@@ -514,7 +514,7 @@ def open_resume(path: str | os.PathLike) -> io.TextIOBase:
                         break
                     back = min(size, back * 2)
                 r.truncate(size - back + cut + 1 if cut >= 0 else 0)
-    return p.open("a")
+    return p.open("a", encoding="utf-8")
 
 
 #: the key a ``--resume`` file's records carry the run's settings under (:func:`resume_settings`)

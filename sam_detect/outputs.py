@@ -155,7 +155,7 @@ def write_csv(records: Iterable[dict[str, Any]], path: str | Path) -> None:
 
     from sam_detect.formats._common import atomic_path
 
-    with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
+    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
         out = csv.writer(fh)
         out.writerow(CSV_COLUMNS)
         for rec in records:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import cv2
 import numpy as np
@@ -392,6 +393,45 @@ def test_a_csv_text_cell_that_starts_as_a_formula_is_quoted(tmp_path, text):
     assert [(r["image"], r["label"]) for r in rows] == [("'" + text + ".png", "'" + text),
                                                          ("'" + text + ".png", "münze, -1")]
     assert (rows[0]["id"], rows[0]["area"], rows[0]["x1"]) == ("0", "5", "0")
+
+
+def test_text_files_are_utf8_whatever_the_locale(tmp_path):
+    """Under a locale that is not UTF-8 (``LC_ALL=C``; Windows' cp1252 for CJK or Greek), a
+    label such as ``Zellkern ü`` made ``--csv`` fail with an internal error (UnicodeEncodeError)
+    after the whole run, and a COCO file of such class names, UTF-8 as JSON is, was refused as
+    "not valid JSON" (or read garbled). Every text file is written and read as UTF-8."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    doc = {"categories": [{"id": 1, "name": "Zellkern ü 细胞"}]}
+    (tmp_path / "in.json").write_bytes(json.dumps(doc, ensure_ascii=False).encode("utf-8"))
+    code = f"""
+import sys
+from pathlib import Path
+from sam_detect.formats._common import read_json, write_json
+from sam_detect.outputs import write_csv
+import locale
+assert locale.getpreferredencoding(False).lower() not in ("utf-8", "utf8")
+folder = Path({str(tmp_path)!r})
+doc = read_json(folder / "in.json")
+name = doc["categories"][0]["name"]
+obj = {{"id": 0, "label": name, "confidence": 1.0, "area": 5, "centroid": [1.0, 2.0], "box": [0, 0, 3, 4]}}
+write_csv([{{"image": "bild_ä.png", "objects": [obj]}}], folder / "t.csv")
+write_json(folder / "out.json", doc)
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LC_", "LANG", "PYTHONUTF8", "PYTHONIOENC"))}
+    env.update(LC_ALL="C", PYTHONCOERCECLOCALE="0", PYTHONUTF8="0")
+    here = str(Path(__file__).resolve().parents[1])  # this checkout's package, not an installed one
+    env["PYTHONPATH"] = os.pathsep.join([here, *filter(None, [env.get("PYTHONPATH")])])
+    script = tmp_path / "run.py"  # source files are UTF-8 whatever the locale; a command line is not
+    script.write_text(code, encoding="utf-8")
+    r = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, encoding="utf-8",
+                       errors="replace")
+    assert r.returncode == 0, r.stderr
+    rows = (tmp_path / "t.csv").read_text(encoding="utf-8").splitlines()
+    assert rows[1].startswith("bild_ä.png,0,Zellkern ü 细胞,")
+    assert json.loads((tmp_path / "out.json").read_text(encoding="utf-8")) == doc
 
 
 def test_pannuke_masks_give_instances_and_types(tmp_path, caplog):

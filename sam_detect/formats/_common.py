@@ -169,7 +169,7 @@ def label_str(label: Any) -> str:
 def read_json(path: Path) -> Any:
     """The JSON document in ``path``; an unreadable or malformed file is one :class:`AnnotationError`."""
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_bytes())  # UTF-8 (or -16, -32) by its bytes, not the locale
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise AnnotationError(f"{path}: not valid JSON ({e})") from e
 
@@ -205,5 +205,5 @@ def write_json(path: PathLike, doc: Any, indent: int | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(doc, indent=indent)
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
     return path

@@ -66,7 +66,7 @@ def read_npz(path: Path, label: str | None) -> Instances:
             if class_names is None:
                 txt = path.with_name("class_names.txt")
                 if txt.exists():
-                    class_names = [s.strip() for s in txt.read_text().splitlines() if s.strip()]
+                    class_names = [s.strip() for s in txt.read_text(encoding="utf-8-sig").splitlines() if s.strip()]
             if class_names is None:
                 labels = [str(int(v)) for v in labels_raw]
             else:

@@ -91,7 +91,7 @@ def read_polygons(
 def read_polygon_file(path: PathLike) -> list:
     """The polygons of a prompt file: JSON (``[[x, y], ...]``, a list of those, or COCO-flat
     lists) or a text file of ``x,y`` lines (a blank line separates polygons)."""
-    text = Path(path).read_text()
+    text = Path(path).read_text(encoding="utf-8-sig")
     try:
         data = json.loads(text)
     except json.JSONDecodeError:

@@ -35,7 +35,7 @@ _LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?P<kind>creating|deleting)-(?:(?P<pid>
 def _replace_text(f: Path, text: str) -> None:
     """Write beside, then rename: a crash leaves the old or the new file, never half."""
     tmp = f.with_name(f".{META_FILE}.{uuid.uuid4().hex[:8]}")
-    tmp.write_text(text)
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, f)
 
 
@@ -59,7 +59,7 @@ def read_meta(folder: Path, name: str) -> LibraryMeta:
     """The metadata of library ``name`` in ``folder``; ``LibraryError`` when unreadable."""
     f = folder / META_FILE
     try:
-        doc = json.loads(f.read_text())
+        doc = json.loads(f.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise damaged(name, f"cannot read {f.name}: {e}") from e
     if doc.get("format") != META_FORMAT or not isinstance(doc.get("meta"), dict):
@@ -73,7 +73,7 @@ def read_meta(folder: Path, name: str) -> LibraryMeta:
 def restore_meta(folder: Path) -> str | None:
     """Put the metadata backup back in place; what was done, or ``None`` (no usable backup)."""
     try:
-        doc = json.loads((folder / META_BACKUP).read_text())
+        doc = json.loads((folder / META_BACKUP).read_text(encoding="utf-8"))
         LibraryMeta.from_dict(doc["meta"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -100,13 +100,13 @@ def write_holder(folder: Path) -> None:
     prog = "sam-detect" if "sam_detect" in argv0 or argv0.endswith("sam-detect") else Path(argv0).name
     cmd = " ".join([prog, *sys.argv[1:2]])
     (folder / HOLDER_FILE).write_text(json.dumps(
-        {"pid": os.getpid(), "command": cmd, "since": time.strftime("%H:%M:%S")}))
+        {"pid": os.getpid(), "command": cmd, "since": time.strftime("%H:%M:%S")}), encoding="utf-8")
 
 
 def holder(folder: Path) -> str:
     """`` (pid N, command, since HH:MM:SS)`` for the library's holder, or ``""``."""
     try:
-        h = json.loads((folder / HOLDER_FILE).read_text())
+        h = json.loads((folder / HOLDER_FILE).read_text(encoding="utf-8"))
         return f" (pid {int(h['pid'])}, {str(h['command'])[:60]}, since {str(h['since'])[:8]})"
     except (OSError, ValueError, KeyError, TypeError):
         return ""
