@@ -703,6 +703,21 @@ def test_export_formats(client):
     assert r.status_code == 422 and "coco, labelme, geojson or labels" in r.json()["error"]
 
 
+def test_coco_export_numbers_the_librarys_classes_as_detect_coco_does(client):
+    """The UI's COCO export numbered the classes found in that image alone: one image's
+    category 1 was ``zeta``, another's ``alpha``, and files exported image by image could not
+    be merged. It lists every class of the library, as ``detect --coco`` does."""
+    accept(client, [prompt(client, *DISCS[0])["id"]], "zeta")
+    accept(client, [prompt(client, *SQUARES[0])["id"]], "alpha")
+    want = [{"id": 1, "name": "alpha"}, {"id": 2, "name": "zeta"}]
+    coco = client.get("/api/export", params={"path": "scene.png", "format": "coco"}).json()
+    assert [{"id": c["id"], "name": c["name"]} for c in coco["categories"]] == want
+    assert sorted(a["category_id"] for a in coco["annotations"]) == [1, 2]
+    # an image with none of them: the same list, ids and all
+    r = client.get("/api/export", params={"path": "sub/stack.tif", "format": "coco", "frame": 1, "channel": "0"})
+    assert [{"id": c["id"], "name": c["name"]} for c in r.json()["categories"]] == want
+
+
 def test_a_stack_frames_coco_export_says_its_frame(client, folder):
     """The UI's COCO export of a stack's frame named the frame in its file name only: its image
     record had no ``frame``, so `add --frame 0 --annotations` took frame 2's outlines as frame

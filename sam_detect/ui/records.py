@@ -6,6 +6,7 @@ their JSON for the page, and the export of an image's annotations as a file.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,8 +118,10 @@ def annotation_json(a: Annotation, candidates: dict[str, Candidate]) -> dict[str
     }
 
 
-def export_file(instances: Instances, fmt: str, stem: str, image_name: str) -> tuple[bytes, str, str]:
-    """An image's objects as a file: ``coco`` (JSON, RLE masks), ``labelme`` (JSON),
+def export_file(instances: Instances, fmt: str, stem: str, image_name: str,
+                categories: Sequence[str] = ()) -> tuple[bytes, str, str]:
+    """An image's objects as a file: ``coco`` (JSON, RLE masks; ``categories``: the library's
+    classes, numbered with the image's other labels as ``detect --coco`` numbers them), ``labelme`` (JSON),
     ``geojson`` (outlines and classes, for QuPath) or ``labels`` (label image: 16-bit PNG, ids
     1..N in order). Returns ``(data, media type, file name)``; the name is
     ``STEM_FORMAT.EXT``."""
@@ -128,7 +131,7 @@ def export_file(instances: Instances, fmt: str, stem: str, image_name: str) -> t
     if fmt == "coco":
         # RLE, each mask exact, as detect --coco writes it: polygons simplified by a pixel came
         # back ~1% larger (IoU 0.96-0.99 with the label image), fatter ground truth for eval -a
-        doc = to_coco(instances, [image_name], use_rle=True)
+        doc = to_coco(instances, [image_name], categories=categories, use_rle=True)
         return json.dumps(doc).encode(), "application/json", f"{stem}_coco.json"
     if fmt == "labelme":
         doc = to_labelme(instances, image_name)

@@ -644,7 +644,15 @@ class AnnotationSession:
             stem = Path(rel).stem + (f"_frame{view.frame}" if loaded.n_frames > 1 else "")
             if loaded.n_frames > 1:  # which frame of the stack, in the COCO image record as detect --frame writes it
                 inst.metadata["frame"] = int(view.frame)
-            return export_file(inst, fmt, stem, Path(rel).name)
+            classes: list[str] = []
+            if fmt == "coco":  # every class of the library, numbered as detect --coco numbers them
+                import contextlib
+
+                from sam_detect.outputs import output_classes
+
+                with contextlib.suppress(LibraryNotFoundError):  # nothing added yet: the image's labels alone
+                    classes = output_classes(self.detector)
+            return export_file(inst, fmt, stem, Path(rel).name, categories=classes)
 
 def _color(label: str) -> tuple[int, int, int]:
     from sam_detect.outputs import label_color
