@@ -151,12 +151,21 @@ def _flip_vector_byte(m):
     m["vectors.npy"] = bytes(data)
 
 
-def _bad_payload_line(m):
-    data = m["payloads.jsonl"].replace(b'"label": "cell"', b'"label": ""', 1)
-    m["payloads.jsonl"] = data
-    man = json.loads(m["manifest.json"])
-    man["payloads"]["sha256"] = hashlib.sha256(data).hexdigest()
-    m["manifest.json"] = json.dumps(man).encode()
+def _relabelled(label):
+    """An edit giving the first ``cell`` example ``label``, its checksum made again (a
+    hand-edited or third-party archive)."""
+
+    def edit(m):
+        data = m["payloads.jsonl"].replace(b'"label": "cell"', b'"label": ' + json.dumps(label).encode(), 1)
+        m["payloads.jsonl"] = data
+        man = json.loads(m["manifest.json"])
+        man["payloads"]["sha256"] = hashlib.sha256(data).hexdigest()
+        m["manifest.json"] = json.dumps(man).encode()
+
+    return edit
+
+
+_bad_payload_line = _relabelled("")
 
 
 @pytest.mark.parametrize(
@@ -181,6 +190,11 @@ def _bad_payload_line(m):
         (lambda m: m.pop("manifest.json"), "no manifest.json inside"),
         (lambda m: m.__setitem__("manifest.json", b"{not json"), "manifest.json is not valid JSON"),
         (_bad_payload_line, "label must be a non-empty string"),
+        # labels add refuses: every match read 'unknown', a label over two lines in the summary and CSV
+        (_relabelled("unknown"), r"payloads.jsonl: line \d+: 'unknown' is reserved"),
+        (_relabelled("Unknown"), r"payloads.jsonl: line \d+: 'Unknown' is reserved"),
+        (_relabelled("cell\nx"), r"payloads.jsonl: line \d+: label .* holds the control character '\\n'"),
+        (_relabelled("c" * 101), r"payloads.jsonl: line \d+: label .* is too long: at most 100 characters"),
         (
             lambda m: m.__setitem__("crops/00000000-0000-0000-0000-000000000000.png", b"x"),
             "crops for unknown examples",

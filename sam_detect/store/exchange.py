@@ -37,7 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from sam_detect.errors import EmbedderMismatchError, LibraryError
+from sam_detect.errors import AnnotationError, EmbedderMismatchError, LibraryError
+from sam_detect.names import check_label
 from sam_detect.store import journal
 from sam_detect.store._common import COUNT_KEY, check_library_name, normalise_id
 from sam_detect.store.base import LibraryMeta, Store, check_same_model
@@ -365,7 +366,10 @@ def read_library_file(file: str | os.PathLike) -> LibraryArchive:
                 lab = rec["label"]
                 if not isinstance(lab, str) or not lab:
                     raise ValueError(f"line {k + 1}: label must be a non-empty string")
-                labels.append(lab)
+                try:  # the rule of add: a reserved 'unknown', a line break or 101 characters is refused
+                    labels.append(check_label(lab))
+                except AnnotationError as e:
+                    raise ValueError(f"line {k + 1}: {e}") from None
                 if not isinstance(rec.get("payload", {}), dict):
                     raise ValueError(f"line {k + 1}: payload must be an object")
                 payloads.append(rec.get("payload", {}))
