@@ -297,6 +297,45 @@ def test_ctrl_c_keeps_video_and_json_lines(detector, video_file, tmp_path):
     assert stats.ended is not None and stats.frames == 5
 
 
+@pytest.mark.parametrize("during", ["draw_annotations", "label stack"])
+def test_ctrl_c_leaves_every_output_the_same_frames(detector, scene, tmp_path, monkeypatch, during):
+    """A SIGINT between two writers of a frame (after its JSON line and label plane, while it
+    was drawn for the video) left the JSON lines and the label stack a frame ahead of the
+    video. A frame goes to every output or to none."""
+    import os
+    import signal
+
+    import tifffile
+
+    from sam_detect.video import writer
+
+    calls = []
+
+    def wrap(real):
+        def call(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 3:
+                os.kill(os.getpid(), signal.SIGINT)  # the user presses Ctrl-C now
+            return real(*args, **kwargs)
+        return call
+
+    if during == "draw_annotations":
+        monkeypatch.setattr(writer, "draw_annotations", wrap(writer.draw_annotations))
+    else:
+        monkeypatch.setattr(writer.LabelStackWriter, "write", wrap(writer.LabelStackWriter.write))
+    out, lines, labels = tmp_path / "out.mp4", tmp_path / "out.jsonl", tmp_path / "labels.tif"
+    with pytest.raises(KeyboardInterrupt):
+        run_video(detector, [scene.frame(i) for i in range(6)], output=str(out), jsonl=str(lines),
+                  label_image=str(labels), change_threshold=0)
+    cap = cv2.VideoCapture(str(out))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    want = 2 if during == "draw_annotations" else 3  # interrupted before its writes, or inside them
+    assert (len(lines.read_text().splitlines()), tifffile.imread(labels).shape[0], n) == (want, want, want)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_run_video_writes_a_video_of_a_plain_list_of_frames(detector, scene, tmp_path):
     """detect_stream takes any iterable of images, and so does run_video: a list has no frame
     rate, so the video is written at the default (it raised AttributeError on ``source.fps``)."""

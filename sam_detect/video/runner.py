@@ -26,6 +26,7 @@ and every frame is taken.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -461,6 +462,27 @@ def frame_record(
     return rec
 
 
+@contextlib.contextmanager
+def _interrupt_after() -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT) that comes inside the block until it ends, then raise it as
+    ``KeyboardInterrupt``. Only in the main thread, where Python's own handler is in force;
+    elsewhere the block runs as it is."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    held: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if held:
+        raise KeyboardInterrupt
+
+
 def run_video(
     detector: Any,
     source: FrameSource | Iterable[Any],
@@ -519,12 +541,9 @@ def run_video(
     results = detect_stream(detector, source, stats=stats, **stream_options)
     try:
         for result in results:
-            if lines is not None and result.fresh:
-                lines.write(frame_record(result, polygons=polygons, tolerance=tolerance))
-            if stack is not None:
-                stack.write(result.instances, result.frame.hw, result.frame.index)
-            if types is not None:
-                types.write(result.instances, result.frame.hw, result.frame.index)
+            record = frame_record(result, polygons=polygons, tolerance=tolerance) \
+                if lines is not None and result.fresh else None
+            image = None
             if video is not None or window is not None:
                 from sam_detect.video.writer import draw_annotations
 
@@ -535,10 +554,19 @@ def run_video(
                         f"{stats.fps:.1f} fps"
                     )
                 image = draw_annotations(result.frame.rgb, result.instances, hud=text)
+            # the frame goes to every output or to none: a Ctrl-C between two of them left the
+            # JSON lines and the label stack a frame ahead of the video
+            with _interrupt_after():
+                if record is not None:
+                    lines.write(record)
+                if stack is not None:
+                    stack.write(result.instances, result.frame.hw, result.frame.index)
+                if types is not None:
+                    types.write(result.instances, result.frame.hw, result.frame.index)
                 if video is not None:
                     video.write(image)
-                if window is not None and not window.show(image):
-                    break
+            if window is not None and not window.show(image):
+                break
             if on_result is not None:
                 on_result(result)
     finally:
