@@ -712,6 +712,19 @@ def _show(values: np.ndarray) -> str:
     return ",".join(f"{float(v):g}" for v in values[:8]) + (",..." if len(values) > 8 else "")
 
 
+def box_fault(box: Sequence[float]) -> str | None:
+    """What is wrong with the finite XYXY ``box`` whatever the image (inverted, zero area), or
+    ``None``: the command line says it as it reads ``--box``, before any work."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    if x2 < x1 or y2 < y1:
+        fixed = f"{min(x1, x2):g},{min(y1, y2):g},{max(x1, x2):g},{max(y1, y2):g}"
+        return (f"box {x1:g},{y1:g},{x2:g},{y2:g} is inverted: x1,y1 is the top-left corner and x2,y2 "
+                f"the bottom-right (did you mean {fixed}?)")
+    if x2 == x1 or y2 == y1:
+        return f"box {x1:g},{y1:g},{x2:g},{y2:g} has zero area (need x2 > x1 and y2 > y1)"
+    return None
+
+
 def validate_box(box: Sequence[float], image_hw: tuple[int, int]) -> np.ndarray:
     """Check an XYXY box against an image of ``(H, W)``; returns it clipped, float32 ``(4,)``.
 
@@ -723,14 +736,9 @@ def validate_box(box: Sequence[float], image_hw: tuple[int, int]) -> np.ndarray:
     if b.shape != (4,) or not np.isfinite(b).all():
         raise AnnotationError(f"a box needs 4 finite numbers x1,y1,x2,y2, got {_show(b)}")
     x1, y1, x2, y2 = b
-    if x2 < x1 or y2 < y1:
-        fixed = f"{min(x1, x2):g},{min(y1, y2):g},{max(x1, x2):g},{max(y1, y2):g}"
-        raise AnnotationError(
-            f"box {x1:g},{y1:g},{x2:g},{y2:g} is inverted: x1,y1 is the top-left corner and x2,y2 "
-            f"the bottom-right (did you mean {fixed}?)"
-        )
-    if x2 == x1 or y2 == y1:
-        raise AnnotationError(f"box {x1:g},{y1:g},{x2:g},{y2:g} has zero area (need x2 > x1 and y2 > y1)")
+    fault = box_fault(b)
+    if fault is not None:
+        raise AnnotationError(fault)
     if x2 <= 0 or y2 <= 0 or x1 >= w or y1 >= h:
         raise AnnotationError(f"box {x1:g},{y1:g},{x2:g},{y2:g} lies outside the {w}x{h} image")
     return np.array([max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)], dtype=np.float32)

@@ -118,7 +118,7 @@ CASES: list[Case] = [
          "the report is a PNG file"),
     Case("box-nan", "a NaN box", ("add", "{img}", "--label", "disc", "--box", "10,10,nan,40", *LIB), 2,
          "--box must be 4 comma-separated finite numbers x1,y1,x2,y2, got '10,10,nan,40'"),
-    Case("box-inverted", "an inverted box", ("add", "{img}", "--label", "disc", "--box", "40,40,10,10", *LIB), 1,
+    Case("box-inverted", "an inverted box", ("add", "{img}", "--label", "disc", "--box", "40,40,10,10", *LIB), 2,
          "box 40,40,10,10 is inverted"),
     Case("label-newline", "a label with a newline", ("add", "{img}", "--label", "a\nb", "--box", "10,10,40,40", *LIB),
          2, "holds the control character '\\n'"),

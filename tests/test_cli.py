@@ -275,7 +275,10 @@ def test_detect_on_one_large_image_says_which_stage_runs(scene_files, monkeypatc
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (["--box", "5,5,5,30"], 1, "Error: box 5,5,5,30 has zero area (need x2 > x1 and y2 > y1)"),
+        # a box of no area or inverted is the option's fault, said before any work: exit 2 (it was 1)
+        (["--box", "5,5,5,30"], 2, "box 5,5,5,30 has zero area (need x2 > x1 and y2 > y1)"),
+        (["--box", "68,78,19,32"], 2, "Invalid value for --box: box 68,78,19,32 is inverted: x1,y1 is the "
+         "top-left corner and x2,y2 the bottom-right (did you mean 19,32,68,78?)"),
         (["--box", "500,500,600,600"], 1, "Error: box 500,500,600,600 lies outside the 160x160 image"),
         (["--box", "1,2,3"], 2, "--box must be 4 comma-separated finite numbers x1,y1,x2,y2, got '1,2,3'"),
         (["--box", "0,0,inf,inf"], 2, "--box must be 4 comma-separated finite numbers x1,y1,x2,y2, got '0,0,inf,inf'"),

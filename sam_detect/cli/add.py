@@ -61,6 +61,12 @@ def _coordinates(n: int):
                     raise click.BadParameter(f"{flag} takes {n} numbers joined by commas, no spaces ({flag} {fmt}); "
                                              f"got {value!r}", param_hint=flag) from None
                 raise e from None
+            if n == 4:  # inverted or of no area: an option's fault, said before any model loads
+                from sam_detect.masks import box_fault
+
+                fault = box_fault(out[-1][1])
+                if fault is not None:
+                    raise click.BadParameter(fault, param_hint=flag)
         return tuple(out)
 
     return check
