@@ -87,6 +87,10 @@ def test_frame_selection_past_the_end():
         parse_frames("0-2,12").indices(10)
     assert parse_frames(None) is None and parse_frames(" ") is None
     assert parse_frames("2-4").last == 4 and parse_frames("2-").last is None
+    # a stepped range names the last frame it selects: frame 99 is not among 0, 2, ..., 98
+    with pytest.raises(ImageLoadError, match=r"frame 98 is out of range: the source has 5 frames \(0-4\)"):
+        parse_frames("0-99:2").indices(5)
+    assert parse_frames("0-10:5").indices(11) == [0, 5, 10] and parse_frames("0-11:5").indices(11) == [0, 5, 10]
 
 
 # -- capture sources -------------------------------------------------------------------

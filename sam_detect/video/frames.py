@@ -81,12 +81,13 @@ class FrameSelection:
         Raises:
             ImageLoadError: a range starts or ends past the last frame.
         """
-        for start, stop, _ in self.ranges:
+        for start, stop, step in self.ranges:
+            last = None if stop is None else start + (stop - start) // step * step  # the last frame it selects
             bad = (
                 start
                 if start >= n_frames
-                else stop
-                if stop is not None and stop >= n_frames
+                else last
+                if last is not None and last >= n_frames
                 else None
             )
             if bad is not None:
