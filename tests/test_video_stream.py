@@ -257,7 +257,7 @@ def test_a_failing_frame_is_logged_and_skipped(detector, scene, caplog):
 
 def test_missing_library_fails_before_the_first_frame(scene):
     det = SAMDetect(config())
-    with pytest.raises(LibraryNotFoundError, match="does not exist"):
+    with pytest.raises(LibraryNotFoundError, match="no library .shapes. in the memory store"):
         next(detect_stream(det, [scene.frame(0)]))
 
 
@@ -593,7 +593,7 @@ def test_cli_missing_library(video_file, tmp_path, capsys):
         ],
         capsys,
     )
-    assert code == 1 and "Error: library 'default' does not exist" in err
+    assert code == 1 and "Error: no library 'default' in memory store" in err
 
 
 def test_cli_help_does_not_import_torch(capsys):
