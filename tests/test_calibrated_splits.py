@@ -14,7 +14,7 @@ import functools
 import cv2
 import numpy as np
 import pytest
-from skimage import morphology, segmentation
+from skimage import measure, morphology, segmentation
 
 from sam_detect.instances import Instances
 from sam_detect.segment import calibrated, classical_ops
@@ -216,12 +216,23 @@ def ref_label_images(prepared, scale, settings, roi=None, blobs=None):
         if s.split_on == "ridge":
             yield s, ref_ridge_labels(prep.resid(s.background), scale, s.split)
             continue
-        fg = foreground(prep, s.background, s.level, s.refine, roi)
+        fg, holes = foreground(prep, s.background, s.level, s.refine, roi, holes=True)
         if s.split_on == "core" and rgb is None:  # a mosaic of windows: its core maxima as cut
-            yield s, ref_split_on_mosaic_core(fg, prep, scale, s.split * scale.core_contrast * scale.exposure,
-                                              prep.resid(s.background))
+            yield s, ref_open_gaps(ref_split_on_mosaic_core(fg, prep, scale, s.split * scale.core_contrast
+                                                            * scale.exposure, prep.resid(s.background)), holes)
             continue
-        yield s, ref_split_labels(fg, scale, s.split, s.split_on, prep.resid(s.background), rgb)
+        yield s, ref_open_gaps(ref_split_labels(fg, scale, s.split, s.split_on, prep.resid(s.background), rgb), holes)
+
+
+def ref_open_gaps(labels, holes):
+    """Each filled hole (4-connected) that holds two or more objects' pixels back to the ground."""
+    comp = measure.label(holes, connectivity=1)
+    out = labels.copy()
+    for c in range(1, comp.max() + 1):
+        m = comp == c
+        if len(set(np.unique(labels[m]).tolist()) - {0}) >= 2:
+            out[m] = 0
+    return out
 
 
 def ref_ridge_labels(resid, scale, split):

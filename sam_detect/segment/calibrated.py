@@ -370,17 +370,21 @@ class Prepared:
 
 
 def foreground(
-    prep: Prepared, background: str, level: float, refine: float, roi: np.ndarray | None = None
-) -> np.ndarray:
+    prep: Prepared, background: str, level: float, refine: float, roi: np.ndarray | None = None,
+    holes: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Pixels above ``level`` x the examples' contrast (x the image's ``exposure``), each object cut at ``refine`` of its
     own height, holes filled, specks opened away. ``roi``: keep only the connected
-    components that touch it (calibration needs only the objects under the examples)."""
+    components that touch it (calibration needs only the objects under the examples).
+    ``holes``: also return the pixels that are foreground only as filled holes (under the
+    threshold), for :func:`open_gaps`."""
     import cv2
 
     from sam_detect.segment.classical_ops import _fill_holes, _refine_objects
 
     resid = prep.resid(background)
-    fg = np.ascontiguousarray(resid > np.float32(level * prep.scale.contrast * prep.scale.exposure))
+    above = np.ascontiguousarray(resid > np.float32(level * prep.scale.contrast * prep.scale.exposure))
+    fg = above
     if roi is not None:
         n, comp = cv2.connectedComponents(fg.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
         hit = np.zeros(n, bool)
@@ -394,7 +398,32 @@ def foreground(
     if r:
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2)
         fg = cv2.morphologyEx(fg.view(np.uint8), cv2.MORPH_OPEN, kernel).view(bool)
-    return fg
+    return (fg, fg & ~above) if holes else fg
+
+
+def open_gaps(labels: np.ndarray, holes: np.ndarray) -> np.ndarray:
+    """``labels`` with every filled hole that two or more objects share given back to the
+    ground: a gap enclosed by a ring of touching objects (a dense field's dark ground between
+    nuclei) is not a hole of any one of them, yet filling the foreground's holes made it
+    foreground, and the split then shared it out, each nucleus reaching into the gap with
+    straight edges. A hole one object holds alone (a nucleolus, a vesicular nucleus's pale
+    middle) stays filled. ``holes``: :func:`foreground`'s second value. Returns ``labels``
+    itself where nothing changes (it may be shared: never written)."""
+    import cv2
+
+    if not holes.any():
+        return labels
+    n, comp = cv2.connectedComponents(holes.view(np.uint8), connectivity=4, ltype=cv2.CV_32S)
+    at = comp > 0
+    held = labels[at].astype(np.int64)
+    pairs = np.unique(comp[at].astype(np.int64) * (int(labels.max()) + 1) + held)
+    owners = np.bincount(pairs[pairs % (int(labels.max()) + 1) > 0] // (int(labels.max()) + 1), minlength=n)
+    shared = owners >= 2
+    if not shared.any():
+        return labels
+    out = labels.copy()
+    out[shared[comp] & at] = 0
+    return out
 
 
 def split_labels(fg: np.ndarray, scale: Scale, split: float, split_on: str = "shape",
@@ -663,7 +692,7 @@ def label_images(prepared: Any, scale: Scale, settings: list[Setting], roi: np.n
     if isinstance(prepared, np.ndarray):
         rgb = prepared
         prepared = functools.cache(lambda sm: Prepared(rgb, scale, sm))
-    by_fg: dict[tuple[float, str, float, float], np.ndarray] = {}
+    by_fg: dict[tuple[float, str, float, float], tuple[np.ndarray, np.ndarray]] = {}
     splits: tuple[tuple, _Splits] | None = None  # the latest foreground's: settings come in runs
     cache = blobs if blobs is not None else _BlobCache()
 
@@ -681,11 +710,12 @@ def label_images(prepared: Any, scale: Scale, settings: list[Setting], roi: np.n
             continue
         key = (s.smooth, s.background, s.level, s.refine)
         if key not in by_fg:
-            by_fg[key] = foreground(prep, s.background, s.level, s.refine, roi)
+            by_fg[key] = foreground(prep, s.background, s.level, s.refine, roi, holes=True)
+        fg, holes = by_fg[key]
         if splits is None or splits[0] != key:
-            splits = (key, _Splits(by_fg[key], scale, prep.resid(s.background),
+            splits = (key, _Splits(fg, scale, prep.resid(s.background),
                                    blob_of(prep, (s.smooth, s.background)), prep.core))
-        labels = splits[1].labels(s.split, s.split_on)
+        labels = open_gaps(splits[1].labels(s.split, s.split_on), holes)
         yield s, inset_labels(labels, s.inset) if s.inset else labels
 
 
