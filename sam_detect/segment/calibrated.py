@@ -405,12 +405,16 @@ def foreground(
 #: its pixels lie under this share of the examples' contrast above the ground: a textured
 #: nucleus split at its dark chromatin shares a hole that is still stained
 GAP_LEVEL = 0.1
+#: ... and where at least this many objects enclose it: no fewer than three convex objects
+#: enclose a gap between them, while a cell split in two at its dark nucleus (a cytoplasm
+#: stain) shares that nucleus between two pieces
+GAP_OWNERS = 3
 
 
 def open_gaps(labels: np.ndarray, holes: np.ndarray, x: np.ndarray | None = None,
               ground: float = np.inf) -> np.ndarray:
-    """``labels`` with every filled hole that two or more objects share given back to the
-    ground: a gap enclosed by a ring of touching objects (a dense field's dark ground between
+    """``labels`` with every filled hole that :data:`GAP_OWNERS` or more objects share given
+    back to the ground: a gap enclosed by a ring of touching objects (a dense field's dark ground between
     nuclei) is not a hole of any one of them, yet filling the foreground's holes made it
     foreground, and the split then shared it out, each nucleus reaching into the gap with
     straight edges. A hole one object holds alone (a nucleolus, a vesicular nucleus's pale
@@ -427,7 +431,7 @@ def open_gaps(labels: np.ndarray, holes: np.ndarray, x: np.ndarray | None = None
     held = labels[at].astype(np.int64)
     pairs = np.unique(comp[at].astype(np.int64) * (int(labels.max()) + 1) + held)
     owners = np.bincount(pairs[pairs % (int(labels.max()) + 1) > 0] // (int(labels.max()) + 1), minlength=n)
-    shared = owners >= 2
+    shared = owners >= GAP_OWNERS
     if x is not None and shared.any():
         dark = np.bincount(comp[at], weights=(x[at] <= np.float32(ground)), minlength=n)
         shared &= dark >= 0.5 * np.bincount(comp[at], minlength=n)
@@ -693,11 +697,14 @@ class _BlobCache:
 
 
 def label_images(prepared: Any, scale: Scale, settings: list[Setting], roi: np.ndarray | None = None,
-                 blobs: _BlobCache | None = None):
+                 blobs: _BlobCache | None = None, gaps: bool = False):
     """Yield ``(setting, labels)`` for each setting, sharing the work between them.
 
     ``prepared``: the image (``(H, W[, 3])`` array), or a function of a smoothing that returns
-    its :class:`Prepared` (or :class:`_Mosaic`) work. The labels may be one array for
+    its :class:`Prepared` (or :class:`_Mosaic`) work. ``gaps``: give the ground that touching
+    objects enclose back to it (:func:`open_gaps`), as the candidates are drawn at detection;
+    calibration measures the settings without it, so that the settings the examples choose
+    stay as they were. The labels may be one array for
     several settings (splits that split nothing): read them, do not write. ``blobs``: the
     projections' blob maxima, shared with other calls (threads) on the same work.
     """
@@ -729,8 +736,10 @@ def label_images(prepared: Any, scale: Scale, settings: list[Setting], roi: np.n
                                    blob_of(prep, (s.smooth, s.background)), prep.core))
         # whether a hole is ground is read on the light smoothing: a heavy one spreads the
         # objects' light into the gaps between them
-        labels = open_gaps(splits[1].labels(s.split, s.split_on), holes, prepared(SMOOTHS[0]).resid(s.background),
-                           GAP_LEVEL * scale.contrast * scale.exposure)
+        labels = splits[1].labels(s.split, s.split_on)
+        if gaps:
+            labels = open_gaps(labels, holes, prepared(SMOOTHS[0]).resid(s.background),
+                               GAP_LEVEL * scale.contrast * scale.exposure)
         yield s, inset_labels(labels, s.inset) if s.inset else labels
 
 
@@ -1082,7 +1091,7 @@ def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str |
         seen = sub if working is None else working.small[sy0:sy1, sx0:sx1]
         preps = functools.cache(lambda sm, seen=seen: Prepared(seen, work, sm))
         found = [(m.crop, (m.x0 - wx0, m.y0 - wy0), own_setting) for m in mine]
-        for s, labels in label_images(preps, work, [s for s in settings if s != OWN]):
+        for s, labels in label_images(preps, work, [s for s in settings if s != OWN], gaps=True):
             made = GRID_INDEX.get(s.drawn, -1)
             objects = (_objects(labels) if working is None
                        else working.draw_back(labels, (sy0, sx0), win, (CUT_FLOOR * lo, hi)))
