@@ -14,7 +14,7 @@ import functools
 import cv2
 import numpy as np
 import pytest
-from skimage import morphology, segmentation
+from skimage import measure, morphology, segmentation
 
 from sam_detect.instances import Instances
 from sam_detect.segment import calibrated, classical_ops
@@ -206,7 +206,7 @@ def ref_split_labels(fg, scale, split, split_on, x, rgb=None):
     return ref_split_touching(fg, 1.0, max(0.5, split * scale.half_width), max(2, int(round(scale.half_width / 2))))
 
 
-def ref_label_images(prepared, scale, settings, roi=None, blobs=None):
+def ref_label_images(prepared, scale, settings, roi=None, blobs=None, gaps=False):
     rgb = None
     if isinstance(prepared, np.ndarray):
         rgb = prepared
@@ -216,12 +216,27 @@ def ref_label_images(prepared, scale, settings, roi=None, blobs=None):
         if s.split_on == "ridge":
             yield s, ref_ridge_labels(prep.resid(s.background), scale, s.split)
             continue
-        fg = foreground(prep, s.background, s.level, s.refine, roi)
+        fg, holes = foreground(prep, s.background, s.level, s.refine, roi, holes=True)
         if s.split_on == "core" and rgb is None:  # a mosaic of windows: its core maxima as cut
-            yield s, ref_split_on_mosaic_core(fg, prep, scale, s.split * scale.core_contrast * scale.exposure,
+            labels = ref_split_on_mosaic_core(fg, prep, scale, s.split * scale.core_contrast * scale.exposure,
                                               prep.resid(s.background))
-            continue
-        yield s, ref_split_labels(fg, scale, s.split, s.split_on, prep.resid(s.background), rgb)
+        else:
+            labels = ref_split_labels(fg, scale, s.split, s.split_on, prep.resid(s.background), rgb)
+        yield s, ref_open_gaps(labels, holes, prepared(calibrated.SMOOTHS[0]).resid(s.background),
+                               calibrated.GAP_LEVEL * scale.contrast * scale.exposure) if gaps else labels
+
+
+def ref_open_gaps(labels, holes, x, ground):
+    """Each filled hole (4-connected) that holds three or more objects' pixels, half or more
+    of its pixels at most ``ground`` in ``x``, back to the ground."""
+    comp = measure.label(holes, connectivity=1)
+    out = labels.copy()
+    for c in range(1, comp.max() + 1):
+        m = comp == c
+        if (len(set(np.unique(labels[m]).tolist()) - {0}) >= calibrated.GAP_OWNERS
+                and (x[m] <= ground).mean() >= 0.5):
+            out[m] = 0
+    return out
 
 
 def ref_ridge_labels(resid, scale, split):
@@ -514,15 +529,16 @@ def test_ridge_flood_equals_reference(name, ridge):
     assert (got[mosaic.resid("flat") <= -1e5] == 0).all()
 
 
+@pytest.mark.parametrize("gaps", [False, True])
 @pytest.mark.parametrize("name", list(IMAGES))
-def test_label_images_equal_reference_on_every_setting(name):
+def test_label_images_equal_reference_on_every_setting(name, gaps):
     rgb, lab = IMAGES[name]()
     scale, _ = examples_of(rgb, lab)
     # the whole image (no roi, as at detection); one background keeps the test short
     grid = [g for g in GRID if g != OWN and g.background == "flat"]
     split = 0
-    for (s, got), (s_ref, want) in zip(label_images(rgb, scale, grid), ref_label_images(rgb, scale, grid),
-                                       strict=True):
+    for (s, got), (s_ref, want) in zip(label_images(rgb, scale, grid, gaps=gaps),
+                                       ref_label_images(rgb, scale, grid, gaps=gaps), strict=True):
         assert s == s_ref
         assert got.dtype == want.dtype == np.int32
         np.testing.assert_array_equal(got, want, err_msg=str(s))
@@ -869,3 +885,63 @@ def test_core_splits_equal_reference_on_the_image_and_the_mosaic(monkeypatch):
     monkeypatch.setattr(calibrated, "label_images", ref_label_images)
     np.testing.assert_array_equal(got, grid_ious(rgb, scale, masks)[rows])
     assert got.max() > 0.8
+
+
+def _ring_of_nuclei():
+    """Six touching disks (r 14) round a dark gap (the ground, enclosed by them), one of them
+    holding a dark nucleolus, and a lone disk with a nucleolus: ``(rgb, label image, the
+    gap's centre, the nucleoli's centres)``."""
+    from skimage import draw
+
+    lab = np.zeros((160, 160), np.int32)
+    centre = (70, 70)
+    for k in range(6):
+        a = 2 * np.pi * k / 6
+        rr, cc = draw.disk((centre[0] + 27 * np.sin(a), centre[1] + 27 * np.cos(a)), 14.5, shape=lab.shape)
+        lab[rr, cc] = k + 1
+    rr, cc = draw.disk((135, 135), 14, shape=lab.shape)
+    lab[rr, cc] = 7
+    img = np.where(lab > 0, 170.0, 20.0)
+    nucleoli = [(int(round(70 + 27 * np.sin(0))), int(round(70 + 27 * np.cos(0)))), (135, 135)]
+    for y, x in nucleoli:
+        rr, cc = draw.disk((y, x), 4, shape=lab.shape)
+        img[rr, cc] = 15.0
+    rgb = np.repeat(np.clip(img, 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
+    return rgb, lab, centre, nucleoli
+
+
+def test_a_gap_enclosed_by_touching_objects_is_ground_and_an_objects_own_hole_is_filled():
+    """A dense field's dark ground enclosed by a ring of touching nuclei was a hole of the
+    foreground, filled, then shared out by the split: each nucleus reached into the gap with
+    straight edges (a DAPI field of 166 touching nuclei: 29 outlines loose that way, F1 0.854
+    against the segmenter alone's 0.910 on one draw). The gap is ground now, in every setting
+    that splits the ring; a nucleolus one nucleus holds alone stays inside it, and so does a
+    shared hole that is still stained (a textured nucleus split at its dark chromatin: a first
+    version opened those and cut nuclei apart) or that only two pieces share (a cell split at
+    its dark nucleus)."""
+    rgb, lab, (cy, cx), nucleoli = _ring_of_nuclei()
+    scale, _ = examples_of(rgb, lab)
+    settings = [s for s in calibrated.GRID[:calibrated.GRID_MEASURED] if s.refine == 0 and s.level <= 0.3]
+    split_ring = 0
+    for s, labels in label_images(rgb, scale, settings, gaps=True):
+        y, x = nucleoli[1]  # the lone nucleus: its nucleolus is its own hole, in every setting
+        assert labels[y, x] > 0 and labels[y, x] == labels[y, x - 8], s
+        if len(set(np.unique(labels[(lab > 0) & (lab <= 6)]).tolist()) - {0}) < 3:
+            assert labels[cy, cx] > 0, s  # the ring kept whole: one object round its hole, filled
+            continue
+        split_ring += 1
+        assert labels[cy, cx] == 0, s  # the ring parted: the gap is ground
+    assert split_ring > 0  # some settings part the ring (the case this test is about)
+    holes = np.zeros(lab.shape, bool)
+    holes[cy - 3:cy + 4, cx - 3:cx + 4] = True
+    cols = np.arange(160)[None, :]
+    shared = np.where(holes, 1 + (cols > cx) + (cols > cx + 1), lab)  # the split shared the gap out
+    opened = calibrated.open_gaps(shared, holes)
+    assert (opened[holes] == 0).all() and (opened[~holes] == shared[~holes]).all()
+    two = np.where(holes, 1 + (cols > cx), lab)  # two pieces round it: a cell split at its nucleus
+    assert calibrated.open_gaps(two, holes) is two
+    x = np.where(holes, 60.0, 0.0).astype(np.float32)  # still stained: chromatin a split cut at
+    assert calibrated.open_gaps(shared, holes, x, ground=25.0) is shared
+    assert (calibrated.open_gaps(shared, holes, x, ground=80.0)[holes] == 0).all()
+    own = np.where(holes, 1, lab)  # one object holds it: kept, the same array returned
+    assert calibrated.open_gaps(own, holes) is own

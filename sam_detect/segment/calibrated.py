@@ -370,17 +370,21 @@ class Prepared:
 
 
 def foreground(
-    prep: Prepared, background: str, level: float, refine: float, roi: np.ndarray | None = None
-) -> np.ndarray:
+    prep: Prepared, background: str, level: float, refine: float, roi: np.ndarray | None = None,
+    holes: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Pixels above ``level`` x the examples' contrast (x the image's ``exposure``), each object cut at ``refine`` of its
     own height, holes filled, specks opened away. ``roi``: keep only the connected
-    components that touch it (calibration needs only the objects under the examples)."""
+    components that touch it (calibration needs only the objects under the examples).
+    ``holes``: also return the pixels that are foreground only as filled holes (under the
+    threshold), for :func:`open_gaps`."""
     import cv2
 
     from sam_detect.segment.classical_ops import _fill_holes, _refine_objects
 
     resid = prep.resid(background)
-    fg = np.ascontiguousarray(resid > np.float32(level * prep.scale.contrast * prep.scale.exposure))
+    above = np.ascontiguousarray(resid > np.float32(level * prep.scale.contrast * prep.scale.exposure))
+    fg = above
     if roi is not None:
         n, comp = cv2.connectedComponents(fg.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
         hit = np.zeros(n, bool)
@@ -394,7 +398,48 @@ def foreground(
     if r:
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2)
         fg = cv2.morphologyEx(fg.view(np.uint8), cv2.MORPH_OPEN, kernel).view(bool)
-    return fg
+    return (fg, fg & ~above) if holes else fg
+
+
+#: a filled hole two objects share is the ground between them (:func:`open_gaps`) where most of
+#: its pixels lie under this share of the examples' contrast above the ground: a textured
+#: nucleus split at its dark chromatin shares a hole that is still stained
+GAP_LEVEL = 0.1
+#: ... and where at least this many objects enclose it: no fewer than three convex objects
+#: enclose a gap between them, while a cell split in two at its dark nucleus (a cytoplasm
+#: stain) shares that nucleus between two pieces
+GAP_OWNERS = 3
+
+
+def open_gaps(labels: np.ndarray, holes: np.ndarray, x: np.ndarray | None = None,
+              ground: float = np.inf) -> np.ndarray:
+    """``labels`` with every filled hole that :data:`GAP_OWNERS` or more objects share given
+    back to the ground: a gap enclosed by a ring of touching objects (a dense field's dark ground between
+    nuclei) is not a hole of any one of them, yet filling the foreground's holes made it
+    foreground, and the split then shared it out, each nucleus reaching into the gap with
+    straight edges. A hole one object holds alone (a nucleolus, a vesicular nucleus's pale
+    middle) stays filled, and so does one whose pixels mostly stand above ``ground`` in ``x``
+    (the projection, its background removed): a textured nucleus split at its dark chromatin.
+    ``holes``: :func:`foreground`'s second value. Returns ``labels`` itself where nothing
+    changes (it may be shared: never written)."""
+    import cv2
+
+    if not holes.any():
+        return labels
+    n, comp = cv2.connectedComponents(holes.view(np.uint8), connectivity=4, ltype=cv2.CV_32S)
+    at = comp > 0
+    held = labels[at].astype(np.int64)
+    pairs = np.unique(comp[at].astype(np.int64) * (int(labels.max()) + 1) + held)
+    owners = np.bincount(pairs[pairs % (int(labels.max()) + 1) > 0] // (int(labels.max()) + 1), minlength=n)
+    shared = owners >= GAP_OWNERS
+    if x is not None and shared.any():
+        dark = np.bincount(comp[at], weights=(x[at] <= np.float32(ground)), minlength=n)
+        shared &= dark >= 0.5 * np.bincount(comp[at], minlength=n)
+    if not shared.any():
+        return labels
+    out = labels.copy()
+    out[shared[comp] & at] = 0
+    return out
 
 
 def split_labels(fg: np.ndarray, scale: Scale, split: float, split_on: str = "shape",
@@ -652,18 +697,21 @@ class _BlobCache:
 
 
 def label_images(prepared: Any, scale: Scale, settings: list[Setting], roi: np.ndarray | None = None,
-                 blobs: _BlobCache | None = None):
+                 blobs: _BlobCache | None = None, gaps: bool = False):
     """Yield ``(setting, labels)`` for each setting, sharing the work between them.
 
     ``prepared``: the image (``(H, W[, 3])`` array), or a function of a smoothing that returns
-    its :class:`Prepared` (or :class:`_Mosaic`) work. The labels may be one array for
+    its :class:`Prepared` (or :class:`_Mosaic`) work. ``gaps``: give the ground that touching
+    objects enclose back to it (:func:`open_gaps`), as the candidates are drawn at detection;
+    calibration measures the settings without it, so that the settings the examples choose
+    stay as they were. The labels may be one array for
     several settings (splits that split nothing): read them, do not write. ``blobs``: the
     projections' blob maxima, shared with other calls (threads) on the same work.
     """
     if isinstance(prepared, np.ndarray):
         rgb = prepared
         prepared = functools.cache(lambda sm: Prepared(rgb, scale, sm))
-    by_fg: dict[tuple[float, str, float, float], np.ndarray] = {}
+    by_fg: dict[tuple[float, str, float, float], tuple[np.ndarray, np.ndarray]] = {}
     splits: tuple[tuple, _Splits] | None = None  # the latest foreground's: settings come in runs
     cache = blobs if blobs is not None else _BlobCache()
 
@@ -681,11 +729,17 @@ def label_images(prepared: Any, scale: Scale, settings: list[Setting], roi: np.n
             continue
         key = (s.smooth, s.background, s.level, s.refine)
         if key not in by_fg:
-            by_fg[key] = foreground(prep, s.background, s.level, s.refine, roi)
+            by_fg[key] = foreground(prep, s.background, s.level, s.refine, roi, holes=True)
+        fg, holes = by_fg[key]
         if splits is None or splits[0] != key:
-            splits = (key, _Splits(by_fg[key], scale, prep.resid(s.background),
+            splits = (key, _Splits(fg, scale, prep.resid(s.background),
                                    blob_of(prep, (s.smooth, s.background)), prep.core))
+        # whether a hole is ground is read on the light smoothing: a heavy one spreads the
+        # objects' light into the gaps between them
         labels = splits[1].labels(s.split, s.split_on)
+        if gaps:
+            labels = open_gaps(labels, holes, prepared(SMOOTHS[0]).resid(s.background),
+                               GAP_LEVEL * scale.contrast * scale.exposure)
         yield s, inset_labels(labels, s.inset) if s.inset else labels
 
 
@@ -1037,7 +1091,7 @@ def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str |
         seen = sub if working is None else working.small[sy0:sy1, sx0:sx1]
         preps = functools.cache(lambda sm, seen=seen: Prepared(seen, work, sm))
         found = [(m.crop, (m.x0 - wx0, m.y0 - wy0), own_setting) for m in mine]
-        for s, labels in label_images(preps, work, [s for s in settings if s != OWN]):
+        for s, labels in label_images(preps, work, [s for s in settings if s != OWN], gaps=True):
             made = GRID_INDEX.get(s.drawn, -1)
             objects = (_objects(labels) if working is None
                        else working.draw_back(labels, (sy0, sx0), win, (CUT_FLOOR * lo, hi)))
