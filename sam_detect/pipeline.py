@@ -866,6 +866,7 @@ class SAMDetect(DetectorStages, LibraryState):
         _stage_done(stages, "descriptions")
         n_proposed = len(inst)
         steered = bool(inst.metadata.get("calibrated"))  # proposed by settings the examples chose
+        oversize = int(inst.metadata.get("oversize") or 0)  # the lead setting's regions over the size range
         shifts = inst.metadata.get("size_shift") or {}
         profile = at_scale(profile, shifts)  # an image at another magnification than the examples
         border_note = None
@@ -1002,6 +1003,10 @@ class SAMDetect(DetectorStages, LibraryState):
             n = dropped_by["border"]
             notes.append(f"{n} candidate{'s' if n != 1 else ''} cut by the image border left out, as the examples' "
                          "annotation leaves such objects out (--keep-border keeps them)")
+        if oversize:  # calibrated.propose: the lead setting's regions over the size range
+            notes.append(f"{oversize} region{'s' if oversize != 1 else ''} larger than the examples' size range "
+                         "left out (clumps of touching objects the split left whole, or objects larger than the "
+                         "examples? add examples of them, or of touching ones)")
         below = inst.data.get("below_floor")
         if below is not None and (n := sum(bool(below[i]) and d.labels[i] not in (UNKNOWN, NEGATIVE) for i in d.keep)):
             notes.append(f"{n} object{'s' if n != 1 else ''} fainter than the examples allow kept: shaped like them "
@@ -1055,6 +1060,7 @@ class SAMDetect(DetectorStages, LibraryState):
                 "profile": bool(profile and profile.get("classes")),
                 "stain_gain": None if stain is None else round(stain, 4),
                 "notes": notes,
+                **({"oversize": oversize} if oversize else {}),
                 "timings": timings,
             }
         )

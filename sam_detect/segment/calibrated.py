@@ -1053,7 +1053,10 @@ def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str |
     ``data["edge"]`` how far its outline stands out (:func:`edge_contrast`),
     ``data["contrast"]`` how far its inside does, ``data["level"]`` where it lies along
     the direction and ``data["colour"]`` its median colour (``profile.inside_contrast_and_level``);
-    ``metadata["tiles"]`` how many windows the image was proposed in.
+    ``metadata["tiles"]`` how many windows the image was proposed in, ``metadata["oversize"]``
+    (where any) how many of the lead setting's regions were larger than the size range and
+    left out (clumps its split left whole, or objects larger than the examples; not counted
+    where the image is proposed at a working scale).
 
     ``tile``: images larger than this (pixels a side; 0: never) are proposed window by
     window (:func:`proposal_windows`), so memory stays that of one window: each window is
@@ -1074,6 +1077,10 @@ def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str |
         ok = admitted(own.areas, cut_by_border(own.boxes, (h, w)), lo, hi)
         own_crops = [m for m, a in zip(own.crops, ok, strict=True) if a]
     lead = lead_smooth(settings)
+    # the lead setting's regions over the size range, left out: counted for a note (clumps of
+    # touching objects its split left whole, or objects larger than the examples)
+    first = next((s for s in settings if s != OWN and not s.wholes), None)
+    oversize = 0
     working = _Working(rgb, scale.zoom) if scale.zoom < 1 else None
     work = scale if working is None else scale.zoomed(scale.zoom)
     windows = proposal_windows((h, w), tile, context_margin(scale, settings))
@@ -1100,6 +1107,10 @@ def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str |
                        else working.draw_back(labels, (sy0, sx0), win, (CUT_FLOOR * lo, hi)))
             for crop_of, (x0, y0, x1, y1), area in objects:
                 if not CUT_FLOOR * lo <= area <= hi:
+                    if area > hi and s == first:
+                        box = (x0 + wx0, y0 + wy0, x1 + wx0, y1 + wy0)
+                        oversize += bool(not cut_by_border(np.asarray(box), (h, w))[0]
+                                         and (len(windows) == 1 or _whole_in_core(box, core, win, (h, w))))
                     continue
                 box = (x0 + wx0, y0 + wy0, x1 + wx0, y1 + wy0)
                 if area < lo and not cut_by_border(np.asarray(box), (h, w))[0]:
@@ -1120,6 +1131,8 @@ def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str |
     if not crops:
         out = Instances.empty((h, w))
         out.metadata["tiles"] = len(windows)
+        if oversize:
+            out.metadata["oversize"] = oversize
         return out
     # the whole image's order: the segmenter's own candidates, then setting by setting
     rank = {GRID_INDEX.get(s.drawn, -1): r for r, s in enumerate(settings)}
@@ -1133,6 +1146,8 @@ def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str |
     inst = _convex_wholes(inst, settings, scale.solidity)
     inst.data["contrast"], inst.data["level"], inst.data["colour"] = inside_contrast_and_level(rgb, inst, scale.direction)
     inst.metadata["tiles"] = len(windows)
+    if oversize:
+        inst.metadata["oversize"] = oversize
     return inst
 
 

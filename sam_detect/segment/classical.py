@@ -284,6 +284,9 @@ class ClassicalSegmenter:
         inst.metadata.update({"segmenter": self.name, "calibrated": sorted(classes), "tiles": tiles})
         if shifts:
             inst.metadata["size_shift"] = {k: round(v, 4) for k, v in shifts.items()}
+        oversize = sum(int(p.metadata.get("oversize", 0)) for p in parts)
+        if oversize:  # the lead setting's regions larger than the examples' size range, left out (calibrated.propose)
+            inst.metadata["oversize"] = oversize
         if refused:
             inst.metadata["size_shift_refused"] = refused
         if gains:
