@@ -420,20 +420,20 @@ def open_gaps(labels: np.ndarray, holes: np.ndarray, x: np.ndarray | None = None
     back to the ground: a gap enclosed by a ring of touching objects (a dense field's dark
     ground between nuclei) is not a hole of any one of them, yet filling the foreground's
     holes made it foreground, and the split then shared it out, each nucleus reaching into
-    the gap with straight edges. A hole one object holds alone (a nucleolus, a vesicular nucleus's pale
-    middle) stays filled, and so does one whose pixels mostly stand above ``ground`` in ``x``
-    (the projection, its background removed): a textured nucleus split at its dark chromatin.
-    ``holes``: :func:`foreground`'s second value. Returns ``labels`` itself where nothing
-    changes (it may be shared: never written)."""
+    the gap with straight edges. A hole one object holds alone (a nucleolus, a vesicular
+    nucleus's pale middle) stays filled, and so does one whose pixels mostly stand above
+    ``ground`` in ``x`` (the projection, its background removed): a textured nucleus split
+    at its dark chromatin. ``holes``: :func:`foreground`'s second value. Returns ``labels``
+    itself where nothing changes (it may be shared: never written)."""
     import cv2
 
     if not holes.any():
         return labels
     n, comp = cv2.connectedComponents(holes.view(np.uint8), connectivity=4, ltype=cv2.CV_32S)
     at = comp > 0
-    held = labels[at].astype(np.int64)
-    pairs = np.unique(comp[at].astype(np.int64) * (int(labels.max()) + 1) + held)
-    owners = np.bincount(pairs[pairs % (int(labels.max()) + 1) > 0] // (int(labels.max()) + 1), minlength=n)
+    span = int(labels.max()) + 1
+    pairs = np.unique(comp[at].astype(np.int64) * span + labels[at])  # (hole, object in it), each once
+    owners = np.bincount(pairs[pairs % span > 0] // span, minlength=n)
     shared = owners >= GAP_OWNERS
     if x is not None and shared.any():
         dark = np.bincount(comp[at], weights=(x[at] <= np.float32(ground)), minlength=n)
@@ -714,7 +714,7 @@ def label_images(prepared: Any, scale: Scale, settings: list[Setting], roi: np.n
     if isinstance(prepared, np.ndarray):
         rgb = prepared
         prepared = functools.cache(lambda sm: Prepared(rgb, scale, sm))
-    by_fg: dict[tuple[float, str, float, float], tuple[np.ndarray, np.ndarray]] = {}
+    by_fg: dict[tuple[float, str, float, float], tuple[np.ndarray, np.ndarray | None]] = {}
     splits: tuple[tuple, _Splits] | None = None  # the latest foreground's: settings come in runs
     cache = blobs if blobs is not None else _BlobCache()
 
@@ -731,16 +731,17 @@ def label_images(prepared: Any, scale: Scale, settings: list[Setting], roi: np.n
             yield s, inset_labels(ridges[rkey], s.inset) if s.inset else ridges[rkey]
             continue
         key = (s.smooth, s.background, s.level, s.refine)
-        if key not in by_fg:
-            by_fg[key] = foreground(prep, s.background, s.level, s.refine, roi, holes=True)
+        if key not in by_fg:  # the filled holes only where they are opened (not in calibration)
+            by_fg[key] = foreground(prep, s.background, s.level, s.refine, roi, holes=True) if gaps else (
+                foreground(prep, s.background, s.level, s.refine, roi), None)
         fg, holes = by_fg[key]
         if splits is None or splits[0] != key:
             splits = (key, _Splits(fg, scale, prep.resid(s.background),
                                    blob_of(prep, (s.smooth, s.background)), prep.core))
-        # whether a hole is ground is read on the light smoothing: a heavy one spreads the
-        # objects' light into the gaps between them
         labels = splits[1].labels(s.split, s.split_on)
-        if gaps:
+        if holes is not None:
+            # whether a hole is ground is read on the light smoothing: a heavy one spreads the
+            # objects' light into the gaps between them
             labels = open_gaps(labels, holes, prepared(SMOOTHS[0]).resid(s.background),
                                GAP_LEVEL * scale.contrast * scale.exposure)
         yield s, inset_labels(labels, s.inset) if s.inset else labels
@@ -1106,13 +1107,12 @@ def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str |
             objects = (_objects(labels) if working is None
                        else working.draw_back(labels, (sy0, sx0), win, (CUT_FLOOR * lo, hi)))
             for crop_of, (x0, y0, x1, y1), area in objects:
+                box = (x0 + wx0, y0 + wy0, x1 + wx0, y1 + wy0)
                 if not CUT_FLOOR * lo <= area <= hi:
                     if area > hi and s == first:
-                        box = (x0 + wx0, y0 + wy0, x1 + wx0, y1 + wy0)
                         oversize += bool(not cut_by_border(np.asarray(box), (h, w))[0]
                                          and (len(windows) == 1 or _whole_in_core(box, core, win, (h, w))))
                     continue
-                box = (x0 + wx0, y0 + wy0, x1 + wx0, y1 + wy0)
                 if area < lo and not cut_by_border(np.asarray(box), (h, w))[0]:
                     continue  # below the size range, and not cut short by the image border
                 if len(windows) > 1 and not _whole_in_core(box, core, win, (h, w)):
