@@ -549,6 +549,28 @@ def test_a_name_made_from_folders_that_is_another_images_own_gets_a_number(tmp_p
         assert len(np.unique(tifffile.imread(out / "labels" / f"{name}_labels.tif"))) - 1 == found[str(p)]
 
 
+def test_per_image_notes_name_the_path_below_the_folder_the_images_share(tmp_path, scene_files):
+    """The notes of a run over ``A1/scene.png`` and ``B1/scene.png`` both said ``scene.png``:
+    which image each was about could not be told. They name the path below the folder the
+    images share; images of one folder keep their file name."""
+    import shutil
+
+    f = scene_files
+    assert run_cli("add", f["image"], "--label", "disc", "--mask", f["mask"], "-q", *f["lib"]).exit_code == 0
+    for well in ("A1", "B1"):
+        (tmp_path / "plate" / well).mkdir(parents=True)
+        shutil.copy(f["image"], tmp_path / "plate" / well / "scene.png")
+    r = run_cli("detect", str(tmp_path / "plate" / "*" / "scene.png"), "--jsonl", *f["lib"])
+    assert r.exit_code == 0, r.output
+    for well in ("A1", "B1"):  # the example's own image, in each well: a note of it
+        assert f"sam-detect: {os.path.join(well, 'scene.png')}: 1 of the library's examples" in r.stderr, r.stderr
+    from sam_detect.cli.detect import shown_names
+
+    one = [tmp_path / "x" / "a.png", tmp_path / "x" / "b.png"]
+    assert shown_names(one) == {str(one[0]): "a.png", str(one[1]): "b.png"}
+    assert shown_names(["scene.png"]) == {"scene.png": "scene.png"}
+
+
 def test_an_annotation_that_covers_no_pixel_is_left_out_by_its_id(scene_files, tmp_path):
     """A COCO polygon under a pixel, which pycocotools fills with nothing, made the whole
     ``add`` fail ("annotation 23 has zero area", a position, not the file's id 24): it is left

@@ -211,6 +211,7 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
                                no_polygons, json_tolerance, channels, frame)
         resume_fh = None
         names = None  # each image's name in an output folder (unique_stems), made at the first need
+        shown = shown_names(paths)  # each image as stderr names it
         if resume_path:
             from sam_detect.cluster import open_resume
 
@@ -248,7 +249,7 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
                     continue
                 if not quiet:
                     for note in res.notes:
-                        click.echo(f"sam-detect: {Path(path).name}: {note}", err=True)
+                        click.echo(f"sam-detect: {shown[str(path)]}: {note}", err=True)
                 if resume_fh is not None:
                     from sam_detect.cluster import append_line
 
@@ -268,7 +269,7 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
                         write_bytes(res.overlay, _target_file(overlay, "overlay", name))
                 except (OSError, ValueError, AnnotationError) as e:
                     failures += 1
-                    click.echo(f"Error: {Path(path).name}: an output could not be written: {e}", err=True)
+                    click.echo(f"Error: {shown[str(path)]}: an output could not be written: {e}", err=True)
             if stopped is not None:
                 click.echo(f"Error: {stopped}; stopped: {undone} image(s) not detected", err=True)
         except KeyboardInterrupt:  # Ctrl-C: the images done are said, and how to go on from them
@@ -369,6 +370,18 @@ def _write_maps(maps: dict, name: str, instances, classes, tolerance: float | No
             save_geojson(instances, _target_file(target, kind, name), tolerance=polygon_tolerance("geojson", tolerance))
         else:
             write_label_array(ids if kind == "labels" else types, _target_file(target, kind, name))
+
+
+def shown_names(paths) -> dict[str, str]:
+    """``{path: name}``: each image as the per-image lines on stderr name it, its path below
+    the folder the images share (its file name where they are all in one folder): ``A1/img.png``
+    and ``B1/img.png`` of a glob over a plate's wells are told apart."""
+    spelled = [str(p) for p in paths]
+    try:
+        root = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in spelled])
+        return {p: os.path.relpath(os.path.abspath(p), root) for p in spelled}
+    except ValueError:  # paths on different drives share no folder
+        return {p: p for p in spelled}
 
 
 def _name_in_folder(names: dict[str, str], path: object, record: dict) -> str:
