@@ -959,6 +959,29 @@ def test_frames_of_a_stack_are_resumed_and_named_each_on_its_own(scene_files, tm
     assert image["frame"] == 1 and image["file_name"] == str(stack)
 
 
+def test_a_stacks_frame_outputs_do_not_meet_an_image_named_like_them(scene_files, tmp_path, scene):
+    """A folder of ``a.tif`` (a stack) and ``a_frame0.png``: with ``--frame 0`` the stack's
+    files are ``a_frame0_*``, the image's own name. Every image of the run takes the same
+    ``_frame<k>`` (a plain image is frame 0 of itself), after :func:`unique_stems` made the
+    names unique: ``a_frame0_frame0_*`` for the image, nothing overwritten. (A pin: the run
+    never collided; a suffix for stacks alone, as the UI's export names, would.)"""
+    import tifffile
+
+    f = scene_files
+    assert run_cli("add", f["image"], "--label", "shape", "--labels", f["labels"], "-q", *f["lib"]).exit_code == 0
+    folder = tmp_path / "in"
+    folder.mkdir()
+    tifffile.imwrite(folder / "a.tif", np.stack([scene(seed=s)[0][..., 0] for s in (1, 2)]), metadata={"axes": "ZYX"})
+    cv2.imwrite(str(folder / "a_frame0.png"), scene(seed=3)[0][..., ::-1])
+    r = run_cli("detect", folder, "--frame", 0, "--label-image", f"{tmp_path / 'out'}/", "--json", *f["lib"])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_frame0_frame0_labels.tif",
+                                                                     "a_frame0_labels.tif"]
+    found = {os.path.basename(rec["image"]): rec["count"] for rec in json.loads(r.stdout)}
+    for image, name in (("a.tif", "a_frame0"), ("a_frame0.png", "a_frame0_frame0")):
+        assert len(np.unique(tifffile.imread(tmp_path / "out" / f"{name}_labels.tif"))) - 1 == found[image]
+
+
 def test_video_says_which_outputs_it_did_not_write(tmp_path, scene_files):
     """A folder of unreadable frames: `video` said it wrote the video and the label stack,
     which never existed."""
