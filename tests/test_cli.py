@@ -982,6 +982,29 @@ def test_a_stacks_frame_outputs_do_not_meet_an_image_named_like_them(scene_files
         assert len(np.unique(tifffile.imread(tmp_path / "out" / f"{name}_labels.tif"))) - 1 == found[image]
 
 
+def test_video_frames_past_the_end_of_a_short_stack(scene_files, tmp_path, scene):
+    """``video --help``'s example ``--frames 0-99:5`` failed on a stack shorter than 96 frames:
+    the range is cut at the last frame with one line on stderr; a range that starts past the
+    last frame is one error naming the frame count, as ``detect --frame`` is."""
+    import tifffile
+
+    f = scene_files
+    assert run_cli("add", f["image"], "--label", "shape", "--labels", f["labels"], "-q", *f["lib"]).exit_code == 0
+    stack = tmp_path / "stack.tif"
+    tifffile.imwrite(stack, np.stack([scene(seed=s)[0][..., 0] for s in (1, 2, 3, 4)]), photometric="minisblack",
+                     metadata={"axes": "ZYX"})
+    out = tmp_path / "out.jsonl"
+    r = run_cli("video", stack, "--frames", "0-99:2", "--jsonl", out, *f["lib"])
+    assert r.exit_code == 0, r.output
+    assert ("sam-detect: stack.tif: --frames '0-99:2' ends past the source's last frame: read up to frame 3 "
+            "(the source has 4 frames, 0-3)\n") in r.stderr
+    assert [json.loads(line)["frame"] for line in out.read_text().splitlines()] == [0, 2]
+    r = run_cli("video", stack, "--frames", "5-99", "--jsonl", tmp_path / "no.jsonl", *f["lib"])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert r.output.strip().splitlines()[-1] == ("Error: frame 5 is out of range: the source has 4 frames (0-3); "
+                                                 "fix --frames '5-99'")
+
+
 def test_video_says_which_outputs_it_did_not_write(tmp_path, scene_files):
     """A folder of unreadable frames: `video` said it wrote the video and the label stack,
     which never existed."""

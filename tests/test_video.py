@@ -87,10 +87,23 @@ def test_frame_selection_past_the_end():
         parse_frames("0-2,12").indices(10)
     assert parse_frames(None) is None and parse_frames(" ") is None
     assert parse_frames("2-4").last == 4 and parse_frames("2-").last is None
-    # a stepped range names the last frame it selects: frame 99 is not among 0, 2, ..., 98
-    with pytest.raises(ImageLoadError, match=r"frame 98 is out of range: the source has 5 frames \(0-4\)"):
-        parse_frames("0-99:2").indices(5)
     assert parse_frames("0-10:5").indices(11) == [0, 5, 10] and parse_frames("0-11:5").indices(11) == [0, 5, 10]
+    # a stepped range's end is the last frame it selects: 0-11:5 on 11 frames ends at 10, inside
+    assert parse_frames("0-11:5").clipped(11) is None and parse_frames("0-2,12").clipped(20) is None
+
+
+def test_a_range_that_ends_past_the_last_frame_stops_there():
+    """``video --help``'s own example ``--frames 0-99:5`` failed on any source shorter than 96
+    frames ("frame 95 is out of range"): a range that starts inside the source is cut at its
+    last frame, with one line saying so; one that starts past it stays an error."""
+    sel = parse_frames("0-99:2")
+    assert sel.indices(5) == [0, 2, 4]
+    assert sel.clipped(5) == ("--frames '0-99:2' ends past the source's last frame: read up to frame 4 "
+                              "(the source has 5 frames, 0-4)")
+    assert parse_frames("1-2,4-50").indices(7) == [1, 2, 4, 5, 6] and parse_frames("1-2,4-50").clipped(7)
+    with pytest.raises(ImageLoadError, match=r"frame 8 is out of range: the source has 5 frames \(0-4\); fix "
+                                              r"--frames '0-2,8-99'"):
+        parse_frames("0-2,8-99").indices(5)
 
 
 # -- capture sources -------------------------------------------------------------------
@@ -117,6 +130,8 @@ def test_video_file_frame_selection(tmp_path):
         frames = list(src)
     assert [f.index for f in frames] == [1, 2, 5, 9, 10, 11]
     assert np.abs(frames[2].rgb.reshape(-1, 3).mean(0) - COLOURS[5]).max() < 8
+    with open_source(path, frames="8-99:2") as src:  # a range past the last frame stops there
+        assert src.frame_count == 2 and [f.index for f in src] == [8, 10] and "read up to frame 11" in src.note
 
 
 def test_truncated_avi_ends_cleanly(tmp_path, caplog):
@@ -237,6 +252,10 @@ def test_tiff_stack_source(tmp_path):
     assert f.time == pytest.approx(2.0)
     with pytest.raises(ImageLoadError, match="frame 9 is out of range: the source has 8 frames"):
         open_source(tmp_path / "t.tif", frames="9")
+    with open_source(tmp_path / "t.tif", frames="2-99:3") as src:  # cut at frame 7, and said
+        assert src.indices == [2, 5] and "read up to frame 7 (the source has 8 frames, 0-7)" in src.note
+    with open_source(tmp_path / "t.tif", frames="2-7") as src:
+        assert src.note is None
 
 
 @pytest.mark.parametrize("kind", ["channels", "colour"])

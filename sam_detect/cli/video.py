@@ -58,7 +58,7 @@ from sam_detect.cli.validate import finite, no_clashes, output_file
     "frames_spec",
     metavar="RANGES",
     help="Frames to read, 0-based inclusive ranges, e.g. '0-2,4-7', '10-' (10 to the end), '-5' (0 to 5, "
-         "not the last five), '0-99:5' (every fifth).",
+         "not the last five), '0-99:5' (every fifth; a range that runs past the last frame stops there).",
 )
 @click.option(
     "--every",

@@ -91,6 +91,7 @@ class CaptureSource(FrameSource):
         count = int(self._cap.get(_CAP_PROP_FRAME_COUNT) or 0)
         self.frame_count = None if self.live or count <= 0 else count
         if self.frame_count is not None and self.selection is not None:
+            self.note = self.selection.clipped(self.frame_count)  # a range cut at the last frame
             self.frame_count = len(self.selection.indices(self.frame_count))
 
     def _open(self):

@@ -76,26 +76,32 @@ class FrameSelection:
         return max(stop for _, stop, _ in self.ranges)
 
     def indices(self, n_frames: int) -> list[int]:
-        """Selected indices of a source of ``n_frames`` frames, sorted, without duplicates.
+        """Selected indices of a source of ``n_frames`` frames, sorted, without duplicates. A
+        range that starts inside the source and ends past its last frame is cut there
+        (``0-99:5`` on 12 frames: 0, 5, 10; :meth:`clipped` says so).
 
         Raises:
-            ImageLoadError: a range starts or ends past the last frame.
+            ImageLoadError: a range starts past the last frame.
         """
-        for start, stop, step in self.ranges:
-            last = None if stop is None else start + (stop - start) // step * step  # the last frame it selects
-            bad = (
-                start
-                if start >= n_frames
-                else last
-                if last is not None and last >= n_frames
-                else None
-            )
-            if bad is not None:
+        for start, _, _ in self.ranges:
+            if start >= n_frames:
                 raise ImageLoadError(
-                    f"frame {bad} is out of range: the source has {n_frames} frames "
+                    f"frame {start} is out of range: the source has {n_frames} frames "
                     f"(0-{n_frames - 1}); fix --frames {self.text!r}"
                 )
         return [i for i in range(n_frames) if i in self]
+
+    def clipped(self, n_frames: int) -> str | None:
+        """One line saying that a range ends past the last of ``n_frames`` frames and was cut
+        there (the last frame it selects, a stepped range's, past it), or ``None``."""
+        past = [
+            (start, stop, step) for start, stop, step in self.ranges
+            if stop is not None and start < n_frames <= start + (stop - start) // step * step
+        ]
+        if not past:
+            return None
+        return (f"--frames {self.text!r} ends past the source's last frame: read up to frame {n_frames - 1} "
+                f"(the source has {n_frames} frames, 0-{n_frames - 1})")
 
 
 def parse_frames(text: str | Sequence[int] | None) -> FrameSelection | None:

@@ -97,6 +97,7 @@ class ImageFolderSource(FrameSource):
         self.indices = (
             sel.indices(len(self.paths)) if sel is not None else list(range(len(self.paths)))
         )
+        self.note = sel.clipped(len(self.paths)) if sel is not None else None  # a range cut at the last image
         self.name = (
             os.fspath(inputs)
             if isinstance(inputs, (str, os.PathLike))
@@ -150,7 +151,7 @@ class StackSource(FrameSource):
             frames; ``note`` says so where it is not.
 
     Raises:
-        ImageLoadError: unreadable file, or a selection past the last frame.
+        ImageLoadError: unreadable file, or a selection that starts past the last frame.
     """
 
     def __init__(
@@ -191,6 +192,8 @@ class StackSource(FrameSource):
 
                 resolve_channels(channel, int(self.stack.shape[-1]) if self.stack.ndim == 4 else 1, f"{self.path}: ")
         self.indices = sel.indices(n) if sel is not None else list(range(n))
+        if sel is not None and (cut := sel.clipped(n)):  # a range cut at the last frame, said beside the planes' note
+            self.note = f"{self.note}; {cut}" if self.note else cut
         self.name = str(self.path)
         self.fps = fps
         self.channel = channel
