@@ -214,6 +214,12 @@ class DetectorConfig:
                 either = "True, False or None" if name == "drop_border" else "True or False"
                 raise SettingError(f"{name} must be {either}, got {value!r}")
             setattr(self, name, bool(value))
+        if self.batch_size is not None:  # "8" or 8.0 reached the embedder's slicing; 0 was the default unsaid
+            value = self.batch_size
+            if isinstance(value, bool) or not hasattr(value, "__index__") or int(value) < 1:
+                raise SettingError(f"batch_size must be a positive integer (or None: the embedder's own), "
+                                   f"got {value!r}")
+            self.batch_size = int(value)
         if not self.library or not str(self.library).strip():
             raise ValueError("library name must not be empty")
 

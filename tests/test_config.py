@@ -97,6 +97,23 @@ def test_the_config_refuses_a_switch_that_is_not_true_or_false(name, value):
     assert DetectorConfig(drop_border=None).drop_border is None
 
 
+@pytest.mark.parametrize("value", ["8", 8.0, True, 0, -2, [8]])
+def test_the_config_refuses_a_batch_size_that_is_not_a_positive_integer(value):
+    """``DetectorConfig(batch_size="8")`` was taken and failed deep in the embedder (or, 0,
+    was the embedder's default without a word); an integer >= 1 or ``None`` only."""
+    from sam_detect.errors import SettingError
+
+    with pytest.raises(SettingError, match=r"^batch_size must be a positive integer \(or None: the embedder's own\), "
+                                           rf"got {re.escape(repr(value))}$"):
+        DetectorConfig(batch_size=value)
+    with pytest.raises(SettingError, match="^batch_size must be"):
+        dataclasses.replace(DetectorConfig(), batch_size=value)
+    with pytest.raises(SettingError, match="^batch_size must be"):
+        SAMDetect(store="memory", batch_size=value)
+    assert DetectorConfig(batch_size=np.int64(4)).batch_size == 4 and type(DetectorConfig(batch_size=4).batch_size) is int
+    assert DetectorConfig().batch_size is None and DetectorConfig(batch_size=None).batch_size is None
+
+
 def test_adopting_a_library_given_settings_win_unset_ones_are_the_librarys():
     meta = LibraryMeta(name="x", embedder_id="views:abc", dim=8,
                        fade={"name": "linear", "max_distance": 20.0, "min_fade": 0.1},
