@@ -92,6 +92,22 @@ def check_label(label: object) -> str:
     return text
 
 
+def renamed_label(label: str, taken: set[str]) -> str:
+    """A label that follows the rule for ``label``, one stored before it (an old library's
+    export): each control character a space, spaces run together, cut to
+    :data:`MAX_LABEL_CHARS`; where that is ``unknown`` (any case), empty, or one of ``taken``
+    (the other labels: two classes are not merged), a number after it (``unknown-2``)."""
+    from sam_detect.instances import NEGATIVE
+
+    text = " ".join("".join(" " if _bad_char(ch) else ch for ch in label).split())
+    base = text[:MAX_LABEL_CHARS].strip() or "unnamed"
+    name, n = base, 1
+    while name.casefold() == "unknown" or name == NEGATIVE or name in taken:
+        n += 1
+        name = f"{base[: MAX_LABEL_CHARS - len(str(n)) - 1].rstrip()}-{n}"
+    return check_label(name)
+
+
 def display_label(label: str, max_chars: int = 60) -> str:
     """``label`` on one line for a listing: control characters escaped, long labels cut."""
     text = label if _bad_char(label) is None else label.encode("unicode_escape").decode("ascii")
@@ -108,4 +124,5 @@ __all__ = [
     "check_library_name",
     "display_label",
     "refuse_reserved",
+    "renamed_label",
 ]

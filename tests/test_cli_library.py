@@ -201,6 +201,41 @@ def test_import_of_a_corrupt_file(qdrant_lib, tmp_path):
     assert len(err.strip().splitlines()) == 1
 
 
+def test_a_library_with_labels_made_before_the_rule_is_imported_renamed(libdir, tmp_path):
+    """An old library's export whose labels break the rule `add` enforces ('unknown', a line
+    break, over 100 characters) was refused by `library import`, and no edit of the file could
+    pass its checksums: it could not be imported at all. The refusal names the labels and the
+    option; `--rename-bad-labels` imports every example, each bad label renamed and said."""
+    s = QdrantStore(path=libdir)
+    s.create_library(LibraryMeta(name="old", embedder_id="effnet-lite0@224", dim=8))
+    labels = ["unknown", "nucleus\nround", "c" * 120, "nucleus", "unknown", "unknown-2"]
+    ids = [f"00000000-0000-0000-0000-00000000000{i}" for i in range(6)]  # the file's order (by id)
+    s.add("old", np.random.default_rng(0).normal(size=(6, 8)), labels, [{"source": "a.tif"}] * 6, ids=ids)
+    s.close()
+    f = tmp_path / "old.zip"
+    assert run_main("library", "export", "old", str(f))[0] == 0
+    code, _, err = run_main("library", "import", str(f), "--as", "new")
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith(f"Error: {f} is not a valid sam-detect library file: payloads.jsonl: line ")
+    assert err.endswith(
+        "payloads.jsonl: line 1: 'unknown' is reserved: the output labels candidates that match no example 'unknown' "
+        "(2 examples); 2 other label(s) break the label rule too: 'nucleus\\nround' (1), "
+        "'ccccccccccccccccccccccccccccc… (120 characters)' (1); to import a library made before the rule, add "
+        "--rename-bad-labels (each such label renamed to one that keeps it, as stderr says; nothing else changes)\n"), err
+    code, _, err = run_main("library", "import", str(f), "--as", "new", "--rename-bad-labels")
+    assert code == 0, err
+    assert err.strip().splitlines() == [
+        "sam-detect: label 'unknown' imported as 'unknown-3'",
+        "sam-detect: label 'nucleus\\nround' imported as 'nucleus round'",
+        f"sam-detect: label '{'c' * 59}… (120 characters)' imported as '{'c' * 100}'",
+        "imported 6 examples into library 'new'"]
+    s = QdrantStore(path=libdir)
+    try:
+        assert s.labels("new") == {"unknown-3": 2, "nucleus round": 1, "c" * 100: 1, "nucleus": 1, "unknown-2": 1}
+    finally:
+        s.close()
+
+
 def test_unreachable_server_is_one_line(monkeypatch):
     import socket
 

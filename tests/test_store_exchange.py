@@ -218,6 +218,40 @@ def test_bad_files_are_refused_and_the_store_is_untouched(tmp_path, edit, match)
     assert target.labels("lib") == before
 
 
+def test_labels_made_before_the_rule_are_imported_renamed_on_request(tmp_path):
+    """A file whose labels break the rule could not be imported at all (no edit passes its
+    checksums): ``rename_bad_labels`` takes each renamed apart from the file's other labels,
+    every example kept; without it the refusal names them and the way on."""
+    from sam_detect.names import check_label, renamed_label
+
+    s = MemoryStore()
+    filled(s)
+    good, bad = tmp_path / "good.zip", tmp_path / "bad.zip"
+    export_library(s, "lib", good)
+    edits = [_relabelled("Unknown"), _relabelled("cell\u2028x"), _relabelled("blob-2"), _relabelled(" ")]
+
+    def edit(m):
+        for e in edits:
+            e(m)
+
+    _rewrite(good, bad, edit)
+    with pytest.raises(LibraryError, match=r"line \d+: 'Unknown' is reserved: .* \(1 example\); 2 other label\(s\) "
+                                           r"break the label rule too: 'cell\\u2028x' \(1\), ' ' \(1\); to import "
+                                           r"a library made before the rule, add --rename-bad-labels"):
+        import_library(MemoryStore(), bad)
+    target = MemoryStore()
+    res = import_library(target, bad, rename_bad_labels=True)
+    assert res.added == 120 and res.renamed == {"Unknown": "Unknown-2", "cell\u2028x": "cell x", " ": "unnamed"}
+    assert target.labels("lib") == {"cell": 36, "blob": 40, "__negative__": 40, "Unknown-2": 1, "cell x": 1,
+                                    "blob-2": 1, "unnamed": 1}
+    assert import_library(target, bad, merge=True, rename_bad_labels=True).skipped == 120  # the same names again
+    # a renamed label is never another's (two classes merged), 'unknown', or the negatives' label
+    assert renamed_label("x" * 120, {"x" * 100}) == "x" * 98 + "-2"
+    assert renamed_label("__negative__\n", set()) == "__negative__-2"
+    assert renamed_label("unknown", {"unknown-2"}) == "unknown-3"
+    assert check_label(renamed_label("\x00\t", set())) == "unnamed"
+
+
 def test_not_a_zip_is_refused(tmp_path):
     f = tmp_path / "junk.zip"
     f.write_bytes(b"\x00\x01 definitely not a zip")

@@ -585,18 +585,28 @@ def _no_crop_warning(n: int, changed: int, what: str) -> None:
     is_flag=True,
     help="Add to an existing library of the same embedder/fade/crop (ids already there are skipped).",
 )
+@click.option(
+    "--rename-bad-labels",
+    is_flag=True,
+    help="Import labels that break the label rule (a library made before it: 'unknown', a line break, "
+    "over 100 characters) renamed to ones that keep it, each renamed label said on stderr.",
+)
 @click.pass_context
 def import_cmd(
-    ctx: click.Context, file: str, as_name: str | None, merge: bool, **opts: Any
+    ctx: click.Context, file: str, as_name: str | None, merge: bool, rename_bad_labels: bool, **opts: Any
 ) -> None:
     """Read a library exported with `library export` into the store."""
+    from sam_detect.names import display_label
     from sam_detect.store.exchange import import_library
 
     if as_name is None:
         _check_archive_name(file)
     store = _open(ctx, **opts)
-    result = import_library(store, file, name=as_name, merge=merge)
-    if merge and result.added:  # the library's own profile and decision described its old examples only
+    result = import_library(store, file, name=as_name, merge=merge, rename_bad_labels=rename_bad_labels)
+    for old, new in result.renamed.items():
+        click.echo(f"sam-detect: label '{display_label(old)}' imported as {new!r}", err=True)
+    if (merge and result.added) or result.renamed:
+        # the library's own profile and decision described its old examples only (or its old labels)
         _refresh_derived(store, result.name)
     skipped = f" ({result.skipped} already there)" if result.skipped else ""
     click.echo(f"imported {result.added} examples into library {result.name!r}{skipped}", err=True)

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from sam_detect.errors import AnnotationError, EmbedderMismatchError, LibraryError
-from sam_detect.names import check_label
+from sam_detect.names import check_label, display_label, renamed_label
 from sam_detect.store import journal
 from sam_detect.store._common import COUNT_KEY, check_library_name, normalise_id
 from sam_detect.store.base import LibraryMeta, Store, check_same_model
@@ -91,6 +91,8 @@ class LibraryArchive:
     payloads: list[dict[str, Any]]
     crop_ids: set[str] = field(default_factory=set)
     manifest: dict[str, Any] = field(default_factory=dict)
+    #: labels of the file that break the label rule, renamed (``rename_bad_labels``): ``{old: new}``
+    renamed: dict[str, str] = field(default_factory=dict)
 
     def crop(self, example_id: str) -> np.ndarray | None:
         """The example's ``(h, w, 3)`` uint8 RGB crop, or None if the file has none for it."""
@@ -121,6 +123,8 @@ class ImportResult:
     name: str
     added: int
     skipped: int
+    #: the file's labels that broke the label rule, renamed (``rename_bad_labels``): ``{old: new}``
+    renamed: dict[str, str] = field(default_factory=dict)
 
 
 # -- reading everything out of a store -------------------------------------------------------
@@ -298,8 +302,13 @@ def _png_bytes(crop: np.ndarray) -> bytes:
 # -- reading an export file -------------------------------------------------------------------
 
 
-def read_library_file(file: str | os.PathLike) -> LibraryArchive:
-    """Read and validate an export file; :class:`LibraryError` says what is wrong with it."""
+def read_library_file(file: str | os.PathLike, *, rename_bad_labels: bool = False) -> LibraryArchive:
+    """Read and validate an export file; :class:`LibraryError` says what is wrong with it.
+
+    A label that breaks the rule ``add`` enforces (:func:`~sam_detect.names.check_label`: a
+    library made before it) is refused, naming every such label and what
+    ``rename_bad_labels`` would rename it to; with it, each is renamed
+    (:func:`~sam_detect.names.renamed_label`, ``LibraryArchive.renamed``)."""
     path = Path(file)
 
     def bad(why: str) -> LibraryError:
@@ -358,23 +367,41 @@ def read_library_file(file: str | os.PathLike) -> LibraryArchive:
         if not np.isfinite(vectors).all():
             raise bad("vectors contain NaN or infinite values")
         ids, labels, payloads = [], [], []
+        broken: dict[str, tuple[int, str, int]] = {}  # a label add refuses: (its first line, why, examples)
         try:
             lines = pay_bytes.decode("utf-8").splitlines()
             for k, line in enumerate(lines):
                 rec = json.loads(line)
                 ids.append(normalise_id(rec["id"]))
                 lab = rec["label"]
-                if not isinstance(lab, str) or not lab:
+                if not isinstance(lab, str):
                     raise ValueError(f"line {k + 1}: label must be a non-empty string")
                 try:  # the rule of add: a reserved 'unknown', a line break or 101 characters is refused
                     labels.append(check_label(lab))
                 except AnnotationError as e:
-                    raise ValueError(f"line {k + 1}: {e}") from None
+                    first, why, times = broken.get(lab, (k + 1, str(e), 0))
+                    broken[lab] = (first, why, times + 1)
+                    labels.append(lab)
                 if not isinstance(rec.get("payload", {}), dict):
                     raise ValueError(f"line {k + 1}: payload must be an object")
                 payloads.append(rec.get("payload", {}))
         except (ValueError, KeyError, TypeError) as e:
             raise bad(f"{pfile}: {e}") from None
+        renamed: dict[str, str] = {}
+        if broken:  # each renamed apart from the file's other labels, in the order they come
+            taken = {lab for lab in labels if lab not in broken}
+            for lab in broken:
+                renamed[lab] = renamed_label(lab, taken)
+                taken.add(renamed[lab])
+            if not rename_bad_labels:
+                (_, (first, why, times)), *others = broken.items()
+                said = ", ".join(f"'{display_label(o, 30)}' ({m})" for o, (_, _, m) in others[:3])
+                raise bad(f"{pfile}: line {first}: {why.split('; ')[0]} ({times} example{'s' if times > 1 else ''})"
+                          + (f"; {len(others)} other label(s) break the label rule too: {said}"
+                             + (", ..." if len(others) > 3 else "") if others else "")
+                          + "; to import a library made before the rule, add --rename-bad-labels (each such label "
+                            "renamed to one that keeps it, as stderr says; nothing else changes)")
+            labels = [renamed.get(lab, lab) for lab in labels]
         if len(ids) != n:
             raise bad(f"{pfile} has {len(ids)} examples, the manifest says {n}")
         if len(set(ids)) != n:
@@ -395,7 +422,7 @@ def read_library_file(file: str | os.PathLike) -> LibraryArchive:
                 member = f"{CROPS_DIR}{cid}.png"
                 if hashlib.sha256(z.read(member)).hexdigest() != sums.get(cid):
                     raise bad(f"crop {member} does not match its checksum: the file is damaged or was edited")
-    return LibraryArchive(path, meta, ids, vectors, labels, payloads, crop_ids, manifest)
+    return LibraryArchive(path, meta, ids, vectors, labels, payloads, crop_ids, manifest, renamed)
 
 
 def _check_bounds(z: zipfile.ZipFile, bad: Callable[[str], LibraryError]) -> None:
@@ -421,15 +448,19 @@ def _check_bounds(z: zipfile.ZipFile, bad: Callable[[str], LibraryError]) -> Non
 
 
 def import_library(
-    store: Store, file: str | os.PathLike, *, name: str | None = None, merge: bool = False
+    store: Store, file: str | os.PathLike, *, name: str | None = None, merge: bool = False,
+    rename_bad_labels: bool = False,
 ) -> ImportResult:
     """Import an export file into ``store`` as library ``name`` (default: the file's name).
 
     The whole file is validated first; nothing in the store changes if it is corrupt, of a
-    newer format version, or (with ``merge=True``) built with other settings than the
-    existing library. Without ``merge`` the target library must not exist.
+    newer format version, holds labels that break the label rule (unless
+    ``rename_bad_labels``: each renamed, ``ImportResult.renamed``; the library's derived
+    settings then name the old labels until ``SAMDetect.refresh_profile``, as the CLI runs),
+    or (with ``merge=True``) built with other settings than the existing library. Without
+    ``merge`` the target library must not exist.
     """
-    archive = read_library_file(file)
+    archive = read_library_file(file, rename_bad_labels=rename_bad_labels)
     target = check_library_name(name or archive.meta.name)
     meta = LibraryMeta.from_dict({**archive.meta.to_dict(), "name": target})
     if store.has_library(target):
@@ -457,11 +488,11 @@ def import_library(
         again = _same_objects([(archive.labels[k], archive.payloads[k]) for k in keep], held)
         keep = [k for k, same in zip(keep, again, strict=True) if not same]
         _add_batched(store, target, archive, keep)
-        return ImportResult(target, len(keep), len(archive.ids) - len(keep))
+        return ImportResult(target, len(keep), len(archive.ids) - len(keep), archive.renamed)
     # created provisional: a crash before the commit leaves no library (see store.journal)
     store.create_library(journal.provisional(meta))
     _add_batched(store, target, archive, list(range(len(archive.ids))))
-    return ImportResult(target, len(archive.ids), 0)
+    return ImportResult(target, len(archive.ids), 0, archive.renamed)
 
 
 def _same_objects(new: Sequence[tuple[str, dict]], held: Sequence[tuple[str, dict]]) -> list[bool]:
