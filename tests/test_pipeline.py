@@ -337,6 +337,32 @@ def test_16bit_input_is_normalised(taught, scene):
     assert _matched_labels(found, masks, labels) == labels
 
 
+def test_a_stack_given_to_detect_as_an_array_says_how_to_give_its_frames(scene, caplog):
+    """``detect`` reads a ``(5, H, W)`` array as 5 channels, merged (the API's channels-first
+    layout), where the CLI reads a file of that shape as a stack of 5 frames: the line said
+    ``channel=k``, which ``detect`` does not take. It names the ways ``detect`` has: a frame
+    ``array[k]``, every frame through ``detect_stream``, ``channel_axis=0`` for channels."""
+    from sam_detect.io.images import to_rgb_uint8
+    from sam_detect.video import detect_stream
+
+    det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder="handcrafted"))
+    rgb, masks, labels = scene(seed=1)
+    det.add_examples(rgb, Instances(masks=masks, labels=labels))
+    stack = np.stack([scene(seed=s)[0][..., 0] for s in range(1, 6)])
+    with caplog.at_level("WARNING", logger="sam_detect"):
+        det.detect(stack)
+    said = [r.getMessage() for r in caplog.records if "channels, merged" in r.getMessage()]
+    assert said == ["an array of shape (5, 160, 160) is read as one image of 5 channels, merged (a file of that "
+                    "shape is a stack of 5 frames): give one frame as array[k], every frame to "
+                    "sam_detect.video.detect_stream(detector, array), or to_rgb_uint8(array, channel_axis=0) for "
+                    "channels on purpose"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="sam_detect"):  # each way it names works, without the line
+        assert [r.index for r in detect_stream(det, stack, track=False, change_threshold=0)] == [0, 1, 2, 3, 4]
+        det.detect(to_rgb_uint8(stack, channel_axis=0))
+    assert "channels, merged" not in caplog.text
+
+
 def test_embed_gives_the_vectors_of_add_examples(taught):
     from tests.conftest import draw_scene
 

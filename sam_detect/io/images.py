@@ -312,8 +312,10 @@ def to_rgb_uint8(
                 import logging
 
                 logging.getLogger("sam_detect").warning(
-                    "an array of shape %s is read as one image of %d channels, merged; a stack's frame "
-                    "is array[k], one channel channel=k", arr.shape, arr.shape[0])
+                    "an array of shape %s is read as one image of %d channels, merged (a file of that shape is a "
+                    "stack of %d frames): give one frame as array[k], every frame to "
+                    "sam_detect.video.detect_stream(detector, array), or to_rgb_uint8(array, channel_axis=0) "
+                    "for channels on purpose", arr.shape, arr.shape[0], arr.shape[0])
             arr = np.moveaxis(arr, 0, -1)
         else:
             # Plain (H, W, 3|4) arrays are photographs: RGB(A), kept in colour.
