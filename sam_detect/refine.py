@@ -13,6 +13,7 @@ annotations costs their areas, not N x H x W.
 from __future__ import annotations
 
 import copy
+import re
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -330,10 +331,12 @@ def refine_image(
     try:
         rgb = load_image(path, frame=frame).rgb
     except ImageLoadError as e:
-        if frame is None and "holds a stack of" in str(e):  # refine has no --frame: a COCO file says which
+        n = re.search(r"holds a stack of (\d+) frames", str(e))
+        if frame is None and n:  # which frame the annotations describe: --frame, or a COCO file's images
             raise ImageLoadError(
-                f"{path.name}: a stack; refine takes its frames from a COCO file whose images name them, "
-                "as `sam-detect detect STACK --frame K --coco FILE` writes it") from None
+                f"{path.name}: a stack of {n[1]} frames; give --frame K (0..{int(n[1]) - 1}) for the frame "
+                "the annotations describe, or a COCO file whose images name their frames, as "
+                "`sam-detect detect STACK --frame K --coco FILE` writes it") from None
         raise
     hw = rgb.shape[:2]
     prompts = prompts_of(hw)
@@ -348,10 +351,13 @@ def refine_image(
 
 
 def refine_coco(
-    seg: Any, paths: Sequence[Path], doc: dict, name: str, options: RefineOptions, stats: RefineStats, note: Note
+    seg: Any, paths: Sequence[Path], doc: dict, name: str, options: RefineOptions, stats: RefineStats, note: Note,
+    frame: int | None = None,
 ) -> dict:
     """A refined copy of the COCO document ``doc`` (named ``name`` in messages) for ``paths``,
-    its images matched by file name or stem; an image the file does not list is skipped."""
+    its images matched by file name or stem; an image the file does not list is skipped.
+    ``frame``: only that frame of each stack (an image entry naming another frame is left as
+    it is; one naming none describes that frame)."""
     from sam_detect.formats.coco import with_corner_vertices
 
     new = with_corner_vertices(copy.deepcopy(doc))  # refined polygons are written on pixel corners
@@ -366,33 +372,50 @@ def refine_coco(
             warnings.warn(f"{path.name}: not among the images of {name}; skipped", stacklevel=1)
             continue
         framed = [e for e in entries if isinstance(e.get("frame"), int)]
+        if framed and frame is not None:
+            framed = [e for e in framed if e["frame"] == frame]
+            if not framed:
+                warnings.warn(f"{path.name}: {name} names no image of frame {frame}; skipped", stacklevel=1)
+                continue
         for entry in framed or entries[:1]:  # a stack's frames, or the one image of that name
-            frame = entry.get("frame") if isinstance(entry.get("frame"), int) else None
+            k = entry["frame"] if isinstance(entry.get("frame"), int) else frame
             refine_image(seg, path, lambda hw, e=entry, n=path.name: coco_prompts(new, e, hw, n), coco_write,
-                         options, stats, note, frame=frame)
+                         options, stats, note, frame=k)
     return new
 
 
 def refine_labelme(
-    seg: Any, path: Path, doc: dict, options: RefineOptions, stats: RefineStats, note: Note
+    seg: Any, path: Path, doc: dict, options: RefineOptions, stats: RefineStats, note: Note,
+    frame: int | None = None,
 ) -> dict:
-    """A refined copy of the labelme document ``doc`` of image ``path``."""
+    """A refined copy of the labelme document ``doc`` of image ``path`` (``frame``: of a stack)."""
     new = copy.deepcopy(doc)
-    refine_image(seg, path, lambda hw: labelme_prompts(new, hw), labelme_write, options, stats, note)
+    refine_image(seg, path, lambda hw: labelme_prompts(new, hw), labelme_write, options, stats, note, frame=frame)
     return new
 
 
 def refine_label_image(
-    seg: Any, path: Path, src: Path, options: RefineOptions, stats: RefineStats, note: Note
+    seg: Any, path: Path, src: Path, options: RefineOptions, stats: RefineStats, note: Note,
+    frame: int | None = None,
 ) -> np.ndarray:
-    """The refined label image of label file ``src`` for image ``path``."""
+    """The refined label image of label file ``src`` for image ``path`` (``frame``: of a
+    stack). A label stack with ``frame``: its frame ``frame`` is refined, the others kept."""
     from sam_detect.formats import read_label_image
 
-    labels = read_label_image(src)
-    if labels.ndim != 2:
-        raise AnnotationError(
-            f"{src}: a label stack {labels.shape}; refine takes one (H, W) label image per image"
-        )
+    stack = read_label_image(src)
+    labels = stack
+    if stack.ndim != 2:
+        if frame is None or stack.ndim != 3:
+            raise AnnotationError(
+                f"{src}: a label stack {stack.shape}; refine takes one (H, W) label image per image, "
+                "or --frame K to refine frame K of a stack"
+            )
+        if not frame < stack.shape[0]:
+            raise AnnotationError(
+                f"{src}: frame {frame} out of range: the label stack holds {stack.shape[0]} frame(s) "
+                f"(0..{stack.shape[0] - 1})"
+            )
+        labels = stack[frame]
 
     def prompts_of(hw: tuple[int, int]) -> list[Prompt]:
         if labels.shape != hw:
@@ -401,14 +424,21 @@ def refine_label_image(
             )
         return label_prompts(labels)
 
-    return label_write(labels, refine_image(seg, path, prompts_of, None, options, stats, note))
+    refined = label_write(labels, refine_image(seg, path, prompts_of, None, options, stats, note, frame=frame))
+    if stack.ndim == 2:
+        return refined
+    out = stack.copy()
+    out[frame] = refined
+    return out
 
 
 @heavy  # a file's images share one set-up: SAM2's encodings reuse one another's freed memory
 def refine_file(
-    seg: Any, paths: Sequence[Path], src: Path, dst: Path, options: RefineOptions, stats: RefineStats, note: Note
+    seg: Any, paths: Sequence[Path], src: Path, dst: Path, options: RefineOptions, stats: RefineStats, note: Note,
+    frame: int | None = None,
 ) -> str:
-    """Refine one annotation file (COCO or labelme JSON, or a label image) into ``dst``.
+    """Refine one annotation file (COCO or labelme JSON, or a label image) into ``dst``
+    (``frame``: the frame of a stack the annotations describe; see :func:`refine_coco`).
 
     Raises:
         AnnotationError: a JSON file that is neither COCO nor labelme, or an unreadable file.
@@ -422,16 +452,16 @@ def refine_file(
     if src.suffix.lower() == ".json":
         doc = read_json(src)
         if isinstance(doc, dict) and "images" in doc and is_coco(doc):
-            new = refine_coco(seg, paths, doc, src.name, options, stats, note)
+            new = refine_coco(seg, paths, doc, src.name, options, stats, note, frame)
         elif is_labelme(doc):
             _one_image(paths, f"{src.name} is a labelme file (one image)", "pass its image, or a folder of labelme files")
-            new = refine_labelme(seg, paths[0], doc, options, stats, note)
+            new = refine_labelme(seg, paths[0], doc, options, stats, note, frame)
         else:
             raise AnnotationError(f"{src}: neither COCO (images, annotations) nor labelme (shapes) JSON")
         write_json(dst, new, indent=1)
     else:
         _one_image(paths, f"{src.name} is one label image", "pass a folder of label images named after the images")
-        write_label_array(refine_label_image(seg, paths[0], src, options, stats, note), dst)
+        write_label_array(refine_label_image(seg, paths[0], src, options, stats, note, frame), dst)
     return str(dst)
 
 
@@ -446,10 +476,11 @@ def _one_image(paths: Sequence[Path], what: str, hint: str) -> None:
 
 def refine_folder(
     seg: Any, paths: Sequence[Path], folder: Path, out: Path | None, in_place: bool,
-    options: RefineOptions, stats: RefineStats, note: Note,
+    options: RefineOptions, stats: RefineStats, note: Note, frame: int | None = None,
 ) -> list[str]:
     """Refine the per-image labelme JSON or label image of each of ``paths`` found in
-    ``folder`` (named after the image) into ``out`` (default ``FOLDER_refined``) or in place."""
+    ``folder`` (named after the image) into ``out`` (default ``FOLDER_refined``) or in place
+    (``frame``: of each stack)."""
     from sam_detect.formats._common import read_json, write_json
     from sam_detect.formats.label_image import write_label_array
     from sam_detect.formats.labelme import is_labelme
@@ -471,9 +502,9 @@ def refine_folder(
                 raise AnnotationError(
                     f"{src}: expected a labelme JSON (with 'shapes') in a folder of annotations"
                 )
-            write_json(dst, refine_labelme(seg, path, doc, options, stats, note), indent=1)
+            write_json(dst, refine_labelme(seg, path, doc, options, stats, note, frame), indent=1)
         else:
-            write_label_array(refine_label_image(seg, path, src, options, stats, note), dst)
+            write_label_array(refine_label_image(seg, path, src, options, stats, note, frame), dst)
         written.append(str(dst))
     return written
 

@@ -228,4 +228,67 @@ def test_a_stacks_frames_are_refined_from_a_coco_file_that_names_them(sam2_ckpt,
                                                "points": [[40, 40], [80, 80]]}], "imageHeight": 256,
                                    "imageWidth": 256, "imagePath": "stack.tif"}))
     r = run(sam2_ckpt, stack, "-a", labelme)
-    assert r.exit_code == 1 and "a stack; refine takes its frames from a COCO file whose images name them" in r.output
+    assert r.exit_code == 1 and "stack.tif: a stack of 2 frames; give --frame K (0..1)" in r.output
+    assert "or a COCO file whose images name their frames" in r.output
+
+
+def test_refine_frame_k_of_a_stack_for_labelme_label_image_and_coco(sam2_ckpt, scene, tmp_path):
+    """`refine` took no frame: a labelme file or label image of one frame of a stack could not
+    be refined at all (the refusal said so). `--frame K` says which frame the annotations
+    describe; a label stack has frame K refined and the others kept; a COCO file naming its
+    frames has only frame K's refined; a frame past the end is one line naming the count."""
+    import tifffile
+
+    from sam_detect.formats import to_coco
+    from sam_detect.instances import Instances
+    from sam_detect.io.images import load_image
+
+    _, img, labels = scene
+    stack = tmp_path / "stack.tif"
+    tifffile.imwrite(stack, np.stack([img[..., 0], np.roll(img[..., 0], 40, axis=1)]), metadata={"axes": "ZYX"})
+    moved = np.roll(labels, 40, axis=1)  # frame 1's objects
+    rgb1 = load_image(stack, frame=1).rgb
+
+    labelme = tmp_path / "stack.json"
+    labelme.write_text(json.dumps({"shapes": [{"label": "cell", "shape_type": "rectangle",
+                                               "points": [[80, 40], [120, 80]]}], "imageHeight": 256,
+                                   "imageWidth": 256, "imagePath": "stack.tif"}))
+    r = run(sam2_ckpt, stack, "-a", labelme, "--frame", 1, "-o", tmp_path / "lm.json")
+    assert r.exit_code == 0, r.output
+    assert "stack.tif frame 1: 1/1 refined" in r.output
+    assert json.loads((tmp_path / "lm.json").read_text())["shapes"][0]["shape_type"] == "polygon"
+
+    ys, xs = np.nonzero(moved == 10)
+    want = expected_mask(sam2_ckpt, rgb1, (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1))
+    one = tmp_path / "one_labels.tif"
+    tifffile.imwrite(one, moved)
+    r = run(sam2_ckpt, stack, "-a", one, "--frame", 1, "-o", tmp_path / "one_out.tif")
+    assert r.exit_code == 0, r.output
+    new = tifffile.imread(tmp_path / "one_out.tif")
+    assert new.shape == labels.shape and np.all(new[want & (new != 20) & (new != 30)] == 10)
+
+    both = tmp_path / "both_labels.tif"
+    tifffile.imwrite(both, np.stack([labels, moved]), metadata={"axes": "ZYX"})
+    r = run(sam2_ckpt, stack, "-a", both, "--frame", 1, "-o", tmp_path / "both_out.tif")
+    assert r.exit_code == 0, r.output
+    new = tifffile.imread(tmp_path / "both_out.tif")
+    assert new.shape == (2, *labels.shape) and np.array_equal(new[0], labels)  # frame 0 kept as it was
+    assert np.all(new[1][want & (new[1] != 20) & (new[1] != 30)] == 10)
+
+    items = []
+    for k in (0, 1):
+        inst, _ = Instances.from_label_image(labels if k == 0 else moved)
+        inst.labels = np.array(["cell"] * len(inst), dtype=object)
+        inst.metadata["frame"] = k
+        items.append(inst)
+    coco = tmp_path / "rough.json"
+    coco.write_text(json.dumps(to_coco(items, [stack.name, stack.name])))
+    r = run(sam2_ckpt, stack, "-a", coco, "--frame", 1, "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output[r.output.index("{"):])["images"] == 1 and "stack.tif frame 0" not in r.output
+
+    for src, count in ((labelme, "the file holds 2 frame(s) (0..1)"), (one, "the file holds 2 frame(s) (0..1)"),
+                       (both, "the label stack holds 2 frame(s) (0..1)")):
+        r = run(sam2_ckpt, stack, "-a", src, "--frame", 2)
+        assert r.exit_code == 1 and "frame 2 out of range: " + count in r.output, r.output
+        assert r.output.count("\n") == 1 and "Traceback" not in r.output

@@ -57,6 +57,14 @@ from sam_detect.refine import RefineOptions
     help="Keep every connected part of a refined mask "
     "(default: only the largest; labelme shapes always take the largest).",
 )
+@click.option(
+    "--frame",
+    type=click.IntRange(0),
+    default=None,
+    help="The frame (T/Z index) of a stack the annotations describe: a labelme file's or a label "
+    "image's frame (of a label stack, that frame alone is refined). A COCO file whose images name "
+    "their frames: only this frame's.",
+)
 @sam_options
 @click.option("--sam-image-size", type=click.IntRange(64), default=None, hidden=True)
 @click.option(
@@ -76,6 +84,7 @@ def refine(
     grow: int,
     smooth: float,
     keep_parts: bool,
+    frame: int | None,
     sam_model: str | None,
     sam_checkpoint: str | None,
     sam_image_size: int | None,
@@ -90,6 +99,7 @@ def refine(
       sam-detect refine img.png -a img_rough.json               # -> img_rough.refined.json
       sam-detect refine frames/ -a coco.json -o coco_sam2.json --pad 4
       sam-detect refine frames/ -a rough_labels/ -o refined_labels/
+      sam-detect refine stack.tif --frame 3 -a frame3.json      # frame 3 of a stack
     """
     from sam_detect.io.images import iter_image_paths
     from sam_detect.refine import (
@@ -131,11 +141,11 @@ def refine(
         if ann.is_file():
             dst = output_for(ann, ann.parent, out, in_place, False)
             try:
-                written = [refine_file(seg, paths, ann, dst, options, stats, note)]
+                written = [refine_file(seg, paths, ann, dst, options, stats, note, frame)]
             except ImageCountError as e:
                 raise click.BadParameter(str(e), param_hint="--annotations") from None
         else:
-            written = refine_folder(seg, paths, ann, out, in_place, options, stats, note)
+            written = refine_folder(seg, paths, ann, out, in_place, options, stats, note, frame)
     if not quiet:
         for w in caught:  # what the run says of the user's files; not the libraries' notices to their users
             if not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning, FutureWarning)):
