@@ -39,13 +39,22 @@ def _short(value: object, n: int = 40) -> str:
 
 
 def check_library_name(name: object) -> str:
-    """Return ``name`` if it is a valid library name, else raise :class:`InvalidNameError`."""
+    """Return ``name`` if it is a valid name for a new library, else raise :class:`InvalidNameError`."""
+    check_existing_library_name(name)
+    refuse_reserved(name)
+    return name
+
+
+def check_existing_library_name(name: object) -> str:
+    """Return ``name`` if it may name a library that exists, else raise :class:`InvalidNameError`:
+    the pattern only, so that a library an older version made under a name now reserved (a
+    qdrant library ``collection``) can still be read, used, exported, copied and deleted;
+    where the library does not exist, its making refuses the name (:func:`refuse_reserved`)."""
     if not isinstance(name, str) or not _LIBRARY_NAME_RE.fullmatch(name):  # `$` matches before a final newline
         raise InvalidNameError(
             f"invalid library name {_short(name)}: use 1-64 letters, digits, '_', '-' or '.', "
             "starting with a letter or digit (e.g. 'nuclei' or 'hela-v2')"
         )
-    refuse_reserved(name)
     return name
 
 
@@ -121,6 +130,7 @@ __all__ = [
     "MAX_LABEL_CHARS",
     "RESERVED_LIBRARY_NAMES",
     "check_label",
+    "check_existing_library_name",
     "check_library_name",
     "display_label",
     "refuse_reserved",

@@ -46,6 +46,65 @@ def test_a_reserved_library_name_is_refused_by_the_policy_and_every_store(tmp_pa
             store.close()
 
 
+def test_an_existing_library_named_collection_an_old_version_made_is_used_but_none_is_made(
+    tmp_path, monkeypatch, scene
+):
+    """The CLI refused the name ``collection`` at option parsing, so a qdrant library of that
+    name an older version made (before the name was reserved) could not be shown, used,
+    exported, copied out or deleted. An existing one is used now; making one (``add``,
+    ``import``, ``copy`` without ``--as``) stays refused, in one line, before any work."""
+    import cv2
+    from conftest import run_main
+
+    import sam_detect.names as names
+
+    monkeypatch.setenv("SAM_DETECT_STORE", "qdrant")
+    rgb, masks, _ = scene(0)
+    img = tmp_path / "scene.png"
+    cv2.imwrite(str(img), rgb)
+    ys, xs = np.nonzero(masks[0])
+    box = f"{xs.min()},{ys.min()},{xs.max() + 1},{ys.max() + 1}"
+    lib = ("--segmenter", "classical", "--embedder", "handcrafted")
+    add = ("add", img, "--label", "disc", "--box", box, "--library", "collection", *lib)
+    with monkeypatch.context() as m:  # an older version: no name reserved
+        m.setattr(names, "RESERVED_LIBRARY_NAMES", ())
+        code, _, err = run_main(*add)
+        assert code == 0, err
+    assert names.RESERVED_LIBRARY_NAMES == ("collection",)
+
+    def ok(*args):
+        code, out, err = run_main(*args)
+        assert code == 0, (args, err)
+        return out + err
+
+    def refused(*args, says="invalid library name 'collection': reserved"):
+        code, out, err = run_main(*args)
+        assert code == 2 and says in err and "Traceback" not in err, (args, err)
+        assert err.strip().splitlines()[-1].startswith("Error: ") and len(err.strip().splitlines()[-1]) > 40
+
+    assert ok("library", "list").splitlines()[1].split()[:2] == ["collection", "1"]
+    assert "library:   collection" in ok("library", "show", "collection")
+    assert '"name": "collection"' in ok("library", "stats", "collection", "--json")
+    assert "disc" in ok("detect", img, "--library", "collection", *lib)
+    ys, xs = np.nonzero(masks[1])
+    assert "added 1 example(s) (disc: 1) to library 'collection' — now disc: 2" in ok(
+        *add[:5], f"{xs.min()},{ys.min()},{xs.max() + 1},{ys.max() + 1}", *add[6:])
+    ok("library", "export", "collection", tmp_path / "c.zip")
+    refused("library", "copy", "collection", "--to-library-path", tmp_path / "other",
+            says="the copy would be named 'collection', a name reserved now")
+    ok("library", "copy", "collection", "--as", "discs")
+    assert "imported 0 examples into library 'collection' (2 already there)" in ok(
+        "library", "import", tmp_path / "c.zip", "--as", "collection", "--merge")
+    ok("library", "reembed", "collection", "--embedder", "handcrafted", "--as", "discs-2")
+    assert "deleted library 'collection'" in ok("library", "delete", "collection", "-y")
+    assert ok("library", "list").split()[5::5] == ["discs", "discs-2"]
+    refused(*add)  # gone: making it again is refused
+    refused("library", "import", tmp_path / "c.zip", "--as", "collection")
+    refused("library", "import", tmp_path / "c.zip", says="import it under another name with --as NEW_NAME")
+    refused("library", "copy", "discs", "--as", "collection")
+    assert ok("library", "list").split()[5::5] == ["discs", "discs-2"]
+
+
 def test_a_name_ending_in_a_newline_is_refused_by_the_policy_and_every_store(tmp_path):
     """The names' pattern ends in ``$``, which matches before a final newline: ``"lib\\n"``
     passed the policy (and got around the reserved names) and the edge store made a folder

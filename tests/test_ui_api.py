@@ -667,6 +667,25 @@ def test_switch_library(client, ui):
     assert "reserved" in r.json()["error"] and client.get("/api/library").json()["library"] == "default"
 
 
+def test_switch_to_a_library_named_collection_an_old_version_made(client, ui, monkeypatch):
+    """The switch refused ``collection`` even where the store holds a library of that name an
+    older version made (before the name was reserved): it is used now; none is made."""
+    import sam_detect.names as names
+    from sam_detect.store.base import LibraryMeta
+
+    store = ui.session.detector.store
+    with monkeypatch.context() as m:  # an older version: no name reserved
+        m.setattr(names, "RESERVED_LIBRARY_NAMES", ())
+        accept(client, [prompt(client, *DISCS[0])["id"]], "disc")
+        meta = store.get_meta("default")
+        store.create_library(LibraryMeta(name="collection", dim=meta.dim, embedder_id=meta.embedder_id,
+                                         fade=meta.fade, crop=meta.crop))
+    r = client.post("/api/library/switch", json={"name": "collection"}, headers=H)
+    assert r.status_code == 200 and r.json()["library"] == "collection" and r.json()["exists"], r.text
+    accept(client, [prompt(client, *SQUARES[0])["id"]], "square")
+    assert store.labels("collection") == {"square": 1}
+
+
 def test_export_formats(client):
     _, masks, _ = scene()
     accept(client, [prompt(client, *DISCS[0])["id"]], "disc")

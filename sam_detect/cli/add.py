@@ -13,7 +13,7 @@ import numpy as np
 
 from sam_detect.cli.detect import apply_image_options, load_cli_image, merged_note
 from sam_detect.cli.options import build_detector, pipeline_options, report_choices, report_profile
-from sam_detect.cli.validate import label_option, type_names_option
+from sam_detect.cli.validate import label_option, refuse_new_reserved, type_names_option
 
 
 def _label_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -278,7 +278,8 @@ def add(image, label, negative, boxes, points, mask_paths, polygon_paths, labels
         click.echo(f"sam-detect: {Path(image).name}: {note}", err=True)  # said before the work
     detector = build_detector(**opts)
     with detector:
-        detector.open_library()  # a library in use or damaged fails now, before any model loads
+        if not detector.open_library():  # a library in use or damaged fails now, before any model loads
+            refuse_new_reserved(detector.store, detector.config.library, "--library")  # made by this add
         if boxes or points:
             from sam_detect.errors import AnnotationError
 

@@ -22,7 +22,7 @@ from sam_detect.cli.options import (
     location_options,
     open_store,
 )
-from sam_detect.cli.validate import library_name
+from sam_detect.cli.validate import existing_library_name, library_name, refuse_new_reserved
 
 
 def _open(ctx: click.Context, **opts: Any):
@@ -85,7 +85,7 @@ def _library_command(name: str, *, json: bool = False, default_name: bool = Fals
     context, in that order."""
     argument = click.argument("name", required=False, envvar="SAM_DETECT_LIBRARY",
                               callback=_library_or_default) if default_name else \
-        click.argument("name", callback=library_name)
+        click.argument("name", callback=existing_library_name)
     decorators = [library.command(name), argument, location_options()]
     if json:
         decorators.append(click.option("--json", "as_json", is_flag=True, help="Print JSON."))
@@ -172,7 +172,7 @@ def _example_rows(store: Any, name: str) -> list[dict[str, Any]]:
 
 
 @library.command("stats")
-@click.argument("name", required=False, callback=library_name)
+@click.argument("name", required=False, callback=existing_library_name)
 @location_options()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
@@ -321,7 +321,7 @@ def _example_ids(ctx: click.Context, param: click.Parameter, value: tuple[str, .
 
 
 @library.command("delete")
-@click.argument("name", callback=library_name)
+@click.argument("name", callback=existing_library_name)
 @location_options()
 @click.option("--label", "labels", multiple=True,
               help="Delete only the examples of this label (repeatable); the library stays.")
@@ -462,7 +462,7 @@ def check_cmd(ctx: click.Context, name: str, as_json: bool, **opts: Any) -> None
 
 
 @library.command("repair")
-@click.argument("name", callback=library_name)
+@click.argument("name", callback=existing_library_name)
 @location_options()
 @click.option("--rescue-dir", type=click.Path(file_okay=False), default=".",
               help="Folder for the rescue export written before a rebuild.")
@@ -524,7 +524,7 @@ def optimize_cmd(ctx: click.Context, name: str, **opts: Any) -> None:
 
 
 @library.command("export")
-@click.argument("name", callback=library_name)
+@click.argument("name", callback=existing_library_name)
 @click.argument("file", type=click.Path(dir_okay=False))
 @location_options()
 @click.option(
@@ -578,7 +578,7 @@ def _no_crop_warning(n: int, changed: int, what: str) -> None:
 @library.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @location_options()
-@click.option("--as", "as_name", callback=library_name,
+@click.option("--as", "as_name", callback=existing_library_name,
               help="Library name to import into (default: the name in FILE).")
 @click.option(
     "--merge",
@@ -599,9 +599,11 @@ def import_cmd(
     from sam_detect.names import display_label
     from sam_detect.store.exchange import import_library
 
-    if as_name is None:
-        _check_archive_name(file)
+    target = as_name or _check_archive_name(file)
     store = _open(ctx, **opts)
+    if target is not None:  # a reserved name: only merged into a library an older version made so
+        refuse_new_reserved(store, target, "--as" if as_name else "FILE",
+                            "" if as_name else "; import it under another name with --as NEW_NAME")
     result = import_library(store, file, name=as_name, merge=merge, rename_bad_labels=rename_bad_labels)
     for old, new in result.renamed.items():
         click.echo(f"sam-detect: label '{display_label(old)}' imported as {new!r}", err=True)
@@ -619,7 +621,7 @@ def import_cmd(
 
 
 @library.command("copy")
-@click.argument("name", callback=library_name)
+@click.argument("name", callback=existing_library_name)
 @location_options()
 @location_options(prefix="to-", what=" to copy into")
 @click.option("--as", "as_name", callback=library_name, help="Name of the copy (default: NAME).")
@@ -633,8 +635,15 @@ def copy_cmd(ctx: click.Context, name: str, as_name: str | None, **opts: Any) ->
       sam-detect library copy nuclei --to-library-path /data/shared-libs
       sam-detect library copy nuclei --as nuclei-backup
     """
+    from sam_detect.names import RESERVED_LIBRARY_NAMES
     from sam_detect.store.exchange import copy_library
 
+    if as_name is None and name in RESERVED_LIBRARY_NAMES:  # a library an older version made so
+        raise click.BadParameter(
+            f"the copy would be named {name!r}, a name reserved now (the qdrant store keeps its data in a "
+            f"folder of that name in the libraries folder); give it another name with --as NEW (e.g. --as {name}-1)",
+            param_hint="--as",
+        )
     src_opts = {k: v for k, v in opts.items() if not k.startswith("to_")}
     dst_opts = {k[3:]: v for k, v in opts.items() if k.startswith("to_")}
     same = not any(dst_opts.values())
@@ -668,7 +677,7 @@ def copy_cmd(ctx: click.Context, name: str, as_name: str | None, **opts: Any) ->
 
 
 @library.command("reembed")
-@click.argument("name", callback=library_name)
+@click.argument("name", callback=existing_library_name)
 @location_options()
 @click.option(
     "--embedder", required=True, type=click.Choice([e for e in EMBEDDER_CHOICES if e != "auto"]),
@@ -729,24 +738,26 @@ def reembed_cmd(
         _no_crop_warning(result.missing, result.changed, "had no crop source and were left out")
 
 
-def _check_archive_name(file: str) -> None:
-    """Refuse, before the store opens, an export whose recorded library name is not valid here
-    (say, one written by another tool), naming the way out: ``--as NEW``."""
+def _check_archive_name(file: str) -> str | None:
+    """Refuse, before the store opens, an export whose recorded library name no library can
+    have (say, one written by another tool), naming the way out: ``--as NEW``. Returns the
+    name (a reserved one too: the caller refuses it unless merged into a library so named),
+    ``None`` where the file says none."""
     import zipfile
 
     from sam_detect.errors import InvalidNameError
-    from sam_detect.names import _short, check_library_name
+    from sam_detect.names import _short, check_existing_library_name
 
     try:
         with zipfile.ZipFile(file) as z:
             info = z.getinfo("manifest.json")
             if info.file_size > 1 << 20:
-                return  # not a manifest of ours: the import reports it
+                return None  # not a manifest of ours: the import reports it
             name = json.loads(z.read(info)).get("library", {}).get("name")
     except (OSError, KeyError, ValueError, AttributeError, zipfile.BadZipFile, RuntimeError):
-        return  # unreadable or not an export: the import says what is wrong
+        return None  # unreadable or not an export: the import says what is wrong
     try:
-        check_library_name(name)
+        return check_existing_library_name(name)
     except InvalidNameError as e:
         raise click.BadParameter(
             f"{file} records the library name {_short(name)}, which is not valid ({e}); import it "

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from sam_detect.cli._stack import stack
-from sam_detect.cli.validate import finite, library_name
+from sam_detect.cli.validate import existing_library_name, finite
 from sam_detect.config import PARAMS
 from sam_detect.paths import LIBRARY_ENV
 
@@ -45,12 +45,15 @@ class Unset(click.Option):
 
 
 def _library_or_default(ctx: click.Context | None, param: click.Parameter | None, value: Any) -> Any:
-    """``--library``: the name checked; unset: the config's default library."""
+    """``--library``: the name checked (a reserved name passes here: an existing library an
+    older version made under it; a command that makes libraries refuses it where the library
+    does not exist, :func:`~sam_detect.cli.validate.refuse_new_reserved`); unset: the config's
+    default library."""
     if value is None:
         from sam_detect.config import default
 
         value = default("library")
-    return library_name(ctx, param, value)
+    return existing_library_name(ctx, param, value)
 
 
 def location_options(prefix: str = "", what: str = "") -> Callable:

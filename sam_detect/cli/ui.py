@@ -110,6 +110,10 @@ def ui(
     _check_port(host, port)  # before the models load: a port in use is known at once
     detector = build_detector(**opts)
     with detector:
+        if not detector.open_library():  # the UI's first example would make it
+            from sam_detect.cli.validate import refuse_new_reserved
+
+            refuse_new_reserved(detector.store, detector.config.library, "--library")
         app = AnnotationUI(
             detector,
             image_dir,

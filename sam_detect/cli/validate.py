@@ -38,11 +38,35 @@ def finite(min: float | None = None, max: float | None = None, **kw: Any) -> Fin
 
 
 def library_name(ctx: click.Context | None, param: click.Parameter | None, value: Any) -> Any:
-    """Click callback: refuse a library name that breaks the name policy (before any work)."""
+    """Click callback: refuse a new library's name that breaks the name policy, a reserved
+    name too (before any work)."""
     from sam_detect.errors import InvalidNameError
     from sam_detect.names import check_library_name
 
     return _policy(check_library_name, InvalidNameError, ctx, param, value)
+
+
+def existing_library_name(ctx: click.Context | None, param: click.Parameter | None, value: Any) -> Any:
+    """Click callback: refuse a name no library can have; a reserved name passes (a library an
+    older version made under it is read, used and deleted; :func:`refuse_new_reserved` refuses
+    making one)."""
+    from sam_detect.errors import InvalidNameError
+    from sam_detect.names import check_existing_library_name
+
+    return _policy(check_existing_library_name, InvalidNameError, ctx, param, value)
+
+
+def refuse_new_reserved(store: Any, name: str, param_hint: str, hint: str = "") -> None:
+    """``click.BadParameter`` (exit 2) where ``name`` is reserved and ``store`` has no library
+    so named: a command that would make it stops before any work (``hint``: the way out)."""
+    from sam_detect.errors import InvalidNameError
+    from sam_detect.names import refuse_reserved
+
+    try:
+        refuse_reserved(name)
+    except InvalidNameError as e:
+        if not store.has_library(name):
+            raise click.BadParameter(f"{e}{hint}", param_hint=param_hint) from None
 
 
 def label_option(ctx: click.Context | None, param: click.Parameter | None, value: Any) -> Any:
@@ -185,9 +209,11 @@ __all__ = [
     "FiniteFloatRange",
     "no_clashes",
     "finite",
+    "existing_library_name",
     "label_option",
     "library_name",
     "output_file",
     "output_folder",
     "printed_not_named",
+    "refuse_new_reserved",
 ]

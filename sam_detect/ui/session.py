@@ -603,10 +603,13 @@ class AnnotationSession:
     def switch_library(self, name: str) -> dict[str, Any]:
         """Make ``name`` the current library (it is created by the first accepted example)."""
         from sam_detect.errors import InvalidNameError
-        from sam_detect.names import check_library_name
+        from sam_detect.names import check_existing_library_name, refuse_reserved
 
         try:  # the name policy's one check, reserved names too (a 500 at the next request before)
-            check_library_name(name)
+            check_existing_library_name(name)
+            with self.lock:
+                if not self.detector.store.has_library(name):  # a library an older version made so is used
+                    refuse_reserved(name)
         except InvalidNameError as e:
             raise AnnotationError(str(e)) from None
         with self.lock:
