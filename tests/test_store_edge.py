@@ -497,3 +497,80 @@ def test_a_library_whose_shard_folder_is_gone_can_still_be_deleted(tmp_path):
         assert s.list_libraries() == [] and not (tmp_path / "lib").exists()
     finally:
         s.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_lets_go_of_its_parents_library_and_opens_it_anew(tmp_path, monkeypatch):
+    """A forked child kept an Edge library locked until it exited, however long after the
+    parent had closed it: the child's copies of the parent's files held the engine's lock on
+    the write-ahead log (and ours). The child now lets go of them at the fork; its store
+    opens the library again on its next use, as any other process: while the parent holds
+    it, one line says so and why; once the parent let go, it reads and writes. Nothing lost."""
+    monkeypatch.setenv("SAM_DETECT_LOCK_WAIT", "0")
+    s = EdgeStore(tmp_path)
+    s.create_library(meta())
+    s.add("lib", np.random.default_rng(0).normal(size=(4, DIM)), ["a"] * 4)
+    assert s.count("lib") == 4  # open: the parent holds the library
+    to_child_r, to_child_w = os.pipe()
+    to_parent_r, to_parent_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: every path ends in os._exit
+        code = 1
+        try:
+            os.close(to_child_w)
+            os.close(to_parent_r)
+            out = os.fdopen(to_parent_w, "w")
+            inp = os.fdopen(to_child_r)
+            inp.readline()  # the parent has added one more and still holds the library
+            try:
+                s.count("lib")
+                out.write("opened\n")
+            except LibraryLockedError as e:
+                out.write(json.dumps(str(e)) + "\n")
+            out.flush()
+            inp.readline()  # the parent has closed its store
+            n = s.count("lib")
+            s.add("lib", np.ones((1, DIM)), ["child"])
+            s.close()
+            out.write(f"{n}\n")
+            out.flush()
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(to_child_r)
+    os.close(to_parent_w)
+    out = os.fdopen(to_child_w, "w")
+    inp = os.fdopen(to_parent_r)
+
+    def answer() -> str:  # the child's next line; one that never comes fails the test
+        import select
+
+        if not select.select([inp], [], [], 60)[0]:
+            os.kill(pid, 9)
+            pytest.fail("the forked child hung (before: a count on the parent's shard never returned)")
+        return inp.readline()
+
+    try:
+        s.add("lib", np.full((1, DIM), 2.0), ["b"])  # the parent goes on as before
+        assert s.count("lib") == 5
+        out.write("go\n")
+        out.flush()
+        said = json.loads(answer())
+        assert said == (
+            f"library 'lib' in {tmp_path} is held by the process this one was forked from (pid {os.getpid()}): "
+            "a forked process opens a library anew and cannot share its parent's; close it (or .release()) in "
+            "the parent first, or open the library in the child only")
+        s.close()
+        other = EdgeStore(tmp_path)  # a new open while the child lives: it holds nothing
+        assert other.count("lib") == 5
+        other.close()
+        out.write("go\n")
+        out.flush()
+        assert answer().strip() == "5"
+    finally:
+        out.close()
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    after = EdgeStore(tmp_path)
+    assert after.labels("lib") == {"a": 4, "b": 1, "child": 1}
+    after.close()

@@ -13,11 +13,16 @@ Layout on disk (``path`` is the libraries folder, shared with the ``qdrant`` sto
 Each library is its own shard; a process that opens a library holds its write-ahead-log
 lock until :meth:`EdgeStore.close`, so a second process gets :class:`LibraryLockedError`
 for that library (other libraries in the folder stay usable).
+
+A forked child holds none of its parent's libraries (:func:`_after_fork_in_child`): its
+store objects open a library anew on their next use, as another process would, so the
+parent lets go of it first (``close()``, or ``release()`` before the fork).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import logging
 import os
@@ -26,6 +31,7 @@ import shutil
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -60,6 +66,7 @@ from sam_detect.store.edge_files import (
     META_BACKUP,
     META_FILE,
     holder,
+    holder_pid,
     read_meta,
     restore_meta,
     sweep,
@@ -95,6 +102,61 @@ LOCK_POLL = 0.2
 #: one example more than the metadata said: docs/performance.md, session 88)
 LOCK_FILE = ".lock"
 log = logging.getLogger("sam_detect")
+#: every live store object of this process, for :func:`_after_fork_in_child`
+_STORES: weakref.WeakSet[EdgeStore] = weakref.WeakSet()
+#: the shards a forked child inherited, kept alive and never used: the engine's threads and
+#: locks did not come through the fork (a count on one hung), and dropping or closing one
+#: would run its flush in the child, over files the parent is still writing
+_INHERITED: list[Any] = []
+
+
+def _detach_fds(folder: Path) -> None:
+    """In a forked child: point every file descriptor open on ``folder`` or below at a fresh
+    open of the same file (``/dev/null`` where it is gone). The child's copies shared the
+    parent's open files, and with them the engine's ``flock`` on the write-ahead log, which
+    then stayed held until the child exited, however long after the parent had closed the
+    library (docs/performance.md). Linux (``/proc/self/fd``); elsewhere nothing."""
+    root = str(folder)
+    try:
+        fds = os.listdir("/proc/self/fd")
+    except OSError:
+        return
+    for entry in fds:
+        try:
+            fd = int(entry)
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except (ValueError, OSError):
+            continue
+        if target != root and not target.startswith(root + os.sep):
+            continue
+        try:
+            new = os.open(target, os.O_RDONLY | (os.O_DIRECTORY if os.path.isdir(target) else 0))
+        except OSError:
+            try:
+                new = os.open(os.devnull, os.O_RDONLY)
+            except OSError:
+                continue
+        try:
+            os.dup2(new, fd, inheritable=False)  # the number stays taken: nothing else gets it
+        except OSError:
+            pass
+        finally:
+            os.close(new)
+
+
+def _after_fork_in_child() -> None:
+    """A forked child lets go of the libraries its parent had open: their locks (ours and the
+    engine's) are the parent's alone, and the child's store objects open a library again on
+    their next use, as any other process does (waiting for the parent while it holds it)."""
+    global _OPEN_LOCK
+    _OPEN_LOCK = threading.Lock()  # another thread of the parent may have held it at the fork
+    for store in list(_STORES):
+        with contextlib.suppress(Exception):  # a fork never fails for it
+            store._forked()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _take_lock(folder: Path) -> tuple[int | None, bool]:
@@ -205,8 +267,10 @@ class EdgeStore(Store):
         self._recovering: set[str] = set()  # libraries whose interrupted batch is being rolled back
         self._lock = threading.RLock()
         self._closed = False
+        self._forked_from: int | None = None  # the parent's pid, in a forked child
         self._where = f"library folder {p}"
         sweep(p)
+        _STORES.add(self)
 
     def __repr__(self) -> str:
         return f"EdgeStore({self.path}, {len(self._shards)} open)"
@@ -557,6 +621,26 @@ class EdgeStore(Store):
 
     # -- internals -------------------------------------------------------------------------
 
+    def _forked(self) -> None:
+        """In a forked child (:func:`_after_fork_in_child`): hold nothing of what the parent
+        held; each library is opened again on its next use."""
+        self._lock = threading.RLock()
+        self._forked_from = os.getppid()
+        for name, shard in self._shards.items():
+            _INHERITED.append(shard)
+            with contextlib.suppress(Exception):  # its refcount never falls to 0, at exit either
+                ctypes.pythonapi.Py_IncRef(ctypes.py_object(shard))
+            _detach_fds((self.path / name / SHARD_DIR).resolve())
+        for fd in self._locks.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._shards.clear()
+        self._locks.clear()
+        self._pending.clear()
+        self._metas.clear()
+        self._verified.clear()
+        self._recovering.clear()
+
     def _check_open(self) -> None:
         if self._closed:
             raise LibraryError(f"this edge store ({self._where}) is closed; open a new one")
@@ -616,6 +700,13 @@ class EdgeStore(Store):
             text = str(error)
             if locked and here_now:
                 raise here from None
+            if locked and self._forked_from is not None and holder_pid(self.path / name) == self._forked_from:
+                raise LibraryLockedError(
+                    f"library {name!r} in {self.path} is held by the process this one was forked from "
+                    f"(pid {self._forked_from})" + (f", waited {wait:g} s" if said else "") + ": a forked process "
+                    "opens a library anew and cannot share its parent's; close it (or .release()) in the "
+                    "parent first, or open the library in the child only"
+                ) from None
             if locked:
                 raise LibraryLockedError(
                     f"library {name!r} in {self.path} is in use by another sam-detect process"

@@ -103,6 +103,14 @@ def write_holder(folder: Path) -> None:
         {"pid": os.getpid(), "command": cmd, "since": time.strftime("%H:%M:%S")}), encoding="utf-8")
 
 
+def holder_pid(folder: Path) -> int | None:
+    """The process id the library's holder file names, or ``None``."""
+    try:
+        return int(json.loads((folder / HOLDER_FILE).read_text(encoding="utf-8"))["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def holder(folder: Path) -> str:
     """`` (pid N, command, since HH:MM:SS)`` for the library's holder, or ``""``."""
     try:
