@@ -362,7 +362,7 @@ def _he_from(lab, kinds, rng, stroma=0.45, fibres=True, lumen=0, cyto=0.0):
         body = ndi.binary_dilation(lab > 0, iterations=6)
         eosin[body] += cyto
         hema[body] += 0.06
-    for kind in set(kinds):
+    for kind in dict.fromkeys(kinds):  # in order of first use: a set's order followed PYTHONHASHSEED
         ids = [i + 1 for i, k in enumerate(kinds) if k == kind]
         _nucleus_stain(lab, ids, kind, rng, hema)
     eosin[lab > 0] *= 0.6
