@@ -1741,6 +1741,8 @@ def scale_of(entry: dict) -> Any:
         minor_radius=float(entry.get("minor_radius", 0.0)),
         solidity=float((entry.get("solidity") or [1.0, 1.0])[1]),
         ridge=float(entry.get("ridge", 0.0)),
+        **({"hue_direction": np.asarray(entry["hue"]["direction"], np.float64), "hue_limit": float(entry["hue"]["limit"])}
+           if "hue" in entry else {}),
         **({"core_direction": np.asarray(entry["core"]["direction"], np.float32),
             "core_radius": float(entry["core"]["radius"]), "core_contrast": float(entry["core"]["contrast"])}
            if "core" in entry else {}),

@@ -252,6 +252,12 @@ class Scale:
     #: examples are drawn by bright outlines (``profile.RIDGE_GATE``); 0: they are not, and
     #: the "ridge" way is not tried
     ridge: float = 0.0
+    #: a stain class's hue (``profile._stain_hue``: the unit direction of the examples'
+    #: optical density, and how many degrees from it a candidate's may lie); ``None``: the
+    #: class has none. A clump whose colour lies further off is not offered in pieces
+    #: (:func:`off_hue_regions`)
+    hue_direction: np.ndarray | None = None
+    hue_limit: float = 0.0
 
     @property
     def has_core(self) -> bool:
@@ -700,7 +706,7 @@ class _BlobCache:
 
 
 def label_images(prepared: Any, scale: Scale, settings: list[Setting], roi: np.ndarray | None = None,
-                 blobs: _BlobCache | None = None, gaps: bool = False):
+                 blobs: _BlobCache | None = None, gaps: bool = False, work: bool = False):
     """Yield ``(setting, labels)`` for each setting, sharing the work between them.
 
     ``prepared``: the image (``(H, W[, 3])`` array), or a function of a smoothing that returns
@@ -710,6 +716,10 @@ def label_images(prepared: Any, scale: Scale, settings: list[Setting], roi: np.n
     stay as they were. The labels may be one array for
     several settings (splits that split nothing): read them, do not write. ``blobs``: the
     projections' blob maxima, shared with other calls (threads) on the same work.
+    ``work``: yield ``(setting, labels, (raw, gaps, splits))`` instead, for
+    :func:`clump_pieces`: the labels before the setting's inset, :func:`open_gaps`'
+    arguments but the labels (``None`` without ``gaps``) and the setting's :class:`_Splits`
+    (``None`` for the ridge way, which splits no foreground).
     """
     if isinstance(prepared, np.ndarray):
         rgb = prepared
@@ -728,7 +738,8 @@ def label_images(prepared: Any, scale: Scale, settings: list[Setting], roi: np.n
             rkey = (s.smooth, s.background, s.split)
             if rkey not in ridges:
                 ridges[rkey] = ridge_labels(prep.resid(s.background), scale, s.split)
-            yield s, inset_labels(ridges[rkey], s.inset) if s.inset else ridges[rkey]
+            lab = inset_labels(ridges[rkey], s.inset) if s.inset else ridges[rkey]
+            yield (s, lab, None) if work else (s, lab)
             continue
         key = (s.smooth, s.background, s.level, s.refine)
         if key not in by_fg:  # the filled holes only where they are opened (not in calibration)
@@ -739,12 +750,174 @@ def label_images(prepared: Any, scale: Scale, settings: list[Setting], roi: np.n
             splits = (key, _Splits(fg, scale, prep.resid(s.background),
                                    blob_of(prep, (s.smooth, s.background)), prep.core))
         labels = splits[1].labels(s.split, s.split_on)
+        opened = None
         if holes is not None:
             # whether a hole is ground is read on the light smoothing: a heavy one spreads the
             # objects' light into the gaps between them
-            labels = open_gaps(labels, holes, prepared(SMOOTHS[0]).resid(s.background),
-                               GAP_LEVEL * scale.contrast * scale.exposure)
-        yield s, inset_labels(labels, s.inset) if s.inset else labels
+            opened = (holes, prepared(SMOOTHS[0]).resid(s.background), GAP_LEVEL * scale.contrast * scale.exposure)
+            labels = open_gaps(labels, *opened)
+        raw = labels
+        labels = inset_labels(labels, s.inset) if s.inset else labels
+        yield (s, labels, (raw, opened, splits[1])) if work else (s, labels)
+
+
+#: a region of the lead setting larger than the examples' size range that another setting's
+#: candidate within it holds this share of is not split again (:func:`covered_regions`)
+CLUMP_COVER = 0.5
+#: a region of the lead setting larger than this many times the examples' size range is not
+#: split again (:func:`clump_pieces`): the ground taken for foreground, not a clump
+CLUMP_MAX = 20.0
+
+
+def clump_variants(s: Setting, scale: Scale, taken: set[int]) -> list[Setting]:
+    """The other splits in ``GRID`` of ``s``'s foreground (its smoothing, background, level and
+    trim; ``s``'s inset): every strength of the shape and intensity splits, the blob split,
+    and the core split where the scale has one, less ``s``'s own and those whose ``GRID``
+    index is in ``taken`` (settings proposing beside it, whose pieces are offered already)."""
+    ways = [(sp, on) for sp in SPLITS if sp > 0 for on in SPLIT_ON] + [(BLOB_SPLIT, "blob")]
+    if scale.has_core:
+        ways.append((CORE_SPLIT, "core"))
+    out = []
+    for sp, on in ways:
+        v = dataclasses.replace(s, split=sp, split_on=on, wholes=False)
+        if (sp, on) != (s.split, s.split_on) and GRID_INDEX.get(v.drawn, -1) >= 0 and GRID_INDEX[v.drawn] not in taken:
+            out.append(v)
+    return out
+
+
+def covered_regions(labels: np.ndarray, others: Sequence[np.ndarray], size: tuple[float, float]) -> np.ndarray:
+    """For each label of ``labels`` (a setting's, before its inset), whether it is larger than
+    ``size[1]`` (pixels) and one candidate of ``others`` (the other settings' labels of the
+    same window) within ``size`` holds at least :data:`CLUMP_COVER` of it: a large object the
+    lead's threshold drew a little too large, which another setting draws whole."""
+    counts = np.bincount(labels.ravel())
+    covered = np.zeros(len(counts), bool)
+    big = counts > size[1]
+    big[0] = False
+    if not big.any():
+        return covered
+    at = big[labels]
+    reg = labels[at].astype(np.int64)
+    for lab in others:
+        area = np.bincount(lab.ravel())
+        ok = (area >= size[0]) & (area <= size[1])
+        ok[0] = False
+        o = lab[at]
+        m = ok[o]
+        if not m.any():
+            continue
+        ids, inter = np.unique(o[m].astype(np.int64) * len(counts) + reg[m], return_counts=True)
+        r = ids % len(counts)
+        covered[r[inter >= CLUMP_COVER * counts[r]]] = True
+    return covered
+
+
+def off_hue_regions(labels: np.ndarray, rgb: np.ndarray, scale: Scale, size: tuple[float, float]) -> np.ndarray:
+    """For each label of ``labels`` (a setting's, on ``rgb``), whether it is larger than
+    ``size[1]`` (pixels) and its median colour's ``profile.optical_hue`` lies further from
+    the class's stain hue than its limit (``scale.hue_direction``, ``scale.hue_limit``):
+    tissue stained otherwise (the brown of an immunostain beside blue nuclei), not a clump
+    of the examples' objects, whose pieces the hue rule could not tell apart one by one.
+    None where the class has no hue or ``rgb`` is not colour."""
+    counts = np.bincount(labels.ravel())
+    off = np.zeros(len(counts), bool)
+    if scale.hue_direction is None or rgb.ndim != 3 or rgb.shape[2] != 3:
+        return off
+    big = np.flatnonzero(counts > size[1])
+    big = big[big > 0]
+    if not len(big):
+        return off
+    from scipy import ndimage as ndi
+
+    from sam_detect.profile import _degrees, optical_hue
+
+    colour = np.stack([ndi.median(rgb[..., c], labels, index=big) for c in range(3)], axis=1)
+    off[big] = _degrees(optical_hue(colour), scale.hue_direction) > scale.hue_limit
+    return off
+
+
+def clump_pieces(labels: np.ndarray, gaps: tuple | None, splits: _Splits, inset: int,
+                 variants: Sequence[Setting], size: tuple[float, float], skip: np.ndarray | None = None):
+    """``(pieces, offered)``: where a setting's ``labels`` (before its inset) hold regions
+    larger than ``size[1]`` (pixels; clumps of touching objects its split left whole, which
+    the size range would drop with every object in them), the pieces the ``variants``
+    (:func:`clump_variants`) split those regions into. ``pieces``: ``[(variant,
+    crop_labels, (y0, x0))]``, each variant's pieces no larger than ``size[1]`` (inset by
+    ``inset``), as a label crop at ``(y0, x0)`` of ``labels``; ``offered``: for each label
+    of ``labels``, whether a variant split it into a piece within ``size``.
+
+    Regions ``skip`` marks (:func:`covered_regions`), regions as convex as a whole is
+    (:func:`_convex_wholes`' floor: one object larger than the examples, no notch showing
+    objects touching) and regions larger than :data:`CLUMP_MAX` times ``size[1]`` are left
+    whole: the last the ground taken for foreground, rather than a clump of the examples'
+    objects. ``gaps``:
+    :func:`open_gaps`' arguments but the labels (the filled holes, the projection and the
+    ground level; ``None``: gaps are not opened), ``splits``: the setting's :class:`_Splits`
+    (both from ``label_images(..., work=True)``). The regions are split on a crop around
+    them (the blob and core maxima are the whole image's, cut to it)."""
+    counts = np.bincount(labels.ravel())
+    offered = np.zeros(len(counts), bool)
+    big = (counts > size[1]) & (counts <= CLUMP_MAX * size[1])
+    if skip is not None:
+        big &= ~skip
+    big = np.flatnonzero(big)
+    big = big[big > 0]
+    if not len(big) or not variants:
+        return [], offered
+    # as convex as a whole (:func:`_convex_wholes`): one object larger than the examples,
+    # no notch showing objects touching
+    from scipy import ndimage as ndi
+
+    from sam_detect.segment.classical_ops import _solidity
+
+    convex = min(WHOLE_SOLIDITY, splits.scale.solidity - WHOLE_SOLIDITY_SLACK)
+    boxes = ndi.find_objects(labels, max_label=int(big.max()))
+    big = np.array([i for i in big if _solidity(labels[boxes[i - 1]] == i, int(counts[i])) < convex], np.int64)
+    if not len(big):
+        return [], offered
+    is_big = np.zeros(len(counts), bool)
+    is_big[big] = True
+    regions = is_big[labels]
+    rows, cols = np.flatnonzero(regions.any(axis=1)), np.flatnonzero(regions.any(axis=0))
+    h, w = labels.shape
+    m = 2
+    y0, x0 = max(0, int(rows[0]) - m), max(0, int(cols[0]) - m)
+    box = (slice(y0, min(h, int(rows[-1]) + 1 + m)), slice(x0, min(w, int(cols[-1]) + 1 + m)))
+    sub_fg = regions[box]
+
+    def cut(f: Any) -> Any:
+        if f is None:
+            return None
+
+        def g() -> Any:
+            v = f()
+            return None if v is None else tuple(a[box] for a in v)
+        return g
+
+    x = splits.x[box] if splits.x is not None else None
+    sub = _Splits(sub_fg, splits.scale, x, cut(splits._blobs), cut(splits._core))
+    region = np.where(sub_fg, labels[box], 0)
+    out = []
+    for v in variants:
+        lab = sub.labels(v.split, v.split_on)
+        if gaps is not None:
+            lab = open_gaps(lab, gaps[0][box] & sub_fg, gaps[1][box], gaps[2])
+        if inset:
+            lab = inset_labels(lab, inset)
+        n = int(lab.max()) + 1
+        if n <= 1:
+            continue
+        area = np.bincount(lab.ravel(), minlength=n)
+        ok = (area <= size[1]) & (area > 0)
+        ok[0] = False
+        if not ok.any():
+            continue
+        pieces = np.where(ok[lab], lab, 0).astype(np.int32)
+        # the regions a piece within the size range was drawn in
+        within = ok & (area >= size[0])
+        offered[np.unique(region[within[lab] & (region > 0)])] = True
+        out.append((v, pieces, (y0, x0)))
+    return out, offered
 
 
 #: the mosaic's gaps (:class:`_Mosaic`) hold values far below this: the ridge flood leaves them out
@@ -1056,8 +1229,15 @@ def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str |
     the direction and ``data["colour"]`` its median colour (``profile.inside_contrast_and_level``);
     ``metadata["tiles"]`` how many windows the image was proposed in, ``metadata["oversize"]``
     (where any) how many of the lead setting's regions were larger than the size range and
-    left out (clumps its split left whole, or objects larger than the examples; not counted
-    where the image is proposed at a working scale).
+    left out (objects larger than the examples, or clumps no split parts; not counted where
+    the image is proposed at a working scale).
+
+    The lead's regions larger than the size range that no other setting draws as one
+    candidate within it, that are notched where objects touch and that are not stained off
+    the class's hue (:func:`off_hue_regions`), are offered the pieces
+    the other splits of the same foreground draw in them (:func:`clump_pieces`): a clump of
+    touching objects that the lead's split left whole is not dropped with every object in
+    it. Each piece carries the split that drew it in ``data["setting"]``.
 
     ``tile``: images larger than this (pixels a side; 0: never) are proposed window by
     window (:func:`proposal_windows`), so memory stays that of one window: each window is
@@ -1068,6 +1248,8 @@ def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str |
     Large objects (:data:`WORK_RADIUS`) are thresholded and split on a shrunk copy of the
     image and drawn back at its own scale (:class:`_Working`).
     """
+    from scipy import ndimage as ndi
+
     from sam_detect.profile import CUT_FLOOR, admitted, cut_by_border, inside_contrast_and_level
 
     h, w = rgb.shape[:2]
@@ -1082,6 +1264,7 @@ def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str |
     # touching objects its split left whole, or objects larger than the examples)
     first = next((s for s in settings if s != OWN and not s.wholes), None)
     oversize = 0
+    taken = {GRID_INDEX.get(s.drawn, -1) for s in settings}  # splits proposing already
     working = _Working(rgb, scale.zoom) if scale.zoom < 1 else None
     work = scale if working is None else scale.zoomed(scale.zoom)
     windows = proposal_windows((h, w), tile, context_margin(scale, settings))
@@ -1102,14 +1285,39 @@ def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str |
         seen = sub if working is None else working.small[sy0:sy1, sx0:sx1]
         preps = functools.cache(lambda sm, seen=seen: Prepared(seen, work, sm))
         found = [(m.crop, (m.x0 - wx0, m.y0 - wy0), own_setting) for m in mine]
-        for s, labels in label_images(preps, work, [s for s in settings if s != OWN], gaps=True):
-            made = GRID_INDEX.get(s.drawn, -1)
-            objects = (_objects(labels) if working is None
-                       else working.draw_back(labels, (sy0, sx0), win, (CUT_FLOOR * lo, hi)))
+        drawn = []  # (labels, GRID index, (y0, x0) of the labels in the window, the lead's)
+        split_again = set()  # the boxes of the lead's regions over the size range not left out
+        lead_work = None
+        for s, labels, fg_work in label_images(preps, work, [s for s in settings if s != OWN], gaps=True, work=True):
+            drawn.append((labels, GRID_INDEX.get(s.drawn, -1), (0, 0), s == first))
+            if s == first and fg_work is not None:
+                lead_work = (s, labels, fg_work)
+        if lead_work is not None:
+            # the lead's regions over the size range (clumps its split left whole) that no
+            # other setting draws as one candidate: the pieces the other splits of its
+            # foreground draw inside them
+            s, labels, fg_work = lead_work
+            size = (CUT_FLOOR * work.min_area, work.max_area)
+            covered = covered_regions(fg_work[0], [d[0] for d in drawn if not d[3]], size)
+            # tissue stained otherwise is left whole (and counted in the note)
+            off = off_hue_regions(fg_work[0], seen, work, size)
+            pieces, offered = clump_pieces(*fg_work, s.inset, clump_variants(s, work, taken), size, skip=covered | off)
+            if (offered | covered).any():
+                split_again = {(sl[1].start, sl[0].start, sl[1].stop, sl[0].stop)
+                               for i, sl in enumerate(ndi.find_objects(labels), 1)
+                               if sl is not None and i < len(offered) and (offered[i] or covered[i])}
+            drawn += [(lab, GRID_INDEX[v.drawn], at, False) for v, lab, at in pieces]
+        for labels, made, at, lead_labels in drawn:
+            if working is None:
+                objects = ((c, (x0 + at[1], y0 + at[0], x1 + at[1], y1 + at[0]), a)
+                           for c, (x0, y0, x1, y1), a in _objects(labels))
+            else:  # ``at``: the labels' top-left pixel in the window's
+                objects = working.draw_back(labels, (sy0 + at[0], sx0 + at[1]), win, (CUT_FLOOR * lo, hi))
             for crop_of, (x0, y0, x1, y1), area in objects:
                 box = (x0 + wx0, y0 + wy0, x1 + wx0, y1 + wy0)
                 if not CUT_FLOOR * lo <= area <= hi:
-                    if area > hi and s == first:
+                    if area > hi and lead_labels and (working is not None or
+                                                      (x0, y0, x1, y1) not in split_again):
                         oversize += bool(not cut_by_border(np.asarray(box), (h, w))[0]
                                          and (len(windows) == 1 or _whole_in_core(box, core, win, (h, w))))
                     continue
@@ -1439,11 +1647,15 @@ def _merge_near_duplicates(inst: Instances, settings: list[Setting]) -> Instance
     n = len(inst)
     n_settings = len(settings)
     extra = _wholes_only_indices(settings)
+    # a clump's pieces another split drew (:func:`clump_pieces`) carry that split's index:
+    # alone, as stable as one setting's candidate; beside a setting's, they add nothing
+    counted = {GRID_INDEX.get(s.drawn, -1) for s in settings}
     n_core = max(n_settings - len(extra), 1)
     made = np.asarray(inst.data["setting"])
     if n < 2:
         inst.data["stability"] = np.full(n, 1.0 / max(n_settings, 1), np.float32)
-        inst.data["stability_core"] = np.array([0.0 if int(k) in extra else 1.0 / n_core for k in made], np.float32)
+        inst.data["stability_core"] = np.array([0.0 if int(k) in extra or int(k) not in counted else 1.0 / n_core
+                                                for k in made], np.float32)
         return inst
     ii, jj, inter = crop_intersections(inst.crops)
     areas = inst.areas.astype(np.float64)
@@ -1460,8 +1672,8 @@ def _merge_near_duplicates(inst: Instances, settings: list[Setting]) -> Instance
             continue
         group = np.asarray(same[i])
         keep[group[group > i]] = False
-        drew = set(made[group].tolist())
-        stability[i] = len(drew) / max(n_settings, 1)
+        drew = set(made[group].tolist()) & counted
+        stability[i] = max(len(drew), 1) / max(n_settings, 1)
         core[i] = len(drew - extra) / n_core
     inst.data["stability"] = stability
     inst.data["stability_core"] = core
