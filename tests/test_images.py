@@ -109,9 +109,34 @@ def test_an_array_of_many_planes_read_as_channels_is_said(caplog):
     assert merged[3, 3, 0] == 255 and "read as one image of 8 channels, merged" in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING", logger="sam_detect"):
-        to_rgb_uint8(stack[:3])
+        to_rgb_uint8(np.moveaxis(stack[:3], 0, -1))
         to_rgb_uint8(stack, channel=3)
     assert "channels, merged" not in caplog.text
+
+
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_an_array_of_two_to_four_planes_read_as_channels_is_said(caplog, n):
+    """A ``(2..4, H, W)`` array (a 3-frame stack, a 2-channel image, colour in PyTorch's
+    order) is merged into one grey image, as before, and a warning says so and how to read
+    it otherwise; the same planes channels-last (RGB(A) for 3 or 4), one channel chosen, or
+    ``channel_axis=0`` say nothing."""
+    planes = np.zeros((n, 10, 12), np.uint16)
+    planes[1, 2:5, 2:5] = 1000
+    with caplog.at_level("WARNING", logger="sam_detect"):
+        merged = to_rgb_uint8(planes)
+    said = [r.getMessage() for r in caplog.records]
+    assert merged[3, 3, 0] == 255 and len(said) == 1
+    assert f"an array of shape ({n}, 10, 12) is read as one image of {n} channels, merged (max" in said[0]
+    assert "array[k]" in said[0] and "channel_axis=0" in said[0]
+    assert ("np.moveaxis(array, 0, -1) for a colour image" in said[0]) == (n != 2)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="sam_detect"):
+        to_rgb_uint8(np.moveaxis(planes, 0, -1))
+        to_rgb_uint8(planes, channel=1)
+        to_rgb_uint8(planes, channel_axis=0)
+        to_rgb_uint8(planes[:1])
+        to_rgb_uint8(np.zeros((10, 12, 3), np.uint8))
+    assert caplog.text == ""
 
 
 def test_16bit_rgb_keeps_colour_balance():

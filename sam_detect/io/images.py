@@ -286,7 +286,9 @@ def to_rgb_uint8(
         percentiles: ``(low, high)`` in 0..100.
         channel_axis: ``0`` or ``-1``/``2`` to state the layout of a 3-D array; by default
             a last axis of size ≤ 4 is channels-last, else a first axis of size ≤ 16 that is
-            smaller than H and W is channels-first.
+            smaller than H and W is channels-first: its planes are read as channels, merged
+            (a ``(3, H, W)`` array too: grey, not colour), and a warning says so unless
+            ``channel`` or ``channel_axis`` is given.
 
     Returns:
         ``(H, W, 3)`` uint8.
@@ -306,16 +308,19 @@ def to_rgb_uint8(
                 f"(H, W, C) or (C, H, W) with few channels: pass channel_axis=0 or -1"
             )
         if axis == 0:
-            if channel_axis is None and channel is None and arr.shape[0] > 4:
-                # a short time-lapse or z-stack as an array looks just like channels: said, as the CLI
-                # refuses such a TIFF stack without --frame
+            if channel_axis is None and channel is None and arr.shape[0] > 1:
+                # a short time-lapse or z-stack as an array looks just like channels, and so do 2 to 4
+                # planes (a 3-frame stack, a 2-channel image, a (3, H, W) colour image in PyTorch's
+                # order): said, as the CLI refuses such a .npy stack without --frame
                 import logging
 
+                n = arr.shape[0]
+                colour = "np.moveaxis(array, 0, -1) for a colour image, " if n in (3, 4) else ""
                 logging.getLogger("sam_detect").warning(
-                    "an array of shape %s is read as one image of %d channels, merged (a file of that shape is a "
-                    "stack of %d frames): give one frame as array[k], every frame to "
-                    "sam_detect.video.detect_stream(detector, array), or to_rgb_uint8(array, channel_axis=0) "
-                    "for channels on purpose", arr.shape, arr.shape[0], arr.shape[0])
+                    "an array of shape %s is read as one image of %d channels, merged (%s; a .npy file of that "
+                    "shape is a stack of %d frames): give one frame as array[k], every frame to "
+                    "sam_detect.video.detect_stream(detector, array), %sor to_rgb_uint8(array, channel_axis=0) "
+                    "for channels on purpose", arr.shape, n, merge, n, colour)
             arr = np.moveaxis(arr, 0, -1)
         else:
             # Plain (H, W, 3|4) arrays are photographs: RGB(A), kept in colour.
