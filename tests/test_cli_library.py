@@ -236,6 +236,40 @@ def test_a_library_with_labels_made_before_the_rule_is_imported_renamed(libdir, 
         s.close()
 
 
+def test_reembed_from_a_file_keeps_labels_made_before_the_rule_as_from_the_store(libdir, tmp_path, scene):
+    """``reembed --from-file`` of an old library's export whose labels break today's rule
+    ('unknown', a line break) was refused, naming ``--rename-bad-labels``, an option reembed
+    lacks; re-embedded from the store the same library kept them. Now the file's labels are
+    kept as stored too: they are the library's own."""
+    from PIL import Image
+
+    from sam_detect.masks import mask_to_rle
+
+    rgb, masks, _ = scene(seed=3)
+    img = tmp_path / "scene.png"
+    Image.fromarray(rgb).save(img)
+    s = QdrantStore(path=libdir)
+    s.create_library(LibraryMeta(name="old", embedder_id="old", dim=8, fade={"name": "gaussian", "sigma": 10.0},
+                                 crop={"occupancy": 0.2}))
+    labels = ["unknown", "disc\nround", "disc", "square", "square", "unknown"]
+    s.add("old", np.random.default_rng(0).normal(size=(6, 8)), labels,
+          [{"source": str(img), "mask_rle": mask_to_rle(m)} for m in masks])
+    s.close()
+    f = tmp_path / "old.zip"
+    assert run_main("library", "export", "old", str(f), "--crops")[0] == 0
+    code, _, err = run_main("library", "reembed", "old", "--embedder", "handcrafted", "--from-file", str(f))
+    assert code == 0, err
+    assert err.strip() == "re-embedded 6 of 6 examples into library 'old-handcrafted'"
+    code, _, err = run_main("library", "reembed", "old", "--embedder", "handcrafted", "--as", "old-again")
+    assert code == 0, err
+    s = QdrantStore(path=libdir)
+    try:
+        kept = {"unknown": 2, "disc\nround": 1, "disc": 1, "square": 2}
+        assert s.labels("old-handcrafted") == s.labels("old-again") == kept
+    finally:
+        s.close()
+
+
 def test_unreachable_server_is_one_line(monkeypatch):
     import socket
 

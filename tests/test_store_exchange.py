@@ -245,6 +245,10 @@ def test_labels_made_before_the_rule_are_imported_renamed_on_request(tmp_path):
     assert target.labels("lib") == {"cell": 36, "blob": 40, "__negative__": 40, "Unknown-2": 1, "cell x": 1,
                                     "blob-2": 1, "unnamed": 1}
     assert import_library(target, bad, merge=True, rename_bad_labels=True).skipped == 120  # the same names again
+    kept = read_library_file(bad, keep_bad_labels=True)  # reembed's reading: the library's labels as stored
+    assert kept.renamed == {} and {"Unknown", "cell\u2028x", " "} <= set(kept.labels)
+    with pytest.raises(ValueError, match="rename_bad_labels and keep_bad_labels exclude each other"):
+        read_library_file(bad, rename_bad_labels=True, keep_bad_labels=True)
     # a renamed label is never another's (two classes merged), 'unknown', or the negatives' label
     assert renamed_label("x" * 120, {"x" * 100}) == "x" * 98 + "-2"
     assert renamed_label("__negative__\n", set()) == "__negative__-2"

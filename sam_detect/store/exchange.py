@@ -302,13 +302,18 @@ def _png_bytes(crop: np.ndarray) -> bytes:
 # -- reading an export file -------------------------------------------------------------------
 
 
-def read_library_file(file: str | os.PathLike, *, rename_bad_labels: bool = False) -> LibraryArchive:
+def read_library_file(
+    file: str | os.PathLike, *, rename_bad_labels: bool = False, keep_bad_labels: bool = False
+) -> LibraryArchive:
     """Read and validate an export file; :class:`LibraryError` says what is wrong with it.
 
     A label that breaks the rule ``add`` enforces (:func:`~sam_detect.names.check_label`: a
     library made before it) is refused, naming every such label and what
     ``rename_bad_labels`` would rename it to; with it, each is renamed
-    (:func:`~sam_detect.names.renamed_label`, ``LibraryArchive.renamed``)."""
+    (:func:`~sam_detect.names.renamed_label`, ``LibraryArchive.renamed``); with
+    ``keep_bad_labels``, each is kept as stored (``reembed``: the library holds them already)."""
+    if rename_bad_labels and keep_bad_labels:
+        raise ValueError("rename_bad_labels and keep_bad_labels exclude each other; give one")
     path = Path(file)
 
     def bad(why: str) -> LibraryError:
@@ -388,7 +393,7 @@ def read_library_file(file: str | os.PathLike, *, rename_bad_labels: bool = Fals
         except (ValueError, KeyError, TypeError) as e:
             raise bad(f"{pfile}: {e}") from None
         renamed: dict[str, str] = {}
-        if broken:  # each renamed apart from the file's other labels, in the order they come
+        if broken and not keep_bad_labels:  # each renamed apart from the file's other labels, in the order they come
             taken = {lab for lab in labels if lab not in broken}
             for lab in broken:
                 renamed[lab] = renamed_label(lab, taken)

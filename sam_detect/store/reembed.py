@@ -122,7 +122,8 @@ def reembed_library(
     example's source image and mask (:func:`crop_from_payload`); an embedder of whole images
     (``embed_instances``: ``views``) gets each source image with its examples' masks instead,
     as ``add`` embeds them. Examples without a crop are left out and counted in ``missing``.
-    Ids, labels and payloads are kept; the new library records the new embedder and the old
+    Ids, labels and payloads are kept, labels stored before today's label rule too (those of
+    ``from_file`` as those of the store); the new library records the new embedder and the old
     fade and crop settings. What the library derives from its vectors (the decision) is the
     old library's until rebuilt (``sam-detect library reembed`` rebuilds it:
     ``SAMDetect.refresh_profile``).
@@ -140,7 +141,9 @@ def reembed_library(
 
     skipped: Counter = Counter()  # why examples have no crop (source_of)
     if from_file is not None:
-        archive = read_library_file(from_file)
+        # the file's labels are the library's: kept as stored, as they are re-embedded from the
+        # store (a label made before the rule refused the file, naming an option reembed lacks)
+        archive = read_library_file(from_file, keep_bad_labels=True)
         if not archive.crop_ids:  # the file holds none: made without --crops, or where no image was found
             why = ("it was exported without --crops" if archive.manifest.get("crops") is None
                    else "no example's image was found when it was exported")
