@@ -16,6 +16,18 @@ class ImageLoadError(SamDetectError, ValueError):
     """An image file is missing, unreadable, truncated, empty or of an unsupported shape."""
 
 
+class FrameRequiredError(ImageLoadError):
+    """A file holding a stack of several frames was read without a frame given;
+    ``n_frames`` is how many it holds."""
+
+    def __init__(self, message: str, n_frames: int) -> None:
+        super().__init__(message)
+        self.n_frames = int(n_frames)
+
+    def __reduce__(self):  # pickled with its count (the default passes the message alone)
+        return type(self), (str(self), self.n_frames)
+
+
 class AnnotationError(SamDetectError, ValueError):
     """An annotation (mask, box, point, polygon, label image, file) is invalid."""
 

@@ -13,7 +13,6 @@ annotations costs their areas, not N x H x W.
 from __future__ import annotations
 
 import copy
-import re
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -325,19 +324,16 @@ def refine_image(
     """Refine the prompts ``prompts_of(image (H, W))`` makes for image ``path`` (``frame``: of
     a stack); ``write`` (a refined prompt, the polygon tolerance, ``(H, W)``) puts each result
     back."""
-    from sam_detect.errors import ImageLoadError
+    from sam_detect.errors import FrameRequiredError, ImageLoadError
     from sam_detect.io.images import load_image
 
     try:
         rgb = load_image(path, frame=frame).rgb
-    except ImageLoadError as e:
-        n = re.search(r"holds a stack of (\d+) frames", str(e))
-        if frame is None and n:  # which frame the annotations describe: --frame, or a COCO file's images
-            raise ImageLoadError(
-                f"{path.name}: a stack of {n[1]} frames; give --frame K (0..{int(n[1]) - 1}) for the frame "
-                "the annotations describe, or a COCO file whose images name their frames, as "
-                "`sam-detect detect STACK --frame K --coco FILE` writes it") from None
-        raise
+    except FrameRequiredError as e:  # which frame the annotations describe: --frame, or a COCO file's images
+        raise ImageLoadError(
+            f"{path.name}: a stack of {e.n_frames} frames; give --frame K (0..{e.n_frames - 1}) for the frame "
+            "the annotations describe, or a COCO file whose images name their frames, as "
+            "`sam-detect detect STACK --frame K --coco FILE` writes it") from None
     hw = rgb.shape[:2]
     prompts = prompts_of(hw)
     where = path.name if frame is None else f"{path.name} frame {frame}"

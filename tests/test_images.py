@@ -302,6 +302,26 @@ def test_planes_stored_as_colour_are_one_image_with_a_note_or_frames_on_request(
     np.testing.assert_array_equal(stack, planes)
 
 
+def test_a_stack_read_without_a_frame_says_its_frame_count_as_an_attribute(tmp_path):
+    """The refusal of a stack read without ``frame=`` carries the count (``n_frames``: refine
+    read it out of the message's words), its message as it was, and pickles with it."""
+    import pickle
+
+    from sam_detect.errors import FrameRequiredError
+
+    tifffile.imwrite(tmp_path / "tyx.tif", np.zeros((5, 9, 11), np.uint16), metadata={"axes": "TYX"})
+    np.save(tmp_path / "stack.npy", np.zeros((5, 9, 11), np.uint16))
+    for p in (tmp_path / "tyx.tif", tmp_path / "stack.npy"):
+        with pytest.raises(FrameRequiredError) as e:
+            load_image(p)
+        assert isinstance(e.value, ImageLoadError) and e.value.n_frames == 5
+        assert str(e.value).startswith(f"{p}: holds a stack of 5 frames (axes ")
+        assert str(e.value).endswith(f"pick one with frame=0..4 (--frame on the command line), or detect on every "
+                                     f"frame with `sam-detect video {p} --jsonl frames.jsonl`")
+        again = pickle.loads(pickle.dumps(e.value))
+        assert (type(again), str(again), again.n_frames) == (FrameRequiredError, str(e.value), 5)
+
+
 def test_stacks_and_colour_images_saved_otherwise_have_no_planes_note(tmp_path):
     rgb = RNG.integers(0, 256, (6, 7, 3), dtype=np.uint8)
     tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")  # interleaved: a camera's

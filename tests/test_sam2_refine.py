@@ -232,6 +232,38 @@ def test_a_stacks_frames_are_refined_from_a_coco_file_that_names_them(sam2_ckpt,
     assert "or a COCO file whose images name their frames" in r.output
 
 
+def test_refine_reads_a_stacks_frame_count_from_the_error_not_its_words(scene, tmp_path, monkeypatch):
+    """``refine_image`` read a stack's frame count out of the loader's message with a regex:
+    another wording of that message lost the count and gave the loader's line instead of
+    refine's. The count is the error's ``n_frames``; refine's line is as it was."""
+    import tifffile
+
+    import sam_detect.io.images as images
+    from sam_detect.errors import FrameRequiredError, ImageLoadError
+    from sam_detect.refine import RefineOptions, RefineStats, refine_image
+
+    _, img, _ = scene
+    stack = tmp_path / "stack.tif"
+    tifffile.imwrite(stack, np.stack([img[..., 0]] * 3), photometric="minisblack", metadata={"axes": "ZYX"})
+
+    def refine():
+        refine_image(None, stack, lambda hw: [], None, RefineOptions(), RefineStats(), lambda _: None)
+
+    want = ("stack.tif: a stack of 3 frames; give --frame K (0..2) for the frame the annotations describe, or a "
+            "COCO file whose images name their frames, as `sam-detect detect STACK --frame K --coco FILE` writes it")
+    with pytest.raises(ImageLoadError) as e:
+        refine()
+    assert str(e.value) == want
+
+    def reworded(path, **_):
+        raise FrameRequiredError(f"{path}: 3 frames, none chosen", 3)
+
+    monkeypatch.setattr(images, "load_image", reworded)
+    with pytest.raises(ImageLoadError) as e:
+        refine()
+    assert str(e.value) == want
+
+
 def test_refine_frame_k_of_a_stack_for_labelme_label_image_and_coco(sam2_ckpt, scene, tmp_path):
     """`refine` took no frame: a labelme file or label image of one frame of a stack could not
     be refined at all (the refusal said so). `--frame K` says which frame the annotations

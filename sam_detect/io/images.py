@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from sam_detect.errors import ImageLoadError
+from sam_detect.errors import FrameRequiredError, ImageLoadError
 from sam_detect.io.render import (
     ChannelSpec,
     Merge,
@@ -759,10 +759,11 @@ def _pick_frame(
 ) -> int:
     if frame is None:
         if n_frames > 1:
-            raise ImageLoadError(
+            raise FrameRequiredError(
                 f"{p}: holds a stack of {n_frames} frames (axes {source_axes}, shape "
                 f"{source_shape}); pick one with frame=0..{n_frames - 1} (--frame on the command line), "
-                f"or detect on every frame with `sam-detect video {p} --jsonl frames.jsonl`"
+                f"or detect on every frame with `sam-detect video {p} --jsonl frames.jsonl`",
+                n_frames,
             )
         return 0
     try:

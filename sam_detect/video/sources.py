@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from sam_detect.errors import ImageLoadError
+from sam_detect.errors import FrameRequiredError, ImageLoadError
 from sam_detect.video.capture import STREAM_SCHEMES, CaptureSource, is_camera_device, is_stream_url
 from sam_detect.video.frames import Frame, FrameSelection, FrameSource, parse_frames
 
@@ -116,11 +116,11 @@ class ImageFolderSource(FrameSource):
             path = self.paths[i]
             try:
                 loaded = load_image(path, channel=self.channel, frame=None)
+            except FrameRequiredError:  # its first plane alone was read, without a word (z0 of a z-stack)
+                raise ImageLoadError(
+                    f"{path}: holds a stack of several frames; a folder or glob is read as one frame per "
+                    f"file: run `sam-detect video` on each stack file, or save one plane per file") from None
             except ImageLoadError as e:
-                if "holds a stack" in str(e):  # its first plane alone was read, without a word (z0 of a z-stack)
-                    raise ImageLoadError(
-                        f"{path}: holds a stack of several frames; a folder or glob is read as one frame per "
-                        f"file: run `sam-detect video` on each stack file, or save one plane per file") from None
                 self.failed += 1
                 log.warning("%s (skipped)", e)
                 continue
