@@ -126,7 +126,7 @@ def test_an_array_of_two_to_four_planes_read_as_channels_is_said(caplog, n):
         merged = to_rgb_uint8(planes)
     said = [r.getMessage() for r in caplog.records]
     assert merged[3, 3, 0] == 255 and len(said) == 1
-    assert f"an array of shape ({n}, 10, 12) is read as one image of {n} channels, merged (max" in said[0]
+    assert f"an array of shape ({n}, 10, 12) is read as one image of {n} channels, merged by their max (a .npy file" in said[0]
     assert "array[k]" in said[0] and "channel_axis=0" in said[0]
     assert ("np.moveaxis(array, 0, -1) for a colour image" in said[0]) == (n != 2)
     caplog.clear()

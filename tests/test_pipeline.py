@@ -352,8 +352,8 @@ def test_a_stack_given_to_detect_as_an_array_says_how_to_give_its_frames(scene, 
     with caplog.at_level("WARNING", logger="sam_detect"):
         det.detect(stack)
     said = [r.getMessage() for r in caplog.records if "channels, merged" in r.getMessage()]
-    assert said == ["an array of shape (5, 160, 160) is read as one image of 5 channels, merged (a file of that "
-                    "shape is a stack of 5 frames): give one frame as array[k], every frame to "
+    assert said == ["an array of shape (5, 160, 160) is read as one image of 5 channels, merged by their max (a .npy "
+                    "file of that shape is a stack of 5 frames): give one frame as array[k], every frame to "
                     "sam_detect.video.detect_stream(detector, array), or to_rgb_uint8(array, channel_axis=0) for "
                     "channels on purpose"]
     caplog.clear()

@@ -316,11 +316,12 @@ def to_rgb_uint8(
 
                 n = arr.shape[0]
                 colour = "np.moveaxis(array, 0, -1) for a colour image, " if n in (3, 4) else ""
+                how = f"by their {merge}" if merge in ("max", "mean") else f"as {merge}"
                 logging.getLogger("sam_detect").warning(
-                    "an array of shape %s is read as one image of %d channels, merged (%s; a .npy file of that "
-                    "shape is a stack of %d frames): give one frame as array[k], every frame to "
+                    "an array of shape %s is read as one image of %d channels, merged %s (a .npy file of "
+                    "that shape is a stack of %d frames): give one frame as array[k], every frame to "
                     "sam_detect.video.detect_stream(detector, array), %sor to_rgb_uint8(array, channel_axis=0) "
-                    "for channels on purpose", arr.shape, n, merge, n, colour)
+                    "for channels on purpose", arr.shape, n, how, n, colour)
             arr = np.moveaxis(arr, 0, -1)
         else:
             # Plain (H, W, 3|4) arrays are photographs: RGB(A), kept in colour.
