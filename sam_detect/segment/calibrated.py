@@ -831,7 +831,8 @@ def off_hue_regions(labels: np.ndarray, rgb: np.ndarray, scale: Scale, size: tup
 
     from sam_detect.profile import _degrees, optical_hue
 
-    colour = np.stack([ndi.median(rgb[..., c], labels, index=big) for c in range(3)], axis=1)
+    inside = np.isin(labels, big)  # the median over these pixels alone: a tenth of the whole window's cost
+    colour = np.stack([ndi.median(rgb[..., c][inside], labels[inside], index=big) for c in range(3)], axis=1)
     off[big] = _degrees(optical_hue(colour), scale.hue_direction) > scale.hue_limit
     return off
 
