@@ -812,33 +812,27 @@ def covered_regions(labels: np.ndarray, others: Sequence[np.ndarray], size: tupl
     return covered
 
 
-def off_hue_regions(labels: np.ndarray, rgb: np.ndarray, scale: Scale, size: tuple[float, float]) -> np.ndarray:
-    """For each label of ``labels`` (a setting's, on ``rgb``), whether it is larger than
-    ``size[1]`` (pixels) and its median colour's ``profile.optical_hue`` lies further from
-    the class's stain hue than its limit (``scale.hue_direction``, ``scale.hue_limit``):
-    tissue stained otherwise (the brown of an immunostain beside blue nuclei), not a clump
-    of the examples' objects, whose pieces the hue rule could not tell apart one by one.
-    None where the class has no hue or ``rgb`` is not colour."""
-    counts = np.bincount(labels.ravel())
-    off = np.zeros(len(counts), bool)
-    if scale.hue_direction is None or rgb.ndim != 3 or rgb.shape[2] != 3:
-        return off
-    big = np.flatnonzero(counts > size[1])
-    big = big[big > 0]
-    if not len(big):
-        return off
+def off_hue_regions(labels: np.ndarray, rgb: np.ndarray, scale: Scale, ids: np.ndarray) -> np.ndarray:
+    """For each label ``ids`` names (of ``labels``, a setting's, on ``rgb``), whether its
+    median colour's ``profile.optical_hue`` lies further from the class's stain hue than its
+    limit (``scale.hue_direction``, ``scale.hue_limit``): tissue stained otherwise (the brown
+    of an immunostain beside blue nuclei), not a clump of the examples' objects, whose
+    pieces the hue rule could not tell apart one by one. None where the class has no hue or
+    ``rgb`` is not colour."""
+    if scale.hue_direction is None or rgb.ndim != 3 or rgb.shape[2] != 3 or not len(ids):
+        return np.zeros(len(ids), bool)
     from scipy import ndimage as ndi
 
     from sam_detect.profile import _degrees, optical_hue
 
-    inside = np.isin(labels, big)  # the median over these pixels alone: a tenth of the whole window's cost
-    colour = np.stack([ndi.median(rgb[..., c][inside], labels[inside], index=big) for c in range(3)], axis=1)
-    off[big] = _degrees(optical_hue(colour), scale.hue_direction) > scale.hue_limit
-    return off
+    inside = np.isin(labels, ids)  # the median over these pixels alone: a tenth of the whole window's cost
+    colour = np.stack([ndi.median(rgb[..., c][inside], labels[inside], index=ids) for c in range(3)], axis=1)
+    return _degrees(optical_hue(colour), scale.hue_direction) > scale.hue_limit
 
 
 def clump_pieces(labels: np.ndarray, gaps: tuple | None, splits: _Splits, inset: int,
-                 variants: Sequence[Setting], size: tuple[float, float], skip: np.ndarray | None = None):
+                 variants: Sequence[Setting], size: tuple[float, float], skip: np.ndarray | None = None,
+                 rgb: np.ndarray | None = None):
     """``(pieces, offered)``: where a setting's ``labels`` (before its inset) hold regions
     larger than ``size[1]`` (pixels; clumps of touching objects its split left whole, which
     the size range would drop with every object in them), the pieces the ``variants``
@@ -849,9 +843,10 @@ def clump_pieces(labels: np.ndarray, gaps: tuple | None, splits: _Splits, inset:
 
     Regions ``skip`` marks (:func:`covered_regions`), regions as convex as a whole is
     (:func:`_convex_wholes`' floor: one object larger than the examples, no notch showing
-    objects touching) and regions larger than :data:`CLUMP_MAX` times ``size[1]`` are left
-    whole: the last the ground taken for foreground, rather than a clump of the examples'
-    objects. ``gaps``:
+    objects touching), regions larger than :data:`CLUMP_MAX` times ``size[1]`` (the ground
+    taken for foreground, rather than a clump of the examples' objects) and, given ``rgb``
+    (the image ``labels`` were drawn on), regions stained off the class's hue
+    (:func:`off_hue_regions`) are left whole. ``gaps``:
     :func:`open_gaps`' arguments but the labels (the filled holes, the projection and the
     ground level; ``None``: gaps are not opened), ``splits``: the setting's :class:`_Splits`
     (both from ``label_images(..., work=True)``). The regions are split on a crop around
@@ -874,6 +869,8 @@ def clump_pieces(labels: np.ndarray, gaps: tuple | None, splits: _Splits, inset:
     convex = min(WHOLE_SOLIDITY, splits.scale.solidity - WHOLE_SOLIDITY_SLACK)
     boxes = ndi.find_objects(labels, max_label=int(big.max()))
     big = np.array([i for i in big if _solidity(labels[boxes[i - 1]] == i, int(counts[i])) < convex], np.int64)
+    if rgb is not None:
+        big = big[~off_hue_regions(labels, rgb, splits.scale, big)]
     if not len(big):
         return [], offered
     is_big = np.zeros(len(counts), bool)
@@ -1301,8 +1298,8 @@ def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str |
             size = (CUT_FLOOR * work.min_area, work.max_area)
             covered = covered_regions(fg_work[0], [d[0] for d in drawn if not d[3]], size)
             # tissue stained otherwise is left whole (and counted in the note)
-            off = off_hue_regions(fg_work[0], seen, work, size)
-            pieces, offered = clump_pieces(*fg_work, s.inset, clump_variants(s, work, taken), size, skip=covered | off)
+            pieces, offered = clump_pieces(*fg_work, s.inset, clump_variants(s, work, taken), size, skip=covered,
+                                           rgb=seen)
             if (offered | covered).any():
                 split_again = {(sl[1].start, sl[0].start, sl[1].stop, sl[0].stop)
                                for i, sl in enumerate(ndi.find_objects(labels), 1)
