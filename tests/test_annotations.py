@@ -534,6 +534,37 @@ def test_a_cellpose_seg_npy_gives_its_masks_and_other_pickles_are_not_opened(tmp
         read_label_image(tmp_path / "bad_seg.npy")
 
 
+def test_a_pickled_npy_is_told_by_its_header_not_by_numpys_wording(tmp_path, monkeypatch):
+    """Whether a ``.npy`` needs unpickling is read from its header (object dtype, or no
+    ``.npy`` header at all), so a NumPy that words its refusal otherwise reads the same: a
+    Cellpose ``*_seg.npy`` gives its masks, other pickles are refused unopened, and a broken
+    header is said as NumPy says it."""
+    import pickle
+
+    load = np.load
+
+    def reworded(*args, **kw):  # a NumPy whose messages name no keyword
+        try:
+            return load(*args, **kw)
+        except ValueError as e:
+            raise ValueError(str(e).replace("allow_pickle", "the pickling switch")) from None
+
+    monkeypatch.setattr(np, "load", reworded)
+    lab = _discs(5).astype(np.uint16)
+    np.save(tmp_path / "cells_seg.npy", {"masks": lab}, allow_pickle=True)
+    assert np.array_equal(read_label_image(tmp_path / "cells_seg.npy"), lab)
+    np.save(tmp_path / "other.npy", {"masks": lab}, allow_pickle=True)
+    with pytest.raises(AnnotationError, match="only a Cellpose \\*_seg.npy is read so"):
+        read_label_image(tmp_path / "other.npy")
+    (tmp_path / "plain.npy").write_bytes(pickle.dumps({"masks": lab}))  # a pickle without a .npy header
+    with pytest.raises(AnnotationError, match="only a Cellpose \\*_seg.npy is read so"):
+        read_label_image(tmp_path / "plain.npy")
+    header = b"{'descr': 'nonsense', 'fortran_order': False, 'shape': (2,), }".ljust(117) + b"\n"
+    (tmp_path / "broken_seg.npy").write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header)
+    with pytest.raises(AnnotationError, match="cannot read label image \\(ValueError"):
+        read_label_image(tmp_path / "broken_seg.npy")
+
+
 def read_label_image_of(tmp_path, arr):
     from PIL import Image
 

@@ -291,14 +291,41 @@ def pannuke_maps(arr: np.ndarray, types: bool = False, where: str = "the masks")
     return out
 
 
+def _needs_pickle(path: Path) -> bool:
+    """Whether ``np.load`` needs ``allow_pickle`` for ``path``, judged from the file's start,
+    not from NumPy's wording: a ``.npy`` whose dtype holds Python objects, or whose header is
+    larger than NumPy reads without trusting the file, or a file with neither a ``.npy`` nor a
+    zip header (``np.load`` unpickles those). A malformed ``.npy`` header is not."""
+    from numpy.lib import format as npy_format
+
+    with open(path, "rb") as fh:
+        start = fh.read(len(npy_format.MAGIC_PREFIX))
+        if not start.startswith(npy_format.MAGIC_PREFIX):
+            return bool(start) and not start.startswith((b"PK\x03\x04", b"PK\x05\x06"))
+        fh.seek(0)
+        try:
+            version = npy_format.read_magic(fh)
+            read_header = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
+            here = fh.tell()
+            try:
+                _, _, dtype = read_header(fh)
+            except Exception:  # noqa: BLE001 - too large to read untrusted (np.load asks for allow_pickle) or malformed
+                fh.seek(here)
+                _, _, dtype = read_header(fh, max_header_size=2**64)
+                return True
+        except Exception:  # noqa: BLE001 - a malformed header: np.load's own error stands
+            return False
+    return bool(dtype.hasobject)
+
+
 def _read_npy(path: Path) -> np.ndarray:
     """A ``.npy`` array; a Cellpose ``*_seg.npy`` (a pickled dict, as Cellpose's GUI saves its
     annotations and results) gives its ``masks``. Other pickled files are not opened: unpickling
     can run code, so only that name is read so, as Cellpose itself reads it."""
     try:
         return np.load(path, allow_pickle=False)
-    except ValueError as e:
-        if "allow_pickle" not in str(e):
+    except ValueError:
+        if not _needs_pickle(path):
             raise
         if not path.name.lower().endswith("_seg.npy"):
             raise AnnotationError(f"{path}: holds Python objects, not an array; only a Cellpose *_seg.npy is "
