@@ -574,3 +574,49 @@ def test_a_forked_child_lets_go_of_its_parents_library_and_opens_it_anew(tmp_pat
     after = EdgeStore(tmp_path)
     assert after.labels("lib") == {"a": 4, "b": 1, "child": 1}
     after.close()
+
+
+def test_a_held_library_is_told_from_one_reading_of_its_holder_file(tmp_path, monkeypatch):
+    """Whether the holder is the process this one was forked from and whom the message names
+    come from one reading of the holder file: read twice, a holder file rewritten between
+    (another process took the library) gave a message naming a process other than the one
+    checked, and the file was read twice for one refusal."""
+    import fcntl
+    from pathlib import Path
+
+    from sam_detect.store.edge import LOCK_FILE
+    from sam_detect.store.edge_files import HOLDER_FILE
+
+    monkeypatch.setenv("SAM_DETECT_LOCK_WAIT", "0")
+    s = EdgeStore(tmp_path)
+    s.create_library(meta())
+    s.close()
+    fd = os.open(tmp_path / "lib" / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as another process holding the library
+    parent = os.getpid() + 1
+    contents = iter([{"pid": 4242, "command": "sam-detect add", "since": "10:00:00"},
+                     {"pid": parent, "command": "sam-detect ui", "since": "10:00:01"}])
+    reads = []
+    read_text = Path.read_text
+
+    def holder_read(self, *args, **kw):
+        if self.name == HOLDER_FILE:
+            reads.append(self)
+            return json.dumps(next(contents))
+        return read_text(self, *args, **kw)
+
+    s = EdgeStore(tmp_path)
+    try:
+        s._forked_from = parent  # as in a forked child
+        monkeypatch.setattr(Path, "read_text", holder_read)
+        with pytest.raises(LibraryLockedError) as exc:
+            s.count("lib")
+        monkeypatch.undo()
+        assert str(exc.value).startswith(
+            f"library 'lib' in {tmp_path} is in use by another sam-detect process "
+            "(pid 4242, sam-detect add, since 10:00:00); wait for it")
+        assert len(reads) == 1
+    finally:
+        monkeypatch.undo()
+        os.close(fd)
+        s.close()

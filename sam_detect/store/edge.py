@@ -65,8 +65,10 @@ from sam_detect.store.base import LibraryMeta, Neighbour, Store
 from sam_detect.store.edge_files import (
     META_BACKUP,
     META_FILE,
+    held_by,
+    held_by_pid,
     holder,
-    holder_pid,
+    read_holder,
     read_meta,
     restore_meta,
     sweep,
@@ -700,7 +702,8 @@ class EdgeStore(Store):
             text = str(error)
             if locked and here_now:
                 raise here from None
-            if locked and self._forked_from is not None and holder_pid(self.path / name) == self._forked_from:
+            held = read_holder(self.path / name) if locked else None  # one reading for the check and the message
+            if locked and self._forked_from is not None and held_by_pid(held) == self._forked_from:
                 raise LibraryLockedError(
                     f"library {name!r} in {self.path} is held by the process this one was forked from "
                     f"(pid {self._forked_from})" + (f", waited {wait:g} s" if said else "") + ": a forked process "
@@ -710,7 +713,7 @@ class EdgeStore(Store):
             if locked:
                 raise LibraryLockedError(
                     f"library {name!r} in {self.path} is in use by another sam-detect process"
-                    f"{holder(self.path / name)}"
+                    f"{held_by(held)}"
                     + (f" (waited {wait:g} s)" if said else "")
                     + "; wait for it to finish or close it, or share libraries "
                     "through a server (--qdrant-url http://localhost:6333)"

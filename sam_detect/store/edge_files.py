@@ -18,6 +18,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from sam_detect.errors import LibraryError
 from sam_detect.store._common import damaged
@@ -103,18 +104,31 @@ def write_holder(folder: Path) -> None:
         {"pid": os.getpid(), "command": cmd, "since": time.strftime("%H:%M:%S")}), encoding="utf-8")
 
 
-def holder_pid(folder: Path) -> int | None:
-    """The process id the library's holder file names, or ``None``."""
+def read_holder(folder: Path) -> Any:
+    """The library's holder file as written (:func:`write_holder`), or ``None`` where it cannot
+    be read: one reading serves :func:`held_by_pid` and :func:`held_by` both."""
     try:
-        return int(json.loads((folder / HOLDER_FILE).read_text(encoding="utf-8"))["pid"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return json.loads((folder / HOLDER_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return None
+
+
+def held_by_pid(held: Any) -> int | None:
+    """The process id a holder file (:func:`read_holder`) names, or ``None``."""
+    try:
+        return int(held["pid"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def held_by(held: Any) -> str:
+    """`` (pid N, command, since HH:MM:SS)`` for a holder file (:func:`read_holder`), or ``""``."""
+    try:
+        return f" (pid {int(held['pid'])}, {str(held['command'])[:60]}, since {str(held['since'])[:8]})"
+    except (ValueError, KeyError, TypeError):
+        return ""
 
 
 def holder(folder: Path) -> str:
     """`` (pid N, command, since HH:MM:SS)`` for the library's holder, or ``""``."""
-    try:
-        h = json.loads((folder / HOLDER_FILE).read_text(encoding="utf-8"))
-        return f" (pid {int(h['pid'])}, {str(h['command'])[:60]}, since {str(h['since'])[:8]})"
-    except (OSError, ValueError, KeyError, TypeError):
-        return ""
+    return held_by(read_holder(folder))
