@@ -130,6 +130,32 @@ def test_calibrated_proposals_find_objects_the_default_misses():
     assert set(cand.data["class_hint"]) == {"obj"}
 
 
+def test_propose_counts_stability_over_the_settings_it_already_indexed(monkeypatch):
+    """The GRID indices of the settings, taken once in ``propose`` (the splits proposing
+    already), are the ones stability is counted over: handed to the merge of near duplicates,
+    not taken again there, and its candidates are the same to the bit."""
+    from sam_detect.segment import calibrated
+
+    merge, seen = calibrated._merge_near_duplicates, []
+
+    def spy(inst, settings, counted=None):
+        seen.append(counted)
+        again = merge(inst[np.arange(len(inst))], settings)  # the set taken anew from the settings
+        done = merge(inst, settings, counted=counted)
+        for key in ("setting", "stability", "stability_core"):
+            assert np.asarray(done.data[key]).tobytes() == np.asarray(again.data[key]).tobytes()
+        assert [(m.origin, m.crop.tobytes()) for m in done.crops] == [(m.origin, m.crop.tobytes()) for m in again.crops]
+        return done
+
+    monkeypatch.setattr(calibrated, "_merge_near_duplicates", spy)
+    rgb, lab = blobs(2, fg=(120, 40, 150), bg=(235, 170, 200), noise=10)
+    gt, _ = Instances.from_label_image(lab)
+    e = profile_of(rgb, gt, range(3))["classes"]["obj"]
+    settings = [Setting(**s) for s in e["settings"]]
+    assert len(propose(rgb, scale_of(e), settings, "obj"))
+    assert seen == [{calibrated.GRID_INDEX.get(s.drawn, -1) for s in settings}]
+
+
 @pytest.mark.parametrize("background, r", [("flat", (7, 11)), ("opening", (7, 11)), ("flat", (24, 30))])
 def test_large_images_are_proposed_window_by_window_with_the_same_candidates(background, r, monkeypatch):
     """An image larger than the tile is proposed in windows (memory of one window, not of

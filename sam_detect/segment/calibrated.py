@@ -1262,7 +1262,8 @@ def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str |
     # touching objects its split left whole, or objects larger than the examples)
     first = next((s for s in settings if s != OWN and not s.wholes), None)
     oversize = 0
-    taken = {GRID_INDEX.get(s.drawn, -1) for s in settings}  # splits proposing already
+    # splits proposing already (clump_variants); the settings counted in stability too (_merge_near_duplicates)
+    taken = {GRID_INDEX.get(s.drawn, -1) for s in settings}
     working = _Working(rgb, scale.zoom) if scale.zoom < 1 else None
     work = scale if working is None else scale.zoomed(scale.zoom)
     windows = proposal_windows((h, w), tile, context_margin(scale, settings))
@@ -1348,7 +1349,7 @@ def propose(rgb: np.ndarray, scale: Scale, settings: list[Setting], label: str |
     inst.data["setting"] = np.asarray(made_by, np.int64)[order]
     inst.data["class_hint"] = [label] * len(inst)
     inst.data["edge"] = np.concatenate(edges)[order]
-    inst = _merge_near_duplicates(inst, settings)
+    inst = _merge_near_duplicates(inst, settings, counted=taken)
     inst = _convex_wholes(inst, settings, scale.solidity)
     inst.data["contrast"], inst.data["level"], inst.data["colour"] = inside_contrast_and_level(rgb, inst, scale.direction)
     inst.metadata["tiles"] = len(windows)
@@ -1633,13 +1634,15 @@ def _convex_wholes(inst: Instances, settings: list[Setting], solidity: float = 1
     return inst if keep.all() else inst[keep]
 
 
-def _merge_near_duplicates(inst: Instances, settings: list[Setting]) -> Instances:
+def _merge_near_duplicates(inst: Instances, settings: list[Setting], counted: set[int] | None = None) -> Instances:
     """Keep one of each group of near-identical candidates (the first setting's), and record
     in ``data["stability"]`` the share of the settings that made it: an object's outline
     holds over thresholds and splits, a fragment's or a merge's does not (MSER's idea).
     ``data["stability_core"]``: the same share among the settings not offered for their
     wholes only (``Setting.wholes``), what sure objects are judged on
-    (``profile.sure_objects``): how many alternatives are offered does not move it."""
+    (``profile.sure_objects``): how many alternatives are offered does not move it.
+    ``counted``: the ``GRID`` indices of ``settings`` where the caller has them already
+    (:func:`propose`'s ``taken``)."""
     from sam_detect.masks import crop_intersections
 
     n = len(inst)
@@ -1647,7 +1650,8 @@ def _merge_near_duplicates(inst: Instances, settings: list[Setting]) -> Instance
     extra = _wholes_only_indices(settings)
     # a clump's pieces another split drew (:func:`clump_pieces`) carry that split's index:
     # alone, as stable as one setting's candidate; beside a setting's, they add nothing
-    counted = {GRID_INDEX.get(s.drawn, -1) for s in settings}
+    if counted is None:
+        counted = {GRID_INDEX.get(s.drawn, -1) for s in settings}
     n_core = max(n_settings - len(extra), 1)
     made = np.asarray(inst.data["setting"])
     if n < 2:
