@@ -259,13 +259,65 @@ def test_reembed_from_a_file_keeps_labels_made_before_the_rule_as_from_the_store
     assert run_main("library", "export", "old", str(f), "--crops")[0] == 0
     code, _, err = run_main("library", "reembed", "old", "--embedder", "handcrafted", "--from-file", str(f))
     assert code == 0, err
-    assert err.strip() == "re-embedded 6 of 6 examples into library 'old-handcrafted'"
+    assert err.strip().splitlines() == [
+        "re-embedded 6 of 6 examples into library 'old-handcrafted'",
+        "warning: 2 labels of 'old-handcrafted' break the label rule (stored before it), kept as stored: "
+        "'unknown' (2), 'disc\\nround' (1); to rename them, `sam-detect library export old-handcrafted FILE` and "
+        "`sam-detect library import FILE --as NEW_NAME --rename-bad-labels` (each renamed to one that keeps the "
+        "rule, as stderr says)"]
     code, _, err = run_main("library", "reembed", "old", "--embedder", "handcrafted", "--as", "old-again")
     assert code == 0, err
     s = QdrantStore(path=libdir)
     try:
         kept = {"unknown": 2, "disc\nround": 1, "disc": 1, "square": 2}
         assert s.labels("old-handcrafted") == s.labels("old-again") == kept
+    finally:
+        s.close()
+
+
+def test_reembed_says_the_labels_it_keeps_that_break_the_rule_and_how_to_rename_them(libdir, tmp_path, scene):
+    """``reembed`` carried labels stored before today's rule into the new library without a
+    word. One warning line now counts them, names the first few, and points to the only way
+    that renames them: an export imported with ``--rename-bad-labels``, which works as said."""
+    from PIL import Image
+
+    from sam_detect.masks import mask_to_rle
+
+    rgb, masks, _ = scene(seed=3)
+    img = tmp_path / "scene.png"
+    Image.fromarray(rgb).save(img)
+    s = QdrantStore(path=libdir)
+    s.create_library(LibraryMeta(name="old", embedder_id="old", dim=8, fade={"name": "gaussian", "sigma": 10.0},
+                                 crop={"occupancy": 0.2}))
+    labels = ["unknown", "a\nb", "disc", "c" * 120, "UNKNOWN", "unknown"]
+    ids = [f"00000000-0000-0000-0000-00000000000{i}" for i in range(6)]  # the library's order
+    s.add("old", np.random.default_rng(0).normal(size=(6, 8)), labels,
+          [{"source": str(img), "mask_rle": mask_to_rle(m)} for m in masks], ids=ids)
+    s.create_library(LibraryMeta(name="fine", embedder_id="old", dim=8, fade={"name": "gaussian", "sigma": 10.0},
+                                 crop={"occupancy": 0.2}))
+    s.add("fine", np.random.default_rng(0).normal(size=(6, 8)), ["disc", "square"] * 3,
+          [{"source": str(img), "mask_rle": mask_to_rle(m)} for m in masks])
+    s.close()
+    code, _, err = run_main("library", "reembed", "old", "--embedder", "handcrafted", "--as", "new")
+    assert code == 0, err
+    lines = err.strip().splitlines()
+    assert lines[0] == "re-embedded 6 of 6 examples into library 'new'" and len(lines) == 2, err
+    assert lines[1] == (
+        "warning: 4 labels of 'new' break the label rule (stored before it), kept as stored: 'unknown' (2), "
+        "'a\\nb' (1), 'ccccccccccccccccccccccccccccc… (120 characters)' (1), ...; to rename them, "
+        "`sam-detect library export new FILE` and `sam-detect library import FILE --as NEW_NAME "
+        "--rename-bad-labels` (each renamed to one that keeps the rule, as stderr says)")
+    code, _, err = run_main("library", "reembed", "fine", "--embedder", "handcrafted")
+    assert code == 0 and err.strip() == "re-embedded 6 of 6 examples into library 'fine-handcrafted'", err
+    f = tmp_path / "new.zip"  # the way the warning names
+    assert run_main("library", "export", "new", str(f))[0] == 0
+    code, _, err = run_main("library", "import", str(f), "--as", "renamed", "--rename-bad-labels")
+    assert code == 0, err
+    s = QdrantStore(path=libdir)
+    try:
+        assert s.labels("new") == {"unknown": 2, "a\nb": 1, "disc": 1, "c" * 120: 1, "UNKNOWN": 1}
+        assert sorted(s.labels("renamed").values()) == [1, 1, 1, 1, 2]
+        assert "unknown" not in s.labels("renamed") and "disc" in s.labels("renamed")
     finally:
         s.close()
 

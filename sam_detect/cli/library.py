@@ -736,6 +736,15 @@ def reembed_cmd(
     )
     if result.missing:
         _no_crop_warning(result.missing, result.changed, "had no crop source and were left out")
+    if result.bad_labels:  # kept as stored (a library made before the rule): only import renames them
+        from sam_detect.names import display_label
+
+        bad = sorted(result.bad_labels.items(), key=lambda kv: -kv[1])  # the most examples first
+        said = ", ".join(f"'{display_label(lab, 30)}' ({n})" for lab, n in bad[:3]) + (", ..." if len(bad) > 3 else "")
+        click.echo(f"warning: {len(bad)} label{'s' if len(bad) > 1 else ''} of {new!r} break{'' if len(bad) > 1 else 's'} "
+                   f"the label rule (stored before it), kept as stored: {said}; to rename them, "
+                   f"`sam-detect library export {new} FILE` and `sam-detect library import FILE --as NEW_NAME "
+                   "--rename-bad-labels` (each renamed to one that keeps the rule, as stderr says)", err=True)
 
 
 def _check_archive_name(file: str) -> str | None:

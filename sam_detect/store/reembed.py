@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,9 @@ class ReembedResult:
     added: int
     missing: int  # left out: no crop to embed
     changed: int = 0  # of ``missing``: their source path holds other pixels (:func:`source_of`)
+    #: the new library's labels that break today's label rule (stored before it), kept as
+    #: stored: ``{label: examples}``, in the order they first come
+    bad_labels: dict[str, int] = field(default_factory=dict)
 
 
 #: why :func:`source_of` found no source, as its ``skipped`` counts it
@@ -225,7 +228,21 @@ def reembed_library(
         raise
     journal.commit(store, new_name)
     return ReembedResult(examples=len(ids), added=len(keep), missing=len(ids) - len(keep),
-                         changed=skipped[CHANGED])
+                         changed=skipped[CHANGED], bad_labels=_breaking_rule(labels[k] for k in keep))
+
+
+def _breaking_rule(labels: Any) -> dict[str, int]:
+    """``{label: examples}`` of ``labels`` that break the label rule (:func:`check_label`)."""
+    from sam_detect.errors import AnnotationError
+    from sam_detect.names import check_label
+
+    bad = {}
+    for lab, n in Counter(labels).items():
+        try:
+            check_label(lab)
+        except AnnotationError:
+            bad[lab] = n
+    return bad
 
 
 def _embed_in_images(emb: Any, labels: list[str], payloads: list[dict],
