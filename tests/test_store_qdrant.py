@@ -1,9 +1,11 @@
-"""Qdrant store specifics: argument checks, folder lock across processes, server errors,
-retries and all-or-nothing adds."""
+"""Qdrant store specifics: argument checks, folder lock across processes (and forks), server
+errors, retries and all-or-nothing adds."""
 
 from __future__ import annotations
 
 import http.server
+import json
+import os
 import socket
 import subprocess
 import sys
@@ -266,3 +268,186 @@ def test_library_deleted_by_someone_else_is_not_found():
     s._client.delete_collection("lib")  # as another client would
     with pytest.raises(LibraryError, match="no library 'lib'"):
         s.search("lib", np.ones((1, DIM)), 1)
+
+
+def _forked_message(folder, parent: int) -> str:
+    return (
+        f"library folder {folder} is held by the process this one was forked from (pid {parent}): "
+        "a forked process opens the folder anew and cannot share its parent's; close the store "
+        "in the parent first, or open the store in the child only"
+    )
+
+
+def _child_pipes():
+    """``(to_child_r, to_child_w, to_parent_r, to_parent_w)`` for one forked child."""
+    return (*os.pipe(), *os.pipe())
+
+
+def _answer(inp, pid: int) -> str:
+    """The child's next line; one that never comes fails the test."""
+    import select
+
+    if not select.select([inp], [], [], 60)[0]:
+        os.kill(pid, 9)
+        pytest.fail("the forked child did not answer")
+    return inp.readline()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_opens_the_folder_anew_instead_of_using_its_parents(tmp_path):
+    """A forked child searched its copy of the parent's libraries as they were at the fork
+    (silently missing what the parent added since), and its adds went to the files behind the
+    parent's back (the parent never saw them; its metadata count then disagreed with the
+    library). Now the child's store opens the folder anew on its next use, as another process
+    would: while the parent holds it, one line says so and why; once the parent closed it,
+    the child reads all the parent wrote and its own adds are kept. Nothing lost."""
+    s = QdrantStore(path=tmp_path)
+    s.create_library(meta())
+    s.add("lib", np.eye(DIM)[:4], ["a"] * 4)
+    to_child_r, to_child_w, to_parent_r, to_parent_w = _child_pipes()
+    pid = os.fork()
+    if pid == 0:  # the child: every path ends in os._exit
+        code = 1
+        try:
+            os.close(to_child_w)
+            os.close(to_parent_r)
+            out = os.fdopen(to_parent_w, "w")
+            inp = os.fdopen(to_child_r)
+
+            def attempt(fn):
+                try:
+                    return ["ok", repr(fn())]
+                except LibraryLockedError as e:
+                    return ["locked", str(e)]
+                except Exception as e:
+                    return ["other", f"{type(e).__name__}: {e}"]
+
+            inp.readline()  # the parent has added one more and still holds the folder
+            said = {
+                "count": attempt(lambda: s.count("lib")),
+                "search": attempt(lambda: [n.label for n in s.search("lib", np.eye(DIM)[4:5], 1)[0]]),
+                "add": attempt(lambda: s.add("lib", np.eye(DIM)[5:6], ["stray"])),
+                "open": attempt(lambda: QdrantStore(path=tmp_path).close()),
+            }
+            out.write(json.dumps(said) + "\n")
+            out.flush()
+            inp.readline()  # the parent has closed its store
+            n = s.count("lib")
+            s.add("lib", np.eye(DIM)[6:7], ["child"])
+            s.close()
+            out.write(f"{n}\n")
+            out.flush()
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(to_child_r)
+    os.close(to_parent_w)
+    out = os.fdopen(to_child_w, "w")
+    inp = os.fdopen(to_parent_r)
+    try:
+        s.add("lib", np.eye(DIM)[4:5], ["b"])  # the parent goes on as before
+        out.write("go\n")
+        out.flush()
+        said = json.loads(_answer(inp, pid))
+        refused = ["locked", _forked_message(tmp_path, os.getpid())]
+        assert said == {"count": refused, "search": refused, "add": refused, "open": refused}
+        assert s.labels("lib") == {"a": 4, "b": 1}
+        with pytest.raises(LibraryLockedError):  # the parent still holds the folder
+            QdrantStore(path=tmp_path)
+        s.close()
+        out.write("go\n")
+        out.flush()
+        assert _answer(inp, pid).strip() == "5"  # all the parent wrote
+    finally:
+        out.close()
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    after = QdrantStore(path=tmp_path)
+    try:
+        assert after.labels("lib") == {"a": 4, "b": 1, "child": 1}
+        assert after.get_meta("lib").extra["_count"] == 6
+    finally:
+        after.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_that_closes_its_store_leaves_the_parent_holding_the_folder(tmp_path):
+    """The child's copy of the parent's store shared the open file the folder lock is on:
+    its ``close()`` (or the store's clean-up when a child merely exited) let go of the
+    parent's lock, and a third process could then open the folder and write while the parent
+    held it (a library it made was lost when the parent next saved). The parent keeps it."""
+    s = QdrantStore(path=tmp_path)
+    s.create_library(meta())
+    s.add("lib", np.eye(DIM)[:2], ["a"] * 2)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            s.close()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    try:
+        with pytest.raises(LibraryLockedError, match="is in use by another sam-detect process"):
+            QdrantStore(path=tmp_path).close()
+        s.add("lib", np.eye(DIM)[2:3], ["b"])
+    finally:
+        s.close()
+    after = QdrantStore(path=tmp_path)
+    try:
+        assert after.labels("lib") == {"a": 2, "b": 1}
+    finally:
+        after.close()
+
+
+_POOL_STORE: QdrantStore | None = None
+
+
+def _count_in_worker(name: str) -> int:
+    assert _POOL_STORE is not None
+    return _POOL_STORE.count(name)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_fork_pool_worker_is_told_the_parent_holds_the_folder(tmp_path):
+    """multiprocessing with the 'fork' start method: a worker counted (and searched) the
+    parent's libraries as they were when the pool started, missing what the parent added
+    since, without a word. Now it gets the one-line refusal."""
+    import multiprocessing
+
+    global _POOL_STORE
+    s = _POOL_STORE = QdrantStore(path=tmp_path)
+    try:
+        s.create_library(meta())
+        s.add("lib", np.eye(DIM)[:2], ["a"] * 2)
+        with multiprocessing.get_context("fork").Pool(1) as pool:
+            s.add("lib", np.eye(DIM)[2:3], ["b"])
+            with pytest.raises(LibraryLockedError) as exc:
+                pool.apply(_count_in_worker, ("lib",))
+        assert str(exc.value) == _forked_message(tmp_path, os.getpid())
+    finally:
+        _POOL_STORE = None
+        s.close()
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/locks"), reason="needs /proc/locks (Linux)")
+def test_the_folder_locks_holder_is_read_from_proc_locks(tmp_path):
+    import fcntl
+
+    from sam_detect.store.qdrant import LOCK_FILE, _flock_holder
+
+    lock = tmp_path / LOCK_FILE
+    lock.write_text("")
+    assert _flock_holder(lock) is None  # not held
+    assert _flock_holder(tmp_path / "missing") is None
+    s = QdrantStore(path=tmp_path)  # qdrant-client locks the folder's .lock
+    try:
+        assert _flock_holder(lock) == os.getpid()
+    finally:
+        s.close()
+    assert _flock_holder(lock) is None
+    with open(lock) as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        assert _flock_holder(lock) == os.getpid()

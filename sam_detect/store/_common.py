@@ -383,3 +383,39 @@ def portable_options(opts: dict[str, Any]) -> dict[str, Any]:
         if isinstance(v, (str, int, float, bool, type(None))):
             out[k] = v
     return out
+
+
+def detach_fds(folder: Path) -> None:
+    """In a forked child: point every file descriptor open on ``folder`` or below at a fresh
+    open of the same file (``/dev/null`` where it is gone). The child's copies shared the
+    parent's open files, and with them the engine's ``flock`` on the write-ahead log, which
+    then stayed held until the child exited, however long after the parent had closed the
+    library (docs/performance.md); the edge store's library locks and the qdrant store's
+    folder lock (``flock`` on ``.lock``, which a child's ``close()`` let go of for the
+    parent) alike. Linux (``/proc/self/fd``); elsewhere nothing."""
+    root = str(folder)
+    try:
+        fds = os.listdir("/proc/self/fd")
+    except OSError:
+        return
+    for entry in fds:
+        try:
+            fd = int(entry)
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except (ValueError, OSError):
+            continue
+        if target != root and not target.startswith(root + os.sep):
+            continue
+        try:
+            new = os.open(target, os.O_RDONLY | (os.O_DIRECTORY if os.path.isdir(target) else 0))
+        except OSError:
+            try:
+                new = os.open(os.devnull, os.O_RDONLY)
+            except OSError:
+                continue
+        try:
+            os.dup2(new, fd, inheritable=False)  # the number stays taken: nothing else gets it
+        except OSError:
+            pass
+        finally:
+            os.close(new)

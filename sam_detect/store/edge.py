@@ -52,6 +52,7 @@ from sam_detect.store._common import (
     check_meta,
     damaged,
     default_library_dir,
+    detach_fds,
     disk_usage,
     not_found,
     point_to_neighbour,
@@ -110,40 +111,6 @@ _STORES: weakref.WeakSet[EdgeStore] = weakref.WeakSet()
 #: locks did not come through the fork (a count on one hung), and dropping or closing one
 #: would run its flush in the child, over files the parent is still writing
 _INHERITED: list[Any] = []
-
-
-def _detach_fds(folder: Path) -> None:
-    """In a forked child: point every file descriptor open on ``folder`` or below at a fresh
-    open of the same file (``/dev/null`` where it is gone). The child's copies shared the
-    parent's open files, and with them the engine's ``flock`` on the write-ahead log, which
-    then stayed held until the child exited, however long after the parent had closed the
-    library (docs/performance.md). Linux (``/proc/self/fd``); elsewhere nothing."""
-    root = str(folder)
-    try:
-        fds = os.listdir("/proc/self/fd")
-    except OSError:
-        return
-    for entry in fds:
-        try:
-            fd = int(entry)
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except (ValueError, OSError):
-            continue
-        if target != root and not target.startswith(root + os.sep):
-            continue
-        try:
-            new = os.open(target, os.O_RDONLY | (os.O_DIRECTORY if os.path.isdir(target) else 0))
-        except OSError:
-            try:
-                new = os.open(os.devnull, os.O_RDONLY)
-            except OSError:
-                continue
-        try:
-            os.dup2(new, fd, inheritable=False)  # the number stays taken: nothing else gets it
-        except OSError:
-            pass
-        finally:
-            os.close(new)
 
 
 def _after_fork_in_child() -> None:
@@ -632,7 +599,7 @@ class EdgeStore(Store):
             _INHERITED.append(shard)
             with contextlib.suppress(Exception):  # its refcount never falls to 0, at exit either
                 ctypes.pythonapi.Py_IncRef(ctypes.py_object(shard))
-            _detach_fds((self.path / name / SHARD_DIR).resolve())
+            detach_fds((self.path / name / SHARD_DIR).resolve())
         for fd in self._locks.values():
             with contextlib.suppress(OSError):
                 os.close(fd)

@@ -9,6 +9,14 @@ Three places, one set of semantics:
 * ``url="http://host:6333"`` (+ ``api_key``): a Qdrant server or cluster, shared by many
   processes and people (``docker compose up -d`` starts one, see docker-compose.yml).
 
+A forked child holds nothing of its parent's folder (:func:`_after_fork_in_child`): its
+store objects open the folder anew on their next use, as another process would, so the
+parent closes its store first. Before, the child searched a copy of the parent's libraries
+as they were at the fork (nothing added since), its adds reached the files behind the
+parent's back, and its ``close()`` (or its store's clean-up when it merely exited) let go
+of the parent's lock on the folder, so a third process could open it and write while the
+parent still held it (what one of them wrote was lost).
+
 A library is a collection (Dot distance on L2-normalised vectors, i.e. cosine similarity) named like the library; its
 :class:`~sam_detect.store.base.LibraryMeta` lives as a point in the bookkeeping collection
 ``_sam_detect_libraries``, so the layout is the same on every location. Each example is a
@@ -18,12 +26,14 @@ point with a UUID id and payload ``{"label": ..., **caller's payload}``.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import threading
 import time
 import uuid
 import warnings
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,6 +48,7 @@ from sam_detect.store._common import (
     check_library_name,
     check_meta,
     default_library_dir,
+    detach_fds,
     disk_usage,
     not_found,
     point_to_neighbour,
@@ -65,6 +76,45 @@ INDEXED_FIELDS = (LABEL_KEY, "source")
 UPSERT_BATCH = 256
 QUERY_BATCH = 256
 SCROLL_BATCH = 1024
+#: the file in an embedded folder that qdrant-client locks (``flock``) while it has the folder open
+LOCK_FILE = ".lock"
+#: every live store object of this process that is not a server's, for :func:`_after_fork_in_child`
+_STORES: weakref.WeakSet[QdrantStore] = weakref.WeakSet()
+#: the clients a forked child inherited, kept alive and never used or closed: closing one let
+#: go of the parent's lock on the folder (the lock is on an open file the two shared), and
+#: would close sqlite connections another thread of the parent may have been writing through
+_INHERITED: list[Any] = []
+
+
+def _after_fork_in_child() -> None:
+    """A forked child lets go of the folders its parent had open: the lock is the parent's
+    alone, and the child's store objects open the folder again on their next use, as any
+    other process does (refused while the parent holds it)."""
+    for store in list(_STORES):
+        with contextlib.suppress(Exception):  # a fork never fails for it
+            store._forked()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _flock_holder(lock_file: Path) -> int | None:
+    """The pid that holds ``lock_file``'s ``flock``, from ``/proc/locks``; ``None`` where
+    unknown (not Linux, not held)."""
+    try:
+        st = os.stat(lock_file)
+        text = Path("/proc/locks").read_text()
+    except OSError:
+        return None
+    want = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in text.splitlines():
+        f = line.split()  # "1: FLOCK  ADVISORY  WRITE 2315 fe:00:2163673 0 EOF" (a waiter: "1: -> FLOCK ...")
+        if len(f) >= 6 and f[1] == "FLOCK" and f[5] == want:
+            with contextlib.suppress(ValueError):
+                return int(f[4])
+    return None
+
 
 class QdrantStore(Store):
     """Libraries in Qdrant: an embedded folder, ``":memory:"`` or a server URL.
@@ -126,6 +176,8 @@ class QdrantStore(Store):
         # local mode is not thread-safe: serialise its calls; a server handles concurrency itself
         self._lock: Any = contextlib.nullcontext() if url else threading.RLock()
         self._closed = False
+        self._forked_from: int | None = None  # the parent's pid, in a forked child
+        self._qdrant: Any = None  # the client; None in a forked child until it opens the folder anew
         self.url = url
         self.path: Path | None = None
 
@@ -139,7 +191,7 @@ class QdrantStore(Store):
                 warnings.filterwarnings(
                     "ignore", message=r"Api key is used with an insecure connection"
                 )
-                self._client = QdrantClient(
+                self._qdrant = QdrantClient(
                     url=url,
                     api_key=api_key or None,
                     prefer_grpc=prefer_grpc,
@@ -150,7 +202,7 @@ class QdrantStore(Store):
         elif location == ":memory:":
             self.backend = "qdrant-memory"
             self._where = "the in-memory Qdrant store"
-            self._client = QdrantClient(location=":memory:")
+            self._qdrant = QdrantClient(location=":memory:")
         else:
             self.backend = "qdrant-local"
             p = Path(path).expanduser() if path else default_library_dir()
@@ -160,29 +212,89 @@ class QdrantStore(Store):
             p.mkdir(parents=True, exist_ok=True)
             self.path = p
             self._where = f"library folder {p}"
-            try:
-                with quiet():
-                    # callers may use one store from several threads (the UI server): the
-                    # client's sqlite files are guarded by self._lock instead
-                    self._client = QdrantClient(path=str(p), force_disable_check_same_thread=True)
-            except RuntimeError as e:
-                if "already accessed by another instance" in str(e):
-                    raise LibraryLockedError(
-                        f"library folder {p} is in use by another sam-detect process; close it, "
-                        "or share libraries through a server (--qdrant-url http://localhost:6333)"
-                    ) from None
-                raise LibraryError(f"cannot open {self._where}: {e}") from e
-            except Exception as e:  # corrupt files in the folder
-                raise LibraryError(
-                    f"cannot open {self._where}: {type(e).__name__}: {e}. "
-                    "Move the folder away or pass another --library-path."
-                ) from e
+            self._qdrant = self._open_folder()
+        if not url:
+            _STORES.add(self)
         self._ensure_meta_collection()
         # finish what a killed writer left (store.journal). Local mode: this process holds
         # the store alone, so every journal is a dead writer's. A server is shared: only
         # journals whose writer is provably gone (this machine, pid not running); the rest
         # may be a live writer's, for `library check` to report and `library repair` to undo
         self._recover_all(shared=self.backend == "qdrant-server")
+
+    @property
+    def _client(self) -> Any:
+        """The qdrant-client; in a forked child, the folder opened anew on first use."""
+        client = self._qdrant
+        return client if client is not None else self._open_again()
+
+    def _open_folder(self) -> Any:
+        """A client on the embedded folder :attr:`path`, holding its lock."""
+        from qdrant_client import QdrantClient
+
+        p = self.path
+        try:
+            with quiet():
+                # callers may use one store from several threads (the UI server): the
+                # client's sqlite files are guarded by self._lock instead
+                return QdrantClient(path=str(p), force_disable_check_same_thread=True)
+        except RuntimeError as e:
+            if "already accessed by another instance" in str(e):
+                raise self._locked() from None
+            raise LibraryError(f"cannot open {self._where}: {e}") from e
+        except Exception as e:  # corrupt files in the folder
+            raise LibraryError(
+                f"cannot open {self._where}: {type(e).__name__}: {e}. "
+                "Move the folder away or pass another --library-path."
+            ) from e
+
+    def _locked(self) -> LibraryLockedError:
+        """The refusal of a folder another process holds, naming the parent where that is the
+        holder (``/proc/locks`` says so; where it cannot tell, a store the child inherited
+        from a parent that is still alive)."""
+        p = self.path
+        inherited = self._forked_from is not None
+        parent = self._forked_from if inherited else os.getppid()
+        pid = _flock_holder(p / LOCK_FILE)
+        if pid == parent or (pid is None and inherited and os.getppid() == parent):
+            return LibraryLockedError(
+                f"library folder {p} is held by the process this one was forked from (pid {parent}): "
+                "a forked process opens the folder anew and cannot share its parent's; close the store "
+                "in the parent first, or open the store in the child only"
+            )
+        return LibraryLockedError(
+            f"library folder {p} is in use by another sam-detect process; close it, "
+            "or share libraries through a server (--qdrant-url http://localhost:6333)"
+        )
+
+    def _forked(self) -> None:
+        """In a forked child (:func:`_after_fork_in_child`): hold nothing of what the parent
+        held; the folder is opened again on the next use. The inherited client is never used
+        (its libraries are the parent's as they were at the fork, and its writes would go
+        behind the parent's back) nor closed (that let go of the parent's lock)."""
+        self._lock = threading.RLock()  # another thread of the parent may have held it at the fork
+        if self.path is None or self._closed or self._qdrant is None:
+            return  # ':memory:': the child's own copy, as any object's
+        self._forked_from = os.getppid()
+        client, self._qdrant = self._qdrant, None
+        _INHERITED.append(client)
+        with contextlib.suppress(Exception):  # its refcount never falls to 0, at exit either
+            ctypes.pythonapi.Py_IncRef(ctypes.py_object(client))
+        detach_fds(self.path.resolve())
+        self._metas.clear()
+
+    def _open_again(self) -> Any:
+        """In a forked child: open the folder as a new process would, recovering what a
+        killed writer left (the parent has let go of it, so this process holds it alone)."""
+        with self._lock:
+            if self._closed:
+                raise LibraryError(f"this store ({self._where}) is closed; open a new one")
+            if self._qdrant is None:
+                self._qdrant = self._open_folder()
+                self._metas.clear()
+                self._ensure_meta_collection()
+                self._recover_all()
+            return self._qdrant
 
     def __repr__(self) -> str:
         return f"QdrantStore({self.backend}: {self._where})"
@@ -399,8 +511,10 @@ class QdrantStore(Store):
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            with contextlib.suppress(Exception), quiet():
-                self._client.close()
+            _STORES.discard(self)
+            if self._qdrant is not None:  # a forked child that never opened the folder has none
+                with contextlib.suppress(Exception), quiet():
+                    self._qdrant.close()
 
     def __del__(self) -> None:  # release the folder lock if the caller forgot close()
         with contextlib.suppress(Exception):
