@@ -479,6 +479,11 @@ def read_resume(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
     """Records already written to a ``--resume`` JSON-lines file, by :func:`resume_key`.
 
     A last line cut off by an interrupted run is ignored (that image runs again).
+
+    Raises:
+        SettingError: the file holds something else (a COCO file or a ``--json`` document
+            of several images, an image): appending to it, and cutting its last line, would
+            spoil it.
     """
     import json
 
@@ -486,20 +491,52 @@ def read_resume(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
     p = Path(path)
     if not p.exists():
         return out
-    for line in p.read_text(encoding="utf-8", errors="replace").splitlines():
+    lines = p.read_bytes().decode("utf-8", errors="replace").split("\n")
+    cut = lines.pop()  # "" where the file ends with a newline; else a line an interrupted run cut off
+    for k, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
         try:
             rec = json.loads(line)
         except ValueError:
-            continue
-        if isinstance(rec, dict) and isinstance(rec.get("image"), str):
-            frame = rec.get("frame")
-            out[resume_key(rec["image"], frame if isinstance(frame, int) else None)] = rec
+            rec = None
+        if not (isinstance(rec, dict) and isinstance(rec.get("image"), str)):
+            raise _not_resume(p, f"line {k}", line)
+        frame = rec.get("frame")
+        out[resume_key(rec["image"], frame if isinstance(frame, int) else None)] = rec
+    if cut.strip() and not _begins_record(cut):
+        raise _not_resume(p, f"line {len(lines) + 1}", cut)
     return out
+
+
+#: how every line :func:`append_line` writes of a record begins (``json.dumps``, "image" first)
+_RECORD_START = '{"image": '
+
+
+def _begins_record(line: str) -> bool:
+    """Whether ``line`` may be a record cut off anywhere, even within its first characters."""
+    return line.startswith(_RECORD_START) or _RECORD_START.startswith(line)
+
+
+def _not_resume(path: Path, where: str, line: str) -> SamDetectError:
+    from sam_detect.errors import SettingError
+
+    shown = line.strip()
+    shown = shown if len(shown) <= 40 else shown[:40] + "..."
+    return SettingError(
+        f"{path} is not a file --resume wrote (JSON lines, one record of detect per image): {where} "
+        f"is {shown!r}; appending to it would spoil it: give --resume a new file name, or the one "
+        "an earlier run wrote")
 
 
 def open_resume(path: str | os.PathLike) -> io.TextIOBase:
     """Open a ``--resume`` file for appending, after removing a last line an interrupted run
-    cut off (a full disk, a power cut: its image runs again), so the file stays JSON lines."""
+    cut off (a full disk, a power cut: its image runs again), so the file stays JSON lines.
+
+    Raises:
+        SettingError: the part it would cut is not such a line (a file :func:`read_resume`
+            refuses): nothing is cut.
+    """
     p = Path(path)
     if p.exists() and p.stat().st_size:
         with p.open("r+b") as r:
@@ -513,7 +550,12 @@ def open_resume(path: str | os.PathLike) -> io.TextIOBase:
                     if cut >= 0 or back == size:
                         break
                     back = min(size, back * 2)
-                r.truncate(size - back + cut + 1 if cut >= 0 else 0)
+                start = size - back + cut + 1 if cut >= 0 else 0
+                r.seek(start)
+                tail = r.read(len(_RECORD_START)).decode("utf-8", errors="replace")
+                if not _begins_record(tail):
+                    raise _not_resume(p, "its last line", tail)
+                r.truncate(start)
     return p.open("a", encoding="utf-8")
 
 

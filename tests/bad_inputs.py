@@ -113,6 +113,8 @@ CASES: list[Case] = [
     Case("delete-missing-id", "`library delete --id` of an id the library does not hold",
          ("library", "delete", "default", "--id", "00000000-0000-4000-8000-000000000000", "-y", "--library-path", "{libs}"),
          1, "holds no example with id '00000000-0000-4000-8000-000000000000'; nothing deleted"),
+    Case("resume-not-jsonl", "`detect --resume` naming a file it did not write (an image, a COCO file)",
+         ("detect", "{img}", *LIB, "--resume", "{gray}"), 2, "is not a file --resume wrote"),
     Case("eval-report-pdf", "`eval --report r.pdf`",
          ("eval", "{img}", "-a", "{img}", "--label", "x", *LIB, "--report", "{tmp}/r.pdf"), 2,
          "the report is a PNG file"),

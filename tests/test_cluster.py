@@ -362,6 +362,41 @@ def test_resume_refuses_coco(hela, tmp_path):
     assert r.exit_code == 2 and "--coco needs every image's masks" in r.output
 
 
+
+def test_resume_refuses_a_file_it_did_not_write_and_leaves_it_whole(tmp_path):
+    """``--resume`` given another output by mistake (a COCO file, a one-line GeoJSON, an image)
+    appended a record to it and first cut its last line where that lacked a newline: the COCO
+    file lost its closing brace, the one-line file all of it. Now refused (exit 2) before any
+    work, the file untouched; a file an interrupted run cut, even within its first
+    characters, is still taken."""
+    from sam_detect.cluster import open_resume, read_resume, resume_key
+    from sam_detect.errors import SettingError
+
+    image = tmp_path / "img.png"
+    cv2.imwrite(str(image), np.zeros((40, 40), np.uint8))
+    coco = tmp_path / "found.json"
+    coco.write_text(json.dumps({"images": [], "annotations": []}, indent=1))  # no newline at its end
+    one = tmp_path / "outlines.geojson"
+    one.write_text(json.dumps({"type": "FeatureCollection", "features": []}))
+    png = tmp_path / "overlay.png"
+    png.write_bytes(image.read_bytes())
+    several = tmp_path / "several.json"  # detect --json of two images: a list
+    several.write_text(json.dumps([{"image": "a.png"}, {"image": "b.png"}]) + "\n")
+    for f in (coco, one, png, several):
+        before = f.read_bytes()
+        r = run_cli("detect", image, "--resume", f, "-q", "--library-path", tmp_path / "libs")
+        assert r.exit_code == 2 and "is not a file --resume wrote" in r.output, (f.name, r.output)
+        assert f.read_bytes() == before
+    with pytest.raises(SettingError):
+        open_resume(one)  # the Python form too: nothing cut
+    assert json.loads(one.read_text()) == {"type": "FeatureCollection", "features": []}
+    run = tmp_path / "run.jsonl"
+    run.write_text('{"image": "a.png"}\n\n{"im')  # cut four characters into its second record
+    assert list(read_resume(run)) == [resume_key("a.png")]
+    open_resume(run).close()
+    assert run.read_text() == '{"image": "a.png"}\n\n'
+
+
 @pytest.fixture(scope="module")
 def mosaic(tmp_path_factory, hela):
     """A 1400 x 2200 uint16 mosaic of four HeLa frames, stored as a tiled, deflated TIFF."""

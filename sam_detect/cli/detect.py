@@ -18,7 +18,7 @@ from sam_detect.cli.options import (
     report_type_map,
 )
 from sam_detect.cli.validate import IMAGE_OUTPUT_SUFFIXES, finite, no_clashes, printed_not_named
-from sam_detect.errors import AnnotationError
+from sam_detect.errors import AnnotationError, SettingError
 
 apply_image_options = stack(
     [
@@ -164,8 +164,12 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
         output_file(resume_path, "--resume", what="a JSON-lines file")
         from sam_detect.cluster import read_resume
 
-        # by the file each record names, however its path was spelled, and its frame
-        resumed = read_resume(resume_path)
+        # by the file each record names, however its path was spelled, and its frame; a file
+        # that holds something else (a COCO file, an image) is refused, not appended to and cut
+        try:
+            resumed = read_resume(resume_path)
+        except SettingError as e:
+            raise click.BadParameter(str(e), param_hint="--resume") from None
 
     failures = 0
     records, coco_items = [], []
