@@ -199,6 +199,23 @@ def test_bad_options(stack_files, extra, code, message):
     assert "Traceback" not in err
 
 
+
+def test_report_over_an_input_is_refused_before_the_run(stack_files):
+    """``--report`` naming the ground truth (or an image) wrote the PNG report over it after
+    the run, in silence: the annotation was lost. Refused now, before any work, the file kept."""
+    import cv2
+
+    d, pngs = stack_files
+    labels = [d / f"l{i}.png" for i in range(3)]
+    for p, lab in zip(labels, tifffile.imread(d / "labels.tif"), strict=True):
+        cv2.imwrite(str(p), lab.astype(np.uint16))
+    for target in (labels[1], pngs[2]):
+        before = target.read_bytes()
+        code, _, err = run_main("eval", *pngs, *[x for p in labels for x in ("-a", p)], "--report", target, *FAST)
+        assert code == 2 and "is an input of this eval (an image, or an -a or --types file)" in err, err
+        assert target.read_bytes() == before
+
+
 def test_ground_truth_mismatch_is_one_line_error(stack_files):
     d, pngs = stack_files
     code, _, err = run_main("eval", *pngs[:2], "-a", d / "labels.tif", *FAST)

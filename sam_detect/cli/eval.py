@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from sam_detect.cli.options import classify_options, detector_config, pipeline_options
-from sam_detect.cli.validate import output_file, printed_not_named, type_names_option
+from sam_detect.cli.validate import no_clashes, output_file, printed_not_named, type_names_option
 
 ANNOTATION_HELP = (
     "Ground truth: a label image or label stack (one frame per image), a COCO file (matched "
@@ -254,6 +254,9 @@ def eval_cmd(
     config = detector_config(**opts)
 
     refs = expand_images(images, channels, frame)
+    # the report over an image or the ground truth it scores against: lost in silence
+    no_clashes([r.path for r in refs] + list(annotations) + list(types), {"--report": report_path},
+               what="an input of this eval (an image, or an -a or --types file)")
     if (types_channel is not None or type_names) and not types:
         raise click.BadParameter("--types-channel and --type-names need --types", param_hint="--type-names")
     if types and label:
