@@ -121,6 +121,8 @@ CASES: list[Case] = [
     Case("eval-report-over-input", "`eval --report` naming the image or ground truth it scores",
          ("eval", "{img}", "-a", "{img}", "--label", "x", *LIB, "--report", "{img}"), 2,
          "is an input of this eval"),
+    Case("refine-output-over-image", "`refine -o` naming the image it refines on",
+         ("refine", "{img}", "-a", "{gray}", "-o", "{img}"), 2, "is an input image; give another file name"),
     Case("box-nan", "a NaN box", ("add", "{img}", "--label", "disc", "--box", "10,10,nan,40", *LIB), 2,
          "--box must be 4 comma-separated finite numbers x1,y1,x2,y2, got '10,10,nan,40'"),
     Case("box-inverted", "an inverted box", ("add", "{img}", "--label", "disc", "--box", "40,40,10,10", *LIB), 2,

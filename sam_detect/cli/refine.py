@@ -9,7 +9,13 @@ from pathlib import Path
 import click
 
 from sam_detect.cli._model_options import sam_options
-from sam_detect.cli.validate import finite, output_file, output_folder, printed_not_named
+from sam_detect.cli.validate import (
+    finite,
+    no_clashes,
+    output_file,
+    output_folder,
+    printed_not_named,
+)
 from sam_detect.refine import RefineOptions
 
 
@@ -123,6 +129,7 @@ def refine(
             output_folder(out, "--output")
         else:
             output_file(out, "--output", what="the refined annotations")
+            no_clashes(paths, {"--output": out})  # the refined file over an image: lost in silence
     seg = SAM2Segmenter(
         model=sam_model or "auto",
         checkpoint=sam_checkpoint,
