@@ -303,6 +303,7 @@ def add(image, label, negative, boxes, points, mask_paths, polygon_paths, labels
                                              [box for _, box in boxes] + [None] * len(points)):
                     click.echo(f"sam-detect: {note}", err=True)
         elif mask_paths:
+            from sam_detect.errors import AnnotationError, FrameRequiredError
             from sam_detect.formats import read_mask_folder
             from sam_detect.io.images import load_image
             from sam_detect.masks import mask_of_image
@@ -312,7 +313,13 @@ def add(image, label, negative, boxes, points, mask_paths, polygon_paths, labels
                 if os.path.isdir(m):
                     made.append(detector.annotations_to_instances(read_mask_folder(m), loaded.rgb.shape[:2]))
                     continue
-                original = load_image(m).original
+                try:
+                    original = load_image(m).original
+                except FrameRequiredError as e:  # its message offers `--frame` and `video`, for an image
+                    raise AnnotationError(
+                        f"{m}: holds a stack of {e.n_frames} frames, not one mask: give --mask one frame's "
+                        f"mask saved alone, or the label stack as --labels {m} --labels-frame K (every object "
+                        "of frame K an example)") from None
                 made.append(detector.prompt_to_instances(loaded, mask=mask_of_image(original)))
                 if (note := _many_in_mask(original, made[-1].masks[0])) and not quiet:
                     click.echo(f"sam-detect: {Path(m).name}: {note}", err=True)
