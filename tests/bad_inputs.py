@@ -126,6 +126,8 @@ CASES: list[Case] = [
     Case("mask-stack", "`add --mask` given a stack (a label stack)",
          ("add", "{img}", "--label", "disc", "--mask", "{stack}", *LIB), 1,
          "holds a stack of 3 frames, not one mask: give --mask one frame's mask saved alone"),
+    Case("types-alone", "`add --types` without the `--labels` it types",
+         ("add", "{img}", "--types", "{gray}", *LIB), 2, "--types, --types-channel and --type-names go with --labels"),
     Case("box-nan", "a NaN box", ("add", "{img}", "--label", "disc", "--box", "10,10,nan,40", *LIB), 2,
          "--box must be 4 comma-separated finite numbers x1,y1,x2,y2, got '10,10,nan,40'"),
     Case("box-inverted", "an inverted box", ("add", "{img}", "--label", "disc", "--box", "40,40,10,10", *LIB), 2,

@@ -240,6 +240,9 @@ def add(image, label, negative, boxes, points, mask_paths, polygon_paths, labels
     sources = {"--box": boxes, "--point": points, "--mask": mask_paths, "--polygon": polygon_paths,
                "--labels": labels_path, "--annotations": annotations_path}
     given = [k for k, v in sources.items() if v]
+    # before the sources: `add img --types t.tif` gave none, and was told to give --box or --mask too
+    if (types_path or types_channel is not None or type_names) and not labels_path:
+        raise click.BadParameter("--types, --types-channel and --type-names go with --labels", param_hint="--types")
     if len(given) != 1:
         raise click.UsageError(
             "give exactly one of --box, --point, --mask, --polygon, --labels or --annotations"
@@ -251,8 +254,6 @@ def add(image, label, negative, boxes, points, mask_paths, polygon_paths, labels
         label = NEGATIVE
     if label is not None and not label.strip():
         raise click.BadParameter("the label must not be empty", param_hint="--label")
-    if (types_path or types_channel is not None or type_names) and not labels_path:
-        raise click.BadParameter("--types, --types-channel and --type-names go with --labels", param_hint="--types")
     if (types_channel is not None or type_names) and not types_path:
         raise click.BadParameter("--types-channel and --type-names need --types", param_hint="--type-names")
     if types_path and label is not None:
