@@ -133,6 +133,13 @@ def _crop(polys: list[list[np.ndarray]], hw: tuple[int, int]):
     return MaskCrop(out, (x0, y0))
 
 
+def _outside(polys: list[list[np.ndarray]], hw: tuple[int, int]) -> bool:
+    """Whether a feature's outline lies wholly beyond the image's edges."""
+    allp = np.concatenate([p[0] for p in polys])
+    return bool(allp[:, 0].min() >= hw[1] or allp[:, 1].min() >= hw[0] or allp[:, 0].max() <= 0
+                or allp[:, 1].max() <= 0)
+
+
 def _measured(properties: Any, name: str) -> float | None:
     """A feature's measurement ``name``: QuPath writes ``{"name": value}`` (and older versions a
     list of ``{"name", "value"}``); ``None`` where it has none."""
@@ -151,7 +158,7 @@ def read_geojson(path: Path, doc: Any, image_shape: Sequence[int] | None, label:
     if image_shape is None:
         raise AnnotationError("GeoJSON carries no image size; pass image_shape (H, W) (the CLI passes the image's)")
     hw = (int(image_shape[0]), int(image_shape[1]))
-    crops, labels, skipped, unnamed, cells = [], [], 0, [], 0
+    crops, labels, skipped, unnamed, cells, outside = [], [], 0, [], 0, 0
     confidences: list[float | None] = []  # measurements.confidence, similarity: sam-detect's (and QuPath's)
     similarities: list[float | None] = []
     features = _features(doc)
@@ -170,6 +177,7 @@ def read_geojson(path: Path, doc: Any, image_shape: Sequence[int] | None, label:
         crop = _crop(polys, hw)
         if not crop.area:
             skipped += 1  # outside the image, or too thin to hold a pixel
+            outside += _outside(polys, hw)
             continue
         crops.append(crop)
         confidences.append(_measured(feature.get("properties"), "confidence"))
@@ -188,6 +196,12 @@ def read_geojson(path: Path, doc: Any, image_shape: Sequence[int] | None, label:
     inst = Instances.from_crops(crops, None, hw, labels=labels, data=data,
                                 label_confidences=np.array([v or 0.0 for v in confidences], np.float32))
     inst.metadata.update({"format": "geojson", "image": 0, "skipped": skipped})
+    if outside:  # a file made for another (larger) image: its objects here are only those that fit
+        import logging
+
+        logging.getLogger("sam_detect").warning(
+            "%s: %d of %d outline(s) lie outside the %dx%d image: left out (was the file made for this image?)",
+            Path(path).name, outside, len(features), hw[1], hw[0])
     if unnamed:  # outlines without a class (labelled DEFAULT_LABEL): `add` does not take them for a class
         inst.metadata["unnamed"] = unnamed  # their indices
     if cells:
