@@ -331,3 +331,13 @@ def test_protocol_on_padded_scenes_matches_the_unpadded_ones(scenes):
     assert res.consistent
     assert res.metrics[0.5].f1 == base.metrics[0.5].f1 and res.metrics.n_gt == base.metrics.n_gt
     assert res.errors == base.errors
+
+
+def test_timings_are_reported_stage_by_stage_the_whole_call_last():
+    """The stage timings line read "segment 0.633, embed 0.124, search 0.026, total 0.828,
+    select 0.014": the selection, timed since, came after the total."""
+    from sam_detect.eval.protocol import _timing_summary
+
+    got = _timing_summary([{"total": 1.0, "select": 0.1, "segment": 0.5, "embed": 0.2, "search": 0.1, "other": 0.1}])
+    assert list(got) == ["segment", "embed", "search", "select", "other", "total"]
+    assert got["total"]["median_s"] == 1.0

@@ -55,7 +55,7 @@ from sam_detect.instances import NEGATIVE, UNKNOWN, Instances
 log = logging.getLogger("sam_detect.eval")
 
 DEFAULT_CURVE = tuple(round(float(t), 2) for t in np.arange(0.0, 1.0001, 0.05))
-STAGES = ("segment", "crop", "embed", "search", "total")
+STAGES = ("segment", "crop", "embed", "search", "select", "total")  # the order they are reported in
 
 
 # ----------------------------------------------------------------------------------------
@@ -562,8 +562,10 @@ def _check_hw(gt: Instances, hw: tuple[int, int], name: str) -> None:
 
 def _timing_summary(timings: Sequence[dict[str, float]]) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
-    stages = [s for s in STAGES if any(s in t for t in timings)]
-    stages += sorted({k for t in timings for k in t} - set(stages))
+    keys = {k for t in timings for k in t}
+    # the known stages in order, any others after them, the whole call's time last
+    stages = [s for s in STAGES[:-1] if s in keys] + sorted(keys - set(STAGES))
+    stages += [s for s in STAGES[-1:] if s in keys]
     for s in stages:
         vals = np.array([t[s] for t in timings if s in t], dtype=np.float64)
         out[s] = {
