@@ -236,11 +236,9 @@ def test_a_library_with_labels_made_before_the_rule_is_imported_renamed(libdir, 
         s.close()
 
 
-def test_reembed_from_a_file_keeps_labels_made_before_the_rule_as_from_the_store(libdir, tmp_path, scene):
-    """``reembed --from-file`` of an old library's export whose labels break today's rule
-    ('unknown', a line break) was refused, naming ``--rename-bad-labels``, an option reembed
-    lacks; re-embedded from the store the same library kept them. Now the file's labels are
-    kept as stored too: they are the library's own."""
+def _old_library(libdir, tmp_path, scene):
+    """``(store, payloads)``: an open store holding an empty library 'old' of 8-d vectors, and
+    six examples' payloads (a scene's masks, the scene saved as their source image)."""
     from PIL import Image
 
     from sam_detect.masks import mask_to_rle
@@ -251,9 +249,17 @@ def test_reembed_from_a_file_keeps_labels_made_before_the_rule_as_from_the_store
     s = QdrantStore(path=libdir)
     s.create_library(LibraryMeta(name="old", embedder_id="old", dim=8, fade={"name": "gaussian", "sigma": 10.0},
                                  crop={"occupancy": 0.2}))
-    labels = ["unknown", "disc\nround", "disc", "square", "square", "unknown"]
-    s.add("old", np.random.default_rng(0).normal(size=(6, 8)), labels,
-          [{"source": str(img), "mask_rle": mask_to_rle(m)} for m in masks])
+    return s, [{"source": str(img), "mask_rle": mask_to_rle(m)} for m in masks]
+
+
+def test_reembed_from_a_file_keeps_labels_made_before_the_rule_as_from_the_store(libdir, tmp_path, scene):
+    """``reembed --from-file`` of an old library's export whose labels break today's rule
+    ('unknown', a line break) was refused, naming ``--rename-bad-labels``, an option reembed
+    lacks; re-embedded from the store the same library kept them. Now the file's labels are
+    kept as stored too: they are the library's own."""
+    s, payloads = _old_library(libdir, tmp_path, scene)
+    s.add("old", np.random.default_rng(0).normal(size=(6, 8)), ["unknown", "disc\nround", "disc", "square", "square", "unknown"],
+          payloads)
     s.close()
     f = tmp_path / "old.zip"
     assert run_main("library", "export", "old", str(f), "--crops")[0] == 0
@@ -279,24 +285,13 @@ def test_reembed_says_the_labels_it_keeps_that_break_the_rule_and_how_to_rename_
     """``reembed`` carried labels stored before today's rule into the new library without a
     word. One warning line now counts them, names the first few, and points to the only way
     that renames them: an export imported with ``--rename-bad-labels``, which works as said."""
-    from PIL import Image
-
-    from sam_detect.masks import mask_to_rle
-
-    rgb, masks, _ = scene(seed=3)
-    img = tmp_path / "scene.png"
-    Image.fromarray(rgb).save(img)
-    s = QdrantStore(path=libdir)
-    s.create_library(LibraryMeta(name="old", embedder_id="old", dim=8, fade={"name": "gaussian", "sigma": 10.0},
-                                 crop={"occupancy": 0.2}))
+    s, payloads = _old_library(libdir, tmp_path, scene)
     labels = ["unknown", "a\nb", "disc", "c" * 120, "UNKNOWN", "unknown"]
     ids = [f"00000000-0000-0000-0000-00000000000{i}" for i in range(6)]  # the library's order
-    s.add("old", np.random.default_rng(0).normal(size=(6, 8)), labels,
-          [{"source": str(img), "mask_rle": mask_to_rle(m)} for m in masks], ids=ids)
+    s.add("old", np.random.default_rng(0).normal(size=(6, 8)), labels, payloads, ids=ids)
     s.create_library(LibraryMeta(name="fine", embedder_id="old", dim=8, fade={"name": "gaussian", "sigma": 10.0},
                                  crop={"occupancy": 0.2}))
-    s.add("fine", np.random.default_rng(0).normal(size=(6, 8)), ["disc", "square"] * 3,
-          [{"source": str(img), "mask_rle": mask_to_rle(m)} for m in masks])
+    s.add("fine", np.random.default_rng(0).normal(size=(6, 8)), ["disc", "square"] * 3, payloads)
     s.close()
     code, _, err = run_main("library", "reembed", "old", "--embedder", "handcrafted", "--as", "new")
     assert code == 0, err
