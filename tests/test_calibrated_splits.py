@@ -31,6 +31,7 @@ from sam_detect.segment.classical_ops import (
     _CONVEX_SOLIDITY,
     _fill_holes,
     _h_maxima,
+    _h_maxima_many,
     _merge_close_seeds,
     _percentile95,
     _seed_labels,
@@ -429,6 +430,26 @@ def test_h_maxima_hands_over_to_scikit_image(monkeypatch, cap):
     for image in _h_maxima_cases().values():
         for h in (0.05, 1.0):
             np.testing.assert_array_equal(_h_maxima(image, h), morphology.h_maxima(image, h))
+
+
+@pytest.mark.parametrize("cap", [1000, 1, 5, 8])
+def test_h_maxima_of_several_strengths_at_once_are_each_strengths_own(monkeypatch, cap):
+    """The splits' strengths reconstructed together, as channels (``_h_maxima_many``): each
+    the array ``_h_maxima`` makes alone, bit for bit, whether the channels converge apart,
+    some are not reconstructed (``h`` past the crop's range), one strength
+    comes twice, the image is not float32, or the dilation cap hands some channels over to
+    scikit-image (a channel past it from the same step as alone, one converged not)."""
+    monkeypatch.setattr(classical_ops, "_MAX_DILATIONS", cap)
+    strengths = [(0.05, 0.3, 1.0), (2.5, 1.0), (1.0, 1.0, 0.3), (0.3, 60.0, 2.5), (1.0, 0.05),
+                 (np.float64(0.7), 0.2, 1.5, 3.0), (0.1, 0.2, 0.3, 0.4, 0.5), (2.5,)]
+    for image in _h_maxima_cases().values():
+        for hs in strengths:
+            got = _h_maxima_many(image, hs)
+            assert len(got) == len(hs)
+            for h, g in zip(hs, got, strict=True):
+                want = _h_maxima(image, h)
+                assert g.dtype == want.dtype
+                np.testing.assert_array_equal(g, want, err_msg=f"{hs} {h}")
 
 
 @pytest.mark.parametrize("fallback", [False, True])

@@ -468,7 +468,10 @@ class _Splits:
     """
 
     def __init__(self, fg: np.ndarray, scale: Scale, x: np.ndarray | None = None,
-                 blobs: Any = None, core: Any = None) -> None:
+                 blobs: Any = None, core: Any = None, ahead: Sequence[tuple[float, str]] = ()) -> None:
+        """``ahead``: the ``(split, split_on)`` that :meth:`labels` will be asked for (the
+        calibration grid's six of each foreground): the h-maxima of a component at several
+        strengths are found together (``classical_ops._h_maxima_many``), the same arrays."""
         from sam_detect.segment.classical_ops import _Components, _TouchingSplit
 
         self.scale = scale
@@ -477,9 +480,18 @@ class _Splits:
         self._blobs = blobs  # a function returning blob_maxima(x, scale), shared between foregrounds
         self.comps = _Components(fg)
         self.shape = _TouchingSplit(self.comps, 1.0, keep=True)
+        self.shape.ahead = tuple(self._shape_h(sp) for sp, on in ahead if on == "shape" and sp > 0)
+        self._ahead = tuple(self._intensity_h(sp) for sp, on in ahead if on == "intensity" and sp > 0)
+        self._maxima: dict[tuple[int, float], np.ndarray] = {}  # (component, h): h-maxima found ahead
         self._inside: dict[int, tuple[tuple[slice, slice], np.ndarray, float, float]] = {}
         self._v: dict[int, np.ndarray] = {}
         self._floods: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # each component's latest intensity flood
+
+    def _shape_h(self, split: float) -> float:
+        return max(0.5, split * self.scale.half_width)
+
+    def _intensity_h(self, split: float) -> float:
+        return max(1.0, split * self.scale.contrast)
 
     def labels(self, split: float, split_on: str = "shape") -> np.ndarray:
         scale = self.scale
@@ -495,9 +507,8 @@ class _Splits:
             return self._on_blobs(split * scale.contrast)
         if split_on == "intensity" and self.x is not None:
             # two objects' brightest points lie about two half-widths apart: closer maxima are texture
-            return self._on_intensity(max(1.0, split * scale.contrast), max(2, int(round(scale.half_width))))
-        h = max(0.5, split * scale.half_width)
-        return self.shape.labels(h, min_distance)
+            return self._on_intensity(self._intensity_h(split), max(2, int(round(scale.half_width))))
+        return self.shape.labels(self._shape_h(split), min_distance)
 
     def _on_blobs(self, threshold: float) -> np.ndarray:
         """Each component that holds two or more maxima of :func:`blobness` at least
@@ -546,9 +557,24 @@ class _Splits:
             self._inside[c] = (sl, m, float(inside.min()), float(inside.max()))
         return self._inside[c]
 
+    def _h_maxima(self, c: int, h: float, span: float) -> np.ndarray:
+        """``_h_maxima`` of component ``c``'s intensity crop at ``h``, found with those of the
+        other strengths ahead that :meth:`_on_intensity` will ask of it (those no larger than
+        the crop's ``span`` of values)."""
+        from sam_detect.segment.classical_ops import _h_maxima, _h_maxima_many
+
+        if (c, h) in self._maxima:
+            return self._maxima[c, h]
+        if h not in self._ahead:
+            return _h_maxima(self._v[c], h)
+        hs = [g for g in dict.fromkeys(self._ahead) if g == h or (not span < g and (c, g) not in self._maxima)]
+        for g, found in zip(hs, _h_maxima_many(self._v[c], hs), strict=True):
+            self._maxima[c, g] = found
+        return self._maxima[c, h]
+
     def _on_intensity(self, h: float, min_distance: int) -> np.ndarray:
         """Watershed of each component on ``-x``, seeded at the h-maxima of ``x`` inside it."""
-        from sam_detect.segment.classical_ops import _h_maxima, _seed_labels, reflood
+        from sam_detect.segment.classical_ops import _seed_labels, reflood
 
         comps = self.comps
         stats = comps.stats
@@ -561,7 +587,7 @@ class _Splits:
                 continue
             if c not in self._v:
                 self._v[c] = np.where(m, self.x[sl], lo).astype(np.float32)
-            maxima[c] = _h_maxima(self._v[c], h)
+            maxima[c] = self._h_maxima(c, h, hi - lo)
         labels = np.zeros_like(comps.comp)
         next_id = 1
         for c in range(1, comps.n):
@@ -732,6 +758,10 @@ def label_images(prepared: Any, scale: Scale, settings: list[Setting], roi: np.n
         return lambda: cache.get(prep, key, scale)
 
     ridges: dict[tuple[float, str, float], np.ndarray] = {}
+    ahead: dict[tuple[float, str, float, float], list[tuple[float, str]]] = {}  # each foreground's splits
+    for s in settings:
+        if s.split_on != "ridge":
+            ahead.setdefault((s.smooth, s.background, s.level, s.refine), []).append((s.split, s.split_on))
     for s in settings:
         prep = prepared(s.smooth)
         if s.split_on == "ridge":
@@ -748,7 +778,7 @@ def label_images(prepared: Any, scale: Scale, settings: list[Setting], roi: np.n
         fg, holes = by_fg[key]
         if splits is None or splits[0] != key:
             splits = (key, _Splits(fg, scale, prep.resid(s.background),
-                                   blob_of(prep, (s.smooth, s.background)), prep.core))
+                                   blob_of(prep, (s.smooth, s.background)), prep.core, ahead[key]))
         labels = splits[1].labels(s.split, s.split_on)
         opened = None
         if holes is not None:
