@@ -9,6 +9,7 @@ examples' IoU takes the lowest id on a tie).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import cv2
@@ -450,6 +451,33 @@ def test_h_maxima_of_several_strengths_at_once_are_each_strengths_own(monkeypatc
                 want = _h_maxima(image, h)
                 assert g.dtype == want.dtype
                 np.testing.assert_array_equal(g, want, err_msg=f"{hs} {h}")
+
+
+@pytest.mark.parametrize("draw", [touching_disks, textured_blobs])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_every_object_lies_in_one_mosaic_window_and_is_counted_there(draw, seed):
+    """Calibration counts the object under each example in the example's mosaic window
+    (``_Mosaic.windows``), not over the whole mosaic: so every label that any setting draws on
+    a mosaic (and its inset) lies in one window, and the IoUs are those of a count over the
+    whole mosaic, bit for bit."""
+    rgb, lab = draw(seed, size=256)
+    scale, masks = examples_of(rgb, lab, n=4)
+    scale = dataclasses.replace(scale, ridge=5.0)  # the ridge way too
+    mosaics = {sm: calibrated._Mosaic(Prepared(rgb, scale, sm), masks) for sm in calibrated.SMOOTHS}
+    first = mosaics[calibrated.SMOOTHS[0]]
+    assert len({tuple(w) for w in first.windows}) >= 2
+    assert all(m.windows == first.windows and m.masks == first.masks for m in mosaics.values())
+    window_of = np.full(first.shape, -1)
+    for k, (ya, yb, xa, xb) in enumerate(first.windows):
+        window_of[ya:yb, xa:xb] = k
+    settings = sorted((g for g in GRID if g != OWN), key=lambda g: g.smooth)
+    for s, labels in label_images(mosaics.__getitem__, scale, settings):
+        for drawn in (labels, calibrated.inset_labels(labels)):
+            at = drawn > 0
+            pairs = np.unique(np.stack([drawn[at], window_of[at]]), axis=1)
+            assert (pairs[1] >= 0).all() and len(np.unique(pairs[0])) == pairs.shape[1], str(s)
+            np.testing.assert_array_equal(calibrated._reproduction(drawn, first.masks, first.windows),
+                                          calibrated._reproduction(drawn, first.masks), err_msg=str(s))
 
 
 @pytest.mark.parametrize("fallback", [False, True])

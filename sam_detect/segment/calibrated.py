@@ -1100,6 +1100,12 @@ class _Mosaic:
         self.shape = (height, width)
         self.masks = [(crop, (int(x0) + offsets[of[k]][0], int(y0) + offsets[of[k]][1]))
                       for k, (crop, (x0, y0)) in enumerate(masks)]
+        #: each example's window in the mosaic ``(ya, yb, xa, xb)``: every object a setting
+        #: draws lies in one window (no threshold passes the gaps, and every split and flood
+        #: keeps to its component), so an object under an example is counted there
+        self.windows = [(wins[of[k]][0] + offsets[of[k]][1], wins[of[k]][1] + offsets[of[k]][1],
+                         wins[of[k]][2] + offsets[of[k]][0], wins[of[k]][3] + offsets[of[k]][0])
+                        for k in range(len(masks))]
 
     def resid(self, background: str) -> np.ndarray:
         return self._resid[background]
@@ -1165,8 +1171,8 @@ def grid_ious(rgb: np.ndarray, scale: Scale, masks: list[tuple[np.ndarray, tuple
                 break
             if labels is not last:  # a split that splits nothing gives its components again
                 last = labels
-                iou = (_reproduction(labels, first.masks),
-                       _reproduction(inset_labels(labels), first.masks) if inset else None)
+                iou = (_reproduction(labels, first.masks, first.windows),
+                       _reproduction(inset_labels(labels), first.masks, first.windows) if inset else None)
             done.append((GRID_INDEX[s], iou))
         return done
 
@@ -1227,9 +1233,13 @@ def needs_heavy_smoothing(ious: np.ndarray, textured: float) -> bool:
     return best < HEAVY_SMOOTH_BELOW or textured >= HEAVY_SMOOTH_TEXTURE
 
 
-def _reproduction(labels: np.ndarray, masks: list[tuple[np.ndarray, tuple[int, int]]]) -> np.ndarray:
-    """``(K,)`` IoU of each example with the labelled object that overlaps it most."""
-    areas = np.bincount(labels.ravel())
+def _reproduction(labels: np.ndarray, masks: list[tuple[np.ndarray, tuple[int, int]]],
+                  windows: Sequence[tuple[int, int, int, int]] | None = None) -> np.ndarray:
+    """``(K,)`` IoU of each example with the labelled object that overlaps it most.
+    ``windows``: each example's ``(ya, yb, xa, xb)`` that holds every object of ``labels``
+    under it (:attr:`_Mosaic.windows`): the objects' areas are counted there, not over the
+    whole of ``labels`` (a count of every label cost most of the call)."""
+    areas = np.bincount(labels.ravel()) if windows is None else None
     out = np.zeros(len(masks), np.float32)
     for k, (crop, (x0, y0)) in enumerate(masks):
         sub = labels[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]][crop]
@@ -1239,7 +1249,12 @@ def _reproduction(labels: np.ndarray, masks: list[tuple[np.ndarray, tuple[int, i
             continue
         best = int(hits.argmax())
         inter = float(hits[best])
-        out[k] = inter / (float(crop.sum()) + float(areas[best]) - inter)
+        if areas is not None:
+            area = int(areas[best])
+        else:
+            ya, yb, xa, xb = windows[k]
+            area = int(np.count_nonzero(labels[ya:yb, xa:xb] == best))
+        out[k] = inter / (float(crop.sum()) + float(area) - inter)
     return out
 
 
