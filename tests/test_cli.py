@@ -321,6 +321,24 @@ def test_add_empty_label_and_empty_label_image(scene_files, tmp_path):
     assert "Error: the label image holds no objects (all pixels are 0)" in r.output
 
 
+@pytest.mark.parametrize("typed", [False, True])
+def test_a_label_image_of_another_size_than_the_image_is_named_with_both_sizes(scene_files, tmp_path, typed):
+    """The one line names the --labels file and both sizes (with --types too), nothing added."""
+    f = scene_files
+    h, w = cv2.imread(str(f["image"])).shape[:2]
+    small = tmp_path / "small_labels.png"
+    lab = np.zeros((h - 20, w - 10), np.uint16)
+    lab[10:30, 10:30] = 1
+    cv2.imwrite(str(small), lab)
+    naming = ["--types", small] if typed else ["--label", "shape"]
+    r = run_cli("add", f["image"], "--labels", small, *naming, *f["lib"])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    errors = [line for line in r.output.splitlines() if line.startswith("Error:")]
+    assert errors == [f"Error: --labels {small}: the label image is {h - 20}x{w - 10} pixels (height x width) "
+                      f"and the image scene.png {h}x{w}: give the labels of this image"], r.output
+    assert not (tmp_path / "libs").exists() or "shape" not in run_cli("library", "show", "default", *f["lib"][:2]).output
+
+
 def test_unreadable_and_truncated_images(scene_files, tmp_path):
     f = scene_files
     bad = tmp_path / "trunc.png"

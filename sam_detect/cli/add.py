@@ -72,13 +72,21 @@ def _coordinates(n: int):
     return check
 
 
-def _typed(lab, types, names: dict[int, str], hw: tuple[int, int], quiet: bool):
-    """The objects of ``lab`` labelled by the type map ``types`` (``--types``)."""
+def _check_label_size(lab, hw: tuple[int, int], path, image) -> None:
+    """Refuse a ``--labels`` array ``lab`` read from ``path`` whose size is not ``image``'s ``hw``,
+    in one line that names both files and both sizes (height x width)."""
     from sam_detect.errors import AnnotationError
-    from sam_detect.formats import typed_instances
 
     if lab.shape != tuple(hw):
-        raise AnnotationError(f"label image shape {lab.shape} does not match the image's {tuple(hw)}")
+        raise AnnotationError(f"--labels {path}: the label image is {lab.shape[0]}x{lab.shape[1]} pixels (height x "
+                              f"width) and the image {Path(image).name} {hw[0]}x{hw[1]}: give the labels of this image")
+
+
+def _typed(lab, types, names: dict[int, str], hw: tuple[int, int], quiet: bool):
+    """The objects of ``lab`` labelled by the type map ``types`` (``--types``); ``lab`` has the
+    image's size ``hw`` (:func:`_check_label_size`)."""
+    from sam_detect.formats import typed_instances
+
     inst, untyped = typed_instances(lab, types, names)
     if untyped and not quiet:
         click.echo(f"{untyped} object(s) of --labels carry no type in --types (0 under them): not added", err=True)
@@ -339,6 +347,7 @@ def add(image, label, negative, boxes, points, mask_paths, polygon_paths, labels
             # refused there: an intensity image, and a --labels-frame that a one-frame file lacks
             lab = read_label_array(labels_path, at, labels_channel, strict=labels_frame is not None,
                                    frames=loaded.n_frames)
+            _check_label_size(lab, loaded.rgb.shape[:2], labels_path, image)
             if types_path:
                 inst = _typed(lab, read_label_array(types_path, at, types_channel, pieces=False,
                                                     frames=loaded.n_frames if labels_frame is None else None), names,
