@@ -61,7 +61,14 @@ class LibraryUnwritableError(LibraryLockedError):
 
 
 class LibraryDamagedError(LibraryError):
-    """A library's files are unreadable or disagree with its metadata (``library check``)."""
+    """A library's files are unreadable or disagree with its metadata (``library check``).
+
+    ``what``: the damage alone, without the message's advice to run ``library check`` (what
+    ``library check`` and ``library repair`` say of it themselves)."""
+
+    def __init__(self, message: str = "", what: str | None = None) -> None:
+        super().__init__(message)
+        self.what = what or message
 
 
 class ModelNotAvailableError(SamDetectError):

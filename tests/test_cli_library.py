@@ -350,6 +350,33 @@ def test_edge_store_through_the_cli(libdir):
     ]
 
 
+def test_check_of_damaged_metadata_points_to_repair_not_to_check_itself(libdir):
+    """``library check`` names what is damaged and the next step (``repair``), never ``library
+    check`` (the command running); ``repair`` without a backup does not either; every other
+    command still points to ``library check``."""
+    e = EdgeStore(libdir)
+    fill(e, "blobs", n=6)
+    e.close()
+    meta = os.path.join(libdir, "blobs", "sam_detect_library.json")
+    with open(meta, "w") as f:
+        f.write("{broken")
+    loc = ("--store", "edge")
+    for command in (("show",), ("stats",), ("export", os.path.join(libdir, "x.zip"))):
+        code, _, err = run_main("library", command[0], "blobs", *command[1:], *loc)
+        assert code == 1 and "run `sam-detect library check blobs` to see what" in err, err
+    for args in (("check", "blobs"), ("check", "blobs", "--json")):
+        code, out, err = run_main("library", *args, *loc)
+        assert code == 1 and "library check" not in out + err, out + err
+        assert "metadata unreadable: cannot read sam_detect_library.json" in out, out
+        if "--json" not in args:
+            assert "run `sam-detect library repair blobs` to rebuild it from what reads" in err
+    os.remove(os.path.join(libdir, "blobs", ".sam_detect_library.json.bak"))
+    code, out, err = run_main("library", "repair", "blobs", *loc)
+    assert code == 1 and "library check" not in out + err, out + err
+    assert err.startswith("Error: cannot repair 'blobs': its metadata is unreadable and there is no backup "
+                          "(cannot read sam_detect_library.json"), err
+
+
 def test_reembed_from_source_images_through_the_cli(libdir, tmp_path, shared_data):
     """Examples that carry their source image and mask are re-cut and embedded again."""
     from PIL import Image

@@ -74,7 +74,8 @@ def damaged(name: str, why: object) -> LibraryError:
     text = " ".join(str(why).split())[:200]
     return LibraryDamagedError(
         f"library {name!r} is damaged ({text}); run `sam-detect library check {name}` to see "
-        f"what, then `sam-detect library repair {name}` (or restore it from an export)"
+        f"what, then `sam-detect library repair {name}` (or restore it from an export)",
+        what=text,
     )
 
 

@@ -116,7 +116,7 @@ def check_library(store: Any, name: str) -> CheckReport:
     except LibraryError as e:
         if type(e).__name__ == "LibraryNotFoundError":
             raise
-        rep.problems.append(f"metadata unreadable: {e}")
+        rep.problems.append(f"metadata unreadable: {_what(e)}")
         return rep
     p = journal.pending_of(meta)
     if p is not None:
@@ -189,7 +189,7 @@ def repair_library(
         if not done:
             raise LibraryError(
                 f"cannot repair {name!r}: its metadata is unreadable and there is no backup "
-                f"({e}); restore the library from an export, or delete it"
+                f"({_what(e)}); restore the library from an export, or delete it"
             ) from None
         actions.append(done)
         meta = store.get_meta(name)
@@ -262,5 +262,11 @@ def _rebuild_profile(store: Any, name: str, meta: Any) -> None:
     store.update_extra(name, "profile", build_profile(pairs))
 
 
+def _what(e: BaseException) -> str:
+    """What ``e`` says is wrong: a damaged library's error without its advice to run
+    ``library check`` (said by check and repair, which are that advice)."""
+    return str(getattr(e, "what", None) or e)
+
+
 def _short(e: BaseException) -> str:
-    return " ".join(str(e).split())[:200]
+    return " ".join(_what(e).split())[:200]
