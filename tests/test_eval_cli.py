@@ -116,9 +116,23 @@ def test_eval_label_stack_table(stack_files):
     assert all(0.0 <= float(row[3]) <= 1.0 for row in lines)  # F1 column
 
 
+def test_eval_report_into_a_missing_folder_is_refused_before_any_work_as_detects_outputs(stack_files, tmp_path):
+    """``--report`` into a folder that does not exist: exit 2 with detect's one line, the folder
+    not made, nothing scored (no metrics printed)."""
+    d, pngs = stack_files
+    report = tmp_path / "nope" / "r.png"
+    code, out, err = run_main("eval", *pngs, "-a", d / "gt.json", "--shots", "2", "--report", report, *FAST)
+    assert code == 2 and out == "", out
+    assert f"folder {report.parent} does not exist; create it first (mkdir -p {report.parent})" in err, err
+    assert not report.parent.exists()
+    code, out, err = run_main("detect", pngs[0], "--coco", report, *FAST)
+    assert code == 2 and f"folder {report.parent} does not exist" in err, err  # the same line as detect's
+
+
 def test_eval_coco_json_and_report(stack_files, tmp_path):
     d, pngs = stack_files
     report = tmp_path / "out" / "r.png"
+    report.parent.mkdir()
     code, out, err = run_main(
         "eval",
         *pngs,

@@ -247,7 +247,7 @@ def eval_cmd(
         raise click.BadParameter(
             f"the report is a PNG file, got {report_path!r}", param_hint="--report"
         )
-    output_file(report_path, "--report", (".png",), what="a PNG report", create_folder=True)
+    output_file(report_path, "--report", (".png",), what="a PNG report")  # a missing folder refused, as detect's
     if opts.pop("keep_unknown", None):  # shared with detect; eval scores the labelled objects (it was ignored)
         raise click.BadParameter("eval scores the objects given a label; 'unknown' candidates are not scored "
                                  "(use it with detect)", param_hint="--keep-unknown")
