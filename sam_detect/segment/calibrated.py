@@ -561,16 +561,9 @@ class _Splits:
         """``_h_maxima`` of component ``c``'s intensity crop at ``h``, found with those of the
         other strengths ahead that :meth:`_on_intensity` will ask of it (those no larger than
         the crop's ``span`` of values)."""
-        from sam_detect.segment.classical_ops import _h_maxima, _h_maxima_many
+        from sam_detect.segment.classical_ops import _h_maxima_ahead
 
-        if (c, h) in self._maxima:
-            return self._maxima[c, h]
-        if h not in self._ahead:
-            return _h_maxima(self._v[c], h)
-        hs = [g for g in dict.fromkeys(self._ahead) if g == h or (not span < g and (c, g) not in self._maxima)]
-        for g, found in zip(hs, _h_maxima_many(self._v[c], hs), strict=True):
-            self._maxima[c, g] = found
-        return self._maxima[c, h]
+        return _h_maxima_ahead(self._maxima, c, self._v[c], h, self._ahead, lambda g: not span < g)
 
     def _on_intensity(self, h: float, min_distance: int) -> np.ndarray:
         """Watershed of each component on ``-x``, seeded at the h-maxima of ``x`` inside it."""

@@ -9,7 +9,7 @@ Arrays are 2-D: intensities float, masks bool, labels int32 (0: background).
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -256,14 +256,8 @@ class _TouchingSplit:
         """``_h_maxima(d, h)`` of component ``c`` (``d``: its distance crop, ``peak`` its
         largest value); with :attr:`ahead`, found with those of the other strengths ahead
         that :meth:`labels` will ask of it (those it does not skip as too thin)."""
-        if (c, h) in self._maxima:
-            return self._maxima[c, h]
-        if not self.keep or h not in self.ahead:
-            return _h_maxima(d, h)
-        hs = [g for g in dict.fromkeys(self.ahead) if g == h or (g > 0 and not peak < 2 * g and (c, g) not in self._maxima)]
-        for g, found in zip(hs, _h_maxima_many(d, hs), strict=True):
-            self._maxima[c, g] = found
-        return self._maxima[c, h]
+        return _h_maxima_ahead(self._maxima, c, d, h, self.ahead if self.keep else (),
+                               lambda g: g > 0 and not peak < 2 * g)
 
     def labels(self, h: float, min_distance: int, reuse: bool = True) -> np.ndarray:
         """``(H, W)`` int32 labels, touching objects split at the h-maxima of the distance.
@@ -412,6 +406,22 @@ def _h_maxima_many(image: np.ndarray, hs: Sequence[float]) -> list[np.ndarray]:
             r = morphology.reconstruction(np.ascontiguousarray(r), image, method="dilation")
         out[k] = ((image - r) >= hs[k]).astype(np.uint8)
     return [o if o is not None else _h_maxima(image, h) for o, h in zip(out, hs, strict=True)]
+
+
+def _h_maxima_ahead(found: dict[tuple[int, float], np.ndarray], c: int, image: np.ndarray, h: float,
+                    ahead: Sequence[float], wanted: Callable[[float], bool]) -> np.ndarray:
+    """``_h_maxima(image, h)`` of component ``c``'s crop ``image``, kept in ``found`` by
+    ``(c, h)``. Where ``h`` is one of the strengths ``ahead`` (those the caller will ask of its
+    crops), it is found together with every other one of them that this crop will be asked
+    for (``wanted``) and is not found yet (:func:`_h_maxima_many`)."""
+    if (c, h) in found:
+        return found[c, h]
+    if h not in ahead:
+        return _h_maxima(image, h)
+    hs = [g for g in dict.fromkeys(ahead) if g == h or (wanted(g) and (c, g) not in found)]
+    for g, maxima in zip(hs, _h_maxima_many(image, hs), strict=True):
+        found[c, g] = maxima
+    return found[c, h]
 
 
 def _merge_close_seeds(markers: np.ndarray, min_distance: int) -> np.ndarray:
