@@ -6,6 +6,7 @@ on ``memory``, ``qdrant`` and ``edge``, and congruence tests can compare them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -420,3 +421,20 @@ def detach_fds(folder: Path) -> None:
             pass
         finally:
             os.close(new)
+
+
+#: what :func:`keep_inherited` keeps: a forked child's copies of the objects its parent had
+#: open (an edge store's shards, a qdrant store's client)
+_INHERITED: list[Any] = []
+
+
+def keep_inherited(obj: Any) -> None:
+    """Keep ``obj``, a forked child's copy of an object its parent had open, alive and
+    unused for good, at the child's exit too (its reference count never falls to 0):
+    dropping or closing it would run its clean-up in the child, over files and locks the
+    parent still holds."""
+    import ctypes
+
+    _INHERITED.append(obj)
+    with contextlib.suppress(Exception):
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(obj))

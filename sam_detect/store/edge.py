@@ -22,7 +22,6 @@ parent lets go of it first (``close()``, or ``release()`` before the fork).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import logging
 import os
@@ -54,6 +53,7 @@ from sam_detect.store._common import (
     default_library_dir,
     detach_fds,
     disk_usage,
+    keep_inherited,
     not_found,
     point_to_neighbour,
     records_to_batch,
@@ -107,10 +107,6 @@ LOCK_FILE = ".lock"
 log = logging.getLogger("sam_detect")
 #: every live store object of this process, for :func:`_after_fork_in_child`
 _STORES: weakref.WeakSet[EdgeStore] = weakref.WeakSet()
-#: the shards a forked child inherited, kept alive and never used: the engine's threads and
-#: locks did not come through the fork (a count on one hung), and dropping or closing one
-#: would run its flush in the child, over files the parent is still writing
-_INHERITED: list[Any] = []
 
 
 def _after_fork_in_child() -> None:
@@ -596,9 +592,10 @@ class EdgeStore(Store):
         self._lock = threading.RLock()
         self._forked_from = os.getppid()
         for name, shard in self._shards.items():
-            _INHERITED.append(shard)
-            with contextlib.suppress(Exception):  # its refcount never falls to 0, at exit either
-                ctypes.pythonapi.Py_IncRef(ctypes.py_object(shard))
+            # kept alive and never used: the engine's threads and locks did not come through the
+            # fork (a count on one hung), and dropping or closing it would run its flush in the
+            # child, over files the parent is still writing
+            keep_inherited(shard)
             detach_fds((self.path / name / SHARD_DIR).resolve())
         for fd in self._locks.values():
             with contextlib.suppress(OSError):

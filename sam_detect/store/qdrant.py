@@ -26,7 +26,6 @@ point with a UUID id and payload ``{"label": ..., **caller's payload}``.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import threading
@@ -50,6 +49,7 @@ from sam_detect.store._common import (
     default_library_dir,
     detach_fds,
     disk_usage,
+    keep_inherited,
     not_found,
     point_to_neighbour,
     records_to_batch,
@@ -80,10 +80,6 @@ SCROLL_BATCH = 1024
 LOCK_FILE = ".lock"
 #: every live store object of this process that is not a server's, for :func:`_after_fork_in_child`
 _STORES: weakref.WeakSet[QdrantStore] = weakref.WeakSet()
-#: the clients a forked child inherited, kept alive and never used or closed: closing one let
-#: go of the parent's lock on the folder (the lock is on an open file the two shared), and
-#: would close sqlite connections another thread of the parent may have been writing through
-_INHERITED: list[Any] = []
 
 
 def _after_fork_in_child() -> None:
@@ -277,9 +273,10 @@ class QdrantStore(Store):
             return  # ':memory:': the child's own copy, as any object's
         self._forked_from = os.getppid()
         client, self._qdrant = self._qdrant, None
-        _INHERITED.append(client)
-        with contextlib.suppress(Exception):  # its refcount never falls to 0, at exit either
-            ctypes.pythonapi.Py_IncRef(ctypes.py_object(client))
+        # kept alive and never used or closed: closing it let go of the parent's lock on the
+        # folder (the lock is on an open file the two shared), and would close sqlite
+        # connections another thread of the parent may have been writing through
+        keep_inherited(client)
         detach_fds(self.path.resolve())
         self._metas.clear()
 
