@@ -263,3 +263,35 @@ def stop_holder(proc: subprocess.Popen) -> None:
     out, err = proc.communicate("\n", timeout=60)
     assert proc.returncode == 0, err
     assert "closed" in out
+
+
+def fork_talking(child):
+    """Fork. The child runs ``child(inp, out)``, its ends of two pipes to and from the parent
+    (text, a line at a time), and exits 0, or 1 where ``child`` raised (every path ends in
+    ``os._exit``). The parent gets ``(pid, out, inp)``: its own ends."""
+    to_child_r, to_child_w = os.pipe()
+    to_parent_r, to_parent_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(to_child_w)
+            os.close(to_parent_r)
+            child(os.fdopen(to_child_r), os.fdopen(to_parent_w, "w"))
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(to_child_r)
+    os.close(to_parent_w)
+    return pid, os.fdopen(to_child_w, "w"), os.fdopen(to_parent_r)
+
+
+def child_answer(inp, pid: int, why: str = "the forked child did not answer") -> str:
+    """The forked child's next line (:func:`fork_talking`); one that does not come within a
+    minute kills the child and fails the test with ``why``."""
+    import select
+
+    if not select.select([inp], [], [], 60)[0]:
+        os.kill(pid, 9)
+        pytest.fail(why)
+    return inp.readline()

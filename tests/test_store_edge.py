@@ -11,7 +11,7 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import start_holder, stop_holder
+from conftest import child_answer, fork_talking, start_holder, stop_holder
 
 pytest.importorskip(
     "qdrant_edge", reason="qdrant-edge-py is not installed (pip install 'sam-detect[edge]')"
@@ -511,44 +511,26 @@ def test_a_forked_child_lets_go_of_its_parents_library_and_opens_it_anew(tmp_pat
     s.create_library(meta())
     s.add("lib", np.random.default_rng(0).normal(size=(4, DIM)), ["a"] * 4)
     assert s.count("lib") == 4  # open: the parent holds the library
-    to_child_r, to_child_w = os.pipe()
-    to_parent_r, to_parent_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: every path ends in os._exit
-        code = 1
+
+    def child(inp, out):
+        inp.readline()  # the parent has added one more and still holds the library
         try:
-            os.close(to_child_w)
-            os.close(to_parent_r)
-            out = os.fdopen(to_parent_w, "w")
-            inp = os.fdopen(to_child_r)
-            inp.readline()  # the parent has added one more and still holds the library
-            try:
-                s.count("lib")
-                out.write("opened\n")
-            except LibraryLockedError as e:
-                out.write(json.dumps(str(e)) + "\n")
-            out.flush()
-            inp.readline()  # the parent has closed its store
-            n = s.count("lib")
-            s.add("lib", np.ones((1, DIM)), ["child"])
-            s.close()
-            out.write(f"{n}\n")
-            out.flush()
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(to_child_r)
-    os.close(to_parent_w)
-    out = os.fdopen(to_child_w, "w")
-    inp = os.fdopen(to_parent_r)
+            s.count("lib")
+            out.write("opened\n")
+        except LibraryLockedError as e:
+            out.write(json.dumps(str(e)) + "\n")
+        out.flush()
+        inp.readline()  # the parent has closed its store
+        n = s.count("lib")
+        s.add("lib", np.ones((1, DIM)), ["child"])
+        s.close()
+        out.write(f"{n}\n")
+        out.flush()
+
+    pid, out, inp = fork_talking(child)
 
     def answer() -> str:  # the child's next line; one that never comes fails the test
-        import select
-
-        if not select.select([inp], [], [], 60)[0]:
-            os.kill(pid, 9)
-            pytest.fail("the forked child hung (before: a count on the parent's shard never returned)")
-        return inp.readline()
+        return child_answer(inp, pid, "the forked child hung (before: a count on the parent's shard never returned)")
 
     try:
         s.add("lib", np.full((1, DIM), 2.0), ["b"])  # the parent goes on as before

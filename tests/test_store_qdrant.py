@@ -15,7 +15,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import start_holder, stop_holder
+from conftest import child_answer, fork_talking, start_holder, stop_holder
 
 from sam_detect.errors import LibraryError, LibraryLockedError
 from sam_detect.store._common import StoreConnectionError
@@ -278,21 +278,6 @@ def _forked_message(folder, parent: int) -> str:
     )
 
 
-def _child_pipes():
-    """``(to_child_r, to_child_w, to_parent_r, to_parent_w)`` for one forked child."""
-    return (*os.pipe(), *os.pipe())
-
-
-def _answer(inp, pid: int) -> str:
-    """The child's next line; one that never comes fails the test."""
-    import select
-
-    if not select.select([inp], [], [], 60)[0]:
-        os.kill(pid, 9)
-        pytest.fail("the forked child did not answer")
-    return inp.readline()
-
-
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_forked_child_opens_the_folder_anew_instead_of_using_its_parents(tmp_path):
     """A forked child searched its copy of the parent's libraries as they were at the fork
@@ -304,51 +289,38 @@ def test_a_forked_child_opens_the_folder_anew_instead_of_using_its_parents(tmp_p
     s = QdrantStore(path=tmp_path)
     s.create_library(meta())
     s.add("lib", np.eye(DIM)[:4], ["a"] * 4)
-    to_child_r, to_child_w, to_parent_r, to_parent_w = _child_pipes()
-    pid = os.fork()
-    if pid == 0:  # the child: every path ends in os._exit
-        code = 1
-        try:
-            os.close(to_child_w)
-            os.close(to_parent_r)
-            out = os.fdopen(to_parent_w, "w")
-            inp = os.fdopen(to_child_r)
 
-            def attempt(fn):
-                try:
-                    return ["ok", repr(fn())]
-                except LibraryLockedError as e:
-                    return ["locked", str(e)]
-                except Exception as e:
-                    return ["other", f"{type(e).__name__}: {e}"]
+    def child(inp, out):
+        def attempt(fn):
+            try:
+                return ["ok", repr(fn())]
+            except LibraryLockedError as e:
+                return ["locked", str(e)]
+            except Exception as e:
+                return ["other", f"{type(e).__name__}: {e}"]
 
-            inp.readline()  # the parent has added one more and still holds the folder
-            said = {
-                "count": attempt(lambda: s.count("lib")),
-                "search": attempt(lambda: [n.label for n in s.search("lib", np.eye(DIM)[4:5], 1)[0]]),
-                "add": attempt(lambda: s.add("lib", np.eye(DIM)[5:6], ["stray"])),
-                "open": attempt(lambda: QdrantStore(path=tmp_path).close()),
-            }
-            out.write(json.dumps(said) + "\n")
-            out.flush()
-            inp.readline()  # the parent has closed its store
-            n = s.count("lib")
-            s.add("lib", np.eye(DIM)[6:7], ["child"])
-            s.close()
-            out.write(f"{n}\n")
-            out.flush()
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(to_child_r)
-    os.close(to_parent_w)
-    out = os.fdopen(to_child_w, "w")
-    inp = os.fdopen(to_parent_r)
+        inp.readline()  # the parent has added one more and still holds the folder
+        said = {
+            "count": attempt(lambda: s.count("lib")),
+            "search": attempt(lambda: [n.label for n in s.search("lib", np.eye(DIM)[4:5], 1)[0]]),
+            "add": attempt(lambda: s.add("lib", np.eye(DIM)[5:6], ["stray"])),
+            "open": attempt(lambda: QdrantStore(path=tmp_path).close()),
+        }
+        out.write(json.dumps(said) + "\n")
+        out.flush()
+        inp.readline()  # the parent has closed its store
+        n = s.count("lib")
+        s.add("lib", np.eye(DIM)[6:7], ["child"])
+        s.close()
+        out.write(f"{n}\n")
+        out.flush()
+
+    pid, out, inp = fork_talking(child)
     try:
         s.add("lib", np.eye(DIM)[4:5], ["b"])  # the parent goes on as before
         out.write("go\n")
         out.flush()
-        said = json.loads(_answer(inp, pid))
+        said = json.loads(child_answer(inp, pid))
         refused = ["locked", _forked_message(tmp_path, os.getpid())]
         assert said == {"count": refused, "search": refused, "add": refused, "open": refused}
         assert s.labels("lib") == {"a": 4, "b": 1}
@@ -357,7 +329,7 @@ def test_a_forked_child_opens_the_folder_anew_instead_of_using_its_parents(tmp_p
         s.close()
         out.write("go\n")
         out.flush()
-        assert _answer(inp, pid).strip() == "5"  # all the parent wrote
+        assert child_answer(inp, pid).strip() == "5"  # all the parent wrote
     finally:
         out.close()
         _, status = os.waitpid(pid, 0)
