@@ -341,3 +341,23 @@ def test_timings_are_reported_stage_by_stage_the_whole_call_last():
     got = _timing_summary([{"total": 1.0, "select": 0.1, "segment": 0.5, "embed": 0.2, "search": 0.1, "other": 0.1}])
     assert list(got) == ["segment", "embed", "search", "select", "other", "total"]
     assert got["total"]["median_s"] == 1.0
+
+
+def test_a_server_eval_deletes_its_own_temporary_library_only(monkeypatch, tmp_path):
+    """On a Qdrant server other evals' temporary libraries (and a user's named ``eval-...``)
+    share the store: the cleanup deletes the run's own library alone."""
+    import sam_detect.store as stores
+    from sam_detect.eval.recording import temp_store
+    from sam_detect.store.base import LibraryMeta
+
+    real_create = stores.create_store
+    shared = real_create("memory", path=tmp_path)  # a real store standing in for the server's collections
+    for name in ("eval-0123abcd", "eval-results", "mine"):
+        shared.create_library(LibraryMeta(name=name, embedder_id="x", dim=4))
+    monkeypatch.setattr(stores, "create_store", lambda kind, **opts: shared)
+    config = DetectorConfig(store="qdrant", store_options={"url": "http://localhost:6333"})
+    store, cleanup, desc = temp_store(config, "eval-feedc0de")
+    store.create_library(LibraryMeta(name="eval-feedc0de", embedder_id="x", dim=4))
+    cleanup()
+    assert desc == "qdrant server http://localhost:6333"
+    assert sorted(real_create("memory", path=tmp_path).list_libraries()) == ["eval-0123abcd", "eval-results", "mine"]

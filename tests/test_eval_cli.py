@@ -280,3 +280,21 @@ def test_the_drawn_objects_are_named_by_their_ids_in_the_ground_truth(tmp_path):
     (drawn,) = json.loads(out)["protocol"]["drawn"]
     assert drawn["source_ids"] == [values[k] for k in drawn["objects"]]
     assert drawn["areas"] == [int((lab == v).sum()) for v in drawn["source_ids"]]
+
+
+def test_a_library_named_to_eval_is_said_to_be_unused_and_left_alone(stack_files, tmp_path):
+    """eval draws into a temporary library: a typed --library or --library-path is not used,
+    and says so in one line; the named folder is not created."""
+    d, _ = stack_files
+    where = tmp_path / "libs"
+    args = ["eval", d / "stack.tif", "-a", d / "labels.tif", "--shots", "3", "--examples-from", "0",
+            "--detect-on", "1", "--no-baselines", *FAST]
+    code, _, err = run_main(*args, "--library", "mine", "--library-path", where)
+    assert code == 0, err
+    warning = [ln for ln in err.splitlines() if "not used" in ln]
+    assert warning == ["sam-detect: warning: --library and --library-path not used: eval draws its examples "
+                       "into a temporary library, deleted afterwards (--store and --qdrant-url say where it lives)"]
+    assert not where.exists()
+    code, _, err = run_main(*args)
+    assert code == 0, err
+    assert "not used" not in err

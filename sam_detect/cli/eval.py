@@ -214,7 +214,8 @@ def eval_cmd(
     """Measure accuracy with the few-shot protocol.
 
     Draws --shots ground-truth objects per class as examples into a temporary library
-    (the --library option is not touched), detects on the images, and matches the
+    (--library and --library-path are not used; --store and --qdrant-url say where the
+    temporary library lives), detects on the images, and matches the
     predictions one-to-one by IoU to the remaining ground truth. Prints precision, recall,
     F1 and mean matched IoU per IoU threshold, per-class figures and a confusion matrix
     when there are several classes, where the false and missed objects are (at the image
@@ -252,6 +253,7 @@ def eval_cmd(
         raise click.BadParameter("eval scores the objects given a label; 'unknown' candidates are not scored "
                                  "(use it with detect)", param_hint="--keep-unknown")
     config = detector_config(**opts)
+    _say_unused_library_options()
 
     refs = expand_images(images, channels, frame)
     # the report over an image or the ground truth it scores against: lost in silence
@@ -351,6 +353,17 @@ def eval_cmd(
         save_report(result, report_path, sweep=sweep_result)
         if not quiet:
             click.echo(f"sam-detect: report written to {report_path}", err=True)
+
+
+def _say_unused_library_options() -> None:
+    """One line where ``--library`` or ``--library-path`` was typed: eval's examples go to a
+    temporary library (``--store`` and ``--qdrant-url`` say where), the named one is not used."""
+    ctx = click.get_current_context()
+    given = [f"--{name.replace('_', '-')}" for name in ("library", "library_path")
+             if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE]
+    if given:  # a warning, not the stage report: said under --quiet too
+        click.echo(f"sam-detect: warning: {' and '.join(given)} not used: eval draws its examples into a "
+                   "temporary library, deleted afterwards (--store and --qdrant-url say where it lives)", err=True)
 
 
 def _best_index(sweep_result: Any) -> int:

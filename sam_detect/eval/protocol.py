@@ -342,8 +342,8 @@ def evaluate(
             f"nothing left to score: every annotated object of the scored image(s) was drawn as an example "
             f"({shots} per class); draw fewer (--shots) or score other images")
 
-    store, cleanup, store_desc = temp_store(config)
     library = f"eval-{uuid.uuid4().hex[:8]}"
+    store, cleanup, store_desc = temp_store(config, library)
     # examples scored like any other object are found like any other, not returned as drawn
     run_config = dataclasses.replace(config, library=library, keep_unknown=False,
                                      keep_examples=config.keep_examples and not score_examples)

@@ -53,8 +53,11 @@ class RecordingStore:
         return out
 
 
-def temp_store(config: Any) -> tuple[Any, Callable[[], None], str]:
-    """A fresh store for a temporary library: (store, cleanup, description)."""
+def temp_store(config: Any, library: str) -> tuple[Any, Callable[[], None], str]:
+    """A fresh store for the temporary library ``library``: (store, cleanup, description).
+
+    On a Qdrant server, which other libraries share, the cleanup deletes ``library`` alone:
+    another eval's temporary library, or a user's named like one, is left as it is."""
     from sam_detect.store import create_store
 
     opts = dict(config.store_options)
@@ -62,9 +65,8 @@ def temp_store(config: Any) -> tuple[Any, Callable[[], None], str]:
         store = create_store("qdrant", **opts)
 
         def cleanup() -> None:
-            for name in store.list_libraries():
-                if name.startswith("eval-"):
-                    store.delete_library(name)
+            if library in store.list_libraries():
+                store.delete_library(library)
             store.close()
 
         return store, cleanup, f"qdrant server {opts['url']}"
