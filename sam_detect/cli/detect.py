@@ -345,11 +345,16 @@ def _output_target(path: str, kind: str, paths) -> tuple[Path, bool]:
     from sam_detect.cli.validate import output_file, output_folder
     from sam_detect.formats.label_image import LABEL_IMAGE_SUFFIXES, LABEL_WRITE_SUFFIXES
 
-    option, suffixes, what, _ = _OUTPUTS[kind]
-    if len(paths) > 1 or path.endswith(("/", os.sep)) or Path(path).is_dir():
-        return output_folder(path, option), True
+    option, suffixes, what, in_folder = _OUTPUTS[kind]
     if suffixes is None:  # a type map's 8 bits fit a BMP; a label image's ids do not
         suffixes = LABEL_IMAGE_SUFFIXES if kind == "types" else LABEL_WRITE_SUFFIXES
+    if len(paths) > 1 and Path(path).suffix.lower() in suffixes and not Path(path).is_dir():
+        # a folder named like one file (labels.tif/) would hold every image's: said, not made
+        raise click.BadParameter(
+            f"{len(paths)} images give {what} each: name a folder for them (e.g. {Path(path).stem}/, "
+            f"which gets {in_folder.format('<image name>')} files), not the file {path!r}", param_hint=option)
+    if len(paths) > 1 or path.endswith(("/", os.sep)) or Path(path).is_dir():
+        return output_folder(path, option), True
     output_file(path, option, suffixes, what=what)
     return Path(path), False
 
