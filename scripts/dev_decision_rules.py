@@ -26,6 +26,19 @@ thinned by ``--scenarios``:
 
     python scripts/dev_decision_rules.py priors --sets dev_stroma_types,voc --scenarios "as drawn,one class rare"
 
+``spatial`` asks whether the types of an object's neighbours in its image help type it: the
+vote's class scores under the size and brightness priors (as ``detect`` types, each row summing
+to 1) combined with the share of each first-pass type among its ``K`` nearest other objects or
+those within ``r`` of the examples' median equivalent diameters, ``argmax (1 - w) s + w q``,
+on a grid of ``w`` and in 1 or 3 rounds (``SPATIAL_*``), beside the image's own shares of the
+types (``K=1e+06``, the control), the neighbours' true types (the lever, not a rule), and
+weights the examples choose by leave-one-out (``SPATIAL_GATES``). It needs the positions the
+``cache`` step keeps since session 94 (``Qxy``, ``Exy``, ``Eimg``, and the example images'
+other objects ``R``):
+
+    python scripts/dev_decision_rules.py spatial --sets dev_stroma_types,dev_micronuclei \
+        --scenarios "as drawn,one class rare,natural shares" [--balanced]
+
 ``ceiling`` embeds every object of every image of a set (the first seed's library gives the
 working scale) and asks how far the descriptions themselves tell the classes apart: a linear
 model (``_linear``) fitted on every object of the other images and scored on each image in
@@ -97,16 +110,41 @@ def cache(name: str, seeds: list[int]) -> None:
                 det.add_examples(rgb, g[idx], [str(x) for x in g.labels[idx]])
         vectors, labels, _ = det._examples()
         typical = (det.decision or {}).get("typical_area")
-        q, ql, qimg = [], [], []
+        q, ql, qimg, qxy = [], [], [], []
+        r, rl, rimg, rxy = [], [], [], []  # the other objects of the example images (``spatial``)
         for k, ((rgb, g), idx) in enumerate(zip(items, drawn, strict=True)):
             rest = np.setdiff1d(np.arange(len(g)), idx)
             if k in protocol["score_on"] and len(rest):
                 q.append(det._embed(rgb, g[rest], {}, typical_area=typical))
                 ql += [str(x) for x in g[rest].labels]
                 qimg += [k] * len(rest)
-        np.savez(out, E=vectors, El=np.array(labels), Q=np.concatenate(q), Ql=np.array(ql), Qimg=np.array(qimg))
+                qxy.append(centroids(g[rest]))
+            elif len(idx) and len(rest):
+                r.append(det._embed(rgb, g[rest], {}, typical_area=typical))
+                rl += [str(x) for x in g[rest].labels]
+                rimg += [k] * len(rest)
+                rxy.append(centroids(g[rest]))
+        # the examples' images and centroids, in the order ``add_examples`` stored them
+        eimg = np.concatenate([[k] * len(idx) for k, idx in enumerate(drawn) if len(idx)])
+        exy = np.concatenate([centroids(items[k][1][idx]) for k, idx in enumerate(drawn) if len(idx)])
+        earea = np.concatenate([items[k][1].areas[idx] for k, idx in enumerate(drawn) if len(idx)])
+        if [str(x) for k, idx in enumerate(drawn) for x in items[k][1].labels[idx]] != [str(x) for x in labels]:
+            raise RuntimeError("the library's examples are not in the order they were drawn")
+        extra = dict(R=np.concatenate(r), Rl=np.array(rl), Rimg=np.array(rimg), Rxy=np.concatenate(rxy)) if r else {}
+        np.savez(out, E=vectors, El=np.array(labels), Q=np.concatenate(q), Ql=np.array(ql), Qimg=np.array(qimg),
+                 Qxy=np.concatenate(qxy), Eimg=eimg, Exy=exy, E_area=earea, **extra)
         det.close()
         print(f"cached {name} seed {seed}: {len(labels)} examples, {len(ql)} queries", file=sys.stderr)
+
+
+def centroids(inst) -> np.ndarray:
+    """``(N, 2)`` the objects' centroids, ``(row, column)`` in the image."""
+    out = np.zeros((len(inst), 2))
+    for i in range(len(inst)):
+        m, (sy, sx) = inst.mask_crop(i)
+        yy, xx = np.nonzero(m)
+        out[i] = (yy.mean() + sy.start, xx.mean() + sx.start) if len(yy) else (np.nan, np.nan)
+    return out
 
 
 # -- rules ------------------------------------------------------------------------------
@@ -408,8 +446,14 @@ def thin(d: dict, scenario: str, seed: int) -> dict:
     keep = np.sort(np.concatenate([rng.choice(np.flatnonzero(el == c), size=min(int(keep_n[c]), int((el == c).sum())),
                                               replace=False) for c in classes]))
     views = _views(d["E"])
-    return {**d, "E": np.concatenate([v[keep] for v in views], axis=1), "El": el[keep],
-            **{k: d[k][keep] for k in ("E_area", "E_grey") if k in d}}  # what ``priors`` reads
+    out = {**d, "E": np.concatenate([v[keep] for v in views], axis=1), "El": el[keep],
+           **{k: d[k][keep] for k in ("E_area", "E_grey", "Exy", "Eimg", "E_obj") if k in d}}  # what ``priors`` reads
+    if "Rxy" in d:  # ``spatial``: an example left out is one more unlabelled object of its image
+        gone = np.setdiff1d(np.arange(len(el)), keep)
+        for r, e in (("R", "E"), ("Rl", "El"), ("Rimg", "Eimg"), ("Rxy", "Exy"), ("R_obj", "E_obj")):
+            if r in d and e in d:
+                out[r] = np.concatenate([d[r], d[e][gone]])
+    return out
 
 
 def score(d: dict, centre=None, scale=None, per_image=False, rule="knn", k=5, ties="equal", spread=False,
@@ -552,6 +596,249 @@ def priors(sets: list[str], scenario: str = "as drawn") -> dict:
     return out
 
 
+# -- spatial: the types of an object's neighbours in its image (issue 12) ------------------
+#: ``spatial``'s grid: the combined decision's weights on the neighbours' types, how many
+#: nearest other objects (``K``) or how far (in the examples' median equivalent diameters,
+#: ``r``) count as neighbours, and how many rounds (each round's types the next one's);
+#: ``K=1e+06``: every other object of the image, the control (the image's shares of the
+#: first-pass types, no position)
+SPATIAL_W = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5)
+SPATIAL_NEAR = (("K", 4), ("K", 8), ("K", 16), ("r", 2.0), ("r", 3.0), ("r", 5.0), ("K", 10**6))
+SPATIAL_ROUNDS = (1, 3)
+
+
+def _spatial_runs(name: str, scenario: str) -> list[dict]:
+    """``name``'s cached seeds with the objects' positions (``Exy``/``Qxy``/``Rxy``, images
+    ``Eimg``/``Qimg``/``Rimg``; R: the example images' other objects), ``thin``-ned by
+    ``scenario`` (an example left out joins R), and the vote's class scores under the size and
+    brightness priors as ``detect`` types (``S_E`` leave-one-out among the examples, ``S_Q``,
+    ``S_R``), each row summing to 1."""
+    import bench_classify as bc
+
+    from sam_detect.profile import brightness
+
+    items, protocol = DEV_SETS[name]() if name in DEV_SETS else bc._gt_set(name)
+    grey = [brightness(rgb, g) for rgb, g in items]
+    runs = []
+    for seed, f in enumerate(sorted(CACHE.glob(f"{name}_[0-9]*.npz"))):
+        d = dict(np.load(f))
+        if "Qxy" not in d:
+            raise RuntimeError(f"{f.name} has no positions: delete it and run `cache` again")
+        drawn = bc._draw([np.asarray(g.labels) for _, g in items], int(protocol["shots"]), seed, protocol["examples_from"])
+        objs = {"E": [], "Q": [], "R": []}
+        for k, ((_, g), idx) in enumerate(zip(items, drawn, strict=True)):
+            objs["E"] += [(k, j) for j in idx]
+            rest = np.setdiff1d(np.arange(len(g)), idx)
+            part = "Q" if k in protocol["score_on"] else "R" if len(idx) else None
+            if part and len(rest):
+                objs[part] += [(k, j) for j in rest]
+        if len(objs["Q"]) != len(d["Ql"]) or len(objs["R"]) != len(d.get("Rl", [])):
+            raise RuntimeError(f"{f.name} was cached with another draw than this protocol gives")
+        for part, o in objs.items():
+            d[f"{part}_obj"] = np.array(o, np.int64).reshape(-1, 2)
+        if "R" not in d:
+            d.update(R=np.zeros((0, d["E"].shape[1]), d["E"].dtype), Rl=np.array([], str), Rimg=np.zeros(0, np.int64),
+                     Rxy=np.zeros((0, 2)))
+        d["E_grey"] = np.array([grey[k][j] for k, j in d["E_obj"]])
+        d = thin(d, scenario, seed)
+        ev, el = _views(d["E"]), d["El"]
+        w = _weights(ev, el)
+        classes = np.unique(el)
+        pri = _prior_factors(items, grey, d, classes)
+        _, sq = _classwise(ev, el, _views(d["Q"]), w, 5)
+        _, sr = _classwise(ev, el, _views(d["R"]), w, 5) if len(d["R"]) else (None, np.zeros((0, len(classes))))
+        loo = np.tensordot(w, np.stack([e @ e.T for e in ev]), axes=1)
+        np.fill_diagonal(loo, -np.inf)  # each example left out of its own vote
+        _, se = _nearest_means(loo, el, 5)
+        for part, sc in (("E", se), ("Q", sq), ("R", sr)):
+            x = sc * pri[part]
+            d[f"S_{part}"] = x / np.maximum(x.sum(1, keepdims=True), 1e-12)
+        d["classes"] = classes
+        d["diameter"] = float(np.median(2.0 * np.sqrt(d["E_area"] / np.pi)))
+        runs.append(d)
+    return runs
+
+
+def _prior_factors(items, grey, d, classes) -> dict[str, np.ndarray]:
+    """Per part (``E``, ``Q``, ``R``) ``(N, C)``: ``profile.size_priors``' factors from the
+    (thinned) examples' areas and brightness, as ``priors``' "size and brightness"."""
+    from sam_detect.profile import _brightness_spreads, size_priors
+
+    el = d["El"]
+    entries, stats = {}, {}
+    for c in classes:
+        la = np.log(np.maximum(d["E_area"][el == c], 1.0))
+        g = d["E_grey"][el == c]
+        entries[c] = {"log_area": [float(la.mean()), float(la.std(ddof=1)) if len(la) > 1 else 0.0],
+                      "polarity": "dark" if g.mean() < 0 else "bright"}
+        stats[c] = [{"brightness": float(v)} for v in g]
+    _brightness_spreads(entries, stats)
+    profile = {"classes": entries}
+    out = {}
+    for part in ("E", "Q", "R"):
+        obj = d[f"{part}_obj"]
+        f = np.ones((len(obj), len(classes)))
+        for k in np.unique(obj[:, 0]) if len(obj) else []:
+            rows = np.flatnonzero(obj[:, 0] == k)
+            inst = items[k][1][obj[rows, 1]]
+            inst.data["brightness"] = grey[k][obj[rows, 1]]
+            pri = size_priors(inst, profile)
+            for r, p in zip(rows, pri or [None] * len(rows), strict=True):
+                if p is not None:
+                    f[r] = [p[c] for c in classes]
+        out[part] = f
+    return out
+
+
+def neighbour_shares(xy: np.ndarray, img: np.ndarray, types: np.ndarray, n_classes: int, near: tuple,
+                     diameter: float, pool_xy: np.ndarray | None = None, pool_img: np.ndarray | None = None,
+                     pool_types: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(q (N, C), has (N,))``: each object's share of its neighbours of each type among the
+    other objects of its image (``xy``/``img``/``types``; with ``pool_*``, the neighbours are
+    those instead, the object itself among them where its position is theirs): its ``K``
+    nearest (``near=("K", K)``) or every one within ``r`` x ``diameter`` (``("r", r)``);
+    ``has``: it has one."""
+    pool_xy = xy if pool_xy is None else pool_xy
+    pool_img = img if pool_img is None else pool_img
+    pool_types = types if pool_types is None else pool_types
+    q = np.zeros((len(xy), n_classes))
+    has = np.zeros(len(xy), bool)
+    for k in np.unique(img):
+        rows, cols = np.flatnonzero(img == k), np.flatnonzero(pool_img == k)
+        if not len(cols):
+            continue
+        dist = np.linalg.norm(xy[rows, None, :] - pool_xy[None, cols, :], axis=2)
+        dist[dist < 1e-9] = np.inf  # itself
+        kind, v = near
+        if kind == "K":
+            kk = min(int(v), len(cols))
+            order = np.argsort(dist, axis=1)[:, :kk]
+            ok = np.isfinite(np.take_along_axis(dist, order, 1))
+        else:
+            order = np.argsort(dist, axis=1)
+            ok = np.take_along_axis(dist, order, 1) <= v * diameter
+        t = pool_types[cols][order]
+        for c in range(n_classes):
+            q[rows, c] = ((t == c) & ok).sum(1)
+        n = ok.sum(1)
+        has[rows] = n > 0
+        q[rows] /= np.maximum(n, 1)[:, None]
+    return q, has
+
+
+def combine(s: np.ndarray, xy, img, near, w: float, rounds: int, diameter: float) -> np.ndarray:
+    """The types ``argmax (1 - w) s + w q``, ``q`` the neighbours' shares of the previous round's
+    types (the first round's: the vote's), ``rounds`` times; an object with no neighbour keeps
+    its vote's."""
+    t = s.argmax(1)
+    if w == 0:
+        return t
+    for _ in range(rounds):
+        q, has = neighbour_shares(xy, img, t, s.shape[1], near, diameter)
+        t = np.where(has, ((1 - w) * s + w * q).argmax(1), s.argmax(1))
+    return t
+
+
+def example_weight(d: dict, near: tuple, pool: str = "examples", margin: float = 0.0,
+                   least: int = 8) -> tuple[float, dict]:
+    """The weight the examples choose by leave-one-out: each example's vote with it left out
+    (``S_E``) combined with its neighbours' types in its image, those of the other examples
+    (``pool="examples"``, their own classes) or of every other object of its image (``"all"``:
+    the examples' own classes, the other objects' the vote's), scored on the examples;
+    the ``SPATIAL_W`` of best accuracy (ties: the smaller), 0 unless it beats 0 by more than
+    ``margin``. An image with fewer than ``least`` examples takes no part (0 where none does)."""
+    codes = np.searchsorted(d["classes"], d["El"])
+    counts = {k: int((d["Eimg"] == k).sum()) for k in np.unique(d["Eimg"])}
+    use = np.array([counts[k] >= least for k in d["Eimg"]])
+    if not use.any():
+        return 0.0, {}
+    if pool == "examples":
+        q, has = neighbour_shares(d["Exy"], d["Eimg"], codes, len(d["classes"]), near, d["diameter"])
+    else:
+        q, has = neighbour_shares(d["Exy"], d["Eimg"], codes, len(d["classes"]), near, d["diameter"],
+                                  np.concatenate([d["Exy"], d["Rxy"]]), np.concatenate([d["Eimg"], d["Rimg"]]),
+                                  np.concatenate([codes, d["S_R"].argmax(1)]))
+    s = d["S_E"]
+    acc = {}
+    for w in SPATIAL_W:
+        t = np.where(has, ((1 - w) * s + w * q).argmax(1), s.argmax(1))
+        acc[w] = float((t[use] == codes[use]).mean())
+    best = max(SPATIAL_W, key=lambda w: (acc[w], -w))
+    return (best if acc[best] > acc[0.0] + margin else 0.0), acc
+
+
+#: ``spatial``'s gates: (name, neighbours, pool, margin)
+SPATIAL_GATES = (
+    ("LOO among the examples, their 4 nearest examples", ("K", 4), "examples", 0.0),
+    ("LOO among the examples, their 8 nearest objects", ("K", 8), "all", 0.0),
+    ("LOO among the examples, their 8 nearest objects, margin 0.05", ("K", 8), "all", 0.05),
+    ("LOO among the examples, 3 diameters, every object", ("r", 3.0), "all", 0.0),
+)
+
+
+def spatial(sets: list[str], scenarios: list[str]) -> dict:
+    """Print and return, per set and scenario, the accuracy (mean ± sd over the seeds) of the
+    vote alone and of the combined decision on the grid (``SPATIAL_*``), the best cell picked on
+    the answer (the ceiling), and the gates' (``SPATIAL_GATES``: the weight from the examples)."""
+    out: dict = {}
+    for scenario in scenarios:
+        for name in sets:
+            runs = _spatial_runs(name, scenario)
+            codes = [np.searchsorted(d["classes"], d["Ql"]) for d in runs]
+            table = {}
+            for near in SPATIAL_NEAR:
+                for rounds in SPATIAL_ROUNDS:
+                    row = []
+                    for w in SPATIAL_W:
+                        acc = [_accuracy(combine(d["S_Q"], d["Qxy"], d["Qimg"], near, w, rounds, d["diameter"]), c)
+                               for d, c in zip(runs, codes, strict=True)]
+                        row.append((round(float(np.mean(acc)), 3), round(float(np.std(acc)), 3)))
+                    table[f"{near[0]}={near[1]:g}, {rounds} round{'s' if rounds > 1 else ''}"] = row
+            for near in SPATIAL_NEAR[:3]:  # the lever with the neighbours' true types (not a rule: the answer)
+                row = []
+                for w in SPATIAL_W:
+                    acc = []
+                    for d, c in zip(runs, codes, strict=True):
+                        q, has = neighbour_shares(d["Qxy"], d["Qimg"], c, len(d["classes"]), near, d["diameter"])
+                        acc.append(_accuracy(np.where(has, ((1 - w) * d["S_Q"] + w * q).argmax(1),
+                                                      d["S_Q"].argmax(1)), c))
+                    row.append((round(float(np.mean(acc)), 3), round(float(np.std(acc)), 3)))
+                table[f"{near[0]}={near[1]:g}, true types (oracle)"] = row
+            base = table[next(iter(table))][0]
+            best = max(((k, w, v) for k, row in table.items() if "oracle" not in k
+                        for w, v in zip(SPATIAL_W, row, strict=True)),
+                       key=lambda x: x[2][0])
+            print(f"-- {name}, {scenario}: the vote alone {base[0]:.3f} ± {base[1]:.3f} ({len(runs)} seeds); "
+                  f"ceiling {best[2][0]:.3f} ± {best[2][1]:.3f} ({best[0]}, w {best[1]:g})")
+            near = next(n for n in SPATIAL_NEAR if best[0].startswith(f"{n[0]}={n[1]:g},"))
+            rounds = int(best[0].rsplit(", ", 1)[1].split()[0])
+            recall = {}
+            for label, nr, w in (("the vote alone", near, 0.0), ("the ceiling's cell", (near, rounds), best[1]),
+                                 ("K=8, 1 round, w 0.1", (("K", 8), 1), 0.1)):
+                (nb, rr) = (near, rounds) if w == 0.0 else nr
+                pred = [combine(d["S_Q"], d["Qxy"], d["Qimg"], nb, w, rr, d["diameter"]) for d in runs]
+                recall[label] = {str(cl): f"{sum(int((p[c == i] == i).sum()) for p, c in zip(pred, codes, strict=True))}/"
+                                 f"{sum(int((c == i).sum()) for c in codes)}"
+                                 for i, cl in enumerate(runs[0]["classes"])}
+                print(f"   per class, right/scored over the seeds, {label}: {recall[label]}")
+            print(f"   {'':30s}" + "".join(f"w={w:<12g}" for w in SPATIAL_W))
+            for k, row in table.items():
+                print(f"   {k:30s}" + "".join(f"{m:.3f}±{sd:.3f}  " for m, sd in row))
+            gates = {}
+            for gname, near, pool, margin in SPATIAL_GATES:
+                acc, ws = [], []
+                for d, c in zip(runs, codes, strict=True):
+                    w, _ = example_weight(d, near, pool, margin)
+                    ws.append(w)
+                    acc.append(_accuracy(combine(d["S_Q"], d["Qxy"], d["Qimg"], near, w, 1, d["diameter"]), c))
+                gates[gname] = {"mean": round(float(np.mean(acc)), 3), "sd": round(float(np.std(acc)), 3),
+                                "w": ws}
+                print(f"   gate: {gname}: {np.mean(acc):.3f} ± {np.std(acc):.3f}, w per seed {ws}")
+            out.setdefault(scenario, {})[name] = {"vote": base, "grid": table, "ceiling": best, "recall": recall,
+                                                  "gates": gates}
+    return out
+
+
 def _accuracy(pred: np.ndarray, truth: np.ndarray) -> float:
     """The share typed right, or the mean of the classes' own shares (``BALANCED``)."""
     if BALANCED:
@@ -620,7 +907,7 @@ def ceiling(name: str, per_class=(4, 8, 16, 32, 64), draws: int = 5) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("step", choices=["cache", "rules", "ceiling", "priors"])
+    ap.add_argument("step", choices=["cache", "rules", "ceiling", "priors", "spatial"])
     ap.add_argument("--sets", default="voc,hgsc,dev_micronuclei")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--out", default=None, help="write the rules' table as JSON here")
@@ -636,6 +923,10 @@ def main() -> None:
     if args.step == "cache":
         for s in sets:
             cache(s, list(range(args.seeds)))
+    elif args.step == "spatial":
+        table = spatial(sets, args.scenarios.split(","))
+        if args.out:
+            Path(args.out).write_text(json.dumps(table, indent=1, default=str))
     elif args.step in ("ceiling", "priors"):
         if args.step == "ceiling":
             table = {s: ceiling(s) for s in sets}
