@@ -39,6 +39,20 @@ other objects ``R``):
     python scripts/dev_decision_rules.py spatial --sets dev_stroma_types,dev_micronuclei \
         --scenarios "as drawn,one class rare,natural shares" [--balanced]
 
+``context`` adds a neighbourhood view that needs no first-pass types: per object, features of
+the other objects of its image (``CONTEXT_FEATURES``: distances to the 4th and 8th nearest in
+the examples' median equivalent diameters, the 8 nearest's median area over the examples'
+median, its own area over theirs, their elongation, the share and count within 3 diameters;
+ground-truth masks stand in for detections, the examples' neighbourhoods come from every object
+of the example images), standardised on the example images' objects, compared by cosine or an
+RBF (``CONTEXT_KERNELS``) per subset (``CONTEXT_SUBSETS``), added to the views' similarity at
+``CONTEXT_A`` x the other views' weight and scored by the vote under the size and brightness
+priors; gates: the examples' leave-one-out over ``CONTEXT_A``, and ``choose_weights`` over
+seven views. Accuracy and balanced accuracy side by side:
+
+    python scripts/dev_decision_rules.py context --sets dev_stroma_types,dev_micronuclei \
+        --scenarios "as drawn,one class rare,natural shares"
+
 ``ceiling`` embeds every object of every image of a set (the first seed's library gives the
 working scale) and asks how far the descriptions themselves tell the classes apart: a linear
 model (``_linear``) fitted on every object of the other images and scored on each image in
@@ -607,18 +621,26 @@ SPATIAL_NEAR = (("K", 4), ("K", 8), ("K", 16), ("r", 2.0), ("r", 3.0), ("r", 5.0
 SPATIAL_ROUNDS = (1, 3)
 
 
-def _spatial_runs(name: str, scenario: str) -> list[dict]:
-    """``name``'s cached seeds with the objects' positions (``Exy``/``Qxy``/``Rxy``, images
-    ``Eimg``/``Qimg``/``Rimg``; R: the example images' other objects), ``thin``-ned by
-    ``scenario`` (an example left out joins R), and the vote's class scores under the size and
-    brightness priors as ``detect`` types (``S_E`` leave-one-out among the examples, ``S_Q``,
-    ``S_R``), each row summing to 1."""
+def _load_set(name: str) -> tuple[list, dict, list[np.ndarray]]:
+    """``(items, protocol, each image's objects' brightness)`` of ``name``."""
     import bench_classify as bc
 
     from sam_detect.profile import brightness
 
     items, protocol = DEV_SETS[name]() if name in DEV_SETS else bc._gt_set(name)
-    grey = [brightness(rgb, g) for rgb, g in items]
+    return items, protocol, [brightness(rgb, g) for rgb, g in items]
+
+
+def _spatial_runs(name: str, scenario: str, loaded: tuple | None = None) -> list[dict]:
+    """``name``'s cached seeds with the objects' positions (``Exy``/``Qxy``/``Rxy``, images
+    ``Eimg``/``Qimg``/``Rimg``; R: the example images' other objects), ``thin``-ned by
+    ``scenario`` (an example left out joins R), and the vote's class scores under the size and
+    brightness priors as ``detect`` types (``S_E`` leave-one-out among the examples, ``S_Q``,
+    ``S_R``), each row summing to 1; the priors' factors themselves as ``P_E``, ``P_Q``, ``P_R``
+    and the view weights as ``w``. ``loaded``: ``_load_set(name)``, when already read."""
+    import bench_classify as bc
+
+    items, protocol, grey = loaded or _load_set(name)
     runs = []
     for seed, f in enumerate(sorted(CACHE.glob(f"{name}_[0-9]*.npz"))):
         d = dict(np.load(f))
@@ -650,7 +672,9 @@ def _spatial_runs(name: str, scenario: str) -> list[dict]:
         loo = np.tensordot(w, np.stack([e @ e.T for e in ev]), axes=1)
         np.fill_diagonal(loo, -np.inf)  # each example left out of its own vote
         _, se = _nearest_means(loo, el, 5)
+        d["w"] = w
         for part, sc in (("E", se), ("Q", sq), ("R", sr)):
+            d[f"P_{part}"] = pri[part]
             x = sc * pri[part]
             d[f"S_{part}"] = x / np.maximum(x.sum(1, keepdims=True), 1e-12)
         d["classes"] = classes
@@ -839,9 +863,198 @@ def spatial(sets: list[str], scenarios: list[str]) -> dict:
     return out
 
 
-def _accuracy(pred: np.ndarray, truth: np.ndarray) -> float:
-    """The share typed right, or the mean of the classes' own shares (``BALANCED``)."""
-    if BALANCED:
+# -- context: the objects around an object in its image, as one more view (issue 12) -------
+#: ``neighbourhood``'s features of an object, from the other objects of its image (distances in
+#: the examples' median equivalent diameters ``D``, areas over the examples' median area ``A``)
+CONTEXT_FEATURES = ("log distance to the 4th nearest / D", "log distance to the 8th nearest / D",
+                    "log the 8 nearest's median area / A", "log own area / the 8 nearest's median",
+                    "the 8 nearest's mean log axis ratio", "share of the image's others within 3 D",
+                    "log (1 + others within 3 D)")
+#: the subsets of ``CONTEXT_FEATURES`` screened, and the similarities of two objects' features
+#: (standardised on the example images' objects): the cosine of the standardised vectors
+#: (``cos``, as each view is a unit vector) or ``exp(-|z_i - z_j|^2 / (2 F))`` (``rbf``)
+CONTEXT_SUBSETS = {"all": (0, 1, 2, 3, 4, 5, 6), "density": (0, 1, 5, 6), "sizes": (2, 3),
+                   "density and sizes": (0, 1, 2, 3, 5, 6)}
+CONTEXT_KERNELS = ("cos", "rbf")
+#: the view's weight relative to the other views' together: ``(sum_v w_v s_v + a s_nb) / (1 + a)``
+CONTEXT_A = (0.0, 0.1, 0.25, 0.5, 1.0)
+
+
+def _geometry(items) -> list[dict]:
+    """Per image: its objects' centroids ``xy``, ``area`` and elongation (``elong``: log of the
+    ratio of the mask's principal axes)."""
+    out = []
+    for _, g in items:
+        el = np.zeros(len(g))
+        for i in range(len(g)):
+            m, _ = g.mask_crop(i)
+            yy, xx = np.nonzero(m)
+            if len(yy) > 2:
+                ev = np.linalg.eigvalsh(np.cov(np.stack([yy, xx]).astype(float)))
+                el[i] = 0.5 * np.log(max(ev[1], 1e-3) / max(ev[0], 1e-3))
+        out.append({"xy": centroids(g), "area": np.asarray(g.areas, float), "elong": el})
+    return out
+
+
+def neighbourhood(geo: dict, diameter: float, area: float) -> np.ndarray:
+    """``(n, len(CONTEXT_FEATURES))`` each object's neighbourhood among the other objects of its
+    image (``geo``: ``_geometry``'s entry); ``nan`` where it has no other object."""
+    xy, a, el = geo["xy"], geo["area"], geo["elong"]
+    n = len(xy)
+    f = np.full((n, len(CONTEXT_FEATURES)), np.nan)
+    if n < 2:
+        return f
+    dist = np.linalg.norm(xy[:, None] - xy[None], axis=2)
+    np.fill_diagonal(dist, np.inf)
+    order = np.argsort(dist, axis=1)[:, : n - 1]
+    sd = np.take_along_axis(dist, order, 1)
+    nb = order[:, :8]
+    med = np.median(a[nb], axis=1)
+    within = (sd <= 3.0 * diameter).sum(1)
+    f[:, 0] = np.log(np.maximum(sd[:, min(4, n - 1) - 1], 1e-3) / diameter)
+    f[:, 1] = np.log(np.maximum(sd[:, min(8, n - 1) - 1], 1e-3) / diameter)
+    f[:, 2] = np.log(np.maximum(med, 1.0) / area)
+    f[:, 3] = np.log(np.maximum(a, 1.0) / np.maximum(med, 1.0))
+    f[:, 4] = el[nb].mean(1)
+    f[:, 5] = within / (n - 1)
+    f[:, 6] = np.log1p(within)
+    return f
+
+
+def context_vectors(d: dict, geo: list[dict]) -> dict[str, np.ndarray]:
+    """``{"E", "Q"}``: the examples' and the scored objects' ``neighbourhood`` features,
+    standardised by the mean and sd of the example images' objects (examples and R)."""
+    area = float(np.median(d["E_area"]))
+    feats = {k: neighbourhood(g, d["diameter"], area) for k, g in enumerate(geo)
+             if k in {int(x) for p in ("E", "Q", "R") for x in d[f"{p}_obj"][:, 0]}}
+    part = {p: np.array([feats[k][j] for k, j in d[f"{p}_obj"]]).reshape(-1, len(CONTEXT_FEATURES))
+            for p in ("E", "Q", "R")}
+    pool = np.concatenate([part["E"], part["R"]])
+    mu, sd = np.nanmean(pool, 0), np.nanstd(pool, 0)
+    return {p: np.nan_to_num((part[p] - mu) / np.maximum(sd, 1e-6)) for p in ("E", "Q")}
+
+
+def context_similarity(a: np.ndarray, b: np.ndarray, kernel: str) -> np.ndarray:
+    """``(len(a), len(b))`` the neighbourhood view's similarity (``CONTEXT_KERNELS``)."""
+    if kernel == "cos":
+        return _unit(a) @ _unit(b).T
+    d2 = (a**2).sum(1)[:, None] + (b**2).sum(1)[None] - 2 * a @ b.T
+    return np.exp(-np.maximum(d2, 0) / (2 * a.shape[1]))
+
+
+def _context_vote(s: np.ndarray, el: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """The class (index) the vote under the priors gives: each class's 5 nearest × ``prior``."""
+    return (_nearest_means(s, el, 5)[1] * prior).argmax(1)
+
+
+def context_runs(name: str, scenario: str, loaded: tuple | None = None, geo: list | None = None) -> list[dict]:
+    """``_spatial_runs`` with each view's similarities among the examples (``PE``) and from the
+    scored objects (``PQ``), and the neighbourhood view's (``NE``/``NQ``, per subset and kernel)."""
+    loaded = loaded or _load_set(name)
+    geo = geo or _geometry(loaded[0])
+    runs = _spatial_runs(name, scenario, loaded)
+    for d in runs:
+        ev, qv = _views(d["E"]), _views(d["Q"])
+        d["PE"] = np.stack([e @ e.T for e in ev])
+        d["PQ"] = np.stack([q @ e.T for q, e in zip(qv, ev, strict=True)])
+        z = context_vectors(d, geo)
+        d["NE"], d["NQ"] = {}, {}
+        for sub, cols in CONTEXT_SUBSETS.items():
+            for kernel in CONTEXT_KERNELS:
+                d["NE"][sub, kernel] = context_similarity(z["E"][:, cols], z["E"][:, cols], kernel)
+                d["NQ"][sub, kernel] = context_similarity(z["Q"][:, cols], z["E"][:, cols], kernel)
+    return runs
+
+
+def context_pred(d: dict, key: tuple, a: float) -> np.ndarray:
+    """The scored objects' classes (indices) with the neighbourhood view ``key`` at weight ``a``
+    relative to the other views (their weights ``d["w"]``, as the library chose them)."""
+    s = (np.tensordot(d["w"], d["PQ"], axes=1) + a * d["NQ"][key]) / (1 + a)
+    return _context_vote(s, d["El"], d["P_Q"])
+
+
+def context_gate_grid(d: dict, key: tuple) -> tuple[float, dict]:
+    """The ``CONTEXT_A`` of best leave-one-out accuracy among the examples (the vote under the
+    priors, each example out of its own vote; ties: the smaller)."""
+    codes = np.searchsorted(d["classes"], d["El"])
+    acc = {}
+    for a in CONTEXT_A:
+        s = (np.tensordot(d["w"], d["PE"], axes=1) + a * d["NE"][key]) / (1 + a)
+        np.fill_diagonal(s, -np.inf)
+        acc[a] = float((_context_vote(s, d["El"], d["P_E"]) == codes).mean())
+    return max(CONTEXT_A, key=lambda a: (acc[a], -a)), acc
+
+
+def context_gate_views(d: dict, key: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """``(predicted classes, weights)`` with the neighbourhood view as a seventh view, the seven
+    weights chosen by ``calibrate.choose_weights`` (the library's own leave-one-out rule)."""
+    from sam_detect.calibrate import choose_weights
+    from sam_detect.embed.views import VIEWS
+
+    names = [n for n, _ in VIEWS] + ["neighbourhood"]
+    w, _ = choose_weights(np.concatenate([d["PE"], d["NE"][key][None]]), d["El"], names)
+    w = np.array([w[n] for n in names])
+    s = np.tensordot(w[:-1], d["PQ"], axes=1) + w[-1] * d["NQ"][key]
+    return _context_vote(s, d["El"], d["P_Q"]), w
+
+
+def context(sets: list[str], scenarios: list[str]) -> dict:
+    """Print and return, per set and scenario, the accuracy and the balanced accuracy (mean ±
+    sd over the seeds) of the vote under the priors alone, with the neighbourhood view at each
+    ``CONTEXT_A`` (per subset and kernel; the best picked on the answer is the ceiling), and
+    with the weight its gates choose from the examples (the grid's leave-one-out, and
+    ``choose_weights`` over seven views), with the weights chosen per seed."""
+    out: dict = {}
+    cache_: dict = {}
+    for name in sets:
+        loaded = _load_set(name)
+        cache_[name] = (loaded, _geometry(loaded[0]))
+    keys = [(s, k) for s in CONTEXT_SUBSETS for k in CONTEXT_KERNELS]
+
+    def summary(preds, runs):
+        codes = [np.searchsorted(d["classes"], d["Ql"]) for d in runs]
+        plain = [_accuracy(p, c, balanced=False) for p, c in zip(preds, codes, strict=True)]
+        bal = [_accuracy(p, c, balanced=True) for p, c in zip(preds, codes, strict=True)]
+        return {"plain": (round(float(np.mean(plain)), 3), round(float(np.std(plain)), 3)),
+                "balanced": (round(float(np.mean(bal)), 3), round(float(np.std(bal)), 3)),
+                "plain per seed": [round(x, 3) for x in plain], "balanced per seed": [round(x, 3) for x in bal]}
+
+    def fmt(r):
+        return f"{r['plain'][0]:.3f}±{r['plain'][1]:.3f} / {r['balanced'][0]:.3f}±{r['balanced'][1]:.3f}"
+
+    for scenario in scenarios:
+        for name in sets:
+            runs = context_runs(name, scenario, *cache_[name])
+            res: dict = {"grid": {}, "gates": {}}
+            base = summary([context_pred(d, keys[0], 0.0) for d in runs], runs)
+            res["vote"] = base
+            print(f"-- {name}, {scenario} ({len(runs)} seeds), plain / balanced: the vote alone {fmt(base)}")
+            for key in keys:
+                row = {a: summary([context_pred(d, key, a) for d in runs], runs) for a in CONTEXT_A[1:]}
+                res["grid"][f"{key[0]}, {key[1]}"] = row
+                print(f"   {key[0] + ', ' + key[1]:24s}" + "  ".join(f"a={a:g} {fmt(r)}" for a, r in row.items()))
+                grid_w = [context_gate_grid(d, key)[0] for d in runs]
+                g1 = summary([context_pred(d, key, a) for d, a in zip(runs, grid_w, strict=True)], runs)
+                views = [context_gate_views(d, key) for d in runs]
+                g2 = summary([p for p, _ in views], runs)
+                w7 = [round(float(w[-1]), 3) for _, w in views]
+                res["gates"][f"{key[0]}, {key[1]}"] = {"grid LOO": {**g1, "a": grid_w},
+                                                       "seven views LOO": {**g2, "w": w7}}
+                print(f"   {'':24s}gate grid LOO {fmt(g1)} a {grid_w};  gate 7 views LOO {fmt(g2)} w_nb {w7}")
+            for metric in ("plain", "balanced"):
+                best = max(((k, a, r[metric]) for k, row in res["grid"].items() for a, r in row.items()),
+                           key=lambda x: x[2][0])
+                res[f"ceiling {metric}"] = best
+                print(f"   ceiling ({metric}, picked on the answer): {best[2][0]:.3f} ± {best[2][1]:.3f} "
+                      f"({best[0]}, a {best[1]:g}); the vote alone {base[metric][0]:.3f}")
+            out.setdefault(scenario, {})[name] = res
+    return out
+
+
+def _accuracy(pred: np.ndarray, truth: np.ndarray, balanced: bool | None = None) -> float:
+    """The share typed right, or the mean of the classes' own shares (``balanced``, by default
+    ``BALANCED``)."""
+    if BALANCED if balanced is None else balanced:
         return float(np.mean([(pred[truth == c] == c).mean() for c in np.unique(truth)]))
     return float((pred == truth).mean())
 
@@ -907,7 +1120,7 @@ def ceiling(name: str, per_class=(4, 8, 16, 32, 64), draws: int = 5) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("step", choices=["cache", "rules", "ceiling", "priors", "spatial"])
+    ap.add_argument("step", choices=["cache", "rules", "ceiling", "priors", "spatial", "context"])
     ap.add_argument("--sets", default="voc,hgsc,dev_micronuclei")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--out", default=None, help="write the rules' table as JSON here")
@@ -923,8 +1136,8 @@ def main() -> None:
     if args.step == "cache":
         for s in sets:
             cache(s, list(range(args.seeds)))
-    elif args.step == "spatial":
-        table = spatial(sets, args.scenarios.split(","))
+    elif args.step in ("spatial", "context"):
+        table = (spatial if args.step == "spatial" else context)(sets, args.scenarios.split(","))
         if args.out:
             Path(args.out).write_text(json.dumps(table, indent=1, default=str))
     elif args.step in ("ceiling", "priors"):
