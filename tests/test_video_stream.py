@@ -116,6 +116,24 @@ def test_every_n_detects_the_right_frames(detector, video_file):
     assert all(r.result_of == r.index - r.index % 3 for r in skipped)
 
 
+def test_a_skipped_frame_of_another_size_carries_no_stale_objects(detector, scene, tmp_path):
+    """A folder of images of mixed sizes with --every 2: a skipped frame smaller than the last
+    detected one got that frame's masks, and drawing them stopped `video -o` with an internal
+    IndexError; one larger got them drawn out of place. Such a frame carries nothing."""
+    big = scene.frame(0)
+    small = np.ascontiguousarray(scene.frame(1)[:100, :140])
+    frames = [big, small, big, np.ascontiguousarray(scene.frame(3)[:100, :140])]
+    results = list(detect_stream(detector, frames, every=2, change_threshold=0))
+    assert [r.status for r in results] == ["detected", "skipped", "detected", "skipped"]
+    assert len(results[0].instances) > 0
+    for r in results:
+        assert r.instances.image_hw == r.frame.hw
+    assert len(results[1].instances) == 0
+    out = tmp_path / "mixed.mp4"
+    stats = run_video(detector, frames, output=str(out), every=2, change_threshold=0)
+    assert stats.frames == 4 and out.stat().st_size > 0
+
+
 def test_max_fps_caps_detections_by_source_time(detector, video_file):
     with open_source(video_file) as src:  # 10 fps source
         results = list(detect_stream(detector, src, max_fps=4, change_threshold=0))

@@ -8,7 +8,7 @@ live window.
 Which frames are detected:
 
 - ``every=N``: only every N-th frame read is detected; the others are ``"skipped"`` and
-  carry the latest result.
+  carry the latest result (none on a frame of another size than the one it was made on).
 - ``max_fps=F``: at most F detections per second of *source time* (media time for files,
   wall clock for cameras); frames in between are ``"skipped"``.
 - ``change_threshold=T``: a frame that differs from the last detected frame by less than T
@@ -319,9 +319,12 @@ def _stream(
                     continue
             if not due:
                 stats.skipped += 1
+                # the latest detection, where it was made on a frame of this size: a folder's
+                # images of another size carry nothing (its masks would not fit this frame)
+                fits = last is not None and tuple(last.image_hw) == tuple(frame.hw)
                 yield FrameResult(
                     frame,
-                    last if last is not None else Instances.empty(frame.hw),
+                    last if fits else Instances.empty(frame.hw),
                     SKIPPED,
                     last_of,
                     time.perf_counter() - frame.captured_at,
