@@ -782,6 +782,46 @@ def test_tiffs_of_other_photometric_kinds_and_a_png_named_tif_read_as_viewers_sh
         assert np.abs(got - want.astype(np.int16)).max() <= 2, name
 
 
+def test_stacks_of_other_photometric_kinds_read_as_their_single_pages_are(tmp_path):
+    """A MinIsWhite, palette or CMYK TIFF of several pages (a time-lapse saved so) was read as
+    stored, not as shown: inverted, as palette indices, as inks; so was a 16-bit MinIsWhite
+    image of one page (Pillow keeps it as stored). Every frame now reads as viewers show it:
+    `detect --frame K` and `video` found other objects than on the same frame saved alone."""
+    from skimage import data as skd
+
+    from sam_detect.io.images import load_image, read_stack
+
+    c = skd.coins()[:96, :128]
+    frames = np.stack([c, c[::-1]])
+    cmap = np.stack([np.arange(256)[::-1], np.arange(256), np.arange(256) // 2]).astype(np.uint16) * 257
+    inks = np.stack([np.dstack([255 - f, f // 3, f // 2, 255 - f // 4]) for f in frames]).astype(np.uint8)
+    kinds = {
+        "miniswhite": (255 - frames, {"photometric": "miniswhite"}),
+        "palette": (frames, {"photometric": "palette", "colormap": cmap}),
+        "cmyk": (inks, {"photometric": "separated"}),
+    }
+    for kind, (stored, kw) in kinds.items():
+        one = tmp_path / f"{kind}_1.tif"
+        tifffile.imwrite(one, stored[1], **kw)
+        want = load_image(one).rgb  # one page: as viewers show it (Pillow)
+        many = tmp_path / f"{kind}_2.tif"
+        tifffile.imwrite(many, stored, **kw)
+        assert np.array_equal(load_image(many, frame=1).rgb, want), kind  # one frame's pages read alone
+        stack, _ = read_stack(many)  # every frame (video)
+        got = load_image(many, frame=1)
+        assert stack.shape[0] == 2 and got.n_frames == 2, kind
+        from sam_detect.io.render import render
+
+        assert np.array_equal(render(stack[1], channel=None, merge="max", percentiles=(1.0, 99.8),
+                                     is_rgb=stack.ndim == 4), want), kind
+    assert np.array_equal(load_image(tmp_path / "miniswhite_1.tif").rgb[..., 0], frames[1])
+    # 16 bits of MinIsWhite: 0 is white
+    ramp = (np.arange(96 * 128).reshape(96, 128) * 5).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "mw16.tif", ramp, photometric="miniswhite")
+    tifffile.imwrite(tmp_path / "mb16.tif", ramp.max() - ramp, photometric="minisblack")
+    assert np.array_equal(load_image(tmp_path / "mw16.tif").rgb, load_image(tmp_path / "mb16.tif").rgb)
+
+
 def test_a_16_bit_colour_png_stored_turned_is_read_upright():
     """Its pixels come from OpenCV (Pillow keeps 8 of the 16 bits), which ignores the EXIF
     orientation that the 8-bit formats are turned by: it came out turned."""

@@ -541,8 +541,38 @@ def _looks_like_other(p: Path) -> bool:
 
 #: TIFF photometric interpretations whose pixels are not the image's levels as they stand:
 #: MinIsWhite (0, inverted), Palette (3, colour-table indices), Separated (5, CMYK inks).
-#: Pillow reads a one-image file of these as it shows them.
+#: Pillow reads a one-image file of these of up to 8 bits as it shows them; every other
+#: (several pages, 16-bit MinIsWhite, which Pillow keeps as stored) :func:`_as_shown` turns.
 _PIL_PHOTOMETRIC = (0, 3, 5)
+
+
+def _as_shown(data: np.ndarray, page: Any, samples: bool) -> np.ndarray:
+    """A TIFF's pixels of a photometric kind in ``_PIL_PHOTOMETRIC`` as viewers (and Pillow,
+    for one page of 8 bits) show them: MinIsWhite inverted, palette indices looked up in the
+    colour map (a samples axis of 3 added last), CMYK inks (``samples``: the last axis holds
+    them) as RGB. ``page``: the series' key page. Other data is returned as it is."""
+    photometric = int(getattr(page, "photometric", 1))
+    if photometric == 0:
+        if data.dtype == bool or np.issubdtype(data.dtype, np.signedinteger):
+            return ~data  # signed: -1 - v, the levels reversed in the same type
+        if np.issubdtype(data.dtype, np.unsignedinteger):
+            bits = min(int(getattr(page, "bitspersample", 0) or 0) or 8 * data.dtype.itemsize,
+                       8 * data.dtype.itemsize)
+            return (data.dtype.type((1 << bits) - 1) - data).astype(data.dtype, copy=False)
+        return -data  # float: scaled per image afterwards
+    if photometric == 3 and not samples and np.issubdtype(data.dtype, np.integer):
+        cmap = getattr(page, "colormap", None)
+        if cmap is None:
+            return data
+        table = (np.asarray(cmap).T // 256).astype(np.uint8)  # (entries, 3), as Pillow reads it
+        return table[np.clip(data, 0, len(table) - 1)]
+    if photometric == 5 and samples and data.shape[-1] >= 4 and np.issubdtype(data.dtype, np.unsignedinteger):
+        top = int(np.iinfo(data.dtype).max)
+        ink = data[..., :4].astype(np.int64)
+        white = top - ink[..., 3:4]
+        rgb = ((top - ink[..., :3]) * white + top // 2) // top  # as Pillow's CMYK -> RGB
+        return rgb.astype(data.dtype)
+    return data
 
 
 #: the files whose other series :func:`_main_series` said it leaves out (said once a process)
@@ -592,10 +622,15 @@ def _read_tiff(p: Path) -> tuple[np.ndarray, str]:
             axes = _unnamed_channels(series.axes.upper(), shape)
             page = series.keyframe
             photometric = int(getattr(page, "photometric", 1))
-            if photometric in _PIL_PHOTOMETRIC and len(tif.pages) == 1:
+            shown = photometric in _PIL_PHOTOMETRIC
+            if shown and len(tif.pages) == 1 and int(getattr(page, "bitspersample", 8) or 8) <= 8:
                 return _read_pil(p)  # inverted, indexed or CMYK: as viewers show it
             check_series_size(p, axes, shape, series.dtype.itemsize)
             data = series.asarray()
+            if shown:  # several pages, or 16 bits: each as its page alone is shown
+                had = data.ndim
+                data = _as_shown(data, page, axes.endswith("S"))
+                axes = axes + "S" if data.ndim > had else axes
             # grey + alpha: the alpha sample is no channel of the image (merged by max, all white);
             # an extra sample marked unspecified (0, as tifffile writes a (H, W, 2) array) is a
             # channel (a second fluorescence channel was dropped as alpha)
@@ -830,6 +865,8 @@ def _read_tiff_frame(p: Path, frame: int | None):
                 return None
             _check_size(p, int(page_shape[0]), int(page_shape[1]))
             planes = np.stack([pg.asarray() for pg in pages], axis=0)  # (K, Y, X[, S])
+            if int(getattr(series.keyframe, "photometric", 1)) in _PIL_PHOTOMETRIC:  # as shown, as the full read
+                planes = _as_shown(planes, series.keyframe, page_axes == "YXS")
     except ImageLoadError:
         raise
     except Exception as e:  # corrupt or truncated: report like the full read does
