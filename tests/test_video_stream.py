@@ -614,6 +614,43 @@ def test_cli_missing_library(video_file, tmp_path, capsys):
     assert code == 1 and "Error: no library 'default' in memory store" in err
 
 
+def test_cli_sigterm_ends_the_run_as_ctrl_c_does(library_path, video_file, tmp_path):
+    """`timeout`, a batch system's time limit, `docker stop` and `kill` send SIGTERM: it killed
+    the run outright, leaving no label stack (its planes in a hidden .part file), an MP4 that
+    does not open and no summary. It now stops the run as Ctrl-C does, every output kept."""
+    import subprocess
+    import sys
+
+    import tifffile
+
+    out, lines, labels, summary = (tmp_path / n for n in ("t.mp4", "t.jsonl", "t.tif", "s.json"))
+    args = ["video", str(video_file), *cli_args(library_path, "-o", out, "--jsonl", lines, "--label-image",
+                                                labels, "--summary", summary, "--change-threshold", "0")]
+    code = (  # a SIGTERM comes as the third frame's label plane is written
+        "import os, signal, sys\n"
+        "from sam_detect.video import writer\n"
+        "real, calls = writer.LabelStackWriter.write, []\n"
+        "def write(*a, **k):\n"
+        "    calls.append(1)\n"
+        "    if len(calls) == 3:\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    return real(*a, **k)\n"
+        "writer.LabelStackWriter.write = write\n"
+        "from sam_detect.cli.main import main\n"
+        f"main({[str(a) for a in args]!r})\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 143, proc.stderr
+    assert "interrupted after" in proc.stdout
+    cap = cv2.VideoCapture(str(out))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    assert (len(lines.read_text().splitlines()), tifffile.imread(labels).shape[0], n) == (3, 3, 3)
+    assert json.loads(summary.read_text())["interrupted"] is True
+    assert not list(tmp_path.glob(".*part"))
+
+
 def test_cli_help_does_not_import_torch(capsys):
     import subprocess
     import sys

@@ -170,7 +170,8 @@ def video(
     SOURCE is a video file (MP4, AVI, ...), a camera index (0) or device (/dev/video0),
     a stream URL (rtsp://, http://), a folder or glob of images, or a multi-frame TIFF or .npy stack.
     Files are processed frame by frame; cameras and streams drop frames when detection
-    falls behind. Ctrl-C stops cleanly: the video and JSON lines written so far are kept.
+    falls behind. Ctrl-C (or SIGTERM) stops cleanly: the video, JSON lines and label stacks
+    written so far are kept.
 
     \b
     Examples:
@@ -277,28 +278,31 @@ def video(
                 progress = tqdm(total=src.frame_count, desc="video", unit="frame", file=sys.stderr)
             tracker = None if no_track else Tracker(max_age=max_age, smooth=smooth)
             interrupted = False
+            from sam_detect.video.runner import sigterm_as_interrupt
+
             try:
-                run_video(
-                    detector,
-                    src,
-                    output=output,
-                    jsonl=jsonl,
-                    output_fps=fps if fps and not src.fps else None,
-                    label_image=label_image,
-                    type_map=type_map,
-                    classes=classes,
-                    polygons=not no_polygons,
-                    tolerance=tolerance,
-                    on_result=(lambda _r: progress.update(1)) if progress is not None else None,
-                    stats=stats,
-                    every=every,
-                    max_fps=max_fps,
-                    change_threshold=change_threshold,
-                    track=tracker if tracker is not None else False,
-                    live=live,
-                    queue_size=queue_size,
-                    propagate=propagator,
-                )
+                with sigterm_as_interrupt() as terminated:
+                    run_video(
+                        detector,
+                        src,
+                        output=output,
+                        jsonl=jsonl,
+                        output_fps=fps if fps and not src.fps else None,
+                        label_image=label_image,
+                        type_map=type_map,
+                        classes=classes,
+                        polygons=not no_polygons,
+                        tolerance=tolerance,
+                        on_result=(lambda _r: progress.update(1)) if progress is not None else None,
+                        stats=stats,
+                        every=every,
+                        max_fps=max_fps,
+                        change_threshold=change_threshold,
+                        track=tracker if tracker is not None else False,
+                        live=live,
+                        queue_size=queue_size,
+                        propagate=propagator,
+                    )
             except KeyboardInterrupt:
                 interrupted = True
             finally:
@@ -331,8 +335,8 @@ def video(
                 click.echo(f"sam-detect: wrote {label} to {path}", err=True)
             else:  # no frame reached it (none could be read, or Ctrl-C came first)
                 click.echo(f"sam-detect: no {label} written to {path}: no frame was detected", err=True)
-    if interrupted:
-        raise click.exceptions.Exit(130)
+    if interrupted:  # 128 + the signal's number, as a shell gives for a process it stopped
+        raise click.exceptions.Exit(143 if terminated else 130)
     if stats.frames == 0:
         raise click.ClickException(f"no frame could be read from {source}")
     if stats.failed and stats.failed == stats.frames:

@@ -486,6 +486,38 @@ def _interrupt_after() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[list[int]]:
+    """Within the block, a SIGTERM (``timeout``, a batch system's time limit, ``docker stop``,
+    ``kill``) stops the run as Ctrl-C does: a ``KeyboardInterrupt``, held as a Ctrl-C is while
+    a frame goes to the outputs, so that they are finalised alike (it killed the process, and
+    left no label stack and an MP4 that does not open). Yields a list that holds the signal
+    once one came. Only in the main thread, and only where SIGTERM has its default action; a
+    second SIGTERM kills as before."""
+    import signal
+
+    got: list[int] = []
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield got
+        return
+
+    def on_term(signum: int, frame: Any) -> None:
+        got.append(signum)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        held = signal.getsignal(signal.SIGINT)
+        if callable(held) and held is not signal.default_int_handler:  # _interrupt_after's: raised after the frame
+            held(signal.SIGINT, frame)
+            return
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield got
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def run_video(
     detector: Any,
     source: FrameSource | Iterable[Any],
