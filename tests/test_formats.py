@@ -100,6 +100,14 @@ BAD = [  # (file name, content, message)
     ("x.npz", b"PK\x03\x04 broken", r"x\.npz: cannot read \.npz"),
     ("x.tif", b"II*\x00 broken", r"x\.tif: cannot read label image"),
     ("x.txt", b"1,2", r"x\.txt: unsupported annotation format '\.txt'"),
+    # detect's own --json (one image, or a list of them) and --jsonl / video's JSON lines: its outlines are
+    # simplified and its holes filled, so it is no annotation; it was read as polygon JSON ("label 'image':
+    # expected a polygon [[x, y], ...]", "item #0: expected a polygon")
+    ("x.json", b'{"image": "a.png", "height": 9, "width": 9, "count": 1, "objects": [{"id": 0, "label": "c", '
+     b'"polygons": [[[1, 1], [5, 1], [5, 5]]]}]}', r"x\.json: .*sam-detect detect --json.*--coco"),
+    ("x.json", b'[{"image": "a.png", "height": 9, "width": 9, "count": 0, "objects": []}]',
+     r"x\.json: .*sam-detect detect --json.*--coco"),
+    ("x.jsonl", b'{"frame": 0, "objects": []}\n', r"x\.jsonl: .*JSON lines.*--coco.*--label-image"),
 ]
 
 

@@ -388,6 +388,12 @@ def _read_any(
         items = [read_npz(path, label)]
     elif suffix in (".json", ".geojson"):
         items = _read_json(path, image_shape, label)
+    elif suffix == ".jsonl":
+        raise AnnotationError(
+            f"{path}: JSON lines (what `detect --jsonl` and `video --jsonl` write) are no annotation file: "
+            f"their outlines are simplified; write the objects with `detect --coco FILE` (exact masks) or "
+            f"`--geojson`, or `video --label-image FILE.tif` (read with --labels and --labels-frame), and give that"
+        )
     else:
         raise AnnotationError(
             f"{path}: unsupported annotation format {suffix!r}; expected one of "
@@ -410,6 +416,12 @@ def _read_json(path: Path, image_shape: Sequence[int] | None, label: str | None)
             return [read_labelme(path, doc, image_shape, label)]
         if is_geojson(doc):
             return [read_geojson(path, doc, image_shape, label)]
+        if _is_detect_record(doc):
+            raise AnnotationError(
+                f"{path}: this is what `sam-detect detect --json` prints, no annotation file: its polygons are "
+                f"simplified outlines with holes filled; write the objects with `detect --coco FILE` (exact "
+                f"masks), `--geojson FILE` or `--label-image FILE`, and give that"
+            )
         return [read_polygons(path, doc, image_shape, label)]
     except AnnotationError as e:
         msg = str(e)
@@ -418,6 +430,15 @@ def _read_json(path: Path, image_shape: Sequence[int] | None, label: str | None)
         raise AnnotationError(f"{path}: {msg}") from e
     except (KeyError, TypeError, ValueError, IndexError) as e:
         raise AnnotationError(f"{path}: malformed annotation ({type(e).__name__}: {e})") from e
+
+
+def _is_detect_record(doc: object) -> bool:
+    """Whether ``doc`` is ``detect --json``'s output: one image's record (``image`` and its
+    ``objects``) or a list of them."""
+    def record(d: object) -> bool:
+        return isinstance(d, dict) and isinstance(d.get("image"), str) and isinstance(d.get("objects"), list)
+
+    return record(doc) or (isinstance(doc, list) and bool(doc) and all(record(d) for d in doc))
 
 
 # ----------------------------------------------------------------------------------------
