@@ -322,6 +322,35 @@ def test_a_stack_read_without_a_frame_says_its_frame_count_as_an_attribute(tmp_p
         assert (type(again), str(again), again.n_frames) == (FrameRequiredError, str(e.value), 5)
 
 
+def test_an_array_of_more_than_four_channels_last_is_said_to_read_as_strips(tmp_path):
+    """An (H, W, 5) array (five stains) saved as .npy, or by tifffile without axes, reads as H
+    frames 5 px wide: the refusal offered `--frame 0..H-1`, and `video` ran over H strips of
+    5 px without a word. Both say that its last axis may be channels, and how to save them."""
+    import warnings
+
+    from sam_detect.io.images import read_stack_noted
+    from sam_detect.video.sources import StackSource
+
+    rng = np.random.default_rng(5)  # its own: the module's RNG feeds the tests after it
+    five = rng.integers(0, 4000, (64, 48, 5), dtype=np.uint16)
+    np.save(tmp_path / "five.npy", five)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tifffile.imwrite(tmp_path / "five.tif", five)
+    for p in (tmp_path / "five.npy", tmp_path / "five.tif"):
+        with pytest.raises(ImageLoadError, match=r"holds a stack of 64 frames .* its frames are 48 x 5 pixels: if "
+                           r"its last axis holds 5 channels .*'axes': 'CYX'"):
+            load_image(p)
+        assert "48 x 5 pixels" in read_stack_noted(p)[2]
+        assert "48 x 5 pixels" in StackSource(p).note  # what `video` says before its first frame
+    cyx = tmp_path / "cyx.tif"
+    tifffile.imwrite(cyx, np.moveaxis(five, -1, 0), imagej=True, metadata={"axes": "CYX"})  # as it says
+    assert load_image(cyx).rgb.shape == (64, 48, 3)
+    narrow = rng.integers(0, 4000, (6, 64, 48), dtype=np.uint16)  # a stack of frames: nothing said
+    np.save(tmp_path / "tyx.npy", narrow)
+    assert read_stack_noted(tmp_path / "tyx.npy")[2] is None
+
+
 def test_stacks_and_colour_images_saved_otherwise_have_no_planes_note(tmp_path):
     rgb = RNG.integers(0, 256, (6, 7, 3), dtype=np.uint8)
     tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")  # interleaved: a camera's

@@ -154,6 +154,22 @@ def planes_note(path: str | os.PathLike, source_axes: str, source_shape: tuple[i
             "metadata={'axes': 'TYX'}))")
 
 
+def strips_note(source_axes: str, source_shape: tuple[int, ...]) -> str | None:
+    """What to say of an array saved without axes whose last axis, of 5 to 16 entries, is
+    far shorter than the one before it (an ``(H, W, C)`` array of more than 4 channels, as a
+    ``.npy`` or as tifffile saves it): it reads as ``H`` frames ``C`` pixels wide, and the
+    line says how to save its channels; ``None`` for any other file."""
+    axes = str(source_axes).upper()
+    if len(source_shape) < 3 or axes != "Q" * (len(axes) - 2) + "YX":
+        return None
+    h, w = int(source_shape[-2]), int(source_shape[-1])
+    if not (_MAX_ARRAY_CHANNELS < w <= 16 and h >= 8 * w):
+        return None
+    return (f"its frames are {h} x {w} pixels: if its last axis holds {w} channels (an (H, W, C) array of more "
+            f"than {_MAX_ARRAY_CHANNELS} channels is read as a stack of frames {w} px wide), save them first, with "
+            "their axes: tifffile.imwrite(path, np.moveaxis(a, -1, 0), imagej=True, metadata={'axes': 'CYX'})")
+
+
 def describe_reading(reading: dict[str, Any]) -> str:
     """``"channel 0"``, ``"channels 0, 2 merged"`` or ``"all 4 channels merged"``."""
     used = reading.get("channel")
@@ -265,6 +281,7 @@ def read_stack_noted(path: str | os.PathLike, *, planes_as_frames: bool = False)
         second = ", ".join(f"{a} {int(a == several[-1][0])}" for a, _ in several)
         note = (f"axes {source_axes}: {' x '.join(f'{n} {a}' for a, n in several)} planes read as "
                 f"{stack.shape[0]} frames in file order, {several[-1][0]} fastest (frame 1 is {second})")
+    note = note or strips_note(source_axes, source_shape)
     return stack, (("TYXS" if axes.endswith("S") else "TYXC") if stack.ndim == 4 else "TYX"), note
 
 
@@ -798,7 +815,8 @@ def _pick_frame(
             raise FrameRequiredError(
                 f"{p}: holds a stack of {n_frames} frames (axes {source_axes}, shape "
                 f"{source_shape}); pick one with frame=0..{n_frames - 1} (--frame on the command line), "
-                f"or detect on every frame with `sam-detect video {p} --jsonl frames.jsonl`",
+                f"or detect on every frame with `sam-detect video {p} --jsonl frames.jsonl`"
+                + (f"; {strips}" if (strips := strips_note(source_axes, source_shape)) else ""),
                 n_frames,
             )
         return 0
