@@ -315,6 +315,29 @@ def test_ctrl_c_keeps_video_and_json_lines(detector, video_file, tmp_path):
     assert stats.ended is not None and stats.frames == 5
 
 
+def test_ctrl_c_during_a_detection_counts_the_frames_handled(detector, scene, tmp_path):
+    """Ctrl-C comes while the third frame is detected: the summary said "interrupted after 3
+    frames: 2 detected" beside outputs of 2 frames. The frame in hand is no frame handled."""
+
+    class StopsOnThird:
+        def __init__(self):
+            self.n = 0
+
+        def detect(self, image):
+            self.n += 1
+            if self.n == 3:
+                raise KeyboardInterrupt
+            return detector.detect(image)
+
+    stats = StreamStats()
+    lines = tmp_path / "out.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        run_video(StopsOnThird(), [scene.frame(i) for i in range(6)], jsonl=str(lines), stats=stats,
+                  change_threshold=0)
+    assert len(lines.read_text().splitlines()) == 2
+    assert (stats.frames, stats.detected, stats.summary()["frames"]) == (2, 2, 2)
+
+
 @pytest.mark.parametrize("during", ["draw_annotations", "label stack"])
 def test_ctrl_c_leaves_every_output_the_same_frames(detector, scene, tmp_path, monkeypatch, during):
     """A SIGINT between two writers of a frame (after its JSON line and label plane, while it

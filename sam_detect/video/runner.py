@@ -269,6 +269,7 @@ def _stream(
     errors = 0
     t_origin = None
     propagating = False  # the propagator holds the last detection
+    in_hand = False  # a frame taken whose result is not given yet (Ctrl-C while it is detected)
     try:
         stats.started = time.perf_counter()
         reader = _Reader(source, queue_size, live, stats)
@@ -284,6 +285,7 @@ def _stream(
                 # counts from when the loop takes it
                 frame.captured_at = time.perf_counter()
             stats.frames += 1
+            in_hand = True  # counted as handled once its result is given; not if the run stops before
             position = seen
             seen += 1
             now_t = frame.time
@@ -313,6 +315,7 @@ def _stream(
                     moved.metadata["frame"] = frame.index
                     stats.propagated += 1
                     _count(stats, moved)
+                    in_hand = False
                     yield FrameResult(
                         frame, moved, PROPAGATED, last_of, time.perf_counter() - frame.captured_at
                     )
@@ -322,6 +325,7 @@ def _stream(
                 # the latest detection, where it was made on a frame of this size: a folder's
                 # images of another size carry nothing (its masks would not fit this frame)
                 fits = last is not None and tuple(last.image_hw) == tuple(frame.hw)
+                in_hand = False
                 yield FrameResult(
                     frame,
                     last if fits else Instances.empty(frame.hw),
@@ -340,6 +344,7 @@ def _stream(
                         stats.reused += 1
                         last_time = now_t
                         _count(stats, last)
+                        in_hand = False
                         yield FrameResult(
                             frame,
                             last,
@@ -357,6 +362,7 @@ def _stream(
             except Exception as e:
                 errors += 1
                 stats.failed += 1
+                in_hand = False  # handled: failed
                 log.warning(
                     "frame %d: detection failed: %s: %s (skipped)", frame.index, type(e).__name__, e
                 )
@@ -365,6 +371,7 @@ def _stream(
                         f"detection failed on {errors} frames in a row (last at frame {frame.index}: "
                         f"{type(e).__name__}: {e}); stopping"
                     ) from e
+                in_hand = False
                 yield FrameResult(
                     frame,
                     Instances.empty(frame.hw),
@@ -401,8 +408,11 @@ def _stream(
             latency = time.perf_counter() - frame.captured_at
             stats.latencies.append(latency)
             _count(stats, found)
+            in_hand = False
             yield FrameResult(frame, found, DETECTED, frame.index, latency, change=change)
     finally:
+        if in_hand:  # stopped while this frame was in hand: it is no frame handled
+            stats.frames -= 1
         memory.__exit__(None, None, None)
         if reader is not None:
             reader.close()
