@@ -505,6 +505,39 @@ def test_truncated_tiff(tmp_path):
     assert msg.endswith("the file may be truncated or corrupt")
 
 
+@pytest.mark.parametrize("kind", ["imagej", "imagej_channels", "tifffile"])
+def test_a_truncated_stack_gives_the_frames_left_whole_and_says_so(tmp_path, kind, caplog):
+    """A time-lapse cut off (a copy or an acquisition stopped) keeps its first frames, but the
+    page directories written after the data are lost: an ImageJ file read as its first frame
+    alone without a word (`video` ran one frame, `detect` took it for a single image), a
+    tifffile one not at all. The frames whole in the file are read, and a line says so."""
+    rng = np.random.default_rng(7)
+    frames = rng.integers(0, 60000, (6, 2, 24, 32), dtype=np.uint16)
+    full, cut = tmp_path / "full.tif", tmp_path / "cut.tif"
+    if kind == "imagej":
+        frames = frames[:, 0]
+        tifffile.imwrite(full, frames, imagej=True, metadata={"axes": "TYX"})
+    elif kind == "imagej_channels":
+        tifffile.imwrite(full, frames, imagej=True, metadata={"axes": "TCYX"})
+    else:
+        frames = frames[:, 0]
+        tifffile.imwrite(full, frames)
+    plane = 24 * 32 * 2
+    per_frame = plane * (2 if kind == "imagej_channels" else 1)
+    data = full.read_bytes()
+    start = data.index(frames.reshape(-1)[:8].tobytes())  # where the pixels begin
+    cut.write_bytes(data[: start + 3 * per_frame + plane // 2])  # 3 frames whole and part of the 4th
+    with caplog.at_level("WARNING", logger="sam_detect"):
+        stack, axes = read_stack(cut)
+    assert stack.shape[0] == 3
+    want = frames[:3] if kind != "imagej_channels" else np.moveaxis(frames[:3], 1, -1)
+    np.testing.assert_array_equal(stack, want)
+    assert "says it holds 6 frames" in caplog.text and "only its first 3 are whole" in caplog.text
+    with pytest.raises(ImageLoadError, match="holds a stack of 3 frames"):
+        load_image(cut)  # not one image
+    np.testing.assert_array_equal(load_image(cut, frame=2).original, want[2])
+
+
 @pytest.mark.filterwarnings("ignore:.*zero-size array")
 def test_zero_size_tiff(tmp_path):
     p = tmp_path / "zero.tif"

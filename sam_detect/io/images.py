@@ -627,6 +627,64 @@ def _main_series(tif: Any) -> Any:
     return main
 
 
+def _cut_stack(tif: Any, p: Path) -> tuple[np.ndarray, str] | None:
+    """The frames left whole in a stack whose file was cut off (a copy or an acquisition
+    stopped), or ``None`` for any other file. ImageJ and tifffile store a stack's frames
+    uncompressed one after another and say how many in their metadata (``images=``,
+    ``shape``), with the page directories after the data: a cut file keeps its first page
+    alone, which tifffile read as the whole of an ImageJ file (`video` ran one frame, `detect`
+    took it for a single image) and not at all for its own. A line says how many are read."""
+    page = tif.pages.first
+    if int(getattr(page, "compression", 1) or 1) != 1 or not page.is_contiguous:
+        return None
+    if tif.is_imagej:
+        md = tif.imagej_metadata or {}
+        n = int(md.get("images", 1) or 1)
+        channels = int(md.get("channels", 1) or 1)
+        frames, slices = int(md.get("frames", 1) or 1), int(md.get("slices", 1) or 1)
+        axis = "T" if frames * channels == n else "Z" if slices * channels == n else "Q"
+    elif tif.is_shaped:
+        shape = tuple(int(v) for v in (tif.shaped_metadata[0].get("shape") or ()))
+        if shape[len(shape) - len(page.shape):] != tuple(page.shape):
+            return None
+        n, channels, axis = int(np.prod(shape[: len(shape) - len(page.shape)])), 1, "Q"
+    else:
+        return None
+    plane = int(np.prod(page.shape)) * page.dtype.itemsize
+    offset = int(page.dataoffsets[0])
+    whole = (p.stat().st_size - offset) // plane // channels  # frames of every channel in the file
+    if n <= channels or whole * channels >= n or whole < 1:
+        return None
+    try:  # the frames lie one after another: the first page's next directory comes after all of them
+        import struct
+
+        fmt, fh = tif.tiff, tif.filehandle
+        fh.seek(page.offset)
+        tags = struct.unpack(fmt.tagnoformat, fh.read(fmt.tagnosize))[0]
+        fh.seek(page.offset + fmt.tagnosize + tags * fmt.tagsize)
+        following = struct.unpack(fmt.offsetformat, fh.read(fmt.offsetsize))[0]
+    except Exception:  # noqa: BLE001 - a layout it cannot tell: the file read as tifffile reads it
+        return None
+    if following < offset + n * plane:
+        return None
+    with open(p, "rb") as fh:
+        fh.seek(offset)
+        raw = fh.read(whole * channels * plane)
+    data = np.frombuffer(raw, page.dtype.newbyteorder(tif.byteorder)).astype(page.dtype.newbyteorder("="))
+    data = data.reshape(whole, channels, *page.shape)
+    samples = "S" if len(page.shape) == 3 else ""
+    data, axes = (data[:, 0], f"{axis}YX{samples}") if channels == 1 else (data, f"{axis}CYX{samples}")
+    where = str(p)
+    if where not in _SAID_SERIES:
+        _SAID_SERIES.add(where)
+        import logging
+
+        logging.getLogger("sam_detect").warning(
+            "%s: the file says it holds %d frames, but it ends inside frame %d (cut off?): only its first %d are "
+            "whole, and are read", p.name, n // channels, whole, whole)
+    return np.ascontiguousarray(data), axes
+
+
 def _read_tiff(p: Path) -> tuple[np.ndarray, str]:
     import tifffile
 
@@ -634,6 +692,8 @@ def _read_tiff(p: Path) -> tuple[np.ndarray, str]:
         with tifffile.TiffFile(p) as tif:
             if not tif.series:
                 raise ImageLoadError(f"{p}: TIFF holds no image data")
+            if (cut := _cut_stack(tif, p)) is not None:
+                return cut
             series = _main_series(tif)
             shape = tuple(int(x) for x in series.shape)
             axes = _unnamed_channels(series.axes.upper(), shape)
