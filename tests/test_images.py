@@ -512,7 +512,8 @@ def test_a_truncated_stack_gives_the_frames_left_whole_and_says_so(tmp_path, kin
     alone without a word (`video` ran one frame, `detect` took it for a single image), a
     tifffile one not at all. The frames whole in the file are read, and a line says so."""
     rng = np.random.default_rng(7)
-    frames = rng.integers(0, 60000, (6, 2, 24, 32), dtype=np.uint16)
+    blocks = rng.integers(0, 60000, (6, 2, 3, 4), dtype=np.uint16)  # flat 8 x 8 blocks: a label image too
+    frames = np.ascontiguousarray(blocks.repeat(8, axis=2).repeat(8, axis=3))
     full, cut = tmp_path / "full.tif", tmp_path / "cut.tif"
     if kind == "imagej":
         frames = frames[:, 0]
@@ -536,6 +537,11 @@ def test_a_truncated_stack_gives_the_frames_left_whole_and_says_so(tmp_path, kin
     with pytest.raises(ImageLoadError, match="holds a stack of 3 frames"):
         load_image(cut)  # not one image
     np.testing.assert_array_equal(load_image(cut, frame=2).original, want[2])
+    from sam_detect.formats.label_image import read_label_image
+
+    # a label stack cut so: its frames, not its first alone (`add --frame 3 --labels` took frame 0's objects)
+    labels = read_label_image(cut, channel=1 if kind == "imagej_channels" else None)
+    np.testing.assert_array_equal(labels, want[..., 1] if kind == "imagej_channels" else want)
 
 
 @pytest.mark.filterwarnings("ignore:.*zero-size array")

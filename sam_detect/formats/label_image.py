@@ -58,11 +58,17 @@ def read_label_image(path: PathLike, channel: int | None = None, pieces: bool = 
         if suffix in (".tif", ".tiff"):
             import tifffile
 
+            from sam_detect.io.images import read_cut_stack
+
             with tifffile.TiffFile(path) as tf:
-                series = tf.series[0]
-                axes = series.axes
-                check_series_size(path, axes.upper(), tuple(int(x) for x in series.shape), series.dtype.itemsize)
-                arr = series.asarray()
+                if (cut := read_cut_stack(tf, path)) is not None:  # a label stack cut off: its frames left whole
+                    arr, axes = cut
+                else:
+                    series = tf.series[0]
+                    axes = series.axes
+                    check_series_size(path, axes.upper(), tuple(int(x) for x in series.shape),
+                                      series.dtype.itemsize)
+                    arr = series.asarray()
         elif suffix == ".npy":
             arr = _read_npy(path)
         elif suffix == ".mat":

@@ -627,7 +627,7 @@ def _main_series(tif: Any) -> Any:
     return main
 
 
-def _cut_stack(tif: Any, p: Path) -> tuple[np.ndarray, str] | None:
+def read_cut_stack(tif: Any, p: Path) -> tuple[np.ndarray, str] | None:
     """The frames left whole in a stack whose file was cut off (a copy or an acquisition
     stopped), or ``None`` for any other file. ImageJ and tifffile store a stack's frames
     uncompressed one after another and say how many in their metadata (``images=``,
@@ -692,7 +692,7 @@ def _read_tiff(p: Path) -> tuple[np.ndarray, str]:
         with tifffile.TiffFile(p) as tif:
             if not tif.series:
                 raise ImageLoadError(f"{p}: TIFF holds no image data")
-            if (cut := _cut_stack(tif, p)) is not None:
+            if (cut := read_cut_stack(tif, p)) is not None:
                 return cut
             series = _main_series(tif)
             shape = tuple(int(x) for x in series.shape)
