@@ -399,6 +399,25 @@ def test_a_file_name_after_json_is_refused_before_any_work(scene_files, tmp_path
     assert out.read_text() == '{"earlier": "run"}' and not (tmp_path / "new.jsonl").exists()
 
 
+@pytest.mark.parametrize(("command", "flag"), [
+    ("detect", "--coco"), ("detect", "--csv"), ("detect", "--geojson"), ("detect", "--label-image"),
+    ("detect", "--type-map"), ("detect", "--overlay"), ("detect", "--resume"), ("video", "--summary"),
+    ("library", "FILE")])
+def test_a_dash_for_an_output_that_takes_a_file_is_refused(scene_files, tmp_path, monkeypatch, command, flag):
+    """`video --jsonl -` prints to stdout, so `-` reads as stdout: `--coco -`, `--csv -`, `--geojson -`,
+    `--resume -`, `video --summary -` and `library export NAME -` wrote a file named "-" (one
+    over the other), and `--label-image -` failed after the work. Refused before any work."""
+    monkeypatch.chdir(tmp_path)
+    if command == "library":
+        args = ["library", "export", "default", "-", "--library-path", str(tmp_path / "libs")]
+    else:
+        args = [command, scene_files["image"], flag, "-", *scene_files["lib"]]
+    r = run_cli(*args)
+    assert r.exit_code == 2, r.output
+    assert "'-' is no file name here" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "-").exists()
+
+
 def test_fade_settings_need_a_fade(scene_files):
     r = run_cli("detect", scene_files["image"], "--sigma", "20", *scene_files["lib"])
     assert r.exit_code == 2 and "name the fade these settings are for" in r.output

@@ -96,10 +96,15 @@ def output_file(
     suffixes: Sequence[str] | None = None,
     what: str = "a file",
     create_folder: bool = False,
+    stdout: bool = False,
 ) -> Path | None:
     """Check that ``value`` can be written as a file: not a folder, a known suffix, an
-    existing (with ``create_folder``: created) and writable folder. Raises
-    ``click.BadParameter`` (exit 2) otherwise."""
+    existing (with ``create_folder``: created) and writable folder. ``-`` is stdout where
+    ``stdout`` says the option prints there (``video --jsonl -``), else refused: it made a file
+    named "-". Raises ``click.BadParameter`` (exit 2) otherwise."""
+    if value == "-" and not stdout:
+        raise click.BadParameter(f"'-' is no file name here: {option} writes {what}, not to stdout; give a file "
+                                 "name", param_hint=option)
     try:
         return _output_file(value, option, suffixes, what, create_folder)
     except OSError as e:  # a name too long, a loop of links...

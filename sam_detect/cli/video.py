@@ -192,7 +192,7 @@ def video(
         raise click.BadParameter(str(e), param_hint="--frames") from e
     # Outputs are checked before any work (a model load, a camera opened, a video decoded).
     output_file(output, "--output", tuple(_FOURCC), what="an annotated video")
-    output_file(jsonl, "--jsonl", what="a JSON lines file")
+    output_file(jsonl, "--jsonl", what="a JSON lines file", stdout=True)
     output_file(label_image, "--label-image", LABEL_STACK_SUFFIXES, what="a label stack")
     output_file(type_map, "--type-map", LABEL_STACK_SUFFIXES, what="a type stack")
     output_file(summary_path, "--summary", what="a JSON summary")
