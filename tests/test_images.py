@@ -544,6 +544,20 @@ def test_a_truncated_stack_gives_the_frames_left_whole_and_says_so(tmp_path, kin
     np.testing.assert_array_equal(labels, want[..., 1] if kind == "imagej_channels" else want)
 
 
+def test_a_video_file_given_as_an_image_is_pointed_to_video(tmp_path):
+    """`detect clip.mp4 --frame 2` (an animated GIF is a stack of frames to it) said only "not a
+    readable image (expected PNG, JPEG, ...)": it says that a video's frames are read by `video`."""
+    import cv2
+
+    path = tmp_path / "clip.avi"
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5, (32, 24))
+    for k in range(3):
+        out.write(np.full((24, 32, 3), 40 * k, np.uint8))
+    out.release()
+    with pytest.raises(ImageLoadError, match=r"clip\.avi: a video, not an image: .*`sam-detect video "):
+        load_image(path, frame=2)
+
+
 @pytest.mark.filterwarnings("ignore:.*zero-size array")
 def test_zero_size_tiff(tmp_path):
     p = tmp_path / "zero.tif"

@@ -779,6 +779,13 @@ def _read_pil(p: Path) -> tuple[np.ndarray, str]:
             f"{p}: the image is larger than the pixel limit ({e}); crop or downscale it first"
         ) from e
     except UnidentifiedImageError as e:
+        from sam_detect.video.sources import VIDEO_EXTENSIONS
+
+        if p.suffix.lower() in VIDEO_EXTENSIONS:  # `detect clip.mp4 --frame 2`, as for a stack
+            raise ImageLoadError(
+                f"{p}: a video, not an image: detect on its frames with `sam-detect video {p} --jsonl frames.jsonl` "
+                "(--frames K for frame K alone)"
+            ) from e
         raise ImageLoadError(
             f"{p}: not a readable image (expected PNG, JPEG, BMP, WebP or TIFF)"
         ) from e
