@@ -665,7 +665,8 @@ def read_cut_stack(tif: Any, p: Path) -> tuple[np.ndarray, str] | None:
         following = struct.unpack(fmt.offsetformat, fh.read(fmt.offsetsize))[0]
     except Exception:  # noqa: BLE001 - a layout it cannot tell: the file read as tifffile reads it
         return None
-    if following < offset + n * plane:
+    # (ImageJ writes a file past 4 GB with its first directory alone: its frames always lie so)
+    if following < offset + n * plane and not (following == 0 and tif.is_imagej):
         return None
     with open(p, "rb") as fh:
         fh.seek(offset)
