@@ -62,6 +62,20 @@ def test_offset_is_removed_and_outliers_clip():
     assert out[15, 15] == 255
 
 
+@pytest.mark.parametrize(("dtype", "ground", "step"), [
+    (np.uint32, 3_000_000_000, 200), (np.int64, 2**40, 50), (np.float64, 1e6, 1e-3), (np.float32, 0.0, 1e-40)])
+def test_a_small_range_far_from_zero_keeps_its_contrast(dtype, ground, step):
+    """Scaled in float32, a 32/64-bit image whose range is small beside its values (a camera's
+    offset in 32 bits, physical units in float64) lost its contrast to rounding and came out
+    flat or in bands; float32 values of a range under 1e-38 gave an infinite factor. Every
+    object found nothing."""
+    a = np.full((40, 40), ground, dtype)
+    a[10:20, 10:20] = dtype(ground + step)
+    a[25:30, 25:30] = dtype(ground + step / 2)
+    out = to_rgb_uint8(a, percentiles=(0, 100))[..., 0]
+    assert (out[5, 5], out[15, 15]) == (0, 255) and abs(int(out[27, 27]) - 128) <= 1
+
+
 def test_nan_and_constant_images():
     a = np.ones((4, 4), np.float32)
     np.testing.assert_array_equal(to_rgb_uint8(a), np.zeros((4, 4, 3), np.uint8))

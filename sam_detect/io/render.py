@@ -320,10 +320,14 @@ def _scale_to_uint8(arr: np.ndarray, percentiles: tuple[float, float]) -> np.nda
         raise ImageLoadError(f"unsupported pixel type {arr.dtype}; expected integer, float or bool")
     if eight_bit(arr):
         return (arr // 257 if arr.dtype == np.uint16 else arr).astype(np.uint8)
-    x = arr.astype(np.float32, copy=False)
+    # 32- and 64-bit integers and float64 are scaled in float64: float32's 24 bits rounded a range
+    # small beside its values (200 levels over a 32-bit camera offset, 1e-3 over 1e6) to one value
+    wide = arr.dtype.itemsize > 4 or (np.issubdtype(arr.dtype, np.integer) and arr.dtype.itemsize == 4)
+    work = np.float64 if wide else np.float32
+    x = arr.astype(work, copy=False)
     finite = np.isfinite(x)
     if not finite.all():
-        x = np.where(finite, x, 0.0).astype(np.float32)
+        x = np.where(finite, x, 0.0).astype(work)
     # Percentiles of a strided subsample are as good as of all pixels and much cheaper.
     flat = x.reshape(-1)
     step = max(1, flat.size // 1_000_000)
@@ -344,6 +348,11 @@ def _scale_to_uint8(arr: np.ndarray, percentiles: tuple[float, float]) -> np.nda
         lo, hi = float(flat.min()), float(flat.max())
     if hi <= lo:  # constant image
         return np.zeros(arr.shape, dtype=np.uint8)
-    out = (x - np.float32(lo)) * np.float32(255.0 / (hi - lo))
+    with np.errstate(over="ignore"):
+        factor = np.float32(255.0 / (hi - lo))
+    if wide or not np.isfinite(factor):  # (a float32 range under 1e-38: its factor in float32 is none)
+        out = (x.astype(np.float64, copy=False) - float(lo)) * (255.0 / (float(hi) - float(lo)))
+    else:
+        out = (x - np.float32(lo)) * factor
     np.clip(out, 0, 255, out=out)
     return np.rint(out).astype(np.uint8)
