@@ -668,12 +668,13 @@ def read_cut_stack(tif: Any, p: Path) -> tuple[np.ndarray, str] | None:
     # (ImageJ writes a file past 4 GB with its first directory alone: its frames always lie so)
     if following < offset + n * plane and not (following == 0 and tif.is_imagej):
         return None
+    samples = "S" if len(page.shape) == 3 else ""
+    check_series_size(p, f"QC{'YXS' if samples else 'YX'}", (whole, channels, *page.shape), page.dtype.itemsize)
     with open(p, "rb") as fh:
         fh.seek(offset)
         raw = fh.read(whole * channels * plane)
     data = np.frombuffer(raw, page.dtype.newbyteorder(tif.byteorder)).astype(page.dtype.newbyteorder("="))
     data = data.reshape(whole, channels, *page.shape)
-    samples = "S" if len(page.shape) == 3 else ""
     data, axes = (data[:, 0], f"{axis}YX{samples}") if channels == 1 else (data, f"{axis}CYX{samples}")
     where = str(p)
     if where not in _SAID_SERIES:
