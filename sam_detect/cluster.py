@@ -503,7 +503,10 @@ def read_resume(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
         if not (isinstance(rec, dict) and isinstance(rec.get("image"), str)):
             raise _not_resume(p, f"line {k}", line)
         frame = rec.get("frame")
-        out[resume_key(rec["image"], frame if isinstance(frame, int) else None)] = rec
+        # the file as resolved when the record was written (a run from another folder names it
+        # by another relative path); records written before then: their path, from here
+        key = rec.get(RESUME_KEY)
+        out[key if isinstance(key, str) else resume_key(rec["image"], frame if isinstance(frame, int) else None)] = rec
     if cut.strip() and not _begins_record(cut):
         raise _not_resume(p, f"line {len(lines) + 1}", cut)
     return out
@@ -561,6 +564,12 @@ def open_resume(path: str | os.PathLike) -> io.TextIOBase:
 
 #: the key a ``--resume`` file's records carry the run's settings under (:func:`resume_settings`)
 RESUME_SETTINGS = "resume_settings"
+#: the key of a ``--resume`` line that holds its image's :func:`resume_key` (the file resolved
+#: when the line was written: the record's ``image`` is the path as given, relative to the
+#: folder that run started in)
+RESUME_KEY = "resume_key"
+#: what a ``--resume`` line holds beyond the record ``detect`` prints
+RESUME_ONLY = (RESUME_SETTINGS, RESUME_KEY)
 
 
 def resume_settings(config: Any, store: Any = None, **extra: Any) -> dict[str, Any]:

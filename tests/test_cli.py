@@ -978,6 +978,7 @@ def test_frames_of_a_stack_are_resumed_and_named_each_on_its_own(scene_files, tm
     assert [r["frame"] for r in recs] == [0, 1]
     r = run_cli("detect", stack, "--frame", 1, "--resume", resume, "--jsonl", *f["lib"])
     recs[1].pop("resume_settings")  # the run's settings, in the resume file only
+    assert recs[1].pop("resume_key").endswith("stack.tif#frame=1")  # the file as resolved, and its frame
     assert "resume: 1 of 1 images already" in r.stderr and json.loads(r.stdout) == recs[1]
     r = run_cli("detect", stack, "--frame", 1, "--resume", resume, "--jsonl", "--threshold", "0.4", *f["lib"])
     assert r.exit_code == 1 and "holds records made with other settings: threshold None (this run: 0.4)" in r.output

@@ -263,6 +263,7 @@ def test_resume_skips_recorded_images(hela, tmp_path):
     recorded = json.loads(first)
     settings = recorded.pop("resume_settings")  # the run's settings: a run of others is refused
     assert settings["library"] == "default" and settings["segmenter"] == "classical"
+    assert recorded.pop("resume_key") == os.path.realpath(paths[0])  # the file as resolved then
     assert json.loads(lines[0]) == recorded  # not run again: the same record, timings included
     kept = resume.read_text().splitlines()
     assert kept[0] == first.strip()  # the cut line is gone, not kept or joined: the file stays JSON lines
@@ -335,6 +336,29 @@ def test_resume_knows_a_path_however_it_is_spelled(hela, tmp_path):
     r = run_cli("detect", os.path.abspath(path), "--resume", resume, "--jsonl", *lib)
     assert r.exit_code == 0 and "resume: 1 of 1 images already" in r.stderr
     assert resume.read_text() == before
+
+
+def test_resume_from_another_folder_knows_the_images_an_earlier_run_named_relatively(hela, tmp_path, monkeypatch):
+    """A record names its image as given (``imgs/f.tif``, relative to the folder that run
+    started in): a run from another folder read it against its own, detected every image
+    again and wrote each line twice. The line now holds the file as resolved then."""
+    import json
+    import shutil
+
+    lib = ["--library-path", hela["root"] / "libs", "--segmenter", "classical"]
+    (tmp_path / "imgs").mkdir()
+    shutil.copy(hela["paths"][0], tmp_path / "imgs" / "f.tif")
+    resume = tmp_path / "run.jsonl"
+    monkeypatch.chdir(tmp_path)
+    assert run_cli("detect", "imgs/f.tif", "--resume", resume, *lib).exit_code == 0
+    before = resume.read_text()
+    assert json.loads(before)["image"] == "imgs/f.tif"
+    monkeypatch.chdir(tmp_path / "imgs")
+    r = run_cli("detect", "f.tif", "--resume", resume, "--jsonl", *lib)
+    assert r.exit_code == 0 and "resume: 1 of 1 images already" in r.stderr
+    assert resume.read_text() == before
+    printed = json.loads(r.stdout.strip().splitlines()[-1])
+    assert printed["image"] == "imgs/f.tif" and "resume_key" not in printed and "resume_settings" not in printed
 
 
 def test_serial_slides_skip_a_damaged_one_and_refuse_a_stack(hela, tmp_path):

@@ -189,7 +189,13 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
         from sam_detect.cluster import resume_key
 
         if resume_path:  # records made otherwise (another library, slide level) are not this run's
-            from sam_detect.cluster import RESUME_SETTINGS, other_settings, resume_settings
+            from sam_detect.cluster import (
+                RESUME_KEY,
+                RESUME_ONLY,
+                RESUME_SETTINGS,
+                other_settings,
+                resume_settings,
+            )
 
             settings = resume_settings(detector.config, detector.store, channels=list(channels) or None,
                                        slide=[slide_level, slide_tile] if slide else None,
@@ -226,7 +232,7 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
             stopped, undone = None, 0  # the error that stopped the run (a library deleted meanwhile), images left
             for path in paths:  # results come in input order; resumed records keep their place
                 if keys.get(str(path)) in resumed:
-                    rec = {k: v for k, v in resumed[keys[str(path)]].items() if k != RESUME_SETTINGS}
+                    rec = {k: v for k, v in resumed[keys[str(path)]].items() if k not in RESUME_ONLY}
                     _emit(rec, jsonl, records, bool(csv_path))
                     if maps or overlay:  # their files are an earlier run's: said where there are none
                         names = names or _folder_names(paths, quiet)
@@ -257,7 +263,8 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
                 if resume_fh is not None:
                     from sam_detect.cluster import append_line
 
-                    append_line(resume_fh, {**res.record, RESUME_SETTINGS: settings})
+                    append_line(resume_fh, {**res.record, RESUME_SETTINGS: settings,
+                                            RESUME_KEY: resume_key(path, frame)})
                 _emit(res.record, jsonl, records, bool(csv_path))
                 if coco_path:
                     if res.record.get("frame") is not None:  # the COCO image record says which frame
