@@ -95,6 +95,13 @@ class SAMDetect(DetectorStages, LibraryState):
         fade: Any = None,
         **overrides: Any,
     ) -> None:
+        if config is not None and not isinstance(config, DetectorConfig):
+            from sam_detect.errors import SettingError
+
+            hint = f" (a library name? SAMDetect(library={config!r}))" if isinstance(config, str) else ""
+            raise SettingError(f"SAMDetect's first argument is a DetectorConfig, got {type(config).__name__} "
+                               f"{config!r:.60}{hint}; settings may also be given as keywords, "
+                               "SAMDetect(store='memory', library='nuclei')")
         config = config or DetectorConfig()
         # A stage given by name is a config setting; given as an object, it is used as is.
         for key, value in (("segmenter", segmenter), ("embedder", embedder), ("store", store), ("fade", fade)):
@@ -106,7 +113,10 @@ class SAMDetect(DetectorStages, LibraryState):
         if overrides:
             unknown = set(overrides) - {f.name for f in dataclasses.fields(DetectorConfig)}
             if unknown:
-                raise TypeError(f"unknown SAMDetect options: {sorted(unknown)}")
+                from sam_detect.errors import UnknownOptionError  # a TypeError too, as before
+
+                raise UnknownOptionError(f"unknown SAMDetect options: {sorted(unknown)}; valid: "
+                                         f"{', '.join(f.name for f in dataclasses.fields(DetectorConfig))}")
             config = dataclasses.replace(config, **overrides)
         self.config = config
         self._segmenter = segmenter
@@ -404,14 +414,16 @@ class SAMDetect(DetectorStages, LibraryState):
         self,
         image: Any,
         instances: Instances | np.ndarray,
-        labels: Sequence[str] | None = None,
+        labels: str | Sequence[str] | None = None,
         *,
         progress: bool = False,
         again: bool = False,
         annotation: Instances | None = None,
     ) -> list[str]:
-        """Add every instance of ``image`` as an example (labels from ``labels`` or ``instances.labels``);
-        ``instances`` may be masks, ``(H, W)`` or ``(N, H, W)`` bool.
+        """Add every instance of ``image`` as an example (labels from ``labels`` or ``instances.labels``;
+        one string labels every instance); ``instances`` may be masks, ``(H, W)`` or ``(N, H, W)``
+        bool (a label image given as one ``(H, W)`` mask is one example, with a warning naming
+        :meth:`add_examples_from_annotations`).
 
         All-or-nothing: every crop is embedded before anything is written, and the store
         adds the batch atomically.
@@ -430,8 +442,15 @@ class SAMDetect(DetectorStages, LibraryState):
         ``detect`` leaves them out too (``DetectorConfig.drop_border``).
         """
         loaded = self._load(image)
+        given = instances
         # masks as an (H, W) or (N, H, W) array, as detect and embed take them (an AttributeError before)
         instances = as_instances(instances, loaded.rgb.shape[:2])
+        if not isinstance(given, Instances) and np.ndim(given) == 2 and len(instances) == 1:
+            from sam_detect.masks import many_in_mask
+
+            if (what := many_in_mask(given, instances.mask(0))) is not None:  # as add_example(mask=) says
+                log.warning("the mask %s, added as ONE example; add_examples_from_annotations(image, label_image, "
+                            "label=...) adds each object as an example", what)
         if len(instances) == 0:
             raise AnnotationError("no examples to add (the annotation holds no objects)")
         if not np.ptp(loaded.rgb):  # detect says of such an image that it holds no object to find
@@ -444,6 +463,8 @@ class SAMDetect(DetectorStages, LibraryState):
         if annotation is not None and annotation.image_hw != instances.image_hw:
             raise AnnotationError(f"the whole annotation's size {annotation.image_hw} does not match the "
                                   f"examples' {instances.image_hw}")
+        if isinstance(labels, str):  # one label for all: its letters were taken as N labels
+            labels = [labels] * len(instances)
         labels = list(labels) if labels is not None else list(instances.labels)
         if len(labels) != len(instances):
             raise AnnotationError(f"need {len(instances)} labels, got {len(labels)}")
@@ -494,13 +515,15 @@ class SAMDetect(DetectorStages, LibraryState):
         return [made[i] if r is None else str(r) for i, r in enumerate(repeats)]
 
     def repeated_examples(self, image: Any, instances: Instances | np.ndarray,
-                          labels: Sequence[str] | None = None) -> list[str | None]:
+                          labels: str | Sequence[str] | None = None) -> list[str | None]:
         """Per instance of ``image``, the id of the library's example it repeats (the same label
         on this image, masks at IoU >= ``SAME_EXAMPLE``: what :meth:`add_examples` does not add
         again), else ``None``. For a caller that adds the rest with ``again=True`` and must
         know which ids are its own: the browser UI, whose undo deletes exactly those."""
         loaded = self._load(image)
         instances = as_instances(instances, loaded.rgb.shape[:2])
+        if isinstance(labels, str):  # one label for all, as add_examples takes it
+            labels = [labels] * len(instances)
         labels = [self._check_label(lab) for lab in (labels if labels is not None else instances.labels)]
         if not len(instances) or self._library_meta() is None:  # a library not made yet holds nothing
             return [None] * len(instances)

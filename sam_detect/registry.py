@@ -55,6 +55,12 @@ class Registry(Generic[T]):
             from sam_detect.errors import UnknownOptionError
 
             raise UnknownOptionError(f"unknown {name} {self.kind} option(s) ['{bad.group(1)}'] ({e})") from None
+        except ValueError as e:  # an option's value out of range (sigma=-1): the setting error a caller catches
+            from sam_detect.errors import SamDetectError
+
+            if isinstance(e, SamDetectError):
+                raise
+            raise SettingError(f"{name} {self.kind}: {e}") from e
 
     def factory(self, name: str) -> Callable[..., T]:
         """The factory registered as ``name`` (its signature gives the entry's defaults)."""

@@ -777,3 +777,47 @@ def test_a_region_larger_than_the_examples_size_range_is_said_not_left_out_silen
         assert found.metadata["oversize"] == 1
         assert any(n.startswith("1 region larger than the examples' size range left out") for n in found.metadata["notes"])
         assert not any("size range left out" in n for n in det.detect(plain).metadata["notes"])
+
+
+def test_a_config_of_another_type_or_an_unknown_option_is_a_setting_error():
+    """``SAMDetect("nuclei")`` (a library name where the config goes) was taken as the config
+    and failed at the first detect with ``AttributeError: 'str' object has no attribute
+    'top_k'``; an unknown keyword raised a bare TypeError, and an option value a stage refuses
+    (``sigma=-1``, ``min_area=-5``) a bare ValueError: none of them the ``SettingError``
+    the README promises for a caller's mistakes (each still a TypeError / ValueError)."""
+    from sam_detect.errors import SettingError
+
+    for given in ("nuclei", {"store": "memory"}):
+        with pytest.raises(SettingError, match="first argument is a DetectorConfig") as e:
+            SAMDetect(given)
+        assert isinstance(e.value, ValueError)
+    with pytest.raises(SettingError, match=r"SAMDetect\(library='nuclei'\)"):
+        SAMDetect("nuclei")
+    with pytest.raises(SettingError, match=r"unknown SAMDetect options: \['libary'\]; valid: .*library") as e:
+        SAMDetect(store="memory", libary="x")
+    assert isinstance(e.value, TypeError)
+    with pytest.raises(SettingError, match="classical segmenter: min_area must be >= 0, got -5"):
+        _ = SAMDetect(store="memory", segmenter="classical", segmenter_options={"min_area": -5}).segmenter
+    with pytest.raises(SettingError, match="gaussian fade: sigma must be > 0") as e:
+        _ = SAMDetect(store="memory", fade="gaussian", fade_options={"sigma": -1}).fade
+    assert isinstance(e.value, ValueError)
+
+
+def test_one_label_string_labels_every_example_not_one_letter_each(scene, caplog):
+    """``add_examples(image, masks, "nucleus")`` with 7 masks stored them as 'n', 'u', 'c', 'l',
+    'e', 'u', 's' (a string is a sequence of labels to ``list``), silently; with another count,
+    "need 2 labels, got 7". A string labels every example, as ``label=`` does elsewhere. A
+    label image given to ``add_examples`` as its one mask is said to be one example, as
+    ``add_example(mask=...)`` says."""
+    import logging
+
+    rgb, masks, _ = scene(seed=2, n_discs=2, n_squares=1)
+    det = SAMDetect(store="memory", segmenter="classical", embedder="handcrafted", library="str")
+    ids = det.add_examples(rgb, np.asarray(masks[:2]), "disc")
+    assert len(ids) == 2 and det.store.labels("str") == {"disc": 2}
+    assert det.repeated_examples(rgb, np.asarray(masks[:2]), "disc") == ids
+    label_image = Instances(masks=masks).to_label_image(np.uint16)
+    with caplog.at_level(logging.WARNING, logger="sam_detect"):
+        det.add_examples(rgb, label_image, "shape")
+    assert f"the mask is a label image of {len(masks)} objects, added as ONE example" in caplog.text
+    det.close()
