@@ -190,6 +190,22 @@ def test_a_blue_frame_changes_by_as_many_levels_as_its_grey_one():
     assert frame_change(blue(a), blue(b)) == pytest.approx(grey_change)
 
 
+def test_a_path_given_as_the_frames_is_opened_not_read_letter_by_letter(detector, scene, video_file):
+    """``det.detect_stream("timelapse.tif")`` iterated the string: each letter a "frame"
+    (``s: image file not found (skipped)``), no frame of the file detected. A str or Path is
+    opened as ``open_source`` opens it, and closed when the stream ends."""
+    for given in (str(video_file), Path(video_file)):
+        results = list(detector.detect_stream(given, change_threshold=0))
+        assert [r.index for r in results] == list(range(N_FRAMES))
+        assert all(r.status == "detected" for r in results)
+        assert len(match_truth(results[0].instances, scene.truth(0))) == 4
+    stream = detect_stream(detector, str(video_file))
+    next(stream)
+    stream.close()  # a stream stopped early closes the source it opened
+    with pytest.raises(SamDetectError, match="no such file"):
+        detect_stream(detector, str(video_file) + ".missing")
+
+
 def test_python_api_accepts_arrays_of_any_dtype(detector, scene):
     frames16 = [scene.frame(t).astype(np.uint16) * 250 for t in range(3)]
     results = list(detect_stream(detector, iter(frames16), change_threshold=0))

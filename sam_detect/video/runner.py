@@ -165,9 +165,11 @@ def detect_stream(
 
     Args:
         detector: a ``SAMDetect`` (anything with ``detect(rgb) -> Instances``).
-        frames: a :class:`FrameSource` (see :func:`~sam_detect.video.sources.open_source`)
-            or any iterable of images: ``(H, W[, C])`` arrays of any dtype, ``LoadedImage``
-            objects, paths, or :class:`Frame` objects.
+        frames: a :class:`FrameSource` (see :func:`~sam_detect.video.sources.open_source`),
+            a path (str or ``os.PathLike``) that :func:`~sam_detect.video.sources.open_source`
+            opens (a video file, TIFF or ``.npy`` stack, image folder or glob; closed when the
+            stream ends), or any iterable of images: ``(H, W[, C])`` arrays of any dtype,
+            ``LoadedImage`` objects, paths, or :class:`Frame` objects.
         every: detect on every N-th frame read (1: all).
         max_fps: detect at most this many frames per second of source time (``None``: no cap);
             a file source without a frame rate (an image folder or stack) is timed at
@@ -207,8 +209,14 @@ def detect_stream(
     if queue_size < 1:
         raise ValueError(f"queue_size must be >= 1, got {queue_size}")
     propagator = _propagator(propagate)
-    source = frames if isinstance(frames, FrameSource) else ArraySource(frames)
-    return _stream(
+    opened = isinstance(frames, (str, os.PathLike))  # one path, not its letters as frames
+    if opened:
+        from sam_detect.video.sources import open_source
+
+        source = open_source(frames)
+    else:
+        source = frames if isinstance(frames, FrameSource) else ArraySource(frames)
+    stream = _stream(
         detector,
         source,
         every=int(every),
@@ -221,6 +229,16 @@ def detect_stream(
         stats=stats if stats is not None else StreamStats(),
         propagator=propagator,
     )
+    return _closing(stream, source) if opened else stream
+
+
+def _closing(stream: Iterator[FrameResult], source: FrameSource) -> Iterator[FrameResult]:
+    """``stream``, then ``source`` closed (at its end, an error or the generator's close)."""
+    try:
+        yield from stream
+    finally:
+        stream.close()
+        source.close()
 
 
 def _propagator(propagate: Any) -> Any:
