@@ -310,8 +310,19 @@ class Instances:
         """Paint instance ``i`` with ``i + 1`` (or ``values[i]``, e.g. track ids) into an
         ``(H, W)`` label image. Where masks overlap the smaller object keeps the pixels they
         share, so that no object inside another (a nucleus in its cell) vanishes from the image;
-        ``smaller_on_top=False``: the later one keeps them."""
+        ``smaller_on_top=False``: the later one keeps them.
+
+        Raises:
+            ValueError: an id does not fit ``dtype`` (300 objects in ``np.uint8``: object 256
+                would be painted as background and 257 as object 1).
+        """
         out = np.zeros(self._hw, dtype=dtype)
+        if len(self._crops) and np.issubdtype(out.dtype, np.integer):
+            ids = np.arange(1, len(self._crops) + 1) if values is None else np.asarray(values)
+            lo, hi = np.iinfo(out.dtype).min, np.iinfo(out.dtype).max
+            if ids.size and (ids.min() < lo or ids.max() > hi):
+                raise ValueError(f"ids up to {ids.max()} do not fit a {out.dtype} label image (at most {hi}): "
+                                 "give a wider dtype (np.uint16, np.uint32)")
         order = np.argsort(-self.areas, kind="stable") if smaller_on_top else range(len(self._crops))
         for i in order:
             m = self._crops[i]

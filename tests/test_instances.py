@@ -177,3 +177,18 @@ def test_placed_moves_instances_into_a_larger_image():
     with pytest.raises(ValueError, match="does not lie inside"):
         inst.placed(100, 0, (100, 120))
     assert len(Instances.empty((20, 30)).placed(5, 5, (50, 50))) == 0
+
+
+def test_a_label_image_too_narrow_for_its_ids_is_refused_not_wrapped():
+    """``to_label_image(np.uint8)`` of 300 objects painted object 256 as background (0) and
+    257 as object 1, silently; the ids that do not fit the dtype are refused, a wider one asked
+    for. ``values`` (track ids) are checked the same way."""
+    lab = np.arange(1, 301).reshape(15, 20)
+    inst, _ = Instances.from_label_image(lab)
+    with pytest.raises(ValueError, match="ids up to 300 do not fit a uint8 label image"):
+        inst.to_label_image(np.uint8)
+    np.testing.assert_array_equal(inst.to_label_image(np.uint16), lab)
+    with pytest.raises(ValueError, match="ids up to 70000 do not fit a uint16"):
+        _two().to_label_image(np.uint16, values=[5, 70000])
+    assert _two().to_label_image(np.uint8, values=[5, 255]).max() == 255
+    assert Instances.empty((3, 4)).to_label_image(np.uint8).shape == (3, 4)

@@ -740,7 +740,8 @@ def instances_to_label_image(instances: Instances, dtype: Any = None) -> np.ndar
 def save_label_image(instances: Instances | Sequence[Instances], path: PathLike) -> Path:
     """Write a label image (``.tif/.tiff/.png/.npy``); several ``Instances`` make a TIFF stack.
 
-    Ids are ``1..N`` per image in instance order; overlaps keep the later instance.
+    Ids are ``1..N`` per image in instance order; where masks overlap, the smaller instance
+    keeps the pixels (:func:`instances_to_label_image`).
     """
     path = Path(path)
     items = [instances] if isinstance(instances, Instances) else list(instances)
