@@ -369,3 +369,48 @@ def test_add_warns_once_when_a_library_outgrows_its_backend(store, monkeypatch):
         f"library 'lib' holds 6 examples; the {store.backend!r} store is meant for up to 5. "
         "Consider something bigger (sam-detect library copy)."
     ]
+
+
+def test_a_failed_save_leaves_the_memory_store_as_its_file_is(tmp_path, monkeypatch):
+    """The memory store's file write failing (a full disk, another process's write, a value
+    that is no JSON) left the change in the process's copy for some writes: a delete's
+    examples gone (so the journal's retry found nothing and said "deleted 0"), the count a
+    later `library check` compares raised, a library made or deleted, and an ``update_extra``
+    of a non-JSON value that made every later save of the store fail. Each write now puts its
+    change back, as ``add`` already did, as the edge and qdrant stores do."""
+    from sam_detect.store import journal
+    from sam_detect.store._common import COUNT_KEY
+    from sam_detect.store.memory import MemoryStore
+
+    s = create_store("memory", path=tmp_path / "lib.npz")
+    s.create_library(meta())
+    vecs, labels, _ = data(n=6)
+    ids = s.add("lib", vecs, labels)
+    real, fail = MemoryStore._save, [0]  # fail[0]: the save that fails, counting from 1 (0: none)
+
+    def flaky(self):
+        fail[0] -= 1
+        if fail[0] == 0:
+            raise OSError(28, "No space left on device")
+        return real(self)
+
+    monkeypatch.setattr(MemoryStore, "_save", flaky)
+    before = (s.labels("lib"), s.count("lib"), s.get_meta("lib").extra.get(COUNT_KEY))
+    for write in (lambda: s.add("lib", vecs[:2], labels[:2]), lambda: s.delete("lib", ids=ids[:2]),
+                  lambda: s.delete("lib", label="cell"), lambda: s.update_extra("lib", "k", 1),
+                  lambda: s.delete_library("lib"), lambda: s.create_library(meta("other"))):
+        fail[0] = 1
+        with pytest.raises(OSError, match="No space"):
+            write()
+        assert s.list_libraries() == ["lib"]
+        assert (s.labels("lib"), s.count("lib"), s.get_meta("lib").extra.get(COUNT_KEY)) == before
+        assert "k" not in s.get_meta("lib").extra
+    fail[0] = 2  # the delete's own save, after the journal's: its one retry deletes them, and counts them
+    assert journal.delete(s, "lib", ids=ids[:2]) == 2 and s.count("lib") == 4
+    with pytest.raises(TypeError, match="JSON"):
+        s.update_extra("lib", "k", object())
+    s.update_extra("lib", "k", {"v": 1})  # the store still saves
+    s.close()
+    again = create_store("memory", path=tmp_path / "lib.npz")
+    assert again.count("lib") == 4 and again.get_meta("lib").extra["k"] == {"v": 1}
+    again.close()

@@ -121,7 +121,11 @@ class MemoryStore(Store):
                 meta=LibraryMeta.from_dict(copy.deepcopy(meta.to_dict())),
                 vectors=np.zeros((0, int(meta.dim)), np.float32),
             )
-            self._save()
+            try:
+                self._save()
+            except BaseException:  # a failed save leaves the store as it was, as the file is
+                del self._libs[meta.name]
+                raise
 
     def get_meta(self, name: str) -> LibraryMeta:
         return LibraryMeta.from_dict(copy.deepcopy(self._get(name).meta.to_dict()))
@@ -129,18 +133,30 @@ class MemoryStore(Store):
     def update_extra(self, name: str, key: str, value: Any) -> None:
         with self._lock:
             lib = self._get(name)
+            had, old = key in lib.meta.extra, lib.meta.extra.get(key)
             if value is None:
                 lib.meta.extra.pop(key, None)
             else:
                 lib.meta.extra[key] = copy.deepcopy(value)
-            self._save()
+            try:
+                self._save()
+            except BaseException:  # a value that cannot be saved (not JSON) or a failed write:
+                if had:  # the old one back, or every later save of this store failed too
+                    lib.meta.extra[key] = old
+                else:
+                    lib.meta.extra.pop(key, None)
+                raise
 
     def delete_library(self, name: str) -> None:
         with self._lock:
-            self._get(name)
+            lib = self._get(name)
             del self._libs[name]
+            try:
+                self._save()
+            except BaseException:  # not deleted from the file: not from this store either
+                self._libs[name] = lib
+                raise
             self._warned.discard(name)
-            self._save()
 
     # -- examples --------------------------------------------------------------------------
 
@@ -155,7 +171,7 @@ class MemoryStore(Store):
             clash = set(ids).intersection(lib.ids)
             if clash:
                 raise LibraryError(f"library {name!r} already holds ids {sorted(clash)[:3]}...")
-            old = (lib.vectors, len(lib.ids))
+            old = (lib.vectors, len(lib.ids), lib.meta.extra.get(COUNT_KEY))
             try:
                 lib.vectors = np.concatenate([lib.vectors, vecs], axis=0)
                 lib.ids.extend(ids)
@@ -166,6 +182,10 @@ class MemoryStore(Store):
             except BaseException:
                 lib.vectors = old[0]
                 del lib.ids[old[1] :], lib.labels[old[1] :], lib.payloads[old[1] :]
+                if old[2] is None:  # and the count the last write left (library check compares them)
+                    lib.meta.extra.pop(COUNT_KEY, None)
+                else:
+                    lib.meta.extra[COUNT_KEY] = old[2]
                 raise
             warn_if_large(self.backend, name, len(lib.ids), self._warned)
 
@@ -212,12 +232,21 @@ class MemoryStore(Store):
                 keep = [i for i, lab in enumerate(lib.labels) if lab != label]
             removed = len(lib.ids) - len(keep)
             if removed:
+                old = (lib.vectors, lib.ids, lib.labels, lib.payloads, lib.meta.extra.get(COUNT_KEY))
                 lib.vectors = np.ascontiguousarray(lib.vectors[keep])
                 lib.ids = [lib.ids[i] for i in keep]
                 lib.labels = [lib.labels[i] for i in keep]
                 lib.payloads = [lib.payloads[i] for i in keep]
                 lib.meta.extra[COUNT_KEY] = len(lib.ids)
-                self._save()
+                try:
+                    self._save()
+                except BaseException:  # a failed save puts the examples back (a retry deletes them
+                    lib.vectors, lib.ids, lib.labels, lib.payloads, count = old  # then, and counts them)
+                    if count is None:
+                        lib.meta.extra.pop(COUNT_KEY, None)
+                    else:
+                        lib.meta.extra[COUNT_KEY] = count
+                    raise
             return removed
 
     def _update_payloads(self, name: str, updates: dict[str, dict]) -> int:
