@@ -652,6 +652,8 @@ def _polygon_points(polygons: Sequence[np.ndarray] | np.ndarray, rounded: bool =
     each ``(K, 2)`` or COCO's flat ``[x1, y1, x2, y2, ...]``."""
     if not isinstance(polygons, np.ndarray) and _is_point_list(polygons):
         polygons = np.asarray(polygons, dtype=np.float64)
+    elif not isinstance(polygons, np.ndarray) and _is_number_list(polygons):
+        polygons = [polygons]  # one COCO flat polygon, not a list of polygons of one number each
     if isinstance(polygons, np.ndarray) and polygons.ndim == 2:
         polygons = [polygons]
     pts = []
@@ -665,6 +667,14 @@ def _polygon_points(polygons: Sequence[np.ndarray] | np.ndarray, rounded: bool =
             raise AnnotationError("polygon coordinates must be finite numbers")
         pts.append(np.round(p).astype(np.int32) if rounded else p)
     return pts
+
+
+def _is_number_list(polygons: Any) -> bool:
+    """Whether a list is one polygon's flat ``[x1, y1, x2, y2, ...]`` (every item a number)."""
+    try:
+        return len(polygons) > 0 and all(np.isscalar(v) and not isinstance(v, str) for v in polygons)
+    except TypeError:
+        return False
 
 
 def _is_point_list(polygons: Any) -> bool:

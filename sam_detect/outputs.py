@@ -192,12 +192,22 @@ def render_overlay(
     text: bool = True,
     outline: bool = True,
 ) -> np.ndarray:
-    """Draw masks coloured by label, outlines, boxes and ``label conf`` text on ``rgb`` (H, W, 3) uint8."""
+    """Draw masks coloured by label, outlines, boxes and ``label conf`` text on ``rgb`` (H, W, 3) uint8.
+
+    Raises:
+        AnnotationError: ``instances`` are of an image of another size.
+    """
     import cv2
 
     out = np.ascontiguousarray(rgb.copy())
     if len(instances) == 0:
         return out
+    if tuple(instances.image_hw) != tuple(out.shape[:2]):  # an IndexError deep in the painting before
+        from sam_detect.errors import AnnotationError
+
+        raise AnnotationError(f"the instances are of a {instances.image_hw[0]}x{instances.image_hw[1]} image, "
+                              f"this one is {out.shape[0]}x{out.shape[1]}: draw them on the image they were "
+                              "found on")
     colors = {lab: np.array(label_color(lab), dtype=np.float32) for lab in set(instances.labels)}
     paint = out.astype(np.float32)
     crops = instances.crops

@@ -821,3 +821,23 @@ def test_one_label_string_labels_every_example_not_one_letter_each(scene, caplog
         det.add_examples(rgb, label_image, "shape")
     assert f"the mask is a label image of {len(masks)} objects, added as ONE example" in caplog.text
     det.close()
+
+
+def test_an_overlay_of_another_images_instances_and_a_flat_polygon(scene):
+    """``det.visualize(image, found)`` with ``found`` from an image of another size raised
+    ``IndexError: boolean index did not match ...`` from inside the painting: now an
+    AnnotationError naming both sizes. A polygon given as one COCO-style flat list
+    ``[x1, y1, x2, y2, ...]`` was read as polygons of one number each ("needs at least 3
+    (x, y) points, got shape ()"); it is the polygon its pairs make."""
+    rgb, masks, _ = scene(seed=3, n_discs=2, n_squares=1)
+    det = SAMDetect(store="memory", segmenter="classical", embedder="handcrafted", library="viz")
+    found = Instances(masks=masks)
+    assert det.visualize(rgb, found).shape == rgb.shape
+    with pytest.raises(AnnotationError, match=r"the instances are of a 160x160 image, this one is 100x160"):
+        det.visualize(rgb[:100], found)
+    flat = det.prompt_to_instances(rgb, polygon=[10, 10, 40, 10, 40, 40])
+    pairs = det.prompt_to_instances(rgb, polygon=[(10, 10), (40, 10), (40, 40)])
+    np.testing.assert_array_equal(flat.mask(0), pairs.mask(0))
+    with pytest.raises(AnnotationError, match="at least 3"):
+        det.prompt_to_instances(rgb, polygon=[10, 10, 40, 10])
+    det.close()
