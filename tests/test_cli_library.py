@@ -529,3 +529,46 @@ def test_a_merge_and_a_repair_rebuild_what_the_library_derives(tmp_path, scene):
     doc = json.loads(out)
     assert doc["examples"] < 6
     assert sum(c["n"] for c in doc["extra"]["decision"]["classes"].values()) == doc["examples"]
+
+
+def test_a_delete_undone_by_merging_its_export_back_gives_the_library_it_was(tmp_path, scene):
+    """A delete measures the image's other examples again without the deleted ones; merging
+    the export back added those examples but left the others measured without them, so the
+    library was not the one exported (other example measurements, another profile: HeLa's
+    detect confidences differed by up to 0.05). A merge measures the images it added examples
+    of again, as an ``add`` of them does: the same library as a fresh import of the file."""
+    import cv2
+
+    from sam_detect.instances import Instances
+    from sam_detect.pipeline import DetectorConfig, SAMDetect
+    from sam_detect.store.edge import EdgeStore
+
+    rgb, masks, labels = scene(seed=1, n_discs=3, n_squares=3)
+    image = tmp_path / "shapes.png"
+    cv2.imwrite(str(image), rgb[..., ::-1])
+    libs = str(tmp_path / "libs")
+    loc = ["--store", "edge", "--library-path", libs]
+    det = SAMDetect(DetectorConfig(store="edge", store_options={"path": libs}, library="shapes",
+                                   segmenter="classical", embedder="handcrafted"))
+    det.add_examples(str(image), Instances(masks=masks, labels=labels))
+    det.close()
+    f = tmp_path / "shapes.samlib.zip"
+    assert run_main("library", "export", "shapes", str(f), *loc)[0] == 0
+    code, _, err = run_main("library", "delete", "shapes", "--label", "square", "-y", *loc)
+    assert code == 0, err
+    code, _, err = run_main("library", "import", str(f), "--merge", *loc)
+    assert code == 0 and "imported 3 examples into library 'shapes' (3 already there)" in err, err
+    assert run_main("library", "import", str(f), "--as", "fresh", *loc)[0] == 0
+
+    store = EdgeStore(path=libs)
+    try:
+        def measured(name):
+            return {i: json.dumps(p.get("shape"), sort_keys=True)
+                    for ids, _, _, pays in store.iter_examples(name) for i, p in zip(ids, pays, strict=True)}
+
+        merged, fresh = measured("shapes"), measured("fresh")
+        assert merged == fresh
+        assert json.dumps(store.get_meta("shapes").extra["profile"], sort_keys=True) == \
+            json.dumps(store.get_meta("fresh").extra["profile"], sort_keys=True)
+    finally:
+        store.close()

@@ -608,8 +608,10 @@ def import_cmd(
     for old, new in result.renamed.items():
         click.echo(f"sam-detect: label '{display_label(old)}' imported as {new!r}", err=True)
     if (merge and result.added) or result.renamed:
-        # the library's own profile and decision described its old examples only (or its old labels)
-        _refresh_derived(store, result.name)
+        # the library's own profile and decision described its old examples only (or its old labels);
+        # its examples of the images the merge added to are measured again with them, as an add
+        # measures them (a delete, then its export merged back, left the rest measured without them)
+        _refresh_derived(store, result.name, result.images)
     skipped = f" ({result.skipped} already there)" if result.skipped else ""
     click.echo(f"imported {result.added} examples into library {result.name!r}{skipped}", err=True)
     from sam_detect.store.exchange import crops_in

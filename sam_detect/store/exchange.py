@@ -93,6 +93,10 @@ class LibraryArchive:
     manifest: dict[str, Any] = field(default_factory=dict)
     #: labels of the file that break the label rule, renamed (``rename_bad_labels``): ``{old: new}``
     renamed: dict[str, str] = field(default_factory=dict)
+    #: the ``image_key`` of the images a merge added examples of: the library's other examples
+    #: of them are to be measured again with these (``SAMDetect.measure_again``), as an ``add``
+    #: of them measures them
+    images: set[str] = field(default_factory=set)
 
     def crop(self, example_id: str) -> np.ndarray | None:
         """The example's ``(h, w, 3)`` uint8 RGB crop, or None if the file has none for it."""
@@ -125,6 +129,10 @@ class ImportResult:
     skipped: int
     #: the file's labels that broke the label rule, renamed (``rename_bad_labels``): ``{old: new}``
     renamed: dict[str, str] = field(default_factory=dict)
+    #: the ``image_key`` of the images a merge added examples of: the library's other examples
+    #: of them are to be measured again with these (``SAMDetect.measure_again``), as an ``add``
+    #: of them measures them
+    images: set[str] = field(default_factory=set)
 
 
 # -- reading everything out of a store -------------------------------------------------------
@@ -493,7 +501,9 @@ def import_library(
         again = _same_objects([(archive.labels[k], archive.payloads[k]) for k in keep], held)
         keep = [k for k, same in zip(keep, again, strict=True) if not same]
         _add_batched(store, target, archive, keep)
-        return ImportResult(target, len(keep), len(archive.ids) - len(keep), archive.renamed)
+        images = {str(archive.payloads[k]["image_key"]) for k in keep
+                  if isinstance(archive.payloads[k], dict) and archive.payloads[k].get("image_key")}
+        return ImportResult(target, len(keep), len(archive.ids) - len(keep), archive.renamed, images)
     # created provisional: a crash before the commit leaves no library (see store.journal)
     store.create_library(journal.provisional(meta))
     _add_batched(store, target, archive, list(range(len(archive.ids))))
