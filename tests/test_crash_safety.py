@@ -763,6 +763,10 @@ def test_two_writers_of_one_memory_store_file_lose_nothing(tmp_path):
     first.add("coins", _vecs(1, seed=1), ["coin"])
     with pytest.raises(LibraryLockedError, match="was changed by another process since this one read it"):
         second.add("coins", _vecs(1, seed=2), ["coin"])
+    # "run it again" is a new process on the command line; in Python the same store object keeps
+    # refusing (it holds the file as it was), and the message says to open it again
+    with pytest.raises(LibraryLockedError, match="from Python: with the store opened again"):
+        second.add("coins", _vecs(1, seed=2), ["coin"])
     assert MemoryStore(path).count("coins") == 2  # the first one's add kept
     again = MemoryStore(path)
     again.add("coins", _vecs(1, seed=2), ["coin"])

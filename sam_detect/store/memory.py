@@ -339,7 +339,9 @@ class MemoryStore(Store):
                 if self._stamp() != self._seen:  # two processes each adding to what they read: the last one
                     raise LibraryLockedError(  # would drop the other's examples, silently
                         f"memory store file {self.path} was changed by another process since this one read it "
-                        "(one process at a time per file): nothing of this change was written; run it again")
+                        "(one process at a time per file): nothing of this change was written; run it again (from "
+                        "Python: with the store opened again, which reads the file anew; this one keeps "
+                        "refusing, as what it holds is what the file held before)")
                 os.replace(tmp, self.path)
                 self._seen = self._stamp()
         except BaseException:
