@@ -471,7 +471,10 @@ def import_library(
     ``rename_bad_labels``: each renamed, ``ImportResult.renamed``; the library's derived
     settings then name the old labels until ``SAMDetect.refresh_profile``, as the CLI runs),
     or (with ``merge=True``) built with other settings than the existing library. Without
-    ``merge`` the target library must not exist.
+    ``merge`` the target library must not exist. After a merge that added examples, the
+    library's derived settings describe its old examples until they are rebuilt, as the CLI
+    does: ``SAMDetect.measure_again(result.images)`` (the images' earlier examples measured
+    with the new ones), then ``SAMDetect.refresh_profile()``.
     """
     archive = read_library_file(file, rename_bad_labels=rename_bad_labels)
     target = check_library_name(name or archive.meta.name)
