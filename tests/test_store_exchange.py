@@ -524,6 +524,27 @@ def test_reembed_without_any_crop_source_says_what_to_do():
     assert s.list_libraries() == ["lib"]
 
 
+def test_reembed_from_a_file_with_an_embedder_of_whole_images_is_refused(tmp_path):
+    """``reembed --embedder views --from-file`` embedded the file's context crops alone, where
+    ``views`` describes each example in its whole image (as add and detect do): a library under
+    the views id whose vectors were 0.74-0.83 alike to detect's, silently. Refused, naming the
+    ways that work; nothing is made."""
+    s = MemoryStore()
+    filled(s, n=4)
+    f = tmp_path / "crops.zip"
+    export_library(s, "lib", f, crops=lambda i, p: np.zeros((8, 8, 3), np.uint8))
+
+    class _WholeImages(_MeanColourEmbedder):
+        name = "views"
+        supports_instances = True
+
+    with pytest.raises(LibraryError, match=r"the views embedder describes each example in its whole image .* "
+                                           r"crops.zip holds context crops only: .* reembed without --from-file"):
+        reembed_library(s, "lib", _WholeImages(), "new", from_file=f)
+    assert s.list_libraries() == ["lib"]
+    assert reembed_library(s, "lib", _MeanColourEmbedder(), "new", from_file=f).added == 4  # crops: fine
+
+
 def test_reembed_from_a_file_without_crops_says_the_file_holds_none(tmp_path):
     """An export made without ``--crops`` was said to need "source images" that were there
     all along: the file holds no crops, and the message says so and what to do."""

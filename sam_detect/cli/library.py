@@ -693,7 +693,8 @@ def copy_cmd(ctx: click.Context, name: str, as_name: str | None, **opts: Any) ->
 @click.option(
     "--from-file",
     type=click.Path(exists=True, dir_okay=False),
-    help="Take the crops from an export made with --crops instead of the source images.",
+    help="Take the crops from an export made with --crops instead of the source images (an embedder "
+         "of crops: effnet, clip, handcrafted; views reads each example in its whole image).",
 )
 @click.pass_context
 def reembed_cmd(

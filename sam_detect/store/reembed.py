@@ -140,7 +140,18 @@ def reembed_library(
     check_library_name(new_name)
     if store.has_library(new_name):
         raise LibraryError(f"library {new_name!r} already exists; choose another --as name")
+    from sam_detect.embed.base import embeds_instances
     from sam_detect.store.exchange import read_examples, read_library_file
+
+    if from_file is not None and embeds_instances(emb):
+        # its crops were embedded alone: vectors 0.74-0.83 alike to the ones add and detect make in
+        # the whole image, stored under the same embedder id, silently
+        raise LibraryError(
+            f"the {getattr(emb, 'name', emb)} embedder describes each example in its whole image (one "
+            f"network pass pooled under its mask), and {Path(from_file).name} holds context crops only: "
+            "vectors made from them would not match the ones detect makes; reembed without --from-file "
+            "where the examples' images are, or with an embedder of crops (effnet, clip, handcrafted, "
+            "sam2 with --sam-embed-mode crop)")
 
     skipped: Counter = Counter()  # why examples have no crop (source_of)
     if from_file is not None:
@@ -165,8 +176,6 @@ def reembed_library(
             return crop_from_payload(payloads[k], old, skipped=skipped)
 
     keep, vectors = [], []
-    from sam_detect.embed.base import embeds_instances
-
     if from_file is None and embeds_instances(emb):
         # an embedder of whole images (``views``: one network pass pooled under each mask) sees
         # each example in its image, as ``add`` gives it: embedded from a context crop alone its
