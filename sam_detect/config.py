@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sam_detect.errors import SettingError
+from sam_detect.errors import InvalidNameError, SettingError
 
 #: the fade of a new library (its settings: the fade's own defaults)
 DEFAULT_FADE = "gaussian"
@@ -220,8 +221,14 @@ class DetectorConfig:
                 raise SettingError(f"batch_size must be a positive integer (or None: the embedder's own), "
                                    f"got {value!r}")
             self.batch_size = int(value)
+        for name in ("segmenter_options", "embedder_options", "fade_options", "store_options"):
+            value = getattr(self, name)
+            if value is None:  # "no options", as the stage's own defaults
+                setattr(self, name, {})
+            elif not isinstance(value, Mapping):  # a TypeError from inside the stage's factory before
+                raise SettingError(f"{name} must be a dict of option names and values, got {value!r:.80}")
         if not self.library or not str(self.library).strip():
-            raise ValueError("library name must not be empty")
+            raise InvalidNameError("library name must not be empty")
 
 
 #: the on/off settings of :class:`DetectorConfig` (``drop_border`` ``None`` too: the library's convention)

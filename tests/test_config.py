@@ -114,6 +114,26 @@ def test_the_config_refuses_a_batch_size_that_is_not_a_positive_integer(value):
     assert DetectorConfig().batch_size is None and DetectorConfig(batch_size=None).batch_size is None
 
 
+@pytest.mark.parametrize("name", ["segmenter_options", "embedder_options", "fade_options", "store_options"])
+def test_the_config_refuses_options_that_are_not_a_dict_and_an_empty_library_name(name):
+    """``DetectorConfig(store_options=None)`` or ``segmenter_options=[1]`` were taken, and the
+    stage failed when built with a bare ``TypeError: 'NoneType' object is not iterable``; an
+    empty library name was a plain ValueError, not the InvalidNameError of every other bad
+    name. ``None`` is no options; anything else but a mapping is a SettingError."""
+    from sam_detect.errors import InvalidNameError, SettingError
+
+    assert getattr(DetectorConfig(**{name: None}), name) == {}
+    for value in ([1], "x", 3):
+        with pytest.raises(SettingError, match=rf"^{name} must be a dict of option names and values, got "):
+            DetectorConfig(**{name: value})
+        with pytest.raises(SettingError, match=rf"^{name} must be a dict"):
+            SAMDetect(store="memory", **{name: value})
+    assert SAMDetect(store="memory", store_options=None).store.count  # the store's defaults
+    for empty in ("", "  "):
+        with pytest.raises(InvalidNameError, match="library name must not be empty"):
+            DetectorConfig(library=empty)
+
+
 def test_adopting_a_library_given_settings_win_unset_ones_are_the_librarys():
     meta = LibraryMeta(name="x", embedder_id="views:abc", dim=8,
                        fade={"name": "linear", "max_distance": 20.0, "min_fade": 0.1},
