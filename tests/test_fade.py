@@ -209,6 +209,27 @@ def test_user_class_fade_params_fallback():
         fade_params(object())
 
 
+def test_a_library_built_with_a_user_fade_says_so_when_opened_without_it(tmp_path, scene):
+    """A library made with ``SAMDetect(fade=Darken())`` records ``{"name": "Darken"}``; opened
+    again without the object (``sam-detect detect``, a new process) it failed with "unknown
+    fade 'Darken'; valid names: ...", as if the caller had mistyped one. It now says the
+    library was built with a fade object of its maker's, and what to do."""
+    from sam_detect.errors import SettingError
+    from sam_detect.pipeline import SAMDetect
+
+    rgb, masks, labels = scene(seed=1, n_discs=2, n_squares=0)
+    kw = {"store": "memory", "store_options": {"path": tmp_path / "lib.npz"}, "library": "dark",
+          "segmenter": "classical", "embedder": "handcrafted"}
+    det = SAMDetect(fade=Darken(), **kw)
+    det.add_example(rgb, mask=masks[0], label="disc")
+    det.close()
+    again = SAMDetect(**kw)
+    with pytest.raises(SettingError, match=r"library 'dark' was built with the fade 'Darken', an object of its "
+                                           r"maker's, not a registered fade \(.*\): give that object again"):
+        again.detect(rgb)
+    assert len(SAMDetect(fade=Darken(), **kw).detect(rgb)) >= 1
+
+
 def test_user_class_satisfies_protocol():
     from sam_detect.fade import Fade
 
