@@ -1151,6 +1151,14 @@ class SAMDetect(DetectorStages, LibraryState):
         from sam_detect.cluster import OutputSpec, check_sendable, detect_images
 
         images = list(images)
+        import os
+
+        for k, image in enumerate(images):  # an array went to the workers as str(array), a file name
+            if not isinstance(image, (str, os.PathLike)):  # "too long" spelling out every pixel
+                from sam_detect.errors import ImageLoadError
+
+                raise ImageLoadError(f"detect_many(cluster=...) sends file paths to the workers; image {k} is "
+                                     f"{type(image).__name__}: save it to a file, or detect it without cluster=")
         self.check_library(create=False)
         check_sendable(self.config)  # before the close: an in-memory library would be lost by it
         self.close()  # the workers read a snapshot of the library

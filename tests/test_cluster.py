@@ -227,6 +227,21 @@ def test_detect_many_refuses_an_in_memory_library_before_closing_it(hela, shared
     assert det.store.labels("m") == {"nucleus": 1}
 
 
+def test_detect_many_on_a_cluster_refuses_an_array_before_starting(hela):
+    """``det.detect_many([array], cluster=...)`` sent the array to a worker as a file name:
+    ``OSError: [Errno 36] File name too long`` with every pixel spelled out, after a cluster
+    was started. The workers take file paths: an array is refused first, in one line, and
+    the library stays open."""
+    from sam_detect.errors import ImageLoadError
+
+    with SAMDetect(hela["config"]) as det:
+        with pytest.raises(ImageLoadError, match=r"^detect_many\(cluster=...\) sends file paths to the workers; "
+                                                 r"image 1 is ndarray: save it to a file") as e:
+            list(det.detect_many([hela["paths"][0], hela["frames"][2]], cluster="local:1"))
+        assert len(str(e.value)) < 200
+        assert det.store.labels("default") == {"nucleus": 6}  # still open: nothing was started
+
+
 def test_cli_cluster_refused_value_and_missing_extra(hela, monkeypatch):
     r = run_cli("detect", hela["paths"][0], "--cluster", "local:0", "--library-path", hela["root"] / "libs")
     assert r.exit_code == 2 and "at least 1 worker" in r.output
