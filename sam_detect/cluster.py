@@ -391,6 +391,12 @@ def detect_images(
     over the stages of its detect where it is large (``SAMDetect.detect``).
     """
     spec = spec or OutputSpec()
+    for k, p in enumerate(paths):  # str(array) was taken for a file name, every pixel spelled out
+        if not isinstance(p, (str, os.PathLike)):
+            from sam_detect.errors import ImageLoadError
+
+            raise ImageLoadError(f"detect_images takes file paths; image {k} is {type(p).__name__}: save it to "
+                                 "a file, or detect it with SAMDetect.detect")
     paths = [str(p) for p in paths]
     bar = _progress(len(paths)) if progress and len(paths) > 1 else None
     stages = progress and len(paths) == 1

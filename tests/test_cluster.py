@@ -240,6 +240,8 @@ def test_detect_many_on_a_cluster_refuses_an_array_before_starting(hela):
             list(det.detect_many([hela["paths"][0], hela["frames"][2]], cluster="local:1"))
         assert len(str(e.value)) < 200
         assert det.store.labels("default") == {"nucleus": 6}  # still open: nothing was started
+    with pytest.raises(ImageLoadError, match=r"^detect_images takes file paths; image 0 is ndarray"):
+        next(cl.detect_images(hela["config"], [hela["frames"][2]]))
 
 
 def test_cli_cluster_refused_value_and_missing_extra(hela, monkeypatch):
