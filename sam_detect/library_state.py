@@ -83,7 +83,11 @@ class LibraryState:
         (one read of them) and store both.
 
         Called after every add; call it after deleting examples
-        (``sam_detect.store.journal.delete``, the crash-safe form of ``store.delete``).
+        (``sam_detect.store.journal.delete``, the crash-safe form of ``store.delete``), after
+        :meth:`measure_again` of the images that lost examples, as ``sam-detect library
+        delete`` does (the rest of an image's examples measured without the deleted ones):
+        ``images = images_of(store, name, ids=ids)`` before the delete, then
+        ``det.measure_again(images)`` and ``det.refresh_profile()``.
         Returns the profile (``sam_detect.profile.build_profile``).
         """
         from sam_detect.profile import build_profile, joint_profile
