@@ -524,7 +524,12 @@ class SAMDetect(DetectorStages, LibraryState):
         instances = as_instances(instances, loaded.rgb.shape[:2])
         if isinstance(labels, str):  # one label for all, as add_examples takes it
             labels = [labels] * len(instances)
-        labels = [self._check_label(lab) for lab in (labels if labels is not None else instances.labels)]
+        labels = list(labels) if labels is not None else list(instances.labels)
+        if len(labels) != len(instances):  # an IndexError (too few) or the rest ignored (too many) before
+            raise AnnotationError(f"need {len(instances)} labels, got {len(labels)}")
+        if any(lab is None for lab in labels):
+            raise AnnotationError("some annotations carry no label; pass a label")
+        labels = [self._check_label(lab) for lab in labels]
         if not len(instances) or self._library_meta() is None:  # a library not made yet holds nothing
             return [None] * len(instances)
         return self._repeated_examples(loaded.rgb, instances, labels)[0]

@@ -816,6 +816,11 @@ def test_one_label_string_labels_every_example_not_one_letter_each(scene, caplog
     ids = det.add_examples(rgb, np.asarray(masks[:2]), "disc")
     assert len(ids) == 2 and det.store.labels("str") == {"disc": 2}
     assert det.repeated_examples(rgb, np.asarray(masks[:2]), "disc") == ids
+    for wrong in (["disc"], ["disc"] * 3):  # an IndexError, or the third label ignored
+        with pytest.raises(AnnotationError, match=f"need 2 labels, got {len(wrong)}"):
+            det.repeated_examples(rgb, np.asarray(masks[:2]), wrong)
+    with pytest.raises(AnnotationError, match="some annotations carry no label; pass a label"):
+        det.repeated_examples(rgb, np.asarray(masks[:2]))
     label_image = Instances(masks=masks).to_label_image(np.uint16)
     with caplog.at_level(logging.WARNING, logger="sam_detect"):
         det.add_examples(rgb, label_image, "shape")
