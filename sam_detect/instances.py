@@ -314,9 +314,12 @@ class Instances:
 
         Raises:
             ValueError: an id does not fit ``dtype`` (300 objects in ``np.uint8``: object 256
-                would be painted as background and 257 as object 1).
+                would be painted as background and 257 as object 1), or ``values`` does not
+                hold one value per instance.
         """
         out = np.zeros(self._hw, dtype=dtype)
+        if values is not None and len(values) != len(self._crops):  # an IndexError mid-painting, or the rest unused
+            raise ValueError(f"values must hold one value per instance ({len(self._crops)}), got {len(values)}")
         if len(self._crops) and np.issubdtype(out.dtype, np.integer):
             ids = np.arange(1, len(self._crops) + 1) if values is None else np.asarray(values)
             lo, hi = np.iinfo(out.dtype).min, np.iinfo(out.dtype).max

@@ -191,4 +191,7 @@ def test_a_label_image_too_narrow_for_its_ids_is_refused_not_wrapped():
     with pytest.raises(ValueError, match="ids up to 70000 do not fit a uint16"):
         _two().to_label_image(np.uint16, values=[5, 70000])
     assert _two().to_label_image(np.uint8, values=[5, 255]).max() == 255
+    for values in ([5], [5, 6, 7]):
+        with pytest.raises(ValueError, match=rf"values must hold one value per instance \(2\), got {len(values)}"):
+            _two().to_label_image(values=values)
     assert Instances.empty((3, 4)).to_label_image(np.uint8).shape == (3, 4)
