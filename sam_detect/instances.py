@@ -8,7 +8,8 @@ A dataclass of parallel arrays, one row per object, after supervision's ``Detect
   :attr:`Instances.masks` view builds on demand
 - ``boxes``  ``(N, 4)`` float32, XYXY pixels (x1, y1 inclusive; x2, y2 exclusive edges)
 - ``scores`` ``(N,)`` float32, the segmenter's confidence that this is an object
-- ``labels`` ``(N,)`` object array of ``str`` or ``None`` (``None``: not classified yet)
+- ``labels`` ``(N,)`` object array of ``str`` or ``None`` (``None``: not classified yet; given
+  as one string, every instance's)
 - ``label_confidences`` ``(N,)`` float32, the classifier's confidence in ``labels``
 - ``data``   per-item values, each of length N (``area``, ``embedding``, ``neighbours``...)
 - ``metadata`` per-collection values (image size, segmenter name, timings...)
@@ -33,6 +34,8 @@ def _as_label_array(labels: Iterable[Any] | None, n: int) -> np.ndarray:
     if labels is None:
         out[:] = None
         return out
+    if isinstance(labels, str):  # one label for every instance: list() made one letter each
+        labels = [labels] * n
     labels = list(labels)
     if len(labels) != n:
         raise ValueError(f"labels must have length {n}, got {len(labels)}")

@@ -195,3 +195,15 @@ def test_a_label_image_too_narrow_for_its_ids_is_refused_not_wrapped():
         with pytest.raises(ValueError, match=rf"values must hold one value per instance \(2\), got {len(values)}"):
             _two().to_label_image(values=values)
     assert Instances.empty((3, 4)).to_label_image(np.uint8).shape == (3, 4)
+
+
+def test_one_label_string_labels_every_instance():
+    """``Instances(masks=seven, labels="nucleus")`` labelled them 'n', 'u', 'c', 'l', 'e', 'u',
+    's' (and 'abc' for three crops), silently: one string is every instance's label."""
+    m = np.zeros((7, 5, 5), bool)
+    for i in range(7):
+        m[i, 0, i % 5] = m[i, 4, i // 5] = True
+    assert list(Instances(masks=m, labels="nucleus").labels) == ["nucleus"] * 7
+    crops = Instances.from_crops([np.ones((1, 1), bool)] * 3, [(0, 0), (1, 1), (2, 2)], (5, 5), labels="abc")
+    assert list(crops.labels) == ["abc"] * 3
+    assert list(Instances(masks=m[:2], labels=["a", "b"]).labels) == ["a", "b"]
