@@ -77,6 +77,22 @@ def test_dispatch_by_extension_and_several_images(tmp_path):
         save_annotations(inst, tmp_path / "x.txt")
 
 
+def test_one_image_name_given_as_a_string_is_that_images_name(tmp_path):
+    """``save_annotations(inst, "a.json", format="labelme", image_names="x.png")`` wrote
+    ``imagePath: "x"`` (the string's first letter), COCO refused "1 images but 5 names", and
+    ``load_annotation_set(..., image_names="y.png")`` looked for an image 'y': a single name
+    (a str or a Path) is that one image's name."""
+    from pathlib import Path
+
+    inst = rectangles()
+    labelme = save_annotations(inst, tmp_path / "a.json", format="labelme", image_names="x.png")
+    assert json.loads(labelme.read_text())["imagePath"] == "x.png"
+    coco = save_annotations(inst, tmp_path / "c.json", image_names=Path("x.png"))
+    assert [im["file_name"] for im in json.loads(coco.read_text())["images"]] == ["x.png"]
+    two = save_annotations([inst, inst[:1]], tmp_path / "two.json", image_names=["x.png", "y.png"])
+    assert [len(it) for it in load_annotation_set(two, image_names="y.png")] == [1]
+
+
 def test_coco_from_save_annotations_gives_back_round_masks_exactly(tmp_path):
     """``save_annotations(found, "x.json")`` wrote COCO polygons simplified by a pixel: discs came
     back up to ~2% larger (IoU 0.964 at worst). Without a tolerance it writes exact RLE, as
