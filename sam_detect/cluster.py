@@ -388,9 +388,12 @@ def detect_images(
     ``cluster``: ``None`` runs here (with ``detector`` when given, else one built from
     ``config``); ``"local[:N]"``, a scheduler address or a ``distributed.Client`` runs on Dask
     workers. ``progress``: a tqdm bar over finished images on stderr; for one image run here,
-    over the stages of its detect where it is large (``SAMDetect.detect``).
+    over the stages of its detect where it is large (``SAMDetect.detect``). One path (a str
+    or ``os.PathLike``) is one image.
     """
     spec = spec or OutputSpec()
+    if isinstance(paths, (str, os.PathLike)):  # one image, not one per letter of its name
+        paths = [paths]
     for k, p in enumerate(paths):  # str(array) was taken for a file name, every pixel spelled out
         if not isinstance(p, (str, os.PathLike)):
             from sam_detect.errors import ImageLoadError

@@ -1145,7 +1145,12 @@ class SAMDetect(DetectorStages, LibraryState):
         ``cluster``: ``"local[:N]"``, a Dask scheduler address or a ``distributed.Client``:
         the images (file paths) run on Dask workers, results still in input order
         (:func:`sam_detect.cluster.detect_images`; an image that fails raises here).
+        One path (a str or ``os.PathLike``) is one image.
         """
+        import os
+
+        if isinstance(images, (str, os.PathLike)):  # one image, not one per letter of its name
+            images = [images]
         if cluster is None:
             from sam_detect._heavy import running
 
@@ -1156,8 +1161,6 @@ class SAMDetect(DetectorStages, LibraryState):
         from sam_detect.cluster import OutputSpec, check_sendable, detect_images
 
         images = list(images)
-        import os
-
         for k, image in enumerate(images):  # an array went to the workers as str(array), a file name
             if not isinstance(image, (str, os.PathLike)):  # "too long" spelling out every pixel
                 from sam_detect.errors import ImageLoadError

@@ -244,6 +244,19 @@ def test_detect_many_on_a_cluster_refuses_an_array_before_starting(hela):
         next(cl.detect_images(hela["config"], [hela["frames"][2]]))
 
 
+def test_one_path_is_one_image_not_one_per_letter(hela):
+    """``det.detect_many("frame.tif")`` raised "f: image file not found" (the path's first
+    letter), and ``detect_images(config, "frame.tif")`` gave a failed result per letter: one
+    path, a str or a Path, is one image."""
+    path = hela["paths"][0]
+    with SAMDetect(hela["config"]) as det:
+        want = len(det.detect(path))
+        for given in (str(path), path):
+            assert [(str(p), len(found)) for p, found in det.detect_many(given)] == [(str(path), want)]
+    results = list(cl.detect_images(hela["config"], str(path)))
+    assert [(r.path, r.error, r.record["count"]) for r in results] == [(str(path), None, want)]
+
+
 def test_cli_cluster_refused_value_and_missing_extra(hela, monkeypatch):
     r = run_cli("detect", hela["paths"][0], "--cluster", "local:0", "--library-path", hela["root"] / "libs")
     assert r.exit_code == 2 and "at least 1 worker" in r.output
