@@ -44,6 +44,7 @@ def images_of(store: Any, name: str, ids: Sequence[str] = (), labels: Sequence[s
     """The ``image_key`` of the images library ``name``'s examples ``ids``, or of ``labels``,
     were drawn on: read before a delete, whose images' other examples are measured again
     after it (``SAMDetect.measure_again``)."""
+    ids, labels = ([v] if isinstance(v, str) else v for v in (ids, labels))  # one id or label, not its letters
     wanted, labels = {normalise_id(i) for i in ids}, set(labels)
     return {pay["image_key"] for batch, _, labs, pays in store.iter_examples(name)
             for i, lab, pay in zip(batch, labs, pays, strict=True)

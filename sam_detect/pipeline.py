@@ -682,7 +682,7 @@ class SAMDetect(DetectorStages, LibraryState):
         were measured; the profile is rebuilt by the caller (:meth:`refresh_profile`)."""
         from sam_detect.store.reembed import source_of
 
-        keys = set(image_keys)
+        keys = {image_keys} if isinstance(image_keys, str) else set(image_keys)  # one key, not its letters
         if not keys or not self.store.has_library(self.config.library):
             return 0
         sources: dict[str, dict] = {}  # one example's payload per image: where to read the image

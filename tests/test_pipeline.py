@@ -846,3 +846,24 @@ def test_an_overlay_of_another_images_instances_and_a_flat_polygon(scene):
     with pytest.raises(AnnotationError, match="at least 3"):
         det.prompt_to_instances(rgb, polygon=[10, 10, 40, 10])
     det.close()
+
+
+def test_one_image_key_id_or_label_given_as_a_string(tmp_path, scene):
+    """``det.measure_again(key)`` and ``images_of(store, name, labels="disc")`` read one string
+    as a set of its letters: nothing measured, no image found, silently (and ``ids="<uuid>"``
+    refused each letter as no UUID). One string is one key, id or label, as the recipe after a
+    delete from Python (``refresh_profile``'s docstring) passes them."""
+    import cv2
+
+    from sam_detect.library_state import images_of
+
+    rgb, masks, labels = scene(seed=1, n_discs=2, n_squares=1)
+    path = tmp_path / "shapes.png"
+    cv2.imwrite(str(path), rgb[..., ::-1])
+    det = SAMDetect(store="memory", segmenter="classical", embedder="handcrafted", library="keys")
+    ids = det.add_examples(str(path), Instances(masks=masks, labels=labels))
+    keys = images_of(det.store, "keys", labels=["disc"])
+    assert len(keys) == 1
+    assert images_of(det.store, "keys", labels="disc") == keys == images_of(det.store, "keys", ids=ids[0])
+    assert det.measure_again(next(iter(keys))) == det.measure_again(keys) == 3
+    det.close()
