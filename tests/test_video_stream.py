@@ -190,7 +190,7 @@ def test_a_blue_frame_changes_by_as_many_levels_as_its_grey_one():
     assert frame_change(blue(a), blue(b)) == pytest.approx(grey_change)
 
 
-def test_a_path_given_as_the_frames_is_opened_not_read_letter_by_letter(detector, scene, video_file):
+def test_a_path_given_as_the_frames_is_opened_not_read_letter_by_letter(detector, scene, video_file, monkeypatch):
     """``det.detect_stream("timelapse.tif")`` iterated the string: each letter a "frame"
     (``s: image file not found (skipped)``), no frame of the file detected. A str or Path is
     opened as ``open_source`` opens it, and closed when the stream ends."""
@@ -204,6 +204,13 @@ def test_a_path_given_as_the_frames_is_opened_not_read_letter_by_letter(detector
     stream.close()  # a stream stopped early closes the source it opened
     with pytest.raises(SamDetectError, match="no such file"):
         detect_stream(detector, str(video_file) + ".missing")
+    opened = []  # a camera's index, as `sam-detect video 0` takes it ("'int' object is not iterable")
+    import sam_detect.video.sources as sources
+
+    real = sources.open_source
+    monkeypatch.setattr(sources, "open_source", lambda spec, **kw: opened.append(spec) or real(video_file))
+    assert len(list(detect_stream(detector, np.int64(0), change_threshold=0))) == N_FRAMES
+    assert opened == [0] and type(opened[0]) is int
 
 
 def test_python_api_accepts_arrays_of_any_dtype(detector, scene):

@@ -166,9 +166,10 @@ def detect_stream(
     Args:
         detector: a ``SAMDetect`` (anything with ``detect(rgb) -> Instances``).
         frames: a :class:`FrameSource` (see :func:`~sam_detect.video.sources.open_source`),
-            a path (str or ``os.PathLike``) that :func:`~sam_detect.video.sources.open_source`
-            opens (a video file, TIFF or ``.npy`` stack, image folder or glob; closed when the
-            stream ends), or any iterable of images: ``(H, W[, C])`` arrays of any dtype,
+            a path (str or ``os.PathLike``) or a camera index (int) that
+            :func:`~sam_detect.video.sources.open_source` opens (a video file, TIFF or ``.npy``
+            stack, image folder or glob, camera, stream URL; closed when the stream ends), or
+            any iterable of images: ``(H, W[, C])`` arrays of any dtype,
             ``LoadedImage`` objects, paths, or :class:`Frame` objects.
         every: detect on every N-th frame read (1: all).
         max_fps: detect at most this many frames per second of source time (``None``: no cap);
@@ -209,11 +210,13 @@ def detect_stream(
     if queue_size < 1:
         raise ValueError(f"queue_size must be >= 1, got {queue_size}")
     propagator = _propagator(propagate)
-    opened = isinstance(frames, (str, os.PathLike))  # one path, not its letters as frames
+    # one path, not its letters as frames; a camera's index (as `sam-detect video 0`), not "int not iterable"
+    opened = isinstance(frames, (str, os.PathLike)) or (isinstance(frames, (int, np.integer))
+                                                        and not isinstance(frames, (bool, np.bool_)))
     if opened:
         from sam_detect.video.sources import open_source
 
-        source = open_source(frames)
+        source = open_source(int(frames) if isinstance(frames, np.integer) else frames)
     else:
         source = frames if isinstance(frames, FrameSource) else ArraySource(frames)
     stream = _stream(
