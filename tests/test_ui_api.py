@@ -513,6 +513,35 @@ def test_relabel_an_example_replaces_it_and_undo_puts_it_back(client, ui):
     assert client.get("/api/annotations", params={"path": "scene.png"}).json()["annotations"] == []
 
 
+def test_an_image_written_over_keeps_none_of_the_old_file_s_masks(client, ui, folder):
+    """An image file written over while the page is open (another image under its name, here
+    a smaller one): the candidates, marks and relabels made on the old file were kept under its
+    name and frame alone, so accepting a candidate, exporting or undoing a relabel put the old
+    masks on the new pixels (a mask outside the image: a 500 on every export after it)."""
+    store = ui.session.detector.store
+    ex = accept(client, [prompt(client, *DISCS[0])["id"]], "disc")
+    client.post("/api/examples", json={"path": "scene.png", "label": "square",  # a relabel, to undo later
+                                       "mask": ex["annotations"][0]["mask"]}, headers=H)
+    cand = prompt(client, *DISCS[4])  # (160, 165): outside the new 100 x 100 image
+    assert store.labels("default") == {"square": 1}
+    Image.fromarray(scene()[0][:100, :100]).save(folder / "scene.png")
+    r = client.post("/api/examples", json={"path": "scene.png", "label": "disc", "candidates": [cand["id"]]},
+                    headers=H)
+    assert r.status_code == 404 and "changed on disk" in r.json()["error"], r.text
+    assert client.get("/api/annotations", params={"path": "scene.png"}).json()["annotations"] == []
+    for fmt in ("coco", "labelme", "geojson", "labels"):
+        r = client.get("/api/export", params={"path": "scene.png", "format": fmt})
+        assert r.status_code == 200, (fmt, r.text)
+    assert json.loads(client.get("/api/export", params={"path": "scene.png"}).content)["annotations"] == []
+    r = client.post("/api/undo", headers=H)  # the relabel: its disc cannot be embedded from the new file
+    assert r.status_code == 404 and "changed on disk" in r.json()["error"], r.text
+    assert store.labels("default") == {"square": 1}  # nothing deleted for nothing put back
+    assert client.post("/api/undo", headers=H).status_code == 200  # the step before it still undoes
+    assert store.labels("default") == {"square": 1}  # the dropped step's example stays, as said
+    r = client.post("/api/prompt", json={"path": "scene.png", "point": list(DISCS[0])}, headers=H)
+    assert r.status_code == 200 and accept(client, [r.json()["candidate"]["id"]], "disc")["ids"]
+
+
 def test_a_new_session_does_not_store_again_what_the_library_holds(client, ui, folder, tmp_path):
     """A session starts with no annotations: its accept of an object an earlier session had
     stored (the same label, image and mask) stored it again, a duplicate per restart. It

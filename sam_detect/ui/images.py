@@ -177,15 +177,27 @@ class ImageFolder:
 
     def load(self, rel: str, view: View) -> Any:
         """The :class:`~sam_detect.io.images.LoadedImage` of ``rel`` under ``view`` (cached)."""
+        return self.load_versioned(rel, view)[0]
+
+    def version(self, rel: str) -> tuple[int, int]:
+        """Which version of the file ``rel`` is on disk now: ``(mtime_ns, size)``. The session
+        keeps its masks of an image under it: a file written over since (another image under
+        the same name) does not get the old one's masks."""
+        st = self.resolve(rel).stat()
+        return (st.st_mtime_ns, st.st_size)
+
+    def load_versioned(self, rel: str, view: View) -> tuple[Any, tuple[int, int]]:
+        """:meth:`load` and the :meth:`version` of the file it read."""
         from sam_detect.io.images import load_image
 
         path = self.resolve(rel)
         st = path.stat()
-        key = (str(path), st.st_mtime_ns, st.st_size, view)
+        version = (st.st_mtime_ns, st.st_size)
+        key = (str(path), *version, view)
         with self._cache_lock:  # not the detector's lock: showing images never waits for models
             if key in self._images:
                 self._images.move_to_end(key)
-                return self._images[key]
+                return self._images[key], version
             self.check_pixels(path)
             loaded = load_image(path, frame=view.frame, channel=view.channel, merge=view.merge)
             h, w = loaded.hw
@@ -196,7 +208,7 @@ class ImageFolder:
             self._images[key] = loaded
             while len(self._images) > 3:
                 self._images.popitem(last=False)
-            return loaded
+            return loaded, version
 
     def render(
         self, rel: str, view: View, percentiles: tuple[float, float] | None = None

@@ -38,12 +38,18 @@ def runs(m: MaskCrop) -> dict[str, Any]:
     return mask_to_runs(m.crop, m.origin)
 
 
+#: an image of the session: ``(path relative to the served folder, frame, file version)``,
+#: the version being :meth:`ImageFolder.version <sam_detect.ui.images.ImageFolder.version>`'s
+#: ``(mtime_ns, size)``: masks made on a file written over since are not the new file's
+ImageKey = tuple[str, int, tuple[int, int]]
+
+
 @dataclass
 class Candidate:
     """A mask the page may accept: from a click/box prompt or from detection."""
 
     id: str
-    image_key: tuple[str, int]
+    image_key: ImageKey
     mask: MaskCrop
     source: str  # "prompt" | "detection"
     label: str | None = None
@@ -76,7 +82,7 @@ class Action:
     description: str
     library: str
     example_ids: list[str]
-    image_key: tuple[str, int] | None
+    image_key: ImageKey | None
     before: list[Annotation] | None
     view: View | None = None
     #: examples the step replaced (relabelled): ``(annotation id, mask, old label, old ids)``

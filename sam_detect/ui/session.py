@@ -53,6 +53,7 @@ from sam_detect.ui.records import (
     Action,
     Annotation,
     Candidate,
+    ImageKey,
     annotation_json,
     candidate_json,
     check_export_format,
@@ -105,7 +106,7 @@ class AnnotationSession:
         self.libraries = Libraries(detector, thumbnail_dir, self.lock)
         self.thumbnail_dir = self.libraries.thumbnail_dir
         self._candidates: OrderedDict[str, Candidate] = OrderedDict()
-        self._annotations: dict[str, dict[tuple[str, int], list[Annotation]]] = {}
+        self._annotations: dict[str, dict[ImageKey, list[Annotation]]] = {}
         self._undo: list[Action] = []
         self._deleted: set[str] = set()  # examples deleted in this session: an undo does not put their marks back
         self._ids = itertools.count(1)
@@ -191,7 +192,7 @@ class AnnotationSession:
             self._candidates.popitem(last=False)
         return cand
 
-    def _anns(self, key: tuple[str, int]) -> list[Annotation]:
+    def _anns(self, key: ImageKey) -> list[Annotation]:
         return self._annotations.setdefault(self.library, {}).setdefault(key, [])
 
     def prompt(
@@ -217,7 +218,7 @@ class AnnotationSession:
             raise AnnotationError("give exactly one of point [x, y] or box [x1, y1, x2, y2]")
         t0 = time.perf_counter()
         with self.lock:
-            loaded = self.load(rel, view)
+            loaded, version = self.images.load_versioned(rel, view)
             inst = self.detector.prompt_to_instances(
                 loaded,
                 point=None if point is None else [float(v) for v in point],
@@ -227,7 +228,7 @@ class AnnotationSession:
             mask = copy_of(inst, 0)
             cand = self._remember(
                 Candidate(
-                    id=self._next_id("c"), image_key=(rel, view.frame), mask=mask, source="prompt"
+                    id=self._next_id("c"), image_key=(rel, view.frame, version), mask=mask, source="prompt"
                 )
             )
         return {
@@ -259,7 +260,7 @@ class AnnotationSession:
             raise AnnotationError(f"top_k must be in 1..{UI_MAX_TOP_K} in the UI, got {top_k}")
         t0 = time.perf_counter()
         with self.lock:
-            loaded = self.load(rel, view)
+            loaded, version = self.images.load_versioned(rel, view)
             try:
                 found = self.detector.detect(loaded, threshold=threshold, top_k=top_k, drop_border=drop_border)
             except LibraryNotFoundError as e:
@@ -267,7 +268,7 @@ class AnnotationSession:
                     f"library {self.library!r} holds no examples yet: click an object and accept it "
                     "with a label first"
                 ) from e
-            key = (rel, view.frame)
+            key = (rel, view.frame, version)
             anns = self._anns(key)
             kept = [a for a in anns if a.kind != "detection"]
             dropped = 0
@@ -350,15 +351,19 @@ class AnnotationSession:
             raise AnnotationError("nothing to accept: give candidate ids or a mask")
         if len(candidates) > 1000:
             raise AnnotationError(f"at most 1000 candidates at once, got {len(candidates)}")
-        key = (rel, view.frame)
         with self.lock:
-            loaded = self.load(rel, view)
+            loaded, version = self.images.load_versioned(rel, view)
+            key = (rel, view.frame, version)
             items: list[tuple[MaskCrop, Candidate | None]] = []
             for cid in candidates:
                 cand = self._candidates.get(str(cid))
                 if cand is None:
                     raise NotFoundError(
                         f"candidate {cid!r} is unknown or expired; click the object again"
+                    )
+                if cand.image_key[:2] == key[:2] and cand.image_key != key:
+                    raise NotFoundError(
+                        f"{rel!r} changed on disk since candidate {cid!r} was made on it; click the object again"
                     )
                 if cand.image_key != key:
                     raise AnnotationError(
@@ -461,6 +466,22 @@ class AnnotationSession:
             if not self._undo:
                 raise NotFoundError("nothing to undo")
             act = self._undo[-1]
+            loaded = None
+            if act.replaced and act.image_key is not None and act.view is not None:
+                # the examples it relabelled are embedded again from their image: read it before
+                # anything is deleted, and only the version of the file they were drawn on
+                rel = act.image_key[0]
+                try:
+                    loaded, version = self.images.load_versioned(rel, act.view)
+                except NotFoundError:
+                    version = None
+                if version != act.image_key[2]:
+                    self._undo.pop()
+                    raise NotFoundError(
+                        f"{rel!r} changed on disk or was removed since the step {act.description!r}: the "
+                        f"examples it relabelled cannot be put back from it, so the step is dropped and its "
+                        f"examples stay in the library (delete them in the library panel); "
+                        f"{len(self._undo)} undo step(s) left")
             try:  # a step that fails stays on the stack (a library in use elsewhere: try again) ...
                 self.libraries.delete(act.library, act.example_ids)
             except LibraryNotFoundError:  # ... except where its library is gone: none of its steps can be undone
@@ -472,9 +493,8 @@ class AnnotationSession:
                     f"are dropped ({len(self._undo)} left)") from None
             self._undo.pop()
             restored: dict[str, list[str]] = {}
-            if act.replaced and act.image_key is not None and act.view is not None:
+            if loaded is not None:
                 det = self.libraries.detector_for(act.library)
-                loaded = self.load(act.image_key[0], act.view)
                 remap: dict[str, str] = {}
                 for ann_id, m, old_label, old_ids in act.replaced:
                     inst = Instances.from_crops([m], None, loaded.hw, labels=[old_label])
@@ -517,9 +537,9 @@ class AnnotationSession:
 
     def annotations(self, rel: str, view: View) -> dict[str, Any]:
         """The image's annotations in the current library (examples, negatives, detections)."""
-        self.resolve(rel)
+        version = self.images.version(rel)
         with self.lock:
-            anns = self._annotations.get(self.library, {}).get((rel, view.frame), [])
+            anns = self._annotations.get(self.library, {}).get((rel, view.frame, version), [])
             return {
                 "image": rel,
                 "frame": view.frame,
@@ -628,10 +648,10 @@ class AnnotationSession:
         (:func:`~sam_detect.ui.records.export_file`). Returns ``(data, media type, file name)``."""
         check_export_format(fmt)
         with self.lock:
-            loaded = self.load(rel, view)
+            loaded, version = self.images.load_versioned(rel, view)
             anns = [
                 a
-                for a in self._annotations.get(self.library, {}).get((rel, view.frame), [])
+                for a in self._annotations.get(self.library, {}).get((rel, view.frame, version), [])
                 if a.kind != "negative"
             ]
             if anns:
