@@ -134,6 +134,36 @@ def _box_of(mask: MaskCrop | None) -> np.ndarray | None:
 # ----------------------------------------------------------------------------------------
 # formats: read prompts, write results
 # ----------------------------------------------------------------------------------------
+def _list_of_objects(doc: dict, key: str, name: str) -> None:
+    """Refuse a document whose ``key`` (COCO's ``images``/``annotations``, labelme's
+    ``shapes``) is not a list of JSON objects, in one line naming the file ``name``."""
+    def short(v: Any) -> str:
+        r = repr(v)
+        return r if len(r) <= 60 else r[:57] + "..."
+
+    items = doc.get(key, [])
+    if not isinstance(items, list):
+        raise AnnotationError(f"{name}: '{key}' must be a list, got {short(items)}")
+    for k, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise AnnotationError(f"{name}: {key}[{k}] must be an object, got {short(item)}")
+
+
+def _bbox_box(bbox: Any, where: str, what: str) -> np.ndarray | None:
+    """A COCO ``bbox`` ``[x, y, w, h]`` as a box XYXY; ``None`` (with a warning) where it is
+    not 4 finite numbers."""
+    try:
+        x, y, bw, bh = (float(v) for v in bbox)
+        box = np.array([x, y, x + bw, y + bh], dtype=np.float64)
+        if not np.isfinite(box).all() or np.abs(box).max() > 1e9:
+            raise ValueError("not finite")
+    except (TypeError, ValueError):
+        warnings.warn(f"{where}: annotation {what}: unreadable bbox {bbox!r}; using its segmentation's box",
+                      stacklevel=3)
+        return None
+    return box.astype(np.float32)
+
+
 def coco_prompts(doc: dict, image_entry: dict, hw: tuple[int, int], where: str) -> list[Prompt]:
     from sam_detect.formats.coco import annotation_mask, centre_vertices
 
@@ -153,9 +183,8 @@ def coco_prompts(doc: dict, image_entry: dict, hw: tuple[int, int], where: str) 
         box = None
         bbox = ann.get("bbox")
         if isinstance(bbox, (list, tuple)) and len(bbox) == 4:
-            x, y, bw, bh = (float(v) for v in bbox)
-            box = np.array([x, y, x + bw, y + bh], dtype=np.float32)
-        elif original is not None:
+            box = _bbox_box(bbox, where, str(ann.get("id")))
+        if box is None and original is not None:
             box = _box_of(original)
         out.append(Prompt(ref=ann, box=box, original=original))
     return out
@@ -173,13 +202,18 @@ def coco_write(p: Prompt, tolerance: float, hw: tuple[int, int]) -> None:
     ann["area"] = m.area
 
 
-def labelme_prompts(doc: dict, hw: tuple[int, int]) -> list[Prompt]:
+def labelme_prompts(doc: dict, hw: tuple[int, int], where: str = "") -> list[Prompt]:
     from sam_detect.masks import polygons_to_crop
 
     out = []
-    for shape in doc.get("shapes", []):
+    for k, shape in enumerate(doc.get("shapes", [])):
         kind = shape.get("shape_type") or "polygon"
-        pts = np.asarray(shape.get("points") or [], dtype=np.float64).reshape(-1, 2)
+        try:
+            pts = np.asarray(shape.get("points") or [], dtype=np.float64).reshape(-1, 2)
+        except (TypeError, ValueError):
+            warnings.warn(f"{where}: shape #{k} ({kind}): unreadable points {shape.get('points')!r}; kept unchanged",
+                          stacklevel=2)
+            continue
         if kind == "point" and len(pts) == 1:
             out.append(Prompt(ref=shape, point=pts[0].astype(np.float32)))
             continue
@@ -356,6 +390,8 @@ def refine_coco(
     it is; one naming none describes that frame)."""
     from sam_detect.formats.coco import with_corner_vertices
 
+    for key in ("images", "annotations"):
+        _list_of_objects(doc, key, name)
     new = with_corner_vertices(copy.deepcopy(doc))  # refined polygons are written on pixel corners
     by_name: dict[str, list[dict]] = {}  # a stack's frames are an image each, of one file name
     for entry in new["images"]:
@@ -382,11 +418,14 @@ def refine_coco(
 
 def refine_labelme(
     seg: Any, path: Path, doc: dict, options: RefineOptions, stats: RefineStats, note: Note,
-    frame: int | None = None,
+    frame: int | None = None, name: str = "the labelme file",
 ) -> dict:
-    """A refined copy of the labelme document ``doc`` of image ``path`` (``frame``: of a stack)."""
+    """A refined copy of the labelme document ``doc`` (named ``name`` in messages) of image
+    ``path`` (``frame``: of a stack)."""
+    _list_of_objects(doc, "shapes", name)
     new = copy.deepcopy(doc)
-    refine_image(seg, path, lambda hw: labelme_prompts(new, hw), labelme_write, options, stats, note, frame=frame)
+    refine_image(seg, path, lambda hw: labelme_prompts(new, hw, path.name), labelme_write, options, stats, note,
+                 frame=frame)
     return new
 
 
@@ -451,7 +490,7 @@ def refine_file(
             new = refine_coco(seg, paths, doc, src.name, options, stats, note, frame)
         elif is_labelme(doc):
             _one_image(paths, f"{src.name} is a labelme file (one image)", "pass its image, or a folder of labelme files")
-            new = refine_labelme(seg, paths[0], doc, options, stats, note, frame)
+            new = refine_labelme(seg, paths[0], doc, options, stats, note, frame, src.name)
         else:
             raise AnnotationError(f"{src}: neither COCO (images, annotations) nor labelme (shapes) JSON")
         write_json(dst, new, indent=1)
@@ -498,7 +537,7 @@ def refine_folder(
                 raise AnnotationError(
                     f"{src}: expected a labelme JSON (with 'shapes') in a folder of annotations"
                 )
-            write_json(dst, refine_labelme(seg, path, doc, options, stats, note, frame), indent=1)
+            write_json(dst, refine_labelme(seg, path, doc, options, stats, note, frame, str(src)), indent=1)
         else:
             write_label_array(refine_label_image(seg, path, src, options, stats, note, frame), dst)
         written.append(str(dst))

@@ -324,3 +324,48 @@ def test_refine_frame_k_of_a_stack_for_labelme_label_image_and_coco(sam2_ckpt, s
         r = run(sam2_ckpt, stack, "-a", src, "--frame", 2)
         assert r.exit_code == 1 and "frame 2 out of range: " + count in r.output, r.output
         assert r.output.count("\n") == 1 and "Traceback" not in r.output
+
+
+def test_malformed_entries_are_named_not_internal_errors(sam2_ckpt, scene, tmp_path):
+    """A COCO or labelme file whose lists hold other things than objects, or whose bbox or
+    points are not numbers, ended in "Error: internal error (AttributeError: 'str' object has
+    no attribute 'get'); please report it". A broken structure is one line naming the file and
+    the entry; an unreadable bbox falls back to the segmentation's box and unreadable points
+    leave their shape unchanged, each with a warning, and the rest is refined."""
+    path, _, _ = scene
+    poly = [40, 40, 80, 40, 80, 80, 40, 80]
+    coco = {"images": [{"id": 1, "file_name": "cells.png", "height": 256, "width": 256}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [40, 40, 40, 40],
+                             "segmentation": [poly]}],
+            "categories": [{"id": 1, "name": "cell"}]}
+    broken = {
+        "images.json": {**coco, "images": "cells.png"},
+        "annotations.json": {**coco, "annotations": {"a": 1}},
+        "annotation.json": {**coco, "annotations": ["cell"]},
+        "shapes.json": {"shapes": ["cell"]},
+        "shapes_str.json": {"shapes": "cell"},
+    }
+    for name, doc in broken.items():
+        src = tmp_path / name
+        src.write_text(json.dumps(doc))
+        r = run(sam2_ckpt, path, "-a", src, "-o", tmp_path / "out.json")
+        assert r.exit_code == 1 and "internal error" not in r.output, (name, r.output)
+        assert f"Error: {name}: " in r.output and "must be" in r.output, (name, r.output)
+    ann = coco["annotations"][0]
+    src = tmp_path / "bbox.json"
+    src.write_text(json.dumps({**coco, "annotations": [{**ann, "bbox": ["a", 1, 2, 3]},
+                                                       {**ann, "id": 2, "bbox": [1e308, 0, 1e308, 5]}]}))
+    r = run(sam2_ckpt, path, "-a", src, "-o", tmp_path / "out.json")
+    assert r.exit_code == 0 and r.output.count("unreadable bbox") == 2, r.output
+    assert "overflow" not in r.output and "2 refined, 0 kept unchanged" in r.output
+    src = tmp_path / "points.json"
+    src.write_text(json.dumps({"shapes": [
+        {"label": "a", "points": [["x", "y"], [3, 4]], "shape_type": "rectangle"},
+        {"label": "b", "points": [[1, 2, 3]], "shape_type": "polygon"},
+        {"label": "c", "points": [[40, 40], [80, 80]], "shape_type": "rectangle"}]}))
+    r = run(sam2_ckpt, path, "-a", src, "-o", tmp_path / "out.json")
+    assert r.exit_code == 0 and r.output.count("unreadable points") == 2, r.output
+    assert "1 refined" in r.output
+    shapes = json.loads((tmp_path / "out.json").read_text())["shapes"]
+    assert shapes[0]["points"] == [["x", "y"], [3, 4]] and shapes[1]["points"] == [[1, 2, 3]]
+    assert shapes[2]["shape_type"] == "polygon"
