@@ -319,6 +319,10 @@ def test_labelme_errors(tmp_path):
         AnnotationError, match=r"two\.json: shape #0 \('a', polygon\): a polygon needs at least 3"
     ):
         load_annotations(tmp_path / "two.json")
+    # a shape that is no object: a malformed annotation, not an internal error (AttributeError)
+    (tmp_path / "str.json").write_text(json.dumps({"shapes": ["a"], "imageHeight": 9, "imageWidth": 9}))
+    with pytest.raises(AnnotationError, match=r"str\.json: malformed annotation \(AttributeError"):
+        load_annotations(tmp_path / "str.json")
     (tmp_path / "nosize.json").write_text(json.dumps({"shapes": []}))
     with pytest.raises(AnnotationError, match="lacks imageHeight/imageWidth; pass image_shape"):
         load_annotations(tmp_path / "nosize.json")

@@ -431,7 +431,7 @@ def _read_json(path: Path, image_shape: Sequence[int] | None, label: str | None)
         if msg.startswith(str(path)):
             raise
         raise AnnotationError(f"{path}: {msg}") from e
-    except (KeyError, TypeError, ValueError, IndexError) as e:
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:  # a list of strings for shapes: .get
         raise AnnotationError(f"{path}: malformed annotation ({type(e).__name__}: {e})") from e
 
 
