@@ -369,3 +369,22 @@ def test_malformed_entries_are_named_not_internal_errors(sam2_ckpt, scene, tmp_p
     shapes = json.loads((tmp_path / "out.json").read_text())["shapes"]
     assert shapes[0]["points"] == [["x", "y"], [3, 4]] and shapes[1]["points"] == [[1, 2, 3]]
     assert shapes[2]["shape_type"] == "polygon"
+
+
+def test_quiet_hides_the_label_readers_warnings_too(sam2_ckpt, scene, tmp_path):
+    """``-q``: "No progress or warnings on stderr"; a label image whose ids lie in many pieces
+    (read as classes, each piece an object) was still said, through the logger, and without
+    ``-q`` without refine's ``sam-detect: warning:``."""
+    import tifffile
+
+    path, _, _ = scene
+    labels = np.zeros((256, 256), np.uint16)
+    for i in range(4):
+        for j in range(4):
+            labels[10 + 60 * i : 30 + 60 * i, 10 + 60 * j : 30 + 60 * j] = 1 + (4 * i + j) % 3
+    src = tmp_path / "pieces.tif"
+    tifffile.imwrite(src, labels)
+    r = run(sam2_ckpt, path, "-a", src, "-o", tmp_path / "a.tif")
+    assert r.exit_code == 0 and f"sam-detect: warning: {src}: id(s) 1 (6 pieces)" in r.output, r.output
+    r = run(sam2_ckpt, path, "-a", src, "-o", tmp_path / "b.tif", "-q")
+    assert r.exit_code == 0 and "pieces" not in r.output, r.output

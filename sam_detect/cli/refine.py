@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -17,6 +20,27 @@ from sam_detect.cli.validate import (
     printed_not_named,
 )
 from sam_detect.refine import RefineOptions
+
+
+@contextlib.contextmanager
+def _logged_warnings() -> Iterator[list[str]]:
+    """The ``sam_detect`` logger's warnings while the block runs (a label image's ids read as
+    classes of pieces, ...), held back instead of printed: refine shows them with its own
+    warnings, ``-q`` none of them."""
+    said: list[str] = []
+
+    class Hold(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            said.append(record.getMessage())
+
+    logger, hold = logging.getLogger("sam_detect"), Hold(logging.WARNING)
+    propagate, logger.propagate = logger.propagate, False
+    logger.addHandler(hold)
+    try:
+        yield said
+    finally:
+        logger.removeHandler(hold)
+        logger.propagate = propagate
 
 
 @click.command("refine")
@@ -143,7 +167,7 @@ def refine(
         if not quiet:
             click.echo(f"sam-detect: {msg}", err=True)
 
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, _logged_warnings() as logged:
         warnings.simplefilter("always")
         if ann.is_file():
             dst = output_for(ann, ann.parent, out, in_place, False)
@@ -157,6 +181,8 @@ def refine(
         for w in caught:  # what the run says of the user's files; not the libraries' notices to their users
             if not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning, FutureWarning)):
                 click.echo(f"sam-detect: warning: {w.message}", err=True)
+        for msg in logged:
+            click.echo(f"sam-detect: warning: {msg}", err=True)
     summary = {**stats.as_dict(), "written": written}
     if as_json:
         click.echo(json.dumps(summary, indent=1))
