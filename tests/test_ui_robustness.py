@@ -113,3 +113,44 @@ def test_examples_added_from_the_cli_get_real_thumbnails(served, tmp_path):
         assert len(list((tmp_path / "thumbs").rglob("*.png"))) == 3
     finally:
         app.stop()
+
+
+def test_ctrl_c_says_what_it_waits_for_and_a_second_one_shows_no_tracebacks(served, capsys, monkeypatch):
+    """Ctrl+C while a request works (an accept of hundreds of examples) waits for it, so that
+    the library is written whole: that wait said nothing for tens of seconds, and a second
+    Ctrl+C printed uvicorn's tracebacks of the cancelled request and waited still."""
+    import logging
+    import signal
+    import threading
+
+    (served / "a.png").write_bytes(_png())
+    det = SAMDetect(DetectorConfig(segmenter="classical", embedder="handcrafted", store="memory"))
+    ui = AnnotationUI(det, served, prefetch=False)
+    uv = logging.getLogger("uvicorn.error")
+    monkeypatch.setattr(uv, "level", uv.level)  # put back after the test
+    try:
+        server = ui._server_for("127.0.0.1", 0)
+        server.handle_exit(signal.SIGINT, None)  # nothing at work: nothing to say
+        assert server.should_exit and capsys.readouterr().err == ""
+        server = ui._server_for("127.0.0.1", 0)
+        held, done = threading.Event(), threading.Event()
+
+        def work() -> None:  # a request at work holds the session's lock
+            with ui.session.lock:
+                held.set()
+                done.wait()
+
+        t = threading.Thread(target=work)
+        t.start()
+        held.wait()
+        try:
+            server.handle_exit(signal.SIGINT, None)
+            assert "stopping once the request at work is done" in capsys.readouterr().err
+            server.handle_exit(signal.SIGINT, None)
+            assert server.force_exit and "still finishing the request at work" in capsys.readouterr().err
+            assert not uv.isEnabledFor(logging.ERROR)  # the cancelled request's traceback is not shown
+        finally:
+            done.set()
+            t.join()
+    finally:
+        ui.stop()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from importlib import resources
@@ -403,6 +404,34 @@ def create_app(session: AnnotationSession, *, allowed_hosts: list[str] | None = 
     return app
 
 
+def _stopping_server(base: type, session: AnnotationSession) -> type:
+    """``base`` (``uvicorn.Server``) saying what Ctrl+C waits for: a request at work (an accept
+    writing hundreds of examples, a detect on a mosaic) is finished before the process ends, so
+    that the library is written whole, and that took tens of seconds with nothing said; a
+    second Ctrl+C printed uvicorn's tracebacks of the cancelled request, and still waited."""
+
+    def busy() -> bool:
+        if not session.lock.acquire(blocking=False):  # a request's thread holds it
+            return True
+        session.lock.release()
+        return False
+
+    class StoppingServer(base):  # type: ignore[misc, valid-type]
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            again = self.should_exit
+            super().handle_exit(sig, frame)
+            if not busy():
+                return
+            if again:  # the cancelled request's tracebacks say nothing to the user
+                logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
+                msg = "still finishing the request at work; the UI stops when its library is written"
+            else:
+                msg = "stopping once the request at work is done, so that what it writes to the library is written whole"
+            print(f"sam-detect: {msg}", file=sys.stderr, flush=True)
+
+    return StoppingServer
+
+
 class AnnotationUI:
     """Interactive annotation in the browser over a detector and a folder of images.
 
@@ -453,7 +482,7 @@ class AnnotationUI:
         config = uvicorn.Config(
             self.app(host), host=host, port=port, log_level="warning", access_log=False
         )
-        return uvicorn.Server(config)
+        return _stopping_server(uvicorn.Server, self.session)(config)
 
     def run(self, host: str = "127.0.0.1", port: int = 8000, *, open_browser: bool = False) -> None:
         """Serve until Ctrl+C. ``open_browser`` opens the page in the default browser."""
