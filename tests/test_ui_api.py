@@ -751,6 +751,22 @@ def test_export_formats(client):
     assert r.status_code == 422 and "coco, labelme, geojson or labels" in r.json()["error"]
 
 
+@pytest.mark.parametrize("name", ["细胞.png", 'we"ird.png', "new\nline.png"])
+def test_an_export_of_an_image_of_any_name_is_downloaded_under_it(client, folder, name):
+    """The download's name went into ``Content-Disposition`` as it was: a name in another script
+    (as uploads keep it) was a 500 (headers are Latin-1), a quote cut it short, a line break
+    dropped the connection. Now: the name in UTF-8 (``filename*``) and in ASCII."""
+    from urllib.parse import unquote
+
+    (folder / name).write_bytes((folder / "scene.png").read_bytes())
+    r = client.get("/api/export", params={"path": name, "format": "coco"})
+    assert r.status_code == 200, r.text
+    cd = r.headers["content-disposition"]
+    assert cd.isascii() and "\n" not in cd and cd.count('"') == 2, cd
+    stem = name[:-4].replace("\n", "_")
+    assert unquote(cd.split("filename*=UTF-8''")[1]) == f"{stem}_coco.json"
+
+
 def test_coco_export_numbers_the_librarys_classes_as_detect_coco_does(client):
     """The UI's COCO export numbered the classes found in that image alone: one image's
     category 1 was ``zeta``, another's ``alpha``, and files exported image by image could not

@@ -107,6 +107,19 @@ def _parse_channel(value: Any) -> int | tuple[int, ...] | None:
     return items[0] if len(items) == 1 else tuple(items)
 
 
+def attachment(name: str) -> str:
+    """A ``Content-Disposition`` header for a download named ``name`` (an image's name and
+    the format's ending): the name in UTF-8 (RFC 6266's ``filename*``), and in ASCII for
+    clients that read only ``filename``. The name went into the header as it was: a name in
+    another script (细胞.png, as uploads keep it) was a 500 (headers are Latin-1), a quote
+    cut it short and a line break in it dropped the connection."""
+    from urllib.parse import quote
+
+    name = "".join("_" if ord(c) < 32 or ord(c) == 127 else c for c in name)
+    plain = "".join(c if ord(c) < 127 and c not in '"\\' else "_" for c in name)
+    return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
 # ---------------------------------------------------------------------------------------
 # request bodies
 # ---------------------------------------------------------------------------------------
@@ -374,11 +387,7 @@ def create_app(session: AnnotationSession, *, allowed_hosts: list[str] | None = 
         merge: str = "max",
     ) -> Response:
         data, media, name = app.state.session.export(path, view_q(frame, channel, merge), format)
-        return Response(
-            data,
-            media_type=media,
-            headers={"Content-Disposition": f'attachment; filename="{name}"'},
-        )
+        return Response(data, media_type=media, headers={"Content-Disposition": attachment(name)})
 
     @app.post("/api/upload")
     async def upload(

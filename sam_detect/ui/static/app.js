@@ -419,7 +419,9 @@ async function exportAs(format) {
       try { msg = (await r.json()).error || msg; } catch (e) { /* not JSON */ }
       throw new Error(msg);
     }
-    const name = (/filename="([^"]+)"/.exec(r.headers.get("content-disposition") || "") || [])[1] || `export.${format}`;
+    const cd = r.headers.get("content-disposition") || "";
+    const utf8 = /filename\*=UTF-8''([^;]+)/i.exec(cd);  // the name in any script; filename="...": in ASCII
+    const name = (utf8 && decodeURIComponent(utf8[1])) || (/filename="([^"]+)"/.exec(cd) || [])[1] || `export.${format}`;
     const blob = await r.blob();
     const a = document.createElement("a");
     a.href = URL.createObjectURL(blob);
