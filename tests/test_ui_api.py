@@ -751,6 +751,18 @@ def test_export_formats(client):
     assert r.status_code == 422 and "coco, labelme, geojson or labels" in r.json()["error"]
 
 
+def test_a_file_name_that_is_not_utf8_leaves_the_image_list_whole(client, folder):
+    """One image whose name is bytes of another encoding (from an old zip, a Latin-1 disk) made
+    ``/api/images`` a 500: the page listed no image at all. It is left out of the list, counted."""
+    bad = os.fsencode(folder) + b"/caf\xe9.png"
+    with open(bad, "wb") as f:
+        f.write((folder / "scene.png").read_bytes())
+    r = client.get("/api/images")
+    assert r.status_code == 200, r.text
+    listed = [im["path"] for im in r.json()["images"]]
+    assert "scene.png" in listed and r.json()["not_utf8"] == 1
+
+
 @pytest.mark.parametrize("name", ["细胞.png", 'we"ird.png', "new\nline.png"])
 def test_an_export_of_an_image_of_any_name_is_downloaded_under_it(client, folder, name):
     """The download's name went into ``Content-Disposition`` as it was: a name in another script

@@ -147,6 +147,7 @@ class ImageFolder:
 
         found: list[dict[str, Any]] = []
         truncated = False
+        unnamed = 0
         for dirpath, dirnames, filenames in os.walk(self.root, followlinks=False):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for name in sorted(filenames):
@@ -155,7 +156,11 @@ class ImageFolder:
                 p = Path(dirpath) / name
                 try:
                     rel = self.relative(p)
-                    size = p.stat().st_size
+                    rel.encode("utf-8")  # a name that is no UTF-8 (bytes of another encoding) cannot
+                    size = p.stat().st_size  # travel to the page and back: it made the whole list a 500
+                except UnicodeEncodeError:
+                    unnamed += 1
+                    continue
                 except (ValueError, OSError):
                     continue  # a symlink leading out of the folder, or vanished
                 found.append({"path": rel, "name": name, "bytes": size})
@@ -165,7 +170,13 @@ class ImageFolder:
             if truncated:
                 break
         found.sort(key=lambda d: d["path"])
-        return {"root": self.root.name, "images": found, "truncated": truncated}
+        if unnamed:
+            import logging
+
+            logging.getLogger("sam_detect.ui").warning(
+                "%d image file(s) under %s have names that are not UTF-8 and are not listed; rename them",
+                unnamed, self.root)
+        return {"root": self.root.name, "images": found, "truncated": truncated, "not_utf8": unnamed}
 
     def check_pixels(self, path: Path) -> None:
         hw = _peek_hw(path)
