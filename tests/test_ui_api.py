@@ -1086,6 +1086,39 @@ def test_cli_reads_the_library_while_the_ui_runs(folder, embedder, tmp_path):
         store.close()
 
 
+def test_a_request_that_fails_unexpectedly_lets_go_of_the_library(folder, embedder, tmp_path, monkeypatch):
+    """The UI lets go of an Edge library after each request, but a request that failed with an
+    unexpected error (a 500) skipped that: the library stayed held until the next request that
+    worked, and `sam-detect add` beside the UI waited 10 s and failed ("in use by ... sam-detect ui")."""
+    import sam_detect.outputs as outputs
+    from sam_detect.store.edge import EdgeStore
+
+    monkeypatch.setenv("SAM_DETECT_LOCK_WAIT", "0")
+    libs = tmp_path / "libs"
+    store = EdgeStore(libs)
+    app = make_ui(folder, embedder, store=store, thumbnail_dir=tmp_path / "thumbs")
+    try:
+        client = TestClient(app.app(), base_url=BASE, raise_server_exceptions=False)
+        accept(client, [prompt(client, *DISCS[0])["id"]], "disc")
+        classes = outputs.output_classes
+
+        def fails_after_reading(det):  # the library opened, then something unforeseen
+            classes(det)
+            raise RuntimeError("disk on fire")
+
+        monkeypatch.setattr(outputs, "output_classes", fails_after_reading)
+        r = client.get("/api/export", params={"path": "scene.png", "format": "coco"})
+        assert r.status_code == 500 and "disk on fire" in r.json()["error"]
+        beside = EdgeStore(libs)  # another process's store, as `sam-detect add` beside the UI
+        try:
+            assert beside.count("default") == 1
+        finally:
+            beside.close()
+    finally:
+        app.stop()
+        store.close()
+
+
 def test_the_ui_follows_an_add_and_a_delete_made_beside_it(folder, embedder, tmp_path):
     """Another store (as a `sam-detect add` beside the UI) adds to the UI's library between two
     requests: the UI's next request keeps that example and leaves the library whole (it wrote

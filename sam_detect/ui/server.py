@@ -250,8 +250,10 @@ def create_app(session: AnnotationSession, *, allowed_hosts: list[str] | None = 
                 },
                 status_code=403,
             )
-        response = await call_next(request)
-        await run_in_threadpool(_release_libraries)
+        try:
+            response = await call_next(request)
+        finally:  # a request that failed unexpectedly (a 500) lets go too: else `add` beside it waits
+            await run_in_threadpool(_release_libraries)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
         return response
