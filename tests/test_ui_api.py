@@ -975,6 +975,22 @@ def test_cli_ui_help_and_bad_folder(tmp_path):
     assert r.exit_code == 2 and "does not exist" in r.output
 
 
+def test_cli_ui_says_which_option_to_change_when_it_cannot_listen(tmp_path):
+    """A port in use and a --host this machine does not have were both "(another server
+    there? choose another --port)": for a mistyped host, changing the port never helps."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = run_cli("ui", str(tmp_path), "--port", port)
+        assert r.exit_code == 1 and "choose another --port" in r.output, r.output
+    r = run_cli("ui", str(tmp_path), "--host", "999.1.1.1", "--port", port)
+    assert r.exit_code == 1 and "cannot serve on 999.1.1.1" in r.output, r.output
+    assert "--port" not in r.output and "--host takes an address of this machine" in r.output
+
+
 def test_cli_help_does_not_import_the_web_stack():
     import subprocess
     import sys

@@ -145,6 +145,12 @@ def _check_port(host: str, port: int) -> None:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind((host, port))
     except OSError as e:
-        raise click.ClickException(
-            f"cannot serve on {host}:{port}: {e.strerror or e} (another server there? choose another --port)"
-        ) from None
+        import errno
+
+        if e.errno == errno.EADDRINUSE:
+            hint = "another server there? choose another --port"
+        elif e.errno == errno.EACCES:
+            hint = "ports under 1024 need administrator rights: choose another --port"
+        else:  # a name that does not resolve, an address this machine does not have
+            hint = "--host takes an address of this machine, such as 127.0.0.1 or 0.0.0.0"
+        raise click.ClickException(f"cannot serve on {host}:{port}: {e.strerror or e} ({hint})") from None
