@@ -399,9 +399,19 @@ def refine_coco(
         for key in dict.fromkeys((fn.name, fn.stem)):
             by_name.setdefault(key, []).append(entry)
     for path in paths:
-        entries = by_name.get(path.name) or by_name.get(path.stem)
+        # images of one name in several folders (A1/img.tif, B2/img.tif): each its own entry
+        # (the first entry of the name was every such image's, and the others' never refined)
+        named = by_name.get(path.name) or by_name.get(path.stem) or []
+        entries = [e for e in named if _folders(e) and _names(e, path)]
+        if not entries:  # folders are not matched otherwise (the file's paths may start elsewhere),
+            # but an entry whose folders name another of the images given is that image's
+            entries = [e for e in named if not (_folders(e) and any(_names(e, p) for p in paths))]
         if not entries:
             warnings.warn(f"{path.name}: not among the images of {name}; skipped", stacklevel=1)
+            continue
+        if len({id(e) for e in entries if not isinstance(e.get("frame"), int)}) > 1:
+            warnings.warn(f"{path}: {name} lists {len(entries)} images of that name and no folders to tell "
+                          f"them apart; skipped", stacklevel=1)
             continue
         framed = [e for e in entries if isinstance(e.get("frame"), int)]
         if framed and frame is not None:
@@ -414,6 +424,17 @@ def refine_coco(
             refine_image(seg, path, lambda hw, e=entry, n=path.name: coco_prompts(new, e, hw, n), coco_write,
                          options, stats, note, frame=k)
     return new
+
+
+def _folders(entry: dict) -> tuple[str, ...]:
+    return Path(str(entry.get("file_name", ""))).parts[:-1]
+
+
+def _names(entry: dict, path: Path) -> bool:
+    """Whether the folders of the COCO image ``entry``'s ``file_name`` are the last folders of
+    ``path``."""
+    folders = _folders(entry)
+    return path.resolve().parent.parts[-len(folders):] == folders
 
 
 def refine_labelme(

@@ -388,3 +388,40 @@ def test_quiet_hides_the_label_readers_warnings_too(sam2_ckpt, scene, tmp_path):
     assert r.exit_code == 0 and f"sam-detect: warning: {src}: id(s) 1 (6 pieces)" in r.output, r.output
     r = run(sam2_ckpt, path, "-a", src, "-o", tmp_path / "b.tif", "-q")
     assert r.exit_code == 0 and "pieces" not in r.output, r.output
+
+
+def test_images_of_one_name_in_several_folders_each_take_their_own_annotations(sam2_ckpt, scene, tmp_path):
+    """A COCO file of A1/cells.png and B2/cells.png (one name, a well each): the first entry of
+    the name was taken for both images, so A1's annotation was refined twice (the second time on
+    B2's pixels) and B2's never, while the summary said both were refined."""
+    _, img, _ = scene
+    for well in ("A1", "B2"):
+        (tmp_path / well).mkdir()
+        cv2.imwrite(str(tmp_path / well / "cells.png"), img[..., ::-1])
+    boxes = {1: [40, 40, 40, 40], 2: [160, 50, 40, 40]}  # DISCS[0] in A1, DISCS[1] in B2
+    coco = {"images": [{"id": 1, "file_name": "A1/cells.png", "height": 256, "width": 256},
+                       {"id": 2, "file_name": "B2/cells.png", "height": 256, "width": 256}],
+            "annotations": [{"id": k, "image_id": k, "category_id": 1, "bbox": b} for k, b in boxes.items()],
+            "categories": [{"id": 1, "name": "cell"}]}
+    src = tmp_path / "wells.json"
+    src.write_text(json.dumps(coco))
+    r = run(sam2_ckpt, tmp_path / "A1" / "cells.png", tmp_path / "B2" / "cells.png", "-a", src,
+            "-o", tmp_path / "out.json")
+    assert r.exit_code == 0 and "2 refined" in r.output, r.output
+    out = {a["id"]: a for a in json.loads((tmp_path / "out.json").read_text())["annotations"]}
+    for k, (x, y, w, h) in boxes.items():
+        want = expected_mask(sam2_ckpt, img, [x, y, x + w, y + h])
+        ys, xs = np.nonzero(want)
+        assert "segmentation" in out[k], out[k]
+        assert out[k]["bbox"] == [float(xs.min()), float(ys.min()), float(xs.max() + 1 - xs.min()),
+                                  float(ys.max() + 1 - ys.min())]
+    # a file of A1's image alone: B2's image is not refined with A1's annotations
+    src.write_text(json.dumps({**coco, "images": coco["images"][:1], "annotations": coco["annotations"][:1]}))
+    r = run(sam2_ckpt, tmp_path / "A1" / "cells.png", tmp_path / "B2" / "cells.png", "-a", src,
+            "-o", tmp_path / "out1.json")
+    assert r.exit_code == 0 and "1 refined" in r.output and "not among the images" in r.output, r.output
+    # one name and no folders to tell two entries apart: neither guessed
+    coco["images"] = [{**e, "file_name": "cells.png"} for e in coco["images"]]
+    src.write_text(json.dumps(coco))
+    r = run(sam2_ckpt, tmp_path / "A1" / "cells.png", "-a", src, "-o", tmp_path / "out2.json")
+    assert r.exit_code == 0 and "lists 2 images of that name" in r.output, r.output
