@@ -696,6 +696,30 @@ def test_switch_library(client, ui):
     assert "reserved" in r.json()["error"] and client.get("/api/library").json()["library"] == "default"
 
 
+def test_a_switch_that_fails_leaves_the_session_on_its_library(client, ui, monkeypatch):
+    """A switch to a library the session had opened before, held now by another process (a
+    `detect` running on it): the switch answered 423, so the page stayed on its library, but the
+    session had already moved, and the next accept wrote to the library the page did not show."""
+    from sam_detect.errors import LibraryLockedError
+
+    accept(client, [prompt(client, *DISCS[0])["id"]], "disc")
+    assert client.post("/api/library/switch", json={"name": "cells-2"}, headers=H).status_code == 200
+    assert client.post("/api/library/switch", json={"name": "default"}, headers=H).status_code == 200
+    labels = ui.session.libraries.labels
+
+    def held(det):
+        if det.config.library == "cells-2":
+            raise LibraryLockedError("library 'cells-2' is in use by another sam-detect process (pid 4242)")
+        return labels(det)
+
+    monkeypatch.setattr(ui.session.libraries, "labels", held)
+    r = client.post("/api/library/switch", json={"name": "cells-2"}, headers=H)
+    assert r.status_code == 423 and "in use" in r.json()["error"]
+    assert ui.session.library == "default" and client.get("/api/library").json()["library"] == "default"
+    accept(client, [prompt(client, *DISCS[1])["id"]], "disc")
+    assert ui.session.detector.store.labels("default") == {"disc": 2}
+
+
 def test_switch_to_a_library_named_collection_an_old_version_made(client, ui, monkeypatch):
     """The switch refused ``collection`` even where the store holds a library of that name an
     older version made (before the name was reserved): it is used now; none is made."""

@@ -633,8 +633,12 @@ class AnnotationSession:
         except InvalidNameError as e:
             raise AnnotationError(str(e)) from None
         with self.lock:
-            self.detector = self.libraries.detector_for(name)
-            return self.library_info()
+            before, self.detector = self.detector, self.libraries.detector_for(name)
+            try:
+                return self.library_info()
+            except Exception:  # the page stays on its library (the switch answers an error): so does the session
+                self.detector = before
+                raise
 
     def example_thumbnail(self, ex_id: str) -> bytes:
         """The PNG thumbnail of an example of the current library."""
