@@ -582,13 +582,7 @@ def priors(sets: list[str], scenario: str = "as drawn") -> dict:
             ev, qv, el, ql = _views(d["E"]), _views(d["Q"]), d["El"], d["Ql"]
             w = _weights(ev, el)
             classes, s = _classwise(ev, el, qv, w, 5)
-            entries, stats = {}, {}
-            for c in classes:
-                la = np.log(np.maximum(d["E_area"][el == c], 1.0))
-                g = d["E_grey"][el == c]
-                entries[c] = {"log_area": [float(la.mean()), float(la.std(ddof=1)) if len(la) > 1 else 0.0],
-                              "polarity": "dark" if g.mean() < 0 else "bright"}
-                stats[c] = [{"brightness": float(v)} for v in g]
+            entries, stats = _class_entries(d, classes)
             sized = {c: {"log_area": e["log_area"]} for c, e in entries.items()}
             _brightness_spreads(entries, stats)
             for key, profile in (("size", {"classes": sized}), ("size and brightness", {"classes": entries})):
@@ -683,11 +677,10 @@ def _spatial_runs(name: str, scenario: str, loaded: tuple | None = None) -> list
     return runs
 
 
-def _prior_factors(items, grey, d, classes) -> dict[str, np.ndarray]:
-    """Per part (``E``, ``Q``, ``R``) ``(N, C)``: ``profile.size_priors``' factors from the
-    (thinned) examples' areas and brightness, as ``priors``' "size and brightness"."""
-    from sam_detect.profile import _brightness_spreads, size_priors
-
+def _class_entries(d, classes) -> tuple[dict, dict]:
+    """``(entries, stats)``: each class's profile entry from the (thinned) examples' areas and
+    grey levels (``log_area``, ``polarity``) and its examples' brightness, as
+    ``profile._brightness_spreads`` takes them."""
     el = d["El"]
     entries, stats = {}, {}
     for c in classes:
@@ -696,6 +689,15 @@ def _prior_factors(items, grey, d, classes) -> dict[str, np.ndarray]:
         entries[c] = {"log_area": [float(la.mean()), float(la.std(ddof=1)) if len(la) > 1 else 0.0],
                       "polarity": "dark" if g.mean() < 0 else "bright"}
         stats[c] = [{"brightness": float(v)} for v in g]
+    return entries, stats
+
+
+def _prior_factors(items, grey, d, classes) -> dict[str, np.ndarray]:
+    """Per part (``E``, ``Q``, ``R``) ``(N, C)``: ``profile.size_priors``' factors from the
+    (thinned) examples' areas and brightness, as ``priors``' "size and brightness"."""
+    from sam_detect.profile import _brightness_spreads, size_priors
+
+    entries, stats = _class_entries(d, classes)
     _brightness_spreads(entries, stats)
     profile = {"classes": entries}
     out = {}

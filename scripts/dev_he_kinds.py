@@ -55,27 +55,21 @@ H_OD = np.array([0.65, 0.70, 0.29]) / np.linalg.norm([0.65, 0.70, 0.29])
 E_OD = np.array([0.07, 0.99, 0.11]) / np.linalg.norm([0.07, 0.99, 0.11])
 
 
-def field(seed: int, size: int = 256, counts=(10, 10, 8)) -> tuple[np.ndarray, np.ndarray, dict]:
-    """``(rgb (H, W, 3) uint8, label image, {id: kind})`` of one field."""
+def _nuclei_and_stain(rng: np.random.Generator, c_h: np.ndarray, c_e: np.ndarray, counts, gap: int,
+                      max_tries: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Place ``counts`` nuclei of each of :data:`KINDS` (each kept ``gap // 2`` px from the
+    others, at most ``max_tries`` tries a kind) into the stain maps ``c_h``/``c_e`` (changed in
+    place), and render the field: ``(rgb, label image, {id: kind})``."""
     import cv2
 
-    rng = np.random.default_rng(seed)
+    size = c_h.shape[0]
     lab = np.zeros((size, size), np.int32)
     kind: dict[int, str] = {}
     yy, xx = np.mgrid[:size, :size]
-    # eosin: fibres along one direction, white gaps between them
-    kernel = cv2.getGaussianKernel(31, 8) @ cv2.getGaussianKernel(31, 1.2).T
-    kernel = cv2.warpAffine(kernel, cv2.getRotationMatrix2D((15, 15), rng.uniform(0, 180), 1.0), (31, 31))
-    fibres = cv2.filter2D(rng.normal(0, 1, (size, size)).astype(np.float32), -1, kernel / kernel.sum())
-    fibres = (fibres - fibres.mean()) / (fibres.std() + 1e-6)
-    gaps = cv2.GaussianBlur(rng.normal(0, 1, (size, size)).astype(np.float32), (0, 0), 6)
-    gaps = (gaps - gaps.mean()) / gaps.std()
-    c_e = np.clip(0.45 + 0.18 * fibres, 0.05, 1.0) * np.where(gaps > 1.2, 0.15, 1.0)
-    c_h = np.clip(0.06 + 0.04 * fibres, 0, 1)  # a little haematoxylin in the stroma
     k = 0
     for name, count in zip(KINDS, counts, strict=True):
         placed = tries = 0
-        while placed < count and tries < 3000:
+        while placed < count and tries < max_tries:
             tries += 1
             cy, cx = rng.uniform(8, size - 8, 2)
             if name == "lymph":
@@ -91,7 +85,7 @@ def field(seed: int, size: int = 256, counts=(10, 10, 8)) -> tuple[np.ndarray, n
             v = -(xx - cx) * np.sin(th) + (yy - cy) * np.cos(th)
             r = np.sqrt((u / a) ** 2 + (v / b) ** 2)
             m = r <= 1
-            if (lab[cv2.dilate(m.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0] > 0).any():
+            if (lab[cv2.dilate(m.astype(np.uint8), np.ones((gap, gap), np.uint8)) > 0] > 0).any():
                 continue
             k += 1
             placed += 1
@@ -112,6 +106,23 @@ def field(seed: int, size: int = 256, counts=(10, 10, 8)) -> tuple[np.ndarray, n
     od = c_h[..., None] * H_OD + c_e[..., None] * E_OD
     rgb = cv2.GaussianBlur((245 * np.exp(-od)).astype(np.float32), (0, 0), 0.9) + rng.normal(0, 3, od.shape)
     return np.clip(rgb, 0, 255).astype(np.uint8), lab, kind
+
+
+def field(seed: int, size: int = 256, counts=(10, 10, 8)) -> tuple[np.ndarray, np.ndarray, dict]:
+    """``(rgb (H, W, 3) uint8, label image, {id: kind})`` of one field."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    # eosin: fibres along one direction, white gaps between them
+    kernel = cv2.getGaussianKernel(31, 8) @ cv2.getGaussianKernel(31, 1.2).T
+    kernel = cv2.warpAffine(kernel, cv2.getRotationMatrix2D((15, 15), rng.uniform(0, 180), 1.0), (31, 31))
+    fibres = cv2.filter2D(rng.normal(0, 1, (size, size)).astype(np.float32), -1, kernel / kernel.sum())
+    fibres = (fibres - fibres.mean()) / (fibres.std() + 1e-6)
+    gaps = cv2.GaussianBlur(rng.normal(0, 1, (size, size)).astype(np.float32), (0, 0), 6)
+    gaps = (gaps - gaps.mean()) / gaps.std()
+    c_e = np.clip(0.45 + 0.18 * fibres, 0.05, 1.0) * np.where(gaps > 1.2, 0.15, 1.0)
+    c_h = np.clip(0.06 + 0.04 * fibres, 0, 1)  # a little haematoxylin in the stroma
+    return _nuclei_and_stain(rng, c_h, c_e, counts, gap=5, max_tries=3000)
 
 
 #: the shift protocol's example fields: (lymph, spindle, vesicular) per field
@@ -128,9 +139,6 @@ def tumour_field(seed: int, shift: float = 1.0, size: int = 256, counts=TUMOUR) 
     import cv2
 
     rng = np.random.default_rng(seed)
-    lab = np.zeros((size, size), np.int32)
-    kind: dict[int, str] = {}
-    yy, xx = np.mgrid[:size, :size]
     # cytoplasm: blotchy (cell-sized) rather than fibrous, white gaps fewer with the shift
     blot = cv2.GaussianBlur(rng.normal(0, 1, (size, size)).astype(np.float32), (0, 0), 4)
     blot = (blot - blot.mean()) / (blot.std() + 1e-6)
@@ -139,46 +147,7 @@ def tumour_field(seed: int, shift: float = 1.0, size: int = 256, counts=TUMOUR) 
     white = gaps > 1.2 + 2.0 * shift  # ~12% of the field at 0, none at 1
     c_e = np.clip(0.45 + 0.2 * shift + 0.12 * blot, 0.05, 1.0) * np.where(white, 0.15, 1.0)
     c_h = np.clip(0.06 + 0.2 * shift + (0.04 + 0.04 * shift) * blot, 0, 1) * np.where(white, 0.3, 1.0)
-    k = 0
-    for name, count in zip(KINDS, counts, strict=True):
-        placed = tries = 0
-        while placed < count and tries < 6000:
-            tries += 1
-            cy, cx = rng.uniform(8, size - 8, 2)
-            if name == "lymph":
-                a = rng.uniform(4.5, 6.5)
-                b = a * rng.uniform(0.85, 1.0)
-            elif name == "spindle":
-                a, b = rng.uniform(9, 14), rng.uniform(2.5, 3.5)
-            else:
-                a = rng.uniform(11, 17)
-                b = a * rng.uniform(0.7, 0.95)
-            th = rng.uniform(0, np.pi)
-            u = (xx - cx) * np.cos(th) + (yy - cy) * np.sin(th)
-            v = -(xx - cx) * np.sin(th) + (yy - cy) * np.cos(th)
-            r = np.sqrt((u / a) ** 2 + (v / b) ** 2)
-            m = r <= 1
-            if (lab[cv2.dilate(m.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0] > 0).any():
-                continue
-            k += 1
-            placed += 1
-            lab[m] = k
-            kind[k] = name
-            if name == "lymph":
-                c_h[m] = rng.uniform(1.1, 1.4) + 0.1 * rng.normal(0, 1, m.sum())
-            elif name == "spindle":
-                c_h[m] = rng.uniform(0.8, 1.1) + 0.1 * rng.normal(0, 1, m.sum())
-            else:
-                val = rng.uniform(0.25, 0.4) + 0.5 * (r > 0.8) + 0.08 * rng.normal(0, 1, r.shape)
-                for _ in range(rng.integers(3, 7)):  # chromatin clumps and a nucleolus
-                    py, px = np.argwhere(m)[rng.integers(m.sum())]
-                    rr = rng.uniform(1.2, 2.5)
-                    val = val + 0.8 * np.exp(-((yy - py) ** 2 + (xx - px) ** 2) / (2 * rr**2))
-                c_h[m] = val[m]
-            c_e[m] *= 0.3
-    od = c_h[..., None] * H_OD + c_e[..., None] * E_OD
-    rgb = cv2.GaussianBlur((245 * np.exp(-od)).astype(np.float32), (0, 0), 0.9) + rng.normal(0, 3, od.shape)
-    return np.clip(rgb, 0, 255).astype(np.uint8), lab, kind
+    return _nuclei_and_stain(rng, c_h, c_e, counts, gap=3, max_tries=6000)
 
 
 def run_shift(seed: int, shift: float | None, typed: bool = False, shots: int = 16, embedder: str = "views") -> dict:
