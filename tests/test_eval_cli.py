@@ -298,3 +298,17 @@ def test_a_library_named_to_eval_is_said_to_be_unused_and_left_alone(stack_files
     code, _, err = run_main(*args)
     assert code == 0, err
     assert "not used" not in err
+
+
+@pytest.mark.parametrize("extra, why", [(["--sweep", "threshold=0.4,0.6"], "a --sweep"), (["--no-profile"], "--no-profile")])
+def test_baselines_asked_for_where_they_do_not_run_is_said(stack_files, extra, why):
+    """``--baselines`` typed beside ``--sweep`` or ``--no-profile`` was left out without a word."""
+    d, _ = stack_files
+    args = ["eval", d / "stack.tif", "-a", d / "labels.tif", "--shots", "3", "--examples-from", "0",
+            "--detect-on", "1", *FAST, *extra]
+    code, out, err = run_main(*args, "--baselines")
+    assert code == 0, err
+    assert f"--baselines not run: they compare the full pipeline with the segmenter alone, which {why} does not run" in err
+    assert "what the examples add" not in out
+    code, _, err = run_main(*args)  # left at its default: nothing to say
+    assert code == 0 and "--baselines" not in err

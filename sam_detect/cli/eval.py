@@ -254,6 +254,10 @@ def eval_cmd(
                                  "(use it with detect)", param_hint="--keep-unknown")
     config = detector_config(**opts)
     _say_unused_library_options()
+    if baselines and (sweep is not None or not config.profile) and \
+            click.get_current_context().get_parameter_source("baselines") is click.core.ParameterSource.COMMANDLINE:
+        click.echo(f"sam-detect: warning: --baselines not run: they compare the full pipeline with the segmenter "
+                   f"alone, which {'a --sweep' if sweep is not None else '--no-profile'} does not run", err=True)
 
     refs = expand_images(images, channels, frame)
     # the report over an image or the ground truth it scores against: lost in silence
