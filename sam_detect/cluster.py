@@ -372,6 +372,22 @@ def _detect_task(config: Any, snapshot: LibrarySnapshot | None, token: str, path
 
 
 # -- many images ---------------------------------------------------------------------------
+def file_paths(images: Any, refusal: str, instead: str) -> list[str]:
+    """``images`` as file paths, for the workers (one str or ``os.PathLike``: one image, not
+    one per letter of its name); an :class:`~sam_detect.errors.ImageLoadError` for the first
+    that is no path: ``"{refusal}; image K is ndarray: save it to a file, or {instead}"``
+    (``str(array)`` was taken for a file name, every pixel spelled out)."""
+    if isinstance(images, (str, os.PathLike)):
+        images = [images]
+    images = list(images)
+    for k, p in enumerate(images):
+        if not isinstance(p, (str, os.PathLike)):
+            from sam_detect.errors import ImageLoadError
+
+            raise ImageLoadError(f"{refusal}; image {k} is {type(p).__name__}: save it to a file, or {instead}")
+    return [str(p) for p in images]
+
+
 def detect_images(
     config: Any,
     paths: Sequence[str | os.PathLike],
@@ -392,15 +408,7 @@ def detect_images(
     or ``os.PathLike``) is one image.
     """
     spec = spec or OutputSpec()
-    if isinstance(paths, (str, os.PathLike)):  # one image, not one per letter of its name
-        paths = [paths]
-    for k, p in enumerate(paths):  # str(array) was taken for a file name, every pixel spelled out
-        if not isinstance(p, (str, os.PathLike)):
-            from sam_detect.errors import ImageLoadError
-
-            raise ImageLoadError(f"detect_images takes file paths; image {k} is {type(p).__name__}: save it to "
-                                 "a file, or detect it with SAMDetect.detect")
-    paths = [str(p) for p in paths]
+    paths = file_paths(paths, "detect_images takes file paths", "detect it with SAMDetect.detect")
     bar = _progress(len(paths)) if progress and len(paths) > 1 else None
     stages = progress and len(paths) == 1
     try:

@@ -463,14 +463,7 @@ class SAMDetect(DetectorStages, LibraryState):
         if annotation is not None and annotation.image_hw != instances.image_hw:
             raise AnnotationError(f"the whole annotation's size {annotation.image_hw} does not match the "
                                   f"examples' {instances.image_hw}")
-        if isinstance(labels, str):  # one label for all: its letters were taken as N labels
-            labels = [labels] * len(instances)
-        labels = list(labels) if labels is not None else list(instances.labels)
-        if len(labels) != len(instances):
-            raise AnnotationError(f"need {len(instances)} labels, got {len(labels)}")
-        if any(lab is None for lab in labels):
-            raise AnnotationError("some annotations carry no label; pass a label")
-        labels = [self._check_label(lab) for lab in labels]
+        labels = self._labels_of(instances, labels)
         areas = instances.areas
         empty = np.flatnonzero(areas == 0)
         if empty.size:
@@ -514,6 +507,19 @@ class SAMDetect(DetectorStages, LibraryState):
         made = dict(zip(new, ids, strict=True))
         return [made[i] if r is None else str(r) for i, r in enumerate(repeats)]
 
+    def _labels_of(self, instances: Instances, labels: str | Sequence[str] | None) -> list[str]:
+        """One checked label per instance: ``labels`` (one string labels every instance; its
+        letters were taken as N labels) or ``instances.labels``; an :class:`AnnotationError`
+        where their count differs (an IndexError, or the rest ignored, before) or one is missing."""
+        if isinstance(labels, str):
+            labels = [labels] * len(instances)
+        labels = list(labels) if labels is not None else list(instances.labels)
+        if len(labels) != len(instances):
+            raise AnnotationError(f"need {len(instances)} labels, got {len(labels)}")
+        if any(lab is None for lab in labels):
+            raise AnnotationError("some annotations carry no label; pass a label")
+        return [self._check_label(lab) for lab in labels]
+
     def repeated_examples(self, image: Any, instances: Instances | np.ndarray,
                           labels: str | Sequence[str] | None = None) -> list[str | None]:
         """Per instance of ``image``, the id of the library's example it repeats (the same label
@@ -522,14 +528,7 @@ class SAMDetect(DetectorStages, LibraryState):
         know which ids are its own: the browser UI, whose undo deletes exactly those."""
         loaded = self._load(image)
         instances = as_instances(instances, loaded.rgb.shape[:2])
-        if isinstance(labels, str):  # one label for all, as add_examples takes it
-            labels = [labels] * len(instances)
-        labels = list(labels) if labels is not None else list(instances.labels)
-        if len(labels) != len(instances):  # an IndexError (too few) or the rest ignored (too many) before
-            raise AnnotationError(f"need {len(instances)} labels, got {len(labels)}")
-        if any(lab is None for lab in labels):
-            raise AnnotationError("some annotations carry no label; pass a label")
-        labels = [self._check_label(lab) for lab in labels]
+        labels = self._labels_of(instances, labels)
         if not len(instances) or self._library_meta() is None:  # a library not made yet holds nothing
             return [None] * len(instances)
         return self._repeated_examples(loaded.rgb, instances, labels)[0]
@@ -1158,15 +1157,11 @@ class SAMDetect(DetectorStages, LibraryState):
                 for image in images:
                     yield image, self.detect(image)
             return
-        from sam_detect.cluster import OutputSpec, check_sendable, detect_images
+        from sam_detect.cluster import OutputSpec, check_sendable, detect_images, file_paths
 
         images = list(images)
-        for k, image in enumerate(images):  # an array went to the workers as str(array), a file name
-            if not isinstance(image, (str, os.PathLike)):  # "too long" spelling out every pixel
-                from sam_detect.errors import ImageLoadError
-
-                raise ImageLoadError(f"detect_many(cluster=...) sends file paths to the workers; image {k} is "
-                                     f"{type(image).__name__}: save it to a file, or detect it without cluster=")
+        # refused before a cluster starts (an array went to the workers as str(array), a file name)
+        file_paths(images, "detect_many(cluster=...) sends file paths to the workers", "detect it without cluster=")
         self.check_library(create=False)
         check_sendable(self.config)  # before the close: an in-memory library would be lost by it
         self.close()  # the workers read a snapshot of the library

@@ -254,8 +254,7 @@ def eval_cmd(
                                  "(use it with detect)", param_hint="--keep-unknown")
     config = detector_config(**opts)
     _say_unused_library_options()
-    if baselines and (sweep is not None or not config.profile) and \
-            click.get_current_context().get_parameter_source("baselines") is click.core.ParameterSource.COMMANDLINE:
+    if baselines and (sweep is not None or not config.profile) and _typed("baselines"):
         click.echo(f"sam-detect: warning: --baselines not run: they compare the full pipeline with the segmenter "
                    f"alone, which {'a --sweep' if sweep is not None else '--no-profile'} does not run", err=True)
 
@@ -359,12 +358,16 @@ def eval_cmd(
             click.echo(f"sam-detect: report written to {report_path}", err=True)
 
 
+def _typed(name: str) -> bool:
+    """Whether the option ``name`` was typed on the command line (not its default, not the
+    environment)."""
+    return click.get_current_context().get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
+
+
 def _say_unused_library_options() -> None:
     """One line where ``--library`` or ``--library-path`` was typed: eval's examples go to a
     temporary library (``--store`` and ``--qdrant-url`` say where), the named one is not used."""
-    ctx = click.get_current_context()
-    given = [f"--{name.replace('_', '-')}" for name in ("library", "library_path")
-             if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE]
+    given = [f"--{name.replace('_', '-')}" for name in ("library", "library_path") if _typed(name)]
     if given:  # a warning, not the stage report: said under --quiet too
         click.echo(f"sam-detect: warning: {' and '.join(given)} not used: eval draws its examples into a "
                    "temporary library, deleted afterwards (--store and --qdrant-url say where it lives)", err=True)

@@ -26,7 +26,6 @@ One dispatch, by file extension and, for ``.json``, by content (:func:`load_anno
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from sam_detect.formats._common import (
     PathLike,
     check_exists,
     check_hw,
+    image_names_of,
     polygon_tolerance,
     read_json,
     select_image,
@@ -182,8 +182,7 @@ def load_annotation_set(
     as the evaluation does.
     """
     path = Path(path)
-    if isinstance(image_names, (str, os.PathLike)):  # one image's name, not a name per letter
-        image_names = [os.fspath(image_names)]
+    image_names = image_names_of(image_names)
     shape0 = image_shapes[0] if image_shapes is not None and len(image_shapes) else None
     uniform = image_shapes is None or all(tuple(s[:2]) == tuple(shape0[:2]) for s in image_shapes)
     items = _read_any(path, shape0 if uniform else None, label, channel=channel)
@@ -468,8 +467,7 @@ def save_annotations(
         AnnotationError: an unknown format or extension, or several images for a one-image format.
     """
     path = Path(path)
-    if isinstance(image_names, (str, os.PathLike)):  # one image's name: labelme wrote imagePath "h" of "h0.tif"
-        image_names = [os.fspath(image_names)]
+    image_names = image_names_of(image_names)
     fmt = format or _format_of(path)
     if fmt not in WRITE_FORMATS:
         raise AnnotationError(f"{path}: cannot write annotations as {fmt!r}; use one of {', '.join(WRITE_FORMATS)}")

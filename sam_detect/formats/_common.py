@@ -18,6 +18,12 @@ PathLike = str | os.PathLike
 DEFAULT_LABEL = "object"
 
 
+def image_names_of(image_names: Any) -> Any:
+    """``image_names`` as given, except one name (a str or ``os.PathLike``): a list of it, not a
+    name per letter (labelme wrote ``imagePath`` "h" of "h0.tif", COCO counted 5 names)."""
+    return [os.fspath(image_names)] if isinstance(image_names, (str, os.PathLike)) else image_names
+
+
 def check_exists(path: Path) -> None:
     if not path.exists():
         raise AnnotationError(f"{path}: annotation file not found")

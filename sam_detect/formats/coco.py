@@ -5,7 +5,6 @@ COCO's XYWH, made here at the edge from the XYXY boxes inside.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from sam_detect.errors import AnnotationError
-from sam_detect.formats._common import PathLike, label_str, write_json
+from sam_detect.formats._common import PathLike, image_names_of, label_str, write_json
 from sam_detect.instances import Instances
 
 
@@ -97,8 +96,7 @@ def to_coco(
     from sam_detect import __version__
 
     items = [items] if isinstance(items, Instances) else list(items)
-    if isinstance(image_names, (str, os.PathLike)):  # one image's name, not a name per letter
-        image_names = [os.fspath(image_names)]
+    image_names = image_names_of(image_names)
     if image_names is None:
         image_names = [
             str(it.metadata.get("image_name") or f"image_{i:05d}.png") for i, it in enumerate(items)

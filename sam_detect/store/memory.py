@@ -65,6 +65,14 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def _put_count(lib: _Library, count: Any) -> None:
+    """Put back the example count a failed write had changed (``None``: there was none)."""
+    if count is None:
+        lib.meta.extra.pop(COUNT_KEY, None)
+    else:
+        lib.meta.extra[COUNT_KEY] = count
+
+
 class MemoryStore(Store):
     """Libraries held as numpy arrays; optionally persisted to one ``.npz`` file.
 
@@ -182,10 +190,7 @@ class MemoryStore(Store):
             except BaseException:
                 lib.vectors = old[0]
                 del lib.ids[old[1] :], lib.labels[old[1] :], lib.payloads[old[1] :]
-                if old[2] is None:  # and the count the last write left (library check compares them)
-                    lib.meta.extra.pop(COUNT_KEY, None)
-                else:
-                    lib.meta.extra[COUNT_KEY] = old[2]
+                _put_count(lib, old[2])  # and the count the last write left (library check compares them)
                 raise
             warn_if_large(self.backend, name, len(lib.ids), self._warned)
 
@@ -242,10 +247,7 @@ class MemoryStore(Store):
                     self._save()
                 except BaseException:  # a failed save puts the examples back (a retry deletes them
                     lib.vectors, lib.ids, lib.labels, lib.payloads, count = old  # then, and counts them)
-                    if count is None:
-                        lib.meta.extra.pop(COUNT_KEY, None)
-                    else:
-                        lib.meta.extra[COUNT_KEY] = count
+                    _put_count(lib, count)
                     raise
             return removed
 
