@@ -74,6 +74,29 @@ def test_another_mix_of_tissue_is_not_read_as_another_stain():
     assert median_density(two_kinds(0.1, 1)) < median_density(two_kinds(0.5, 0)) / P.STAIN_GAIN  # what one median reads
 
 
+def test_a_kind_of_tissue_the_examples_images_hold_only_pale_is_not_read_as_another_stain():
+    """Tumour cytoplasm dense over most of the image, where the examples' image holds that
+    colour only in a pale strip beside its stroma: weighted by the image's pixels its colours
+    read 1.7x, weighted by the examples' image's the stroma they share reads 1: the colours
+    disagree, and no ratio is read. A denser stain moves both weightings, and still reads."""
+    def tissue(share: float, cytoplasm: float, seed: int, density: float = 1.0) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        size = 192
+        left = np.zeros((size, size), bool)
+        left[:, : int(share * size)] = True
+        od = np.where(left[..., None], cytoplasm * (0.35 * HAEMATOXYLIN + 0.6 * EOSIN), EOSIN)
+        od = od * (1.0 + rng.normal(0.0, 0.06, (size, size, 1)))
+        return np.clip(np.rint(255.0 * np.exp(-density * od)), 0, 255).astype(np.uint8)
+
+    ref = P.stain_table(tissue(0.15, 0.6, 0))  # pink stroma, a pale strip of the purple
+    scored = P.stain_table(tissue(0.85, 1.0, 1))  # most of it dense purple cytoplasm
+    rows = {int(b): v for b, v, _ in ref}
+    own = max(scored, key=lambda row: row[2])
+    assert int(own[0]) in rows and np.exp(own[1] - rows[int(own[0])]) > 1.5  # its own colour reads denser
+    assert P.stain_ratio(scored, ref) is None
+    assert P.stain_ratio(P.stain_table(tissue(0.15, 0.6, 1, 1.4)), ref) == pytest.approx(1.4, rel=0.05)
+
+
 def test_the_gain_fires_only_beyond_its_limit_only_for_a_stain_and_only_in_its_colours():
     rgb, _ = slide(0)
     entry = {"level_floor": -200.0, "stain_table": P.stain_table(rgb), "count": 14}
