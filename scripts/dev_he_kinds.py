@@ -37,6 +37,12 @@ settings are flat-background thresholds 0.05-0.3 of their contrast over the whit
 ring level: on purple cytoplasm the whole field passes them (misses: no candidate fitted,
 loose outlines), and what is left is dropped as standing out less than, or paler than, the
 examples' stain.
+Session 95: the scored field's purple cytoplasm shares colours with the example fields' pale
+pixels, and the stain table read it as a slide stained 1.5x (S 0.5) and 1.8x (S 1) as densely,
+so the field was faded before detection; ``profile.stain_ratio`` now reads no ratio where the
+colours disagree. Seeds 0-5, one class / typed, full F1: S 0.25 0.784 / 0.860, S 0.5 0.636 /
+0.844, S 0.75 0.344 / 0.767, S 1 0.158 / 0.323 (at S 1 the cytoplasm covers every colour the
+fields share, and the two weightings agree on 1.8x in three seeds of six).
 
 Nothing here is a reported result: the fields are drawn by this file, and constants may be
 chosen on them (docs/performance.md, session 24).
