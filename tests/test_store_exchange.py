@@ -272,6 +272,38 @@ def test_not_a_zip_is_refused(tmp_path):
         read_library_file(truncated)
 
 
+def _stored_bytes(path, member):
+    """Where ``member``'s compressed bytes lie in the zip at ``path``: (start, end)."""
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo(member)
+    raw = Path(path).read_bytes()
+    start = info.header_offset + 30 + int.from_bytes(raw[info.header_offset + 26 : info.header_offset + 28], "little") \
+        + int.from_bytes(raw[info.header_offset + 28 : info.header_offset + 30], "little")
+    return start, start + info.compress_size
+
+
+@pytest.mark.parametrize("member", ["manifest.json", "vectors.npy", "payloads.jsonl"])
+def test_a_file_damaged_inside_its_compressed_members_is_refused_in_one_line(tmp_path, member):
+    """A byte flipped on disk inside a member (a bad sector, a copy cut and patched) made
+    zipfile's CRC or zlib error escape as an internal error; it is a damaged file."""
+    s = MemoryStore()
+    filled(s)
+    good = tmp_path / "good.zip"
+    export_library(s, "lib", good)
+    start, end = _stored_bytes(good, member)
+    raw = bytearray(good.read_bytes())
+    for at in (start + 2, start + (end - start) // 2):  # a CRC mismatch or zlib's own stream error
+        damaged = bytearray(raw)
+        damaged[at] ^= 0xFF
+        bad = tmp_path / "bad.zip"
+        bad.write_bytes(bytes(damaged))
+        target = MemoryStore()
+        with pytest.raises(LibraryError, match=rf"bad.zip is not a valid sam-detect library file: {member} "
+                                               r"does not read back \(.+\): the file is damaged"):
+            import_library(target, bad)
+        assert target.list_libraries() == []
+
+
 def test_import_into_existing_needs_merge_and_compatible_settings(tmp_path):
     s = MemoryStore()
     filled(s)

@@ -30,6 +30,7 @@ import json
 import os
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -340,8 +341,9 @@ def read_library_file(
         names = set(z.namelist())
         if MANIFEST not in names:
             raise bad(f"no {MANIFEST} inside")
+        raw_manifest = _read_member(z, MANIFEST, bad)
         try:
-            manifest = json.loads(z.read(MANIFEST))
+            manifest = json.loads(raw_manifest)
         except Exception as e:
             raise bad(f"{MANIFEST} is not valid JSON ({e})") from None
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
@@ -367,7 +369,7 @@ def read_library_file(
         for f in (vfile, pfile):
             if f not in names:
                 raise bad(f"{f} is missing")
-        vec_bytes, pay_bytes = z.read(vfile), z.read(pfile)
+        vec_bytes, pay_bytes = _read_member(z, vfile, bad), _read_member(z, pfile, bad)
         for what, data, info in (("vectors", vec_bytes, vinfo), ("payloads", pay_bytes, pinfo)):
             if hashlib.sha256(data).hexdigest() != info.get("sha256"):
                 raise bad(f"{what} checksum mismatch: the file is damaged or was edited")
@@ -433,9 +435,18 @@ def read_library_file(
         if crop_ids and isinstance(sums, dict):  # files before checksums have none
             for cid in sorted(crop_ids):
                 member = f"{CROPS_DIR}{cid}.png"
-                if hashlib.sha256(z.read(member)).hexdigest() != sums.get(cid):
+                if hashlib.sha256(_read_member(z, member, bad)).hexdigest() != sums.get(cid):
                     raise bad(f"crop {member} does not match its checksum: the file is damaged or was edited")
     return LibraryArchive(path, meta, ids, vectors, labels, payloads, crop_ids, manifest, renamed)
+
+
+def _read_member(z: zipfile.ZipFile, member: str, bad: Callable[[str], LibraryError]) -> bytes:
+    """``member``'s bytes; a member whose compressed bytes were damaged on disk (zipfile's CRC
+    check, zlib's stream error, a stream cut short) is a damaged file, not an internal error."""
+    try:
+        return z.read(member)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as e:
+        raise bad(f"{member} does not read back ({e}): the file is damaged") from None
 
 
 def _check_bounds(z: zipfile.ZipFile, bad: Callable[[str], LibraryError]) -> None:
