@@ -388,10 +388,14 @@ def refine_coco(
     its images matched by file name or stem; an image the file does not list is skipped.
     ``frame``: only that frame of each stack (an image entry naming another frame is left as
     it is; one naming none describes that frame)."""
-    from sam_detect.formats.coco import with_corner_vertices
+    from sam_detect.formats.coco import check_image_ids, with_corner_vertices
 
     for key in ("images", "annotations"):
         _list_of_objects(doc, key, name)
+    try:  # an annotation of an id two images share would be refined on each image's pixels in turn
+        check_image_ids(doc.get("images", []))
+    except AnnotationError as e:
+        raise AnnotationError(f"{name}: {e}") from None
     new = with_corner_vertices(copy.deepcopy(doc))  # refined polygons are written on pixel corners
     by_name: dict[str, list[dict]] = {}  # a stack's frames are an image each, of one file name
     for entry in new["images"]:

@@ -248,6 +248,25 @@ def test_coco_uncompressed_rle_and_bbox_only(tmp_path):
             "annotation 5 of image 1: invalid RLE",
         ),
         ({"images": [{"id": 1}], "categories": [], "annotations": []}, "lacks 'height'/'width'"),
+        # two images of one id (files merged by concatenation): each annotation of that id went to both
+        (
+            {
+                "images": [{"id": 1, "file_name": "a.png", "height": 4, "width": 4},
+                           {"id": 1, "file_name": "b.png", "height": 4, "width": 4}],
+                "categories": [],
+                "annotations": [{"id": 5, "image_id": 1, "bbox": [0, 0, 1, 1]}],
+            },
+            "images 'a.png' and 'b.png' share id 1: an annotation's image_id must name one image; give each its own id",
+        ),
+        # two names of one category id: the last name was every such annotation's label, without a word
+        (
+            {
+                "images": [{"id": 1, "file_name": "a.png", "height": 4, "width": 4}],
+                "categories": [{"id": 1, "name": "coin"}, {"id": 1, "name": "disc"}],
+                "annotations": [{"id": 5, "image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1]}],
+            },
+            "categories 'coin' and 'disc' share id 1: an annotation's category_id must name one category; give each its own id",
+        ),
     ],
 )
 def test_bad_coco_files_name_file_and_problem(tmp_path, doc, message):
@@ -256,6 +275,14 @@ def test_bad_coco_files_name_file_and_problem(tmp_path, doc, message):
     with pytest.raises(AnnotationError, match=message) as info:
         load_annotation_set(path)
     assert str(info.value).startswith(str(path))
+
+
+def test_a_coco_category_listed_twice_under_one_name_is_one_category(tmp_path):
+    doc = {"images": [{"id": 1, "file_name": "a.png", "height": 4, "width": 4}],
+           "categories": [{"id": 1, "name": "coin"}, {"id": 1, "name": "coin", "supercategory": "money"}],
+           "annotations": [{"id": 5, "image_id": 1, "category_id": 1, "bbox": [0, 0, 2, 2]}]}
+    (tmp_path / "c.json").write_text(json.dumps(doc))
+    assert list(load_annotations(tmp_path / "c.json").labels) == ["coin"]
 
 
 def test_invalid_json_and_missing_file(tmp_path):

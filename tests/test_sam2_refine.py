@@ -326,6 +326,25 @@ def test_refine_frame_k_of_a_stack_for_labelme_label_image_and_coco(sam2_ckpt, s
         assert r.output.count("\n") == 1 and "Traceback" not in r.output
 
 
+def test_a_coco_file_whose_images_share_an_id_is_refused_before_refining(scene, tmp_path):
+    """Two images of one id (files merged by concatenating their lists): each annotation of that
+    id was refined on the first image's pixels, then again on the second's, over the first."""
+    from sam_detect.errors import AnnotationError
+    from sam_detect.refine import RefineOptions, RefineStats, refine_coco
+
+    path, img, _ = scene
+    other = tmp_path / "other.png"
+    cv2.imwrite(str(other), img[..., ::-1])
+    doc = {"images": [{"id": 1, "file_name": "cells.png", "height": 256, "width": 256},
+                      {"id": 1, "file_name": "other.png", "height": 256, "width": 256}],
+           "annotations": [{"id": 7, "image_id": 1, "category_id": 1, "bbox": [40, 40, 40, 40]}],
+           "categories": [{"id": 1, "name": "cell"}]}
+    with pytest.raises(AnnotationError) as e:  # seg None: refused before any image is prompted
+        refine_coco(None, [path, other], doc, "merged.json", RefineOptions(), RefineStats(), lambda _: None)
+    assert str(e.value) == ("merged.json: images 'cells.png' and 'other.png' share id 1: an annotation's image_id "
+                            "must name one image; give each its own id")
+
+
 def test_malformed_entries_are_named_not_internal_errors(sam2_ckpt, scene, tmp_path):
     """A COCO or labelme file whose lists hold other things than objects, or whose bbox or
     points are not numbers, ended in "Error: internal error (AttributeError: 'str' object has

@@ -193,11 +193,30 @@ def _source_id(value: Any, index: int) -> int:
         return index
 
 
+def check_image_ids(images: list[dict]) -> None:
+    """Refuse two ``images`` of one id (files merged by concatenating their lists): an
+    annotation of that id would be either image's, and was taken as both's."""
+    seen: dict[Any, Any] = {}
+    for img in images:
+        if not isinstance(img.get("id"), (int, str)):  # no id, or none an annotation can name: said elsewhere
+            continue
+        name = img.get("file_name", img["id"])
+        if img["id"] in seen:
+            raise AnnotationError(f"images {str(seen[img['id']])!r} and {str(name)!r} share id {img['id']}: an "
+                                  "annotation's image_id must name one image; give each its own id")
+        seen[img["id"]] = name
+
+
 def read_coco(path: Path, doc: dict, label: str | None) -> list[Instances]:
     """One ``Instances`` per image of a COCO document (``path`` names it in messages)."""
     images = doc.get("images") or []
     centres = centre_vertices(doc)
-    cats = {c["id"]: str(c["name"]) for c in doc.get("categories") or []}
+    check_image_ids(images)
+    cats: dict[Any, str] = {}
+    for c in doc.get("categories") or []:  # a category listed twice under one name is one category
+        if cats.setdefault(c["id"], str(c["name"])) != str(c["name"]):
+            raise AnnotationError(f"categories {cats[c['id']]!r} and {str(c['name'])!r} share id {c['id']}: an "
+                                  "annotation's category_id must name one category; give each its own id")
     by_image: dict[Any, list[dict]] = {}
     for k, ann in enumerate(doc["annotations"]):
         if "image_id" not in ann:
