@@ -20,6 +20,7 @@ from sam_detect.store.exchange import (
     crop_from_payload,
     export_library,
     import_library,
+    read_examples,
     read_library_file,
     reembed_library,
 )
@@ -122,6 +123,49 @@ def test_existing_file_is_not_overwritten_without_force(tmp_path):
     assert f.read_bytes() == b"precious"
     export_library(s, "lib", f, overwrite=True)
     assert read_library_file(f).meta.name == "lib"
+
+
+@pytest.mark.parametrize(
+    ("kind", "inside"),
+    [
+        ("memory-file", "lib.npz"),  # the memory store's one file: every library it holds
+        ("memory-file", "lib.npz.lock"),
+        ("qdrant-local", "qdrant/meta.json"),
+        ("qdrant-local", "qdrant/collection/lib/lib.zip"),
+        ("edge", "edge/lib/sam_detect_library.json"),
+        ("edge", "edge/memory_store.npz"),  # the CLI's memory store shares the library folder
+    ],
+)
+def test_an_export_over_the_store_s_own_files_is_refused_and_nothing_is_lost(kind, inside, tmp_path):
+    """``library export mm libs/memory_store.npz --store memory --force`` replaced the memory
+    store's file with the export: every library it held was gone, and the next command said
+    the file no longer reads. A file of the store is refused, --force or not; an export
+    beside the libraries is written."""
+    s = open_store(kind, tmp_path)
+    ids = filled(s, n=5)
+    other = MemoryStore(tmp_path / "edge" / "memory_store.npz") if inside == "edge/memory_store.npz" else None
+    if other is not None:
+        filled(other, n=4)
+        other.close()
+    target = tmp_path / inside
+    before = target.read_bytes() if target.is_file() else None
+    for overwrite in (False, True):
+        with pytest.raises(LibraryError) as e:
+            export_library(s, "lib", target, overwrite=overwrite)
+        assert str(e.value) == (f"{target} is one of the library store's own files; an export there would "
+                                "overwrite the libraries it holds: choose a file outside the store")
+    assert (target.read_bytes() if target.is_file() else None) == before
+    s.close()
+    s = open_store(kind, tmp_path)
+    assert sorted(read_examples(s, "lib")[0]) == sorted(ids)
+    if other is not None:
+        assert MemoryStore(tmp_path / "edge" / "memory_store.npz").labels("lib") == {"cell": 2, "blob": 1,
+                                                                                      "__negative__": 1}
+    folder = tmp_path / {"memory-file": "", "qdrant-local": "qdrant", "edge": "edge"}[kind]
+    for beside in (folder / "export.zip", folder / "exports" / "lib.zip"):  # beside the libraries, not in one
+        export_library(s, "lib", beside)
+        assert read_library_file(beside).meta.name == "lib"
+    s.close()
 
 
 def _rewrite(src, dst, edit):

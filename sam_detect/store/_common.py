@@ -92,6 +92,32 @@ def default_library_dir() -> Path:
     return default_library_path()
 
 
+#: the memory store's file in a folder (the CLI's: the library folder, beside the other stores')
+MEMORY_FILE_NAME = "memory_store.npz"
+
+
+def library_folder_holds(folder: Path | None, path: str | os.PathLike) -> bool:
+    """Whether ``path`` is one of library folder ``folder``'s own files, which the edge store,
+    the qdrant client's local mode and the CLI's memory store share: anything inside an edge
+    library's folder, qdrant's ``collection`` or a hidden folder (a library being made or
+    deleted), qdrant's ``meta.json`` and ``.lock``, and the memory store's file with its lock
+    and temporary files beside it. A folder of the user's own there (``exports/``) is not the
+    stores'; ``None`` (a store on no folder) holds none."""
+    from sam_detect.store.edge_files import META_FILE
+
+    if folder is None:
+        return False
+    try:
+        rel = Path(os.path.realpath(path)).relative_to(os.path.realpath(folder))
+    except ValueError:
+        return False
+    if len(rel.parts) != 1:
+        top = Path(folder) / rel.parts[0] if rel.parts else Path(folder)
+        return not rel.parts or top.name == "collection" or top.name.startswith(".") \
+            or (top / META_FILE).is_file()
+    return rel.name in ("meta.json", ".lock") or rel.name.startswith(MEMORY_FILE_NAME)
+
+
 def check_library_name(name: object) -> str:
     """Return ``name`` if it is a valid library name, else raise
     :class:`~sam_detect.errors.InvalidNameError` (a ``ValueError``)."""

@@ -9,6 +9,7 @@ crop settings never mix.
 from __future__ import annotations
 
 import datetime as _dt
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -238,6 +239,11 @@ class Store(Protocol):
     def count(self, name: str) -> int: ...
 
     def close(self) -> None: ...
+
+    def holds_file(self, path: str | os.PathLike) -> bool:
+        """Whether ``path`` is one of the files the store keeps its libraries in (an export
+        written there would overwrite them); a store on no file holds none."""
+        return False
 
     def __enter__(self) -> Store:
         return self

@@ -54,6 +54,7 @@ from sam_detect.store._common import (
     detach_fds,
     disk_usage,
     keep_inherited,
+    library_folder_holds,
     not_found,
     point_to_neighbour,
     records_to_batch,
@@ -239,6 +240,9 @@ class EdgeStore(Store):
 
     def __repr__(self) -> str:
         return f"EdgeStore({self.path}, {len(self._shards)} open)"
+
+    def holds_file(self, path: str | os.PathLike) -> bool:
+        return library_folder_holds(self.path, path)
 
     # -- libraries -------------------------------------------------------------------------
 

@@ -193,6 +193,9 @@ def export_library(
     never leaves a half file behind.
     """
     path = Path(file)
+    if store.holds_file(path):  # --force or not: it would replace the libraries the export reads
+        raise LibraryError(f"{path} is one of the library store's own files; an export there would overwrite "
+                           "the libraries it holds: choose a file outside the store")
     if path.exists() and not overwrite:
         raise LibraryError(f"{path} exists; pass --force to overwrite it, or choose another file")
     meta = store.get_meta(name)

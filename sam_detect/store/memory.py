@@ -26,6 +26,7 @@ import numpy as np
 from sam_detect.errors import LibraryError, LibraryLockedError
 from sam_detect.store._common import (
     COUNT_KEY,
+    MEMORY_FILE_NAME,
     check_library_name,
     check_meta,
     not_found,
@@ -36,7 +37,7 @@ from sam_detect.store.journal import pending_of, pid_running, roll_back
 
 FILE_FORMAT = "sam-detect-memory-store"
 FILE_VERSION = 1
-DEFAULT_FILE_NAME = "memory_store.npz"
+DEFAULT_FILE_NAME = MEMORY_FILE_NAME
 
 
 @dataclass
@@ -101,6 +102,13 @@ class MemoryStore(Store):
                 self._load(p)
                 for name in [n for n, lib in self._libs.items() if pending_of(lib.meta)]:
                     roll_back(self, name)  # a writer was killed: undo its batch
+
+    def holds_file(self, path: str | os.PathLike) -> bool:
+        """The store's file, and its lock and temporary files beside it."""
+        if self.path is None:
+            return False
+        p = Path(os.path.realpath(path))
+        return p.parent == Path(os.path.realpath(self.path.parent)) and p.name.startswith(self.path.name)
 
     def __repr__(self) -> str:
         where = str(self.path) if self.path else "in memory"

@@ -50,6 +50,7 @@ from sam_detect.store._common import (
     detach_fds,
     disk_usage,
     keep_inherited,
+    library_folder_holds,
     not_found,
     point_to_neighbour,
     records_to_batch,
@@ -292,6 +293,9 @@ class QdrantStore(Store):
                 self._ensure_meta_collection()
                 self._recover_all()
             return self._qdrant
+
+    def holds_file(self, path: str | os.PathLike) -> bool:
+        return library_folder_holds(self.path, path)
 
     def __repr__(self) -> str:
         return f"QdrantStore({self.backend}: {self._where})"
