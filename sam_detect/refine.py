@@ -406,10 +406,10 @@ def refine_coco(
         # images of one name in several folders (A1/img.tif, B2/img.tif): each its own entry
         # (the first entry of the name was every such image's, and the others' never refined)
         named = by_name.get(path.name) or by_name.get(path.stem) or []
-        entries = [e for e in named if _folders(e) and _names(e, path)]
+        entries = [e for e in named if _in_folder_of(e, path)]
         if not entries:  # folders are not matched otherwise (the file's paths may start elsewhere),
             # but an entry whose folders name another of the images given is that image's
-            entries = [e for e in named if not (_folders(e) and any(_names(e, p) for p in paths))]
+            entries = [e for e in named if not any(_in_folder_of(e, p) for p in paths)]
         if not entries:
             warnings.warn(f"{path.name}: not among the images of {name}; skipped", stacklevel=1)
             continue
@@ -430,15 +430,14 @@ def refine_coco(
     return new
 
 
-def _folders(entry: dict) -> tuple[str, ...]:
-    return Path(str(entry.get("file_name", ""))).parts[:-1]
+def _in_folder_of(entry: dict, path: Path) -> bool:
+    """Whether the COCO image ``entry``'s ``file_name`` names folders and they are ``path``'s
+    last folders (the formats' rule, :func:`~sam_detect.formats._common.other_folder`, on
+    the path resolved: a deeper ``file_name`` than the path is in another folder)."""
+    from sam_detect.formats._common import other_folder
 
-
-def _names(entry: dict, path: Path) -> bool:
-    """Whether the folders of the COCO image ``entry``'s ``file_name`` are the last folders of
-    ``path``."""
-    folders = _folders(entry)
-    return path.resolve().parent.parts[-len(folders):] == folders
+    name = str(entry.get("file_name", ""))
+    return bool(Path(name).parent.parts) and not other_folder(name, str(path.resolve()))
 
 
 def refine_labelme(

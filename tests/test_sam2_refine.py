@@ -444,3 +444,25 @@ def test_images_of_one_name_in_several_folders_each_take_their_own_annotations(s
     src.write_text(json.dumps(coco))
     r = run(sam2_ckpt, tmp_path / "A1" / "cells.png", "-a", src, "-o", tmp_path / "out2.json")
     assert r.exit_code == 0 and "lists 2 images of that name" in r.output, r.output
+
+
+@pytest.mark.parametrize(
+    ("file_name", "image", "same"),
+    [
+        ("A1/cells.png", "data/A1/cells.png", True),
+        ("plate/A1/cells.png", "data/plate/A1/cells.png", True),
+        ("B2/cells.png", "data/A1/cells.png", False),
+        ("x/A1/cells.png", "data/y/A1/cells.png", False),  # compared as deep as the entry names folders
+        ("cells.png", "data/A1/cells.png", False),  # no folder named: matched otherwise, by name alone
+        ("a/b/c/d/e/f/g/h/cells.png", "A1/cells.png", False),  # deeper than the image's whole path
+    ],
+)
+def test_a_coco_entry_is_in_the_image_s_folder_by_the_formats_rule(tmp_path, file_name, image, same):
+    """refine's own folder matching gave way to the formats' ``other_folder``, on the image's
+    path resolved; these are the cases its two helpers decided."""
+    from sam_detect.refine import _in_folder_of
+
+    path = tmp_path / image
+    path.parent.mkdir(parents=True)
+    path.touch()
+    assert _in_folder_of({"file_name": file_name}, path) is same

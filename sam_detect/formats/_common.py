@@ -73,7 +73,7 @@ def name_matches(path: Path, items: list[Instances], name: str) -> list[Instance
     refs = [str(it.metadata.get("image")) for it in items]
     scores = [_name_match(ref, str(name)) for ref in refs]
     if _folders_tell_apart(refs, str(name)):
-        scores = [0.0 if _other_folder(ref, str(name)) else sc for ref, sc in zip(refs, scores, strict=True)]
+        scores = [0.0 if other_folder(ref, str(name)) else sc for ref, sc in zip(refs, scores, strict=True)]
     best = max(scores, default=0.0)
     if best <= 0:
         refuse_elsewhere(path, items, name)
@@ -111,7 +111,7 @@ def elsewhere(items: list[Instances], name: str) -> list[str]:
     """The images a file lists under ``name``'s file name (or stem) in other folders
     (``sub/p.png`` for ``sub2/p.png``)."""
     return [ref for ref in (str(it.metadata.get("image")) for it in items)
-            if _other_folder(ref, str(name)) and Path(ref).stem == Path(str(name)).stem]
+            if other_folder(ref, str(name)) and Path(ref).stem == Path(str(name)).stem]
 
 
 def refuse_elsewhere(path: Path, items: list[Instances], name: str) -> None:
@@ -146,7 +146,7 @@ def warn_elsewhere(path: Path, items: list[Instances], name: str) -> None:
             "made for this one", path, other[0], str(name))
 
 
-def _other_folder(ref: str, name: str) -> bool:
+def other_folder(ref: str, name: str) -> bool:
     """Whether ``ref`` and ``name`` name their folders and the folders differ: two files of one
     name in two folders are two images (``plate1/A01.tif``, ``plate2/A01.tif``), which their
     names alone matched (the wrong image's objects used as ground truth, or stored as examples).
