@@ -5,7 +5,8 @@ settings are adopted.
   default and range; :func:`check` is the one validation of a value, used by
   :class:`DetectorConfig`, ``SAMDetect.detect``'s per-call overrides and the context crop.
 - :class:`DetectorConfig`: every setting of a detector; the choices (``segmenter``,
-  ``store``...) default here.
+  ``store``...) default here. ``library`` and ``store`` left unset are read from
+  ``SAM_DETECT_LIBRARY`` / ``SAM_DETECT_STORE`` (:data:`ENV_SETTINGS`), as the CLI reads them.
 - :func:`adopt_library_settings`: the fade, occupancy and embedder a detector (or a re-cut of
   a library's crops) uses with a library: a setting given wins, an unset one is the library's,
   else the default for a new library.
@@ -106,16 +107,56 @@ def env_switch(name: str, expected: str, auto: bool = False) -> bool | None:
     raise SamDetectError(f"{name}={raw!r}: expected {expected}")
 
 
+#: the settings an environment variable gives where they are not given, as the CLI's
+#: ``--library`` and ``--store`` read them: (variable, default without it)
+ENV_SETTINGS: dict[str, tuple[str, str]] = {
+    "library": ("SAM_DETECT_LIBRARY", "default"),
+    "store": ("SAM_DETECT_STORE", "edge"),
+}
+
+
+def env_setting(name: str) -> str:
+    """Setting ``name`` of :data:`ENV_SETTINGS` as the environment gives it now: its variable
+    where set and not empty (an empty one is unset, as click takes it), else its default. A
+    store the registry does not know is refused here, naming the variable: it failed when the
+    store was built, naming no variable."""
+    import os
+
+    env, fallback = ENV_SETTINGS[name]
+    value = os.environ.get(env) or fallback
+    if name == "store" and value != fallback:
+        from sam_detect.store import list_stores
+
+        if value not in list_stores():
+            raise SettingError(f"{env}={value!r}: expected one of {', '.join(list_stores())}")
+    return value
+
+
+def command_store_options(store: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` for store ``store`` as a command opens it (and a config whose store the
+    environment chose): a ``memory`` store without a ``path`` keeps its libraries in the
+    library folder's file (``sam_detect.paths.default_library_path``); in memory alone, what
+    a command added was lost at exit, and a script did not see the library a command built."""
+    if store != "memory" or "path" in options:
+        return dict(options)
+    from sam_detect.paths import default_library_path
+
+    return {**options, "path": str(default_library_path())}
+
+
 def check(name: str, value: Any) -> Any:
     """``value`` checked against setting ``name``'s range (:meth:`Param.check`)."""
     return PARAMS[name].check(value)
 
 
 def default(name: str) -> Any:
-    """Setting ``name``'s default, read now: a numeric setting's from :data:`PARAMS`, any other
-    from :class:`DetectorConfig`."""
+    """Setting ``name``'s default, read now: a numeric setting's from :data:`PARAMS`, the
+    library's and the store's from the environment (:func:`env_setting`), any other from
+    :class:`DetectorConfig`."""
     if name in PARAMS:
         return PARAMS[name].default
+    if name in ENV_SETTINGS:
+        return env_setting(name)
     f = DetectorConfig.__dataclass_fields__[name]
     return f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
 
@@ -166,6 +207,10 @@ class DetectorConfig:
     ``qdrant`` (qdrant-client: local folder, ``:memory:``, or a server by ``url``) or ``memory``;
     without a ``path``, ``url`` or ``location`` in ``store_options`` a store uses its default
     folder (``sam_detect.paths.default_library_path``).
+    ``library`` / ``store`` unset (``None``): ``$SAM_DETECT_LIBRARY`` / ``$SAM_DETECT_STORE``
+    where set, as for the CLI, else ``"default"`` / ``"edge"``; a ``memory`` store taken from
+    the variable keeps its libraries in the library folder's file, as the CLI's does (given
+    as ``store="memory"``, in this process alone unless ``store_options`` has a ``path``).
     ``threshold``: the minimum similarity for a label; below it a candidate is ``unknown``.
     ``None`` (default): each class's own threshold, calibrated from its examples
     (``sam_detect.calibrate``; ``DEFAULT_THRESHOLD`` for a class with one example); a number
@@ -191,9 +236,9 @@ class DetectorConfig:
     fade: str | None = None
     fade_options: dict[str, Any] = field(default_factory=dict)
     occupancy: float | None = None
-    store: str = "edge"
+    store: str | None = None  # None: $SAM_DETECT_STORE, else edge (ENV_SETTINGS)
     store_options: dict[str, Any] = field(default_factory=dict)
-    library: str = "default"
+    library: str | None = None  # None: $SAM_DETECT_LIBRARY, else default
     top_k: int = field(default_factory=lambda: default("top_k"))
     threshold: float | None = field(default_factory=lambda: default("threshold"))
     keep_unknown: bool = False
@@ -227,6 +272,11 @@ class DetectorConfig:
                 setattr(self, name, {})
             elif not isinstance(value, Mapping):  # a TypeError from inside the stage's factory before
                 raise SettingError(f"{name} must be a dict of option names and values, got {value!r:.80}")
+        if self.library is None:
+            self.library = env_setting("library")
+        if self.store is None:
+            self.store = env_setting("store")
+            self.store_options = command_store_options(self.store, self.store_options)
         if not self.library or not str(self.library).strip():
             raise InvalidNameError("library name must not be empty")
 
@@ -318,12 +368,15 @@ def adopt_library_settings(
 
 __all__ = [
     "DEFAULT_FADE",
+    "ENV_SETTINGS",
     "PARAMS",
     "DetectorConfig",
     "LibrarySettings",
     "Param",
     "adopt_library_settings",
     "check",
+    "command_store_options",
     "default",
     "default_text",
+    "env_setting",
 ]

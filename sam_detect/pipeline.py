@@ -102,7 +102,6 @@ class SAMDetect(DetectorStages, LibraryState):
             raise SettingError(f"SAMDetect's first argument is a DetectorConfig, got {type(config).__name__} "
                                f"{config!r:.60}{hint}; settings may also be given as keywords, "
                                "SAMDetect(store='memory', library='nuclei')")
-        config = config or DetectorConfig()
         # A stage given by name is a config setting; given as an object, it is used as is.
         for key, value in (("segmenter", segmenter), ("embedder", embedder), ("store", store), ("fade", fade)):
             if isinstance(value, str):
@@ -117,8 +116,10 @@ class SAMDetect(DetectorStages, LibraryState):
 
                 raise UnknownOptionError(f"unknown SAMDetect options: {sorted(unknown)}; valid: "
                                          f"{', '.join(f.name for f in dataclasses.fields(DetectorConfig))}")
-            config = dataclasses.replace(config, **overrides)
-        self.config = config
+            # without a config the settings given are the config's own: a store given by name
+            # is not the environment's, whose memory store opens the library folder's file
+            config = DetectorConfig(**overrides) if config is None else dataclasses.replace(config, **overrides)
+        self.config = config or DetectorConfig()
         self._segmenter = segmenter
         self._embedder = embedder
         self._store = store

@@ -168,3 +168,46 @@ def test_exchange_recuts_the_crop_a_detector_on_the_library_sees(tmp_path, scene
     reader = SAMDetect(DetectorConfig(store="memory", embedder="handcrafted"), store=made.store)
     assert reader.occupancy == 0.3
     np.testing.assert_array_equal(crop_from_payload(payloads[0], meta, {}), reader.get_crop(rgb, masks[0]))
+
+
+@pytest.mark.parametrize("store", ["memory", "qdrant", "edge"])
+def test_the_config_reads_the_library_and_store_the_cli_reads_from_the_environment(monkeypatch, scene, store):
+    """``SAM_DETECT_LIBRARY`` and ``SAM_DETECT_STORE`` chose the CLI's library and store, while
+    ``DetectorConfig`` kept ``default`` on Qdrant Edge: a script added to (and detected with)
+    another library than the commands run in the same shell. Unset, they are read as the
+    CLI reads them (a memory store in the library folder's file, as the CLI's); given, they win."""
+    from conftest import run_main
+
+    monkeypatch.setenv("SAM_DETECT_LIBRARY", "coins")
+    monkeypatch.setenv("SAM_DETECT_STORE", store)
+    rgb, masks, labels = scene(5, n_discs=2, n_squares=2)
+    det = SAMDetect(segmenter="classical", embedder="handcrafted")
+    det.add_examples(rgb, Instances(masks=masks, labels=labels))
+    det.close()
+
+    code, out, err = run_main("library", "list")  # the CLI, in the same environment, finds it
+    assert code == 0, err
+    assert [line.split()[:2] for line in out.splitlines()[1:]] == [["coins", "4"]], out
+    code, out, err = run_main("library", "show")
+    assert code == 0, err
+    assert "coins" in out and "disc" in out and "square" in out, out
+    assert (det.config.library, det.config.store) == ("coins", store)
+
+    given = SAMDetect(DetectorConfig(library="nuclei", store="memory"))  # given: the environment's are not read
+    assert (given.config.library, given.config.store, given.config.store_options) == ("nuclei", "memory", {})
+    assert given.store.path is None and given.store.list_libraries() == []
+    assert SAMDetect(store="memory").store.path is None  # a store named to SAMDetect too
+    assert dataclasses.replace(DetectorConfig(), top_k=3).library == "coins"
+
+    monkeypatch.delenv("SAM_DETECT_LIBRARY")
+    monkeypatch.setenv("SAM_DETECT_STORE", "")  # empty is unset, as click takes it
+    assert (DetectorConfig().library, DetectorConfig().store) == ("default", "edge")
+
+
+def test_an_unknown_store_in_the_environment_is_refused_naming_the_variable(monkeypatch):
+    from sam_detect.errors import SettingError
+
+    monkeypatch.setenv("SAM_DETECT_STORE", "qdrnat")
+    with pytest.raises(SettingError, match=r"^SAM_DETECT_STORE='qdrnat': expected one of edge, memory, qdrant$"):
+        DetectorConfig()
+    assert DetectorConfig(store="memory").store == "memory"  # given: the variable is not read

@@ -169,7 +169,7 @@ classify_options = stack(
 
 def store_config(opts: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """(store name, store options) from the store option group's values."""
-    from sam_detect.config import default
+    from sam_detect.config import command_store_options, default
 
     store = opts.get("store") or ("qdrant" if opts.get("qdrant_url") else default("store"))
     store_opts: dict[str, Any] = {}
@@ -194,11 +194,7 @@ def store_config(opts: dict[str, Any]) -> tuple[str, dict[str, Any]]:
             store_opts["api_key"] = opts["qdrant_api_key"]
     elif opts.get("library_path"):  # else the store's own default folder
         store_opts["path"] = opts["library_path"]
-    elif store == "memory":  # a command's memory store lives in a file: in memory alone, an add was lost at exit
-        from sam_detect.paths import default_library_path
-
-        store_opts["path"] = str(default_library_path())
-    return store, store_opts
+    return store, command_store_options(store, store_opts)
 
 
 def open_store(**opts: Any):
