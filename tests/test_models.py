@@ -247,7 +247,10 @@ def test_models_help():
 
 
 def test_models_list_shows_cache_state(cache):
-    _touch(cache / "sam2" / "sam2.1_hiera_tiny.pt", b"0" * 2_000_000)
+    import torch
+
+    (cache / "sam2").mkdir(parents=True)
+    torch.save({"model": {"w": torch.zeros(500_000)}}, cache / "sam2" / "sam2.1_hiera_tiny.pt")  # 2 MB
     r = run_cli("models", "list", "--json")
     assert r.exit_code == 0, r.output
     doc = json.loads(r.output)
@@ -259,6 +262,58 @@ def test_models_list_shows_cache_state(cache):
     assert r.exit_code == 0
     line = next(ln for ln in r.output.splitlines() if ln.startswith("sam2.1-tiny "))
     assert " yes " in line
+
+
+def test_models_list_calls_a_truncated_or_foreign_cached_file_damaged(cache, tiny_ckpt, tiny_clip):
+    """A checkpoint cut short in the cache (an interrupted copy) was listed as cached, and
+    ``detect`` then failed on it in one line. Each file is the real format (``torch.save``'s
+    zip archive for SAM2, safetensors for CLIP), whole or cut at half its length."""
+    import torch
+
+    sam = M.SAM2_MODELS["tiny"]
+    clip = M.CLIP_MODELS[(M.DEFAULT_CLIP_MODEL, M.DEFAULT_CLIP_PRETRAINED)]
+    sam_file = cache / sam.cache_subdir / sam.filenames[0]
+    clip_file = cache / clip.cache_subdir / "open_clip_model.safetensors"
+    whole = {sam.name: tiny_ckpt.read_bytes(), clip.name: tiny_clip["safetensors"].read_bytes()}
+    _touch(sam_file, whole[sam.name])
+    _touch(clip_file, whole[clip.name])
+
+    def listed() -> dict:
+        r = run_cli("models", "list", "--json")
+        assert r.exit_code == 0, r.output
+        return {m["name"]: m for m in json.loads(r.output)["models"]}
+
+    rows = listed()
+    assert [rows[n]["cached"] for n in whole] == [True, True]
+    assert [rows[n].get("damaged") for n in whole] == [None, None]
+
+    _touch(sam_file, whole[sam.name][: len(whole[sam.name]) // 2])
+    _touch(clip_file, whole[clip.name][: len(whole[clip.name]) // 2])
+    rows = listed()
+    assert rows[sam.name]["cached"] is False and rows[clip.name]["cached"] is False
+    assert rows[sam.name]["damaged"] == (
+        "incomplete: a torch.save archive without its directory, which ends the file; "
+        "run `sam-detect models download sam2.1-tiny --force`")
+    assert rows[clip.name]["damaged"] == (
+        f"incomplete: {clip_file.stat().st_size:,} of {len(whole[clip.name]):,} bytes; "
+        f"run `sam-detect models download {clip.name} --force`")
+    r = run_cli("models", "list")
+    lines = r.output.splitlines()
+    at = next(i for i, ln in enumerate(lines) if ln.startswith(f"{sam.name} "))
+    assert lines[at].split()[1] == "damaged" and "incomplete" in lines[at + 1], r.output
+    # what the list says is what loading finds
+    with pytest.raises(ModelNotAvailableError, match="is not a readable SAM2 checkpoint"):
+        M.load_sam2_model("tiny", sam_file)
+    from safetensors.torch import load_file
+
+    with pytest.raises(Exception, match="(?i)incomplete|invalid|too small"):
+        load_file(str(clip_file))
+
+    _touch(sam_file, b"<html>Bad gateway</html>")  # a proxy's page saved as the file
+    assert listed()[sam.name]["damaged"].startswith(
+        "unreadable: neither the zip archive nor the pickle torch.save writes;")
+    torch.save({"model": {"w": torch.zeros(3)}}, sam_file, _use_new_zipfile_serialization=False)
+    assert listed()[sam.name]["cached"] is True  # torch's older format: nothing cheap to check
 
 
 def test_models_download_offline_is_one_line_error(cache):

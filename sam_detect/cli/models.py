@@ -22,12 +22,16 @@ def models() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def list_cmd(as_json: bool) -> None:
     """Show known models, whether each is cached, and its size; for CLIP, the activation,
-    input size and preprocessing each is built with (from its pretrained tag)."""
-    from sam_detect.models import cache_dir, iter_cache
+    input size and preprocessing each is built with (from its pretrained tag).
+
+    A cached file that is cut short or not of its format is listed as damaged, with the
+    download that replaces it."""
+    from sam_detect.models import cache_dir, checkpoint_problem, iter_cache
 
     cache = cache_dir()
     rows = []
     for spec, path in iter_cache(cache):
+        problem = checkpoint_problem(path) if path else None
         rows.append(
             {
                 "name": spec.name,
@@ -37,7 +41,9 @@ def list_cmd(as_json: bool) -> None:
                 "repo": spec.repo_id,
                 "file": spec.filenames[0] if path is None else path.name,
                 "size_mb": round(path.stat().st_size / 1e6, 1) if path else spec.size_mb,
-                "cached": path is not None,
+                # a damaged file is no cached model: detect failed on it with one line
+                "cached": path is not None and problem is None,
+                "damaged": problem and f"{problem}; run `{spec.download_command()} --force`",
                 "path": str(path if path else cache / spec.cache_subdir / spec.filenames[0]),
             }
         )
@@ -48,12 +54,13 @@ def list_cmd(as_json: bool) -> None:
         return
     click.echo(f"model cache: {cache}")
     width = max(len(r["name"]) for r in rows)
-    click.echo(f"{'NAME':<{width}}  {'CACHED':<6}  {'SIZE':>9}  FILE")
+    click.echo(f"{'NAME':<{width}}  {'CACHED':<7}  {'SIZE':>9}  FILE")
     for r in rows:
         size = f"{r['size_mb']:.0f} MB" if r["size_mb"] == r["size_mb"] else "?"
-        click.echo(
-            f"{r['name']:<{width}}  {'yes' if r['cached'] else 'no':<6}  {size:>9}  {r['path']}"
-        )
+        state = "damaged" if r["damaged"] else "yes" if r["cached"] else "no"
+        click.echo(f"{r['name']:<{width}}  {state:<7}  {size:>9}  {r['path']}")
+        if r["damaged"]:
+            click.echo(f"{'':<{width}}  {r['damaged']}")
         opts = r.get("options")
         if opts and "error" not in opts:
             mean = ", ".join(f"{v:.3f}" for v in opts["mean"])

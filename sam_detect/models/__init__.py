@@ -615,6 +615,54 @@ def clip_identity(model: str, pretrained: str | None, checkpoint: str | os.PathL
     return ModelIdentity("clip", f"{model}:{pretrained or 'custom'}", checkpoint_sha256(checkpoint), size)
 
 
+def checkpoint_problem(path: str | os.PathLike) -> str | None:
+    """Why the weights file ``path`` cannot be read whole, found cheaply (its head and
+    directory are read, never its tensors, and torch is not imported); ``None`` where it looks whole.
+
+    - ``.safetensors``: the header (8 bytes of length, then JSON) must read, and the tensors'
+      data it lists must end where the file ends;
+    - a ``torch.save`` file (``.pt``, ``.bin``): a zip archive (torch's format since 1.6)
+      whose directory, at the archive's end, opens; a file cut short has none. The older
+      pickle format has nothing to check cheaply and is taken as it is.
+
+    A file damaged inside its data is found only when it is loaded (``loading``'s error).
+    """
+    import json
+    import struct
+    import zipfile
+
+    p = Path(path)
+    size = p.stat().st_size
+    with open(p, "rb") as f:
+        head = f.read(8)
+        if p.suffix == ".safetensors":
+            if len(head) < 8:
+                return f"incomplete: {size} bytes, shorter than a safetensors header"
+            n = struct.unpack("<Q", head)[0]
+            if n > size - 8:
+                return f"incomplete: its header says {n} bytes of header, the file holds {size - 8} after the length"
+            try:
+                header = json.loads(f.read(n))
+                end = max((int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"), default=0)
+            except (ValueError, TypeError, KeyError, IndexError):
+                return "unreadable: its safetensors header is not the format's JSON"
+            expected = 8 + n + end
+            if size < expected:
+                return f"incomplete: {size:,} of {expected:,} bytes"
+            if size > expected:
+                return f"unreadable: {size - expected:,} bytes past the end of the tensors its header lists"
+            return None
+    if head.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(p):
+                return None
+        except (zipfile.BadZipFile, OSError):
+            return "incomplete: a torch.save archive without its directory, which ends the file"
+    if head[:1] == b"\x80":  # a pickle: torch.save's format before 1.6
+        return None
+    return "unreadable: neither the zip archive nor the pickle torch.save writes"
+
+
 def iter_cache(cache: Path | None = None) -> Iterator[tuple[ModelSpec, Path | None]]:
     """``(spec, cached file or None)`` for every listed checkpoint."""
     cache = cache or cache_dir()
@@ -645,6 +693,7 @@ __all__ = [
     "build_sam2_from_checkpoint",
     "cache_dir",
     "clip_identity",
+    "checkpoint_problem",
     "checkpoint_sha256",
     "clip_options",
     "clip_spec",
