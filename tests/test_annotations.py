@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -756,6 +757,47 @@ def test_a_one_image_file_annotates_any_frame_of_the_stack_given(tmp_path):
     assert len(got) == 3 and np.array_equal(got.mask(0), inst.mask(0))
     with pytest.raises(AnnotationError, match="no annotations for image 'other.tif'"):
         load_annotations(path, image_shape=(96, 96), image="other.tif")
+
+
+def test_a_one_image_coco_file_is_not_taken_for_an_image_of_another_name(tmp_path, caplog):
+    """A COCO file of one image (``cells/a.png``) gave its objects to any image it was given
+    with (``add b.png --annotations one.json``; the Python API's
+    ``add_examples_from_annotations``), where a file of several images refused a name it does
+    not list. It follows the same rule: the image it names is matched by its paths' last parts
+    (another folder's ``a.png`` taken and said, as before; a stem alone too), another name is
+    refused in one line naming the file's image, and nothing is added."""
+    import cv2
+
+    from sam_detect import DetectorConfig, SAMDetect
+
+    inst = Instances.from_label_image(_discs(3))[0]
+    inst.labels[:] = "disc"
+    one = tmp_path / "one.json"
+    save_coco([inst], one, image_names=["cells/a.png"])
+    said = r"one\.json: no annotations for image '{}'; the file lists: cells/a\.png$"
+    for name in ("/data/b.png", "b.png", "cells/b.png"):
+        with pytest.raises(AnnotationError, match=said.format(re.escape(name))):
+            load_annotations(one, image_shape=(96, 96), name=name)
+        with pytest.raises(AnnotationError, match=said.format(re.escape(name))):
+            load_annotations(one, image_shape=(96, 96), image=5, name=name)  # add b.png --frame 5
+    for name in ("a.png", "/data/cells/a.png", "a.tif"):
+        caplog.clear()
+        assert len(load_annotations(one, image_shape=(96, 96), name=name)) == 3
+        assert "another folder" not in caplog.text
+    assert len(load_annotations(one, image_shape=(96, 96), name="/data/val/a.png")) == 3
+    assert "one.json lists cells/a.png, not '/data/val/a.png': its annotations are taken" in caplog.text
+    assert len(load_annotations(one, image_shape=(96, 96))) == 3  # no name (an array): nothing to check
+
+    rgb = np.repeat((_discs(3) > 0).astype(np.uint8)[..., None] * 200, 3, axis=2)
+    (tmp_path / "cells").mkdir()
+    for stem in ("a", "b"):
+        cv2.imwrite(str(tmp_path / "cells" / f"{stem}.png"), rgb)
+    det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder="handcrafted"))
+    with pytest.raises(AnnotationError, match=said.format(re.escape(str(tmp_path / "cells" / "b.png")))[:-1]):
+        det.add_examples_from_annotations(tmp_path / "cells" / "b.png", one)
+    assert det.store.list_libraries() == []
+    assert len(det.add_examples_from_annotations(tmp_path / "cells" / "a.png", one)) == 3
+    det.close()
 
 
 def test_a_mask_of_the_ground_is_refused():

@@ -636,6 +636,31 @@ def test_an_annotation_that_covers_no_pixel_is_left_out_by_its_id(scene_files, t
     assert "Traceback" not in r.output
 
 
+def test_add_refuses_a_one_image_coco_file_of_another_image(scene_files, tmp_path):
+    """``add scene.png --annotations other.json``, a COCO file of one image named otherwise,
+    added that image's objects as this one's; refused in one line naming the image the file
+    lists, nothing added, as a file of several images refuses it. The file of this image's
+    name is added."""
+    from sam_detect.formats import save_annotations
+    from sam_detect.instances import Instances
+
+    f = scene_files
+    inst, _ = Instances.from_label_image(cv2.imread(str(f["labels"]), cv2.IMREAD_UNCHANGED))
+    other = tmp_path / "other.json"
+    save_annotations(inst, other, image_names=["plate/other.png"])
+    r = run_cli("add", f["image"], "--annotations", other, "--label", "shape", *f["lib"])
+    assert (r.exit_code, r.stdout) == (1, ""), r.output
+    assert r.stderr == (f"Error: {other}: no annotations for image '{f['image']}'; "
+                        "the file lists: plate/other.png\n"), r.stderr
+    r = run_cli("library", "list", "--library-path", tmp_path / "libs")
+    assert "default" not in r.output, r.output
+    own = tmp_path / "own.json"
+    save_annotations(inst, own, image_names=[f"plate/{f['image'].name}"])  # moved since: taken, said
+    r = run_cli("add", f["image"], "--annotations", own, "--label", "shape", *f["lib"])
+    assert r.exit_code == 0, r.output
+    assert f"added {len(inst)} example(s)" in r.stdout
+
+
 def test_annotations_that_name_no_class_need_a_label_and_a_photo_is_no_label_image(scene_files, tmp_path):
     """``--annotations`` with a label image or a polygon file (no class names) needs
     ``--label``, as ``--labels`` does; a photo given as labels is refused at once, by either

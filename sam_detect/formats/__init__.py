@@ -39,10 +39,10 @@ from sam_detect.formats._common import (
     check_exists,
     check_hw,
     image_names_of,
+    name_matches,
     polygon_tolerance,
     read_json,
     select_image,
-    warn_elsewhere,
 )
 from sam_detect.formats.coco import is_coco, read_coco, save_coco, to_coco
 from sam_detect.formats.geojson import is_geojson, read_geojson, save_geojson, to_geojson
@@ -93,7 +93,10 @@ def load_annotations(
             ``file_name`` / image id). Needed only when the file holds several images.
         channel: for label TIFFs with a channel axis, the channel holding the labels.
         name: the annotated image's file name: where ``image`` is not given and the file
-            holds several images (a COCO file of a whole set), the one of that name.
+            holds several images (a COCO file of a whole set), the one of that name; a COCO
+            file of one image must name it too (matched as a set's images are: the file name,
+            in any folder where the file lists it in one; a stem alone), else
+            :class:`AnnotationError` names the image the file lists.
         at_frame: the annotated image's frame of its stack: a COCO file whose records carry
             their ``frame`` (``detect --frame K --coco``) gives that frame's (of ``name``'s
             image where it lists several); other files are read as without it.
@@ -119,7 +122,9 @@ def load_annotations(
     elif frame is not None or (len(items) == 1 and not isinstance(image, str)):
         chosen = items[0]
         if name is not None and chosen.metadata.get("format") == "coco":
-            warn_elsewhere(path, items, name)  # any image, but sub/p.png's objects on sub2/p.png said
+            # its one image by name, as a set's images: another image's objects were taken
+            # without a word (the same file name in another folder is taken, and said)
+            chosen = name_matches(path, items, name)[0]
     elif image is None:
         if name is None:
             names = ", ".join(str(it.metadata.get("image")) for it in items[:5])
@@ -138,11 +143,7 @@ def load_annotations(
 def _of_frame(path: Path, items: list[Instances], frame: int, name: str | None) -> Instances:
     """The entry of a COCO file for frame ``frame`` of a stack (of the image ``name`` where
     several stacks' frames are listed)."""
-    from sam_detect.formats._common import select_image
-
     if name is not None:  # the image's own records: another stack's frame is not this one's
-        from sam_detect.formats._common import name_matches
-
         items = name_matches(path, items, name)
     of = [it for it in items if it.metadata["frame"] == frame]
     if not of:
