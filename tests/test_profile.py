@@ -1543,6 +1543,29 @@ def test_the_stain_s_floor_stands_aside_on_an_image_stained_paler_than_the_examp
         assert len(kept) == 10 and note is None
 
 
+@pytest.mark.parametrize(("dim", "stain", "kept_n"), [(3, True, 7), (8, True, 10), (8, False, 2)])
+def test_a_stain_s_contrast_floor_stands_aside_where_most_sure_objects_stand_out_less(dim, stain, kept_n):
+    """As ``PALER_SHARE`` for the level: where most of an image's sure objects stand out
+    less from their surroundings than a stain's contrast floor (nuclei on tissue holding
+    some of their stain), the floor does not apply there; where a few do, they are dropped.
+    A bright class's floor holds (its dim candidates have the noise to answer to)."""
+    masks = np.zeros((10, 40, 220), bool)
+    for k in range(10):
+        masks[k, 10:22, 5 + 21 * k : 17 + 21 * k] = True
+    inst = Instances(masks=masks)
+    inst.data["contrast"] = np.array([100.0] * (10 - dim) + [20.0] * dim, np.float32)
+    inst.data["level"] = np.full(10, -250.0, np.float32)
+    inst.data["stability"] = np.ones(10)
+    inst.data["class_hint"] = ["a"] * 10
+    entry = {"area_range": [50.0, 400.0], "log_area": [np.log(144.0), 0.3], "solidity": [0.9, 1.0],
+             "eccentricity": 0.5, "contrast_floor": 40.0, **({"level_floor": -270.0} if stain else {})}
+    kept, note = size_filter(inst, {"classes": {"a": entry}})
+    assert len(kept) == kept_n
+    assert (note is None) == (kept_n == 10)
+    if note is not None:
+        assert note.endswith(f"{10 - kept_n} standing out less than the examples do")
+
+
 def two_stains(fg, other, bg):
     """Twenty objects on ``bg``, every other one ``other`` instead of ``fg``: ``(rgb, ground
     truth, other (N,) bool)``."""
