@@ -51,6 +51,30 @@ def test_round_trip_keeps_holes_pieces_and_labels(tmp_path):
     assert min(_iou(simple.mask(i), m[i]) for i in range(3)) >= 0.9
 
 
+def _shoelace(ring) -> float:
+    """Twice a ring's signed area by its numbers as written (``y`` taken upwards, as RFC 7946
+    and shapely reckon it): positive counter-clockwise."""
+    xy = np.asarray(ring, np.float64)
+    return float(np.sum(xy[:-1, 0] * xy[1:, 1] - xy[1:, 0] * xy[:-1, 1]))
+
+
+@pytest.mark.parametrize("tolerance", [0, 1])
+def test_rings_follow_the_right_hand_rule(tolerance):
+    """RFC 7946 3.1.6: exterior rings counter-clockwise, holes clockwise. Every exterior came
+    out clockwise by its numbers (OpenCV's tracing order), which GeoJSON validators and
+    shapely's ``orient`` flag or turn round."""
+    m = _masks()
+    doc = to_geojson(Instances(masks=m, labels=["a", "b", "c"]), tolerance=tolerance)
+    polygons = [p for f in doc["features"] for p in (
+        [f["geometry"]["coordinates"]] if f["geometry"]["type"] == "Polygon" else f["geometry"]["coordinates"])]
+    assert len(polygons) == 4 and sum(len(p) - 1 for p in polygons) == 1  # four pieces, one hole
+    for rings in polygons:
+        assert _shoelace(rings[0]) > 0
+        assert all(_shoelace(hole) < 0 for hole in rings[1:])
+    if tolerance == 0:  # the hole cut out of its object's area, not added to it
+        assert (_shoelace(polygons[1][0]) + _shoelace(polygons[1][1])) / 2 == pytest.approx(600 - 40, abs=1)
+
+
 def test_a_tolerance_simplifies_small_objects_and_holes_less_never_away():
     """``--tolerance`` dropped every object whose simplified outline kept under 3 vertices: a
     10 x 1 px line at tolerance 1, 2 x 2 and 3 x 3 px specks at 2, most HeLa nuclei at 20,
@@ -247,7 +271,8 @@ def test_objects_of_one_or_two_pixels_are_outlined_on_their_edges(tmp_path):
     doc = to_geojson(inst)
     assert len(doc["features"]) == 5
     assert [f["geometry"]["type"] for f in doc["features"]] == ["Polygon"] * 5
-    assert doc["features"][0]["geometry"]["coordinates"] == [[[5, 5], [5, 6], [6, 6], [6, 5], [5, 5]]]
+    # the pixel's four corners, counter-clockwise by the numbers (RFC 7946's right-hand rule)
+    assert doc["features"][0]["geometry"]["coordinates"] == [[[5, 5], [6, 5], [6, 6], [5, 6], [5, 5]]]
     save_annotations(inst, tmp_path / "small.geojson")
     back = load_annotations(tmp_path / "small.geojson", image_shape=(20, 20))
     np.testing.assert_array_equal(back.masks, m)

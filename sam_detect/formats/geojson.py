@@ -10,7 +10,8 @@ reading needs the image's ``(H, W)``.
 Vertices lie on pixel corners, both ways, as QuPath puts them: pixel ``(r, c)`` is the
 square ``x`` in ``c..c+1``, ``y`` in ``r..r+1``, and a polygon holds the pixels whose centres
 it encloses. Written: one ``Feature`` per object (``Polygon``, or ``MultiPolygon`` for an
-object in pieces; holes as inner rings) with ``properties`` ``{"objectType": "detection",
+object in pieces; holes as inner rings; the exterior counter-clockwise and holes clockwise by
+the numbers, as RFC 7946 wants) with ``properties`` ``{"objectType": "detection",
 "classification": {"name", "color"}, "measurements": {"confidence", "similarity"}}``, rings
 closed, outlined on the pixels' edges (:func:`sam_detect.masks.edge_outlines`): read back,
 here or in QuPath, every pixel is as it was. A collection with no feature reads back as no
@@ -209,6 +210,19 @@ def read_geojson(path: Path, doc: Any, image_shape: Sequence[int] | None, label:
     return inst
 
 
+def _right_hand(rings: list[np.ndarray]) -> list[np.ndarray]:
+    """``[exterior, hole, ...]`` turned as RFC 7946 (3.1.6) wants them: the exterior
+    counter-clockwise and each hole clockwise by the numbers as written (a positive, and a
+    negative, shoelace area with ``y`` taken upwards, as shapely, turf and geojson-rewind
+    reckon it; on an image, ``y`` down, the exterior runs clockwise on screen). OpenCV traces
+    them the other way round, and validators flagged every feature."""
+    def area(r: np.ndarray) -> float:
+        x, y = r[:, 0].astype(np.float64), r[:, 1].astype(np.float64)
+        return float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
+
+    return [r if (area(r) > 0) == (k == 0) else np.concatenate([r[:1], r[:0:-1]]) for k, r in enumerate(rings)]
+
+
 def to_geojson(instances: Instances, *, tolerance: float = 0.0) -> dict[str, Any]:
     """A ``FeatureCollection`` of the instances, one feature per object, outlined on its
     pixels' edges (:func:`sam_detect.masks.edge_outlines`; ``tolerance`` > 0 simplifies them)."""
@@ -220,8 +234,8 @@ def to_geojson(instances: Instances, *, tolerance: float = 0.0) -> dict[str, Any
     confident = bool(np.any(instances.label_confidences))
     for i in range(len(instances)):
         m = instances.crop(i)
-        pieces = [[[[round(float(x), 2), round(float(y), 2)] for x, y in (*r, r[0])] for r in rings]  # closed
-                  for rings in edge_outlines(m.crop, m.origin, tolerance)]
+        pieces = [[[[round(float(x), 2), round(float(y), 2)] for x, y in (*r, r[0])]  # closed
+                   for r in _right_hand(rings)] for rings in edge_outlines(m.crop, m.origin, tolerance)]
         if not pieces:
             continue
         geometry = ({"type": "Polygon", "coordinates": pieces[0]} if len(pieces) == 1
