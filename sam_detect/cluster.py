@@ -359,8 +359,11 @@ def detect_one(detector: Any, path: str | os.PathLike, spec: OutputSpec, progres
     except SamDetectError as e:
         return ImageResult(str(path), error=str(e))
     rec = image_record(found, str(path), polygons=spec.polygons, tolerance=spec.tolerance)
-    if spec.frame is not None:  # which frame of the stack the record holds
+    if spec.frame is not None:  # which frame of the stack the record holds, and its COCO and GeoJSON
         rec["frame"] = int(loaded.frame) if loaded.frame is not None else int(spec.frame)
+        found.metadata["frame"] = rec["frame"]
+        if loaded.plane is not None:  # where QuPath puts it (z, t): GeoJSON's geometry.plane
+            found.metadata["plane"] = loaded.plane
     overlay = encode_image(render_overlay(loaded.rgb, found), spec.overlay_suffix) if spec.overlay_suffix else None
     return ImageResult(str(path), rec, found if spec.coco else None, overlay,
                        notes=list(found.metadata.get("notes", [])))

@@ -321,3 +321,63 @@ def test_qupath_derived_classes_keep_their_parent(tmp_path):
     path.write_text(json.dumps(doc))
     assert list(load_annotations(path, image_shape=(20, 50)).labels) == ["Tumor: Positive", "Tumor: Positive",
                                                                           "Stroma"]
+
+
+def test_a_stacks_frame_is_each_outlines_plane_as_qupath_writes_it(tmp_path):
+    """GeoJSON carried no frame: QuPath put every frame's outlines on the stack's first plane,
+    and `add stack.tif --frame 0 --annotations frame1.geojson` took frame 1's outlines for
+    frame 0 without a word. Now each geometry carries QuPath's ``plane`` and the collection
+    the ``frame``, which ``add`` reads as it reads a COCO file's records."""
+    import tifffile
+
+    rgb, masks, labels = draw_scene(0)
+    inst = Instances(masks=masks, labels=labels)
+    assert "frame" not in to_geojson(inst) and "plane" not in to_geojson(inst)["features"][0]["geometry"]
+    inst.metadata["frame"] = 3  # a frame whose axes are not known (the API, the UI): t, as `video` reads stacks
+    doc = to_geojson(inst)
+    assert doc["frame"] == 3
+    assert {json.dumps(f["geometry"]["plane"]) for f in doc["features"]} == {'{"c": -1, "z": 0, "t": 3}'}
+    # from the command line, by the stack's axes: a z-stack's frame is a z
+    lib = ["--library-path", tmp_path / "libs", "-q"]
+    img = tmp_path / "scene.png"
+    cv2.imwrite(str(img), rgb)
+    truth = save_annotations(inst, tmp_path / "truth.geojson")
+    assert run_cli("add", img, "--annotations", truth, *lib).exit_code == 0
+    stack = tmp_path / "stack.tif"
+    tifffile.imwrite(stack, np.stack([draw_scene(s)[0][..., 0] for s in (1, 2)]), imagej=True,
+                     metadata={"axes": "ZYX"})
+    out = tmp_path / "frame1.geojson"
+    r = run_cli("detect", stack, "--frame", 1, "--geojson", out, "--json", *lib)
+    assert r.exit_code == 0, r.output
+    doc = json.loads(out.read_text())
+    assert len(doc["features"]) == json.loads(r.stdout)["count"] > 0 and doc["frame"] == 1
+    assert all(f["geometry"]["plane"] == {"c": -1, "z": 1, "t": 0} for f in doc["features"])
+    r = run_cli("add", stack, "--frame", 0, "--label", "x", "--annotations", out, "--library", "other", *lib)
+    assert r.exit_code == 1 and f"{out}: no annotations for frame 0; the file's frames: 1" in r.output
+    r = run_cli("add", stack, "--frame", 1, "--label", "x", "--annotations", out, "--library", "other", *lib)
+    assert r.exit_code == 0, r.output
+
+
+@pytest.mark.parametrize(("axes", "shape", "frame", "plane"), [
+    ("TYX", (4,), 2, (0, 2)),
+    ("ZYX", (5,), 4, (4, 0)),
+    ("TZYX", (3, 2), 3, (1, 1)),  # frames run through z first, as the file stores them
+    ("QYX", (6,), 5, (0, 5)),  # no axes: a time-lapse, as `video` reads it
+])
+def test_loaded_plane_follows_the_stacks_axes(tmp_path, axes, shape, frame, plane):
+    import tifffile
+
+    from sam_detect.io.images import load_image
+
+    path = tmp_path / "s.tif"
+    data = np.zeros((*shape, 8, 9), np.uint8)
+    if axes == "QYX":
+        tifffile.imwrite(path, data)
+    else:
+        tifffile.imwrite(path, data, imagej=True, metadata={"axes": axes})
+    loaded = load_image(path, frame=frame)
+    assert loaded.source_axes == axes
+    assert loaded.plane == {"c": -1, "z": plane[0], "t": plane[1]}
+    assert load_image(tmp_path / "s.tif", frame=0).plane is not None
+    cv2.imwrite(str(tmp_path / "one.png"), np.zeros((8, 9), np.uint8))
+    assert load_image(tmp_path / "one.png").plane is None

@@ -266,9 +266,7 @@ def detect(images, as_json, jsonl, coco_path, overlay_path, label_path, type_pat
                     append_line(resume_fh, {**res.record, RESUME_SETTINGS: settings,
                                             RESUME_KEY: resume_key(path, frame)})
                 _emit(res.record, jsonl, records, bool(csv_path))
-                if coco_path:
-                    if res.record.get("frame") is not None:  # the COCO image record says which frame
-                        res.instances.metadata["frame"] = res.record["frame"]
+                if coco_path:  # a stack's frame is in its metadata (detect_one): the image record says it
                     coco_items.append((str(path), res.instances))
                 if maps or res.overlay is not None:
                     names = names or _folder_names(paths, quiet)

@@ -117,8 +117,9 @@ def load_annotations(
     if at_frame is None and isinstance(image, (int, np.integer)) and not isinstance(image, bool):
         at_frame = int(image)  # add --frame K: the stack's frame K, where the records say frames
     if frame is None and framed and at_frame is not None:
-        # a file of a stack's frames (detect --frame k --coco): the frame asked for, not the k-th entry
-        chosen = _of_frame(path, framed, at_frame, name)
+        # a file of a stack's frames (detect --frame k --coco): the frame asked for, not the k-th entry;
+        # a GeoJSON file of one frame (detect --frame k --geojson) names no image to match
+        chosen = _of_frame(path, framed, at_frame, name if framed[0].metadata.get("format") == "coco" else None)
     elif frame is not None or (len(items) == 1 and not isinstance(image, str)):
         chosen = items[0]
         if name is not None and chosen.metadata.get("format") == "coco":

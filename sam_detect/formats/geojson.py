@@ -15,7 +15,8 @@ the numbers, as RFC 7946 wants) with ``properties`` ``{"objectType": "detection"
 "classification": {"name", "color"}, "measurements": {"confidence", "similarity"}}``, rings
 closed, outlined on the pixels' edges (:func:`sam_detect.masks.edge_outlines`): read back,
 here or in QuPath, every pixel is as it was. A collection with no feature reads back as no
-object.
+object. A stack's frame is written as QuPath writes an object's place in a stack: each
+geometry's ``plane`` (``{"c": -1, "z", "t"}``), and the collection's ``frame``.
 """
 
 from __future__ import annotations
@@ -154,6 +155,16 @@ def _measured(properties: Any, name: str) -> float | None:
         return None
 
 
+def _frame_of(doc: Any, inst: Instances) -> Instances:
+    """``inst`` with ``metadata["frame"]`` where the collection says which frame of a stack
+    it outlines (:func:`to_geojson` writes it): ``add --frame K`` takes it for frame K only,
+    as a COCO file's records are (frame 3's outlines were taken for frame 0 without a word)."""
+    frame = doc.get("frame") if isinstance(doc, dict) else None
+    if isinstance(frame, int) and not isinstance(frame, bool) and frame >= 0:
+        inst.metadata["frame"] = frame
+    return inst
+
+
 def read_geojson(path: Path, doc: Any, image_shape: Sequence[int] | None, label: str | None) -> Instances:
     """The ``Instances`` of a GeoJSON document on an image of ``image_shape``."""
     if image_shape is None:
@@ -166,7 +177,7 @@ def read_geojson(path: Path, doc: Any, image_shape: Sequence[int] | None, label:
     if not features:  # a collection with no object (one written for an image where nothing was found)
         inst = Instances.empty(hw)
         inst.metadata.update({"format": "geojson", "image": 0, "skipped": 0})
-        return inst
+        return _frame_of(doc, inst)
     for k, feature in enumerate(features):
         if not isinstance(feature, dict) or feature.get("type") != "Feature":
             raise AnnotationError(f"item #{k}: not a GeoJSON Feature")
@@ -197,6 +208,7 @@ def read_geojson(path: Path, doc: Any, image_shape: Sequence[int] | None, label:
     inst = Instances.from_crops(crops, None, hw, labels=labels, data=data,
                                 label_confidences=np.array([v or 0.0 for v in confidences], np.float32))
     inst.metadata.update({"format": "geojson", "image": 0, "skipped": skipped})
+    _frame_of(doc, inst)
     if outside:  # a file made for another (larger) image: its objects here are only those that fit
         import logging
 
@@ -225,11 +237,18 @@ def _right_hand(rings: list[np.ndarray]) -> list[np.ndarray]:
 
 def to_geojson(instances: Instances, *, tolerance: float = 0.0) -> dict[str, Any]:
     """A ``FeatureCollection`` of the instances, one feature per object, outlined on its
-    pixels' edges (:func:`sam_detect.masks.edge_outlines`; ``tolerance`` > 0 simplifies them)."""
+    pixels' edges (:func:`sam_detect.masks.edge_outlines`; ``tolerance`` > 0 simplifies them).
+    Instances of a stack's frame (``metadata["frame"]``) give the collection that ``frame`` and
+    each geometry the ``plane`` QuPath reads (``{"c": -1, "z", "t"}``: ``metadata["plane"]``,
+    :attr:`~sam_detect.io.images.LoadedImage.plane`, else ``t`` the frame), so that QuPath puts
+    each object on its frame, not on the first."""
     from sam_detect.masks import edge_outlines
     from sam_detect.outputs import label_color
 
     features = []
+    frame = instances.metadata.get("frame")
+    # a stack's frame: QuPath reads an object's plane from its geometry (c -1: every channel)
+    plane = instances.metadata.get("plane") or (None if frame is None else {"c": -1, "z": 0, "t": int(frame)})
     sim = instances.data.get("similarity")
     confident = bool(np.any(instances.label_confidences))
     for i in range(len(instances)):
@@ -240,6 +259,8 @@ def to_geojson(instances: Instances, *, tolerance: float = 0.0) -> dict[str, Any
             continue
         geometry = ({"type": "Polygon", "coordinates": pieces[0]} if len(pieces) == 1
                     else {"type": "MultiPolygon", "coordinates": pieces})
+        if plane is not None:
+            geometry["plane"] = {k: int(plane[k]) for k in ("c", "z", "t")}
         name = label_str(instances.labels[i])
         # annotations without confidences (ground truth, all 0) carry none: QuPath would show 0 as measured
         measurements = {"confidence": round(float(instances.label_confidences[i]), 4)} if confident else {}
@@ -249,7 +270,10 @@ def to_geojson(instances: Instances, *, tolerance: float = 0.0) -> dict[str, Any
         if measurements:
             properties["measurements"] = measurements
         features.append({"type": "Feature", "geometry": geometry, "properties": properties})
-    return {"type": "FeatureCollection", "features": features}
+    doc: dict[str, Any] = {"type": "FeatureCollection", "features": features}
+    if frame is not None:  # as a COCO image record says it (readers of GeoJSON ignore it)
+        doc["frame"] = int(frame)
+    return doc
 
 
 def save_geojson(instances: Instances, path: PathLike, *, tolerance: float = 0.0) -> Path:

@@ -132,6 +132,25 @@ class LoadedImage:
         return out
 
     @property
+    def plane(self) -> dict[str, int] | None:
+        """The frame picked, as QuPath names an object's place in a stack (its GeoJSON
+        ``geometry.plane``): ``{"c": -1, "z": z, "t": t}``, ``z`` its index along a ``Z`` axis
+        (0 where there is none) and ``t`` along the other frame axes (a stack whose axis is
+        unnamed, ``Q``, is taken for a time-lapse, as ``video`` reads it); ``c`` -1: every
+        channel. ``None`` for a single image."""
+        if self.frame is None:
+            return None
+        dims = [(a, int(n)) for a, n in zip(str(self.source_axes).upper(), self.source_shape, strict=False)
+                if a not in "YX" + _CHANNEL_AXES]
+        if len(self.source_axes) != len(self.source_shape) or int(np.prod([n for _, n in dims])) != self.n_frames:
+            return {"c": -1, "z": 0, "t": int(self.frame)}  # axes not known: the frame's place in the file
+        at = dict(zip(range(len(dims)), np.unravel_index(int(self.frame), [n for _, n in dims]), strict=True))
+        rest = [k for k, (a, _) in enumerate(dims) if a != "Z"]
+        t = int(np.ravel_multi_index([at[k] for k in rest], [dims[k][1] for k in rest])) if rest else 0
+        z = next((int(at[k]) for k, (a, _) in enumerate(dims) if a == "Z"), 0)
+        return {"c": -1, "z": z, "t": t}
+
+    @property
     def planes(self) -> str | None:
         """A line where the file stores 3 or 4 planes as the colour samples of one image
         (:func:`planes_note`) and every one of them was read; ``None`` otherwise."""
