@@ -107,14 +107,16 @@ class DetectorStages:
             meta = self._library_meta() if self.config.fade is None else None
             adopted = adopt_library_settings(meta, fade=self.config.fade, fade_options=self.config.fade_options)
             if "fade" in adopted.adopted:
-                from sam_detect.fade import FADES
+                from sam_detect.fade import list_fades
 
-                if adopted.fade not in FADES:  # made with a fade object of the caller's own
+                if adopted.fade not in list_fades():  # made with a fade object of the caller's own
+                    # (list_fades registers the built-in fades first: a new process's first use of
+                    # a fade is often this one)
                     from sam_detect.errors import SettingError
 
                     raise SettingError(
                         f"library {self.config.library!r} was built with the fade {adopted.fade!r}, an object of "
-                        f"its maker's, not a registered fade ({', '.join(FADES.list())}): give that object again "
+                        f"its maker's, not a registered fade ({', '.join(list_fades())}): give that object again "
                         "(SAMDetect(fade=...)), or use another library")
             self._fade = create_fade(adopted.fade, **adopted.fade_options)
         return self._fade

@@ -230,6 +230,34 @@ def test_a_library_built_with_a_user_fade_says_so_when_opened_without_it(tmp_pat
     assert len(SAMDetect(fade=Darken(), **kw).detect(rgb)) >= 1
 
 
+def test_a_library_built_with_a_registered_fade_opens_in_a_fresh_process(tmp_path, scene):
+    """A library built with the default gaussian fade, opened in a new process whose first use of
+    a fade is ``SAMDetect.fade`` (``sam-detect ui`` on the quickstart's library): the check for a
+    caller's own fade asked the registry before the built-in fades were registered, and refused
+    'gaussian' as "an object of its maker's, not a registered fade ()"."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import sam_detect
+    from sam_detect.pipeline import SAMDetect
+
+    rgb, masks, labels = scene(seed=1, n_discs=2, n_squares=0)
+    kw = {"store": "memory", "store_options": {"path": str(tmp_path / "lib.npz")}, "library": "plain",
+          "segmenter": "classical", "embedder": "handcrafted"}
+    det = SAMDetect(**kw)
+    det.add_example(rgb, mask=masks[0], label="disc")
+    det.close()
+    code = ("import sys; from sam_detect.pipeline import SAMDetect; "
+            "assert 'sam_detect.fade.strategies' not in sys.modules; "
+            f"print(type(SAMDetect(**{kw!r}).fade).__name__)")
+    env = {**os.environ, "PYTHONPATH": str(Path(sam_detect.__file__).resolve().parents[1])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "GaussianFade"
+
+
 def test_user_class_satisfies_protocol():
     from sam_detect.fade import Fade
 
