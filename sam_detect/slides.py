@@ -192,7 +192,9 @@ def slide_summary(said: Sequence[dict]) -> dict[str, Any]:
     """The windows' own records summed for the slide: ``candidates`` (each window's proposals,
     an object in an overlap counted in each window), ``dropped`` per filter, ``timings`` per
     stage (work summed over the windows), and the notes: one per kind (a note's text with its
-    numbers left out), the first window's words, saying in how many windows it was given."""
+    numbers left out), the first window's words, saying in how many windows it was given and,
+    where the windows' figures differ, that these are the first window's (a count of 16 beside
+    ``dropped`` summing 80 read as the slide's)."""
     dropped: dict[str, int] = {}
     timings: dict[str, float] = {}
     kinds: dict[str, list[str]] = {}
@@ -203,8 +205,13 @@ def slide_summary(said: Sequence[dict]) -> dict[str, Any]:
             timings[k] = timings.get(k, 0.0) + float(v)
         for note in one["notes"]:
             kinds.setdefault(_NUMBER.sub("#", note), []).append(note)
-    notes = [first[0] if len(first) == len(said) == 1 else f"{first[0]} (in {len(first)} of {len(said)} windows)"
-             for first in kinds.values()]
+    notes = []
+    for first in kinds.values():
+        if len(first) == len(said) == 1:
+            notes.append(first[0])
+            continue
+        figures = "" if len(set(first)) == 1 else "the first window's figures; "
+        notes.append(f"{first[0]} ({figures}in {len(first)} of {len(said)} windows)")
     return {"candidates": sum(one["candidates"] for one in said), "dropped": dropped, "notes": notes,
             "timings": timings}
 

@@ -542,7 +542,7 @@ def test_slide_summary_sums_the_windows_and_says_a_note_once_per_kind():
             for t in range(3)]
     got = slide_summary(said)
     assert got["candidates"] == 33 and got["dropped"] == {"size": 3, "weak": 3} and got["timings"] == {"segment": 1.5}
-    assert got["notes"] == ["nucleus: 3 faint objects kept (in 3 of 3 windows)",
+    assert got["notes"] == ["nucleus: 3 faint objects kept (the first window's figures; in 3 of 3 windows)",
                             "the border's objects left out (in 2 of 3 windows)"]
     one = slide_summary(said[:1])
     assert one["notes"] == ["nucleus: 3 faint objects kept"] and one["candidates"] == 10
