@@ -114,15 +114,20 @@ def test_resolve_offline_names_file_and_command(cache):
 
 def test_download_goes_through_hf_hub_into_cache(cache, monkeypatch):
     """The download path: huggingface_hub.hf_hub_download with local_dir in our cache."""
+    import io
+
     import huggingface_hub
+    import torch
 
     calls = []
+    weights = io.BytesIO()
+    torch.save({"w": torch.zeros(3)}, weights)  # a file of its format: the cache's once fetched
 
     def fake_download(repo_id, filename, local_dir, **kw):
         calls.append((repo_id, filename))
         if filename.endswith(".safetensors"):
             raise huggingface_hub.errors.EntryNotFoundError("no safetensors here")
-        return str(_touch(Path(local_dir) / filename, b"weights"))
+        return str(_touch(Path(local_dir) / filename, weights.getvalue()))
 
     monkeypatch.delenv("SAM_DETECT_OFFLINE")
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
@@ -149,17 +154,34 @@ def test_unreachable_hub_fails_fast_with_reason(cache, monkeypatch):
         M.download(M.sam2_spec("tiny"))
 
 
-def test_auto_models_follows_cache(cache):
+def test_auto_models_follows_cache(cache, tiny_ckpt, tiny_clip):
     seg, emb, why = M.auto_models()
     assert (seg, emb) == ("classical", "views")
     assert why == f"no SAM2/CLIP weights in {cache}"
-    _touch(cache / "sam2" / "sam2.1_hiera_small.pt")
+    _touch(cache / "sam2" / "sam2.1_hiera_small.pt", tiny_ckpt.read_bytes())
     seg, emb, why = M.auto_models()
     assert (seg, emb) == ("sam2", "views")
     assert "SAM2 small" in why
     assert M.default_sam2_model() == "small"
-    _touch(cache / "clip" / "ViT-B-32" / "laion2b_s34b_b79k" / "open_clip_model.safetensors")
+    _touch(cache / "clip" / "ViT-B-32" / "laion2b_s34b_b79k" / "open_clip_model.safetensors",
+           tiny_clip["safetensors"].read_bytes())
     assert M.auto_models()[:2] == ("sam2", "clip")
+
+
+def test_auto_models_passes_over_a_damaged_cached_file_and_says_so(cache, tiny_ckpt):
+    """``auto`` took a SAM2 checkpoint cut short in the cache (an interrupted copy), and every
+    ``detect`` then failed on it; a whole larger one beside it is taken instead, and without
+    one the offline segmenter, the reason naming the damaged file and its download."""
+    whole = tiny_ckpt.read_bytes()
+    _touch(cache / "sam2" / "sam2.1_hiera_tiny.pt", whole[: len(whole) // 2])
+    seg, emb, why = M.auto_models()
+    assert (seg, emb) == ("classical", "views")
+    assert why.startswith(f"no SAM2/CLIP weights in {cache}; sam2.1-tiny's cached sam2.1_hiera_tiny.pt is damaged")
+    assert "`sam-detect models download sam2.1-tiny`" in why
+    _touch(cache / "sam2" / "sam2.1_hiera_small.pt", whole)
+    seg, _, why = M.auto_models()
+    assert seg == "sam2" and "SAM2 small" in why and "sam2.1-tiny's cached" in why
+    assert M.default_sam2_model() == "small"  # the smallest whole one
 
 
 def test_fingerprint_changes_with_content(tmp_path):
@@ -404,12 +426,12 @@ def test_importing_model_modules_does_not_import_torch():
     assert out.stdout.strip() == "False"
 
 
-def test_pick_sam2_model(cache):
+def test_pick_sam2_model(cache, tiny_ckpt):
     assert M.pick_sam2_model("large") == "large"
     assert M.pick_sam2_model("auto", "/w/sam2.1_hiera_base_plus.pt") == "base_plus"
     assert M.pick_sam2_model(None, "/w/sam2.1_hiera_s.pt") == "tiny"  # no size in the name
     assert M.pick_sam2_model("auto") == "tiny"  # nothing cached
-    _touch(cache / "sam2" / "sam2.1_hiera_large.pt")
+    _touch(cache / "sam2" / "sam2.1_hiera_large.pt", tiny_ckpt.read_bytes())
     assert M.pick_sam2_model("auto") == "large"
 
 
@@ -419,6 +441,7 @@ def test_auto_leaves_cached_weights_whose_package_is_not_installed(cache, monkey
     import importlib.util
 
     monkeypatch.setattr(M.ModelSpec, "cached_path", lambda self, root=None: Path("/x"))  # every one cached
+    monkeypatch.setattr(M, "checkpoint_problem", lambda path: None)  # ... and whole
     assert M.auto_models()[:2] == ("sam2", "clip")
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("sam2", "open_clip") else real(name, *a))
@@ -482,11 +505,39 @@ def test_a_sam2_checkpoint_named_otherwise_is_sized_by_its_weights(tmp_path):
     assert M.pick_sam2_model(None, tmp_path / "sam2.1_hiera_large.pt") == "large"  # named: not read
 
 
-def test_download_of_a_cached_model_says_so(cache):
+def test_download_of_a_cached_model_says_so(cache, tiny_ckpt):
     """``models download`` of a cached name said "fetching ..." and fetched nothing."""
     spec = M.SAM2_MODELS["tiny"]
-    path = _touch(cache / spec.cache_subdir / spec.filenames[0])
+    path = _touch(cache / spec.cache_subdir / spec.filenames[0], tiny_ckpt.read_bytes())
     r = run_cli("models", "download", spec.name)
     assert r.exit_code == 0, r.output
     assert f"{spec.name}: already in the model cache" in r.stderr and "fetching" not in r.stderr
     assert r.stdout.strip() == str(path)
+
+
+def test_download_fetches_a_damaged_cached_file_again(cache, tiny_ckpt, monkeypatch):
+    """A cached checkpoint cut short (an interrupted copy): ``models list`` calls it damaged,
+    but ``models download NAME`` said "already in the model cache" and gave the broken file
+    back. It is fetched again over itself, and the command says why."""
+    import huggingface_hub
+
+    spec = M.SAM2_MODELS["tiny"]
+    whole = tiny_ckpt.read_bytes()
+    path = _touch(cache / spec.cache_subdir / spec.filenames[0], whole[: len(whole) // 2])
+    r = run_cli("models", "download", spec.name)  # offline here: the fetch fails in one line
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert f"{spec.name}: the cached {path.name} is damaged (incomplete" in r.stderr
+    assert "again" in r.stderr and "already in the model cache" not in r.stderr
+    calls = []
+
+    def fake_download(repo_id, filename, local_dir, **kw):
+        calls.append(kw.get("force_download", False))
+        return str(_touch(Path(local_dir) / filename, whole))
+
+    monkeypatch.delenv("SAM_DETECT_OFFLINE")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(M, "_hub_reachable", lambda timeout=3.0: (True, ""))
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    assert M.download(spec) == path and calls == [True]  # over the damaged file
+    assert path.read_bytes() == whole and M.checkpoint_problem(path) is None
+    assert M.download(spec) == path and calls == [True]  # whole now: the cache's

@@ -100,14 +100,21 @@ def download_cmd(names: tuple[str, ...], force: bool) -> None:
             specs.append(get_spec(name))
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="NAME") from e
-    from sam_detect.models import cache_dir
+    from sam_detect.models import cache_dir, checkpoint_problem
 
     for spec in specs:
         cached = None if force else spec.cached_path(cache_dir())
-        click.echo(f"{spec.name}: already in the model cache" if cached else
-                   f"{spec.name}: fetching {spec.repo_id} ...", err=True)
-        path = cached or download(spec, force=force)
-        click.echo(str(path))
+        problem = checkpoint_problem(cached) if cached else None
+        if cached and problem is None:
+            click.echo(f"{spec.name}: already in the model cache", err=True)
+            click.echo(str(cached))
+            continue
+        if problem:  # fetched again over it (models.download)
+            click.echo(f"{spec.name}: the cached {cached.name} is damaged ({problem.split(';')[0]}): "
+                       f"fetching {spec.repo_id} again ...", err=True)
+        else:
+            click.echo(f"{spec.name}: fetching {spec.repo_id} ...", err=True)
+        click.echo(str(download(spec, force=force)))
 
 
 @models.command("path")

@@ -283,9 +283,10 @@ def auto_models() -> tuple[str, str, str]:
     import importlib.util
 
     cache = cache_dir()
-    sam = next((s for s in SAM2_MODELS.values() if s.cached_path(cache)), None)
+    damaged: list[str] = []
+    sam = next((s for s in SAM2_MODELS.values() if _whole_in_cache(s, cache, damaged)), None)
     clip = CLIP_MODELS[(DEFAULT_CLIP_MODEL, DEFAULT_CLIP_PRETRAINED)]
-    has_clip = clip.cached_path(cache) is not None
+    has_clip = _whole_in_cache(clip, cache, damaged) is not None
     # weights without the package that runs them (a shared model cache, an install without the
     # `models` extra): the offline stages, said (every auto detect and add failed)
     installed = {pkg: importlib.util.find_spec(pkg) is not None for pkg in ("sam2", "open_clip")}
@@ -308,7 +309,22 @@ def auto_models() -> tuple[str, str, str]:
         reason = f"no SAM2/CLIP weights in {cache}"
     segmenter = "sam2" if sam else "classical"
     embedder = "clip" if has_clip else "views"
-    return segmenter, embedder, reason
+    return segmenter, embedder, "; ".join([reason, *dict.fromkeys(damaged)])
+
+
+def _whole_in_cache(spec: ModelSpec, cache: Path, damaged: list[str] | None = None) -> Path | None:
+    """``spec``'s cached file where it reads whole (:func:`checkpoint_problem`); a damaged one
+    (an interrupted copy) is ``None``, and said in ``damaged``: ``auto`` chose a cut-short
+    SAM2 file, and every ``detect`` then failed on it."""
+    hit = spec.cached_path(cache)
+    try:
+        problem = checkpoint_problem(hit) if hit is not None else None
+    except OSError as e:  # gone or unreadable since it was listed
+        problem = f"unreadable: {e.strerror or e}"
+    if problem is not None and damaged is not None:
+        damaged.append(f"{spec.name}'s cached {hit.name} is damaged ({problem}; run "
+                       f"`{spec.download_command()}`), so it is not used")
+    return None if problem is not None else hit
 
 
 def pick_sam2_model(model: str | None, checkpoint: str | os.PathLike | None = None) -> str:
@@ -349,10 +365,10 @@ def sam2_size_of(checkpoint: str | os.PathLike) -> str | None:
 
 
 def default_sam2_model() -> str:
-    """The smallest SAM2 size whose weights are cached; ``"tiny"`` when none is."""
+    """The smallest SAM2 size whose weights are cached whole; ``"tiny"`` when none is."""
     cache = cache_dir()
     for key, spec in SAM2_MODELS.items():
-        if spec.cached_path(cache):
+        if _whole_in_cache(spec, cache):
             return key
     return "tiny"
 
@@ -398,7 +414,8 @@ def _missing_message(spec: ModelSpec, cache: Path, why: str, flag: str) -> str:
 
 
 def download(spec: ModelSpec, *, force: bool = False, progress: bool = True) -> Path:
-    """Download ``spec`` into the cache through ``huggingface_hub``; returns the file.
+    """Download ``spec`` into the cache through ``huggingface_hub``; returns the file (the
+    cached one, without ``force``, where it reads whole: :func:`checkpoint_problem`).
 
     Raises:
         ModelNotAvailableError: offline, the hub cannot be reached, or the file is missing there.
@@ -407,8 +424,11 @@ def download(spec: ModelSpec, *, force: bool = False, progress: bool = True) -> 
     flag = "--sam-checkpoint" if spec.family == "sam2" else "--clip-checkpoint"
     if not force:
         hit = spec.cached_path(cache)
-        if hit is not None:
+        if hit is not None and checkpoint_problem(hit) is None:
             return hit
+        # a cached file cut short or not of its format (:func:`checkpoint_problem`) is fetched
+        # again over itself: "already in the model cache" sent the user back to a broken file
+        force = hit is not None
     if _offline():
         raise ModelNotAvailableError(
             _missing_message(
