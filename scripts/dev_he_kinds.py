@@ -14,6 +14,7 @@ each kind its own class (8 examples per kind and field) and scores the type too.
     python scripts/dev_he_kinds.py                # one class "nucleus", seeds 0-5
     python scripts/dev_he_kinds.py --typed --seeds 0,1,2
     python scripts/dev_he_kinds.py --shift 1 [--typed]   # lymph-rich examples, a tumour field scored
+    python scripts/dev_he_kinds.py --shift 1 --reverse   # tumour examples, a lymph-rich field scored
 
 ``--shift S`` (the examples' look is not the scored field's): the two example fields are
 lymphocyte-rich stroma (mostly lymph and spindle nuclei, a few vesicular, on fibrous pink
@@ -43,6 +44,8 @@ so the field was faded before detection; ``profile.stain_ratio`` now reads no ra
 colours disagree. Seeds 0-5, one class / typed, full F1: S 0.25 0.784 / 0.860, S 0.5 0.636 /
 0.844, S 0.75 0.344 / 0.767, S 1 0.158 / 0.323 (at S 1 the cytoplasm covers every colour the
 fields share, and the two weightings agree on 1.8x in three seeds of six).
+``--reverse`` (tumour examples, a lymphocyte-rich field scored), session 95, one class / typed:
+S 0.5 0.611 / 0.600 (0.668 / 0.576 before the colour check), S 1 0.432 / 0.411 (0.463 / 0.427).
 
 Nothing here is a reported result: the fields are drawn by this file, and constants may be
 chosen on them (docs/performance.md, session 24).
@@ -156,15 +159,22 @@ def tumour_field(seed: int, shift: float = 1.0, size: int = 256, counts=TUMOUR) 
     return _nuclei_and_stain(rng, c_h, c_e, counts, gap=3, max_tries=6000)
 
 
-def run_shift(seed: int, shift: float | None, typed: bool = False, shots: int = 16, embedder: str = "views") -> dict:
+def run_shift(seed: int, shift: float | None, typed: bool = False, shots: int = 16, embedder: str = "views",
+              reverse: bool = False) -> dict:
     """One draw of ``--shift``: examples from two lymphocyte-rich fields, a tumour field (or,
-    ``shift`` None, a third lymphocyte-rich one) scored; the three modes of ``examples_worth``."""
+    ``shift`` None, a third lymphocyte-rich one) scored; the three modes of ``examples_worth``.
+    ``reverse``: examples from two tumour fields at ``shift``, a lymphocyte-rich field scored."""
     from sam_detect import DetectorConfig
     from sam_detect.eval.protocol import examples_worth
     from sam_detect.instances import Instances
 
-    fields = [field(1000 + seed * 10 + i, counts=LYMPH_RICH) for i in range(2)]
-    fields.append(field(1000 + seed * 10 + 2, counts=LYMPH_RICH) if shift is None else tumour_field(1000 + seed * 10 + 2, shift))
+    if reverse:
+        fields = [tumour_field(1000 + seed * 10 + i, shift) for i in range(2)]
+        fields.append(field(1000 + seed * 10 + 2, counts=LYMPH_RICH))
+    else:
+        fields = [field(1000 + seed * 10 + i, counts=LYMPH_RICH) for i in range(2)]
+        fields.append(field(1000 + seed * 10 + 2, counts=LYMPH_RICH) if shift is None
+                      else tumour_field(1000 + seed * 10 + 2, shift))
     images, gt = [], []
     for img, lab, kind in fields:
         inst, ids = Instances.from_label_image(lab)
@@ -230,6 +240,8 @@ def main() -> None:
                          "its cytoplasm (1 typical, 0: tumour nuclei on the examples' stroma)")
     ap.add_argument("--scored", default="tumour", choices=("tumour", "same"),
                     help="--shift: the scored field a tumour field (default) or drawn as the example fields (no shift)")
+    ap.add_argument("--reverse", action="store_true",
+                    help="--shift: examples from two tumour fields at S, a lymphocyte-rich field scored")
     ap.add_argument("--errors", action="store_true", help="--shift: the full pipeline's errors, seeds pooled")
     ap.add_argument("--profile", action="store_true", help="--shift: print the full run's profile lines")
     args = ap.parse_args()
@@ -250,7 +262,8 @@ def main() -> None:
 def shift_main(args) -> None:
     rows = []
     for seed in (int(s) for s in args.seeds.split(",")):
-        r = run_shift(seed, args.shift if args.scored == "tumour" else None, args.typed)
+        r = run_shift(seed, args.shift if args.scored == "tumour" else None, args.typed,
+                      reverse=args.reverse and args.scored == "tumour")
         rows.append(r)
         print(f"seed {seed} gt {r['gt']} | " + " | ".join(
             f"{m} F1 {r[m]['f1']:.3f} P {r[m]['p']:.3f} R {r[m]['r']:.3f}" for m in ("alone", "noprof", "full")),
@@ -258,6 +271,7 @@ def shift_main(args) -> None:
         if args.profile:
             print("\n".join(f"   {line}" for line in r["profile"]))
     what = f"shift {args.shift:g}" if args.scored == "tumour" else "no shift (scored as the examples)"
+    what += " reversed (tumour examples, a lymphocyte-rich field scored)" if args.reverse and args.scored == "tumour" else ""
     print(f"mean {what}{' typed' if args.typed else ''} | " + " | ".join(
         f"{m} F1 {np.mean([r[m]['f1'] for r in rows]):.3f} P {np.mean([r[m]['p'] for r in rows]):.3f} "
         f"R {np.mean([r[m]['r'] for r in rows]):.3f}" for m in ("alone", "noprof", "full")))
