@@ -756,8 +756,9 @@ class SAMDetect(DetectorStages, LibraryState):
             lab = ids
         if lab.shape != tuple(image_hw):
             raise AnnotationError(f"label image shape {lab.shape} does not match the image's {tuple(image_hw)}")
-        from sam_detect.formats.label_image import background_as_zero, binary_as_pieces
+        from sam_detect.formats.label_image import background_as_zero, binary_as_pieces, label_ids
 
+        lab = label_ids(lab, "the label array")  # as a file's ids are read (negative ids were taken)
         inst, _ = Instances.from_label_image(binary_as_pieces(background_as_zero(lab)))
         if len(inst) == 0:
             raise AnnotationError("the label image holds no objects (all pixels are 0)")

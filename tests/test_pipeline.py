@@ -263,6 +263,27 @@ def test_empty_label_and_empty_label_image(scene):
         det.add_examples_from_annotations(rgb, np.zeros(rgb.shape[:2], np.uint16), label="x")
 
 
+def test_a_label_array_is_read_as_a_label_file_is(scene):
+    """A label image given as an array was taken with negative ids (each a class of its own
+    pixels: ``-labels`` added every object) and fractional ones (read after a warning naming
+    a value it rounded), where the same ids in a file are refused. Refused alike, nothing added."""
+    rgb, masks, _ = scene(seed=5)
+    lab = np.zeros(rgb.shape[:2], np.int32)
+    for k, m in enumerate(masks[:3]):
+        lab[m] = k + 1
+    det = SAMDetect(store="memory", segmenter="classical", embedder="handcrafted")
+    with pytest.raises(AnnotationError, match=r"the label array: label ids must be >= 0 \(0 = background\), found -3"):
+        det.add_examples_from_annotations(rgb, -lab, label="x")
+    with pytest.raises(AnnotationError, match="the label array: a label image must hold integer ids, got dtype float64"):
+        det.add_examples_from_annotations(rgb, lab / 2.0, label="x")
+    with pytest.raises(AnnotationError, match="must hold integer ids, got dtype <U1"):
+        det.add_examples_from_annotations(rgb, np.full(rgb.shape[:2], "a"), label="x")
+    with pytest.raises(LibraryNotFoundError):
+        det.store.get_meta("default")  # nothing was added
+    assert len(det.add_examples_from_annotations(rgb, lab.astype(np.float32), label="x")) == 3  # whole floats are ids
+    det.close()
+
+
 def test_missing_library_and_embedder_mismatch(tmp_path, scene):
     rgb, masks, labels = scene(seed=2)
     store_opts = {"path": str(tmp_path / "libs")}

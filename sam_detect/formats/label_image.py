@@ -165,24 +165,30 @@ def read_label_image(path: PathLike, channel: int | None = None, pieces: bool = 
         raise AnnotationError(
             f"{path}: a label image must be (H, W) or a (T, H, W) stack, got shape {arr.shape}"
         )
-    if arr.dtype == bool:
-        arr = arr.astype(np.uint8)
-    if not np.issubdtype(arr.dtype, np.integer):
-        if not (np.isfinite(arr).all() and np.all(np.mod(arr, 1) == 0)):
-            raise AnnotationError(
-                f"{path}: a label image must hold integer ids, got dtype {arr.dtype}"
-            )
-        arr = arr.astype(np.int64)
-    if arr.size and arr.min() < 0:
-        raise AnnotationError(
-            f"{path}: label ids must be >= 0 (0 = background), found {int(arr.min())}"
-        )
+    arr = label_ids(arr, str(path))
     if pieces:
         # before any reading of its values as classes in pieces, which an intensity image
         # would set off by the thousand (and whose warnings would contradict this refusal)
         refuse_intensity(arr if arr.ndim == 2 else arr[0], str(path))
         arr = background_as_zero(arr, str(path))
     return binary_as_pieces(arr, str(path)) if pieces else arr
+
+
+def label_ids(arr: np.ndarray, where: str) -> np.ndarray:
+    """``arr`` as a label image's ids: booleans as 0/1, whole floats as int64.
+
+    Raises:
+        AnnotationError: values that are not whole numbers, or below 0 (``where`` names the
+            file or array in the message)."""
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    if not np.issubdtype(arr.dtype, np.integer):
+        if not (np.issubdtype(arr.dtype, np.number) and np.isfinite(arr).all() and np.all(np.mod(arr, 1) == 0)):
+            raise AnnotationError(f"{where}: a label image must hold integer ids, got dtype {arr.dtype}")
+        arr = arr.astype(np.int64)
+    if arr.size and arr.min() < 0:
+        raise AnnotationError(f"{where}: label ids must be >= 0 (0 = background), found {int(arr.min())}")
+    return arr
 
 
 def refuse_intensity(lab: np.ndarray, where: str) -> None:
