@@ -109,12 +109,12 @@ def download_cmd(names: tuple[str, ...], force: bool) -> None:
             click.echo(f"{spec.name}: already in the model cache", err=True)
             click.echo(str(cached))
             continue
-        if problem:  # fetched again over it (models.download)
-            click.echo(f"{spec.name}: the cached {cached.name} is damaged ({problem.split(';')[0]}): "
+        if problem:  # fetched again over it, as models.download fetches a damaged file
+            click.echo(f"{spec.name}: the cached {cached.name} is damaged ({problem}): "
                        f"fetching {spec.repo_id} again ...", err=True)
         else:
             click.echo(f"{spec.name}: fetching {spec.repo_id} ...", err=True)
-        click.echo(str(download(spec, force=force)))
+        click.echo(str(download(spec, force=force or problem is not None)))  # the file is read once
 
 
 @models.command("path")
