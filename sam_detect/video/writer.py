@@ -321,15 +321,17 @@ def draw_annotations(
     alpha: float = 0.45,
 ) -> np.ndarray:
     """``rgb`` ``(H, W, 3)`` uint8 with masks, outlines and boxes coloured by label, a caption
-    ``label conf #track`` per object, and an optional status line (``hud``) at the top left.
+    ``label conf #track`` per object, and an optional status line (``hud``) at the top left;
+    a dim frame brightened (:func:`~sam_detect.outputs.for_display`).
     """
 
-    from sam_detect.outputs import draw_text, label_color, render_overlay
+    from sam_detect.outputs import draw_text, for_display, label_color, render_overlay
 
+    rgb = for_display(rgb)  # a dim frame brightened with or without objects on it
     if instances is None or len(instances) == 0:
         out = np.ascontiguousarray(rgb.copy())
     else:
-        out = render_overlay(rgb, instances, alpha=alpha, text=False)
+        out = render_overlay(rgb, instances, alpha=alpha, text=False, stretch=False)
         tids = instances.data.get("track_id")
         scale = max(0.35, min(out.shape[:2]) / 1500)
         for i in range(len(instances)):
