@@ -358,6 +358,30 @@ def test_a_stacks_frame_is_each_outlines_plane_as_qupath_writes_it(tmp_path):
     assert r.exit_code == 0, r.output
 
 
+@pytest.mark.parametrize(("z", "t", "frame"), [(0, 2, 2), (3, 0, 3), (0, 0, 0), (1, 2, None)])
+def test_a_qupath_export_without_a_frame_takes_it_from_its_plane(tmp_path, z, t, frame):
+    """QuPath writes each geometry's ``plane``, never the collection's ``frame``: its export of
+    frame 2 was read as frame-less, and `add --frame 0` took it for frame 0 without a word. A
+    plane's ``t`` is the frame, or its ``z`` on a z-stack (as :func:`to_geojson` writes them);
+    a plane with both (a hyperstack's) says no frame without the stack's axes."""
+    rgb, masks, labels = draw_scene(0)
+    doc = to_geojson(Instances(masks=masks, labels=labels))
+    for f in doc["features"]:
+        f["geometry"]["plane"] = {"c": -1, "z": z, "t": t}
+    path = tmp_path / "qupath.geojson"
+    path.write_text(json.dumps(doc))
+    inst = load_annotations(path, image_shape=rgb.shape[:2])
+    assert inst.metadata.get("frame") == frame and inst.metadata["plane"] == {"c": -1, "z": z, "t": t}
+    assert all(f["geometry"]["plane"] == {"c": -1, "z": z, "t": t} for f in to_geojson(inst)["features"])
+    if frame is not None:
+        assert len(load_annotations(path, image_shape=rgb.shape[:2], at_frame=frame)) == len(masks)
+        with pytest.raises(AnnotationError, match=f"no annotations for frame {frame + 1}; the file's frames: {frame}$"):
+            load_annotations(path, image_shape=rgb.shape[:2], at_frame=frame + 1)
+    del doc["features"][0]["geometry"]["plane"]  # QuPath writes none on the first plane: objects of two frames
+    path.write_text(json.dumps(doc))
+    assert "frame" not in load_annotations(path, image_shape=rgb.shape[:2]).metadata or z == t == 0
+
+
 @pytest.mark.parametrize(("axes", "shape", "frame", "plane"), [
     ("TYX", (4,), 2, (0, 2)),
     ("ZYX", (5,), 4, (4, 0)),

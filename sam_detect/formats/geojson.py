@@ -16,7 +16,8 @@ the numbers, as RFC 7946 wants) with ``properties`` ``{"objectType": "detection"
 closed, outlined on the pixels' edges (:func:`sam_detect.masks.edge_outlines`): read back,
 here or in QuPath, every pixel is as it was. A collection with no feature reads back as no
 object. A stack's frame is written as QuPath writes an object's place in a stack: each
-geometry's ``plane`` (``{"c": -1, "z", "t"}``), and the collection's ``frame``.
+geometry's ``plane`` (``{"c": -1, "z", "t"}``), and the collection's ``frame``; read from
+the ``frame``, else from the one ``plane`` of every geometry (QuPath writes no ``frame``).
 """
 
 from __future__ import annotations
@@ -155,12 +156,41 @@ def _measured(properties: Any, name: str) -> float | None:
         return None
 
 
+def _index(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _plane_of(features: list) -> dict[str, int] | None:
+    """The one ``geometry.plane`` (QuPath's ``{"c", "z", "t"}``) that the features lie on;
+    ``None`` where none says one, or they lie on several (QuPath leaves out the first plane's)."""
+    planes, said = set(), False
+    for f in features:
+        geometry = f.get("geometry") if isinstance(f, dict) else None
+        plane = geometry.get("plane") if isinstance(geometry, dict) else None
+        said |= plane is not None
+        plane = plane if isinstance(plane, dict) else {}
+        z, t = plane.get("z", 0), plane.get("t", 0)
+        planes.add((z, t) if _index(z) and _index(t) else None)
+    if not said or len(planes) != 1 or None in planes:
+        return None
+    z, t = planes.pop()
+    return {"c": -1, "z": z, "t": t}
+
+
 def _frame_of(doc: Any, inst: Instances) -> Instances:
     """``inst`` with ``metadata["frame"]`` where the collection says which frame of a stack
     it outlines (:func:`to_geojson` writes it): ``add --frame K`` takes it for frame K only,
-    as a COCO file's records are (frame 3's outlines were taken for frame 0 without a word)."""
+    as a COCO file's records are (frame 3's outlines were taken for frame 0 without a word).
+    A file without it (QuPath's) says it in its geometries' ``plane``: the frame is its ``t``,
+    or its ``z`` where ``t`` is 0 (a z-stack's, as :attr:`~sam_detect.io.images.LoadedImage.plane`
+    puts it); a plane with both (a hyperstack's) names no frame without the stack's axes."""
     frame = doc.get("frame") if isinstance(doc, dict) else None
-    if isinstance(frame, int) and not isinstance(frame, bool) and frame >= 0:
+    plane = _plane_of(_features(doc))
+    if plane is not None:
+        inst.metadata["plane"] = plane  # written back as read
+    if not _index(frame) and plane is not None and 0 in (plane["z"], plane["t"]):
+        frame = plane["z"] or plane["t"]
+    if _index(frame):
         inst.metadata["frame"] = frame
     return inst
 
