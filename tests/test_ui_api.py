@@ -839,6 +839,26 @@ def test_a_stack_frames_coco_export_says_its_frame(client, folder):
     assert "frame" not in r.json()["images"][0]  # a single image has none
 
 
+def test_a_z_stack_frames_geojson_export_puts_it_on_its_z_plane(client, folder):
+    """The UI's GeoJSON export of a stack's frame gave every object the plane ``t`` = frame:
+    a z-stack's slice 2 went to QuPath as time point 2 on slice 0, where `detect --frame 2
+    --geojson` puts it on ``z`` 2. It takes the plane from the stack's axes, as the CLI does."""
+    import tifffile
+
+    stack = np.zeros((3, 64, 96), np.uint8)
+    stack[:, 20:40, 30:50] = 200
+    tifffile.imwrite(folder / "sub" / "z.tif", stack, imagej=True, metadata={"axes": "ZYX"})
+    r = client.post("/api/prompt", json={"path": "sub/z.tif", "frame": 2, "point": [40, 30]}, headers=H)
+    assert r.status_code == 200, r.text
+    cand = r.json()["candidate"]
+    r = client.post("/api/examples", json={"path": "sub/z.tif", "frame": 2, "label": "square",
+                                           "candidates": [cand["id"]]}, headers=H)
+    assert r.status_code == 200, r.text
+    doc = client.get("/api/export", params={"path": "sub/z.tif", "format": "geojson", "frame": 2}).json()
+    assert doc["frame"] == 2 and len(doc["features"]) == 1
+    assert doc["features"][0]["geometry"]["plane"] == {"c": -1, "z": 2, "t": 0}
+
+
 # ------------------------------------------------------------------ upload ------------
 def _png_bytes(shape=(40, 50)) -> bytes:
     buf = io.BytesIO()

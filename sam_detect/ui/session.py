@@ -671,6 +671,8 @@ class AnnotationSession:
             stem = Path(rel).stem + (f"_frame{view.frame}" if loaded.n_frames > 1 else "")
             if loaded.n_frames > 1:  # which frame of the stack, in the COCO image record as detect --frame writes it
                 inst.metadata["frame"] = int(view.frame)
+                if loaded.plane is not None:  # GeoJSON's plane by the stack's axes (z, t), as detect --frame writes it
+                    inst.metadata["plane"] = loaded.plane
             classes: list[str] = []
             if fmt == "coco":  # every class of the library, numbered as detect --coco numbers them
                 import contextlib
