@@ -117,11 +117,45 @@ def test_existing_file_is_not_overwritten_without_force(tmp_path):
     s = MemoryStore()
     filled(s, n=3)
     f = tmp_path / "x.zip"
-    f.write_bytes(b"precious")
+    export_library(s, "lib", f)
+    before = f.read_bytes()
     with pytest.raises(LibraryError, match="exists; pass --force"):
         export_library(s, "lib", f)
-    assert f.read_bytes() == b"precious"
+    assert f.read_bytes() == before
     export_library(s, "lib", f, overwrite=True)
+    assert read_library_file(f).meta.name == "lib"
+
+
+@pytest.mark.parametrize("kind", ["text", "image", "zip", "folder"])
+def test_force_replaces_an_earlier_export_only(tmp_path, kind):
+    """``library export NAME FILE --force`` replaced whatever FILE was: a mistyped name put
+    the export over an image, or another archive, and the file was gone. --force replaces an
+    earlier export (or an empty file); anything else is refused, --force or not."""
+    s = MemoryStore()
+    filled(s, n=3)
+    f = tmp_path / {"text": "notes.txt", "image": "scan.png", "zip": "data.zip", "folder": "out"}[kind]
+    if kind == "text":
+        f.write_bytes(b"precious")
+    elif kind == "image":
+        import cv2
+
+        cv2.imwrite(str(f), np.zeros((8, 8), np.uint8))
+    elif kind == "zip":
+        with zipfile.ZipFile(f, "w") as z:
+            z.writestr("manifest.json", json.dumps({"format": "something-else"}))
+    else:
+        f.mkdir()
+        (f / "kept.txt").write_text("kept")
+    before = None if kind == "folder" else f.read_bytes()
+    for overwrite in (False, True):
+        with pytest.raises(LibraryError) as e:
+            export_library(s, "lib", f, overwrite=overwrite)
+        assert str(e.value) == (f"{f} exists and is not a sam-detect library export (--force replaces only "
+                                "an earlier export); choose another file, or remove it first")
+    assert (f / "kept.txt").read_text() == "kept" if kind == "folder" else f.read_bytes() == before
+    f = tmp_path / "empty.zip"
+    f.touch()
+    export_library(s, "lib", f, overwrite=True)  # nothing in it to lose
     assert read_library_file(f).meta.name == "lib"
 
 

@@ -533,7 +533,7 @@ def optimize_cmd(ctx: click.Context, name: str, **opts: Any) -> None:
     help="Also store each example's context crop as PNG (re-made from its source image), "
     "so the library can be re-embedded elsewhere.",
 )
-@click.option("--force", is_flag=True, help="Overwrite FILE if it exists.")
+@click.option("--force", is_flag=True, help="Overwrite FILE if it is an earlier export.")
 @click.pass_context
 def export_cmd(
     ctx: click.Context, name: str, file: str, crops: bool, force: bool, **opts: Any

@@ -196,11 +196,30 @@ def export_library(
     if store.holds_file(path):  # --force or not: it would replace the libraries the export reads
         raise LibraryError(f"{path} is one of the library store's own files; an export there would overwrite "
                            "the libraries it holds: choose a file outside the store")
+    if path.exists() and not _replaceable(path):  # --force or not: an image, another archive, a folder
+        raise LibraryError(f"{path} exists and is not a sam-detect library export (--force replaces only an "
+                           "earlier export); choose another file, or remove it first")
     if path.exists() and not overwrite:
         raise LibraryError(f"{path} exists; pass --force to overwrite it, or choose another file")
     meta = store.get_meta(name)
     ids, vectors, labels, payloads = read_examples(store, name)
     return _write_archive(meta, ids, vectors, labels, payloads, path, crops)
+
+
+def _replaceable(path: Path) -> bool:
+    """Whether an export may replace the file at ``path``: an earlier export (a ZIP archive whose
+    manifest names this format; its checksums unread), or an empty file."""
+    try:
+        if path.is_file() and path.stat().st_size == 0:
+            return True
+        with zipfile.ZipFile(path) as z:
+            info = z.getinfo(MANIFEST)
+            if info.file_size > 2**26:  # an export's is about 100 bytes a crop: this is something else
+                return False
+            manifest = json.loads(z.read(info))
+    except (KeyError, ValueError, zipfile.BadZipFile, zlib.error, EOFError, OSError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == FORMAT_NAME
 
 
 def export_examples(
