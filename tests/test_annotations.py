@@ -309,6 +309,32 @@ def test_labelme_round_trip(tmp_path, sample):
     assert_same_masks(back.masks, inst.masks, min_iou=0.85)
 
 
+def test_a_labelme_file_is_not_taken_for_an_image_of_another_name(tmp_path, caplog):
+    """A labelme file's ``imagePath`` was not read: ``add b.png --annotations a.json``, a file
+    made for ``a.png``, added its shapes as ``b.png``'s without a word. It follows a COCO file
+    of one image's rule: the image it names (relative to the file, as labelme writes it; a
+    Windows one with backslashes) is matched by its paths' last parts, another is refused in
+    one line; a file that names none is taken as before."""
+    inst = Instances.from_label_image(_discs(3))[0]
+    inst.labels[:] = "disc"
+    (tmp_path / "labels").mkdir()
+    path = save_labelme(inst, tmp_path / "labels" / "a.json", image_path="..\\images\\a.png")
+    said = "a.json: no annotations for image '{}'; the file lists: " + str(tmp_path / "images" / "a.png")
+    for name in ("b.png", str(tmp_path / "images" / "b.png")):
+        with pytest.raises(AnnotationError, match=re.escape(said.format(name)) + "$"):
+            load_annotations(path, image_shape=(96, 96), name=name)
+    for name in ("a.png", str(tmp_path / "images" / "a.png"), "images/a.tif"):
+        caplog.clear()
+        assert len(load_annotations(path, image_shape=(96, 96), name=name)) == 3
+        assert "another folder" not in caplog.text
+    assert len(load_annotations(path, image_shape=(96, 96), name="/data/other/a.png")) == 3
+    assert f"lists {tmp_path / 'images' / 'a.png'}, not '/data/other/a.png': its annotations are taken" in caplog.text
+    assert len(load_annotations(path, image_shape=(96, 96))) == 3  # no name (an array): nothing to check
+    path = save_labelme(inst, tmp_path / "none.json")  # names no image
+    assert json.loads(path.read_text())["imagePath"] == ""
+    assert len(load_annotations(path, image_shape=(96, 96), name="b.png")) == 3
+
+
 def test_labelme_shape_types(tmp_path, caplog):
     doc = {
         "imageHeight": 40,

@@ -122,9 +122,10 @@ def load_annotations(
         chosen = _of_frame(path, framed, at_frame, name if framed[0].metadata.get("format") == "coco" else None)
     elif frame is not None or (len(items) == 1 and not isinstance(image, str)):
         chosen = items[0]
-        if name is not None and chosen.metadata.get("format") == "coco":
-            # its one image by name, as a set's images: another image's objects were taken
-            # without a word (the same file name in another folder is taken, and said)
+        if name is not None and (chosen.metadata.get("format") == "coco" or chosen.metadata.get("image_path")):
+            # its one image by name (a COCO file's, a labelme file's imagePath), as a set's images:
+            # another image's objects were taken without a word (the same file name in another
+            # folder is taken, and said)
             chosen = name_matches(path, items, name)[0]
     elif image is None:
         if name is None:

@@ -5,8 +5,9 @@ a warning (they outline no area). Written as one ``polygon`` shape per connected
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any
 
 import numpy as np
@@ -146,7 +147,14 @@ def read_labelme(
         labels=[label or groups[k][0] for k in order],
         data={"source_id": np.arange(len(order), dtype=np.int64)},
     )
-    inst.metadata.update({"format": "labelme", "image": str(doc.get("imagePath") or path.stem)})
+    # the image the shapes were drawn on, relative to the file where not absolute (a Windows
+    # labelme's with backslashes): ../images/a.png of labels/a.json is images/a.png
+    image_path = str(doc.get("imagePath") or "").replace("\\", "/")
+    if image_path and not (image_path.startswith("/") or PureWindowsPath(image_path).drive):
+        image_path = os.path.normpath(path.parent / image_path)
+    inst.metadata.update({"format": "labelme", "image": image_path or path.stem})
+    if image_path:  # load_annotations matches it with the image given, as a COCO file's one image
+        inst.metadata["image_path"] = image_path
     thumb = _embedded_thumb(doc.get("imageData"))
     if thumb is not None:  # the image the shapes were drawn on: check_drawn_on compares it
         inst.metadata["drawn_on"] = thumb
