@@ -628,14 +628,14 @@ def crop_to_polygons(
 def crop_to_edge_polygons(crop: np.ndarray, origin: Sequence[int], tolerance: float = 1.0,
                           min_points: int = 3) -> list[np.ndarray] | None:
     """The outlines of the mask ``crop`` at ``origin`` ``(x0, y0)`` with their vertices on
-    pixel corners (:func:`edge_outlines`' rings), simplified as :func:`crop_to_polygons`
-    simplifies: COCO's polygons, which pycocotools fills back (:func:`coco_polygons_to_crop`)
-    to the mask itself where ``tolerance`` is 0; ``None`` where the mask has a hole, which
-    polygons would fill."""
-    pieces = edge_outlines(crop, origin)
+    pixel corners, simplified by ``tolerance`` pixels as :func:`edge_outlines` simplifies them
+    (less where they would cross or touch): COCO's polygons, which pycocotools fills back
+    (:func:`coco_polygons_to_crop`) to the mask itself where ``tolerance`` is 0; ``None``
+    where the mask has a hole, which polygons would fill."""
+    pieces = edge_outlines(crop, origin, tolerance)
     if any(len(rings) > 1 for rings in pieces):
         return None
-    return _simplify([rings[0] for rings in pieces], tolerance, min_points)
+    return [rings[0] for rings in pieces if len(rings[0]) >= min_points]
 
 
 def _simplify(contours: Sequence[np.ndarray], tolerance: float, min_points: int) -> list[np.ndarray]:
