@@ -515,6 +515,29 @@ def test_download_of_a_cached_model_says_so(cache, tiny_ckpt):
     assert r.stdout.strip() == str(path)
 
 
+def test_download_offline_of_a_damaged_cached_file_says_it_is_damaged(cache, tiny_ckpt):
+    """``models download NAME`` offline, its cached file cut short: "are not in the model cache"
+    (the file is there, and ``models list`` calls it damaged). The error says the cached file
+    is damaged and could not be fetched again, in one line; a whole one fetched again with
+    ``--force`` is kept, and said so."""
+    spec = M.SAM2_MODELS["tiny"]
+    whole = tiny_ckpt.read_bytes()
+    path = _touch(cache / spec.cache_subdir / spec.filenames[0], whole[: len(whole) // 2])
+    r = run_cli("models", "download", spec.name)
+    assert r.exit_code == 1 and "not in the model cache" not in r.stderr, r.output
+    error = r.stderr.splitlines()[-1]
+    assert error.startswith(f"Error: SAM2 weights sam2.1_hiera_tiny.pt (sam2.1-tiny): the cached {path} is damaged "
+                            "(incomplete") and len(r.stderr.splitlines()) == 2
+    assert error.endswith("and could not be fetched again (offline mode: SAM_DETECT_OFFLINE or HF_HUB_OFFLINE is "
+                          "set). Run `sam-detect models download sam2.1-tiny` where the internet is reachable (and "
+                          f"copy the file to {path}), or pass a local file with --sam-checkpoint PATH"), error
+    path.write_bytes(whole)
+    r = run_cli("models", "download", spec.name, "--force")
+    assert r.exit_code == 1 and r.stderr.splitlines()[-1].startswith(
+        "Error: SAM2 weights sam2.1_hiera_tiny.pt (sam2.1-tiny) could not be fetched again (offline mode: "), r.output
+    assert f"the cached {path} is kept" in r.stderr and path.read_bytes() == whole
+
+
 def test_download_fetches_a_damaged_cached_file_again(cache, tiny_ckpt, monkeypatch):
     """A cached checkpoint cut short (an interrupted copy): ``models list`` calls it damaged,
     but ``models download NAME`` said "already in the model cache" and gave the broken file

@@ -404,9 +404,23 @@ def _hub_reachable(timeout: float = 3.0) -> tuple[bool, str]:
 
 
 def _missing_message(spec: ModelSpec, cache: Path, why: str, flag: str) -> str:
+    """Why ``spec``'s weights could not be fetched (``why``), in one line: not in the cache, or
+    (fetched again over it) the cached file damaged, or whole and kept (``--force``)."""
+    kind = f"{spec.family.upper() if spec.family == 'sam2' else 'CLIP'} weights"
+    hit = spec.cached_path(cache)
+    if hit is not None:  # fetched again: said as what it is, not "not in the model cache"
+        try:
+            problem = checkpoint_problem(hit)
+        except OSError as e:
+            problem = f"unreadable: {e.strerror or e}"
+        if problem is None:
+            return f"{kind} {hit.name} ({spec.name}) could not be fetched again ({why}); the cached {hit} is kept"
+        return (f"{kind} {hit.name} ({spec.name}): the cached {hit} is damaged ({problem}) and could not be fetched "
+                f"again ({why}). Run `{spec.download_command()}` where the internet is reachable (and copy the "
+                f"file to {hit}), or pass a local file with {flag} PATH")
     where = cache / spec.cache_subdir / spec.filenames[0]
     return (
-        f"{spec.family.upper() if spec.family == 'sam2' else 'CLIP'} weights {spec.filenames[0]} "
+        f"{kind} {spec.filenames[0]} "
         f"({spec.name}) are not in the model cache ({where}) and could not be downloaded "
         f"({why}). Run `{spec.download_command()}` where the internet is reachable (and copy the "
         f"file to {where}), or pass a local file with {flag} PATH"
