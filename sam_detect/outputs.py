@@ -198,8 +198,10 @@ def for_display(rgb: np.ndarray) -> np.ndarray:
     display only: nothing is detected or measured on it."""
     if not rgb.size:
         return rgb
-    step = max(1, int(np.sqrt(rgb.shape[0] * rgb.shape[1] / (1 << 18))))  # about 262k pixels read
-    top = float(np.percentile(np.asarray(rgb[::step, ::step, :3]).max(axis=-1), DISPLAY_PERCENTILE))
+    step = max(1, int(np.ceil(np.sqrt(rgb.shape[0] * rgb.shape[1] / (1 << 18)))))  # at most ~262k pixels read
+    brightest = np.asarray(rgb[::step, ::step, :3], np.uint8).max(axis=-1)
+    cum = np.cumsum(np.bincount(brightest.ravel(), minlength=256))
+    top = int(np.searchsorted(cum, DISPLAY_PERCENTILE / 100.0 * cum[-1]))  # the percentile, as inverted_cdf
     if not 0 < top < DISPLAY_DIM:
         return rgb
     import cv2
