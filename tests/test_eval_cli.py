@@ -199,7 +199,7 @@ def test_eval_per_image_files(stack_files, tmp_path):
     [
         (["--iou", "0.5,2"], 2, "expected IoU thresholds in (0, 1] like 0.3,0.5, got '0.5,2'"),
         (["--sweep", "colour=1"], 2, "cannot sweep 'colour'"),
-        (["--detect-on", "a:b"], 2, "expected indices like 0 or 0,3,5 or 1:20, got 'a:b'"),
+        (["--detect-on", "a:b"], 2, "expected indices like 0 or 0,3,5 or 1:20 or 1: (to the last), got 'a:b'"),
         (["--detect-on", "7"], 2, "image index 7 out of range: 3 image(s) (0..2)"),
         (["--report", "r.jpg"], 2, "the report is a PNG file"),
         (["--shots", "0"], 2, "0 is not in the range x>=1"),
@@ -312,3 +312,26 @@ def test_baselines_asked_for_where_they_do_not_run_is_said(stack_files, extra, w
     assert "what the examples add" not in out
     code, _, err = run_main(*args)  # left at its default: nothing to say
     assert code == 0 and "--baselines" not in err
+
+
+def test_eval_pairs_images_with_a_folder_of_label_images_and_says_what_a_wildcard_after_a_did(stack_files, tmp_path):
+    """``eval images/*.png -a masks/ --detect-on 1:`` scores images 1 to the last against the
+    label image of each one's name; ``-a masks/*.png`` (the shell gives the other label files
+    as images) is refused with the folder to give instead."""
+    from sam_detect.formats.label_image import read_label_image
+
+    d, pngs = stack_files
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    stack = read_label_image(d / "labels.tif")
+    for png, lab in zip(pngs, stack, strict=True):
+        save_label_image([Instances(masks=np.stack([lab == i for i in np.unique(lab)[1:]]))], masks / png.name)
+    code, out, err = run_main("eval", *pngs, "-a", masks, "--label", "shape", "--shots", "3", "--examples-from", "0",
+                              "--detect-on", "1:", "--no-baselines", "--json", *FAST)
+    assert code == 0, err
+    got = json.loads(out)
+    assert got["metrics"]["n_images"] == 2 and got["protocol"]["detect_on"] == [1, 2]
+    code, _, err = run_main("eval", *pngs, "-a", *sorted(masks.iterdir()), "--label", "shape", *FAST)
+    assert code == 1 and "did a wildcard after -a give 2 label files as images? give their folder: -a" in err, err
+    code, _, err = run_main("eval", *pngs, "-a", masks, "--label", "shape", "--detect-on", "3:", *FAST)
+    assert code == 2 and "image index 3 out of range: 3 image(s) (0..2)" in err, err

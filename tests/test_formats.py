@@ -425,8 +425,44 @@ def test_ground_truth_of_a_stacks_frames_from_coco_and_from_a_label_stack_per_st
     masks.mkdir()
     cv2 = pytest.importorskip("cv2")
     cv2.imwrite(str(masks / "m0.png"), (lab[1] == 1).astype(np.uint8) * 255)
-    with pytest.raises(AnnotationError, match="a folder is read as one image's masks"):
+    with pytest.raises(AnnotationError, match="or as one image's masks .* not every one of the 2 images"):
         load_ground_truth([masks], ["x.tif", "y.tif"])
+
+
+def test_a_folder_of_label_images_named_as_the_images_pairs_them_by_name(tmp_path):
+    """``eval images/*.tif -a masks/`` (images beside a folder of their label images, as
+    StarDist's and Cellpose's data sets come) was read as one image's masks, one object per
+    file, and refused for several images."""
+    from sam_detect.formats import label_files_for, load_ground_truth
+    from sam_detect.formats.label_image import write_label_array
+
+    labs = {}
+    for i, name in enumerate(("b", "a", "c")):
+        lab = np.zeros(HW, np.uint16)
+        lab[2:6 + i, 2:8] = 1
+        lab[20:30, 30:40] = 2
+        labs[name] = lab
+    same, cellpose = tmp_path / "same", tmp_path / "cellpose"
+    for folder, end, suffix in ((same, "", ".tif"), (cellpose, "_masks", ".png")):
+        folder.mkdir()
+        for name, lab in labs.items():
+            write_label_array(lab, folder / f"{name}{end}{suffix}")
+    names = [str(tmp_path / "images" / f"{n}.tif") for n in ("a", "b", "c")]
+    for folder in (same, cellpose):
+        gt = load_ground_truth([folder], names)
+        assert [int(g[2:12, 2:8].sum()) for g in gt] == [int(labs[n][2:12, 2:8].sum()) for n in "abc"]
+    assert label_files_for(same, names[:2]) == [same / "a.tif", same / "b.tif"]
+    (cellpose / "a.png").write_bytes((cellpose / "a_masks.png").read_bytes())
+    assert label_files_for(cellpose, names) == [cellpose / f"{n}_masks.png" for n in "abc"]  # a.png alone: no
+    (cellpose / "b.png").write_bytes((cellpose / "b_masks.png").read_bytes())
+    (cellpose / "c.png").write_bytes((cellpose / "c_masks.png").read_bytes())
+    assert label_files_for(cellpose, names) is None  # two endings fit every image: which is not said
+    with pytest.raises(AnnotationError, match="not every one of the 3 images"):
+        load_ground_truth([cellpose], names)
+    assert label_files_for(same, [names[0], str(tmp_path / "other" / "a.tif")]) is None  # one name twice
+    (same / "c.tif").unlink()
+    with pytest.raises(AnnotationError, match="not every one of the 3 images has one label image there"):
+        load_ground_truth([same], names)
 
 
 def test_the_embedded_image_check_takes_the_image_in_every_reading(tmp_path):

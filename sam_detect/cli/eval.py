@@ -14,32 +14,43 @@ from sam_detect.cli.validate import no_clashes, output_file, printed_not_named, 
 
 ANNOTATION_HELP = (
     "Ground truth: a label image or label stack (one frame per image), a COCO file (matched "
-    "by file name), a labelme/GeoJSON/.npz/polygon file (one image), a folder of mask images (one "
+    "by file name), a labelme/GeoJSON/.npz/polygon file (one image), a folder of label images named "
+    "as the images (images/X.tif with masks/X.tif or masks/X_masks.png), a folder of mask images (one "
     "object each, one image), or one of these per image (repeat)."
 )
 
 
-def parse_index_spec(spec: str | None, param: str) -> list[int] | None:
-    """``"0"``, ``"0,3,5"``, ``"1:20"`` (end excluded), or a mix -> sorted indices."""
+def parse_index_spec(spec: str | None, param: str, count: int | None = None) -> list[int] | None:
+    """``"0"``, ``"0,3,5"``, ``"1:20"`` (end excluded), ``"1:"`` (to the last of ``count``
+    images), or a mix -> sorted indices. Without ``count`` an open end is checked and left
+    out (the images are counted later)."""
     if spec is None:
         return None
     out: set[int] = set()
+    open_end = False
     try:
         for part in spec.replace(" ", "").split(","):
             if not part:
                 continue
             if ":" in part:
                 a, b = part.split(":", 1)
-                out.update(range(int(a), int(b)))
+                if b:
+                    out.update(range(int(a), int(b)))
+                else:
+                    open_end = True
+                    if count is not None and int(a) >= count:
+                        raise click.BadParameter(f"image index {int(a)} out of range: {count} image(s) "
+                                                 f"(0..{count - 1})", param_hint=param)
+                    out.update(range(int(a), count if count is not None else int(a)))
             else:
                 out.add(int(part))
     except ValueError:
         raise click.BadParameter(
-            f"expected indices like 0 or 0,3,5 or 1:20, got {spec!r}", param_hint=param
+            f"expected indices like 0 or 0,3,5 or 1:20 or 1: (to the last), got {spec!r}", param_hint=param
         ) from None
-    if not out:
+    if not out and not (open_end and count is None):
         raise click.BadParameter(f"no image indices in {spec!r}", param_hint=param)
-    if min(out) < 0:
+    if out and min(out) < 0:
         raise click.BadParameter(f"image indices count from 0, got {min(out)}", param_hint=param)
     return sorted(out)
 
@@ -150,7 +161,7 @@ def expand_images(
     "--detect-on",
     "detect_on",
     metavar="INDICES",
-    help="Images to detect on and score (e.g. 1:20: images 1-19). Default: all.",
+    help="Images to detect on and score (e.g. 1:20: images 1-19; 1: from image 1 to the last). Default: all.",
 )
 @click.option(
     "--sweep",
@@ -277,6 +288,8 @@ def eval_cmd(
     gt = load_ground_truth(annotations, [r.path for r in refs], label=label,  # a path tells plate1/A01 from plate2/
                            channel=labels_channel, frame=frame, types=types, types_channel=types_channel,
                            type_names=names, image_shapes=shapes, image_frames=[r.frame for r in refs])
+    ex_idx = parse_index_spec(examples_from, "--examples-from", len(refs))  # an open end counted
+    det_idx = parse_index_spec(detect_on, "--detect-on", len(refs))
     for name, idx in (("--examples-from", ex_idx), ("--detect-on", det_idx)):
         if idx and idx[-1] >= len(refs):
             raise click.BadParameter(

@@ -267,6 +267,11 @@ def load_ground_truth(
 
     n = len(image_names)
     frames_of = list(image_frames) if image_frames is not None else [None] * n
+    if len(paths) == 1 and Path(paths[0]).is_dir():
+        runs = _runs(image_names, frames_of)
+        named = label_files_for(paths[0], [image_names[a] for a, _ in runs]) if len(runs) > 1 else None
+        if named is not None:  # a folder of label images named as the images (images/ beside masks/)
+            paths = named
     if len(paths) > 1:
         runs = _runs(image_names, frames_of)
         if len(paths) != n and len(runs) == len(paths):  # a label stack (or COCO file) per stack: frame by frame
@@ -313,13 +318,24 @@ def load_ground_truth(
                 raise AnnotationError(f"{path}: --frame {frame} out of range 0..{len(frames) - 1}")
             return [frames[frame]]
         if len(frames) != n:
+            if Path(path).is_dir() and n > 1:
+                raise AnnotationError(
+                    f"{path}: a folder is read as label images named as the images (X.tif beside X.tif, "
+                    f"X_masks.png, X_labels.tif, ...) or as one image's masks (one object per file), but not every "
+                    f"one of the {n} images has one label image there: give each image's label image with its own "
+                    "-a, or a label stack with one frame per image")
             if Path(path).is_dir():
                 raise AnnotationError(
                     f"{path}: a folder is read as one image's masks (one object per file), but {n} image(s) were "
                     "given; give each image's label image with its own -a, or a label stack with one frame per image")
+            globbed = [name for name in image_names if Path(name).parent == Path(path).parent
+                       and Path(name).suffix.lower() in LABEL_READ_SUFFIXES]
             raise AnnotationError(
                 f"{path}: holds {len(frames)} label frame(s) but {n} image(s) were given; "
                 "give a label stack with one frame per image"
+                + (f" (did a wildcard after -a give {len(globbed)} label files as images? give their folder: "
+                   f"-a {Path(path).parent}{'/' if str(Path(path).parent) != '.' else ''})"
+                   if len(frames) == 1 and globbed else "")
             )
         return frames
     if is_coco_file(path):
@@ -327,6 +343,29 @@ def load_ground_truth(
     if n != 1:
         raise AnnotationError(f"{path}: annotates one image but {n} image(s) were given")
     return [load_annotations(path, image_shapes[0] if image_shapes is not None else None, label=label)]
+
+
+#: the endings a label image's name may add to its image's (``X.tif`` -> ``X_masks.png``):
+#: Cellpose writes ``_masks``, others ``_labels``, ``_label``, ``_mask``, ``_seg``, ``_gt``
+LABEL_NAME_ENDINGS = ("", "_masks", "_mask", "_labels", "_label", "_seg", "_gt")
+
+
+def label_files_for(folder: PathLike, image_names: Sequence[str]) -> list[Path] | None:
+    """Each image's label image in ``folder``, matched by name: a file of a label image's
+    extension whose name is the image's without its extension, that name followed by one of
+    ``LABEL_NAME_ENDINGS`` (``X.tif`` -> ``X.tif``, ``X.png``, ``X_masks.png``), the same
+    ending for every image; ``None`` unless exactly one such ending gives every image exactly
+    one file (a folder of one image's masks, one object per file, is named otherwise)."""
+    files: dict[str, list[Path]] = {}
+    for f in sorted(Path(folder).iterdir()):
+        if f.is_file() and f.suffix.lower() in LABEL_READ_SUFFIXES:
+            files.setdefault(f.stem, []).append(f)
+    stems = [Path(str(name)).stem for name in image_names]
+    if len(set(stems)) != len(stems):
+        return None  # two images of one name in other folders: which is whose is not said
+    found = [[files[stem + end] for stem in stems] for end in LABEL_NAME_ENDINGS
+             if all(len(files.get(stem + end, ())) == 1 for stem in stems)]
+    return [f for (f,) in found[0]] if len(found) == 1 else None
 
 
 def _runs(names: Sequence[str], frames: Sequence[int | None]) -> list[tuple[int, int]]:
