@@ -320,7 +320,10 @@ LEVEL_MIN_GREYS = 2.0
 LEVEL_SEPARATION = 6.0
 #: ... or whose background lies more than this share of the examples' object contrast off
 #: where that gain puts it (an offset: a brighter background, uneven illumination; the
-#: development frames of other lines and sessions lie within 0.12)
+#: development frames of other lines and sessions lie within 0.12) -- of its own contrast
+#: where that is the smaller: a dimmer frame is otherwise cut at the examples' levels times
+#: its ratio, and an offset of a third of its own contrast put that cut too high (dim tissue,
+#: ``dev_tissue``: 2 candidates on a frame that mapped gives 153; session 96)
 LEVEL_OFFSET = 0.25
 #: a bright class's flat background follows a brighter ground (:func:`ground_shift`): the
 #: examples' ring level, set on their images, raised by how far this image's ground lies
@@ -1531,7 +1534,7 @@ def level_gain(levels: tuple[float, float] | None, entry: dict) -> tuple[float, 
     b = bg_t - a * bg_e
     if not 1.0 / LEVEL_GAIN_MAX <= a <= LEVEL_GAIN_MAX:
         return None
-    if 1.0 / LEVEL_GAIN <= a <= LEVEL_GAIN and abs(b) <= LEVEL_OFFSET * abs(fg_e - bg_e):
+    if 1.0 / LEVEL_GAIN <= a <= LEVEL_GAIN and abs(b) <= LEVEL_OFFSET * min(abs(a), 1.0) * abs(fg_e - bg_e):
         return None
     return float(a), float(b)
 

@@ -71,6 +71,29 @@ def test_the_gain_fires_only_beyond_the_limit_and_not_on_noise():
     assert a == pytest.approx(0.3, rel=0.15)
 
 
+def test_a_dimmer_frame_off_the_gain_by_a_share_of_its_own_contrast_is_mapped():
+    """A frame at 0.4x the examples' contrast whose ground lies lower than that gain puts it
+    (dim neural tissue saved in 8 bits: its ground 14 where 0.4 x 46 = 18, its contrast 12):
+    its levels scaled by the ratio put the threshold a third of its own contrast too high, and
+    one frame gave 2 candidates where the mapped frame gives 153. The offset is now measured
+    against the smaller of the two contrasts: such a frame is mapped onto the examples' levels;
+    an offset within ``LEVEL_OFFSET`` of the frame's own contrast still is not."""
+    entry = {"grey_levels": [20.0, 200.0]}
+    rgb, _, _ = draw_scene(seed=0, size=120)
+    dim = _dimmed(rgb, 0.4)
+    assert P.level_gain(P.grey_levels(dim), entry) is None  # a pure gain: thresholded at its own contrast
+    (bg, fg), contrast = P.grey_levels(dim), 180.0
+    assert (fg - bg) / contrast == pytest.approx(0.4, rel=0.1)
+    near = np.clip(dim.astype(int) + int(0.15 * (fg - bg)), 0, 255).astype(np.uint8)
+    assert P.level_gain(P.grey_levels(near), entry) is None  # within a quarter of its own contrast
+    off = np.clip(dim.astype(int) + int(0.4 * (fg - bg)), 0, 255).astype(np.uint8)
+    assert 0.4 * (fg - bg) < P.LEVEL_OFFSET * contrast  # within a quarter of the examples' contrast
+    a, b = P.level_gain(P.grey_levels(off), entry)
+    assert a == pytest.approx(0.4, rel=0.1) and b == pytest.approx(0.4 * (fg - bg), abs=3)
+    back = P.at_levels(off, (a, b))
+    assert np.abs(back.astype(int) - rgb.astype(int)).mean() < 6  # the examples' grey values again
+
+
 @pytest.fixture(scope="module")
 def bright_library():
     det = SAMDetect(DetectorConfig(store="memory", segmenter="classical", embedder="handcrafted", library="cells"))
