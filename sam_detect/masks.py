@@ -699,14 +699,14 @@ def _polygon_points(polygons: Sequence[np.ndarray] | np.ndarray, rounded: bool =
     ``(K, 2)`` polygon (an array, or a list of ``(x, y)`` pairs) or a sequence of polygons,
     each ``(K, 2)`` or COCO's flat ``[x1, y1, x2, y2, ...]``."""
     if not isinstance(polygons, np.ndarray) and _is_point_list(polygons):
-        polygons = np.asarray(polygons, dtype=np.float64)
+        polygons = _coordinates(polygons)
     elif not isinstance(polygons, np.ndarray) and _is_number_list(polygons):
         polygons = [polygons]  # one COCO flat polygon, not a list of polygons of one number each
     if isinstance(polygons, np.ndarray) and polygons.ndim == 2:
         polygons = [polygons]
     pts = []
     for p in polygons:
-        p = np.asarray(p, dtype=np.float64)
+        p = _coordinates(p)
         if p.ndim == 1 and p.size % 2 == 0:  # COCO flat [x1, y1, x2, y2, ...]
             p = p.reshape(-1, 2)
         if p.ndim != 2 or p.shape[1] != 2 or len(p) < 3:
@@ -714,7 +714,18 @@ def _polygon_points(polygons: Sequence[np.ndarray] | np.ndarray, rounded: bool =
         if not np.isfinite(p).all():
             raise AnnotationError("polygon coordinates must be finite numbers")
         pts.append(np.round(p).astype(np.int32) if rounded else p)
+    if not pts:  # an empty list, or a polygon file with no line in it
+        raise AnnotationError("no polygon given: a polygon is 3 or more (x, y) points")
     return pts
+
+
+def _coordinates(p: Any) -> np.ndarray:
+    """A polygon's points as float64, or :class:`AnnotationError` where they are not numbers
+    (``["a", "b"]`` in a JSON file was a ``ValueError`` from numpy)."""
+    try:
+        return np.asarray(p, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise AnnotationError(f"polygon coordinates must be numbers ({e})") from None
 
 
 def _is_number_list(polygons: Any) -> bool:

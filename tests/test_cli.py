@@ -307,7 +307,27 @@ def test_add_a_polygon_outside_the_image_says_so_as_a_box_does(scene_files, tmp_
     poly.write_text(json.dumps([[500, 500], [600, 500], [600, 600]]))
     r = run_cli("add", f["image"], "--label", "x", "--polygon", poly, *f["lib"])
     assert r.exit_code == 1, r.output
-    assert "Error: polygon spanning 500,500,600,600 lies outside the 160x160 image" in r.output
+    assert f"Error: {poly}: polygon spanning 500,500,600,600 lies outside the 160x160 image" in r.output
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "empty.poly: holds no polygon"),
+    (b"[]", "empty.poly: holds no polygon (an empty list)"),
+    (b'[["a", "b"], [1, 2], [3, 4]]', "empty.poly: polygon coordinates must be numbers"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\xff", "empty.poly: not a polygon file (binary data, not text)"),
+    (b"[[1, 2], [3, 4]]", "empty.poly: a polygon needs at least 3 (x, y) points"),
+])
+def test_add_a_polygon_file_that_holds_no_polygon_is_one_line_naming_it(scene_files, tmp_path, content, message):
+    """An empty polygon file (or ``[]``), points that are not numbers, and an image given as
+    --polygon were "internal error (ValueError: need at least one array to concatenate)",
+    "(ValueError: could not convert string to float: 'a')" and "(UnicodeDecodeError ...)"."""
+    f = scene_files
+    poly = tmp_path / "empty.poly"
+    poly.write_bytes(content)
+    r = run_cli("add", f["image"], "--label", "x", "--polygon", poly, *f["lib"])
+    assert r.exit_code == 1, r.output
+    assert f"Error: {poly}: {message.split(': ', 1)[1]}" in r.output
+    assert "internal error" not in r.output
 
 
 def test_add_empty_label_and_empty_label_image(scene_files, tmp_path):

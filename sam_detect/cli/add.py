@@ -335,10 +335,7 @@ def add(image, label, negative, boxes, points, mask_paths, polygon_paths, labels
             inst = Instances.merge(made)
             inst.labels[:] = label
         elif polygon_paths:
-            from sam_detect.formats import read_polygon_file
-
-            inst = Instances.merge([detector.prompt_to_instances(loaded, polygon=read_polygon_file(f))
-                                    for f in polygon_paths])
+            inst = Instances.merge([_polygon_example(detector, loaded, f) for f in polygon_paths])
             inst.labels[:] = label
         elif labels_path:
             from sam_detect.formats import read_label_array
@@ -412,6 +409,20 @@ def add(image, label, negative, boxes, points, mask_paths, polygon_paths, labels
     summary = f" ({', '.join(f'{k}: {v}' for k, v in sorted(added.items()))})" if added else ""
     total = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
     click.echo(f"added {sum(added.values())} example(s){summary} to library '{detector.config.library}' — now {total}")
+
+
+def _polygon_example(detector, loaded, path: str):
+    """The example a ``--polygon`` file draws, its errors naming the file (a file of two points
+    said "a polygon needs at least 3 (x, y) points" without saying which of the files)."""
+    from sam_detect.errors import AnnotationError
+    from sam_detect.formats import read_polygon_file
+
+    try:
+        return detector.prompt_to_instances(loaded, polygon=read_polygon_file(path))
+    except AnnotationError as e:
+        if str(e).startswith(str(path)):
+            raise
+        raise AnnotationError(f"{path}: {e}") from None
 
 
 def _whole_first(inst) -> np.ndarray:

@@ -91,7 +91,11 @@ def read_polygons(
 def read_polygon_file(path: PathLike) -> list:
     """The polygons of a prompt file: JSON (``[[x, y], ...]``, a list of those, or COCO-flat
     lists) or a text file of ``x,y`` lines (a blank line separates polygons)."""
-    text = Path(path).read_text(encoding="utf-8-sig")
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:  # an image or other binary file given as --polygon
+        raise AnnotationError(f"{path}: not a polygon file (binary data, not text): expected JSON "
+                              "([[x, y], ...]) or a text file of x,y lines") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError:
@@ -110,13 +114,18 @@ def read_polygon_file(path: PathLike) -> list:
             cur.append([x, y])
         if cur:
             polys.append(cur)
+        if not polys:
+            raise AnnotationError(f"{path}: holds no polygon: expected JSON ([[x, y], ...]) or a text file of "
+                                  "x,y lines") from None
         return polys
     if isinstance(data, list) and data and isinstance(data[0], (int, float)):
         return [data]  # one COCO-flat polygon
     if isinstance(data, list) and data and _is_point(data[0]):
         return [data]  # one polygon of points
-    if isinstance(data, list):
+    if isinstance(data, list) and data:
         return data
+    if isinstance(data, list):
+        raise AnnotationError(f"{path}: holds no polygon (an empty list): expected [[x, y], ...]")
     raise AnnotationError(f"{path}: expected a JSON list of [x, y] points or of polygons")
 
 
