@@ -1186,6 +1186,47 @@ def test_add_says_what_its_annotations_are_taken_as(tmp_path):
     assert "lab.png: is a label image of 3 objects, added as ONE example; give it as --labels" in r.stderr
 
 
+def test_add_takes_a_labelme_shape_or_coco_annotation_without_a_class_as_no_class(tmp_path):
+    """A labelme shape whose label is null (or blank, or missing) and a COCO annotation with no
+    category_id in a file without categories name no class: they are left out, or refused where
+    none names one, as a GeoJSON outline without a classification is. A null label was added as
+    the class "None", a blank one was "a label must be a non-empty string, got ''"."""
+    img = np.full((64, 96, 3), 30, np.uint8)
+    for x in (8, 40, 72):
+        img[20:36, x:x + 16] = 220
+    cv2.imwrite(str(tmp_path / "img.png"), img)
+    lib = ["--library-path", tmp_path / "libs", "--segmenter", "classical", "--embedder", "handcrafted"]
+
+    def square(x):
+        return [[x, 20], [x + 15, 20], [x + 15, 35], [x, 35]]
+
+    def labelme(name, labels):
+        shapes = [{"label": lab, "points": square(x), "shape_type": "polygon"}
+                  for x, lab in zip((8, 40, 72), labels, strict=True)]
+        (tmp_path / name).write_text(json.dumps({"shapes": shapes, "imagePath": "img.png",
+                                                 "imageHeight": 64, "imageWidth": 96}))
+        return tmp_path / name
+
+    for labels in ((None, None, None), ("", " ", None)):
+        r = run_cli("add", tmp_path / "img.png", "--annotations", labelme("none.json", labels), *lib)
+        assert r.exit_code == 2, r.output
+        assert "no outline of none.json carries a label to name its class" in r.output
+    r = run_cli("add", tmp_path / "img.png", "--annotations", labelme("some.json", ("a", None, "b")), *lib,
+                "--library", "some")
+    assert r.exit_code == 0, r.output
+    assert "1 of 3 outline(s) carry no label: left out" in r.stderr
+    assert "(a: 1, b: 1)" in r.stdout and "None" not in r.stdout
+    coco = {"images": [{"id": 1, "file_name": "img.png", "height": 64, "width": 96}],
+            "annotations": [{"id": k, "image_id": 1, "segmentation": [sum(square(x), [])]}
+                            for k, x in enumerate((8, 40, 72))]}
+    (tmp_path / "coco.json").write_text(json.dumps(coco))
+    r = run_cli("add", tmp_path / "img.png", "--annotations", tmp_path / "coco.json", *lib, "--library", "coco")
+    assert r.exit_code == 2 and "no outline of coco.json carries a category_id" in r.output
+    r = run_cli("add", tmp_path / "img.png", "--annotations", tmp_path / "coco.json", "--label", "sq", *lib,
+                "--library", "coco")
+    assert r.exit_code == 0 and "(sq: 3)" in r.stdout, r.output
+
+
 def test_ctrl_c_during_start_up_exits_130_and_a_no_answer_1(scene_files, monkeypatch):
     """Ctrl-C before a command's own handling (the models loading) printed "Aborted!" and exit
     1, unlike Ctrl-C later (130); a question answered no stays "Aborted!", 1."""

@@ -95,6 +95,8 @@ def _typed(lab, types, names: dict[int, str], hw: tuple[int, int], quiet: bool):
 
 #: annotation formats that carry no class names: ``--label`` is needed with them, as with ``--labels``
 _NAMELESS = {"label_image": "a label image", "polygons": "a polygon file"}
+#: what names an object's class in each annotation format, for the lines on those that lack one
+_CLASS_FIELD = {"labelme": "label", "coco": "category_id"}
 
 
 def _many_in_mask(original: np.ndarray, mask: np.ndarray) -> str | None:
@@ -107,7 +109,8 @@ def _many_in_mask(original: np.ndarray, mask: np.ndarray) -> str | None:
 
 
 def _named_only(inst: Any, label: str | None, name: str, quiet: bool) -> Any:
-    """A GeoJSON's outlines without a classification are no class's examples where no
+    """A GeoJSON's outlines without a classification (a labelme shape without a label, a COCO
+    annotation without a category) are no class's examples where no
     --label names one (they read as "object", a class of their own beside the file's):
     refused where none has a class, left out with a line where some have. QuPath's cells
     (a ``nucleusGeometry`` beside the outline) are said to be read by their cell outlines."""
@@ -118,13 +121,14 @@ def _named_only(inst: Any, label: str | None, name: str, quiet: bool) -> Any:
     unnamed = inst.metadata.get("unnamed") or []
     if label is not None or not unnamed:
         return inst
+    what = _CLASS_FIELD.get(inst.metadata.get("format"), "classification")
     if len(unnamed) == len(inst):
-        raise click.UsageError(f"missing --label (or --negative): no outline of {name} carries a classification "
+        raise click.UsageError(f"missing --label (or --negative): no outline of {name} carries a {what} "
                                "to name its class")
     keep = np.ones(len(inst), bool)
     keep[unnamed] = False
     if not quiet:
-        click.echo(f"sam-detect: {name}: {len(unnamed)} of {len(inst)} outline(s) carry no classification: left "
+        click.echo(f"sam-detect: {name}: {len(unnamed)} of {len(inst)} outline(s) carry no {what}: left "
                    "out (give --label to add every outline as that one class)", err=True)
     kept = inst[keep]
     del kept.metadata["unnamed"]  # indices of the whole file's outlines: none of these

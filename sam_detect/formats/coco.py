@@ -12,7 +12,13 @@ from typing import Any
 import numpy as np
 
 from sam_detect.errors import AnnotationError
-from sam_detect.formats._common import PathLike, image_names_of, label_str, write_json
+from sam_detect.formats._common import (
+    DEFAULT_LABEL,
+    PathLike,
+    image_names_of,
+    label_str,
+    write_json,
+)
 from sam_detect.instances import Instances
 
 
@@ -236,6 +242,7 @@ def read_coco(path: Path, doc: dict, label: str | None) -> list[Instances]:
             )
         h, w = int(img["height"]), int(img["width"])
         masks, labels, ids, scores, confidences = [], [], [], [], []  # box crops: never (N, H, W)
+        unnamed: list[int] = []
         crowd = 0
         for i, ann in enumerate(by_image.get(img["id"], [])):
             where = f"annotation {ann.get('id', i)} of image {img['id']}"
@@ -249,7 +256,9 @@ def read_coco(path: Path, doc: dict, label: str | None) -> list[Instances]:
             if m is None:
                 raise AnnotationError(f"{where}: no 'segmentation' and no 'bbox'")
             masks.append(m)
-            labels.append(label or cats.get(cid, str(cid)))
+            if cid is None and not label:  # no category at all names no class (it was the class "None")
+                unnamed.append(len(labels))
+            labels.append(label or (DEFAULT_LABEL if cid is None else cats.get(cid, str(cid))))
             ids.append(_source_id(ann.get("id"), i))
             scores.append(float(ann.get("score", 1.0)))
             confidences.append(float(ann.get("score", 0.0)))  # a prediction's score is its label's confidence
@@ -265,6 +274,8 @@ def read_coco(path: Path, doc: dict, label: str | None) -> list[Instances]:
         inst.metadata.update(
             {"format": "coco", "image": str(img.get("file_name", img["id"])), "image_id": img["id"]}
         )
+        if unnamed:  # `add` does not take them for a class of their own
+            inst.metadata["unnamed"] = unnamed
         if crowd:
             inst.metadata["crowd"] = crowd
             import logging

@@ -98,10 +98,15 @@ def read_labelme(
     groups: dict[Any, tuple[str, MaskCrop]] = {}  # masks as box crops: never (N, H, W)
     order: list[Any] = []
     skipped: dict[str, int] = {}
+    unnamed: list[int] = []  # the objects whose shapes carry no label
     for k, shape in enumerate(doc["shapes"]):
         kind = shape.get("shape_type") or "polygon"
         pts = np.asarray(shape.get("points") or [], dtype=np.float64).reshape(-1, 2)
-        name = str(shape.get("label", DEFAULT_LABEL))
+        raw = shape.get("label")
+        # a shape without a name (no key, null, blank) names no class: "unnamed", as a GeoJSON
+        # outline without a classification is (a null label was added as the class "None")
+        named = raw is not None and bool(str(raw).strip())
+        name = str(raw) if named else DEFAULT_LABEL
         where = f"shape #{k} ({name!r}, {kind})"
         if kind == "polygon":
             if len(pts) < 3:
@@ -133,6 +138,8 @@ def read_labelme(
         else:
             groups[key] = (name, m)
             order.append(key)
+            if not named:
+                unnamed.append(len(order) - 1)
     if skipped:
         import logging
 
@@ -155,6 +162,8 @@ def read_labelme(
     inst.metadata.update({"format": "labelme", "image": image_path or path.stem})
     if image_path:  # load_annotations matches it with the image given, as a COCO file's one image
         inst.metadata["image_path"] = image_path
+    if unnamed and not label:  # `add` does not take them for a class of their own
+        inst.metadata["unnamed"] = unnamed
     thumb = _embedded_thumb(doc.get("imageData"))
     if thumb is not None:  # the image the shapes were drawn on: check_drawn_on compares it
         inst.metadata["drawn_on"] = thumb
