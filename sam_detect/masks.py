@@ -856,6 +856,33 @@ def label_image_to_masks(label_image: np.ndarray) -> tuple[np.ndarray, np.ndarra
     inst, ids = Instances.from_label_image(label_image)
     return inst.masks, ids
 
+#: lossy image formats: a mask saved so carries the compression's noise along every edge
+#: (values 1-40 beside its 0s, 215-254 beside its 255s), so its non-zero pixels are not its object
+LOSSY_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif")
+#: a lossy file is a binary mask's where the pixels between a quarter and three quarters of its
+#: maximum are under this share of those above half of it (a JPEG of a mask: 0 at quality 75;
+#: a photograph or a fluorescence frame: 1.5 or more)
+LOSSY_MASK_MIDDLE = 0.05
+
+
+def lossy_mask(arr: np.ndarray) -> np.ndarray | None:
+    """``(H, W)`` bool: the object a JPEG of a binary mask marks -- its pixels above half its
+    maximum (any channel's, for colour) -- or ``None`` where ``arr`` is no such mask (its
+    values spread between its two levels, as an image's do). Read by its non-zero pixels, a
+    JPEG of one mask was the mask grown by the compression's noise round it (163 px as 266)."""
+    a = np.asarray(arr)
+    if a.ndim == 3:
+        a = a.max(axis=-1)
+    if a.ndim != 2 or not np.issubdtype(a.dtype, np.integer) or not a.size:
+        return None
+    top = float(a.max())
+    if top <= 0:
+        return None
+    high = a > top / 2
+    middle = np.count_nonzero((a > top / 4) & (a < 3 * top / 4))
+    return high if middle < LOSSY_MASK_MIDDLE * max(np.count_nonzero(high), 1) else None
+
+
 def mask_of_image(arr: np.ndarray) -> np.ndarray:
     """``(H, W)`` bool: the object a mask image marks, non-zero on a zero background. Grey:
     its non-zero pixels; colour: those non-zero in any channel. An alpha channel (the last of

@@ -1227,6 +1227,35 @@ def test_add_takes_a_labelme_shape_or_coco_annotation_without_a_class_as_no_clas
     assert r.exit_code == 0 and "(sq: 3)" in r.stdout, r.output
 
 
+def test_add_reads_a_jpeg_of_a_binary_mask_as_the_mask_not_its_compression_noise(tmp_path):
+    """A binary mask saved as JPEG carries the compression's noise (values 1-40) round every
+    edge. --mask read its non-zero pixels, so the example was the object grown by that noise
+    (163 px as 266), and a JPEG of several objects was "a label image of 64 objects ... give it
+    as --labels", while --labels refused it as "an intensity image ... a binary mask with --mask"."""
+    img = np.full((64, 96), 30, np.uint8)
+    masks = np.zeros((64, 96), np.uint8)
+    for x in (8, 40, 72):
+        img[20:36, x:x + 16] = 220
+        masks[20:36, x:x + 16] = 255
+    cv2.imwrite(str(tmp_path / "img.png"), img)
+    cv2.imwrite(str(tmp_path / "one.jpg"), np.where(np.arange(96) < 32, masks, 0), [cv2.IMWRITE_JPEG_QUALITY, 75])
+    cv2.imwrite(str(tmp_path / "all.jpg"), masks, [cv2.IMWRITE_JPEG_QUALITY, 75])
+    assert np.count_nonzero(cv2.imread(str(tmp_path / "one.jpg"), cv2.IMREAD_GRAYSCALE)) > 256  # the noise
+    lib = ["--library-path", tmp_path / "libs", "--segmenter", "classical", "--embedder", "handcrafted"]
+
+    def areas(library):
+        r = run_cli("library", "show", library, "--examples", "--json", "--library-path", tmp_path / "libs")
+        return sorted(e["area"] for e in json.loads(r.stdout)["example_list"])
+
+    r = run_cli("add", tmp_path / "img.png", "--label", "sq", "--mask", tmp_path / "one.jpg", *lib, "-l", "one")
+    assert r.exit_code == 0, r.output
+    assert "one.jpg: a JPEG, whose compression blurs the mask's edge" in r.stderr
+    assert areas("one") == [256]
+    r = run_cli("add", tmp_path / "img.png", "--label", "sq", "--labels", tmp_path / "all.jpg", *lib, "-l", "all")
+    assert r.exit_code == 0, r.output
+    assert areas("all") == [256, 256, 256]
+
+
 def test_ctrl_c_during_start_up_exits_130_and_a_no_answer_1(scene_files, monkeypatch):
     """Ctrl-C before a command's own handling (the models loading) printed "Aborted!" and exit
     1, unlike Ctrl-C later (130); a question answered no stays "Aborted!", 1."""

@@ -319,7 +319,7 @@ def add(image, label, negative, boxes, points, mask_paths, polygon_paths, labels
             from sam_detect.errors import AnnotationError, FrameRequiredError
             from sam_detect.formats import read_mask_folder
             from sam_detect.io.images import load_image
-            from sam_detect.masks import mask_of_image
+            from sam_detect.masks import LOSSY_SUFFIXES, lossy_mask, mask_of_image
 
             made = []
             for m in mask_paths:
@@ -333,6 +333,12 @@ def add(image, label, negative, boxes, points, mask_paths, polygon_paths, labels
                         f"{m}: holds a stack of {e.n_frames} frames, not one mask: give --mask one frame's "
                         f"mask saved alone, or the label stack as --labels {m} --labels-frame K (every object "
                         "of frame K an example)") from None
+                if Path(m).suffix.lower() in LOSSY_SUFFIXES and (lossy := lossy_mask(original)) is not None:
+                    original = lossy  # the compression's noise round the mask is no part of it
+                    if not quiet:
+                        click.echo(f"sam-detect: {Path(m).name}: a JPEG, whose compression blurs the mask's "
+                                   "edge: read as its pixels above half its maximum (save masks as PNG or "
+                                   "TIFF to keep them exact)", err=True)
                 made.append(detector.prompt_to_instances(loaded, mask=mask_of_image(original)))
                 if (note := _many_in_mask(original, made[-1].masks[0])) and not quiet:
                     click.echo(f"sam-detect: {Path(m).name}: {note}", err=True)

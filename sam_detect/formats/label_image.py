@@ -16,6 +16,7 @@ import numpy as np
 from sam_detect.errors import AnnotationError, ImageLoadError
 from sam_detect.formats._common import DEFAULT_LABEL, PathLike, check_exists
 from sam_detect.instances import Instances
+from sam_detect.masks import LOSSY_SUFFIXES, lossy_mask
 
 LABEL_IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".bmp", ".npy")
 #: written: a BMP holds 8 bits, too few for a label image's ids
@@ -78,6 +79,15 @@ def read_label_image(path: PathLike, channel: int | None = None, pieces: bool = 
 
             with Image.open(path) as im:
                 arr = np.asarray(im)  # 'P' (palette) images give their indices, as wanted
+            if suffix in LOSSY_SUFFIXES and pieces and (binary := lossy_mask(arr)) is not None:
+                # a JPEG of a binary mask: its compression's noise was "an intensity image" (refused,
+                # pointing to --mask), or 64 objects of one grey level each
+                import logging
+
+                logging.getLogger("sam_detect").warning(
+                    "%s: a JPEG, whose compression blurs every edge: read as a binary mask of its pixels above "
+                    "half its maximum (save label images as PNG or TIFF to keep them exact)", path.name)
+                arr = binary.astype(np.uint8)
     except (ImageLoadError, AnnotationError):
         raise  # too large to read: said as for any image; a .mat file without its maps: said
     except Exception as e:  # noqa: BLE001 - any decoder failure is a bad file for the user
