@@ -550,16 +550,18 @@ class SAMDetect(DetectorStages, LibraryState):
         ii, jj, inter = crop_intersections(instances.crops, stored.crops)
         a, b = instances.areas.astype(np.float64), stored.areas.astype(np.float64)
         iou = inter / np.maximum(a[ii] + b[jj] - inter, 1.0)
-        other: dict[str, str] = {}
+        other: dict[str, tuple[str, int]] = {}
         for i, j, v in zip(ii.tolist(), jj.tolist(), iou.tolist(), strict=True):
             if v < SAME_EXAMPLE:
                 continue
             if str(stored.labels[j]) == labels[i]:
                 out[i] = out[i] or str(stored.data["example_id"][j])
             else:
-                other[str(stored.data["example_id"][j])] = str(stored.labels[j])
+                other[str(stored.data["example_id"][j])] = (str(stored.labels[j]), i)
         same = set(out)
-        return out, [(k, lab) for k, lab in other.items() if k not in same]
+        # only a new example's: one not added again (it repeats an example of its own label) keeps
+        # both labels as they were, and was said to be "both kept" beside "added 0 example(s)"
+        return out, [(k, lab) for k, (lab, i) in other.items() if k not in same and out[i] is None]
 
     def _add_examples(self, loaded: Any, instances: Instances, labels: list[str], areas: np.ndarray,
                       progress: bool, border: dict | None = None) -> list[str]:

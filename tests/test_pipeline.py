@@ -468,6 +468,10 @@ def test_an_add_run_twice_does_not_add_its_examples_again(scene, caplog):
     assert more[1] == first[1] and more[0] not in first and det.store.count("twice") == 7  # a new label is new
     assert "1 example(s) repeat objects library 'twice' holds on this image under another label" in caplog.text
     assert f"{first[0]} ({labels[0]})" in caplog.text  # the old example, to delete if the new label is right
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="sam_detect"):  # the same two again: nothing added, nothing "kept"
+        assert det.add_examples(rgb, Instances(masks=masks[:2], labels=["ring", labels[1]])) == more
+    assert "2 of 2 example(s) already in library" in caplog.text and "another label" not in caplog.text
     assert len(set(det.add_examples(rgb, inst[:2], again=True)) & set(first)) == 0
     assert det.store.count("twice") == 9
     det.close()
