@@ -336,6 +336,26 @@ def test_a_stack_read_without_a_frame_says_its_frame_count_as_an_attribute(tmp_p
         assert (type(again), str(again), again.n_frames) == (FrameRequiredError, str(e.value), 5)
 
 
+def test_the_commands_errors_suggest_run_as_pasted_for_a_file_named_with_spaces(tmp_path):
+    """``sam-detect video my stack.tif --jsonl ...`` as suggested for a stack or a video whose
+    name (or folder) holds a space ran on two files that do not exist: the path is quoted."""
+    import shlex
+
+    folder = tmp_path / "day 1"
+    folder.mkdir()
+    tifffile.imwrite(folder / "my stack.tif", np.zeros((5, 9, 11), np.uint16), metadata={"axes": "TYX"})
+    (folder / "a clip.mp4").write_bytes(b"\x00" * 64)
+    for p, command in ((folder / "my stack.tif", "--jsonl"), (folder / "a clip.mp4", "--jsonl")):
+        with pytest.raises(ImageLoadError) as e:
+            load_image(p)
+        suggested = str(e.value).split("`")[1]
+        assert shlex.split(suggested)[:4] == ["sam-detect", "video", str(p), command], suggested
+    from sam_detect.io.images import planes_note
+
+    suggested = planes_note(folder / "3 planes.tif", "SYX", (3, 9, 11)).split("`")[1]
+    assert shlex.split(suggested) == ["sam-detect", "video", "3 planes.tif", "--planes-as-frames"]
+
+
 def test_an_array_of_more_than_four_channels_last_is_said_to_read_as_strips(tmp_path):
     """An (H, W, 5) array (five stains) saved as .npy, or by tifffile without axes, reads as H
     frames 5 px wide: the refusal offered `--frame 0..H-1`, and `video` ran over H strips of

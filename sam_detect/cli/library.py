@@ -8,6 +8,7 @@ libraries live, exactly as for ``detect`` and ``add``.
 from __future__ import annotations
 
 import json
+import shlex
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -619,7 +620,7 @@ def import_cmd(
     if (n := crops_in(file)):  # they stay in the file: the library keeps its examples' sources only
         click.echo(f"sam-detect: the file's {n} crops stay in {file} (the library keeps each example's source "
                    f"image path): keep it to re-embed where those images are not (`sam-detect library reembed "
-                   f"{result.name} --embedder E --from-file {file}`)", err=True)
+                   f"{result.name} --embedder E --from-file {shlex.quote(str(file))}`)", err=True)
 
 
 @library.command("copy")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+import shlex
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -168,7 +169,7 @@ def planes_note(path: str | os.PathLike, source_axes: str, source_shape: tuple[i
     n = int(source_shape[0])
     name = Path(path).name or "the image"
     return (f"its {n} planes are stored as the colour channels of one image (as tifffile saves a ({n}, H, W) array "
-            f"without axes) and read so; if they are time points or z-planes: `sam-detect video {name} --planes-as-frames`, "
+            f"without axes) and read so; if they are time points or z-planes: `sam-detect video {shlex.quote(name)} --planes-as-frames`, "
             "--channel K for plane K, or save the stack with its axes (tifffile.imwrite(path, stack, imagej=True, "
             "metadata={'axes': 'TYX'}))")
 
@@ -804,7 +805,7 @@ def _read_pil(p: Path) -> tuple[np.ndarray, str]:
 
         if p.suffix.lower() in VIDEO_EXTENSIONS:  # `detect clip.mp4 --frame 2`, as for a stack
             raise ImageLoadError(
-                f"{p}: a video, not an image: detect on its frames with `sam-detect video {p} --jsonl frames.jsonl` "
+                f"{p}: a video, not an image: detect on its frames with `sam-detect video {shlex.quote(str(p))} --jsonl frames.jsonl` "
                 "(--frames K for frame K alone)"
             ) from e
         raise ImageLoadError(
@@ -903,7 +904,7 @@ def _pick_frame(
             raise FrameRequiredError(
                 f"{p}: holds a stack of {n_frames} frames (axes {source_axes}, shape "
                 f"{source_shape}); pick one with frame=0..{n_frames - 1} (--frame on the command line), "
-                f"or detect on every frame with `sam-detect video {p} --jsonl frames.jsonl`"
+                f"or detect on every frame with `sam-detect video {shlex.quote(str(p))} --jsonl frames.jsonl`"
                 + (f"; {strips}" if (strips := strips_note(source_axes, source_shape)) else ""),
                 n_frames,
             )
