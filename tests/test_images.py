@@ -644,6 +644,14 @@ def test_iter_image_paths(tmp_path):
         iter_image_paths([empty])
     assert str(ei.value).endswith(f"; its subfolders hold 2 (folders are not searched inside: give a glob such as "
                                   f"'{empty / '*' / '*'}')")
+    arrays = tmp_path / "arrays"  # a folder of .npy frames: "holds no images" said nothing of them
+    arrays.mkdir()
+    np.save(arrays / "frame0.npy", np.zeros((8, 8), np.uint8))
+    with pytest.raises(ImageLoadError) as ei:
+        iter_image_paths([arrays])
+    assert str(ei.value).endswith(f"; it holds 1 NumPy array(s), which a folder's scan leaves out: name them, or "
+                                  f"give a glob such as '{arrays / '*.npy'}'")
+    assert [p.name for p in iter_image_paths([str(arrays / "*.npy")])] == ["frame0.npy"]
     with pytest.raises(ImageLoadError) as ei:
         iter_image_paths([])
     assert str(ei.value) == "no input images given; pass image files, folders or globs"

@@ -412,8 +412,12 @@ def iter_image_paths(inputs: Sequence[str | os.PathLike] | str | os.PathLike) ->
             if not found:
                 # a plate's wells as subfolders: the scan is not recursive, a glob reaches them
                 below = sum(1 for q in p.glob("*/*") if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS)
+                # .npy arrays are read when named or globbed only (a folder's may be masks or features)
+                arrays = sum(1 for q in p.iterdir() if q.is_file() and q.suffix.lower() in ARRAY_EXTENSIONS)
                 raise ImageLoadError(
                     f"{p}: folder holds no images (looked for {', '.join(IMAGE_EXTENSIONS)})"
+                    + (f"; it holds {arrays} NumPy array(s), which a folder's scan leaves out: name them, or give "
+                       f"a glob such as '{p / '*.npy'}'" if arrays else "")
                     + (f"; its subfolders hold {below} (folders are not searched inside: give a glob such as "
                        f"'{p / '*' / '*'}')" if below else "")
                 )
