@@ -336,6 +336,26 @@ def test_a_stack_read_without_a_frame_says_its_frame_count_as_an_attribute(tmp_p
         assert (type(again), str(again), again.n_frames) == (FrameRequiredError, str(e.value), 5)
 
 
+def test_a_channel_asked_of_planes_saved_without_axes_is_answered(tmp_path):
+    """A two-channel image saved as a ``(2, H, W)`` array without axes reads as a stack of 2
+    frames; ``--channel 0`` on it got the same refusal as no option at all, "pick one with
+    frame=0..1", with no word of the channel asked for. A stack whose axes say what its planes
+    are (``ZYX``) is refused as before."""
+    tifffile.imwrite(tmp_path / "two.tif", np.zeros((2, 9, 11), np.uint8))
+    np.save(tmp_path / "two.npy", np.zeros((2, 9, 11), np.uint8))
+    tifffile.imwrite(tmp_path / "z.tif", np.zeros((2, 9, 11), np.uint8), imagej=True, metadata={"axes": "ZYX"})
+    said = ("a channel was asked for, but the file's 2 planes carry no axes that make them channels (saved "
+            "without them): plane K is frame K")
+    for name in ("two.tif", "two.npy", "z.tif"):
+        with pytest.raises(ImageLoadError) as e:
+            load_image(tmp_path / name, channel=0)
+        assert (said in str(e.value)) == (name != "z.tif"), str(e.value)
+        with pytest.raises(ImageLoadError) as e:
+            load_image(tmp_path / name)
+        assert said not in str(e.value)
+    assert load_image(tmp_path / "two.tif", frame=1).rgb.shape == (9, 11, 3)
+
+
 def test_the_commands_errors_suggest_run_as_pasted_for_a_file_named_with_spaces(tmp_path):
     """``sam-detect video my stack.tif --jsonl ...`` as suggested for a stack or a video whose
     name (or folder) holds a space ran on two files that do not exist: the path is quoted."""

@@ -235,13 +235,13 @@ def load_image(
             number of dimensions; a stack without ``frame=``; a bad frame or channel index.
     """
     p = Path(path)
-    fast = _read_tiff_frame(p, frame)  # one frame of a big stack without reading the rest
+    fast = _read_tiff_frame(p, frame, channel)  # one frame of a big stack without reading the rest
     if fast is not None:
         original, axes, source_axes, source_shape, n_frames, index = fast
     else:
         stack, axes, source_axes, source_shape = _read_canonical(p)
         n_frames = stack.shape[0]
-        index = _pick_frame(p, frame, n_frames, source_axes, source_shape)
+        index = _pick_frame(p, frame, n_frames, source_axes, source_shape, channel)
         original = stack[index]
         if isinstance(original, np.memmap):  # one frame of a .npy array, read into memory
             original = np.array(original)
@@ -901,15 +901,22 @@ def _canonicalise(data: np.ndarray, axes: str, p: Path) -> tuple[np.ndarray, str
 
 
 def _pick_frame(
-    p: Path, frame: int | None, n_frames: int, source_axes: str, source_shape: tuple[int, ...]
+    p: Path, frame: int | None, n_frames: int, source_axes: str, source_shape: tuple[int, ...],
+    channel: ChannelSpec = None,
 ) -> int:
     if frame is None:
         if n_frames > 1:
+            # a channel asked of planes saved without axes (a (2, H, W) array): they are no channel
+            # axis, and the refusal said nothing of the --channel given
+            planes = channel is not None and source_axes.upper() in ("QYX", "IYX")
             raise FrameRequiredError(
                 f"{p}: holds a stack of {n_frames} frames (axes {source_axes}, shape "
                 f"{source_shape}); pick one with frame=0..{n_frames - 1} (--frame on the command line), "
                 f"or detect on every frame with `sam-detect video {shlex.quote(str(p))} --jsonl frames.jsonl`"
-                + (f"; {strips}" if (strips := strips_note(source_axes, source_shape)) else ""),
+                + (f"; {strips}" if (strips := strips_note(source_axes, source_shape)) else "")
+                + (f"; a channel was asked for, but the file's {n_frames} planes carry no axes that make them "
+                   "channels (saved without them): plane K is frame K, or save the image with its axes "
+                   "(tifffile.imwrite(path, image, imagej=True, metadata={'axes': 'CYX'}))" if planes else ""),
                 n_frames,
             )
         return 0
@@ -921,7 +928,7 @@ def _pick_frame(
         raise ImageLoadError(f"{e}: {note}") from None
 
 
-def _read_tiff_frame(p: Path, frame: int | None):
+def _read_tiff_frame(p: Path, frame: int | None, channel: ChannelSpec = None):
     """Read only the pages of one frame of a multi-page TIFF; ``None``: use the full read.
 
     Works when every page holds one ``YX`` or ``YXS`` plane and the series' leading axes
@@ -957,7 +964,7 @@ def _read_tiff_frame(p: Path, frame: int | None):
             chan_dims = [i for i, a in enumerate(lead_axes) if a in _CHANNEL_AXES]
             frame_shape = tuple(lead_shape[i] for i in frame_dims)
             n_frames = int(np.prod(frame_shape)) if frame_dims else 1
-            index = _pick_frame(p, frame, n_frames, axes, shape)
+            index = _pick_frame(p, frame, n_frames, axes, shape, channel)
             if n_frames == 1 and frame is None and not chan_dims:
                 return None  # a single page: the ordinary path is as fast
             frame_idx = np.unravel_index(index, frame_shape) if frame_dims else ()
