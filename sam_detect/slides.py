@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from sam_detect.errors import ImageLoadError
+from sam_detect.io.images import _as_shown, _unnamed_channels
 
 #: Side of a slide tile in pixels, and the pixels neighbouring tiles share: the classical
 #: segmenter's automatic tiling (2048, 128), so objects up to 128 px across are seen whole.
@@ -63,21 +64,32 @@ def slide_info(path: str | os.PathLike, level: int = 0) -> SlideInfo:
             samples = int(page.samplesperpixel)
             dtype = str(page.dtype)
             series = tf.series[0]
-            frames = int(np.prod([n for n, a in zip(series.shape, series.axes, strict=True) if a not in "YXS"],
-                                 dtype=np.int64))
+            # axes as the image reader reads them: a (H, W, 2) array saved without axes is 2 channels
+            axes = _unnamed_channels(series.axes.upper(), tuple(int(n) for n in series.shape))
+            lead = [(int(n), a) for n, a in zip(series.shape, axes, strict=True) if a not in "YXS"]
+            channels = int(np.prod([n for n, a in lead if a == "C"], dtype=np.int64))
+            frames = int(np.prod([n for n, a in lead if a != "C"], dtype=np.int64))
             planar = page.planarconfig == tifffile.PLANARCONFIG.SEPARATE and samples > 1
     except (OSError, ValueError, tifffile.TiffFileError) as e:
         raise ImageLoadError(f"cannot read slide {path}: {e}") from e
     if frames > 1:  # a stack read as a slide took its first frame, and said nothing
-        raise ImageLoadError(f"{path}: holds a stack of {frames} frames ({series.axes}); --slide reads one 2-D "
+        raise ImageLoadError(f"{path}: holds a stack of {frames} frames ({axes}); --slide reads one 2-D "
                              "slide: detect a frame without --slide (--frame N), or save the frame alone")
+    if channels > 1:  # channels were "a stack of 2 frames", to read "with --frame N", which has none
+        raise ImageLoadError(f"{path}: holds {channels} channels ({axes}); --slide reads one grey or colour "
+                             "image, not channels: detect it without --slide (--channel K), or save the channel "
+                             "alone")
+    if np.dtype(dtype).kind not in "biuf":  # complex: a TypeError of numpy's percentile
+        raise ImageLoadError(f"{path}: unsupported pixel type {dtype}; expected integer, float or bool")
     if planar:
         raise ImageLoadError(f"{path}: its colour planes are stored apart (planar TIFF), which --slide does not "
                              "read tile by tile; detect it without --slide, or save it interleaved")
     if len(shape) > 3 or (len(shape) == 3 and shape[-1] != samples):
         raise ImageLoadError(f"{path}: slide level of shape {shape}; expected (Y, X) or (Y, X, samples)")
     intensity = None
-    if dtype != "uint8":
+    if dtype == "bool":
+        intensity = (0.0, 1.0)
+    elif dtype != "uint8":
         # one range for the whole slide (per-tile ranges would make seams): percentiles of a
         # grid of small windows spread over the slide
         h, w = hw
@@ -85,15 +97,19 @@ def slide_info(path: str | os.PathLike, level: int = 0) -> SlideInfo:
         for fy in np.linspace(0, 1, 5)[:-1] + 0.125:
             for fx in np.linspace(0, 1, 5)[:-1] + 0.125:
                 y, x = int(fy * h), int(fx * w)
-                parts.append(read_window(path, (x, y, min(x + 256, w), min(y + 256, h)), level).ravel())
-        lo, hi = np.percentile(np.concatenate(parts), [1, 99.8])
+                part = read_window(path, (x, y, min(x + 256, w), min(y + 256, h)), level).ravel()
+                parts.append(part[np.isfinite(part)] if part.dtype.kind == "f" else part)  # NaN: no data
+        values = np.concatenate(parts)
+        lo, hi = np.percentile(values, [1, 99.8]) if values.size else (0.0, 1.0)
         intensity = (float(lo), float(max(hi, lo + 1e-6)))
     return SlideInfo(str(path), int(level), hw, samples, dtype, intensity)
 
 
 def read_window(path: str | os.PathLike, window: tuple[int, int, int, int], level: int = 0) -> np.ndarray:
     """Pixels of ``window`` (XYXY, exclusive ends) of a slide level, reading only the TIFF tiles
-    or strips that overlap it: ``(h, w)`` or ``(h, w, samples)`` in the file's dtype."""
+    or strips that overlap it: ``(h, w)`` or ``(h, w, samples)`` in the file's dtype, as the
+    image reader shows them (MinIsWhite inverted, palette indices looked up, CMYK as RGB: a
+    MinIsWhite slide was read inverted, its objects the ground)."""
     import tifffile
 
     x0, y0, x1, y1 = (int(v) for v in window)
@@ -109,7 +125,7 @@ def read_window(path: str | os.PathLike, window: tuple[int, int, int, int], leve
             seg_h, seg_w = int(page.rowsperstrip or h), w
         if page.planarconfig != 1 and samples > 1 or getattr(page, "imagedepth", 1) > 1:
             data = page.asarray()  # planar or volumetric layouts: read the level, then cut
-            return np.ascontiguousarray(data[y0:y1, x0:x1])
+            return _as_shown(np.ascontiguousarray(data[y0:y1, x0:x1]), page, samples > 1)
         n_cols = -(-w // seg_w)
         out = np.zeros((y1 - y0, x1 - x0, samples), dtype=page.dtype)
         fh = tf.filehandle
@@ -135,7 +151,7 @@ def read_window(path: str | os.PathLike, window: tuple[int, int, int, int], leve
                 ax0, ax1 = max(x0, sx0), min(x1, sx0 + seg_w, w)
                 if ay1 > ay0 and ax1 > ax0:
                     out[ay0 - y0 : ay1 - y0, ax0 - x0 : ax1 - x0] = seg[ay0 - sy0 : ay1 - sy0, ax0 - sx0 : ax1 - sx0]
-    return out[..., 0] if samples == 1 else out
+    return _as_shown(out[..., 0] if samples == 1 else out, page, samples > 1)
 
 
 def window_rgb(info: SlideInfo, window: tuple[int, int, int, int]) -> np.ndarray:
@@ -143,7 +159,9 @@ def window_rgb(info: SlideInfo, window: tuple[int, int, int, int]) -> np.ndarray
     data = read_window(info.path, window, info.level)
     if info.intensity is not None:
         lo, hi = info.intensity
-        data = np.clip((data.astype(np.float32) - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)
+        scaled = (data.astype(np.float32) - lo) * np.float32(255.0 / (hi - lo))
+        # NaN (no data, as the image reader reads it) as the ground; it was cast to uint8 with a warning
+        data = np.clip(np.nan_to_num(scaled, nan=0.0, posinf=255.0, neginf=0.0), 0, 255).astype(np.uint8)
     if data.ndim == 2:
         return np.repeat(data[..., None], 3, axis=2)
     if data.shape[-1] >= 3:

@@ -1196,3 +1196,56 @@ def test_numeric_order_takes_ascii_digits_only(tmp_path):
     names = ["well1\u24602.png", "well10.png", "well2.png"]
     assert [p.name for p in sorted((tmp_path / n for n in names), key=natural_key)] == [
         "well1\u24602.png", "well2.png", "well10.png"]
+
+
+def _blob_field(h=96, w=128):
+    yy, xx = np.mgrid[:h, :w]
+    out = np.zeros((h, w))
+    for cy, cx in ((20, 30), (50, 90), (70, 40)):
+        out += np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 60.0)
+    return np.clip(out, 0, 1)
+
+
+def test_a_slide_reads_as_the_image_reader_shows_the_same_file(tmp_path):
+    """``detect --slide`` read a MinIsWhite TIFF inverted (the blobs the ground: 6 objects of 16),
+    a CMYK one by its inks, a float one with NaN (no data) as nothing at all ("invalid value
+    encountered in cast" on stderr, 0 objects), and a bool one not at all (an internal error).
+    Each window now reads as :func:`load_image` shows the file."""
+    from sam_detect.slides import slide_info, window_rgb
+
+    b = _blob_field()
+    with_nan = b.astype(np.float32)
+    with_nan[:8] = np.nan
+    cases = {
+        "miw16.tif": dict(data=(65535 - b * 60000).astype(np.uint16), photometric="miniswhite"),
+        "miw8.tif": dict(data=(255 - b * 250).astype(np.uint8), photometric="miniswhite"),
+        "nan.tif": dict(data=with_nan),
+        "bool.tif": dict(data=b > 0.5),
+    }
+    for name, kw in cases.items():
+        tifffile.imwrite(tmp_path / name, kw.pop("data"), **kw)
+    Image.fromarray((np.stack([b] * 3, -1) * 250).astype(np.uint8)).convert("CMYK").save(tmp_path / "cmyk.tif")
+    for name in (*cases, "cmyk.tif"):
+        p = tmp_path / name
+        shown = load_image(p).rgb[..., 0].astype(np.float64)
+        window = window_rgb(slide_info(p), (0, 0, 128, 96))[..., 0].astype(np.float64)
+        assert np.corrcoef(shown[8:].ravel(), window[8:].ravel())[0, 1] > 0.95, name
+        assert window[8:].max() > 200, name
+
+
+def test_a_slide_of_channels_or_of_complex_pixels_is_refused_in_one_line(tmp_path):
+    """A slide of two channels was "a stack of 2 frames (CYX) ... detect a frame without --slide
+    (--frame N)", which it has none of, and a (H, W, 2) array "a stack of 96 frames (QYX)"; a
+    complex one was an internal error (TypeError)."""
+    from sam_detect.slides import slide_info
+
+    b = (_blob_field() * 200).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "cyx.tif", np.stack([b, b]), imagej=True, metadata={"axes": "CYX"})
+    tifffile.imwrite(tmp_path / "yxc.tif", np.stack([b, b], -1))
+    tifffile.imwrite(tmp_path / "complex.tif", b.astype(np.complex64))
+    for name, axes in (("cyx.tif", "CYX"), ("yxc.tif", "YXC")):
+        with pytest.raises(ImageLoadError, match=rf"{name}: holds 2 channels \({axes}\); --slide reads one grey or "
+                                                 r"colour image, not channels: detect it without --slide \(--channel K\)"):
+            slide_info(tmp_path / name)
+    with pytest.raises(ImageLoadError, match=r"complex.tif: unsupported pixel type complex64"):
+        slide_info(tmp_path / "complex.tif")
