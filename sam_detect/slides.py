@@ -97,7 +97,7 @@ def slide_info(path: str | os.PathLike, level: int = 0) -> SlideInfo:
         for fy in np.linspace(0, 1, 5)[:-1] + 0.125:
             for fx in np.linspace(0, 1, 5)[:-1] + 0.125:
                 y, x = int(fy * h), int(fx * w)
-                part = read_window(path, (x, y, min(x + 256, w), min(y + 256, h)), level).ravel()
+                part = _without_alpha(read_window(path, (x, y, min(x + 256, w), min(y + 256, h)), level)).ravel()
                 parts.append(part[np.isfinite(part)] if part.dtype.kind == "f" else part)  # NaN: no data
         values = np.concatenate(parts)
         lo, hi = np.percentile(values, [1, 99.8]) if values.size else (0.0, 1.0)
@@ -154,9 +154,18 @@ def read_window(path: str | os.PathLike, window: tuple[int, int, int, int], leve
     return _as_shown(out[..., 0] if samples == 1 else out, page, samples > 1)
 
 
+def _without_alpha(data: np.ndarray) -> np.ndarray:
+    """A window's pixels without an alpha sample (grey + alpha, RGBA), as the image reader
+    leaves it out: a grey + alpha slide was read as its opaque alpha (nothing found), and a
+    16-bit RGBA one scaled by its alpha's range."""
+    if data.ndim == 3 and data.shape[-1] in (2, 4):
+        return data[..., :-1] if data.shape[-1] == 4 else data[..., 0]
+    return data
+
+
 def window_rgb(info: SlideInfo, window: tuple[int, int, int, int]) -> np.ndarray:
     """``(h, w, 3)`` uint8 RGB of a window, scaled with the slide's one intensity range."""
-    data = read_window(info.path, window, info.level)
+    data = _without_alpha(read_window(info.path, window, info.level))
     if info.intensity is not None:
         lo, hi = info.intensity
         scaled = (data.astype(np.float32) - lo) * np.float32(255.0 / (hi - lo))

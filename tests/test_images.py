@@ -1209,8 +1209,9 @@ def _blob_field(h=96, w=128):
 def test_a_slide_reads_as_the_image_reader_shows_the_same_file(tmp_path):
     """``detect --slide`` read a MinIsWhite TIFF inverted (the blobs the ground: 6 objects of 16),
     a CMYK one by its inks, a float one with NaN (no data) as nothing at all ("invalid value
-    encountered in cast" on stderr, 0 objects), and a bool one not at all (an internal error).
-    Each window now reads as :func:`load_image` shows the file."""
+    encountered in cast" on stderr, 0 objects), a bool one not at all (an internal error), and
+    a grey + alpha one as its opaque alpha (0 objects). Each window now reads as
+    :func:`load_image` shows the file."""
     from sam_detect.slides import slide_info, window_rgb
 
     b = _blob_field()
@@ -1221,6 +1222,8 @@ def test_a_slide_reads_as_the_image_reader_shows_the_same_file(tmp_path):
         "miw8.tif": dict(data=(255 - b * 250).astype(np.uint8), photometric="miniswhite"),
         "nan.tif": dict(data=with_nan),
         "bool.tif": dict(data=b > 0.5),
+        "grey_alpha.tif": dict(data=np.stack([b * 250, np.full(b.shape, 255)], -1).astype(np.uint8),
+                               photometric="minisblack", extrasamples=["unassalpha"]),
     }
     for name, kw in cases.items():
         tifffile.imwrite(tmp_path / name, kw.pop("data"), **kw)
