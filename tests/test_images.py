@@ -1252,3 +1252,12 @@ def test_a_slide_of_channels_or_of_complex_pixels_is_refused_in_one_line(tmp_pat
             slide_info(tmp_path / name)
     with pytest.raises(ImageLoadError, match=r"complex.tif: unsupported pixel type complex64"):
         slide_info(tmp_path / "complex.tif")
+
+
+def test_an_image_of_complex_pixels_is_refused_by_its_name(tmp_path):
+    """A complex TIFF among a folder's images was "Error: unsupported pixel type complex64 ...
+    (skipped)", naming no file."""
+    p = tmp_path / "fft.tif"
+    tifffile.imwrite(p, np.zeros((8, 9), np.complex64))
+    with pytest.raises(ImageLoadError, match=rf"^{p}: unsupported pixel type complex64; expected integer, float or bool$"):
+        load_image(p)

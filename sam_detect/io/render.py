@@ -52,6 +52,8 @@ def render(
         raise ImageLoadError(
             f"{prefix}expected a 2-D (H, W) or 3-D (H, W, C) image, got {arr.ndim}-D shape {arr.shape}"
         )
+    if arr.dtype.kind not in "biuf":  # said here, with the file's name: a folder's complex TIFF was not named
+        raise ImageLoadError(f"{prefix}unsupported pixel type {arr.dtype}; expected integer, float or bool")
     lo_p, hi_p = percentiles
     if not 0.0 <= lo_p < hi_p <= 100.0:
         raise ImageLoadError(
