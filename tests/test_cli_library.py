@@ -98,6 +98,24 @@ def test_show(qdrant_lib):
     assert out.rstrip().splitlines()[-1].startswith("profile:   none: detection uses the segmenter's own settings")
 
 
+def test_show_examples_lists_one_line_an_example_whatever_its_file_or_label_holds(libdir):
+    """An image named with a line break (or a label stored before the label rule, with one)
+    broke ``library show --examples``'s table: its row ran onto a second line."""
+    s = QdrantStore(path=libdir)
+    s.create_library(LibraryMeta(name="odd", embedder_id="effnet-lite0@224", dim=4, fade={"name": "gaussian"}))
+    s.add("odd", np.eye(3, 4), ["a\nb", "cell", "细胞"],
+          [{"source": "/data/new\nline.png"}, {"source": "/data/细胞 é.png"}, {"source": "/data/x\u2028y.tif"}])
+    s.close()
+    code, out, err = run_main("library", "show", "odd", "--examples")
+    assert code == 0, err
+    rows = out[out.index("examples (in the order they were added):"):].splitlines()[2:]
+    assert len(rows) == 3, out
+    assert any(r.endswith("/data/new\\nline.png") and "a\\nb" in r for r in rows), rows
+    assert any(r.endswith("/data/细胞 é.png") for r in rows) and any(r.endswith("/data/x\\u2028y.tif") for r in rows)
+    code, out, _ = run_main("library", "show", "odd", "--examples", "--json")
+    assert {e["image"] for e in json.loads(out)["example_list"]} >= {"/data/new\nline.png"}  # JSON as stored
+
+
 def test_show_missing_library_is_a_one_line_error(qdrant_lib):
     code, out, err = run_main("library", "show", "cells")
     assert (code, out) == (1, "")

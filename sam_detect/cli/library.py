@@ -150,11 +150,24 @@ def show_cmd(ctx: click.Context, name: str, as_json: bool, list_examples: bool =
     _print_info(info)
     if rows is not None:
         click.echo("examples (in the order they were added):")
+        from sam_detect.names import display_label
+
+        # one line a row: a label stored before the label rule, or a file name, may hold a line break
         table = [("ID", "LABEL", "AREA", "IMAGE")] + [
-            (r["id"], r["label"], str(r["area"]), r["image"] + (f" (frame {r['frame']})" if "frame" in r else ""))
+            (r["id"], display_label(str(r["label"])), str(r["area"]),
+             _one_line(r["image"]) + (f" (frame {r['frame']})" if "frame" in r else ""))
             for r in rows]
         for line in _table_lines(table, indent="  "):
             click.echo(line)
+
+
+def _one_line(text: str) -> str:
+    """``text`` with its control characters and line separators escaped (``new\\nline.png``),
+    its other characters (``细胞.png``) as they are."""
+    import unicodedata
+
+    return "".join(ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch)[0] == "C"
+                   or unicodedata.category(ch) in ("Zl", "Zp") else ch for ch in text)
 
 
 def _example_rows(store: Any, name: str) -> list[dict[str, Any]]:
