@@ -725,6 +725,32 @@ def test_a_folder_of_masks_is_read_as_a_label_image(tmp_path, caplog):
         read_label_image(tmp_path / "none")
 
 
+def test_a_folder_of_jpeg_masks_is_read_as_its_masks(tmp_path, caplog):
+    """A folder of JPEG masks, one object each, "held no mask image"; each is now read as its
+    pixels above half its maximum (the compression's noise round it left out), with a warning.
+    A JPEG in it that is no mask (a photograph) is refused by name; beside PNG masks, JPEGs
+    are left out (a preview of the image, say) as before."""
+    from PIL import Image
+
+    lab = _discs(3)
+    folder = tmp_path / "masks"
+    folder.mkdir()
+    for k in (1, 2, 3):
+        Image.fromarray(((lab == k) * 255).astype(np.uint8)).save(folder / f"m{k}.jpg", quality=75)
+    assert np.count_nonzero(np.asarray(Image.open(folder / "m1.jpg"))) > np.count_nonzero(lab == 1)  # the noise
+    with caplog.at_level("WARNING", logger="sam_detect"):
+        ids = read_label_image(folder)
+    assert np.array_equal(ids, lab)
+    assert "3 JPEG mask(s), whose compression blurs every edge" in caplog.text
+    Image.fromarray((lab == 1).astype(np.uint8) * 255).save(folder / "m0.png")
+    assert np.array_equal(read_label_image(folder), (lab == 1).astype(np.int32))  # the PNG alone
+    (folder / "m0.png").unlink()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, lab.shape, dtype=np.uint8)).save(folder / "m4.jpg")
+    with pytest.raises(AnnotationError, match=r"m4\.jpg: a JPEG that is not a binary mask"):
+        read_label_image(folder)
+
+
 def test_a_class_map_given_as_labels_is_read_as_its_pieces(tmp_path, caplog):
     """A class map (1 = five separate discs, 2 = a band) given where a label image is asked
     for: an id in three or more sizeable pieces is a class, each piece an object, with a

@@ -28,7 +28,8 @@ LABEL_READ_SUFFIXES = (*LABEL_IMAGE_SUFFIXES, ".mat")
 MAT_LABEL_KEYS = ("inst_map", "instance_map", "label_map", "labels", "label")
 #: the names of a ``.mat`` file's type maps: never read as its instance map, though its only 2-D array
 MAT_TYPE_KEYS = ("type_map", "class_map", "types")
-#: the files a folder of masks is read from, each one object (lossy JPEGs are not masks)
+#: the files a folder of masks is read from, each one object (lossy JPEGs only where it holds none
+#: of these: a JPEG beside them may be a preview of the image)
 MASK_FOLDER_SUFFIXES = (".png", ".tif", ".tiff", ".bmp", ".npy")
 #: an instance map drawn in colours: the least share of neighbouring pixel pairs off the black
 #: ground (right and lower neighbours) that carry one colour (flat objects, touching ones
@@ -418,17 +419,28 @@ def read_mask_folder(path: PathLike) -> np.ndarray:
     path = Path(path)
     files = sorted(f for f in path.iterdir()
                    if f.is_file() and f.suffix.lower() in MASK_FOLDER_SUFFIXES and not f.name.startswith("."))
+    # a folder of JPEG masks alone (beside other masks a JPEG is taken for a preview, not a mask):
+    # each read as a binary mask at half its maximum, as --mask reads one; it "held no mask image"
+    lossy = not files
+    if lossy:
+        files = sorted(f for f in path.iterdir()
+                       if f.is_file() and f.suffix.lower() in LOSSY_SUFFIXES and not f.name.startswith("."))
     if not files:
         raise AnnotationError(f"{path}: a folder of masks, but it holds no mask image "
-                              f"({', '.join(MASK_FOLDER_SUFFIXES)}; one object each)")
+                              f"({', '.join(MASK_FOLDER_SUFFIXES)}, or JPEG; one object each)")
     out: np.ndarray | None = None
     shared = n = 0
     empty: list[str] = []
     for f in files:
         try:
-            m = mask_of_image(np.asarray(load_image(f).original))
+            original = np.asarray(load_image(f).original)
         except ImageLoadError as e:
             raise AnnotationError(f"{f}: cannot read the mask ({e})") from None
+        m = lossy_mask(original) if lossy else mask_of_image(original)
+        if m is None:
+            raise AnnotationError(f"{f}: a JPEG that is not a binary mask (its values spread between its dark "
+                                  "and bright levels); a folder of masks holds one object per image, saved as PNG "
+                                  "or TIFF")
         if m.ndim != 2:
             raise AnnotationError(f"{f}: not one 2-D mask (shape {m.shape}); a folder of masks holds one "
                                   "object per image")
@@ -445,6 +457,9 @@ def read_mask_folder(path: PathLike) -> np.ndarray:
     import logging
 
     log = logging.getLogger("sam_detect")
+    if lossy:
+        log.warning("%s: %d JPEG mask(s), whose compression blurs every edge: each read as its pixels above half "
+                    "its maximum (save masks as PNG or TIFF to keep them exact)", path, len(files))
     if empty:
         log.warning("%s: %d empty mask(s) left out (%s)", path, len(empty), ", ".join(empty[:3]) + (
             ", ..." if len(empty) > 3 else ""))
