@@ -536,7 +536,9 @@ def edge_outlines(crop: np.ndarray, origin: Sequence[int], tolerance: float = 0.
                   for rings in traced]
         return [p for p in pieces if p and len(p[0]) >= 3]
 
-    t = 2.0 * float(tolerance)
+    # within the crop's reach (halved as below would halve it: the same outlines), and doubled
+    # after: 2 x 1e308 is inf, which halving never brings down
+    t = 2.0 * _within_extent(np.array([[0, 0], [cw, ch]]), tolerance)
     pieces = outlined(t)
     # simplified, a ring could cross itself, a hole its exterior, a piece another (GeoJSON
     # outlines OGC and shapely call invalid: 1 in 30 random blobs at --tolerance 3): such an
@@ -590,7 +592,7 @@ def _approx_ring(ring: np.ndarray, tolerance: float) -> np.ndarray:
     down to the ring itself: simplified less, never away."""
     import cv2
 
-    t = tolerance
+    t = _within_extent(ring, tolerance)
     while t >= 0.5:
         simple = cv2.approxPolyDP(ring, t, True)
         if len(simple) >= 3 and cv2.contourArea(simple) > 0:
@@ -638,12 +640,27 @@ def crop_to_edge_polygons(crop: np.ndarray, origin: Sequence[int], tolerance: fl
     return [rings[0] for rings in pieces if len(rings[0]) >= min_points]
 
 
+def _within_extent(points: np.ndarray, tolerance: float) -> float:
+    """``tolerance`` halved until it lies within the outline's extent (its box's diagonal + 1 px):
+    past that every point lies within it of any chord, so the simplifications halve it to there
+    anyway, and the result is theirs; OpenCV refuses a tolerance of 1e30 or more ("Epsilon not
+    valid": --tolerance 1e308 was an internal error)."""
+    pts = np.asarray(points, np.float64).reshape(-1, 2)
+    extent = float(np.hypot(*np.ptp(pts, axis=0))) + 1.0 if len(pts) else 1.0
+    t = float(tolerance)
+    if not np.isfinite(t):
+        return extent
+    if t > extent:  # halvings by powers of two are exact: the very value the loops would reach
+        t = t / 2.0 ** float(np.ceil(np.log2(t / extent)))
+    return t
+
+
 def _simplify(contours: Sequence[np.ndarray], tolerance: float, min_points: int) -> list[np.ndarray]:
     import cv2
 
     polygons = []
     for c in contours:
-        t = float(tolerance)
+        t = _within_extent(c, tolerance)
         simple = c
         while t > 0:  # an object small beside the tolerance is simplified less, not away
             simple = cv2.approxPolyDP(c, t, True)

@@ -128,3 +128,23 @@ def test_a_small_object_keeps_a_polygon_under_a_large_tolerance():
     contour = crop_contours(big, (0, 0), (40, 40))[0]
     expected = cv2.approxPolyDP(contour, 2.0, True).reshape(-1, 2)
     assert np.array_equal(crop_to_polygons(big, (0, 0), (40, 40), tolerance=2.0)[0], expected)
+
+
+def test_a_tolerance_past_an_outline_s_extent_simplifies_it_as_its_extent_does():
+    """``detect --tolerance 1e308`` (a finite number, so accepted) was an internal error, OpenCV's
+    "Epsilon not valid" (it refuses 1e30 and more): a tolerance past an outline's extent now
+    simplifies it as the extent does, to the fewest points that keep an area, never away."""
+    from sam_detect.masks import edge_outlines, mask_to_polygons
+
+    mask = np.zeros((40, 50), bool)
+    mask[5:30, 8:40] = True
+    mask[12:20, 15:22] = False  # a hole, for the edge outlines' inner ring
+    for huge, halved in ((1e30, 1e30 / 2.0**40), (1e308, 1e308 / 2.0**960)):  # halved: ~1e18, as OpenCV takes
+        polys = mask_to_polygons(mask, tolerance=huge)
+        assert len(polys) == 1 and len(polys[0]) >= 3
+        assert [p.tolist() for p in polys] == [p.tolist() for p in mask_to_polygons(mask, tolerance=halved)]
+        rings = edge_outlines(mask, (0, 0), tolerance=huge)
+        assert [[r.tolist() for r in o] for o in rings] == [[r.tolist() for r in o]
+                                                             for o in edge_outlines(mask, (0, 0), tolerance=halved)]
+    for t in (0.0, 1.0, 7.5, 33.0, 60.0):  # within an outline's reach, or past it: as before
+        assert len(mask_to_polygons(mask, tolerance=t)) == 1
