@@ -74,8 +74,10 @@ class Param:
 
 #: the numeric settings: default and range, each written once
 PARAMS: dict[str, Param] = {
-    # the share of the context crop the object fills: side = sqrt(mask area / occupancy)
-    "occupancy": Param("occupancy", 0.2, 0.0, 1.0, low_open=True),
+    # the share of the context crop the object fills: side = sqrt(mask area / occupancy); at
+    # least 0.001 (a crop 32 times the object's side): 1e-300 asked for crops 1e151 px wide,
+    # numpy's "Maximum allowed dimension exceeded" (smaller ones ran out of memory)
+    "occupancy": Param("occupancy", 0.2, 0.001, 1.0),
     # neighbours that vote; past 10,000 nothing is gained, and values past the stores'
     # 64-bit limits ended in an OverflowError deep inside Qdrant
     "top_k": Param("top_k", 5, 1, 10_000, integer=True),

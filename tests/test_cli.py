@@ -330,6 +330,16 @@ def test_add_a_polygon_file_that_holds_no_polygon_is_one_line_naming_it(scene_fi
     assert "internal error" not in r.output
 
 
+def test_an_occupancy_too_small_to_crop_is_refused_before_any_work(scene_files):
+    """``--occupancy 1e-300`` (in (0, 1], so accepted) asked for context crops 1e151 px wide:
+    with a crop embedder, "internal error (ValueError: Maximum allowed dimension exceeded)"."""
+    f = scene_files
+    r = run_cli("add", f["image"], "--label", "x", "--mask", f["mask"], "--embedder", "effnet", "--occupancy",
+                "1e-300", *f["lib"])
+    assert r.exit_code == 2, r.output
+    assert "1e-300 is not in the range 0.001<=x<=1.0" in r.output
+
+
 def test_add_empty_label_and_empty_label_image(scene_files, tmp_path):
     f = scene_files
     r = run_cli("add", f["image"], "--label", " ", "--mask", f["mask"], *f["lib"])

@@ -129,7 +129,7 @@ def test_empty_mask_raises_annotation_error():
         context_crops(image, masks)
 
 
-@pytest.mark.parametrize("occupancy", [0, -0.1, 1.01, float("nan"), "0.2", True])
+@pytest.mark.parametrize("occupancy", [0, -0.1, 1.01, float("nan"), "0.2", True, 1e-300, 0.0009])
 def test_occupancy_validated(occupancy):
     image = _image()
     mask = _disk(120, 160, 60, 80, 5)

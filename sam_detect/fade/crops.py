@@ -174,7 +174,7 @@ def context_crop(
     Args:
         image: ``(H, W, 3)`` uint8 RGB (``(H, W)`` uint8 is repeated to 3 channels).
         mask: ``(H, W)`` bool object mask.
-        occupancy: fraction of the crop the object should cover, in ``(0, 1]``; ``None``:
+        occupancy: fraction of the crop the object should cover, in ``[0.001, 1]``; ``None``:
             the default (``sam_detect.config.PARAMS["occupancy"]``).
         fade: an object with ``apply(image, mask, distance_map)`` (see
             :mod:`sam_detect.fade`), or ``None`` for no fade.
