@@ -384,6 +384,23 @@ def test_video_writer_round_trip(tmp_path, ext):
     cap.release()
 
 
+@pytest.mark.parametrize("ext", [".mp4", ".avi"])
+def test_a_slow_time_lapse_s_video_is_written_at_the_slowest_rate_a_file_plays_at(tmp_path, ext, caplog):
+    """``video timelapse.tif --fps 0.002 -o out.mp4`` (a frame every 8 minutes, as the JSON
+    lines' times should say) opened no file: "OpenCV could not open it with codec(s) mp4v,
+    avc1; try another extension" (the encoder takes no rate under 0.01)."""
+    path = tmp_path / f"slow{ext}"
+    scene = MovingShapes(2, (64, 48), seed=1)
+    with caplog.at_level("WARNING", logger="sam_detect"), VideoWriter(path, fps=0.002) as vw:
+        for t in range(3):
+            vw.write(scene.frame(t))
+    assert count_frames(path) == 3
+    assert "written at 0.01 frames per second, the slowest a video file plays at" in caplog.text
+    cap = cv2.VideoCapture(str(path))
+    assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(0.01)
+    cap.release()
+
+
 def test_video_writer_errors(tmp_path):
     with pytest.raises(SamDetectError, match="unknown extension '.gif'"):
         VideoWriter(tmp_path / "x.gif", fps=10)

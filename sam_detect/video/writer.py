@@ -30,6 +30,11 @@ _FOURCC = {
 }
 
 
+#: the slowest frame rate OpenCV's encoders open a file at (MPEG-4 and MJPG: 0.01; at 0.001,
+#: "The encoder timebase is not set", and `video --fps 0.001 -o out.mp4` said "try another extension")
+MIN_FPS = 0.01
+
+
 class VideoWriter:
     """Write RGB frames to a video file (MP4, AVI, MKV, MOV) with OpenCV.
 
@@ -60,6 +65,13 @@ class VideoWriter:
         if not fps or fps <= 0:
             raise SamDetectError(f"video frame rate must be > 0, got {fps}")
         self.fps = float(fps)
+        if self.fps < MIN_FPS:  # a slow time-lapse's rate (--fps 0.002: a frame every 8 min) opens no file
+            import logging
+
+            logging.getLogger("sam_detect").warning(
+                "%s: written at %g frames per second, the slowest a video file plays at (the source's rate, %g, "
+                "would open none); the JSON lines keep the source's times", self.path.name, MIN_FPS, self.fps)
+            self.fps = MIN_FPS
         self.codes = (fourcc,) if fourcc else _FOURCC[ext]
         self.frames = 0
         self.size_wh: tuple[int, int] | None = None
