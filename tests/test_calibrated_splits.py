@@ -480,6 +480,70 @@ def test_every_object_lies_in_one_mosaic_window_and_is_counted_there(draw, seed)
                                           calibrated._reproduction(drawn, first.masks), err_msg=str(s))
 
 
+
+def ref_reproduction(labels, masks, windows=None):
+    """Each example's IoU with the label under it most often (the lowest of equal counts), the
+    label's area counted in the example's window (or over the whole image), example by example."""
+    out = np.zeros(len(masks), np.float32)
+    for k, (crop, (x0, y0)) in enumerate(masks):
+        hits = np.bincount(labels[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]][crop], minlength=1)
+        hits[0] = 0
+        if hits.max() == 0:
+            continue
+        best = int(hits.argmax())
+        area = (np.count_nonzero(labels == best) if windows is None else
+                np.count_nonzero(labels[windows[k][0]:windows[k][1], windows[k][2]:windows[k][3]] == best))
+        out[k] = float(hits[best]) / (float(crop.sum()) + float(area) - float(hits[best]))
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_reproduction_counts_every_example_at_once_as_one_by_one(seed):
+    """``_reproduction`` counts the examples' overlaps with every label in one count: the
+    same IoUs as example by example, ties to the lowest label included (two labels split an
+    example evenly here), with the examples' pixels found once or on each call."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 6, (40, 50)).astype(np.int32)
+    labels[:, 25:] = cv2.resize(labels[::4, ::4], (25, 40), interpolation=cv2.INTER_NEAREST)[:, :25]
+    labels[0:4, 0:2], labels[0:4, 2:4] = 7, 3  # an even split of the first example
+    masks = [(np.ones((4, 4), bool), (0, 0)), (rng.random((9, 7)) < 0.6, (30, 20)),
+             (np.zeros((3, 3), bool), (5, 5)), (rng.random((12, 12)) < 0.8, (10, 25))]
+    windows = [(0, 40, 0, 50)] * len(masks)
+    want = ref_reproduction(labels, masks)
+    assert want[0] == np.float32(8 / (16 + np.count_nonzero(labels == 3) - 8))
+    pixels = calibrated.example_pixels(masks, labels.shape)
+    for got in (calibrated._reproduction(labels, masks), calibrated._reproduction(labels, masks, windows),
+                calibrated._reproduction(labels, masks, windows, pixels)):
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(calibrated._reproduction(np.zeros_like(labels), masks), np.zeros(4, np.float32))
+
+
+@pytest.mark.parametrize("draw", [touching_disks, textured_blobs])
+def test_components_away_from_the_examples_are_left_whole_with_the_same_measurements(draw, monkeypatch):
+    """The calibration splits only the components that hold some of the examples' pixels
+    (``_Splits(roi=...)``; a trimmed or opened foreground falls apart into pieces away from
+    them): the grid's measurements, as drawn and inset, are those of every component split,
+    bit for bit, and some components were left whole."""
+    monkeypatch.setattr(calibrated, "HEAVY_SMOOTH_BELOW", 2.0)  # every setting measured
+    rgb, lab = draw(1, size=256)
+    scale, masks = examples_of(rgb, lab, n=3)
+    real = calibrated._Splits.__init__
+    left = []
+
+    def counted(self, *args, roi=None, **kw):
+        real(self, *args, roi=roi, **kw)
+        if self.only is not None:
+            left.append(int(self.comps.n - 1 - self.only.sum()))
+
+    monkeypatch.setattr(calibrated._Splits, "__init__", counted)
+    got = grid_ious(rgb, scale, masks, inset=True)
+    assert sum(left) > 0
+    monkeypatch.setattr(calibrated._Splits, "__init__", lambda self, *args, roi=None, **kw: real(self, *args, **kw))
+    want = grid_ious(rgb, scale, masks, inset=True)
+    np.testing.assert_array_equal(got, want)
+    assert got.max() > 0.5
+
 @pytest.mark.parametrize("fallback", [False, True])
 def test_watershed_is_scikit_images(monkeypatch, fallback):
     """The splits flood with scikit-image's own flooding called directly (or, where its

@@ -468,10 +468,16 @@ class _Splits:
     """
 
     def __init__(self, fg: np.ndarray, scale: Scale, x: np.ndarray | None = None,
-                 blobs: Any = None, core: Any = None, ahead: Sequence[tuple[float, str]] = ()) -> None:
+                 blobs: Any = None, core: Any = None, ahead: Sequence[tuple[float, str]] = (),
+                 roi: np.ndarray | None = None) -> None:
         """``ahead``: the ``(split, split_on)`` that :meth:`labels` will be asked for (the
         calibration grid's six of each foreground): the h-maxima of a component at several
-        strengths are found together (``classical_ops._h_maxima_many``), the same arrays."""
+        strengths are found together (``classical_ops._h_maxima_many``), the same arrays.
+        ``roi``: split only the components that hold some of its pixels, and leave the others
+        whole: the calibration reads the objects under the examples' pixels alone, and their
+        labels come out in the same order (a trimmed or opened foreground falls apart into
+        pieces away from the examples: a tenth to a fifth of the pixels of the development
+        sets' grids)."""
         from sam_detect.segment.classical_ops import _Components, _TouchingSplit
 
         self.scale = scale
@@ -479,13 +485,20 @@ class _Splits:
         self._core = core  # a function returning core_maxima of the image, or None
         self._blobs = blobs  # a function returning blob_maxima(x, scale), shared between foregrounds
         self.comps = _Components(fg)
+        self.only: np.ndarray | None = None  # (n,) bool: the components split (None: all)
+        if roi is not None:
+            self.only = np.zeros(self.comps.n, bool)
+            self.only[np.unique(self.comps.comp[roi])] = True
+            self.only[0] = False
         self.shape = _TouchingSplit(self.comps, 1.0, keep=True)
+        self.shape.only = self.only
         self.shape.ahead = tuple(self._shape_h(sp) for sp, on in ahead if on == "shape" and sp > 0)
         self._ahead = tuple(self._intensity_h(sp) for sp, on in ahead if on == "intensity" and sp > 0)
         self._maxima: dict[tuple[int, float], np.ndarray] = {}  # (component, h): h-maxima found ahead
         self._inside: dict[int, tuple[tuple[slice, slice], np.ndarray, float, float]] = {}
         self._v: dict[int, np.ndarray] = {}
         self._floods: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # each component's latest intensity flood
+        self._seeds: dict[int, tuple[np.ndarray, int, np.ndarray]] = {}  # ... and its seed labels
 
     def _shape_h(self, split: float) -> float:
         return max(0.5, split * self.scale.half_width)
@@ -536,7 +549,10 @@ class _Splits:
             return comp
         at = seeds > 0
         pairs = np.unique(comp[at].astype(np.int64) * n + seeds[at])
-        several = np.flatnonzero(np.bincount(pairs // n, minlength=comps.n) >= 2)
+        several = np.bincount(pairs // n, minlength=comps.n) >= 2
+        if self.only is not None:
+            several &= self.only
+        several = np.flatnonzero(several)
         if not len(several):
             return comp
         labels = comp.copy()
@@ -566,38 +582,40 @@ class _Splits:
         return _h_maxima_ahead(self._maxima, c, self._v[c], h, self._ahead, lambda g: not span < g)
 
     def _on_intensity(self, h: float, min_distance: int) -> np.ndarray:
-        """Watershed of each component on ``-x``, seeded at the h-maxima of ``x`` inside it."""
-        from sam_detect.segment.classical_ops import _seed_labels, reflood
+        """Watershed of each component on ``-x``, seeded at the h-maxima of ``x`` inside it.
+        The components' own labels (the same array) where none holds two seeds."""
+        from sam_detect.segment.classical_ops import _seed_labels_again, reflood
 
         comps = self.comps
-        stats = comps.stats
-        maxima = {}  # components that may hold two maxima h apart: their h-maxima
-        for c in range(1, comps.n):
-            if stats[c, 4] < 4 * min_distance * min_distance:  # too small to hold two objects
-                continue
-            sl, m, lo, hi = self._component(c)
-            if hi - lo < h:  # no two maxima h apart: one object, no h-maxima needed
-                continue
-            if c not in self._v:
-                self._v[c] = np.where(m, self.x[sl], lo).astype(np.float32)
-            maxima[c] = self._h_maxima(c, h, hi - lo)
-        labels = np.zeros_like(comps.comp)
+        areas = comps.stats[:, 4].tolist()
+        only = self.only.tolist() if self.only is not None else None
+        lut = np.zeros(comps.n, np.int32)  # an unsplit component's number
+        pieces = []  # a split component's box, mask and numbered pieces
         next_id = 1
         for c in range(1, comps.n):
-            sl, m = comps.crop(c) if c not in self._inside else self._inside[c][:2]
             k = 0
-            if c in maxima:
-                seeds = _seed_labels(maxima[c] & m, min_distance)
-                k = int(seeds.max())
+            # too small to hold two objects, or no two maxima h apart: one object, no h-maxima needed
+            if not areas[c] < 4 * min_distance * min_distance and (only is None or only[c]):
+                sl, m, lo, hi = self._component(c)
+                if not hi - lo < h:
+                    if c not in self._v:
+                        self._v[c] = np.where(m, self.x[sl], lo).astype(np.float32)
+                    seeds = _seed_labels_again(self._seeds, c, self._h_maxima(c, h, hi - lo) & m, min_distance)
+                    k = int(seeds.max())
             if k <= 1:
-                labels[sl][m] = next_id
+                lut[c] = next_id
                 next_id += 1
                 continue
-            ws = reflood(self._floods, c, -self._v[c], seeds, m)[m]
+            ws = reflood(self._floods, c, -self._v[c], seeds, m)
             # pixels joined to the seeds' pieces only diagonally are not flooded (4-connected):
             # dropped, as the shape split drops them, not given the previous object's number
-            labels[sl][m] = np.where(ws > 0, ws + (next_id - 1), 0)
+            pieces.append((sl, m, np.where(ws > 0, ws + (next_id - 1), 0)))
             next_id += k
+        if not pieces:  # every component whole, numbered as it is
+            return comps.comp
+        labels = lut[comps.comp]
+        for sl, m, ws in pieces:
+            labels[sl][m] = ws[m]
         return labels
 
 
@@ -729,7 +747,10 @@ def label_images(prepared: Any, scale: Scale, settings: list[Setting], roi: np.n
     """Yield ``(setting, labels)`` for each setting, sharing the work between them.
 
     ``prepared``: the image (``(H, W[, 3])`` array), or a function of a smoothing that returns
-    its :class:`Prepared` (or :class:`_Mosaic`) work. ``gaps``: give the ground that touching
+    its :class:`Prepared` (or :class:`_Mosaic`) work. ``roi``: ``(H, W)`` bool, the pixels
+    the caller reads (the calibration's examples): only the objects that hold some of them
+    are drawn as the settings draw them, in the same order; the rest of the image may be
+    left out or drawn unsplit. ``gaps``: give the ground that touching
     objects enclose back to it (:func:`open_gaps`), as the candidates are drawn at detection;
     calibration measures the settings without it, so that the settings the examples choose
     stay as they were. The labels may be one array for
@@ -771,7 +792,7 @@ def label_images(prepared: Any, scale: Scale, settings: list[Setting], roi: np.n
         fg, holes = by_fg[key]
         if splits is None or splits[0] != key:
             splits = (key, _Splits(fg, scale, prep.resid(s.background),
-                                   blob_of(prep, (s.smooth, s.background)), prep.core, ahead[key]))
+                                   blob_of(prep, (s.smooth, s.background)), prep.core, ahead[key], roi=roi))
         labels = splits[1].labels(s.split, s.split_on)
         opened = None
         if holes is not None:
@@ -1147,15 +1168,24 @@ def grid_ious(rgb: np.ndarray, scale: Scale, masks: list[tuple[np.ndarray, tuple
 
     def tasks(smooth: float) -> list[list[Setting]]:
         # each foreground's settings in one task (the blob splits come last in GRID), so its
-        # components are found once for all its splits; one smoothing, background and level
-        # a task (the levels' costs differ, so the threads stay evenly busy), and the ridge
-        # way's settings of the smoothing a task of their own
-        out = [sorted((g for g in GRID if g != OWN and g.smooth == smooth and g.background == background
-                       and g.level == level and g.split_on != "ridge" and (work.has_core or g.split_on != "core")),
-                      key=lambda g: g.refine) for level in LEVELS for background in BACKGROUNDS]
-        if work.has_ridge:
-            out.append([g for g in GRID if g.split_on == "ridge" and g.smooth == smooth])
+        # components are found once for all its splits, and the ridge way's settings of the
+        # smoothing a task of their own
+        out = [[g for g in GRID if g != OWN and g.smooth == smooth and g.background == background
+                and g.level == level and g.refine == refine and g.split_on != "ridge"
+                and (work.has_core or g.split_on != "core")]
+               for level in LEVELS for background in BACKGROUNDS for refine in REFINES]
+        # the largest foregrounds first (their pixels above the level, over the whole mosaic:
+        # a task's cost follows them), so that the threads run out of work together: on a
+        # stained slide the opening's foregrounds hold 3-5x the flat one's pixels and cost
+        # 2-4x as much, and the grid's own order left the last of them to one thread
+        resid = mosaics[smooth].resid
+        out.sort(key=lambda t: -int(np.count_nonzero(
+            resid(t[0].background) > np.float32(t[0].level * work.contrast * work.exposure))))
+        if work.has_ridge:  # the whole mosaic flooded: first
+            out.insert(0, [g for g in GRID if g.split_on == "ridge" and g.smooth == smooth])
         return out
+
+    pixels = example_pixels(first.masks, first.shape)
 
     def rows(grid: list[Setting]) -> list[tuple[int, np.ndarray]]:
         done, last, iou = [], None, None
@@ -1164,8 +1194,8 @@ def grid_ious(rgb: np.ndarray, scale: Scale, masks: list[tuple[np.ndarray, tuple
                 break
             if labels is not last:  # a split that splits nothing gives its components again
                 last = labels
-                iou = (_reproduction(labels, first.masks, first.windows),
-                       _reproduction(inset_labels(labels), first.masks, first.windows) if inset else None)
+                iou = (_reproduction(labels, first.masks, first.windows, pixels),
+                       _reproduction(inset_labels(labels), first.masks, first.windows, pixels) if inset else None)
             done.append((GRID_INDEX[s], iou))
         return done
 
@@ -1226,28 +1256,55 @@ def needs_heavy_smoothing(ious: np.ndarray, textured: float) -> bool:
     return best < HEAVY_SMOOTH_BELOW or textured >= HEAVY_SMOOTH_TEXTURE
 
 
+def example_pixels(masks: list[tuple[np.ndarray, tuple[int, int]]], hw: tuple[int, int]
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(at, owner, sizes)``: the flat indices into an ``hw`` label image of every example's
+    pixels (example by example, in row order), the example each belongs to, and each
+    example's pixel count (float64), for :func:`_reproduction`."""
+    w = hw[1]
+    at, owner = [], []
+    for k, (crop, (x0, y0)) in enumerate(masks):
+        ys, xs = np.nonzero(crop)
+        at.append((ys + y0) * w + (xs + x0))
+        owner.append(np.full(len(ys), k, np.int64))
+    sizes = np.array([float(crop.sum()) for crop, _ in masks], np.float64)
+    if not at:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), sizes
+    return np.concatenate(at).astype(np.int64), np.concatenate(owner), sizes
+
+
 def _reproduction(labels: np.ndarray, masks: list[tuple[np.ndarray, tuple[int, int]]],
-                  windows: Sequence[tuple[int, int, int, int]] | None = None) -> np.ndarray:
-    """``(K,)`` IoU of each example with the labelled object that overlaps it most.
+                  windows: Sequence[tuple[int, int, int, int]] | None = None,
+                  pixels: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """``(K,)`` IoU of each example with the labelled object that overlaps it most (the
+    lowest-numbered of those that overlap it equally).
     ``windows``: each example's ``(ya, yb, xa, xb)`` that holds every object of ``labels``
     under it (:attr:`_Mosaic.windows`): the objects' areas are counted there, not over the
-    whole of ``labels`` (a count of every label cost most of the call)."""
-    areas = np.bincount(labels.ravel()) if windows is None else None
-    out = np.zeros(len(masks), np.float32)
-    for k, (crop, (x0, y0)) in enumerate(masks):
-        sub = labels[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]][crop]
-        hits = np.bincount(sub, minlength=1)
-        hits[0] = 0
-        if hits.max() == 0:
-            continue
-        best = int(hits.argmax())
-        inter = float(hits[best])
-        if areas is not None:
-            area = int(areas[best])
-        else:
-            ya, yb, xa, xb = windows[k]
-            area = int(np.count_nonzero(labels[ya:yb, xa:xb] == best))
-        out[k] = inter / (float(crop.sum()) + float(area) - inter)
+    whole of ``labels`` (a count of every label cost most of the call). ``pixels``: the
+    examples' :func:`example_pixels` on ``labels``' shape, where the caller measures many
+    label images of the same examples (found here otherwise)."""
+    at, owner, sizes = pixels if pixels is not None else example_pixels(masks, labels.shape)
+    k = len(masks)
+    out = np.zeros(k, np.float32)
+    if not len(at):
+        return out
+    under = labels.reshape(-1)[at].astype(np.int64)
+    n = int(under.max()) + 1
+    # every example's overlap with every label, in one count (the examples' pixels are few)
+    hits = np.bincount(owner * n + under, minlength=k * n).reshape(k, n)
+    hits[:, 0] = 0
+    best = hits.argmax(axis=1)  # the first of equal counts, as each example's own argmax
+    inter = hits[np.arange(k), best]
+    hit = np.flatnonzero(inter > 0)
+    if not len(hit):
+        return out
+    if windows is None:
+        areas = np.bincount(labels.ravel())[best[hit]]
+    else:
+        areas = np.array([np.count_nonzero(labels[windows[i][0]:windows[i][1], windows[i][2]:windows[i][3]]
+                                           == best[i]) for i in hit.tolist()], np.int64)
+    inter = inter[hit].astype(np.float64)
+    out[hit] = inter / (sizes[hit] + areas.astype(np.float64) - inter)
     return out
 
 

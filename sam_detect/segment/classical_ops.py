@@ -215,11 +215,14 @@ class _TouchingSplit:
         self._parts: dict[int, tuple[tuple[slice, slice], np.ndarray, np.ndarray, float]] = {}
         self._convex: dict[int, bool] = {}
         self._floods: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # with keep: each component's latest flood
+        self._seeds: dict[int, tuple[np.ndarray, int, np.ndarray]] = {}  # with keep: its latest seed labels
         #: with keep: the strengths ``h`` :meth:`labels` will be asked for (the calibration
         #: grid's): a component's h-maxima at all of them are found together
         #: (:func:`_h_maxima_many`) and kept until asked
         self.ahead: tuple[float, ...] = ()
         self._maxima: dict[tuple[int, float], np.ndarray] = {}
+        #: ``(n,)`` bool: the components that may be split, the others left whole (``None``: all)
+        self.only: np.ndarray | None = None
 
     def _distance(self) -> np.ndarray:
         import cv2
@@ -270,13 +273,18 @@ class _TouchingSplit:
         if n <= 1:
             return comp
         split_of: dict[int, tuple[tuple[slice, slice], np.ndarray, np.ndarray, np.ndarray, int]] = {}
+        only = self.only.tolist() if self.only is not None else None
         for c in range(1, n):
+            if only is not None and not only[c]:
+                continue
             sl, m, d, peak = self._part(c)
             if (h > 0 and peak < 2 * h) or self._is_convex(c, m):
                 # too thin to hold two h-separated maxima, or convex (touching objects leave a
                 # notch): one object, the component itself; skips the costly h-maxima
                 continue
-            seed_lab = _seed_labels(self._h_maxima(c, d, peak, h) if h > 0 else morphology.local_maxima(d), min_distance)
+            maxima = self._h_maxima(c, d, peak, h) if h > 0 else morphology.local_maxima(d)
+            seed_lab = _seed_labels_again(self._seeds, c, maxima, min_distance) if self.keep else _seed_labels(
+                maxima, min_distance)
             k = int(seed_lab.max())
             if k > 1:
                 split_of[c] = (sl, m, d, seed_lab, k)
@@ -310,6 +318,21 @@ def _seed_labels(seeds: np.ndarray, min_distance: int) -> np.ndarray:
     n, seed_lab = cv2.connectedComponents(seeds.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)
     if n > 2 and min_distance > 1:
         seed_lab = _merge_close_seeds(seed_lab, min_distance)
+    return seed_lab
+
+
+def _seed_labels_again(kept: dict[int, tuple[np.ndarray, int, np.ndarray]], c: int, seeds: np.ndarray,
+                       min_distance: int) -> np.ndarray:
+    """``_seed_labels(seeds, min_distance)`` of component ``c``, the labels of its previous call
+    given again where ``kept`` holds one of the same seeds: a component's h-maxima are often
+    the same at two of the grid's strengths (about half the calls of a stained slide's
+    calibration), and their merging costs more than the comparison. The labels may be the
+    previous call's array: read them, do not write."""
+    last = kept.get(c)
+    if last is not None and last[1] == min_distance and np.array_equal(last[0], seeds):
+        return last[2]
+    seed_lab = _seed_labels(seeds, min_distance)
+    kept[c] = (seeds, min_distance, seed_lab)
     return seed_lab
 
 
