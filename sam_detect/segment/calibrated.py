@@ -476,8 +476,8 @@ class _Splits:
         ``roi``: split only the components that hold some of its pixels, and leave the others
         whole: the calibration reads the objects under the examples' pixels alone, and their
         labels come out in the same order (a trimmed or opened foreground falls apart into
-        pieces away from the examples: a tenth to a fifth of the pixels of the development
-        sets' grids)."""
+        pieces away from the examples: 4-19 % of the components' pixels in the development
+        sets' grids, 8 % on ``dev_stroma``)."""
         from sam_detect.segment.classical_ops import _Components, _TouchingSplit
 
         self.scale = scale

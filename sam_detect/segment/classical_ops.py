@@ -325,7 +325,7 @@ def _seed_labels_again(kept: dict[int, tuple[np.ndarray, int, np.ndarray]], c: i
                        min_distance: int) -> np.ndarray:
     """``_seed_labels(seeds, min_distance)`` of component ``c``, the labels of its previous call
     given again where ``kept`` holds one of the same seeds: a component's h-maxima are often
-    the same at two of the grid's strengths (about half the calls of a stained slide's
+    the same at two of the grid's strengths (a third of the calls of ``dev_stroma``'s
     calibration), and their merging costs more than the comparison. The labels may be the
     previous call's array: read them, do not write."""
     last = kept.get(c)
