@@ -302,16 +302,11 @@ def test_simplified_coco_polygons_never_cross_themselves(tmp_path):
     cross itself in 2 of 244 random blobs (pycocotools fills such a polygon with a hole where
     it folds). Simplified as GeoJSON's outlines are (:func:`sam_detect.masks.edge_outlines`):
     such an object is simplified less; every other keeps its tolerance."""
-    from scipy import ndimage as ndi
-    from test_geojson import _edges_meet
+    from test_geojson import _edges_meet, crossing_fields
 
-    rng = np.random.default_rng(0)
-    fields = [ndi.gaussian_filter(rng.random((40, 40)), 2) > 0.5 for _ in range(244)]
     for tolerance in (2, 3):
         crossed, simplified, objects = 0, 0, 0
-        for k in (33, 42, 79, 243):  # fields where a simplified outline crossed
-            lab, n = ndi.label(fields[k])
-            inst = Instances(masks=np.stack([lab == i for i in range(1, n + 1)]), labels=["x"] * n)
+        for inst in crossing_fields():
             exact = to_coco([inst], image_names=["a.png"], tolerance=0)["annotations"]
             path = save_annotations(inst, tmp_path / "a.json", format="coco", image_names="a.png",
                                     tolerance=tolerance)

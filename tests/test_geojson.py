@@ -431,19 +431,27 @@ def _edges_meet(rings) -> bool:
     return False
 
 
-def test_simplified_outlines_never_cross_themselves_or_their_holes():
-    """``--tolerance 2`` or more: Douglas-Peucker made a ring cross itself, or a hole cross its
-    exterior, in 1 of 30 random blobs at 3 px (invalid polygons in shapely, QuPath's JTS and
-    GIS tools). Such an object is simplified less; every other keeps its tolerance."""
+def crossing_fields() -> list[Instances]:
+    """The random blobs (of 244 fields of 40 x 40) whose outlines Douglas-Peucker made cross
+    themselves at a tolerance of 2-3 px, one ``Instances`` per field."""
     from scipy import ndimage as ndi
 
     rng = np.random.default_rng(0)
     fields = [ndi.gaussian_filter(rng.random((40, 40)), 2) > 0.5 for _ in range(244)]
+    out = []
+    for k in (33, 42, 79, 243):
+        lab, n = ndi.label(fields[k])
+        out.append(Instances(masks=np.stack([lab == i for i in range(1, n + 1)]), labels=["x"] * n))
+    return out
+
+
+def test_simplified_outlines_never_cross_themselves_or_their_holes():
+    """``--tolerance 2`` or more: Douglas-Peucker made a ring cross itself, or a hole cross its
+    exterior, in 1 of 30 random blobs at 3 px (invalid polygons in shapely, QuPath's JTS and
+    GIS tools). Such an object is simplified less; every other keeps its tolerance."""
     for tolerance in (2, 3):
         crossed, simplified, objects = 0, 0, 0
-        for k in (33, 42, 79, 243):  # fields where a simplified outline crossed
-            lab, n = ndi.label(fields[k])
-            inst = Instances(masks=np.stack([lab == i for i in range(1, n + 1)]), labels=["x"] * n)
+        for inst in crossing_fields():
             exact = to_geojson(inst)["features"]
             for f, e in zip(to_geojson(inst, tolerance=tolerance)["features"], exact, strict=True):
                 polys = [f["geometry"]["coordinates"]] if f["geometry"]["type"] == "Polygon" else \
