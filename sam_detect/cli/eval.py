@@ -247,8 +247,8 @@ def eval_cmd(
     if as_json:
         printed_not_named(images, "--json")
     iou = parse_iou(iou_spec)
-    ex_idx = parse_index_spec(examples_from, "--examples-from")
-    det_idx = parse_index_spec(detect_on, "--detect-on")
+    for spec, name in ((examples_from, "--examples-from"), (detect_on, "--detect-on")):
+        parse_index_spec(spec, name)  # a slip said before any work; read once the images are counted
     sweep = None
     if sweep_spec:
         try:
@@ -288,7 +288,7 @@ def eval_cmd(
     gt = load_ground_truth(annotations, [r.path for r in refs], label=label,  # a path tells plate1/A01 from plate2/
                            channel=labels_channel, frame=frame, types=types, types_channel=types_channel,
                            type_names=names, image_shapes=shapes, image_frames=[r.frame for r in refs])
-    ex_idx = parse_index_spec(examples_from, "--examples-from", len(refs))  # an open end counted
+    ex_idx = parse_index_spec(examples_from, "--examples-from", len(refs))  # "1:" runs to the last image
     det_idx = parse_index_spec(detect_on, "--detect-on", len(refs))
     for name, idx in (("--examples-from", ex_idx), ("--detect-on", det_idx)):
         if idx and idx[-1] >= len(refs):

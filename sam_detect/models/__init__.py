@@ -317,14 +317,20 @@ def _whole_in_cache(spec: ModelSpec, cache: Path, damaged: list[str] | None = No
     (an interrupted copy) is ``None``, and said in ``damaged``: ``auto`` chose a cut-short
     SAM2 file, and every ``detect`` then failed on it."""
     hit = spec.cached_path(cache)
-    try:
-        problem = checkpoint_problem(hit) if hit is not None else None
-    except OSError as e:  # gone or unreadable since it was listed
-        problem = f"unreadable: {e.strerror or e}"
+    problem = _cached_problem(hit) if hit is not None else None
     if problem is not None and damaged is not None:
         damaged.append(f"{spec.name}'s cached {hit.name} is damaged ({problem}; run "
                        f"`{spec.download_command()}`), so it is not used")
     return None if problem is not None else hit
+
+
+def _cached_problem(hit: Path) -> str | None:
+    """:func:`checkpoint_problem` of a cached file, one gone or unreadable since it was listed
+    said so."""
+    try:
+        return checkpoint_problem(hit)
+    except OSError as e:
+        return f"unreadable: {e.strerror or e}"
 
 
 def pick_sam2_model(model: str | None, checkpoint: str | os.PathLike | None = None) -> str:
@@ -409,10 +415,7 @@ def _missing_message(spec: ModelSpec, cache: Path, why: str, flag: str) -> str:
     kind = f"{spec.family.upper() if spec.family == 'sam2' else 'CLIP'} weights"
     hit = spec.cached_path(cache)
     if hit is not None:  # fetched again: said as what it is, not "not in the model cache"
-        try:
-            problem = checkpoint_problem(hit)
-        except OSError as e:
-            problem = f"unreadable: {e.strerror or e}"
+        problem = _cached_problem(hit)
         if problem is None:
             return f"{kind} {hit.name} ({spec.name}) could not be fetched again ({why}); the cached {hit} is kept"
         return (f"{kind} {hit.name} ({spec.name}): the cached {hit} is damaged ({problem}) and could not be fetched "
